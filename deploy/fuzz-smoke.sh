@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every Fuzz target in the module for a short time (FUZZTIME, default 5s), so a
+# parser that faces the network is exercised on every CI run, not only on its seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-5s}
+found=0
+while IFS= read -r file; do
+	dir=$(dirname "$file")
+	for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/'); do
+		found=$((found + 1))
+		echo "fuzz: ./$dir $target ($fuzztime)"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "./$dir" >/tmp/inkan-fuzz.$$ 2>&1 || {
+			cat /tmp/inkan-fuzz.$$; rm -f /tmp/inkan-fuzz.$$; exit 1; }
+	done
+done < <(git ls-files '*_test.go' 2>/dev/null | xargs -r grep -l '^func Fuzz' || true)
+rm -f /tmp/inkan-fuzz.$$
+echo "fuzz: $found targets ran"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, what inkan needs to build, run and test and is not yet on
+# this machine. Idempotent: prints nothing and changes nothing when all is present.
+#   deploy/install-deps.sh          build, run and test needs
+#   deploy/install-deps.sh --bench  also the benchmark tools (wrk, nginx)
+set -euo pipefail
+
+need=()
+have_file() { [ -e "$1" ]; }
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+have_file /usr/lib/softhsm/libsofthsm2.so || need+=(softhsm2)
+have_cmd pkcs11-tool || need+=(opensc)
+have_cmd openssl || need+=(openssl)
+have_cmd gcc || need+=(gcc)
+have_file /usr/include/stdlib.h || need+=(libc6-dev)
+have_cmd make || need+=(make)
+if [ "${1:-}" = "--bench" ]; then
+	have_cmd wrk || need+=(wrk)
+	have_cmd nginx || need+=(nginx-light)
+	have_cmd taskset || need+=(util-linux)
+fi
+
+[ ${#need[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+	have_cmd sudo || { echo "install-deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+	sudo="sudo"
+fi
+echo "install-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
