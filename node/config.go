@@ -1,0 +1,269 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is a node's configuration file, typed. LoadConfig fills it from YAML and
+// validates it; nothing reads a Config that has not passed Validate.
+type Config struct {
+	// DataDir holds the node's Raft log, state, OCSP cache and identity.
+	DataDir string        `yaml:"data_dir"`
+	Cluster ClusterConfig `yaml:"cluster"`
+	API     ListenConfig  `yaml:"api"`
+	OCSP    ListenConfig  `yaml:"ocsp"`
+	HSM     HSMConfig     `yaml:"hsm"`
+	Log     LogConfig     `yaml:"log"`
+}
+
+// ClusterConfig says how the node takes part in the Raft cluster.
+type ClusterConfig struct {
+	// Name is the cluster's name, the origin line of its audit checkpoints.
+	Name string `yaml:"name"`
+	// Bind is the host:port the node listens on for Raft and cluster RPC (mTLS).
+	Bind string `yaml:"bind"`
+	// Advertise is the address other nodes dial; defaults to Bind.
+	Advertise string `yaml:"advertise"`
+	// Bootstrap makes this node the first voter of a new cluster. Only the first
+	// node of a cluster sets it; the others join.
+	Bootstrap bool `yaml:"bootstrap"`
+	// Join is how a new node enters an existing cluster.
+	Join *JoinConfig `yaml:"join"`
+	// Role is "voter" (default) or "nonvoter" (an OCSP/CRL edge, never in quorum).
+	Role string `yaml:"role"`
+}
+
+// JoinConfig names a member to contact and the one-time token an operator made.
+type JoinConfig struct {
+	Address   string `yaml:"address"`
+	TokenFile string `yaml:"token_file"`
+}
+
+// ListenConfig is one listener.
+type ListenConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// HSMConfig names the PKCS#11 module and token holding this node's keys and where
+// the PIN comes from. The PIN itself never appears in the file.
+type HSMConfig struct {
+	Module string `yaml:"module"`
+	// Token is the token label; TokenSerial selects by serial instead.
+	Token       string `yaml:"token"`
+	TokenSerial string `yaml:"token_serial"`
+	// PINFile is a file readable by the node's user only (mode 0600 or stricter).
+	PINFile string `yaml:"pin_file"`
+	// PINEnv names an environment variable holding the PIN.
+	PINEnv string `yaml:"pin_env"`
+	// Sessions bounds the PKCS#11 session pool (default 4).
+	Sessions int `yaml:"sessions"`
+	// IdleTimeout closes sessions idle for longer (default 25s, under YubiHSM's 30s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// LogConfig sets the node's slog output.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // text (default) or json
+}
+
+// Duration is a time.Duration written as "25s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Role names.
+const (
+	RoleVoter    = "voter"
+	RoleNonvoter = "nonvoter"
+)
+
+// LoadConfig reads, defaults and validates the YAML file at path. Unknown keys are
+// errors, so a misspelt option never silently falls back to its default.
+func LoadConfig(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes, defaults and validates a configuration document.
+func ParseConfig(raw []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var cfg Config
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Cluster.Role == "" {
+		c.Cluster.Role = RoleVoter
+	}
+	if c.Cluster.Advertise == "" {
+		c.Cluster.Advertise = c.Cluster.Bind
+	}
+	if c.HSM.Module == "" {
+		c.HSM.Module = "/usr/lib/softhsm/libsofthsm2.so"
+	}
+	if c.HSM.Sessions == 0 {
+		c.HSM.Sessions = 4
+	}
+	if c.HSM.IdleTimeout == 0 {
+		c.HSM.IdleTimeout = Duration(25 * time.Second)
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+// Validate checks every field and reports all problems at once, each naming the
+// field as it is written in the file.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+
+	switch {
+	case c.DataDir == "":
+		bad("data_dir", "required")
+	case !filepath.IsAbs(c.DataDir):
+		bad("data_dir", "%q must be an absolute path", c.DataDir)
+	}
+
+	if c.Cluster.Name == "" {
+		bad("cluster.name", "required (it names the cluster in audit checkpoints)")
+	} else if strings.ContainsAny(c.Cluster.Name, "\n\r") {
+		bad("cluster.name", "must be a single line")
+	}
+	checkAddr(bad, "cluster.bind", c.Cluster.Bind, true)
+	checkAddr(bad, "cluster.advertise", c.Cluster.Advertise, true)
+	if host, _, err := net.SplitHostPort(c.Cluster.Advertise); err == nil && isUnspecified(host) {
+		bad("cluster.advertise", "%q is not an address other nodes can dial; set cluster.advertise", c.Cluster.Advertise)
+	}
+	switch c.Cluster.Role {
+	case RoleVoter, RoleNonvoter:
+	default:
+		bad("cluster.role", "%q is not one of voter, nonvoter", c.Cluster.Role)
+	}
+	switch {
+	case c.Cluster.Bootstrap && c.Cluster.Join != nil:
+		bad("cluster.join", "a bootstrapping node does not join; set either cluster.bootstrap or cluster.join")
+	case c.Cluster.Bootstrap && c.Cluster.Role == RoleNonvoter:
+		bad("cluster.role", "the bootstrapping node must be a voter")
+	case c.Cluster.Join != nil:
+		checkAddr(bad, "cluster.join.address", c.Cluster.Join.Address, true)
+		if c.Cluster.Join.TokenFile == "" {
+			bad("cluster.join.token_file", "required")
+		}
+	}
+
+	checkAddr(bad, "api.listen", c.API.Listen, true)
+	checkAddr(bad, "ocsp.listen", c.OCSP.Listen, true)
+	seen := map[string]string{}
+	for _, l := range []struct{ field, addr string }{
+		{"cluster.bind", c.Cluster.Bind}, {"api.listen", c.API.Listen}, {"ocsp.listen", c.OCSP.Listen},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		if prev, dup := seen[l.addr]; dup {
+			bad(l.field, "address %s is already used by %s", l.addr, prev)
+		}
+		seen[l.addr] = l.field
+	}
+
+	if c.HSM.Module == "" || !filepath.IsAbs(c.HSM.Module) {
+		bad("hsm.module", "%q must be an absolute path to a PKCS#11 module", c.HSM.Module)
+	}
+	switch {
+	case c.HSM.Token == "" && c.HSM.TokenSerial == "":
+		bad("hsm.token", "required (a token label), or set hsm.token_serial")
+	case c.HSM.Token != "" && c.HSM.TokenSerial != "":
+		bad("hsm.token_serial", "set either hsm.token or hsm.token_serial, not both")
+	}
+	switch {
+	case c.HSM.PINFile == "" && c.HSM.PINEnv == "":
+		bad("hsm.pin_file", "required (a 0600 file), or set hsm.pin_env")
+	case c.HSM.PINFile != "" && c.HSM.PINEnv != "":
+		bad("hsm.pin_env", "set either hsm.pin_file or hsm.pin_env, not both")
+	}
+	if c.HSM.Sessions < 1 || c.HSM.Sessions > 256 {
+		bad("hsm.sessions", "%d is outside 1..256", c.HSM.Sessions)
+	}
+	if d := time.Duration(c.HSM.IdleTimeout); d < time.Second {
+		bad("hsm.idle_timeout", "%s is shorter than 1s", d)
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// checkAddr reports a host:port that does not parse or has a port outside 1..65535.
+func checkAddr(bad func(string, string, ...any), field, addr string, required bool) {
+	if addr == "" {
+		if required {
+			bad(field, "required (host:port)")
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		bad(field, "address %s: not host:port", addr)
+		return
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		bad(field, "address %s: invalid port", addr)
+	}
+}
+
+func isUnspecified(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const goodConfig = `
+data_dir: /var/lib/inkan
+cluster:
+  name: inkan-test
+  bind: 127.0.0.1:7400
+  bootstrap: true
+api:
+  listen: 127.0.0.1:8443
+ocsp:
+  listen: 127.0.0.1:8080
+hsm:
+  token: inkan-node1
+  pin_file: /etc/inkan/hsm.pin
+`
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.Advertise != "127.0.0.1:7400" {
+		t.Errorf("advertise default = %q, want the bind address", cfg.Cluster.Advertise)
+	}
+	if cfg.Cluster.Role != RoleVoter || cfg.HSM.Sessions != 4 || cfg.Log.Level != "info" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+	if cfg.HSM.Module != "/usr/lib/softhsm/libsofthsm2.so" {
+		t.Errorf("module default = %q", cfg.HSM.Module)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	cases := []struct {
+		name    string
+		edit    func(string) string
+		wantErr string
+	}{
+		{"invalid port", repl("127.0.0.1:7400", "127.0.0.1:99999"), "cluster.bind: address 127.0.0.1:99999: invalid port"},
+		{"not host:port", repl("127.0.0.1:8443", "localhost"), "api.listen: address localhost: not host:port"},
+		{"missing data dir", repl("data_dir: /var/lib/inkan", ""), "data_dir: required"},
+		{"relative data dir", repl("/var/lib/inkan", "var/lib"), "data_dir: \"var/lib\" must be an absolute path"},
+		{"unknown key", repl("  token: inkan-node1", "  tokn: inkan-node1"), "field tokn not found"},
+		{"both pin sources", repl("  pin_file: /etc/inkan/hsm.pin", "  pin_file: /etc/inkan/hsm.pin\n  pin_env: PIN"), "hsm.pin_env: set either"},
+		{"no pin source", repl("  pin_file: /etc/inkan/hsm.pin", ""), "hsm.pin_file: required"},
+		{"bad role", repl("  bootstrap: true", "  bootstrap: true\n  role: leader"), "cluster.role: \"leader\" is not one of"},
+		{"bootstrap and join", repl("  bootstrap: true", "  bootstrap: true\n  join:\n    address: 127.0.0.1:7401\n    token_file: /t"), "cluster.join: a bootstrapping node does not join"},
+		{"join without token", repl("  bootstrap: true", "  join:\n    address: 127.0.0.1:7401"), "cluster.join.token_file: required"},
+		{"same address twice", repl("127.0.0.1:8080", "127.0.0.1:8443"), "ocsp.listen: address 127.0.0.1:8443 is already used by api.listen"},
+		{"unspecified advertise", repl("bind: 127.0.0.1:7400", "bind: 0.0.0.0:7400"), "cluster.advertise: \"0.0.0.0:7400\" is not an address other nodes can dial"},
+		{"bad duration", repl("  token: inkan-node1", "  token: inkan-node1\n  idle_timeout: soon"), "\"soon\" is not a duration"},
+		{"bad log level", func(s string) string { return s + "log:\n  level: loud\n" }, "log.level: \"loud\" is not one of"},
+		{"multi-line cluster name", repl("name: inkan-test", "name: \"a\\nb\""), "cluster.name: must be a single line"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.edit(goodConfig)))
+			if err == nil {
+				t.Fatalf("accepted; want error containing %q", tc.wantErr)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %q does not contain %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestLoadConfigNamesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(path, []byte(strings.Replace(goodConfig, "7400", "0", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "cluster.bind") {
+		t.Fatalf("error %v should name the file and the field", err)
+	}
+}
+
+func repl(old, new string) func(string) string {
+	return func(s string) string {
+		if !strings.Contains(s, old) {
+			panic("test edit does not apply: " + old)
+		}
+		return strings.Replace(s, old, new, 1)
+	}
+}
