@@ -1,0 +1,275 @@
+package ocsp
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Status is a certificate's status as a cached response states it.
+type Status uint8
+
+// The statuses of RFC 6960 §4.2.1.
+const (
+	Good Status = iota
+	Revoked
+	Unknown
+)
+
+func (s Status) String() string {
+	switch s {
+	case Good:
+		return "good"
+	case Revoked:
+		return "revoked"
+	}
+	return "unknown"
+}
+
+// Response is one signed OCSP response for one serial, with the header values the
+// responder sends beside it made once, when it is cached, not per request.
+type Response struct {
+	DER        []byte
+	Status     Status
+	ThisUpdate time.Time
+	NextUpdate time.Time
+
+	etag         []byte // `"<hex>"`
+	lastModified []byte // HTTP date of ThisUpdate
+	expires      []byte // HTTP date of NextUpdate
+}
+
+// NewResponse wraps a signed response with its ready-made headers.
+func NewResponse(der []byte, status Status, thisUpdate, nextUpdate time.Time) *Response {
+	sum := sha256.Sum256(der)
+	etag := make([]byte, 0, 34)
+	etag = append(etag, '"')
+	etag = hex.AppendEncode(etag, sum[:16])
+	etag = append(etag, '"')
+	return &Response{
+		DER:          der,
+		Status:       status,
+		ThisUpdate:   thisUpdate,
+		NextUpdate:   nextUpdate,
+		etag:         etag,
+		lastModified: fasthttp.AppendHTTPDate(nil, thisUpdate),
+		expires:      fasthttp.AppendHTTPDate(nil, nextUpdate),
+	}
+}
+
+// Cache holds the signed responses a node serves: for every issuer (a CA certificate,
+// active or rolled over) the response for each of its serials. It is a value with no
+// I/O, safe for concurrent use: many readers, occasional writers. A serial the cache
+// does not hold is never answered by signing on demand.
+type Cache struct {
+	mu      sync.RWMutex // guards issuers; the slice itself is never mutated in place
+	issuers []*issuerEntry
+}
+
+const cacheShards = 64
+
+// CertIDHashes are the hash algorithms a request's CertID may use. A response names the
+// certificate by a CertID built with one of them, and clients look for the CertID they
+// sent, so every serial has one signed response per algorithm.
+var CertIDHashes = [...]crypto.Hash{crypto.SHA1, crypto.SHA256}
+
+type issuerEntry struct {
+	id     string
+	tables [len(CertIDHashes)]table
+}
+
+type table struct {
+	hash     crypto.Hash
+	nameHash []byte
+	keyHash  []byte
+	shards   [cacheShards]struct {
+		mu sync.RWMutex
+		m  map[string]*Response
+	}
+}
+
+// ErrUnknownIssuer is returned by Put for an issuer the cache was not told of.
+var ErrUnknownIssuer = errors.New("ocsp: unknown issuer")
+
+// NewCache returns an empty cache.
+func NewCache() *Cache { return &Cache{} }
+
+// AddIssuer makes the cache answer for certificates issued by cert, under id. Adding
+// an id twice keeps the responses already held.
+func (c *Cache) AddIssuer(id string, cert *x509.Certificate) error {
+	var spki struct {
+		Algorithm asn1.RawValue
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(cert.RawSubjectPublicKeyInfo, &spki); err != nil {
+		return fmt.Errorf("ocsp: issuer %s: public key: %w", id, err)
+	}
+	e := &issuerEntry{id: id}
+	for i, h := range CertIDHashes {
+		nh, kh := h.New(), h.New()
+		nh.Write(cert.RawSubject)
+		kh.Write(spki.PublicKey.RightAlign())
+		t := &e.tables[i]
+		t.hash, t.nameHash, t.keyHash = h, nh.Sum(nil), kh.Sum(nil)
+		for j := range t.shards {
+			t.shards[j].m = make(map[string]*Response)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, old := range c.issuers {
+		if old.id == id {
+			return nil
+		}
+	}
+	next := make([]*issuerEntry, len(c.issuers), len(c.issuers)+1)
+	copy(next, c.issuers)
+	c.issuers = append(next, e)
+	return nil
+}
+
+func (c *Cache) issuer(id string) *issuerEntry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, e := range c.issuers {
+		if e.id == id {
+			return e
+		}
+	}
+	return nil
+}
+
+// Put stores the response for serial (big-endian magnitude) whose CertID was built
+// with hash, under the issuer id, replacing what was there.
+func (c *Cache) Put(issuerID string, hash crypto.Hash, serial []byte, r *Response) error {
+	e := c.issuer(issuerID)
+	if e == nil {
+		return fmt.Errorf("%w %q", ErrUnknownIssuer, issuerID)
+	}
+	t := e.table(hash)
+	if t == nil {
+		return fmt.Errorf("ocsp: CertID hash %v is not served", hash)
+	}
+	serial = trimSerial(serial)
+	s := &t.shards[shardOf(serial)]
+	s.mu.Lock()
+	s.m[string(serial)] = r
+	s.mu.Unlock()
+	return nil
+}
+
+// Get returns the response held for serial and CertID hash under the issuer id, or nil.
+func (c *Cache) Get(issuerID string, hash crypto.Hash, serial []byte) *Response {
+	e := c.issuer(issuerID)
+	if e == nil {
+		return nil
+	}
+	t := e.table(hash)
+	if t == nil {
+		return nil
+	}
+	return t.get(trimSerial(serial))
+}
+
+// lookup answers a parsed request: the issuer is matched by both name and key hash,
+// under the hash algorithm the request used.
+func (c *Cache) lookup(id certID) *Response {
+	for _, e := range c.snapshot() {
+		t := e.table(id.hash)
+		if t != nil && bytes.Equal(t.keyHash, id.keyHash) && bytes.Equal(t.nameHash, id.nameHash) {
+			return t.get(id.serial)
+		}
+	}
+	return nil
+}
+
+func (e *issuerEntry) table(h crypto.Hash) *table {
+	for i := range e.tables {
+		if e.tables[i].hash == h {
+			return &e.tables[i]
+		}
+	}
+	return nil
+}
+
+func (t *table) get(serial []byte) *Response {
+	s := &t.shards[shardOf(serial)]
+	s.mu.RLock()
+	r := s.m[string(serial)]
+	s.mu.RUnlock()
+	return r
+}
+
+// Range calls fn for every cached response until fn returns false. Responses may be
+// replaced while Range runs; fn sees each (hash, serial) at most once.
+func (c *Cache) Range(fn func(issuerID string, hash crypto.Hash, serial []byte, r *Response) bool) {
+	type kv struct {
+		k string
+		v *Response
+	}
+	var batch []kv
+	for _, e := range c.snapshot() {
+		for ti := range e.tables {
+			t := &e.tables[ti]
+			for i := range t.shards {
+				s := &t.shards[i]
+				s.mu.RLock()
+				batch = batch[:0]
+				for k, v := range s.m {
+					batch = append(batch, kv{k, v})
+				}
+				s.mu.RUnlock()
+				for _, p := range batch {
+					if !fn(e.id, t.hash, []byte(p.k), p.v) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
+// Len counts the cached responses (one per serial and CertID hash).
+func (c *Cache) Len() int {
+	n := 0
+	for _, e := range c.snapshot() {
+		for ti := range e.tables {
+			for i := range e.tables[ti].shards {
+				s := &e.tables[ti].shards[i]
+				s.mu.RLock()
+				n += len(s.m)
+				s.mu.RUnlock()
+			}
+		}
+	}
+	return n
+}
+
+func (c *Cache) snapshot() []*issuerEntry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.issuers
+}
+
+func shardOf(serial []byte) int {
+	if len(serial) == 0 {
+		return 0
+	}
+	return int(serial[len(serial)-1]) % cacheShards
+}
+
+func trimSerial(s []byte) []byte {
+	for len(s) > 1 && s[0] == 0 {
+		s = s[1:]
+	}
+	return s
+}

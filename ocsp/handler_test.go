@@ -1,0 +1,196 @@
+package ocsp
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	xocsp "golang.org/x/crypto/ocsp"
+)
+
+// serve starts the responder on a loopback socket and returns its base URL.
+func serve(t *testing.T, r *Responder) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(r.ServeFastHTTP)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return "http://" + ln.Addr().String()
+}
+
+// servedPKI caches a good response for leaves[0], a revoked one for leaves[1] and
+// nothing for leaves[2].
+func servedPKI(t *testing.T) (*testPKI, string, *Response) {
+	p := getPKI(t)
+	c := NewCache()
+	if err := c.AddIssuer("ca1", p.ca); err != nil {
+		t.Fatal(err)
+	}
+	var good *Response
+	for _, h := range CertIDHashes {
+		r := p.signedResponse(t, p.leaves[0], h, xocsp.Good, time.Time{})
+		if h == crypto.SHA256 {
+			good = r
+		}
+		if err := c.Put("ca1", h, p.leaves[0].SerialNumber.Bytes(), r); err != nil {
+			t.Fatal(err)
+		}
+		r = p.signedResponse(t, p.leaves[1], h, xocsp.Revoked, time.Now().Add(-time.Hour))
+		if err := c.Put("ca1", h, p.leaves[1].SerialNumber.Bytes(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p, serve(t, NewResponder(c, nil)), good
+}
+
+func writePEM(t *testing.T, dir, name string, cert *x509.Certificate) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestOpenSSLClient(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("openssl is required in CI")
+		}
+		t.Skip("openssl not installed")
+	}
+	p, url, _ := servedPKI(t)
+	dir := t.TempDir()
+	caPEM := writePEM(t, dir, "ca.pem", p.ca)
+	cases := []struct {
+		name   string
+		leaf   int
+		digest string
+		want   []string
+	}{
+		{"good sha1", 0, "-sha1", []string{": good", "Response verify OK"}},
+		{"good sha256", 0, "-sha256", []string{": good", "Response verify OK"}},
+		{"revoked", 1, "-sha1", []string{": revoked", "Reason: keyCompromise"}},
+		{"revoked sha256", 1, "-sha256", []string{": revoked", "Reason: keyCompromise"}},
+		{"not cached", 2, "-sha1", []string{"unauthorized"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			leafPEM := writePEM(t, dir, "leaf"+strconv.Itoa(tc.leaf)+".pem", p.leaves[tc.leaf])
+			out, _ := exec.Command("openssl", "ocsp", tc.digest, "-issuer", caPEM, "-cert", leafPEM,
+				"-url", url, "-VAfile", caPEM, "-no_nonce").CombinedOutput()
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("openssl ocsp output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestGETHeadersAndConditional(t *testing.T) {
+	p, url, good := servedPKI(t)
+	req := p.request(t, p.leaves[0], crypto.SHA256)
+	resp, err := http.Get(url + "/" + base64.StdEncoding.EncodeToString(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(body, good.DER) {
+		t.Fatalf("status %d, body %d bytes", resp.StatusCode, len(body))
+	}
+	h := resp.Header
+	if h.Get("Content-Type") != "application/ocsp-response" {
+		t.Errorf("Content-Type %q", h.Get("Content-Type"))
+	}
+	cc := h.Get("Cache-Control")
+	if !strings.HasPrefix(cc, "max-age=") || !strings.HasSuffix(cc, ", public, no-transform, must-revalidate") {
+		t.Errorf("Cache-Control %q", cc)
+	}
+	age, _ := strconv.Atoi(strings.TrimPrefix(strings.SplitN(cc, ",", 2)[0], "max-age="))
+	if until := int(time.Until(good.NextUpdate).Seconds()); age > until || age < until-5 {
+		t.Errorf("max-age %d, want about %d (until nextUpdate)", age, until)
+	}
+	if lm, _ := http.ParseTime(h.Get("Last-Modified")); !lm.Equal(good.ThisUpdate) {
+		t.Errorf("Last-Modified %q, want %v", h.Get("Last-Modified"), good.ThisUpdate)
+	}
+	if ex, _ := http.ParseTime(h.Get("Expires")); !ex.Equal(good.NextUpdate) {
+		t.Errorf("Expires %q, want %v", h.Get("Expires"), good.NextUpdate)
+	}
+	if _, err := xocsp.ParseResponseForCert(body, p.leaves[0], p.ca); err != nil {
+		t.Errorf("response does not verify: %v", err)
+	}
+
+	creq, _ := http.NewRequest("GET", url+"/"+base64.StdEncoding.EncodeToString(req), nil)
+	creq.Header.Set("If-None-Match", h.Get("ETag"))
+	resp2, err := http.DefaultClient.Do(creq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode != http.StatusNotModified {
+		t.Errorf("conditional GET: status %d, want 304", resp2.StatusCode)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	_, url, _ := servedPKI(t)
+	post := func(body []byte) (int, []byte) {
+		resp, err := http.Post(url+"/", "application/ocsp-request", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	for name, body := range map[string][]byte{
+		"empty":     {},
+		"garbage":   []byte("hello"),
+		"truncated": {0x30, 0x82, 0x01},
+	} {
+		if code, b := post(body); code != 200 || !bytes.Equal(b, respMalformed) {
+			t.Errorf("POST %s: %d %x, want malformedRequest", name, code, b)
+		}
+	}
+	if code, _ := post(make([]byte, maxPOSTBody+1)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized POST: status %d, want 413", code)
+	}
+	// A path no Go client would send: write it on the socket by hand.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = conn.Write([]byte("GET /%%% HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+	raw, _ := io.ReadAll(conn)
+	conn.Close()
+	if !bytes.HasSuffix(raw, respMalformed) {
+		t.Errorf("GET /%%%%%%: %q, want malformedRequest", raw)
+	}
+	var resp *http.Response
+	req, _ := http.NewRequest("PUT", url+"/", nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
+		t.Errorf("PUT: status %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
