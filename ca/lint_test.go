@@ -1,0 +1,130 @@
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testCA(t *testing.T, key crypto.Signer) *x509.Certificate {
+	t.Helper()
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(0x5ca1ab1e),
+		Subject:               pkix.Name{Country: []string{"JP"}, Organization: []string{"inkan test"}, CommonName: "inkan test issuing CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func leafTemplate(serial int64) *x509.Certificate {
+	now := time.Now().Truncate(time.Second)
+	return &x509.Certificate{
+		SubjectKeyId:          []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20},
+		SerialNumber:          new(big.Int).Lsh(big.NewInt(serial), 64),
+		Subject:               pkix.Name{Country: []string{"JP"}, CommonName: "3f2a9c0e7b"},
+		NotBefore:             now,
+		NotAfter:              now.Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		BasicConstraintsValid: true,
+		CRLDistributionPoints: []string{"http://ocsp.example.jp/crl/1/0.crl"},
+		OCSPServer:            []string{"http://ocsp.example.jp/"},
+	}
+}
+
+func TestLintTBSIsWhatTheCASigns(t *testing.T) {
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	subject, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for name, caKey := range map[string]crypto.Signer{"ecdsa-p256": ecKey, "rsa-2048": rsaKey, "ed25519": edKey} {
+		t.Run(name, func(t *testing.T) {
+			caCert := testCA(t, caKey)
+			l, err := newLinter(caCert, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl := leafTemplate(7)
+			tbs, err := l.lint(tmpl, subject.Public())
+			if err != nil {
+				t.Fatalf("clean template refused: %v", err)
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, subject.Public(), caKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			real, _ := x509.ParseCertificate(der)
+			if !bytes.Equal(real.RawTBSCertificate, tbs) {
+				t.Fatal("the linted TBSCertificate differs from the one the CA key signed")
+			}
+			if err := real.CheckSignatureFrom(caCert); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestLintRefuses(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caCert := testCA(t, caKey)
+	subject, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, err := newLinter(caCert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, wantLint string
+		edit           func(*x509.Certificate)
+	}{
+		{"cert sign on a leaf", "e_ext_key_usage_cert_sign_without_ca", func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageCertSign }},
+		{"empty subject without SAN", "e_subject_empty_without_san", func(c *x509.Certificate) { c.Subject = pkix.Name{} }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl := leafTemplate(9)
+			tc.edit(tmpl)
+			_, err := l.lint(tmpl, subject.Public())
+			var le *LintError
+			if !errors.As(err, &le) || !errors.Is(err, ErrLint) {
+				t.Fatalf("got %v, want a LintError", err)
+			}
+			if !strings.Contains(err.Error(), tc.wantLint) {
+				t.Fatalf("%v does not name %s", err, tc.wantLint)
+			}
+		})
+	}
+	// A skipped lint no longer refuses.
+	l2, err := newLinter(caCert, []string{"e_subject_empty_without_san"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := leafTemplate(10)
+	tmpl.Subject = pkix.Name{}
+	if _, err := l2.lint(tmpl, subject.Public()); err != nil {
+		t.Fatalf("skipped lint still refuses: %v", err)
+	}
+}
