@@ -1,0 +1,894 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
+)
+
+// Errors callers act on.
+var (
+	ErrNotLeader      = errors.New("cluster: not the leader")
+	ErrNoLeader       = errors.New("cluster: no leader known")
+	ErrShutdown       = errors.New("cluster: shut down")
+	ErrNodeFailed     = errors.New("cluster: node failed")
+	ErrUnknownCommand = errors.New("cluster: unknown command type or version")
+	errTransport      = errors.New("cluster: transport")
+)
+
+// Config configures a node. DataDir, BindAddr, AdvertiseAddr and KeyVault
+// are required, and one of Bootstrap or Join on a node's first start.
+type Config struct {
+	// DataDir holds the node's ID, certificates, Raft log and state.
+	DataDir string
+	// NodeID is this node's stable ID (lower-case letters, digits, '-').
+	// If empty, one is made on first start and kept in DataDir.
+	NodeID string
+	// BindAddr is where the cluster port listens ("0.0.0.0:7400").
+	BindAddr string
+	// AdvertiseAddr is the host:port other nodes reach this node at. If
+	// empty, the listener's address is used (BindAddr must then name a
+	// host); it must stay the same across restarts.
+	AdvertiseAddr string
+	// KeyVault is the node's HSM.
+	KeyVault KeyVault
+
+	// Bootstrap makes a new single-node cluster on a fresh DataDir.
+	Bootstrap bool
+	// Join joins an existing cluster on a fresh DataDir.
+	Join *Join
+
+	// Handlers own the command types; Hooks run after each applied command.
+	Handlers []Handler
+	Hooks    []Hook
+	// ReplicatedKeys names the KeyVault keys, besides CAKeyName, that a
+	// joining voter receives (e.g. the CA signing key, the audit key).
+	ReplicatedKeys []string
+
+	Logger     *slog.Logger          // default slog.Default()
+	Registerer prometheus.Registerer // metrics are registered here if set
+
+	// Raft timing; zero means the default in parentheses.
+	HeartbeatTimeout   time.Duration // (1s)
+	ElectionTimeout    time.Duration // (1s)
+	LeaderLeaseTimeout time.Duration // (500ms)
+	CommitTimeout      time.Duration // (20ms)
+	SnapshotInterval   time.Duration // (2m)
+	SnapshotThreshold  uint64        // (8192 entries)
+	TrailingLogs       uint64        // (10240 entries)
+
+	// MaxBatch is the most commands put in one Raft entry (256); 1 turns
+	// group commit off. MaxBatchBytes caps an entry's commands (1 MiB).
+	MaxBatch      int
+	MaxBatchBytes int
+	// RequestTimeout bounds a call whose context has no deadline (10s).
+	RequestTimeout time.Duration
+}
+
+// Join says where and how to join a cluster.
+type Join struct {
+	Addr  string // any node's cluster port
+	Token string // from CreateJoinToken
+}
+
+func (cfg *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.HeartbeatTimeout, time.Second)
+	def(&cfg.ElectionTimeout, time.Second)
+	def(&cfg.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&cfg.CommitTimeout, 20*time.Millisecond)
+	def(&cfg.SnapshotInterval, 2*time.Minute)
+	def(&cfg.RequestTimeout, 10*time.Second)
+	if cfg.SnapshotThreshold == 0 {
+		cfg.SnapshotThreshold = 8192
+	}
+	if cfg.TrailingLogs == 0 {
+		cfg.TrailingLogs = 10240
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+}
+
+func (cfg *Config) validate() error {
+	var errs []error
+	if cfg.DataDir == "" {
+		errs = append(errs, errors.New("cluster: data_dir: required"))
+	}
+	if _, _, err := net.SplitHostPort(cfg.BindAddr); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: bind: address %q: %w", cfg.BindAddr, err))
+	}
+	if cfg.AdvertiseAddr != "" {
+		if host, _, err := net.SplitHostPort(cfg.AdvertiseAddr); err != nil || host == "" {
+			errs = append(errs, fmt.Errorf("cluster: advertise: address %q: need host:port", cfg.AdvertiseAddr))
+		}
+	} else if host, _, err := net.SplitHostPort(cfg.BindAddr); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
+		errs = append(errs, fmt.Errorf("cluster: advertise: required when bind (%q) names no host", cfg.BindAddr))
+	}
+	if cfg.KeyVault == nil {
+		errs = append(errs, errors.New("cluster: key vault: required"))
+	}
+	if cfg.Bootstrap && cfg.Join != nil {
+		errs = append(errs, errors.New("cluster: bootstrap and join are exclusive"))
+	}
+	if cfg.NodeID != "" && !validNodeID(cfg.NodeID) {
+		errs = append(errs, fmt.Errorf("cluster: node_id %q: use 1-64 of a-z, 0-9 and '-'", cfg.NodeID))
+	}
+	return errors.Join(errs...)
+}
+
+// Cluster is a running node of the replicated state.
+type Cluster struct {
+	cfg     Config
+	id      string
+	log     *slog.Logger
+	creds   *credentials
+	fsm     *stateMachine
+	raft    *raft.Raft
+	store   *raftboltdb.BoltStore
+	trans   *raft.NetworkTransport
+	net     *netLayer
+	rpc     *rpcClient
+	batch   *batcher
+	reads   *readIndex
+	metrics *metrics
+	subs    *subscribers
+
+	ctx      context.Context // canceled at shutdown
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Open starts a node: on a fresh DataDir it bootstraps a cluster or joins
+// one (Config.Bootstrap, Config.Join); otherwise it restarts from DataDir.
+func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: data_dir: %w", err)
+	}
+	id, err := loadNodeID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, id: id, log: cfg.Logger.With("node", id), done: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.subs = &subscribers{}
+	c.metrics = newMetrics()
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			c.cancel()
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+
+	ln, err := net.Listen("tcp", cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bind: %w", err)
+	}
+	cleanup = append(cleanup, func() { ln.Close() })
+	if cfg.AdvertiseAddr == "" {
+		cfg.AdvertiseAddr = ln.Addr().String()
+		c.cfg.AdvertiseAddr = cfg.AdvertiseAddr
+	}
+
+	// Credentials: existing, or made by bootstrap or join.
+	joined := false
+	switch _, statErr := os.Stat(filepath.Join(cfg.DataDir, nodeCertFile)); {
+	case statErr == nil:
+		c.creds, err = loadCredentials(ctx, cfg.DataDir, cfg.KeyVault)
+	case cfg.Bootstrap:
+		c.creds, err = bootstrapCredentials(ctx, &cfg, id)
+	case cfg.Join != nil:
+		c.creds, err = joinCluster(ctx, &cfg, id)
+		joined = true
+	default:
+		err = fmt.Errorf("cluster: %s holds no cluster state: set bootstrap or join", cfg.DataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.creds.nodeID != id {
+		return nil, fmt.Errorf("cluster: node certificate is for %q, this node is %q", c.creds.nodeID, id)
+	}
+
+	c.fsm, err = openStateMachine(filepath.Join(cfg.DataDir, "state.db"), c.log, cfg.Handlers, cfg.Hooks, c.metrics, c.subs)
+	if err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { c.fsm.close() })
+	c.fsm.onFatal = func(err error) { go c.stop(err) }
+
+	c.net = newNetLayer(ln, cfg.AdvertiseAddr, c.creds, c.fsm.isDenied, c.log)
+	c.net.onRPC = func(conn *tls.Conn, peer string) { c.serveRPC(conn, peer) }
+	c.net.onJoin = c.serveJoin
+	c.net.serve()
+	cleanup = append(cleanup, c.net.close)
+	c.rpc = &rpcClient{dial: func(ctx context.Context, addr string) (net.Conn, error) { return c.net.dial(ctx, addr, alpnRPC) }}
+
+	if err := c.startRaft(); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error(); c.trans.Close(); c.store.Close() })
+
+	c.batch = newBatcher(c.raft, cfg.MaxBatch, cfg.MaxBatchBytes, 2, c.metrics)
+	go c.batch.run()
+	cleanup = append(cleanup, c.batch.close)
+	c.reads = &readIndex{c: c}
+	if cfg.Registerer != nil {
+		if err := c.metrics.register(cfg.Registerer, c); err != nil {
+			return nil, err
+		}
+	}
+
+	switch {
+	case joined:
+		// Ask the leader to add this node to the Raft configuration; it
+		// is already listening for the leader's entries.
+		if _, err := c.leaderCall(ctx, rpcRequest{Op: opAdmit}, cfg.Join.Addr); err != nil {
+			return nil, fmt.Errorf("cluster: join: admit: %w", err)
+		}
+	case cfg.Bootstrap:
+		if err := c.recordBootstrapMember(ctx); err != nil {
+			return nil, err
+		}
+	}
+	c.log.Info("cluster: node started", "addr", cfg.AdvertiseAddr, "role", c.creds.role)
+	return c, nil
+}
+
+func bootstrapCredentials(ctx context.Context, cfg *Config, id string) (*credentials, error) {
+	caKey, err := cfg.KeyVault.ReplicatedKey(ctx, CAKeyName, true)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bootstrap: CA key: %w", err)
+	}
+	ca, err := newClusterCA(caKey, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	key, err := cfg.KeyVault.NodeKey(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bootstrap: node key: %w", err)
+	}
+	der, err := issueNodeCert(ca, caKey, key.Public(), id, Voter, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	node, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	if err := writePEM(filepath.Join(cfg.DataDir, caFile), "CERTIFICATE", ca.Raw); err != nil {
+		return nil, err
+	}
+	if err := writePEM(filepath.Join(cfg.DataDir, nodeCertFile), "CERTIFICATE", der); err != nil {
+		return nil, err
+	}
+	return makeCredentials(ca, node, key)
+}
+
+// recordBootstrapMember bootstraps Raft with this node alone (unless it has
+// Raft state already) and records it as the first member.
+func (c *Cluster) recordBootstrapMember(ctx context.Context) error {
+	var have bool
+	if err := c.View(func(tx *bbolt.Tx) error { _, have = readMember(tx, c.id); return nil }); err != nil {
+		return err
+	}
+	if have {
+		return nil
+	}
+	cmd, err := NewCommand(cmdMemberSelf, 1, memberJoin{Node: c.id, Addr: c.cfg.AdvertiseAddr})
+	if err != nil {
+		return err
+	}
+	if _, err := c.submit(ctx, cmd); err != nil && !errors.Is(err, ErrRefused) {
+		return fmt.Errorf("cluster: bootstrap: record member: %w", err)
+	}
+	return nil
+}
+
+func (c *Cluster) startRaft() error {
+	cfg := c.cfg
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(c.id)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.NoLegacyTelemetry = true
+	rc.Logger = newHCLogger(c.log)
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("cluster: raft config: %w", err)
+	}
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), BoltOptions: boltOptions()})
+	if err != nil {
+		return fmt.Errorf("cluster: raft log: %w", err)
+	}
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, rc.Logger)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("cluster: snapshots: %w", err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  streamLayer{c.net},
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  rc.Logger,
+	})
+	existing, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return err
+	}
+	r, err := raft.NewRaft(rc, c.fsm, logs, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	if cfg.Bootstrap && !existing {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{
+			{Suffrage: raft.Voter, ID: raft.ServerID(c.id), Address: raft.ServerAddress(cfg.AdvertiseAddr)},
+		}})
+		if err := f.Error(); err != nil {
+			_ = r.Shutdown().Error()
+			trans.Close()
+			store.Close()
+			return fmt.Errorf("cluster: bootstrap raft: %w", err)
+		}
+	}
+	c.raft, c.store, c.trans = r, store, trans
+	return nil
+}
+
+// loadNodeID returns the node's stable ID, made once and kept in dir.
+func loadNodeID(dir, want string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		id := strings.TrimSpace(string(b))
+		if want != "" && want != id {
+			return "", fmt.Errorf("cluster: node_id %q: %s belongs to node %q", want, dir, id)
+		}
+		if !validNodeID(id) {
+			return "", fmt.Errorf("cluster: %s: invalid node ID %q", path, id)
+		}
+		return id, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("cluster: node ID: %w", err)
+	}
+	id := want
+	if id == "" {
+		r := make([]byte, 6)
+		if _, err := rand.Read(r); err != nil {
+			return "", err
+		}
+		id = "n" + hex.EncodeToString(r)
+	}
+	if err := os.WriteFile(path+".tmp", []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("cluster: node ID: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return "", fmt.Errorf("cluster: node ID: %w", err)
+	}
+	return id, syncDir(dir)
+}
+
+// ID returns this node's stable ID.
+func (c *Cluster) ID() string { return c.id }
+
+// Addr returns the address this node advertises.
+func (c *Cluster) Addr() string { return c.cfg.AdvertiseAddr }
+
+// Done is closed when the node has stopped, by Shutdown or because it could
+// not apply a committed entry; Err then tells which.
+func (c *Cluster) Done() <-chan struct{} { return c.done }
+
+// Err returns why the node stopped: nil while it runs or after a clean
+// Shutdown, an error wrapping ErrNodeFailed after a failure.
+func (c *Cluster) Err() error {
+	select {
+	case <-c.done:
+		return c.stopErr
+	default:
+		return nil
+	}
+}
+
+// Shutdown stops the node without leaving the cluster (see Leave). It
+// waits for Raft to stop and closes the stores.
+func (c *Cluster) Shutdown(ctx context.Context) error {
+	go c.stop(nil)
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Cluster) stop(cause error) {
+	c.stopOnce.Do(func() {
+		c.stopErr = cause
+		c.cancel()
+		if c.batch != nil {
+			c.batch.close()
+		}
+		if c.raft != nil {
+			if err := c.raft.Shutdown().Error(); err != nil {
+				c.log.Warn("cluster: raft shutdown", "err", err)
+			}
+			c.trans.Close()
+		}
+		c.net.close()
+		c.rpc.closeIdle()
+		if c.store != nil {
+			if err := c.store.Close(); err != nil {
+				c.log.Warn("cluster: close raft log", "err", err)
+			}
+		}
+		if err := c.fsm.close(); err != nil {
+			c.log.Warn("cluster: close state", "err", err)
+		}
+		c.subs.closeAll()
+		close(c.done)
+	})
+}
+
+// Submit proposes cmd and returns its result once it is committed and
+// applied on this node (so a View here sees it). It may be called on any
+// node: a follower forwards the command to the leader, and across a leader
+// change the command is sent again until ctx ends — a retried command is
+// applied once. A refusal is returned as an error matching ErrRefused.
+func (c *Cluster) Submit(ctx context.Context, cmd Command) ([]byte, error) {
+	if strings.HasPrefix(cmd.Type, reservedPrefix) {
+		return nil, fmt.Errorf("cluster: command type %q is reserved", cmd.Type)
+	}
+	r, ok := c.fsm.handlers[cmd.Type]
+	if !ok || !r.versions[cmd.Version] {
+		return nil, fmt.Errorf("cluster: %s v%d: %w", cmd.Type, cmd.Version, ErrUnknownCommand)
+	}
+	return c.submit(ctx, cmd)
+}
+
+func (c *Cluster) submit(ctx context.Context, cmd Command) ([]byte, error) {
+	raw, err := encodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	wait := c.fsm.register(id)
+	defer c.fsm.unregister(id)
+	req := rpcRequest{Op: opSubmit, ID: id, Cmd: raw}
+	if _, err := c.leaderCall(ctx, req, ""); err != nil {
+		// The command may have been applied all the same.
+		select {
+		case r := <-wait:
+			return r.value, r.err
+		default:
+			return nil, err
+		}
+	}
+	select {
+	case r := <-wait:
+		c.metrics.commitLatency.Observe(time.Since(start).Seconds())
+		return r.value, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("cluster: committed, not yet applied here: %w", ctx.Err())
+	case <-c.done:
+		return nil, ErrShutdown
+	}
+}
+
+// bound gives ctx the default deadline if it has none.
+func (c *Cluster) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// leaderCall runs req on the leader — here if this node leads, else over
+// the RPC — retrying across leader changes until ctx ends. via, if set, is
+// the address to send to (the leader forwards if it is not the leader).
+func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (rpcResponse, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		var resp rpcResponse
+		var err error
+		addr := via
+		if addr == "" {
+			if c.raft.State() == raft.Leader {
+				resp = c.leaderOp(ctx, req)
+				err = resp.err()
+				goto check
+			}
+			a, _ := c.raft.LeaderWithID()
+			addr = string(a)
+		}
+		if addr == "" {
+			err = ErrNoLeader
+		} else if resp, err = c.rpc.call(ctx, addr, req); err != nil {
+			err = fmt.Errorf("%w: %w", errTransport, err)
+		} else {
+			err = resp.err()
+		}
+	check:
+		if err == nil {
+			return resp, nil
+		}
+		if !retryable(err) {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return resp, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-c.done:
+			return resp, ErrShutdown
+		case <-time.After(backoff):
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// serveRPC answers the cluster RPC from an authenticated node.
+func (c *Cluster) serveRPC(conn *tls.Conn, peer string) {
+	serveConn(c.ctx, conn, func(ctx context.Context, req rpcRequest) rpcResponse {
+		if req.Op == opAdmit && req.Node == "" {
+			req.Node = peer // a node asks to be admitted as itself
+		}
+		ctx, cancel := c.bound(ctx)
+		defer cancel()
+		return c.leaderOp(ctx, req)
+	})
+}
+
+// leaderOp runs req here if this node leads, forwards it to the leader if
+// it is an operation any node may be asked (admit, join, remove, transfer),
+// and answers "not leader" otherwise (the caller retries).
+func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
+	if c.raft.State() != raft.Leader {
+		switch req.Op {
+		case opAdmit, opJoin, opRemove, opTransfer:
+			resp, err := c.leaderCall(ctx, req, "")
+			if err != nil {
+				return errorResponse(err)
+			}
+			return resp
+		}
+		return errorResponse(ErrNotLeader)
+	}
+	var err error
+	var resp rpcResponse
+	switch req.Op {
+	case opSubmit:
+		p := &proposal{id: req.ID, cmd: req.Cmd, done: make(chan error, 1)}
+		if _, err = decodeCommand(req.Cmd); err == nil {
+			c.batch.propose(p)
+			select {
+			case err = <-p.done:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+	case opReadIndex:
+		resp.Index, err = c.reads.wait(ctx)
+	case opAdmit:
+		err = c.addServer(ctx, req.Node)
+	case opRemove:
+		err = c.removeServer(ctx, req.Node)
+	case opTransfer:
+		err = waitFuture(ctx, c.raft.LeadershipTransfer())
+	case opJoin:
+		if req.Join == nil {
+			err = errors.New("cluster: join: empty request")
+		} else {
+			resp.Join, err = c.admitJoiner(ctx, req.Join)
+		}
+	default:
+		err = fmt.Errorf("cluster: unknown rpc %q", req.Op)
+	}
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			err = ErrNotLeader
+		}
+		return errorResponse(err)
+	}
+	return resp
+}
+
+func waitFuture(ctx context.Context, f raft.Future) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// addServer adds a joined member to the Raft configuration in its role.
+func (c *Cluster) addServer(ctx context.Context, id string) error {
+	var m Member
+	var ok bool
+	if err := c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { m, ok = readMember(tx, id); return nil }); err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("cluster: admit %s: not a member (join first)", id)
+	}
+	var f raft.IndexFuture
+	if m.Role == Nonvoter {
+		f = c.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.Addr), 0, 0)
+	} else {
+		f = c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.Addr), 0, 0)
+	}
+	return waitFuture(ctx, f)
+}
+
+// removeServer takes a node out of the Raft configuration and records it
+// as removed, so its certificate is refused from then on.
+func (c *Cluster) removeServer(ctx context.Context, id string) error {
+	if err := waitFuture(ctx, c.raft.RemoveServer(raft.ServerID(id), 0, 0)); err != nil {
+		return err
+	}
+	cmd, err := NewCommand(cmdMemberRemove, 1, memberRemove{Node: id})
+	if err != nil {
+		return err
+	}
+	_, err = c.submit(ctx, cmd)
+	return err
+}
+
+// RemoveNode removes a node from the cluster (from any node). Its
+// certificate is refused from then on; a removed ID never rejoins.
+func (c *Cluster) RemoveNode(ctx context.Context, id string) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	_, err := c.leaderCall(ctx, rpcRequest{Op: opRemove, Node: id}, "")
+	return err
+}
+
+// TransferLeadership asks the leader to hand leadership to another voter.
+func (c *Cluster) TransferLeadership(ctx context.Context) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	_, err := c.leaderCall(ctx, rpcRequest{Op: opTransfer}, "")
+	return err
+}
+
+// Leave is the clean exit for a node being decommissioned: it hands off
+// leadership if it leads, has itself removed, and shuts down.
+func (c *Cluster) Leave(ctx context.Context) error {
+	if c.raft.State() == raft.Leader {
+		if err := waitFuture(ctx, c.raft.LeadershipTransfer()); err != nil {
+			return fmt.Errorf("cluster: leave: transfer leadership: %w", err)
+		}
+	}
+	if err := c.RemoveNode(ctx, c.id); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	return c.Shutdown(ctx)
+}
+
+// View runs fn in a read transaction on this node's state, which may lag
+// the leader's (use ViewCurrent for a read that must be current).
+func (c *Cluster) View(fn func(tx *bbolt.Tx) error) error { return c.fsm.view(fn) }
+
+// ViewCurrent runs fn once this node's state holds every command committed
+// before the call: the leader confirms it still leads by committing a
+// barrier (concurrent readers share one), and this node waits until it has
+// applied as far. A node that cannot reach the leader returns an error,
+// never stale data.
+func (c *Cluster) ViewCurrent(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
+	if err := c.Barrier(ctx); err != nil {
+		return err
+	}
+	return c.fsm.view(fn)
+}
+
+// Barrier returns once this node has applied every command committed
+// before the call (see ViewCurrent).
+func (c *Cluster) Barrier(ctx context.Context) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	resp, err := c.leaderCall(ctx, rpcRequest{Op: opReadIndex}, "")
+	if err != nil {
+		return fmt.Errorf("cluster: read barrier: %w", err)
+	}
+	return c.waitApplied(ctx, resp.Index)
+}
+
+func (c *Cluster) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		ch := c.fsm.waitChan()
+		if c.fsm.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: wait for index %d: %w", index, ctx.Err())
+		case <-c.done:
+			return ErrShutdown
+		}
+	}
+}
+
+// Leader returns the leader's ID and address as this node knows them
+// (empty if none).
+func (c *Cluster) Leader() (id, addr string) {
+	a, i := c.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Status is a node's view of the cluster.
+type Status struct {
+	ID           string
+	State        string // Leader, Follower, Candidate, Shutdown
+	Role         Role
+	LeaderID     string
+	LeaderAddr   string
+	CommitIndex  uint64
+	AppliedIndex uint64
+	Members      []Member // from the replicated state
+	Voters       []string // from the Raft configuration
+	Nonvoters    []string
+}
+
+// Status reports this node's view of the cluster.
+func (c *Cluster) Status() (Status, error) {
+	s := Status{ID: c.id, State: c.raft.State().String(), Role: c.creds.role,
+		CommitIndex: c.raft.CommitIndex(), AppliedIndex: c.fsm.applied.Load()}
+	s.LeaderID, s.LeaderAddr = c.Leader()
+	if err := c.View(func(tx *bbolt.Tx) error {
+		var err error
+		s.Members, err = readMembers(tx)
+		return err
+	}); err != nil {
+		return s, err
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return s, err
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			s.Voters = append(s.Voters, string(srv.ID))
+		} else {
+			s.Nonvoters = append(s.Nonvoters, string(srv.ID))
+		}
+	}
+	return s, nil
+}
+
+// readIndex coalesces leader barriers: every reader waiting when a barrier
+// starts is served by it; readers arriving later wait for the next one.
+type readIndex struct {
+	c       *Cluster
+	mu      sync.Mutex
+	next    *readGroup
+	running bool
+}
+
+type readGroup struct {
+	done  chan struct{}
+	index uint64
+	err   error
+}
+
+func (r *readIndex) wait(ctx context.Context) (uint64, error) {
+	r.mu.Lock()
+	if r.next == nil {
+		r.next = &readGroup{done: make(chan struct{})}
+	}
+	g := r.next
+	if !r.running {
+		r.running = true
+		go r.run()
+	}
+	r.mu.Unlock()
+	select {
+	case <-g.done:
+		return g.index, g.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (r *readIndex) run() {
+	for {
+		r.mu.Lock()
+		g := r.next
+		r.next = nil
+		if g == nil {
+			r.running = false
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		// The barrier commits an entry of this leader's term through a
+		// quorum (so it still leads) and returns once every entry before it
+		// is applied here.
+		g.err = r.c.raft.Barrier(0).Error()
+		if errors.Is(g.err, raft.ErrNotLeader) || errors.Is(g.err, raft.ErrLeadershipLost) {
+			g.err = ErrNotLeader
+		}
+		g.index = r.c.fsm.applied.Load()
+		close(g.done)
+	}
+}
+
+// newHCLogger routes Raft's logs to slog (warnings and errors only).
+func newHCLogger(log *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Warn,
+		Output: slogWriter{log},
+	})
+}
+
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Info(strings.TrimSpace(string(p)), "from", "raft")
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

@@ -1,0 +1,233 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+func TestSingleNodeSubmitRefuseRestart(t *testing.T) {
+	nodes := newTestCluster(t, 1, nil)
+	n := nodes[0]
+	ctx := ctxT(t, 20*time.Second)
+	res, err := n.c.Submit(ctx, putCmd(t, "a", false, nil))
+	if err != nil || !strings.HasPrefix(string(res), "ok:a@") {
+		t.Fatalf("submit a = %q, %v", res, err)
+	}
+	_, err = n.c.Submit(ctx, putCmd(t, "r", true, nil))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "told to refuse") {
+		t.Fatalf("refused submit: err = %v", err)
+	}
+	if got := counts(t, n.c); got["a"] != 1 || got["r"] != 0 {
+		t.Fatalf("counts = %v, want a once and r never (refusal undoes its writes)", got)
+	}
+	applied := n.c.fsm.applied.Load()
+	n.kill()
+	n.open(ctx)
+	if got := n.c.fsm.applied.Load(); got < applied {
+		t.Fatalf("applied after restart %d < %d", got, applied)
+	}
+	waitLeader(t, nodes)
+	if _, err := n.c.Submit(ctx, putCmd(t, "b", false, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(t, n.c); got["a"] != 1 || got["b"] != 1 || len(got) != 2 {
+		t.Fatalf("after restart counts = %v (replay must not apply twice)", got)
+	}
+	st, err := n.c.Status()
+	if err != nil || len(st.Members) != 1 || st.Members[0].ID != n.c.ID() || st.Members[0].Role != Voter {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+}
+
+func TestThreeVotersSurviveLeaderLoss(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	leader := waitLeader(t, nodes)
+	ctx := ctxT(t, 60*time.Second)
+
+	const total, workers = 1000, 8
+	var (
+		mu    sync.Mutex
+		acked []string
+		next  atomic.Int64
+		wg    sync.WaitGroup
+	)
+	killed := make(chan struct{})
+	for w := 0; w < workers; w++ {
+		// Each worker submits through a node that will survive.
+		var via *testNode
+		for _, n := range nodes {
+			if n != leader && (via == nil || w%2 == 0) {
+				via = n
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > total {
+					return
+				}
+				if i == total/3 {
+					close(killed)
+				}
+				id := fmt.Sprintf("c%04d", i)
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := via.c.Submit(cctx, putCmd(t, id, false, nil))
+				cancel()
+				if err == nil {
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	<-killed
+	leader.kill()
+	wg.Wait()
+
+	alive := running(nodes)
+	newLeader := waitLeader(t, alive)
+	if newLeader == leader {
+		t.Fatal("killed node still leads")
+	}
+	if len(acked) < total/2 {
+		t.Fatalf("only %d of %d commands acknowledged", len(acked), total)
+	}
+	for _, n := range alive {
+		if err := n.c.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got := counts(t, n.c)
+		for _, id := range acked {
+			if got[id] != 1 {
+				t.Errorf("node %s: acknowledged %s applied %d times", n.c.ID(), id, got[id])
+			}
+		}
+		for id, k := range got {
+			if k != 1 {
+				t.Errorf("node %s: %s applied %d times", n.c.ID(), id, k)
+			}
+		}
+	}
+	t.Logf("%d of %d acknowledged; leader %s killed, %s took over", len(acked), total, leader.cfg.DataDir, newLeader.c.ID())
+}
+
+func TestRestartCatchUpAndFullRestart(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	ctx := ctxT(t, 60*time.Second)
+	leader := waitLeader(t, nodes)
+	var follower *testNode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := leader.c.Submit(ctx, putCmd(t, fmt.Sprintf("a%d", i), false, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	follower.kill()
+	for i := 0; i < 20; i++ {
+		if _, err := leader.c.Submit(ctx, putCmd(t, fmt.Sprintf("b%d", i), false, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	follower.open(ctx)
+	if err := follower.c.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(t, follower.c); len(got) != 40 {
+		t.Fatalf("restarted follower has %d of 40 records", len(got))
+	}
+
+	for _, n := range nodes {
+		n.kill()
+	}
+	for _, n := range nodes {
+		n.open(ctx)
+	}
+	waitLeader(t, nodes)
+	for _, n := range nodes {
+		if err := n.c.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got := counts(t, n.c)
+		if len(got) != 40 {
+			t.Fatalf("node %s after full restart has %d of 40 records", n.c.ID(), len(got))
+		}
+		for id, k := range got {
+			if k != 1 {
+				t.Fatalf("node %s: %s applied %d times", n.c.ID(), id, k)
+			}
+		}
+	}
+	if _, err := nodes[2].c.Submit(ctx, putCmd(t, "after", false, nil)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCutOffNodeRefusesWritesAndCurrentReads(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	ctx := ctxT(t, 60*time.Second)
+	leader := waitLeader(t, nodes)
+	if _, err := leader.c.Submit(ctx, putCmd(t, "before", false, nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []string{"follower", "leader"} {
+		t.Run(cut, func(t *testing.T) {
+			leader := waitLeader(t, running(nodes))
+			victim := leader
+			if cut == "follower" {
+				for _, n := range nodes {
+					if n != leader {
+						victim = n
+					}
+				}
+			}
+			victim.c.net.setCut(true)
+			defer victim.c.net.setCut(false)
+			short := func() context.Context { return ctxT(t, 1500*time.Millisecond) }
+			if _, err := victim.c.Submit(short(), putCmd(t, "cut-"+cut, false, nil)); err == nil {
+				t.Fatal("cut-off node accepted a write")
+			}
+			// The others go on and write something the victim cannot see.
+			var other *testNode
+			for _, n := range nodes {
+				if n != victim {
+					other = n
+				}
+			}
+			if _, err := other.c.Submit(ctx, putCmd(t, "while-cut-"+cut, false, nil)); err != nil {
+				t.Fatal(err)
+			}
+			saw := false
+			err := victim.c.ViewCurrent(short(), func(tx *bbolt.Tx) error {
+				saw = true
+				return nil
+			})
+			if err == nil || saw {
+				t.Fatalf("cut-off node served a current read (err %v)", err)
+			}
+			victim.c.net.setCut(false)
+			if err := victim.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
+				if tx.Bucket(bucketTest).Get([]byte("while-cut-"+cut)) == nil {
+					return errors.New("healed node's current read misses a committed write")
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,19 @@
+// Package cluster keeps inkan's replicated state: a hashicorp/raft log (in
+// raft-boltdb) feeding a state machine that keeps its own bbolt file, with
+// nodes talking mutual TLS 1.3 on one port. It knows nothing of
+// certificates, OCSP or audit: the packages above register handlers for
+// their typed, versioned commands (encoded in CBOR core deterministic form,
+// the bytes the audit log records), in-transaction hooks, and
+// subscriptions. Invariants: every replica applies the same commands to the
+// same state with the same leader-stamped time and so writes the same
+// bytes; an entry is applied once, in the transaction that records its
+// index, and a submission retried across a leader change is applied once;
+// a refused command writes nothing and leaves its batch-mates alone, while
+// a command a replica cannot apply (unknown type or version, a handler or
+// hook failure) stops that replica rather than let it diverge; a node that
+// cannot reach the leader serves no ViewCurrent read and accepts no write;
+// and no connection without a certificate from the cluster's own CA reaches
+// Raft or the RPC (only the join protocol, authenticated by the token's CA
+// fingerprint, is served without one). Keys stay in each node's HSM behind
+// KeyVault; replicated keys move only wrapped for a joining voter's HSM.
+package cluster

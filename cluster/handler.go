@@ -1,0 +1,62 @@
+package cluster
+
+import (
+	"errors"
+
+	"go.etcd.io/bbolt"
+)
+
+// A Handler owns one command type: the packages above cluster register one
+// per type they submit (Config.Handlers). Apply must be a pure function of
+// the state in tx and the entry: every replica runs it on the same state with
+// the same entry and must write the same bytes and return the same result.
+// It must not read the clock, the network or anything outside tx.
+//
+// Apply reports two kinds of failure, and they mean different things:
+//
+//   - Refuse(err): the command is not allowed (a serial already used, a nonce
+//     already spent). This is a result: it is returned to the submitter, every
+//     replica refuses alike, and whatever Apply wrote while handling the
+//     command is undone (the command's own savepoint is rolled back) without
+//     touching the other commands of its batch.
+//   - any other error: this replica cannot apply a committed command (bad
+//     state, a bug, a full disk). The node stops loudly rather than diverge
+//     from its peers; see Cluster.Done.
+type Handler interface {
+	// Type is the command type name, e.g. "ca.issue". Names beginning with
+	// "cluster." are reserved.
+	Type() string
+	// Versions lists the body versions this handler can apply. A committed
+	// command of a version not listed stops the node.
+	Versions() []uint
+	// Buckets are the top-level bbolt buckets the handler owns; they exist
+	// before the first Apply.
+	Buckets() [][]byte
+	// Apply applies one committed command and returns its result.
+	Apply(tx *bbolt.Tx, e Entry) (result []byte, err error)
+}
+
+// A Hook runs after every command a handler applied (not after refused
+// ones), in the same bbolt transaction, with the handler's result. The audit
+// log appends its leaf through one. A hook's error stops the node: a change
+// that cannot be hooked (audited) must not be committed on this replica.
+type Hook func(tx *bbolt.Tx, e Entry, result []byte) error
+
+// ErrRefused matches every refusal: errors.Is(err, ErrRefused).
+var ErrRefused = errors.New("cluster: command refused")
+
+// RefusedError is a handler's deterministic refusal of a command.
+type RefusedError struct{ Err error }
+
+// Refuse marks err as a refusal of the command being applied (see Handler).
+func Refuse(err error) error {
+	if err == nil {
+		err = ErrRefused
+	}
+	return &RefusedError{Err: err}
+}
+
+func (e *RefusedError) Error() string { return "refused: " + e.Err.Error() }
+
+// Unwrap lets errors.Is find both ErrRefused and the handler's own error.
+func (e *RefusedError) Unwrap() []error { return []error{ErrRefused, e.Err} }

@@ -1,0 +1,339 @@
+package cluster
+
+import (
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// softVault is a KeyVault in process memory for tests that are about Raft,
+// not about HSMs (hsm_test.go runs the join over SoftHSM tokens). Its
+// wrapping is RSA-OAEP of an AES-256 key and AES-GCM of the PKCS#8 key.
+type softVault struct {
+	mu        sync.Mutex
+	node      crypto.Signer
+	transport *rsa.PrivateKey
+	keys      map[string]crypto.Signer
+}
+
+func newSoftVault() *softVault { return &softVault{keys: map[string]crypto.Signer{}} }
+
+func (v *softVault) NodeKey(context.Context) (crypto.Signer, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.node == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		v.node = k
+	}
+	return v.node, nil
+}
+
+func (v *softVault) ReplicatedKey(_ context.Context, name string, create bool) (crypto.Signer, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if k, ok := v.keys[name]; ok {
+		return k, nil
+	}
+	if !create {
+		return nil, fmt.Errorf("no key %q", name)
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	v.keys[name] = k
+	return k, nil
+}
+
+func (v *softVault) TransportKey(context.Context) (crypto.PublicKey, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.transport == nil {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, err
+		}
+		v.transport = k
+	}
+	return v.transport.Public(), nil
+}
+
+func (v *softVault) ExportKey(_ context.Context, name string, to crypto.PublicKey) ([]byte, error) {
+	v.mu.Lock()
+	k, ok := v.keys[name]
+	v.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no key %q", name)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	kek := make([]byte, 32)
+	if _, err := rand.Read(kek); err != nil {
+		return nil, err
+	}
+	wrappedKEK, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, to.(*rsa.PublicKey), kek, nil)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := aes.NewCipher(kek)
+	gcm, _ := cipher.NewGCM(blk)
+	nonce := make([]byte, gcm.NonceSize())
+	_, _ = rand.Read(nonce)
+	out := binary.BigEndian.AppendUint16(nil, uint16(len(wrappedKEK)))
+	out = append(out, wrappedKEK...)
+	out = append(out, nonce...)
+	return gcm.Seal(out, nonce, pk, []byte(name)), nil
+}
+
+func (v *softVault) ImportKey(_ context.Context, name string, blob []byte) error {
+	if len(blob) < 2 {
+		return errors.New("short blob")
+	}
+	n := int(binary.BigEndian.Uint16(blob))
+	blob = blob[2:]
+	kek, err := rsa.DecryptOAEP(sha256.New(), nil, v.transport, blob[:n], nil)
+	if err != nil {
+		return err
+	}
+	blk, _ := aes.NewCipher(kek)
+	gcm, _ := cipher.NewGCM(blk)
+	blob = blob[n:]
+	pk, err := gcm.Open(nil, blob[:gcm.NonceSize()], blob[gcm.NonceSize():], []byte(name))
+	if err != nil {
+		return err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(pk)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.keys[name] = k.(crypto.Signer)
+	v.mu.Unlock()
+	return nil
+}
+
+// putHandler is the test command "test.put": it counts how often each ID
+// was applied (so a test sees a command applied twice) and can be told to
+// refuse — after writing, to prove that a refusal undoes its writes.
+type putHandler struct{}
+
+type putBody struct {
+	ID     string
+	Val    []byte
+	Refuse bool
+}
+
+var bucketTest = []byte("test")
+
+func (putHandler) Type() string      { return "test.put" }
+func (putHandler) Versions() []uint  { return []uint{1} }
+func (putHandler) Buckets() [][]byte { return [][]byte{bucketTest} }
+func (putHandler) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) {
+	var b putBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, Refuse(err)
+	}
+	bk := tx.Bucket(bucketTest)
+	n := uint32(0)
+	if v := bk.Get([]byte(b.ID)); v != nil {
+		n = binary.BigEndian.Uint32(v)
+	}
+	if err := bk.Put([]byte(b.ID), binary.BigEndian.AppendUint32(nil, n+1)); err != nil {
+		return nil, err
+	}
+	if b.Refuse {
+		return nil, Refuse(fmt.Errorf("%s: told to refuse", b.ID))
+	}
+	return []byte(fmt.Sprintf("ok:%s@%d.%d", b.ID, e.Index, e.Seq)), nil
+}
+
+func putCmd(t testing.TB, id string, refuse bool, val []byte) Command {
+	t.Helper()
+	c, err := NewCommand("test.put", 1, putBody{ID: id, Val: val, Refuse: refuse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// counts returns how often each test.put ID was applied on c.
+func counts(t testing.TB, c *Cluster) map[string]uint32 {
+	t.Helper()
+	m := map[string]uint32{}
+	err := c.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketTest).ForEach(func(k, v []byte) error {
+			m[string(k)] = binary.BigEndian.Uint32(v)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// testNode is one node of a test cluster, restartable from its data dir.
+type testNode struct {
+	t     testing.TB
+	cfg   Config
+	vault KeyVault
+	c     *Cluster
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("CLUSTER_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// fastConfig has the short Raft timings tests use.
+func fastConfig(t testing.TB, vault KeyVault) Config {
+	return Config{
+		DataDir:            t.TempDir(),
+		BindAddr:           "127.0.0.1:0",
+		KeyVault:           vault,
+		Handlers:           []Handler{putHandler{}},
+		Logger:             quietLogger(),
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		RequestTimeout:     10 * time.Second,
+	}
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (n *testNode) open(ctx context.Context) {
+	n.t.Helper()
+	c, err := Open(ctx, n.cfg)
+	if err != nil {
+		n.t.Fatalf("open %s: %v", n.cfg.DataDir, err)
+	}
+	n.c = c
+	// Later opens restart from the data dir on the same address.
+	n.cfg.BindAddr, n.cfg.AdvertiseAddr = c.Addr(), c.Addr()
+	n.cfg.Bootstrap, n.cfg.Join = false, nil
+}
+
+// kill stops the node abruptly: connections cut first, no leave.
+func (n *testNode) kill() {
+	if n.c == nil {
+		return
+	}
+	n.c.net.setCut(true)
+	_ = n.c.Shutdown(context.Background())
+	n.c = nil
+}
+
+// newTestCluster bootstraps one voter and joins voters-1 more (and
+// nonvoters) with tokens.
+func newTestCluster(t testing.TB, voters int, tweak func(*Config)) []*testNode {
+	t.Helper()
+	ctx := ctxT(t, 60*time.Second)
+	var nodes []*testNode
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.kill()
+		}
+	})
+	first := &testNode{t: t, vault: newSoftVault()}
+	first.cfg = fastConfig(t, first.vault)
+	first.cfg.Bootstrap = true
+	if tweak != nil {
+		tweak(&first.cfg)
+	}
+	first.open(ctx)
+	nodes = append(nodes, first)
+	waitLeader(t, nodes)
+	for i := 1; i < voters; i++ {
+		nodes = append(nodes, addNode(t, nodes[0].c, Voter, tweak))
+	}
+	return nodes
+}
+
+func addNode(t testing.TB, via *Cluster, role Role, tweak func(*Config)) *testNode {
+	t.Helper()
+	ctx := ctxT(t, 60*time.Second)
+	tok, err := via.CreateJoinToken(ctx, time.Minute, role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{t: t, vault: newSoftVault()}
+	n.cfg = fastConfig(t, n.vault)
+	n.cfg.Join = &Join{Addr: via.Addr(), Token: tok}
+	if tweak != nil {
+		tweak(&n.cfg)
+	}
+	n.open(ctx)
+	return n
+}
+
+// waitLeader waits until the running nodes agree on a leader and returns it.
+func waitLeader(t testing.TB, nodes []*testNode) *testNode {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var leader *testNode
+		agree := true
+		for _, n := range nodes {
+			if n.c == nil {
+				continue
+			}
+			id, _ := n.c.Leader()
+			if id == "" {
+				agree = false
+				break
+			}
+			for _, m := range nodes {
+				if m.c != nil && m.c.ID() == id && m.c.raft.State().String() == "Leader" {
+					leader = m
+				}
+			}
+		}
+		if agree && leader != nil {
+			return leader
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no leader elected")
+	return nil
+}
+
+func running(nodes []*testNode) []*testNode {
+	var out []*testNode
+	for _, n := range nodes {
+		if n.c != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}

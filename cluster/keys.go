@@ -1,0 +1,189 @@
+package cluster
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// KeyVault is what cluster needs of the node's HSM. cluster never sees key
+// material: it signs through crypto.Signer and moves replicated keys only
+// as blobs wrapped for another node's HSM.
+type KeyVault interface {
+	// NodeKey returns this node's TLS key, made on first use and never
+	// exported.
+	NodeKey(ctx context.Context) (crypto.Signer, error)
+	// ReplicatedKey returns the named key that every voter holds (the
+	// cluster CA key is CAKeyName), making it first if create is set.
+	ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error)
+	// TransportKey returns the public half of this node's RSA key for
+	// receiving wrapped keys, making the key on first use.
+	TransportKey(ctx context.Context) (crypto.PublicKey, error)
+	// ExportKey wraps the named replicated key for the holder of the
+	// transport key to.
+	ExportKey(ctx context.Context, name string, to crypto.PublicKey) ([]byte, error)
+	// ImportKey unwraps a blob made by a peer's ExportKey for this node's
+	// transport key and stores the key under name.
+	ImportKey(ctx context.Context, name string, blob []byte) error
+}
+
+// CAKeyName names the cluster's internal CA key among the replicated keys.
+const CAKeyName = "cluster-ca"
+
+const (
+	caValidity   = 20 * 365 * 24 * time.Hour
+	nodeValidity = 5 * 365 * 24 * time.Hour
+	caFile       = "cluster-ca.pem"
+	nodeCertFile = "node.pem"
+)
+
+func randomSerial() (*big.Int, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	b[0] &= 0x7f
+	b[0] |= 0x40
+	return new(big.Int).SetBytes(b), nil
+}
+
+// newClusterCA makes the self-signed internal CA certificate for key.
+func newClusterCA(key crypto.Signer, now time.Time) (*x509.Certificate, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "inkan cluster CA " + serial.Text(16)[:8]},
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(caValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: make CA certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// issueNodeCert signs a node certificate: CN is the node ID, OU its role.
+func issueNodeCert(ca *x509.Certificate, caKey crypto.Signer, pub crypto.PublicKey, id string, role Role, now time.Time) ([]byte, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: id, OrganizationalUnit: []string{string(role)}},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(nodeValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: issue node certificate for %s: %w", id, err)
+	}
+	return der, nil
+}
+
+// caFingerprint is the SHA-256 of the CA's SubjectPublicKeyInfo.
+func caFingerprint(ca *x509.Certificate) []byte {
+	h := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
+	return h[:]
+}
+
+func writePEM(path, typ string, der []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		err = f.Sync()
+		f.Close()
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("cluster: %s: no certificate", path)
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
+
+// loadCredentials reads the node's certificates from dir and binds them to
+// its HSM key.
+func loadCredentials(ctx context.Context, dir string, vault KeyVault) (*credentials, error) {
+	ca, err := readCert(filepath.Join(dir, caFile))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read cluster CA: %w", err)
+	}
+	node, err := readCert(filepath.Join(dir, nodeCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read node certificate: %w", err)
+	}
+	key, err := vault.NodeKey(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: node key: %w", err)
+	}
+	return makeCredentials(ca, node, key)
+}
+
+func makeCredentials(ca, node *x509.Certificate, key crypto.Signer) (*credentials, error) {
+	if !publicKeysEqual(node.PublicKey, key.Public()) {
+		return nil, errors.New("cluster: node certificate does not match the node key")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	if err := verifyNodeCert([]*x509.Certificate{node}, pool, x509.ExtKeyUsageClientAuth); err != nil {
+		return nil, err
+	}
+	role := Voter
+	if len(node.Subject.OrganizationalUnit) == 1 && Role(node.Subject.OrganizationalUnit[0]) == Nonvoter {
+		role = Nonvoter
+	}
+	return &credentials{
+		ca:     ca,
+		pool:   pool,
+		nodeID: node.Subject.CommonName,
+		role:   role,
+		cert:   tlsCertificate(node, ca, key),
+	}, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ae, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ae.Equal(b)
+}
+
+func tlsCertificate(node, ca *x509.Certificate, key crypto.Signer) tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{node.Raw, ca.Raw}, PrivateKey: key, Leaf: node}
+}
