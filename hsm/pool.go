@@ -1,0 +1,235 @@
+package hsm
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/pkcs11"
+)
+
+// pool lends out a bounded number of sessions on one token. A session is used by one
+// borrower at a time (PKCS#11 sessions are not safe for concurrent use); the token's
+// own locking lets different sessions run in parallel.
+//
+// free holds exactly size entries: a borrowed session is one that is not in it, and
+// a nil entry is the right to open a session. So acquiring is one channel receive,
+// returning one send, and the bound needs no counter.
+type pool struct {
+	mod    *module
+	p11    *pkcs11.Ctx
+	slot   uint
+	label  string
+	serial string
+	pin    string // empty: no login
+	pinMAC []byte
+	idle   time.Duration
+	log    *slog.Logger
+
+	free chan *session
+	size int
+	// gen counts the times a lost session was seen. When one session is lost the
+	// others usually are too (token reset, C_CloseAllSessions, network HSM restart),
+	// so every session opened before the newest loss is reopened before reuse rather
+	// than trusted; that also keeps a stale handle the library may have reused from
+	// being shared by two borrowers.
+	gen    atomic.Uint64
+	closed atomic.Bool
+
+	loginMu sync.Mutex
+}
+
+// session is one open PKCS#11 session and what it has cached.
+type session struct {
+	h    pkcs11.SessionHandle
+	gen  uint64
+	used time.Time // when it was last given back
+	// keys caches private key handles found in this session, by Signer.ref.
+	// Object handles are only promised to be stable within a session.
+	keys map[uint64]pkcs11.ObjectHandle
+}
+
+func newPool(m *module, ti TokenInfo, pin string, size int, idle time.Duration, log *slog.Logger) *pool {
+	p := &pool{mod: m, p11: m.ctx, slot: ti.Slot, label: ti.Label, serial: ti.Serial, pin: pin,
+		idle: idle, log: log, size: size, free: make(chan *session, size)}
+	if pin != "" {
+		p.pinMAC = m.pinMAC(pin)
+	}
+	for range size {
+		p.free <- nil
+	}
+	return p
+}
+
+// get borrows a session, opening (and logging in) one if needed. It waits for a
+// session to come back when all are lent out.
+func (p *pool) get(ctx context.Context) (*session, error) {
+	var s *session
+	select {
+	case s = <-p.free:
+	default:
+		select {
+		case s = <-p.free:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("hsm: token %q: wait for a session: %w", p.label, ctx.Err())
+		}
+	}
+	if p.closed.Load() {
+		p.free <- s
+		return nil, fmt.Errorf("hsm: token %q: %w", p.label, ErrClosed)
+	}
+	if s != nil {
+		switch {
+		case s.gen < p.gen.Load():
+			p.closeSession(s, "opened before a lost session")
+			s = nil
+		case p.idle > 0 && time.Since(s.used) > p.idle:
+			// Real HSMs drop idle sessions (YubiHSM after 30 s); do not find
+			// out by a failed signature.
+			p.closeSession(s, "idle")
+			s = nil
+		}
+	}
+	if s == nil {
+		var err error
+		if s, err = p.open(); err != nil {
+			p.free <- nil
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// put gives a healthy session back.
+func (p *pool) put(s *session) {
+	s.used = time.Now()
+	p.free <- s
+}
+
+// drop gives back the right to a session whose session is lost, closing it.
+func (p *pool) drop(s *session, err error) {
+	p.gen.Add(1)
+	p.closeSession(s, err.Error())
+	p.free <- nil
+}
+
+func (p *pool) closeSession(s *session, why string) {
+	p.log.Debug("hsm: closing session", "token", p.label, "reason", why)
+	_ = p.p11.CloseSession(s.h)
+}
+
+func (p *pool) open() (*session, error) {
+	gen := p.gen.Load()
+	h, err := p.p11.OpenSession(p.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return nil, fmt.Errorf("hsm: token %q: open session: %w", p.label, err)
+	}
+	s := &session{h: h, gen: gen}
+	if err := p.ensureLogin(s); err != nil {
+		_ = p.p11.CloseSession(h)
+		return nil, err
+	}
+	return s, nil
+}
+
+// ensureLogin logs the user in unless the token says they already are. Login is
+// per application and token, not per session, and is lost when the application's
+// last session on the token closes, so a fresh session may need it again.
+func (p *pool) ensureLogin(s *session) error {
+	if p.pin == "" {
+		return nil
+	}
+	info, err := p.p11.GetSessionInfo(s.h)
+	if err == nil && (info.State == pkcs11.CKS_RO_USER_FUNCTIONS || info.State == pkcs11.CKS_RW_USER_FUNCTIONS) {
+		return p.checkSharedLogin()
+	}
+	return p.login(s)
+}
+
+func (p *pool) login(s *session) error {
+	p.loginMu.Lock()
+	defer p.loginMu.Unlock()
+	err := p.p11.Login(s.h, pkcs11.CKU_USER, p.pin)
+	switch {
+	case err == nil:
+		p.mod.loggedInWith(p.serial, p.pinMAC)
+		return nil
+	case rv(err) == pkcs11.CKR_USER_ALREADY_LOGGED_IN:
+		return p.checkSharedLogin()
+	}
+	return pinError(p.label, err)
+}
+
+// checkSharedLogin refuses a PIN other than the one another Token of this process
+// logged in with: the token cannot tell us, as it does not check a PIN while
+// logged in.
+func (p *pool) checkSharedLogin() error {
+	if !p.mod.samePIN(p.serial, p.pinMAC) {
+		return fmt.Errorf("hsm: log in to token %q: %w (not the PIN this process is logged in with)", p.label, ErrPINIncorrect)
+	}
+	return nil
+}
+
+// attempts bounds how often one call reopens a session or logs in again.
+const attempts = 3
+
+// do runs fn on a borrowed session, reopening the session when it was lost and
+// logging in again when the token forgot the login, then retrying fn. fn must be
+// safe to run again after such a failure.
+func (p *pool) do(ctx context.Context, fn func(s *session) error) error {
+	var err error
+	for range attempts {
+		var s *session
+		if s, err = p.get(ctx); err != nil {
+			return err
+		}
+		var retry bool
+		if retry, err = p.recover(s, fn(s)); !retry {
+			return err
+		}
+	}
+	return err
+}
+
+// recover returns s to the pool after an operation on it ended with err, and
+// reports whether a retry on a fresh or re-logged-in session may cure err.
+func (p *pool) recover(s *session, err error) (retry bool, _ error) {
+	switch {
+	case err == nil:
+		p.put(s)
+		return false, nil
+	case sessionLost(err):
+		p.log.Info("hsm: session lost; reopening", "token", p.label, "err", err)
+		p.drop(s, err)
+		return true, err
+	case rv(err) == pkcs11.CKR_USER_NOT_LOGGED_IN && p.pin != "":
+		p.log.Info("hsm: token forgot the login; logging in again", "token", p.label)
+		lerr := p.login(s)
+		p.put(s)
+		if lerr != nil {
+			return false, lerr
+		}
+		return true, err
+	}
+	p.put(s)
+	return false, err
+}
+
+// close closes every session, waiting for borrowed ones to come back.
+func (p *pool) close() {
+	if p.closed.Swap(true) {
+		return
+	}
+	for range p.size {
+		if s := <-p.free; s != nil {
+			_ = p.p11.CloseSession(s.h)
+		}
+	}
+	// Wake anyone still waiting in get; they see closed and give the entry back.
+	for range p.size {
+		p.free <- nil
+	}
+}

@@ -1,0 +1,254 @@
+package hsm
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Config says which token to open and how.
+type Config struct {
+	// Module is the path of the PKCS#11 module (.so).
+	Module string
+	// Token and Serial select the token; give one or both.
+	Token  string
+	Serial string
+	// PIN is the user PIN's source. The zero PINSource opens without login
+	// (public objects only).
+	PIN PINSource
+	// Sessions bounds the session pool (default 4). Signers wait for a free session
+	// when all are lent out.
+	Sessions int
+	// IdleTimeout: a session unused for longer is reopened before use, since real
+	// HSMs drop idle sessions (YubiHSM after 30 s). Default 25 s; negative: never.
+	IdleTimeout time.Duration
+	// Logger gets session and login events (never a PIN or key). Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultSessions and DefaultIdleTimeout are what a zero Config gets.
+const (
+	DefaultSessions    = 4
+	DefaultIdleTimeout = 25 * time.Second
+)
+
+// TokenInfo describes a token in a slot.
+type TokenInfo struct {
+	Slot         uint
+	Label        string
+	Serial       string
+	Manufacturer string
+	Model        string
+	Initialized  bool
+}
+
+// Token is an open, logged-in token with its session pool. It is safe for
+// concurrent use; Close it when done.
+type Token struct {
+	mod  *module
+	slot uint
+	info TokenInfo
+	pool *pool
+	log  *slog.Logger
+
+	// refs numbers Signers, keying each session's cache of key handles.
+	refs atomic.Uint64
+	// keyMu serialises key creation, so the check that a label or ID is free and
+	// the creation are one step for this process.
+	keyMu sync.Mutex
+	// trustedKEK caches whether the user may mark a secret key CKA_TRUSTED.
+	trustedOnce sync.Once
+	trustedKEK  bool
+
+	closeOnce sync.Once
+}
+
+// Open loads the module (shared with other Opens of the same module in the process),
+// finds the token by label and/or serial and logs in with the PIN. A wrong PIN
+// fails here, with ErrPINIncorrect.
+func Open(ctx context.Context, cfg Config) (*Token, error) {
+	if cfg.Token == "" && cfg.Serial == "" {
+		return nil, fmt.Errorf("hsm: open: give a token label or serial")
+	}
+	if cfg.Sessions <= 0 {
+		cfg.Sessions = DefaultSessions
+	}
+	switch {
+	case cfg.IdleTimeout == 0:
+		cfg.IdleTimeout = DefaultIdleTimeout
+	case cfg.IdleTimeout < 0:
+		cfg.IdleTimeout = 0
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	var pin string
+	if !cfg.PIN.IsZero() {
+		var err error
+		if pin, err = cfg.PIN.read(); err != nil {
+			return nil, err
+		}
+	}
+	m, err := loadModule(cfg.Module)
+	if err != nil {
+		return nil, err
+	}
+	info, err := findToken(m, cfg.Token, cfg.Serial)
+	if err != nil {
+		m.release()
+		return nil, err
+	}
+	t := &Token{mod: m, slot: info.Slot, info: info, log: cfg.Logger,
+		pool: newPool(m, info, pin, cfg.Sessions, cfg.IdleTimeout, cfg.Logger)}
+	// Borrow one session now, so a wrong PIN or a token refusing sessions is
+	// reported by Open, not by the first signature.
+	s, err := t.pool.get(ctx)
+	if err != nil {
+		t.pool.close()
+		m.release()
+		return nil, err
+	}
+	t.pool.put(s)
+	cfg.Logger.Debug("hsm: token open", "module", cfg.Module, "token", info.Label, "serial", info.Serial)
+	return t, nil
+}
+
+// Close closes the token's sessions (waiting for borrowed ones) and releases the module.
+func (t *Token) Close() error {
+	t.closeOnce.Do(func() {
+		t.pool.close()
+		t.mod.release()
+	})
+	return nil
+}
+
+// Info describes the token.
+func (t *Token) Info() TokenInfo { return t.info }
+
+// ListTokens lists the slots of module that hold a token, initialised or not.
+func ListTokens(module string) ([]TokenInfo, error) {
+	m, err := loadModule(module)
+	if err != nil {
+		return nil, err
+	}
+	defer m.release()
+	return listTokens(m)
+}
+
+func listTokens(m *module) ([]TokenInfo, error) {
+	slots, err := m.ctx.GetSlotList(true)
+	if err != nil {
+		return nil, fmt.Errorf("hsm: module %s: list slots: %w", m.path, err)
+	}
+	out := make([]TokenInfo, 0, len(slots))
+	for _, slot := range slots {
+		ti, err := m.ctx.GetTokenInfo(slot)
+		if err != nil {
+			return nil, fmt.Errorf("hsm: module %s: slot %d: token info: %w", m.path, slot, err)
+		}
+		out = append(out, TokenInfo{
+			Slot:         slot,
+			Label:        ti.Label,
+			Serial:       ti.SerialNumber,
+			Manufacturer: ti.ManufacturerID,
+			Model:        ti.Model,
+			Initialized:  ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0,
+		})
+	}
+	return out, nil
+}
+
+func findToken(m *module, label, serial string) (TokenInfo, error) {
+	all, err := listTokens(m)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	var have []TokenInfo
+	for _, t := range all {
+		if !t.Initialized {
+			continue
+		}
+		have = append(have, t)
+		if (label == "" || t.Label == label) && (serial == "" || t.Serial == serial) {
+			return t, nil
+		}
+	}
+	want := ""
+	switch {
+	case label != "" && serial != "":
+		want = fmt.Sprintf("label %q and serial %q", label, serial)
+	case label != "":
+		want = fmt.Sprintf("label %q", label)
+	default:
+		want = fmt.Sprintf("serial %q", serial)
+	}
+	return TokenInfo{}, &TokenNotFoundError{Module: m.path, Want: want, Have: have}
+}
+
+// InitToken initialises the first uninitialised token of module with label, sets
+// its SO PIN and user PIN (C_InitToken, then C_InitPIN as the SO), and returns it.
+// It refuses a label that an initialised token already has.
+func InitToken(module, label string, soPIN, userPIN PINSource) (TokenInfo, error) {
+	if label == "" || len(label) > 32 {
+		return TokenInfo{}, fmt.Errorf("hsm: init token: label %q must be 1 to 32 bytes", label)
+	}
+	so, err := soPIN.read()
+	if err != nil {
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: SO PIN: %w", label, err)
+	}
+	user, err := userPIN.read()
+	if err != nil {
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: user PIN: %w", label, err)
+	}
+	m, err := loadModule(module)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	defer m.release()
+	m.slotMu.Lock()
+	defer m.slotMu.Unlock()
+
+	all, err := listTokens(m)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	free := -1
+	for i, t := range all {
+		if t.Initialized && t.Label == label {
+			return TokenInfo{}, fmt.Errorf("hsm: init token %q: %w (slot %d, serial %s)", label, ErrTokenExists, t.Slot, t.Serial)
+		}
+		if !t.Initialized && free < 0 {
+			free = i
+		}
+	}
+	if free < 0 {
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: module %s: %w", label, module, ErrNoFreeSlot)
+	}
+	slot := all[free].Slot
+	if err := m.ctx.InitToken(slot, so, label); err != nil {
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q in slot %d: %w", label, slot, err)
+	}
+	h, err := m.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: open session: %w", label, err)
+	}
+	defer m.ctx.CloseSession(h)
+	if err := m.ctx.Login(h, pkcs11.CKU_SO, so); err != nil {
+		return TokenInfo{}, pinError(label, err)
+	}
+	defer m.ctx.Logout(h)
+	if err := m.ctx.InitPIN(h, user); err != nil {
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: set user PIN: %w", label, err)
+	}
+	ti, err := m.ctx.GetTokenInfo(slot)
+	if err != nil {
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: token info: %w", label, err)
+	}
+	return TokenInfo{Slot: slot, Label: ti.Label, Serial: ti.SerialNumber, Manufacturer: ti.ManufacturerID,
+		Model: ti.Model, Initialized: ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0}, nil
+}
