@@ -19,6 +19,8 @@ if [ "${1:-}" = "--bench" ]; then
 	have_cmd wrk || need+=(wrk)
 	have_cmd nginx || need+=(nginx-light)
 	have_cmd taskset || need+=(util-linux)
+	have_cmd ip || need+=(iproute2)
+	have_cmd curl || need+=(curl)
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0
