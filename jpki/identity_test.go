@@ -1,0 +1,208 @@
+package jpki
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// personalStrings are the fixture person's data, whole and in parts.
+var personalStrings = []string{
+	testName, "公的", "太郎", testAddress, "東京都千代田区", "霞が関", testBirth, "19800315", "1980",
+	testNameMap + "\"", // the map is not personal by itself; quoted form would show it was printed
+}
+
+func assertNoPersonalData(t *testing.T, out string) {
+	t.Helper()
+	for _, s := range personalStrings {
+		if strings.Contains(out, s) {
+			t.Errorf("output contains %q:\n%s", s, out)
+		}
+	}
+	// Personal data printed as bytes (%v of a []byte) or as base64 (JSON of a []byte).
+	for _, s := range []string{testName, testAddress} {
+		if strings.Contains(out, strings.Trim(fmt.Sprint([]byte(s)), "[]")) {
+			t.Errorf("output contains the bytes of %q", s)
+		}
+	}
+}
+
+func TestIdentityNeverPrinted(t *testing.T) {
+	p := getPKI(t)
+	sc, err := ParseSignatureCertificate(p.leaf(t, leafSpec{anchor: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sc.Identity
+	v, err := NewVerifier(p.anchorSet(t, 1), NewNoneSource(discardLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := v.Verify(context.Background(), [][]byte{p.leaf(t, leafSpec{anchor: 1})}, testAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type withUnexported struct {
+		note string
+		id   Identity
+	}
+	type withExported struct {
+		Note string
+		ID   Identity
+	}
+	values := map[string]any{
+		"Identity":                       id,
+		"*Identity":                      &id,
+		"SignatureCertificate":           *sc,
+		"*SignatureCertificate":          sc,
+		"struct with unexported field":   withUnexported{"x", id},
+		"struct with exported field":     withExported{"x", id},
+		"*struct with unexported field":  &withUnexported{"x", id},
+		"slice":                          []Identity{id, id},
+		"map":                            map[string]Identity{"a": id},
+		"struct holding the certificate": struct{ sc *SignatureCertificate }{sc},
+		"*Result":                        res,
+		"Result":                         *res,
+		"struct holding the result":      struct{ r Result }{*res},
+	}
+	verbs := []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%10.3v", "%T"}
+	for vname, v := range values {
+		for _, verb := range verbs {
+			t.Run(vname+" "+verb, func(t *testing.T) {
+				assertNoPersonalData(t, fmt.Sprintf(verb, v))
+			})
+		}
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		if got := fmt.Sprintf(verb, id); !strings.Contains(got, "REDACTED") {
+			t.Errorf("%s: %q does not say it is redacted", verb, got)
+		}
+	}
+	assertNoPersonalData(t, fmt.Sprint(id)+fmt.Sprintln(id)+id.String()+id.GoString())
+
+	for _, h := range []struct {
+		name string
+		new  func(*bytes.Buffer) slog.Handler
+	}{
+		{"json", func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) }},
+		{"text", func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) }},
+	} {
+		t.Run("slog "+h.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := slog.New(h.new(&buf))
+			log.Info("enrolled", "identity", id, "ptr", &id, "cert", sc, "result", res)
+			log.Info("enrolled", slog.Any("identity", id), slog.Group("g", "id", id))
+			log.Info("enrolled", "wrapped", withExported{"x", id}, "wrapped_unexported", withUnexported{"x", id})
+			log.With("identity", id).Info("enrolled")
+			if buf.Len() == 0 {
+				t.Fatal("nothing logged")
+			}
+			if !strings.Contains(buf.String(), "REDACTED") {
+				t.Errorf("log does not show the redacted form:\n%s", buf.String())
+			}
+			assertNoPersonalData(t, buf.String())
+		})
+	}
+	js, err := json.Marshal(withExported{"x", id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoPersonalData(t, string(js))
+}
+
+func TestPersonHash(t *testing.T) {
+	p := getPKI(t)
+	key := bytes.Repeat([]byte{7}, 32)
+	parse := func(san []otherName) Identity {
+		sc, err := ParseSignatureCertificate(p.leaf(t, leafSpec{san: san}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc.Identity
+	}
+	base := parse(basic4())
+	h := base.PersonHash(key)
+
+	// Known answer: the encoding documented on PersonHash. Changing it silently would
+	// orphan every stored link.
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("inkan/jpki/person/v1\x00"))
+	m.Write([]byte{0, 0, 0, byte(len(testName))})
+	m.Write([]byte(testName))
+	m.Write([]byte("19800315"))
+	if want := m.Sum(nil); !bytes.Equal(h[:], want) {
+		t.Fatalf("PersonHash = %x, want %x", h, want)
+	}
+
+	tests := []struct {
+		name string
+		id   Identity
+		key  []byte
+		same bool
+	}{
+		{"same card again", parse(basic4()), key, true},
+		{"after a move (address changed)", parse(withEntry(oidAddress, utf8Value("大阪府大阪市北区中之島一丁目３番２０号"))), key, true},
+		{"era digit differs", parse(withEntry(oidDateOfBirth, utf8Value("019800315"))), key, true},
+		{"gender differs", parse(withEntry(oidGender, utf8Value("3"))), key, true},
+		{"name changed", parse(withEntry(oidName, utf8Value("公的　花子"))), key, false},
+		{"half-width space", parse(withEntry(oidName, utf8Value("公的 太郎"))), key, false},
+		{"other birth date", parse(withEntry(oidDateOfBirth, utf8Value("319800316"))), key, false},
+		{"other key", base, bytes.Repeat([]byte{8}, 32), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.id.PersonHash(tt.key) == h; got != tt.same {
+				t.Errorf("same hash = %v, want %v", got, tt.same)
+			}
+		})
+	}
+	if s := h.String(); len(s) != 64 {
+		t.Errorf("String() = %q", s)
+	}
+
+	for name, f := range map[string]func(){
+		"short key":     func() { base.PersonHash(make([]byte, 31)) },
+		"zero Identity": func() { Identity{}.PersonHash(key) },
+		"cert short key": func() {
+			sc, _ := ParseSignatureCertificate(p.leaf(t, leafSpec{}))
+			sc.CertHash(nil)
+		},
+	} {
+		t.Run("panics on "+name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("no panic")
+				}
+			}()
+			f()
+		})
+	}
+}
+
+func TestCertHash(t *testing.T) {
+	p := getPKI(t)
+	key := bytes.Repeat([]byte{9}, 32)
+	parse := func(s leafSpec) *SignatureCertificate {
+		sc, err := ParseSignatureCertificate(p.leaf(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc
+	}
+	a := parse(leafSpec{serial: 10})
+	if a.CertHash(key) != parse(leafSpec{serial: 10, anchor: 2}).CertHash(key) {
+		t.Error("same issuer name and serial, different hash")
+	}
+	if a.CertHash(key) == parse(leafSpec{serial: 11}).CertHash(key) {
+		t.Error("different serials, same hash")
+	}
+	if a.CertHash(key) == a.Identity.PersonHash(key) {
+		t.Error("certificate and person hashes collide")
+	}
+}
