@@ -63,6 +63,8 @@ type netLayer struct {
 	// dropped and no new one is made or accepted (tests use it to partition
 	// a node).
 	cut atomic.Bool
+	// raftConns counts connections handed to Raft.
+	raftConns atomic.Int64
 }
 
 type advertiseAddr string
@@ -169,6 +171,7 @@ func (n *netLayer) handshake(raw net.Conn) {
 	}
 	switch cs.NegotiatedProtocol {
 	case alpnRaft:
+		n.raftConns.Add(1)
 		select {
 		case n.raftCh <- tc:
 		case <-n.raftDone:
