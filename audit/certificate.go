@@ -1,0 +1,106 @@
+package audit
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// PersonalKey turns personal data into keyed hashes (HMAC-SHA256) for the log. An
+// auditor can check that two leaves are about the same value, and the operator can
+// show which value a hash stands for, but without the key nobody can recover a name
+// or a birth date from the log, not even by trying every date.
+type PersonalKey struct {
+	key []byte
+}
+
+// NewPersonalKey wraps a secret of at least 32 bytes (it is copied).
+func NewPersonalKey(secret []byte) (PersonalKey, error) {
+	if len(secret) < 32 {
+		return PersonalKey{}, fmt.Errorf("audit: personal-data key: %d bytes, want at least 32", len(secret))
+	}
+	return PersonalKey{key: append([]byte(nil), secret...)}, nil
+}
+
+// Hash is the keyed hash of one attribute's value. The attribute name ("name",
+// "birth", "address", "jpki-serial"…) is part of the input, so equal values of
+// different attributes do not hash alike.
+func (k PersonalKey) Hash(attribute, value string) []byte {
+	m := hmac.New(sha256.New, k.key)
+	m.Write([]byte(attribute))
+	m.Write([]byte{0})
+	m.Write([]byte(value))
+	return m.Sum(nil)
+}
+
+// Issued is an issued derived certificate, as the CA hands it to the log.
+type Issued struct {
+	Cert    []byte // the certificate's DER: the log keeps only its SHA-256
+	Profile string // the issuance profile's name
+	// Personal holds the attributes that identify the person (name, birth date,
+	// address, the JPKI certificate's serial…) by attribute name. The log keeps only
+	// their keyed hashes.
+	Personal map[string]string
+}
+
+// issuedData is the data of a TypeIssued leaf.
+type issuedData struct {
+	CertSHA256  []byte            `cbor:"cert_sha256"`
+	IssuerKeyID []byte            `cbor:"issuer_key_id,omitempty"`
+	NotBefore   time.Time         `cbor:"not_before"`
+	NotAfter    time.Time         `cbor:"not_after"`
+	Profile     string            `cbor:"profile"`
+	Personal    map[string][]byte `cbor:"personal,omitempty"`
+}
+
+// NewIssuedLeaf builds the leaf of an issuance. The serial is read from the
+// certificate, so the leaf cannot name another one; the certificate itself, whose
+// subject names the person, appears only as its SHA-256.
+func NewIssuedLeaf(m Meta, k PersonalKey, iss Issued) (Leaf, error) {
+	cert, err := x509.ParseCertificate(iss.Cert)
+	if err != nil {
+		return Leaf{}, fmt.Errorf("audit: issued leaf: %w", err)
+	}
+	if len(iss.Personal) > 0 && len(k.key) == 0 {
+		return Leaf{}, errors.New("audit: issued leaf: personal data but no personal-data key")
+	}
+	d := issuedData{
+		CertSHA256:  CertHash(iss.Cert),
+		IssuerKeyID: cert.AuthorityKeyId,
+		NotBefore:   cert.NotBefore.UTC(),
+		NotAfter:    cert.NotAfter.UTC(),
+		Profile:     iss.Profile,
+	}
+	if len(iss.Personal) > 0 {
+		d.Personal = make(map[string][]byte, len(iss.Personal))
+		for attr, v := range iss.Personal {
+			d.Personal[attr] = k.Hash(attr, v)
+		}
+	}
+	return NewLeaf(m, TypeIssued, cert.SerialNumber, d)
+}
+
+// Revoked is a revocation (or a hold: reason 6, certificateHold).
+type Revoked struct {
+	Serial *big.Int
+	Reason int // RFC 5280 CRLReason code
+}
+
+type revokedData struct {
+	Reason int `cbor:"reason"`
+}
+
+// NewRevokedLeaf builds the leaf of a revocation.
+func NewRevokedLeaf(m Meta, r Revoked) (Leaf, error) {
+	if r.Serial == nil || r.Serial.Sign() <= 0 {
+		return Leaf{}, errors.New("audit: revoked leaf: serial must be positive")
+	}
+	if r.Reason < 0 || r.Reason > 10 || r.Reason == 7 {
+		return Leaf{}, fmt.Errorf("audit: revoked leaf: reason %d is not an RFC 5280 CRLReason", r.Reason)
+	}
+	return NewLeaf(m, TypeRevoked, r.Serial, revokedData{Reason: r.Reason})
+}

@@ -1,0 +1,223 @@
+package audit
+
+import (
+	"bufio"
+	"context"
+	"crypto"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/transparency-dev/merkle/compact"
+	"go.etcd.io/bbolt"
+)
+
+// Files of an export directory (docs/audit.md describes them for auditors).
+const (
+	exportKey         = "audit.pub.pem" // the audit public key, PEM PUBLIC KEY
+	exportLeaves      = "leaves.txt"    // "<index> <base64 leaf hash> <base64 leaf>\n" per leaf
+	exportStart       = "start.txt"     // only with --from N > 0: "N\n" then the compact range [0, N), one base64 hash per line
+	exportCheckpoints = "checkpoints"   // <size, 20 digits>.txt (body) and .sig (DER signature)
+	exportLatest      = "latest"        // latest.txt and latest.sig: the newest checkpoint
+	maxLineSize       = 2*MaxLeafSize + 128
+)
+
+// Source is what Export reads: a consistent view of a log (one bbolt read
+// transaction, or later the audit API).
+type Source interface {
+	PublicKey() crypto.PublicKey
+	// Size is the number of leaves.
+	Size(ctx context.Context) (uint64, error)
+	// Range is the compact range [0, size): the root hashes of its perfect subtrees,
+	// left to right (compact.RangeNodes order).
+	Range(ctx context.Context, size uint64) ([][]byte, error)
+	// Leaves calls fn with every encoded leaf of [from, to), in order.
+	Leaves(ctx context.Context, from, to uint64, fn func(index uint64, leaf []byte) error) error
+	// Checkpoints calls fn with the stored checkpoint of every size, by size.
+	Checkpoints(ctx context.Context, fn func(Checkpoint) error) error
+	// Latest is the newest checkpoint, if any.
+	Latest(ctx context.Context) (Checkpoint, bool, error)
+}
+
+// Source is a view of the log as it stands in tx, for Export. The transaction must
+// stay open until the export is done: export from a copy of the state (bbolt
+// Tx.WriteTo, a Raft snapshot) rather than hold a read transaction on a busy node.
+func (l *Log) Source(tx *bbolt.Tx) Source { return txSource{l, tx} }
+
+type txSource struct {
+	l  *Log
+	tx *bbolt.Tx
+}
+
+func (s txSource) PublicKey() crypto.PublicKey { return s.l.pub }
+
+func (s txSource) Size(context.Context) (uint64, error) { return s.l.Size(s.tx) }
+
+func (s txSource) Range(_ context.Context, size uint64) ([][]byte, error) {
+	b, err := s.l.atSize(s.tx, size)
+	if err != nil || size == 0 {
+		return nil, err
+	}
+	return b.getNodes(compact.RangeNodes(0, size, nil))
+}
+
+func (s txSource) Leaves(ctx context.Context, from, to uint64, fn func(uint64, []byte) error) error {
+	b, ok, err := open(s.tx)
+	if !ok || from >= to {
+		return err
+	}
+	c := b.leaves.Cursor()
+	want := from
+	for k, v := c.Seek(u64(from)); k != nil && want < to; k, v = c.Next() {
+		if len(k) != 8 || binary.BigEndian.Uint64(k) != want {
+			return fmt.Errorf("audit: storage: leaf %d missing", want)
+		}
+		if want%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := fn(want, v); err != nil {
+			return err
+		}
+		want++
+	}
+	if want < to {
+		return fmt.Errorf("audit: storage: leaf %d missing", want)
+	}
+	return nil
+}
+
+func (s txSource) Checkpoints(_ context.Context, fn func(Checkpoint) error) error {
+	b, ok, err := open(s.tx)
+	if !ok {
+		return err
+	}
+	return b.checkpoints.ForEach(func(_, v []byte) error {
+		c, _, err := readCheckpoint(v)
+		if err != nil {
+			return err
+		}
+		return fn(c)
+	})
+}
+
+func (s txSource) Latest(context.Context) (Checkpoint, bool, error) {
+	return s.l.LatestCheckpoint(s.tx)
+}
+
+// Export writes the log from leaf from on into dir, which must not exist or be empty:
+// the public key, the leaves [from, size), the compact range [0, from) when from > 0,
+// and every checkpoint of a size from from on. Verify reads what it writes. To export
+// incrementally, choose from = the size of the newest checkpoint already verified:
+// that checkpoint is then in both exports and links them.
+func Export(ctx context.Context, dir string, src Source, from uint64) error {
+	size, err := src.Size(ctx)
+	if err != nil {
+		return err
+	}
+	if from > size {
+		return fmt.Errorf("audit: export from %d: the log has %d leaves", from, size)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, exportCheckpoints), 0o755); err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 {
+		return fmt.Errorf("audit: export: %s is not empty", dir)
+	}
+	keyPEM, err := MarshalPublicKey(src.PublicKey())
+	if err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, exportKey), keyPEM); err != nil {
+		return err
+	}
+	if from > 0 {
+		rng, err := src.Range(ctx, from)
+		if err != nil {
+			return err
+		}
+		buf := []byte(strconv.FormatUint(from, 10) + "\n")
+		for _, h := range rng {
+			buf = append(base64.StdEncoding.AppendEncode(buf, h), '\n')
+		}
+		if err := writeFile(filepath.Join(dir, exportStart), buf); err != nil {
+			return err
+		}
+	}
+	if err := exportLeafFile(ctx, filepath.Join(dir, exportLeaves), src, from, size); err != nil {
+		return err
+	}
+	err = src.Checkpoints(ctx, func(c Checkpoint) error {
+		if c.Size < from || c.Size > size {
+			return nil
+		}
+		return writeCheckpoint(filepath.Join(dir, exportCheckpoints, fmt.Sprintf("%020d", c.Size)), c)
+	})
+	if err != nil {
+		return err
+	}
+	latest, ok, err := src.Latest(ctx)
+	if err != nil {
+		return err
+	}
+	if ok && latest.Size >= from && latest.Size <= size {
+		return writeCheckpoint(filepath.Join(dir, exportLatest), latest)
+	}
+	return nil
+}
+
+func exportLeafFile(ctx context.Context, name string, src Source, from, size uint64) (err error) {
+	f, err := os.Create(name)
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("audit: export: %w", cerr)
+		}
+	}()
+	w := bufio.NewWriterSize(f, 1<<20)
+	var line []byte
+	err = src.Leaves(ctx, from, size, func(i uint64, leaf []byte) error {
+		line = appendLeafLine(line[:0], i, leaf)
+		_, err := w.Write(line)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	return f.Sync()
+}
+
+// appendLeafLine appends one line of leaves.txt.
+func appendLeafLine(dst []byte, index uint64, leaf []byte) []byte {
+	dst = strconv.AppendUint(dst, index, 10)
+	dst = append(dst, ' ')
+	dst = base64.StdEncoding.AppendEncode(dst, HashLeaf(leaf))
+	dst = append(dst, ' ')
+	dst = base64.StdEncoding.AppendEncode(dst, leaf)
+	return append(dst, '\n')
+}
+
+func writeCheckpoint(base string, c Checkpoint) error {
+	if len(c.Signature) == 0 {
+		return errors.New("audit: export: unsigned checkpoint")
+	}
+	if err := writeFile(base+".txt", c.Body()); err != nil {
+		return err
+	}
+	return writeFile(base+".sig", c.Signature)
+}
+
+func writeFile(name string, b []byte) error {
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	return nil
+}

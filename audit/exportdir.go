@@ -1,0 +1,285 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"crypto"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/transparency-dev/merkle/compact"
+)
+
+// exportDir is an export directory as read back by Verify, Compare and Prove.
+type exportDir struct {
+	fsys        fs.FS
+	key         crypto.PublicKey
+	from        uint64
+	start       [][]byte        // compact range [0, from)
+	checkpoints []dirCheckpoint // by size; history before latest within a size
+	problems    []Problem       // found while loading
+}
+
+type dirCheckpoint struct {
+	Checkpoint
+	file  string
+	valid bool // parsed and its signature verifies
+}
+
+// readExport loads everything but the leaves. pinned, if not nil, is the key the
+// auditor trusts; otherwise the export's own audit.pub.pem is used.
+func readExport(fsys fs.FS, pinned crypto.PublicKey) (*exportDir, error) {
+	e := &exportDir{fsys: fsys, key: pinned}
+	keyPEM, err := fs.ReadFile(fsys, exportKey)
+	switch {
+	case err != nil && pinned == nil:
+		return nil, fmt.Errorf("audit: export: %w (or give the key with --key)", err)
+	case err == nil:
+		k, perr := ParsePublicKey(keyPEM)
+		switch {
+		case perr != nil && pinned == nil:
+			return nil, fmt.Errorf("audit: export: %s: %w", exportKey, perr)
+		case perr != nil:
+			e.problem(ProblemKey, 0, "%s in the export is not a valid audit key: %v", exportKey, perr)
+		case pinned == nil:
+			e.key = k
+		case KeyFingerprint(k) != KeyFingerprint(pinned):
+			e.problem(ProblemKey, 0, "%s in the export is %s, not the pinned key %s", exportKey, KeyFingerprint(k), KeyFingerprint(pinned))
+		}
+	}
+	if err := e.readStart(); err != nil {
+		return nil, err
+	}
+	if err := e.readCheckpoints(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *exportDir) problem(k ProblemKind, index uint64, format string, args ...any) {
+	e.problems = append(e.problems, Problem{Kind: k, Index: index, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (e *exportDir) readStart() error {
+	b, err := fs.ReadFile(e.fsys, exportStart)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	from, err := strconv.ParseUint(lines[0], 10, 64)
+	if err != nil || from == 0 {
+		return fmt.Errorf("audit: export: %s: first line %q: want the start index", exportStart, lines[0])
+	}
+	if want := compact.RangeSize(0, from); len(lines)-1 != want {
+		return fmt.Errorf("audit: export: %s: %d hashes, want %d for start %d", exportStart, len(lines)-1, want, from)
+	}
+	for i, l := range lines[1:] {
+		h, err := base64.StdEncoding.Strict().DecodeString(l)
+		if err != nil || len(h) != 32 {
+			return fmt.Errorf("audit: export: %s line %d: want base64 of 32 bytes", exportStart, i+2)
+		}
+		e.start = append(e.start, h)
+	}
+	e.from = from
+	return nil
+}
+
+func (e *exportDir) readCheckpoints() error {
+	ents, err := fs.ReadDir(e.fsys, exportCheckpoints)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	files := []string{}
+	for _, ent := range ents {
+		if name, ok := strings.CutSuffix(ent.Name(), ".txt"); ok {
+			files = append(files, path.Join(exportCheckpoints, name))
+		}
+	}
+	slices.Sort(files)
+	if _, err := fs.Stat(e.fsys, exportLatest+".txt"); err == nil {
+		files = append(files, exportLatest)
+	}
+	origin := ""
+	for _, f := range files {
+		c, err := e.readCheckpoint(f)
+		if err != nil {
+			return err
+		}
+		if c.valid {
+			if origin == "" {
+				origin = c.Origin
+			} else if c.Origin != origin {
+				e.problem(ProblemCheckpointOrigin, c.Size, "%s.txt: origin %q, other checkpoints say %q", f, c.Origin, origin)
+				c.valid = false
+			}
+		}
+		if c.file == "" {
+			continue
+		}
+		if f == exportLatest && slices.ContainsFunc(e.checkpoints, func(h dirCheckpoint) bool {
+			return h.valid && c.valid && bytes.Equal(h.Body(), c.Body())
+		}) {
+			continue // the newest checkpoint is also in the history: count it once
+		}
+		e.checkpoints = append(e.checkpoints, c)
+	}
+	slices.SortStableFunc(e.checkpoints, func(a, b dirCheckpoint) int { return cmpU64(a.Size, b.Size) })
+	return nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// readCheckpoint reads base.txt and base.sig. A checkpoint that cannot be parsed is
+// reported and left out (file == "").
+func (e *exportDir) readCheckpoint(base string) (dirCheckpoint, error) {
+	var nameSize uint64
+	named := false
+	if n, ok := strings.CutPrefix(base, exportCheckpoints+"/"); ok {
+		v, err := strconv.ParseUint(n, 10, 64)
+		nameSize, named = v, err == nil && fmt.Sprintf("%020d", v) == n
+		if !named {
+			e.problem(ProblemCheckpointMalformed, 0, "%s.txt: file name is not the checkpoint's size in 20 digits", base)
+			return dirCheckpoint{}, nil
+		}
+	}
+	body, err := fs.ReadFile(e.fsys, base+".txt")
+	if err != nil {
+		return dirCheckpoint{}, fmt.Errorf("audit: export: %w", err)
+	}
+	sig, err := fs.ReadFile(e.fsys, base+".sig")
+	if err != nil {
+		e.problem(ProblemCheckpointMalformed, nameSize, "%s.sig: %v", base, err)
+		return dirCheckpoint{}, nil
+	}
+	c, err := ParseCheckpoint(body, sig)
+	if err != nil {
+		e.problem(ProblemCheckpointMalformed, nameSize, "%s.txt: %v", base, err)
+		return dirCheckpoint{}, nil
+	}
+	if named && c.Size != nameSize {
+		e.problem(ProblemCheckpointMalformed, nameSize, "%s.txt holds a checkpoint of size %d", base, c.Size)
+		return dirCheckpoint{}, nil
+	}
+	dc := dirCheckpoint{Checkpoint: c, file: base}
+	if err := c.Verify(e.key); err != nil {
+		e.problem(ProblemCheckpointSignature, c.Size, "%s: signature does not verify with the audit key %s", base+".sig", KeyFingerprint(e.key))
+		return dc, nil
+	}
+	dc.valid = true
+	return dc, nil
+}
+
+// validCheckpoints are the checkpoints whose signature verifies, by size.
+func (e *exportDir) validCheckpoints() []dirCheckpoint {
+	var v []dirCheckpoint
+	for _, c := range e.checkpoints {
+		if c.valid {
+			v = append(v, c)
+		}
+	}
+	return v
+}
+
+// leafLine is one line of leaves.txt as read, before any judgement.
+type leafLine struct {
+	line    uint64 // 1-based line number
+	index   uint64 // the index the line declares
+	indexOK bool
+	data    []byte // the encoded leaf; nil if it could not be decoded (reused per line)
+	hash    []byte // HashLeaf(data)
+	stored  []byte // the line's own hash field; nil if malformed
+	bad     string // what is malformed about the line, if anything
+}
+
+// leafReader reads leaves.txt line by line.
+type leafReader struct {
+	f   fs.File
+	sc  *bufio.Scanner
+	buf []byte
+	cur leafLine
+}
+
+func openLeaves(fsys fs.FS) (*leafReader, error) {
+	f, err := fsys.Open(exportLeaves)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &leafReader{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: export: %w", err)
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), maxLineSize)
+	return &leafReader{f: f, sc: sc}, nil
+}
+
+func (r *leafReader) Close() {
+	if r.f != nil {
+		r.f.Close()
+	}
+}
+
+// next reads one line; false at the end or on a read error (see err).
+func (r *leafReader) next() bool {
+	if r.sc == nil || !r.sc.Scan() {
+		return false
+	}
+	l := leafLine{line: r.cur.line + 1}
+	defer func() { r.cur = l }()
+	line := r.sc.Bytes()
+	f1, rest, ok1 := bytes.Cut(line, []byte{' '})
+	f2, f3, ok2 := bytes.Cut(rest, []byte{' '})
+	if !ok1 || !ok2 {
+		l.bad = "want three fields: index, leaf hash, leaf"
+		return true
+	}
+	var bad []string
+	if v, err := strconv.ParseUint(string(f1), 10, 64); err == nil && strconv.FormatUint(v, 10) == string(f1) {
+		l.index, l.indexOK = v, true
+	} else {
+		bad = append(bad, fmt.Sprintf("index %.20q is not a decimal number", f1))
+	}
+	if h, err := base64.StdEncoding.Strict().DecodeString(string(f2)); err == nil && len(h) == 32 {
+		l.stored = h
+	} else {
+		bad = append(bad, "leaf hash is not base64 of 32 bytes")
+	}
+	n := base64.StdEncoding.DecodedLen(len(f3))
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	if m, err := base64.StdEncoding.Strict().Decode(r.buf[:n], f3); err == nil {
+		l.data = r.buf[:m]
+		l.hash = HashLeaf(l.data)
+	} else {
+		bad = append(bad, "leaf is not base64")
+	}
+	l.bad = strings.Join(bad, "; ")
+	return true
+}
+
+func (r *leafReader) err() error {
+	if r.sc == nil {
+		return nil
+	}
+	if err := r.sc.Err(); err != nil {
+		return fmt.Errorf("audit: export: %s line %d: %w", exportLeaves, r.cur.line+1, err)
+	}
+	return nil
+}

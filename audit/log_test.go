@@ -1,0 +1,340 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"go.etcd.io/bbolt"
+)
+
+func TestLeafEncodingIsDeterministic(t *testing.T) {
+	m := Meta{RaftIndex: 7, Time: testTime, Actor: ActorSystem}
+	a := map[string]any{"a": 1, "bb": []byte{1}, "c": "x", "nested": map[string]any{"z": 1, "y": 2}}
+	b := map[string]any{"nested": map[string]any{"y": 2, "z": 1}, "c": "x", "bb": []byte{1}, "a": 1}
+	la, err := NewLeaf(m, "test.change", nil, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := NewLeaf(m, "test.change", nil, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, _ := EncodeLeaf(la)
+	eb, _ := EncodeLeaf(lb)
+	if !bytes.Equal(ea, eb) {
+		t.Fatalf("same change, two encodings:\n%x\n%x", ea, eb)
+	}
+	back, err := ParseLeaf(ea)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := EncodeLeaf(back); !bytes.Equal(again, ea) {
+		t.Fatal("parse and encode again changed the leaf")
+	}
+	if !back.Time.Equal(testTime) || back.Actor != ActorSystem || back.RaftIndex != 7 {
+		t.Fatalf("round trip: %+v", back)
+	}
+
+	// Non-deterministic encodings of the same leaf are refused.
+	wire := leafWire{V: 1, RaftIndex: 7, Type: "test.change", Time: testTime, Actor: ActorSystem, Data: la.Data}
+	for name, enc := range map[string]func() []byte{
+		"unsorted keys": func() []byte {
+			// "v" moved last: core deterministic order puts the shortest key first.
+			em, _ := cborModes()
+			sorted, _ := em.Marshal(wire)
+			if !bytes.HasPrefix(sorted[1:], []byte{0x61, 'v', 0x01}) {
+				t.Fatalf("v is not the first key: %x", sorted)
+			}
+			return append(append([]byte{sorted[0]}, sorted[4:]...), 0x61, 'v', 0x01)
+		},
+		"data not deterministic": func() []byte {
+			w := wire
+			w.Data = []byte{0xa2, 0x61, 'b', 0x01, 0x61, 'a', 0x02} // {"b":1,"a":2}
+			em, _ := cborModes()
+			b, _ := em.Marshal(w)
+			return b
+		},
+		"long-form integer": func() []byte {
+			w := wire
+			w.Data = []byte{0x18, 0x01} // 1 encoded in two bytes
+			em, _ := cborModes()
+			b, _ := em.Marshal(w)
+			return b
+		},
+	} {
+		if _, err := ParseLeaf(enc()); err == nil {
+			t.Errorf("%s: parsed", name)
+		}
+	}
+}
+
+func TestLeafFieldsAreChecked(t *testing.T) {
+	ok := Leaf{Type: "test.change", Time: testTime, Actor: ActorEnrollment}
+	for name, mutate := range map[string]func(*Leaf){
+		"actor is a name":           func(l *Leaf) { l.Actor = "Yamada Taro" },
+		"actor fingerprint upper":   func(l *Leaf) { l.Actor = "sha256:" + string(bytes.Repeat([]byte("A"), 64)) },
+		"actor fingerprint short":   func(l *Leaf) { l.Actor = "sha256:abcd" },
+		"type with space":           func(l *Leaf) { l.Type = "cert issued" },
+		"no time":                   func(l *Leaf) { l.Time = time.Time{} },
+		"serial with leading zero":  func(l *Leaf) { l.Serial = "0abc" },
+		"serial upper case":         func(l *Leaf) { l.Serial = "ABC" },
+		"serial not hex":            func(l *Leaf) { l.Serial = "xyz" },
+		"data not one CBOR item":    func(l *Leaf) { l.Data = []byte{0x01, 0x02} },
+		"data not deterministic":    func(l *Leaf) { l.Data = []byte{0x18, 0x01} },
+		"data with a tag":           func(l *Leaf) { l.Data = []byte{0xc1, 0x01} },
+		"data with indefinite list": func(l *Leaf) { l.Data = []byte{0x9f, 0x01, 0xff} },
+	} {
+		l := ok
+		mutate(&l)
+		if _, err := EncodeLeaf(l); err == nil {
+			t.Errorf("%s: encoded", name)
+		}
+	}
+	if _, err := EncodeLeaf(ok); err != nil {
+		t.Fatalf("the valid leaf: %v", err)
+	}
+}
+
+func TestAppendRollsBackWithTheChange(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	buildLog(t, db, l, key, 0, 10, 5, 0)
+	var size0 uint64
+	var root0 []byte
+	db.View(func(tx *bbolt.Tx) error { size0, root0, _ = l.Root(tx); return nil })
+
+	changeFailed := errors.New("the change itself failed")
+	err := db.Update(func(tx *bbolt.Tx) error {
+		// The change writes its own state, appends its leaves, then fails.
+		b, err := tx.CreateBucketIfNotExists([]byte("certs"))
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("serial"), []byte("cert")); err != nil {
+			return err
+		}
+		if _, err := l.Append(tx, testLeaf(t, 10), testLeaf(t, 11)); err != nil {
+			return err
+		}
+		if n, _ := l.Size(tx); n != 12 {
+			t.Errorf("inside the transaction: size %d, want 12", n)
+		}
+		return changeFailed
+	})
+	if !errors.Is(err, changeFailed) {
+		t.Fatalf("update: %v", err)
+	}
+	// A leaf that cannot be written fails the change: the transaction is aborted.
+	err = db.Update(func(tx *bbolt.Tx) error {
+		bad := testLeaf(t, 12)
+		bad.Actor = "Yamada Taro"
+		_, err := l.Append(tx, testLeaf(t, 11), bad)
+		return err
+	})
+	if err == nil {
+		t.Fatal("appending a leaf with a name as actor worked")
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		back := testLeaf(t, 12)
+		back.RaftIndex = 1
+		_, err := l.Append(tx, back)
+		return err
+	})
+	if err == nil {
+		t.Fatal("appending a leaf with an earlier Raft index worked")
+	}
+
+	db.View(func(tx *bbolt.Tx) error {
+		size, root, err := l.Root(tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size != size0 || !bytes.Equal(root, root0) {
+			t.Errorf("after rollbacks: size %d root %x, want %d %x", size, root, size0, root0)
+		}
+		if _, err := l.Leaf(tx, 10); err == nil {
+			t.Error("leaf 10 exists after the rollback")
+		}
+		if tx.Bucket([]byte("certs")) != nil {
+			t.Error("the change's own bucket exists after the rollback")
+		}
+		if got, _ := l.LeavesBySerial(tx, testSerial(10)); len(got) != 0 {
+			t.Errorf("serial index kept %v", got)
+		}
+		return nil
+	})
+	// The log goes on from where it was.
+	buildLog(t, db, l, key, 10, 12, 5, 0)
+	db.View(func(tx *bbolt.Tx) error {
+		lf, err := l.Leaf(tx, 11)
+		if err != nil || lf.Index != 11 {
+			t.Errorf("leaf 11: %+v %v", lf, err)
+		}
+		return nil
+	})
+}
+
+// mth is the Merkle Tree Hash of RFC 6962 section 2.1, written from its definition
+// to check the tree against something other than the library that builds it. Hashes
+// of perfect subtrees are remembered in memo (keyed by first leaf and size), which
+// keeps roots of large trees cheap.
+func mth(leaves [][]byte) []byte { return mthFrom(leaves, 0, map[[2]int][]byte{}) }
+
+func mthFrom(leaves [][]byte, start int, memo map[[2]int][]byte) []byte {
+	n := len(leaves)
+	if h, ok := memo[[2]int{start, n}]; ok {
+		return h
+	}
+	var h [32]byte
+	switch n {
+	case 0:
+		h = sha256.Sum256(nil)
+	case 1:
+		h = sha256.Sum256(append([]byte{0}, leaves[0]...))
+	default:
+		k := 1
+		for k*2 < n {
+			k *= 2
+		}
+		h = sha256.Sum256(append(append([]byte{1}, mthFrom(leaves[:k], start, memo)...), mthFrom(leaves[k:], start+k, memo)...))
+	}
+	if n&(n-1) == 0 {
+		memo[[2]int{start, n}] = h[:]
+	}
+	return h[:]
+}
+
+func TestProofsVerify(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	const small = 300
+	var encoded [][]byte
+	rnd := rand.New(rand.NewPCG(1, 2))
+	// Append in batches of varied size, so the range is carried across transactions.
+	for i := 0; i < small; {
+		n := min(1+rnd.IntN(9), small-i)
+		err := db.Update(func(tx *bbolt.Tx) error {
+			for j := range n {
+				lf := testLeaf(t, i+j)
+				if _, err := l.Append(tx, lf); err != nil {
+					return err
+				}
+				lf.Index = uint64(i + j)
+				e, _ := EncodeLeaf(lf)
+				encoded = append(encoded, e)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i += n
+	}
+	roots := make([][]byte, small+1)
+	for size := range small + 1 {
+		roots[size] = mth(encoded[:size])
+	}
+	db.View(func(tx *bbolt.Tx) error {
+		for size := uint64(0); size <= small; size++ {
+			got, err := l.RootAt(tx, size)
+			if err != nil || !bytes.Equal(got, roots[size]) {
+				t.Fatalf("root at %d: %x %v, want %x", size, got, err, roots[size])
+			}
+			for i := range size {
+				p, err := l.InclusionProof(tx, i, size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyInclusion(hasher(), i, size, HashLeaf(encoded[i]), p, roots[size]); err != nil {
+					t.Fatalf("inclusion of %d in %d: %v", i, size, err)
+				}
+			}
+			for s1 := range size + 1 {
+				if size > 128 && s1%7 != 0 && s1 > 2 && s1+2 < size {
+					continue // every pair up to 128, a seventh of them above
+				}
+				p, err := l.ConsistencyProof(tx, s1, size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyConsistency(hasher(), s1, size, p, roots[s1], roots[size]); err != nil {
+					t.Fatalf("consistency %d→%d: %v", s1, size, err)
+				}
+			}
+		}
+		// A proof does not verify for another leaf or another root.
+		p, _ := l.InclusionProof(tx, 5, 100)
+		if proof.VerifyInclusion(hasher(), 5, 100, HashLeaf(encoded[6]), p, roots[100]) == nil {
+			t.Error("inclusion proof verified for the wrong leaf")
+		}
+		c, _ := l.ConsistencyProof(tx, 50, 100)
+		if proof.VerifyConsistency(hasher(), 50, 100, c, roots[51], roots[100]) == nil {
+			t.Error("consistency proof verified for the wrong old root")
+		}
+		if _, err := l.InclusionProof(tx, 0, small+1); err == nil {
+			t.Error("proof for a size the tree has not reached")
+		}
+		return nil
+	})
+
+	// A few larger trees, sampled.
+	sizes := []uint64{1023, 1024, 1025, 4097, 10000}
+	if testing.Short() {
+		sizes = sizes[:3]
+	}
+	for i := small; i < int(sizes[len(sizes)-1]); {
+		n := min(1000, int(sizes[len(sizes)-1])-i)
+		err := db.Update(func(tx *bbolt.Tx) error {
+			for j := range n {
+				lf := testLeaf(t, i+j)
+				if _, err := l.Append(tx, lf); err != nil {
+					return err
+				}
+				lf.Index = uint64(i + j)
+				e, _ := EncodeLeaf(lf)
+				encoded = append(encoded, e)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i += n
+	}
+	memo := map[[2]int][]byte{}
+	db.View(func(tx *bbolt.Tx) error {
+		for _, size := range sizes {
+			root := mthFrom(encoded[:size], 0, memo)
+			got, err := l.RootAt(tx, size)
+			if err != nil || !bytes.Equal(got, root) {
+				t.Fatalf("root at %d: %x %v, want %x", size, got, err, root)
+			}
+			for range 30 {
+				i := rnd.Uint64N(size)
+				p, err := l.InclusionProof(tx, i, size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyInclusion(hasher(), i, size, HashLeaf(encoded[i]), p, root); err != nil {
+					t.Fatalf("inclusion of %d in %d: %v", i, size, err)
+				}
+				s1 := rnd.Uint64N(size + 1)
+				c, err := l.ConsistencyProof(tx, s1, size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyConsistency(hasher(), s1, size, c, mthFrom(encoded[:s1], 0, memo), root); err != nil {
+					t.Fatalf("consistency %d→%d: %v", s1, size, err)
+				}
+			}
+		}
+		return nil
+	})
+}

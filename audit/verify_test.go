@@ -1,0 +1,372 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.etcd.io/bbolt"
+)
+
+// exportLog builds a test log of n leaves (checkpoints every 16 leaves and at the end)
+// and exports it from leaf from.
+func exportLog(t *testing.T, db *bbolt.DB, l *Log, from uint64) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "export")
+	err := db.View(func(tx *bbolt.Tx) error { return Export(context.Background(), dir, l.Source(tx), from) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func readLines(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, exportLeaves))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.SplitAfter(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
+func writeLines(t *testing.T, dir string, lines []string) {
+	t.Helper()
+	s := strings.Join(lines, "")
+	if s != "" && !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, exportLeaves), []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// editLeaf changes the leaf of line i with edit; the line keeps its hash unless rehash.
+func editLeaf(t *testing.T, dir string, i int, rehash bool, edit func([]byte) []byte) {
+	t.Helper()
+	lines := readLines(t, dir)
+	f := strings.Fields(lines[i])
+	leaf, err := base64.StdEncoding.DecodeString(f[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := edit(bytes.Clone(leaf))
+	if bytes.Equal(changed, leaf) {
+		t.Fatal("the edit changed nothing")
+	}
+	hash := f[1]
+	if rehash {
+		hash = base64.StdEncoding.EncodeToString(HashLeaf(changed))
+	}
+	lines[i] = f[0] + " " + hash + " " + base64.StdEncoding.EncodeToString(changed) + "\n"
+	writeLines(t, dir, lines)
+}
+
+func cpFile(dir string, size uint64) string {
+	return filepath.Join(dir, exportCheckpoints, fmt.Sprintf("%020d", size))
+}
+
+func readCP(t *testing.T, dir string, size uint64) Checkpoint {
+	t.Helper()
+	body, err1 := os.ReadFile(cpFile(dir, size) + ".txt")
+	sig, err2 := os.ReadFile(cpFile(dir, size) + ".sig")
+	c, err := ParseCheckpoint(body, sig)
+	if err := errors.Join(err1, err2, err); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func writeCP(t *testing.T, dir string, c Checkpoint) {
+	t.Helper()
+	if err := errors.Join(
+		os.WriteFile(cpFile(dir, c.Size)+".txt", c.Body(), 0o644),
+		os.WriteFile(cpFile(dir, c.Size)+".sig", c.Signature, 0o644)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type want struct {
+	kind  ProblemKind
+	index uint64
+}
+
+func has(ps []Problem, w want) bool {
+	return slices.ContainsFunc(ps, func(p Problem) bool { return p.Kind == w.kind && p.Index == w.index })
+}
+
+// TestTamperIsFound changes an export the ways an operator hiding something would,
+// and checks that verify reports each with its index.
+func TestTamperIsFound(t *testing.T) {
+	key, other := newKey(t), newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	buildLog(t, db, l, key, 0, 100, 4, 16) // checkpoints 16, 32, …, 96 and 100
+
+	// A fork: the same log up to leaf 39, then other leaves, under checkpoints signed
+	// with the same key (a compromised or misbehaving appliance).
+	forkDB := newDB(t)
+	forkLog := newTestLog(t, key)
+	buildLogWith(t, forkDB, forkLog, key, 0, 100, 4, 16, func(t testing.TB, i int) Leaf {
+		lf := testLeaf(t, i)
+		if i >= 40 {
+			lf.Actor = ActorSystem
+		}
+		return lf
+	})
+
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, dir string) (against string)
+		pin    bool   // verify with the pinned key instead of the export's own
+		want   []want // each must be reported
+		only   bool   // and nothing else
+		detail string // a reported detail must contain this
+	}{
+		{name: "untouched", only: true},
+		{
+			name: "one changed byte in a leaf",
+			tamper: func(t *testing.T, dir string) string {
+				editLeaf(t, dir, 37, false, func(b []byte) []byte { return bytes.Replace(b, []byte("a change"), []byte("b change"), 1) })
+				return ""
+			},
+			want: []want{{ProblemLeafHash, 37}, {ProblemCheckpointRoot, 48}},
+		},
+		{
+			name: "one changed byte in a leaf, its hash recomputed",
+			tamper: func(t *testing.T, dir string) string {
+				editLeaf(t, dir, 37, true, func(b []byte) []byte { return bytes.Replace(b, []byte("a change"), []byte("b change"), 1) })
+				return ""
+			},
+			// Nothing in the export can tell which leaf of 32..47 changed; the report
+			// names that range, and Compare with an earlier export names the leaf.
+			want:   []want{{ProblemCheckpointRoot, 48}},
+			detail: "a leaf in 32..47 differs",
+		},
+		{
+			name: "one changed byte in leaves.txt",
+			tamper: func(t *testing.T, dir string) string {
+				lines := readLines(t, dir)
+				f := strings.Fields(lines[37])
+				b := []byte(f[2])
+				mid := len(b) / 2
+				if b[mid] == 'A' {
+					b[mid] = 'B'
+				} else {
+					b[mid] = 'A'
+				}
+				lines[37] = f[0] + " " + f[1] + " " + string(b) + "\n"
+				writeLines(t, dir, lines)
+				return ""
+			},
+			want: []want{{ProblemLeafHash, 37}, {ProblemCheckpointRoot, 48}},
+		},
+		{
+			name: "a dropped leaf",
+			tamper: func(t *testing.T, dir string) string {
+				lines := readLines(t, dir)
+				writeLines(t, dir, slices.Delete(lines, 37, 38))
+				return ""
+			},
+			want: []want{{ProblemLeafMissing, 37}, {ProblemCheckpointRoot, 48}},
+		},
+		{
+			name: "two leaves swapped",
+			tamper: func(t *testing.T, dir string) string {
+				lines := readLines(t, dir)
+				lines[37], lines[38] = lines[38], lines[37]
+				writeLines(t, dir, lines)
+				return ""
+			},
+			want: []want{{ProblemLeafOrder, 37}, {ProblemCheckpointRoot, 48}},
+		},
+		{
+			name: "two leaves swapped and renumbered",
+			tamper: func(t *testing.T, dir string) string {
+				lines := readLines(t, dir)
+				a, b := strings.SplitN(lines[37], " ", 2), strings.SplitN(lines[38], " ", 2)
+				lines[37], lines[38] = a[0]+" "+b[1], b[0]+" "+a[1]
+				writeLines(t, dir, lines)
+				return ""
+			},
+			want: []want{{ProblemLeafIndex, 37}, {ProblemLeafIndex, 38}, {ProblemCheckpointRoot, 48}},
+		},
+		{
+			name: "truncated before the last checkpoint",
+			tamper: func(t *testing.T, dir string) string {
+				writeLines(t, dir, readLines(t, dir)[:70])
+				return ""
+			},
+			want: []want{{ProblemTruncated, 70}},
+			only: true,
+		},
+		{
+			name: "a checkpoint signed by another key",
+			tamper: func(t *testing.T, dir string) string {
+				c := readCP(t, dir, 48)
+				if err := c.Sign(other); err != nil {
+					t.Fatal(err)
+				}
+				writeCP(t, dir, c)
+				return ""
+			},
+			want: []want{{ProblemCheckpointSignature, 48}},
+			only: true,
+		},
+		{
+			name: "a checkpoint whose root disagrees",
+			tamper: func(t *testing.T, dir string) string {
+				c := readCP(t, dir, 48)
+				c.Root = readCP(t, dir, 32).Root
+				if err := c.Sign(key); err != nil {
+					t.Fatal(err)
+				}
+				writeCP(t, dir, c)
+				return ""
+			},
+			want: []want{{ProblemCheckpointRoot, 48}},
+			only: true,
+		},
+		{
+			name: "the export's key replaced",
+			tamper: func(t *testing.T, dir string) string {
+				pemBytes, _ := MarshalPublicKey(other.Public())
+				os.WriteFile(filepath.Join(dir, exportKey), pemBytes, 0o644)
+				return ""
+			},
+			pin:  true,
+			want: []want{{ProblemKey, 0}},
+			only: true,
+		},
+		{
+			name: "a forked history",
+			tamper: func(t *testing.T, dir string) string {
+				return exportLog(t, forkDB, forkLog, 0)
+			},
+			want: []want{{ProblemFork, 40}, {ProblemForkCheckpoint, 48}, {ProblemForkCheckpoint, 48}}, // each export's checkpoint 48 against the other's leaves
+			only: true,
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := exportLog(t, db, l, 0)
+			against := ""
+			if c.tamper != nil {
+				against = c.tamper(t, dir)
+			}
+			var pinned any
+			if c.pin {
+				pinned = key.Public()
+			}
+			r, err := Verify(os.DirFS(dir), pinned)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := r.Problems
+			if against != "" {
+				ra, err := Verify(os.DirFS(against), pinned)
+				if err != nil || !ra.OK() {
+					t.Fatalf("the other export on its own: %v %v", err, ra.Problems)
+				}
+				ps, err := Compare(os.DirFS(dir), os.DirFS(against), pinned)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, ps...)
+			}
+			for _, w := range c.want {
+				if !has(got, w) {
+					t.Errorf("not reported: %s at %d", w.kind, w.index)
+				}
+			}
+			if c.only && len(got) != len(c.want) {
+				t.Errorf("reported %d problems, want %d", len(got), len(c.want))
+			}
+			if c.detail != "" && !slices.ContainsFunc(got, func(p Problem) bool { return strings.Contains(p.Detail, c.detail) }) {
+				t.Errorf("no problem says %q", c.detail)
+			}
+			if t.Failed() || testing.Verbose() {
+				for _, p := range got {
+					t.Log(p)
+				}
+			}
+		})
+	}
+}
+
+func TestExportFrom(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	buildLog(t, db, l, key, 0, 100, 4, 16)
+	full := exportLog(t, db, l, 0)
+	part := exportLog(t, db, l, 48)
+	r, err := Verify(os.DirFS(part), nil)
+	if err != nil || !r.OK() || r.From != 48 || r.Size != 100 || r.Checkpoints != 5 {
+		t.Fatalf("export from 48: %v %+v", err, r)
+	}
+	ps, err := Compare(os.DirFS(full), os.DirFS(part), nil)
+	if err != nil || len(ps) != 0 {
+		t.Fatalf("compare full and part: %v %v", err, ps)
+	}
+	// A start range that is not the log's fails at the first checkpoint.
+	start, _ := os.ReadFile(filepath.Join(part, exportStart))
+	lines := strings.Split(string(start), "\n")
+	lines[1] = base64.StdEncoding.EncodeToString(make([]byte, 32))
+	os.WriteFile(filepath.Join(part, exportStart), []byte(strings.Join(lines, "\n")), 0o644)
+	r, err = Verify(os.DirFS(part), nil)
+	if err != nil || !has(r.Problems, want{ProblemCheckpointRoot, 48}) {
+		t.Fatalf("changed start range: %v %v", err, r.Problems)
+	}
+	ps, err = Compare(os.DirFS(full), os.DirFS(part), nil)
+	if err != nil || !has(ps, want{ProblemForkCheckpoint, 48}) {
+		t.Fatalf("compare with a changed start range: %v %v", err, ps)
+	}
+	// Exports that share nothing cannot be compared.
+	db2 := newDB(t)
+	l2 := newTestLog(t, key)
+	buildLog(t, db2, l2, key, 0, 10, 5, 0)
+	if _, err := Compare(os.DirFS(exportLog(t, db2, l2, 0)), os.DirFS(exportLog(t, db, l, 96)), nil); err == nil {
+		t.Error("compared exports that do not overlap")
+	}
+	if err := db.View(func(tx *bbolt.Tx) error { return Export(context.Background(), full, l.Source(tx), 0) }); err == nil {
+		t.Error("exported into a directory that is not empty")
+	}
+}
+
+func TestVerifyDirsOutput(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	buildLog(t, db, l, key, 0, 40, 4, 16)
+	dir := exportLog(t, db, l, 0)
+	keyFile := filepath.Join(t.TempDir(), "audit.pub.pem")
+	pemBytes, _ := MarshalPublicKey(key.Public())
+	os.WriteFile(keyFile, pemBytes, 0o644)
+
+	var out bytes.Buffer
+	if err := VerifyDirs(&out, keyFile, dir); err != nil {
+		t.Fatalf("%v\n%s", err, &out)
+	}
+	if !strings.HasPrefix(out.String(), `ok: log "inkan.test/cluster-1", leaves 0..39, 3 signed checkpoints`) {
+		t.Errorf("clean export:\n%s", &out)
+	}
+	lines := readLines(t, dir)
+	writeLines(t, dir, slices.Delete(lines, 20, 21))
+	out.Reset()
+	err := VerifyDirs(&out, keyFile, dir)
+	if !errors.Is(err, ErrProblems) {
+		t.Errorf("error %v, want ErrProblems", err)
+	}
+	got := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(got) != 3 || got[0] != "leaf 20: missing" || !strings.HasPrefix(got[1], "checkpoint 32: root does not match leaves 0..31") ||
+		!strings.HasPrefix(got[2], "2 problems: ") {
+		t.Errorf("dropped leaf 20:\n%s", &out)
+	}
+}
