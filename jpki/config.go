@@ -1,0 +1,144 @@
+package jpki
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+)
+
+// Config is the jpki section of a node's configuration. Field names in error messages
+// are the file's keys: "jpki.anchors[1]: /x.pem: no certificate found".
+type Config struct {
+	// Anchors are PEM files of J-LIS CA certificates (all generations in use).
+	Anchors []string `toml:"anchors" json:"anchors"`
+	// Policies are the accepted certificate policy OIDs; empty means PolicyProduction
+	// only. Add PolicyTest only for JPKI test cards.
+	Policies   []string         `toml:"policies" json:"policies"`
+	Revocation RevocationConfig `toml:"revocation" json:"revocation"`
+}
+
+// RevocationConfig selects the revocation source.
+type RevocationConfig struct {
+	// Kind is "crl", "ocsp" or "none" (tests only). It has no default: a node must say
+	// how it checks revocation.
+	Kind string `toml:"kind" json:"kind"`
+	// URL: the CRL's URL (kind crl, or set File instead) or the OCSP responder (kind ocsp).
+	URL string `toml:"url" json:"url"`
+	// File: the CRL file an operator's job drops (kind crl).
+	File string `toml:"file" json:"file"`
+	// MaxAge: evidence older than this is stale (0: DefaultCRLMaxAge or DefaultOCSPMaxAge).
+	MaxAge time.Duration `toml:"max_age" json:"max_age"`
+	// Timeout bounds one HTTP exchange (0: DefaultHTTPTimeout).
+	Timeout time.Duration `toml:"timeout" json:"timeout"`
+}
+
+// The revocation source kinds.
+const (
+	RevocationCRL  = "crl"
+	RevocationOCSP = "ocsp"
+	RevocationNone = "none"
+)
+
+// NewVerifier validates c, loads the anchors and builds the Verifier with its
+// revocation source. Every problem found is reported (joined), each naming its field.
+// logger (slog.Default() if nil) goes to the revocation source.
+func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	anchors := &Anchors{}
+	if len(c.Anchors) == 0 {
+		fail("jpki.anchors: at least one anchor file is required")
+	}
+	for i, p := range c.Anchors {
+		certs, err := readAnchorFile(p)
+		if err != nil {
+			fail("jpki.anchors[%d]: %w", i, err)
+			continue
+		}
+		for _, cert := range certs {
+			anchors.add(cert)
+		}
+	}
+
+	policies := c.Policies
+	if len(policies) == 0 {
+		policies = []string{PolicyProduction}
+	}
+	for i, p := range c.Policies {
+		if _, err := x509.ParseOID(p); err != nil {
+			fail("jpki.policies[%d]: %q: %v", i, p, err)
+		}
+		if p == PolicyTest {
+			logger.Warn("jpki: JPKI test-card policy accepted: not for production", "component", "jpki", "policy", p)
+		}
+	}
+
+	r := c.Revocation
+	if r.MaxAge < 0 {
+		fail("jpki.revocation.max_age: %v is negative", r.MaxAge)
+	}
+	if r.Timeout < 0 {
+		fail("jpki.revocation.timeout: %v is negative", r.Timeout)
+	}
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = DefaultHTTPTimeout
+	}
+	client := &http.Client{Timeout: timeout}
+	var newSource func() (RevocationSource, error)
+	switch r.Kind {
+	case RevocationCRL:
+		switch {
+		case r.URL == "" && r.File == "":
+			fail("jpki.revocation: kind crl needs url or file")
+		case r.URL != "" && r.File != "":
+			fail("jpki.revocation: kind crl takes url or file, not both")
+		case r.URL != "":
+			if err := checkHTTPURL(r.URL); err != nil {
+				fail("jpki.revocation.url: %v", err)
+			}
+		default:
+			if _, err := os.Stat(r.File); err != nil {
+				// The operator's job may not have run yet: the source fails closed
+				// until the file appears, so this is worth a warning, not a refusal.
+				logger.Warn("jpki: CRL file not there yet", "component", "jpki", "field", "jpki.revocation.file", "err", err)
+			}
+		}
+		newSource = func() (RevocationSource, error) {
+			return NewCRLSource(CRLSourceOptions{URL: r.URL, File: r.File, Anchors: anchors, MaxAge: r.MaxAge, Client: client, Logger: logger})
+		}
+	case RevocationOCSP:
+		if r.File != "" {
+			fail("jpki.revocation.file: not used by kind ocsp")
+		}
+		if err := checkHTTPURL(r.URL); err != nil {
+			fail("jpki.revocation.url: %v", err)
+		}
+		newSource = func() (RevocationSource, error) {
+			return NewOCSPSource(OCSPSourceOptions{URL: r.URL, MaxAge: r.MaxAge, Client: client, Logger: logger})
+		}
+	case RevocationNone:
+		newSource = func() (RevocationSource, error) { return NewNoneSource(logger), nil }
+	case "":
+		fail("jpki.revocation.kind: required (crl or ocsp; none only in tests)")
+	default:
+		fail("jpki.revocation.kind: %q: want crl, ocsp or none", r.Kind)
+	}
+
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	src, err := newSource()
+	if err != nil {
+		return nil, fmt.Errorf("jpki.revocation: %w", err)
+	}
+	return NewVerifier(anchors, src, policies...)
+}
