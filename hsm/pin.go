@@ -36,7 +36,8 @@ func (s PINSource) String() string {
 	return "no PIN"
 }
 
-// read returns the PIN. Errors name the source and wrap ErrPINSource.
+// read returns the PIN. Errors name the source and wrap ErrPINSource; the caller
+// adds the "hsm: …" context.
 func (s PINSource) read() (string, error) {
 	switch {
 	case s.file != "":
@@ -44,38 +45,38 @@ func (s PINSource) read() (string, error) {
 	case s.env != "":
 		pin, ok := os.LookupEnv(s.env)
 		if !ok || pin == "" {
-			return "", fmt.Errorf("hsm: read PIN: environment variable %s is unset or empty: %w", s.env, ErrPINSource)
+			return "", fmt.Errorf("PIN variable %s is unset or empty: %w", s.env, ErrPINSource)
 		}
 		return pin, nil
 	}
-	return "", fmt.Errorf("hsm: read PIN: no PIN source given: %w", ErrPINSource)
+	return "", fmt.Errorf("no PIN source given: %w", ErrPINSource)
 }
 
 func readPINFile(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("hsm: read PIN: %w: %w", ErrPINSource, err)
+		return "", fmt.Errorf("PIN file: %w: %w", ErrPINSource, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("hsm: read PIN: %w: %w", ErrPINSource, err)
+		return "", fmt.Errorf("PIN file: %w: %w", ErrPINSource, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("hsm: read PIN: %s is not a regular file: %w", path, ErrPINSource)
+		return "", fmt.Errorf("PIN file %s is not a regular file: %w", path, ErrPINSource)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("hsm: read PIN: %s is accessible to group or others (mode %04o); chmod 600 it: %w",
+		return "", fmt.Errorf("PIN file %s is accessible to group or others (mode %04o); chmod 600 it: %w",
 			path, perm, ErrPINSource)
 	}
 	buf, err := io.ReadAll(io.LimitReader(f, 1024))
 	if err != nil {
-		return "", fmt.Errorf("hsm: read PIN from %s: %w: %w", path, ErrPINSource, err)
+		return "", fmt.Errorf("PIN file %s: %w: %w", path, ErrPINSource, err)
 	}
 	pin := strings.TrimSuffix(strings.TrimSuffix(string(buf), "\n"), "\r")
 	clear(buf)
 	if pin == "" {
-		return "", fmt.Errorf("hsm: read PIN: %s is empty: %w", path, ErrPINSource)
+		return "", fmt.Errorf("PIN file %s is empty: %w", path, ErrPINSource)
 	}
 	return pin, nil
 }

@@ -91,7 +91,7 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 	if !cfg.PIN.IsZero() {
 		var err error
 		if pin, err = cfg.PIN.read(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("hsm: open token %q: %w", cfg.Token+cfg.Serial, err)
 		}
 	}
 	m, err := loadModule(cfg.Module)

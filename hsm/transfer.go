@@ -350,8 +350,11 @@ func (w *WrapTransfer) Export(ctx context.Context, key URI, to *TransportKey) (*
 			return fmt.Errorf("wrap KEK: %w", w.mechErr(err, pkcs11.CKM_RSA_PKCS_OAEP))
 		}
 		if out.Key, err = p11.WrapKey(s.h, kwp(), kek, priv); err != nil {
-			if rv(err) == pkcs11.CKR_KEY_UNEXTRACTABLE {
+			switch rv(err) {
+			case pkcs11.CKR_KEY_UNEXTRACTABLE:
 				return fmt.Errorf("the key was made non-extractable and can never leave the token: %w", err)
+			case pkcs11.CKR_KEY_NOT_WRAPPABLE:
+				return fmt.Errorf("token %q cannot wrap %s keys (or not under this KEK): %w", t.info.Label, k.typ, err)
 			}
 			return fmt.Errorf("wrap key: %w", w.mechErr(err, pkcs11.CKM_AES_KEY_WRAP_PAD))
 		}
