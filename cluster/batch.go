@@ -7,6 +7,11 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// maxInflight is how many entries the batcher has uncommitted at once.
+// Measured on 3 loopback voters with 64 submitters: 1 starves the disk, 4
+// did best, more makes entries smaller without more throughput.
+const maxInflight = 4
+
 // proposal is one command waiting for the leader to put it in the log.
 type proposal struct {
 	id, cmd []byte

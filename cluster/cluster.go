@@ -246,7 +246,7 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}
 	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error(); c.trans.Close(); c.store.Close() })
 
-	c.batch = newBatcher(c.raft, cfg.MaxBatch, cfg.MaxBatchBytes, 2, c.metrics)
+	c.batch = newBatcher(c.raft, cfg.MaxBatch, cfg.MaxBatchBytes, maxInflight, c.metrics)
 	go c.batch.run()
 	cleanup = append(cleanup, c.batch.close)
 	c.reads = &readIndex{c: c}
@@ -505,11 +505,11 @@ func (c *Cluster) submit(ctx context.Context, cmd Command) ([]byte, error) {
 	}
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
+	start := time.Now()
+	id, err := newRequestID(start)
+	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
 	wait := c.fsm.register(id)
 	defer c.fsm.unregister(id)
 	req := rpcRequest{Op: opSubmit, ID: id, Cmd: raw}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,14 +23,25 @@ import (
 var (
 	bucketMeta     = []byte("cluster.meta")
 	bucketRequests = []byte("cluster.requests")
-	bucketReqTime  = []byte("cluster.requests.bytime")
 	keyApplied     = []byte("applied")
 )
 
 // dedupWindow is how long the result of a request stays known, so that a
-// submission retried across a leader change is applied once. It is measured
-// in leader-stamped entry time and must be the same on every replica.
+// submission retried across a leader change is applied once. A request ID
+// begins with its submitter's clock (8 bytes, Unix nanoseconds, big-endian)
+// so that records are kept in time order and pruned from the front: a record
+// goes once the entry time passes its ID's time by the window. Both are in
+// the log, so every replica prunes alike; the window must not differ
+// between replicas.
 const dedupWindow = 10 * time.Minute
+
+// newRequestID makes a request ID: the submitter's time, then 8 random bytes.
+func newRequestID(now time.Time) ([]byte, error) {
+	id := make([]byte, 16)
+	binary.BigEndian.PutUint64(id, uint64(now.UnixNano()))
+	_, err := rand.Read(id[8:])
+	return id, err
+}
 
 const snapshotMagic = "inkan-state-v1\x00\x00" // 16 bytes
 
@@ -84,7 +96,7 @@ func openStateMachine(path string, log *slog.Logger, handlers []Handler, hooks [
 		pending:  map[string]chan applyResult{},
 	}
 	owner := map[string]string{}
-	for _, b := range [][]byte{bucketMeta, bucketRequests, bucketReqTime} {
+	for _, b := range [][]byte{bucketMeta, bucketRequests} {
 		owner[string(b)] = "cluster"
 		f.buckets = append(f.buckets, b)
 	}
@@ -118,7 +130,7 @@ func openStateMachine(path string, log *slog.Logger, handlers []Handler, hooks [
 }
 
 func boltOptions() *bbolt.Options {
-	return &bbolt.Options{Timeout: time.Second, InitialMmapSize: 64 << 20, FreelistType: bbolt.FreelistMapType}
+	return &bbolt.Options{Timeout: time.Second, InitialMmapSize: 64 << 20, FreelistType: bbolt.FreelistMapType, NoFreelistSync: true}
 }
 
 // open opens the state file at path, creates missing buckets and loads the
@@ -387,7 +399,7 @@ type dedupRecord struct {
 // any error it returns is fatal. fresh[i] tells whether item i was applied
 // now (not a duplicate of an earlier request).
 func (f *stateMachine) applyItems(tx *bbolt.Tx, items []pendingItem, refused map[int]error) (results []applyResult, fresh []bool, again bool, err error) {
-	reqs, byTime := tx.Bucket(bucketRequests), tx.Bucket(bucketReqTime)
+	reqs := tx.Bucket(bucketRequests)
 	results = make([]applyResult, len(items))
 	fresh = make([]bool, len(items))
 	for i, it := range items {
@@ -445,33 +457,21 @@ func (f *stateMachine) applyItems(tx *bbolt.Tx, items []pendingItem, refused map
 			if err := reqs.Put(it.id, v); err != nil {
 				return nil, nil, false, fmt.Errorf("%s: %w", where, err)
 			}
-			if err := byTime.Put(timeKey(e.Time, it.id), nil); err != nil {
-				return nil, nil, false, fmt.Errorf("%s: %w", where, err)
-			}
 		}
 	}
 	if len(items) > 0 {
-		if err := pruneRequests(reqs, byTime, items[len(items)-1].entry.Time.Add(-dedupWindow)); err != nil {
+		if err := pruneRequests(reqs, items[len(items)-1].entry.Time.Add(-dedupWindow)); err != nil {
 			return nil, nil, false, fmt.Errorf("prune requests: %w", err)
 		}
 	}
 	return results, fresh, false, nil
 }
 
-func timeKey(t time.Time, id []byte) []byte {
-	k := make([]byte, 8, 8+len(id))
-	binary.BigEndian.PutUint64(k, uint64(t.UnixNano()))
-	return append(k, id...)
-}
-
-func pruneRequests(reqs, byTime *bbolt.Bucket, before time.Time) error {
+func pruneRequests(reqs *bbolt.Bucket, before time.Time) error {
 	limit := make([]byte, 8)
 	binary.BigEndian.PutUint64(limit, uint64(before.UnixNano()))
-	c := byTime.Cursor()
-	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = c.First() {
-		if err := reqs.Delete(k[8:]); err != nil {
-			return err
-		}
+	c := reqs.Cursor()
+	for k, _ := c.First(); k != nil && bytes.Compare(k[:min(8, len(k))], limit) < 0; k, _ = c.First() {
 		if err := c.Delete(); err != nil {
 			return err
 		}

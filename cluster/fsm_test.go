@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -25,6 +26,11 @@ func newTestFSM(t *testing.T, hooks ...Hook) *stateMachine {
 	return f
 }
 
+// testID makes request ID name as submitted at 1700000000 (Unix seconds).
+func testID(name string) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(time.Unix(1700000000, 0).UnixNano())), name...)
+}
+
 type item struct {
 	id  string
 	cmd Command
@@ -38,7 +44,7 @@ func entryOf(t *testing.T, index uint64, at time.Time, items ...item) *raft.Log 
 		if err != nil {
 			t.Fatal(err)
 		}
-		env.Items = append(env.Items, envelopeItem{ID: []byte(it.id), Cmd: raw})
+		env.Items = append(env.Items, envelopeItem{ID: testID(it.id), Cmd: raw})
 	}
 	data, err := encMode.Marshal(env)
 	if err != nil {
@@ -57,7 +63,7 @@ func TestApplyRefusalIsPerCommand(t *testing.T) {
 	f := newTestFSM(t)
 	waits := map[string]chan applyResult{}
 	for _, id := range []string{"r1", "r2", "r3", "r4"} {
-		waits[id] = f.register([]byte(id))
+		waits[id] = f.register(testID(id))
 	}
 	now := time.Unix(1700000000, 0)
 	resp := f.ApplyBatch([]*raft.Log{
@@ -98,7 +104,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 	f.ApplyBatch([]*raft.Log{e1, e2})
 	// A retried submission (same request ID, new entry) is applied once
 	// and answered with the first result.
-	w := f.register([]byte("x1"))
+	w := f.register(testID("x1"))
 	f.ApplyBatch([]*raft.Log{entryOf(t, 3, now.Add(time.Second), item{"x1", putCmd(t, "a", false, nil)})})
 	if r := <-w; string(r.value) != "ok:a@1.0" {
 		t.Fatalf("retried request answered %q, %v", r.value, r.err)
@@ -110,7 +116,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 	// entry time).
 	f.ApplyBatch([]*raft.Log{entryOf(t, 4, now.Add(dedupWindow+time.Hour), item{"x9", putCmd(t, "z", false, nil)})})
 	_ = f.view(func(tx *bbolt.Tx) error {
-		if tx.Bucket(bucketRequests).Get([]byte("x1")) != nil {
+		if tx.Bucket(bucketRequests).Get(testID("x1")) != nil {
 			t.Error("request record outlived the dedup window")
 		}
 		return nil
