@@ -1,6 +1,7 @@
 package jpki
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -229,7 +230,7 @@ func withoutEntry(oid asn1.ObjectIdentifier) []otherName {
 	return out
 }
 
-func mustRoot(key *rsa.PrivateKey, serial int64, nb, na time.Time) *x509.Certificate {
+func mustRoot(key crypto.Signer, serial int64, nb, na time.Time) *x509.Certificate {
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serial),
 		RawSubject:            jlisDN(),
@@ -240,7 +241,7 @@ func mustRoot(key *rsa.PrivateKey, serial int64, nb, na time.Time) *x509.Certifi
 		IsCA:                  true,
 		ExtraExtensions:       []pkix.Extension{{Id: oidExtSubjectAltName, Value: jlisAltName()}},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		panic(err)
 	}
@@ -254,22 +255,25 @@ func mustRoot(key *rsa.PrivateKey, serial int64, nb, na time.Time) *x509.Certifi
 // leafSpec describes a signature certificate; the zero value (plus defaults) is a card
 // issued by the second-generation anchor, valid at testAt.
 type leafSpec struct {
-	anchor    int // index into anchors; -1: the unconfigured root
-	parent    *x509.Certificate
-	parentKey *rsa.PrivateKey
-	serial    int64
-	notBefore time.Time
-	notAfter  time.Time
-	keyUsage  x509.KeyUsage
-	policies  []string
-	san       []otherName
-	noSAN     bool
-	extra     []pkix.Extension
+	anchor     int // index into anchors; -1: the unconfigured root
+	parent     *x509.Certificate
+	parentKey  crypto.Signer
+	subjectKey crypto.PublicKey // default: the card's RSA key
+	serial     int64
+	notBefore  time.Time
+	notAfter   time.Time
+	keyUsage   x509.KeyUsage
+	policies   []string
+	san        []otherName
+	noSAN      bool
+	extra      []pkix.Extension
 }
 
 func (p *testPKI) leaf(t testing.TB, s leafSpec) []byte {
 	t.Helper()
-	parent, parentKey := s.parent, s.parentKey
+	var parent *x509.Certificate
+	var parentKey crypto.Signer
+	parent, parentKey = s.parent, s.parentKey
 	if parent == nil {
 		switch s.anchor {
 		case -1:
@@ -313,7 +317,10 @@ func (p *testPKI) leaf(t testing.TB, s leafSpec) []byte {
 		KeyUsage:        s.keyUsage,
 		ExtraExtensions: exts,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &p.leafKey.PublicKey, parentKey)
+	if s.subjectKey == nil {
+		s.subjectKey = &p.leafKey.PublicKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, s.subjectKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
