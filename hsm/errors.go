@@ -85,7 +85,7 @@ type MechanismError struct {
 }
 
 func (e *MechanismError) Error() string {
-	return fmt.Sprintf("hsm: token %q does not support %s: %v", e.Token, mechanismName(e.Mechanism), e.Err)
+	return fmt.Sprintf("token %q does not support %s: %v", e.Token, mechanismName(e.Mechanism), e.Err)
 }
 
 // Is makes errors.Is(err, ErrMechanismNotSupported) true.
@@ -162,13 +162,14 @@ func handleStale(err error) bool {
 	return false
 }
 
-// pinError maps a C_Login failure to the sentinel callers test for.
-func pinError(label string, err error) error {
+// pinError maps a C_Login failure to the sentinel callers test for. The caller
+// names the token.
+func pinError(err error) error {
 	switch rv(err) {
 	case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
-		return fmt.Errorf("hsm: log in to token %q: %w (%w)", label, ErrPINIncorrect, err)
+		return fmt.Errorf("log in: %w (%w)", ErrPINIncorrect, err)
 	case pkcs11.CKR_PIN_LOCKED:
-		return fmt.Errorf("hsm: log in to token %q: %w (%w)", label, ErrPINLocked, err)
+		return fmt.Errorf("log in: %w (%w)", ErrPINLocked, err)
 	}
-	return fmt.Errorf("hsm: log in to token %q: %w", label, err)
+	return fmt.Errorf("log in: %w", err)
 }

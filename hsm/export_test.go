@@ -13,16 +13,14 @@ import (
 // P11 returns the module context and slot of the token.
 func (t *Token) P11() (*pkcs11.Ctx, uint) { return t.pool.p11, t.slot }
 
-// IdleSessions returns the handles of every session now idle in the pool.
+// IdleSessions returns the handles of the sessions idle in the pool, the one
+// lent next first.
 func (t *Token) IdleSessions() []pkcs11.SessionHandle {
+	t.pool.mu.Lock()
+	defer t.pool.mu.Unlock()
 	var hs []pkcs11.SessionHandle
-	n := len(t.pool.free)
-	for range n {
-		s := <-t.pool.free
-		if s != nil {
-			hs = append(hs, s.h)
-		}
-		t.pool.free <- s
+	for i := len(t.pool.idles) - 1; i >= 0; i-- {
+		hs = append(hs, t.pool.idles[i].h)
 	}
 	return hs
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"math/big"
 	"strconv"
@@ -194,14 +195,22 @@ func (t *Token) find(s *session, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.Ob
 // name the key by ID or object label (or both); a token or serial in u must be
 // this token's.
 func (t *Token) Signer(ctx context.Context, u URI) (*Signer, error) {
+	k, err := t.signer(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("hsm: signer for %s: %w", u, err)
+	}
+	return k, nil
+}
+
+func (t *Token) signer(ctx context.Context, u URI) (*Signer, error) {
 	if err := t.matches(u); err != nil {
 		return nil, err
 	}
 	if u.Type != "" && u.Type != "private" {
-		return nil, fmt.Errorf("hsm: %s: a signer needs type=private", u)
+		return nil, errors.New("a signer needs type=private")
 	}
 	if len(u.ID) == 0 && u.Object == "" {
-		return nil, fmt.Errorf("hsm: %s: name the key by id or object", u)
+		return nil, errors.New("name the key by id or object")
 	}
 	tmpl := []*pkcs11.Attribute{attr(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)}
 	if len(u.ID) > 0 {
@@ -224,18 +233,15 @@ func (t *Token) Signer(ctx context.Context, u URI) (*Signer, error) {
 		k, err = t.signerFor(s, found[0])
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("hsm: signer for %s: %w", u, err)
-	}
-	return k, nil
+	return k, err
 }
 
 func (t *Token) matches(u URI) error {
 	if u.Token != "" && u.Token != t.info.Label {
-		return fmt.Errorf("hsm: %s names token %q, not %q", u, u.Token, t.info.Label)
+		return fmt.Errorf("URI names token %q, not %q", u.Token, t.info.Label)
 	}
 	if u.Serial != "" && u.Serial != t.info.Serial {
-		return fmt.Errorf("hsm: %s names token serial %q, not %q", u, u.Serial, t.info.Serial)
+		return fmt.Errorf("URI names token serial %q, not %q", u.Serial, t.info.Serial)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,9 +16,10 @@ import (
 // borrower at a time (PKCS#11 sessions are not safe for concurrent use); the token's
 // own locking lets different sessions run in parallel.
 //
-// free holds exactly size entries: a borrowed session is one that is not in it, and
-// a nil entry is the right to open a session. So acquiring is one channel receive,
-// returning one send, and the bound needs no counter.
+// slots bounds the sessions: a borrower holds one of its size places while it has
+// a session. Idle sessions wait on a stack, so the most recently used session is
+// lent first: sequential callers keep reusing one warm session (its cached key
+// handles, its place on the HSM), and more are opened only as concurrency asks.
 type pool struct {
 	mod    *module
 	p11    *pkcs11.Ctx
@@ -29,8 +31,10 @@ type pool struct {
 	idle   time.Duration
 	log    *slog.Logger
 
-	free chan *session
-	size int
+	slots chan struct{}
+	size  int
+	mu    sync.Mutex
+	idles []*session // stack of idle sessions, most recently used last
 	// gen counts the times a lost session was seen. When one session is lost the
 	// others usually are too (token reset, C_CloseAllSessions, network HSM restart),
 	// so every session opened before the newest loss is reopened before reuse rather
@@ -54,12 +58,9 @@ type session struct {
 
 func newPool(m *module, ti TokenInfo, pin string, size int, idle time.Duration, log *slog.Logger) *pool {
 	p := &pool{mod: m, p11: m.ctx, slot: ti.Slot, label: ti.Label, serial: ti.Serial, pin: pin,
-		idle: idle, log: log, size: size, free: make(chan *session, size)}
+		idle: idle, log: log, size: size, slots: make(chan struct{}, size)}
 	if pin != "" {
 		p.pinMAC = m.pinMAC(pin)
-	}
-	for range size {
-		p.free <- nil
 	}
 	return p
 }
@@ -67,36 +68,49 @@ func newPool(m *module, ti TokenInfo, pin string, size int, idle time.Duration, 
 // get borrows a session, opening (and logging in) one if needed. It waits for a
 // session to come back when all are lent out.
 func (p *pool) get(ctx context.Context) (*session, error) {
-	var s *session
 	select {
-	case s = <-p.free:
+	case p.slots <- struct{}{}:
 	default:
 		select {
-		case s = <-p.free:
+		case p.slots <- struct{}{}:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("hsm: token %q: wait for a session: %w", p.label, ctx.Err())
+			return nil, fmt.Errorf("wait for a session: %w", ctx.Err())
 		}
 	}
 	if p.closed.Load() {
-		p.free <- s
-		return nil, fmt.Errorf("hsm: token %q: %w", p.label, ErrClosed)
+		<-p.slots
+		return nil, ErrClosed
 	}
-	if s != nil {
-		switch {
-		case s.gen < p.gen.Load():
-			p.closeSession(s, "opened before a lost session")
-			s = nil
-		case p.idle > 0 && time.Since(s.used) > p.idle:
-			// Real HSMs drop idle sessions (YubiHSM after 30 s); do not find
-			// out by a failed signature.
-			p.closeSession(s, "idle")
-			s = nil
-		}
+	var s *session
+	p.mu.Lock()
+	if n := len(p.idles); n > 0 {
+		s = p.idles[n-1]
+		p.idles = p.idles[:n-1]
+	}
+	p.mu.Unlock()
+	var old *session
+	var why string
+	switch {
+	case s == nil:
+	case s.gen < p.gen.Load():
+		old, why, s = s, "opened before a lost session", nil
+	case p.idle > 0 && time.Since(s.used) > p.idle:
+		// Real HSMs drop idle sessions (YubiHSM after 30 s): replace it rather
+		// than find out by a failed signature.
+		old, why, s = s, "idle", nil
 	}
 	if s == nil {
 		var err error
-		if s, err = p.open(); err != nil {
-			p.free <- nil
+		s, err = p.open()
+		// Close the old session after opening the new one, so that the login
+		// (lost with the application's last session) survives. If the token had
+		// already dropped the old one and handed its number to the new one,
+		// closing it would close the new one: skip that.
+		if old != nil && (err != nil || s.h != old.h) {
+			p.closeSession(old, why)
+		}
+		if err != nil {
+			<-p.slots
 			return nil, err
 		}
 	}
@@ -106,14 +120,17 @@ func (p *pool) get(ctx context.Context) (*session, error) {
 // put gives a healthy session back.
 func (p *pool) put(s *session) {
 	s.used = time.Now()
-	p.free <- s
+	p.mu.Lock()
+	p.idles = append(p.idles, s)
+	p.mu.Unlock()
+	<-p.slots
 }
 
 // drop gives back the right to a session whose session is lost, closing it.
 func (p *pool) drop(s *session, err error) {
 	p.gen.Add(1)
 	p.closeSession(s, err.Error())
-	p.free <- nil
+	<-p.slots
 }
 
 func (p *pool) closeSession(s *session, why string) {
@@ -125,7 +142,7 @@ func (p *pool) open() (*session, error) {
 	gen := p.gen.Load()
 	h, err := p.p11.OpenSession(p.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
-		return nil, fmt.Errorf("hsm: token %q: open session: %w", p.label, err)
+		return nil, fmt.Errorf("open session: %w", err)
 	}
 	s := &session{h: h, gen: gen}
 	if err := p.ensureLogin(s); err != nil {
@@ -142,8 +159,7 @@ func (p *pool) ensureLogin(s *session) error {
 	if p.pin == "" {
 		return nil
 	}
-	info, err := p.p11.GetSessionInfo(s.h)
-	if err == nil && (info.State == pkcs11.CKS_RO_USER_FUNCTIONS || info.State == pkcs11.CKS_RW_USER_FUNCTIONS) {
+	if p.loggedIn(s) {
 		return p.checkSharedLogin()
 	}
 	return p.login(s)
@@ -160,7 +176,13 @@ func (p *pool) login(s *session) error {
 	case rv(err) == pkcs11.CKR_USER_ALREADY_LOGGED_IN:
 		return p.checkSharedLogin()
 	}
-	return pinError(p.label, err)
+	return pinError(err)
+}
+
+// loggedIn reports whether the session has the user logged in.
+func (p *pool) loggedIn(s *session) bool {
+	info, err := p.p11.GetSessionInfo(s.h)
+	return err == nil && (info.State == pkcs11.CKS_RO_USER_FUNCTIONS || info.State == pkcs11.CKS_RW_USER_FUNCTIONS)
 }
 
 // checkSharedLogin refuses a PIN other than the one another Token of this process
@@ -168,7 +190,7 @@ func (p *pool) login(s *session) error {
 // logged in.
 func (p *pool) checkSharedLogin() error {
 	if !p.mod.samePIN(p.serial, p.pinMAC) {
-		return fmt.Errorf("hsm: log in to token %q: %w (not the PIN this process is logged in with)", p.label, ErrPINIncorrect)
+		return fmt.Errorf("log in: %w (not the PIN this process is logged in with)", ErrPINIncorrect)
 	}
 	return nil
 }
@@ -205,7 +227,10 @@ func (p *pool) recover(s *session, err error) (retry bool, _ error) {
 		p.log.Info("hsm: session lost; reopening", "token", p.label, "err", err)
 		p.drop(s, err)
 		return true, err
-	case rv(err) == pkcs11.CKR_USER_NOT_LOGGED_IN && p.pin != "":
+	case p.pin != "" && (rv(err) == pkcs11.CKR_USER_NOT_LOGGED_IN ||
+		// Private objects are invisible while logged out, so a lost login
+		// can also look like a missing key or a stale handle.
+		(errors.Is(err, ErrKeyNotFound) || handleStale(err)) && !p.loggedIn(s)):
 		p.log.Info("hsm: token forgot the login; logging in again", "token", p.label)
 		lerr := p.login(s)
 		p.put(s)
@@ -224,12 +249,16 @@ func (p *pool) close() {
 		return
 	}
 	for range p.size {
-		if s := <-p.free; s != nil {
-			_ = p.p11.CloseSession(s.h)
-		}
+		p.slots <- struct{}{}
 	}
-	// Wake anyone still waiting in get; they see closed and give the entry back.
+	p.mu.Lock()
+	for _, s := range p.idles {
+		_ = p.p11.CloseSession(s.h)
+	}
+	p.idles = nil
+	p.mu.Unlock()
+	// Let anyone still waiting in get in; they see closed and leave.
 	for range p.size {
-		p.free <- nil
+		<-p.slots
 	}
 }

@@ -419,3 +419,48 @@ func TestMechanismNotSupported(t *testing.T) {
 		t.Fatalf("error %q does not name %s", err, want)
 	}
 }
+
+// TestLoggedOutUnderPool: a logout behind the pool's back (the login is shared by
+// the whole process) is answered by logging in again.
+func TestLoggedOutUnderPool(t *testing.T) {
+	t.Parallel()
+	tk := softhsm.NewToken(t)
+	ctx := context.Background()
+	k, err := tk.HSM.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: "ec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("after logout")
+	sign(t, k, msg, crypto.SHA256)
+	p11, _ := tk.HSM.P11()
+	if err := p11.Logout(tk.HSM.IdleSessions()[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Private objects are invisible while logged out: a lookup finds nothing
+	// and must log in again rather than say the key is gone.
+	if _, err := tk.HSM.Signer(ctx, k.URI()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p11.Logout(tk.HSM.IdleSessions()[0]); err != nil {
+		t.Fatal(err)
+	}
+	verify(t, k.Public(), msg, crypto.SHA256, sign(t, k, msg, crypto.SHA256))
+}
+
+// TestSequentialUseKeepsOneSession: the pool lends the most recently used session,
+// so one caller at a time keeps one session (and its cached key handle) warm
+// instead of cycling through the whole pool.
+func TestSequentialUseKeepsOneSession(t *testing.T) {
+	t.Parallel()
+	tk := softhsm.NewToken(t)
+	k, err := tk.HSM.GenerateKey(context.Background(), hsm.KeySpec{Type: hsm.ECP256, Label: "ec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		sign(t, k, []byte("m"), crypto.SHA256)
+	}
+	if n := len(tk.HSM.IdleSessions()); n != 1 {
+		t.Fatalf("%d sessions open after sequential use, want 1", n)
+	}
+}

@@ -111,7 +111,7 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 	if err != nil {
 		t.pool.close()
 		m.release()
-		return nil, err
+		return nil, fmt.Errorf("hsm: open token %q (serial %s): %w", info.Label, info.Serial, err)
 	}
 	t.pool.put(s)
 	cfg.Logger.Debug("hsm: token open", "module", cfg.Module, "token", info.Label, "serial", info.Serial)
@@ -239,7 +239,7 @@ func InitToken(module, label string, soPIN, userPIN PINSource) (TokenInfo, error
 	}
 	defer m.ctx.CloseSession(h)
 	if err := m.ctx.Login(h, pkcs11.CKU_SO, so); err != nil {
-		return TokenInfo{}, pinError(label, err)
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: SO %w", label, pinError(err))
 	}
 	defer m.ctx.Logout(h)
 	if err := m.ctx.InitPIN(h, user); err != nil {

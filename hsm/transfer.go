@@ -311,9 +311,9 @@ func (w *WrapTransfer) Export(ctx context.Context, key URI, to *TransportKey) (*
 	if to == nil || to.Public == nil {
 		return nil, errors.New("hsm: export: no transport key")
 	}
-	k, err := t.Signer(ctx, key)
+	k, err := t.signer(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("hsm: export: %w", err)
+		return nil, fmt.Errorf("hsm: export %s: %w", key, err)
 	}
 	pkix, err := x509.MarshalPKIXPublicKey(k.pub)
 	if err != nil {
