@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,14 +241,19 @@ func (r *leafReader) next() bool {
 	if r.sc == nil || !r.sc.Scan() {
 		return false
 	}
-	l := leafLine{line: r.cur.line + 1}
-	defer func() { r.cur = l }()
-	line := r.sc.Bytes()
+	r.cur, r.buf = parseLine(r.cur.line+1, r.sc.Bytes(), r.buf)
+	return true
+}
+
+// parseLine reads line number no of leaves.txt. The leaf is decoded into buf, grown
+// if need be and returned; pass nil for a fresh one.
+func parseLine(no uint64, line, buf []byte) (leafLine, []byte) {
+	l := leafLine{line: no}
 	f1, rest, ok1 := bytes.Cut(line, []byte{' '})
 	f2, f3, ok2 := bytes.Cut(rest, []byte{' '})
 	if !ok1 || !ok2 {
 		l.bad = "want three fields: index, leaf hash, leaf"
-		return true
+		return l, buf
 	}
 	var bad []string
 	if v, err := strconv.ParseUint(string(f1), 10, 64); err == nil && strconv.FormatUint(v, 10) == string(f1) {
@@ -255,23 +261,104 @@ func (r *leafReader) next() bool {
 	} else {
 		bad = append(bad, fmt.Sprintf("index %.20q is not a decimal number", f1))
 	}
-	if h, err := base64.StdEncoding.Strict().DecodeString(string(f2)); err == nil && len(h) == 32 {
-		l.stored = h
+	var h [32]byte
+	if n, err := base64.StdEncoding.Strict().Decode(h[:], f2); err == nil && n == 32 && len(f2) == 44 {
+		l.stored = h[:]
 	} else {
 		bad = append(bad, "leaf hash is not base64 of 32 bytes")
 	}
 	n := base64.StdEncoding.DecodedLen(len(f3))
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
+	if cap(buf) < n {
+		buf = make([]byte, n)
 	}
-	if m, err := base64.StdEncoding.Strict().Decode(r.buf[:n], f3); err == nil {
-		l.data = r.buf[:m]
+	if m, err := base64.StdEncoding.Strict().Decode(buf[:n], f3); err == nil {
+		l.data = buf[:m]
 		l.hash = HashLeaf(l.data)
 	} else {
 		bad = append(bad, "leaf is not base64")
 	}
 	l.bad = strings.Join(bad, "; ")
-	return true
+	return l, buf
+}
+
+// parsedLine is a line with its leaf decoded (Verify's unit of work).
+type parsedLine struct {
+	leafLine
+	leaf Leaf
+	err  error // from ParseLeaf, when the line's data decoded
+}
+
+// parseLines reads leaves.txt and calls fn with every line in order. The lines are
+// decoded and their leaves parsed on all CPUs: for a large log this, not the tree,
+// is most of the work.
+func parseLines(fsys fs.FS, fn func(parsedLine)) error {
+	f, err := fsys.Open(exportLeaves)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), maxLineSize)
+
+	type batch struct {
+		first uint64 // line number of raw[0]
+		raw   [][]byte
+		out   []parsedLine
+		done  chan struct{}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	work := make(chan *batch, workers)
+	order := make(chan *batch, 2*workers)
+	for range workers {
+		go func() {
+			for b := range work {
+				b.out = make([]parsedLine, len(b.raw))
+				for i, raw := range b.raw {
+					p := &b.out[i]
+					p.leafLine, _ = parseLine(b.first+uint64(i), raw, nil)
+					if p.data != nil {
+						p.leaf, p.err = ParseLeaf(p.data)
+					}
+				}
+				close(b.done)
+			}
+		}()
+	}
+	var readErr error
+	go func() {
+		defer close(order)
+		defer close(work)
+		next := uint64(1)
+		for {
+			b := &batch{first: next, done: make(chan struct{})}
+			var slab []byte
+			for len(b.raw) < 256 && sc.Scan() {
+				start := len(slab)
+				slab = append(slab, sc.Bytes()...)
+				b.raw = append(b.raw, slab[start:len(slab):len(slab)])
+			}
+			if len(b.raw) == 0 {
+				if err := sc.Err(); err != nil {
+					readErr = fmt.Errorf("audit: export: %s line %d: %w", exportLeaves, next, err)
+				}
+				return
+			}
+			// Slices into slab stay valid when slab grows: each keeps its old array.
+			next += uint64(len(b.raw))
+			order <- b
+			work <- b
+		}
+	}()
+	for b := range order {
+		<-b.done
+		for _, p := range b.out {
+			fn(p)
+		}
+	}
+	return readErr
 }
 
 func (r *leafReader) err() error {

@@ -121,20 +121,28 @@ func SerialHex(serial *big.Int) string { return serial.Text(16) }
 // normalizeSerial turns a serial as a person types it ("0A:1B", "0x0a1b", "A1B") into
 // the form SerialHex gives.
 func normalizeSerial(s string) (string, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	t = strings.TrimPrefix(t, "0x")
-	t = strings.NewReplacer(":", "", " ", "").Replace(t)
-	if t == "" {
-		return "", fmt.Errorf("audit: serial %q: empty", s)
+	t := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "0x"), "0X")
+	b := make([]byte, 0, len(t))
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case c == ':' || c == ' ':
+		case c >= '0' && c <= '9' || c >= 'a' && c <= 'f':
+			if c != '0' || len(b) > 0 {
+				b = append(b, c)
+			}
+		case c >= 'A' && c <= 'F':
+			b = append(b, c+'a'-'A')
+		default:
+			return "", fmt.Errorf("audit: serial %q: not hex", s)
+		}
 	}
-	if _, err := hex.DecodeString(strings.Repeat("0", len(t)%2) + t); err != nil {
-		return "", fmt.Errorf("audit: serial %q: not hex", s)
+	if len(b) == 0 {
+		if !strings.ContainsRune(t, '0') {
+			return "", fmt.Errorf("audit: serial %q: empty", s)
+		}
+		return "0", nil
 	}
-	t = strings.TrimLeft(t, "0")
-	if t == "" {
-		t = "0"
-	}
-	return t, nil
+	return string(b), nil
 }
 
 // OperatorActor names an operator by the SHA-256 of their certificate.

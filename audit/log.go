@@ -6,7 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/big"
+	"math/bits"
 	"time"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -23,9 +23,8 @@ import (
 //	                           right) and the last leaf's Raft index
 //	  "latest"                 CBOR [body, sig]: the newest checkpoint
 //	  leaves/      u64be(index)              → encoded leaf
-//	  nodes/       u8(level) ‖ u64be(index)  → 32-byte hash of every perfect node,
-//	                                           level 0 being the leaf hashes
-//	  serials/     serial hex ‖ 0x00 ‖ u64be(index) → empty: leaves by certificate
+//	  nodes/       u64be(post-order position) → 32-byte hash of every perfect node,
+//	                                           leaf hashes included (see nodeKey)
 //	  checkpoints/ u64be(size)               → CBOR [body, sig]: the first checkpoint
 //	                                           of each size, never replaced
 //
@@ -36,7 +35,6 @@ var (
 	bucketAudit       = []byte("audit")
 	bucketLeaves      = []byte("leaves")
 	bucketNodes       = []byte("nodes")
-	bucketSerials     = []byte("serials")
 	bucketCheckpoints = []byte("checkpoints")
 	keyState          = []byte("state")
 	keyLatest         = []byte("latest")
@@ -89,14 +87,23 @@ type storedCheckpoint struct {
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
+// nodeKey is a perfect node's position in post-order, which is the order appends
+// complete nodes in. The n-th leaf (n = (i+1)·2^l for node (l, i)) completes the nodes
+// of levels 0..tz(n), lowest first, and brings the count of complete nodes to
+// 2n − popcount(n); the node of level l is the (tz(n) − l)-th before the last. So the
+// nodes an append writes have consecutive keys, and a transaction touches one or two
+// pages of the bucket instead of one per level.
 func nodeKey(id compact.NodeID) []byte {
-	return binary.BigEndian.AppendUint64([]byte{byte(id.Level)}, id.Index)
+	m := id.Index + 1
+	n := m << id.Level
+	pos := 2*n - uint64(bits.OnesCount64(m)) - uint64(bits.TrailingZeros64(m)) - 1
+	return binary.BigEndian.AppendUint64(nil, pos)
 }
 
 // buckets opens the log's buckets; in a writable transaction it creates them.
 // ok is false in a read transaction of a file that has no log yet.
 type buckets struct {
-	top, leaves, nodes, serials, checkpoints *bbolt.Bucket
+	top, leaves, nodes, checkpoints *bbolt.Bucket
 }
 
 func open(tx *bbolt.Tx) (buckets, bool, error) {
@@ -107,8 +114,8 @@ func open(tx *bbolt.Tx) (buckets, bool, error) {
 			return b, false, nil
 		}
 		b.leaves, b.nodes = b.top.Bucket(bucketLeaves), b.top.Bucket(bucketNodes)
-		b.serials, b.checkpoints = b.top.Bucket(bucketSerials), b.top.Bucket(bucketCheckpoints)
-		if b.leaves == nil || b.nodes == nil || b.serials == nil || b.checkpoints == nil {
+		b.checkpoints = b.top.Bucket(bucketCheckpoints)
+		if b.leaves == nil || b.nodes == nil || b.checkpoints == nil {
 			return b, false, errors.New("audit: storage: incomplete audit bucket")
 		}
 		return b, true, nil
@@ -120,7 +127,7 @@ func open(tx *bbolt.Tx) (buckets, bool, error) {
 	for _, x := range []struct {
 		name []byte
 		dst  **bbolt.Bucket
-	}{{bucketLeaves, &b.leaves}, {bucketNodes, &b.nodes}, {bucketSerials, &b.serials}, {bucketCheckpoints, &b.checkpoints}} {
+	}{{bucketLeaves, &b.leaves}, {bucketNodes, &b.nodes}, {bucketCheckpoints, &b.checkpoints}} {
 		if *x.dst, err = b.top.CreateBucketIfNotExists(x.name); err != nil {
 			return b, false, fmt.Errorf("audit: storage: %w", err)
 		}
@@ -191,11 +198,6 @@ func (l *Log) Append(tx *bbolt.Tx, leaves ...Leaf) (uint64, error) {
 		if putErr != nil {
 			return 0, fmt.Errorf("audit: append leaf %d: %w", lf.Index, putErr)
 		}
-		if lf.Serial != "" {
-			if err := b.serials.Put(serialKey(lf.Serial, lf.Index), nil); err != nil {
-				return 0, fmt.Errorf("audit: append leaf %d: %w", lf.Index, err)
-			}
-		}
 		st.Raft = lf.RaftIndex
 	}
 	st.Size, st.Range = rng.End(), rng.Hashes()
@@ -208,10 +210,6 @@ func (l *Log) Append(tx *bbolt.Tx, leaves ...Leaf) (uint64, error) {
 		return 0, fmt.Errorf("audit: storage: state: %w", err)
 	}
 	return first, nil
-}
-
-func serialKey(serial string, index uint64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte(serial), 0), index)
 }
 
 // Size is the number of leaves.
@@ -348,21 +346,6 @@ func (l *Log) Leaf(tx *bbolt.Tx, index uint64) (Leaf, error) {
 		return Leaf{}, fmt.Errorf("audit: leaf %d: not in the log", index)
 	}
 	return ParseLeaf(v)
-}
-
-// LeavesBySerial lists the indices of the leaves about one certificate, in order.
-func (l *Log) LeavesBySerial(tx *bbolt.Tx, serial *big.Int) ([]uint64, error) {
-	b, ok, err := open(tx)
-	if !ok {
-		return nil, err
-	}
-	prefix := append([]byte(SerialHex(serial)), 0)
-	var idx []uint64
-	c := b.serials.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		idx = append(idx, binary.BigEndian.Uint64(k[len(prefix):]))
-	}
-	return idx, nil
 }
 
 // NewCheckpoint is the unsigned checkpoint of the tree as it stands in tx. Sign it,

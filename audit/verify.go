@@ -114,15 +114,10 @@ func Verify(export fs.FS, key crypto.PublicKey) (*Report, error) {
 	}
 	v := &verifier{r: r, cps: cps, lastGood: e.from}
 	v.visit(rng) // checkpoints at the start
-	lr, err := openLeaves(export)
-	if err != nil {
-		return nil, err
-	}
-	defer lr.Close()
 	seq := newSequence(e.from)
 	var lastRaft uint64
-	for lr.next() {
-		l := lr.cur
+	var appendErr error
+	err = parseLines(export, func(l parsedLine) {
 		idx := l.index
 		if !l.indexOK {
 			idx = seq.next
@@ -134,28 +129,27 @@ func Verify(export fs.FS, key crypto.PublicKey) (*Report, error) {
 			if l.stored != nil && !bytes.Equal(l.stored, l.hash) {
 				r.add(Problem{ProblemLeafHash, idx, "the leaf's hash is not the one its line gives: the leaf was changed"})
 			}
-			if err := rng.Append(l.hash, nil); err != nil {
-				return nil, err
+			if err := rng.Append(l.hash, nil); err != nil && appendErr == nil {
+				appendErr = err
 			}
 			v.visit(rng)
-			leaf, err := ParseLeaf(l.data)
 			switch {
-			case err != nil:
-				r.add(Problem{ProblemLeafMalformed, idx, err.Error()})
-			case leaf.Index != idx:
-				r.add(Problem{ProblemLeafIndex, idx, fmt.Sprintf("the line holds leaf %d", leaf.Index)})
-			case leaf.RaftIndex < lastRaft:
-				r.add(Problem{ProblemRaftOrder, idx, fmt.Sprintf("Raft index %d after %d", leaf.RaftIndex, lastRaft)})
+			case l.err != nil:
+				r.add(Problem{ProblemLeafMalformed, idx, l.err.Error()})
+			case l.leaf.Index != idx:
+				r.add(Problem{ProblemLeafIndex, idx, fmt.Sprintf("the line holds leaf %d", l.leaf.Index)})
+			case l.leaf.RaftIndex < lastRaft:
+				r.add(Problem{ProblemRaftOrder, idx, fmt.Sprintf("Raft index %d after %d", l.leaf.RaftIndex, lastRaft)})
 			}
-			if err == nil {
-				lastRaft = leaf.RaftIndex
+			if l.err == nil {
+				lastRaft = l.leaf.RaftIndex
 			}
 		}
 		if p, bad := seq.see(idx, l.line); bad {
 			r.add(p)
 		}
-	}
-	if err := lr.err(); err != nil {
+	})
+	if err := errors.Join(err, appendErr); err != nil {
 		return nil, err
 	}
 	for _, p := range seq.missing() {
