@@ -644,8 +644,10 @@ func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
 		err = fmt.Errorf("cluster: unknown rpc %q", req.Op)
 	}
 	if err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
-			err = ErrNotLeader
+		if retryable(err) && !errors.Is(err, ErrNotLeader) {
+			// Leadership moved while committing: the caller sends the
+			// request again (a command with the same ID is applied once).
+			err = fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
 		return errorResponse(err)
 	}

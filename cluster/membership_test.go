@@ -94,12 +94,18 @@ func TestNonvoterCatchesUpFromSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := leader.c.raft.Snapshot().Error(); err != nil {
-		t.Fatal(err)
-	}
-	first, err := leader.c.store.FirstIndex()
-	if err != nil || first <= 1 {
-		t.Fatalf("log not compacted: first index %d, %v", first, err)
+	// Whichever voter leads when the nonvoter joins must have compacted.
+	for _, n := range nodes {
+		if err := n.c.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.c.raft.Snapshot().Error(); err != nil {
+			t.Fatal(err)
+		}
+		first, err := n.c.store.FirstIndex()
+		if err != nil || first <= 1 {
+			t.Fatalf("log not compacted: first index %d, %v", first, err)
+		}
 	}
 
 	edge := addNode(t, nodes[1].c, Nonvoter, small)
