@@ -18,7 +18,8 @@ type Anchors struct {
 }
 
 // NewAnchors checks each certificate as an anchor (basicConstraints CA:TRUE, keyUsage
-// with keyCertSign) and returns the set. Byte-identical duplicates are kept once.
+// with keyCertSign, no critical extension crypto/x509 leaves unprocessed) and returns
+// the set. Byte-identical duplicates are kept once.
 func NewAnchors(certs ...*x509.Certificate) (*Anchors, error) {
 	if len(certs) == 0 {
 		return nil, errors.New("jpki: no anchors")
@@ -118,6 +119,10 @@ func checkAnchor(c *x509.Certificate) error {
 	}
 	if c.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return errors.New("keyUsage lacks keyCertSign")
+	}
+	if len(c.UnhandledCriticalExtensions) > 0 {
+		// Caught here, or every verification would fail as if the card were malformed.
+		return fmt.Errorf("unprocessed critical extension %s", c.UnhandledCriticalExtensions[0])
 	}
 	return nil
 }

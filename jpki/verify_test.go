@@ -2,12 +2,14 @@ package jpki
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"testing"
 	"time"
 )
@@ -272,6 +274,49 @@ func TestNewVerifierRefuses(t *testing.T) {
 	leaf := mustParse(t, p.leaf(t, leafSpec{}))
 	if _, err := NewAnchors(leaf); err == nil {
 		t.Error("a signature certificate accepted as an anchor")
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), RawSubject: jlisDN(), NotBefore: anchorValidity[0][0], NotAfter: anchorValidity[0][1],
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 2, 3}, Critical: true, Value: []byte{0x05, 0x00}}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewAnchors(mustParse(t, der)); err == nil {
+		t.Error("an anchor with an unprocessed critical extension accepted")
+	}
+}
+
+// TestVerifyReissuedAnchor: two anchors with the same key (a root re-issued with a
+// longer validity) both verify the signature; the walk keeps the one valid at the time.
+func TestVerifyReissuedAnchor(t *testing.T) {
+	p := getPKI(t)
+	reissued := mustRoot(p.anchorKeys[0], 150, anchorValidity[0][0], anchorValidity[0][1].AddDate(5, 0, 0))
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the original expired 2025-10-19
+	leaf := p.leaf(t, leafSpec{anchor: 0})
+	for _, order := range [][]*x509.Certificate{{p.anchors[0], reissued}, {reissued, p.anchors[0]}} {
+		anchors, err := NewAnchors(order...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := NewVerifier(anchors, NewNoneSource(discardLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.Verify(context.Background(), [][]byte{leaf}, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Issuers[0].Equal(reissued) {
+			t.Error("chain ends at the expired anchor")
+		}
+	}
+	anchors, _ := NewAnchors(p.anchors[0])
+	v, _ := NewVerifier(anchors, NewNoneSource(discardLogger()))
+	if _, err := v.Verify(context.Background(), [][]byte{leaf}, at); !errors.Is(err, ErrExpired) {
+		t.Errorf("only the expired anchor: got %v, want ErrExpired", err)
 	}
 }
 
