@@ -272,9 +272,9 @@ func (t *Token) signerFor(s *session, priv pkcs11.ObjectHandle) (*Signer, error)
 		return nil, err
 	}
 	if s.keys == nil {
-		s.keys = make(map[uint64]pkcs11.ObjectHandle)
+		s.keys = make(map[string]pkcs11.ObjectHandle)
 	}
-	s.keys[k.ref] = priv
+	s.keys[k.cacheKey] = priv
 	return k, nil
 }
 

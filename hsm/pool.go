@@ -51,9 +51,11 @@ type session struct {
 	h    pkcs11.SessionHandle
 	gen  uint64
 	used time.Time // when it was last given back
-	// keys caches private key handles found in this session, by Signer.ref.
-	// Object handles are only promised to be stable within a session.
-	keys map[uint64]pkcs11.ObjectHandle
+	// keys caches private key handles found in this session, by
+	// Signer.cacheKey (so all Signers of one key share an entry, and the cache
+	// is bounded by the keys in use). Object handles are only promised to be
+	// stable within a session.
+	keys map[string]pkcs11.ObjectHandle
 }
 
 func newPool(m *module, ti TokenInfo, pin string, size int, idle time.Duration, log *slog.Logger) *pool {

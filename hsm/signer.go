@@ -17,18 +17,18 @@ import (
 // signature borrows one from the token's pool, so one Signer serves any number of
 // goroutines, as fast in parallel as the token allows.
 type Signer struct {
-	tok  *Token
-	ref  uint64 // key of the private key handle in each session's cache
-	uri  URI
-	typ  KeyType
-	pub  crypto.PublicKey
-	find []*pkcs11.Attribute // finds the private key in a session that has no handle yet
-	mech []*pkcs11.Mechanism // the mechanism for every signature but RSA-PSS
-	size int                 // RSA modulus bytes, or ECDSA coordinate bytes
+	tok      *Token
+	cacheKey string // the key's ID and label: its entry in each session's handle cache
+	uri      URI
+	typ      KeyType
+	pub      crypto.PublicKey
+	find     []*pkcs11.Attribute // finds the private key in a session that has no handle yet
+	mech     []*pkcs11.Mechanism // the mechanism for every signature but RSA-PSS
+	size     int                 // RSA modulus bytes, or ECDSA coordinate bytes
 }
 
 func newSigner(t *Token, pub crypto.PublicKey, kt KeyType, label string, id []byte) (*Signer, error) {
-	k := &Signer{tok: t, ref: t.refs.Add(1), uri: t.keyURI(label, id, "private"), typ: kt, pub: pub}
+	k := &Signer{tok: t, cacheKey: string(id) + "\x00" + label, uri: t.keyURI(label, id, "private"), typ: kt, pub: pub}
 	k.find = []*pkcs11.Attribute{attr(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), attr(pkcs11.CKA_ID, id)}
 	if label != "" {
 		k.find = append(k.find, attr(pkcs11.CKA_LABEL, label))
@@ -98,7 +98,7 @@ func (k *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.Sig
 // or no longer valid.
 func (k *Signer) signIn(s *session, mech []*pkcs11.Mechanism, input []byte) ([]byte, error) {
 	p11 := k.tok.pool.p11
-	h, ok := s.keys[k.ref]
+	h, ok := s.keys[k.cacheKey]
 	for try := 0; ; try++ {
 		if !ok {
 			found, err := k.tok.find(s, k.find, 2)
@@ -110,16 +110,16 @@ func (k *Signer) signIn(s *session, mech []*pkcs11.Mechanism, input []byte) ([]b
 			}
 			h = found[0]
 			if s.keys == nil {
-				s.keys = make(map[uint64]pkcs11.ObjectHandle)
+				s.keys = make(map[string]pkcs11.ObjectHandle)
 			}
-			s.keys[k.ref] = h
+			s.keys[k.cacheKey] = h
 		}
 		err := p11.SignInit(s.h, mech, h)
 		if err == nil {
 			break
 		}
 		if handleStale(err) && try == 0 {
-			delete(s.keys, k.ref)
+			delete(s.keys, k.cacheKey)
 			ok = false
 			continue
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -56,8 +55,6 @@ type Token struct {
 	pool *pool
 	log  *slog.Logger
 
-	// refs numbers Signers, keying each session's cache of key handles.
-	refs atomic.Uint64
 	// keyMu serialises key creation, so the check that a label or ID is free and
 	// the creation are one step for this process.
 	keyMu sync.Mutex
