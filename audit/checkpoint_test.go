@@ -246,3 +246,18 @@ func FuzzParseLeaf(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseLine(f *testing.F) {
+	leaf, _ := EncodeLeaf(testLeaf(f, 3))
+	f.Add(appendLeafLine(nil, 3, leaf))
+	f.Add([]byte("1 AAAA AAAA"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		l, _ := parseLine(1, bytes.TrimSuffix(line, []byte("\n")), nil)
+		if l.data != nil && !bytes.Equal(l.hash, HashLeaf(l.data)) {
+			t.Fatal("hash is not the leaf's")
+		}
+		if l.bad == "" && (l.data == nil || l.stored == nil || !l.indexOK) {
+			t.Fatalf("a line with a missing field is not reported: %+v", l)
+		}
+	})
+}

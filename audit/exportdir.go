@@ -36,6 +36,11 @@ type dirCheckpoint struct {
 // readExport loads everything but the leaves. pinned, if not nil, is the key the
 // auditor trusts; otherwise the export's own audit.pub.pem is used.
 func readExport(fsys fs.FS, pinned crypto.PublicKey) (*exportDir, error) {
+	if pinned != nil {
+		if _, err := auditKey(pinned); err != nil {
+			return nil, err
+		}
+	}
 	e := &exportDir{fsys: fsys, key: pinned}
 	keyPEM, err := fs.ReadFile(fsys, exportKey)
 	switch {
@@ -261,10 +266,13 @@ func parseLine(no uint64, line, buf []byte) (leafLine, []byte) {
 	} else {
 		bad = append(bad, fmt.Sprintf("index %.20q is not a decimal number", f1))
 	}
-	var h [32]byte
-	if n, err := base64.StdEncoding.Strict().Decode(h[:], f2); err == nil && n == 32 && len(f2) == 44 {
-		l.stored = h[:]
-	} else {
+	var h [33]byte // 44 characters, whose DecodedLen is 33: Decode needs that room
+	if len(f2) == 44 {
+		if n, err := base64.StdEncoding.Strict().Decode(h[:], f2); err == nil && n == 32 {
+			l.stored = h[:32]
+		}
+	}
+	if l.stored == nil {
 		bad = append(bad, "leaf hash is not base64 of 32 bytes")
 	}
 	n := base64.StdEncoding.DecodedLen(len(f3))

@@ -27,6 +27,7 @@ const (
 	ProblemLeafDuplicate ProblemKind = "leaf-duplicate" // a second line holds this index
 	ProblemRaftOrder     ProblemKind = "raft-order"     // the leaf's Raft index is below its predecessor's
 	ProblemTruncated     ProblemKind = "truncated"      // leaves end here, before a checkpoint's size
+	ProblemUnsigned      ProblemKind = "unsigned"       // no checkpoint with a valid signature covers the leaves from here
 	ProblemFork          ProblemKind = "fork"           // two exports hold different leaves at this index
 )
 
@@ -157,6 +158,9 @@ func Verify(export fs.FS, key crypto.PublicKey) (*Report, error) {
 	}
 	r.Size = seq.next
 	v.finish(seq.next)
+	if len(cps) == 0 && r.Size > r.From {
+		r.add(Problem{ProblemUnsigned, r.From, "no checkpoint with a valid signature: nothing vouches for these leaves"})
+	}
 	slices.SortStableFunc(r.Problems, func(a, b Problem) int { return cmpU64(a.Index, b.Index) })
 	return r, nil
 }

@@ -234,6 +234,50 @@ func TestTamperIsFound(t *testing.T) {
 			only: true,
 		},
 		{
+			name: "a line cut short",
+			tamper: func(t *testing.T, dir string) string {
+				lines := readLines(t, dir)
+				lines[37] = lines[37][:len(lines[37])/2] + "\n"
+				writeLines(t, dir, lines)
+				return ""
+			},
+			want: []want{{ProblemLeafMalformed, 37}, {ProblemCheckpointRoot, 48}},
+		},
+		{
+			name: "a checkpoint edited without signing it again",
+			tamper: func(t *testing.T, dir string) string {
+				c := readCP(t, dir, 48)
+				c.Root = readCP(t, dir, 32).Root
+				writeCP(t, dir, c)
+				return ""
+			},
+			want: []want{{ProblemCheckpointSignature, 48}},
+			only: true,
+		},
+		{
+			name: "a checkpoint's file renamed",
+			tamper: func(t *testing.T, dir string) string {
+				for _, ext := range []string{".txt", ".sig"} {
+					if err := os.Rename(cpFile(dir, 48)+ext, cpFile(dir, 47)+ext); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return ""
+			},
+			want: []want{{ProblemCheckpointMalformed, 47}},
+			only: true,
+		},
+		{
+			name: "every checkpoint removed",
+			tamper: func(t *testing.T, dir string) string {
+				os.RemoveAll(filepath.Join(dir, exportCheckpoints))
+				os.Remove(filepath.Join(dir, exportLatest+".txt"))
+				return ""
+			},
+			want: []want{{ProblemUnsigned, 0}},
+			only: true,
+		},
+		{
 			name: "the export's key replaced",
 			tamper: func(t *testing.T, dir string) string {
 				pemBytes, _ := MarshalPublicKey(other.Public())
@@ -369,4 +413,30 @@ func TestVerifyDirsOutput(t *testing.T) {
 		!strings.HasPrefix(got[2], "2 problems: ") {
 		t.Errorf("dropped leaf 20:\n%s", &out)
 	}
+}
+
+func TestEmptyLog(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	var c Checkpoint
+	err := db.Update(func(tx *bbolt.Tx) error {
+		var err error
+		c, err = l.SignCheckpoint(tx, key, testTime)
+		return err
+	})
+	if err != nil || c.Size != 0 || !bytes.Equal(c.Root, hasher().EmptyRoot()) {
+		t.Fatalf("checkpoint of the empty log: %+v %v", c, err)
+	}
+	dir := exportLog(t, db, l, 0)
+	r, err := Verify(os.DirFS(dir), key.Public())
+	if err != nil || !r.OK() || r.Size != 0 || r.Checkpoints != 1 {
+		t.Fatalf("verify the empty log: %v %+v", err, r)
+	}
+	db.View(func(tx *bbolt.Tx) error {
+		if _, err := l.InclusionProof(tx, 0, 0); err == nil {
+			t.Error("inclusion proof in the empty tree")
+		}
+		return nil
+	})
 }
