@@ -119,19 +119,36 @@ func (p *pool) get(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// put gives a healthy session back.
+// put gives a healthy session back. The session lent least recently, at the bottom
+// of the stack, is closed if it has been idle too long, so the pool shrinks back to
+// what its callers use.
 func (p *pool) put(s *session) {
-	s.used = time.Now()
+	now := time.Now()
+	s.used = now
+	var stale *session
 	p.mu.Lock()
 	p.idles = append(p.idles, s)
+	if len(p.idles) > 1 && p.idle > 0 && now.Sub(p.idles[0].used) > p.idle {
+		stale = p.idles[0]
+		p.idles = append(p.idles[:0], p.idles[1:]...)
+	}
 	p.mu.Unlock()
 	<-p.slots
+	if stale != nil {
+		p.closeSession(stale, "idle")
+	}
 }
 
-// drop gives back the right to a session whose session is lost, closing it.
+// drop gives back the right to a session that is lost. It closes the session only
+// if the token may still hold it: a handle the token calls invalid may already have
+// been handed to another of our sessions.
 func (p *pool) drop(s *session, err error) {
 	p.gen.Add(1)
-	p.closeSession(s, err.Error())
+	switch rv(err) {
+	case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED:
+	default:
+		p.closeSession(s, err.Error())
+	}
 	<-p.slots
 }
 

@@ -464,3 +464,35 @@ func TestSequentialUseKeepsOneSession(t *testing.T) {
 		t.Fatalf("%d sessions open after sequential use, want 1", n)
 	}
 }
+
+// TestPoolShrinksWhenIdle: sessions opened for a burst are closed once they have
+// been idle past IdleTimeout, leaving what sequential use needs.
+func TestPoolShrinksWhenIdle(t *testing.T) {
+	t.Parallel()
+	tk := softhsm.NewToken(t)
+	cfg := tk.Config()
+	cfg.Sessions = 3
+	cfg.IdleTimeout = 50 * time.Millisecond
+	tok, err := hsm.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	k, err := tok.GenerateKey(context.Background(), hsm.KeySpec{Type: hsm.ECP256, Label: "ec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	burst := []func(){tok.HoldSession(), tok.HoldSession(), tok.HoldSession()}
+	for _, release := range burst {
+		release()
+	}
+	if n := len(tok.IdleSessions()); n != 3 {
+		t.Fatalf("%d idle sessions after a burst of 3", n)
+	}
+	time.Sleep(80 * time.Millisecond)
+	sign(t, k, []byte("m"), crypto.SHA256)
+	sign(t, k, []byte("m"), crypto.SHA256)
+	if n := len(tok.IdleSessions()); n != 1 {
+		t.Fatalf("%d idle sessions after the burst went idle, want 1", n)
+	}
+}
