@@ -24,6 +24,7 @@ func newRootCmd() *cobra.Command {
 	// One line per command family; each lives in its own file.
 	root.AddCommand(
 		newHSMCmd(),
+		newAuditCmd(),
 	)
 	return root
 }
