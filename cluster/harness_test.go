@@ -2,138 +2,16 @@ package cluster
 
 import (
 	"context"
-	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
 )
-
-// softVault is a KeyVault in process memory for tests that are about Raft,
-// not about HSMs (hsm_test.go runs the join over SoftHSM tokens). Its
-// wrapping is RSA-OAEP of an AES-256 key and AES-GCM of the PKCS#8 key.
-type softVault struct {
-	mu        sync.Mutex
-	node      crypto.Signer
-	transport *rsa.PrivateKey
-	keys      map[string]crypto.Signer
-}
-
-func newSoftVault() *softVault { return &softVault{keys: map[string]crypto.Signer{}} }
-
-func (v *softVault) NodeKey(context.Context) (crypto.Signer, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.node == nil {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		v.node = k
-	}
-	return v.node, nil
-}
-
-func (v *softVault) ReplicatedKey(_ context.Context, name string, create bool) (crypto.Signer, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if k, ok := v.keys[name]; ok {
-		return k, nil
-	}
-	if !create {
-		return nil, fmt.Errorf("no key %q", name)
-	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	v.keys[name] = k
-	return k, nil
-}
-
-func (v *softVault) TransportKey(context.Context) (crypto.PublicKey, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.transport == nil {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			return nil, err
-		}
-		v.transport = k
-	}
-	return v.transport.Public(), nil
-}
-
-func (v *softVault) ExportKey(_ context.Context, name string, to crypto.PublicKey) ([]byte, error) {
-	v.mu.Lock()
-	k, ok := v.keys[name]
-	v.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("no key %q", name)
-	}
-	pk, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	kek := make([]byte, 32)
-	if _, err := rand.Read(kek); err != nil {
-		return nil, err
-	}
-	wrappedKEK, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, to.(*rsa.PublicKey), kek, nil)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := aes.NewCipher(kek)
-	gcm, _ := cipher.NewGCM(blk)
-	nonce := make([]byte, gcm.NonceSize())
-	_, _ = rand.Read(nonce)
-	out := binary.BigEndian.AppendUint16(nil, uint16(len(wrappedKEK)))
-	out = append(out, wrappedKEK...)
-	out = append(out, nonce...)
-	return gcm.Seal(out, nonce, pk, []byte(name)), nil
-}
-
-func (v *softVault) ImportKey(_ context.Context, name string, blob []byte) error {
-	if len(blob) < 2 {
-		return errors.New("short blob")
-	}
-	n := int(binary.BigEndian.Uint16(blob))
-	blob = blob[2:]
-	kek, err := rsa.DecryptOAEP(sha256.New(), nil, v.transport, blob[:n], nil)
-	if err != nil {
-		return err
-	}
-	blk, _ := aes.NewCipher(kek)
-	gcm, _ := cipher.NewGCM(blk)
-	blob = blob[n:]
-	pk, err := gcm.Open(nil, blob[:gcm.NonceSize()], blob[gcm.NonceSize():], []byte(name))
-	if err != nil {
-		return err
-	}
-	k, err := x509.ParsePKCS8PrivateKey(pk)
-	if err != nil {
-		return err
-	}
-	v.mu.Lock()
-	v.keys[name] = k.(crypto.Signer)
-	v.mu.Unlock()
-	return nil
-}
 
 // putHandler is the test command "test.put": it counts how often each ID
 // was applied (so a test sees a command applied twice) and can be told to
@@ -265,7 +143,7 @@ func newTestCluster(t testing.TB, voters int, tweak func(*Config)) []*testNode {
 			n.kill()
 		}
 	})
-	first := &testNode{t: t, vault: newSoftVault()}
+	first := &testNode{t: t, vault: newHSMVault(t)}
 	first.cfg = fastConfig(t, first.vault)
 	first.cfg.Bootstrap = true
 	if tweak != nil {
@@ -287,7 +165,7 @@ func addNode(t testing.TB, via *Cluster, role Role, tweak func(*Config)) *testNo
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &testNode{t: t, vault: newSoftVault()}
+	n := &testNode{t: t, vault: newHSMVault(t)}
 	n.cfg = fastConfig(t, n.vault)
 	n.cfg.Join = &Join{Addr: via.Addr(), Token: tok}
 	if tweak != nil {

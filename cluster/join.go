@@ -24,7 +24,7 @@ type joinRequest struct {
 	Node         string `cbor:"3,keyasint"`
 	Addr         string `cbor:"4,keyasint"`
 	CSR          []byte `cbor:"5,keyasint"` // signed by the joiner's node key
-	TransportKey []byte `cbor:"6,keyasint"` // PKIX public key from the joiner's HSM
+	TransportKey []byte `cbor:"6,keyasint"` // from the joiner's KeyVault.TransportKey
 }
 
 type joinResponse struct {
@@ -80,15 +80,16 @@ func joinCluster(ctx context.Context, cfg *Config, nodeID string) (*credentials,
 	if err != nil {
 		return nil, fmt.Errorf("cluster: make CSR: %w", err)
 	}
-	tpub, err := cfg.KeyVault.TransportKey(ctx)
+	tkey, err := cfg.KeyVault.TransportKey(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: transport key: %w", err)
 	}
-	tder, err := x509.MarshalPKIXPublicKey(tpub)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: transport key: %w", err)
-	}
-	req := joinRequest{TokenID: tok.id, Secret: tok.secret, Node: nodeID, Addr: cfg.AdvertiseAddr, CSR: csr, TransportKey: tder}
+	defer func() {
+		if err := cfg.KeyVault.DropTransportKey(context.WithoutCancel(ctx)); err != nil {
+			cfg.Logger.Warn("cluster: join: drop transport key", "err", err)
+		}
+	}()
+	req := joinRequest{TokenID: tok.id, Secret: tok.secret, Node: nodeID, Addr: cfg.AdvertiseAddr, CSR: csr, TransportKey: tkey}
 
 	resp, ca, err := callJoin(ctx, cfg.Join.Addr, tok.fingerprint, req)
 	if err != nil {
@@ -230,13 +231,9 @@ func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinRespo
 	}
 	resp := &joinResponse{CA: c.creds.ca.Raw, Cert: cert, Role: string(role)}
 	if role == Voter {
-		tpub, err := x509.ParsePKIXPublicKey(req.TransportKey)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: join: transport key: %w", err)
-		}
 		resp.Keys = map[string][]byte{}
 		for _, name := range append([]string{CAKeyName}, c.cfg.ReplicatedKeys...) {
-			blob, err := c.cfg.KeyVault.ExportKey(ctx, name, tpub)
+			blob, err := c.cfg.KeyVault.ExportKey(ctx, name, req.TransportKey)
 			if err != nil {
 				return nil, fmt.Errorf("cluster: join: wrap %s: %w", name, err)
 			}

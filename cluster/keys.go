@@ -19,23 +19,29 @@ import (
 
 // KeyVault is what cluster needs of the node's HSM. cluster never sees key
 // material: it signs through crypto.Signer and moves replicated keys only
-// as blobs wrapped for another node's HSM.
+// as opaque blobs wrapped for another node's HSM (node/ adapts hsm's
+// KeyTransfer to it; a vendor's cloning would fit the same shape).
 type KeyVault interface {
 	// NodeKey returns this node's TLS key, made on first use and never
 	// exported.
 	NodeKey(ctx context.Context) (crypto.Signer, error)
 	// ReplicatedKey returns the named key that every voter holds (the
-	// cluster CA key is CAKeyName), making it first if create is set.
+	// cluster CA key is CAKeyName), making it first — exportable only
+	// wrapped — if create is set.
 	ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error)
-	// TransportKey returns the public half of this node's RSA key for
-	// receiving wrapped keys, making the key on first use.
-	TransportKey(ctx context.Context) (crypto.PublicKey, error)
-	// ExportKey wraps the named replicated key for the holder of the
-	// transport key to.
-	ExportKey(ctx context.Context, name string, to crypto.PublicKey) ([]byte, error)
-	// ImportKey unwraps a blob made by a peer's ExportKey for this node's
-	// transport key and stores the key under name.
+	// TransportKey makes a key pair for receiving wrapped keys and returns
+	// its public half, encoded for the sender's ExportKey.
+	TransportKey(ctx context.Context) ([]byte, error)
+	// ExportKey wraps the named replicated key for the receiver's
+	// transport key (as its TransportKey encoded it).
+	ExportKey(ctx context.Context, name string, transportKey []byte) ([]byte, error)
+	// ImportKey unwraps a blob made by a peer's ExportKey into this node's
+	// HSM as the replicated key name, itself exportable only wrapped (this
+	// voter may lead and admit the next one).
 	ImportKey(ctx context.Context, name string, blob []byte) error
+	// DropTransportKey destroys the key pair TransportKey made, once the
+	// keys sent to it are in (or the join failed).
+	DropTransportKey(ctx context.Context) error
 }
 
 // CAKeyName names the cluster's internal CA key among the replicated keys.
