@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -110,8 +111,11 @@ func loadModule(path string) (*module, error) {
 	defer modules.Unlock()
 	m := modules.byPath[key]
 	if m == nil {
-		if _, err := os.Stat(path); err != nil {
-			return nil, &ModuleError{Path: path, Reason: err.Error()}
+		if strings.Contains(path, "/") {
+			// A bare name is for dlopen to search; a path must exist.
+			if _, err := os.Stat(path); err != nil {
+				return nil, &ModuleError{Path: path, Reason: err.Error()}
+			}
 		}
 		ctx := pkcs11.New(path)
 		if ctx == nil {

@@ -136,7 +136,13 @@ func TestModuleNotLoadable(t *testing.T) {
 		{"/nonexistent/libpkcs11.so", "no such file"},
 		{notSO, "invalid ELF header"},
 		{"/usr/lib/x86_64-linux-gnu/libc.so.6", "C_GetFunctionList"},
+		{"libinkan-no-such-module.so", "cannot open shared object file"}, // searched by dlopen
 	} {
+		if strings.HasPrefix(c.path, "/usr/") {
+			if _, err := os.Stat(c.path); err != nil {
+				continue // another architecture's layout
+			}
+		}
 		_, err := hsm.ListTokens(c.path)
 		var me *hsm.ModuleError
 		if !errors.Is(err, hsm.ErrModuleNotLoadable) || !errors.As(err, &me) {

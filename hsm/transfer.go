@@ -181,7 +181,10 @@ func (w *WrappedKey) check() error {
 	if err != nil {
 		return fmt.Errorf("public key: %w", err)
 	}
-	if kt := publicKeyType(pub); kt == "" || kt != w.Type {
+	switch kt := publicKeyType(pub); {
+	case kt == "":
+		return fmt.Errorf("public key of type %T", pub)
+	case kt != w.Type:
 		return fmt.Errorf("public key is %s, blob says %q", kt, w.Type)
 	}
 	return nil
