@@ -11,6 +11,7 @@ import (
 	"crypto/sha512"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -415,7 +416,7 @@ func TestMechanismNotSupported(t *testing.T) {
 	if !errors.Is(err, hsm.ErrMechanismNotSupported) {
 		t.Fatalf("err = %v, want ErrMechanismNotSupported", err)
 	}
-	if want := "CKM_ECDSA_SHA256"; !contains(err.Error(), want) {
+	if want := "CKM_ECDSA_SHA256"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not name %s", err, want)
 	}
 }
