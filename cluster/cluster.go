@@ -83,6 +83,10 @@ type Config struct {
 	RequestTimeout time.Duration
 }
 
+// admitPendingFile holds the join address while a joined node is not yet
+// in the Raft configuration.
+const admitPendingFile = "admit-pending"
+
 // Join says where and how to join a cluster.
 type Join struct {
 	Addr  string // any node's cluster port
@@ -256,12 +260,22 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		}
 	}
 
-	switch {
-	case joined:
-		// Ask the leader to add this node to the Raft configuration; it
-		// is already listening for the leader's entries.
-		if _, err := c.leaderCall(ctx, rpcRequest{Op: opAdmit}, cfg.Join.Addr); err != nil {
+	pending := filepath.Join(cfg.DataDir, admitPendingFile)
+	if joined {
+		if err := os.WriteFile(pending, []byte(cfg.Join.Addr), 0o600); err != nil {
+			return nil, fmt.Errorf("cluster: join: %w", err)
+		}
+	}
+	switch via, perr := os.ReadFile(pending); {
+	case perr == nil:
+		// Ask the leader to add this node to the Raft configuration (it is
+		// already listening for the leader's entries). Until that is done
+		// the marker stays, so a restart asks again.
+		if _, err := c.leaderCall(ctx, rpcRequest{Op: opAdmit}, string(via)); err != nil {
 			return nil, fmt.Errorf("cluster: join: admit: %w", err)
+		}
+		if err := os.Remove(pending); err != nil {
+			return nil, fmt.Errorf("cluster: join: %w", err)
 		}
 	case cfg.Bootstrap:
 		if err := c.recordBootstrapMember(ctx); err != nil {
@@ -491,11 +505,15 @@ func (c *Cluster) Submit(ctx context.Context, cmd Command) ([]byte, error) {
 	if strings.HasPrefix(cmd.Type, reservedPrefix) {
 		return nil, fmt.Errorf("cluster: command type %q is reserved", cmd.Type)
 	}
-	r, ok := c.fsm.handlers[cmd.Type]
-	if !ok || !r.versions[cmd.Version] {
+	if !c.canApply(cmd) {
 		return nil, fmt.Errorf("cluster: %s v%d: %w", cmd.Type, cmd.Version, ErrUnknownCommand)
 	}
 	return c.submit(ctx, cmd)
+}
+
+func (c *Cluster) canApply(cmd Command) bool {
+	r, ok := c.fsm.handlers[cmd.Type]
+	return ok && r.versions[cmd.Version]
 }
 
 func (c *Cluster) submit(ctx context.Context, cmd Command) ([]byte, error) {
@@ -618,7 +636,13 @@ func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
 	switch req.Op {
 	case opSubmit:
 		p := &proposal{id: req.ID, cmd: req.Cmd, done: make(chan error, 1)}
-		if _, err = decodeCommand(req.Cmd); err == nil {
+		var cmd Command
+		if cmd, err = decodeCommand(req.Cmd); err == nil && !c.canApply(cmd) {
+			// The leader would stop on it (and so would its followers
+			// of the same version): refuse it before it is in the log.
+			err = fmt.Errorf("cluster: leader %s: %s v%d: %w", c.id, cmd.Type, cmd.Version, ErrUnknownCommand)
+		}
+		if err == nil {
 			c.batch.propose(p)
 			select {
 			case err = <-p.done:
@@ -889,7 +913,12 @@ func newHCLogger(log *slog.Logger) hclog.Logger {
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Info(strings.TrimSpace(string(p)), "from", "raft")
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	if strings.Contains(line, "[ERROR]") {
+		level = slog.LevelError
+	}
+	w.log.Log(context.Background(), level, line, "from", "raft")
 	return len(p), nil
 }
 

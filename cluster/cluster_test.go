@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 )
 
 func TestSingleNodeSubmitRefuseRestart(t *testing.T) {
-	nodes := newTestCluster(t, 1, nil)
+	reg := prometheus.NewRegistry()
+	nodes := newTestCluster(t, 1, func(c *Config) { c.Registerer = reg })
 	n := nodes[0]
 	ctx := ctxT(t, 20*time.Second)
 	res, err := n.c.Submit(ctx, putCmd(t, "a", false, nil))
@@ -28,7 +30,36 @@ func TestSingleNodeSubmitRefuseRestart(t *testing.T) {
 	if got := counts(t, n.c); got["a"] != 1 || got["r"] != 0 {
 		t.Fatalf("counts = %v, want a once and r never (refusal undoes its writes)", got)
 	}
+	metrics := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetGauge() != nil:
+				metrics[mf.GetName()] += m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				metrics[mf.GetName()] += m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				metrics[mf.GetName()] += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for name, min := range map[string]float64{
+		"inkan_cluster_raft_state":         2, // leader
+		"inkan_cluster_applied_index":      3,
+		"inkan_cluster_apply_errors_total": 1, // the refusal
+		"inkan_cluster_commit_seconds":     2,
+		"inkan_cluster_batch_commands":     2,
+	} {
+		if metrics[name] < min {
+			t.Errorf("metric %s = %v, want at least %v", name, metrics[name], min)
+		}
+	}
 	applied := n.c.fsm.applied.Load()
+	n.cfg.Registerer = nil
 	n.kill()
 	n.open(ctx)
 	if got := n.c.fsm.applied.Load(); got < applied {
@@ -230,4 +261,37 @@ func TestCutOffNodeRefusesWritesAndCurrentReads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// putV2 also applies test.put version 2, which older nodes do not know.
+type putV2 struct{ putHandler }
+
+func (putV2) Versions() []uint { return []uint{1, 2} }
+
+func TestReplicaStopsOnUnknownVersion(t *testing.T) {
+	nodes := newTestCluster(t, 2, func(c *Config) { c.Handlers = []Handler{putV2{}} })
+	old := addNode(t, nodes[0].c, Voter, nil) // knows version 1 only
+	nodes = append(nodes, old)
+	ctx := ctxT(t, 30*time.Second)
+	leader := waitLeader(t, nodes[:2])
+	cmd := putCmd(t, "new", false, nil)
+	if _, err := old.c.Submit(ctx, Command{Type: cmd.Type, Version: 2, Body: cmd.Body}); !errors.Is(err, ErrUnknownCommand) {
+		t.Fatalf("old node submitting v2: err = %v", err)
+	}
+	cmd.Version = 2
+	if _, err := leader.c.Submit(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.c.Done():
+	case <-ctx.Done():
+		t.Fatal("a replica that cannot apply a committed command kept running")
+	}
+	if err := old.c.Err(); !errors.Is(err, ErrNodeFailed) || !errors.Is(err, ErrUnknownCommand) {
+		t.Fatalf("Err() = %v", err)
+	}
+	if got := counts(t, leader.c); got["new"] != 1 {
+		t.Fatalf("leader state = %v", got)
+	}
+	old.c = nil // stopped already
 }
