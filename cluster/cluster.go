@@ -239,7 +239,7 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	c.fsm.onFatal = func(err error) { go c.stop(err) }
 
 	c.net = newNetLayer(ln, cfg.AdvertiseAddr, c.creds, c.fsm.isDenied, c.log)
-	c.net.onRPC = func(conn *tls.Conn, peer string) { c.serveRPC(conn, peer) }
+	c.net.onRPC = c.serveRPC
 	c.net.onJoin = c.serveJoin
 	c.net.serve()
 	cleanup = append(cleanup, c.net.close)
@@ -604,11 +604,19 @@ func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (r
 	}
 }
 
-// serveRPC answers the cluster RPC from an authenticated node.
-func (c *Cluster) serveRPC(conn *tls.Conn, peer string) {
+// serveRPC answers the cluster RPC from an authenticated node. A nonvoter
+// (an edge) may submit, read, join others and leave, but not remove another
+// node or move leadership.
+func (c *Cluster) serveRPC(conn *tls.Conn, peerCert *x509.Certificate) {
+	peer := peerCert.Subject.CommonName
+	voter := roleOf(peerCert) == Voter
 	serveConn(c.ctx, conn, func(ctx context.Context, req rpcRequest) rpcResponse {
-		if req.Op == opAdmit && req.Node == "" {
+		switch {
+		case req.Op == opAdmit && req.Node == "":
 			req.Node = peer // a node asks to be admitted as itself
+		case !voter && req.Op == opTransfer,
+			!voter && req.Op == opRemove && req.Node != peer:
+			return rpcResponse{Code: "error", Msg: fmt.Sprintf("cluster: %s: not allowed to nonvoter %s", req.Op, peer)}
 		}
 		ctx, cancel := c.bound(ctx)
 		defer cancel()

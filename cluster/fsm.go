@@ -239,6 +239,34 @@ func (f *stateMachine) deliver(id []byte, r applyResult) {
 	}
 }
 
+// deliverRestored answers submitters whose commands arrived inside a
+// snapshot rather than as entries, from the request records; called with
+// f.mu held.
+func (f *stateMachine) deliverRestored() {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	_ = f.db.View(func(tx *bbolt.Tx) error {
+		reqs := tx.Bucket(bucketRequests)
+		for id, ch := range f.pending {
+			v := reqs.Get([]byte(id))
+			if v == nil {
+				continue
+			}
+			var rec dedupRecord
+			if decMode.Unmarshal(v, &rec) != nil {
+				continue
+			}
+			r := applyResult{value: bytes.Clone(rec.Value)}
+			if rec.Refused {
+				r.err = &RefusedError{Err: errors.New(rec.Refusal)}
+			}
+			ch <- r
+			delete(f.pending, id)
+		}
+		return nil
+	})
+}
+
 func (f *stateMachine) failPending(err error) {
 	f.pendMu.Lock()
 	defer f.pendMu.Unlock()
@@ -571,6 +599,7 @@ func (f *stateMachine) Restore(rc io.ReadCloser) error {
 	}
 	f.metrics.applied.Set(float64(f.applied.Load()))
 	f.log.Info("cluster: state restored from snapshot", "applied", f.applied.Load())
+	f.deliverRestored()
 	f.subs.resync()
 	f.ticked()
 	return nil

@@ -172,10 +172,7 @@ func makeCredentials(ca, node *x509.Certificate, key crypto.Signer) (*credential
 	if err := verifyNodeCert([]*x509.Certificate{node}, pool, x509.ExtKeyUsageClientAuth); err != nil {
 		return nil, err
 	}
-	role := Voter
-	if len(node.Subject.OrganizationalUnit) == 1 && Role(node.Subject.OrganizationalUnit[0]) == Nonvoter {
-		role = Nonvoter
-	}
+	role := roleOf(node)
 	return &credentials{
 		ca:     ca,
 		pool:   pool,
@@ -192,4 +189,12 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 
 func tlsCertificate(node, ca *x509.Certificate, key crypto.Signer) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{node.Raw, ca.Raw}, PrivateKey: key, Leaf: node}
+}
+
+// roleOf reads the role a node certificate was issued for (its OU).
+func roleOf(cert *x509.Certificate) Role {
+	if len(cert.Subject.OrganizationalUnit) == 1 && Role(cert.Subject.OrganizationalUnit[0]) == Voter {
+		return Voter
+	}
+	return Nonvoter
 }

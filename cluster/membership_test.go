@@ -267,8 +267,12 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 			asker = n
 		}
 	}
-	if asker == nil {
-		asker = edge
+	// An edge may not remove a voter or move leadership.
+	if err := edge.c.RemoveNode(ctxT(t, 3*time.Second), victim.c.ID()); err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("nonvoter removing a voter: err = %v", err)
+	}
+	if err := edge.c.TransferLeadership(ctxT(t, 3*time.Second)); err == nil {
+		t.Fatal("nonvoter moved leadership")
 	}
 	if err := asker.c.RemoveNode(ctx, victim.c.ID()); err != nil {
 		t.Fatal(err)

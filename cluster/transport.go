@@ -50,7 +50,7 @@ type netLayer struct {
 	raftCh    chan net.Conn
 	raftDone  chan struct{}
 	raftClose sync.Once
-	onRPC     func(conn *tls.Conn, peer string)
+	onRPC     func(conn *tls.Conn, peer *x509.Certificate)
 	onJoin    func(conn *tls.Conn)
 
 	closed    chan struct{}
@@ -180,7 +180,7 @@ func (n *netLayer) handshake(raw net.Conn) {
 			tc.Close()
 		}
 	case alpnRPC:
-		n.onRPC(conn, cs.PeerCertificates[0].Subject.CommonName)
+		n.onRPC(conn, cs.PeerCertificates[0])
 		tc.Close()
 	case alpnJoin:
 		n.onJoin(conn)
