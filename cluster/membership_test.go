@@ -296,4 +296,20 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 	if _, err := asker.c.Submit(ctx, putCmd(t, "after-removal", false, nil)); err != nil {
 		t.Fatal(err)
 	}
+	// An edge decommissioned cleanly leaves on its own.
+	edgeID := edge.c.ID()
+	if err := edge.c.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	edge.c = nil
+	if err := asker.c.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err = asker.c.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Nonvoters) != 0 || len(st.Members) != 2 {
+		t.Fatalf("after the edge left: nonvoters %v, members %+v (edge %s)", st.Nonvoters, st.Members, edgeID)
+	}
 }
