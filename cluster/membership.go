@@ -292,7 +292,7 @@ func parseJoinToken(s string) (joinToken, error) {
 	var t joinToken
 	var err1, err2, err3 error
 	t.id, err1 = hex.DecodeString(parts[1])
-	t.secret, err2 = base64.RawURLEncoding.DecodeString(parts[2])
+	t.secret, err2 = base64.RawURLEncoding.Strict().DecodeString(parts[2])
 	t.fingerprint, err3 = hex.DecodeString(parts[3])
 	if err := errors.Join(err1, err2, err3); err != nil || len(t.id) != 8 || len(t.secret) != 32 || len(t.fingerprint) != sha256.Size {
 		return joinToken{}, fmt.Errorf("%w: malformed", ErrTokenInvalid)
