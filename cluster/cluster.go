@@ -241,12 +241,14 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	c.net = newNetLayer(ln, cfg.AdvertiseAddr, c.creds, c.fsm.isDenied, c.log)
 	c.net.onRPC = c.serveRPC
 	c.net.onJoin = c.serveJoin
-	c.net.serve()
 	cleanup = append(cleanup, c.net.close)
 	c.rpc = &rpcClient{dial: func(ctx context.Context, addr string) (net.Conn, error) { return c.net.dial(ctx, addr, alpnRPC) }}
 
 	if err := c.startRaft(); err != nil {
 		return nil, err
+	}
+	if err := c.fsm.failure(); err != nil {
+		return nil, err // replaying the log hit an entry this node cannot apply
 	}
 	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error(); c.trans.Close(); c.store.Close() })
 
@@ -254,6 +256,9 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	go c.batch.run()
 	cleanup = append(cleanup, c.batch.close)
 	c.reads = &readIndex{c: c}
+	// Serve the port only now: the RPC needs Raft, the batcher and the
+	// read barrier.
+	c.net.serve()
 	if cfg.Registerer != nil {
 		if err := c.metrics.register(cfg.Registerer, c); err != nil {
 			return nil, err
