@@ -171,10 +171,13 @@ func callJoin(ctx context.Context, addr string, fingerprint []byte, req joinRequ
 
 // serveJoin answers one join request from a node without a certificate.
 func (c *Cluster) serveJoin(conn *tls.Conn) {
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	// A joiner has 10 s to send its request; answering may take the leader
+	// longer (a token redemption through Raft, key wrapping in the HSM).
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Minute))
 	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
 	var req rpcRequest
-	if err := readFrame(r, &req); err != nil {
+	if err := readFrameMax(r, &req, maxJoinFrame); err != nil {
 		return
 	}
 	var resp rpcResponse

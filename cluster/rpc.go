@@ -15,7 +15,12 @@ import (
 // The cluster RPC: length-prefixed CBOR frames over an authenticated TLS
 // connection, one request at a time per connection, connections pooled.
 
-const maxFrame = 16 << 20
+// Frame size limits: maxFrame between nodes (a forwarded batch of
+// commands), maxJoinFrame for what an unauthenticated joiner may send.
+const (
+	maxFrame     = 16 << 20
+	maxJoinFrame = 64 << 10
+)
 
 // RPC operations.
 const (
@@ -106,13 +111,15 @@ func writeFrame(w *bufio.Writer, v any) error {
 	return w.Flush()
 }
 
-func readFrame(r *bufio.Reader, v any) error {
+func readFrame(r *bufio.Reader, v any) error { return readFrameMax(r, v, maxFrame) }
+
+func readFrameMax(r *bufio.Reader, v any, max uint32) error {
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return err
 	}
 	size := binary.BigEndian.Uint32(n[:])
-	if size > maxFrame {
+	if size > max {
 		return fmt.Errorf("cluster: rpc frame of %d bytes is too large", size)
 	}
 	b := make([]byte, size)

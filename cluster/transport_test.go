@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"io"
 	"testing"
 	"time"
@@ -112,5 +113,19 @@ func TestJoinProtocolServesOnlyJoin(t *testing.T) {
 	}
 	if got := counts(t, c); len(got) != 0 {
 		t.Fatalf("state changed: %v", got)
+	}
+
+	// A joiner may not make the node buffer a large frame.
+	conn2, err := tls.Dial("tcp", c.Addr(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{alpnJoin}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	_ = conn2.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn2.Write(binary.BigEndian.AppendUint32(nil, maxJoinFrame+1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn2.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("oversized join frame: read err = %v, want the server to hang up", err)
 	}
 }
