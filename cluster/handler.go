@@ -10,7 +10,10 @@ import (
 // per type they submit (Config.Handlers). Apply must be a pure function of
 // the state in tx and the entry: every replica runs it on the same state with
 // the same entry and must write the same bytes and return the same result.
-// It must not read the clock, the network or anything outside tx.
+// It must not read the clock, the network or anything outside tx, and must
+// have no effect outside tx: a batch may be applied more than once before
+// one pass commits (a batch-mate's refusal rolls the transaction back and
+// the batch is applied again without it).
 //
 // Apply reports two kinds of failure, and they mean different things:
 //
@@ -40,6 +43,7 @@ type Handler interface {
 // ones), in the same bbolt transaction, with the handler's result. The audit
 // log appends its leaf through one. A hook's error stops the node: a change
 // that cannot be hooked (audited) must not be committed on this replica.
+// Like Handler.Apply it must be deterministic and write only through tx.
 type Hook func(tx *bbolt.Tx, e Entry, result []byte) error
 
 // ErrRefused matches every refusal: errors.Is(err, ErrRefused).
