@@ -43,7 +43,7 @@ func (putHandler) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) {
 		return nil, err
 	}
 	if b.Refuse {
-		return nil, Refuse(fmt.Errorf("%s: told to refuse", b.ID))
+		return nil, Refuse(fmt.Errorf("%s@%d: told to refuse", b.ID, e.Index))
 	}
 	return []byte(fmt.Sprintf("ok:%s@%d.%d", b.ID, e.Index, e.Seq)), nil
 }

@@ -195,13 +195,17 @@ func TestGroupCommit(t *testing.T) {
 	}
 	wg.Wait()
 	close(out)
-	entries := map[string]bool{} // Raft indexes of entries holding accepted commands
+	entries := map[string]bool{}   // Raft indexes of entries holding accepted commands
+	refusedIn := map[string]bool{} // and of entries holding refused ones
 	for o := range out {
 		switch {
 		case o.refuse:
-			if !errors.Is(o.err, ErrRefused) || !strings.Contains(o.err.Error(), o.id) {
+			if !errors.Is(o.err, ErrRefused) || !strings.Contains(o.err.Error(), o.id+"@") {
 				t.Errorf("%s: err = %v, want its own refusal", o.id, o.err)
+				continue
 			}
+			at, _, _ := strings.Cut(strings.SplitN(o.err.Error(), "@", 2)[1], ":")
+			refusedIn[at] = true
 		case o.err != nil:
 			t.Errorf("%s: %v", o.id, o.err)
 		default:
@@ -226,7 +230,17 @@ func TestGroupCommit(t *testing.T) {
 	if accepted == 0 || len(entries) >= accepted {
 		t.Fatalf("%d accepted commands in %d entries: no batching", accepted, len(entries))
 	}
-	t.Logf("%d commands (%d accepted) in at most %d entries", total, accepted, len(entries)+total-accepted)
+	mixed := 0
+	for at := range refusedIn {
+		if entries[at] {
+			mixed++
+		}
+	}
+	if mixed == 0 {
+		t.Fatal("no entry held both a refused and an accepted command")
+	}
+	t.Logf("%d commands (%d accepted) in at most %d entries; %d entries mixed refused and accepted commands",
+		total, accepted, len(entries)+total-accepted, mixed)
 }
 
 func TestRemoveAndTransferLeadership(t *testing.T) {
