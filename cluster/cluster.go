@@ -212,7 +212,6 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}
 
 	// Credentials: existing, or made by bootstrap or join.
-	joined := false
 	switch _, statErr := os.Stat(filepath.Join(cfg.DataDir, nodeCertFile)); {
 	case statErr == nil:
 		c.creds, err = loadCredentials(ctx, cfg.DataDir, cfg.KeyVault)
@@ -220,7 +219,6 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		c.creds, err = bootstrapCredentials(ctx, &cfg, id)
 	case cfg.Join != nil:
 		c.creds, err = joinCluster(ctx, &cfg, id)
-		joined = true
 	default:
 		err = fmt.Errorf("cluster: %s holds no cluster state: set bootstrap or join", cfg.DataDir)
 	}
@@ -259,18 +257,8 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	// Serve the port only now: the RPC needs Raft, the batcher and the
 	// read barrier.
 	c.net.serve()
-	if cfg.Registerer != nil {
-		if err := c.metrics.register(cfg.Registerer, c); err != nil {
-			return nil, err
-		}
-	}
 
 	pending := filepath.Join(cfg.DataDir, admitPendingFile)
-	if joined {
-		if err := os.WriteFile(pending, []byte(cfg.Join.Addr), 0o600); err != nil {
-			return nil, fmt.Errorf("cluster: join: %w", err)
-		}
-	}
 	switch via, perr := os.ReadFile(pending); {
 	case perr == nil:
 		// Ask the leader to add this node to the Raft configuration (it is
@@ -284,6 +272,11 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		}
 	case cfg.Bootstrap:
 		if err := c.recordBootstrapMember(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Registerer != nil {
+		if err := c.metrics.register(cfg.Registerer, c); err != nil {
 			return nil, err
 		}
 	}

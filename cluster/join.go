@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -111,10 +112,15 @@ func joinCluster(ctx context.Context, cfg *Config, nodeID string) (*credentials,
 			return nil, fmt.Errorf("cluster: join: import key %s: %w", name, err)
 		}
 	}
+	// Until the leader has added this node to the Raft configuration, a
+	// marker keeps the address to ask (Open asks, and asks again after a
+	// restart). The node certificate is written last: it means "joined".
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, admitPendingFile), []byte(cfg.Join.Addr), 0o600); err != nil {
+		return nil, fmt.Errorf("cluster: join: %w", err)
+	}
 	if err := writePEM(filepath.Join(cfg.DataDir, caFile), "CERTIFICATE", ca.Raw); err != nil {
 		return nil, err
 	}
-	// The node certificate is written last: its presence means "joined".
 	if err := writePEM(filepath.Join(cfg.DataDir, nodeCertFile), "CERTIFICATE", node.Raw); err != nil {
 		return nil, err
 	}
