@@ -1,0 +1,244 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Card is what signs a proof: the JPKI signature key (an RSA key that signs a
+// SHA-256 digest with PKCS#1 v1.5, as crypto.Signer) and its certificate chain, the
+// signature certificate first. PKCS11Card is a card reached through PKCS#11.
+type Card interface {
+	crypto.Signer
+	Chain() [][]byte
+}
+
+// ProofClaims are the claims of a proof.
+type ProofClaims struct {
+	Nonce    []byte // from the challenge
+	Audience string // the URL the proof is posted to
+	IssuedAt time.Time
+	Expires  time.Time // at most MaxProofLifetime after IssuedAt
+	CSR      []byte    // the CSR's DER, whose SHA-256 the proof carries
+}
+
+// NewProof makes the proof of possession: a compact JWS with protected header
+// {"alg":"RS256","typ":"JWT","x5c":[…]} and the claims nonce, aud, iat, exp and
+// csr_sha256, signed by card (for a card through PKCS#11: CKM_RSA_PKCS over the
+// SHA-256 DigestInfo).
+func NewProof(card crypto.Signer, chain [][]byte, c ProofClaims) (string, error) {
+	if _, ok := card.Public().(*rsa.PublicKey); !ok {
+		return "", fmt.Errorf("enroll: the card's key is %T, not RSA", card.Public())
+	}
+	if len(chain) == 0 {
+		return "", errors.New("enroll: no certificate to put in x5c")
+	}
+	x5c := make([]string, len(chain))
+	for i, der := range chain {
+		x5c[i] = base64.StdEncoding.EncodeToString(der)
+	}
+	header, err := json.Marshal(struct {
+		Alg string   `json:"alg"`
+		Typ string   `json:"typ"`
+		X5C []string `json:"x5c"`
+	}{algRS256, "JWT", x5c})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(c.CSR)
+	payload, err := json.Marshal(struct {
+		Nonce     string `json:"nonce"`
+		Aud       string `json:"aud"`
+		Iat       int64  `json:"iat"`
+		Exp       int64  `json:"exp"`
+		CSRSHA256 string `json:"csr_sha256"`
+	}{
+		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
+		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(),
+		CSRSHA256: base64.RawURLEncoding.EncodeToString(sum[:]),
+	})
+	if err != nil {
+		return "", err
+	}
+	input := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
+	digest := sha256.Sum256([]byte(input))
+	sig, err := card.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("enroll: the card did not sign: %w", err)
+	}
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+// NewCSR makes the subscriber's CSR for key. It carries nothing but the key and the
+// signature that proves its possession: the policy decides the certificate's contents.
+func NewCSR(key crypto.Signer) ([]byte, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: CSR: %w", err)
+	}
+	return der, nil
+}
+
+// Client talks to a node's enrollment API.
+type Client struct {
+	// BaseURL is the API's root, "https://ca.example.jp": the client posts to
+	// BaseURL+PathChallenge and BaseURL+PathEnroll, and the proof's aud is
+	// BaseURL+PathEnroll.
+	BaseURL string
+	// HTTP sends the requests (http.DefaultClient if nil).
+	HTTP *http.Client
+	// Now is the clock for iat and exp (time.Now if nil).
+	Now func() time.Time
+}
+
+// Certificate is an enrolled certificate and the chain above it.
+type Certificate struct {
+	Serial  *big.Int
+	Profile string
+	// Chain is the certificate, then the CAs above it.
+	Chain []*x509.Certificate
+}
+
+// Challenge asks for a nonce.
+func (c *Client) Challenge(ctx context.Context) (nonce []byte, expires time.Time, err error) {
+	var resp ChallengeResponse
+	if err := c.post(ctx, PathChallenge, nil, &resp); err != nil {
+		return nil, time.Time{}, err
+	}
+	nonce, err = decodeSegment(resp.Nonce)
+	if err != nil || len(nonce) != NonceLen {
+		return nil, time.Time{}, errors.New("enroll: the server's nonce is not base64url of 32 bytes")
+	}
+	return nonce, resp.Expires, nil
+}
+
+// Enroll enrolls key: it makes the CSR, fetches a challenge, has card sign the proof,
+// and submits them. A refusal is returned as a *Problem. profile may be empty (the
+// server's default).
+func (c *Client) Enroll(ctx context.Context, card Card, key crypto.Signer, profile string) (*Certificate, error) {
+	csr, err := NewCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	nonce, _, err := c.Challenge(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	t := now()
+	proof, err := NewProof(card, card.Chain(), ProofClaims{
+		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + PathEnroll,
+		IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute), CSR: csr,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.Submit(ctx, Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr), Profile: profile}, key)
+}
+
+// Submit posts a prepared request. If key is not nil, the returned certificate must
+// be for it.
+func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*Certificate, error) {
+	var resp Response
+	if err := c.post(ctx, PathEnroll, req, &resp); err != nil {
+		return nil, err
+	}
+	out := &Certificate{Profile: resp.Profile}
+	var ok bool
+	if out.Serial, ok = new(big.Int).SetString(resp.Serial, 16); !ok {
+		return nil, errors.New("enroll: the server's serial is not hex")
+	}
+	if len(resp.Chain) == 0 {
+		return nil, errors.New("enroll: the server sent no certificate")
+	}
+	for i, s := range resp.Chain {
+		der, err := decodeStdBase64(s)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: chain[%d] is not base64", i)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: chain[%d]: %w", i, err)
+		}
+		out.Chain = append(out.Chain, cert)
+	}
+	if key != nil && !publicKeysEqual(out.Chain[0].PublicKey, key.Public()) {
+		return nil, errors.New("enroll: the certificate is not for the key enrolled")
+	}
+	if hex.EncodeToString(out.Chain[0].SerialNumber.Bytes()) != resp.Serial {
+		return nil, errors.New("enroll: the serial does not match the certificate")
+	}
+	return out, nil
+}
+
+// post sends body as JSON (or nothing) and decodes a 2xx answer into out, or returns
+// the problem.
+func (c *Client) post(ctx context.Context, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.BaseURL, "/")+path, rd)
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("enroll: read the answer: %w", err)
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode/100 != 2 {
+		if mt == "application/problem+json" {
+			p := &Problem{}
+			if json.Unmarshal(data, p) == nil && p.Type != "" {
+				return p
+			}
+		}
+		return fmt.Errorf("enroll: POST %s: HTTP %s", path, resp.Status)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("enroll: POST %s: answer is not JSON: %w", path, err)
+	}
+	return nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}

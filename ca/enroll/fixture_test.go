@@ -1,0 +1,364 @@
+package enroll
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/jpki/jpkisim"
+)
+
+// The fixture is made once per test binary (TestMain): a stand-in J-LIS with one
+// card in a SoftHSM token (RSA key generation in SoftHSM is slow, so the card is
+// shared), certificates for an in-memory key in every state a test needs (revoked for
+// each reason, expired, from another root with the same DN), a fresh and a stale
+// CRL, a real one-node cluster whose key vault is a SoftHSM token, and a CA for the
+// test issuer. Tests share the cluster; each uses its own nonces.
+
+var fx *fixture
+
+type fixture struct {
+	dir     string
+	sim     *jpkisim.Sim
+	anchors *jpki.Anchors
+	stale   string // path of a CRL past its nextUpdate
+
+	cardToken *softhsm.Token
+	card      *PKCS11Card // a jpkisim card, through PKCS#11
+
+	memKey  *rsa.PrivateKey // a "card" key in memory, for the certificates below
+	good    []byte          // valid, unrevoked certificate for memKey
+	expired []byte
+	foreign []byte // issued by another root with the J-LIS DN
+	revoked map[jpki.Reason][]byte
+	other   *rsa.PrivateKey // a key no certificate is for
+
+	cluster *cluster.Cluster
+	vault   *softhsm.Token
+	linkKey []byte
+	caKey   *ecdsa.PrivateKey
+	caCert  *x509.Certificate
+
+	subKeys [4]*ecdsa.PrivateKey // subscriber keys, reused
+}
+
+var reasons = []jpki.Reason{
+	jpki.ReasonUnspecified, jpki.ReasonKeyCompromise, jpki.ReasonCACompromise, jpki.ReasonAffiliationChanged,
+	jpki.ReasonSuperseded, jpki.ReasonCessationOfOperation, jpki.ReasonCertificateHold,
+}
+
+func TestMain(m *testing.M) {
+	f, cleanup, err := newFixture()
+	if err != nil {
+		cleanup()
+		fmt.Fprintln(os.Stderr, "enroll fixture:", err)
+		os.Exit(1)
+	}
+	fx = f
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func rsaKey() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) }
+
+func newFixture() (f *fixture, cleanup func(), err error) {
+	var undo []func()
+	cleanup = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	ctx := context.Background()
+	f = &fixture{revoked: map[jpki.Reason][]byte{}}
+	if f.dir, err = os.MkdirTemp("", "inkan-enroll-test"); err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, func() { os.RemoveAll(f.dir) })
+
+	// Keys first, in parallel: RSA generation is the slow part.
+	var rootKey, otherRoot *rsa.PrivateKey
+	var wg sync.WaitGroup
+	var keyErr error
+	var mu sync.Mutex
+	for _, dst := range []**rsa.PrivateKey{&rootKey, &otherRoot, &f.memKey, &f.other} {
+		wg.Go(func() {
+			k, err := rsaKey()
+			mu.Lock()
+			defer mu.Unlock()
+			*dst, keyErr = k, errors.Join(keyErr, err)
+		})
+	}
+	wg.Wait()
+	if keyErr != nil {
+		return nil, cleanup, keyErr
+	}
+	for i := range f.subKeys {
+		if f.subKeys[i], err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, cleanup, err
+		}
+	}
+
+	now := time.Now()
+	if f.sim, err = jpkisim.Init(jpkisim.Config{Dir: filepath.Join(f.dir, "jlis"), Key: rootKey}, jpkisim.RootSpec{NotBefore: now.AddDate(-3, 0, 0)}); err != nil {
+		return nil, cleanup, err
+	}
+	if f.anchors, err = jpki.NewAnchors(f.sim.Root()); err != nil {
+		return nil, cleanup, err
+	}
+	person := jpkisim.DemoPerson()
+	issue := func(spec jpkisim.CardSpec) ([]byte, *big.Int, error) {
+		spec.Person = person
+		c, err := f.sim.IssueCertificate(&f.memKey.PublicKey, spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.DER, c.Serial, nil
+	}
+	if f.good, _, err = issue(jpkisim.CardSpec{}); err != nil {
+		return nil, cleanup, err
+	}
+	if f.expired, _, err = issue(jpkisim.CardSpec{NotBefore: now.AddDate(-2, 0, 0), NotAfter: now.Add(-time.Hour)}); err != nil {
+		return nil, cleanup, err
+	}
+	for _, r := range reasons {
+		der, serial, err := issue(jpkisim.CardSpec{})
+		if err != nil {
+			return nil, cleanup, err
+		}
+		if err := f.sim.Revoke(serial, r, now.Add(-time.Minute)); err != nil {
+			return nil, cleanup, err
+		}
+		f.revoked[r] = der
+	}
+	// A second J-LIS with the same DN and another key.
+	foreignSim, err := jpkisim.Init(jpkisim.Config{Dir: filepath.Join(f.dir, "foreign"), Key: otherRoot}, jpkisim.RootSpec{NotBefore: now.AddDate(-1, 0, 0)})
+	if err != nil {
+		return nil, cleanup, err
+	}
+	c, err := foreignSim.IssueCertificate(&f.memKey.PublicKey, jpkisim.CardSpec{Person: person})
+	if err != nil {
+		return nil, cleanup, err
+	}
+	f.foreign = c.DER
+
+	// The card, in a token, through the client's PKCS#11 path.
+	if f.cardToken, err = softhsm.Create(); err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, func() { f.cardToken.Close() })
+	cardCfg := f.cardToken.Config()
+	cardCfg.Logger = quiet()
+	if _, err := f.sim.IssueCard(ctx, cardCfg, jpkisim.CardSpec{Person: person}); err != nil {
+		return nil, cleanup, err
+	}
+	if f.card, err = OpenCard(ctx, CardConfig{
+		Module: f.cardToken.Module, Key: hsm.URI{Token: f.cardToken.Label}, PIN: hsm.PINFile(f.cardToken.PINFile), Logger: quiet(),
+	}); err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, func() { f.card.Close() })
+
+	// CRLs: a stale one kept aside, then the fresh one in the sim's CRL file.
+	stale, err := f.sim.PublishCRL(now.Add(-72*time.Hour), now.Add(-48*time.Hour))
+	if err != nil {
+		return nil, cleanup, err
+	}
+	f.stale = filepath.Join(f.dir, "stale.crl")
+	if err := os.WriteFile(f.stale, stale, 0o644); err != nil {
+		return nil, cleanup, err
+	}
+	if _, err := f.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
+		return nil, cleanup, err
+	}
+
+	// A one-node cluster, its key vault a SoftHSM token.
+	if f.vault, err = softhsm.Create(); err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, func() { f.vault.Close() })
+	if f.cluster, err = openNode(ctx, filepath.Join(f.dir, "node0"), f.vault, true, nil); err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, func() { f.cluster.Shutdown(context.Background()) })
+
+	f.linkKey = make([]byte, 32)
+	_, _ = rand.Read(f.linkKey)
+	if f.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		return nil, cleanup, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "inkan test CA", Country: []string{"JP"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(5, 0, 0),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &f.caKey.PublicKey, f.caKey)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	f.caCert, _ = x509.ParseCertificate(der)
+	return f, cleanup, nil
+}
+
+// openNode starts a cluster node whose key vault is tok, bootstrapping or joining.
+func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap bool, join *cluster.Join) (*cluster.Cluster, error) {
+	cfg := tok.Config()
+	cfg.Logger = quiet()
+	h, err := hsm.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cluster.Open(ctx, cluster.Config{
+		DataDir:            dir,
+		BindAddr:           "127.0.0.1:0",
+		KeyVault:           &vault{tok: h, xfer: hsm.NewWrapTransfer(h)},
+		Bootstrap:          bootstrap,
+		Join:               join,
+		Handlers:           []cluster.Handler{NonceHandler()},
+		Logger:             quiet(),
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+	})
+}
+
+// vault is the glue node/ puts between an hsm.Token and the cluster.
+type vault struct {
+	tok  *hsm.Token
+	xfer *hsm.WrapTransfer
+	mu   sync.Mutex
+	tp   *hsm.TransportKey
+}
+
+func (v *vault) key(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
+	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
+	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
+		return v.tok.GenerateKey(ctx, *spec)
+	}
+	return s, err
+}
+
+func (v *vault) NodeKey(ctx context.Context) (crypto.Signer, error) {
+	return v.key(ctx, "node-tls", &hsm.KeySpec{Type: hsm.ECP256, Label: "node-tls"})
+}
+
+func (v *vault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
+	if !create {
+		return v.key(ctx, name, nil)
+	}
+	return v.key(ctx, name, &hsm.KeySpec{Type: hsm.ECP256, Label: name, Wrappable: true})
+}
+
+func (v *vault) TransportKey(ctx context.Context) ([]byte, error) {
+	tp, err := v.xfer.NewTransportKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	v.tp = tp
+	v.mu.Unlock()
+	return tp.MarshalBinary()
+}
+
+func (v *vault) ExportKey(ctx context.Context, name string, to []byte) ([]byte, error) {
+	var tp hsm.TransportKey
+	if err := tp.UnmarshalBinary(to); err != nil {
+		return nil, err
+	}
+	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
+	if err != nil {
+		return nil, err
+	}
+	return wk.MarshalBinary()
+}
+
+func (v *vault) ImportKey(ctx context.Context, name string, blob []byte) error {
+	var wk hsm.WrappedKey
+	if err := wk.UnmarshalBinary(blob); err != nil {
+		return err
+	}
+	if wk.Label != name {
+		return fmt.Errorf("wrapped key is %q, not %q", wk.Label, name)
+	}
+	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
+	return err
+}
+
+func (v *vault) DropTransportKey(ctx context.Context) error {
+	v.mu.Lock()
+	tp := v.tp
+	v.tp = nil
+	v.mu.Unlock()
+	if tp == nil {
+		return nil
+	}
+	return v.xfer.DeleteTransportKey(ctx, tp)
+}
+
+// testIssuer stands where ca.Authority will: it signs with an in-memory CA key and
+// records every request, so a test can see that a refusal reached no issuer.
+type testIssuer struct {
+	mu    sync.Mutex
+	calls []IssueRequest
+	fail  error
+}
+
+func (i *testIssuer) Issue(_ context.Context, req IssueRequest) (*Issued, error) {
+	i.mu.Lock()
+	i.calls = append(i.calls, req)
+	fail := i.fail
+	i.mu.Unlock()
+	if fail != nil {
+		return nil, fail
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := *req.Template
+	tmpl.SerialNumber = serial.Add(serial, big.NewInt(1))
+	tmpl.NotBefore = time.Now().Add(-time.Minute).Truncate(time.Second)
+	tmpl.NotAfter = req.NotAfter
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, fx.caCert, req.PublicKey, fx.caKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Issued{Serial: tmpl.SerialNumber, DER: der, Chain: [][]byte{fx.caCert.Raw}}, nil
+}
+
+func (i *testIssuer) count() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return len(i.calls)
+}
+
+// memCard is a "card" whose key is in memory: for the certificates only the sim's
+// IssueCertificate made. The faithful card is fx.card.
+type memCard struct {
+	*rsa.PrivateKey
+	chain [][]byte
+}
+
+func (c memCard) Chain() [][]byte { return c.chain }

@@ -1,0 +1,424 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/inkan-pki/inkan/jpki"
+)
+
+// The API's paths, relative to the listener's root.
+const (
+	PathChallenge = "/v1/enroll/challenge"
+	PathEnroll    = "/v1/enroll"
+)
+
+// Limits of the API.
+const (
+	// MaxBodyBytes bounds a request body; a larger one is refused with body-too-large.
+	MaxBodyBytes = 64 << 10
+	// MaxProofLifetime bounds exp − iat of a proof.
+	MaxProofLifetime = 5 * time.Minute
+	// DefaultClockSkew is how far a client's clock may be ahead (iat) or behind (exp).
+	DefaultClockSkew = time.Minute
+)
+
+// Config configures the enrollment API of a node.
+type Config struct {
+	// Audience is the URL clients post proofs to, exactly as the proof's aud must
+	// name it: "https://ca.example.jp/v1/enroll".
+	Audience string
+	// Verifier checks JPKI chains, validity, key usage, policy and revocation.
+	Verifier *jpki.Verifier
+	// Cluster holds the nonces (register NonceHandler on every node).
+	Cluster Replicated
+	// Policy decides what is issued; Issuer issues it.
+	Policy Policy
+	Issuer Issuer
+	// LinkKey keys the hashes that tie a certificate to the JPKI certificate and the
+	// person (at least jpki.MinHashKeyLen bytes): a cluster secret, the same on every
+	// node.
+	LinkKey []byte
+	// ProblemBase prefixes the problem type names (DefaultProblemBase if empty), e.g.
+	// "https://ca.example.jp/problems/" to point clients at documentation.
+	ProblemBase string
+	// ClockSkew tolerated in iat and exp (DefaultClockSkew if 0).
+	ClockSkew time.Duration
+	// RateLimit bounds requests per client address on this node (both endpoints
+	// together); the zero value means DefaultRateLimit, a negative Rate none.
+	RateLimit RateLimit
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+	// Registerer gets the metrics if set.
+	Registerer prometheus.Registerer
+	// Logger (slog.Default() if nil) gets refusals by problem type and issuance
+	// failures; never personal data, a proof or a nonce.
+	Logger *slog.Logger
+}
+
+// Handler is the enrollment API: an http.Handler serving PathChallenge and PathEnroll
+// that a node mounts on its HTTPS API listener. Safe for concurrent use.
+type Handler struct {
+	cfg      Config
+	nonces   nonceStore
+	limiter  *limiter
+	log      *slog.Logger
+	refusals *prometheus.CounterVec
+	issued   prometheus.Counter
+	mux      *http.ServeMux
+}
+
+// NewHandler checks cfg and returns the API.
+func NewHandler(cfg Config) (*Handler, error) {
+	var errs []error
+	u, err := url.Parse(cfg.Audience)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("audience %q: not an https URL without query or fragment", cfg.Audience))
+	}
+	if cfg.Verifier == nil {
+		errs = append(errs, errors.New("no JPKI verifier"))
+	}
+	if cfg.Cluster == nil {
+		errs = append(errs, errors.New("no cluster"))
+	}
+	if cfg.Policy == nil {
+		errs = append(errs, errors.New("no policy"))
+	}
+	if cfg.Issuer == nil {
+		errs = append(errs, errors.New("no issuer"))
+	}
+	if len(cfg.LinkKey) < jpki.MinHashKeyLen {
+		errs = append(errs, fmt.Errorf("link key shorter than %d bytes", jpki.MinHashKeyLen))
+	}
+	if cfg.ClockSkew < 0 || cfg.ClockSkew > MaxProofLifetime {
+		errs = append(errs, fmt.Errorf("clock skew %v out of range (0 to %v)", cfg.ClockSkew, MaxProofLifetime))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("enroll: config: %w", err)
+	}
+	if cfg.ProblemBase == "" {
+		cfg.ProblemBase = DefaultProblemBase
+	}
+	if cfg.ClockSkew == 0 {
+		cfg.ClockSkew = DefaultClockSkew
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &Handler{
+		cfg:     cfg,
+		nonces:  nonceStore{c: cfg.Cluster},
+		limiter: newLimiter(cfg.RateLimit),
+		log:     cfg.Logger.With("component", "enroll"),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inkan_enroll_refusals_total",
+			Help: "Enrollment requests refused, by problem type.",
+		}, []string{"type"}),
+		issued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "inkan_enroll_issued_total",
+			Help: "Certificates issued through the enrollment API.",
+		}),
+	}
+	for _, p := range problemTypes {
+		h.refusals.WithLabelValues(p.name)
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{h.refusals, h.issued} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("enroll: metrics: %w", err)
+			}
+		}
+	}
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc("POST "+PathChallenge, h.serveChallenge)
+	h.mux.HandleFunc("POST "+PathEnroll, h.serveEnroll)
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// ChallengeResponse is the body of a successful challenge request.
+type ChallengeResponse struct {
+	// Nonce is base64url (no padding) of NonceLen random bytes: the proof's nonce
+	// claim, as given.
+	Nonce string `json:"nonce"`
+	// Expires is when the nonce stops being redeemable.
+	Expires time.Time `json:"expires"`
+}
+
+// Request is the body of an enrollment request.
+type Request struct {
+	// Proof is the compact JWS (RS256, x5c = the JPKI signature certificate).
+	Proof string `json:"proof"`
+	// CSR is base64url (no padding) of the DER PKCS#10 request.
+	CSR string `json:"csr"`
+	// Profile asks for a profile; empty means the policy's default.
+	Profile string `json:"profile,omitempty"`
+}
+
+// Response is the body of a successful enrollment.
+type Response struct {
+	// Serial is the certificate's serial number in lower-case hex.
+	Serial string `json:"serial"`
+	// Chain is the certificate and then the CAs above it, each standard base64 of
+	// DER (as x5c is).
+	Chain []string `json:"chain"`
+	// Profile is the profile the certificate was issued under.
+	Profile string `json:"profile"`
+}
+
+func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
+	if !h.limiter.allow(clientAddr(r), h.cfg.Now()) {
+		h.refuse(w, ErrRateLimited)
+		return
+	}
+	if _, err := readBody(w, r); err != nil {
+		h.refuse(w, err)
+		return
+	}
+	nonce, expires, err := h.nonces.create(r.Context())
+	if err != nil {
+		h.log.Error("enroll: challenge not recorded", "err", err)
+		h.refuse(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ChallengeResponse{Nonce: base64.RawURLEncoding.EncodeToString(nonce), Expires: expires})
+}
+
+func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
+	if !h.limiter.allow(clientAddr(r), h.cfg.Now()) {
+		h.refuse(w, ErrRateLimited)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			h.refuseAs(w, probMediaType, "send the request as application/json")
+			return
+		}
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	req, err := decodeRequest(body)
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	v, err := h.verify(r.Context(), req)
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	// Everything that can be checked is checked: now the nonce is redeemed, through
+	// the cluster, so that of two requests racing with one nonce exactly one goes on.
+	// A refusal before this point leaves the nonce usable.
+	if err := h.nonces.consume(r.Context(), v.claims.nonce); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			h.log.Error("enroll: nonce not redeemed", "err", err)
+		}
+		h.refuse(w, err)
+		return
+	}
+	issued, err := h.cfg.Issuer.Issue(r.Context(), v.issueRequest(h.cfg.LinkKey))
+	if err != nil {
+		p := problemFor(err)
+		if p != probRateLimited && p != probPolicyDenied {
+			h.log.Error("enroll: issuance failed", "err", err)
+			h.refuseAs(w, probIssuanceFailure, probIssuanceFailure.title)
+			return
+		}
+		h.refuse(w, err)
+		return
+	}
+	h.issued.Inc()
+	resp := Response{Serial: hex.EncodeToString(issued.Serial.Bytes()), Profile: v.decision.Profile}
+	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
+		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
+	}
+	h.log.Info("enroll: certificate issued", "serial", resp.Serial, "profile", resp.Profile)
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+// verified is a request that passed every check but the nonce's redemption.
+type verified struct {
+	claims   *claims
+	csr      *x509.CertificateRequest
+	jpki     *jpki.Result
+	decision Decision
+}
+
+// verify runs every check of an enrollment request except the nonce's redemption, in
+// an order that does the cheap and local work first: the proof's form and claims, the
+// CSR and its binding, the proof's signature under the certificate's key, an early
+// look for a spent nonce, then the JPKI chain and revocation, then the policy.
+func (h *Handler) verify(ctx context.Context, req *Request) (*verified, error) {
+	proof, err := parseJWS(req.Proof)
+	if err != nil {
+		return nil, err
+	}
+	c, err := parseClaims(proof.payload)
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(h.cfg.Audience)) != 1 {
+		return nil, fmt.Errorf("%w: aud is not this endpoint's URL", ErrAudienceMismatch)
+	}
+	now := h.cfg.Now()
+	if err := h.checkTimes(c, now); err != nil {
+		return nil, err
+	}
+	csr, der, err := parseCSR(req.CSR)
+	if err != nil {
+		return nil, err
+	}
+	if sum := sha256.Sum256(der); subtle.ConstantTimeCompare(sum[:], c.csrSHA256) != 1 {
+		return nil, fmt.Errorf("%w: csr_sha256 is not the SHA-256 of the CSR sent", ErrCSRMismatch)
+	}
+	leaf, err := x509.ParseCertificate(proof.x5c[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: x5c[0] is not a certificate", jpki.ErrMalformed)
+	}
+	if err := proof.verify(leaf.PublicKey); err != nil {
+		return nil, err
+	}
+	if h.nonces.spent(c.nonce) {
+		return nil, ErrNonceReplayed
+	}
+	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
+	if err != nil {
+		return nil, err
+	}
+	d, err := h.cfg.Policy.Decide(ctx, PolicyRequest{Profile: req.Profile, JPKI: res.Certificate, CSR: csr, At: now})
+	if err != nil {
+		return nil, err
+	}
+	if d.Template == nil {
+		return nil, fmt.Errorf("enroll: policy returned no template")
+	}
+	if jna := res.Certificate.X509().NotAfter; d.NotAfter.IsZero() || d.NotAfter.After(jna) {
+		d.NotAfter = jna // never outlive the JPKI certificate, whatever the policy says
+	}
+	return &verified{claims: c, csr: csr, jpki: res, decision: d}, nil
+}
+
+// checkTimes: iat not after now + skew, exp after iat and at most MaxProofLifetime
+// later, exp not before now − skew.
+func (h *Handler) checkTimes(c *claims, now time.Time) error {
+	skew := int64(h.cfg.ClockSkew / time.Second)
+	n := now.Unix()
+	switch {
+	case c.iat > n+skew:
+		return proofInvalid("iat lies in the future")
+	case c.exp <= c.iat:
+		return proofInvalid("exp is not after iat")
+	case c.exp-c.iat > int64(MaxProofLifetime/time.Second):
+		return proofInvalid("exp is more than %v after iat", MaxProofLifetime)
+	case c.exp < n-skew:
+		return proofInvalid("the proof expired")
+	}
+	return nil
+}
+
+func (v *verified) issueRequest(linkKey []byte) IssueRequest {
+	link := v.jpki.Certificate.CertHash(linkKey)
+	person := v.jpki.Certificate.Identity.PersonHash(linkKey)
+	return IssueRequest{
+		Profile:       v.decision.Profile,
+		PolicyVersion: v.decision.PolicyVersion,
+		Template:      v.decision.Template,
+		PublicKey:     v.csr.PublicKey,
+		NotAfter:      v.decision.NotAfter,
+		Link:          link[:],
+		Person:        person[:],
+		SkipLints:     v.decision.SkipLints,
+	}
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, err error) {
+	p := problemFor(err)
+	h.refuseAs(w, p, problemDetail(p, err))
+}
+
+func (h *Handler) refuseAs(w http.ResponseWriter, p problemType, detail string) {
+	h.refusals.WithLabelValues(p.name).Inc()
+	h.log.Debug("enroll: refused", "problem", p.name)
+	writeProblem(w, h.cfg.ProblemBase, p, detail)
+}
+
+// readBody reads at most MaxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrBodyTooLarge, MaxBodyBytes)
+		}
+		return nil, fmt.Errorf("%w: body unreadable", ErrRequestInvalid)
+	}
+	return body, nil
+}
+
+// decodeRequest decodes the JSON body: an object with proof and csr (strings) and
+// optionally profile; no other member, none twice.
+func decodeRequest(body []byte) (*Request, error) {
+	m, err := decodeObject(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: body: %v", ErrRequestInvalid, err)
+	}
+	req := &Request{}
+	fields := map[string]*string{"proof": &req.Proof, "csr": &req.CSR, "profile": &req.Profile}
+	for name, raw := range m {
+		dst, ok := fields[name]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown member %q", ErrRequestInvalid, clip(name))
+		}
+		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
+			return nil, fmt.Errorf("%w: %s is not a string", ErrRequestInvalid, name)
+		}
+	}
+	switch {
+	case req.Proof == "":
+		return nil, fmt.Errorf("%w: no proof", ErrRequestInvalid)
+	case req.CSR == "":
+		return nil, fmt.Errorf("%w: no csr", ErrRequestInvalid)
+	}
+	return req, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,519 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/jpki"
+)
+
+// env is one enrollment API over the shared cluster, behind a TLS test server.
+type env struct {
+	h        *Handler
+	srv      *httptest.Server
+	issuer   *testIssuer
+	audience string
+}
+
+// newEnv serves an API whose verifier reads crlFile (the sim's fresh CRL if empty).
+func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
+	t.Helper()
+	if crlFile == "" {
+		crlFile = fx.sim.CRLPath()
+	}
+	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: crlFile, Anchors: fx.anchors, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := jpki.NewVerifier(fx.anchors, src, jpki.PolicyTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{issuer: &testIssuer{}}
+	var h http.Handler
+	e.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	t.Cleanup(e.srv.Close)
+	e.audience = e.srv.URL + PathEnroll
+	cfg := Config{
+		Audience:  e.audience,
+		Verifier:  v,
+		Cluster:   fx.cluster,
+		Policy:    AuthenticationPolicy{PseudonymKey: bytes.Repeat([]byte{0x5a}, 32), Version: 7},
+		Issuer:    e.issuer,
+		LinkKey:   fx.linkKey,
+		RateLimit: RateLimit{Rate: -1},
+		Logger:    quiet(),
+	}
+	for _, f := range edit {
+		f(&cfg)
+	}
+	if e.h, err = NewHandler(cfg); err != nil {
+		t.Fatal(err)
+	}
+	h = e.h
+	return e
+}
+
+func (e *env) client() *Client {
+	return &Client{BaseURL: e.srv.URL, HTTP: e.srv.Client()}
+}
+
+func (e *env) challenge(t testing.TB) []byte {
+	t.Helper()
+	nonce, _, err := e.client().Challenge(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nonce
+}
+
+// proofSpec describes a request; zero fields are those of a valid one from fx.card.
+type proofSpec struct {
+	card     Card
+	signer   crypto.Signer // signs instead of card
+	chain    [][]byte
+	nonce    []byte
+	aud      string
+	iat, exp time.Time
+	csr      []byte // DER
+	csrHash  []byte // the proof's csr_sha256 claim instead of the CSR's hash
+	subKey   crypto.Signer
+	profile  string
+}
+
+// request builds the request spec describes; it returns the nonce it used.
+func (e *env) request(t testing.TB, s proofSpec) (Request, []byte) {
+	t.Helper()
+	if s.card == nil {
+		s.card = fx.card
+	}
+	if s.chain == nil {
+		s.chain = s.card.Chain()
+	}
+	if s.signer == nil {
+		s.signer = s.card
+	}
+	if s.nonce == nil {
+		s.nonce = e.challenge(t)
+	}
+	if s.aud == "" {
+		s.aud = e.audience
+	}
+	if s.iat.IsZero() {
+		s.iat = time.Now()
+	}
+	if s.exp.IsZero() {
+		s.exp = s.iat.Add(4 * time.Minute)
+	}
+	if s.subKey == nil {
+		s.subKey = fx.subKeys[0]
+	}
+	if s.csr == nil {
+		var err error
+		if s.csr, err = NewCSR(s.subKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proof, err := NewProof(s.signer, s.chain, ProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: s.iat, Expires: s.exp, CSR: s.csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.csrHash != nil {
+		proof = forge(t, map[string]any{"alg": "RS256", "x5c": x5c(s.chain)}, claimsOf(s.nonce, s.aud, s.iat, s.exp, s.csrHash), rs256(s.signer))
+	}
+	return Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(s.csr), Profile: s.profile}, s.nonce
+}
+
+func x5c(chain [][]byte) []string {
+	out := make([]string, len(chain))
+	for i, der := range chain {
+		out[i] = base64.StdEncoding.EncodeToString(der)
+	}
+	return out
+}
+
+func claimsOf(nonce []byte, aud string, iat, exp time.Time, csrHash []byte) map[string]any {
+	return map[string]any{
+		"nonce": base64.RawURLEncoding.EncodeToString(nonce), "aud": aud,
+		"iat": iat.Unix(), "exp": exp.Unix(), "csr_sha256": base64.RawURLEncoding.EncodeToString(csrHash),
+	}
+}
+
+func rs256(s crypto.Signer) func([]byte) []byte {
+	return func(input []byte) []byte {
+		d := sha256.Sum256(input)
+		sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+		if err != nil {
+			panic(err)
+		}
+		return sig
+	}
+}
+
+// forge assembles a compact JWS from a header and claims of the test's choosing.
+func forge(t testing.TB, header, claims any, sign func([]byte) []byte) string {
+	t.Helper()
+	enc := func(v any) string {
+		if b, ok := v.([]byte); ok {
+			return base64.RawURLEncoding.EncodeToString(b)
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	input := enc(header) + "." + enc(claims)
+	return input + "." + base64.RawURLEncoding.EncodeToString(sign([]byte(input)))
+}
+
+// post sends body to the enrollment endpoint.
+func (e *env) post(t testing.TB, body []byte) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+PathEnroll, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (e *env) refusals(name string) float64 {
+	var m dto.Metric
+	if err := e.h.refusals.WithLabelValues(name).Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// nonceState is the nonce's state in the cluster: 0 (absent), nonceOpen or
+// nonceConsumed.
+func nonceState(t testing.TB, nonce []byte) byte {
+	t.Helper()
+	h := sha256.Sum256(nonce)
+	var st byte
+	err := fx.cluster.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bucketNonces).Get(h[:]); len(v) == 9 {
+			st = v[8]
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// expectProblem posts body and checks the refusal: the problem type and status, the
+// refusal counter, that nothing reached the issuer, and what became of the nonce.
+func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, nonce []byte, wantNonce byte) {
+	t.Helper()
+	before := e.refusals(name)
+	calls := e.issuer.count()
+	resp := e.post(t, body)
+	if resp.StatusCode != status {
+		t.Errorf("status %d, want %d", resp.StatusCode, status)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var p Problem
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Type != DefaultProblemBase+name || p.Status != status || p.Title == "" || p.Detail == "" {
+		t.Errorf("problem %+v, want type %s%s", p, DefaultProblemBase, name)
+	}
+	if got := e.refusals(name); got != before+1 {
+		t.Errorf("refusal counter %s went from %v to %v", name, before, got)
+	}
+	if n := e.issuer.count(); n != calls {
+		t.Errorf("a refused request reached the issuer (%d calls)", n-calls)
+	}
+	if nonce != nil {
+		if st := nonceState(t, nonce); st != wantNonce {
+			t.Errorf("nonce state %d after the refusal, want %d", st, wantNonce)
+		}
+	}
+	for _, s := range []string{"印鑑", "花子", "試験町", "19900401"} {
+		if strings.Contains(p.Detail, s) || strings.Contains(p.Title, s) {
+			t.Errorf("problem carries personal data: %+v", p)
+		}
+	}
+}
+
+// TestEnroll is the path that succeeds: the jpkisim card, reached through PKCS#11,
+// signs the proof; the CA is asked for a pseudonymous authentication certificate tied
+// to the JPKI certificate by keyed hashes only.
+func TestEnroll(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	cert, err := e.client().Enroll(ctx, fx.card, fx.subKeys[1], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.issuer.calls) != 1 {
+		t.Fatalf("%d issuer calls", len(e.issuer.calls))
+	}
+	req := e.issuer.calls[0]
+	sc, err := jpki.ParseSignatureCertificate(fx.card.Chain()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, person := sc.CertHash(fx.linkKey), sc.Identity.PersonHash(fx.linkKey)
+	if !bytes.Equal(req.Link, link[:]) || !bytes.Equal(req.Person, person[:]) {
+		t.Error("link or person hash is not the keyed hash of the JPKI certificate")
+	}
+	if bytes.Contains(req.Link, sc.X509().SerialNumber.Bytes()) {
+		t.Error("the link holds the JPKI serial")
+	}
+	if req.Profile != ProfileAuthentication || req.PolicyVersion != 7 {
+		t.Errorf("profile %q version %d", req.Profile, req.PolicyVersion)
+	}
+	leaf := cert.Chain[0]
+	if !publicKeysEqual(leaf.PublicKey, fx.subKeys[1].Public()) {
+		t.Fatal("certificate is not for the subscriber's key")
+	}
+	if leaf.Subject.CommonName != Pseudonym(bytes.Repeat([]byte{0x5a}, 32), sc) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
+		t.Errorf("subject %s", leaf.Subject)
+	}
+	if leaf.KeyUsage != x509.KeyUsageDigitalSignature {
+		t.Errorf("key usage %v", leaf.KeyUsage)
+	}
+	if leaf.NotAfter.After(sc.X509().NotAfter) || leaf.NotAfter.After(time.Now().Add(MaxAuthenticationValidity)) {
+		t.Errorf("notAfter %s outlives the JPKI certificate or a year", leaf.NotAfter)
+	}
+	for _, s := range []string{"印鑑", "花子", "試験町", "千代田"} {
+		if bytes.Contains(leaf.Raw, []byte(s)) {
+			t.Errorf("the certificate carries basic-4 information")
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(fx.caCert)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("certificate does not verify under the CA: %v", err)
+	}
+}
+
+// TestRefusals sends each bad input alone and checks the problem it gets, that no
+// issuer was asked, and that the nonce is still redeemable (a refused request never
+// burns a nonce).
+func TestRefusals(t *testing.T) {
+	e := newEnv(t, "")
+	mem := func(chain []byte) memCard { return memCard{fx.memKey, [][]byte{chain}} }
+	now := time.Now()
+
+	type tc struct {
+		name   string
+		spec   proofSpec
+		edit   func(*Request)
+		prob   string
+		status int
+	}
+	cases := []tc{
+		{name: "certificate from another root", spec: proofSpec{card: mem(fx.foreign)}, prob: "jpki-untrusted", status: 403},
+		{name: "expired certificate", spec: proofSpec{card: mem(fx.expired)}, prob: "jpki-expired", status: 403},
+		{name: "proof signed by another key", spec: proofSpec{card: mem(fx.good), signer: memCard{fx.other, nil}}, prob: "proof-invalid", status: 400},
+		{name: "wrong aud", spec: proofSpec{aud: "https://evil.example/v1/enroll"}, prob: "audience-mismatch", status: 400},
+		{name: "exp too far ahead", spec: proofSpec{iat: now, exp: now.Add(MaxProofLifetime + time.Minute)}, prob: "proof-invalid", status: 400},
+		{name: "exp in the past", spec: proofSpec{iat: now.Add(-10 * time.Minute), exp: now.Add(-6 * time.Minute)}, prob: "proof-invalid", status: 400},
+		{name: "iat in the future", spec: proofSpec{iat: now.Add(10 * time.Minute)}, prob: "proof-invalid", status: 400},
+		{name: "CSR hash differs", spec: proofSpec{csrHash: bytes.Repeat([]byte{1}, 32)}, prob: "csr-mismatch", status: 400},
+		{name: "key type not allowed", spec: proofSpec{subKey: ed25519Key()}, prob: "key-type-not-allowed", status: 400},
+		{name: "profile not offered", spec: proofSpec{profile: "signing"}, prob: "policy-denied", status: 403},
+	}
+	for _, r := range reasons {
+		cases = append(cases, tc{name: "revoked " + r.String(), spec: proofSpec{card: mem(fx.revoked[r])}, prob: "jpki-revoked", status: 403})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req, nonce := e.request(t, c.spec)
+			if c.edit != nil {
+				c.edit(&req)
+			}
+			e.expectProblem(t, mustJSON(t, req), c.prob, c.status, nonce, nonceOpen)
+		})
+	}
+
+	t.Run("CSR with a bad signature", func(t *testing.T) {
+		csr, err := NewCSR(fx.subKeys[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr[len(csr)-1] ^= 0x01 // inside the signature
+		req, nonce := e.request(t, proofSpec{csr: csr})
+		e.expectProblem(t, mustJSON(t, req), "csr-invalid", 400, nonce, nonceOpen)
+	})
+
+	t.Run("stale CRL", func(t *testing.T) {
+		stale := newEnv(t, fx.stale)
+		req, nonce := stale.request(t, proofSpec{})
+		stale.expectProblem(t, mustJSON(t, req), "jpki-revocation-unavailable", 503, nonce, nonceOpen)
+	})
+
+	t.Run("unknown nonce", func(t *testing.T) {
+		nonce := make([]byte, NonceLen)
+		_, _ = rand.Read(nonce)
+		req, _ := e.request(t, proofSpec{nonce: nonce})
+		e.expectProblem(t, mustJSON(t, req), "nonce-unknown", 400, nonce, 0)
+	})
+
+	t.Run("reused nonce", func(t *testing.T) {
+		req, nonce := e.request(t, proofSpec{})
+		if _, err := e.client().Submit(context.Background(), req, nil); err != nil {
+			t.Fatal(err)
+		}
+		e.expectProblem(t, mustJSON(t, req), "nonce-replayed", 409, nonce, nonceConsumed)
+		// A fresh proof over the spent nonce fares no better.
+		again, _ := e.request(t, proofSpec{nonce: nonce, subKey: fx.subKeys[2]})
+		e.expectProblem(t, mustJSON(t, again), "nonce-replayed", 409, nonce, nonceConsumed)
+	})
+
+	// Proofs whose header a card would never make.
+	good, _ := e.request(t, proofSpec{})
+	nonce := e.challenge(t)
+	csr, _ := base64.RawURLEncoding.DecodeString(good.CSR)
+	sum := sha256.Sum256(csr)
+	claims := claimsOf(nonce, e.audience, now, now.Add(4*time.Minute), sum[:])
+	chain := x5c(fx.card.Chain())
+	hs256 := func(input []byte) []byte {
+		m := hmac.New(sha256.New, fx.card.Chain()[0]) // keyed with the public certificate: the classic confusion
+		m.Write(input)
+		return m.Sum(nil)
+	}
+	for _, h := range []struct {
+		name   string
+		header any
+		sign   func([]byte) []byte
+	}{
+		{"alg none", map[string]any{"alg": "none", "x5c": chain}, func([]byte) []byte { return nil }},
+		{"alg HS256", map[string]any{"alg": "HS256", "x5c": chain}, hs256},
+		{"alg RS512", map[string]any{"alg": "RS512", "x5c": chain}, rs256(fx.card)},
+		{"no x5c", map[string]any{"alg": "RS256"}, rs256(fx.card)},
+		{"x5c of five", map[string]any{"alg": "RS256", "x5c": append(chain, chain[0], chain[0], chain[0], chain[0])}, rs256(fx.card)},
+		{"crit", map[string]any{"alg": "RS256", "x5c": chain, "crit": []string{"exp"}}, rs256(fx.card)},
+		{"jwk", map[string]any{"alg": "RS256", "x5c": chain, "jwk": map[string]string{"kty": "oct"}}, rs256(fx.card)},
+		{"duplicate alg", json.RawMessage(`{"alg":"RS256","x5c":` + string(mustJSON(t, chain)) + `,"alg":"none"}`), rs256(fx.card)},
+	} {
+		t.Run(h.name, func(t *testing.T) {
+			body := mustJSON(t, Request{Proof: forge(t, h.header, claims, h.sign), CSR: good.CSR})
+			e.expectProblem(t, body, "proof-invalid", 400, nonce, nonceOpen)
+		})
+	}
+
+	t.Run("oversized body", func(t *testing.T) {
+		body := mustJSON(t, Request{Proof: good.Proof + strings.Repeat("A", MaxBodyBytes), CSR: good.CSR})
+		e.expectProblem(t, body, "body-too-large", 413, nil, 0)
+	})
+	t.Run("not JSON", func(t *testing.T) {
+		e.expectProblem(t, []byte(`{"proof": `), "request-invalid", 400, nil, 0)
+	})
+	t.Run("unknown member", func(t *testing.T) {
+		e.expectProblem(t, []byte(`{"proof":"a.b.c","csr":"AA","extra":1}`), "request-invalid", 400, nil, 0)
+	})
+	t.Run("wrong media type", func(t *testing.T) {
+		before := e.refusals("media-type-unsupported")
+		resp, err := e.srv.Client().Post(e.srv.URL+PathEnroll, "text/plain", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 415 || e.refusals("media-type-unsupported") != before+1 {
+			t.Errorf("status %d", resp.StatusCode)
+		}
+	})
+	// The good request was never sent: its nonce is still usable, and redeems.
+	if _, err := e.client().Submit(context.Background(), good, nil); err != nil {
+		t.Fatalf("a valid request after the refusals: %v", err)
+	}
+}
+
+func ed25519Key() crypto.Signer {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// TestRateLimit: past the burst, a client gets rate-limited (429, Retry-After) on
+// either endpoint, and nothing is recorded.
+func TestRateLimit(t *testing.T) {
+	e := newEnv(t, "", func(c *Config) { c.RateLimit = RateLimit{Rate: 0.001, Burst: 2} })
+	cl := e.client()
+	for i := range 2 {
+		if _, _, err := cl.Challenge(context.Background()); err != nil {
+			t.Fatalf("challenge %d: %v", i, err)
+		}
+	}
+	_, _, err := cl.Challenge(context.Background())
+	p, ok := err.(*Problem)
+	if !ok || p.Name() != "rate-limited" || p.Status != http.StatusTooManyRequests {
+		t.Fatalf("third challenge: %v", err)
+	}
+	e.expectProblem(t, []byte(`{}`), "rate-limited", 429, nil, 0)
+}
+
+// TestIssuerFailure: when the CA fails, the client learns only that issuance failed.
+func TestIssuerFailure(t *testing.T) {
+	e := newEnv(t, "")
+	e.issuer.fail = errSecret
+	_, err := e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
+	p, ok := err.(*Problem)
+	if !ok || p.Name() != "issuance-failed" || p.Status != 500 || strings.Contains(p.Detail, errSecret.Error()) {
+		t.Fatalf("err = %v", err)
+	}
+	e.issuer.fail = ErrRateLimited
+	_, err = e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
+	if p, ok := err.(*Problem); !ok || p.Name() != "rate-limited" {
+		t.Fatalf("per-person cap: err = %v", err)
+	}
+}
+
+var errSecret = &secretError{}
+
+type secretError struct{}
+
+func (*secretError) Error() string { return "ca: internal detail 0xdeadbeef" }
+
+// TestNewHandlerRefusesBadConfig names each problem of a bad configuration.
+func TestNewHandlerRefusesBadConfig(t *testing.T) {
+	_, err := NewHandler(Config{Audience: "http://x/v1/enroll", LinkKey: []byte("short"), ClockSkew: -1})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"audience", "verifier", "cluster", "policy", "issuer", "link key", "clock skew"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s: %v", want, err)
+		}
+	}
+}
