@@ -13,9 +13,10 @@ import (
 
 // BenchmarkSubmit measures commands per second through the whole path
 // (submit on the leader → batch → commit on 3 voters over mTLS → apply in
-// bbolt → result) with 1 KiB commands, with and without group commit, and
-// a bare raft.Apply loop of one command per entry through the same FSM on
-// the same cluster, so the ratios come from one run:
+// bbolt → result) with 1 KiB commands, with and without group commit, the
+// same submitted on a follower (forwarded, and answered once applied
+// there), and a bare raft.Apply loop of one command per entry through the
+// same FSM on the same cluster, so the ratios come from one run:
 //
 //	go test -run '^$' -bench BenchmarkSubmit -benchtime 3s ./cluster
 func BenchmarkSubmit(b *testing.B) {
@@ -29,12 +30,18 @@ func BenchmarkSubmit(b *testing.B) {
 	_, _ = rand.Read(val)
 	var seq atomic.Int64
 
+	var follower *testNode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
 	modes := []struct {
 		name  string
 		batch int
-		op    func(ctx context.Context) error
 	}{
 		{name: "group", batch: 256},
+		{name: "group-via-follower", batch: 256},
 		{name: "nogroup", batch: 1},
 		{name: "rawraft"},
 	}
@@ -51,7 +58,11 @@ func BenchmarkSubmit(b *testing.B) {
 				}
 				submit := func(ctx context.Context) error {
 					id := fmt.Sprintf("b%09d", seq.Add(1))
-					if mode.name != "rawraft" {
+					switch mode.name {
+					case "group-via-follower":
+						_, err := follower.c.Submit(ctx, putCmd(b, id, false, val))
+						return err
+					case "group", "nogroup":
 						_, err := leader.c.Submit(ctx, putCmd(b, id, false, val))
 						return err
 					}

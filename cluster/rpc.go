@@ -142,7 +142,11 @@ type rpcClient struct {
 	idle map[string][]*rpcConn
 }
 
-const maxIdlePerAddr = 32
+// maxIdlePerAddr keeps enough connections for every concurrent forwarder:
+// at 32, 64 submitters on a follower re-dialled (a TLS handshake signed in
+// the HSM) for half their calls, and forwarded writes ran at a third of
+// the rate.
+const maxIdlePerAddr = 256
 
 func (c *rpcClient) call(ctx context.Context, addr string, req rpcRequest) (rpcResponse, error) {
 	rc, err := c.get(ctx, addr)
