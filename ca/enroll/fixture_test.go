@@ -34,7 +34,22 @@ import (
 // CRL, a real one-node cluster whose key vault is a SoftHSM token, and a CA for the
 // test issuer. Tests share the cluster; each uses its own nonces.
 
-var fx *fixture
+// fx is the fixture; a test that uses it calls needFixture first. It is made lazily
+// so that fuzz workers, which run this binary's TestMain too, do not pay for it.
+var (
+	fx        *fixture
+	fxOnce    sync.Once
+	fxErr     error
+	fxCleanup func()
+)
+
+func needFixture(t testing.TB) {
+	t.Helper()
+	fxOnce.Do(func() { fx, fxCleanup, fxErr = newFixture() })
+	if fxErr != nil {
+		t.Fatalf("enroll fixture: %v", fxErr)
+	}
+}
 
 type fixture struct {
 	dir     string
@@ -67,15 +82,10 @@ var reasons = []jpki.Reason{
 }
 
 func TestMain(m *testing.M) {
-	f, cleanup, err := newFixture()
-	if err != nil {
-		cleanup()
-		fmt.Fprintln(os.Stderr, "enroll fixture:", err)
-		os.Exit(1)
-	}
-	fx = f
 	code := m.Run()
-	cleanup()
+	if fxCleanup != nil {
+		fxCleanup()
+	}
 	os.Exit(code)
 }
 

@@ -34,6 +34,7 @@ type env struct {
 // newEnv serves an API whose verifier reads crlFile (the sim's fresh CRL if empty).
 func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	t.Helper()
+	needFixture(t)
 	if crlFile == "" {
 		crlFile = fx.sim.CRLPath()
 	}
@@ -66,6 +67,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	if e.h, err = NewHandler(cfg); err != nil {
 		t.Fatal(err)
 	}
+	e.audience = cfg.Audience
 	h = e.h
 	return e
 }

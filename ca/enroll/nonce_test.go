@@ -1,0 +1,302 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+)
+
+// applier runs the nonce handler's Apply on a bbolt file of its own, one transaction
+// per command, rolled back on refusal as the cluster does: Apply is a pure function of
+// the state and the entry, so no Raft is needed to test it.
+type applier struct {
+	t  *testing.T
+	db *bbolt.DB
+}
+
+func newApplier(t *testing.T) *applier {
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range NonceHandler().Buckets() {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &applier{t: t, db: db}
+}
+
+var errRollback = errors.New("rollback")
+
+func (a *applier) apply(op string, nonce []byte, at time.Time) ([]byte, error) {
+	a.t.Helper()
+	h := sha256.Sum256(nonce)
+	cmd, err := cluster.NewCommand(NonceCommand, 1, nonceBody{Op: op, Hash: h[:]})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	var res []byte
+	var refusal error
+	err = a.db.Update(func(tx *bbolt.Tx) error {
+		res, err = NonceHandler().Apply(tx, cluster.Entry{Time: at, Command: cmd})
+		if errors.Is(err, cluster.ErrRefused) {
+			refusal = err
+			return errRollback
+		}
+		return err
+	})
+	if refusal != nil {
+		return nil, refusal
+	}
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return res, nil
+}
+
+func (a *applier) dump() []byte {
+	var out bytes.Buffer
+	_ = a.db.View(func(tx *bbolt.Tx) error {
+		for _, name := range NonceHandler().Buckets() {
+			_ = tx.Bucket(name).ForEach(func(k, v []byte) error {
+				fmt.Fprintf(&out, "%s %x %x\n", name, k, v)
+				return nil
+			})
+		}
+		return nil
+	})
+	return out.Bytes()
+}
+
+func newNonce() []byte {
+	n := make([]byte, NonceLen)
+	_, _ = rand.Read(n)
+	return n
+}
+
+// TestNonceApply: expiry is judged by the entry's time, a nonce redeems once, a
+// replay inside the TTL is told from an unknown nonce, expired nonces are pruned, and
+// two replicas applying the same entries hold the same bytes.
+func TestNonceApply(t *testing.T) {
+	t0 := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	a, b := newApplier(t), newApplier(t)
+	n1, n2, n3 := newNonce(), newNonce(), newNonce()
+	steps := []struct {
+		op      string
+		nonce   []byte
+		at      time.Time
+		wantErr error
+	}{
+		{opCreate, n1, t0, nil},
+		{opCreate, n1, t0, errors.New("exists")}, // the same hash twice
+		{opCreate, n2, t0.Add(time.Minute), nil},
+		{opConsume, n1, t0.Add(4 * time.Minute), nil},
+		{opConsume, n1, t0.Add(4 * time.Minute), ErrNonceReplayed},
+		{opConsume, n3, t0.Add(4 * time.Minute), ErrNonceUnknown},
+		{opConsume, n2, t0.Add(NonceTTL + time.Minute + time.Second), ErrNonceUnknown}, // expired, not redeemable
+		{opConsume, n1, t0.Add(NonceTTL + time.Second), ErrNonceUnknown},               // pruned: unknown now
+		{opCreate, n3, t0.Add(time.Hour), nil},
+	}
+	for i, s := range steps {
+		for _, ap := range []*applier{a, b} {
+			res, err := ap.apply(s.op, s.nonce, s.at)
+			switch {
+			case s.wantErr == nil && err != nil:
+				t.Fatalf("step %d: %v", i, err)
+			case s.wantErr != nil && !errors.Is(err, cluster.ErrRefused):
+				t.Fatalf("step %d: err = %v, want a refusal", i, err)
+			case errors.Is(s.wantErr, ErrNonceReplayed) || errors.Is(s.wantErr, ErrNonceUnknown):
+				if !isRefusal(err, s.wantErr) {
+					t.Fatalf("step %d: err = %v, want %v", i, err, s.wantErr)
+				}
+			}
+			if s.op == opCreate && err == nil && len(res) != 8 {
+				t.Fatalf("step %d: create returned %d bytes", i, len(res))
+			}
+		}
+	}
+	if !bytes.Equal(a.dump(), b.dump()) {
+		t.Fatal("two replicas diverged")
+	}
+	// Only n3 is left (n1 and n2 expired and were pruned), and the live count says so.
+	dump := string(a.dump())
+	h3 := sha256.Sum256(n3)
+	for _, n := range [][]byte{n1, n2} {
+		h := sha256.Sum256(n)
+		if bytes.Contains([]byte(dump), fmt.Appendf(nil, "%x", h)) {
+			t.Errorf("expired nonce still held:\n%s", dump)
+		}
+	}
+	if !bytes.Contains([]byte(dump), fmt.Appendf(nil, "%x", h3)) || !bytes.Contains([]byte(dump), fmt.Appendf(nil, "%x 0000000000000001", keyLive)) {
+		t.Errorf("state after pruning:\n%s", dump)
+	}
+	// Nothing in the state is a nonce: only hashes.
+	for _, n := range [][]byte{n1, n2, n3} {
+		if bytes.Contains([]byte(dump), fmt.Appendf(nil, "%x", n)) {
+			t.Error("a nonce is stored in clear")
+		}
+	}
+}
+
+// TestNoncePruneBounded: one command prunes at most pruneBatch expired nonces.
+func TestNoncePruneBounded(t *testing.T) {
+	a := newApplier(t)
+	t0 := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	for i := range pruneBatch + 10 {
+		if _, err := a.apply(opCreate, newNonce(), t0.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := t0.Add(time.Hour)
+	if _, err := a.apply(opCreate, newNonce(), later); err != nil {
+		t.Fatal(err)
+	}
+	count := func() uint64 {
+		var n uint64
+		_ = a.db.View(func(tx *bbolt.Tx) error {
+			v := tx.Bucket(bucketNonces).Get(keyLive)
+			for _, c := range v {
+				n = n<<8 | uint64(c)
+			}
+			return nil
+		})
+		return n
+	}
+	if got := count(); got != 11 { // 10 left over, plus the new one
+		t.Fatalf("live after one prune = %d, want 11", got)
+	}
+	if _, err := a.apply(opCreate, newNonce(), later); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != 2 {
+		t.Fatalf("live after two prunes = %d, want 2", got)
+	}
+}
+
+// TestNonceRaceThreeNodes redeems one nonce at two different nodes of a three-node
+// cluster at the same time, through the API: exactly one request is issued, the other
+// is refused as a replay. Then many concurrent redemptions of one nonce across all
+// three nodes: exactly one succeeds.
+func TestNonceRaceThreeNodes(t *testing.T) {
+	needFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	first, err := openNode(ctx, filepath.Join(dir, "n0"), softhsm.NewToken(t), true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*cluster.Cluster{first}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Shutdown(context.Background())
+		}
+	})
+	for i := 1; i < 3; i++ {
+		tok, err := first.CreateJoinToken(ctx, time.Minute, cluster.Voter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := openNode(ctx, filepath.Join(dir, fmt.Sprintf("n%d", i)), softhsm.NewToken(t), false, &cluster.Join{Addr: first.Addr(), Token: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+
+	const audience = "https://enroll.example.jp/v1/enroll"
+	envs := make([]*env, 3)
+	for i := range envs {
+		envs[i] = newEnv(t, "", func(c *Config) { c.Cluster = nodes[i]; c.Audience = audience })
+		envs[i].issuer = envs[0].issuer
+		envs[i].h.cfg.Issuer = envs[0].issuer
+	}
+	issuer := envs[0].issuer
+	for round := range 3 {
+		req, _ := envs[0].request(t, proofSpec{subKey: fx.subKeys[round%len(fx.subKeys)]})
+		body := mustJSON(t, req)
+		before := issuer.count()
+		var wg sync.WaitGroup
+		statuses := make([]int, 2)
+		problems := make([]string, 2)
+		for i, e := range envs[1:] {
+			wg.Go(func() {
+				resp, err := e.srv.Client().Post(e.srv.URL+PathEnroll, "application/json", bytes.NewReader(body))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer resp.Body.Close()
+				statuses[i] = resp.StatusCode
+				if resp.StatusCode != http.StatusCreated {
+					var p Problem
+					_ = json.NewDecoder(resp.Body).Decode(&p)
+					problems[i] = p.Name()
+				}
+			})
+		}
+		wg.Wait()
+		won, lost := 0, 0
+		for i := range statuses {
+			switch {
+			case statuses[i] == http.StatusCreated:
+				won++
+			case statuses[i] == http.StatusConflict && problems[i] == "nonce-replayed":
+				lost++
+			}
+		}
+		if won != 1 || lost != 1 || issuer.count() != before+1 {
+			t.Fatalf("round %d: statuses %v problems %v, issuer calls %d: want exactly one issued", round, statuses, problems, issuer.count()-before)
+		}
+	}
+
+	// Many redeemers of one nonce, spread over the nodes.
+	nonce, _, err := nonceStore{c: nodes[2]}.create(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok, replayed int
+	for i := range 12 {
+		wg.Go(func() {
+			err := nonceStore{c: nodes[i%3]}.consume(ctx, nonce)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrNonceReplayed):
+				replayed++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 1 || replayed != 11 {
+		t.Fatalf("%d redeemed, %d refused as replays; want 1 and 11", ok, replayed)
+	}
+}
