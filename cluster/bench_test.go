@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 )
 
 // BenchmarkSubmit measures commands per second through the whole path
@@ -112,4 +114,49 @@ func BenchmarkSubmit(b *testing.B) {
 		}
 	}
 	leader.c.batch.maxCount = 256
+}
+
+// BenchmarkViewCurrent measures current reads: each costs a leader barrier
+// (one Raft entry), shared by all readers waiting when it starts.
+//
+//	go test -run '^$' -bench BenchmarkViewCurrent -benchtime 2s ./cluster
+func BenchmarkViewCurrent(b *testing.B) {
+	nodes := newTestCluster(b, 3, func(c *Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout = time.Second, time.Second
+		c.LeaderLeaseTimeout = 500 * time.Millisecond
+	})
+	leader := waitLeader(b, nodes)
+	var follower *testNode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	for _, where := range []*testNode{leader, follower} {
+		name := "leader"
+		if where == follower {
+			name = "follower"
+		}
+		for _, workers := range []int{1, 64} {
+			b.Run(fmt.Sprintf("%s/c=%d", name, workers), func(b *testing.B) {
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				start := time.Now()
+				for w := 0; w < workers; w++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for next.Add(1) <= int64(b.N) {
+							if err := where.c.ViewCurrent(context.Background(), func(*bbolt.Tx) error { return nil }); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "reads/s")
+			})
+		}
+	}
 }
