@@ -566,30 +566,8 @@ func (c *Cluster) bound(ctx context.Context) (context.Context, context.CancelFun
 func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (rpcResponse, error) {
 	backoff := 5 * time.Millisecond
 	for {
-		var resp rpcResponse
-		var err error
-		addr := via
-		if addr == "" {
-			if c.raft.State() == raft.Leader {
-				resp = c.leaderOp(ctx, req)
-				err = resp.err()
-				goto check
-			}
-			a, _ := c.raft.LeaderWithID()
-			addr = string(a)
-		}
-		if addr == "" {
-			err = ErrNoLeader
-		} else if resp, err = c.rpc.call(ctx, addr, req); err != nil {
-			err = fmt.Errorf("%w: %w", errTransport, err)
-		} else {
-			err = resp.err()
-		}
-	check:
-		if err == nil {
-			return resp, nil
-		}
-		if !retryable(err) {
+		resp, err := c.callOnce(ctx, req, via)
+		if err == nil || !retryable(err) {
 			return resp, err
 		}
 		select {
@@ -603,6 +581,25 @@ func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (r
 			backoff *= 2
 		}
 	}
+}
+
+func (c *Cluster) callOnce(ctx context.Context, req rpcRequest, via string) (rpcResponse, error) {
+	addr := via
+	if addr == "" {
+		if c.raft.State() == raft.Leader {
+			resp := c.leaderOp(ctx, req)
+			return resp, resp.err()
+		}
+		a, _ := c.raft.LeaderWithID()
+		if addr = string(a); addr == "" {
+			return rpcResponse{}, ErrNoLeader
+		}
+	}
+	resp, err := c.rpc.call(ctx, addr, req)
+	if err != nil {
+		return resp, fmt.Errorf("%w: %w", errTransport, err)
+	}
+	return resp, resp.err()
 }
 
 // serveRPC answers the cluster RPC from an authenticated node. A nonvoter
