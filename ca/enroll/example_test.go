@@ -1,0 +1,111 @@
+package enroll_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/inkan-pki/inkan/ca/enroll"
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/jpki"
+)
+
+// How a node wires the API: the nonce handler goes into every node's cluster
+// configuration, the Handler onto the HTTPS API listener.
+func ExampleNewHandler() {
+	var (
+		verifier *jpki.Verifier   // from the node's jpki configuration (Config.NewVerifier)
+		node     *cluster.Cluster // opened with enroll.NonceHandler() among its Handlers
+		issuer   enroll.Issuer    // ca.Authority
+		linkKey  []byte           // the cluster's link secret (32 bytes or more)
+		pseudo   []byte           // the policy's pseudonym secret
+	)
+	_ = cluster.Config{Handlers: []cluster.Handler{enroll.NonceHandler()}}
+
+	h, err := enroll.NewHandler(enroll.Config{
+		Audience: "https://ca.example.jp/v1/enroll",
+		Verifier: verifier,
+		Cluster:  node,
+		Policy:   enroll.AuthenticationPolicy{PseudonymKey: pseudo},
+		Issuer:   issuer,
+		LinkKey:  linkKey,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	api := http.NewServeMux()
+	api.Handle(enroll.PathChallenge, h)
+	api.Handle(enroll.PathEnroll, h)
+}
+
+// The client: the card through PKCS#11 (OpenSC's module for a real card; the PIN
+// from a file, never the command line), a new P-256 key in a 0600 file, and one call.
+func ExampleClient_Enroll() {
+	ctx := context.Background()
+	uri, err := hsm.ParseURI("pkcs11:token=JPKI;object=Digital%20Signature%20Key")
+	if err != nil {
+		log.Fatal(err)
+	}
+	card, err := enroll.OpenCard(ctx, enroll.CardConfig{
+		Module: "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+		Key:    uri,
+		PIN:    hsm.PINFile("/run/user/1000/jpki-sign-pin"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer card.Close()
+	key, err := enroll.OpenSubscriberKey(ctx, enroll.KeyConfig{File: "derived.key"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer key.Close()
+
+	client := &enroll.Client{BaseURL: "https://ca.example.jp"}
+	cert, err := client.Enroll(ctx, card, key, "")
+	if err != nil {
+		log.Fatal(err) // a refusal is an *enroll.Problem
+	}
+	fmt.Fprintln(os.Stderr, "enrolled", cert.Chain[0].Subject)
+}
+
+// A proof is a compact JWS signed RS256 by the card, the certificate in x5c.
+func ExampleNewProof() {
+	cardKey, _ := rsa.GenerateKey(rand.Reader, 2048) // a card's key stays in the card
+	subscriber, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := enroll.NewCSR(subscriber)
+	if err != nil {
+		log.Fatal(err)
+	}
+	now := time.Now()
+	proof, err := enroll.NewProof(cardKey, [][]byte{[]byte("the JPKI certificate's DER")}, enroll.ProofClaims{
+		Nonce:    make([]byte, enroll.NonceLen), // from the challenge
+		Audience: "https://ca.example.jp/v1/enroll",
+		IssuedAt: now,
+		Expires:  now.Add(4 * time.Minute),
+		CSR:      csr,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	parts := strings.Split(proof, ".")
+	header, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	var h struct {
+		Alg string   `json:"alg"`
+		X5C []string `json:"x5c"`
+	}
+	_ = json.Unmarshal(header, &h)
+	fmt.Println(len(parts), h.Alg, len(h.X5C))
+	// Output: 3 RS256 1
+}
