@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 )
 
@@ -335,4 +337,115 @@ func putUint64(b []byte, v uint64) {
 		b[i] = byte(v)
 		v >>= 8
 	}
+}
+
+// addServer adds a joined member to the Raft configuration in its role.
+func (c *Cluster) addServer(ctx context.Context, id string) error {
+	var m Member
+	var ok bool
+	if err := c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { m, ok = readMember(tx, id); return nil }); err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("cluster: admit %s: not a member (join first)", id)
+	}
+	var f raft.IndexFuture
+	if m.Role == Nonvoter {
+		f = c.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.Addr), 0, 0)
+	} else {
+		f = c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.Addr), 0, 0)
+	}
+	return waitFuture(ctx, f)
+}
+
+// removeServer takes a node out of the Raft configuration and records it
+// as removed, so its certificate is refused from then on.
+func (c *Cluster) removeServer(ctx context.Context, id string) error {
+	if err := waitFuture(ctx, c.raft.RemoveServer(raft.ServerID(id), 0, 0)); err != nil {
+		return err
+	}
+	cmd, err := NewCommand(cmdMemberRemove, 1, memberRemove{Node: id})
+	if err != nil {
+		return err
+	}
+	_, err = c.submit(ctx, cmd)
+	return err
+}
+
+// RemoveNode removes a node from the cluster (from any node). Its
+// certificate is refused from then on; a removed ID never rejoins.
+func (c *Cluster) RemoveNode(ctx context.Context, id string) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	_, err := c.leaderCall(ctx, rpcRequest{Op: opRemove, Node: id}, "")
+	return err
+}
+
+// TransferLeadership asks the leader to hand leadership to another voter.
+func (c *Cluster) TransferLeadership(ctx context.Context) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	_, err := c.leaderCall(ctx, rpcRequest{Op: opTransfer}, "")
+	return err
+}
+
+// Leave is the clean exit for a node being decommissioned: it hands off
+// leadership if it leads, has itself removed, and shuts down.
+func (c *Cluster) Leave(ctx context.Context) error {
+	if c.raft.State() == raft.Leader {
+		if err := waitFuture(ctx, c.raft.LeadershipTransfer()); err != nil {
+			return fmt.Errorf("cluster: leave: transfer leadership: %w", err)
+		}
+	}
+	if err := c.RemoveNode(ctx, c.id); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	return c.Shutdown(ctx)
+}
+
+// Leader returns the leader's ID and address as this node knows them
+// (empty if none).
+func (c *Cluster) Leader() (id, addr string) {
+	a, i := c.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Status is a node's view of the cluster.
+type Status struct {
+	ID           string
+	State        string // Leader, Follower, Candidate, Shutdown
+	Role         Role
+	LeaderID     string
+	LeaderAddr   string
+	CommitIndex  uint64
+	AppliedIndex uint64
+	Members      []Member // from the replicated state
+	Voters       []string // from the Raft configuration
+	Nonvoters    []string
+}
+
+// Status reports this node's view of the cluster.
+func (c *Cluster) Status() (Status, error) {
+	s := Status{ID: c.id, State: c.raft.State().String(), Role: c.creds.role,
+		CommitIndex: c.raft.CommitIndex(), AppliedIndex: c.fsm.applied.Load()}
+	s.LeaderID, s.LeaderAddr = c.Leader()
+	if err := c.View(func(tx *bbolt.Tx) error {
+		var err error
+		s.Members, err = readMembers(tx)
+		return err
+	}); err != nil {
+		return s, err
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return s, err
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			s.Voters = append(s.Voters, string(srv.ID))
+		} else {
+			s.Nonvoters = append(s.Nonvoters, string(srv.ID))
+		}
+	}
+	return s, nil
 }

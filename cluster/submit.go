@@ -1,0 +1,211 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Submit proposes cmd and returns its result once it is committed and
+// applied on this node (so a View here sees it). It may be called on any
+// node: a follower forwards the command to the leader, and across a leader
+// change the command is sent again until ctx ends — a retried command is
+// applied once. A refusal is returned as an error matching ErrRefused.
+func (c *Cluster) Submit(ctx context.Context, cmd Command) ([]byte, error) {
+	if strings.HasPrefix(cmd.Type, reservedPrefix) {
+		return nil, fmt.Errorf("cluster: command type %q is reserved", cmd.Type)
+	}
+	if !c.canApply(cmd) {
+		return nil, fmt.Errorf("cluster: %s v%d: %w", cmd.Type, cmd.Version, ErrUnknownCommand)
+	}
+	return c.submit(ctx, cmd)
+}
+
+func (c *Cluster) canApply(cmd Command) bool {
+	r, ok := c.fsm.handlers[cmd.Type]
+	return ok && r.versions[cmd.Version]
+}
+
+func (c *Cluster) submit(ctx context.Context, cmd Command) ([]byte, error) {
+	raw, err := encodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	start := time.Now()
+	id, err := newRequestID(start)
+	if err != nil {
+		return nil, err
+	}
+	wait := c.fsm.register(id)
+	defer c.fsm.unregister(id)
+	req := rpcRequest{Op: opSubmit, ID: id, Cmd: raw}
+	if _, err := c.leaderCall(ctx, req, ""); err != nil {
+		// The command may have been applied all the same.
+		select {
+		case r := <-wait:
+			return r.value, r.err
+		default:
+			return nil, err
+		}
+	}
+	select {
+	case r := <-wait:
+		c.metrics.commitLatency.Observe(time.Since(start).Seconds())
+		return r.value, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("cluster: committed, not yet applied here: %w", ctx.Err())
+	case <-c.done:
+		return nil, ErrShutdown
+	}
+}
+
+// bound gives ctx the default deadline if it has none.
+func (c *Cluster) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// leaderCall runs req on the leader — here if this node leads, else over
+// the RPC — retrying across leader changes until ctx ends. via, if set, is
+// the address to send to (the leader forwards if it is not the leader).
+func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (rpcResponse, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		resp, err := c.callOnce(ctx, req, via)
+		if err == nil || !retryable(err) {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return resp, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-c.done:
+			return resp, ErrShutdown
+		case <-time.After(backoff):
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+func (c *Cluster) callOnce(ctx context.Context, req rpcRequest, via string) (rpcResponse, error) {
+	addr := via
+	if addr == "" {
+		if c.raft.State() == raft.Leader {
+			resp := c.leaderOp(ctx, req)
+			return resp, resp.err()
+		}
+		a, _ := c.raft.LeaderWithID()
+		if addr = string(a); addr == "" {
+			return rpcResponse{}, ErrNoLeader
+		}
+	}
+	resp, err := c.rpc.call(ctx, addr, req)
+	if err != nil {
+		return resp, fmt.Errorf("%w: %w", errTransport, err)
+	}
+	return resp, resp.err()
+}
+
+// serveRPC answers the cluster RPC from an authenticated node. A nonvoter
+// (an edge) may submit, read, join others and leave, but not remove another
+// node or move leadership.
+func (c *Cluster) serveRPC(conn *tls.Conn, peerCert *x509.Certificate) {
+	peer := peerCert.Subject.CommonName
+	voter := roleOf(peerCert) == Voter
+	serveConn(c.ctx, conn, func(ctx context.Context, req rpcRequest) rpcResponse {
+		switch {
+		case req.Op == opAdmit && req.Node == "":
+			req.Node = peer // a node asks to be admitted as itself
+		case !voter && req.Op == opTransfer,
+			!voter && req.Op == opRemove && req.Node != peer:
+			return rpcResponse{Code: "error", Msg: fmt.Sprintf("cluster: %s: not allowed to nonvoter %s", req.Op, peer)}
+		}
+		ctx, cancel := c.bound(ctx)
+		defer cancel()
+		return c.leaderOp(ctx, req)
+	})
+}
+
+// leaderOp runs req here if this node leads, forwards it to the leader if
+// it is an operation any node may be asked (admit, join, remove, transfer),
+// and answers "not leader" otherwise (the caller retries).
+func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
+	if c.raft.State() != raft.Leader {
+		switch req.Op {
+		case opAdmit, opJoin, opRemove, opTransfer:
+			resp, err := c.leaderCall(ctx, req, "")
+			if err != nil {
+				return errorResponse(err)
+			}
+			return resp
+		}
+		return errorResponse(ErrNotLeader)
+	}
+	var err error
+	var resp rpcResponse
+	switch req.Op {
+	case opSubmit:
+		p := &proposal{id: req.ID, cmd: req.Cmd, done: make(chan error, 1)}
+		var cmd Command
+		if cmd, err = decodeCommand(req.Cmd); err == nil && !c.canApply(cmd) {
+			// The leader would stop on it (and so would its followers
+			// of the same version): refuse it before it is in the log.
+			err = fmt.Errorf("cluster: leader %s: %s v%d: %w", c.id, cmd.Type, cmd.Version, ErrUnknownCommand)
+		}
+		if err == nil {
+			c.batch.propose(p)
+			select {
+			case err = <-p.done:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+	case opReadIndex:
+		resp.Index, err = c.reads.wait(ctx)
+	case opAdmit:
+		err = c.addServer(ctx, req.Node)
+	case opRemove:
+		err = c.removeServer(ctx, req.Node)
+	case opTransfer:
+		err = waitFuture(ctx, c.raft.LeadershipTransfer())
+	case opJoin:
+		if req.Join == nil {
+			err = errors.New("cluster: join: empty request")
+		} else {
+			resp.Join, err = c.admitJoiner(ctx, req.Join)
+		}
+	default:
+		err = fmt.Errorf("cluster: unknown rpc %q", req.Op)
+	}
+	if err != nil {
+		if retryable(err) && !errors.Is(err, ErrNotLeader) {
+			// Leadership moved while committing: the caller sends the
+			// request again (a command with the same ID is applied once).
+			err = fmt.Errorf("%w: %w", ErrNotLeader, err)
+		}
+		return errorResponse(err)
+	}
+	return resp
+}
+
+func waitFuture(ctx context.Context, f raft.Future) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
