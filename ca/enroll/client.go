@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -113,6 +114,15 @@ type Certificate struct {
 	Profile string
 	// Chain is the certificate, then the CAs above it.
 	Chain []*x509.Certificate
+}
+
+// PEM is the chain in PEM, the certificate first: what `inkan enroll --out` writes.
+func (c *Certificate) PEM() []byte {
+	var out []byte
+	for _, cert := range c.Chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
+	}
+	return out
 }
 
 // Challenge asks for a nonce.

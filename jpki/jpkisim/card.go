@@ -52,21 +52,33 @@ func (s *Sim) IssueCard(ctx context.Context, cfg hsm.Config, spec CardSpec) (*Ca
 	return s.issueCard(ctx, cfg, spec, false)
 }
 
-// Reissue issues a new certificate to the same person as the certificate previous,
-// with edit applied to the person (a move: a new address, prefecture and
+// Reissue issues a new certificate (under the same policy) to the same person as the
+// certificate previous, with edit applied to the person (a move: a new address, prefecture and
 // municipality), on the card in cfg (which may be the card previous was on: its key and
 // certificate are replaced, as a city hall rewrites a card), and revokes previous
 // with reason affiliationChanged, the reason J-LIS gives when a certificate's
 // contents change. It does not publish a CRL.
 func (s *Sim) Reissue(ctx context.Context, cfg hsm.Config, previous *big.Int, edit func(*Person)) (*Card, error) {
-	p, err := s.Person(previous)
+	st, err := s.load()
+	if err != nil {
+		return nil, err
+	}
+	r := st.find(previous)
+	if r == nil {
+		return nil, ErrUnknownSerial
+	}
+	p, err := personOf(r.DER)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := jpki.ParseSignatureCertificate(r.DER)
 	if err != nil {
 		return nil, err
 	}
 	if edit != nil {
 		edit(&p)
 	}
-	card, err := s.issueCard(ctx, cfg, CardSpec{Person: p}, true)
+	card, err := s.issueCard(ctx, cfg, CardSpec{Person: p, Policy: sc.Policy}, true)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,10 @@ package jpkisim
 
 import (
 	"bytes"
+	"context"
 	"encoding/pem"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -37,3 +40,39 @@ func (s *Sim) Handler() http.Handler {
 	})
 	return mux
 }
+
+// ServeCRL serves Handler on l until ctx ends, publishing a new CRL whenever the state
+// changed (a revoke by another process) or the last CRL's thisUpdate is older than
+// maxAge (DefaultCRLValidity/2 if 0), checking every few seconds, so the CRL it
+// serves is never past its nextUpdate while it runs.
+func (s *Sim) ServeCRL(ctx context.Context, l net.Listener, maxAge time.Duration) error {
+	if maxAge <= 0 {
+		maxAge = DefaultCRLValidity / 2
+	}
+	if _, err := s.Refresh(maxAge); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	tick := time.NewTicker(refreshCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if _, err := s.Refresh(maxAge); err != nil {
+				slog.Error("jpkisim: CRL not refreshed", "err", err)
+			}
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+			return nil
+		}
+	}
+}
+
+// refreshCheck is how often ServeCRL looks for changes.
+const refreshCheck = 2 * time.Second
