@@ -55,7 +55,11 @@ func (s *Sim) ServeCRL(ctx context.Context, l net.Listener, maxAge time.Duration
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
-	tick := time.NewTicker(refreshCheck)
+	every := s.refreshCheck
+	if every <= 0 {
+		every = refreshCheck
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {

@@ -67,6 +67,8 @@ type Sim struct {
 	root *x509.Certificate
 	now  func() time.Time
 	mu   sync.Mutex // serialises this process's changes; the lock file serialises processes
+
+	refreshCheck time.Duration // how often ServeCRL looks for changes (refreshCheck if 0)
 }
 
 // Init makes a new state directory (created if missing; it must not hold a sim

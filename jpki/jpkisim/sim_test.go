@@ -13,6 +13,8 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -523,5 +525,64 @@ func TestPersonRefused(t *testing.T) {
 		if _, err := s.IssueCertificate(&testKeys()[1].PublicKey, CardSpec{Person: p}); err == nil {
 			t.Errorf("%s: issued", name)
 		}
+	}
+}
+
+// TestServeCRL: the served CRL follows a revocation made by another process (another
+// Sim over the same directory) without a restart.
+func TestServeCRL(t *testing.T) {
+	s := newSim(t)
+	s.refreshCheck = 20 * time.Millisecond
+	c, err := s.IssueCertificate(&testKeys()[1].PublicKey, CardSpec{Person: DemoPerson()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeCRL(ctx, l, time.Hour) }()
+	fetch := func() *x509.RevocationList {
+		resp, err := http.Get("http://" + l.Addr().String() + "/crl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		der, _ := io.ReadAll(resp.Body)
+		rl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatalf("GET /crl: %s: %v", resp.Status, err)
+		}
+		if err := rl.CheckSignatureFrom(s.Root()); err != nil {
+			t.Fatal(err)
+		}
+		return rl
+	}
+	if rl := fetch(); len(rl.RevokedCertificateEntries) != 0 {
+		t.Fatal("fresh CRL lists a revocation")
+	}
+	other, err := Open(Config{Dir: s.Dir(), Key: testKeys()[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Revoke(c.Serial, jpki.ReasonCertificateHold, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rl := fetch()
+		if len(rl.RevokedCertificateEntries) == 1 && rl.RevokedCertificateEntries[0].ReasonCode == int(jpki.ReasonCertificateHold) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the served CRL did not pick up the revocation")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
