@@ -200,39 +200,9 @@ func TestNoncePruneBounded(t *testing.T) {
 // is refused as a replay. Then many concurrent redemptions of one nonce across all
 // three nodes: exactly one succeeds.
 func TestNonceRaceThreeNodes(t *testing.T) {
-	needFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	dir := t.TempDir()
-	first, err := openNode(ctx, filepath.Join(dir, "n0"), softhsm.NewToken(t), true, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes := []*cluster.Cluster{first}
-	t.Cleanup(func() {
-		for _, n := range nodes {
-			n.Shutdown(context.Background())
-		}
-	})
-	for i := 1; i < 3; i++ {
-		tok, err := first.CreateJoinToken(ctx, time.Minute, cluster.Voter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := openNode(ctx, filepath.Join(dir, fmt.Sprintf("n%d", i)), softhsm.NewToken(t), false, &cluster.Join{Addr: first.Addr(), Token: tok})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
-	}
-
-	const audience = "https://enroll.example.jp/v1/enroll"
-	envs := make([]*env, 3)
-	for i := range envs {
-		envs[i] = newEnv(t, "", func(c *Config) { c.Cluster = nodes[i]; c.Audience = audience })
-		envs[i].issuer = envs[0].issuer
-		envs[i].h.cfg.Issuer = envs[0].issuer
-	}
+	nodes := threeNodes(t)
+	ctx := context.Background()
+	envs := clusterEnvs(t, nodes)
 	issuer := envs[0].issuer
 	for round := range 3 {
 		req, _ := envs[0].request(t, proofSpec{subKey: fx.subKeys[round%len(fx.subKeys)]})
@@ -299,4 +269,48 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 	if ok != 1 || replayed != 11 {
 		t.Fatalf("%d redeemed, %d refused as replays; want 1 and 11", ok, replayed)
 	}
+}
+
+// threeNodes starts a three-voter cluster, each node's key vault a SoftHSM token.
+func threeNodes(t testing.TB) []*cluster.Cluster {
+	t.Helper()
+	needFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	first, err := openNode(ctx, filepath.Join(dir, "n0"), softhsm.NewToken(t), true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*cluster.Cluster{first}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Shutdown(context.Background())
+		}
+	})
+	for i := 1; i < 3; i++ {
+		tok, err := first.CreateJoinToken(ctx, time.Minute, cluster.Voter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := openNode(ctx, filepath.Join(dir, fmt.Sprintf("n%d", i)), softhsm.NewToken(t), false, &cluster.Join{Addr: first.Addr(), Token: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// clusterEnvs serves one API per node, all under one audience (the public name in
+// front of the cluster) and sharing one issuer.
+func clusterEnvs(t testing.TB, nodes []*cluster.Cluster) []*env {
+	const audience = "https://enroll.example.jp/v1/enroll"
+	envs := make([]*env, len(nodes))
+	for i := range envs {
+		envs[i] = newEnv(t, "", func(c *Config) { c.Cluster = nodes[i]; c.Audience = audience })
+		envs[i].issuer = envs[0].issuer
+		envs[i].h.cfg.Issuer = envs[0].issuer
+	}
+	return envs
 }
