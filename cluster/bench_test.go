@@ -116,8 +116,9 @@ func BenchmarkSubmit(b *testing.B) {
 	leader.c.batch.maxCount = 256
 }
 
-// BenchmarkViewCurrent measures current reads: each costs a leader barrier
-// (one Raft entry), shared by all readers waiting when it starts.
+// BenchmarkViewCurrent measures current reads: each needs a read-index
+// round on the leader (a VerifyLeader heartbeat round), shared by all
+// readers waiting when it starts, on the leader and on a follower.
 //
 //	go test -run '^$' -bench BenchmarkViewCurrent -benchtime 2s ./cluster
 func BenchmarkViewCurrent(b *testing.B) {

@@ -160,6 +160,7 @@ type Cluster struct {
 	fsm     *stateMachine
 	raft    *raft.Raft
 	store   *raftboltdb.BoltStore
+	logs    raft.LogStore // the store behind its cache
 	trans   *raft.NetworkTransport
 	net     *netLayer
 	rpc     *rpcClient
@@ -397,7 +398,7 @@ func (c *Cluster) startRaft() error {
 			return fmt.Errorf("cluster: bootstrap raft: %w", err)
 		}
 	}
-	c.raft, c.store, c.trans = r, store, trans
+	c.raft, c.store, c.logs, c.trans = r, store, logs, trans
 	return nil
 }
 
