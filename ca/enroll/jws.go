@@ -251,11 +251,11 @@ func parseClaims(payload []byte) (*claims, error) {
 		if !ok {
 			return 0, proofInvalid("claims: no %s", name)
 		}
-		var n json.Number
-		if err := json.Unmarshal(raw, &n); err != nil {
-			return 0, proofInvalid("claims: %s is not a number", name)
+		// A JSON number, not a string holding one (which json.Number would take).
+		if len(raw) == 0 || raw[0] < '0' || raw[0] > '9' {
+			return 0, proofInvalid("claims: %s is not a non-negative number", name)
 		}
-		v, err := strconv.ParseInt(n.String(), 10, 64)
+		v, err := strconv.ParseInt(string(raw), 10, 64)
 		if err != nil || v < 0 || v > maxNumericDate {
 			return 0, proofInvalid("claims: %s is not an integer NumericDate", name)
 		}
