@@ -166,6 +166,7 @@ type Cluster struct {
 	rpc     *rpcClient
 	batch   *batcher
 	reads   *readIndex
+	intake  keyIntake
 	metrics *metrics
 	subs    *subscribers
 

@@ -5,6 +5,8 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,15 +157,20 @@ func TestJoinOverSoftHSM(t *testing.T) {
 			t.Fatalf("%s differs between voters", name)
 		}
 	}
-	keys, err := second.vault.(*hsmVault).tok.Keys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if k.Class == "private" && k.Label != nodeKeyLabel && k.Label != CAKeyName && k.Label != "ca-signing" {
-			t.Errorf("key left on the joined token: %+v", k)
+	// No transport key is left behind on a receiving token.
+	onlyKeys := func(n *testNode, want ...string) {
+		t.Helper()
+		keys, err := n.vault.(*hsmVault).tok.Keys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if k.Class == "private" && !slices.Contains(want, k.Label) {
+				t.Errorf("unexpected key on the token: %+v", k)
+			}
 		}
 	}
+	onlyKeys(second, nodeKeyLabel, CAKeyName, "ca-signing")
 
 	// Hand leadership to the joined voter (again, if a loaded machine made
 	// it bounce back).
@@ -180,6 +187,35 @@ func TestJoinOverSoftHSM(t *testing.T) {
 	if _, err := third.vault.ReplicatedKey(ctx, CAKeyName, false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatalf("nonvoter's token: CA key lookup err = %v, want not found", err)
 	}
+	// A replicated key made after the voters joined is shared with them.
+	made, err := first.vault.ReplicatedKey(ctx, "ca-2027", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.c.ShareKey(ctx, "ca-2027"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := second.vault.ReplicatedKey(ctx, "ca-2027", false)
+	if err != nil || !publicKeysEqual(got.Public(), made.Public()) {
+		t.Fatalf("shared key on the other voter: %v", err)
+	}
+	if _, err := third.vault.ReplicatedKey(ctx, "ca-2027", false); err == nil {
+		t.Fatal("a nonvoter received a shared key")
+	}
+	onlyKeys(second, nodeKeyLabel, CAKeyName, "ca-signing", "ca-2027")
+	if err := second.c.ShareKey(ctx, "ca-2027"); err != nil { // every voter has it
+		t.Fatal(err)
+	}
+	if _, err := second.vault.ReplicatedKey(ctx, "rogue", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.vault.ReplicatedKey(ctx, "rogue", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.c.ShareKey(ctx, "rogue"); err == nil || !strings.Contains(err.Error(), "different key") {
+		t.Fatalf("sharing over a different key of the same name: err = %v", err)
+	}
+
 	if _, err := first.c.Submit(ctx, putCmd(t, "x", false, nil)); err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 )
 
@@ -251,4 +253,126 @@ func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinRespo
 	}
 	c.log.Info("cluster: node joined", "node", req.Node, "addr", req.Addr, "role", role)
 	return resp, nil
+}
+
+// ShareKey sends the named replicated key, which this node holds, to every
+// other voter that lacks it, wrapped for a transport key each makes in its
+// HSM (as a join does). Use it for a replicated key made after the voters
+// joined (a new CA key, a rollover); voters that join later get it at join
+// if it is in Config.ReplicatedKeys. A voter holding a different key of
+// that name is an error.
+func (c *Cluster) ShareKey(ctx context.Context, name string) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	key, err := c.cfg.KeyVault.ReplicatedKey(ctx, name, false)
+	if err != nil {
+		return fmt.Errorf("cluster: share %s: %w", name, err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage != raft.Voter || string(srv.ID) == c.id {
+			continue
+		}
+		if err := c.shareKeyWith(ctx, string(srv.Address), name, pub); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: share %s with %s: %w", name, srv.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) shareKeyWith(ctx context.Context, addr, name string, pub []byte) error {
+	resp, err := c.rpc.call(ctx, addr, rpcRequest{Op: opKeyTransport, Name: name})
+	if err == nil {
+		err = resp.err()
+	}
+	switch {
+	case err != nil:
+		return err
+	case resp.Have != nil && bytes.Equal(resp.Have, pub):
+		return nil // already there
+	case resp.Have != nil:
+		return fmt.Errorf("it holds a different key named %s", name)
+	}
+	blob, err := c.cfg.KeyVault.ExportKey(ctx, name, resp.Blob)
+	if err != nil {
+		return err
+	}
+	resp, err = c.rpc.call(ctx, addr, rpcRequest{Op: opKeyImport, Name: name, Blob: blob})
+	if err == nil {
+		err = resp.err()
+	}
+	return err
+}
+
+// keyIntake is a voter's state while it receives a key by ShareKey: the
+// vault holds one transport key at a time.
+type keyIntake struct {
+	mu    sync.Mutex
+	busy  bool
+	name  string
+	timer *time.Timer // drops the transport key if no import comes
+}
+
+// receiveKey is a voter's side of ShareKey.
+func (c *Cluster) receiveKey(ctx context.Context, req rpcRequest) rpcResponse {
+	if c.creds.role != Voter {
+		return rpcResponse{Code: "error", Msg: "cluster: a nonvoter holds no replicated key"}
+	}
+	in := &c.intake
+	switch req.Op {
+	case opKeyTransport:
+		if k, err := c.cfg.KeyVault.ReplicatedKey(ctx, req.Name, false); err == nil {
+			have, err := x509.MarshalPKIXPublicKey(k.Public())
+			if err != nil {
+				return errorResponse(err)
+			}
+			return rpcResponse{Have: have}
+		}
+		in.mu.Lock()
+		if in.busy {
+			in.mu.Unlock()
+			return rpcResponse{Code: "error", Msg: "cluster: already receiving " + in.name + "; try again"}
+		}
+		in.busy, in.name = true, req.Name
+		in.timer = time.AfterFunc(time.Minute, c.endIntake)
+		in.mu.Unlock()
+		blob, err := c.cfg.KeyVault.TransportKey(ctx)
+		if err != nil {
+			if in.timer.Stop() {
+				c.endIntake()
+			}
+			return errorResponse(err)
+		}
+		return rpcResponse{Blob: blob}
+	default: // opKeyImport
+		in.mu.Lock()
+		ok := in.busy && in.name == req.Name && in.timer.Stop()
+		in.mu.Unlock()
+		if !ok {
+			return rpcResponse{Code: "error", Msg: "cluster: no transport key is waiting for " + req.Name}
+		}
+		defer c.endIntake()
+		if err := c.cfg.KeyVault.ImportKey(ctx, req.Name, req.Blob); err != nil {
+			return errorResponse(err)
+		}
+		c.log.Info("cluster: replicated key received", "key", req.Name)
+		return rpcResponse{}
+	}
+}
+
+func (c *Cluster) endIntake() {
+	if err := c.cfg.KeyVault.DropTransportKey(context.WithoutCancel(c.ctx)); err != nil {
+		c.log.Warn("cluster: drop transport key", "err", err)
+	}
+	c.intake.mu.Lock()
+	c.intake.busy = false
+	c.intake.mu.Unlock()
 }

@@ -30,6 +30,10 @@ const (
 	opRemove    = "remove"    // remove a node
 	opTransfer  = "transfer"  // transfer leadership
 	opJoin      = "join"      // redeem a join token (join ALPN, or forwarded)
+
+	// Between two voters, not through the leader (see ShareKey).
+	opKeyTransport = "key.transport" // make a transport key for a named key
+	opKeyImport    = "key.import"    // import a key wrapped for it
 )
 
 type rpcRequest struct {
@@ -38,6 +42,8 @@ type rpcRequest struct {
 	Cmd  []byte       `cbor:"3,keyasint,omitempty"`
 	Node string       `cbor:"4,keyasint,omitempty"`
 	Join *joinRequest `cbor:"5,keyasint,omitempty"`
+	Name string       `cbor:"6,keyasint,omitempty"`
+	Blob []byte       `cbor:"7,keyasint,omitempty"`
 }
 
 type rpcResponse struct {
@@ -45,6 +51,8 @@ type rpcResponse struct {
 	Msg   string        `cbor:"2,keyasint,omitempty"`
 	Index uint64        `cbor:"3,keyasint,omitempty"`
 	Join  *joinResponse `cbor:"4,keyasint,omitempty"`
+	Blob  []byte        `cbor:"5,keyasint,omitempty"`
+	Have  []byte        `cbor:"6,keyasint,omitempty"` // PKIX public key of a key already held
 }
 
 // Error codes carried by rpcResponse, mapped to and from sentinel errors.

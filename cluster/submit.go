@@ -128,11 +128,16 @@ func (c *Cluster) serveRPC(conn *tls.Conn, peerCert *x509.Certificate) {
 		case req.Op == opAdmit && req.Node == "":
 			req.Node = peer // a node asks to be admitted as itself
 		case !voter && req.Op == opTransfer,
-			!voter && req.Op == opRemove && req.Node != peer:
+			!voter && req.Op == opRemove && req.Node != peer,
+			!voter && (req.Op == opKeyTransport || req.Op == opKeyImport):
 			return rpcResponse{Code: "error", Msg: fmt.Sprintf("cluster: %s: not allowed to nonvoter %s", req.Op, peer)}
 		}
 		ctx, cancel := c.bound(ctx)
 		defer cancel()
+		switch req.Op {
+		case opKeyTransport, opKeyImport:
+			return c.receiveKey(ctx, req)
+		}
 		return c.leaderOp(ctx, req)
 	})
 }
