@@ -33,8 +33,9 @@ var (
 	errTransport      = errors.New("cluster: transport")
 )
 
-// Config configures a node. DataDir, BindAddr, AdvertiseAddr and KeyVault
-// are required, and one of Bootstrap or Join on a node's first start.
+// Config configures a node. DataDir, BindAddr and KeyVault are required,
+// and one of Bootstrap or Join on a node's first start (later starts
+// ignore both and resume from DataDir).
 type Config struct {
 	// DataDir holds the node's ID, certificates, Raft log and state.
 	DataDir string

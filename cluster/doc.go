@@ -15,5 +15,6 @@
 // and no connection without a certificate from the cluster's own CA reaches
 // Raft or the RPC (only the join protocol, authenticated by the token's CA
 // fingerprint, is served without one). Keys stay in each node's HSM behind
-// KeyVault; replicated keys move only wrapped for a joining voter's HSM.
+// KeyVault; replicated keys move only wrapped for a voter's HSM (at its
+// join, or by ShareKey), never to a nonvoter.
 package cluster
