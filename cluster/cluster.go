@@ -86,6 +86,10 @@ type Config struct {
 	RequestTimeout time.Duration
 }
 
+// removalGrace is how long a removed node's connections outlive its
+// removal.
+const removalGrace = 500 * time.Millisecond
+
 // admitPendingFile holds the join address while a joined node is not yet
 // in the Raft configuration.
 const admitPendingFile = "admit-pending"
@@ -244,6 +248,9 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	c.net = newNetLayer(ln, cfg.AdvertiseAddr, c.creds, c.fsm.isDenied, c.log)
 	c.net.onRPC = c.serveRPC
 	c.net.onJoin = c.serveJoin
+	// A removed node's live connections are dropped a moment after its
+	// removal is applied, so that the answer to its own Leave reaches it.
+	c.fsm.onDenied = func() { time.AfterFunc(removalGrace, c.net.dropDenied) }
 	cleanup = append(cleanup, c.net.close)
 	c.rpc = &rpcClient{dial: func(ctx context.Context, addr string) (net.Conn, error) { return c.net.dial(ctx, addr, alpnRPC) }}
 

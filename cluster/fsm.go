@@ -68,6 +68,7 @@ type stateMachine struct {
 	metrics  *metrics
 	subs     *subscribers
 	onFatal  func(error)
+	onDenied func() // after the set of removed nodes changed
 
 	mu sync.RWMutex // held for writing only while the file is swapped
 	db *bbolt.DB
@@ -395,6 +396,9 @@ func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	}
 	if changedMembers {
 		_ = f.db.View(func(tx *bbolt.Tx) error { f.denied.Store(loadDenied(tx)); return nil })
+		if f.onDenied != nil {
+			f.onDenied()
+		}
 	}
 	f.ticked()
 	return resp

@@ -397,10 +397,17 @@ func (c *Cluster) Leave(ctx context.Context) error {
 			return fmt.Errorf("cluster: leave: transfer leadership: %w", err)
 		}
 	}
-	if err := c.RemoveNode(ctx, c.id); err != nil {
+	if err := c.RemoveNode(ctx, c.id); err != nil && !c.removedSelf() {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
 	return c.Shutdown(ctx)
+}
+
+// removedSelf tells whether this node saw itself removed: Raft stops a
+// node removed from its configuration, and the leader drops a removed
+// node's connections, so the answer to its own removal may never arrive.
+func (c *Cluster) removedSelf() bool {
+	return c.fsm.isDenied(c.id) || (c.raft.State() == raft.Shutdown && c.Err() == nil)
 }
 
 // Leader returns the leader's ID and address as this node knows them

@@ -288,6 +288,11 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 	if err := edge.c.TransferLeadership(ctxT(t, 3*time.Second)); err == nil {
 		t.Fatal("nonvoter moved leadership")
 	}
+	// The victim forwards a write, so it holds a pooled RPC connection to
+	// the leader when it is removed.
+	if _, err := victim.c.Submit(ctx, putCmd(t, "before-removal", false, nil)); err != nil {
+		t.Fatal(err)
+	}
 	if err := asker.c.RemoveNode(ctx, victim.c.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +308,15 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 			t.Fatalf("removed node still a member: %+v", m)
 		}
 	}
-	// The removed node's certificate is refused: it cannot write.
+	// Its live connections are dropped (after a grace period that lets the
+	// answer to a node's own removal out) and its certificate is refused.
+	time.Sleep(removalGrace + 100*time.Millisecond)
+	if resp, err := victim.c.rpc.call(ctxT(t, 2*time.Second), newLeader.c.Addr(), rpcRequest{Op: opReadIndex}); err == nil && resp.err() == nil {
+		t.Fatal("removed node's connection still served")
+	}
+	if resp, err := victim.c.rpc.call(ctxT(t, 2*time.Second), newLeader.c.Addr(), rpcRequest{Op: opReadIndex}); err == nil && resp.err() == nil {
+		t.Fatal("removed node could connect again")
+	}
 	if _, err := victim.c.Submit(ctxT(t, 2*time.Second), putCmd(t, "from-removed", false, nil)); err == nil {
 		t.Fatal("removed node could still write")
 	}

@@ -85,6 +85,9 @@ func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (r
 		if err == nil || !retryable(err) {
 			return resp, err
 		}
+		if c.raft.State() == raft.Shutdown {
+			return resp, fmt.Errorf("%w (last: %w)", ErrShutdown, err)
+		}
 		select {
 		case <-ctx.Done():
 			return resp, fmt.Errorf("%w (last: %w)", ctx.Err(), err)

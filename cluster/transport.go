@@ -58,7 +58,7 @@ type netLayer struct {
 	wg        sync.WaitGroup
 
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]string // live connections → peer node ID
 	// cut, when set, makes the node unreachable: every connection is
 	// dropped and no new one is made or accepted (tests use it to partition
 	// a node).
@@ -82,7 +82,7 @@ func newNetLayer(ln net.Listener, advertise string, creds *credentials, denied f
 		raftCh:    make(chan net.Conn),
 		raftDone:  make(chan struct{}),
 		closed:    make(chan struct{}),
-		conns:     map[net.Conn]struct{}{},
+		conns:     map[net.Conn]string{},
 	}
 }
 
@@ -165,7 +165,11 @@ func (n *netLayer) handshake(raw net.Conn) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	cs := conn.ConnectionState()
-	tc := n.track(conn)
+	peer := ""
+	if len(cs.PeerCertificates) > 0 {
+		peer = cs.PeerCertificates[0].Subject.CommonName
+	}
+	tc := n.track(conn, peer)
 	if tc == nil {
 		return
 	}
@@ -207,7 +211,7 @@ func (c *trackedConn) Close() error {
 	return err
 }
 
-func (n *netLayer) track(c net.Conn) net.Conn {
+func (n *netLayer) track(c net.Conn, peer string) net.Conn {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cut.Load() {
@@ -220,7 +224,7 @@ func (n *netLayer) track(c net.Conn) net.Conn {
 		return nil
 	default:
 	}
-	n.conns[c] = struct{}{}
+	n.conns[c] = peer
 	return &trackedConn{Conn: c, n: n}
 }
 
@@ -232,11 +236,19 @@ func (n *netLayer) setCut(cut bool) {
 	}
 }
 
-func (n *netLayer) dropAll() {
+func (n *netLayer) dropAll() { n.drop(func(string) bool { return true }) }
+
+// dropDenied closes the connections of nodes removed since they connected:
+// the certificate check at the handshake does not reach a live connection.
+func (n *netLayer) dropDenied() { n.drop(n.denied) }
+
+func (n *netLayer) drop(which func(peer string) bool) {
 	n.mu.Lock()
-	conns := make([]net.Conn, 0, len(n.conns))
-	for c := range n.conns {
-		conns = append(conns, c)
+	var conns []net.Conn
+	for c, peer := range n.conns {
+		if which(peer) {
+			conns = append(conns, c)
+		}
 	}
 	n.mu.Unlock()
 	for _, c := range conns {
@@ -269,11 +281,12 @@ func (n *netLayer) dial(ctx context.Context, addr, alpn string) (net.Conn, error
 	if err != nil {
 		return nil, err
 	}
-	if c.(*tls.Conn).ConnectionState().NegotiatedProtocol != alpn {
+	cs := c.(*tls.Conn).ConnectionState()
+	if cs.NegotiatedProtocol != alpn {
 		c.Close()
 		return nil, fmt.Errorf("cluster: %s did not speak %s", addr, alpn)
 	}
-	tc := n.track(c)
+	tc := n.track(c, cs.PeerCertificates[0].Subject.CommonName)
 	if tc == nil {
 		return nil, errors.New("cluster: node is cut off")
 	}
