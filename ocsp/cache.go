@@ -42,6 +42,10 @@ type Response struct {
 	Status     Status
 	ThisUpdate time.Time
 	NextUpdate time.Time
+	// RevokedAt and Reason repeat what a Revoked response says, so that a change of
+	// reason (a hold becoming a revocation) is seen without parsing DER.
+	RevokedAt time.Time
+	Reason    int
 
 	etag         []byte // `"<hex>"`
 	lastModified []byte // HTTP date of ThisUpdate
@@ -50,20 +54,41 @@ type Response struct {
 
 // NewResponse wraps a signed response with its ready-made headers.
 func NewResponse(der []byte, status Status, thisUpdate, nextUpdate time.Time) *Response {
+	return newResponse(der, CertStatus{Status: status, Reason: -1}, thisUpdate, nextUpdate)
+}
+
+func newResponse(der []byte, st CertStatus, thisUpdate, nextUpdate time.Time) *Response {
 	sum := sha256.Sum256(der)
 	etag := make([]byte, 0, 34)
 	etag = append(etag, '"')
 	etag = hex.AppendEncode(etag, sum[:16])
 	etag = append(etag, '"')
-	return &Response{
+	r := &Response{
 		DER:          der,
-		Status:       status,
+		Status:       st.Status,
 		ThisUpdate:   thisUpdate,
 		NextUpdate:   nextUpdate,
+		Reason:       -1,
 		etag:         etag,
 		lastModified: fasthttp.AppendHTTPDate(nil, thisUpdate),
 		expires:      fasthttp.AppendHTTPDate(nil, nextUpdate),
 	}
+	if st.Status == Revoked {
+		r.RevokedAt, r.Reason = st.RevokedAt, st.Reason
+	}
+	return r
+}
+
+// says reports whether r states st: same status, and for a revocation the same time
+// and reason.
+func (r *Response) says(st CertStatus) bool {
+	if r.Status != st.Status {
+		return false
+	}
+	if st.Status != Revoked {
+		return true
+	}
+	return r.RevokedAt.Equal(st.RevokedAt) && r.Reason == st.Reason
 }
 
 // Cache holds the signed responses a node serves: for every issuer (a CA certificate,

@@ -16,7 +16,8 @@ import (
 //
 // Layout: one bucket per issuer id, in it one bucket per CertID hash ("sha1",
 // "sha256"), keyed by serial (big-endian magnitude); a value is
-// thisUpdate(8) nextUpdate(8) status(1) DER.
+// thisUpdate(8) nextUpdate(8) status(1) reason(1, 0xff for none) revokedAt(8) DER,
+// all integers big-endian, times in Unix seconds.
 type store struct {
 	db *bolt.DB
 }
@@ -57,11 +58,18 @@ func (s *store) put(rs []storedResponse) error {
 			if err != nil {
 				return err
 			}
-			v := make([]byte, 17+len(r.resp.DER))
+			v := make([]byte, valueHeader+len(r.resp.DER))
 			binary.BigEndian.PutUint64(v[0:], uint64(r.resp.ThisUpdate.Unix()))
 			binary.BigEndian.PutUint64(v[8:], uint64(r.resp.NextUpdate.Unix()))
 			v[16] = byte(r.resp.Status)
-			copy(v[17:], r.resp.DER)
+			v[17] = 0xff
+			if r.resp.Status == Revoked {
+				if r.resp.Reason >= 0 {
+					v[17] = byte(r.resp.Reason)
+				}
+				binary.BigEndian.PutUint64(v[18:], uint64(r.resp.RevokedAt.Unix()))
+			}
+			copy(v[valueHeader:], r.resp.DER)
 			if err := hb.Put(trimSerial(r.serial), v); err != nil {
 				return err
 			}
@@ -69,6 +77,8 @@ func (s *store) put(rs []storedResponse) error {
 		return nil
 	})
 }
+
+const valueHeader = 26
 
 var errCorrupt = errors.New("ocsp: response store: corrupt entry")
 
@@ -89,12 +99,19 @@ func (s *store) load(c *Cache) (int, error) {
 					continue
 				}
 				err := hb.ForEach(func(k, v []byte) error {
-					if len(v) < 17 {
+					if len(v) < valueHeader || v[16] > byte(Unknown) {
 						return fmt.Errorf("%w: issuer %s serial %x", errCorrupt, issuerID, k)
 					}
-					der := make([]byte, len(v)-17) // bbolt's bytes live only in the transaction
-					copy(der, v[17:])
-					r := NewResponse(der, Status(v[16]),
+					der := make([]byte, len(v)-valueHeader) // bbolt's bytes live only in the transaction
+					copy(der, v[valueHeader:])
+					st := CertStatus{Status: Status(v[16]), Reason: -1}
+					if st.Status == Revoked {
+						st.RevokedAt = time.Unix(int64(binary.BigEndian.Uint64(v[18:])), 0).UTC()
+						if v[17] != 0xff {
+							st.Reason = int(v[17])
+						}
+					}
+					r := newResponse(der, st,
 						time.Unix(int64(binary.BigEndian.Uint64(v[0:])), 0).UTC(),
 						time.Unix(int64(binary.BigEndian.Uint64(v[8:])), 0).UTC())
 					serial := string(k)

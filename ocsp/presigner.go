@@ -1,0 +1,503 @@
+package ocsp
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Issuer is a CA certificate whose certificates this node answers for, with the
+// delegated responder certificate that CA issued to this node's responder key.
+type Issuer struct {
+	ID        string
+	Cert      *x509.Certificate
+	Responder *x509.Certificate
+}
+
+// Source is the CA's state as the pre-signer reads it (node adapts ca's state to it).
+type Source interface {
+	// Issuers lists every CA certificate the cluster has, active or rolled over.
+	Issuers(ctx context.Context) ([]Issuer, error)
+	// Statuses calls fn for every certificate of the issuer, with its status.
+	Statuses(ctx context.Context, issuerID string, fn func(CertStatus) error) error
+	// Status returns one certificate's status; false if the serial is not the issuer's.
+	Status(ctx context.Context, issuerID string, serial []byte) (CertStatus, bool, error)
+}
+
+// Change tells the pre-signer that the statuses of some certificates changed.
+type Change struct {
+	IssuerID string
+	Serials  [][]byte
+	// Resync means changes were missed (or the issuers changed): walk everything.
+	Resync bool
+}
+
+// PresignerConfig tunes a Presigner. Zero values take the defaults in parentheses.
+type PresignerConfig struct {
+	// Key is this node's responder key, in its own HSM; Source's Issuer.Responder
+	// certifies it.
+	Key crypto.Signer
+	// Validity is nextUpdate - thisUpdate (4 days); RefreshAfter is the age at which a
+	// response is signed again (2 days), spread by up to a quarter with jitter.
+	Validity     time.Duration
+	RefreshAfter time.Duration
+	// Rate caps refresh signatures per second, to leave the HSM room for issuance
+	// (0: no cap). Status changes are signed at once, outside the cap.
+	Rate float64
+	// Workers is how many signatures run at once (4; the HSM session pool's size).
+	Workers int
+	// Retention sets the archive cutoff to producedAt - Retention (10 years).
+	Retention time.Duration
+	// ScanInterval is how often the cache is scanned for responses due (30s).
+	ScanInterval time.Duration
+	// StorePath is the node-local bbolt file of signed responses.
+	StorePath  string
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Presigner keeps a node's Cache signed: every certificate of every issuer has a
+// response per CertID hash that states its current status and is not due for
+// refresh. It signs when a status changes, re-signs before nextUpdate at a capped
+// rate, and persists what it signs so a restart re-signs nothing it already had.
+type Presigner struct {
+	cache *Cache
+	src   Source
+	store *store
+	cfg   PresignerConfig
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	builders map[string]*issuerSigning
+
+	limiter *limiter
+	metrics presignerMetrics
+	persist chan storedResponse // to the store writer, which batches transactions
+}
+
+type issuerSigning struct {
+	issuer  Issuer
+	builder *builder
+}
+
+type presignerMetrics struct {
+	signed        *prometheus.CounterVec
+	backlog       prometheus.Gauge
+	oldest        prometheus.Gauge
+	signErrors    prometheus.Counter
+	cacheResponse prometheus.GaugeFunc
+}
+
+// NewPresigner opens the response store and loads it into cache; call Run to keep
+// the cache signed. The cache starts serving what the store held at once.
+func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerConfig) (*Presigner, error) {
+	if cfg.Key == nil {
+		return nil, errors.New("ocsp: presigner needs the responder key")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Validity, 4*24*time.Hour)
+	def(&cfg.RefreshAfter, 2*24*time.Hour)
+	def(&cfg.Retention, 10*365*24*time.Hour)
+	def(&cfg.ScanInterval, 30*time.Second)
+	if cfg.Workers == 0 {
+		cfg.Workers = 4
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RefreshAfter >= cfg.Validity {
+		return nil, fmt.Errorf("ocsp: refresh after %s must be shorter than validity %s", cfg.RefreshAfter, cfg.Validity)
+	}
+	p := &Presigner{cache: cache, src: src, cfg: cfg, log: cfg.Logger, builders: map[string]*issuerSigning{}, limiter: newLimiter(cfg.Rate, cfg.Now)}
+	p.metrics = presignerMetrics{
+		signed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inkan_ocsp_signed_total", Help: "OCSP responses signed, by why.",
+		}, []string{"why"}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inkan_ocsp_refresh_backlog", Help: "Responses due for re-signing at the last scan.",
+		}),
+		oldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inkan_ocsp_oldest_response_age_seconds", Help: "Age of the oldest cached response at the last scan.",
+		}),
+		signErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "inkan_ocsp_sign_errors_total", Help: "OCSP responses that could not be signed.",
+		}),
+		cacheResponse: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "inkan_ocsp_cached_responses", Help: "Signed responses held (one per serial and CertID hash).",
+		}, func() float64 { return float64(cache.Len()) }),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.metrics.signed, p.metrics.backlog, p.metrics.oldest, p.metrics.signErrors, p.metrics.cacheResponse} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("ocsp: metrics: %w", err)
+			}
+		}
+	}
+	if err := p.syncIssuers(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.StorePath != "" {
+		s, err := openStore(cfg.StorePath)
+		if err != nil {
+			return nil, err
+		}
+		p.store = s
+		n, err := s.load(cache)
+		if err != nil {
+			_ = s.close()
+			return nil, err
+		}
+		p.log.Info("ocsp: responses loaded", "count", n, "path", cfg.StorePath)
+	}
+	return p, nil
+}
+
+// Close closes the response store.
+func (p *Presigner) Close() error {
+	if p.store == nil {
+		return nil
+	}
+	return p.store.close()
+}
+
+// syncIssuers makes the cache and the builders match the Source's issuers, and
+// reports whether any responder certificate changed.
+func (p *Presigner) syncIssuers(ctx context.Context) error {
+	issuers, err := p.src.Issuers(ctx)
+	if err != nil {
+		return fmt.Errorf("ocsp: list issuers: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, is := range issuers {
+		if cur, ok := p.builders[is.ID]; ok && sameCert(cur.issuer.Responder, is.Responder) {
+			continue
+		}
+		if is.Responder == nil {
+			return fmt.Errorf("ocsp: issuer %s has no responder certificate for this node", is.ID)
+		}
+		b, err := newBuilder(is.Cert, is.Responder, p.cfg.Key, p.cfg.Retention)
+		if err != nil {
+			return fmt.Errorf("ocsp: issuer %s: %w", is.ID, err)
+		}
+		if err := p.cache.AddIssuer(is.ID, is.Cert); err != nil {
+			return err
+		}
+		p.builders[is.ID] = &issuerSigning{issuer: is, builder: b}
+	}
+	return nil
+}
+
+func sameCert(a, b *x509.Certificate) bool {
+	return a != nil && b != nil && a.Equal(b)
+}
+
+func (p *Presigner) signing(issuerID string) *issuerSigning {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.builders[issuerID]
+}
+
+// job is one certificate to sign.
+type job struct {
+	issuerID string
+	st       CertStatus
+	why      string
+}
+
+// Run keeps the cache signed until ctx ends: it reconciles the cache with the
+// state, signs what changes arrive on changes at once, and re-signs what comes due.
+func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
+	urgent := make(chan job, 1024)
+	refresh := make(chan job, 1024)
+	var wg sync.WaitGroup
+	if p.store != nil {
+		p.persist = make(chan storedResponse, 4096)
+		writerDone := make(chan struct{})
+		go func() {
+			defer close(writerDone)
+			p.writeStore()
+		}()
+		defer func() { close(p.persist); <-writerDone }()
+	}
+	for range p.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.work(ctx, urgent, refresh)
+		}()
+	}
+	defer wg.Wait()
+
+	if err := p.reconcile(ctx, urgent); err != nil && ctx.Err() == nil {
+		p.log.Error("ocsp: reconcile", "err", err)
+	}
+	scan := time.NewTicker(p.cfg.ScanInterval)
+	defer scan.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ch, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			if err := p.onChange(ctx, ch, urgent); err != nil && ctx.Err() == nil {
+				p.log.Error("ocsp: apply status change", "err", err)
+			}
+		case <-scan.C:
+			p.scan(ctx, refresh)
+		}
+	}
+}
+
+func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) error {
+	if ch.Resync {
+		if err := p.syncIssuers(ctx); err != nil {
+			return err
+		}
+		return p.reconcile(ctx, urgent)
+	}
+	if p.signing(ch.IssuerID) == nil { // a new CA certificate
+		if err := p.syncIssuers(ctx); err != nil {
+			return err
+		}
+	}
+	for _, serial := range ch.Serials {
+		st, ok, err := p.src.Status(ctx, ch.IssuerID, serial)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		select {
+		case urgent <- job{issuerID: ch.IssuerID, st: st, why: "change"}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// reconcile walks every certificate in the state and signs those whose cached
+// responses are missing, state another status, or are due.
+func (p *Presigner) reconcile(ctx context.Context, out chan<- job) error {
+	issuers, err := p.src.Issuers(ctx)
+	if err != nil {
+		return err
+	}
+	now := p.cfg.Now()
+	for _, is := range issuers {
+		err := p.src.Statuses(ctx, is.ID, func(st CertStatus) error {
+			if p.current(is.ID, st, now) {
+				return nil
+			}
+			select {
+			case out <- job{issuerID: is.ID, st: st, why: "reconcile"}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// current reports whether every CertID variant of st is cached, says st and is not due.
+func (p *Presigner) current(issuerID string, st CertStatus, now time.Time) bool {
+	for _, h := range CertIDHashes {
+		r := p.cache.Get(issuerID, h, st.Serial)
+		if r == nil || !r.says(st) || p.due(r, st.Serial, now) {
+			return false
+		}
+	}
+	return true
+}
+
+// due reports whether r should be signed again: once it has lived RefreshAfter's
+// share of its validity, less a jitter of up to a quarter fixed by the serial, so
+// responses signed together do not all come due together.
+func (p *Presigner) due(r *Response, serial []byte, now time.Time) bool {
+	life := r.NextUpdate.Sub(r.ThisUpdate)
+	share := float64(p.cfg.RefreshAfter) / float64(p.cfg.Validity)
+	h := fnv.New32a()
+	h.Write(serial)
+	jitter := float64(h.Sum32()%1000) / 4000 // [0, 0.25)
+	refreshAt := r.ThisUpdate.Add(time.Duration(float64(life) * share * (1 - jitter)))
+	return !now.Before(refreshAt)
+}
+
+// scan queues, for re-signing, every cached response that has come due.
+func (p *Presigner) scan(ctx context.Context, out chan<- job) {
+	now := p.cfg.Now()
+	var due []job
+	oldest := now
+	p.cache.Range(func(issuerID string, h crypto.Hash, serial []byte, r *Response) bool {
+		if r.ThisUpdate.Before(oldest) {
+			oldest = r.ThisUpdate
+		}
+		if h == CertIDHashes[0] && p.due(r, serial, now) {
+			st := CertStatus{Serial: serial, Status: r.Status, RevokedAt: r.RevokedAt, Reason: r.Reason}
+			due = append(due, job{issuerID: issuerID, st: st, why: "refresh"})
+		}
+		return true
+	})
+	p.metrics.backlog.Set(float64(len(due)))
+	p.metrics.oldest.Set(now.Sub(oldest).Seconds())
+	for _, j := range due {
+		select {
+		case out <- j:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// work signs jobs, status changes first; refresh jobs wait for the rate limiter.
+func (p *Presigner) work(ctx context.Context, urgent, refresh <-chan job) {
+	for {
+		var j job
+		select {
+		case j = <-urgent:
+		default:
+			select {
+			case j = <-urgent:
+			case j = <-refresh:
+				// A later scan may queue again what an earlier one queued and a
+				// worker has signed since: skip it before it costs a token.
+				if p.current(j.issuerID, j.st, p.cfg.Now()) {
+					continue
+				}
+				if err := p.limiter.wait(ctx); err != nil {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err := p.sign(j); err != nil {
+			p.metrics.signErrors.Inc()
+			p.log.Error("ocsp: sign response", "issuer", j.issuerID, "serial", fmt.Sprintf("%x", j.st.Serial), "err", err)
+		}
+	}
+}
+
+// sign signs st under every CertID hash, caches the responses and persists them.
+func (p *Presigner) sign(j job) error {
+	is := p.signing(j.issuerID)
+	if is == nil {
+		return fmt.Errorf("unknown issuer %q", j.issuerID)
+	}
+	now := p.cfg.Now().UTC().Truncate(time.Second)
+	next := now.Add(p.cfg.Validity)
+	if na := is.issuer.Responder.NotAfter; na.Before(next) {
+		next = na // a response may not outlive the certificate that vouches for it
+	}
+	if !next.After(now) {
+		return fmt.Errorf("responder certificate for %s has expired", j.issuerID)
+	}
+	stored := make([]storedResponse, 0, len(CertIDHashes))
+	for _, h := range CertIDHashes {
+		der, err := is.builder.sign(j.st, h, now, now, next)
+		if err != nil {
+			return err
+		}
+		r := newResponse(der, j.st, now, next)
+		if err := p.cache.Put(j.issuerID, h, j.st.Serial, r); err != nil {
+			return err
+		}
+		stored = append(stored, storedResponse{issuerID: j.issuerID, hash: h, serial: j.st.Serial, resp: r})
+	}
+	p.metrics.signed.WithLabelValues(j.why).Add(float64(len(stored)))
+	if p.persist != nil {
+		for _, r := range stored {
+			p.persist <- r
+		}
+	}
+	return nil
+}
+
+// writeStore persists signed responses in batches: one bbolt transaction (one fsync)
+// for whatever arrived while the previous one was written, up to 4096.
+func (p *Presigner) writeStore() {
+	batch := make([]storedResponse, 0, 4096)
+	for r := range p.persist {
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case r, ok := <-p.persist:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		if err := p.store.put(batch); err != nil {
+			// The cache still serves them; a restart re-signs what was not stored.
+			p.log.Error("ocsp: persist responses", "count", len(batch), "err", err)
+		}
+	}
+}
+
+// limiter is a token bucket: rate tokens a second, a burst of one second's worth.
+type limiter struct {
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+	now    func() time.Time
+}
+
+func newLimiter(rate float64, now func() time.Time) *limiter {
+	return &limiter{rate: rate, tokens: rate, last: now(), now: now}
+}
+
+func (l *limiter) wait(ctx context.Context) error {
+	if l.rate <= 0 {
+		return ctx.Err()
+	}
+	for {
+		l.mu.Lock()
+		now := l.now()
+		l.tokens = min(l.rate, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+		l.last = now
+		if l.tokens >= 1 {
+			l.tokens--
+			l.mu.Unlock()
+			return nil
+		}
+		wait := time.Duration((1 - l.tokens) / l.rate * float64(time.Second))
+		l.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}

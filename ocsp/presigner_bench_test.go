@@ -1,0 +1,117 @@
+package ocsp
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// BenchmarkResign measures re-signing a whole cache (the refresher with no rate cap,
+// persisting to the node-local store) against the bare HSM signing rate of the same
+// key in the same run: hsm.Signer over SHA-256 digests from as many goroutines as the
+// pre-signer has workers. INKAN_BENCH_RESPONSES sets the number of responses
+// (default 1,000,000: two CertID variants for each of 500,000 certificates).
+//
+//	go test -run '^$' -bench Resign -benchtime 1x ./ocsp/
+func BenchmarkResign(b *testing.B) {
+	n := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("INKAN_BENCH_RESPONSES")); err == nil && v > 0 {
+		n = v
+	}
+	const workers = 2
+	key := responderKeyTB(b)
+	src := newSourceB(b, key, n/len(CertIDHashes))
+	now := time.Now()
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+
+	for b.Loop() {
+		// The bare rate, before and after, with the same key and parallelism: the
+		// machine's other load drifts, and the mean of the two brackets the re-sign.
+		bareBefore := bareRate(b, key, workers)
+		cache := NewCache()
+		ctx, cancel := context.WithCancel(context.Background())
+		p, err := NewPresigner(ctx, cache, src, PresignerConfig{
+			Key: key, Workers: workers, Now: clock, ScanInterval: 50 * time.Millisecond,
+			StorePath: filepath.Join(b.TempDir(), "ocsp.db"), Registerer: prometheus.NewRegistry(),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, nil) }()
+		for cache.Len() < n {
+			time.Sleep(50 * time.Millisecond)
+		}
+		// Every response comes due; time the refresher re-signing them all.
+		clockMu.Lock()
+		now = now.Add(3 * 24 * time.Hour)
+		resignedAfter := now
+		clockMu.Unlock()
+		start := time.Now()
+		for {
+			fresh := 0
+			cache.Range(func(_ string, _ crypto.Hash, _ []byte, r *Response) bool {
+				if !r.ThisUpdate.Before(resignedAfter.Truncate(time.Second)) {
+					fresh++
+				}
+				return true
+			})
+			if fresh == n {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		cancel()
+		<-done
+		_ = p.Close()
+		bare := (bareBefore + bareRate(b, key, workers)) / 2
+		rate := float64(n) / elapsed.Seconds()
+		b.ReportMetric(elapsed.Seconds(), "s/resign-all")
+		b.ReportMetric(rate, "responses/s")
+		b.ReportMetric(bare, "bare-hsm-sigs/s")
+		b.ReportMetric(rate/bare, "ratio")
+	}
+}
+
+// bareRate is signatures per second of key over a SHA-256 digest from workers goroutines.
+func bareRate(b *testing.B, key crypto.Signer, workers int) float64 {
+	const bareN = 20_000
+	digest := sha256.Sum256([]byte("inkan"))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range bareN / workers {
+				if _, err := key.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(bareN) / time.Since(start).Seconds()
+}
+
+func newSourceB(b *testing.B, key crypto.Signer, certs int) *stateSource {
+	p := getPKI(b)
+	src := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(b, key)}, entries: make(map[string]CertStatus, certs)}
+	for i := range certs {
+		src.entries[string(big.NewInt(int64(0x1000000+i)).Bytes())] = CertStatus{Serial: big.NewInt(int64(0x1000000 + i)).Bytes(), Status: Good, Reason: -1}
+	}
+	return src
+}

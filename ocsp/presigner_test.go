@@ -1,0 +1,276 @@
+package ocsp
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"math/big"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	xocsp "golang.org/x/crypto/ocsp"
+)
+
+// stateSource is CA state as a map, for the pre-signer's tests: the real one is the
+// replicated ca state, adapted by node. Signing goes through a real SoftHSM key.
+type stateSource struct {
+	mu      sync.Mutex
+	issuer  Issuer
+	entries map[string]CertStatus
+}
+
+func (s *stateSource) Issuers(context.Context) ([]Issuer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return []Issuer{s.issuer}, nil
+}
+
+func (s *stateSource) Statuses(_ context.Context, _ string, fn func(CertStatus) error) error {
+	s.mu.Lock()
+	all := make([]CertStatus, 0, len(s.entries))
+	for _, st := range s.entries {
+		all = append(all, st)
+	}
+	s.mu.Unlock()
+	for _, st := range all {
+		if err := fn(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *stateSource) Status(_ context.Context, _ string, serial []byte) (CertStatus, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.entries[string(serial)]
+	return st, ok, nil
+}
+
+func (s *stateSource) set(st CertStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.entries[string(st.Serial)] = st
+}
+
+// responderKey makes this test's responder key in its own SoftHSM token.
+func responderKey(t *testing.T) crypto.Signer { return responderKeyTB(t) }
+
+func responderKeyTB(t testing.TB) crypto.Signer {
+	t.Helper()
+	tok := softhsm.NewToken(t)
+	k, err := tok.HSM.GenerateKey(context.Background(), hsm.KeySpec{Type: hsm.ECP256, Label: "ocsp-responder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func newSource(t *testing.T, key crypto.Signer, n int) *stateSource {
+	p := getPKI(t)
+	src := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]CertStatus{}}
+	for i := range n {
+		src.set(CertStatus{Serial: big.NewInt(int64(0x10000 + i)).Bytes(), Status: Good, Reason: -1})
+	}
+	return src
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func signedCount(reg *prometheus.Registry) float64 {
+	mfs, _ := reg.Gather()
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "inkan_ocsp_signed_total" {
+			for _, m := range mf.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func TestPresignerFillChangeRestart(t *testing.T) {
+	key := responderKey(t)
+	src := newSource(t, key, 50)
+	store := filepath.Join(t.TempDir(), "ocsp.db")
+	ctx, cancel := context.WithCancel(context.Background())
+
+	cache := NewCache()
+	reg := prometheus.NewRegistry()
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan Change, 1)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, changes) }()
+	waitFor(t, "the cache to fill", 20*time.Second, func() bool { return cache.Len() == 100 })
+
+	// Every response verifies under the delegated responder chain and says good.
+	pki := getPKI(t)
+	leafFor := func(serial []byte) *x509.Certificate {
+		return &x509.Certificate{SerialNumber: new(big.Int).SetBytes(serial), RawIssuer: pki.ca.RawSubject}
+	}
+	for _, h := range CertIDHashes {
+		r := cache.Get("ca1", h, big.NewInt(0x10000).Bytes())
+		resp, err := xocsp.ParseResponseForCert(r.DER, leafFor(big.NewInt(0x10000).Bytes()), pki.ca)
+		if err != nil || resp.Status != xocsp.Good || resp.IssuerHash != h {
+			t.Fatalf("%v: %v %+v", h, err, resp)
+		}
+	}
+
+	// A revocation reaches the cache within 2 s of the change notice.
+	serial := big.NewInt(0x10007).Bytes()
+	revokedAt := time.Now().UTC().Truncate(time.Second)
+	src.set(CertStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
+	start := time.Now()
+	changes <- Change{IssuerID: "ca1", Serials: [][]byte{serial}}
+	waitFor(t, "the revocation to be signed", 2*time.Second, func() bool {
+		r := cache.Get("ca1", crypto.SHA256, serial)
+		return r != nil && r.Status == Revoked
+	})
+	t.Logf("revocation signed %v after the change notice", time.Since(start))
+	resp, err := xocsp.ParseResponseForCert(cache.Get("ca1", crypto.SHA1, serial).DER, leafFor(serial), pki.ca)
+	if err != nil || resp.Status != xocsp.Revoked || resp.RevocationReason != xocsp.KeyCompromise || !resp.RevokedAt.Equal(revokedAt) {
+		t.Fatalf("revoked response: %v %+v", err, resp)
+	}
+	// A hold that becomes a revocation for another reason is signed again too.
+	src.set(CertStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.CessationOfOperation})
+	changes <- Change{IssuerID: "ca1", Serials: [][]byte{serial}}
+	waitFor(t, "the new reason to be signed", 2*time.Second, func() bool {
+		return cache.Get("ca1", crypto.SHA1, serial).Reason == xocsp.CessationOfOperation
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restart: the store fills the cache before Run, and nothing is signed again.
+	cache2 := NewCache()
+	reg2 := prometheus.NewRegistry()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	p2, err := NewPresigner(ctx2, cache2, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	if cache2.Len() != 100 {
+		t.Fatalf("after restart the cache holds %d responses before Run, want 100", cache2.Len())
+	}
+	if r := cache2.Get("ca1", crypto.SHA256, serial); r == nil || r.Reason != xocsp.CessationOfOperation {
+		t.Fatalf("restarted cache lost the revocation: %+v", r)
+	}
+	done2 := make(chan error, 1)
+	go func() { done2 <- p2.Run(ctx2, nil) }()
+	time.Sleep(300 * time.Millisecond) // reconcile runs first thing in Run
+	if n := signedCount(reg2); n != 0 {
+		t.Fatalf("restart signed %v responses it already had", n)
+	}
+	cancel2()
+	<-done2
+}
+
+func TestPresignerRefreshAndClamp(t *testing.T) {
+	key := responderKey(t)
+	src := newSource(t, key, 5)
+	now := time.Now()
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	cache := NewCache()
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, Now: clock, ScanInterval: 20 * time.Millisecond, Rate: 1000, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, nil) }()
+	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 10 })
+
+	// The responder certificate ends in 7 days, so 4-day responses are not clamped;
+	// their nextUpdate is thisUpdate + 4 days.
+	r := cache.Get("ca1", crypto.SHA1, big.NewInt(0x10000).Bytes())
+	if got := r.NextUpdate.Sub(r.ThisUpdate); got != 4*24*time.Hour {
+		t.Fatalf("validity %v, want 4 days", got)
+	}
+	// Two days and a bit later every response is due and is signed again.
+	clockMu.Lock()
+	now = now.Add(2*24*time.Hour + time.Minute)
+	clockMu.Unlock()
+	waitFor(t, "the refresh", 10*time.Second, func() bool {
+		ok := true
+		cache.Range(func(_ string, _ crypto.Hash, _ []byte, r *Response) bool {
+			ok = ok && !r.ThisUpdate.Before(now.Add(-time.Minute))
+			return ok
+		})
+		return ok
+	})
+	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != 10 {
+		t.Errorf("refresh signed %v responses, want 10", v)
+	}
+	// Six days in, the responder certificate (7 days) caps nextUpdate.
+	clockMu.Lock()
+	now = now.Add(4 * 24 * time.Hour)
+	clockMu.Unlock()
+	waitFor(t, "clamped responses", 10*time.Second, func() bool {
+		r := cache.Get("ca1", crypto.SHA1, big.NewInt(0x10001).Bytes())
+		return !r.NextUpdate.After(src.issuer.Responder.NotAfter) && r.ThisUpdate.After(now.Add(-time.Minute))
+	})
+	cancel()
+	<-done
+}
+
+func TestLimiter(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	l := newLimiter(10, clock)
+	ctx := context.Background()
+	for i := range 10 { // the initial burst is one second's worth
+		if err := l.wait(ctx); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	ctx2, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := l.wait(ctx2); err == nil {
+		t.Fatal("an eleventh token in the same instant was granted")
+	}
+	mu.Lock()
+	now = now.Add(500 * time.Millisecond)
+	mu.Unlock()
+	for range 5 {
+		if err := l.wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
