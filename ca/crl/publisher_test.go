@@ -1,0 +1,244 @@
+package crl
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
+	"github.com/inkan-pki/inkan/hsm"
+)
+
+// revokedSource is CA state as a map; the CA key is a real SoftHSM key.
+type revokedSource struct {
+	ca  CA
+	key crypto.Signer
+
+	mu      sync.Mutex
+	revoked []Entry
+}
+
+func (s *revokedSource) CAs(context.Context) ([]CA, error) { return []CA{s.ca}, nil }
+func (s *revokedSource) Signer(context.Context, string) (crypto.Signer, error) {
+	return s.key, nil
+}
+func (s *revokedSource) Revoked(_ context.Context, _ string, fn func(Entry) error) error {
+	s.mu.Lock()
+	all := append([]Entry(nil), s.revoked...)
+	s.mu.Unlock()
+	for _, e := range all {
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (s *revokedSource) revoke(e Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.revoked = append(s.revoked, e)
+}
+
+// hsmCA makes a CA whose key is in the node's SoftHSM token.
+func hsmCA(t *testing.T, n *clustertest.Node, shards int) *revokedSource {
+	t.Helper()
+	key, err := n.Token.HSM.GenerateKey(context.Background(), hsm.KeySpec{Type: hsm.ECP256, Label: "ca-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{Country: []string{"JP"}, CommonName: "inkan CRL publisher test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &revokedSource{key: key, ca: CA{ID: "ca1", Cert: cert, Shards: shards, URL: shardURL}}
+}
+
+func latest(t *testing.T, n *clustertest.Node, shard int) (Meta, []byte) {
+	t.Helper()
+	var m Meta
+	var der []byte
+	err := n.View(func(tx *bbolt.Tx) error {
+		var ok bool
+		var err error
+		if m, ok, err = Latest(tx, "ca1", shard); err != nil || !ok {
+			return err
+		}
+		der, err = DER(tx, m)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, der
+}
+
+func listed(t *testing.T, der []byte, serial *big.Int) bool {
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func TestPublisherKeepsCRLsCurrent(t *testing.T) {
+	n := clustertest.Single(t, cluster.Config{Handlers: Handlers()})
+	src := hsmCA(t, n, shards)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := NewPublisher(n.Cluster, src, PublisherConfig{Tick: 20 * time.Millisecond, Delay: 100 * time.Millisecond})
+	changes := make(chan Change, 4)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, changes) }()
+
+	// A new leader publishes every shard and the full CRL.
+	deadline := time.Now().Add(10 * time.Second)
+	for shard := Full; shard < shards; shard++ {
+		for {
+			if m, _ := latest(t, n, shard); m.Number == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d never published", shard)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// A revocation is in its shard's CRL within 5 s, under a higher number.
+	serial := big.NewInt(0x4242)
+	shard := Shard(serial, shards)
+	src.revoke(Entry{Serial: serial, RevokedAt: time.Now().UTC().Truncate(time.Second), Reason: 1})
+	start := time.Now()
+	changes <- Change{CA: "ca1", Serials: []*big.Int{serial}}
+	var der []byte
+	for {
+		var m Meta
+		m, der = latest(t, n, shard)
+		if m.Number >= 2 && listed(t, der, serial) {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("revoked serial not in shard %d's CRL after 5 s", shard)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("revocation in its shard's CRL %v after the change", time.Since(start))
+
+	// openssl accepts it, and the first CRL of the shard is still there by number.
+	needOpenSSL(t)
+	dir := t.TempDir()
+	f := &fixture{ca: src.ca.Cert, dir: dir}
+	caPEM := f.write(t, "ca.pem", "CERTIFICATE", src.ca.Cert.Raw)
+	crlPEM := f.write(t, "shard.crl", "X509 CRL", der)
+	if out, err := exec.Command("openssl", "crl", "-in", crlPEM, "-CAfile", caPEM, "-verify", "-noout").CombinedOutput(); err != nil || !strings.Contains(string(out), "verify OK") {
+		t.Fatalf("openssl crl -verify: %v %s", err, out)
+	}
+	err := n.View(func(tx *bbolt.Tx) error {
+		m, ok, err := Get(tx, "ca1", shard, 1)
+		if err != nil || !ok {
+			t.Fatalf("CRL number 1 of shard %d is gone: %v", shard, err)
+		}
+		old, err := DER(tx, m)
+		if err != nil {
+			return err
+		}
+		if listed(t, old, serial) {
+			t.Error("the old CRL changed")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+}
+
+func TestLargeCRLInParts(t *testing.T) {
+	n := clustertest.Single(t, cluster.Config{Handlers: Handlers()})
+	src := hsmCA(t, n, 1)
+	now := time.Now().UTC().Truncate(time.Second)
+	for i := range 20_000 {
+		src.revoke(Entry{Serial: new(big.Int).Lsh(big.NewInt(int64(i+1)), 70), RevokedAt: now, Reason: 5})
+	}
+	p := NewPublisher(n.Cluster, src, PublisherConfig{})
+	if err := p.publish(context.Background(), src.ca, Full, 1, now); err != nil {
+		t.Fatal(err)
+	}
+	m, der := latest(t, n, Full)
+	if m.Parts < 2 || m.Entries != 20_000 || m.Size != len(der) {
+		t.Fatalf("meta %+v for %d bytes: want several parts and 20000 entries", m, len(der))
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.CheckSignatureFrom(src.ca.Cert); err != nil || len(rl.RevokedCertificateEntries) != 20_000 {
+		t.Fatalf("reassembled CRL: %v, %d entries", err, len(rl.RevokedCertificateEntries))
+	}
+}
+
+func TestPublishRefusals(t *testing.T) {
+	n := clustertest.Single(t, cluster.Config{Handlers: Handlers()})
+	src := hsmCA(t, n, 1)
+	ctx := context.Background()
+	now := time.Now()
+	p := NewPublisher(n.Cluster, src, PublisherConfig{})
+	if err := p.publish(ctx, src.ca, 0, 5, now); err != nil {
+		t.Fatal(err)
+	}
+	submit := func(typ string, body any) error {
+		cmd, err := cluster.NewCommand(typ, 1, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = n.Submit(ctx, cmd)
+		return err
+	}
+	// Numbers only grow, per shard.
+	if err := p.publish(ctx, src.ca, 0, 5, now); !errors.Is(err, ErrNumberNotGreater) || !errors.Is(err, cluster.ErrRefused) {
+		t.Fatalf("republishing number 5: %v", err)
+	}
+	if err := p.publish(ctx, src.ca, 0, 4, now); !errors.Is(err, ErrNumberNotGreater) {
+		t.Fatalf("publishing number 4 after 5: %v", err)
+	}
+	// A publish whose parts never came, or whose hash does not match them, is refused.
+	sum := make([]byte, 32)
+	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, ErrPartsMissing) {
+		t.Fatalf("publish without parts: %v", err)
+	}
+	if err := submit(TypePart, partBody{CA: "ca1", Shard: 0, Number: 9, Part: 0, Data: []byte("not the CRL")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, ErrPartsMissing) {
+		t.Fatalf("publish with a wrong hash: %v", err)
+	}
+	if m, _ := latest(t, n, 0); m.Number != 5 {
+		t.Fatalf("a refused publish changed the latest CRL to %d", m.Number)
+	}
+}

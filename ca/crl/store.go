@@ -1,0 +1,259 @@
+package crl
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// Published CRLs live in replicated state, so every node serves the same bytes and
+// every CRL ever published stays available as evidence. A large CRL (a full CRL of a
+// million entries is tens of megabytes) does not fit one Raft entry, so the leader
+// sends it in parts (crl.part) and then publishes it (crl.publish), which checks that
+// every part arrived and that they hash to what the leader signed.
+//
+// Layout, bucket "crl":
+//
+//	<ca-id> / <shard key> / "latest"                 -> number (8 bytes)
+//	<ca-id> / <shard key> / "meta"  / number(8)      -> CBOR Meta
+//	<ca-id> / <shard key> / "parts" / number(8)part(4) -> bytes
+//
+// and bucket "crl-staging": <ca-id> \x00 <shard key> \x00 number(8) part(4) -> bytes.
+// The shard key is the shard number in decimal, or "full".
+var (
+	bucketCRL     = []byte("crl")
+	bucketStaging = []byte("crl-staging")
+	keyLatest     = []byte("latest")
+	keyMeta       = []byte("meta")
+	keyParts      = []byte("parts")
+)
+
+// Command types.
+const (
+	TypePart    = "crl.part"
+	TypePublish = "crl.publish"
+)
+
+// PartSize bounds the CRL bytes one crl.part command carries.
+const PartSize = 256 << 10
+
+// Meta describes a published CRL.
+type Meta struct {
+	CA         string    `cbor:"1,keyasint"`
+	Shard      int       `cbor:"2,keyasint"` // Full for the full CRL
+	Number     uint64    `cbor:"3,keyasint"`
+	ThisUpdate time.Time `cbor:"4,keyasint"`
+	NextUpdate time.Time `cbor:"5,keyasint"`
+	SHA256     []byte    `cbor:"6,keyasint"`
+	Parts      int       `cbor:"7,keyasint"`
+	Size       int       `cbor:"8,keyasint"`
+	Entries    int       `cbor:"9,keyasint"`
+	Published  time.Time `cbor:"10,keyasint"` // the leader's time of the publish entry
+}
+
+type partBody struct {
+	CA     string `cbor:"1,keyasint"`
+	Shard  int    `cbor:"2,keyasint"`
+	Number uint64 `cbor:"3,keyasint"`
+	Part   int    `cbor:"4,keyasint"`
+	Data   []byte `cbor:"5,keyasint"`
+}
+
+// Errors a submitter sees as refusals.
+var (
+	ErrNumberNotGreater = errors.New("crl: CRL number not greater than the last published")
+	ErrPartsMissing     = errors.New("crl: parts missing or not matching the hash")
+)
+
+func shardKey(shard int) []byte {
+	if shard == Full {
+		return []byte("full")
+	}
+	return fmt.Appendf(nil, "%d", shard)
+}
+
+func u64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+func stagingPrefix(ca string, shard int, number uint64) []byte {
+	k := append([]byte(ca), 0)
+	k = append(k, shardKey(shard)...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, number)
+}
+
+// Handlers are the state machine handlers of published CRLs; the node passes them to
+// cluster.Open.
+func Handlers() []cluster.Handler { return []cluster.Handler{partHandler{}, publishHandler{}} }
+
+type partHandler struct{}
+
+func (partHandler) Type() string      { return TypePart }
+func (partHandler) Versions() []uint  { return []uint{1} }
+func (partHandler) Buckets() [][]byte { return [][]byte{bucketStaging} }
+func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b partBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if b.CA == "" || b.Shard < Full || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
+		return nil, cluster.Refuse(errors.New("crl: malformed part"))
+	}
+	if latest := latestNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
+		return nil, cluster.Refuse(ErrNumberNotGreater)
+	}
+	k := binary.BigEndian.AppendUint32(stagingPrefix(b.CA, b.Shard, b.Number), uint32(b.Part))
+	return nil, tx.Bucket(bucketStaging).Put(k, b.Data)
+}
+
+type publishHandler struct{}
+
+func (publishHandler) Type() string      { return TypePublish }
+func (publishHandler) Versions() []uint  { return []uint{1} }
+func (publishHandler) Buckets() [][]byte { return [][]byte{bucketCRL} }
+func (publishHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var m Meta
+	if err := e.Command.Decode(&m); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if m.CA == "" || m.Shard < Full || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
+		return nil, cluster.Refuse(errors.New("crl: malformed publish"))
+	}
+	if m.Number <= latestNumber(tx, m.CA, m.Shard) {
+		return nil, cluster.Refuse(ErrNumberNotGreater)
+	}
+	staging := tx.Bucket(bucketStaging)
+	prefix := stagingPrefix(m.CA, m.Shard, m.Number)
+	h := sha256.New()
+	size := 0
+	for i := range m.Parts {
+		p := staging.Get(binary.BigEndian.AppendUint32(append([]byte{}, prefix...), uint32(i)))
+		if p == nil {
+			return nil, cluster.Refuse(fmt.Errorf("%w: part %d of %d", ErrPartsMissing, i, m.Parts))
+		}
+		h.Write(p)
+		size += len(p)
+	}
+	if !bytes.Equal(h.Sum(nil), m.SHA256) {
+		return nil, cluster.Refuse(ErrPartsMissing)
+	}
+	sb, err := shardBucket(tx, m.CA, m.Shard)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := sb.CreateBucketIfNotExists(keyParts)
+	if err != nil {
+		return nil, err
+	}
+	metas, err := sb.CreateBucketIfNotExists(keyMeta)
+	if err != nil {
+		return nil, err
+	}
+	for i := range m.Parts {
+		k := binary.BigEndian.AppendUint32(append([]byte{}, prefix...), uint32(i))
+		if err := parts.Put(binary.BigEndian.AppendUint32(u64(m.Number), uint32(i)), staging.Get(k)); err != nil {
+			return nil, err
+		}
+	}
+	// Drop this CRL's staging, and any left by an earlier leader for numbers now past.
+	c := staging.Cursor()
+	stem := prefix[:len(prefix)-8]
+	for k, _ := c.Seek(stem); k != nil && bytes.HasPrefix(k, stem); k, _ = c.Next() {
+		if binary.BigEndian.Uint64(k[len(stem):]) <= m.Number {
+			if err := c.Delete(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	m.Size, m.Published = size, e.Time
+	meta, err := cbor.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := metas.Put(u64(m.Number), meta); err != nil {
+		return nil, err
+	}
+	return u64(m.Number), sb.Put(keyLatest, u64(m.Number))
+}
+
+func shardBucket(tx *bbolt.Tx, ca string, shard int) (*bbolt.Bucket, error) {
+	cb, err := tx.Bucket(bucketCRL).CreateBucketIfNotExists([]byte(ca))
+	if err != nil {
+		return nil, err
+	}
+	return cb.CreateBucketIfNotExists(shardKey(shard))
+}
+
+func readShard(tx *bbolt.Tx, ca string, shard int) *bbolt.Bucket {
+	b := tx.Bucket(bucketCRL)
+	if b == nil {
+		return nil
+	}
+	if b = b.Bucket([]byte(ca)); b == nil {
+		return nil
+	}
+	return b.Bucket(shardKey(shard))
+}
+
+func latestNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
+	sb := readShard(tx, ca, shard)
+	if sb == nil {
+		return 0
+	}
+	v := sb.Get(keyLatest)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// Latest returns the meta of the newest CRL published for the CA's shard.
+func Latest(tx *bbolt.Tx, ca string, shard int) (Meta, bool, error) {
+	n := latestNumber(tx, ca, shard)
+	if n == 0 {
+		return Meta{}, false, nil
+	}
+	return Get(tx, ca, shard, n)
+}
+
+// Get returns the meta of a published CRL by number.
+func Get(tx *bbolt.Tx, ca string, shard int, number uint64) (Meta, bool, error) {
+	sb := readShard(tx, ca, shard)
+	if sb == nil || sb.Bucket(keyMeta) == nil {
+		return Meta{}, false, nil
+	}
+	v := sb.Bucket(keyMeta).Get(u64(number))
+	if v == nil {
+		return Meta{}, false, nil
+	}
+	var m Meta
+	if err := cbor.Unmarshal(v, &m); err != nil {
+		return Meta{}, false, fmt.Errorf("crl: meta of %s/%d/%d: %w", ca, shard, number, err)
+	}
+	return m, true, nil
+}
+
+// DER returns the bytes of a published CRL.
+func DER(tx *bbolt.Tx, m Meta) ([]byte, error) {
+	sb := readShard(tx, m.CA, m.Shard)
+	if sb == nil || sb.Bucket(keyParts) == nil {
+		return nil, fmt.Errorf("crl: %s/%d/%d has no parts", m.CA, m.Shard, m.Number)
+	}
+	parts := sb.Bucket(keyParts)
+	out := make([]byte, 0, m.Size)
+	for i := range m.Parts {
+		p := parts.Get(binary.BigEndian.AppendUint32(u64(m.Number), uint32(i)))
+		if p == nil {
+			return nil, fmt.Errorf("crl: %s/%d/%d: part %d missing", m.CA, m.Shard, m.Number, i)
+		}
+		out = append(out, p...)
+	}
+	return out, nil
+}
