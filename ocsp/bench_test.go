@@ -47,7 +47,7 @@ func BenchmarkServePOST(b *testing.B) {
 		_ = c.Put("ca1", crypto.SHA1, serial, resp)
 	}
 	_ = c.Put("ca1", crypto.SHA1, p.leaves[1].SerialNumber.Bytes(), resp)
-	r := NewResponder(c, nil)
+	r := NewResponder(c, nil, nil)
 	der := p.request(b, p.leaves[1], crypto.SHA1)
 	var ctx fasthttp.RequestCtx
 	b.ReportAllocs()

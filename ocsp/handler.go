@@ -36,6 +36,7 @@ var (
 // it never signs, so an attacker's serial costs a map miss, not an HSM operation.
 type Responder struct {
 	cache   *Cache
+	crls    CRLSource // nil: no CRLs on this listener
 	now     func() time.Time
 	bufs    sync.Pool
 	results results
@@ -46,8 +47,9 @@ type results struct {
 	good, revoked, unknown, unauthorized, malformed, notModified, badMethod prometheus.Counter
 }
 
-// NewResponder serves cache. reg, if not nil, receives the request counters.
-func NewResponder(cache *Cache, reg prometheus.Registerer) *Responder {
+// NewResponder serves cache, and under /crl/ the CRLs crls finds (if not nil).
+// reg, if not nil, receives the request counters.
+func NewResponder(cache *Cache, crls CRLSource, reg prometheus.Registerer) *Responder {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "inkan_ocsp_requests_total",
 		Help: "OCSP requests answered, by result.",
@@ -57,6 +59,7 @@ func NewResponder(cache *Cache, reg prometheus.Registerer) *Responder {
 	}
 	return &Responder{
 		cache: cache,
+		crls:  crls,
 		now:   time.Now,
 		bufs:  sync.Pool{New: func() any { b := make([]byte, 0, maxPOSTBody); return &b }},
 		results: results{
@@ -75,8 +78,13 @@ func NewResponder(cache *Cache, reg prometheus.Registerer) *Responder {
 func (r *Responder) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	switch {
 	case ctx.IsGet() || ctx.IsHead():
+		path := requestPath(ctx.Request.Header.RequestURI())
+		if bytes.HasPrefix(path, crlPrefix) {
+			r.serveCRL(ctx, path)
+			return
+		}
 		bp := r.bufs.Get().(*[]byte)
-		der, err := decodeGETPath((*bp)[:0], requestPath(ctx.Request.Header.RequestURI()))
+		der, err := decodeGETPath((*bp)[:0], path)
 		if err != nil {
 			r.writeError(ctx, respMalformed, r.results.malformed)
 		} else {

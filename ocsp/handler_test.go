@@ -55,7 +55,7 @@ func servedPKI(t *testing.T) (*testPKI, string, *Response) {
 			t.Fatal(err)
 		}
 	}
-	return p, serve(t, NewResponder(c, nil)), good
+	return p, serve(t, NewResponder(c, nil, nil)), good
 }
 
 func writePEM(t *testing.T, dir, name string, cert *x509.Certificate) string {

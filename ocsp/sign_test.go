@@ -142,7 +142,7 @@ func TestBuilderWithOpenSSL(t *testing.T) {
 			}
 		}
 	}
-	url := serve(t, NewResponder(c, nil))
+	url := serve(t, NewResponder(c, nil, nil))
 	dir := t.TempDir()
 	caPEM := writePEM(t, dir, "ca.pem", p.ca)
 	for _, tc := range []struct {

@@ -67,7 +67,7 @@ func main() {
 		write(*out, "index.txt.attr", []byte("unique_subject = no\n"))
 	}
 
-	srv := ocsp.NewServer(ocsp.NewResponder(cache, nil).ServeFastHTTP)
+	srv := ocsp.NewServer(ocsp.NewResponder(cache, nil, nil).ServeFastHTTP)
 	log.Printf("ocspserve: %d responses cached, serving on %s", cache.Len(), *listen)
 	check(srv.ListenAndServe(*listen))
 }

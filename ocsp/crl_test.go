@@ -1,0 +1,119 @@
+package ocsp
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
+)
+
+// crlState is one CA's revocations for the publisher, signing with the test CA key.
+type crlState struct {
+	p       *testPKI
+	revoked []crl.Entry
+}
+
+func (s *crlState) CAs(context.Context) ([]crl.CA, error) {
+	return []crl.CA{{ID: "ca1", Cert: s.p.ca, Shards: 2, URL: func(int) string { return "http://x/crl" }}}, nil
+}
+func (s *crlState) Revoked(_ context.Context, _ string, fn func(crl.Entry) error) error {
+	for _, e := range s.revoked {
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (s *crlState) Signer(context.Context, string) (crypto.Signer, error) { return s.p.caKey, nil }
+
+func TestServeCRLs(t *testing.T) {
+	n := clustertest.Single(t, cluster.Config{Handlers: crl.Handlers()})
+	p := getPKI(t)
+	state := &crlState{p: p, revoked: []crl.Entry{{Serial: big.NewInt(7), RevokedAt: time.Now().UTC().Truncate(time.Second), Reason: 1}}}
+	pub := crl.NewPublisher(n.Cluster, state, crl.PublisherConfig{})
+	ctx := context.Background()
+	shard := crl.Shard(big.NewInt(7), 2)
+	// A new leader's publisher publishes every shard and the full CRL.
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- pub.Run(runCtx, nil) }()
+	waitFor(t, "first CRLs", 10*time.Second, func() bool {
+		for _, s := range []int{crl.Full, 0, 1} {
+			if c, ok, _ := NewStateCRLs(n.View).CRL("ca1", s, 0); !ok || c.Number != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	<-done
+
+	url := serve(t, NewResponder(NewCache(), NewStateCRLs(n.View), nil))
+	get := func(path string, hdr ...string) *http.Response {
+		req, _ := http.NewRequest("GET", url+path, nil)
+		if len(hdr) == 2 {
+			req.Header.Set(hdr[0], hdr[1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := get("/crl/ca1/" + map[int]string{0: "0", 1: "1"}[shard] + ".crl")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/pkix-crl" ||
+		!strings.HasPrefix(resp.Header.Get("Cache-Control"), "max-age=") || resp.Header.Get("Expires") == "" {
+		t.Fatalf("latest shard CRL: %d %v", resp.StatusCode, resp.Header)
+	}
+	if out := opensslCRL(t, body); !strings.Contains(out, "verify OK") || !strings.Contains(out, "Serial Number: 07") {
+		t.Fatalf("openssl crl on the served CRL:\n%s", out)
+	}
+	// By number: immutable; conditional GET: 304.
+	resp = get("/crl/ca1/full/1.crl")
+	full, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") || len(full) == 0 {
+		t.Fatalf("full CRL by number: %d %v", resp.StatusCode, resp.Header)
+	}
+	resp = get("/crl/ca1/full.crl", "If-None-Match", resp.Header.Get("ETag"))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified {
+		t.Errorf("conditional GET of the latest full CRL (same as number 1): %d", resp.StatusCode)
+	}
+	for _, bad := range []string{"/crl/ca1/9.crl", "/crl/nope/0.crl", "/crl/ca1/0/99.crl", "/crl/ca1/x.crl", "/crl/ca1/0", "/crl/ca1/0/0.crl", "/crl//0.crl"} {
+		resp := get(bad)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", bad, resp.StatusCode)
+		}
+	}
+}
+
+func opensslCRL(t *testing.T, der []byte) string {
+	t.Helper()
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	dir := t.TempDir()
+	caPEM := writePEM(t, dir, "ca.pem", getPKI(t).ca)
+	crlPath := filepath.Join(dir, "c.crl")
+	if err := os.WriteFile(crlPath, der, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("openssl", "crl", "-inform", "DER", "-in", crlPath, "-CAfile", caPEM, "-verify", "-noout", "-text").CombinedOutput()
+	return string(bytes.TrimSpace(out))
+}
