@@ -2,7 +2,6 @@ package enroll
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/jpki"
@@ -242,7 +241,7 @@ func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap boo
 	return cluster.Open(ctx, cluster.Config{
 		DataDir:            dir,
 		BindAddr:           "127.0.0.1:0",
-		KeyVault:           &vault{tok: h, xfer: hsm.NewWrapTransfer(h)},
+		KeyVault:           clustertest.NewVault(h),
 		Bootstrap:          bootstrap,
 		Join:               join,
 		Handlers:           []cluster.Handler{NonceHandler()},
@@ -252,79 +251,6 @@ func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap boo
 		LeaderLeaseTimeout: 100 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 	})
-}
-
-// vault is the glue node/ puts between an hsm.Token and the cluster.
-type vault struct {
-	tok  *hsm.Token
-	xfer *hsm.WrapTransfer
-	mu   sync.Mutex
-	tp   *hsm.TransportKey
-}
-
-func (v *vault) key(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
-	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
-	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
-		return v.tok.GenerateKey(ctx, *spec)
-	}
-	return s, err
-}
-
-func (v *vault) NodeKey(ctx context.Context) (crypto.Signer, error) {
-	return v.key(ctx, "node-tls", &hsm.KeySpec{Type: hsm.ECP256, Label: "node-tls"})
-}
-
-func (v *vault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
-	if !create {
-		return v.key(ctx, name, nil)
-	}
-	return v.key(ctx, name, &hsm.KeySpec{Type: hsm.ECP256, Label: name, Wrappable: true})
-}
-
-func (v *vault) TransportKey(ctx context.Context) ([]byte, error) {
-	tp, err := v.xfer.NewTransportKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	v.tp = tp
-	v.mu.Unlock()
-	return tp.MarshalBinary()
-}
-
-func (v *vault) ExportKey(ctx context.Context, name string, to []byte) ([]byte, error) {
-	var tp hsm.TransportKey
-	if err := tp.UnmarshalBinary(to); err != nil {
-		return nil, err
-	}
-	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
-	if err != nil {
-		return nil, err
-	}
-	return wk.MarshalBinary()
-}
-
-func (v *vault) ImportKey(ctx context.Context, name string, blob []byte) error {
-	var wk hsm.WrappedKey
-	if err := wk.UnmarshalBinary(blob); err != nil {
-		return err
-	}
-	if wk.Label != name {
-		return fmt.Errorf("wrapped key is %q, not %q", wk.Label, name)
-	}
-	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
-	return err
-}
-
-func (v *vault) DropTransportKey(ctx context.Context) error {
-	v.mu.Lock()
-	tp := v.tp
-	v.tp = nil
-	v.mu.Unlock()
-	if tp == nil {
-		return nil
-	}
-	return v.xfer.DeleteTransportKey(ctx, tp)
 }
 
 // testIssuer stands where ca.Authority will: it signs with an in-memory CA key and
