@@ -17,13 +17,22 @@ import (
 // Config is a node's configuration file, typed. LoadConfig fills it from YAML and
 // validates it; nothing reads a Config that has not passed Validate.
 type Config struct {
-	// DataDir holds the node's Raft log, state, OCSP cache and identity.
+	// DataDir holds the node's Raft log, state, OCSP cache and identity, and its
+	// admin socket (admin.sock). It must not be open to group or others.
 	DataDir string        `yaml:"data_dir"`
 	Cluster ClusterConfig `yaml:"cluster"`
-	API     ListenConfig  `yaml:"api"`
-	OCSP    ListenConfig  `yaml:"ocsp"`
-	HSM     HSMConfig     `yaml:"hsm"`
-	Log     LogConfig     `yaml:"log"`
+	// API is the HTTPS listener of the node's services (enrollment).
+	API ListenConfig `yaml:"api"`
+	// OCSP is the plain-HTTP listener relying parties query (OCSP and CRLs).
+	OCSP ListenConfig `yaml:"ocsp"`
+	// Metrics is the plain-HTTP listener of /healthz, /readyz and /metrics, for
+	// load balancers and Prometheus on the operators' network.
+	Metrics ListenConfig `yaml:"metrics"`
+	HSM     HSMConfig    `yaml:"hsm"`
+	Log     LogConfig    `yaml:"log"`
+	// DrainTimeout bounds each step of a shutdown: the listeners finishing
+	// in-flight requests, the services stopping, the cluster stopping (default 10s).
+	DrainTimeout Duration `yaml:"drain_timeout"`
 }
 
 // ClusterConfig says how the node takes part in the Raft cluster.
@@ -40,7 +49,25 @@ type ClusterConfig struct {
 	// Join is how a new node enters an existing cluster.
 	Join *JoinConfig `yaml:"join"`
 	// Role is "voter" (default) or "nonvoter" (an OCSP/CRL edge, never in quorum).
+	// A joining node gets the role its join token was made for; this says which
+	// role the operator expects, and the node logs an error if they differ.
 	Role string `yaml:"role"`
+	// NodeID names the node in the cluster (1-64 of a-z, 0-9, '-'); made at
+	// random on the first start if empty. It never changes after the first start.
+	NodeID string `yaml:"node_id"`
+	// Raft tunes the consensus timing; the defaults suit one data centre.
+	Raft RaftConfig `yaml:"raft"`
+}
+
+// RaftConfig is the Raft timing. Longer timeouts ride out slower links at the
+// cost of a slower failover: a leader lost is replaced after about
+// heartbeat_timeout to twice that, plus an election.
+type RaftConfig struct {
+	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 1s
+	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 1s
+	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 500ms
+	SnapshotInterval   Duration `yaml:"snapshot_interval"`    // default 2m
+	SnapshotThreshold  uint64   `yaml:"snapshot_threshold"`   // default 8192 entries
 }
 
 // JoinConfig names a member to contact and the one-time token an operator made.
@@ -147,7 +174,30 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&c.Cluster.Raft.HeartbeatTimeout, time.Second)
+	def(&c.Cluster.Raft.ElectionTimeout, time.Second)
+	def(&c.Cluster.Raft.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.SnapshotInterval, 2*time.Minute)
+	if c.Cluster.Raft.SnapshotThreshold == 0 {
+		c.Cluster.Raft.SnapshotThreshold = 8192
+	}
+	def(&c.DrainTimeout, 10*time.Second)
 }
+
+// AdminSocket is the path of the node's admin socket.
+func (c *Config) AdminSocket() string { return filepath.Join(c.DataDir, adminSocketName) }
+
+const (
+	adminSocketName = "admin.sock"
+	// maxSocketPath is the longest unix socket path Linux takes (sun_path
+	// holds 108 bytes with the terminating NUL).
+	maxSocketPath = 107
+)
 
 // Validate checks every field and reports all problems at once, each naming the
 // field as it is written in the file.
@@ -162,6 +212,8 @@ func (c *Config) Validate() error {
 		bad("data_dir", "required")
 	case !filepath.IsAbs(c.DataDir):
 		bad("data_dir", "%q must be an absolute path", c.DataDir)
+	case len(c.AdminSocket()) > maxSocketPath:
+		bad("data_dir", "%q is too long for the admin socket %s inside it (at most %d bytes)", c.DataDir, adminSocketName, maxSocketPath)
 	}
 
 	if c.Cluster.Name == "" {
@@ -173,6 +225,9 @@ func (c *Config) Validate() error {
 	checkAddr(bad, "cluster.advertise", c.Cluster.Advertise, true)
 	if host, _, err := net.SplitHostPort(c.Cluster.Advertise); err == nil && isUnspecified(host) {
 		bad("cluster.advertise", "%q is not an address other nodes can dial; set cluster.advertise", c.Cluster.Advertise)
+	}
+	if id := c.Cluster.NodeID; id != "" && !validNodeID(id) {
+		bad("cluster.node_id", "%q: use 1-64 of a-z, 0-9 and '-'", id)
 	}
 	switch c.Cluster.Role {
 	case RoleVoter, RoleNonvoter:
@@ -191,11 +246,36 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	r := c.Cluster.Raft
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{
+		{"cluster.raft.heartbeat_timeout", r.HeartbeatTimeout},
+		{"cluster.raft.election_timeout", r.ElectionTimeout},
+		{"cluster.raft.leader_lease_timeout", r.LeaderLeaseTimeout},
+		{"cluster.raft.snapshot_interval", r.SnapshotInterval},
+	} {
+		if time.Duration(d.v) < 10*time.Millisecond {
+			bad(d.field, "%s is shorter than 10ms", time.Duration(d.v))
+		}
+	}
+	if r.ElectionTimeout < r.HeartbeatTimeout {
+		bad("cluster.raft.election_timeout", "%s is shorter than cluster.raft.heartbeat_timeout (%s)",
+			time.Duration(r.ElectionTimeout), time.Duration(r.HeartbeatTimeout))
+	}
+	if r.LeaderLeaseTimeout > r.HeartbeatTimeout {
+		bad("cluster.raft.leader_lease_timeout", "%s is longer than cluster.raft.heartbeat_timeout (%s)",
+			time.Duration(r.LeaderLeaseTimeout), time.Duration(r.HeartbeatTimeout))
+	}
+
 	checkAddr(bad, "api.listen", c.API.Listen, true)
 	checkAddr(bad, "ocsp.listen", c.OCSP.Listen, true)
+	checkAddr(bad, "metrics.listen", c.Metrics.Listen, true)
 	seen := map[string]string{}
 	for _, l := range []struct{ field, addr string }{
-		{"cluster.bind", c.Cluster.Bind}, {"api.listen", c.API.Listen}, {"ocsp.listen", c.OCSP.Listen},
+		{"cluster.bind", c.Cluster.Bind}, {"api.listen", c.API.Listen},
+		{"ocsp.listen", c.OCSP.Listen}, {"metrics.listen", c.Metrics.Listen},
 	} {
 		if l.addr == "" {
 			continue
@@ -238,6 +318,9 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+	if d := time.Duration(c.DrainTimeout); d < 100*time.Millisecond || d > 10*time.Minute {
+		bad("drain_timeout", "%s is outside 100ms..10m", d)
+	}
 	return errors.Join(errs...)
 }
 
@@ -258,6 +341,20 @@ func checkAddr(bad func(string, string, ...any), field, addr string, required bo
 	if err != nil || n < 1 || n > 65535 {
 		bad(field, "address %s: invalid port", addr)
 	}
+}
+
+// validNodeID is cluster's rule for node IDs, checked here so that the file's
+// field is named.
+func validNodeID(id string) bool {
+	if len(id) < 1 || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func isUnspecified(host string) bool {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodConfig = `
@@ -17,6 +18,8 @@ api:
   listen: 127.0.0.1:8443
 ocsp:
   listen: 127.0.0.1:8080
+metrics:
+  listen: 127.0.0.1:9090
 hsm:
   token: inkan-node1
   pin_file: /etc/inkan/hsm.pin
@@ -35,6 +38,33 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if cfg.HSM.Module != "/usr/lib/softhsm/libsofthsm2.so" {
 		t.Errorf("module default = %q", cfg.HSM.Module)
+	}
+	r := cfg.Cluster.Raft
+	if r.HeartbeatTimeout != Duration(time.Second) || r.ElectionTimeout != Duration(time.Second) ||
+		r.LeaderLeaseTimeout != Duration(500*time.Millisecond) || r.SnapshotThreshold != 8192 {
+		t.Errorf("raft defaults not applied: %+v", r)
+	}
+	if cfg.DrainTimeout != Duration(10*time.Second) {
+		t.Errorf("drain_timeout default = %s", time.Duration(cfg.DrainTimeout))
+	}
+	if got := cfg.AdminSocket(); got != "/var/lib/inkan/admin.sock" {
+		t.Errorf("admin socket = %q", got)
+	}
+}
+
+// TestParseConfigExample keeps deploy/examples/node.yaml loadable: it documents
+// every option, so it must stay a valid file.
+func TestParseConfigExample(t *testing.T) {
+	raw, err := os.ReadFile("../deploy/examples/node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.Join == nil || cfg.Cluster.NodeID == "" || cfg.Metrics.Listen == "" {
+		t.Errorf("example lost options: %+v", cfg)
 	}
 }
 
@@ -59,6 +89,18 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad duration", repl("  token: inkan-node1", "  token: inkan-node1\n  idle_timeout: soon"), "\"soon\" is not a duration"},
 		{"bad log level", func(s string) string { return s + "log:\n  level: loud\n" }, "log.level: \"loud\" is not one of"},
 		{"multi-line cluster name", repl("name: inkan-test", "name: \"a\\nb\""), "cluster.name: must be a single line"},
+		{"missing metrics listener", repl("metrics:\n  listen: 127.0.0.1:9090\n", ""), "metrics.listen: required (host:port)"},
+		{"metrics on the ocsp port", repl("127.0.0.1:9090", "127.0.0.1:8080"), "metrics.listen: address 127.0.0.1:8080 is already used by ocsp.listen"},
+		{"bad node id", repl("  bootstrap: true", "  bootstrap: true\n  node_id: Node_1"), "cluster.node_id: \"Node_1\": use 1-64 of a-z, 0-9 and '-'"},
+		{"election shorter than heartbeat", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    heartbeat_timeout: 2s\n    election_timeout: 1s"),
+			"cluster.raft.election_timeout: 1s is shorter than cluster.raft.heartbeat_timeout (2s)"},
+		{"lease longer than heartbeat", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    leader_lease_timeout: 2s"),
+			"cluster.raft.leader_lease_timeout: 2s is longer than cluster.raft.heartbeat_timeout (1s)"},
+		{"heartbeat too short", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    heartbeat_timeout: 1ms\n    leader_lease_timeout: 1ms"),
+			"cluster.raft.heartbeat_timeout: 1ms is shorter than 10ms"},
+		{"unknown raft key", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    election: 1s"), "field election not found"},
+		{"drain timeout too long", func(s string) string { return s + "drain_timeout: 1h\n" }, "drain_timeout: 1h0m0s is outside 100ms..10m"},
+		{"data dir too long for the socket", repl("/var/lib/inkan", "/"+strings.Repeat("d", 100)), "is too long for the admin socket admin.sock inside it"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,116 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// AdminClient calls a node's admin API over its unix socket.
+type AdminClient struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewAdminClient returns a client of the admin socket at path
+// (<data_dir>/admin.sock).
+func NewAdminClient(path string) *AdminClient {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	return &AdminClient{socket: path, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableKeepAlives: true,
+	}}}
+}
+
+// Status returns the node's view of the cluster.
+func (a *AdminClient) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	return &st, a.do(ctx, http.MethodGet, pathStatus, nil, &st)
+}
+
+// CreateJoinToken makes a one-time join token for a node of role (voter or
+// nonvoter), valid for ttl.
+func (a *AdminClient) CreateJoinToken(ctx context.Context, role string, ttl time.Duration) (*JoinToken, error) {
+	var t JoinToken
+	return &t, a.do(ctx, http.MethodPost, pathJoinTokens, JoinTokenRequest{Role: role, TTL: ttl.String()}, &t)
+}
+
+// RemoveNode removes the node id from the cluster, for ever.
+func (a *AdminClient) RemoveNode(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, pathMembers+url.PathEscape(id), nil, nil)
+}
+
+// TransferLeadership has the leader hand leadership to another voter.
+func (a *AdminClient) TransferLeadership(ctx context.Context) (*Leadership, error) {
+	var l Leadership
+	return &l, a.do(ctx, http.MethodPost, pathTransfer, nil, &l)
+}
+
+// Leave decommissions the node: it drains, leaves the cluster and stops.
+func (a *AdminClient) Leave(ctx context.Context) error {
+	return a.do(ctx, http.MethodPost, pathLeave, nil, nil)
+}
+
+func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://admin"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return a.dialError(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("admin: %s: %w", a.socket, err)
+	}
+	if resp.StatusCode >= 300 {
+		p := &Problem{}
+		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") || json.Unmarshal(b, p) != nil || p.Type == "" {
+			return fmt.Errorf("admin: %s: %s: %s", a.socket, resp.Status, bytes.TrimSpace(b))
+		}
+		return p
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("admin: %s: answer: %w", a.socket, err)
+		}
+	}
+	return nil
+}
+
+// dialError says what a failure to reach the socket means for an operator.
+func (a *AdminClient) dialError(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("admin: no node is running with admin socket %s (it does not exist)", a.socket)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("admin: no node is listening on %s (a node that stopped left it)", a.socket)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("admin: %s: permission denied; run as the node's user", a.socket)
+	}
+	return fmt.Errorf("admin: %s: %w", a.socket, err)
+}

@@ -1,0 +1,475 @@
+package node_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/node"
+)
+
+// freePorts returns n distinct loopback addresses with ports free a moment ago.
+func freePorts(t testing.TB, n int) []string {
+	t.Helper()
+	var out []string
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// testConfig is a node on loopback with the short Raft timings tests use, its
+// data dir in a temp dir and its key on tok. extra is YAML appended to the
+// cluster section.
+func testConfig(t testing.TB, tok *softhsm.Token, clusterExtra string) *node.Config {
+	t.Helper()
+	p := freePorts(t, 4)
+	dir := filepath.Join(t.TempDir(), "data")
+	raw := fmt.Sprintf(`data_dir: %s
+cluster:
+  name: inkan-test
+  bind: %s
+  raft:
+    heartbeat_timeout: 300ms
+    election_timeout: 300ms
+    leader_lease_timeout: 100ms
+%s
+api:
+  listen: %s
+ocsp:
+  listen: %s
+metrics:
+  listen: %s
+hsm:
+  module: %s
+  token: %s
+  pin_file: %s
+log:
+  level: %s
+drain_timeout: 2s
+`, dir, p[0], clusterExtra, p[1], p[2], p[3], tok.Module, tok.Label, tok.PINFile, logLevel())
+	cfg, err := node.ParseConfig([]byte(raw))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	return cfg
+}
+
+func logLevel() string {
+	if os.Getenv("NODE_TEST_LOG") != "" {
+		return "debug"
+	}
+	return "error"
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// start starts a node and stops it when the test ends.
+func start(t testing.TB, cfg *node.Config, comps ...node.Component) *node.Node {
+	t.Helper()
+	n, err := node.Start(ctxT(t, 60*time.Second), cfg, comps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Stop(context.Background()) })
+	return n
+}
+
+func get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitReady polls /readyz until it answers 200.
+func waitReady(t testing.TB, n *node.Node) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := get(t, "http://"+n.Addrs().Metrics+"/readyz")
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %d %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kvPut is a test component's command: it stores a key, or fails to apply (a
+// replica that cannot apply a committed command stops) when the key is "fail".
+type kvPut struct{}
+
+type kvBody struct{ Key, Value string }
+
+func (kvPut) Type() string      { return "test.kv" }
+func (kvPut) Versions() []uint  { return []uint{1} }
+func (kvPut) Buckets() [][]byte { return [][]byte{[]byte("test.kv")} }
+func (kvPut) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b kvBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if b.Key == "fail" {
+		return nil, errors.New("test: cannot apply")
+	}
+	return nil, tx.Bucket([]byte("test.kv")).Put([]byte(b.Key), []byte(b.Value))
+}
+
+func put(ctx context.Context, c *cluster.Cluster, key, value string) error {
+	cmd, err := cluster.NewCommand("test.kv", 1, kvBody{key, value})
+	if err != nil {
+		return err
+	}
+	_, err = c.Submit(ctx, cmd)
+	return err
+}
+
+// recorder is a component that records its start and stop, mounts a handler
+// on the API and serves the OCSP listener.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) record(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, s)
+}
+
+func (r *recorder) component(name string, serveOCSP bool) node.Component {
+	return node.Component{
+		Name: name,
+		Start: func(_ context.Context, env *node.Env) error {
+			if env.Cluster == nil || env.Token == nil || env.Metrics == nil {
+				return errors.New("env incomplete")
+			}
+			env.API.HandleFunc("GET /"+name+"/", func(w http.ResponseWriter, _ *http.Request) {
+				fmt.Fprintf(w, "%s on %s", name, env.Cluster.ID())
+			})
+			if serveOCSP {
+				env.OCSP = func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ocsp by " + name) }
+			}
+			r.record("start " + name)
+			return nil
+		},
+		Stop: func(context.Context) error { r.record("stop " + name); return nil },
+	}
+}
+
+// TestNodeListeners runs one bootstrapping node and checks every listener over
+// real sockets: probes and metrics, the HTTPS API with the node's certificate
+// from the cluster CA and a component's handler, the OCSP listener's handler,
+// and the order in which components start and stop.
+func TestNodeListeners(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	cfg := testConfig(t, tok, "  bootstrap: true\n  node_id: solo")
+	rec := &recorder{}
+	kv := node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}}
+	n := start(t, cfg, kv, rec.component("alpha", false), rec.component("beta", true))
+	waitReady(t, n)
+	a := n.Addrs()
+
+	t.Run("healthz", func(t *testing.T) {
+		code, body := get(t, "http://"+a.Metrics+"/healthz")
+		if code != http.StatusOK || !strings.Contains(body, `"node":"solo"`) {
+			t.Fatalf("healthz: %d %s", code, body)
+		}
+	})
+	t.Run("readyz", func(t *testing.T) {
+		code, body := get(t, "http://"+a.Metrics+"/readyz")
+		var p struct {
+			OK     bool
+			State  string
+			Leader string
+		}
+		if err := json.Unmarshal([]byte(body), &p); err != nil || code != 200 || !p.OK || p.State != "Leader" || p.Leader != "solo" {
+			t.Fatalf("readyz: %d %s", code, body)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		ctx := ctxT(t, 10*time.Second)
+		if err := put(ctx, n.Cluster(), "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+		// A body that is not a kvBody is refused: an apply error to count.
+		bad, err := cluster.NewCommand("test.kv", 1, "not a struct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Cluster().Submit(ctx, bad); !errors.Is(err, cluster.ErrRefused) {
+			t.Fatalf("bad body: %v", err)
+		}
+		code, body := get(t, "http://"+a.Metrics+"/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("metrics: %d", code)
+		}
+		for _, want := range []string{
+			"inkan_cluster_raft_state 2", "inkan_cluster_applied_index", "inkan_cluster_commit_seconds_count",
+			`inkan_cluster_apply_errors_total{kind="refused"} 1`, "go_goroutines", "process_open_fds",
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+	})
+	t.Run("api", func(t *testing.T) {
+		pemCA, err := os.ReadFile(filepath.Join(cfg.DataDir, "cluster-ca.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemCA) {
+			t.Fatal("no CA in cluster-ca.pem")
+		}
+		// The node certificate names the node in its CN and carries no
+		// SAN: verify the chain to the cluster CA and the CN.
+		tc := &tls.Config{InsecureSkipVerify: true, VerifyConnection: func(cs tls.ConnectionState) error {
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return err
+			}
+			if leaf.Subject.CommonName != "solo" {
+				return fmt.Errorf("CN %q", leaf.Subject.CommonName)
+			}
+			return nil
+		}}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+		resp, err := hc.Get("https://" + a.API + "/alpha/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "alpha on solo" {
+			t.Fatalf("api: %d %q", resp.StatusCode, b)
+		}
+	})
+	t.Run("ocsp", func(t *testing.T) {
+		if code, body := get(t, "http://"+a.OCSP+"/anything"); code != 200 || body != "ocsp by beta" {
+			t.Fatalf("ocsp: %d %q", code, body)
+		}
+	})
+
+	if err := n.Stop(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if got, want := strings.Join(rec.events, ", "), "start alpha, start beta, stop beta, stop alpha"; got != want {
+		t.Errorf("component events %q, want %q", got, want)
+	}
+	if _, err := os.Stat(a.Admin); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("admin socket left after stop: %v", err)
+	}
+	if _, err := net.Dial("tcp", a.Metrics); err == nil {
+		t.Error("metrics listener still open after stop")
+	}
+}
+
+// TestNodeRestart: a stopped node restarts from its data dir with its state,
+// and a second node on the same data dir is refused while the first runs.
+func TestNodeRestart(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	cfg := testConfig(t, tok, "  bootstrap: true")
+	n := start(t, cfg, node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}})
+	waitReady(t, n)
+	ctx := ctxT(t, 30*time.Second)
+	if err := put(ctx, n.Cluster(), "before", "restart"); err != nil {
+		t.Fatal(err)
+	}
+	id := n.Cluster().ID()
+
+	if _, err := node.Start(ctx, cfg); err == nil || !strings.Contains(err.Error(), "in use by another running node") {
+		t.Fatalf("second node on one data dir: %v", err)
+	}
+	if err := n.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	n2 := start(t, cfg, node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}})
+	waitReady(t, n2)
+	if n2.Cluster().ID() != id {
+		t.Fatalf("restarted as %s, was %s", n2.Cluster().ID(), id)
+	}
+	var got []byte
+	err := n2.Cluster().ViewCurrent(ctx, func(tx *bbolt.Tx) error {
+		got = append(got, tx.Bucket([]byte("test.kv")).Get([]byte("before"))...)
+		return nil
+	})
+	if err != nil || string(got) != "restart" {
+		t.Fatalf("state after restart: %q, %v", got, err)
+	}
+}
+
+// TestNodeStopsWhenClusterFails: a committed command this replica cannot apply
+// stops the cluster, and the node with it, with the cluster's error.
+func TestNodeStopsWhenClusterFails(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	cfg := testConfig(t, tok, "  bootstrap: true")
+	n := start(t, cfg, node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}})
+	waitReady(t, n)
+	_ = put(ctxT(t, 5*time.Second), n.Cluster(), "fail", "")
+	select {
+	case <-n.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("node still running after its cluster failed")
+	}
+	if err := n.Err(); !errors.Is(err, cluster.ErrNodeFailed) {
+		t.Fatalf("Err() = %v, want cluster.ErrNodeFailed", err)
+	}
+	if _, err := net.Dial("tcp", n.Addrs().Metrics); err == nil {
+		t.Error("metrics listener still open after the failure")
+	}
+}
+
+// TestAdmin exercises the admin API over the node's unix socket, through
+// AdminClient, and the problem types of its refusals.
+func TestAdmin(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	cfg := testConfig(t, tok, "  bootstrap: true\n  node_id: adm")
+	n := start(t, cfg)
+	waitReady(t, n)
+	ctx := ctxT(t, 30*time.Second)
+	ac := node.NewAdminClient(cfg.AdminSocket())
+
+	fi, err := os.Stat(cfg.AdminSocket())
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("admin socket: %v %v", fi.Mode(), err)
+	}
+
+	st, err := ac.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node != "adm" || st.State != "Leader" || !st.Ready || len(st.Members) != 1 ||
+		st.Members[0].Raft != "voter" || !st.Members[0].Leader || !st.Members[0].Self {
+		t.Fatalf("status: %+v", st)
+	}
+
+	for _, role := range []string{"voter", "nonvoter"} {
+		jt, err := ac.CreateJoinToken(ctx, role, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(jt.Token, "inkan-join.") || jt.Role != role || time.Until(jt.ExpiresAt) < 59*time.Minute {
+			t.Fatalf("join token: %+v", jt)
+		}
+	}
+
+	problems := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"bad role", func() error { _, err := ac.CreateJoinToken(ctx, "leader", time.Hour); return err }, "request-invalid"},
+		{"ttl too long", func() error { _, err := ac.CreateJoinToken(ctx, "voter", 30*24*time.Hour); return err }, "request-invalid"},
+		{"remove unknown", func() error { return ac.RemoveNode(ctx, "nosuch") }, "node-unknown"},
+		{"remove self", func() error { return ac.RemoveNode(ctx, "adm") }, "remove-self"},
+		{"transfer alone", func() error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := ac.TransferLeadership(ctx)
+			return err
+		}, ""},
+	}
+	for _, p := range problems {
+		t.Run(p.name, func(t *testing.T) {
+			err := p.call()
+			var prob *node.Problem
+			if !errors.As(err, &prob) {
+				t.Fatalf("error %v is not a problem", err)
+			}
+			if p.want != "" && prob.Name() != p.want {
+				t.Fatalf("problem %s (%v), want %s", prob.Name(), prob, p.want)
+			}
+			if !strings.HasPrefix(prob.Type, node.ProblemBase) || prob.Status < 400 || prob.Detail == "" {
+				t.Fatalf("problem %+v", prob)
+			}
+		})
+	}
+
+	// A socket nobody listens on says so.
+	_, err = node.NewAdminClient(filepath.Join(t.TempDir(), "admin.sock")).Status(ctx)
+	if err == nil || !strings.Contains(err.Error(), "no node is running") {
+		t.Fatalf("missing socket: %v", err)
+	}
+}
+
+// TestJoinEdge: a join token file open to others is refused before it is
+// used; a nonvoter joins with a good one and is ready, following the leader.
+func TestJoinEdge(t *testing.T) {
+	first := start(t, testConfig(t, softhsm.NewToken(t), "  bootstrap: true"))
+	waitReady(t, first)
+	ctx := ctxT(t, 60*time.Second)
+	ac := node.NewAdminClient(first.Addrs().Admin)
+	jt, err := ac.CreateJoinToken(ctx, "nonvoter", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(jt.Token+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, softhsm.NewToken(t), fmt.Sprintf("  role: nonvoter\n  join:\n    address: %s\n    token_file: %s", first.Addrs().Cluster, file))
+
+	if _, err := node.Start(ctx, cfg); err == nil || !strings.Contains(err.Error(), "make it 0600") {
+		t.Fatalf("token file open to others: %v", err)
+	}
+	if err := os.Chmod(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	edge := start(t, cfg)
+	waitReady(t, edge)
+	st, err := node.NewAdminClient(edge.Addrs().Admin).Status(ctx)
+	if err != nil || st.Role != "nonvoter" || st.LeaderID != first.Cluster().ID() || len(st.Members) != 2 {
+		t.Fatalf("edge status %+v, %v", st, err)
+	}
+	// The edge cannot move leadership; the problem says why.
+	_, err = node.NewAdminClient(edge.Addrs().Admin).TransferLeadership(ctx)
+	var p *node.Problem
+	if !errors.As(err, &p) || !strings.Contains(p.Detail, "not allowed to nonvoter") {
+		t.Fatalf("transfer from an edge: %v", err)
+	}
+}
