@@ -25,6 +25,8 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newHSMCmd(),
 		newAuditCmd(),
+		newServerCmd(),
+		newAdminCmd(),
 	)
 	return root
 }
