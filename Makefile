@@ -13,7 +13,8 @@ deps:
 build: deps
 	$(GO) build -o $(BIN) ./cmd/inkan
 
-# The dev appliance: one node, state in ./.inkan-dev, SoftHSM token made for you.
+# The dev appliance: one node, state in ./.inkan-dev, SoftHSM token and config made
+# for you on the first run; it runs in the foreground until Ctrl-C, and resumes after.
 run: build
 	@deploy/dev-run.sh $(BIN) $(DEV_DIR)
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Stop the local cluster's nodes with SIGTERM (each drains and exits 0). Their state
+# stays in DIR: up.sh restarts them from it. rm -rf DIR to start afresh.
+#   deploy/cluster/down.sh [BIN] [DIR]
+here=$(dirname "$0")
+. "$here/common.sh"
+for ((i = ${#NODES[@]} - 1; i >= 0; i--)); do
+	n=${NODES[$i]}
+	running "$n" || continue
+	pid=$(cat "$(home "$n")/pid")
+	kill -TERM "$pid"
+	while alive "$pid"; do sleep 0.05; done
+	rm -f "$(home "$n")/pid"
+	echo "$n stopped"
+done

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Show each running node's view of the local cluster.
+#   deploy/cluster/status.sh [BIN] [DIR]
+here=$(dirname "$0")
+. "$here/common.sh"
+for n in "${NODES[@]}"; do
+	echo "== $n"
+	if running "$n"; then
+		admin "$n" --timeout 5s cluster status || true
+	else
+		echo "not running"
+	fi
+	echo
+done

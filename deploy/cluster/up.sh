@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Start a local inkan cluster: node1 bootstraps, node2 and node3 join as voters with
+# join tokens made through node1's admin socket, edge1 joins as a non-voting edge.
+# Nodes that already have state are restarted from it (no token needed).
+#   deploy/cluster/up.sh [BIN] [DIR]     (defaults: bin/inkan, ./.inkan-cluster)
+here=$(dirname "$0")
+. "$here/common.sh"
+
+prepare() { # prepare NODE: token dir, PINs, token, config (once)
+	local n=$1 h; h=$(home "$n")
+	mkdir -p "$h/tokens"
+	[ -f "$h/softhsm2.conf" ] || printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$h" >"$h/softhsm2.conf"
+	newpin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
+	[ -f "$h/so.pin" ] || newpin >"$h/so.pin"
+	[ -f "$h/user.pin" ] || newpin >"$h/user.pin"
+	if ! SOFTHSM2_CONF="$h/softhsm2.conf" "$bin" hsm list --module "$module" | grep -q "inkan-$n"; then
+		SOFTHSM2_CONF="$h/softhsm2.conf" "$bin" hsm init-token --module "$module" --label "inkan-$n" \
+			--so-pin-file "$h/so.pin" --pin-file "$h/user.pin" >/dev/null
+	fi
+	[ -f "$h/node.yaml" ] && return
+	local how role=voter
+	case $n in
+	node1) how="  bootstrap: true" ;;
+	edge*) role=nonvoter ;;
+	esac
+	if [ "$n" != node1 ]; then
+		how="  join:
+    address: 127.0.0.1:$(port node1 0)
+    token_file: $h/join-token"
+	fi
+	cat >"$h/node.yaml" <<YAML
+data_dir: $h/data
+cluster:
+  name: inkan-local
+  node_id: $n
+  bind: 127.0.0.1:$(port "$n" 0)
+  role: $role
+$how
+api:
+  listen: 127.0.0.1:$(port "$n" 1)
+ocsp:
+  listen: 127.0.0.1:$(port "$n" 2)
+metrics:
+  listen: 127.0.0.1:$(port "$n" 3)
+hsm:
+  module: $module
+  token: inkan-$n
+  pin_file: $h/user.pin
+drain_timeout: 5s
+YAML
+}
+
+start() { # start NODE in the background
+	local n=$1 h; h=$(home "$n")
+	if running "$n"; then echo "$n already running (pid $(cat "$h/pid"))"; return; fi
+	SOFTHSM2_CONF="$h/softhsm2.conf" nohup "$bin" server --config "$h/node.yaml" >>"$h/log" 2>&1 &
+	echo $! >"$h/pid"
+}
+
+wait_ready() { # wait_ready NODE: until its /readyz would say 200
+	local n=$1 h; h=$(home "$n")
+	for _ in $(seq 1 300); do
+		if admin "$n" -o json --timeout 2s cluster status 2>/dev/null | grep -q '"ready": true'; then
+			echo "$n ready (pid $(cat "$h/pid")): cluster 127.0.0.1:$(port "$n" 0), api https://127.0.0.1:$(port "$n" 1)," \
+				"ocsp http://127.0.0.1:$(port "$n" 2), metrics http://127.0.0.1:$(port "$n" 3)"
+			return
+		fi
+		running "$n" || { echo "$n exited; its log:" >&2; tail -20 "$h/log" >&2; exit 1; }
+		sleep 0.2
+	done
+	echo "$n not ready after 60s; see $h/log" >&2
+	exit 1
+}
+
+# Nodes with state restart together (one voter alone has no quorum, so none is
+# ready until a majority runs); then new nodes join one by one.
+old=() new=()
+for n in "${NODES[@]}"; do
+	prepare "$n"
+	if [ -d "$(home "$n")/data" ]; then old+=("$n"); else new+=("$n"); fi
+done
+for n in "${old[@]}"; do start "$n"; done
+for n in "${old[@]}"; do wait_ready "$n"; done
+for n in "${new[@]}"; do
+	h=$(home "$n")
+	if [ "$n" != node1 ]; then
+		role=voter
+		case $n in edge*) role=nonvoter ;; esac
+		admin node1 cluster join-token --role "$role" --ttl 10m 2>/dev/null >"$h/join-token"
+	fi
+	start "$n"
+	wait_ready "$n"
+	rm -f "$h/join-token" # spent once the node has joined
+done
+echo
+admin node1 cluster status
