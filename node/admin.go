@@ -239,6 +239,14 @@ func (n *Node) adminTransfer(w http.ResponseWriter, r *http.Request) {
 // adminLeave decommissions this node: it drains, leaves the cluster and stops
 // (the process exits). The answer comes once the cluster has left.
 func (n *Node) adminLeave(w http.ResponseWriter, r *http.Request) {
+	if err := lastVoter(n.c.Load()); err != nil {
+		t := probFailed
+		if errors.Is(err, errLastVoter) {
+			t = probLastVoter
+		}
+		writeProblem(w, t, err.Error())
+		return
+	}
 	n.log.Info("node: admin: leave requested")
 	n.halt(haltLeave, nil)
 	select {
@@ -287,6 +295,7 @@ var (
 	probNotFound       = problemType{"not-found", http.StatusNotFound, "No such admin endpoint"}
 	probNodeUnknown    = problemType{"node-unknown", http.StatusNotFound, "No such node in the cluster"}
 	probRemoveSelf     = problemType{"remove-self", http.StatusConflict, "A node does not remove itself"}
+	probLastVoter      = problemType{"last-voter", http.StatusConflict, "The cluster's only voter cannot leave"}
 	probRefused        = problemType{"refused", http.StatusConflict, "The cluster refused the change"}
 	probNoLeader       = problemType{"no-leader", http.StatusServiceUnavailable, "The cluster has no leader this node can reach"}
 	probShuttingDown   = problemType{"shutting-down", http.StatusServiceUnavailable, "The node is shutting down"}

@@ -12,7 +12,7 @@ import (
 )
 
 // readyTimeout bounds the current read a readiness probe makes.
-const readyTimeout = 2 * time.Second
+const readyTimeout = time.Second
 
 // opsHandler serves metrics.listen: /healthz, /readyz and /metrics.
 func (n *Node) opsHandler() http.Handler {

@@ -404,6 +404,8 @@ func (n *Node) shutdown(how haltKind, cause error) {
 	go func() {
 		defer wg.Done()
 		step("ocsp", n.ocsp.ShutdownWithContext)
+		// fasthttp forgets a listener whose Serve had not begun yet.
+		n.ocspLn.Close()
 	}()
 	wg.Wait()
 
@@ -418,6 +420,11 @@ func (n *Node) shutdown(how haltKind, cause error) {
 	c := n.c.Load()
 	step("cluster", func(ctx context.Context) error {
 		if how == haltLeave {
+			if err := lastVoter(c); err != nil {
+				n.leaveErr = fmt.Errorf("node: leave: %w", err)
+				n.log.Error("node: not leaving; stopping instead", "err", err)
+				return c.Shutdown(ctx)
+			}
 			if err := c.Leave(ctx); err != nil {
 				n.leaveErr = fmt.Errorf("node: leave: %w", err)
 				n.log.Error("node: leave failed; the node is still a member", "err", err)
@@ -454,6 +461,22 @@ func (n *Node) shutdown(how haltKind, cause error) {
 		n.log.Info("node: stopped")
 	}
 	close(n.done)
+}
+
+// errLastVoter refuses the leave of a cluster's only voter: nothing would be
+// left to hold the state or the keys.
+var errLastVoter = errors.New("this node is the cluster's only voter; a cluster cannot lose its last voter")
+
+// lastVoter returns errLastVoter if c is the only voter of its cluster.
+func lastVoter(c *cluster.Cluster) error {
+	st, err := c.Status()
+	if err != nil {
+		return err
+	}
+	if len(st.Voters) == 1 && st.Voters[0] == st.ID {
+		return errLastVoter
+	}
+	return nil
 }
 
 // noResponder answers on ocsp.listen until a component serves it.

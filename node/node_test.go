@@ -407,6 +407,7 @@ func TestAdmin(t *testing.T) {
 		{"ttl too long", func() error { _, err := ac.CreateJoinToken(ctx, "voter", 30*24*time.Hour); return err }, "request-invalid"},
 		{"remove unknown", func() error { return ac.RemoveNode(ctx, "nosuch") }, "node-unknown"},
 		{"remove self", func() error { return ac.RemoveNode(ctx, "adm") }, "remove-self"},
+		{"last voter leaves", func() error { return ac.Leave(ctx) }, "last-voter"},
 		{"transfer alone", func() error {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
@@ -471,5 +472,28 @@ func TestJoinEdge(t *testing.T) {
 	var p *node.Problem
 	if !errors.As(err, &p) || !strings.Contains(p.Detail, "not allowed to nonvoter") {
 		t.Fatalf("transfer from an edge: %v", err)
+	}
+
+	// Restarted, the edge resumes from its data dir: the spent token's file
+	// may be gone.
+	if err := edge.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	edge = start(t, cfg)
+	waitReady(t, edge)
+
+	// With the only voter gone the edge is alive but not ready.
+	if err := first.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := edge.Addrs()
+	if code, body := get(t, "http://"+a.Metrics+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, `"ok":false`) {
+		t.Fatalf("readyz without a quorum: %d %s", code, body)
+	}
+	if code, body := get(t, "http://"+a.Metrics+"/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz without a quorum: %d %s", code, body)
 	}
 }
