@@ -39,6 +39,8 @@ type Node struct {
 	api, ops, admin               *http.Server
 	ocsp                          *fasthttp.Server
 
+	started     chan struct{} // closed when Start succeeded
+	abandoned   chan struct{} // closed when Start failed
 	draining    atomic.Bool
 	haltOnce    sync.Once
 	clusterDown chan struct{} // closed once the cluster has stopped or left
@@ -70,6 +72,8 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 	n := &Node{
 		cfg:         cfg,
 		log:         newLogger(cfg.Log, os.Stderr),
+		started:     make(chan struct{}),
+		abandoned:   make(chan struct{}),
 		clusterDown: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -79,6 +83,7 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 			for i := len(cleanup) - 1; i >= 0; i-- {
 				cleanup[i]()
 			}
+			close(n.abandoned)
 		}
 	}()
 
@@ -184,6 +189,7 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 	go n.serve("ocsp", func() error { return n.ocsp.Serve(n.ocspLn) })
 	go n.serve("admin", func() error { return n.admin.Serve(n.adminLn) })
 	go n.watch(c)
+	close(n.started)
 
 	a := n.Addrs()
 	n.log.Info("node: serving", "node", c.ID(), "cluster", a.Cluster, "api", a.API, "ocsp", a.OCSP, "metrics", a.Metrics, "admin", a.Admin)
@@ -291,7 +297,13 @@ func (n *Node) serve(name string, run func() error) {
 		return
 	}
 	n.log.Error("node: listener failed", "listener", name, "err", err)
-	n.halt(haltFail, fmt.Errorf("node: %s listener: %w", name, err))
+	// The metrics listener serves while Start runs: stop the node only once
+	// it has started (a failed start cleans up by itself).
+	select {
+	case <-n.started:
+		n.halt(haltFail, fmt.Errorf("node: %s listener: %w", name, err))
+	case <-n.abandoned:
+	}
 }
 
 // watch stops the node if the cluster stops on its own (it could not apply a
