@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -495,5 +496,65 @@ func TestJoinEdge(t *testing.T) {
 	}
 	if code, body := get(t, "http://"+a.Metrics+"/healthz"); code != http.StatusOK {
 		t.Fatalf("healthz without a quorum: %d %s", code, body)
+	}
+}
+
+// TestNodeDrainFinishesInFlight: a stop lets a request in flight on the API
+// finish, refuses new connections, and only then stops the components.
+func TestNodeDrainFinishesInFlight(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	cfg := testConfig(t, tok, "  bootstrap: true")
+	inFlight := make(chan struct{})
+	var handled, stoppedDuring atomic.Bool
+	n := start(t, cfg, node.Component{
+		Name: "slow",
+		Start: func(_ context.Context, env *node.Env) error {
+			env.API.HandleFunc("GET /slow", func(w http.ResponseWriter, _ *http.Request) {
+				close(inFlight)
+				time.Sleep(300 * time.Millisecond)
+				fmt.Fprint(w, "finished")
+				handled.Store(true)
+			})
+			return nil
+		},
+		Stop: func(context.Context) error {
+			// Runs after the listeners drained: the handler must be done.
+			stoppedDuring.Store(!handled.Load())
+			return nil
+		},
+	})
+	waitReady(t, n)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := hc.Get("https://" + n.Addrs().API + "/slow")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	<-inFlight
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.Stop(context.Background()) }()
+	r := <-res
+	if r.err != nil || r.code != 200 || r.body != "finished" {
+		t.Fatalf("in-flight request during the drain: %d %q %v", r.code, r.body, r.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if stoppedDuring.Load() {
+		t.Error("the component stopped while a request was in flight")
+	}
+	if _, err := net.Dial("tcp", n.Addrs().API); err == nil {
+		t.Error("the API still accepts connections after the stop")
 	}
 }
