@@ -134,3 +134,21 @@ func repl(old, new string) func(string) string {
 		return strings.Replace(s, old, new, 1)
 	}
 }
+
+// TestParseConfigReportsEveryProblem: one load names every bad field, so an
+// operator fixes the file in one pass.
+func TestParseConfigReportsEveryProblem(t *testing.T) {
+	raw := strings.NewReplacer(
+		"127.0.0.1:9090", "127.0.0.1:0",
+		"  bootstrap: true", "  bootstrap: true\n  node_id: X\n  raft:\n    election_timeout: 1ms",
+	).Replace(goodConfig) + "drain_timeout: 1ms\n"
+	_, err := ParseConfig([]byte(raw))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, field := range []string{"metrics.listen:", "cluster.node_id:", "cluster.raft.election_timeout:", "drain_timeout:"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error does not name %s:\n%v", field, err)
+		}
+	}
+}
