@@ -171,6 +171,7 @@ type Cluster struct {
 	rpc     *rpcClient
 	batch   *batcher
 	reads   *readIndex
+	leader  leadership
 	intake  keyIntake
 	metrics *metrics
 	subs    *subscribers

@@ -242,8 +242,12 @@ func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinRespo
 	}
 	resp := &joinResponse{CA: c.creds.ca.Raw, Cert: cert, Role: string(role)}
 	if role == Voter {
+		names, err := c.replicatedKeys()
+		if err != nil {
+			return nil, err
+		}
 		resp.Keys = map[string][]byte{}
-		for _, name := range append([]string{CAKeyName}, c.cfg.ReplicatedKeys...) {
+		for _, name := range names {
 			blob, err := c.cfg.KeyVault.ExportKey(ctx, name, req.TransportKey)
 			if err != nil {
 				return nil, fmt.Errorf("cluster: join: wrap %s: %w", name, err)
@@ -267,6 +271,9 @@ func (c *Cluster) ShareKey(ctx context.Context, name string) error {
 	key, err := c.cfg.KeyVault.ReplicatedKey(ctx, name, false)
 	if err != nil {
 		return fmt.Errorf("cluster: share %s: %w", name, err)
+	}
+	if err := c.recordKey(ctx, name); err != nil {
+		return fmt.Errorf("cluster: share %s: record it: %w", name, err)
 	}
 	pub, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {

@@ -111,6 +111,7 @@ func builtinHandlers() []Handler {
 		builtin{cmdMemberJoin, applyMemberJoin},
 		builtin{cmdMemberSelf, applyMemberBootstrap},
 		builtin{cmdMemberRemove, applyMemberRemove},
+		keyRecorder{},
 		// bucket ownership for the membership buckets
 		bucketOwner{},
 	}

@@ -179,6 +179,8 @@ func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
 				err = ctx.Err()
 			}
 		}
+	case opCall:
+		resp.Blob, err = c.serveCall(ctx, req)
 	case opReadIndex:
 		resp.Index, err = c.reads.wait(ctx)
 	case opAdmit:

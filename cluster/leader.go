@@ -1,0 +1,197 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
+)
+
+// opCall runs a call registered with HandleLeaderCall on the leader.
+const opCall = "call"
+
+// leadership runs the packages' leader duties (OnLeader) and serves their
+// leader calls (CallLeader).
+type leadership struct {
+	once sync.Once
+
+	mu     sync.Mutex
+	fns    []func(context.Context)
+	term   uint64             // the term this node leads in, 0 if it does not lead
+	ctx    context.Context    // canceled when that term ends
+	cancel context.CancelFunc //
+
+	callMu sync.RWMutex
+	calls  map[string]func(ctx context.Context, req []byte) ([]byte, error)
+}
+
+// OnLeader registers fn to run, in a goroutine of its own, each time this
+// node becomes the leader (at once if it leads now). fn's context is
+// canceled when the node stops leading or shuts down; a new term starts fn
+// again with a new context. Packages above use it for a leader's duties,
+// e.g. to resolve what a previous leader left unfinished, or to hand
+// leadership away (TransferLeadership) when this node cannot serve it.
+func (c *Cluster) OnLeader(fn func(ctx context.Context)) {
+	l := &c.leader
+	l.once.Do(func() { go c.watchLeadership() })
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fns = append(l.fns, fn)
+	if l.ctx != nil {
+		go fn(l.ctx)
+	}
+}
+
+// watchLeadership follows Raft's leadership signal. A signal may be lost
+// when a newer one replaces it (true, false, true arrives as true), so a
+// term is told by its number: a "true" in a new term ends the old one.
+func (c *Cluster) watchLeadership() {
+	l := &c.leader
+	set := func(leads bool) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		term := c.raft.CurrentTerm()
+		if leads && l.ctx != nil && l.term == term {
+			return
+		}
+		if l.cancel != nil {
+			l.cancel()
+			l.ctx, l.cancel, l.term = nil, nil, 0
+		}
+		if !leads || c.ctx.Err() != nil {
+			return
+		}
+		l.ctx, l.cancel = context.WithCancel(c.ctx)
+		l.term = term
+		c.log.Info("cluster: leading", "term", term)
+		for _, fn := range l.fns {
+			go fn(l.ctx)
+		}
+	}
+	set(c.raft.State() == raft.Leader)
+	for {
+		select {
+		case leads := <-c.raft.LeaderCh():
+			set(leads && c.raft.State() == raft.Leader)
+		case <-c.ctx.Done():
+			set(false)
+			return
+		}
+	}
+}
+
+// HandleLeaderCall registers fn to serve the calls named name that
+// CallLeader sends to this node while it leads. Register on every node
+// that may lead, before it serves (a call to a leader that has no handler
+// for it fails).
+func (c *Cluster) HandleLeaderCall(name string, fn func(ctx context.Context, req []byte) ([]byte, error)) {
+	l := &c.leader
+	l.callMu.Lock()
+	defer l.callMu.Unlock()
+	if l.calls == nil {
+		l.calls = map[string]func(context.Context, []byte) ([]byte, error){}
+	}
+	l.calls[name] = fn
+}
+
+// CallLeader runs the named call (HandleLeaderCall) on the leader: here if
+// this node leads, else over the cluster RPC, retrying across leader
+// changes until ctx ends, as Submit does. For work that only the leader may
+// do and that is not a command: signing with a key only the leader uses.
+// The call may run more than once (a retry after a lost answer), so it must
+// be idempotent. The handler's error reaches the caller as its message only,
+// except cluster's own errors; a handler returns ErrNotLeader to have the
+// caller try the next leader.
+func (c *Cluster) CallLeader(ctx context.Context, name string, req []byte) ([]byte, error) {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	resp, err := c.leaderCall(ctx, rpcRequest{Op: opCall, Name: name, Blob: req}, "")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: call %s: %w", name, err)
+	}
+	return resp.Blob, nil
+}
+
+// serveCall runs a leader call here (this node leads).
+func (c *Cluster) serveCall(ctx context.Context, req rpcRequest) ([]byte, error) {
+	l := &c.leader
+	l.callMu.RLock()
+	fn := l.calls[req.Name]
+	l.callMu.RUnlock()
+	if fn == nil {
+		return nil, fmt.Errorf("cluster: leader %s serves no call %q", c.id, req.Name)
+	}
+	return fn(ctx, req.Blob)
+}
+
+// Replicated keys named at run time: ShareKey records the name, so that a
+// voter joining later receives the key too, whichever voter admits it.
+var bucketKeys = []byte("cluster.keys")
+
+const cmdKeyRecord = "cluster.key.record"
+
+type keyRecord struct {
+	_    struct{} `cbor:",toarray"`
+	Name string
+}
+
+// keyRecorder is the built-in handler of cmdKeyRecord.
+type keyRecorder struct{}
+
+func (keyRecorder) Type() string      { return cmdKeyRecord }
+func (keyRecorder) Versions() []uint  { return []uint{1} }
+func (keyRecorder) Buckets() [][]byte { return [][]byte{bucketKeys} }
+func (keyRecorder) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) {
+	return applyKeyRecord(tx, e)
+}
+
+func applyKeyRecord(tx *bbolt.Tx, e Entry) ([]byte, error) {
+	var k keyRecord
+	if err := e.Command.Decode(&k); err != nil {
+		return nil, Refuse(err)
+	}
+	if k.Name == "" || len(k.Name) > 128 {
+		return nil, Refuse(errors.New("replicated key name: want 1-128 bytes"))
+	}
+	return nil, tx.Bucket(bucketKeys).Put([]byte(k.Name), nil)
+}
+
+// recordKey records name among the replicated keys.
+func (c *Cluster) recordKey(ctx context.Context, name string) error {
+	var have bool
+	if err := c.View(func(tx *bbolt.Tx) error { have = tx.Bucket(bucketKeys).Get([]byte(name)) != nil; return nil }); err != nil {
+		return err
+	}
+	if have {
+		return nil
+	}
+	cmd, err := NewCommand(cmdKeyRecord, 1, keyRecord{Name: name})
+	if err != nil {
+		return err
+	}
+	_, err = c.submit(ctx, cmd)
+	return err
+}
+
+// replicatedKeys lists the keys a joining voter receives: the cluster CA
+// key, Config.ReplicatedKeys and those recorded by ShareKey.
+func (c *Cluster) replicatedKeys() ([]string, error) {
+	names := append([]string{CAKeyName}, c.cfg.ReplicatedKeys...)
+	seen := map[string]bool{}
+	for _, n := range names {
+		seen[n] = true
+	}
+	err := c.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketKeys).ForEach(func(k, _ []byte) error {
+			if !seen[string(k)] {
+				seen[string(k)] = true
+				names = append(names, string(k))
+			}
+			return nil
+		})
+	})
+	return names, err
+}
