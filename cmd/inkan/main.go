@@ -27,6 +27,8 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(),
 		newServerCmd(),
 		newAdminCmd(),
+		newEnrollCmd(),
+		newJPKISimCmd(),
 	)
 	return root
 }
