@@ -1,0 +1,507 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"go.etcd.io/bbolt"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// Command types of the authority, all at version 1. Every one of them returns a
+// result naming the issuer ID and the serials it changed (ChangedSerials reads it),
+// so subscribers (OCSP, CRLs) react without decoding bodies:
+//
+//	ca.issuer.create   a CA key made on every voter, certificate pending   issuer, no serial
+//	ca.issuer.install  its certificate installed and active; the previous
+//	                   active one retired                                   issuer, no serial
+//	ca.issuer.retire   an issuer retired                                    issuer, no serial
+//	ca.intent          a serial reserved with its TBS hash (Pending)        issuer, serial
+//	ca.issue           the signed certificate recorded (Good)               issuer, serial
+//	ca.intent.resolve  dangling intents revoked, cessationOfOperation       issuer, the serials resolved
+//	ca.revoke          revoked with a reason                                issuer, serial
+//	ca.hold            certificateHold                                      issuer, serial
+//	ca.release         back to Good from hold                               issuer, serial
+const (
+	CommandIssuerCreate  = "ca.issuer.create"
+	CommandIssuerInstall = "ca.issuer.install"
+	CommandIssuerRetire  = "ca.issuer.retire"
+	CommandIntent        = "ca.intent"
+	CommandIssue         = "ca.issue"
+	CommandResolve       = "ca.intent.resolve"
+	CommandRevoke        = "ca.revoke"
+	CommandHold          = "ca.hold"
+	CommandRelease       = "ca.release"
+)
+
+// StatusCommands are the command types that change a certificate's status: what the
+// OCSP responder and the CRL publisher subscribe to.
+func StatusCommands() []string {
+	return []string{CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease}
+}
+
+// Actors the authority names itself (the same strings as the audit package's).
+const (
+	actorEnrollment = "enrollment"
+	actorSystem     = "system"
+)
+
+// Command bodies.
+type (
+	issuerCreateBody struct {
+		_         struct{} `cbor:",toarray"`
+		ID        string
+		KeyLabel  string
+		PublicKey []byte
+		CRLShards int
+		Actor     string
+	}
+	issuerInstallBody struct {
+		_     struct{} `cbor:",toarray"`
+		ID    string
+		Cert  []byte
+		Chain [][]byte
+		Actor string
+	}
+	issuerRetireBody struct {
+		_     struct{} `cbor:",toarray"`
+		ID    string
+		Actor string
+	}
+	intentBody struct {
+		_             struct{} `cbor:",toarray"`
+		Serial        []byte
+		Issuer        string
+		TBSHash       []byte
+		Profile       string
+		PolicyVersion uint64
+		Link          []byte
+		Person        []byte
+		NotAfter      int64
+		Kind          uint8
+		Node          string
+		Actor         string
+	}
+	issueBody struct {
+		_      struct{} `cbor:",toarray"`
+		Serial []byte
+		DER    []byte
+		Actor  string
+	}
+	resolveBody struct {
+		_       struct{} `cbor:",toarray"`
+		Issuer  string
+		Serials [][]byte
+	}
+	statusBody struct {
+		_      struct{} `cbor:",toarray"`
+		Serial []byte
+		Reason int
+		Actor  string
+	}
+	// changeResult is the result of every command.
+	changeResult struct {
+		_       struct{} `cbor:",toarray"`
+		Issuer  string
+		Serials [][]byte
+	}
+)
+
+// Handlers returns the cluster handlers of the authority's commands. Register them
+// on every node (every replica applies every command).
+func Handlers() []cluster.Handler {
+	return []cluster.Handler{
+		handler{CommandIssuerCreate, applyIssuerCreate, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders}},
+		handler{CommandIssuerInstall, applyIssuerInstall, nil},
+		handler{CommandIssuerRetire, applyIssuerRetire, nil},
+		handler{CommandIntent, applyIntent, nil},
+		handler{CommandIssue, applyIssue, nil},
+		handler{CommandResolve, applyResolve, nil},
+		handler{CommandRevoke, applyRevoke, nil},
+		handler{CommandHold, applyHold, nil},
+		handler{CommandRelease, applyRelease, nil},
+	}
+}
+
+type handler struct {
+	typ     string
+	apply   func(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
+	buckets [][]byte
+}
+
+func (h handler) Type() string                                        { return h.typ }
+func (h handler) Versions() []uint                                    { return []uint{1} }
+func (h handler) Buckets() [][]byte                                   { return h.buckets }
+func (h handler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) { return h.apply(tx, e) }
+
+func refusef(format string, a ...any) error {
+	return cluster.Refuse(fmt.Errorf("ca: "+format, a...))
+}
+
+func result(issuer string, serials ...[]byte) ([]byte, error) {
+	return encMode.Marshal(changeResult{Issuer: issuer, Serials: serials})
+}
+
+func putIssuer(tx *bbolt.Tx, r *issuerRecord) error {
+	v, err := encMode.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketIssuers).Put([]byte(r.ID), v)
+}
+
+func validIssuerID(id string) bool {
+	if len(id) < 1 || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+const maxCRLShards = 1 << 12
+
+func applyIssuerCreate(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b issuerCreateBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if !validIssuerID(b.ID) {
+		return nil, refusef("issuer ID %q: use 1-64 of a-z, 0-9 and '-'", b.ID)
+	}
+	if b.KeyLabel == "" || b.CRLShards < 1 || b.CRLShards > maxCRLShards {
+		return nil, refusef("issuer %s: key label and 1-%d CRL shards required", b.ID, maxCRLShards)
+	}
+	if _, err := x509.ParsePKIXPublicKey(b.PublicKey); err != nil {
+		return nil, refusef("issuer %s: public key: %v", b.ID, err)
+	}
+	if old, err := readIssuer(tx, b.ID); err != nil || old != nil {
+		if err != nil {
+			return nil, err
+		}
+		return nil, refusef("issuer %s exists", b.ID)
+	}
+	r := &issuerRecord{ID: b.ID, KeyLabel: b.KeyLabel, PublicKey: b.PublicKey, Status: uint8(IssuerPending),
+		CRLShards: b.CRLShards, Created: e.Time.UnixNano()}
+	if err := putIssuer(tx, r); err != nil {
+		return nil, err
+	}
+	return result(b.ID)
+}
+
+func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b issuerInstallBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	r, err := readIssuer(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil || IssuerStatus(r.Status) != IssuerPending {
+		return nil, refusef("issuer %q is not pending", b.ID)
+	}
+	cert, err := x509.ParseCertificate(b.Cert)
+	if err != nil {
+		return nil, refusef("issuer %s: certificate: %v", b.ID, err)
+	}
+	if !bytes.Equal(cert.RawSubjectPublicKeyInfo, r.PublicKey) {
+		return nil, refusef("issuer %s: the certificate is not for the issuer's key", b.ID)
+	}
+	if !cert.IsCA || len(cert.SubjectKeyId) == 0 {
+		return nil, refusef("issuer %s: the certificate is not a CA certificate with a subject key ID", b.ID)
+	}
+	if id, err := activeIssuerID(tx); err == nil {
+		old, err := readIssuer(tx, id)
+		if err != nil {
+			return nil, err
+		}
+		old.Status = uint8(IssuerRetired)
+		if err := putIssuer(tx, old); err != nil {
+			return nil, err
+		}
+	} else if !errors.Is(err, ErrNoActiveIssuer) {
+		return nil, err
+	}
+	r.Cert, r.Chain, r.Status, r.NotAfter = b.Cert, b.Chain, uint8(IssuerActive), cert.NotAfter.UnixNano()
+	if err := putIssuer(tx, r); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Bucket(bucketStatus).CreateBucketIfNotExists([]byte(b.ID)); err != nil {
+		return nil, err
+	}
+	return result(b.ID)
+}
+
+func applyIssuerRetire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b issuerRetireBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	r, err := readIssuer(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil || IssuerStatus(r.Status) == IssuerRetired {
+		return nil, refusef("issuer %q is unknown or retired already", b.ID)
+	}
+	r.Status = uint8(IssuerRetired)
+	if err := putIssuer(tx, r); err != nil {
+		return nil, err
+	}
+	return result(b.ID)
+}
+
+// validSerial: a positive serial's minimal big-endian bytes, at most 20 octets
+// once DER-encoded (RFC 5280).
+func validSerial(s []byte) bool {
+	return len(s) > 0 && s[0] != 0 && (len(s) < 20 || len(s) == 20 && s[0]&0x80 == 0)
+}
+
+func putStatus(tx *bbolt.Tx, r *certRecord, serial []byte) error {
+	b := tx.Bucket(bucketStatus).Bucket([]byte(r.Issuer))
+	if b == nil {
+		return fmt.Errorf("ca: no status bucket for issuer %s", r.Issuer)
+	}
+	return b.Put(serial, encodeStatus(Status(r.Status), r.Reason, r.NotAfter, r.RevokedAt))
+}
+
+func putCert(tx *bbolt.Tx, r *certRecord, serial []byte) error {
+	v, err := encMode.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketCerts).Put(serial, v); err != nil {
+		return err
+	}
+	return putStatus(tx, r, serial)
+}
+
+func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b intentBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > Responder {
+		return nil, refusef("malformed intent")
+	}
+	if tx.Bucket(bucketCerts).Get(b.Serial) != nil {
+		return nil, cluster.Refuse(fmt.Errorf("%w: %x", ErrSerialUsed, b.Serial))
+	}
+	is, err := readIssuer(tx, b.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	if is == nil || IssuerStatus(is.Status) != IssuerActive {
+		return nil, refusef("issuer %q is not active", b.Issuer)
+	}
+	if b.NotAfter > is.NotAfter || b.NotAfter <= e.Time.UnixNano() {
+		return nil, refusef("intent %x: notAfter outside the issuer's validity", b.Serial)
+	}
+	r := &certRecord{Issuer: b.Issuer, Kind: b.Kind, Node: b.Node, Profile: b.Profile, PolicyVersion: b.PolicyVersion,
+		TBSHash: b.TBSHash, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter, IntentAt: e.Time.UnixNano(),
+		Status: uint8(Pending)}
+	if err := putCert(tx, r, b.Serial); err != nil {
+		return nil, err
+	}
+	if err := tx.Bucket(bucketIntents).Put(b.Serial, []byte(b.Issuer)); err != nil {
+		return nil, err
+	}
+	if len(b.Link) > 0 {
+		if len(b.Link) > 255 {
+			return nil, refusef("link hash too long")
+		}
+		if err := tx.Bucket(bucketLinks).Put(indexKey(b.Link, b.Serial), nil); err != nil {
+			return nil, err
+		}
+	}
+	if len(b.Person) > 0 {
+		if len(b.Person) > 255 {
+			return nil, refusef("person hash too long")
+		}
+		var na [8]byte
+		putUint64(na[:], uint64(b.NotAfter))
+		if err := tx.Bucket(bucketPersons).Put(indexKey(b.Person, b.Serial), na[:]); err != nil {
+			return nil, err
+		}
+	}
+	return result(b.Issuer, b.Serial)
+}
+
+// tbsOf returns the TBSCertificate of a certificate's DER, without parsing the rest.
+func tbsOf(der []byte) ([]byte, bool) {
+	in := cryptobyte.String(der)
+	var cert, tbs cryptobyte.String
+	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !in.Empty() || !cert.ReadASN1Element(&tbs, cbasn1.SEQUENCE) {
+		return nil, false
+	}
+	return tbs, true
+}
+
+func applyIssue(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b issueBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	r, err := readCert(tx, b.Serial)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil || Status(r.Status) != Pending {
+		return nil, cluster.Refuse(fmt.Errorf("%w: serial %x", ErrNotPending, b.Serial))
+	}
+	tbs, ok := tbsOf(b.DER)
+	if !ok {
+		return nil, refusef("issued %x: not a certificate", b.Serial)
+	}
+	if h := sha256.Sum256(tbs); !bytes.Equal(h[:], r.TBSHash) {
+		return nil, refusef("issued %x: TBSCertificate differs from the intent's", b.Serial)
+	}
+	r.DER, r.IssuedAt, r.Status = b.DER, e.Time.UnixNano(), uint8(Good)
+	if err := putCert(tx, r, b.Serial); err != nil {
+		return nil, err
+	}
+	if err := tx.Bucket(bucketIntents).Delete(b.Serial); err != nil {
+		return nil, err
+	}
+	if Kind(r.Kind) == Responder {
+		if err := tx.Bucket(bucketResponders).Put([]byte(r.Node), b.Serial); err != nil {
+			return nil, err
+		}
+	}
+	return result(r.Issuer, b.Serial)
+}
+
+// maxResolve bounds the serials of one resolve command.
+const maxResolve = 1024
+
+func applyResolve(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b resolveBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if len(b.Serials) > maxResolve {
+		return nil, refusef("resolve: more than %d serials", maxResolve)
+	}
+	var done [][]byte
+	for _, s := range b.Serials {
+		r, err := readCert(tx, s)
+		if err != nil {
+			return nil, err
+		}
+		// An intent issued or resolved meanwhile is left as it is.
+		if r == nil || Status(r.Status) != Pending || r.Issuer != b.Issuer {
+			continue
+		}
+		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), ReasonCessationOfOperation, e.Time.UnixNano()
+		if err := putCert(tx, r, s); err != nil {
+			return nil, err
+		}
+		if err := tx.Bucket(bucketIntents).Delete(s); err != nil {
+			return nil, err
+		}
+		done = append(done, s)
+	}
+	return result(b.Issuer, done...)
+}
+
+// validRevocationReason: the CRLReason codes Revoke takes. certificateHold (6) is
+// Hold's, removeFromCRL (8) belongs to delta CRLs, 7 is unassigned.
+func validRevocationReason(r int) bool {
+	switch r {
+	case 0, 1, 2, 3, 4, 5, 9, 10:
+		return true
+	}
+	return false
+}
+
+func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b statusBody) error) ([]byte, error) {
+	var b statusBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	r, err := readCert(tx, b.Serial)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, cluster.Refuse(fmt.Errorf("%w: serial %x", ErrNotFound, b.Serial))
+	}
+	if err := change(r, b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if err := putCert(tx, r, b.Serial); err != nil {
+		return nil, err
+	}
+	return result(r.Issuer, b.Serial)
+}
+
+func applyRevoke(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	return applyStatus(tx, e, func(r *certRecord, b statusBody) error {
+		if !validRevocationReason(b.Reason) {
+			return fmt.Errorf("ca: revoke %x: reason %d not allowed", b.Serial, b.Reason)
+		}
+		if s := Status(r.Status); s != Good && s != Held {
+			return fmt.Errorf("%w: revoke %x: status is %s", ErrStatus, b.Serial, s)
+		}
+		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(b.Reason), e.Time.UnixNano()
+		return nil
+	})
+}
+
+func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	return applyStatus(tx, e, func(r *certRecord, b statusBody) error {
+		if s := Status(r.Status); s != Good {
+			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
+		}
+		r.Status, r.Reason, r.RevokedAt = uint8(Held), ReasonCertificateHold, e.Time.UnixNano()
+		return nil
+	})
+}
+
+func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	return applyStatus(tx, e, func(r *certRecord, b statusBody) error {
+		if s := Status(r.Status); s != Held {
+			return fmt.Errorf("%w: release %x: status is %s", ErrStatus, b.Serial, s)
+		}
+		r.Status, r.Reason, r.RevokedAt = uint8(Good), 0, 0
+		return nil
+	})
+}
+
+// ChangedSerials tells a subscriber which issuer and serials an applied command of
+// the authority changed, from its result alone. It returns "" and nil for other
+// commands and for results it cannot read.
+func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []*big.Int) {
+	switch e.Command.Type {
+	case CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
+		CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire:
+	default:
+		return "", nil
+	}
+	var r changeResult
+	if decMode.Unmarshal(result, &r) != nil {
+		return "", nil
+	}
+	for _, s := range r.Serials {
+		serials = append(serials, new(big.Int).SetBytes(s))
+	}
+	return r.Issuer, serials
+}
+
+func putUint64(b []byte, v uint64) {
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+}

@@ -1,0 +1,169 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
+)
+
+// bareRate measures SoftHSM signatures per second with the CA key through
+// hsm.Signer, from g goroutines, for d.
+func bareRate(b *testing.B, key crypto.Signer, g int, d time.Duration) float64 {
+	digest := sha256.Sum256([]byte("inkan"))
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	stop := start.Add(d)
+	for range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if _, err := key.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+					b.Error(err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// BenchmarkIssue issues certificates on a three-voter in-process cluster (ECDSA
+// P-256 CA key in SoftHSM) from 64 concurrent requests to the leader, with lint on
+// and off, and reports the rate as a ratio to the bare SoftHSM signing rate of the
+// same key measured in the same run (hsm.Signer, 1 and 2 goroutines), with p50/p99
+// latency. Run:
+//
+//	go test -run '^$' -bench BenchmarkIssue -benchtime 4000x ./ca/
+func BenchmarkIssue(b *testing.B) {
+	ctx := ctxT(b, 10*time.Minute)
+	// Raft's default timings: the tests' short ones make a saturated machine
+	// change leaders, and a new leader resolves the intents in flight.
+	tc := newCAClusterWith(b, 3, PerNodeHSM, func(c *cluster.Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+	})
+	tc.initCA(ctx, hsm.ECP256)
+	leader := tc.leader()
+	var is Issuer
+	if err := leader.c.View(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err }); err != nil {
+		b.Fatal(err)
+	}
+	st, err := leader.a.issuerState(is)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := leader.a.signer(ctx, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Every node has applied the CA before the clock starts.
+	for _, n := range tc.running() {
+		if err := n.c.Barrier(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	bare1 := bareRate(b, key, 1, time.Second)
+	bare2 := bareRate(b, key, 2, time.Second)
+	workers := 64
+	if w := os.Getenv("CA_BENCH_WORKERS"); w != "" {
+		workers, _ = strconv.Atoi(w)
+	}
+	// The Raft bound of the pipeline: two commits in a row (an intent, then a
+	// resolve of it) per request, 64 at a time, with no x509 work and no HSM.
+	var pairs float64
+	b.Run("raft-pairs", func(b *testing.B) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		start := time.Now()
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h := make([]byte, 32)
+				for next.Add(1) <= int64(b.N) {
+					s, _ := newSerial(time.Now())
+					intent, _ := cluster.NewCommand(CommandIntent, 1, intentBody{Serial: s.Bytes(), Issuer: is.ID, TBSHash: h,
+						NotAfter: time.Now().Add(time.Hour).UnixNano(), Link: h, Person: h, Actor: actorEnrollment})
+					resolve, _ := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: is.ID, Serials: [][]byte{s.Bytes()}})
+					for _, cmd := range []cluster.Command{intent, resolve} {
+						if _, err := leader.c.Submit(ctx, cmd); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		pairs = float64(b.N) / time.Since(start).Seconds()
+		b.ReportMetric(pairs, "pairs/s")
+	})
+	for _, lint := range []bool{false, true} {
+		name := "lint=off"
+		if lint {
+			name = "lint=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			leader.a.lintOff = !lint
+			defer func() { leader.a.lintOff = false }()
+			reqs := make([]Request, b.N)
+			for i := range reqs {
+				reqs[i], _ = derivedRequest(b)
+			}
+			lat := make([]time.Duration, b.N)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := int(next.Add(1)) - 1
+						if i >= b.N {
+							return
+						}
+						t0 := time.Now()
+						if _, err := leader.a.Issue(context.Background(), reqs[i]); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[i] = time.Since(t0)
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			rate := float64(b.N) / elapsed.Seconds()
+			slices.Sort(lat)
+			b.ReportMetric(rate, "certs/s")
+			b.ReportMetric(bare1, "hsm1/s")
+			b.ReportMetric(bare2, "hsm2/s")
+			b.ReportMetric(rate/max(bare1, bare2), "ratio")
+			if pairs > 0 {
+				b.ReportMetric(rate/pairs, "of-raft")
+			}
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}

@@ -1,0 +1,146 @@
+package ca
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// Description is what the audit log records of one change the authority applied,
+// without depending on the audit package: a kind, who asked, the serial it is about
+// (nil for issuer changes) and data made only of identifiers, codes and hashes — the certificate only as its
+// SHA-256, link and person as the keyed hashes the request carried, never personal
+// data in clear. Data's values are strings, byte strings, integers and lists of
+// strings, so it encodes in deterministic CBOR without tags.
+type Description struct {
+	Kind   string
+	Actor  string // "enrollment", "system", or the operator's actor string as given
+	Serial *big.Int
+	Data   map[string]any
+}
+
+// Kinds of Description. cert.issued and cert.revoked are the audit package's own
+// leaf types of the same names.
+const (
+	KindIssuerCreated   = "ca.issuer.created"
+	KindIssuerInstalled = "ca.issuer.installed"
+	KindIssuerRetired   = "ca.issuer.retired"
+	KindIntent          = "cert.intent"
+	KindIssued          = "cert.issued"
+	KindResolved        = "cert.intent.resolved"
+	KindRevoked         = "cert.revoked"
+	KindHeld            = "cert.held"
+	KindReleased        = "cert.released"
+)
+
+func sum256(b []byte) []byte {
+	h := sha256.Sum256(b)
+	return h[:]
+}
+
+func rfc3339(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
+
+// DescribeCommand describes an applied command of the authority for the audit log
+// (node/ hands it to the audit hook): one Description per change, so one leaf per
+// certificate — a resolve of several dangling intents gives one per serial it
+// resolved, and none if it found them all issued meanwhile. It reads the command's
+// body and result, never the state, so it is a pure function of what the hook is
+// given. It returns an error for a command type that is not the authority's.
+func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
+	if e.Command.Type == CommandResolve {
+		var res changeResult
+		if err := decMode.Unmarshal(result, &res); err != nil {
+			return nil, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
+		}
+		out := []Description{}
+		for _, s := range res.Serials {
+			out = append(out, Description{Kind: KindResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
+				Data: map[string]any{"issuer": res.Issuer, "reason": ReasonCessationOfOperation}})
+		}
+		return out, nil
+	}
+	d, err := describe(e, result)
+	if err != nil {
+		return nil, err
+	}
+	return []Description{d}, nil
+}
+
+func describe(e cluster.Entry, result []byte) (Description, error) {
+	var res changeResult
+	if len(result) > 0 {
+		if err := decMode.Unmarshal(result, &res); err != nil {
+			return Description{}, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
+		}
+	}
+	serial := func(b []byte) *big.Int { return new(big.Int).SetBytes(b) }
+	var d Description
+	var err error
+	switch e.Command.Type {
+	case CommandIssuerCreate:
+		var b issuerCreateBody
+		if err = e.Command.Decode(&b); err == nil {
+			d = Description{Kind: KindIssuerCreated, Actor: b.Actor, Data: map[string]any{
+				"issuer": b.ID, "key_label": b.KeyLabel, "public_key_sha256": sum256(b.PublicKey), "crl_shards": b.CRLShards}}
+		}
+	case CommandIssuerInstall:
+		var b issuerInstallBody
+		if err = e.Command.Decode(&b); err == nil {
+			chain := []string{}
+			for _, c := range b.Chain {
+				chain = append(chain, fmt.Sprintf("%x", sum256(c)))
+			}
+			d = Description{Kind: KindIssuerInstalled, Actor: b.Actor, Data: map[string]any{
+				"issuer": b.ID, "cert_sha256": sum256(b.Cert), "chain_sha256": chain}}
+		}
+	case CommandIssuerRetire:
+		var b issuerRetireBody
+		if err = e.Command.Decode(&b); err == nil {
+			d = Description{Kind: KindIssuerRetired, Actor: b.Actor, Data: map[string]any{"issuer": b.ID}}
+		}
+	case CommandIntent:
+		var b intentBody
+		if err = e.Command.Decode(&b); err == nil {
+			data := map[string]any{"issuer": b.Issuer, "tbs_sha256": b.TBSHash, "profile": b.Profile,
+				"policy_version": b.PolicyVersion, "not_after": rfc3339(b.NotAfter), "kind": int(b.Kind)}
+			if len(b.Link) > 0 {
+				data["link"] = b.Link
+			}
+			if len(b.Person) > 0 {
+				data["person"] = b.Person
+			}
+			if b.Node != "" {
+				data["node"] = b.Node
+			}
+			d = Description{Kind: KindIntent, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
+		}
+	case CommandIssue:
+		var b issueBody
+		if err = e.Command.Decode(&b); err == nil {
+			d = Description{Kind: KindIssued, Actor: b.Actor, Serial: serial(b.Serial), Data: map[string]any{
+				"issuer": res.Issuer, "cert_sha256": sum256(b.DER)}}
+		}
+	case CommandRevoke, CommandHold, CommandRelease:
+		var b statusBody
+		if err = e.Command.Decode(&b); err == nil {
+			kind := map[string]string{CommandRevoke: KindRevoked, CommandHold: KindHeld, CommandRelease: KindReleased}[e.Command.Type]
+			data := map[string]any{"issuer": res.Issuer}
+			switch e.Command.Type {
+			case CommandRevoke:
+				data["reason"] = b.Reason
+			case CommandHold:
+				data["reason"] = ReasonCertificateHold
+			}
+			d = Description{Kind: kind, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
+		}
+	default:
+		return Description{}, fmt.Errorf("ca: describe: %q is not a command of the authority", e.Command.Type)
+	}
+	if err != nil {
+		return Description{}, fmt.Errorf("ca: describe: %w", err)
+	}
+	return d, nil
+}

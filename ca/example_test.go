@@ -1,0 +1,162 @@
+package ca_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+)
+
+// vault is the glue node/ puts between the node's token and cluster: keys by
+// label, replicated keys moved with hsm.WrapTransfer.
+type vault struct {
+	tok  *hsm.Token
+	xfer *hsm.WrapTransfer
+	tp   *hsm.TransportKey
+}
+
+func (v *vault) signer(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
+	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
+	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
+		return v.tok.GenerateKey(ctx, *spec)
+	}
+	return s, err
+}
+
+func (v *vault) NodeKey(ctx context.Context) (crypto.Signer, error) {
+	return v.signer(ctx, "node-tls", &hsm.KeySpec{Type: hsm.ECP256, Label: "node-tls"})
+}
+
+func (v *vault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
+	if !create {
+		return v.signer(ctx, name, nil)
+	}
+	return v.signer(ctx, name, &hsm.KeySpec{Type: hsm.ECP256, Label: name, Wrappable: true})
+}
+
+func (v *vault) TransportKey(ctx context.Context) (_ []byte, err error) {
+	if v.tp, err = v.xfer.NewTransportKey(ctx); err != nil {
+		return nil, err
+	}
+	return v.tp.MarshalBinary()
+}
+
+func (v *vault) ExportKey(ctx context.Context, name string, to []byte) ([]byte, error) {
+	var tp hsm.TransportKey
+	if err := tp.UnmarshalBinary(to); err != nil {
+		return nil, err
+	}
+	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
+	if err != nil {
+		return nil, err
+	}
+	return wk.MarshalBinary()
+}
+
+func (v *vault) ImportKey(ctx context.Context, name string, blob []byte) error {
+	var wk hsm.WrappedKey
+	if err := wk.UnmarshalBinary(blob); err != nil {
+		return err
+	}
+	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
+	return err
+}
+
+func (v *vault) DropTransportKey(ctx context.Context) error {
+	if v.tp == nil {
+		return nil
+	}
+	return v.xfer.DeleteTransportKey(ctx, v.tp)
+}
+
+func ExampleAuthority_Issue() {
+	ctx := context.Background()
+	tok, err := softhsm.Create() // the node's HSM token in production
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tok.Close()
+	dir, err := os.MkdirTemp("", "inkan-ca-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	// Every node registers the authority's handlers with its cluster...
+	c, err := cluster.Open(ctx, cluster.Config{
+		DataDir:   dir,
+		BindAddr:  "127.0.0.1:0",
+		KeyVault:  &vault{tok: tok.HSM, xfer: hsm.NewWrapTransfer(tok.HSM)},
+		Bootstrap: true,
+		Handlers:  ca.Handlers(),
+		Logger:    quiet,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Shutdown(ctx) // after a.Close
+	// ...and runs an Authority over it and its token.
+	a, err := ca.New(ca.Config{
+		Cluster: c,
+		Keys:    tok.HSM,
+		KeyMode: ca.PerNodeHSM,
+		URLs:    ca.URLs{OCSP: "http://ocsp.example.jp/", CRL: "http://crl.example.jp/crl/", CAIssuers: "http://crl.example.jp/ca/"},
+		Logger:  quiet,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close()
+
+	// Once, an operator makes the issuing CA (here a self-signed lab root).
+	root, err := a.Init(ctx, ca.InitOptions{
+		Subject:  pkix.Name{Country: []string{"JP"}, Organization: []string{"Example"}, CommonName: "Example derived ID CA"},
+		SelfSign: true,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The enrollment API asks for a derived certificate for the subscriber's key.
+	subscriber, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss, err := a.Issue(ctx, ca.Request{
+		Profile: "derived-signing",
+		Template: &x509.Certificate{
+			Subject:  pkix.Name{Country: []string{"JP"}, CommonName: "a3f09c2e71d4b806"}, // a pseudonym
+			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		},
+		PublicKey: subscriber.Public(),
+		NotAfter:  time.Now().AddDate(1, 0, 0),
+		Link:      make([]byte, 32), // keyed hashes from the enrollment API
+		Person:    make([]byte, 32),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(iss.DER)
+	fmt.Println("verifies under the CA:", cert.CheckSignatureFrom(root.Cert) == nil)
+	fmt.Println("chain:", len(iss.Chain), "certificate")
+	fmt.Println("CA:", cert.IsCA)
+	fmt.Println("OCSP:", cert.OCSPServer[0])
+	// Output:
+	// verifies under the CA: true
+	// chain: 1 certificate
+	// CA: false
+	// OCSP: http://ocsp.example.jp/
+}

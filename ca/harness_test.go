@@ -1,0 +1,357 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+)
+
+// hsmVault adapts an hsm.Token to cluster.KeyVault the way node/ will: keys are
+// found by label, replicated keys move with hsm.WrapTransfer.
+type hsmVault struct {
+	tok  *hsm.Token
+	xfer *hsm.WrapTransfer
+
+	mu sync.Mutex
+	tp *hsm.TransportKey
+}
+
+const nodeKeyLabel = "inkan-node-tls"
+
+func (v *hsmVault) key(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
+	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
+	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
+		return v.tok.GenerateKey(ctx, *spec)
+	}
+	return s, err
+}
+
+func (v *hsmVault) NodeKey(ctx context.Context) (crypto.Signer, error) {
+	return v.key(ctx, nodeKeyLabel, &hsm.KeySpec{Type: hsm.ECP256, Label: nodeKeyLabel})
+}
+
+func (v *hsmVault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
+	var spec *hsm.KeySpec
+	if create {
+		spec = &hsm.KeySpec{Type: hsm.ECP256, Label: name, Wrappable: true}
+	}
+	return v.key(ctx, name, spec)
+}
+
+func (v *hsmVault) TransportKey(ctx context.Context) ([]byte, error) {
+	tp, err := v.xfer.NewTransportKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	v.tp = tp
+	v.mu.Unlock()
+	return tp.MarshalBinary()
+}
+
+func (v *hsmVault) DropTransportKey(ctx context.Context) error {
+	v.mu.Lock()
+	tp := v.tp
+	v.tp = nil
+	v.mu.Unlock()
+	if tp == nil {
+		return nil
+	}
+	return v.xfer.DeleteTransportKey(ctx, tp)
+}
+
+func (v *hsmVault) ExportKey(ctx context.Context, name string, transportKey []byte) ([]byte, error) {
+	var tp hsm.TransportKey
+	if err := tp.UnmarshalBinary(transportKey); err != nil {
+		return nil, err
+	}
+	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
+	if err != nil {
+		return nil, err
+	}
+	return wk.MarshalBinary()
+}
+
+func (v *hsmVault) ImportKey(ctx context.Context, name string, blob []byte) error {
+	var wk hsm.WrappedKey
+	if err := wk.UnmarshalBinary(blob); err != nil {
+		return err
+	}
+	if wk.Label != name {
+		return fmt.Errorf("wrapped key is %q, expected %q", wk.Label, name)
+	}
+	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
+	return err
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("CA_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var testURLs = URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"}
+
+// caNode is one node of a test cluster with its authority, restartable from its
+// data directory.
+type caNode struct {
+	t     testing.TB
+	tok   *softhsm.Token
+	keys  *hsm.Token // the token the authority uses (a second view of tok, or a shared one)
+	vault *hsmVault
+	cfg   cluster.Config
+	mode  KeyMode
+	c     *cluster.Cluster
+	a     *Authority
+	down  atomic.Bool // crashed: c and a are stopped but kept for inspection
+}
+
+// newTok opens a fresh SoftHSM token with a pool big enough for parallel signing.
+func newTok(t testing.TB) (*softhsm.Token, *hsm.Token) {
+	tk := softhsm.NewToken(t)
+	cfg := tk.Config()
+	cfg.Logger = quietLogger()
+	cfg.Sessions = 8
+	tok, err := hsm.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tok.Close() })
+	return tk, tok
+}
+
+func fastConfig(t testing.TB, vault cluster.KeyVault) cluster.Config {
+	return cluster.Config{
+		DataDir:            t.TempDir(),
+		BindAddr:           "127.0.0.1:0",
+		KeyVault:           vault,
+		Handlers:           Handlers(),
+		Logger:             quietLogger(),
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		RequestTimeout:     10 * time.Second,
+	}
+}
+
+func (n *caNode) open(ctx context.Context) {
+	n.t.Helper()
+	c, err := cluster.Open(ctx, n.cfg)
+	if err != nil {
+		n.t.Fatalf("open %s: %v", n.cfg.DataDir, err)
+	}
+	n.c = c
+	n.cfg.BindAddr, n.cfg.AdvertiseAddr = c.Addr(), c.Addr()
+	n.cfg.Bootstrap, n.cfg.Join = false, nil
+	a, err := New(Config{Cluster: c, Keys: n.keys, KeyMode: n.mode, URLs: testURLs, CRLShards: 4, Logger: quietLogger()})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.a = a
+}
+
+// kill stops the node without leaving the cluster (as a crash would, but with its
+// files closed).
+func (n *caNode) kill() {
+	if n.c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = n.c.Shutdown(ctx)
+	n.a.Close()
+	n.c, n.a = nil, nil
+}
+
+type testCluster struct {
+	t     testing.TB
+	nodes []*caNode
+}
+
+// newCACluster starts voters nodes in mode. For SharedHSM, shared says which nodes
+// (by index) see the shared token; the others get a token of their own.
+func newCACluster(t testing.TB, voters int, mode KeyMode, shared ...int) *testCluster {
+	return newCAClusterWith(t, voters, mode, nil, shared...)
+}
+
+func newCAClusterWith(t testing.TB, voters int, mode KeyMode, tweak func(*cluster.Config), shared ...int) *testCluster {
+	t.Helper()
+	ctx := ctxT(t, 90*time.Second)
+	tc := &testCluster{t: t}
+	t.Cleanup(func() {
+		for _, n := range tc.nodes {
+			n.kill()
+		}
+	})
+	var sharedTok *hsm.Token
+	if mode == SharedHSM {
+		_, sharedTok = newTok(t)
+	}
+	for i := range voters {
+		tk, tok := newTok(t)
+		n := &caNode{t: t, tok: tk, keys: tok, vault: &hsmVault{tok: tok, xfer: hsm.NewWrapTransfer(tok)}, mode: mode}
+		for _, s := range shared {
+			if s == i {
+				n.keys = sharedTok
+			}
+		}
+		n.cfg = fastConfig(t, n.vault)
+		if tweak != nil {
+			tweak(&n.cfg)
+		}
+		if i == 0 {
+			n.cfg.Bootstrap = true
+		} else {
+			jt, err := tc.nodes[0].c.CreateJoinToken(ctx, time.Minute, cluster.Voter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.cfg.Join = &cluster.Join{Addr: tc.nodes[0].c.Addr(), Token: jt}
+		}
+		n.open(ctx)
+		tc.nodes = append(tc.nodes, n)
+		if i == 0 {
+			tc.leader()
+		}
+	}
+	return tc
+}
+
+// leader waits until the running nodes agree on a leader and returns it.
+func (tc *testCluster) leader() *caNode {
+	tc.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var leader *caNode
+		agree := true
+		for _, n := range tc.running() {
+			id, _ := n.c.Leader()
+			if id == "" {
+				agree = false
+				break
+			}
+			for _, m := range tc.running() {
+				if m.c.ID() == id && m.a.leading() {
+					leader = m
+				}
+			}
+		}
+		if agree && leader != nil {
+			return leader
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tc.t.Fatal("no leader elected")
+	return nil
+}
+
+func (tc *testCluster) follower() *caNode {
+	l := tc.leader()
+	for _, n := range tc.running() {
+		if n != l {
+			return n
+		}
+	}
+	tc.t.Fatal("no follower")
+	return nil
+}
+
+func (tc *testCluster) running() []*caNode {
+	var out []*caNode
+	for _, n := range tc.nodes {
+		if n.c != nil && !n.down.Load() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+var testSubject = pkix.Name{Country: []string{"JP"}, Organization: []string{"inkan test"}, CommonName: "inkan test issuing CA"}
+
+// initCA makes a self-signed issuing CA on the leader.
+func (tc *testCluster) initCA(ctx context.Context, key hsm.KeyType) *Initialized {
+	tc.t.Helper()
+	in, err := tc.leader().a.Init(ctx, InitOptions{Key: key, Subject: testSubject, SelfSign: true})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	return in
+}
+
+// derivedRequest is the representative derived-certificate request: a pseudonymous
+// CN and C=JP, digitalSignature and nonRepudiation.
+func derivedRequest(t testing.TB) (Request, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pseud := make([]byte, 8)
+	rand.Read(pseud)
+	link, person := make([]byte, 32), make([]byte, 32)
+	rand.Read(link)
+	rand.Read(person)
+	return Request{
+		Profile:       "derived-signing",
+		PolicyVersion: 3,
+		Template: &x509.Certificate{
+			Subject:  pkix.Name{Country: []string{"JP"}, CommonName: fmt.Sprintf("%x", pseud)},
+			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		},
+		PublicKey: key.Public(),
+		NotAfter:  time.Now().Add(365 * 24 * time.Hour),
+		Link:      link,
+		Person:    person,
+	}, key
+}
+
+// lookupEverywhere returns the record of serial on every running node, once each
+// has applied everything committed.
+func (tc *testCluster) lookupEverywhere(ctx context.Context, serial []byte) []Record {
+	tc.t.Helper()
+	var out []Record
+	for _, n := range tc.running() {
+		if err := n.c.Barrier(ctx); err != nil {
+			tc.t.Fatal(err)
+		}
+		var r Record
+		err := n.c.View(func(tx *bbolt.Tx) error {
+			var err error
+			r, err = Lookup(tx, new(big.Int).SetBytes(serial))
+			return err
+		})
+		if err != nil {
+			tc.t.Fatalf("node %s: %v", n.c.ID(), err)
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,752 @@
+package ca
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// Request is what a caller (the enrollment API) asks the authority to issue. The
+// authority decides what the template must not: serial, validity start, issuer, key
+// identifiers, CRL distribution point, AIA and basic constraints.
+type Request struct {
+	Profile       string
+	PolicyVersion uint64
+	// Template holds the policy's contents: subject, SANs, key usage, EKU, policy
+	// OIDs, extra extensions.
+	Template *x509.Certificate
+	// PublicKey is the subscriber's key, from a CSR whose signature was checked.
+	PublicKey crypto.PublicKey
+	// NotAfter bounds the validity (the JPKI certificate's notAfter, the
+	// profile's validity); the issuer certificate's notAfter bounds it too.
+	NotAfter time.Time
+	// Link is the keyed hash tying the certificate to the JPKI certificate;
+	// Person the keyed hash of the person, for per-person limits. Both are
+	// recorded and indexed (ByLink, CountByPerson).
+	Link      []byte
+	Person    []byte
+	SkipLints []string
+}
+
+// Issued is an issued certificate with the chain above it (issuer first).
+type Issued struct {
+	Serial *big.Int
+	DER    []byte
+	Chain  [][]byte
+}
+
+// order is what the pipeline issues, from Issue or IssueResponder.
+type order struct {
+	tmpl          *x509.Certificate
+	pub           crypto.PublicKey
+	notAfter      time.Time
+	profile       string
+	policyVersion uint64
+	link, person  []byte
+	skip          []string
+	lifetime      time.Duration // if set, notAfter is notBefore+lifetime
+	kind          Kind
+	node          string
+	actor         string
+}
+
+// Issue issues a certificate: it prepares and lints the TBSCertificate here, then
+// the leader commits the intent, signs in its HSM, checks the signature and commits
+// the issued record, and only then is the certificate returned. Called on a
+// follower, the signing steps are forwarded to the leader.
+func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
+	if req.Template == nil || req.PublicKey == nil {
+		return nil, fmt.Errorf("%w: a template and a public key are required", ErrTemplate)
+	}
+	return a.issue(ctx, order{tmpl: req.Template, pub: req.PublicKey, notAfter: req.NotAfter,
+		profile: req.Profile, policyVersion: req.PolicyVersion, link: req.Link, person: req.Person,
+		skip: req.SkipLints, kind: Derived, actor: actorEnrollment})
+}
+
+// Responder certificates.
+const (
+	responderProfile     = "ocsp-responder"
+	MaxResponderLifetime = 30 * 24 * time.Hour
+)
+
+var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
+
+// IssueResponder issues a node's delegated OCSP responder certificate for its key
+// (RFC 6960 §4.2.2.2): signed by the active CA key, EKU id-kp-OCSPSigning,
+// id-pkix-ocsp-nocheck, keyUsage digitalSignature, valid for lifetime (at most
+// MaxResponderLifetime). It goes through the same intent/issued pipeline and is
+// recorded as the node's latest responder certificate (ResponderCertificate).
+func (a *Authority) IssueResponder(ctx context.Context, nodeID string, pub crypto.PublicKey, lifetime time.Duration) (*x509.Certificate, error) {
+	if lifetime <= 0 || lifetime > MaxResponderLifetime {
+		return nil, fmt.Errorf("%w: responder lifetime %s: want up to %s", ErrTemplate, lifetime, MaxResponderLifetime)
+	}
+	if nodeID == "" || pub == nil {
+		return nil, fmt.Errorf("%w: a node ID and a public key are required", ErrTemplate)
+	}
+	var subject x509.Certificate
+	subject.Subject.CommonName = "inkan OCSP responder " + nodeID
+	var is Issuer
+	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err }); err != nil {
+		return nil, err
+	}
+	if is.Cert != nil {
+		subject.Subject.Country = is.Cert.Subject.Country
+		subject.Subject.Organization = is.Cert.Subject.Organization
+	}
+	tmpl := &x509.Certificate{
+		Subject:         subject.Subject,
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
+		ExtraExtensions: []pkix.Extension{{Id: oidOCSPNoCheck, Value: asn1.NullBytes}},
+	}
+	iss, err := a.issue(ctx, order{tmpl: tmpl, pub: pub, lifetime: lifetime,
+		profile: responderProfile, kind: Responder, node: nodeID, actor: actorSystem})
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(iss.DER)
+}
+
+// maxSerialTries: a fresh serial is drawn when the state refuses one as used.
+const maxSerialTries = 3
+
+func (a *Authority) issue(ctx context.Context, o order) (*Issued, error) {
+	current := false
+	for try := 1; ; try++ {
+		sr, st, err := a.prepare(ctx, o, current)
+		if err == nil {
+			var der []byte
+			der, err = a.sign(ctx, sr)
+			if err == nil {
+				return &Issued{Serial: new(big.Int).SetBytes(sr.Serial), DER: der, Chain: st.chain}, nil
+			}
+		}
+		switch {
+		case errors.Is(err, ErrSerialUsed) && try < maxSerialTries:
+		case errors.Is(err, ErrNoActiveIssuer) && !current:
+			// This node's state may lag an issuer's installation or rollover:
+			// prepare again from a current read.
+			current = true
+		default:
+			return nil, err
+		}
+	}
+}
+
+// serialEpoch is the origin of the time prefix of serials.
+var serialEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// newSerial makes a positive 16-byte serial: 4 bytes of seconds since 2020 (the top
+// bit clear until 2088), then 96 bits of CSPRNG output. The prefix keeps serials
+// roughly in issuance order, so the state's serial-keyed buckets grow at their end
+// instead of rewriting random pages (a third of the Raft apply cost at high
+// rates); the random part is what makes serials unpredictable and unique.
+func newSerial(now time.Time) (*big.Int, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b[4:]); err != nil {
+		return nil, err
+	}
+	binary.BigEndian.PutUint32(b, uint32(max(now.Sub(serialEpoch)/time.Second, 1))&0x7fffffff)
+	return new(big.Int).SetBytes(b), nil
+}
+
+// Extensions the authority sets itself; a template may not bring its own.
+var reservedExtensions = []asn1.ObjectIdentifier{
+	{2, 5, 29, 14},                  // subjectKeyIdentifier
+	{2, 5, 29, 15},                  // keyUsage (Template.KeyUsage)
+	{2, 5, 29, 19},                  // basicConstraints
+	{2, 5, 29, 30},                  // nameConstraints
+	{2, 5, 29, 31},                  // cRLDistributionPoints
+	{2, 5, 29, 35},                  // authorityKeyIdentifier
+	{1, 3, 6, 1, 5, 5, 7, 1, 1},     // authorityInfoAccess
+	{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}, // ocsp-nocheck: responder certificates only
+}
+
+// prepare builds and lints the TBSCertificate for o under the active issuer. It runs
+// on whichever node got the request.
+func (a *Authority) prepare(ctx context.Context, o order, current bool) (*signRequest, *issuerState, error) {
+	if o.tmpl.IsCA || o.tmpl.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 {
+		return nil, nil, fmt.Errorf("%w: a derived certificate cannot be a CA or sign certificates or CRLs", ErrTemplate)
+	}
+	for _, e := range o.tmpl.ExtraExtensions {
+		if slices.ContainsFunc(reservedExtensions, e.Id.Equal) && !(o.kind == Responder && e.Id.Equal(oidOCSPNoCheck)) {
+			return nil, nil, fmt.Errorf("%w: the template may not set extension %s", ErrTemplate, e.Id)
+		}
+	}
+	view := a.c.View
+	if current {
+		view = func(fn func(*bbolt.Tx) error) error { return a.c.ViewCurrent(ctx, fn) }
+	}
+	var is Issuer
+	if err := view(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err }); err != nil {
+		return nil, nil, err
+	}
+	st, err := a.issuerState(is)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	notAfter := o.notAfter.UTC().Truncate(time.Second)
+	if o.lifetime > 0 {
+		notAfter = now.Add(o.lifetime)
+	}
+	if notAfter.After(st.cert.NotAfter) {
+		notAfter = st.cert.NotAfter
+	}
+	if !notAfter.After(now) {
+		return nil, nil, fmt.Errorf("%w: notAfter %s", ErrExpired, notAfter.Format(time.RFC3339))
+	}
+	serial, err := newSerial(now)
+	if err != nil {
+		return nil, nil, err
+	}
+	ski, err := subjectKeyID(o.pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrTemplate, err)
+	}
+	t := *o.tmpl
+	t.SerialNumber = serial
+	t.NotBefore, t.NotAfter = now, notAfter
+	t.SubjectKeyId = ski
+	t.AuthorityKeyId = nil // from the issuer's subject key ID
+	t.BasicConstraintsValid, t.IsCA, t.MaxPathLen, t.MaxPathLenZero = true, false, 0, false
+	t.CRLDistributionPoints = []string{a.cfg.URLs.CRLURL(st.id, crl.Shard(serial, st.shards))}
+	t.OCSPServer = []string{a.cfg.URLs.OCSP}
+	t.IssuingCertificateURL = []string{a.cfg.URLs.IssuerURL(st.id)}
+	t.SignatureAlgorithm = x509.UnknownSignatureAlgorithm
+
+	l, err := st.linter(o.skip)
+	if err != nil {
+		return nil, nil, err
+	}
+	var tbs []byte
+	if a.lintOff {
+		tbs, err = l.build(&t, o.pub)
+	} else {
+		tbs, err = l.lint(&t, o.pub)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return &signRequest{Issuer: st.id, Serial: serial.Bytes(), TBS: tbs, Profile: o.profile,
+		PolicyVersion: o.policyVersion, Link: o.link, Person: o.person, NotAfter: notAfter.UnixNano(),
+		Kind: uint8(o.kind), Node: o.node, Actor: o.actor}, st, nil
+}
+
+// subjectKeyID is the RFC 7093 §2 method 1 key identifier: the leftmost 160 bits of
+// the SHA-256 of the subjectPublicKey bits.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	var spki struct {
+		Algorithm asn1.RawValue
+		Key       asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(spki.Key.Bytes)
+	return h[:20], nil
+}
+
+// linter returns the issuer's linter for a set of skipped lints (made once: an RSA
+// throwaway key takes a while).
+func (st *issuerState) linter(skip []string) (*linter, error) {
+	skip = slices.Clone(skip)
+	slices.Sort(skip)
+	key := strings.Join(skip, ",")
+	st.lintLock.Lock()
+	defer st.lintLock.Unlock()
+	if l, ok := st.linters[key]; ok {
+		return l, nil
+	}
+	l, err := newLinter(st.cert, skip)
+	if err != nil {
+		return nil, err
+	}
+	st.linters[key] = l
+	return l, nil
+}
+
+// signingParams is what Go's x509 signs with for a CA key: the hash the linted TBS
+// names, and so the digest the HSM must sign.
+func signingParams(pub crypto.PublicKey) (crypto.SignerOpts, x509.SignatureAlgorithm, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return crypto.SHA256, x509.ECDSAWithSHA256, nil
+		case elliptic.P384():
+			return crypto.SHA384, x509.ECDSAWithSHA384, nil
+		case elliptic.P521():
+			return crypto.SHA512, x509.ECDSAWithSHA512, nil
+		}
+	case *rsa.PublicKey:
+		return crypto.SHA256, x509.SHA256WithRSA, nil
+	case ed25519.PublicKey:
+		return crypto.Hash(0), x509.PureEd25519, nil
+	}
+	return nil, 0, fmt.Errorf("CA key type %T is not supported", pub)
+}
+
+// signRequest is what the leader signs: a prepared, linted TBSCertificate and what
+// the intent records. It travels CBOR-encoded when forwarded.
+type signRequest struct {
+	_             struct{} `cbor:",toarray"`
+	Issuer        string
+	Serial        []byte
+	TBS           []byte
+	Profile       string
+	PolicyVersion uint64
+	Link          []byte
+	Person        []byte
+	NotAfter      int64
+	Kind          uint8
+	Node          string
+	Actor         string
+}
+
+// signReply is the leader's answer to a forwarded signRequest.
+type signReply struct {
+	_    struct{} `cbor:",toarray"`
+	DER  []byte
+	Code string
+	Msg  string
+}
+
+const callSign = "ca.sign"
+
+// Error codes of signReply.
+var replyCodes = []struct {
+	code string
+	err  error
+}{
+	{"template", ErrTemplate}, {"expired", ErrExpired}, {"no-key", ErrNoCAKey}, {"serial-used", ErrSerialUsed},
+	{"abandoned", ErrAbandoned}, {"no-issuer", ErrNoActiveIssuer},
+}
+
+// sign has the leader sign sr: here if this node leads, else over the cluster RPC.
+func (a *Authority) sign(ctx context.Context, sr *signRequest) ([]byte, error) {
+	if a.leading() {
+		der, err := a.signHere(ctx, sr, false)
+		if !errors.Is(err, cluster.ErrNotLeader) {
+			return der, err
+		}
+		// Leadership moved while signing: the next leader takes the intent on.
+	}
+	body, err := encMode.Marshal(sr)
+	if err != nil {
+		return nil, err
+	}
+	b, err := a.c.CallLeader(ctx, callSign, body)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign on the leader: %w", err)
+	}
+	var rep signReply
+	if err := decMode.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("ca: sign on the leader: reply: %w", err)
+	}
+	if rep.Code != "" {
+		for _, c := range replyCodes {
+			if c.code == rep.Code {
+				return nil, &remoteError{sentinel: c.err, msg: rep.Msg}
+			}
+		}
+		return nil, errors.New(rep.Msg)
+	}
+	return rep.DER, nil
+}
+
+type remoteError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// serveSign is the leader's side of a forwarded signRequest.
+func (a *Authority) serveSign(ctx context.Context, body []byte) ([]byte, error) {
+	var sr signRequest
+	if err := decMode.Unmarshal(body, &sr); err != nil {
+		return nil, fmt.Errorf("ca: sign request: %w", err)
+	}
+	if !a.leading() {
+		return nil, cluster.ErrNotLeader // the caller tries the next leader
+	}
+	der, err := a.signHere(ctx, &sr, true)
+	var rep signReply
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		return nil, err
+	case err != nil:
+		rep.Code, rep.Msg = "error", err.Error()
+		for _, c := range replyCodes {
+			if errors.Is(err, c.err) {
+				rep.Code = c.code
+				break
+			}
+		}
+	default:
+		rep.DER = der
+	}
+	return encMode.Marshal(rep)
+}
+
+// flight is one signing in progress on this node, so that a request retried while
+// the first is still signing waits for it instead of signing twice.
+type flight struct {
+	tbsHash []byte
+	done    chan struct{}
+	der     []byte
+	err     error
+}
+
+// Steps at which the crash hook is called.
+const (
+	stepIntent = "intent" // the intent is committed, nothing signed
+	stepSigned = "signed" // the HSM signed, the issued record is not committed
+	stepIssued = "issued" // the issued record is committed, not yet returned
+)
+
+func (a *Authority) step(name string, serial []byte) error {
+	if a.crash == nil {
+		return nil
+	}
+	return a.crash(name, serial)
+}
+
+// signHere runs the leader's steps for sr: intent, HSM signature, checks, issued.
+// It is idempotent for a serial and TBS: a request retried here, or on a new
+// leader, resumes the pending intent, or returns the certificate already issued.
+func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded bool) ([]byte, error) {
+	var is Issuer
+	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = LookupIssuer(tx, sr.Issuer); return err }); err != nil {
+		return nil, err
+	}
+	if is.Status != IssuerActive {
+		return nil, fmt.Errorf("%w: issuer %s is %s", ErrNoActiveIssuer, is.ID, is.Status)
+	}
+	st, err := a.issuerState(is)
+	if err != nil {
+		return nil, err
+	}
+	if forwarded {
+		if err := a.checkTBS(st, sr); err != nil {
+			return nil, err
+		}
+	}
+	h := sha256.Sum256(sr.TBS)
+
+	a.mu.Lock()
+	if f, ok := a.flights[string(sr.Serial)]; ok {
+		a.mu.Unlock()
+		if !bytes.Equal(f.tbsHash, h[:]) {
+			return nil, fmt.Errorf("%w: %x", ErrSerialUsed, sr.Serial)
+		}
+		select {
+		case <-f.done:
+			return f.der, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f := &flight{tbsHash: h[:], done: make(chan struct{})}
+	a.flights[string(sr.Serial)] = f
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.flights, string(sr.Serial))
+		a.mu.Unlock()
+		close(f.done)
+	}()
+	f.der, f.err = a.runPipeline(ctx, st, sr, h[:])
+	return f.der, f.err
+}
+
+func (a *Authority) runPipeline(ctx context.Context, st *issuerState, sr *signRequest, tbsHash []byte) ([]byte, error) {
+	key, err := a.signer(ctx, st)
+	if err != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if lc := a.leadCtx.Load(); lc != nil {
+				a.refuseLeadership(*lc, st.id, err, false)
+			}
+		}()
+		return nil, err
+	}
+
+	// 1. The intent, before any signature.
+	cmd, err := cluster.NewCommand(CommandIntent, 1, intentBody{Serial: sr.Serial, Issuer: sr.Issuer, TBSHash: tbsHash,
+		Profile: sr.Profile, PolicyVersion: sr.PolicyVersion, Link: sr.Link, Person: sr.Person,
+		NotAfter: sr.NotAfter, Kind: sr.Kind, Node: sr.Node, Actor: sr.Actor})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.c.Submit(ctx, cmd); err != nil {
+		if !errors.Is(err, cluster.ErrRefused) {
+			return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
+		}
+		// Used already: a retry of this very request resumes; anything else is
+		// another certificate's serial.
+		der, resume, rerr := a.resumable(ctx, sr, tbsHash)
+		if rerr != nil {
+			return nil, rerr
+		}
+		if !resume {
+			if der == nil {
+				return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
+			}
+			return der, nil
+		}
+	}
+	if err := a.step(stepIntent, sr.Serial); err != nil {
+		return nil, err
+	}
+	if !a.leading() {
+		return nil, fmt.Errorf("ca: intent %x committed: %w", sr.Serial, cluster.ErrNotLeader)
+	}
+
+	// 2. The signature, in the HSM.
+	digest := sr.TBS
+	if hf := st.opts.HashFunc(); hf != 0 {
+		hh := hf.New()
+		hh.Write(sr.TBS)
+		digest = hh.Sum(nil)
+	}
+	sig, err := key.Sign(rand.Reader, digest, st.opts)
+	if err != nil {
+		a.abandon(sr)
+		return nil, fmt.Errorf("ca: sign %x in the HSM: %w", sr.Serial, err)
+	}
+	der, err := assemble(sr.TBS, sig)
+	if err != nil {
+		a.abandon(sr)
+		return nil, err
+	}
+	if err := a.step(stepSigned, sr.Serial); err != nil {
+		return nil, err
+	}
+
+	// 3. What was signed is what the intent names, and verifies.
+	cert, err := x509.ParseCertificate(der)
+	if err == nil && !bytes.Equal(sum256(cert.RawTBSCertificate), tbsHash) {
+		err = errors.New("the signed TBSCertificate is not the intent's")
+	}
+	if err == nil {
+		err = cert.CheckSignatureFrom(st.cert)
+	}
+	if err != nil {
+		a.abandon(sr)
+		return nil, fmt.Errorf("ca: certificate %x: %w", sr.Serial, err)
+	}
+
+	// 4. The issued record; only then the certificate leaves.
+	cmd, err = cluster.NewCommand(CommandIssue, 1, issueBody{Serial: sr.Serial, DER: der, Actor: sr.Actor})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.c.Submit(ctx, cmd); err != nil {
+		if errors.Is(err, cluster.ErrRefused) {
+			if prev, _, rerr := a.resumable(ctx, sr, tbsHash); rerr == nil && prev != nil {
+				return prev, nil // issued by an earlier attempt
+			}
+			return nil, fmt.Errorf("ca: record %x: %w", sr.Serial, ErrAbandoned)
+		}
+		a.abandon(sr)
+		return nil, fmt.Errorf("ca: record %x: %w", sr.Serial, err)
+	}
+	if err := a.step(stepIssued, sr.Serial); err != nil {
+		return nil, err
+	}
+	return der, nil
+}
+
+// resumable looks at the state's record of a serial whose intent was refused: it
+// says to resume a pending intent for this very TBS, returns the certificate if it
+// was issued already, and errs otherwise.
+func (a *Authority) resumable(ctx context.Context, sr *signRequest, tbsHash []byte) (der []byte, resume bool, err error) {
+	var r Record
+	err = a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
+		var err error
+		r, err = Lookup(tx, new(big.Int).SetBytes(sr.Serial))
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, false, nil // refused for another reason
+	case err != nil:
+		return nil, false, err
+	case !bytes.Equal(r.TBSHash, tbsHash):
+		return nil, false, fmt.Errorf("%w: %x", ErrSerialUsed, sr.Serial)
+	case r.Status == Pending:
+		return nil, true, nil
+	case r.DER != nil:
+		return r.DER, false, nil
+	}
+	return nil, false, fmt.Errorf("%w: %x", ErrAbandoned, sr.Serial)
+}
+
+// abandon resolves this node's own intent after a failed step, so that it does not
+// wait for the next leader. If it cannot, the next leader will.
+func (a *Authority) abandon(sr *signRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.submitResolve(ctx, sr.Issuer, [][]byte{sr.Serial}); err != nil {
+		a.log.Warn("ca: could not resolve an abandoned intent; the next leader will", "serial", fmt.Sprintf("%x", sr.Serial), "err", err)
+	}
+}
+
+func (a *Authority) submitResolve(ctx context.Context, issuer string, serials [][]byte) error {
+	for len(serials) > 0 {
+		n := min(len(serials), maxResolve)
+		cmd, err := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: issuer, Serials: serials[:n]})
+		if err != nil {
+			return err
+		}
+		if _, err := a.c.Submit(ctx, cmd); err != nil {
+			return err
+		}
+		serials = serials[n:]
+	}
+	return nil
+}
+
+// resolveDangling revokes (cessationOfOperation) the intents committed before
+// now-minAge that have no issued record and are not being signed here: a previous
+// leader may have signed them, so OCSP and CRLs must cover them; they were never
+// delivered.
+func (a *Authority) resolveDangling(ctx context.Context, minAge time.Duration) error {
+	var pending map[string][]*big.Int
+	if err := a.c.View(func(tx *bbolt.Tx) error {
+		var err error
+		before := time.Unix(0, math.MaxInt64) // at a term's start: all of them, whatever the clocks
+		if minAge > 0 {
+			before = time.Now().Add(-minAge)
+		}
+		pending, err = pendingIntents(tx, before)
+		return err
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for issuer, serials := range pending {
+		var list [][]byte
+		a.mu.Lock()
+		for _, s := range serials {
+			if _, busy := a.flights[string(s.Bytes())]; !busy {
+				list = append(list, s.Bytes())
+			}
+		}
+		a.mu.Unlock()
+		if len(list) == 0 {
+			continue
+		}
+		if err := a.submitResolve(ctx, issuer, list); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a.log.Warn("ca: resolved dangling intents as revoked (cessationOfOperation)", "issuer", issuer, "count", len(list))
+	}
+	return errors.Join(errs...)
+}
+
+// assemble puts a TBSCertificate and its signature together into a certificate,
+// with the signature algorithm the TBSCertificate names.
+func assemble(tbs, sig []byte) ([]byte, error) {
+	alg, ok := tbsSignatureAlgorithm(tbs)
+	if !ok {
+		return nil, errors.New("ca: malformed TBSCertificate")
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, len(tbs)+len(alg)+len(sig)+16))
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(tbs)
+		b.AddBytes(alg)
+		b.AddASN1BitString(sig)
+	})
+	return b.Bytes()
+}
+
+// tbsSignatureAlgorithm returns the DER of the TBSCertificate's signature field.
+func tbsSignatureAlgorithm(tbs []byte) ([]byte, bool) {
+	in := cryptobyte.String(tbs)
+	var body cryptobyte.String
+	var alg cryptobyte.String
+	ok := in.ReadASN1(&body, cbasn1.SEQUENCE) &&
+		body.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()) &&
+		body.SkipASN1(cbasn1.INTEGER) &&
+		body.ReadASN1Element(&alg, cbasn1.SEQUENCE)
+	return alg, ok
+}
+
+// maxClockSkew bounds how far a forwarded TBSCertificate's notBefore may be from the
+// leader's clock.
+const maxClockSkew = 5 * time.Minute
+
+// checkTBS checks a TBSCertificate prepared on another node before the leader
+// commits its intent: it must be a leaf of the active issuer, for the serial and
+// notAfter the request names, with the authority's own URLs.
+func (a *Authority) checkTBS(st *issuerState, sr *signRequest) error {
+	if !validSerial(sr.Serial) {
+		return fmt.Errorf("%w: serial %x", ErrTemplate, sr.Serial)
+	}
+	der, err := assemble(sr.TBS, []byte{0})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrTemplate, err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return fmt.Errorf("%w: TBSCertificate: %w", ErrTemplate, err)
+	}
+	now := time.Now()
+	var problems []string
+	check := func(ok bool, what string) {
+		if !ok {
+			problems = append(problems, what)
+		}
+	}
+	check(bytes.Equal(c.SerialNumber.Bytes(), sr.Serial), "serial")
+	check(c.SignatureAlgorithm == st.alg, "signature algorithm")
+	check(bytes.Equal(c.RawIssuer, st.cert.RawSubject), "issuer")
+	check(bytes.Equal(c.AuthorityKeyId, st.cert.SubjectKeyId), "authority key ID")
+	check(c.BasicConstraintsValid && !c.IsCA, "basic constraints")
+	check(c.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) == 0, "key usage")
+	check(c.NotAfter.UnixNano() == sr.NotAfter && !c.NotAfter.After(st.cert.NotAfter), "notAfter")
+	check(c.NotBefore.After(now.Add(-maxClockSkew)) && c.NotBefore.Before(now.Add(maxClockSkew)), "notBefore")
+	check(slices.Equal(c.CRLDistributionPoints, []string{a.cfg.URLs.CRLURL(st.id, crl.Shard(c.SerialNumber, st.shards))}), "CRL distribution point")
+	check(slices.Equal(c.OCSPServer, []string{a.cfg.URLs.OCSP}), "OCSP URL")
+	check(slices.Equal(c.IssuingCertificateURL, []string{a.cfg.URLs.IssuerURL(st.id)}), "caIssuers URL")
+	responder := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning)
+	check(responder == (Kind(sr.Kind) == Responder), "kind")
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: forwarded TBSCertificate %x: wrong %s", ErrTemplate, sr.Serial, strings.Join(problems, ", "))
+	}
+	return nil
+}

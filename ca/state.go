@@ -1,0 +1,466 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/big"
+	"sort"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"go.etcd.io/bbolt"
+)
+
+// The replicated state the authority keeps in the cluster's bbolt file. Serial keys
+// are the serial's minimal big-endian bytes; times are Unix nanoseconds.
+//
+//	ca.issuers     issuer ID → issuerRecord (CBOR)
+//	ca.certs       serial → certRecord (CBOR): every serial ever used, never deleted
+//	ca.status      one nested bucket per issuer ID: serial → statusEntry (18 bytes)
+//	ca.intents     serial → issuer ID, while an intent has no issued record
+//	ca.links       len(link) ‖ link ‖ serial → ""
+//	ca.persons     len(person) ‖ person ‖ serial → notAfter (8 bytes)
+//	ca.responders  node ID → serial of its latest responder certificate
+var (
+	bucketIssuers    = []byte("ca.issuers")
+	bucketCerts      = []byte("ca.certs")
+	bucketStatus     = []byte("ca.status")
+	bucketIntents    = []byte("ca.intents")
+	bucketLinks      = []byte("ca.links")
+	bucketPersons    = []byte("ca.persons")
+	bucketResponders = []byte("ca.responders")
+)
+
+// ErrNotFound is returned by lookups of a serial, issuer or responder the state does
+// not hold.
+var ErrNotFound = errors.New("ca: not found")
+
+// Status is a certificate's status as OCSP and CRLs report it.
+type Status uint8
+
+const (
+	// Pending: an intent is committed and no issued record yet. The certificate may
+	// exist (the leader may have signed it); it has not been delivered.
+	Pending Status = iota
+	// Good: issued, not revoked, not on hold.
+	Good
+	// Revoked, with a reason and a time. A dangling intent resolved by a new leader is
+	// Revoked with ReasonCessationOfOperation and has no DER.
+	Revoked
+	// Held: certificateHold (reason 6), until released or revoked.
+	Held
+)
+
+func (s Status) String() string {
+	switch s {
+	case Pending:
+		return "pending"
+	case Good:
+		return "good"
+	case Revoked:
+		return "revoked"
+	case Held:
+		return "held"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// RFC 5280 CRLReason codes the authority writes itself.
+const (
+	ReasonUnspecified          = 0
+	ReasonKeyCompromise        = 1
+	ReasonCessationOfOperation = 5
+	ReasonCertificateHold      = 6
+)
+
+// Kind says what a certificate is for.
+type Kind uint8
+
+const (
+	// Derived is a subscriber's derived certificate (Issue).
+	Derived Kind = iota
+	// Responder is a node's delegated OCSP responder certificate (IssueResponder).
+	Responder
+)
+
+// Record is everything the state keeps about one serial.
+type Record struct {
+	Serial        *big.Int
+	Issuer        string // issuer ID
+	Kind          Kind
+	Node          string // the node a Responder certificate is for
+	Profile       string
+	PolicyVersion uint64
+	TBSHash       []byte // SHA-256 of the TBSCertificate committed in the intent
+	Link          []byte
+	Person        []byte
+	NotAfter      time.Time
+	IntentAt      time.Time
+	IssuedAt      time.Time // zero while Pending, and for resolved intents
+	DER           []byte    // nil while Pending, and for resolved intents
+	Status        Status
+	Reason        int       // CRLReason when Revoked (6 when Held)
+	RevokedAt     time.Time // when Revoked or Held
+}
+
+// CertStatus is one certificate's entry in its issuer's status index: what the OCSP
+// pre-signer and the CRL builder need, without the certificate.
+type CertStatus struct {
+	Serial    *big.Int
+	Status    Status
+	Reason    int
+	RevokedAt time.Time
+	NotAfter  time.Time
+}
+
+// IssuerStatus is a CA certificate's place in rollover.
+type IssuerStatus uint8
+
+const (
+	// IssuerPending: the key exists (on every voter), the certificate is not yet
+	// installed (a CSR is with the offline root).
+	IssuerPending IssuerStatus = iota
+	// IssuerActive: new certificates are issued under it. At most one is active.
+	IssuerActive
+	// IssuerRetired: issues nothing more; its certificates stay covered by OCSP and
+	// CRLs until they have all expired.
+	IssuerRetired
+)
+
+func (s IssuerStatus) String() string {
+	switch s {
+	case IssuerPending:
+		return "pending"
+	case IssuerActive:
+		return "active"
+	case IssuerRetired:
+		return "retired"
+	}
+	return fmt.Sprintf("issuer-status(%d)", uint8(s))
+}
+
+// Issuer is one CA certificate with its key and status.
+type Issuer struct {
+	ID        string
+	KeyLabel  string            // the key's label in the HSM (CKA_LABEL)
+	PublicKey []byte            // PKIX DER of the key
+	Cert      *x509.Certificate // nil while IssuerPending
+	Chain     [][]byte          // certificates above Cert, issuer first, without the root
+	Status    IssuerStatus
+	CRLShards int // fixed when the issuer is created: shards are baked into certificates
+	Created   time.Time
+}
+
+// Records as stored.
+type (
+	issuerRecord struct {
+		_         struct{} `cbor:",toarray"`
+		ID        string
+		KeyLabel  string
+		PublicKey []byte
+		Cert      []byte
+		Chain     [][]byte
+		Status    uint8
+		CRLShards int
+		Created   int64
+		NotAfter  int64 // the certificate's, once installed
+	}
+	certRecord struct {
+		_             struct{} `cbor:",toarray"`
+		Issuer        string
+		Kind          uint8
+		Node          string
+		Profile       string
+		PolicyVersion uint64
+		TBSHash       []byte
+		Link          []byte
+		Person        []byte
+		NotAfter      int64
+		IntentAt      int64
+		IssuedAt      int64
+		DER           []byte
+		Status        uint8
+		Reason        uint8
+		RevokedAt     int64
+	}
+)
+
+// The codecs are immutable once built.
+var (
+	encMode = mustMode(cbor.CoreDetEncOptions().EncMode())
+	decMode = mustMode(cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		MaxNestedLevels:  16,
+		MaxArrayElements: 1 << 16,
+		MaxMapPairs:      1 << 10,
+	}.DecMode())
+)
+
+func mustMode[T any](v T, err error) T {
+	if err != nil {
+		panic(err) // static options: a failure is a programming error
+	}
+	return v
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func serialKey(s *big.Int) []byte { return s.Bytes() }
+
+// statusEntry: status, reason, notAfter, revokedAt.
+func encodeStatus(st Status, reason uint8, notAfter, revokedAt int64) []byte {
+	b := make([]byte, 18)
+	b[0], b[1] = byte(st), reason
+	binary.BigEndian.PutUint64(b[2:], uint64(notAfter))
+	binary.BigEndian.PutUint64(b[10:], uint64(revokedAt))
+	return b
+}
+
+func decodeStatus(serial []byte, v []byte) (CertStatus, error) {
+	if len(v) != 18 {
+		return CertStatus{}, fmt.Errorf("ca: status entry of %x: %d bytes", serial, len(v))
+	}
+	return CertStatus{
+		Serial:    new(big.Int).SetBytes(serial),
+		Status:    Status(v[0]),
+		Reason:    int(v[1]),
+		NotAfter:  fromUnixNano(int64(binary.BigEndian.Uint64(v[2:]))),
+		RevokedAt: fromUnixNano(int64(binary.BigEndian.Uint64(v[10:]))),
+	}, nil
+}
+
+// indexKey is len(h) ‖ h ‖ serial, for the link and person indexes.
+func indexKey(h, serial []byte) []byte {
+	k := make([]byte, 0, 1+len(h)+len(serial))
+	k = append(k, byte(len(h)))
+	k = append(k, h...)
+	return append(k, serial...)
+}
+
+func indexPrefix(h []byte) []byte { return append([]byte{byte(len(h))}, h...) }
+
+func readCert(tx *bbolt.Tx, serial []byte) (*certRecord, error) {
+	v := tx.Bucket(bucketCerts).Get(serial)
+	if v == nil {
+		return nil, nil
+	}
+	var r certRecord
+	if err := decMode.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("ca: record of serial %x: %w", serial, err)
+	}
+	return &r, nil
+}
+
+func readIssuer(tx *bbolt.Tx, id string) (*issuerRecord, error) {
+	v := tx.Bucket(bucketIssuers).Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	var r issuerRecord
+	if err := decMode.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("ca: issuer %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+func (r *certRecord) record(serial []byte) Record {
+	return Record{
+		Serial: new(big.Int).SetBytes(serial), Issuer: r.Issuer, Kind: Kind(r.Kind), Node: r.Node,
+		Profile: r.Profile, PolicyVersion: r.PolicyVersion, TBSHash: r.TBSHash,
+		Link: r.Link, Person: r.Person, NotAfter: fromUnixNano(r.NotAfter),
+		IntentAt: fromUnixNano(r.IntentAt), IssuedAt: fromUnixNano(r.IssuedAt), DER: r.DER,
+		Status: Status(r.Status), Reason: int(r.Reason), RevokedAt: fromUnixNano(r.RevokedAt),
+	}
+}
+
+func (r *issuerRecord) issuer() (Issuer, error) {
+	is := Issuer{ID: r.ID, KeyLabel: r.KeyLabel, PublicKey: r.PublicKey, Chain: r.Chain,
+		Status: IssuerStatus(r.Status), CRLShards: r.CRLShards, Created: fromUnixNano(r.Created)}
+	if len(r.Cert) > 0 {
+		c, err := x509.ParseCertificate(r.Cert)
+		if err != nil {
+			return Issuer{}, fmt.Errorf("ca: issuer %s: certificate: %w", r.ID, err)
+		}
+		is.Cert = c
+	}
+	return is, nil
+}
+
+// Lookup returns the record of serial (ErrNotFound if it was never used).
+func Lookup(tx *bbolt.Tx, serial *big.Int) (Record, error) {
+	k := serialKey(serial)
+	r, err := readCert(tx, k)
+	if err != nil {
+		return Record{}, err
+	}
+	if r == nil {
+		return Record{}, fmt.Errorf("%w: serial %x", ErrNotFound, k)
+	}
+	return r.record(k), nil
+}
+
+// Walk calls fn for every certificate of the issuer, in serial order, with its
+// status and notAfter (expired ones included: status stays available after expiry).
+// The OCSP pre-signer and the CRL builder walk this. Resolved dangling intents
+// appear as Revoked; Pending entries are intents in flight.
+func Walk(tx *bbolt.Tx, issuerID string, fn func(CertStatus) error) error {
+	b := tx.Bucket(bucketStatus).Bucket([]byte(issuerID))
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		s, err := decodeStatus(k, v)
+		if err != nil {
+			return err
+		}
+		return fn(s)
+	})
+}
+
+// StatusOf returns the status entry of one serial under the issuer.
+func StatusOf(tx *bbolt.Tx, issuerID string, serial *big.Int) (CertStatus, error) {
+	k := serialKey(serial)
+	if b := tx.Bucket(bucketStatus).Bucket([]byte(issuerID)); b != nil {
+		if v := b.Get(k); v != nil {
+			return decodeStatus(k, v)
+		}
+	}
+	return CertStatus{}, fmt.Errorf("%w: serial %x of issuer %s", ErrNotFound, k, issuerID)
+}
+
+// ByLink returns the serials issued (or intended) for a link hash, in serial order.
+func ByLink(tx *bbolt.Tx, link []byte) []*big.Int {
+	var out []*big.Int
+	p := indexPrefix(link)
+	c := tx.Bucket(bucketLinks).Cursor()
+	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		out = append(out, new(big.Int).SetBytes(k[len(p):]))
+	}
+	return out
+}
+
+// CountByPerson counts the person's certificates that are not expired at t and not
+// revoked (held ones count), for per-person limits.
+func CountByPerson(tx *bbolt.Tx, person []byte, t time.Time) (int, error) {
+	n := 0
+	p := indexPrefix(person)
+	c := tx.Bucket(bucketPersons).Cursor()
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) <= t.UnixNano() {
+			continue
+		}
+		r, err := readCert(tx, k[len(p):])
+		if err != nil {
+			return 0, err
+		}
+		if r != nil && Status(r.Status) != Revoked {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Issuers lists every CA certificate the state holds (pending, active, retired),
+// oldest first.
+func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
+	var out []Issuer
+	err := tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
+		var r issuerRecord
+		if err := decMode.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("ca: issuer %s: %w", k, err)
+		}
+		is, err := r.issuer()
+		if err != nil {
+			return err
+		}
+		out = append(out, is)
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, err
+}
+
+// LookupIssuer returns the issuer with the given ID.
+func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
+	r, err := readIssuer(tx, id)
+	if err != nil {
+		return Issuer{}, err
+	}
+	if r == nil {
+		return Issuer{}, fmt.Errorf("%w: issuer %q", ErrNotFound, id)
+	}
+	return r.issuer()
+}
+
+// ErrNoActiveIssuer: no CA certificate is active (none installed yet, or all
+// retired).
+var ErrNoActiveIssuer = errors.New("ca: no active CA certificate")
+
+// ActiveIssuer returns the issuer new certificates are issued under.
+func ActiveIssuer(tx *bbolt.Tx) (Issuer, error) {
+	id, err := activeIssuerID(tx)
+	if err != nil {
+		return Issuer{}, err
+	}
+	return LookupIssuer(tx, id)
+}
+
+func activeIssuerID(tx *bbolt.Tx) (string, error) {
+	var id string
+	err := tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
+		var r issuerRecord
+		if err := decMode.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("ca: issuer %s: %w", k, err)
+		}
+		if IssuerStatus(r.Status) == IssuerActive {
+			id = r.ID
+		}
+		return nil
+	})
+	if err == nil && id == "" {
+		err = ErrNoActiveIssuer
+	}
+	return id, err
+}
+
+// ResponderCertificate returns the latest responder certificate issued for a node.
+func ResponderCertificate(tx *bbolt.Tx, nodeID string) (*x509.Certificate, error) {
+	serial := tx.Bucket(bucketResponders).Get([]byte(nodeID))
+	if serial == nil {
+		return nil, fmt.Errorf("%w: responder certificate of node %q", ErrNotFound, nodeID)
+	}
+	r, err := readCert(tx, serial)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil || r.DER == nil {
+		return nil, fmt.Errorf("ca: responder certificate of node %q: record %x has no certificate", nodeID, serial)
+	}
+	return x509.ParseCertificate(r.DER)
+}
+
+// pendingIntents lists the intents without an issued record committed before
+// `before`, by issuer.
+func pendingIntents(tx *bbolt.Tx, before time.Time) (map[string][]*big.Int, error) {
+	out := map[string][]*big.Int{}
+	err := tx.Bucket(bucketIntents).ForEach(func(k, v []byte) error {
+		r, err := readCert(tx, k)
+		if err != nil || r == nil {
+			return fmt.Errorf("ca: intent %x without a record: %w", k, err)
+		}
+		if r.IntentAt < before.UnixNano() {
+			out[string(v)] = append(out[string(v)], new(big.Int).SetBytes(k))
+		}
+		return nil
+	})
+	return out, err
+}
