@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 
 	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/cryptobyte"
@@ -52,6 +53,34 @@ const (
 	actorEnrollment = "enrollment"
 	actorSystem     = "system"
 )
+
+// ErrActor: an actor that is not "enrollment", "system" or an operator named as
+// "sha256:" and the 64 lower-case hex digits of their certificate's hash (the
+// audit log's forms: a command it could not log would stop every replica).
+var ErrActor = errors.New(`ca: actor must be "enrollment", "system" or "sha256:<64 hex>"`)
+
+func validActor(a string) bool {
+	if a == actorEnrollment || a == actorSystem {
+		return true
+	}
+	h, ok := strings.CutPrefix(a, "sha256:")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkActor(a string) error {
+	if !validActor(a) {
+		return cluster.Refuse(fmt.Errorf("%w, not %q", ErrActor, a))
+	}
+	return nil
+}
 
 // Command bodies.
 type (
@@ -176,6 +205,9 @@ func applyIssuerCreate(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
+	if err := checkActor(b.Actor); err != nil {
+		return nil, err
+	}
 	if !validIssuerID(b.ID) {
 		return nil, refusef("issuer ID %q: use 1-64 of a-z, 0-9 and '-'", b.ID)
 	}
@@ -203,6 +235,9 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var b issuerInstallBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
+	}
+	if err := checkActor(b.Actor); err != nil {
+		return nil, err
 	}
 	r, err := readIssuer(tx, b.ID)
 	if err != nil {
@@ -237,6 +272,9 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := putIssuer(tx, r); err != nil {
 		return nil, err
 	}
+	if err := tx.Bucket(bucketIssuers).Put(keyActive, []byte(b.ID)); err != nil {
+		return nil, err
+	}
 	if _, err := tx.Bucket(bucketStatus).CreateBucketIfNotExists([]byte(b.ID)); err != nil {
 		return nil, err
 	}
@@ -248,12 +286,20 @@ func applyIssuerRetire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
+	if err := checkActor(b.Actor); err != nil {
+		return nil, err
+	}
 	r, err := readIssuer(tx, b.ID)
 	if err != nil {
 		return nil, err
 	}
 	if r == nil || IssuerStatus(r.Status) == IssuerRetired {
 		return nil, refusef("issuer %q is unknown or retired already", b.ID)
+	}
+	if IssuerStatus(r.Status) == IssuerActive {
+		if err := tx.Bucket(bucketIssuers).Delete(keyActive); err != nil {
+			return nil, err
+		}
 	}
 	r.Status = uint8(IssuerRetired)
 	if err := putIssuer(tx, r); err != nil {
@@ -291,6 +337,9 @@ func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var b intentBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
+	}
+	if err := checkActor(b.Actor); err != nil {
+		return nil, err
 	}
 	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > Responder {
 		return nil, refusef("malformed intent")
@@ -352,6 +401,9 @@ func applyIssue(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var b issueBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
+	}
+	if err := checkActor(b.Actor); err != nil {
+		return nil, err
 	}
 	r, err := readCert(tx, b.Serial)
 	if err != nil {
@@ -429,6 +481,9 @@ func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b sta
 	var b statusBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
+	}
+	if err := checkActor(b.Actor); err != nil {
+		return nil, err
 	}
 	r, err := readCert(tx, b.Serial)
 	if err != nil {

@@ -328,6 +328,30 @@ func (a *Authority) refuseLeadership(ctx context.Context, issuer string, cause e
 	}
 }
 
+// stateOf returns the in-memory state of the issuer id and its status in tx,
+// parsing its certificate only the first time.
+func (a *Authority) stateOf(tx *bbolt.Tx, id string) (*issuerState, IssuerStatus, error) {
+	r, err := readIssuer(tx, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if r == nil {
+		return nil, 0, fmt.Errorf("%w: issuer %q", ErrNotFound, id)
+	}
+	a.mu.Lock()
+	st, ok := a.issuers[id]
+	a.mu.Unlock()
+	if ok {
+		return st, IssuerStatus(r.Status), nil
+	}
+	is, err := r.issuer()
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err = a.issuerState(is)
+	return st, IssuerStatus(r.Status), err
+}
+
 // issuerState returns the in-memory state of an issuer whose certificate is
 // installed.
 func (a *Authority) issuerState(is Issuer) (*issuerState, error) {

@@ -201,11 +201,14 @@ func (a *Authority) prepare(ctx context.Context, o order, current bool) (*signRe
 	if current {
 		view = func(fn func(*bbolt.Tx) error) error { return a.c.ViewCurrent(ctx, fn) }
 	}
-	var is Issuer
-	if err := view(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err }); err != nil {
-		return nil, nil, err
-	}
-	st, err := a.issuerState(is)
+	var st *issuerState
+	err := view(func(tx *bbolt.Tx) error {
+		id, err := activeIssuerID(tx)
+		if err == nil {
+			st, _, err = a.stateOf(tx, id)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -446,16 +449,13 @@ func (a *Authority) step(name string, serial []byte) error {
 // It is idempotent for a serial and TBS: a request retried here, or on a new
 // leader, resumes the pending intent, or returns the certificate already issued.
 func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded bool) ([]byte, error) {
-	var is Issuer
-	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = LookupIssuer(tx, sr.Issuer); return err }); err != nil {
+	var st *issuerState
+	var status IssuerStatus
+	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; st, status, err = a.stateOf(tx, sr.Issuer); return err }); err != nil {
 		return nil, err
 	}
-	if is.Status != IssuerActive {
-		return nil, fmt.Errorf("%w: issuer %s is %s", ErrNoActiveIssuer, is.ID, is.Status)
-	}
-	st, err := a.issuerState(is)
-	if err != nil {
-		return nil, err
+	if status != IssuerActive {
+		return nil, fmt.Errorf("%w: issuer %s is %s", ErrNoActiveIssuer, sr.Issuer, status)
 	}
 	if forwarded {
 		if err := a.checkTBS(st, sr); err != nil {

@@ -539,3 +539,30 @@ func TestRSACAKey(t *testing.T) {
 	opensslVerify(t, in.Cert.Raw, iss.DER)
 	zlintClean(t, iss.DER)
 }
+
+// TestActorsAreAuditable: an actor the audit log could not record is refused before
+// it reaches the log, and by every replica if it does.
+func TestActorsAreAuditable(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	tc := newCACluster(t, 1, PerNodeHSM)
+	tc.initCA(ctx, hsm.ECP256)
+	n := tc.leader()
+	req, _ := derivedRequest(t)
+	iss, err := n.a.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator := "sha256:" + strings.Repeat("ab", 32)
+	for _, actor := range []string{"alice", "sha256:AB", "sha256:" + strings.Repeat("AB", 32)} {
+		if err := n.a.Hold(ctx, iss.Serial, actor); !errors.Is(err, ErrActor) {
+			t.Errorf("actor %q: err = %v", actor, err)
+		}
+	}
+	cmd, _ := cluster.NewCommand(CommandHold, 1, statusBody{Serial: iss.Serial.Bytes(), Actor: "alice"})
+	if _, err := n.c.Submit(ctx, cmd); !errors.Is(err, cluster.ErrRefused) {
+		t.Errorf("submitted with a bad actor: err = %v", err)
+	}
+	if err := n.a.Hold(ctx, iss.Serial, operator); err != nil {
+		t.Fatal(err)
+	}
+}

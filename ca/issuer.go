@@ -224,6 +224,20 @@ func (a *Authority) Retire(ctx context.Context, id, actor string) error {
 }
 
 func (a *Authority) submit(ctx context.Context, typ string, body any) error {
+	var actor string
+	switch b := body.(type) {
+	case issuerCreateBody:
+		actor = b.Actor
+	case issuerInstallBody:
+		actor = b.Actor
+	case issuerRetireBody:
+		actor = b.Actor
+	case statusBody:
+		actor = b.Actor
+	}
+	if !validActor(actor) {
+		return fmt.Errorf("%w, not %q", ErrActor, actor)
+	}
 	cmd, err := cluster.NewCommand(typ, 1, body)
 	if err != nil {
 		return err

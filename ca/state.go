@@ -17,7 +17,7 @@ import (
 // The replicated state the authority keeps in the cluster's bbolt file. Serial keys
 // are the serial's minimal big-endian bytes; times are Unix nanoseconds.
 //
-//	ca.issuers     issuer ID → issuerRecord (CBOR)
+//	ca.issuers     issuer ID → issuerRecord (CBOR); "\x00active" → the active issuer's ID
 //	ca.certs       serial → certRecord (CBOR): every serial ever used, never deleted
 //	ca.status      one nested bucket per issuer ID: serial → statusEntry (18 bytes)
 //	ca.intents     serial → issuer ID, while an intent has no issued record
@@ -25,7 +25,8 @@ import (
 //	ca.persons     len(person) ‖ person ‖ serial → notAfter (8 bytes)
 //	ca.responders  node ID → serial of its latest responder certificate
 var (
-	bucketIssuers    = []byte("ca.issuers")
+	bucketIssuers    = []byte("ca.issuers") // and keyActive → the active issuer's ID
+	keyActive        = []byte("\x00active") // issuer IDs never begin with 0x00
 	bucketCerts      = []byte("ca.certs")
 	bucketStatus     = []byte("ca.status")
 	bucketIntents    = []byte("ca.intents")
@@ -374,6 +375,9 @@ func CountByPerson(tx *bbolt.Tx, person []byte, t time.Time) (int, error) {
 func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
 	var out []Issuer
 	err := tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
+		if k[0] == 0 {
+			return nil
+		}
 		var r issuerRecord
 		if err := decMode.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("ca: issuer %s: %w", k, err)
@@ -415,21 +419,11 @@ func ActiveIssuer(tx *bbolt.Tx) (Issuer, error) {
 }
 
 func activeIssuerID(tx *bbolt.Tx) (string, error) {
-	var id string
-	err := tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
-		var r issuerRecord
-		if err := decMode.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("ca: issuer %s: %w", k, err)
-		}
-		if IssuerStatus(r.Status) == IssuerActive {
-			id = r.ID
-		}
-		return nil
-	})
-	if err == nil && id == "" {
-		err = ErrNoActiveIssuer
+	id := tx.Bucket(bucketIssuers).Get(keyActive)
+	if id == nil {
+		return "", ErrNoActiveIssuer
 	}
-	return id, err
+	return string(id), nil
 }
 
 // ResponderCertificate returns the latest responder certificate issued for a node.

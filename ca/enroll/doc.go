@@ -14,7 +14,7 @@
 // only once every check has passed, so a refused request never burns a nonce, and of
 // two requests racing with one nonce exactly one is issued); only a refusal counter
 // by type records it. Nothing about the person reaches a log, an error or a problem:
-// the CA receives keyed hashes (IssueRequest.Link, Person) under the cluster's link
+// the CA receives keyed hashes (ca.Request.Link, Person) under the cluster's link
 // key, never the JPKI serial or the basic-4 information, and the default policy puts
 // only a pseudonym in the certificate. The client (Client, NewProof, NewCSR,
 // OpenCard, OpenSubscriberKey) reaches the card through PKCS#11 — OpenSC's JPKI

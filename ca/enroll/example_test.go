@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/enroll"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
@@ -27,11 +28,12 @@ func ExampleNewHandler() {
 	var (
 		verifier *jpki.Verifier   // from the node's jpki configuration (Config.NewVerifier)
 		node     *cluster.Cluster // opened with enroll.NonceHandler() among its Handlers
-		issuer   enroll.Issuer    // ca.Authority
-		linkKey  []byte           // the cluster's link secret (32 bytes or more)
-		pseudo   []byte           // the policy's pseudonym secret
+		issuer   *ca.Authority    // the node's issuing authority
+
+		linkKey []byte // the cluster's link secret (32 bytes or more)
+		pseudo  []byte // the policy's pseudonym secret
 	)
-	_ = cluster.Config{Handlers: []cluster.Handler{enroll.NonceHandler()}}
+	_ = cluster.Config{Handlers: append(ca.Handlers(), enroll.NonceHandler())}
 
 	h, err := enroll.NewHandler(enroll.Config{
 		Audience: "https://ca.example.jp/v1/enroll",

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm"
@@ -30,8 +31,9 @@ import (
 // card in a SoftHSM token (RSA key generation in SoftHSM is slow, so the card is
 // shared), certificates for an in-memory key in every state a test needs (revoked for
 // each reason, expired, from another root with the same DN), a fresh and a stale
-// CRL, a real one-node cluster whose key vault is a SoftHSM token, and a CA for the
-// test issuer. Tests share the cluster; each uses its own nonces.
+// CRL, and a real one-node cluster whose key vault is a SoftHSM token, running the
+// real issuing authority (ca.Authority) with a self-signed CA. Tests share the
+// cluster; each uses its own nonces.
 
 // fx is the fixture; a test that uses it calls needFixture first. It is made lazily
 // so that fuzz workers, which run this binary's TestMain too, do not pay for it.
@@ -66,11 +68,12 @@ type fixture struct {
 	revoked map[jpki.Reason][]byte
 	other   *rsa.PrivateKey // a key no certificate is for
 
-	cluster *cluster.Cluster
-	vault   *softhsm.Token
-	linkKey []byte
-	caKey   *ecdsa.PrivateKey
-	caCert  *x509.Certificate
+	cluster   *cluster.Cluster
+	authority *ca.Authority
+	issuerID  string
+	vault     *softhsm.Token
+	linkKey   []byte
+	caCert    *x509.Certificate // the authority's self-signed issuing CA
 
 	subKeys [4]*ecdsa.PrivateKey // subscriber keys, reused
 }
@@ -202,66 +205,99 @@ func newFixture() (f *fixture, cleanup func(), err error) {
 		return nil, cleanup, err
 	}
 
-	// A one-node cluster, its key vault a SoftHSM token.
+	// A one-node cluster, its key vault a SoftHSM token, with the issuing authority.
 	if f.vault, err = softhsm.Create(); err != nil {
 		return nil, cleanup, err
 	}
 	undo = append(undo, func() { f.vault.Close() })
-	if f.cluster, err = openNode(ctx, filepath.Join(f.dir, "node0"), f.vault, true, nil); err != nil {
-		return nil, cleanup, err
-	}
-	undo = append(undo, func() { f.cluster.Shutdown(context.Background()) })
-
-	f.linkKey = make([]byte, 32)
-	_, _ = rand.Read(f.linkKey)
-	if f.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		return nil, cleanup, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "inkan test CA", Country: []string{"JP"}},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(5, 0, 0),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &f.caKey.PublicKey, f.caKey)
+	n, err := openNode(ctx, filepath.Join(f.dir, "node0"), f.vault, true, nil)
 	if err != nil {
 		return nil, cleanup, err
 	}
-	f.caCert, _ = x509.ParseCertificate(der)
+	undo = append(undo, n.close)
+	f.cluster, f.authority = n.c, n.a
+	if f.issuerID, f.caCert, err = initCA(ctx, n.a); err != nil {
+		return nil, cleanup, err
+	}
+	f.linkKey = make([]byte, 32)
+	_, _ = rand.Read(f.linkKey)
 	return f, cleanup, nil
 }
 
-// openNode starts a cluster node whose key vault is tok, bootstrapping or joining.
-func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap bool, join *cluster.Join) (*cluster.Cluster, error) {
+// initCA makes the authority's issuing CA, self-signed (a lab root).
+func initCA(ctx context.Context, a *ca.Authority) (string, *x509.Certificate, error) {
+	root, err := a.Init(ctx, ca.InitOptions{
+		Subject:  pkix.Name{Country: []string{"JP"}, Organization: []string{"inkan test"}, CommonName: "inkan test derived ID CA"},
+		SelfSign: true,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return root.ID, root.Cert, nil
+}
+
+// node is a cluster node with its authority.
+type node struct {
+	c *cluster.Cluster
+	a *ca.Authority
+}
+
+func (n *node) close() {
+	n.a.Close()
+	_ = n.c.Shutdown(context.Background())
+}
+
+// openNode starts a cluster node whose key vault and CA keys are in tok,
+// bootstrapping or joining, with the authority's and the nonces' handlers, and runs
+// an Authority over it.
+func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap bool, join *cluster.Join) (*node, error) {
 	cfg := tok.Config()
 	cfg.Logger = quiet()
+	cfg.Sessions = 8
 	h, err := hsm.Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return cluster.Open(ctx, cluster.Config{
+	c, err := cluster.Open(ctx, cluster.Config{
 		DataDir:            dir,
 		BindAddr:           "127.0.0.1:0",
 		KeyVault:           clustertest.NewVault(h),
 		Bootstrap:          bootstrap,
 		Join:               join,
-		Handlers:           []cluster.Handler{NonceHandler()},
+		Handlers:           append(ca.Handlers(), NonceHandler()),
 		Logger:             quiet(),
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 	})
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	a, err := ca.New(ca.Config{
+		Cluster: c, Keys: h, KeyMode: ca.PerNodeHSM, Logger: quiet(),
+		URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"},
+	})
+	if err != nil {
+		_ = c.Shutdown(ctx)
+		h.Close()
+		return nil, err
+	}
+	return &node{c: c, a: a}, nil
 }
 
-// testIssuer stands where ca.Authority will: it signs with an in-memory CA key and
-// records every request, so a test can see that a refusal reached no issuer.
+// testIssuer is the Issuer the tests give the API: the real authority behind a
+// recorder, so a test sees every request that reached the CA, and can make the CA
+// fail.
 type testIssuer struct {
+	next  Issuer
 	mu    sync.Mutex
-	calls []IssueRequest
+	calls []ca.Request
 	fail  error
 }
 
-func (i *testIssuer) Issue(_ context.Context, req IssueRequest) (*Issued, error) {
+func (i *testIssuer) Issue(ctx context.Context, req ca.Request) (*ca.Issued, error) {
 	i.mu.Lock()
 	i.calls = append(i.calls, req)
 	fail := i.fail
@@ -269,19 +305,7 @@ func (i *testIssuer) Issue(_ context.Context, req IssueRequest) (*Issued, error)
 	if fail != nil {
 		return nil, fail
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := *req.Template
-	tmpl.SerialNumber = serial.Add(serial, big.NewInt(1))
-	tmpl.NotBefore = time.Now().Add(-time.Minute).Truncate(time.Second)
-	tmpl.NotAfter = req.NotAfter
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, fx.caCert, req.PublicKey, fx.caKey)
-	if err != nil {
-		return nil, err
-	}
-	return &Issued{Serial: tmpl.SerialNumber, DER: der, Chain: [][]byte{fx.caCert.Raw}}, nil
+	return i.next.Issue(ctx, req)
 }
 
 func (i *testIssuer) count() int {

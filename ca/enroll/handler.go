@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -244,13 +245,16 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	issued, err := h.cfg.Issuer.Issue(r.Context(), v.issueRequest(h.cfg.LinkKey))
 	if err != nil {
-		p := problemFor(err)
-		if p != probRateLimited && p != probPolicyDenied {
+		switch p := problemFor(err); {
+		case p == probRateLimited || p == probPolicyDenied:
+			h.refuse(w, err)
+		case errors.Is(err, ca.ErrNoCAKey) || errors.Is(err, ca.ErrAbandoned) || errors.Is(err, context.DeadlineExceeded):
+			h.log.Warn("enroll: issuance did not complete", "err", err)
+			h.refuseAs(w, probUnavailable, "the certificate was not issued; fetch a new challenge and try again")
+		default:
 			h.log.Error("enroll: issuance failed", "err", err)
 			h.refuseAs(w, probIssuanceFailure, probIssuanceFailure.title)
-			return
 		}
-		h.refuse(w, err)
 		return
 	}
 	h.issued.Inc()
@@ -342,10 +346,10 @@ func (h *Handler) checkTimes(c *claims, now time.Time) error {
 	return nil
 }
 
-func (v *verified) issueRequest(linkKey []byte) IssueRequest {
+func (v *verified) issueRequest(linkKey []byte) ca.Request {
 	link := v.jpki.Certificate.CertHash(linkKey)
 	person := v.jpki.Certificate.Identity.PersonHash(linkKey)
-	return IssueRequest{
+	return ca.Request{
 		Profile:       v.decision.Profile,
 		PolicyVersion: v.decision.PolicyVersion,
 		Template:      v.decision.Template,

@@ -11,8 +11,15 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +27,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -46,7 +54,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{issuer: &testIssuer{}}
+	e := &env{issuer: &testIssuer{next: fx.authority}}
 	var h http.Handler
 	e.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
@@ -235,12 +243,40 @@ func nonceState(t testing.TB, nonce []byte) byte {
 	return st
 }
 
+// caState counts the certificates and intents of the test CA, and the ones linked
+// to the JPKI certificate of body's proof (if the proof parses that far).
+func caState(t testing.TB, body []byte) (records, links int) {
+	t.Helper()
+	var link []byte
+	var req Request
+	if json.Unmarshal(body, &req) == nil {
+		if j, err := parseJWS(req.Proof); err == nil {
+			if sc, err := jpki.ParseSignatureCertificate(j.x5c[0]); err == nil {
+				h := sc.CertHash(fx.linkKey)
+				link = h[:]
+			}
+		}
+	}
+	err := fx.cluster.View(func(tx *bbolt.Tx) error {
+		if link != nil {
+			links = len(ca.ByLink(tx, link))
+		}
+		return ca.Walk(tx, fx.issuerID, func(ca.CertStatus) error { records++; return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return records, links
+}
+
 // expectProblem posts body and checks the refusal: the problem type and status, the
-// refusal counter, that nothing reached the issuer, and what became of the nonce.
+// refusal counter, that nothing reached the issuer and nothing was written to the
+// CA's state (no certificate, intent or link), and what became of the nonce.
 func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, nonce []byte, wantNonce byte) {
 	t.Helper()
 	before := e.refusals(name)
 	calls := e.issuer.count()
+	records, links := caState(t, body)
 	resp := e.post(t, body)
 	if resp.StatusCode != status {
 		t.Errorf("status %d, want %d", resp.StatusCode, status)
@@ -260,6 +296,9 @@ func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, 
 	}
 	if n := e.issuer.count(); n != calls {
 		t.Errorf("a refused request reached the issuer (%d calls)", n-calls)
+	}
+	if r, l := caState(t, body); r != records || l != links {
+		t.Errorf("the CA's state changed: %d → %d certificates and intents, %d → %d links", records, r, links, l)
 	}
 	if nonce != nil {
 		if st := nonceState(t, nonce); st != wantNonce {
@@ -323,6 +362,48 @@ func TestEnroll(t *testing.T) {
 	roots.AddCert(fx.caCert)
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("certificate does not verify under the CA: %v", err)
+	}
+	if !cert.Chain[len(cert.Chain)-1].Equal(fx.caCert) {
+		t.Error("the chain does not end in the CA")
+	}
+
+	// The authority recorded it, tied to the JPKI certificate by the keyed hashes.
+	err = fx.cluster.View(func(tx *bbolt.Tx) error {
+		rec, err := ca.Lookup(tx, cert.Serial)
+		if err != nil {
+			return err
+		}
+		if rec.Status != ca.Good || !bytes.Equal(rec.DER, leaf.Raw) || !bytes.Equal(rec.Link, link[:]) ||
+			!bytes.Equal(rec.Person, person[:]) || rec.Profile != ProfileAuthentication || rec.PolicyVersion != 7 {
+			t.Errorf("CA record: status %v, profile %q", rec.Status, rec.Profile)
+		}
+		if !slices.ContainsFunc(ca.ByLink(tx, link[:]), func(s *big.Int) bool { return s.Cmp(cert.Serial) == 0 }) {
+			t.Error("the certificate is not found by its link")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// openssl agrees.
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("openssl is required in CI")
+		}
+		t.Skip("openssl not installed")
+	}
+	dir := t.TempDir()
+	caFile, leafFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fx.caCert.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(leafFile, cert.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("openssl", "verify", "-CAfile", caFile, "-purpose", "sslclient", leafFile).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte(": OK")) {
+		t.Fatalf("openssl verify: %v\n%s", err, out)
 	}
 }
 
@@ -498,6 +579,11 @@ func TestIssuerFailure(t *testing.T) {
 	_, err = e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
 	if p, ok := err.(*Problem); !ok || p.Name() != "rate-limited" {
 		t.Fatalf("per-person cap: err = %v", err)
+	}
+	e.issuer.fail = fmt.Errorf("ca: leader n1: %w", ca.ErrNoCAKey)
+	_, err = e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
+	if p, ok := err.(*Problem); !ok || p.Name() != "unavailable" || p.Status != 503 {
+		t.Fatalf("no CA key: err = %v", err)
 	}
 }
 

@@ -2,47 +2,20 @@ package enroll
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
-	"math/big"
-	"time"
+
+	"github.com/inkan-pki/inkan/ca"
 )
 
 // Issuer issues the certificate once everything is verified, decided and the nonce
-// redeemed: ca.Authority in a node. A refusal by the issuer (a per-person cap) should
-// match ErrRateLimited or ErrPolicyDenied to reach the client as that problem; any
-// other error is an issuance failure, and the client gets no detail of it.
+// redeemed: *ca.Authority. The request carries the policy's template and the keyed
+// hashes (ca.Request.Link, Person) under the cluster's link key, never the JPKI serial
+// or the basic-4 information. An issuer's refusal that matches ErrRateLimited or
+// ErrPolicyDenied (a per-person cap) reaches the client as that problem;
+// ca.ErrNoCAKey and ca.ErrAbandoned as unavailable (ask again); any other error as
+// issuance-failed, with no detail.
 type Issuer interface {
-	Issue(ctx context.Context, req IssueRequest) (*Issued, error)
+	Issue(ctx context.Context, req ca.Request) (*ca.Issued, error)
 }
 
-// IssueRequest is what the enrollment API asks the CA to issue. It mirrors the
-// agreed ca.Request field for field, so that a node adapts ca.Authority to Issuer
-// by copying.
-type IssueRequest struct {
-	Profile       string
-	PolicyVersion uint64
-	// Template is the policy's certificate contents (subject, SANs, key usage, EKU,
-	// policy OIDs, extra extensions).
-	Template *x509.Certificate
-	// PublicKey is the CSR's key (its signature checked).
-	PublicKey crypto.PublicKey
-	// NotAfter is the upper bound of validity (the JPKI certificate's notAfter, the
-	// profile's validity).
-	NotAfter time.Time
-	// Link is the keyed hash of the JPKI certificate (jpki CertHash under the
-	// cluster's link key): what ties the derived certificate to it, never the JPKI
-	// serial in clear.
-	Link []byte
-	// Person is the keyed hash of the person (jpki PersonHash under the same key),
-	// for per-person limits.
-	Person    []byte
-	SkipLints []string
-}
-
-// Issued is an issued certificate with the chain above it (issuer first).
-type Issued struct {
-	Serial *big.Int
-	DER    []byte
-	Chain  [][]byte
-}
+// The Authority is the Issuer a node gives the API.
+var _ Issuer = (*ca.Authority)(nil)

@@ -29,7 +29,7 @@ type applier struct {
 }
 
 func newApplier(t *testing.T) *applier {
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, &bbolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,11 +203,10 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 	nodes := threeNodes(t)
 	ctx := context.Background()
 	envs := clusterEnvs(t, nodes)
-	issuer := envs[0].issuer
 	for round := range 3 {
 		req, _ := envs[0].request(t, proofSpec{subKey: fx.subKeys[round%len(fx.subKeys)]})
 		body := mustJSON(t, req)
-		before := issuer.count()
+		before := issued(envs)
 		var wg sync.WaitGroup
 		statuses := make([]int, 2)
 		problems := make([]string, 2)
@@ -237,13 +236,13 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 				lost++
 			}
 		}
-		if won != 1 || lost != 1 || issuer.count() != before+1 {
-			t.Fatalf("round %d: statuses %v problems %v, issuer calls %d: want exactly one issued", round, statuses, problems, issuer.count()-before)
+		if won != 1 || lost != 1 || issued(envs) != before+1 {
+			t.Fatalf("round %d: statuses %v problems %v, issuer calls %d: want exactly one issued", round, statuses, problems, issued(envs)-before)
 		}
 	}
 
 	// Many redeemers of one nonce, spread over the nodes.
-	nonce, _, err := nonceStore{c: nodes[2]}.create(ctx)
+	nonce, _, err := nonceStore{c: nodes[2].c}.create(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +251,7 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 	var ok, replayed int
 	for i := range 12 {
 		wg.Go(func() {
-			err := nonceStore{c: nodes[i%3]}.consume(ctx, nonce)
+			err := nonceStore{c: nodes[i%3].c}.consume(ctx, nonce)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -271,8 +270,10 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 	}
 }
 
-// threeNodes starts a three-voter cluster, each node's key vault a SoftHSM token.
-func threeNodes(t testing.TB) []*cluster.Cluster {
+// threeNodes starts a three-voter cluster, each node's key vault and CA keys in a
+// SoftHSM token of its own and an Authority on each, and makes the issuing CA once
+// all three have joined (its key is sent to every voter, wrapped).
+func threeNodes(t testing.TB) []*node {
 	t.Helper()
 	needFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -282,35 +283,45 @@ func threeNodes(t testing.TB) []*cluster.Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := []*cluster.Cluster{first}
+	nodes := []*node{first}
 	t.Cleanup(func() {
 		for _, n := range nodes {
-			n.Shutdown(context.Background())
+			n.close()
 		}
 	})
 	for i := 1; i < 3; i++ {
-		tok, err := first.CreateJoinToken(ctx, time.Minute, cluster.Voter)
+		tok, err := first.c.CreateJoinToken(ctx, time.Minute, cluster.Voter)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := openNode(ctx, filepath.Join(dir, fmt.Sprintf("n%d", i)), softhsm.NewToken(t), false, &cluster.Join{Addr: first.Addr(), Token: tok})
+		n, err := openNode(ctx, filepath.Join(dir, fmt.Sprintf("n%d", i)), softhsm.NewToken(t), false, &cluster.Join{Addr: first.c.Addr(), Token: tok})
 		if err != nil {
 			t.Fatal(err)
 		}
 		nodes = append(nodes, n)
 	}
+	if _, _, err := initCA(ctx, first.a); err != nil {
+		t.Fatal(err)
+	}
 	return nodes
 }
 
 // clusterEnvs serves one API per node, all under one audience (the public name in
-// front of the cluster) and sharing one issuer.
-func clusterEnvs(t testing.TB, nodes []*cluster.Cluster) []*env {
+// front of the cluster), each issuing through its own node's authority.
+func clusterEnvs(t testing.TB, nodes []*node) []*env {
 	const audience = "https://enroll.example.jp/v1/enroll"
 	envs := make([]*env, len(nodes))
-	for i := range envs {
-		envs[i] = newEnv(t, "", func(c *Config) { c.Cluster = nodes[i]; c.Audience = audience })
-		envs[i].issuer = envs[0].issuer
-		envs[i].h.cfg.Issuer = envs[0].issuer
+	for i, n := range nodes {
+		envs[i] = newEnv(t, "", func(c *Config) { c.Cluster = n.c; c.Audience = audience; c.Issuer = &testIssuer{next: n.a} })
+		envs[i].issuer = envs[i].h.cfg.Issuer.(*testIssuer)
 	}
 	return envs
+}
+
+func issued(envs []*env) int {
+	n := 0
+	for _, e := range envs {
+		n += e.issuer.count()
+	}
+	return n
 }
