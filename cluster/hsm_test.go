@@ -2,12 +2,9 @@ package cluster
 
 import (
 	"context"
-	"crypto"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,19 +12,7 @@ import (
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
 
-// hsmVault adapts an hsm.Token to KeyVault the way node/ will: keys are
-// found by label, replicated keys move with hsm.WrapTransfer.
-type hsmVault struct {
-	tok  *hsm.Token
-	xfer *hsm.WrapTransfer
-
-	mu sync.Mutex
-	tp *hsm.TransportKey
-}
-
-const nodeKeyLabel = "inkan-node-tls"
-
-func newHSMVault(t testing.TB) *hsmVault {
+func newHSMVault(t testing.TB) *HSMVault {
 	cfg := softhsm.NewToken(t).Config()
 	cfg.Logger = quietLogger()
 	tok, err := hsm.Open(context.Background(), cfg)
@@ -35,73 +20,7 @@ func newHSMVault(t testing.TB) *hsmVault {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tok.Close() })
-	return &hsmVault{tok: tok, xfer: hsm.NewWrapTransfer(tok)}
-}
-
-func (v *hsmVault) key(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
-	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
-	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
-		return v.tok.GenerateKey(ctx, *spec)
-	}
-	return s, err
-}
-
-func (v *hsmVault) NodeKey(ctx context.Context) (crypto.Signer, error) {
-	return v.key(ctx, nodeKeyLabel, &hsm.KeySpec{Type: hsm.ECP256, Label: nodeKeyLabel})
-}
-
-func (v *hsmVault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
-	var spec *hsm.KeySpec
-	if create {
-		spec = &hsm.KeySpec{Type: hsm.ECP256, Label: name, Wrappable: true}
-	}
-	return v.key(ctx, name, spec)
-}
-
-func (v *hsmVault) TransportKey(ctx context.Context) ([]byte, error) {
-	tp, err := v.xfer.NewTransportKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	v.tp = tp
-	v.mu.Unlock()
-	return tp.MarshalBinary()
-}
-
-func (v *hsmVault) DropTransportKey(ctx context.Context) error {
-	v.mu.Lock()
-	tp := v.tp
-	v.tp = nil
-	v.mu.Unlock()
-	if tp == nil {
-		return nil
-	}
-	return v.xfer.DeleteTransportKey(ctx, tp)
-}
-
-func (v *hsmVault) ExportKey(ctx context.Context, name string, transportKey []byte) ([]byte, error) {
-	var tp hsm.TransportKey
-	if err := tp.UnmarshalBinary(transportKey); err != nil {
-		return nil, err
-	}
-	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
-	if err != nil {
-		return nil, err
-	}
-	return wk.MarshalBinary()
-}
-
-func (v *hsmVault) ImportKey(ctx context.Context, name string, blob []byte) error {
-	var wk hsm.WrappedKey
-	if err := wk.UnmarshalBinary(blob); err != nil {
-		return err
-	}
-	if wk.Label != name {
-		return fmt.Errorf("wrapped key is %q, expected %q", wk.Label, name)
-	}
-	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
-	return err
+	return NewHSMVault(tok)
 }
 
 // TestJoinOverSoftHSM runs the join and key transfer with every key in a
@@ -160,7 +79,7 @@ func TestJoinOverSoftHSM(t *testing.T) {
 	// No transport key is left behind on a receiving token.
 	onlyKeys := func(n *testNode, want ...string) {
 		t.Helper()
-		keys, err := n.vault.(*hsmVault).tok.Keys(ctx)
+		keys, err := n.vault.(*HSMVault).tok.Keys(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

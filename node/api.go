@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/inkan-pki/inkan/cluster"
 )
 
 // The certificates cluster keeps in the data dir: this node's, issued by the
@@ -23,7 +25,7 @@ const (
 // apiCertificate is the API listener's certificate: the node's certificate from
 // the cluster CA (subject CN = node ID) and its key in the HSM. Clients trust the
 // cluster CA (cluster-ca.pem in the data dir).
-func apiCertificate(ctx context.Context, dir string, vault *tokenVault) (tls.Certificate, error) {
+func apiCertificate(ctx context.Context, dir string, vault cluster.KeyVault) (tls.Certificate, error) {
 	var cert tls.Certificate
 	for _, name := range []string{nodeCertFile, clusterCAFile} {
 		b, err := os.ReadFile(filepath.Join(dir, name))

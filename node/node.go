@@ -130,7 +130,7 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		return nil, fmt.Errorf("node: hsm: %w", err)
 	}
 	cleanup = append(cleanup, func() { n.tok.Close() })
-	vault := newTokenVault(n.tok)
+	vault := cluster.NewHSMVault(n.tok)
 
 	comps, err := services(cfg, n.tok)
 	if err != nil {
