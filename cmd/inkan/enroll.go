@@ -138,7 +138,3 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 	f.DurationVar(&timeout, "timeout", defaultEnrollLimit, "give up after this long")
 	return cmd
 }
-
-// The command is registered in main.go's newRootCmd; this keeps staticcheck from
-// calling it unused should that line be missing.
-var _ = newEnrollCmd

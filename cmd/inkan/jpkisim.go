@@ -44,10 +44,6 @@ serves the CRL and the root over HTTP and keeps the CRL fresh.`,
 	return cmd
 }
 
-// The command is registered in main.go's newRootCmd; this keeps staticcheck from
-// calling it unused should that line be missing.
-var _ = newJPKISimCmd
-
 func simDir(cmd *cobra.Command) string {
 	d, _ := cmd.Flags().GetString("dir")
 	return d
