@@ -45,16 +45,17 @@ func BenchmarkVerify(b *testing.B) {
 
 // BenchmarkEnrollHTTP is one enrollment end to end on a one-node cluster, as a client
 // sees it: challenge (a Raft write), the card's signature through PKCS#11 (SoftHSM),
-// the enrollment (verification, the nonce's redemption through Raft, the test
-// issuer's signature), over TLS. Clients run in parallel (four per core); it reports
+// the enrollment (verification, the nonce's redemption through Raft, and
+// ca.Authority's pipeline: lint, intent, HSM signature, issued record), over TLS. Clients run in parallel (four per core); it reports
 // enrollments per second and the latency's p50 and p99.
 func BenchmarkEnrollHTTP(b *testing.B) {
 	benchEnroll(b, []*env{newEnv(b, "")})
 }
 
-// BenchmarkEnrollHTTP3 is BenchmarkEnrollHTTP on a three-node cluster, each client
-// enrolling through the nodes in turn, so that most nonces are recorded and redeemed
-// at followers (forwarded to the leader).
+// BenchmarkEnrollHTTP3 is BenchmarkEnrollHTTP on a three-node cluster (one process,
+// three SoftHSM tokens, an Authority per node), each client enrolling through the
+// nodes in turn, so that most nonces are recorded and redeemed, and most
+// certificates prepared, at followers and forwarded to the leader.
 func BenchmarkEnrollHTTP3(b *testing.B) {
 	benchEnroll(b, clusterEnvs(b, threeNodes(b)))
 }
