@@ -20,7 +20,6 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
-	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/jpki"
@@ -261,7 +260,7 @@ func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap boo
 	c, err := cluster.Open(ctx, cluster.Config{
 		DataDir:            dir,
 		BindAddr:           "127.0.0.1:0",
-		KeyVault:           clustertest.NewVault(h),
+		KeyVault:           cluster.NewHSMVault(h),
 		Bootstrap:          bootstrap,
 		Join:               join,
 		Handlers:           append(ca.Handlers(), NonceHandler()),

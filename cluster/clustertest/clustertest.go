@@ -8,12 +8,8 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
-	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
-
-// NewVault is the node's production KeyVault over tok.
-func NewVault(tok *hsm.Token) cluster.KeyVault { return cluster.NewHSMVault(tok) }
 
 // Node is a running node with its token.
 type Node struct {
@@ -36,7 +32,7 @@ func Single(t testing.TB, cfg cluster.Config) *Node {
 		cfg.BindAddr = "127.0.0.1:0"
 	}
 	if cfg.KeyVault == nil {
-		cfg.KeyVault = NewVault(tok.HSM)
+		cfg.KeyVault = cluster.NewHSMVault(tok.HSM)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
