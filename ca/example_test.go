@@ -2,13 +2,11 @@ package ca_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -18,71 +16,8 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
-	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
-
-// vault is the glue node/ puts between the node's token and cluster: keys by
-// label, replicated keys moved with hsm.WrapTransfer.
-type vault struct {
-	tok  *hsm.Token
-	xfer *hsm.WrapTransfer
-	tp   *hsm.TransportKey
-}
-
-func (v *vault) signer(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
-	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
-	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
-		return v.tok.GenerateKey(ctx, *spec)
-	}
-	return s, err
-}
-
-func (v *vault) NodeKey(ctx context.Context) (crypto.Signer, error) {
-	return v.signer(ctx, "node-tls", &hsm.KeySpec{Type: hsm.ECP256, Label: "node-tls"})
-}
-
-func (v *vault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
-	if !create {
-		return v.signer(ctx, name, nil)
-	}
-	return v.signer(ctx, name, &hsm.KeySpec{Type: hsm.ECP256, Label: name, Wrappable: true})
-}
-
-func (v *vault) TransportKey(ctx context.Context) (_ []byte, err error) {
-	if v.tp, err = v.xfer.NewTransportKey(ctx); err != nil {
-		return nil, err
-	}
-	return v.tp.MarshalBinary()
-}
-
-func (v *vault) ExportKey(ctx context.Context, name string, to []byte) ([]byte, error) {
-	var tp hsm.TransportKey
-	if err := tp.UnmarshalBinary(to); err != nil {
-		return nil, err
-	}
-	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
-	if err != nil {
-		return nil, err
-	}
-	return wk.MarshalBinary()
-}
-
-func (v *vault) ImportKey(ctx context.Context, name string, blob []byte) error {
-	var wk hsm.WrappedKey
-	if err := wk.UnmarshalBinary(blob); err != nil {
-		return err
-	}
-	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
-	return err
-}
-
-func (v *vault) DropTransportKey(ctx context.Context) error {
-	if v.tp == nil {
-		return nil
-	}
-	return v.xfer.DeleteTransportKey(ctx, v.tp)
-}
 
 func ExampleAuthority_Issue() {
 	ctx := context.Background()
@@ -102,7 +37,7 @@ func ExampleAuthority_Issue() {
 	c, err := cluster.Open(ctx, cluster.Config{
 		DataDir:   dir,
 		BindAddr:  "127.0.0.1:0",
-		KeyVault:  &vault{tok: tok.HSM, xfer: hsm.NewWrapTransfer(tok.HSM)},
+		KeyVault:  cluster.NewHSMVault(tok.HSM),
 		Bootstrap: true,
 		Handlers:  ca.Handlers(),
 		Logger:    quiet,

@@ -2,19 +2,16 @@ package ca
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,84 +22,6 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
-
-// hsmVault adapts an hsm.Token to cluster.KeyVault the way node/ will: keys are
-// found by label, replicated keys move with hsm.WrapTransfer.
-type hsmVault struct {
-	tok  *hsm.Token
-	xfer *hsm.WrapTransfer
-
-	mu sync.Mutex
-	tp *hsm.TransportKey
-}
-
-const nodeKeyLabel = "inkan-node-tls"
-
-func (v *hsmVault) key(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
-	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
-	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
-		return v.tok.GenerateKey(ctx, *spec)
-	}
-	return s, err
-}
-
-func (v *hsmVault) NodeKey(ctx context.Context) (crypto.Signer, error) {
-	return v.key(ctx, nodeKeyLabel, &hsm.KeySpec{Type: hsm.ECP256, Label: nodeKeyLabel})
-}
-
-func (v *hsmVault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
-	var spec *hsm.KeySpec
-	if create {
-		spec = &hsm.KeySpec{Type: hsm.ECP256, Label: name, Wrappable: true}
-	}
-	return v.key(ctx, name, spec)
-}
-
-func (v *hsmVault) TransportKey(ctx context.Context) ([]byte, error) {
-	tp, err := v.xfer.NewTransportKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	v.tp = tp
-	v.mu.Unlock()
-	return tp.MarshalBinary()
-}
-
-func (v *hsmVault) DropTransportKey(ctx context.Context) error {
-	v.mu.Lock()
-	tp := v.tp
-	v.tp = nil
-	v.mu.Unlock()
-	if tp == nil {
-		return nil
-	}
-	return v.xfer.DeleteTransportKey(ctx, tp)
-}
-
-func (v *hsmVault) ExportKey(ctx context.Context, name string, transportKey []byte) ([]byte, error) {
-	var tp hsm.TransportKey
-	if err := tp.UnmarshalBinary(transportKey); err != nil {
-		return nil, err
-	}
-	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
-	if err != nil {
-		return nil, err
-	}
-	return wk.MarshalBinary()
-}
-
-func (v *hsmVault) ImportKey(ctx context.Context, name string, blob []byte) error {
-	var wk hsm.WrappedKey
-	if err := wk.UnmarshalBinary(blob); err != nil {
-		return err
-	}
-	if wk.Label != name {
-		return fmt.Errorf("wrapped key is %q, expected %q", wk.Label, name)
-	}
-	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
-	return err
-}
 
 func quietLogger() *slog.Logger {
 	if os.Getenv("CA_TEST_LOG") != "" {
@@ -125,7 +44,7 @@ type caNode struct {
 	t     testing.TB
 	tok   *softhsm.Token
 	keys  *hsm.Token // the token the authority uses (a second view of tok, or a shared one)
-	vault *hsmVault
+	vault *cluster.HSMVault
 	cfg   cluster.Config
 	mode  KeyMode
 	c     *cluster.Cluster
@@ -217,7 +136,7 @@ func newCAClusterWith(t testing.TB, voters int, mode KeyMode, tweak func(*cluste
 	}
 	for i := range voters {
 		tk, tok := newTok(t)
-		n := &caNode{t: t, tok: tk, keys: tok, vault: &hsmVault{tok: tok, xfer: hsm.NewWrapTransfer(tok)}, mode: mode}
+		n := &caNode{t: t, tok: tk, keys: tok, vault: cluster.NewHSMVault(tok), mode: mode}
 		for _, s := range shared {
 			if s == i {
 				n.keys = sharedTok

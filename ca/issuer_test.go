@@ -106,7 +106,7 @@ func TestVoterJoiningLaterReceivesCAKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	tk, tok := newTok(t)
-	n := &caNode{t: t, tok: tk, keys: tok, vault: &hsmVault{tok: tok, xfer: hsm.NewWrapTransfer(tok)}, mode: PerNodeHSM}
+	n := &caNode{t: t, tok: tk, keys: tok, vault: cluster.NewHSMVault(tok), mode: PerNodeHSM}
 	n.cfg = fastConfig(t, n.vault)
 	n.cfg.Join = &cluster.Join{Addr: tc.nodes[0].c.Addr(), Token: jt}
 	n.open(ctx)
@@ -151,22 +151,21 @@ func TestLeaderWithoutCAKeyHandsLeadershipAway(t *testing.T) {
 	// With the first voter down, a transfer from the second can only go to the
 	// third, which lacks the key and hands leadership back at once.
 	crashNode(tc.nodes[0])
+	handed := func() bool {
+		lacking.a.mu.Lock()
+		defer lacking.a.mu.Unlock()
+		return !lacking.a.lastTransfer.IsZero()
+	}
 	toLacking := func() {
 		t.Helper()
-		for i := 0; ; i++ {
-			if i == 20 {
+		for i := 0; !handed(); i++ {
+			if i == 30 {
 				t.Fatal("leadership never reached the voter without the key")
 			}
-			if l := tc.leader(); l != lacking {
+			if l := tc.leader(); l != lacking && !handed() {
 				_ = l.c.TransferLeadership(ctx)
 			}
 			time.Sleep(100 * time.Millisecond)
-			lacking.a.mu.Lock()
-			handed := !lacking.a.lastTransfer.IsZero()
-			lacking.a.mu.Unlock()
-			if handed || tc.leader() == lacking {
-				return
-			}
 		}
 	}
 	toLacking()
