@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"fmt"
 	"math/big"
 	"path/filepath"
@@ -113,4 +114,8 @@ func buildLogWith(t testing.TB, db *bbolt.DB, l *Log, key *ecdsa.PrivateKey, fro
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func x509MarshalPKIX(k *ecdsa.PrivateKey) ([]byte, error) {
+	return x509.MarshalPKIXPublicKey(k.Public())
 }

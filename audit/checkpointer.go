@@ -1,0 +1,301 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"go.etcd.io/bbolt"
+)
+
+// bucketMeta holds the audit key recorded by CmdKey (key "pub", PKIX DER).
+var (
+	bucketMeta = []byte("audit.meta")
+	keyPub     = []byte("pub")
+)
+
+func beU64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// ErrKeyMismatch refuses a CmdKey naming another key than the one recorded: the
+// audit key is set once.
+var ErrKeyMismatch = errors.New("audit: another audit key is recorded")
+
+// ErrNoKey: no audit key is recorded yet, so no checkpoint can be checked.
+var ErrNoKey = errors.New("audit: no audit key recorded")
+
+type keyCommand struct {
+	_   struct{} `cbor:",toarray"`
+	Pub []byte   // PKIX DER
+}
+
+type checkpointCommand struct {
+	_    struct{} `cbor:",toarray"`
+	Body []byte
+	Sig  []byte
+}
+
+func decodeKeyCommand(c cluster.Command) (crypto.PublicKey, error) {
+	var k keyCommand
+	if err := c.Decode(&k); err != nil {
+		return nil, err
+	}
+	pub, err := x509.ParsePKIXPublicKey(k.Pub)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := auditKey(pub); err != nil {
+		return nil, err
+	}
+	return pub, nil
+}
+
+// storedKey is the recorded audit key, if any.
+func storedKey(tx *bbolt.Tx) (crypto.PublicKey, []byte, error) {
+	b := tx.Bucket(bucketMeta)
+	if b == nil {
+		return nil, nil, nil
+	}
+	der := b.Get(keyPub)
+	if der == nil {
+		return nil, nil, nil
+	}
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: storage: recorded key: %w", err)
+	}
+	return pub, bytes.Clone(der), nil
+}
+
+// logIn is the log with the recorded key, for reading and for checking
+// checkpoints.
+func (s *Service) logIn(tx *bbolt.Tx) (*Log, error) {
+	pub, _, err := storedKey(tx)
+	if err != nil {
+		return nil, err
+	}
+	if pub == nil {
+		return nil, ErrNoKey
+	}
+	return NewLog(s.origin, pub)
+}
+
+// Handlers are the handlers of CmdKey and CmdCheckpoint (cluster.Config.Handlers).
+func (s *Service) Handlers() []cluster.Handler {
+	return []cluster.Handler{keyHandler{}, checkpointHandler{s}}
+}
+
+type keyHandler struct{}
+
+func (keyHandler) Type() string      { return CmdKey }
+func (keyHandler) Versions() []uint  { return []uint{1} }
+func (keyHandler) Buckets() [][]byte { return [][]byte{bucketMeta} }
+func (keyHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	pub, err := decodeKeyCommand(e.Command)
+	if err != nil {
+		return nil, cluster.Refuse(fmt.Errorf("audit key: %w", err))
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	have := tx.Bucket(bucketMeta).Get(keyPub)
+	if have != nil {
+		if bytes.Equal(have, der) {
+			return nil, cluster.Refuse(errKeyRecorded) // nothing changes: no leaf either
+		}
+		return nil, cluster.Refuse(ErrKeyMismatch)
+	}
+	return nil, tx.Bucket(bucketMeta).Put(keyPub, der)
+}
+
+// errKeyRecorded refuses a second CmdKey of the same key, so that it writes no
+// second leaf; the submitter treats it as success.
+var errKeyRecorded = errors.New("audit: this audit key is recorded already")
+
+type checkpointHandler struct{ s *Service }
+
+func (checkpointHandler) Type() string      { return CmdCheckpoint }
+func (checkpointHandler) Versions() []uint  { return []uint{1} }
+func (checkpointHandler) Buckets() [][]byte { return [][]byte{bucketSerials} }
+func (h checkpointHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var cc checkpointCommand
+	if err := e.Command.Decode(&cc); err != nil {
+		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: %w", err))
+	}
+	c, err := ParseCheckpoint(cc.Body, cc.Sig)
+	if err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	l, err := h.s.logIn(tx)
+	if errors.Is(err, ErrNoKey) {
+		return nil, cluster.Refuse(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Origin != h.s.origin {
+		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: origin %q, this log is %q", c.Origin, h.s.origin))
+	}
+	size, err := l.Size(tx)
+	if err != nil {
+		return nil, err
+	}
+	if c.Size > size {
+		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: size %d, the tree holds %d", c.Size, size))
+	}
+	if err := c.Verify(l.pub); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if err := l.AddCheckpoint(tx, c); err != nil {
+		if errors.Is(err, ErrCheckpointExists) || errors.Is(err, ErrRootMismatch) || errors.Is(err, ErrBadSignature) {
+			return nil, cluster.Refuse(err)
+		}
+		return nil, err
+	}
+	return nil, nil
+}
+
+// Submitter is what the checkpointer needs of the cluster.
+type Submitter interface {
+	Submit(ctx context.Context, cmd cluster.Command) ([]byte, error)
+	View(fn func(tx *bbolt.Tx) error) error
+	ShareKey(ctx context.Context, name string) error
+}
+
+// Start registers the leader's duty of signing checkpoints (cluster.OnLeader):
+// while this node leads it checks every tick (100 ms) whether a checkpoint is due
+// (CheckpointDue), makes it from its own tree, signs it with the audit key from
+// vault, and submits it as CmdCheckpoint. The first leader makes the audit key if
+// no key is recorded, records its public half (CmdKey) and shares it with the
+// other voters (ShareKey); a leader whose key is not the recorded one signs
+// nothing and logs why.
+func (s *Service) Start(c *cluster.Cluster, vault cluster.KeyVault) {
+	c.OnLeader(func(ctx context.Context) { s.lead(ctx, c, vault, 100*time.Millisecond) })
+}
+
+func (s *Service) lead(ctx context.Context, c Submitter, vault cluster.KeyVault, tick time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var signer crypto.Signer
+	var lastErr string
+	for {
+		var err error
+		if signer == nil {
+			signer, err = s.leaderKey(ctx, c, vault)
+		}
+		if err == nil {
+			err = s.checkpointOnce(ctx, c, signer, time.Now())
+		}
+		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
+			s.log.Error("audit: checkpoint", "err", err)
+		}
+		if err != nil {
+			lastErr = err.Error()
+		} else {
+			lastErr = ""
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// leaderKey returns the audit key this leader signs with, making and recording it
+// if the cluster has none.
+func (s *Service) leaderKey(ctx context.Context, c Submitter, vault cluster.KeyVault) (crypto.Signer, error) {
+	var recorded []byte
+	if err := c.View(func(tx *bbolt.Tx) error {
+		_, der, err := storedKey(tx)
+		recorded = der
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	signer, err := vault.ReplicatedKey(ctx, s.keyName, recorded == nil)
+	if err != nil {
+		return nil, fmt.Errorf("audit: key %s: %w", s.keyName, err)
+	}
+	pub, err := keyPublic(signer)
+	if err != nil {
+		return nil, fmt.Errorf("audit: key %s: %w", s.keyName, err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	if recorded != nil {
+		if !bytes.Equal(der, recorded) {
+			return nil, fmt.Errorf("audit: key %s in this node's HSM is %s, not the recorded audit key: %w", s.keyName, KeyFingerprint(pub), ErrKeyMismatch)
+		}
+		return signer, nil
+	}
+	cmd, err := cluster.NewCommand(CmdKey, 1, keyCommand{Pub: der})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Submit(ctx, cmd); err != nil {
+		// A refusal (another leader recorded a key meanwhile) is settled on the
+		// next tick, which compares with the recorded key.
+		return nil, fmt.Errorf("audit: record key: %w", err)
+	}
+	if err := c.ShareKey(ctx, s.keyName); err != nil {
+		return nil, fmt.Errorf("audit: share key %s: %w", s.keyName, err)
+	}
+	return signer, nil
+}
+
+// checkpointOnce signs and submits a checkpoint if one is due at now.
+func (s *Service) checkpointOnce(ctx context.Context, c Submitter, signer crypto.Signer, now time.Time) error {
+	var cp Checkpoint
+	due := false
+	if err := c.View(func(tx *bbolt.Tx) error {
+		l, err := s.logIn(tx)
+		if err != nil {
+			return err
+		}
+		latest, ok, err := l.LatestCheckpoint(tx)
+		if err != nil {
+			return err
+		}
+		size, err := l.Size(tx)
+		if err != nil {
+			return err
+		}
+		var last *Checkpoint
+		if ok {
+			last = &latest
+		}
+		if !CheckpointDue(last, size, now) {
+			return nil
+		}
+		if ok && now.Before(latest.Time) {
+			now = latest.Time.Add(time.Millisecond) // a slow clock after a leader change
+		}
+		due = true
+		cp, err = l.NewCheckpoint(tx, now)
+		return err
+	}); err != nil || !due {
+		return err
+	}
+	if err := cp.Sign(signer); err != nil {
+		return err
+	}
+	cmd, err := cluster.NewCommand(CmdCheckpoint, 1, checkpointCommand{Body: cp.Body(), Sig: cp.Signature})
+	if err != nil {
+		return err
+	}
+	_, err = c.Submit(ctx, cmd)
+	if errors.Is(err, ErrCheckpointExists) || (errors.Is(err, cluster.ErrRefused) && strings.Contains(err.Error(), ErrCheckpointExists.Error())) {
+		return nil // another leader's, or a retry's: the one of this size stands
+	}
+	return err
+}

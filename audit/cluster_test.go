@@ -1,0 +1,486 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"go.etcd.io/bbolt"
+)
+
+const testOrigin = "inkan.test/cluster-1"
+
+// A test command type: it records its number in bucket "test" with the entry's
+// index and time; its describer names a serial and fails when asked to.
+const cmdTest = "test.change"
+
+var bucketTest = []byte("test")
+
+type testBody struct {
+	N            uint64 `cbor:"n"`
+	FailDescribe bool   `cbor:"fail,omitempty"`
+}
+
+type testHandler struct{}
+
+func (testHandler) Type() string      { return cmdTest }
+func (testHandler) Versions() []uint  { return []uint{1} }
+func (testHandler) Buckets() [][]byte { return [][]byte{bucketTest} }
+func (testHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b testBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	v := binary.BigEndian.AppendUint64(nil, e.Index)
+	v = binary.BigEndian.AppendUint64(v, uint64(e.Time.UnixNano()))
+	return nil, tx.Bucket(bucketTest).Put(u64(b.N), v)
+}
+
+func describeTest(e cluster.Entry, _ []byte) ([]Record, error) {
+	var b testBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, err
+	}
+	if b.FailDescribe {
+		return nil, errors.New("test describer refuses")
+	}
+	return []Record{{Type: cmdTest, Actor: ActorSystem, Serial: new(big.Int).SetUint64(b.N + 1), Data: map[string]any{"n": b.N}}}, nil
+}
+
+func newTestService(t testing.TB, extra map[string]Describer) *Service {
+	t.Helper()
+	d := map[string]Describer{cmdTest: describeTest}
+	for k, v := range extra {
+		d[k] = v
+	}
+	s, err := New(Config{Origin: testOrigin, Describers: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func singleNode(t testing.TB, s *Service, handlers ...cluster.Handler) *clustertest.Node {
+	t.Helper()
+	n := clustertest.Single(t, cluster.Config{
+		Handlers:       append(append(s.Handlers(), testHandler{}), handlers...),
+		Hooks:          []cluster.Hook{s.Hook()},
+		ReplicatedKeys: []string{DefaultKeyName},
+	})
+	s.Start(n.Cluster, cluster.NewHSMVault(n.Token.HSM))
+	return n
+}
+
+func submitTest(ctx context.Context, c *cluster.Cluster, b testBody) error {
+	cmd, err := cluster.NewCommand(cmdTest, 1, b)
+	if err != nil {
+		return err
+	}
+	_, err = c.Submit(ctx, cmd)
+	return err
+}
+
+// submitMany submits count commands from 8 goroutines, so they are batched.
+func submitMany(t testing.TB, c *cluster.Cluster, from, count uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, count)
+	for w := range uint64(8) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := from + w; i < from+count; i += 8 {
+				if err := submitTest(ctx, c, testBody{N: i}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// waitCheckpoint waits until a checkpoint covers at least size leaves.
+func waitCheckpoint(t testing.TB, s *Service, v Viewer, size uint64, within time.Duration) Checkpoint {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var cp Checkpoint
+		var ok bool
+		err := v.View(func(tx *bbolt.Tx) error {
+			l, err := s.logIn(tx)
+			if err != nil {
+				return nil
+			}
+			cp, ok, err = l.LatestCheckpoint(tx)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && cp.Size >= size {
+			return cp
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint of size >= %d within %v (latest %d, ok %v)", size, within, cp.Size, ok)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHookAppendsEveryCommand(t *testing.T) {
+	s := newTestService(t, nil)
+	n := singleNode(t, s)
+	const count = 200
+	submitMany(t, n.Cluster, 0, count)
+
+	err := n.View(func(tx *bbolt.Tx) error {
+		l, err := s.logIn(tx)
+		if err != nil {
+			return err
+		}
+		size, err := l.Size(tx)
+		if err != nil {
+			return err
+		}
+		seen := map[uint64]bool{}
+		types := map[string]int{}
+		for i := range size {
+			leaf, err := l.Leaf(tx, i)
+			if err != nil {
+				return err
+			}
+			types[leaf.Type]++
+			if leaf.Type != cmdTest {
+				continue
+			}
+			var d struct {
+				N uint64 `cbor:"n"`
+			}
+			_, dm := cborModes()
+			if err := dm.Unmarshal(leaf.Data, &d); err != nil {
+				return err
+			}
+			v := tx.Bucket(bucketTest).Get(u64(d.N))
+			if v == nil {
+				return fmt.Errorf("leaf %d: change %d is not in the state", i, d.N)
+			}
+			if raft := binary.BigEndian.Uint64(v); leaf.RaftIndex != raft {
+				return fmt.Errorf("leaf %d: raft index %d, the change was applied at %d", i, leaf.RaftIndex, raft)
+			}
+			if at := time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))); !leaf.Time.Equal(at) {
+				return fmt.Errorf("leaf %d: time %v, the entry was stamped %v", i, leaf.Time, at)
+			}
+			if want := SerialHex(new(big.Int).SetUint64(d.N + 1)); leaf.Serial != want {
+				return fmt.Errorf("leaf %d: serial %s, want %s", i, leaf.Serial, want)
+			}
+			seen[d.N] = true
+		}
+		if len(seen) != count || types[cmdTest] != count {
+			return fmt.Errorf("%d distinct changes in %d leaves of type %s, want %d", len(seen), types[cmdTest], cmdTest, count)
+		}
+		if types["cluster.member.bootstrap"] != 1 || types[CmdKey] != 1 {
+			return fmt.Errorf("leaf types %v: want one cluster.member.bootstrap and one %s", types, CmdKey)
+		}
+		if types[CmdCheckpoint] != 0 {
+			return fmt.Errorf("checkpoints appended leaves: %v", types)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The serial index finds a change's leaf.
+	srv := httptest.NewServer(s.API(n.Cluster))
+	defer srv.Close()
+	ctx := context.Background()
+	cl, err := NewClient(ctx, srv.URL, srv.Client(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := cl.Serial(ctx, "0x00:2A") // change 41
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Leaves) != 1 {
+		t.Fatalf("serial 2a: %d leaves, want 1", len(got.Leaves))
+	}
+	leaf, err := ParseLeaf(got.Leaves[0].Leaf)
+	if err != nil || leaf.Serial != "2a" {
+		t.Fatalf("serial 2a: leaf %+v, %v", leaf, err)
+	}
+}
+
+// A command the log cannot describe stops the node, and nothing of it is committed
+// on the replica: not the change, not a leaf.
+func TestUnauditedChangeStopsNode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cmd  func() (cluster.Command, error)
+	}{
+		{"describer fails", func() (cluster.Command, error) {
+			return cluster.NewCommand(cmdTest, 1, testBody{N: 999, FailDescribe: true})
+		}},
+		{"no describer", func() (cluster.Command, error) {
+			return cluster.NewCommand("test.undescribed", 1, testBody{N: 999})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(Config{Origin: testOrigin, Describers: map[string]Describer{cmdTest: describeTest}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := singleNode(t, s, undescribedHandler{})
+			submitMany(t, n.Cluster, 0, 10)
+			var before uint64
+			_ = n.View(func(tx *bbolt.Tx) error { before, _ = s.appender.Size(tx); return nil })
+
+			cmd, err := tc.cmd()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := n.Submit(ctx, cmd); err == nil {
+				t.Fatal("a change that cannot be audited was applied")
+			}
+			select {
+			case <-n.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("the node did not stop")
+			}
+			if !errors.Is(n.Err(), cluster.ErrNodeFailed) {
+				t.Fatalf("node stopped with %v, want ErrNodeFailed", n.Err())
+			}
+			db, err := bbolt.Open(filepath.Join(n.Dir, "state.db"), 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			err = db.View(func(tx *bbolt.Tx) error {
+				if tx.Bucket(bucketTest).Get(u64(999)) != nil {
+					return errors.New("the change was committed")
+				}
+				size, err := s.appender.Size(tx)
+				if err != nil {
+					return err
+				}
+				if size < before {
+					return fmt.Errorf("log shrank from %d to %d", before, size)
+				}
+				for i := before; i < size; i++ {
+					if l, _ := s.appender.Leaf(tx, i); l.RaftIndex > 0 && strings.Contains(string(l.Data), "999") {
+						return fmt.Errorf("leaf %d records the refused change", i)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+type undescribedHandler struct{ testHandler }
+
+func (undescribedHandler) Type() string      { return "test.undescribed" }
+func (undescribedHandler) Buckets() [][]byte { return nil }
+
+func TestCheckpointsFromLiveNode(t *testing.T) {
+	s := newTestService(t, nil)
+	n := singleNode(t, s)
+	ctx := context.Background()
+
+	// While the tree grows, a checkpoint covers it within a second (plus a tick).
+	var sizes []uint64
+	for round := range 3 {
+		submitMany(t, n.Cluster, uint64(round*50), 50)
+		var size uint64
+		_ = n.View(func(tx *bbolt.Tx) error { size, _ = s.appender.Size(tx); return nil })
+		start := time.Now()
+		cp := waitCheckpoint(t, s, n.Cluster, size, 2*time.Second)
+		t.Logf("round %d: size %d covered after %v", round, size, time.Since(start).Round(time.Millisecond))
+		sizes = append(sizes, cp.Size)
+	}
+
+	srv := httptest.NewServer(s.API(n.Cluster))
+	defer srv.Close()
+	cl, err := NewClient(ctx, srv.URL, srv.Client(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := cl.PublicKey()
+	// The key is the token's: the leader made it in SoftHSM.
+	signer, err := cluster.NewHSMVault(n.Token.HSM).ReplicatedKey(ctx, DefaultKeyName, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if KeyFingerprint(signer.Public()) != KeyFingerprint(pub) {
+		t.Fatal("the API's key is not the audit key in the HSM")
+	}
+
+	// openssl verifies the newest checkpoint.
+	latest, ok, err := cl.Latest(ctx)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	dir := t.TempDir()
+	pemBytes, _ := MarshalPublicKey(pub)
+	for name, b := range map[string][]byte{"pub.pem": pemBytes, "cp.txt": latest.Body(), "cp.sig": latest.Signature} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("openssl", "dgst", "-sha256", "-verify", filepath.Join(dir, "pub.pem"),
+		"-signature", filepath.Join(dir, "cp.sig"), filepath.Join(dir, "cp.txt")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Verified OK") {
+		t.Fatalf("openssl: %v: %s", err, out)
+	}
+
+	// Proofs from the API verify against the checkpoints.
+	first, err := cl.Checkpoint(ctx, sizes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := cl.Consistency(ctx, first.Size, latest.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, first.Size, latest.Size, cons.Proof, first.Root, latest.Root); err != nil {
+		t.Fatalf("consistency %d→%d: %v", first.Size, latest.Size, err)
+	}
+	incl, err := cl.Inclusion(ctx, first.Size-1, latest.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, first.Size-1, latest.Size, incl.Hash, incl.Proof, latest.Root); err != nil {
+		t.Fatalf("inclusion: %v", err)
+	}
+
+	// An export through the API verifies; tampering is still found.
+	exp := filepath.Join(t.TempDir(), "export")
+	if err := Export(ctx, exp, cl, 0); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(os.DirFS(exp), signer.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Size != latest.Size || rep.Checkpoints < 2 {
+		t.Fatalf("export: ok %v, size %d (want %d), %d checkpoints, problems %v", rep.OK(), rep.Size, latest.Size, rep.Checkpoints, rep.Problems)
+	}
+	// The same export from the node's state in short transactions.
+	src, err := s.NewSource(n.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp2 := filepath.Join(t.TempDir(), "export")
+	if err := Export(ctx, exp2, src, 0); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Verify(os.DirFS(exp2), signer.Public()); err != nil || !rep.OK() {
+		t.Fatalf("export from the state: %v %+v", err, rep)
+	}
+
+	leaves := filepath.Join(exp, exportLeaves)
+	b, err := os.ReadFile(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	lines[5], lines[6] = lines[6], lines[5] // reorder two leaves
+	if err := os.WriteFile(leaves, bytes.Join(lines, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Verify(os.DirFS(exp), signer.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || rep.Problems[0].Index != 5 && rep.Problems[0].Index != 6 {
+		t.Fatalf("a reordered export: %+v", rep.Problems)
+	}
+}
+
+// Checkpoints that are not the tree's, or not signed by the audit key, are refused.
+func TestCheckpointCommandRefusals(t *testing.T) {
+	s := newTestService(t, nil)
+	n := singleNode(t, s)
+	submitMany(t, n.Cluster, 0, 20)
+	good := waitCheckpoint(t, s, n.Cluster, 20, 2*time.Second)
+	ctx := context.Background()
+	signer, err := cluster.NewHSMVault(n.Token.HSM).ReplicatedKey(ctx, DefaultKeyName, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newKey(t)
+	sign := func(c Checkpoint, withOther bool) checkpointCommand {
+		if withOther {
+			if err := c.Sign(other); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := c.Sign(signer); err != nil {
+			t.Fatal(err)
+		}
+		return checkpointCommand{Body: c.Body(), Sig: c.Signature}
+	}
+	badRoot := good
+	badRoot.Root = bytes.Repeat([]byte{7}, 32)
+	later := good
+	later.Size += 1000
+	otherOrigin := good
+	otherOrigin.Origin = "inkan.test/other"
+	backdated := good
+	backdated.Time = good.Time.Add(-time.Hour)
+	for _, tc := range []struct {
+		name string
+		body checkpointCommand
+		want string
+	}{
+		{"root is not the tree's", sign(badRoot, false), "root"},
+		{"beyond the tree", sign(later, false), "the tree holds"},
+		{"another log", sign(otherOrigin, false), "origin"},
+		{"another key", sign(good, true), "signature"},
+		{"second of a size", sign(backdated, false), "exists"},
+		{"not a checkpoint", checkpointCommand{Body: []byte("x"), Sig: []byte("y")}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, err := cluster.NewCommand(CmdCheckpoint, 1, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = n.Submit(ctx, cmd)
+			if !errors.Is(err, cluster.ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a refusal mentioning %q", err, tc.want)
+			}
+		})
+	}
+	// And a second audit key is refused.
+	der, _ := x509MarshalPKIX(other)
+	cmd, _ := cluster.NewCommand(CmdKey, 1, keyCommand{Pub: der})
+	if _, err := n.Submit(ctx, cmd); !errors.Is(err, cluster.ErrRefused) {
+		t.Fatalf("a second audit key: %v", err)
+	}
+}
