@@ -1,0 +1,248 @@
+package policies
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/inkan-pki/inkan/jpki"
+)
+
+// The errors Decide returns, for the enrolment API to map to its problems. Messages
+// never hold personal data.
+var (
+	// ErrDenied: the enrolment does not meet the profile's rules.
+	ErrDenied = errors.New("policies: enrolment denied")
+	// ErrKeyType: the subscriber's key is not one the profile allows.
+	ErrKeyType = errors.New("policies: key type not allowed")
+)
+
+// Request is a verified enrolment for the policy to decide on. JPKI's Identity is
+// personal data: Decide reads it only for what the profile puts in the certificate.
+type Request struct {
+	// Profile is the profile asked for ("" for the set's default).
+	Profile string
+	JPKI    *jpki.SignatureCertificate
+	// PublicKey is the subscriber's key (from the CSR whose signature was checked).
+	PublicKey any
+	// Revocation is the JPKI revocation answer the verification used, and
+	// RevocationSource the kind of source that gave it (jpki.RevocationCRL, …).
+	Revocation       jpki.Status
+	RevocationSource string
+	At               time.Time
+}
+
+// Decision is what the profile allows: the certificate's contents and bounds, and
+// the keyed hashes the CA records. It holds no personal data beyond Template, which
+// holds exactly what the profile puts in the certificate.
+type Decision struct {
+	Profile       string
+	PolicyVersion uint64
+	// Template holds subject, SANs, extra extensions, key usage, extended key usage
+	// and certificate policies. The CA sets serial, validity, issuer, key
+	// identifiers, CRL distribution point, AIA and basic constraints.
+	Template *x509.Certificate
+	// NotAfter is the latest the certificate may be valid: At + the profile's
+	// validity, never after the JPKI certificate's notAfter.
+	NotAfter time.Time
+	// SkipLints are the lints the profile skips (each has a reason in the file).
+	SkipLints []string
+	// Person is the keyed hash of the person (jpki.Identity.PersonHash under the
+	// set's key), for the per-person cap and rate limit.
+	Person jpki.Hash
+	// MaxPerPerson is the profile's cap on unexpired derived certificates per person.
+	MaxPerPerson int
+}
+
+// Decide renders the profile's certificate for a verified enrolment, or refuses it
+// with an error matching ErrDenied or ErrKeyType. It is a pure function of the set
+// and the request. The per-person cap and rate limits are checked by the caller with
+// CheckCap and a Limiter, where the counts are.
+func (s *Set) Decide(req Request) (Decision, error) {
+	name := req.Profile
+	if name == "" {
+		name = s.defaultName
+	}
+	p, ok := s.profiles[name]
+	if !ok {
+		return Decision{}, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(name))
+	}
+	if req.JPKI == nil || req.JPKI.Identity.IsZero() {
+		return Decision{}, fmt.Errorf("%w: no verified JPKI certificate", ErrDenied)
+	}
+	if !slices.Contains(p.Enrollment.JPKIPolicies, req.JPKI.Policy) {
+		return Decision{}, fmt.Errorf("%w: profile %s does not accept JPKI policy %s", ErrDenied, p.Name, clip(req.JPKI.Policy))
+	}
+	if err := checkRevocation(p, req); err != nil {
+		return Decision{}, err
+	}
+	kt, err := keyType(req.PublicKey)
+	if err != nil {
+		return Decision{}, err
+	}
+	if !slices.Contains(p.Keys, kt) {
+		return Decision{}, fmt.Errorf("%w: %s (profile %s allows %s)", ErrKeyType, kt, p.Name, strings.Join(p.Keys, ", "))
+	}
+	notAfter := req.At.Add(p.Validity)
+	if jna := req.JPKI.X509().NotAfter; jna.Before(notAfter) {
+		notAfter = jna
+	}
+	if !notAfter.After(req.At) {
+		return Decision{}, fmt.Errorf("%w: the JPKI certificate has expired", ErrDenied)
+	}
+	tmpl, err := s.render(p, req.JPKI.Identity)
+	if err != nil {
+		return Decision{}, err
+	}
+	d := Decision{
+		Profile:       p.Name,
+		PolicyVersion: p.Version,
+		Template:      tmpl,
+		NotAfter:      notAfter,
+		Person:        req.JPKI.Identity.PersonHash(s.pseudonymKey),
+		MaxPerPerson:  p.Enrollment.MaxCertificatesPerPerson,
+	}
+	for _, l := range p.SkipLints {
+		d.SkipLints = append(d.SkipLints, l.Name)
+	}
+	return d, nil
+}
+
+// Render returns the profile's certificate contents for an identity, without the
+// enrolment checks: for re-binding (is the new certificate's content the old one's?)
+// and for showing an operator what a profile issues.
+func (s *Set) Render(profile string, id jpki.Identity) (*x509.Certificate, error) {
+	p, ok := s.profiles[profile]
+	if !ok {
+		return nil, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(profile))
+	}
+	return s.render(p, id)
+}
+
+func (s *Set) render(p *Profile, id jpki.Identity) (*x509.Certificate, error) {
+	var data *identityData
+	if p.Kind != KindAuthentication {
+		dob := id.DateOfBirth()
+		data = &identityData{
+			Name:               id.Name(),
+			NameSubstitutes:    id.NameSubstitutes(),
+			BirthDate:          fmt.Sprintf("%04d-%02d-%02d", dob.Year, dob.Month, dob.Day),
+			Gender:             genderName(id.Gender()),
+			Address:            id.Address(),
+			AddressSubstitutes: id.AddressSubstitutes(),
+		}
+	}
+	c, err := renderTemplate(p, Pseudonym(s.pseudonymKey, id), data)
+	if err != nil {
+		// The error of a template that rendered at load: no personal data is quoted
+		// by x509util's JSON errors for the shipped profiles, but say only which.
+		return nil, fmt.Errorf("policies: profile %s v%d: template failed to render", p.Name, p.Version)
+	}
+	t := &x509.Certificate{
+		Subject:         c.Subject,
+		DNSNames:        c.DNSNames,
+		EmailAddresses:  c.EmailAddresses,
+		IPAddresses:     c.IPAddresses,
+		URIs:            c.URIs,
+		ExtraExtensions: c.ExtraExtensions,
+	}
+	for _, u := range p.KeyUsage {
+		t.KeyUsage |= keyUsages[u]
+	}
+	for _, u := range p.ExtKeyUsage {
+		t.ExtKeyUsage = append(t.ExtKeyUsage, extKeyUsages[u])
+	}
+	for _, o := range p.CertificatePolicies {
+		oid, err := x509.ParseOID(o)
+		if err != nil {
+			return nil, fmt.Errorf("policies: profile %s: certificate policy %s: %w", p.Name, o, err)
+		}
+		t.Policies = append(t.Policies, oid)
+	}
+	t.BasicConstraintsValid = true
+	return t, nil
+}
+
+func genderName(g jpki.Gender) string {
+	switch g {
+	case jpki.GenderMale:
+		return "male"
+	case jpki.GenderFemale:
+		return "female"
+	}
+	return "unknown"
+}
+
+func checkRevocation(p *Profile, req Request) error {
+	r := p.Enrollment.Revocation
+	if !slices.Contains(r.Sources, req.RevocationSource) {
+		return fmt.Errorf("%w: profile %s needs a JPKI revocation check by %s", ErrDenied, p.Name, strings.Join(r.Sources, " or "))
+	}
+	if req.Revocation.State != jpki.StateGood {
+		return fmt.Errorf("%w: the JPKI certificate's revocation status is not good", ErrDenied)
+	}
+	if age := req.At.Sub(req.Revocation.ThisUpdate); req.Revocation.ThisUpdate.IsZero() || age > r.MaxAge {
+		return fmt.Errorf("%w: JPKI revocation evidence older than the profile's %s", ErrDenied, r.MaxAge)
+	}
+	return nil
+}
+
+// keyType names a public key as profiles do ("ecdsa-p256", "rsa-2048").
+func keyType(pub any) (string, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return "ecdsa-p256", nil
+		case elliptic.P384():
+			return "ecdsa-p384", nil
+		case elliptic.P521():
+			return "ecdsa-p521", nil
+		}
+	case *rsa.PublicKey:
+		if k.E != 65537 {
+			return "", fmt.Errorf("%w: RSA exponent %d (65537 only)", ErrKeyType, k.E)
+		}
+		return fmt.Sprintf("rsa-%d", k.N.BitLen()), nil
+	case ed25519.PublicKey:
+		return "ed25519", nil
+	}
+	return "", fmt.Errorf("%w: %T", ErrKeyType, pub)
+}
+
+// CheckCap refuses an enrolment when the person already holds held unexpired,
+// unrevoked certificates (ca.CountByPerson) and the profile's cap is reached.
+func CheckCap(d Decision, held int) error {
+	if held >= d.MaxPerPerson {
+		return fmt.Errorf("%w: %d derived certificates per person at most (profile %s)", ErrDenied, d.MaxPerPerson, d.Profile)
+	}
+	return nil
+}
+
+// Pseudonym is the subject a pseudonymous certificate carries: hex of an HMAC under
+// key over the person hash. It is the same value as enroll.Pseudonym, so certificates
+// keep their subject when the engine replaces enroll's built-in policy.
+func Pseudonym(key []byte, id jpki.Identity) string {
+	person := id.PersonHash(key)
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("inkan/enroll/pseudonym/v1\x00"))
+	m.Write(person[:])
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.ToValidUTF8(s, "?")
+}

@@ -1,0 +1,193 @@
+package policies
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3"
+	"github.com/zmap/zlint/v3/lint"
+
+	"github.com/inkan-pki/inkan/jpki"
+)
+
+// The zlint sources ca/lint.go runs, and the lint it never runs (with its reason
+// there): the shipped profiles must pass what the CA will enforce.
+var (
+	caLintSources = lint.SourceList{lint.RFC5280, lint.RFC3279, lint.RFC5480, lint.RFC8813, lint.Community, lint.EtsiEsi}
+	caLintsNever  = []string{"e_cert_issued_by_compromised_emudhra_ca"}
+)
+
+func TestShippedProfilesRenderAndLint(t *testing.T) {
+	s := shippedSet(t)
+	sc := card(t, hanako())
+	ca := newCA(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	pseudonym := Pseudonym(pseudonymKey, sc.Identity)
+	tests := []struct {
+		profile     string
+		subject     string // Subject.String()
+		keyUsage    x509.KeyUsage
+		extKeyUsage []x509.ExtKeyUsage
+		policy      string
+	}{
+		{"signing", "SERIALNUMBER=" + pseudonym + ",CN=山田　花子,C=JP", x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment, nil, "1.3.6.1.4.1.32473.1.1"},
+		{"authentication", "CN=" + pseudonym + ",C=JP", x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, "1.3.6.1.4.1.32473.1.2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.profile, func(t *testing.T) {
+			d, err := s.Decide(goodRequest(t, tc.profile, sc, &key.PublicKey, now))
+			if err != nil {
+				t.Fatalf("Decide: %v", err)
+			}
+			if d.Profile != tc.profile || d.PolicyVersion != 1 {
+				t.Errorf("profile %s v%d, want %s v1", d.Profile, d.PolicyVersion, tc.profile)
+			}
+			if got := d.Template.Subject.String(); got != tc.subject {
+				t.Errorf("subject %q, want %q", got, tc.subject)
+			}
+			if d.Template.KeyUsage != tc.keyUsage {
+				t.Errorf("key usage %v, want %v", d.Template.KeyUsage, tc.keyUsage)
+			}
+			if !slices.Equal(d.Template.ExtKeyUsage, tc.extKeyUsage) {
+				t.Errorf("EKU %v, want %v", d.Template.ExtKeyUsage, tc.extKeyUsage)
+			}
+			if len(d.Template.Policies) != 1 || d.Template.Policies[0].String() != tc.policy {
+				t.Errorf("policies %v, want [%s]", d.Template.Policies, tc.policy)
+			}
+			if jna := sc.X509().NotAfter; d.NotAfter.After(jna) {
+				t.Errorf("notAfter %v after the JPKI certificate's %v", d.NotAfter, jna)
+			}
+			if d.Person != sc.Identity.PersonHash(pseudonymKey) {
+				t.Error("Person is not the identity's person hash")
+			}
+			der := ca.issue(t, d, &key.PublicKey, now)
+			if tc.profile == "authentication" {
+				for _, v := range []string{"山田", "花子", "千代田", "19900401", "1990-04-01"} {
+					if strings.Contains(string(der), v) {
+						t.Errorf("authentication certificate holds basic-4 data %q", v)
+					}
+				}
+			}
+			lintClean(t, der, d.SkipLints)
+		})
+	}
+}
+
+func lintClean(t *testing.T, der []byte, skip []string) {
+	t.Helper()
+	zc, err := zx509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("zcrypto parse: %v", err)
+	}
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{
+		IncludeSources: caLintSources,
+		ExcludeNames:   append(slices.Clone(caLintsNever), skip...),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := zlint.LintCertificateEx(zc, reg)
+	ran := 0
+	for name, r := range res.Results {
+		if r.Status != lint.NA && r.Status != lint.NE {
+			ran++
+		}
+		if r.Status == lint.Warn || r.Status == lint.Error || r.Status == lint.Fatal {
+			t.Errorf("lint %s: %s %s", name, r.Status, r.Details)
+		}
+	}
+	if ran < 20 {
+		t.Errorf("only %d lints applied: the lint run is not checking this certificate", ran)
+	}
+}
+
+func TestDecideRefuses(t *testing.T) {
+	s := shippedSet(t)
+	sc := card(t, hanako())
+	ec, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	tests := []struct {
+		name string
+		edit func(*Request)
+		want error
+	}{
+		{"unknown profile", func(r *Request) { r.Profile = "tls" }, ErrDenied},
+		{"key type", func(r *Request) { r.PublicKey = &ec.PublicKey }, ErrKeyType},
+		{"test-card policy", func(r *Request) { r.JPKI = cardWithPolicy(t, hanako(), jpki.PolicyTest) }, ErrDenied},
+		{"no revocation check", func(r *Request) { r.RevocationSource = jpki.RevocationNone }, ErrDenied},
+		{"revocation not good", func(r *Request) { r.Revocation.State = jpki.StateUnknown }, ErrDenied},
+		{"revocation evidence too old", func(r *Request) { r.Revocation.ThisUpdate = now.Add(-49 * time.Hour) }, ErrDenied},
+		{"revocation evidence missing", func(r *Request) { r.Revocation.ThisUpdate = time.Time{} }, ErrDenied},
+		{"JPKI expired", func(r *Request) { r.At = r.JPKI.X509().NotAfter.Add(time.Hour); r.Revocation.ThisUpdate = r.At }, ErrDenied},
+		{"no JPKI", func(r *Request) { r.JPKI = nil }, ErrDenied},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := goodRequest(t, "signing", sc, &p256.PublicKey, now)
+			tc.edit(&req)
+			_, err := s.Decide(req)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Decide: %v, want %v", err, tc.want)
+			}
+			for _, v := range []string{"山田", "花子"} {
+				if strings.Contains(err.Error(), v) {
+					t.Errorf("error holds personal data: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestDecideDefaultProfileAndCap(t *testing.T) {
+	s := shippedSet(t)
+	sc := card(t, hanako())
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	d, err := s.Decide(goodRequest(t, "", sc, &k.PublicKey, time.Now()))
+	if err != nil || d.Profile != "authentication" {
+		t.Fatalf("Decide with no profile: %v, %q; want the default, authentication", err, d.Profile)
+	}
+	if err := CheckCap(d, d.MaxPerPerson-1); err != nil {
+		t.Errorf("CheckCap below the cap: %v", err)
+	}
+	if err := CheckCap(d, d.MaxPerPerson); !errors.Is(err, ErrDenied) {
+		t.Errorf("CheckCap at the cap: %v, want ErrDenied", err)
+	}
+}
+
+func TestRenderedSubjectIsStable(t *testing.T) {
+	// The pseudonym must survive a move: same name and birth date, new address.
+	s := shippedSet(t)
+	before := card(t, hanako())
+	moved := hanako()
+	moved.Address, moved.Prefecture, moved.Municipality = "大阪府大阪市北区中之島一丁目3番20号", "大阪府", "大阪市"
+	after := card(t, moved)
+	for _, profile := range []string{"signing", "authentication"} {
+		a, err := s.Render(profile, before.Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Render(profile, after.Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ra, _ := asn1.Marshal(a.Subject.ToRDNSequence())
+		rb, _ := asn1.Marshal(b.Subject.ToRDNSequence())
+		if string(ra) != string(rb) {
+			t.Errorf("%s: subject changed with the address", profile)
+		}
+	}
+}

@@ -1,0 +1,26 @@
+// Package policies is inkan's policy engine: the issuance profiles, as data, and the
+// decisions taken from them. A profile is one YAML file (the shipped ones,
+// "signing" and "authentication", are embedded; Shipped) naming the key types a
+// subscriber may use, the validity (never past the JPKI certificate's notAfter),
+// the certificate's contents as a go.step.sm/crypto/x509util template over the
+// verified JPKI identity, key usage, extended key usage, certificate policies, the
+// lints it skips (each with a reason), the enrolment rules (accepted JPKI policies,
+// revocation source and maximum age, a per-person cap, rate limits per person and
+// per client) and the linkage rules (what a JPKI revocation does to the derived
+// certificates linked to it).
+//
+// Parse checks a file and names the line and field of every problem; Load builds a
+// Set; Diff shows an operator what a new version changes. Every decision is a pure
+// function of its inputs, with the clock passed in: Set.Decide (may this enrolment
+// proceed, and with what contents), CheckCap, Limiter.Allow, DecideLinkage (revoke,
+// hold then revoke, or nothing) and SamePerson/Rebind (release a hold, or re-issue
+// and revoke the old certificate as superseded). The CA, the enrolment API and the
+// leader's linkage job do the I/O.
+//
+// Invariants: basic-4 data (name, birth date, gender, address) never reaches an
+// authentication certificate — a profile of that kind whose template reads it is
+// refused at load, and its template is not even given the data; CRL distribution
+// points, AIA, basic constraints, serial and validity belong to the CA, and a
+// template that sets them is refused; errors and decision reasons carry no personal
+// data. The package imports only jpki of inkan's packages.
+package policies
