@@ -67,13 +67,13 @@ func lineDiff(a, b []string) string {
 			out.WriteString("  " + a[i] + "\n")
 			i++
 			j++
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out.WriteString("+ " + b[j] + "\n")
-			j++
-			changed = true
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 			out.WriteString("- " + a[i] + "\n")
 			i++
+			changed = true
+		default:
+			out.WriteString("+ " + b[j] + "\n")
+			j++
 			changed = true
 		}
 	}
