@@ -36,8 +36,11 @@ func (l *Limiter) Allow(key string, now time.Time) (ok bool, wait time.Duration)
 		return true, 0
 	}
 	l.buckets[key] = b
-	need := (1 - b.tokens) * float64(l.rate.Every)
-	return false, time.Duration(math.Ceil(need))
+	need := time.Duration(math.Ceil((1 - b.tokens) * float64(l.rate.Every)))
+	if ahead := b.at.Sub(now); ahead > 0 { // the clock stepped back: refill starts at b.at
+		need += ahead
+	}
+	return false, need
 }
 
 func (l *Limiter) refill(key string, now time.Time) bucket {

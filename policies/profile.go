@@ -177,9 +177,6 @@ var revocationReasons = map[string]jpki.Reason{
 	"privilegeWithdrawn":   jpki.ReasonPrivilegeWithdrawn,
 }
 
-// basic4Fields are the template data that hold basic-4 data.
-var basic4Fields = []string{"Name", "NameSubstitutes", "BirthDate", "Gender", "Address", "AddressSubstitutes"}
-
 // ErrInvalid is matched by every error Parse returns for a bad file.
 var ErrInvalid = errors.New("policies: invalid profile")
 

@@ -1,12 +1,9 @@
 package policies
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
-	"math/big"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -90,7 +87,7 @@ func checkTemplate(pr *problems, yamlLine int, p *Profile) {
 			pr.add(first, "template", "sets %s", f.what)
 		}
 	}
-	if c.Subject.CommonName == "" && len(c.Subject.Names) == 0 && len(c.RawSubject) == 0 {
+	if len(c.Subject.ToRDNSequence()) == 0 {
 		pr.add(first, "template", "renders an empty subject")
 	}
 	if p.Kind == KindAuthentication {
@@ -182,9 +179,9 @@ func renderTemplate(p *Profile, pseudonym string, id *identityData) (*x509.Certi
 	return c.GetCertificate(), nil
 }
 
-// placeholder is what x509util needs to run a template: no subject, no names, a key
-// that is never used. Profiles get nothing from the subscriber's CSR but its key,
-// which the CA puts in the certificate, so .Insecure.CR holds nothing of theirs.
+// placeholder is what x509util needs to run a template: no subject, no names, no
+// key. Profiles take nothing from the subscriber's CSR (the CA takes its key), so
+// .Insecure.CR holds nothing for a template to read.
 func placeholder() *x509.Certificate {
-	return &x509.Certificate{PublicKey: &ecdsa.PublicKey{Curve: elliptic.P256(), X: big.NewInt(1), Y: big.NewInt(1)}, PublicKeyAlgorithm: x509.ECDSA}
+	return &x509.Certificate{}
 }

@@ -1,0 +1,96 @@
+package policies_test
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+// Load the shipped profiles, as a node does at start. An enrolment then calls
+// Set.Decide with the verified JPKI certificate and the CSR's key.
+func ExampleLoad() {
+	key := bytes.Repeat([]byte{0x42}, 32) // the cluster's pseudonym key: a secret
+	set, err := policies.Load(policies.Shipped(), key, "authentication")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, name := range set.Names() {
+		p, _ := set.Profile(name)
+		fmt.Println(p.Name, p.Kind, "v", p.Version, p.KeyUsage)
+	}
+	// Output:
+	// authentication authentication v 1 [digitalSignature]
+	// signing signing v 1 [digitalSignature nonRepudiation]
+}
+
+// Check a profile file before activating it: every problem names its line and field.
+func ExampleParse() {
+	src, _ := fs.ReadFile(policies.Shipped(), "authentication.yaml")
+	bad := strings.Replace(string(src), "toJson .Pseudonym", "toJson .JPKI.Name", 1)
+	_, err := policies.Parse("authentication.yaml", []byte(bad))
+	fmt.Println(err)
+	// Output:
+	// policies: invalid profile: authentication.yaml:11: template: .JPKI.Name is basic-4 data, refused in an authentication profile
+}
+
+// Show an operator what a new version of a profile changes.
+func ExampleDiff() {
+	src, _ := fs.ReadFile(policies.Shipped(), "signing.yaml")
+	active, _ := policies.Parse("signing.yaml", src)
+	next := strings.NewReplacer("version: 1", "version: 2", "validity: 8760h", "validity: 4380h").Replace(string(src))
+	candidate, err := policies.Parse("signing.yaml", []byte(next))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, line := range strings.Split(policies.Diff(active, candidate), "\n") {
+		if strings.HasPrefix(line, "-") || strings.HasPrefix(line, "+") {
+			fmt.Println(line)
+		}
+	}
+	// Output:
+	// --- signing v1 (active)
+	// +++ signing v2 (candidate)
+	// - version: 1
+	// + version: 2
+	// - validity: 8760h0m0s
+	// + validity: 4380h0m0s
+}
+
+// What the leader's linkage job does when a J-LIS CRL reports a move: hold the
+// derived certificate, and revoke it if it is not re-bound within the grace period.
+func ExampleDecideLinkage() {
+	set, _ := policies.Load(policies.Shipped(), bytes.Repeat([]byte{0x42}, 32), "signing")
+	p, _ := set.Profile("signing")
+	moved := policies.JPKIRevocation{Reason: jpki.ReasonAffiliationChanged, RevokedAt: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}
+	cert := policies.Derived{State: policies.DerivedGood, NotAfter: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+
+	d := policies.DecideLinkage(p, moved, cert, moved.RevokedAt.Add(time.Hour))
+	fmt.Println(d.Act, d.Until.Format(time.DateOnly))
+	cert.State = policies.DerivedHeld
+	d = policies.DecideLinkage(p, moved, cert, d.Until)
+	fmt.Println(d.Act, d.Reason)
+	// Output:
+	// hold 2026-05-01
+	// revoke affiliationChanged
+}
+
+// Rate limits are token buckets by key; the caller passes the clock.
+func ExampleLimiter() {
+	l := policies.NewLimiter(policies.Rate{Every: time.Minute, Burst: 2})
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		ok, wait := l.Allow("203.0.113.7", t0)
+		fmt.Println(i, ok, wait)
+	}
+	// Output:
+	// 0 true 0s
+	// 1 true 0s
+	// 2 false 1m0s
+}

@@ -1,0 +1,99 @@
+package policies
+
+import (
+	"testing"
+	"time"
+
+	"github.com/inkan-pki/inkan/jpki"
+)
+
+// TestDecideLinkage covers every reason J-LIS uses, for every shipped profile, at
+// the moment of the JPKI revocation, inside the grace period and after it.
+func TestDecideLinkage(t *testing.T) {
+	s := shippedSet(t)
+	revokedAt := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	notAfter := revokedAt.Add(300 * 24 * time.Hour)
+	grace := 720 * time.Hour
+	const (
+		none   = ActNone
+		hold   = ActHold
+		revoke = ActRevoke
+	)
+	type step struct {
+		after  time.Duration // since the JPKI revocation
+		state  DerivedState
+		act    Act
+		reason jpki.Reason   // when act is revoke
+		until  time.Duration // since the JPKI revocation; 0 for none
+	}
+	revokeNow := func(r jpki.Reason) []step {
+		return []step{{0, DerivedGood, revoke, r, 0}, {grace + time.Hour, DerivedGood, revoke, r, 0}}
+	}
+	table := map[jpki.Reason][]step{
+		jpki.ReasonKeyCompromise: revokeNow(jpki.ReasonKeyCompromise),
+		jpki.ReasonAffiliationChanged: {
+			{0, DerivedGood, hold, 0, grace},
+			{time.Hour, DerivedHeld, none, 0, grace}, // already held: wait
+			{grace - time.Second, DerivedHeld, none, 0, grace},
+			{grace, DerivedHeld, revoke, jpki.ReasonAffiliationChanged, 0},
+			{grace, DerivedGood, revoke, jpki.ReasonAffiliationChanged, 0}, // job late: straight to revoke
+		},
+		jpki.ReasonSuperseded: {
+			{0, DerivedGood, none, 0, grace},
+			{grace - time.Second, DerivedGood, none, 0, grace},
+			{grace, DerivedGood, revoke, jpki.ReasonSuperseded, 0},
+		},
+		jpki.ReasonUnspecified:          revokeNow(jpki.ReasonCessationOfOperation),
+		jpki.ReasonCACompromise:         revokeNow(jpki.ReasonCessationOfOperation),
+		jpki.ReasonCessationOfOperation: revokeNow(jpki.ReasonCessationOfOperation),
+		jpki.ReasonCertificateHold:      revokeNow(jpki.ReasonCessationOfOperation),
+	}
+	for _, profile := range []string{"signing", "authentication"} {
+		p, _ := s.Profile(profile)
+		for reason, steps := range table {
+			for _, st := range steps {
+				now := revokedAt.Add(st.after)
+				got := DecideLinkage(p, JPKIRevocation{Reason: reason, RevokedAt: revokedAt}, Derived{State: st.state, NotAfter: notAfter}, now)
+				var wantUntil time.Time
+				if st.until != 0 {
+					wantUntil = revokedAt.Add(st.until)
+				}
+				if got.Act != st.act || (st.act == ActRevoke && got.Reason != st.reason) || !got.Until.Equal(wantUntil) {
+					t.Errorf("%s, JPKI %s, %s after, derived %d: %s %s until %v (%s); want %s %s until %v",
+						profile, reason, st.after, st.state, got.Act, got.Reason, got.Until, got.Why, st.act, st.reason, wantUntil)
+				}
+				if got.Why == "" {
+					t.Errorf("%s, JPKI %s: no reason given", profile, reason)
+				}
+			}
+		}
+	}
+}
+
+func TestDecideLinkageEdges(t *testing.T) {
+	s := shippedSet(t)
+	p, _ := s.Profile("signing")
+	at := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	move := JPKIRevocation{Reason: jpki.ReasonAffiliationChanged, RevokedAt: at}
+	tests := []struct {
+		name  string
+		e     JPKIRevocation
+		d     Derived
+		now   time.Time
+		act   Act
+		until time.Time
+	}{
+		{"already revoked", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedRevoked, at.Add(time.Hour)}, at, ActNone, time.Time{}},
+		{"expired", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedGood, at}, at, ActNone, time.Time{}},
+		{"expires before the grace ends", move, Derived{DerivedGood, at.Add(48 * time.Hour)}, at, ActHold, at.Add(48 * time.Hour)},
+		{"CRL read late, grace counted from the revocation", move, Derived{DerivedGood, at.Add(9000 * time.Hour)}, at.Add(700 * time.Hour), ActHold, at.Add(720 * time.Hour)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := DecideLinkage(p, tc.e, tc.d, tc.now)
+			if got.Act != tc.act || !got.Until.Equal(tc.until) {
+				t.Errorf("%s until %v (%s); want %s until %v", got.Act, got.Until, got.Why, tc.act, tc.until)
+			}
+		})
+	}
+}
