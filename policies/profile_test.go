@@ -38,6 +38,8 @@ func TestParseRefusesBasic4InAuthentication(t *testing.T) {
 		{"address via with", "  {{ with .JPKI }}{\"subject\": {\"commonName\": {{ toJson .Address }}}}{{ end }}\n", "auth.yaml:10: template: .JPKI holds basic-4 data"},
 		{"gender via root variable", "  {\"subject\": {\"commonName\": {{ toJson $.JPKI.Gender }}}}\n", "auth.yaml:10: template: .JPKI.Gender is basic-4 data"},
 		{"all data to a function", "  {\"subject\": {\"commonName\": {{ toJson . | sha256sum | toJson }}}}\n", "auth.yaml:10: template: .JPKI holds basic-4 data"},
+		{"root variable", "  {\"subject\": {\"commonName\": {{ toJson $ | sha256sum | toJson }}}}\n", "auth.yaml:10: template: .JPKI holds basic-4 data"},
+		{"in a defined template", "  {{ define \"cn\" }}{{ toJson .JPKI.Address }}{{ end }}{\"subject\": {\"commonName\": {{ toJson .Pseudonym }}}}\n", "auth.yaml:10: template: .JPKI.Address is basic-4 data"},
 		{"index into data", "  {\"subject\": {\"commonName\": {{ index . \"JPKI\" | toJson }}}}\n", "auth.yaml:10: template: .JPKI holds basic-4 data"},
 	}
 	for _, tc := range tests {

@@ -141,8 +141,11 @@ func walk(n parse.Node, fn func(parse.Node, []string)) {
 	case *parse.VariableNode:
 		// $.JPKI.Name reads from the root; other variables were assigned from
 		// expressions walked where they were declared.
-		if len(n.Ident) > 1 && n.Ident[0] == "$" {
+		switch {
+		case len(n.Ident) > 1 && n.Ident[0] == "$":
 			fn(n, n.Ident[1:])
+		case len(n.Ident) == 1 && n.Ident[0] == "$":
+			fn(n, []string{"JPKI"}) // all the data, as a bare dot
 		}
 	case *parse.ChainNode:
 		walk(n.Node, fn)
@@ -150,7 +153,8 @@ func walk(n parse.Node, fn func(parse.Node, []string)) {
 			fn(d, n.Field)
 		}
 	case *parse.DotNode:
-		// A bare dot passes all the data, JPKI included, to a function.
+		// A bare dot may be all the data, JPKI included (inside with or range it is
+		// not, but telling them apart is not worth a false negative: refuse both).
 		fn(n, []string{"JPKI"})
 	case *parse.IfNode:
 		walkBranch(&n.BranchNode, fn)
