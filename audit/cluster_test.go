@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -482,5 +483,69 @@ func TestCheckpointCommandRefusals(t *testing.T) {
 	cmd, _ := cluster.NewCommand(CmdKey, 1, keyCommand{Pub: der})
 	if _, err := n.Submit(ctx, cmd); !errors.Is(err, cluster.ErrRefused) {
 		t.Fatalf("a second audit key: %v", err)
+	}
+}
+
+// FollowURL exports through the API and verifies; a pinned wrong key is reported.
+func TestFollowURL(t *testing.T) {
+	s := newTestService(t, nil)
+	n := singleNode(t, s)
+	submitMany(t, n.Cluster, 0, 30)
+	waitCheckpoint(t, s, n.Cluster, 30, 2*time.Second)
+	srv := httptest.NewServer(s.API(n.Cluster))
+	defer srv.Close()
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := FollowURL(ctx, &out, srv.URL, srv.Client(), "", t.TempDir(), ""); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "ok: log \""+testOrigin) {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong.pem")
+	pemBytes, _ := MarshalPublicKey(newKey(t).Public())
+	if err := os.WriteFile(wrong, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := FollowURL(ctx, &out, srv.URL, srv.Client(), wrong, t.TempDir(), ""); !errors.Is(err, ErrProblems) {
+		t.Fatalf("a wrong pinned key: %v\n%s", err, out.String())
+	}
+}
+
+// The API answers bad requests with specific problem types.
+func TestAPIProblems(t *testing.T) {
+	s := newTestService(t, nil)
+	n := singleNode(t, s)
+	submitMany(t, n.Cluster, 0, 5)
+	waitCheckpoint(t, s, n.Cluster, 5, 2*time.Second)
+	srv := httptest.NewServer(s.API(n.Cluster))
+	defer srv.Close()
+	for _, tc := range []struct {
+		path string
+		want string
+	}{
+		{"/v1/audit/leaves?from=x&to=3", "bad-request"},
+		{"/v1/audit/leaves?from=1000&to=1001", "beyond-tree"},
+		{"/v1/audit/checkpoints/99999", "no-checkpoint"},
+		{"/v1/audit/proof/inclusion?index=3&size=2", "bad-request"},
+		{"/v1/audit/proof/consistency?from=1&to=100000", "beyond-tree"},
+		{"/v1/audit/serials/zz", "bad-request"},
+		{"/v1/audit/nothing", "not-found"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, err := srv.Client().Get(srv.URL + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var p APIProblem
+			if resp.Header.Get("Content-Type") != contentProblem || json.NewDecoder(resp.Body).Decode(&p) != nil {
+				t.Fatalf("status %s, %s: not a problem", resp.Status, resp.Header.Get("Content-Type"))
+			}
+			if p.Type != ProblemBase+tc.want || p.Status != resp.StatusCode {
+				t.Fatalf("problem %+v, want type %s", p, tc.want)
+			}
+		})
 	}
 }

@@ -7,30 +7,46 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// newAuditCmd is `inkan audit`: the auditor's offline tools. (`export` arrives with
-// the node and its audit API.)
+// newAuditCmd is `inkan audit`: the auditor's tools, offline (verify, prove) and
+// against a node's audit API (export --url, verify --follow).
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Verify an exported audit log offline and prove what is in it",
 	}
-	cmd.AddCommand(newAuditVerifyCmd(), newAuditProveCmd())
+	cmd.AddCommand(newAuditVerifyCmd(), newAuditProveCmd(), newAuditExportCmd())
 	return cmd
 }
 
 func newAuditVerifyCmd() *cobra.Command {
-	var key, against string
+	var key, against, follow string
+	var tc auditTLS
 	cmd := &cobra.Command{
-		Use:   "verify DIR [DIR2]",
+		Use:   "verify DIR [DIR2] | verify --follow URL [--against DIR]",
 		Short: "Check every leaf, checkpoint signature and root of an export; with two exports, check they do not fork",
 		Long: `verify recomputes every leaf hash and the Merkle tree of the export in DIR, checks
 every checkpoint's signature and that its root is the tree's root at its size, and
 prints one line per problem with the leaf index (a checkpoint's problems carry its
 size). With a second export (DIR2 or --against) it also checks that the two are one
 history. It exits non-zero if anything is wrong. Pin the audit key with --key: without
-it the export's own audit.pub.pem is used, and its fingerprint is printed to compare.`,
-		Args: cobra.RangeArgs(1, 2),
+it the export's own audit.pub.pem is used, and its fingerprint is printed to compare.
+With --follow URL it first exports the live log from a node's audit API into a new
+temporary directory (printed, to keep as the next --against) and verifies that.`,
+		Args: cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if follow != "" {
+				if len(args) > 0 {
+					return errors.New("audit verify: with --follow, give no DIR (use --against for an earlier export)")
+				}
+				hc, err := audit.HTTPClient(tc.ca, tc.cert, tc.key)
+				if err != nil {
+					return err
+				}
+				return audit.FollowURL(cmd.Context(), cmd.OutOrStdout(), follow, hc, key, "", against)
+			}
+			if len(args) == 0 {
+				return errors.New("audit verify: give an export directory, or --follow URL")
+			}
 			dirs := args
 			if against != "" {
 				dirs = append(dirs, against)
@@ -43,6 +59,43 @@ it the export's own audit.pub.pem is used, and its fingerprint is printed to com
 	}
 	cmd.Flags().StringVar(&key, "key", "", "the audit public key (PEM) to trust, instead of the export's own")
 	cmd.Flags().StringVar(&against, "against", "", "another export of the same log (e.g. an earlier one) to check for a fork")
+	cmd.Flags().StringVar(&follow, "follow", "", "export the live log from this node's API (https://host:port) and verify it")
+	tc.flags(cmd)
+	return cmd
+}
+
+// auditTLS is how the auditor reaches a node's HTTPS API.
+type auditTLS struct{ ca, cert, key string }
+
+func (t *auditTLS) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&t.ca, "cacert", "", "PEM CA certificate the node's HTTPS certificate chains to (default: system roots)")
+	cmd.Flags().StringVar(&t.cert, "cert", "", "the auditor's client certificate (PEM)")
+	cmd.Flags().StringVar(&t.key, "cert-key", "", "the client certificate's private key (PEM)")
+}
+
+func newAuditExportCmd() *cobra.Command {
+	var url, out, key string
+	var from uint64
+	var tc auditTLS
+	cmd := &cobra.Command{
+		Use:   "export --url URL --out DIR [--from N]",
+		Short: "Export the log from a node's audit API, up to its newest checkpoint, for verify",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			hc, err := audit.HTTPClient(tc.ca, tc.cert, tc.key)
+			if err != nil {
+				return err
+			}
+			return audit.ExportURL(cmd.Context(), url, hc, key, out, from)
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "", "the node's HTTPS API (https://host:port)")
+	cmd.Flags().StringVar(&out, "out", "", "the export directory (new or empty)")
+	cmd.Flags().Uint64Var(&from, "from", 0, "export leaves from N on (the size of the newest checkpoint you verified)")
+	cmd.Flags().StringVar(&key, "key", "", "the audit public key (PEM) to trust, written into the export instead of the node's")
+	tc.flags(cmd)
+	_ = cmd.MarkFlagRequired("url")
+	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 
