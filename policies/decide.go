@@ -42,9 +42,10 @@ type Request struct {
 	At               time.Time
 }
 
-// Decision is what the profile allows: the certificate's contents and bounds, and
-// the keyed hashes the CA records. It holds no personal data beyond Template, which
-// holds exactly what the profile puts in the certificate.
+// Decision is what the profile allows: the certificate's contents and bounds. It
+// holds no personal data beyond Template, which holds exactly what the profile puts
+// in the certificate. The keyed hashes the CA records (link, person) are the
+// enrolment API's, under the cluster's link key.
 type Decision struct {
 	Profile       string
 	PolicyVersion uint64
@@ -57,10 +58,10 @@ type Decision struct {
 	NotAfter time.Time
 	// SkipLints are the lints the profile skips (each has a reason in the file).
 	SkipLints []string
-	// Person is the keyed hash of the person (jpki.Identity.PersonHash under the
-	// set's key), for the per-person cap and rate limit.
-	Person jpki.Hash
-	// MaxPerPerson is the profile's cap on unexpired derived certificates per person.
+	// MaxPerPerson is the profile's cap on unexpired, unrevoked derived
+	// certificates per person. The leader enforces it with CheckCap when it commits
+	// the intent, counting under the same lock (ca.CountByPerson), so enrolments on
+	// several nodes at once cannot pass it.
 	MaxPerPerson int
 }
 
@@ -109,7 +110,6 @@ func (s *Set) Decide(req Request) (Decision, error) {
 		PolicyVersion: p.Version,
 		Template:      tmpl,
 		NotAfter:      notAfter,
-		Person:        req.JPKI.Identity.PersonHash(s.pseudonymKey),
 		MaxPerPerson:  p.Enrollment.MaxCertificatesPerPerson,
 	}
 	for _, l := range p.SkipLints {

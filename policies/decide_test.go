@@ -70,9 +70,6 @@ func TestShippedProfilesRenderAndLint(t *testing.T) {
 			if jna := sc.X509().NotAfter; d.NotAfter.After(jna) {
 				t.Errorf("notAfter %v after the JPKI certificate's %v", d.NotAfter, jna)
 			}
-			if d.Person != sc.Identity.PersonHash(pseudonymKey) {
-				t.Error("Person is not the identity's person hash")
-			}
 			der := ca.issue(t, d, &key.PublicKey, now)
 			if tc.profile == "authentication" {
 				for _, v := range []string{"山田", "花子", "千代田", "19900401", "1990-04-01"} {
