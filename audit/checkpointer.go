@@ -188,7 +188,9 @@ func (s *Service) lead(ctx context.Context, c Submitter, vault cluster.KeyVault,
 	for {
 		var err error
 		if signer == nil {
-			signer, err = s.leaderKey(ctx, c, vault)
+			if signer, err = s.leaderKey(ctx, c, vault); err == nil {
+				go s.shareKey(ctx, c)
+			}
 		}
 		if err == nil {
 			err = s.checkpointOnce(ctx, c, signer, time.Now())
@@ -247,10 +249,27 @@ func (s *Service) leaderKey(ctx context.Context, c Submitter, vault cluster.KeyV
 		// next tick, which compares with the recorded key.
 		return nil, fmt.Errorf("audit: record key: %w", err)
 	}
-	if err := c.ShareKey(ctx, s.keyName); err != nil {
-		return nil, fmt.Errorf("audit: share key %s: %w", s.keyName, err)
-	}
 	return signer, nil
+}
+
+// shareKey sends the audit key to every voter that lacks it (ShareKey), once per
+// term, retrying until it succeeds: a voter that was down when the key was made, or
+// joined through a node whose ReplicatedKeys did not name it, gets it from the next
+// leader. Checkpoints go on meanwhile: only a voter without the key is at risk,
+// should it lead.
+func (s *Service) shareKey(ctx context.Context, c Submitter) {
+	for {
+		err := c.ShareKey(ctx, s.keyName)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("audit: share the audit key with the voters", "key", s.keyName, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 // checkpointOnce signs and submits a checkpoint if one is due at now.
