@@ -188,3 +188,20 @@ func TestRenderedSubjectIsStable(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecide: one enrolment's policy decision (template parse and render).
+func BenchmarkDecide(b *testing.B) {
+	s := shippedSet(b)
+	sc := card(b, hanako())
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, profile := range []string{"signing", "authentication"} {
+		b.Run(profile, func(b *testing.B) {
+			req := goodRequest(b, profile, sc, &key.PublicKey, time.Now())
+			for b.Loop() {
+				if _, err := s.Decide(req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -2,12 +2,18 @@ package policies_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
 )
 
@@ -93,4 +99,40 @@ func ExampleLimiter() {
 	// 0 true 0s
 	// 1 true 0s
 	// 2 false 1m0s
+}
+
+// Decide on a verified enrolment: the profile's certificate contents and bounds.
+// (The JPKI certificate here comes from the stand-in J-LIS; in a node it is the one
+// jpki.Verifier checked, with the revocation answer it used.)
+func ExampleSet_Decide() {
+	dir, _ := os.MkdirTemp("", "example-")
+	defer os.RemoveAll(dir)
+	rootKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	cardKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	sim, err := jpkisim.Init(jpkisim.Config{Dir: dir, Key: rootKey}, jpkisim.RootSpec{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	issued, _ := sim.IssueCertificate(&cardKey.PublicKey, jpkisim.CardSpec{Person: jpkisim.DemoPerson(), Policy: jpki.PolicyProduction})
+	sc, _ := jpki.ParseSignatureCertificate(issued.DER)
+
+	set, _ := policies.Load(policies.Shipped(), bytes.Repeat([]byte{0x42}, 32), "authentication")
+	subscriber, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	d, err := set.Decide(policies.Request{
+		Profile:          "authentication",
+		JPKI:             sc,
+		PublicKey:        &subscriber.PublicKey,
+		Revocation:       jpki.Status{State: jpki.StateGood, ThisUpdate: now.Add(-time.Hour)},
+		RevocationSource: jpki.RevocationCRL,
+		At:               now,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(d.Profile, d.PolicyVersion, len(d.Template.Subject.CommonName), d.Template.ExtKeyUsage, d.MaxPerPerson)
+	// Output:
+	// authentication 1 64 [clientAuth] 5
 }
