@@ -11,4 +11,14 @@
 // disagree; and Verify reports every changed, dropped, reordered or truncated leaf and
 // every bad or inconsistent checkpoint by its index. docs/audit.md describes the
 // formats for auditors.
+//
+// On a running node the log is a component of the cluster (Service): a cluster.Hook
+// appends the leaves of every applied command, built by the describer registered
+// for its type and stamped with the entry's Raft index and leader time; a command
+// with no describer that is not listed as unaudited stops the node (fail closed).
+// The leader signs checkpoints with the replicated audit key in its HSM and stores
+// them through Raft (CmdCheckpoint); the key's public half is recorded once in the
+// replicated state (CmdKey), so every replica checks every checkpoint against the
+// same key across leader changes. Service.API serves the log to auditors, and
+// Client reads that API as a Source for Export.
 package audit

@@ -1,0 +1,43 @@
+package audit_test
+
+import (
+	"context"
+	"log"
+	"net/http"
+
+	"github.com/inkan-pki/inkan/audit"
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// How a node wires the audit log: its hook and handlers go into the cluster's
+// configuration with the audit key among the replicated keys, the checkpointer
+// starts once the cluster is open, and the API is mounted on the HTTPS API.
+func ExampleService() {
+	var vault cluster.KeyVault // the node's HSM: cluster.NewHSMVault(token)
+	// A describer per command type: ca's commands through an adapter of
+	// ca.DescribeCommand, each package's own for theirs.
+	describeIssue := func(e cluster.Entry, result []byte) ([]audit.Record, error) {
+		return []audit.Record{{Type: audit.TypeIssued, Actor: audit.ActorEnrollment /* … */}}, nil
+	}
+	a, err := audit.New(audit.Config{
+		Origin:     "inkan.example/prod",
+		Describers: map[string]audit.Describer{"ca.issue": describeIssue},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := cluster.Config{
+		KeyVault:       vault,
+		Handlers:       a.Handlers(), // and the other packages' handlers
+		Hooks:          []cluster.Hook{a.Hook()},
+		ReplicatedKeys: []string{audit.DefaultKeyName},
+		// DataDir, BindAddr, Bootstrap or Join …
+	}
+	c, err := cluster.Open(context.Background(), cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	a.Start(c, vault)
+	mux := http.NewServeMux()
+	mux.Handle(audit.APIPrefix, a.API(c)) // behind the auditor role
+}
