@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -78,12 +79,25 @@ func TestShippedProfilesRenderAndLint(t *testing.T) {
 					}
 				}
 			}
-			lintClean(t, der, d.SkipLints)
+			for _, f := range lintFailures(t, der, d.SkipLints) {
+				t.Errorf("lint %s", f)
+			}
+			// The lint run does catch a bad certificate: keyEncipherment on an
+			// ECDSA key breaks RFC 8813.
+			bad := d
+			badTmpl := *d.Template
+			badTmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+			bad.Template = &badTmpl
+			if f := lintFailures(t, ca.issue(t, bad, &key.PublicKey, now), d.SkipLints); len(f) == 0 {
+				t.Error("zlint passed an ECDSA certificate with keyEncipherment")
+			}
 		})
 	}
 }
 
-func lintClean(t *testing.T, der []byte, skip []string) {
+// lintFailures runs the CA's zlint sources over der and returns the lints that
+// warned or failed, as "name: status details".
+func lintFailures(t *testing.T, der []byte, skip []string) []string {
 	t.Helper()
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
@@ -98,17 +112,19 @@ func lintClean(t *testing.T, der []byte, skip []string) {
 	}
 	res := zlint.LintCertificateEx(zc, reg)
 	ran := 0
+	var failed []string
 	for name, r := range res.Results {
 		if r.Status != lint.NA && r.Status != lint.NE {
 			ran++
 		}
 		if r.Status == lint.Warn || r.Status == lint.Error || r.Status == lint.Fatal {
-			t.Errorf("lint %s: %s %s", name, r.Status, r.Details)
+			failed = append(failed, fmt.Sprintf("%s: %s %s", name, r.Status, r.Details))
 		}
 	}
 	if ran < 20 {
 		t.Errorf("only %d lints applied: the lint run is not checking this certificate", ran)
 	}
+	return failed
 }
 
 func TestDecideRefuses(t *testing.T) {

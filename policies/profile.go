@@ -463,7 +463,8 @@ func Load(fsys fs.FS, pseudonymKey []byte, defaultProfile string) (*Set, error) 
 	return s, nil
 }
 
-// Profile returns the named profile.
+// Profile returns the named profile. It is shared with the set: read it, never
+// change it.
 func (s *Set) Profile(name string) (*Profile, bool) {
 	p, ok := s.profiles[name]
 	return p, ok
