@@ -557,3 +557,33 @@ func TestAPIProblems(t *testing.T) {
 		})
 	}
 }
+
+// While the tree grows without pause, checkpoints come at least once a second
+// (CheckpointGrowing, plus a tick of the leader's loop and the signing).
+func TestCheckpointCadence(t *testing.T) {
+	s := newTestService(t, nil)
+	n := singleNode(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
+	defer cancel()
+	var i uint64
+	for ctx.Err() == nil {
+		if err := submitTest(ctx, n.Cluster, testBody{N: i}); err != nil && ctx.Err() == nil {
+			t.Fatal(err)
+		}
+		i++
+	}
+	var cps []Checkpoint
+	err := n.View(func(tx *bbolt.Tx) (err error) { cps, err = checkpointsFrom(tx, 0, 100); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cps) < 3 {
+		t.Fatalf("%d checkpoints in 3.5 s of growth", len(cps))
+	}
+	for k := 1; k < len(cps); k++ {
+		if gap := cps[k].Time.Sub(cps[k-1].Time); gap > CheckpointGrowing+400*time.Millisecond {
+			t.Errorf("checkpoints of sizes %d and %d are %v apart", cps[k-1].Size, cps[k].Size, gap)
+		}
+	}
+	t.Logf("%d commands, %d checkpoints", i, len(cps))
+}
