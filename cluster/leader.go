@@ -83,6 +83,30 @@ func (c *Cluster) watchLeadership() {
 	}
 }
 
+// transferLeadership hands this leader's leadership to another voter. Raft
+// picks the most up-to-date voter, the first in its configuration on a tie,
+// and that may be one that is down (its progress is not known yet just after
+// an election), so if that fails each other voter is asked in turn.
+func (c *Cluster) transferLeadership(ctx context.Context) error {
+	err := waitFuture(ctx, c.raft.LeadershipTransfer())
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	f := c.raft.GetConfiguration()
+	if ferr := f.Error(); ferr != nil {
+		return err
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage != raft.Voter || string(srv.ID) == c.id || c.raft.State() != raft.Leader {
+			continue
+		}
+		if terr := waitFuture(ctx, c.raft.LeadershipTransferToServer(srv.ID, srv.Address)); terr == nil {
+			return nil
+		}
+	}
+	return err
+}
+
 // HandleLeaderCall registers fn to serve the calls named name that
 // CallLeader sends to this node while it leads. Register on every node
 // that may lead, before it serves (a call to a leader that has no handler

@@ -141,3 +141,25 @@ func TestSharedKeyReachesLaterVoter(t *testing.T) {
 		t.Fatalf("replicated keys = %v, %v", names, err)
 	}
 }
+
+// TestTransferPastADownVoter: Raft's own pick after an election is the first
+// voter in the configuration, which may be down; TransferLeadership then asks the
+// others, so leadership still moves.
+func TestTransferPastADownVoter(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	ctx := ctxT(t, 60*time.Second)
+	first := nodes[0] // first in the configuration: the bootstrap node
+	for waitLeader(t, nodes) == first {
+		if err := first.c.TransferLeadership(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.kill()
+	leader := waitLeader(t, nodes)
+	if err := leader.c.TransferLeadership(ctx); err != nil {
+		t.Fatalf("transfer with the first voter down: %v", err)
+	}
+	if next := waitLeader(t, nodes); next == leader || next == first {
+		t.Fatalf("leadership still on %s", next.c.ID())
+	}
+}

@@ -394,7 +394,7 @@ func (c *Cluster) TransferLeadership(ctx context.Context) error {
 // leadership if it leads, has itself removed, and shuts down.
 func (c *Cluster) Leave(ctx context.Context) error {
 	if c.raft.State() == raft.Leader {
-		if err := waitFuture(ctx, c.raft.LeadershipTransfer()); err != nil {
+		if err := c.transferLeadership(ctx); err != nil {
 			return fmt.Errorf("cluster: leave: transfer leadership: %w", err)
 		}
 	}

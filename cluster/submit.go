@@ -188,7 +188,7 @@ func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
 	case opRemove:
 		err = c.removeServer(ctx, req.Node)
 	case opTransfer:
-		err = waitFuture(ctx, c.raft.LeadershipTransfer())
+		err = c.transferLeadership(ctx)
 	case opJoin:
 		if req.Join == nil {
 			err = errors.New("cluster: join: empty request")
