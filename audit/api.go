@@ -8,29 +8,27 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.etcd.io/bbolt"
 )
 
 // Paths of the audit API, relative to where node mounts it (docs/audit.md).
 const (
-	APIPrefix            = "/v1/audit/"
-	pathKey              = APIPrefix + "key"
-	pathCheckpoint       = APIPrefix + "checkpoint"
-	pathCheckpoints      = APIPrefix + "checkpoints"
-	pathLeaves           = APIPrefix + "leaves"
-	pathRange            = APIPrefix + "range"
-	pathInclusion        = APIPrefix + "proof/inclusion"
-	pathConsistency      = APIPrefix + "proof/consistency"
-	pathSerials          = APIPrefix + "serials/"
-	ProblemBase          = "https://inkan.dev/problems/audit/"
-	MaxPageLeaves        = 1000 // leaves in one answer of the leaves endpoint
-	MaxPageCheckpoints   = 1000
-	maxSerialLeaves      = 100
-	contentProblem       = "application/problem+json"
-	contentJSON          = "application/json"
-	apiReadHeaderTimeout = 10 * time.Second
+	APIPrefix          = "/v1/audit/"
+	pathKey            = APIPrefix + "key"
+	pathCheckpoint     = APIPrefix + "checkpoint"
+	pathCheckpoints    = APIPrefix + "checkpoints"
+	pathLeaves         = APIPrefix + "leaves"
+	pathRange          = APIPrefix + "range"
+	pathInclusion      = APIPrefix + "proof/inclusion"
+	pathConsistency    = APIPrefix + "proof/consistency"
+	pathSerials        = APIPrefix + "serials/"
+	ProblemBase        = "urn:inkan:problem:audit:"
+	MaxPageLeaves      = 1000 // leaves in one answer of the leaves endpoint
+	MaxPageCheckpoints = 1000
+	maxSerialLeaves    = 100
+	contentProblem     = "application/problem+json"
+	contentJSON        = "application/json"
 )
 
 // CheckpointJSON is a checkpoint as the API sends it: the signed body and the

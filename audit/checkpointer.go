@@ -162,8 +162,8 @@ func (h checkpointHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) 
 	return nil, nil
 }
 
-// Submitter is what the checkpointer needs of the cluster.
-type Submitter interface {
+// leaderCluster is what the checkpointer needs of the cluster.
+type leaderCluster interface {
 	Submit(ctx context.Context, cmd cluster.Command) ([]byte, error)
 	View(fn func(tx *bbolt.Tx) error) error
 	ShareKey(ctx context.Context, name string) error
@@ -180,7 +180,7 @@ func (s *Service) Start(c *cluster.Cluster, vault cluster.KeyVault) {
 	c.OnLeader(func(ctx context.Context) { s.lead(ctx, c, vault, 100*time.Millisecond) })
 }
 
-func (s *Service) lead(ctx context.Context, c Submitter, vault cluster.KeyVault, tick time.Duration) {
+func (s *Service) lead(ctx context.Context, c leaderCluster, vault cluster.KeyVault, tick time.Duration) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var signer crypto.Signer
@@ -213,7 +213,7 @@ func (s *Service) lead(ctx context.Context, c Submitter, vault cluster.KeyVault,
 
 // leaderKey returns the audit key this leader signs with, making and recording it
 // if the cluster has none.
-func (s *Service) leaderKey(ctx context.Context, c Submitter, vault cluster.KeyVault) (crypto.Signer, error) {
+func (s *Service) leaderKey(ctx context.Context, c leaderCluster, vault cluster.KeyVault) (crypto.Signer, error) {
 	var recorded []byte
 	if err := c.View(func(tx *bbolt.Tx) error {
 		_, der, err := storedKey(tx)
@@ -257,7 +257,7 @@ func (s *Service) leaderKey(ctx context.Context, c Submitter, vault cluster.KeyV
 // joined through a node whose ReplicatedKeys did not name it, gets it from the next
 // leader. Checkpoints go on meanwhile: only a voter without the key is at risk,
 // should it lead.
-func (s *Service) shareKey(ctx context.Context, c Submitter) {
+func (s *Service) shareKey(ctx context.Context, c leaderCluster) {
 	for {
 		err := c.ShareKey(ctx, s.keyName)
 		if err == nil || ctx.Err() != nil {
@@ -273,7 +273,7 @@ func (s *Service) shareKey(ctx context.Context, c Submitter) {
 }
 
 // checkpointOnce signs and submits a checkpoint if one is due at now.
-func (s *Service) checkpointOnce(ctx context.Context, c Submitter, signer crypto.Signer, now time.Time) error {
+func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer crypto.Signer, now time.Time) error {
 	var cp Checkpoint
 	due := false
 	if err := c.View(func(tx *bbolt.Tx) error {
