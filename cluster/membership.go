@@ -300,6 +300,11 @@ func parseJoinToken(s string) (joinToken, error) {
 	if err := errors.Join(err1, err2, err3); err != nil || len(t.id) != 8 || len(t.secret) != 32 || len(t.fingerprint) != sha256.Size {
 		return joinToken{}, fmt.Errorf("%w: malformed", ErrTokenInvalid)
 	}
+	// The base64 decoder skips '\r' and '\n' even in strict mode: accept only the
+	// secret's one canonical spelling, so a token has one written form.
+	if base64.RawURLEncoding.EncodeToString(t.secret) != parts[2] {
+		return joinToken{}, fmt.Errorf("%w: malformed", ErrTokenInvalid)
+	}
 	return t, nil
 }
 
