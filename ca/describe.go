@@ -10,30 +10,31 @@ import (
 )
 
 // Description is what the audit log records of one change the authority applied,
-// without depending on the audit package: a kind, who asked, the serial it is about
-// (nil for issuer changes) and data made only of identifiers, codes and hashes — the certificate only as its
-// SHA-256, link and person as the keyed hashes the request carried, never personal
-// data in clear. Data's values are strings, byte strings, integers and lists of
+// without depending on the audit package (it has the fields of audit.Record): the
+// leaf type, who asked, the serial it is about (nil for issuer changes) and data
+// made only of identifiers, codes and hashes — the certificate only as its SHA-256,
+// link and person as the keyed hashes the request carried, never personal data in
+// clear. Data's values are strings, byte strings, integers and lists of
 // strings, so it encodes in deterministic CBOR without tags.
 type Description struct {
-	Kind   string
+	Type   string // the leaf type
 	Actor  string // "enrollment", "system", or the operator's actor string as given
 	Serial *big.Int
 	Data   map[string]any
 }
 
-// Kinds of Description. cert.issued and cert.revoked are the audit package's own
+// Types of Description. cert.issued and cert.revoked are the audit package's own
 // leaf types of the same names.
 const (
-	KindIssuerCreated   = "ca.issuer.created"
-	KindIssuerInstalled = "ca.issuer.installed"
-	KindIssuerRetired   = "ca.issuer.retired"
-	KindIntent          = "cert.intent"
-	KindIssued          = "cert.issued"
-	KindResolved        = "cert.intent.resolved"
-	KindRevoked         = "cert.revoked"
-	KindHeld            = "cert.held"
-	KindReleased        = "cert.released"
+	TypeIssuerCreated   = "ca.issuer.created"
+	TypeIssuerInstalled = "ca.issuer.installed"
+	TypeIssuerRetired   = "ca.issuer.retired"
+	TypeIntent          = "cert.intent"
+	TypeIssued          = "cert.issued"
+	TypeResolved        = "cert.intent.resolved"
+	TypeRevoked         = "cert.revoked"
+	TypeHeld            = "cert.held"
+	TypeReleased        = "cert.released"
 )
 
 func sum256(b []byte) []byte {
@@ -57,7 +58,7 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		}
 		out := []Description{}
 		for _, s := range res.Serials {
-			out = append(out, Description{Kind: KindResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
+			out = append(out, Description{Type: TypeResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
 				Data: map[string]any{"issuer": res.Issuer, "reason": ReasonCessationOfOperation}})
 		}
 		return out, nil
@@ -83,7 +84,7 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 	case CommandIssuerCreate:
 		var b issuerCreateBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Kind: KindIssuerCreated, Actor: b.Actor, Data: map[string]any{
+			d = Description{Type: TypeIssuerCreated, Actor: b.Actor, Data: map[string]any{
 				"issuer": b.ID, "key_label": b.KeyLabel, "public_key_sha256": sum256(b.PublicKey), "crl_shards": b.CRLShards}}
 		}
 	case CommandIssuerInstall:
@@ -93,13 +94,13 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			for _, c := range b.Chain {
 				chain = append(chain, fmt.Sprintf("%x", sum256(c)))
 			}
-			d = Description{Kind: KindIssuerInstalled, Actor: b.Actor, Data: map[string]any{
+			d = Description{Type: TypeIssuerInstalled, Actor: b.Actor, Data: map[string]any{
 				"issuer": b.ID, "cert_sha256": sum256(b.Cert), "chain_sha256": chain}}
 		}
 	case CommandIssuerRetire:
 		var b issuerRetireBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Kind: KindIssuerRetired, Actor: b.Actor, Data: map[string]any{"issuer": b.ID}}
+			d = Description{Type: TypeIssuerRetired, Actor: b.Actor, Data: map[string]any{"issuer": b.ID}}
 		}
 	case CommandIntent:
 		var b intentBody
@@ -115,18 +116,18 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			if b.Node != "" {
 				data["node"] = b.Node
 			}
-			d = Description{Kind: KindIntent, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
+			d = Description{Type: TypeIntent, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
 		}
 	case CommandIssue:
 		var b issueBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Kind: KindIssued, Actor: b.Actor, Serial: serial(b.Serial), Data: map[string]any{
+			d = Description{Type: TypeIssued, Actor: b.Actor, Serial: serial(b.Serial), Data: map[string]any{
 				"issuer": res.Issuer, "cert_sha256": sum256(b.DER)}}
 		}
 	case CommandRevoke, CommandHold, CommandRelease:
 		var b statusBody
 		if err = e.Command.Decode(&b); err == nil {
-			kind := map[string]string{CommandRevoke: KindRevoked, CommandHold: KindHeld, CommandRelease: KindReleased}[e.Command.Type]
+			typ := map[string]string{CommandRevoke: TypeRevoked, CommandHold: TypeHeld, CommandRelease: TypeReleased}[e.Command.Type]
 			data := map[string]any{"issuer": res.Issuer}
 			switch e.Command.Type {
 			case CommandRevoke:
@@ -134,7 +135,7 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			case CommandHold:
 				data["reason"] = ReasonCertificateHold
 			}
-			d = Description{Kind: kind, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
+			d = Description{Type: typ, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
 		}
 	default:
 		return Description{}, fmt.Errorf("ca: describe: %q is not a command of the authority", e.Command.Type)

@@ -471,24 +471,24 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 			}
 			for what, secret := range map[string][]byte{"certificate": iss.DER, "subject": cert.RawSubject, "public key": cert.RawSubjectPublicKeyInfo} {
 				if bytes.Contains(enc, secret) {
-					t.Errorf("%s description holds the %s", d.Kind, what)
+					t.Errorf("%s description holds the %s", d.Type, what)
 				}
 			}
 			if d.Serial == nil || d.Serial.Cmp(iss.Serial) != 0 {
-				t.Errorf("%s: serial %v", d.Kind, d.Serial)
+				t.Errorf("%s: serial %v", d.Type, d.Serial)
 			}
-			seen[d.Kind] = d
+			seen[d.Type] = d
 		case <-time.After(5 * time.Second):
 			t.Fatalf("saw only %v", seen)
 		}
 	}
-	if d := seen[KindIssued]; !bytes.Equal(d.Data["cert_sha256"].([]byte), sum256(iss.DER)) || d.Actor != actorEnrollment {
+	if d := seen[TypeIssued]; !bytes.Equal(d.Data["cert_sha256"].([]byte), sum256(iss.DER)) || d.Actor != actorEnrollment {
 		t.Errorf("issued: %+v", d)
 	}
-	if d := seen[KindIntent]; !bytes.Equal(d.Data["link"].([]byte), req.Link) || !bytes.Equal(d.Data["person"].([]byte), req.Person) {
+	if d := seen[TypeIntent]; !bytes.Equal(d.Data["link"].([]byte), req.Link) || !bytes.Equal(d.Data["person"].([]byte), req.Person) {
 		t.Errorf("intent: %+v", d)
 	}
-	if d := seen[KindRevoked]; d.Data["reason"] != ReasonKeyCompromise {
+	if d := seen[TypeRevoked]; d.Data["reason"] != ReasonKeyCompromise {
 		t.Errorf("revoked: %+v", d)
 	}
 	if _, err := DescribeCommand(cluster.Entry{Command: cluster.Command{Type: "enroll.nonce"}}, nil); err == nil {
@@ -512,7 +512,7 @@ func TestDescribeResolve(t *testing.T) {
 	}
 	for i, want := range []int64{1, 3} {
 		d := ds[i]
-		if d.Kind != KindResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != ReasonCessationOfOperation {
+		if d.Type != TypeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != ReasonCessationOfOperation {
 			t.Errorf("description %d: %+v", i, d)
 		}
 	}
