@@ -250,6 +250,10 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	}
 	scan := time.NewTicker(p.cfg.ScanInterval)
 	defer scan.Stop()
+	// A scan's jobs are fed from a goroutine of their own, so that status changes are
+	// taken while a large refresh is under way; one scan at a time.
+	scanning := make(chan struct{}, 1)
+	defer func() { scanning <- struct{}{} }() // wait for a feed in progress
 	for {
 		select {
 		case <-ctx.Done():
@@ -263,7 +267,14 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 				p.log.Error("ocsp: apply status change", "err", err)
 			}
 		case <-scan.C:
-			p.scan(ctx, refresh)
+			select {
+			case scanning <- struct{}{}:
+				go func() {
+					defer func() { <-scanning }()
+					p.scan(ctx, refresh)
+				}()
+			default: // the previous scan's jobs are still being fed
+			}
 		}
 	}
 }
