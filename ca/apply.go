@@ -16,7 +16,8 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// Command types of the authority, all at version 1. Every one of them returns a
+// Command types of the authority, all at version 1 except ca.intent, which is at
+// version 2 when it carries a per-person cap (and at 1 without). Every one of them returns a
 // result naming the issuer ID and the serials it changed (ChangedSerials reads it),
 // so subscribers (OCSP, CRLs) react without decoding bodies:
 //
@@ -104,7 +105,24 @@ type (
 		ID    string
 		Actor string
 	}
+	// intentBody is an intent at version 2: version 1 and a per-person cap.
 	intentBody struct {
+		_             struct{} `cbor:",toarray"`
+		Serial        []byte
+		Issuer        string
+		TBSHash       []byte
+		Profile       string
+		PolicyVersion uint64
+		Link          []byte
+		Person        []byte
+		NotAfter      int64
+		Kind          uint8
+		Node          string
+		Actor         string
+		MaxPerPerson  int
+	}
+	// intentBodyV1 is an intent at version 1, without a cap.
+	intentBodyV1 struct {
 		_             struct{} `cbor:",toarray"`
 		Serial        []byte
 		Issuer        string
@@ -147,26 +165,32 @@ type (
 // on every node (every replica applies every command).
 func Handlers() []cluster.Handler {
 	return []cluster.Handler{
-		handler{CommandIssuerCreate, applyIssuerCreate, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders}},
-		handler{CommandIssuerInstall, applyIssuerInstall, nil},
-		handler{CommandIssuerRetire, applyIssuerRetire, nil},
-		handler{CommandIntent, applyIntent, nil},
-		handler{CommandIssue, applyIssue, nil},
-		handler{CommandResolve, applyResolve, nil},
-		handler{CommandRevoke, applyRevoke, nil},
-		handler{CommandHold, applyHold, nil},
-		handler{CommandRelease, applyRelease, nil},
+		handler{CommandIssuerCreate, applyIssuerCreate, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders}, nil},
+		handler{CommandIssuerInstall, applyIssuerInstall, nil, nil},
+		handler{CommandIssuerRetire, applyIssuerRetire, nil, nil},
+		handler{CommandIntent, applyIntent, nil, []uint{1, 2}},
+		handler{CommandIssue, applyIssue, nil, nil},
+		handler{CommandResolve, applyResolve, nil, nil},
+		handler{CommandRevoke, applyRevoke, nil, nil},
+		handler{CommandHold, applyHold, nil, nil},
+		handler{CommandRelease, applyRelease, nil, nil},
 	}
 }
 
 type handler struct {
-	typ     string
-	apply   func(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
-	buckets [][]byte
+	typ      string
+	apply    func(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
+	buckets  [][]byte
+	versions []uint // nil: version 1 only
 }
 
-func (h handler) Type() string                                        { return h.typ }
-func (h handler) Versions() []uint                                    { return []uint{1} }
+func (h handler) Type() string { return h.typ }
+func (h handler) Versions() []uint {
+	if h.versions == nil {
+		return []uint{1}
+	}
+	return h.versions
+}
 func (h handler) Buckets() [][]byte                                   { return h.buckets }
 func (h handler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) { return h.apply(tx, e) }
 
@@ -333,15 +357,43 @@ func putCert(tx *bbolt.Tx, r *certRecord, serial []byte) error {
 	return putStatus(tx, r, serial)
 }
 
+// intentCommand encodes an intent: at version 1 when it has no cap, so that the
+// bytes of uncapped intents (and what the audit log holds of them) do not change.
+func intentCommand(b intentBody) (cluster.Command, error) {
+	if b.MaxPerPerson == 0 {
+		return cluster.NewCommand(CommandIntent, 1, intentBodyV1{Serial: b.Serial, Issuer: b.Issuer, TBSHash: b.TBSHash,
+			Profile: b.Profile, PolicyVersion: b.PolicyVersion, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter,
+			Kind: b.Kind, Node: b.Node, Actor: b.Actor})
+	}
+	return cluster.NewCommand(CommandIntent, 2, b)
+}
+
+// decodeIntent decodes an intent of either version.
+func decodeIntent(c cluster.Command) (intentBody, error) {
+	if c.Version != 1 {
+		var b intentBody
+		err := c.Decode(&b)
+		return b, err
+	}
+	var v1 intentBodyV1
+	if err := c.Decode(&v1); err != nil {
+		return intentBody{}, err
+	}
+	return intentBody{Serial: v1.Serial, Issuer: v1.Issuer, TBSHash: v1.TBSHash, Profile: v1.Profile,
+		PolicyVersion: v1.PolicyVersion, Link: v1.Link, Person: v1.Person, NotAfter: v1.NotAfter,
+		Kind: v1.Kind, Node: v1.Node, Actor: v1.Actor}, nil
+}
+
 func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
-	var b intentBody
-	if err := e.Command.Decode(&b); err != nil {
+	b, err := decodeIntent(e.Command)
+	if err != nil {
 		return nil, cluster.Refuse(err)
 	}
 	if err := checkActor(b.Actor); err != nil {
 		return nil, err
 	}
-	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > Responder {
+	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > Responder ||
+		b.MaxPerPerson < 0 || b.MaxPerPerson > 0 && len(b.Person) == 0 {
 		return nil, refusef("malformed intent")
 	}
 	if tx.Bucket(bucketCerts).Get(b.Serial) != nil {
@@ -356,6 +408,17 @@ func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	if b.NotAfter > is.NotAfter || b.NotAfter <= e.Time.UnixNano() {
 		return nil, refusef("intent %x: notAfter outside the issuer's validity", b.Serial)
+	}
+	if b.MaxPerPerson > 0 {
+		// The intents applied before this one, in earlier entries and earlier in
+		// this batch, are in tx: concurrent requests for one person cannot all pass.
+		n, err := CountByPerson(tx, b.Person, e.Time)
+		if err != nil {
+			return nil, err
+		}
+		if n >= b.MaxPerPerson {
+			return nil, cluster.Refuse(fmt.Errorf("%w: %d of %d", ErrPersonLimit, n, b.MaxPerPerson))
+		}
 	}
 	r := &certRecord{Issuer: b.Issuer, Kind: b.Kind, Node: b.Node, Profile: b.Profile, PolicyVersion: b.PolicyVersion,
 		TBSHash: b.TBSHash, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter, IntentAt: e.Time.UnixNano(),

@@ -43,6 +43,10 @@ var (
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = errors.New("ca: status does not allow the change")
+	// ErrPersonLimit: the person already has Request.MaxPerPerson certificates
+	// that are neither expired nor revoked (pending intents and held ones count).
+	// Nothing was written; the request may succeed once one expires or is revoked.
+	ErrPersonLimit = errors.New("ca: per-person certificate limit reached")
 )
 
 // KeyStore is what the authority needs of the node's HSM: *hsm.Token.

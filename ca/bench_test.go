@@ -104,7 +104,7 @@ func BenchmarkIssue(b *testing.B) {
 				h := make([]byte, 32)
 				for next.Add(1) <= int64(b.N) {
 					s, _ := newSerial(time.Now())
-					intent, _ := cluster.NewCommand(CommandIntent, 1, intentBody{Serial: s.Bytes(), Issuer: is.ID, TBSHash: h,
+					intent, _ := intentCommand(intentBody{Serial: s.Bytes(), Issuer: is.ID, TBSHash: h,
 						NotAfter: time.Now().Add(time.Hour).UnixNano(), Link: h, Person: h, Actor: actorEnrollment})
 					resolve, _ := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: is.ID, Serials: [][]byte{s.Bytes()}})
 					for _, cmd := range []cluster.Command{intent, resolve} {

@@ -104,9 +104,12 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 		}
 	case CommandIntent:
 		var b intentBody
-		if err = e.Command.Decode(&b); err == nil {
+		if b, err = decodeIntent(e.Command); err == nil {
 			data := map[string]any{"issuer": b.Issuer, "tbs_sha256": b.TBSHash, "profile": b.Profile,
 				"policy_version": b.PolicyVersion, "not_after": rfc3339(b.NotAfter), "kind": int(b.Kind)}
+			if b.MaxPerPerson > 0 {
+				data["max_per_person"] = b.MaxPerPerson
+			}
 			if len(b.Link) > 0 {
 				data["link"] = b.Link
 			}

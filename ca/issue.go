@@ -50,6 +50,13 @@ type Request struct {
 	Link      []byte
 	Person    []byte
 	SkipLints []string
+	// MaxPerPerson caps the person's certificates (0: no cap). The leader
+	// checks it when it applies the intent, in Raft order, so concurrent
+	// requests on any nodes cannot pass it together: the request is refused
+	// with ErrPersonLimit, and nothing is written, when the person already has
+	// MaxPerPerson certificates that are not expired and not revoked (as
+	// CountByPerson counts them, pending intents included). It needs Person.
+	MaxPerPerson int
 }
 
 // Issued is an issued certificate with the chain above it (issuer first).
@@ -67,6 +74,7 @@ type order struct {
 	profile       string
 	policyVersion uint64
 	link, person  []byte
+	maxPerPerson  int
 	skip          []string
 	lifetime      time.Duration // if set, notAfter is notBefore+lifetime
 	kind          Kind
@@ -82,9 +90,12 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if req.Template == nil || req.PublicKey == nil {
 		return nil, fmt.Errorf("%w: a template and a public key are required", ErrTemplate)
 	}
+	if req.MaxPerPerson < 0 || req.MaxPerPerson > 0 && len(req.Person) == 0 {
+		return nil, fmt.Errorf("%w: a per-person cap needs a person hash and a positive cap", ErrTemplate)
+	}
 	return a.issue(ctx, order{tmpl: req.Template, pub: req.PublicKey, notAfter: req.NotAfter,
 		profile: req.Profile, policyVersion: req.PolicyVersion, link: req.Link, person: req.Person,
-		skip: req.SkipLints, kind: Derived, actor: actorEnrollment})
+		maxPerPerson: req.MaxPerPerson, skip: req.SkipLints, kind: Derived, actor: actorEnrollment})
 }
 
 // Responder certificates.
@@ -257,7 +268,7 @@ func (a *Authority) prepare(ctx context.Context, o order, current bool) (*signRe
 	}
 	return &signRequest{Issuer: st.id, Serial: serial.Bytes(), TBS: tbs, Profile: o.profile,
 		PolicyVersion: o.policyVersion, Link: o.link, Person: o.person, NotAfter: notAfter.UnixNano(),
-		Kind: uint8(o.kind), Node: o.node, Actor: o.actor}, st, nil
+		Kind: uint8(o.kind), Node: o.node, Actor: o.actor, MaxPerPerson: o.maxPerPerson}, st, nil
 }
 
 // subjectKeyID is the RFC 7093 §2 method 1 key identifier: the leftmost 160 bits of
@@ -333,6 +344,7 @@ type signRequest struct {
 	Kind          uint8
 	Node          string
 	Actor         string
+	MaxPerPerson  int
 }
 
 // signReply is the leader's answer to a forwarded signRequest.
@@ -351,7 +363,7 @@ var replyCodes = []struct {
 	err  error
 }{
 	{"template", ErrTemplate}, {"expired", ErrExpired}, {"no-key", ErrNoCAKey}, {"serial-used", ErrSerialUsed},
-	{"abandoned", ErrAbandoned}, {"no-issuer", ErrNoActiveIssuer},
+	{"abandoned", ErrAbandoned}, {"no-issuer", ErrNoActiveIssuer}, {"person-limit", ErrPersonLimit},
 }
 
 // sign has the leader sign sr: here if this node leads, else over the cluster RPC.
@@ -385,6 +397,22 @@ func (a *Authority) sign(ctx context.Context, sr *signRequest) ([]byte, error) {
 	}
 	return rep.DER, nil
 }
+
+// isPersonLimit tells whether a refusal is the per-person cap's. A refusal read
+// back from the cluster's request records (a submission retried across a leader
+// change) or forwarded by it keeps only its message, so the message is checked too.
+func isPersonLimit(err error) bool {
+	return errors.Is(err, ErrPersonLimit) || strings.Contains(err.Error(), ErrPersonLimit.Error())
+}
+
+// refusal is a refusal by the state with the authority's sentinel restored.
+type refusal struct {
+	sentinel error
+	err      error
+}
+
+func (e *refusal) Error() string   { return e.err.Error() }
+func (e *refusal) Unwrap() []error { return []error{e.sentinel, e.err} }
 
 type remoteError struct {
 	sentinel error
@@ -504,15 +532,18 @@ func (a *Authority) runPipeline(ctx context.Context, st *issuerState, sr *signRe
 	}
 
 	// 1. The intent, before any signature.
-	cmd, err := cluster.NewCommand(CommandIntent, 1, intentBody{Serial: sr.Serial, Issuer: sr.Issuer, TBSHash: tbsHash,
+	cmd, err := intentCommand(intentBody{Serial: sr.Serial, Issuer: sr.Issuer, TBSHash: tbsHash,
 		Profile: sr.Profile, PolicyVersion: sr.PolicyVersion, Link: sr.Link, Person: sr.Person,
-		NotAfter: sr.NotAfter, Kind: sr.Kind, Node: sr.Node, Actor: sr.Actor})
+		NotAfter: sr.NotAfter, Kind: sr.Kind, Node: sr.Node, Actor: sr.Actor, MaxPerPerson: sr.MaxPerPerson})
 	if err != nil {
 		return nil, err
 	}
 	if _, err := a.c.Submit(ctx, cmd); err != nil {
 		if !errors.Is(err, cluster.ErrRefused) {
 			return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
+		}
+		if isPersonLimit(err) {
+			return nil, &refusal{sentinel: ErrPersonLimit, err: fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)}
 		}
 		// Used already: a retry of this very request resumes; anything else is
 		// another certificate's serial.
