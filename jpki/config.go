@@ -14,26 +14,26 @@ import (
 // are the file's keys: "jpki.anchors[1]: /x.pem: no certificate found".
 type Config struct {
 	// Anchors are PEM files of J-LIS CA certificates (all generations in use).
-	Anchors []string `toml:"anchors" json:"anchors"`
+	Anchors []string `yaml:"anchors" json:"anchors"`
 	// Policies are the accepted certificate policy OIDs; empty means PolicyProduction
 	// only. Add PolicyTest only for JPKI test cards.
-	Policies   []string         `toml:"policies" json:"policies"`
-	Revocation RevocationConfig `toml:"revocation" json:"revocation"`
+	Policies   []string         `yaml:"policies" json:"policies"`
+	Revocation RevocationConfig `yaml:"revocation" json:"revocation"`
 }
 
 // RevocationConfig selects the revocation source.
 type RevocationConfig struct {
 	// Kind is "crl", "ocsp" or "none" (tests only). It has no default: a node must say
 	// how it checks revocation.
-	Kind string `toml:"kind" json:"kind"`
+	Kind string `yaml:"kind" json:"kind"`
 	// URL: the CRL's URL (kind crl, or set File instead) or the OCSP responder (kind ocsp).
-	URL string `toml:"url" json:"url"`
+	URL string `yaml:"url" json:"url"`
 	// File: the CRL file an operator's job drops (kind crl).
-	File string `toml:"file" json:"file"`
+	File string `yaml:"file" json:"file"`
 	// MaxAge: evidence older than this is stale (0: DefaultCRLMaxAge or DefaultOCSPMaxAge).
-	MaxAge time.Duration `toml:"max_age" json:"max_age"`
+	MaxAge time.Duration `yaml:"max_age" json:"max_age"`
 	// Timeout bounds one HTTP exchange (0: DefaultHTTPTimeout).
-	Timeout time.Duration `toml:"timeout" json:"timeout"`
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
 }
 
 // The revocation source kinds.

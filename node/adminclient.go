@@ -114,3 +114,51 @@ func (a *AdminClient) dialError(err error) error {
 	}
 	return fmt.Errorf("admin: %s: %w", a.socket, err)
 }
+
+// InitCA makes a new issuing CA key: a self-signed root, or a CSR for an
+// offline root.
+func (a *AdminClient) InitCA(ctx context.Context, req CAInitRequest) (*CAInit, error) {
+	var out CAInit
+	return &out, a.do(ctx, http.MethodPost, pathCAInit, req, &out)
+}
+
+// ImportCA installs the CA certificate of the pending issuer id.
+func (a *AdminClient) ImportCA(ctx context.Context, id string, req CAImportRequest) (*IssuerInfo, error) {
+	var out IssuerInfo
+	return &out, a.do(ctx, http.MethodPost, pathCAIssuers+"/"+url.PathEscape(id)+"/import", req, &out)
+}
+
+// RetireCA stops issuance under the issuer id.
+func (a *AdminClient) RetireCA(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodPost, pathCAIssuers+"/"+url.PathEscape(id)+"/retire", nil, nil)
+}
+
+// Issuers lists the cluster's CA certificates.
+func (a *AdminClient) Issuers(ctx context.Context) ([]IssuerInfo, error) {
+	var out []IssuerInfo
+	return out, a.do(ctx, http.MethodGet, pathCAIssuers, nil, &out)
+}
+
+// Cert returns what the cluster records of a certificate (serial in hex).
+func (a *AdminClient) Cert(ctx context.Context, serial string) (*CertInfo, error) {
+	var out CertInfo
+	return &out, a.do(ctx, http.MethodGet, pathCerts+url.PathEscape(serial), nil, &out)
+}
+
+// Revoke revokes a certificate with an RFC 5280 reason name.
+func (a *AdminClient) Revoke(ctx context.Context, serial, reason string) (*CertInfo, error) {
+	var out CertInfo
+	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/revoke", RevokeRequest{Reason: reason}, &out)
+}
+
+// Hold puts a certificate on hold (certificateHold).
+func (a *AdminClient) Hold(ctx context.Context, serial string) (*CertInfo, error) {
+	var out CertInfo
+	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/hold", nil, &out)
+}
+
+// Release takes a certificate off hold.
+func (a *AdminClient) Release(ctx context.Context, serial string) (*CertInfo, error) {
+	var out CertInfo
+	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/release", nil, &out)
+}

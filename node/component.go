@@ -26,6 +26,11 @@ type Component struct {
 	Handlers       []cluster.Handler
 	Hooks          []cluster.Hook
 	ReplicatedKeys []string
+	// Unaudited names command types of Handlers that append no audit leaf.
+	// Every other command type must be described for the audit log, or the
+	// node stops when one is applied (a change that cannot be audited does
+	// not happen).
+	Unaudited []string
 
 	// Start runs once the cluster is open. It mounts the component's HTTP
 	// handlers on env.API, may set env.OCSP, registers leader calls, subscribes,
@@ -40,6 +45,8 @@ type Env struct {
 	Config  *Config
 	Cluster *cluster.Cluster
 	Token   *hsm.Token
+	// Vault is Token as the cluster sees it: the replicated keys.
+	Vault   cluster.KeyVault
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
 
@@ -50,11 +57,4 @@ type Env struct {
 	// parties query (ocsp.listen), OCSP and CRLs alike. At most one component
 	// sets it; until one does, that listener answers 404.
 	OCSP fasthttp.RequestHandler
-}
-
-// services returns the components the node's configuration asks for. This is
-// where the issuing authority, enrollment, the OCSP pre-signer and responder and
-// the audit log plug in as they land; today the node runs the cluster alone.
-func services(*Config, *hsm.Token) ([]Component, error) {
-	return nil, nil
 }

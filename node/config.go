@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/inkan-pki/inkan/jpki"
 )
 
 // Config is a node's configuration file, typed. LoadConfig fills it from YAML and
@@ -21,15 +24,22 @@ type Config struct {
 	// admin socket (admin.sock). It must not be open to group or others.
 	DataDir string        `yaml:"data_dir"`
 	Cluster ClusterConfig `yaml:"cluster"`
-	// API is the HTTPS listener of the node's services (enrollment).
-	API ListenConfig `yaml:"api"`
-	// OCSP is the plain-HTTP listener relying parties query (OCSP and CRLs).
-	OCSP ListenConfig `yaml:"ocsp"`
+	// API is the HTTPS listener of the node's services (enrollment, audit).
+	API APIConfig `yaml:"api"`
+	// OCSP is the plain-HTTP listener relying parties query (OCSP, CRLs and the
+	// CA certificates), and this node's OCSP responder.
+	OCSP OCSPConfig `yaml:"ocsp"`
 	// Metrics is the plain-HTTP listener of /healthz, /readyz and /metrics, for
 	// load balancers and Prometheus on the operators' network.
 	Metrics ListenConfig `yaml:"metrics"`
 	HSM     HSMConfig    `yaml:"hsm"`
-	Log     LogConfig    `yaml:"log"`
+	// CA is the issuing authority's part of the node.
+	CA CAConfig `yaml:"ca"`
+	// JPKI turns the enrollment API on: the J-LIS anchors and the revocation
+	// source that My Number Card certificates are checked against. Without it the
+	// node issues nothing to subscribers (OCSP, CRLs and the audit log still run).
+	JPKI *jpki.Config `yaml:"jpki"`
+	Log  LogConfig    `yaml:"log"`
 	// DrainTimeout bounds each step of a shutdown: the listeners finishing
 	// in-flight requests, the services stopping, the cluster stopping (default 10s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
@@ -80,6 +90,53 @@ type JoinConfig struct {
 type ListenConfig struct {
 	Listen string `yaml:"listen"`
 }
+
+// APIConfig is the HTTPS API listener.
+type APIConfig struct {
+	Listen string `yaml:"listen"`
+	// PublicURL is the root clients reach the API at ("https://ca.example.jp"):
+	// the audience an enrollment proof must name is PublicURL + "/v1/enroll".
+	// Default https://<listen>; required when listen's host is unspecified.
+	PublicURL string `yaml:"public_url"`
+}
+
+// OCSPConfig is the relying parties' listener and this node's responder.
+type OCSPConfig struct {
+	Listen string `yaml:"listen"`
+	// PublicURL is where relying parties reach the OCSP listener
+	// ("http://ocsp.example.jp/"); certificates point there: the OCSP URL is
+	// PublicURL, the CRLs are under PublicURL + "crl/" and the CA certificates
+	// under PublicURL + "ca/". It is written into every certificate, so every
+	// node must have the same one. Default http://<listen>/; required when
+	// listen's host is unspecified.
+	PublicURL string `yaml:"public_url"`
+	// Validity is nextUpdate - thisUpdate of a response (default 96h);
+	// RefreshAfter the age at which it is signed again (default 48h).
+	Validity     Duration `yaml:"validity"`
+	RefreshAfter Duration `yaml:"refresh_after"`
+	// Rate caps refresh signatures per second so issuance keeps HSM headroom
+	// (default 0: no cap). Status changes are signed at once regardless.
+	Rate float64 `yaml:"rate"`
+	// ResponderLifetime is the life of this node's delegated responder
+	// certificate, renewed at two thirds of it (default 168h, at most 720h).
+	ResponderLifetime Duration `yaml:"responder_lifetime"`
+}
+
+// CAConfig is the issuing authority's configuration.
+type CAConfig struct {
+	// KeyMode is "per-node-hsm" (default: each voter has its own HSM and gets the
+	// CA key by wrapped transfer) or "shared-hsm" (one network HSM all nodes
+	// reach; the key is found there by label).
+	KeyMode string `yaml:"key_mode"`
+	// CRLShards is the number of CRL shards of CAs made from now on (default 16).
+	CRLShards int `yaml:"crl_shards"`
+}
+
+// CA key modes.
+const (
+	KeyModePerNode = "per-node-hsm"
+	KeyModeShared  = "shared-hsm"
+)
 
 // HSMConfig names the PKCS#11 module and token holding this node's keys and where
 // the PIN comes from. The PIN itself never appears in the file.
@@ -187,6 +244,21 @@ func (c *Config) setDefaults() {
 		c.Cluster.Raft.SnapshotThreshold = 8192
 	}
 	def(&c.DrainTimeout, 10*time.Second)
+	if c.API.PublicURL == "" && c.API.Listen != "" {
+		c.API.PublicURL = "https://" + c.API.Listen
+	}
+	if c.OCSP.PublicURL == "" && c.OCSP.Listen != "" {
+		c.OCSP.PublicURL = "http://" + c.OCSP.Listen + "/"
+	}
+	def(&c.OCSP.Validity, 96*time.Hour)
+	def(&c.OCSP.RefreshAfter, 48*time.Hour)
+	def(&c.OCSP.ResponderLifetime, 7*24*time.Hour)
+	if c.CA.KeyMode == "" {
+		c.CA.KeyMode = KeyModePerNode
+	}
+	if c.CA.CRLShards == 0 {
+		c.CA.CRLShards = 16
+	}
 }
 
 // AdminSocket is the path of the node's admin socket.
@@ -286,6 +358,41 @@ func (c *Config) Validate() error {
 		seen[l.addr] = l.field
 	}
 
+	checkPublicURL(bad, "api.public_url", c.API.PublicURL, c.API.Listen, "https")
+	checkPublicURL(bad, "ocsp.public_url", c.OCSP.PublicURL, c.OCSP.Listen, "http")
+	if c.OCSP.PublicURL != "" && !strings.HasSuffix(c.OCSP.PublicURL, "/") {
+		bad("ocsp.public_url", "%q must end with /", c.OCSP.PublicURL)
+	}
+	if c.API.PublicURL != "" && strings.HasSuffix(c.API.PublicURL, "/") {
+		bad("api.public_url", "%q must not end with / (the API's paths are appended)", c.API.PublicURL)
+	}
+	o := c.OCSP
+	switch {
+	case time.Duration(o.Validity) < time.Hour || time.Duration(o.Validity) > 14*24*time.Hour:
+		bad("ocsp.validity", "%s is outside 1h..336h", time.Duration(o.Validity))
+	case o.RefreshAfter <= 0 || o.RefreshAfter >= o.Validity:
+		bad("ocsp.refresh_after", "%s must be positive and shorter than ocsp.validity (%s)", time.Duration(o.RefreshAfter), time.Duration(o.Validity))
+	}
+	if o.Rate < 0 {
+		bad("ocsp.rate", "%v is negative", o.Rate)
+	}
+	if d := time.Duration(o.ResponderLifetime); d < time.Hour || d > 30*24*time.Hour {
+		bad("ocsp.responder_lifetime", "%s is outside 1h..720h", d)
+	} else if d < time.Duration(o.Validity) {
+		bad("ocsp.responder_lifetime", "%s is shorter than ocsp.validity (%s): responses would be cut short", d, time.Duration(o.Validity))
+	}
+	switch c.CA.KeyMode {
+	case KeyModePerNode, KeyModeShared:
+	default:
+		bad("ca.key_mode", "%q is not one of %s, %s", c.CA.KeyMode, KeyModePerNode, KeyModeShared)
+	}
+	if c.CA.CRLShards < 1 || c.CA.CRLShards > 4096 {
+		bad("ca.crl_shards", "%d is outside 1..4096", c.CA.CRLShards)
+	}
+	if c.JPKI != nil && len(c.JPKI.Anchors) == 0 {
+		bad("jpki.anchors", "required: the J-LIS CA certificates (PEM files) that card certificates chain to")
+	}
+
 	if c.HSM.Module == "" || !filepath.IsAbs(c.HSM.Module) {
 		bad("hsm.module", "%q must be an absolute path to a PKCS#11 module", c.HSM.Module)
 	}
@@ -340,6 +447,23 @@ func checkAddr(bad func(string, string, ...any), field, addr string, required bo
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
 		bad(field, "address %s: invalid port", addr)
+	}
+}
+
+// checkPublicURL checks an absolute URL of the scheme given, whose host a client
+// can reach (the default made from an unspecified listen address cannot be).
+func checkPublicURL(bad func(string, string, ...any), field, raw, listen, scheme string) {
+	if raw == "" {
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		bad(field, "%q is not a URL", raw)
+	case u.Scheme != scheme || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		bad(field, "%q: want %s://host[:port]/path without query, fragment or user", raw, scheme)
+	case isUnspecified(u.Hostname()):
+		bad(field, "%q names no host clients can reach (listen is %s); set %s", raw, listen, field)
 	}
 }
 

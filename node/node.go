@@ -34,6 +34,9 @@ type Node struct {
 	reg   *prometheus.Registry
 	c     atomic.Pointer[cluster.Cluster] // nil while the node starts
 	comps []Component                     // the started ones, in start order
+	app   *appliance                      // the services
+	// nodeCert is the node's certificate (DER) from the cluster CA.
+	nodeCert []byte
 
 	apiLn, ocspLn, opsLn, adminLn net.Listener
 	api, ops, admin               *http.Server
@@ -132,11 +135,10 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 	cleanup = append(cleanup, func() { n.tok.Close() })
 	vault := cluster.NewHSMVault(n.tok)
 
-	comps, err := services(cfg, n.tok)
-	if err != nil {
+	if n.app, err = newAppliance(cfg, n.tok, n.log, extra); err != nil {
 		return nil, err
 	}
-	comps = append(comps, extra...)
+	comps := append(n.app.components(), extra...)
 
 	c, err := n.openCluster(ctx, vault, comps)
 	if err != nil {
@@ -148,11 +150,12 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		return nil, err
 	}
 
-	cert, err := apiCertificate(ctx, cfg.DataDir, vault)
+	cert, nodeCert, err := apiCertificate(ctx, cfg, vault)
 	if err != nil {
 		return nil, err
 	}
-	env := &Env{Config: cfg, Cluster: c, Token: n.tok, Metrics: n.reg, Logger: n.log, API: http.NewServeMux()}
+	n.nodeCert = nodeCert
+	env := &Env{Config: cfg, Cluster: c, Token: n.tok, Vault: vault, Metrics: n.reg, Logger: n.log, API: http.NewServeMux()}
 	var ocspHandler fasthttp.RequestHandler
 	ocspBy := ""
 	for _, comp := range comps {

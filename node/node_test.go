@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/valyala/fasthttp"
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
@@ -162,8 +161,14 @@ func put(ctx context.Context, c *cluster.Cluster, key, value string) error {
 	return err
 }
 
-// recorder is a component that records its start and stop, mounts a handler
-// on the API and serves the OCSP listener.
+// kvComponent is the test's key-value handler; its writes are test data, not
+// changes an auditor looks for.
+func kvComponent() node.Component {
+	return node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}, Unaudited: []string{"test.kv"}}
+}
+
+// recorder is a component that records its start and stop and mounts a
+// handler on the API.
 type recorder struct {
 	mu     sync.Mutex
 	events []string
@@ -175,7 +180,7 @@ func (r *recorder) record(s string) {
 	r.events = append(r.events, s)
 }
 
-func (r *recorder) component(name string, serveOCSP bool) node.Component {
+func (r *recorder) component(name string) node.Component {
 	return node.Component{
 		Name: name,
 		Start: func(_ context.Context, env *node.Env) error {
@@ -185,9 +190,6 @@ func (r *recorder) component(name string, serveOCSP bool) node.Component {
 			env.API.HandleFunc("GET /"+name+"/", func(w http.ResponseWriter, _ *http.Request) {
 				fmt.Fprintf(w, "%s on %s", name, env.Cluster.ID())
 			})
-			if serveOCSP {
-				env.OCSP = func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ocsp by " + name) }
-			}
 			r.record("start " + name)
 			return nil
 		},
@@ -203,8 +205,8 @@ func TestNodeListeners(t *testing.T) {
 	tok := softhsm.NewToken(t)
 	cfg := testConfig(t, tok, "  bootstrap: true\n  node_id: solo")
 	rec := &recorder{}
-	kv := node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}}
-	n := start(t, cfg, kv, rec.component("alpha", false), rec.component("beta", true))
+	kv := kvComponent()
+	n := start(t, cfg, kv, rec.component("alpha"), rec.component("beta"))
 	waitReady(t, n)
 	a := n.Addrs()
 
@@ -288,8 +290,13 @@ func TestNodeListeners(t *testing.T) {
 		}
 	})
 	t.Run("ocsp", func(t *testing.T) {
-		if code, body := get(t, "http://"+a.OCSP+"/anything"); code != 200 || body != "ocsp by beta" {
+		// The node's own responder: a request that is no OCSP request gets
+		// malformedRequest; an unknown CA certificate, 404.
+		if code, body := get(t, "http://"+a.OCSP+"/anything"); code != 200 || body != "\x30\x03\x0a\x01\x01" {
 			t.Fatalf("ocsp: %d %q", code, body)
+		}
+		if code, _ := get(t, "http://"+a.OCSP+"/ca/nope.crt"); code != http.StatusNotFound {
+			t.Fatalf("ca certificate: %d", code)
 		}
 	})
 
@@ -314,7 +321,7 @@ func TestNodeListeners(t *testing.T) {
 func TestNodeRestart(t *testing.T) {
 	tok := softhsm.NewToken(t)
 	cfg := testConfig(t, tok, "  bootstrap: true")
-	n := start(t, cfg, node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}})
+	n := start(t, cfg, kvComponent())
 	waitReady(t, n)
 	ctx := ctxT(t, 30*time.Second)
 	if err := put(ctx, n.Cluster(), "before", "restart"); err != nil {
@@ -329,7 +336,7 @@ func TestNodeRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n2 := start(t, cfg, node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}})
+	n2 := start(t, cfg, kvComponent())
 	waitReady(t, n2)
 	if n2.Cluster().ID() != id {
 		t.Fatalf("restarted as %s, was %s", n2.Cluster().ID(), id)
@@ -349,7 +356,7 @@ func TestNodeRestart(t *testing.T) {
 func TestNodeStopsWhenClusterFails(t *testing.T) {
 	tok := softhsm.NewToken(t)
 	cfg := testConfig(t, tok, "  bootstrap: true")
-	n := start(t, cfg, node.Component{Name: "kv", Handlers: []cluster.Handler{kvPut{}}})
+	n := start(t, cfg, kvComponent())
 	waitReady(t, n)
 	_ = put(ctxT(t, 5*time.Second), n.Cluster(), "fail", "")
 	select {

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/inkan-pki/inkan/node"
+)
+
+// newAdminCACmd is `inkan admin ca`: the CA key ceremonies.
+func newAdminCACmd(f *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ca",
+		Short: "The issuing CA: make its key, install its certificate, list, retire",
+	}
+	var req node.CAInitRequest
+	var csrOut string
+	initCmd := &cobra.Command{
+		Use:   "init --cn NAME [--self-sign | --csr-out FILE]",
+		Short: "Make a new issuing CA key in the HSM: a self-signed root, or a CSR for an offline root",
+		Long: `init makes a new CA key in the leader's HSM (and, with per-node HSMs, on every voter by
+wrapped transfer). With --self-sign the CA certificate is a self-signed root, active at
+once: for a lab or a demo. Without it, init writes a CSR for the offline root to sign;
+install what the root signs with 'inkan admin ca import'. While a CA certificate is
+active, new certificates are issued under it; the one active before keeps its OCSP and
+CRLs.`,
+		Example: `  inkan admin --config node.yaml ca init --cn "inkan demo CA" --self-sign
+  inkan admin --config node.yaml ca init --cn "Example Derived ID CA G1" --org "Example KK" --country JP --csr-out ca.csr`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !req.SelfSign && csrOut == "" {
+				return fmt.Errorf("give --self-sign, or --csr-out FILE for the offline root's CSR")
+			}
+			if req.SelfSign && csrOut != "" {
+				return fmt.Errorf("--self-sign makes no CSR: drop --csr-out")
+			}
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				out, err := ac.InitCA(ctx, req)
+				if err != nil {
+					return nil, nil, err
+				}
+				if csrOut != "" {
+					if err := os.WriteFile(csrOut, []byte(out.CSR), 0o644); err != nil {
+						return nil, nil, fmt.Errorf("--csr-out: %w", err)
+					}
+				}
+				return out, func(w io.Writer) {
+					if out.Certificate != "" {
+						fmt.Fprintf(w, "CA %s made and active (self-signed root):\n%s", out.ID, out.Certificate)
+						return
+					}
+					fmt.Fprintf(w, "CA %s made, pending its certificate; CSR written to %s.\n"+
+						"Have the offline root sign it, then: inkan admin ca import %s --cert ca.pem --chain root.pem\n", out.ID, csrOut, out.ID)
+				}, nil
+			})
+		},
+	}
+	fl := initCmd.Flags()
+	fl.StringVar(&req.Subject.CommonName, "cn", "", "the CA certificate's subject common name")
+	fl.StringVar(&req.Subject.Organization, "org", "", "the subject's organization")
+	fl.StringVar(&req.Subject.Country, "country", "", "the subject's country (two letters)")
+	fl.StringVar(&req.Key, "key", "ec-p256", "key type: ec-p256, ec-p384 or rsa-3072")
+	fl.BoolVar(&req.SelfSign, "self-sign", false, "make a self-signed root, active at once (lab, demo)")
+	fl.StringVar(&req.Validity, "validity", "", "validity of a self-signed root (default 87600h)")
+	fl.StringVar(&csrOut, "csr-out", "", "write the CSR for the offline root here")
+
+	var certFile, chainFile string
+	importCmd := &cobra.Command{
+		Use:   "import ID --cert FILE --chain FILE",
+		Short: "Install the CA certificate the offline root signed, and make it active",
+		Long: `import installs the certificate for a CA made by 'ca init' without --self-sign. The node
+checks that it is a CA certificate for that CA's key and that it verifies up to the
+root, the last certificate of --chain (issuer first). The CA active before is retired:
+it issues no more, and its certificates keep their OCSP and CRLs.`,
+		Example: `  inkan admin --config node.yaml ca import 7f3a… --cert ca.pem --chain root.pem`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cert, err := os.ReadFile(certFile)
+			if err != nil {
+				return fmt.Errorf("--cert: %w", err)
+			}
+			chain, err := os.ReadFile(chainFile)
+			if err != nil {
+				return fmt.Errorf("--chain: %w", err)
+			}
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				is, err := ac.ImportCA(ctx, args[0], node.CAImportRequest{Certificate: string(cert), Chain: string(chain)})
+				return is, func(w io.Writer) { fmt.Fprintf(w, "CA %s installed and active: %s\n", is.ID, is.Subject) }, err
+			})
+		},
+	}
+	importCmd.Flags().StringVar(&certFile, "cert", "", "the CA certificate (PEM)")
+	importCmd.Flags().StringVar(&chainFile, "chain", "", "the certificates above it, issuer first, ending with the root (PEM)")
+	_ = importCmd.MarkFlagRequired("cert")
+	_ = importCmd.MarkFlagRequired("chain")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the cluster's CA certificates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				is, err := ac.Issuers(ctx)
+				return is, func(w io.Writer) {
+					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "ID\tSTATUS\tSUBJECT\tNOT AFTER\tCRL SHARDS")
+					for _, i := range is {
+						na := "-"
+						if !i.NotAfter.IsZero() {
+							na = i.NotAfter.Format("2006-01-02")
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", i.ID, i.Status, i.Subject, na, i.CRLShards)
+					}
+					tw.Flush()
+				}, err
+			})
+		},
+	}
+	var yes bool
+	retire := &cobra.Command{
+		Use:   "retire ID",
+		Short: "Stop issuance under a CA certificate (its certificates keep OCSP and CRLs)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, yes, fmt.Sprintf("Retire CA %s? It will issue no more certificates.", args[0])); err != nil {
+				return err
+			}
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				err := ac.RetireCA(ctx, args[0])
+				return map[string]string{"retired": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "CA %s retired\n", args[0]) }, err
+			})
+		},
+	}
+	retire.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.AddCommand(initCmd, importCmd, list, retire)
+	return cmd
+}
+
+// newAdminCertCmd is `inkan admin cert`: looking up and changing certificates.
+func newAdminCertCmd(f *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cert",
+		Short: "Certificates: show, revoke, hold, release",
+	}
+	show := &cobra.Command{
+		Use:     "show SERIAL",
+		Short:   "Show what the cluster records of a certificate (serial in hex, colons allowed)",
+		Example: `  inkan admin --config node.yaml cert show 5c:1e:…`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Cert(ctx, args[0]) })
+		},
+	}
+	var reason string
+	var yes bool
+	revoke := &cobra.Command{
+		Use:   "revoke SERIAL --reason REASON",
+		Short: "Revoke a certificate (for good: OCSP and CRLs say so within seconds)",
+		Long: `revoke revokes a certificate with an RFC 5280 reason: unspecified, keyCompromise,
+cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn
+or aACompromise. It cannot be undone (a hold can: see 'cert hold'). Every node's OCSP
+answers revoked within about two seconds, and the certificate's CRL shard lists it
+within five.`,
+		Example: `  inkan admin --config node.yaml cert revoke 5c1e… --reason keyCompromise`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reason == "" {
+				return fmt.Errorf("--reason: required (e.g. keyCompromise, superseded, cessationOfOperation)")
+			}
+			if err := confirm(cmd, yes, fmt.Sprintf("Revoke certificate %s (%s)? This cannot be undone.", args[0], reason)); err != nil {
+				return err
+			}
+			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
+				return ac.Revoke(ctx, args[0], reason)
+			})
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "the RFC 5280 reason")
+	revoke.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	hold := &cobra.Command{
+		Use:   "hold SERIAL",
+		Short: "Put a certificate on hold (revoked with certificateHold until released)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Hold(ctx, args[0]) })
+		},
+	}
+	release := &cobra.Command{
+		Use:   "release SERIAL",
+		Short: "Take a certificate off hold",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
+				return ac.Release(ctx, args[0])
+			})
+		},
+	}
+	cmd.AddCommand(show, revoke, hold, release)
+	return cmd
+}
+
+func certCall(cmd *cobra.Command, f *adminFlags, call func(context.Context, *node.AdminClient) (*node.CertInfo, error)) error {
+	return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+		ci, err := call(ctx, ac)
+		return ci, func(w io.Writer) {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "serial\t%s\n", ci.Serial)
+			fmt.Fprintf(tw, "issuer\t%s\n", ci.Issuer)
+			fmt.Fprintf(tw, "kind\t%s\n", ci.Kind)
+			if ci.Profile != "" {
+				fmt.Fprintf(tw, "profile\t%s (policy version %d)\n", ci.Profile, ci.PolicyVersion)
+			}
+			status := ci.Status
+			if ci.Reason != "" {
+				status += fmt.Sprintf(" (%s, %s)", ci.Reason, ci.RevokedAt.Local().Format("2006-01-02 15:04:05"))
+			}
+			fmt.Fprintf(tw, "status\t%s\n", status)
+			fmt.Fprintf(tw, "not after\t%s\n", ci.NotAfter.Local().Format("2006-01-02 15:04:05"))
+			tw.Flush()
+		}, err
+	})
+}
+
+// confirm asks on the terminal unless yes; without a terminal it refuses, so a
+// script must say --yes.
+func confirm(cmd *cobra.Command, yes bool, question string) error {
+	if yes {
+		return nil
+	}
+	if fi, err := os.Stdin.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return fmt.Errorf("not a terminal: confirm with --yes")
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s [y/N] ", question)
+	line, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+		return fmt.Errorf("not confirmed")
+	}
+	return nil
+}

@@ -1,0 +1,427 @@
+package node
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/hsm"
+)
+
+// The admin API of the issuing authority: CA ceremonies and certificates.
+const (
+	pathCAInit    = "/v1/ca/init"
+	pathCAIssuers = "/v1/ca/issuers"
+	pathCerts     = "/v1/certs/"
+)
+
+// CAInitRequest asks for a new issuing CA key (`inkan admin ca init`).
+type CAInitRequest struct {
+	Key      string    `json:"key"` // ec-p256 (default), ec-p384, rsa-3072
+	Subject  CASubject `json:"subject"`
+	SelfSign bool      `json:"self_sign"`          // a self-signed root, active at once (lab, demo)
+	Validity string    `json:"validity,omitempty"` // of a self-signed root (default 87600h)
+	KeyLabel string    `json:"key_label,omitempty"`
+}
+
+// CASubject is a CA certificate's subject.
+type CASubject struct {
+	CommonName   string `json:"common_name"`
+	Organization string `json:"organization,omitempty"`
+	Country      string `json:"country,omitempty"`
+}
+
+// CAInit is what `ca init` made: the issuer's ID and either its self-signed
+// certificate or the CSR for the offline root.
+type CAInit struct {
+	ID          string `json:"id"`
+	CSR         string `json:"csr,omitempty"`         // PEM
+	Certificate string `json:"certificate,omitempty"` // PEM
+}
+
+// CAImportRequest installs a CA certificate signed by the offline root.
+type CAImportRequest struct {
+	Certificate string `json:"certificate"` // PEM
+	// Chain is the certificates above it, issuer first, ending with the root (PEM).
+	Chain string `json:"chain"`
+}
+
+// IssuerInfo is one CA certificate of the cluster.
+type IssuerInfo struct {
+	ID          string    `json:"id"`
+	Status      string    `json:"status"`
+	Subject     string    `json:"subject,omitempty"`
+	NotBefore   time.Time `json:"not_before,omitzero"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	KeyLabel    string    `json:"key_label"`
+	CRLShards   int       `json:"crl_shards"`
+	Created     time.Time `json:"created"`
+	Certificate string    `json:"certificate,omitempty"` // PEM
+}
+
+// CertInfo is what the cluster records of a certificate. Link and person are
+// keyed hashes; nothing about the person is kept in clear.
+type CertInfo struct {
+	Serial        string    `json:"serial"`
+	Issuer        string    `json:"issuer"`
+	Kind          string    `json:"kind"`
+	Profile       string    `json:"profile,omitempty"`
+	PolicyVersion uint64    `json:"policy_version,omitempty"`
+	Status        string    `json:"status"`
+	Reason        string    `json:"reason,omitempty"`
+	RevokedAt     time.Time `json:"revoked_at,omitzero"`
+	IssuedAt      time.Time `json:"issued_at,omitzero"`
+	NotAfter      time.Time `json:"not_after"`
+	Certificate   string    `json:"certificate,omitempty"` // PEM
+}
+
+// RevokeRequest names the reason of a revocation (RFC 5280 CRLReason name).
+type RevokeRequest struct {
+	Reason string `json:"reason"`
+}
+
+var (
+	probCAUnknown    = problemType{"ca-unknown", http.StatusNotFound, "No such CA certificate"}
+	probCertUnknown  = problemType{"cert-unknown", http.StatusNotFound, "No such certificate"}
+	probNoActiveCA   = problemType{"no-active-ca", http.StatusConflict, "The cluster has no active CA certificate"}
+	probNotAvailable = problemType{"not-available", http.StatusServiceUnavailable, "The node has not started this service"}
+)
+
+func (n *Node) adminCAHandlers(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+pathCAInit, n.adminCAInit)
+	mux.HandleFunc("GET "+pathCAIssuers, n.adminCAIssuers)
+	mux.HandleFunc("POST "+pathCAIssuers+"/{id}/import", n.adminCAImport)
+	mux.HandleFunc("POST "+pathCAIssuers+"/{id}/retire", n.adminCARetire)
+	mux.HandleFunc("GET "+pathCerts+"{serial}", n.adminCert)
+	mux.HandleFunc("POST "+pathCerts+"{serial}/revoke", n.adminCertRevoke)
+	mux.HandleFunc("POST "+pathCerts+"{serial}/hold", n.adminCertHold)
+	mux.HandleFunc("POST "+pathCerts+"{serial}/release", n.adminCertRelease)
+}
+
+// actor is who a socket request acts as in the audit log: the node's own
+// certificate, since whoever reaches the socket is the node's user. Operator
+// identities over mutual TLS replace it.
+func (n *Node) actor() string {
+	sum := sha256.Sum256(n.nodeCert)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func (n *Node) authorityOr503(w http.ResponseWriter) *ca.Authority {
+	auth := n.app.authority()
+	if auth == nil {
+		writeProblem(w, probNotAvailable, "the issuing authority has not started on this node")
+	}
+	return auth
+}
+
+func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
+	var req CAInitRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	key := hsm.KeyType(req.Key)
+	switch key {
+	case "":
+		key = hsm.ECP256
+	case hsm.ECP256, hsm.ECP384, hsm.RSA3072:
+	default:
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("key: %q is not one of ec-p256, ec-p384, rsa-3072", req.Key))
+		return
+	}
+	if strings.TrimSpace(req.Subject.CommonName) == "" {
+		writeProblem(w, probRequestInvalid, "subject.common_name: required")
+		return
+	}
+	if c := req.Subject.Country; c != "" && len(c) != 2 {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("subject.country: %q is not a two-letter country code", c))
+		return
+	}
+	var validity time.Duration
+	if req.Validity != "" {
+		d, err := time.ParseDuration(req.Validity)
+		if err != nil || d < 24*time.Hour || d > 30*365*24*time.Hour {
+			writeProblem(w, probRequestInvalid, fmt.Sprintf("validity: %q is not a duration within 24h..262800h", req.Validity))
+			return
+		}
+		validity = d
+	}
+	auth := n.authorityOr503(w)
+	if auth == nil {
+		return
+	}
+	subj := pkix.Name{CommonName: req.Subject.CommonName}
+	if req.Subject.Organization != "" {
+		subj.Organization = []string{req.Subject.Organization}
+	}
+	if req.Subject.Country != "" {
+		subj.Country = []string{req.Subject.Country}
+	}
+	out, err := auth.Init(r.Context(), ca.InitOptions{
+		Key: key, Subject: subj, SelfSign: req.SelfSign, Validity: validity, KeyLabel: req.KeyLabel, Actor: n.actor(),
+	})
+	if err != nil {
+		writeCAError(w, err)
+		return
+	}
+	res := CAInit{ID: out.ID}
+	if out.CSR != nil {
+		res.CSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: out.CSR}))
+	}
+	if out.Cert != nil {
+		res.Certificate = certPEM(out.Cert.Raw)
+	}
+	n.log.Info("node: admin: CA key made", "issuer", out.ID, "self_signed", req.SelfSign)
+	writeJSON(w, http.StatusCreated, res)
+}
+
+func (n *Node) adminCAIssuers(w http.ResponseWriter, _ *http.Request) {
+	var out []IssuerInfo
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		issuers, err := ca.Issuers(tx)
+		for _, is := range issuers {
+			out = append(out, issuerInfo(is))
+		}
+		return err
+	})
+	if err != nil {
+		writeCAError(w, err)
+		return
+	}
+	if out == nil {
+		out = []IssuerInfo{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func issuerInfo(is ca.Issuer) IssuerInfo {
+	info := IssuerInfo{ID: is.ID, Status: is.Status.String(), KeyLabel: is.KeyLabel, CRLShards: is.CRLShards, Created: is.Created}
+	if is.Cert != nil {
+		info.Subject = is.Cert.Subject.String()
+		info.NotBefore, info.NotAfter = is.Cert.NotBefore, is.Cert.NotAfter
+		info.Certificate = certPEM(is.Cert.Raw)
+	}
+	return info
+}
+
+func (n *Node) adminCAImport(w http.ResponseWriter, r *http.Request) {
+	var req CAImportRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	certs, err := pemCertificates(req.Certificate)
+	if err != nil || len(certs) != 1 {
+		writeProblem(w, probRequestInvalid, "certificate: want exactly one PEM CERTIFICATE")
+		return
+	}
+	chain, err := pemCertificates(req.Chain)
+	if err != nil {
+		writeProblem(w, probRequestInvalid, "chain: "+err.Error())
+		return
+	}
+	auth := n.authorityOr503(w)
+	if auth == nil {
+		return
+	}
+	id := r.PathValue("id")
+	if err := auth.Import(r.Context(), id, certs[0], chain, n.actor()); err != nil {
+		writeCAErrorAbout(w, err, probCAUnknown)
+		return
+	}
+	n.log.Info("node: admin: CA certificate installed", "issuer", id)
+	var is ca.Issuer
+	if err := n.c.Load().View(func(tx *bbolt.Tx) error { is, err = ca.LookupIssuer(tx, id); return err }); err != nil {
+		writeCAErrorAbout(w, err, probCAUnknown)
+		return
+	}
+	writeJSON(w, http.StatusOK, issuerInfo(is))
+}
+
+func (n *Node) adminCARetire(w http.ResponseWriter, r *http.Request) {
+	auth := n.authorityOr503(w)
+	if auth == nil {
+		return
+	}
+	id := r.PathValue("id")
+	if err := auth.Retire(r.Context(), id, n.actor()); err != nil {
+		writeCAErrorAbout(w, err, probCAUnknown)
+		return
+	}
+	n.log.Info("node: admin: CA certificate retired", "issuer", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
+	serial, ok := parseSerial(w, r.PathValue("serial"))
+	if !ok {
+		return
+	}
+	var rec ca.Record
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		var err error
+		rec, err = ca.Lookup(tx, serial)
+		return err
+	})
+	if err != nil {
+		writeCAError(w, err)
+		return
+	}
+	info := CertInfo{
+		Serial: hex.EncodeToString(rec.Serial.Bytes()), Issuer: rec.Issuer, Kind: kindName(rec.Kind),
+		Profile: rec.Profile, PolicyVersion: rec.PolicyVersion, Status: rec.Status.String(),
+		IssuedAt: rec.IssuedAt, NotAfter: rec.NotAfter,
+	}
+	if rec.Status == ca.Revoked || rec.Status == ca.Held {
+		info.Reason, info.RevokedAt = ReasonName(rec.Reason), rec.RevokedAt
+	}
+	if rec.DER != nil {
+		info.Certificate = certPEM(rec.DER)
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
+	serial, ok := parseSerial(w, r.PathValue("serial"))
+	if !ok {
+		return
+	}
+	var req RevokeRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	reason, ok := reasonCodes[req.Reason]
+	if !ok || reason == ca.ReasonCertificateHold {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s); certificateHold is `hold`", req.Reason, strings.Join(reasonList(), ", ")))
+		return
+	}
+	n.certChange(w, r, serial, "revoked", func(auth *ca.Authority) error {
+		return auth.Revoke(r.Context(), serial, reason, n.actor())
+	})
+}
+
+func (n *Node) adminCertHold(w http.ResponseWriter, r *http.Request) {
+	serial, ok := parseSerial(w, r.PathValue("serial"))
+	if !ok {
+		return
+	}
+	n.certChange(w, r, serial, "held", func(auth *ca.Authority) error { return auth.Hold(r.Context(), serial, n.actor()) })
+}
+
+func (n *Node) adminCertRelease(w http.ResponseWriter, r *http.Request) {
+	serial, ok := parseSerial(w, r.PathValue("serial"))
+	if !ok {
+		return
+	}
+	n.certChange(w, r, serial, "released", func(auth *ca.Authority) error { return auth.Release(r.Context(), serial, n.actor()) })
+}
+
+func (n *Node) certChange(w http.ResponseWriter, r *http.Request, serial *big.Int, what string, change func(*ca.Authority) error) {
+	auth := n.authorityOr503(w)
+	if auth == nil {
+		return
+	}
+	if err := change(auth); err != nil {
+		writeCAError(w, err)
+		return
+	}
+	n.log.Info("node: admin: certificate "+what, "serial", hex.EncodeToString(serial.Bytes()))
+	n.adminCert(w, r)
+}
+
+// parseSerial reads a serial number written in hex (colons allowed, as
+// openssl prints them).
+func parseSerial(w http.ResponseWriter, s string) (*big.Int, bool) {
+	h := strings.ReplaceAll(s, ":", "")
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) == 0 || len(b) > 20 {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("serial: %q is not a serial number in hex (at most 20 bytes)", s))
+		return nil, false
+	}
+	return new(big.Int).SetBytes(b), true
+}
+
+// writeCAError maps the authority's errors to problem types, then the
+// cluster's. What was not found is a certificate.
+func writeCAError(w http.ResponseWriter, err error) {
+	writeCAErrorAbout(w, err, probCertUnknown)
+}
+
+// writeCAErrorAbout is writeCAError where notFound says what was not found.
+func writeCAErrorAbout(w http.ResponseWriter, err error, notFound problemType) {
+	switch {
+	case errors.Is(err, ca.ErrNoActiveIssuer):
+		writeProblem(w, probNoActiveCA, err.Error())
+	case errors.Is(err, ca.ErrNotFound):
+		writeProblem(w, notFound, err.Error())
+	case errors.Is(err, ca.ErrActor), errors.Is(err, ca.ErrTemplate):
+		writeProblem(w, probRequestInvalid, err.Error())
+	default:
+		writeError(w, err)
+	}
+}
+
+// reasonCodes are RFC 5280's CRLReason names.
+var reasonCodes = map[string]int{
+	"unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affiliationChanged": 3,
+	"superseded": 4, "cessationOfOperation": 5, "certificateHold": 6,
+	"privilegeWithdrawn": 9, "aACompromise": 10,
+}
+
+// ReasonName is the RFC 5280 name of a CRLReason code.
+func ReasonName(code int) string {
+	for name, c := range reasonCodes {
+		if c == code {
+			return name
+		}
+	}
+	return fmt.Sprintf("reason(%d)", code)
+}
+
+func reasonList() []string {
+	return []string{"unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn", "aACompromise"}
+}
+
+func kindName(k ca.Kind) string {
+	if k == ca.Responder {
+		return "ocsp-responder"
+	}
+	return "derived"
+}
+
+func certPEM(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// pemCertificates reads the CERTIFICATE blocks of s (nothing else may be in it).
+func pemCertificates(s string) ([][]byte, error) {
+	var out [][]byte
+	rest := []byte(s)
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("a PEM %s block; want CERTIFICATE", blk.Type)
+		}
+		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
+		}
+		out = append(out, blk.Bytes)
+	}
+	if len(strings.TrimSpace(string(rest))) != 0 {
+		return nil, errors.New("text that is not PEM")
+	}
+	return out, nil
+}

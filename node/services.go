@@ -1,0 +1,342 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/inkan-pki/inkan/audit"
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/ca/enroll"
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/ocsp"
+)
+
+// appliance is the node's services, wired together: the audit log, the issuing
+// authority with its CRL publisher and the enrollment API, and the OCSP
+// pre-signer and responder. Its components start in that order; the admin API
+// reaches the authority through it once it has started.
+type appliance struct {
+	cfg   *Config
+	tok   *hsm.Token
+	log   *slog.Logger
+	audit *audit.Service
+
+	mu   sync.Mutex
+	auth *ca.Authority // set by the ca component's Start
+
+	// ctx lives as long as the appliance: cancel ends the goroutines the
+	// components started, and wg waits for them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Unaudited command types, each with its reason (audit.Config.Unaudited).
+var unaudited = []string{
+	// A nonce only admits one enrollment; the issuance it leads to is audited.
+	enroll.NonceCommand,
+	// A CRL part is staged bytes; crl.publish, audited, commits the CRL with the
+	// SHA-256 of all its parts.
+	crl.TypePart,
+}
+
+// newAppliance wires the services; extra are the components beside them (a
+// test's), whose unaudited command types the audit log must know.
+func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Component) (*appliance, error) {
+	a := &appliance{cfg: cfg, tok: tok, log: log}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	skip := slices.Clone(unaudited)
+	for _, c := range extra {
+		skip = append(skip, c.Unaudited...)
+	}
+	var err error
+	a.audit, err = audit.New(audit.Config{
+		Origin:     cfg.Cluster.Name,
+		Describers: describers(),
+		Unaudited:  skip,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: audit: %w", err)
+	}
+	return a, nil
+}
+
+// components are the appliance's parts in start order.
+func (a *appliance) components() []Component {
+	handlers := append(ca.Handlers(), crl.Handlers()...)
+	handlers = append(handlers, enroll.NonceHandler())
+	return []Component{
+		{
+			Name:           "audit",
+			Handlers:       a.audit.Handlers(),
+			Hooks:          []cluster.Hook{a.audit.Hook()},
+			ReplicatedKeys: []string{audit.DefaultKeyName},
+			Start: func(_ context.Context, env *Env) error {
+				a.audit.Start(env.Cluster, env.Vault)
+				env.API.Handle(audit.APIPrefix, a.audit.API(env.Cluster))
+				return nil
+			},
+		},
+		{
+			Name:           "ca",
+			Handlers:       handlers,
+			ReplicatedKeys: []string{linkKeyName},
+			Start:          a.startCA,
+			Stop:           a.stop,
+		},
+		{
+			Name:  "ocsp",
+			Start: a.startOCSP,
+		},
+	}
+}
+
+// authority returns the issuing authority, or nil before the node started it.
+func (a *appliance) authority() *ca.Authority {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.auth
+}
+
+// urls are the public addresses certificates name, all under ocsp.public_url.
+func (a *appliance) urls() ca.URLs {
+	base := a.cfg.OCSP.PublicURL
+	return ca.URLs{OCSP: base, CRL: base + "crl/", CAIssuers: base + "ca/"}
+}
+
+func (a *appliance) startCA(ctx context.Context, env *Env) error {
+	c := env.Cluster
+	mode := ca.PerNodeHSM
+	if a.cfg.CA.KeyMode == KeyModeShared {
+		mode = ca.SharedHSM
+	}
+	auth, err := ca.New(ca.Config{
+		Cluster: c, Keys: a.tok, KeyMode: mode, URLs: a.urls(),
+		CRLShards: a.cfg.CA.CRLShards, Logger: a.log,
+	})
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.auth = auth
+	a.mu.Unlock()
+
+	runCtx := a.ctx
+
+	// The CRL publisher: every node runs it; it works while its node leads.
+	sub := c.Subscribe(4096, statusAndIssuerCommands()...)
+	changes := make(chan crl.Change, 1024)
+	pub := crl.NewPublisher(c, crlSource{c: c, auth: auth, urls: a.urls()}, crl.PublisherConfig{Logger: a.log})
+	a.goRun(func() {
+		defer sub.Close()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case ev := <-sub.C:
+				ch := crl.Change{Resync: true}
+				if !ev.Resync && !isIssuerCommand(ev.Entry.Command.Type) {
+					id, serials := ca.ChangedSerials(ev.Entry, ev.Result)
+					if id == "" {
+						continue
+					}
+					ch = crl.Change{CA: id, Serials: serials}
+				}
+				select {
+				case changes <- ch:
+				case <-runCtx.Done():
+					return
+				}
+			}
+		}
+	})
+	a.goRun(func() {
+		if err := pub.Run(runCtx, changes); err != nil {
+			a.log.Error("node: CRL publisher stopped", "err", err)
+		}
+	})
+
+	return a.startEnrollment(ctx, env, auth)
+}
+
+// startEnrollment mounts the enrollment API when the node has a jpki section
+// and holds the link key (voters do; an OCSP edge does not).
+func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Authority) error {
+	if a.cfg.JPKI == nil {
+		a.log.Info("node: enrollment off: the configuration has no jpki section")
+		return nil
+	}
+	if a.cfg.Cluster.Bootstrap {
+		if err := ensureLinkKey(ctx, a.tok); err != nil {
+			return err
+		}
+	}
+	secrets, err := deriveSecrets(ctx, a.tok)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		a.log.Warn("node: enrollment off: this node does not hold the link key (an OCSP edge, or a voter that joined before it was made)", "key", linkKeyName)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	verifier, err := a.cfg.JPKI.NewVerifier(a.log)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	h, err := enroll.NewHandler(enroll.Config{
+		Audience:   a.cfg.API.PublicURL + enroll.PathEnroll,
+		Verifier:   verifier,
+		Cluster:    env.Cluster,
+		Policy:     enroll.AuthenticationPolicy{PseudonymKey: secrets.pseudonym, Version: 1},
+		Issuer:     auth,
+		LinkKey:    secrets.link,
+		Registerer: env.Metrics,
+		Logger:     a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("node: enrollment: %w", err)
+	}
+	env.API.Handle(enroll.PathChallenge, h)
+	env.API.Handle(enroll.PathEnroll, h)
+	a.log.Info("node: enrollment on", "audience", a.cfg.API.PublicURL+enroll.PathEnroll)
+	return nil
+}
+
+func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
+	c := env.Cluster
+	key, err := responderKey(ctx, a.tok)
+	if err != nil {
+		return err
+	}
+	cache := ocsp.NewCache()
+	pre, err := ocsp.NewPresigner(ctx, cache, ocspSource{c: c, node: c.ID(), key: key.Public()}, ocsp.PresignerConfig{
+		Key:          key,
+		Validity:     time.Duration(a.cfg.OCSP.Validity),
+		RefreshAfter: time.Duration(a.cfg.OCSP.RefreshAfter),
+		Rate:         a.cfg.OCSP.Rate,
+		Workers:      a.cfg.HSM.Sessions,
+		StorePath:    filepath.Join(a.cfg.DataDir, ocspStoreFile),
+		Logger:       a.log,
+		Registerer:   env.Metrics,
+	})
+	if err != nil {
+		return err
+	}
+	env.OCSP = caCertificates(c.View, ocsp.NewResponder(cache, ocsp.NewStateCRLs(c.View), env.Metrics).ServeFastHTTP)
+
+	rm := &responderMaintainer{
+		c: c, auth: a.authority(), key: key.Public(), lifetime: time.Duration(a.cfg.OCSP.ResponderLifetime),
+		log: a.log, poke: make(chan struct{}, 1),
+	}
+	changes := make(chan ocsp.Change, 1024)
+	sub := c.Subscribe(4096, statusAndIssuerCommands()...)
+	runCtx := a.ctx
+	a.goRun(func() {
+		defer sub.Close()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case ev := <-sub.C:
+				var ch ocsp.Change
+				switch {
+				case ev.Resync:
+					ch = ocsp.Change{Resync: true}
+					rm.wake()
+				case isIssuerCommand(ev.Entry.Command.Type):
+					rm.wake() // a new active CA wants a responder certificate from it
+					continue
+				default:
+					id, serials := ca.ChangedSerials(ev.Entry, ev.Result)
+					if id == "" {
+						continue
+					}
+					ch = ocsp.Change{IssuerID: id, Serials: make([][]byte, len(serials))}
+					for i, s := range serials {
+						ch.Serials[i] = s.Bytes()
+					}
+				}
+				select {
+				case changes <- ch:
+				case <-runCtx.Done():
+					return
+				}
+			}
+		}
+	})
+	a.goRun(func() {
+		rm.run(runCtx, func() {
+			select {
+			case changes <- ocsp.Change{Resync: true}:
+			case <-runCtx.Done():
+			}
+		})
+	})
+	a.goRun(func() {
+		defer pre.Close()
+		for {
+			err := pre.Run(runCtx, changes)
+			if runCtx.Err() != nil {
+				return
+			}
+			a.log.Error("node: OCSP pre-signer stopped; restarting in 5s", "err", err)
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	})
+	return nil
+}
+
+// ocspStoreFile is the node-local file of signed OCSP responses, in the data dir.
+const ocspStoreFile = "ocsp-responses.db"
+
+func (a *appliance) goRun(fn func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		fn()
+	}()
+}
+
+// stop ends the components' goroutines (the ca component's Stop: it started
+// first of the two that run goroutines, so it stops last).
+func (a *appliance) stop(ctx context.Context) error {
+	a.cancel()
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if auth := a.authority(); auth != nil {
+		auth.Close()
+	}
+	return nil
+}
+
+// statusAndIssuerCommands are what the CRL publisher and the OCSP pre-signer
+// follow: certificates' status changes and the CA certificates coming and going.
+func statusAndIssuerCommands() []string {
+	return append(ca.StatusCommands(), ca.CommandIssuerCreate, ca.CommandIssuerInstall, ca.CommandIssuerRetire)
+}
+
+func isIssuerCommand(t string) bool {
+	switch t {
+	case ca.CommandIssuerCreate, ca.CommandIssuerInstall, ca.CommandIssuerRetire:
+		return true
+	}
+	return false
+}
