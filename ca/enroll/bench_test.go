@@ -30,7 +30,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		var mine int64
 		for i := 0; pb.Next(); i++ {
-			if _, err := e.h.verify(ctx, reqs[i%len(reqs)]); err != nil {
+			if _, err := e.h.verify(ctx, reqs[i%len(reqs)], "192.0.2.1"); err != nil {
 				b.Error(err)
 				return
 			}

@@ -8,6 +8,10 @@
 // the CSR's own signature and its binding to the proof, the JPKI chain, validity, key
 // usage, policy and revocation (jpki.Verifier, which fails closed), asks the Policy,
 // redeems the nonce, and has the Issuer issue; see docs/enrollment.md for the formats.
+// ProfilePolicy is the Policy of the policy engine (policies.Set): the profile's
+// contents and rules, its per-person cap (counted here before the nonce is spent and
+// again by the leader, ca.Request.MaxPerPerson) and its rate limits per person and
+// per client address.
 //
 // Invariants: a refusal is an RFC 9457 problem with one type per cause and writes
 // nothing (no certificate, intent, link, nor a consumed nonce: the nonce is redeemed

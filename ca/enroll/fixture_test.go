@@ -294,15 +294,21 @@ type testIssuer struct {
 	mu    sync.Mutex
 	calls []ca.Request
 	fail  error
+	// before, if set, runs before a request is passed on: a test's way to change the
+	// CA's state between the API's checks and the leader's.
+	before func(ca.Request)
 }
 
 func (i *testIssuer) Issue(ctx context.Context, req ca.Request) (*ca.Issued, error) {
 	i.mu.Lock()
 	i.calls = append(i.calls, req)
-	fail := i.fail
+	fail, before := i.fail, i.before
 	i.mu.Unlock()
 	if fail != nil {
 		return nil, fail
+	}
+	if before != nil {
+		before(req)
 	}
 	return i.next.Issue(ctx, req)
 }

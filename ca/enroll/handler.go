@@ -17,12 +17,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // The API's paths, relative to the listener's root.
@@ -78,6 +81,7 @@ type Config struct {
 // that a node mounts on its HTTPS API listener. Safe for concurrent use.
 type Handler struct {
 	cfg      Config
+	source   string // the kind of the verifier's revocation source
 	nonces   nonceStore
 	limiter  *limiter
 	log      *slog.Logger
@@ -128,6 +132,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		cfg:     cfg,
+		source:  sourceKind(cfg.Verifier.RevocationSource()),
 		nonces:  nonceStore{c: cfg.Cluster},
 		limiter: newLimiter(cfg.RateLimit),
 		log:     cfg.Logger.With("component", "enroll"),
@@ -228,7 +233,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, err)
 		return
 	}
-	v, err := h.verify(r.Context(), req)
+	v, err := h.verify(r.Context(), req, clientAddr(r))
 	if err != nil {
 		h.refuse(w, err)
 		return
@@ -245,8 +250,12 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	issued, err := h.cfg.Issuer.Issue(r.Context(), v.issueRequest(h.cfg.LinkKey))
 	if err != nil {
+		if errors.Is(err, ca.ErrPersonLimit) {
+			// Another enrolment of the person was committed since this node counted.
+			err = fmt.Errorf("%w: %d derived certificates per person at most (profile %s)", ErrPersonLimit, v.decision.MaxPerPerson, v.decision.Profile)
+		}
 		switch p := problemFor(err); {
-		case p == probRateLimited || p == probPolicyDenied:
+		case p == probRateLimited || p == probPolicyDenied || p == probPersonLimit:
 			h.refuse(w, err)
 		case errors.Is(err, ca.ErrNoCAKey) || errors.Is(err, ca.ErrAbandoned) || errors.Is(err, context.DeadlineExceeded):
 			h.log.Warn("enroll: issuance did not complete", "err", err)
@@ -278,7 +287,7 @@ type verified struct {
 // an order that does the cheap and local work first: the proof's form and claims, the
 // CSR and its binding, the proof's signature under the certificate's key, an early
 // look for a spent nonce, then the JPKI chain and revocation, then the policy.
-func (h *Handler) verify(ctx context.Context, req *Request) (*verified, error) {
+func (h *Handler) verify(ctx context.Context, req *Request, client string) (*verified, error) {
 	proof, err := parseJWS(req.Proof)
 	if err != nil {
 		return nil, err
@@ -315,7 +324,12 @@ func (h *Handler) verify(ctx context.Context, req *Request) (*verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := h.cfg.Policy.Decide(ctx, PolicyRequest{Profile: req.Profile, JPKI: res.Certificate, CSR: csr, At: now})
+	person := res.Certificate.Identity.PersonHash(h.cfg.LinkKey)
+	d, err := h.cfg.Policy.Decide(ctx, PolicyRequest{
+		Profile: req.Profile, JPKI: res.Certificate, CSR: csr,
+		Revocation: res.Revocation, RevocationSource: h.source,
+		Person: person[:], Client: client, At: now,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -325,7 +339,42 @@ func (h *Handler) verify(ctx context.Context, req *Request) (*verified, error) {
 	if jna := res.Certificate.X509().NotAfter; d.NotAfter.IsZero() || d.NotAfter.After(jna) {
 		d.NotAfter = jna // never outlive the JPKI certificate, whatever the policy says
 	}
+	if err := h.checkCap(d, person[:], now); err != nil {
+		return nil, err
+	}
 	return &verified{claims: c, csr: csr, jpki: res, decision: d}, nil
+}
+
+// checkCap refuses early, before the nonce is spent, when this node's state shows
+// the person at the profile's cap already. The leader checks again when it commits
+// the intent (ca.Request.MaxPerPerson), where concurrent enrolments are counted.
+func (h *Handler) checkCap(d Decision, person []byte, now time.Time) error {
+	if d.MaxPerPerson <= 0 {
+		return nil
+	}
+	var held int
+	err := h.cfg.Cluster.View(func(tx *bbolt.Tx) (err error) {
+		held, err = ca.CountByPerson(tx, person, now)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w: count the person's certificates: %v", ErrUnavailable, err)
+	}
+	if err := policies.CheckCap(policies.Decision{Profile: d.Profile, MaxPerPerson: d.MaxPerPerson}, held); err != nil {
+		return fmt.Errorf("%w: %s", ErrPersonLimit, strings.TrimPrefix(err.Error(), policies.ErrDenied.Error()+": "))
+	}
+	return nil
+}
+
+// sourceKind names the kind of a revocation source, as profiles name them.
+func sourceKind(s jpki.RevocationSource) string {
+	switch s.(type) {
+	case *jpki.CRLSource:
+		return jpki.RevocationCRL
+	case *jpki.OCSPSource:
+		return jpki.RevocationOCSP
+	}
+	return jpki.RevocationNone
 }
 
 // checkTimes: iat not after now + skew, exp after iat and at most MaxProofLifetime
@@ -358,18 +407,25 @@ func (v *verified) issueRequest(linkKey []byte) ca.Request {
 		Link:          link[:],
 		Person:        person[:],
 		SkipLints:     v.decision.SkipLints,
+		MaxPerPerson:  v.decision.MaxPerPerson,
 	}
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, err error) {
 	p := problemFor(err)
-	h.refuseAs(w, p, problemDetail(p, err))
+	var retry time.Duration
+	if re := (*retryError)(nil); errors.As(err, &re) {
+		retry = re.wait
+	}
+	h.refusals.WithLabelValues(p.name).Inc()
+	h.log.Debug("enroll: refused", "problem", p.name)
+	writeProblem(w, h.cfg.ProblemBase, p, problemDetail(p, err), retry)
 }
 
 func (h *Handler) refuseAs(w http.ResponseWriter, p problemType, detail string) {
 	h.refusals.WithLabelValues(p.name).Inc()
 	h.log.Debug("enroll: refused", "problem", p.name)
-	writeProblem(w, h.cfg.ProblemBase, p, detail)
+	writeProblem(w, h.cfg.ProblemBase, p, detail, 0)
 }
 
 // readBody reads at most MaxBodyBytes.

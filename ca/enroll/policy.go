@@ -36,6 +36,16 @@ type PolicyRequest struct {
 	JPKI *jpki.SignatureCertificate
 	// CSR is the subscriber's request; its signature has been checked.
 	CSR *x509.CertificateRequest
+	// Revocation is the JPKI revocation answer the verification used (State is
+	// jpki.StateGood), and RevocationSource the kind of source that gave it
+	// (jpki.RevocationCRL, jpki.RevocationOCSP, or jpki.RevocationNone in tests).
+	Revocation       jpki.Status
+	RevocationSource string
+	// Person is the keyed hash of the person (jpki.Identity.PersonHash under the
+	// cluster's link key), the key of per-person limits; Client is the address the
+	// request came from, the key of per-client limits.
+	Person []byte
+	Client string
 	// At is the time of the decision.
 	At time.Time
 }
@@ -53,6 +63,11 @@ type Decision struct {
 	// certificate's notAfter).
 	NotAfter  time.Time
 	SkipLints []string
+	// MaxPerPerson caps the unexpired, unrevoked certificates one person may hold
+	// (0: no cap). The API refuses early when the person is at the cap already, and
+	// the leader enforces it when it commits the intent (ca.Request.MaxPerPerson), so
+	// enrolments on several nodes at once cannot pass it.
+	MaxPerPerson int
 }
 
 // ProfileAuthentication is the profile AuthenticationPolicy issues.

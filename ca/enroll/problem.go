@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // Errors a caller (the HTTP layer, a test, the client) acts on. Each maps to one
@@ -24,6 +27,7 @@ var (
 	ErrCSRMismatch       = errors.New("enroll: CSR is not the one the proof names")
 	ErrKeyTypeNotAllowed = errors.New("enroll: key type not allowed by the profile")
 	ErrPolicyDenied      = errors.New("enroll: denied by policy")
+	ErrPersonLimit       = errors.New("enroll: the person holds as many certificates as the profile allows")
 	ErrRateLimited       = errors.New("enroll: rate limited")
 	ErrUnavailable       = errors.New("enroll: service unavailable")
 )
@@ -62,6 +66,7 @@ var (
 	probCSRMismatch     = problemType{"csr-mismatch", http.StatusBadRequest, "The CSR is not the one the proof names"}
 	probKeyType         = problemType{"key-type-not-allowed", http.StatusBadRequest, "The CSR's key type is not allowed by the profile"}
 	probPolicyDenied    = problemType{"policy-denied", http.StatusForbidden, "The policy does not allow this enrollment"}
+	probPersonLimit     = problemType{"person-limit-reached", http.StatusForbidden, "The person holds as many derived certificates as the profile allows"}
 	probRateLimited     = problemType{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
 	probJPKIUntrusted   = problemType{"jpki-untrusted", http.StatusForbidden, "The JPKI certificate is not trusted"}
 	probJPKIExpired     = problemType{"jpki-expired", http.StatusForbidden, "The JPKI certificate is expired or not yet valid"}
@@ -75,7 +80,7 @@ var (
 var problemTypes = []problemType{
 	probRequestInvalid, probBodyTooLarge, probMediaType, probProofInvalid, probAudience,
 	probNonceUnknown, probNonceReplayed, probCSRInvalid, probCSRMismatch, probKeyType,
-	probPolicyDenied, probRateLimited, probJPKIUntrusted, probJPKIExpired, probJPKIRevoked,
+	probPolicyDenied, probPersonLimit, probRateLimited, probJPKIUntrusted, probJPKIExpired, probJPKIRevoked,
 	probJPKIRevocation, probUnavailable, probIssuanceFailure,
 }
 
@@ -99,9 +104,11 @@ func problemFor(err error) problemType {
 		return probCSRMismatch
 	case errors.Is(err, ErrCSRInvalid):
 		return probCSRInvalid
-	case errors.Is(err, ErrKeyTypeNotAllowed):
+	case errors.Is(err, ErrKeyTypeNotAllowed), errors.Is(err, policies.ErrKeyType):
 		return probKeyType
-	case errors.Is(err, ErrPolicyDenied):
+	case errors.Is(err, ErrPersonLimit):
+		return probPersonLimit
+	case errors.Is(err, ErrPolicyDenied), errors.Is(err, policies.ErrDenied):
 		return probPolicyDenied
 	case errors.Is(err, ErrRateLimited):
 		return probRateLimited
@@ -168,7 +175,7 @@ func problemDetail(p problemType, err error) string {
 var sentinels = []error{
 	ErrRequestInvalid, ErrBodyTooLarge, ErrProofInvalid, ErrAudienceMismatch, ErrNonceUnknown,
 	ErrNonceReplayed, ErrCSRInvalid, ErrCSRMismatch, ErrKeyTypeNotAllowed, ErrPolicyDenied,
-	ErrRateLimited, ErrUnavailable,
+	ErrPersonLimit, ErrRateLimited, ErrUnavailable, policies.ErrDenied, policies.ErrKeyType,
 }
 
 // Problem is an RFC 9457 problem detail, as the API sends it and the client returns
@@ -194,13 +201,17 @@ func (p *Problem) Name() string {
 	return p.Type[i+1:]
 }
 
-func writeProblem(w http.ResponseWriter, base string, p problemType, detail string) {
+// writeProblem sends the problem. retry, when positive, is the Retry-After of a
+// rate limit (rounded up to whole seconds); otherwise the type's own is sent.
+func writeProblem(w http.ResponseWriter, base string, p problemType, detail string, retry time.Duration) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
-	switch p {
-	case probRateLimited:
+	switch {
+	case retry > 0:
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
+	case p == probRateLimited:
 		w.Header().Set("Retry-After", "1")
-	case probJPKIRevocation, probUnavailable:
+	case p == probJPKIRevocation, p == probUnavailable:
 		w.Header().Set("Retry-After", "30")
 	}
 	w.WriteHeader(p.status)

@@ -1,0 +1,152 @@
+package enroll
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/inkan-pki/inkan/policies"
+)
+
+// ProfilePolicy is the Policy of the policy engine: it decides with a policies.Set
+// (the profiles' contents, accepted JPKI policies, revocation evidence, key types),
+// passes the profile's per-person cap on (Decision.MaxPerPerson), and applies the
+// profile's rate limits per person and per client address with one
+// policies.Limiter each per profile, in this node's memory. It also decides
+// re-binding (Rebind). Safe for concurrent use; Use swaps the profiles when a new
+// policy version becomes active.
+type ProfilePolicy struct {
+	mu     sync.Mutex
+	set    *policies.Set
+	limits map[string]*profileLimits
+	calls  int
+}
+
+// profileLimits are one profile's token buckets, for the rates they were made with.
+type profileLimits struct {
+	rates          policies.RateLimits
+	person, client *policies.Limiter
+}
+
+// forgetEvery is how many rate-limit checks pass between sweeps of the buckets that
+// have refilled, which bounds the memory the limiters keep.
+const forgetEvery = 4096
+
+// NewProfilePolicy returns the policy deciding with set.
+func NewProfilePolicy(set *policies.Set) *ProfilePolicy {
+	return &ProfilePolicy{set: set, limits: map[string]*profileLimits{}}
+}
+
+// Use makes set the profiles decided with from now on. A profile keeps its buckets
+// while its rate limits stay the same.
+func (p *ProfilePolicy) Use(set *policies.Set) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.set = set
+}
+
+// Profiles returns the profiles in use.
+func (p *ProfilePolicy) Profiles() *policies.Set {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.set
+}
+
+// Decide implements Policy. Refusals match ErrPolicyDenied, ErrKeyTypeNotAllowed or
+// ErrRateLimited (with the wait until a token is back).
+func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, error) {
+	set := p.Profiles()
+	if req.CSR == nil {
+		return Decision{}, errors.New("enroll: profile policy: no CSR")
+	}
+	if len(req.Person) == 0 {
+		return Decision{}, errors.New("enroll: profile policy: the request carries no person hash")
+	}
+	pd, err := set.Decide(policies.Request{
+		Profile:          req.Profile,
+		JPKI:             req.JPKI,
+		PublicKey:        req.CSR.PublicKey,
+		Revocation:       req.Revocation,
+		RevocationSource: req.RevocationSource,
+		At:               req.At,
+	})
+	if err != nil {
+		return Decision{}, fromPolicies(err)
+	}
+	prof, ok := set.Profile(pd.Profile)
+	if !ok {
+		return Decision{}, fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", pd.Profile)
+	}
+	if err := p.limit(prof, req.Person, req.Client, req.At); err != nil {
+		return Decision{}, err
+	}
+	return decisionOf(pd), nil
+}
+
+func decisionOf(pd policies.Decision) Decision {
+	return Decision{
+		Profile:       pd.Profile,
+		PolicyVersion: pd.PolicyVersion,
+		Template:      pd.Template,
+		NotAfter:      pd.NotAfter,
+		SkipLints:     pd.SkipLints,
+		MaxPerPerson:  pd.MaxPerPerson,
+	}
+}
+
+// fromPolicies maps the policy engine's refusals to the API's sentinels, keeping
+// their words (which hold no personal data) as the detail.
+func fromPolicies(err error) error {
+	for _, m := range []struct{ from, to error }{
+		{policies.ErrKeyType, ErrKeyTypeNotAllowed},
+		{policies.ErrDenied, ErrPolicyDenied},
+	} {
+		if errors.Is(err, m.from) {
+			return fmt.Errorf("%w: %s", m.to, strings.TrimPrefix(err.Error(), m.from.Error()+": "))
+		}
+	}
+	return fmt.Errorf("enroll: profile policy: %w", err)
+}
+
+// limit takes a token from the profile's bucket for the client address and from the
+// one for the person. The person is named in no message.
+func (p *ProfilePolicy) limit(prof *policies.Profile, person []byte, client string, now time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.limits[prof.Name]
+	if l == nil || l.rates != prof.Enrollment.RateLimits {
+		r := prof.Enrollment.RateLimits
+		l = &profileLimits{rates: r, person: policies.NewLimiter(r.PerPerson), client: policies.NewLimiter(r.PerClient)}
+		p.limits[prof.Name] = l
+	}
+	if p.calls++; p.calls%forgetEvery == 0 {
+		for _, l := range p.limits {
+			l.person.Forget(now)
+			l.client.Forget(now)
+		}
+	}
+	if client != "" {
+		if ok, wait := l.client.Allow(client, now); !ok {
+			return &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per client address, one more every %s",
+				ErrRateLimited, prof.Name, l.rates.PerClient.Burst, l.rates.PerClient.Every), wait}
+		}
+	}
+	if ok, wait := l.person.Allow(hex.EncodeToString(person), now); !ok {
+		return &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per person, one more every %s",
+			ErrRateLimited, prof.Name, l.rates.PerPerson.Burst, l.rates.PerPerson.Every), wait}
+	}
+	return nil
+}
+
+// retryError is a refusal the client may try again after wait (Retry-After).
+type retryError struct {
+	err  error
+	wait time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }

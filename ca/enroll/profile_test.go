@@ -1,0 +1,311 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/jpki/jpkisim"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+var testPseudonymKey = bytes.Repeat([]byte{0x6b}, 32)
+
+// testProfiles loads the shipped profiles, made to accept JPKI test cards (the sim
+// issues those), with edit applied to each file's text.
+func testProfiles(t testing.TB, edit func(file, text string) string) *policies.Set {
+	t.Helper()
+	fsys := fstest.MapFS{}
+	for _, name := range []string{"authentication.yaml", "signing.yaml"} {
+		b, err := fs.ReadFile(policies.Shipped(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := replaceOnce(t, string(b), `jpkiPolicies: ["`+jpki.PolicyProduction+`"]`, `jpkiPolicies: ["`+jpki.PolicyProduction+`", "`+jpki.PolicyTest+`"]`)
+		if edit != nil {
+			y = edit(name, y)
+		}
+		fsys[name] = &fstest.MapFile{Data: []byte(y)}
+	}
+	set, err := policies.Load(fsys, testPseudonymKey, "authentication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// replaceOnce replaces old in s, which must hold it exactly once (so a change of
+// the shipped files cannot make a test edit nothing).
+func replaceOnce(t testing.TB, s, old, new string) string {
+	t.Helper()
+	if n := strings.Count(s, old); n != 1 {
+		t.Fatalf("%q occurs %d times in a profile", old, n)
+	}
+	return strings.Replace(s, old, new, 1)
+}
+
+// profileEnv is an API whose policy is the engine's, over the shared cluster.
+func profileEnv(t testing.TB, set *policies.Set, edit ...func(*Config)) (*env, *ProfilePolicy) {
+	t.Helper()
+	pol := NewProfilePolicy(set)
+	e := newEnv(t, "", append([]func(*Config){func(c *Config) { c.Policy = pol }}, edit...)...)
+	return e, pol
+}
+
+var personSeq atomic.Int64
+
+// newPerson is a person no other test enrols: per-person counts start at zero.
+func newPerson() jpkisim.Person {
+	p := jpkisim.DemoPerson()
+	p.Name = fmt.Sprintf("試験　太郎%d", personSeq.Add(1))
+	return p
+}
+
+// personCard is a sim certificate for p, its key in memory (fx.memKey).
+func personCard(t testing.TB, p jpkisim.Person) memCard {
+	t.Helper()
+	c, err := fx.sim.IssueCertificate(&fx.memKey.PublicKey, jpkisim.CardSpec{Person: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return memCard{fx.memKey, [][]byte{c.DER}}
+}
+
+// TestProfilePolicyIssues: each shipped profile, through the real handler and CA,
+// issues what it renders, records its name and version, and passes the cap on.
+func TestProfilePolicyIssues(t *testing.T) {
+	needFixture(t)
+	set := testProfiles(t, nil)
+	e, _ := profileEnv(t, set)
+	card := personCard(t, newPerson())
+	sc, err := jpki.ParseSignatureCertificate(card.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ask, profile string
+		ku           x509.KeyUsage
+		cn           string
+		cap          int
+	}{
+		{"", "authentication", x509.KeyUsageDigitalSignature, policies.Pseudonym(testPseudonymKey, sc.Identity), 5},
+		{"signing", "signing", x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment, sc.Identity.Name(), 3},
+	} {
+		t.Run(c.profile, func(t *testing.T) {
+			calls := e.issuer.count()
+			cert, err := e.client().Enroll(context.Background(), card, fx.subKeys[1], c.ask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf := cert.Chain[0]
+			if cert.Profile != c.profile || leaf.Subject.CommonName != c.cn || leaf.KeyUsage != c.ku {
+				t.Errorf("profile %q, key usage %v, subject CN matches: %v", cert.Profile, leaf.KeyUsage, leaf.Subject.CommonName == c.cn)
+			}
+			if c.profile == "signing" && leaf.Subject.SerialNumber != policies.Pseudonym(testPseudonymKey, sc.Identity) {
+				t.Error("the signing certificate's serialNumber is not the pseudonym")
+			}
+			e.issuer.mu.Lock()
+			req := e.issuer.calls[calls]
+			e.issuer.mu.Unlock()
+			if req.Profile != c.profile || req.PolicyVersion != 1 || req.MaxPerPerson != c.cap {
+				t.Errorf("CA asked for profile %q v%d, cap %d", req.Profile, req.PolicyVersion, req.MaxPerPerson)
+			}
+			err = fx.cluster.View(func(tx *bbolt.Tx) error {
+				rec, err := ca.Lookup(tx, cert.Serial)
+				if err != nil {
+					return err
+				}
+				if rec.Profile != c.profile || rec.PolicyVersion != 1 || rec.Status != ca.Good {
+					t.Errorf("record: profile %q v%d, %s", rec.Profile, rec.PolicyVersion, rec.Status)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestProfilePolicyRefusals: the engine's refusals reach the client as their problem
+// types, and write nothing.
+func TestProfilePolicyRefusals(t *testing.T) {
+	needFixture(t)
+	ocspOnly := testProfiles(t, func(_, y string) string {
+		return replaceOnce(t, y, "sources: [crl, ocsp]", "sources: [ocsp]")
+	})
+	productionOnly, err := policies.Load(policies.Shipped(), testPseudonymKey, "authentication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	card := personCard(t, newPerson())
+	for _, c := range []struct {
+		name   string
+		set    *policies.Set
+		spec   proofSpec
+		prob   string
+		status int
+	}{
+		{"profile not offered", testProfiles(t, nil), proofSpec{profile: "nonexistent"}, "policy-denied", 403},
+		{"key type not in the profile", testProfiles(t, nil), proofSpec{profile: "signing", subKey: ed25519Key()}, "key-type-not-allowed", 400},
+		{"JPKI test policy not accepted", productionOnly, proofSpec{}, "policy-denied", 403},
+		{"revocation checked by a source the profile does not take", ocspOnly, proofSpec{}, "policy-denied", 403},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e, _ := profileEnv(t, c.set)
+			c.spec.card = card
+			req, nonce := e.request(t, c.spec)
+			e.expectProblem(t, mustJSON(t, req), c.prob, c.status, nonce, nonceOpen)
+		})
+	}
+}
+
+// TestPersonLimit: the (N+1)th certificate for one person is refused as
+// person-limit-reached, before the nonce is spent; a revoked one no longer counts.
+func TestPersonLimit(t *testing.T) {
+	needFixture(t)
+	set := testProfiles(t, func(_, y string) string {
+		y = strings.Replace(y, "maxCertificatesPerPerson: 5", "maxCertificatesPerPerson: 2", 1)
+		return strings.Replace(y, "maxCertificatesPerPerson: 3", "maxCertificatesPerPerson: 2", 1)
+	})
+	e, _ := profileEnv(t, set)
+	card := personCard(t, newPerson())
+	var serials []*big.Int
+	for i := range 2 {
+		cert, err := e.client().Enroll(context.Background(), card, fx.subKeys[i], "")
+		if err != nil {
+			t.Fatalf("certificate %d: %v", i+1, err)
+		}
+		serials = append(serials, cert.Serial)
+	}
+	req, nonce := e.request(t, proofSpec{card: card, subKey: fx.subKeys[2]})
+	e.expectProblem(t, mustJSON(t, req), "person-limit-reached", 403, nonce, nonceOpen)
+	// Another profile counts the same certificates: the cap is on the person.
+	req, nonce = e.request(t, proofSpec{card: card, subKey: fx.subKeys[2], profile: "signing"})
+	e.expectProblem(t, mustJSON(t, req), "person-limit-reached", 403, nonce, nonceOpen)
+
+	// A revoked certificate does not count: the refused request's nonce is still
+	// good, and now it goes through.
+	if err := fx.authority.Revoke(context.Background(), serials[0], ca.ReasonKeyCompromise, "system"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client().Submit(context.Background(), req, nil); err != nil {
+		t.Fatalf("after a revocation: %v", err)
+	}
+}
+
+// TestPersonLimitAtTheLeader: a certificate of the person committed after this node
+// counted (an enrolment on another node) makes the leader refuse the intent; the
+// client gets person-limit-reached and the CA holds no certificate for the request.
+func TestPersonLimitAtTheLeader(t *testing.T) {
+	needFixture(t)
+	set := testProfiles(t, func(_, y string) string {
+		return strings.Replace(y, "maxCertificatesPerPerson: 5", "maxCertificatesPerPerson: 1", 1)
+	})
+	e, _ := profileEnv(t, set)
+	card := personCard(t, newPerson())
+	var other *ca.Issued
+	e.issuer.before = func(req ca.Request) {
+		e.issuer.before = nil
+		var err error
+		if other, err = fx.authority.Issue(context.Background(), req); err != nil {
+			t.Errorf("the other node's enrolment: %v", err)
+		}
+	}
+	_, err := e.client().Enroll(context.Background(), card, fx.subKeys[3], "")
+	if p, ok := err.(*Problem); !ok || p.Name() != "person-limit-reached" || p.Status != 403 {
+		t.Fatalf("err = %v", err)
+	}
+	if other == nil {
+		t.Fatal("the other enrolment did not happen")
+	}
+	person := mustPerson(t, card)
+	err = fx.cluster.View(func(tx *bbolt.Tx) error {
+		n, err := ca.CountByPerson(tx, person, time.Now())
+		if n != 1 {
+			t.Errorf("the person holds %d certificates, want the other one only", n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustPerson(t testing.TB, card memCard) []byte {
+	t.Helper()
+	sc, err := jpki.ParseSignatureCertificate(card.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sc.Identity.PersonHash(fx.linkKey)
+	return h[:]
+}
+
+// TestProfileRateLimits: a burst above the profile's rate per person, or per client
+// address, is refused as rate-limited with the wait in Retry-After.
+func TestProfileRateLimits(t *testing.T) {
+	needFixture(t)
+	t.Run("per person", func(t *testing.T) {
+		set := testProfiles(t, func(_, y string) string {
+			return strings.Replace(y, "perPerson: {every: 1h, burst: 5}", "perPerson: {every: 1h, burst: 2}", 1)
+		})
+		e, _ := profileEnv(t, set)
+		card := personCard(t, newPerson())
+		for i := range 2 {
+			if _, err := e.client().Enroll(context.Background(), card, fx.subKeys[i], ""); err != nil {
+				t.Fatalf("enrolment %d: %v", i+1, err)
+			}
+		}
+		req, nonce := e.request(t, proofSpec{card: card})
+		checkRetryAfter(t, e.post(t, mustJSON(t, req)), 30*60)
+		e.expectProblem(t, mustJSON(t, req), "rate-limited", 429, nonce, nonceOpen)
+		// Another person from the same address is not held back by it.
+		if _, err := e.client().Enroll(context.Background(), personCard(t, newPerson()), fx.subKeys[0], ""); err != nil {
+			t.Fatalf("another person: %v", err)
+		}
+	})
+	t.Run("per client", func(t *testing.T) {
+		set := testProfiles(t, func(_, y string) string {
+			return strings.Replace(y, "perClient: {every: 1m, burst: 10}", "perClient: {every: 1m, burst: 2}", 1)
+		})
+		e, _ := profileEnv(t, set)
+		for i := range 2 {
+			if _, err := e.client().Enroll(context.Background(), personCard(t, newPerson()), fx.subKeys[0], ""); err != nil {
+				t.Fatalf("enrolment %d: %v", i+1, err)
+			}
+		}
+		req, nonce := e.request(t, proofSpec{card: personCard(t, newPerson())})
+		checkRetryAfter(t, e.post(t, mustJSON(t, req)), 20)
+		e.expectProblem(t, mustJSON(t, req), "rate-limited", 429, nonce, nonceOpen)
+		// The signing profile has buckets of its own.
+		if _, err := e.client().Enroll(context.Background(), personCard(t, newPerson()), fx.subKeys[0], "signing"); err != nil {
+			t.Fatalf("another profile: %v", err)
+		}
+	})
+}
+
+// checkRetryAfter: a 429 whose Retry-After is at least min seconds.
+func checkRetryAfter(t *testing.T, resp *http.Response, min int) {
+	t.Helper()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("status %d, want 429", resp.StatusCode)
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || s < min {
+		t.Errorf("Retry-After %q, want at least %d seconds", resp.Header.Get("Retry-After"), min)
+	}
+}
