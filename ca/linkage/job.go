@@ -1,0 +1,378 @@
+package linkage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+// Defaults of Config.
+const (
+	// DefaultInterval: how often the leader refreshes the source and looks at new
+	// entries. J-LIS publishes a CRL a day; a platform operator's feed may be newer.
+	DefaultInterval = 5 * time.Minute
+	// DefaultLookback: a pass between full passes reads the entries revoked this long
+	// before it, so an entry that reaches a CRL late, or a certificate whose
+	// issuance was in flight at the last pass, is still seen.
+	DefaultLookback = 7 * 24 * time.Hour
+	// DefaultFullScan: how often a pass reads every entry of the CRL (a leader's
+	// first pass always does).
+	DefaultFullScan = 24 * time.Hour
+)
+
+// Actor is who the job's commands name in the audit log.
+const Actor = "system"
+
+// Authority is what the job needs of the node's *ca.Authority.
+type Authority interface {
+	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
+	Hold(ctx context.Context, serial *big.Int, actor string) error
+}
+
+// Feed is the JPKI revocation source the job follows: *jpki.CRLSource.
+type Feed interface {
+	Refresh(ctx context.Context, at time.Time) error
+	RevokedSince(ctx context.Context, since, at time.Time) ([]jpki.RevokedEntry, error)
+}
+
+// State reads the replicated state: *cluster.Cluster.
+type State interface {
+	View(fn func(tx *bbolt.Tx) error) error
+}
+
+// Config configures the job of a node.
+type Config struct {
+	State     State
+	Authority Authority
+	Feed      Feed
+	// Profiles returns the active profiles (the rules of each certificate's
+	// profile).
+	Profiles func() *policies.Set
+	// LinkKey is the cluster's link key, as enroll.Config.LinkKey.
+	LinkKey []byte
+	// Interval, Lookback and FullScan: DefaultInterval, DefaultLookback and
+	// DefaultFullScan if 0.
+	Interval, Lookback, FullScan time.Duration
+	// Now is the clock (time.Now if nil).
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Job is the linkage job of one node. Run it on the leader: cluster.OnLeader(job.Run).
+type Job struct {
+	cfg     Config
+	log     *slog.Logger
+	acts    *prometheus.CounterVec
+	passes  *prometheus.CounterVec
+	waiting prometheus.Gauge
+}
+
+// New checks cfg and returns the job.
+func New(cfg Config) (*Job, error) {
+	var errs []error
+	if cfg.State == nil {
+		errs = append(errs, errors.New("no state"))
+	}
+	if cfg.Authority == nil {
+		errs = append(errs, errors.New("no authority"))
+	}
+	if cfg.Feed == nil {
+		errs = append(errs, errors.New("no revocation feed"))
+	}
+	if cfg.Profiles == nil {
+		errs = append(errs, errors.New("no profiles"))
+	}
+	if len(cfg.LinkKey) < jpki.MinHashKeyLen {
+		errs = append(errs, fmt.Errorf("link key shorter than %d bytes", jpki.MinHashKeyLen))
+	}
+	if cfg.Interval < 0 || cfg.Lookback < 0 || cfg.FullScan < 0 {
+		errs = append(errs, errors.New("negative interval, lookback or full scan"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("linkage: config: %w", err)
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Lookback == 0 {
+		cfg.Lookback = DefaultLookback
+	}
+	if cfg.FullScan == 0 {
+		cfg.FullScan = DefaultFullScan
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	j := &Job{
+		cfg: cfg,
+		log: cfg.Logger.With("component", "linkage"),
+		acts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inkan_linkage_actions_total",
+			Help: "Derived certificates held or revoked because their JPKI certificate was revoked.",
+		}, []string{"act"}),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inkan_linkage_passes_total",
+			Help: "Passes of the linkage job over the JPKI revocation source, by result.",
+		}, []string{"result"}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inkan_linkage_waiting",
+			Help: "Revoked JPKI certificates whose derived certificates wait for a re-bind or the end of a grace period.",
+		}),
+	}
+	for _, a := range []string{"hold", "revoke"} {
+		j.acts.WithLabelValues(a)
+	}
+	for _, r := range []string{"ok", "failed"} {
+		j.passes.WithLabelValues(r)
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{j.acts, j.passes, j.waiting} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("linkage: metrics: %w", err)
+			}
+		}
+	}
+	return j, nil
+}
+
+// Report is what one pass did.
+type Report struct {
+	// Entries is how many revoked JPKI certificates the pass looked at, and Linked how
+	// many derived certificates were linked to them.
+	Entries, Linked int
+	// Held and Revoked count the acts; Conflicts the acts the CA refused because the
+	// certificate changed meanwhile (they are decided again at the next pass).
+	Held, Revoked, Conflicts int
+	// Waiting are the entries whose certificates wait for a re-bind or the end of a
+	// grace period, with when to decide again.
+	Waiting map[jpki.Hash]Due
+}
+
+// Due is an entry to decide again at At.
+type Due struct {
+	Entry jpki.RevokedEntry
+	At    time.Time
+}
+
+// Run is the leader's loop: at once and every Interval (sooner when a grace period
+// ends), refresh the feed and act on what it lists. It returns when ctx ends (the
+// node stopped leading). Register it with cluster.OnLeader.
+func (j *Job) Run(ctx context.Context) {
+	j.log.Info("linkage: following the JPKI revocation source")
+	var lastFull time.Time
+	waiting := map[jpki.Hash]Due{}
+	for {
+		now := j.cfg.Now()
+		since := time.Time{}
+		if !lastFull.IsZero() && now.Sub(lastFull) < j.cfg.FullScan {
+			since = now.Add(-j.cfg.Lookback)
+		}
+		rep, err := j.pass(ctx, since, now, waiting)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			j.log.Error("linkage: pass failed", "err", err)
+		default:
+			waiting = rep.Waiting
+			if since.IsZero() {
+				lastFull = now
+			}
+			if rep.Held+rep.Revoked+rep.Conflicts > 0 {
+				j.log.Info("linkage: pass", "entries", rep.Entries, "linked", rep.Linked,
+					"held", rep.Held, "revoked", rep.Revoked, "conflicts", rep.Conflicts, "waiting", len(rep.Waiting))
+			}
+		}
+		wait := j.cfg.Interval
+		for _, d := range waiting {
+			if w := d.At.Sub(now); w < wait {
+				wait = max(w, time.Second)
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Scan makes one pass at the clock's time: it refreshes the feed, reads the entries
+// revoked at or after since (every entry if since is zero) and acts on their derived
+// certificates. Run makes such passes; a test or an operator's trigger may too.
+func (j *Job) Scan(ctx context.Context, since time.Time) (Report, error) {
+	return j.pass(ctx, since, j.cfg.Now(), nil)
+}
+
+// pass reads the entries and decides, besides, again on the waiting entries that are
+// due. A failure to read the feed or the state fails the pass (and acts on nothing
+// more); a refused act is a conflict, decided again next time.
+func (j *Job) pass(ctx context.Context, since, now time.Time, waiting map[jpki.Hash]Due) (Report, error) {
+	if err := j.cfg.Feed.Refresh(ctx, now); err != nil && ctx.Err() == nil {
+		// The last verified CRL stays in use while it is fresh; reading it says if not.
+		j.log.Warn("linkage: revocation source not refreshed", "err", err)
+	}
+	rep, err := j.scan(ctx, since, now, waiting)
+	if err != nil {
+		j.passes.WithLabelValues("failed").Inc()
+		return rep, err
+	}
+	j.passes.WithLabelValues("ok").Inc()
+	j.waiting.Set(float64(len(rep.Waiting)))
+	return rep, nil
+}
+
+func (j *Job) scan(ctx context.Context, since, now time.Time, waiting map[jpki.Hash]Due) (Report, error) {
+	rep := Report{Waiting: map[jpki.Hash]Due{}}
+	entries, err := j.cfg.Feed.RevokedSince(ctx, since, now)
+	if err != nil {
+		return rep, fmt.Errorf("linkage: read the JPKI revocations: %w", err)
+	}
+	todo := map[jpki.Hash]jpki.RevokedEntry{}
+	for _, e := range entries {
+		todo[e.CertHash(j.cfg.LinkKey)] = e
+	}
+	for h, d := range waiting {
+		if _, listed := todo[h]; listed {
+			continue
+		}
+		if now.Before(d.At) {
+			rep.Waiting[h] = d // not due: keep waiting without a look
+			continue
+		}
+		todo[h] = d.Entry
+	}
+	set := j.cfg.Profiles()
+	for h, e := range todo {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		rep.Entries++
+		targets, err := j.linked(h)
+		if err != nil {
+			return rep, err
+		}
+		for _, t := range targets {
+			rep.Linked++
+			until, err := j.act(ctx, set, e, t, now, &rep)
+			if err != nil {
+				return rep, err
+			}
+			if !until.IsZero() {
+				if d, ok := rep.Waiting[h]; !ok || until.Before(d.At) {
+					rep.Waiting[h] = Due{Entry: e, At: until}
+				}
+			}
+		}
+	}
+	return rep, nil
+}
+
+// target is a derived certificate linked to a revoked JPKI certificate.
+type target struct {
+	serial   *big.Int
+	profile  string
+	status   ca.Status
+	notAfter time.Time
+}
+
+func (j *Job) linked(h jpki.Hash) ([]target, error) {
+	var out []target
+	err := j.cfg.State.View(func(tx *bbolt.Tx) error {
+		for _, s := range ca.ByLink(tx, h[:]) {
+			rec, err := ca.Lookup(tx, s)
+			if err != nil {
+				return err
+			}
+			if rec.Kind != ca.Derived {
+				continue
+			}
+			out = append(out, target{serial: s, profile: rec.Profile, status: rec.Status, notAfter: rec.NotAfter})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("linkage: read the linked certificates: %w", err)
+	}
+	return out, nil
+}
+
+// act decides on one certificate and does what the decision says. It returns when to
+// decide again (zero: nothing more will happen).
+func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t target, now time.Time, rep *Report) (time.Time, error) {
+	var st policies.DerivedState
+	switch t.status {
+	case ca.Good:
+		st = policies.DerivedGood
+	case ca.Held:
+		st = policies.DerivedHeld
+	case ca.Revoked:
+		st = policies.DerivedRevoked
+	default:
+		// An issuance in flight: look again at the next pass.
+		return now.Add(j.cfg.Interval), nil
+	}
+	var d policies.LinkageDecision
+	if p, ok := set.Profile(t.profile); ok {
+		d = policies.DecideLinkage(p, policies.JPKIRevocation{Reason: e.Reason, RevokedAt: e.RevokedAt},
+			policies.Derived{State: st, NotAfter: t.notAfter}, now)
+	} else {
+		d = unknownProfile(t, st, e, now)
+	}
+	var err error
+	switch d.Act {
+	case policies.ActHold:
+		if err = j.cfg.Authority.Hold(ctx, t.serial, Actor); err == nil {
+			rep.Held++
+			j.acts.WithLabelValues("hold").Inc()
+		}
+	case policies.ActRevoke:
+		if err = j.cfg.Authority.Revoke(ctx, t.serial, int(d.Reason), Actor); err == nil {
+			rep.Revoked++
+			j.acts.WithLabelValues("revoke").Inc()
+		}
+	default:
+		return d.Until, nil
+	}
+	switch {
+	case err == nil:
+		j.log.Info("linkage: "+d.Act.String(), "serial", fmt.Sprintf("%x", t.serial), "why", d.Why)
+		return d.Until, nil
+	case errors.Is(err, ca.ErrStatus), errors.Is(err, ca.ErrNotFound):
+		// The certificate changed since it was read (revoked by an operator, re-bound):
+		// decide again at the next pass, on what the state says then.
+		rep.Conflicts++
+		return now.Add(j.cfg.Interval), nil
+	}
+	return time.Time{}, fmt.Errorf("linkage: %s %x: %w", d.Act, t.serial, err)
+}
+
+// unknownProfile decides for a certificate whose profile is not in the active set:
+// revoke, keyCompromise if the JPKI key was compromised, else cessationOfOperation.
+func unknownProfile(t target, st policies.DerivedState, e jpki.RevokedEntry, now time.Time) policies.LinkageDecision {
+	why := fmt.Sprintf("profile %s not in the active set: JPKI %s → revoke", t.profile, e.Reason)
+	if st == policies.DerivedRevoked || !now.Before(t.notAfter) {
+		return policies.LinkageDecision{Why: why + "; already revoked or expired"}
+	}
+	reason := jpki.ReasonCessationOfOperation
+	if e.Reason == jpki.ReasonKeyCompromise {
+		reason = jpki.ReasonKeyCompromise
+	}
+	return policies.LinkageDecision{Act: policies.ActRevoke, Reason: reason, Why: why}
+}
