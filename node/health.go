@@ -61,6 +61,12 @@ func (n *Node) ready(ctx context.Context) probe {
 		return probe{Node: c.ID(), Reason: "draining"}
 	}
 	p := probe{Node: c.ID()}
+	select {
+	case <-n.started:
+	default:
+		p.Reason = "starting its services"
+		return p
+	}
 	st, err := c.Status()
 	if err != nil {
 		p.Reason = err.Error()

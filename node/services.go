@@ -130,6 +130,14 @@ func (a *appliance) startCA(ctx context.Context, env *Env) error {
 	a.auth = auth
 	a.mu.Unlock()
 
+	// The first node makes the link key before any other can join: a voter
+	// joining receives it, and a join fails if the leader lacks one.
+	if a.cfg.Cluster.Bootstrap {
+		if err := ensureLinkKey(ctx, a.tok); err != nil {
+			return err
+		}
+	}
+
 	runCtx := a.ctx
 
 	// The CRL publisher: every node runs it; it works while its node leads.
@@ -174,11 +182,6 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 	if a.cfg.JPKI == nil {
 		a.log.Info("node: enrollment off: the configuration has no jpki section")
 		return nil
-	}
-	if a.cfg.Cluster.Bootstrap {
-		if err := ensureLinkKey(ctx, a.tok); err != nil {
-			return err
-		}
 	}
 	secrets, err := deriveSecrets(ctx, a.tok)
 	if errors.Is(err, hsm.ErrKeyNotFound) {
