@@ -1,0 +1,634 @@
+package operator
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// Command types of the package, all at version 1.
+//
+//	operator.ca                 the operator CA's certificate, once
+//	operator.add                an operator recorded with their certificate
+//	operator.remove             an operator removed
+//	operator.request.propose    a request under dual control recorded as pending
+//	operator.request.decide     an approval or a rejection (or, past the expiry, the expiry)
+//	operator.request.expire     a pending request past its expiry ended
+//	operator.request.start      an approved request taken for execution
+//	operator.request.finish     its execution's outcome
+//	operator.request.interrupt  an execution cut short by a leader change, outcome unknown
+const (
+	CommandCA        = "operator.ca"
+	CommandAdd       = "operator.add"
+	CommandRemove    = "operator.remove"
+	CommandPropose   = "operator.request.propose"
+	CommandDecide    = "operator.request.decide"
+	CommandExpire    = "operator.request.expire"
+	CommandStart     = "operator.request.start"
+	CommandFinish    = "operator.request.finish"
+	CommandInterrupt = "operator.request.interrupt"
+)
+
+// Commands lists the command types of the package (for the audit configuration).
+func Commands() []string {
+	return []string{CommandCA, CommandAdd, CommandRemove, CommandPropose, CommandDecide, CommandExpire,
+		CommandStart, CommandFinish, CommandInterrupt}
+}
+
+// Errors of the state machine's refusals (they match cluster.ErrRefused too).
+var (
+	ErrCAExists        = errors.New("operator: the operator CA exists already")
+	ErrBootstrapped    = errors.New("operator: operators exist already; bootstrap refused")
+	ErrBadCertificate  = errors.New("operator: certificate not acceptable")
+	ErrKeyInUse        = errors.New("operator: an active operator has that key already")
+	ErrNotAllowed      = errors.New("operator: the acting operator may not do that")
+	ErrLastAdmin       = errors.New("operator: the last active admin cannot be removed")
+	ErrNotActive       = errors.New("operator: operator is not active")
+	ErrTooFewApprovers = errors.New("operator: fewer operators of the rule's role than approvals needed")
+	ErrNotPending      = errors.New("operator: request is not pending")
+	ErrRequestExpired  = errors.New("operator: request expired")
+	ErrSelfApproval    = errors.New("operator: the proposer cannot approve their own request")
+	ErrWrongRole       = errors.New("operator: approver lacks the rule's role")
+	ErrDuplicate       = errors.New("operator: approval given already")
+	ErrBadSignature    = errors.New("operator: approval signature does not verify")
+	ErrNotExecuting    = errors.New("operator: request is not being executed by that run")
+	ErrMismatch        = errors.New("operator: change differs from the approved request")
+	ErrInvalid         = errors.New("operator: invalid command")
+)
+
+func refuse(err error, format string, a ...any) error {
+	return cluster.Refuse(fmt.Errorf("%w: "+format, append([]any{err}, a...)...))
+}
+
+// actorSystem is the audit log's actor for the appliance itself.
+const actorSystem = "system"
+
+// Limits of what a command may carry.
+const (
+	maxBody   = 64 << 10
+	maxResult = 64 << 10
+	maxName   = 128
+)
+
+// Command bodies.
+type (
+	caBody struct {
+		_    struct{} `cbor:",toarray"`
+		Cert []byte
+	}
+	addBody struct {
+		_         struct{} `cbor:",toarray"`
+		ID        string
+		Name      string
+		Role      string
+		Cert      []byte
+		Actor     string // "system" for the bootstrap, else the acting operator's
+		Request   string // the executing request this add carries out, if any
+		Bootstrap bool
+	}
+	removeBody struct {
+		_       struct{} `cbor:",toarray"`
+		ID      string
+		Actor   string
+		Request string
+	}
+	proposeBody struct {
+		_        struct{} `cbor:",toarray"`
+		ID       string
+		Action   string
+		Body     []byte
+		Digest   []byte
+		Proposer []byte
+		M        int
+		Role     string
+		TTL      int64
+	}
+	decideBody struct {
+		_         struct{} `cbor:",toarray"`
+		ID        string
+		Approver  []byte
+		Decision  string
+		Signature []byte
+	}
+	expireBody struct {
+		_  struct{} `cbor:",toarray"`
+		ID string
+	}
+	startBody struct {
+		_   struct{} `cbor:",toarray"`
+		ID  string
+		Run string
+	}
+	finishBody struct {
+		_      struct{} `cbor:",toarray"`
+		ID     string
+		Run    string
+		OK     bool
+		Result []byte
+		Error  string
+	}
+	// result is what every command returns: the request's (or operator's) ID and
+	// state after the change, for callers and DescribeCommand.
+	result struct {
+		_         struct{} `cbor:",toarray"`
+		ID        string
+		State     uint8 // request State, or operator Status for add/remove
+		Approvals int
+		M         int
+		Action    string
+		Digest    []byte
+		Request   string // operator.add/remove: the request it carried out
+		Role      string // operator.add: the role; decide: the rule's role
+	}
+)
+
+// Handlers returns the cluster handlers of the package's commands. Register them
+// on every node.
+func Handlers() []cluster.Handler {
+	return []cluster.Handler{
+		handler{CommandCA, applyCA, allBuckets()},
+		handler{CommandAdd, applyAdd, nil},
+		handler{CommandRemove, applyRemove, nil},
+		handler{CommandPropose, applyPropose, nil},
+		handler{CommandDecide, applyDecide, nil},
+		handler{CommandExpire, applyExpire, nil},
+		handler{CommandStart, applyStart, nil},
+		handler{CommandFinish, applyFinish, nil},
+		handler{CommandInterrupt, applyInterrupt, nil},
+	}
+}
+
+type handler struct {
+	typ     string
+	apply   func(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
+	buckets [][]byte
+}
+
+func (h handler) Type() string                                        { return h.typ }
+func (h handler) Versions() []uint                                    { return []uint{1} }
+func (h handler) Buckets() [][]byte                                   { return h.buckets }
+func (h handler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) { return h.apply(tx, e) }
+
+func decode(e cluster.Entry, v any) error {
+	if err := e.Command.Decode(v); err != nil {
+		return cluster.Refuse(fmt.Errorf("%w: %v", ErrInvalid, err))
+	}
+	return nil
+}
+
+func encodeResult(r result) ([]byte, error) { return encMode.Marshal(r) }
+
+func applyCA(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b caBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	if tx.Bucket(bucketCA).Get(keyCACert) != nil {
+		return nil, cluster.Refuse(ErrCAExists)
+	}
+	c, err := x509.ParseCertificate(b.Cert)
+	if err != nil || !c.IsCA || c.CheckSignatureFrom(c) != nil {
+		return nil, refuse(ErrBadCertificate, "operator CA: not a self-signed CA certificate")
+	}
+	if err := tx.Bucket(bucketCA).Put(keyCACert, b.Cert); err != nil {
+		return nil, err
+	}
+	return encodeResult(result{})
+}
+
+// activeOp returns the active operator named by an actor string.
+func activeOp(tx *bbolt.Tx, actor string) (*opRecord, error) {
+	fp, ok := parseActor(actor)
+	if !ok {
+		return nil, nil
+	}
+	r, err := opByFingerprint(tx, fp[:])
+	if err != nil || r == nil || Status(r.Status) != Active {
+		return nil, err
+	}
+	return r, nil
+}
+
+// executing returns the request id if it is being executed and is of action.
+func executing(tx *bbolt.Tx, id, action string) (*reqRecord, error) {
+	q, err := readReq(tx, id)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil || State(q.State) != Executing || q.Action != action {
+		return nil, refuse(ErrNotExecuting, "request %q", id)
+	}
+	return q, nil
+}
+
+// finishWith marks an executing request executed, with its result, in the
+// transaction of the change that carried it out.
+func finishWith(tx *bbolt.Tx, q *reqRecord, e cluster.Entry, res []byte) error {
+	q.State = uint8(Executed)
+	q.Decided = e.Time.UnixNano()
+	q.Result = res
+	return putReq(tx, q)
+}
+
+func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b addBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	caDER := tx.Bucket(bucketCA).Get(keyCACert)
+	if caDER == nil {
+		return nil, cluster.Refuse(ErrNoCA)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, fmt.Errorf("operator: CA certificate in the state: %w", err)
+	}
+	cert, err := x509.ParseCertificate(b.Cert)
+	if err != nil || cert.CheckSignatureFrom(ca) != nil {
+		return nil, refuse(ErrBadCertificate, "not issued by the operator CA")
+	}
+	role, err := RoleOf(cert)
+	if err != nil || string(role) != b.Role || cert.Subject.CommonName != b.ID || !validOperatorID(b.ID) {
+		return nil, refuse(ErrBadCertificate, "role or ID differ from the certificate's")
+	}
+	if b.Name == "" || len(b.Name) > maxName {
+		return nil, refuse(ErrInvalid, "name: want 1-%d bytes", maxName)
+	}
+	if old, err := readOp(tx, b.ID); err != nil || old != nil {
+		if err == nil {
+			err = refuse(ErrInvalid, "operator ID %s is taken", b.ID)
+		}
+		return nil, err
+	}
+	keyHash := FingerprintOf(cert.RawSubjectPublicKeyInfo)
+	if tx.Bucket(bucketKeys).Get(keyHash[:]) != nil {
+		return nil, cluster.Refuse(ErrKeyInUse)
+	}
+	var q *reqRecord
+	switch {
+	case b.Bootstrap:
+		if !isFirst(tx) {
+			return nil, cluster.Refuse(ErrBootstrapped)
+		}
+		if role != Admin || b.Actor != actorSystem || b.Request != "" {
+			return nil, refuse(ErrInvalid, "bootstrap: an admin, by the system")
+		}
+	case b.Request != "":
+		if q, err = executing(tx, b.Request, ActionOperatorManage); err != nil {
+			return nil, err
+		}
+		ch, err := ParseChange(q.Body)
+		if err != nil || ch.Op != OpAdd || ch.Name != b.Name || ch.Role != role || !sameKey(ch.CSR, cert) {
+			return nil, refuse(ErrMismatch, "request %s", q.ID)
+		}
+		if b.Actor != FingerprintFromBytes(q.Proposer).Actor() {
+			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
+		}
+	default:
+		a, err := activeOp(tx, b.Actor)
+		if err != nil {
+			return nil, err
+		}
+		if a == nil || Role(a.Role) != Admin {
+			return nil, refuse(ErrNotAllowed, "add an operator: actor is not an active admin")
+		}
+	}
+	r := &opRecord{ID: b.ID, Name: b.Name, Role: b.Role, Status: uint8(Active), Cert: b.Cert,
+		Created: e.Time.UnixNano(), NotAfter: cert.NotAfter.UnixNano()}
+	if err := putOp(tx, r); err != nil {
+		return nil, err
+	}
+	fp := FingerprintOf(b.Cert)
+	if err := tx.Bucket(bucketCerts).Put(fp[:], []byte(b.ID)); err != nil {
+		return nil, err
+	}
+	if err := tx.Bucket(bucketKeys).Put(keyHash[:], []byte(b.ID)); err != nil {
+		return nil, err
+	}
+	if q != nil {
+		if err := finishWith(tx, q, e, b.Cert); err != nil {
+			return nil, err
+		}
+	}
+	return encodeResult(result{ID: b.ID, State: uint8(Active), Request: b.Request, Role: b.Role})
+}
+
+// isFirst reports that no operator was ever recorded: a bootstrap happens once.
+func isFirst(tx *bbolt.Tx) bool {
+	k, _ := tx.Bucket(bucketOps).Cursor().First()
+	return k == nil
+}
+
+// sameKey reports whether a CSR's key is the certificate's.
+func sameKey(csrDER []byte, cert *x509.Certificate) bool {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	return err == nil && bytes.Equal(csr.RawSubjectPublicKeyInfo, cert.RawSubjectPublicKeyInfo)
+}
+
+func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b removeBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	r, err := readOp(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil || Status(r.Status) != Active {
+		return nil, refuse(ErrNotActive, "operator %q", b.ID)
+	}
+	var q *reqRecord
+	if b.Request != "" {
+		if q, err = executing(tx, b.Request, ActionOperatorManage); err != nil {
+			return nil, err
+		}
+		ch, err := ParseChange(q.Body)
+		if err != nil || ch.Op != OpRemove || ch.ID != b.ID {
+			return nil, refuse(ErrMismatch, "request %s", q.ID)
+		}
+		if b.Actor != FingerprintFromBytes(q.Proposer).Actor() {
+			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
+		}
+	} else {
+		a, err := activeOp(tx, b.Actor)
+		if err != nil {
+			return nil, err
+		}
+		if a == nil || Role(a.Role) != Admin {
+			return nil, refuse(ErrNotAllowed, "remove an operator: actor is not an active admin")
+		}
+	}
+	if Role(r.Role) == Admin {
+		n, err := countActive(tx, Admin, nil)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 1 {
+			return nil, cluster.Refuse(ErrLastAdmin)
+		}
+	}
+	r.Status = uint8(Removed)
+	r.Removed = e.Time.UnixNano()
+	if err := putOp(tx, r); err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(r.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("operator: certificate of %s: %w", r.ID, err)
+	}
+	keyHash := FingerprintOf(cert.RawSubjectPublicKeyInfo)
+	if err := tx.Bucket(bucketKeys).Delete(keyHash[:]); err != nil {
+		return nil, err
+	}
+	if q != nil {
+		if err := finishWith(tx, q, e, []byte(r.ID)); err != nil {
+			return nil, err
+		}
+	}
+	return encodeResult(result{ID: r.ID, State: uint8(Removed), Request: b.Request, Role: r.Role})
+}
+
+func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b proposeBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	if !validRequestID(b.ID) {
+		return nil, refuse(ErrInvalid, "request ID %q", b.ID)
+	}
+	if old, err := readReq(tx, b.ID); err != nil || old != nil {
+		if err == nil {
+			err = refuse(ErrInvalid, "request ID %s is taken", b.ID)
+		}
+		return nil, err
+	}
+	rule := Rule{M: b.M, Role: Role(b.Role), TTL: time.Duration(b.TTL)}
+	if err := rule.validate(b.Action); err != nil {
+		return nil, refuse(ErrInvalid, "%v", err)
+	}
+	if len(b.Body) > maxBody {
+		return nil, refuse(ErrInvalid, "body of %d bytes: at most %d", len(b.Body), maxBody)
+	}
+	if d := Digest(b.Action, b.Body); !bytes.Equal(d[:], b.Digest) {
+		return nil, refuse(ErrInvalid, "digest does not match the body")
+	}
+	p, err := opByFingerprint(tx, b.Proposer)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil || Status(p.Status) != Active {
+		return nil, refuse(ErrNotActive, "proposer")
+	}
+	if !slices.Contains(matrix[b.Action], Role(p.Role)) {
+		return nil, refuse(ErrNotAllowed, "%s needs role %v; the proposer is %s", b.Action, matrix[b.Action], p.Role)
+	}
+	n, err := countActive(tx, rule.Role, b.Proposer)
+	if err != nil {
+		return nil, err
+	}
+	if n < rule.M {
+		return nil, refuse(ErrTooFewApprovers, "%d active %s besides the proposer, %d approvals needed", n, rule.Role, rule.M)
+	}
+	q := &reqRecord{ID: b.ID, Action: b.Action, Body: b.Body, Digest: b.Digest, Proposer: b.Proposer,
+		M: b.M, Role: b.Role, TTL: b.TTL, Created: e.Time.UnixNano(), Expires: e.Time.Add(rule.TTL).UnixNano(),
+		State: uint8(Pending), Decided: e.Time.UnixNano()}
+	if err := putReq(tx, q); err != nil {
+		return nil, err
+	}
+	return reqResult(q)
+}
+
+func reqResult(q *reqRecord) ([]byte, error) {
+	return encodeResult(result{ID: q.ID, State: q.State, Approvals: len(q.Approvals), M: q.M,
+		Action: q.Action, Digest: q.Digest, Role: q.Role})
+}
+
+func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b decideBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	q, err := readReq(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil {
+		return nil, refuse(ErrNotFound, "request %q", b.ID)
+	}
+	if State(q.State) != Pending {
+		return nil, refuse(ErrNotPending, "request %s is %s", q.ID, State(q.State))
+	}
+	if e.Time.UnixNano() >= q.Expires {
+		// The decision came too late: the request ends here, as expired, and
+		// that is recorded (not refused) so that every replica agrees it ended.
+		q.State = uint8(Expired)
+		q.Decided = e.Time.UnixNano()
+		if err := putReq(tx, q); err != nil {
+			return nil, err
+		}
+		return reqResult(q)
+	}
+	d := Decision(b.Decision)
+	if d != Approve && d != Reject {
+		return nil, refuse(ErrInvalid, "decision %q", b.Decision)
+	}
+	a, err := opByFingerprint(tx, b.Approver)
+	if err != nil {
+		return nil, err
+	}
+	if a == nil || Status(a.Status) != Active {
+		return nil, refuse(ErrNotActive, "approver")
+	}
+	cert, err := x509.ParseCertificate(a.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("operator: certificate of %s: %w", a.ID, err)
+	}
+	if e.Time.Before(cert.NotBefore) || e.Time.After(cert.NotAfter) {
+		return nil, refuse(ErrCertExpired, "approver %s", a.ID)
+	}
+	var digest [32]byte
+	copy(digest[:], q.Digest)
+	if err := checkApproval(cert, q.ID, digest, d, b.Signature); err != nil {
+		return nil, refuse(ErrBadSignature, "approver %s: %v", a.ID, err)
+	}
+	own := bytes.Equal(b.Approver, q.Proposer)
+	switch {
+	case d == Approve && own:
+		return nil, cluster.Refuse(ErrSelfApproval)
+	case Role(a.Role) != Role(q.Role) && !(d == Reject && own):
+		// The proposer may withdraw their own request whatever the rule's role.
+		return nil, refuse(ErrWrongRole, "%s needs %s, the approver is %s", q.Action, q.Role, a.Role)
+	}
+	q.Decided = e.Time.UnixNano()
+	if d == Reject {
+		q.State = uint8(Rejected)
+		q.Rejecter = b.Approver
+	} else {
+		for _, x := range q.Approvals {
+			if bytes.Equal(x, b.Approver) {
+				return nil, cluster.Refuse(ErrDuplicate)
+			}
+		}
+		q.Approvals = append(q.Approvals, b.Approver)
+		if len(q.Approvals) >= q.M {
+			q.State = uint8(Approved)
+		}
+	}
+	if err := putReq(tx, q); err != nil {
+		return nil, err
+	}
+	return reqResult(q)
+}
+
+func applyExpire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b expireBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	q, err := readReq(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil || State(q.State) != Pending {
+		return nil, refuse(ErrNotPending, "request %q", b.ID)
+	}
+	if e.Time.UnixNano() < q.Expires {
+		return nil, refuse(ErrInvalid, "request %s expires at %s", q.ID, toTime(q.Expires).Format(time.RFC3339))
+	}
+	q.State = uint8(Expired)
+	q.Decided = e.Time.UnixNano()
+	if err := putReq(tx, q); err != nil {
+		return nil, err
+	}
+	return reqResult(q)
+}
+
+func applyStart(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b startBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	q, err := readReq(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil || State(q.State) != Approved || b.Run == "" {
+		return nil, refuse(ErrNotPending, "request %q is not approved and waiting", b.ID)
+	}
+	q.State = uint8(Executing)
+	q.Run = b.Run
+	q.Decided = e.Time.UnixNano()
+	if err := putReq(tx, q); err != nil {
+		return nil, err
+	}
+	return reqResult(q)
+}
+
+func applyFinish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b finishBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	q, err := readReq(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil || State(q.State) != Executing || q.Run != b.Run {
+		return nil, refuse(ErrNotExecuting, "request %q", b.ID)
+	}
+	if len(b.Result) > maxResult || len(b.Error) > maxResult {
+		return nil, refuse(ErrInvalid, "result of more than %d bytes", maxResult)
+	}
+	q.Decided = e.Time.UnixNano()
+	if b.OK {
+		q.State, q.Result = uint8(Executed), b.Result
+	} else {
+		q.State, q.Error = uint8(Failed), b.Error
+	}
+	if err := putReq(tx, q); err != nil {
+		return nil, err
+	}
+	return reqResult(q)
+}
+
+func applyInterrupt(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b startBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	q, err := readReq(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil || State(q.State) != Executing || q.Run != b.Run {
+		return nil, refuse(ErrNotExecuting, "request %q", b.ID)
+	}
+	q.State = uint8(Interrupted)
+	q.Error = "interrupted: the leader changed while it ran; it may or may not have taken effect"
+	q.Decided = e.Time.UnixNano()
+	if err := putReq(tx, q); err != nil {
+		return nil, err
+	}
+	return reqResult(q)
+}
+
+func validOperatorID(id string) bool { return validHexID(id, "op-") }
+func validRequestID(id string) bool  { return validHexID(id, "rq-") }
+func validHexID(id, prefix string) bool {
+	if len(id) != len(prefix)+16 || id[:len(prefix)] != prefix {
+		return false
+	}
+	for _, c := range id[len(prefix):] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

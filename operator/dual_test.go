@@ -1,0 +1,360 @@
+package operator
+
+import (
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// threeAdmins bootstraps admin a and adds officer o and admins b and c in the
+// initial ceremony (no approval while the rule of operator.manage cannot be met).
+func threeAdmins(t *testing.T, h *harness) (a, b, c, o *person) {
+	a = h.bootstrap("a")
+	o = h.add(a, "o", Officer, 0)
+	b = h.add(a, "b", Admin, 0)
+	c = h.add(a, "c", Admin, 0)
+	if r, ok := h.svc.Rules()[ActionOperatorManage]; ok && r.M == 2 {
+		// Three admins: from now on adding an operator needs two approvals.
+		_, err := h.svc.Add(ctxT(t), a.op, Change{Op: OpAdd, Name: "x", Role: Auditor, CSR: csrFor(t, newKey(t))})
+		mustRefuse(t, "add without approval", err, ErrApprovalRequired)
+	}
+	return a, b, c, o
+}
+
+func wantSteps(t *testing.T, h *harness, id string, want []string, actors []string) {
+	t.Helper()
+	ds := h.waitDescribed(id, len(want))
+	if got := types(ds); !slices.Equal(got, want) {
+		t.Fatalf("audit of %s: %v, want %v", id, got, want)
+	}
+	for i, a := range actors {
+		if ds[i].Actor != a {
+			t.Fatalf("audit of %s: %s by %s, want %s", id, ds[i].Type, ds[i].Actor, a)
+		}
+	}
+}
+
+// TestDualControl: a policy change needing 2 of 3 admins does not run with one
+// approval, with the proposer's own, with an officer's, with a bad signature, a
+// second time by the same admin, after a rejection or after the expiry; it runs,
+// once, with two valid approvals; every step is described for the audit log.
+func TestDualControl(t *testing.T) {
+	var runs atomic.Int32
+	h := newHarness(t, Config{
+		Rules: map[string]Rule{
+			ActionPolicyApply:    {M: 2, Role: Admin, TTL: time.Hour},
+			ActionCAKeyGenerate:  {M: 2, Role: Admin, TTL: time.Second},
+			ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour},
+		},
+		Runners: map[string]Runner{ActionPolicyApply: func(_ contextT, r Request) ([]byte, error) {
+			runs.Add(1)
+			return []byte("applied " + string(r.Body)), nil
+		}},
+		// No timed sweep: the leader looks only when a decision is committed,
+		// so a decision after the expiry meets the state machine's own check.
+		Sweep: time.Hour,
+	})
+	a, b, c, o := threeAdmins(t, h)
+	ctx := ctxT(t)
+
+	_, err := h.svc.Propose(ctx, o.op, ActionPolicyApply, []byte("policy v2"))
+	mustRefuse(t, "officer proposes a policy", err, ErrForbidden)
+	_, err = h.svc.Propose(ctx, a.op, ActionCertHold, []byte("x"))
+	mustRefuse(t, "propose what no rule covers", err, ErrForbidden)
+
+	q, err := h.svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.State != Pending || q.Digest != Digest(ActionPolicyApply, []byte("policy v2")) || q.Proposer != a.op.Fingerprint {
+		t.Fatalf("proposed %+v", q)
+	}
+	_, err = h.decide(a, q, Approve)
+	mustRefuse(t, "proposer approves", err, ErrSelfApproval)
+	_, err = h.decide(o, q, Approve)
+	mustRefuse(t, "officer approves", err, ErrWrongRole)
+	sig, _ := SignApproval(c.key, q.ID, q.Digest, Reject)
+	_, err = h.svc.Decide(ctx, q.ID, c.op, Approve, sig)
+	mustRefuse(t, "signature over another decision", err, ErrBadSignature)
+	sig, _ = SignApproval(b.key, q.ID, q.Digest, Approve)
+	_, err = h.svc.Decide(ctx, q.ID, c.op, Approve, sig)
+	mustRefuse(t, "another admin's signature", err, ErrBadSignature)
+
+	q1, err := h.decide(b, q, Approve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q1.State != Pending || len(q1.Approvals) != 1 {
+		t.Fatalf("after one approval: %s with %d", q1.State, len(q1.Approvals))
+	}
+	_, err = h.decide(b, q, Approve)
+	mustRefuse(t, "second approval by the same admin", err, ErrDuplicate)
+	time.Sleep(200 * time.Millisecond)
+	if n := runs.Load(); n != 0 || h.request(q.ID).State != Pending {
+		t.Fatalf("ran %d times with one approval (%s)", n, h.request(q.ID).State)
+	}
+
+	if _, err := h.decide(c, q, Approve); err != nil {
+		t.Fatal(err)
+	}
+	done := h.waitState(q.ID, Executed)
+	if string(done.Result) != "applied policy v2" || !slices.Equal(done.Approvals, []Fingerprint{b.op.Fingerprint, c.op.Fingerprint}) {
+		t.Fatalf("executed %+v", done)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("ran %d times, want once", n)
+	}
+	_, err = h.decide(c, q, Approve)
+	mustRefuse(t, "approval after execution", err, ErrNotPending)
+	sys := "system"
+	wantSteps(t, h, q.ID,
+		[]string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved, TypeRequestStarted, TypeRequestExecuted},
+		[]string{a.op.Actor(), b.op.Actor(), c.op.Actor(), sys, sys, sys})
+
+	// Rejected: a rejection by an admin ends it; later approvals do not count.
+	rq, err := h.svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := h.decide(c, rq, Reject); err != nil || r.State != Rejected || r.Rejecter != c.op.Fingerprint {
+		t.Fatalf("reject: %v %+v", err, r)
+	}
+	_, err = h.decide(b, rq, Approve)
+	mustRefuse(t, "approval after rejection", err, ErrNotPending)
+	wantSteps(t, h, rq.ID, []string{TypeRequestProposed, TypeRequestRejected}, []string{a.op.Actor(), c.op.Actor()})
+
+	// Expired: one approval in time, the second after the expiry. The second
+	// decision is not refused: it ends the request as expired, decided by the
+	// entry's time in the state machine.
+	eq, err := h.svc.Propose(ctx, a.op, ActionCAKeyGenerate, []byte("generate ec-p384"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.decide(b, eq, Approve); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(eq.Expires) + 50*time.Millisecond)
+	late, err := h.decide(c, eq, Approve)
+	mustRefuse(t, "approval after expiry", err, ErrRequestExpired)
+	if late.State != Expired || len(late.Approvals) != 1 || late.Decided.Before(eq.Expires) {
+		t.Fatalf("after expiry: %+v", late)
+	}
+	_, err = h.decide(c, eq, Approve)
+	mustRefuse(t, "approval of an expired request", err, ErrNotPending)
+	wantSteps(t, h, eq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestExpired},
+		[]string{a.op.Actor(), b.op.Actor(), sys})
+
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("ran %d times, want once", n)
+	}
+}
+
+// TestSweepExpires: the leader ends pending requests past their expiry without
+// anyone deciding them.
+func TestSweepExpires(t *testing.T) {
+	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Second}}})
+	a, _, _, _ := threeAdmins(t, h)
+	q, err := h.svc.Propose(ctxT(t), a.op, ActionPolicyApply, []byte("policy v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.request(q.ID).State != Pending {
+		t.Fatal("not pending")
+	}
+	got := h.waitState(q.ID, Expired)
+	if got.Decided.Before(q.Expires) {
+		t.Fatalf("expired at %s, before its expiry %s", got.Decided, q.Expires)
+	}
+	wantSteps(t, h, q.ID, []string{TypeRequestProposed, TypeRequestExpired}, nil)
+}
+
+// TestOperatorChangeUnderApproval adds and removes operators through approved
+// requests: the change and the request's end are one command.
+func TestOperatorChangeUnderApproval(t *testing.T) {
+	h := newHarness(t, Config{})
+	a, b, c, o := threeAdmins(t, h)
+	ctx := ctxT(t)
+
+	// The new officer's key is in a PKCS#11 token: the package sees only the CSR.
+	key := newKey(t)
+	body, err := Change{Op: OpAdd, Name: "eve", Role: Officer, CSR: csrFor(t, key)}.Body()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.decide(b, q, Approve); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.decide(o, q, Approve); !errors.Is(err, ErrWrongRole) {
+		t.Fatalf("officer approves an operator change: %v", err)
+	}
+	if _, err := h.decide(c, q, Approve); err != nil {
+		t.Fatal(err)
+	}
+	done := h.waitState(q.ID, Executed)
+	eve := h.person(Operator{Certificate: done.Result}, key)
+	op, err := h.verify(eve.chain(), time.Now())
+	if err != nil || op.Role != Officer || op.Name != "eve" {
+		t.Fatalf("new officer: %+v, %v", op, err)
+	}
+	wantSteps(t, h, q.ID,
+		[]string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved, TypeRequestStarted, TypeAdded, TypeRequestExecuted},
+		[]string{a.op.Actor(), b.op.Actor(), c.op.Actor(), "system", "system", a.op.Actor(), "system"})
+
+	// Remove admin b, approved by b and c.
+	body, _ = Change{Op: OpRemove, ID: b.op.ID}.Body()
+	rq, err := h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*person{b, c} {
+		if _, err := h.decide(p, rq, Approve); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.waitState(rq.ID, Executed)
+	if _, err := h.verify(b.chain(), time.Now()); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("removed admin verifies: %v", err)
+	}
+	// Two admins left: b's approvals no longer exist to count, and the rule can
+	// no longer be met, so operator changes go back to direct (the ceremony).
+	var need bool
+	if err := h.node.View(func(tx *bbolt.Tx) error {
+		var err error
+		_, need, err = h.svc.Required(tx, a.op, ActionOperatorManage, 1)
+		return err
+	}); err != nil || need {
+		t.Fatalf("required with two admins: %v %v", need, err)
+	}
+	// A request whose approvers are too few is refused at once.
+	_, err = h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	mustRefuse(t, "propose with one possible approver", err, ErrTooFewApprovers)
+}
+
+// TestBootstrapOnce: the first admin is made once; a retry of the same CSR
+// returns the same operator; the last admin cannot be removed.
+func TestBootstrapOnce(t *testing.T) {
+	h := newHarness(t, Config{})
+	key := newKey(t)
+	csr := csrFor(t, key)
+	first, err := h.svc.Bootstrap(ctxT(t), "alice", csr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := h.svc.Bootstrap(ctxT(t), "alice", csr, 0)
+	if err != nil || again.ID != first.ID || again.Fingerprint != first.Fingerprint {
+		t.Fatalf("retry: %v, %s vs %s", err, again.ID, first.ID)
+	}
+	_, err = h.svc.Bootstrap(ctxT(t), "mallory", csrFor(t, newKey(t)), 0)
+	mustRefuse(t, "second bootstrap", err, ErrBootstrapped)
+	err = h.svc.Remove(ctxT(t), first, first.ID)
+	mustRefuse(t, "remove the last admin", err, ErrLastAdmin)
+	if err := h.node.View(func(tx *bbolt.Tx) error {
+		ops, err := List(tx)
+		if err == nil && (len(ops) != 1 || ops[0].Status != Active) {
+			err = errors.New("want one active admin")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ds := h.described("")
+	if got := types(ds); !slices.Equal(got, []string{TypeCACreated, TypeAdded}) || ds[1].Data["bootstrap"] != 1 {
+		t.Fatalf("audit %v %v", got, ds)
+	}
+}
+
+// TestExecutionAcrossLeaderChange: a leader that committed the start of an
+// approved request and died leaves it executing. The next leader runs an
+// operator change again (it takes effect once, with the request's end) and
+// marks any other action interrupted rather than run it twice. An approved
+// request for which no leader has a runner waits, approved, and is not lost.
+func TestExecutionAcrossLeaderChange(t *testing.T) {
+	h := newHarness(t, Config{Rules: map[string]Rule{
+		ActionPolicyApply:    {M: 2, Role: Admin, TTL: time.Hour},
+		ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour},
+	}})
+	a, b, c, _ := threeAdmins(t, h)
+
+	pq, err := h.svc.Propose(ctxT(t), a.op, ActionPolicyApply, []byte("policy v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := h.svc.Propose(ctxT(t), a.op, ActionPolicyApply, []byte("policy v3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []Request{pq, waiting} {
+		for _, p := range []*person{b, c} {
+			if _, err := h.decide(p, q, Approve); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // sweeps of a leader with no runner for it
+	if s := h.request(pq.ID).State; s != Approved {
+		t.Fatalf("policy request without a runner: %s", s)
+	}
+
+	// The operator change is approved with the service stopped, so that it is
+	// the dead leader's start below that takes it.
+	h.svc.Close()
+	key := newKey(t)
+	body, _ := Change{Op: OpAdd, Name: "eve", Role: Auditor, CSR: csrFor(t, key)}.Body()
+	d := Digest(ActionOperatorManage, body)
+	oq := Request{ID: "rq-00000000000000aa", Digest: d}
+	if err := h.submit(CommandPropose, proposeBody{ID: oq.ID, Action: ActionOperatorManage, Body: body, Digest: d[:],
+		Proposer: a.op.Fingerprint[:], M: 2, Role: string(Admin), TTL: int64(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*person{b, c} {
+		sig, _ := SignApproval(p.key, oq.ID, d, Approve)
+		if err := h.submit(CommandDecide, decideBody{ID: oq.ID, Approver: p.op.Fingerprint[:], Decision: "approve", Signature: sig}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{pq.ID, oq.ID} {
+		if err := h.submit(CommandStart, startBody{ID: id, Run: "run-dead"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.submit(CommandStart, startBody{ID: pq.ID, Run: "run-other"}); !errors.Is(err, cluster.ErrRefused) {
+		t.Fatalf("second start: %v", err)
+	}
+
+	// The next leader, with a runner for policies.
+	var runs atomic.Int32
+	h.start(Config{Rules: h.svc.Rules(), Runners: map[string]Runner{ActionPolicyApply: func(_ contextT, r Request) ([]byte, error) {
+		runs.Add(1)
+		return r.Body, nil
+	}}})
+	got := h.waitState(pq.ID, Interrupted)
+	if got.Error == "" {
+		t.Fatal("interrupted without a reason")
+	}
+	added := h.waitState(oq.ID, Executed)
+	if _, err := h.verify(h.person(Operator{Certificate: added.Result}, key).chain(), time.Now()); err != nil {
+		t.Fatalf("operator added after the leader change: %v", err)
+	}
+	if w := h.waitState(waiting.ID, Executed); string(w.Result) != "policy v3" {
+		t.Fatalf("waiting request: %+v", w)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("runner ran %d times, want once (the waiting request only)", n)
+	}
+	wantSteps(t, h, pq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved,
+		TypeRequestStarted, TypeRequestInterrupted}, nil)
+	wantSteps(t, h, oq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved,
+		TypeRequestStarted, TypeAdded, TypeRequestExecuted}, nil)
+}

@@ -1,0 +1,499 @@
+package operator
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+)
+
+// Errors of the Service.
+var (
+	// ErrApprovalRequired: the change needs approval (Required); propose it.
+	ErrApprovalRequired = errors.New("operator: the change needs approval; propose it")
+	// ErrNoRule: Propose of an action no rule covers.
+	ErrNoRule = errors.New("operator: no rule of dual control covers the action")
+	// ErrNoCAKey: the leader does not hold the operator CA key.
+	ErrNoCAKey = errors.New("operator: the leader lacks the operator CA key")
+)
+
+// A Runner carries out an approved request of one action, on the leader, and
+// returns its result (at most 64 KiB, recorded in the request; no secrets). It is
+// started at most once per request: if the leader changes while it runs, the
+// request ends Interrupted rather than run again, so a Runner that can tell
+// whether its effect happened should make its effect carry the request ID.
+type Runner func(ctx context.Context, r Request) (result []byte, err error)
+
+// Config configures the operator service of one node.
+type Config struct {
+	Cluster *cluster.Cluster
+	// Vault holds the operator CA key (KeyName) on every voter.
+	Vault cluster.KeyVault
+	// Rules are the rules of dual control by action: DefaultRules if nil, none
+	// if empty. Every node must have the same rules: a proposal records the
+	// proposing node's rule, and that is the one its approvals are held to.
+	Rules map[string]Rule
+	// Runners execute approved requests by action, on the leader. The package
+	// runs ActionOperatorManage itself; an approved request of an action without
+	// a runner waits, approved, until a leader has one.
+	Runners map[string]Runner
+	// Sweep is how often the leader looks for approved requests to run and
+	// pending ones past their expiry (1s).
+	Sweep  time.Duration
+	Logger *slog.Logger // default slog.Default()
+}
+
+// Service is the operator component of a node: it issues operator
+// certificates (on the leader, with the operator CA key in the HSM), records
+// operators and requests through the cluster, and, while its node leads,
+// expires overdue requests and executes approved ones, once each.
+type Service struct {
+	c       *cluster.Cluster
+	vault   cluster.KeyVault
+	rules   map[string]Rule
+	runners map[string]Runner
+	sweep   time.Duration
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]bool // request IDs this process is executing
+
+	closed context.Context
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+const callSign = "operator.sign"
+
+// New checks cfg, registers the leader's call for signing and the leader's
+// duties with the cluster (open, with Handlers registered), and returns the
+// service. Close stops it.
+func New(cfg Config) (*Service, error) {
+	var errs []error
+	if cfg.Cluster == nil {
+		errs = append(errs, errors.New("operator: cluster: required"))
+	}
+	if cfg.Vault == nil {
+		errs = append(errs, errors.New("operator: vault: required"))
+	}
+	if cfg.Rules == nil {
+		cfg.Rules = DefaultRules()
+	}
+	for a, r := range cfg.Rules {
+		errs = append(errs, r.validate(a))
+	}
+	for a, r := range cfg.Runners {
+		if _, ok := matrix[a]; !ok || r == nil || a == ActionOperatorManage {
+			errs = append(errs, fmt.Errorf("operator: runners.%s: an unknown action, a nil runner, or the package's own", a))
+		}
+	}
+	if cfg.Sweep == 0 {
+		cfg.Sweep = time.Second
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{c: cfg.Cluster, vault: cfg.Vault, rules: maps.Clone(cfg.Rules), runners: maps.Clone(cfg.Runners),
+		sweep: cfg.Sweep, log: cfg.Logger, running: map[string]bool{}}
+	s.closed, s.stop = context.WithCancel(context.Background())
+	s.c.HandleLeaderCall(callSign, s.serveSign)
+	s.c.OnLeader(s.lead)
+	return s, nil
+}
+
+// Close stops the leader's duties and waits for executions in progress here to
+// record their outcome.
+func (s *Service) Close() {
+	s.stop()
+	s.wg.Wait()
+}
+
+// Rules returns the rules of dual control in force on this node.
+func (s *Service) Rules() map[string]Rule { return maps.Clone(s.rules) }
+
+// Required says whether an action asked for by an operator, touching count
+// items (certificates to revoke; 1 otherwise), needs approval, and under which
+// rule. The one exception is the initial ceremony: while the rule of
+// ActionOperatorManage cannot be met (fewer active operators of its role than M
+// besides by), operators are added and removed directly, so that the first admin
+// can add the others. The last admin can never be removed.
+func (s *Service) Required(tx *bbolt.Tx, by Operator, action string, count int) (Rule, bool, error) {
+	r, ok := s.rules[action]
+	if !ok || (r.Over > 0 && count <= r.Over) {
+		return Rule{}, false, nil
+	}
+	if action == ActionOperatorManage {
+		n, err := countActive(tx, r.Role, by.Fingerprint[:])
+		if err != nil {
+			return Rule{}, false, err
+		}
+		if n < r.M {
+			return Rule{}, false, nil
+		}
+	}
+	return r, true, nil
+}
+
+func newID(prefix string) (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return prefix + hex.EncodeToString(b), nil
+}
+
+// Bootstrap makes the operator CA (its key in the HSM, as KeyName) if there is
+// none and issues the first admin's certificate for csr: only while no operator
+// exists (ErrBootstrapped otherwise; a retry with the same CSR returns the same
+// operator). The returned Operator's Certificate is the admin's certificate; the
+// operator CA certificate is CACertificate. The actor in the audit log is
+// "system": whoever runs it at the first node's console.
+func (s *Service) Bootstrap(ctx context.Context, name string, csr []byte, validity time.Duration) (Operator, error) {
+	ch := Change{Op: OpAdd, Name: name, Role: Admin, CSR: csr, Validity: validity}
+	return s.callSign(ctx, signRequest{Kind: kindBootstrap, Actor: actorSystem}, ch)
+}
+
+// Add adds an operator directly: by must be an active admin, and the change
+// must need no approval (Required), else ErrApprovalRequired. The operator's
+// certificate is in the returned Operator, the only time it is handed out
+// (it is public: Lookup shows it again).
+func (s *Service) Add(ctx context.Context, by Operator, ch Change) (Operator, error) {
+	if err := s.direct(ctx, by, ch, OpAdd); err != nil {
+		return Operator{}, err
+	}
+	return s.callSign(ctx, signRequest{Kind: kindAdd, Actor: by.Actor()}, ch)
+}
+
+// Remove removes an operator directly, under the same conditions as Add.
+func (s *Service) Remove(ctx context.Context, by Operator, id string) error {
+	ch := Change{Op: OpRemove, ID: id}
+	if err := s.direct(ctx, by, ch, OpRemove); err != nil {
+		return err
+	}
+	return s.submit(ctx, CommandRemove, removeBody{ID: id, Actor: by.Actor()}, nil)
+}
+
+func (s *Service) direct(ctx context.Context, by Operator, ch Change, op string) error {
+	if err := Authorize(by, ActionOperatorManage); err != nil {
+		return err
+	}
+	if ch.Op != op {
+		return fmt.Errorf("operator: change %q: want %q", ch.Op, op)
+	}
+	if err := ch.check(); err != nil {
+		return err
+	}
+	var need bool
+	err := s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
+		var err error
+		_, need, err = s.Required(tx, by, ActionOperatorManage, 1)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("operator: read operators: %w", err)
+	}
+	if need {
+		return ErrApprovalRequired
+	}
+	return nil
+}
+
+// submit submits a command and decodes its result into res (if not nil).
+func (s *Service) submit(ctx context.Context, typ string, body any, res *result) error {
+	cmd, err := cluster.NewCommand(typ, 1, body)
+	if err != nil {
+		return err
+	}
+	b, err := s.c.Submit(ctx, cmd)
+	if err != nil {
+		return fmt.Errorf("operator: %s: %w", typ, err)
+	}
+	if res != nil {
+		if err := decMode.Unmarshal(b, res); err != nil {
+			return fmt.Errorf("operator: %s: result: %w", typ, err)
+		}
+	}
+	return nil
+}
+
+// Propose records a request for an action under a rule of dual control: by must
+// be allowed the action (Authorize), body is the request's canonical body (for
+// ActionOperatorManage, Change.Body). The returned Request has the ID and Digest
+// approvers sign over (ApprovalMessage).
+func (s *Service) Propose(ctx context.Context, by Operator, action string, body []byte) (Request, error) {
+	if err := Authorize(by, action); err != nil {
+		return Request{}, err
+	}
+	r, ok := s.rules[action]
+	if !ok {
+		return Request{}, fmt.Errorf("%w: %s", ErrNoRule, action)
+	}
+	if action == ActionOperatorManage {
+		if _, err := ParseChange(body); err != nil {
+			return Request{}, err
+		}
+	}
+	id, err := newID("rq-")
+	if err != nil {
+		return Request{}, err
+	}
+	d := Digest(action, body)
+	pb := proposeBody{ID: id, Action: action, Body: body, Digest: d[:], Proposer: by.Fingerprint[:],
+		M: r.M, Role: string(r.Role), TTL: int64(r.TTL)}
+	if err := s.submit(ctx, CommandPropose, pb, nil); err != nil {
+		return Request{}, err
+	}
+	return s.request(id)
+}
+
+// request reads a request this node has applied.
+func (s *Service) request(id string) (Request, error) {
+	var q Request
+	err := s.c.View(func(tx *bbolt.Tx) error { var err error; q, err = LookupRequest(tx, id); return err })
+	return q, err
+}
+
+// Decide records an approval or a rejection of request id by an operator, with
+// their signature over ApprovalMessage (SignApproval). It returns the request as
+// it stands after the decision; a decision that arrives after the expiry ends the
+// request as Expired and returns ErrRequestExpired. The state machine refuses the
+// proposer's own approval (ErrSelfApproval), an approver without the rule's role
+// (ErrWrongRole), a second approval by the same operator (ErrDuplicate) and a
+// signature that does not verify (ErrBadSignature).
+func (s *Service) Decide(ctx context.Context, id string, by Operator, d Decision, sig []byte) (Request, error) {
+	if err := Authorize(by, ActionApprovalDecide); err != nil {
+		return Request{}, err
+	}
+	var res result
+	if err := s.submit(ctx, CommandDecide, decideBody{ID: id, Approver: by.Fingerprint[:], Decision: string(d), Signature: sig}, &res); err != nil {
+		return Request{}, err
+	}
+	q, err := s.request(id)
+	if err == nil && State(res.State) == Expired {
+		err = fmt.Errorf("operator: request %s: %w", id, ErrRequestExpired)
+	}
+	return q, err
+}
+
+// The leader's signing call.
+
+const (
+	kindBootstrap = "bootstrap"
+	kindAdd       = "add"
+)
+
+type signRequest struct {
+	_       struct{} `cbor:",toarray"`
+	Kind    string
+	Change  []byte
+	Actor   string
+	Request string
+}
+
+type signReply struct {
+	_    struct{} `cbor:",toarray"`
+	ID   string
+	Code string
+	Msg  string
+}
+
+// replyCodes carry the errors callers act on across the cluster RPC.
+var replyCodes = []struct {
+	code string
+	err  error
+}{
+	{"bootstrapped", ErrBootstrapped}, {"key-in-use", ErrKeyInUse}, {"no-ca", ErrNoCA}, {"no-ca-key", ErrNoCAKey},
+	{"not-allowed", ErrNotAllowed}, {"bad-certificate", ErrBadCertificate}, {"not-executing", ErrNotExecuting},
+	{"mismatch", ErrMismatch}, {"invalid", ErrInvalid},
+}
+
+type remoteError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+func (s *Service) callSign(ctx context.Context, sr signRequest, ch Change) (Operator, error) {
+	body, err := ch.Body()
+	if err != nil {
+		return Operator{}, err
+	}
+	sr.Change = body
+	req, err := encMode.Marshal(sr)
+	if err != nil {
+		return Operator{}, err
+	}
+	b, err := s.c.CallLeader(ctx, callSign, req)
+	if err != nil {
+		return Operator{}, fmt.Errorf("operator: sign on the leader: %w", err)
+	}
+	var rep signReply
+	if err := decMode.Unmarshal(b, &rep); err != nil {
+		return Operator{}, fmt.Errorf("operator: sign on the leader: reply: %w", err)
+	}
+	if rep.Code != "" {
+		for _, c := range replyCodes {
+			if c.code == rep.Code {
+				return Operator{}, &remoteError{sentinel: c.err, msg: rep.Msg}
+			}
+		}
+		return Operator{}, errors.New(rep.Msg)
+	}
+	var op Operator
+	err = s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; op, err = Lookup(tx, rep.ID); return err })
+	return op, err
+}
+
+// serveSign is the leader's side of callSign.
+func (s *Service) serveSign(ctx context.Context, body []byte) ([]byte, error) {
+	var sr signRequest
+	if err := decMode.Unmarshal(body, &sr); err != nil {
+		return nil, fmt.Errorf("operator: sign request: %w", err)
+	}
+	ch, err := ParseChange(sr.Change)
+	if err == nil && ch.Op != OpAdd {
+		err = fmt.Errorf("%w: sign: not an add", ErrInvalid)
+	}
+	var id string
+	if err == nil {
+		id, err = s.signAdd(ctx, sr, ch)
+	}
+	var rep signReply
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		return nil, err
+	case err != nil:
+		rep.Code, rep.Msg = "error", err.Error()
+		for _, c := range replyCodes {
+			if errors.Is(err, c.err) {
+				rep.Code = c.code
+				break
+			}
+		}
+	default:
+		rep.ID = id
+	}
+	return encMode.Marshal(rep)
+}
+
+// signAdd issues an operator certificate and records the operator (here, on the
+// leader). A retry of the same change finds the operator it recorded and
+// returns it rather than issue a second certificate.
+func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (string, error) {
+	pub, err := parseCSR(ch.CSR)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	keyHash := FingerprintOf(spki)
+	var (
+		caDER    []byte
+		existing *opRecord
+		any      bool
+	)
+	err = s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
+		caDER = tx.Bucket(bucketCA).Get(keyCACert)
+		caDER = append([]byte(nil), caDER...)
+		if id := tx.Bucket(bucketKeys).Get(keyHash[:]); id != nil {
+			r, err := readOp(tx, string(id))
+			existing = r
+			return err
+		}
+		any = !isFirst(tx)
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if existing != nil {
+		if existing.Name == ch.Name && Role(existing.Role) == ch.Role {
+			return existing.ID, nil // a retry of the add that recorded it
+		}
+		return "", ErrKeyInUse
+	}
+	if sr.Kind == kindBootstrap && any {
+		return "", ErrBootstrapped
+	}
+	if sr.Kind != kindBootstrap && len(caDER) == 0 {
+		return "", ErrNoCA
+	}
+	key, err := s.vault.ReplicatedKey(ctx, KeyName, sr.Kind == kindBootstrap && len(caDER) == 0)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNoCAKey, err)
+	}
+	if len(caDER) == 0 {
+		if caDER, err = s.makeCA(ctx, key); err != nil {
+			return "", err
+		}
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return "", fmt.Errorf("operator: CA certificate in the state: %w", err)
+	}
+	if !publicKeysEqual(ca.PublicKey, key.Public()) {
+		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", ErrNoCAKey, KeyName)
+	}
+	id, err := newID("op-")
+	if err != nil {
+		return "", err
+	}
+	validity := ch.Validity
+	if validity == 0 {
+		validity = DefaultValidity
+	}
+	der, err := issue(ca, key, pub, id, ch.Role, time.Now(), validity)
+	if err != nil {
+		return "", err
+	}
+	ab := addBody{ID: id, Name: ch.Name, Role: string(ch.Role), Cert: der, Actor: sr.Actor, Request: sr.Request,
+		Bootstrap: sr.Kind == kindBootstrap}
+	if err := s.submit(ctx, CommandAdd, ab, nil); err != nil {
+		return "", err
+	}
+	s.log.Info("operator: added", "operator", id, "role", ch.Role, "request", sr.Request)
+	return id, nil
+}
+
+// makeCA records the operator CA's certificate for key; if another one won a
+// race, it returns that one.
+func (s *Service) makeCA(ctx context.Context, key crypto.Signer) ([]byte, error) {
+	der, err := newCA(key, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	err = s.submit(ctx, CommandCA, caBody{Cert: der}, nil)
+	if errors.Is(err, ErrCAExists) {
+		err = s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; der, err = CACertificate(tx); return err })
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.c.ShareKey(ctx, KeyName); err != nil {
+		s.log.Error("operator: some voters lack the operator CA key", "err", err)
+	}
+	return der, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ae, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ae.Equal(b)
+}

@@ -1,0 +1,384 @@
+package operator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"go.etcd.io/bbolt"
+)
+
+// The replicated state the package keeps in the cluster's bbolt file. Times are
+// Unix nanoseconds of the entries' leader-stamped times.
+//
+//	operator.ca        "cert" → the operator CA's self-signed certificate (DER)
+//	operator.ops       operator ID → opRecord (CBOR), removed ones kept
+//	operator.certs     SHA-256 of an operator certificate → operator ID
+//	operator.keys      SHA-256 of an active operator's SubjectPublicKeyInfo → operator ID
+//	operator.requests  request ID → reqRecord (CBOR), decided ones kept
+var (
+	bucketCA       = []byte("operator.ca")
+	keyCACert      = []byte("cert")
+	bucketOps      = []byte("operator.ops")
+	bucketCerts    = []byte("operator.certs")
+	bucketKeys     = []byte("operator.keys")
+	bucketRequests = []byte("operator.requests")
+)
+
+func allBuckets() [][]byte {
+	return [][]byte{bucketCA, bucketOps, bucketCerts, bucketKeys, bucketRequests}
+}
+
+// The codecs are immutable once built.
+var (
+	encMode = mustMode(cbor.CoreDetEncOptions().EncMode())
+	decMode = mustMode(cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		MaxNestedLevels:  16,
+		MaxArrayElements: 1 << 16,
+		MaxMapPairs:      1 << 10,
+	}.DecMode())
+)
+
+func mustMode[T any](v T, err error) T {
+	if err != nil {
+		panic(err) // static options: a failure is a programming error
+	}
+	return v
+}
+
+func toTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+// Errors of lookups.
+var (
+	// ErrNotFound: no operator or request of that ID.
+	ErrNotFound = errors.New("operator: not found")
+	// ErrNoCA: the operator CA is not made yet (no Bootstrap).
+	ErrNoCA = errors.New("operator: no operator CA yet")
+)
+
+// Status is an operator's standing.
+type Status uint8
+
+const (
+	// Active operators authenticate and act.
+	Active Status = iota + 1
+	// Removed operators are refused; their record stays for the audit.
+	Removed
+)
+
+func (s Status) String() string {
+	switch s {
+	case Active:
+		return "active"
+	case Removed:
+		return "removed"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// Fingerprint is the SHA-256 of an operator certificate's DER.
+type Fingerprint [32]byte
+
+// Actor is how the audit log names the operator: "sha256:" and the hex of the
+// fingerprint (audit.OperatorActor of the certificate).
+func (f Fingerprint) Actor() string { return "sha256:" + hex.EncodeToString(f[:]) }
+
+func (f Fingerprint) String() string { return hex.EncodeToString(f[:]) }
+
+// FingerprintOf returns the fingerprint of a certificate's DER.
+func FingerprintOf(der []byte) Fingerprint { return sha256.Sum256(der) }
+
+// Operator is one operator's record.
+type Operator struct {
+	ID          string // "op-" and 16 hex digits, chosen when the certificate is issued
+	Name        string // a label for people (kept in the state only, never in the audit log or logs)
+	Role        Role
+	Status      Status
+	Certificate []byte      // DER
+	Fingerprint Fingerprint // SHA-256 of Certificate
+	Created     time.Time   // entry time of the operator.add
+	NotAfter    time.Time   // the certificate's
+	Removed     time.Time   // entry time of the operator.remove, or zero
+}
+
+// Actor is the operator's name in the audit log (Fingerprint.Actor).
+func (o Operator) Actor() string { return o.Fingerprint.Actor() }
+
+type opRecord struct {
+	_        struct{} `cbor:",toarray"`
+	ID       string
+	Name     string
+	Role     string
+	Status   uint8
+	Cert     []byte
+	Created  int64
+	NotAfter int64
+	Removed  int64
+}
+
+func (r *opRecord) operator() Operator {
+	return Operator{
+		ID: r.ID, Name: r.Name, Role: Role(r.Role), Status: Status(r.Status), Certificate: r.Cert,
+		Fingerprint: FingerprintOf(r.Cert), Created: toTime(r.Created), NotAfter: toTime(r.NotAfter), Removed: toTime(r.Removed),
+	}
+}
+
+func readOp(tx *bbolt.Tx, id string) (*opRecord, error) {
+	v := tx.Bucket(bucketOps).Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	var r opRecord
+	if err := decMode.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("operator: record %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+func putOp(tx *bbolt.Tx, r *opRecord) error {
+	v, err := encMode.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketOps).Put([]byte(r.ID), v)
+}
+
+// opByFingerprint returns the record of the operator whose certificate has fp.
+func opByFingerprint(tx *bbolt.Tx, fp []byte) (*opRecord, error) {
+	id := tx.Bucket(bucketCerts).Get(fp)
+	if id == nil {
+		return nil, nil
+	}
+	return readOp(tx, string(id))
+}
+
+// Lookup returns the operator of that ID (ErrNotFound if none).
+func Lookup(tx *bbolt.Tx, id string) (Operator, error) {
+	r, err := readOp(tx, id)
+	if err != nil {
+		return Operator{}, err
+	}
+	if r == nil {
+		return Operator{}, fmt.Errorf("%w: operator %q", ErrNotFound, id)
+	}
+	return r.operator(), nil
+}
+
+// List returns every operator, removed ones too, by ID.
+func List(tx *bbolt.Tx) ([]Operator, error) {
+	var out []Operator
+	err := tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
+		var r opRecord
+		if err := decMode.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("operator: record %s: %w", k, err)
+		}
+		out = append(out, r.operator())
+		return nil
+	})
+	return out, err
+}
+
+// countActive counts the active operators of role, leaving out the one whose
+// certificate has fingerprint except (if given).
+func countActive(tx *bbolt.Tx, role Role, except []byte) (int, error) {
+	n := 0
+	err := tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
+		var r opRecord
+		if err := decMode.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("operator: record %s: %w", k, err)
+		}
+		if Status(r.Status) == Active && Role(r.Role) == role {
+			if fp := FingerprintOf(r.Cert); except == nil || string(fp[:]) != string(except) {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// CACertificate returns the operator CA's certificate (DER), ErrNoCA before
+// Bootstrap.
+func CACertificate(tx *bbolt.Tx) ([]byte, error) {
+	v := tx.Bucket(bucketCA).Get(keyCACert)
+	if v == nil {
+		return nil, ErrNoCA
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// State is a request's place in dual control.
+//
+//	pending ──approve×M──▶ approved ──start──▶ executing ──finish──▶ executed | failed
+//	   │                                           └──(leader lost, runner not atomic)──▶ interrupted
+//	   ├──reject──▶ rejected
+//	   └──entry time ≥ expiry──▶ expired
+type State uint8
+
+// The states of a request.
+const (
+	Pending State = iota + 1
+	Approved
+	Rejected
+	Expired
+	Executing
+	Executed
+	Failed
+	Interrupted
+)
+
+var stateNames = map[State]string{
+	Pending: "pending", Approved: "approved", Rejected: "rejected", Expired: "expired",
+	Executing: "executing", Executed: "executed", Failed: "failed", Interrupted: "interrupted",
+}
+
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// Final reports whether nothing more happens to a request in state s.
+func (s State) Final() bool {
+	return s == Rejected || s == Expired || s == Executed || s == Failed || s == Interrupted
+}
+
+// Request is a request under dual control.
+type Request struct {
+	ID       string
+	Action   string
+	Body     []byte // the canonical request body the approvers sign over (by its Digest)
+	Digest   [32]byte
+	Proposer Fingerprint
+	Rule     Rule // the rule in force when it was proposed
+	Created  time.Time
+	Expires  time.Time
+	State    State
+	// Approvals are the fingerprints of the operators whose approval counted,
+	// in order; Rejecter is who rejected it (State Rejected).
+	Approvals []Fingerprint
+	Rejecter  Fingerprint
+	Decided   time.Time // entry time of the last change of State
+	// Result is what the execution returned (State Executed), Error why it
+	// failed (Failed, Interrupted).
+	Result []byte
+	Error  string
+}
+
+type reqRecord struct {
+	_         struct{} `cbor:",toarray"`
+	ID        string
+	Action    string
+	Body      []byte
+	Digest    []byte
+	Proposer  []byte
+	M         int
+	Role      string
+	TTL       int64
+	Created   int64
+	Expires   int64
+	State     uint8
+	Approvals [][]byte
+	Rejecter  []byte
+	Decided   int64
+	Run       string // the execution that started it (State Executing and after)
+	Result    []byte
+	Error     string
+}
+
+func (r *reqRecord) request() Request {
+	q := Request{
+		ID: r.ID, Action: r.Action, Body: r.Body, Rule: Rule{M: r.M, Role: Role(r.Role), TTL: time.Duration(r.TTL)},
+		Created: toTime(r.Created), Expires: toTime(r.Expires), State: State(r.State),
+		Decided: toTime(r.Decided), Result: r.Result, Error: r.Error,
+	}
+	copy(q.Digest[:], r.Digest)
+	copy(q.Proposer[:], r.Proposer)
+	copy(q.Rejecter[:], r.Rejecter)
+	for _, a := range r.Approvals {
+		var f Fingerprint
+		copy(f[:], a)
+		q.Approvals = append(q.Approvals, f)
+	}
+	return q
+}
+
+func readReq(tx *bbolt.Tx, id string) (*reqRecord, error) {
+	v := tx.Bucket(bucketRequests).Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	var r reqRecord
+	if err := decMode.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("operator: request %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+func putReq(tx *bbolt.Tx, r *reqRecord) error {
+	v, err := encMode.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRequests).Put([]byte(r.ID), v)
+}
+
+// LookupRequest returns the request of that ID (ErrNotFound if none).
+func LookupRequest(tx *bbolt.Tx, id string) (Request, error) {
+	r, err := readReq(tx, id)
+	if err != nil {
+		return Request{}, err
+	}
+	if r == nil {
+		return Request{}, fmt.Errorf("%w: request %q", ErrNotFound, id)
+	}
+	return r.request(), nil
+}
+
+// Requests returns the requests whose state is one of states (every request if
+// none is given), oldest first.
+func Requests(tx *bbolt.Tx, states ...State) ([]Request, error) {
+	rs, err := requestRecords(tx, states...)
+	out := make([]Request, len(rs))
+	for i, r := range rs {
+		out[i] = r.request()
+	}
+	return out, err
+}
+
+func requestRecords(tx *bbolt.Tx, states ...State) ([]*reqRecord, error) {
+	var out []*reqRecord
+	err := tx.Bucket(bucketRequests).ForEach(func(k, v []byte) error {
+		var r reqRecord
+		if err := decMode.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("operator: request %s: %w", k, err)
+		}
+		if len(states) == 0 || containsState(states, State(r.State)) {
+			out = append(out, &r)
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created < out[j].Created })
+	return out, err
+}
+
+func containsState(ss []State, s State) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
