@@ -31,6 +31,8 @@ import (
 //	ca.revoke          revoked with a reason                                issuer, serial
 //	ca.hold            certificateHold                                      issuer, serial
 //	ca.release         back to Good from hold                               issuer, serial
+//	ca.relink          the link hash changed (re-binding after a move)      issuer, serial,
+//	                                                                        and the old link
 const (
 	CommandIssuerCreate  = "ca.issuer.create"
 	CommandIssuerInstall = "ca.issuer.install"
@@ -41,6 +43,7 @@ const (
 	CommandRevoke        = "ca.revoke"
 	CommandHold          = "ca.hold"
 	CommandRelease       = "ca.release"
+	CommandRelink        = "ca.relink"
 )
 
 // StatusCommands are the command types that change a certificate's status: what the
@@ -153,11 +156,25 @@ type (
 		Reason int
 		Actor  string
 	}
-	// changeResult is the result of every command.
+	relinkBody struct {
+		_      struct{} `cbor:",toarray"`
+		Serial []byte
+		Link   []byte
+		Actor  string
+	}
+	// changeResult is the result of every command but ca.relink.
 	changeResult struct {
 		_       struct{} `cbor:",toarray"`
 		Issuer  string
 		Serials [][]byte
+	}
+	// relinkResult is ca.relink's: the change, and the link it replaced (so
+	// that the audit log can say what changed from the entry alone).
+	relinkResult struct {
+		_       struct{} `cbor:",toarray"`
+		Issuer  string
+		Serials [][]byte
+		OldLink []byte
 	}
 )
 
@@ -174,6 +191,7 @@ func Handlers() []cluster.Handler {
 		handler{CommandRevoke, applyRevoke, nil, nil},
 		handler{CommandHold, applyHold, nil, nil},
 		handler{CommandRelease, applyRelease, nil, nil},
+		handler{CommandRelink, applyRelink, nil, nil},
 	}
 }
 
@@ -430,7 +448,7 @@ func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if len(b.Link) > 0 {
-		if len(b.Link) > 255 {
+		if len(b.Link) > maxLink {
 			return nil, refusef("link hash too long")
 		}
 		if err := tx.Bucket(bucketLinks).Put(indexKey(b.Link, b.Serial), nil); err != nil {
@@ -438,7 +456,7 @@ func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 	}
 	if len(b.Person) > 0 {
-		if len(b.Person) > 255 {
+		if len(b.Person) > maxLink {
 			return nil, refusef("person hash too long")
 		}
 		var na [8]byte
@@ -597,6 +615,56 @@ func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	})
 }
 
+// maxLink bounds a link or person hash (the index keys carry its length in a byte).
+const maxLink = 255
+
+// applyRelink points an issued, unexpired derived certificate (good or held) at a
+// new link hash, in its record and in the link index.
+func applyRelink(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b relinkBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if err := checkActor(b.Actor); err != nil {
+		return nil, err
+	}
+	if len(b.Link) == 0 || len(b.Link) > maxLink {
+		return nil, refusef("relink %x: link hash of %d bytes: want 1-%d", b.Serial, len(b.Link), maxLink)
+	}
+	r, err := readCert(tx, b.Serial)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r == nil:
+		return nil, cluster.Refuse(fmt.Errorf("%w: serial %x", ErrNotFound, b.Serial))
+	case Kind(r.Kind) != Derived:
+		return nil, cluster.Refuse(fmt.Errorf("%w: relink %x: not a derived certificate", ErrStatus, b.Serial))
+	case Status(r.Status) != Good && Status(r.Status) != Held:
+		return nil, cluster.Refuse(fmt.Errorf("%w: relink %x: status is %s", ErrStatus, b.Serial, Status(r.Status)))
+	case r.NotAfter <= e.Time.UnixNano():
+		return nil, cluster.Refuse(fmt.Errorf("%w: relink %x: the certificate has expired", ErrExpired, b.Serial))
+	}
+	old := r.Link
+	links := tx.Bucket(bucketLinks)
+	if len(old) > 0 {
+		if err := links.Delete(indexKey(old, b.Serial)); err != nil {
+			return nil, err
+		}
+	}
+	if err := links.Put(indexKey(b.Link, b.Serial), nil); err != nil {
+		return nil, err
+	}
+	r.Link = b.Link
+	if err := putCert(tx, r, b.Serial); err != nil {
+		return nil, err
+	}
+	if old == nil {
+		old = []byte{} // a byte string, never null, in the result and the audit log
+	}
+	return encMode.Marshal(relinkResult{Issuer: r.Issuer, Serials: [][]byte{b.Serial}, OldLink: old})
+}
+
 // ChangedSerials tells a subscriber which issuer and serials an applied command of
 // the authority changed, from its result alone. It returns "" and nil for other
 // commands and for results it cannot read.
@@ -604,11 +672,18 @@ func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []
 	switch e.Command.Type {
 	case CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
 		CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire:
+	case CommandRelink:
 	default:
 		return "", nil
 	}
 	var r changeResult
-	if decMode.Unmarshal(result, &r) != nil {
+	if e.Command.Type == CommandRelink {
+		var rr relinkResult
+		if decMode.Unmarshal(result, &rr) != nil {
+			return "", nil
+		}
+		r.Issuer, r.Serials = rr.Issuer, rr.Serials
+	} else if decMode.Unmarshal(result, &r) != nil {
 		return "", nil
 	}
 	for _, s := range r.Serials {

@@ -20,17 +20,30 @@ import (
 var errCrash = errors.New("test: the leader died here")
 
 // crashNode stops n's cluster as a crash would (no leave, no cleanup by the
-// pipeline: the hook returns errCrash, which aborts it where it is).
+// pipeline: the hook returns errCrash, which aborts it where it is). The hook may
+// run in the handler of a forwarded request, which the cluster's shutdown waits
+// for, so the shutdown runs on its own and restart waits for it to end.
 func crashNode(n *caNode) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	n.down.Store(true)
-	_ = n.c.Shutdown(ctx)
+	c := n.c
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = c.Shutdown(ctx)
+	}()
 }
 
-// restart opens a crashed node again from its data directory.
+// restart opens a crashed node again from its data directory, once its files
+// are closed.
 func (tc *testCluster) restart(ctx context.Context, n *caNode) {
 	tc.t.Helper()
+	if n.c != nil {
+		select {
+		case <-n.c.Done():
+		case <-ctx.Done():
+			tc.t.Fatalf("node %s never finished shutting down", n.c.ID())
+		}
+	}
 	if n.a != nil {
 		n.a.Close()
 	}

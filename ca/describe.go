@@ -35,6 +35,7 @@ const (
 	TypeRevoked         = "cert.revoked"
 	TypeHeld            = "cert.held"
 	TypeReleased        = "cert.released"
+	TypeRelinked        = "cert.relinked"
 )
 
 func sum256(b []byte) []byte {
@@ -71,6 +72,9 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 }
 
 func describe(e cluster.Entry, result []byte) (Description, error) {
+	if e.Command.Type == CommandRelink {
+		return describeRelink(e, result)
+	}
 	var res changeResult
 	if len(result) > 0 {
 		if err := decMode.Unmarshal(result, &res); err != nil {
@@ -147,4 +151,22 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 		return Description{}, fmt.Errorf("ca: describe: %w", err)
 	}
 	return d, nil
+}
+
+// describeRelink: the old and the new link hash, and nothing else.
+func describeRelink(e cluster.Entry, result []byte) (Description, error) {
+	var b relinkBody
+	if err := e.Command.Decode(&b); err != nil {
+		return Description{}, fmt.Errorf("ca: describe: %w", err)
+	}
+	var res relinkResult
+	if err := decMode.Unmarshal(result, &res); err != nil {
+		return Description{}, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
+	}
+	old := res.OldLink
+	if old == nil {
+		old = []byte{}
+	}
+	return Description{Type: TypeRelinked, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial),
+		Data: map[string]any{"old_link": old, "new_link": b.Link}}, nil
 }

@@ -14,7 +14,10 @@
 // own HSM, made wrappable on one voter and sent wrapped to the others
 // (cluster.ShareKey, and at join), or in one shared network HSM found by label. A
 // leader without the key hands leadership to another voter at once (at most once a
-// minute) and otherwise refuses to issue with ErrNoCAKey. CA certificates roll over:
+// minute) and otherwise refuses to issue with ErrNoCAKey. A per-person cap
+// (Request.MaxPerPerson) is checked when the intent is applied, so it holds across
+// nodes; Relink re-binds a certificate to a new JPKI link after a move. CA
+// certificates roll over:
 // one issuer is active, retired ones stay listed with their certificates. The state
 // (Lookup, Walk, ByLink, CountByPerson, Issuers, ResponderCertificate) is read in
 // the cluster's bbolt transactions; StatusCommands and ChangedSerials tell

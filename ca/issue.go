@@ -405,6 +405,28 @@ func isPersonLimit(err error) bool {
 	return errors.Is(err, ErrPersonLimit) || strings.Contains(err.Error(), ErrPersonLimit.Error())
 }
 
+// refusalSentinels are the authority's errors a refusal may carry.
+var refusalSentinels = []error{ErrNotFound, ErrStatus, ErrExpired, ErrPersonLimit, ErrSerialUsed, ErrNotPending, ErrActor}
+
+// restoreSentinel gives a refusal that reached this node as a message only (a
+// command submitted on a follower, or a retried one) back its sentinel.
+func restoreSentinel(err error) error {
+	if err == nil || !errors.Is(err, cluster.ErrRefused) {
+		return err
+	}
+	for _, s := range refusalSentinels {
+		if errors.Is(err, s) {
+			return err
+		}
+	}
+	for _, s := range refusalSentinels {
+		if strings.Contains(err.Error(), s.Error()) {
+			return &refusal{sentinel: s, err: err}
+		}
+	}
+	return err
+}
+
 // refusal is a refusal by the state with the authority's sentinel restored.
 type refusal struct {
 	sentinel error

@@ -234,6 +234,8 @@ func (a *Authority) submit(ctx context.Context, typ string, body any) error {
 		actor = b.Actor
 	case statusBody:
 		actor = b.Actor
+	case relinkBody:
+		actor = b.Actor
 	}
 	if !validActor(actor) {
 		return fmt.Errorf("%w, not %q", ErrActor, actor)
@@ -243,7 +245,27 @@ func (a *Authority) submit(ctx context.Context, typ string, body any) error {
 		return err
 	}
 	_, err = a.c.Submit(ctx, cmd)
-	return err
+	return restoreSentinel(err)
+}
+
+// Relink re-binds an issued, unexpired derived certificate (good or held) to a new
+// link: the keyed hash of the person's new JPKI certificate, after a move. The
+// record's Link becomes link and ByLink finds the certificate under link only. It
+// is a Raft command, audited as cert.relinked with the old and new link hashes.
+// Errors: ErrNotFound for an unknown serial, ErrStatus for a pending, revoked or
+// responder certificate, ErrExpired for an expired one (all refusals, matching
+// cluster.ErrRefused too). actor is as for Revoke ("" is "system").
+func (a *Authority) Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error {
+	if serial == nil || serial.Sign() <= 0 {
+		return fmt.Errorf("ca: %s: serial must be positive", CommandRelink)
+	}
+	if len(link) == 0 || len(link) > maxLink {
+		return fmt.Errorf("%w: link hash of %d bytes: want 1-%d", ErrTemplate, len(link), maxLink)
+	}
+	if actor == "" {
+		actor = actorSystem
+	}
+	return a.submit(ctx, CommandRelink, relinkBody{Serial: serial.Bytes(), Link: link, Actor: actor})
 }
 
 // Revoke revokes an issued certificate with an RFC 5280 reason (not

@@ -3,7 +3,6 @@ package ca
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -128,11 +127,7 @@ func TestPersonLimit(t *testing.T) {
 // one transaction, one after the other): a later intent counts the earlier ones,
 // expired certificates do not count, and version-1 intents (no cap) still apply.
 func TestPersonLimitInOneBatch(t *testing.T) {
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := testState(t)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	person := sum256([]byte("person"))
 	entry := func(t *testing.T, at time.Time, serial byte, notAfter time.Time, max int) cluster.Entry {
@@ -147,25 +142,6 @@ func TestPersonLimitInOneBatch(t *testing.T) {
 		return cluster.Entry{Time: at, Command: cmd}
 	}
 	hour := time.Hour
-	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, h := range Handlers() {
-			for _, b := range h.Buckets() {
-				if _, err := tx.CreateBucket(b); err != nil {
-					return err
-				}
-			}
-		}
-		if _, err := tx.Bucket(bucketStatus).CreateBucket([]byte("ca-1")); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketIssuers).Put(keyActive, []byte("ca-1")); err != nil {
-			return err
-		}
-		return putIssuer(tx, &issuerRecord{ID: "ca-1", Status: uint8(IssuerActive), NotAfter: now.Add(1000 * hour).UnixNano()})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	steps := []struct {
 		name    string
 		at      time.Time
@@ -181,7 +157,7 @@ func TestPersonLimitInOneBatch(t *testing.T) {
 		{"once the first expired, 2 count", now.Add(2 * hour), 5, 100 * hour, 2, true},
 		{"a cap of 3 takes it", now.Add(2 * hour), 6, 100 * hour, 3, false},
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	err := db.Update(func(tx *bbolt.Tx) error {
 		for _, s := range steps {
 			_, err := applyIntent(tx, entry(t, s.at, s.serial, s.at.Add(s.expires), s.max))
 			if s.refused != (err != nil) || err != nil && !(errors.Is(err, ErrPersonLimit) && errors.Is(err, cluster.ErrRefused)) {
