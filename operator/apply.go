@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -410,7 +409,7 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	rule := Rule{M: b.M, Role: Role(b.Role), TTL: time.Duration(b.TTL)}
-	if err := rule.validate(b.Action); err != nil {
+	if err := rule.check(b.Action); err != nil {
 		return nil, refuse(ErrInvalid, "%v", err)
 	}
 	if len(b.Body) > maxBody {
@@ -425,9 +424,6 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	if p == nil || Status(p.Status) != Active {
 		return nil, refuse(ErrNotActive, "proposer")
-	}
-	if !slices.Contains(matrix[b.Action], Role(p.Role)) {
-		return nil, refuse(ErrNotAllowed, "%s needs role %v; the proposer is %s", b.Action, matrix[b.Action], p.Role)
 	}
 	n, err := countActive(tx, rule.Role, b.Proposer)
 	if err != nil {

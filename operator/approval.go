@@ -27,16 +27,27 @@ type Rule struct {
 	Over int
 }
 
+// validate checks a rule of the configuration.
 func (r Rule) validate(action string) error {
-	var errs []error
 	if _, ok := matrix[action]; !ok {
-		errs = append(errs, fmt.Errorf("operator: rules.%s: unknown action", action))
+		return fmt.Errorf("operator: rules.%s: unknown action", action)
+	}
+	return r.check(action)
+}
+
+// check checks a rule's shape; the state machine runs it on every proposal, so
+// it must not depend on what this version of the code knows (the actions).
+func (r Rule) check(action string) error {
+	var errs []error
+	if !validAction(action) {
+		errs = append(errs, fmt.Errorf("operator: action %q: want 1-64 of a-z, 0-9, '.', '-'", action))
 	}
 	if r.M < 1 || r.M > 16 {
 		errs = append(errs, fmt.Errorf("operator: rules.%s.m: %d: want 1-16", action, r.M))
 	}
-	if !r.Role.valid() {
-		errs = append(errs, fmt.Errorf("operator: rules.%s.role: %q: want admin, officer or auditor", action, r.Role))
+	if r.Role != Admin && r.Role != Officer {
+		// Only they may decide (ActionApprovalDecide).
+		errs = append(errs, fmt.Errorf("operator: rules.%s.role: %q: want admin or officer", action, r.Role))
 	}
 	if r.TTL < time.Second || r.TTL > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("operator: rules.%s.ttl: %s: want 1s-720h", action, r.TTL))
@@ -162,4 +173,16 @@ func checkApproval(cert *x509.Certificate, id string, digest [32]byte, d Decisio
 		return err
 	}
 	return cert.CheckSignature(alg, ApprovalMessage(id, digest, d), sig)
+}
+
+func validAction(a string) bool {
+	if len(a) < 1 || len(a) > 64 {
+		return false
+	}
+	for _, c := range a {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,109 @@
+package operator_test
+
+import (
+	"context"
+	"crypto"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/operator"
+)
+
+// How a node wires the operator service: its handlers go into the cluster's
+// configuration with the operator CA key among the replicated keys; the
+// service starts once the cluster is open, with a runner for each action
+// under dual control that the node executes; the admin API verifies the TLS
+// client, authorizes the action, and proposes what needs approval.
+func ExampleService() {
+	var vault cluster.KeyVault // the node's HSM: cluster.NewHSMVault(token)
+	c, err := cluster.Open(context.Background(), cluster.Config{
+		KeyVault:       vault,
+		Handlers:       operator.Handlers(), // and the other packages' handlers
+		ReplicatedKeys: []string{operator.KeyName},
+		// DataDir, BindAddr, Bootstrap or Join, the audit hook …
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	applyPolicy := func(ctx context.Context, r operator.Request) ([]byte, error) {
+		// r.Body is the policy the approvers signed for; apply it and return
+		// what to record (e.g. the new policy version).
+		return []byte("version 7"), nil
+	}
+	ops, err := operator.New(operator.Config{
+		Cluster: c,
+		Vault:   vault,
+		Rules:   operator.DefaultRules(), // from the node's configuration
+		Runners: map[string]operator.Runner{operator.ActionPolicyApply: applyPolicy},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ops.Close()
+
+	http.HandleFunc("PUT /admin/v1/policies", func(w http.ResponseWriter, r *http.Request) {
+		var op operator.Operator
+		var need bool
+		body := []byte("the policy, canonical") // read and canonicalise the request
+		err := c.View(func(tx *bbolt.Tx) error {
+			var err error
+			if op, err = operator.Verify(tx, r.TLS.PeerCertificates, time.Now()); err != nil {
+				return err
+			}
+			if err = operator.Authorize(op, operator.ActionPolicyApply); err != nil {
+				return err
+			}
+			_, need, err = ops.Required(tx, op, operator.ActionPolicyApply, 1)
+			return err
+		})
+		switch {
+		case errors.Is(err, operator.ErrForbidden):
+			http.Error(w, err.Error(), http.StatusForbidden) // problem+json naming the role
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		if !need {
+			// apply it now, with op.Actor() as the audit actor
+			return
+		}
+		q, err := ops.Propose(r.Context(), op, operator.ActionPolicyApply, body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "request %s, digest %x\n", q.ID, q.Digest)
+	})
+}
+
+// An approver's side (the CLI): show the request, sign the approval with the
+// operator's key — a file, or a PKCS#11 token's crypto.Signer — and send it.
+func ExampleSignApproval() {
+	var key crypto.Signer // the operator's key
+	var q operator.Request
+	sig, err := operator.SignApproval(key, q.ID, q.Digest, operator.Approve)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = sig // POST /admin/v1/approvals/{id} {"decision":"approve","signature":…}
+}
+
+// The message an approver signs.
+func ExampleApprovalMessage() {
+	d := operator.Digest(operator.ActionPolicyApply, []byte("policy v2"))
+	msg := operator.ApprovalMessage("rq-0123456789abcdef", d, operator.Approve)
+	fmt.Printf("%q\n", msg[:37])
+	fmt.Println(hex.EncodeToString(d[:]) == string(msg[38:102]))
+	// Output:
+	// "inkan-approval-v1\nrq-0123456789abcdef"
+	// true
+}
