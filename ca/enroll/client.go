@@ -44,6 +44,37 @@ type ProofClaims struct {
 // csr_sha256, signed by card (for a card through PKCS#11: CKM_RSA_PKCS over the
 // SHA-256 DigestInfo).
 func NewProof(card crypto.Signer, chain [][]byte, c ProofClaims) (string, error) {
+	sum := sha256.Sum256(c.CSR)
+	return signProof(card, chain, struct {
+		Nonce     string `json:"nonce"`
+		Aud       string `json:"aud"`
+		Iat       int64  `json:"iat"`
+		Exp       int64  `json:"exp"`
+		CSRSHA256 string `json:"csr_sha256"`
+	}{
+		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
+		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(),
+		CSRSHA256: base64.RawURLEncoding.EncodeToString(sum[:]),
+	})
+}
+
+// newRebindProof makes the proof of a re-binding: as NewProof, with the claim serial
+// (the derived certificate's, lower-case hex) in place of csr_sha256.
+func newRebindProof(card crypto.Signer, chain [][]byte, c ProofClaims, serial string) (string, error) {
+	return signProof(card, chain, struct {
+		Nonce  string `json:"nonce"`
+		Aud    string `json:"aud"`
+		Iat    int64  `json:"iat"`
+		Exp    int64  `json:"exp"`
+		Serial string `json:"serial"`
+	}{
+		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
+		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(), Serial: serial,
+	})
+}
+
+// signProof makes the compact JWS of claims, signed RS256 by card with chain as x5c.
+func signProof(card crypto.Signer, chain [][]byte, claims any) (string, error) {
 	if _, ok := card.Public().(*rsa.PublicKey); !ok {
 		return "", fmt.Errorf("enroll: the card's key is %T, not RSA", card.Public())
 	}
@@ -62,18 +93,7 @@ func NewProof(card crypto.Signer, chain [][]byte, c ProofClaims) (string, error)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(c.CSR)
-	payload, err := json.Marshal(struct {
-		Nonce     string `json:"nonce"`
-		Aud       string `json:"aud"`
-		Iat       int64  `json:"iat"`
-		Exp       int64  `json:"exp"`
-		CSRSHA256 string `json:"csr_sha256"`
-	}{
-		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
-		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(),
-		CSRSHA256: base64.RawURLEncoding.EncodeToString(sum[:]),
-	})
+	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", err
 	}
@@ -165,6 +185,66 @@ func (c *Client) Enroll(ctx context.Context, card Card, key crypto.Signer, profi
 	return c.Submit(ctx, Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr), Profile: profile}, key)
 }
 
+// Rebound is the outcome of a re-binding.
+type Rebound struct {
+	// Action is RebindReleased, RebindRelinked or RebindReissued.
+	Action string
+	// Certificate is the certificate bound now: the same one, or the new one.
+	Certificate *Certificate
+	// Replaced is the old certificate's serial when it was reissued (and revoked as
+	// superseded); nil otherwise.
+	Replaced *big.Int
+}
+
+// Rebind re-binds the derived certificate serial to card, the holder's NEW card
+// (after a move, or a renewed card): it fetches a challenge, has card sign a proof
+// naming serial, and posts it to PathRebind. A refusal is returned as a *Problem.
+func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebound, error) {
+	if serial == nil || serial.Sign() <= 0 {
+		return nil, errors.New("enroll: rebind: the serial must be positive")
+	}
+	nonce, _, err := c.Challenge(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	t := now()
+	serialHex := hex.EncodeToString(serial.Bytes())
+	proof, err := newRebindProof(card, card.Chain(), ProofClaims{
+		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + PathRebind,
+		IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
+	}, serialHex)
+	if err != nil {
+		return nil, err
+	}
+	var resp RebindResponse
+	if err := c.post(ctx, PathRebind, RebindRequest{Proof: proof, Serial: serialHex}, &resp); err != nil {
+		return nil, err
+	}
+	cert, err := certificateOf(Response{Serial: resp.Serial, Chain: resp.Chain, Profile: resp.Profile})
+	if err != nil {
+		return nil, err
+	}
+	out := &Rebound{Action: resp.Action, Certificate: cert}
+	switch resp.Action {
+	case RebindReleased, RebindRelinked:
+		if cert.Serial.Cmp(serial) != 0 {
+			return nil, errors.New("enroll: the server re-bound another certificate")
+		}
+	case RebindReissued:
+		var ok bool
+		if out.Replaced, ok = new(big.Int).SetString(resp.Replaced, 16); !ok || out.Replaced.Cmp(serial) != 0 {
+			return nil, errors.New("enroll: the server replaced another certificate")
+		}
+	default:
+		return nil, fmt.Errorf("enroll: the server's action %q is unknown", clip(resp.Action))
+	}
+	return out, nil
+}
+
 // Submit posts a prepared request. If key is not nil, the returned certificate must
 // be for it.
 func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*Certificate, error) {
@@ -172,6 +252,18 @@ func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*C
 	if err := c.post(ctx, PathEnroll, req, &resp); err != nil {
 		return nil, err
 	}
+	out, err := certificateOf(resp)
+	if err != nil {
+		return nil, err
+	}
+	if key != nil && !publicKeysEqual(out.Chain[0].PublicKey, key.Public()) {
+		return nil, errors.New("enroll: the certificate is not for the key enrolled")
+	}
+	return out, nil
+}
+
+// certificateOf reads the certificate and chain of an answer.
+func certificateOf(resp Response) (*Certificate, error) {
 	out := &Certificate{Profile: resp.Profile}
 	var ok bool
 	if out.Serial, ok = new(big.Int).SetString(resp.Serial, 16); !ok {
@@ -190,9 +282,6 @@ func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*C
 			return nil, fmt.Errorf("enroll: chain[%d]: %w", i, err)
 		}
 		out.Chain = append(out.Chain, cert)
-	}
-	if key != nil && !publicKeysEqual(out.Chain[0].PublicKey, key.Public()) {
-		return nil, errors.New("enroll: the certificate is not for the key enrolled")
 	}
 	if hex.EncodeToString(out.Chain[0].SerialNumber.Bytes()) != resp.Serial {
 		return nil, errors.New("enroll: the serial does not match the certificate")

@@ -11,7 +11,11 @@
 // ProfilePolicy is the Policy of the policy engine (policies.Set): the profile's
 // contents and rules, its per-person cap (counted here before the nonce is spent and
 // again by the leader, ca.Request.MaxPerPerson) and its rate limits per person and
-// per client address.
+// per client address. POST /v1/enroll/rebind (PathRebind) re-binds a derived
+// certificate to the holder's new JPKI certificate after a move: the same proof,
+// naming the certificate's serial instead of a CSR; when the keyed person hashes
+// match, the certificate is released and relinked, or re-issued for the same key if
+// its profile now renders other contents (Client.Rebind is its client).
 //
 // Invariants: a refusal is an RFC 9457 problem with one type per cause and writes
 // nothing (no certificate, intent, link, nor a consumed nonce: the nonce is redeemed

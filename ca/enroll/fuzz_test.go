@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,52 @@ func FuzzDecodeRequest(f *testing.F) {
 		req, err := decodeRequest(body)
 		if err == nil && (req.Proof == "" || req.CSR == "") {
 			t.Fatal("accepted a request without proof or CSR")
+		}
+	})
+}
+
+// FuzzDecodeRebindRequest: the re-binding body decoder and the serial parser never
+// panic; an accepted body has a proof and a serial, and an accepted serial is
+// positive and written back as it was sent.
+func FuzzDecodeRebindRequest(f *testing.F) {
+	proof, _ := seedProof(f)
+	f.Add([]byte(`{"proof":"` + proof + `","serial":"5f3a01"}`))
+	f.Add([]byte(`{"proof":"a","serial":"0"}`))
+	f.Add([]byte(`{"proof":"a","serial":"05f"}`))
+	f.Add([]byte(`{"proof":"a","serial":"-1"}`))
+	f.Add([]byte(`{"proof":"a","serial":"5F"}`))
+	f.Add([]byte(`{"proof":"a","serial":"1","csr":"b"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeRebindRequest(body)
+		if err != nil {
+			return
+		}
+		if req.Proof == "" || req.Serial == "" {
+			t.Fatal("accepted a body without a proof or a serial")
+		}
+		n, err := parseSerial(req.Serial)
+		if err != nil {
+			return
+		}
+		if n.Sign() <= 0 || hex.EncodeToString(n.Bytes()) != req.Serial {
+			t.Fatalf("serial %q read as %x", req.Serial, n)
+		}
+	})
+}
+
+// FuzzParseRebindClaims: a re-binding proof's claims parse without panic, and an
+// accepted payload names a 32-byte nonce.
+func FuzzParseRebindClaims(f *testing.F) {
+	f.Add([]byte(`{"nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","aud":"https://x/v1/enroll/rebind","iat":1,"exp":2,"serial":"5f"}`))
+	f.Add([]byte(`{"nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","aud":"a","iat":1,"exp":2,"serial":5}`))
+	f.Add([]byte(`{"serial":"1","serial":"2"}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		c, err := parseRebindClaims(payload)
+		if err != nil {
+			return
+		}
+		if len(c.nonce) != NonceLen || c.csrSHA256 != nil {
+			t.Fatalf("accepted claims with a %d-byte nonce", len(c.nonce))
 		}
 	})
 }

@@ -56,6 +56,9 @@ type Config struct {
 	// Policy decides what is issued; Issuer issues it.
 	Policy Policy
 	Issuer Issuer
+	// Rebinder, if set, has the API serve PathRebind (the node's *ca.Authority);
+	// Policy must then implement RebindPolicy too (ProfilePolicy does).
+	Rebinder Rebinder
 	// LinkKey keys the hashes that tie a certificate to the JPKI certificate and the
 	// person (at least jpki.MinHashKeyLen bytes): a cluster secret, the same on every
 	// node.
@@ -109,6 +112,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Issuer == nil {
 		errs = append(errs, errors.New("no issuer"))
 	}
+	if _, ok := cfg.Policy.(RebindPolicy); cfg.Rebinder != nil && !ok {
+		errs = append(errs, errors.New("a rebinder, but the policy does not re-bind"))
+	}
 	if len(cfg.LinkKey) < jpki.MinHashKeyLen {
 		errs = append(errs, fmt.Errorf("link key shorter than %d bytes", jpki.MinHashKeyLen))
 	}
@@ -158,6 +164,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("POST "+PathChallenge, h.serveChallenge)
 	h.mux.HandleFunc("POST "+PathEnroll, h.serveEnroll)
+	if cfg.Rebinder != nil {
+		h.mux.HandleFunc("POST "+PathRebind, h.serveRebind)
+	}
 	return h, nil
 }
 

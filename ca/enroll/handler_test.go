@@ -196,7 +196,13 @@ func forge(t testing.TB, header, claims any, sign func([]byte) []byte) string {
 // post sends body to the enrollment endpoint.
 func (e *env) post(t testing.TB, body []byte) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.srv.URL+PathEnroll, bytes.NewReader(body))
+	return e.postTo(t, PathEnroll, body)
+}
+
+// postTo sends body to the API's path.
+func (e *env) postTo(t testing.TB, path string, body []byte) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -215,17 +215,25 @@ func clip(s string) string {
 type claims struct {
 	nonce     []byte // the challenge, decoded (32 bytes)
 	aud       string
-	iat, exp  int64 // NumericDate, seconds
-	csrSHA256 []byte
+	iat, exp  int64  // NumericDate, seconds
+	csrSHA256 []byte // an enrolment's: the CSR the proof binds
+	serial    string // a re-binding's: the derived certificate the proof binds (hex)
 }
 
 // maxNumericDate bounds iat and exp (year 9999), so arithmetic on them cannot overflow.
 const maxNumericDate = 253402300799
 
-// parseClaims decodes the payload: a JSON object with nonce (base64url of 32 bytes),
-// aud (a string), iat and exp (integer NumericDates), and csr_sha256 (base64url of 32
-// bytes). Other claims are ignored; a claim given twice is refused.
-func parseClaims(payload []byte) (*claims, error) {
+// parseClaims decodes an enrolment proof's payload: a JSON object with nonce
+// (base64url of 32 bytes), aud (a string), iat and exp (integer NumericDates), and
+// csr_sha256 (base64url of 32 bytes). Other claims are ignored; a claim given twice
+// is refused.
+func parseClaims(payload []byte) (*claims, error) { return parseClaimsOf(payload, false) }
+
+// parseRebindClaims decodes a re-binding proof's payload: as parseClaims, with the
+// claim serial (a string) in place of csr_sha256.
+func parseRebindClaims(payload []byte) (*claims, error) { return parseClaimsOf(payload, true) }
+
+func parseClaimsOf(payload []byte, rebind bool) (*claims, error) {
 	m, err := decodeObject(payload)
 	if err != nil {
 		return nil, proofInvalid("claims: %v", err)
@@ -264,7 +272,15 @@ func parseClaims(payload []byte) (*claims, error) {
 	if c.nonce, err = b32("nonce"); err != nil {
 		return nil, err
 	}
-	if c.csrSHA256, err = b32("csr_sha256"); err != nil {
+	if rebind {
+		raw, ok := m["serial"]
+		if !ok {
+			return nil, proofInvalid("claims: no serial")
+		}
+		if err := json.Unmarshal(raw, &c.serial); err != nil {
+			return nil, proofInvalid("claims: serial is not a string")
+		}
+	} else if c.csrSHA256, err = b32("csr_sha256"); err != nil {
 		return nil, err
 	}
 	if c.iat, err = date("iat"); err != nil {

@@ -67,6 +67,11 @@ var (
 	probKeyType         = problemType{"key-type-not-allowed", http.StatusBadRequest, "The CSR's key type is not allowed by the profile"}
 	probPolicyDenied    = problemType{"policy-denied", http.StatusForbidden, "The policy does not allow this enrollment"}
 	probPersonLimit     = problemType{"person-limit-reached", http.StatusForbidden, "The person holds as many derived certificates as the profile allows"}
+	probSerialMismatch  = problemType{"serial-mismatch", http.StatusBadRequest, "The proof names another certificate"}
+	probRebindNotFound  = problemType{"rebind-not-found", http.StatusNotFound, "No derived certificate has that serial"}
+	probRebindNotSame   = problemType{"rebind-not-same-person", http.StatusForbidden, "The JPKI certificate is not the same person's"}
+	probRebindNotPoss   = problemType{"rebind-not-possible", http.StatusConflict, "The certificate cannot be re-bound"}
+	probRebindSameCard  = problemType{"rebind-same-jpki-certificate", http.StatusConflict, "The certificate is bound to this JPKI certificate already"}
 	probRateLimited     = problemType{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
 	probJPKIUntrusted   = problemType{"jpki-untrusted", http.StatusForbidden, "The JPKI certificate is not trusted"}
 	probJPKIExpired     = problemType{"jpki-expired", http.StatusForbidden, "The JPKI certificate is expired or not yet valid"}
@@ -82,6 +87,7 @@ var problemTypes = []problemType{
 	probNonceUnknown, probNonceReplayed, probCSRInvalid, probCSRMismatch, probKeyType,
 	probPolicyDenied, probPersonLimit, probRateLimited, probJPKIUntrusted, probJPKIExpired, probJPKIRevoked,
 	probJPKIRevocation, probUnavailable, probIssuanceFailure,
+	probSerialMismatch, probRebindNotFound, probRebindNotSame, probRebindNotPoss, probRebindSameCard,
 }
 
 // problemFor maps an error of the pipeline to its problem type. The first match wins;
@@ -106,6 +112,16 @@ func problemFor(err error) problemType {
 		return probCSRInvalid
 	case errors.Is(err, ErrKeyTypeNotAllowed), errors.Is(err, policies.ErrKeyType):
 		return probKeyType
+	case errors.Is(err, ErrSerialMismatch):
+		return probSerialMismatch
+	case errors.Is(err, ErrRebindNotFound):
+		return probRebindNotFound
+	case errors.Is(err, ErrRebindNotSame):
+		return probRebindNotSame
+	case errors.Is(err, ErrRebindNotPossible):
+		return probRebindNotPoss
+	case errors.Is(err, ErrRebindSameJPKICert):
+		return probRebindSameCard
 	case errors.Is(err, ErrPersonLimit):
 		return probPersonLimit
 	case errors.Is(err, ErrPolicyDenied), errors.Is(err, policies.ErrDenied):
@@ -176,6 +192,7 @@ var sentinels = []error{
 	ErrRequestInvalid, ErrBodyTooLarge, ErrProofInvalid, ErrAudienceMismatch, ErrNonceUnknown,
 	ErrNonceReplayed, ErrCSRInvalid, ErrCSRMismatch, ErrKeyTypeNotAllowed, ErrPolicyDenied,
 	ErrPersonLimit, ErrRateLimited, ErrUnavailable, policies.ErrDenied, policies.ErrKeyType,
+	ErrSerialMismatch, ErrRebindNotFound, ErrRebindNotSame, ErrRebindNotPossible, ErrRebindSameJPKICert,
 }
 
 // Problem is an RFC 9457 problem detail, as the API sends it and the client returns

@@ -1,0 +1,431 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"mime"
+	"net/http"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+// PathRebind is where a holder re-binds a derived certificate to a new JPKI
+// certificate (after a move, or a renewed card). A proof's aud for it is
+// Config.Audience + "/rebind".
+const PathRebind = PathEnroll + "/rebind"
+
+// The re-binding actions, as RebindResponse.Action names them.
+const (
+	// RebindReleased: the certificate was on hold; it is good again and bound to the
+	// new JPKI certificate.
+	RebindReleased = "released"
+	// RebindRelinked: the certificate was good (a renewed card, kept until re-bound);
+	// it is bound to the new JPKI certificate.
+	RebindRelinked = "relinked"
+	// RebindReissued: the profile renders other contents for the new card; a new
+	// certificate for the same key was issued, and the old one revoked as superseded.
+	RebindReissued = "reissued"
+)
+
+// Errors of re-binding, each its own problem type.
+var (
+	ErrSerialMismatch     = errors.New("enroll: the proof names another certificate")
+	ErrRebindNotFound     = errors.New("enroll: no derived certificate with that serial")
+	ErrRebindNotSame      = errors.New("enroll: the new JPKI certificate is not the same person's")
+	ErrRebindNotPossible  = errors.New("enroll: the certificate cannot be re-bound")
+	ErrRebindSameJPKICert = errors.New("enroll: the certificate is bound to this JPKI certificate already")
+)
+
+// Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
+type Rebinder interface {
+	Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error
+	Release(ctx context.Context, serial *big.Int, actor string) error
+	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
+}
+
+// The Authority is the Rebinder a node gives the API.
+var _ Rebinder = (*ca.Authority)(nil)
+
+// RebindPolicy decides a re-binding: ProfilePolicy implements it. It is called once
+// the proof, the new JPKI certificate and the person match have been verified; it
+// checks what an enrolment under the certificate's profile would (JPKI policy,
+// revocation evidence, key type, rate limits) and says whether the contents stay.
+type RebindPolicy interface {
+	Rebind(ctx context.Context, req RebindPolicyRequest) (RebindDecision, error)
+}
+
+// RebindPolicyRequest is what a RebindPolicy decides on.
+type RebindPolicyRequest struct {
+	// Old is the derived certificate, issued under Profile.
+	Old     *x509.Certificate
+	Profile string
+	// JPKI is the new, verified signature certificate (personal data, as in
+	// PolicyRequest), with the revocation answer and its source's kind.
+	JPKI             *jpki.SignatureCertificate
+	Revocation       jpki.Status
+	RevocationSource string
+	Person           []byte
+	Client           string
+	At               time.Time
+}
+
+// RebindDecision says whether the contents change (Reissue) and, if so, what to
+// issue (Decision, for Old's public key under the profile's current version).
+type RebindDecision struct {
+	Reissue  bool
+	Decision Decision
+}
+
+// Rebind implements RebindPolicy: Set.Decide for the new card and the old key under
+// the certificate's profile, then policies.Rebind on the rendered contents.
+func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (RebindDecision, error) {
+	set := p.Profiles()
+	if len(req.Person) == 0 || req.Old == nil {
+		return RebindDecision{}, errors.New("enroll: profile policy: re-bind without a person hash or a certificate")
+	}
+	if req.Profile == "" {
+		return RebindDecision{}, fmt.Errorf("%w: the certificate names no profile", ErrPolicyDenied)
+	}
+	pd, err := set.Decide(policies.Request{
+		Profile:          req.Profile,
+		JPKI:             req.JPKI,
+		PublicKey:        req.Old.PublicKey,
+		Revocation:       req.Revocation,
+		RevocationSource: req.RevocationSource,
+		At:               req.At,
+	})
+	if err != nil {
+		return RebindDecision{}, fromPolicies(err)
+	}
+	prof, ok := set.Profile(pd.Profile)
+	if !ok {
+		return RebindDecision{}, fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", pd.Profile)
+	}
+	if err := p.limit(prof, req.Person, req.Client, req.At); err != nil {
+		return RebindDecision{}, err
+	}
+	d := decisionOf(pd)
+	d.MaxPerPerson = 0 // a re-issue replaces a certificate the person holds
+	return RebindDecision{Reissue: policies.Rebind(req.Old, pd.Template) == policies.RebindReissue, Decision: d}, nil
+}
+
+// RebindRequest is the body of a re-binding request.
+type RebindRequest struct {
+	// Proof is a compact JWS by the NEW card, as for an enrolment, whose claims bind
+	// serial instead of a CSR.
+	Proof string `json:"proof"`
+	// Serial is the derived certificate's serial number in lower-case hex.
+	Serial string `json:"serial"`
+}
+
+// RebindResponse is the body of a successful re-binding.
+type RebindResponse struct {
+	// Action is RebindReleased, RebindRelinked or RebindReissued.
+	Action string `json:"action"`
+	// Serial, Chain and Profile are those of the certificate bound now: the same one,
+	// or the new one when reissued.
+	Serial  string   `json:"serial"`
+	Chain   []string `json:"chain"`
+	Profile string   `json:"profile"`
+	// Replaced is the old certificate's serial when reissued (revoked superseded).
+	Replaced string `json:"replaced,omitempty"`
+}
+
+// maxSerialHex bounds a serial in a request: RFC 5280 serials are at most 20 octets.
+const maxSerialHex = 40
+
+// parseSerial reads a lower-case hex serial without leading zeros, as the API writes
+// them.
+func parseSerial(s string) (*big.Int, error) {
+	if s == "" || len(s) > maxSerialHex {
+		return nil, fmt.Errorf("%w: serial is not 1 to %d hex digits", ErrRequestInvalid, maxSerialHex)
+	}
+	n, ok := new(big.Int).SetString(s, 16)
+	if !ok || n.Sign() <= 0 || hex.EncodeToString(n.Bytes()) != s {
+		return nil, fmt.Errorf("%w: serial is not a positive number in lower-case hex without leading zeros", ErrRequestInvalid)
+	}
+	return n, nil
+}
+
+// rebindTarget is a verified re-binding: the proof checked, the new JPKI certificate
+// verified, the certificate found and the same person's, and the policy's decision.
+type rebindTarget struct {
+	claims   *claims
+	serial   *big.Int
+	record   ca.Record
+	old      *x509.Certificate
+	chain    [][]byte // the CA certificates above the old certificate
+	jpki     *jpki.Result
+	link     jpki.Hash
+	decision RebindDecision
+}
+
+func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
+	if !h.limiter.allow(clientAddr(r), h.cfg.Now()) {
+		h.refuse(w, ErrRateLimited)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			h.refuseAs(w, probMediaType, "send the request as application/json")
+			return
+		}
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	req, err := decodeRebindRequest(body)
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	t, err := h.verifyRebind(r.Context(), req, clientAddr(r))
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	// As for an enrolment: every check passed, so the nonce is redeemed now, and only
+	// then does anything change.
+	if err := h.nonces.consume(r.Context(), t.claims.nonce); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			h.log.Error("enroll: nonce not redeemed", "err", err)
+		}
+		h.refuse(w, err)
+		return
+	}
+	resp, status, err := h.rebind(r.Context(), t)
+	if err != nil {
+		switch {
+		case errors.Is(err, ca.ErrNoCAKey), errors.Is(err, ca.ErrAbandoned), errors.Is(err, context.DeadlineExceeded),
+			errors.Is(err, ca.ErrStatus), errors.Is(err, ca.ErrExpired):
+			h.log.Warn("enroll: re-binding did not complete", "serial", req.Serial, "err", err)
+			h.refuseAs(w, probUnavailable, "the certificate was not re-bound; fetch a new challenge and try again")
+		default:
+			h.log.Error("enroll: re-binding failed", "serial", req.Serial, "err", err)
+			h.refuseAs(w, probIssuanceFailure, probIssuanceFailure.title)
+		}
+		return
+	}
+	h.log.Info("enroll: certificate re-bound", "serial", req.Serial, "action", resp.Action, "now", resp.Serial)
+	writeJSON(w, status, resp)
+}
+
+// verifyRebind runs every check of a re-binding except the nonce's redemption, cheap
+// and local ones first: the proof's form and claims, the audience, the times, the
+// serial it binds, its signature, an early look for a spent nonce, the new JPKI
+// certificate (jpki.Verifier), then the certificate's record: a derived certificate,
+// the same person (keyed person hashes compared), good or held and unexpired, bound
+// to another JPKI certificate; last the policy.
+func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client string) (*rebindTarget, error) {
+	serial, err := parseSerial(req.Serial)
+	if err != nil {
+		return nil, err
+	}
+	proof, err := parseJWS(req.Proof)
+	if err != nil {
+		return nil, err
+	}
+	c, err := parseRebindClaims(proof.payload)
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(h.cfg.Audience+"/rebind")) != 1 {
+		return nil, fmt.Errorf("%w: aud is not this endpoint's URL", ErrAudienceMismatch)
+	}
+	now := h.cfg.Now()
+	if err := h.checkTimes(c, now); err != nil {
+		return nil, err
+	}
+	if c.serial != req.Serial {
+		return nil, fmt.Errorf("%w: the proof's serial claim is not the serial sent", ErrSerialMismatch)
+	}
+	leaf, err := x509.ParseCertificate(proof.x5c[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: x5c[0] is not a certificate", jpki.ErrMalformed)
+	}
+	if err := proof.verify(leaf.PublicKey); err != nil {
+		return nil, err
+	}
+	if h.nonces.spent(c.nonce) {
+		return nil, ErrNonceReplayed
+	}
+	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
+	if err != nil {
+		return nil, err
+	}
+	t := &rebindTarget{claims: c, serial: serial, jpki: res, link: res.Certificate.CertHash(h.cfg.LinkKey)}
+	err = h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
+		rec, err := ca.Lookup(tx, serial)
+		if errors.Is(err, ca.ErrNotFound) || err == nil && (rec.Kind != ca.Derived || len(rec.Person) == 0) {
+			return ErrRebindNotFound
+		}
+		if err != nil {
+			return err
+		}
+		t.record = rec
+		if rec.Status != ca.Good && rec.Status != ca.Held {
+			return nil // said below, after the person match
+		}
+		is, err := ca.LookupIssuer(tx, rec.Issuer)
+		if err != nil {
+			return err
+		}
+		if is.Cert == nil {
+			return fmt.Errorf("issuer %s has no certificate", rec.Issuer)
+		}
+		t.chain = append([][]byte{is.Cert.Raw}, is.Chain...)
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrRebindNotFound):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("%w: read the certificate: %v", ErrUnavailable, err)
+	}
+	// Only the holder learns the certificate's state: a person who is not its holder
+	// is told so first.
+	person := res.Certificate.Identity.PersonHash(h.cfg.LinkKey)
+	if subtle.ConstantTimeCompare(person[:], t.record.Person) != 1 {
+		return nil, ErrRebindNotSame
+	}
+	switch {
+	case t.record.Status != ca.Good && t.record.Status != ca.Held:
+		return nil, fmt.Errorf("%w: it is %s", ErrRebindNotPossible, statusWord(t.record.Status))
+	case !now.Before(t.record.NotAfter):
+		return nil, fmt.Errorf("%w: it has expired", ErrRebindNotPossible)
+	case subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1:
+		return nil, ErrRebindSameJPKICert
+	}
+	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
+		return nil, fmt.Errorf("enroll: the CA's record of %x does not parse: %w", serial, err)
+	}
+	rp, ok := h.cfg.Policy.(RebindPolicy)
+	if !ok {
+		return nil, fmt.Errorf("%w: this server's policy does not re-bind", ErrPolicyDenied)
+	}
+	if t.decision, err = rp.Rebind(ctx, RebindPolicyRequest{
+		Old: t.old, Profile: t.record.Profile, JPKI: res.Certificate,
+		Revocation: res.Revocation, RevocationSource: h.source,
+		Person: person[:], Client: client, At: now,
+	}); err != nil {
+		return nil, err
+	}
+	if t.decision.Reissue {
+		d := &t.decision.Decision
+		if d.Template == nil {
+			return nil, errors.New("enroll: policy returned no template")
+		}
+		if jna := res.Certificate.X509().NotAfter; d.NotAfter.IsZero() || d.NotAfter.After(jna) {
+			d.NotAfter = jna
+		}
+	}
+	return t, nil
+}
+
+func statusWord(s ca.Status) string {
+	switch s {
+	case ca.Revoked:
+		return "revoked"
+	case ca.Pending:
+		return "not issued yet"
+	}
+	return s.String()
+}
+
+// rebind does what was decided. Release: the hold is lifted first, then the link
+// moved, so that a failure in between leaves a good certificate still bound to the
+// revoked JPKI certificate — which the linkage job holds again, and a retry re-binds
+// — rather than a held one bound to the new card, which no retry could tell from an
+// operator's hold. Reissue: the new certificate first, then the old one revoked as
+// superseded; if that revocation fails the old one stays bound to the revoked JPKI
+// certificate, and the linkage job ends it as its profile says.
+func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse, int, error) {
+	serialHex := hex.EncodeToString(t.serial.Bytes())
+	if !t.decision.Reissue {
+		action := RebindRelinked
+		if t.record.Status == ca.Held {
+			action = RebindReleased
+			if err := h.cfg.Rebinder.Release(ctx, t.serial, actorEnrollment); err != nil {
+				return nil, 0, fmt.Errorf("enroll: release %s: %w", serialHex, err)
+			}
+		}
+		if err := h.cfg.Rebinder.Relink(ctx, t.serial, t.link[:], actorEnrollment); err != nil {
+			return nil, 0, fmt.Errorf("enroll: relink %s: %w", serialHex, err)
+		}
+		resp := &RebindResponse{Action: action, Serial: serialHex, Profile: t.record.Profile}
+		for _, der := range append([][]byte{t.record.DER}, t.chain...) {
+			resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
+		}
+		return resp, http.StatusOK, nil
+	}
+	d := t.decision.Decision
+	person := t.jpki.Certificate.Identity.PersonHash(h.cfg.LinkKey)
+	issued, err := h.cfg.Issuer.Issue(ctx, ca.Request{
+		Profile:       d.Profile,
+		PolicyVersion: d.PolicyVersion,
+		Template:      d.Template,
+		PublicKey:     t.old.PublicKey,
+		NotAfter:      d.NotAfter,
+		Link:          t.link[:],
+		Person:        person[:],
+		SkipLints:     d.SkipLints,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("enroll: reissue %s: %w", serialHex, err)
+	}
+	h.issued.Inc()
+	if err := h.cfg.Rebinder.Revoke(ctx, t.serial, int(jpki.ReasonSuperseded), actorEnrollment); err != nil {
+		h.log.Error("enroll: re-issued, but the old certificate was not revoked; the linkage job will end it",
+			"serial", serialHex, "err", err)
+	}
+	resp := &RebindResponse{Action: RebindReissued, Serial: hex.EncodeToString(issued.Serial.Bytes()), Profile: d.Profile, Replaced: serialHex}
+	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
+		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
+	}
+	return resp, http.StatusCreated, nil
+}
+
+// actorEnrollment is the actor of the API's commands in the audit log.
+const actorEnrollment = "enrollment"
+
+// decodeRebindRequest decodes the JSON body: an object with proof and serial
+// (strings); no other member, none twice.
+func decodeRebindRequest(body []byte) (*RebindRequest, error) {
+	m, err := decodeObject(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: body: %v", ErrRequestInvalid, err)
+	}
+	req := &RebindRequest{}
+	fields := map[string]*string{"proof": &req.Proof, "serial": &req.Serial}
+	for name, raw := range m {
+		dst, ok := fields[name]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown member %q", ErrRequestInvalid, clip(name))
+		}
+		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
+			return nil, fmt.Errorf("%w: %s is not a string", ErrRequestInvalid, name)
+		}
+	}
+	switch {
+	case req.Proof == "":
+		return nil, fmt.Errorf("%w: no proof", ErrRequestInvalid)
+	case req.Serial == "":
+		return nil, fmt.Errorf("%w: no serial", ErrRequestInvalid)
+	}
+	return req, nil
+}

@@ -1,0 +1,291 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"math/big"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/ca/linkage"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/jpki/jpkisim"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+// tokenCard makes a SoftHSM token a jpkisim card: issue (IssueCard or Reissue) puts
+// the key and certificate on it; the card is opened through PKCS#11 as a client does.
+func tokenCard(t *testing.T, issue func(hsm.Config) (*jpkisim.Card, error)) (*PKCS11Card, *jpkisim.Card) {
+	t.Helper()
+	tok := softhsm.NewToken(t)
+	cfg := tok.Config()
+	cfg.Logger = quiet()
+	sc, err := issue(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	card, err := OpenCard(context.Background(), CardConfig{
+		Module: tok.Module, Key: hsm.URI{Token: tok.Label}, PIN: hsm.PINFile(tok.PINFile), Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { card.Close() })
+	return card, sc
+}
+
+// record is the CA's record of serial.
+func record(t testing.TB, serial *big.Int) ca.Record {
+	t.Helper()
+	var rec ca.Record
+	err := fx.cluster.View(func(tx *bbolt.Tx) (err error) {
+		rec, err = ca.Lookup(tx, serial)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func linkOf(t testing.TB, der []byte) []byte {
+	t.Helper()
+	sc, err := jpki.ParseSignatureCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sc.CertHash(fx.linkKey)
+	return h[:]
+}
+
+func linked(t testing.TB, link []byte) []*big.Int {
+	t.Helper()
+	var out []*big.Int
+	if err := fx.cluster.View(func(tx *bbolt.Tx) error { out = ca.ByLink(tx, link); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func has(serials []*big.Int, s *big.Int) bool {
+	return slices.ContainsFunc(serials, func(x *big.Int) bool { return x.Cmp(s) == 0 })
+}
+
+// rebindEnv is an API that re-binds, with the engine's policy (the shipped profiles,
+// for test cards) and the authority as Rebinder, and the linkage job over the same
+// CRL and profiles.
+func rebindEnv(t *testing.T) (*env, *ProfilePolicy, *linkage.Job) {
+	t.Helper()
+	e, pol := profileEnv(t, testProfiles(t, nil), func(c *Config) { c.Rebinder = fx.authority })
+	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: fx.sim.CRLPath(), Anchors: fx.anchors, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := linkage.New(linkage.Config{
+		State: fx.cluster, Authority: fx.authority, Feed: feed, Profiles: pol.Profiles,
+		LinkKey: fx.linkKey, Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, pol, job
+}
+
+// TestMoveStory is the move, end to end: enrol with card A (an authentication and a
+// signing certificate); J-LIS revokes A as affiliationChanged (a move) and issues the
+// same person card B with the new address; the linkage job holds both certificates;
+// re-binding with card B releases the authentication certificate, good again and
+// bound to B, which a new pass of the job leaves alone; after a profile change, the
+// signing certificate's contents differ, so re-binding issues a new one for the same
+// key and revokes the old one as superseded.
+func TestMoveStory(t *testing.T) {
+	e, pol, job := rebindEnv(t)
+	ctx := context.Background()
+	person := newPerson()
+	cardA, simA := tokenCard(t, func(cfg hsm.Config) (*jpkisim.Card, error) {
+		return fx.sim.IssueCard(ctx, cfg, jpkisim.CardSpec{Person: person})
+	})
+	auth, err := e.client().Enroll(ctx, cardA, fx.subKeys[1], "authentication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign, err := e.client().Enroll(ctx, cardA, fx.subKeys[2], "signing")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The move: card B, the same person at a new address; A revoked affiliationChanged.
+	cardB, simB := tokenCard(t, func(cfg hsm.Config) (*jpkisim.Card, error) {
+		return fx.sim.Reissue(ctx, cfg, simA.Serial, func(p *jpkisim.Person) {
+			p.Address, p.AddressSubstitutes, p.Prefecture, p.Municipality = "大阪府大阪市北区試験町二丁目２番２号", "", "大阪府", "大阪市"
+		})
+	})
+	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Certificate{auth, sign} {
+		if st := record(t, c.Serial).Status; st != ca.Held {
+			t.Fatalf("%s certificate after the move: %s, want held", c.Profile, st)
+		}
+	}
+	// Card A no longer enrols.
+	if _, err := e.client().Enroll(ctx, cardA, fx.subKeys[3], ""); err == nil || err.(*Problem).Name() != "jpki-revoked" {
+		t.Fatalf("enrolment with the revoked card: %v", err)
+	}
+
+	// Re-bind the authentication certificate: its contents are the same for card B.
+	linkA, linkB := linkOf(t, simA.DER), linkOf(t, simB.DER)
+	got, err := e.client().Rebind(ctx, cardB, auth.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Action != RebindReleased || got.Certificate.Serial.Cmp(auth.Serial) != 0 || !bytes.Equal(got.Certificate.Chain[0].Raw, auth.Chain[0].Raw) {
+		t.Fatalf("re-bind: %s of %x", got.Action, got.Certificate.Serial)
+	}
+	rec := record(t, auth.Serial)
+	if rec.Status != ca.Good || !bytes.Equal(rec.Link, linkB) || has(linked(t, linkA), auth.Serial) || !has(linked(t, linkB), auth.Serial) {
+		t.Errorf("after the re-bind: %s, bound to B %v", rec.Status, bytes.Equal(rec.Link, linkB))
+	}
+	// The job, again (as a new leader would): the old link no longer finds it.
+	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := record(t, auth.Serial).Status; st != ca.Good {
+		t.Errorf("the job changed the re-bound certificate: %s", st)
+	}
+
+	// A new version of the signing profile puts another policy OID in certificates:
+	// the signing certificate is reissued for the same key, the old one superseded.
+	pol.Use(testProfiles(t, func(file, y string) string {
+		if file != "signing.yaml" {
+			return y
+		}
+		y = replaceOnce(t, y, "version: 1", "version: 2")
+		return replaceOnce(t, y, `certificatePolicies: ["1.3.6.1.4.1.32473.1.1"]`, `certificatePolicies: ["1.3.6.1.4.1.32473.1.3"]`)
+	}))
+	got, err = e.client().Rebind(ctx, cardB, sign.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Action != RebindReissued || got.Replaced.Cmp(sign.Serial) != 0 || got.Certificate.Serial.Cmp(sign.Serial) == 0 {
+		t.Fatalf("re-bind after a profile change: %s", got.Action)
+	}
+	leaf := got.Certificate.Chain[0]
+	if !publicKeysEqual(leaf.PublicKey, fx.subKeys[2].Public()) || leaf.Subject.CommonName != sign.Chain[0].Subject.CommonName ||
+		len(leaf.Policies) != 1 || leaf.Policies[0].String() != "1.3.6.1.4.1.32473.1.3" {
+		t.Errorf("the new certificate: subject kept %v, policies %v", leaf.Subject.CommonName == sign.Chain[0].Subject.CommonName, leaf.Policies)
+	}
+	if rec := record(t, got.Certificate.Serial); rec.Status != ca.Good || rec.PolicyVersion != 2 || !bytes.Equal(rec.Link, linkB) {
+		t.Errorf("new record: %s v%d", rec.Status, rec.PolicyVersion)
+	}
+	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != int(jpki.ReasonSuperseded) {
+		t.Errorf("old signing certificate: %s reason %d, want revoked superseded", rec.Status, rec.Reason)
+	}
+
+	// Refusals, each with its type, none of which changes anything.
+	other, _ := tokenCardFor(t, newPerson())
+	authHex, signHex := hex.EncodeToString(auth.Serial.Bytes()), hex.EncodeToString(sign.Serial.Bytes())
+	for _, c := range []struct {
+		name        string
+		card        Card
+		serial      string
+		proofSerial string
+		aud         string
+		prob        string
+		status      int
+		target      *big.Int
+	}{
+		{"bound to this card already", cardB, authHex, "", "", "rebind-same-jpki-certificate", 409, auth.Serial},
+		{"revoked certificate", cardB, signHex, "", "", "rebind-not-possible", 409, sign.Serial},
+		{"another person's card", other, authHex, "", "", "rebind-not-same-person", 403, auth.Serial},
+		{"the old, revoked card", cardA, authHex, "", "", "jpki-revoked", 403, auth.Serial},
+		{"unknown serial", cardB, "7fffffffffffffff01", "", "", "rebind-not-found", 404, auth.Serial},
+		{"proof for another serial", cardB, authHex, signHex, "", "serial-mismatch", 400, auth.Serial},
+		{"proof for the enrolment endpoint", cardB, authHex, "", e.audience, "audience-mismatch", 400, auth.Serial},
+		{"serial with a leading zero", cardB, "0" + authHex, "", "", "request-invalid", 400, auth.Serial},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.proofSerial == "" {
+				c.proofSerial = c.serial
+			}
+			if c.aud == "" {
+				c.aud = e.audience + "/rebind"
+			}
+			nonce := e.challenge(t)
+			proof, err := newRebindProof(c.card, c.card.Chain(), ProofClaims{Nonce: nonce, Audience: c.aud, IssuedAt: time.Now(), Expires: time.Now().Add(time.Minute)}, c.proofSerial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.expectRebindProblem(t, mustJSON(t, RebindRequest{Proof: proof, Serial: c.serial}), c.prob, c.status, nonce, c.target)
+		})
+	}
+}
+
+// tokenCardFor is a new card, in a token, for p.
+func tokenCardFor(t *testing.T, p jpkisim.Person) (*PKCS11Card, *jpkisim.Card) {
+	return tokenCard(t, func(cfg hsm.Config) (*jpkisim.Card, error) {
+		return fx.sim.IssueCard(context.Background(), cfg, jpkisim.CardSpec{Person: p})
+	})
+}
+
+// expectRebindProblem posts a re-binding and checks the refusal: its type and status,
+// that the target certificate's record (status, link) and the CA's certificates are
+// unchanged, that nothing reached the issuer, and that the nonce is still open.
+func (e *env) expectRebindProblem(t *testing.T, body []byte, name string, status int, nonce []byte, target *big.Int) {
+	t.Helper()
+	before := record(t, target)
+	calls := e.issuer.count()
+	records, _ := caState(t, nil)
+	resp := e.postTo(t, PathRebind, body)
+	var p Problem
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != status || p.Type != DefaultProblemBase+name || p.Detail == "" {
+		t.Errorf("HTTP %d %+v, want %d %s", resp.StatusCode, p, status, name)
+	}
+	after := record(t, target)
+	if after.Status != before.Status || !bytes.Equal(after.Link, before.Link) || !after.RevokedAt.Equal(before.RevokedAt) {
+		t.Errorf("the refusal changed the certificate: %s → %s", before.Status, after.Status)
+	}
+	if r, _ := caState(t, nil); r != records || e.issuer.count() != calls {
+		t.Error("the refusal issued something")
+	}
+	if st := nonceState(t, nonce); st != nonceOpen {
+		t.Errorf("nonce state %d after the refusal", st)
+	}
+	for _, s := range []string{"太郎", "試験町", "大阪"} {
+		if strings.Contains(p.Detail, s) {
+			t.Errorf("problem carries personal data: %+v", p)
+		}
+	}
+}
+
+// TestRebindNeedsAPolicyThatRebinds: a Rebinder with a policy that cannot decide a
+// re-binding is a configuration error; without a Rebinder the path is not served.
+func TestRebindNeedsAPolicyThatRebinds(t *testing.T) {
+	needFixture(t)
+	e := newEnv(t, "")
+	cfg := e.h.cfg
+	cfg.Rebinder = fx.authority
+	if _, err := NewHandler(cfg); err == nil || !strings.Contains(err.Error(), "does not re-bind") {
+		t.Fatalf("NewHandler: %v", err)
+	}
+	resp := e.postTo(t, PathRebind, []byte(`{}`))
+	if resp.StatusCode != 404 && resp.StatusCode != 405 {
+		t.Errorf("rebind without a Rebinder: HTTP %d", resp.StatusCode)
+	}
+	var _ RebindPolicy = NewProfilePolicy((*policies.Set)(nil))
+}
