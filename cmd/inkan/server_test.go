@@ -70,6 +70,7 @@ type proc struct {
 	env                      []string // SOFTHSM2_CONF for this node's token dir
 	cfgPath, dataDir         string
 	clusterAddr, metricsAddr string
+	apiAddr, ocspAddr        string
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -115,7 +116,7 @@ func newProc(t testing.TB, name, clusterExtra string) *proc {
 		"--so-pin-file", filepath.Join(home, "so.pin"), "--pin-file", filepath.Join(home, "user.pin"))
 
 	a := freeAddrs(t, 4)
-	p.clusterAddr, p.metricsAddr = a[0], a[3]
+	p.clusterAddr, p.apiAddr, p.ocspAddr, p.metricsAddr = a[0], a[1], a[2], a[3]
 	write(t, p.cfgPath, fmt.Sprintf(`data_dir: %s
 cluster:
   name: inkan-test
@@ -384,14 +385,20 @@ func TestClusterFailover(t *testing.T) {
 // from via's admin socket.
 func newProcJoining(t testing.TB, name string, via *proc) *proc {
 	t.Helper()
+	return newProcJoiningAs(t, name, via, "voter")
+}
+
+// newProcJoiningAs prepares node name to join through via as role.
+func newProcJoiningAs(t testing.TB, name string, via *proc, role string) *proc {
+	t.Helper()
 	p := newProc(t, name, "")
-	p.joinWith(t, via, "voter")
+	p.joinWith(t, via, role)
 	// Rewrite the cluster section's tail: join through via.
 	cfg, err := os.ReadFile(p.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := strings.Replace(string(cfg), "    leader_lease_timeout: 150ms\n", "    leader_lease_timeout: 150ms\n"+joinConfig(via, p.home)+"\n", 1)
+	s := strings.Replace(string(cfg), "    leader_lease_timeout: 150ms\n", "    leader_lease_timeout: 150ms\n"+joinConfig(via, p.home)+"\n  role: "+role+"\n", 1)
 	write(t, p.cfgPath, strings.TrimRight(s, "\n"))
 	return p
 }
