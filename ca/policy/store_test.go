@@ -1,0 +1,308 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+var key = bytes.Repeat([]byte{0x42}, 32)
+
+const operator = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// node is a real one-node cluster (its key vault a SoftHSM token) with the store's
+// handler, and a hook that describes every applied command for the audit log.
+type node struct {
+	c     *cluster.Cluster
+	mu    sync.Mutex
+	descs []ca.Description
+}
+
+func newNode(t *testing.T) *node {
+	t.Helper()
+	tok := softhsm.NewToken(t)
+	cfg := tok.Config()
+	cfg.Logger = quiet()
+	h, err := hsm.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	n := &node{}
+	n.c, err = cluster.Open(context.Background(), cluster.Config{
+		DataDir:  filepath.Join(t.TempDir(), "node0"),
+		BindAddr: "127.0.0.1:0",
+		KeyVault: cluster.NewHSMVault(h),
+		Handlers: []cluster.Handler{Handler()}, Bootstrap: true,
+		Hooks: []cluster.Hook{func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
+			if e.Command.Type != CommandApply {
+				return nil
+			}
+			d, err := DescribeCommand(e, result)
+			n.mu.Lock()
+			n.descs = append(n.descs, d...)
+			n.mu.Unlock()
+			return err
+		}},
+		Logger:           quiet(),
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.c.Shutdown(context.Background()) })
+	return n
+}
+
+func (n *node) apply(t *testing.T, file string, data []byte) error {
+	t.Helper()
+	cmd, err := ApplyCommand(file, data, operator)
+	if err != nil {
+		return err
+	}
+	_, err = n.c.Submit(context.Background(), cmd)
+	return err
+}
+
+func (n *node) active(t *testing.T) (*policies.Set, error) {
+	t.Helper()
+	var set *policies.Set
+	err := n.c.View(func(tx *bbolt.Tx) (err error) {
+		set, err = Active(tx, key, "authentication")
+		return err
+	})
+	return set, err
+}
+
+func shipped(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := fs.ReadFile(policies.Shipped(), name+".yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// bump returns the file with its version and certificate policy OID changed.
+func bump(t *testing.T, data []byte, from, to string) []byte {
+	t.Helper()
+	s := string(data)
+	if !strings.Contains(s, "version: "+from+"\n") {
+		t.Fatalf("no version %s in the file", from)
+	}
+	return []byte(strings.Replace(s, "version: "+from+"\n", "version: "+to+"\n", 1))
+}
+
+// TestStore: versions only go up, each kept; the active set is what was applied last
+// per profile; bad files and actors are refused by the replicas too, writing nothing;
+// every applied version is described for the audit log.
+func TestStore(t *testing.T) {
+	n := newNode(t)
+	if _, err := n.active(t); !errors.Is(err, ErrNoProfiles) {
+		t.Fatalf("empty state: %v", err)
+	}
+	auth, sign := shipped(t, "authentication"), shipped(t, "signing")
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"authentication.yaml", auth}, {"signing.yaml", sign}} {
+		if err := n.apply(t, f.name, f.data); err != nil {
+			t.Fatalf("apply %s: %v", f.name, err)
+		}
+	}
+	set, err := n.active(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(set.Names(), ","); got != "authentication,signing" {
+		t.Errorf("active profiles %s", got)
+	}
+
+	// The same version again, or a lower one, is refused; a higher one replaces it.
+	if err := n.apply(t, "signing.yaml", sign); !errors.Is(err, ErrVersion) || !errors.Is(err, cluster.ErrRefused) {
+		t.Errorf("same version again: %v", err)
+	}
+	v3 := bump(t, sign, "1", "3")
+	if err := n.apply(t, "signing.yaml", v3); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.apply(t, "signing.yaml", bump(t, sign, "1", "2")); !errors.Is(err, ErrVersion) {
+		t.Errorf("a lower version: %v", err)
+	}
+	set, err = n.active(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := set.Profile("signing"); p.Version != 3 {
+		t.Errorf("active signing v%d, want 3", p.Version)
+	}
+	err = n.c.View(func(tx *bbolt.Tx) error {
+		for _, w := range []struct {
+			v    uint64
+			data []byte
+		}{{1, sign}, {3, v3}} {
+			got, err := LookupVersion(tx, "signing", w.v)
+			if err != nil {
+				return err
+			}
+			if got.Profile.Version != w.v || !bytes.Equal(got.Data, w.data) || got.Actor != operator {
+				t.Errorf("history v%d: got v%d by %s", w.v, got.Profile.Version, got.Actor)
+			}
+		}
+		if _, err := LookupVersion(tx, "signing", 2); !errors.Is(err, ErrNotFound) {
+			t.Errorf("a refused version is in the history: %v", err)
+		}
+		if a, err := Lookup(tx, "signing"); err != nil || a.Profile.Version != 3 {
+			t.Errorf("Lookup: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A file that does not parse is refused before it is sent, and by the replicas
+	// if sent anyway; so is an actor the audit log could not name.
+	bad := []byte(strings.Replace(string(bump(t, sign, "1", "9")), "keyUsage: [digitalSignature, nonRepudiation]", "keyUsage: [keyCertSign]", 1))
+	if _, err := ApplyCommand("signing.yaml", bad, operator); !errors.Is(err, policies.ErrInvalid) {
+		t.Errorf("ApplyCommand of a bad file: %v", err)
+	}
+	for _, body := range []applyBody{
+		{File: "signing.yaml", Data: bad, Actor: operator},
+		{File: "signing.yaml", Data: bump(t, sign, "1", "9"), Actor: "mallory"},
+	} {
+		cmd, err := cluster.NewCommand(CommandApply, 1, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.c.Submit(context.Background(), cmd); !errors.Is(err, cluster.ErrRefused) {
+			t.Errorf("a bad command was applied: %v", err)
+		}
+	}
+	if set, err := n.active(t); err != nil || mustProfile(t, set, "signing").Version != 3 {
+		t.Errorf("a refusal changed the active set: %v", err)
+	}
+
+	// The audit log got one leaf per applied version, with hashes and versions.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.descs) != 3 {
+		t.Fatalf("%d descriptions, want 3", len(n.descs))
+	}
+	d := n.descs[2]
+	sum := sha256.Sum256(v3)
+	if d.Type != TypeApplied || d.Actor != operator || d.Data["profile"] != "signing" || d.Data["version"] != uint64(3) ||
+		d.Data["previous_version"] != uint64(1) || !bytes.Equal(d.Data["file_sha256"].([]byte), sum[:]) {
+		t.Errorf("description %+v", d)
+	}
+}
+
+func mustProfile(t *testing.T, set *policies.Set, name string) *policies.Profile {
+	t.Helper()
+	p, ok := set.Profile(name)
+	if !ok {
+		t.Fatalf("no profile %s", name)
+	}
+	return p
+}
+
+// TestActiveNeedsTheDefault: a state without the default profile builds no set.
+func TestActiveNeedsTheDefault(t *testing.T) {
+	n := newNode(t)
+	if err := n.apply(t, "signing.yaml", shipped(t, "signing")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.active(t); err == nil || !strings.Contains(err.Error(), "default profile") {
+		t.Fatalf("Active without the default profile: %v", err)
+	}
+}
+
+// TestFollow: a node's follower gets the set at once and each new version as it is
+// applied.
+func TestFollow(t *testing.T) {
+	n := newNode(t)
+	if err := n.apply(t, "authentication.yaml", shipped(t, "authentication")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan uint64, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Follow(ctx, n.c, key, "authentication", func(s *policies.Set) {
+			got <- mustProfile(t, s, "authentication").Version
+		}, func(err error) { t.Errorf("follow: %v", err) })
+	}()
+	expect := func(v uint64) {
+		t.Helper()
+		select {
+		case g := <-got:
+			if g != v {
+				t.Errorf("follower got v%d, want v%d", g, v)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("follower did not get v%d", v)
+		}
+	}
+	expect(1)
+	if err := n.apply(t, "authentication.yaml", bump(t, shipped(t, "authentication"), "1", "2")); err != nil {
+		t.Fatal(err)
+	}
+	expect(2)
+	cancel()
+	<-done
+}
+
+// TestDiff: a new profile is shown whole, a new version as a diff, and a version that
+// does not go up is refused with the diff still shown.
+func TestDiff(t *testing.T) {
+	n := newNode(t)
+	auth := shipped(t, "authentication")
+	err := n.c.View(func(tx *bbolt.Tx) error {
+		d, err := Diff(tx, "authentication.yaml", auth)
+		if err != nil || !strings.HasPrefix(d, "+++ authentication v1 (new profile)") || !strings.Contains(d, "+ name: authentication") {
+			t.Errorf("new profile: %v\n%s", err, d)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.apply(t, "authentication.yaml", auth); err != nil {
+		t.Fatal(err)
+	}
+	v2 := []byte(strings.Replace(string(bump(t, auth, "1", "2")), "validity: 8760h", "validity: 4380h", 1))
+	err = n.c.View(func(tx *bbolt.Tx) error {
+		d, err := Diff(tx, "authentication.yaml", v2)
+		if err != nil || !strings.Contains(d, "- validity: 8760h0m0s") || !strings.Contains(d, "+ validity: 4380h0m0s") {
+			t.Errorf("new version: %v\n%s", err, d)
+		}
+		if _, err := Diff(tx, "authentication.yaml", auth); !errors.Is(err, ErrVersion) {
+			t.Errorf("same version: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
