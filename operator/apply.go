@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -17,6 +18,7 @@ import (
 //	operator.ca                 the operator CA's certificate, once
 //	operator.add                an operator recorded with their certificate
 //	operator.remove             an operator removed
+//	operator.renew              an operator's certificate replaced by a new one
 //	operator.request.propose    a request under dual control recorded as pending
 //	operator.request.decide     an approval or a rejection (or, past the expiry, the expiry)
 //	operator.request.expire     a pending request past its expiry ended
@@ -27,6 +29,7 @@ const (
 	CommandCA        = "operator.ca"
 	CommandAdd       = "operator.add"
 	CommandRemove    = "operator.remove"
+	CommandRenew     = "operator.renew"
 	CommandPropose   = "operator.request.propose"
 	CommandDecide    = "operator.request.decide"
 	CommandExpire    = "operator.request.expire"
@@ -37,7 +40,7 @@ const (
 
 // Commands lists the command types of the package (for the audit configuration).
 func Commands() []string {
-	return []string{CommandCA, CommandAdd, CommandRemove, CommandPropose, CommandDecide, CommandExpire,
+	return []string{CommandCA, CommandAdd, CommandRemove, CommandRenew, CommandPropose, CommandDecide, CommandExpire,
 		CommandStart, CommandFinish, CommandInterrupt}
 }
 
@@ -98,6 +101,12 @@ type (
 		Actor   string
 		Request string
 	}
+	renewBody struct {
+		_     struct{} `cbor:",toarray"`
+		ID    string
+		Cert  []byte
+		Actor string // the operator, by the certificate being replaced
+	}
 	proposeBody struct {
 		_        struct{} `cbor:",toarray"`
 		ID       string
@@ -155,6 +164,7 @@ func Handlers() []cluster.Handler {
 		handler{CommandCA, applyCA, allBuckets()},
 		handler{CommandAdd, applyAdd, nil},
 		handler{CommandRemove, applyRemove, nil},
+		handler{CommandRenew, applyRenew, nil},
 		handler{CommandPropose, applyPropose, nil},
 		handler{CommandDecide, applyDecide, nil},
 		handler{CommandExpire, applyExpire, nil},
@@ -241,21 +251,10 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := decode(e, &b); err != nil {
 		return nil, err
 	}
-	caDER := tx.Bucket(bucketCA).Get(keyCACert)
-	if caDER == nil {
-		return nil, cluster.Refuse(ErrNoCA)
-	}
-	ca, err := x509.ParseCertificate(caDER)
+	role := Role(b.Role)
+	cert, err := operatorCert(tx, b.Cert, b.ID, role)
 	if err != nil {
-		return nil, fmt.Errorf("operator: CA certificate in the state: %w", err)
-	}
-	cert, err := x509.ParseCertificate(b.Cert)
-	if err != nil || cert.CheckSignatureFrom(ca) != nil {
-		return nil, refuse(ErrBadCertificate, "not issued by the operator CA")
-	}
-	role, err := RoleOf(cert)
-	if err != nil || string(role) != b.Role || cert.Subject.CommonName != b.ID || !validOperatorID(b.ID) {
-		return nil, refuse(ErrBadCertificate, "role or ID differ from the certificate's")
+		return nil, err
 	}
 	if b.Name == "" || len(b.Name) > maxName {
 		return nil, refuse(ErrInvalid, "name: want 1-%d bytes", maxName)
@@ -365,7 +364,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 	}
 	if Role(r.Role) == Admin {
-		n, err := countActive(tx, Admin, nil)
+		n, err := countActive(tx, Admin, "")
 		if err != nil {
 			return nil, err
 		}
@@ -392,6 +391,78 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 	}
 	return encodeResult(result{ID: r.ID, State: uint8(Removed), Request: b.Request, Role: r.Role})
+}
+
+// operatorCert parses a certificate for operator id of role and checks that the
+// operator CA issued it.
+func operatorCert(tx *bbolt.Tx, der []byte, id string, role Role) (*x509.Certificate, error) {
+	caDER := tx.Bucket(bucketCA).Get(keyCACert)
+	if caDER == nil {
+		return nil, cluster.Refuse(ErrNoCA)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, fmt.Errorf("operator: CA certificate in the state: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil || cert.CheckSignatureFrom(ca) != nil {
+		return nil, refuse(ErrBadCertificate, "not issued by the operator CA")
+	}
+	r, err := RoleOf(cert)
+	if err != nil || r != role || cert.Subject.CommonName != id || !validOperatorID(id) {
+		return nil, refuse(ErrBadCertificate, "role or ID differ from the certificate's")
+	}
+	return cert, nil
+}
+
+// applyRenew replaces an active operator's certificate, asked for with the
+// certificate it replaces, which counts for nothing from then on.
+func applyRenew(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	var b renewBody
+	if err := decode(e, &b); err != nil {
+		return nil, err
+	}
+	r, err := readOp(tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil || Status(r.Status) != Active {
+		return nil, refuse(ErrNotActive, "operator %q", b.ID)
+	}
+	oldFP := FingerprintOf(r.Cert)
+	if b.Actor != oldFP.Actor() {
+		return nil, refuse(ErrNotAllowed, "renew: only with the operator's current certificate")
+	}
+	cert, err := operatorCert(tx, b.Cert, r.ID, Role(r.Role))
+	if err != nil {
+		return nil, err
+	}
+	old, err := x509.ParseCertificate(r.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("operator: certificate of %s: %w", r.ID, err)
+	}
+	newKey := FingerprintOf(cert.RawSubjectPublicKeyInfo)
+	if id := tx.Bucket(bucketKeys).Get(newKey[:]); id != nil && string(id) != r.ID {
+		return nil, cluster.Refuse(ErrKeyInUse)
+	}
+	oldKey := FingerprintOf(old.RawSubjectPublicKeyInfo)
+	newFP := FingerprintOf(b.Cert)
+	for _, op := range []func() error{
+		func() error { return tx.Bucket(bucketCerts).Delete(oldFP[:]) },
+		func() error { return tx.Bucket(bucketKeys).Delete(oldKey[:]) },
+		func() error { return tx.Bucket(bucketCerts).Put(newFP[:], []byte(r.ID)) },
+		func() error { return tx.Bucket(bucketKeys).Put(newKey[:], []byte(r.ID)) },
+	} {
+		if err := op(); err != nil {
+			return nil, err
+		}
+	}
+	r.Cert = b.Cert
+	r.NotAfter = cert.NotAfter.UnixNano()
+	if err := putOp(tx, r); err != nil {
+		return nil, err
+	}
+	return encodeResult(result{ID: r.ID, State: uint8(Active), Role: r.Role})
 }
 
 func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
@@ -425,7 +496,7 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if p == nil || Status(p.Status) != Active {
 		return nil, refuse(ErrNotActive, "proposer")
 	}
-	n, err := countActive(tx, rule.Role, b.Proposer)
+	n, err := countActive(tx, rule.Role, p.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +504,7 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, refuse(ErrTooFewApprovers, "%d active %s besides the proposer, %d approvals needed", n, rule.Role, rule.M)
 	}
 	q := &reqRecord{ID: b.ID, Action: b.Action, Body: b.Body, Digest: b.Digest, Proposer: b.Proposer,
-		M: b.M, Role: b.Role, TTL: b.TTL, Created: e.Time.UnixNano(), Expires: e.Time.Add(rule.TTL).UnixNano(),
+		ProposerID: p.ID, M: b.M, Role: b.Role, TTL: b.TTL, Created: e.Time.UnixNano(), Expires: e.Time.Add(rule.TTL).UnixNano(),
 		State: uint8(Pending), Decided: e.Time.UnixNano()}
 	if err := putReq(tx, q); err != nil {
 		return nil, err
@@ -442,8 +513,24 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 }
 
 func reqResult(q *reqRecord) ([]byte, error) {
-	return encodeResult(result{ID: q.ID, State: q.State, Approvals: len(q.Approvals), M: q.M,
+	return encodeResult(result{ID: q.ID, State: q.State, Approvals: len(q.ApproverIDs), M: q.M,
 		Action: q.Action, Digest: q.Digest, Role: q.Role})
+}
+
+// activeApprovals counts the approvals of q by operators still active: one
+// removed since approving no longer counts.
+func activeApprovals(tx *bbolt.Tx, q *reqRecord) (int, error) {
+	n := 0
+	for _, id := range q.ApproverIDs {
+		r, err := readOp(tx, id)
+		if err != nil {
+			return 0, err
+		}
+		if r != nil && Status(r.Status) == Active {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
@@ -494,7 +581,7 @@ func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := checkApproval(cert, q.ID, digest, d, b.Signature); err != nil {
 		return nil, refuse(ErrBadSignature, "approver %s: %v", a.ID, err)
 	}
-	own := bytes.Equal(b.Approver, q.Proposer)
+	own := a.ID == q.ProposerID
 	switch {
 	case d == Approve && own:
 		return nil, cluster.Refuse(ErrSelfApproval)
@@ -507,13 +594,16 @@ func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		q.State = uint8(Rejected)
 		q.Rejecter = b.Approver
 	} else {
-		for _, x := range q.Approvals {
-			if bytes.Equal(x, b.Approver) {
-				return nil, cluster.Refuse(ErrDuplicate)
-			}
+		if slices.Contains(q.ApproverIDs, a.ID) {
+			return nil, cluster.Refuse(ErrDuplicate)
 		}
 		q.Approvals = append(q.Approvals, b.Approver)
-		if len(q.Approvals) >= q.M {
+		q.ApproverIDs = append(q.ApproverIDs, a.ID)
+		n, err := activeApprovals(tx, q)
+		if err != nil {
+			return nil, err
+		}
+		if n >= q.M {
 			q.State = uint8(Approved)
 		}
 	}

@@ -24,6 +24,7 @@ const (
 	TypeCACreated          = "operator.ca.created"
 	TypeAdded              = "operator.added"
 	TypeRemoved            = "operator.removed"
+	TypeRenewed            = "operator.renewed"
 	TypeRequestProposed    = "operator.request.proposed"
 	TypeRequestApproval    = "operator.request.approval" // one approval counted
 	TypeRequestApproved    = "operator.request.approved" // M approvals in: ready to run
@@ -95,6 +96,12 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 				out = append(out, Description{Type: TypeRequestExecuted, Actor: actorSystem, Data: map[string]any{
 					"request": b.Request, "action": ActionOperatorManage, "result_sha256": sum256([]byte(b.ID))}})
 			}
+		}
+	case CommandRenew:
+		var b renewBody
+		if err = e.Command.Decode(&b); err == nil {
+			out = append(out, Description{Type: TypeRenewed, Actor: b.Actor, Data: map[string]any{
+				"operator": b.ID, "role": r.Role, "cert_sha256": sum256(b.Cert)}})
 		}
 	case CommandPropose:
 		var b proposeBody

@@ -358,3 +358,66 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 	wantSteps(t, h, oq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved,
 		TypeRequestStarted, TypeAdded, TypeRequestExecuted}, nil)
 }
+
+// TestRenew: an operator replaces their certificate with their current one; the
+// old one counts for nothing after, and the renewed operator is still the same
+// person to dual control: no approving their own request, no second approval.
+func TestRenew(t *testing.T) {
+	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}}})
+	a, b, c, _ := threeAdmins(t, h)
+	ctx := ctxT(t)
+	q, err := h.svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.decide(b, q, Approve); err != nil {
+		t.Fatal(err)
+	}
+
+	renew := func(p *person) *person {
+		t.Helper()
+		key := newKey(t)
+		csr := csrFor(t, key)
+		op, err := h.svc.Renew(ctx, p.op, csr, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := h.svc.Renew(ctx, p.op, csr, 0); err != nil || again.Fingerprint != op.Fingerprint {
+			t.Fatalf("retry of a renewal: %v", err)
+		}
+		if op.ID != p.op.ID || op.Role != p.op.Role || op.Fingerprint == p.op.Fingerprint {
+			t.Fatalf("renewed %+v from %+v", op, p.op)
+		}
+		return h.person(op, key)
+	}
+	a2, b2 := renew(a), renew(b)
+	if _, err := h.verify(a.chain(), time.Now()); !errors.Is(err, ErrUnknownOperator) {
+		t.Fatalf("old certificate: %v", err)
+	}
+	if op, err := h.verify(a2.chain(), time.Now()); err != nil || op.ID != a.op.ID {
+		t.Fatalf("renewed certificate: %+v %v", op, err)
+	}
+	_, err = h.svc.Renew(ctx, a.op, csrFor(t, newKey(t)), 0)
+	mustRefuse(t, "renew with the replaced certificate", err, ErrNotAllowed)
+
+	_, err = h.decide(a2, q, Approve)
+	mustRefuse(t, "proposer approves with a renewed certificate", err, ErrSelfApproval)
+	_, err = h.decide(b2, q, Approve)
+	mustRefuse(t, "second approval with a renewed certificate", err, ErrDuplicate)
+	_, err = h.decide(b, q, Approve)
+	mustRefuse(t, "approval with a replaced certificate", err, ErrNotActive)
+	if got, err := h.decide(c, q, Approve); err != nil || got.State == Pending {
+		t.Fatalf("second approver: %v %s", err, got.State)
+	}
+	h.waitState(q.ID, Approved) // no runner: it waits
+	ds := h.described("")
+	var renewed []Description
+	for _, d := range ds {
+		if d.Type == TypeRenewed {
+			renewed = append(renewed, d)
+		}
+	}
+	if len(renewed) != 2 || renewed[0].Actor != a.op.Actor() || renewed[1].Actor != b.op.Actor() {
+		t.Fatalf("renewals audited as %+v", renewed)
+	}
+}

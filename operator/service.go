@@ -137,7 +137,7 @@ func (s *Service) Required(tx *bbolt.Tx, by Operator, action string, count int) 
 		return Rule{}, false, nil
 	}
 	if action == ActionOperatorManage {
-		n, err := countActive(tx, r.Role, by.Fingerprint[:])
+		n, err := countActive(tx, r.Role, by.ID)
 		if err != nil {
 			return Rule{}, false, err
 		}
@@ -176,6 +176,19 @@ func (s *Service) Add(ctx context.Context, by Operator, ch Change) (Operator, er
 		return Operator{}, err
 	}
 	return s.callSign(ctx, signRequest{Kind: kindAdd, Actor: by.Actor()}, ch)
+}
+
+// Renew replaces the certificate of the operator by, who asks with their
+// current certificate, by one for the key of csr (the same key or a new one),
+// with the same ID and role. The old certificate counts for nothing once the
+// new one is recorded. It needs no approval: the operator stays who they were.
+// A retry with the same CSR returns the renewed operator.
+func (s *Service) Renew(ctx context.Context, by Operator, csr []byte, validity time.Duration) (Operator, error) {
+	if by.Status != Active {
+		return Operator{}, ErrNotActive
+	}
+	ch := Change{Op: OpAdd, Name: by.Name, Role: by.Role, CSR: csr, Validity: validity}
+	return s.callSign(ctx, signRequest{Kind: kindRenew, Actor: by.Actor(), Operator: by.ID}, ch)
 }
 
 // Remove removes an operator directly, under the same conditions as Add.
@@ -294,14 +307,16 @@ func (s *Service) Decide(ctx context.Context, id string, by Operator, d Decision
 const (
 	kindBootstrap = "bootstrap"
 	kindAdd       = "add"
+	kindRenew     = "renew"
 )
 
 type signRequest struct {
-	_       struct{} `cbor:",toarray"`
-	Kind    string
-	Change  []byte
-	Actor   string
-	Request string
+	_        struct{} `cbor:",toarray"`
+	Kind     string
+	Change   []byte
+	Actor    string
+	Request  string
+	Operator string // renew: the operator's ID
 }
 
 type signReply struct {
@@ -318,7 +333,7 @@ var replyCodes = []struct {
 }{
 	{"bootstrapped", ErrBootstrapped}, {"key-in-use", ErrKeyInUse}, {"no-ca", ErrNoCA}, {"no-ca-key", ErrNoCAKey},
 	{"not-allowed", ErrNotAllowed}, {"bad-certificate", ErrBadCertificate}, {"not-executing", ErrNotExecuting},
-	{"mismatch", ErrMismatch}, {"invalid", ErrInvalid},
+	{"mismatch", ErrMismatch}, {"invalid", ErrInvalid}, {"not-active", ErrNotActive},
 }
 
 type remoteError struct {
@@ -371,7 +386,11 @@ func (s *Service) serveSign(ctx context.Context, body []byte) ([]byte, error) {
 		err = fmt.Errorf("%w: sign: not an add", ErrInvalid)
 	}
 	var id string
-	if err == nil {
+	switch {
+	case err != nil:
+	case sr.Kind == kindRenew:
+		id, err = s.signRenew(ctx, sr, ch)
+	default:
 		id, err = s.signAdd(ctx, sr, ch)
 	}
 	var rep signReply
@@ -471,6 +490,62 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 	}
 	s.log.Info("operator: added", "operator", id, "role", ch.Role, "request", sr.Request)
 	return id, nil
+}
+
+// signRenew issues an operator's renewed certificate and records it (here, on
+// the leader).
+func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (string, error) {
+	pub, err := parseCSR(ch.CSR)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	var rec *opRecord
+	var caDER []byte
+	err = s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
+		var err error
+		rec, err = readOp(tx, sr.Operator)
+		caDER = append([]byte(nil), tx.Bucket(bucketCA).Get(keyCACert)...)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if rec == nil || Status(rec.Status) != Active {
+		return "", fmt.Errorf("%w: operator %q", ErrNotActive, sr.Operator)
+	}
+	if cur := FingerprintOf(rec.Cert); cur.Actor() != sr.Actor {
+		if c, err := x509.ParseCertificate(rec.Cert); err == nil && publicKeysEqual(c.PublicKey, pub) {
+			return rec.ID, nil // a retry of the renewal that recorded it
+		}
+		return "", fmt.Errorf("%w: renew: only with the operator's current certificate", ErrNotAllowed)
+	}
+	if len(caDER) == 0 {
+		return "", ErrNoCA
+	}
+	key, err := s.vault.ReplicatedKey(ctx, KeyName, false)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNoCAKey, err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return "", fmt.Errorf("operator: CA certificate in the state: %w", err)
+	}
+	validity := ch.Validity
+	if validity == 0 {
+		validity = DefaultValidity
+	}
+	if !publicKeysEqual(ca.PublicKey, key.Public()) {
+		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", ErrNoCAKey, KeyName)
+	}
+	der, err := issue(ca, key, pub, rec.ID, Role(rec.Role), time.Now(), validity)
+	if err != nil {
+		return "", err
+	}
+	if err := s.submit(ctx, CommandRenew, renewBody{ID: rec.ID, Cert: der, Actor: sr.Actor}, nil); err != nil {
+		return "", err
+	}
+	s.log.Info("operator: renewed", "operator", rec.ID)
+	return rec.ID, nil
 }
 
 // makeCA records the operator CA's certificate for key; if another one won a

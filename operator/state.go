@@ -189,19 +189,17 @@ func List(tx *bbolt.Tx) ([]Operator, error) {
 	return out, err
 }
 
-// countActive counts the active operators of role, leaving out the one whose
-// certificate has fingerprint except (if given).
-func countActive(tx *bbolt.Tx, role Role, except []byte) (int, error) {
+// countActive counts the active operators of role, leaving out the one of ID
+// except (if given).
+func countActive(tx *bbolt.Tx, role Role, except string) (int, error) {
 	n := 0
 	err := tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
 		var r opRecord
 		if err := decMode.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("operator: record %s: %w", k, err)
 		}
-		if Status(r.Status) == Active && Role(r.Role) == role {
-			if fp := FingerprintOf(r.Cert); except == nil || string(fp[:]) != string(except) {
-				n++
-			}
+		if Status(r.Status) == Active && Role(r.Role) == role && r.ID != except {
+			n++
 		}
 		return nil
 	})
@@ -261,16 +259,21 @@ type Request struct {
 	Action   string
 	Body     []byte // the canonical request body the approvers sign over (by its Digest)
 	Digest   [32]byte
-	Proposer Fingerprint
-	Rule     Rule // the rule in force when it was proposed
-	Created  time.Time
-	Expires  time.Time
-	State    State
-	// Approvals are the fingerprints of the operators whose approval counted,
-	// in order; Rejecter is who rejected it (State Rejected).
-	Approvals []Fingerprint
-	Rejecter  Fingerprint
-	Decided   time.Time // entry time of the last change of State
+	Proposer Fingerprint // the certificate the proposer used
+	// ProposerID is the proposer's operator ID: an operator is one person
+	// whatever certificate they hold (a renewal changes the fingerprint).
+	ProposerID string
+	Rule       Rule // the rule in force when it was proposed
+	Created    time.Time
+	Expires    time.Time
+	State      State
+	// Approvals are the fingerprints of the certificates that approved, in
+	// order, and ApproverIDs their operators; Rejecter is the certificate that
+	// rejected it (State Rejected).
+	Approvals   []Fingerprint
+	ApproverIDs []string
+	Rejecter    Fingerprint
+	Decided     time.Time // entry time of the last change of State
 	// Result is what the execution returned (State Executed), Error why it
 	// failed (Failed, Interrupted).
 	Result []byte
@@ -278,29 +281,31 @@ type Request struct {
 }
 
 type reqRecord struct {
-	_         struct{} `cbor:",toarray"`
-	ID        string
-	Action    string
-	Body      []byte
-	Digest    []byte
-	Proposer  []byte
-	M         int
-	Role      string
-	TTL       int64
-	Created   int64
-	Expires   int64
-	State     uint8
-	Approvals [][]byte
-	Rejecter  []byte
-	Decided   int64
-	Run       string // the execution that started it (State Executing and after)
-	Result    []byte
-	Error     string
+	_           struct{} `cbor:",toarray"`
+	ID          string
+	Action      string
+	Body        []byte
+	Digest      []byte
+	Proposer    []byte
+	ProposerID  string
+	M           int
+	Role        string
+	TTL         int64
+	Created     int64
+	Expires     int64
+	State       uint8
+	Approvals   [][]byte
+	ApproverIDs []string
+	Rejecter    []byte
+	Decided     int64
+	Run         string // the execution that started it (State Executing and after)
+	Result      []byte
+	Error       string
 }
 
 func (r *reqRecord) request() Request {
 	q := Request{
-		ID: r.ID, Action: r.Action, Body: r.Body, Rule: Rule{M: r.M, Role: Role(r.Role), TTL: time.Duration(r.TTL)},
+		ID: r.ID, Action: r.Action, Body: r.Body, ProposerID: r.ProposerID, ApproverIDs: r.ApproverIDs, Rule: Rule{M: r.M, Role: Role(r.Role), TTL: time.Duration(r.TTL)},
 		Created: toTime(r.Created), Expires: toTime(r.Expires), State: State(r.State),
 		Decided: toTime(r.Decided), Result: r.Result, Error: r.Error,
 	}
