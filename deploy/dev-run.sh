@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The dev appliance behind `make run`: state under ./.inkan-dev (created on first run,
-# reused after), a SoftHSM token made for it with PINs in 0600 files, a one-node
-# config written once (edit it freely; it is kept), then `inkan server` in the
-# foreground. Ctrl-C stops the node; running this again resumes it from its state.
+# The dev appliance behind `make run`, like `vault server -dev`: one node with
+# everything it needs, state under ./.inkan-dev (made on the first run, reused
+# after):
+#   - a SoftHSM token for the node, PINs in 0600 files;
+#   - the J-LIS stand-in (jpki-sim): its root, trusted by the node, its CRL
+#     served on 127.0.0.1:7481, and a simulated My Number Card (a SoftHSM token);
+#   - a one-node config (written once; edit it freely, it is kept);
+#   - the node, and on its first start a self-signed CA.
+# Once ready it prints what listens where and three commands to try. Ctrl-C
+# stops it; running it again resumes from the same state.
 #   deploy/dev-run.sh BIN DIR
 set -euo pipefail
 bin=${1:?binary}; dir=${2:?state dir}
@@ -11,6 +17,7 @@ module=/usr/lib/softhsm/libsofthsm2.so
 umask 077
 mkdir -p "$dir/tokens"
 dir=$(cd "$dir" && pwd)
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 conf="$dir/softhsm2.conf"
 if [ ! -f "$conf" ]; then
 	printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
@@ -19,16 +26,25 @@ fi
 export SOFTHSM2_CONF="$conf"
 
 newpin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
-[ -f "$dir/so.pin" ] || newpin >"$dir/so.pin"
-[ -f "$dir/user.pin" ] || newpin >"$dir/user.pin"
+for f in so.pin user.pin card.pin; do [ -f "$dir/$f" ] || newpin >"$dir/$f"; done
 
-if ! "$bin" hsm list --module "$module" | grep -q 'inkan-dev'; then
+tokens=$("$bin" hsm list --module "$module")
+if ! grep -qw 'inkan-dev' <<<"$tokens"; then
 	"$bin" hsm init-token --module "$module" --label inkan-dev \
 		--so-pin-file "$dir/so.pin" --pin-file "$dir/user.pin"
 fi
-echo "dev token 'inkan-dev' ready; SOFTHSM2_CONF=$conf, PIN in $dir/user.pin"
 
-# One node that bootstraps its own cluster, everything on 127.0.0.1 (ports 74xx).
+# The J-LIS stand-in and one simulated card (test policy, made-up holder).
+jlis="$dir/jlis"
+if [ ! -f "$jlis/root.pem" ]; then
+	"$bin" jpki-sim --dir "$jlis" init
+fi
+if ! grep -qw 'demo-card' <<<"$tokens"; then
+	"$bin" hsm init-token --module "$module" --label demo-card \
+		--so-pin-file "$dir/so.pin" --pin-file "$dir/card.pin"
+	"$bin" jpki-sim --dir "$jlis" issue-card --module "$module" --token demo-card --pin-file "$dir/card.pin" >/dev/null
+fi
+
 cfg="$dir/node.yaml"
 if [ ! -f "$cfg" ]; then
 	cat >"$cfg" <<YAML
@@ -50,6 +66,13 @@ hsm:
   module: $module
   token: inkan-dev
   pin_file: $dir/user.pin
+# The J-LIS stand-in's root and CRL: simulated cards only (test policy OID).
+jpki:
+  anchors: [$jlis/root.pem]
+  policies: [1.2.392.200149.8.5.1.0.20]
+  revocation:
+    kind: crl
+    url: http://127.0.0.1:7481/crl
 log:
   level: info
   format: text
@@ -58,8 +81,54 @@ YAML
 	echo "wrote $cfg"
 fi
 
-echo "starting the node; Ctrl-C stops it. In another shell:"
-echo "  $bin admin --config $cfg cluster status"
-echo "  curl -s http://127.0.0.1:7490/readyz"
-echo
-exec "$bin" server --config "$cfg"
+pids=()
+stop() {
+	trap - INT TERM EXIT
+	echo
+	echo "stopping (state kept in $dir; 'make run' resumes it)"
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+"$bin" jpki-sim --dir "$jlis" serve-crl --listen 127.0.0.1:7481 >"$dir/jlis.log" 2>&1 &
+pids+=($!)
+"$bin" server --config "$cfg" 2>"$dir/node.log" >/dev/null &
+node=$!
+pids+=($node)
+echo "starting the node (log: $dir/node.log) …"
+
+admin() { "$bin" admin --config "$cfg" "$@"; }
+for _ in $(seq 600); do
+	kill -0 "$node" 2>/dev/null || { tail -20 "$dir/node.log"; echo "the node stopped; its log is above" >&2; exit 1; }
+	if admin --output json cluster status 2>/dev/null | grep -q '"ready": true'; then break; fi
+	sleep 0.1
+done
+if ! admin ca cert >"$dir/ca.pem" 2>/dev/null; then
+	admin ca init --cn "inkan dev CA" --org "inkan dev" --country JP --self-sign >/dev/null
+	admin ca cert >"$dir/ca.pem"
+fi
+
+rel() { realpath --relative-to="$PWD" "$1"; }
+d=$(rel "$dir"); b=$(rel "$bin")
+cat <<TXT
+
+inkan dev appliance ready.
+  enrollment  https://127.0.0.1:7443/v1/enroll   (TLS from the cluster CA: $d/data/cluster-ca.pem)
+  audit API   https://127.0.0.1:7443/v1/audit/
+  OCSP, CRLs  http://127.0.0.1:7480/              (CA certificate: $d/ca.pem)
+  metrics     http://127.0.0.1:7490/metrics  /healthz  /readyz
+  admin       $b admin --config $d/node.yaml cluster status
+  J-LIS stand-in CRL http://127.0.0.1:7481/crl; simulated card: token demo-card
+
+Try, in another shell:
+  1. enroll the simulated card:
+     SOFTHSM2_CONF=$d/softhsm2.conf $b enroll --url https://127.0.0.1:7443 --ca-file $d/data/cluster-ca.pem --card pkcs11:token=demo-card --card-module $module --card-pin-file $d/card.pin --key $d/demo.key --out $d/demo.pem
+  2. ask OCSP about it, as a relying party:
+     openssl ocsp -issuer $d/ca.pem -cert $d/demo.pem -url http://127.0.0.1:7480/ -CAfile $d/ca.pem -no_nonce
+  3. export the audit log and verify it offline:
+     rm -rf $d/audit && $b audit export --url https://127.0.0.1:7443 --cacert $d/data/cluster-ca.pem --out $d/audit && $b audit verify $d/audit
+
+Ctrl-C stops it.
+TXT
+wait "$node"

@@ -123,6 +123,33 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 			})
 		},
 	}
+	certCmd := &cobra.Command{
+		Use:   "cert [ID]",
+		Short: "Print a CA certificate in PEM (the active one if no ID is given): the trust anchor relying parties need",
+		Example: `  inkan admin --config node.yaml ca cert > ca.pem
+  openssl verify -CAfile ca.pem subscriber.pem`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				is, err := ac.Issuers(ctx)
+				if err != nil {
+					return nil, nil, err
+				}
+				for _, i := range is {
+					if (len(args) == 1 && i.ID == args[0]) || (len(args) == 0 && i.Status == "active") {
+						if i.Certificate == "" {
+							return nil, nil, fmt.Errorf("CA %s has no certificate yet (import it with 'inkan admin ca import')", i.ID)
+						}
+						return i, func(w io.Writer) { fmt.Fprint(w, i.Certificate) }, nil
+					}
+				}
+				if len(args) == 1 {
+					return nil, nil, fmt.Errorf("no CA %q (see 'inkan admin ca list')", args[0])
+				}
+				return nil, nil, fmt.Errorf("no active CA (make one with 'inkan admin ca init')")
+			})
+		},
+	}
 	var yes bool
 	retire := &cobra.Command{
 		Use:   "retire ID",
@@ -139,7 +166,7 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 		},
 	}
 	retire.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
-	cmd.AddCommand(initCmd, importCmd, list, retire)
+	cmd.AddCommand(initCmd, importCmd, list, certCmd, retire)
 	return cmd
 }
 
