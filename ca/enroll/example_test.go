@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
+	"math/big"
 	"net/http"
 	"os"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // How a node wires the API: the nonce handler goes into every node's cluster
@@ -110,4 +112,63 @@ func ExampleNewProof() {
 	_ = json.Unmarshal(header, &h)
 	fmt.Println(len(parts), h.Alg, len(h.X5C))
 	// Output: 3 RS256 1
+}
+
+// With the policy engine: the profiles decide (contents, per-person cap, rate
+// limits), and the authority re-binds certificates after a move at PathRebind.
+func ExampleNewProfilePolicy() {
+	var (
+		verifier *jpki.Verifier
+		node     *cluster.Cluster
+		issuer   *ca.Authority
+		linkKey  []byte
+		pseudo   []byte // the pseudonym secret the profiles' subjects are keyed with
+	)
+	set, err := policies.Load(policies.Shipped(), pseudo, "authentication")
+	if err != nil {
+		log.Fatal(err)
+	}
+	pol := enroll.NewProfilePolicy(set) // pol.Use(newSet) when a new version is active
+	h, err := enroll.NewHandler(enroll.Config{
+		Audience: "https://ca.example.jp/v1/enroll",
+		Verifier: verifier,
+		Cluster:  node,
+		Policy:   pol,
+		Issuer:   issuer,
+		Rebinder: issuer,
+		LinkKey:  linkKey,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	api := http.NewServeMux()
+	for _, p := range []string{enroll.PathChallenge, enroll.PathEnroll, enroll.PathRebind} {
+		api.Handle(p, h)
+	}
+}
+
+// After a move: the new card proves it is the same person's, and the held
+// certificate is good again (or re-issued for the same key).
+func ExampleClient_Rebind() {
+	ctx := context.Background()
+	uri, err := hsm.ParseURI("pkcs11:token=JPKI;object=Digital%20Signature%20Key")
+	if err != nil {
+		log.Fatal(err)
+	}
+	newCard, err := enroll.OpenCard(ctx, enroll.CardConfig{
+		Module: "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+		Key:    uri,
+		PIN:    hsm.PINFile("/run/user/1000/jpki-sign-pin"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer newCard.Close()
+	serial, _ := new(big.Int).SetString("5f3a0c", 16) // the held certificate's
+	client := &enroll.Client{BaseURL: "https://ca.example.jp"}
+	got, err := client.Rebind(ctx, newCard, serial)
+	if err != nil {
+		log.Fatal(err) // a refusal is an *enroll.Problem, e.g. rebind-not-same-person
+	}
+	fmt.Fprintf(os.Stderr, "%s: %x\n", got.Action, got.Certificate.Serial)
 }

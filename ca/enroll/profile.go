@@ -36,7 +36,9 @@ type profileLimits struct {
 // have refilled, which bounds the memory the limiters keep.
 const forgetEvery = 4096
 
-// NewProfilePolicy returns the policy deciding with set.
+// NewProfilePolicy returns the policy deciding with set. set may be nil until the
+// first Use (a node that follows the replicated store, ca/policy): meanwhile every
+// enrolment is refused as unavailable.
 func NewProfilePolicy(set *policies.Set) *ProfilePolicy {
 	return &ProfilePolicy{set: set, limits: map[string]*profileLimits{}}
 }
@@ -60,6 +62,9 @@ func (p *ProfilePolicy) Profiles() *policies.Set {
 // ErrRateLimited (with the wait until a token is back).
 func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, error) {
 	set := p.Profiles()
+	if set == nil {
+		return Decision{}, fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
+	}
 	if req.CSR == nil {
 		return Decision{}, errors.New("enroll: profile policy: no CSR")
 	}

@@ -174,6 +174,19 @@ func TestProfilePolicyRefusals(t *testing.T) {
 	}
 }
 
+// TestProfilePolicyWithoutProfiles: until the first set is in use (a node following
+// the replicated store), enrolments are refused as unavailable, and write nothing.
+func TestProfilePolicyWithoutProfiles(t *testing.T) {
+	needFixture(t)
+	e, pol := profileEnv(t, nil)
+	req, nonce := e.request(t, proofSpec{card: personCard(t, newPerson())})
+	e.expectProblem(t, mustJSON(t, req), "unavailable", 503, nonce, nonceOpen)
+	pol.Use(testProfiles(t, nil))
+	if _, err := e.client().Submit(context.Background(), req, nil); err != nil {
+		t.Fatalf("once the profiles are in use: %v", err)
+	}
+}
+
 // TestPersonLimit: the (N+1)th certificate for one person is refused as
 // person-limit-reached, before the nonce is spent; a revoked one no longer counts.
 func TestPersonLimit(t *testing.T) {

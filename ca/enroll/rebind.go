@@ -93,6 +93,9 @@ type RebindDecision struct {
 // the certificate's profile, then policies.Rebind on the rendered contents.
 func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (RebindDecision, error) {
 	set := p.Profiles()
+	if set == nil {
+		return RebindDecision{}, fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
+	}
 	if len(req.Person) == 0 || req.Old == nil {
 		return RebindDecision{}, errors.New("enroll: profile policy: re-bind without a person hash or a certificate")
 	}

@@ -259,6 +259,11 @@ func (j *Job) scan(ctx context.Context, since, now time.Time, waiting map[jpki.H
 		todo[h] = d.Entry
 	}
 	set := j.cfg.Profiles()
+	if set == nil {
+		// Without the rules every certificate would look like one of an unknown
+		// profile, and be revoked: act on nothing until the profiles are known.
+		return rep, errors.New("linkage: no active profiles yet")
+	}
 	for h, e := range todo {
 		if err := ctx.Err(); err != nil {
 			return rep, err

@@ -257,3 +257,24 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkageWithoutProfiles: before the node knows the active profiles (a store not
+// followed yet), a pass fails and acts on nothing, rather than treat every
+// certificate as one of an unknown profile and revoke it.
+func TestLinkageWithoutProfiles(t *testing.T) {
+	start := time.Now()
+	j := newJLIS(t, start)
+	c, sc := j.card(t, newPerson())
+	serial := derive(t, sc, "authentication", start.Add(24*time.Hour))
+	if err := j.sim.Revoke(c.Serial, jpki.ReasonAffiliationChanged, start.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	j.publish(t, start)
+	job := newJob(t, j, func() time.Time { return start }, func(c *Config) {
+		c.Profiles = func() *policies.Set { return nil }
+	})
+	if _, err := job.Scan(context.Background(), time.Time{}); err == nil {
+		t.Fatal("a pass without profiles succeeded")
+	}
+	want{ca.Good, 0}.check(t, "no profiles", serial)
+}
