@@ -15,12 +15,12 @@ have_cmd openssl || need+=(openssl)
 have_cmd gcc || need+=(gcc)
 have_file /usr/include/stdlib.h || need+=(libc6-dev)
 have_cmd make || need+=(make)
+have_cmd curl || need+=(curl) # the README's walk-through fetches a CRL with it
 if [ "${1:-}" = "--bench" ]; then
 	have_cmd wrk || need+=(wrk)
 	have_cmd nginx || need+=(nginx-light)
 	have_cmd taskset || need+=(util-linux)
 	have_cmd ip || need+=(iproute2)
-	have_cmd curl || need+=(curl)
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

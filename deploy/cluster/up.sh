@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Start a local inkan cluster: node1 bootstraps, node2 and node3 join as voters with
-# join tokens made through node1's admin socket, edge1 joins as a non-voting edge.
-# Nodes that already have state are restarted from it (no token needed).
+# Start a local inkan cluster: node1 bootstraps and makes a self-signed CA, node2 and
+# node3 join as voters with join tokens made through node1's admin socket (the CA key
+# reaches them wrapped, HSM to HSM), edge1 joins as a non-voting OCSP/CRL edge. Every
+# node trusts the J-LIS stand-in in DIR/jlis (its CRL file). Nodes that already have
+# state are restarted from it (no token needed).
 #   deploy/cluster/up.sh [BIN] [DIR]     (defaults: bin/inkan, ./.inkan-cluster)
 here=$(dirname "$0")
 . "$here/common.sh"
@@ -40,12 +42,18 @@ api:
   listen: 127.0.0.1:$(port "$n" 1)
 ocsp:
   listen: 127.0.0.1:$(port "$n" 2)
+  # Written into every certificate: the same on every node.
+  public_url: http://127.0.0.1:$(port node1 2)/
 metrics:
   listen: 127.0.0.1:$(port "$n" 3)
 hsm:
   module: $module
   token: inkan-$n
   pin_file: $h/user.pin
+jpki:
+  anchors: [$dir/jlis/root.pem]
+  policies: [1.2.392.200149.8.5.1.0.20]
+  revocation: {kind: crl, file: $dir/jlis/crl.der}
 drain_timeout: 5s
 YAML
 }
@@ -72,6 +80,9 @@ wait_ready() { # wait_ready NODE: until its /readyz would say 200
 	exit 1
 }
 
+# The J-LIS stand-in every node trusts (jpki-sim revoke writes its CRL file).
+[ -f "$dir/jlis/root.pem" ] || "$bin" jpki-sim --dir "$dir/jlis" init >/dev/null
+
 # Nodes with state restart together (one voter alone has no quorum, so none is
 # ready until a majority runs); then new nodes join one by one.
 old=() new=()
@@ -91,6 +102,12 @@ for n in "${new[@]}"; do
 	start "$n"
 	wait_ready "$n"
 	rm -f "$h/join-token" # spent once the node has joined
+	if [ "$n" = node1 ] && ! admin node1 ca cert >/dev/null 2>&1; then
+		admin node1 ca init --cn "inkan local CA" --country JP --self-sign >/dev/null
+		echo "node1 made a self-signed CA"
+	fi
 done
+admin node1 ca cert >"$dir/ca.pem"
+echo "CA certificate: $dir/ca.pem"
 echo
 admin node1 cluster status
