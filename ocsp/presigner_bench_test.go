@@ -106,3 +106,67 @@ func newSourceB(b *testing.B, key crypto.Signer, certs int) *stateSource {
 	}
 	return src
 }
+
+// BenchmarkRestart fills a node-local store with INKAN_BENCH_RESTART responses
+// (default 100,000: two CertID variants of 50,000 certificates), then restarts
+// the pre-signer on it as a node restarts: it reports how long the store takes
+// to fill the cache (the node answers from then on; NewPresigner returns only
+// once it is full) and fails if the restarted pre-signer signs anything it
+// already had.
+//
+//	go test -run '^$' -bench Restart -benchtime 1x ./ocsp/
+func BenchmarkRestart(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("INKAN_BENCH_RESTART")); err == nil && v > 0 {
+		n = v
+	}
+	key := responderKeyTB(b)
+	src := newSourceB(b, key, n/len(CertIDHashes))
+	store := filepath.Join(b.TempDir(), "ocsp.db")
+	fill := func() {
+		cache := NewCache()
+		ctx, cancel := context.WithCancel(context.Background())
+		p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, nil) }()
+		for cache.Len() < n {
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		if err := p.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fill()
+	for b.Loop() {
+		cache := NewCache()
+		reg := prometheus.NewRegistry()
+		ctx, cancel := context.WithCancel(context.Background())
+		start := time.Now()
+		p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		loaded := time.Since(start)
+		if cache.Len() != n {
+			b.Fatalf("restarted cache holds %d responses, want %d", cache.Len(), n)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, nil) }()
+		time.Sleep(2 * time.Second) // the reconcile at the start of Run walks every certificate
+		signed := signedCount(reg)
+		cancel()
+		<-done
+		_ = p.Close()
+		if signed != 0 {
+			b.Fatalf("the restarted pre-signer signed %v responses it already had", signed)
+		}
+		b.ReportMetric(float64(loaded.Milliseconds()), "ms-to-serve")
+		b.ReportMetric(float64(n), "responses")
+		b.ReportMetric(signed, "signed-again")
+	}
+}
