@@ -354,7 +354,7 @@ func statusWord(s ca.Status) string {
 // moved, so that a failure in between leaves a good certificate still bound to the
 // revoked JPKI certificate — which the linkage job holds again, and a retry re-binds
 // — rather than a held one bound to the new card, which no retry could tell from an
-// operator's hold. Reissue: the new certificate first, then the old one revoked as
+// operator's hold; a hold the job put back in between is lifted after the relink. Reissue: the new certificate first, then the old one revoked as
 // superseded; if that revocation fails the old one stays bound to the revoked JPKI
 // certificate, and the linkage job ends it as its profile says.
 func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse, int, error) {
@@ -369,6 +369,22 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		}
 		if err := h.cfg.Rebinder.Relink(ctx, t.serial, t.link[:], actorEnrollment); err != nil {
 			return nil, 0, fmt.Errorf("enroll: relink %s: %w", serialHex, err)
+		}
+		if action == RebindReleased {
+			// The linkage job may have held it again between the two commands, while it
+			// was good and still bound to the revoked card: release that hold too.
+			var st ca.Status
+			err := h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
+				rec, err := ca.Lookup(tx, t.serial)
+				st = rec.Status
+				return err
+			})
+			if err == nil && st == ca.Held {
+				err = h.cfg.Rebinder.Release(ctx, t.serial, actorEnrollment)
+			}
+			if err != nil {
+				return nil, 0, fmt.Errorf("enroll: release %s after the relink: %w", serialHex, err)
+			}
 		}
 		resp := &RebindResponse{Action: action, Serial: serialHex, Profile: t.record.Profile}
 		for _, der := range append([][]byte{t.record.DER}, t.chain...) {

@@ -289,3 +289,60 @@ func TestRebindNeedsAPolicyThatRebinds(t *testing.T) {
 	}
 	var _ RebindPolicy = NewProfilePolicy((*policies.Set)(nil))
 }
+
+// racingRebinder is the authority, with the linkage job's hold landing between the
+// release and the relink of a re-binding (the job saw a good certificate still bound
+// to the revoked card).
+type racingRebinder struct {
+	*ca.Authority
+	raced bool
+}
+
+func (r *racingRebinder) Release(ctx context.Context, serial *big.Int, actor string) error {
+	if err := r.Authority.Release(ctx, serial, actor); err != nil {
+		return err
+	}
+	if !r.raced {
+		r.raced = true
+		return r.Authority.Hold(ctx, serial, linkage.Actor)
+	}
+	return nil
+}
+
+// TestRebindReleasesARacingHold: a hold put back between the release and the relink
+// is lifted too: the certificate ends good and bound to the new card.
+func TestRebindReleasesARacingHold(t *testing.T) {
+	needFixture(t)
+	racer := &racingRebinder{Authority: fx.authority}
+	e, _ := profileEnv(t, testProfiles(t, nil), func(c *Config) { c.Rebinder = racer })
+	person := newPerson()
+	cardA := personCard(t, person)
+	cert, err := e.client().Enroll(context.Background(), cardA, fx.subKeys[0], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := person
+	moved.Address, moved.AddressSubstitutes = "大阪府大阪市北区試験町三丁目３番３号", ""
+	cardB := personCard(t, moved)
+	scA, err := jpki.ParseSignatureCertificate(cardA.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.sim.Revoke(scA.X509().SerialNumber, jpki.ReasonAffiliationChanged, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.authority.Hold(context.Background(), cert.Serial, linkage.Actor); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.client().Rebind(context.Background(), cardB, cert.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := record(t, cert.Serial)
+	if !racer.raced || got.Action != RebindReleased || rec.Status != ca.Good || !bytes.Equal(rec.Link, linkOf(t, cardB.chain[0])) {
+		t.Errorf("raced %v: %s, record %s", racer.raced, got.Action, rec.Status)
+	}
+}
