@@ -286,7 +286,7 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if err != nil || ch.Op != OpAdd || ch.Name != b.Name || ch.Role != role || !sameKey(ch.CSR, cert) {
 			return nil, refuse(ErrMismatch, "request %s", q.ID)
 		}
-		if b.Actor != FingerprintFromBytes(q.Proposer).Actor() {
+		if b.Actor != fingerprintFrom(q.Proposer).Actor() {
 			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
 		}
 	default:
@@ -351,7 +351,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if err != nil || ch.Op != OpRemove || ch.ID != b.ID {
 			return nil, refuse(ErrMismatch, "request %s", q.ID)
 		}
-		if b.Actor != FingerprintFromBytes(q.Proposer).Actor() {
+		if b.Actor != fingerprintFrom(q.Proposer).Actor() {
 			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
 		}
 	} else {

@@ -95,8 +95,8 @@ func ParseChange(body []byte) (Change, error) {
 	return c, nil
 }
 
-// FingerprintFromBytes makes a Fingerprint of 32 bytes (zero-padded if shorter).
-func FingerprintFromBytes(b []byte) Fingerprint {
+// fingerprintFrom makes a Fingerprint of 32 bytes (zero-padded if shorter).
+func fingerprintFrom(b []byte) Fingerprint {
 	var f Fingerprint
 	copy(f[:], b)
 	return f
@@ -112,5 +112,5 @@ func parseActor(a string) (Fingerprint, bool) {
 	if err != nil {
 		return Fingerprint{}, false
 	}
-	return FingerprintFromBytes(b), true
+	return fingerprintFrom(b), true
 }

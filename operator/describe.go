@@ -106,13 +106,13 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 	case CommandPropose:
 		var b proposeBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: TypeRequestProposed, Actor: FingerprintFromBytes(b.Proposer).Actor(),
+			out = append(out, Description{Type: TypeRequestProposed, Actor: fingerprintFrom(b.Proposer).Actor(),
 				Data: req(map[string]any{"m": b.M, "role": b.Role, "ttl_seconds": b.TTL / 1e9, "body_sha256": sum256(b.Body)})})
 		}
 	case CommandDecide:
 		var b decideBody
 		if err = e.Command.Decode(&b); err == nil {
-			who := FingerprintFromBytes(b.Approver).Actor()
+			who := fingerprintFrom(b.Approver).Actor()
 			switch State(r.State) {
 			case Expired:
 				out = append(out, Description{Type: TypeRequestExpired, Actor: actorSystem, Data: req(nil)})

@@ -84,9 +84,6 @@ func Actions() []string {
 	return out
 }
 
-// RolesFor returns the roles that may ask for action (none for an unknown one).
-func RolesFor(action string) []Role { return slices.Clone(matrix[action]) }
-
 // ErrForbidden matches every refusal of Authorize: errors.Is(err, ErrForbidden).
 var ErrForbidden = errors.New("operator: forbidden")
 
