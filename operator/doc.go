@@ -2,8 +2,11 @@
 // identities, their roles, and dual control. Operators authenticate to the admin
 // API with client certificates issued by the operator CA, whose key is a
 // replicated key (KeyName) in every voter's HSM and whose certificate, with the
-// operator records, lives in the cluster's replicated state. The role (Admin,
-// Officer, Auditor) is carried in the certificate as a URI name; Verify accepts a
+// operator records, lives in the cluster's replicated state; an operator's key
+// stays with them (a file, a PKCS#11 token) and the package sees only their CSR.
+// The first admin is made by Bootstrap, others are added and removed by admins,
+// and each operator renews their own certificate. The role (Admin, Officer,
+// Auditor) is carried in the certificate as a URI name; Verify accepts a
 // certificate only if the operator CA issued it, it is valid now, and it belongs
 // to an active operator record of that role, and Authorize checks an action
 // against the one role matrix, naming the role needed when it refuses. Actions
