@@ -5,7 +5,8 @@
 // parse as policies.Parse checks it, and its version must be above the active
 // version of the profile of that name. Active builds the policies.Set of the active
 // profiles for the enrolment API and the linkage job; Follow hands a node each new
-// set as it is applied; Diff shows an operator what a file would change;
+// set as it is applied; Seed fills an empty store (the shipped profiles, as version
+// 1, never replacing one); Diff shows an operator what a file would change;
 // DescribeCommand tells the audit log, in hashes and versions only.
 //
 // Invariants: the state holds only files that parsed, and a profile's version only

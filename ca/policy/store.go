@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"testing/fstest"
 	"time"
@@ -298,4 +299,55 @@ func validActor(a string) bool {
 		return false
 	}
 	return bytes.IndexFunc([]byte(h), func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') }) < 0
+}
+
+// Submitter is what Seed needs of the cluster: *cluster.Cluster.
+type Submitter interface {
+	Submit(ctx context.Context, cmd cluster.Command) ([]byte, error)
+	View(fn func(tx *bbolt.Tx) error) error
+}
+
+// Seed applies, as actor, every *.yaml profile of fsys (policies.Shipped(), or an
+// operator's directory) whose profile the state does not hold yet, and returns
+// the names it applied. It never replaces a profile, so a node may call it at every
+// start of a new cluster without undoing an operator's change; one that another node
+// seeded first is skipped.
+func Seed(ctx context.Context, c Submitter, fsys fs.FS, actor string) ([]string, error) {
+	files, err := fs.Glob(fsys, "*.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("policy: seed: %w", err)
+	}
+	var applied []string
+	for _, f := range files {
+		data, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return applied, fmt.Errorf("policy: seed: %w", err)
+		}
+		p, err := policies.Parse(f, data)
+		if err != nil {
+			return applied, err
+		}
+		var held bool
+		if err := c.View(func(tx *bbolt.Tx) error {
+			held = tx.Bucket(bucketActive).Get([]byte(p.Name)) != nil
+			return nil
+		}); err != nil {
+			return applied, fmt.Errorf("policy: seed: %w", err)
+		}
+		if held {
+			continue
+		}
+		cmd, err := ApplyCommand(f, data, actor)
+		if err != nil {
+			return applied, err
+		}
+		switch _, err := c.Submit(ctx, cmd); {
+		case errors.Is(err, ErrVersion):
+			continue // another node seeded it meanwhile
+		case err != nil:
+			return applied, fmt.Errorf("policy: seed %s: %w", p.Name, err)
+		}
+		applied = append(applied, p.Name)
+	}
+	return applied, nil
 }

@@ -306,3 +306,32 @@ func TestDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSeed: the shipped profiles fill an empty store; seeding again applies nothing
+// and leaves an operator's newer version active.
+func TestSeed(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	got, err := Seed(ctx, n.c, policies.Shipped(), "system")
+	if err != nil || strings.Join(got, ",") != "authentication,signing" {
+		t.Fatalf("first seed: %v, %v", got, err)
+	}
+	if err := n.apply(t, "signing.yaml", bump(t, shipped(t, "signing"), "1", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Seed(ctx, n.c, policies.Shipped(), "system"); err != nil || len(got) != 0 {
+		t.Fatalf("second seed: %v, %v", got, err)
+	}
+	set, err := n.active(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := mustProfile(t, set, "signing").Version; v != 2 {
+		t.Errorf("signing v%d after a second seed, want the operator's 2", v)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.descs) != 3 || n.descs[0].Actor != "system" {
+		t.Errorf("%d applies audited", len(n.descs))
+	}
+}
