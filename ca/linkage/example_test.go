@@ -17,14 +17,14 @@ func ExampleNew() {
 		node      *cluster.Cluster
 		authority *ca.Authority
 		crl       *jpki.CRLSource       // the node's J-LIS CRL source
-		policy    *enroll.ProfilePolicy // the enrolment API's policy
+		profiles  *enroll.ProfilePolicy // the enrolment API's policy
 		linkKey   []byte                // the cluster's link secret
 	)
 	job, err := linkage.New(linkage.Config{
 		State:     node,
 		Authority: authority,
 		Feed:      crl,
-		Profiles:  policy.Profiles,
+		Profiles:  profiles.Profiles,
 		LinkKey:   linkKey,
 	})
 	if err != nil {
