@@ -74,7 +74,7 @@ const actorSystem = "system"
 
 // Limits of what a command may carry.
 const (
-	maxBody   = 64 << 10
+	maxBody   = 512 << 10 // a request body: a policy, a list of serials; the Raft entry caps at 1 MiB
 	maxResult = 64 << 10
 	maxName   = 128
 )

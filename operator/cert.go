@@ -154,7 +154,9 @@ func RoleOf(cert *x509.Certificate) (Role, error) {
 // the CA too), belong to an operator record that is active, and carry that
 // record's role. The errors are ErrNoCertificate, ErrUnknownCA, ErrCertExpired,
 // ErrUnknownOperator, ErrRemoved and ErrNoRole. Intermediates in chain are
-// ignored: the operator CA issues operator certificates directly.
+// ignored: the operator CA issues operator certificates directly. Run it in the
+// transaction of cluster.ViewCurrent for a request that changes state, so that a
+// removal committed through another node is seen; View may lag.
 func Verify(tx *bbolt.Tx, chain []*x509.Certificate, now time.Time) (Operator, error) {
 	if len(chain) == 0 || chain[0] == nil {
 		return Operator{}, ErrNoCertificate
