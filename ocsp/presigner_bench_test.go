@@ -18,9 +18,9 @@ import (
 
 // BenchmarkResign measures re-signing a whole cache (the refresher with no rate cap,
 // persisting to the node-local store) against the bare HSM signing rate of the same
-// key in the same run: hsm.Signer over SHA-256 digests from as many goroutines as the
-// pre-signer has workers. INKAN_BENCH_RESPONSES sets the number of responses
-// (default 1,000,000: two CertID variants for each of 500,000 certificates).
+// key in the same run: hsm.Signer over SHA-256 digests from 2 or 4 goroutines,
+// the better. INKAN_BENCH_RESPONSES sets the number of responses (default
+// 1,000,000: two CertID variants for each of 500,000 certificates).
 //
 //	go test -run '^$' -bench Resign -benchtime 1x ./ocsp/
 func BenchmarkResign(b *testing.B) {
@@ -28,8 +28,12 @@ func BenchmarkResign(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("INKAN_BENCH_RESPONSES")); err == nil && v > 0 {
 		n = v
 	}
-	const workers = 2
+	// The pre-signer runs with its default workers (the HSM session pool's
+	// size, 4), as a node does. The bare rate is the better of 2 and 4
+	// goroutines: the HSM's capacity, however it is best driven.
+	const workers = 4
 	key := responderKeyTB(b)
+	bareBest := func() float64 { return max(bareRate(b, key, 2), bareRate(b, key, workers)) }
 	src := newSourceB(b, key, n/len(CertIDHashes))
 	now := time.Now()
 	var clockMu sync.Mutex
@@ -38,7 +42,7 @@ func BenchmarkResign(b *testing.B) {
 	for b.Loop() {
 		// The bare rate, before and after, with the same key and parallelism: the
 		// machine's other load drifts, and the mean of the two brackets the re-sign.
-		bareBefore := bareRate(b, key, workers)
+		bareBefore := bareBest()
 		cache := NewCache()
 		ctx, cancel := context.WithCancel(context.Background())
 		p, err := NewPresigner(ctx, cache, src, PresignerConfig{
@@ -67,7 +71,7 @@ func BenchmarkResign(b *testing.B) {
 		cancel()
 		<-done
 		_ = p.Close()
-		bare := (bareBefore + bareRate(b, key, workers)) / 2
+		bare := (bareBefore + bareBest()) / 2
 		rate := float64(n) / elapsed.Seconds()
 		b.ReportMetric(elapsed.Seconds(), "s/resign-all")
 		b.ReportMetric(rate, "responses/s")
