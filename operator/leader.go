@@ -49,18 +49,17 @@ func (s *Service) lead(term context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
-	var hasCA bool
-	_ = s.c.View(func(tx *bbolt.Tx) error { hasCA = tx.Bucket(bucketCA).Get(keyCACert) != nil; return nil })
-	if hasCA {
-		if err := s.c.ShareKey(ctx, KeyName); err != nil && ctx.Err() == nil {
-			s.log.Error("operator: some voters lack the operator CA key", "err", err)
-		}
-	}
 	sub := s.c.Subscribe(64, CommandDecide, CommandStart)
 	defer sub.Close()
 	tick := time.NewTicker(s.sweep)
 	defer tick.Stop()
+	var shared bool
+	var shareAt time.Time
 	for {
+		if !shared && !time.Now().Before(shareAt) {
+			shared = s.shareKey(ctx)
+			shareAt = time.Now().Add(shareRetry)
+		}
 		s.sweepOnce(ctx)
 		select {
 		case <-ctx.Done():
@@ -69,6 +68,28 @@ func (s *Service) lead(term context.Context) {
 		case <-sub.C:
 		}
 	}
+}
+
+// shareRetry is how often a leader tries again to send the operator CA key to
+// voters that lack it (one was down, say).
+const shareRetry = 30 * time.Second
+
+// shareKey sends the operator CA key to every voter that lacks it, once the CA
+// exists, so that any of them can sign when it leads. It reports whether every
+// voter holds it (or there is no CA yet to share: Bootstrap shares it then).
+func (s *Service) shareKey(ctx context.Context) bool {
+	var hasCA bool
+	_ = s.c.View(func(tx *bbolt.Tx) error { hasCA = tx.Bucket(bucketCA).Get(keyCACert) != nil; return nil })
+	if !hasCA {
+		return false
+	}
+	if err := s.c.ShareKey(ctx, KeyName); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("operator: some voters lack the operator CA key; trying again", "err", err, "in", shareRetry)
+		}
+		return false
+	}
+	return true
 }
 
 // sweepOnce expires overdue requests and starts approved ones.
