@@ -3,6 +3,7 @@ package operator
 import (
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,6 +211,24 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	wantSteps(t, h, q.ID,
 		[]string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved, TypeRequestStarted, TypeAdded, TypeRequestExecuted},
 		[]string{a.op.Actor(), b.op.Actor(), c.op.Actor(), "system", "system", a.op.Actor(), "system"})
+
+	// An approved change that cannot be carried out (the key is b's) fails,
+	// once, with the reason recorded.
+	body, _ = Change{Op: OpAdd, Name: "b again", Role: Officer, CSR: csrFor(t, b.key)}.Body()
+	fq, err := h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*person{b, c} {
+		if _, err := h.decide(p, fq, Approve); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f := h.waitState(fq.ID, Failed); !strings.Contains(f.Error, "key") {
+		t.Fatalf("failed with %q", f.Error)
+	}
+	wantSteps(t, h, fq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved,
+		TypeRequestStarted, TypeRequestFailed}, nil)
 
 	// Remove admin b, approved by b and c.
 	body, _ = Change{Op: OpRemove, ID: b.op.ID}.Body()

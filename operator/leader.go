@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -191,8 +192,14 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 		if err == nil || errors.Is(err, ErrNotExecuting) {
 			return // recorded with the change itself, or by an earlier run
 		}
-		if ctx.Err() != nil {
-			return // the next leader runs it again
+		if ctx.Err() != nil || !refused(err) {
+			// Not the change's fault (leadership lost, no CA key here, the
+			// network): it stays executing, and this leader or the next one
+			// runs it again, which is safe.
+			if ctx.Err() == nil {
+				s.log.Warn("operator: operator change not carried out; trying again", "request", q.ID, "err", err)
+			}
+			return
 		}
 	} else {
 		res, err = s.runners[q.Action](ctx, q)
@@ -209,12 +216,18 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 	}
 }
 
+// refused reports whether an operator change failed for good: the state machine
+// refused it, or it cannot be carried out as asked.
+func refused(err error) bool {
+	return errors.Is(err, cluster.ErrRefused) || errors.Is(err, ErrKeyInUse) || errors.Is(err, ErrInvalid)
+}
+
 // manage carries out an approved ActionOperatorManage request: the change and
 // the request's end are one command.
 func (s *Service) manage(ctx context.Context, q Request) error {
 	ch, err := ParseChange(q.Body)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	sr := signRequest{Kind: kindAdd, Actor: q.Proposer.Actor(), Request: q.ID}
 	switch ch.Op {
