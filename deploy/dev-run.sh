@@ -107,6 +107,17 @@ done
 if ! admin ca cert >"$dir/ca.pem" 2>/dev/null; then
 	admin ca init --cn "inkan dev CA" --org "inkan dev" --country JP --self-sign >/dev/null
 	admin ca cert >"$dir/ca.pem"
+	# The shipped profiles accept production cards only; the dev appliance's
+	# simulated cards carry the JPKI test policy. Apply each profile once more,
+	# one version up, accepting the test policy too (a lab's choice, never
+	# production's).
+	for p in authentication signing; do
+		admin policy show "$p" | awk -v test=1.2.392.200149.8.5.1.0.20 '
+			/^version: / { print "version: " $2 + 1; next }
+			/^  jpkiPolicies: \[/ { sub(/\]/, ", \"" test "\"]") }
+			{ print }' >"$dir/$p-test-cards.yaml"
+		admin policy apply --yes "$dir/$p-test-cards.yaml" >/dev/null
+	done
 fi
 
 rel() { realpath --relative-to="$PWD" "$1"; }

@@ -17,6 +17,7 @@ import (
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/ca/policy"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/ocsp"
 )
@@ -267,8 +268,20 @@ func caCertificates(view func(func(*bbolt.Tx) error) error, next fasthttp.Reques
 // ca.DescribeCommand, so a command ca adds is audited without a change here.
 func describers() map[string]audit.Describer {
 	m := map[string]audit.Describer{}
-	describeCA := func(e cluster.Entry, result []byte) ([]audit.Record, error) {
-		ds, err := ca.DescribeCommand(e, result)
+	describeCA := fromDescriptions(ca.DescribeCommand)
+	for _, h := range ca.Handlers() {
+		m[h.Type()] = describeCA
+	}
+	m[policy.CommandApply] = fromDescriptions(policy.DescribeCommand)
+	m[crl.TypePublish] = describeCRLPublish
+	return m
+}
+
+// fromDescriptions adapts a describer of ca's shape (ca.Description has
+// audit.Record's fields) to the audit log's.
+func fromDescriptions(describe func(cluster.Entry, []byte) ([]ca.Description, error)) audit.Describer {
+	return func(e cluster.Entry, result []byte) ([]audit.Record, error) {
+		ds, err := describe(e, result)
 		if err != nil {
 			return nil, err
 		}
@@ -278,11 +291,6 @@ func describers() map[string]audit.Describer {
 		}
 		return out, nil
 	}
-	for _, h := range ca.Handlers() {
-		m[h.Type()] = describeCA
-	}
-	m[crl.TypePublish] = describeCRLPublish
-	return m
 }
 
 // describeCRLPublish records a published CRL by its identity and hash.

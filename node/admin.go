@@ -89,6 +89,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("POST "+pathTransfer, n.adminTransfer)
 	mux.HandleFunc("POST "+pathLeave, n.adminLeave)
 	n.adminCAHandlers(mux)
+	n.adminPolicyHandlers(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
 			writeProblem(w, probNotFound, fmt.Sprintf("%s %s is not an admin endpoint", r.Method, r.URL.Path))

@@ -162,3 +162,27 @@ func (a *AdminClient) Release(ctx context.Context, serial string) (*CertInfo, er
 	var out CertInfo
 	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/release", nil, &out)
 }
+
+// Profiles lists the active profiles.
+func (a *AdminClient) Profiles(ctx context.Context) ([]ProfileInfo, error) {
+	var out []ProfileInfo
+	return out, a.do(ctx, http.MethodGet, pathPolicies, nil, &out)
+}
+
+// Profile returns the active version of a profile, with its file.
+func (a *AdminClient) Profile(ctx context.Context, name string) (*ProfileInfo, error) {
+	var out ProfileInfo
+	return &out, a.do(ctx, http.MethodGet, pathPolicies+"/"+url.PathEscape(name), nil, &out)
+}
+
+// DiffPolicy shows how a candidate profile file differs from the active version.
+func (a *AdminClient) DiffPolicy(ctx context.Context, f PolicyFile) (*PolicyDiff, error) {
+	var out PolicyDiff
+	return &out, a.do(ctx, http.MethodPost, pathPolicyDiff, f, &out)
+}
+
+// ApplyPolicy makes a profile file the active version of its profile.
+func (a *AdminClient) ApplyPolicy(ctx context.Context, f PolicyFile) (*ProfileInfo, error) {
+	var out ProfileInfo
+	return &out, a.do(ctx, http.MethodPost, pathPolicyApply, f, &out)
+}

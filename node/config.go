@@ -39,7 +39,9 @@ type Config struct {
 	// source that My Number Card certificates are checked against. Without it the
 	// node issues nothing to subscribers (OCSP, CRLs and the audit log still run).
 	JPKI *jpki.Config `yaml:"jpki"`
-	Log  LogConfig    `yaml:"log"`
+	// Enroll tunes the enrollment API and the linkage job (with jpki only).
+	Enroll EnrollConfig `yaml:"enroll"`
+	Log    LogConfig    `yaml:"log"`
 	// DrainTimeout bounds each step of a shutdown: the listeners finishing
 	// in-flight requests, the services stopping, the cluster stopping (default 10s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
@@ -130,6 +132,17 @@ type CAConfig struct {
 	KeyMode string `yaml:"key_mode"`
 	// CRLShards is the number of CRL shards of CAs made from now on (default 16).
 	CRLShards int `yaml:"crl_shards"`
+}
+
+// EnrollConfig tunes enrollment and the JPKI linkage job.
+type EnrollConfig struct {
+	// DefaultProfile is what an enrollment that names no profile gets
+	// (default authentication). It must be among the active profiles.
+	DefaultProfile string `yaml:"default_profile"`
+	// LinkageInterval is how often the leader reads the J-LIS CRL for revoked
+	// cards with derived certificates (default 5m; sooner when a grace period
+	// ends).
+	LinkageInterval Duration `yaml:"linkage_interval"`
 }
 
 // CA key modes.
@@ -256,6 +269,10 @@ func (c *Config) setDefaults() {
 	if c.CA.KeyMode == "" {
 		c.CA.KeyMode = KeyModePerNode
 	}
+	if c.Enroll.DefaultProfile == "" {
+		c.Enroll.DefaultProfile = "authentication"
+	}
+	def(&c.Enroll.LinkageInterval, 5*time.Minute)
 	if c.CA.CRLShards == 0 {
 		c.CA.CRLShards = 16
 	}
@@ -388,6 +405,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CA.CRLShards < 1 || c.CA.CRLShards > 4096 {
 		bad("ca.crl_shards", "%d is outside 1..4096", c.CA.CRLShards)
+	}
+	if d := time.Duration(c.Enroll.LinkageInterval); d < time.Second || d > 24*time.Hour {
+		bad("enroll.linkage_interval", "%s is outside 1s..24h", d)
 	}
 	if c.JPKI != nil && len(c.JPKI.Anchors) == 0 {
 		bad("jpki.anchors", "required: the J-LIS CA certificates (PEM files) that card certificates chain to")

@@ -14,9 +14,13 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/ca/enroll"
+	"github.com/inkan-pki/inkan/ca/linkage"
+	"github.com/inkan-pki/inkan/ca/policy"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/ocsp"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // appliance is the node's services, wired together: the audit log, the issuing
@@ -73,7 +77,7 @@ func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Compone
 // components are the appliance's parts in start order.
 func (a *appliance) components() []Component {
 	handlers := append(ca.Handlers(), crl.Handlers()...)
-	handlers = append(handlers, enroll.NonceHandler())
+	handlers = append(handlers, enroll.NonceHandler(), policy.Handler())
 	return []Component{
 		{
 			Name:           "audit",
@@ -140,6 +144,30 @@ func (a *appliance) startCA(ctx context.Context, env *Env) error {
 
 	runCtx := a.ctx
 
+	// The profiles live in replicated state; a new cluster starts with the
+	// shipped ones. Each leader seeds what is missing (never replacing a
+	// profile an operator changed), retrying until it has.
+	c.OnLeader(func(ctx context.Context) {
+		for {
+			applied, err := policy.Seed(ctx, c, policies.Shipped(), audit.ActorSystem)
+			if err == nil {
+				if len(applied) > 0 {
+					a.log.Info("node: shipped profiles applied", "profiles", applied)
+				}
+				return
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("node: apply the shipped profiles; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	})
+
 	// The CRL publisher: every node runs it; it works while its node leads.
 	sub := c.Subscribe(4096, statusAndIssuerCommands()...)
 	changes := make(chan crl.Change, 1024)
@@ -195,12 +223,25 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	// The policy engine decides with the profiles in replicated state, and
+	// switches when an operator applies a new version.
+	pol := enroll.NewProfilePolicy(nil)
+	a.goRun(func() {
+		policy.Follow(a.ctx, env.Cluster, secrets.pseudonym, a.cfg.Enroll.DefaultProfile, pol.Use, func(err error) {
+			if errors.Is(err, policy.ErrNoProfiles) {
+				a.log.Info("node: enrollment waits for the profiles (a new cluster's leader applies the shipped ones)")
+				return
+			}
+			a.log.Warn("node: the active profiles do not build; enrollment keeps the last ones", "err", err)
+		})
+	})
 	h, err := enroll.NewHandler(enroll.Config{
 		Audience:   a.cfg.API.PublicURL + enroll.PathEnroll,
 		Verifier:   verifier,
 		Cluster:    env.Cluster,
-		Policy:     enroll.AuthenticationPolicy{PseudonymKey: secrets.pseudonym, Version: 1},
+		Policy:     pol,
 		Issuer:     auth,
+		Rebinder:   auth,
 		LinkKey:    secrets.link,
 		Registerer: env.Metrics,
 		Logger:     a.log,
@@ -210,6 +251,33 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 	}
 	env.API.Handle(enroll.PathChallenge, h)
 	env.API.Handle(enroll.PathEnroll, h)
+	env.API.Handle(enroll.PathRebind, h)
+
+	// The linkage job follows the J-LIS CRL on the leader and acts on the
+	// derived certificates of revoked cards. An OCSP source lists nothing to
+	// follow.
+	if feed, ok := verifier.RevocationSource().(*jpki.CRLSource); ok {
+		job, err := linkage.New(linkage.Config{
+			State: env.Cluster, Authority: auth, Feed: feed, Profiles: pol.Profiles, LinkKey: secrets.link,
+			Interval: time.Duration(a.cfg.Enroll.LinkageInterval), Logger: a.log, Registerer: env.Metrics,
+		})
+		if err != nil {
+			return fmt.Errorf("node: linkage: %w", err)
+		}
+		env.Cluster.OnLeader(func(ctx context.Context) {
+			// A new cluster's first leader seeds the profiles meanwhile.
+			for pol.Profiles() == nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			job.Run(ctx)
+		})
+	} else {
+		a.log.Warn("node: linkage off: the JPKI revocation source is not a CRL, so there is no list of revoked cards to follow", "kind", a.cfg.JPKI.Revocation.Kind)
+	}
 	a.log.Info("node: enrollment on", "audience", a.cfg.API.PublicURL+enroll.PathEnroll)
 	return nil
 }

@@ -290,6 +290,12 @@ func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) 
 		if err := p.syncIssuers(ctx); err != nil {
 			return err
 		}
+		if p.signing(ch.IssuerID) == nil {
+			// The Source does not list it yet (this node has no responder
+			// certificate from it): its certificates are all signed by the
+			// reconcile that follows the issuer's arrival (a Resync).
+			return nil
+		}
 	}
 	for _, serial := range ch.Serials {
 		st, ok, err := p.src.Status(ctx, ch.IssuerID, serial)

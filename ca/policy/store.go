@@ -351,3 +351,13 @@ func Seed(ctx context.Context, c Submitter, fsys fs.FS, actor string) ([]string,
 	}
 	return applied, nil
 }
+
+// Names lists the profiles that have an active version, in name order.
+func Names(tx *bbolt.Tx) ([]string, error) {
+	var names []string
+	err := tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
+		names = append(names, string(k))
+		return nil
+	})
+	return names, err
+}

@@ -41,7 +41,7 @@ and roles, comes later.`,
 	pf.StringVar(&f.config, "config", "", "the node's configuration file (its data_dir's admin.sock)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long (a write waits for a leader until then)")
-	cmd.AddCommand(newAdminClusterCmd(f), newAdminCACmd(f), newAdminCertCmd(f))
+	cmd.AddCommand(newAdminClusterCmd(f), newAdminCACmd(f), newAdminCertCmd(f), newAdminPolicyCmd(f))
 	return cmd
 }
 

@@ -140,6 +140,40 @@ func (l *cardLab) enroll(p *proc, i int, name string) (*enrolled, error) {
 	return e, nil
 }
 
+// useTestCards applies each shipped profile once more, one version up,
+// accepting the JPKI test cards' policy too (the stand-in's cards carry it),
+// through `inkan admin policy apply` as an operator of a lab would.
+func useTestCards(t *testing.T, p *proc) {
+	t.Helper()
+	version := regexp.MustCompile(`(?m)^version: (\d+)$`)
+	for _, name := range []string{"authentication", "signing"} {
+		var deadline = time.Now().Add(20 * time.Second)
+		var data string
+		for {
+			out, err := p.runErr("admin", "--socket", filepath.Join(p.dataDir, "admin.sock"), "policy", "show", name)
+			if err == nil {
+				data = out
+				break
+			}
+			if time.Now().After(deadline) { // the leader seeds them at its start
+				t.Fatalf("policy show %s: %v", name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		m := version.FindStringSubmatch(data)
+		if m == nil {
+			t.Fatalf("profile %s has no version line:\n%s", name, data)
+		}
+		var v int
+		fmt.Sscan(m[1], &v)
+		data = version.ReplaceAllString(data, fmt.Sprintf("version: %d", v+1))
+		data = strings.Replace(data, `jpkiPolicies: ["1.2.392.200149.8.5.1.1.20"]`, `jpkiPolicies: ["1.2.392.200149.8.5.1.1.20", "1.2.392.200149.8.5.1.0.20"]`, 1)
+		file := filepath.Join(p.home, name+"-test-cards.yaml")
+		write(t, file, data)
+		p.admin(t, "policy", "apply", "--yes", file)
+	}
+}
+
 // addConfig appends top-level sections to p's configuration and points its
 // certificates' URLs at ocspPublic, the same on every node.
 func (p *proc) addConfig(t *testing.T, sections, ocspPublic string) {
@@ -314,6 +348,8 @@ func TestEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(n1.admin(t, "--output", "json", "ca", "init", "--cn", "inkan e2e CA", "--country", "JP", "--self-sign")), &ca); err != nil {
 		t.Fatal(err)
 	}
+
+	useTestCards(t, n1)
 
 	nodes := []*proc{n1}
 	for _, j := range []struct{ name, role string }{{"node2", "voter"}, {"node3", "voter"}, {"edge", "nonvoter"}} {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"os"
 	"strings"
@@ -28,7 +30,7 @@ func newEnrollCmd() *cobra.Command {
 	var (
 		url, card, cardModule, cardPINFile      string
 		key, keyModule, keyPINFile, out, caFile string
-		profile                                 string
+		profile, rebind                         string
 		timeout                                 time.Duration
 	)
 	cmd := &cobra.Command{
@@ -48,11 +50,32 @@ module-path. The signature PIN comes from --card-pin-file (mode 0600) or
 PKCS#11 URI with an object label (the key is made on the token if missing); its
 token's PIN comes from --key-pin-file or ` + envKeyPIN + `.
 
+With --rebind SERIAL there is no new key: after a move (or a renewed card) the holder
+re-binds the derived certificate SERIAL to the card given by --card, their new one.
+The same person (name and date of birth) gets the certificate back: released from
+hold, or — when its contents must change — a new certificate for the same key, the
+old one revoked as superseded. --out receives the certificate bound now.
+
 A refusal prints the problem type (urn:inkan:problem:…) and why.`,
+		Example: `  inkan enroll --url https://ca.example.jp --card 'pkcs11:token=JPKI' --key sub.key --out sub.pem
+  inkan enroll --url https://ca.example.jp --card 'pkcs11:token=JPKI' --rebind 5c1e… --out sub.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if url == "" || card == "" || key == "" || out == "" {
+			switch {
+			case rebind != "" && key != "":
+				return errors.New("--rebind keeps the certificate's key: drop --key")
+			case rebind != "" && (url == "" || card == "" || out == ""):
+				return errors.New("give --url, --card and --out with --rebind")
+			case rebind == "" && (url == "" || card == "" || key == "" || out == ""):
 				return errors.New("give --url, --card, --key and --out")
+			}
+			var serial *big.Int
+			if rebind != "" {
+				b, err := hex.DecodeString(strings.ReplaceAll(rebind, ":", ""))
+				if err != nil || len(b) == 0 || len(b) > 20 {
+					return fmt.Errorf("--rebind: %q is not a serial number in hex", rebind)
+				}
+				serial = new(big.Int).SetBytes(b)
 			}
 			ctx, cancel := context.WithTimeout(cmdContext(cmd), timeout)
 			defer cancel()
@@ -73,6 +96,29 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 				return err
 			}
 			defer c.Close()
+
+			hc, err := apiHTTPClient(caFile, timeout)
+			if err != nil {
+				return err
+			}
+			client := &enroll.Client{BaseURL: url, HTTP: hc}
+			w := cmd.OutOrStdout()
+			if serial != nil {
+				got, err := client.Rebind(ctx, c, serial)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(out, got.Certificate.PEM(), 0o644); err != nil {
+					return err
+				}
+				leaf := got.Certificate.Chain[0]
+				if got.Replaced != nil {
+					fmt.Fprintf(w, "%s: certificate %x replaces %x (revoked as superseded): %s\n", got.Action, leaf.SerialNumber, got.Replaced, out)
+				} else {
+					fmt.Fprintf(w, "%s: certificate %x is bound to the new card: %s\n", got.Action, leaf.SerialNumber, out)
+				}
+				return nil
+			}
 
 			kc := enroll.KeyConfig{File: key}
 			if strings.HasPrefix(key, "pkcs11:") {
@@ -95,19 +141,6 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			}
 			defer k.Close()
 
-			hc := &http.Client{Timeout: timeout}
-			if caFile != "" {
-				pemBytes, err := os.ReadFile(caFile)
-				if err != nil {
-					return fmt.Errorf("--ca-file: %w", err)
-				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pemBytes) {
-					return fmt.Errorf("--ca-file %s: no certificate", caFile)
-				}
-				hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-			}
-			client := &enroll.Client{BaseURL: url, HTTP: hc}
 			cert, err := client.Enroll(ctx, c, k, profile)
 			if err != nil {
 				return err
@@ -115,7 +148,6 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			if err := os.WriteFile(out, cert.PEM(), 0o644); err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
 			if k.Created {
 				fmt.Fprintf(w, "new key: %s\n", key)
 			}
@@ -135,6 +167,26 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 	f.StringVar(&out, "out", "", "where to write the certificate chain (PEM)")
 	f.StringVar(&caFile, "ca-file", "", "PEM roots to trust for the API's TLS certificate (default: the system's)")
 	f.StringVar(&profile, "profile", "", "the profile to ask for (default: the server's)")
+	f.StringVar(&rebind, "rebind", "", "re-bind the derived certificate with this serial (hex) to --card, the holder's new card")
 	f.DurationVar(&timeout, "timeout", defaultEnrollLimit, "give up after this long")
 	return cmd
+}
+
+// apiHTTPClient is the client of a node's HTTPS API, trusting caFile's roots
+// (the system's if empty).
+func apiHTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
+	hc := &http.Client{Timeout: timeout}
+	if caFile == "" {
+		return hc, nil
+	}
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("--ca-file %s: no certificate", caFile)
+	}
+	hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return hc, nil
 }

@@ -1,0 +1,171 @@
+package node
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/ca/policy"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+// The admin API of the profiles in replicated state.
+const (
+	pathPolicies    = "/v1/policies"
+	pathPolicyDiff  = "/v1/policies/diff"
+	pathPolicyApply = "/v1/policies/apply"
+)
+
+// ProfileInfo is the active version of a profile.
+type ProfileInfo struct {
+	Name    string    `json:"name"`
+	Version uint64    `json:"version"`
+	Kind    string    `json:"kind"`
+	File    string    `json:"file"`
+	SHA256  string    `json:"sha256"`
+	Actor   string    `json:"actor"`
+	At      time.Time `json:"applied_at"`
+	Data    string    `json:"data,omitempty"` // the file, in `policy show`
+}
+
+// PolicyFile is a candidate profile file: its name (for messages) and text.
+type PolicyFile struct {
+	File string `json:"file"`
+	Data string `json:"data"`
+}
+
+// PolicyDiff is how a candidate differs from the active version.
+type PolicyDiff struct {
+	Diff string `json:"diff"`
+}
+
+var (
+	probProfileUnknown = problemType{"profile-unknown", http.StatusNotFound, "No such profile"}
+	probPolicyInvalid  = problemType{"policy-invalid", http.StatusUnprocessableEntity, "The profile file is not valid"}
+)
+
+func (n *Node) adminPolicyHandlers(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+pathPolicies, n.adminPolicies)
+	mux.HandleFunc("GET "+pathPolicies+"/{name}", n.adminPolicy)
+	mux.HandleFunc("POST "+pathPolicyDiff, n.adminPolicyDiff)
+	mux.HandleFunc("POST "+pathPolicyApply, n.adminPolicyApply)
+}
+
+func profileInfo(v policy.Version, withData bool) ProfileInfo {
+	sum := sha256.Sum256(v.Data)
+	info := ProfileInfo{Name: v.Profile.Name, Version: v.Profile.Version, Kind: string(v.Profile.Kind), File: v.File,
+		SHA256: hex.EncodeToString(sum[:]), Actor: v.Actor, At: v.At}
+	if withData {
+		info.Data = string(v.Data)
+	}
+	return info
+}
+
+func (n *Node) adminPolicies(w http.ResponseWriter, _ *http.Request) {
+	out := []ProfileInfo{}
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		names, err := policy.Names(tx)
+		for _, name := range names {
+			v, err := policy.Lookup(tx, name)
+			if err != nil {
+				return err
+			}
+			out = append(out, profileInfo(v, false))
+		}
+		return err
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) adminPolicy(w http.ResponseWriter, r *http.Request) {
+	var v policy.Version
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		var err error
+		v, err = policy.Lookup(tx, r.PathValue("name"))
+		return err
+	})
+	if err != nil {
+		writePolicyError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, profileInfo(v, true))
+}
+
+func (n *Node) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
+	var req PolicyFile
+	if !readPolicyFile(w, r, &req) {
+		return
+	}
+	var d string
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		var err error
+		d, err = policy.Diff(tx, req.File, []byte(req.Data))
+		return err
+	})
+	if err != nil {
+		writePolicyError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PolicyDiff{Diff: d})
+}
+
+func (n *Node) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
+	var req PolicyFile
+	if !readPolicyFile(w, r, &req) {
+		return
+	}
+	cmd, err := policy.ApplyCommand(req.File, []byte(req.Data), n.actor())
+	if err != nil {
+		writePolicyError(w, err)
+		return
+	}
+	c := n.c.Load()
+	if _, err := c.Submit(r.Context(), cmd); err != nil {
+		writePolicyError(w, err)
+		return
+	}
+	var v policy.Version
+	p, err := policies.Parse(req.File, []byte(req.Data))
+	if err == nil {
+		err = c.ViewCurrent(r.Context(), func(tx *bbolt.Tx) error { v, err = policy.Lookup(tx, p.Name); return err })
+	}
+	if err != nil {
+		writePolicyError(w, err)
+		return
+	}
+	n.log.Info("node: admin: profile applied", "profile", p.Name, "version", p.Version)
+	writeJSON(w, http.StatusOK, profileInfo(v, false))
+}
+
+func readPolicyFile(w http.ResponseWriter, r *http.Request, req *PolicyFile) bool {
+	if !readJSON(w, r, req) {
+		return false
+	}
+	if req.File == "" || req.Data == "" {
+		writeProblem(w, probRequestInvalid, "file and data: required")
+		return false
+	}
+	return true
+}
+
+// writePolicyError maps the policy store's refusals: a file that does not
+// check (its message names the line and field) or a version that does not go
+// up is the operator's to fix.
+func writePolicyError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, policy.ErrNoProfiles), errors.Is(err, policy.ErrNotFound):
+		writeProblem(w, probProfileUnknown, err.Error())
+	case errors.Is(err, policies.ErrInvalid), errors.Is(err, policy.ErrVersion):
+		writeProblem(w, probPolicyInvalid, err.Error())
+	default:
+		writeError(w, err)
+	}
+}
