@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"time"
 
 	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/cryptobyte"
@@ -27,6 +28,8 @@ import (
 //	ca.issuer.retire   an issuer retired                                    issuer, no serial
 //	ca.intent          a serial reserved with its TBS hash (Pending)        issuer, serial
 //	ca.issue           the signed certificate recorded (Good)               issuer, serial
+//	ca.intents         a batch of intents, each applied or refused alone    issuer, the serials
+//	ca.issues          a batch of issued records, likewise                  applied, the refusals
 //	ca.intent.resolve  dangling intents revoked, cessationOfOperation       issuer, the serials resolved
 //	ca.revoke          revoked with a reason                                issuer, serial
 //	ca.hold            certificateHold                                      issuer, serial
@@ -49,7 +52,8 @@ const (
 // StatusCommands are the command types that change a certificate's status: what the
 // OCSP responder and the CRL publisher subscribe to.
 func StatusCommands() []string {
-	return []string{CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease}
+	return []string{CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
+		CommandIntents, CommandIssues}
 }
 
 // Actors the authority names itself (the same strings as the audit package's).
@@ -192,6 +196,8 @@ func Handlers() []cluster.Handler {
 		handler{CommandHold, applyHold, nil, nil},
 		handler{CommandRelease, applyRelease, nil, nil},
 		handler{CommandRelink, applyRelink, nil, nil},
+		handler{CommandIntents, applyIntents, nil, nil},
+		handler{CommandIssues, applyIssues, nil, nil},
 	}
 }
 
@@ -407,65 +413,72 @@ func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if err := checkActor(b.Actor); err != nil {
+	if err := putIntent(tx, e.Time, &b); err != nil {
 		return nil, err
+	}
+	return result(b.Issuer, b.Serial)
+}
+
+// putIntent applies one intent, in a ca.intent command or a ca.intents batch. It
+// refuses (cluster.Refuse) before it writes anything, so a refused item of a batch
+// leaves no trace without a savepoint.
+func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
+	if err := checkActor(b.Actor); err != nil {
+		return err
 	}
 	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > Responder ||
 		b.MaxPerPerson < 0 || b.MaxPerPerson > 0 && len(b.Person) == 0 {
-		return nil, refusef("malformed intent")
+		return refusef("malformed intent")
+	}
+	if len(b.Link) > maxLink || len(b.Person) > maxLink {
+		return refusef("intent %x: link or person hash too long", b.Serial)
 	}
 	if tx.Bucket(bucketCerts).Get(b.Serial) != nil {
-		return nil, cluster.Refuse(fmt.Errorf("%w: %x", ErrSerialUsed, b.Serial))
+		return cluster.Refuse(fmt.Errorf("%w: %x", ErrSerialUsed, b.Serial))
 	}
 	is, err := readIssuer(tx, b.Issuer)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if is == nil || IssuerStatus(is.Status) != IssuerActive {
-		return nil, refusef("issuer %q is not active", b.Issuer)
+		return refusef("issuer %q is not active", b.Issuer)
 	}
-	if b.NotAfter > is.NotAfter || b.NotAfter <= e.Time.UnixNano() {
-		return nil, refusef("intent %x: notAfter outside the issuer's validity", b.Serial)
+	if b.NotAfter > is.NotAfter || b.NotAfter <= now.UnixNano() {
+		return refusef("intent %x: notAfter outside the issuer's validity", b.Serial)
 	}
 	if b.MaxPerPerson > 0 {
 		// The intents applied before this one, in earlier entries and earlier in
 		// this batch, are in tx: concurrent requests for one person cannot all pass.
-		n, err := CountByPerson(tx, b.Person, e.Time)
+		n, err := CountByPerson(tx, b.Person, now)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if n >= b.MaxPerPerson {
-			return nil, cluster.Refuse(fmt.Errorf("%w: %d of %d", ErrPersonLimit, n, b.MaxPerPerson))
+			return cluster.Refuse(fmt.Errorf("%w: %d of %d", ErrPersonLimit, n, b.MaxPerPerson))
 		}
 	}
 	r := &certRecord{Issuer: b.Issuer, Kind: b.Kind, Node: b.Node, Profile: b.Profile, PolicyVersion: b.PolicyVersion,
-		TBSHash: b.TBSHash, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter, IntentAt: e.Time.UnixNano(),
+		TBSHash: b.TBSHash, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter, IntentAt: now.UnixNano(),
 		Status: uint8(Pending)}
 	if err := putCert(tx, r, b.Serial); err != nil {
-		return nil, err
+		return err
 	}
 	if err := tx.Bucket(bucketIntents).Put(b.Serial, []byte(b.Issuer)); err != nil {
-		return nil, err
+		return err
 	}
 	if len(b.Link) > 0 {
-		if len(b.Link) > maxLink {
-			return nil, refusef("link hash too long")
-		}
 		if err := tx.Bucket(bucketLinks).Put(indexKey(b.Link, b.Serial), nil); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if len(b.Person) > 0 {
-		if len(b.Person) > maxLink {
-			return nil, refusef("person hash too long")
-		}
 		var na [8]byte
 		putUint64(na[:], uint64(b.NotAfter))
 		if err := tx.Bucket(bucketPersons).Put(indexKey(b.Person, b.Serial), na[:]); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return result(b.Issuer, b.Serial)
+	return nil
 }
 
 // tbsOf returns the TBSCertificate of a certificate's DER, without parsing the rest.
@@ -483,36 +496,46 @@ func applyIssue(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if err := checkActor(b.Actor); err != nil {
-		return nil, err
-	}
-	r, err := readCert(tx, b.Serial)
+	issuer, err := putIssued(tx, e.Time, &b)
 	if err != nil {
 		return nil, err
 	}
+	return result(issuer, b.Serial)
+}
+
+// putIssued records one issued certificate, in a ca.issue command or a ca.issues
+// batch, and returns its issuer ID. Like putIntent, it refuses before it writes.
+func putIssued(tx *bbolt.Tx, now time.Time, b *issueBody) (string, error) {
+	if err := checkActor(b.Actor); err != nil {
+		return "", err
+	}
+	r, err := readCert(tx, b.Serial)
+	if err != nil {
+		return "", err
+	}
 	if r == nil || Status(r.Status) != Pending {
-		return nil, cluster.Refuse(fmt.Errorf("%w: serial %x", ErrNotPending, b.Serial))
+		return "", cluster.Refuse(fmt.Errorf("%w: serial %x", ErrNotPending, b.Serial))
 	}
 	tbs, ok := tbsOf(b.DER)
 	if !ok {
-		return nil, refusef("issued %x: not a certificate", b.Serial)
+		return "", refusef("issued %x: not a certificate", b.Serial)
 	}
 	if h := sha256.Sum256(tbs); !bytes.Equal(h[:], r.TBSHash) {
-		return nil, refusef("issued %x: TBSCertificate differs from the intent's", b.Serial)
+		return "", refusef("issued %x: TBSCertificate differs from the intent's", b.Serial)
 	}
-	r.DER, r.IssuedAt, r.Status = b.DER, e.Time.UnixNano(), uint8(Good)
+	r.DER, r.IssuedAt, r.Status = b.DER, now.UnixNano(), uint8(Good)
 	if err := putCert(tx, r, b.Serial); err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := tx.Bucket(bucketIntents).Delete(b.Serial); err != nil {
-		return nil, err
+		return "", err
 	}
 	if Kind(r.Kind) == Responder {
 		if err := tx.Bucket(bucketResponders).Put([]byte(r.Node), b.Serial); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
-	return result(r.Issuer, b.Serial)
+	return r.Issuer, nil
 }
 
 // maxResolve bounds the serials of one resolve command.
@@ -672,12 +695,18 @@ func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []
 	switch e.Command.Type {
 	case CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
 		CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire:
-	case CommandRelink:
+	case CommandRelink, CommandIntents, CommandIssues:
 	default:
 		return "", nil
 	}
 	var r changeResult
-	if e.Command.Type == CommandRelink {
+	if e.Command.Type == CommandIntents || e.Command.Type == CommandIssues {
+		var br batchResult
+		if decMode.Unmarshal(result, &br) != nil {
+			return "", nil
+		}
+		r.Issuer, r.Serials = br.Issuer, br.Serials
+	} else if e.Command.Type == CommandRelink {
 		var rr relinkResult
 		if decMode.Unmarshal(result, &rr) != nil {
 			return "", nil

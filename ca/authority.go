@@ -135,6 +135,9 @@ type Authority struct {
 	// this node does not lead).
 	leadCtx atomic.Pointer[context.Context]
 
+	// The leader's group commit of intents and of issued records.
+	intents, issues *groupCommit
+
 	mu           sync.Mutex
 	issuers      map[string]*issuerState
 	flights      map[string]*flight // serial → signing in progress here
@@ -198,6 +201,8 @@ func New(cfg Config) (*Authority, error) {
 		flights: map[string]*flight{},
 	}
 	a.closed, a.stop = context.WithCancel(context.Background())
+	a.intents = &groupCommit{a: a, typ: CommandIntents, max: groupInflight}
+	a.issues = &groupCommit{a: a, typ: CommandIssues, max: groupInflight}
 	a.c.HandleLeaderCall(callSign, a.serveSign)
 	a.c.OnLeader(a.lead)
 	return a, nil

@@ -86,6 +86,10 @@ func BenchmarkIssue(b *testing.B) {
 	bare1 := bareRate(b, key, 1, time.Second)
 	bare2 := bareRate(b, key, 2, time.Second)
 	workers := 64
+	if g := os.Getenv("CA_BENCH_GROUP"); g != "" {
+		n, _ := strconv.Atoi(g)
+		leader.a.intents.max, leader.a.issues.max = n, n
+	}
 	if w := os.Getenv("CA_BENCH_WORKERS"); w != "" {
 		workers, _ = strconv.Atoi(w)
 	}
@@ -133,6 +137,7 @@ func BenchmarkIssue(b *testing.B) {
 				reqs[i], _ = derivedRequest(b)
 			}
 			lat := make([]time.Duration, b.N)
+			st0, _ := leader.c.Status()
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.ResetTimer()
@@ -158,6 +163,8 @@ func BenchmarkIssue(b *testing.B) {
 			wg.Wait()
 			elapsed := time.Since(start)
 			b.StopTimer()
+			st1, _ := leader.c.Status()
+			b.ReportMetric(float64(st1.CommitIndex-st0.CommitIndex)/elapsed.Seconds(), "entries/s")
 			rate := float64(b.N) / elapsed.Seconds()
 			slices.Sort(lat)
 			b.ReportMetric(rate, "certs/s")

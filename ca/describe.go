@@ -64,6 +64,16 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		}
 		return out, nil
 	}
+	switch e.Command.Type {
+	case CommandIntents, CommandIssues:
+		return describeBatch(e, result)
+	case CommandRelink:
+		d, err := describeRelink(e, result)
+		if err != nil {
+			return nil, err
+		}
+		return []Description{d}, nil
+	}
 	d, err := describe(e, result)
 	if err != nil {
 		return nil, err
@@ -71,10 +81,63 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 	return []Description{d}, nil
 }
 
-func describe(e cluster.Entry, result []byte) (Description, error) {
-	if e.Command.Type == CommandRelink {
-		return describeRelink(e, result)
+// describeBatch describes the items of a batch that were applied, each as the
+// single command would be; refused ones changed nothing.
+func describeBatch(e cluster.Entry, result []byte) ([]Description, error) {
+	var res batchResult
+	if err := decMode.Unmarshal(result, &res); err != nil {
+		return nil, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
 	}
+	refused := res.refusedIndex()
+	out := []Description{}
+	if e.Command.Type == CommandIntents {
+		var b intentsBody
+		if err := e.Command.Decode(&b); err != nil {
+			return nil, fmt.Errorf("ca: describe: %w", err)
+		}
+		for i, it := range b.Items {
+			if _, ok := refused[i]; !ok {
+				out = append(out, describeIntent(it))
+			}
+		}
+		return out, nil
+	}
+	var b issuesBody
+	if err := e.Command.Decode(&b); err != nil {
+		return nil, fmt.Errorf("ca: describe: %w", err)
+	}
+	for i, it := range b.Items {
+		if _, ok := refused[i]; !ok {
+			out = append(out, describeIssued(it, res.Issuer))
+		}
+	}
+	return out, nil
+}
+
+func describeIntent(b intentBody) Description {
+	data := map[string]any{"issuer": b.Issuer, "tbs_sha256": b.TBSHash, "profile": b.Profile,
+		"policy_version": b.PolicyVersion, "not_after": rfc3339(b.NotAfter), "kind": int(b.Kind)}
+	if b.MaxPerPerson > 0 {
+		data["max_per_person"] = b.MaxPerPerson
+	}
+	if len(b.Link) > 0 {
+		data["link"] = b.Link
+	}
+	if len(b.Person) > 0 {
+		data["person"] = b.Person
+	}
+	if b.Node != "" {
+		data["node"] = b.Node
+	}
+	return Description{Type: TypeIntent, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: data}
+}
+
+func describeIssued(b issueBody, issuer string) Description {
+	return Description{Type: TypeIssued, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: map[string]any{
+		"issuer": issuer, "cert_sha256": sum256(b.DER)}}
+}
+
+func describe(e cluster.Entry, result []byte) (Description, error) {
 	var res changeResult
 	if len(result) > 0 {
 		if err := decMode.Unmarshal(result, &res); err != nil {
@@ -109,27 +172,12 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 	case CommandIntent:
 		var b intentBody
 		if b, err = decodeIntent(e.Command); err == nil {
-			data := map[string]any{"issuer": b.Issuer, "tbs_sha256": b.TBSHash, "profile": b.Profile,
-				"policy_version": b.PolicyVersion, "not_after": rfc3339(b.NotAfter), "kind": int(b.Kind)}
-			if b.MaxPerPerson > 0 {
-				data["max_per_person"] = b.MaxPerPerson
-			}
-			if len(b.Link) > 0 {
-				data["link"] = b.Link
-			}
-			if len(b.Person) > 0 {
-				data["person"] = b.Person
-			}
-			if b.Node != "" {
-				data["node"] = b.Node
-			}
-			d = Description{Type: TypeIntent, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
+			d = describeIntent(b)
 		}
 	case CommandIssue:
 		var b issueBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Type: TypeIssued, Actor: b.Actor, Serial: serial(b.Serial), Data: map[string]any{
-				"issuer": res.Issuer, "cert_sha256": sum256(b.DER)}}
+			d = describeIssued(b, res.Issuer)
 		}
 	case CommandRevoke, CommandHold, CommandRelease:
 		var b statusBody

@@ -7,19 +7,21 @@
 // the next one, so OCSP and CRLs cover every certificate that might exist.
 //
 // Every node runs an Authority. The node that gets a request builds and lints the
-// TBSCertificate (a throwaway key of the CA key's algorithm signs it for zlint, so the
-// linted bytes are the ones the HSM signs); the leader alone commits intents, signs
-// and commits issued records, so a request on a follower is forwarded to it
-// (cluster.CallLeader) and checked there. Every voter holds the active CA key: in its
-// own HSM, made wrappable on one voter and sent wrapped to the others
-// (cluster.ShareKey, and at join), or in one shared network HSM found by label. A
-// leader without the key hands leadership to another voter at once (at most once a
-// minute) and otherwise refuses to issue with ErrNoCAKey. A per-person cap
-// (Request.MaxPerPerson) is checked when the intent is applied, so it holds across
-// nodes; Relink re-binds a certificate to a new JPKI link after a move. CA
-// certificates roll over:
-// one issuer is active, retired ones stay listed with their certificates. The state
-// (Lookup, Walk, ByLink, CountByPerson, Issuers, ResponderCertificate) is read in
-// the cluster's bbolt transactions; StatusCommands and ChangedSerials tell
-// subscribers what changed, DescribeCommand tells the audit log, in hashes only.
+// TBSCertificate (a throwaway key of the CA key's algorithm signs it for zlint, so
+// the linted bytes are the ones the HSM signs); the leader alone commits intents,
+// signs and commits issued records, so a request on a follower is forwarded to it
+// (cluster.CallLeader) and checked there. The leader commits the intents, and the
+// issued records, of concurrent requests together, one batch command per Raft entry
+// (group commit); each item of a batch is applied or refused on its own. Every
+// voter holds the active CA key: in its own HSM, made wrappable on one voter and
+// sent wrapped to the others (cluster.ShareKey, and at join), or in one shared
+// network HSM found by label. A leader without the key hands leadership to another
+// voter at once (at most once a minute) and otherwise refuses to issue with
+// ErrNoCAKey. A per-person cap (Request.MaxPerPerson) is checked when the intent is
+// applied, so it holds across nodes; Relink re-binds a certificate to a new JPKI
+// link after a move. CA certificates roll over: one issuer is active, retired ones
+// stay listed with their certificates. The state (Lookup, Walk, ByLink,
+// CountByPerson, Issuers, ResponderCertificate) is read in the cluster's bbolt
+// transactions; StatusCommands and ChangedSerials tell subscribers what changed,
+// DescribeCommand tells the audit log, in hashes only.
 package ca

@@ -415,7 +415,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 		}
 	}
 	// Subscribers saw intent, issue, then each accepted change, naming the serial.
-	want = append([]string{CommandIntent, CommandIssue}, want...)
+	want = append([]string{CommandIntents, CommandIssues}, want...)
 	for i, typ := range want {
 		select {
 		case ev := <-sub.C:
