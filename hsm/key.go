@@ -195,7 +195,9 @@ func (t *Token) find(s *session, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.Ob
 // name the key by ID or object label (or both); a token or serial in u must be
 // this token's.
 func (t *Token) Signer(ctx context.Context, u URI) (*Signer, error) {
+	t.keyMu.RLock()
 	k, err := t.signer(ctx, u)
+	t.keyMu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("hsm: signer for %s: %w", u, err)
 	}

@@ -56,8 +56,10 @@ type Token struct {
 	log  *slog.Logger
 
 	// keyMu serialises key creation, so the check that a label or ID is free and
-	// the creation are one step for this process.
-	keyMu sync.Mutex
+	// the creation are one step for this process; finding a key takes it for
+	// reading, because SoftHSM's file store can fail a creation (CKR_GENERAL_ERROR,
+	// CKR_TEMPLATE_INCONSISTENT) that races a search of the same token.
+	keyMu sync.RWMutex
 	// trustedKEK caches whether the user may mark a secret key CKA_TRUSTED.
 	trustedOnce sync.Once
 	trustedKEK  bool
