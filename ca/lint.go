@@ -125,11 +125,11 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 		sort.Strings(failed)
 		return nil, &LintError{Failed: failed}
 	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("lint: parse certificate: %w", err)
+	tbs, ok := tbsOf(der) // zcrypto parsed it already
+	if !ok {
+		return nil, errors.New("lint: certificate: malformed")
 	}
-	return c.RawTBSCertificate, nil
+	return tbs, nil
 }
 
 // sign makes the certificate the throwaway key signs.
