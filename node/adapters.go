@@ -20,6 +20,7 @@ import (
 	"github.com/inkan-pki/inkan/ca/policy"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/ocsp"
+	"github.com/inkan-pki/inkan/operator"
 )
 
 // crlSource is the authority's state as the CRL publisher reads it.
@@ -273,6 +274,20 @@ func describers() map[string]audit.Describer {
 		m[h.Type()] = describeCA
 	}
 	m[policy.CommandApply] = fromDescriptions(policy.DescribeCommand)
+	describeOperator := func(e cluster.Entry, result []byte) ([]audit.Record, error) {
+		ds, err := operator.DescribeCommand(e, result)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]audit.Record, len(ds))
+		for i, d := range ds {
+			out[i] = audit.Record{Type: d.Type, Actor: d.Actor, Data: d.Data}
+		}
+		return out, nil
+	}
+	for _, t := range operator.Commands() {
+		m[t] = describeOperator
+	}
 	m[crl.TypePublish] = describeCRLPublish
 	return m
 }

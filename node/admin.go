@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/operator"
 )
 
 // The admin API: HTTP over the unix socket <data_dir>/admin.sock (mode 0600 in a
@@ -81,17 +82,28 @@ type Leadership struct {
 	LeaderAddr string `json:"leader_addr"`
 }
 
-func (n *Node) adminHandler() http.Handler {
+// adminRoutes is every admin route with the action it performs (access.go).
+func (n *Node) adminRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+pathStatus, n.adminStatus)
-	mux.HandleFunc("POST "+pathJoinTokens, n.adminJoinToken)
-	mux.HandleFunc("DELETE "+pathMembers+"{id}", n.adminRemove)
-	mux.HandleFunc("POST "+pathTransfer, n.adminTransfer)
-	mux.HandleFunc("POST "+pathLeave, n.adminLeave)
-	n.adminCAHandlers(mux)
-	n.adminPolicyHandlers(mux)
+	handle := func(pattern string, acc routeAccess, h http.HandlerFunc) { mux.HandleFunc(pattern, n.guard(acc, h)) }
+	handle("GET "+pathStatus, routeAccess{action: operator.ActionConfigRead, local: true}, n.adminStatus)
+	// A join token is a secret and a proposed request's result is not: a
+	// token is made directly, by an admin; removing a member is proposed.
+	handle("POST "+pathJoinTokens, routeAccess{action: operator.ActionClusterMembership}, n.adminJoinToken)
+	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, n.adminRemove)
+	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, n.adminTransfer)
+	handle("POST "+pathLeave, routeAccess{local: true}, n.adminLeave)
+	n.adminCAHandlers(handle)
+	n.adminPolicyHandlers(handle)
+	n.adminOperatorHandlers(handle)
+	return mux
+}
+
+// adminHandler serves the admin routes to one listener: the socket (local)
+// or the mutual-TLS listener.
+func (n *Node) adminHandler(local bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern == "" {
+		if _, pattern := n.adminMux.Handler(r); pattern == "" {
 			writeProblem(w, probNotFound, fmt.Sprintf("%s %s is not an admin endpoint", r.Method, r.URL.Path))
 			return
 		}
@@ -101,7 +113,11 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminOpTimeout)
 		defer cancel()
-		mux.ServeHTTP(w, r.WithContext(ctx))
+		r = r.WithContext(ctx)
+		if local {
+			r = withCaller(r, caller{local: true})
+		}
+		n.adminMux.ServeHTTP(w, r)
 	})
 }
 

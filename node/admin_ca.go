@@ -1,7 +1,6 @@
 package node
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/operator"
 )
 
 // The admin API of the issuing authority: CA ceremonies and certificates.
@@ -98,23 +98,15 @@ var (
 	probNotAvailable = problemType{"not-available", http.StatusServiceUnavailable, "The node has not started this service"}
 )
 
-func (n *Node) adminCAHandlers(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+pathCAInit, n.adminCAInit)
-	mux.HandleFunc("GET "+pathCAIssuers, n.adminCAIssuers)
-	mux.HandleFunc("POST "+pathCAIssuers+"/{id}/import", n.adminCAImport)
-	mux.HandleFunc("POST "+pathCAIssuers+"/{id}/retire", n.adminCARetire)
-	mux.HandleFunc("GET "+pathCerts+"{serial}", n.adminCert)
-	mux.HandleFunc("POST "+pathCerts+"{serial}/revoke", n.adminCertRevoke)
-	mux.HandleFunc("POST "+pathCerts+"{serial}/hold", n.adminCertHold)
-	mux.HandleFunc("POST "+pathCerts+"{serial}/release", n.adminCertRelease)
-}
-
-// actor is who a socket request acts as in the audit log: the node's own
-// certificate, since whoever reaches the socket is the node's user. Operator
-// identities over mutual TLS replace it.
-func (n *Node) actor() string {
-	sum := sha256.Sum256(n.nodeCert)
-	return "sha256:" + hex.EncodeToString(sum[:])
+func (n *Node) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
+	handle("POST "+pathCAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true}, n.adminCAInit)
+	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionCertRead}, n.adminCAIssuers)
+	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true}, n.adminCAImport)
+	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, n.adminCARetire)
+	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, n.adminCert)
+	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true}, n.adminCertRevoke)
+	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, n.adminCertHold)
+	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, n.adminCertRelease)
 }
 
 func (n *Node) authorityOr503(w http.ResponseWriter) *ca.Authority {
@@ -168,7 +160,7 @@ func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
 		subj.Country = []string{req.Subject.Country}
 	}
 	out, err := auth.Init(r.Context(), ca.InitOptions{
-		Key: key, Subject: subj, SelfSign: req.SelfSign, Validity: validity, KeyLabel: req.KeyLabel, Actor: n.actor(),
+		Key: key, Subject: subj, SelfSign: req.SelfSign, Validity: validity, KeyLabel: req.KeyLabel, Actor: n.actorOf(r),
 	})
 	if err != nil {
 		writeCAError(w, err)
@@ -234,7 +226,7 @@ func (n *Node) adminCAImport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	if err := auth.Import(r.Context(), id, certs[0], chain, n.actor()); err != nil {
+	if err := auth.Import(r.Context(), id, certs[0], chain, n.actorOf(r)); err != nil {
 		writeCAErrorAbout(w, err, probCAUnknown)
 		return
 	}
@@ -253,7 +245,7 @@ func (n *Node) adminCARetire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	if err := auth.Retire(r.Context(), id, n.actor()); err != nil {
+	if err := auth.Retire(r.Context(), id, n.actorOf(r)); err != nil {
 		writeCAErrorAbout(w, err, probCAUnknown)
 		return
 	}
@@ -305,7 +297,7 @@ func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.certChange(w, r, serial, "revoked", func(auth *ca.Authority) error {
-		return auth.Revoke(r.Context(), serial, reason, n.actor())
+		return auth.Revoke(r.Context(), serial, reason, n.actorOf(r))
 	})
 }
 
@@ -314,7 +306,7 @@ func (n *Node) adminCertHold(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n.certChange(w, r, serial, "held", func(auth *ca.Authority) error { return auth.Hold(r.Context(), serial, n.actor()) })
+	n.certChange(w, r, serial, "held", func(auth *ca.Authority) error { return auth.Hold(r.Context(), serial, n.actorOf(r)) })
 }
 
 func (n *Node) adminCertRelease(w http.ResponseWriter, r *http.Request) {
@@ -322,7 +314,7 @@ func (n *Node) adminCertRelease(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n.certChange(w, r, serial, "released", func(auth *ca.Authority) error { return auth.Release(r.Context(), serial, n.actor()) })
+	n.certChange(w, r, serial, "released", func(auth *ca.Authority) error { return auth.Release(r.Context(), serial, n.actorOf(r)) })
 }
 
 func (n *Node) certChange(w http.ResponseWriter, r *http.Request, serial *big.Int, what string, change func(*ca.Authority) error) {
@@ -339,9 +331,12 @@ func (n *Node) certChange(w http.ResponseWriter, r *http.Request, serial *big.In
 }
 
 // parseSerial reads a serial number written in hex (colons allowed, as
-// openssl prints them).
+// openssl prints them; an odd number of digits, as the logs print them).
 func parseSerial(w http.ResponseWriter, s string) (*big.Int, bool) {
 	h := strings.ReplaceAll(s, ":", "")
+	if len(h)%2 == 1 {
+		h = "0" + h
+	}
 	b, err := hex.DecodeString(h)
 	if err != nil || len(b) == 0 || len(b) > 20 {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("serial: %q is not a serial number in hex (at most 20 bytes)", s))

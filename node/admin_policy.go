@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca/policy"
+	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/policies"
 )
 
@@ -48,11 +49,12 @@ var (
 	probPolicyInvalid  = problemType{"policy-invalid", http.StatusUnprocessableEntity, "The profile file is not valid"}
 )
 
-func (n *Node) adminPolicyHandlers(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+pathPolicies, n.adminPolicies)
-	mux.HandleFunc("GET "+pathPolicies+"/{name}", n.adminPolicy)
-	mux.HandleFunc("POST "+pathPolicyDiff, n.adminPolicyDiff)
-	mux.HandleFunc("POST "+pathPolicyApply, n.adminPolicyApply)
+func (n *Node) adminPolicyHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
+	read := routeAccess{action: operator.ActionConfigRead}
+	handle("GET "+pathPolicies, read, n.adminPolicies)
+	handle("GET "+pathPolicies+"/{name}", read, n.adminPolicy)
+	handle("POST "+pathPolicyDiff, read, n.adminPolicyDiff)
+	handle("POST "+pathPolicyApply, routeAccess{action: operator.ActionPolicyApply, dual: true}, n.adminPolicyApply)
 }
 
 func profileInfo(v policy.Version, withData bool) ProfileInfo {
@@ -122,7 +124,7 @@ func (n *Node) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
 	if !readPolicyFile(w, r, &req) {
 		return
 	}
-	cmd, err := policy.ApplyCommand(req.File, []byte(req.Data), n.actor())
+	cmd, err := policy.ApplyCommand(req.File, []byte(req.Data), n.actorOf(r))
 	if err != nil {
 		writePolicyError(w, err)
 		return

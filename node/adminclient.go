@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +17,11 @@ import (
 	"time"
 )
 
-// AdminClient calls a node's admin API over its unix socket.
+// AdminClient calls a node's admin API: over its unix socket, or over mutual
+// TLS as an operator.
 type AdminClient struct {
-	socket string
+	socket string // the socket's path, or the URL
+	base   string // "http://admin" for the socket, the https URL otherwise
 	hc     *http.Client
 }
 
@@ -25,12 +29,31 @@ type AdminClient struct {
 // (<data_dir>/admin.sock).
 func NewAdminClient(path string) *AdminClient {
 	d := net.Dialer{Timeout: 5 * time.Second}
-	return &AdminClient{socket: path, hc: &http.Client{Transport: &http.Transport{
+	return &AdminClient{socket: path, base: "http://admin", hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", path)
 		},
 		DisableKeepAlives: true,
 	}}}
+}
+
+// NewAdminClientTLS returns a client of the admin API at url (admin.listen,
+// "https://host:port") that authenticates with cert (the operator's
+// certificate and key) and trusts roots for the node's certificate (the
+// cluster CA, <data_dir>/cluster-ca.pem).
+func NewAdminClientTLS(url string, roots *x509.CertPool, cert tls.Certificate) *AdminClient {
+	return &AdminClient{socket: url, base: strings.TrimRight(url, "/"), hc: &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}}
+}
+
+// ProposedError says that the request was put under dual control: recorded,
+// not run. It runs once enough operators approve it.
+type ProposedError struct{ Request ApprovalRequest }
+
+func (e *ProposedError) Error() string {
+	return fmt.Sprintf("request %s proposed: %s needs %d approvals by %s operators before %s",
+		e.Request.ID, e.Request.Action, e.Request.Approvals, e.Request.Role, e.Request.Expires.Local().Format(time.RFC3339))
 }
 
 // Status returns the node's view of the cluster.
@@ -71,7 +94,7 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://admin"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, body)
 	if err != nil {
 		return err
 	}
@@ -93,6 +116,13 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 			return fmt.Errorf("admin: %s: %s: %s", a.socket, resp.Status, bytes.TrimSpace(b))
 		}
 		return p
+	}
+	if resp.StatusCode == http.StatusAccepted {
+		var q ApprovalRequest
+		if err := json.Unmarshal(b, &q); err != nil {
+			return fmt.Errorf("admin: %s: answer: %w", a.socket, err)
+		}
+		return &ProposedError{Request: q}
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -185,4 +215,62 @@ func (a *AdminClient) DiffPolicy(ctx context.Context, f PolicyFile) (*PolicyDiff
 func (a *AdminClient) ApplyPolicy(ctx context.Context, f PolicyFile) (*ProfileInfo, error) {
 	var out ProfileInfo
 	return &out, a.do(ctx, http.MethodPost, pathPolicyApply, f, &out)
+}
+
+// InitOperators makes the first admin from their CSR (PEM), on the socket of
+// the cluster's first node.
+func (a *AdminClient) InitOperators(ctx context.Context, req OperatorInit) (*OperatorInfo, error) {
+	var out OperatorInfo
+	return &out, a.do(ctx, http.MethodPost, pathOperatorsInit, req, &out)
+}
+
+// Operators lists the operators.
+func (a *AdminClient) Operators(ctx context.Context) ([]OperatorInfo, error) {
+	var out []OperatorInfo
+	return out, a.do(ctx, http.MethodGet, pathOperators, nil, &out)
+}
+
+// Operator returns an operator's record with their certificate.
+func (a *AdminClient) Operator(ctx context.Context, id string) (*OperatorInfo, error) {
+	var out OperatorInfo
+	return &out, a.do(ctx, http.MethodGet, pathOperators+"/"+url.PathEscape(id), nil, &out)
+}
+
+// AddOperator adds an operator from their CSR (or proposes it).
+func (a *AdminClient) AddOperator(ctx context.Context, req OperatorAdd) (*OperatorInfo, error) {
+	var out OperatorInfo
+	return &out, a.do(ctx, http.MethodPost, pathOperators, req, &out)
+}
+
+// RemoveOperator removes an operator (or proposes it).
+func (a *AdminClient) RemoveOperator(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, pathOperators+"/"+url.PathEscape(id), nil, nil)
+}
+
+// Approvals lists the requests under dual control (all of them, or those
+// still open).
+func (a *AdminClient) Approvals(ctx context.Context, all bool) ([]Approval, error) {
+	var out []Approval
+	p := pathApprovals
+	if all {
+		p += "?all=1"
+	}
+	return out, a.do(ctx, http.MethodGet, p, nil, &out)
+}
+
+// Approval returns one request under dual control.
+func (a *AdminClient) Approval(ctx context.Context, id string) (*Approval, error) {
+	var out Approval
+	return &out, a.do(ctx, http.MethodGet, pathApprovals+"/"+url.PathEscape(id), nil, &out)
+}
+
+// Decide approves or rejects a request with the operator's signature over
+// operator.ApprovalMessage.
+func (a *AdminClient) Decide(ctx context.Context, id string, approve bool, sig []byte) (*Approval, error) {
+	var out Approval
+	verb := "/reject"
+	if approve {
+		verb = "/approve"
+	}
+	return &out, a.do(ctx, http.MethodPost, pathApprovals+"/"+url.PathEscape(id)+verb, Decision{Signature: sig}, &out)
 }

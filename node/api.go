@@ -118,6 +118,9 @@ func newAPIServer(h http.Handler, cert tls.Certificate, log *slog.Logger) *http.
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{cert},
 			MinVersion:   tls.VersionTLS12,
+			// Asked, not required: enrollment needs none; the audit API
+			// checks an auditor's once the cluster has operators.
+			ClientAuth: tls.RequestClientCert,
 		},
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -29,6 +29,10 @@ type Config struct {
 	// OCSP is the plain-HTTP listener relying parties query (OCSP, CRLs and the
 	// CA certificates), and this node's OCSP responder.
 	OCSP OCSPConfig `yaml:"ocsp"`
+	// Admin is the admin API over mutual TLS, for operators with certificates
+	// from the cluster's operator CA (optional: the admin socket serves the
+	// node's own user).
+	Admin ListenConfig `yaml:"admin"`
 	// Metrics is the plain-HTTP listener of /healthz, /readyz and /metrics, for
 	// load balancers and Prometheus on the operators' network.
 	Metrics ListenConfig `yaml:"metrics"`
@@ -361,10 +365,11 @@ func (c *Config) Validate() error {
 	checkAddr(bad, "api.listen", c.API.Listen, true)
 	checkAddr(bad, "ocsp.listen", c.OCSP.Listen, true)
 	checkAddr(bad, "metrics.listen", c.Metrics.Listen, true)
+	checkAddr(bad, "admin.listen", c.Admin.Listen, false)
 	seen := map[string]string{}
 	for _, l := range []struct{ field, addr string }{
 		{"cluster.bind", c.Cluster.Bind}, {"api.listen", c.API.Listen},
-		{"ocsp.listen", c.OCSP.Listen}, {"metrics.listen", c.Metrics.Listen},
+		{"ocsp.listen", c.OCSP.Listen}, {"metrics.listen", c.Metrics.Listen}, {"admin.listen", c.Admin.Listen},
 	} {
 		if l.addr == "" {
 			continue

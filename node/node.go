@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +39,10 @@ type Node struct {
 	// nodeCert is the node's certificate (DER) from the cluster CA.
 	nodeCert []byte
 
-	apiLn, ocspLn, opsLn, adminLn net.Listener
-	api, ops, admin               *http.Server
-	ocsp                          *fasthttp.Server
+	apiLn, ocspLn, opsLn, adminLn, adminTLSLn net.Listener
+	api, ops, admin, adminTLS                 *http.Server
+	ocsp                                      *fasthttp.Server
+	adminMux                                  *http.ServeMux // the admin routes, served on the socket and over mTLS
 
 	started     chan struct{} // closed when Start succeeded
 	abandoned   chan struct{} // closed when Start failed
@@ -59,6 +61,8 @@ type Addrs struct {
 	OCSP    string // plain HTTP
 	Metrics string // plain HTTP: /healthz, /readyz, /metrics
 	Admin   string // unix socket path
+	// AdminTLS is the admin API over mutual TLS, if configured.
+	AdminTLS string
 }
 
 // Start runs a node from cfg, which must pass Validate: it locks the data dir,
@@ -113,6 +117,12 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		*l.ln = ln
 		cleanup = append(cleanup, func() { ln.Close() })
 	}
+	if cfg.Admin.Listen != "" {
+		if n.adminTLSLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return nil, fmt.Errorf("node: admin.listen: %w", err)
+		}
+		cleanup = append(cleanup, func() { n.adminTLSLn.Close() })
+	}
 
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -138,6 +148,9 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 	if n.app, err = newAppliance(cfg, n.tok, n.log, extra); err != nil {
 		return nil, err
 	}
+	n.app.runApproved = n.runApproved
+	n.app.guardAudit = n.guardAudit
+	n.adminMux = n.adminRoutes()
 	comps := append(n.app.components(), extra...)
 
 	c, err := n.openCluster(ctx, vault, comps)
@@ -184,7 +197,13 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 
 	n.api = newAPIServer(env.API, cert, n.log)
 	n.ocsp = ocsp.NewServer(ocspHandler)
-	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog(n.log, "admin")}
+	n.admin = &http.Server{Handler: n.adminHandler(true), ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog(n.log, "admin")}
+	if n.adminTLSLn != nil {
+		n.adminTLS = newAPIServer(n.adminHandler(false), cert, n.log)
+		n.adminTLS.TLSConfig.ClientAuth = tls.RequestClientCert
+		n.adminTLS.ErrorLog = httpLog(n.log, "admin-tls")
+		go n.serve("admin-tls", func() error { return n.adminTLS.ServeTLS(n.adminTLSLn, "", "") })
+	}
 	if n.adminLn, err = listenAdmin(cfg.AdminSocket()); err != nil {
 		return nil, err
 	}
@@ -328,6 +347,9 @@ func (n *Node) Cluster() *cluster.Cluster { return n.c.Load() }
 // Addrs returns where the node listens.
 func (n *Node) Addrs() Addrs {
 	a := Addrs{API: n.apiLn.Addr().String(), OCSP: n.ocspLn.Addr().String(), Metrics: n.opsLn.Addr().String(), Admin: n.cfg.AdminSocket()}
+	if n.adminTLSLn != nil {
+		a.AdminTLS = n.adminTLSLn.Addr().String()
+	}
 	if c := n.c.Load(); c != nil {
 		a.Cluster = c.Addr()
 	}
@@ -455,6 +477,9 @@ func (n *Node) shutdown(how haltKind, cause error) {
 	// 4. The admin socket (an admin's leave gets its answer first), the
 	// metrics listener, the token and the lock.
 	step("admin", n.admin.Shutdown)
+	if n.adminTLS != nil {
+		step("admin-tls", n.adminTLS.Shutdown)
+	}
 	_ = os.Remove(n.cfg.AdminSocket())
 	step("metrics", n.ops.Shutdown)
 	if err := n.tok.Close(); err != nil {

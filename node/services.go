@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/ocsp"
+	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/policies"
 )
 
@@ -34,7 +36,13 @@ type appliance struct {
 	audit *audit.Service
 
 	mu   sync.Mutex
-	auth *ca.Authority // set by the ca component's Start
+	auth *ca.Authority     // set by the ca component's Start
+	ops  *operator.Service // set by the operator component's Start
+
+	// runApproved runs an approved admin request, and guardAudit admits
+	// auditors to the audit API (the node's).
+	runApproved operator.Runner
+	guardAudit  func(http.Handler) http.Handler
 
 	// ctx lives as long as the appliance: cancel ends the goroutines the
 	// components started, and wg waits for them.
@@ -86,7 +94,7 @@ func (a *appliance) components() []Component {
 			ReplicatedKeys: []string{audit.DefaultKeyName},
 			Start: func(_ context.Context, env *Env) error {
 				a.audit.Start(env.Cluster, env.Vault)
-				env.API.Handle(audit.APIPrefix, a.audit.API(env.Cluster))
+				env.API.Handle(audit.APIPrefix, a.guardAudit(a.audit.API(env.Cluster)))
 				return nil
 			},
 		},
@@ -101,7 +109,49 @@ func (a *appliance) components() []Component {
 			Name:  "ocsp",
 			Start: a.startOCSP,
 		},
+		{
+			Name:     "operator",
+			Handlers: operator.Handlers(),
+			// The operator CA key is made by `inkan admin init`, so it is not
+			// among the keys every join sends: the operator service shares it
+			// with the voters when it makes it, and the cluster records it, so
+			// voters joining later receive it too.
+			Start: a.startOperators,
+			Stop: func(context.Context) error {
+				if ops := a.operators(); ops != nil {
+					ops.Close()
+				}
+				return nil
+			},
+		},
 	}
+}
+
+// startOperators starts the operator service: identities, roles and dual
+// control. Every action the admin API proposes runs, once approved, through
+// the node's runner (it replays the approved call).
+func (a *appliance) startOperators(_ context.Context, env *Env) error {
+	runners := map[string]operator.Runner{}
+	for _, action := range operator.Actions() {
+		if action != operator.ActionOperatorManage {
+			runners[action] = a.runApproved
+		}
+	}
+	ops, err := operator.New(operator.Config{Cluster: env.Cluster, Vault: env.Vault, Runners: runners, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.ops = ops
+	a.mu.Unlock()
+	return nil
+}
+
+// operators returns the operator service, or nil before it started.
+func (a *appliance) operators() *operator.Service {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ops
 }
 
 // authority returns the issuing authority, or nil before the node started it.

@@ -17,8 +17,12 @@ import (
 // adminFlags are the flags every admin command shares.
 type adminFlags struct {
 	socket, dataDir, config string
-	output                  string
-	timeout                 time.Duration
+	// The admin API over mutual TLS, as an operator: flags, else the
+	// environment (INKAN_ADMIN_URL, …), else the profile file.
+	url, cacert, cert, key string
+	profile                string
+	output                 string
+	timeout                time.Duration
 }
 
 // newAdminCmd is `inkan admin`: the operator's commands against a running node,
@@ -27,21 +31,39 @@ func newAdminCmd() *cobra.Command {
 	f := &adminFlags{}
 	cmd := &cobra.Command{
 		Use:   "admin",
-		Short: "Administer a running node through its admin socket",
-		Long: `admin talks to a running node over its admin socket, <data_dir>/admin.sock, which only
-the node's user can open: run it on the node's machine as that user. Name the node with
---socket, --data-dir or --config (its configuration file). Refusals print their problem
-type (urn:inkan:problem:admin:…) and why; with --output json they are printed as
-problem+json on stdout. Remote administration over mutual TLS, with operator identities
-and roles, comes later.`,
+		Short: "Administer a cluster: as an operator over mutual TLS, or through a node's admin socket",
+		Long: `admin talks to a node's admin API in one of two ways.
+
+As an operator, over mutual TLS to a node's admin.listen: --url https://host:port,
+--cacert (the cluster CA: <data_dir>/cluster-ca.pem), --cert and --key (the operator's
+certificate and key, PEM). These come from flags, else INKAN_ADMIN_URL, INKAN_ADMIN_CACERT,
+INKAN_ADMIN_CERT and INKAN_ADMIN_KEY, else the profile file (--profile, default
+~/.config/inkan/config.yaml, with the keys url, cacert, cert, key). The operator's role
+(admin, officer, auditor) decides what they may do; operations under dual control are
+proposed and run once other operators approve them ('admin approvals').
+
+Through a node's admin socket, <data_dir>/admin.sock, which only the node's user can
+open: name it with --socket, --data-dir or --config. Until the cluster has operators
+('admin init') the socket may do everything; after, only what concerns that node.
+
+Refusals print their problem type (urn:inkan:problem:admin:…) and why; with --output json
+they are printed as problem+json on stdout.`,
+		Example: `  inkan admin --config /etc/inkan/node.yaml cluster status
+  inkan admin --url https://10.0.0.1:7444 --cacert cluster-ca.pem --cert me.pem --key me.key cert show 5c1e…`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.socket, "socket", "", "the node's admin socket")
 	pf.StringVar(&f.dataDir, "data-dir", "", "the node's data dir (its admin.sock)")
 	pf.StringVar(&f.config, "config", "", "the node's configuration file (its data_dir's admin.sock)")
+	pf.StringVar(&f.url, "url", "", "the admin API over mutual TLS (https://host:port, a node's admin.listen)")
+	pf.StringVar(&f.cacert, "cacert", "", "the cluster CA the node's certificate chains to (PEM)")
+	pf.StringVar(&f.cert, "cert", "", "the operator's certificate (PEM)")
+	pf.StringVar(&f.key, "key", "", "the operator's private key (PEM, mode 0600)")
+	pf.StringVar(&f.profile, "profile", "", "connection settings file (default ~/.config/inkan/config.yaml)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long (a write waits for a leader until then)")
-	cmd.AddCommand(newAdminClusterCmd(f), newAdminCACmd(f), newAdminCertCmd(f), newAdminPolicyCmd(f))
+	cmd.AddCommand(newAdminClusterCmd(f), newAdminCACmd(f), newAdminCertCmd(f), newAdminPolicyCmd(f),
+		newAdminInitCmd(f), newAdminOperatorCmd(f), newAdminApprovalsCmd(f))
 	return cmd
 }
 
@@ -150,16 +172,24 @@ func withAdmin(cmd *cobra.Command, f *adminFlags, call func(context.Context, *no
 	if f.output != "table" && f.output != "json" {
 		return fmt.Errorf("--output %q: use table or json", f.output)
 	}
-	socket, err := f.socketPath()
+	ac, err := f.client()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(cmdContext(cmd), f.timeout)
 	defer cancel()
-	v, table, err := call(ctx, node.NewAdminClient(socket))
+	v, table, err := call(ctx, ac)
 	out := cmd.OutOrStdout()
 	var p *node.Problem
+	var proposed *node.ProposedError
 	switch {
+	case errors.As(err, &proposed):
+		if f.output == "json" {
+			printJSON(out, proposed.Request)
+		} else {
+			fmt.Fprintf(out, "%s\ndigest %s: approvers run 'inkan admin approvals approve %s'\n", proposed, proposed.Request.Digest, proposed.Request.ID)
+		}
+		return nil
 	case errors.As(err, &p):
 		if f.output == "json" {
 			printJSON(out, p)
@@ -188,6 +218,8 @@ func (f *adminFlags) socketPath() (string, error) {
 	switch {
 	case n > 1:
 		return "", errors.New("give one of --socket, --data-dir, --config")
+	case n == 0 && f.url != "":
+		return "", errors.New("this command runs on a node, through its admin socket: give --socket, --data-dir or --config")
 	case f.socket != "":
 		return f.socket, nil
 	case f.dataDir != "":

@@ -57,7 +57,7 @@ CRLs.`,
 						return
 					}
 					fmt.Fprintf(w, "CA %s made, pending its certificate; CSR written to %s.\n"+
-						"Have the offline root sign it, then: inkan admin ca import %s --cert ca.pem --chain root.pem\n", out.ID, csrOut, out.ID)
+						"Have the offline root sign it, then: inkan admin ca import %s --certificate ca.pem --chain root.pem\n", out.ID, csrOut, out.ID)
 				}, nil
 			})
 		},
@@ -66,25 +66,25 @@ CRLs.`,
 	fl.StringVar(&req.Subject.CommonName, "cn", "", "the CA certificate's subject common name")
 	fl.StringVar(&req.Subject.Organization, "org", "", "the subject's organization")
 	fl.StringVar(&req.Subject.Country, "country", "", "the subject's country (two letters)")
-	fl.StringVar(&req.Key, "key", "ec-p256", "key type: ec-p256, ec-p384 or rsa-3072")
+	fl.StringVar(&req.Key, "key-type", "ec-p256", "key type: ec-p256, ec-p384 or rsa-3072")
 	fl.BoolVar(&req.SelfSign, "self-sign", false, "make a self-signed root, active at once (lab, demo)")
 	fl.StringVar(&req.Validity, "validity", "", "validity of a self-signed root (default 87600h)")
 	fl.StringVar(&csrOut, "csr-out", "", "write the CSR for the offline root here")
 
 	var certFile, chainFile string
 	importCmd := &cobra.Command{
-		Use:   "import ID --cert FILE --chain FILE",
+		Use:   "import ID --certificate FILE --chain FILE",
 		Short: "Install the CA certificate the offline root signed, and make it active",
 		Long: `import installs the certificate for a CA made by 'ca init' without --self-sign. The node
 checks that it is a CA certificate for that CA's key and that it verifies up to the
 root, the last certificate of --chain (issuer first). The CA active before is retired:
 it issues no more, and its certificates keep their OCSP and CRLs.`,
-		Example: `  inkan admin --config node.yaml ca import 7f3a… --cert ca.pem --chain root.pem`,
+		Example: `  inkan admin --config node.yaml ca import 7f3a… --certificate ca.pem --chain root.pem`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cert, err := os.ReadFile(certFile)
 			if err != nil {
-				return fmt.Errorf("--cert: %w", err)
+				return fmt.Errorf("--certificate: %w", err)
 			}
 			chain, err := os.ReadFile(chainFile)
 			if err != nil {
@@ -96,9 +96,9 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 			})
 		},
 	}
-	importCmd.Flags().StringVar(&certFile, "cert", "", "the CA certificate (PEM)")
+	importCmd.Flags().StringVar(&certFile, "certificate", "", "the CA certificate (PEM)")
 	importCmd.Flags().StringVar(&chainFile, "chain", "", "the certificates above it, issuer first, ending with the root (PEM)")
-	_ = importCmd.MarkFlagRequired("cert")
+	_ = importCmd.MarkFlagRequired("certificate")
 	_ = importCmd.MarkFlagRequired("chain")
 
 	list := &cobra.Command{

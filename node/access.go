@@ -1,0 +1,282 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/operator"
+)
+
+// Access to the admin API. Requests come two ways:
+//   - over the unix socket (<data_dir>/admin.sock): whoever can open it is the
+//     node's user. Until the cluster has operators (`inkan admin init`) the
+//     socket may do everything, as the node itself; once it has, the socket
+//     keeps only what concerns this node (its status, its leave, the init), and
+//     everything else needs an operator;
+//   - over mutual TLS (admin.listen): the client certificate names an
+//     operator and their role (operator.Verify); every route names the action
+//     it performs, authorised against the role matrix (operator.Authorize), and
+//     an action under dual control is proposed rather than run, and runs on the
+//     leader once enough operators have approved it (runApproved).
+//
+// The actor the audit log records is the operator (for an approved request,
+// its proposer), or the node's own certificate for the socket.
+
+// caller is who sent an admin request.
+type caller struct {
+	local    bool               // the unix socket
+	op       *operator.Operator // the verified operator (mTLS, or an approved request's proposer)
+	approved *operator.Request  // set when the leader runs an approved request
+}
+
+type callerKey struct{}
+
+func withCaller(r *http.Request, c caller) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), callerKey{}, c))
+}
+
+func callerOf(r *http.Request) caller {
+	c, _ := r.Context().Value(callerKey{}).(caller)
+	return c
+}
+
+// actorOf is the audit log's actor for a request: the operator's certificate,
+// or the node's own for the socket.
+func (n *Node) actorOf(r *http.Request) string {
+	if c := callerOf(r); c.op != nil {
+		return c.op.Actor()
+	}
+	sum := sha256.Sum256(n.nodeCert)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// routeAccess says who may call a route.
+type routeAccess struct {
+	// action is what the route does, in the role matrix (operator.Action*).
+	action string
+	// local routes stay open on the socket once operators exist.
+	local bool
+	// dual routes are proposed when a rule of dual control covers their action.
+	dual bool
+}
+
+// Problem types of access.
+var (
+	probOperatorRequired = problemType{"operator-required", http.StatusForbidden, "This needs an operator"}
+	probUnauthenticated  = problemType{"unauthenticated", http.StatusUnauthorized, "No valid operator certificate"}
+	probForbidden        = problemType{"forbidden", http.StatusForbidden, "The operator's role does not allow this"}
+	probSocketOnly       = problemType{"socket-only", http.StatusForbidden, "Only on the node's admin socket"}
+)
+
+// ApprovalRequest is the answer to a request put under dual control: it was
+// recorded, not run, and runs once enough operators approve it.
+type ApprovalRequest struct {
+	ID        string    `json:"id"`
+	Action    string    `json:"action"`
+	Digest    string    `json:"digest"` // hex SHA-256 the approvers sign over (operator.ApprovalMessage)
+	Approvals int       `json:"approvals_needed"`
+	Role      string    `json:"approver_role"`
+	Expires   time.Time `json:"expires"`
+}
+
+// adminCall is the canonical body of a proposed admin request: what runs when
+// it is approved.
+type adminCall struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Body   []byte `json:"body,omitempty"`
+}
+
+// guard wraps a route's handler with its access rule.
+func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := callerOf(r)
+		switch {
+		case c.approved != nil: // the leader runs what the operators approved
+			h(w, r)
+			return
+		case c.local:
+			if !acc.local && n.hasOperators() {
+				writeProblem(w, probOperatorRequired, "this cluster has operators: use the admin API over mutual TLS (admin.listen) with an operator certificate (inkan admin --url … --cert … --key …)")
+				return
+			}
+			h(w, r)
+			return
+		}
+		if acc.action == "" {
+			writeProblem(w, probSocketOnly, fmt.Sprintf("%s %s concerns this node only: run it on the node, through its admin socket", r.Method, r.URL.Path))
+			return
+		}
+		op, ok := n.verifyOperator(w, r)
+		if !ok {
+			return
+		}
+		if err := operator.Authorize(op, acc.action); err != nil {
+			writeProblem(w, probForbidden, err.Error())
+			return
+		}
+		r = withCaller(r, caller{op: &op})
+		if acc.dual && n.propose(w, r, op, acc.action) {
+			return
+		}
+		h(w, r)
+	}
+}
+
+// verifyOperator checks the TLS client certificate against the operators: as
+// the leader knows them for a write (an operator removed a moment ago is
+// refused), as this node does for a read (so reads go on without a leader).
+func (n *Node) verifyOperator(w http.ResponseWriter, r *http.Request) (operator.Operator, bool) {
+	var op operator.Operator
+	var chain = r.TLS.PeerCertificates
+	verify := func(tx *bbolt.Tx) error {
+		var err error
+		op, err = operator.Verify(tx, chain, time.Now())
+		return err
+	}
+	var err error
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		err = n.c.Load().View(verify)
+	} else {
+		err = n.c.Load().ViewCurrent(r.Context(), verify)
+	}
+	if err != nil {
+		if errors.Is(err, operator.ErrNoCertificate) || errors.Is(err, operator.ErrUnknownCA) || errors.Is(err, operator.ErrCertExpired) ||
+			errors.Is(err, operator.ErrUnknownOperator) || errors.Is(err, operator.ErrRemoved) || errors.Is(err, operator.ErrNoRole) || errors.Is(err, operator.ErrNoCA) {
+			writeProblem(w, probUnauthenticated, err.Error())
+		} else {
+			writeError(w, err)
+		}
+		return op, false
+	}
+	return op, true
+}
+
+// propose records the request under dual control if a rule covers it, and
+// answers 202; it reports whether it did.
+func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Operator, action string) bool {
+	ops := n.app.operators()
+	var need bool
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		var err error
+		_, need, err = ops.Required(tx, op, action, 1)
+		return err
+	})
+	if err != nil {
+		writeError(w, err)
+		return true
+	}
+	if !need {
+		return false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		writeProblem(w, probRequestInvalid, "body: "+err.Error())
+		return true
+	}
+	call, err := json.Marshal(adminCall{Method: r.Method, Path: r.URL.Path, Body: body})
+	if err != nil {
+		writeError(w, err)
+		return true
+	}
+	q, err := ops.Propose(r.Context(), op, action, call)
+	if err != nil {
+		writeApprovalError(w, err)
+		return true
+	}
+	n.log.Info("node: admin: request proposed under dual control", "request", q.ID, "action", action, "proposer", op.ID)
+	writeJSON(w, http.StatusAccepted, approvalRequest(q))
+	return true
+}
+
+func approvalRequest(q operator.Request) ApprovalRequest {
+	return ApprovalRequest{ID: q.ID, Action: q.Action, Digest: hex.EncodeToString(q.Digest[:]), Approvals: q.Rule.M, Role: string(q.Rule.Role), Expires: q.Expires}
+}
+
+// runApproved is the operator service's runner of every action the admin API
+// proposes: on the leader, it replays the approved call through the admin
+// routes as its proposer, and records the answer.
+func (n *Node) runApproved(ctx context.Context, q operator.Request) ([]byte, error) {
+	var call adminCall
+	if err := json.Unmarshal(q.Body, &call); err != nil {
+		return nil, fmt.Errorf("node: approved request %s: %w", q.ID, err)
+	}
+	var proposer operator.Operator
+	if err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		var err error
+		proposer, err = operator.Lookup(tx, q.ProposerID)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("node: approved request %s: proposer: %w", q.ID, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, call.Method, call.Path, bytes.NewReader(call.Body))
+	if err != nil {
+		return nil, err
+	}
+	req = withCaller(req, caller{op: &proposer, approved: &q})
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	n.adminMux.ServeHTTP(rec, req)
+	out := rec.body.Bytes()
+	if len(out) > 60<<10 {
+		out = out[:60<<10]
+	}
+	if rec.status >= 300 {
+		return nil, fmt.Errorf("node: approved request %s: %d %s", q.ID, rec.status, bytes.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// recorder is the ResponseWriter of a replayed request.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *recorder) WriteHeader(status int)      { r.status = status }
+
+// hasOperators reports whether the cluster has any operator yet.
+func (n *Node) hasOperators() bool {
+	has := true // fail closed
+	_ = n.c.Load().View(func(tx *bbolt.Tx) error {
+		ops, err := operator.List(tx)
+		if err == nil {
+			has = len(ops) > 0
+		}
+		return nil
+	})
+	return has
+}
+
+// guardAudit admits to the audit API, once the cluster has operators, only
+// operators whose role may read the audit log (auditors, admins); before, the
+// API is open, as the whole node is to its first user.
+func (n *Node) guardAudit(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !n.hasOperators() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		op, ok := n.verifyOperator(w, r)
+		if !ok {
+			return
+		}
+		if err := operator.Authorize(op, operator.ActionAuditRead); err != nil {
+			writeProblem(w, probForbidden, err.Error())
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

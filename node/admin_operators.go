@@ -1,0 +1,369 @@
+package node
+
+import (
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/operator"
+)
+
+// The admin API of operators and of requests under dual control.
+const (
+	pathOperators     = "/v1/operators"
+	pathOperatorsInit = "/v1/operators/init"
+	pathApprovals     = "/v1/approvals"
+)
+
+// OperatorInit asks for the first admin (`inkan admin init`, on the socket).
+type OperatorInit struct {
+	Name string `json:"name"`
+	CSR  string `json:"csr"` // PEM
+}
+
+// OperatorAdd asks for a new operator from their CSR (their key stays theirs).
+type OperatorAdd struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	CSR      string `json:"csr"`                // PEM
+	Validity string `json:"validity,omitempty"` // a Go duration (default a year)
+}
+
+// OperatorInfo is an operator's record.
+type OperatorInfo struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Role        string    `json:"role"`
+	Status      string    `json:"status"`
+	Fingerprint string    `json:"fingerprint"` // the audit log's actor
+	Created     time.Time `json:"created"`
+	NotAfter    time.Time `json:"not_after"`
+	Certificate string    `json:"certificate,omitempty"` // PEM
+	// OperatorCA is the operator CA's certificate (PEM), with a new operator.
+	OperatorCA string `json:"operator_ca,omitempty"`
+}
+
+// Approval is a request under dual control as the API shows it.
+type Approval struct {
+	ApprovalRequest
+	State     string    `json:"state"`
+	Proposer  string    `json:"proposer"` // operator ID
+	Approvers []string  `json:"approvers,omitempty"`
+	Created   time.Time `json:"created"`
+	Call      string    `json:"call,omitempty"` // "POST /v1/…" for a proposed admin call
+	Body      string    `json:"body,omitempty"` // what the approvers approve
+	Result    string    `json:"result,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// Decision carries an approver's signature over operator.ApprovalMessage.
+type Decision struct {
+	Signature []byte `json:"signature"`
+}
+
+var (
+	probOperatorUnknown = problemType{"operator-unknown", http.StatusNotFound, "No such operator"}
+	probRequestUnknown  = problemType{"request-unknown", http.StatusNotFound, "No such request"}
+	probApproval        = problemType{"approval-refused", http.StatusConflict, "The decision was refused"}
+	probBootstrapped    = problemType{"bootstrapped", http.StatusConflict, "The cluster has operators already"}
+)
+
+func (n *Node) adminOperatorHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
+	handle("POST "+pathOperatorsInit, routeAccess{local: true}, n.adminOperatorInit)
+	handle("GET "+pathOperators, routeAccess{action: operator.ActionOperatorRead}, n.adminOperators)
+	handle("GET "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorRead}, n.adminOperator)
+	handle("POST "+pathOperators, routeAccess{action: operator.ActionOperatorManage}, n.adminOperatorAdd)
+	handle("DELETE "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorManage}, n.adminOperatorRemove)
+	handle("GET "+pathApprovals, routeAccess{action: operator.ActionApprovalRead}, n.adminApprovals)
+	handle("GET "+pathApprovals+"/{id}", routeAccess{action: operator.ActionApprovalRead}, n.adminApproval)
+	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide}, n.adminDecide(operator.Approve))
+	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide}, n.adminDecide(operator.Reject))
+}
+
+func operatorInfo(o operator.Operator) OperatorInfo {
+	return OperatorInfo{ID: o.ID, Name: o.Name, Role: string(o.Role), Status: statusName(o.Status), Fingerprint: o.Actor(),
+		Created: o.Created, NotAfter: o.NotAfter, Certificate: certPEM(o.Certificate)}
+}
+
+func statusName(s operator.Status) string {
+	if s == operator.Active {
+		return "active"
+	}
+	return "removed"
+}
+
+func csrDER(s string) ([]byte, bool) {
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "CERTIFICATE REQUEST" {
+		return nil, false
+	}
+	return b.Bytes, true
+}
+
+// operatorCA is the operator CA's certificate in PEM.
+func (n *Node) operatorCA() string {
+	var der []byte
+	_ = n.c.Load().View(func(tx *bbolt.Tx) error { der, _ = operator.CACertificate(tx); return nil })
+	if der == nil {
+		return ""
+	}
+	return certPEM(der)
+}
+
+func (n *Node) adminOperatorInit(w http.ResponseWriter, r *http.Request) {
+	var req OperatorInit
+	if !readJSON(w, r, &req) {
+		return
+	}
+	csr, ok := csrDER(req.CSR)
+	if !ok || req.Name == "" {
+		writeProblem(w, probRequestInvalid, "name and csr (a PEM CERTIFICATE REQUEST): required")
+		return
+	}
+	op, err := n.app.operators().Bootstrap(r.Context(), req.Name, csr, 0)
+	if err != nil {
+		writeOperatorError(w, err)
+		return
+	}
+	n.log.Info("node: admin: first admin made", "operator", op.ID)
+	info := operatorInfo(op)
+	info.OperatorCA = n.operatorCA()
+	writeJSON(w, http.StatusCreated, info)
+}
+
+func (n *Node) adminOperators(w http.ResponseWriter, _ *http.Request) {
+	out := []OperatorInfo{}
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		ops, err := operator.List(tx)
+		for _, o := range ops {
+			info := operatorInfo(o)
+			info.Certificate = ""
+			out = append(out, info)
+		}
+		return err
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) adminOperator(w http.ResponseWriter, r *http.Request) {
+	var op operator.Operator
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		var err error
+		op, err = operator.Lookup(tx, r.PathValue("id"))
+		return err
+	})
+	if err != nil {
+		writeOperatorError(w, err)
+		return
+	}
+	info := operatorInfo(op)
+	info.OperatorCA = n.operatorCA()
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (n *Node) adminOperatorAdd(w http.ResponseWriter, r *http.Request) {
+	var req OperatorAdd
+	if !readJSON(w, r, &req) {
+		return
+	}
+	csr, ok := csrDER(req.CSR)
+	if !ok || req.Name == "" {
+		writeProblem(w, probRequestInvalid, "name and csr (a PEM CERTIFICATE REQUEST): required")
+		return
+	}
+	role := operator.Role(req.Role)
+	switch role {
+	case operator.Admin, operator.Officer, operator.Auditor:
+	default:
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("role: %q is not one of admin, officer, auditor", req.Role))
+		return
+	}
+	var validity time.Duration
+	if req.Validity != "" {
+		d, err := time.ParseDuration(req.Validity)
+		if err != nil || d < time.Hour || d > 3*365*24*time.Hour {
+			writeProblem(w, probRequestInvalid, fmt.Sprintf("validity: %q is not a duration within 1h..26280h", req.Validity))
+			return
+		}
+		validity = d
+	}
+	n.changeOperators(w, r, operator.Change{Op: operator.OpAdd, Name: req.Name, Role: role, CSR: csr, Validity: validity})
+}
+
+func (n *Node) adminOperatorRemove(w http.ResponseWriter, r *http.Request) {
+	n.changeOperators(w, r, operator.Change{Op: operator.OpRemove, ID: r.PathValue("id")})
+}
+
+// changeOperators adds or removes an operator directly, or proposes the change
+// when dual control covers it (the operator service runs it once approved).
+func (n *Node) changeOperators(w http.ResponseWriter, r *http.Request, ch operator.Change) {
+	by := callerOf(r).op
+	if by == nil {
+		writeProblem(w, probOperatorRequired, "operators are added and removed by an admin over mutual TLS; the first one with `inkan admin init`")
+		return
+	}
+	ops := n.app.operators()
+	var added operator.Operator
+	var err error
+	if ch.Op == operator.OpAdd {
+		added, err = ops.Add(r.Context(), *by, ch)
+	} else {
+		err = ops.Remove(r.Context(), *by, ch.ID)
+	}
+	switch {
+	case errors.Is(err, operator.ErrApprovalRequired):
+		body, err := ch.Body()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		q, err := ops.Propose(r.Context(), *by, operator.ActionOperatorManage, body)
+		if err != nil {
+			writeApprovalError(w, err)
+			return
+		}
+		n.log.Info("node: admin: operator change proposed under dual control", "request", q.ID, "change", ch.Op, "proposer", by.ID)
+		writeJSON(w, http.StatusAccepted, approvalRequest(q))
+	case err != nil:
+		writeOperatorError(w, err)
+	case ch.Op == operator.OpAdd:
+		n.log.Info("node: admin: operator added", "operator", added.ID, "role", added.Role, "by", by.ID)
+		info := operatorInfo(added)
+		info.OperatorCA = n.operatorCA()
+		writeJSON(w, http.StatusCreated, info)
+	default:
+		n.log.Info("node: admin: operator removed", "operator", ch.ID, "by", by.ID)
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func approvalView(q operator.Request) Approval {
+	a := Approval{ApprovalRequest: approvalRequest(q), State: stateName(q.State), Proposer: q.ProposerID, Approvers: q.ApproverIDs,
+		Created: q.Created, Result: string(q.Result), Error: q.Error}
+	if q.Action == operator.ActionOperatorManage {
+		if ch, err := operator.ParseChange(q.Body); err == nil {
+			a.Call = ch.Op + " operator"
+			if ch.Op == operator.OpAdd {
+				a.Body = fmt.Sprintf("name %q, role %s", ch.Name, ch.Role)
+			} else {
+				a.Body = "operator " + ch.ID
+			}
+		}
+		return a
+	}
+	var call adminCall
+	if err := json.Unmarshal(q.Body, &call); err == nil {
+		a.Call, a.Body = call.Method+" "+call.Path, string(call.Body)
+	}
+	return a
+}
+
+func stateName(s operator.State) string {
+	switch s {
+	case operator.Pending:
+		return "pending"
+	case operator.Approved:
+		return "approved"
+	case operator.Rejected:
+		return "rejected"
+	case operator.Expired:
+		return "expired"
+	case operator.Executing:
+		return "executing"
+	case operator.Executed:
+		return "executed"
+	case operator.Failed:
+		return "failed"
+	case operator.Interrupted:
+		return "interrupted"
+	}
+	return fmt.Sprintf("state(%d)", s)
+}
+
+func (n *Node) adminApprovals(w http.ResponseWriter, r *http.Request) {
+	var states []operator.State
+	if r.URL.Query().Get("all") == "" {
+		states = []operator.State{operator.Pending, operator.Approved, operator.Executing}
+	}
+	out := []Approval{}
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		qs, err := operator.Requests(tx, states...)
+		for _, q := range qs {
+			out = append(out, approvalView(q))
+		}
+		return err
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) adminApproval(w http.ResponseWriter, r *http.Request) {
+	var q operator.Request
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		var err error
+		q, err = operator.LookupRequest(tx, r.PathValue("id"))
+		return err
+	})
+	if err != nil {
+		writeApprovalError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, approvalView(q))
+}
+
+func (n *Node) adminDecide(d operator.Decision) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Decision
+		if !readJSON(w, r, &req) {
+			return
+		}
+		by := callerOf(r).op
+		q, err := n.app.operators().Decide(r.Context(), r.PathValue("id"), *by, d, req.Signature)
+		if err != nil {
+			writeApprovalError(w, err)
+			return
+		}
+		n.log.Info("node: admin: request decided", "request", q.ID, "decision", d, "by", by.ID, "state", stateName(q.State))
+		writeJSON(w, http.StatusOK, approvalView(q))
+	}
+}
+
+func writeOperatorError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, operator.ErrBootstrapped):
+		writeProblem(w, probBootstrapped, err.Error())
+	case errors.Is(err, operator.ErrNotFound):
+		writeProblem(w, probOperatorUnknown, err.Error())
+	case errors.Is(err, operator.ErrBadCertificate), errors.Is(err, operator.ErrKeyInUse), errors.Is(err, operator.ErrInvalid):
+		writeProblem(w, probRequestInvalid, err.Error())
+	case errors.Is(err, operator.ErrLastAdmin), errors.Is(err, operator.ErrNotAllowed), errors.Is(err, operator.ErrNotActive):
+		writeProblem(w, probRefused, err.Error())
+	default:
+		writeError(w, err)
+	}
+}
+
+func writeApprovalError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, operator.ErrNotFound):
+		writeProblem(w, probRequestUnknown, err.Error())
+	case errors.Is(err, operator.ErrSelfApproval), errors.Is(err, operator.ErrWrongRole), errors.Is(err, operator.ErrDuplicate),
+		errors.Is(err, operator.ErrBadSignature), errors.Is(err, operator.ErrNotPending), errors.Is(err, operator.ErrRequestExpired),
+		errors.Is(err, operator.ErrTooFewApprovers):
+		writeProblem(w, probApproval, err.Error())
+	default:
+		writeOperatorError(w, err)
+	}
+}
