@@ -261,7 +261,7 @@ func (n *Node) hasOperators() bool {
 }
 
 // guardAudit admits to the audit API, once the cluster has operators, only
-// operators whose role may read the audit log (auditors, admins); before, the
+// operators whose role may read the audit log (auditors); before, the
 // API is open, as the whole node is to its first user.
 func (n *Node) guardAudit(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -82,10 +82,29 @@ type Leadership struct {
 	LeaderAddr string `json:"leader_addr"`
 }
 
-// adminRoutes is every admin route with the action it performs (access.go).
+// adminRoute is one admin route and who may call it (access.go).
+type adminRoute struct {
+	pattern string
+	access  routeAccess
+	handler http.HandlerFunc
+}
+
+// adminRoutes is every admin route, guarded, on one mux.
 func (n *Node) adminRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
-	handle := func(pattern string, acc routeAccess, h http.HandlerFunc) { mux.HandleFunc(pattern, n.guard(acc, h)) }
+	for _, rt := range n.adminRouteTable() {
+		mux.HandleFunc(rt.pattern, n.guard(rt.access, rt.handler))
+	}
+	return mux
+}
+
+// adminRouteTable lists the admin routes with the action each performs: the
+// role matrix applies to these names (operator.Authorize).
+func (n *Node) adminRouteTable() []adminRoute {
+	var routes []adminRoute
+	handle := func(pattern string, acc routeAccess, h http.HandlerFunc) {
+		routes = append(routes, adminRoute{pattern, acc, h})
+	}
 	handle("GET "+pathStatus, routeAccess{action: operator.ActionConfigRead, local: true}, n.adminStatus)
 	// A join token is a secret and a proposed request's result is not: a
 	// token is made directly, by an admin; removing a member is proposed.
@@ -96,7 +115,7 @@ func (n *Node) adminRoutes() *http.ServeMux {
 	n.adminCAHandlers(handle)
 	n.adminPolicyHandlers(handle)
 	n.adminOperatorHandlers(handle)
-	return mux
+	return routes
 }
 
 // adminHandler serves the admin routes to one listener: the socket (local)

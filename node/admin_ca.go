@@ -100,7 +100,7 @@ var (
 
 func (n *Node) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
 	handle("POST "+pathCAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true}, n.adminCAInit)
-	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionCertRead}, n.adminCAIssuers)
+	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionConfigRead}, n.adminCAIssuers)
 	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true}, n.adminCAImport)
 	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, n.adminCARetire)
 	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, n.adminCert)
