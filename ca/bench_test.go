@@ -50,11 +50,13 @@ func bareRate(b *testing.B, key crypto.Signer, g int, d time.Duration) float64 {
 // same key measured in the same run (hsm.Signer, 1 and 2 goroutines: of-hsm1,
 // of-hsm2), with p50/p99 latency. raft-pairs is the pipeline's Raft bound in the
 // same run: two commits in a row per request (an intent, then its resolve), 64 at
-// a time, no x509 and no HSM; of-raft is the rate as a ratio to it. Run:
+// a time, no x509 and no HSM; of-raft is the rate as a ratio to it. entries/s is
+// the Raft entries committed per second while issuing. Run:
 //
 //	go test -run '^$' -bench BenchmarkIssue -benchtime 3000x -count 3 ./ca/
 //
-// CA_BENCH_WORKERS changes the 64.
+// CA_BENCH_WORKERS changes the 64; CA_BENCH_GROUP the leader's batches in flight
+// of each kind (groupInflight).
 func BenchmarkIssue(b *testing.B) {
 	ctx := ctxT(b, 10*time.Minute)
 	// Raft's default timings: the tests' short ones make a saturated machine
