@@ -334,11 +334,12 @@ func (h *Handler) verify(ctx context.Context, req *Request, client string) (*ver
 		return nil, err
 	}
 	person := res.Certificate.Identity.PersonHash(h.cfg.LinkKey)
-	d, err := h.cfg.Policy.Decide(ctx, PolicyRequest{
+	preq := PolicyRequest{
 		Profile: req.Profile, JPKI: res.Certificate, CSR: csr,
 		Revocation: res.Revocation, RevocationSource: h.source,
 		Person: person[:], Client: client, At: now,
-	})
+	}
+	d, err := h.cfg.Policy.Decide(ctx, preq)
 	if err != nil {
 		return nil, err
 	}
@@ -350,6 +351,11 @@ func (h *Handler) verify(ctx context.Context, req *Request, client string) (*ver
 	}
 	if err := h.checkCap(d, person[:], now); err != nil {
 		return nil, err
+	}
+	if a, ok := h.cfg.Policy.(Admitter); ok {
+		if err := a.Admit(ctx, d, preq); err != nil {
+			return nil, err
+		}
 	}
 	return &verified{claims: c, csr: csr, jpki: res, decision: d}, nil
 }

@@ -27,6 +27,13 @@ type Policy interface {
 	Decide(ctx context.Context, req PolicyRequest) (Decision, error)
 }
 
+// Admitter is a Policy that also limits how often an enrollment it decided may
+// go on (rate limits): the handler asks it after Decide and after the
+// per-person cap has been checked, so that the cap is reported as such.
+type Admitter interface {
+	Admit(ctx context.Context, d Decision, req PolicyRequest) error
+}
+
 // PolicyRequest is what a Policy decides on.
 type PolicyRequest struct {
 	// Profile is the profile the client asked for ("" for the policy's default).

@@ -58,8 +58,9 @@ func (p *ProfilePolicy) Profiles() *policies.Set {
 	return p.set
 }
 
-// Decide implements Policy. Refusals match ErrPolicyDenied, ErrKeyTypeNotAllowed or
-// ErrRateLimited (with the wait until a token is back).
+// Decide implements Policy. Refusals match ErrPolicyDenied or ErrKeyTypeNotAllowed.
+// It takes no rate-limit token: Admit does, once the per-person cap has passed,
+// so a person at the cap is told so rather than to wait.
 func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, error) {
 	set := p.Profiles()
 	if set == nil {
@@ -82,14 +83,22 @@ func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, 
 	if err != nil {
 		return Decision{}, fromPolicies(err)
 	}
-	prof, ok := set.Profile(pd.Profile)
-	if !ok {
-		return Decision{}, fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", pd.Profile)
-	}
-	if err := p.limit(prof, req.Person, req.Client, req.At); err != nil {
-		return Decision{}, err
-	}
 	return decisionOf(pd), nil
+}
+
+// Admit implements Admitter: it takes a token from the decided profile's
+// buckets for the client address and the person (ErrRateLimited, with the
+// wait until a token is back, if one is empty).
+func (p *ProfilePolicy) Admit(_ context.Context, d Decision, req PolicyRequest) error {
+	set := p.Profiles()
+	if set == nil {
+		return fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
+	}
+	prof, ok := set.Profile(d.Profile)
+	if !ok {
+		return fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", d.Profile)
+	}
+	return p.limit(prof, req.Person, req.Client, req.At)
 }
 
 func decisionOf(pd policies.Decision) Decision {

@@ -925,7 +925,6 @@ func TestEnrollmentLimits(t *testing.T) {
 // again, as person-limit-reached. The refused request also spends a per-client
 // token (TestEnrollmentLimits sees it).
 func TestPersonLimitShippedRates(t *testing.T) {
-	t.Skip("product bug: the (N+1)th enrolment of a person within the hour is refused rate-limited (Retry-After 1h), not person-limit-reached: ca/enroll/handler.go verify takes the profile's rate tokens (Policy.Decide) before checkCap, and the shipped perPerson burst equals maxCertificatesPerPerson")
 	lab := newCardLab(t)
 	p := startLinkageNode(t, lab)
 	shipped := policyShow(t, p, "authentication")
