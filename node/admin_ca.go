@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,13 @@ const (
 	pathCAInit    = "/v1/ca/init"
 	pathCAIssuers = "/v1/ca/issuers"
 	pathCerts     = "/v1/certs/"
+	pathCertList  = "/v1/certs"
+)
+
+// Bounds of a certificate listing.
+const (
+	defaultCertList = 100
+	maxCertList     = 10000
 )
 
 // CAInitRequest asks for a new issuing CA key (`inkan admin ca init`).
@@ -103,6 +111,7 @@ func (n *Node) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc
 	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionConfigRead}, n.adminCAIssuers)
 	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true}, n.adminCAImport)
 	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, n.adminCARetire)
+	handle("GET "+pathCertList, routeAccess{action: operator.ActionCertRead}, n.adminCertList)
 	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, n.adminCert)
 	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true}, n.adminCertRevoke)
 	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, n.adminCertHold)
@@ -253,6 +262,105 @@ func (n *Node) adminCARetire(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// adminCertList lists certificates, filtered by the query: status (good,
+// revoked, held, pending), profile, issued_after, issued_before and
+// expiring_before (RFC 3339 times), kind (derived, ocsp-responder), in serial
+// order per CA, at most limit (100; up to 10000), from after (a serial).
+func (n *Node) adminCertList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var times [3]time.Time
+	for i, name := range []string{"issued_after", "issued_before", "expiring_before"} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				writeProblem(w, probRequestInvalid, fmt.Sprintf("%s: %q is not an RFC 3339 time (2026-01-02T15:04:05Z)", name, v))
+				return
+			}
+			times[i] = t
+		}
+	}
+	limit := defaultCertList
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > maxCertList {
+			writeProblem(w, probRequestInvalid, fmt.Sprintf("limit: %q is not a number within 1..%d", v, maxCertList))
+			return
+		}
+		limit = l
+	}
+	status, profile, kind := q.Get("status"), q.Get("profile"), q.Get("kind")
+	switch status {
+	case "", "good", "revoked", "held", "pending":
+	default:
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("status: %q is not one of good, revoked, held, pending", status))
+		return
+	}
+	var after *big.Int
+	if v := q.Get("after"); v != "" {
+		var ok bool
+		if after, ok = parseSerial(w, v); !ok {
+			return
+		}
+	}
+	out := []CertInfo{}
+	errFull := errors.New("full")
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		issuers, err := ca.Issuers(tx)
+		if err != nil {
+			return err
+		}
+		for _, is := range issuers {
+			err := ca.Walk(tx, is.ID, func(st ca.CertStatus) error {
+				if after != nil && st.Serial.Cmp(after) <= 0 {
+					return nil
+				}
+				if (status != "" && st.Status.String() != status) || (!times[2].IsZero() && !st.NotAfter.Before(times[2])) {
+					return nil
+				}
+				rec, err := ca.Lookup(tx, st.Serial)
+				if err != nil {
+					return err
+				}
+				if (profile != "" && rec.Profile != profile) || (kind != "" && kindName(rec.Kind) != kind) ||
+					(!times[0].IsZero() && !rec.IssuedAt.After(times[0])) || (!times[1].IsZero() && !rec.IssuedAt.Before(times[1])) {
+					return nil
+				}
+				info := certInfo(rec)
+				info.Certificate = ""
+				out = append(out, info)
+				if len(out) == limit {
+					return errFull
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFull) {
+		writeCAError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func certInfo(rec ca.Record) CertInfo {
+	info := CertInfo{
+		Serial: hex.EncodeToString(rec.Serial.Bytes()), Issuer: rec.Issuer, Kind: kindName(rec.Kind),
+		Profile: rec.Profile, PolicyVersion: rec.PolicyVersion, Status: rec.Status.String(),
+		IssuedAt: rec.IssuedAt, NotAfter: rec.NotAfter,
+	}
+	if rec.Status == ca.Revoked || rec.Status == ca.Held {
+		info.Reason, info.RevokedAt = ReasonName(rec.Reason), rec.RevokedAt
+	}
+	if rec.DER != nil {
+		info.Certificate = certPEM(rec.DER)
+	}
+	return info
+}
+
 func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
 	serial, ok := parseSerial(w, r.PathValue("serial"))
 	if !ok {
@@ -268,18 +376,7 @@ func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
 		writeCAError(w, err)
 		return
 	}
-	info := CertInfo{
-		Serial: hex.EncodeToString(rec.Serial.Bytes()), Issuer: rec.Issuer, Kind: kindName(rec.Kind),
-		Profile: rec.Profile, PolicyVersion: rec.PolicyVersion, Status: rec.Status.String(),
-		IssuedAt: rec.IssuedAt, NotAfter: rec.NotAfter,
-	}
-	if rec.Status == ca.Revoked || rec.Status == ca.Held {
-		info.Reason, info.RevokedAt = ReasonName(rec.Reason), rec.RevokedAt
-	}
-	if rec.DER != nil {
-		info.Certificate = certPEM(rec.DER)
-	}
-	writeJSON(w, http.StatusOK, info)
+	writeJSON(w, http.StatusOK, certInfo(rec))
 }
 
 func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {

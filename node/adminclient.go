@@ -175,6 +175,17 @@ func (a *AdminClient) Cert(ctx context.Context, serial string) (*CertInfo, error
 	return &out, a.do(ctx, http.MethodGet, pathCerts+url.PathEscape(serial), nil, &out)
 }
 
+// Certs lists certificates; query holds the filters (status, profile,
+// issued_after, issued_before, expiring_before, kind, limit, after).
+func (a *AdminClient) Certs(ctx context.Context, query url.Values) ([]CertInfo, error) {
+	var out []CertInfo
+	p := pathCertList
+	if len(query) > 0 {
+		p += "?" + query.Encode()
+	}
+	return out, a.do(ctx, http.MethodGet, p, nil, &out)
+}
+
 // Revoke revokes a certificate with an RFC 5280 reason name.
 func (a *AdminClient) Revoke(ctx context.Context, serial, reason string) (*CertInfo, error) {
 	var out CertInfo

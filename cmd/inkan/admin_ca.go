@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -174,7 +177,7 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 func newAdminCertCmd(f *adminFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cert",
-		Short: "Certificates: show, revoke, hold, release",
+		Short: "Certificates: list, show, revoke, hold, release",
 	}
 	show := &cobra.Command{
 		Use:     "show SERIAL",
@@ -185,6 +188,65 @@ func newAdminCertCmd(f *adminFlags) *cobra.Command {
 			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Cert(ctx, args[0]) })
 		},
 	}
+	var lf struct{ status, profile, kind, issuedAfter, issuedBefore, expiring, after string }
+	var limit int
+	list := &cobra.Command{
+		Use:   "list [--status S] [--profile P] [--issued-after T] [--issued-before T] [--expiring-before T] [--limit N]",
+		Short: "List certificates, filtered",
+		Long: `list shows the cluster's certificates in serial order per CA. Times are RFC 3339
+(2026-01-02T15:04:05Z); --expiring-before also takes a duration from now (720h).
+--limit bounds the list (100; at most 10000); --after SERIAL continues after the last
+one shown.`,
+		Example: `  inkan admin cert list --status held
+  inkan admin cert list --profile signing --expiring-before 720h --output json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			set := func(k, v string) {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			if d, err := time.ParseDuration(lf.expiring); err == nil {
+				lf.expiring = time.Now().Add(d).UTC().Format(time.RFC3339)
+			}
+			set("status", lf.status)
+			set("profile", lf.profile)
+			set("kind", lf.kind)
+			set("issued_after", lf.issuedAfter)
+			set("issued_before", lf.issuedBefore)
+			set("expiring_before", lf.expiring)
+			set("after", lf.after)
+			if limit != 0 {
+				q.Set("limit", strconv.Itoa(limit))
+			}
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				cs, err := ac.Certs(ctx, q)
+				return cs, func(w io.Writer) {
+					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "SERIAL\tPROFILE\tSTATUS\tISSUED\tNOT AFTER")
+					for _, c := range cs {
+						st := c.Status
+						if c.Reason != "" {
+							st += " (" + c.Reason + ")"
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Serial, c.Profile, st, c.IssuedAt.Local().Format("2006-01-02 15:04"), c.NotAfter.Local().Format("2006-01-02"))
+					}
+					tw.Flush()
+				}, err
+			})
+		},
+	}
+	lfl := list.Flags()
+	lfl.StringVar(&lf.status, "status", "", "good, revoked, held or pending")
+	lfl.StringVar(&lf.profile, "profile", "", "the profile's name")
+	lfl.StringVar(&lf.kind, "kind", "", "derived or ocsp-responder")
+	lfl.StringVar(&lf.issuedAfter, "issued-after", "", "issued after this time")
+	lfl.StringVar(&lf.issuedBefore, "issued-before", "", "issued before this time")
+	lfl.StringVar(&lf.expiring, "expiring-before", "", "not after this time (or this long from now)")
+	lfl.StringVar(&lf.after, "after", "", "continue after this serial")
+	lfl.IntVar(&limit, "limit", 0, "at most this many (default 100)")
+
 	var reason string
 	var yes bool
 	revoke := &cobra.Command{
@@ -229,7 +291,7 @@ within five.`,
 			})
 		},
 	}
-	cmd.AddCommand(show, revoke, hold, release)
+	cmd.AddCommand(list, show, revoke, hold, release)
 	return cmd
 }
 
