@@ -11,6 +11,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
 )
 
 // fakeCert is a DER SEQUENCE { tbs, algorithm, signature } whose TBSCertificate
@@ -148,4 +149,70 @@ func handlerOf(t *testing.T, typ string) cluster.Handler {
 	}
 	t.Fatalf("no handler for %s", typ)
 	return nil
+}
+
+// TestConcurrentIssuancesShareEntries: the intents of requests that arrive while a
+// batch is on its way go out together as one ca.intents command, and their issued
+// records as one ca.issues command. The test holds both kinds' slots until all
+// requests are queued, then lets them go.
+func TestConcurrentIssuancesShareEntries(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	tc := newCACluster(t, 1, PerNodeHSM)
+	tc.initCA(ctx, hsm.ECP256)
+	n := tc.leader()
+	sub := n.c.Subscribe(64, CommandIntents, CommandIssues)
+	defer sub.Close()
+	hold := func(g *groupCommit) {
+		g.mu.Lock()
+		g.inflight = g.max
+		g.mu.Unlock()
+	}
+	release := func(g *groupCommit, want int) {
+		for {
+			g.mu.Lock()
+			queued := len(g.queue)
+			if queued == want {
+				g.inflight--
+				g.mu.Unlock()
+				go g.run()
+				return
+			}
+			g.mu.Unlock()
+			if ctx.Err() != nil {
+				t.Fatalf("%s: %d queued, want %d", g.typ, queued, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	const requests = 8
+	hold(n.a.intents)
+	hold(n.a.issues)
+	errs := make(chan error, requests)
+	for range requests {
+		req, _ := derivedRequest(t)
+		go func() { _, err := n.a.Issue(ctx, req); errs <- err }()
+	}
+	release(n.a.intents, requests)
+	release(n.a.issues, requests)
+	for range requests {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, typ := range []string{CommandIntents, CommandIssues} {
+		select {
+		case ev := <-sub.C:
+			_, serials := ChangedSerials(ev.Entry, ev.Result)
+			if ev.Entry.Command.Type != typ || len(serials) != requests {
+				t.Errorf("%s with %d serials, want %s with %d", ev.Entry.Command.Type, len(serials), typ, requests)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s event", typ)
+		}
+	}
+	// The slots are back: a lone request goes at once.
+	req, _ := derivedRequest(t)
+	if _, err := n.a.Issue(ctx, req); err != nil {
+		t.Fatal(err)
+	}
 }
