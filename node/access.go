@@ -68,6 +68,9 @@ type routeAccess struct {
 	local bool
 	// dual routes are proposed when a rule of dual control covers their action.
 	dual bool
+	// count, if set, is how many items the request's body touches (a bulk
+	// revocation's serials), for a rule that applies over a number of them.
+	count func(body []byte) int
 }
 
 // Problem types of access.
@@ -126,7 +129,7 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		r = withCaller(r, caller{op: &op})
-		if acc.dual && n.propose(w, r, op, acc.action) {
+		if acc.dual && n.propose(w, r, op, acc) {
 			return
 		}
 		h(w, r)
@@ -164,12 +167,23 @@ func (n *Node) verifyOperator(w http.ResponseWriter, r *http.Request) (operator.
 
 // propose records the request under dual control if a rule covers it, and
 // answers 202; it reports whether it did.
-func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Operator, action string) bool {
+func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Operator, acc routeAccess) bool {
+	action := acc.action
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody))
+	if err != nil {
+		writeProblem(w, probRequestInvalid, "body: "+err.Error())
+		return true
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body)) // for the handler, if it runs now
+	count := 1
+	if acc.count != nil {
+		count = acc.count(body)
+	}
 	ops := n.app.operators()
 	var need bool
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	err = n.c.Load().View(func(tx *bbolt.Tx) error {
 		var err error
-		_, need, err = ops.Required(tx, op, action, 1)
+		_, need, err = ops.Required(tx, op, action, count)
 		return err
 	})
 	if err != nil {
@@ -178,11 +192,6 @@ func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Opera
 	}
 	if !need {
 		return false
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	if err != nil {
-		writeProblem(w, probRequestInvalid, "body: "+err.Error())
-		return true
 	}
 	call, err := json.Marshal(adminCall{Method: r.Method, Path: r.URL.Path, Body: body})
 	if err != nil {

@@ -299,8 +299,12 @@ func (n *Node) adminLeave(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// maxAdminBody bounds an admin request's body (a bulk revocation of 10,000
+// serials fits).
+const maxAdminBody = 512 << 10
+
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeProblem(w, probRequestInvalid, "body: "+err.Error())

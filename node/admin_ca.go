@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/operator"
 )
@@ -26,7 +28,41 @@ const (
 	pathCAIssuers = "/v1/ca/issuers"
 	pathCerts     = "/v1/certs/"
 	pathCertList  = "/v1/certs"
+	// pathBulkRevoke is not under pathCerts: "revoke" is no serial.
+	pathBulkRevoke = "/v1/revocations"
 )
+
+// BulkRevokeRequest revokes many certificates with one reason.
+type BulkRevokeRequest struct {
+	Serials []string `json:"serials"` // hex
+	Reason  string   `json:"reason"`
+}
+
+// BulkProgress is one line of a bulk revocation's answer (NDJSON): progress
+// while it runs, then the outcome (Final).
+type BulkProgress struct {
+	Done    int          `json:"done"`
+	Total   int          `json:"total"`
+	Revoked int          `json:"revoked"`
+	Failed  []BulkFailed `json:"failed,omitempty"`
+	Final   bool         `json:"final,omitempty"`
+	Error   string       `json:"error,omitempty"` // why it stopped early
+}
+
+// BulkFailed is a serial a bulk revocation could not revoke, and why.
+type BulkFailed struct {
+	Serial string `json:"serial"`
+	Error  string `json:"error"`
+}
+
+// bulkCount is how many certificates a bulk revocation's body names.
+func bulkCount(body []byte) int {
+	var req BulkRevokeRequest
+	if json.Unmarshal(body, &req) != nil {
+		return 1
+	}
+	return max(1, len(req.Serials))
+}
 
 // Bounds of a certificate listing.
 const (
@@ -114,6 +150,7 @@ func (n *Node) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc
 	handle("GET "+pathCertList, routeAccess{action: operator.ActionCertRead}, n.adminCertList)
 	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, n.adminCert)
 	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true}, n.adminCertRevoke)
+	handle("POST "+pathBulkRevoke, routeAccess{action: operator.ActionCertRevoke, dual: true, count: bulkCount}, n.adminBulkRevoke)
 	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, n.adminCertHold)
 	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, n.adminCertRelease)
 }
@@ -396,6 +433,71 @@ func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 	n.certChange(w, r, serial, "revoked", func(auth *ca.Authority) error {
 		return auth.Revoke(r.Context(), serial, reason, n.actorOf(r))
 	})
+}
+
+// adminBulkRevoke revokes many certificates, answering NDJSON progress lines
+// (at most one a second) and the outcome. A serial that is unknown or not
+// revocable is reported and skipped; a cluster error (no leader for the
+// whole wait) stops it, and the outcome says how far it got.
+func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
+	var req BulkRevokeRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	reason, ok := reasonCodes[req.Reason]
+	if !ok || reason == ca.ReasonCertificateHold {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s)", req.Reason, strings.Join(reasonList(), ", ")))
+		return
+	}
+	if len(req.Serials) == 0 || len(req.Serials) > maxCertList {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("serials: give 1..%d", maxCertList))
+		return
+	}
+	serials := make([]*big.Int, len(req.Serials))
+	for i, s := range req.Serials {
+		var ok bool
+		if serials[i], ok = parseSerial(w, s); !ok {
+			return
+		}
+	}
+	auth := n.authorityOr503(w)
+	if auth == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	p := BulkProgress{Total: len(serials)}
+	last := time.Now()
+	actor := n.actorOf(r)
+	for i, s := range serials {
+		err := auth.Revoke(r.Context(), s, reason, actor)
+		switch {
+		case err == nil:
+			p.Revoked++
+		case errors.Is(err, ca.ErrNotFound), errors.Is(err, cluster.ErrRefused):
+			p.Failed = append(p.Failed, BulkFailed{Serial: req.Serials[i], Error: err.Error()})
+		default:
+			p.Error = err.Error()
+		}
+		p.Done = i + 1
+		if p.Error != "" {
+			break
+		}
+		if time.Since(last) >= time.Second {
+			_ = enc.Encode(BulkProgress{Done: p.Done, Total: p.Total, Revoked: p.Revoked})
+			flush()
+			last = time.Now()
+		}
+	}
+	p.Final = true
+	_ = enc.Encode(p)
+	n.log.Info("node: admin: bulk revocation", "revoked", p.Revoked, "failed", len(p.Failed), "total", p.Total, "stopped", p.Error != "")
 }
 
 func (n *Node) adminCertHold(w http.ResponseWriter, r *http.Request) {

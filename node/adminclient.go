@@ -110,19 +110,8 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 	if err != nil {
 		return fmt.Errorf("admin: %s: %w", a.socket, err)
 	}
-	if resp.StatusCode >= 300 {
-		p := &Problem{}
-		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") || json.Unmarshal(b, p) != nil || p.Type == "" {
-			return fmt.Errorf("admin: %s: %s: %s", a.socket, resp.Status, bytes.TrimSpace(b))
-		}
-		return p
-	}
-	if resp.StatusCode == http.StatusAccepted {
-		var q ApprovalRequest
-		if err := json.Unmarshal(b, &q); err != nil {
-			return fmt.Errorf("admin: %s: answer: %w", a.socket, err)
-		}
-		return &ProposedError{Request: q}
+	if resp.StatusCode >= 300 || resp.StatusCode == http.StatusAccepted {
+		return a.answerError(resp, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -130,6 +119,23 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 		}
 	}
 	return nil
+}
+
+// answerError is the error an answer other than success stands for: a
+// problem, or a proposal under dual control (202).
+func (a *AdminClient) answerError(resp *http.Response, b []byte) error {
+	if resp.StatusCode == http.StatusAccepted {
+		var q ApprovalRequest
+		if err := json.Unmarshal(b, &q); err != nil {
+			return fmt.Errorf("admin: %s: answer: %w", a.socket, err)
+		}
+		return &ProposedError{Request: q}
+	}
+	p := &Problem{}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") || json.Unmarshal(b, p) != nil || p.Type == "" {
+		return fmt.Errorf("admin: %s: %s: %s", a.socket, resp.Status, bytes.TrimSpace(b))
+	}
+	return p
 }
 
 // dialError says what a failure to reach the socket means for an operator.
@@ -190,6 +196,43 @@ func (a *AdminClient) Certs(ctx context.Context, query url.Values) ([]CertInfo, 
 func (a *AdminClient) Revoke(ctx context.Context, serial, reason string) (*CertInfo, error) {
 	var out CertInfo
 	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/revoke", RevokeRequest{Reason: reason}, &out)
+}
+
+// BulkRevoke revokes many certificates, calling progress with each progress
+// line, and returns the outcome. Over a rule's threshold it is proposed
+// (*ProposedError).
+func (a *AdminClient) BulkRevoke(ctx context.Context, req BulkRevokeRequest, progress func(BulkProgress)) (*BulkProgress, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+pathBulkRevoke, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := a.hc.Do(hr)
+	if err != nil {
+		return nil, a.dialError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-ndjson") {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, a.answerError(resp, body)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var p BulkProgress
+		if err := dec.Decode(&p); err != nil {
+			return nil, fmt.Errorf("admin: %s: the answer ended before the outcome: %w", a.socket, err)
+		}
+		if p.Final {
+			return &p, nil
+		}
+		if progress != nil {
+			progress(p)
+		}
+	}
 }
 
 // Hold puts a certificate on hold (certificateHold).

@@ -247,31 +247,68 @@ one shown.`,
 	lfl.StringVar(&lf.after, "after", "", "continue after this serial")
 	lfl.IntVar(&limit, "limit", 0, "at most this many (default 100)")
 
-	var reason string
+	var reason, fromFile string
 	var yes bool
 	revoke := &cobra.Command{
-		Use:   "revoke SERIAL --reason REASON",
-		Short: "Revoke a certificate (for good: OCSP and CRLs say so within seconds)",
-		Long: `revoke revokes a certificate with an RFC 5280 reason: unspecified, keyCompromise,
+		Use:   "revoke SERIAL... --reason REASON",
+		Short: "Revoke certificates (for good: OCSP and CRLs say so within seconds)",
+		Long: `revoke revokes certificates with an RFC 5280 reason: unspecified, keyCompromise,
 cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn
 or aACompromise. It cannot be undone (a hold can: see 'cert hold'). Every node's OCSP
-answers revoked within about two seconds, and the certificate's CRL shard lists it
-within five.`,
-		Example: `  inkan admin --config node.yaml cert revoke 5c1e… --reason keyCompromise`,
-		Args:    cobra.ExactArgs(1),
+answers revoked within about two seconds, and each certificate's CRL shard lists it
+within five. Several serials (or --from-file, one per line) are revoked in one request,
+with progress shown; more than 10 at once need two more officers' approval.`,
+		Example: `  inkan admin --config node.yaml cert revoke 5c1e… --reason keyCompromise
+  inkan admin --config node.yaml cert revoke --from-file compromised.txt --reason keyCompromise --yes`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if reason == "" {
 				return fmt.Errorf("--reason: required (e.g. keyCompromise, superseded, cessationOfOperation)")
 			}
-			if err := confirm(cmd, yes, fmt.Sprintf("Revoke certificate %s (%s)? This cannot be undone.", args[0], reason)); err != nil {
+			serials := args
+			if fromFile != "" {
+				b, err := os.ReadFile(fromFile)
+				if err != nil {
+					return fmt.Errorf("--from-file: %w", err)
+				}
+				serials = append(serials, strings.Fields(string(b))...)
+			}
+			switch len(serials) {
+			case 0:
+				return fmt.Errorf("give the serials (or --from-file)")
+			case 1:
+				if err := confirm(cmd, yes, fmt.Sprintf("Revoke certificate %s (%s)? This cannot be undone.", serials[0], reason)); err != nil {
+					return err
+				}
+				return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
+					return ac.Revoke(ctx, serials[0], reason)
+				})
+			}
+			if err := confirm(cmd, yes, fmt.Sprintf("Revoke %d certificates (%s)? This cannot be undone.", len(serials), reason)); err != nil {
 				return err
 			}
-			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
-				return ac.Revoke(ctx, args[0], reason)
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				progress := newProgress(cmd.ErrOrStderr(), "revoked")
+				out, err := ac.BulkRevoke(ctx, node.BulkRevokeRequest{Serials: serials, Reason: reason}, func(p node.BulkProgress) {
+					progress(p.Done, p.Total)
+				})
+				if err != nil {
+					return nil, nil, err
+				}
+				progress(out.Done, out.Total)
+				return out, func(w io.Writer) {
+					fmt.Fprintf(w, "revoked %d of %d\n", out.Revoked, out.Total)
+					for _, fl := range out.Failed {
+						fmt.Fprintf(w, "  not revoked: %s: %s\n", fl.Serial, fl.Error)
+					}
+					if out.Error != "" {
+						fmt.Fprintf(w, "stopped after %d: %s\n", out.Done, out.Error)
+					}
+				}, nil
 			})
 		},
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "the RFC 5280 reason")
+	revoke.Flags().StringVar(&fromFile, "from-file", "", "read serials from this file (hex, one per line)")
 	revoke.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	hold := &cobra.Command{
 		Use:   "hold SERIAL",
@@ -332,4 +369,25 @@ func confirm(cmd *cobra.Command, yes bool, question string) error {
 		return fmt.Errorf("not confirmed")
 	}
 	return nil
+}
+
+// newProgress reports a long operation's progress: one line rewritten in place
+// on a terminal, plain lines otherwise.
+func newProgress(w io.Writer, what string) func(done, total int) {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return func(done, total int) {
+		if tty {
+			fmt.Fprintf(w, "\r%s %d/%d", what, done, total)
+			if done == total {
+				fmt.Fprintln(w)
+			}
+			return
+		}
+		fmt.Fprintf(w, "%s %d/%d\n", what, done, total)
+	}
 }
