@@ -254,7 +254,9 @@ func (a *Authority) submit(ctx context.Context, typ string, body any) error {
 // is a Raft command, audited as cert.relinked with the old and new link hashes.
 // Errors: ErrNotFound for an unknown serial, ErrStatus for a pending, revoked or
 // responder certificate, ErrExpired for an expired one (all refusals, matching
-// cluster.ErrRefused too). actor is as for Revoke ("" is "system").
+// cluster.ErrRefused too); ErrTemplate, before anything is submitted, for a link
+// that is empty or longer than 255 bytes. Relinking to the link it has already is
+// accepted (and audited). actor is as for Revoke ("" is "system").
 func (a *Authority) Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error {
 	if serial == nil || serial.Sign() <= 0 {
 		return fmt.Errorf("ca: %s: serial must be positive", CommandRelink)
