@@ -75,8 +75,9 @@ func newAdminClusterCmd(f *adminFlags) *cobra.Command {
 	var role string
 	var ttl time.Duration
 	joinToken := &cobra.Command{
-		Use:   "join-token --role voter|nonvoter [--ttl 1h]",
-		Short: "Make a one-time join token for a new node",
+		Use:     "join-token --role voter|nonvoter [--ttl 1h]",
+		Example: `  inkan admin --config /etc/inkan/node.yaml cluster join-token --role voter --ttl 1h > node4.token`,
+		Short:   "Make a one-time join token for a new node",
 		Long: `join-token makes a one-time token for a new node to join the cluster with, and prints it
 once (the cluster keeps only its hash). Put it in a file of mode 0600 named by the new
 node's cluster.join.token_file. A voter counts toward quorum and receives the replicated
@@ -91,9 +92,10 @@ keys (the CA key); a nonvoter is an OCSP/CRL edge that receives none.`,
 
 	var edgeTTL time.Duration
 	addNonvoter := &cobra.Command{
-		Use:   "add-nonvoter [--ttl 1h]",
-		Short: "Make a join token for a non-voting node (an OCSP/CRL edge): join-token --role nonvoter",
-		Args:  cobra.NoArgs,
+		Use:     "add-nonvoter [--ttl 1h]",
+		Example: `  inkan admin --config /etc/inkan/node.yaml cluster add-nonvoter > edge1.token`,
+		Short:   "Make a join token for a non-voting node (an OCSP/CRL edge): join-token --role nonvoter",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runJoinToken(cmd, f, "nonvoter", edgeTTL)
 		},
@@ -101,7 +103,9 @@ keys (the CA key); a nonvoter is an OCSP/CRL edge that receives none.`,
 	addNonvoter.Flags().DurationVar(&edgeTTL, "ttl", time.Hour, "how long the token may be used (1m..168h)")
 
 	status := &cobra.Command{
-		Use:   "status",
+		Use: "status",
+		Example: `  inkan admin --config /etc/inkan/node.yaml cluster status
+  inkan admin --url https://10.0.0.1:7444 --cacert cluster-ca.pem --cert me.pem --key me.key cluster status -o json`,
 		Short: "Show this node's view of the cluster: its state, the leader, the members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -112,9 +116,10 @@ keys (the CA key); a nonvoter is an OCSP/CRL edge that receives none.`,
 		},
 	}
 	remove := &cobra.Command{
-		Use:   "remove NODE-ID",
-		Short: "Remove another node from the cluster, for ever (its ID can never rejoin)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "remove NODE-ID",
+		Example: `  inkan admin --config /etc/inkan/node.yaml cluster remove node3`,
+		Short:   "Remove another node from the cluster, for ever (its ID can never rejoin)",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				err := ac.RemoveNode(ctx, args[0])
@@ -123,9 +128,10 @@ keys (the CA key); a nonvoter is an OCSP/CRL edge that receives none.`,
 		},
 	}
 	transfer := &cobra.Command{
-		Use:   "transfer-leader",
-		Short: "Have the leader hand leadership to another voter",
-		Args:  cobra.NoArgs,
+		Use:     "transfer-leader",
+		Example: `  inkan admin --config /etc/inkan/node.yaml cluster transfer-leader`,
+		Short:   "Have the leader hand leadership to another voter",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				l, err := ac.TransferLeadership(ctx)
@@ -136,9 +142,10 @@ keys (the CA key); a nonvoter is an OCSP/CRL edge that receives none.`,
 		},
 	}
 	leave := &cobra.Command{
-		Use:   "leave",
-		Short: "Decommission this node: drain it, remove it from the cluster, stop its process",
-		Args:  cobra.NoArgs,
+		Use:     "leave",
+		Example: `  sudo -u inkan inkan admin --config /etc/inkan/node.yaml cluster leave`,
+		Short:   "Decommission this node: drain it, remove it from the cluster, stop its process",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				err := ac.Leave(ctx)

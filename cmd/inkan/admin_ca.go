@@ -105,9 +105,10 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 	_ = importCmd.MarkFlagRequired("chain")
 
 	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the cluster's CA certificates",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Example: `  inkan admin --config node.yaml ca list`,
+		Short:   "List the cluster's CA certificates",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				is, err := ac.Issuers(ctx)
@@ -155,9 +156,10 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 	}
 	var yes bool
 	retire := &cobra.Command{
-		Use:   "retire ID",
-		Short: "Stop issuance under a CA certificate (its certificates keep OCSP and CRLs)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "retire ID",
+		Example: `  inkan admin --config node.yaml ca retire ca-20261125-5dedf293 --yes`,
+		Short:   "Stop issuance under a CA certificate (its certificates keep OCSP and CRLs)",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := confirm(cmd, yes, fmt.Sprintf("Retire CA %s? It will issue no more certificates.", args[0])); err != nil {
 				return err
@@ -311,17 +313,19 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 	revoke.Flags().StringVar(&fromFile, "from-file", "", "read serials from this file (hex, one per line)")
 	revoke.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	hold := &cobra.Command{
-		Use:   "hold SERIAL",
-		Short: "Put a certificate on hold (revoked with certificateHold until released)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "hold SERIAL",
+		Example: `  inkan admin --config node.yaml cert hold 5c1e…`,
+		Short:   "Put a certificate on hold (revoked with certificateHold until released)",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Hold(ctx, args[0]) })
 		},
 	}
 	release := &cobra.Command{
-		Use:   "release SERIAL",
-		Short: "Take a certificate off hold",
-		Args:  cobra.ExactArgs(1),
+		Use:     "release SERIAL",
+		Example: `  inkan admin --config node.yaml cert release 5c1e…`,
+		Short:   "Take a certificate off hold",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
 				return ac.Release(ctx, args[0])

@@ -289,9 +289,10 @@ func newAdminOperatorCmd(f *adminFlags) *cobra.Command {
 	add.Flags().StringVar(&validity, "validity", "", "certificate validity (default 8760h)")
 
 	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the operators",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Example: `  inkan admin operator list -o json`,
+		Short:   "List the operators",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				ops, err := ac.Operators(ctx)
@@ -308,9 +309,10 @@ func newAdminOperatorCmd(f *adminFlags) *cobra.Command {
 	}
 	var showOut string
 	show := &cobra.Command{
-		Use:   "show ID [--cert-out FILE]",
-		Short: "Show an operator, and write their certificate (e.g. once an approved add has run)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "show ID [--cert-out FILE]",
+		Example: `  inkan admin operator show op-05de0a66d96c0f90 --cert-out suzuki.pem`,
+		Short:   "Show an operator, and write their certificate (e.g. once an approved add has run)",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				op, err := ac.Operator(ctx, args[0])
@@ -328,9 +330,10 @@ func newAdminOperatorCmd(f *adminFlags) *cobra.Command {
 	show.Flags().StringVar(&showOut, "cert-out", "", "write the operator's certificate here")
 	var yes bool
 	remove := &cobra.Command{
-		Use:   "remove ID",
-		Short: "Remove an operator (their certificate stops working at once)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "remove ID",
+		Example: `  inkan admin operator remove op-05de0a66d96c0f90`,
+		Short:   "Remove an operator (their certificate stops working at once)",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := confirm(cmd, yes, fmt.Sprintf("Remove operator %s?", args[0])); err != nil {
 				return err
@@ -359,7 +362,9 @@ the proposer cannot approve their own request.`,
 	}
 	var all bool
 	list := &cobra.Command{
-		Use:   "list [--all]",
+		Use: "list [--all]",
+		Example: `  inkan admin approvals list
+  inkan admin approvals list --all -o json`,
 		Short: "List the requests still open (--all: every one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -379,9 +384,10 @@ the proposer cannot approve their own request.`,
 	}
 	list.Flags().BoolVar(&all, "all", false, "also the requests that have ended")
 	show := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show a request: what it would run, and who approved it",
-		Args:  cobra.ExactArgs(1),
+		Use:     "show ID",
+		Example: `  inkan admin approvals show rq-e6d692dafb78b996`,
+		Short:   "Show a request: what it would run, and who approved it",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				q, err := ac.Approval(ctx, args[0])
@@ -395,9 +401,10 @@ the proposer cannot approve their own request.`,
 			verb = "approve"
 		}
 		return &cobra.Command{
-			Use:   verb + " ID",
-			Short: map[bool]string{true: "Approve a request (signed with your --key)", false: "Reject a request (signed with your --key); it will not run"}[approve],
-			Args:  cobra.ExactArgs(1),
+			Use:     verb + " ID",
+			Short:   map[bool]string{true: "Approve a request (signed with your --key)", false: "Reject a request (signed with your --key); it will not run"}[approve],
+			Example: "  inkan admin approvals show rq-e6d692dafb78b996    # read what it would run first\n  inkan admin approvals " + verb + " rq-e6d692dafb78b996",
+			Args:    cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				key, err := f.operatorKey()
 				if err != nil {

@@ -24,9 +24,10 @@ with versions; a new cluster starts with the shipped ones. Certificates record t
 version they were issued under. docs/policies.md describes the format.`,
 	}
 	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the active profiles and their versions",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Example: `  inkan admin --config node.yaml policy list`,
+		Short:   "List the active profiles and their versions",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				ps, err := ac.Profiles(ctx)
@@ -42,9 +43,10 @@ version they were issued under. docs/policies.md describes the format.`,
 		},
 	}
 	show := &cobra.Command{
-		Use:   "show NAME",
-		Short: "Print the active version of a profile (its file)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "show NAME",
+		Example: `  inkan admin --config node.yaml policy show signing > signing.yaml`,
+		Short:   "Print the active version of a profile (its file)",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				p, err := ac.Profile(ctx, args[0])

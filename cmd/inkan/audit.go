@@ -22,7 +22,10 @@ func newAuditVerifyCmd() *cobra.Command {
 	var key, against, follow string
 	var tc auditTLS
 	cmd := &cobra.Command{
-		Use:   "verify DIR [DIR2] | verify --follow URL [--against DIR]",
+		Use: "verify DIR [DIR2] | verify --follow URL [--against DIR]",
+		Example: `  inkan audit verify export/
+  inkan audit verify export-a/ export-b/      # and that the two do not fork
+  inkan audit verify --follow https://ca.example.jp:8443 --cacert cluster-ca.pem --cert auditor.pem --cert-key auditor.key`,
 		Short: "Check every leaf, checkpoint signature and root of an export; with two exports, check they do not fork",
 		Long: `verify recomputes every leaf hash and the Merkle tree of the export in DIR, checks
 every checkpoint's signature and that its root is the tree's root at its size, and
@@ -78,9 +81,10 @@ func newAuditExportCmd() *cobra.Command {
 	var from uint64
 	var tc auditTLS
 	cmd := &cobra.Command{
-		Use:   "export --url URL --out DIR [--from N]",
-		Short: "Export the log from a node's audit API, up to its newest checkpoint, for verify",
-		Args:  cobra.NoArgs,
+		Use:     "export --url URL --out DIR [--from N]",
+		Example: `  inkan audit export --url https://ca.example.jp:8443 --cacert cluster-ca.pem --cert auditor.pem --cert-key auditor.key --out export/`,
+		Short:   "Export the log from a node's audit API, up to its newest checkpoint, for verify",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			hc, err := audit.HTTPClient(tc.ca, tc.cert, tc.key)
 			if err != nil {
@@ -102,9 +106,10 @@ func newAuditExportCmd() *cobra.Command {
 func newAuditProveCmd() *cobra.Command {
 	var key, serial string
 	cmd := &cobra.Command{
-		Use:   "prove --serial S DIR",
-		Short: "Show a certificate's issuance and revocation leaves and prove them under the newest checkpoint",
-		Args:  cobra.ExactArgs(1),
+		Use:     "prove --serial S DIR",
+		Example: `  inkan audit prove --serial 0cfa635b2942ab980ce6eb8382fe0503 export/`,
+		Short:   "Show a certificate's issuance and revocation leaves and prove them under the newest checkpoint",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return audit.ProveDir(cmd.OutOrStdout(), key, args[0], serial)
 		},

@@ -42,7 +42,9 @@ func pinSource(file, env, flag string) (hsm.PINSource, error) {
 func newHSMListCmd() *cobra.Command {
 	var module, token, pinFile string
 	cmd := &cobra.Command{
-		Use:   "list",
+		Use: "list",
+		Example: `  inkan hsm list
+  inkan hsm list --token inkan-node1 --pin-file /etc/inkan/hsm.pin`,
 		Short: "List the module's tokens, or with --token the key objects on one",
 		Long: "List the tokens (slots) of a PKCS#11 module. With --token and a PIN (--pin-file,\n" +
 			"a file of mode 0600, or " + envHSMPIN + "), list that token's key objects instead.",
@@ -94,8 +96,9 @@ func newHSMListCmd() *cobra.Command {
 func newHSMInitTokenCmd() *cobra.Command {
 	var module, label, soPINFile, pinFile string
 	cmd := &cobra.Command{
-		Use:   "init-token",
-		Short: "Initialise a token in a free slot with an SO PIN and a user PIN",
+		Use:     "init-token",
+		Example: `  inkan hsm init-token --label inkan-node1 --so-pin-file so.pin --pin-file /etc/inkan/hsm.pin`,
+		Short:   "Initialise a token in a free slot with an SO PIN and a user PIN",
 		Long: "Initialise the first uninitialised token of the module with a label, an SO PIN\n" +
 			"(--so-pin-file or " + envHSMSOPIN + ") and a user PIN (--pin-file or " + envHSMPIN + ").\n" +
 			"PIN files must be of mode 0600. A label already in use is refused.",

@@ -56,9 +56,10 @@ func openSim(cmd *cobra.Command) (*jpkisim.Sim, error) {
 func newJPKISimInitCmd() *cobra.Command {
 	var years int
 	cmd := &cobra.Command{
-		Use:   "init",
-		Short: "Make the state directory and a root with the J-LIS signature CA's DN",
-		Args:  cobra.NoArgs,
+		Use:     "init",
+		Example: `  inkan jpki-sim --dir .inkan-jlis init`,
+		Short:   "Make the state directory and a root with the J-LIS signature CA's DN",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if years < 1 || years > 30 {
 				return fmt.Errorf("--validity-years %d: between 1 and 30", years)
@@ -90,8 +91,9 @@ func newJPKISimIssueCmd() *cobra.Command {
 		gender                                         int
 	)
 	cmd := &cobra.Command{
-		Use:   "issue-card --module M --token LABEL",
-		Short: "Make a PKCS#11 token a card: key generated inside it, signature certificate beside it",
+		Use:     "issue-card --module M --token LABEL",
+		Example: `  inkan jpki-sim issue-card --token card1 --pin-file card.pin --name "印鑑　太郎" --birth 1985-05-05`,
+		Short:   "Make a PKCS#11 token a card: key generated inside it, signature certificate beside it",
 		Long: `issue-card generates the card's RSA-2048 key inside the token (initialise one first:
 inkan hsm init-token), issues the signature certificate with the JPKI profile, and
 stores it on the token beside the key, as OpenSC presents a real My Number Card. The
@@ -195,8 +197,9 @@ affiliationChanged. The user PIN comes from --pin-file (mode 0600) or ` + envCar
 func newJPKISimRevokeCmd() *cobra.Command {
 	var serial, reason string
 	cmd := &cobra.Command{
-		Use:   "revoke --serial HEX --reason R",
-		Short: "Revoke a card's certificate with a J-LIS reason and publish a CRL",
+		Use:     "revoke --serial HEX --reason R",
+		Example: `  inkan jpki-sim revoke --serial 25de90992a548388 --reason affiliationChanged`,
+		Short:   "Revoke a card's certificate with a J-LIS reason and publish a CRL",
 		Long: "Reasons: " + strings.Join(reasonNames(), ", ") + ` (also "move" for affiliationChanged
 and "hold" for certificateHold, which J-LIS never lifts).`,
 		Args: cobra.NoArgs,
@@ -232,9 +235,10 @@ func newJPKISimServeCmd() *cobra.Command {
 	var listen string
 	var maxAge time.Duration
 	cmd := &cobra.Command{
-		Use:   "serve-crl",
-		Short: "Serve the CRL (GET /crl) and the root (GET /root.pem) over HTTP, keeping the CRL fresh",
-		Args:  cobra.NoArgs,
+		Use:     "serve-crl",
+		Example: `  inkan jpki-sim serve-crl --listen 127.0.0.1:8081`,
+		Short:   "Serve the CRL (GET /crl) and the root (GET /root.pem) over HTTP, keeping the CRL fresh",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sim, err := openSim(cmd)
 			if err != nil {
@@ -257,9 +261,10 @@ func newJPKISimServeCmd() *cobra.Command {
 
 func newJPKISimListCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "list",
-		Short: "List the certificates the sim issued and their status",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Example: `  inkan jpki-sim list`,
+		Short:   "List the certificates the sim issued and their status",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sim, err := openSim(cmd)
 			if err != nil {

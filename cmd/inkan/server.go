@@ -17,8 +17,9 @@ func newServerCmd() *cobra.Command {
 	var configPath string
 	var leave bool
 	cmd := &cobra.Command{
-		Use:   "server --config node.yaml",
-		Short: "Run an appliance node from its configuration file",
+		Use:     "server --config node.yaml",
+		Example: `  inkan server --config /etc/inkan/node.yaml`,
+		Short:   "Run an appliance node from its configuration file",
 		Long: `server runs one node from its YAML configuration (deploy/examples/node.yaml explains
 every option): it opens the HSM token, starts a new cluster or joins one, and serves the
 API (HTTPS), OCSP/CRLs (HTTP), /healthz, /readyz and /metrics (HTTP) and the admin
