@@ -112,6 +112,7 @@ func (n *Node) adminRouteTable() []adminRoute {
 	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, n.adminRemove)
 	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, n.adminTransfer)
 	handle("POST "+pathLeave, routeAccess{local: true}, n.adminLeave)
+	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, n.adminBackup)
 	n.adminCAHandlers(handle)
 	n.adminPolicyHandlers(handle)
 	n.adminOperatorHandlers(handle)

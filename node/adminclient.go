@@ -328,3 +328,25 @@ func (a *AdminClient) Decide(ctx context.Context, id string, approve bool, sig [
 	}
 	return &out, a.do(ctx, http.MethodPost, pathApprovals+"/"+url.PathEscape(id)+verb, Decision{Signature: sig}, &out)
 }
+
+// Backup writes a signed backup of the cluster's state to w (a tar stream:
+// see VerifyBackup for what it holds).
+func (a *AdminClient) Backup(ctx context.Context, w io.Writer) error {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+pathBackup, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := a.hc.Do(hr)
+	if err != nil {
+		return a.dialError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-tar" {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return a.answerError(resp, body)
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("admin: %s: backup: %w", a.socket, err)
+	}
+	return nil
+}

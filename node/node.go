@@ -36,6 +36,8 @@ type Node struct {
 	c     atomic.Pointer[cluster.Cluster] // nil while the node starts
 	comps []Component                     // the started ones, in start order
 	app   *appliance                      // the services
+	// vault is the token as the cluster sees it (the replicated keys).
+	vault cluster.KeyVault
 	// nodeCert is the node's certificate (DER) from the cluster CA.
 	nodeCert []byte
 
@@ -144,6 +146,7 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 	}
 	cleanup = append(cleanup, func() { n.tok.Close() })
 	vault := cluster.NewHSMVault(n.tok)
+	n.vault = vault
 
 	if n.app, err = newAppliance(cfg, n.tok, n.log, extra); err != nil {
 		return nil, err

@@ -1,0 +1,341 @@
+package node
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/audit"
+)
+
+// A backup is a tar file of four members, in this order:
+//
+//	manifest.json  what the backup holds (Manifest)
+//	manifest.sig   the audit key's signature over manifest.json: ECDSA with
+//	               SHA-256, ASN.1 DER, as `openssl dgst -sha256 -sign` makes
+//	audit-key.pem  the audit public key (PKIX PEM)
+//	state.db       the replicated state, a bbolt file (cluster.Backup)
+//
+// so that anyone can check it without inkan:
+//
+//	openssl dgst -sha256 -verify audit-key.pem -signature manifest.sig manifest.json
+//	sha256sum state.db    # = manifest.json's state.sha256
+//
+// and `inkan admin restore` checks the same, plus that audit-key.pem is the
+// key the state itself records and, with --key, the one the operator pins.
+const (
+	pathBackup     = "/v1/backup"
+	backupFormat   = "inkan-backup/v1"
+	memberManifest = "manifest.json"
+	memberSig      = "manifest.sig"
+	memberKey      = "audit-key.pem"
+	memberState    = "state.db"
+)
+
+// Manifest describes a backup.
+type Manifest struct {
+	Format    string    `json:"format"`
+	Cluster   string    `json:"cluster"` // cluster.name, the audit log's origin
+	Node      string    `json:"node"`
+	TakenAt   time.Time `json:"taken_at"`
+	RaftIndex uint64    `json:"raft_index"`
+	// ClusterCA is the SHA-256 of the cluster CA certificate: it names the
+	// cluster the state is from.
+	ClusterCA string        `json:"cluster_ca_sha256"`
+	State     ManifestState `json:"state"`
+	Audit     ManifestAudit `json:"audit"`
+}
+
+// ManifestState is the state file's size and hash.
+type ManifestState struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// ManifestAudit is the audit log in the state: its size, and its newest
+// checkpoint (size, root, time), so an auditor can hold a restored cluster's
+// log to it.
+type ManifestAudit struct {
+	Key            string    `json:"key"` // audit.KeyFingerprint
+	Leaves         uint64    `json:"leaves"`
+	CheckpointSize uint64    `json:"checkpoint_size"`
+	CheckpointRoot []byte    `json:"checkpoint_root"`
+	CheckpointTime time.Time `json:"checkpoint_time"`
+}
+
+// adminBackup writes a signed backup of the replicated state, as current as
+// the leader's, and answers it as a tar stream.
+func (n *Node) adminBackup(w http.ResponseWriter, r *http.Request) {
+	c := n.c.Load()
+	tmp, err := os.CreateTemp(n.cfg.DataDir, "backup-*.db")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	info, err := c.Backup(r.Context(), tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	m := Manifest{
+		Format: backupFormat, Cluster: n.cfg.Cluster.Name, Node: info.Node, TakenAt: info.Time.UTC(), RaftIndex: info.Index,
+		ClusterCA: hex.EncodeToString(info.ClusterCA), State: ManifestState{Size: info.Size, SHA256: hex.EncodeToString(info.SHA256)},
+	}
+	pub, err := n.backupAudit(r.Context(), tmp.Name(), &m)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	key, err := n.vault.ReplicatedKey(r.Context(), audit.DefaultKeyName, false)
+	if err != nil {
+		writeError(w, fmt.Errorf("node: backup: the audit key signs the manifest and this node lacks it (ask a voter): %w", err))
+		return
+	}
+	if !samePublicKey(key.Public(), pub) {
+		writeError(w, errors.New("node: backup: this node's audit key is not the one the log records"))
+		return
+	}
+	manifest, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	manifest = append(manifest, '\n')
+	digest := sha256.Sum256(manifest)
+	sig, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	pubPEM, err := audit.MarshalPublicKey(pub)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.WriteHeader(http.StatusOK)
+	tw := tar.NewWriter(w)
+	for _, f := range []struct {
+		name string
+		r    io.Reader
+		size int64
+	}{
+		{memberManifest, bytes.NewReader(manifest), int64(len(manifest))},
+		{memberSig, bytes.NewReader(sig), int64(len(sig))},
+		{memberKey, bytes.NewReader(pubPEM), int64(len(pubPEM))},
+		{memberState, tmp, info.Size},
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o600, Size: f.size, ModTime: m.TakenAt, Format: tar.FormatPAX}); err != nil {
+			n.log.Error("node: backup: write", "err", err)
+			return
+		}
+		if _, err := io.CopyN(tw, f.r, f.size); err != nil {
+			n.log.Error("node: backup: write", "err", err)
+			return
+		}
+	}
+	if err := tw.Close(); err != nil {
+		n.log.Error("node: backup: write", "err", err)
+		return
+	}
+	n.log.Info("node: admin: backup taken", "raft_index", m.RaftIndex, "bytes", m.State.Size, "audit_leaves", m.Audit.Leaves)
+}
+
+// backupAudit reads the audit log in a state file into m, and returns the
+// audit key the state records.
+func (n *Node) backupAudit(ctx context.Context, path string, m *Manifest) (crypto.PublicKey, error) {
+	return readStateAudit(ctx, path, n.cfg.Cluster.Name, &m.Audit)
+}
+
+// readStateAudit opens a state file read-only and reads its audit log: the
+// recorded key, the number of leaves, the newest checkpoint.
+func readStateAudit(ctx context.Context, path, origin string, out *ManifestAudit) (crypto.PublicKey, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("node: state file: %w", err)
+	}
+	defer db.Close()
+	svc, err := audit.New(audit.Config{Origin: origin})
+	if err != nil {
+		return nil, err
+	}
+	src, err := svc.NewSource(db)
+	if err != nil {
+		return nil, fmt.Errorf("node: the state's audit log: %w", err)
+	}
+	pub := src.PublicKey()
+	out.Key = audit.KeyFingerprint(pub)
+	cp, ok, err := src.Latest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		out.CheckpointSize, out.CheckpointRoot, out.CheckpointTime = cp.Size, cp.Root, cp.Time.UTC()
+	}
+	// The leaves past the newest checkpoint are in the state too: count them
+	// all (Source's size stops at the checkpoint).
+	err = db.View(func(tx *bbolt.Tx) error {
+		l, err := audit.NewLog(origin, pub)
+		if err != nil {
+			return err
+		}
+		out.Leaves, err = l.Size(tx)
+		return err
+	})
+	return pub, err
+}
+
+// VerifiedBackup is a backup whose signature, manifest and state checked.
+type VerifiedBackup struct {
+	Manifest Manifest
+	// StatePath is where the state file was written (mode 0600).
+	StatePath string
+	// KeyFingerprint is the audit key's, which signed it.
+	KeyFingerprint string
+}
+
+// VerifyBackup reads a backup file, checks that the audit key it carries
+// signed its manifest, that the state it carries is the one the manifest
+// describes (size, SHA-256, audit log) and records that same audit key, and,
+// if pinned is not nil, that the key is pinned. It writes the state file to
+// statePath. Anything that does not check is an error naming what.
+func VerifyBackup(ctx context.Context, file string, pinned crypto.PublicKey, statePath string) (*VerifiedBackup, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var manifest, sig, keyPEM []byte
+	stateDone := false
+	for _, want := range []string{memberManifest, memberSig, memberKey, memberState} {
+		h, err := tr.Next()
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: member %s: %w", file, want, err)
+		}
+		if h.Name != want {
+			return nil, fmt.Errorf("backup %s: member %q where %s belongs", file, h.Name, want)
+		}
+		if want == memberState {
+			if err := writeState(tr, statePath); err != nil {
+				return nil, err
+			}
+			stateDone = true
+			continue
+		}
+		if h.Size > 1<<20 {
+			return nil, fmt.Errorf("backup %s: %s is %d bytes", file, want, h.Size)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: %s: %w", file, want, err)
+		}
+		switch want {
+		case memberManifest:
+			manifest = b
+		case memberSig:
+			sig = b
+		case memberKey:
+			keyPEM = b
+		}
+	}
+	if _, err := tr.Next(); !errors.Is(err, io.EOF) || !stateDone {
+		return nil, fmt.Errorf("backup %s: more members than a backup has", file)
+	}
+	pub, err := audit.ParsePublicKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %s: %w", file, memberKey, err)
+	}
+	ec, ok := pub.(*ecdsa.PublicKey)
+	digest := sha256.Sum256(manifest)
+	if !ok || !ecdsa.VerifyASN1(ec, digest[:], sig) {
+		return nil, fmt.Errorf("backup %s: the manifest's signature does not verify with %s", file, memberKey)
+	}
+	if pinned != nil && !samePublicKey(pinned, pub) {
+		return nil, fmt.Errorf("backup %s: signed by audit key %s, not the pinned %s", file, audit.KeyFingerprint(pub), audit.KeyFingerprint(pinned))
+	}
+	var m Manifest
+	if err := json.Unmarshal(manifest, &m); err != nil || m.Format != backupFormat {
+		return nil, fmt.Errorf("backup %s: manifest: not %s", file, backupFormat)
+	}
+	st, err := os.Stat(statePath)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := fileSHA256(statePath)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() != m.State.Size || sum != m.State.SHA256 {
+		return nil, fmt.Errorf("backup %s: state.db is not the state the manifest describes (size %d, SHA-256 %s)", file, st.Size(), sum)
+	}
+	var got ManifestAudit
+	recorded, err := readStateAudit(ctx, statePath, m.Cluster, &got)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", file, err)
+	}
+	if !samePublicKey(recorded, pub) {
+		return nil, fmt.Errorf("backup %s: the state records audit key %s, the backup was signed by %s", file, audit.KeyFingerprint(recorded), audit.KeyFingerprint(pub))
+	}
+	if got.Leaves != m.Audit.Leaves || got.CheckpointSize != m.Audit.CheckpointSize || !bytes.Equal(got.CheckpointRoot, m.Audit.CheckpointRoot) {
+		return nil, fmt.Errorf("backup %s: the state's audit log (%d leaves, checkpoint %d) is not the manifest's (%d, %d)", file, got.Leaves, got.CheckpointSize, m.Audit.Leaves, m.Audit.CheckpointSize)
+	}
+	return &VerifiedBackup{Manifest: m, StatePath: statePath, KeyFingerprint: audit.KeyFingerprint(pub)}, nil
+}
+
+func writeState(r io.Reader, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
