@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -55,6 +56,12 @@ type Config struct {
 	Bootstrap bool
 	// Join joins an existing cluster on a fresh DataDir.
 	Join *Join
+	// Restore, with Bootstrap, starts the new cluster from a copy of
+	// another's state that Backup wrote (see Restore for what is kept, what
+	// is dropped and which keys the HSM must hold). It is honoured only on
+	// an empty DataDir: Open refuses it where there is cluster state, so
+	// leave it unset on later starts.
+	Restore *Restore
 
 	// Handlers own the command types; Hooks run after each applied command.
 	Handlers []Handler
@@ -150,6 +157,17 @@ func (cfg *Config) validate() error {
 	if cfg.Bootstrap && cfg.Join != nil {
 		errs = append(errs, errors.New("cluster: bootstrap and join are exclusive"))
 	}
+	if r := cfg.Restore; r != nil {
+		if !cfg.Bootstrap {
+			errs = append(errs, errors.New("cluster: restore: needs bootstrap (a restored copy starts a new cluster)"))
+		}
+		if r.Path == "" {
+			errs = append(errs, errors.New("cluster: restore: path: required"))
+		}
+		if len(r.SHA256) != 0 && len(r.SHA256) != sha256.Size {
+			errs = append(errs, fmt.Errorf("cluster: restore: sha256: %d bytes, want %d", len(r.SHA256), sha256.Size))
+		}
+	}
 	if cfg.NodeID != "" && !validNodeID(cfg.NodeID) {
 		errs = append(errs, fmt.Errorf("cluster: node_id %q: use 1-64 of a-z, 0-9 and '-'", cfg.NodeID))
 	}
@@ -193,6 +211,11 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: data_dir: %w", err)
 	}
+	if cfg.Restore != nil {
+		if err := checkRestoreTarget(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	id, err := loadNodeID(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
@@ -226,7 +249,14 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	case statErr == nil:
 		c.creds, err = loadCredentials(ctx, cfg.DataDir, cfg.KeyVault)
 	case cfg.Bootstrap:
-		c.creds, err = bootstrapCredentials(ctx, &cfg, id)
+		// A restore leaves the state as a Raft snapshot before the node
+		// certificate, which marks the data dir as used, is written.
+		if cfg.Restore != nil {
+			err = restoreState(ctx, &cfg, id)
+		}
+		if err == nil {
+			c.creds, err = bootstrapCredentials(ctx, &cfg, id)
+		}
 	case cfg.Join != nil:
 		c.creds, err = joinCluster(ctx, &cfg, id)
 	default:
@@ -239,7 +269,7 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("cluster: node certificate is for %q, this node is %q", c.creds.nodeID, id)
 	}
 
-	c.fsm, err = openStateMachine(filepath.Join(cfg.DataDir, "state.db"), c.log, cfg.Handlers, cfg.Hooks, c.metrics, c.subs)
+	c.fsm, err = openStateMachine(filepath.Join(cfg.DataDir, stateFile), c.log, cfg.Handlers, cfg.Hooks, c.metrics, c.subs)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +395,7 @@ func (c *Cluster) startRaft() error {
 		return fmt.Errorf("cluster: raft config: %w", err)
 	}
 
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), BoltOptions: boltOptions()})
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, raftFile), BoltOptions: boltOptions()})
 	if err != nil {
 		return fmt.Errorf("cluster: raft log: %w", err)
 	}
@@ -374,7 +404,7 @@ func (c *Cluster) startRaft() error {
 		store.Close()
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, rc.Logger)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotDir), 2, rc.Logger)
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("cluster: snapshots: %w", err)

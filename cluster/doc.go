@@ -17,4 +17,14 @@
 // fingerprint, is served without one). Keys stay in each node's HSM behind
 // KeyVault; replicated keys move only wrapped for a voter's HSM (at its
 // join, or by ShareKey), never to a nonvoter.
+//
+// Backup writes a consistent copy of the state (one read transaction, after
+// a read barrier, so any node may take it) and tells its applied index and
+// digest; Config.Restore starts a new cluster from such a copy, on an empty
+// data dir only. The new cluster's Raft log goes on after the copy's index
+// (never re-applying or skipping an entry), the handlers' buckets come
+// through byte for byte, and the old cluster's membership — members, join
+// tokens, removed nodes, request records — is dropped; the restoring node's
+// HSM must hold the replicated keys the state needs, and the cluster CA
+// certificate is always new, so the two clusters never mix (see Restore).
 package cluster

@@ -194,6 +194,17 @@ func (f *stateMachine) view(fn func(tx *bbolt.Tx) error) error {
 	return f.db.View(fn)
 }
 
+// begin starts a read transaction on the local state, to be rolled back by
+// the caller; it pins the state it sees while applies go on.
+func (f *stateMachine) begin() (*bbolt.Tx, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return nil, ErrShutdown
+	}
+	return f.db.Begin(false)
+}
+
 // failure is the error that stopped this replica, if any.
 func (f *stateMachine) failure() error {
 	if p := f.failed.Load(); p != nil {

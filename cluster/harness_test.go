@@ -119,7 +119,7 @@ func (n *testNode) open(ctx context.Context) {
 	n.c = c
 	// Later opens restart from the data dir on the same address.
 	n.cfg.BindAddr, n.cfg.AdvertiseAddr = c.Addr(), c.Addr()
-	n.cfg.Bootstrap, n.cfg.Join = false, nil
+	n.cfg.Bootstrap, n.cfg.Join, n.cfg.Restore = false, nil, nil
 }
 
 // kill stops the node abruptly: connections cut first, no leave.

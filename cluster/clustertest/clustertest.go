@@ -24,7 +24,14 @@ type Node struct {
 // left empty are filled in.
 func Single(t testing.TB, cfg cluster.Config) *Node {
 	t.Helper()
-	tok := softhsm.NewToken(t)
+	return SingleOn(t, softhsm.NewToken(t), cfg)
+}
+
+// SingleOn is Single on the token tok, which may hold keys already: e.g. a new
+// cluster restored (cfg.Restore) from another node's backup on that node's token,
+// as a restore onto the same network HSM.
+func SingleOn(t testing.TB, tok *softhsm.Token, cfg cluster.Config) *Node {
+	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
