@@ -42,7 +42,8 @@ type BackupInfo struct {
 // leader returns an error rather than an old copy (see BackupLocal). The
 // copy is read in a read transaction: applies go on while it is written
 // (a writer that must grow the file's memory map waits for it). The bytes
-// are a plain bbolt file; Config.Restore starts a new cluster from them.
+// are a plain bbolt file; Config.Restore starts a new cluster from them. On
+// error w holds part of a copy at most: discard it.
 func (c *Cluster) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) {
 	if err := c.Barrier(ctx); err != nil {
 		return BackupInfo{}, fmt.Errorf("cluster: backup: %w", err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/hsm"
@@ -219,6 +220,25 @@ func TestBackupRestore(t *testing.T) {
 		if err := openErr(cfg); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("missing file: %v", err)
 		}
+		garbage := filepath.Join(t.TempDir(), "garbage")
+		if err := os.WriteFile(garbage, bytes.Repeat([]byte("not bbolt "), 1000), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Restore = &Restore{Path: garbage}
+		if err := openErr(cfg); !strings.Contains(err.Error(), "not a state copy") {
+			t.Errorf("not a bbolt file: %v", err)
+		}
+		empty := filepath.Join(t.TempDir(), "empty.db")
+		db, err := bbolt.Open(empty, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		cfg.Restore = &Restore{Path: empty}
+		if err := openErr(cfg); !strings.Contains(err.Error(), "not a copy of inkan state") {
+			t.Errorf("a bbolt file that is not a state: %v", err)
+		}
+		noState(cfg.DataDir)
 		// A node with state refuses a restore, whatever it holds.
 		cfg = first.cfg
 		cfg.Bootstrap, cfg.Restore = true, &Restore{Path: path}
@@ -359,6 +379,24 @@ func TestBackupRestore(t *testing.T) {
 	}
 	if got := counts(t, moved.c); got["moved"] != 1 || len(got) != 41 {
 		t.Fatalf("restored on a new HSM: %v", got)
+	}
+
+	// A node cut off from its quorum gives no current copy, only a local
+	// one that says so.
+	// (If the survivor led, it first steps down: a heartbeat answered just
+	// before the kill may still confirm its leadership for a moment.)
+	first.kill()
+	for deadline := time.Now().Add(5 * time.Second); second.c.raft.State() == raft.Leader; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the survivor of two voters still leads")
+		}
+	}
+	if bi, err := second.c.Backup(ctxT(t, 2*time.Second), &bytes.Buffer{}); err == nil {
+		st, _ := second.c.Status()
+		t.Fatalf("Backup without a quorum succeeded: %+v %+v", bi, st)
+	}
+	if local, err := second.c.BackupLocal(ctx, &bytes.Buffer{}); err != nil || local.Current || local.Index < info.Index {
+		t.Fatalf("BackupLocal without a quorum: %+v, %v", local, err)
 	}
 }
 
