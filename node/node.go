@@ -247,6 +247,17 @@ func (n *Node) openCluster(ctx context.Context, vault cluster.KeyVault, comps []
 		cc.Hooks = append(cc.Hooks, comp.Hooks...)
 		cc.ReplicatedKeys = append(cc.ReplicatedKeys, comp.ReplicatedKeys...)
 	}
+	restore, err := stagedRestore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if restore != nil {
+		if !cfg.Cluster.Bootstrap {
+			return nil, errors.New("node: a restore is staged in the data dir, and a restore bootstraps a new cluster: set cluster.bootstrap: true")
+		}
+		cc.Restore = restore
+		n.log.Info("node: starting a new cluster from the staged backup", "file", restore.Path)
+	}
 	missingToken := false
 	if j := cfg.Cluster.Join; j != nil {
 		tok, err := readJoinToken(j.TokenFile)
@@ -260,6 +271,9 @@ func (n *Node) openCluster(ctx context.Context, vault cluster.KeyVault, comps []
 		}
 	}
 	c, err := cluster.Open(ctx, cc)
+	if err == nil && restore != nil {
+		clearStagedRestore(cfg.DataDir)
+	}
 	if err != nil {
 		if missingToken {
 			return nil, fmt.Errorf("node: %w (cluster.join.token_file %s does not exist; a node needs it to join the first time)", err, cfg.Cluster.Join.TokenFile)

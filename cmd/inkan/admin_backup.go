@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/node"
 )
 
@@ -73,4 +75,63 @@ func printManifest(w io.Writer, file string, vb *node.VerifiedBackup) {
 	fmt.Fprintf(w, "  state %d bytes, SHA-256 %s\n", m.State.Size, m.State.SHA256)
 	fmt.Fprintf(w, "  audit log %d leaves, newest checkpoint of size %d at %s\n", m.Audit.Leaves, m.Audit.CheckpointSize, m.Audit.CheckpointTime.Local().Format("2006-01-02 15:04:05"))
 	fmt.Fprintf(w, "  signed by audit key %s\n", vb.KeyFingerprint)
+}
+
+// newAdminRestoreCmd is `inkan admin restore`.
+func newAdminRestoreCmd(f *adminFlags) *cobra.Command {
+	var auditKey string
+	cmd := &cobra.Command{
+		Use:   "restore FILE --config NEW-NODE.yaml [--audit-key PEM]",
+		Short: "Stage a backup on a new node: its first start begins a new cluster from it",
+		Long: `restore checks a backup — the audit key's signature over its manifest, the state's size
+and SHA-256, that the state records that same audit key and holds the audit log the
+manifest names, and, with --audit-key, that it is the key you trust — and stages it in
+the data_dir of a new node (cluster.bootstrap: true, the backup's cluster.name, nothing
+in data_dir yet). It talks to no running node. Then start the node: it bootstraps a new
+cluster from the backup, with itself as the only voter; the Raft log, the certificates,
+the audit log and the profiles go on from where the backup was taken. Other nodes join
+it with new join tokens.
+
+The node's HSM must hold the keys the state needs (the CA keys, the audit key, the link
+key): the old cluster's HSM, or a token the keys were moved to by the HSM's own means.
+The start refuses, naming the key, if one is missing. Anything that does not check is
+refused before a byte is staged.`,
+		Example: `  inkan admin restore inkan-2026-11-25.tar --config /etc/inkan/node.yaml --audit-key audit-key.pem
+  inkan server --config /etc/inkan/node.yaml`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.config == "" {
+				return errors.New("--config: the new node's configuration")
+			}
+			cfg, err := node.LoadConfig(f.config)
+			if err != nil {
+				return err
+			}
+			var pinned crypto.PublicKey
+			if auditKey != "" {
+				b, err := os.ReadFile(auditKey)
+				if err != nil {
+					return fmt.Errorf("--audit-key: %w", err)
+				}
+				if pinned, err = audit.ParsePublicKey(b); err != nil {
+					return fmt.Errorf("--audit-key %s: %w", auditKey, err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(cmdContext(cmd), f.timeout)
+			defer cancel()
+			vb, err := node.StageRestore(ctx, cfg, args[0], pinned)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			printManifest(w, args[0], vb)
+			if pinned == nil {
+				fmt.Fprintln(w, "  (no --audit-key: compare that fingerprint with the one your auditors hold)")
+			}
+			fmt.Fprintf(w, "staged in %s: start the node (inkan server --config %s) to begin the new cluster from it\n", cfg.DataDir, f.config)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&auditKey, "audit-key", "", "the audit public key (PEM) the backup must be signed by")
+	return cmd
 }
