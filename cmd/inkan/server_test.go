@@ -71,6 +71,7 @@ type proc struct {
 	cfgPath, dataDir         string
 	clusterAddr, metricsAddr string
 	apiAddr, ocspAddr        string
+	adminAddr                string // admin.listen, if given (withAdminListener)
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
