@@ -186,7 +186,7 @@ type (
 // on every node (every replica applies every command).
 func Handlers() []cluster.Handler {
 	return []cluster.Handler{
-		handler{CommandIssuerCreate, applyIssuerCreate, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders}, nil},
+		handler{CommandIssuerCreate, applyIssuerCreate, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders, bucketHorizons}, nil},
 		handler{CommandIssuerInstall, applyIssuerInstall, nil, nil},
 		handler{CommandIssuerRetire, applyIssuerRetire, nil, nil},
 		handler{CommandIntent, applyIntent, nil, []uint{1, 2}},
@@ -326,6 +326,9 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if _, err := tx.Bucket(bucketStatus).CreateBucketIfNotExists([]byte(b.ID)); err != nil {
 		return nil, err
 	}
+	if err := extendHorizon(tx, b.ID, 0); err != nil { // kept from now on: none yet
+		return nil, err
+	}
 	return result(b.ID)
 }
 
@@ -440,7 +443,9 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	if err != nil {
 		return err
 	}
-	if is == nil || IssuerStatus(is.Status) != IssuerActive {
+	// A retired issuer's key still signs responder certificates: its certificates'
+	// status is answered until they have all expired.
+	if is == nil || IssuerStatus(is.Status) != IssuerActive && !(IssuerStatus(is.Status) == IssuerRetired && Kind(b.Kind) == Responder) {
 		return refusef("issuer %q is not active", b.Issuer)
 	}
 	if b.NotAfter > is.NotAfter || b.NotAfter <= now.UnixNano() {
@@ -468,6 +473,11 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	}
 	if len(b.Link) > 0 {
 		if err := tx.Bucket(bucketLinks).Put(indexKey(b.Link, b.Serial), nil); err != nil {
+			return err
+		}
+	}
+	if Kind(b.Kind) == Derived {
+		if err := extendHorizon(tx, b.Issuer, b.NotAfter); err != nil {
 			return err
 		}
 	}
@@ -531,7 +541,7 @@ func putIssued(tx *bbolt.Tx, now time.Time, b *issueBody) (string, error) {
 		return "", err
 	}
 	if Kind(r.Kind) == Responder {
-		if err := tx.Bucket(bucketResponders).Put([]byte(r.Node), b.Serial); err != nil {
+		if err := putResponder(tx, r.Node, r.Issuer, b.Serial); err != nil {
 			return "", err
 		}
 	}

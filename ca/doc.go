@@ -20,8 +20,10 @@
 // ErrNoCAKey. A per-person cap (Request.MaxPerPerson) is checked when the intent is
 // applied, so it holds across nodes; Relink re-binds a certificate to a new JPKI
 // link after a move. CA certificates roll over: one issuer is active, retired ones
-// stay listed with their certificates. The state (Lookup, Walk, ByLink,
-// CountByPerson, Issuers, ResponderCertificate) is read in the cluster's bbolt
-// transactions; StatusCommands and ChangedSerials tell subscribers what changed,
-// DescribeCommand tells the audit log, in hashes only.
+// stay listed with their certificates, and keep signing the nodes' responder
+// certificates (IssueResponderFrom) while any of their certificates is unexpired.
+// The state (Lookup, Walk, ByLink, CountByPerson, Issuers, ResponderCertificates)
+// is read in the cluster's bbolt transactions; StatusCommands and ChangedSerials
+// tell subscribers what changed, DescribeCommand tells the audit log, in hashes
+// only.
 package ca

@@ -80,6 +80,7 @@ type order struct {
 	kind          Kind
 	node          string
 	actor         string
+	issuer        string // the issuer to sign under; "" for the active one
 }
 
 // Issue issues a certificate: it prepares and lints the TBSCertificate here, then
@@ -107,11 +108,25 @@ const (
 var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
 
 // IssueResponder issues a node's delegated OCSP responder certificate for its key
-// (RFC 6960 §4.2.2.2): signed by the active CA key, EKU id-kp-OCSPSigning,
-// id-pkix-ocsp-nocheck, keyUsage digitalSignature, valid for lifetime (at most
-// MaxResponderLifetime). It goes through the same intent/issued pipeline and is
-// recorded as the node's latest responder certificate (ResponderCertificate).
+// from the active issuer: IssueResponderFrom with issuerID "". A node answers for
+// each issuer under a responder certificate from that issuer
+// (ResponderCertificates), so after a rollover it needs one from the retired
+// issuer too.
 func (a *Authority) IssueResponder(ctx context.Context, nodeID string, pub crypto.PublicKey, lifetime time.Duration) (*x509.Certificate, error) {
+	return a.IssueResponderFrom(ctx, "", nodeID, pub, lifetime)
+}
+
+// IssueResponderFrom issues a node's delegated OCSP responder certificate for its
+// key (RFC 6960 §4.2.2.2) from the issuer issuerID ("" for the active one), which
+// may be active or retired: a retired issuer issues no more derived certificates,
+// but its key still certifies the responders that answer for the ones it issued.
+// The certificate is signed by the issuer's key, with EKU id-kp-OCSPSigning,
+// id-pkix-ocsp-nocheck and keyUsage digitalSignature, valid for lifetime (at most
+// MaxResponderLifetime, and not past the issuer's certificate). It goes through
+// the same intent/issued pipeline and is recorded as the node's latest responder
+// certificate from that issuer (ResponderCertificates). A leader that lacks a
+// retired issuer's key fails with ErrNoCAKey and keeps leading.
+func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID string, pub crypto.PublicKey, lifetime time.Duration) (*x509.Certificate, error) {
 	if lifetime <= 0 || lifetime > MaxResponderLifetime {
 		return nil, fmt.Errorf("%w: responder lifetime %s: want up to %s", ErrTemplate, lifetime, MaxResponderLifetime)
 	}
@@ -121,7 +136,16 @@ func (a *Authority) IssueResponder(ctx context.Context, nodeID string, pub crypt
 	var subject x509.Certificate
 	subject.Subject.CommonName = "inkan OCSP responder " + nodeID
 	var is Issuer
-	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err }); err != nil {
+	err := a.c.View(func(tx *bbolt.Tx) error {
+		var err error
+		if issuerID == "" {
+			is, err = ActiveIssuer(tx)
+		} else {
+			is, err = LookupIssuer(tx, issuerID)
+		}
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	if is.Cert != nil {
@@ -135,11 +159,17 @@ func (a *Authority) IssueResponder(ctx context.Context, nodeID string, pub crypt
 		ExtraExtensions: []pkix.Extension{{Id: oidOCSPNoCheck, Value: asn1.NullBytes}},
 	}
 	iss, err := a.issue(ctx, order{tmpl: tmpl, pub: pub, lifetime: lifetime,
-		profile: responderProfile, kind: Responder, node: nodeID, actor: actorSystem})
+		profile: responderProfile, kind: Responder, node: nodeID, actor: actorSystem, issuer: issuerID})
 	if err != nil {
 		return nil, err
 	}
 	return x509.ParseCertificate(iss.DER)
+}
+
+// signsUnder tells whether an issuer in status st signs a certificate of kind k:
+// the active one anything, a retired one responder certificates only.
+func signsUnder(st IssuerStatus, k Kind) bool {
+	return st == IssuerActive || st == IssuerRetired && k == Responder
 }
 
 // maxSerialTries: a fresh serial is drawn when the state refuses one as used.
@@ -214,6 +244,15 @@ func (a *Authority) prepare(ctx context.Context, o order, current bool) (*signRe
 	}
 	var st *issuerState
 	err := view(func(tx *bbolt.Tx) error {
+		if o.issuer != "" {
+			var status IssuerStatus
+			var err error
+			st, status, err = a.stateOf(tx, o.issuer)
+			if err == nil && !signsUnder(status, o.kind) {
+				err = fmt.Errorf("%w: issuer %s is %s", ErrNoActiveIssuer, o.issuer, status)
+			}
+			return err
+		}
 		id, err := activeIssuerID(tx)
 		if err == nil {
 			st, _, err = a.stateOf(tx, id)
@@ -504,7 +543,7 @@ func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded boo
 	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; st, status, err = a.stateOf(tx, sr.Issuer); return err }); err != nil {
 		return nil, err
 	}
-	if status != IssuerActive {
+	if !signsUnder(status, Kind(sr.Kind)) {
 		return nil, fmt.Errorf("%w: issuer %s is %s", ErrNoActiveIssuer, sr.Issuer, status)
 	}
 	if forwarded {
@@ -536,12 +575,18 @@ func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded boo
 		a.mu.Unlock()
 		close(f.done)
 	}()
-	f.der, f.err = a.runPipeline(ctx, st, sr, h[:])
+	f.der, f.err = a.runPipeline(ctx, st, status == IssuerActive, sr, h[:])
 	return f.der, f.err
 }
 
-func (a *Authority) runPipeline(ctx context.Context, st *issuerState, sr *signRequest, tbsHash []byte) ([]byte, error) {
+// runPipeline signs sr under st. active says whether st is the active issuer: a
+// leader that lacks the active key hands leadership away, one that lacks a
+// retired issuer's key only fails the request.
+func (a *Authority) runPipeline(ctx context.Context, st *issuerState, active bool, sr *signRequest, tbsHash []byte) ([]byte, error) {
 	key, err := a.signer(ctx, st)
+	if err != nil && !active {
+		return nil, err
+	}
 	if err != nil {
 		a.wg.Add(1)
 		go func() {

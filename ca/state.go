@@ -23,7 +23,11 @@ import (
 //	ca.intents     serial → issuer ID, while an intent has no issued record
 //	ca.links       len(link) ‖ link ‖ serial → ""
 //	ca.persons     len(person) ‖ person ‖ serial → notAfter (8 bytes)
-//	ca.responders  node ID → serial of its latest responder certificate
+//	ca.responders  one nested bucket per node ID: issuer ID → serial of the node's
+//	               latest responder certificate from that issuer (a node ID → serial
+//	               value is the format before per-issuer responders, read as such)
+//	ca.horizons    issuer ID → the latest notAfter (8 bytes) of its derived
+//	               certificates, from its installation on
 var (
 	bucketIssuers    = []byte("ca.issuers") // and keyActive → the active issuer's ID
 	keyActive        = []byte("\x00active") // issuer IDs never begin with 0x00
@@ -33,6 +37,7 @@ var (
 	bucketLinks      = []byte("ca.links")
 	bucketPersons    = []byte("ca.persons")
 	bucketResponders = []byte("ca.responders")
+	bucketHorizons   = []byte("ca.horizons")
 )
 
 // ErrNotFound is returned by lookups of a serial, issuer or responder the state does
@@ -153,6 +158,12 @@ type Issuer struct {
 	Status    IssuerStatus
 	CRLShards int // fixed when the issuer is created: shards are baked into certificates
 	Created   time.Time
+	// LastNotAfter is the latest notAfter of the derived certificates issued (or
+	// intended) under the issuer: once it has passed, a retired issuer has no
+	// certificate left whose status anyone needs, and its responder
+	// certificates need not be renewed. It is zero while it has none, and the
+	// certificate's own notAfter for an issuer installed before it was kept.
+	LastNotAfter time.Time
 }
 
 // Records as stored.
@@ -386,6 +397,7 @@ func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
 		if err != nil {
 			return err
 		}
+		is.LastNotAfter = horizon(tx, &r)
 		out = append(out, is)
 		return nil
 	})
@@ -402,7 +414,9 @@ func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
 	if r == nil {
 		return Issuer{}, fmt.Errorf("%w: issuer %q", ErrNotFound, id)
 	}
-	return r.issuer()
+	is, err := r.issuer()
+	is.LastNotAfter = horizon(tx, r)
+	return is, err
 }
 
 // ErrNoActiveIssuer: no CA certificate is active (none installed yet, or all
@@ -426,12 +440,69 @@ func activeIssuerID(tx *bbolt.Tx) (string, error) {
 	return string(id), nil
 }
 
-// ResponderCertificate returns the latest responder certificate issued for a node.
+// ResponderCertificate returns the latest responder certificate issued for a node,
+// from whichever issuer. A node has one from every issuer it answers for: see
+// ResponderCertificates.
 func ResponderCertificate(tx *bbolt.Tx, nodeID string) (*x509.Certificate, error) {
-	serial := tx.Bucket(bucketResponders).Get([]byte(nodeID))
-	if serial == nil {
+	var latest *certRecord
+	err := responderSerials(tx, nodeID, func(_ string, serial []byte) error {
+		r, err := responderRecord(tx, nodeID, serial)
+		if err == nil && (latest == nil || r.IssuedAt > latest.IssuedAt) {
+			latest = r
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if latest == nil {
 		return nil, fmt.Errorf("%w: responder certificate of node %q", ErrNotFound, nodeID)
 	}
+	return x509.ParseCertificate(latest.DER)
+}
+
+// ResponderCertificates returns the node's latest responder certificate from each
+// issuer that has issued it one, by issuer ID (empty if none has).
+func ResponderCertificates(tx *bbolt.Tx, nodeID string) (map[string]*x509.Certificate, error) {
+	out := map[string]*x509.Certificate{}
+	err := responderSerials(tx, nodeID, func(issuerID string, serial []byte) error {
+		r, err := responderRecord(tx, nodeID, serial)
+		if err != nil {
+			return err
+		}
+		c, err := x509.ParseCertificate(r.DER)
+		if err != nil {
+			return fmt.Errorf("ca: responder certificate %x of node %q: %w", serial, nodeID, err)
+		}
+		out[issuerID] = c
+		return nil
+	})
+	return out, err
+}
+
+// responderSerials calls fn with the serial of the node's latest responder
+// certificate from each issuer. A node ID holding a serial rather than a bucket is
+// the format before per-issuer responders: one certificate, its record names the
+// issuer.
+func responderSerials(tx *bbolt.Tx, nodeID string, fn func(issuerID string, serial []byte) error) error {
+	rb := tx.Bucket(bucketResponders)
+	if rb == nil {
+		return nil
+	}
+	if b := rb.Bucket([]byte(nodeID)); b != nil {
+		return b.ForEach(func(k, v []byte) error { return fn(string(k), v) })
+	}
+	if v := rb.Get([]byte(nodeID)); v != nil {
+		r, err := readCert(tx, v)
+		if err != nil || r == nil {
+			return err // no record: nothing to answer with
+		}
+		return fn(r.Issuer, v)
+	}
+	return nil
+}
+
+func responderRecord(tx *bbolt.Tx, nodeID string, serial []byte) (*certRecord, error) {
 	r, err := readCert(tx, serial)
 	if err != nil {
 		return nil, err
@@ -439,7 +510,63 @@ func ResponderCertificate(tx *bbolt.Tx, nodeID string) (*x509.Certificate, error
 	if r == nil || r.DER == nil {
 		return nil, fmt.Errorf("ca: responder certificate of node %q: record %x has no certificate", nodeID, serial)
 	}
-	return x509.ParseCertificate(r.DER)
+	return r, nil
+}
+
+// putResponder records serial as the node's latest responder certificate from
+// issuerID, replacing a record of the format before per-issuer responders.
+func putResponder(tx *bbolt.Tx, nodeID, issuerID string, serial []byte) error {
+	rb := tx.Bucket(bucketResponders)
+	var oldIssuer string
+	var oldSerial []byte
+	if v := rb.Get([]byte(nodeID)); v != nil && rb.Bucket([]byte(nodeID)) == nil {
+		oldSerial = bytes.Clone(v)
+		r, err := readCert(tx, oldSerial)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			oldIssuer = r.Issuer
+		}
+		if err := rb.Delete([]byte(nodeID)); err != nil {
+			return err
+		}
+	}
+	b, err := rb.CreateBucketIfNotExists([]byte(nodeID))
+	if err != nil {
+		return err
+	}
+	if oldIssuer != "" && oldIssuer != issuerID {
+		if err := b.Put([]byte(oldIssuer), oldSerial); err != nil {
+			return err
+		}
+	}
+	return b.Put([]byte(issuerID), serial)
+}
+
+// horizon is the issuer's LastNotAfter: from ca.horizons, or, for an issuer
+// installed before it was kept there, its certificate's notAfter.
+func horizon(tx *bbolt.Tx, r *issuerRecord) time.Time {
+	if b := tx.Bucket(bucketHorizons); b != nil {
+		if v := b.Get([]byte(r.ID)); len(v) == 8 {
+			return fromUnixNano(int64(binary.BigEndian.Uint64(v)))
+		}
+	}
+	if IssuerStatus(r.Status) == IssuerPending {
+		return time.Time{}
+	}
+	return fromUnixNano(r.NotAfter)
+}
+
+// extendHorizon moves the issuer's LastNotAfter to notAfter if that is later.
+func extendHorizon(tx *bbolt.Tx, issuerID string, notAfter int64) error {
+	b := tx.Bucket(bucketHorizons)
+	if v := b.Get([]byte(issuerID)); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= notAfter {
+		return nil
+	}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(notAfter))
+	return b.Put([]byte(issuerID), v[:])
 }
 
 // pendingIntents lists the intents without an issued record committed before

@@ -75,25 +75,27 @@ type ocspSource struct {
 
 func (s ocspSource) Issuers(context.Context) ([]ocsp.Issuer, error) {
 	var out []ocsp.Issuer
+	now := time.Now()
 	err := s.c.View(func(tx *bbolt.Tx) error {
 		issuers, err := ca.Issuers(tx)
 		if err != nil {
 			return err
 		}
-		resp, err := ca.ResponderCertificate(tx, s.node)
-		if errors.Is(err, ca.ErrNotFound) {
-			return nil
-		}
+		// One responder certificate per issuer: after a rollover the retired
+		// CA's certificates are answered under its own responder certificate.
+		resp, err := ca.ResponderCertificates(tx, s.node)
 		if err != nil {
 			return err
 		}
-		if !samePublicKey(resp.PublicKey, s.key) {
-			return nil // made for a responder key this node no longer has
-		}
 		for _, is := range issuers {
-			if is.Cert != nil && resp.CheckSignatureFrom(is.Cert) == nil {
-				out = append(out, ocsp.Issuer{ID: is.ID, Cert: is.Cert, Responder: resp})
+			r := resp[is.ID]
+			if is.Cert == nil || r == nil || !now.Before(r.NotAfter) {
+				continue // none yet, or one no relying party accepts any more
 			}
+			if !samePublicKey(r.PublicKey, s.key) || r.CheckSignatureFrom(is.Cert) != nil {
+				continue // made for a responder key this node no longer has
+			}
+			out = append(out, ocsp.Issuer{ID: is.ID, Cert: is.Cert, Responder: r})
 		}
 		return nil
 	})
@@ -145,9 +147,11 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(ka, kb)
 }
 
-// responderMaintainer keeps this node's delegated responder certificate
-// current: issued by the active CA, for the node's responder key, renewed once
-// two thirds of its life have passed. It asks the authority (which forwards to
+// responderMaintainer keeps this node's delegated responder certificates
+// current: one from every CA whose certificates' status is wanted — the active
+// one, and each retired one until all its derived certificates have expired —
+// for the node's responder key, each renewed once two thirds of its life have
+// passed. It asks the authority (which forwards to
 // the leader) and tells the pre-signer when a new certificate is in.
 type responderMaintainer struct {
 	c        *cluster.Cluster
@@ -168,10 +172,11 @@ func (m *responderMaintainer) wake() {
 
 func (m *responderMaintainer) run(ctx context.Context, renewed func()) {
 	const (
-		every = time.Minute
-		retry = 2 * time.Second
+		every    = time.Minute
+		retry    = 2 * time.Second
+		maxRetry = every
 	)
-	wait := time.Duration(0)
+	wait, backoff := time.Duration(0), retry
 	for {
 		select {
 		case <-ctx.Done():
@@ -180,56 +185,65 @@ func (m *responderMaintainer) run(ctx context.Context, renewed func()) {
 		case <-m.poke:
 		}
 		did, err := m.check(ctx)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err != nil:
-			m.log.Warn("node: OCSP responder certificate: will retry", "err", err)
-			wait = retry
-			continue
-		case did:
-			renewed()
 		}
-		wait = every
+		if did {
+			renewed() // those issued count, even if another CA failed
+		}
+		if err != nil {
+			m.log.Warn("node: OCSP responder certificate: will retry", "in", backoff, "err", err)
+			// A CA that keeps failing (a retired key gone from the HSMs) is
+			// retried less and less often, up to once a minute.
+			wait, backoff = backoff, min(2*backoff, maxRetry)
+			continue
+		}
+		wait, backoff = every, retry
 	}
 }
 
-// check issues a responder certificate if the node needs one, and reports
-// whether it did.
+// check issues the responder certificates the node needs, and reports whether it
+// issued any. It goes on past a CA that fails, and returns the failures joined.
 func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
-	var active *x509.Certificate
-	var cur *x509.Certificate
+	var issuers []ca.Issuer
+	var cur map[string]*x509.Certificate
 	err := m.c.View(func(tx *bbolt.Tx) error {
-		is, err := ca.ActiveIssuer(tx)
-		if errors.Is(err, ca.ErrNoActiveIssuer) {
-			return nil
-		}
-		if err != nil {
+		var err error
+		if issuers, err = ca.Issuers(tx); err != nil {
 			return err
 		}
-		active = is.Cert
-		cur, err = ca.ResponderCertificate(tx, m.c.ID())
-		if errors.Is(err, ca.ErrNotFound) {
-			return nil
-		}
+		cur, err = ca.ResponderCertificates(tx, m.c.ID())
 		return err
 	})
-	if err != nil || active == nil {
-		return false, err
-	}
-	now := time.Now()
-	if cur != nil && samePublicKey(cur.PublicKey, m.key) && cur.CheckSignatureFrom(active) == nil {
-		renewAt := cur.NotBefore.Add(cur.NotAfter.Sub(cur.NotBefore) * 2 / 3)
-		if now.Before(renewAt) {
-			return false, nil
-		}
-	}
-	cert, err := m.auth.IssueResponder(ctx, m.c.ID(), m.key, m.lifetime)
 	if err != nil {
 		return false, err
 	}
-	m.log.Info("node: OCSP responder certificate issued", "serial", audit.SerialHex(cert.SerialNumber), "not_after", cert.NotAfter)
-	return true, nil
+	now := time.Now()
+	did := false
+	var errs []error
+	for _, is := range issuers {
+		switch {
+		case is.Cert == nil || !now.Before(is.Cert.NotAfter):
+			continue // pending, or expired with everything it issued
+		case is.Status == ca.IssuerRetired && !now.Before(is.LastNotAfter):
+			continue // retired, and all its certificates have expired
+		}
+		if c := cur[is.ID]; c != nil && samePublicKey(c.PublicKey, m.key) && c.CheckSignatureFrom(is.Cert) == nil {
+			renewAt := c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)
+			if now.Before(renewAt) {
+				continue
+			}
+		}
+		cert, err := m.auth.IssueResponderFrom(ctx, is.ID, m.c.ID(), m.key, m.lifetime)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("from %s: %w", is.ID, err))
+			continue
+		}
+		did = true
+		m.log.Info("node: OCSP responder certificate issued", "issuer", is.ID,
+			"serial", audit.SerialHex(cert.SerialNumber), "not_after", cert.NotAfter)
+	}
+	return did, errors.Join(errs...)
 }
 
 // caCertificates serves GET /ca/<issuer-id>.crt (the caIssuers URL of every

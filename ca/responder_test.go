@@ -1,0 +1,205 @@
+package ca
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/hsm"
+)
+
+// TestResponderCertificatesPerIssuer: after a rollover a node holds a responder
+// certificate from each CA, the retired one's issued by its key (here through a
+// follower, so the leader checks the forwarded TBSCertificate); responder
+// certificates do not count as certificates a retired CA must answer for; a
+// pending CA issues none.
+func TestResponderCertificatesPerIssuer(t *testing.T) {
+	ctx := ctxT(t, 90*time.Second)
+	tc := newCACluster(t, 2, PerNodeHSM)
+	in1 := tc.initCA(ctx, hsm.ECP256)
+	lead, fol := tc.leader(), tc.follower()
+	node := fol.c.ID()
+	req, key := derivedRequest(t)
+	iss, err := lead.a.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(iss.DER)
+	r1, err := fol.a.IssueResponder(ctx, node, key.Public(), 3*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in2 := tc.initCA(ctx, hsm.ECP256) // the rollover: in1 retired
+	r1b, err := fol.a.IssueResponderFrom(ctx, in1.ID, node, key.Public(), 3*24*time.Hour)
+	if err != nil {
+		t.Fatalf("responder certificate from the retired CA: %v", err)
+	}
+	r2, err := fol.a.IssueResponder(ctx, node, key.Public(), 3*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		cert   *x509.Certificate
+		issuer *x509.Certificate
+	}{{"first", r1, in1.Cert}, {"retired CA's", r1b, in1.Cert}, {"active CA's", r2, in2.Cert}} {
+		if err := c.cert.CheckSignatureFrom(c.issuer); err != nil {
+			t.Errorf("%s responder certificate: %v", c.name, err)
+		}
+	}
+	zlintClean(t, r1b.Raw)
+
+	pending, err := lead.a.Init(ctx, InitOptions{Subject: testSubject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lead.a.IssueResponderFrom(ctx, pending.ID, node, key.Public(), time.Hour); err == nil {
+		t.Error("a pending CA issued a responder certificate")
+	}
+
+	if err := fol.c.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = fol.c.View(func(tx *bbolt.Tx) error {
+		got, err := ResponderCertificates(tx, node)
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || !got[in1.ID].Equal(r1b) || !got[in2.ID].Equal(r2) {
+			t.Errorf("ResponderCertificates: %d, from CA 1 the latest %v, from CA 2 %v", len(got), got[in1.ID].Equal(r1b), got[in2.ID].Equal(r2))
+		}
+		if latest, err := ResponderCertificate(tx, node); err != nil || !latest.Equal(r2) {
+			t.Errorf("ResponderCertificate: not the latest (%v)", err)
+		}
+		if got, err := ResponderCertificates(tx, "other"); err != nil || len(got) != 0 {
+			t.Errorf("another node: %d, %v", len(got), err)
+		}
+		list, err := Issuers(tx)
+		if err != nil {
+			return err
+		}
+		want := map[string]time.Time{in1.ID: leaf.NotAfter, in2.ID: {}, pending.ID: {}}
+		for _, is := range list {
+			if !is.LastNotAfter.Equal(want[is.ID]) {
+				t.Errorf("issuer %s (%s): LastNotAfter %s, want %s", is.ID, is.Status, is.LastNotAfter, want[is.ID])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResponderStateOldFormat: state written before responder certificates were
+// kept per issuer read as what it was; a responder certificate recorded then moves to the per-issuer form.
+func TestResponderStateOldFormat(t *testing.T) {
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: testSubject, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour).Truncate(time.Second), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, SubjectKeyId: []byte{1, 2, 3}}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	respDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(0x42),
+		Subject: pkix.Name{CommonName: "responder"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}}, caCert, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbs, _ := tbsOf(respDER)
+	h := sha256.Sum256(tbs)
+	serial := []byte{0x42}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, h := range Handlers() {
+			for _, b := range h.Buckets() {
+				if _, err := tx.CreateBucket(b); err != nil {
+					return err
+				}
+			}
+		}
+		old := certRecord{Issuer: "ca-old", Kind: uint8(Responder), Node: "n1", Profile: responderProfile, TBSHash: h[:],
+			NotAfter: time.Now().Add(time.Hour).UnixNano(), IntentAt: 1, IssuedAt: 2, DER: respDER, Status: uint8(Good)}
+		v, err := encMode.Marshal(old)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCerts).Put(serial, v); err != nil {
+			return err
+		}
+		iv, err := encMode.Marshal(issuerRecord{ID: "ca-old", KeyLabel: "ca-old", PublicKey: caCert.RawSubjectPublicKeyInfo,
+			Cert: caDER, Status: uint8(IssuerRetired), CRLShards: 1, Created: 1, NotAfter: caCert.NotAfter.UnixNano()})
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketIssuers).Put([]byte("ca-old"), iv); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketResponders).Put([]byte("n1"), serial)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, want map[string]bool) {
+		t.Helper()
+		err := db.View(func(tx *bbolt.Tx) error {
+			rec, err := Lookup(tx, big.NewInt(0x42))
+			if err != nil || rec.Node != "n1" || rec.Status != Good {
+				t.Errorf("%s: Lookup of an old record: %+v, %v", when, rec, err)
+			}
+			got, err := ResponderCertificates(tx, "n1")
+			if err != nil || len(got) != len(want) {
+				t.Errorf("%s: ResponderCertificates: %d, %v; want %d", when, len(got), err, len(want))
+			}
+			for id := range want {
+				if got[id] == nil {
+					t.Errorf("%s: no responder certificate from %s", when, id)
+				}
+			}
+			if c, err := ResponderCertificate(tx, "n1"); err != nil || c == nil {
+				t.Errorf("%s: ResponderCertificate: %v", when, err)
+			}
+			is, err := LookupIssuer(tx, "ca-old")
+			if err != nil || !is.LastNotAfter.Equal(caCert.NotAfter) {
+				t.Errorf("%s: an issuer from before LastNotAfter was kept: %s, %v; want its certificate's notAfter", when, is.LastNotAfter, err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("old format", map[string]bool{"ca-old": true})
+
+	// A new responder certificate from another issuer keeps the old one.
+	err = db.Update(func(tx *bbolt.Tx) error {
+		v, err := encMode.Marshal(certRecord{Issuer: "ca-new", Kind: uint8(Responder), Node: "n1", DER: respDER, IssuedAt: 3, Status: uint8(Good)})
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCerts).Put([]byte{0x43}, v); err != nil {
+			return err
+		}
+		return putResponder(tx, "n1", "ca-new", []byte{0x43})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("after a new one", map[string]bool{"ca-old": true, "ca-new": true})
+}
