@@ -26,5 +26,6 @@
 // through byte for byte, and the old cluster's membership — members, join
 // tokens, removed nodes, request records — is dropped; the restoring node's
 // HSM must hold the replicated keys the state needs, and the cluster CA
-// certificate is always new, so the two clusters never mix (see Restore).
+// certificate is always new, so the old nodes' certificates are refused
+// (see Restore).
 package cluster

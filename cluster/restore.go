@@ -50,7 +50,13 @@ import (
 // CA is the exception: its key is kept if the HSM holds CAKeyName and made
 // if not, and its certificate is always new (a new subject), so the old
 // cluster's node certificates do not verify in the new cluster even when
-// the key is the same, and the two never mix.
+// the key is the same. (Whoever holds that key could still make one that
+// does: where the old cluster lives on, restore onto an HSM without
+// CAKeyName.)
+//
+// If Open fails after it has begun to write the new cluster's state, the
+// data dir is left holding some and a second restore into it is refused:
+// empty it and restore again.
 type Restore struct {
 	// Path is the file Backup wrote. It is read, never changed.
 	Path string
