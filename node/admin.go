@@ -113,6 +113,7 @@ func (n *Node) adminRouteTable() []adminRoute {
 	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, n.adminTransfer)
 	handle("POST "+pathLeave, routeAccess{local: true}, n.adminLeave)
 	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, n.adminBackup)
+	handle("GET "+pathOCSPStatus, ocspStatusRoute, n.adminOCSPStatus)
 	n.adminCAHandlers(handle)
 	n.adminPolicyHandlers(handle)
 	n.adminOperatorHandlers(handle)

@@ -350,3 +350,9 @@ func (a *AdminClient) Backup(ctx context.Context, w io.Writer) error {
 	}
 	return nil
 }
+
+// OCSPStatus returns the state of the node's pre-signed OCSP cache.
+func (a *AdminClient) OCSPStatus(ctx context.Context) (*OCSPStatus, error) {
+	var out OCSPStatus
+	return &out, a.do(ctx, http.MethodGet, pathOCSPStatus, nil, &out)
+}
