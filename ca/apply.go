@@ -83,6 +83,10 @@ func validActor(a string) bool {
 	return true
 }
 
+// isOperator tells whether an actor is an operator's (not the authority's own
+// "system" or "enrollment").
+func isOperator(a string) bool { return strings.HasPrefix(a, "sha256:") }
+
 func checkActor(a string) error {
 	if !validActor(a) {
 		return cluster.Refuse(fmt.Errorf("%w, not %q", ErrActor, a))
@@ -623,7 +627,7 @@ func applyRevoke(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if s := Status(r.Status); s != Good && s != Held {
 			return fmt.Errorf("%w: revoke %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(b.Reason), e.Time.UnixNano()
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Revoked), uint8(b.Reason), e.Time.UnixNano(), ""
 		return nil
 	})
 }
@@ -633,7 +637,7 @@ func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if s := Status(r.Status); s != Good {
 			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt = uint8(Held), ReasonCertificateHold, e.Time.UnixNano()
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), ReasonCertificateHold, e.Time.UnixNano(), b.Actor
 		return nil
 	})
 }
@@ -643,7 +647,10 @@ func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if s := Status(r.Status); s != Held {
 			return fmt.Errorf("%w: release %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt = uint8(Good), 0, 0
+		if isOperator(r.HeldBy) && !isOperator(b.Actor) {
+			return fmt.Errorf("%w: release %x as %s", ErrHeldByOperator, b.Serial, b.Actor)
+		}
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Good), 0, 0, ""
 		return nil
 	})
 }

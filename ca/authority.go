@@ -47,6 +47,10 @@ var (
 	// that are neither expired nor revoked (pending intents and held ones count).
 	// Nothing was written; the request may succeed once one expires or is revoked.
 	ErrPersonLimit = errors.New("ca: per-person certificate limit reached")
+	// ErrHeldByOperator: a release, by the system or the enrollment API (a
+	// re-bind), of a certificate an operator put on hold: only an operator
+	// releases an operator's hold (Record.HeldBy).
+	ErrHeldByOperator = errors.New("ca: held by an operator; only an operator may release it")
 )
 
 // KeyStore is what the authority needs of the node's HSM: *hsm.Token.

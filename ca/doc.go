@@ -22,6 +22,7 @@
 // link after a move. CA certificates roll over: one issuer is active, retired ones
 // stay listed with their certificates, and keep signing the nodes' responder
 // certificates (IssueResponderFrom) while any of their certificates is unexpired.
+// A hold records who put it; an operator's hold is released only by an operator.
 // The state (Lookup, Walk, ByLink, CountByPerson, Issuers, ResponderCertificates)
 // is read in the cluster's bbolt transactions; StatusCommands and ChangedSerials
 // tell subscribers what changed, DescribeCommand tells the audit log, in hashes

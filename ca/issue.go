@@ -445,7 +445,7 @@ func isPersonLimit(err error) bool {
 }
 
 // refusalSentinels are the authority's errors a refusal may carry.
-var refusalSentinels = []error{ErrNotFound, ErrStatus, ErrExpired, ErrPersonLimit, ErrSerialUsed, ErrNotPending, ErrActor}
+var refusalSentinels = []error{ErrNotFound, ErrHeldByOperator, ErrStatus, ErrExpired, ErrPersonLimit, ErrSerialUsed, ErrNotPending, ErrActor}
 
 // restoreSentinel gives a refusal that reached this node as a message only (a
 // command submitted on a follower, or a retried one) back its sentinel.

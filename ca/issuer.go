@@ -277,12 +277,14 @@ func (a *Authority) Revoke(ctx context.Context, serial *big.Int, reason int, act
 }
 
 // Hold puts a good certificate on hold (certificateHold), e.g. across a move while
-// the JPKI certificate is re-issued.
+// the JPKI certificate is re-issued. The record keeps actor as Record.HeldBy.
 func (a *Authority) Hold(ctx context.Context, serial *big.Int, actor string) error {
 	return a.changeStatus(ctx, CommandHold, serial, ReasonCertificateHold, actor)
 }
 
-// Release takes a held certificate off hold; only a held one.
+// Release takes a held certificate off hold; only a held one. A hold an operator
+// put (Record.HeldBy "sha256:…") is released only by an operator: another actor
+// is refused with ErrHeldByOperator (a refusal, matching cluster.ErrRefused too).
 func (a *Authority) Release(ctx context.Context, serial *big.Int, actor string) error {
 	return a.changeStatus(ctx, CommandRelease, serial, 0, actor)
 }

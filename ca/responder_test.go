@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"fmt"
 	"math/big"
 	"path/filepath"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 )
 
@@ -101,7 +104,8 @@ func TestResponderCertificatesPerIssuer(t *testing.T) {
 }
 
 // TestResponderStateOldFormat: state written before responder certificates were
-// kept per issuer read as what it was; a responder certificate recorded then moves to the per-issuer form.
+// kept per issuer, and records before holds named their actor, read as what they
+// were; a responder certificate recorded then moves to the per-issuer form.
 func TestResponderStateOldFormat(t *testing.T) {
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	if err != nil {
@@ -134,7 +138,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 				}
 			}
 		}
-		old := certRecord{Issuer: "ca-old", Kind: uint8(Responder), Node: "n1", Profile: responderProfile, TBSHash: h[:],
+		old := certRecordV1{Issuer: "ca-old", Kind: uint8(Responder), Node: "n1", Profile: responderProfile, TBSHash: h[:],
 			NotAfter: time.Now().Add(time.Hour).UnixNano(), IntentAt: 1, IssuedAt: 2, DER: respDER, Status: uint8(Good)}
 		v, err := encMode.Marshal(old)
 		if err != nil {
@@ -160,7 +164,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 		t.Helper()
 		err := db.View(func(tx *bbolt.Tx) error {
 			rec, err := Lookup(tx, big.NewInt(0x42))
-			if err != nil || rec.Node != "n1" || rec.Status != Good {
+			if err != nil || rec.Node != "n1" || rec.Status != Good || rec.HeldBy != "" {
 				t.Errorf("%s: Lookup of an old record: %+v, %v", when, rec, err)
 			}
 			got, err := ResponderCertificates(tx, "n1")
@@ -202,4 +206,71 @@ func TestResponderStateOldFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a new one", map[string]bool{"ca-old": true, "ca-new": true})
+}
+
+// TestHoldRecordsItsActor: a hold names who put it; an operator's hold is
+// released by an operator only, the system's (the linkage job's) by anyone.
+func TestHoldRecordsItsActor(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	tc := newCACluster(t, 1, PerNodeHSM)
+	tc.initCA(ctx, hsm.ECP256)
+	n := tc.leader()
+	req, _ := derivedRequest(t)
+	iss, err := n.a.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op1, op2 := operatorActor(1), operatorActor(2)
+	heldBy := func() (Status, string) {
+		t.Helper()
+		var r Record
+		if err := n.c.View(func(tx *bbolt.Tx) error { var err error; r, err = Lookup(tx, iss.Serial); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return r.Status, r.HeldBy
+	}
+	if err := n.a.Hold(ctx, iss.Serial, op1); err != nil {
+		t.Fatal(err)
+	}
+	if st, by := heldBy(); st != Held || by != op1 {
+		t.Fatalf("after an operator's hold: %s by %q", st, by)
+	}
+	for _, actor := range []string{"", "system", "enrollment"} {
+		err := n.a.Release(ctx, iss.Serial, actor)
+		if !errors.Is(err, ErrHeldByOperator) || !errors.Is(err, cluster.ErrRefused) {
+			t.Errorf("release of an operator's hold as %q: %v", actor, err)
+		}
+		if st, by := heldBy(); st != Held || by != op1 {
+			t.Fatalf("after a refused release as %q: %s by %q", actor, st, by)
+		}
+	}
+	if err := n.a.Release(ctx, iss.Serial, op2); err != nil {
+		t.Fatalf("release by another operator: %v", err)
+	}
+	if st, by := heldBy(); st != Good || by != "" {
+		t.Fatalf("after the release: %s by %q", st, by)
+	}
+	if err := n.a.Hold(ctx, iss.Serial, ""); err != nil {
+		t.Fatal(err)
+	}
+	if st, by := heldBy(); st != Held || by != "system" {
+		t.Fatalf("after the system's hold: %s by %q", st, by)
+	}
+	if err := n.a.Release(ctx, iss.Serial, "enrollment"); err != nil {
+		t.Fatalf("the enrollment API's release of the system's hold: %v", err)
+	}
+	if err := n.a.Hold(ctx, iss.Serial, op1); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.a.Revoke(ctx, iss.Serial, ReasonKeyCompromise, op2); err != nil {
+		t.Fatal(err)
+	}
+	if st, by := heldBy(); st != Revoked || by != "" {
+		t.Fatalf("after revoking a held certificate: %s by %q", st, by)
+	}
+}
+
+func operatorActor(i byte) string {
+	h := sha256.Sum256([]byte{i})
+	return fmt.Sprintf("sha256:%x", h)
 }

@@ -110,6 +110,11 @@ type Record struct {
 	Status        Status
 	Reason        int       // CRLReason when Revoked (6 when Held)
 	RevokedAt     time.Time // when Revoked or Held
+	// HeldBy is the actor who put the certificate on hold, while Held: "system"
+	// (the linkage job, across a move) or an operator ("sha256:<hex>"). A hold
+	// by an operator is released only by an operator (ErrHeldByOperator). It is
+	// "" when not held, and for a hold recorded before holds named their actor.
+	HeldBy string
 }
 
 // CertStatus is one certificate's entry in its issuer's status index: what the OCSP
@@ -197,6 +202,26 @@ type (
 		Status        uint8
 		Reason        uint8
 		RevokedAt     int64
+		HeldBy        string
+	}
+	// certRecordV1 is a certRecord as stored before HeldBy: readCert reads both.
+	certRecordV1 struct {
+		_             struct{} `cbor:",toarray"`
+		Issuer        string
+		Kind          uint8
+		Node          string
+		Profile       string
+		PolicyVersion uint64
+		TBSHash       []byte
+		Link          []byte
+		Person        []byte
+		NotAfter      int64
+		IntentAt      int64
+		IssuedAt      int64
+		DER           []byte
+		Status        uint8
+		Reason        uint8
+		RevokedAt     int64
 	}
 )
 
@@ -267,7 +292,14 @@ func readCert(tx *bbolt.Tx, serial []byte) (*certRecord, error) {
 	}
 	var r certRecord
 	if err := decMode.Unmarshal(v, &r); err != nil {
-		return nil, fmt.Errorf("ca: record of serial %x: %w", serial, err)
+		var old certRecordV1
+		if decMode.Unmarshal(v, &old) != nil {
+			return nil, fmt.Errorf("ca: record of serial %x: %w", serial, err)
+		}
+		r = certRecord{Issuer: old.Issuer, Kind: old.Kind, Node: old.Node, Profile: old.Profile,
+			PolicyVersion: old.PolicyVersion, TBSHash: old.TBSHash, Link: old.Link, Person: old.Person,
+			NotAfter: old.NotAfter, IntentAt: old.IntentAt, IssuedAt: old.IssuedAt, DER: old.DER,
+			Status: old.Status, Reason: old.Reason, RevokedAt: old.RevokedAt}
 	}
 	return &r, nil
 }
@@ -291,6 +323,7 @@ func (r *certRecord) record(serial []byte) Record {
 		Link: r.Link, Person: r.Person, NotAfter: fromUnixNano(r.NotAfter),
 		IntentAt: fromUnixNano(r.IntentAt), IssuedAt: fromUnixNano(r.IssuedAt), DER: r.DER,
 		Status: Status(r.Status), Reason: int(r.Reason), RevokedAt: fromUnixNano(r.RevokedAt),
+		HeldBy: r.HeldBy,
 	}
 }
 

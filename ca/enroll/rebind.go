@@ -47,7 +47,25 @@ var (
 	ErrRebindNotSame      = errors.New("enroll: the new JPKI certificate is not the same person's")
 	ErrRebindNotPossible  = errors.New("enroll: the certificate cannot be re-bound")
 	ErrRebindSameJPKICert = errors.New("enroll: the certificate is bound to this JPKI certificate already")
+	// ErrRebindHeldByOperator: the certificate is on hold by an operator (e.g. on a
+	// report of misuse), not by the linkage job across a move; a re-bind does not
+	// lift it, only an operator does. It is a case of ErrRebindNotPossible with a
+	// problem type of its own.
+	ErrRebindHeldByOperator = fmt.Errorf("%w: it is on hold by an operator", ErrRebindNotPossible)
 )
+
+// probRebindHeld is ErrRebindHeldByOperator's problem type.
+var probRebindHeld = problemType{"rebind-held-by-operator", http.StatusConflict, "The certificate is on hold by an operator; only an operator can release it"}
+
+// refuseRebind sends a re-binding's refusal: as refuse does, and
+// ErrRebindHeldByOperator as its own type.
+func (h *Handler) refuseRebind(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrRebindHeldByOperator) {
+		h.refuseAs(w, probRebindHeld, "the certificate is on hold by an operator; a re-bind does not release it")
+		return
+	}
+	h.refuse(w, err)
+}
 
 // Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
 type Rebinder interface {
@@ -199,7 +217,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := h.verifyRebind(r.Context(), req, clientAddr(r))
 	if err != nil {
-		h.refuse(w, err)
+		h.refuseRebind(w, err)
 		return
 	}
 	// As for an enrolment: every check passed, so the nonce is redeemed now, and only
@@ -214,6 +232,10 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	resp, status, err := h.rebind(r.Context(), t)
 	if err != nil {
 		switch {
+		case errors.Is(err, ErrRebindHeldByOperator):
+			// An operator held it between the checks and the release.
+			h.log.Warn("enroll: re-binding refused: held by an operator", "serial", req.Serial)
+			h.refuseRebind(w, err)
 		case errors.Is(err, ca.ErrNoCAKey), errors.Is(err, ca.ErrAbandoned), errors.Is(err, context.DeadlineExceeded),
 			errors.Is(err, ca.ErrStatus), errors.Is(err, ca.ErrExpired):
 			h.log.Warn("enroll: re-binding did not complete", "serial", req.Serial, "err", err)
@@ -232,8 +254,9 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 // and local ones first: the proof's form and claims, the audience, the times, the
 // serial it binds, its signature, an early look for a spent nonce, the new JPKI
 // certificate (jpki.Verifier), then the certificate's record: a derived certificate,
-// the same person (keyed person hashes compared), good or held and unexpired, bound
-// to another JPKI certificate; last the policy.
+// the same person (keyed person hashes compared), good or held and unexpired, if
+// held then by the linkage job ("system", not an operator), bound to another JPKI
+// certificate; last the policy.
 func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client string) (*rebindTarget, error) {
 	serial, err := parseSerial(req.Serial)
 	if err != nil {
@@ -311,6 +334,10 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 		return nil, fmt.Errorf("%w: it is %s", ErrRebindNotPossible, statusWord(t.record.Status))
 	case !now.Before(t.record.NotAfter):
 		return nil, fmt.Errorf("%w: it has expired", ErrRebindNotPossible)
+	case t.record.Status == ca.Held && t.record.HeldBy != actorSystem:
+		// Only the linkage job's hold (across a move) is the re-bind's to lift; a
+		// hold whose actor is unknown is treated as an operator's.
+		return nil, ErrRebindHeldByOperator
 	case subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1:
 		return nil, ErrRebindSameJPKICert
 	}
@@ -350,7 +377,9 @@ func statusWord(s ca.Status) string {
 	return s.String()
 }
 
-// rebind does what was decided. Release: the hold is lifted first, then the link
+// rebind does what was decided. Release (of the linkage job's hold only: the
+// authority refuses the API's release of an operator's, ca.ErrHeldByOperator,
+// which is ErrRebindHeldByOperator here): the hold is lifted first, then the link
 // moved, so that a failure in between leaves a good certificate still bound to the
 // revoked JPKI certificate — which the linkage job holds again, and a retry re-binds
 // — rather than a held one bound to the new card, which no retry could tell from an
@@ -364,7 +393,7 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		if t.record.Status == ca.Held {
 			action = RebindReleased
 			if err := h.cfg.Rebinder.Release(ctx, t.serial, actorEnrollment); err != nil {
-				return nil, 0, fmt.Errorf("enroll: release %s: %w", serialHex, err)
+				return nil, 0, heldByOperator(fmt.Errorf("enroll: release %s: %w", serialHex, err))
 			}
 		}
 		if err := h.cfg.Rebinder.Relink(ctx, t.serial, t.link[:], actorEnrollment); err != nil {
@@ -373,17 +402,19 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		if action == RebindReleased {
 			// The linkage job may have held it again between the two commands, while it
 			// was good and still bound to the revoked card: release that hold too.
-			var st ca.Status
+			// An operator's hold put meanwhile stays (the authority refuses to
+			// release it): the certificate is bound to the new card, and held.
+			var rec ca.Record
 			err := h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
-				rec, err := ca.Lookup(tx, t.serial)
-				st = rec.Status
+				var err error
+				rec, err = ca.Lookup(tx, t.serial)
 				return err
 			})
-			if err == nil && st == ca.Held {
+			if err == nil && rec.Status == ca.Held {
 				err = h.cfg.Rebinder.Release(ctx, t.serial, actorEnrollment)
 			}
 			if err != nil {
-				return nil, 0, fmt.Errorf("enroll: release %s after the relink: %w", serialHex, err)
+				return nil, 0, heldByOperator(fmt.Errorf("enroll: release %s after the relink: %w", serialHex, err))
 			}
 		}
 		resp := &RebindResponse{Action: action, Serial: serialHex, Profile: t.record.Profile}
@@ -421,6 +452,18 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 
 // actorEnrollment is the actor of the API's commands in the audit log.
 const actorEnrollment = "enrollment"
+
+// actorSystem is the actor of the linkage job's holds (ca.Record.HeldBy).
+const actorSystem = "system"
+
+// heldByOperator makes the authority's refusal to release an operator's hold
+// ErrRebindHeldByOperator, keeping the cause.
+func heldByOperator(err error) error {
+	if errors.Is(err, ca.ErrHeldByOperator) {
+		return fmt.Errorf("%w (%w)", ErrRebindHeldByOperator, err)
+	}
+	return err
+}
 
 // decodeRebindRequest decodes the JSON body: an object with proof and serial
 // (strings); no other member, none twice.

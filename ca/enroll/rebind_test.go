@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"slices"
 	"strings"
@@ -344,5 +345,113 @@ func TestRebindReleasesARacingHold(t *testing.T) {
 	rec := record(t, cert.Serial)
 	if !racer.raced || got.Action != RebindReleased || rec.Status != ca.Good || !bytes.Equal(rec.Link, linkOf(t, cardB.chain[0])) {
 		t.Errorf("raced %v: %s, record %s", racer.raced, got.Action, rec.Status)
+	}
+}
+
+// TestRebindLeavesAnOperatorsHold: a certificate an operator held is not released
+// by a re-bind with the holder's new card (rebind-held-by-operator: nothing
+// written, the nonce still open); once the operator has released it and the
+// linkage job has held it across the move, the re-bind releases it.
+func TestRebindLeavesAnOperatorsHold(t *testing.T) {
+	needFixture(t)
+	e, _ := profileEnv(t, testProfiles(t, nil), func(c *Config) { c.Rebinder = fx.authority })
+	ctx := context.Background()
+	person := newPerson()
+	cardA := personCard(t, person)
+	cert, err := e.client().Enroll(ctx, cardA, fx.subKeys[0], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator := "sha256:" + strings.Repeat("ab", 32)
+	if err := fx.authority.Hold(ctx, cert.Serial, operator); err != nil {
+		t.Fatal(err)
+	}
+	moved := person
+	moved.Address, moved.AddressSubstitutes = "大阪府大阪市北区試験町四丁目４番４号", ""
+	cardB := personCard(t, moved)
+	scA, err := jpki.ParseSignatureCertificate(cardA.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.sim.Revoke(scA.X509().SerialNumber, jpki.ReasonAffiliationChanged, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+
+	nonce := e.challenge(t)
+	proof, err := newRebindProof(cardB, cardB.Chain(), ProofClaims{Nonce: nonce, Audience: e.audience + "/rebind",
+		IssuedAt: time.Now(), Expires: time.Now().Add(time.Minute)}, hex.EncodeToString(cert.Serial.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.expectRebindProblem(t, mustJSON(t, RebindRequest{Proof: proof, Serial: hex.EncodeToString(cert.Serial.Bytes())}),
+		"rebind-held-by-operator", 409, nonce, cert.Serial)
+	if rec := record(t, cert.Serial); rec.Status != ca.Held || rec.HeldBy != operator || !bytes.Equal(rec.Link, linkOf(t, cardA.chain[0])) {
+		t.Fatalf("after the refusal: %s by %q", rec.Status, rec.HeldBy)
+	}
+
+	// The operator releases it; the linkage job holds it across the move.
+	if err := fx.authority.Release(ctx, cert.Serial, operator); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.client().Rebind(ctx, cardB, cert.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := record(t, cert.Serial); got.Action != RebindReleased || rec.Status != ca.Good || rec.HeldBy != "" {
+		t.Errorf("re-bind of the linkage job's hold: %s, record %s by %q", got.Action, rec.Status, rec.HeldBy)
+	}
+}
+
+// operatorHoldingRebinder is the authority, with an operator's hold landing
+// between the release and the relink of a re-binding.
+type operatorHoldingRebinder struct {
+	*ca.Authority
+	held bool
+}
+
+func (r *operatorHoldingRebinder) Release(ctx context.Context, serial *big.Int, actor string) error {
+	if err := r.Authority.Release(ctx, serial, actor); err != nil {
+		return err
+	}
+	if !r.held {
+		r.held = true
+		return r.Authority.Hold(ctx, serial, "sha256:"+strings.Repeat("cd", 32))
+	}
+	return nil
+}
+
+// TestRebindRacingAnOperatorsHold: an operator's hold put between the release and
+// the relink is not lifted: the re-bind is refused as rebind-held-by-operator and
+// the certificate stays held by the operator.
+func TestRebindRacingAnOperatorsHold(t *testing.T) {
+	needFixture(t)
+	racer := &operatorHoldingRebinder{Authority: fx.authority}
+	e, _ := profileEnv(t, testProfiles(t, nil), func(c *Config) { c.Rebinder = racer })
+	ctx := context.Background()
+	person := newPerson()
+	cardA := personCard(t, person)
+	cert, err := e.client().Enroll(ctx, cardA, fx.subKeys[0], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := person
+	moved.Address, moved.AddressSubstitutes = "大阪府大阪市北区試験町五丁目５番５号", ""
+	cardB := personCard(t, moved)
+	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client().Rebind(ctx, cardB, cert.Serial)
+	var p *Problem
+	if !errors.As(err, &p) || p.Name() != "rebind-held-by-operator" || p.Status != 409 {
+		t.Fatalf("re-bind racing an operator's hold: %v", err)
+	}
+	if rec := record(t, cert.Serial); !racer.held || rec.Status != ca.Held || !strings.HasPrefix(rec.HeldBy, "sha256:") {
+		t.Errorf("after the re-bind: %s by %q", rec.Status, rec.HeldBy)
 	}
 }

@@ -952,7 +952,6 @@ func TestPersonLimitShippedRates(t *testing.T) {
 // holder with any other JPKI certificate of theirs (a renewed or re-issued
 // card) lifts an operator's hold without an operator.
 func TestOperatorHoldNotReleasedByRebind(t *testing.T) {
-	t.Skip("product bug: `inkan enroll --rebind` with the holder's new card releases a hold an operator put with `inkan admin cert hold` (ca/enroll/rebind.go releases any Held certificate; the record does not say who held it)")
 	lab := newCardLab(t)
 	p := startLinkageNode(t, lab)
 	useTestCards(t, p)
