@@ -71,6 +71,7 @@ var (
 	probRebindNotFound  = problemType{"rebind-not-found", http.StatusNotFound, "No derived certificate has that serial"}
 	probRebindNotSame   = problemType{"rebind-not-same-person", http.StatusForbidden, "The JPKI certificate is not the same person's"}
 	probRebindNotPoss   = problemType{"rebind-not-possible", http.StatusConflict, "The certificate cannot be re-bound"}
+	probRebindHeld      = problemType{"rebind-held-by-operator", http.StatusConflict, "The certificate is on hold by an operator; only an operator can release it"}
 	probRebindSameCard  = problemType{"rebind-same-jpki-certificate", http.StatusConflict, "The certificate is bound to this JPKI certificate already"}
 	probRateLimited     = problemType{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
 	probJPKIUntrusted   = problemType{"jpki-untrusted", http.StatusForbidden, "The JPKI certificate is not trusted"}
@@ -87,7 +88,7 @@ var problemTypes = []problemType{
 	probNonceUnknown, probNonceReplayed, probCSRInvalid, probCSRMismatch, probKeyType,
 	probPolicyDenied, probPersonLimit, probRateLimited, probJPKIUntrusted, probJPKIExpired, probJPKIRevoked,
 	probJPKIRevocation, probUnavailable, probIssuanceFailure,
-	probSerialMismatch, probRebindNotFound, probRebindNotSame, probRebindNotPoss, probRebindSameCard,
+	probSerialMismatch, probRebindNotFound, probRebindNotSame, probRebindNotPoss, probRebindHeld, probRebindSameCard,
 }
 
 // problemFor maps an error of the pipeline to its problem type. The first match wins;
@@ -118,6 +119,8 @@ func problemFor(err error) problemType {
 		return probRebindNotFound
 	case errors.Is(err, ErrRebindNotSame):
 		return probRebindNotSame
+	case errors.Is(err, ErrRebindHeldByOperator): // a case of ErrRebindNotPossible
+		return probRebindHeld
 	case errors.Is(err, ErrRebindNotPossible):
 		return probRebindNotPoss
 	case errors.Is(err, ErrRebindSameJPKICert):
@@ -192,7 +195,7 @@ var sentinels = []error{
 	ErrRequestInvalid, ErrBodyTooLarge, ErrProofInvalid, ErrAudienceMismatch, ErrNonceUnknown,
 	ErrNonceReplayed, ErrCSRInvalid, ErrCSRMismatch, ErrKeyTypeNotAllowed, ErrPolicyDenied,
 	ErrPersonLimit, ErrRateLimited, ErrUnavailable, policies.ErrDenied, policies.ErrKeyType,
-	ErrSerialMismatch, ErrRebindNotFound, ErrRebindNotSame, ErrRebindNotPossible, ErrRebindSameJPKICert,
+	ErrSerialMismatch, ErrRebindNotFound, ErrRebindNotSame, ErrRebindHeldByOperator, ErrRebindNotPossible, ErrRebindSameJPKICert,
 }
 
 // Problem is an RFC 9457 problem detail, as the API sends it and the client returns

@@ -54,19 +54,6 @@ var (
 	ErrRebindHeldByOperator = fmt.Errorf("%w: it is on hold by an operator", ErrRebindNotPossible)
 )
 
-// probRebindHeld is ErrRebindHeldByOperator's problem type.
-var probRebindHeld = problemType{"rebind-held-by-operator", http.StatusConflict, "The certificate is on hold by an operator; only an operator can release it"}
-
-// refuseRebind sends a re-binding's refusal: as refuse does, and
-// ErrRebindHeldByOperator as its own type.
-func (h *Handler) refuseRebind(w http.ResponseWriter, err error) {
-	if errors.Is(err, ErrRebindHeldByOperator) {
-		h.refuseAs(w, probRebindHeld, "the certificate is on hold by an operator; a re-bind does not release it")
-		return
-	}
-	h.refuse(w, err)
-}
-
 // Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
 type Rebinder interface {
 	Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error
@@ -217,7 +204,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := h.verifyRebind(r.Context(), req, clientAddr(r))
 	if err != nil {
-		h.refuseRebind(w, err)
+		h.refuse(w, err)
 		return
 	}
 	// As for an enrolment: every check passed, so the nonce is redeemed now, and only
@@ -235,7 +222,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ErrRebindHeldByOperator):
 			// An operator held it between the checks and the release.
 			h.log.Warn("enroll: re-binding refused: held by an operator", "serial", req.Serial)
-			h.refuseRebind(w, err)
+			h.refuse(w, err)
 		case errors.Is(err, ca.ErrNoCAKey), errors.Is(err, ca.ErrAbandoned), errors.Is(err, context.DeadlineExceeded),
 			errors.Is(err, ca.ErrStatus), errors.Is(err, ca.ErrExpired):
 			h.log.Warn("enroll: re-binding did not complete", "serial", req.Serial, "err", err)

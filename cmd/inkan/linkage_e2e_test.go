@@ -914,16 +914,9 @@ func TestEnrollmentLimits(t *testing.T) {
 // TestPersonLimitShippedRates: with the shipped authentication profile as it is
 // (only the test cards' policy added), the (N+1)th certificate of one person must
 // be refused as person-limit-reached: the person holds N and may not hold more,
-// however long they wait.
-//
-// It fails: ca/enroll's Handler.verify calls Policy.Decide, whose
-// ProfilePolicy.limit takes the per-client and per-person tokens, before
-// checkCap counts the person's certificates. The shipped profiles' per-person
-// burst equals their cap (authentication 5/5, signing 3/3), so the (N+1)th
-// enrolment within the hour meets an empty per-person bucket first and is
-// refused rate-limited with Retry-After ≈ 1h — a retry that can only be refused
-// again, as person-limit-reached. The refused request also spends a per-client
-// token (TestEnrollmentLimits sees it).
+// however long they wait. (The shipped profiles' per-person burst equals their
+// cap, so the cap must be checked before the rate limits take a token, or the
+// (N+1)th enrolment is told to wait an hour instead.)
 func TestPersonLimitShippedRates(t *testing.T) {
 	lab := newCardLab(t)
 	p := startLinkageNode(t, lab)
@@ -943,14 +936,8 @@ func TestPersonLimitShippedRates(t *testing.T) {
 // TestOperatorHoldNotReleasedByRebind: an operator puts a derived certificate
 // on hold (`inkan admin cert hold`, e.g. on a report of misuse). Its holder's
 // card is later replaced (a move); a re-bind with the new card must not lift
-// the operator's hold: only `inkan admin cert release` may.
-//
-// It fails: ca/enroll/rebind.go verifyRebind accepts any held certificate
-// (t.record.Status == ca.Held) and rebind releases it (Rebinder.Release with
-// actor enrollment); the CA's record (ca/state.go Record) keeps no trace of who
-// held it or why, so a linkage hold and an operator's hold look the same. A
-// holder with any other JPKI certificate of theirs (a renewed or re-issued
-// card) lifts an operator's hold without an operator.
+// the operator's hold: only `inkan admin cert release` may. (The CA records
+// who held a certificate; a re-bind lifts only the linkage job's holds.)
 func TestOperatorHoldNotReleasedByRebind(t *testing.T) {
 	lab := newCardLab(t)
 	p := startLinkageNode(t, lab)
