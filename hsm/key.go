@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -109,20 +110,30 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Signer, error) 
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
 	var k *Signer
-	err = t.pool.do(ctx, func(s *session) error {
-		if err := t.refuseTaken(s, spec.Label, id); err != nil {
-			return err
-		}
-		_, priv, err := t.pool.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
-		if err != nil {
-			if mechanismRefused(err) {
-				return &MechanismError{Token: t.info.Label, Mechanism: mech, Err: err}
+	for attempt := 1; ; attempt++ {
+		err = t.pool.do(ctx, func(s *session) error {
+			if err := t.refuseTaken(s, spec.Label, id); err != nil {
+				return err
 			}
+			_, priv, err := t.pool.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
+			if err != nil {
+				if mechanismRefused(err) {
+					return &MechanismError{Token: t.info.Label, Mechanism: mech, Err: err}
+				}
+				return err
+			}
+			k, err = t.signerFor(s, priv)
 			return err
+		})
+		// SoftHSM's file store now and then fails a creation that races
+		// another session's use of the token (one start in tens); the
+		// label is checked free again before each try.
+		if attempt == 3 || !transientCreate(err) || ctx.Err() != nil {
+			break
 		}
-		k, err = t.signerFor(s, priv)
-		return err
-	})
+		t.log.Warn("hsm: key generation failed in the token; trying again", "token", t.info.Label, "label", spec.Label, "err", err)
+		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("hsm: generate %s key %q on token %q: %w", spec.Type, spec.Label, t.info.Label, err)
 	}
@@ -451,4 +462,12 @@ func (t *Token) keyInfo(s *session, o pkcs11.ObjectHandle, class uint) (KeyInfo,
 	}
 	ki.URI = t.keyURI(ki.Label, ki.ID, ki.Class)
 	return ki, nil
+}
+
+// transientCreate reports an object creation failure that SoftHSM's file
+// store gives when it races another session (CKR_GENERAL_ERROR,
+// CKR_TEMPLATE_INCONSISTENT for a template that is consistent).
+func transientCreate(err error) bool {
+	var e pkcs11.Error
+	return errors.As(err, &e) && (e == pkcs11.CKR_GENERAL_ERROR || e == pkcs11.CKR_TEMPLATE_INCONSISTENT)
 }
