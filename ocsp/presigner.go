@@ -1,6 +1,7 @@
 package ocsp
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -382,6 +385,16 @@ func (p *Presigner) scan(ctx context.Context, out chan<- job) {
 	})
 	p.metrics.backlog.Set(float64(len(due)))
 	p.metrics.oldest.Set(now.Sub(oldest).Seconds())
+	// In the store's key order: the writer's batches then touch neighbouring
+	// pages of the bbolt file, not one page per response (the cache's map
+	// order is random, and a million random updates rewrite the whole file
+	// many times over).
+	slices.SortFunc(due, func(a, b job) int {
+		if c := strings.Compare(a.issuerID, b.issuerID); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.st.Serial, b.st.Serial)
+	})
 	for _, j := range due {
 		select {
 		case out <- j:
