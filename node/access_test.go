@@ -29,8 +29,10 @@ import (
 	"github.com/inkan-pki/inkan/operator"
 )
 
-// accessNode starts a bootstrapping node with the admin API over mutual TLS.
-func accessNode(t *testing.T) (*Node, *softhsm.Token) {
+// testNodeConfig is the configuration of a bootstrapping node on its own
+// SoftHSM token (returned too), with the admin API over mutual TLS, all on
+// free ports.
+func testNodeConfig(t *testing.T, name string) (*Config, *softhsm.Token) {
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	var addrs []string
@@ -43,7 +45,7 @@ func accessNode(t *testing.T) (*Node, *softhsm.Token) {
 		ln.Close()
 	}
 	raw := fmt.Sprintf(`data_dir: %s
-cluster: {name: access-test, bind: %s, bootstrap: true, raft: {heartbeat_timeout: 300ms, election_timeout: 300ms, leader_lease_timeout: 100ms}}
+cluster: {name: %s, bind: %s, bootstrap: true, raft: {heartbeat_timeout: 300ms, election_timeout: 300ms, leader_lease_timeout: 100ms}}
 api: {listen: %s}
 ocsp: {listen: %s}
 metrics: {listen: %s}
@@ -51,13 +53,18 @@ admin: {listen: %s}
 hsm: {module: %s, token: %s, pin_file: %s}
 log: {level: error}
 drain_timeout: 2s
-`, filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], tok.Module, tok.Label, tok.PINFile)
+`, filepath.Join(t.TempDir(), "data"), name, addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], tok.Module, tok.Label, tok.PINFile)
 	cfg, err := ParseConfig([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	return cfg, tok
+}
+
+// startTestNode starts a node from cfg, waits until it is ready, and stops
+// it when the test ends.
+func startTestNode(t *testing.T, ctx context.Context, cfg *Config) *Node {
+	t.Helper()
 	n, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +80,17 @@ drain_timeout: 2s
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return n, tok
+	return n
+}
+
+// accessNode starts a bootstrapping node with the admin API over mutual TLS,
+// and returns it with the token its keys are on.
+func accessNode(t *testing.T) (*Node, *softhsm.Token) {
+	t.Helper()
+	cfg, tok := testNodeConfig(t, "access-test")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return startTestNode(t, ctx, cfg), tok
 }
 
 // identity is a TLS client identity for the matrix.

@@ -10,9 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,7 +18,6 @@ import (
 	xocsp "golang.org/x/crypto/ocsp"
 
 	"github.com/inkan-pki/inkan/ca"
-	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
 
 // TestOCSPAfterRollover: a certificate issued under CA 1, a rollover to CA 2
@@ -31,51 +28,10 @@ func TestOCSPAfterRollover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node twice")
 	}
-	tok := softhsm.NewToken(t)
-	var addrs []string
-	for range 5 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, ln.Addr().String())
-		ln.Close()
-	}
-	raw := fmt.Sprintf(`data_dir: %s
-cluster: {name: rollover-test, bind: %s, bootstrap: true, raft: {heartbeat_timeout: 300ms, election_timeout: 300ms, leader_lease_timeout: 100ms}}
-api: {listen: %s}
-ocsp: {listen: %s}
-metrics: {listen: %s}
-admin: {listen: %s}
-hsm: {module: %s, token: %s, pin_file: %s}
-log: {level: error}
-drain_timeout: 2s
-`, filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], tok.Module, tok.Label, tok.PINFile)
-	cfg, err := ParseConfig([]byte(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := testNodeConfig(t, "rollover-test")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	startNode := func() *Node {
-		t.Helper()
-		n, err := Start(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			_ = n.Stop(ctx)
-		})
-		for deadline := time.Now().Add(30 * time.Second); !n.ready(ctx).OK; {
-			if time.Now().After(deadline) {
-				t.Fatal("node not ready")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return n
-	}
+	startNode := func() *Node { return startTestNode(t, ctx, cfg) }
 	n := startNode()
 	auth := n.app.authority()
 	if auth == nil {
