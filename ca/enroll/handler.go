@@ -221,20 +221,45 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, ChallengeResponse{Nonce: base64.RawURLEncoding.EncodeToString(nonce), Expires: expires})
 }
 
-func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
+// intake admits a POST of the API: the client's request rate, the media type,
+// the body within MaxBodyBytes. It refuses and returns false otherwise.
+func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !h.limiter.allow(clientAddr(r), h.cfg.Now()) {
 		h.refuse(w, ErrRateLimited)
-		return
+		return nil, false
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			h.refuseAs(w, probMediaType, "send the request as application/json")
-			return
+			return nil, false
 		}
 	}
 	body, err := readBody(w, r)
 	if err != nil {
 		h.refuse(w, err)
+		return nil, false
+	}
+	return body, true
+}
+
+// redeem consumes a verified request's nonce through the cluster, once every
+// check has passed, so that of two requests racing with one nonce exactly one
+// goes on and a refusal before this leaves the nonce usable. It refuses and
+// returns false if the nonce is spent or cannot be redeemed now.
+func (h *Handler) redeem(ctx context.Context, w http.ResponseWriter, nonce []byte) bool {
+	if err := h.nonces.consume(ctx, nonce); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			h.log.Error("enroll: nonce not redeemed", "err", err)
+		}
+		h.refuse(w, err)
+		return false
+	}
+	return true
+}
+
+func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
+	body, ok := h.intake(w, r)
+	if !ok {
 		return
 	}
 	req, err := decodeRequest(body)
@@ -247,14 +272,8 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, err)
 		return
 	}
-	// Everything that can be checked is checked: now the nonce is redeemed, through
-	// the cluster, so that of two requests racing with one nonce exactly one goes on.
-	// A refusal before this point leaves the nonce usable.
-	if err := h.nonces.consume(r.Context(), v.claims.nonce); err != nil {
-		if errors.Is(err, ErrUnavailable) {
-			h.log.Error("enroll: nonce not redeemed", "err", err)
-		}
-		h.refuse(w, err)
+	// Everything that can be checked is checked: now the nonce is redeemed.
+	if !h.redeem(r.Context(), w, v.claims.nonce) {
 		return
 	}
 	issued, err := h.cfg.Issuer.Issue(r.Context(), v.issueRequest(h.cfg.LinkKey))

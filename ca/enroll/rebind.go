@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"mime"
 	"net/http"
 	"time"
 
@@ -182,19 +181,8 @@ type rebindTarget struct {
 }
 
 func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
-	if !h.limiter.allow(clientAddr(r), h.cfg.Now()) {
-		h.refuse(w, ErrRateLimited)
-		return
-	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			h.refuseAs(w, probMediaType, "send the request as application/json")
-			return
-		}
-	}
-	body, err := readBody(w, r)
-	if err != nil {
-		h.refuse(w, err)
+	body, ok := h.intake(w, r)
+	if !ok {
 		return
 	}
 	req, err := decodeRebindRequest(body)
@@ -209,11 +197,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	}
 	// As for an enrolment: every check passed, so the nonce is redeemed now, and only
 	// then does anything change.
-	if err := h.nonces.consume(r.Context(), t.claims.nonce); err != nil {
-		if errors.Is(err, ErrUnavailable) {
-			h.log.Error("enroll: nonce not redeemed", "err", err)
-		}
-		h.refuse(w, err)
+	if !h.redeem(r.Context(), w, t.claims.nonce) {
 		return
 	}
 	resp, status, err := h.rebind(r.Context(), t)
