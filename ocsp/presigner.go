@@ -231,7 +231,9 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	refresh := make(chan job, 1024)
 	var wg sync.WaitGroup
 	if p.store != nil {
-		p.persist = make(chan storedResponse, 4096)
+		// Room for a few seconds of signing, so that workers do not wait
+		// for the writer's fsync: signing and the disk overlap.
+		p.persist = make(chan storedResponse, persistQueue)
 		writerDone := make(chan struct{})
 		go func() {
 			defer close(writerDone)
@@ -468,10 +470,16 @@ func (p *Presigner) sign(j job) error {
 	return nil
 }
 
+// Sizes of the store writer's queue and of its largest transaction.
+const (
+	persistQueue = 1 << 16
+	persistBatch = 1 << 14
+)
+
 // writeStore persists signed responses in batches: one bbolt transaction (one fsync)
-// for whatever arrived while the previous one was written, up to 4096.
+// for whatever arrived while the previous one was written, up to persistBatch.
 func (p *Presigner) writeStore() {
-	batch := make([]storedResponse, 0, 4096)
+	batch := make([]storedResponse, 0, persistBatch)
 	for r := range p.persist {
 		batch = append(batch[:0], r)
 	more:
