@@ -85,6 +85,11 @@ type Presigner struct {
 	limiter *limiter
 	metrics presignerMetrics
 	persist chan storedResponse // to the store writer, which batches transactions
+
+	// serials serialises the signing of one certificate's responses (striped
+	// by serial): two jobs for one serial, a status change and a refresh or
+	// two quick changes, must not interleave their CertID variants.
+	serials [64]sync.Mutex
 }
 
 type issuerSigning struct {
@@ -428,11 +433,40 @@ func (p *Presigner) work(ctx context.Context, urgent, refresh <-chan job) {
 				return
 			}
 		}
-		if err := p.sign(j); err != nil {
+		if err := p.signLatest(ctx, j); err != nil {
 			p.metrics.signErrors.Inc()
 			p.log.Error("ocsp: sign response", "issuer", j.issuerID, "serial", fmt.Sprintf("%x", j.st.Serial), "err", err)
 		}
 	}
+}
+
+// signLatest signs a job's certificate with the status the Source holds now,
+// one job per serial at a time. A job's status was read when it was queued;
+// two workers signing one serial with statuses read at different times would
+// leave the CertID variants disagreeing (the last write of each wins), and a
+// refresh of an old "good" could overwrite a revocation. Under the serial's
+// lock the status is read again, so the last signing states the newest status.
+func (p *Presigner) signLatest(ctx context.Context, j job) error {
+	mu := &p.serials[stripe(j.st.Serial)]
+	mu.Lock()
+	defer mu.Unlock()
+	st, ok, err := p.src.Status(ctx, j.issuerID, j.st.Serial)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return nil // no longer the issuer's: nothing to answer for
+	}
+	j.st = st
+	return p.sign(j)
+}
+
+func stripe(serial []byte) int {
+	h := 0
+	for _, b := range serial {
+		h = h*31 + int(b)
+	}
+	return h & 63
 }
 
 // sign signs st under every CertID hash, caches the responses and persists them.

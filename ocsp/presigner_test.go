@@ -274,3 +274,44 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestPresignerSignsTheLatestStatus: a job queued with a status that has
+// changed since (a refresh of "good" racing a revocation, or two quick
+// changes on two workers) signs the status the Source holds now, for every
+// CertID variant, so the variants cannot disagree and a revocation is never
+// overwritten by an older "good".
+func TestPresignerSignsTheLatestStatus(t *testing.T) {
+	key := responderKey(t)
+	src := newSource(t, key, 3)
+	cache := NewCache()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: filepath.Join(t.TempDir(), "ocsp.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.syncIssuers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	serial := big.NewInt(0x10001).Bytes()
+	revokedAt := time.Now().UTC().Truncate(time.Second)
+	src.set(CertStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
+	stale := job{issuerID: "ca1", st: CertStatus{Serial: serial, Status: Good, Reason: -1}, why: "refresh"}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.signLatest(ctx, stale); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, h := range CertIDHashes {
+		if r := cache.Get("ca1", h, serial); r == nil || r.Status != Revoked || r.Reason != xocsp.KeyCompromise {
+			t.Fatalf("%v: %+v; want revoked keyCompromise", h, r)
+		}
+	}
+}
