@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/operator"
 )
@@ -299,6 +301,17 @@ func (n *Node) adminLeave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// viewValue reads one value from the node's state in a read transaction.
+func viewValue[T any](c *cluster.Cluster, read func(tx *bbolt.Tx) (T, error)) (T, error) {
+	var v T
+	err := c.View(func(tx *bbolt.Tx) error {
+		var err error
+		v, err = read(tx)
+		return err
+	})
+	return v, err
 }
 
 // maxAdminBody bounds an admin request's body (a bulk revocation of 10,000

@@ -403,12 +403,7 @@ func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var rec ca.Record
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
-		var err error
-		rec, err = ca.Lookup(tx, serial)
-		return err
-	})
+	rec, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (ca.Record, error) { return ca.Lookup(tx, serial) })
 	if err != nil {
 		writeCAError(w, err)
 		return

@@ -155,12 +155,7 @@ func (n *Node) adminOperators(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (n *Node) adminOperator(w http.ResponseWriter, r *http.Request) {
-	var op operator.Operator
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
-		var err error
-		op, err = operator.Lookup(tx, r.PathValue("id"))
-		return err
-	})
+	op, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (operator.Operator, error) { return operator.Lookup(tx, r.PathValue("id")) })
 	if err != nil {
 		writeOperatorError(w, err)
 		return
@@ -310,12 +305,7 @@ func (n *Node) adminApprovals(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) adminApproval(w http.ResponseWriter, r *http.Request) {
-	var q operator.Request
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
-		var err error
-		q, err = operator.LookupRequest(tx, r.PathValue("id"))
-		return err
-	})
+	q, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (operator.Request, error) { return operator.LookupRequest(tx, r.PathValue("id")) })
 	if err != nil {
 		writeApprovalError(w, err)
 		return

@@ -88,12 +88,7 @@ func (n *Node) adminPolicies(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (n *Node) adminPolicy(w http.ResponseWriter, r *http.Request) {
-	var v policy.Version
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
-		var err error
-		v, err = policy.Lookup(tx, r.PathValue("name"))
-		return err
-	})
+	v, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (policy.Version, error) { return policy.Lookup(tx, r.PathValue("name")) })
 	if err != nil {
 		writePolicyError(w, err)
 		return
@@ -106,12 +101,7 @@ func (n *Node) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 	if !readPolicyFile(w, r, &req) {
 		return
 	}
-	var d string
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
-		var err error
-		d, err = policy.Diff(tx, req.File, []byte(req.Data))
-		return err
-	})
+	d, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (string, error) { return policy.Diff(tx, req.File, []byte(req.Data)) })
 	if err != nil {
 		writePolicyError(w, err)
 		return
