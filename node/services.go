@@ -344,7 +344,7 @@ func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
 		Validity:     time.Duration(a.cfg.OCSP.Validity),
 		RefreshAfter: time.Duration(a.cfg.OCSP.RefreshAfter),
 		Rate:         a.cfg.OCSP.Rate,
-		Workers:      a.cfg.HSM.Sessions,
+		Workers:      2 * a.cfg.HSM.Sessions,
 		StorePath:    filepath.Join(a.cfg.DataDir, ocspStoreFile),
 		Logger:       a.log,
 		Registerer:   env.Metrics,

@@ -55,7 +55,9 @@ type PresignerConfig struct {
 	// Rate caps refresh signatures per second, to leave the HSM room for issuance
 	// (0: no cap). Status changes are signed at once, outside the cap.
 	Rate float64
-	// Workers is how many signatures run at once (4; the HSM session pool's size).
+	// Workers is how many responses are made at once (8). Twice the HSM's
+	// sessions keeps every session signing while other workers encode, cache
+	// and queue what they signed.
 	Workers int
 	// Retention sets the archive cutoff to producedAt - Retention (10 years).
 	Retention time.Duration
@@ -84,7 +86,7 @@ type Presigner struct {
 
 	limiter *limiter
 	metrics presignerMetrics
-	persist chan storedResponse // to the store writer, which batches transactions
+	persist chan storedSerial // to the store writer, which batches transactions
 
 	// serials serialises the signing of one certificate's responses (striped
 	// by serial): two jobs for one serial, a status change and a refresh or
@@ -121,7 +123,7 @@ func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerCo
 	def(&cfg.Retention, 10*365*24*time.Hour)
 	def(&cfg.ScanInterval, 30*time.Second)
 	if cfg.Workers == 0 {
-		cfg.Workers = 4
+		cfg.Workers = 8
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -161,7 +163,7 @@ func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerCo
 		return nil, err
 	}
 	if cfg.StorePath != "" {
-		s, err := openStore(cfg.StorePath)
+		s, err := openStore(cfg.StorePath, p.log)
 		if err != nil {
 			return nil, err
 		}
@@ -238,7 +240,7 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	if p.store != nil {
 		// Room for a few seconds of signing, so that workers do not wait
 		// for the writer's fsync: signing and the disk overlap.
-		p.persist = make(chan storedResponse, persistQueue)
+		p.persist = make(chan storedSerial, persistQueue)
 		writerDone := make(chan struct{})
 		go func() {
 			defer close(writerDone)
@@ -483,8 +485,8 @@ func (p *Presigner) sign(j job) error {
 	if !next.After(now) {
 		return fmt.Errorf("responder certificate for %s has expired", j.issuerID)
 	}
-	stored := make([]storedResponse, 0, len(CertIDHashes))
-	for _, h := range CertIDHashes {
+	stored := storedSerial{issuerID: j.issuerID, serial: j.st.Serial}
+	for i, h := range CertIDHashes {
 		der, err := is.builder.sign(j.st, h, now, now, next)
 		if err != nil {
 			return err
@@ -493,29 +495,36 @@ func (p *Presigner) sign(j job) error {
 		if err := p.cache.Put(j.issuerID, h, j.st.Serial, r); err != nil {
 			return err
 		}
-		stored = append(stored, storedResponse{issuerID: j.issuerID, hash: h, serial: j.st.Serial, resp: r})
+		stored.resps[i] = r
 	}
-	p.metrics.signed.WithLabelValues(j.why).Add(float64(len(stored)))
+	p.metrics.signed.WithLabelValues(j.why).Add(float64(len(CertIDHashes)))
 	if p.persist != nil {
-		for _, r := range stored {
-			p.persist <- r
-		}
+		p.persist <- stored
 	}
 	return nil
 }
 
-// Sizes of the store writer's queue and of its largest transaction.
+// Sizes of the store writer's queue and of its largest transaction, and how
+// long it gathers responses for one transaction.
 const (
-	persistQueue = 1 << 16
-	persistBatch = 1 << 14
+	persistQueue  = 1 << 15
+	persistBatch  = 1 << 13
+	persistWindow = 500 * time.Millisecond
 )
 
-// writeStore persists signed responses in batches: one bbolt transaction (one fsync)
-// for whatever arrived while the previous one was written, up to persistBatch.
+// writeStore persists signed responses in batches: one bbolt transaction (one
+// fsync) for what arrives within persistWindow of the first, up to persistBatch.
+// A transaction rewrites every page it touches, and a refresh in key order puts
+// a page's responses one after another: many small transactions would write
+// the same pages over and over. A crash loses at most the window's responses,
+// which the restarted node signs again (reconcile finds them missing or stale).
 func (p *Presigner) writeStore() {
-	batch := make([]storedResponse, 0, persistBatch)
+	batch := make([]storedSerial, 0, persistBatch)
+	window := time.NewTimer(persistWindow)
+	window.Stop()
 	for r := range p.persist {
 		batch = append(batch[:0], r)
+		window.Reset(persistWindow)
 	more:
 		for len(batch) < cap(batch) {
 			select {
@@ -524,14 +533,16 @@ func (p *Presigner) writeStore() {
 					break more
 				}
 				batch = append(batch, r)
-			default:
+			case <-window.C:
 				break more
 			}
 		}
+		window.Stop()
 		if err := p.store.put(batch); err != nil {
 			// The cache still serves them; a restart re-signs what was not stored.
 			p.log.Error("ocsp: persist responses", "count", len(batch), "err", err)
 		}
+		clear(batch) // let the responses go when the cache replaces them
 	}
 }
 

@@ -1,6 +1,7 @@
 package ocsp
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -8,6 +9,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
@@ -137,98 +140,238 @@ func publicKeyBits(c *x509.Certificate) ([]byte, error) {
 
 // sign builds and signs the response for st with a CertID made with hash, valid
 // from thisUpdate to nextUpdate and produced at producedAt.
+//
+// The encoding is written by hand into one buffer: a response has one shape, and
+// the general-purpose builders spent more of a refresh's CPU on small allocations
+// than on anything but the signature. TestSignMatchesReference holds it to a
+// cryptobyte encoding of the same structure.
 func (b *builder) sign(st CertStatus, hash crypto.Hash, producedAt, thisUpdate, nextUpdate time.Time) ([]byte, error) {
 	issuerID, ok := b.issuerIDs[hash]
 	if !ok {
 		return nil, fmt.Errorf("ocsp: CertID hash %v is not supported", hash)
 	}
-	tbs := cryptobyte.NewBuilder(make([]byte, 0, 256))
-	tbs.AddASN1(cbasn1.SEQUENCE, func(rd *cryptobyte.Builder) { // ResponseData
-		rd.AddBytes(b.responder)
-		rd.AddASN1GeneralizedTime(producedAt.UTC())
-		rd.AddASN1(cbasn1.SEQUENCE, func(list *cryptobyte.Builder) {
-			list.AddASN1(cbasn1.SEQUENCE, func(sr *cryptobyte.Builder) { // SingleResponse
-				sr.AddASN1(cbasn1.SEQUENCE, func(id *cryptobyte.Builder) {
-					id.AddBytes(issuerID)
-					addSerial(id, st.Serial)
-				})
-				switch st.Status {
-				case Good:
-					sr.AddASN1(cbasn1.Tag(0).ContextSpecific(), func(*cryptobyte.Builder) {})
-				case Revoked:
-					sr.AddASN1(cbasn1.Tag(1).Constructed().ContextSpecific(), func(ri *cryptobyte.Builder) {
-						ri.AddASN1GeneralizedTime(st.RevokedAt.UTC())
-						if st.Reason >= 0 {
-							ri.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(r *cryptobyte.Builder) {
-								r.AddASN1Enum(int64(st.Reason))
-							})
-						}
-					})
-				default:
-					sr.AddASN1(cbasn1.Tag(2).ContextSpecific(), func(*cryptobyte.Builder) {})
-				}
-				sr.AddASN1GeneralizedTime(thisUpdate.UTC())
-				sr.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(n *cryptobyte.Builder) {
-					n.AddASN1GeneralizedTime(nextUpdate.UTC())
-				})
-				if b.archiveOld > 0 {
-					sr.AddASN1(cbasn1.Tag(1).Constructed().ContextSpecific(), func(exts *cryptobyte.Builder) {
-						exts.AddASN1(cbasn1.SEQUENCE, func(l *cryptobyte.Builder) {
-							l.AddASN1(cbasn1.SEQUENCE, func(e *cryptobyte.Builder) {
-								e.AddASN1ObjectIdentifier(oidArchiveCutoff)
-								e.AddASN1(cbasn1.OCTET_STRING, func(v *cryptobyte.Builder) {
-									v.AddASN1GeneralizedTime(producedAt.Add(-b.archiveOld).UTC())
-								})
-							})
-						})
-					})
-				}
-			})
-		})
-	})
-	tbsDER, err := tbs.Bytes()
+	var buf [512]byte
+	tbs, err := b.appendTBS(buf[:0], issuerID, st, producedAt, thisUpdate, nextUpdate)
 	if err != nil {
-		return nil, fmt.Errorf("ocsp: encode response: %w", err)
+		return nil, err
 	}
-	h := b.digest.New()
-	h.Write(tbsDER)
-	sig, err := b.key.Sign(rand.Reader, h.Sum(nil), b.digest)
+	var digest []byte
+	switch b.digest {
+	case crypto.SHA256:
+		sum := sha256.Sum256(tbs)
+		digest = sum[:]
+	case crypto.SHA384:
+		sum := sha512.Sum384(tbs)
+		digest = sum[:]
+	default:
+		return nil, fmt.Errorf("ocsp: digest %v is not supported", b.digest)
+	}
+	sig, err := b.key.Sign(rand.Reader, digest, b.digest)
 	if err != nil {
 		return nil, fmt.Errorf("ocsp: sign response: %w", err)
 	}
-	out := cryptobyte.NewBuilder(make([]byte, 0, len(tbsDER)+len(sig)+len(b.certs)+64))
-	out.AddASN1(cbasn1.SEQUENCE, func(r *cryptobyte.Builder) { // OCSPResponse
-		r.AddASN1Enum(0) // successful
-		r.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(rb *cryptobyte.Builder) {
-			rb.AddASN1(cbasn1.SEQUENCE, func(rb *cryptobyte.Builder) { // ResponseBytes
-				rb.AddASN1ObjectIdentifier(oidOCSPBasic)
-				rb.AddASN1(cbasn1.OCTET_STRING, func(o *cryptobyte.Builder) {
-					o.AddASN1(cbasn1.SEQUENCE, func(basic *cryptobyte.Builder) {
-						basic.AddBytes(tbsDER)
-						basic.AddBytes(b.sigAlg)
-						basic.AddASN1BitString(sig)
-						if b.certs != nil {
-							basic.AddBytes(b.certs)
-						}
-					})
-				})
-			})
-		})
-	})
-	return out.Bytes()
+	bodyLen := len(tbs) + len(b.sigAlg) + tlvLen(1+len(sig))
+	n := wrappedLen(bodyLen + len(b.certs))
+	// The spare capacity takes the response's HTTP headers (newResponse).
+	der := make([]byte, 0, n+headersLen)
+	der = appendWrapHeader(der, bodyLen+len(b.certs))
+	der = append(der, tbs...)
+	der = append(der, b.sigAlg...)
+	der = appendHeader(der, 0x03, 1+len(sig)) // BIT STRING, no unused bits
+	der = append(der, 0)
+	der = append(der, sig...)
+	return append(der, b.certs...), nil
 }
 
-// addSerial writes a positive INTEGER from a big-endian magnitude.
-func addSerial(b *cryptobyte.Builder, mag []byte) {
-	mag = trimSerial(mag)
-	b.AddASN1(cbasn1.INTEGER, func(i *cryptobyte.Builder) {
-		if len(mag) == 0 {
-			i.AddUint8(0)
-			return
+// appendTBS appends the DER of ResponseData with its one SingleResponse.
+func (b *builder) appendTBS(dst, issuerID []byte, st CertStatus, producedAt, thisUpdate, nextUpdate time.Time) ([]byte, error) {
+	times := []time.Time{producedAt, thisUpdate, nextUpdate, producedAt.Add(-b.archiveOld)}
+	if st.Status == Revoked {
+		times = append(times, st.RevokedAt)
+	}
+	for _, t := range times {
+		if y := t.UTC().Year(); y < 0 || y > 9999 {
+			return nil, fmt.Errorf("ocsp: encode response: time %s out of range", t)
 		}
-		if mag[0]&0x80 != 0 {
-			i.AddUint8(0)
+	}
+	if st.Status == Revoked && st.Reason > 127 {
+		return nil, fmt.Errorf("ocsp: encode response: reason %d out of range", st.Reason)
+	}
+	mag := trimSerial(st.Serial)
+	serialLen := len(mag)
+	if serialLen == 0 || mag[0]&0x80 != 0 {
+		serialLen++
+	}
+	certID := len(issuerID) + tlvLen(serialLen)
+	status := 2 // [0] or [2] IMPLICIT NULL
+	revoked := 0
+	if st.Status == Revoked {
+		revoked = timeLen
+		if st.Reason >= 0 {
+			revoked += 5 // [0] EXPLICIT ENUMERATED, one byte
 		}
-		i.AddBytes(mag)
-	})
+		status = tlvLen(revoked)
+	}
+	ext := 0 // [1] EXPLICIT Extensions: archive cutoff
+	if b.archiveOld > 0 {
+		ext = tlvLen(tlvLen(tlvLen(len(oidArchiveCutoffDER) + tlvLen(timeLen))))
+	}
+	single := tlvLen(certID) + status + timeLen + tlvLen(timeLen) + ext
+	rd := len(b.responder) + timeLen + tlvLen(tlvLen(single))
+
+	dst = appendHeader(dst, 0x30, rd) // ResponseData
+	dst = append(dst, b.responder...)
+	dst = appendTime(dst, producedAt)
+	dst = appendHeader(dst, 0x30, tlvLen(single)) // responses
+	dst = appendHeader(dst, 0x30, single)         // SingleResponse
+	dst = appendHeader(dst, 0x30, certID)
+	dst = append(dst, issuerID...)
+	dst = appendHeader(dst, 0x02, serialLen)
+	if serialLen > len(mag) {
+		dst = append(dst, 0)
+	}
+	dst = append(dst, mag...)
+	switch st.Status {
+	case Good:
+		dst = append(dst, 0x80, 0)
+	case Revoked:
+		dst = appendHeader(dst, 0xa1, revoked)
+		dst = appendTime(dst, st.RevokedAt)
+		if st.Reason >= 0 {
+			dst = append(dst, 0xa0, 3, 0x0a, 1, byte(st.Reason))
+		}
+	default:
+		dst = append(dst, 0x82, 0)
+	}
+	dst = appendTime(dst, thisUpdate)
+	dst = appendHeader(dst, 0xa0, timeLen)
+	dst = appendTime(dst, nextUpdate)
+	if b.archiveOld > 0 {
+		e := len(oidArchiveCutoffDER) + tlvLen(timeLen)
+		dst = appendHeader(dst, 0xa1, tlvLen(tlvLen(e)))
+		dst = appendHeader(dst, 0x30, tlvLen(e))
+		dst = appendHeader(dst, 0x30, e)
+		dst = append(dst, oidArchiveCutoffDER...)
+		dst = appendHeader(dst, 0x04, timeLen)
+		dst = appendTime(dst, producedAt.Add(-b.archiveOld))
+	}
+	return dst, nil
+}
+
+// wrap rebuilds a response from the content of its BasicOCSPResponse, without
+// (body) and with the responder certificate field that ends it (certs); split
+// takes one apart.
+func wrap(body, certs []byte) []byte {
+	der := make([]byte, 0, wrappedLen(len(body)+len(certs))+headersLen)
+	der = appendWrapHeader(der, len(body)+len(certs))
+	der = append(der, body...)
+	return append(der, certs...)
+}
+
+// split finds in a response the content of its BasicOCSPResponse (body) and the
+// certs field that ends it, if any; ok is false for a response wrap would not
+// rebuild byte for byte.
+func split(der []byte) (body, certs []byte, ok bool) {
+	in := cryptobyte.String(der)
+	var resp, rb, basic cryptobyte.String
+	var status int
+	var oid cryptobyte.String
+	if !in.ReadASN1(&resp, cbasn1.SEQUENCE) || !in.Empty() ||
+		!resp.ReadASN1Enum(&status) || status != 0 ||
+		!resp.ReadASN1(&rb, cbasn1.Tag(0).Constructed().ContextSpecific()) || !resp.Empty() ||
+		!rb.ReadASN1(&rb, cbasn1.SEQUENCE) ||
+		!rb.ReadASN1Element(&oid, cbasn1.OBJECT_IDENTIFIER) || !bytes.Equal(oid, oidOCSPBasicDER) ||
+		!rb.ReadASN1(&basic, cbasn1.OCTET_STRING) || !rb.Empty() ||
+		!basic.ReadASN1(&basic, cbasn1.SEQUENCE) {
+		return nil, nil, false
+	}
+	content := basic
+	var skip cryptobyte.String
+	if !basic.ReadASN1Element(&skip, cbasn1.SEQUENCE) || // tbsResponseData
+		!basic.ReadASN1Element(&skip, cbasn1.SEQUENCE) || // signatureAlgorithm
+		!basic.ReadASN1Element(&skip, cbasn1.BIT_STRING) {
+		return nil, nil, false
+	}
+	if !basic.Empty() {
+		certs = basic
+		if !basic.ReadASN1Element(&skip, cbasn1.Tag(0).Constructed().ContextSpecific()) || !basic.Empty() {
+			return nil, nil, false
+		}
+	}
+	if wrappedLen(len(content)) != len(der) {
+		return nil, nil, false // not minimally encoded: wrap would differ
+	}
+	return content[:len(content)-len(certs)], certs, true
+}
+
+// DER of the fixed parts.
+var (
+	oidOCSPBasicDER     = []byte{0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01}
+	oidArchiveCutoffDER = []byte{0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x06}
+	responseSuccessful  = []byte{0x0a, 0x01, 0x00}
+	timeLen             = 17 // GeneralizedTime YYYYMMDDHHMMSSZ with its header
+)
+
+// appendWrapHeader appends everything of a successful OCSPResponse that comes
+// before the content of its BasicOCSPResponse of n bytes.
+func appendWrapHeader(dst []byte, n int) []byte {
+	basic := tlvLen(n)
+	octets := tlvLen(basic)
+	rb := len(oidOCSPBasicDER) + octets
+	dst = appendHeader(dst, 0x30, len(responseSuccessful)+tlvLen(tlvLen(rb))) // OCSPResponse
+	dst = append(dst, responseSuccessful...)
+	dst = appendHeader(dst, 0xa0, tlvLen(rb)) // responseBytes [0] EXPLICIT
+	dst = appendHeader(dst, 0x30, rb)         // ResponseBytes
+	dst = append(dst, oidOCSPBasicDER...)
+	dst = appendHeader(dst, 0x04, basic) // response OCTET STRING
+	return appendHeader(dst, 0x30, n)    // BasicOCSPResponse
+}
+
+// wrappedLen is the length of a response whose BasicOCSPResponse holds n bytes.
+func wrappedLen(n int) int {
+	return tlvLen(len(responseSuccessful) + tlvLen(tlvLen(len(oidOCSPBasicDER)+tlvLen(tlvLen(n)))))
+}
+
+// tlvLen is the length of a DER element with n bytes of content.
+func tlvLen(n int) int { return 1 + lenLen(n) + n }
+
+func lenLen(n int) int {
+	switch {
+	case n < 0x80:
+		return 1
+	case n < 0x100:
+		return 2
+	case n < 0x10000:
+		return 3
+	default:
+		return 4
+	}
+}
+
+// appendHeader appends a DER tag and definite length; n < 2^24.
+func appendHeader(dst []byte, tag byte, n int) []byte {
+	switch {
+	case n < 0x80:
+		return append(dst, tag, byte(n))
+	case n < 0x100:
+		return append(dst, tag, 0x81, byte(n))
+	case n < 0x10000:
+		return append(dst, tag, 0x82, byte(n>>8), byte(n))
+	default:
+		return append(dst, tag, 0x83, byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+// appendTime appends t as a GeneralizedTime in UTC, to the second; its year is
+// in [0, 9999] (appendTBS checks).
+func appendTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	h, mi, s := t.Clock()
+	dst = append(dst, 0x18, 15)
+	dst = append(dst, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10))
+	for _, v := range [5]int{int(mo), d, h, mi, s} {
+		dst = append(dst, byte('0'+v/10), byte('0'+v%10))
+	}
+	return append(dst, 'Z')
 }

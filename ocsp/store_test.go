@@ -2,40 +2,59 @@ package ocsp
 
 import (
 	"bytes"
-	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
 
-	xocsp "golang.org/x/crypto/ocsp"
+	bolt "go.etcd.io/bbolt"
 )
 
-func TestStoreRoundTrip(t *testing.T) {
+// storeFixture signs n serials' responses (every seventh revoked) for issuer
+// "ca1" with a delegated responder, as the pre-signer does.
+func storeFixture(t *testing.T, n int) (*testPKI, []storedSerial) {
+	t.Helper()
 	p := getPKI(t)
-	path := filepath.Join(t.TempDir(), "ocsp.db")
-	s, err := openStore(path)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, err := newBuilder(p.ca, p.delegatedResponder(t, key), key, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rs []storedResponse
-	for _, h := range CertIDHashes {
-		rs = append(rs,
-			storedResponse{"ca1", h, p.leaves[0].SerialNumber.Bytes(), p.signedResponse(t, p.leaves[0], h, xocsp.Good, time.Time{})},
-			storedResponse{"ca1", h, p.leaves[1].SerialNumber.Bytes(), p.signedResponse(t, p.leaves[1], h, xocsp.Revoked, time.Now().Add(-time.Hour))},
-			storedResponse{"gone", h, []byte{1}, p.signedResponse(t, p.leaves[2], h, xocsp.Good, time.Time{})})
+	now := time.Now().UTC().Truncate(time.Second)
+	var rs []storedSerial
+	for i := range n {
+		st := CertStatus{Serial: []byte{1, byte(i)}, Status: Good, Reason: -1}
+		if i%7 == 0 {
+			st = CertStatus{Serial: st.Serial, Status: Revoked, RevokedAt: now.Add(-time.Hour), Reason: 1}
+		}
+		r := storedSerial{issuerID: "ca1", serial: st.Serial}
+		for j, h := range CertIDHashes {
+			der, err := b.sign(st, h, now, now, now.Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.resps[j] = newResponse(der, st, now, now.Add(time.Hour))
+		}
+		rs = append(rs, r)
 	}
-	if err := s.put(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.close(); err != nil {
-		t.Fatal(err)
-	}
+	return p, rs
+}
 
-	s, err = openStore(path)
+func openTestStore(t *testing.T, path string) *store {
+	t.Helper()
+	s, err := openStore(path, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.close()
+	t.Cleanup(func() { _ = s.close() })
+	return s
+}
+
+func loadInto(t *testing.T, s *store, p *testPKI) (*Cache, int) {
+	t.Helper()
 	c := NewCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
@@ -44,18 +63,117 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 4 || c.Len() != 4 {
-		t.Fatalf("loaded %d, cache holds %d; want 4 (the unknown issuer's skipped)", n, c.Len())
+	return c, n
+}
+
+// TestStoreRoundTrip stores serials in two transactions and reopens the store:
+// every response comes back byte for byte with its status, times and headers,
+// the responder certificate all of them end with is kept once, and an issuer
+// the cache does not know is skipped.
+func TestStoreRoundTrip(t *testing.T) {
+	p, rs := storeFixture(t, 50)
+	path := filepath.Join(t.TempDir(), "ocsp.db")
+	s := openTestStore(t, path)
+	gone := rs[0]
+	gone.issuerID = "gone"
+	if err := s.put(append(rs[:10:10], gone)); err != nil {
+		t.Fatal(err)
 	}
-	for _, r := range rs[:2] {
-		got := c.Get("ca1", r.hash, r.serial)
-		if got == nil || !bytes.Equal(got.DER, r.resp.DER) || got.Status != r.resp.Status ||
-			!got.ThisUpdate.Equal(r.resp.ThisUpdate) || !got.NextUpdate.Equal(r.resp.NextUpdate) ||
-			!bytes.Equal(got.etag, r.resp.etag) {
-			t.Errorf("serial %x %v: got %+v, want %+v", r.serial, r.hash, got, r.resp)
+	if err := s.put(rs[10:]); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket([]byte("ca1")).Bucket(certsBucket).Stats().KeyN; n != 1 {
+			t.Errorf("certs bucket holds %d entries, want 1", n)
+		}
+		v := tx.Bucket([]byte("ca1")).Bucket(serialsBucket).Get(rs[3].serial)
+		if len(v) >= len(rs[3].resps[0].DER) {
+			t.Errorf("a serial's value is %d bytes, one response %d: the certificate was stored with them", len(v), len(rs[3].resps[0].DER))
+		}
+		return nil
+	})
+	_ = s.close()
+
+	s = openTestStore(t, path)
+	c, n := loadInto(t, s, p)
+	if want := len(rs) * len(CertIDHashes); n != want || c.Len() != want {
+		t.Fatalf("loaded %d, cache holds %d; want %d (the unknown issuer's skipped)", n, c.Len(), want)
+	}
+	for _, r := range rs {
+		for i, h := range CertIDHashes {
+			want := r.resps[i]
+			got := c.Get("ca1", h, r.serial)
+			if got == nil || !bytes.Equal(got.DER, want.DER) ||
+				!got.says(CertStatus{Status: want.Status, RevokedAt: want.RevokedAt, Reason: want.Reason}) ||
+				!got.ThisUpdate.Equal(want.ThisUpdate) || !got.NextUpdate.Equal(want.NextUpdate) ||
+				!bytes.Equal(got.etag, want.etag) || !bytes.Equal(got.lastModified, want.lastModified) || !bytes.Equal(got.expires, want.expires) {
+				t.Fatalf("serial %x %v: reloaded response differs", r.serial, h)
+			}
 		}
 	}
-	if c.Get("ca1", crypto.SHA256, []byte{1}) != nil {
-		t.Error("a serial of another issuer leaked into ca1")
+}
+
+// TestStoreSkipsWhatDoesNotDecode: a damaged entry, or one whose certificate is
+// missing, is skipped (the pre-signer signs it again) and the rest still load;
+// a store of another format is emptied rather than misread.
+func TestStoreSkipsWhatDoesNotDecode(t *testing.T) {
+	p, rs := storeFixture(t, 3)
+	path := filepath.Join(t.TempDir(), "ocsp.db")
+	s := openTestStore(t, path)
+	if err := s.put(rs); err != nil {
+		t.Fatal(err)
+	}
+	update := func(f func(tx *bolt.Tx) error) {
+		t.Helper()
+		if err := s.db.Update(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(func(tx *bolt.Tx) error {
+		sb := tx.Bucket([]byte("ca1")).Bucket(serialsBucket)
+		if err := sb.Put(rs[0].serial, []byte{0, 1, 2}); err != nil { // truncated
+			return err
+		}
+		v := bytes.Clone(sb.Get(rs[1].serial))
+		v[26] ^= 0xff // names a certificate the store does not have
+		return sb.Put(rs[1].serial, v)
+	})
+	if _, n := loadInto(t, s, p); n != len(CertIDHashes) {
+		t.Errorf("loaded %d responses, want the undamaged serial's %d", n, len(CertIDHashes))
+	}
+
+	// A store written in the first format (no format mark): emptied on open.
+	update(func(tx *bolt.Tx) error { return tx.DeleteBucket(metaBucket) })
+	_ = s.close()
+	s = openTestStore(t, path)
+	if _, n := loadInto(t, s, p); n != 0 {
+		t.Errorf("loaded %d responses from a store of another format", n)
+	}
+	if err := s.put(rs); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := loadInto(t, s, p); n != len(rs)*len(CertIDHashes) {
+		t.Errorf("after emptying, loaded %d of %d stored", n, len(rs)*len(CertIDHashes))
+	}
+}
+
+// TestStoreRefusesForeignResponses: the store keeps what the pre-signer makes;
+// anything else is refused whole, and the transaction writes nothing.
+func TestStoreRefusesForeignResponses(t *testing.T) {
+	p, rs := storeFixture(t, 2)
+	s := openTestStore(t, filepath.Join(t.TempDir(), "ocsp.db"))
+	bad := rs[1]
+	bad.resps[1] = NewResponse([]byte("not a response"), Good, time.Now(), time.Now().Add(time.Hour))
+	if err := s.put([]storedSerial{rs[0], bad}); err == nil {
+		t.Fatal("a serial with a response that is not one was stored")
+	}
+	if _, n := loadInto(t, s, p); n != 0 {
+		t.Errorf("a refused transaction left %d responses", n)
+	}
+	if err := s.put(rs); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := loadInto(t, s, p); n != len(rs)*len(CertIDHashes) {
+		t.Errorf("loaded %d responses after a refused transaction, want %d", n, len(rs)*len(CertIDHashes))
 	}
 }
