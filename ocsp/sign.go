@@ -287,10 +287,11 @@ func split(der []byte) (body, certs []byte, ok bool) {
 	}
 	content := basic
 	var skip cryptobyte.String
-	if !basic.ReadASN1Element(&skip, cbasn1.SEQUENCE) || // tbsResponseData
-		!basic.ReadASN1Element(&skip, cbasn1.SEQUENCE) || // signatureAlgorithm
-		!basic.ReadASN1Element(&skip, cbasn1.BIT_STRING) {
-		return nil, nil, false
+	// tbsResponseData, signatureAlgorithm, signature
+	for _, tag := range []cbasn1.Tag{cbasn1.SEQUENCE, cbasn1.SEQUENCE, cbasn1.BIT_STRING} {
+		if !basic.ReadASN1Element(&skip, tag) {
+			return nil, nil, false
+		}
 	}
 	if !basic.Empty() {
 		certs = basic
