@@ -25,7 +25,7 @@ COPY . .
 # in the golang image).
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=1 go build -trimpath -o /out/inkan ./cmd/inkan
+    CGO_ENABLED=1 go build -trimpath -buildvcs=auto -o /out/inkan ./cmd/inkan
 
 FROM debian:${DEBIAN_RELEASE}-slim
 # curl only for the HEALTHCHECK below: inkan has no probe command, and slim has

@@ -11,7 +11,7 @@ deps:
 	@deploy/install-deps.sh
 
 build: deps
-	$(GO) build -o $(BIN) ./cmd/inkan
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/inkan
 
 # The dev appliance: one node, state in ./.inkan-dev, SoftHSM token and config made
 # for you on the first run; it runs in the foreground until Ctrl-C, and resumes after.
