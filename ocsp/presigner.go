@@ -504,8 +504,9 @@ func (p *Presigner) sign(j job) error {
 	return nil
 }
 
-// Sizes of the store writer's queue and of its largest transaction, and how
-// long it gathers responses for one transaction.
+// Sizes, in serials (each with its responses under every CertID hash), of the
+// store writer's queue and of its largest transaction, and how long it gathers
+// serials for one transaction.
 const (
 	persistQueue  = 1 << 15
 	persistBatch  = 1 << 13
