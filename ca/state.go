@@ -10,7 +10,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"
 )
 
@@ -225,24 +225,8 @@ type (
 	}
 )
 
-// The codecs are immutable once built.
-var (
-	encMode = mustMode(cbor.CoreDetEncOptions().EncMode())
-	decMode = mustMode(cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		IndefLength:      cbor.IndefLengthForbidden,
-		MaxNestedLevels:  16,
-		MaxArrayElements: 1 << 16,
-		MaxMapPairs:      1 << 10,
-	}.DecMode())
-)
-
-func mustMode[T any](v T, err error) T {
-	if err != nil {
-		panic(err) // static options: a failure is a programming error
-	}
-	return v
-}
+// Records are encoded as every service encodes its state (cluster.ValueCodec).
+var encMode, decMode = cluster.ValueCodec()
 
 func fromUnixNano(n int64) time.Time {
 	if n == 0 {

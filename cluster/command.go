@@ -72,6 +72,25 @@ var (
 	}.DecMode())
 )
 
+// The codecs of the values services keep in the replicated state: core
+// deterministic encoding (every voter writes the same bytes), and decoding that
+// refuses duplicate keys, indefinite lengths and values nested or sized beyond
+// what a record holds.
+var (
+	valueEncMode = must(cbor.CoreDetEncOptions().EncMode())
+	valueDecMode = must(cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		MaxNestedLevels:  16,
+		MaxArrayElements: 1 << 16,
+		MaxMapPairs:      1 << 10,
+	}.DecMode())
+)
+
+// ValueCodec returns the codecs for values kept in the replicated state, so
+// that every service encodes and checks its records alike.
+func ValueCodec() (cbor.EncMode, cbor.DecMode) { return valueEncMode, valueDecMode }
+
 func must[T any](v T, err error) T {
 	if err != nil {
 		panic(err)
