@@ -505,7 +505,14 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	q := &reqRecord{ID: b.ID, Action: b.Action, Body: b.Body, Digest: b.Digest, Proposer: b.Proposer,
 		ProposerID: p.ID, M: b.M, Role: b.Role, TTL: b.TTL, Created: e.Time.UnixNano(), Expires: e.Time.Add(rule.TTL).UnixNano(),
-		State: uint8(Pending), Decided: e.Time.UnixNano()}
+		State: uint8(Pending)}
+	return saveReq(tx, q, e.Time)
+}
+
+// saveReq records that request q entered its state at t (an entry's time),
+// stores it and returns it as the entry's result.
+func saveReq(tx *bbolt.Tx, q *reqRecord, t time.Time) ([]byte, error) {
+	q.Decided = t.UnixNano()
 	if err := putReq(tx, q); err != nil {
 		return nil, err
 	}
@@ -552,11 +559,7 @@ func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		// The decision came too late: the request ends here, as expired, and
 		// that is recorded (not refused) so that every replica agrees it ended.
 		q.State = uint8(Expired)
-		q.Decided = e.Time.UnixNano()
-		if err := putReq(tx, q); err != nil {
-			return nil, err
-		}
-		return reqResult(q)
+		return saveReq(tx, q, e.Time)
 	}
 	d := Decision(b.Decision)
 	if d != Approve && d != Reject {
@@ -589,7 +592,6 @@ func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		// The proposer may withdraw their own request whatever the rule's role.
 		return nil, refuse(ErrWrongRole, "%s needs %s, the approver is %s", q.Action, q.Role, a.Role)
 	}
-	q.Decided = e.Time.UnixNano()
 	if d == Reject {
 		q.State = uint8(Rejected)
 		q.Rejecter = b.Approver
@@ -607,10 +609,7 @@ func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			q.State = uint8(Approved)
 		}
 	}
-	if err := putReq(tx, q); err != nil {
-		return nil, err
-	}
-	return reqResult(q)
+	return saveReq(tx, q, e.Time)
 }
 
 func applyExpire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
@@ -629,11 +628,7 @@ func applyExpire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, refuse(ErrInvalid, "request %s expires at %s", q.ID, toTime(q.Expires).Format(time.RFC3339))
 	}
 	q.State = uint8(Expired)
-	q.Decided = e.Time.UnixNano()
-	if err := putReq(tx, q); err != nil {
-		return nil, err
-	}
-	return reqResult(q)
+	return saveReq(tx, q, e.Time)
 }
 
 func applyStart(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
@@ -650,11 +645,7 @@ func applyStart(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	q.State = uint8(Executing)
 	q.Run = b.Run
-	q.Decided = e.Time.UnixNano()
-	if err := putReq(tx, q); err != nil {
-		return nil, err
-	}
-	return reqResult(q)
+	return saveReq(tx, q, e.Time)
 }
 
 func applyFinish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
@@ -672,16 +663,12 @@ func applyFinish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if len(b.Result) > maxResult || len(b.Error) > maxResult {
 		return nil, refuse(ErrInvalid, "result of more than %d bytes", maxResult)
 	}
-	q.Decided = e.Time.UnixNano()
 	if b.OK {
 		q.State, q.Result = uint8(Executed), b.Result
 	} else {
 		q.State, q.Error = uint8(Failed), b.Error
 	}
-	if err := putReq(tx, q); err != nil {
-		return nil, err
-	}
-	return reqResult(q)
+	return saveReq(tx, q, e.Time)
 }
 
 func applyInterrupt(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
@@ -698,11 +685,7 @@ func applyInterrupt(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	q.State = uint8(Interrupted)
 	q.Error = "interrupted: the leader changed while it ran; it may or may not have taken effect"
-	q.Decided = e.Time.UnixNano()
-	if err := putReq(tx, q); err != nil {
-		return nil, err
-	}
-	return reqResult(q)
+	return saveReq(tx, q, e.Time)
 }
 
 func validOperatorID(id string) bool { return validHexID(id, "op-") }
