@@ -26,6 +26,9 @@ type putBody struct {
 
 var bucketTest = []byte("test")
 
+// errToldToRefuse is test.put's refusal: a Refusal, so its code crosses Raft.
+var errToldToRefuse = NewRefusal("test.told-to-refuse", "told to refuse")
+
 func (putHandler) Type() string      { return "test.put" }
 func (putHandler) Versions() []uint  { return []uint{1} }
 func (putHandler) Buckets() [][]byte { return [][]byte{bucketTest} }
@@ -43,7 +46,7 @@ func (putHandler) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) {
 		return nil, err
 	}
 	if b.Refuse {
-		return nil, Refuse(fmt.Errorf("%s@%d: told to refuse", b.ID, e.Index))
+		return nil, Refuse(fmt.Errorf("%s@%d: %w", b.ID, e.Index, errToldToRefuse))
 	}
 	return []byte(fmt.Sprintf("ok:%s@%d.%d", b.ID, e.Index, e.Seq)), nil
 }
