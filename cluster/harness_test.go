@@ -164,13 +164,9 @@ func newTestCluster(t testing.TB, voters int, tweak func(*Config)) []*testNode {
 func addNode(t testing.TB, via *Cluster, role Role, tweak func(*Config)) *testNode {
 	t.Helper()
 	ctx := ctxT(t, 60*time.Second)
-	tok, err := via.CreateJoinToken(ctx, time.Minute, role)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := &testNode{t: t, vault: newHSMVault(t)}
 	n.cfg = fastConfig(t, n.vault)
-	n.cfg.Join = &Join{Addr: via.Addr(), Token: tok}
+	n.cfg.Join = &Join{Addr: via.Addr(), Token: grant(t, via, n.cfg, role, time.Minute)}
 	if tweak != nil {
 		tweak(&n.cfg)
 	}
@@ -217,4 +213,23 @@ func running(nodes []*testNode) []*testNode {
 		}
 	}
 	return out
+}
+
+// grant grants a join to the node cfg will open, as operators do once they
+// have approved the keys it shows (PrepareJoin), and returns its token.
+func grant(t testing.TB, via *Cluster, cfg Config, role Role, ttl time.Duration) string {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	keys, err := PrepareJoin(ctx, cfg.DataDir, cfg.NodeID, cfg.KeyVault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, id, hash, err := NewJoinToken(via.CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := via.GrantJoin(ctx, JoinGrant{TokenID: id, SecretHash: hash, Role: role, Keys: keys, TTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

@@ -51,12 +51,8 @@ func TestJoinOverSoftHSM(t *testing.T) {
 	waitLeader(t, nodes)
 
 	join := func(via *Cluster, role Role) *testNode {
-		tok, err := via.CreateJoinToken(ctx, time.Minute, role)
-		if err != nil {
-			t.Fatal(err)
-		}
 		n := newNode()
-		n.cfg.Join = &Join{Addr: via.Addr(), Token: tok}
+		n.cfg.Join = &Join{Addr: via.Addr(), Token: grant(t, via, n.cfg, role, time.Minute)}
 		n.open(ctx)
 		nodes = append(nodes, n)
 		return n

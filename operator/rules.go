@@ -63,7 +63,7 @@ type ruleRecord struct {
 type (
 	// rulesBody sets the rules (CommandRules).
 	rulesBody struct {
-		_       struct{} `cbor:",toarray"`
+		_       struct{}     `cbor:",toarray"`
 		Rules   []ruleRecord // by action
 		Actor   string
 		Request string // the approved request it carries out, if any
@@ -79,7 +79,7 @@ type (
 	// usageBody counts an operator's items under a counting rule (CommandUsage).
 	usageBody struct {
 		_        struct{} `cbor:",toarray"`
-		Operator []byte // the operator's certificate fingerprint
+		Operator []byte   // the operator's certificate fingerprint
 		Action   string
 		Count    int
 		Over     int
