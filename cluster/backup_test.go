@@ -84,6 +84,7 @@ func putIndex(t testing.TB, res []byte) uint64 {
 // membershipBuckets are what a restore drops: the old cluster's.
 var membershipBuckets = map[string]bool{
 	string(bucketMembers): true, string(bucketTokens): true, string(bucketDenied): true, string(bucketRequests): true,
+	string(bucketMemberKeys): true,
 }
 
 // TestBackupRestore backs up a two-voter cluster on its follower and starts

@@ -98,7 +98,7 @@ func applyKeyTransfer(tx *bbolt.Tx, e Entry) ([]byte, error) {
 		return nil, err
 	}
 	if !ok || len(k.Transport) != sha256.Size {
-		return nil, Refuse(fmt.Errorf("%w: no transport key was approved for %s", ErrTransportNotApproved, c.Node))
+		return nil, Refuse(fmt.Errorf("%w: no transport key was approved for %s (it joined before joins were granted to keys: approve the one its status shows)", ErrTransportNotApproved, c.Node))
 	}
 	if KeyFingerprint(k.Transport) != KeyFingerprint(c.Transport) {
 		return nil, Refuse(fmt.Errorf("%w: %s presents %s, %s was approved", ErrTransportNotApproved, c.Node,

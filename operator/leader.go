@@ -50,18 +50,6 @@ func (s *Service) lead(term context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
-	for {
-		err := s.seedRules(ctx)
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		s.log.Warn("operator: record the rules of dual control; trying again", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
 	sub := s.c.Subscribe(64, CommandDecide, CommandStart)
 	defer sub.Close()
 	tick := time.NewTicker(s.sweep)

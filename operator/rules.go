@@ -17,10 +17,14 @@ import (
 
 // The rules of dual control live in the replicated state, one set for the
 // cluster: every node decides with the same rules, read in the same transaction
-// as the operators, so no node's configuration can weaken them. The first leader
-// records the rules it starts with (Config.Rules, else DefaultRules) if the state
-// has none; after that only SetRules changes them — through the admin API, under
-// the rule of ActionPolicyApply — and every change is a leaf in the audit log.
+// as the operators, so no node's configuration can weaken them. Bootstrap
+// records the rules the node starts with (Config.Rules, else DefaultRules)
+// before the first operator exists; after that only SetRules changes them —
+// through the admin API, under the rule of ActionPolicyApply — and every change
+// is a leaf in the audit log. A cluster made by an earlier version has no record
+// until an admin applies rules, and its nodes hold to their Config.Rules (the
+// code's defaults) meanwhile: nothing is written on its own during a rolling
+// upgrade, when some replicas could not apply it.
 //
 // Counting rules (Over) count an operator's items over a window (Within): the
 // items each operator acted on without approval are recorded by the state machine

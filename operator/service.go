@@ -41,10 +41,10 @@ type Config struct {
 	// Vault holds the operator CA key (KeyName) on every voter.
 	Vault cluster.KeyVault
 	// Rules are the rules of dual control a new cluster starts with, by action:
-	// DefaultRules if nil, none if empty. The first leader records them in the
-	// replicated state if it has none; from then on the state's rules are in
-	// force on every node, whatever its configuration, and SetRules changes them.
-	// A proposal records the rule it is held to.
+	// DefaultRules if nil, none if empty. Bootstrap records them in the
+	// replicated state; from then on the state's rules are in force on every
+	// node, whatever its configuration, and SetRules changes them. A proposal
+	// records the rule it is held to.
 	Rules map[string]Rule
 	// Runners execute approved requests by action, on the leader. The package
 	// runs ActionOperatorManage itself; an approved request of an action without
