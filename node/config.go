@@ -81,9 +81,9 @@ type ClusterConfig struct {
 // cost of a slower failover: a leader lost is replaced after about
 // heartbeat_timeout to twice that, plus an election.
 type RaftConfig struct {
-	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 1s
-	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 1s
-	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 500ms
+	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 500ms
+	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 500ms
+	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 250ms
 	SnapshotInterval   Duration `yaml:"snapshot_interval"`    // default 2m
 	SnapshotThreshold  uint64   `yaml:"snapshot_threshold"`   // default 8192 entries
 }
@@ -265,9 +265,9 @@ func (c *Config) setDefaults() {
 			*d = Duration(v)
 		}
 	}
-	def(&c.Cluster.Raft.HeartbeatTimeout, time.Second)
-	def(&c.Cluster.Raft.ElectionTimeout, time.Second)
-	def(&c.Cluster.Raft.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.ElectionTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.LeaderLeaseTimeout, 250*time.Millisecond)
 	def(&c.Cluster.Raft.SnapshotInterval, 2*time.Minute)
 	if c.Cluster.Raft.SnapshotThreshold == 0 {
 		c.Cluster.Raft.SnapshotThreshold = 8192

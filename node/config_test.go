@@ -40,8 +40,8 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Errorf("module default = %q", cfg.HSM.Module)
 	}
 	r := cfg.Cluster.Raft
-	if r.HeartbeatTimeout != Duration(time.Second) || r.ElectionTimeout != Duration(time.Second) ||
-		r.LeaderLeaseTimeout != Duration(500*time.Millisecond) || r.SnapshotThreshold != 8192 {
+	if r.HeartbeatTimeout != Duration(500*time.Millisecond) || r.ElectionTimeout != Duration(500*time.Millisecond) ||
+		r.LeaderLeaseTimeout != Duration(250*time.Millisecond) || r.SnapshotThreshold != 8192 {
 		t.Errorf("raft defaults not applied: %+v", r)
 	}
 	if cfg.DrainTimeout != Duration(10*time.Second) {
@@ -95,7 +95,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"election shorter than heartbeat", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    heartbeat_timeout: 2s\n    election_timeout: 1s"),
 			"cluster.raft.election_timeout: 1s is shorter than cluster.raft.heartbeat_timeout (2s)"},
 		{"lease longer than heartbeat", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    leader_lease_timeout: 2s"),
-			"cluster.raft.leader_lease_timeout: 2s is longer than cluster.raft.heartbeat_timeout (1s)"},
+			"cluster.raft.leader_lease_timeout: 2s is longer than cluster.raft.heartbeat_timeout (500ms)"},
 		{"heartbeat too short", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    heartbeat_timeout: 1ms\n    leader_lease_timeout: 1ms"),
 			"cluster.raft.heartbeat_timeout: 1ms is shorter than 10ms"},
 		{"unknown raft key", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    election: 1s"), "field election not found"},

@@ -16,8 +16,8 @@ prepare() { # prepare NODE: token dir, PINs, token, config (once)
 	newpin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 	[ -f "$h/so.pin" ] || newpin >"$h/so.pin"
 	[ -f "$h/user.pin" ] || newpin >"$h/user.pin"
-	# Read the whole list before matching: under pipefail, `hsm list | grep -q`
-	# fails whenever grep exits first and hsm list dies of SIGPIPE.
+	# Read the whole list before matching: under pipefail, a grep -q reading a
+	# pipe may exit first and the writer die of SIGPIPE, failing the pipeline.
 	local tokens
 	tokens=$(SOFTHSM2_CONF="$h/softhsm2.conf" "$bin" hsm list --module "$module")
 	if ! grep -qw "inkan-$n" <<<"$tokens"; then
