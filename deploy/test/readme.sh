@@ -35,9 +35,16 @@ cd "$work"
 kill_block=
 for i in $(seq 1 "$nblocks"); do
 	echo "=== README.md block $i (line ${lines[$i]}) ==="
-	"block$i"
+	"block$i" > >(tee "$work/.block$i.out") 2>&1
 	if [[ $(declare -f "block$i") == *'kill -9'* ]]; then kill_block=$i; fi
 done
+# up.sh advertises only what a client can use: no API for the edge, whose
+# certificate cannot name its address.
+grep -q '^edge1 ready' "$work/.block1.out" || { echo "readme.sh: up.sh did not report edge1 ready" >&2; exit 1; }
+if grep -E '^edge1 ready.*api ' "$work/.block1.out"; then
+	echo "readme.sh: up.sh advertises the edge's API" >&2
+	exit 1
+fi
 [ -n "$kill_block" ] || { echo "readme.sh: no block kills the leader" >&2; exit 1; }
 
 # The kill/restart step, again and again: the leader dies, a survivor takes
