@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -421,6 +422,22 @@ func TestAdmin(t *testing.T) {
 		{"remove unknown", func() error { return ac.RemoveNode(ctx, "nosuch") }, "node-unknown"},
 		{"remove self", func() error { return ac.RemoveNode(ctx, "adm") }, "remove-self"},
 		{"last voter leaves", func() error { return ac.Leave(ctx) }, "last-voter"},
+		// Every documented spelling of a serial reaches the lookup; others are
+		// refused naming the argument.
+		{"serial as openssl -text prints it", func() error { _, err := ac.Cert(ctx, "0D:0A:59:08"); return err }, "cert-unknown"},
+		{"serial with DER's zero byte", func() error { _, err := ac.Cert(ctx, "00d0a59081"); return err }, "cert-unknown"},
+		{"serial not hex", func() error {
+			_, err := ac.Cert(ctx, "0d0g")
+			var prob *node.Problem
+			if errors.As(err, &prob) && !strings.HasPrefix(prob.Detail, `serial "0d0g": not a certificate serial number`) {
+				return fmt.Errorf("detail %q does not name the argument", prob.Detail)
+			}
+			return err
+		}, "request-invalid"},
+		{"list after a serial with a bad colon", func() error {
+			_, err := ac.Certs(ctx, url.Values{"after": {"0d::0a"}})
+			return err
+		}, "request-invalid"},
 		{"transfer alone", func() error {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()

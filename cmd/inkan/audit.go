@@ -114,7 +114,7 @@ func newAuditProveCmd() *cobra.Command {
 			return audit.ProveDir(cmd.OutOrStdout(), key, args[0], serial)
 		},
 	}
-	cmd.Flags().StringVar(&serial, "serial", "", "the certificate's serial in hex (colons and 0x allowed)")
+	cmd.Flags().StringVar(&serial, "serial", "", "the certificate's serial, as enroll or openssl prints it (colons and 0x allowed)")
 	cmd.Flags().StringVar(&key, "key", "", "the audit public key (PEM) to trust, instead of the export's own")
 	_ = cmd.MarkFlagRequired("serial")
 	return cmd

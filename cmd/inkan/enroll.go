@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/inkan-pki/inkan/ca/enroll"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/hsm"
 )
 
@@ -71,11 +71,10 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			}
 			var serial *big.Int
 			if rebind != "" {
-				b, err := hex.DecodeString(strings.ReplaceAll(rebind, ":", ""))
-				if err != nil || len(b) == 0 || len(b) > 20 {
-					return fmt.Errorf("--rebind: %q is not a serial number in hex", rebind)
+				var err error
+				if serial, err = certserial.Parse(rebind); err != nil {
+					return fmt.Errorf("--rebind %w", err)
 				}
-				serial = new(big.Int).SetBytes(b)
 			}
 			ctx, cancel := context.WithTimeout(cmdContext(cmd), timeout)
 			defer cancel()
@@ -113,9 +112,9 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 				}
 				leaf := got.Certificate.Chain[0]
 				if got.Replaced != nil {
-					fmt.Fprintf(w, "%s: certificate %x replaces %x (revoked as superseded): %s\n", got.Action, leaf.SerialNumber, got.Replaced, out)
+					fmt.Fprintf(w, "%s: certificate %s replaces %s (revoked as superseded): %s\n", got.Action, certserial.Format(leaf.SerialNumber), certserial.Format(got.Replaced), out)
 				} else {
-					fmt.Fprintf(w, "%s: certificate %x is bound to the new card: %s\n", got.Action, leaf.SerialNumber, out)
+					fmt.Fprintf(w, "%s: certificate %s is bound to the new card: %s\n", got.Action, certserial.Format(leaf.SerialNumber), out)
 				}
 				return nil
 			}
@@ -152,7 +151,7 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 				fmt.Fprintf(w, "new key: %s\n", key)
 			}
 			leaf := cert.Chain[0]
-			fmt.Fprintf(w, "certificate %x (%s profile), valid until %s: %s\n", leaf.SerialNumber, cert.Profile, leaf.NotAfter.UTC().Format(time.RFC3339), out)
+			fmt.Fprintf(w, "certificate %s (%s profile), valid until %s: %s\n", certserial.Format(leaf.SerialNumber), cert.Profile, leaf.NotAfter.UTC().Format(time.RFC3339), out)
 			return nil
 		},
 	}
@@ -167,7 +166,7 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 	f.StringVar(&out, "out", "", "where to write the certificate chain (PEM)")
 	f.StringVar(&caFile, "ca-file", "", "PEM roots to trust for the API's TLS certificate (default: the system's)")
 	f.StringVar(&profile, "profile", "", "the profile to ask for (default: the server's)")
-	f.StringVar(&rebind, "rebind", "", "re-bind the derived certificate with this serial (hex) to --card, the holder's new card")
+	f.StringVar(&rebind, "rebind", "", "re-bind the derived certificate with this serial (as enroll or openssl prints it) to --card, the holder's new card")
 	f.DurationVar(&timeout, "timeout", defaultEnrollLimit, "give up after this long")
 	return cmd
 }
