@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/node"
 )
@@ -349,6 +350,57 @@ func TestNodeRestart(t *testing.T) {
 	})
 	if err != nil || string(got) != "restart" {
 		t.Fatalf("state after restart: %q, %v", got, err)
+	}
+}
+
+// stutter returns a context said twice in a row ("node: hsm: hsm: …"), or "".
+func stutter(msg string) string {
+	parts := strings.Split(msg, ": ")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] == parts[i-1] && strings.Trim(parts[i], "abcdefghijklmnopqrstuvwxyz/") == "" {
+			return parts[i]
+		}
+	}
+	return ""
+}
+
+// TestStartErrorsSayEachContextOnce: a node that cannot open its token says so
+// with its identity kept (errors.Is) and each part of its context once.
+func TestStartErrorsSayEachContextOnce(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	for _, c := range []struct {
+		name string
+		edit func(*node.Config)
+		is   error
+	}{
+		{"no such token", func(c *node.Config) { c.HSM.Token = "no-such-token" }, hsm.ErrTokenNotFound},
+		{"no such module", func(c *node.Config) { c.HSM.Module = "/nonexistent/libpkcs11.so" }, hsm.ErrModuleNotLoadable},
+		{"PIN file open to others", func(c *node.Config) {
+			pin := filepath.Join(t.TempDir(), "pin")
+			if err := os.WriteFile(pin, []byte("1234"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c.HSM.PINFile = pin
+		}, hsm.ErrPINSource},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig(t, tok, "  bootstrap: true")
+			c.edit(cfg)
+			n, err := node.Start(ctxT(t, 30*time.Second), cfg)
+			if err == nil {
+				n.Stop(context.Background())
+				t.Fatal("started")
+			}
+			if !errors.Is(err, c.is) {
+				t.Fatalf("error %v is not %v", err, c.is)
+			}
+			if m := stutter(err.Error()); m != "" {
+				t.Fatalf("error %q says %q twice", err, m)
+			}
+		})
+	}
+	if m := stutter("node: hsm: hsm: open"); m != "hsm" {
+		t.Fatal("the stutter pattern finds nothing")
 	}
 }
 
