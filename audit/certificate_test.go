@@ -122,7 +122,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "export")
-	if err := db.View(func(tx *bbolt.Tx) error { return Export(t.Context(), dir, l.Source(tx), 0) }); err != nil {
+	if err := db.View(func(tx *bbolt.Tx) error { _, err := Export(t.Context(), dir, l.Source(tx), 0); return err }); err != nil {
 		t.Fatal(err)
 	}
 	err = fs.WalkDir(os.DirFS(dir), ".", func(p string, de fs.DirEntry, err error) error {

@@ -192,7 +192,7 @@ func ProveDir(w io.Writer, keyFile, dir, serial string) error {
 		}
 	}
 	if bad > 0 {
-		return fmt.Errorf("%w: %d leaves not proven", ErrProblems, bad)
+		return fmt.Errorf("%w: %s not proven", ErrProblems, count(bad, "leaf", "leaves"))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/spf13/cobra"
@@ -90,7 +91,12 @@ func newAuditExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return audit.ExportURL(cmd.Context(), url, hc, key, out, from)
+			exp, err := audit.ExportURL(cmd.Context(), url, hc, key, out, from)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "exported %s from %s\n", exp, url)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&url, "url", "", "the node's HTTPS API (https://host:port)")
