@@ -315,7 +315,7 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("enroll: %w", err)
+		return &UnreachableError{URL: c.BaseURL, Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -46,9 +46,10 @@ module is --card-module (OpenSC by default; SoftHSM for a jpki-sim card) or the 
 module-path. The signature PIN comes from --card-pin-file (mode 0600) or
 ` + envCardPIN + `, never from the command line.
 
---key is a file (a P-256 key made with mode 0600 if missing, reused if present) or a
-PKCS#11 URI with an object label (the key is made on the token if missing); its
-token's PIN comes from --key-pin-file or ` + envKeyPIN + `.
+--key is a file (a P-256 key made with mode 0600 if missing, reused if present; a
+file made for a try that gets no certificate is removed) or a PKCS#11 URI with an
+object label (the key is made on the token if missing); its token's PIN comes from
+--key-pin-file or ` + envKeyPIN + `.
 
 With --rebind SERIAL there is no new key: after a move (or a renewed card) the holder
 re-binds the derived certificate SERIAL to the card given by --card, their new one.
@@ -105,7 +106,7 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			if serial != nil {
 				got, err := client.Rebind(ctx, c, serial)
 				if err != nil {
-					return err
+					return withCAHint(err, caFile)
 				}
 				if err := os.WriteFile(out, got.Certificate.PEM(), 0o644); err != nil {
 					return err
@@ -142,10 +143,19 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 
 			cert, err := client.Enroll(ctx, c, k, profile)
 			if err != nil {
-				return err
+				// No certificate: a key file made for it goes too, so that a
+				// failed try leaves nothing behind.
+				if k.Created && kc.File != "" {
+					if derr := k.Discard(); derr != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", derr)
+					}
+				}
+				return withCAHint(err, caFile)
 			}
 			if err := os.WriteFile(out, cert.PEM(), 0o644); err != nil {
-				return err
+				// The certificate is issued: show it rather than lose it.
+				w.Write(cert.PEM())
+				return fmt.Errorf("--out: %w (the certificate for %s is above)", err, key)
 			}
 			if k.Created {
 				fmt.Fprintf(w, "new key: %s\n", key)
@@ -169,6 +179,18 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 	f.StringVar(&rebind, "rebind", "", "re-bind the derived certificate with this serial (as enroll or openssl prints it) to --card, the holder's new card")
 	f.DurationVar(&timeout, "timeout", defaultEnrollLimit, "give up after this long")
 	return cmd
+}
+
+// withCAHint adds what to do when the API's TLS certificate is not trusted.
+func withCAHint(err error, caFile string) error {
+	var ua x509.UnknownAuthorityError
+	if !errors.As(err, &ua) {
+		return err
+	}
+	if caFile == "" {
+		return fmt.Errorf("%w; give the CA of the API's certificate with --ca-file (a node's data_dir/cluster-ca.pem)", err)
+	}
+	return fmt.Errorf("%w; --ca-file %s is not the CA of the API's certificate", err, caFile)
 }
 
 // apiHTTPClient is the client of a node's HTTPS API, trusting caFile's roots
