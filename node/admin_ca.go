@@ -464,7 +464,7 @@ func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 		case err == nil:
 			p.Revoked++
 		case errors.Is(err, ca.ErrNotFound), errors.Is(err, cluster.ErrRefused):
-			p.Failed = append(p.Failed, BulkFailed{Serial: req.Serials[i], Error: err.Error()})
+			p.Failed = append(p.Failed, BulkFailed{Serial: certserial.Format(s), Error: err.Error()})
 		default:
 			p.Error = err.Error()
 		}
