@@ -16,6 +16,7 @@ have_cmd gcc || need+=(gcc)
 have_file /usr/include/stdlib.h || need+=(libc6-dev)
 have_cmd make || need+=(make)
 have_cmd curl || need+=(curl) # the README's walk-through fetches a CRL with it
+have_cmd flock || need+=(util-linux) # make run checks its data dir is free with it
 if [ "${1:-}" = "--bench" ]; then
 	have_cmd wrk || need+=(wrk)
 	have_cmd nginx || need+=(nginx-light)

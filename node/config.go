@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -81,9 +80,9 @@ type ClusterConfig struct {
 // cost of a slower failover: a leader lost is replaced after about
 // heartbeat_timeout to twice that, plus an election.
 type RaftConfig struct {
-	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 1s
-	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 1s
-	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 500ms
+	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 500ms
+	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 500ms
+	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 250ms
 	SnapshotInterval   Duration `yaml:"snapshot_interval"`    // default 2m
 	SnapshotThreshold  uint64   `yaml:"snapshot_threshold"`   // default 8192 entries
 }
@@ -197,7 +196,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m)", n.Line, n.Value)
+		return fmt.Errorf("%q is not a duration (e.g. 30s, 5m)", n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -210,7 +209,9 @@ const (
 )
 
 // LoadConfig reads, defaults and validates the YAML file at path. Unknown keys are
-// errors, so a misspelt option never silently falls back to its default.
+// errors, so a misspelt option never silently falls back to its default. Every
+// problem is a FieldError naming the option and its line; several are listed one
+// a line.
 func LoadConfig(path string) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -218,21 +219,38 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	cfg, err := ParseConfig(raw)
 	if err != nil {
+		if fes := fieldErrors(err); len(fes) > 1 {
+			return nil, fmt.Errorf("config %s: %d problems:\n  %w", path, len(fes), indent(err))
+		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// ParseConfig decodes, defaults and validates a configuration document.
+// indentedError indents the second and later lines of its error, keeping it.
+type indentedError struct{ error }
+
+func (e indentedError) Error() string { return strings.ReplaceAll(e.error.Error(), "\n", "\n  ") }
+func (e indentedError) Unwrap() error { return e.error }
+
+func indent(err error) error { return indentedError{err} }
+
+// ParseConfig decodes, defaults and validates a configuration document. Its
+// errors are FieldErrors (joined when there are several), each with the line of
+// its option when the document gives the option.
 func ParseConfig(raw []byte) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
 	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	doc, err := decodeConfig(raw, &cfg)
+	if err != nil {
+		return nil, err
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
+		for _, fe := range fieldErrors(err) {
+			if fe.Line == 0 {
+				fe.Line = lineOf(doc, fe.Path)
+			}
+		}
 		return nil, err
 	}
 	return &cfg, nil
@@ -265,9 +283,9 @@ func (c *Config) setDefaults() {
 			*d = Duration(v)
 		}
 	}
-	def(&c.Cluster.Raft.HeartbeatTimeout, time.Second)
-	def(&c.Cluster.Raft.ElectionTimeout, time.Second)
-	def(&c.Cluster.Raft.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.ElectionTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.LeaderLeaseTimeout, 250*time.Millisecond)
 	def(&c.Cluster.Raft.SnapshotInterval, 2*time.Minute)
 	if c.Cluster.Raft.SnapshotThreshold == 0 {
 		c.Cluster.Raft.SnapshotThreshold = 8192
@@ -304,12 +322,12 @@ const (
 	maxSocketPath = 107
 )
 
-// Validate checks every field and reports all problems at once, each naming the
-// field as it is written in the file.
+// Validate checks every field and reports all problems at once, each a FieldError
+// naming the field as it is written in the file.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, &FieldError{Path: field, Msg: fmt.Sprintf(format, args...)})
 	}
 
 	switch {

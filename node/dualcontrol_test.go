@@ -626,7 +626,7 @@ func auditKeyTransfers(t *testing.T, ctx context.Context, s *staff) []audit.KeyT
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		dir := filepath.Join(t.TempDir(), "audit")
-		if err := audit.ExportURL(ctx, "https://"+s.n.Addrs().API, hc, "", dir, 0); err != nil {
+		if _, err := audit.ExportURL(ctx, "https://"+s.n.Addrs().API, hc, "", dir, 0); err != nil {
 			t.Fatal(err)
 		}
 		r, err := audit.Verify(os.DirFS(dir), nil)

@@ -77,7 +77,7 @@ func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Compone
 		Logger:     log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("node: audit: %w", err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	return a, nil
 }
@@ -312,7 +312,7 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 			Interval: time.Duration(a.cfg.Enroll.LinkageInterval), Logger: a.log, Registerer: env.Metrics,
 		})
 		if err != nil {
-			return fmt.Errorf("node: linkage: %w", err)
+			return fmt.Errorf("node: %w", err)
 		}
 		env.Cluster.OnLeader(func(ctx context.Context) {
 			// A new cluster's first leader seeds the profiles meanwhile.

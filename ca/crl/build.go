@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/inkan-pki/inkan/certserial"
 )
 
 // Entry is one revoked certificate as a CRL lists it.
@@ -61,7 +63,7 @@ func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, e
 	}
 	for i, e := range entries {
 		if spec.Shard != Full && Shard(e.Serial, shards) != spec.Shard {
-			return nil, fmt.Errorf("crl: serial %x belongs to shard %d, not %d", e.Serial, Shard(e.Serial, shards), spec.Shard)
+			return nil, fmt.Errorf("crl: serial %s belongs to shard %d, not %d", certserial.Format(e.Serial), Shard(e.Serial, shards), spec.Shard)
 		}
 		tmpl.RevokedCertificateEntries[i] = x509.RevocationListEntry{
 			SerialNumber: e.Serial, RevocationTime: e.RevokedAt, ReasonCode: e.Reason,

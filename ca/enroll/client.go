@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -20,6 +19,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/inkan-pki/inkan/certserial"
 )
 
 // Card is what signs a proof: the JPKI signature key (an RSA key that signs a
@@ -212,7 +213,7 @@ func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebou
 		now = c.Now
 	}
 	t := now()
-	serialHex := hex.EncodeToString(serial.Bytes())
+	serialHex := certserial.Format(serial)
 	proof, err := newRebindProof(card, card.Chain(), ProofClaims{
 		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + PathRebind,
 		IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
@@ -235,8 +236,8 @@ func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebou
 			return nil, errors.New("enroll: the server re-bound another certificate")
 		}
 	case RebindReissued:
-		var ok bool
-		if out.Replaced, ok = new(big.Int).SetString(resp.Replaced, 16); !ok || out.Replaced.Cmp(serial) != 0 {
+		var err error
+		if out.Replaced, err = certserial.Parse(resp.Replaced); err != nil || out.Replaced.Cmp(serial) != 0 {
 			return nil, errors.New("enroll: the server replaced another certificate")
 		}
 	default:
@@ -265,9 +266,9 @@ func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*C
 // certificateOf reads the certificate and chain of an answer.
 func certificateOf(resp Response) (*Certificate, error) {
 	out := &Certificate{Profile: resp.Profile}
-	var ok bool
-	if out.Serial, ok = new(big.Int).SetString(resp.Serial, 16); !ok {
-		return nil, errors.New("enroll: the server's serial is not hex")
+	var err error
+	if out.Serial, err = certserial.Parse(resp.Serial); err != nil {
+		return nil, fmt.Errorf("enroll: the server's serial %w", err)
 	}
 	if len(resp.Chain) == 0 {
 		return nil, errors.New("enroll: the server sent no certificate")
@@ -283,7 +284,7 @@ func certificateOf(resp Response) (*Certificate, error) {
 		}
 		out.Chain = append(out.Chain, cert)
 	}
-	if hex.EncodeToString(out.Chain[0].SerialNumber.Bytes()) != resp.Serial {
+	if out.Chain[0].SerialNumber.Cmp(out.Serial) != 0 {
 		return nil, errors.New("enroll: the serial does not match the certificate")
 	}
 	return out, nil
@@ -314,7 +315,7 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("enroll: %w", err)
+		return &UnreachableError{URL: c.BaseURL, Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -7,7 +7,6 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -194,7 +194,7 @@ type Request struct {
 
 // Response is the body of a successful enrollment.
 type Response struct {
-	// Serial is the certificate's serial number in lower-case hex.
+	// Serial is the certificate's serial number in certserial's printed form.
 	Serial string `json:"serial"`
 	// Chain is the certificate and then the CAs above it, each standard base64 of
 	// DER (as x5c is).
@@ -295,7 +295,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.issued.Inc()
-	resp := Response{Serial: hex.EncodeToString(issued.Serial.Bytes()), Profile: v.decision.Profile}
+	resp := Response{Serial: certserial.Format(issued.Serial), Profile: v.decision.Profile}
 	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
 		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
 	}

@@ -38,6 +38,22 @@ type SubscriberKey struct {
 	// Created reports that the key was made now.
 	Created bool
 	tok     *hsm.Token
+	file    string // the file this open made, if it made one
+}
+
+// Discard removes the key file this open made: an enrollment that got no
+// certificate leaves no new key behind. A key that existed before is kept, and
+// so is one made on a token (the token keeps it under its label, and the next
+// enrollment with the same URI uses it).
+func (k *SubscriberKey) Discard() error {
+	if k.file == "" {
+		return nil
+	}
+	if err := os.Remove(k.file); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("enroll: key: %w", err)
+	}
+	k.file = ""
+	return nil
 }
 
 // Close releases the token of a PKCS#11 key.
@@ -97,14 +113,11 @@ func keyFile(path string) (*SubscriberKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("enroll: key: %w", err)
 		}
-		if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-			f.Close()
+		if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Close()); err != nil {
+			os.Remove(path) // no half-written key
 			return nil, fmt.Errorf("enroll: key: %w", err)
 		}
-		if err := f.Close(); err != nil {
-			return nil, fmt.Errorf("enroll: key: %w", err)
-		}
-		return &SubscriberKey{Signer: k, Created: true}, nil
+		return &SubscriberKey{Signer: k, Created: true, file: path}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("enroll: key: %w", err)

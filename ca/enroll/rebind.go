@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -134,7 +134,8 @@ type RebindRequest struct {
 	// Proof is a compact JWS by the NEW card, as for an enrolment, whose claims bind
 	// serial instead of a CSR.
 	Proof string `json:"proof"`
-	// Serial is the derived certificate's serial number in lower-case hex.
+	// Serial is the derived certificate's serial number in certserial's printed
+	// form (lower-case hex, two digits a byte, no leading zero byte).
 	Serial string `json:"serial"`
 }
 
@@ -151,18 +152,15 @@ type RebindResponse struct {
 	Replaced string `json:"replaced,omitempty"`
 }
 
-// maxSerialHex bounds a serial in a request: RFC 5280 serials are at most 20 octets.
-const maxSerialHex = 40
-
-// parseSerial reads a lower-case hex serial without leading zeros, as the API writes
-// them.
+// parseSerial reads a serial as the API writes it: certserial's printed form
+// only, since the proof binds the serial's spelling, not only its value.
 func parseSerial(s string) (*big.Int, error) {
-	if s == "" || len(s) > maxSerialHex {
-		return nil, fmt.Errorf("%w: serial is not 1 to %d hex digits", ErrRequestInvalid, maxSerialHex)
+	n, err := certserial.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: serial %w", ErrRequestInvalid, err)
 	}
-	n, ok := new(big.Int).SetString(s, 16)
-	if !ok || n.Sign() <= 0 || hex.EncodeToString(n.Bytes()) != s {
-		return nil, fmt.Errorf("%w: serial is not a positive number in lower-case hex without leading zeros", ErrRequestInvalid)
+	if certserial.Format(n) != s {
+		return nil, fmt.Errorf("%w: serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", ErrRequestInvalid, clip(s), certserial.Format(n))
 	}
 	return n, nil
 }
@@ -313,7 +311,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 		return nil, ErrRebindSameJPKICert
 	}
 	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
-		return nil, fmt.Errorf("enroll: the CA's record of %x does not parse: %w", serial, err)
+		return nil, fmt.Errorf("enroll: the CA's record of %s does not parse: %w", certserial.Format(serial), err)
 	}
 	rp, ok := h.cfg.Policy.(RebindPolicy)
 	if !ok {
@@ -358,7 +356,7 @@ func statusWord(s ca.Status) string {
 // superseded; if that revocation fails the old one stays bound to the revoked JPKI
 // certificate, and the linkage job ends it as its profile says.
 func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse, int, error) {
-	serialHex := hex.EncodeToString(t.serial.Bytes())
+	serialHex := certserial.Format(t.serial)
 	if !t.decision.Reissue {
 		action := RebindRelinked
 		if t.record.Status == ca.Held {
@@ -414,7 +412,7 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		h.log.Error("enroll: re-issued, but the old certificate was not revoked; the linkage job will end it",
 			"serial", serialHex, "err", err)
 	}
-	resp := &RebindResponse{Action: RebindReissued, Serial: hex.EncodeToString(issued.Serial.Bytes()), Profile: d.Profile, Replaced: serialHex}
+	resp := &RebindResponse{Action: RebindReissued, Serial: certserial.Format(issued.Serial), Profile: d.Profile, Replaced: serialHex}
 	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
 		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
 	}

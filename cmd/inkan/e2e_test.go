@@ -109,7 +109,7 @@ type enrolled struct {
 // enroll runs `inkan enroll` with card i against p's API.
 func (l *cardLab) enroll(p *proc, i int, name string) (*enrolled, error) {
 	out := filepath.Join(l.dir, name+".pem")
-	_, err := l.runErr("enroll", "--url", "https://"+p.apiAddr, "--ca-file", filepath.Join(p.dataDir, "cluster-ca.pem"),
+	printed, err := l.runErr("enroll", "--url", "https://"+p.apiAddr, "--ca-file", filepath.Join(p.dataDir, "cluster-ca.pem"),
 		"--card", "pkcs11:token="+l.labels[i], "--card-module", l.module, "--card-pin-file", l.pin,
 		"--key", filepath.Join(l.dir, name+".key"), "--out", out, "--timeout", "30s")
 	if err != nil {
@@ -136,9 +136,27 @@ func (l *cardLab) enroll(p *proc, i int, name string) (*enrolled, error) {
 	if e.cert, err = x509.ParseCertificate(blocks[0].Bytes); err != nil {
 		return nil, err
 	}
-	e.serial = hex.EncodeToString(e.cert.SerialNumber.Bytes())
+	// The serial as enroll printed it: the one spelling, which cert show, revoke,
+	// hold, audit prove and enroll --rebind take, as later steps do with it. It
+	// is what openssl prints, in lower case (the README feeds openssl's to
+	// cert revoke).
+	m := enrolledLine.FindStringSubmatch(printed)
+	if m == nil {
+		return nil, fmt.Errorf("enroll printed no certificate line:\n%s", printed)
+	}
+	e.serial = m[1]
+	if want := hex.EncodeToString(e.cert.SerialNumber.Bytes()); e.serial != want {
+		return nil, fmt.Errorf("enroll printed serial %s, the certificate's is %s", e.serial, want)
+	}
+	if o, err := exec.Command("openssl", "x509", "-in", e.leaf, "-noout", "-serial").Output(); err != nil ||
+		strings.TrimSpace(string(o)) != "serial="+strings.ToUpper(e.serial) {
+		return nil, fmt.Errorf("openssl x509 -serial: %q, %v; enroll printed %s", o, err, e.serial)
+	}
 	return e, nil
 }
+
+// enrolledLine is what inkan enroll prints on success.
+var enrolledLine = regexp.MustCompile(`(?m)^certificate ([0-9a-f]+) \(`)
 
 // useTestCards applies each shipped profile once more, one version up,
 // accepting the JPKI test cards' policy too (the stand-in's cards carry it),

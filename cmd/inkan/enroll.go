@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/inkan-pki/inkan/ca/enroll"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/hsm"
 )
 
@@ -46,9 +46,10 @@ module is --card-module (OpenSC by default; SoftHSM for a jpki-sim card) or the 
 module-path. The signature PIN comes from --card-pin-file (mode 0600) or
 ` + envCardPIN + `, never from the command line.
 
---key is a file (a P-256 key made with mode 0600 if missing, reused if present) or a
-PKCS#11 URI with an object label (the key is made on the token if missing); its
-token's PIN comes from --key-pin-file or ` + envKeyPIN + `.
+--key is a file (a P-256 key made with mode 0600 if missing, reused if present; a
+file made for a try that gets no certificate is removed) or a PKCS#11 URI with an
+object label (the key is made on the token if missing); its token's PIN comes from
+--key-pin-file or ` + envKeyPIN + `.
 
 With --rebind SERIAL there is no new key: after a move (or a renewed card) the holder
 re-binds the derived certificate SERIAL to the card given by --card, their new one.
@@ -71,11 +72,10 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			}
 			var serial *big.Int
 			if rebind != "" {
-				b, err := hex.DecodeString(strings.ReplaceAll(rebind, ":", ""))
-				if err != nil || len(b) == 0 || len(b) > 20 {
-					return fmt.Errorf("--rebind: %q is not a serial number in hex", rebind)
+				var err error
+				if serial, err = certserial.Parse(rebind); err != nil {
+					return fmt.Errorf("--rebind %w", err)
 				}
-				serial = new(big.Int).SetBytes(b)
 			}
 			ctx, cancel := context.WithTimeout(cmdContext(cmd), timeout)
 			defer cancel()
@@ -106,16 +106,16 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			if serial != nil {
 				got, err := client.Rebind(ctx, c, serial)
 				if err != nil {
-					return err
+					return withCAHint(err, caFile)
 				}
 				if err := os.WriteFile(out, got.Certificate.PEM(), 0o644); err != nil {
 					return err
 				}
 				leaf := got.Certificate.Chain[0]
 				if got.Replaced != nil {
-					fmt.Fprintf(w, "%s: certificate %x replaces %x (revoked as superseded): %s\n", got.Action, leaf.SerialNumber, got.Replaced, out)
+					fmt.Fprintf(w, "%s: certificate %s replaces %s (revoked as superseded): %s\n", got.Action, certserial.Format(leaf.SerialNumber), certserial.Format(got.Replaced), out)
 				} else {
-					fmt.Fprintf(w, "%s: certificate %x is bound to the new card: %s\n", got.Action, leaf.SerialNumber, out)
+					fmt.Fprintf(w, "%s: certificate %s is bound to the new card: %s\n", got.Action, certserial.Format(leaf.SerialNumber), out)
 				}
 				return nil
 			}
@@ -143,16 +143,25 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 
 			cert, err := client.Enroll(ctx, c, k, profile)
 			if err != nil {
-				return err
+				// No certificate: a key file made for it goes too, so that a
+				// failed try leaves nothing behind.
+				if k.Created && kc.File != "" {
+					if derr := k.Discard(); derr != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", derr)
+					}
+				}
+				return withCAHint(err, caFile)
 			}
 			if err := os.WriteFile(out, cert.PEM(), 0o644); err != nil {
-				return err
+				// The certificate is issued: show it rather than lose it.
+				w.Write(cert.PEM())
+				return fmt.Errorf("--out: %w (the certificate for %s is above)", err, key)
 			}
 			if k.Created {
 				fmt.Fprintf(w, "new key: %s\n", key)
 			}
 			leaf := cert.Chain[0]
-			fmt.Fprintf(w, "certificate %x (%s profile), valid until %s: %s\n", leaf.SerialNumber, cert.Profile, leaf.NotAfter.UTC().Format(time.RFC3339), out)
+			fmt.Fprintf(w, "certificate %s (%s profile), valid until %s: %s\n", certserial.Format(leaf.SerialNumber), cert.Profile, leaf.NotAfter.UTC().Format(time.RFC3339), out)
 			return nil
 		},
 	}
@@ -167,9 +176,21 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 	f.StringVar(&out, "out", "", "where to write the certificate chain (PEM)")
 	f.StringVar(&caFile, "ca-file", "", "PEM roots to trust for the API's TLS certificate (default: the system's)")
 	f.StringVar(&profile, "profile", "", "the profile to ask for (default: the server's)")
-	f.StringVar(&rebind, "rebind", "", "re-bind the derived certificate with this serial (hex) to --card, the holder's new card")
+	f.StringVar(&rebind, "rebind", "", "re-bind the derived certificate with this serial (as enroll or openssl prints it) to --card, the holder's new card")
 	f.DurationVar(&timeout, "timeout", defaultEnrollLimit, "give up after this long")
 	return cmd
+}
+
+// withCAHint adds what to do when the API's TLS certificate is not trusted.
+func withCAHint(err error, caFile string) error {
+	var ua x509.UnknownAuthorityError
+	if !errors.As(err, &ua) {
+		return err
+	}
+	if caFile == "" {
+		return fmt.Errorf("%w; give the CA of the API's certificate with --ca-file (a node's data_dir/cluster-ca.pem)", err)
+	}
+	return fmt.Errorf("%w; --ca-file %s is not the CA of the API's certificate", err, caFile)
 }
 
 // apiHTTPClient is the client of a node's HTTPS API, trusting caFile's roots

@@ -16,7 +16,11 @@ prepare() { # prepare NODE: token dir, PINs, token, config (once)
 	newpin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 	[ -f "$h/so.pin" ] || newpin >"$h/so.pin"
 	[ -f "$h/user.pin" ] || newpin >"$h/user.pin"
-	if ! SOFTHSM2_CONF="$h/softhsm2.conf" "$bin" hsm list --module "$module" | grep -q "inkan-$n"; then
+	# Read the whole list before matching: under pipefail, a grep -q reading a
+	# pipe may exit first and the writer die of SIGPIPE, failing the pipeline.
+	local tokens
+	tokens=$(SOFTHSM2_CONF="$h/softhsm2.conf" "$bin" hsm list --module "$module")
+	if ! grep -qw "inkan-$n" <<<"$tokens"; then
 		SOFTHSM2_CONF="$h/softhsm2.conf" "$bin" hsm init-token --module "$module" --label "inkan-$n" \
 			--so-pin-file "$h/so.pin" --pin-file "$h/user.pin" >/dev/null
 	fi
@@ -72,8 +76,14 @@ start() { # start NODE in the background
 wait_ready() { # wait_ready NODE: until its /readyz would say 200
 	local n=$1 h; h=$(home "$n")
 	for _ in $(seq 1 300); do
-		if admin "$n" -o json --timeout 2s cluster status 2>/dev/null | grep -q '"ready": true'; then
-			echo "$n ready (pid $(cat "$h/pid")): cluster 127.0.0.1:$(port "$n" 0), api https://127.0.0.1:$(port "$n" 1)," \
+		local st
+		st=$(admin "$n" -o json --timeout 2s cluster status 2>/dev/null || true)
+		if [[ $st == *'"ready": true'* ]]; then
+			local api=", api https://127.0.0.1:$(port "$n" 1)"
+			# An edge holds no cluster CA key to certify its API's address with:
+			# its API is for a TLS terminator in front, not for clients.
+			[[ $n == edge* ]] && api=
+			echo "$n ready (pid $(cat "$h/pid")): cluster 127.0.0.1:$(port "$n" 0)$api," \
 				"ocsp http://127.0.0.1:$(port "$n" 2), metrics http://127.0.0.1:$(port "$n" 3)"
 			return
 		fi
@@ -115,6 +125,9 @@ for n in "${new[@]}"; do
 		echo "node1 made a self-signed CA"
 	fi
 done
+# The stand-in J-LIS's cards carry the JPKI test policy, which the shipped
+# profiles refuse: accept it, as a lab does (a no-op once done).
+"$here/../accept-test-cards.sh" "$bin" "$(home node1)/node.yaml" "$dir"
 admin node1 ca cert >"$dir/ca.pem"
 echo "CA certificate: $dir/ca.pem"
 echo
