@@ -35,9 +35,9 @@ func TestSamePerson(t *testing.T) {
 			if got := SamePerson(base.Identity, other.Identity); got != tc.want {
 				t.Errorf("SamePerson: %v, want %v", got, tc.want)
 			}
-			// The person hash the cluster keeps agrees with SamePerson.
-			if got := base.Identity.PersonHash(pseudonymKey) == other.Identity.PersonHash(pseudonymKey); got != tc.want {
-				t.Errorf("person hashes equal: %v, want %v", got, tc.want)
+			// The name-and-birth hash the cluster keeps agrees with SamePerson.
+			if got := base.Identity.NameBirthHash(pseudonymKey) == other.Identity.NameBirthHash(pseudonymKey); got != tc.want {
+				t.Errorf("name-and-birth hashes equal: %v, want %v", got, tc.want)
 			}
 		})
 	}
@@ -66,7 +66,7 @@ func TestRebind(t *testing.T) {
 	}
 	for _, profile := range []string{"signing", "authentication"} {
 		old := issued(profile)
-		same, err := s.Render(profile, after.Identity)
+		same, err := s.Render(profile, after.Identity, testPerson)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,12 +76,12 @@ func TestRebind(t *testing.T) {
 	}
 	// A profile whose contents change with the move must re-issue.
 	old := issued("signing")
-	changed, _ := s.Render("signing", after.Identity)
+	changed, _ := s.Render("signing", after.Identity, testPerson)
 	changed.Subject.Locality = []string{"大阪市"}
 	if got := Rebind(old, changed); got != RebindReissue {
 		t.Errorf("changed subject: %s, want reissue", got)
 	}
-	changed, _ = s.Render("signing", after.Identity)
+	changed, _ = s.Render("signing", after.Identity, testPerson)
 	changed.KeyUsage = x509.KeyUsageDigitalSignature
 	if got := Rebind(old, changed); got != RebindReissue {
 		t.Errorf("changed key usage (a new policy version): %s, want reissue", got)
