@@ -230,8 +230,9 @@ func (a *Authority) leading() bool {
 const transferBackoff = time.Minute
 
 // lead runs for one leadership term: it checks that this node holds the active CA
-// key (handing leadership away if not), makes sure every voter holds it, and
-// resolves the intents a previous leader left without an issued record.
+// key (handing leadership away if not), makes sure every voter holds it,
+// resolves the intents a previous leader left without an issued record, and
+// migrates certificates issued before person records (MigratePeople).
 func (a *Authority) lead(term context.Context) {
 	a.wg.Add(1)
 	defer a.wg.Done()
@@ -278,6 +279,11 @@ func (a *Authority) lead(term context.Context) {
 	}
 	if err := a.resolveDangling(ctx, 0); err != nil && ctx.Err() == nil {
 		a.log.Error("ca: resolve dangling intents", "err", err)
+	}
+	if n, err := a.MigratePeople(ctx); err != nil && ctx.Err() == nil {
+		a.log.Error("ca: migrate certificates to person records; the next term tries again", "moved", n, "err", err)
+	} else if n > 0 {
+		a.log.Info("ca: certificates issued before person records moved to person records", "moved", n)
 	}
 	// Later, intents this leader abandoned but could not resolve, and those a
 	// deposed leader committed through it, are resolved once they are old enough

@@ -201,7 +201,7 @@ func TestStore(t *testing.T) {
 			t.Errorf("a bad command was applied: %v", err)
 		}
 	}
-	if set, err := n.active(t); err != nil || mustProfile(t, set, "signing").Version != 3 {
+	if set, err := n.active(t); err != nil || mustProfile(t, set, "signing").Version != 4 {
 		t.Errorf("a refusal changed the active set: %v", err)
 	}
 
