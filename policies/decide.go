@@ -140,7 +140,29 @@ func (s *Set) Render(profile string, id jpki.Identity, person []byte) (*x509.Cer
 	return s.render(p, id, person)
 }
 
+// RenderLegacy returns the profile's contents for an identity as the release
+// before person records rendered them: the pseudonym a keyed hash of the name and
+// birth date (which homonyms share), in every profile. It issues nothing: a re-bind
+// of a certificate issued then compares it with that certificate, so that a
+// certificate whose contents did not change is released with its subject as
+// issued, rather than replaced by one under a new pseudonym.
+func (s *Set) RenderLegacy(profile string, id jpki.Identity) (*x509.Certificate, error) {
+	p, ok := s.profiles[profile]
+	if !ok {
+		return nil, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(profile))
+	}
+	if id.IsZero() {
+		return nil, fmt.Errorf("%w: no verified JPKI certificate", ErrDenied)
+	}
+	nb := id.NameBirthHash(s.pseudonymKey)
+	return s.renderWith(p, id, keyedHex(s.pseudonymKey, "inkan/enroll/pseudonym/v1\x00", nb[:]))
+}
+
 func (s *Set) render(p *Profile, id jpki.Identity, person []byte) (*x509.Certificate, error) {
+	return s.renderWith(p, id, pseudonymOf(p.Kind, s.pseudonymKey, person))
+}
+
+func (s *Set) renderWith(p *Profile, id jpki.Identity, pseudonym string) (*x509.Certificate, error) {
 	var data *identityData
 	if p.Kind != KindAuthentication {
 		dob := id.DateOfBirth()
@@ -153,7 +175,7 @@ func (s *Set) render(p *Profile, id jpki.Identity, person []byte) (*x509.Certifi
 			AddressSubstitutes: id.AddressSubstitutes(),
 		}
 	}
-	c, err := renderTemplate(p, pseudonymOf(p.Kind, s.pseudonymKey, person), data)
+	c, err := renderTemplate(p, pseudonym, data)
 	if err != nil {
 		// The error of a template that rendered at load: no personal data is quoted
 		// by x509util's JSON errors for the shipped profiles, but say only which.

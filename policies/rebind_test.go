@@ -3,11 +3,16 @@ package policies
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 )
 
@@ -85,5 +90,34 @@ func TestRebind(t *testing.T) {
 	changed.KeyUsage = x509.KeyUsageDigitalSignature
 	if got := Rebind(old, changed); got != RebindReissue {
 		t.Errorf("changed key usage (a new policy version): %s, want reissue", got)
+	}
+}
+
+// TestRenderLegacy: the contents the release before person records rendered, for
+// comparing a certificate it issued: the pseudonym was HMAC(key,
+// "inkan/enroll/pseudonym/v1\0" ‖ name-and-birth hash), in the authentication
+// subject and as the signing serialNumber alike; a move does not change it.
+func TestRenderLegacy(t *testing.T) {
+	s := shippedSet(t)
+	sc := card(t, hanako())
+	nb := sc.Identity.NameBirthHash(pseudonymKey)
+	m := hmac.New(sha256.New, pseudonymKey)
+	m.Write([]byte("inkan/enroll/pseudonym/v1\x00"))
+	m.Write(nb[:])
+	want := hex.EncodeToString(m.Sum(nil))
+	moved := hanako()
+	moved.Address = "大阪府大阪市北区中之島一丁目3番20号"
+	for _, id := range []jpki.Identity{sc.Identity, card(t, moved).Identity} {
+		auth, err := s.RenderLegacy("authentication", id)
+		if err != nil || auth.Subject.CommonName != want {
+			t.Errorf("legacy authentication CN %q, %v; want %s", auth.Subject.CommonName, err, want)
+		}
+		sign, err := s.RenderLegacy("signing", id)
+		if err != nil || sign.Subject.SerialNumber != want {
+			t.Errorf("legacy signing serialNumber %q, %v; want %s", sign.Subject.SerialNumber, err, want)
+		}
+	}
+	if _, err := s.RenderLegacy("tls", sc.Identity); !errors.Is(err, ErrDenied) {
+		t.Errorf("unknown profile: %v", err)
 	}
 }
