@@ -67,6 +67,34 @@ const (
 	RevocationNone = "none"
 )
 
+// MaxRevocationAgeOrDefault is MaxRevocationAge, or DefaultMaxRevocationAge if 0.
+func (c Config) MaxRevocationAgeOrDefault() time.Duration {
+	if c.MaxRevocationAge == 0 {
+		return DefaultMaxRevocationAge
+	}
+	return c.MaxRevocationAge
+}
+
+// CheckRefresh checks the refresh interval and the maximum age of the revocation
+// data, each problem naming its field: neither negative, and for a CRL source the
+// age longer than the interval (else every node would refuse between refreshes).
+// A node checks it when it loads its configuration; NewVerifier checks it too.
+func (c Config) CheckRefresh() error {
+	var errs []error
+	r := c.Revocation
+	if r.Refresh < 0 {
+		errs = append(errs, fmt.Errorf("jpki.revocation.refresh: %v is negative", r.Refresh))
+	}
+	switch maxAge := c.MaxRevocationAgeOrDefault(); {
+	case c.MaxRevocationAge < 0:
+		errs = append(errs, fmt.Errorf("jpki.max_revocation_age: %v is negative", c.MaxRevocationAge))
+	case r.Kind == RevocationCRL && r.Refresh >= 0 && maxAge <= r.RefreshInterval():
+		errs = append(errs, fmt.Errorf("jpki.max_revocation_age: %v must be longer than jpki.revocation.refresh (%v), or every node refuses between two refreshes",
+			maxAge, r.RefreshInterval()))
+	}
+	return errors.Join(errs...)
+}
+
 // NewVerifier validates c, loads the anchors and builds the Verifier with its
 // revocation source. Every problem found is reported (joined), each naming its field.
 // logger (slog.Default() if nil) goes to the revocation source.
@@ -112,20 +140,10 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 	if r.Timeout < 0 {
 		fail("jpki.revocation.timeout: %v is negative", r.Timeout)
 	}
-	if r.Refresh < 0 {
-		fail("jpki.revocation.refresh: %v is negative", r.Refresh)
+	if err := c.CheckRefresh(); err != nil {
+		errs = append(errs, err)
 	}
-	maxDataAge := c.MaxRevocationAge
-	if maxDataAge == 0 {
-		maxDataAge = DefaultMaxRevocationAge
-	}
-	switch {
-	case c.MaxRevocationAge < 0:
-		fail("jpki.max_revocation_age: %v is negative", c.MaxRevocationAge)
-	case r.Kind == RevocationCRL && maxDataAge <= r.RefreshInterval():
-		fail("jpki.max_revocation_age: %v must be longer than jpki.revocation.refresh (%v), or every node refuses between two refreshes",
-			maxDataAge, r.RefreshInterval())
-	}
+	maxDataAge := c.MaxRevocationAgeOrDefault()
 	timeout := r.Timeout
 	if timeout == 0 {
 		timeout = DefaultHTTPTimeout
