@@ -351,11 +351,3 @@ func clusterEnvs(t testing.TB, nodes []*node) []*env {
 	}
 	return envs
 }
-
-func issued(envs []*env) int {
-	n := 0
-	for _, e := range envs {
-		n += e.issuer.count()
-	}
-	return n
-}
