@@ -12,8 +12,9 @@
 #   node.yaml, softhsm2.conf, tokens/ (the node's token and the two cards), PINs,
 #   data/ (Raft log, snapshots, state), jlis/ (the stand-in J-LIS, its CRL),
 #   a.pem a.key a-sign.pem a-sign.key b.pem b.key (what the subscribers hold).
-# It was made with the binary built from main at c79def1:
-#   git archive c79def1 | tar -x -C /tmp/old && (cd /tmp/old && go build -o inkan ./cmd/inkan)
+# It was made with the binary built from main at 1dfcfcd (dual control landed,
+# person records not yet):
+#   git archive 1dfcfcd | tar -x -C /tmp/old && (cd /tmp/old && go build -o inkan ./cmd/inkan)
 #   cmd/inkan/testdata/upgrade/make-fixture.sh /tmp/old/inkan cmd/inkan/testdata/upgrade/previous-release.tar.gz
 #   make-fixture.sh OLD-INKAN OUT.tar.gz
 set -euo pipefail
