@@ -70,7 +70,7 @@ const (
 // ErrActor: an actor that is not "enrollment", "system" or an operator named as
 // "sha256:" and the 64 lower-case hex digits of their certificate's hash (the
 // audit log's forms: a command it could not log would stop every replica).
-var ErrActor = errors.New(`ca: actor must be "enrollment", "system" or "sha256:<64 hex>"`)
+var ErrActor = cluster.NewRefusal("ca.actor", `ca: actor must be "enrollment", "system" or "sha256:<64 hex>"`)
 
 func validActor(a string) bool {
 	if a == actorEnrollment || a == actorSystem {

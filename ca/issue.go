@@ -478,45 +478,6 @@ func (a *Authority) sign(ctx context.Context, sr *signRequest) ([]byte, error) {
 	return rep.DER, nil
 }
 
-// isPersonLimit tells whether a refusal is the per-person cap's. A refusal read
-// back from the cluster's request records (a submission retried across a leader
-// change) or forwarded by it keeps only its message, so the message is checked too.
-func isPersonLimit(err error) bool {
-	return errors.Is(err, ErrPersonLimit) || strings.Contains(err.Error(), ErrPersonLimit.Error())
-}
-
-// refusalSentinels are the authority's errors a refusal may carry.
-var refusalSentinels = []error{ErrNotFound, ErrHeldByOperator, ErrStatus, ErrExpired, ErrPersonLimit, ErrSerialUsed, ErrNotPending, ErrActor,
-	ErrNonceUsed, ErrNonceExpired, ErrPersonChanged, ErrNoPerson}
-
-// restoreSentinel gives a refusal that reached this node as a message only (a
-// command submitted on a follower, or a retried one) back its sentinel.
-func restoreSentinel(err error) error {
-	if err == nil || !errors.Is(err, cluster.ErrRefused) {
-		return err
-	}
-	for _, s := range refusalSentinels {
-		if errors.Is(err, s) {
-			return err
-		}
-	}
-	for _, s := range refusalSentinels {
-		if strings.Contains(err.Error(), s.Error()) {
-			return &refusal{sentinel: s, err: err}
-		}
-	}
-	return err
-}
-
-// refusal is a refusal by the state with the authority's sentinel restored.
-type refusal struct {
-	sentinel error
-	err      error
-}
-
-func (e *refusal) Error() string   { return e.err.Error() }
-func (e *refusal) Unwrap() []error { return []error{e.sentinel, e.err} }
-
 type remoteError struct {
 	sentinel error
 	msg      string
@@ -650,10 +611,7 @@ func (a *Authority) runPipeline(ctx context.Context, st *issuerState, active boo
 		if !errors.Is(err, cluster.ErrRefused) {
 			return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
 		}
-		if isPersonLimit(err) {
-			return nil, &refusal{sentinel: ErrPersonLimit, err: fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)}
-		}
-		for _, s := range []error{ErrNonceUsed, ErrNonceExpired, ErrPersonChanged, ErrNoPerson} {
+		for _, s := range []error{ErrPersonLimit, ErrNonceUsed, ErrNonceExpired, ErrPersonChanged, ErrNoPerson} {
 			if errors.Is(err, s) {
 				// The request, not the serial, is refused: nothing to resume.
 				return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)

@@ -32,9 +32,9 @@ var (
 // Errors of nonces.
 var (
 	// ErrNonceUsed: the nonce was used already; nothing was written.
-	ErrNonceUsed = errors.New("ca: nonce already used")
+	ErrNonceUsed = cluster.NewRefusal("ca.nonce-used", "ca: nonce already used")
 	// ErrNonceExpired: the nonce's expiry has passed by the leader's clock.
-	ErrNonceExpired = errors.New("ca: nonce expired")
+	ErrNonceExpired = cluster.NewRefusal("ca.nonce-expired", "ca: nonce expired")
 )
 
 // CommandNonce records a nonce's use on its own: a re-bind's, before it acts.

@@ -48,9 +48,9 @@ var (
 	// (the JPKI certificate joined a person record since the request was checked:
 	// a concurrent first enrolment with the same card). Nothing was written; the
 	// caller may decide again on the current state.
-	ErrPersonChanged = errors.New("ca: the JPKI certificate's person record changed")
+	ErrPersonChanged = cluster.NewRefusal("ca.person-changed", "ca: the JPKI certificate's person record changed")
 	// ErrNoPerson: a person record the request names does not exist.
-	ErrNoPerson = errors.New("ca: no such person record")
+	ErrNoPerson = cluster.NewRefusal("ca.no-person", "ca: no such person record")
 )
 
 // PersonMode says what an intent does with its person record.

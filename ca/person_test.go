@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/big"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -520,5 +522,37 @@ func TestPersonAndNonceRacesThreeNodes(t *testing.T) {
 	}
 	if err := tc.leader().a.UseNonce(ctx, nonce[:], time.Now().Add(time.Minute)); !errors.Is(err, ErrNonceUsed) {
 		t.Fatalf("UseNonce of an intent's nonce: %v, want ErrNonceUsed", err)
+	}
+
+	// Refusals of commands a follower submits (applied on the leader, answered
+	// over the cluster's RPC) keep their sentinels: their codes travel with them.
+	req, _ := derivedRequest(t)
+	iss, err := tc.leader().a.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator := "sha256:" + strings.Repeat("ab", 32)
+	if err := tc.leader().a.Hold(ctx, iss.Serial, operator); err != nil {
+		t.Fatal(err)
+	}
+	f := tc.follower().a
+	for _, c := range []struct {
+		name string
+		do   func() error
+		want error
+	}{
+		{"hold of an unknown serial", func() error { return f.Hold(ctx, big.NewInt(7), "system") }, ErrNotFound},
+		{"release of an operator's hold by the system", func() error { return f.Release(ctx, iss.Serial, "system") }, ErrHeldByOperator},
+		{"hold of a held certificate", func() error { return f.Hold(ctx, iss.Serial, operator) }, ErrStatus},
+		{"a second first enrolment with a card", func() error {
+			r, _ := derivedRequest(t)
+			r.Link, r.PersonMode, r.Person, r.NameBirth = card, PersonNew, personID('z'), sum256([]byte("nb"))
+			_, err := f.Issue(ctx, r)
+			return err
+		}, ErrPersonChanged},
+	} {
+		if err := c.do(); !errors.Is(err, c.want) {
+			t.Errorf("%s through a follower: %v, want %v", c.name, err, c.want)
+		}
 	}
 }
