@@ -189,3 +189,49 @@ func migratedPersons(t *testing.T, exp string) map[string]string {
 	}
 	return out
 }
+
+// TestEnrollSparesThePIN: `inkan enroll` checks the signature PIN's form before it
+// logs in to the card, and reads the card's PIN state. A PIN the card could never
+// accept (lower case) is refused without a try: the card reports no wrong PIN
+// afterwards, and the next enrolment, with the right PIN, prints no warning. A
+// wrong PIN of the right form is a try (SoftHSM, like a card, then reports
+// CKF_USER_PIN_COUNT_LOW), and the next enrolment warns before it logs in.
+func TestEnrollSparesThePIN(t *testing.T) {
+	lab := newCardLab(t)
+	p := startLinkageNode(t, lab)
+	useTestCards(t, p)
+	enroll := func(pinFile, name string) (string, error) {
+		t.Helper()
+		cmd := exec.Command(inkanBinary(t), "enroll", "--url", "https://"+p.apiAddr, "--ca-file", filepath.Join(p.dataDir, "cluster-ca.pem"),
+			"--card", "pkcs11:token="+lab.labels[0], "--card-module", lab.module, "--card-pin-file", pinFile,
+			"--key", filepath.Join(lab.dir, name+".key"), "--out", filepath.Join(lab.dir, name+".pem"), "--timeout", "30s")
+		cmd.Env = lab.env
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		return stderr.String(), err
+	}
+	const warned = "warning: the card reports a wrong signature PIN entered before"
+	pinFile := func(name, pin string) string {
+		f := filepath.Join(lab.dir, name)
+		write(t, f, pin)
+		return f
+	}
+
+	lower := pinFile("lower.pin", "cardpin1234")
+	out, err := enroll(lower, "lower")
+	if err == nil || !strings.Contains(out, "6 to 16 upper-case letters") || strings.Contains(out, "cardpin1234") {
+		t.Fatalf("a lower-case PIN: %v\n%s; want the form refused, without the PIN", err, out)
+	}
+	if out, err := enroll(lab.pin, "after-lower"); err != nil || strings.Contains(out, warned) {
+		t.Fatalf("the right PIN after a PIN of the wrong form: %v\n%s; want no warning (no try was spent)", err, out)
+	}
+
+	wrong := pinFile("wrong.pin", "WRONG1234")
+	if out, err := enroll(wrong, "wrong"); err == nil || strings.Contains(out, warned) {
+		t.Fatalf("a wrong PIN of the right form: %v\n%s; want a refusal by the card", err, out)
+	}
+	if out, err := enroll(lab.pin, "after-wrong"); err != nil || !strings.Contains(out, warned) {
+		t.Fatalf("the right PIN after a wrong one: %v\n%s; want the card's warning", err, out)
+	}
+}
