@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -642,5 +643,45 @@ func TestNewHandlerRefusesBadConfig(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}
+	}
+}
+
+// TestDecodeStrict: the API's bodies are decoded once, strictly, as the admin
+// API's are: anything a lenient decoder would read one way and another reader
+// another is refused as request-invalid (ErrRequestInvalid), for an enrolment and
+// for a re-bind alike.
+func TestDecodeStrict(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		body string
+	}{
+		{"data after the object", `{"proof":"a.b.c","csr":"AA"} {}`},
+		{"a second object", `{"proof":"a.b.c","csr":"AA"}{"proof":"x"}`},
+		{"a member twice", `{"proof":"a.b.c","csr":"AA","csr":"BB"}`},
+		{"a member twice, once escaped", `{"proof":"a.b.c","csr":"AA","\u0063sr":"BB"}`},
+		{"a member in another case", `{"Proof":"a.b.c","csr":"AA"}`},
+		{"an unknown member", `{"proof":"a.b.c","csr":"AA","key_proof":"x"}`},
+		{"a number for a string", `{"proof":"a.b.c","csr":7}`},
+		{"null for a string", `{"proof":"a.b.c","csr":null}`},
+		{"an object for a string", `{"proof":{"x":"y"},"csr":"AA"}`},
+		{"not an object", `["a.b.c","AA"]`},
+		{"invalid UTF-8", "{\"proof\":\"a.b.c\",\"csr\":\"A\xff\"}"},
+		{"a required member missing", `{"proof":"a.b.c"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := decodeRequest([]byte(c.body)); !errors.Is(err, ErrRequestInvalid) {
+				t.Errorf("enrolment: %v, want ErrRequestInvalid", err)
+			}
+			rebind := strings.NewReplacer(`"csr"`, `"serial"`, `\u0063sr`, `\u0073erial`, `"key_proof":"x"`, `"csr":"x"`).Replace(c.body)
+			if _, err := decodeRebindRequest([]byte(rebind)); !errors.Is(err, ErrRequestInvalid) {
+				t.Errorf("re-bind %s: %v, want ErrRequestInvalid", rebind, err)
+			}
+		})
+	}
+	if _, err := decodeRequest([]byte(`{"proof":"a.b.c","csr":"AA","profile":"signing"}`)); err != nil {
+		t.Errorf("a well-formed body: %v", err)
+	}
+	if _, err := decodeRebindRequest([]byte(`{"proof":"a.b.c","serial":"5f","key_proof":"x.y.z"}`)); err != nil {
+		t.Errorf("a well-formed re-bind body: %v", err)
 	}
 }
