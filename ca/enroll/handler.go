@@ -99,6 +99,7 @@ type Handler struct {
 	refusals *prometheus.CounterVec
 	issued   prometheus.Counter
 	mux      *http.ServeMux
+	inflight inflight
 }
 
 // NewHandler checks cfg and returns the API.
@@ -273,21 +274,35 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, err)
 		return
 	}
+	// Copies of one request (one nonce) on this node go on one at a time: the
+	// others are replays, told so before they take a token.
+	done, ok := h.inflight.claim(v.claims.nonce)
+	if !ok {
+		h.refuse(w, fmt.Errorf("%w: a request with this nonce is in progress", ErrNonceReplayed))
+		return
+	}
+	defer done()
 	// Everything that can be checked is checked: now the rate limits take their
 	// tokens, given back if the issuance is refused after all.
-	release := func() {}
-	if a, ok := h.cfg.Policy.(Admitter); ok {
-		if release, err = a.Admit(r.Context(), v.decision, v.policyRequest); err != nil {
-			h.refuse(w, err)
-			return
-		}
+	release, err := h.admit(r.Context(), v)
+	if err != nil {
+		h.refuse(w, err)
+		return
 	}
 	issued, err := h.cfg.Issuer.Issue(r.Context(), v.issueRequest())
 	if errors.Is(err, ca.ErrPersonChanged) {
 		// Another first enrolment with this card started its person record since
-		// this node looked: decide again for that record, once.
+		// this node looked. The tokens were taken from the buckets of the record
+		// this request would have started: give them back, decide again for the
+		// record that exists, and take its tokens, once.
+		release()
+		release = func() {}
 		if err = h.redecide(r.Context(), v); err == nil {
-			issued, err = h.cfg.Issuer.Issue(r.Context(), v.issueRequest())
+			var again func()
+			if again, err = h.admit(r.Context(), v); err == nil {
+				release = again
+				issued, err = h.cfg.Issuer.Issue(r.Context(), v.issueRequest())
+			}
 		}
 	}
 	if err != nil {
@@ -302,6 +317,16 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("enroll: certificate issued", "serial", resp.Serial, "profile", resp.Profile)
 	writeJSON(w, http.StatusCreated, resp)
+}
+
+// admit has the policy take the rate limits' tokens for v (when it is an
+// Admitter), and returns how to give them back.
+func (h *Handler) admit(ctx context.Context, v *verified) (func(), error) {
+	a, ok := h.cfg.Policy.(Admitter)
+	if !ok {
+		return func() {}, nil
+	}
+	return a.Admit(ctx, v.decision, v.policyRequest)
 }
 
 // refuseIssue answers an issuance that failed: the CA's refusals as their

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -111,6 +112,37 @@ func nonceUsed(c Replicated, nonce []byte) bool {
 		return nil
 	})
 	return used
+}
+
+// inflight holds the nonces of the requests this node is working on past their
+// checks. Copies of one request sent at once would otherwise all take the rate
+// limits' tokens before the CA refuses all but one, and a copy that found the
+// bucket drained by its siblings would be told rate-limited rather than what it
+// is, a replay. Only one request per nonce goes on at a time on a node (the
+// rate limits are a node's); across nodes the CA's record decides.
+type inflight struct {
+	mu     sync.Mutex
+	nonces map[[sha256.Size]byte]struct{}
+}
+
+// claim marks nonce as in progress and returns how to release it, or false if
+// it is in progress already.
+func (f *inflight) claim(nonce []byte) (func(), bool) {
+	k := sha256.Sum256(nonce)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, busy := f.nonces[k]; busy {
+		return nil, false
+	}
+	if f.nonces == nil {
+		f.nonces = map[[sha256.Size]byte]struct{}{}
+	}
+	f.nonces[k] = struct{}{}
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.nonces, k)
+	}, true
 }
 
 // The nonces of the previous release were random and recorded through the

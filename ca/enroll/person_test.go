@@ -317,6 +317,55 @@ func TestRefusalsCostNoToken(t *testing.T) {
 	}
 }
 
+// TestFirstEnrolmentsRaceForOneBucket: first enrolments with one new card, sent
+// at once, each see no person record and would start one, each with a bucket of
+// its own; the CA lets one start the record and refuses the others, which decide
+// again for that record and take their tokens from its bucket. With a burst of
+// one, exactly one is issued and the others are rate-limited: racing a new card's
+// first enrolments does not multiply the person's tokens.
+func TestFirstEnrolmentsRaceForOneBucket(t *testing.T) {
+	needFixture(t)
+	set := testProfiles(t, func(_, y string) string {
+		return strings.Replace(y, "perPerson: {every: 1h, burst: 5}", "perPerson: {every: 1h, burst: 1}", 1)
+	})
+	e, _ := profileEnv(t, set)
+	card := personCard(t, newPerson())
+	bodies := make([][]byte, 4)
+	for i := range bodies {
+		req, _ := e.request(t, proofSpec{card: card, subKey: fx.subKeys[i%len(fx.subKeys)]})
+		bodies[i] = mustJSON(t, req)
+	}
+	codes := make([]int, len(bodies))
+	problems := make([]string, len(bodies))
+	var wg sync.WaitGroup
+	for i, body := range bodies {
+		wg.Go(func() {
+			resp := e.post(t, body)
+			codes[i] = resp.StatusCode
+			if resp.StatusCode != http.StatusCreated {
+				var p Problem
+				if err := json.NewDecoder(resp.Body).Decode(&p); err == nil {
+					problems[i] = p.Name()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	created, limited := 0, 0
+	for i := range codes {
+		switch {
+		case codes[i] == http.StatusCreated:
+			created++
+		case problems[i] == "rate-limited":
+			limited++
+		}
+	}
+	if created != 1 || limited != len(bodies)-1 {
+		t.Fatalf("%d first enrolments at once with a burst of one: statuses %v, problems %q; want one issued, the rest rate-limited",
+			len(bodies), codes, problems)
+	}
+}
+
 // TestClientKey: per-address limits count networks (IPv4 /24, IPv6 /56 by
 // default, or as configured), and take X-Forwarded-For only from a trusted proxy,
 // the right-most address that is not one.

@@ -218,6 +218,12 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, err)
 		return
 	}
+	done, ok := h.inflight.claim(t.claims.nonce)
+	if !ok {
+		h.refuse(w, fmt.Errorf("%w: a request with this nonce is in progress", ErrNonceReplayed))
+		return
+	}
+	defer done()
 	// As for an enrolment: every check passed, so the rate limits take their
 	// tokens now, then the nonce's use is recorded, and only then does anything
 	// change. A refusal from here on gives the tokens back.
