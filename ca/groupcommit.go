@@ -38,9 +38,15 @@ const (
 const groupInflight = 2
 
 type (
+	// intentsBody is ca.intents at version 2: items of intent version 3.
 	intentsBody struct {
 		_     struct{} `cbor:",toarray"`
 		Items []intentBody
+	}
+	// intentsBodyV1 is ca.intents at version 1: items of intent version 2.
+	intentsBodyV1 struct {
+		_     struct{} `cbor:",toarray"`
+		Items []intentBodyV2
 	}
 	issuesBody struct {
 		_     struct{} `cbor:",toarray"`
@@ -68,7 +74,8 @@ var refusalCodes = []struct {
 	err  error
 }{
 	{"serial-used", ErrSerialUsed}, {"not-pending", ErrNotPending}, {"person-limit", ErrPersonLimit},
-	{"actor", ErrActor},
+	{"actor", ErrActor}, {"nonce-used", ErrNonceUsed}, {"nonce-expired", ErrNonceExpired},
+	{"person-changed", ErrPersonChanged}, {"no-person", ErrNoPerson},
 }
 
 func refusalCode(err error) string {
@@ -118,13 +125,50 @@ func applyBatch(n int, issuerOf func(i int) string, put func(i int) (serial []by
 }
 
 func applyIntents(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
-	var b intentsBody
-	if err := e.Command.Decode(&b); err != nil {
+	b, err := decodeIntents(e.Command)
+	if err != nil {
 		return nil, cluster.Refuse(err)
+	}
+	if len(b.Items) > 0 && len(b.Items) <= maxBatchItems {
+		if err := prunedNonces(tx, e.Time); err != nil {
+			return nil, err
+		}
 	}
 	return applyBatch(len(b.Items), func(i int) string { return b.Items[i].Issuer }, func(i int) ([]byte, error) {
 		return b.Items[i].Serial, putIntent(tx, e.Time, &b.Items[i])
 	})
+}
+
+// decodeIntents decodes a batch of intents of either version.
+func decodeIntents(c cluster.Command) (intentsBody, error) {
+	if c.Version == 1 {
+		var v1 intentsBodyV1
+		if err := c.Decode(&v1); err != nil {
+			return intentsBody{}, err
+		}
+		b := intentsBody{Items: make([]intentBody, len(v1.Items))}
+		for i, it := range v1.Items {
+			b.Items[i] = fromV2(it)
+		}
+		return b, nil
+	}
+	var b intentsBody
+	err := c.Decode(&b)
+	return b, err
+}
+
+// intentsCommand encodes a batch at the lowest version that holds its items.
+func intentsCommand(b intentsBody) (cluster.Command, error) {
+	for _, it := range b.Items {
+		if intentVersion(&it) > 2 {
+			return cluster.NewCommand(CommandIntents, 2, b)
+		}
+	}
+	v1 := intentsBodyV1{Items: make([]intentBodyV2, len(b.Items))}
+	for i, it := range b.Items {
+		v1.Items[i] = intentV2(it)
+	}
+	return cluster.NewCommand(CommandIntents, 1, v1)
 }
 
 // applyIssues records issued certificates. An issued record names no issuer: the
@@ -279,7 +323,13 @@ func (g *groupCommit) send(batch []*groupItem) {
 // submit commits one batch and hands each item its outcome; an error is the
 // whole batch's.
 func (g *groupCommit) submit(body any, batch []*groupItem) error {
-	cmd, err := cluster.NewCommand(g.typ, 1, body)
+	var cmd cluster.Command
+	var err error
+	if b, ok := body.(intentsBody); ok {
+		cmd, err = intentsCommand(b)
+	} else {
+		cmd, err = cluster.NewCommand(g.typ, 1, body)
+	}
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,10 @@ fi
 export SOFTHSM2_CONF="$conf"
 
 newpin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
-for f in so.pin user.pin card.pin; do [ -f "$dir/$f" ] || newpin >"$dir/$f"; done
+for f in so.pin user.pin; do [ -f "$dir/$f" ] || newpin >"$dir/$f"; done
+# A card's signature PIN is 6-16 upper-case letters and digits (inkan enroll
+# checks the form before it logs in to the card).
+[ -f "$dir/card.pin" ] || od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F >"$dir/card.pin"
 
 tokens=$("$bin" hsm list --module "$module")
 if ! grep -qw 'inkan-dev' <<<"$tokens"; then

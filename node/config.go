@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -146,8 +147,40 @@ type EnrollConfig struct {
 	DefaultProfile string `yaml:"default_profile"`
 	// LinkageInterval is how often the leader reads the J-LIS CRL for revoked
 	// cards with derived certificates (default 5m; sooner when a grace period
-	// ends).
+	// ends). Every node refreshes its CRL on its own at jpki.revocation.refresh.
 	LinkageInterval Duration `yaml:"linkage_interval"`
+	// ClientPrefixV4 and ClientPrefixV6 are the networks per-address rate
+	// limits count (default 24 and 56): a client holding many addresses holds
+	// them in one network.
+	ClientPrefixV4 int `yaml:"client_prefix_v4"`
+	ClientPrefixV6 int `yaml:"client_prefix_v6"`
+	// TrustedProxies are the addresses or networks (CIDR) of proxies in front of
+	// the API whose X-Forwarded-For names the client; from any other peer the
+	// header is ignored. Default none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// trustedProxies parses TrustedProxies (validated on load).
+func (e EnrollConfig) trustedProxies() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range e.TrustedProxies {
+		if p, err := parseProxy(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseProxy reads an address or a CIDR network.
+func parseProxy(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // AuditConfig is the audit API's exposure.
@@ -307,6 +340,12 @@ func (c *Config) setDefaults() {
 		c.Enroll.DefaultProfile = "authentication"
 	}
 	def(&c.Enroll.LinkageInterval, 5*time.Minute)
+	if c.Enroll.ClientPrefixV4 == 0 {
+		c.Enroll.ClientPrefixV4 = 24
+	}
+	if c.Enroll.ClientPrefixV6 == 0 {
+		c.Enroll.ClientPrefixV6 = 56
+	}
 	if c.CA.CRLShards == 0 {
 		c.CA.CRLShards = 16
 	}
@@ -446,6 +485,22 @@ func (c *Config) Validate() error {
 	}
 	if c.JPKI != nil && len(c.JPKI.Anchors) == 0 {
 		bad("jpki.anchors", "required: the J-LIS CA certificates (PEM files) that card certificates chain to")
+	}
+	if c.JPKI != nil {
+		if err := c.JPKI.CheckRefresh(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if v := c.Enroll.ClientPrefixV4; v < 1 || v > 32 {
+		bad("enroll.client_prefix_v4", "%d is outside 1..32", v)
+	}
+	if v := c.Enroll.ClientPrefixV6; v < 1 || v > 128 {
+		bad("enroll.client_prefix_v6", "%d is outside 1..128", v)
+	}
+	for i, p := range c.Enroll.TrustedProxies {
+		if _, err := parseProxy(p); err != nil {
+			bad(fmt.Sprintf("enroll.trusted_proxies[%d]", i), "%q is not an address or a CIDR network", p)
+		}
 	}
 
 	if c.HSM.Module == "" || !filepath.IsAbs(c.HSM.Module) {

@@ -47,6 +47,9 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.DrainTimeout != Duration(10*time.Second) {
 		t.Errorf("drain_timeout default = %s", time.Duration(cfg.DrainTimeout))
 	}
+	if cfg.Enroll.ClientPrefixV4 != 24 || cfg.Enroll.ClientPrefixV6 != 56 || len(cfg.Enroll.trustedProxies()) != 0 {
+		t.Errorf("enroll defaults: %+v", cfg.Enroll)
+	}
 	if got := cfg.AdminSocket(); got != "/var/lib/inkan/admin.sock" {
 		t.Errorf("admin socket = %q", got)
 	}
@@ -101,6 +104,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown raft key", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    election: 1s"), "cluster.raft.election: unknown option (did you mean election_timeout?)"},
 		{"drain timeout too long", func(s string) string { return s + "drain_timeout: 1h\n" }, "drain_timeout: 1h0m0s is outside 100ms..10m"},
 		{"data dir too long for the socket", repl("/var/lib/inkan", "/"+strings.Repeat("d", 100)), "is too long for the admin socket admin.sock inside it"},
+		{"IPv4 client prefix", func(s string) string { return s + "enroll:\n  client_prefix_v4: 33\n" }, "enroll.client_prefix_v4: 33 is outside 1..32"},
+		{"IPv6 client prefix", func(s string) string { return s + "enroll:\n  client_prefix_v6: -1\n" }, "enroll.client_prefix_v6: -1 is outside 1..128"},
+		{"trusted proxy", func(s string) string { return s + "enroll:\n  trusted_proxies: [10.0.0.0/8, proxy.example]\n" },
+			`enroll.trusted_proxies[1]: "proxy.example" is not an address or a CIDR network`},
+		{"revocation age within a refresh", func(s string) string {
+			return s + "jpki:\n  anchors: [/etc/inkan/jlis.pem]\n  revocation: {kind: crl, file: /x.crl, refresh: 10m}\n  max_revocation_age: 10m\n"
+		}, "jpki.max_revocation_age: 10m0s must be longer than jpki.revocation.refresh (10m0s)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

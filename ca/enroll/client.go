@@ -198,11 +198,16 @@ type Rebound struct {
 }
 
 // Rebind re-binds the derived certificate serial to card, the holder's NEW card
-// (after a move, or a renewed card): it fetches a challenge, has card sign a proof
-// naming serial, and posts it to PathRebind. A refusal is returned as a *Problem.
-func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebound, error) {
+// (after a move, or a renewed card), proving both halves: it fetches a challenge,
+// has card sign a proof naming serial, has key (the derived certificate's own
+// key) sign a key proof over the same nonce, serial and the card's certificate,
+// and posts both to PathRebind. A refusal is returned as a *Problem.
+func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, serial *big.Int) (*Rebound, error) {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, errors.New("enroll: rebind: the serial must be positive")
+	}
+	if key == nil {
+		return nil, errors.New("enroll: rebind: the derived certificate's key is required (without it, enrol anew)")
 	}
 	nonce, _, err := c.Challenge(ctx)
 	if err != nil {
@@ -214,15 +219,26 @@ func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebou
 	}
 	t := now()
 	serialHex := certserial.Format(serial)
-	proof, err := newRebindProof(card, card.Chain(), ProofClaims{
-		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + PathRebind,
-		IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
+	aud := strings.TrimSuffix(c.BaseURL, "/") + PathRebind
+	chain := card.Chain()
+	if len(chain) == 0 {
+		return nil, errors.New("enroll: rebind: the card holds no certificate")
+	}
+	proof, err := newRebindProof(card, chain, ProofClaims{
+		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
 	}, serialHex)
 	if err != nil {
 		return nil, err
 	}
+	keyProof, err := NewKeyProof(key, KeyProofClaims{
+		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
+		Serial: serialHex, JPKICert: chain[0],
+	})
+	if err != nil {
+		return nil, err
+	}
 	var resp RebindResponse
-	if err := c.post(ctx, PathRebind, RebindRequest{Proof: proof, Serial: serialHex}, &resp); err != nil {
+	if err := c.post(ctx, PathRebind, RebindRequest{Proof: proof, Serial: serialHex, KeyProof: keyProof}, &resp); err != nil {
 		return nil, err
 	}
 	cert, err := certificateOf(Response{Serial: resp.Serial, Chain: resp.Chain, Profile: resp.Profile})

@@ -59,7 +59,7 @@ func newCardLab(t *testing.T) *cardLab {
 	write(t, conf, fmt.Sprintf("directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", dir))
 	l := &cardLab{t: t, dir: dir, jlis: filepath.Join(dir, "jlis"), pin: filepath.Join(dir, "card.pin"), module: module,
 		env: append(os.Environ(), "SOFTHSM2_CONF="+conf)}
-	write(t, l.pin, "card-pin-1234")
+	write(t, l.pin, "CARDPIN1234") // a card's signature PIN: 6-16 of A-Z, 0-9
 	write(t, filepath.Join(dir, "so.pin"), "card-so-1234")
 	l.run("jpki-sim", "--dir", l.jlis, "init")
 	l.anchor, l.crlFile = filepath.Join(l.jlis, "root.pem"), filepath.Join(l.jlis, "crl.der")
@@ -103,6 +103,7 @@ func (l *cardLab) jpkiSection() string {
 type enrolled struct {
 	serial   string // hex, as openssl prints it
 	leaf, ca string // PEM files: the certificate, the CA certificate
+	key      string // the subscriber's key file
 	cert     *x509.Certificate
 }
 
@@ -130,7 +131,7 @@ func (l *cardLab) enroll(p *proc, i int, name string) (*enrolled, error) {
 	if len(blocks) < 2 {
 		return nil, fmt.Errorf("%s holds %d certificates, want the certificate and its CA", out, len(blocks))
 	}
-	e := &enrolled{leaf: filepath.Join(l.dir, name+".leaf.pem"), ca: filepath.Join(l.dir, name+".ca.pem")}
+	e := &enrolled{leaf: filepath.Join(l.dir, name+".leaf.pem"), ca: filepath.Join(l.dir, name+".ca.pem"), key: filepath.Join(l.dir, name+".key")}
 	write(l.t, e.leaf, string(pem.EncodeToMemory(blocks[0])))
 	write(l.t, e.ca, string(pem.EncodeToMemory(blocks[len(blocks)-1])))
 	if e.cert, err = x509.ParseCertificate(blocks[0].Bytes); err != nil {

@@ -44,7 +44,10 @@ key through PKCS#11, submits both, and writes the certificate chain to --out (PE
 it is OpenSC's "Digital Signature Key", the object: pkcs11:token=...;object=... The
 module is --card-module (OpenSC by default; SoftHSM for a jpki-sim card) or the URI's
 module-path. The signature PIN comes from --card-pin-file (mode 0600) or
-` + envCardPIN + `, never from the command line.
+` + envCardPIN + `, never from the command line. Before logging in, enroll checks that
+the PIN has the card's form (6 to 16 upper-case letters and digits: any other
+would only cost one of the five tries), and warns when the card reports failed
+tries; a locked card is refused without a try.
 
 --key is a file (a P-256 key made with mode 0600 if missing, reused if present; a
 file made for a try that gets no certificate is removed) or a PKCS#11 URI with an
@@ -52,22 +55,24 @@ object label (the key is made on the token if missing); its token's PIN comes fr
 --key-pin-file or ` + envKeyPIN + `.
 
 With --rebind SERIAL there is no new key: after a move (or a renewed card) the holder
-re-binds the derived certificate SERIAL to the card given by --card, their new one.
-The same person (name and date of birth) gets the certificate back: released from
-hold, or — when its contents must change — a new certificate for the same key, the
-old one revoked as superseded. --out receives the certificate bound now.
+re-binds the derived certificate SERIAL to the card given by --card, their new one,
+and proves both halves: the new card signs (it must be of the same name and date of
+birth), and so does the certificate's own key, given by --key (its file or PKCS#11
+URI; it must exist: a re-bind with another key is refused, and without the key
+there is no re-bind, only a new enrollment). The holder gets the certificate
+back: released from hold, or — when its contents must change — a new certificate
+for the same key, the old one revoked as superseded. --out receives the
+certificate bound now.
 
 A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 		Example: `  inkan enroll --url https://ca.example.jp --card 'pkcs11:token=JPKI' --key sub.key --out sub.pem
-  inkan enroll --url https://ca.example.jp --card 'pkcs11:token=JPKI' --rebind 5c1e… --out sub.pem`,
+  inkan enroll --url https://ca.example.jp --card 'pkcs11:token=JPKI' --rebind 5c1e… --key sub.key --out sub.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
-			case rebind != "" && key != "":
-				return errors.New("--rebind keeps the certificate's key: drop --key")
-			case rebind != "" && (url == "" || card == "" || out == ""):
-				return errors.New("give --url, --card and --out with --rebind")
-			case rebind == "" && (url == "" || card == "" || key == "" || out == ""):
+			case rebind != "" && key == "":
+				return errors.New("--rebind needs --key: the derived certificate's own key, which signs the re-bind (without it, enroll anew)")
+			case url == "" || card == "" || key == "" || out == "":
 				return errors.New("give --url, --card, --key and --out")
 			}
 			var serial *big.Int
@@ -91,7 +96,8 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			if cardURI.ModulePath != "" && !cmd.Flags().Changed("card-module") {
 				cardModule = ""
 			}
-			c, err := enroll.OpenCard(ctx, enroll.CardConfig{Module: cardModule, Key: cardURI, PIN: cardPIN})
+			c, err := enroll.OpenCard(ctx, enroll.CardConfig{Module: cardModule, Key: cardURI, PIN: cardPIN,
+				Warn: func(m string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+m) }})
 			if err != nil {
 				return err
 			}
@@ -103,8 +109,28 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			}
 			client := &enroll.Client{BaseURL: url, HTTP: hc}
 			w := cmd.OutOrStdout()
+			kc := enroll.KeyConfig{File: key, Existing: serial != nil}
+			if strings.HasPrefix(key, "pkcs11:") {
+				u, err := hsm.ParseURI(key)
+				if err != nil {
+					return fmt.Errorf("--key: %w", err)
+				}
+				pin, err := pinSource(keyPINFile, envKeyPIN, "key-pin-file")
+				if err != nil {
+					return err
+				}
+				if u.ModulePath != "" && !cmd.Flags().Changed("key-module") {
+					keyModule = ""
+				}
+				kc = enroll.KeyConfig{URI: &u, Module: keyModule, PIN: pin, Existing: serial != nil}
+			}
+			k, err := enroll.OpenSubscriberKey(ctx, kc)
+			if err != nil {
+				return err
+			}
+			defer k.Close()
 			if serial != nil {
-				got, err := client.Rebind(ctx, c, serial)
+				got, err := client.Rebind(ctx, c, k, serial)
 				if err != nil {
 					return withCAHint(err, caFile)
 				}
@@ -119,27 +145,6 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 				}
 				return nil
 			}
-
-			kc := enroll.KeyConfig{File: key}
-			if strings.HasPrefix(key, "pkcs11:") {
-				u, err := hsm.ParseURI(key)
-				if err != nil {
-					return fmt.Errorf("--key: %w", err)
-				}
-				pin, err := pinSource(keyPINFile, envKeyPIN, "key-pin-file")
-				if err != nil {
-					return err
-				}
-				if u.ModulePath != "" && !cmd.Flags().Changed("key-module") {
-					keyModule = ""
-				}
-				kc = enroll.KeyConfig{URI: &u, Module: keyModule, PIN: pin}
-			}
-			k, err := enroll.OpenSubscriberKey(ctx, kc)
-			if err != nil {
-				return err
-			}
-			defer k.Close()
 
 			cert, err := client.Enroll(ctx, c, k, profile)
 			if err != nil {
@@ -170,7 +175,7 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 	f.StringVar(&card, "card", "", "PKCS#11 URI of the card's signature key")
 	f.StringVar(&cardModule, "card-module", defaultCardModule, "the card's PKCS#11 module")
 	f.StringVar(&cardPINFile, "card-pin-file", "", "file holding the card's signature PIN (mode 0600); default $"+envCardPIN)
-	f.StringVar(&key, "key", "", "the subscriber key: a PEM file (made if missing) or a PKCS#11 URI")
+	f.StringVar(&key, "key", "", "the subscriber key: a PEM file (made if missing) or a PKCS#11 URI; with --rebind, the certificate's existing key")
 	f.StringVar(&keyModule, "key-module", defaultHSMModule, "PKCS#11 module of a --key URI")
 	f.StringVar(&keyPINFile, "key-pin-file", "", "file holding the --key token's PIN (mode 0600); default $"+envKeyPIN)
 	f.StringVar(&out, "out", "", "where to write the certificate chain (PEM)")

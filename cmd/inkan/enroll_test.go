@@ -48,12 +48,12 @@ func TestEnrollCannotReach(t *testing.T) {
 	// --rebind takes every printed form of a serial (the call then fails only at
 	// the network) and names itself when refusing one.
 	for _, serial := range []string{"0d0a5908f15e1a77", "0D0A5908F15E1A77", "0d:0a:59:08:f1:5e:1a:77", "d0a5908f15e1a77"} {
-		_, err := lab.runErr(append([]string{"enroll", "--url", url, "--rebind", serial, "--out", filepath.Join(lab.dir, "never.pem")}, card...)...)
+		_, err := lab.runErr(append([]string{"enroll", "--url", url, "--rebind", serial, "--key", kept, "--out", filepath.Join(lab.dir, "never.pem")}, card...)...)
 		if err == nil || !strings.Contains(err.Error(), "cannot reach "+url) {
 			t.Errorf("enroll --rebind %s: %v; want it to get as far as the network", serial, err)
 		}
 	}
-	_, err = lab.runErr(append([]string{"enroll", "--url", url, "--rebind", "0d0g", "--out", filepath.Join(lab.dir, "never.pem")}, card...)...)
+	_, err = lab.runErr(append([]string{"enroll", "--url", url, "--rebind", "0d0g", "--key", kept, "--out", filepath.Join(lab.dir, "never.pem")}, card...)...)
 	if err == nil || !strings.Contains(err.Error(), `inkan: --rebind "0d0g": not a certificate serial number: 'g' is not a hex digit`) {
 		t.Errorf("enroll --rebind 0d0g: %v", err)
 	}
