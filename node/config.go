@@ -154,6 +154,14 @@ type EnrollConfig struct {
 	// them in one network.
 	ClientPrefixV4 int `yaml:"client_prefix_v4"`
 	ClientPrefixV6 int `yaml:"client_prefix_v6"`
+	// RequestRate and RequestBurst bound what one client network asks of this
+	// node's enrollment API, every endpoint together: RequestRate requests a
+	// second on average, RequestBurst at once (default 1 and 10; a challenge
+	// and an enrollment are two). A load test from one address raises them;
+	// request_rate: -1 turns the limit off (a lab's choice, never production's).
+	// The profiles' own rateLimits still apply.
+	RequestRate  float64 `yaml:"request_rate"`
+	RequestBurst int     `yaml:"request_burst"`
 	// TrustedProxies are the addresses or networks (CIDR) of proxies in front of
 	// the API whose X-Forwarded-For names the client; from any other peer the
 	// header is ignored. Default none.
@@ -346,6 +354,12 @@ func (c *Config) setDefaults() {
 	if c.Enroll.ClientPrefixV6 == 0 {
 		c.Enroll.ClientPrefixV6 = 56
 	}
+	if c.Enroll.RequestRate == 0 {
+		c.Enroll.RequestRate = 1
+	}
+	if c.Enroll.RequestBurst == 0 {
+		c.Enroll.RequestBurst = 10
+	}
 	if c.CA.CRLShards == 0 {
 		c.CA.CRLShards = 16
 	}
@@ -496,6 +510,12 @@ func (c *Config) Validate() error {
 	}
 	if v := c.Enroll.ClientPrefixV6; v < 1 || v > 128 {
 		bad("enroll.client_prefix_v6", "%d is outside 1..128", v)
+	}
+	if v := c.Enroll.RequestRate; v < 0 && v != -1 {
+		bad("enroll.request_rate", "%v is negative (-1 turns the limit off)", v)
+	}
+	if v := c.Enroll.RequestBurst; v < 1 {
+		bad("enroll.request_burst", "%d is less than 1", v)
 	}
 	for i, p := range c.Enroll.TrustedProxies {
 		if _, err := parseProxy(p); err != nil {

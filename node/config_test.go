@@ -44,6 +44,9 @@ func TestParseConfigDefaults(t *testing.T) {
 		r.LeaderLeaseTimeout != Duration(250*time.Millisecond) || r.SnapshotThreshold != 8192 {
 		t.Errorf("raft defaults not applied: %+v", r)
 	}
+	if e := cfg.Enroll; e.RequestRate != 1 || e.RequestBurst != 10 {
+		t.Errorf("enrollment request limit defaults not applied: %v/s, burst %d", e.RequestRate, e.RequestBurst)
+	}
 	if cfg.DrainTimeout != Duration(10*time.Second) {
 		t.Errorf("drain_timeout default = %s", time.Duration(cfg.DrainTimeout))
 	}
@@ -106,6 +109,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"data dir too long for the socket", repl("/var/lib/inkan", "/"+strings.Repeat("d", 100)), "is too long for the admin socket admin.sock inside it"},
 		{"IPv4 client prefix", func(s string) string { return s + "enroll:\n  client_prefix_v4: 33\n" }, "enroll.client_prefix_v4: 33 is outside 1..32"},
 		{"IPv6 client prefix", func(s string) string { return s + "enroll:\n  client_prefix_v6: -1\n" }, "enroll.client_prefix_v6: -1 is outside 1..128"},
+		{"request rate", func(s string) string { return s + "enroll:\n  request_rate: -2\n" }, "enroll.request_rate: -2 is negative (-1 turns the limit off)"},
+		{"request burst", func(s string) string { return s + "enroll:\n  request_burst: -3\n" }, "enroll.request_burst: -3 is less than 1"},
 		{"trusted proxy", func(s string) string { return s + "enroll:\n  trusted_proxies: [10.0.0.0/8, proxy.example]\n" },
 			`enroll.trusted_proxies[1]: "proxy.example" is not an address or a CIDR network`},
 		{"revocation age within a refresh", func(s string) string {

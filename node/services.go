@@ -294,6 +294,7 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 		Rebinder:       auth,
 		LinkKey:        secrets.link,
 		ClientPrefix:   enroll.ClientPrefix{V4: a.cfg.Enroll.ClientPrefixV4, V6: a.cfg.Enroll.ClientPrefixV6},
+		RateLimit:      enroll.RateLimit{Rate: a.cfg.Enroll.RequestRate, Burst: a.cfg.Enroll.RequestBurst},
 		TrustedProxies: a.cfg.Enroll.trustedProxies(),
 		Registerer:     env.Metrics,
 		Logger:         a.log,
