@@ -20,21 +20,21 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 )
 
-// Errors callers act on. Those the state machine refuses a command with are
-// cluster.Refusal sentinels: their code travels with the refusal through the
-// cluster's request records and RPC, so errors.Is holds on the node that
-// submitted the command, wherever it was applied.
+// Errors callers act on: cluster.Refusal sentinels, whose code travels with the
+// error through the cluster's request records, a batch's result and the RPC, so
+// errors.Is holds on the node that submitted the command or asked the leader to
+// sign, wherever it was applied or signed.
 var (
 	// ErrTemplate: the request asks for what a derived certificate must not have
 	// (CA, keyCertSign or cRLSign, an extension the authority sets itself) or is
 	// incomplete.
-	ErrTemplate = errors.New("ca: request refused")
+	ErrTemplate = cluster.NewRefusal("ca.template", "ca: request refused")
 	// ErrExpired: the request's NotAfter is not in the future (or the issuer's
 	// certificate has expired).
 	ErrExpired = cluster.NewRefusal("ca.expired", "ca: validity would end before it begins")
 	// ErrNoCAKey: this node cannot reach the active CA key; it hands leadership to
 	// another voter and issues nothing meanwhile.
-	ErrNoCAKey = errors.New("ca: this node lacks the active CA key")
+	ErrNoCAKey = cluster.NewRefusal("ca.no-key", "ca: this node lacks the active CA key")
 	// ErrSerialUsed: the state already holds the serial (never issued twice).
 	ErrSerialUsed = cluster.NewRefusal("ca.serial-used", "ca: serial already used")
 	// ErrNotPending: an issued record for a serial whose intent is not pending
@@ -42,7 +42,7 @@ var (
 	ErrNotPending = cluster.NewRefusal("ca.not-pending", "ca: no pending intent for the serial")
 	// ErrAbandoned: the intent was resolved as revoked before the certificate was
 	// recorded (a leader change); nothing was delivered. The caller may ask again.
-	ErrAbandoned = errors.New("ca: issuance abandoned; the serial is revoked")
+	ErrAbandoned = cluster.NewRefusal("ca.abandoned", "ca: issuance abandoned; the serial is revoked")
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = cluster.NewRefusal("ca.status", "ca: status does not allow the change")
@@ -210,7 +210,7 @@ func New(cfg Config) (*Authority, error) {
 	a.closed, a.stop = context.WithCancel(context.Background())
 	a.intents = &groupCommit{a: a, typ: CommandIntents, max: groupInflight}
 	a.issues = &groupCommit{a: a, typ: CommandIssues, max: groupInflight}
-	a.c.HandleLeaderCall(callSign, a.serveSign)
+	cluster.HandleCall(a.c, callSign, a.serveSign)
 	a.c.OnLeader(a.lead)
 	return a, nil
 }

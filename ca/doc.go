@@ -10,7 +10,7 @@
 // TBSCertificate (a throwaway key of the CA key's algorithm signs it for zlint, so
 // the linted bytes are the ones the HSM signs); the leader alone commits intents,
 // signs and commits issued records, so a request on a follower is forwarded to it
-// (cluster.CallLeader) and checked there. The leader commits the intents, and the
+// (cluster.Call) and checked there. The leader commits the intents, and the
 // issued records, of concurrent requests together, one batch command per Raft entry
 // (group commit); each item of a batch is applied or refused on its own. Every
 // voter holds the active CA key: in its own HSM, made wrappable on one voter and

@@ -60,6 +60,8 @@ type (
 		Serials [][]byte
 		Refused []refusedItem
 	}
+	// refusedItem is an item's refusal: its cluster.Refusal code ("" if it
+	// has none) and message.
 	refusedItem struct {
 		_     struct{} `cbor:",toarray"`
 		Index int
@@ -67,34 +69,6 @@ type (
 		Msg   string
 	}
 )
-
-// refusalCodes name the sentinels an item's refusal carries in a batch result.
-var refusalCodes = []struct {
-	code string
-	err  error
-}{
-	{"serial-used", ErrSerialUsed}, {"not-pending", ErrNotPending}, {"person-limit", ErrPersonLimit},
-	{"actor", ErrActor}, {"nonce-used", ErrNonceUsed}, {"nonce-expired", ErrNonceExpired},
-	{"person-changed", ErrPersonChanged}, {"no-person", ErrNoPerson},
-}
-
-func refusalCode(err error) string {
-	for _, c := range refusalCodes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	return "refused"
-}
-
-func refusalOf(code, msg string) error {
-	for _, c := range refusalCodes {
-		if c.code == code {
-			return cluster.Refuse(&remoteError{sentinel: c.err, msg: msg})
-		}
-	}
-	return cluster.Refuse(errors.New(msg))
-}
 
 // applyBatch applies the items of a batch, all of one issuer, each on its own:
 // put applies one item, refusing (cluster.Refuse) before it writes; any other
@@ -116,7 +90,7 @@ func applyBatch(n int, issuerOf func(i int) string, put func(i int) (serial []by
 		case err == nil:
 			res.Serials = append(res.Serials, serial)
 		case errors.As(err, &ref):
-			res.Refused = append(res.Refused, refusedItem{Index: i, Code: refusalCode(ref.Err), Msg: ref.Err.Error()})
+			res.Refused = append(res.Refused, refusedItem{Index: i, Code: cluster.RefusalCode(ref.Err), Msg: ref.Err.Error()})
 		default:
 			return nil, err
 		}
@@ -346,7 +320,7 @@ func (g *groupCommit) submit(body any, batch []*groupItem) error {
 	refused := res.refusedIndex()
 	for i, it := range batch {
 		if f, ok := refused[i]; ok {
-			it.done <- refusalOf(f.Code, f.Msg)
+			it.done <- cluster.RefusedWith(f.Code, f.Msg)
 		} else {
 			it.done <- nil
 		}

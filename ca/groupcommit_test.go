@@ -101,7 +101,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 		}
 		for idx, want := range s.refused {
 			f, ok := got[idx]
-			if err := refusalOf(f.Code, f.Msg); !ok || !errors.Is(err, want) || !errors.Is(err, cluster.ErrRefused) {
+			if err := cluster.RefusedWith(f.Code, f.Msg); !ok || !errors.Is(err, want) || !errors.Is(err, cluster.ErrRefused) {
 				t.Errorf("%s: item %d: %v, want %v", s.name, idx, err, want)
 			}
 		}

@@ -425,7 +425,11 @@ type signRequest struct {
 	NonceExpires  int64
 }
 
-// signReply is the leader's answer to a forwarded signRequest.
+// signReply is the leader's answer to a forwarded signRequest. A refusal comes
+// back as the call's error, with its code (cluster.Call). Code and Msg are what
+// a leader of the release before that sent instead: a node reads them so that a
+// mixed cluster during a rolling upgrade fails such a request (by its message
+// alone) rather than take it for a certificate.
 type signReply struct {
 	_    struct{} `cbor:",toarray"`
 	DER  []byte
@@ -434,17 +438,6 @@ type signReply struct {
 }
 
 const callSign = "ca.sign"
-
-// Error codes of signReply.
-var replyCodes = []struct {
-	code string
-	err  error
-}{
-	{"template", ErrTemplate}, {"expired", ErrExpired}, {"no-key", ErrNoCAKey}, {"serial-used", ErrSerialUsed},
-	{"abandoned", ErrAbandoned}, {"no-issuer", ErrNoActiveIssuer}, {"person-limit", ErrPersonLimit},
-	{"nonce-used", ErrNonceUsed}, {"nonce-expired", ErrNonceExpired}, {"person-changed", ErrPersonChanged},
-	{"no-person", ErrNoPerson},
-}
 
 // sign has the leader sign sr: here if this node leads, else over the cluster RPC.
 func (a *Authority) sign(ctx context.Context, sr *signRequest) ([]byte, error) {
@@ -455,63 +448,23 @@ func (a *Authority) sign(ctx context.Context, sr *signRequest) ([]byte, error) {
 		}
 		// Leadership moved while signing: the next leader takes the intent on.
 	}
-	body, err := encMode.Marshal(sr)
-	if err != nil {
-		return nil, err
-	}
-	b, err := a.c.CallLeader(ctx, callSign, body)
+	rep, err := cluster.Call[signReply](ctx, a.c, callSign, sr)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign on the leader: %w", err)
 	}
-	var rep signReply
-	if err := decMode.Unmarshal(b, &rep); err != nil {
-		return nil, fmt.Errorf("ca: sign on the leader: reply: %w", err)
-	}
 	if rep.Code != "" {
-		for _, c := range replyCodes {
-			if c.code == rep.Code {
-				return nil, &remoteError{sentinel: c.err, msg: rep.Msg}
-			}
-		}
-		return nil, errors.New(rep.Msg)
+		return nil, fmt.Errorf("ca: sign on a leader of the previous release: %s", rep.Msg)
 	}
 	return rep.DER, nil
 }
 
-type remoteError struct {
-	sentinel error
-	msg      string
-}
-
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.sentinel }
-
 // serveSign is the leader's side of a forwarded signRequest.
-func (a *Authority) serveSign(ctx context.Context, body []byte) ([]byte, error) {
-	var sr signRequest
-	if err := decMode.Unmarshal(body, &sr); err != nil {
-		return nil, fmt.Errorf("ca: sign request: %w", err)
-	}
+func (a *Authority) serveSign(ctx context.Context, sr signRequest) (signReply, error) {
 	if !a.leading() {
-		return nil, cluster.ErrNotLeader // the caller tries the next leader
+		return signReply{}, cluster.ErrNotLeader // the caller tries the next leader
 	}
 	der, err := a.signHere(ctx, &sr, true)
-	var rep signReply
-	switch {
-	case errors.Is(err, cluster.ErrNotLeader):
-		return nil, err
-	case err != nil:
-		rep.Code, rep.Msg = "error", err.Error()
-		for _, c := range replyCodes {
-			if errors.Is(err, c.err) {
-				rep.Code = c.code
-				break
-			}
-		}
-	default:
-		rep.DER = der
-	}
-	return encMode.Marshal(rep)
+	return signReply{DER: der}, err
 }
 
 // flight is one signing in progress on this node, so that a request retried while

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/big"
 	"sort"
@@ -438,7 +437,7 @@ func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
 
 // ErrNoActiveIssuer: no CA certificate is active (none installed yet, or all
 // retired).
-var ErrNoActiveIssuer = errors.New("ca: no active CA certificate")
+var ErrNoActiveIssuer = cluster.NewRefusal("ca.no-issuer", "ca: no active CA certificate")
 
 // ActiveIssuer returns the issuer new certificates are issued under.
 func ActiveIssuer(tx *bbolt.Tx) (Issuer, error) {

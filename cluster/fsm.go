@@ -514,7 +514,7 @@ func (f *stateMachine) applyItems(tx *bbolt.Tx, items []pendingItem, refused map
 			rec := dedupRecord{Value: results[i].value}
 			if results[i].err != nil {
 				ref := results[i].err.(*RefusedError).Err
-				rec.Refused, rec.Refusal, rec.Code = true, ref.Error(), refusalCode(ref)
+				rec.Refused, rec.Refusal, rec.Code = true, ref.Error(), RefusalCode(ref)
 			}
 			v, err := encMode.Marshal(rec)
 			if err != nil {

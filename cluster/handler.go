@@ -65,12 +65,14 @@ func (e *RefusedError) Error() string { return "refused: " + e.Err.Error() }
 // Unwrap lets errors.Is find both ErrRefused and the handler's own error.
 func (e *RefusedError) Unwrap() []error { return []error{ErrRefused, e.Err} }
 
-// A Refusal is a reason for refusing a command that callers act on, known by a
-// stable code. The code travels with the refusal through the state machine's
-// records and the RPC, so errors.Is(err, sentinel) holds on the node that
-// submitted the command, wherever it was applied: a refusal rebuilt from its
-// code matches the sentinel of that code. Declare sentinels with NewRefusal and
-// wrap them freely (fmt.Errorf("%w: …", sentinel)); never compare messages.
+// A Refusal is an error callers act on, known by a stable code: a handler's
+// reason for refusing a command, or a leader call's (Call) reason for failing.
+// The code travels with the error through the state machine's records, the
+// batch result and the RPC, so errors.Is(err, sentinel) holds on the node that
+// submitted the command or made the call, wherever it was applied or served:
+// an error rebuilt from its code matches the sentinel of that code. Declare
+// sentinels with NewRefusal and wrap them freely (fmt.Errorf("%w: …",
+// sentinel)); never compare messages.
 type Refusal struct{ code, msg string }
 
 // NewRefusal returns the sentinel of a refusal: code is stable and unique (a
@@ -88,8 +90,9 @@ func (r *Refusal) Is(target error) bool {
 	return ok && r.code != "" && t.code == r.code
 }
 
-// refusalCode is the code of the first Refusal in err's chain, or "".
-func refusalCode(err error) string {
+// RefusalCode is the code of the first Refusal in err's chain, or "": what a
+// package that carries a refusal in its own records (a batch's result) keeps.
+func RefusalCode(err error) string {
 	var r *Refusal
 	if errors.As(err, &r) {
 		return r.code
@@ -97,11 +100,33 @@ func refusalCode(err error) string {
 	return ""
 }
 
-// rebuildRefusal is a refusal as another node or an earlier apply reported it:
-// its message, and its code so that errors.Is finds the sentinel.
+// RefusedWith is a refusal as another node or an earlier apply reported it, by
+// its code (RefusalCode) and message: it matches ErrRefused, and the sentinel of
+// code if code is not empty.
+func RefusedWith(code, msg string) error { return rebuildRefusal(code, msg) }
+
+// rebuildRefusal is RefusedWith, typed.
 func rebuildRefusal(code, msg string) *RefusedError {
 	if code == "" {
 		return &RefusedError{Err: errors.New(msg)}
 	}
 	return &RefusedError{Err: &Refusal{code: code, msg: msg}}
 }
+
+// NewHandler returns the Handler of one command type: typ, the body versions
+// it applies, the buckets it owns and its Apply (see Handler).
+func NewHandler(typ string, versions []uint, buckets [][]byte, apply func(tx *bbolt.Tx, e Entry) ([]byte, error)) Handler {
+	return funcHandler{typ: typ, versions: versions, buckets: buckets, apply: apply}
+}
+
+type funcHandler struct {
+	typ      string
+	versions []uint
+	buckets  [][]byte
+	apply    func(tx *bbolt.Tx, e Entry) ([]byte, error)
+}
+
+func (h funcHandler) Type() string                                { return h.typ }
+func (h funcHandler) Versions() []uint                            { return h.versions }
+func (h funcHandler) Buckets() [][]byte                           { return h.buckets }
+func (h funcHandler) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) { return h.apply(tx, e) }

@@ -29,6 +29,10 @@ var bucketTest = []byte("test")
 // errToldToRefuse is test.put's refusal: a Refusal, so its code crosses Raft.
 var errToldToRefuse = NewRefusal("test.told-to-refuse", "told to refuse")
 
+// errToldToFail is the echo leader call's failure: a Refusal, so its code
+// crosses the RPC.
+var errToldToFail = NewRefusal("test.told-to-fail", "told to fail")
+
 func (putHandler) Type() string      { return "test.put" }
 func (putHandler) Versions() []uint  { return []uint{1} }
 func (putHandler) Buckets() [][]byte { return [][]byte{bucketTest} }

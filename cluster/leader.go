@@ -10,11 +10,11 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// opCall runs a call registered with HandleLeaderCall on the leader.
+// opCall runs a call registered with HandleCall on the leader.
 const opCall = "call"
 
 // leadership runs the packages' leader duties (OnLeader) and serves their
-// leader calls (CallLeader).
+// leader calls (Call).
 type leadership struct {
 	once sync.Once
 
@@ -107,11 +107,53 @@ func (c *Cluster) transferLeadership(ctx context.Context) error {
 	return err
 }
 
-// HandleLeaderCall registers fn to serve the calls named name that
-// CallLeader sends to this node while it leads. Register on every node
-// that may lead, before it serves (a call to a leader that has no handler
-// for it fails).
-func (c *Cluster) HandleLeaderCall(name string, fn func(ctx context.Context, req []byte) ([]byte, error)) {
+// HandleCall registers fn to serve the leader calls named name (Call) on c
+// while it leads: the request is decoded into a Req, and fn's reply goes back
+// CBOR-encoded. Register on every node that may lead, before it serves (a
+// call to a leader that has no handler for it fails). fn returns ErrNotLeader
+// to have the caller try the next leader.
+func HandleCall[Req, Reply any](c *Cluster, name string, fn func(ctx context.Context, req Req) (Reply, error)) {
+	c.handleLeaderCall(name, func(ctx context.Context, body []byte) ([]byte, error) {
+		var req Req
+		if err := valueDecMode.Unmarshal(body, &req); err != nil {
+			return nil, fmt.Errorf("cluster: call %s: request: %w", name, err)
+		}
+		reply, err := fn(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return valueEncMode.Marshal(reply)
+	})
+}
+
+// Call runs the named call (HandleCall) on the leader with req CBOR-encoded:
+// here if this node leads, else over the cluster RPC, retrying across leader
+// changes until ctx ends, as Submit does. For work that only the leader may
+// do and that is not a command: signing with a key only the leader uses.
+// The call may run more than once (a retry after a lost answer), so it must
+// be idempotent. The handler's error reaches the caller with its message and
+// its Refusal's code, so errors.Is(err, sentinel) holds for sentinels made
+// with NewRefusal wherever the call was served; of cluster's own errors met
+// on the leader only ErrNotLeader crosses (the caller tries again).
+func Call[Reply any](ctx context.Context, c *Cluster, name string, req any) (Reply, error) {
+	var reply Reply
+	body, err := valueEncMode.Marshal(req)
+	if err != nil {
+		return reply, fmt.Errorf("cluster: call %s: request: %w", name, err)
+	}
+	b, err := c.callLeader(ctx, name, body)
+	if err != nil {
+		return reply, err
+	}
+	if err := valueDecMode.Unmarshal(b, &reply); err != nil {
+		return reply, fmt.Errorf("cluster: call %s: reply: %w", name, err)
+	}
+	return reply, nil
+}
+
+// handleLeaderCall registers fn to serve the calls named name that
+// callLeader sends to this node while it leads.
+func (c *Cluster) handleLeaderCall(name string, fn func(ctx context.Context, req []byte) ([]byte, error)) {
 	l := &c.leader
 	l.callMu.Lock()
 	defer l.callMu.Unlock()
@@ -121,15 +163,8 @@ func (c *Cluster) HandleLeaderCall(name string, fn func(ctx context.Context, req
 	l.calls[name] = fn
 }
 
-// CallLeader runs the named call (HandleLeaderCall) on the leader: here if
-// this node leads, else over the cluster RPC, retrying across leader
-// changes until ctx ends, as Submit does. For work that only the leader may
-// do and that is not a command: signing with a key only the leader uses.
-// The call may run more than once (a retry after a lost answer), so it must
-// be idempotent. The handler's error reaches the caller as its message only,
-// except cluster's own errors; a handler returns ErrNotLeader to have the
-// caller try the next leader.
-func (c *Cluster) CallLeader(ctx context.Context, name string, req []byte) ([]byte, error) {
+// callLeader runs the named call on the leader (see Call).
+func (c *Cluster) callLeader(ctx context.Context, name string, req []byte) ([]byte, error) {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	resp, err := c.leaderCall(ctx, rpcRequest{Op: opCall, Name: name, Blob: req}, "")
@@ -139,6 +174,10 @@ func (c *Cluster) CallLeader(ctx context.Context, name string, req []byte) ([]by
 	return resp.Blob, nil
 }
 
+// errNoCall: the leader has no handler for the call (a Refusal, so that the
+// caller knows it wherever the call was served).
+var errNoCall = NewRefusal("cluster.no-call", "cluster: the leader serves no such call")
+
 // serveCall runs a leader call here (this node leads).
 func (c *Cluster) serveCall(ctx context.Context, req rpcRequest) ([]byte, error) {
 	l := &c.leader
@@ -146,7 +185,7 @@ func (c *Cluster) serveCall(ctx context.Context, req rpcRequest) ([]byte, error)
 	fn := l.calls[req.Name]
 	l.callMu.RUnlock()
 	if fn == nil {
-		return nil, fmt.Errorf("cluster: leader %s serves no call %q", c.id, req.Name)
+		return nil, fmt.Errorf("%w: leader %s, call %q", errNoCall, c.id, req.Name)
 	}
 	return fn(ctx, req.Blob)
 }
@@ -160,16 +199,6 @@ const cmdKeyRecord = "cluster.key.record"
 type keyRecord struct {
 	_    struct{} `cbor:",toarray"`
 	Name string
-}
-
-// keyRecorder is the built-in handler of cmdKeyRecord.
-type keyRecorder struct{}
-
-func (keyRecorder) Type() string      { return cmdKeyRecord }
-func (keyRecorder) Versions() []uint  { return []uint{1} }
-func (keyRecorder) Buckets() [][]byte { return [][]byte{bucketKeys} }
-func (keyRecorder) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) {
-	return applyKeyRecord(tx, e)
 }
 
 func applyKeyRecord(tx *bbolt.Tx, e Entry) ([]byte, error) {

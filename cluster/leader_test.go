@@ -32,14 +32,17 @@ func TestOnLeaderAndCallLeader(t *testing.T) {
 			terms = append(terms, term{c.ID(), ctx})
 			mu.Unlock()
 		})
-		c.HandleLeaderCall("echo", func(ctx context.Context, req []byte) ([]byte, error) {
+		HandleCall(c, "echo", func(ctx context.Context, req string) (string, error) {
 			if refuse.Add(-1) >= 0 {
-				return nil, ErrNotLeader
+				return "", ErrNotLeader
 			}
-			if string(req) == "fail" {
-				return nil, errors.New("told to fail")
+			switch req {
+			case "fail":
+				return "", fmt.Errorf("echo: %w", errToldToFail)
+			case "fail plainly":
+				return "", errors.New("told to fail plainly")
 			}
-			return []byte(c.ID() + ":" + string(req)), nil
+			return c.ID() + ":" + req, nil
 		})
 	}
 	leader := waitLeader(t, nodes)
@@ -69,8 +72,8 @@ func TestOnLeaderAndCallLeader(t *testing.T) {
 	first := current()
 
 	for _, n := range nodes {
-		res, err := n.c.CallLeader(ctx, "echo", []byte("hi"))
-		if err != nil || string(res) != leader.c.ID()+":hi" {
+		res, err := Call[string](ctx, n.c, "echo", "hi")
+		if err != nil || res != leader.c.ID()+":hi" {
 			t.Fatalf("call via %s = %q, %v", n.c.ID(), res, err)
 		}
 	}
@@ -81,14 +84,27 @@ func TestOnLeaderAndCallLeader(t *testing.T) {
 			follower = n
 		}
 	}
-	if res, err := follower.c.CallLeader(ctx, "echo", []byte("again")); err != nil || !strings.HasSuffix(string(res), ":again") {
+	if res, err := Call[string](ctx, follower.c, "echo", "again"); err != nil || !strings.HasSuffix(res, ":again") {
 		t.Fatalf("call after two not-leader answers = %q, %v", res, err)
 	}
-	if _, err := follower.c.CallLeader(ctx, "echo", []byte("fail")); err == nil || !strings.Contains(err.Error(), "told to fail") {
-		t.Fatalf("failing call: err = %v", err)
+	// The handler's error keeps its Refusal's code through the forward, and
+	// its message; an error without a code matches no Refusal.
+	for _, n := range []*testNode{follower, leader} {
+		_, err := Call[string](ctx, n.c, "echo", "fail")
+		if !errors.Is(err, errToldToFail) || errors.Is(err, errToldToRefuse) || errors.Is(err, ErrRefused) {
+			t.Fatalf("failing call via %s: err = %v, want errToldToFail alone", n.c.ID(), err)
+		}
+		if want := "echo: " + errToldToFail.Error(); !strings.HasSuffix(err.Error(), want) {
+			t.Fatalf("failing call via %s: message %q, want it to end with %q", n.c.ID(), err, want)
+		}
+		_, err = Call[string](ctx, n.c, "echo", "fail plainly")
+		var ref *Refusal
+		if err == nil || errors.As(err, &ref) || errors.Is(err, ErrNotLeader) {
+			t.Fatalf("plainly failing call via %s: err = %v, want an error with no code", n.c.ID(), err)
+		}
 	}
-	if _, err := follower.c.CallLeader(ctx, "nothing", nil); err == nil {
-		t.Fatal("a call no handler serves succeeded")
+	if _, err := Call[string](ctx, follower.c, "nothing", ""); !errors.Is(err, errNoCall) {
+		t.Fatalf("a call no handler serves: err = %v, want errNoCall", err)
 	}
 
 	if err := leader.c.TransferLeadership(ctx); err != nil {

@@ -196,47 +196,21 @@ const (
 	cmdMemberRemove = "cluster.member.remove"
 )
 
-type builtin struct {
-	typ      string
-	apply    func(tx *bbolt.Tx, e Entry) ([]byte, error)
-	versions []uint // {1} if nil
-}
-
-func (b builtin) Type() string { return b.typ }
-func (b builtin) Versions() []uint {
-	if b.versions == nil {
-		return []uint{1}
-	}
-	return b.versions
-}
-func (b builtin) Buckets() [][]byte                           { return nil }
-func (b builtin) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) { return b.apply(tx, e) }
-
 func builtinHandlers() []Handler {
+	v1, v12 := []uint{1}, []uint{1, 2}
 	return []Handler{
-		builtin{cmdTokenCreate, applyTokenCreate, []uint{1, 2}},
-		builtin{cmdMemberJoin, applyMemberJoin, []uint{1, 2}},
-		builtin{cmdMemberSelf, applyMemberBootstrap, []uint{1, 2}},
-		builtin{cmdMemberRemove, applyMemberRemove, nil},
-		builtin{cmdKeyTransfer, applyKeyTransfer, nil},
-		builtin{cmdMemberTransport, applyMemberTransport, nil},
-		keyRecorder{},
-		// bucket ownership for the membership buckets
-		bucketOwner{},
+		NewHandler(cmdTokenCreate, v12, nil, applyTokenCreate),
+		NewHandler(cmdMemberJoin, v12, nil, applyMemberJoin),
+		NewHandler(cmdMemberSelf, v12, nil, applyMemberBootstrap),
+		NewHandler(cmdMemberRemove, v1, nil, applyMemberRemove),
+		NewHandler(cmdKeyTransfer, v1, nil, applyKeyTransfer),
+		NewHandler(cmdMemberTransport, v1, nil, applyMemberTransport),
+		NewHandler(cmdKeyRecord, v1, [][]byte{bucketKeys}, applyKeyRecord),
+		// Only declares the membership buckets: its command is never submitted
+		// (no version is applied).
+		NewHandler("cluster.buckets", nil, [][]byte{bucketMembers, bucketTokens, bucketDenied, bucketMemberKeys},
+			func(*bbolt.Tx, Entry) ([]byte, error) { return nil, errors.New("cluster.buckets is not a command") }),
 	}
-}
-
-// bucketOwner only declares the membership buckets; its command is never
-// submitted.
-type bucketOwner struct{}
-
-func (bucketOwner) Type() string     { return "cluster.buckets" }
-func (bucketOwner) Versions() []uint { return nil }
-func (bucketOwner) Buckets() [][]byte {
-	return [][]byte{bucketMembers, bucketTokens, bucketDenied, bucketMemberKeys}
-}
-func (bucketOwner) Apply(*bbolt.Tx, Entry) ([]byte, error) {
-	return nil, errors.New("cluster.buckets is not a command")
 }
 
 func applyTokenCreate(tx *bbolt.Tx, e Entry) ([]byte, error) {

@@ -47,17 +47,20 @@ type rpcRequest struct {
 }
 
 type rpcResponse struct {
-	Code  string        `cbor:"1,keyasint,omitempty"` // "" when OK
+	Code  string        `cbor:"1,keyasint,omitempty"` // "" when OK, else the error's (rpcCodes)
 	Msg   string        `cbor:"2,keyasint,omitempty"`
 	Index uint64        `cbor:"3,keyasint,omitempty"`
 	Join  *joinResponse `cbor:"4,keyasint,omitempty"`
 	Blob  []byte        `cbor:"5,keyasint,omitempty"`
 	Have  []byte        `cbor:"6,keyasint,omitempty"` // PKIX public key of a key already held
-	// Refusal is the code of a refused command's Refusal (Code "refused").
+	// Refusal is the code of the first Refusal in the error's chain.
 	Refusal string `cbor:"7,keyasint,omitempty"`
 }
 
-// Error codes carried by rpcResponse, mapped to and from sentinel errors.
+// rpcCodes are cluster's own errors that an rpcResponse carries by code, in
+// the order they are looked for; an error that is none of them is "error".
+// A Refusal's code travels beside (rpcResponse.Refusal): this is the one
+// place the codes of cluster's sentinels are named.
 var rpcCodes = []struct {
 	code string
 	err  error
@@ -72,41 +75,44 @@ var rpcCodes = []struct {
 	{"shutdown", ErrShutdown},
 }
 
+// errorResponse is err as a peer sends it: its message, the code of the first
+// of cluster's errors it matches and the code of its Refusal.
 func errorResponse(err error) rpcResponse {
-	var ref *RefusedError
-	if errors.As(err, &ref) {
-		return rpcResponse{Code: "refused", Msg: ref.Err.Error(), Refusal: refusalCode(ref.Err)}
-	}
+	r := rpcResponse{Code: "error", Msg: err.Error(), Refusal: RefusalCode(err)}
 	for _, c := range rpcCodes {
 		if errors.Is(err, c.err) {
-			return rpcResponse{Code: c.code, Msg: err.Error()}
+			r.Code = c.code
+			break
 		}
 	}
-	return rpcResponse{Code: "error", Msg: err.Error()}
+	return r
 }
 
-// remoteError is an error a peer reported.
+// remoteError is an error a peer reported: its message, and what it matched
+// there that callers act on (one of cluster's errors, a Refusal's code).
 type remoteError struct {
-	sentinel error
-	msg      string
+	msg string
+	is  []error
 }
 
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.sentinel }
+func (e *remoteError) Error() string   { return e.msg }
+func (e *remoteError) Unwrap() []error { return e.is }
 
 func (r rpcResponse) err() error {
 	if r.Code == "" {
 		return nil
 	}
+	e := &remoteError{msg: r.Msg}
 	for _, c := range rpcCodes {
 		if c.code == r.Code {
-			if c.err == ErrRefused {
-				return rebuildRefusal(r.Refusal, r.Msg)
-			}
-			return &remoteError{sentinel: c.err, msg: r.Msg}
+			e.is = append(e.is, c.err)
+			break
 		}
 	}
-	return &remoteError{msg: r.Msg}
+	if r.Refusal != "" {
+		e.is = append(e.is, &Refusal{code: r.Refusal, msg: r.Msg})
+	}
+	return e
 }
 
 func writeFrame(w *bufio.Writer, v any) error {

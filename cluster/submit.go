@@ -181,6 +181,12 @@ func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
 		}
 	case opCall:
 		resp.Blob, err = c.serveCall(ctx, req)
+		if err != nil && !errors.Is(err, ErrNotLeader) {
+			// The handler's own failure: its message and its Refusal's code.
+			// Cluster's errors met on the leader are not the caller's, and a
+			// retry is the handler's to ask for (ErrNotLeader).
+			return rpcResponse{Code: "error", Msg: err.Error(), Refusal: RefusalCode(err)}
+		}
 	case opReadIndex:
 		resp.Index, err = c.reads.wait(ctx)
 	case opAdmit:

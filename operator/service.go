@@ -25,7 +25,7 @@ var (
 	// ErrNoRule: Propose of an action no rule covers.
 	ErrNoRule = errors.New("operator: no rule of dual control covers the action")
 	// ErrNoCAKey: the leader does not hold the operator CA key.
-	ErrNoCAKey = errors.New("operator: the leader lacks the operator CA key")
+	ErrNoCAKey = cluster.NewRefusal("operator.no-ca-key", "operator: the leader lacks the operator CA key")
 )
 
 // A Runner carries out an approved request of one action, on the leader, and
@@ -114,7 +114,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{c: cfg.Cluster, vault: cfg.Vault, rules: maps.Clone(cfg.Rules), runners: maps.Clone(cfg.Runners),
 		sweep: cfg.Sweep, log: cfg.Logger, running: map[string]bool{}}
 	s.closed, s.stop = context.WithCancel(context.Background())
-	s.c.HandleLeaderCall(callSign, s.serveSign)
+	cluster.HandleCall(s.c, callSign, s.serveSign)
 	s.c.OnLeader(s.lead)
 	return s, nil
 }
@@ -386,6 +386,11 @@ type signRequest struct {
 	Operator string // renew: the operator's ID
 }
 
+// signReply is the leader's answer to callSign. A refusal comes back as the
+// call's error, with its code (cluster.Call). Code and Msg are what a leader of
+// the release before that sent instead: a node reads them so that a mixed
+// cluster during a rolling upgrade fails such a request (by its message alone)
+// rather than look up an empty ID.
 type signReply struct {
 	_    struct{} `cbor:",toarray"`
 	ID   string
@@ -393,49 +398,18 @@ type signReply struct {
 	Msg  string
 }
 
-// replyCodes carry the errors callers act on across the cluster RPC.
-var replyCodes = []struct {
-	code string
-	err  error
-}{
-	{"bootstrapped", ErrBootstrapped}, {"key-in-use", ErrKeyInUse}, {"no-ca", ErrNoCA}, {"no-ca-key", ErrNoCAKey},
-	{"not-allowed", ErrNotAllowed}, {"bad-certificate", ErrBadCertificate}, {"not-executing", ErrNotExecuting},
-	{"mismatch", ErrMismatch}, {"invalid", ErrInvalid}, {"not-active", ErrNotActive},
-}
-
-type remoteError struct {
-	sentinel error
-	msg      string
-}
-
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.sentinel }
-
 func (s *Service) callSign(ctx context.Context, sr signRequest, ch Change) (Operator, error) {
 	body, err := ch.Body()
 	if err != nil {
 		return Operator{}, err
 	}
 	sr.Change = body
-	req, err := encMode.Marshal(sr)
-	if err != nil {
-		return Operator{}, err
-	}
-	b, err := s.c.CallLeader(ctx, callSign, req)
+	rep, err := cluster.Call[signReply](ctx, s.c, callSign, sr)
 	if err != nil {
 		return Operator{}, fmt.Errorf("operator: sign on the leader: %w", err)
 	}
-	var rep signReply
-	if err := decMode.Unmarshal(b, &rep); err != nil {
-		return Operator{}, fmt.Errorf("operator: sign on the leader: reply: %w", err)
-	}
 	if rep.Code != "" {
-		for _, c := range replyCodes {
-			if c.code == rep.Code {
-				return Operator{}, &remoteError{sentinel: c.err, msg: rep.Msg}
-			}
-		}
-		return Operator{}, errors.New(rep.Msg)
+		return Operator{}, fmt.Errorf("operator: sign on a leader of the previous release: %s", rep.Msg)
 	}
 	var op Operator
 	err = s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; op, err = Lookup(tx, rep.ID); return err })
@@ -443,39 +417,21 @@ func (s *Service) callSign(ctx context.Context, sr signRequest, ch Change) (Oper
 }
 
 // serveSign is the leader's side of callSign.
-func (s *Service) serveSign(ctx context.Context, body []byte) ([]byte, error) {
-	var sr signRequest
-	if err := decMode.Unmarshal(body, &sr); err != nil {
-		return nil, fmt.Errorf("operator: sign request: %w", err)
-	}
+func (s *Service) serveSign(ctx context.Context, sr signRequest) (signReply, error) {
 	ch, err := ParseChange(sr.Change)
 	if err == nil && ch.Op != OpAdd {
 		err = fmt.Errorf("%w: sign: not an add", ErrInvalid)
 	}
+	if err != nil {
+		return signReply{}, err
+	}
 	var id string
-	switch {
-	case err != nil:
-	case sr.Kind == kindRenew:
+	if sr.Kind == kindRenew {
 		id, err = s.signRenew(ctx, sr, ch)
-	default:
+	} else {
 		id, err = s.signAdd(ctx, sr, ch)
 	}
-	var rep signReply
-	switch {
-	case errors.Is(err, cluster.ErrNotLeader):
-		return nil, err
-	case err != nil:
-		rep.Code, rep.Msg = "error", err.Error()
-		for _, c := range replyCodes {
-			if errors.Is(err, c.err) {
-				rep.Code = c.code
-				break
-			}
-		}
-	default:
-		rep.ID = id
-	}
-	return encMode.Marshal(rep)
+	return signReply{ID: id}, err
 }
 
 // signAdd issues an operator certificate and records the operator (here, on the

@@ -47,8 +47,9 @@ func toTime(ns int64) time.Time {
 var (
 	// ErrNotFound: no operator or request of that ID.
 	ErrNotFound = errors.New("operator: not found")
-	// ErrNoCA: the operator CA is not made yet (no Bootstrap).
-	ErrNoCA = errors.New("operator: no operator CA yet")
+	// ErrNoCA: the operator CA is not made yet (no Bootstrap). A
+	// cluster.Refusal, so that it keeps its identity from the leader.
+	ErrNoCA = cluster.NewRefusal("operator.no-ca", "operator: no operator CA yet")
 )
 
 // Status is an operator's standing.
