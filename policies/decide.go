@@ -27,6 +27,31 @@ var (
 	ErrKeyType = errors.New("policies: key type not allowed")
 )
 
+// A denial is a refusal by a profile's rules: its sentinel (ErrDenied or
+// ErrKeyType) and why, in words that hold no personal data.
+type denial struct {
+	kind   error
+	reason string
+}
+
+func (d *denial) Error() string { return d.kind.Error() + ": " + d.reason }
+func (d *denial) Unwrap() error { return d.kind }
+
+func deny(kind error, format string, args ...any) error {
+	return &denial{kind: kind, reason: fmt.Sprintf(format, args...)}
+}
+
+// Reason is why err, a refusal matching ErrDenied or ErrKeyType, was made, in
+// the words after the sentinel's ("profile x is not offered"), for a caller
+// that says it under its own sentinel; ok is false if err carries none.
+func Reason(err error) (reason string, ok bool) {
+	var d *denial
+	if errors.As(err, &d) {
+		return d.reason, true
+	}
+	return "", false
+}
+
 // Request is a verified enrolment for the policy to decide on. JPKI's Identity is
 // personal data: Decide reads it only for what the profile puts in the certificate.
 type Request struct {
@@ -81,16 +106,16 @@ func (s *Set) Decide(req Request) (Decision, error) {
 	}
 	p, ok := s.profiles[name]
 	if !ok {
-		return Decision{}, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(name))
+		return Decision{}, deny(ErrDenied, "profile %q is not offered", clip(name))
 	}
 	if req.JPKI == nil || req.JPKI.Identity.IsZero() {
-		return Decision{}, fmt.Errorf("%w: no verified JPKI certificate", ErrDenied)
+		return Decision{}, deny(ErrDenied, "no verified JPKI certificate")
 	}
 	if len(req.Person) == 0 {
-		return Decision{}, fmt.Errorf("%w: no person record", ErrDenied)
+		return Decision{}, deny(ErrDenied, "no person record")
 	}
 	if !slices.Contains(p.Enrollment.JPKIPolicies, req.JPKI.Policy) {
-		return Decision{}, fmt.Errorf("%w: profile %s does not accept JPKI policy %s", ErrDenied, p.Name, clip(req.JPKI.Policy))
+		return Decision{}, deny(ErrDenied, "profile %s does not accept JPKI policy %s", p.Name, clip(req.JPKI.Policy))
 	}
 	if err := checkRevocation(p, req); err != nil {
 		return Decision{}, err
@@ -100,14 +125,14 @@ func (s *Set) Decide(req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	if !slices.Contains(p.Keys, kt) {
-		return Decision{}, fmt.Errorf("%w: %s (profile %s allows %s)", ErrKeyType, kt, p.Name, strings.Join(p.Keys, ", "))
+		return Decision{}, deny(ErrKeyType, "%s (profile %s allows %s)", kt, p.Name, strings.Join(p.Keys, ", "))
 	}
 	notAfter := req.At.Add(p.Validity)
 	if jna := req.JPKI.X509().NotAfter; jna.Before(notAfter) {
 		notAfter = jna
 	}
 	if !notAfter.After(req.At) {
-		return Decision{}, fmt.Errorf("%w: the JPKI certificate has expired", ErrDenied)
+		return Decision{}, deny(ErrDenied, "the JPKI certificate has expired")
 	}
 	tmpl, err := s.render(p, req.JPKI.Identity, req.Person)
 	if err != nil {
@@ -132,10 +157,10 @@ func (s *Set) Decide(req Request) (Decision, error) {
 func (s *Set) Render(profile string, id jpki.Identity, person []byte) (*x509.Certificate, error) {
 	p, ok := s.profiles[profile]
 	if !ok {
-		return nil, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(profile))
+		return nil, deny(ErrDenied, "profile %q is not offered", clip(profile))
 	}
 	if len(person) == 0 {
-		return nil, fmt.Errorf("%w: no person record", ErrDenied)
+		return nil, deny(ErrDenied, "no person record")
 	}
 	return s.render(p, id, person)
 }
@@ -149,10 +174,10 @@ func (s *Set) Render(profile string, id jpki.Identity, person []byte) (*x509.Cer
 func (s *Set) RenderLegacy(profile string, id jpki.Identity) (*x509.Certificate, error) {
 	p, ok := s.profiles[profile]
 	if !ok {
-		return nil, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(profile))
+		return nil, deny(ErrDenied, "profile %q is not offered", clip(profile))
 	}
 	if id.IsZero() {
-		return nil, fmt.Errorf("%w: no verified JPKI certificate", ErrDenied)
+		return nil, deny(ErrDenied, "no verified JPKI certificate")
 	}
 	nb := id.NameBirthHash(s.pseudonymKey)
 	return s.renderWith(p, id, keyedHex(s.pseudonymKey, "inkan/enroll/pseudonym/v1\x00", nb[:]))
@@ -223,13 +248,13 @@ func genderName(g jpki.Gender) string {
 func checkRevocation(p *Profile, req Request) error {
 	r := p.Enrollment.Revocation
 	if !slices.Contains(r.Sources, req.RevocationSource) {
-		return fmt.Errorf("%w: profile %s needs a JPKI revocation check by %s", ErrDenied, p.Name, strings.Join(r.Sources, " or "))
+		return deny(ErrDenied, "profile %s needs a JPKI revocation check by %s", p.Name, strings.Join(r.Sources, " or "))
 	}
 	if req.Revocation.State != jpki.StateGood {
-		return fmt.Errorf("%w: the JPKI certificate's revocation status is not good", ErrDenied)
+		return deny(ErrDenied, "the JPKI certificate's revocation status is not good")
 	}
 	if age := req.At.Sub(req.Revocation.ThisUpdate); req.Revocation.ThisUpdate.IsZero() || age > r.MaxAge {
-		return fmt.Errorf("%w: JPKI revocation evidence older than the profile's %s", ErrDenied, r.MaxAge)
+		return deny(ErrDenied, "JPKI revocation evidence older than the profile's %s", r.MaxAge)
 	}
 	return nil
 }
@@ -248,20 +273,20 @@ func keyType(pub any) (string, error) {
 		}
 	case *rsa.PublicKey:
 		if k.E != 65537 {
-			return "", fmt.Errorf("%w: RSA exponent %d (65537 only)", ErrKeyType, k.E)
+			return "", deny(ErrKeyType, "RSA exponent %d (65537 only)", k.E)
 		}
 		return fmt.Sprintf("rsa-%d", k.N.BitLen()), nil
 	case ed25519.PublicKey:
 		return "ed25519", nil
 	}
-	return "", fmt.Errorf("%w: %T", ErrKeyType, pub)
+	return "", deny(ErrKeyType, "%T", pub)
 }
 
 // CheckCap refuses an enrolment when the person already holds held unexpired,
 // unrevoked certificates (ca.CountByPerson) and the profile's cap is reached.
 func CheckCap(d Decision, held int) error {
 	if held >= d.MaxPerPerson {
-		return fmt.Errorf("%w: %d derived certificates per person at most (profile %s)", ErrDenied, d.MaxPerPerson, d.Profile)
+		return deny(ErrDenied, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)
 	}
 	return nil
 }

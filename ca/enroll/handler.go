@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -278,7 +277,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	// others are replays, told so before they take a token.
 	done, ok := h.inflight.claim(v.claims.nonce)
 	if !ok {
-		h.refuse(w, fmt.Errorf("%w: a request with this nonce is in progress", ErrNonceReplayed))
+		h.refuse(w, refuse(ErrNonceReplayed, "a request with this nonce is in progress"))
 		return
 	}
 	defer done()
@@ -335,12 +334,12 @@ func (h *Handler) admit(ctx context.Context, v *verified) (func(), error) {
 func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d Decision) {
 	switch {
 	case errors.Is(err, ca.ErrNonceUsed):
-		err = fmt.Errorf("%w: (recorded by the CA)", ErrNonceReplayed)
+		err = refuse(ErrNonceReplayed, "(recorded by the CA)")
 	case errors.Is(err, ca.ErrNonceExpired):
-		err = fmt.Errorf("%w: the nonce expired before the CA recorded it", ErrNonceUnknown)
+		err = refuse(ErrNonceUnknown, "the nonce expired before the CA recorded it")
 	case errors.Is(err, ca.ErrPersonLimit):
 		// Another enrolment of the person was committed since this node counted.
-		err = fmt.Errorf("%w: %d derived certificates per person at most (profile %s)", ErrPersonLimit, d.MaxPerPerson, d.Profile)
+		err = refuse(ErrPersonLimit, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)
 	}
 	switch p := problemFor(err); {
 	case p == probRateLimited || p == probPolicyDenied || p == probPersonLimit || p == probNonceReplayed || p == probNonceUnknown:
@@ -383,7 +382,7 @@ func (h *Handler) verify(ctx context.Context, req *Request, client string) (*ver
 		return nil, err
 	}
 	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(h.cfg.Audience)) != 1 {
-		return nil, fmt.Errorf("%w: aud is not this endpoint's URL", ErrAudienceMismatch)
+		return nil, refuse(ErrAudienceMismatch, "aud is not this endpoint's URL")
 	}
 	now := h.cfg.Now()
 	if err := h.checkTimes(c, now); err != nil {
@@ -394,7 +393,7 @@ func (h *Handler) verify(ctx context.Context, req *Request, client string) (*ver
 		return nil, err
 	}
 	if sum := sha256.Sum256(der); subtle.ConstantTimeCompare(sum[:], c.csrSHA256) != 1 {
-		return nil, fmt.Errorf("%w: csr_sha256 is not the SHA-256 of the CSR sent", ErrCSRMismatch)
+		return nil, refuse(ErrCSRMismatch, "csr_sha256 is not the SHA-256 of the CSR sent")
 	}
 	leaf, err := x509.ParseCertificate(proof.x5c[0])
 	if err != nil {
@@ -476,10 +475,11 @@ func (h *Handler) checkCap(d Decision, p personOf, now time.Time) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("%w: count the person's certificates: %v", ErrUnavailable, err)
+		return refuse(ErrUnavailable, "count the person's certificates: %v", err)
 	}
 	if err := policies.CheckCap(policies.Decision{Profile: d.Profile, MaxPerPerson: d.MaxPerPerson}, held); err != nil {
-		return fmt.Errorf("%w: %s", ErrPersonLimit, strings.TrimPrefix(err.Error(), policies.ErrDenied.Error()+": "))
+		reason, _ := policies.Reason(err)
+		return refuse(ErrPersonLimit, "%s", reason)
 	}
 	return nil
 }
@@ -561,9 +561,9 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, fmt.Errorf("%w: more than %d bytes", ErrBodyTooLarge, MaxBodyBytes)
+			return nil, refuse(ErrBodyTooLarge, "more than %d bytes", MaxBodyBytes)
 		}
-		return nil, fmt.Errorf("%w: body unreadable", ErrRequestInvalid)
+		return nil, refuse(ErrRequestInvalid, "body unreadable")
 	}
 	return body, nil
 }
@@ -573,24 +573,24 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 func decodeRequest(body []byte) (*Request, error) {
 	m, err := decodeObject(body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: body: %v", ErrRequestInvalid, err)
+		return nil, refuse(ErrRequestInvalid, "body: %v", err)
 	}
 	req := &Request{}
 	fields := map[string]*string{"proof": &req.Proof, "csr": &req.CSR, "profile": &req.Profile}
 	for name, raw := range m {
 		dst, ok := fields[name]
 		if !ok {
-			return nil, fmt.Errorf("%w: unknown member %q", ErrRequestInvalid, clip(name))
+			return nil, refuse(ErrRequestInvalid, "unknown member %q", clip(name))
 		}
 		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
-			return nil, fmt.Errorf("%w: %s is not a string", ErrRequestInvalid, name)
+			return nil, refuse(ErrRequestInvalid, "%s is not a string", name)
 		}
 	}
 	switch {
 	case req.Proof == "":
-		return nil, fmt.Errorf("%w: no proof", ErrRequestInvalid)
+		return nil, refuse(ErrRequestInvalid, "no proof")
 	case req.CSR == "":
-		return nil, fmt.Errorf("%w: no csr", ErrRequestInvalid)
+		return nil, refuse(ErrRequestInvalid, "no csr")
 	}
 	return req, nil
 }

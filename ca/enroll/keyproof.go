@@ -81,7 +81,7 @@ type keyProof struct {
 }
 
 func keyProofInvalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrKeyProofInvalid, fmt.Sprintf(format, args...))
+	return refuse(ErrKeyProofInvalid, "%s", fmt.Sprintf(format, args...))
 }
 
 // parseKeyProof parses a key proof's form and claims. Every error matches
@@ -142,7 +142,7 @@ func parseKeyProof(s string) (*keyProof, error) {
 	}
 	if err != nil {
 		// The claim helpers speak of the card proof; say it of the key proof.
-		return nil, keyProofInvalid("%s", strings.TrimPrefix(err.Error(), ErrProofInvalid.Error()+": "))
+		return nil, keyProofInvalid("%s", detailOf(err, ErrProofInvalid))
 	}
 	kp.claims = c
 	return kp, nil
@@ -151,7 +151,7 @@ func parseKeyProof(s string) (*keyProof, error) {
 // verify checks the signature with the derived certificate's key: ErrKeyMismatch
 // if alg does not fit the key, or the signature does not verify with it.
 func (kp *keyProof) verify(pub crypto.PublicKey) error {
-	mismatch := func(why string) error { return fmt.Errorf("%w: %s", ErrKeyMismatch, why) }
+	mismatch := func(why string) error { return refuse(ErrKeyMismatch, "%s", why) }
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
 		alg, h, size := ecdsaAlg(k.Curve)

@@ -83,15 +83,15 @@ func (c nonceCodec) make(now time.Time) ([]byte, time.Time, error) {
 // now; ErrNonceUnknown otherwise. It does not say whether it was used.
 func (c nonceCodec) check(nonce []byte, now time.Time) (time.Time, error) {
 	if len(nonce) != NonceLen || nonce[0] != nonceVersion {
-		return time.Time{}, fmt.Errorf("%w: not a nonce of this service", ErrNonceUnknown)
+		return time.Time{}, refuse(ErrNonceUnknown, "not a nonce of this service")
 	}
 	body := nonce[:NonceLen-nonceMACLen]
 	if subtle.ConstantTimeCompare(c.mac(body), nonce[len(body):]) != 1 {
-		return time.Time{}, fmt.Errorf("%w: not a nonce of this service", ErrNonceUnknown)
+		return time.Time{}, refuse(ErrNonceUnknown, "not a nonce of this service")
 	}
 	expires := time.Unix(int64(binary.BigEndian.Uint32(nonce[1:5])), 0).UTC()
 	if !now.Before(expires) {
-		return time.Time{}, fmt.Errorf("%w: the nonce expired", ErrNonceUnknown)
+		return time.Time{}, refuse(ErrNonceUnknown, "the nonce expired")
 	}
 	return expires, nil
 }
@@ -192,21 +192,17 @@ type nonceBody struct {
 // replicas must still apply from their logs. Register it in
 // cluster.Config.Handlers on every node (a handler must be known to every
 // replica).
-func NonceHandler() cluster.Handler { return nonceHandler{} }
+func NonceHandler() cluster.Handler {
+	return cluster.NewHandler(NonceCommand, []uint{1}, [][]byte{bucketNonces, bucketExpiry}, applyNonce)
+}
 
-type nonceHandler struct{}
-
-func (nonceHandler) Type() string      { return NonceCommand }
-func (nonceHandler) Versions() []uint  { return []uint{1} }
-func (nonceHandler) Buckets() [][]byte { return [][]byte{bucketNonces, bucketExpiry} }
-
-// Apply creates or consumes a nonce, judging expiry by the entry's leader-stamped time
+// applyNonce creates or consumes a nonce, judging expiry by the entry's leader-stamped time
 // (never the clock), and first prunes nonces that expired by then. A create returns
 // the expiry (8 bytes, Unix nanoseconds, big-endian). A consume of a nonce the state
 // does not hold, or holds expired, is refused with ErrNonceUnknown; of one consumed
 // already, with ErrNonceReplayed. Consumed nonces are kept until they expire, so a
 // replay inside the TTL is told apart from a forged nonce.
-func (nonceHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+func applyNonce(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var body nonceBody
 	if err := e.Command.Decode(&body); err != nil {
 		return nil, cluster.Refuse(fmt.Errorf("enroll: nonce command: %w", err))

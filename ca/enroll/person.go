@@ -3,7 +3,6 @@ package enroll
 import (
 	"context"
 	"encoding/hex"
-	"fmt"
 
 	"go.etcd.io/bbolt"
 
@@ -48,7 +47,7 @@ func (h *Handler) resolvePerson(ctx context.Context, sc *jpki.SignatureCertifica
 		err = h.cfg.Cluster.View(read)
 	}
 	if err != nil {
-		return personOf{}, fmt.Errorf("%w: read the person records: %v", ErrUnavailable, err)
+		return personOf{}, refuse(ErrUnavailable, "read the person records: %v", err)
 	}
 	if p.id == nil {
 		if p.id, err = ca.NewPersonID(); err != nil {

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/inkan-pki/inkan/jpki"
@@ -113,7 +112,7 @@ func (p AuthenticationPolicy) Decide(_ context.Context, req PolicyRequest) (Deci
 		return Decision{}, errors.New("enroll: authentication policy: pseudonym key shorter than 32 bytes")
 	}
 	if req.Profile != "" && req.Profile != ProfileAuthentication {
-		return Decision{}, fmt.Errorf("%w: profile %q is not offered", ErrPolicyDenied, clip(req.Profile))
+		return Decision{}, refuse(ErrPolicyDenied, "profile %q is not offered", clip(req.Profile))
 	}
 	if len(req.Person) == 0 {
 		return Decision{}, errors.New("enroll: authentication policy: the request names no person record")
@@ -156,14 +155,14 @@ func authenticationKey(csr *x509.CertificateRequest) error {
 		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
 			return nil
 		}
-		return fmt.Errorf("%w: ECDSA on %s (P-256 or P-384 allowed)", ErrKeyTypeNotAllowed, k.Curve.Params().Name)
+		return refuse(ErrKeyTypeNotAllowed, "ECDSA on %s (P-256 or P-384 allowed)", k.Curve.Params().Name)
 	case *rsa.PublicKey:
 		if n := k.N.BitLen(); n >= 2048 && n <= 4096 && k.E == 65537 {
 			return nil
 		}
-		return fmt.Errorf("%w: RSA-%d with exponent %d (2048 to 4096 bits, e=65537 allowed)", ErrKeyTypeNotAllowed, k.N.BitLen(), k.E)
+		return refuse(ErrKeyTypeNotAllowed, "RSA-%d with exponent %d (2048 to 4096 bits, e=65537 allowed)", k.N.BitLen(), k.E)
 	}
-	return fmt.Errorf("%w: %s (ECDSA P-256, P-384 or RSA allowed)", ErrKeyTypeNotAllowed, keyTypeName(csr.PublicKeyAlgorithm))
+	return refuse(ErrKeyTypeNotAllowed, "%s (ECDSA P-256, P-384 or RSA allowed)", keyTypeName(csr.PublicKeyAlgorithm))
 }
 
 func keyTypeName(a x509.PublicKeyAlgorithm) string {

@@ -32,12 +32,41 @@ var (
 	ErrUnavailable       = errors.New("enroll: service unavailable")
 )
 
+// A refusal is one of the API's errors with its detail: its sentinel says
+// which problem it is, the detail what was wrong, in words that hold no
+// personal data (the problem's detail). It reads "<sentinel>: <detail>".
+type refusal struct {
+	kind   error
+	detail string
+	cause  error // the detail as an error, for what its format wrapped (%w)
+}
+
+func (r *refusal) Error() string   { return r.kind.Error() + ": " + r.detail }
+func (r *refusal) Unwrap() []error { return []error{r.kind, r.cause} }
+
+// refuse returns a refusal of kind whose detail format says; a %w in format
+// wraps its error.
+func refuse(kind error, format string, args ...any) error {
+	cause := fmt.Errorf(format, args...)
+	return &refusal{kind: kind, detail: cause.Error(), cause: cause}
+}
+
+// detailOf is the detail of err if it is a refusal of kind, or else its message:
+// for saying it under another sentinel.
+func detailOf(err, kind error) string {
+	var r *refusal
+	if errors.As(err, &r) && r.kind == kind {
+		return r.detail
+	}
+	return err.Error()
+}
+
 func proofInvalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrProofInvalid, fmt.Sprintf(format, args...))
+	return refuse(ErrProofInvalid, "%s", fmt.Sprintf(format, args...))
 }
 
 func csrInvalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrCSRInvalid, fmt.Sprintf(format, args...))
+	return refuse(ErrCSRInvalid, "%s", fmt.Sprintf(format, args...))
 }
 
 // DefaultProblemBase prefixes problem type names when Config.ProblemBase is empty:
@@ -190,16 +219,19 @@ func problemDetail(p problemType, err error) string {
 	case probIssuanceFailure, probUnavailable:
 		return p.title
 	}
-	// The pipeline's own errors read "<sentinel>: <what>": the detail is <what>, or
-	// the sentinel's words without the package prefix.
-	msg := err.Error()
+	// The pipeline's own errors are a sentinel, whose words without the package
+	// prefix are the detail, or a refusal, which has one.
 	for _, s := range sentinels {
-		if i := strings.Index(msg, s.Error()+": "); i >= 0 {
-			return msg[i+len(s.Error())+2:]
+		if err == s {
+			return strings.TrimPrefix(s.Error(), "enroll: ")
 		}
-		if msg == s.Error() {
-			return strings.TrimPrefix(msg, "enroll: ")
-		}
+	}
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.detail
+	}
+	if reason, ok := policies.Reason(err); ok {
+		return reason
 	}
 	return p.title
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -64,7 +63,7 @@ func (p *ProfilePolicy) Profiles() *policies.Set {
 func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, error) {
 	set := p.Profiles()
 	if set == nil {
-		return Decision{}, fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
+		return Decision{}, refuse(ErrUnavailable, "no active profiles yet")
 	}
 	if req.CSR == nil {
 		return Decision{}, errors.New("enroll: profile policy: no CSR")
@@ -94,7 +93,7 @@ func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, 
 func (p *ProfilePolicy) Admit(_ context.Context, d Decision, req PolicyRequest) (func(), error) {
 	set := p.Profiles()
 	if set == nil {
-		return nil, fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
+		return nil, refuse(ErrUnavailable, "no active profiles yet")
 	}
 	prof, ok := set.Profile(d.Profile)
 	if !ok {
@@ -122,7 +121,11 @@ func fromPolicies(err error) error {
 		{policies.ErrDenied, ErrPolicyDenied},
 	} {
 		if errors.Is(err, m.from) {
-			return fmt.Errorf("%w: %s", m.to, strings.TrimPrefix(err.Error(), m.from.Error()+": "))
+			reason, ok := policies.Reason(err)
+			if !ok {
+				reason = err.Error()
+			}
+			return refuse(m.to, "%s", reason)
 		}
 	}
 	return fmt.Errorf("enroll: profile policy: %w", err)
@@ -151,16 +154,14 @@ func (p *ProfilePolicy) limit(prof *policies.Profile, person, client string, now
 	}
 	if client != "" {
 		if ok, wait := l.client.Allow(client, now); !ok {
-			return nil, &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per client address, one more every %s",
-				ErrRateLimited, prof.Name, l.rates.PerClient.Burst, l.rates.PerClient.Every), wait}
+			return nil, &retryError{refuse(ErrRateLimited, "profile %s allows %d enrolments per client address, one more every %s", prof.Name, l.rates.PerClient.Burst, l.rates.PerClient.Every), wait}
 		}
 	}
 	if ok, wait := l.person.Allow(person, now); !ok {
 		if client != "" {
 			l.client.Return(client, now)
 		}
-		return nil, &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per person, one more every %s",
-			ErrRateLimited, prof.Name, l.rates.PerPerson.Burst, l.rates.PerPerson.Every), wait}
+		return nil, &retryError{refuse(ErrRateLimited, "profile %s allows %d enrolments per person, one more every %s", prof.Name, l.rates.PerPerson.Burst, l.rates.PerPerson.Every), wait}
 	}
 	var once sync.Once
 	return func() {

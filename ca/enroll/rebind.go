@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
-	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -52,7 +51,7 @@ var (
 	// report of misuse), not by the linkage job across a move; a re-bind does not
 	// lift it, only an operator does. It is a case of ErrRebindNotPossible with a
 	// problem type of its own.
-	ErrRebindHeldByOperator = fmt.Errorf("%w: it is on hold by an operator", ErrRebindNotPossible)
+	ErrRebindHeldByOperator = refuse(ErrRebindNotPossible, "it is on hold by an operator")
 )
 
 // Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
@@ -112,13 +111,13 @@ type RebindDecision struct {
 func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (RebindDecision, error) {
 	set := p.Profiles()
 	if set == nil {
-		return RebindDecision{}, fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
+		return RebindDecision{}, refuse(ErrUnavailable, "no active profiles yet")
 	}
 	if len(req.Person) == 0 || req.Old == nil {
 		return RebindDecision{}, errors.New("enroll: profile policy: re-bind without a person record or a certificate")
 	}
 	if req.Profile == "" {
-		return RebindDecision{}, fmt.Errorf("%w: the certificate names no profile", ErrPolicyDenied)
+		return RebindDecision{}, refuse(ErrPolicyDenied, "the certificate names no profile")
 	}
 	pd, err := set.Decide(policies.Request{
 		Profile:          req.Profile,
@@ -176,10 +175,10 @@ type RebindResponse struct {
 func parseSerial(s string) (*big.Int, error) {
 	n, err := certserial.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("%w: serial %w", ErrRequestInvalid, err)
+		return nil, refuse(ErrRequestInvalid, "serial %w", err)
 	}
 	if certserial.Format(n) != s {
-		return nil, fmt.Errorf("%w: serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", ErrRequestInvalid, clip(s), certserial.Format(n))
+		return nil, refuse(ErrRequestInvalid, "serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", clip(s), certserial.Format(n))
 	}
 	return n, nil
 }
@@ -218,7 +217,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	}
 	done, ok := h.inflight.claim(t.claims.nonce)
 	if !ok {
-		h.refuse(w, fmt.Errorf("%w: a request with this nonce is in progress", ErrNonceReplayed))
+		h.refuse(w, refuse(ErrNonceReplayed, "a request with this nonce is in progress"))
 		return
 	}
 	defer done()
@@ -238,7 +237,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ca.ErrNonceUsed):
 			h.refuse(w, ErrNonceReplayed)
 		case errors.Is(err, ca.ErrNonceExpired):
-			h.refuse(w, fmt.Errorf("%w: the nonce expired before the CA recorded it", ErrNonceUnknown))
+			h.refuse(w, refuse(ErrNonceUnknown, "the nonce expired before the CA recorded it"))
 		default:
 			h.log.Error("enroll: nonce not recorded", "err", err)
 			h.refuseAs(w, probUnavailable, "the certificate was not re-bound; fetch a new challenge and try again")
@@ -291,14 +290,14 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	}
 	audience := h.cfg.Audience + "/rebind"
 	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(audience)) != 1 {
-		return nil, fmt.Errorf("%w: aud is not this endpoint's URL", ErrAudienceMismatch)
+		return nil, refuse(ErrAudienceMismatch, "aud is not this endpoint's URL")
 	}
 	now := h.cfg.Now()
 	if err := h.checkTimes(c, now); err != nil {
 		return nil, err
 	}
 	if c.serial != req.Serial {
-		return nil, fmt.Errorf("%w: the proof's serial claim is not the serial sent", ErrSerialMismatch)
+		return nil, refuse(ErrSerialMismatch, "the proof's serial claim is not the serial sent")
 	}
 	leaf, err := x509.ParseCertificate(proof.x5c[0])
 	if err != nil {
@@ -357,7 +356,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	case errors.Is(err, ErrRebindNotFound):
 		return nil, err
 	case err != nil:
-		return nil, fmt.Errorf("%w: read the certificate: %v", ErrUnavailable, err)
+		return nil, refuse(ErrUnavailable, "read the certificate: %v", err)
 	}
 	// Only the holder learns the certificate's state: someone of another name or
 	// birth date is told so first, then someone without the certificate's key.
@@ -366,7 +365,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 		return nil, ErrRebindNotSame
 	}
 	if t.record.DER == nil {
-		return nil, fmt.Errorf("%w: it is %s", ErrRebindNotPossible, statusWord(t.record.Status))
+		return nil, refuse(ErrRebindNotPossible, "it is %s", statusWord(t.record.Status))
 	}
 	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
 		return nil, fmt.Errorf("enroll: the CA's record of %s does not parse: %w", certserial.Format(serial), err)
@@ -376,9 +375,9 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	}
 	switch {
 	case t.record.Status != ca.Good && t.record.Status != ca.Held:
-		return nil, fmt.Errorf("%w: it is %s", ErrRebindNotPossible, statusWord(t.record.Status))
+		return nil, refuse(ErrRebindNotPossible, "it is %s", statusWord(t.record.Status))
 	case !now.Before(t.record.NotAfter):
-		return nil, fmt.Errorf("%w: it has expired", ErrRebindNotPossible)
+		return nil, refuse(ErrRebindNotPossible, "it has expired")
 	case t.record.Status == ca.Held && t.record.HeldBy != actorSystem:
 		// Only the linkage job's hold (across a move) is the re-bind's to lift; a
 		// hold whose actor is unknown is treated as an operator's.
@@ -388,7 +387,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	}
 	rp, ok := h.cfg.Policy.(RebindPolicy)
 	if !ok {
-		return nil, fmt.Errorf("%w: this server's policy does not re-bind", ErrPolicyDenied)
+		return nil, refuse(ErrPolicyDenied, "this server's policy does not re-bind")
 	}
 	if t.decision, err = rp.Rebind(ctx, RebindPolicyRequest{
 		Old: t.old, Profile: t.record.Profile, JPKI: res.Certificate,
@@ -430,16 +429,16 @@ func (h *Handler) checkKeyProof(req *RebindRequest, t *rebindTarget, card []byte
 	cardSum := sha256.Sum256(card)
 	switch {
 	case subtle.ConstantTimeCompare(kc.nonce, t.claims.nonce) != 1:
-		return fmt.Errorf("%w: it names another nonce", ErrKeyProofReplayed)
+		return refuse(ErrKeyProofReplayed, "it names another nonce")
 	case kc.serial != req.Serial:
-		return fmt.Errorf("%w: it names another certificate", ErrKeyProofReplayed)
+		return refuse(ErrKeyProofReplayed, "it names another certificate")
 	case subtle.ConstantTimeCompare(kc.jpkiSHA256, cardSum[:]) != 1:
-		return fmt.Errorf("%w: it names another JPKI certificate", ErrKeyProofReplayed)
+		return refuse(ErrKeyProofReplayed, "it names another JPKI certificate")
 	case subtle.ConstantTimeCompare([]byte(kc.aud), []byte(audience)) != 1:
-		return fmt.Errorf("%w: it was made for another endpoint", ErrKeyProofReplayed)
+		return refuse(ErrKeyProofReplayed, "it was made for another endpoint")
 	}
 	if err := h.checkTimes(&claims{iat: kc.iat, exp: kc.exp}, now); err != nil {
-		return fmt.Errorf("%w: %s", ErrKeyProofInvalid, strings.TrimPrefix(err.Error(), ErrProofInvalid.Error()+": "))
+		return refuse(ErrKeyProofInvalid, "%s", detailOf(err, ErrProofInvalid))
 	}
 	return nil
 }
@@ -555,24 +554,24 @@ func heldByOperator(err error) error {
 func decodeRebindRequest(body []byte) (*RebindRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: body: %v", ErrRequestInvalid, err)
+		return nil, refuse(ErrRequestInvalid, "body: %v", err)
 	}
 	req := &RebindRequest{}
 	fields := map[string]*string{"proof": &req.Proof, "serial": &req.Serial, "key_proof": &req.KeyProof}
 	for name, raw := range m {
 		dst, ok := fields[name]
 		if !ok {
-			return nil, fmt.Errorf("%w: unknown member %q", ErrRequestInvalid, clip(name))
+			return nil, refuse(ErrRequestInvalid, "unknown member %q", clip(name))
 		}
 		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
-			return nil, fmt.Errorf("%w: %s is not a string", ErrRequestInvalid, name)
+			return nil, refuse(ErrRequestInvalid, "%s is not a string", name)
 		}
 	}
 	switch {
 	case req.Proof == "":
-		return nil, fmt.Errorf("%w: no proof", ErrRequestInvalid)
+		return nil, refuse(ErrRequestInvalid, "no proof")
 	case req.Serial == "":
-		return nil, fmt.Errorf("%w: no serial", ErrRequestInvalid)
+		return nil, refuse(ErrRequestInvalid, "no serial")
 	}
 	return req, nil
 }
