@@ -21,14 +21,15 @@ import (
 // CommandApply is the command type of a profile change, at version 1.
 const CommandApply = "policy.apply"
 
-// Errors callers act on.
+// Errors callers act on. Those a change is refused with are cluster.Refusal
+// sentinels, so that they keep their identity through the cluster.
 var (
 	// ErrVersion: the file's version is not above the active version of its profile.
-	ErrVersion = errors.New("policy: the version does not go up")
+	ErrVersion = cluster.NewRefusal("policy.version", "policy: the version does not go up")
 	// ErrNoProfiles: no profile has been applied yet.
 	ErrNoProfiles = errors.New("policy: no profile in the replicated state")
 	// ErrActor: the actor is not "system" or an operator's "sha256:<64 hex>".
-	ErrActor = errors.New(`policy: actor must be "system" or "sha256:<64 hex>"`)
+	ErrActor = cluster.NewRefusal("policy.actor", `policy: actor must be "system" or "sha256:<64 hex>"`)
 	// ErrNotFound: no such profile or version.
 	ErrNotFound = errors.New("policy: not found")
 )
@@ -93,18 +94,14 @@ func ApplyCommand(file string, data []byte, actor string) (cluster.Command, erro
 
 // Handler is the cluster handler of CommandApply. Register it in
 // cluster.Config.Handlers on every node.
-func Handler() cluster.Handler { return handler{} }
+func Handler() cluster.Handler {
+	return cluster.NewHandler(CommandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)
+}
 
-type handler struct{}
-
-func (handler) Type() string      { return CommandApply }
-func (handler) Versions() []uint  { return []uint{1} }
-func (handler) Buckets() [][]byte { return [][]byte{bucketActive, bucketHistory} }
-
-// Apply refuses a body that does not decode, an actor the audit log could not name,
+// apply refuses a body that does not decode, an actor the audit log could not name,
 // a file that does not parse, and a version that is not above the active one; else
 // it makes the file the profile's active version and keeps it in the history.
-func (handler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+func apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var b applyBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(fmt.Errorf("policy: apply: %w", err))
