@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
@@ -119,6 +118,11 @@ func (keyHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 // second leaf; the submitter treats it as success.
 var errKeyRecorded = errors.New("audit: this audit key is recorded already")
 
+// errCheckpointExists refuses a checkpoint of a size that has one
+// (ErrCheckpointExists): a cluster.Refusal, so that the leader that submitted
+// it knows it by its code, from a request record too.
+var errCheckpointExists = cluster.NewRefusal("audit.checkpoint-exists", "audit: checkpoint refused")
+
 type checkpointHandler struct{ s *Service }
 
 func (checkpointHandler) Type() string      { return CmdCheckpoint }
@@ -154,7 +158,10 @@ func (h checkpointHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) 
 		return nil, cluster.Refuse(err)
 	}
 	if err := l.AddCheckpoint(tx, c); err != nil {
-		if errors.Is(err, ErrCheckpointExists) || errors.Is(err, ErrRootMismatch) || errors.Is(err, ErrBadSignature) {
+		if errors.Is(err, ErrCheckpointExists) {
+			return nil, cluster.Refuse(fmt.Errorf("%w: %w", errCheckpointExists, err))
+		}
+		if errors.Is(err, ErrRootMismatch) || errors.Is(err, ErrBadSignature) {
 			return nil, cluster.Refuse(err)
 		}
 		return nil, err
@@ -184,7 +191,8 @@ func (s *Service) lead(ctx context.Context, c leaderCluster, vault cluster.KeyVa
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var signer crypto.Signer
-	var lastErr string
+	var failing bool
+	var logged time.Time
 	for {
 		var err error
 		if signer == nil {
@@ -195,14 +203,12 @@ func (s *Service) lead(ctx context.Context, c leaderCluster, vault cluster.KeyVa
 		if err == nil {
 			err = s.checkpointOnce(ctx, c, signer, time.Now())
 		}
-		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
+		// A failure is logged when it starts, then once a minute while it lasts.
+		if err != nil && ctx.Err() == nil && (!failing || time.Since(logged) >= time.Minute) {
 			s.log.Error("audit: checkpoint", "err", err)
+			logged = time.Now()
 		}
-		if err != nil {
-			lastErr = err.Error()
-		} else {
-			lastErr = ""
-		}
+		failing = err != nil
 		select {
 		case <-ctx.Done():
 			return
@@ -313,7 +319,7 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 		return err
 	}
 	_, err = c.Submit(ctx, cmd)
-	if errors.Is(err, ErrCheckpointExists) || (errors.Is(err, cluster.ErrRefused) && strings.Contains(err.Error(), ErrCheckpointExists.Error())) {
+	if errors.Is(err, errCheckpointExists) {
 		return nil // another leader's, or a retry's: the one of this size stands
 	}
 	return err

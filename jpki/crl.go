@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -283,10 +284,18 @@ func (s *CRLSource) current(ctx context.Context, at time.Time, force bool) (*crl
 	return s.set, nil
 }
 
+// sameStatError says whether last, the previous refresh's error, is a failed
+// stat of the same cause (an errno) as err: a file that stays missing is
+// logged once, a change of cause again.
+func sameStatError(last, err error) bool {
+	var pe *fs.PathError
+	return last != nil && errors.As(last, &pe) && errors.Is(err, pe.Err)
+}
+
 func (s *CRLSource) refreshFile(at time.Time, force bool) {
 	fi, err := os.Stat(s.opts.File)
 	if err != nil {
-		if s.lastErr == nil || s.lastErr.Error() != err.Error() {
+		if !sameStatError(s.lastErr, err) {
 			s.log.Error("jpki: CRL file unreadable", "err", err)
 		}
 		s.lastErr = err
