@@ -2,6 +2,7 @@ package operator
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -127,14 +128,15 @@ func TestCountingRule(t *testing.T) {
 	if err := h.svc.Take(ctx, o.op, ActionCertRevoke, 5, r); err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	for _, d := range h.described("") {
-		if d.Type == TypeUsageCounted && d.Actor == o.op.Actor() && d.Data["count"] == 5 {
-			found = true
-		}
+	// The event is published after the submitter has its answer: wait for it.
+	counted := func(d Description) bool {
+		return d.Type == TypeUsageCounted && d.Actor == o.op.Actor() && d.Data["count"] == 5
 	}
-	if !found {
-		t.Fatal("the count is not in the audit log")
+	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(h.described(""), counted); {
+		if time.Now().After(deadline) {
+			t.Fatal("the count is not in the audit log")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// A request of more than Over at once needs approval, and proposes under M.
 	if _, need := required(p, 11); !need {
