@@ -18,6 +18,7 @@ import (
 	"github.com/inkan-pki/inkan/ca/linkage"
 	"github.com/inkan-pki/inkan/ca/policy"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/ocsp"
@@ -286,7 +287,7 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 		})
 	})
 	h, err := enroll.NewHandler(enroll.Config{
-		Audience:       a.cfg.API.PublicURL + enroll.PathEnroll,
+		Audience:       a.cfg.API.PublicURL + enrollapi.PathEnroll,
 		Verifier:       verifier,
 		Cluster:        env.Cluster,
 		Policy:         pol,
@@ -302,9 +303,9 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 	if err != nil {
 		return fmt.Errorf("node: enrollment: %w", err)
 	}
-	env.API.Handle(enroll.PathChallenge, h)
-	env.API.Handle(enroll.PathEnroll, h)
-	env.API.Handle(enroll.PathRebind, h)
+	env.API.Handle(enrollapi.PathChallenge, h)
+	env.API.Handle(enrollapi.PathEnroll, h)
+	env.API.Handle(enrollapi.PathRebind, h)
 
 	// The linkage job follows the J-LIS CRL on the leader and acts on the
 	// derived certificates of revoked cards. An OCSP source lists nothing to
@@ -333,7 +334,7 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 	} else {
 		a.log.Warn("node: linkage off: the JPKI revocation source is not a CRL, so there is no list of revoked cards to follow", "kind", a.cfg.JPKI.Revocation.Kind)
 	}
-	a.log.Info("node: enrollment on", "audience", a.cfg.API.PublicURL+enroll.PathEnroll)
+	a.log.Info("node: enrollment on", "audience", a.cfg.API.PublicURL+enrollapi.PathEnroll)
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/enrollapi"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 // BenchmarkVerify is the work one node does per enrollment before the nonce is
@@ -18,7 +20,7 @@ import (
 // lookup, and the policy. It reports verifications per second over all cores.
 func BenchmarkVerify(b *testing.B) {
 	e := newEnv(b, "")
-	reqs := make([]*Request, 16)
+	reqs := make([]*enrollapi.Request, 16)
 	for i := range reqs {
 		r, _ := e.request(b, proofSpec{card: memCard{fx.memKey, [][]byte{fx.good}}, subKey: fx.subKeys[i%len(fx.subKeys)]})
 		reqs[i] = &r
@@ -120,10 +122,10 @@ func benchEnroll(b *testing.B, envs []*env) {
 }
 
 // enrollVia enrolls through e's server with e's audience (for a cluster, the public
-// name in front of it, which a test cannot resolve), as Client.Enroll does.
-func enrollVia(ctx context.Context, e *env, key *ecdsa.PrivateKey) (*Certificate, error) {
+// name in front of it, which a test cannot resolve), as subscriber.Client.Enroll does.
+func enrollVia(ctx context.Context, e *env, key *ecdsa.PrivateKey) (*subscriber.Certificate, error) {
 	send := e.client()
-	csr, err := NewCSR(key)
+	csr, err := subscriber.NewCSR(key)
 	if err != nil {
 		return nil, err
 	}
@@ -132,11 +134,11 @@ func enrollVia(ctx context.Context, e *env, key *ecdsa.PrivateKey) (*Certificate
 		return nil, err
 	}
 	now := time.Now()
-	proof, err := NewProof(fx.card, fx.card.Chain(), ProofClaims{
+	proof, err := subscriber.NewProof(fx.card, fx.card.Chain(), subscriber.ProofClaims{
 		Nonce: nonce, Audience: e.audience, IssuedAt: now, Expires: now.Add(4 * time.Minute), CSR: csr,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return send.Submit(ctx, Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr)}, key)
+	return send.Submit(ctx, enrollapi.Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr)}, key)
 }

@@ -1,4 +1,4 @@
-// Package enroll is the enrollment API and its client: a person proves, once, that
+// Package enroll is the enrollment API, the server side: a person proves, once, that
 // they hold a My Number Card by signing a challenge with its JPKI signature key, and
 // gets a derived certificate for a key they keep. POST /v1/enroll/challenge hands out
 // a nonce that authenticates itself (its expiry under a MAC keyed from the cluster's
@@ -19,13 +19,12 @@
 // only by a re-bind. The pseudonyms are keyed hashes of the record's identifier, so
 // two people of one name and birth date get two, and caps and rate limits count per
 // record (the cap also finds certificates by the keyed basic-4 hint). POST
-// /v1/enroll/rebind (PathRebind) re-binds a derived certificate to the holder's new
+// /v1/enroll/rebind re-binds a derived certificate to the holder's new
 // JPKI certificate after a move or a renewal, proving both halves: the new card's
 // proof (of the same name and birth date: a precondition, never proof) and a key
 // proof signed by the derived certificate's own key over the nonce, the serial and
 // the new card's certificate (keyproof.go); it is released and relinked, or
-// re-issued for the same key if its profile now renders other contents (Client.Rebind
-// is its client). ProfilePolicy is the Policy of the policy engine (policies.Set):
+// re-issued for the same key if its profile now renders other contents. ProfilePolicy is the Policy of the policy engine (policies.Set):
 // the profile's contents and rules, its per-person cap and its rate limits per
 // person record and per client network (IPv4 /24, IPv6 /56 by default;
 // X-Forwarded-For only from trusted proxies).
@@ -38,9 +37,6 @@
 // about the person reaches a log, an error or a problem: the CA receives keyed
 // hashes (link, name-and-birth, basic-4 hint) under the cluster's link key, never
 // the JPKI serial or the basic-4 information, and the default policy puts only a
-// pseudonym in the certificate. The client (Client, NewProof, NewKeyProof, NewCSR,
-// OpenCard, OpenSubscriberKey) reaches the card through PKCS#11 — OpenSC's JPKI
-// driver for a real card, a jpkisim SoftHSM token in tests — checks the PIN's form
-// and the card's PIN state before logging in, and signs as the card does:
-// CKM_RSA_PKCS over a SHA-256 DigestInfo built on the host.
+// pseudonym in the certificate. The wire format is enrollapi's; the subscriber's
+// client is package subscriber.
 package enroll

@@ -1,25 +1,13 @@
 package enroll_test
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/base64"
-	"encoding/json"
-	"fmt"
 	"log"
-	"math/big"
 	"net/http"
-	"os"
-	"strings"
-	"time"
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/enroll"
 	"github.com/inkan-pki/inkan/cluster"
-	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -49,69 +37,8 @@ func ExampleNewHandler() {
 		log.Fatal(err)
 	}
 	api := http.NewServeMux()
-	api.Handle(enroll.PathChallenge, h)
-	api.Handle(enroll.PathEnroll, h)
-}
-
-// The client: the card through PKCS#11 (OpenSC's module for a real card; the PIN
-// from a file, never the command line), a new P-256 key in a 0600 file, and one call.
-func ExampleClient_Enroll() {
-	ctx := context.Background()
-	uri, err := hsm.ParseURI("pkcs11:token=JPKI;object=Digital%20Signature%20Key")
-	if err != nil {
-		log.Fatal(err)
-	}
-	card, err := enroll.OpenCard(ctx, enroll.CardConfig{
-		Module: "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
-		Key:    uri,
-		PIN:    hsm.PINFile("/run/user/1000/jpki-sign-pin"),
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer card.Close()
-	key, err := enroll.OpenSubscriberKey(ctx, enroll.KeyConfig{File: "derived.key"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer key.Close()
-
-	client := &enroll.Client{BaseURL: "https://ca.example.jp"}
-	cert, err := client.Enroll(ctx, card, key, "")
-	if err != nil {
-		log.Fatal(err) // a refusal is an *enroll.Problem
-	}
-	fmt.Fprintln(os.Stderr, "enrolled", cert.Chain[0].Subject)
-}
-
-// A proof is a compact JWS signed RS256 by the card, the certificate in x5c.
-func ExampleNewProof() {
-	cardKey, _ := rsa.GenerateKey(rand.Reader, 2048) // a card's key stays in the card
-	subscriber, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, err := enroll.NewCSR(subscriber)
-	if err != nil {
-		log.Fatal(err)
-	}
-	now := time.Now()
-	proof, err := enroll.NewProof(cardKey, [][]byte{[]byte("the JPKI certificate's DER")}, enroll.ProofClaims{
-		Nonce:    make([]byte, enroll.NonceLen), // from the challenge
-		Audience: "https://ca.example.jp/v1/enroll",
-		IssuedAt: now,
-		Expires:  now.Add(4 * time.Minute),
-		CSR:      csr,
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	parts := strings.Split(proof, ".")
-	header, _ := base64.RawURLEncoding.DecodeString(parts[0])
-	var h struct {
-		Alg string   `json:"alg"`
-		X5C []string `json:"x5c"`
-	}
-	_ = json.Unmarshal(header, &h)
-	fmt.Println(len(parts), h.Alg, len(h.X5C))
-	// Output: 3 RS256 1
+	api.Handle(enrollapi.PathChallenge, h)
+	api.Handle(enrollapi.PathEnroll, h)
 }
 
 // With the policy engine: the profiles decide (contents, per-person cap, rate
@@ -142,39 +69,7 @@ func ExampleNewProfilePolicy() {
 		log.Fatal(err)
 	}
 	api := http.NewServeMux()
-	for _, p := range []string{enroll.PathChallenge, enroll.PathEnroll, enroll.PathRebind} {
+	for _, p := range []string{enrollapi.PathChallenge, enrollapi.PathEnroll, enrollapi.PathRebind} {
 		api.Handle(p, h)
 	}
-}
-
-// After a move: the new card proves it is of the same name and birth date, the
-// derived certificate's own key proves its holder asks, and the held certificate
-// is good again (or re-issued for the same key).
-func ExampleClient_Rebind() {
-	ctx := context.Background()
-	uri, err := hsm.ParseURI("pkcs11:token=JPKI;object=Digital%20Signature%20Key")
-	if err != nil {
-		log.Fatal(err)
-	}
-	newCard, err := enroll.OpenCard(ctx, enroll.CardConfig{
-		Module: "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
-		Key:    uri,
-		PIN:    hsm.PINFile("/run/user/1000/jpki-sign-pin"),
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer newCard.Close()
-	key, err := enroll.OpenSubscriberKey(ctx, enroll.KeyConfig{File: "/home/me/.inkan/login.key", Existing: true}) // the derived key
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer key.Close()
-	serial, _ := new(big.Int).SetString("5f3a0c", 16) // the held certificate's
-	client := &enroll.Client{BaseURL: "https://ca.example.jp"}
-	got, err := client.Rebind(ctx, newCard, key, serial)
-	if err != nil {
-		log.Fatal(err) // a refusal is an *enroll.Problem, e.g. rebind-not-same-person
-	}
-	fmt.Fprintf(os.Stderr, "%s: %x\n", got.Action, got.Certificate.Serial)
 }

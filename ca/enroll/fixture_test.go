@@ -2,6 +2,7 @@ package enroll
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,6 +25,7 @@ import (
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 // The fixture is made once per test binary (TestMain): a stand-in J-LIS with one
@@ -58,7 +60,7 @@ type fixture struct {
 	stale   string // path of a CRL past its nextUpdate
 
 	cardToken *softhsm.Token
-	card      *PKCS11Card // a jpkisim card, through PKCS#11
+	card      *subscriber.PKCS11Card // a jpkisim card, through PKCS#11
 
 	memKey  *rsa.PrivateKey // a "card" key in memory, for the certificates below
 	good    []byte          // valid, unrevoked certificate for memKey
@@ -184,7 +186,7 @@ func newFixture() (f *fixture, cleanup func(), err error) {
 	if _, err := f.sim.IssueCard(ctx, cardCfg, jpkisim.CardSpec{Person: person}); err != nil {
 		return nil, cleanup, err
 	}
-	if f.card, err = OpenCard(ctx, CardConfig{
+	if f.card, err = subscriber.OpenCard(ctx, subscriber.CardConfig{
 		Module: f.cardToken.Module, Key: hsm.URI{Token: f.cardToken.Label}, PIN: hsm.PINFile(f.cardToken.PINFile), Logger: quiet(),
 	}); err != nil {
 		return nil, cleanup, err
@@ -327,3 +329,8 @@ type memCard struct {
 }
 
 func (c memCard) Chain() [][]byte { return c.chain }
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inkan-pki/inkan/enrollapi"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 // seedProof is a proof of the right form (its certificate and signature are random
@@ -22,7 +25,7 @@ func seedProof(f *testing.F) (string, string) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	csr, err := NewCSR(key)
+	csr, err := subscriber.NewCSR(key)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -32,7 +35,7 @@ func seedProof(f *testing.F) (string, string) {
 	sum := sha256.Sum256(csr)
 	now := time.Now()
 	proof := forge(f, map[string]any{"alg": "RS256", "typ": "JWT", "x5c": x5c([][]byte{cert})},
-		claimsOf(bytes.Repeat([]byte{9}, NonceLen), "https://ca.example.jp/v1/enroll", now, now.Add(time.Minute), sum[:]),
+		claimsOf(bytes.Repeat([]byte{9}, enrollapi.NonceLen), "https://ca.example.jp/v1/enroll", now, now.Add(time.Minute), sum[:]),
 		func([]byte) []byte { return sig })
 	return proof, base64.RawURLEncoding.EncodeToString(csr)
 }
@@ -55,7 +58,7 @@ func FuzzParseJWS(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if j.alg != algRS256 || len(j.x5c) == 0 || len(j.x5c) > 4 || len(j.signature) == 0 {
+		if j.alg != enrollapi.AlgRS256 || len(j.x5c) == 0 || len(j.x5c) > 4 || len(j.signature) == 0 {
 			t.Fatalf("accepted alg %q with %d certificates", j.alg, len(j.x5c))
 		}
 		dot := strings.LastIndexByte(s, '.')
@@ -66,7 +69,7 @@ func FuzzParseJWS(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(c.nonce) != NonceLen || len(c.csrSHA256) != 32 || c.iat < 0 || c.exp < 0 {
+		if len(c.nonce) != enrollapi.NonceLen || len(c.csrSHA256) != 32 || c.iat < 0 || c.exp < 0 {
 			t.Fatalf("accepted claims %+v", c)
 		}
 	})
@@ -153,7 +156,7 @@ func FuzzParseRebindClaims(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(c.nonce) != NonceLen || c.csrSHA256 != nil {
+		if len(c.nonce) != enrollapi.NonceLen || c.csrSHA256 != nil {
 			t.Fatalf("accepted claims with a %d-byte nonce", len(c.nonce))
 		}
 	})
@@ -168,7 +171,7 @@ func FuzzParseKeyProof(f *testing.F) {
 		f.Fatal(err)
 	}
 	now := time.Unix(1_800_000_000, 0)
-	kp, err := NewKeyProof(key, KeyProofClaims{Nonce: make([]byte, 32), Audience: "https://x/v1/enroll/rebind",
+	kp, err := subscriber.NewKeyProof(key, subscriber.KeyProofClaims{Nonce: make([]byte, 32), Audience: "https://x/v1/enroll/rebind",
 		IssuedAt: now, Expires: now.Add(time.Minute), Serial: "5f", JPKICert: []byte("card")})
 	if err != nil {
 		f.Fatal(err)

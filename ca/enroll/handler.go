@@ -23,22 +23,15 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
-)
-
-// The API's paths, relative to the listener's root.
-const (
-	PathChallenge = "/v1/enroll/challenge"
-	PathEnroll    = "/v1/enroll"
 )
 
 // Limits of the API.
 const (
 	// MaxBodyBytes bounds a request body; a larger one is refused with body-too-large.
 	MaxBodyBytes = 64 << 10
-	// MaxProofLifetime bounds exp − iat of a proof.
-	MaxProofLifetime = 5 * time.Minute
 	// DefaultClockSkew is how far a client's clock may be ahead (iat) or behind (exp).
 	DefaultClockSkew = time.Minute
 )
@@ -56,15 +49,17 @@ type Config struct {
 	// Policy decides what is issued; Issuer issues it.
 	Policy Policy
 	Issuer Issuer
-	// Rebinder, if set, has the API serve PathRebind (the node's *ca.Authority);
-	// Policy must then implement RebindPolicy too (ProfilePolicy does).
+	// Rebinder, if set, has the API serve enrollapi.PathRebind (the node's
+	// *ca.Authority); Policy must then implement RebindPolicy too (ProfilePolicy
+	// does).
 	Rebinder Rebinder
 	// LinkKey keys the hashes that tie a certificate to the JPKI certificate, the
 	// name-and-birth and basic-4 hashes, and the nonces' MAC (at least
 	// jpki.MinHashKeyLen bytes): a cluster secret, the same on every node.
 	LinkKey []byte
-	// ProblemBase prefixes the problem type names (DefaultProblemBase if empty), e.g.
-	// "https://ca.example.jp/problems/" to point clients at documentation.
+	// ProblemBase prefixes the problem type names (enrollapi.DefaultProblemBase
+	// if empty), e.g. "https://ca.example.jp/problems/" to point clients at
+	// documentation.
 	ProblemBase string
 	// ClockSkew tolerated in iat and exp (DefaultClockSkew if 0).
 	ClockSkew time.Duration
@@ -87,8 +82,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Handler is the enrollment API: an http.Handler serving PathChallenge and PathEnroll
-// that a node mounts on its HTTPS API listener. Safe for concurrent use.
+// Handler is the enrollment API: an http.Handler serving enrollapi.PathChallenge
+// and enrollapi.PathEnroll (and PathRebind, given a Rebinder) that a node mounts
+// on its HTTPS API listener. Safe for concurrent use.
 type Handler struct {
 	cfg      Config
 	source   string // the kind of the verifier's revocation source
@@ -126,8 +122,8 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if len(cfg.LinkKey) < jpki.MinHashKeyLen {
 		errs = append(errs, fmt.Errorf("link key shorter than %d bytes", jpki.MinHashKeyLen))
 	}
-	if cfg.ClockSkew < 0 || cfg.ClockSkew > MaxProofLifetime {
-		errs = append(errs, fmt.Errorf("clock skew %v out of range (0 to %v)", cfg.ClockSkew, MaxProofLifetime))
+	if cfg.ClockSkew < 0 || cfg.ClockSkew > enrollapi.MaxProofLifetime {
+		errs = append(errs, fmt.Errorf("clock skew %v out of range (0 to %v)", cfg.ClockSkew, enrollapi.MaxProofLifetime))
 	}
 	if cfg.ClientPrefix == (ClientPrefix{}) {
 		cfg.ClientPrefix = DefaultClientPrefix
@@ -139,7 +135,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		return nil, fmt.Errorf("enroll: config: %w", err)
 	}
 	if cfg.ProblemBase == "" {
-		cfg.ProblemBase = DefaultProblemBase
+		cfg.ProblemBase = enrollapi.DefaultProblemBase
 	}
 	if cfg.ClockSkew == 0 {
 		cfg.ClockSkew = DefaultClockSkew
@@ -176,46 +172,16 @@ func NewHandler(cfg Config) (*Handler, error) {
 		}
 	}
 	h.mux = http.NewServeMux()
-	h.mux.HandleFunc("POST "+PathChallenge, h.serveChallenge)
-	h.mux.HandleFunc("POST "+PathEnroll, h.serveEnroll)
+	h.mux.HandleFunc("POST "+enrollapi.PathChallenge, h.serveChallenge)
+	h.mux.HandleFunc("POST "+enrollapi.PathEnroll, h.serveEnroll)
 	if cfg.Rebinder != nil {
-		h.mux.HandleFunc("POST "+PathRebind, h.serveRebind)
+		h.mux.HandleFunc("POST "+enrollapi.PathRebind, h.serveRebind)
 	}
 	return h, nil
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
-
-// ChallengeResponse is the body of a successful challenge request.
-type ChallengeResponse struct {
-	// Nonce is base64url (no padding) of NonceLen bytes: the proof's nonce claim,
-	// as given. Its content is the server's business (nonce.go).
-	Nonce string `json:"nonce"`
-	// Expires is when the nonce stops being redeemable.
-	Expires time.Time `json:"expires"`
-}
-
-// Request is the body of an enrollment request.
-type Request struct {
-	// Proof is the compact JWS (RS256, x5c = the JPKI signature certificate).
-	Proof string `json:"proof"`
-	// CSR is base64url (no padding) of the DER PKCS#10 request.
-	CSR string `json:"csr"`
-	// Profile asks for a profile; empty means the policy's default.
-	Profile string `json:"profile,omitempty"`
-}
-
-// Response is the body of a successful enrollment.
-type Response struct {
-	// Serial is the certificate's serial number in certserial's printed form.
-	Serial string `json:"serial"`
-	// Chain is the certificate and then the CAs above it, each standard base64 of
-	// DER (as x5c is).
-	Chain []string `json:"chain"`
-	// Profile is the profile the certificate was issued under.
-	Profile string `json:"profile"`
-}
 
 // serveChallenge hands out a nonce. It writes nothing: the nonce authenticates
 // itself, and its use is recorded with what it is used for.
@@ -234,7 +200,7 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 		h.refuseAs(w, probUnavailable, probUnavailable.title)
 		return
 	}
-	writeJSON(w, http.StatusCreated, ChallengeResponse{Nonce: base64.RawURLEncoding.EncodeToString(nonce), Expires: expires})
+	writeJSON(w, http.StatusCreated, enrollapi.ChallengeResponse{Nonce: base64.RawURLEncoding.EncodeToString(nonce), Expires: expires})
 }
 
 // intake admits a POST of the API: the client's request rate, the media type,
@@ -310,7 +276,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.issued.Inc()
-	resp := Response{Serial: certserial.Format(issued.Serial), Profile: v.decision.Profile}
+	resp := enrollapi.Response{Serial: certserial.Format(issued.Serial), Profile: v.decision.Profile}
 	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
 		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
 	}
@@ -372,7 +338,7 @@ type verified struct {
 // CSR and its binding, the proof's signature under the certificate's key, the
 // nonce's MAC and expiry and an early look for its use, then the JPKI chain and
 // revocation, the person record, the policy, and the per-person cap.
-func (h *Handler) verify(ctx context.Context, req *Request, client string) (*verified, error) {
+func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client string) (*verified, error) {
 	proof, err := parseJWS(req.Proof)
 	if err != nil {
 		return nil, err
@@ -495,8 +461,8 @@ func sourceKind(s jpki.RevocationSource) string {
 	return jpki.RevocationNone
 }
 
-// checkTimes: iat not after now + skew, exp after iat and at most MaxProofLifetime
-// later, exp not before now − skew.
+// checkTimes: iat not after now + skew, exp after iat and at most
+// enrollapi.MaxProofLifetime later, exp not before now − skew.
 func (h *Handler) checkTimes(c *claims, now time.Time) error {
 	skew := int64(h.cfg.ClockSkew / time.Second)
 	n := now.Unix()
@@ -505,8 +471,8 @@ func (h *Handler) checkTimes(c *claims, now time.Time) error {
 		return proofInvalid("iat lies in the future")
 	case c.exp <= c.iat:
 		return proofInvalid("exp is not after iat")
-	case c.exp-c.iat > int64(MaxProofLifetime/time.Second):
-		return proofInvalid("exp is more than %v after iat", MaxProofLifetime)
+	case c.exp-c.iat > int64(enrollapi.MaxProofLifetime/time.Second):
+		return proofInvalid("exp is more than %v after iat", enrollapi.MaxProofLifetime)
 	case c.exp < n-skew:
 		return proofInvalid("the proof expired")
 	}
@@ -570,12 +536,12 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 
 // decodeRequest decodes the JSON body: an object with proof and csr (strings) and
 // optionally profile; no other member, none twice.
-func decodeRequest(body []byte) (*Request, error) {
+func decodeRequest(body []byte) (*enrollapi.Request, error) {
 	m, err := decodeObject(body)
 	if err != nil {
 		return nil, refuse(ErrRequestInvalid, "body: %v", err)
 	}
-	req := &Request{}
+	req := &enrollapi.Request{}
 	fields := map[string]*string{"proof": &req.Proof, "csr": &req.CSR, "profile": &req.Profile}
 	for name, raw := range m {
 		dst, ok := fields[name]

@@ -29,7 +29,9 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 // env is one enrollment API over the shared cluster, behind a TLS test server.
@@ -59,7 +61,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	var h http.Handler
 	e.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
-	e.audience = e.srv.URL + PathEnroll
+	e.audience = e.srv.URL + enrollapi.PathEnroll
 	cfg := Config{
 		Audience:  e.audience,
 		Verifier:  v,
@@ -81,8 +83,8 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	return e
 }
 
-func (e *env) client() *Client {
-	return &Client{BaseURL: e.srv.URL, HTTP: e.srv.Client()}
+func (e *env) client() *subscriber.Client {
+	return &subscriber.Client{BaseURL: e.srv.URL, HTTP: e.srv.Client()}
 }
 
 func (e *env) challenge(t testing.TB) []byte {
@@ -96,7 +98,7 @@ func (e *env) challenge(t testing.TB) []byte {
 
 // proofSpec describes a request; zero fields are those of a valid one from fx.card.
 type proofSpec struct {
-	card     Card
+	card     subscriber.Card
 	signer   crypto.Signer // signs instead of card
 	chain    [][]byte
 	nonce    []byte
@@ -109,7 +111,7 @@ type proofSpec struct {
 }
 
 // request builds the request spec describes; it returns the nonce it used.
-func (e *env) request(t testing.TB, s proofSpec) (Request, []byte) {
+func (e *env) request(t testing.TB, s proofSpec) (enrollapi.Request, []byte) {
 	t.Helper()
 	if s.card == nil {
 		s.card = fx.card
@@ -137,18 +139,18 @@ func (e *env) request(t testing.TB, s proofSpec) (Request, []byte) {
 	}
 	if s.csr == nil {
 		var err error
-		if s.csr, err = NewCSR(s.subKey); err != nil {
+		if s.csr, err = subscriber.NewCSR(s.subKey); err != nil {
 			t.Fatal(err)
 		}
 	}
-	proof, err := NewProof(s.signer, s.chain, ProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: s.iat, Expires: s.exp, CSR: s.csr})
+	proof, err := subscriber.NewProof(s.signer, s.chain, subscriber.ProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: s.iat, Expires: s.exp, CSR: s.csr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.csrHash != nil {
 		proof = forge(t, map[string]any{"alg": "RS256", "x5c": x5c(s.chain)}, claimsOf(s.nonce, s.aud, s.iat, s.exp, s.csrHash), rs256(s.signer))
 	}
-	return Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(s.csr), Profile: s.profile}, s.nonce
+	return enrollapi.Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(s.csr), Profile: s.profile}, s.nonce
 }
 
 func x5c(chain [][]byte) []string {
@@ -197,7 +199,7 @@ func forge(t testing.TB, header, claims any, sign func([]byte) []byte) string {
 // post sends body to the enrollment endpoint.
 func (e *env) post(t testing.TB, body []byte) *http.Response {
 	t.Helper()
-	return e.postTo(t, PathEnroll, body)
+	return e.postTo(t, enrollapi.PathEnroll, body)
 }
 
 // postTo sends body to the API's path.
@@ -251,7 +253,7 @@ func nonceRecorded(t testing.TB, nonce []byte) bool {
 func caState(t testing.TB, body []byte) (records, links int) {
 	t.Helper()
 	var link []byte
-	var req Request
+	var req enrollapi.Request
 	if json.Unmarshal(body, &req) == nil {
 		if j, err := parseJWS(req.Proof); err == nil {
 			if sc, err := jpki.ParseSignatureCertificate(j.x5c[0]); err == nil {
@@ -288,12 +290,12 @@ func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, 
 	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Errorf("Content-Type %q", ct)
 	}
-	var p Problem
+	var p enrollapi.Problem
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 		t.Fatal(err)
 	}
-	if p.Type != DefaultProblemBase+name || p.Status != status || p.Title == "" || p.Detail == "" {
-		t.Errorf("problem %+v, want type %s%s", p, DefaultProblemBase, name)
+	if p.Type != enrollapi.DefaultProblemBase+name || p.Status != status || p.Title == "" || p.Detail == "" {
+		t.Errorf("problem %+v, want type %s%s", p, enrollapi.DefaultProblemBase, name)
 	}
 	if got := e.refusals(name); got != before+1 {
 		t.Errorf("refusal counter %s went from %v to %v", name, before, got)
@@ -441,7 +443,7 @@ func TestRefusals(t *testing.T) {
 	type tc struct {
 		name   string
 		spec   proofSpec
-		edit   func(*Request)
+		edit   func(*enrollapi.Request)
 		prob   string
 		status int
 	}
@@ -450,7 +452,7 @@ func TestRefusals(t *testing.T) {
 		{name: "expired certificate", spec: proofSpec{card: mem(fx.expired)}, prob: "jpki-expired", status: 403},
 		{name: "proof signed by another key", spec: proofSpec{card: mem(fx.good), signer: memCard{fx.other, nil}}, prob: "proof-invalid", status: 400},
 		{name: "wrong aud", spec: proofSpec{aud: "https://evil.example/v1/enroll"}, prob: "audience-mismatch", status: 400},
-		{name: "exp too far ahead", spec: proofSpec{iat: now, exp: now.Add(MaxProofLifetime + time.Minute)}, prob: "proof-invalid", status: 400},
+		{name: "exp too far ahead", spec: proofSpec{iat: now, exp: now.Add(enrollapi.MaxProofLifetime + time.Minute)}, prob: "proof-invalid", status: 400},
 		{name: "exp in the past", spec: proofSpec{iat: now.Add(-10 * time.Minute), exp: now.Add(-6 * time.Minute)}, prob: "proof-invalid", status: 400},
 		{name: "iat in the future", spec: proofSpec{iat: now.Add(10 * time.Minute)}, prob: "proof-invalid", status: 400},
 		{name: "CSR hash differs", spec: proofSpec{csrHash: bytes.Repeat([]byte{1}, 32)}, prob: "csr-mismatch", status: 400},
@@ -471,7 +473,7 @@ func TestRefusals(t *testing.T) {
 	}
 
 	t.Run("CSR with a bad signature", func(t *testing.T) {
-		csr, err := NewCSR(fx.subKeys[0])
+		csr, err := subscriber.NewCSR(fx.subKeys[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -500,7 +502,7 @@ func TestRefusals(t *testing.T) {
 	}
 	extended := bytes.Clone(old)
 	extended[2]++ // 2^16 s (18 hours) on: valid now, if the MAC did not cover it
-	random := make([]byte, NonceLen)
+	random := make([]byte, enrollapi.NonceLen)
 	_, _ = rand.Read(random)
 	for name, nonce := range map[string][]byte{"random nonce": random, "another cluster's nonce": foreign,
 		"expired nonce": old, "expiry changed": extended} {
@@ -548,13 +550,13 @@ func TestRefusals(t *testing.T) {
 		{"duplicate alg", json.RawMessage(`{"alg":"RS256","x5c":` + string(mustJSON(t, chain)) + `,"alg":"none"}`), rs256(fx.card)},
 	} {
 		t.Run(h.name, func(t *testing.T) {
-			body := mustJSON(t, Request{Proof: forge(t, h.header, claims, h.sign), CSR: good.CSR})
+			body := mustJSON(t, enrollapi.Request{Proof: forge(t, h.header, claims, h.sign), CSR: good.CSR})
 			e.expectProblem(t, body, "proof-invalid", 400, nonce, false)
 		})
 	}
 
 	t.Run("oversized body", func(t *testing.T) {
-		body := mustJSON(t, Request{Proof: good.Proof + strings.Repeat("A", MaxBodyBytes), CSR: good.CSR})
+		body := mustJSON(t, enrollapi.Request{Proof: good.Proof + strings.Repeat("A", MaxBodyBytes), CSR: good.CSR})
 		e.expectProblem(t, body, "body-too-large", 413, nil, false)
 	})
 	t.Run("not JSON", func(t *testing.T) {
@@ -565,7 +567,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("wrong media type", func(t *testing.T) {
 		before := e.refusals("media-type-unsupported")
-		resp, err := e.srv.Client().Post(e.srv.URL+PathEnroll, "text/plain", strings.NewReader("{}"))
+		resp, err := e.srv.Client().Post(e.srv.URL+enrollapi.PathEnroll, "text/plain", strings.NewReader("{}"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -599,7 +601,7 @@ func TestRateLimit(t *testing.T) {
 		}
 	}
 	_, _, err := cl.Challenge(context.Background())
-	p, ok := err.(*Problem)
+	p, ok := err.(*enrollapi.Problem)
 	if !ok || p.Name() != "rate-limited" || p.Status != http.StatusTooManyRequests {
 		t.Fatalf("third challenge: %v", err)
 	}
@@ -611,18 +613,18 @@ func TestIssuerFailure(t *testing.T) {
 	e := newEnv(t, "")
 	e.issuer.fail = errSecret
 	_, err := e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
-	p, ok := err.(*Problem)
+	p, ok := err.(*enrollapi.Problem)
 	if !ok || p.Name() != "issuance-failed" || p.Status != 500 || strings.Contains(p.Detail, errSecret.Error()) {
 		t.Fatalf("err = %v", err)
 	}
 	e.issuer.fail = ErrRateLimited
 	_, err = e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
-	if p, ok := err.(*Problem); !ok || p.Name() != "rate-limited" {
+	if p, ok := err.(*enrollapi.Problem); !ok || p.Name() != "rate-limited" {
 		t.Fatalf("per-person cap: err = %v", err)
 	}
 	e.issuer.fail = fmt.Errorf("ca: leader n1: %w", ca.ErrNoCAKey)
 	_, err = e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
-	if p, ok := err.(*Problem); !ok || p.Name() != "unavailable" || p.Status != 503 {
+	if p, ok := err.(*enrollapi.Problem); !ok || p.Name() != "unavailable" || p.Status != 503 {
 		t.Fatalf("no CA key: err = %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -26,11 +27,6 @@ import (
 // maxProofLen bounds the compact JWS: four certificates of a few KB each, base64'd
 // twice, fit well under it; the request body limit bounds it anyway.
 const maxProofLen = 48 << 10
-
-// algRS256 is the only algorithm a proof may use: RSASSA-PKCS1-v1_5 with SHA-256,
-// which is what a card computes (the host builds the DigestInfo, the card pads and
-// signs).
-const algRS256 = "RS256"
 
 // jws is a parsed, not yet verified, compact JWS.
 type jws struct {
@@ -94,7 +90,9 @@ func (j *jws) parseHeader(raw []byte) error {
 	if err := json.Unmarshal(rawAlg, &j.alg); err != nil {
 		return proofInvalid("protected header: alg is not a string")
 	}
-	if j.alg != algRS256 {
+	// RS256 only: RSASSA-PKCS1-v1_5 with SHA-256, which is what a card computes (the
+	// host builds the DigestInfo, the card pads and signs).
+	if j.alg != enrollapi.AlgRS256 {
 		return proofInvalid("protected header: alg %q is not accepted (RS256 only)", clip(j.alg))
 	}
 	rawX5C, ok := h["x5c"]

@@ -5,19 +5,17 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
-	"encoding/asn1"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"math/big"
 	"strings"
-	"time"
+
+	"github.com/inkan-pki/inkan/enrollapi"
 )
 
 // The key proof of a re-bind: the second half of what a re-bind proves. The card
@@ -52,15 +50,6 @@ var (
 	// ErrKeyProofReplayed: the key proof verifies, but binds another nonce,
 	// certificate or card: a signature made for another request, replayed.
 	ErrKeyProofReplayed = errors.New("enroll: the key proof was made for another request")
-)
-
-// The key proof's algorithms.
-const (
-	algES256 = "ES256"
-	algES384 = "ES384"
-	algES512 = "ES512"
-	algPS256 = "PS256"
-	algEdDSA = "EdDSA"
 )
 
 // keyProofClaims are a key proof's payload.
@@ -120,7 +109,7 @@ func parseKeyProof(s string) (*keyProof, error) {
 		return nil, keyProofInvalid("protected header: no alg string")
 	}
 	switch kp.alg {
-	case algES256, algES384, algES512, algRS256, algPS256, algEdDSA:
+	case enrollapi.AlgES256, enrollapi.AlgES384, enrollapi.AlgES512, enrollapi.AlgRS256, enrollapi.AlgPS256, enrollapi.AlgEdDSA:
 	default:
 		return nil, keyProofInvalid("protected header: alg %q is not accepted", clip(kp.alg))
 	}
@@ -171,9 +160,9 @@ func (kp *keyProof) verify(pub crypto.PublicKey) error {
 		d := sha256.Sum256(kp.signingInput)
 		var err error
 		switch kp.alg {
-		case algRS256:
+		case enrollapi.AlgRS256:
 			err = rsa.VerifyPKCS1v15(k, crypto.SHA256, d[:], kp.signature)
-		case algPS256:
+		case enrollapi.AlgPS256:
 			err = rsa.VerifyPSS(k, crypto.SHA256, d[:], kp.signature, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
 		default:
 			return mismatch("alg " + clip(kp.alg) + " does not fit the certificate's RSA key")
@@ -182,7 +171,7 @@ func (kp *keyProof) verify(pub crypto.PublicKey) error {
 			return mismatch("the signature does not verify with the certificate's key")
 		}
 	case ed25519.PublicKey:
-		if kp.alg != algEdDSA {
+		if kp.alg != enrollapi.AlgEdDSA {
 			return mismatch("alg " + clip(kp.alg) + " does not fit the certificate's Ed25519 key")
 		}
 		if !ed25519.Verify(k, kp.signingInput, kp.signature) {
@@ -198,103 +187,11 @@ func (kp *keyProof) verify(pub crypto.PublicKey) error {
 func ecdsaAlg(c elliptic.Curve) (string, hash.Hash, int) {
 	switch c {
 	case elliptic.P256():
-		return algES256, sha256.New(), 32
+		return enrollapi.AlgES256, sha256.New(), 32
 	case elliptic.P384():
-		return algES384, sha512.New384(), 48
+		return enrollapi.AlgES384, sha512.New384(), 48
 	case elliptic.P521():
-		return algES512, sha512.New(), 66
+		return enrollapi.AlgES512, sha512.New(), 66
 	}
 	return "", nil, 0
-}
-
-// KeyProofClaims are the claims of a key proof (see the format above).
-type KeyProofClaims struct {
-	Nonce    []byte
-	Audience string // the re-bind endpoint's URL
-	IssuedAt time.Time
-	Expires  time.Time
-	Serial   string // the derived certificate's serial, lower-case hex
-	JPKICert []byte // the new card's certificate (DER), whose SHA-256 the proof carries
-}
-
-// NewKeyProof makes a re-bind's key proof, signed by the derived certificate's key
-// (a crypto.Signer: a key file, or a key on a PKCS#11 token).
-func NewKeyProof(key crypto.Signer, c KeyProofClaims) (string, error) {
-	alg, hf, err := keyProofAlg(key.Public())
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(c.JPKICert)
-	header, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Typ string `json:"typ"`
-	}{alg, "JWT"})
-	if err != nil {
-		return "", err
-	}
-	payload, err := json.Marshal(struct {
-		Nonce      string `json:"nonce"`
-		Aud        string `json:"aud"`
-		Iat        int64  `json:"iat"`
-		Exp        int64  `json:"exp"`
-		Serial     string `json:"serial"`
-		JPKISHA256 string `json:"jpki_sha256"`
-	}{
-		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
-		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(), Serial: c.Serial,
-		JPKISHA256: base64.RawURLEncoding.EncodeToString(sum[:]),
-	})
-	if err != nil {
-		return "", err
-	}
-	input := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
-	sig, err := signJWS(key, alg, hf, []byte(input))
-	if err != nil {
-		return "", fmt.Errorf("enroll: the derived key did not sign: %w", err)
-	}
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
-}
-
-// keyProofAlg picks the algorithm for a key: ES256/384/512, RS256, EdDSA.
-func keyProofAlg(pub crypto.PublicKey) (string, crypto.Hash, error) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return algES256, crypto.SHA256, nil
-		case elliptic.P384():
-			return algES384, crypto.SHA384, nil
-		case elliptic.P521():
-			return algES512, crypto.SHA512, nil
-		}
-	case *rsa.PublicKey:
-		return algRS256, crypto.SHA256, nil
-	case ed25519.PublicKey:
-		return algEdDSA, 0, nil
-	}
-	return "", 0, fmt.Errorf("enroll: a derived key of type %T cannot sign a key proof", pub)
-}
-
-// signJWS signs input with key for alg; an ECDSA signature (ASN.1 from a
-// crypto.Signer) becomes r‖s.
-func signJWS(key crypto.Signer, alg string, hf crypto.Hash, input []byte) ([]byte, error) {
-	digest := input
-	if hf != 0 {
-		h := hf.New()
-		h.Write(input)
-		digest = h.Sum(nil)
-	}
-	sig, err := key.Sign(rand.Reader, digest, hf)
-	if err != nil || !strings.HasPrefix(alg, "ES") {
-		return sig, err
-	}
-	var rs struct{ R, S *big.Int }
-	if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) > 0 {
-		return nil, errors.New("the ECDSA signature is not ASN.1")
-	}
-	size := map[string]int{algES256: 32, algES384: 48, algES512: 66}[alg]
-	out := make([]byte, 2*size)
-	rs.R.FillBytes(out[:size])
-	rs.S.FillBytes(out[size:])
-	return out, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 // TestKeyProofKeys: a key proof made by every kind of derived key a profile may
@@ -40,7 +41,7 @@ func TestKeyProofKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	claims := KeyProofClaims{Nonce: make([]byte, 32), Audience: "https://ca.example.jp/v1/enroll/rebind",
+	claims := subscriber.KeyProofClaims{Nonce: make([]byte, 32), Audience: "https://ca.example.jp/v1/enroll/rebind",
 		IssuedAt: now, Expires: now.Add(time.Minute), Serial: "5f3a", JPKICert: []byte("the new card's certificate")}
 	for _, c := range []struct {
 		name string
@@ -49,7 +50,7 @@ func TestKeyProofKeys(t *testing.T) {
 	}{{"P-256", p256, "ES256"}, {"P-384", p384, "ES384"}, {"P-521", p521, "ES512"}, {"RSA", rsaKey, "RS256"},
 		{"Ed25519", ed, "EdDSA"}, {"P-256 on a token", onToken, "ES256"}} {
 		t.Run(c.name, func(t *testing.T) {
-			s, err := NewKeyProof(c.key, claims)
+			s, err := subscriber.NewKeyProof(c.key, claims)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/enrollapi"
 )
 
 // Challenges. A nonce authenticates itself: it carries its expiry and a MAC under
@@ -27,7 +28,7 @@ import (
 // the first on every node; the state keeps only each used nonce's SHA-256, until
 // it expires.
 //
-// Layout (NonceLen = 32 bytes, sent as base64url without padding):
+// Layout (enrollapi.NonceLen = 32 bytes, sent as base64url without padding):
 //
 //	[0]      version, 1
 //	[1:5]    expiry, Unix seconds, big-endian
@@ -38,9 +39,6 @@ import (
 
 // NonceTTL is how long a challenge may be used after it was handed out.
 const NonceTTL = 5 * time.Minute
-
-// NonceLen is the size of a nonce in bytes.
-const NonceLen = 32
 
 const (
 	nonceVersion  = 1
@@ -70,7 +68,7 @@ func (c nonceCodec) mac(body []byte) []byte {
 // make returns a fresh nonce, valid until the second NonceTTL after now.
 func (c nonceCodec) make(now time.Time) ([]byte, time.Time, error) {
 	expires := now.Add(NonceTTL).Truncate(time.Second).Add(time.Second)
-	n := make([]byte, NonceLen-nonceMACLen, NonceLen)
+	n := make([]byte, enrollapi.NonceLen-nonceMACLen, enrollapi.NonceLen)
 	n[0] = nonceVersion
 	binary.BigEndian.PutUint32(n[1:5], uint32(expires.Unix()))
 	if _, err := rand.Read(n[5:]); err != nil {
@@ -82,10 +80,10 @@ func (c nonceCodec) make(now time.Time) ([]byte, time.Time, error) {
 // check returns a nonce's expiry if this cluster made it and it has not expired at
 // now; ErrNonceUnknown otherwise. It does not say whether it was used.
 func (c nonceCodec) check(nonce []byte, now time.Time) (time.Time, error) {
-	if len(nonce) != NonceLen || nonce[0] != nonceVersion {
+	if len(nonce) != enrollapi.NonceLen || nonce[0] != nonceVersion {
 		return time.Time{}, refuse(ErrNonceUnknown, "not a nonce of this service")
 	}
-	body := nonce[:NonceLen-nonceMACLen]
+	body := nonce[:enrollapi.NonceLen-nonceMACLen]
 	if subtle.ConstantTimeCompare(c.mac(body), nonce[len(body):]) != 1 {
 		return time.Time{}, refuse(ErrNonceUnknown, "not a nonce of this service")
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
 
@@ -93,7 +94,7 @@ func (a *applier) dump() []byte {
 }
 
 func newNonce() []byte {
-	n := make([]byte, NonceLen)
+	n := make([]byte, enrollapi.NonceLen)
 	_, _ = rand.Read(n)
 	return n
 }
@@ -247,7 +248,7 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 		problems := make([]string, 2)
 		for i, e := range envs[1:] {
 			wg.Go(func() {
-				resp, err := e.srv.Client().Post(e.srv.URL+PathEnroll, "application/json", bytes.NewReader(body))
+				resp, err := e.srv.Client().Post(e.srv.URL+enrollapi.PathEnroll, "application/json", bytes.NewReader(body))
 				if err != nil {
 					t.Error(err)
 					return
@@ -255,7 +256,7 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 				defer resp.Body.Close()
 				statuses[i] = resp.StatusCode
 				if resp.StatusCode != http.StatusCreated {
-					var p Problem
+					var p enrollapi.Problem
 					_ = json.NewDecoder(resp.Body).Decode(&p)
 					problems[i] = p.Name()
 				}

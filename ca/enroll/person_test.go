@@ -22,7 +22,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/linkage"
-	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
@@ -58,8 +58,8 @@ func jobEnv(t *testing.T, set *policies.Set) (*env, *linkage.Job) {
 }
 
 // problemOf is the problem a client call returned, or nil.
-func problemOf(err error) *Problem {
-	var p *Problem
+func problemOf(err error) *enrollapi.Problem {
+	var p *enrollapi.Problem
 	if errors.As(err, &p) {
 		return p
 	}
@@ -256,7 +256,7 @@ func TestRefusalsCostNoToken(t *testing.T) {
 		if resp.StatusCode == http.StatusCreated {
 			return resp.StatusCode, ""
 		}
-		var p Problem
+		var p enrollapi.Problem
 		if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +343,7 @@ func TestFirstEnrolmentsRaceForOneBucket(t *testing.T) {
 			resp := e.post(t, body)
 			codes[i] = resp.StatusCode
 			if resp.StatusCode != http.StatusCreated {
-				var p Problem
+				var p enrollapi.Problem
 				if err := json.NewDecoder(resp.Body).Decode(&p); err == nil {
 					problems[i] = p.Name()
 				}
@@ -454,60 +454,5 @@ func TestRevocationDataAge(t *testing.T) {
 	}
 	if _, err := e.client().Submit(context.Background(), req, nil); err != nil {
 		t.Fatalf("after a refresh: %v", err)
-	}
-}
-
-// TestOpenCardChecksThePIN: a signature PIN that no card accepts (not 6 to 16
-// upper-case letters and digits) is refused before the card is logged in to,
-// without the PIN in the error; the PIN state the card reports becomes a warning,
-// or a refusal when locked.
-func TestOpenCardChecksThePIN(t *testing.T) {
-	needFixture(t)
-	tk := fx.cardToken
-	dir := t.TempDir()
-	for _, pin := range []string{"abcdef12", "ABC12", "ABCDEFGHIJ1234567", "ABC-1234", "ＡＢＣ１２３"} {
-		file := filepath.Join(dir, "pin")
-		if err := os.WriteFile(file, []byte(pin), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, err := OpenCard(context.Background(), CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(file), Logger: quiet()})
-		if !errors.Is(err, ErrCardPINFormat) || errors.Is(err, hsm.ErrPINIncorrect) || strings.Contains(err.Error(), pin) {
-			t.Errorf("PIN of the wrong form: %v, want ErrCardPINFormat without the PIN", err)
-		}
-	}
-	for _, pin := range []string{"ABC123", "0123456789ABCDEF", "JPKI2026"} {
-		if err := CheckCardPIN(pin); err != nil {
-			t.Errorf("CheckCardPIN of a well-formed PIN: %v", err)
-		}
-	}
-	for _, c := range []struct {
-		name     string
-		info     hsm.TokenInfo
-		warnings int
-		err      error
-	}{
-		{"nothing to say", hsm.TokenInfo{}, 0, nil},
-		{"count low", hsm.TokenInfo{PINCountLow: true}, 1, nil},
-		{"final try", hsm.TokenInfo{PINCountLow: true, PINFinalTry: true}, 1, nil},
-		{"locked", hsm.TokenInfo{PINLocked: true}, 0, ErrCardLocked},
-	} {
-		w, err := pinWarnings(c.info)
-		if len(w) != c.warnings || !errors.Is(err, c.err) {
-			t.Errorf("%s: %q, %v", c.name, w, err)
-		}
-	}
-	if w, _ := pinWarnings(hsm.TokenInfo{PINFinalTry: true}); len(w) != 1 || !strings.Contains(w[0], "ONE") {
-		t.Errorf("final try: %q", w)
-	}
-	// A SoftHSM token reports no failed tries: the card opens without a warning.
-	var warned []string
-	c, err := OpenCard(context.Background(), CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(tk.PINFile),
-		Logger: quiet(), Warn: func(m string) { warned = append(warned, m) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	if len(warned) != 0 {
-		t.Errorf("warnings: %q", warned)
 	}
 }

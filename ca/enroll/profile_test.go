@@ -20,9 +20,11 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 var testPseudonymKey = bytes.Repeat([]byte{0x6b}, 32)
@@ -262,7 +264,7 @@ func TestPersonLimitAtTheLeader(t *testing.T) {
 		}
 	}
 	_, err := e.client().Enroll(context.Background(), card, fx.subKeys[3], "")
-	if p, ok := err.(*Problem); !ok || p.Name() != "person-limit-reached" || p.Status != 403 {
+	if p, ok := err.(*enrollapi.Problem); !ok || p.Name() != "person-limit-reached" || p.Status != 403 {
 		t.Fatalf("err = %v", err)
 	}
 	if other == nil {
@@ -282,7 +284,7 @@ func TestPersonLimitAtTheLeader(t *testing.T) {
 }
 
 // mustPerson is the person record card's JPKI certificate belongs to.
-func mustPerson(t testing.TB, card Card) []byte {
+func mustPerson(t testing.TB, card subscriber.Card) []byte {
 	t.Helper()
 	link := linkOf(t, card.Chain()[0])
 	var id []byte

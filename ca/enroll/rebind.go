@@ -18,26 +18,9 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
-)
-
-// PathRebind is where a holder re-binds a derived certificate to a new JPKI
-// certificate (after a move, or a renewed card). A proof's aud for it is
-// Config.Audience + "/rebind".
-const PathRebind = PathEnroll + "/rebind"
-
-// The re-binding actions, as RebindResponse.Action names them.
-const (
-	// RebindReleased: the certificate was on hold; it is good again and bound to the
-	// new JPKI certificate.
-	RebindReleased = "released"
-	// RebindRelinked: the certificate was good (a renewed card, kept until re-bound);
-	// it is bound to the new JPKI certificate.
-	RebindRelinked = "relinked"
-	// RebindReissued: the profile renders other contents for the new card; a new
-	// certificate for the same key was issued, and the old one revoked as superseded.
-	RebindReissued = "reissued"
 )
 
 // Errors of re-binding, each its own problem type.
@@ -140,34 +123,6 @@ func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (Rebi
 	d := decisionOf(pd)
 	d.MaxPerPerson = 0 // a re-issue replaces a certificate the person holds
 	return RebindDecision{Reissue: reissue, Decision: d}, nil
-}
-
-// RebindRequest is the body of a re-binding request. It proves both halves: the
-// card proof that the holder has the new JPKI certificate (of the same name and
-// birth date), the key proof that they hold the derived certificate's key.
-type RebindRequest struct {
-	// Proof is a compact JWS by the NEW card, as for an enrolment, whose claims bind
-	// serial instead of a CSR.
-	Proof string `json:"proof"`
-	// Serial is the derived certificate's serial number in certserial's printed
-	// form (lower-case hex, two digits a byte, no leading zero byte).
-	Serial string `json:"serial"`
-	// KeyProof is a compact JWS by the derived certificate's own key, over the same
-	// nonce, the serial and the SHA-256 of the new card's certificate (keyproof.go).
-	KeyProof string `json:"key_proof"`
-}
-
-// RebindResponse is the body of a successful re-binding.
-type RebindResponse struct {
-	// Action is RebindReleased, RebindRelinked or RebindReissued.
-	Action string `json:"action"`
-	// Serial, Chain and Profile are those of the certificate bound now: the same one,
-	// or the new one when reissued.
-	Serial  string   `json:"serial"`
-	Chain   []string `json:"chain"`
-	Profile string   `json:"profile"`
-	// Replaced is the old certificate's serial when reissued (revoked superseded).
-	Replaced string `json:"replaced,omitempty"`
 }
 
 // parseSerial reads a serial as the API writes it: certserial's printed form
@@ -275,7 +230,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 // to this nonce, serial and card), good or held and unexpired, if held then by the
 // linkage job ("system", not an operator), bound to another JPKI certificate;
 // last the policy.
-func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client string) (*rebindTarget, error) {
+func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest, client string) (*rebindTarget, error) {
 	serial, err := parseSerial(req.Serial)
 	if err != nil {
 		return nil, err
@@ -414,7 +369,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 // derived certificate's own key (ErrKeyMismatch) for this very request: the card
 // proof's nonce, the serial, the new card's certificate and this endpoint
 // (ErrKeyProofReplayed).
-func (h *Handler) checkKeyProof(req *RebindRequest, t *rebindTarget, card []byte, audience string, now time.Time) error {
+func (h *Handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, card []byte, audience string, now time.Time) error {
 	if req.KeyProof == "" {
 		return ErrKeyProofMissing
 	}
@@ -462,12 +417,12 @@ func statusWord(s ca.Status) string {
 // operator's hold; a hold the job put back in between is lifted after the relink. Reissue: the new certificate first, then the old one revoked as
 // superseded; if that revocation fails the old one stays bound to the revoked JPKI
 // certificate, and the linkage job ends it as its profile says.
-func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse, int, error) {
+func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.RebindResponse, int, error) {
 	serialHex := certserial.Format(t.serial)
 	if !t.decision.Reissue {
-		action := RebindRelinked
+		action := enrollapi.RebindRelinked
 		if t.record.Status == ca.Held {
-			action = RebindReleased
+			action = enrollapi.RebindReleased
 			if err := h.cfg.Rebinder.Release(ctx, t.serial, actorEnrollment); err != nil {
 				return nil, 0, heldByOperator(fmt.Errorf("enroll: release %s: %w", serialHex, err))
 			}
@@ -475,7 +430,7 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		if err := h.cfg.Rebinder.Relink(ctx, t.serial, t.link[:], actorEnrollment); err != nil {
 			return nil, 0, fmt.Errorf("enroll: relink %s: %w", serialHex, err)
 		}
-		if action == RebindReleased {
+		if action == enrollapi.RebindReleased {
 			// The linkage job may have held it again between the two commands, while it
 			// was good and still bound to the revoked card: release that hold too.
 			// An operator's hold put meanwhile stays (the authority refuses to
@@ -493,7 +448,7 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 				return nil, 0, heldByOperator(fmt.Errorf("enroll: release %s after the relink: %w", serialHex, err))
 			}
 		}
-		resp := &RebindResponse{Action: action, Serial: serialHex, Profile: t.record.Profile}
+		resp := &enrollapi.RebindResponse{Action: action, Serial: serialHex, Profile: t.record.Profile}
 		for _, der := range append([][]byte{t.record.DER}, t.chain...) {
 			resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
 		}
@@ -526,7 +481,7 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		h.log.Error("enroll: re-issued, but the old certificate was not revoked; the linkage job will end it",
 			"serial", serialHex, "err", err)
 	}
-	resp := &RebindResponse{Action: RebindReissued, Serial: certserial.Format(issued.Serial), Profile: d.Profile, Replaced: serialHex}
+	resp := &enrollapi.RebindResponse{Action: enrollapi.RebindReissued, Serial: certserial.Format(issued.Serial), Profile: d.Profile, Replaced: serialHex}
 	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
 		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
 	}
@@ -551,12 +506,12 @@ func heldByOperator(err error) error {
 // decodeRebindRequest decodes the JSON body: an object with proof and serial
 // (strings) and key_proof (a string; its absence is ErrKeyProofMissing, once the
 // certificate is found); no other member, none twice.
-func decodeRebindRequest(body []byte) (*RebindRequest, error) {
+func decodeRebindRequest(body []byte) (*enrollapi.RebindRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
 		return nil, refuse(ErrRequestInvalid, "body: %v", err)
 	}
-	req := &RebindRequest{}
+	req := &enrollapi.RebindRequest{}
 	fields := map[string]*string{"proof": &req.Proof, "serial": &req.Serial, "key_proof": &req.KeyProof}
 	for name, raw := range m {
 		dst, ok := fields[name]

@@ -18,16 +18,18 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/linkage"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 // tokenCard makes a SoftHSM token a jpkisim card: issue (IssueCard or Reissue) puts
 // the key and certificate on it; the card is opened through PKCS#11 as a client does.
-func tokenCard(t *testing.T, issue func(hsm.Config) (*jpkisim.Card, error)) (*PKCS11Card, *jpkisim.Card) {
+func tokenCard(t *testing.T, issue func(hsm.Config) (*jpkisim.Card, error)) (*subscriber.PKCS11Card, *jpkisim.Card) {
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	cfg := tok.Config()
@@ -36,7 +38,7 @@ func tokenCard(t *testing.T, issue func(hsm.Config) (*jpkisim.Card, error)) (*PK
 	if err != nil {
 		t.Fatal(err)
 	}
-	card, err := OpenCard(context.Background(), CardConfig{
+	card, err := subscriber.OpenCard(context.Background(), subscriber.CardConfig{
 		Module: tok.Module, Key: hsm.URI{Token: tok.Label}, PIN: hsm.PINFile(tok.PINFile), Logger: quiet(),
 	})
 	if err != nil {
@@ -138,13 +140,13 @@ func TestMoveStory(t *testing.T) {
 	if _, err := job.Scan(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []*Certificate{auth, sign} {
+	for _, c := range []*subscriber.Certificate{auth, sign} {
 		if st := record(t, c.Serial).Status; st != ca.Held {
 			t.Fatalf("%s certificate after the move: %s, want held", c.Profile, st)
 		}
 	}
 	// Card A no longer enrols.
-	if _, err := e.client().Enroll(ctx, cardA, fx.subKeys[3], ""); err == nil || err.(*Problem).Name() != "jpki-revoked" {
+	if _, err := e.client().Enroll(ctx, cardA, fx.subKeys[3], ""); err == nil || err.(*enrollapi.Problem).Name() != "jpki-revoked" {
 		t.Fatalf("enrolment with the revoked card: %v", err)
 	}
 
@@ -154,7 +156,7 @@ func TestMoveStory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Action != RebindReleased || got.Certificate.Serial.Cmp(auth.Serial) != 0 || !bytes.Equal(got.Certificate.Chain[0].Raw, auth.Chain[0].Raw) {
+	if got.Action != enrollapi.RebindReleased || got.Certificate.Serial.Cmp(auth.Serial) != 0 || !bytes.Equal(got.Certificate.Chain[0].Raw, auth.Chain[0].Raw) {
 		t.Fatalf("re-bind: %s of %x", got.Action, got.Certificate.Serial)
 	}
 	rec := record(t, auth.Serial)
@@ -182,7 +184,7 @@ func TestMoveStory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Action != RebindReissued || got.Replaced.Cmp(sign.Serial) != 0 || got.Certificate.Serial.Cmp(sign.Serial) == 0 {
+	if got.Action != enrollapi.RebindReissued || got.Replaced.Cmp(sign.Serial) != 0 || got.Certificate.Serial.Cmp(sign.Serial) == 0 {
 		t.Fatalf("re-bind after a profile change: %s", got.Action)
 	}
 	leaf := got.Certificate.Chain[0]
@@ -203,7 +205,7 @@ func TestMoveStory(t *testing.T) {
 	authHex, signHex := hex.EncodeToString(auth.Serial.Bytes()), hex.EncodeToString(sign.Serial.Bytes())
 	for _, c := range []struct {
 		name        string
-		card        Card
+		card        subscriber.Card
 		serial      string
 		proofSerial string
 		aud         string
@@ -239,13 +241,13 @@ func TestMoveStory(t *testing.T) {
 
 // rebindSpec describes a re-bind request; zero fields are those of a valid one.
 type rebindSpec struct {
-	card        Card
+	card        subscriber.Card
 	key         crypto.Signer // signs the key proof; nil: no key proof
 	serial      string
 	proofSerial string // the card proof's serial claim (serial if empty)
 	aud         string // both proofs' (the re-bind endpoint if empty)
 	nonce       []byte // both proofs' (a fresh challenge if nil)
-	keyProof    func(*KeyProofClaims)
+	keyProof    func(*subscriber.KeyProofClaims)
 	rawKeyProof string // sent as the key proof instead
 }
 
@@ -263,17 +265,17 @@ func (e *env) rebindBody(t testing.TB, s rebindSpec) ([]byte, []byte) {
 		s.nonce = e.challenge(t)
 	}
 	now := time.Now()
-	proof, err := newRebindProof(s.card, s.card.Chain(), ProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute)}, s.proofSerial)
+	proof, err := subscriber.NewProof(s.card, s.card.Chain(), subscriber.ProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute), Serial: s.proofSerial})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := RebindRequest{Proof: proof, Serial: s.serial, KeyProof: s.rawKeyProof}
+	req := enrollapi.RebindRequest{Proof: proof, Serial: s.serial, KeyProof: s.rawKeyProof}
 	if s.key != nil {
-		kc := KeyProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute), Serial: s.serial, JPKICert: s.card.Chain()[0]}
+		kc := subscriber.KeyProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute), Serial: s.serial, JPKICert: s.card.Chain()[0]}
 		if s.keyProof != nil {
 			s.keyProof(&kc)
 		}
-		if req.KeyProof, err = NewKeyProof(s.key, kc); err != nil {
+		if req.KeyProof, err = subscriber.NewKeyProof(s.key, kc); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -319,7 +321,7 @@ func TestRebindNeedsTheDerivedKey(t *testing.T) {
 	serial := hex.EncodeToString(cert.Serial.Bytes())
 	// A key proof of an earlier request, whose nonce has been used.
 	stale, _ := e.rebindBody(t, rebindSpec{card: cardB, key: fx.subKeys[1], serial: serial})
-	var staleReq RebindRequest
+	var staleReq enrollapi.RebindRequest
 	if err := json.Unmarshal(stale, &staleReq); err != nil {
 		t.Fatal(err)
 	}
@@ -333,12 +335,12 @@ func TestRebindNeedsTheDerivedKey(t *testing.T) {
 		{"signed by another certificate's key", rebindSpec{key: fx.subKeys[0]}, "rebind-key-mismatch", 403},
 		{"signed by a key of another type", rebindSpec{key: fx.memKey}, "rebind-key-mismatch", 403},
 		{"a key proof replayed from another request", rebindSpec{rawKeyProof: staleReq.KeyProof}, "rebind-key-proof-replayed", 403},
-		{"a key proof for another card", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) { k.JPKICert = cardA.Chain()[0] }}, "rebind-key-proof-replayed", 403},
-		{"a key proof for another certificate", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) {
+		{"a key proof for another card", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) { k.JPKICert = cardA.Chain()[0] }}, "rebind-key-proof-replayed", 403},
+		{"a key proof for another certificate", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) {
 			k.Serial = hex.EncodeToString(otherCert.Serial.Bytes())
 		}}, "rebind-key-proof-replayed", 403},
-		{"a key proof for another endpoint", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) { k.Audience = e.audience }}, "rebind-key-proof-replayed", 403},
-		{"a key proof out of time", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) {
+		{"a key proof for another endpoint", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) { k.Audience = e.audience }}, "rebind-key-proof-replayed", 403},
+		{"a key proof out of time", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) {
 			k.IssuedAt, k.Expires = time.Now().Add(-20*time.Minute), time.Now().Add(-16*time.Minute)
 		}}, "rebind-key-proof-invalid", 400},
 		{"a malformed key proof", rebindSpec{rawKeyProof: "e30.e30.AAAA"}, "rebind-key-proof-invalid", 400},
@@ -353,22 +355,22 @@ func TestRebindNeedsTheDerivedKey(t *testing.T) {
 	}
 	// The request whose key proof was replayed above was never sent itself: sent
 	// now, it goes through, once; sent again, it is a replay.
-	resp := e.postTo(t, PathRebind, stale)
+	resp := e.postTo(t, enrollapi.PathRebind, stale)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the valid re-bind: HTTP %d", resp.StatusCode)
 	}
 	if rec := record(t, cert.Serial); rec.Status != ca.Good || !bytes.Equal(rec.Link, linkOf(t, cardB.Chain()[0])) {
 		t.Fatalf("after the re-bind: %s", rec.Status)
 	}
-	again := e.postTo(t, PathRebind, stale)
-	var p Problem
+	again := e.postTo(t, enrollapi.PathRebind, stale)
+	var p enrollapi.Problem
 	if err := json.NewDecoder(again.Body).Decode(&p); err != nil || again.StatusCode != http.StatusConflict || p.Name() != "nonce-replayed" {
 		t.Fatalf("the same re-bind again: HTTP %d %+v", again.StatusCode, p)
 	}
 }
 
 // tokenCardFor is a new card, in a token, for p.
-func tokenCardFor(t *testing.T, p jpkisim.Person) (*PKCS11Card, *jpkisim.Card) {
+func tokenCardFor(t *testing.T, p jpkisim.Person) (*subscriber.PKCS11Card, *jpkisim.Card) {
 	return tokenCard(t, func(cfg hsm.Config) (*jpkisim.Card, error) {
 		return fx.sim.IssueCard(context.Background(), cfg, jpkisim.CardSpec{Person: p})
 	})
@@ -382,12 +384,12 @@ func (e *env) expectRebindProblem(t *testing.T, body []byte, name string, status
 	before := record(t, target)
 	calls := e.issuer.count()
 	records, _ := caState(t, nil)
-	resp := e.postTo(t, PathRebind, body)
-	var p Problem
+	resp := e.postTo(t, enrollapi.PathRebind, body)
+	var p enrollapi.Problem
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != status || p.Type != DefaultProblemBase+name || p.Detail == "" {
+	if resp.StatusCode != status || p.Type != enrollapi.DefaultProblemBase+name || p.Detail == "" {
 		t.Errorf("HTTP %d %+v, want %d %s", resp.StatusCode, p, status, name)
 	}
 	after := record(t, target)
@@ -417,7 +419,7 @@ func TestRebindNeedsAPolicyThatRebinds(t *testing.T) {
 	if _, err := NewHandler(cfg); err == nil || !strings.Contains(err.Error(), "does not re-bind") {
 		t.Fatalf("NewHandler: %v", err)
 	}
-	resp := e.postTo(t, PathRebind, []byte(`{}`))
+	resp := e.postTo(t, enrollapi.PathRebind, []byte(`{}`))
 	if resp.StatusCode != 404 && resp.StatusCode != 405 {
 		t.Errorf("rebind without a Rebinder: HTTP %d", resp.StatusCode)
 	}
@@ -476,7 +478,7 @@ func TestRebindReleasesARacingHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := record(t, cert.Serial)
-	if !racer.raced || got.Action != RebindReleased || rec.Status != ca.Good || !bytes.Equal(rec.Link, linkOf(t, cardB.chain[0])) {
+	if !racer.raced || got.Action != enrollapi.RebindReleased || rec.Status != ca.Good || !bytes.Equal(rec.Link, linkOf(t, cardB.chain[0])) {
 		t.Errorf("raced %v: %s, record %s", racer.raced, got.Action, rec.Status)
 	}
 }
@@ -530,7 +532,7 @@ func TestRebindLeavesAnOperatorsHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec := record(t, cert.Serial); got.Action != RebindReleased || rec.Status != ca.Good || rec.HeldBy != "" {
+	if rec := record(t, cert.Serial); got.Action != enrollapi.RebindReleased || rec.Status != ca.Good || rec.HeldBy != "" {
 		t.Errorf("re-bind of the linkage job's hold: %s, record %s by %q", got.Action, rec.Status, rec.HeldBy)
 	}
 }
@@ -574,7 +576,7 @@ func TestRebindRacingAnOperatorsHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = e.client().Rebind(ctx, cardB, fx.subKeys[0], cert.Serial)
-	var p *Problem
+	var p *enrollapi.Problem
 	if !errors.As(err, &p) || p.Name() != "rebind-held-by-operator" || p.Status != 409 {
 		t.Fatalf("re-bind racing an operator's hold: %v", err)
 	}

@@ -14,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/inkan-pki/inkan/ca/enroll"
 	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/subscriber"
 )
 
 const (
@@ -96,7 +96,7 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			if cardURI.ModulePath != "" && !cmd.Flags().Changed("card-module") {
 				cardModule = ""
 			}
-			c, err := enroll.OpenCard(ctx, enroll.CardConfig{Module: cardModule, Key: cardURI, PIN: cardPIN,
+			c, err := subscriber.OpenCard(ctx, subscriber.CardConfig{Module: cardModule, Key: cardURI, PIN: cardPIN,
 				Warn: func(m string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+m) }})
 			if err != nil {
 				return err
@@ -107,9 +107,9 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 			if err != nil {
 				return err
 			}
-			client := &enroll.Client{BaseURL: url, HTTP: hc}
+			client := &subscriber.Client{BaseURL: url, HTTP: hc}
 			w := cmd.OutOrStdout()
-			kc := enroll.KeyConfig{File: key, Existing: serial != nil}
+			kc := subscriber.KeyConfig{File: key, Existing: serial != nil}
 			if strings.HasPrefix(key, "pkcs11:") {
 				u, err := hsm.ParseURI(key)
 				if err != nil {
@@ -122,9 +122,9 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 				if u.ModulePath != "" && !cmd.Flags().Changed("key-module") {
 					keyModule = ""
 				}
-				kc = enroll.KeyConfig{URI: &u, Module: keyModule, PIN: pin, Existing: serial != nil}
+				kc = subscriber.KeyConfig{URI: &u, Module: keyModule, PIN: pin, Existing: serial != nil}
 			}
-			k, err := enroll.OpenSubscriberKey(ctx, kc)
+			k, err := subscriber.OpenSubscriberKey(ctx, kc)
 			if err != nil {
 				return err
 			}

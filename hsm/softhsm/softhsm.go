@@ -152,7 +152,7 @@ func create(module, root string) (*Token, error) {
 		return nil, fmt.Errorf("softhsm: %w", err)
 	}
 	// Upper-case hex, 16 characters: a PIN of the form a JPKI card takes, so a
-	// token of a test may play a card (enroll.CheckCardPIN).
+	// token of a test may play a card (subscriber.CheckCardPIN).
 	pin, soPIN := strings.ToUpper(randomHex(8)), strings.ToUpper(randomHex(8))
 	pinFile, soFile := filepath.Join(dir, "pin"), filepath.Join(dir, "so-pin")
 	for f, v := range map[string]string{pinFile: pin, soFile: soPIN} {

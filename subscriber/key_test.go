@@ -1,10 +1,9 @@
-package enroll
+package subscriber
 
 import (
 	"context"
 	"crypto/ecdsa"
-	"encoding/base64"
-	"errors"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"testing"
@@ -60,40 +59,12 @@ func TestSubscriberKeyToken(t *testing.T) {
 		t.Fatalf("second open: %v", err)
 	}
 	defer k2.Close()
-	csr, err := NewCSR(k2)
+	der, err := NewCSR(k2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := parseCSR(base64.RawURLEncoding.EncodeToString(csr)); err != nil {
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil || csr.CheckSignature() != nil || !publicKeysEqual(csr.PublicKey, k1.Public()) {
 		t.Fatalf("a CSR signed in the token: %v", err)
-	}
-}
-
-// TestOpenCardRefuses: a card needs a token in its URI, a module and a PIN, and a
-// wrong PIN fails as the token says.
-func TestOpenCardRefuses(t *testing.T) {
-	needFixture(t)
-	ctx := context.Background()
-	tk := fx.cardToken
-	bad := filepath.Join(t.TempDir(), "pin")
-	if err := os.WriteFile(bad, []byte("WRONGPIN"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for name, cfg := range map[string]CardConfig{
-		"no token":  {Module: tk.Module, PIN: hsm.PINFile(tk.PINFile)},
-		"no module": {Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(tk.PINFile)},
-		"no PIN":    {Module: tk.Module, Key: hsm.URI{Token: tk.Label}},
-		"wrong key": {Module: tk.Module, Key: hsm.URI{Token: tk.Label, Object: "User Authentication Key"}, PIN: hsm.PINFile(tk.PINFile)},
-	} {
-		if c, err := OpenCard(ctx, cfg); err == nil {
-			c.Close()
-			t.Errorf("%s: opened", name)
-		}
-	}
-	// A wrong PIN on a token another Token of this process is logged in to is still
-	// refused (hsm remembers which PIN logged in).
-	_, err := OpenCard(ctx, CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(bad), Logger: quiet()})
-	if !errors.Is(err, hsm.ErrPINIncorrect) {
-		t.Fatalf("wrong PIN: err = %v", err)
 	}
 }

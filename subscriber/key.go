@@ -1,4 +1,4 @@
-package enroll
+package subscriber
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package enroll
+package subscriber
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/enrollapi"
 )
 
 // Card is what signs a proof: the JPKI signature key (an RSA key that signs a
@@ -31,51 +32,38 @@ type Card interface {
 	Chain() [][]byte
 }
 
-// ProofClaims are the claims of a proof.
+// ProofClaims are the claims of a proof: an enrolment's binds the CSR, a
+// re-bind's the serial of the derived certificate instead.
 type ProofClaims struct {
 	Nonce    []byte // from the challenge
 	Audience string // the URL the proof is posted to
 	IssuedAt time.Time
-	Expires  time.Time // at most MaxProofLifetime after IssuedAt
-	CSR      []byte    // the CSR's DER, whose SHA-256 the proof carries
+	Expires  time.Time // at most enrollapi.MaxProofLifetime after IssuedAt
+	CSR      []byte    // an enrolment's: the CSR's DER, whose SHA-256 the proof carries
+	Serial   string    // a re-bind's: the derived certificate's serial (certserial's form)
 }
 
 // NewProof makes the proof of possession: a compact JWS with protected header
 // {"alg":"RS256","typ":"JWT","x5c":[…]} and the claims nonce, aud, iat, exp and
-// csr_sha256, signed by card (for a card through PKCS#11: CKM_RSA_PKCS over the
-// SHA-256 DigestInfo).
+// csr_sha256 (or, for a re-bind, serial), signed by card (for a card through
+// PKCS#11: CKM_RSA_PKCS over the SHA-256 DigestInfo).
 func NewProof(card crypto.Signer, chain [][]byte, c ProofClaims) (string, error) {
-	sum := sha256.Sum256(c.CSR)
-	return signProof(card, chain, struct {
-		Nonce     string `json:"nonce"`
-		Aud       string `json:"aud"`
-		Iat       int64  `json:"iat"`
-		Exp       int64  `json:"exp"`
-		CSRSHA256 string `json:"csr_sha256"`
-	}{
+	claims := enrollapi.Claims{
 		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
-		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(),
-		CSRSHA256: base64.RawURLEncoding.EncodeToString(sum[:]),
-	})
-}
-
-// newRebindProof makes the proof of a re-binding: as NewProof, with the claim serial
-// (the derived certificate's, lower-case hex) in place of csr_sha256.
-func newRebindProof(card crypto.Signer, chain [][]byte, c ProofClaims, serial string) (string, error) {
-	return signProof(card, chain, struct {
-		Nonce  string `json:"nonce"`
-		Aud    string `json:"aud"`
-		Iat    int64  `json:"iat"`
-		Exp    int64  `json:"exp"`
-		Serial string `json:"serial"`
-	}{
-		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
-		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(), Serial: serial,
-	})
+		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(), Serial: c.Serial,
+	}
+	switch {
+	case c.Serial != "" && c.CSR != nil:
+		return "", errors.New("enroll: a proof binds a CSR or a serial, not both")
+	case c.Serial == "":
+		sum := sha256.Sum256(c.CSR)
+		claims.CSRSHA256 = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	return signProof(card, chain, claims)
 }
 
 // signProof makes the compact JWS of claims, signed RS256 by card with chain as x5c.
-func signProof(card crypto.Signer, chain [][]byte, claims any) (string, error) {
+func signProof(card crypto.Signer, chain [][]byte, claims enrollapi.Claims) (string, error) {
 	if _, ok := card.Public().(*rsa.PublicKey); !ok {
 		return "", fmt.Errorf("enroll: the card's key is %T, not RSA", card.Public())
 	}
@@ -90,7 +78,7 @@ func signProof(card crypto.Signer, chain [][]byte, claims any) (string, error) {
 		Alg string   `json:"alg"`
 		Typ string   `json:"typ"`
 		X5C []string `json:"x5c"`
-	}{algRS256, "JWT", x5c})
+	}{enrollapi.AlgRS256, "JWT", x5c})
 	if err != nil {
 		return "", err
 	}
@@ -120,8 +108,8 @@ func NewCSR(key crypto.Signer) ([]byte, error) {
 // Client talks to a node's enrollment API.
 type Client struct {
 	// BaseURL is the API's root, "https://ca.example.jp": the client posts to
-	// BaseURL+PathChallenge and BaseURL+PathEnroll, and the proof's aud is
-	// BaseURL+PathEnroll.
+	// BaseURL+enrollapi.PathChallenge and BaseURL+enrollapi.PathEnroll, and the
+	// proof's aud is BaseURL+enrollapi.PathEnroll.
 	BaseURL string
 	// HTTP sends the requests (http.DefaultClient if nil).
 	HTTP *http.Client
@@ -148,20 +136,20 @@ func (c *Certificate) PEM() []byte {
 
 // Challenge asks for a nonce.
 func (c *Client) Challenge(ctx context.Context) (nonce []byte, expires time.Time, err error) {
-	var resp ChallengeResponse
-	if err := c.post(ctx, PathChallenge, nil, &resp); err != nil {
+	var resp enrollapi.ChallengeResponse
+	if err := c.post(ctx, enrollapi.PathChallenge, nil, &resp); err != nil {
 		return nil, time.Time{}, err
 	}
-	nonce, err = decodeSegment(resp.Nonce)
-	if err != nil || len(nonce) != NonceLen {
+	nonce, err = base64.RawURLEncoding.Strict().DecodeString(resp.Nonce)
+	if err != nil || len(nonce) != enrollapi.NonceLen {
 		return nil, time.Time{}, errors.New("enroll: the server's nonce is not base64url of 32 bytes")
 	}
 	return nonce, resp.Expires, nil
 }
 
 // Enroll enrolls key: it makes the CSR, fetches a challenge, has card sign the proof,
-// and submits them. A refusal is returned as a *Problem. profile may be empty (the
-// server's default).
+// and submits them. A refusal is returned as an *enrollapi.Problem. profile may be
+// empty (the server's default).
 func (c *Client) Enroll(ctx context.Context, card Card, key crypto.Signer, profile string) (*Certificate, error) {
 	csr, err := NewCSR(key)
 	if err != nil {
@@ -177,18 +165,18 @@ func (c *Client) Enroll(ctx context.Context, card Card, key crypto.Signer, profi
 	}
 	t := now()
 	proof, err := NewProof(card, card.Chain(), ProofClaims{
-		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + PathEnroll,
-		IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute), CSR: csr,
+		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + enrollapi.PathEnroll,
+		IssuedAt: t, Expires: t.Add(enrollapi.MaxProofLifetime - time.Minute), CSR: csr,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return c.Submit(ctx, Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr), Profile: profile}, key)
+	return c.Submit(ctx, enrollapi.Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr), Profile: profile}, key)
 }
 
 // Rebound is the outcome of a re-binding.
 type Rebound struct {
-	// Action is RebindReleased, RebindRelinked or RebindReissued.
+	// Action is enrollapi.RebindReleased, RebindRelinked or RebindReissued.
 	Action string
 	// Certificate is the certificate bound now: the same one, or the new one.
 	Certificate *Certificate
@@ -201,7 +189,8 @@ type Rebound struct {
 // (after a move, or a renewed card), proving both halves: it fetches a challenge,
 // has card sign a proof naming serial, has key (the derived certificate's own
 // key) sign a key proof over the same nonce, serial and the card's certificate,
-// and posts both to PathRebind. A refusal is returned as a *Problem.
+// and posts both to enrollapi.PathRebind. A refusal is returned as an
+// *enrollapi.Problem.
 func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, serial *big.Int) (*Rebound, error) {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, errors.New("enroll: rebind: the serial must be positive")
@@ -219,39 +208,40 @@ func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, seria
 	}
 	t := now()
 	serialHex := certserial.Format(serial)
-	aud := strings.TrimSuffix(c.BaseURL, "/") + PathRebind
+	aud := strings.TrimSuffix(c.BaseURL, "/") + enrollapi.PathRebind
 	chain := card.Chain()
 	if len(chain) == 0 {
 		return nil, errors.New("enroll: rebind: the card holds no certificate")
 	}
-	proof, err := newRebindProof(card, chain, ProofClaims{
-		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
-	}, serialHex)
+	proof, err := NewProof(card, chain, ProofClaims{
+		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(enrollapi.MaxProofLifetime - time.Minute),
+		Serial: serialHex,
+	})
 	if err != nil {
 		return nil, err
 	}
 	keyProof, err := NewKeyProof(key, KeyProofClaims{
-		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
+		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(enrollapi.MaxProofLifetime - time.Minute),
 		Serial: serialHex, JPKICert: chain[0],
 	})
 	if err != nil {
 		return nil, err
 	}
-	var resp RebindResponse
-	if err := c.post(ctx, PathRebind, RebindRequest{Proof: proof, Serial: serialHex, KeyProof: keyProof}, &resp); err != nil {
+	var resp enrollapi.RebindResponse
+	if err := c.post(ctx, enrollapi.PathRebind, enrollapi.RebindRequest{Proof: proof, Serial: serialHex, KeyProof: keyProof}, &resp); err != nil {
 		return nil, err
 	}
-	cert, err := certificateOf(Response{Serial: resp.Serial, Chain: resp.Chain, Profile: resp.Profile})
+	cert, err := certificateOf(enrollapi.Response{Serial: resp.Serial, Chain: resp.Chain, Profile: resp.Profile})
 	if err != nil {
 		return nil, err
 	}
 	out := &Rebound{Action: resp.Action, Certificate: cert}
 	switch resp.Action {
-	case RebindReleased, RebindRelinked:
+	case enrollapi.RebindReleased, enrollapi.RebindRelinked:
 		if cert.Serial.Cmp(serial) != 0 {
 			return nil, errors.New("enroll: the server re-bound another certificate")
 		}
-	case RebindReissued:
+	case enrollapi.RebindReissued:
 		var err error
 		if out.Replaced, err = certserial.Parse(resp.Replaced); err != nil || out.Replaced.Cmp(serial) != 0 {
 			return nil, errors.New("enroll: the server replaced another certificate")
@@ -264,9 +254,9 @@ func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, seria
 
 // Submit posts a prepared request. If key is not nil, the returned certificate must
 // be for it.
-func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*Certificate, error) {
-	var resp Response
-	if err := c.post(ctx, PathEnroll, req, &resp); err != nil {
+func (c *Client) Submit(ctx context.Context, req enrollapi.Request, key crypto.Signer) (*Certificate, error) {
+	var resp enrollapi.Response
+	if err := c.post(ctx, enrollapi.PathEnroll, req, &resp); err != nil {
 		return nil, err
 	}
 	out, err := certificateOf(resp)
@@ -280,7 +270,7 @@ func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*C
 }
 
 // certificateOf reads the certificate and chain of an answer.
-func certificateOf(resp Response) (*Certificate, error) {
+func certificateOf(resp enrollapi.Response) (*Certificate, error) {
 	out := &Certificate{Profile: resp.Profile}
 	var err error
 	if out.Serial, err = certserial.Parse(resp.Serial); err != nil {
@@ -290,7 +280,7 @@ func certificateOf(resp Response) (*Certificate, error) {
 		return nil, errors.New("enroll: the server sent no certificate")
 	}
 	for i, s := range resp.Chain {
-		der, err := decodeStdBase64(s)
+		der, err := base64.StdEncoding.Strict().DecodeString(s)
 		if err != nil {
 			return nil, fmt.Errorf("enroll: chain[%d] is not base64", i)
 		}
@@ -341,7 +331,7 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode/100 != 2 {
 		if mt == "application/problem+json" {
-			p := &Problem{}
+			p := &enrollapi.Problem{}
 			if json.Unmarshal(data, p) == nil && p.Type != "" {
 				return p
 			}
@@ -357,4 +347,12 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 func publicKeysEqual(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
+}
+
+// clip quotes at most 32 bytes of a server's string in a message.
+func clip(s string) string {
+	if len(s) > 32 {
+		s = s[:32] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
 }
