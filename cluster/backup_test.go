@@ -202,12 +202,12 @@ func TestBackupRestore(t *testing.T) {
 		restoreCfg(n)
 		cfg := n.cfg
 		cfg.Bootstrap = false
-		if err := openErr(cfg); !strings.Contains(err.Error(), "needs bootstrap") {
+		if err := openErr(cfg); !errors.Is(err, errRestoreNoStart) {
 			t.Errorf("restore without bootstrap: %v", err)
 		}
 		cfg = n.cfg
 		cfg.Restore = &Restore{Path: path, SHA256: make([]byte, 32)}
-		if err := openErr(cfg); !strings.Contains(err.Error(), "not the copy the manifest describes") {
+		if err := openErr(cfg); !errors.Is(err, errNotTheCopy) {
 			t.Errorf("wrong digest: %v", err)
 		}
 		noState(cfg.DataDir)
@@ -220,7 +220,7 @@ func TestBackupRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Restore = &Restore{Path: garbage}
-		if err := openErr(cfg); !strings.Contains(err.Error(), "not a state copy") {
+		if err := openErr(cfg); !errors.Is(err, errNotAStateCopy) {
 			t.Errorf("not a bbolt file: %v", err)
 		}
 		empty := filepath.Join(t.TempDir(), "empty.db")
@@ -230,14 +230,14 @@ func TestBackupRestore(t *testing.T) {
 		}
 		db.Close()
 		cfg.Restore = &Restore{Path: empty}
-		if err := openErr(cfg); !strings.Contains(err.Error(), "not a copy of inkan state") {
+		if err := openErr(cfg); !errors.Is(err, errNotInkanState) {
 			t.Errorf("a bbolt file that is not a state: %v", err)
 		}
 		noState(cfg.DataDir)
 		// A node with state refuses a restore, whatever it holds.
 		cfg = first.cfg
 		cfg.Bootstrap, cfg.Restore = true, &Restore{Path: path}
-		if err := openErr(cfg); !strings.Contains(err.Error(), "already holds cluster state") {
+		if err := openErr(cfg); !errors.Is(err, errHasState) {
 			t.Errorf("restore over state: %v", err)
 		}
 	})
@@ -305,8 +305,9 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("old cluster's token at the restored cluster: %v", err)
 	}
 	for _, old := range []*testNode{first, second} {
-		if err := verifyNodeCert([]*x509.Certificate{old.c.creds.cert.Leaf}, same.c.creds.pool, x509.ExtKeyUsageClientAuth); err == nil {
-			t.Fatalf("old node %s's certificate verifies in the restored cluster", old.c.ID())
+		var unknown x509.UnknownAuthorityError
+		if err := verifyNodeCert([]*x509.Certificate{old.c.creds.cert.Leaf}, same.c.creds.pool, x509.ExtKeyUsageClientAuth); !errors.As(err, &unknown) {
+			t.Fatalf("old node %s's certificate in the restored cluster: err = %v, want x509.UnknownAuthorityError", old.c.ID(), err)
 		}
 	}
 
@@ -384,9 +385,9 @@ func TestBackupRestore(t *testing.T) {
 			t.Fatal("the survivor of two voters still leads")
 		}
 	}
-	if bi, err := second.c.Backup(ctxT(t, 2*time.Second), &bytes.Buffer{}); err == nil {
+	if bi, err := second.c.Backup(ctxT(t, 2*time.Second), &bytes.Buffer{}); !errors.Is(err, context.DeadlineExceeded) {
 		st, _ := second.c.Status()
-		t.Fatalf("Backup without a quorum succeeded: %+v %+v", bi, st)
+		t.Fatalf("Backup without a quorum: %+v %+v, err = %v, want a deadline", bi, st, err)
 	}
 	if local, err := second.c.BackupLocal(ctx, &bytes.Buffer{}); err != nil || local.Current || local.Index < info.Index {
 		t.Fatalf("BackupLocal without a quorum: %+v, %v", local, err)

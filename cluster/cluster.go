@@ -161,7 +161,7 @@ func (cfg *Config) validate() error {
 	}
 	if r := cfg.Restore; r != nil {
 		if !cfg.Bootstrap {
-			errs = append(errs, errors.New("cluster: restore: needs bootstrap (a restored copy starts a new cluster)"))
+			errs = append(errs, errRestoreNoStart)
 		}
 		if r.Path == "" {
 			errs = append(errs, errors.New("cluster: restore: path: required"))

@@ -303,8 +303,8 @@ func TestCommandEncoding(t *testing.T) {
 		"indefinite": {0x9f, 0x01, 0xff},
 		"truncated":  {0x62, 'a'},
 	} {
-		if _, err := encodeCommand(Command{Type: "t", Version: 1, Body: body}); err == nil {
-			t.Errorf("%s: non-canonical body accepted", name)
+		if _, err := encodeCommand(Command{Type: "t", Version: 1, Body: body}); !errors.Is(err, errNotCanonical) {
+			t.Errorf("%s: non-canonical body: err = %v, want errNotCanonical", name, err)
 		}
 	}
 }

@@ -99,6 +99,10 @@ func joinCluster(ctx context.Context, cfg *Config, nodeID string) (*credentials,
 	return creds, nil
 }
 
+// errOtherCluster: the server a joiner reached is not of the cluster whose CA
+// the join token names; the joiner sends it nothing.
+var errOtherCluster = errors.New("cluster: join: server is not of the cluster named by the token")
+
 // callJoin sends the join request over the join protocol. The server is
 // authenticated by the CA fingerprint in the token: it must present a
 // certificate chain whose CA has that fingerprint.
@@ -115,7 +119,7 @@ func callJoin(ctx context.Context, addr string, fingerprint []byte, req joinRequ
 				}
 			}
 			if ca == nil {
-				return errors.New("cluster: join: server is not of the cluster named by the token")
+				return errOtherCluster
 			}
 			pool := x509.NewCertPool()
 			pool.AddCert(ca)
@@ -286,6 +290,9 @@ func (c *Cluster) ShareKey(ctx context.Context, name string) error {
 	return errors.Join(errs...)
 }
 
+// errDifferentKey: a voter holds another key under the name being shared.
+var errDifferentKey = errors.New("a different key")
+
 func (c *Cluster) shareKeyWith(ctx context.Context, node, addr, name string, pub []byte) error {
 	resp, err := c.rpc.call(ctx, addr, rpcRequest{Op: opKeyTransport, Name: name})
 	if err == nil {
@@ -297,7 +304,7 @@ func (c *Cluster) shareKeyWith(ctx context.Context, node, addr, name string, pub
 	case resp.Have != nil && bytes.Equal(resp.Have, pub):
 		return nil // already there
 	case resp.Have != nil:
-		return fmt.Errorf("it holds a different key named %s", name)
+		return fmt.Errorf("it holds %w named %s", errDifferentKey, name)
 	}
 	transport, err := c.cfg.KeyVault.TransportKeyFingerprint(resp.Blob)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/inkan-pki/inkan/hsm"
 )
 
 // TestOnLeaderAndCallLeader: leader duties start on the leader with a context that
@@ -149,7 +151,7 @@ func TestSharedKeyReachesLaterVoter(t *testing.T) {
 	if err != nil || !publicKeysEqual(got.Public(), made.Public()) {
 		t.Fatalf("later voter: %v", err)
 	}
-	if _, err := edge.vault.ReplicatedKey(ctx, "ca-later", false); err == nil {
+	if _, err := edge.vault.ReplicatedKey(ctx, "ca-later", false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatal("a nonvoter received a replicated key")
 	}
 	names, err := voter.c.replicatedKeys()

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/inkan-pki/inkan/hsm"
 )
 
 func TestJoinTokenRefusals(t *testing.T) {
@@ -81,7 +84,7 @@ func TestJoinTokenRefusals(t *testing.T) {
 	// before sending the secret.
 	otherCA := parsed
 	otherCA.fingerprint = make([]byte, 32)
-	if err := tryJoin(c, otherCA.String()); err == nil || !strings.Contains(err.Error(), "not of the cluster") {
+	if err := tryJoin(c, otherCA.String()); !errors.Is(err, errOtherCluster) {
 		t.Errorf("wrong CA fingerprint: err = %v", err)
 	}
 	for _, bad := range []string{"", "inkan-join.zz", fresh + "x", strings.Replace(fresh, "inkan-join", "other", 1)} {
@@ -144,7 +147,7 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if err := tryJoin(approved, tok, Nonvoter); !errors.Is(err, ErrJoinRole) {
 		t.Fatalf("voter token, nonvoter configuration: %v, want ErrJoinRole", err)
 	}
-	if _, err := impostor.vault.ReplicatedKey(ctx, "ca-signing", false); err == nil {
+	if _, err := impostor.vault.ReplicatedKey(ctx, "ca-signing", false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatal("a refused joiner received a key")
 	}
 	// None of that consumed the token: the approved node joins with it.
@@ -166,7 +169,7 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if err := tryJoin(edge, etok, ""); err != nil {
 		t.Fatalf("edge: %v", err)
 	}
-	if _, err := edge.vault.ReplicatedKey(ctx, CAKeyName, false); err == nil {
+	if _, err := edge.vault.ReplicatedKey(ctx, CAKeyName, false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatal("a nonvoter received the cluster CA key")
 	}
 	// A token of the old form (no grant) admits nobody.
@@ -250,7 +253,7 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if err := leader.c.ShareKey(ctx, "ca-2028"); !errors.Is(err, ErrTransportNotApproved) {
 		t.Fatalf("share with a voter whose key is not approved: %v", err)
 	}
-	if _, err := approved.vault.ReplicatedKey(ctx, "ca-2028", false); err == nil {
+	if _, err := approved.vault.ReplicatedKey(ctx, "ca-2028", false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatal("the key reached a transport key that is not approved")
 	}
 	if err := leader.c.ApproveTransportKey(ctx, "edge", tkf, ""); !errors.Is(err, ErrTransportNotApproved) {
@@ -318,7 +321,7 @@ func TestNonvoterCatchesUpFromSnapshot(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("nonvoter saw no event")
 	}
-	if _, err := edge.vault.ReplicatedKey(ctx, CAKeyName, false); err == nil {
+	if _, err := edge.vault.ReplicatedKey(ctx, CAKeyName, false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatal("nonvoter received the cluster CA key")
 	}
 	st, err := edge.c.Status()
@@ -349,8 +352,8 @@ func TestNonvoterCatchesUpFromSnapshot(t *testing.T) {
 	for _, n := range down {
 		n.kill()
 	}
-	if _, err := leader.c.Submit(ctxT(t, time.Second), putCmd(t, "no-quorum", false, nil)); err == nil {
-		t.Fatal("committed without a quorum of voters")
+	if _, err := leader.c.Submit(ctxT(t, time.Second), putCmd(t, "no-quorum", false, nil)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a write without a quorum of voters: err = %v, want a deadline", err)
 	}
 }
 
@@ -386,7 +389,7 @@ func TestGroupCommit(t *testing.T) {
 	for o := range out {
 		switch {
 		case o.refuse:
-			if !errors.Is(o.err, ErrRefused) || !strings.Contains(o.err.Error(), o.id+"@") {
+			if !errors.Is(o.err, errToldToRefuse) || !strings.Contains(o.err.Error(), o.id+"@") {
 				t.Errorf("%s: err = %v, want its own refusal", o.id, o.err)
 				continue
 			}
@@ -468,10 +471,10 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 		}
 	}
 	// An edge may not remove a voter or move leadership.
-	if err := edge.c.RemoveNode(ctxT(t, 3*time.Second), victim.c.ID()); err == nil || !strings.Contains(err.Error(), "not allowed") {
-		t.Fatalf("nonvoter removing a voter: err = %v", err)
+	if err := edge.c.RemoveNode(ctxT(t, 3*time.Second), victim.c.ID()); !errors.Is(err, errNonvoter) {
+		t.Fatalf("nonvoter removing a voter: err = %v, want errNonvoter", err)
 	}
-	if err := edge.c.TransferLeadership(ctxT(t, 3*time.Second)); err == nil {
+	if err := edge.c.TransferLeadership(ctxT(t, 3*time.Second)); !errors.Is(err, errNonvoter) {
 		t.Fatal("nonvoter moved leadership")
 	}
 	// The victim forwards a write, so it holds a pooled RPC connection to
@@ -503,8 +506,8 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 	if resp, err := victim.c.rpc.call(ctxT(t, 2*time.Second), newLeader.c.Addr(), rpcRequest{Op: opReadIndex}); err == nil && resp.err() == nil {
 		t.Fatal("removed node could connect again")
 	}
-	if _, err := victim.c.Submit(ctxT(t, 2*time.Second), putCmd(t, "from-removed", false, nil)); err == nil {
-		t.Fatal("removed node could still write")
+	if _, err := victim.c.Submit(ctxT(t, 2*time.Second), putCmd(t, "from-removed", false, nil)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("removed node's write: err = %v, want a deadline (no node serves it)", err)
 	}
 	if _, err := asker.c.Submit(ctx, putCmd(t, "after-removal", false, nil)); err != nil {
 		t.Fatal(err)

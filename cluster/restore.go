@@ -76,6 +76,15 @@ const (
 // from: a new cluster's first, as a bootstrap's configuration entry.
 const restoreTerm = 1
 
+// Why a restore is refused.
+var (
+	errHasState       = errors.New("already holds cluster state")
+	errNotTheCopy     = errors.New("not the copy the manifest describes")
+	errNotAStateCopy  = errors.New("not a state copy")
+	errNotInkanState  = errors.New("not a copy of inkan state (no applied index)")
+	errRestoreNoStart = errors.New("cluster: restore: needs bootstrap (a restored copy starts a new cluster)")
+)
+
 // checkRestoreTarget refuses a restore into a data dir that holds cluster
 // state: a restore starts a new cluster and never overwrites state.
 func checkRestoreTarget(dir string) error {
@@ -89,9 +98,9 @@ func checkRestoreTarget(dir string) error {
 		}
 	}
 	if len(have) > 0 {
-		return fmt.Errorf("cluster: restore: %s already holds cluster state (%s): a restore starts a new cluster "+
+		return fmt.Errorf("cluster: restore: %s %w (%s): a restore starts a new cluster "+
 			"in an empty data dir and never overwrites state (start this node without restore to resume it, "+
-			"or empty the directory if an earlier restore failed)", dir, strings.Join(have, ", "))
+			"or empty the directory if an earlier restore failed)", dir, errHasState, strings.Join(have, ", "))
 	}
 	return nil
 }
@@ -109,11 +118,11 @@ func restoreState(ctx context.Context, cfg *Config, id string) error {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
 	if len(cfg.Restore.SHA256) > 0 && !bytes.Equal(sum, cfg.Restore.SHA256) {
-		return fmt.Errorf("cluster: restore: %s has SHA-256 %x, want %x: not the copy the manifest describes", cfg.Restore.Path, sum, cfg.Restore.SHA256)
+		return fmt.Errorf("cluster: restore: %s has SHA-256 %x, want %x: %w", cfg.Restore.Path, sum, cfg.Restore.SHA256, errNotTheCopy)
 	}
 	db, err := bbolt.Open(tmp, 0o600, &bbolt.Options{Timeout: time.Second})
 	if err != nil {
-		return fmt.Errorf("cluster: restore: %s: not a state copy: %w", cfg.Restore.Path, err)
+		return fmt.Errorf("cluster: restore: %s: %w: %w", cfg.Restore.Path, errNotAStateCopy, err)
 	}
 	defer db.Close()
 	index, keys, err := resetRestoredState(db)
@@ -150,7 +159,7 @@ func resetRestoredState(db *bbolt.DB) (index uint64, keys []string, err error) {
 			return fmt.Errorf("damaged bbolt file: %w", errors.Join(errs...))
 		}
 		if index = readApplied(tx); index == 0 {
-			return errors.New("not a copy of inkan state (no applied index)")
+			return errNotInkanState
 		}
 		for _, name := range [][]byte{bucketMembers, bucketTokens, bucketDenied, bucketMemberKeys, bucketRequests} {
 			if tx.Bucket(name) != nil {

@@ -120,6 +120,10 @@ func (c *Cluster) callOnce(ctx context.Context, req rpcRequest, via string) (rpc
 	return resp, resp.err()
 }
 
+// errNonvoter refuses a nonvoter what only a voter may ask (a Refusal, so the
+// asker knows it).
+var errNonvoter = NewRefusal("cluster.nonvoter", "not allowed to nonvoter")
+
 // serveRPC answers the cluster RPC from an authenticated node. A nonvoter
 // (an edge) may submit, read, join others and leave, but not remove another
 // node or move leadership.
@@ -133,7 +137,7 @@ func (c *Cluster) serveRPC(conn *tls.Conn, peerCert *x509.Certificate) {
 		case !voter && req.Op == opTransfer,
 			!voter && req.Op == opRemove && req.Node != peer,
 			!voter && (req.Op == opKeyTransport || req.Op == opKeyImport):
-			return rpcResponse{Code: "error", Msg: fmt.Sprintf("cluster: %s: not allowed to nonvoter %s", req.Op, peer)}
+			return errorResponse(fmt.Errorf("cluster: %s: %w %s", req.Op, errNonvoter, peer))
 		}
 		ctx, cancel := c.bound(ctx)
 		defer cancel()
