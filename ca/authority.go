@@ -50,6 +50,13 @@ var (
 	// that are neither expired nor revoked (pending intents and held ones count).
 	// Nothing was written; the request may succeed once one expires or is revoked.
 	ErrPersonLimit = cluster.NewRefusal("ca.person-limit", "ca: per-person certificate limit reached")
+	// ErrNotInstalled: the issuer named is pending: it has no certificate to sign
+	// under yet (Import installs one).
+	ErrNotInstalled = cluster.NewRefusal("ca.not-installed", "ca: the issuer has no certificate yet")
+	// ErrCertificate: Import of a certificate that is not the pending issuer's:
+	// malformed, for another key, not a CA certificate, or not verifying up to
+	// the root given.
+	ErrCertificate = cluster.NewRefusal("ca.certificate", "ca: the certificate does not fit the issuer")
 	// ErrHeldByOperator: a release, by the system or the enrollment API (a
 	// re-bind), of a certificate an operator put on hold: only an operator
 	// releases an operator's hold (Record.HeldBy).
@@ -383,7 +390,7 @@ func (a *Authority) issuerState(is Issuer) (*issuerState, error) {
 		return st, nil
 	}
 	if is.Cert == nil {
-		return nil, fmt.Errorf("ca: issuer %s has no certificate yet", is.ID)
+		return nil, fmt.Errorf("%w: issuer %s", ErrNotInstalled, is.ID)
 	}
 	opts, alg, err := signingParams(is.Cert.PublicKey)
 	if err != nil {

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -44,6 +45,9 @@ func sum256(b []byte) []byte {
 }
 
 func rfc3339(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
+
+// errForeignCommand: DescribeCommand was given another package's command.
+var errForeignCommand = errors.New("not a command of the authority")
 
 // DescribeCommand describes an applied command of the authority for the audit log
 // (node/ hands it to the audit hook): one Description per change, so one leaf per
@@ -201,7 +205,7 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			d = Description{Type: typ, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
 		}
 	default:
-		return Description{}, fmt.Errorf("ca: describe: %q is not a command of the authority", e.Command.Type)
+		return Description{}, fmt.Errorf("ca: describe: %q is %w", e.Command.Type, errForeignCommand)
 	}
 	if err != nil {
 		return Description{}, fmt.Errorf("ca: describe: %w", err)

@@ -156,20 +156,20 @@ func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain
 	}
 	cert, err := x509.ParseCertificate(certDER)
 	if err != nil {
-		return fmt.Errorf("ca: import: certificate: %w", err)
+		return fmt.Errorf("ca: import: %w: %w", ErrCertificate, err)
 	}
 	pub, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
 	if err != nil || string(pub) != string(is.PublicKey) {
-		return fmt.Errorf("ca: import: the certificate is not for issuer %s's key", id)
+		return fmt.Errorf("ca: import: %w: it is not for issuer %s's key", ErrCertificate, id)
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid || cert.KeyUsage&x509.KeyUsageCertSign == 0 || len(cert.SubjectKeyId) == 0 {
-		return errors.New("ca: import: not a CA certificate (basicConstraints CA, keyCertSign, subject key ID)")
+		return fmt.Errorf("ca: import: %w: not a CA certificate (basicConstraints CA, keyCertSign, subject key ID)", ErrCertificate)
 	}
 	if _, _, err := signingParams(cert.PublicKey); err != nil {
-		return fmt.Errorf("ca: import: %w", err)
+		return fmt.Errorf("ca: import: %w: %w", ErrCertificate, err)
 	}
 	if err := verifyChain(cert, chain); err != nil {
-		return fmt.Errorf("ca: import: %w", err)
+		return fmt.Errorf("ca: import: %w: %w", ErrCertificate, err)
 	}
 	key, err := a.cfg.Keys.Signer(ctx, hsm.URI{Object: is.KeyLabel, Type: "private"})
 	if err != nil {

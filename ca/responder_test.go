@@ -65,8 +65,8 @@ func TestResponderCertificatesPerIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lead.a.IssueResponderFrom(ctx, pending.ID, node, key.Public(), time.Hour); err == nil {
-		t.Error("a pending CA issued a responder certificate")
+	if _, err := lead.a.IssueResponderFrom(ctx, pending.ID, node, key.Public(), time.Hour); !errors.Is(err, ErrNotInstalled) {
+		t.Errorf("a pending CA's responder certificate: err = %v, want ErrNotInstalled", err)
 	}
 
 	if err := fol.c.Barrier(ctx); err != nil {

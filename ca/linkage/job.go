@@ -79,6 +79,10 @@ type Job struct {
 	waiting prometheus.Gauge
 }
 
+// errNoProfiles: a pass before the node knows the active profiles acts on
+// nothing.
+var errNoProfiles = errors.New("linkage: no active profiles yet")
+
 // New checks cfg and returns the job.
 func New(cfg Config) (*Job, error) {
 	var errs []error
@@ -263,7 +267,7 @@ func (j *Job) scan(ctx context.Context, since, now time.Time, waiting map[jpki.H
 	if set == nil {
 		// Without the rules every certificate would look like one of an unknown
 		// profile, and be revoked: act on nothing until the profiles are known.
-		return rep, errors.New("linkage: no active profiles yet")
+		return rep, errNoProfiles
 	}
 	for h, e := range todo {
 		if err := ctx.Err(); err != nil {

@@ -2,6 +2,7 @@ package linkage
 
 import (
 	"context"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
@@ -222,7 +223,7 @@ func TestLinkageStaleSource(t *testing.T) {
 	}
 	j.publish(t, start.Add(-71*time.Hour)) // past its nextUpdate
 	job := newJob(t, j, func() time.Time { return start })
-	if _, err := job.Scan(context.Background(), time.Time{}); err == nil || !strings.Contains(err.Error(), "linkage:") {
+	if _, err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, jpki.ErrRevocationStale) {
 		t.Fatalf("pass over a stale CRL: %v", err)
 	}
 	want{ca.Good, 0}.check(t, "stale source", serial)
@@ -273,8 +274,8 @@ func TestLinkageWithoutProfiles(t *testing.T) {
 	job := newJob(t, j, func() time.Time { return start }, func(c *Config) {
 		c.Profiles = func() *policies.Set { return nil }
 	})
-	if _, err := job.Scan(context.Background(), time.Time{}); err == nil {
-		t.Fatal("a pass without profiles succeeded")
+	if _, err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, errNoProfiles) {
+		t.Fatalf("a pass without profiles: err = %v, want errNoProfiles", err)
 	}
 	want{ca.Good, 0}.check(t, "no profiles", serial)
 }

@@ -234,7 +234,7 @@ func TestActiveNeedsTheDefault(t *testing.T) {
 	if err := n.apply(t, "signing.yaml", shipped(t, "signing")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.active(t); err == nil || !strings.Contains(err.Error(), "default profile") {
+	if _, err := n.active(t); !errors.Is(err, policies.ErrInvalid) || !strings.Contains(err.Error(), "default profile") {
 		t.Fatalf("Active without the default profile: %v", err)
 	}
 }
