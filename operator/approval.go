@@ -133,17 +133,20 @@ func approvalAlgorithm(pub crypto.PublicKey) (x509.SignatureAlgorithm, error) {
 		case elliptic.P384():
 			return x509.ECDSAWithSHA384, nil
 		}
-		return 0, fmt.Errorf("ECDSA curve %s: want P-256 or P-384", k.Curve.Params().Name)
+		return 0, fmt.Errorf("%w: ECDSA curve %s: want P-256 or P-384", errKeyType, k.Curve.Params().Name)
 	case ed25519.PublicKey:
 		return x509.PureEd25519, nil
 	case *rsa.PublicKey:
 		if k.N.BitLen() < 2048 {
-			return 0, fmt.Errorf("RSA key of %d bits: want 2048 or more", k.N.BitLen())
+			return 0, fmt.Errorf("%w: RSA key of %d bits: want 2048 or more", errKeyType, k.N.BitLen())
 		}
 		return x509.SHA256WithRSA, nil
 	}
-	return 0, fmt.Errorf("key type %T: want ECDSA P-256/P-384, Ed25519 or RSA", pub)
+	return 0, fmt.Errorf("%w: %T: want ECDSA P-256/P-384, Ed25519 or RSA", errKeyType, pub)
 }
+
+// errKeyType: a key an approval cannot be signed with (approvalAlgorithm).
+var errKeyType = errors.New("key type not accepted")
 
 // SignApproval signs the approval message of request id with digest and decision
 // d with the operator's key (a file key or a PKCS#11 token's crypto.Signer), as

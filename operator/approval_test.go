@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -83,12 +84,12 @@ func TestApprovalKeys(t *testing.T) {
 	}
 
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	if _, err := SignApproval(p224, "rq-0000000000000001", digest, Approve); err == nil {
-		t.Fatal("P-224 accepted")
+	if _, err := SignApproval(p224, "rq-0000000000000001", digest, Approve); !errors.Is(err, errKeyType) {
+		t.Fatalf("P-224: err = %v, want errKeyType", err)
 	}
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
-	if _, err := parseCSR(csrFor(t, small)); err == nil {
-		t.Fatal("RSA-1024 CSR accepted")
+	if _, err := parseCSR(csrFor(t, small)); !errors.Is(err, errKeyType) {
+		t.Fatalf("RSA-1024 CSR: err = %v, want errKeyType", err)
 	}
 }
 

@@ -2,7 +2,9 @@ package operator
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/inkan-pki/inkan/cluster"
 )
@@ -43,6 +45,9 @@ func sum256(b []byte) []byte {
 	return h[:]
 }
 
+// errForeignCommand: DescribeCommand was given another package's command.
+var errForeignCommand = errors.New("not a command of the package")
+
 // DescribeCommand describes an applied command of the package for the audit log
 // (node/ hands it to the audit hook for every type in Commands): an operator
 // added or removed (and, if that carried out a request, the request executed), a
@@ -51,6 +56,9 @@ func sum256(b []byte) []byte {
 // It reads the command's body and result, never the state. It returns an error
 // for a command type that is not the package's.
 func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
+	if !slices.Contains(Commands(), e.Command.Type) {
+		return nil, fmt.Errorf("operator: describe: %q is %w", e.Command.Type, errForeignCommand)
+	}
 	var r result
 	if err := decMode.Unmarshal(res, &r); err != nil {
 		return nil, fmt.Errorf("operator: describe %s: result: %w", e.Command.Type, err)
@@ -171,7 +179,7 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 				"operator": r.ID, "action": b.Action, "count": b.Count, "total": r.Approvals, "over": b.Over, "within_seconds": b.Within / 1e9}})
 		}
 	default:
-		return nil, fmt.Errorf("operator: describe: %q is not a command of the package", e.Command.Type)
+		return nil, fmt.Errorf("operator: describe: %q is %w", e.Command.Type, errForeignCommand)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("operator: describe: %w", err)
