@@ -49,6 +49,9 @@ var (
 	ErrCardLocked = errors.New("enroll: card: the signature PIN is locked; the municipality's office resets it")
 )
 
+// errCardConfig: a CardConfig lacks what reaching the card needs.
+var errCardConfig = errors.New("enroll: card")
+
 // CheckCardPIN checks the form of a JPKI signature PIN: 6 to 16 characters, each
 // an upper-case letter A-Z or a digit. Its errors match ErrCardPINFormat and never
 // quote the PIN.
@@ -96,13 +99,13 @@ func OpenCard(ctx context.Context, cfg CardConfig) (*PKCS11Card, error) {
 		module = cfg.Key.ModulePath
 	}
 	if module == "" {
-		return nil, errors.New("enroll: card: no PKCS#11 module (give one, or module-path in the URI)")
+		return nil, fmt.Errorf("%w: no PKCS#11 module (give one, or module-path in the URI)", errCardConfig)
 	}
 	if cfg.Key.Token == "" && cfg.Key.Serial == "" {
-		return nil, errors.New("enroll: card: the URI names no token (list them with `inkan hsm list --module …`)")
+		return nil, fmt.Errorf("%w: the URI names no token (list them with `inkan hsm list --module …`)", errCardConfig)
 	}
 	if cfg.PIN.IsZero() {
-		return nil, errors.New("enroll: card: no PIN source")
+		return nil, fmt.Errorf("%w: no PIN source", errCardConfig)
 	}
 	key := cfg.Key
 	if key.Object == "" && len(key.ID) == 0 {

@@ -46,15 +46,21 @@ func TestOpenCardRefuses(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("WRONGPIN"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, cfg := range map[string]CardConfig{
-		"no token":  {Module: tk.Module, PIN: hsm.PINFile(tk.PINFile)},
-		"no module": {Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(tk.PINFile)},
-		"no PIN":    {Module: tk.Module, Key: hsm.URI{Token: tk.Label}},
-		"wrong key": {Module: tk.Module, Key: hsm.URI{Token: tk.Label, Object: "User Authentication Key"}, PIN: hsm.PINFile(tk.PINFile)},
+	for name, c := range map[string]struct {
+		cfg  CardConfig
+		want error
+	}{
+		"no token":  {CardConfig{Module: tk.Module, PIN: hsm.PINFile(tk.PINFile)}, errCardConfig},
+		"no module": {CardConfig{Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(tk.PINFile)}, errCardConfig},
+		"no PIN":    {CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}}, errCardConfig},
+		"wrong key": {CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label, Object: "User Authentication Key"}, PIN: hsm.PINFile(tk.PINFile), Logger: quiet()}, hsm.ErrKeyNotFound},
 	} {
-		if c, err := OpenCard(ctx, cfg); err == nil {
-			c.Close()
-			t.Errorf("%s: opened", name)
+		card, err := OpenCard(ctx, c.cfg)
+		if err == nil {
+			card.Close()
+		}
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: err = %v, want %v", name, err, c.want)
 		}
 	}
 	// A wrong PIN on a token another Token of this process is logged in to is still

@@ -38,6 +38,12 @@ type KeyConfig struct {
 // ErrNoKey: KeyConfig.Existing, and the key is not there.
 var ErrNoKey = errors.New("enroll: key: not found (a re-bind needs the derived certificate's existing key)")
 
+// Refusals of a KeyConfig.
+var (
+	errKeyConfig   = errors.New("enroll: key: give a file or a PKCS#11 URI")
+	errKeyReadable = errors.New("is readable by group or others")
+)
+
 // SubscriberKey is the key being enrolled.
 type SubscriberKey struct {
 	crypto.Signer
@@ -74,7 +80,7 @@ func (k *SubscriberKey) Close() error {
 func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*SubscriberKey, error) {
 	switch {
 	case (cfg.File == "") == (cfg.URI == nil):
-		return nil, errors.New("enroll: key: give a file or a PKCS#11 URI")
+		return nil, errKeyConfig
 	case cfg.File != "":
 		return keyFile(cfg.File, cfg.Existing)
 	}
@@ -138,7 +144,7 @@ func keyFile(path string, existing bool) (*SubscriberKey, error) {
 		return nil, fmt.Errorf("enroll: key: %w", err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("enroll: key: %s is readable by group or others (want 0600)", path)
+		return nil, fmt.Errorf("enroll: key: %s %w (want 0600)", path, errKeyReadable)
 	}
 	b, _ := pem.Decode(data)
 	if b == nil || b.Type != "PRIVATE KEY" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -34,11 +35,11 @@ func TestSubscriberKeyFile(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenSubscriberKey(ctx, KeyConfig{File: path}); err == nil {
-		t.Fatal("a world-readable key file was accepted")
+	if _, err := OpenSubscriberKey(ctx, KeyConfig{File: path}); !errors.Is(err, errKeyReadable) {
+		t.Fatalf("a world-readable key file: err = %v, want errKeyReadable", err)
 	}
-	if _, err := OpenSubscriberKey(ctx, KeyConfig{}); err == nil {
-		t.Fatal("no file and no URI accepted")
+	if _, err := OpenSubscriberKey(ctx, KeyConfig{}); !errors.Is(err, errKeyConfig) {
+		t.Fatalf("no file and no URI: err = %v, want errKeyConfig", err)
 	}
 }
 

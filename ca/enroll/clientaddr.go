@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,10 +22,13 @@ var DefaultClientPrefix = ClientPrefix{V4: 24, V6: 56}
 
 func (p ClientPrefix) check() error {
 	if p.V4 < 1 || p.V4 > 32 || p.V6 < 1 || p.V6 > 128 {
-		return fmt.Errorf("client prefix /%d, /%d: want IPv4 1-32 and IPv6 1-128", p.V4, p.V6)
+		return fmt.Errorf("%w /%d, /%d: want IPv4 1-32 and IPv6 1-128", errClientPrefix, p.V4, p.V6)
 	}
 	return nil
 }
+
+// errClientPrefix: a ClientPrefix out of range.
+var errClientPrefix = errors.New("client prefix")
 
 // clientKey is the key of the per-address limits for r: the network (ClientPrefix)
 // of the client's address. The address is the peer's, unless the peer is one of the

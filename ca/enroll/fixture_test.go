@@ -21,6 +21,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/jpki"
@@ -333,4 +334,10 @@ func (c memCard) Chain() [][]byte { return c.chain }
 func publicKeysEqual(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
+}
+
+// isProblem says whether err is the API's problem of the type named name.
+func isProblem(err error, name string) bool {
+	var p *enrollapi.Problem
+	return errors.As(err, &p) && p.Name() == name
 }

@@ -97,6 +97,10 @@ type Handler struct {
 	inflight inflight
 }
 
+// errNoRebindPolicy: a Config with a Rebinder and a Policy that cannot decide
+// a re-binding.
+var errNoRebindPolicy = errors.New("a rebinder, but the policy does not re-bind")
+
 // NewHandler checks cfg and returns the API.
 func NewHandler(cfg Config) (*Handler, error) {
 	var errs []error
@@ -117,7 +121,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		errs = append(errs, errors.New("no issuer"))
 	}
 	if _, ok := cfg.Policy.(RebindPolicy); cfg.Rebinder != nil && !ok {
-		errs = append(errs, errors.New("a rebinder, but the policy does not re-bind"))
+		errs = append(errs, errNoRebindPolicy)
 	}
 	if len(cfg.LinkKey) < jpki.MinHashKeyLen {
 		errs = append(errs, fmt.Errorf("link key shorter than %d bytes", jpki.MinHashKeyLen))

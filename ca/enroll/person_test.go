@@ -299,10 +299,18 @@ func TestRefusalsCostNoToken(t *testing.T) {
 		t.Fatalf("five copies at once: %v, want one 201 and four 409", codes)
 	}
 	// Refusals by the CA after the tokens were taken.
-	for _, fail := range []error{fmt.Errorf("ca: intent: %w", ca.ErrNonceUsed), fmt.Errorf("ca: intent: %w", ca.ErrPersonLimit), errSecret} {
-		e.issuer.fail = fail
-		if _, err := e.client().Enroll(ctx, card, fx.subKeys[2], ""); err == nil {
-			t.Fatalf("the CA failed with %v, and the enrolment went through", fail)
+	for _, c := range []struct {
+		fail error
+		want string
+	}{
+		{fmt.Errorf("ca: intent: %w", ca.ErrNonceUsed), enrollapi.ProblemNonceReplayed},
+		{fmt.Errorf("ca: intent: %w", ca.ErrPersonLimit), enrollapi.ProblemPersonLimit},
+		{errSecret, enrollapi.ProblemIssuanceFailed},
+	} {
+		e.issuer.fail = c.fail
+		_, err := e.client().Enroll(ctx, card, fx.subKeys[2], "")
+		if !isProblem(err, c.want) {
+			t.Fatalf("the CA failed with %v: err = %v, want problem %s", c.fail, err, c.want)
 		}
 	}
 	e.issuer.fail = nil
@@ -405,8 +413,8 @@ func TestClientKey(t *testing.T) {
 			}
 		})
 	}
-	if err := (ClientPrefix{V4: 33, V6: 56}).check(); err == nil {
-		t.Error("an IPv4 prefix of 33 bits accepted")
+	if err := (ClientPrefix{V4: 33, V6: 56}).check(); !errors.Is(err, errClientPrefix) {
+		t.Errorf("an IPv4 prefix of 33 bits: err = %v, want errClientPrefix", err)
 	}
 }
 

@@ -146,7 +146,7 @@ func TestMoveStory(t *testing.T) {
 		}
 	}
 	// Card A no longer enrols.
-	if _, err := e.client().Enroll(ctx, cardA, fx.subKeys[3], ""); err == nil || err.(*enrollapi.Problem).Name() != "jpki-revoked" {
+	if _, err := e.client().Enroll(ctx, cardA, fx.subKeys[3], ""); !isProblem(err, enrollapi.ProblemJPKIRevoked) {
 		t.Fatalf("enrolment with the revoked card: %v", err)
 	}
 
@@ -416,7 +416,7 @@ func TestRebindNeedsAPolicyThatRebinds(t *testing.T) {
 	e := newEnv(t, "")
 	cfg := e.h.cfg
 	cfg.Rebinder = fx.authority
-	if _, err := NewHandler(cfg); err == nil || !strings.Contains(err.Error(), "does not re-bind") {
+	if _, err := NewHandler(cfg); !errors.Is(err, errNoRebindPolicy) {
 		t.Fatalf("NewHandler: %v", err)
 	}
 	resp := e.postTo(t, enrollapi.PathRebind, []byte(`{}`))
