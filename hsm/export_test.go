@@ -38,3 +38,14 @@ func (t *Token) HoldSession() (release func()) {
 func SetMechanism(k *Signer, mech uint) {
 	k.mech = []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
 }
+
+// Errors the external tests tell apart that no caller acts on.
+var (
+	ErrOpts             = errOpts
+	ErrURI              = errURI
+	ErrUnextractable    = errUnextractable
+	ErrNotWrappable     = errNotWrappable
+	ErrKeyMismatch      = errKeyMismatch
+	ErrWrappedKey       = errWrappedKey
+	ErrTransportKeyName = errTransportKeyName
+)

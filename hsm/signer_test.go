@@ -162,8 +162,8 @@ func TestSignRefusesBadOptions(t *testing.T) {
 		{"ed25519ctx", ed, []byte("m"), &ed25519.Options{Context: "ctx"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := c.k.Sign(rand.Reader, c.digest, c.opts); err == nil {
-				t.Fatal("signed with options it should refuse")
+			if _, err := c.k.Sign(rand.Reader, c.digest, c.opts); !errors.Is(err, hsm.ErrOpts) {
+				t.Fatalf("options it should refuse: err = %v, want ErrOpts", err)
 			}
 		})
 	}
@@ -186,8 +186,8 @@ func TestSignRefusesRSABadOptions(t *testing.T) {
 		{"pss salt too long", &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 300}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := k.Sign(rand.Reader, d[:], c.opts); err == nil {
-				t.Fatal("signed with options it should refuse")
+			if _, err := k.Sign(rand.Reader, d[:], c.opts); !errors.Is(err, hsm.ErrOpts) {
+				t.Fatalf("options it should refuse: err = %v, want ErrOpts", err)
 			}
 		})
 	}

@@ -138,6 +138,15 @@ func (tp *TransportKey) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
+// Errors of key transfer, for the tests to tell apart (export_test.go).
+var (
+	errUnextractable    = errors.New("non-extractable and can never leave the token")
+	errNotWrappable     = errors.New("cannot wrap")
+	errKeyMismatch      = errors.New("self-test: the unwrapped key does not match the public key sent with it")
+	errWrappedKey       = errors.New("hsm: wrapped key")
+	errTransportKeyName = errors.New("transport key name")
+)
+
 // MarshalBinary encodes w as versioned JSON with base64 byte fields:
 // {"v":1,"type":…,"label":…,"id":…,"public":…,"transport":…,"kek":…,"key":…}.
 func (w *WrappedKey) MarshalBinary() ([]byte, error) {
@@ -153,14 +162,14 @@ func (w *WrappedKey) MarshalBinary() ([]byte, error) {
 func (w *WrappedKey) UnmarshalBinary(b []byte) error {
 	var j wrappedKeyJSON
 	if err := json.Unmarshal(b, &j); err != nil {
-		return fmt.Errorf("hsm: wrapped key: %w", err)
+		return fmt.Errorf("%w: %w", errWrappedKey, err)
 	}
 	if j.V != transferVersion {
-		return fmt.Errorf("hsm: wrapped key: version %d, want %d", j.V, transferVersion)
+		return fmt.Errorf("%w: version %d, want %d", errWrappedKey, j.V, transferVersion)
 	}
 	v := WrappedKey{Type: j.Type, Label: j.Label, ID: j.ID, Public: j.Public, Transport: j.Transport, KEK: j.KEK, Key: j.Key}
 	if err := v.check(); err != nil {
-		return fmt.Errorf("hsm: wrapped key: %w", err)
+		return fmt.Errorf("%w: %w", errWrappedKey, err)
 	}
 	*w = v
 	return nil
@@ -247,7 +256,7 @@ func (w *WrapTransfer) StandingTransportKey(ctx context.Context, name string) (*
 	t := w.t
 	label := transportLabelPrefix + name
 	if name == "" || len(label) > maxLabel {
-		return nil, fmt.Errorf("hsm: transport key name %q: want 1-%d bytes", name, maxLabel-len(transportLabelPrefix))
+		return nil, fmt.Errorf("hsm: %w %q: want 1-%d bytes", errTransportKeyName, name, maxLabel-len(transportLabelPrefix))
 	}
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
@@ -412,9 +421,9 @@ func (w *WrapTransfer) Export(ctx context.Context, key URI, to *TransportKey) (*
 		if out.Key, err = p11.WrapKey(s.h, kwp(), kek, priv); err != nil {
 			switch rv(err) {
 			case pkcs11.CKR_KEY_UNEXTRACTABLE:
-				return fmt.Errorf("the key was made non-extractable and can never leave the token: %w", err)
+				return fmt.Errorf("the key was made %w: %w", errUnextractable, err)
 			case pkcs11.CKR_KEY_NOT_WRAPPABLE:
-				return fmt.Errorf("token %q cannot wrap %s keys (or not under this KEK): %w", t.info.Label, k.typ, err)
+				return fmt.Errorf("token %q %w %s keys (or not under this KEK): %w", t.info.Label, errNotWrappable, k.typ, err)
 			}
 			return fmt.Errorf("wrap key: %w", w.mechErr(err, pkcs11.CKM_AES_KEY_WRAP_PAD))
 		}
@@ -625,7 +634,7 @@ func (k *Signer) selfTest(s *session) error {
 		ok = ed25519.Verify(p, in, sig)
 	}
 	if !ok {
-		return errors.New("self-test: the unwrapped key does not match the public key sent with it")
+		return errKeyMismatch
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func TestTransfer(t *testing.T) {
 			if typ == hsm.Ed25519 && err != nil {
 				// SoftHSM 2.6.1 wraps RSA and EC private keys but not EdDSA
 				// ones (CKR_KEY_NOT_WRAPPABLE); Export must say so plainly.
-				if !strings.Contains(err.Error(), "cannot wrap ed25519 keys") {
+				if !errors.Is(err, hsm.ErrNotWrappable) || !strings.Contains(err.Error(), "cannot wrap ed25519 keys") {
 					t.Fatalf("export of an Ed25519 key: %v", err)
 				}
 				t.Skipf("token cannot wrap Ed25519 keys: %v", err)
@@ -95,8 +95,8 @@ func TestTransfer(t *testing.T) {
 			}
 			assertSecret(t, receiver.HSM, k.URI())
 			// Imported without Wrappable: it cannot be exported again.
-			if _, err := to.Export(ctx, k.URI(), back); err == nil {
-				t.Error("exported a key imported as non-extractable")
+			if _, err := to.Export(ctx, k.URI(), back); !errors.Is(err, hsm.ErrUnextractable) {
+				t.Errorf("export of a key imported as non-extractable: err = %v, want ErrUnextractable", err)
 			}
 			// The same key twice is refused.
 			if _, err := to.Import(ctx, &got, hsm.ImportOptions{}); !errors.Is(err, hsm.ErrKeyExists) {
@@ -164,7 +164,7 @@ func TestExportRefusesNonWrappable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = hsm.NewWrapTransfer(sender.HSM).Export(ctx, k.URI(), tp)
-	if err == nil || !strings.Contains(err.Error(), "non-extractable") {
+	if !errors.Is(err, hsm.ErrUnextractable) {
 		t.Fatalf("export of a non-extractable key: %v", err)
 	}
 }
@@ -197,7 +197,7 @@ func TestImportRefusesMismatchedPublicKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	w1.Public = w2.Public
-	if _, err := to.Import(ctx, w1, hsm.ImportOptions{}); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if _, err := to.Import(ctx, w1, hsm.ImportOptions{}); !errors.Is(err, hsm.ErrKeyMismatch) {
 		t.Fatalf("import with a foreign public key: %v", err)
 	}
 	keys, err := receiver.HSM.Keys(ctx)
@@ -284,8 +284,8 @@ func TestWrappedKeyEncoding(t *testing.T) {
 		"empty object": "{}",
 	} {
 		var got hsm.WrappedKey
-		if err := got.UnmarshalBinary([]byte(bad)); err == nil {
-			t.Errorf("%s: accepted", name)
+		if err := got.UnmarshalBinary([]byte(bad)); !errors.Is(err, hsm.ErrWrappedKey) {
+			t.Errorf("%s: err = %v, want ErrWrappedKey", name, err)
 		}
 	}
 }
@@ -342,8 +342,8 @@ func TestStandingTransportKey(t *testing.T) {
 	if other.Public.Equal(first.Public) {
 		t.Fatal("two names, one key")
 	}
-	if _, err := to.StandingTransportKey(ctx, ""); err == nil {
-		t.Fatal("an empty name was accepted")
+	if _, err := to.StandingTransportKey(ctx, ""); !errors.Is(err, hsm.ErrTransportKeyName) {
+		t.Fatalf("an empty name: err = %v, want ErrTransportKeyName", err)
 	}
 	orig, err := sender.HSM.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: "ca-x", Wrappable: true})
 	if err != nil {

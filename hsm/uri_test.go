@@ -2,6 +2,7 @@ package hsm_test
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -94,8 +95,8 @@ func TestURIParseErrors(t *testing.T) {
 		"pkcs11:Token=a",
 		"pkcs11:token=a?module-path=x&module-path=y",
 	} {
-		if u, err := hsm.ParseURI(in); err == nil {
-			t.Errorf("ParseURI(%q) = %+v, want an error", in, u)
+		if u, err := hsm.ParseURI(in); !errors.Is(err, hsm.ErrURI) {
+			t.Errorf("ParseURI(%q) = %+v, %v, want ErrURI", in, u, err)
 		}
 	}
 }
