@@ -22,12 +22,12 @@ type Anchors struct {
 // the set. Byte-identical duplicates are kept once.
 func NewAnchors(certs ...*x509.Certificate) (*Anchors, error) {
 	if len(certs) == 0 {
-		return nil, errors.New("jpki: no anchors")
+		return nil, badSetup("jpki: no anchors")
 	}
 	a := &Anchors{}
 	for i, c := range certs {
 		if err := checkAnchor(c); err != nil {
-			return nil, fmt.Errorf("jpki: anchor %d: %w", i, err)
+			return nil, badSetup("jpki: anchor %d: %w", i, err)
 		}
 		a.add(c)
 	}

@@ -3,6 +3,7 @@ package jpki
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -124,8 +125,8 @@ func TestConfigEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Verify(context.Background(), [][]byte{card}, testAt); err == nil {
-		t.Fatal("test card accepted without the test policy")
+	if _, err := v.Verify(context.Background(), [][]byte{card}, testAt); !errors.Is(err, ErrPolicy) {
+		t.Fatalf("test card without the test policy: err = %v, want ErrPolicy", err)
 	}
 	c.Policies = []string{PolicyProduction, PolicyTest}
 	if v, err = c.NewVerifier(log); err != nil {

@@ -110,15 +110,15 @@ type CRLSource struct {
 func NewCRLSource(opts CRLSourceOptions) (*CRLSource, error) {
 	switch {
 	case (opts.URL == "") == (opts.File == ""):
-		return nil, errors.New("jpki: CRL source: set exactly one of URL and File")
+		return nil, badSetup("jpki: CRL source: set exactly one of URL and File")
 	case opts.Anchors == nil || len(opts.Anchors.certs) == 0:
-		return nil, errors.New("jpki: CRL source: no anchors")
+		return nil, badSetup("jpki: CRL source: no anchors")
 	case opts.MaxAge < 0 || opts.Refresh < 0 || opts.MaxBytes < 0 || opts.MaxDataAge < 0:
-		return nil, errors.New("jpki: CRL source: negative MaxAge, Refresh, MaxDataAge or MaxBytes")
+		return nil, badSetup("jpki: CRL source: negative MaxAge, Refresh, MaxDataAge or MaxBytes")
 	}
 	if opts.URL != "" {
 		if err := checkHTTPURL(opts.URL); err != nil {
-			return nil, fmt.Errorf("jpki: CRL source: %w", err)
+			return nil, badSetup("jpki: CRL source: %w", err)
 		}
 	}
 	if opts.MaxAge == 0 {

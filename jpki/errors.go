@@ -55,3 +55,16 @@ func (e *RevokedError) Is(target error) bool { return target == ErrRevoked }
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
+
+// A setupError is a constructor's refusal of its arguments (NewAnchors,
+// NewVerifier, NewCRLSource, NewOCSPSource): a mistake of the code or the
+// configuration that built them, which its message names.
+type setupError struct{ err error }
+
+func (e *setupError) Error() string { return e.err.Error() }
+func (e *setupError) Unwrap() error { return e.err }
+
+// badSetup is a setupError saying format (a %w wraps its error).
+func badSetup(format string, args ...any) error {
+	return &setupError{fmt.Errorf(format, args...)}
+}

@@ -48,10 +48,10 @@ type OCSPSource struct {
 // NewOCSPSource checks opts and returns the source.
 func NewOCSPSource(opts OCSPSourceOptions) (*OCSPSource, error) {
 	if err := checkHTTPURL(opts.URL); err != nil {
-		return nil, fmt.Errorf("jpki: OCSP source: %w", err)
+		return nil, badSetup("jpki: OCSP source: %w", err)
 	}
 	if opts.MaxAge < 0 {
-		return nil, errors.New("jpki: OCSP source: negative MaxAge")
+		return nil, badSetup("jpki: OCSP source: negative MaxAge")
 	}
 	if opts.MaxAge == 0 {
 		opts.MaxAge = DefaultOCSPMaxAge

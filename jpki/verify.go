@@ -43,10 +43,10 @@ type Verifier struct {
 // PolicyProduction is accepted; PolicyTest must be named to be accepted.
 func NewVerifier(anchors *Anchors, revocation RevocationSource, policies ...string) (*Verifier, error) {
 	if anchors == nil || len(anchors.certs) == 0 {
-		return nil, errors.New("jpki: verifier: no anchors")
+		return nil, badSetup("jpki: verifier: no anchors")
 	}
 	if revocation == nil {
-		return nil, errors.New("jpki: verifier: no revocation source (use NewNoneSource in tests)")
+		return nil, badSetup("jpki: verifier: no revocation source (use NewNoneSource in tests)")
 	}
 	if len(policies) == 0 {
 		policies = []string{PolicyProduction}
@@ -55,7 +55,7 @@ func NewVerifier(anchors *Anchors, revocation RevocationSource, policies ...stri
 	for _, p := range policies {
 		oid, err := x509.ParseOID(p)
 		if err != nil {
-			return nil, fmt.Errorf("jpki: verifier: policy %q: %v", p, err)
+			return nil, badSetup("jpki: verifier: policy %q: %v", p, err)
 		}
 		v.policies = append(v.policies, oid)
 	}

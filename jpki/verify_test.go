@@ -262,18 +262,18 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 func TestNewVerifierRefuses(t *testing.T) {
 	p := getPKI(t)
 	none := NewNoneSource(discardLogger())
-	if _, err := NewVerifier(nil, none); err == nil {
-		t.Error("no anchors accepted")
+	if _, err := NewVerifier(nil, none); !isSetupError(err) {
+		t.Errorf("no anchors: err = %v, want a setupError", err)
 	}
-	if _, err := NewVerifier(p.anchorSet(t, 0), nil); err == nil {
-		t.Error("no revocation source accepted")
+	if _, err := NewVerifier(p.anchorSet(t, 0), nil); !isSetupError(err) {
+		t.Errorf("no revocation source: err = %v, want a setupError", err)
 	}
-	if _, err := NewVerifier(p.anchorSet(t, 0), none, "not.an.oid"); err == nil {
-		t.Error("bad policy accepted")
+	if _, err := NewVerifier(p.anchorSet(t, 0), none, "not.an.oid"); !isSetupError(err) {
+		t.Errorf("bad policy: err = %v, want a setupError", err)
 	}
 	leaf := mustParse(t, p.leaf(t, leafSpec{}))
-	if _, err := NewAnchors(leaf); err == nil {
-		t.Error("a signature certificate accepted as an anchor")
+	if _, err := NewAnchors(leaf); !isSetupError(err) {
+		t.Errorf("a signature certificate as an anchor: err = %v, want a setupError", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), RawSubject: jlisDN(), NotBefore: anchorValidity[0][0], NotAfter: anchorValidity[0][1],
@@ -284,9 +284,15 @@ func TestNewVerifierRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewAnchors(mustParse(t, der)); err == nil {
-		t.Error("an anchor with an unprocessed critical extension accepted")
+	if _, err := NewAnchors(mustParse(t, der)); !isSetupError(err) {
+		t.Errorf("an anchor with an unprocessed critical extension: err = %v, want a setupError", err)
 	}
+}
+
+// isSetupError says whether err is a constructor's refusal of its arguments.
+func isSetupError(err error) bool {
+	var se *setupError
+	return errors.As(err, &se)
 }
 
 // TestVerifyReissuedAnchor: two anchors with the same key (a root re-issued with a

@@ -89,7 +89,7 @@ func TestParseNamesLineAndField(t *testing.T) {
 				t.Fatalf("the shipped file no longer holds %q", tc.old)
 			}
 			_, err := Parse("authentication.yaml", []byte(strings.Replace(src, tc.old, tc.new, 1)))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Parse: %v\nwant it to say %q", err, tc.want)
 			}
 		})
@@ -102,7 +102,7 @@ func TestParseReportsEveryProblem(t *testing.T) {
 	src = strings.Replace(src, "rsa-4096", "dsa-1024", 1)
 	_, err := Parse("signing.yaml", []byte(src))
 	for _, want := range []string{"signing.yaml:7: version", "signing.yaml:10: keys[4]"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse: %v\nwant it to say %q", err, want)
 		}
 	}
@@ -123,7 +123,7 @@ func TestLoad(t *testing.T) {
 		"a.yaml": {Data: []byte(shippedFile(t, "signing.yaml"))},
 		"b.yaml": {Data: []byte(shippedFile(t, "signing.yaml"))},
 	}
-	if _, err := Load(dup, pseudonymKey, "signing"); err == nil || !strings.Contains(err.Error(), "defined twice") {
+	if _, err := Load(dup, pseudonymKey, "signing"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "defined twice") {
 		t.Errorf("duplicate profile: %v", err)
 	}
 }

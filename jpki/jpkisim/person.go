@@ -74,6 +74,9 @@ func BirthDate(year int, month time.Month, day int) jpki.DateOfBirth {
 // maxAddress is the longest address JPKI carries, in characters.
 const maxAddress = 200
 
+// errPerson: a Person no card could carry (check).
+var errPerson = errors.New("person")
+
 // check refuses a Person no card could carry. Messages name the field, not its value.
 func (p Person) check() error {
 	var errs []error
@@ -107,7 +110,7 @@ func (p Person) check() error {
 		errs = append(errs, errors.New("prefecture and municipality are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("jpkisim: person: %w", err)
+		return fmt.Errorf("jpkisim: %w: %w", errPerson, err)
 	}
 	return nil
 }

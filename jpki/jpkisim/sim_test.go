@@ -522,8 +522,8 @@ func TestPersonRefused(t *testing.T) {
 	} {
 		p := DemoPerson()
 		edit(&p)
-		if _, err := s.IssueCertificate(&testKeys()[1].PublicKey, CardSpec{Person: p}); err == nil {
-			t.Errorf("%s: issued", name)
+		if _, err := s.IssueCertificate(&testKeys()[1].PublicKey, CardSpec{Person: p}); !errors.Is(err, errPerson) {
+			t.Errorf("%s: err = %v, want errPerson", name, err)
 		}
 	}
 }
