@@ -217,40 +217,24 @@ type (
 // Handlers returns the cluster handlers of the authority's commands. Register them
 // on every node (every replica applies every command).
 func Handlers() []cluster.Handler {
+	v1 := []uint{1}
 	return []cluster.Handler{
-		handler{CommandIssuerCreate, applyIssuerCreate, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders, bucketHorizons}, nil},
-		handler{CommandIssuerInstall, applyIssuerInstall, nil, nil},
-		handler{CommandIssuerRetire, applyIssuerRetire, nil, nil},
-		handler{CommandIntent, applyIntent, nil, []uint{1, 2, 3}},
-		handler{CommandIssue, applyIssue, nil, nil},
-		handler{CommandResolve, applyResolve, nil, nil},
-		handler{CommandRevoke, applyRevoke, nil, nil},
-		handler{CommandHold, applyHold, nil, nil},
-		handler{CommandRelease, applyRelease, nil, nil},
-		handler{CommandRelink, applyRelink, nil, nil},
-		handler{CommandIntents, applyIntents, nil, []uint{1, 2}},
-		handler{CommandIssues, applyIssues, nil, nil},
-		handler{CommandNonce, applyNonce, [][]byte{bucketNonces, bucketNonceExpiry}, nil},
-		handler{CommandMigratePeople, applyMigratePeople, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, nil},
+		cluster.NewHandler(CommandIssuerCreate, v1, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders, bucketHorizons}, applyIssuerCreate),
+		cluster.NewHandler(CommandIssuerInstall, v1, nil, applyIssuerInstall),
+		cluster.NewHandler(CommandIssuerRetire, v1, nil, applyIssuerRetire),
+		cluster.NewHandler(CommandIntent, []uint{1, 2, 3}, nil, applyIntent),
+		cluster.NewHandler(CommandIssue, v1, nil, applyIssue),
+		cluster.NewHandler(CommandResolve, v1, nil, applyResolve),
+		cluster.NewHandler(CommandRevoke, v1, nil, applyRevoke),
+		cluster.NewHandler(CommandHold, v1, nil, applyHold),
+		cluster.NewHandler(CommandRelease, v1, nil, applyRelease),
+		cluster.NewHandler(CommandRelink, v1, nil, applyRelink),
+		cluster.NewHandler(CommandIntents, []uint{1, 2}, nil, applyIntents),
+		cluster.NewHandler(CommandIssues, v1, nil, applyIssues),
+		cluster.NewHandler(CommandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
+		cluster.NewHandler(CommandMigratePeople, v1, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, applyMigratePeople),
 	}
 }
-
-type handler struct {
-	typ      string
-	apply    func(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
-	buckets  [][]byte
-	versions []uint // nil: version 1 only
-}
-
-func (h handler) Type() string { return h.typ }
-func (h handler) Versions() []uint {
-	if h.versions == nil {
-		return []uint{1}
-	}
-	return h.versions
-}
-func (h handler) Buckets() [][]byte                                   { return h.buckets }
-func (h handler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) { return h.apply(tx, e) }
 
 func refusef(format string, a ...any) error {
 	return cluster.Refuse(fmt.Errorf("ca: "+format, a...))

@@ -165,32 +165,22 @@ type (
 // Handlers returns the cluster handlers of the package's commands. Register them
 // on every node.
 func Handlers() []cluster.Handler {
+	v1 := []uint{1}
 	return []cluster.Handler{
-		handler{CommandCA, applyCA, allBuckets()},
-		handler{CommandAdd, applyAdd, nil},
-		handler{CommandRemove, applyRemove, nil},
-		handler{CommandRenew, applyRenew, nil},
-		handler{CommandPropose, applyPropose, nil},
-		handler{CommandDecide, applyDecide, nil},
-		handler{CommandExpire, applyExpire, nil},
-		handler{CommandStart, applyStart, nil},
-		handler{CommandFinish, applyFinish, nil},
-		handler{CommandInterrupt, applyInterrupt, nil},
-		handler{CommandRules, applyRules, [][]byte{bucketRules}},
-		handler{CommandUsage, applyUsage, [][]byte{bucketUsage}},
+		cluster.NewHandler(CommandCA, v1, allBuckets(), applyCA),
+		cluster.NewHandler(CommandAdd, v1, nil, applyAdd),
+		cluster.NewHandler(CommandRemove, v1, nil, applyRemove),
+		cluster.NewHandler(CommandRenew, v1, nil, applyRenew),
+		cluster.NewHandler(CommandPropose, v1, nil, applyPropose),
+		cluster.NewHandler(CommandDecide, v1, nil, applyDecide),
+		cluster.NewHandler(CommandExpire, v1, nil, applyExpire),
+		cluster.NewHandler(CommandStart, v1, nil, applyStart),
+		cluster.NewHandler(CommandFinish, v1, nil, applyFinish),
+		cluster.NewHandler(CommandInterrupt, v1, nil, applyInterrupt),
+		cluster.NewHandler(CommandRules, v1, [][]byte{bucketRules}, applyRules),
+		cluster.NewHandler(CommandUsage, v1, [][]byte{bucketUsage}, applyUsage),
 	}
 }
-
-type handler struct {
-	typ     string
-	apply   func(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
-	buckets [][]byte
-}
-
-func (h handler) Type() string                                        { return h.typ }
-func (h handler) Versions() []uint                                    { return []uint{1} }
-func (h handler) Buckets() [][]byte                                   { return h.buckets }
-func (h handler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) { return h.apply(tx, e) }
 
 func decode(e cluster.Entry, v any) error {
 	if err := e.Command.Decode(v); err != nil {
