@@ -17,6 +17,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // bareRate measures SoftHSM signatures per second with the CA key through
@@ -58,7 +59,7 @@ func bareRate(b *testing.B, key crypto.Signer, g int, d time.Duration) float64 {
 // CA_BENCH_WORKERS changes the 64; CA_BENCH_GROUP the leader's batches in flight
 // of each kind (groupInflight).
 func BenchmarkIssue(b *testing.B) {
-	ctx := ctxT(b, 10*time.Minute)
+	ctx := testenv.Context(b, 10*time.Minute)
 	// Raft's default timings: the tests' short ones make a saturated machine
 	// change leaders, and a new leader resolves the intents in flight.
 	tc := newCAClusterWith(b, 3, PerNodeHSM, func(c *cluster.Config) {

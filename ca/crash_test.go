@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 var errCrash = errors.New("test: the leader died here")
@@ -77,7 +78,7 @@ func (tc *testCluster) waitStatus(ctx context.Context, serial []byte, want Statu
 // resolved as revoked (cessationOfOperation) on every node, never delivered; an
 // issued record survives; the restarted node agrees.
 func TestLeaderCrashBetweenSteps(t *testing.T) {
-	ctx := ctxT(t, 120*time.Second)
+	ctx := testenv.Context(t, 120*time.Second)
 	tc := newCACluster(t, 3, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	for _, c := range []struct {
@@ -135,7 +136,7 @@ func TestLeaderCrashBetweenSteps(t *testing.T) {
 // dangling intent resolved as revoked by the new leader, and every signature the
 // HSM made covered by a record.
 func TestLeaderCrashUnderLoad(t *testing.T) {
-	ctx := ctxT(t, 120*time.Second)
+	ctx := testenv.Context(t, 120*time.Second)
 	tc := newCACluster(t, 3, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader := tc.leader()

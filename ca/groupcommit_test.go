@@ -12,6 +12,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // fakeCert is a DER SEQUENCE { tbs, algorithm, signature } whose TBSCertificate
@@ -162,7 +163,7 @@ func handlerOf(t *testing.T, typ string) cluster.Handler {
 // records as one ca.issues command. The test holds both kinds' slots until all
 // requests are queued, then lets them go.
 func TestConcurrentIssuancesShareEntries(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()

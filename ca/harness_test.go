@@ -8,10 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/big"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,20 +19,8 @@ import (
 	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
-
-func quietLogger() *slog.Logger {
-	if os.Getenv("CA_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 var testURLs = URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"}
 
@@ -57,7 +42,7 @@ type caNode struct {
 func newTok(t testing.TB) (*softhsm.Token, *hsm.Token) {
 	tk := softhsm.NewToken(t)
 	cfg := tk.Config()
-	cfg.Logger = quietLogger()
+	cfg.Logger = testenv.Logger()
 	cfg.Sessions = 8
 	tok, err := hsm.Open(context.Background(), cfg)
 	if err != nil {
@@ -73,7 +58,7 @@ func fastConfig(t testing.TB, vault cluster.KeyVault) cluster.Config {
 		BindAddr:           "127.0.0.1:0",
 		KeyVault:           vault,
 		Handlers:           Handlers(),
-		Logger:             quietLogger(),
+		Logger:             testenv.Logger(),
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond,
@@ -91,7 +76,7 @@ func (n *caNode) open(ctx context.Context) {
 	n.c = c
 	n.cfg.BindAddr, n.cfg.AdvertiseAddr = c.Addr(), c.Addr()
 	n.cfg.Bootstrap, n.cfg.Join = false, nil
-	a, err := New(Config{Cluster: c, Keys: n.keys, KeyMode: n.mode, URLs: testURLs, CRLShards: 4, Logger: quietLogger()})
+	a, err := New(Config{Cluster: c, Keys: n.keys, KeyMode: n.mode, URLs: testURLs, CRLShards: 4, Logger: testenv.Logger()})
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -124,7 +109,7 @@ func newCACluster(t testing.TB, voters int, mode KeyMode, shared ...int) *testCl
 
 func newCAClusterWith(t testing.TB, voters int, mode KeyMode, tweak func(*cluster.Config), shared ...int) *testCluster {
 	t.Helper()
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := &testCluster{t: t}
 	t.Cleanup(func() {
 		for _, n := range tc.nodes {

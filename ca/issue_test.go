@@ -25,6 +25,7 @@ import (
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // zlintClean fails the test if zlint (the sources the authority lints with) finds
@@ -75,7 +76,7 @@ func opensslVerify(t *testing.T, root []byte, der []byte, intermediates ...[]byt
 // TestIssueOnThreeVoters issues on the leader and on a follower and checks the
 // certificates as a relying party would, and the records on every node.
 func TestIssueOnThreeVoters(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 3, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	roots := x509.NewCertPool()
@@ -156,7 +157,7 @@ func TestIssueOnThreeVoters(t *testing.T) {
 // TestIssueRefuses: what the template must not decide, and a lint failure, are
 // refused before anything is committed.
 func TestIssueRefuses(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
@@ -208,7 +209,7 @@ func TestIssueRefuses(t *testing.T) {
 // request resumes the intent, and a retry after the issued record returns the same
 // certificate; a different TBS under a used serial is refused.
 func TestSignIsIdempotent(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
@@ -250,7 +251,7 @@ func TestSignIsIdempotent(t *testing.T) {
 // TestForwardedTBSIsChecked: the leader refuses a forwarded TBSCertificate that is
 // not a leaf of the active issuer with the authority's own fields.
 func TestForwardedTBSIsChecked(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
@@ -300,7 +301,7 @@ func TestForwardedTBSIsChecked(t *testing.T) {
 // TestResponderCertificate: a delegated OCSP responder certificate, recorded as the
 // node's latest.
 func TestResponderCertificate(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
@@ -353,7 +354,7 @@ func TestResponderCertificate(t *testing.T) {
 // TestRevokeHoldRelease walks the status changes, their refusals, what subscribers
 // learn of them, and the status index.
 func TestRevokeHoldRelease(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
@@ -438,7 +439,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 
 // TestDescribeCommandHoldsNoPersonalData: the audit descriptions carry hashes only.
 func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
@@ -524,7 +525,7 @@ func TestDescribeResolve(t *testing.T) {
 
 // TestRSACAKey: the pipeline signs with an RSA-3072 CA key (PKCS#1 v1.5, SHA-256).
 func TestRSACAKey(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.RSA3072)
 	req, _ := derivedRequest(t)
@@ -543,7 +544,7 @@ func TestRSACAKey(t *testing.T) {
 // TestActorsAreAuditable: an actor the audit log could not record is refused before
 // it reaches the log, and by every replica if it does.
 func TestActorsAreAuditable(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()

@@ -19,6 +19,7 @@ import (
 	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // p11Value reads CKA_VALUE of the private key labelled label on tok's token with
@@ -74,7 +75,7 @@ func p11Value(t *testing.T, tok *softhsm.Token, label string) ([]byte, error) {
 // token, on the one that made it nor on those that received it by transfer, and
 // every voter holds the same key.
 func TestCAKeyCannotBeReadOut(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 3, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	for _, n := range tc.nodes {
@@ -99,7 +100,7 @@ func TestCAKeyCannotBeReadOut(t *testing.T) {
 // receives it at join (the key name is recorded in the replicated state), and can
 // lead and sign.
 func TestVoterJoiningLaterReceivesCAKey(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	tk, tok := newTok(t)
@@ -135,7 +136,7 @@ func TestVoterJoiningLaterReceivesCAKey(t *testing.T) {
 // that has the key. Made leader again within the backoff, it stays and refuses to
 // issue, saying why.
 func TestLeaderWithoutCAKeyHandsLeadershipAway(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 3, SharedHSM, 0, 1)
 	in, err := tc.nodes[0].a.Init(ctx, InitOptions{Subject: testSubject, SelfSign: true})
 	if err != nil {
@@ -243,7 +244,7 @@ func (r *offlineRoot) sign(t *testing.T, csrDER []byte) []byte {
 // certificates come from the new one, the old one is retired and still listed with
 // its certificates.
 func TestOfflineRootAndRollover(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 2, PerNodeHSM)
 	root := newOfflineRoot(t, "inkan test offline root")
 	a := tc.leader().a

@@ -11,6 +11,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // certCount is how many serials n's state holds, once it has applied everything
@@ -29,7 +30,7 @@ func certCount(t *testing.T, ctx context.Context, n *caNode) int {
 // a refused request writes nothing, revoked certificates do not count, and
 // concurrent requests on every node cannot pass it together.
 func TestPersonLimit(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 3, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader, follower := tc.leader(), tc.follower()

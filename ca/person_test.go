@@ -15,6 +15,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // stateApplier applies the authority's commands to a testState at chosen times,
@@ -365,7 +366,7 @@ func TestIntentVersions(t *testing.T) {
 // NameBirth is the old value; each move is audited; a second run does nothing; an
 // old-style intent after it marks the state for migration again.
 func TestMigratePeople(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
@@ -471,7 +472,7 @@ func TestMigratePeople(t *testing.T) {
 // ErrPersonChanged); two requests with one nonce, through two nodes, issue once
 // (ErrNonceUsed); nothing is written for the refused ones.
 func TestPersonAndNonceRacesThreeNodes(t *testing.T) {
-	ctx := ctxT(t, 120*time.Second)
+	ctx := testenv.Context(t, 120*time.Second)
 	tc := newCACluster(t, 3, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	vias := []*caNode{tc.leader(), tc.follower()}

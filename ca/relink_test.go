@@ -12,6 +12,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestRelink: a relink, submitted on a follower, moves the certificate from the
@@ -19,7 +20,7 @@ import (
 // and is refused for an unknown serial and for a revoked certificate; a held one
 // may be relinked.
 func TestRelink(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 3, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader, follower := tc.leader(), tc.follower()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestResponderCertificatesPerIssuer: after a rollover a node holds a responder
@@ -26,7 +27,7 @@ import (
 // certificates do not count as certificates a retired CA must answer for; a
 // pending CA issues none.
 func TestResponderCertificatesPerIssuer(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	tc := newCACluster(t, 2, PerNodeHSM)
 	in1 := tc.initCA(ctx, hsm.ECP256)
 	lead, fol := tc.leader(), tc.follower()
@@ -211,7 +212,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 // TestHoldRecordsItsActor: a hold names who put it; an operator's hold is
 // released by an operator only, the system's (the linkage job's) by anyone.
 func TestHoldRecordsItsActor(t *testing.T) {
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()

@@ -19,12 +19,13 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // vaultOn opens the token cfg names once more, as another host reaches the
 // same network HSM.
 func vaultOn(t testing.TB, cfg hsm.Config) *HSMVault {
-	cfg.Logger = quietLogger()
+	cfg.Logger = testenv.Logger()
 	tok, err := hsm.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +95,7 @@ var membershipBuckets = map[string]bool{
 // through unchanged, the Raft log goes on past the copy's index, the old
 // cluster's tokens and certificates are dead, and nodes join.
 func TestBackupRestore(t *testing.T) {
-	ctx := ctxT(t, 120*time.Second)
+	ctx := testenv.Context(t, 120*time.Second)
 	var nodes []*testNode
 	t.Cleanup(func() {
 		for _, n := range nodes {
@@ -183,7 +184,7 @@ func TestBackupRestore(t *testing.T) {
 		n.cfg.Restore = &Restore{Path: path, SHA256: info.SHA256}
 	}
 	openErr := func(cfg Config) error {
-		c, err := Open(ctxT(t, 20*time.Second), cfg)
+		c, err := Open(testenv.Context(t, 20*time.Second), cfg)
 		if err == nil {
 			c.Shutdown(context.Background())
 			t.Fatalf("Open of %s succeeded", cfg.DataDir)
@@ -385,7 +386,7 @@ func TestBackupRestore(t *testing.T) {
 			t.Fatal("the survivor of two voters still leads")
 		}
 	}
-	if bi, err := second.c.Backup(ctxT(t, 2*time.Second), &bytes.Buffer{}); !errors.Is(err, context.DeadlineExceeded) {
+	if bi, err := second.c.Backup(testenv.Context(t, 2*time.Second), &bytes.Buffer{}); !errors.Is(err, context.DeadlineExceeded) {
 		st, _ := second.c.Status()
 		t.Fatalf("Backup without a quorum: %+v %+v, err = %v, want a deadline", bi, st, err)
 	}
@@ -428,7 +429,7 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 func TestBackupDoesNotBlockApplies(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	c := nodes[0].c
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	if _, err := c.Submit(ctx, putCmd(t, "before", false, nil)); err != nil {
 		t.Fatal(err)
 	}

@@ -12,13 +12,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 func TestSingleNodeSubmitRefuseRestart(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	nodes := newTestCluster(t, 1, func(c *Config) { c.Registerer = reg })
 	n := nodes[0]
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testenv.Context(t, 20*time.Second)
 	res, err := n.c.Submit(ctx, putCmd(t, "a", false, nil))
 	if err != nil || !strings.HasPrefix(string(res), "ok:a@") {
 		t.Fatalf("submit a = %q, %v", res, err)
@@ -81,7 +83,7 @@ func TestSingleNodeSubmitRefuseRestart(t *testing.T) {
 func TestThreeVotersSurviveLeaderLoss(t *testing.T) {
 	nodes := newTestCluster(t, 3, nil)
 	leader := waitLeader(t, nodes)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 
 	const total, workers = 1000, 8
 	var (
@@ -155,7 +157,7 @@ func TestThreeVotersSurviveLeaderLoss(t *testing.T) {
 
 func TestRestartCatchUpAndFullRestart(t *testing.T) {
 	nodes := newTestCluster(t, 3, nil)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	leader := waitLeader(t, nodes)
 	var follower *testNode
 	for _, n := range nodes {
@@ -210,7 +212,7 @@ func TestRestartCatchUpAndFullRestart(t *testing.T) {
 
 func TestCutOffNodeRefusesWritesAndCurrentReads(t *testing.T) {
 	nodes := newTestCluster(t, 3, nil)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	leader := waitLeader(t, nodes)
 	if _, err := leader.c.Submit(ctx, putCmd(t, "before", false, nil)); err != nil {
 		t.Fatal(err)
@@ -228,7 +230,7 @@ func TestCutOffNodeRefusesWritesAndCurrentReads(t *testing.T) {
 			}
 			victim.c.net.setCut(true)
 			defer victim.c.net.setCut(false)
-			short := func() context.Context { return ctxT(t, 1500*time.Millisecond) }
+			short := func() context.Context { return testenv.Context(t, 1500*time.Millisecond) }
 			if _, err := victim.c.Submit(short(), putCmd(t, "cut-"+cut, false, nil)); !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("cut-off node's write: err = %v, want a deadline", err)
 			}
@@ -272,7 +274,7 @@ func TestReplicaStopsOnUnknownVersion(t *testing.T) {
 	nodes := newTestCluster(t, 2, func(c *Config) { c.Handlers = []Handler{putV2{}} })
 	old := addNode(t, nodes[0].c, Voter, nil) // knows version 1 only
 	nodes = append(nodes, old)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	leader := waitLeader(t, nodes[:2])
 	cmd := putCmd(t, "new", false, nil)
 	if _, err := old.c.Submit(ctx, Command{Type: cmd.Type, Version: 2, Body: cmd.Body}); !errors.Is(err, ErrUnknownCommand) {
@@ -309,7 +311,7 @@ func TestRefusalCodeSurvivesForward(t *testing.T) {
 			break
 		}
 	}
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testenv.Context(t, 20*time.Second)
 	for name, via := range map[string]*testNode{"leader": leader, "follower": follower} {
 		_, err := via.c.Submit(ctx, putCmd(t, "refuse-"+name, true, nil))
 		if !errors.Is(err, errToldToRefuse) || !errors.Is(err, ErrRefused) {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // The state machine is tested directly with hand-made Raft entries: it is
@@ -18,7 +20,7 @@ import (
 
 func newTestFSM(t *testing.T, hooks ...Hook) *stateMachine {
 	t.Helper()
-	f, err := openStateMachine(filepath.Join(t.TempDir(), "state.db"), quietLogger(), []Handler{putHandler{}}, hooks, newMetrics(), &subscribers{})
+	f, err := openStateMachine(filepath.Join(t.TempDir(), "state.db"), testenv.Logger(), []Handler{putHandler{}}, hooks, newMetrics(), &subscribers{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // putHandler is the test command "test.put": it counts how often each ID
@@ -88,13 +87,6 @@ type testNode struct {
 	c     *Cluster
 }
 
-func quietLogger() *slog.Logger {
-	if os.Getenv("CLUSTER_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 // fastConfig has the short Raft timings tests use.
 func fastConfig(t testing.TB, vault KeyVault) Config {
 	return Config{
@@ -102,19 +94,13 @@ func fastConfig(t testing.TB, vault KeyVault) Config {
 		BindAddr:           "127.0.0.1:0",
 		KeyVault:           vault,
 		Handlers:           []Handler{putHandler{}},
-		Logger:             quietLogger(),
+		Logger:             testenv.Logger(),
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 		RequestTimeout:     10 * time.Second,
 	}
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func (n *testNode) open(ctx context.Context) {
@@ -143,7 +129,7 @@ func (n *testNode) kill() {
 // nonvoters) with tokens.
 func newTestCluster(t testing.TB, voters int, tweak func(*Config)) []*testNode {
 	t.Helper()
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	var nodes []*testNode
 	t.Cleanup(func() {
 		for _, n := range nodes {
@@ -167,7 +153,7 @@ func newTestCluster(t testing.TB, voters int, tweak func(*Config)) []*testNode {
 
 func addNode(t testing.TB, via *Cluster, role Role, tweak func(*Config)) *testNode {
 	t.Helper()
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	n := &testNode{t: t, vault: newHSMVault(t)}
 	n.cfg = fastConfig(t, n.vault)
 	n.cfg.Join = &Join{Addr: via.Addr(), Token: grant(t, via, n.cfg, role, time.Minute)}
@@ -223,7 +209,7 @@ func running(nodes []*testNode) []*testNode {
 // have approved the keys it shows (PrepareJoin), and returns its token.
 func grant(t testing.TB, via *Cluster, cfg Config, role Role, ttl time.Duration) string {
 	t.Helper()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	keys, err := PrepareJoin(ctx, cfg.DataDir, cfg.NodeID, cfg.KeyVault)
 	if err != nil {
 		t.Fatal(err)

@@ -9,11 +9,12 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 func newHSMVault(t testing.TB) *HSMVault {
 	cfg := softhsm.NewToken(t).Config()
-	cfg.Logger = quietLogger()
+	cfg.Logger = testenv.Logger()
 	tok, err := hsm.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +28,7 @@ func newHSMVault(t testing.TB) *HSMVault {
 // voter receives it wrapped for its transport key, and after a leadership
 // transfer that voter signs the next node's certificate with it.
 func TestJoinOverSoftHSM(t *testing.T) {
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	var nodes []*testNode
 	t.Cleanup(func() {
 		for _, n := range nodes {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestOnLeaderAndCallLeader: leader duties start on the leader with a context that
@@ -19,7 +20,7 @@ import (
 // retried until a leader serves it.
 func TestOnLeaderAndCallLeader(t *testing.T) {
 	nodes := newTestCluster(t, 3, nil)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	type term struct {
 		node string
 		ctx  context.Context
@@ -135,7 +136,7 @@ func TestOnLeaderAndCallLeader(t *testing.T) {
 // voter joining afterwards receives it at join, while a nonvoter does not.
 func TestSharedKeyReachesLaterVoter(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	first := nodes[0]
 	made, err := first.vault.ReplicatedKey(ctx, "ca-later", true)
 	if err != nil {
@@ -165,7 +166,7 @@ func TestSharedKeyReachesLaterVoter(t *testing.T) {
 // others, so leadership still moves.
 func TestTransferPastADownVoter(t *testing.T) {
 	nodes := newTestCluster(t, 3, nil)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	first := nodes[0] // first in the configuration: the bootstrap node
 	for waitLeader(t, nodes) == first {
 		if err := first.c.TransferLeadership(ctx); err != nil {

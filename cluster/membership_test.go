@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 func TestJoinTokenRefusals(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	leader := nodes[0].c
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	joiner := func() *testNode {
 		n := &testNode{t: t, vault: newHSMVault(t)}
 		n.cfg = fastConfig(t, n.vault)
@@ -25,7 +26,7 @@ func TestJoinTokenRefusals(t *testing.T) {
 	tryJoin := func(n *testNode, tok string) error {
 		cfg := n.cfg
 		cfg.Join = &Join{Addr: leader.Addr(), Token: tok}
-		c, err := Open(ctxT(t, 10*time.Second), cfg)
+		c, err := Open(testenv.Context(t, 10*time.Second), cfg)
 		if err == nil {
 			n.c = c
 			t.Cleanup(n.kill)
@@ -106,7 +107,7 @@ func TestJoinTokenRefusals(t *testing.T) {
 func TestJoinGrantedToKeys(t *testing.T) {
 	nodes := newTestCluster(t, 1, func(c *Config) { c.ReplicatedKeys = []string{"ca-signing"} })
 	leader := nodes[0]
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	if _, err := leader.vault.ReplicatedKey(ctx, "ca-signing", true); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	tryJoin := func(n *testNode, tok string, role Role) error {
 		cfg := n.cfg
 		cfg.Join = &Join{Addr: leader.c.Addr(), Token: tok, Role: role}
-		c, err := Open(ctxT(t, 10*time.Second), cfg)
+		c, err := Open(testenv.Context(t, 10*time.Second), cfg)
 		if err == nil {
 			n.c = c
 			nodes = append(nodes, n)
@@ -277,7 +278,7 @@ func TestNonvoterCatchesUpFromSnapshot(t *testing.T) {
 	}
 	nodes := newTestCluster(t, 3, small)
 	leader := waitLeader(t, nodes)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	for i := 0; i < 100; i++ {
 		if _, err := leader.c.Submit(ctx, putCmd(t, fmt.Sprintf("s%03d", i), false, nil)); err != nil {
 			t.Fatal(err)
@@ -352,7 +353,7 @@ func TestNonvoterCatchesUpFromSnapshot(t *testing.T) {
 	for _, n := range down {
 		n.kill()
 	}
-	if _, err := leader.c.Submit(ctxT(t, time.Second), putCmd(t, "no-quorum", false, nil)); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := leader.c.Submit(testenv.Context(t, time.Second), putCmd(t, "no-quorum", false, nil)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a write without a quorum of voters: err = %v, want a deadline", err)
 	}
 }
@@ -360,7 +361,7 @@ func TestNonvoterCatchesUpFromSnapshot(t *testing.T) {
 func TestGroupCommit(t *testing.T) {
 	nodes := newTestCluster(t, 3, nil)
 	leader := waitLeader(t, nodes)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	const workers, each = 64, 8
 	type outcome struct {
 		id     string
@@ -434,7 +435,7 @@ func TestGroupCommit(t *testing.T) {
 
 func TestRemoveAndTransferLeadership(t *testing.T) {
 	nodes := newTestCluster(t, 3, nil)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	leader := waitLeader(t, nodes)
 	var followers []*testNode
 	for _, n := range nodes {
@@ -471,10 +472,10 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 		}
 	}
 	// An edge may not remove a voter or move leadership.
-	if err := edge.c.RemoveNode(ctxT(t, 3*time.Second), victim.c.ID()); !errors.Is(err, errNonvoter) {
+	if err := edge.c.RemoveNode(testenv.Context(t, 3*time.Second), victim.c.ID()); !errors.Is(err, errNonvoter) {
 		t.Fatalf("nonvoter removing a voter: err = %v, want errNonvoter", err)
 	}
-	if err := edge.c.TransferLeadership(ctxT(t, 3*time.Second)); !errors.Is(err, errNonvoter) {
+	if err := edge.c.TransferLeadership(testenv.Context(t, 3*time.Second)); !errors.Is(err, errNonvoter) {
 		t.Fatal("nonvoter moved leadership")
 	}
 	// The victim forwards a write, so it holds a pooled RPC connection to
@@ -500,13 +501,13 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 	// Its live connections are dropped (after a grace period that lets the
 	// answer to a node's own removal out) and its certificate is refused.
 	time.Sleep(removalGrace + 100*time.Millisecond)
-	if resp, err := victim.c.rpc.call(ctxT(t, 2*time.Second), newLeader.c.Addr(), rpcRequest{Op: opReadIndex}); err == nil && resp.err() == nil {
+	if resp, err := victim.c.rpc.call(testenv.Context(t, 2*time.Second), newLeader.c.Addr(), rpcRequest{Op: opReadIndex}); err == nil && resp.err() == nil {
 		t.Fatal("removed node's connection still served")
 	}
-	if resp, err := victim.c.rpc.call(ctxT(t, 2*time.Second), newLeader.c.Addr(), rpcRequest{Op: opReadIndex}); err == nil && resp.err() == nil {
+	if resp, err := victim.c.rpc.call(testenv.Context(t, 2*time.Second), newLeader.c.Addr(), rpcRequest{Op: opReadIndex}); err == nil && resp.err() == nil {
 		t.Fatal("removed node could connect again")
 	}
-	if _, err := victim.c.Submit(ctxT(t, 2*time.Second), putCmd(t, "from-removed", false, nil)); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := victim.c.Submit(testenv.Context(t, 2*time.Second), putCmd(t, "from-removed", false, nil)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("removed node's write: err = %v, want a deadline (no node serves it)", err)
 	}
 	if _, err := asker.c.Submit(ctx, putCmd(t, "after-removal", false, nil)); err != nil {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // logBuffer is an io.Writer safe for the goroutines of a node, read by the test.
@@ -153,7 +155,7 @@ func TestRaftLogsOfStartAndCleanShutdown(t *testing.T) {
 		c.Logger = slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	nodes := newTestCluster(t, 1, tweak)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	if err := nodes[0].c.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}

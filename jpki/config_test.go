@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 func pemCerts(ders ...[]byte) []byte {
@@ -88,7 +90,7 @@ func TestConfigValidation(t *testing.T) {
 			c := good
 			c.Anchors = append([]string(nil), good.Anchors...)
 			tt.edit(&c)
-			v, err := c.NewVerifier(discardLogger())
+			v, err := c.NewVerifier(testenv.Logger())
 			if len(tt.want) == 0 {
 				if err != nil || v == nil {
 					t.Fatalf("got %v", err)

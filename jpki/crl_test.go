@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 const leafSerial = 0x4a504b49 // leafSpec's default
@@ -68,7 +70,7 @@ func writeFile(t testing.TB, path string, data []byte) {
 func fileVerifier(t testing.TB, path string, maxAge time.Duration) (*Verifier, *CRLSource) {
 	t.Helper()
 	p := getPKI(t)
-	src, err := NewCRLSource(CRLSourceOptions{File: path, Anchors: p.anchorSet(t, 0, 1, 2), MaxAge: maxAge, Logger: discardLogger()})
+	src, err := NewCRLSource(CRLSourceOptions{File: path, Anchors: p.anchorSet(t, 0, 1, 2), MaxAge: maxAge, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +332,7 @@ func TestCRLURL(t *testing.T) {
 		defer mu.Unlock()
 		status, body = code, data
 	}
-	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL + "/jpki.crl", Anchors: p.anchorSet(t, 1), Refresh: time.Hour, Logger: discardLogger()})
+	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL + "/jpki.crl", Anchors: p.anchorSet(t, 1), Refresh: time.Hour, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +367,7 @@ func TestCRLURL(t *testing.T) {
 	// Past nextUpdate, with the server down and the cached CRL not listing the
 	// certificate: stale, never good.
 	serve(http.StatusOK, crlDER(t, p.anchors[1], p.anchorKeys[1], testAt.Add(5*time.Hour), testAt.Add(6*time.Hour), nil))
-	src2, _ := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: discardLogger()})
+	src2, _ := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
 	if err := src2.Refresh(ctx, testAt.Add(5*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +378,7 @@ func TestCRLURL(t *testing.T) {
 
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	src3, _ := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: discardLogger()})
+	src3, _ := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
 	if _, err := src3.Status(canceled, mustParse(t, leaf[0]), p.anchors[1], testAt); !errors.Is(err, ErrRevocationUnknown) {
 		t.Fatalf("canceled: got %v", err)
 	}
@@ -410,7 +412,7 @@ func TestCRLConditionalRefresh(t *testing.T) {
 	}))
 	defer srv.Close()
 	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Refresh: 5 * time.Minute,
-		MaxDataAge: 15 * time.Minute, Logger: discardLogger()})
+		MaxDataAge: 15 * time.Minute, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +461,7 @@ func TestCRLRun(t *testing.T) {
 		w.Write(der)
 	}))
 	defer srv.Close()
-	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: discardLogger()})
+	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,7 +554,7 @@ func BenchmarkCRLStatus(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	src := &CRLSource{opts: CRLSourceOptions{File: os.DevNull, MaxAge: DefaultCRLMaxAge}, log: discardLogger(),
+	src := &CRLSource{opts: CRLSourceOptions{File: os.DevNull, MaxAge: DefaultCRLMaxAge}, log: testenv.Logger(),
 		lock: make(chan struct{}, 1), set: set, loadedMod: fi.ModTime(), loadedSize: fi.Size()}
 	leaf := mustParse(b, p.leaf(b, leafSpec{anchor: 1}))
 	for b.Loop() {

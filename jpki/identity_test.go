@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // personalStrings are the fixture person's data, whole and in parts.
@@ -40,7 +42,7 @@ func TestIdentityNeverPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := sc.Identity
-	v, err := NewVerifier(p.anchorSet(t, 1), NewNoneSource(discardLogger()))
+	v, err := NewVerifier(p.anchorSet(t, 1), NewNoneSource(testenv.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}

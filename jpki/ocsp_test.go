@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // responderCert is a delegated OCSP responder certificate for caKey issued by parent.
@@ -126,7 +128,7 @@ func TestOCSPSource(t *testing.T) {
 				w.Write(der)
 			}))
 			defer srv.Close()
-			src, err := NewOCSPSource(OCSPSourceOptions{URL: srv.URL, Logger: discardLogger()})
+			src, err := NewOCSPSource(OCSPSourceOptions{URL: srv.URL, Logger: testenv.Logger()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,7 +160,7 @@ func TestOCSPSourceUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	src, err := NewOCSPSource(OCSPSourceOptions{URL: url, Logger: discardLogger()})
+	src, err := NewOCSPSource(OCSPSourceOptions{URL: url, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

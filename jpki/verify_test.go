@@ -12,14 +12,14 @@ import (
 	"math/big"
 	"testing"
 	"time"
-)
 
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+	"github.com/inkan-pki/inkan/internal/testenv"
+)
 
 func TestVerifyChain(t *testing.T) {
 	p := getPKI(t)
 	all := p.anchorSet(t, 0, 1, 2)
-	none := NewNoneSource(discardLogger())
+	none := NewNoneSource(testenv.Logger())
 	inter := p.intermediate(t, 1)
 
 	tests := []struct {
@@ -261,7 +261,7 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 
 func TestNewVerifierRefuses(t *testing.T) {
 	p := getPKI(t)
-	none := NewNoneSource(discardLogger())
+	none := NewNoneSource(testenv.Logger())
 	if _, err := NewVerifier(nil, none); !isSetupError(err) {
 		t.Errorf("no anchors: err = %v, want a setupError", err)
 	}
@@ -307,7 +307,7 @@ func TestVerifyReissuedAnchor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := NewVerifier(anchors, NewNoneSource(discardLogger()))
+		v, err := NewVerifier(anchors, NewNoneSource(testenv.Logger()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,7 +320,7 @@ func TestVerifyReissuedAnchor(t *testing.T) {
 		}
 	}
 	anchors, _ := NewAnchors(p.anchors[0])
-	v, _ := NewVerifier(anchors, NewNoneSource(discardLogger()))
+	v, _ := NewVerifier(anchors, NewNoneSource(testenv.Logger()))
 	if _, err := v.Verify(context.Background(), [][]byte{leaf}, at); !errors.Is(err, ErrExpired) {
 		t.Errorf("only the expired anchor: got %v, want ErrExpired", err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestApprovalKeys signs approvals with each kind of operator key — files of
@@ -147,7 +148,7 @@ func TestRequired(t *testing.T) {
 		}
 	}
 	// One officer: a bulk revocation can find no approvers and is refused.
-	_, err := h.svc.Propose(ctxT(t), o.op, ActionCertRevoke, []byte("serials…"))
+	_, err := h.svc.Propose(testenv.Context(t, 20*time.Second), o.op, ActionCertRevoke, []byte("serials…"))
 	mustRefuse(t, "bulk revocation with one officer", err, ErrTooFewApprovers)
 }
 

@@ -3,8 +3,6 @@ package operator
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // opNode is one voter of a test cluster with its own SoftHSM token and its own
@@ -41,7 +40,7 @@ func openOpNode(t *testing.T, ctx context.Context, via *cluster.Cluster, runner 
 		Join:               join,
 		Handlers:           Handlers(),
 		ReplicatedKeys:     []string{KeyName},
-		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:             testenv.Logger(),
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond,
@@ -59,7 +58,7 @@ func openOpNode(t *testing.T, ctx context.Context, via *cluster.Cluster, runner 
 		Cluster: c, Vault: vault, Sweep: 50 * time.Millisecond,
 		Rules:   map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}, ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour}},
 		Runners: map[string]Runner{ActionPolicyApply: runner},
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:  testenv.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)

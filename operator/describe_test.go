@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestDescribeNoPersonalData: the audit descriptions of an operator's life carry
@@ -20,7 +21,7 @@ func TestDescribeNoPersonalData(t *testing.T) {
 	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 1, Role: Admin, TTL: time.Hour}}})
 	a := h.bootstrap("Alice Example")
 	b := h.add(a, "Bob Example", Admin, 0)
-	q, err := h.svc.Propose(ctxT(t), a.op, ActionPolicyApply, []byte("secret policy text"))
+	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("secret policy text"))
 	if err != nil {
 		t.Fatal(err)
 	}

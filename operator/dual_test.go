@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // threeAdmins bootstraps admin a and adds officer o and admins b and c in the
@@ -22,7 +23,7 @@ func threeAdmins(t *testing.T, h *harness) (a, b, c, o *person) {
 	c = h.add(a, "c", Admin, 0)
 	if r, ok := h.svc.Rules()[ActionOperatorManage]; ok && r.M == 2 {
 		// Three admins: from now on adding an operator needs two approvals.
-		_, err := h.svc.Add(ctxT(t), a.op, Change{Op: OpAdd, Name: "x", Role: Auditor, CSR: csrFor(t, newKey(t))})
+		_, err := h.svc.Add(testenv.Context(t, 20*time.Second), a.op, Change{Op: OpAdd, Name: "x", Role: Auditor, CSR: csrFor(t, newKey(t))})
 		mustRefuse(t, "add without approval", err, ErrApprovalRequired)
 	}
 	return a, b, c, o
@@ -62,7 +63,7 @@ func TestDualControl(t *testing.T) {
 		Sweep: time.Hour,
 	})
 	a, b, c, o := threeAdmins(t, h)
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 
 	_, err := h.svc.Propose(ctx, o.op, ActionPolicyApply, []byte("policy v2"))
 	mustRefuse(t, "officer proposes a policy", err, ErrForbidden)
@@ -162,7 +163,7 @@ func TestDualControl(t *testing.T) {
 func TestSweepExpires(t *testing.T) {
 	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Second}}})
 	a, _, _, _ := threeAdmins(t, h)
-	q, err := h.svc.Propose(ctxT(t), a.op, ActionPolicyApply, []byte("policy v2"))
+	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +182,7 @@ func TestSweepExpires(t *testing.T) {
 func TestOperatorChangeUnderApproval(t *testing.T) {
 	h := newHarness(t, Config{})
 	a, b, c, o := threeAdmins(t, h)
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 
 	// The new officer's key is in a PKCS#11 token: the package sees only the CSR.
 	key := newKey(t)
@@ -266,17 +267,17 @@ func TestBootstrapOnce(t *testing.T) {
 	h := newHarness(t, Config{})
 	key := newKey(t)
 	csr := csrFor(t, key)
-	first, err := h.svc.Bootstrap(ctxT(t), "alice", csr, 0)
+	first, err := h.svc.Bootstrap(testenv.Context(t, 20*time.Second), "alice", csr, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := h.svc.Bootstrap(ctxT(t), "alice", csr, 0)
+	again, err := h.svc.Bootstrap(testenv.Context(t, 20*time.Second), "alice", csr, 0)
 	if err != nil || again.ID != first.ID || again.Fingerprint != first.Fingerprint {
 		t.Fatalf("retry: %v, %s vs %s", err, again.ID, first.ID)
 	}
-	_, err = h.svc.Bootstrap(ctxT(t), "mallory", csrFor(t, newKey(t)), 0)
+	_, err = h.svc.Bootstrap(testenv.Context(t, 20*time.Second), "mallory", csrFor(t, newKey(t)), 0)
 	mustRefuse(t, "second bootstrap", err, ErrBootstrapped)
-	err = h.svc.Remove(ctxT(t), first, first.ID)
+	err = h.svc.Remove(testenv.Context(t, 20*time.Second), first, first.ID)
 	mustRefuse(t, "remove the last admin", err, ErrLastAdmin)
 	if err := h.node.View(func(tx *bbolt.Tx) error {
 		ops, err := List(tx)
@@ -306,11 +307,11 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 	}})
 	a, b, c, _ := threeAdmins(t, h)
 
-	pq, err := h.svc.Propose(ctxT(t), a.op, ActionPolicyApply, []byte("policy v2"))
+	pq, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting, err := h.svc.Propose(ctxT(t), a.op, ActionPolicyApply, []byte("policy v3"))
+	waiting, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("policy v3"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +386,7 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 func TestRenew(t *testing.T) {
 	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}}})
 	a, b, c, _ := threeAdmins(t, h)
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 	q, err := h.svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)

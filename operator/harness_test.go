@@ -9,8 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"io"
-	"log/slog"
 	"regexp"
 	"sync"
 	"testing"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // harness is a one-node cluster (real Raft, real bbolt, its own SoftHSM token)
@@ -63,19 +62,13 @@ func (h *harness) start(cfg Config) {
 	if cfg.Sweep == 0 {
 		cfg.Sweep = 50 * time.Millisecond
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Logger = testenv.Logger()
 	svc, err := New(cfg)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.svc = svc
 	h.t.Cleanup(svc.Close)
-}
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // person is an operator as the tests see them: the key they hold and the
@@ -120,7 +113,7 @@ type contextT = context.Context
 func (h *harness) bootstrap(name string) *person {
 	h.t.Helper()
 	key := newKey(h.t)
-	op, err := h.svc.Bootstrap(ctxT(h.t), name, csrFor(h.t, key), 0)
+	op, err := h.svc.Bootstrap(testenv.Context(h.t, 20*time.Second), name, csrFor(h.t, key), 0)
 	if err != nil {
 		h.t.Fatalf("bootstrap: %v", err)
 	}
@@ -131,7 +124,7 @@ func (h *harness) bootstrap(name string) *person {
 func (h *harness) add(by *person, name string, role Role, validity time.Duration) *person {
 	h.t.Helper()
 	key := newKey(h.t)
-	op, err := h.svc.Add(ctxT(h.t), by.op, Change{Op: OpAdd, Name: name, Role: role, CSR: csrFor(h.t, key), Validity: validity})
+	op, err := h.svc.Add(testenv.Context(h.t, 20*time.Second), by.op, Change{Op: OpAdd, Name: name, Role: role, CSR: csrFor(h.t, key), Validity: validity})
 	if err != nil {
 		h.t.Fatalf("add %s: %v", name, err)
 	}
@@ -180,7 +173,7 @@ func (h *harness) decide(p *person, q Request, d Decision) (Request, error) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return h.svc.Decide(ctxT(h.t), q.ID, p.op, d, sig)
+	return h.svc.Decide(testenv.Context(h.t, 20*time.Second), q.ID, p.op, d, sig)
 }
 
 // submit submits a command of the package straight to the cluster (a
@@ -191,7 +184,7 @@ func (h *harness) submit(typ string, body any) error {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	_, err = h.node.Submit(ctxT(h.t), cmd)
+	_, err = h.node.Submit(testenv.Context(h.t, 20*time.Second), cmd)
 	return err
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // wantMatrix is issue 8's role matrix, written out again here rather than read
@@ -47,7 +49,7 @@ func TestRoleMatrix(t *testing.T) {
 	officer := h.add(admin, "bob", Officer, 0)
 	auditor := h.add(admin, "carol", Auditor, 0)
 	gone := h.add(admin, "dave", Officer, 0)
-	if err := h.svc.Remove(ctxT(t), admin.op, gone.op.ID); err != nil {
+	if err := h.svc.Remove(testenv.Context(t, 20*time.Second), admin.op, gone.op.ID); err != nil {
 		t.Fatal(err)
 	}
 
@@ -77,7 +79,7 @@ func TestRoleMatrix(t *testing.T) {
 	foreign, _ := x509.ParseCertificate(foreignDER)
 
 	// A certificate the operator CA signed that no operator record holds.
-	caKey, err := h.vault.ReplicatedKey(ctxT(t), KeyName, false)
+	caKey, err := h.vault.ReplicatedKey(testenv.Context(t, 20*time.Second), KeyName, false)
 	if err != nil {
 		t.Fatal(err)
 	}

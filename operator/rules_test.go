@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestRulesInState: the first leader records the rules it starts with; from then
@@ -20,7 +22,7 @@ func TestRulesInState(t *testing.T) {
 	if err := h.node.View(func(tx *bbolt.Tx) error { var err error; v, err = RulesVersion(tx); return err }); err != nil || v != 1 {
 		t.Fatalf("rules version after bootstrap: %d %v", v, err)
 	}
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 	want := map[string]Rule{
 		ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour},
 		ActionCertRevoke:  {M: 1, Role: Officer, TTL: time.Hour, Over: 3}, // Within defaults to an hour
@@ -81,7 +83,7 @@ func TestCountingRule(t *testing.T) {
 	a := h.bootstrap("a")
 	o := h.add(a, "o", Officer, 0)
 	p := h.add(a, "p", Officer, 0)
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 	required := func(by *person, n int) (Rule, bool) {
 		t.Helper()
 		var r Rule
@@ -168,7 +170,7 @@ func TestVoterJoinRules(t *testing.T) {
 	if !needNV || nv.M != 1 || !needV || v.M != 2 || v.TTL != 10*time.Minute {
 		t.Fatalf("nonvoter %v %+v, voter %v %+v", needNV, nv, needV, v)
 	}
-	q, err := h.svc.Propose(ctxT(t), a.op, ActionClusterMembership, []byte("join voter"), ActionCAKeyTransfer)
+	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionClusterMembership, []byte("join voter"), ActionCAKeyTransfer)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 )
 
@@ -30,7 +30,7 @@ func cardToken(t *testing.T) *softhsm.Token {
 	}
 	tk := softhsm.NewToken(t)
 	cfg := tk.Config()
-	cfg.Logger = quiet()
+	cfg.Logger = testenv.Logger()
 	if _, err := sim.IssueCard(context.Background(), cfg, jpkisim.CardSpec{Person: jpkisim.DemoPerson()}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestOpenCardRefuses(t *testing.T) {
 		"no token":  {CardConfig{Module: tk.Module, PIN: hsm.PINFile(tk.PINFile)}, errCardConfig},
 		"no module": {CardConfig{Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(tk.PINFile)}, errCardConfig},
 		"no PIN":    {CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}}, errCardConfig},
-		"wrong key": {CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label, Object: "User Authentication Key"}, PIN: hsm.PINFile(tk.PINFile), Logger: quiet()}, hsm.ErrKeyNotFound},
+		"wrong key": {CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label, Object: "User Authentication Key"}, PIN: hsm.PINFile(tk.PINFile), Logger: testenv.Logger()}, hsm.ErrKeyNotFound},
 	} {
 		card, err := OpenCard(ctx, c.cfg)
 		if err == nil {
@@ -65,7 +65,7 @@ func TestOpenCardRefuses(t *testing.T) {
 	}
 	// A wrong PIN on a token another Token of this process is logged in to is still
 	// refused (hsm remembers which PIN logged in).
-	_, err := OpenCard(ctx, CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(bad), Logger: quiet()})
+	_, err := OpenCard(ctx, CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(bad), Logger: testenv.Logger()})
 	if !errors.Is(err, hsm.ErrPINIncorrect) {
 		t.Fatalf("wrong PIN: err = %v", err)
 	}
@@ -83,7 +83,7 @@ func TestOpenCardChecksThePIN(t *testing.T) {
 		if err := os.WriteFile(file, []byte(pin), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := OpenCard(context.Background(), CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(file), Logger: quiet()})
+		_, err := OpenCard(context.Background(), CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(file), Logger: testenv.Logger()})
 		if !errors.Is(err, ErrCardPINFormat) || errors.Is(err, hsm.ErrPINIncorrect) || strings.Contains(err.Error(), pin) {
 			t.Errorf("PIN of the wrong form: %v, want ErrCardPINFormat without the PIN", err)
 		}
@@ -115,7 +115,7 @@ func TestOpenCardChecksThePIN(t *testing.T) {
 	// A SoftHSM token reports no failed tries: the card opens without a warning.
 	var warned []string
 	c, err := OpenCard(context.Background(), CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(tk.PINFile),
-		Logger: quiet(), Warn: func(m string) { warned = append(warned, m) }})
+		Logger: testenv.Logger(), Warn: func(m string) { warned = append(warned, m) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,5 +124,3 @@ func TestOpenCardChecksThePIN(t *testing.T) {
 		t.Errorf("warnings: %q", warned)
 	}
 }
-
-func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestSubscriberKeyFile: a missing key file is made (P-256, mode 0600) and then
@@ -49,7 +50,7 @@ func TestSubscriberKeyToken(t *testing.T) {
 	ctx := context.Background()
 	tk := softhsm.NewToken(t)
 	u := &hsm.URI{Token: tk.Label, Object: "derived"}
-	cfg := KeyConfig{URI: u, Module: tk.Module, PIN: hsm.PINFile(tk.PINFile), Logger: quiet()}
+	cfg := KeyConfig{URI: u, Module: tk.Module, PIN: hsm.PINFile(tk.PINFile), Logger: testenv.Logger()}
 	k1, err := OpenSubscriberKey(ctx, cfg)
 	if err != nil || !k1.Created {
 		t.Fatalf("first open: %v", err)

@@ -10,8 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"io"
-	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -24,6 +22,7 @@ import (
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/subscriber"
@@ -92,8 +91,6 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func rsaKey() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) }
 
@@ -183,12 +180,12 @@ func newFixture() (f *fixture, cleanup func(), err error) {
 	}
 	undo = append(undo, func() { f.cardToken.Close() })
 	cardCfg := f.cardToken.Config()
-	cardCfg.Logger = quiet()
+	cardCfg.Logger = testenv.Logger()
 	if _, err := f.sim.IssueCard(ctx, cardCfg, jpkisim.CardSpec{Person: person}); err != nil {
 		return nil, cleanup, err
 	}
 	if f.card, err = subscriber.OpenCard(ctx, subscriber.CardConfig{
-		Module: f.cardToken.Module, Key: hsm.URI{Token: f.cardToken.Label}, PIN: hsm.PINFile(f.cardToken.PINFile), Logger: quiet(),
+		Module: f.cardToken.Module, Key: hsm.URI{Token: f.cardToken.Label}, PIN: hsm.PINFile(f.cardToken.PINFile), Logger: testenv.Logger(),
 	}); err != nil {
 		return nil, cleanup, err
 	}
@@ -254,7 +251,7 @@ func (n *node) close() {
 // an Authority over it.
 func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap bool, join *cluster.Join) (*node, error) {
 	cfg := tok.Config()
-	cfg.Logger = quiet()
+	cfg.Logger = testenv.Logger()
 	cfg.Sessions = 8
 	h, err := hsm.Open(ctx, cfg)
 	if err != nil {
@@ -267,7 +264,7 @@ func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap boo
 		Bootstrap:          bootstrap,
 		Join:               join,
 		Handlers:           append(ca.Handlers(), NonceHandler()),
-		Logger:             quiet(),
+		Logger:             testenv.Logger(),
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond,
@@ -278,7 +275,7 @@ func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap boo
 		return nil, err
 	}
 	a, err := ca.New(ca.Config{
-		Cluster: c, Keys: h, KeyMode: ca.PerNodeHSM, Logger: quiet(),
+		Cluster: c, Keys: h, KeyMode: ca.PerNodeHSM, Logger: testenv.Logger(),
 		URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"},
 	})
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/enrollapi"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/subscriber"
 )
@@ -49,7 +50,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	if crlFile == "" {
 		crlFile = fx.sim.CRLPath()
 	}
-	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: crlFile, Anchors: fx.anchors, Logger: quiet()})
+	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: crlFile, Anchors: fx.anchors, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 		Issuer:    e.issuer,
 		LinkKey:   fx.linkKey,
 		RateLimit: RateLimit{Rate: -1},
-		Logger:    quiet(),
+		Logger:    testenv.Logger(),
 	}
 	for _, f := range edit {
 		f(&cfg)

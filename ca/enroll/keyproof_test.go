@@ -15,6 +15,7 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/subscriber"
 )
 
@@ -30,7 +31,7 @@ func TestKeyProofKeys(t *testing.T) {
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	tok := softhsm.NewToken(t)
 	cfg := tok.Config()
-	cfg.Logger = quiet()
+	cfg.Logger = testenv.Logger()
 	h, err := hsm.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/linkage"
 	"github.com/inkan-pki/inkan/enrollapi"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
@@ -45,12 +46,12 @@ func homonyms() (a, b jpkisim.Person) {
 func jobEnv(t *testing.T, set *policies.Set) (*env, *linkage.Job) {
 	t.Helper()
 	e, pol := profileEnv(t, set, func(c *Config) { c.Rebinder = fx.authority })
-	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: fx.sim.CRLPath(), Anchors: fx.anchors, Logger: quiet()})
+	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: fx.sim.CRLPath(), Anchors: fx.anchors, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	job, err := linkage.New(linkage.Config{State: fx.cluster, Authority: fx.authority, Feed: feed, Profiles: pol.Profiles,
-		LinkKey: fx.linkKey, Logger: quiet()})
+		LinkKey: fx.linkKey, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +433,7 @@ func TestRevocationDataAge(t *testing.T) {
 	if err := os.WriteFile(crl, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: crl, Anchors: fx.anchors, MaxDataAge: 10 * time.Minute, Logger: quiet()})
+	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: crl, Anchors: fx.anchors, MaxDataAge: 10 * time.Minute, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
@@ -33,13 +34,13 @@ func tokenCard(t *testing.T, issue func(hsm.Config) (*jpkisim.Card, error)) (*su
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	cfg := tok.Config()
-	cfg.Logger = quiet()
+	cfg.Logger = testenv.Logger()
 	sc, err := issue(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	card, err := subscriber.OpenCard(context.Background(), subscriber.CardConfig{
-		Module: tok.Module, Key: hsm.URI{Token: tok.Label}, PIN: hsm.PINFile(tok.PINFile), Logger: quiet(),
+		Module: tok.Module, Key: hsm.URI{Token: tok.Label}, PIN: hsm.PINFile(tok.PINFile), Logger: testenv.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -91,13 +92,13 @@ func has(serials []*big.Int, s *big.Int) bool {
 func rebindEnv(t *testing.T) (*env, *ProfilePolicy, *linkage.Job) {
 	t.Helper()
 	e, pol := profileEnv(t, testProfiles(t, nil), func(c *Config) { c.Rebinder = fx.authority })
-	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: fx.sim.CRLPath(), Anchors: fx.anchors, Logger: quiet()})
+	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: fx.sim.CRLPath(), Anchors: fx.anchors, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	job, err := linkage.New(linkage.Config{
 		State: fx.cluster, Authority: fx.authority, Feed: feed, Profiles: pol.Profiles,
-		LinkKey: fx.linkKey, Logger: quiet(),
+		LinkKey: fx.linkKey, Logger: testenv.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -7,9 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509/pkix"
-	"io"
 	"io/fs"
-	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -24,6 +22,7 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
@@ -59,8 +58,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func needFixture(t testing.TB) {
 	t.Helper()
 	fxOnce.Do(func() { fx, fxErr = newFixture() })
@@ -93,7 +90,7 @@ func newFixture() (*fixture, error) {
 	}
 	undo = append(undo, func() { tok.Close() })
 	cfg := tok.Config()
-	cfg.Logger = quiet()
+	cfg.Logger = testenv.Logger()
 	cfg.Sessions = 8
 	h, err := hsm.Open(ctx, cfg)
 	if err != nil {
@@ -106,7 +103,7 @@ func newFixture() (*fixture, error) {
 		KeyVault:           cluster.NewHSMVault(h),
 		Bootstrap:          true,
 		Handlers:           ca.Handlers(),
-		Logger:             quiet(),
+		Logger:             testenv.Logger(),
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond,
@@ -117,7 +114,7 @@ func newFixture() (*fixture, error) {
 	}
 	undo = append(undo, func() { _ = f.cluster.Shutdown(context.Background()) })
 	f.authority, err = ca.New(ca.Config{
-		Cluster: f.cluster, Keys: h, KeyMode: ca.PerNodeHSM, Logger: quiet(),
+		Cluster: f.cluster, Keys: h, KeyMode: ca.PerNodeHSM, Logger: testenv.Logger(),
 		URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"},
 	})
 	if err != nil {
@@ -156,7 +153,7 @@ func newJLIS(t testing.TB, now time.Time) *jlis {
 	if err != nil {
 		t.Fatal(err)
 	}
-	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: sim.CRLPath(), Anchors: anchors, Logger: quiet()})
+	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: sim.CRLPath(), Anchors: anchors, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +252,7 @@ func newJob(t testing.TB, j *jlis, now func() time.Time, edit ...func(*Config)) 
 	cfg := Config{
 		State: fx.cluster, Authority: fx.authority, Feed: j.feed,
 		Profiles: func() *policies.Set { return fx.set },
-		LinkKey:  fx.linkKey, Now: now, Logger: quiet(),
+		LinkKey:  fx.linkKey, Now: now, Logger: testenv.Logger(),
 	}
 	for _, f := range edit {
 		f(&cfg)

@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,14 +20,13 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/policies"
 )
 
 var key = bytes.Repeat([]byte{0x42}, 32)
 
 const operator = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // node is a real one-node cluster (its key vault a SoftHSM token) with the store's
 // handler, and a hook that describes every applied command for the audit log.
@@ -43,7 +40,7 @@ func newNode(t *testing.T) *node {
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	cfg := tok.Config()
-	cfg.Logger = quiet()
+	cfg.Logger = testenv.Logger()
 	h, err := hsm.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +62,7 @@ func newNode(t *testing.T) *node {
 			n.mu.Unlock()
 			return err
 		}},
-		Logger:           quiet(),
+		Logger:           testenv.Logger(),
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 	})

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -43,8 +43,6 @@ var testKeys = sync.OnceValue(func() [2]*rsa.PrivateKey {
 	return ks
 })
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func newSim(t testing.TB) *Sim {
 	t.Helper()
 	s, err := Init(Config{Dir: t.TempDir(), Key: testKeys()[0]}, RootSpec{NotBefore: time.Now().AddDate(-1, 0, 0)})
@@ -61,7 +59,7 @@ func verifier(t testing.TB, s *Sim, policies ...string) *jpki.Verifier {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: s.CRLPath(), Anchors: anchors, Logger: quiet()})
+	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: s.CRLPath(), Anchors: anchors, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +287,7 @@ func TestCardPassesJPKI(t *testing.T) {
 
 func cardConfig(tk *softhsm.Token) hsm.Config {
 	cfg := tk.Config()
-	cfg.Logger = quiet()
+	cfg.Logger = testenv.Logger()
 	return cfg
 }
 
@@ -354,7 +352,7 @@ func TestCRLEveryReason(t *testing.T) {
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	anchors, _ := jpki.NewAnchors(s.Root())
-	overHTTP, err := jpki.NewCRLSource(jpki.CRLSourceOptions{URL: srv.URL + "/crl", Anchors: anchors, Logger: quiet()})
+	overHTTP, err := jpki.NewCRLSource(jpki.CRLSourceOptions{URL: srv.URL + "/crl", Anchors: anchors, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
