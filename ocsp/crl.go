@@ -179,7 +179,7 @@ func (r *Responder) serveCRL(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	h.SetCanonical(hdrETag, c.etag)
 	h.SetCanonical(hdrLastMod, c.lastModified)
-	if inm := ctx.Request.Header.PeekBytes([]byte("If-None-Match")); len(inm) > 0 && bytes.Equal(inm, c.etag) {
+	if notModified(&ctx.Request.Header, c.etag, c.ThisUpdate) {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return
 	}

@@ -120,7 +120,7 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	changes := make(chan Change, 1)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, changes) }()
-	waitFor(t, "the cache to fill", 20*time.Second, func() bool { return cache.Len() == 100 })
+	waitFor(t, "the cache to fill", 20*time.Second, func() bool { return cache.Len() == 50*len(CertIDHashes) })
 
 	// Every response verifies under the delegated responder chain and says good.
 	pki := getPKI(t)
@@ -174,8 +174,8 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p2.Close()
-	if cache2.Len() != 100 {
-		t.Fatalf("after restart the cache holds %d responses before Run, want 100", cache2.Len())
+	if cache2.Len() != 50*len(CertIDHashes) {
+		t.Fatalf("after restart the cache holds %d responses before Run, want %d", cache2.Len(), 50*len(CertIDHashes))
 	}
 	if r := cache2.Get("ca1", crypto.SHA256, serial); r == nil || r.Reason != xocsp.CessationOfOperation {
 		t.Fatalf("restarted cache lost the revocation: %+v", r)
@@ -206,7 +206,7 @@ func TestPresignerRefreshAndClamp(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, nil) }()
-	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 10 })
+	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 5*len(CertIDHashes) })
 
 	// The responder certificate ends in 7 days, so 4-day responses are not clamped;
 	// their nextUpdate is thisUpdate + 4 days.
@@ -226,8 +226,8 @@ func TestPresignerRefreshAndClamp(t *testing.T) {
 		})
 		return ok
 	})
-	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != 10 {
-		t.Errorf("refresh signed %v responses, want 10", v)
+	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != float64(5*len(CertIDHashes)) {
+		t.Errorf("refresh signed %v responses, want %d", v, 5*len(CertIDHashes))
 	}
 	// Six days in, the responder certificate (7 days) caps nextUpdate.
 	clockMu.Lock()
