@@ -86,6 +86,10 @@ type Presigner struct {
 
 	limiter *limiter
 	metrics presignerMetrics
+	health  struct {
+		sync.Mutex
+		h Health
+	}
 	persist chan storedSerial // to the store writer, which batches transactions
 
 	// serials serialises the signing of one certificate's responses (striped
@@ -104,7 +108,33 @@ type presignerMetrics struct {
 	backlog       prometheus.Gauge
 	oldest        prometheus.Gauge
 	signErrors    prometheus.Counter
+	installed     prometheus.Counter
+	stale         prometheus.Gauge
 	cacheResponse prometheus.GaugeFunc
+}
+
+// Health is how current a node's cache is, as of the pre-signer's last scan of
+// it (every ScanInterval).
+type Health struct {
+	// Reconciled: since the start, the cache has been compared with the whole
+	// state once and what was missing or out of date was signed.
+	Reconciled bool
+	// Scanned is when the last scan ended (zero before the first).
+	Scanned   time.Time
+	Responses int
+	// Stale counts the responses past their nextUpdate among those of
+	// issuers this node signs for (it has a valid responder certificate from
+	// them): the refresher has fallen behind. Unsignable counts them among
+	// the issuers it cannot sign for (no responder certificate, the CA key
+	// destroyed). The responder answers tryLater for both.
+	Stale, Unsignable int
+}
+
+// Health returns the cache's health as of the last scan.
+func (p *Presigner) Health() Health {
+	p.health.Lock()
+	defer p.health.Unlock()
+	return p.health.h
 }
 
 // NewPresigner opens the response store and loads it into cache; call Run to keep
@@ -148,12 +178,18 @@ func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerCo
 		signErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "inkan_ocsp_sign_errors_total", Help: "OCSP responses that could not be signed.",
 		}),
+		stale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inkan_ocsp_stale_responses", Help: "Cached responses past their nextUpdate at the last scan (answered tryLater).",
+		}),
+		installed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "inkan_ocsp_first_responses_installed_total", Help: "Responses the leader signed for a new certificate, installed from its Raft entry.",
+		}),
 		cacheResponse: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "inkan_ocsp_cached_responses", Help: "Signed responses held (one per serial and CertID hash).",
 		}, func() float64 { return float64(cache.Len()) }),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.metrics.signed, p.metrics.backlog, p.metrics.oldest, p.metrics.signErrors, p.metrics.cacheResponse} {
+		for _, c := range []prometheus.Collector{p.metrics.signed, p.metrics.backlog, p.metrics.oldest, p.metrics.signErrors, p.metrics.installed, p.metrics.stale, p.metrics.cacheResponse} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("ocsp: metrics: %w", err)
 			}
@@ -168,6 +204,10 @@ func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerCo
 			return nil, err
 		}
 		p.store = s
+		// Room for a few seconds of signing, so that workers do not wait
+		// for the writer's fsync: signing and the disk overlap. The channel
+		// outlives a Run (Install may send while none runs): never closed.
+		p.persist = make(chan storedSerial, persistQueue)
 		n, err := s.load(cache)
 		if err != nil {
 			_ = s.close()
@@ -238,15 +278,12 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	refresh := make(chan job, 1024)
 	var wg sync.WaitGroup
 	if p.store != nil {
-		// Room for a few seconds of signing, so that workers do not wait
-		// for the writer's fsync: signing and the disk overlap.
-		p.persist = make(chan storedSerial, persistQueue)
-		writerDone := make(chan struct{})
+		stop, writerDone := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(writerDone)
-			p.writeStore()
+			p.writeStore(stop)
 		}()
-		defer func() { close(p.persist); <-writerDone }()
+		defer func() { close(stop); <-writerDone }()
 	}
 	for range p.cfg.Workers {
 		wg.Add(1)
@@ -257,15 +294,27 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	}
 	defer wg.Wait()
 
-	if err := p.reconcile(ctx, urgent); err != nil && ctx.Err() == nil {
-		p.log.Error("ocsp: reconcile", "err", err)
+	if err := p.reconcile(ctx, urgent); err != nil {
+		if ctx.Err() == nil {
+			p.log.Error("ocsp: reconcile", "err", err)
+		}
+	} else {
+		p.health.Lock()
+		p.health.h.Reconciled = true
+		p.health.Unlock()
 	}
 	scan := time.NewTicker(p.cfg.ScanInterval)
 	defer scan.Stop()
 	// A scan's jobs are fed from a goroutine of their own, so that status changes are
-	// taken while a large refresh is under way; one scan at a time.
+	// taken while a large refresh is under way; one scan at a time. The first
+	// runs at once: it tells Health how fresh the loaded responses are.
 	scanning := make(chan struct{}, 1)
 	defer func() { scanning <- struct{}{} }() // wait for a feed in progress
+	scanning <- struct{}{}
+	go func() {
+		defer func() { <-scanning }()
+		p.scan(ctx, refresh)
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -314,8 +363,8 @@ func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) 
 		if err != nil {
 			return err
 		}
-		if !ok {
-			continue
+		if !ok || p.current(ch.IssuerID, st, p.cfg.Now()) {
+			continue // gone, or served already (the leader's first responses)
 		}
 		select {
 		case urgent <- job{issuerID: ch.IssuerID, st: st, why: "change"}:
@@ -382,16 +431,40 @@ func (p *Presigner) scan(ctx context.Context, out chan<- job) {
 	now := p.cfg.Now()
 	var due []job
 	oldest := now
-	p.cache.Range(func(issuerID string, h crypto.Hash, serial []byte, r *Response) bool {
+	signs := map[string]bool{} // the issuers this node can sign for now
+	p.mu.Lock()
+	for id, is := range p.builders {
+		signs[id] = now.Before(is.issuer.Responder.NotAfter)
+	}
+	p.mu.Unlock()
+	h := Health{Reconciled: true}
+	p.cache.Range(func(issuerID string, hash crypto.Hash, serial []byte, r *Response) bool {
 		if r.ThisUpdate.Before(oldest) {
 			oldest = r.ThisUpdate
 		}
-		if h == CertIDHashes[0] && p.due(r, serial, now) {
+		h.Responses++
+		if !now.Before(r.NextUpdate) {
+			if signs[issuerID] {
+				h.Stale++
+			} else {
+				h.Unsignable++
+			}
+		}
+		if hash != CertIDHashes[0] {
+			return true
+		}
+		if p.due(r, serial, now) {
 			st := CertStatus{Serial: serial, Status: r.Status, RevokedAt: r.RevokedAt, Reason: r.Reason}
 			due = append(due, job{issuerID: issuerID, st: st, why: "refresh"})
 		}
 		return true
 	})
+	h.Scanned = p.cfg.Now()
+	p.health.Lock()
+	h.Reconciled = p.health.h.Reconciled
+	p.health.h = h
+	p.health.Unlock()
+	p.metrics.stale.Set(float64(h.Stale + h.Unsignable))
 	p.metrics.backlog.Set(float64(len(due)))
 	p.metrics.oldest.Set(now.Sub(oldest).Seconds())
 	// In the store's key order: the writer's batches then touch neighbouring
@@ -471,31 +544,43 @@ func stripe(serial []byte) int {
 	return h & 63
 }
 
-// sign signs st under every CertID hash, caches the responses and persists them.
-func (p *Presigner) sign(j job) error {
-	is := p.signing(j.issuerID)
-	if is == nil {
-		return fmt.Errorf("unknown issuer %q", j.issuerID)
-	}
+// signAll signs st under every CertID hash with this node's responder key.
+func (p *Presigner) signAll(is *issuerSigning, st CertStatus) ([len(CertIDHashes)]*Response, error) {
+	var out [len(CertIDHashes)]*Response
 	now := p.cfg.Now().UTC().Truncate(time.Second)
 	next := now.Add(p.cfg.Validity)
 	if na := is.issuer.Responder.NotAfter; na.Before(next) {
 		next = na // a response may not outlive the certificate that vouches for it
 	}
 	if !next.After(now) {
-		return fmt.Errorf("responder certificate for %s has expired", j.issuerID)
+		return out, fmt.Errorf("responder certificate for %s has expired", is.issuer.ID)
+	}
+	for i, h := range CertIDHashes {
+		der, err := is.builder.sign(st, h, now, now, next)
+		if err != nil {
+			return out, err
+		}
+		out[i] = newResponse(der, st, now, next)
+	}
+	return out, nil
+}
+
+// sign signs st under every CertID hash, caches the responses and persists them.
+func (p *Presigner) sign(j job) error {
+	is := p.signing(j.issuerID)
+	if is == nil {
+		return fmt.Errorf("unknown issuer %q", j.issuerID)
+	}
+	resps, err := p.signAll(is, j.st)
+	if err != nil {
+		return err
 	}
 	stored := storedSerial{issuerID: j.issuerID, serial: j.st.Serial}
 	for i, h := range CertIDHashes {
-		der, err := is.builder.sign(j.st, h, now, now, next)
-		if err != nil {
+		if err := p.cache.Put(j.issuerID, h, j.st.Serial, resps[i]); err != nil {
 			return err
 		}
-		r := newResponse(der, j.st, now, next)
-		if err := p.cache.Put(j.issuerID, h, j.st.Serial, r); err != nil {
-			return err
-		}
-		stored.resps[i] = r
+		stored.resps[i] = resps[i]
 	}
 	p.metrics.signed.WithLabelValues(j.why).Add(float64(len(CertIDHashes)))
 	if p.persist != nil {
@@ -519,23 +604,47 @@ const (
 // a page's responses one after another: many small transactions would write
 // the same pages over and over. A crash loses at most the window's responses,
 // which the restarted node signs again (reconcile finds them missing or stale).
-func (p *Presigner) writeStore() {
+func (p *Presigner) writeStore(stop <-chan struct{}) {
 	batch := make([]storedSerial, 0, persistBatch)
 	window := time.NewTimer(persistWindow)
 	window.Stop()
-	for r := range p.persist {
+	stopping := false // once stop is closed, what is queued is written, then the writer ends
+	for {
+		var r storedSerial
+		if stopping {
+			select {
+			case r = <-p.persist:
+			default:
+				return
+			}
+		} else {
+			select {
+			case r = <-p.persist:
+			case <-stop:
+				stopping = true
+				continue
+			}
+		}
 		batch = append(batch[:0], r)
 		window.Reset(persistWindow)
 	more:
 		for len(batch) < cap(batch) {
-			select {
-			case r, ok := <-p.persist:
-				if !ok {
+			if stopping {
+				select {
+				case r := <-p.persist:
+					batch = append(batch, r)
+					continue
+				default:
 					break more
 				}
+			}
+			select {
+			case r := <-p.persist:
 				batch = append(batch, r)
 			case <-window.C:
 				break more
+			case <-stop:
+				stopping = true
 			}
 		}
 		window.Stop()
