@@ -200,7 +200,7 @@ func Handlers() []cluster.Handler {
 		handler{CommandHold, applyHold, nil, nil},
 		handler{CommandRelease, applyRelease, nil, nil},
 		handler{CommandRelink, applyRelink, nil, nil},
-		handler{CommandIntents, applyIntents, nil, nil},
+		handler{CommandIntents, applyIntents, nil, []uint{1, 2}},
 		handler{CommandIssues, applyIssues, nil, nil},
 	}
 }

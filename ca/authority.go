@@ -122,6 +122,9 @@ type Config struct {
 	// CRLShards is the number of CRL shards of issuers made from now on (16).
 	// An issuer keeps the number it was made with.
 	CRLShards int
+	// Publisher, if set, makes every issuance and status change answerable
+	// before it is acknowledged (publish.go).
+	Publisher Publisher
 	Logger    *slog.Logger // default slog.Default()
 }
 

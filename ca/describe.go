@@ -91,8 +91,8 @@ func describeBatch(e cluster.Entry, result []byte) ([]Description, error) {
 	refused := res.refusedIndex()
 	out := []Description{}
 	if e.Command.Type == CommandIntents {
-		var b intentsBody
-		if err := e.Command.Decode(&b); err != nil {
+		b, err := decodeIntents(e.Command)
+		if err != nil {
 			return nil, fmt.Errorf("ca: describe: %w", err)
 		}
 		for i, it := range b.Items {

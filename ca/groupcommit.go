@@ -42,6 +42,14 @@ type (
 		_     struct{} `cbor:",toarray"`
 		Items []intentBody
 	}
+	// intentsBodyV2 is ca.intents at version 2: the intents, and for each the
+	// Publisher's first responses (empty for none), which the state does not
+	// keep: every node hands them on as it applies the entry.
+	intentsBodyV2 struct {
+		_         struct{} `cbor:",toarray"`
+		Items     []intentBody
+		Responses [][]byte
+	}
 	issuesBody struct {
 		_     struct{} `cbor:",toarray"`
 		Items []issueBody
@@ -117,9 +125,26 @@ func applyBatch(n int, issuerOf func(i int) string, put func(i int) (serial []by
 	return encMode.Marshal(res)
 }
 
-func applyIntents(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+// decodeIntents decodes ca.intents of either version.
+func decodeIntents(c cluster.Command) (intentsBody, error) {
+	if c.Version == 2 {
+		var v2 intentsBodyV2
+		if err := c.Decode(&v2); err != nil {
+			return intentsBody{}, err
+		}
+		if len(v2.Responses) != len(v2.Items) {
+			return intentsBody{}, fmt.Errorf("ca: %s v2: %d intents, %d responses", c.Type, len(v2.Items), len(v2.Responses))
+		}
+		return intentsBody{Items: v2.Items}, nil
+	}
 	var b intentsBody
-	if err := e.Command.Decode(&b); err != nil {
+	err := c.Decode(&b)
+	return b, err
+}
+
+func applyIntents(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	b, err := decodeIntents(e.Command)
+	if err != nil {
 		return nil, cluster.Refuse(err)
 	}
 	return applyBatch(len(b.Items), func(i int) string { return b.Items[i].Issuer }, func(i int) ([]byte, error) {
@@ -187,7 +212,8 @@ type groupCommit struct {
 type groupItem struct {
 	ctx    context.Context
 	issuer string
-	body   any // intentBody or issueBody
+	body   any    // intentBody or issueBody
+	attach []byte // an intent's first responses (Publisher), or nil
 	size   int
 	done   chan error // buffered: the batch never waits for the requester
 }
@@ -197,7 +223,12 @@ type groupItem struct {
 // authority's sentinel) if it was refused, another error if the batch failed (it
 // may be committed all the same, as with cluster.Submit).
 func (g *groupCommit) commit(ctx context.Context, issuer string, body any, size int) error {
-	it := &groupItem{ctx: ctx, issuer: issuer, body: body, size: size, done: make(chan error, 1)}
+	return g.commitWith(ctx, issuer, body, nil, size)
+}
+
+// commitWith is commit for an intent that carries first responses.
+func (g *groupCommit) commitWith(ctx context.Context, issuer string, body any, attach []byte, size int) error {
+	it := &groupItem{ctx: ctx, issuer: issuer, body: body, attach: attach, size: size + len(attach), done: make(chan error, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, it)
 	start := g.inflight < g.max
@@ -254,13 +285,21 @@ func (g *groupCommit) take() []*groupItem {
 
 func (g *groupCommit) send(batch []*groupItem) {
 	var body any
+	version := uint(1)
 	switch g.typ {
 	case CommandIntents:
-		b := intentsBody{Items: make([]intentBody, len(batch))}
+		b := intentsBodyV2{Items: make([]intentBody, len(batch)), Responses: make([][]byte, len(batch))}
 		for i, it := range batch {
 			b.Items[i] = it.body.(intentBody)
+			b.Responses[i] = it.attach
+			if len(it.attach) > 0 {
+				version = 2
+			}
 		}
 		body = b
+		if version == 1 {
+			body = intentsBody{Items: b.Items}
+		}
 	default:
 		b := issuesBody{Items: make([]issueBody, len(batch))}
 		for i, it := range batch {
@@ -268,7 +307,7 @@ func (g *groupCommit) send(batch []*groupItem) {
 		}
 		body = b
 	}
-	err := g.submit(body, batch)
+	err := g.submit(version, body, batch)
 	for _, it := range batch {
 		if err != nil {
 			it.done <- err
@@ -278,8 +317,8 @@ func (g *groupCommit) send(batch []*groupItem) {
 
 // submit commits one batch and hands each item its outcome; an error is the
 // whole batch's.
-func (g *groupCommit) submit(body any, batch []*groupItem) error {
-	cmd, err := cluster.NewCommand(g.typ, 1, body)
+func (g *groupCommit) submit(version uint, body any, batch []*groupItem) error {
+	cmd, err := cluster.NewCommand(g.typ, version, body)
 	if err != nil {
 		return err
 	}

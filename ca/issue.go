@@ -183,6 +183,9 @@ func (a *Authority) issue(ctx context.Context, o order) (*Issued, error) {
 			var der []byte
 			der, err = a.sign(ctx, sr)
 			if err == nil {
+				if err := a.published(ctx, sr.Serial); err != nil {
+					return nil, err
+				}
 				return &Issued{Serial: new(big.Int).SetBytes(sr.Serial), DER: der, Chain: st.chain}, nil
 			}
 		}
@@ -603,7 +606,8 @@ func (a *Authority) runPipeline(ctx context.Context, st *issuerState, active boo
 	intent := intentBody{Serial: sr.Serial, Issuer: sr.Issuer, TBSHash: tbsHash,
 		Profile: sr.Profile, PolicyVersion: sr.PolicyVersion, Link: sr.Link, Person: sr.Person,
 		NotAfter: sr.NotAfter, Kind: sr.Kind, Node: sr.Node, Actor: sr.Actor, MaxPerPerson: sr.MaxPerPerson}
-	if err := a.intents.commit(ctx, sr.Issuer, intent, intentSize(&intent)); err != nil {
+	first := a.firstResponses(sr.Issuer, sr.Serial)
+	if err := a.intents.commitWith(ctx, sr.Issuer, intent, first, intentSize(&intent)); err != nil {
 		if !errors.Is(err, cluster.ErrRefused) {
 			return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
 		}
