@@ -126,6 +126,18 @@ type OCSPConfig struct {
 	// ResponderLifetime is the life of this node's delegated responder
 	// certificate, renewed at two thirds of it (default 168h, at most 720h).
 	ResponderLifetime Duration `yaml:"responder_lifetime"`
+	// ArchiveYears is how long after a certificate expires its status is still
+	// answered (default 10, 1..100): responder certificates keep being renewed
+	// from every CA that issued certificates, retired or not, until that long
+	// after the last of them expired, and every response states an archive
+	// cutoff (RFC 6960 §4.4.4) of producedAt minus it. It is a cluster-wide
+	// promise to relying parties: set the same on every node.
+	ArchiveYears int `yaml:"archive_years"`
+}
+
+// archive is ArchiveYears as a duration (365-day years).
+func (o OCSPConfig) archive() time.Duration {
+	return time.Duration(o.ArchiveYears) * 365 * 24 * time.Hour
 }
 
 // CAConfig is the issuing authority's configuration.
@@ -270,6 +282,9 @@ func (c *Config) setDefaults() {
 	def(&c.OCSP.Validity, 96*time.Hour)
 	def(&c.OCSP.RefreshAfter, 48*time.Hour)
 	def(&c.OCSP.ResponderLifetime, 7*24*time.Hour)
+	if c.OCSP.ArchiveYears == 0 {
+		c.OCSP.ArchiveYears = 10
+	}
 	if c.CA.KeyMode == "" {
 		c.CA.KeyMode = KeyModePerNode
 	}
@@ -402,6 +417,9 @@ func (c *Config) Validate() error {
 		bad("ocsp.responder_lifetime", "%s is outside 1h..720h", d)
 	} else if d < time.Duration(o.Validity) {
 		bad("ocsp.responder_lifetime", "%s is shorter than ocsp.validity (%s): responses would be cut short", d, time.Duration(o.Validity))
+	}
+	if o.ArchiveYears < 1 || o.ArchiveYears > 100 {
+		bad("ocsp.archive_years", "%d is outside 1..100", o.ArchiveYears)
 	}
 	switch c.CA.KeyMode {
 	case KeyModePerNode, KeyModeShared:

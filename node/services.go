@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
@@ -38,6 +40,14 @@ type appliance struct {
 	mu   sync.Mutex
 	auth *ca.Authority     // set by the ca component's Start
 	ops  *operator.Service // set by the operator component's Start
+	pre  *ocsp.Presigner   // set by the ocsp component's Start
+	// ocspSrc is the state as the pre-signer reads it (set with pre).
+	ocspSrc *ocspSource
+
+	// pub makes issuances and status changes answerable before they are
+	// acknowledged (ca.Publisher); its hook installs the leader's first
+	// responses as intents are applied.
+	pub *ocspPublisher
 
 	// runApproved runs an approved admin request, and guardAudit admits
 	// auditors to the audit API (the node's).
@@ -63,7 +73,7 @@ var unaudited = []string{
 // newAppliance wires the services; extra are the components beside them (a
 // test's), whose unaudited command types the audit log must know.
 func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Component) (*appliance, error) {
-	a := &appliance{cfg: cfg, tok: tok, log: log}
+	a := &appliance{cfg: cfg, tok: tok, log: log, pub: &ocspPublisher{log: log}}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	skip := slices.Clone(unaudited)
 	for _, c := range extra {
@@ -107,6 +117,7 @@ func (a *appliance) components() []Component {
 		},
 		{
 			Name:  "ocsp",
+			Hooks: []cluster.Hook{a.pub.hook},
 			Start: a.startOCSP,
 		},
 		{
@@ -154,6 +165,42 @@ func (a *appliance) operators() *operator.Service {
 	return a.ops
 }
 
+// unanswered lists the CAs whose status is answered (answeredFor) for which
+// this node holds no valid responder certificate, from its local state.
+func (a *appliance) unanswered(now time.Time) []string {
+	a.mu.Lock()
+	src := a.ocspSrc
+	a.mu.Unlock()
+	if src == nil {
+		return nil
+	}
+	have, err := src.Issuers(context.Background())
+	if err != nil {
+		return []string{"(state: " + err.Error() + ")"}
+	}
+	var all []ca.Issuer
+	if err := src.c.View(func(tx *bbolt.Tx) error { var err error; all, err = ca.Issuers(tx); return err }); err != nil {
+		return []string{"(state: " + err.Error() + ")"}
+	}
+	var missing []string
+	for _, is := range all {
+		if !answeredFor(is, now, a.cfg.OCSP.archive()) {
+			continue
+		}
+		if !slices.ContainsFunc(have, func(o ocsp.Issuer) bool { return o.ID == is.ID }) {
+			missing = append(missing, is.ID)
+		}
+	}
+	return missing
+}
+
+// presigner returns the OCSP pre-signer, or nil before the node started it.
+func (a *appliance) presigner() *ocsp.Presigner {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pre
+}
+
 // authority returns the issuing authority, or nil before the node started it.
 func (a *appliance) authority() *ca.Authority {
 	a.mu.Lock()
@@ -175,7 +222,7 @@ func (a *appliance) startCA(ctx context.Context, env *Env) error {
 	}
 	auth, err := ca.New(ca.Config{
 		Cluster: c, Keys: a.tok, KeyMode: mode, URLs: a.urls(),
-		CRLShards: a.cfg.CA.CRLShards, Logger: a.log,
+		CRLShards: a.cfg.CA.CRLShards, Publisher: a.pub, Logger: a.log,
 	})
 	if err != nil {
 		return err
@@ -339,12 +386,15 @@ func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
 		return err
 	}
 	cache := ocsp.NewCache()
-	pre, err := ocsp.NewPresigner(ctx, cache, ocspSource{c: c, node: c.ID(), key: key.Public()}, ocsp.PresignerConfig{
+	src := ocspSource{c: c, node: c.ID(), key: key.Public()}
+	pre, err := ocsp.NewPresigner(ctx, cache, src, ocsp.PresignerConfig{
 		Key:          key,
 		Validity:     time.Duration(a.cfg.OCSP.Validity),
 		RefreshAfter: time.Duration(a.cfg.OCSP.RefreshAfter),
 		Rate:         a.cfg.OCSP.Rate,
 		Workers:      2 * a.cfg.HSM.Sessions,
+		Retention:    a.cfg.OCSP.archive(),
+		ScanInterval: ocspScanInterval,
 		StorePath:    filepath.Join(a.cfg.DataDir, ocspStoreFile),
 		Logger:       a.log,
 		Registerer:   env.Metrics,
@@ -352,11 +402,20 @@ func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.pre = pre
+	a.mu.Unlock()
+	a.pub.c.Store(c)
+	a.pub.cache.Store(cache)
+	a.pub.pre.Store(pre)
+	a.mu.Lock()
+	a.ocspSrc = &src
+	a.mu.Unlock()
 	env.OCSP = caCertificates(c.View, ocsp.NewResponder(cache, ocsp.NewStateCRLs(c.View), env.Metrics).ServeFastHTTP)
 
 	rm := &responderMaintainer{
 		c: c, auth: a.authority(), key: key.Public(), lifetime: time.Duration(a.cfg.OCSP.ResponderLifetime),
-		log: a.log, poke: make(chan struct{}, 1),
+		archive: a.cfg.OCSP.archive(), log: a.log, poke: make(chan struct{}, 1),
 	}
 	changes := make(chan ocsp.Change, 1024)
 	sub := c.Subscribe(4096, statusAndIssuerCommands()...)
