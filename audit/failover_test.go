@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -24,7 +25,8 @@ type auditNode struct {
 	s *Service
 }
 
-func openAuditNode(t *testing.T, ctx context.Context, join *cluster.Join) *auditNode {
+// openAuditNode bootstraps a cluster, or joins via's as a voter.
+func openAuditNode(t *testing.T, ctx context.Context, via *cluster.Cluster) *auditNode {
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	s := newTestService(t, nil)
@@ -33,8 +35,7 @@ func openAuditNode(t *testing.T, ctx context.Context, join *cluster.Join) *audit
 		DataDir:            t.TempDir(),
 		BindAddr:           "127.0.0.1:0",
 		KeyVault:           vault,
-		Bootstrap:          join == nil,
-		Join:               join,
+		Bootstrap:          via == nil,
 		Handlers:           append(s.Handlers(), testHandler{}),
 		Hooks:              []cluster.Hook{s.Hook()},
 		ReplicatedKeys:     []string{DefaultKeyName},
@@ -43,6 +44,9 @@ func openAuditNode(t *testing.T, ctx context.Context, join *cluster.Join) *audit
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
+	}
+	if via != nil {
+		cfg.Join = &cluster.Join{Addr: via.Addr(), Token: clustertest.JoinToken(t, via, cfg, cluster.Voter)}
 	}
 	c, err := cluster.Open(ctx, cfg)
 	if err != nil {
@@ -85,11 +89,7 @@ func TestLeaderChangeContinuesTree(t *testing.T) {
 	submitMany(t, first.c, 0, 20)
 	waitCheckpoint(t, first.s, first.c, 20, 3*time.Second)
 	for range 2 {
-		tok, err := first.c.CreateJoinToken(ctx, time.Minute, cluster.Voter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, openAuditNode(t, ctx, &cluster.Join{Addr: first.c.Addr(), Token: tok}))
+		nodes = append(nodes, openAuditNode(t, ctx, first.c))
 	}
 	old := leaderOf(t, nodes)
 	submitMany(t, old.c, 100, 60)

@@ -172,10 +172,61 @@ func (s *Service) hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 
 // describeCluster records cluster's own commands (membership changes, join
 // tokens, replicated key names) by the SHA-256 of the command's bytes: they carry
-// no personal data, and the hash names the exact change.
-func describeCluster(e cluster.Entry, _ []byte) ([]Record, error) {
+// no personal data, and the hash names the exact change. Grants, joins and key
+// transfers also name the node, its role and its keys' fingerprints, and a join
+// or a transfer adds one leaf per replicated key wrapped for the node: who
+// received which key, and for which transport key.
+func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 	h := sha256.Sum256(e.Raw)
-	return []Record{{Type: e.Command.Type, Actor: ActorSystem, Data: map[string]any{"command_sha256": h[:]}}}, nil
+	m, ok, err := cluster.DescribeMembership(e, result)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return []Record{{Type: e.Command.Type, Actor: ActorSystem, Data: map[string]any{"command_sha256": h[:]}}}, nil
+	}
+	data := map[string]any{"command_sha256": h[:], "node": m.Node}
+	if m.Role != "" {
+		data["role"] = string(m.Role)
+	}
+	if !m.NodeKey.IsZero() {
+		data["node_key"] = m.NodeKey.String()
+	}
+	if !m.TransportKey.IsZero() {
+		data["transport_key"] = m.TransportKey.String()
+	}
+	if len(m.TokenID) > 0 {
+		data["token_id"] = fmt.Sprintf("%x", m.TokenID)
+	}
+	if m.Request != "" {
+		data["request"] = m.Request
+	}
+	var typ string
+	switch m.Kind {
+	case "grant":
+		typ = TypeJoinGranted
+	case "join":
+		typ = TypeMemberJoined
+	case "bootstrap":
+		typ = TypeMemberBootstrap
+	case "transport":
+		typ = TypeTransportApproved
+	case "remove":
+		typ = TypeMemberRemoved
+	}
+	var out []Record
+	if typ != "" {
+		out = append(out, Record{Type: typ, Actor: ActorSystem, Data: data})
+	}
+	via := "join"
+	if m.Kind == "transfer" {
+		via = "share"
+	}
+	for _, k := range m.Keys {
+		out = append(out, Record{Type: TypeKeyTransferred, Actor: ActorSystem, Data: map[string]any{
+			"command_sha256": h[:], "key": k, "node": m.Node, "transport_key": m.TransportKey.String(), "via": via}})
+	}
+	return out, nil
 }
 
 // describeKey records the audit key being set, by its fingerprint.

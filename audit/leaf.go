@@ -38,6 +38,16 @@ const (
 	TypeRevoked = "cert.revoked"
 )
 
+// Leaf types of cluster's membership (the others are named by their command type).
+const (
+	TypeJoinGranted       = "cluster.join.granted"       // a join token granted to a node's keys
+	TypeMemberJoined      = "cluster.member.joined"      // a node joined by its grant
+	TypeMemberBootstrap   = "cluster.member.bootstrap"   // the first node, with its keys
+	TypeTransportApproved = "cluster.transport.approved" // a voter's transport key approved after its join
+	TypeKeyTransferred    = "cluster.key.transferred"    // a replicated key wrapped for a voter's transport key
+	TypeMemberRemoved     = "cluster.member.remove"      // a node removed
+)
+
 // Actors that are not an operator.
 const (
 	ActorEnrollment = "enrollment" // a subscriber through the enrollment API

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/transparency-dev/merkle/compact"
 )
@@ -73,6 +74,40 @@ type Report struct {
 	Latest        *Checkpoint
 	Problems      []Problem
 	More          int // problems past maxProblems, not listed
+	// KeyTransfers are the leaves that record a replicated key (a CA key, the
+	// audit key…) wrapped for a node's transport key: the custody of every key,
+	// which an auditor reads against the approved joins.
+	KeyTransfers []KeyTransfer
+}
+
+// KeyTransfer is one leaf of type TypeKeyTransferred, read.
+type KeyTransfer struct {
+	Index        uint64
+	Time         time.Time
+	Key          string // the replicated key's name
+	Node         string // the node it was wrapped for
+	TransportKey string // "sha256:…" of that node's approved transport key
+	Via          string // "join" or "share"
+}
+
+func (k KeyTransfer) String() string {
+	return fmt.Sprintf("leaf %d at %s: key %s wrapped for node %s, transport key %s (%s)",
+		k.Index, k.Time.UTC().Format(time.RFC3339), k.Key, k.Node, k.TransportKey, k.Via)
+}
+
+// keyTransfer reads a key transfer leaf's data.
+func keyTransfer(l Leaf) (KeyTransfer, error) {
+	var d map[string]any
+	_, dm := cborModes()
+	if err := dm.Unmarshal(l.Data, &d); err != nil {
+		return KeyTransfer{}, err
+	}
+	str := func(k string) string { s, _ := d[k].(string); return s }
+	kt := KeyTransfer{Index: l.Index, Time: l.Time, Key: str("key"), Node: str("node"), TransportKey: str("transport_key"), Via: str("via")}
+	if kt.Key == "" || kt.Node == "" || kt.TransportKey == "" {
+		return KeyTransfer{}, errors.New("names no key, node or transport key")
+	}
+	return kt, nil
 }
 
 // OK is true when nothing is wrong.
@@ -144,6 +179,13 @@ func Verify(export fs.FS, key crypto.PublicKey) (*Report, error) {
 			}
 			if l.err == nil {
 				lastRaft = l.leaf.RaftIndex
+				if l.leaf.Type == TypeKeyTransferred {
+					if kt, err := keyTransfer(l.leaf); err != nil {
+						r.add(Problem{ProblemLeafMalformed, idx, "key transfer: " + err.Error()})
+					} else {
+						r.KeyTransfers = append(r.KeyTransfers, kt)
+					}
+				}
 			}
 		}
 		if p, bad := seq.see(idx, l.line); bad {
@@ -325,6 +367,9 @@ func VerifyDirs(w io.Writer, keyFile string, dirs ...string) error {
 		}
 		bad += len(r.Problems) + r.More
 		fmt.Fprintf(w, "%s%s\n", prefix(d), r.summary())
+		for _, k := range r.KeyTransfers {
+			fmt.Fprintf(w, "%skey transfer: %s\n", prefix(d), k)
+		}
 	}
 	if len(dirs) == 2 {
 		ps, err := Compare(os.DirFS(dirs[0]), os.DirFS(dirs[1]), key)

@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
@@ -149,10 +150,7 @@ func newCAClusterWith(t testing.TB, voters int, mode KeyMode, tweak func(*cluste
 		if i == 0 {
 			n.cfg.Bootstrap = true
 		} else {
-			jt, err := tc.nodes[0].c.CreateJoinToken(ctx, time.Minute, cluster.Voter)
-			if err != nil {
-				t.Fatal(err)
-			}
+			jt := clustertest.JoinToken(t, tc.nodes[0].c, n.cfg, cluster.Voter)
 			n.cfg.Join = &cluster.Join{Addr: tc.nodes[0].c.Addr(), Token: jt}
 		}
 		n.open(ctx)

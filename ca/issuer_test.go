@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
@@ -101,13 +102,10 @@ func TestVoterJoiningLaterReceivesCAKey(t *testing.T) {
 	ctx := ctxT(t, 90*time.Second)
 	tc := newCACluster(t, 1, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
-	jt, err := tc.nodes[0].c.CreateJoinToken(ctx, time.Minute, cluster.Voter)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tk, tok := newTok(t)
 	n := &caNode{t: t, tok: tk, keys: tok, vault: cluster.NewHSMVault(tok), mode: PerNodeHSM}
 	n.cfg = fastConfig(t, n.vault)
+	jt := clustertest.JoinToken(t, tc.nodes[0].c, n.cfg, cluster.Voter)
 	n.cfg.Join = &cluster.Join{Addr: tc.nodes[0].c.Addr(), Token: jt}
 	n.open(ctx)
 	tc.nodes = append(tc.nodes, n)

@@ -84,6 +84,7 @@ func putIndex(t testing.TB, res []byte) uint64 {
 // membershipBuckets are what a restore drops: the old cluster's.
 var membershipBuckets = map[string]bool{
 	string(bucketMembers): true, string(bucketTokens): true, string(bucketDenied): true, string(bucketRequests): true,
+	string(bucketMemberKeys): true,
 }
 
 // TestBackupRestore backs up a two-voter cluster on its follower and starts
@@ -108,12 +109,8 @@ func TestBackupRestore(t *testing.T) {
 		return n
 	}
 	join := func(via *Cluster, role Role) *testNode {
-		tok, err := via.CreateJoinToken(ctx, time.Minute, role)
-		if err != nil {
-			t.Fatal(err)
-		}
 		n := newNode(newHSMVault(t))
-		n.cfg.Join = &Join{Addr: via.Addr(), Token: tok}
+		n.cfg.Join = &Join{Addr: via.Addr(), Token: grant(t, via, n.cfg, role, time.Minute)}
 		n.open(ctx)
 		return n
 	}
@@ -146,10 +143,8 @@ func TestBackupRestore(t *testing.T) {
 	for i := range 40 {
 		last = submit(first.c, fmt.Sprintf("k%02d", i))
 	}
-	unused, err := first.c.CreateJoinToken(ctx, time.Hour, Voter)
-	if err != nil {
-		t.Fatal(err)
-	}
+	unusedNode := newNode(newHSMVault(t))
+	unused := grant(t, first.c, unusedNode.cfg, Voter, time.Hour)
 
 	// Backup on the follower is current: it holds the leader's last write.
 	var buf bytes.Buffer
@@ -303,7 +298,8 @@ func TestBackupRestore(t *testing.T) {
 	if !publicKeysEqual(oldKey.Public(), same.c.creds.ca.PublicKey) || bytes.Equal(same.c.creds.ca.Raw, first.c.creds.ca.Raw) {
 		t.Fatal("on the same HSM the cluster CA key is kept and its certificate is new")
 	}
-	thief := newNode(newHSMVault(t))
+	// (The node the token was granted to, with the keys it was granted for.)
+	thief := unusedNode
 	thief.cfg.Join = &Join{Addr: same.c.Addr(), Token: unused}
 	if err := openErr(thief.cfg); !errors.Is(err, ErrTokenInvalid) {
 		t.Fatalf("old cluster's token at the restored cluster: %v", err)
@@ -363,9 +359,6 @@ func TestBackupRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := moved.vault.ImportKey(ctx, name, blob); err != nil {
-			t.Fatal(err)
-		}
-		if err := moved.vault.DropTransportKey(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -104,7 +104,10 @@ const admitPendingFile = "admit-pending"
 // Join says where and how to join a cluster.
 type Join struct {
 	Addr  string // any node's cluster port
-	Token string // from CreateJoinToken
+	Token string // granted to this node's keys (GrantJoin, NewJoinToken)
+	// Role is the role the node is configured for: a token granted for
+	// another role is refused, and consumes nothing. Empty takes the token's.
+	Role Role
 }
 
 func (cfg *Config) setDefaults() {
@@ -367,7 +370,26 @@ func (c *Cluster) recordBootstrapMember(ctx context.Context) error {
 	if have {
 		return nil
 	}
-	cmd, err := NewCommand(cmdMemberSelf, 1, memberJoin{Node: c.id, Addr: c.cfg.AdvertiseAddr})
+	// The first node's keys are recorded as if approved: it is the
+	// installation, before any operator exists, and ShareKey sends it keys
+	// made later on another leader only to the transport key recorded here.
+	key, err := c.cfg.KeyVault.NodeKey(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: bootstrap: node key: %w", err)
+	}
+	nk, err := FingerprintKey(key.Public())
+	if err != nil {
+		return err
+	}
+	tk, err := c.cfg.KeyVault.TransportKey(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: bootstrap: transport key: %w", err)
+	}
+	tf, err := c.cfg.KeyVault.TransportKeyFingerprint(tk)
+	if err != nil {
+		return fmt.Errorf("cluster: bootstrap: transport key: %w", err)
+	}
+	cmd, err := NewCommand(cmdMemberSelf, 2, memberSelfV2{Node: c.id, Addr: c.cfg.AdvertiseAddr, NodeKey: nk[:], Transport: tf[:]})
 	if err != nil {
 		return err
 	}

@@ -295,3 +295,64 @@ func TestReplicaStopsOnUnknownVersion(t *testing.T) {
 	}
 	old.c = nil // stopped already
 }
+
+// TestRefusalCodeSurvivesForward: a handler's refusal keeps its identity on the
+// node that submitted the command, wherever it was applied: through a follower
+// that forwards to the leader, and on a retry answered from the request record.
+func TestRefusalCodeSurvivesForward(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	leader := waitLeader(t, nodes)
+	var follower *testNode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	ctx := ctxT(t, 20*time.Second)
+	for name, via := range map[string]*testNode{"leader": leader, "follower": follower} {
+		_, err := via.c.Submit(ctx, putCmd(t, "refuse-"+name, true, nil))
+		if !errors.Is(err, errToldToRefuse) || !errors.Is(err, ErrRefused) {
+			t.Fatalf("refusal through the %s: %v (%T), want errToldToRefuse", name, err, err)
+		}
+		var other = NewRefusal("test.other", "another refusal")
+		if errors.Is(err, other) {
+			t.Fatalf("refusal through the %s matches another code", name)
+		}
+	}
+	// The request record answers a retried submission with the same identity.
+	cmd := putCmd(t, "refuse-again", true, nil)
+	id, err := newRequestID(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		_, err := submitWithID(ctx, follower.c, cmd, id)
+		if !errors.Is(err, errToldToRefuse) {
+			t.Fatalf("attempt %d: %v, want errToldToRefuse", i, err)
+		}
+	}
+	if got := counts(t, leader.c); got["refuse-again"] != 0 {
+		t.Fatalf("a refused command wrote: %v", got)
+	}
+}
+
+// submitWithID submits cmd under a request ID of the caller's, as a submission
+// retried across a leader change does.
+func submitWithID(ctx context.Context, c *Cluster, cmd Command, id []byte) ([]byte, error) {
+	raw, err := encodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	wait := c.fsm.register(id)
+	defer c.fsm.unregister(id)
+	if _, err := c.leaderCall(ctx, rpcRequest{Op: opSubmit, ID: id, Cmd: raw}, ""); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-wait:
+		return r.value, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

@@ -264,13 +264,13 @@ func (f *stateMachine) deliverRestored() {
 			if v == nil {
 				continue
 			}
-			var rec dedupRecord
-			if decMode.Unmarshal(v, &rec) != nil {
+			rec, err := decodeDedup(v)
+			if err != nil {
 				continue
 			}
 			r := applyResult{value: bytes.Clone(rec.Value)}
 			if rec.Refused {
-				r.err = &RefusedError{Err: errors.New(rec.Refusal)}
+				r.err = rebuildRefusal(rec.Code, rec.Refusal)
 			}
 			ch <- r
 			delete(f.pending, id)
@@ -429,12 +429,34 @@ func putApplied(tx *bbolt.Tx, index uint64) error {
 	return tx.Bucket(bucketMeta).Put(keyApplied, b[:])
 }
 
-// dedupRecord is what the state remembers of a request for dedupWindow.
+// dedupRecord is what the state remembers of a request for dedupWindow: its
+// result, or its refusal with the refusal's code (a Refusal's). Records written
+// before codes were kept have three fields (dedupRecordV1).
 type dedupRecord struct {
 	_       struct{} `cbor:",toarray"`
 	Value   []byte
 	Refusal string
 	Refused bool
+	Code    string
+}
+
+type dedupRecordV1 struct {
+	_       struct{} `cbor:",toarray"`
+	Value   []byte
+	Refusal string
+	Refused bool
+}
+
+func decodeDedup(v []byte) (dedupRecord, error) {
+	var rec dedupRecord
+	err := decMode.Unmarshal(v, &rec)
+	if err != nil {
+		var old dedupRecordV1
+		if decMode.Unmarshal(v, &old) == nil {
+			return dedupRecord{Value: old.Value, Refusal: old.Refusal, Refused: old.Refused}, nil
+		}
+	}
+	return rec, err
 }
 
 // applyItems applies items in tx. It returns again=true, having added to
@@ -450,13 +472,13 @@ func (f *stateMachine) applyItems(tx *bbolt.Tx, items []pendingItem, refused map
 		where := fmt.Sprintf("entry %d.%d (%s v%d)", e.Index, e.Seq, e.Command.Type, e.Command.Version)
 		if len(it.id) > 0 {
 			if v := reqs.Get(it.id); v != nil {
-				var rec dedupRecord
-				if err := decMode.Unmarshal(v, &rec); err != nil {
+				rec, err := decodeDedup(v)
+				if err != nil {
 					return nil, nil, false, fmt.Errorf("%s: decode request record: %w", where, err)
 				}
 				results[i] = applyResult{value: rec.Value}
 				if rec.Refused {
-					results[i].err = &RefusedError{Err: errors.New(rec.Refusal)}
+					results[i].err = rebuildRefusal(rec.Code, rec.Refusal)
 				}
 				continue
 			}
@@ -491,7 +513,8 @@ func (f *stateMachine) applyItems(tx *bbolt.Tx, items []pendingItem, refused map
 		if len(it.id) > 0 {
 			rec := dedupRecord{Value: results[i].value}
 			if results[i].err != nil {
-				rec.Refused, rec.Refusal = true, results[i].err.(*RefusedError).Err.Error()
+				ref := results[i].err.(*RefusedError).Err
+				rec.Refused, rec.Refusal, rec.Code = true, ref.Error(), refusalCode(ref)
 			}
 			v, err := encMode.Marshal(rec)
 			if err != nil {

@@ -64,3 +64,44 @@ func (e *RefusedError) Error() string { return "refused: " + e.Err.Error() }
 
 // Unwrap lets errors.Is find both ErrRefused and the handler's own error.
 func (e *RefusedError) Unwrap() []error { return []error{ErrRefused, e.Err} }
+
+// A Refusal is a reason for refusing a command that callers act on, known by a
+// stable code. The code travels with the refusal through the state machine's
+// records and the RPC, so errors.Is(err, sentinel) holds on the node that
+// submitted the command, wherever it was applied: a refusal rebuilt from its
+// code matches the sentinel of that code. Declare sentinels with NewRefusal and
+// wrap them freely (fmt.Errorf("%w: …", sentinel)); never compare messages.
+type Refusal struct{ code, msg string }
+
+// NewRefusal returns the sentinel of a refusal: code is stable and unique (a
+// package prefix, e.g. "operator.self-approval"), msg says it in words.
+func NewRefusal(code, msg string) *Refusal { return &Refusal{code: code, msg: msg} }
+
+func (r *Refusal) Error() string { return r.msg }
+
+// Code is the refusal's stable code.
+func (r *Refusal) Code() string { return r.code }
+
+// Is matches any refusal of the same code.
+func (r *Refusal) Is(target error) bool {
+	t, ok := target.(*Refusal)
+	return ok && r.code != "" && t.code == r.code
+}
+
+// refusalCode is the code of the first Refusal in err's chain, or "".
+func refusalCode(err error) string {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return r.code
+	}
+	return ""
+}
+
+// rebuildRefusal is a refusal as another node or an earlier apply reported it:
+// its message, and its code so that errors.Is finds the sentinel.
+func rebuildRefusal(code, msg string) *RefusedError {
+	if code == "" {
+		return &RefusedError{Err: errors.New(msg)}
+	}
+	return &RefusedError{Err: &Refusal{code: code, msg: msg}}
+}

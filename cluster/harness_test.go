@@ -26,6 +26,9 @@ type putBody struct {
 
 var bucketTest = []byte("test")
 
+// errToldToRefuse is test.put's refusal: a Refusal, so its code crosses Raft.
+var errToldToRefuse = NewRefusal("test.told-to-refuse", "told to refuse")
+
 func (putHandler) Type() string      { return "test.put" }
 func (putHandler) Versions() []uint  { return []uint{1} }
 func (putHandler) Buckets() [][]byte { return [][]byte{bucketTest} }
@@ -43,7 +46,7 @@ func (putHandler) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) {
 		return nil, err
 	}
 	if b.Refuse {
-		return nil, Refuse(fmt.Errorf("%s@%d: told to refuse", b.ID, e.Index))
+		return nil, Refuse(fmt.Errorf("%s@%d: %w", b.ID, e.Index, errToldToRefuse))
 	}
 	return []byte(fmt.Sprintf("ok:%s@%d.%d", b.ID, e.Index, e.Seq)), nil
 }
@@ -161,13 +164,9 @@ func newTestCluster(t testing.TB, voters int, tweak func(*Config)) []*testNode {
 func addNode(t testing.TB, via *Cluster, role Role, tweak func(*Config)) *testNode {
 	t.Helper()
 	ctx := ctxT(t, 60*time.Second)
-	tok, err := via.CreateJoinToken(ctx, time.Minute, role)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := &testNode{t: t, vault: newHSMVault(t)}
 	n.cfg = fastConfig(t, n.vault)
-	n.cfg.Join = &Join{Addr: via.Addr(), Token: tok}
+	n.cfg.Join = &Join{Addr: via.Addr(), Token: grant(t, via, n.cfg, role, time.Minute)}
 	if tweak != nil {
 		tweak(&n.cfg)
 	}
@@ -214,4 +213,23 @@ func running(nodes []*testNode) []*testNode {
 		}
 	}
 	return out
+}
+
+// grant grants a join to the node cfg will open, as operators do once they
+// have approved the keys it shows (PrepareJoin), and returns its token.
+func grant(t testing.TB, via *Cluster, cfg Config, role Role, ttl time.Duration) string {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	keys, err := PrepareJoin(ctx, cfg.DataDir, cfg.NodeID, cfg.KeyVault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, id, hash, err := NewJoinToken(via.CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := via.GrantJoin(ctx, JoinGrant{TokenID: id, SecretHash: hash, Role: role, Keys: keys, TTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/inkan-pki/inkan/hsm"
 )
@@ -20,10 +19,11 @@ const nodeKeyLabel = "node-tls"
 type HSMVault struct {
 	tok  *hsm.Token
 	xfer *hsm.WrapTransfer
-
-	mu sync.Mutex
-	tp *hsm.TransportKey // the transport key of a join in progress
 }
+
+// transportKeyName names the node's standing transport key on its token
+// (hsm.WrapTransfer.StandingTransportKey).
+const transportKeyName = "node"
 
 // NewHSMVault keeps the node's keys on tok.
 func NewHSMVault(tok *hsm.Token) *HSMVault {
@@ -55,14 +55,20 @@ func (v *HSMVault) ReplicatedKey(ctx context.Context, name string, create bool) 
 
 // TransportKey implements KeyVault.
 func (v *HSMVault) TransportKey(ctx context.Context) ([]byte, error) {
-	tp, err := v.xfer.NewTransportKey(ctx)
+	tp, err := v.xfer.StandingTransportKey(ctx, transportKeyName)
 	if err != nil {
 		return nil, err
 	}
-	v.mu.Lock()
-	v.tp = tp
-	v.mu.Unlock()
 	return tp.MarshalBinary()
+}
+
+// TransportKeyFingerprint implements KeyVault.
+func (v *HSMVault) TransportKeyFingerprint(to []byte) (KeyFingerprint, error) {
+	var tp hsm.TransportKey
+	if err := tp.UnmarshalBinary(to); err != nil {
+		return KeyFingerprint{}, err
+	}
+	return FingerprintKey(tp.Public)
 }
 
 // ExportKey implements KeyVault.
@@ -89,18 +95,6 @@ func (v *HSMVault) ImportKey(ctx context.Context, name string, blob []byte) erro
 	}
 	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
 	return err
-}
-
-// DropTransportKey implements KeyVault.
-func (v *HSMVault) DropTransportKey(ctx context.Context) error {
-	v.mu.Lock()
-	tp := v.tp
-	v.tp = nil
-	v.mu.Unlock()
-	if tp == nil {
-		return nil
-	}
-	return v.xfer.DeleteTransportKey(ctx, tp)
 }
 
 var _ KeyVault = (*HSMVault)(nil)

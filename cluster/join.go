@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -26,8 +25,9 @@ type joinRequest struct {
 	Secret       []byte `cbor:"2,keyasint"`
 	Node         string `cbor:"3,keyasint"`
 	Addr         string `cbor:"4,keyasint"`
-	CSR          []byte `cbor:"5,keyasint"` // signed by the joiner's node key
-	TransportKey []byte `cbor:"6,keyasint"` // from the joiner's KeyVault.TransportKey
+	CSR          []byte `cbor:"5,keyasint"`           // signed by the joiner's node key
+	TransportKey []byte `cbor:"6,keyasint"`           // from the joiner's KeyVault.TransportKey
+	Role         string `cbor:"7,keyasint,omitempty"` // the role the joiner is configured for
 }
 
 type joinResponse struct {
@@ -35,35 +35,6 @@ type joinResponse struct {
 	Cert []byte            `cbor:"2,keyasint"`
 	Role string            `cbor:"3,keyasint"`
 	Keys map[string][]byte `cbor:"4,keyasint,omitempty"` // wrapped for the transport key
-}
-
-// CreateJoinToken records a one-time join token for a node of the given
-// role, valid for ttl, and returns it for the operator to hand to the new
-// node. The state keeps only the SHA-256 of its secret; redeeming it is a
-// Raft command, so any node may redeem it, once.
-func (c *Cluster) CreateJoinToken(ctx context.Context, ttl time.Duration, role Role) (string, error) {
-	if !role.valid() {
-		return "", fmt.Errorf("cluster: join token: unknown role %q", role)
-	}
-	if ttl <= 0 {
-		return "", errors.New("cluster: join token: ttl must be positive")
-	}
-	t := joinToken{id: make([]byte, 8), secret: make([]byte, 32), fingerprint: caFingerprint(c.creds.ca)}
-	if _, err := rand.Read(t.id); err != nil {
-		return "", err
-	}
-	if _, err := rand.Read(t.secret); err != nil {
-		return "", err
-	}
-	h := sha256.Sum256(t.secret)
-	cmd, err := NewCommand(cmdTokenCreate, 1, tokenCreate{ID: t.id, Hash: h[:], Expires: time.Now().Add(ttl).UnixNano(), Role: string(role)})
-	if err != nil {
-		return "", err
-	}
-	if _, err := c.submit(ctx, cmd); err != nil {
-		return "", fmt.Errorf("cluster: create join token: %w", err)
-	}
-	return t.String(), nil
 }
 
 // joinCluster runs the joiner's side: it proves it holds the token, sends
@@ -87,12 +58,8 @@ func joinCluster(ctx context.Context, cfg *Config, nodeID string) (*credentials,
 	if err != nil {
 		return nil, fmt.Errorf("cluster: transport key: %w", err)
 	}
-	defer func() {
-		if err := cfg.KeyVault.DropTransportKey(context.WithoutCancel(ctx)); err != nil {
-			cfg.Logger.Warn("cluster: join: drop transport key", "err", err)
-		}
-	}()
-	req := joinRequest{TokenID: tok.id, Secret: tok.secret, Node: nodeID, Addr: cfg.AdvertiseAddr, CSR: csr, TransportKey: tkey}
+	req := joinRequest{TokenID: tok.id, Secret: tok.secret, Node: nodeID, Addr: cfg.AdvertiseAddr, CSR: csr, TransportKey: tkey,
+		Role: string(cfg.Join.Role)}
 
 	resp, ca, err := callJoin(ctx, cfg.Join.Addr, tok.fingerprint, req)
 	if err != nil {
@@ -108,6 +75,9 @@ func joinCluster(ctx context.Context, cfg *Config, nodeID string) (*credentials,
 	}
 	if creds.nodeID != nodeID {
 		return nil, fmt.Errorf("cluster: join: certificate names node %q, not %q", creds.nodeID, nodeID)
+	}
+	if cfg.Join.Role != "" && creds.role != cfg.Join.Role {
+		return nil, fmt.Errorf("cluster: join: certificate is for a %s, not a %s: %w", creds.role, cfg.Join.Role, ErrJoinRole)
 	}
 	for name, blob := range resp.Keys {
 		if err := cfg.KeyVault.ImportKey(ctx, name, blob); err != nil {
@@ -199,18 +169,28 @@ func (c *Cluster) serveJoin(conn *tls.Conn) {
 	_ = writeFrame(w, resp)
 }
 
-// admitJoiner runs on the leader: it checks the token, records the member
-// (consuming the token through Raft), signs the node certificate and wraps
-// the replicated keys for a voter.
+// admitJoiner runs on the leader: it checks the token and that the joiner is
+// the node it was granted to (node ID, node key, transport key, role), wraps the
+// replicated keys for a voter's approved transport key, records the member and
+// the key transfers in one command (consuming the token, once), and only then
+// signs the node certificate and hands out the wrapped keys. A refused join
+// consumes nothing.
 func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinResponse, error) {
-	var role Role
+	var tok tokenRecord
 	err := c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
 		var err error
-		role, err = checkTokenSecret(tx, req.TokenID, req.Secret, time.Now())
+		tok, err = checkTokenSecret(tx, req.TokenID, req.Secret, time.Now())
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if !tok.bound() {
+		return nil, Refuse(ErrTokenUnbound)
+	}
+	role := Role(tok.Role)
+	if req.Role != "" && Role(req.Role) != role {
+		return nil, Refuse(fmt.Errorf("%w: the token is for a %s, the node is configured as a %s", ErrJoinRole, role, req.Role))
 	}
 	csr, err := x509.ParseCertificateRequest(req.CSR)
 	if err == nil {
@@ -225,25 +205,18 @@ func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinRespo
 	if _, _, err := net.SplitHostPort(req.Addr); err != nil {
 		return nil, fmt.Errorf("cluster: join: address %q: %w", req.Addr, err)
 	}
-	cmd, err := NewCommand(cmdMemberJoin, 1, memberJoin{Token: req.TokenID, Node: req.Node, Addr: req.Addr})
+	nodeKey := FingerprintOf(csr.RawSubjectPublicKeyInfo)
+	transport, err := c.cfg.KeyVault.TransportKeyFingerprint(req.TransportKey)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cluster: join: transport key: %w", err)
 	}
-	if _, err := c.submit(ctx, cmd); err != nil {
-		return nil, err
+	if err := tok.admits(req.Node, nodeKey, transport); err != nil {
+		return nil, Refuse(err)
 	}
-	caKey, err := c.cfg.KeyVault.ReplicatedKey(ctx, CAKeyName, false)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: join: CA key: %w", err)
-	}
-	cert, err := issueNodeCert(c.creds.ca, caKey, csr.PublicKey, req.Node, role, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	resp := &joinResponse{CA: c.creds.ca.Raw, Cert: cert, Role: string(role)}
+	resp := &joinResponse{CA: c.creds.ca.Raw, Role: string(role)}
+	var names []string
 	if role == Voter {
-		names, err := c.replicatedKeys()
-		if err != nil {
+		if names, err = c.replicatedKeys(); err != nil {
 			return nil, err
 		}
 		resp.Keys = map[string][]byte{}
@@ -255,16 +228,34 @@ func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinRespo
 			resp.Keys[name] = blob
 		}
 	}
-	c.log.Info("cluster: node joined", "node", req.Node, "addr", req.Addr, "role", role)
+	cmd, err := NewCommand(cmdMemberJoin, 2, memberJoinV2{Token: req.TokenID, Node: req.Node, Addr: req.Addr,
+		NodeKey: nodeKey[:], Transport: transport[:], Keys: names})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.submit(ctx, cmd); err != nil {
+		return nil, err
+	}
+	caKey, err := c.cfg.KeyVault.ReplicatedKey(ctx, CAKeyName, false)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: join: CA key: %w", err)
+	}
+	if resp.Cert, err = issueNodeCert(c.creds.ca, caKey, csr.PublicKey, req.Node, role, time.Now()); err != nil {
+		return nil, err
+	}
+	c.log.Info("cluster: node joined", "node", req.Node, "addr", req.Addr, "role", role,
+		"transport_key", transport.String(), "keys", len(names), "request", tok.Request)
 	return resp, nil
 }
 
 // ShareKey sends the named replicated key, which this node holds, to every
-// other voter that lacks it, wrapped for a transport key each makes in its
-// HSM (as a join does). Use it for a replicated key made after the voters
-// joined (a new CA key, a rollover); voters that join later get it at join
-// if it is in Config.ReplicatedKeys. A voter holding a different key of
-// that name is an error.
+// other voter that lacks it, wrapped for the voter's standing transport key —
+// only if that key is the one approved for the voter (at its join, or by
+// ApproveTransportKey), and only once the transfer is recorded (an audited
+// cluster.key.transfer, which the state machine refuses otherwise). Use it for
+// a replicated key made after the voters joined (a new CA key, a rollover);
+// voters that join later get it at join if it is in Config.ReplicatedKeys or
+// recorded here. A voter holding a different key of that name is an error.
 func (c *Cluster) ShareKey(ctx context.Context, name string) error {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
@@ -288,14 +279,14 @@ func (c *Cluster) ShareKey(ctx context.Context, name string) error {
 		if srv.Suffrage != raft.Voter || string(srv.ID) == c.id {
 			continue
 		}
-		if err := c.shareKeyWith(ctx, string(srv.Address), name, pub); err != nil {
+		if err := c.shareKeyWith(ctx, string(srv.ID), string(srv.Address), name, pub); err != nil {
 			errs = append(errs, fmt.Errorf("cluster: share %s with %s: %w", name, srv.ID, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (c *Cluster) shareKeyWith(ctx context.Context, addr, name string, pub []byte) error {
+func (c *Cluster) shareKeyWith(ctx context.Context, node, addr, name string, pub []byte) error {
 	resp, err := c.rpc.call(ctx, addr, rpcRequest{Op: opKeyTransport, Name: name})
 	if err == nil {
 		err = resp.err()
@@ -308,6 +299,19 @@ func (c *Cluster) shareKeyWith(ctx context.Context, addr, name string, pub []byt
 	case resp.Have != nil:
 		return fmt.Errorf("it holds a different key named %s", name)
 	}
+	transport, err := c.cfg.KeyVault.TransportKeyFingerprint(resp.Blob)
+	if err != nil {
+		return fmt.Errorf("its transport key: %w", err)
+	}
+	// Recorded (and audited) before anything is wrapped; refused unless the
+	// key is the one approved for that voter.
+	cmd, err := NewCommand(cmdKeyTransfer, 1, keyTransfer{Key: name, Node: node, Transport: transport[:]})
+	if err != nil {
+		return err
+	}
+	if _, err := c.submit(ctx, cmd); err != nil {
+		return err
+	}
 	blob, err := c.cfg.KeyVault.ExportKey(ctx, name, resp.Blob)
 	if err != nil {
 		return err
@@ -319,8 +323,8 @@ func (c *Cluster) shareKeyWith(ctx context.Context, addr, name string, pub []byt
 	return err
 }
 
-// keyIntake is a voter's state while it receives a key by ShareKey: the
-// vault holds one transport key at a time.
+// keyIntake is a voter's state while it receives a key by ShareKey: one key
+// at a time.
 type keyIntake struct {
 	mu    sync.Mutex
 	busy  bool
@@ -344,10 +348,16 @@ func (c *Cluster) receiveKey(ctx context.Context, req rpcRequest) rpcResponse {
 			return rpcResponse{Have: have}
 		}
 		in.mu.Lock()
-		if in.busy {
+		switch {
+		case in.busy && in.name != req.Name:
 			in.mu.Unlock()
 			return rpcResponse{Code: "error", Msg: "cluster: already receiving " + in.name + "; try again"}
+		case in.busy && !in.timer.Stop():
+			in.mu.Unlock() // timing out this moment
+			return rpcResponse{Code: "error", Msg: "cluster: already receiving " + in.name + "; try again"}
 		}
+		// A sender that gave up on the same key (its transfer was refused)
+		// may ask again: the transport key is the node's standing one.
 		in.busy, in.name = true, req.Name
 		in.timer = time.AfterFunc(time.Minute, c.endIntake)
 		in.mu.Unlock()
@@ -376,9 +386,6 @@ func (c *Cluster) receiveKey(ctx context.Context, req rpcRequest) rpcResponse {
 }
 
 func (c *Cluster) endIntake() {
-	if err := c.cfg.KeyVault.DropTransportKey(context.WithoutCancel(c.ctx)); err != nil {
-		c.log.Warn("cluster: drop transport key", "err", err)
-	}
 	c.intake.mu.Lock()
 	c.intake.busy = false
 	c.intake.mu.Unlock()

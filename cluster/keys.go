@@ -8,12 +8,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -29,9 +31,16 @@ type KeyVault interface {
 	// cluster CA key is CAKeyName), making it first — exportable only
 	// wrapped — if create is set.
 	ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error)
-	// TransportKey makes a key pair for receiving wrapped keys and returns
-	// its public half, encoded for the sender's ExportKey.
+	// TransportKey returns the public half of this node's standing
+	// transport key, encoded for a sender's ExportKey, making the key pair
+	// first if there is none. The node keeps it: operators approve its
+	// fingerprint when the node joins, and every key sent to the node is
+	// wrapped for it and for nothing else.
 	TransportKey(ctx context.Context) ([]byte, error)
+	// TransportKeyFingerprint is the fingerprint of a transport key as a
+	// TransportKey encoded it: the SHA-256 of its SubjectPublicKeyInfo. It is
+	// the key ExportKey wraps for, given the same bytes.
+	TransportKeyFingerprint(transportKey []byte) (KeyFingerprint, error)
 	// ExportKey wraps the named replicated key for the receiver's
 	// transport key (as its TransportKey encoded it).
 	ExportKey(ctx context.Context, name string, transportKey []byte) ([]byte, error)
@@ -39,9 +48,44 @@ type KeyVault interface {
 	// HSM as the replicated key name, itself exportable only wrapped (this
 	// voter may lead and admit the next one).
 	ImportKey(ctx context.Context, name string, blob []byte) error
-	// DropTransportKey destroys the key pair TransportKey made, once the
-	// keys sent to it are in (or the join failed).
-	DropTransportKey(ctx context.Context) error
+}
+
+// KeyFingerprint names a public key: the SHA-256 of its SubjectPublicKeyInfo
+// (DER). Operators compare them in the form String gives.
+type KeyFingerprint [32]byte
+
+// FingerprintOf is the fingerprint of a public key's SubjectPublicKeyInfo.
+func FingerprintOf(spki []byte) KeyFingerprint { return sha256.Sum256(spki) }
+
+// FingerprintKey is the fingerprint of a public key.
+func FingerprintKey(pub crypto.PublicKey) (KeyFingerprint, error) {
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return KeyFingerprint{}, err
+	}
+	return FingerprintOf(spki), nil
+}
+
+// String is "sha256:" and 64 lower-case hex digits.
+func (f KeyFingerprint) String() string { return "sha256:" + hex.EncodeToString(f[:]) }
+
+// IsZero reports whether f names no key.
+func (f KeyFingerprint) IsZero() bool { return f == KeyFingerprint{} }
+
+// ErrFingerprint: a key fingerprint not in the form String gives.
+var ErrFingerprint = errors.New(`cluster: key fingerprint: want "sha256:" and 64 lower-case hex digits`)
+
+// ParseKeyFingerprint reads the form String gives, and nothing else.
+func ParseKeyFingerprint(s string) (KeyFingerprint, error) {
+	var f KeyFingerprint
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 64 || strings.ToLower(h) != h {
+		return f, ErrFingerprint
+	}
+	if _, err := hex.Decode(f[:], []byte(h)); err != nil {
+		return f, ErrFingerprint
+	}
+	return f, nil
 }
 
 // CAKeyName names the cluster's internal CA key among the replicated keys.

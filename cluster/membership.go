@@ -43,6 +43,12 @@ type Member struct {
 	Addr     string // host:port for Raft, RPC and join
 	Role     Role
 	JoinedAt time.Time
+	// NodeKey and TransportKey are the fingerprints approved for the member
+	// (zero for a member that joined before joins were granted to keys, until
+	// its transport key is approved); Request is the approval.
+	NodeKey      KeyFingerprint
+	TransportKey KeyFingerprint
+	Request      string
 }
 
 type memberRecord struct {
@@ -53,12 +59,65 @@ type memberRecord struct {
 	JoinedAt int64
 }
 
+// tokenRecord is a join token in the state. A token made before joins were
+// granted to a node's keys (tokenRecordV1, four fields) decodes unbound and
+// admits nobody.
 type tokenRecord struct {
+	_         struct{} `cbor:",toarray"`
+	Hash      []byte   // SHA-256 of the secret
+	Expires   int64    // Unix nanoseconds
+	Role      string
+	UsedBy    string
+	Node      string // the node it was granted to
+	NodeKey   []byte // the fingerprint of that node's TLS key
+	Transport []byte // the fingerprint of its transport key
+	Request   string // the approved request that granted it, if any
+}
+
+type tokenRecordV1 struct {
 	_       struct{} `cbor:",toarray"`
-	Hash    []byte   // SHA-256 of the secret
-	Expires int64    // Unix nanoseconds
+	Hash    []byte
+	Expires int64
 	Role    string
 	UsedBy  string
+}
+
+func decodeToken(v []byte) (tokenRecord, error) {
+	var t tokenRecord
+	err := decMode.Unmarshal(v, &t)
+	if err != nil {
+		var old tokenRecordV1
+		if decMode.Unmarshal(v, &old) == nil {
+			return tokenRecord{Hash: old.Hash, Expires: old.Expires, Role: old.Role, UsedBy: old.UsedBy}, nil
+		}
+	}
+	return t, err
+}
+
+// bound reports whether the token was granted to a node's keys.
+func (t tokenRecord) bound() bool {
+	return t.Node != "" && len(t.NodeKey) == sha256.Size && len(t.Transport) == sha256.Size
+}
+
+// admits checks that the joiner is the node the token was granted to.
+func (t tokenRecord) admits(node string, nodeKey, transport KeyFingerprint) error {
+	if !t.bound() {
+		return ErrTokenUnbound
+	}
+	var why []string
+	if node != t.Node {
+		why = append(why, fmt.Sprintf("granted to node %q, not %q", t.Node, node))
+	}
+	if subtle.ConstantTimeCompare(nodeKey[:], t.NodeKey) != 1 {
+		why = append(why, fmt.Sprintf("its node key is %s, the joiner's %s", KeyFingerprint(t.NodeKey), nodeKey))
+	}
+	if subtle.ConstantTimeCompare(transport[:], t.Transport) != 1 {
+		why = append(why, fmt.Sprintf("its transport key is %s, the joiner's %s", KeyFingerprint(t.Transport), transport))
+	}
+	if len(why) > 0 {
+		return fmt.Errorf("%w: %s", ErrJoinBinding, strings.Join(why, "; "))
+	}
+	return nil
 }
 
 // Bodies of the built-in commands.
@@ -80,12 +139,54 @@ type (
 		_    struct{} `cbor:",toarray"`
 		Node string
 	}
+	// tokenGrant (cluster.token.create v2) records a join token granted to a
+	// node's keys; it expires TTL after the entry's time.
+	tokenGrant struct {
+		_         struct{} `cbor:",toarray"`
+		ID        []byte
+		Hash      []byte
+		TTL       int64
+		Role      string
+		Node      string
+		NodeKey   []byte
+		Transport []byte
+		Request   string
+	}
+	// memberJoinV2 (cluster.member.join v2) records a joined member with its
+	// keys' fingerprints and the replicated keys wrapped for it.
+	memberJoinV2 struct {
+		_         struct{} `cbor:",toarray"`
+		Token     []byte
+		Node      string
+		Addr      string
+		NodeKey   []byte
+		Transport []byte
+		Keys      []string
+	}
+	// memberSelfV2 (cluster.member.bootstrap v2): the first node, with its keys.
+	memberSelfV2 struct {
+		_         struct{} `cbor:",toarray"`
+		Node      string
+		Addr      string
+		NodeKey   []byte
+		Transport []byte
+	}
 )
 
 // Errors of membership, for callers to act on.
 var (
 	ErrTokenInvalid = errors.New("cluster: join token unknown, forged, used or expired")
 	ErrNodeRemoved  = errors.New("cluster: node was removed from the cluster")
+	// ErrJoinBinding: the joiner is not the node its token was granted to
+	// (another node ID, node key or transport key).
+	ErrJoinBinding = NewRefusal("cluster.join-binding", "cluster: the join token was granted to another node, node key or transport key")
+	// ErrJoinRole: the token is for another role than the joiner's configuration.
+	ErrJoinRole = NewRefusal("cluster.join-role", "cluster: the join token is for another role than the node is configured for")
+	// ErrTokenUnbound: a token made before tokens were granted to a node's keys.
+	ErrTokenUnbound = NewRefusal("cluster.token-unbound", "cluster: the join token is bound to no node's keys; grant a new one")
+	// ErrTransportNotApproved: a key transfer to a transport key that is not the
+	// one approved for the receiving voter (or to a nonvoter).
+	ErrTransportNotApproved = NewRefusal("cluster.transport-not-approved", "cluster: the receiving node's transport key is not the one approved for it")
 )
 
 const (
@@ -96,21 +197,29 @@ const (
 )
 
 type builtin struct {
-	typ   string
-	apply func(tx *bbolt.Tx, e Entry) ([]byte, error)
+	typ      string
+	apply    func(tx *bbolt.Tx, e Entry) ([]byte, error)
+	versions []uint // {1} if nil
 }
 
-func (b builtin) Type() string                                { return b.typ }
-func (b builtin) Versions() []uint                            { return []uint{1} }
+func (b builtin) Type() string { return b.typ }
+func (b builtin) Versions() []uint {
+	if b.versions == nil {
+		return []uint{1}
+	}
+	return b.versions
+}
 func (b builtin) Buckets() [][]byte                           { return nil }
 func (b builtin) Apply(tx *bbolt.Tx, e Entry) ([]byte, error) { return b.apply(tx, e) }
 
 func builtinHandlers() []Handler {
 	return []Handler{
-		builtin{cmdTokenCreate, applyTokenCreate},
-		builtin{cmdMemberJoin, applyMemberJoin},
-		builtin{cmdMemberSelf, applyMemberBootstrap},
-		builtin{cmdMemberRemove, applyMemberRemove},
+		builtin{cmdTokenCreate, applyTokenCreate, []uint{1, 2}},
+		builtin{cmdMemberJoin, applyMemberJoin, []uint{1, 2}},
+		builtin{cmdMemberSelf, applyMemberBootstrap, []uint{1, 2}},
+		builtin{cmdMemberRemove, applyMemberRemove, nil},
+		builtin{cmdKeyTransfer, applyKeyTransfer, nil},
+		builtin{cmdMemberTransport, applyMemberTransport, nil},
 		keyRecorder{},
 		// bucket ownership for the membership buckets
 		bucketOwner{},
@@ -121,35 +230,66 @@ func builtinHandlers() []Handler {
 // submitted.
 type bucketOwner struct{}
 
-func (bucketOwner) Type() string      { return "cluster.buckets" }
-func (bucketOwner) Versions() []uint  { return nil }
-func (bucketOwner) Buckets() [][]byte { return [][]byte{bucketMembers, bucketTokens, bucketDenied} }
+func (bucketOwner) Type() string     { return "cluster.buckets" }
+func (bucketOwner) Versions() []uint { return nil }
+func (bucketOwner) Buckets() [][]byte {
+	return [][]byte{bucketMembers, bucketTokens, bucketDenied, bucketMemberKeys}
+}
 func (bucketOwner) Apply(*bbolt.Tx, Entry) ([]byte, error) {
 	return nil, errors.New("cluster.buckets is not a command")
 }
 
 func applyTokenCreate(tx *bbolt.Tx, e Entry) ([]byte, error) {
-	var c tokenCreate
-	if err := e.Command.Decode(&c); err != nil {
-		return nil, Refuse(err)
+	var rec tokenRecord
+	var id []byte
+	if e.Command.Version == 1 {
+		// Replayed from a log written before grants: the token admits nobody.
+		var c tokenCreate
+		if err := e.Command.Decode(&c); err != nil {
+			return nil, Refuse(err)
+		}
+		id, rec = c.ID, tokenRecord{Hash: c.Hash, Expires: c.Expires, Role: c.Role}
+	} else {
+		var g tokenGrant
+		if err := e.Command.Decode(&g); err != nil {
+			return nil, Refuse(err)
+		}
+		if !validNodeID(g.Node) || len(g.NodeKey) != sha256.Size || len(g.Transport) != sha256.Size || g.TTL <= 0 || len(g.Request) > 64 {
+			return nil, Refuse(errors.New("malformed join grant"))
+		}
+		id = g.ID
+		rec = tokenRecord{Hash: g.Hash, Expires: e.Time.Add(time.Duration(g.TTL)).UnixNano(), Role: g.Role,
+			Node: g.Node, NodeKey: g.NodeKey, Transport: g.Transport, Request: g.Request}
 	}
-	if len(c.ID) == 0 || len(c.Hash) != sha256.Size || !Role(c.Role).valid() {
+	if len(id) != 8 || len(rec.Hash) != sha256.Size || !Role(rec.Role).valid() {
 		return nil, Refuse(errors.New("malformed join token"))
 	}
 	b := tx.Bucket(bucketTokens)
-	if b.Get(c.ID) != nil {
+	if b.Get(id) != nil {
 		return nil, Refuse(errors.New("join token ID already exists"))
 	}
-	v, err := encMode.Marshal(tokenRecord{Hash: c.Hash, Expires: c.Expires, Role: c.Role})
+	if rec.Node != "" {
+		if err := checkNewMember(tx, rec.Node); err != nil {
+			return nil, err
+		}
+	}
+	v, err := encMode.Marshal(rec)
 	if err != nil {
 		return nil, err
 	}
-	return nil, b.Put(c.ID, v)
+	return nil, b.Put(id, v)
 }
 
 func applyMemberJoin(tx *bbolt.Tx, e Entry) ([]byte, error) {
-	var c memberJoin
-	if err := e.Command.Decode(&c); err != nil {
+	var c memberJoinV2
+	if e.Command.Version == 1 {
+		// Replayed from a log written before grants: a join by an unbound token.
+		var old memberJoin
+		if err := e.Command.Decode(&old); err != nil {
+			return nil, Refuse(err)
+		}
+		c = memberJoinV2{Token: old.Token, Node: old.Node, Addr: old.Addr}
+	} else if err := e.Command.Decode(&c); err != nil {
 		return nil, Refuse(err)
 	}
 	tb := tx.Bucket(bucketTokens)
@@ -157,12 +297,23 @@ func applyMemberJoin(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	if v == nil || len(c.Token) == 0 {
 		return nil, Refuse(ErrTokenInvalid)
 	}
-	var t tokenRecord
-	if err := decMode.Unmarshal(v, &t); err != nil {
+	t, err := decodeToken(v)
+	if err != nil {
 		return nil, err
 	}
 	if t.UsedBy != "" || e.Time.UnixNano() >= t.Expires {
 		return nil, Refuse(ErrTokenInvalid)
+	}
+	if e.Command.Version >= 2 {
+		if len(c.NodeKey) != sha256.Size || len(c.Transport) != sha256.Size {
+			return nil, Refuse(errors.New("malformed join"))
+		}
+		if err := t.admits(c.Node, KeyFingerprint(c.NodeKey), KeyFingerprint(c.Transport)); err != nil {
+			return nil, Refuse(err)
+		}
+		if len(c.Keys) > 0 && Role(t.Role) != Voter {
+			return nil, Refuse(fmt.Errorf("%w: keys for a %s", ErrTransportNotApproved, t.Role))
+		}
 	}
 	if err := checkNewMember(tx, c.Node); err != nil {
 		return nil, err
@@ -175,12 +326,24 @@ func applyMemberJoin(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	if err := tb.Put(c.Token, nv); err != nil {
 		return nil, err
 	}
+	if e.Command.Version >= 2 {
+		if err := putMemberKeys(tx, c.Node, memberKeys{NodeKey: c.NodeKey, Transport: c.Transport, Request: t.Request,
+			Approved: e.Time.UnixNano()}); err != nil {
+			return nil, err
+		}
+	}
 	return []byte(t.Role), putMember(tx, Member{ID: c.Node, Addr: c.Addr, Role: Role(t.Role), JoinedAt: e.Time})
 }
 
 func applyMemberBootstrap(tx *bbolt.Tx, e Entry) ([]byte, error) {
-	var c memberJoin
-	if err := e.Command.Decode(&c); err != nil {
+	var c memberSelfV2
+	if e.Command.Version == 1 {
+		var old memberJoin
+		if err := e.Command.Decode(&old); err != nil {
+			return nil, Refuse(err)
+		}
+		c = memberSelfV2{Node: old.Node, Addr: old.Addr}
+	} else if err := e.Command.Decode(&c); err != nil {
 		return nil, Refuse(err)
 	}
 	if k, _ := tx.Bucket(bucketMembers).Cursor().First(); k != nil {
@@ -191,6 +354,11 @@ func applyMemberBootstrap(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	}
 	if err := checkNewMember(tx, c.Node); err != nil {
 		return nil, err
+	}
+	if len(c.NodeKey) == sha256.Size && len(c.Transport) == sha256.Size {
+		if err := putMemberKeys(tx, c.Node, memberKeys{NodeKey: c.NodeKey, Transport: c.Transport, Approved: e.Time.UnixNano()}); err != nil {
+			return nil, err
+		}
 	}
 	return nil, putMember(tx, Member{ID: c.Node, Addr: c.Addr, Role: Voter, JoinedAt: e.Time})
 }
@@ -216,6 +384,9 @@ func applyMemberRemove(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	if err := tx.Bucket(bucketMembers).Delete([]byte(c.Node)); err != nil {
 		return nil, err
 	}
+	if err := tx.Bucket(bucketMemberKeys).Delete([]byte(c.Node)); err != nil {
+		return nil, err
+	}
 	var at [8]byte
 	putUint64(at[:], uint64(e.Time.UnixNano()))
 	return nil, tx.Bucket(bucketDenied).Put([]byte(c.Node), at[:])
@@ -229,7 +400,7 @@ func putMember(tx *bbolt.Tx, m Member) error {
 	return tx.Bucket(bucketMembers).Put([]byte(m.ID), v)
 }
 
-// readMembers lists the members recorded in the state.
+// readMembers lists the members recorded in the state, with their keys.
 func readMembers(tx *bbolt.Tx) ([]Member, error) {
 	var out []Member
 	err := tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
@@ -237,7 +408,17 @@ func readMembers(tx *bbolt.Tx) ([]Member, error) {
 		if err := decMode.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("member %s: %w", k, err)
 		}
-		out = append(out, Member{ID: r.ID, Addr: r.Addr, Role: Role(r.Role), JoinedAt: time.Unix(0, r.JoinedAt).UTC()})
+		m := Member{ID: r.ID, Addr: r.Addr, Role: Role(r.Role), JoinedAt: time.Unix(0, r.JoinedAt).UTC()}
+		keys, ok, err := readMemberKeys(tx, r.ID)
+		if err != nil {
+			return err
+		}
+		if ok {
+			copy(m.NodeKey[:], keys.NodeKey)
+			copy(m.TransportKey[:], keys.Transport)
+			m.Request = keys.Request
+		}
+		out = append(out, m)
 		return nil
 	})
 	return out, err
@@ -309,21 +490,21 @@ func parseJoinToken(s string) (joinToken, error) {
 }
 
 // checkTokenSecret tells whether secret matches the token id in the state
-// and the token is still usable at now.
-func checkTokenSecret(tx *bbolt.Tx, id, secret []byte, now time.Time) (Role, error) {
+// and the token is still usable at now, and returns it.
+func checkTokenSecret(tx *bbolt.Tx, id, secret []byte, now time.Time) (tokenRecord, error) {
 	v := tx.Bucket(bucketTokens).Get(id)
 	if v == nil {
-		return "", ErrTokenInvalid
+		return tokenRecord{}, ErrTokenInvalid
 	}
-	var t tokenRecord
-	if err := decMode.Unmarshal(v, &t); err != nil {
-		return "", err
+	t, err := decodeToken(v)
+	if err != nil {
+		return tokenRecord{}, err
 	}
 	h := sha256.Sum256(secret)
 	if subtle.ConstantTimeCompare(h[:], t.Hash) != 1 || t.UsedBy != "" || now.UnixNano() >= t.Expires {
-		return "", ErrTokenInvalid
+		return tokenRecord{}, ErrTokenInvalid
 	}
-	return Role(t.Role), nil
+	return t, nil
 }
 
 func validNodeID(id string) bool {

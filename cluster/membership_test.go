@@ -14,70 +14,256 @@ func TestJoinTokenRefusals(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	leader := nodes[0].c
 	ctx := ctxT(t, 60*time.Second)
-	tryJoin := func(tok string) error {
+	joiner := func() *testNode {
 		n := &testNode{t: t, vault: newHSMVault(t)}
 		n.cfg = fastConfig(t, n.vault)
-		n.cfg.Join = &Join{Addr: leader.Addr(), Token: tok}
-		c, err := Open(ctxT(t, 10*time.Second), n.cfg)
+		return n
+	}
+	tryJoin := func(n *testNode, tok string) error {
+		cfg := n.cfg
+		cfg.Join = &Join{Addr: leader.Addr(), Token: tok}
+		c, err := Open(ctxT(t, 10*time.Second), cfg)
 		if err == nil {
 			n.c = c
 			t.Cleanup(n.kill)
 		}
 		return err
 	}
-	tok, err := leader.CreateJoinToken(ctx, time.Minute, Voter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tryJoin(tok); err != nil {
+	a := joiner()
+	tok := grant(t, leader, a.cfg, Voter, time.Minute)
+	if err := tryJoin(a, tok); err != nil {
 		t.Fatalf("first use: %v", err)
 	}
-	if err := tryJoin(tok); !errors.Is(err, ErrTokenInvalid) {
+	if err := tryJoin(joiner(), tok); !errors.Is(err, ErrTokenInvalid) {
 		t.Errorf("second use: err = %v, want ErrTokenInvalid", err)
 	}
 
-	expiring, err := leader.CreateJoinToken(ctx, time.Millisecond, Voter)
+	// An expired grant (made through Raft with a TTL below what GrantJoin
+	// allows, rather than wait a minute).
+	b := joiner()
+	keys, err := PrepareJoin(ctx, b.cfg.DataDir, "", b.vault)
 	if err != nil {
+		t.Fatal(err)
+	}
+	expiring, id, hash, err := NewJoinToken(leader.CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := NewCommand(cmdTokenCreate, 2, tokenGrant{ID: id, Hash: hash, TTL: int64(time.Millisecond), Role: string(Voter),
+		Node: keys.Node, NodeKey: keys.NodeKey[:], Transport: keys.TransportKey[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.submit(ctx, cmd); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond)
-	if err := tryJoin(expiring); !errors.Is(err, ErrTokenInvalid) {
+	if err := tryJoin(b, expiring); !errors.Is(err, ErrTokenInvalid) {
 		t.Errorf("expired: err = %v, want ErrTokenInvalid", err)
 	}
-
-	fresh, err := leader.CreateJoinToken(ctx, time.Minute, Voter)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := joiner()
+	fresh := grant(t, leader, c.cfg, Voter, time.Minute)
 	parsed, err := parseJoinToken(fresh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	forgedSecret := parsed
 	forgedSecret.secret = append([]byte{parsed.secret[0] ^ 1}, parsed.secret[1:]...)
-	if err := tryJoin(forgedSecret.String()); !errors.Is(err, ErrTokenInvalid) {
+	if err := tryJoin(c, forgedSecret.String()); !errors.Is(err, ErrTokenInvalid) {
 		t.Errorf("forged secret: err = %v, want ErrTokenInvalid", err)
 	}
 	forgedID := parsed
 	forgedID.id = []byte("12345678")
-	if err := tryJoin(forgedID.String()); !errors.Is(err, ErrTokenInvalid) {
+	if err := tryJoin(c, forgedID.String()); !errors.Is(err, ErrTokenInvalid) {
 		t.Errorf("unknown token ID: err = %v, want ErrTokenInvalid", err)
 	}
 	// A token naming another cluster's CA: the joiner refuses the server
 	// before sending the secret.
 	otherCA := parsed
 	otherCA.fingerprint = make([]byte, 32)
-	if err := tryJoin(otherCA.String()); err == nil || !strings.Contains(err.Error(), "not of the cluster") {
+	if err := tryJoin(c, otherCA.String()); err == nil || !strings.Contains(err.Error(), "not of the cluster") {
 		t.Errorf("wrong CA fingerprint: err = %v", err)
 	}
 	for _, bad := range []string{"", "inkan-join.zz", fresh + "x", strings.Replace(fresh, "inkan-join", "other", 1)} {
-		if err := tryJoin(bad); !errors.Is(err, ErrTokenInvalid) {
+		if err := tryJoin(c, bad); !errors.Is(err, ErrTokenInvalid) {
 			t.Errorf("malformed %q: err = %v", bad, err)
 		}
 	}
 	// The forged attempts did not use up the real token.
-	if err := tryJoin(fresh); err != nil {
+	if err := tryJoin(c, fresh); err != nil {
 		t.Errorf("genuine token after forgeries: %v", err)
+	}
+}
+
+// TestJoinGrantedToKeys: a join token admits only the node it was granted to —
+// its ID, its node key, its transport key and its role — and a refused join
+// consumes nothing; a token made before grants admits nobody; the replicated
+// keys reach only the approved transport key, at the join and by ShareKey, and
+// each transfer is recorded with the receiving node and its transport key.
+func TestJoinGrantedToKeys(t *testing.T) {
+	nodes := newTestCluster(t, 1, func(c *Config) { c.ReplicatedKeys = []string{"ca-signing"} })
+	leader := nodes[0]
+	ctx := ctxT(t, 60*time.Second)
+	if _, err := leader.vault.ReplicatedKey(ctx, "ca-signing", true); err != nil {
+		t.Fatal(err)
+	}
+	joiner := func(id string) *testNode {
+		n := &testNode{t: t, vault: newHSMVault(t)}
+		n.cfg = fastConfig(t, n.vault)
+		n.cfg.NodeID = id
+		n.cfg.ReplicatedKeys = []string{"ca-signing"}
+		return n
+	}
+	tryJoin := func(n *testNode, tok string, role Role) error {
+		cfg := n.cfg
+		cfg.Join = &Join{Addr: leader.c.Addr(), Token: tok, Role: role}
+		c, err := Open(ctxT(t, 10*time.Second), cfg)
+		if err == nil {
+			n.c = c
+			nodes = append(nodes, n)
+			t.Cleanup(n.kill)
+		}
+		return err
+	}
+	approved := joiner("approved")
+	tok := grant(t, leader.c, approved.cfg, Voter, time.Minute)
+
+	// Another HSM presenting the approved node's ID: its node key differs.
+	impostor := joiner("approved")
+	if err := tryJoin(impostor, tok, Voter); !errors.Is(err, ErrJoinBinding) {
+		t.Fatalf("another HSM with the approved ID: %v, want ErrJoinBinding", err)
+	}
+	// The approved HSM under another node ID.
+	renamed := &testNode{t: t, vault: approved.vault}
+	renamed.cfg = fastConfig(t, approved.vault)
+	renamed.cfg.NodeID = "renamed"
+	if err := tryJoin(renamed, tok, Voter); !errors.Is(err, ErrJoinBinding) {
+		t.Fatalf("the approved keys under another ID: %v, want ErrJoinBinding", err)
+	}
+	// A voter token on a node configured as a nonvoter (and the reverse below).
+	if err := tryJoin(approved, tok, Nonvoter); !errors.Is(err, ErrJoinRole) {
+		t.Fatalf("voter token, nonvoter configuration: %v, want ErrJoinRole", err)
+	}
+	if _, err := impostor.vault.ReplicatedKey(ctx, "ca-signing", false); err == nil {
+		t.Fatal("a refused joiner received a key")
+	}
+	// None of that consumed the token: the approved node joins with it.
+	if err := tryJoin(approved, tok, Voter); err != nil {
+		t.Fatalf("the approved node: %v", err)
+	}
+	for _, name := range []string{CAKeyName, "ca-signing"} {
+		if _, err := approved.vault.ReplicatedKey(ctx, name, false); err != nil {
+			t.Fatalf("approved voter lacks %s: %v", name, err)
+		}
+	}
+	// A nonvoter token on a node configured as a voter: refused, not consumed,
+	// and even taken as a nonvoter it receives no key.
+	edge := joiner("edge")
+	etok := grant(t, leader.c, edge.cfg, Nonvoter, time.Minute)
+	if err := tryJoin(edge, etok, Voter); !errors.Is(err, ErrJoinRole) {
+		t.Fatalf("nonvoter token, voter configuration: %v, want ErrJoinRole", err)
+	}
+	if err := tryJoin(edge, etok, ""); err != nil {
+		t.Fatalf("edge: %v", err)
+	}
+	if _, err := edge.vault.ReplicatedKey(ctx, CAKeyName, false); err == nil {
+		t.Fatal("a nonvoter received the cluster CA key")
+	}
+	// A token of the old form (no grant) admits nobody.
+	legacy := joiner("legacy")
+	if _, err := PrepareJoin(ctx, legacy.cfg.DataDir, legacy.cfg.NodeID, legacy.vault); err != nil {
+		t.Fatal(err)
+	}
+	ltok, lid, lhash, err := NewJoinToken(leader.c.CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := NewCommand(cmdTokenCreate, 1, tokenCreate{ID: lid, Hash: lhash, Expires: time.Now().Add(time.Hour).UnixNano(), Role: string(Voter)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.c.submit(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := tryJoin(legacy, ltok, Voter); !errors.Is(err, ErrTokenUnbound) {
+		t.Fatalf("a token of the old form: %v, want ErrTokenUnbound", err)
+	}
+
+	// A key made later reaches the voter, for its approved transport key.
+	if _, err := leader.vault.ReplicatedKey(ctx, "ca-2027", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.c.ShareKey(ctx, "ca-2027"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := approved.vault.ReplicatedKey(ctx, "ca-2027", false); err != nil {
+		t.Fatalf("voter lacks the shared key: %v", err)
+	}
+	// The state machine refuses a transfer to another transport key, and to
+	// the nonvoter, whatever the sender asks.
+	for name, kt := range map[string]keyTransfer{
+		"another transport key": {Key: "ca-2027", Node: "approved", Transport: make([]byte, 32)},
+		"a nonvoter":            {Key: "ca-2027", Node: "edge", Transport: make([]byte, 32)},
+		"no such node":          {Key: "ca-2027", Node: "nobody", Transport: make([]byte, 32)},
+	} {
+		cmd, err := NewCommand(cmdKeyTransfer, 1, kt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leader.c.submit(ctx, cmd); !errors.Is(err, ErrTransportNotApproved) {
+			t.Errorf("transfer to %s: %v, want ErrTransportNotApproved", name, err)
+		}
+	}
+	// Every transfer is on record with the receiver and its transport key.
+	st, err := leader.c.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk, err := approved.vault.NodeKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nkf, _ := FingerprintKey(nk.Public())
+	tk, err := approved.vault.TransportKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tkf, _ := approved.vault.TransportKeyFingerprint(tk)
+	var found bool
+	for _, m := range st.Members {
+		if m.ID == "approved" {
+			found = m.TransportKey == tkf && m.NodeKey == nkf
+		}
+	}
+	if !found {
+		t.Fatalf("member record of the approved voter: %+v", st.Members)
+	}
+	// Approving another transport key for the voter (as for one that joined
+	// before grants) stops transfers to the key it has until that one is
+	// approved again.
+	if err := leader.c.ApproveTransportKey(ctx, "approved", KeyFingerprint{1}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.vault.ReplicatedKey(ctx, "ca-2028", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.c.ShareKey(ctx, "ca-2028"); !errors.Is(err, ErrTransportNotApproved) {
+		t.Fatalf("share with a voter whose key is not approved: %v", err)
+	}
+	if _, err := approved.vault.ReplicatedKey(ctx, "ca-2028", false); err == nil {
+		t.Fatal("the key reached a transport key that is not approved")
+	}
+	if err := leader.c.ApproveTransportKey(ctx, "edge", tkf, ""); !errors.Is(err, ErrTransportNotApproved) {
+		t.Fatalf("a transport key for a nonvoter: %v", err)
+	}
+	if err := leader.c.ApproveTransportKey(ctx, "approved", tkf, "rq-0123456789abcdef"); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.c.ShareKey(ctx, "ca-2028"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := approved.vault.ReplicatedKey(ctx, "ca-2028", false); err != nil {
+		t.Fatalf("after approval: %v", err)
 	}
 }
 

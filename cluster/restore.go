@@ -152,7 +152,7 @@ func resetRestoredState(db *bbolt.DB) (index uint64, keys []string, err error) {
 		if index = readApplied(tx); index == 0 {
 			return errors.New("not a copy of inkan state (no applied index)")
 		}
-		for _, name := range [][]byte{bucketMembers, bucketTokens, bucketDenied, bucketRequests} {
+		for _, name := range [][]byte{bucketMembers, bucketTokens, bucketDenied, bucketMemberKeys, bucketRequests} {
 			if tx.Bucket(name) != nil {
 				if err := tx.DeleteBucket(name); err != nil {
 					return err

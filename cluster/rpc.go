@@ -53,6 +53,8 @@ type rpcResponse struct {
 	Join  *joinResponse `cbor:"4,keyasint,omitempty"`
 	Blob  []byte        `cbor:"5,keyasint,omitempty"`
 	Have  []byte        `cbor:"6,keyasint,omitempty"` // PKIX public key of a key already held
+	// Refusal is the code of a refused command's Refusal (Code "refused").
+	Refusal string `cbor:"7,keyasint,omitempty"`
 }
 
 // Error codes carried by rpcResponse, mapped to and from sentinel errors.
@@ -71,6 +73,10 @@ var rpcCodes = []struct {
 }
 
 func errorResponse(err error) rpcResponse {
+	var ref *RefusedError
+	if errors.As(err, &ref) {
+		return rpcResponse{Code: "refused", Msg: ref.Err.Error(), Refusal: refusalCode(ref.Err)}
+	}
 	for _, c := range rpcCodes {
 		if errors.Is(err, c.err) {
 			return rpcResponse{Code: c.code, Msg: err.Error()}
@@ -95,7 +101,7 @@ func (r rpcResponse) err() error {
 	for _, c := range rpcCodes {
 		if c.code == r.Code {
 			if c.err == ErrRefused {
-				return &RefusedError{Err: errors.New(r.Msg)}
+				return rebuildRefusal(r.Refusal, r.Msg)
 			}
 			return &remoteError{sentinel: c.err, msg: r.Msg}
 		}

@@ -73,6 +73,10 @@ jpki:
   revocation:
     kind: crl
     url: http://127.0.0.1:7481/crl
+# A demo: anyone may read the audit log (in production only auditors do, with
+# their certificates; it holds keyed hashes, never personal data in clear).
+audit:
+  public: true
 log:
   level: info
   format: text

@@ -233,10 +233,67 @@ func kwp() []*pkcs11.Mechanism {
 // NewTransportKey makes an RSA key pair on the token whose private half may only
 // unwrap (sensitive, non-extractable, token object so it outlives sessions).
 func (w *WrapTransfer) NewTransportKey(ctx context.Context) (*TransportKey, error) {
-	t := w.t
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
-	label := transportLabelPrefix + hex.EncodeToString(id[:8])
+	return w.newTransportKey(ctx, id, transportLabelPrefix+hex.EncodeToString(id[:8]))
+}
+
+// StandingTransportKey returns the token's transport key labelled
+// "inkan-transport-" + name, making it first if there is none. It is a node's
+// standing key for receiving: its fingerprint is approved once, and every key
+// sent to the node later is wrapped for it and nothing else. Delete it with
+// DeleteTransportKey like any other.
+func (w *WrapTransfer) StandingTransportKey(ctx context.Context, name string) (*TransportKey, error) {
+	t := w.t
+	label := transportLabelPrefix + name
+	if name == "" || len(label) > maxLabel {
+		return nil, fmt.Errorf("hsm: transport key name %q: want 1-%d bytes", name, maxLabel-len(transportLabelPrefix))
+	}
+	t.keyMu.Lock()
+	defer t.keyMu.Unlock()
+	var tp *TransportKey
+	err := t.pool.do(ctx, func(s *session) error {
+		p11 := t.pool.p11
+		pubs, err := t.find(s, []*pkcs11.Attribute{attr(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), attr(pkcs11.CKA_LABEL, label)}, 2)
+		if err != nil || len(pubs) == 0 {
+			return err
+		}
+		if len(pubs) > 1 {
+			return fmt.Errorf("two transport keys labelled %q", label)
+		}
+		a, err := p11.GetAttributeValue(s.h, pubs[0], []*pkcs11.Attribute{
+			attr(pkcs11.CKA_MODULUS, nil), attr(pkcs11.CKA_PUBLIC_EXPONENT, nil), attr(pkcs11.CKA_ID, nil)})
+		if err != nil {
+			return err
+		}
+		privs, err := t.find(s, []*pkcs11.Attribute{attr(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), attr(pkcs11.CKA_ID, a[2].Value),
+			attr(pkcs11.CKA_LABEL, label)}, 2)
+		if err != nil {
+			return err
+		}
+		if len(privs) != 1 {
+			return fmt.Errorf("transport key %q has no private half: %w", label, ErrKeyNotFound)
+		}
+		rpub, _, err := rsaPublic(a[0].Value, a[1].Value)
+		if err != nil {
+			return err
+		}
+		tp = &TransportKey{ID: a[2].Value, Public: rpub.(*rsa.PublicKey)}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hsm: transport key %q on token %q: %w", label, t.info.Label, err)
+	}
+	if tp != nil {
+		return tp, nil
+	}
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	return w.newTransportKey(ctx, id, label)
+}
+
+func (w *WrapTransfer) newTransportKey(ctx context.Context, id []byte, label string) (*TransportKey, error) {
+	t := w.t
 	pubT := []*pkcs11.Attribute{
 		attr(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), attr(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
 		attr(pkcs11.CKA_MODULUS_BITS, transportBits), attr(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),

@@ -314,3 +314,54 @@ func FuzzWrappedKey(f *testing.F) {
 		}
 	})
 }
+
+// TestStandingTransportKey: a node's standing transport key is made once and
+// found again by its name (so the fingerprint operators approved stays the key
+// wrapped for), a second name is another key, a key made for it imports, and a
+// name that is no transport key's is refused.
+func TestStandingTransportKey(t *testing.T) {
+	t.Parallel()
+	sender, receiver := softhsm.NewToken(t), softhsm.NewToken(t)
+	ctx := context.Background()
+	from, to := hsm.NewWrapTransfer(sender.HSM), hsm.NewWrapTransfer(receiver.HSM)
+	first, err := to.StandingTransportKey(ctx, "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := to.StandingTransportKey(ctx, "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first.ID, again.ID) || !first.Public.Equal(again.Public) {
+		t.Fatal("the standing transport key changed between two calls")
+	}
+	other, err := to.StandingTransportKey(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Public.Equal(first.Public) {
+		t.Fatal("two names, one key")
+	}
+	if _, err := to.StandingTransportKey(ctx, ""); err == nil {
+		t.Fatal("an empty name was accepted")
+	}
+	orig, err := sender.HSM.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: "ca-x", Wrappable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := from.Export(ctx, orig.URI(), again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := to.Import(ctx, w, hsm.ImportOptions{}); err != nil {
+		t.Fatalf("import for the standing key: %v", err)
+	}
+	// Deleted, the name makes a new key.
+	if err := to.DeleteTransportKey(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	made, err := to.StandingTransportKey(ctx, "other")
+	if err != nil || made.Public.Equal(other.Public) {
+		t.Fatalf("after deleting it, a new key: %v", err)
+	}
+}

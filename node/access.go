@@ -37,6 +37,8 @@ type caller struct {
 	local    bool               // the unix socket
 	op       *operator.Operator // the verified operator (mTLS, or an approved request's proposer)
 	approved *operator.Request  // set when the leader runs an approved request
+	// approvedBody is the canonical body the approvers approved (of approved).
+	approvedBody []byte
 }
 
 type callerKey struct{}
@@ -60,7 +62,7 @@ func (n *Node) actorOf(r *http.Request) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// routeAccess says who may call a route.
+// routeAccess says who may call a route and what it takes.
 type routeAccess struct {
 	// action is what the route does, in the role matrix (operator.Action*).
 	action string
@@ -68,9 +70,30 @@ type routeAccess struct {
 	local bool
 	// dual routes are proposed when a rule of dual control covers their action.
 	dual bool
-	// count, if set, is how many items the request's body touches (a bulk
-	// revocation's serials), for a rule that applies over a number of them.
-	count func(body []byte) int
+	// body, if set, makes the value the route's JSON body is decoded into —
+	// once, strictly, by the guard; the handler reads it with bodyOf. A route
+	// without one takes no body (and, unless it is a GET, no query either).
+	body func() any
+	// count, if set, is how many items the decoded body touches (a bulk
+	// revocation's serials), for a rule that counts them.
+	count func(v any) int
+	// also, if set, names the other actions whose rules the decoded request is
+	// held to as well (a voter's join is also a key transfer).
+	also func(v any) []string
+}
+
+// newBody is a routeAccess.body for type T.
+func newBody[T any]() any { return new(T) }
+
+type bodyKey struct{}
+
+// bodyOf is the route's decoded body (its routeAccess.body's type).
+func bodyOf[T any](r *http.Request) *T {
+	v, _ := r.Context().Value(bodyKey{}).(*T)
+	if v == nil {
+		v = new(T)
+	}
+	return v
 }
 
 // Problem types of access.
@@ -93,11 +116,52 @@ type ApprovalRequest struct {
 }
 
 // adminCall is the canonical body of a proposed admin request: what runs when
-// it is approved.
+// it is approved. Body is the encoding of the strictly decoded request body
+// (decodeStrict), not the bytes the proposer sent.
 type adminCall struct {
 	Method string `json:"method"`
 	Path   string `json:"path"`
 	Body   []byte `json:"body,omitempty"`
+}
+
+// decodeBody reads the request's body as acc says: strictly into a new value of
+// the route's body type, which it puts in the request's context, and returns
+// with its canonical encoding; or, for a route that takes none, it refuses a
+// body (and a query, but on a GET). It answers the problem itself (ok false).
+func decodeBody(w http.ResponseWriter, r *http.Request, acc routeAccess) (_ *http.Request, v any, canon []byte, ok bool) {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		writeProblem(w, probRequestInvalid, "body: "+err.Error())
+		return r, nil, nil, false
+	}
+	if len(raw) > maxAdminBody {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("body: more than %d bytes", maxAdminBody))
+		return r, nil, nil, false
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.URL.RawQuery != "" {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("%s %s takes no query", r.Method, r.URL.Path))
+		return r, nil, nil, false
+	}
+	if acc.body == nil {
+		if len(bytes.TrimSpace(raw)) > 0 {
+			writeProblem(w, probRequestInvalid, fmt.Sprintf("%s %s takes no body", r.Method, r.URL.Path))
+			return r, nil, nil, false
+		}
+		r.Body = http.NoBody
+		return r, nil, nil, true
+	}
+	v = acc.body()
+	if err := decodeStrict(raw, v); err != nil {
+		writeProblem(w, probRequestInvalid, err.Error())
+		return r, nil, nil, false
+	}
+	if canon, err = json.Marshal(v); err != nil {
+		writeError(w, err)
+		return r, nil, nil, false
+	}
+	r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, v))
+	r.Body = io.NopCloser(bytes.NewReader(canon))
+	return r, v, canon, true
 }
 
 // guard wraps a route's handler with its access rule.
@@ -106,6 +170,16 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 		c := callerOf(r)
 		switch {
 		case c.approved != nil: // the leader runs what the operators approved
+			r, _, canon, ok := decodeBody(w, r, acc)
+			if !ok {
+				return
+			}
+			if !bytes.Equal(canon, c.approvedBody) {
+				// Decoding is deterministic: this is a body another version
+				// of the code encoded; run nothing the approvers did not see.
+				writeProblem(w, probRequestInvalid, "the approved body does not decode to itself; propose the request again")
+				return
+			}
 			h(w, r)
 			return
 		case c.local:
@@ -113,7 +187,9 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 				writeProblem(w, probOperatorRequired, "this cluster has operators: use the admin API over mutual TLS (admin.listen) with an operator certificate (inkan admin --url … --cert … --key …)")
 				return
 			}
-			h(w, r)
+			if r, _, _, ok := decodeBody(w, r, acc); ok {
+				h(w, r)
+			}
 			return
 		}
 		if acc.action == "" {
@@ -128,8 +204,14 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 			writeProblem(w, probForbidden, err.Error())
 			return
 		}
+		// Only now, for a caller allowed the route, is the body read: once,
+		// into the value the rules count and the handler acts on.
+		r, v, canon, ok := decodeBody(w, r, acc)
+		if !ok {
+			return
+		}
 		r = withCaller(r, caller{op: &op})
-		if acc.dual && n.propose(w, r, op, acc) {
+		if acc.dual && n.propose(w, r, op, acc, v, canon) {
 			return
 		}
 		h(w, r)
@@ -165,40 +247,53 @@ func (n *Node) verifyOperator(w http.ResponseWriter, r *http.Request) (operator.
 	return op, true
 }
 
-// propose records the request under dual control if a rule covers it, and
-// answers 202; it reports whether it did.
-func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Operator, acc routeAccess) bool {
+// propose records the request under dual control if the rules in force cover
+// it, and answers 202; it reports whether it did. A counting rule that does not
+// need approval yet has the request's items counted first (operator.Take); if
+// the count would pass the threshold — another request of the operator's got
+// there first — the request is proposed after all.
+func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Operator, acc routeAccess, v any, canon []byte) bool {
 	action := acc.action
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody))
-	if err != nil {
-		writeProblem(w, probRequestInvalid, "body: "+err.Error())
-		return true
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body)) // for the handler, if it runs now
 	count := 1
 	if acc.count != nil {
-		count = acc.count(body)
+		count = acc.count(v)
+	}
+	var also []string
+	if acc.also != nil {
+		also = acc.also(v)
 	}
 	ops := n.app.operators()
+	var rule operator.Rule
 	var need bool
-	err = n.c.Load().View(func(tx *bbolt.Tx) error {
+	// The leader's view: a rule tightened a moment ago holds here too.
+	err := n.c.Load().ViewCurrent(r.Context(), func(tx *bbolt.Tx) error {
 		var err error
-		_, need, err = ops.Required(tx, op, action, count)
+		rule, need, err = ops.Required(tx, op, action, count, also...)
 		return err
 	})
 	if err != nil {
 		writeError(w, err)
 		return true
 	}
+	if !need && rule.Over > 0 {
+		err := ops.Take(r.Context(), op, action, count, rule)
+		switch {
+		case errors.Is(err, operator.ErrOverThreshold):
+			need = true
+		case err != nil:
+			writeError(w, err)
+			return true
+		}
+	}
 	if !need {
 		return false
 	}
-	call, err := json.Marshal(adminCall{Method: r.Method, Path: r.URL.Path, Body: body})
+	call, err := json.Marshal(adminCall{Method: r.Method, Path: r.URL.Path, Body: canon})
 	if err != nil {
 		writeError(w, err)
 		return true
 	}
-	q, err := ops.Propose(r.Context(), op, action, call)
+	q, err := ops.Propose(r.Context(), op, action, call, also...)
 	if err != nil {
 		writeApprovalError(w, err)
 		return true
@@ -232,7 +327,7 @@ func (n *Node) runApproved(ctx context.Context, q operator.Request) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	req = withCaller(req, caller{op: &proposer, approved: &q})
+	req = withCaller(req, caller{op: &proposer, approved: &q, approvedBody: call.Body})
 	rec := &recorder{header: http.Header{}, status: http.StatusOK}
 	n.adminMux.ServeHTTP(rec, req)
 	out := rec.body.Bytes()
@@ -269,12 +364,13 @@ func (n *Node) hasOperators() bool {
 	return has
 }
 
-// guardAudit admits to the audit API, once the cluster has operators, only
-// operators whose role may read the audit log (auditors); before, the
-// API is open, as the whole node is to its first user.
+// guardAudit admits to the audit API operators whose role may read the audit
+// log (auditors), or everyone if audit.public says so — the same before and
+// after the cluster has operators (before, nobody holds an auditor
+// certificate, so a closed audit API stays closed until `inkan admin init`).
 func (n *Node) guardAudit(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !n.hasOperators() {
+		if n.cfg.Audit.Public {
 			h.ServeHTTP(w, r)
 			return
 		}

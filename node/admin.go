@@ -2,10 +2,10 @@ package node
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"time"
@@ -26,17 +26,12 @@ const (
 	pathMembers    = "/v1/cluster/members/"
 	pathTransfer   = "/v1/cluster/transfer-leadership"
 	pathLeave      = "/v1/node/leave"
+	pathRules      = "/v1/rules"
 )
 
 // adminOpTimeout caps an admin operation; the client's own timeout (it hangs
 // up) usually ends it sooner.
 const adminOpTimeout = 5 * time.Minute
-
-// Join token lifetimes an operator may ask for.
-const (
-	minTokenTTL = time.Minute
-	maxTokenTTL = 7 * 24 * time.Hour
-)
 
 // Status is a node's view of its cluster, as the admin API reports it.
 type Status struct {
@@ -51,6 +46,16 @@ type Status struct {
 	NotReady     string    `json:"not_ready,omitempty"` // why not
 	Members      []Member  `json:"members"`
 	Time         time.Time `json:"time"`
+	// ClusterCA is the SHA-256 of the cluster CA's public key (hex): the last
+	// part of every join token, by which a new node knows the cluster.
+	ClusterCA string `json:"cluster_ca_sha256"`
+	// RulesVersion is the version of the rules of dual control in force (0
+	// until the first leader has recorded them); see GET /v1/rules.
+	RulesVersion uint64 `json:"rules_version"`
+	// TransportKey is the fingerprint of the answering node's own standing
+	// transport key (what an admin approves for a voter that joined before
+	// joins were granted to keys).
+	TransportKey string `json:"transport_key,omitempty"`
 }
 
 // Member is one node of the cluster in a Status.
@@ -62,19 +67,60 @@ type Member struct {
 	JoinedAt time.Time `json:"joined_at"`      // zero for a Raft server with no member record
 	Leader   bool      `json:"leader"`         // as the answering node knows it
 	Self     bool      `json:"self,omitempty"` // the answering node
+	// NodeKey and TransportKey are the fingerprints approved for the member
+	// ("sha256:…"; empty for a member that joined before joins were granted
+	// to keys: replicated keys made later cannot reach it until its transport
+	// key is approved); Request is the approved request, if any.
+	NodeKey      string `json:"node_key,omitempty"`
+	TransportKey string `json:"transport_key,omitempty"`
+	Request      string `json:"request,omitempty"`
 }
 
-// JoinTokenRequest asks for a join token.
-type JoinTokenRequest struct {
-	Role string `json:"role"` // voter or nonvoter
-	TTL  string `json:"ttl"`  // a Go duration, 1m..168h
+// JoinGrantRequest asks the cluster to grant a join to one node's keys: the node
+// ID and the fingerprints `inkan join-keys` printed on the new node, the role,
+// and the token's ID and the SHA-256 of its secret, which the asking client made
+// (cluster.NewJoinToken) and keeps: the secret never reaches the cluster, nor
+// the approvers, who see this request as it is.
+type JoinGrantRequest struct {
+	Role         string `json:"role"`          // voter or nonvoter
+	Node         string `json:"node"`          // the new node's ID
+	NodeKey      string `json:"node_key"`      // "sha256:…" of its TLS key
+	TransportKey string `json:"transport_key"` // "sha256:…" of its transport key
+	TTL          string `json:"ttl"`           // a Go duration, 1m..168h, from the grant
+	TokenID      string `json:"token_id"`      // 16 hex digits
+	SecretSHA256 string `json:"secret_sha256"` // 64 hex digits
 }
 
-// JoinToken is a new join token. It is shown once: the cluster keeps only its hash.
-type JoinToken struct {
-	Token     string    `json:"token"`
-	Role      string    `json:"role"`
-	ExpiresAt time.Time `json:"expires_at"`
+// JoinGrant is a recorded grant: the token it names admits that node only.
+type JoinGrant struct {
+	Role         string `json:"role"`
+	Node         string `json:"node"`
+	NodeKey      string `json:"node_key"`
+	TransportKey string `json:"transport_key"`
+	TokenID      string `json:"token_id"`
+	TTL          string `json:"ttl"`
+	Request      string `json:"request,omitempty"`
+}
+
+// TransportKeyApproval approves the transport key of a voter that joined before
+// joins were granted to keys (`inkan join-keys` on that voter prints it).
+type TransportKeyApproval struct {
+	TransportKey string `json:"transport_key"` // "sha256:…"
+}
+
+// RuleSpec is one rule of dual control as the API writes it.
+type RuleSpec struct {
+	M      int    `json:"m"`
+	Role   string `json:"role"`
+	TTL    string `json:"ttl"`              // a Go duration
+	Over   int    `json:"over,omitempty"`   // a counting rule's threshold
+	Within string `json:"within,omitempty"` // its window (default 1h)
+}
+
+// Rules are the cluster's rules of dual control, by action.
+type Rules struct {
+	Version uint64              `json:"version,omitempty"` // in answers only
+	Rules   map[string]RuleSpec `json:"rules"`
 }
 
 // Leadership tells who leads after a transfer.
@@ -108,10 +154,16 @@ func (n *Node) adminRouteTable() []adminRoute {
 		routes = append(routes, adminRoute{pattern, acc, h})
 	}
 	handle("GET "+pathStatus, routeAccess{action: operator.ActionConfigRead, local: true}, n.adminStatus)
-	// A join token is a secret and a proposed request's result is not: a
-	// token is made directly, by an admin; removing a member is proposed.
-	handle("POST "+pathJoinTokens, routeAccess{action: operator.ActionClusterMembership}, n.adminJoinToken)
+	// A join grant names the node's keys and carries only the hash of the
+	// token's secret, so it is proposed like any change: a voter's join is
+	// also a key transfer, and held to both rules.
+	handle("POST "+pathJoinTokens, routeAccess{action: operator.ActionClusterMembership, dual: true,
+		body: newBody[JoinGrantRequest], also: joinAlso}, n.adminJoinGrant)
+	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: operator.ActionClusterMembership, dual: true,
+		body: newBody[TransportKeyApproval], also: func(any) []string { return []string{operator.ActionCAKeyTransfer} }}, n.adminTransportKey)
 	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, n.adminRemove)
+	handle("GET "+pathRules, routeAccess{action: operator.ActionConfigRead}, n.adminRules)
+	handle("PUT "+pathRules, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[Rules]}, n.adminSetRules)
 	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, n.adminTransfer)
 	handle("POST "+pathLeave, routeAccess{local: true}, n.adminLeave)
 	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, n.adminBackup)
@@ -156,6 +208,13 @@ func (n *Node) adminStatus(w http.ResponseWriter, r *http.Request) {
 		LeaderID: st.LeaderID, LeaderAddr: st.LeaderAddr,
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
 		Members: members(st), Time: time.Now().UTC(),
+		ClusterCA: hex.EncodeToString(c.CAFingerprint()),
+	}
+	_ = c.View(func(tx *bbolt.Tx) error { out.RulesVersion, _ = operator.RulesVersion(tx); return nil })
+	if tk, err := n.vault.TransportKey(r.Context()); err == nil {
+		if fp, err := n.vault.TransportKeyFingerprint(tk); err == nil {
+			out.TransportKey = fp.String()
+		}
 	}
 	if p := n.ready(r.Context()); p.OK {
 		out.Ready = true
@@ -182,8 +241,15 @@ func members(st cluster.Status) []Member {
 		if r == "" {
 			r = "absent"
 		}
-		out = append(out, Member{ID: m.ID, Addr: m.Addr, Role: string(m.Role), Raft: r, JoinedAt: m.JoinedAt,
-			Leader: m.ID == st.LeaderID, Self: m.ID == st.ID})
+		mm := Member{ID: m.ID, Addr: m.Addr, Role: string(m.Role), Raft: r, JoinedAt: m.JoinedAt,
+			Leader: m.ID == st.LeaderID, Self: m.ID == st.ID, Request: m.Request}
+		if !m.NodeKey.IsZero() {
+			mm.NodeKey = m.NodeKey.String()
+		}
+		if !m.TransportKey.IsZero() {
+			mm.TransportKey = m.TransportKey.String()
+		}
+		out = append(out, mm)
 	}
 	for id, r := range raftRole {
 		if !seen[id] {
@@ -202,29 +268,154 @@ func members(st cluster.Status) []Member {
 	return out
 }
 
-func (n *Node) adminJoinToken(w http.ResponseWriter, r *http.Request) {
-	var req JoinTokenRequest
-	if !readJSON(w, r, &req) {
+// joinAlso holds a voter's join to the key transfer rule as well.
+func joinAlso(v any) []string {
+	if req, ok := v.(*JoinGrantRequest); ok && req.Role != string(cluster.Nonvoter) {
+		return []string{operator.ActionCAKeyTransfer}
+	}
+	return nil
+}
+
+// parseJoinGrant checks a grant request, naming the field at fault.
+func parseJoinGrant(req *JoinGrantRequest) (cluster.JoinGrant, error) {
+	var errs []error
+	g := cluster.JoinGrant{Role: cluster.Role(req.Role), Keys: cluster.JoinKeys{Node: req.Node}}
+	if g.Role != cluster.Voter && g.Role != cluster.Nonvoter {
+		errs = append(errs, fmt.Errorf("role: %q is not one of voter, nonvoter", req.Role))
+	}
+	var err error
+	if g.Keys.NodeKey, err = cluster.ParseKeyFingerprint(req.NodeKey); err != nil {
+		errs = append(errs, fmt.Errorf("node_key: %q: %w", req.NodeKey, err))
+	}
+	if g.Keys.TransportKey, err = cluster.ParseKeyFingerprint(req.TransportKey); err != nil {
+		errs = append(errs, fmt.Errorf("transport_key: %q: %w", req.TransportKey, err))
+	}
+	if g.TTL, err = time.ParseDuration(req.TTL); err != nil || g.TTL < cluster.MinJoinTTL || g.TTL > cluster.MaxJoinTTL {
+		errs = append(errs, fmt.Errorf("ttl: %q is not a duration within %s..%s", req.TTL, cluster.MinJoinTTL, cluster.MaxJoinTTL))
+	}
+	if g.TokenID, err = hex.DecodeString(req.TokenID); err != nil || len(g.TokenID) != 8 || hex.EncodeToString(g.TokenID) != req.TokenID {
+		errs = append(errs, fmt.Errorf("token_id: %q: want 16 lower-case hex digits", req.TokenID))
+	}
+	if g.SecretHash, err = hex.DecodeString(req.SecretSHA256); err != nil || len(g.SecretHash) != 32 || hex.EncodeToString(g.SecretHash) != req.SecretSHA256 {
+		errs = append(errs, fmt.Errorf("secret_sha256: want 64 lower-case hex digits"))
+	}
+	if !validNodeID(req.Node) {
+		errs = append(errs, fmt.Errorf("node: %q: use 1-64 of a-z, 0-9 and '-'", req.Node))
+	}
+	return g, errors.Join(errs...)
+}
+
+func (n *Node) adminJoinGrant(w http.ResponseWriter, r *http.Request) {
+	req := bodyOf[JoinGrantRequest](r)
+	g, err := parseJoinGrant(req)
+	if err != nil {
+		writeProblem(w, probRequestInvalid, err.Error())
 		return
 	}
-	role := cluster.Role(req.Role)
-	if role != cluster.Voter && role != cluster.Nonvoter {
-		writeProblem(w, probRequestInvalid, fmt.Sprintf("role %q is not one of voter, nonvoter", req.Role))
+	if q := callerOf(r).approved; q != nil {
+		g.Request = q.ID
+	}
+	if err := n.c.Load().GrantJoin(r.Context(), g); err != nil {
+		writeClusterError(w, err)
 		return
 	}
-	ttl, err := time.ParseDuration(req.TTL)
-	if err != nil || ttl < minTokenTTL || ttl > maxTokenTTL {
-		writeProblem(w, probRequestInvalid, fmt.Sprintf("ttl %q is not a duration within %s..%s", req.TTL, minTokenTTL, maxTokenTTL))
+	n.log.Info("node: admin: join granted", "node", g.Keys.Node, "role", g.Role, "node_key", g.Keys.NodeKey.String(),
+		"transport_key", g.Keys.TransportKey.String(), "request", g.Request)
+	writeJSON(w, http.StatusCreated, JoinGrant{Role: req.Role, Node: req.Node, NodeKey: req.NodeKey, TransportKey: req.TransportKey,
+		TokenID: req.TokenID, TTL: req.TTL, Request: g.Request})
+}
+
+func (n *Node) adminTransportKey(w http.ResponseWriter, r *http.Request) {
+	req := bodyOf[TransportKeyApproval](r)
+	fp, err := cluster.ParseKeyFingerprint(req.TransportKey)
+	if err != nil {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("transport_key: %q: %v", req.TransportKey, err))
 		return
 	}
-	expires := time.Now().Add(ttl).UTC().Truncate(time.Second)
-	tok, err := n.c.Load().CreateJoinToken(r.Context(), ttl, role)
+	var request string
+	if q := callerOf(r).approved; q != nil {
+		request = q.ID
+	}
+	id := r.PathValue("id")
+	if err := n.c.Load().ApproveTransportKey(r.Context(), id, fp, request); err != nil {
+		writeClusterError(w, err)
+		return
+	}
+	n.log.Info("node: admin: transport key approved", "member", id, "transport_key", fp.String(), "request", request)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func rulesView(rules map[string]operator.Rule, version uint64) Rules {
+	out := Rules{Version: version, Rules: map[string]RuleSpec{}}
+	for a, r := range rules {
+		spec := RuleSpec{M: r.M, Role: string(r.Role), TTL: r.TTL.String(), Over: r.Over}
+		if r.Over > 0 {
+			spec.Within = r.Within.String()
+		}
+		out.Rules[a] = spec
+	}
+	return out
+}
+
+func (n *Node) adminRules(w http.ResponseWriter, _ *http.Request) {
+	ops := n.app.operators()
+	var out Rules
+	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+		rules, err := ops.RulesIn(tx)
+		if err != nil {
+			return err
+		}
+		v, err := operator.RulesVersion(tx)
+		out = rulesView(rules, v)
+		return err
+	})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	n.log.Info("node: admin: join token made", "role", role, "expires", expires)
-	writeJSON(w, http.StatusCreated, JoinToken{Token: tok, Role: string(role), ExpiresAt: expires})
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseRules reads the rules of a request, naming the field at fault.
+func parseRules(req *Rules) (map[string]operator.Rule, error) {
+	var errs []error
+	out := map[string]operator.Rule{}
+	for a, spec := range req.Rules {
+		r := operator.Rule{M: spec.M, Role: operator.Role(spec.Role), Over: spec.Over}
+		var err error
+		if r.TTL, err = time.ParseDuration(spec.TTL); err != nil {
+			errs = append(errs, fmt.Errorf("rules.%s.ttl: %q is not a duration", a, spec.TTL))
+		}
+		if spec.Within != "" {
+			if r.Within, err = time.ParseDuration(spec.Within); err != nil {
+				errs = append(errs, fmt.Errorf("rules.%s.within: %q is not a duration", a, spec.Within))
+			}
+		}
+		out[a] = r
+	}
+	if req.Version != 0 {
+		errs = append(errs, errors.New("version: set by the cluster, not by a request"))
+	}
+	return out, errors.Join(errs...)
+}
+
+func (n *Node) adminSetRules(w http.ResponseWriter, r *http.Request) {
+	rules, err := parseRules(bodyOf[Rules](r))
+	if err != nil {
+		writeProblem(w, probRequestInvalid, err.Error())
+		return
+	}
+	var request string
+	if q := callerOf(r).approved; q != nil {
+		request = q.ID
+	}
+	ops := n.app.operators()
+	if err := ops.SetRules(r.Context(), n.actorOf(r), request, rules); err != nil {
+		writeOperatorError(w, err)
+		return
+	}
+	n.log.Info("node: admin: rules of dual control set", "rules", len(rules), "request", request)
+	n.adminRules(w, r)
 }
 
 func (n *Node) adminRemove(w http.ResponseWriter, r *http.Request) {
@@ -318,14 +509,14 @@ func viewValue[T any](c *cluster.Cluster, read func(tx *bbolt.Tx) (T, error)) (T
 // serials fits).
 const maxAdminBody = 512 << 10
 
-func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeProblem(w, probRequestInvalid, "body: "+err.Error())
-		return false
+// writeClusterError maps the refusals of membership changes.
+func writeClusterError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, cluster.ErrTransportNotApproved), errors.Is(err, cluster.ErrNodeRemoved):
+		writeProblem(w, probRefused, err.Error())
+	default:
+		writeError(w, err)
 	}
-	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -55,13 +55,13 @@ type BulkFailed struct {
 	Error  string `json:"error"`
 }
 
-// bulkCount is how many certificates a bulk revocation's body names.
-func bulkCount(body []byte) int {
-	var req BulkRevokeRequest
-	if json.Unmarshal(body, &req) != nil {
-		return 1
+// bulkCount is how many certificates a bulk revocation names: the serials of
+// the decoded body, the same the handler revokes.
+func bulkCount(v any) int {
+	if req, ok := v.(*BulkRevokeRequest); ok {
+		return max(1, len(req.Serials))
 	}
-	return max(1, len(req.Serials))
+	return 1
 }
 
 // Bounds of a certificate listing.
@@ -143,14 +143,14 @@ var (
 )
 
 func (n *Node) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
-	handle("POST "+pathCAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true}, n.adminCAInit)
+	handle("POST "+pathCAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true, body: newBody[CAInitRequest]}, n.adminCAInit)
 	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionConfigRead}, n.adminCAIssuers)
-	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true}, n.adminCAImport)
+	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true, body: newBody[CAImportRequest]}, n.adminCAImport)
 	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, n.adminCARetire)
 	handle("GET "+pathCertList, routeAccess{action: operator.ActionCertRead}, n.adminCertList)
 	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, n.adminCert)
-	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true}, n.adminCertRevoke)
-	handle("POST "+pathBulkRevoke, routeAccess{action: operator.ActionCertRevoke, dual: true, count: bulkCount}, n.adminBulkRevoke)
+	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[RevokeRequest]}, n.adminCertRevoke)
+	handle("POST "+pathBulkRevoke, routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[BulkRevokeRequest], count: bulkCount}, n.adminBulkRevoke)
 	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, n.adminCertHold)
 	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, n.adminCertRelease)
 }
@@ -164,10 +164,7 @@ func (n *Node) authorityOr503(w http.ResponseWriter) *ca.Authority {
 }
 
 func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
-	var req CAInitRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
+	req := bodyOf[CAInitRequest](r)
 	key := hsm.KeyType(req.Key)
 	switch key {
 	case "":
@@ -253,10 +250,7 @@ func issuerInfo(is ca.Issuer) IssuerInfo {
 }
 
 func (n *Node) adminCAImport(w http.ResponseWriter, r *http.Request) {
-	var req CAImportRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
+	req := bodyOf[CAImportRequest](r)
 	certs, err := pemCertificates(req.Certificate)
 	if err != nil || len(certs) != 1 {
 		writeProblem(w, probRequestInvalid, "certificate: want exactly one PEM CERTIFICATE")
@@ -416,10 +410,7 @@ func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req RevokeRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
+	req := bodyOf[RevokeRequest](r)
 	reason, ok := reasonCodes[req.Reason]
 	if !ok || reason == ca.ReasonCertificateHold {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s); certificateHold is `hold`", req.Reason, strings.Join(reasonList(), ", ")))
@@ -435,10 +426,7 @@ func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 // revocable is reported and skipped; a cluster error (no leader for the
 // whole wait) stops it, and the outcome says how far it got.
 func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
-	var req BulkRevokeRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
+	req := bodyOf[BulkRevokeRequest](r)
 	reason, ok := reasonCodes[req.Reason]
 	if !ok || reason == ca.ReasonCertificateHold {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s)", req.Reason, strings.Join(reasonList(), ", ")))

@@ -57,8 +57,12 @@ type Approval struct {
 	Created   time.Time `json:"created"`
 	Call      string    `json:"call,omitempty"` // "POST /v1/…" for a proposed admin call
 	Body      string    `json:"body,omitempty"` // what the approvers approve
-	Result    string    `json:"result,omitempty"`
-	Error     string    `json:"error,omitempty"`
+	// Request is the exact request body the digest covers (operator.Digest of
+	// the action and these bytes): an approver's client recomputes the digest
+	// from it, and shows Call and Body from it, before it signs.
+	Request []byte `json:"request"`
+	Result  string `json:"result,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Decision carries an approver's signature over operator.ApprovalMessage.
@@ -69,20 +73,27 @@ type Decision struct {
 var (
 	probOperatorUnknown = problemType{"operator-unknown", http.StatusNotFound, "No such operator"}
 	probRequestUnknown  = problemType{"request-unknown", http.StatusNotFound, "No such request"}
-	probApproval        = problemType{"approval-refused", http.StatusConflict, "The decision was refused"}
+	// The refusals of a decision under dual control, one type each.
+	probSelfApproval    = problemType{"self-approval", http.StatusConflict, "The proposer cannot approve their own request"}
+	probApproverRole    = problemType{"approver-role", http.StatusForbidden, "The approver lacks the rule's role"}
+	probDuplicate       = problemType{"duplicate-approval", http.StatusConflict, "The operator has approved this request already"}
+	probBadSignature    = problemType{"bad-signature", http.StatusBadRequest, "The approval's signature does not verify"}
+	probNotPending      = problemType{"request-not-pending", http.StatusConflict, "The request is not pending"}
+	probRequestExpired  = problemType{"request-expired", http.StatusConflict, "The request expired"}
+	probTooFewApprovers = problemType{"too-few-approvers", http.StatusConflict, "Fewer operators of the rule's role than approvals needed"}
 	probBootstrapped    = problemType{"bootstrapped", http.StatusConflict, "The cluster has operators already"}
 )
 
 func (n *Node) adminOperatorHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
-	handle("POST "+pathOperatorsInit, routeAccess{local: true}, n.adminOperatorInit)
+	handle("POST "+pathOperatorsInit, routeAccess{local: true, body: newBody[OperatorInit]}, n.adminOperatorInit)
 	handle("GET "+pathOperators, routeAccess{action: operator.ActionOperatorRead}, n.adminOperators)
 	handle("GET "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorRead}, n.adminOperator)
-	handle("POST "+pathOperators, routeAccess{action: operator.ActionOperatorManage}, n.adminOperatorAdd)
+	handle("POST "+pathOperators, routeAccess{action: operator.ActionOperatorManage, body: newBody[OperatorAdd]}, n.adminOperatorAdd)
 	handle("DELETE "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorManage}, n.adminOperatorRemove)
 	handle("GET "+pathApprovals, routeAccess{action: operator.ActionApprovalRead}, n.adminApprovals)
 	handle("GET "+pathApprovals+"/{id}", routeAccess{action: operator.ActionApprovalRead}, n.adminApproval)
-	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide}, n.adminDecide(operator.Approve))
-	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide}, n.adminDecide(operator.Reject))
+	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide, body: newBody[Decision]}, n.adminDecide(operator.Approve))
+	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide, body: newBody[Decision]}, n.adminDecide(operator.Reject))
 }
 
 func operatorInfo(o operator.Operator) OperatorInfo {
@@ -116,10 +127,7 @@ func (n *Node) operatorCA() string {
 }
 
 func (n *Node) adminOperatorInit(w http.ResponseWriter, r *http.Request) {
-	var req OperatorInit
-	if !readJSON(w, r, &req) {
-		return
-	}
+	req := bodyOf[OperatorInit](r)
 	csr, ok := csrDER(req.CSR)
 	if !ok || req.Name == "" {
 		writeProblem(w, probRequestInvalid, "name and csr (a PEM CERTIFICATE REQUEST): required")
@@ -166,10 +174,7 @@ func (n *Node) adminOperator(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) adminOperatorAdd(w http.ResponseWriter, r *http.Request) {
-	var req OperatorAdd
-	if !readJSON(w, r, &req) {
-		return
-	}
+	req := bodyOf[OperatorAdd](r)
 	csr, ok := csrDER(req.CSR)
 	if !ok || req.Name == "" {
 		writeProblem(w, probRequestInvalid, "name and csr (a PEM CERTIFICATE REQUEST): required")
@@ -243,23 +248,30 @@ func (n *Node) changeOperators(w http.ResponseWriter, r *http.Request, ch operat
 
 func approvalView(q operator.Request) Approval {
 	a := Approval{ApprovalRequest: approvalRequest(q), State: stateName(q.State), Proposer: q.ProposerID, Approvers: q.ApproverIDs,
-		Created: q.Created, Result: string(q.Result), Error: q.Error}
-	if q.Action == operator.ActionOperatorManage {
-		if ch, err := operator.ParseChange(q.Body); err == nil {
-			a.Call = ch.Op + " operator"
+		Created: q.Created, Result: string(q.Result), Error: q.Error, Request: q.Body}
+	a.Call, a.Body = DescribeRequest(q.Action, q.Body)
+	return a
+}
+
+// DescribeRequest renders a request's exact body for the people who approve it:
+// the call it makes and its decoded body.
+func DescribeRequest(action string, body []byte) (call, shown string) {
+	if action == operator.ActionOperatorManage {
+		if ch, err := operator.ParseChange(body); err == nil {
+			call = ch.Op + " operator"
 			if ch.Op == operator.OpAdd {
-				a.Body = fmt.Sprintf("name %q, role %s", ch.Name, ch.Role)
+				shown = fmt.Sprintf("name %q, role %s", ch.Name, ch.Role)
 			} else {
-				a.Body = "operator " + ch.ID
+				shown = "operator " + ch.ID
 			}
 		}
-		return a
+		return call, shown
 	}
-	var call adminCall
-	if err := json.Unmarshal(q.Body, &call); err == nil {
-		a.Call, a.Body = call.Method+" "+call.Path, string(call.Body)
+	var c adminCall
+	if err := json.Unmarshal(body, &c); err == nil {
+		call, shown = c.Method+" "+c.Path, string(c.Body)
 	}
-	return a
+	return call, shown
 }
 
 func stateName(s operator.State) string {
@@ -315,10 +327,7 @@ func (n *Node) adminApproval(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) adminDecide(d operator.Decision) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req Decision
-		if !readJSON(w, r, &req) {
-			return
-		}
+		req := bodyOf[Decision](r)
 		by := callerOf(r).op
 		q, err := n.app.operators().Decide(r.Context(), r.PathValue("id"), *by, d, req.Signature)
 		if err != nil {
@@ -349,10 +358,20 @@ func writeApprovalError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, operator.ErrNotFound):
 		writeProblem(w, probRequestUnknown, err.Error())
-	case errors.Is(err, operator.ErrSelfApproval), errors.Is(err, operator.ErrWrongRole), errors.Is(err, operator.ErrDuplicate),
-		errors.Is(err, operator.ErrBadSignature), errors.Is(err, operator.ErrNotPending), errors.Is(err, operator.ErrRequestExpired),
-		errors.Is(err, operator.ErrTooFewApprovers):
-		writeProblem(w, probApproval, err.Error())
+	case errors.Is(err, operator.ErrSelfApproval):
+		writeProblem(w, probSelfApproval, err.Error())
+	case errors.Is(err, operator.ErrWrongRole):
+		writeProblem(w, probApproverRole, err.Error())
+	case errors.Is(err, operator.ErrDuplicate):
+		writeProblem(w, probDuplicate, err.Error())
+	case errors.Is(err, operator.ErrBadSignature):
+		writeProblem(w, probBadSignature, err.Error())
+	case errors.Is(err, operator.ErrNotPending):
+		writeProblem(w, probNotPending, err.Error())
+	case errors.Is(err, operator.ErrRequestExpired):
+		writeProblem(w, probRequestExpired, err.Error())
+	case errors.Is(err, operator.ErrTooFewApprovers):
+		writeProblem(w, probTooFewApprovers, err.Error())
 	default:
 		writeOperatorError(w, err)
 	}

@@ -53,8 +53,8 @@ func (n *Node) adminPolicyHandlers(handle func(string, routeAccess, http.Handler
 	read := routeAccess{action: operator.ActionConfigRead}
 	handle("GET "+pathPolicies, read, n.adminPolicies)
 	handle("GET "+pathPolicies+"/{name}", read, n.adminPolicy)
-	handle("POST "+pathPolicyDiff, read, n.adminPolicyDiff)
-	handle("POST "+pathPolicyApply, routeAccess{action: operator.ActionPolicyApply, dual: true}, n.adminPolicyApply)
+	handle("POST "+pathPolicyDiff, routeAccess{action: operator.ActionConfigRead, body: newBody[PolicyFile]}, n.adminPolicyDiff)
+	handle("POST "+pathPolicyApply, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[PolicyFile]}, n.adminPolicyApply)
 }
 
 func profileInfo(v policy.Version, withData bool) ProfileInfo {
@@ -97,8 +97,8 @@ func (n *Node) adminPolicy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
-	var req PolicyFile
-	if !readPolicyFile(w, r, &req) {
+	req := bodyOf[PolicyFile](r)
+	if !checkPolicyFile(w, req) {
 		return
 	}
 	d, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (string, error) { return policy.Diff(tx, req.File, []byte(req.Data)) })
@@ -110,8 +110,8 @@ func (n *Node) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
-	var req PolicyFile
-	if !readPolicyFile(w, r, &req) {
+	req := bodyOf[PolicyFile](r)
+	if !checkPolicyFile(w, req) {
 		return
 	}
 	cmd, err := policy.ApplyCommand(req.File, []byte(req.Data), n.actorOf(r))
@@ -137,10 +137,7 @@ func (n *Node) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, profileInfo(v, false))
 }
 
-func readPolicyFile(w http.ResponseWriter, r *http.Request, req *PolicyFile) bool {
-	if !readJSON(w, r, req) {
-		return false
-	}
+func checkPolicyFile(w http.ResponseWriter, req *PolicyFile) bool {
 	if req.File == "" || req.Data == "" {
 		writeProblem(w, probRequestInvalid, "file and data: required")
 		return false

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/inkan-pki/inkan/cluster"
 )
 
 // AdminClient calls a node's admin API: over its unix socket, or over mutual
@@ -62,11 +65,48 @@ func (a *AdminClient) Status(ctx context.Context) (*Status, error) {
 	return &st, a.do(ctx, http.MethodGet, pathStatus, nil, &st)
 }
 
-// CreateJoinToken makes a one-time join token for a node of role (voter or
-// nonvoter), valid for ttl.
-func (a *AdminClient) CreateJoinToken(ctx context.Context, role string, ttl time.Duration) (*JoinToken, error) {
-	var t JoinToken
-	return &t, a.do(ctx, http.MethodPost, pathJoinTokens, JoinTokenRequest{Role: role, TTL: ttl.String()}, &t)
+// GrantJoin asks the cluster to grant a join, for role (voter or nonvoter), to
+// the node with keys (as `inkan join-keys` printed them), valid for ttl from the
+// grant. It makes the token here — the cluster and the approvers see only the
+// SHA-256 of its secret — and returns it with the grant; under dual control the
+// grant is proposed (a *ProposedError, with the token too: it admits the node
+// once the request is approved and run).
+func (a *AdminClient) GrantJoin(ctx context.Context, role string, keys cluster.JoinKeys, ttl time.Duration) (token string, _ *JoinGrant, err error) {
+	st, err := a.Status(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	ca, err := hex.DecodeString(st.ClusterCA)
+	if err != nil || len(ca) != 32 {
+		return "", nil, fmt.Errorf("admin: %s: the cluster's CA fingerprint %q", a.socket, st.ClusterCA)
+	}
+	token, id, hash, err := cluster.NewJoinToken(ca)
+	if err != nil {
+		return "", nil, err
+	}
+	req := JoinGrantRequest{Role: role, Node: keys.Node, NodeKey: keys.NodeKey.String(), TransportKey: keys.TransportKey.String(),
+		TTL: ttl.String(), TokenID: hex.EncodeToString(id), SecretSHA256: hex.EncodeToString(hash)}
+	var g JoinGrant
+	return token, &g, a.do(ctx, http.MethodPost, pathJoinTokens, req, &g)
+}
+
+// ApproveTransportKey approves fp as the transport key of voter node (one that
+// joined before joins were granted to keys).
+func (a *AdminClient) ApproveTransportKey(ctx context.Context, node string, fp cluster.KeyFingerprint) error {
+	return a.do(ctx, http.MethodPost, pathMembers+url.PathEscape(node)+"/transport-key", TransportKeyApproval{TransportKey: fp.String()}, nil)
+}
+
+// Rules returns the cluster's rules of dual control.
+func (a *AdminClient) Rules(ctx context.Context) (*Rules, error) {
+	var out Rules
+	return &out, a.do(ctx, http.MethodGet, pathRules, nil, &out)
+}
+
+// SetRules replaces the cluster's rules of dual control (under the rule of
+// policy.apply) and returns them as now in force.
+func (a *AdminClient) SetRules(ctx context.Context, rules map[string]RuleSpec) (*Rules, error) {
+	var out Rules
+	return &out, a.do(ctx, http.MethodPut, pathRules, Rules{Rules: rules}, &out)
 }
 
 // RemoveNode removes the node id from the cluster, for ever.

@@ -45,7 +45,9 @@ type Config struct {
 	JPKI *jpki.Config `yaml:"jpki"`
 	// Enroll tunes the enrollment API and the linkage job (with jpki only).
 	Enroll EnrollConfig `yaml:"enroll"`
-	Log    LogConfig    `yaml:"log"`
+	// Audit says who may read the audit API on the API listener.
+	Audit AuditConfig `yaml:"audit"`
+	Log   LogConfig   `yaml:"log"`
 	// DrainTimeout bounds each step of a shutdown: the listeners finishing
 	// in-flight requests, the services stopping, the cluster stopping (default 10s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
@@ -159,6 +161,16 @@ type EnrollConfig struct {
 	// cards with derived certificates (default 5m; sooner when a grace period
 	// ends).
 	LinkageInterval Duration `yaml:"linkage_interval"`
+}
+
+// AuditConfig is the audit API's exposure.
+type AuditConfig struct {
+	// Public opens the audit API (entries, checkpoints, proofs) to anyone who
+	// reaches the API listener, without an auditor certificate. Default false:
+	// only operators whose role reads the audit log (auditors), before and after
+	// `inkan admin init` alike. The log holds no personal data in clear, only
+	// keyed hashes; opening it is a choice of transparency, not a necessity.
+	Public bool `yaml:"public"`
 }
 
 // CA key modes.

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -63,15 +64,30 @@ func ExampleComponent() {
 	defer n.Stop(context.Background())
 }
 
-// The operator's side: a join token for a new voter through the node's admin
-// socket (what `inkan admin cluster join-token` does).
+// The operator's side: a join granted to a new voter's keys through the node's
+// admin socket (what `inkan join-keys` on the new node and `inkan admin cluster
+// join-token` do).
 func ExampleAdminClient() {
-	ac := node.NewAdminClient("/var/lib/inkan/admin.sock")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tok, err := ac.CreateJoinToken(ctx, "voter", time.Hour)
+	newNode, err := node.LoadConfig("/etc/inkan/node4.yaml")
 	if err != nil {
-		log.Fatal(err) // a *node.Problem names its type, e.g. no-leader
+		log.Fatal(err)
 	}
-	fmt.Println(tok.Token)
+	keys, err := node.PrepareJoin(ctx, newNode) // on the new node, before its first start
+	if err != nil {
+		log.Fatal(err)
+	}
+	ac := node.NewAdminClient("/var/lib/inkan/admin.sock")
+	tok, grant, err := ac.GrantJoin(ctx, "voter", keys, time.Hour)
+	var proposed *node.ProposedError
+	switch {
+	case errors.As(err, &proposed):
+		fmt.Println("the token admits the node once", proposed.Request.ID, "is approved")
+	case err != nil:
+		log.Fatal(err) // a *node.Problem names its type, e.g. no-leader
+	default:
+		fmt.Println("granted to", grant.Node, "transport key", grant.TransportKey)
+	}
+	fmt.Println(tok)
 }

@@ -263,7 +263,7 @@ func (n *Node) openCluster(ctx context.Context, vault cluster.KeyVault, comps []
 		tok, err := readJoinToken(j.TokenFile)
 		switch {
 		case err == nil:
-			cc.Join = &cluster.Join{Addr: j.Address, Token: tok}
+			cc.Join = &cluster.Join{Addr: j.Address, Token: tok, Role: cluster.Role(cfg.Cluster.Role)}
 		case errors.Is(err, fs.ErrNotExist):
 			missingToken = true
 		default:
@@ -281,6 +281,42 @@ func (n *Node) openCluster(ctx context.Context, vault cluster.KeyVault, comps []
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	return c, nil
+}
+
+// PrepareJoin makes, in the node's HSM, the keys a new node joins with — its TLS
+// key and its standing transport key — and fixes its node ID in the data dir,
+// then returns what operators approve (`inkan join-keys`): a join token is
+// granted to exactly these, and the cluster's keys are wrapped for that
+// transport key alone. It runs before the node's first start, never beside a
+// running node; running it again shows the same keys.
+func PrepareJoin(ctx context.Context, cfg *Config) (cluster.JoinKeys, error) {
+	if err := cfg.Validate(); err != nil {
+		return cluster.JoinKeys{}, fmt.Errorf("node: config: %w", err)
+	}
+	if cfg.Cluster.Bootstrap {
+		return cluster.JoinKeys{}, errors.New("node: cluster.bootstrap: the first node of a cluster joins nothing")
+	}
+	if err := prepareDataDir(cfg.DataDir); err != nil {
+		return cluster.JoinKeys{}, err
+	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return cluster.JoinKeys{}, err
+	}
+	defer lock.Close()
+	tok, err := hsm.Open(ctx, hsm.Config{
+		Module: cfg.HSM.Module, Token: cfg.HSM.Token, Serial: cfg.HSM.TokenSerial, PIN: pinSource(cfg.HSM),
+		Sessions: 1, IdleTimeout: time.Duration(cfg.HSM.IdleTimeout), Logger: newLogger(cfg.Log, os.Stderr),
+	})
+	if err != nil {
+		return cluster.JoinKeys{}, fmt.Errorf("node: hsm: %w", err)
+	}
+	defer tok.Close()
+	keys, err := cluster.PrepareJoin(ctx, cfg.DataDir, cfg.Cluster.NodeID, cluster.NewHSMVault(tok))
+	if err != nil {
+		return cluster.JoinKeys{}, fmt.Errorf("node: %w", err)
+	}
+	return keys, nil
 }
 
 // checkRole warns, loudly, when the node's role in the cluster (its join

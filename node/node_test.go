@@ -396,13 +396,17 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 
+	keys := func(id string) cluster.JoinKeys {
+		return cluster.JoinKeys{Node: id, NodeKey: cluster.KeyFingerprint{1}, TransportKey: cluster.KeyFingerprint{2}}
+	}
 	for _, role := range []string{"voter", "nonvoter"} {
-		jt, err := ac.CreateJoinToken(ctx, role, time.Hour)
+		tok, g, err := ac.GrantJoin(ctx, role, keys("new-"+role), time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(jt.Token, "inkan-join.") || jt.Role != role || time.Until(jt.ExpiresAt) < 59*time.Minute {
-			t.Fatalf("join token: %+v", jt)
+		if !strings.HasPrefix(tok, "inkan-join.") || g.Role != role || g.Node != "new-"+role || g.TTL != "1h0m0s" ||
+			g.TransportKey != keys("").TransportKey.String() {
+			t.Fatalf("join grant: %s %+v", tok, g)
 		}
 	}
 
@@ -411,8 +415,9 @@ func TestAdmin(t *testing.T) {
 		call func() error
 		want string
 	}{
-		{"bad role", func() error { _, err := ac.CreateJoinToken(ctx, "leader", time.Hour); return err }, "request-invalid"},
-		{"ttl too long", func() error { _, err := ac.CreateJoinToken(ctx, "voter", 30*24*time.Hour); return err }, "request-invalid"},
+		{"bad role", func() error { _, _, err := ac.GrantJoin(ctx, "leader", keys("x"), time.Hour); return err }, "request-invalid"},
+		{"ttl too long", func() error { _, _, err := ac.GrantJoin(ctx, "voter", keys("x"), 30*24*time.Hour); return err }, "request-invalid"},
+		{"grant to a member", func() error { _, _, err := ac.GrantJoin(ctx, "voter", keys("adm"), time.Hour); return err }, "refused"},
 		{"remove unknown", func() error { return ac.RemoveNode(ctx, "nosuch") }, "node-unknown"},
 		{"remove self", func() error { return ac.RemoveNode(ctx, "adm") }, "remove-self"},
 		{"last voter leaves", func() error { return ac.Leave(ctx) }, "last-voter"},
@@ -453,15 +458,19 @@ func TestJoinEdge(t *testing.T) {
 	waitReady(t, first)
 	ctx := ctxT(t, 60*time.Second)
 	ac := node.NewAdminClient(first.Addrs().Admin)
-	jt, err := ac.CreateJoinToken(ctx, "nonvoter", time.Hour)
+	file := filepath.Join(t.TempDir(), "token")
+	cfg := testConfig(t, softhsm.NewToken(t), fmt.Sprintf("  role: nonvoter\n  join:\n    address: %s\n    token_file: %s", first.Addrs().Cluster, file))
+	keys, err := node.PrepareJoin(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(file, []byte(jt.Token+"\n"), 0o644); err != nil {
+	tok, _, err := ac.GrantJoin(ctx, "nonvoter", keys, time.Hour)
+	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, softhsm.NewToken(t), fmt.Sprintf("  role: nonvoter\n  join:\n    address: %s\n    token_file: %s", first.Addrs().Cluster, file))
+	if err := os.WriteFile(file, []byte(tok+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	if _, err := node.Start(ctx, cfg); err == nil || !strings.Contains(err.Error(), "make it 0600") {
 		t.Fatalf("token file open to others: %v", err)

@@ -3,7 +3,6 @@ package operator
 import (
 	"bytes"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -25,6 +24,8 @@ import (
 //	operator.request.start      an approved request taken for execution
 //	operator.request.finish     its execution's outcome
 //	operator.request.interrupt  an execution cut short by a leader change, outcome unknown
+//	operator.rules.set          the cluster's rules of dual control (the first leader's seed, or a change)
+//	operator.usage.count        items an operator acts on without approval, under a counting rule
 const (
 	CommandCA        = "operator.ca"
 	CommandAdd       = "operator.add"
@@ -36,33 +37,37 @@ const (
 	CommandStart     = "operator.request.start"
 	CommandFinish    = "operator.request.finish"
 	CommandInterrupt = "operator.request.interrupt"
+	CommandRules     = "operator.rules.set"
+	CommandUsage     = "operator.usage.count"
 )
 
 // Commands lists the command types of the package (for the audit configuration).
 func Commands() []string {
 	return []string{CommandCA, CommandAdd, CommandRemove, CommandRenew, CommandPropose, CommandDecide, CommandExpire,
-		CommandStart, CommandFinish, CommandInterrupt}
+		CommandStart, CommandFinish, CommandInterrupt, CommandRules, CommandUsage}
 }
 
-// Errors of the state machine's refusals (they match cluster.ErrRefused too).
+// Errors of the state machine's refusals (they match cluster.ErrRefused too):
+// cluster.Refusal sentinels, so errors.Is finds them on the submitting node
+// wherever the command was applied.
 var (
-	ErrCAExists        = errors.New("operator: the operator CA exists already")
-	ErrBootstrapped    = errors.New("operator: operators exist already; bootstrap refused")
-	ErrBadCertificate  = errors.New("operator: certificate not acceptable")
-	ErrKeyInUse        = errors.New("operator: an active operator has that key already")
-	ErrNotAllowed      = errors.New("operator: the acting operator may not do that")
-	ErrLastAdmin       = errors.New("operator: the last active admin cannot be removed")
-	ErrNotActive       = errors.New("operator: operator is not active")
-	ErrTooFewApprovers = errors.New("operator: fewer operators of the rule's role than approvals needed")
-	ErrNotPending      = errors.New("operator: request is not pending")
-	ErrRequestExpired  = errors.New("operator: request expired")
-	ErrSelfApproval    = errors.New("operator: the proposer cannot approve their own request")
-	ErrWrongRole       = errors.New("operator: approver lacks the rule's role")
-	ErrDuplicate       = errors.New("operator: approval given already")
-	ErrBadSignature    = errors.New("operator: approval signature does not verify")
-	ErrNotExecuting    = errors.New("operator: request is not being executed by that run")
-	ErrMismatch        = errors.New("operator: change differs from the approved request")
-	ErrInvalid         = errors.New("operator: invalid command")
+	ErrCAExists        = cluster.NewRefusal("operator.ca-exists", "operator: the operator CA exists already")
+	ErrBootstrapped    = cluster.NewRefusal("operator.bootstrapped", "operator: operators exist already; bootstrap refused")
+	ErrBadCertificate  = cluster.NewRefusal("operator.bad-certificate", "operator: certificate not acceptable")
+	ErrKeyInUse        = cluster.NewRefusal("operator.key-in-use", "operator: an active operator has that key already")
+	ErrNotAllowed      = cluster.NewRefusal("operator.not-allowed", "operator: the acting operator may not do that")
+	ErrLastAdmin       = cluster.NewRefusal("operator.last-admin", "operator: the last active admin cannot be removed")
+	ErrNotActive       = cluster.NewRefusal("operator.not-active", "operator: operator is not active")
+	ErrTooFewApprovers = cluster.NewRefusal("operator.too-few-approvers", "operator: fewer operators of the rule's role than approvals needed")
+	ErrNotPending      = cluster.NewRefusal("operator.not-pending", "operator: request is not pending")
+	ErrRequestExpired  = cluster.NewRefusal("operator.request-expired", "operator: request expired")
+	ErrSelfApproval    = cluster.NewRefusal("operator.self-approval", "operator: the proposer cannot approve their own request")
+	ErrWrongRole       = cluster.NewRefusal("operator.wrong-role", "operator: approver lacks the rule's role")
+	ErrDuplicate       = cluster.NewRefusal("operator.duplicate", "operator: approval given already")
+	ErrBadSignature    = cluster.NewRefusal("operator.bad-signature", "operator: approval signature does not verify")
+	ErrNotExecuting    = cluster.NewRefusal("operator.not-executing", "operator: request is not being executed by that run")
+	ErrMismatch        = cluster.NewRefusal("operator.mismatch", "operator: change differs from the approved request")
+	ErrInvalid         = cluster.NewRefusal("operator.invalid", "operator: invalid command")
 )
 
 func refuse(err error, format string, a ...any) error {
@@ -171,6 +176,8 @@ func Handlers() []cluster.Handler {
 		handler{CommandStart, applyStart, nil},
 		handler{CommandFinish, applyFinish, nil},
 		handler{CommandInterrupt, applyInterrupt, nil},
+		handler{CommandRules, applyRules, [][]byte{bucketRules}},
+		handler{CommandUsage, applyUsage, [][]byte{bucketUsage}},
 	}
 }
 

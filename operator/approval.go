@@ -17,14 +17,17 @@ import (
 )
 
 // Rule says that an action needs approval: M operators of Role, other than the
-// proposer, must approve it within TTL of its proposal. Over, if not zero, limits
-// the rule to requests that count more than Over items (a revocation of more than
-// Over certificates at once).
+// proposer, must approve it within TTL of its proposal. Over, if not zero, makes
+// it a counting rule: a request needs approval when the items it touches, added
+// to those the same operator acted on without approval within the last Within
+// (DefaultWithin if zero), pass Over — so revoking 10 and then 5 certificates
+// within the window needs approval for the second request, as 15 at once would.
 type Rule struct {
-	M    int
-	Role Role
-	TTL  time.Duration
-	Over int
+	M      int
+	Role   Role
+	TTL    time.Duration
+	Over   int
+	Within time.Duration
 }
 
 // validate checks a rule of the configuration.
@@ -55,6 +58,9 @@ func (r Rule) check(action string) error {
 	if r.Over < 0 {
 		errs = append(errs, fmt.Errorf("operator: rules.%s.over: %d: want 0 or more", action, r.Over))
 	}
+	if r.Within < 0 || r.Within > maxWithin || (r.Within != 0 && r.Over == 0) {
+		errs = append(errs, fmt.Errorf("operator: rules.%s.within: %s: want 0s-720h, and only with over", action, r.Within))
+	}
 	return errors.Join(errs...)
 }
 
@@ -62,11 +68,12 @@ func (r Rule) check(action string) error {
 // revocation of more than this many certificates at once needs approval.
 const DefaultBulkRevocation = 10
 
-// DefaultRules are the rules of dual control when the configuration names none:
-// CA key generation, import and transfer, policy changes, adding or removing
-// operators or voters need 2 admins besides the proposer; revoking more than
-// DefaultBulkRevocation certificates at once needs 2 officers besides the
-// proposer. Requests expire after a day.
+// DefaultRules are the rules of dual control a new cluster starts with when the
+// configuration names none: CA key generation, import and transfer, policy
+// changes (the rules of dual control among them), adding or removing operators,
+// voters or nonvoters need 2 admins besides the proposer; an officer revoking
+// more than DefaultBulkRevocation certificates within an hour (DefaultWithin)
+// needs 2 officers besides the proposer. Requests expire after a day.
 func DefaultRules() map[string]Rule {
 	admin := Rule{M: 2, Role: Admin, TTL: 24 * time.Hour}
 	return map[string]Rule{
@@ -76,7 +83,7 @@ func DefaultRules() map[string]Rule {
 		ActionPolicyApply:       admin,
 		ActionOperatorManage:    admin,
 		ActionClusterMembership: admin,
-		ActionCertRevoke:        {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: DefaultBulkRevocation},
+		ActionCertRevoke:        {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: DefaultBulkRevocation, Within: DefaultWithin},
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
 
@@ -22,12 +23,18 @@ type opNode struct {
 	svc *Service
 }
 
-func openOpNode(t *testing.T, ctx context.Context, join *cluster.Join, runner Runner) *opNode {
+// openOpNode bootstraps a cluster, or joins via's as a voter.
+func openOpNode(t *testing.T, ctx context.Context, via *cluster.Cluster, runner Runner) *opNode {
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	vault := cluster.NewHSMVault(tok.HSM)
+	dir := t.TempDir()
+	var join *cluster.Join
+	if via != nil {
+		join = &cluster.Join{Addr: via.Addr(), Token: clustertest.JoinToken(t, via, cluster.Config{DataDir: dir, KeyVault: vault}, cluster.Voter)}
+	}
 	c, err := cluster.Open(ctx, cluster.Config{
-		DataDir:            t.TempDir(),
+		DataDir:            dir,
 		BindAddr:           "127.0.0.1:0",
 		KeyVault:           vault,
 		Bootstrap:          join == nil,
@@ -125,11 +132,7 @@ func TestThreeVoters(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		tok, err := first.c.CreateJoinToken(ctx, time.Minute, cluster.Voter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, openOpNode(t, ctx, &cluster.Join{Addr: first.c.Addr(), Token: tok}, runner))
+		nodes = append(nodes, openOpNode(t, ctx, first.c, runner))
 	}
 	leader, followers := leaderOf(t, nodes)
 	// The ceremony, from a follower: the leader signs.

@@ -34,6 +34,8 @@ const (
 	TypeRequestExecuted    = "operator.request.executed"
 	TypeRequestFailed      = "operator.request.failed"
 	TypeRequestInterrupted = "operator.request.interrupted"
+	TypeRulesSet           = "operator.rules.set"
+	TypeUsageCounted       = "operator.usage.counted"
 )
 
 func sum256(b []byte) []byte {
@@ -149,6 +151,24 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 		var b startBody
 		if err = e.Command.Decode(&b); err == nil {
 			out = append(out, Description{Type: TypeRequestInterrupted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
+		}
+	case CommandRules:
+		var b rulesBody
+		if err = e.Command.Decode(&b); err == nil {
+			data := map[string]any{"version": r.ID, "rules_sha256": RulesDigest(fromRecords(b.Rules)), "rules": len(b.Rules)}
+			if b.Seed {
+				data["seed"] = 1
+			}
+			if b.Request != "" {
+				data["request"] = b.Request
+			}
+			out = append(out, Description{Type: TypeRulesSet, Actor: b.Actor, Data: data})
+		}
+	case CommandUsage:
+		var b usageBody
+		if err = e.Command.Decode(&b); err == nil {
+			out = append(out, Description{Type: TypeUsageCounted, Actor: fingerprintFrom(b.Operator).Actor(), Data: map[string]any{
+				"operator": r.ID, "action": b.Action, "count": b.Count, "total": r.Approvals, "over": b.Over, "within_seconds": b.Within / 1e9}})
 		}
 	default:
 		return nil, fmt.Errorf("operator: describe: %q is not a command of the package", e.Command.Type)

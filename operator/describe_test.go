@@ -26,8 +26,8 @@ func TestDescribeNoPersonalData(t *testing.T) {
 	if _, err := h.decide(b, q, Reject); err != nil {
 		t.Fatal(err)
 	}
-	ds := h.waitDescribed("", 5)
-	if len(ds) != 5 { // CA, two added, proposed, rejected
+	ds := h.waitDescribed("", 6)
+	if len(ds) != 6 { // rules, CA, two added, proposed, rejected
 		t.Fatalf("descriptions %v", types(ds))
 	}
 	for _, d := range ds {

@@ -288,7 +288,8 @@ func TestBootstrapOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ds := h.described("")
-	if got := types(ds); !slices.Equal(got, []string{TypeCACreated, TypeAdded}) || ds[1].Data["bootstrap"] != 1 {
+	// The rules of dual control are recorded before the first operator exists.
+	if got := types(ds); !slices.Equal(got, []string{TypeRulesSet, TypeCACreated, TypeAdded}) || ds[0].Data["seed"] != 1 || ds[2].Data["bootstrap"] != 1 {
 		t.Fatalf("audit %v %v", got, ds)
 	}
 }

@@ -40,9 +40,11 @@ type Config struct {
 	Cluster *cluster.Cluster
 	// Vault holds the operator CA key (KeyName) on every voter.
 	Vault cluster.KeyVault
-	// Rules are the rules of dual control by action: DefaultRules if nil, none
-	// if empty. Every node must have the same rules: a proposal records the
-	// proposing node's rule, and that is the one its approvals are held to.
+	// Rules are the rules of dual control a new cluster starts with, by action:
+	// DefaultRules if nil, none if empty. Bootstrap records them in the
+	// replicated state; from then on the state's rules are in force on every
+	// node, whatever its configuration, and SetRules changes them. A proposal
+	// records the rule it is held to.
 	Rules map[string]Rule
 	// Runners execute approved requests by action, on the leader. The package
 	// runs ActionOperatorManage itself; an approved request of an action without
@@ -90,9 +92,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Rules == nil {
 		cfg.Rules = DefaultRules()
 	}
+	cfg.Rules = normalize(cfg.Rules)
 	for a, r := range cfg.Rules {
 		errs = append(errs, r.validate(a))
 	}
+	errs = append(errs, checkRules(cfg.Rules))
 	for a, r := range cfg.Runners {
 		if _, ok := matrix[a]; !ok || r == nil || a == ActionOperatorManage {
 			errs = append(errs, fmt.Errorf("operator: runners.%s: an unknown action, a nil runner, or the package's own", a))
@@ -122,30 +126,81 @@ func (s *Service) Close() {
 	s.wg.Wait()
 }
 
-// Rules returns the rules of dual control in force on this node.
-func (s *Service) Rules() map[string]Rule { return maps.Clone(s.rules) }
-
 // Required says whether an action asked for by an operator, touching count
-// items (certificates to revoke; 1 otherwise), needs approval, and under which
-// rule. The one exception is the initial ceremony: while the rule of
-// ActionOperatorManage cannot be met (fewer active operators of its role than M
-// besides by), operators are added and removed directly, so that the first admin
-// can add the others. The last admin can never be removed.
-func (s *Service) Required(tx *bbolt.Tx, by Operator, action string, count int) (Rule, bool, error) {
-	r, ok := s.rules[action]
-	if !ok || (r.Over > 0 && count <= r.Over) {
-		return Rule{}, false, nil
+// items (certificates to revoke; 1 otherwise), needs approval under the rules in
+// force (RulesIn), and under which rule. A request that is also other actions
+// (also: a voter's join is a key transfer too) is held to their rules as well,
+// combined (the most approvals, the shortest TTL; their roles are the same).
+//
+// A counting rule (Over) that does not need approval yet is returned with false:
+// the caller counts the items with Take before it acts, and proposes the request
+// if Take refuses. The one exception to the rules is the initial ceremony: while
+// the rule of ActionOperatorManage cannot be met (fewer active operators of its
+// role than M besides by), operators are added and removed directly, so that the
+// first admin can add the others. The last admin can never be removed.
+func (s *Service) Required(tx *bbolt.Tx, by Operator, action string, count int, also ...string) (Rule, bool, error) {
+	rules, err := s.RulesIn(tx)
+	if err != nil {
+		return Rule{}, false, err
 	}
-	if action == ActionOperatorManage {
-		n, err := countActive(tx, r.Role, by.ID)
-		if err != nil {
-			return Rule{}, false, err
+	var needed []string
+	var counting Rule
+	for _, a := range append([]string{action}, also...) {
+		r, ok := rules[a]
+		if !ok {
+			continue
 		}
-		if n < r.M {
-			return Rule{}, false, nil
+		if r.Over > 0 {
+			used, err := usageSince(tx, by.ID, a, time.Now().Add(-r.Within))
+			if err != nil {
+				return Rule{}, false, err
+			}
+			if used+count <= r.Over {
+				counting = r // counted by Take
+				continue
+			}
 		}
+		if a == ActionOperatorManage {
+			n, err := countActive(tx, r.Role, by.ID)
+			if err != nil {
+				return Rule{}, false, err
+			}
+			if n < r.M {
+				continue
+			}
+		}
+		needed = append(needed, a)
 	}
-	return r, true, nil
+	if len(needed) == 0 {
+		return counting, false, nil
+	}
+	r, _, err := combine(rules, needed)
+	return r, true, err
+}
+
+// combine is the rule a request of several actions is held to: the most
+// approvals and the shortest TTL of their rules, which name the same role
+// (checkRules). It reports whether any of them has a rule.
+func combine(rules map[string]Rule, actions []string) (Rule, bool, error) {
+	var out Rule
+	var any bool
+	for _, a := range actions {
+		r, ok := rules[a]
+		if !ok {
+			continue
+		}
+		r.Over, r.Within = 0, 0
+		if !any {
+			out, any = r, true
+			continue
+		}
+		if r.Role != out.Role {
+			return Rule{}, false, fmt.Errorf("%w: the rules of %s and %s name different roles", ErrInvalid, actions[0], a)
+		}
+		out.M = max(out.M, r.M)
+		out.TTL = min(out.TTL, r.TTL)
+	}
+	return out, any, nil
 }
 
 func newID(prefix string) (string, error) {
@@ -243,15 +298,27 @@ func (s *Service) submit(ctx context.Context, typ string, body any, res *result)
 	return nil
 }
 
-// Propose records a request for an action under a rule of dual control: by must
-// be allowed the action (Authorize), body is the request's canonical body (for
+// Propose records a request for an action under the rules of dual control in
+// force (with those of also, as Required combines them): by must be allowed the
+// action (Authorize), body is the request's canonical body (for
 // ActionOperatorManage, Change.Body). The returned Request has the ID and Digest
-// approvers sign over (ApprovalMessage).
-func (s *Service) Propose(ctx context.Context, by Operator, action string, body []byte) (Request, error) {
+// approvers sign over (ApprovalMessage). A counting rule holds a proposed
+// request to its M, whatever the count.
+func (s *Service) Propose(ctx context.Context, by Operator, action string, body []byte, also ...string) (Request, error) {
 	if err := Authorize(by, action); err != nil {
 		return Request{}, err
 	}
-	r, ok := s.rules[action]
+	var r Rule
+	var ok bool
+	if err := s.c.View(func(tx *bbolt.Tx) error {
+		rules, err := s.RulesIn(tx)
+		if err == nil {
+			r, ok, err = combine(rules, append([]string{action}, also...))
+		}
+		return err
+	}); err != nil {
+		return Request{}, err
+	}
 	if !ok {
 		return Request{}, fmt.Errorf("%w: %s", ErrNoRule, action)
 	}
@@ -451,6 +518,12 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 	}
 	if sr.Kind == kindBootstrap && any {
 		return "", ErrBootstrapped
+	}
+	if sr.Kind == kindBootstrap {
+		// The rules are in the state before the first operator is.
+		if err := s.seedRules(ctx); err != nil {
+			return "", err
+		}
 	}
 	if sr.Kind != kindBootstrap && len(caDER) == 0 {
 		return "", ErrNoCA

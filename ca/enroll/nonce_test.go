@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
 
@@ -290,11 +291,10 @@ func threeNodes(t testing.TB) []*node {
 		}
 	})
 	for i := 1; i < 3; i++ {
-		tok, err := first.c.CreateJoinToken(ctx, time.Minute, cluster.Voter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := openNode(ctx, filepath.Join(dir, fmt.Sprintf("n%d", i)), softhsm.NewToken(t), false, &cluster.Join{Addr: first.c.Addr(), Token: tok})
+		st := softhsm.NewToken(t)
+		ndir := filepath.Join(dir, fmt.Sprintf("n%d", i))
+		tok := clustertest.JoinToken(t, first.c, cluster.Config{DataDir: ndir, KeyVault: cluster.NewHSMVault(st.HSM)}, cluster.Voter)
+		n, err := openNode(ctx, ndir, st, false, &cluster.Join{Addr: first.c.Addr(), Token: tok})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -75,3 +75,25 @@ func fast(cfg *cluster.Config) {
 	set(&cfg.LeaderLeaseTimeout, 150*time.Millisecond)
 	set(&cfg.CommitTimeout, 5*time.Millisecond)
 }
+
+// JoinToken grants a join to the node that cfg will open (its DataDir, NodeID
+// and KeyVault: the keys are made there now, as `inkan join-keys` makes them),
+// as operators do once they have approved its keys, and returns the token for
+// cfg.Join. It fixes the node's ID in cfg.DataDir.
+func JoinToken(t testing.TB, via *cluster.Cluster, cfg cluster.Config, role cluster.Role) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	keys, err := cluster.PrepareJoin(ctx, cfg.DataDir, cfg.NodeID, cfg.KeyVault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, id, hash, err := cluster.NewJoinToken(via.CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := via.GrantJoin(ctx, cluster.JoinGrant{TokenID: id, SecretHash: hash, Role: role, Keys: keys, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

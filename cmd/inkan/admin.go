@@ -1,16 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/node"
 )
 
@@ -63,7 +66,7 @@ they are printed as problem+json on stdout.`,
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long (a write waits for a leader until then)")
 	cmd.AddCommand(newAdminClusterCmd(f), newAdminCACmd(f), newAdminCertCmd(f), newAdminPolicyCmd(f),
-		newAdminInitCmd(f), newAdminOperatorCmd(f), newAdminApprovalsCmd(f), newAdminBackupCmd(f), newAdminRestoreCmd(f), newAdminOCSPCmd(f))
+		newAdminInitCmd(f), newAdminOperatorCmd(f), newAdminApprovalsCmd(f), newAdminRulesCmd(f), newAdminBackupCmd(f), newAdminRestoreCmd(f), newAdminOCSPCmd(f))
 	return cmd
 }
 
@@ -72,35 +75,73 @@ func newAdminClusterCmd(f *adminFlags) *cobra.Command {
 		Use:   "cluster",
 		Short: "The cluster's members: status, join tokens, removal, leadership",
 	}
-	var role string
-	var ttl time.Duration
+	var jf joinFlags
 	joinToken := &cobra.Command{
-		Use:     "join-token --role voter|nonvoter [--ttl 1h]",
-		Example: `  inkan admin --config /etc/inkan/node.yaml cluster join-token --role voter --ttl 1h > node4.token`,
-		Short:   "Make a one-time join token for a new node",
-		Long: `join-token makes a one-time token for a new node to join the cluster with, and prints it
-once (the cluster keeps only its hash). Put it in a file of mode 0600 named by the new
-node's cluster.join.token_file. A voter counts toward quorum and receives the replicated
-keys (the CA key); a nonvoter is an OCSP/CRL edge that receives none.`,
+		Use: "join-token --role voter|nonvoter (--keys FILE | --node ID --node-key FP --transport-key FP) [--ttl 1h]",
+		Example: `  # on the new node, before its first start:
+  inkan join-keys --config /etc/inkan/node4.yaml -o json > node4.keys
+  # an admin, having compared the fingerprints with the new node's operator:
+  inkan admin --url https://10.0.0.1:7444 --cacert cluster-ca.pem --cert me.pem --key me.key \
+    cluster join-token --role voter --keys node4.keys > node4.token`,
+		Short: "Grant a join to one new node's keys, and print its one-time token",
+		Long: `join-token asks the cluster to grant a join to the node whose keys 'inkan join-keys'
+printed on it: its node ID, the fingerprint of its TLS key and that of its transport
+key, for one role. The token is made here and printed once on standard output; the
+cluster and the approvers see only the SHA-256 of its secret. It admits that node
+only — another HSM, another node ID or another role is refused — and a voter
+receives the cluster's keys wrapped for the approved transport key alone.
+
+Granting a join is under dual control (cluster.membership; for a voter also
+ca.key.transfer): with operators, the grant is proposed and the token works once
+enough of them have approved it (inkan admin approvals approve ID). Put the token in
+a file of mode 0600 named by the new node's cluster.join.token_file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runJoinToken(cmd, f, role, ttl)
+			return runJoinToken(cmd, f, jf)
 		},
 	}
-	joinToken.Flags().StringVar(&role, "role", "", "voter or nonvoter")
-	joinToken.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token may be used (1m..168h)")
+	jf.flags(joinToken, true)
 
-	var edgeTTL time.Duration
+	var ef joinFlags
 	addNonvoter := &cobra.Command{
-		Use:     "add-nonvoter [--ttl 1h]",
-		Example: `  inkan admin --config /etc/inkan/node.yaml cluster add-nonvoter > edge1.token`,
-		Short:   "Make a join token for a non-voting node (an OCSP/CRL edge): join-token --role nonvoter",
+		Use:     "add-nonvoter (--keys FILE | --node ID --node-key FP --transport-key FP) [--ttl 1h]",
+		Example: `  inkan admin --config /etc/inkan/node.yaml cluster add-nonvoter --keys edge1.keys > edge1.token`,
+		Short:   "Grant a join to a non-voting node (an OCSP/CRL edge): join-token --role nonvoter",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runJoinToken(cmd, f, "nonvoter", edgeTTL)
+			ef.role = "nonvoter"
+			return runJoinToken(cmd, f, ef)
 		},
 	}
-	addNonvoter.Flags().DurationVar(&edgeTTL, "ttl", time.Hour, "how long the token may be used (1m..168h)")
+	ef.flags(addNonvoter, false)
+
+	var transportFP string
+	approveTransport := &cobra.Command{
+		Use: "approve-transport-key NODE-ID --transport-key FP",
+		Example: `  # on node2 (a voter that joined before joins were granted to keys):
+  inkan admin --config /etc/inkan/node2.yaml cluster status -o json | grep '"transport_key"'
+  inkan admin --url https://10.0.0.1:7444 --cacert cluster-ca.pem --cert me.pem --key me.key \
+    cluster approve-transport-key node2 --transport-key sha256:…`,
+		Short: "Approve the transport key of a voter that joined before joins were granted to keys",
+		Long: `approve-transport-key records FP as the transport key of a voter that joined before this
+version, so that replicated keys made from now on (a new CA key) can be sent to it:
+they are only ever wrapped for a voter's approved transport key. The node's own
+'cluster status' shows its transport key. It is under dual control like a voter's join.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fp, err := cluster.ParseKeyFingerprint(transportFP)
+			if err != nil {
+				return fmt.Errorf("--transport-key %q: %w", transportFP, err)
+			}
+			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				err := ac.ApproveTransportKey(ctx, args[0], fp)
+				return map[string]string{"node": args[0], "transport_key": fp.String()}, func(w io.Writer) {
+					fmt.Fprintf(w, "transport key %s approved for %s\n", fp, args[0])
+				}, err
+			})
+		},
+	}
+	approveTransport.Flags().StringVar(&transportFP, "transport-key", "", "the voter's transport key fingerprint (sha256:…)")
 
 	status := &cobra.Command{
 		Use: "status",
@@ -153,24 +194,109 @@ keys (the CA key); a nonvoter is an OCSP/CRL edge that receives none.`,
 			})
 		},
 	}
-	cmd.AddCommand(status, joinToken, addNonvoter, remove, transfer, leave)
+	cmd.AddCommand(status, joinToken, addNonvoter, approveTransport, remove, transfer, leave)
 	return cmd
 }
 
-func runJoinToken(cmd *cobra.Command, f *adminFlags, role string, ttl time.Duration) error {
-	if role != "voter" && role != "nonvoter" {
-		return fmt.Errorf("give --role voter or --role nonvoter")
+// joinFlags are a join grant's: the role, the node's keys and the lifetime.
+type joinFlags struct {
+	role, keysFile, node, nodeKey, transportKey string
+	ttl                                         time.Duration
+}
+
+func (jf *joinFlags) flags(cmd *cobra.Command, withRole bool) {
+	if withRole {
+		cmd.Flags().StringVar(&jf.role, "role", "", "voter or nonvoter")
 	}
-	return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
-		jt, err := ac.CreateJoinToken(ctx, role, ttl)
-		return jt, func(w io.Writer) {
-			// The token alone on stdout, for $(…) and files; the rest on stderr.
-			fmt.Fprintln(w, jt.Token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "join token for a %s, valid until %s; it is shown only this once.\n"+
-				"Write it to a file of mode 0600 and name it in the new node's cluster.join.token_file.\n",
-				jt.Role, jt.ExpiresAt.Local().Format(time.RFC3339))
+	cmd.Flags().StringVar(&jf.keysFile, "keys", "", "the new node's keys as `inkan join-keys -o json` wrote them")
+	cmd.Flags().StringVar(&jf.node, "node", "", "the new node's ID (instead of --keys)")
+	cmd.Flags().StringVar(&jf.nodeKey, "node-key", "", "its node key fingerprint, sha256:… (instead of --keys)")
+	cmd.Flags().StringVar(&jf.transportKey, "transport-key", "", "its transport key fingerprint, sha256:… (instead of --keys)")
+	cmd.Flags().DurationVar(&jf.ttl, "ttl", time.Hour, "how long the token may be used once granted (1m..168h)")
+}
+
+// keys reads the new node's keys from --keys or the three flags, naming the
+// flag at fault.
+func (jf *joinFlags) keys() (cluster.JoinKeys, error) {
+	var jk joinKeysJSON
+	switch {
+	case jf.keysFile != "" && (jf.node != "" || jf.nodeKey != "" || jf.transportKey != ""):
+		return cluster.JoinKeys{}, errors.New("give --keys, or --node, --node-key and --transport-key, not both")
+	case jf.keysFile != "":
+		b, err := os.ReadFile(jf.keysFile)
+		if err != nil {
+			return cluster.JoinKeys{}, fmt.Errorf("--keys: %w", err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&jk); err != nil {
+			return cluster.JoinKeys{}, fmt.Errorf("--keys %s: not what `inkan join-keys -o json` writes: %w", jf.keysFile, err)
+		}
+	default:
+		jk = joinKeysJSON{Node: jf.node, NodeKey: jf.nodeKey, TransportKey: jf.transportKey}
+	}
+	var errs []error
+	out := cluster.JoinKeys{Node: jk.Node}
+	if jk.Node == "" {
+		errs = append(errs, errors.New("--node: required (the new node's ID)"))
+	}
+	var err error
+	if out.NodeKey, err = cluster.ParseKeyFingerprint(jk.NodeKey); err != nil {
+		errs = append(errs, fmt.Errorf("--node-key %q: %w", jk.NodeKey, err))
+	}
+	if out.TransportKey, err = cluster.ParseKeyFingerprint(jk.TransportKey); err != nil {
+		errs = append(errs, fmt.Errorf("--transport-key %q: %w", jk.TransportKey, err))
+	}
+	if jk.Role != "" && jf.role != "" && jk.Role != jf.role {
+		errs = append(errs, fmt.Errorf("--role %s: the node's configuration (in --keys) says %s", jf.role, jk.Role))
+	}
+	return out, errors.Join(errs...)
+}
+
+// joinGrantOutput is what join-token prints with -o json.
+type joinGrantOutput struct {
+	Token   string                `json:"token"`
+	Grant   *node.JoinGrant       `json:"grant,omitempty"`
+	Pending *node.ApprovalRequest `json:"pending,omitempty"` // under dual control: the token works once approved
+}
+
+func runJoinToken(cmd *cobra.Command, f *adminFlags, jf joinFlags) error {
+	if jf.role != "voter" && jf.role != "nonvoter" {
+		return fmt.Errorf("--role: give voter or nonvoter")
+	}
+	keys, err := jf.keys()
+	if err != nil {
+		return err
+	}
+	var out joinGrantOutput
+	err = withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+		tok, g, err := ac.GrantJoin(ctx, jf.role, keys, jf.ttl)
+		out.Token = tok
+		var proposed *node.ProposedError
+		switch {
+		case errors.As(err, &proposed):
+			out.Pending = &proposed.Request
+			err = nil
+		case err == nil:
+			out.Grant = g
+		}
+		return out, func(w io.Writer) {
+			// The token alone on stdout, for files; the rest on stderr.
+			fmt.Fprintln(w, out.Token)
+			stderr := cmd.ErrOrStderr()
+			if out.Pending != nil {
+				fmt.Fprintf(stderr, "join of %s (%s) proposed as %s: the token admits it once %d %s operators approve\n"+
+					"(inkan admin approvals approve %s) before %s.\n",
+					keys.Node, jf.role, out.Pending.ID, out.Pending.Approvals, out.Pending.Role, out.Pending.ID,
+					out.Pending.Expires.Local().Format(time.RFC3339))
+			} else {
+				fmt.Fprintf(stderr, "join granted to %s (%s), node key %s, transport key %s, for %s.\n",
+					keys.Node, jf.role, keys.NodeKey, keys.TransportKey, jf.ttl)
+			}
+			fmt.Fprintln(stderr, "The token is shown only this once: write it to a file of mode 0600 and name it in the new node's cluster.join.token_file.")
 		}, err
 	})
+	return err
 }
 
 // withAdmin dials the node's admin socket, runs call and prints its result as a
@@ -255,6 +381,10 @@ func printStatus(w io.Writer, st *node.Status) {
 		fmt.Fprintln(w, "leader   none known")
 	}
 	fmt.Fprintf(w, "applied  %d (commit index %d)\n", st.AppliedIndex, st.CommitIndex)
+	fmt.Fprintf(w, "rules    version %d (inkan admin rules show)\n", st.RulesVersion)
+	if st.TransportKey != "" {
+		fmt.Fprintf(w, "transport key  %s\n", st.TransportKey)
+	}
 	if st.Ready {
 		fmt.Fprintln(w, "ready    yes")
 	} else {
@@ -276,6 +406,9 @@ func printStatus(w io.Writer, st *node.Status) {
 			mark = "leader"
 		case m.Self:
 			mark = "this node"
+		}
+		if m.Role == "voter" && m.TransportKey == "" {
+			mark += " (no approved transport key: inkan admin cluster approve-transport-key)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Addr, m.Role, m.Raft, joined, mark)
 	}

@@ -18,7 +18,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -391,7 +393,10 @@ the proposer cannot approve their own request.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 				q, err := ac.Approval(ctx, args[0])
-				return q, func(w io.Writer) { printJSON(w, q) }, err
+				if err == nil {
+					err = checkShown(q)
+				}
+				return q, func(w io.Writer) { printApproval(w, q) }, err
 			})
 		},
 	}
@@ -413,6 +418,10 @@ the proposer cannot approve their own request.`,
 				return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
 					q, err := ac.Approval(ctx, args[0])
 					if err != nil {
+						return nil, nil, err
+					}
+					// Sign only what the request's own bytes say it does.
+					if err := checkShown(q); err != nil {
 						return nil, nil, err
 					}
 					raw, err := hex.DecodeString(q.Digest)
@@ -437,4 +446,33 @@ the proposer cannot approve their own request.`,
 	}
 	cmd.AddCommand(list, show, decide(true), decide(false))
 	return cmd
+}
+
+// checkShown checks a request as the node showed it: the digest is that of its
+// exact body, and the call and body shown are what that body says. An approver
+// then signs what they read, whatever the node they asked.
+func checkShown(q *node.Approval) error {
+	d := operator.Digest(q.Action, q.Request)
+	if hex.EncodeToString(d[:]) != q.Digest {
+		return fmt.Errorf("request %s: its digest %s is not that of its body: do not approve it, and tell the other operators", q.ID, q.Digest)
+	}
+	if call, body := node.DescribeRequest(q.Action, q.Request); call != q.Call || body != q.Body {
+		return fmt.Errorf("request %s: the node shows %s %s, its body says %s %s: do not approve it", q.ID, q.Call, q.Body, call, body)
+	}
+	return nil
+}
+
+func printApproval(w io.Writer, q *node.Approval) {
+	fmt.Fprintf(w, "request   %s\naction    %s\nstate     %s (%d of %d %s approvals, expires %s)\nproposer  %s\n",
+		q.ID, q.Action, q.State, len(q.Approvers), q.Approvals, q.Role, q.Expires.Local().Format(time.RFC3339), q.Proposer)
+	if len(q.Approvers) > 0 {
+		fmt.Fprintf(w, "approvers %s\n", strings.Join(q.Approvers, ", "))
+	}
+	fmt.Fprintf(w, "call      %s\nbody      %s\ndigest    %s\n", q.Call, q.Body, q.Digest)
+	if q.Result != "" {
+		fmt.Fprintf(w, "result    %s\n", q.Result)
+	}
+	if q.Error != "" {
+		fmt.Fprintf(w, "error     %s\n", q.Error)
+	}
 }

@@ -472,8 +472,19 @@ func TestEndToEnd(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		exp = filepath.Join(t.TempDir(), "audit")
 		voters[0].run(t, "audit", "export", "--url", "https://"+voters[0].apiAddr, "--cacert", filepath.Join(voters[0].dataDir, "cluster-ca.pem"), "--out", exp)
-		if out := voters[0].run(t, "audit", "verify", exp); !strings.HasPrefix(out, "ok:") {
+		out := voters[0].run(t, "audit", "verify", exp)
+		if !strings.HasPrefix(out, "ok:") {
 			t.Fatalf("audit verify: %s", out)
+		}
+		// The custody of the CA key: wrapped for node2's and node3's approved
+		// transport keys at their joins, and for no other node.
+		for _, v := range voters[1:] {
+			if !strings.Contains(out, "key cluster-ca wrapped for node "+v.name+", transport key sha256:") {
+				t.Fatalf("audit verify lists no transfer of cluster-ca to %s:\n%s", v.name, out)
+			}
+		}
+		if strings.Contains(out, "wrapped for node "+edge.name) {
+			t.Fatalf("a key was wrapped for the edge:\n%s", out)
 		}
 		var failed error
 		for i, e := range certs {

@@ -28,6 +28,7 @@ func newRootCmd() *cobra.Command {
 		newHSMCmd(),
 		newAuditCmd(),
 		newServerCmd(),
+		newJoinKeysCmd(),
 		newAdminCmd(),
 		newEnrollCmd(),
 		newJPKISimCmd(),

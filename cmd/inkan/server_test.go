@@ -138,6 +138,9 @@ hsm:
   module: %s
   token: %s
   pin_file: %s/user.pin
+# The audit log is read without an auditor certificate here, as in the demo.
+audit:
+  public: true
 drain_timeout: 5s
 `, p.dataDir, name, a[0], testHeartbeat, testElection, clusterExtra, a[1], a[2], a[3], module, name, home))
 	t.Cleanup(func() {
@@ -170,7 +173,7 @@ func (p *proc) run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := p.runErr(args...)
 	if err != nil {
-		t.Fatalf("inkan %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("inkan %s: %v\n%s", strings.Join(args, " "), err, tail(out, 20))
 	}
 	return out
 }
@@ -286,10 +289,21 @@ func (p *proc) wait(d time.Duration) int {
 	return 0
 }
 
+// joinWith runs the join ceremony for p as role: `inkan join-keys` on p, then a
+// join token granted to those keys through via's admin socket.
 func (p *proc) joinWith(t testing.TB, via *proc, role string) {
 	t.Helper()
-	tok := strings.TrimSpace(via.admin(t, "cluster", "join-token", "--role", role, "--ttl", "10m"))
+	keys := filepath.Join(p.home, "join.keys")
+	write(t, keys, p.run(t, "join-keys", "--config", p.cfgPath, "-o", "json"))
+	tok := strings.TrimSpace(via.admin(t, "cluster", "join-token", "--role", role, "--keys", keys, "--ttl", "10m"))
 	write(t, filepath.Join(p.home, "join-token"), tok)
+}
+
+// someKeys are join-token flags naming keys no node has: a grant that is only a
+// write to the cluster.
+func someKeys(node string) []string {
+	fp := "sha256:" + strings.Repeat("ab", 32)
+	return []string{"--node", node, "--node-key", fp, "--transport-key", fp}
 }
 
 func joinConfig(via *proc, home string) string {
@@ -343,7 +357,7 @@ func TestClusterFailover(t *testing.T) {
 	killed := time.Now()
 	leader.kill()
 	// A join token is a Raft write; the command waits for a new leader.
-	survivors[0].admin(t, "--timeout", "30s", "cluster", "join-token", "--role", "nonvoter", "--ttl", "5m")
+	survivors[0].admin(t, append([]string{"--timeout", "30s", "cluster", "join-token", "--role", "nonvoter", "--ttl", "5m"}, someKeys("after-kill")...)...)
 	recovery := time.Since(killed)
 	t.Logf("a write through a survivor succeeded %s after kill -9 of leader %s (election timeout %s)",
 		recovery.Round(time.Millisecond), leader.name, testElection)
@@ -393,7 +407,6 @@ func newProcJoining(t testing.TB, name string, via *proc) *proc {
 func newProcJoiningAs(t testing.TB, name string, via *proc, role string) *proc {
 	t.Helper()
 	p := newProc(t, name, "")
-	p.joinWith(t, via, role)
 	// Rewrite the cluster section's tail: join through via.
 	cfg, err := os.ReadFile(p.cfgPath)
 	if err != nil {
@@ -401,6 +414,7 @@ func newProcJoiningAs(t testing.TB, name string, via *proc, role string) *proc {
 	}
 	s := strings.Replace(string(cfg), "    leader_lease_timeout: 150ms\n", "    leader_lease_timeout: 150ms\n"+joinConfig(via, p.home)+"\n  role: "+role+"\n", 1)
 	write(t, p.cfgPath, strings.TrimRight(s, "\n"))
+	p.joinWith(t, via, role)
 	return p
 }
 
@@ -410,7 +424,7 @@ func TestServerSIGTERM(t *testing.T) {
 	p := newProc(t, "solo", "  bootstrap: true")
 	p.start()
 	p.waitReady()
-	p.admin(t, "cluster", "join-token", "--role", "voter") // a write to keep
+	p.admin(t, append([]string{"cluster", "join-token", "--role", "voter"}, someKeys("later")...)...) // a write to keep
 	before := p.status(t)
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

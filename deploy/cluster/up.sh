@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start a local inkan cluster: node1 bootstraps and makes a self-signed CA, node2 and
-# node3 join as voters with join tokens made through node1's admin socket (the CA key
-# reaches them wrapped, HSM to HSM), edge1 joins as a non-voting OCSP/CRL edge. Every
+# node3 join as voters with join tokens granted, through node1's admin socket, to the
+# keys each made in its HSM (inkan join-keys; the CA key reaches them wrapped for
+# that transport key, HSM to HSM), edge1 joins as a non-voting OCSP/CRL edge. Every
 # node trusts the J-LIS stand-in in DIR/jlis (its CRL file). Nodes that already have
 # state are restarted from it (no token needed).
 #   deploy/cluster/up.sh [BIN] [DIR]     (defaults: bin/inkan, ./.inkan-cluster)
@@ -54,6 +55,9 @@ jpki:
   anchors: [$dir/jlis/root.pem]
   policies: [1.2.392.200149.8.5.1.0.20]
   revocation: {kind: crl, file: $dir/jlis/crl.der}
+# A demo: anyone may read the audit log (in production only auditors do).
+audit:
+  public: true
 drain_timeout: 5s
 YAML
 }
@@ -88,7 +92,7 @@ wait_ready() { # wait_ready NODE: until its /readyz would say 200
 old=() new=()
 for n in "${NODES[@]}"; do
 	prepare "$n"
-	if [ -d "$(home "$n")/data" ]; then old+=("$n"); else new+=("$n"); fi
+	if [ -f "$(home "$n")/data/node.pem" ]; then old+=("$n"); else new+=("$n"); fi
 done
 for n in "${old[@]}"; do start "$n"; done
 for n in "${old[@]}"; do wait_ready "$n"; done
@@ -97,7 +101,11 @@ for n in "${new[@]}"; do
 	if [ "$n" != node1 ]; then
 		role=voter
 		case $n in edge*) role=nonvoter ;; esac
-		admin node1 cluster join-token --role "$role" --ttl 10m 2>/dev/null >"$h/join-token"
+		# The join ceremony, with no operators yet (node1's admin socket grants at
+		# once): the new node makes its keys and shows their fingerprints, and
+		# the join is granted to exactly those keys.
+		SOFTHSM2_CONF="$h/softhsm2.conf" "$bin" join-keys --config "$h/node.yaml" -o json >"$h/join.keys"
+		admin node1 cluster join-token --role "$role" --keys "$h/join.keys" --ttl 10m 2>/dev/null >"$h/join-token"
 	fi
 	start "$n"
 	wait_ready "$n"
