@@ -71,7 +71,7 @@ func internalLogLevel() string {
 }
 
 // startTestCluster starts three voters and an edge, makes a CA on the first
-// and waits until every node's OCSP responder answers for it.
+// and waits until every node's OCSP listener is ready (/readyz/ocsp).
 func startTestCluster(t testing.TB, ctx context.Context) *testCluster {
 	t.Helper()
 	tc := &testCluster{}
@@ -87,16 +87,30 @@ func startTestCluster(t testing.TB, ctx context.Context) *testCluster {
 		t.Fatal(err)
 	}
 	for _, j := range []struct{ name, role string }{{"node2", RoleVoter}, {"node3", RoleVoter}, {"edge1", RoleNonvoter}} {
-		jt, err := NewAdminClient(n1.cfg.AdminSocket()).CreateJoinToken(ctx, j.role, 10*time.Minute)
+		file := filepath.Join(t.TempDir(), "token")
+		cfg := clusterNodeConfig(t, j.name, fmt.Sprintf(", role: %s, join: {address: %s, token_file: %s}", j.role, n1.Addrs().Cluster, file), public)
+		keys, err := PrepareJoin(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		file := filepath.Join(t.TempDir(), "token")
-		if err := os.WriteFile(file, []byte(jt.Token+"\n"), 0o600); err != nil {
+		tok, _, err := NewAdminClient(n1.cfg.AdminSocket()).GrantJoin(ctx, j.role, keys, 10*time.Minute)
+		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := clusterNodeConfig(t, j.name, fmt.Sprintf(", role: %s, join: {address: %s, token_file: %s}", j.role, n1.Addrs().Cluster, file), public)
+		if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		tc.start(t, ctx, cfg)
+	}
+	// A load balancer sends relying parties to a node once its /readyz/ocsp
+	// says so: it holds its responder certificate and has signed what its
+	// state holds.
+	for i, n := range tc.nodes {
+		for deadline := time.Now().Add(60 * time.Second); !n.readyOCSP(time.Now()).OK; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not ready for OCSP: %+v", tc.cfgs[i].Cluster.NodeID, n.readyOCSP(time.Now()))
+			}
+		}
 	}
 	return tc
 }
