@@ -97,7 +97,7 @@ func newResponse(der []byte, st CertStatus, thisUpdate, nextUpdate time.Time) *R
 const headersLen = 34 + 2*len("Mon, 02 Jan 2006 15:04:05 GMT")
 
 // says reports whether r states st: same status, and for a revocation the same time
-// and reason.
+// (to the second) and reason.
 func (r *Response) says(st CertStatus) bool {
 	if r.Status != st.Status {
 		return false
@@ -105,7 +105,9 @@ func (r *Response) says(st CertStatus) bool {
 	if st.Status != Revoked {
 		return true
 	}
-	return r.RevokedAt.Equal(st.RevokedAt) && r.Reason == st.Reason
+	// A response states the time to the second (GeneralizedTime without
+	// fractions); the state keeps nanoseconds.
+	return r.RevokedAt.Truncate(time.Second).Equal(st.RevokedAt.Truncate(time.Second)) && r.Reason == st.Reason
 }
 
 // Cache holds the signed responses a node serves: for every issuer (a CA certificate,

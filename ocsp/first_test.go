@@ -124,3 +124,44 @@ func TestFirstResponsesInstall(t *testing.T) {
 		t.Fatal("the node signed its own response over the leader's current one")
 	}
 }
+
+// TestRevokedAtToTheSecond: the state keeps a revocation's time in
+// nanoseconds, a response states it to the second. A response for the
+// revocation says it all the same: Await returns (the node acknowledges the
+// revocation) and the pre-signer holds it current rather than sign it again
+// and again; a first-responses bundle for it installs.
+func TestRevokedAtToTheSecond(t *testing.T) {
+	p := getPKI(t)
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	src := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]CertStatus{}}
+	cache := NewCache()
+	pre, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := p.leaves[2].SerialNumber.Bytes()
+	at := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
+	st := CertStatus{Serial: serial, Status: Revoked, RevokedAt: at, Reason: xocsp.KeyCompromise}
+	src.set(st)
+	bundle, err := pre.FirstResponses("ca1", st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pre.Install("ca1", serial, st, bundle); err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := cache.Await(wctx, "ca1", serial, st); err != nil {
+		t.Fatalf("Await of the revocation: %v", err)
+	}
+	if !pre.current("ca1", st, time.Now()) {
+		t.Fatal("the pre-signer does not hold the revocation current")
+	}
+	other := st
+	other.RevokedAt = at.Add(time.Second)
+	if pre.current("ca1", other, time.Now()) {
+		t.Fatal("a revocation a second later is held current")
+	}
+}
