@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,6 +93,12 @@ type Presigner struct {
 	}
 	persist chan storedSerial // to the store writer, which batches transactions
 
+	// reconciling counts the reconciles under way (walking the state, or
+	// syncing the issuers before one), and unsettled the jobs they queued that
+	// no worker has finished yet: until both are 0 the cache may lack what the
+	// state holds (a CA whose responder certificate just arrived).
+	reconciling, unsettled atomic.Int64
+
 	// serials serialises the signing of one certificate's responses (striped
 	// by serial): two jobs for one serial, a status change and a refresh or
 	// two quick changes, must not interleave their CertID variants.
@@ -117,7 +124,10 @@ type presignerMetrics struct {
 // it (every ScanInterval).
 type Health struct {
 	// Reconciled: since the start, the cache has been compared with the whole
-	// state once and what was missing or out of date was signed.
+	// state once and what was missing or out of date was signed, and no later
+	// reconcile (a CA's responder certificate arrived, changes were missed)
+	// is under way or has responses left to sign. It is current, not as of
+	// the last scan.
 	Reconciled bool
 	// Scanned is when the last scan ended (zero before the first).
 	Scanned   time.Time
@@ -128,13 +138,28 @@ type Health struct {
 	// the issuers it cannot sign for (no responder certificate, the CA key
 	// destroyed). The responder answers tryLater for both.
 	Stale, Unsignable int
+	// Signs lists the issuers this node signs for now (a responder
+	// certificate from them, not expired), sorted. It is current.
+	Signs []string
 }
 
 // Health returns the cache's health as of the last scan.
 func (p *Presigner) Health() Health {
 	p.health.Lock()
-	defer p.health.Unlock()
-	return p.health.h
+	h := p.health.h
+	p.health.Unlock()
+	h.Reconciled = h.Reconciled && p.reconciling.Load() == 0 && p.unsettled.Load() == 0
+	now := p.cfg.Now()
+	h.Signs = nil
+	p.mu.Lock()
+	for id, is := range p.builders {
+		if now.Before(is.issuer.Responder.NotAfter) {
+			h.Signs = append(h.Signs, id)
+		}
+	}
+	p.mu.Unlock()
+	slices.Sort(h.Signs)
+	return h
 }
 
 // NewPresigner opens the response store and loads it into cache; call Run to keep
@@ -276,6 +301,7 @@ type job struct {
 func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	urgent := make(chan job, 1024)
 	refresh := make(chan job, 1024)
+	p.unsettled.Store(0) // a Run before this one left its queued jobs behind
 	var wg sync.WaitGroup
 	if p.store != nil {
 		stop, writerDone := make(chan struct{}), make(chan struct{})
@@ -294,7 +320,7 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	}
 	defer wg.Wait()
 
-	if err := p.reconcile(ctx, urgent); err != nil {
+	if err := p.reconcile(ctx, urgent, ""); err != nil {
 		if ctx.Err() == nil {
 			p.log.Error("ocsp: reconcile", "err", err)
 		}
@@ -342,21 +368,31 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 
 func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) error {
 	if ch.Resync {
+		p.reconciling.Add(1)
+		defer p.reconciling.Add(-1)
 		if err := p.syncIssuers(ctx); err != nil {
 			return err
 		}
-		return p.reconcile(ctx, urgent)
+		return p.reconcile(ctx, urgent, "")
 	}
-	if p.signing(ch.IssuerID) == nil { // a new CA certificate
+	if p.signing(ch.IssuerID) == nil { // a new CA certificate, or its responder certificate
+		p.reconciling.Add(1)
+		defer p.reconciling.Add(-1)
 		if err := p.syncIssuers(ctx); err != nil {
 			return err
 		}
 		if p.signing(ch.IssuerID) == nil {
 			// The Source does not list it yet (this node has no responder
 			// certificate from it): its certificates are all signed by the
-			// reconcile that follows the issuer's arrival (a Resync).
+			// reconcile below, once a change brings the responder
+			// certificate in (its own issuance is such a change).
 			return nil
 		}
+		// Taken in now: the changes dropped while it could not sign for
+		// the issuer (above) and the first responses it could not install
+		// are signed by a reconcile of the issuer's certificates, which
+		// covers this change's serials too.
+		return p.reconcile(ctx, urgent, ch.IssuerID)
 	}
 	for _, serial := range ch.Serials {
 		st, ok, err := p.src.Status(ctx, ch.IssuerID, serial)
@@ -375,23 +411,31 @@ func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) 
 	return nil
 }
 
-// reconcile walks every certificate in the state and signs those whose cached
-// responses are missing, state another status, or are due.
-func (p *Presigner) reconcile(ctx context.Context, out chan<- job) error {
+// reconcile walks every certificate in the state (of only issuerID, if not
+// empty) and signs those whose cached responses are missing, state another
+// status, or are due.
+func (p *Presigner) reconcile(ctx context.Context, out chan<- job, issuerID string) error {
+	p.reconciling.Add(1)
+	defer p.reconciling.Add(-1)
 	issuers, err := p.src.Issuers(ctx)
 	if err != nil {
 		return err
 	}
 	now := p.cfg.Now()
 	for _, is := range issuers {
+		if issuerID != "" && is.ID != issuerID {
+			continue
+		}
 		err := p.src.Statuses(ctx, is.ID, func(st CertStatus) error {
 			if p.current(is.ID, st, now) {
 				return nil
 			}
+			p.unsettled.Add(1)
 			select {
 			case out <- job{issuerID: is.ID, st: st, why: "reconcile"}:
 				return nil
 			case <-ctx.Done():
+				p.unsettled.Add(-1)
 				return ctx.Err()
 			}
 		})
@@ -511,6 +555,9 @@ func (p *Presigner) work(ctx context.Context, urgent, refresh <-chan job) {
 		if err := p.signLatest(ctx, j); err != nil {
 			p.metrics.signErrors.Inc()
 			p.log.Error("ocsp: sign response", "issuer", j.issuerID, "serial", fmt.Sprintf("%x", j.st.Serial), "err", err)
+		}
+		if j.why == "reconcile" {
+			p.unsettled.Add(-1)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"io"
 	"math/big"
 	"path/filepath"
 	"sync"
@@ -23,12 +24,24 @@ type stateSource struct {
 	mu      sync.Mutex
 	issuer  Issuer
 	entries map[string]CertStatus
+	// hidden: the issuer is not listed (no responder certificate for this
+	// node yet).
+	hidden bool
 }
 
 func (s *stateSource) Issuers(context.Context) ([]Issuer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.hidden {
+		return nil, nil
+	}
 	return []Issuer{s.issuer}, nil
+}
+
+func (s *stateSource) hide(h bool) {
+	s.mu.Lock()
+	s.hidden = h
+	s.mu.Unlock()
 }
 
 func (s *stateSource) Statuses(_ context.Context, _ string, fn func(CertStatus) error) error {
@@ -314,4 +327,136 @@ func TestPresignerSignsTheLatestStatus(t *testing.T) {
 			t.Fatalf("%v: %+v; want revoked keyCompromise", h, r)
 		}
 	}
+}
+
+// gatedKey signs only while its gate is open: a stand-in for a busy HSM, so a
+// test can look at the pre-signer while responses are queued but not signed.
+// The signing itself is the real SoftHSM key's.
+type gatedKey struct {
+	crypto.Signer
+	mu   sync.RWMutex
+	open bool
+	cond *sync.Cond
+}
+
+func newGatedKey(k crypto.Signer) *gatedKey {
+	g := &gatedKey{Signer: k, open: true}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *gatedKey) set(open bool) {
+	g.mu.Lock()
+	g.open = open
+	g.mu.Unlock()
+	g.cond.Broadcast()
+}
+
+func (g *gatedKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	g.mu.Lock()
+	for !g.open {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
+	return g.Signer.Sign(r, digest, opts)
+}
+
+// TestPresignerHealthReconciled: Health says reconciled only once what a
+// reconcile found missing is signed, not when it has been queued — at the
+// start, and again when a resync (a CA's responder certificate arriving)
+// finds certificates the cache lacks. Readiness of the OCSP listener rests on
+// it: a node ready while it answers unauthorized for a certificate its state
+// holds would be taken into a load balancer too soon.
+func TestPresignerHealthReconciled(t *testing.T) {
+	soft := responderKey(t)
+	key := newGatedKey(soft)
+	src := newSource(t, soft, 40)
+	cache := NewCache()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	key.set(false)
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, nil) }()
+	time.Sleep(300 * time.Millisecond) // the reconcile queues its 40 serials at once
+	if h := p.Health(); h.Reconciled {
+		t.Fatalf("reconciled with %d of %d responses signed", cache.Len(), 40*len(CertIDHashes))
+	}
+	key.set(true)
+	waitFor(t, "reconciled", 20*time.Second, func() bool { return p.Health().Reconciled })
+	if n := cache.Len(); n != 40*len(CertIDHashes) {
+		t.Fatalf("reconciled with %d responses cached, want %d", n, 40*len(CertIDHashes))
+	}
+	cancel()
+	<-done
+
+	// A resync that finds new serials: not reconciled until they are signed.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan Change, 1)
+	go func() { done <- p.Run(ctx, changes) }()
+	waitFor(t, "reconciled after the restart", 20*time.Second, func() bool { return p.Health().Reconciled })
+	key.set(false)
+	for i := range 10 {
+		src.set(CertStatus{Serial: big.NewInt(int64(0x20000 + i)).Bytes(), Status: Good, Reason: -1})
+	}
+	changes <- Change{Resync: true}
+	waitFor(t, "a resync to be seen as under way", 10*time.Second, func() bool { return !p.Health().Reconciled })
+	key.set(true)
+	waitFor(t, "reconciled after the resync", 20*time.Second, func() bool { return p.Health().Reconciled })
+	if n := cache.Len(); n != 50*len(CertIDHashes) {
+		t.Fatalf("reconciled with %d responses cached, want %d", n, 50*len(CertIDHashes))
+	}
+	cancel()
+	<-done
+}
+
+// TestPresignerIssuerArrives: changes that come while this node has no
+// responder certificate from their CA cannot be signed and are dropped; when
+// a change finds the responder certificate in (its own issuance is one), every
+// certificate of the CA is signed, not only that change's serials. Before,
+// the dropped ones stayed unauthorized until a restart (an edge that joined
+// under load).
+func TestPresignerIssuerArrives(t *testing.T) {
+	key := responderKey(t)
+	src := newSource(t, key, 0)
+	src.hide(true)
+	cache := NewCache()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan Change)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, changes) }()
+	var early [][]byte
+	for i := range 20 {
+		st := CertStatus{Serial: big.NewInt(int64(0x30000 + i)).Bytes(), Status: Good, Reason: -1}
+		src.set(st)
+		early = append(early, st.Serial)
+		changes <- Change{IssuerID: "ca1", Serials: [][]byte{st.Serial}}
+	}
+	if n := cache.Len(); n != 0 {
+		t.Fatalf("%d responses signed without a responder certificate", n)
+	}
+	src.hide(false)
+	last := big.NewInt(0x31000).Bytes()
+	src.set(CertStatus{Serial: last, Status: Good, Reason: -1})
+	changes <- Change{IssuerID: "ca1", Serials: [][]byte{last}}
+	waitFor(t, "every certificate of the CA to be signed", 20*time.Second, func() bool { return cache.Len() == 21*len(CertIDHashes) })
+	for _, s := range early {
+		for _, h := range CertIDHashes {
+			if r := cache.Get("ca1", h, s); r == nil || r.Status != Good {
+				t.Fatalf("%x %v: %+v", s, h, r)
+			}
+		}
+	}
+	waitFor(t, "reconciled", 20*time.Second, func() bool { return p.Health().Reconciled })
+	cancel()
+	<-done
 }
