@@ -154,7 +154,7 @@ func (n *Node) readyOCSP(now time.Time) probe {
 		p.Reason = fmt.Sprintf("%d cached responses are past their nextUpdate", h.Stale)
 		return p
 	}
-	if missing := n.app.unanswered(now); len(missing) > 0 {
+	if missing := n.app.unanswered(now, h.Signs); len(missing) > 0 {
 		p.Reason = "no valid responder certificate from CA " + strings.Join(missing, ", ")
 		return p
 	}

@@ -165,18 +165,15 @@ func (a *appliance) operators() *operator.Service {
 	return a.ops
 }
 
-// unanswered lists the CAs whose status is answered (answeredFor) for which
-// this node holds no valid responder certificate, from its local state.
-func (a *appliance) unanswered(now time.Time) []string {
+// unanswered lists the CAs whose status is answered (answeredFor) that the
+// pre-signer does not sign for (signs, from its Health): this node holds no
+// valid responder certificate from them, or its pre-signer has not taken it in.
+func (a *appliance) unanswered(now time.Time, signs []string) []string {
 	a.mu.Lock()
 	src := a.ocspSrc
 	a.mu.Unlock()
 	if src == nil {
 		return nil
-	}
-	have, err := src.Issuers(context.Background())
-	if err != nil {
-		return []string{"(state: " + err.Error() + ")"}
 	}
 	var all []ca.Issuer
 	if err := src.c.View(func(tx *bbolt.Tx) error { var err error; all, err = ca.Issuers(tx); return err }); err != nil {
@@ -184,10 +181,7 @@ func (a *appliance) unanswered(now time.Time) []string {
 	}
 	var missing []string
 	for _, is := range all {
-		if !answeredFor(is, now, a.cfg.OCSP.archive()) {
-			continue
-		}
-		if !slices.ContainsFunc(have, func(o ocsp.Issuer) bool { return o.ID == is.ID }) {
+		if answeredFor(is, now, a.cfg.OCSP.archive()) && !slices.Contains(signs, is.ID) {
 			missing = append(missing, is.ID)
 		}
 	}
