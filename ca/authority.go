@@ -16,6 +16,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 )
@@ -92,9 +93,18 @@ func base(s string) string {
 }
 
 // CRLURL is the distribution point of an issuer's shard (the URL in the
-// certificates and in the shard CRL's issuing distribution point).
+// certificates and in the shard CRL's issuing distribution point), or of its
+// full CRL (crl.Full: <CRL><issuer ID>/full.crl) or of the delta CRLs of that
+// (crl.Delta: …/delta.crl).
 func (u URLs) CRLURL(issuerID string, shard int) string {
-	return base(u.CRL) + issuerID + "/" + strconv.Itoa(shard) + ".crl"
+	name := strconv.Itoa(shard)
+	switch shard {
+	case crl.Full:
+		name = "full"
+	case crl.Delta:
+		name = "delta"
+	}
+	return base(u.CRL) + issuerID + "/" + name + ".crl"
 }
 
 // IssuerURL is where an issuer's certificate is published (DER).

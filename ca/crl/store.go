@@ -27,7 +27,7 @@ import (
 //	<ca-id> / <shard key> / "parts" / number(8)part(4) -> bytes
 //
 // and bucket "crl-staging": <ca-id> \x00 <shard key> \x00 number(8) part(4) -> bytes.
-// The shard key is the shard number in decimal, or "full".
+// The shard key is the shard number in decimal, "full" or "delta".
 var (
 	bucketCRL     = []byte("crl")
 	bucketStaging = []byte("crl-staging")
@@ -74,8 +74,11 @@ var (
 )
 
 func shardKey(shard int) []byte {
-	if shard == Full {
+	switch shard {
+	case Full:
 		return []byte("full")
+	case Delta:
+		return []byte("delta")
 	}
 	return fmt.Appendf(nil, "%d", shard)
 }
@@ -103,10 +106,10 @@ func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if b.CA == "" || b.Shard < Full || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
+	if b.CA == "" || b.Shard < Delta || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
 		return nil, cluster.Refuse(errors.New("crl: malformed part"))
 	}
-	if latest := latestNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
+	if latest := scopeNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
 		return nil, cluster.Refuse(ErrNumberNotGreater)
 	}
 	k := binary.BigEndian.AppendUint32(stagingPrefix(b.CA, b.Shard, b.Number), uint32(b.Part))
@@ -123,10 +126,10 @@ func (publishHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := e.Command.Decode(&m); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if m.CA == "" || m.Shard < Full || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
+	if m.CA == "" || m.Shard < Delta || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
 		return nil, cluster.Refuse(errors.New("crl: malformed publish"))
 	}
-	if m.Number <= latestNumber(tx, m.CA, m.Shard) {
+	if m.Number <= scopeNumber(tx, m.CA, m.Shard) {
 		return nil, cluster.Refuse(ErrNumberNotGreater)
 	}
 	staging := tx.Bucket(bucketStaging)
@@ -212,6 +215,22 @@ func latestNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(v)
+}
+
+// scopeNumber is the newest number of the CRLs of shard's scope: a shard's
+// own, or for the full CRL and its deltas the newest of either (they share
+// one sequence, RFC 5280 §5.2.3).
+func scopeNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
+	if shard == Full || shard == Delta {
+		return max(latestNumber(tx, ca, Full), latestNumber(tx, ca, Delta))
+	}
+	return latestNumber(tx, ca, shard)
+}
+
+// NextNumber is the number the next CRL of the CA's shard takes: above every
+// one of its scope published.
+func NextNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
+	return scopeNumber(tx, ca, shard) + 1
 }
 
 // Latest returns the meta of the newest CRL published for the CA's shard.
