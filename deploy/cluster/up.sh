@@ -4,7 +4,10 @@
 # keys each made in its HSM (inkan join-keys; the CA key reaches them wrapped for
 # that transport key, HSM to HSM), edge1 joins as a non-voting OCSP/CRL edge. Every
 # node trusts the J-LIS stand-in in DIR/jlis (its CRL file). Nodes that already have
-# state are restarted from it (no token needed).
+# state are restarted from it (no token needed). An nginx front on 127.0.0.1:7500
+# (Debian's nginx-light) passes OCSP and CRL requests to whichever node answers;
+# certificates name it, so a relying party that follows a certificate's OCSP or CRL
+# address is answered while any node runs.
 #   deploy/cluster/up.sh [BIN] [DIR]     (defaults: bin/inkan, ./.inkan-cluster)
 here=$(dirname "$0")
 . "$here/common.sh"
@@ -43,8 +46,9 @@ api:
   listen: 127.0.0.1:$(port "$n" 1)
 ocsp:
   listen: 127.0.0.1:$(port "$n" 2)
-  # Written into every certificate: the same on every node.
-  public_url: http://127.0.0.1:$(port node1 2)/
+  # Written into every certificate, the same on every node: the front before
+  # all of them (in production a VIP, a DNS name over every node, a CDN).
+  public_url: http://127.0.0.1:$front_port/
 metrics:
   listen: 127.0.0.1:$(port "$n" 3)
 hsm:
@@ -84,6 +88,48 @@ wait_ready() { # wait_ready NODE: until its /readyz would say 200
 	exit 1
 }
 
+start_front() { # the nginx front before every node's OCSP listener
+	local f ng; f=$(front)
+	ng=$(nginx_bin) || { echo "up.sh: nginx is needed for the OCSP/CRL front on :$front_port; run deploy/install-deps.sh" >&2; exit 1; }
+	mkdir -p "$f/logs"
+	if [ ! -f "$f/nginx.conf" ]; then
+		local servers="" n
+		for n in "${NODES[@]}"; do
+			servers+="		server 127.0.0.1:$(port "$n" 2) max_fails=1 fail_timeout=2s;
+"
+		done
+		cat >"$f/nginx.conf" <<NGINX
+# The local cluster's OCSP/CRL front: what certificates name. It holds nothing of
+# its own; each request goes to a node, and to the next one if that node is down.
+worker_processes 1;
+pid $f/nginx.pid;
+error_log $f/logs/error.log warn;
+events { worker_connections 256; }
+http {
+	access_log $f/logs/access.log;
+	upstream inkan_ocsp {
+$servers		keepalive 16;
+	}
+	server {
+		listen 127.0.0.1:$front_port;
+		location / {
+			proxy_pass http://inkan_ocsp;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_connect_timeout 1s;
+			# OCSP over POST is safe to send again: it changes nothing.
+			proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
+			proxy_max_temp_file_size 0; # large CRLs stream; nothing is written to disk
+		}
+	}
+}
+NGINX
+	fi
+	if front_running; then echo "front already running (pid $(cat "$f/nginx.pid"))"; return; fi
+	"$ng" -p "$f" -c "$f/nginx.conf" -e "$f/logs/error.log"
+	echo "front ready: OCSP and CRLs on http://127.0.0.1:$front_port/ (nginx, pid $(cat "$f/nginx.pid")) before every node"
+}
+
 # The J-LIS stand-in every node trusts (jpki-sim revoke writes its CRL file).
 [ -f "$dir/jlis/root.pem" ] || "$bin" jpki-sim --dir "$dir/jlis" init >/dev/null
 
@@ -113,8 +159,22 @@ for n in "${new[@]}"; do
 	if [ "$n" = node1 ] && ! admin node1 ca cert >/dev/null 2>&1; then
 		admin node1 ca init --cn "inkan local CA" --country JP --self-sign >/dev/null
 		echo "node1 made a self-signed CA"
+		# The shipped profiles accept production cards only; the simulated
+		# cards carry the JPKI test policy. Apply each profile once more, one
+		# version up, accepting the test policy too (a lab's choice, never
+		# production's), as deploy/dev-run.sh does.
+		for p in authentication signing; do
+			for _ in $(seq 100); do admin node1 policy show "$p" >/dev/null 2>&1 && break; sleep 0.1; done
+			admin node1 policy show "$p" | awk -v test=1.2.392.200149.8.5.1.0.20 '
+				/^version: / { print "version: " $2 + 1; next }
+				/^  jpkiPolicies: \[/ { sub(/\]/, ", \"" test "\"]") }
+				{ print }' >"$dir/$p-test-cards.yaml"
+			admin node1 policy apply --yes "$dir/$p-test-cards.yaml" >/dev/null
+		done
+		echo "node1 applied the profiles for the simulated cards (JPKI test policy)"
 	fi
 done
+start_front
 admin node1 ca cert >"$dir/ca.pem"
 echo "CA certificate: $dir/ca.pem"
 echo
