@@ -1,11 +1,13 @@
 package ocsp
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"io"
 	"math/big"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -457,6 +459,72 @@ func TestPresignerIssuerArrives(t *testing.T) {
 		}
 	}
 	waitFor(t, "reconciled", 20*time.Second, func() bool { return p.Health().Reconciled })
+	cancel()
+	<-done
+}
+
+// TestStoppedRefresherNeverServesStale: responses valid for two seconds, and
+// a refresher that cannot sign (its rate allows one signature in 1000 s):
+// relying parties get each response only before its nextUpdate, then
+// tryLater, counted; the pre-signer's scan counts the stale responses, which
+// is what /readyz/ocsp reads to take the node out of a load balancer.
+func TestStoppedRefresherNeverServesStale(t *testing.T) {
+	key := responderKey(t)
+	src := newSource(t, key, 3)
+	cache := NewCache()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, Validity: 2 * time.Second, RefreshAfter: time.Second,
+		Rate: 0.001, ScanInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, nil) }() // the reconcile signs at once, outside the rate
+	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 3*len(CertIDHashes) })
+	reg := prometheus.NewRegistry()
+	r := NewResponder(cache, nil, reg)
+	url := serve(t, r)
+	pki := getPKI(t)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(0x10001), RawIssuer: pki.ca.RawSubject}
+	req, err := xocsp.CreateRequest(leaf, pki.ca, &xocsp.RequestOptions{Hash: crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := 0
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		asked := time.Now()
+		resp, err := http.Post(url+"/", "application/ocsp-request", bytes.NewReader(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if bytes.Equal(body, respTryLater) {
+			break
+		}
+		got, err := xocsp.ParseResponse(body, nil)
+		if err != nil {
+			t.Fatalf("neither a response nor tryLater: %v", err)
+		}
+		if !asked.Before(got.NextUpdate) {
+			t.Fatalf("served at %v a response whose nextUpdate is %v", asked, got.NextUpdate)
+		}
+		served++
+		if time.Now().After(deadline) {
+			t.Fatal("still served 10 s after a 2 s response was signed")
+		}
+	}
+	if served == 0 {
+		t.Fatal("the response was never served before its nextUpdate")
+	}
+	if v := counterValue(r.results.stale); v < 1 {
+		t.Errorf("stale counter %v after a tryLater", v)
+	}
+	waitFor(t, "the scan to count the stale responses", 5*time.Second, func() bool { return p.Health().Stale == 3*len(CertIDHashes) })
+	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != 0 {
+		t.Errorf("the stopped refresher signed %v responses", v)
+	}
 	cancel()
 	<-done
 }
