@@ -41,6 +41,11 @@ var (
 	// ErrAbandoned: the intent was resolved as revoked before the certificate was
 	// recorded (a leader change); nothing was delivered. The caller may ask again.
 	ErrAbandoned = errors.New("ca: issuance abandoned; the serial is revoked")
+	// ErrURLs: a certificate prepared on another node names other OCSP, CRL or
+	// caIssuers addresses than the leader's. They come from ocsp.public_url,
+	// which is one cluster-wide name (a VIP, DNS over every node, a CDN) and
+	// must be the same on every node: a configuration error, not the caller's.
+	ErrURLs = errors.New("ca: the certificate's addresses differ from the leader's; ocsp.public_url must be the same on every node")
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = errors.New("ca: status does not allow the change")

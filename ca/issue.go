@@ -406,6 +406,7 @@ var replyCodes = []struct {
 }{
 	{"template", ErrTemplate}, {"expired", ErrExpired}, {"no-key", ErrNoCAKey}, {"serial-used", ErrSerialUsed},
 	{"abandoned", ErrAbandoned}, {"no-issuer", ErrNoActiveIssuer}, {"person-limit", ErrPersonLimit},
+	{"urls", ErrURLs},
 }
 
 // sign has the leader sign sr: here if this node leads, else over the cluster RPC.
@@ -838,13 +839,16 @@ func (a *Authority) checkTBS(st *issuerState, sr *signRequest) error {
 	check(c.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) == 0, "key usage")
 	check(c.NotAfter.UnixNano() == sr.NotAfter && !c.NotAfter.After(st.cert.NotAfter), "notAfter")
 	check(c.NotBefore.After(now.Add(-maxClockSkew)) && c.NotBefore.Before(now.Add(maxClockSkew)), "notBefore")
-	check(slices.Equal(c.CRLDistributionPoints, []string{a.cfg.URLs.CRLURL(st.id, crl.Shard(c.SerialNumber, st.shards))}), "CRL distribution point")
-	check(slices.Equal(c.OCSPServer, []string{a.cfg.URLs.OCSP}), "OCSP URL")
-	check(slices.Equal(c.IssuingCertificateURL, []string{a.cfg.URLs.IssuerURL(st.id)}), "caIssuers URL")
 	responder := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning)
 	check(responder == (Kind(sr.Kind) == Responder), "kind")
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: forwarded TBSCertificate %x: wrong %s", ErrTemplate, sr.Serial, strings.Join(problems, ", "))
+	}
+	check(slices.Equal(c.CRLDistributionPoints, []string{a.cfg.URLs.CRLURL(st.id, crl.Shard(c.SerialNumber, st.shards))}), "CRL distribution point")
+	check(slices.Equal(c.OCSPServer, []string{a.cfg.URLs.OCSP}), "OCSP URL")
+	check(slices.Equal(c.IssuingCertificateURL, []string{a.cfg.URLs.IssuerURL(st.id)}), "caIssuers URL")
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: forwarded TBSCertificate %x: %s %v, the leader's %s", ErrURLs, sr.Serial, strings.Join(problems, ", "), c.OCSPServer, a.cfg.URLs.OCSP)
 	}
 	return nil
 }

@@ -292,8 +292,8 @@ func TestForwardedTBSIsChecked(t *testing.T) {
 	a.cfg.URLs.OCSP = "http://elsewhere.test/"
 	sr := prep(nil)
 	a.cfg.URLs = saved
-	if err := a.checkTBS(st, sr); !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), "OCSP") {
-		t.Errorf("other OCSP URL: err = %v", err)
+	if err := a.checkTBS(st, sr); !errors.Is(err, ErrURLs) || errors.Is(err, ErrTemplate) {
+		t.Errorf("other OCSP URL: err = %v, want ErrURLs", err)
 	}
 }
 

@@ -111,12 +111,15 @@ type APIConfig struct {
 // OCSPConfig is the relying parties' listener and this node's responder.
 type OCSPConfig struct {
 	Listen string `yaml:"listen"`
-	// PublicURL is where relying parties reach the OCSP listener
+	// PublicURL is where relying parties reach the OCSP listeners
 	// ("http://ocsp.example.jp/"); certificates point there: the OCSP URL is
 	// PublicURL, the CRLs are under PublicURL + "crl/" and the CA certificates
-	// under PublicURL + "ca/". It is written into every certificate, so every
-	// node must have the same one. Default http://<listen>/; required when
-	// listen's host is unspecified.
+	// under PublicURL + "ca/". It is a cluster-wide setting: one name in front
+	// of every node (a VIP, DNS round robin, a CDN), so that a relying party
+	// that follows a certificate is answered while any node runs, and the
+	// same on every node (the leader refuses, with ca.ErrURLs, a certificate
+	// a node prepared with another). Default http://<listen>/, which suits a
+	// one-node cluster only; required when listen's host is unspecified.
 	PublicURL string `yaml:"public_url"`
 	// Validity is nextUpdate - thisUpdate of a response (default 96h);
 	// RefreshAfter the age at which it is signed again (default 48h).

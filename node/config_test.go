@@ -99,6 +99,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"heartbeat too short", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    heartbeat_timeout: 1ms\n    leader_lease_timeout: 1ms"),
 			"cluster.raft.heartbeat_timeout: 1ms is shorter than 10ms"},
 		{"unknown raft key", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    election: 1s"), "field election not found"},
+		{"archive years too many", repl("  listen: 127.0.0.1:8080", "  listen: 127.0.0.1:8080\n  archive_years: 101"), "ocsp.archive_years: 101 is outside 1..100"},
+		{"archive years negative", repl("  listen: 127.0.0.1:8080", "  listen: 127.0.0.1:8080\n  archive_years: -1"), "ocsp.archive_years: -1 is outside 1..100"},
 		{"drain timeout too long", func(s string) string { return s + "drain_timeout: 1h\n" }, "drain_timeout: 1h0m0s is outside 100ms..10m"},
 		{"data dir too long for the socket", repl("/var/lib/inkan", "/"+strings.Repeat("d", 100)), "is too long for the admin socket admin.sock inside it"},
 	}
