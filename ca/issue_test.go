@@ -340,6 +340,9 @@ func TestResponderCertificate(t *testing.T) {
 		if _, err := ResponderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown node: %v", err)
 		}
+		if nodes, err := ResponderNodes(tx); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {
+			t.Errorf("ResponderNodes = %v, %v; want [%s]", nodes, err, n.c.ID())
+		}
 		return nil
 	})
 	if err != nil {

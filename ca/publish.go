@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
 )
@@ -45,12 +46,20 @@ func (a *Authority) firstResponses(issuerID string, serial []byte) []byte {
 	return b
 }
 
+// publishWait bounds the wait for this node to serve a committed change: it
+// takes milliseconds; a node that takes longer has a problem of its own, and
+// the caller is told (ErrNotPublished wrapping context.DeadlineExceeded: ask
+// again) rather than held until its own deadline.
+const publishWait = 10 * time.Second
+
 // published returns once this node serves the status of serial, or
-// ErrNotPublished when ctx ends first.
+// ErrNotPublished when ctx ends or publishWait passes first.
 func (a *Authority) published(ctx context.Context, serial []byte) error {
 	if a.cfg.Publisher == nil {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, publishWait)
+	defer cancel()
 	if err := a.cfg.Publisher.Await(ctx, serial); err != nil {
 		return fmt.Errorf("%w: serial %x: %w", ErrNotPublished, serial, err)
 	}

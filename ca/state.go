@@ -497,6 +497,21 @@ func ResponderCertificates(tx *bbolt.Tx, nodeID string) (map[string]*x509.Certif
 	return out, err
 }
 
+// ResponderNodes lists the nodes that hold responder certificates (from any
+// issuer), for ResponderCertificates.
+func ResponderNodes(tx *bbolt.Tx) ([]string, error) {
+	rb := tx.Bucket(bucketResponders)
+	if rb == nil {
+		return nil, nil
+	}
+	var out []string
+	err := rb.ForEach(func(k, _ []byte) error {
+		out = append(out, string(k))
+		return nil
+	})
+	return out, err
+}
+
 // responderSerials calls fn with the serial of the node's latest responder
 // certificate from each issuer. A node ID holding a serial rather than a bucket is
 // the format before per-issuer responders: one certificate, its record names the

@@ -167,7 +167,10 @@ func (a *appliance) operators() *operator.Service {
 
 // unanswered lists the CAs whose status is answered (answeredFor) that the
 // pre-signer does not sign for (signs, from its Health): this node holds no
-// valid responder certificate from them, or its pre-signer has not taken it in.
+// valid responder certificate from them, or its pre-signer has not taken it
+// in. A retired CA that no node holds a valid responder certificate from is
+// left out: that is the whole cluster's condition (its key destroyed), not
+// this node's, and every node would be taken out of the load balancer for it.
 func (a *appliance) unanswered(now time.Time, signs []string) []string {
 	a.mu.Lock()
 	src := a.ocspSrc
@@ -175,17 +178,57 @@ func (a *appliance) unanswered(now time.Time, signs []string) []string {
 	if src == nil {
 		return nil
 	}
-	var all []ca.Issuer
-	if err := src.c.View(func(tx *bbolt.Tx) error { var err error; all, err = ca.Issuers(tx); return err }); err != nil {
-		return []string{"(state: " + err.Error() + ")"}
-	}
 	var missing []string
-	for _, is := range all {
-		if answeredFor(is, now, a.cfg.OCSP.archive()) && !slices.Contains(signs, is.ID) {
+	err := src.c.View(func(tx *bbolt.Tx) error {
+		all, err := ca.Issuers(tx)
+		if err != nil {
+			return err
+		}
+		var held map[string]bool // the CAs some node holds a valid responder certificate from
+		for _, is := range all {
+			if !answeredFor(is, now, a.cfg.OCSP.archive()) || slices.Contains(signs, is.ID) {
+				continue
+			}
+			if is.Status != ca.IssuerActive {
+				if held == nil {
+					if held, err = heldResponders(tx, now); err != nil {
+						return err
+					}
+				}
+				if !held[is.ID] {
+					continue
+				}
+			}
 			missing = append(missing, is.ID)
 		}
+		return nil
+	})
+	if err != nil {
+		return []string{"(state: " + err.Error() + ")"}
 	}
 	return missing
+}
+
+// heldResponders lists the CAs that some node holds a valid responder
+// certificate from.
+func heldResponders(tx *bbolt.Tx, now time.Time) (map[string]bool, error) {
+	nodes, err := ca.ResponderNodes(tx)
+	if err != nil {
+		return nil, err
+	}
+	held := map[string]bool{}
+	for _, n := range nodes {
+		certs, err := ca.ResponderCertificates(tx, n)
+		if err != nil {
+			return nil, err
+		}
+		for id, c := range certs {
+			if now.Before(c.NotAfter) {
+				held[id] = true
+			}
+		}
+	}
+	return held, nil
 }
 
 // presigner returns the OCSP pre-signer, or nil before the node started it.
