@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/inkan
 DEV_DIR := .inkan-dev
 
-.PHONY: all deps build run test check unit fuzz-smoke bench clean
+.PHONY: all deps build run test check unit fuzz-smoke scripts bench clean
 
 all: build
 
@@ -18,14 +18,16 @@ build: deps
 run: build
 	@deploy/dev-run.sh $(BIN) $(DEV_DIR)
 
-# Everything CI runs: formatting, vet, staticcheck, the tests (race detector on).
-test: deps check unit fuzz-smoke
+# Everything CI runs: formatting, vet, staticcheck, repository hygiene, the tests
+# (race detector on), the fuzz smoke, and the README and `make run` as printed.
+test: deps check unit fuzz-smoke scripts
 
 check:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	 if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	@deploy/check-repo.sh
 
 unit:
 	$(GO) test -race -timeout 20m ./...
@@ -33,6 +35,12 @@ unit:
 # Every fuzz target runs briefly on its seed corpus plus a few seconds of mutation.
 fuzz-smoke:
 	@deploy/fuzz-smoke.sh
+
+# The README's blocks run as printed (a 3-node cluster on ports 7510-7543, with
+# 20 kill/restart rounds), and the dev appliance's printed commands (7400-7490).
+scripts:
+	@deploy/test/devrun.sh
+	@deploy/test/readme.sh
 
 bench: build
 	@deploy/install-deps.sh --bench

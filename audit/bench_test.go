@@ -132,7 +132,7 @@ func BenchmarkVerify(b *testing.B) {
 	key := newKey(b)
 	dir := filepath.Join(b.TempDir(), "export")
 	start := time.Now()
-	if err := Export(context.Background(), dir, newSynthSource(b, key, uint64(n), 1000), 0); err != nil {
+	if _, err := Export(context.Background(), dir, newSynthSource(b, key, uint64(n), 1000), 0); err != nil {
 		b.Fatal(err)
 	}
 	st, _ := os.Stat(filepath.Join(dir, exportLeaves))

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"errors"
 	"io/fs"
 	"math/big"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/certserial"
 )
 
 // person is identity-like input: what a derived certificate's issuance knows about
@@ -119,7 +122,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "export")
-	if err := db.View(func(tx *bbolt.Tx) error { return Export(t.Context(), dir, l.Source(tx), 0) }); err != nil {
+	if err := db.View(func(tx *bbolt.Tx) error { _, err := Export(t.Context(), dir, l.Source(tx), 0); return err }); err != nil {
 		t.Fatal(err)
 	}
 	err = fs.WalkDir(os.DirFS(dir), ".", func(p string, de fs.DirEntry, err error) error {
@@ -207,5 +210,47 @@ func TestProve(t *testing.T) {
 	found, err = Prove(os.DirFS(part), nil, serial.Text(16))
 	if err != nil || len(found) != 2 || found[0].Err != nil || found[1].Err != nil {
 		t.Fatalf("prove in an export from 32: %v %+v", err, found)
+	}
+}
+
+// TestProveDirPrintsTheOneSpelling: a serial whose top hex digit is 0 is kept in
+// its leaf as the leaves always kept it (odd digits), and prove reads it in every
+// form and prints it as every other command does (certserial.Format).
+func TestProveDirPrintsTheOneSpelling(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	serial := new(big.Int).SetUint64(0x0d0a5908f15e1a77)
+	err := db.Update(func(tx *bbolt.Tx) error {
+		leaf, err := NewRevokedLeaf(Meta{RaftIndex: 1, Time: testTime, Actor: ActorSystem}, Revoked{Serial: serial, Reason: 1})
+		if err != nil {
+			return err
+		}
+		if leaf.Serial != "d0a5908f15e1a77" {
+			t.Errorf("leaf serial %q: the leaves' encoding changed", leaf.Serial)
+		}
+		if _, err := l.Append(tx, leaf); err != nil {
+			return err
+		}
+		_, err = l.SignCheckpoint(tx, key, testTime.Add(time.Second))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := exportLog(t, db, l, 0)
+	for _, in := range []string{"0d0a5908f15e1a77", "0D0A5908F15E1A77", "d0a5908f15e1a77", "0d:0a:59:08:f1:5e:1a:77"} {
+		var out bytes.Buffer
+		if err := ProveDir(&out, "", dir, in); err != nil {
+			t.Fatalf("prove --serial %s: %v\n%s", in, err, &out)
+		}
+		if !strings.HasPrefix(out.String(), "leaf 0: cert.revoked serial 0d0a5908f15e1a77 at ") {
+			t.Errorf("prove --serial %s printed:\n%s", in, &out)
+		}
+	}
+	var out bytes.Buffer
+	err = ProveDir(&out, "", dir, "0d0g")
+	if !errors.Is(err, certserial.ErrInvalid) {
+		t.Errorf("prove --serial 0d0g: %v, want certserial.ErrInvalid", err)
 	}
 }

@@ -101,7 +101,7 @@ func TestCheckpointVerifiesWithOpenSSL(t *testing.T) {
 	l := newTestLog(t, key)
 	buildLog(t, db, l, key, 0, 20, 10, 10)
 	dir := filepath.Join(t.TempDir(), "export")
-	err = db.View(func(tx *bbolt.Tx) error { return Export(t.Context(), dir, l.Source(tx), 0) })
+	err = db.View(func(tx *bbolt.Tx) error { _, err := Export(t.Context(), dir, l.Source(tx), 0); return err })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -391,7 +391,7 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 
 	// An export through the API verifies; tampering is still found.
 	exp := filepath.Join(t.TempDir(), "export")
-	if err := Export(ctx, exp, cl, 0); err != nil {
+	if _, err := Export(ctx, exp, cl, 0); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := Verify(os.DirFS(exp), signer.Public())
@@ -407,7 +407,7 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	exp2 := filepath.Join(t.TempDir(), "export")
-	if err := Export(ctx, exp2, src, 0); err != nil {
+	if _, err := Export(ctx, exp2, src, 0); err != nil {
 		t.Fatal(err)
 	}
 	if rep, err := Verify(os.DirFS(exp2), signer.Public()); err != nil || !rep.OK() {
@@ -507,7 +507,8 @@ func TestFollowURL(t *testing.T) {
 	if err := FollowURL(ctx, &out, srv.URL, srv.Client(), "", t.TempDir(), ""); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "ok: log \""+testOrigin) {
+	if !strings.HasPrefix(out.String(), "exported leaves 0..") || !strings.Contains(out.String(), " from "+srv.URL+"\n") ||
+		!strings.Contains(out.String(), "ok: log \""+testOrigin) {
 		t.Fatalf("output:\n%s", out.String())
 	}
 	wrong := filepath.Join(t.TempDir(), "wrong.pem")
@@ -608,7 +609,7 @@ func TestExportWhileGrowing(t *testing.T) {
 	defer srv.Close()
 	for k := range 3 {
 		dir := filepath.Join(t.TempDir(), "export")
-		if err := ExportURL(ctx, srv.URL, srv.Client(), "", dir, 0); err != nil {
+		if _, err := ExportURL(ctx, srv.URL, srv.Client(), "", dir, 0); err != nil {
 			t.Fatal(err)
 		}
 		rep, err := Verify(os.DirFS(dir), nil)

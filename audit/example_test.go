@@ -46,7 +46,8 @@ func Example() {
 		if _, err := log.SignCheckpoint(tx, key, when.Add(time.Second)); err != nil {
 			return err
 		}
-		return audit.Export(context.Background(), dir, log.Source(tx), 0)
+		_, err := audit.Export(context.Background(), dir, log.Source(tx), 0)
+		return err
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/transparency-dev/merkle/compact"
 	"go.etcd.io/bbolt"
@@ -108,65 +109,96 @@ func (s txSource) Latest(context.Context) (Checkpoint, bool, error) {
 	return s.l.LatestCheckpoint(s.tx)
 }
 
+// Exported says what Export wrote.
+type Exported struct {
+	Dir         string
+	From, Size  uint64 // the leaves From..Size-1
+	Checkpoints int    // signed checkpoints written
+	Latest      *Checkpoint
+}
+
+// String is what `inkan audit export` prints: "leaves 0..48 and 5 signed
+// checkpoints (the newest of size 49, 2026-…) to export/".
+func (e *Exported) String() string {
+	var b strings.Builder
+	switch {
+	case e.Size > e.From:
+		fmt.Fprintf(&b, "leaves %d..%d", e.From, e.Size-1)
+	default:
+		fmt.Fprintf(&b, "no leaves from %d on", e.From)
+	}
+	fmt.Fprintf(&b, " and %s", count(e.Checkpoints, "signed checkpoint", "signed checkpoints"))
+	if e.Latest != nil {
+		fmt.Fprintf(&b, " (the newest of size %d, %s)", e.Latest.Size, e.Latest.Time.Format(checkpointTimeLayout))
+	}
+	fmt.Fprintf(&b, " to %s", e.Dir)
+	return b.String()
+}
+
 // Export writes the log from leaf from on into dir, which must not exist or be empty:
 // the public key, the leaves [from, size), the compact range [0, from) when from > 0,
 // and every checkpoint of a size from from on. Verify reads what it writes. To export
 // incrementally, choose from = the size of the newest checkpoint already verified:
-// that checkpoint is then in both exports and links them.
-func Export(ctx context.Context, dir string, src Source, from uint64) error {
+// that checkpoint is then in both exports and links them. It says what it wrote.
+func Export(ctx context.Context, dir string, src Source, from uint64) (*Exported, error) {
 	size, err := src.Size(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if from > size {
-		return fmt.Errorf("audit: export from %d: the log has %d leaves", from, size)
+		return nil, fmt.Errorf("audit: export from %d: the log has %d leaves", from, size)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, exportCheckpoints), 0o755); err != nil {
-		return fmt.Errorf("audit: export: %w", err)
+		return nil, fmt.Errorf("audit: export: %w", err)
 	}
 	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 {
-		return fmt.Errorf("audit: export: %s is not empty", dir)
+		return nil, fmt.Errorf("audit: export: %s is not empty", dir)
 	}
 	keyPEM, err := MarshalPublicKey(src.PublicKey())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := writeFile(filepath.Join(dir, exportKey), keyPEM); err != nil {
-		return err
+		return nil, err
 	}
 	if from > 0 {
 		rng, err := src.Range(ctx, from)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		buf := []byte(strconv.FormatUint(from, 10) + "\n")
 		for _, h := range rng {
 			buf = append(base64.StdEncoding.AppendEncode(buf, h), '\n')
 		}
 		if err := writeFile(filepath.Join(dir, exportStart), buf); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := exportLeafFile(ctx, filepath.Join(dir, exportLeaves), src, from, size); err != nil {
-		return err
+		return nil, err
 	}
+	out := &Exported{Dir: dir, From: from, Size: size}
 	err = src.Checkpoints(ctx, func(c Checkpoint) error {
 		if c.Size < from || c.Size > size {
 			return nil
 		}
+		out.Checkpoints++
 		return writeCheckpoint(filepath.Join(dir, exportCheckpoints, fmt.Sprintf("%020d", c.Size)), c)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	latest, ok, err := src.Latest(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if ok && latest.Size >= from && latest.Size <= size {
-		return writeCheckpoint(filepath.Join(dir, exportLatest), latest)
+		out.Latest = &latest
+		if err := writeCheckpoint(filepath.Join(dir, exportLatest), latest); err != nil {
+			return nil, err
+		}
 	}
-	return nil
+	return out, nil
 }
 
 func exportLeafFile(ctx context.Context, name string, src Source, from, size uint64) (err error) {

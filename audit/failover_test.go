@@ -156,7 +156,7 @@ func TestLeaderChangeContinuesTree(t *testing.T) {
 	// An export of the survivor holds every checkpoint, before and after, as one
 	// history.
 	dir := filepath.Join(t.TempDir(), "export")
-	if err := Export(ctx, dir, src, 0); err != nil {
+	if _, err := Export(ctx, dir, src, 0); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := Verify(os.DirFS(dir), src.PublicKey())

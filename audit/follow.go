@@ -59,15 +59,16 @@ func readKeyFile(keyFile string) (crypto.PublicKey, error) {
 // ExportURL is `inkan audit export --url`: it writes an export of the log served
 // at url into dir, from leaf from on, up to the node's newest checkpoint. keyFile,
 // if not empty, is the audit key the auditor trusts; the export's audit.pub.pem is
-// then that key, and the node's checkpoints are checked against it by Verify.
-func ExportURL(ctx context.Context, url string, hc *http.Client, keyFile, dir string, from uint64) error {
+// then that key, and the node's checkpoints are checked against it by Verify. It
+// says what it wrote.
+func ExportURL(ctx context.Context, url string, hc *http.Client, keyFile, dir string, from uint64) (*Exported, error) {
 	key, err := readKeyFile(keyFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c, err := NewClient(ctx, url, hc, key)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return Export(ctx, dir, c, from)
 }
@@ -82,10 +83,11 @@ func FollowURL(ctx context.Context, w io.Writer, url string, hc *http.Client, ke
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if err := ExportURL(ctx, url, hc, keyFile, dir, 0); err != nil {
+	exp, err := ExportURL(ctx, url, hc, keyFile, dir, 0)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "exported %s to %s\n", url, dir)
+	fmt.Fprintf(w, "exported %s from %s\n", exp, url)
 	dirs := []string{dir}
 	if against != "" {
 		dirs = append(dirs, against)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/inkan-pki/inkan/certserial"
 )
 
 // Leaf is one entry of the audit log: one change committed to the cluster's state.
@@ -125,34 +127,29 @@ func NewLeaf(m Meta, typ string, serial *big.Int, v any) (Leaf, error) {
 	return l, nil
 }
 
-// SerialHex is the form serials take in leaves: lowercase hex without leading zeros.
+// SerialHex is the form serials take in leaves, part of what the tree hashes and
+// so kept as it has always been: lower-case hex without leading zeros (an odd
+// number of digits when the top digit would be 0). It is not how a serial is
+// printed: print certserial.Format.
 func SerialHex(serial *big.Int) string { return serial.Text(16) }
 
-// normalizeSerial turns a serial as a person types it ("0A:1B", "0x0a1b", "A1B") into
+// normalizeSerial reads a serial in any form certserial.Parse accepts (as openssl
+// or inkan prints it, with colons, 0x, or the leaves' own form) and returns it in
 // the form SerialHex gives.
 func normalizeSerial(s string) (string, error) {
-	t := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "0x"), "0X")
-	b := make([]byte, 0, len(t))
-	for i := 0; i < len(t); i++ {
-		switch c := t[i]; {
-		case c == ':' || c == ' ':
-		case c >= '0' && c <= '9' || c >= 'a' && c <= 'f':
-			if c != '0' || len(b) > 0 {
-				b = append(b, c)
-			}
-		case c >= 'A' && c <= 'F':
-			b = append(b, c+'a'-'A')
-		default:
-			return "", fmt.Errorf("audit: serial %q: not hex", s)
-		}
+	n, err := certserial.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("audit: serial %w", err)
 	}
-	if len(b) == 0 {
-		if !strings.ContainsRune(t, '0') {
-			return "", fmt.Errorf("audit: serial %q: empty", s)
-		}
-		return "0", nil
+	return SerialHex(n), nil
+}
+
+// printedSerial is a leaf's serial as inkan prints serials everywhere else.
+func printedSerial(leafSerial string) string {
+	if n, err := certserial.Parse(leafSerial); err == nil {
+		return certserial.Format(n)
 	}
-	return string(b), nil
+	return leafSerial
 }
 
 // OperatorActor names an operator by the SHA-256 of their certificate.

@@ -167,12 +167,13 @@ func ProveDir(w io.Writer, keyFile, dir, serial string) error {
 		return err
 	}
 	if len(found) == 0 {
-		return fmt.Errorf("audit: prove: no leaf for serial %s in %s", serial, dir)
+		n, _ := normalizeSerial(serial) // Prove accepted it
+		return fmt.Errorf("audit: prove: no leaf for serial %s in %s", printedSerial(n), dir)
 	}
 	bad := 0
 	for _, in := range found {
 		l := in.Leaf
-		fmt.Fprintf(w, "leaf %d: %s serial %s at %s by %s (raft %d)\n", l.Index, l.Type, l.Serial,
+		fmt.Fprintf(w, "leaf %d: %s serial %s at %s by %s (raft %d)\n", l.Index, l.Type, printedSerial(l.Serial),
 			l.Time.UTC().Format(checkpointTimeLayout), l.Actor, l.RaftIndex)
 		if len(l.Data) > 0 {
 			d, err := cbor.Diagnose(l.Data)
@@ -191,7 +192,7 @@ func ProveDir(w io.Writer, keyFile, dir, serial string) error {
 		}
 	}
 	if bad > 0 {
-		return fmt.Errorf("%w: %d leaves not proven", ErrProblems, bad)
+		return fmt.Errorf("%w: %s not proven", ErrProblems, count(bad, "leaf", "leaves"))
 	}
 	return nil
 }

@@ -319,8 +319,11 @@ func (s *sequence) missing() []Problem {
 	var ps []Problem
 	for _, g := range s.gaps {
 		d := "missing"
-		if g[1]-g[0] > 1 {
-			d = fmt.Sprintf("missing, and the %d leaves after it up to %d", g[1]-g[0]-1, g[1]-1)
+		switch n := g[1] - g[0] - 1; {
+		case n == 1:
+			d = fmt.Sprintf("missing, and leaf %d after it", g[1]-1)
+		case n > 1:
+			d = fmt.Sprintf("missing, and the %d leaves after it up to %d", n, g[1]-1)
 		}
 		ps = append(ps, Problem{ProblemLeafMissing, g[0], d})
 	}
@@ -328,7 +331,7 @@ func (s *sequence) missing() []Problem {
 }
 
 // ErrProblems is returned (wrapped) by VerifyDirs and ProveDir when they found problems.
-var ErrProblems = errors.New("audit: problems found")
+var ErrProblems = errors.New("audit: the log does not verify")
 
 // VerifyDirs is `inkan audit verify`: it verifies each export directory, and with two
 // of them compares them for a fork. It prints one line per problem, then a summary per
@@ -363,7 +366,7 @@ func VerifyDirs(w io.Writer, keyFile string, dirs ...string) error {
 			fmt.Fprintf(w, "%s%s\n", prefix(d), p)
 		}
 		if r.More > 0 {
-			fmt.Fprintf(w, "%sand %d more problems\n", prefix(d), r.More)
+			fmt.Fprintf(w, "%sand %s more\n", prefix(d), count(r.More, "problem", "problems"))
 		}
 		bad += len(r.Problems) + r.More
 		fmt.Fprintf(w, "%s%s\n", prefix(d), r.summary())
@@ -385,7 +388,7 @@ func VerifyDirs(w io.Writer, keyFile string, dirs ...string) error {
 		}
 	}
 	if bad > 0 {
-		return fmt.Errorf("%w: %d", ErrProblems, bad)
+		return fmt.Errorf("%w: %s", ErrProblems, count(bad, "problem", "problems"))
 	}
 	return nil
 }
@@ -395,17 +398,21 @@ func (r *Report) summary() string {
 	if r.OK() {
 		b.WriteString("ok: ")
 	} else {
-		fmt.Fprintf(&b, "%d problems: ", len(r.Problems)+r.More)
+		fmt.Fprintf(&b, "%s: ", count(len(r.Problems)+r.More, "problem", "problems"))
 	}
 	if r.Size > r.From {
-		fmt.Fprintf(&b, "log %q, leaves %d..%d, %d signed checkpoints", r.Origin, r.From, r.Size-1, r.Checkpoints)
+		fmt.Fprintf(&b, "log %q, leaves %d..%d, %s", r.Origin, r.From, r.Size-1, count(r.Checkpoints, "signed checkpoint", "signed checkpoints"))
 	} else {
-		fmt.Fprintf(&b, "log %q, no leaves from %d on, %d signed checkpoints", r.Origin, r.From, r.Checkpoints)
+		fmt.Fprintf(&b, "log %q, no leaves from %d on, %s", r.Origin, r.From, count(r.Checkpoints, "signed checkpoint", "signed checkpoints"))
 	}
 	if r.Latest != nil {
 		fmt.Fprintf(&b, ", newest of size %d at %s", r.Latest.Size, r.Latest.Time.Format(checkpointTimeLayout))
 		if r.Size > r.Latest.Size {
-			fmt.Fprintf(&b, " (%d leaves after it are not signed yet)", r.Size-r.Latest.Size)
+			if n := r.Size - r.Latest.Size; n == 1 {
+				b.WriteString(" (1 leaf after it is not signed yet)")
+			} else {
+				fmt.Fprintf(&b, " (%d leaves after it are not signed yet)", n)
+			}
 		}
 	}
 	fmt.Fprintf(&b, ", key %s", r.Key)
@@ -413,4 +420,12 @@ func (r *Report) summary() string {
 		b.WriteString(" (from the export: compare it with the published one, or pin it with --key)")
 	}
 	return b.String()
+}
+
+// count is "1 problem" or "n problems".
+func count[N int | uint64](n N, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

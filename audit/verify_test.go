@@ -20,7 +20,7 @@ import (
 func exportLog(t *testing.T, db *bbolt.DB, l *Log, from uint64) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "export")
-	err := db.View(func(tx *bbolt.Tx) error { return Export(context.Background(), dir, l.Source(tx), from) })
+	err := db.View(func(tx *bbolt.Tx) error { _, err := Export(context.Background(), dir, l.Source(tx), from); return err })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +379,7 @@ func TestExportFrom(t *testing.T) {
 	if _, err := Compare(os.DirFS(exportLog(t, db2, l2, 0)), os.DirFS(exportLog(t, db, l, 96)), nil); err == nil {
 		t.Error("compared exports that do not overlap")
 	}
-	if err := db.View(func(tx *bbolt.Tx) error { return Export(context.Background(), full, l.Source(tx), 0) }); err == nil {
+	if err := db.View(func(tx *bbolt.Tx) error { _, err := Export(context.Background(), full, l.Source(tx), 0); return err }); err == nil {
 		t.Error("exported into a directory that is not empty")
 	}
 }
@@ -412,6 +412,83 @@ func TestVerifyDirsOutput(t *testing.T) {
 	if len(got) != 3 || got[0] != "leaf 20: missing" || !strings.HasPrefix(got[1], "checkpoint 32: root does not match leaves 0..31") ||
 		!strings.HasPrefix(got[2], "2 problems: ") {
 		t.Errorf("dropped leaf 20:\n%s", &out)
+	}
+}
+
+// TestExportSaysWhatItWrote: Export's account of what it wrote is what Verify
+// reads back, and reads as `inkan audit export` prints it.
+func TestExportSaysWhatItWrote(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	buildLog(t, db, l, key, 0, 100, 4, 16) // checkpoints at 16, 32, …, 96 and 100
+	for _, c := range []struct {
+		from        uint64
+		checkpoints int
+		says        string
+	}{
+		{0, 7, "leaves 0..99 and 7 signed checkpoints (the newest of size 100, "},
+		{96, 2, "leaves 96..99 and 2 signed checkpoints (the newest of size 100, "},
+		{100, 1, "no leaves from 100 on and 1 signed checkpoint (the newest of size 100, "},
+	} {
+		dir := filepath.Join(t.TempDir(), "export")
+		var exp *Exported
+		err := db.View(func(tx *bbolt.Tx) error {
+			var err error
+			exp, err = Export(context.Background(), dir, l.Source(tx), c.from)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Verify(os.DirFS(dir), nil)
+		if err != nil || !r.OK() {
+			t.Fatalf("from %d: %v %+v", c.from, err, r)
+		}
+		if exp.From != r.From || exp.Size != r.Size || exp.Checkpoints != c.checkpoints || exp.Checkpoints != r.Checkpoints ||
+			exp.Latest == nil || exp.Latest.Size != r.Latest.Size || exp.Dir != dir {
+			t.Errorf("from %d: exported %+v, verified %+v", c.from, exp, r)
+		}
+		if got := exp.String(); !strings.HasPrefix(got, c.says) || !strings.HasSuffix(got, ") to "+dir) {
+			t.Errorf("from %d: %q, want %q… to %s", c.from, got, c.says, dir)
+		}
+	}
+}
+
+// TestVerifyDirsCountsInWords: one of a thing is said in the singular.
+func TestVerifyDirsCountsInWords(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	buildLog(t, db, l, key, 0, 10, 5, 0) // one checkpoint, at the end
+	dir := exportLog(t, db, l, 0)
+	var out bytes.Buffer
+	if err := VerifyDirs(&out, "", dir); err != nil {
+		t.Fatalf("%v\n%s", err, &out)
+	}
+	if !strings.HasPrefix(out.String(), `ok: log "inkan.test/cluster-1", leaves 0..9, 1 signed checkpoint, newest of size 10`) {
+		t.Errorf("one checkpoint:\n%s", &out)
+	}
+	c := readCP(t, dir, 10)
+	c.Signature[len(c.Signature)/2] ^= 1
+	writeCP(t, dir, c)
+	out.Reset()
+	err := VerifyDirs(&out, "", dir)
+	if !errors.Is(err, ErrProblems) || !strings.HasSuffix(err.Error(), ": 1 problem") {
+		t.Errorf("error %v, want ErrProblems ending in 1 problem", err)
+	}
+	got := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(got) != 2 || !strings.HasPrefix(got[0], "checkpoint 10: ") || !strings.HasPrefix(got[1], "1 problem: log ") {
+		t.Errorf("one bad signature:\n%s", &out)
+	}
+	// Two leaves dropped in a row: the first and the one after it.
+	dir = exportLog(t, db, l, 0)
+	writeLines(t, dir, slices.Delete(readLines(t, dir), 4, 6))
+	r, err := Verify(os.DirFS(dir), nil)
+	if err != nil || !slices.ContainsFunc(r.Problems, func(p Problem) bool {
+		return p.Kind == ProblemLeafMissing && p.Index == 4 && p.Detail == "missing, and leaf 5 after it"
+	}) {
+		t.Errorf("two leaves dropped: %v %v", err, r.Problems)
 	}
 }
 

@@ -18,9 +18,12 @@ import (
 )
 
 // Command types of the authority, all at version 1 except ca.intent, which is at
-// version 2 when it carries a per-person cap (and at 1 without). Every one of them returns a
-// result naming the issuer ID and the serials it changed (ChangedSerials reads it),
-// so subscribers (OCSP, CRLs) react without decoding bodies:
+// version 2 when it carries a per-person cap and at 3 when it carries a person
+// record, a basic-4 hint or a nonce (at 1 without any), and ca.intents, at 2 when an
+// item needs version 3 of an intent. Every one of them but ca.nonce and
+// ca.people.migrate returns a result naming the issuer ID and the serials it
+// changed (ChangedSerials reads it), so subscribers (OCSP, CRLs) react without
+// decoding bodies:
 //
 //	ca.issuer.create   a CA key made on every voter, certificate pending   issuer, no serial
 //	ca.issuer.install  its certificate installed and active; the previous
@@ -36,6 +39,8 @@ import (
 //	ca.release         back to Good from hold                               issuer, serial
 //	ca.relink          the link hash changed (re-binding after a move)      issuer, serial,
 //	                                                                        and the old link
+//	ca.nonce           a nonce used (a re-bind's), nonce.go                 a code
+//	ca.people.migrate  certificates moved to person records, person.go      serials, records
 const (
 	CommandIssuerCreate  = "ca.issuer.create"
 	CommandIssuerInstall = "ca.issuer.install"
@@ -65,7 +70,7 @@ const (
 // ErrActor: an actor that is not "enrollment", "system" or an operator named as
 // "sha256:" and the 64 lower-case hex digits of their certificate's hash (the
 // audit log's forms: a command it could not log would stop every replica).
-var ErrActor = errors.New(`ca: actor must be "enrollment", "system" or "sha256:<64 hex>"`)
+var ErrActor = cluster.NewRefusal("ca.actor", `ca: actor must be "enrollment", "system" or "sha256:<64 hex>"`)
 
 func validActor(a string) bool {
 	if a == actorEnrollment || a == actorSystem {
@@ -116,8 +121,31 @@ type (
 		ID    string
 		Actor string
 	}
-	// intentBody is an intent at version 2: version 1 and a per-person cap.
+	// intentBody is an intent at version 3: version 2, the person record (what
+	// the intent does with it, and for a new one the name-and-birth hash), the
+	// basic-4 hint for the cap, and the nonce it uses (its SHA-256 and expiry).
 	intentBody struct {
+		_             struct{} `cbor:",toarray"`
+		Serial        []byte
+		Issuer        string
+		TBSHash       []byte
+		Profile       string
+		PolicyVersion uint64
+		Link          []byte
+		Person        []byte
+		NotAfter      int64
+		Kind          uint8
+		Node          string
+		Actor         string
+		MaxPerPerson  int
+		PersonMode    uint8
+		NameBirth     []byte
+		Hint          []byte
+		NonceHash     []byte
+		NonceExpires  int64
+	}
+	// intentBodyV2 is an intent at version 2: version 1 and a per-person cap.
+	intentBodyV2 struct {
 		_             struct{} `cbor:",toarray"`
 		Serial        []byte
 		Issuer        string
@@ -193,15 +221,17 @@ func Handlers() []cluster.Handler {
 		handler{CommandIssuerCreate, applyIssuerCreate, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders, bucketHorizons}, nil},
 		handler{CommandIssuerInstall, applyIssuerInstall, nil, nil},
 		handler{CommandIssuerRetire, applyIssuerRetire, nil, nil},
-		handler{CommandIntent, applyIntent, nil, []uint{1, 2}},
+		handler{CommandIntent, applyIntent, nil, []uint{1, 2, 3}},
 		handler{CommandIssue, applyIssue, nil, nil},
 		handler{CommandResolve, applyResolve, nil, nil},
 		handler{CommandRevoke, applyRevoke, nil, nil},
 		handler{CommandHold, applyHold, nil, nil},
 		handler{CommandRelease, applyRelease, nil, nil},
 		handler{CommandRelink, applyRelink, nil, nil},
-		handler{CommandIntents, applyIntents, nil, []uint{1, 2}},
+		handler{CommandIntents, applyIntents, nil, []uint{1, 2, 3}},
 		handler{CommandIssues, applyIssues, nil, nil},
+		handler{CommandNonce, applyNonce, [][]byte{bucketNonces, bucketNonceExpiry}, nil},
+		handler{CommandMigratePeople, applyMigratePeople, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, nil},
 	}
 }
 
@@ -388,37 +418,78 @@ func putCert(tx *bbolt.Tx, r *certRecord, serial []byte) error {
 	return putStatus(tx, r, serial)
 }
 
-// intentCommand encodes an intent: at version 1 when it has no cap, so that the
-// bytes of uncapped intents (and what the audit log holds of them) do not change.
-func intentCommand(b intentBody) (cluster.Command, error) {
-	if b.MaxPerPerson == 0 {
-		return cluster.NewCommand(CommandIntent, 1, intentBodyV1{Serial: b.Serial, Issuer: b.Issuer, TBSHash: b.TBSHash,
-			Profile: b.Profile, PolicyVersion: b.PolicyVersion, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter,
-			Kind: b.Kind, Node: b.Node, Actor: b.Actor})
+// intentVersion is the lowest version of ca.intent that holds b: the bytes of
+// intents that need nothing new (and what the audit log holds of them) do not
+// change.
+func intentVersion(b *intentBody) uint {
+	switch {
+	case b.PersonMode != 0 || len(b.NameBirth) > 0 || len(b.Hint) > 0 || len(b.NonceHash) > 0 || b.NonceExpires != 0:
+		return 3
+	case b.MaxPerPerson != 0:
+		return 2
 	}
-	return cluster.NewCommand(CommandIntent, 2, b)
+	return 1
 }
 
-// decodeIntent decodes an intent of either version.
+// intentCommand encodes an intent at its lowest version.
+func intentCommand(b intentBody) (cluster.Command, error) {
+	switch intentVersion(&b) {
+	case 1:
+		return cluster.NewCommand(CommandIntent, 1, intentV1(b))
+	case 2:
+		return cluster.NewCommand(CommandIntent, 2, intentV2(b))
+	}
+	return cluster.NewCommand(CommandIntent, 3, b)
+}
+
+func intentV1(b intentBody) intentBodyV1 {
+	return intentBodyV1{Serial: b.Serial, Issuer: b.Issuer, TBSHash: b.TBSHash,
+		Profile: b.Profile, PolicyVersion: b.PolicyVersion, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter,
+		Kind: b.Kind, Node: b.Node, Actor: b.Actor}
+}
+
+func intentV2(b intentBody) intentBodyV2 {
+	return intentBodyV2{Serial: b.Serial, Issuer: b.Issuer, TBSHash: b.TBSHash,
+		Profile: b.Profile, PolicyVersion: b.PolicyVersion, Link: b.Link, Person: b.Person, NotAfter: b.NotAfter,
+		Kind: b.Kind, Node: b.Node, Actor: b.Actor, MaxPerPerson: b.MaxPerPerson}
+}
+
+func fromV2(v2 intentBodyV2) intentBody {
+	return intentBody{Serial: v2.Serial, Issuer: v2.Issuer, TBSHash: v2.TBSHash, Profile: v2.Profile,
+		PolicyVersion: v2.PolicyVersion, Link: v2.Link, Person: v2.Person, NotAfter: v2.NotAfter,
+		Kind: v2.Kind, Node: v2.Node, Actor: v2.Actor, MaxPerPerson: v2.MaxPerPerson}
+}
+
+// decodeIntent decodes an intent of any version.
 func decodeIntent(c cluster.Command) (intentBody, error) {
-	if c.Version != 1 {
-		var b intentBody
-		err := c.Decode(&b)
-		return b, err
+	switch c.Version {
+	case 1:
+		var v1 intentBodyV1
+		if err := c.Decode(&v1); err != nil {
+			return intentBody{}, err
+		}
+		return fromV2(intentBodyV2{Serial: v1.Serial, Issuer: v1.Issuer, TBSHash: v1.TBSHash, Profile: v1.Profile,
+			PolicyVersion: v1.PolicyVersion, Link: v1.Link, Person: v1.Person, NotAfter: v1.NotAfter,
+			Kind: v1.Kind, Node: v1.Node, Actor: v1.Actor}), nil
+	case 2:
+		var v2 intentBodyV2
+		if err := c.Decode(&v2); err != nil {
+			return intentBody{}, err
+		}
+		return fromV2(v2), nil
 	}
-	var v1 intentBodyV1
-	if err := c.Decode(&v1); err != nil {
-		return intentBody{}, err
-	}
-	return intentBody{Serial: v1.Serial, Issuer: v1.Issuer, TBSHash: v1.TBSHash, Profile: v1.Profile,
-		PolicyVersion: v1.PolicyVersion, Link: v1.Link, Person: v1.Person, NotAfter: v1.NotAfter,
-		Kind: v1.Kind, Node: v1.Node, Actor: v1.Actor}, nil
+	var b intentBody
+	err := c.Decode(&b)
+	return b, err
 }
 
 func applyIntent(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	b, err := decodeIntent(e.Command)
 	if err != nil {
 		return nil, cluster.Refuse(err)
+	}
+	if err := prunedNonces(tx, e.Time); err != nil {
+		return nil, err
 	}
 	if err := putIntent(tx, e.Time, &b); err != nil {
 		return nil, err
@@ -437,8 +508,8 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 		b.MaxPerPerson < 0 || b.MaxPerPerson > 0 && len(b.Person) == 0 {
 		return refusef("malformed intent")
 	}
-	if len(b.Link) > maxLink || len(b.Person) > maxLink {
-		return refusef("intent %x: link or person hash too long", b.Serial)
+	if len(b.Link) > maxLink || len(b.Person) > maxLink || len(b.Hint) > maxLink {
+		return refusef("intent %x: link, person or hint too long", b.Serial)
 	}
 	if tx.Bucket(bucketCerts).Get(b.Serial) != nil {
 		return cluster.Refuse(fmt.Errorf("%w: %x", ErrSerialUsed, b.Serial))
@@ -455,10 +526,20 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	if b.NotAfter > is.NotAfter || b.NotAfter <= now.UnixNano() {
 		return refusef("intent %x: notAfter outside the issuer's validity", b.Serial)
 	}
+	// The nonce and the person record before the cap: a replay, or a request
+	// that raced another for the same card, is told so rather than the count.
+	if len(b.NonceHash) > 0 || b.NonceExpires != 0 {
+		if err := checkNonce(tx, now, b.NonceHash, b.NonceExpires); err != nil {
+			return err
+		}
+	}
+	if err := checkPerson(tx, b); err != nil {
+		return err
+	}
 	if b.MaxPerPerson > 0 {
 		// The intents applied before this one, in earlier entries and earlier in
 		// this batch, are in tx: concurrent requests for one person cannot all pass.
-		n, err := CountByPerson(tx, b.Person, now)
+		n, err := CountForCap(tx, b.Person, b.Hint, now)
 		if err != nil {
 			return err
 		}
@@ -492,7 +573,12 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 			return err
 		}
 	}
-	return nil
+	if len(b.NonceHash) > 0 {
+		if err := putNonce(tx, b.NonceHash, b.NonceExpires); err != nil {
+			return err
+		}
+	}
+	return putPersonOf(tx, now, b)
 }
 
 // tbsOf returns the TBSCertificate of a certificate's DER, without parsing the rest.
@@ -697,6 +783,11 @@ func applyRelink(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	r.Link = b.Link
 	if err := putCert(tx, r, b.Serial); err != nil {
+		return nil, err
+	}
+	// The new JPKI certificate joins the certificate's person record: a re-bind,
+	// which the enrolment API verified both halves of.
+	if err := bindLink(tx, b.Link, r.Person); err != nil {
 		return nil, err
 	}
 	if old == nil {

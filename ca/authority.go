@@ -21,7 +21,10 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 )
 
-// Errors callers act on.
+// Errors callers act on. Those the state machine refuses a command with are
+// cluster.Refusal sentinels: their code travels with the refusal through the
+// cluster's request records and RPC, so errors.Is holds on the node that
+// submitted the command, wherever it was applied.
 var (
 	// ErrTemplate: the request asks for what a derived certificate must not have
 	// (CA, keyCertSign or cRLSign, an extension the authority sets itself) or is
@@ -29,15 +32,15 @@ var (
 	ErrTemplate = errors.New("ca: request refused")
 	// ErrExpired: the request's NotAfter is not in the future (or the issuer's
 	// certificate has expired).
-	ErrExpired = errors.New("ca: validity would end before it begins")
+	ErrExpired = cluster.NewRefusal("ca.expired", "ca: validity would end before it begins")
 	// ErrNoCAKey: this node cannot reach the active CA key; it hands leadership to
 	// another voter and issues nothing meanwhile.
 	ErrNoCAKey = errors.New("ca: this node lacks the active CA key")
 	// ErrSerialUsed: the state already holds the serial (never issued twice).
-	ErrSerialUsed = errors.New("ca: serial already used")
+	ErrSerialUsed = cluster.NewRefusal("ca.serial-used", "ca: serial already used")
 	// ErrNotPending: an issued record for a serial whose intent is not pending
 	// (issued already, or resolved as revoked by a new leader).
-	ErrNotPending = errors.New("ca: no pending intent for the serial")
+	ErrNotPending = cluster.NewRefusal("ca.not-pending", "ca: no pending intent for the serial")
 	// ErrAbandoned: the intent was resolved as revoked before the certificate was
 	// recorded (a leader change); nothing was delivered. The caller may ask again.
 	ErrAbandoned = errors.New("ca: issuance abandoned; the serial is revoked")
@@ -48,15 +51,15 @@ var (
 	ErrURLs = errors.New("ca: the certificate's addresses differ from the leader's; ocsp.public_url must be the same on every node")
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
-	ErrStatus = errors.New("ca: status does not allow the change")
+	ErrStatus = cluster.NewRefusal("ca.status", "ca: status does not allow the change")
 	// ErrPersonLimit: the person already has Request.MaxPerPerson certificates
 	// that are neither expired nor revoked (pending intents and held ones count).
 	// Nothing was written; the request may succeed once one expires or is revoked.
-	ErrPersonLimit = errors.New("ca: per-person certificate limit reached")
+	ErrPersonLimit = cluster.NewRefusal("ca.person-limit", "ca: per-person certificate limit reached")
 	// ErrHeldByOperator: a release, by the system or the enrollment API (a
 	// re-bind), of a certificate an operator put on hold: only an operator
 	// releases an operator's hold (Record.HeldBy).
-	ErrHeldByOperator = errors.New("ca: held by an operator; only an operator may release it")
+	ErrHeldByOperator = cluster.NewRefusal("ca.held-by-operator", "ca: held by an operator; only an operator may release it")
 )
 
 // KeyStore is what the authority needs of the node's HSM: *hsm.Token.
@@ -248,8 +251,9 @@ func (a *Authority) leading() bool {
 const transferBackoff = time.Minute
 
 // lead runs for one leadership term: it checks that this node holds the active CA
-// key (handing leadership away if not), makes sure every voter holds it, and
-// resolves the intents a previous leader left without an issued record.
+// key (handing leadership away if not), makes sure every voter holds it,
+// resolves the intents a previous leader left without an issued record, and
+// migrates certificates issued before person records (MigratePeople).
 func (a *Authority) lead(term context.Context) {
 	a.wg.Add(1)
 	defer a.wg.Done()
@@ -296,6 +300,11 @@ func (a *Authority) lead(term context.Context) {
 	}
 	if err := a.resolveDangling(ctx, 0); err != nil && ctx.Err() == nil {
 		a.log.Error("ca: resolve dangling intents", "err", err)
+	}
+	if n, err := a.MigratePeople(ctx); err != nil && ctx.Err() == nil {
+		a.log.Error("ca: migrate certificates to person records; the next term tries again", "moved", n, "err", err)
+	} else if n > 0 {
+		a.log.Info("ca: certificates issued before person records moved to person records", "moved", n)
 	}
 	// Later, intents this leader abandoned but could not resolve, and those a
 	// deposed leader committed through it, are resolved once they are old enough

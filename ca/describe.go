@@ -67,6 +67,11 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 	switch e.Command.Type {
 	case CommandIntents, CommandIssues:
 		return describeBatch(e, result)
+	case CommandNonce:
+		// A nonce admits one re-bind; what the re-bind does is audited.
+		return []Description{}, nil
+	case CommandMigratePeople:
+		return describeMigrate(result)
 	case CommandRelink:
 		d, err := describeRelink(e, result)
 		if err != nil {
@@ -125,6 +130,9 @@ func describeIntent(b intentBody) Description {
 	}
 	if len(b.Person) > 0 {
 		data["person"] = b.Person
+	}
+	if m := PersonMode(b.PersonMode); m != PersonNone {
+		data["person_mode"] = map[PersonMode]string{PersonNew: "new", PersonSame: "same", PersonJoin: "join"}[m]
 	}
 	if b.Node != "" {
 		data["node"] = b.Node
@@ -199,6 +207,27 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 		return Description{}, fmt.Errorf("ca: describe: %w", err)
 	}
 	return d, nil
+}
+
+// TypePersonMigrated: a certificate issued before person records was given its
+// JPKI link's person record.
+const TypePersonMigrated = "cert.person.migrated"
+
+// describeMigrate: one leaf per certificate moved, with its person record.
+func describeMigrate(result []byte) ([]Description, error) {
+	var res migrateResult
+	if err := decMode.Unmarshal(result, &res); err != nil {
+		return nil, fmt.Errorf("ca: describe %s: result: %w", CommandMigratePeople, err)
+	}
+	if len(res.Persons) != len(res.Serials) {
+		return nil, fmt.Errorf("ca: describe %s: %d serials, %d persons", CommandMigratePeople, len(res.Serials), len(res.Persons))
+	}
+	out := []Description{}
+	for i, s := range res.Serials {
+		out = append(out, Description{Type: TypePersonMigrated, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
+			Data: map[string]any{"person": res.Persons[i]}})
+	}
+	return out, nil
 }
 
 // describeRelink: the old and the new link hash, and nothing else.

@@ -17,9 +17,14 @@
 // sent wrapped to the others (cluster.ShareKey, and at join), or in one shared
 // network HSM found by label. A leader without the key hands leadership to another
 // voter at once (at most once a minute) and otherwise refuses to issue with
-// ErrNoCAKey. A per-person cap (Request.MaxPerPerson) is checked when the intent is
-// applied, so it holds across nodes; Relink re-binds a certificate to a new JPKI
-// link after a move. CA certificates roll over: one issuer is active, retired ones
+// ErrNoCAKey. A person is a record with a random identifier that the first
+// enrolment with a JPKI certificate starts and a re-bind joins other JPKI
+// certificates to (person.go); a per-person cap (Request.MaxPerPerson) is checked
+// when the intent is applied, so it holds across nodes, counting the record's
+// certificates and those under the same basic-4 hint; Relink re-binds a
+// certificate to a new JPKI link after a move. The intent also records the single
+// use of the enrolment's challenge nonce (nonce.go): a replayed request is
+// refused there, whichever node it reached. CA certificates roll over: one issuer is active, retired ones
 // stay listed with their certificates, and keep signing the nodes' responder
 // certificates (IssueResponderFrom) while any of their certificates is unexpired.
 // A hold records who put it; an operator's hold is released only by an operator.
@@ -27,7 +32,8 @@
 // the leader carries a new serial's first status responses in its intent's entry
 // (every node hands them on as it applies it, IntentResponses), and the node that
 // answers an issuance or a status change waits until it serves the new status.
-// The state (Lookup, Walk, ByLink, CountByPerson, Issuers, ResponderCertificates)
+// The state (Lookup, Walk, ByLink, CountByPerson, CountForCap, PersonOf,
+// LookupPerson, NonceUsed, Issuers, ResponderCertificates)
 // is read in the cluster's bbolt transactions; StatusCommands and ChangedSerials
 // tell subscribers what changed, DescribeCommand tells the audit log, in hashes
 // only.

@@ -38,14 +38,21 @@ const (
 const groupInflight = 2
 
 type (
+	// intentsBody is ca.intents at version 2: items of intent version 3.
 	intentsBody struct {
 		_     struct{} `cbor:",toarray"`
 		Items []intentBody
 	}
-	// intentsBodyV2 is ca.intents at version 2: the intents, and for each the
-	// Publisher's first responses (empty for none), which the state does not
-	// keep: every node hands them on as it applies the entry.
-	intentsBodyV2 struct {
+	// intentsBodyV1 is ca.intents at version 1: items of intent version 2.
+	intentsBodyV1 struct {
+		_     struct{} `cbor:",toarray"`
+		Items []intentBodyV2
+	}
+	// intentsBodyV3 is ca.intents at version 3: items of intent version 3,
+	// and for each the Publisher's first responses (empty for none), which
+	// the state does not keep: every node hands them on as it applies the
+	// entry (IntentResponses).
+	intentsBodyV3 struct {
 		_         struct{} `cbor:",toarray"`
 		Items     []intentBody
 		Responses [][]byte
@@ -76,7 +83,8 @@ var refusalCodes = []struct {
 	err  error
 }{
 	{"serial-used", ErrSerialUsed}, {"not-pending", ErrNotPending}, {"person-limit", ErrPersonLimit},
-	{"actor", ErrActor},
+	{"actor", ErrActor}, {"nonce-used", ErrNonceUsed}, {"nonce-expired", ErrNonceExpired},
+	{"person-changed", ErrPersonChanged}, {"no-person", ErrNoPerson},
 }
 
 func refusalCode(err error) string {
@@ -125,31 +133,67 @@ func applyBatch(n int, issuerOf func(i int) string, put func(i int) (serial []by
 	return encMode.Marshal(res)
 }
 
-// decodeIntents decodes ca.intents of either version.
+func applyIntents(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	b, err := decodeIntents(e.Command)
+	if err != nil {
+		return nil, cluster.Refuse(err)
+	}
+	if len(b.Items) > 0 && len(b.Items) <= maxBatchItems {
+		if err := prunedNonces(tx, e.Time); err != nil {
+			return nil, err
+		}
+	}
+	return applyBatch(len(b.Items), func(i int) string { return b.Items[i].Issuer }, func(i int) ([]byte, error) {
+		return b.Items[i].Serial, putIntent(tx, e.Time, &b.Items[i])
+	})
+}
+
+// decodeIntents decodes a batch of intents of any version.
 func decodeIntents(c cluster.Command) (intentsBody, error) {
-	if c.Version == 2 {
-		var v2 intentsBodyV2
-		if err := c.Decode(&v2); err != nil {
+	if c.Version == 3 {
+		var v3 intentsBodyV3
+		if err := c.Decode(&v3); err != nil {
 			return intentsBody{}, err
 		}
-		if len(v2.Responses) != len(v2.Items) {
-			return intentsBody{}, fmt.Errorf("ca: %s v2: %d intents, %d responses", c.Type, len(v2.Items), len(v2.Responses))
+		if len(v3.Responses) != len(v3.Items) {
+			return intentsBody{}, fmt.Errorf("ca: %s v3: %d intents, %d responses", c.Type, len(v3.Items), len(v3.Responses))
 		}
-		return intentsBody{Items: v2.Items}, nil
+		return intentsBody{Items: v3.Items}, nil
+	}
+	if c.Version == 1 {
+		var v1 intentsBodyV1
+		if err := c.Decode(&v1); err != nil {
+			return intentsBody{}, err
+		}
+		b := intentsBody{Items: make([]intentBody, len(v1.Items))}
+		for i, it := range v1.Items {
+			b.Items[i] = fromV2(it)
+		}
+		return b, nil
 	}
 	var b intentsBody
 	err := c.Decode(&b)
 	return b, err
 }
 
-func applyIntents(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
-	b, err := decodeIntents(e.Command)
-	if err != nil {
-		return nil, cluster.Refuse(err)
+// intentsCommand encodes a batch at the lowest version that holds its items
+// and, if any item has some, their first responses (version 3).
+func intentsCommand(b intentsBody, responses [][]byte) (cluster.Command, error) {
+	for _, r := range responses {
+		if len(r) > 0 {
+			return cluster.NewCommand(CommandIntents, 3, intentsBodyV3{Items: b.Items, Responses: responses})
+		}
 	}
-	return applyBatch(len(b.Items), func(i int) string { return b.Items[i].Issuer }, func(i int) ([]byte, error) {
-		return b.Items[i].Serial, putIntent(tx, e.Time, &b.Items[i])
-	})
+	for _, it := range b.Items {
+		if intentVersion(&it) > 2 {
+			return cluster.NewCommand(CommandIntents, 2, b)
+		}
+	}
+	v1 := intentsBodyV1{Items: make([]intentBodyV2, len(b.Items))}
+	for i, it := range b.Items {
+		v1.Items[i] = intentV2(it)
+	}
+	return cluster.NewCommand(CommandIntents, 1, v1)
 }
 
 // applyIssues records issued certificates. An issued record names no issuer: the
@@ -285,21 +329,16 @@ func (g *groupCommit) take() []*groupItem {
 
 func (g *groupCommit) send(batch []*groupItem) {
 	var body any
-	version := uint(1)
+	var responses [][]byte
 	switch g.typ {
 	case CommandIntents:
-		b := intentsBodyV2{Items: make([]intentBody, len(batch)), Responses: make([][]byte, len(batch))}
+		b := intentsBody{Items: make([]intentBody, len(batch))}
+		responses = make([][]byte, len(batch))
 		for i, it := range batch {
 			b.Items[i] = it.body.(intentBody)
-			b.Responses[i] = it.attach
-			if len(it.attach) > 0 {
-				version = 2
-			}
+			responses[i] = it.attach
 		}
 		body = b
-		if version == 1 {
-			body = intentsBody{Items: b.Items}
-		}
 	default:
 		b := issuesBody{Items: make([]issueBody, len(batch))}
 		for i, it := range batch {
@@ -307,7 +346,7 @@ func (g *groupCommit) send(batch []*groupItem) {
 		}
 		body = b
 	}
-	err := g.submit(version, body, batch)
+	err := g.submit(body, responses, batch)
 	for _, it := range batch {
 		if err != nil {
 			it.done <- err
@@ -317,8 +356,14 @@ func (g *groupCommit) send(batch []*groupItem) {
 
 // submit commits one batch and hands each item its outcome; an error is the
 // whole batch's.
-func (g *groupCommit) submit(version uint, body any, batch []*groupItem) error {
-	cmd, err := cluster.NewCommand(g.typ, version, body)
+func (g *groupCommit) submit(body any, responses [][]byte, batch []*groupItem) error {
+	var cmd cluster.Command
+	var err error
+	if b, ok := body.(intentsBody); ok {
+		cmd, err = intentsCommand(b, responses)
+	} else {
+		cmd, err = cluster.NewCommand(g.typ, 1, body)
+	}
 	if err != nil {
 		return err
 	}

@@ -68,7 +68,13 @@ func TestBatchItemsStandAlone(t *testing.T) {
 		}}, []byte{1}, map[int]error{0: ErrNotPending, 2: cluster.ErrRefused, 3: ErrNotPending, 4: ErrActor}},
 	}
 	for i, s := range steps {
-		cmd, err := cluster.NewCommand(s.typ, 1, s.body)
+		var cmd cluster.Command
+		var err error
+		if b, ok := s.body.(intentsBody); ok {
+			cmd, err = intentsCommand(b, nil) // at version 1: no item needs more
+		} else {
+			cmd, err = cluster.NewCommand(s.typ, 1, s.body)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,17 +45,32 @@ type Request struct {
 	// profile's validity); the issuer certificate's notAfter bounds it too.
 	NotAfter time.Time
 	// Link is the keyed hash tying the certificate to the JPKI certificate;
-	// Person the keyed hash of the person, for per-person limits. Both are
-	// recorded and indexed (ByLink, CountByPerson).
-	Link      []byte
-	Person    []byte
-	SkipLints []string
+	// Person the person record's identifier (person.go), for per-person limits
+	// and re-binds. Both are recorded and indexed (ByLink, CountByPerson).
+	Link   []byte
+	Person []byte
+	// PersonMode says what the intent does with the person record: start it
+	// (PersonNew, with NameBirth, the keyed name-and-birth hash), find the link
+	// bound to it (PersonSame), or bind the link to it (PersonJoin). A request
+	// whose view of the record is out of date is refused with ErrPersonChanged.
+	PersonMode PersonMode
+	NameBirth  []byte
+	// Hint is the keyed basic-4 hint of the JPKI certificate: the cap counts the
+	// certificates issued under it too (CountForCap).
+	Hint []byte
+	// NonceHash is the SHA-256 of the challenge nonce the request used, and
+	// NonceExpires its expiry: the intent records its use (refused with
+	// ErrNonceUsed if it was used already, ErrNonceExpired if it expired), so an
+	// enrolment costs two commits, intent and issued record.
+	NonceHash    []byte
+	NonceExpires time.Time
+	SkipLints    []string
 	// MaxPerPerson caps the person's certificates (0: no cap). The leader
 	// checks it when it applies the intent, in Raft order, so concurrent
 	// requests on any nodes cannot pass it together: the request is refused
 	// with ErrPersonLimit, and nothing is written, when the person already has
 	// MaxPerPerson certificates that are not expired and not revoked (as
-	// CountByPerson counts them, pending intents included). It needs Person.
+	// CountForCap counts them, pending intents included). It needs Person.
 	MaxPerPerson int
 }
 
@@ -74,6 +89,11 @@ type order struct {
 	profile       string
 	policyVersion uint64
 	link, person  []byte
+	personMode    PersonMode
+	nameBirth     []byte
+	hint          []byte
+	nonceHash     []byte
+	nonceExpires  time.Time
 	maxPerPerson  int
 	skip          []string
 	lifetime      time.Duration // if set, notAfter is notBefore+lifetime
@@ -94,8 +114,17 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if req.MaxPerPerson < 0 || req.MaxPerPerson > 0 && len(req.Person) == 0 {
 		return nil, fmt.Errorf("%w: a per-person cap needs a person hash and a positive cap", ErrTemplate)
 	}
+	if req.PersonMode > PersonJoin || req.PersonMode != PersonNone && (len(req.Person) != PersonIDLen || len(req.Link) == 0) ||
+		req.PersonMode == PersonNew && len(req.NameBirth) == 0 {
+		return nil, fmt.Errorf("%w: a person record needs a %d-byte ID, a link, and for a new one its name-and-birth hash", ErrTemplate, PersonIDLen)
+	}
+	if (len(req.NonceHash) == 0) != req.NonceExpires.IsZero() || len(req.NonceHash) != 0 && len(req.NonceHash) != sha256.Size {
+		return nil, fmt.Errorf("%w: a nonce needs its SHA-256 and its expiry", ErrTemplate)
+	}
 	return a.issue(ctx, order{tmpl: req.Template, pub: req.PublicKey, notAfter: req.NotAfter,
 		profile: req.Profile, policyVersion: req.PolicyVersion, link: req.Link, person: req.Person,
+		personMode: req.PersonMode, nameBirth: req.NameBirth, hint: req.Hint,
+		nonceHash: req.NonceHash, nonceExpires: req.NonceExpires,
 		maxPerPerson: req.MaxPerPerson, skip: req.SkipLints, kind: Derived, actor: actorEnrollment})
 }
 
@@ -308,9 +337,14 @@ func (a *Authority) prepare(ctx context.Context, o order, current bool) (*signRe
 	if err != nil {
 		return nil, nil, err
 	}
-	return &signRequest{Issuer: st.id, Serial: serial.Bytes(), TBS: tbs, Profile: o.profile,
+	sr := &signRequest{Issuer: st.id, Serial: serial.Bytes(), TBS: tbs, Profile: o.profile,
 		PolicyVersion: o.policyVersion, Link: o.link, Person: o.person, NotAfter: notAfter.UnixNano(),
-		Kind: uint8(o.kind), Node: o.node, Actor: o.actor, MaxPerPerson: o.maxPerPerson}, st, nil
+		Kind: uint8(o.kind), Node: o.node, Actor: o.actor, MaxPerPerson: o.maxPerPerson,
+		PersonMode: uint8(o.personMode), NameBirth: o.nameBirth, Hint: o.hint, NonceHash: o.nonceHash}
+	if !o.nonceExpires.IsZero() {
+		sr.NonceExpires = o.nonceExpires.UnixNano()
+	}
+	return sr, st, nil
 }
 
 // subjectKeyID is the RFC 7093 §2 method 1 key identifier: the leftmost 160 bits of
@@ -387,6 +421,11 @@ type signRequest struct {
 	Node          string
 	Actor         string
 	MaxPerPerson  int
+	PersonMode    uint8
+	NameBirth     []byte
+	Hint          []byte
+	NonceHash     []byte
+	NonceExpires  int64
 }
 
 // signReply is the leader's answer to a forwarded signRequest.
@@ -406,7 +445,8 @@ var replyCodes = []struct {
 }{
 	{"template", ErrTemplate}, {"expired", ErrExpired}, {"no-key", ErrNoCAKey}, {"serial-used", ErrSerialUsed},
 	{"abandoned", ErrAbandoned}, {"no-issuer", ErrNoActiveIssuer}, {"person-limit", ErrPersonLimit},
-	{"urls", ErrURLs},
+	{"nonce-used", ErrNonceUsed}, {"nonce-expired", ErrNonceExpired}, {"person-changed", ErrPersonChanged},
+	{"no-person", ErrNoPerson}, {"urls", ErrURLs},
 }
 
 // sign has the leader sign sr: here if this node leads, else over the cluster RPC.
@@ -440,44 +480,6 @@ func (a *Authority) sign(ctx context.Context, sr *signRequest) ([]byte, error) {
 	}
 	return rep.DER, nil
 }
-
-// isPersonLimit tells whether a refusal is the per-person cap's. A refusal read
-// back from the cluster's request records (a submission retried across a leader
-// change) or forwarded by it keeps only its message, so the message is checked too.
-func isPersonLimit(err error) bool {
-	return errors.Is(err, ErrPersonLimit) || strings.Contains(err.Error(), ErrPersonLimit.Error())
-}
-
-// refusalSentinels are the authority's errors a refusal may carry.
-var refusalSentinels = []error{ErrNotFound, ErrHeldByOperator, ErrStatus, ErrExpired, ErrPersonLimit, ErrSerialUsed, ErrNotPending, ErrActor}
-
-// restoreSentinel gives a refusal that reached this node as a message only (a
-// command submitted on a follower, or a retried one) back its sentinel.
-func restoreSentinel(err error) error {
-	if err == nil || !errors.Is(err, cluster.ErrRefused) {
-		return err
-	}
-	for _, s := range refusalSentinels {
-		if errors.Is(err, s) {
-			return err
-		}
-	}
-	for _, s := range refusalSentinels {
-		if strings.Contains(err.Error(), s.Error()) {
-			return &refusal{sentinel: s, err: err}
-		}
-	}
-	return err
-}
-
-// refusal is a refusal by the state with the authority's sentinel restored.
-type refusal struct {
-	sentinel error
-	err      error
-}
-
-func (e *refusal) Error() string   { return e.err.Error() }
-func (e *refusal) Unwrap() []error { return []error{e.sentinel, e.err} }
 
 type remoteError struct {
 	sentinel error
@@ -606,14 +608,18 @@ func (a *Authority) runPipeline(ctx context.Context, st *issuerState, active boo
 	// issuances (groupcommit.go).
 	intent := intentBody{Serial: sr.Serial, Issuer: sr.Issuer, TBSHash: tbsHash,
 		Profile: sr.Profile, PolicyVersion: sr.PolicyVersion, Link: sr.Link, Person: sr.Person,
-		NotAfter: sr.NotAfter, Kind: sr.Kind, Node: sr.Node, Actor: sr.Actor, MaxPerPerson: sr.MaxPerPerson}
+		NotAfter: sr.NotAfter, Kind: sr.Kind, Node: sr.Node, Actor: sr.Actor, MaxPerPerson: sr.MaxPerPerson,
+		PersonMode: sr.PersonMode, NameBirth: sr.NameBirth, Hint: sr.Hint, NonceHash: sr.NonceHash, NonceExpires: sr.NonceExpires}
 	first := a.firstResponses(sr.Issuer, sr.Serial)
 	if err := a.intents.commitWith(ctx, sr.Issuer, intent, first, intentSize(&intent)); err != nil {
 		if !errors.Is(err, cluster.ErrRefused) {
 			return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
 		}
-		if isPersonLimit(err) {
-			return nil, &refusal{sentinel: ErrPersonLimit, err: fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)}
+		for _, s := range []error{ErrPersonLimit, ErrNonceUsed, ErrNonceExpired, ErrPersonChanged, ErrNoPerson} {
+			if errors.Is(err, s) {
+				// The request, not the serial, is refused: nothing to resume.
+				return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
+			}
 		}
 		// Used already: a retry of this very request resumes; anything else is
 		// another certificate's serial.
@@ -685,7 +691,7 @@ func (a *Authority) runPipeline(ctx context.Context, st *issuerState, active boo
 // intentSize bounds the encoded size of an intent, for the batch's bound.
 func intentSize(b *intentBody) int {
 	return len(b.Serial) + len(b.Issuer) + len(b.TBSHash) + len(b.Profile) + len(b.Link) + len(b.Person) +
-		len(b.Node) + len(b.Actor) + 64
+		len(b.Node) + len(b.Actor) + len(b.NameBirth) + len(b.Hint) + len(b.NonceHash) + 80
 }
 
 // resumable looks at the state's record of a serial whose intent was refused: it

@@ -245,7 +245,7 @@ func (a *Authority) submit(ctx context.Context, typ string, body any) error {
 		return err
 	}
 	_, err = a.c.Submit(ctx, cmd)
-	return restoreSentinel(err)
+	return err
 }
 
 // Relink re-binds an issued, unexpired derived certificate (good or held) to a new

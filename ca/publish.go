@@ -15,7 +15,7 @@ import (
 //   - On the leader, before an intent is committed, FirstResponses gives the status
 //     responses for the serial (status good: a pending intent is answered as the
 //     certificate it may become, and the next leader turns it revoked if it was
-//     never recorded). They travel in the intent's Raft entry (ca.intents version 2),
+//     never recorded). They travel in the intent's Raft entry (ca.intents version 3),
 //     opaque to the authority, and every node hands them on as it applies the entry
 //     (IntentResponses, from an apply hook). An error leaves them out: each node
 //     then signs its own when it learns of the change.
@@ -70,10 +70,10 @@ func (a *Authority) published(ctx context.Context, serial []byte) error {
 // intent applied (not refused) that carried first responses, its serial and the
 // publisher's bytes. Other entries give nothing.
 func IntentResponses(e cluster.Entry, result []byte) (issuer string, serials, responses [][]byte) {
-	if e.Command.Type != CommandIntents || e.Command.Version != 2 {
+	if e.Command.Type != CommandIntents || e.Command.Version != 3 {
 		return "", nil, nil
 	}
-	var b intentsBodyV2
+	var b intentsBodyV3
 	var res batchResult
 	if e.Command.Decode(&b) != nil || decMode.Unmarshal(result, &res) != nil || len(b.Responses) != len(b.Items) {
 		return "", nil, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -56,11 +57,12 @@ func (p *recordingPublisher) awaitedSerial(s []byte) bool {
 }
 
 // TestPublisher: the leader's first responses travel in the intent's entry
-// (ca.intents version 2) and every node's apply hook finds them for the
+// (ca.intents version 3) and every node's apply hook finds them for the
 // serial; the node that answers waits on its publisher before it returns an
 // issuance or a revocation, and a publisher that does not come to serve the
 // status fails the call with ErrNotPublished (the record is committed all the
-// same); without first responses the entry stays at version 1.
+// same); without first responses the entry stays at the version its intents
+// need (1 or 2), with them it is at version 3.
 func TestPublisher(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]map[string][]byte{} // data dir → serial → bytes
@@ -117,6 +119,12 @@ func TestPublisher(t *testing.T) {
 		}
 	}
 
+	mu.Lock()
+	if !slices.Contains(versions, 3) {
+		t.Errorf("intents entries at versions %v; with first responses, want 3", versions)
+	}
+	mu.Unlock()
+
 	// A revocation waits on the answering node's publisher too.
 	if err := follower.a.Revoke(ctx, iss.Serial, 1, ""); err != nil {
 		t.Fatal(err)
@@ -146,7 +154,7 @@ func TestPublisher(t *testing.T) {
 	}
 	pubs[leader].fail = nil
 
-	// Without first responses the intents go at version 1.
+	// Without first responses the intents go at version 1 or 2.
 	pubs[leader].noFirst = true
 	mu.Lock()
 	versions = nil
@@ -158,7 +166,7 @@ func TestPublisher(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, v := range versions {
-		if v != 1 {
+		if v == 3 {
 			t.Errorf("an intents entry without first responses at version %d", v)
 		}
 	}

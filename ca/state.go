@@ -42,7 +42,7 @@ var (
 
 // ErrNotFound is returned by lookups of a serial, issuer or responder the state does
 // not hold.
-var ErrNotFound = errors.New("ca: not found")
+var ErrNotFound = cluster.NewRefusal("ca.not-found", "ca: not found")
 
 // Status is a certificate's status as OCSP and CRLs report it.
 type Status uint8

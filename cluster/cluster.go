@@ -8,16 +8,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -202,6 +201,7 @@ type Cluster struct {
 	done     chan struct{}
 	stopOnce sync.Once
 	stopErr  error
+	quiet    atomic.Bool // set when the shutdown begins (raftLogger)
 }
 
 // Open starts a node: on a fresh DataDir it bootstraps a cluster or joins
@@ -412,7 +412,7 @@ func (c *Cluster) startRaft() error {
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.BatchApplyCh = true
 	rc.NoLegacyTelemetry = true
-	rc.Logger = newHCLogger(c.log)
+	rc.Logger = newHCLogger(c.log, &c.quiet)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("cluster: raft config: %w", err)
 	}
@@ -534,6 +534,7 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 func (c *Cluster) stop(cause error) {
 	c.stopOnce.Do(func() {
 		c.stopErr = cause
+		c.quiet.Store(true) // raft's complaints from here on are the shutdown's
 		c.cancel()
 		if c.batch != nil {
 			c.batch.close()
@@ -558,26 +559,3 @@ func (c *Cluster) stop(cause error) {
 		close(c.done)
 	})
 }
-
-// newHCLogger routes Raft's logs to slog (warnings and errors only).
-func newHCLogger(log *slog.Logger) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Warn,
-		Output: slogWriter{log},
-	})
-}
-
-type slogWriter struct{ log *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	level := slog.LevelWarn
-	if strings.Contains(line, "[ERROR]") {
-		level = slog.LevelError
-	}
-	w.log.Log(context.Background(), level, line, "from", "raft")
-	return len(p), nil
-}
-
-var _ io.Writer = slogWriter{}

@@ -186,7 +186,7 @@ func neededKeys(configured, recorded []string) []string {
 // writeRestoreSnapshot stores db as the Raft snapshot at index, with conf
 // its configuration, in the format the state machine's Persist writes.
 func writeRestoreSnapshot(cfg *Config, db *bbolt.DB, index uint64, conf raft.Configuration) error {
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotDir), 2, newHCLogger(cfg.Logger))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotDir), 2, newHCLogger(cfg.Logger, nil))
 	if err != nil {
 		return fmt.Errorf("snapshots: %w", err)
 	}

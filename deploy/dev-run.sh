@@ -19,6 +19,14 @@ mkdir -p "$dir/tokens"
 dir=$(cd "$dir" && pwd)
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 conf="$dir/softhsm2.conf"
+
+# One dev node per state directory: if one runs, say so before doing or
+# printing anything else (the node holds an flock on its data dir's node.lock
+# while it runs; flock(1) asks for the same lock without waiting).
+if [ -f "$dir/data/node.lock" ] && ! flock -n "$dir/data/node.lock" true; then
+	echo "an inkan dev node already runs on $dir (pid $(cat "$dir/data/node.lock" 2>/dev/null || echo '?')): stop it first (Ctrl-C where 'make run' runs)" >&2
+	exit 1
+fi
 if [ ! -f "$conf" ]; then
 	printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
 		"$dir/tokens" >"$conf"
@@ -26,7 +34,10 @@ fi
 export SOFTHSM2_CONF="$conf"
 
 newpin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
-for f in so.pin user.pin card.pin; do [ -f "$dir/$f" ] || newpin >"$dir/$f"; done
+for f in so.pin user.pin; do [ -f "$dir/$f" ] || newpin >"$dir/$f"; done
+# A card's signature PIN is 6-16 upper-case letters and digits (inkan enroll
+# checks the form before it logs in to the card).
+[ -f "$dir/card.pin" ] || od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F >"$dir/card.pin"
 
 tokens=$("$bin" hsm list --module "$module")
 if ! grep -qw 'inkan-dev' <<<"$tokens"; then
@@ -95,9 +106,13 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$bin" jpki-sim --dir "$jlis" serve-crl --listen 127.0.0.1:7481 >"$dir/jlis.log" 2>&1 &
+# The logs are appended to, one run after another, each behind a separator.
+sep="=== make run $(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$ ==="
+echo "$sep" >>"$dir/jlis.log"
+echo "$sep" >>"$dir/node.log"
+"$bin" jpki-sim --dir "$jlis" serve-crl --listen 127.0.0.1:7481 >>"$dir/jlis.log" 2>&1 &
 pids+=($!)
-"$bin" server --config "$cfg" 2>"$dir/node.log" >/dev/null &
+"$bin" server --config "$cfg" 2>>"$dir/node.log" >/dev/null &
 node=$!
 pids+=($node)
 echo "starting the node (log: $dir/node.log) …"
@@ -105,23 +120,19 @@ echo "starting the node (log: $dir/node.log) …"
 admin() { "$bin" admin --config "$cfg" "$@"; }
 for _ in $(seq 600); do
 	kill -0 "$node" 2>/dev/null || { tail -20 "$dir/node.log"; echo "the node stopped; its log is above" >&2; exit 1; }
-	if admin --output json cluster status 2>/dev/null | grep -q '"ready": true'; then break; fi
+	st=$(admin --output json cluster status 2>/dev/null || true)
+	if [[ $st == *'"ready": true'* ]]; then break; fi
 	sleep 0.1
 done
+# Ready, and ours: the answer came from this run's node, not from one that
+# took the data dir in the meantime.
+kill -0 "$node" 2>/dev/null || { tail -20 "$dir/node.log"; echo "the node stopped; its log is above" >&2; exit 1; }
 if ! admin ca cert >"$dir/ca.pem" 2>/dev/null; then
 	admin ca init --cn "inkan dev CA" --org "inkan dev" --country JP --self-sign >/dev/null
 	admin ca cert >"$dir/ca.pem"
-	# The shipped profiles accept production cards only; the dev appliance's
-	# simulated cards carry the JPKI test policy. Apply each profile once more,
-	# one version up, accepting the test policy too (a lab's choice, never
-	# production's).
-	for p in authentication signing; do
-		admin policy show "$p" | awk -v test=1.2.392.200149.8.5.1.0.20 '
-			/^version: / { print "version: " $2 + 1; next }
-			/^  jpkiPolicies: \[/ { sub(/\]/, ", \"" test "\"]") }
-			{ print }' >"$dir/$p-test-cards.yaml"
-		admin policy apply --yes "$dir/$p-test-cards.yaml" >/dev/null
-	done
+	# The shipped profiles accept production cards only; the simulated cards
+	# carry the JPKI test policy.
+	"$(dirname "$0")/accept-test-cards.sh" "$bin" "$cfg" "$dir"
 fi
 
 rel() { realpath --relative-to="$PWD" "$1"; }

@@ -19,6 +19,7 @@ have_cmd curl || need+=(curl) # the README's walk-through fetches a CRL with it
 # The local cluster's OCSP/CRL front, the relying party's login in the end-to-end
 # test, and the serving benchmark's baseline.
 have_cmd nginx || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+have_cmd flock || need+=(util-linux) # make run checks its data dir is free with it
 if [ "${1:-}" = "--bench" ]; then
 	have_cmd wrk || need+=(wrk)
 	have_cmd taskset || need+=(util-linux)

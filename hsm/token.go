@@ -28,6 +28,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Logger gets session and login events (never a PIN or key). Default slog.Default().
 	Logger *slog.Logger
+	// CheckPIN, if set, is given the PIN before any login: an error stops Open
+	// there, so a PIN of the wrong form never costs a try on a token that locks
+	// after a few (a card). Its error must not quote the PIN.
+	CheckPIN func(pin string) error
 }
 
 // DefaultSessions and DefaultIdleTimeout are what a zero Config gets.
@@ -44,6 +48,10 @@ type TokenInfo struct {
 	Manufacturer string
 	Model        string
 	Initialized  bool
+	// The user PIN's state as the token reports it (CKF_USER_PIN_COUNT_LOW,
+	// CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED): a wrong PIN was entered
+	// since the last right one; the next wrong one locks it; it is locked.
+	PINCountLow, PINFinalTry, PINLocked bool
 }
 
 // Token is an open, logged-in token with its session pool. It is safe for
@@ -91,6 +99,11 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 		var err error
 		if pin, err = cfg.PIN.read(); err != nil {
 			return nil, fmt.Errorf("hsm: open token %q: %w", cfg.Token+cfg.Serial, err)
+		}
+		if cfg.CheckPIN != nil {
+			if err := cfg.CheckPIN(pin); err != nil {
+				return nil, fmt.Errorf("hsm: open token %q: PIN from %s: %w", cfg.Token+cfg.Serial, cfg.PIN, err)
+			}
 		}
 	}
 	m, err := loadModule(cfg.Module)
@@ -157,6 +170,9 @@ func listTokens(m *module) ([]TokenInfo, error) {
 			Manufacturer: ti.ManufacturerID,
 			Model:        ti.Model,
 			Initialized:  ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0,
+			PINCountLow:  ti.Flags&pkcs11.CKF_USER_PIN_COUNT_LOW != 0,
+			PINFinalTry:  ti.Flags&pkcs11.CKF_USER_PIN_FINAL_TRY != 0,
+			PINLocked:    ti.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0,
 		})
 	}
 	return out, nil

@@ -320,3 +320,35 @@ func TestKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckPIN: Config.CheckPIN sees the PIN before any login and stops Open with
+// its error, which Open wraps without the PIN; a token that saw no wrong PIN
+// reports none of the PIN-state flags.
+func TestCheckPIN(t *testing.T) {
+	tk := softhsm.NewToken(t)
+	errForm := errors.New("not the form the card takes")
+	var seen string
+	cfg := tk.Config()
+	cfg.CheckPIN = func(pin string) error { seen = pin; return errForm }
+	if _, err := hsm.Open(context.Background(), cfg); !errors.Is(err, errForm) || strings.Contains(err.Error(), tk.PIN) {
+		t.Fatalf("Open with a CheckPIN that refuses: %v", err)
+	}
+	if seen != tk.PIN {
+		t.Error("CheckPIN was not given the PIN")
+	}
+	cfg.CheckPIN = func(string) error { return nil }
+	tok, err := hsm.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.Close()
+	tokens, err := hsm.ListTokens(tk.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range tokens {
+		if ti.Label == tk.Label && (ti.PINCountLow || ti.PINFinalTry || ti.PINLocked) {
+			t.Errorf("PIN state of a fresh token: %+v", ti)
+		}
+	}
+}

@@ -19,7 +19,18 @@ type Config struct {
 	// only. Add PolicyTest only for JPKI test cards.
 	Policies   []string         `yaml:"policies" json:"policies"`
 	Revocation RevocationConfig `yaml:"revocation" json:"revocation"`
+	// MaxRevocationAge bounds how long ago this node last refreshed its revocation
+	// data (a CRL fetched or found unchanged, the CRL file checked) for an
+	// enrolment or a re-bind to be accepted: past it, verification fails with
+	// ErrRevocationStale (0: DefaultMaxRevocationAge; it must exceed
+	// revocation.refresh). It does not apply to an OCSP source, which asks at
+	// every verification.
+	MaxRevocationAge time.Duration `yaml:"max_revocation_age" json:"max_revocation_age"`
 }
+
+// DefaultMaxRevocationAge is what a zero Config.MaxRevocationAge gets: three
+// refreshes at DefaultCRLRefresh, so one or two failed refreshes refuse nothing.
+const DefaultMaxRevocationAge = 3 * DefaultCRLRefresh
 
 // RevocationConfig selects the revocation source.
 type RevocationConfig struct {
@@ -34,6 +45,19 @@ type RevocationConfig struct {
 	MaxAge time.Duration `yaml:"max_age" json:"max_age"`
 	// Timeout bounds one HTTP exchange (0: DefaultHTTPTimeout).
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// Refresh is how often every node refreshes its CRL (kind crl; 0:
+	// DefaultCRLRefresh): the same on every node, so that no node keeps vouching
+	// for a card that the others know to be revoked. A URL is fetched with a
+	// conditional GET, so an unchanged CRL is not downloaded again.
+	Refresh time.Duration `yaml:"refresh" json:"refresh"`
+}
+
+// RefreshInterval is the refresh interval in effect (DefaultCRLRefresh if 0).
+func (r RevocationConfig) RefreshInterval() time.Duration {
+	if r.Refresh == 0 {
+		return DefaultCRLRefresh
+	}
+	return r.Refresh
 }
 
 // The revocation source kinds.
@@ -42,6 +66,34 @@ const (
 	RevocationOCSP = "ocsp"
 	RevocationNone = "none"
 )
+
+// MaxRevocationAgeOrDefault is MaxRevocationAge, or DefaultMaxRevocationAge if 0.
+func (c Config) MaxRevocationAgeOrDefault() time.Duration {
+	if c.MaxRevocationAge == 0 {
+		return DefaultMaxRevocationAge
+	}
+	return c.MaxRevocationAge
+}
+
+// CheckRefresh checks the refresh interval and the maximum age of the revocation
+// data, each problem naming its field: neither negative, and for a CRL source the
+// age longer than the interval (else every node would refuse between refreshes).
+// A node checks it when it loads its configuration; NewVerifier checks it too.
+func (c Config) CheckRefresh() error {
+	var errs []error
+	r := c.Revocation
+	if r.Refresh < 0 {
+		errs = append(errs, fmt.Errorf("jpki.revocation.refresh: %v is negative", r.Refresh))
+	}
+	switch maxAge := c.MaxRevocationAgeOrDefault(); {
+	case c.MaxRevocationAge < 0:
+		errs = append(errs, fmt.Errorf("jpki.max_revocation_age: %v is negative", c.MaxRevocationAge))
+	case r.Kind == RevocationCRL && r.Refresh >= 0 && maxAge <= r.RefreshInterval():
+		errs = append(errs, fmt.Errorf("jpki.max_revocation_age: %v must be longer than jpki.revocation.refresh (%v), or every node refuses between two refreshes",
+			maxAge, r.RefreshInterval()))
+	}
+	return errors.Join(errs...)
+}
 
 // NewVerifier validates c, loads the anchors and builds the Verifier with its
 // revocation source. Every problem found is reported (joined), each naming its field.
@@ -88,6 +140,10 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 	if r.Timeout < 0 {
 		fail("jpki.revocation.timeout: %v is negative", r.Timeout)
 	}
+	if err := c.CheckRefresh(); err != nil {
+		errs = append(errs, err)
+	}
+	maxDataAge := c.MaxRevocationAgeOrDefault()
 	timeout := r.Timeout
 	if timeout == 0 {
 		timeout = DefaultHTTPTimeout
@@ -113,7 +169,8 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 			}
 		}
 		newSource = func() (RevocationSource, error) {
-			return NewCRLSource(CRLSourceOptions{URL: r.URL, File: r.File, Anchors: anchors, MaxAge: r.MaxAge, Client: client, Logger: logger})
+			return NewCRLSource(CRLSourceOptions{URL: r.URL, File: r.File, Anchors: anchors, MaxAge: r.MaxAge,
+				Refresh: r.RefreshInterval(), MaxDataAge: maxDataAge, Client: client, Logger: logger})
 		}
 	case RevocationOCSP:
 		if r.File != "" {

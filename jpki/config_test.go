@@ -69,6 +69,13 @@ func TestConfigValidation(t *testing.T) {
 			[]string{"jpki.revocation.file: not used by kind ocsp"}},
 		{"negative max age", func(c *Config) { c.Revocation.MaxAge = -time.Hour }, []string{"jpki.revocation.max_age: -1h0m0s is negative"}},
 		{"negative timeout", func(c *Config) { c.Revocation.Timeout = -time.Second }, []string{"jpki.revocation.timeout: "}},
+		{"negative refresh", func(c *Config) { c.Revocation.Refresh = -time.Second }, []string{"jpki.revocation.refresh: "}},
+		{"negative max revocation age", func(c *Config) { c.MaxRevocationAge = -time.Second }, []string{"jpki.max_revocation_age: -1s is negative"}},
+		{"max revocation age within a refresh", func(c *Config) { c.Revocation.Refresh = time.Hour; c.MaxRevocationAge = time.Hour },
+			[]string{"jpki.max_revocation_age: 1h0m0s must be longer than jpki.revocation.refresh (1h0m0s)"}},
+		{"default max revocation age within a refresh", func(c *Config) { c.Revocation.Refresh = time.Hour },
+			[]string{"jpki.max_revocation_age: 15m0s must be longer than jpki.revocation.refresh (1h0m0s)"}},
+		{"valid refresh and age", func(c *Config) { c.Revocation.Refresh = time.Minute; c.MaxRevocationAge = 3 * time.Minute }, nil},
 		{"every problem reported", func(c *Config) {
 			c.Anchors = []string{empty, missing}
 			c.Revocation.Kind = ""

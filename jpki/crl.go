@@ -27,8 +27,9 @@ const (
 	// DefaultCRLMaxAge: a CRL whose thisUpdate is older than this is stale. J-LIS
 	// publishes daily; 48 h leaves a day for the operator's job to be late.
 	DefaultCRLMaxAge = 48 * time.Hour
-	// DefaultCRLRefresh: how often a URL source fetches again.
-	DefaultCRLRefresh = time.Hour
+	// DefaultCRLRefresh: how often a URL source fetches again (a conditional GET:
+	// an unchanged CRL is not downloaded again), and how often Run refreshes.
+	DefaultCRLRefresh = 5 * time.Minute
 	// DefaultHTTPTimeout bounds one HTTP exchange (CRL fetch or OCSP query).
 	DefaultHTTPTimeout = 30 * time.Second
 	// DefaultCRLMaxBytes bounds the CRL read (J-LIS CRLs list every unexpired revoked
@@ -64,6 +65,12 @@ type CRLSourceOptions struct {
 	// Refresh: a URL source fetches again after this long (DefaultCRLRefresh if 0), or
 	// as soon as a CRL passes its nextUpdate.
 	Refresh time.Duration
+	// MaxDataAge, if positive, bounds how long ago this source last refreshed its
+	// data (a fetch answered, or a check of the file) for Status to answer: past it,
+	// Status fails with ErrRevocationStale, however fresh the CRL's own dates are,
+	// so that a node whose refreshes fail stops vouching for cards that other nodes
+	// already know to be revoked.
+	MaxDataAge time.Duration
 	// Client fetches URL (one with DefaultHTTPTimeout if nil).
 	Client *http.Client
 	// MaxBytes bounds what is read (DefaultCRLMaxBytes if 0).
@@ -91,6 +98,10 @@ type CRLSource struct {
 	loadedMod, failedMod  time.Time // file: what is loaded / what failed to load
 	loadedSize, failedSz  int64
 	fetchedAt, lastFailed time.Time // url
+	etag, lastModified    string    // url: validators of the CRL in use, for a conditional GET
+	// refreshedAt is when the data was last known current: the time given to the
+	// last refresh that fetched (or was told "not modified") or checked the file.
+	refreshedAt time.Time
 }
 
 // NewCRLSource checks opts and returns the source. It reads nothing yet: the first
@@ -101,8 +112,8 @@ func NewCRLSource(opts CRLSourceOptions) (*CRLSource, error) {
 		return nil, errors.New("jpki: CRL source: set exactly one of URL and File")
 	case opts.Anchors == nil || len(opts.Anchors.certs) == 0:
 		return nil, errors.New("jpki: CRL source: no anchors")
-	case opts.MaxAge < 0 || opts.Refresh < 0 || opts.MaxBytes < 0:
-		return nil, errors.New("jpki: CRL source: negative MaxAge, Refresh or MaxBytes")
+	case opts.MaxAge < 0 || opts.Refresh < 0 || opts.MaxBytes < 0 || opts.MaxDataAge < 0:
+		return nil, errors.New("jpki: CRL source: negative MaxAge, Refresh, MaxDataAge or MaxBytes")
 	}
 	if opts.URL != "" {
 		if err := checkHTTPURL(opts.URL); err != nil {
@@ -136,11 +147,19 @@ func NewCRLSource(opts CRLSourceOptions) (*CRLSource, error) {
 	}, nil
 }
 
-// Status implements RevocationSource.
+// Status implements RevocationSource. With MaxDataAge set, it fails with
+// ErrRevocationStale when the source has not refreshed its data within MaxDataAge
+// before at.
 func (s *CRLSource) Status(ctx context.Context, cert, _ *x509.Certificate, at time.Time) (Status, error) {
 	set, err := s.current(ctx, at, false)
 	if err != nil {
 		return Status{}, err
+	}
+	if max := s.opts.MaxDataAge; max > 0 {
+		if refreshed := s.RefreshedAt(); at.Sub(refreshed) > max {
+			return Status{}, fmt.Errorf("%w: this node last refreshed its revocation data at %s, more than %v before %s",
+				ErrRevocationStale, refreshed.UTC().Format(time.RFC3339), max, at.UTC().Format(time.RFC3339))
+		}
 	}
 	dps := crlDistributionPoints(cert)
 	var covering []*indexedCRL
@@ -213,6 +232,35 @@ func (s *CRLSource) Refresh(ctx context.Context, at time.Time) error {
 	return err
 }
 
+// RefreshedAt is when the source last knew its data current: the time of the last
+// refresh that fetched the CRL (or was told it had not changed) or checked the
+// file. It is zero before the first.
+func (s *CRLSource) RefreshedAt() time.Time {
+	s.lock <- struct{}{}
+	defer func() { <-s.lock }()
+	return s.refreshedAt
+}
+
+// Run refreshes the source every interval (Refresh; DefaultCRLRefresh if 0) until
+// ctx ends, so that every node of a cluster holds revocation data of the same age,
+// whether or not it answers enrolments or runs the linkage job. A failed refresh
+// is logged by the refresh itself; the next is tried at the next tick.
+func (s *CRLSource) Run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = s.opts.Refresh
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		_ = s.Refresh(ctx, time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // current returns the verified set, loading or fetching first when due.
 func (s *CRLSource) current(ctx context.Context, at time.Time, force bool) (*crlSet, error) {
 	select {
@@ -222,7 +270,7 @@ func (s *CRLSource) current(ctx context.Context, at time.Time, force bool) (*crl
 	}
 	defer func() { <-s.lock }()
 	if s.opts.File != "" {
-		s.refreshFile(force)
+		s.refreshFile(at, force)
 	} else {
 		s.refreshURL(ctx, at, force)
 	}
@@ -235,7 +283,7 @@ func (s *CRLSource) current(ctx context.Context, at time.Time, force bool) (*crl
 	return s.set, nil
 }
 
-func (s *CRLSource) refreshFile(force bool) {
+func (s *CRLSource) refreshFile(at time.Time, force bool) {
 	fi, err := os.Stat(s.opts.File)
 	if err != nil {
 		if s.lastErr == nil || s.lastErr.Error() != err.Error() {
@@ -247,6 +295,7 @@ func (s *CRLSource) refreshFile(force bool) {
 	mod, size := fi.ModTime(), fi.Size()
 	if s.set != nil && mod.Equal(s.loadedMod) && size == s.loadedSize {
 		s.lastErr = nil
+		s.refreshedAt = latest(s.refreshedAt, at)
 		return
 	}
 	if !force && mod.Equal(s.failedMod) && size == s.failedSz {
@@ -262,6 +311,15 @@ func (s *CRLSource) refreshFile(force bool) {
 		return
 	}
 	s.loadedMod, s.loadedSize, s.lastErr = mod, size, nil
+	s.refreshedAt = latest(s.refreshedAt, at)
+}
+
+// latest is the later of two times.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (s *CRLSource) refreshURL(ctx context.Context, at time.Time, force bool) {
@@ -272,8 +330,8 @@ func (s *CRLSource) refreshURL(ctx context.Context, at time.Time, force bool) {
 	if !force && !s.lastFailed.IsZero() && at.Sub(s.lastFailed) < crlRetry && at.Sub(s.lastFailed) >= 0 {
 		return
 	}
-	data, err := s.fetch(ctx)
-	if err == nil {
+	data, etag, lastMod, err := s.fetch(ctx)
+	if err == nil && data != nil {
 		err = s.install(data)
 	}
 	if err != nil {
@@ -284,23 +342,45 @@ func (s *CRLSource) refreshURL(ctx context.Context, at time.Time, force bool) {
 		s.log.Error("jpki: CRL not fetched", "err", err, "kept_previous", s.set != nil)
 		return
 	}
+	if data != nil {
+		s.etag, s.lastModified = etag, lastMod
+	}
 	s.fetchedAt, s.lastFailed, s.lastErr = at, time.Time{}, nil
+	s.refreshedAt = latest(s.refreshedAt, at)
 }
 
-func (s *CRLSource) fetch(ctx context.Context) ([]byte, error) {
+// fetch GETs the CRL, conditionally when a CRL is in use (If-None-Match,
+// If-Modified-Since with its validators): data is nil when the server says it has
+// not changed, so a refresh every few minutes does not download a large CRL again.
+func (s *CRLSource) fetch(ctx context.Context) (data []byte, etag, lastModified string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.opts.URL, nil)
 	if err != nil {
-		return nil, err
+		return nil, "", "", err
+	}
+	if s.set != nil {
+		if s.etag != "" {
+			req.Header.Set("If-None-Match", s.etag)
+		}
+		if s.lastModified != "" {
+			req.Header.Set("If-Modified-Since", s.lastModified)
+		}
 	}
 	resp, err := s.opts.Client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, "", "", err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET: HTTP %s", resp.Status)
+	switch {
+	case resp.StatusCode == http.StatusNotModified && s.set != nil:
+		return nil, "", "", nil
+	case resp.StatusCode != http.StatusOK:
+		return nil, "", "", fmt.Errorf("GET: HTTP %s", resp.Status)
 	}
-	return readLimited(resp.Body, s.opts.MaxBytes)
+	data, err = readLimited(resp.Body, s.opts.MaxBytes)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return data, resp.Header.Get("ETag"), resp.Header.Get("Last-Modified"), nil
 }
 
 // install verifies and indexes data and makes it the set in use, unless it is older

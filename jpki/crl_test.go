@@ -330,7 +330,7 @@ func TestCRLURL(t *testing.T) {
 		defer mu.Unlock()
 		status, body = code, data
 	}
-	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL + "/jpki.crl", Anchors: p.anchorSet(t, 1), Logger: discardLogger()})
+	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL + "/jpki.crl", Anchors: p.anchorSet(t, 1), Refresh: time.Hour, Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,6 +382,104 @@ func TestCRLURL(t *testing.T) {
 	}
 }
 
+// TestCRLConditionalRefresh: a refresh sends the validators of the CRL in use; a
+// "not modified" answer downloads nothing and still counts as a refresh, which the
+// data age (MaxDataAge) is measured from. When refreshes fail for longer than
+// MaxDataAge, Status refuses as stale although the CRL itself is fresh.
+func TestCRLConditionalRefresh(t *testing.T) {
+	p := getPKI(t)
+	leaf := mustParse(t, p.leaf(t, leafSpec{anchor: 1}))
+	der := crlDER(t, p.anchors[1], p.anchorKeys[1], testAt.Add(-time.Hour), testAt.Add(23*time.Hour), nil)
+	var mu sync.Mutex
+	down := false
+	var full, notModified atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case down:
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		case r.Header.Get("If-None-Match") == `"crl-1"`:
+			notModified.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			full.Add(1)
+			w.Header().Set("ETag", `"crl-1"`)
+			w.Write(der)
+		}
+	}))
+	defer srv.Close()
+	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Refresh: 5 * time.Minute,
+		MaxDataAge: 15 * time.Minute, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 3 {
+		if err := src.Refresh(ctx, testAt.Add(time.Duration(i)*5*time.Minute)); err != nil {
+			t.Fatalf("refresh %d: %v", i, err)
+		}
+	}
+	if full.Load() != 1 || notModified.Load() != 2 {
+		t.Fatalf("%d full downloads and %d not-modified answers, want 1 and 2", full.Load(), notModified.Load())
+	}
+	if got, want := src.RefreshedAt(), testAt.Add(10*time.Minute); !got.Equal(want) {
+		t.Fatalf("RefreshedAt = %s, want %s (the last not-modified answer)", got, want)
+	}
+	if st, err := src.Status(ctx, leaf, p.anchors[1], testAt.Add(12*time.Minute)); err != nil || st.State != StateGood {
+		t.Fatalf("Status within the data age: %v, %v", st, err)
+	}
+	mu.Lock()
+	down = true
+	mu.Unlock()
+	// The refreshes fail (each Status is past Refresh, so it tries, then holds back
+	// for 30 s); the CRL is fresh by its own dates, the node's data is not.
+	if _, err := src.Status(ctx, leaf, p.anchors[1], testAt.Add(24*time.Minute)); err != nil {
+		t.Fatalf("Status 14 min after the last refresh: %v", err)
+	}
+	_, err = src.Status(ctx, leaf, p.anchors[1], testAt.Add(26*time.Minute))
+	if !errors.Is(err, ErrRevocationStale) {
+		t.Fatalf("Status 16 min after the last refresh: %v, want ErrRevocationStale", err)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	if _, err := src.Status(ctx, leaf, p.anchors[1], testAt.Add(27*time.Minute)); err != nil {
+		t.Fatalf("Status after the source answered again: %v", err)
+	}
+}
+
+// TestCRLRun: Run refreshes on its interval, with no Status call to prompt it.
+func TestCRLRun(t *testing.T) {
+	p := getPKI(t)
+	var fetches atomic.Int32
+	der := crlDER(t, p.anchors[1], p.anchorKeys[1], time.Now().Add(-time.Hour), time.Now().Add(23*time.Hour), nil)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		w.Write(der)
+	}))
+	defer srv.Close()
+	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx, 20*time.Millisecond) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for fetches.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := fetches.Load(); n < 3 {
+		t.Fatalf("%d fetches in 10 s at a 20 ms interval", n)
+	}
+	if src.RefreshedAt().IsZero() {
+		t.Fatal("RefreshedAt is zero after refreshes")
+	}
+}
+
 func TestCRLRevokedSince(t *testing.T) {
 	p := getPKI(t)
 	key := make([]byte, 32)
@@ -421,6 +519,7 @@ func TestCRLRevokedSince(t *testing.T) {
 func TestNewCRLSourceRefuses(t *testing.T) {
 	p := getPKI(t)
 	for name, o := range map[string]CRLSourceOptions{
+		"negative data age":    {File: "x", Anchors: p.anchorSet(t, 1), MaxDataAge: -1},
 		"neither URL nor file": {Anchors: p.anchorSet(t, 1)},
 		"both":                 {URL: "https://example.jp/crl", File: "/x", Anchors: p.anchorSet(t, 1)},
 		"no anchors":           {File: "/x"},

@@ -12,6 +12,8 @@
 // but keeps unknown entries of the basic-4 arc; personal data never leaves an Identity
 // by printing, logging or error messages (the card's x509.Certificate, personal data
 // as a whole, is reachable only through SignatureCertificate.X509), and what other
-// packages store is a keyed hash of the person (Identity.PersonHash) or of the
-// certificate (CertHash), never the data. The package imports nothing of inkan's.
+// packages store are keyed hashes — of the name and birth date
+// (Identity.NameBirthHash), of all four basic-4 fields (Identity.Basic4Hint), of the
+// certificate (CertHash) — never the data. None of them is a person: who a person is
+// is the CA's to record (a lineage of JPKI certificates joined by re-binds). The package imports nothing of inkan's.
 package jpki

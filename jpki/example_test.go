@@ -51,13 +51,13 @@ func ExampleVerifier_Verify() {
 
 	// What gets stored: keyed hashes (the key is a secret kept in the HSM).
 	key := bytes.Repeat([]byte{0x42}, jpki.MinHashKeyLen)
-	fmt.Println("person:", res.Certificate.Identity.PersonHash(key).String()[:16])
+	fmt.Println("name and birth:", res.Certificate.Identity.NameBirthHash(key).String()[:16])
 	// Output:
 	// policy: 1.2.392.200149.8.5.1.1.20
 	// anchor from: 2019-09-14
 	// revocation: good
 	// identity: jpki.Identity{REDACTED}
-	// person: 7d5d404350335293
+	// name and birth: 7d5d404350335293
 }
 
 // Reading the basic-4 information, for the fields a certificate policy copies into

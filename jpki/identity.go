@@ -25,7 +25,7 @@ import (
 // call Format, and where a pointer would be followed by the %s/%q fallback) shows a
 // function address, not the data; encoding/json sees no exported field. Read a field
 // only through its method, for what a policy puts into a certificate; store the keyed
-// hash (PersonHash) instead of the data.
+// hashes (NameBirthHash, Basic4Hint) instead of the data.
 //
 // The zero Identity holds nothing; the parser never returns it. Identity values are
 // not comparable with ==.
@@ -226,21 +226,27 @@ type Hash [sha256.Size]byte
 // String is the hash in lower-case hex.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
-// MinHashKeyLen is the shortest key PersonHash and CertHash accept. The inputs (a name
-// and a birth date) are guessable, so only the key keeps the hash from being reversed
-// by trying them: it must be a secret of full strength.
+// MinHashKeyLen is the shortest key the keyed hashes (NameBirthHash, Basic4Hint,
+// CertHash) accept. The inputs (a name and a birth date) are guessable, so only the
+// key keeps the hash from being reversed by trying them: it must be a secret of full
+// strength.
 const MinHashKeyLen = 32
 
-// Domain-separation labels: a person hash never equals a certificate hash, and a later
-// change of the encoding gets a new label.
+// Domain-separation labels: a name-and-birth hash never equals a basic-4 hint or a
+// certificate hash, and a later change of an encoding gets a new label. The
+// name-and-birth label keeps its first name ("person"): the CA's state holds values
+// made under it, from when that hash was taken for the person itself.
 const (
-	personHashLabel = "inkan/jpki/person/v1\x00"
+	nameBirthLabel  = "inkan/jpki/person/v1\x00"
+	basic4HintLabel = "inkan/jpki/basic4/v1\x00"
 	certHashLabel   = "inkan/jpki/certificate/v1\x00"
 )
 
-// PersonHash is the "same person" key: HMAC-SHA256 under key over a canonical encoding
-// of the name and the Gregorian date of birth. The address is left out on purpose, so
-// the hash survives a move (the case re-binding exists for); the era digit is left out
+// NameBirthHash is HMAC-SHA256 under key over a canonical encoding of the name and
+// the Gregorian date of birth. Many people share a name and a birth date, so it says
+// who a person is NOT rather than who they are: a re-bind needs it to match (a move
+// keeps the name and the birth date), but never takes it as proof. The address is
+// left out on purpose, so the hash survives a move; the era digit is left out
 // because it is derived from the date. The name is taken byte for byte as the
 // certificate gives it.
 //
@@ -250,19 +256,52 @@ const (
 //
 // It panics if key is shorter than MinHashKeyLen or id is the zero Identity: both are
 // programming errors that would otherwise yield hashes shared by many people.
-func (id Identity) PersonHash(key []byte) Hash {
-	checkHashKey(key)
-	p := id.p()
-	if p == nil {
-		panic("jpki: PersonHash of the zero Identity")
-	}
-	msg := make([]byte, 0, len(personHashLabel)+4+len(p.name)+8)
-	msg = append(msg, personHashLabel...)
+func (id Identity) NameBirthHash(key []byte) Hash {
+	p := id.mustData(key, "NameBirthHash")
+	msg := make([]byte, 0, len(nameBirthLabel)+4+len(p.name)+8)
+	msg = append(msg, nameBirthLabel...)
 	msg = binary.BigEndian.AppendUint32(msg, uint32(len(p.name)))
 	msg = append(msg, p.name...)
 	d := p.birth
 	msg = fmt.Appendf(msg, "%04d%02d%02d", d.Year, int(d.Month), d.Day)
 	return hmacSum(key, msg)
+}
+
+// Basic4Hint is HMAC-SHA256 under key over all four basic-4 fields: name, date of
+// birth, gender and address. A renewed card of a person who has not moved gives the
+// same hint, so the hint finds that person's certificates when a per-person cap is
+// counted; people who share a name and a birth date but not a gender or an address
+// get different hints. It is a hint and no more: it is never enough to re-bind a
+// certificate or to share a pseudonym (two people may still share all four fields,
+// and one person's fields change when they move or marry).
+//
+// Encoding: label "inkan/jpki/basic4/v1\0", the name's length (4-byte big-endian)
+// and UTF-8 bytes, the date as YYYYMMDD, the gender digit as one ASCII digit, the
+// address's length (4-byte big-endian) and UTF-8 bytes.
+//
+// It panics as NameBirthHash does.
+func (id Identity) Basic4Hint(key []byte) Hash {
+	p := id.mustData(key, "Basic4Hint")
+	msg := make([]byte, 0, len(basic4HintLabel)+4+len(p.name)+9+4+len(p.address))
+	msg = append(msg, basic4HintLabel...)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(len(p.name)))
+	msg = append(msg, p.name...)
+	d := p.birth
+	msg = fmt.Appendf(msg, "%04d%02d%02d%d", d.Year, int(d.Month), d.Day, p.gender)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(len(p.address)))
+	msg = append(msg, p.address...)
+	return hmacSum(key, msg)
+}
+
+// mustData returns the data for a keyed hash, panicking on a short key or the zero
+// Identity.
+func (id Identity) mustData(key []byte, what string) *person {
+	checkHashKey(key)
+	p := id.p()
+	if p == nil {
+		panic("jpki: " + what + " of the zero Identity")
+	}
+	return p
 }
 
 // certHash is HMAC-SHA256 under key over the issuer name and the serial number, the

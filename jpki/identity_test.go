@@ -116,7 +116,7 @@ func TestIdentityNeverPrinted(t *testing.T) {
 	assertNoPersonalData(t, string(js))
 }
 
-func TestPersonHash(t *testing.T) {
+func TestNameBirthHash(t *testing.T) {
 	p := getPKI(t)
 	key := bytes.Repeat([]byte{7}, 32)
 	parse := func(san []otherName) Identity {
@@ -127,9 +127,9 @@ func TestPersonHash(t *testing.T) {
 		return sc.Identity
 	}
 	base := parse(basic4())
-	h := base.PersonHash(key)
+	h := base.NameBirthHash(key)
 
-	// Known answer: the encoding documented on PersonHash. Changing it silently would
+	// Known answer: the encoding documented on NameBirthHash. Changing it silently would
 	// orphan every stored link.
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("inkan/jpki/person/v1\x00"))
@@ -137,7 +137,7 @@ func TestPersonHash(t *testing.T) {
 	m.Write([]byte(testName))
 	m.Write([]byte("19800315"))
 	if want := m.Sum(nil); !bytes.Equal(h[:], want) {
-		t.Fatalf("PersonHash = %x, want %x", h, want)
+		t.Fatalf("NameBirthHash = %x, want %x", h, want)
 	}
 
 	tests := []struct {
@@ -157,7 +157,7 @@ func TestPersonHash(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.id.PersonHash(tt.key) == h; got != tt.same {
+			if got := tt.id.NameBirthHash(tt.key) == h; got != tt.same {
 				t.Errorf("same hash = %v, want %v", got, tt.same)
 			}
 		})
@@ -167,8 +167,10 @@ func TestPersonHash(t *testing.T) {
 	}
 
 	for name, f := range map[string]func(){
-		"short key":     func() { base.PersonHash(make([]byte, 31)) },
-		"zero Identity": func() { Identity{}.PersonHash(key) },
+		"short key":          func() { base.NameBirthHash(make([]byte, 31)) },
+		"zero Identity":      func() { Identity{}.NameBirthHash(key) },
+		"hint short key":     func() { base.Basic4Hint(make([]byte, 31)) },
+		"hint zero Identity": func() { Identity{}.Basic4Hint(key) },
 		"cert short key": func() {
 			sc, _ := ParseSignatureCertificate(p.leaf(t, leafSpec{}))
 			sc.CertHash(nil)
@@ -181,6 +183,54 @@ func TestPersonHash(t *testing.T) {
 				}
 			}()
 			f()
+		})
+	}
+}
+
+// TestBasic4Hint: the hint changes with any of the four fields, and with nothing
+// else (the era digit is derived from the date; the substitute maps are not basic-4
+// fields).
+func TestBasic4Hint(t *testing.T) {
+	p := getPKI(t)
+	key := bytes.Repeat([]byte{7}, 32)
+	parse := func(san []otherName) Identity {
+		sc, err := ParseSignatureCertificate(p.leaf(t, leafSpec{san: san}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc.Identity
+	}
+	base := parse(basic4())
+	h := base.Basic4Hint(key)
+
+	// Known answer: the encoding documented on Basic4Hint.
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("inkan/jpki/basic4/v1\x00"))
+	m.Write([]byte{0, 0, 0, byte(len(testName))})
+	m.Write([]byte(testName))
+	m.Write([]byte("19800315"))
+	m.Write([]byte{'0' + byte(base.Gender())})
+	m.Write([]byte{0, 0, 0, byte(len(base.Address()))})
+	m.Write([]byte(base.Address()))
+	if want := m.Sum(nil); !bytes.Equal(h[:], want) {
+		t.Fatalf("Basic4Hint = %x, want %x", h, want)
+	}
+	for _, tt := range []struct {
+		name string
+		id   Identity
+		same bool
+	}{
+		{"same card again", parse(basic4()), true},
+		{"era digit differs", parse(withEntry(oidDateOfBirth, utf8Value("019800315"))), true},
+		{"after a move (address changed)", parse(withEntry(oidAddress, utf8Value("大阪府大阪市北区中之島一丁目３番２０号"))), false},
+		{"gender differs", parse(withEntry(oidGender, utf8Value("3"))), false},
+		{"name changed", parse(withEntry(oidName, utf8Value("公的　花子"))), false},
+		{"other birth date", parse(withEntry(oidDateOfBirth, utf8Value("319800316"))), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.id.Basic4Hint(key) == h; got != tt.same {
+				t.Errorf("same hint = %v, want %v", got, tt.same)
+			}
 		})
 	}
 }
@@ -202,7 +252,7 @@ func TestCertHash(t *testing.T) {
 	if a.CertHash(key) == parse(leafSpec{serial: 11}).CertHash(key) {
 		t.Error("different serials, same hash")
 	}
-	if a.CertHash(key) == a.Identity.PersonHash(key) {
-		t.Error("certificate and person hashes collide")
+	if a.CertHash(key) == a.Identity.NameBirthHash(key) || a.CertHash(key) == a.Identity.Basic4Hint(key) || a.Identity.NameBirthHash(key) == a.Identity.Basic4Hint(key) {
+		t.Error("certificate, name-and-birth and basic-4 hashes collide")
 	}
 }

@@ -10,11 +10,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -228,32 +226,15 @@ func TestAdminRoleMatrix(t *testing.T) {
 	}
 }
 
+// call is rawCall with the body a POST needs ("{}") and none otherwise.
 func call(t *testing.T, url string, roots *x509.CertPool, cert *tls.Certificate, method, path string) (int, Problem) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
-	var body io.Reader
+	body := ""
 	if method == http.MethodPost {
-		body = strings.NewReader("{}")
+		body = "{}"
 	}
-	req, err := http.NewRequest(method, url+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var p Problem
-	b, _ := io.ReadAll(resp.Body)
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
-		_ = json.Unmarshal(b, &p)
-	}
-	return resp.StatusCode, p
+	status, p, _ := rawCall(t, url, roots, cert, method, path, body)
+	return status, p
 }
 
 // TestAdminDualControl: a CA key generation needs 2 admins besides the

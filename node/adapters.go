@@ -19,6 +19,7 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/ca/policy"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/ocsp"
 	"github.com/inkan-pki/inkan/operator"
@@ -356,7 +357,7 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 		}
 		did = true
 		m.log.Info("node: OCSP responder certificate issued", "issuer", is.ID,
-			"serial", audit.SerialHex(cert.SerialNumber), "not_after", cert.NotAfter)
+			"serial", certserial.Format(cert.SerialNumber), "not_after", cert.NotAfter)
 	}
 	return did, errors.Join(errs...)
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/operator"
@@ -329,7 +329,7 @@ func (n *Node) adminCertList(w http.ResponseWriter, r *http.Request) {
 	var after *big.Int
 	if v := q.Get("after"); v != "" {
 		var ok bool
-		if after, ok = parseSerial(w, v); !ok {
+		if after, ok = parseSerial(w, "after", v); !ok {
 			return
 		}
 	}
@@ -379,7 +379,7 @@ func (n *Node) adminCertList(w http.ResponseWriter, r *http.Request) {
 
 func certInfo(rec ca.Record) CertInfo {
 	info := CertInfo{
-		Serial: hex.EncodeToString(rec.Serial.Bytes()), Issuer: rec.Issuer, Kind: kindName(rec.Kind),
+		Serial: certserial.Format(rec.Serial), Issuer: rec.Issuer, Kind: kindName(rec.Kind),
 		Profile: rec.Profile, PolicyVersion: rec.PolicyVersion, Status: rec.Status.String(),
 		IssuedAt: rec.IssuedAt, NotAfter: rec.NotAfter,
 	}
@@ -393,7 +393,7 @@ func certInfo(rec ca.Record) CertInfo {
 }
 
 func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
-	serial, ok := parseSerial(w, r.PathValue("serial"))
+	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
@@ -406,7 +406,7 @@ func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
-	serial, ok := parseSerial(w, r.PathValue("serial"))
+	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
@@ -439,7 +439,7 @@ func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 	serials := make([]*big.Int, len(req.Serials))
 	for i, s := range req.Serials {
 		var ok bool
-		if serials[i], ok = parseSerial(w, s); !ok {
+		if serials[i], ok = parseSerial(w, fmt.Sprintf("serials[%d]", i), s); !ok {
 			return
 		}
 	}
@@ -464,7 +464,7 @@ func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 		case err == nil:
 			p.Revoked++
 		case errors.Is(err, ca.ErrNotFound), errors.Is(err, cluster.ErrRefused):
-			p.Failed = append(p.Failed, BulkFailed{Serial: req.Serials[i], Error: err.Error()})
+			p.Failed = append(p.Failed, BulkFailed{Serial: certserial.Format(s), Error: err.Error()})
 		default:
 			p.Error = err.Error()
 		}
@@ -484,7 +484,7 @@ func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) adminCertHold(w http.ResponseWriter, r *http.Request) {
-	serial, ok := parseSerial(w, r.PathValue("serial"))
+	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
@@ -492,7 +492,7 @@ func (n *Node) adminCertHold(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) adminCertRelease(w http.ResponseWriter, r *http.Request) {
-	serial, ok := parseSerial(w, r.PathValue("serial"))
+	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
@@ -508,23 +508,19 @@ func (n *Node) certChange(w http.ResponseWriter, r *http.Request, serial *big.In
 		writeCAError(w, err)
 		return
 	}
-	n.log.Info("node: admin: certificate "+what, "serial", hex.EncodeToString(serial.Bytes()))
+	n.log.Info("node: admin: certificate "+what, "serial", certserial.Format(serial))
 	n.adminCert(w, r)
 }
 
-// parseSerial reads a serial number written in hex (colons allowed, as
-// openssl prints them; an odd number of digits, as the logs print them).
-func parseSerial(w http.ResponseWriter, s string) (*big.Int, bool) {
-	h := strings.ReplaceAll(s, ":", "")
-	if len(h)%2 == 1 {
-		h = "0" + h
-	}
-	b, err := hex.DecodeString(h)
-	if err != nil || len(b) == 0 || len(b) > 20 {
-		writeProblem(w, probRequestInvalid, fmt.Sprintf("serial: %q is not a serial number in hex (at most 20 bytes)", s))
+// parseSerial reads a serial number in any form certserial.Parse accepts;
+// field names the argument in the refusal.
+func parseSerial(w http.ResponseWriter, field, s string) (*big.Int, bool) {
+	n, err := certserial.Parse(s)
+	if err != nil {
+		writeProblem(w, probRequestInvalid, fmt.Sprintf("%s %v", field, err))
 		return nil, false
 	}
-	return new(big.Int).SetBytes(b), true
+	return n, true
 }
 
 // writeCAError maps the authority's errors to problem types, then the

@@ -1,10 +1,10 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -81,9 +81,9 @@ type ClusterConfig struct {
 // cost of a slower failover: a leader lost is replaced after about
 // heartbeat_timeout to twice that, plus an election.
 type RaftConfig struct {
-	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 1s
-	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 1s
-	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 500ms
+	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 500ms
+	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 500ms
+	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 250ms
 	SnapshotInterval   Duration `yaml:"snapshot_interval"`    // default 2m
 	SnapshotThreshold  uint64   `yaml:"snapshot_threshold"`   // default 8192 entries
 }
@@ -162,8 +162,48 @@ type EnrollConfig struct {
 	DefaultProfile string `yaml:"default_profile"`
 	// LinkageInterval is how often the leader reads the J-LIS CRL for revoked
 	// cards with derived certificates (default 5m; sooner when a grace period
-	// ends).
+	// ends). Every node refreshes its CRL on its own at jpki.revocation.refresh.
 	LinkageInterval Duration `yaml:"linkage_interval"`
+	// ClientPrefixV4 and ClientPrefixV6 are the networks per-address rate
+	// limits count (default 24 and 56): a client holding many addresses holds
+	// them in one network.
+	ClientPrefixV4 int `yaml:"client_prefix_v4"`
+	ClientPrefixV6 int `yaml:"client_prefix_v6"`
+	// RequestRate and RequestBurst bound what one client network asks of this
+	// node's enrollment API, every endpoint together: RequestRate requests a
+	// second on average, RequestBurst at once (default 1 and 10; a challenge
+	// and an enrollment are two). A load test from one address raises them;
+	// request_rate: -1 turns the limit off (a lab's choice, never production's).
+	// The profiles' own rateLimits still apply.
+	RequestRate  float64 `yaml:"request_rate"`
+	RequestBurst int     `yaml:"request_burst"`
+	// TrustedProxies are the addresses or networks (CIDR) of proxies in front of
+	// the API whose X-Forwarded-For names the client; from any other peer the
+	// header is ignored. Default none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// trustedProxies parses TrustedProxies (validated on load).
+func (e EnrollConfig) trustedProxies() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range e.TrustedProxies {
+		if p, err := parseProxy(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseProxy reads an address or a CIDR network.
+func parseProxy(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // AuditConfig is the audit API's exposure.
@@ -212,7 +252,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m)", n.Line, n.Value)
+		return fmt.Errorf("%q is not a duration (e.g. 30s, 5m)", n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -225,7 +265,9 @@ const (
 )
 
 // LoadConfig reads, defaults and validates the YAML file at path. Unknown keys are
-// errors, so a misspelt option never silently falls back to its default.
+// errors, so a misspelt option never silently falls back to its default. Every
+// problem is a FieldError naming the option and its line; several are listed one
+// a line.
 func LoadConfig(path string) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -233,21 +275,38 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	cfg, err := ParseConfig(raw)
 	if err != nil {
+		if fes := fieldErrors(err); len(fes) > 1 {
+			return nil, fmt.Errorf("config %s: %d problems:\n  %w", path, len(fes), indent(err))
+		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// ParseConfig decodes, defaults and validates a configuration document.
+// indentedError indents the second and later lines of its error, keeping it.
+type indentedError struct{ error }
+
+func (e indentedError) Error() string { return strings.ReplaceAll(e.error.Error(), "\n", "\n  ") }
+func (e indentedError) Unwrap() error { return e.error }
+
+func indent(err error) error { return indentedError{err} }
+
+// ParseConfig decodes, defaults and validates a configuration document. Its
+// errors are FieldErrors (joined when there are several), each with the line of
+// its option when the document gives the option.
 func ParseConfig(raw []byte) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
 	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	doc, err := decodeConfig(raw, &cfg)
+	if err != nil {
+		return nil, err
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
+		for _, fe := range fieldErrors(err) {
+			if fe.Line == 0 {
+				fe.Line = lineOf(doc, fe.Path)
+			}
+		}
 		return nil, err
 	}
 	return &cfg, nil
@@ -280,9 +339,9 @@ func (c *Config) setDefaults() {
 			*d = Duration(v)
 		}
 	}
-	def(&c.Cluster.Raft.HeartbeatTimeout, time.Second)
-	def(&c.Cluster.Raft.ElectionTimeout, time.Second)
-	def(&c.Cluster.Raft.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.ElectionTimeout, 500*time.Millisecond)
+	def(&c.Cluster.Raft.LeaderLeaseTimeout, 250*time.Millisecond)
 	def(&c.Cluster.Raft.SnapshotInterval, 2*time.Minute)
 	if c.Cluster.Raft.SnapshotThreshold == 0 {
 		c.Cluster.Raft.SnapshotThreshold = 8192
@@ -307,6 +366,18 @@ func (c *Config) setDefaults() {
 		c.Enroll.DefaultProfile = "authentication"
 	}
 	def(&c.Enroll.LinkageInterval, 5*time.Minute)
+	if c.Enroll.ClientPrefixV4 == 0 {
+		c.Enroll.ClientPrefixV4 = 24
+	}
+	if c.Enroll.ClientPrefixV6 == 0 {
+		c.Enroll.ClientPrefixV6 = 56
+	}
+	if c.Enroll.RequestRate == 0 {
+		c.Enroll.RequestRate = 1
+	}
+	if c.Enroll.RequestBurst == 0 {
+		c.Enroll.RequestBurst = 10
+	}
 	if c.CA.CRLShards == 0 {
 		c.CA.CRLShards = 16
 	}
@@ -322,12 +393,12 @@ const (
 	maxSocketPath = 107
 )
 
-// Validate checks every field and reports all problems at once, each naming the
-// field as it is written in the file.
+// Validate checks every field and reports all problems at once, each a FieldError
+// naming the field as it is written in the file.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, &FieldError{Path: field, Msg: fmt.Sprintf(format, args...)})
 	}
 
 	switch {
@@ -449,6 +520,28 @@ func (c *Config) Validate() error {
 	}
 	if c.JPKI != nil && len(c.JPKI.Anchors) == 0 {
 		bad("jpki.anchors", "required: the J-LIS CA certificates (PEM files) that card certificates chain to")
+	}
+	if c.JPKI != nil {
+		if err := c.JPKI.CheckRefresh(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if v := c.Enroll.ClientPrefixV4; v < 1 || v > 32 {
+		bad("enroll.client_prefix_v4", "%d is outside 1..32", v)
+	}
+	if v := c.Enroll.ClientPrefixV6; v < 1 || v > 128 {
+		bad("enroll.client_prefix_v6", "%d is outside 1..128", v)
+	}
+	if v := c.Enroll.RequestRate; v < 0 && v != -1 {
+		bad("enroll.request_rate", "%v is negative (-1 turns the limit off)", v)
+	}
+	if v := c.Enroll.RequestBurst; v < 1 {
+		bad("enroll.request_burst", "%d is less than 1", v)
+	}
+	for i, p := range c.Enroll.TrustedProxies {
+		if _, err := parseProxy(p); err != nil {
+			bad(fmt.Sprintf("enroll.trusted_proxies[%d]", i), "%q is not an address or a CIDR network", p)
+		}
 	}
 
 	if c.HSM.Module == "" || !filepath.IsAbs(c.HSM.Module) {

@@ -142,7 +142,7 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		Logger:      n.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("node: hsm: %w", err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { n.tok.Close() })
 	vault := cluster.NewHSMVault(n.tok)
@@ -309,7 +309,7 @@ func PrepareJoin(ctx context.Context, cfg *Config) (cluster.JoinKeys, error) {
 		Sessions: 1, IdleTimeout: time.Duration(cfg.HSM.IdleTimeout), Logger: newLogger(cfg.Log, os.Stderr),
 	})
 	if err != nil {
-		return cluster.JoinKeys{}, fmt.Errorf("node: hsm: %w", err)
+		return cluster.JoinKeys{}, fmt.Errorf("node: %w", err)
 	}
 	defer tok.Close()
 	keys, err := cluster.PrepareJoin(ctx, cfg.DataDir, cfg.Cluster.NodeID, cluster.NewHSMVault(tok))

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/node"
 )
@@ -351,6 +353,57 @@ func TestNodeRestart(t *testing.T) {
 	}
 }
 
+// stutter returns a context said twice in a row ("node: hsm: hsm: …"), or "".
+func stutter(msg string) string {
+	parts := strings.Split(msg, ": ")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] == parts[i-1] && strings.Trim(parts[i], "abcdefghijklmnopqrstuvwxyz/") == "" {
+			return parts[i]
+		}
+	}
+	return ""
+}
+
+// TestStartErrorsSayEachContextOnce: a node that cannot open its token says so
+// with its identity kept (errors.Is) and each part of its context once.
+func TestStartErrorsSayEachContextOnce(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	for _, c := range []struct {
+		name string
+		edit func(*node.Config)
+		is   error
+	}{
+		{"no such token", func(c *node.Config) { c.HSM.Token = "no-such-token" }, hsm.ErrTokenNotFound},
+		{"no such module", func(c *node.Config) { c.HSM.Module = "/nonexistent/libpkcs11.so" }, hsm.ErrModuleNotLoadable},
+		{"PIN file open to others", func(c *node.Config) {
+			pin := filepath.Join(t.TempDir(), "pin")
+			if err := os.WriteFile(pin, []byte("1234"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c.HSM.PINFile = pin
+		}, hsm.ErrPINSource},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig(t, tok, "  bootstrap: true")
+			c.edit(cfg)
+			n, err := node.Start(ctxT(t, 30*time.Second), cfg)
+			if err == nil {
+				n.Stop(context.Background())
+				t.Fatal("started")
+			}
+			if !errors.Is(err, c.is) {
+				t.Fatalf("error %v is not %v", err, c.is)
+			}
+			if m := stutter(err.Error()); m != "" {
+				t.Fatalf("error %q says %q twice", err, m)
+			}
+		})
+	}
+	if m := stutter("node: hsm: hsm: open"); m != "hsm" {
+		t.Fatal("the stutter pattern finds nothing")
+	}
+}
+
 // TestNodeStopsWhenClusterFails: a committed command this replica cannot apply
 // stops the cluster, and the node with it, with the cluster's error.
 func TestNodeStopsWhenClusterFails(t *testing.T) {
@@ -421,6 +474,22 @@ func TestAdmin(t *testing.T) {
 		{"remove unknown", func() error { return ac.RemoveNode(ctx, "nosuch") }, "node-unknown"},
 		{"remove self", func() error { return ac.RemoveNode(ctx, "adm") }, "remove-self"},
 		{"last voter leaves", func() error { return ac.Leave(ctx) }, "last-voter"},
+		// Every documented spelling of a serial reaches the lookup; others are
+		// refused naming the argument.
+		{"serial as openssl -text prints it", func() error { _, err := ac.Cert(ctx, "0D:0A:59:08"); return err }, "cert-unknown"},
+		{"serial with DER's zero byte", func() error { _, err := ac.Cert(ctx, "00d0a59081"); return err }, "cert-unknown"},
+		{"serial not hex", func() error {
+			_, err := ac.Cert(ctx, "0d0g")
+			var prob *node.Problem
+			if errors.As(err, &prob) && !strings.HasPrefix(prob.Detail, `serial "0d0g": not a certificate serial number`) {
+				return fmt.Errorf("detail %q does not name the argument", prob.Detail)
+			}
+			return err
+		}, "request-invalid"},
+		{"list after a serial with a bad colon", func() error {
+			_, err := ac.Certs(ctx, url.Values{"after": {"0d::0a"}})
+			return err
+		}, "request-invalid"},
 		{"transfer alone", func() error {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()

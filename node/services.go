@@ -87,7 +87,7 @@ func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Compone
 		Logger:     log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("node: audit: %w", err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	return a, nil
 }
@@ -370,15 +370,18 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 		})
 	})
 	h, err := enroll.NewHandler(enroll.Config{
-		Audience:   a.cfg.API.PublicURL + enroll.PathEnroll,
-		Verifier:   verifier,
-		Cluster:    env.Cluster,
-		Policy:     pol,
-		Issuer:     auth,
-		Rebinder:   auth,
-		LinkKey:    secrets.link,
-		Registerer: env.Metrics,
-		Logger:     a.log,
+		Audience:       a.cfg.API.PublicURL + enroll.PathEnroll,
+		Verifier:       verifier,
+		Cluster:        env.Cluster,
+		Policy:         pol,
+		Issuer:         auth,
+		Rebinder:       auth,
+		LinkKey:        secrets.link,
+		ClientPrefix:   enroll.ClientPrefix{V4: a.cfg.Enroll.ClientPrefixV4, V6: a.cfg.Enroll.ClientPrefixV6},
+		RateLimit:      enroll.RateLimit{Rate: a.cfg.Enroll.RequestRate, Burst: a.cfg.Enroll.RequestBurst},
+		TrustedProxies: a.cfg.Enroll.trustedProxies(),
+		Registerer:     env.Metrics,
+		Logger:         a.log,
 	})
 	if err != nil {
 		return fmt.Errorf("node: enrollment: %w", err)
@@ -389,14 +392,16 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 
 	// The linkage job follows the J-LIS CRL on the leader and acts on the
 	// derived certificates of revoked cards. An OCSP source lists nothing to
-	// follow.
+	// follow. Every node refreshes its CRL on the same interval, leader or
+	// not, so that none vouches for a card the others know to be revoked.
 	if feed, ok := verifier.RevocationSource().(*jpki.CRLSource); ok {
+		a.goRun(func() { feed.Run(a.ctx, a.cfg.JPKI.Revocation.RefreshInterval()) })
 		job, err := linkage.New(linkage.Config{
 			State: env.Cluster, Authority: auth, Feed: feed, Profiles: pol.Profiles, LinkKey: secrets.link,
 			Interval: time.Duration(a.cfg.Enroll.LinkageInterval), Logger: a.log, Registerer: env.Metrics,
 		})
 		if err != nil {
-			return fmt.Errorf("node: linkage: %w", err)
+			return fmt.Errorf("node: %w", err)
 		}
 		env.Cluster.OnLeader(func(ctx context.Context) {
 			// A new cluster's first leader seeds the profiles meanwhile.

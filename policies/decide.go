@@ -33,6 +33,11 @@ type Request struct {
 	// Profile is the profile asked for ("" for the set's default).
 	Profile string
 	JPKI    *jpki.SignatureCertificate
+	// Person is the person record's random identifier (the CA keeps the records):
+	// the pseudonyms are keyed hashes of it, never of the JPKI data, so that two
+	// people who share a name and a birth date get different ones and a re-bind
+	// keeps them.
+	Person []byte
 	// PublicKey is the subscriber's key (from the CSR whose signature was checked).
 	PublicKey any
 	// Revocation is the JPKI revocation answer the verification used, and
@@ -81,6 +86,9 @@ func (s *Set) Decide(req Request) (Decision, error) {
 	if req.JPKI == nil || req.JPKI.Identity.IsZero() {
 		return Decision{}, fmt.Errorf("%w: no verified JPKI certificate", ErrDenied)
 	}
+	if len(req.Person) == 0 {
+		return Decision{}, fmt.Errorf("%w: no person record", ErrDenied)
+	}
 	if !slices.Contains(p.Enrollment.JPKIPolicies, req.JPKI.Policy) {
 		return Decision{}, fmt.Errorf("%w: profile %s does not accept JPKI policy %s", ErrDenied, p.Name, clip(req.JPKI.Policy))
 	}
@@ -101,7 +109,7 @@ func (s *Set) Decide(req Request) (Decision, error) {
 	if !notAfter.After(req.At) {
 		return Decision{}, fmt.Errorf("%w: the JPKI certificate has expired", ErrDenied)
 	}
-	tmpl, err := s.render(p, req.JPKI.Identity)
+	tmpl, err := s.render(p, req.JPKI.Identity, req.Person)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -118,18 +126,43 @@ func (s *Set) Decide(req Request) (Decision, error) {
 	return d, nil
 }
 
-// Render returns the profile's certificate contents for an identity, without the
-// enrolment checks: for re-binding (is the new certificate's content the old one's?)
-// and for showing an operator what a profile issues.
-func (s *Set) Render(profile string, id jpki.Identity) (*x509.Certificate, error) {
+// Render returns the profile's certificate contents for an identity and a person
+// record, without the enrolment checks: for re-binding (is the new certificate's
+// content the old one's?) and for showing an operator what a profile issues.
+func (s *Set) Render(profile string, id jpki.Identity, person []byte) (*x509.Certificate, error) {
 	p, ok := s.profiles[profile]
 	if !ok {
 		return nil, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(profile))
 	}
-	return s.render(p, id)
+	if len(person) == 0 {
+		return nil, fmt.Errorf("%w: no person record", ErrDenied)
+	}
+	return s.render(p, id, person)
 }
 
-func (s *Set) render(p *Profile, id jpki.Identity) (*x509.Certificate, error) {
+// RenderLegacy returns the profile's contents for an identity as the release
+// before person records rendered them: the pseudonym a keyed hash of the name and
+// birth date (which homonyms share), in every profile. It issues nothing: a re-bind
+// of a certificate issued then compares it with that certificate, so that a
+// certificate whose contents did not change is released with its subject as
+// issued, rather than replaced by one under a new pseudonym.
+func (s *Set) RenderLegacy(profile string, id jpki.Identity) (*x509.Certificate, error) {
+	p, ok := s.profiles[profile]
+	if !ok {
+		return nil, fmt.Errorf("%w: profile %q is not offered", ErrDenied, clip(profile))
+	}
+	if id.IsZero() {
+		return nil, fmt.Errorf("%w: no verified JPKI certificate", ErrDenied)
+	}
+	nb := id.NameBirthHash(s.pseudonymKey)
+	return s.renderWith(p, id, keyedHex(s.pseudonymKey, "inkan/enroll/pseudonym/v1\x00", nb[:]))
+}
+
+func (s *Set) render(p *Profile, id jpki.Identity, person []byte) (*x509.Certificate, error) {
+	return s.renderWith(p, id, pseudonymOf(p.Kind, s.pseudonymKey, person))
+}
+
+func (s *Set) renderWith(p *Profile, id jpki.Identity, pseudonym string) (*x509.Certificate, error) {
 	var data *identityData
 	if p.Kind != KindAuthentication {
 		dob := id.DateOfBirth()
@@ -142,7 +175,7 @@ func (s *Set) render(p *Profile, id jpki.Identity) (*x509.Certificate, error) {
 			AddressSubstitutes: id.AddressSubstitutes(),
 		}
 	}
-	c, err := renderTemplate(p, Pseudonym(s.pseudonymKey, id), data)
+	c, err := renderTemplate(p, pseudonym, data)
 	if err != nil {
 		// The error of a template that rendered at load: no personal data is quoted
 		// by x509util's JSON errors for the shipped profiles, but say only which.
@@ -160,6 +193,10 @@ func (s *Set) render(p *Profile, id jpki.Identity) (*x509.Certificate, error) {
 		t.KeyUsage |= keyUsages[u]
 	}
 	for _, u := range p.ExtKeyUsage {
+		if oid, ok := extKeyUsageOIDs[u]; ok {
+			t.UnknownExtKeyUsage = append(t.UnknownExtKeyUsage, oid)
+			continue
+		}
 		t.ExtKeyUsage = append(t.ExtKeyUsage, extKeyUsages[u])
 	}
 	for _, o := range p.CertificatePolicies {
@@ -229,14 +266,36 @@ func CheckCap(d Decision, held int) error {
 	return nil
 }
 
-// Pseudonym is the subject a pseudonymous certificate carries: hex of an HMAC under
-// key over the person hash. It is the same value as enroll.Pseudonym, so certificates
-// keep their subject when the engine replaces enroll's built-in policy.
-func Pseudonym(key []byte, id jpki.Identity) string {
-	person := id.PersonHash(key)
+// Pseudonym is the authentication pseudonym of a person record: hex of an HMAC
+// under key over the record's random identifier. Only an authentication profile's
+// template sees it (as .Pseudonym): it names one person to a relying party's login,
+// the same across re-enrolments and re-binds, and it is not derived from anything a
+// certificate or a signed document shows (a name, a birth date), so nothing links
+// it to a person but the CA's own records. enroll.Pseudonym is this function.
+func Pseudonym(key, person []byte) string {
+	return keyedHex(key, "inkan/pseudonym/authentication/v2\x00", person)
+}
+
+// SigningPseudonym is what a signing profile's template sees as .Pseudonym: a
+// keyed hash of the same person record under another label, stable for the person
+// (so signatures by one person can be told from a namesake's) but not the
+// authentication pseudonym, nor anything it can be computed from without the key.
+func SigningPseudonym(key, person []byte) string {
+	return keyedHex(key, "inkan/pseudonym/signing/v1\x00", person)
+}
+
+// pseudonymOf is the .Pseudonym of a profile of kind k.
+func pseudonymOf(k Kind, key, person []byte) string {
+	if k == KindAuthentication {
+		return Pseudonym(key, person)
+	}
+	return SigningPseudonym(key, person)
+}
+
+func keyedHex(key []byte, label string, person []byte) string {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("inkan/enroll/pseudonym/v1\x00"))
-	m.Write(person[:])
+	m.Write([]byte(label))
+	m.Write(person)
 	return hex.EncodeToString(m.Sum(nil))
 }
 

@@ -1,11 +1,13 @@
 package policies
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -36,16 +38,21 @@ func TestShippedProfilesRenderAndLint(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	pseudonym := Pseudonym(pseudonymKey, sc.Identity)
+	pseudonym := Pseudonym(pseudonymKey, testPerson)
+	signer := SigningPseudonym(pseudonymKey, testPerson)
+	documentSigning := asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 36}
 	tests := []struct {
 		profile     string
+		version     uint64
 		subject     string // Subject.String()
 		keyUsage    x509.KeyUsage
 		extKeyUsage []x509.ExtKeyUsage
+		otherEKU    []asn1.ObjectIdentifier
 		policy      string
 	}{
-		{"signing", "SERIALNUMBER=" + pseudonym + ",CN=山田　花子,C=JP", x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment, nil, "1.3.6.1.4.1.32473.1.1"},
-		{"authentication", "CN=" + pseudonym + ",C=JP", x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, "1.3.6.1.4.1.32473.1.2"},
+		{"signing", 2, "SERIALNUMBER=" + signer + ",CN=山田　花子,C=JP", x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+			nil, []asn1.ObjectIdentifier{documentSigning}, "1.3.6.1.4.1.32473.1.1"},
+		{"authentication", 1, "CN=" + pseudonym + ",C=JP", x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, "1.3.6.1.4.1.32473.1.2"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.profile, func(t *testing.T) {
@@ -53,8 +60,8 @@ func TestShippedProfilesRenderAndLint(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decide: %v", err)
 			}
-			if d.Profile != tc.profile || d.PolicyVersion != 1 {
-				t.Errorf("profile %s v%d, want %s v1", d.Profile, d.PolicyVersion, tc.profile)
+			if d.Profile != tc.profile || d.PolicyVersion != tc.version {
+				t.Errorf("profile %s v%d, want %s v%d", d.Profile, d.PolicyVersion, tc.profile, tc.version)
 			}
 			if got := d.Template.Subject.String(); got != tc.subject {
 				t.Errorf("subject %q, want %q", got, tc.subject)
@@ -62,8 +69,9 @@ func TestShippedProfilesRenderAndLint(t *testing.T) {
 			if d.Template.KeyUsage != tc.keyUsage {
 				t.Errorf("key usage %v, want %v", d.Template.KeyUsage, tc.keyUsage)
 			}
-			if !slices.Equal(d.Template.ExtKeyUsage, tc.extKeyUsage) {
-				t.Errorf("EKU %v, want %v", d.Template.ExtKeyUsage, tc.extKeyUsage)
+			if !slices.Equal(d.Template.ExtKeyUsage, tc.extKeyUsage) ||
+				!slices.EqualFunc(d.Template.UnknownExtKeyUsage, tc.otherEKU, asn1.ObjectIdentifier.Equal) {
+				t.Errorf("EKU %v %v, want %v %v", d.Template.ExtKeyUsage, d.Template.UnknownExtKeyUsage, tc.extKeyUsage, tc.otherEKU)
 			}
 			if len(d.Template.Policies) != 1 || d.Template.Policies[0].String() != tc.policy {
 				t.Errorf("policies %v, want [%s]", d.Template.Policies, tc.policy)
@@ -72,6 +80,10 @@ func TestShippedProfilesRenderAndLint(t *testing.T) {
 				t.Errorf("notAfter %v after the JPKI certificate's %v", d.NotAfter, jna)
 			}
 			der := ca.issue(t, d, &key.PublicKey, now)
+			if issued, err := x509.ParseCertificate(der); err != nil ||
+				!slices.Equal(issued.ExtKeyUsage, tc.extKeyUsage) || !slices.EqualFunc(issued.UnknownExtKeyUsage, tc.otherEKU, asn1.ObjectIdentifier.Equal) {
+				t.Errorf("the issued certificate's EKU differs from the template's: %v", err)
+			}
 			if tc.profile == "authentication" {
 				for _, v := range []string{"山田", "花子", "千代田", "19900401", "1990-04-01"} {
 					if strings.Contains(string(der), v) {
@@ -147,6 +159,7 @@ func TestDecideRefuses(t *testing.T) {
 		{"revocation evidence missing", func(r *Request) { r.Revocation.ThisUpdate = time.Time{} }, ErrDenied},
 		{"JPKI expired", func(r *Request) { r.At = r.JPKI.X509().NotAfter.Add(time.Hour); r.Revocation.ThisUpdate = r.At }, ErrDenied},
 		{"no JPKI", func(r *Request) { r.JPKI = nil }, ErrDenied},
+		{"no person record", func(r *Request) { r.Person = nil }, ErrDenied},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,18 +195,18 @@ func TestDecideDefaultProfileAndCap(t *testing.T) {
 }
 
 func TestRenderedSubjectIsStable(t *testing.T) {
-	// The pseudonym must survive a move: same name and birth date, new address.
+	// The pseudonym must survive a move: same person record, new address.
 	s := shippedSet(t)
 	before := card(t, hanako())
 	moved := hanako()
 	moved.Address, moved.Prefecture, moved.Municipality = "大阪府大阪市北区中之島一丁目3番20号", "大阪府", "大阪市"
 	after := card(t, moved)
 	for _, profile := range []string{"signing", "authentication"} {
-		a, err := s.Render(profile, before.Identity)
+		a, err := s.Render(profile, before.Identity, testPerson)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := s.Render(profile, after.Identity)
+		b, err := s.Render(profile, after.Identity, testPerson)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,6 +214,69 @@ func TestRenderedSubjectIsStable(t *testing.T) {
 		rb, _ := asn1.Marshal(b.Subject.ToRDNSequence())
 		if string(ra) != string(rb) {
 			t.Errorf("%s: subject changed with the address", profile)
+		}
+	}
+}
+
+// TestHomonymsGetTheirOwnPseudonyms: two people with the same name and birth date
+// are two person records, and every profile renders them apart.
+func TestHomonymsGetTheirOwnPseudonyms(t *testing.T) {
+	s := shippedSet(t)
+	a := card(t, hanako())
+	twin := hanako()
+	twin.Gender, twin.Address = jpki.GenderMale, "北海道札幌市中央区北一条西二丁目"
+	b := card(t, twin)
+	for _, profile := range []string{"signing", "authentication"} {
+		ra, err := s.Render(profile, a.Identity, []byte("person-record-a1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb, err := s.Render(profile, b.Identity, []byte("person-record-b1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ra.Subject.String() == rb.Subject.String() {
+			t.Errorf("%s: two people with one name and birth date got one subject %s", profile, ra.Subject)
+		}
+	}
+}
+
+// TestAuthenticationPseudonymOnlyInAuthenticationCertificates: over every shipped
+// profile, for one person record, no certificate but the authentication
+// profile's carries the authentication pseudonym, in any encoding a relying party
+// might search (hex as issued, upper-case hex, raw bytes), nor the signing
+// profile's value in the authentication certificate.
+func TestAuthenticationPseudonymOnlyInAuthenticationCertificates(t *testing.T) {
+	s := shippedSet(t)
+	sc := card(t, hanako())
+	ca := newCA(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	auth := Pseudonym(pseudonymKey, testPerson)
+	raw, _ := hex.DecodeString(auth)
+	forms := [][]byte{[]byte(auth), []byte(strings.ToUpper(auth)), raw}
+	names := s.Names()
+	if len(names) < 2 {
+		t.Fatalf("shipped profiles %v: want at least signing and authentication", names)
+	}
+	for _, name := range names {
+		p, _ := s.Profile(name)
+		d, err := s.Decide(goodRequest(t, name, sc, &key.PublicKey, now))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		der := ca.issue(t, d, &key.PublicKey, now)
+		found := false
+		for _, f := range forms {
+			found = found || bytes.Contains(der, f)
+		}
+		switch {
+		case p.Kind == KindAuthentication && !found:
+			t.Errorf("%s: the authentication certificate does not carry the pseudonym", name)
+		case p.Kind != KindAuthentication && found:
+			t.Errorf("%s (%s): the certificate carries the authentication pseudonym", name, p.Kind)
+		case p.Kind == KindAuthentication && bytes.Contains(der, []byte(SigningPseudonym(pseudonymKey, testPerson))):
+			t.Errorf("%s: the authentication certificate carries the signing pseudonym", name)
 		}
 	}
 }

@@ -19,7 +19,11 @@
 //
 // Invariants: basic-4 data (name, birth date, gender, address) never reaches an
 // authentication certificate — a profile of that kind whose template reads it is
-// refused at load, and its template is not even given the data; CRL distribution
+// refused at load, and its template is not even given the data; the
+// authentication pseudonym (Pseudonym, a keyed hash of the person record's random
+// identifier, never of JPKI data) reaches no other certificate — only an
+// authentication profile's template is given it, a signing profile's .Pseudonym is
+// another keyed value (SigningPseudonym); CRL distribution
 // points, AIA, basic constraints, serial and validity belong to the CA, and a
 // template that sets them is refused; errors and decision reasons carry no personal
 // data. The package imports only jpki of inkan's packages.

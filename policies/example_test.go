@@ -32,7 +32,7 @@ func ExampleLoad() {
 	}
 	// Output:
 	// authentication authentication v 1 [digitalSignature]
-	// signing signing v 1 [digitalSignature nonRepudiation]
+	// signing signing v 2 [digitalSignature nonRepudiation]
 }
 
 // Check a profile file before activating it: every problem names its line and field.
@@ -49,7 +49,7 @@ func ExampleParse() {
 func ExampleDiff() {
 	src, _ := fs.ReadFile(policies.Shipped(), "signing.yaml")
 	active, _ := policies.Parse("signing.yaml", src)
-	next := strings.NewReplacer("version: 1", "version: 2", "validity: 8760h", "validity: 4380h").Replace(string(src))
+	next := strings.NewReplacer("version: 2", "version: 3", "validity: 8760h", "validity: 4380h").Replace(string(src))
 	candidate, err := policies.Parse("signing.yaml", []byte(next))
 	if err != nil {
 		fmt.Println(err)
@@ -61,10 +61,10 @@ func ExampleDiff() {
 		}
 	}
 	// Output:
-	// --- signing v1 (active)
-	// +++ signing v2 (candidate)
-	// - version: 1
-	// + version: 2
+	// --- signing v2 (active)
+	// +++ signing v3 (candidate)
+	// - version: 2
+	// + version: 3
 	// - validity: 8760h0m0s
 	// + validity: 4380h0m0s
 }
@@ -123,6 +123,7 @@ func ExampleSet_Decide() {
 	d, err := set.Decide(policies.Request{
 		Profile:          "authentication",
 		JPKI:             sc,
+		Person:           []byte("the-record-id-16"), // the CA's person record (random)
 		PublicKey:        &subscriber.PublicKey,
 		Revocation:       jpki.Status{State: jpki.StateGood, ThisUpdate: now.Add(-time.Hour)},
 		RevocationSource: jpki.RevocationCRL,

@@ -101,11 +101,15 @@ func shippedSet(t testing.TB) *Set {
 	return s
 }
 
+// testPerson is a person record's identifier, as the CA would make one.
+var testPerson = []byte("person-record-01")
+
 func goodRequest(t testing.TB, profile string, sc *jpki.SignatureCertificate, pub any, at time.Time) Request {
 	t.Helper()
 	return Request{
 		Profile:          profile,
 		JPKI:             sc,
+		Person:           testPerson,
 		PublicKey:        pub,
 		Revocation:       jpki.Status{State: jpki.StateGood, ThisUpdate: at.Add(-time.Hour)},
 		RevocationSource: jpki.RevocationCRL,

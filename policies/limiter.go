@@ -43,6 +43,14 @@ func (l *Limiter) Allow(key string, now time.Time) (ok bool, wait time.Duration)
 	return false, need
 }
 
+// Return gives back a token Allow took at now, for a request refused after it
+// took it: a refusal costs the key nothing. The bucket holds at most Rate.Burst.
+func (l *Limiter) Return(key string, now time.Time) {
+	b := l.refill(key, now)
+	b.tokens = math.Min(float64(l.rate.Burst), b.tokens+1)
+	l.buckets[key] = b
+}
+
 func (l *Limiter) refill(key string, now time.Time) bucket {
 	burst := float64(l.rate.Burst)
 	b, ok := l.buckets[key]

@@ -44,3 +44,33 @@ func TestLimiter(t *testing.T) {
 		t.Error("a forgotten key does not get a full bucket")
 	}
 }
+
+// TestLimiterReturn: a token given back is there for the next request, and never
+// more than the burst.
+func TestLimiterReturn(t *testing.T) {
+	l := NewLimiter(Rate{Every: time.Hour, Burst: 2})
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 2 {
+		if ok, _ := l.Allow("k", t0); !ok {
+			t.Fatalf("request %d refused", i+1)
+		}
+	}
+	if ok, _ := l.Allow("k", t0); ok {
+		t.Fatal("a third request within the burst")
+	}
+	l.Return("k", t0)
+	if ok, _ := l.Allow("k", t0); !ok {
+		t.Fatal("the returned token is not there")
+	}
+	l.Return("k", t0)
+	l.Return("k", t0)
+	l.Return("k", t0)
+	for i := range 2 {
+		if ok, _ := l.Allow("k", t0); !ok {
+			t.Fatalf("after returns: request %d refused", i+1)
+		}
+	}
+	if ok, _ := l.Allow("k", t0); ok {
+		t.Fatal("returns filled the bucket above its burst")
+	}
+}

@@ -2,8 +2,11 @@ package policies
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"embed"
+	"encoding/asn1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -42,9 +45,11 @@ type Profile struct {
 	Description string        `yaml:"description,omitempty"`
 	Keys        []string      `yaml:"keys"`
 	Validity    time.Duration `yaml:"validity"`
-	// Template is an x509util (step-ca) certificate template. Its data: .Pseudonym
-	// (hex keyed hash of the person), .JPKI.Name, .JPKI.BirthDate (YYYY-MM-DD),
-	// .JPKI.Gender, .JPKI.Address; .JPKI is absent for authentication profiles.
+	// Template is an x509util (step-ca) certificate template. Its data:
+	// .Pseudonym (hex keyed hash of the person record: in an authentication
+	// profile the login pseudonym, in a signing profile another value that cannot
+	// be turned into it), .JPKI.Name, .JPKI.BirthDate (YYYY-MM-DD), .JPKI.Gender,
+	// .JPKI.Address; .JPKI is absent for authentication profiles.
 	Template            string     `yaml:"template"`
 	KeyUsage            []string   `yaml:"keyUsage"`
 	ExtKeyUsage         []string   `yaml:"extKeyUsage,omitempty"`
@@ -167,6 +172,14 @@ var extKeyUsages = map[string]x509.ExtKeyUsage{
 	"timeStamping":    x509.ExtKeyUsageTimeStamping,
 }
 
+// extKeyUsageOIDs are the extended key usages crypto/x509 has no constant for.
+var extKeyUsageOIDs = map[string]asn1.ObjectIdentifier{
+	// id-kp-documentSigning (RFC 9336): signing human-readable documents, and not
+	// logging in: a signing certificate valid for anything could be used as a
+	// login certificate, which would put the signer's name on the login.
+	"documentSigning": {1, 3, 6, 1, 5, 5, 7, 3, 36},
+}
+
 // revocationReasons are the derived certificate's CRL reasons a rule may give.
 var revocationReasons = map[string]jpki.Reason{
 	"unspecified":          jpki.ReasonUnspecified,
@@ -245,7 +258,8 @@ func Parse(file string, data []byte) (*Profile, error) {
 		pr.add(line("keyUsage"), "keyUsage", "nonRepudiation is for signing profiles")
 	}
 	for i, u := range p.ExtKeyUsage {
-		if _, ok := extKeyUsages[u]; !ok {
+		_, known := extKeyUsageOIDs[u]
+		if _, ok := extKeyUsages[u]; !ok && !known {
 			pr.add(lineOf(doc, "extKeyUsage", strconv.Itoa(i)), fmt.Sprintf("extKeyUsage[%d]", i), "%q is not a known extended key usage", u)
 		}
 	}
@@ -408,6 +422,23 @@ type Set struct {
 	profiles     map[string]*Profile
 	defaultName  string
 	pseudonymKey []byte
+}
+
+// shippedEarlier are the SHA-256 sums of the files shipped before the current one,
+// by profile name: a cluster whose active version of a profile is one of them,
+// byte for byte, runs a shipped profile no operator changed, which Seed may
+// upgrade (ca/policy.Seed).
+var shippedEarlier = map[string][]string{
+	// signing v1: no extended key usage, so valid for logging in too.
+	"signing": {"4259d336c7d95b8e45b34f47737d2c9ff886cd44efa918dff0d2c9abc77753c7"},
+}
+
+// ShippedEarlier reports whether data is, byte for byte, an earlier shipped file of
+// the profile name (an untouched shipped profile, which the current shipped file
+// may replace).
+func ShippedEarlier(name string, data []byte) bool {
+	sum := sha256.Sum256(data)
+	return slices.Contains(shippedEarlier[name], hex.EncodeToString(sum[:]))
 }
 
 // Shipped returns the shipped profile files, for Load or for an operator to start

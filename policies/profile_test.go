@@ -98,10 +98,10 @@ func TestParseNamesLineAndField(t *testing.T) {
 
 func TestParseReportsEveryProblem(t *testing.T) {
 	src := shippedFile(t, "signing.yaml")
-	src = strings.Replace(src, "version: 1", "version: 0", 1)
+	src = strings.Replace(src, "version: 2", "version: 0", 1)
 	src = strings.Replace(src, "rsa-4096", "dsa-1024", 1)
 	_, err := Parse("signing.yaml", []byte(src))
-	for _, want := range []string{"signing.yaml:5: version", "signing.yaml:8: keys[4]"} {
+	for _, want := range []string{"signing.yaml:7: version", "signing.yaml:10: keys[4]"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse: %v\nwant it to say %q", err, want)
 		}
@@ -143,13 +143,13 @@ func TestDiff(t *testing.T) {
 	if d := Diff(active, same); d != "" {
 		t.Errorf("Diff after a comment change: %q", d)
 	}
-	src = strings.Replace(strings.Replace(src, "version: 1", "version: 2", 1), "maxCertificatesPerPerson: 3", "maxCertificatesPerPerson: 2", 1)
+	src = strings.Replace(strings.Replace(src, "version: 2", "version: 3", 1), "maxCertificatesPerPerson: 3", "maxCertificatesPerPerson: 2", 1)
 	next, err := Parse("signing.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := Diff(active, next)
-	for _, want := range []string{"--- signing v1 (active)\n+++ signing v2 (candidate)\n", "- version: 1\n+ version: 2\n", "-   maxCertificatesPerPerson: 3\n+   maxCertificatesPerPerson: 2\n", "  kind: signing\n"} {
+	for _, want := range []string{"--- signing v2 (active)\n+++ signing v3 (candidate)\n", "- version: 2\n+ version: 3\n", "-   maxCertificatesPerPerson: 3\n+   maxCertificatesPerPerson: 2\n", "  kind: signing\n"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("Diff lacks %q:\n%s", want, d)
 		}
@@ -157,7 +157,7 @@ func TestDiff(t *testing.T) {
 	if strings.Contains(d, "does not follow") {
 		t.Errorf("Diff complains of a version that moved forward:\n%s", d)
 	}
-	if d := Diff(next, active); !strings.Contains(d, "! version 1 does not follow the active 2") {
+	if d := Diff(next, active); !strings.Contains(d, "! version 2 does not follow the active 3") {
 		t.Errorf("Diff back to an older version does not say so:\n%s", d)
 	}
 }

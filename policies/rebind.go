@@ -10,9 +10,11 @@ import (
 	"github.com/inkan-pki/inkan/jpki"
 )
 
-// SamePerson reports whether two JPKI identities are the same person for re-binding:
-// the same name and date of birth; the address (a move) and gender may differ. It is
-// what PersonHash keys on, so a node that kept only the person hash of the old
+// SamePerson reports whether two JPKI identities may be the same person for
+// re-binding: the same name and date of birth; the address (a move) and gender may
+// differ. It is a precondition, never proof: many people share a name and a birth
+// date, so a re-bind must also be signed by the derived certificate's own key. It
+// is what NameBirthHash keys on, so a node that kept only that hash of the old
 // certificate compares hashes instead, with the same result.
 func SamePerson(old, new jpki.Identity) bool {
 	if old.IsZero() || new.IsZero() {
@@ -44,11 +46,11 @@ func (a RebindAct) String() string {
 	return "release"
 }
 
-// Rebind decides what re-binding does to old, a derived certificate whose person
-// hash matched the new, verified JPKI certificate's: release it when the contents
-// the profile renders for the new identity (newContents, from Set.Render) are those
-// old carries, re-issue otherwise. The caller has checked that the person hashes
-// match; a mismatch is no re-bind at all.
+// Rebind decides what re-binding does to old, a derived certificate whose holder
+// proved both halves (the new, verified JPKI certificate of the same name and birth
+// date, and old's own key): release it when the contents the profile renders for
+// the new identity and old's person record (newContents, from Set.Render or
+// Set.Decide) are those old carries, re-issue otherwise.
 func Rebind(old *x509.Certificate, newContents *x509.Certificate) RebindAct {
 	if sameContents(old, newContents) {
 		return RebindRelease
@@ -76,7 +78,8 @@ func sameContents(old, t *x509.Certificate) bool {
 			return false
 		}
 	}
-	if old.KeyUsage != t.KeyUsage || !slices.Equal(old.ExtKeyUsage, t.ExtKeyUsage) {
+	if old.KeyUsage != t.KeyUsage || !slices.Equal(old.ExtKeyUsage, t.ExtKeyUsage) ||
+		!slices.EqualFunc(old.UnknownExtKeyUsage, t.UnknownExtKeyUsage, asn1.ObjectIdentifier.Equal) {
 		return false
 	}
 	if !slices.EqualFunc(old.Policies, t.Policies, func(a, b x509.OID) bool { return a.Equal(b) }) {

@@ -3,11 +3,16 @@ package policies
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 )
 
@@ -35,9 +40,9 @@ func TestSamePerson(t *testing.T) {
 			if got := SamePerson(base.Identity, other.Identity); got != tc.want {
 				t.Errorf("SamePerson: %v, want %v", got, tc.want)
 			}
-			// The person hash the cluster keeps agrees with SamePerson.
-			if got := base.Identity.PersonHash(pseudonymKey) == other.Identity.PersonHash(pseudonymKey); got != tc.want {
-				t.Errorf("person hashes equal: %v, want %v", got, tc.want)
+			// The name-and-birth hash the cluster keeps agrees with SamePerson.
+			if got := base.Identity.NameBirthHash(pseudonymKey) == other.Identity.NameBirthHash(pseudonymKey); got != tc.want {
+				t.Errorf("name-and-birth hashes equal: %v, want %v", got, tc.want)
 			}
 		})
 	}
@@ -66,7 +71,7 @@ func TestRebind(t *testing.T) {
 	}
 	for _, profile := range []string{"signing", "authentication"} {
 		old := issued(profile)
-		same, err := s.Render(profile, after.Identity)
+		same, err := s.Render(profile, after.Identity, testPerson)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,14 +81,43 @@ func TestRebind(t *testing.T) {
 	}
 	// A profile whose contents change with the move must re-issue.
 	old := issued("signing")
-	changed, _ := s.Render("signing", after.Identity)
+	changed, _ := s.Render("signing", after.Identity, testPerson)
 	changed.Subject.Locality = []string{"大阪市"}
 	if got := Rebind(old, changed); got != RebindReissue {
 		t.Errorf("changed subject: %s, want reissue", got)
 	}
-	changed, _ = s.Render("signing", after.Identity)
+	changed, _ = s.Render("signing", after.Identity, testPerson)
 	changed.KeyUsage = x509.KeyUsageDigitalSignature
 	if got := Rebind(old, changed); got != RebindReissue {
 		t.Errorf("changed key usage (a new policy version): %s, want reissue", got)
+	}
+}
+
+// TestRenderLegacy: the contents the release before person records rendered, for
+// comparing a certificate it issued: the pseudonym was HMAC(key,
+// "inkan/enroll/pseudonym/v1\0" ‖ name-and-birth hash), in the authentication
+// subject and as the signing serialNumber alike; a move does not change it.
+func TestRenderLegacy(t *testing.T) {
+	s := shippedSet(t)
+	sc := card(t, hanako())
+	nb := sc.Identity.NameBirthHash(pseudonymKey)
+	m := hmac.New(sha256.New, pseudonymKey)
+	m.Write([]byte("inkan/enroll/pseudonym/v1\x00"))
+	m.Write(nb[:])
+	want := hex.EncodeToString(m.Sum(nil))
+	moved := hanako()
+	moved.Address = "大阪府大阪市北区中之島一丁目3番20号"
+	for _, id := range []jpki.Identity{sc.Identity, card(t, moved).Identity} {
+		auth, err := s.RenderLegacy("authentication", id)
+		if err != nil || auth.Subject.CommonName != want {
+			t.Errorf("legacy authentication CN %q, %v; want %s", auth.Subject.CommonName, err, want)
+		}
+		sign, err := s.RenderLegacy("signing", id)
+		if err != nil || sign.Subject.SerialNumber != want {
+			t.Errorf("legacy signing serialNumber %q, %v; want %s", sign.Subject.SerialNumber, err, want)
+		}
+	}
+	if _, err := s.RenderLegacy("tls", sc.Identity); !errors.Is(err, ErrDenied) {
+		t.Errorf("unknown profile: %v", err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/inkan-pki/inkan/certserial"
 )
 
 // Entry is one revoked certificate as a CRL lists it.
@@ -93,10 +95,10 @@ func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, e
 	}
 	for i, e := range entries {
 		if e.Reason == ReasonRemoveFromCRL && spec.Shard != Delta {
-			return nil, fmt.Errorf("%w: serial %x: removeFromCRL belongs in a delta CRL only", errSpec, e.Serial)
+			return nil, fmt.Errorf("%w: serial %s: removeFromCRL belongs in a delta CRL only", errSpec, certserial.Format(e.Serial))
 		}
 		if spec.Shard >= 0 && Shard(e.Serial, shards) != spec.Shard {
-			return nil, fmt.Errorf("%w: serial %x belongs to shard %d, not %d", errSpec, e.Serial, Shard(e.Serial, shards), spec.Shard)
+			return nil, fmt.Errorf("%w: serial %s belongs to shard %d, not %d", errSpec, certserial.Format(e.Serial), Shard(e.Serial, shards), spec.Shard)
 		}
 		tmpl.RevokedCertificateEntries[i] = x509.RevocationListEntry{
 			SerialNumber: e.Serial, RevocationTime: e.RevokedAt, ReasonCode: e.Reason,

@@ -29,9 +29,53 @@ type CardConfig struct {
 	// optional (CardKeyLabel if neither).
 	Key hsm.URI
 	// PIN is the signature PIN's source (a 0600 file or an environment variable).
+	// Its form is checked before the card is logged in to (CheckCardPIN).
 	PIN hsm.PINSource
+	// Warn, if set, is told when the card reports failed PIN tries (its PIN
+	// count is low, or the next wrong PIN locks it); Logger.Warn otherwise.
+	Warn func(msg string)
 	// Logger (slog.Default() if nil).
 	Logger *slog.Logger
+}
+
+// Errors of the card.
+var (
+	// ErrCardPINFormat: the signature PIN is not 6 to 16 upper-case letters and
+	// digits, which is all a card accepts: trying it would only cost one of the
+	// five tries before the card locks.
+	ErrCardPINFormat = errors.New("enroll: card: the signature PIN must be 6 to 16 upper-case letters (A-Z) and digits (0-9)")
+	// ErrCardLocked: the card reports its PIN locked (five wrong tries); only the
+	// municipality can reset it.
+	ErrCardLocked = errors.New("enroll: card: the signature PIN is locked; the municipality's office resets it")
+)
+
+// CheckCardPIN checks the form of a JPKI signature PIN: 6 to 16 characters, each
+// an upper-case letter A-Z or a digit. Its errors match ErrCardPINFormat and never
+// quote the PIN.
+func CheckCardPIN(pin string) error {
+	if n := len(pin); n < 6 || n > 16 {
+		return fmt.Errorf("%w: it is not 6 to 16 characters long", ErrCardPINFormat)
+	}
+	for i := 0; i < len(pin); i++ {
+		if c := pin[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return fmt.Errorf("%w: it holds a character that is neither", ErrCardPINFormat)
+		}
+	}
+	return nil
+}
+
+// pinWarnings are what a card's PIN state says before a login: nil if nothing,
+// ErrCardLocked if locked.
+func pinWarnings(ti hsm.TokenInfo) ([]string, error) {
+	switch {
+	case ti.PINLocked:
+		return nil, ErrCardLocked
+	case ti.PINFinalTry:
+		return []string{"the card reports ONE PIN try left: a wrong signature PIN now locks it"}, nil
+	case ti.PINCountLow:
+		return []string{"the card reports a wrong signature PIN entered before: it locks after five wrong tries in all"}, nil
+	}
+	return nil, nil
 }
 
 // PKCS11Card is a card's signature key and certificate reached through PKCS#11. It
@@ -65,7 +109,32 @@ func OpenCard(ctx context.Context, cfg CardConfig) (*PKCS11Card, error) {
 		key.Object = CardKeyLabel
 	}
 	key.Type = "private"
-	tok, err := hsm.Open(ctx, hsm.Config{Module: module, Token: key.Token, Serial: key.Serial, PIN: cfg.PIN, Sessions: 1, Logger: cfg.Logger})
+	// Before any login: the token's PIN state, and (in hsm.Open) the PIN's form.
+	tokens, err := hsm.ListTokens(module)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: card: %w", err)
+	}
+	for _, ti := range tokens {
+		if !ti.Initialized || key.Token != "" && ti.Label != key.Token || key.Serial != "" && ti.Serial != key.Serial {
+			continue
+		}
+		warnings, err := pinWarnings(ti)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range warnings {
+			if cfg.Warn != nil {
+				cfg.Warn(w)
+			} else if cfg.Logger != nil {
+				cfg.Logger.Warn("enroll: card: " + w)
+			} else {
+				slog.Warn("enroll: card: " + w)
+			}
+		}
+		break
+	}
+	tok, err := hsm.Open(ctx, hsm.Config{Module: module, Token: key.Token, Serial: key.Serial, PIN: cfg.PIN, Sessions: 1,
+		Logger: cfg.Logger, CheckPIN: CheckCardPIN})
 	if err != nil {
 		return nil, fmt.Errorf("enroll: card: %w", err)
 	}

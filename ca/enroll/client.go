@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -20,6 +19,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/inkan-pki/inkan/certserial"
 )
 
 // Card is what signs a proof: the JPKI signature key (an RSA key that signs a
@@ -197,11 +198,16 @@ type Rebound struct {
 }
 
 // Rebind re-binds the derived certificate serial to card, the holder's NEW card
-// (after a move, or a renewed card): it fetches a challenge, has card sign a proof
-// naming serial, and posts it to PathRebind. A refusal is returned as a *Problem.
-func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebound, error) {
+// (after a move, or a renewed card), proving both halves: it fetches a challenge,
+// has card sign a proof naming serial, has key (the derived certificate's own
+// key) sign a key proof over the same nonce, serial and the card's certificate,
+// and posts both to PathRebind. A refusal is returned as a *Problem.
+func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, serial *big.Int) (*Rebound, error) {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, errors.New("enroll: rebind: the serial must be positive")
+	}
+	if key == nil {
+		return nil, errors.New("enroll: rebind: the derived certificate's key is required (without it, enrol anew)")
 	}
 	nonce, _, err := c.Challenge(ctx)
 	if err != nil {
@@ -212,16 +218,27 @@ func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebou
 		now = c.Now
 	}
 	t := now()
-	serialHex := hex.EncodeToString(serial.Bytes())
-	proof, err := newRebindProof(card, card.Chain(), ProofClaims{
-		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + PathRebind,
-		IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
+	serialHex := certserial.Format(serial)
+	aud := strings.TrimSuffix(c.BaseURL, "/") + PathRebind
+	chain := card.Chain()
+	if len(chain) == 0 {
+		return nil, errors.New("enroll: rebind: the card holds no certificate")
+	}
+	proof, err := newRebindProof(card, chain, ProofClaims{
+		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
 	}, serialHex)
 	if err != nil {
 		return nil, err
 	}
+	keyProof, err := NewKeyProof(key, KeyProofClaims{
+		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(MaxProofLifetime - time.Minute),
+		Serial: serialHex, JPKICert: chain[0],
+	})
+	if err != nil {
+		return nil, err
+	}
 	var resp RebindResponse
-	if err := c.post(ctx, PathRebind, RebindRequest{Proof: proof, Serial: serialHex}, &resp); err != nil {
+	if err := c.post(ctx, PathRebind, RebindRequest{Proof: proof, Serial: serialHex, KeyProof: keyProof}, &resp); err != nil {
 		return nil, err
 	}
 	cert, err := certificateOf(Response{Serial: resp.Serial, Chain: resp.Chain, Profile: resp.Profile})
@@ -235,8 +252,8 @@ func (c *Client) Rebind(ctx context.Context, card Card, serial *big.Int) (*Rebou
 			return nil, errors.New("enroll: the server re-bound another certificate")
 		}
 	case RebindReissued:
-		var ok bool
-		if out.Replaced, ok = new(big.Int).SetString(resp.Replaced, 16); !ok || out.Replaced.Cmp(serial) != 0 {
+		var err error
+		if out.Replaced, err = certserial.Parse(resp.Replaced); err != nil || out.Replaced.Cmp(serial) != 0 {
 			return nil, errors.New("enroll: the server replaced another certificate")
 		}
 	default:
@@ -265,9 +282,9 @@ func (c *Client) Submit(ctx context.Context, req Request, key crypto.Signer) (*C
 // certificateOf reads the certificate and chain of an answer.
 func certificateOf(resp Response) (*Certificate, error) {
 	out := &Certificate{Profile: resp.Profile}
-	var ok bool
-	if out.Serial, ok = new(big.Int).SetString(resp.Serial, 16); !ok {
-		return nil, errors.New("enroll: the server's serial is not hex")
+	var err error
+	if out.Serial, err = certserial.Parse(resp.Serial); err != nil {
+		return nil, fmt.Errorf("enroll: the server's serial %w", err)
 	}
 	if len(resp.Chain) == 0 {
 		return nil, errors.New("enroll: the server sent no certificate")
@@ -283,7 +300,7 @@ func certificateOf(resp Response) (*Certificate, error) {
 		}
 		out.Chain = append(out.Chain, cert)
 	}
-	if hex.EncodeToString(out.Chain[0].SerialNumber.Bytes()) != resp.Serial {
+	if out.Chain[0].SerialNumber.Cmp(out.Serial) != 0 {
 		return nil, errors.New("enroll: the serial does not match the certificate")
 	}
 	return out, nil
@@ -314,7 +331,7 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("enroll: %w", err)
+		return &UnreachableError{URL: c.BaseURL, Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

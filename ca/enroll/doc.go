@@ -1,31 +1,46 @@
 // Package enroll is the enrollment API and its client: a person proves, once, that
 // they hold a My Number Card by signing a challenge with its JPKI signature key, and
 // gets a derived certificate for a key they keep. POST /v1/enroll/challenge hands out
-// a nonce (32 random bytes, single use, redeemable for NonceTTL at any node: it is
-// created and consumed through the cluster, whose state keeps only its SHA-256). POST
-// /v1/enroll takes a compact JWS signed RS256 by the card (x5c = the JPKI
-// certificate; claims nonce, aud, iat, exp, csr_sha256) and a CSR, verifies the proof,
-// the CSR's own signature and its binding to the proof, the JPKI chain, validity, key
-// usage, policy and revocation (jpki.Verifier, which fails closed), asks the Policy,
-// redeems the nonce, and has the Issuer issue; see docs/enrollment.md for the formats.
-// ProfilePolicy is the Policy of the policy engine (policies.Set): the profile's
-// contents and rules, its per-person cap (counted here before the nonce is spent and
-// again by the leader, ca.Request.MaxPerPerson) and its rate limits per person and
-// per client address. POST /v1/enroll/rebind (PathRebind) re-binds a derived
-// certificate to the holder's new JPKI certificate after a move: the same proof,
-// naming the certificate's serial instead of a CSR; when the keyed person hashes
-// match, the certificate is released and relinked, or re-issued for the same key if
-// its profile now renders other contents (Client.Rebind is its client).
+// a nonce that authenticates itself (its expiry under a MAC keyed from the cluster's
+// link key), so a challenge writes nothing and any node checks a nonce another made.
+// POST /v1/enroll takes a compact JWS signed RS256 by the card (x5c = the JPKI
+// certificate; claims nonce, aud, iat, exp, csr_sha256) and a CSR, verifies the
+// proof, the CSR's own signature and its binding to the proof, the nonce, the JPKI
+// chain, validity, key usage, policy and revocation (jpki.Verifier, which fails
+// closed, also when this node's revocation data is older than the configured age),
+// finds the person record, asks the Policy, checks the per-person cap, takes the
+// rate-limit tokens, and has the Issuer issue; the CA records the nonce's use in the
+// intent's commit, so an enrolment costs two commits. See docs/enrollment.md for the
+// formats.
+//
+// A person is a lineage, not a name: the first enrolment with a JPKI certificate
+// starts a person record with a random identifier (the CA's, ca.Request.Person), a
+// later enrolment with it finds the record, and another JPKI certificate joins it
+// only by a re-bind. The pseudonyms are keyed hashes of the record's identifier, so
+// two people of one name and birth date get two, and caps and rate limits count per
+// record (the cap also finds certificates by the keyed basic-4 hint). POST
+// /v1/enroll/rebind (PathRebind) re-binds a derived certificate to the holder's new
+// JPKI certificate after a move or a renewal, proving both halves: the new card's
+// proof (of the same name and birth date: a precondition, never proof) and a key
+// proof signed by the derived certificate's own key over the nonce, the serial and
+// the new card's certificate (keyproof.go); it is released and relinked, or
+// re-issued for the same key if its profile now renders other contents (Client.Rebind
+// is its client). ProfilePolicy is the Policy of the policy engine (policies.Set):
+// the profile's contents and rules, its per-person cap and its rate limits per
+// person record and per client network (IPv4 /24, IPv6 /56 by default;
+// X-Forwarded-For only from trusted proxies).
 //
 // Invariants: a refusal is an RFC 9457 problem with one type per cause and writes
-// nothing (no certificate, intent, link, nor a consumed nonce: the nonce is redeemed
-// only once every check has passed, so a refused request never burns a nonce, and of
-// two requests racing with one nonce exactly one is issued); only a refusal counter
-// by type records it. Nothing about the person reaches a log, an error or a problem:
-// the CA receives keyed hashes (ca.Request.Link, Person) under the cluster's link
-// key, never the JPKI serial or the basic-4 information, and the default policy puts
-// only a pseudonym in the certificate. The client (Client, NewProof, NewCSR,
+// nothing (no certificate, intent, link, person record, nor a recorded nonce) and
+// costs no rate-limit token (tokens are taken once every other check has passed,
+// and given back if the CA refuses after all); of two requests racing with one
+// nonce exactly one is issued; only a refusal counter by type records it. Nothing
+// about the person reaches a log, an error or a problem: the CA receives keyed
+// hashes (link, name-and-birth, basic-4 hint) under the cluster's link key, never
+// the JPKI serial or the basic-4 information, and the default policy puts only a
+// pseudonym in the certificate. The client (Client, NewProof, NewKeyProof, NewCSR,
 // OpenCard, OpenSubscriberKey) reaches the card through PKCS#11 — OpenSC's JPKI
-// driver for a real card, a jpkisim SoftHSM token in tests — and signs as the card
-// does: CKM_RSA_PKCS over a SHA-256 DigestInfo built on the host.
+// driver for a real card, a jpkisim SoftHSM token in tests — checks the PIN's form
+// and the card's PIN state before logging in, and signs as the card does:
+// CKM_RSA_PKCS over a SHA-256 DigestInfo built on the host.
 package enroll

@@ -147,8 +147,9 @@ func ExampleNewProfilePolicy() {
 	}
 }
 
-// After a move: the new card proves it is the same person's, and the held
-// certificate is good again (or re-issued for the same key).
+// After a move: the new card proves it is of the same name and birth date, the
+// derived certificate's own key proves its holder asks, and the held certificate
+// is good again (or re-issued for the same key).
 func ExampleClient_Rebind() {
 	ctx := context.Background()
 	uri, err := hsm.ParseURI("pkcs11:token=JPKI;object=Digital%20Signature%20Key")
@@ -164,9 +165,14 @@ func ExampleClient_Rebind() {
 		log.Fatal(err)
 	}
 	defer newCard.Close()
+	key, err := enroll.OpenSubscriberKey(ctx, enroll.KeyConfig{File: "/home/me/.inkan/login.key", Existing: true}) // the derived key
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer key.Close()
 	serial, _ := new(big.Int).SetString("5f3a0c", 16) // the held certificate's
 	client := &enroll.Client{BaseURL: "https://ca.example.jp"}
-	got, err := client.Rebind(ctx, newCard, serial)
+	got, err := client.Rebind(ctx, newCard, key, serial)
 	if err != nil {
 		log.Fatal(err) // a refusal is an *enroll.Problem, e.g. rebind-not-same-person
 	}

@@ -158,3 +158,32 @@ func FuzzParseRebindClaims(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseKeyProof: a re-bind's key proof parses without panic; an accepted one
+// has an algorithm of the list, a 32-byte nonce and card hash, and a signature; and
+// verifying it with a key never panics either.
+func FuzzParseKeyProof(f *testing.F) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	kp, err := NewKeyProof(key, KeyProofClaims{Nonce: make([]byte, 32), Audience: "https://x/v1/enroll/rebind",
+		IssuedAt: now, Expires: now.Add(time.Minute), Serial: "5f", JPKICert: []byte("card")})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(kp)
+	f.Add("e30.e30.AAAA")
+	f.Add("eyJhbGciOiJub25lIn0.e30.AA")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := parseKeyProof(s)
+		if err != nil {
+			return
+		}
+		if len(p.claims.nonce) != 32 || len(p.claims.jpkiSHA256) != 32 || len(p.signature) == 0 {
+			t.Fatalf("accepted a key proof with a %d-byte nonce", len(p.claims.nonce))
+		}
+		_ = p.verify(&key.PublicKey)
+	})
+}

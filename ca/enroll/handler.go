@@ -7,15 +7,14 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -51,7 +51,8 @@ type Config struct {
 	Audience string
 	// Verifier checks JPKI chains, validity, key usage, policy and revocation.
 	Verifier *jpki.Verifier
-	// Cluster holds the nonces (register NonceHandler on every node).
+	// Cluster is read for the CA's state: certificates, person records, used
+	// nonces (register NonceHandler on every node, for the previous release's).
 	Cluster Replicated
 	// Policy decides what is issued; Issuer issues it.
 	Policy Policy
@@ -59,18 +60,25 @@ type Config struct {
 	// Rebinder, if set, has the API serve PathRebind (the node's *ca.Authority);
 	// Policy must then implement RebindPolicy too (ProfilePolicy does).
 	Rebinder Rebinder
-	// LinkKey keys the hashes that tie a certificate to the JPKI certificate and the
-	// person (at least jpki.MinHashKeyLen bytes): a cluster secret, the same on every
-	// node.
+	// LinkKey keys the hashes that tie a certificate to the JPKI certificate, the
+	// name-and-birth and basic-4 hashes, and the nonces' MAC (at least
+	// jpki.MinHashKeyLen bytes): a cluster secret, the same on every node.
 	LinkKey []byte
 	// ProblemBase prefixes the problem type names (DefaultProblemBase if empty), e.g.
 	// "https://ca.example.jp/problems/" to point clients at documentation.
 	ProblemBase string
 	// ClockSkew tolerated in iat and exp (DefaultClockSkew if 0).
 	ClockSkew time.Duration
-	// RateLimit bounds requests per client address on this node (both endpoints
+	// RateLimit bounds requests per client network on this node (every endpoint
 	// together); the zero value means DefaultRateLimit, a negative Rate none.
 	RateLimit RateLimit
+	// ClientPrefix is how addresses aggregate into the networks per-address limits
+	// count (this API's and the profiles'); the zero value means
+	// DefaultClientPrefix.
+	ClientPrefix ClientPrefix
+	// TrustedProxies are the peers whose X-Forwarded-For names the client (a load
+	// balancer in front of the nodes); from any other peer the header is ignored.
+	TrustedProxies []netip.Prefix
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
 	// Registerer gets the metrics if set.
@@ -85,12 +93,13 @@ type Config struct {
 type Handler struct {
 	cfg      Config
 	source   string // the kind of the verifier's revocation source
-	nonces   nonceStore
+	nonces   nonceCodec
 	limiter  *limiter
 	log      *slog.Logger
 	refusals *prometheus.CounterVec
 	issued   prometheus.Counter
 	mux      *http.ServeMux
+	inflight inflight
 }
 
 // NewHandler checks cfg and returns the API.
@@ -121,6 +130,12 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.ClockSkew < 0 || cfg.ClockSkew > MaxProofLifetime {
 		errs = append(errs, fmt.Errorf("clock skew %v out of range (0 to %v)", cfg.ClockSkew, MaxProofLifetime))
 	}
+	if cfg.ClientPrefix == (ClientPrefix{}) {
+		cfg.ClientPrefix = DefaultClientPrefix
+	}
+	if err := cfg.ClientPrefix.check(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("enroll: config: %w", err)
 	}
@@ -139,7 +154,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	h := &Handler{
 		cfg:     cfg,
 		source:  sourceKind(cfg.Verifier.RevocationSource()),
-		nonces:  nonceStore{c: cfg.Cluster},
+		nonces:  newNonceCodec(cfg.LinkKey),
 		limiter: newLimiter(cfg.RateLimit),
 		log:     cfg.Logger.With("component", "enroll"),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -175,8 +190,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 
 // ChallengeResponse is the body of a successful challenge request.
 type ChallengeResponse struct {
-	// Nonce is base64url (no padding) of NonceLen random bytes: the proof's nonce
-	// claim, as given.
+	// Nonce is base64url (no padding) of NonceLen bytes: the proof's nonce claim,
+	// as given. Its content is the server's business (nonce.go).
 	Nonce string `json:"nonce"`
 	// Expires is when the nonce stops being redeemable.
 	Expires time.Time `json:"expires"`
@@ -194,7 +209,7 @@ type Request struct {
 
 // Response is the body of a successful enrollment.
 type Response struct {
-	// Serial is the certificate's serial number in lower-case hex.
+	// Serial is the certificate's serial number in certserial's printed form.
 	Serial string `json:"serial"`
 	// Chain is the certificate and then the CAs above it, each standard base64 of
 	// DER (as x5c is).
@@ -203,8 +218,10 @@ type Response struct {
 	Profile string `json:"profile"`
 }
 
+// serveChallenge hands out a nonce. It writes nothing: the nonce authenticates
+// itself, and its use is recorded with what it is used for.
 func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
-	if !h.limiter.allow(clientAddr(r), h.cfg.Now()) {
+	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
 		h.refuse(w, ErrRateLimited)
 		return
 	}
@@ -212,10 +229,10 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, err)
 		return
 	}
-	nonce, expires, err := h.nonces.create(r.Context())
+	nonce, expires, err := h.nonces.make(h.cfg.Now())
 	if err != nil {
-		h.log.Error("enroll: challenge not recorded", "err", err)
-		h.refuse(w, err)
+		h.log.Error("enroll: challenge not made", "err", err)
+		h.refuseAs(w, probUnavailable, probUnavailable.title)
 		return
 	}
 	writeJSON(w, http.StatusCreated, ChallengeResponse{Nonce: base64.RawURLEncoding.EncodeToString(nonce), Expires: expires})
@@ -224,7 +241,7 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 // intake admits a POST of the API: the client's request rate, the media type,
 // the body within MaxBodyBytes. It refuses and returns false otherwise.
 func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	if !h.limiter.allow(clientAddr(r), h.cfg.Now()) {
+	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
 		h.refuse(w, ErrRateLimited)
 		return nil, false
 	}
@@ -242,21 +259,6 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 	return body, true
 }
 
-// redeem consumes a verified request's nonce through the cluster, once every
-// check has passed, so that of two requests racing with one nonce exactly one
-// goes on and a refusal before this leaves the nonce usable. It refuses and
-// returns false if the nonce is spent or cannot be redeemed now.
-func (h *Handler) redeem(ctx context.Context, w http.ResponseWriter, nonce []byte) bool {
-	if err := h.nonces.consume(ctx, nonce); err != nil {
-		if errors.Is(err, ErrUnavailable) {
-			h.log.Error("enroll: nonce not redeemed", "err", err)
-		}
-		h.refuse(w, err)
-		return false
-	}
-	return true
-}
-
 func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	body, ok := h.intake(w, r)
 	if !ok {
@@ -267,35 +269,49 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, err)
 		return
 	}
-	v, err := h.verify(r.Context(), req, clientAddr(r))
+	v, err := h.verify(r.Context(), req, h.clientKey(r))
 	if err != nil {
 		h.refuse(w, err)
 		return
 	}
-	// Everything that can be checked is checked: now the nonce is redeemed.
-	if !h.redeem(r.Context(), w, v.claims.nonce) {
+	// Copies of one request (one nonce) on this node go on one at a time: the
+	// others are replays, told so before they take a token.
+	done, ok := h.inflight.claim(v.claims.nonce)
+	if !ok {
+		h.refuse(w, fmt.Errorf("%w: a request with this nonce is in progress", ErrNonceReplayed))
 		return
 	}
-	issued, err := h.cfg.Issuer.Issue(r.Context(), v.issueRequest(h.cfg.LinkKey))
+	defer done()
+	// Everything that can be checked is checked: now the rate limits take their
+	// tokens, given back if the issuance is refused after all.
+	release, err := h.admit(r.Context(), v)
 	if err != nil {
-		if errors.Is(err, ca.ErrPersonLimit) {
-			// Another enrolment of the person was committed since this node counted.
-			err = fmt.Errorf("%w: %d derived certificates per person at most (profile %s)", ErrPersonLimit, v.decision.MaxPerPerson, v.decision.Profile)
+		h.refuse(w, err)
+		return
+	}
+	issued, err := h.cfg.Issuer.Issue(r.Context(), v.issueRequest())
+	if errors.Is(err, ca.ErrPersonChanged) {
+		// Another first enrolment with this card started its person record since
+		// this node looked. The tokens were taken from the buckets of the record
+		// this request would have started: give them back, decide again for the
+		// record that exists, and take its tokens, once.
+		release()
+		release = func() {}
+		if err = h.redecide(r.Context(), v); err == nil {
+			var again func()
+			if again, err = h.admit(r.Context(), v); err == nil {
+				release = again
+				issued, err = h.cfg.Issuer.Issue(r.Context(), v.issueRequest())
+			}
 		}
-		switch p := problemFor(err); {
-		case p == probRateLimited || p == probPolicyDenied || p == probPersonLimit:
-			h.refuse(w, err)
-		case errors.Is(err, ca.ErrNoCAKey) || errors.Is(err, ca.ErrAbandoned) || errors.Is(err, context.DeadlineExceeded):
-			h.log.Warn("enroll: issuance did not complete", "err", err)
-			h.refuseAs(w, probUnavailable, "the certificate was not issued; fetch a new challenge and try again")
-		default:
-			h.log.Error("enroll: issuance failed", "err", err)
-			h.refuseAs(w, probIssuanceFailure, probIssuanceFailure.title)
-		}
+	}
+	if err != nil {
+		release()
+		h.refuseIssue(w, err, v.decision)
 		return
 	}
 	h.issued.Inc()
-	resp := Response{Serial: hex.EncodeToString(issued.Serial.Bytes()), Profile: v.decision.Profile}
+	resp := Response{Serial: certserial.Format(issued.Serial), Profile: v.decision.Profile}
 	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
 		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
 	}
@@ -303,18 +319,60 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, resp)
 }
 
-// verified is a request that passed every check but the nonce's redemption.
-type verified struct {
-	claims   *claims
-	csr      *x509.CertificateRequest
-	jpki     *jpki.Result
-	decision Decision
+// admit has the policy take the rate limits' tokens for v (when it is an
+// Admitter), and returns how to give them back.
+func (h *Handler) admit(ctx context.Context, v *verified) (func(), error) {
+	a, ok := h.cfg.Policy.(Admitter)
+	if !ok {
+		return func() {}, nil
+	}
+	return a.Admit(ctx, v.decision, v.policyRequest)
 }
 
-// verify runs every check of an enrollment request except the nonce's redemption, in
-// an order that does the cheap and local work first: the proof's form and claims, the
-// CSR and its binding, the proof's signature under the certificate's key, an early
-// look for a spent nonce, then the JPKI chain and revocation, then the policy.
+// refuseIssue answers an issuance that failed: the CA's refusals as their
+// problems (the nonce used meanwhile, the cap reached at the leader), the rest as
+// unavailable or issuance-failed.
+func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d Decision) {
+	switch {
+	case errors.Is(err, ca.ErrNonceUsed):
+		err = fmt.Errorf("%w: (recorded by the CA)", ErrNonceReplayed)
+	case errors.Is(err, ca.ErrNonceExpired):
+		err = fmt.Errorf("%w: the nonce expired before the CA recorded it", ErrNonceUnknown)
+	case errors.Is(err, ca.ErrPersonLimit):
+		// Another enrolment of the person was committed since this node counted.
+		err = fmt.Errorf("%w: %d derived certificates per person at most (profile %s)", ErrPersonLimit, d.MaxPerPerson, d.Profile)
+	}
+	switch p := problemFor(err); {
+	case p == probRateLimited || p == probPolicyDenied || p == probPersonLimit || p == probNonceReplayed || p == probNonceUnknown:
+		h.refuse(w, err)
+	case errors.Is(err, ca.ErrNoCAKey) || errors.Is(err, ca.ErrAbandoned) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ca.ErrPersonChanged):
+		h.log.Warn("enroll: issuance did not complete", "err", err)
+		h.refuseAs(w, probUnavailable, "the certificate was not issued; fetch a new challenge and try again")
+	default:
+		h.log.Error("enroll: issuance failed", "err", err)
+		h.refuseAs(w, probIssuanceFailure, probIssuanceFailure.title)
+	}
+}
+
+// verified is a request that passed every check that does not change anything:
+// what is left is to take the rate limits' tokens and have the CA record the
+// nonce's use with the intent.
+type verified struct {
+	claims        *claims
+	nonceExpires  time.Time
+	csr           *x509.CertificateRequest
+	jpki          *jpki.Result
+	person        personOf
+	policyRequest PolicyRequest
+	decision      Decision
+}
+
+// verify runs every check of an enrollment request that changes nothing, in an
+// order that does the cheap and local work first: the proof's form and claims, the
+// CSR and its binding, the proof's signature under the certificate's key, the
+// nonce's MAC and expiry and an early look for its use, then the JPKI chain and
+// revocation, the person record, the policy, and the per-person cap.
 func (h *Handler) verify(ctx context.Context, req *Request, client string) (*verified, error) {
 	proof, err := parseJWS(req.Proof)
 	if err != nil {
@@ -345,50 +403,76 @@ func (h *Handler) verify(ctx context.Context, req *Request, client string) (*ver
 	if err := proof.verify(leaf.PublicKey); err != nil {
 		return nil, err
 	}
-	if h.nonces.spent(c.nonce) {
+	nonceExpires, err := h.nonces.check(c.nonce, now)
+	if err != nil {
+		return nil, err
+	}
+	if nonceUsed(h.cfg.Cluster, c.nonce) {
 		return nil, ErrNonceReplayed
 	}
 	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
 	if err != nil {
 		return nil, err
 	}
-	person := res.Certificate.Identity.PersonHash(h.cfg.LinkKey)
-	preq := PolicyRequest{
-		Profile: req.Profile, JPKI: res.Certificate, CSR: csr,
-		Revocation: res.Revocation, RevocationSource: h.source,
-		Person: person[:], Client: client, At: now,
-	}
-	d, err := h.cfg.Policy.Decide(ctx, preq)
+	person, err := h.resolvePerson(ctx, res.Certificate, false)
 	if err != nil {
 		return nil, err
 	}
-	if d.Template == nil {
-		return nil, fmt.Errorf("enroll: policy returned no template")
+	v := &verified{claims: c, nonceExpires: nonceExpires, csr: csr, jpki: res, person: person}
+	v.policyRequest = PolicyRequest{
+		Profile: req.Profile, JPKI: res.Certificate, CSR: csr,
+		Revocation: res.Revocation, RevocationSource: h.source,
+		Person: person.id, LimitKey: person.limitKey, Client: client, At: now,
 	}
-	if jna := res.Certificate.X509().NotAfter; d.NotAfter.IsZero() || d.NotAfter.After(jna) {
-		d.NotAfter = jna // never outlive the JPKI certificate, whatever the policy says
-	}
-	if err := h.checkCap(d, person[:], now); err != nil {
+	if err := h.decide(ctx, v); err != nil {
 		return nil, err
 	}
-	if a, ok := h.cfg.Policy.(Admitter); ok {
-		if err := a.Admit(ctx, d, preq); err != nil {
-			return nil, err
-		}
-	}
-	return &verified{claims: c, csr: csr, jpki: res, decision: d}, nil
+	return v, nil
 }
 
-// checkCap refuses early, before the nonce is spent, when this node's state shows
+// decide has the policy decide on v and checks the cap on this node's state.
+func (h *Handler) decide(ctx context.Context, v *verified) error {
+	d, err := h.cfg.Policy.Decide(ctx, v.policyRequest)
+	if err != nil {
+		return err
+	}
+	if d.Template == nil {
+		return fmt.Errorf("enroll: policy returned no template")
+	}
+	if jna := v.jpki.Certificate.X509().NotAfter; d.NotAfter.IsZero() || d.NotAfter.After(jna) {
+		d.NotAfter = jna // never outlive the JPKI certificate, whatever the policy says
+	}
+	if err := h.checkCap(d, v.person, v.policyRequest.At); err != nil {
+		return err
+	}
+	v.decision = d
+	return nil
+}
+
+// redecide finds v's person record again on the leader's current state (after the
+// CA refused the intent with ca.ErrPersonChanged: another first enrolment with the
+// same card started the record meanwhile) and decides again for it: the
+// pseudonym is the record's.
+func (h *Handler) redecide(ctx context.Context, v *verified) error {
+	p, err := h.resolvePerson(ctx, v.jpki.Certificate, true)
+	if err != nil {
+		return err
+	}
+	v.person = p
+	v.policyRequest.Person, v.policyRequest.LimitKey = p.id, p.limitKey
+	return h.decide(ctx, v)
+}
+
+// checkCap refuses early, before any token is taken, when this node's state shows
 // the person at the profile's cap already. The leader checks again when it commits
 // the intent (ca.Request.MaxPerPerson), where concurrent enrolments are counted.
-func (h *Handler) checkCap(d Decision, person []byte, now time.Time) error {
+func (h *Handler) checkCap(d Decision, p personOf, now time.Time) error {
 	if d.MaxPerPerson <= 0 {
 		return nil
 	}
 	var held int
 	err := h.cfg.Cluster.View(func(tx *bbolt.Tx) (err error) {
-		held, err = ca.CountByPerson(tx, person, now)
+		held, err = ca.CountForCap(tx, p.id, p.hint[:], now)
 		return err
 	})
 	if err != nil {
@@ -429,20 +513,29 @@ func (h *Handler) checkTimes(c *claims, now time.Time) error {
 	return nil
 }
 
-func (v *verified) issueRequest(linkKey []byte) ca.Request {
-	link := v.jpki.Certificate.CertHash(linkKey)
-	person := v.jpki.Certificate.Identity.PersonHash(linkKey)
-	return ca.Request{
+// issueRequest is what the CA is asked to issue: the decision, keyed hashes only
+// (the link, the person record, the name-and-birth hash of a new record, the
+// basic-4 hint), and the nonce whose use the intent records.
+func (v *verified) issueRequest() ca.Request {
+	req := ca.Request{
 		Profile:       v.decision.Profile,
 		PolicyVersion: v.decision.PolicyVersion,
 		Template:      v.decision.Template,
 		PublicKey:     v.csr.PublicKey,
 		NotAfter:      v.decision.NotAfter,
-		Link:          link[:],
-		Person:        person[:],
+		Link:          v.person.link[:],
+		Person:        v.person.id,
+		PersonMode:    v.person.mode,
+		Hint:          v.person.hint[:],
+		NonceHash:     nonceHash(v.claims.nonce),
+		NonceExpires:  v.nonceExpires,
 		SkipLints:     v.decision.SkipLints,
 		MaxPerPerson:  v.decision.MaxPerPerson,
 	}
+	if v.person.mode == ca.PersonNew {
+		req.NameBirth = v.person.nameBirth[:]
+	}
+	return req
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, err error) {
@@ -507,12 +600,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -231,22 +232,18 @@ func (e *env) refusals(name string) float64 {
 	return m.GetCounter().GetValue()
 }
 
-// nonceState is the nonce's state in the cluster: 0 (absent), nonceOpen or
-// nonceConsumed.
-func nonceState(t testing.TB, nonce []byte) byte {
+// nonceRecorded reports whether the CA has recorded the nonce as used.
+func nonceRecorded(t testing.TB, nonce []byte) bool {
 	t.Helper()
-	h := sha256.Sum256(nonce)
-	var st byte
+	var used bool
 	err := fx.cluster.View(func(tx *bbolt.Tx) error {
-		if v := tx.Bucket(bucketNonces).Get(h[:]); len(v) == 9 {
-			st = v[8]
-		}
+		used = ca.NonceUsed(tx, nonceHash(nonce))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return used
 }
 
 // caState counts the certificates and intents of the test CA, and the ones linked
@@ -277,8 +274,9 @@ func caState(t testing.TB, body []byte) (records, links int) {
 
 // expectProblem posts body and checks the refusal: the problem type and status, the
 // refusal counter, that nothing reached the issuer and nothing was written to the
-// CA's state (no certificate, intent or link), and what became of the nonce.
-func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, nonce []byte, wantNonce byte) {
+// CA's state (no certificate, intent or link), and whether the nonce is recorded
+// as used (only if it was before: a refusal records nothing).
+func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, nonce []byte, wantUsed bool) {
 	t.Helper()
 	before := e.refusals(name)
 	calls := e.issuer.count()
@@ -307,8 +305,8 @@ func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, 
 		t.Errorf("the CA's state changed: %d → %d certificates and intents, %d → %d links", records, r, links, l)
 	}
 	if nonce != nil {
-		if st := nonceState(t, nonce); st != wantNonce {
-			t.Errorf("nonce state %d after the refusal, want %d", st, wantNonce)
+		if used := nonceRecorded(t, nonce); used != wantUsed {
+			t.Errorf("nonce recorded as used %v after the refusal, want %v", used, wantUsed)
 		}
 	}
 	for _, s := range []string{"印鑑", "花子", "試験町", "19900401"} {
@@ -336,9 +334,19 @@ func TestEnroll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	link, person := sc.CertHash(fx.linkKey), sc.Identity.PersonHash(fx.linkKey)
-	if !bytes.Equal(req.Link, link[:]) || !bytes.Equal(req.Person, person[:]) {
-		t.Error("link or person hash is not the keyed hash of the JPKI certificate")
+	link, nameBirth, hint := sc.CertHash(fx.linkKey), sc.Identity.NameBirthHash(fx.linkKey), sc.Identity.Basic4Hint(fx.linkKey)
+	if !bytes.Equal(req.Link, link[:]) || !bytes.Equal(req.Hint, hint[:]) || len(req.Person) != ca.PersonIDLen ||
+		len(req.NonceHash) != sha256.Size || req.NonceExpires.IsZero() {
+		t.Error("the request does not carry the keyed link and hint, a person record and the nonce")
+	}
+	switch req.PersonMode {
+	case ca.PersonNew:
+		if !bytes.Equal(req.NameBirth, nameBirth[:]) {
+			t.Error("a new person record without the keyed name-and-birth hash")
+		}
+	case ca.PersonSame: // the shared card enrolled in an earlier test
+	default:
+		t.Errorf("person mode %d", req.PersonMode)
 	}
 	if bytes.Contains(req.Link, sc.X509().SerialNumber.Bytes()) {
 		t.Error("the link holds the JPKI serial")
@@ -350,7 +358,7 @@ func TestEnroll(t *testing.T) {
 	if !publicKeysEqual(leaf.PublicKey, fx.subKeys[1].Public()) {
 		t.Fatal("certificate is not for the subscriber's key")
 	}
-	if leaf.Subject.CommonName != Pseudonym(bytes.Repeat([]byte{0x5a}, 32), sc) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
+	if leaf.Subject.CommonName != Pseudonym(bytes.Repeat([]byte{0x5a}, 32), req.Person) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
 		t.Errorf("subject %s", leaf.Subject)
 	}
 	if leaf.KeyUsage != x509.KeyUsageDigitalSignature {
@@ -380,8 +388,17 @@ func TestEnroll(t *testing.T) {
 			return err
 		}
 		if rec.Status != ca.Good || !bytes.Equal(rec.DER, leaf.Raw) || !bytes.Equal(rec.Link, link[:]) ||
-			!bytes.Equal(rec.Person, person[:]) || rec.Profile != ProfileAuthentication || rec.PolicyVersion != 7 {
+			!bytes.Equal(rec.Person, req.Person) || rec.Profile != ProfileAuthentication || rec.PolicyVersion != 7 {
 			t.Errorf("CA record: status %v, profile %q", rec.Status, rec.Profile)
+		}
+		if p, ok := ca.PersonOf(tx, link[:]); !ok || !bytes.Equal(p, req.Person) {
+			t.Error("the JPKI certificate does not belong to the certificate's person record")
+		}
+		if p, err := ca.LookupPerson(tx, req.Person); err != nil || !bytes.Equal(p.NameBirth, nameBirth[:]) {
+			t.Errorf("person record: %v", err)
+		}
+		if !ca.NonceUsed(tx, req.NonceHash) {
+			t.Error("the nonce's use was not recorded with the intent")
 		}
 		if !slices.ContainsFunc(ca.ByLink(tx, link[:]), func(s *big.Int) bool { return s.Cmp(cert.Serial) == 0 }) {
 			t.Error("the certificate is not found by its link")
@@ -449,7 +466,7 @@ func TestRefusals(t *testing.T) {
 			if c.edit != nil {
 				c.edit(&req)
 			}
-			e.expectProblem(t, mustJSON(t, req), c.prob, c.status, nonce, nonceOpen)
+			e.expectProblem(t, mustJSON(t, req), c.prob, c.status, nonce, false)
 		})
 	}
 
@@ -460,31 +477,48 @@ func TestRefusals(t *testing.T) {
 		}
 		csr[len(csr)-1] ^= 0x01 // inside the signature
 		req, nonce := e.request(t, proofSpec{csr: csr})
-		e.expectProblem(t, mustJSON(t, req), "csr-invalid", 400, nonce, nonceOpen)
+		e.expectProblem(t, mustJSON(t, req), "csr-invalid", 400, nonce, false)
 	})
 
 	t.Run("stale CRL", func(t *testing.T) {
 		stale := newEnv(t, fx.stale)
 		req, nonce := stale.request(t, proofSpec{})
-		stale.expectProblem(t, mustJSON(t, req), "jpki-revocation-unavailable", 503, nonce, nonceOpen)
+		stale.expectProblem(t, mustJSON(t, req), "jpki-revocation-unavailable", 503, nonce, false)
 	})
 
-	t.Run("unknown nonce", func(t *testing.T) {
-		nonce := make([]byte, NonceLen)
-		_, _ = rand.Read(nonce)
-		req, _ := e.request(t, proofSpec{nonce: nonce})
-		e.expectProblem(t, mustJSON(t, req), "nonce-unknown", 400, nonce, 0)
-	})
+	// Nonces this service did not make, or made too long ago, are unknown: random
+	// bytes, one under another cluster's key, one whose expiry has passed, one with
+	// its expiry pushed on (the MAC covers it).
+	otherKey := bytes.Repeat([]byte{0x77}, 32)
+	foreign, _, err := newNonceCodec(otherKey).make(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _, err := e.h.nonces.make(time.Now().Add(-NonceTTL - time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	extended := bytes.Clone(old)
+	extended[2]++ // 2^16 s (18 hours) on: valid now, if the MAC did not cover it
+	random := make([]byte, NonceLen)
+	_, _ = rand.Read(random)
+	for name, nonce := range map[string][]byte{"random nonce": random, "another cluster's nonce": foreign,
+		"expired nonce": old, "expiry changed": extended} {
+		t.Run(name, func(t *testing.T) {
+			req, _ := e.request(t, proofSpec{nonce: nonce})
+			e.expectProblem(t, mustJSON(t, req), "nonce-unknown", 400, nonce, false)
+		})
+	}
 
 	t.Run("reused nonce", func(t *testing.T) {
 		req, nonce := e.request(t, proofSpec{})
 		if _, err := e.client().Submit(context.Background(), req, nil); err != nil {
 			t.Fatal(err)
 		}
-		e.expectProblem(t, mustJSON(t, req), "nonce-replayed", 409, nonce, nonceConsumed)
+		e.expectProblem(t, mustJSON(t, req), "nonce-replayed", 409, nonce, true)
 		// A fresh proof over the spent nonce fares no better.
 		again, _ := e.request(t, proofSpec{nonce: nonce, subKey: fx.subKeys[2]})
-		e.expectProblem(t, mustJSON(t, again), "nonce-replayed", 409, nonce, nonceConsumed)
+		e.expectProblem(t, mustJSON(t, again), "nonce-replayed", 409, nonce, true)
 	})
 
 	// Proofs whose header a card would never make.
@@ -515,19 +549,19 @@ func TestRefusals(t *testing.T) {
 	} {
 		t.Run(h.name, func(t *testing.T) {
 			body := mustJSON(t, Request{Proof: forge(t, h.header, claims, h.sign), CSR: good.CSR})
-			e.expectProblem(t, body, "proof-invalid", 400, nonce, nonceOpen)
+			e.expectProblem(t, body, "proof-invalid", 400, nonce, false)
 		})
 	}
 
 	t.Run("oversized body", func(t *testing.T) {
 		body := mustJSON(t, Request{Proof: good.Proof + strings.Repeat("A", MaxBodyBytes), CSR: good.CSR})
-		e.expectProblem(t, body, "body-too-large", 413, nil, 0)
+		e.expectProblem(t, body, "body-too-large", 413, nil, false)
 	})
 	t.Run("not JSON", func(t *testing.T) {
-		e.expectProblem(t, []byte(`{"proof": `), "request-invalid", 400, nil, 0)
+		e.expectProblem(t, []byte(`{"proof": `), "request-invalid", 400, nil, false)
 	})
 	t.Run("unknown member", func(t *testing.T) {
-		e.expectProblem(t, []byte(`{"proof":"a.b.c","csr":"AA","extra":1}`), "request-invalid", 400, nil, 0)
+		e.expectProblem(t, []byte(`{"proof":"a.b.c","csr":"AA","extra":1}`), "request-invalid", 400, nil, false)
 	})
 	t.Run("wrong media type", func(t *testing.T) {
 		before := e.refusals("media-type-unsupported")
@@ -569,7 +603,7 @@ func TestRateLimit(t *testing.T) {
 	if !ok || p.Name() != "rate-limited" || p.Status != http.StatusTooManyRequests {
 		t.Fatalf("third challenge: %v", err)
 	}
-	e.expectProblem(t, []byte(`{}`), "rate-limited", 429, nil, 0)
+	e.expectProblem(t, []byte(`{}`), "rate-limited", 429, nil, false)
 }
 
 // TestIssuerFailure: when the CA fails, the client learns only that issuance failed.
@@ -609,5 +643,45 @@ func TestNewHandlerRefusesBadConfig(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}
+	}
+}
+
+// TestDecodeStrict: the API's bodies are decoded once, strictly, as the admin
+// API's are: anything a lenient decoder would read one way and another reader
+// another is refused as request-invalid (ErrRequestInvalid), for an enrolment and
+// for a re-bind alike.
+func TestDecodeStrict(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		body string
+	}{
+		{"data after the object", `{"proof":"a.b.c","csr":"AA"} {}`},
+		{"a second object", `{"proof":"a.b.c","csr":"AA"}{"proof":"x"}`},
+		{"a member twice", `{"proof":"a.b.c","csr":"AA","csr":"BB"}`},
+		{"a member twice, once escaped", `{"proof":"a.b.c","csr":"AA","\u0063sr":"BB"}`},
+		{"a member in another case", `{"Proof":"a.b.c","csr":"AA"}`},
+		{"an unknown member", `{"proof":"a.b.c","csr":"AA","key_proof":"x"}`},
+		{"a number for a string", `{"proof":"a.b.c","csr":7}`},
+		{"null for a string", `{"proof":"a.b.c","csr":null}`},
+		{"an object for a string", `{"proof":{"x":"y"},"csr":"AA"}`},
+		{"not an object", `["a.b.c","AA"]`},
+		{"invalid UTF-8", "{\"proof\":\"a.b.c\",\"csr\":\"A\xff\"}"},
+		{"a required member missing", `{"proof":"a.b.c"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := decodeRequest([]byte(c.body)); !errors.Is(err, ErrRequestInvalid) {
+				t.Errorf("enrolment: %v, want ErrRequestInvalid", err)
+			}
+			rebind := strings.NewReplacer(`"csr"`, `"serial"`, `\u0063sr`, `\u0073erial`, `"key_proof":"x"`, `"csr":"x"`).Replace(c.body)
+			if _, err := decodeRebindRequest([]byte(rebind)); !errors.Is(err, ErrRequestInvalid) {
+				t.Errorf("re-bind %s: %v, want ErrRequestInvalid", rebind, err)
+			}
+		})
+	}
+	if _, err := decodeRequest([]byte(`{"proof":"a.b.c","csr":"AA","profile":"signing"}`)); err != nil {
+		t.Errorf("a well-formed body: %v", err)
+	}
+	if _, err := decodeRebindRequest([]byte(`{"proof":"a.b.c","serial":"5f","key_proof":"x.y.z"}`)); err != nil {
+		t.Errorf("a well-formed re-bind body: %v", err)
 	}
 }

@@ -6,13 +6,14 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 )
 
-// Issuer issues the certificate once everything is verified, decided and the nonce
-// redeemed: *ca.Authority. The request carries the policy's template and the keyed
-// hashes (ca.Request.Link, Person) under the cluster's link key, never the JPKI serial
-// or the basic-4 information. An issuer's refusal that matches ErrRateLimited or
-// ErrPolicyDenied (a per-person cap) reaches the client as that problem;
-// ca.ErrNoCAKey and ca.ErrAbandoned as unavailable (ask again); any other error as
-// issuance-failed, with no detail.
+// Issuer issues the certificate once everything is verified and decided:
+// *ca.Authority. The request carries the policy's template, the person record,
+// the keyed hashes under the cluster's link key (never the JPKI serial or the
+// basic-4 information) and the nonce, whose use the intent records. Its refusals
+// reach the client as their problems: ca.ErrNonceUsed as nonce-replayed,
+// ca.ErrPersonLimit as person-limit-reached, ca.ErrPersonChanged after one
+// retry, ca.ErrNoCAKey and ca.ErrAbandoned as unavailable (ask again); any other
+// error as issuance-failed, with no detail.
 type Issuer interface {
 	Issue(ctx context.Context, req ca.Request) (*ca.Issued, error)
 }

@@ -239,62 +239,67 @@ func parseClaimsOf(payload []byte, rebind bool) (*claims, error) {
 		return nil, proofInvalid("claims: %v", err)
 	}
 	c := &claims{}
-	b32 := func(name string) ([]byte, error) {
-		raw, ok := m[name]
-		if !ok {
-			return nil, proofInvalid("claims: no %s", name)
-		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, proofInvalid("claims: %s is not a string", name)
-		}
-		b, err := decodeSegment(s)
-		if err != nil || len(b) != 32 {
-			return nil, proofInvalid("claims: %s is not base64url of 32 bytes", name)
-		}
-		return b, nil
-	}
-	date := func(name string) (int64, error) {
-		raw, ok := m[name]
-		if !ok {
-			return 0, proofInvalid("claims: no %s", name)
-		}
-		// A JSON number, not a string holding one (which json.Number would take).
-		if len(raw) == 0 || raw[0] < '0' || raw[0] > '9' {
-			return 0, proofInvalid("claims: %s is not a non-negative number", name)
-		}
-		v, err := strconv.ParseInt(string(raw), 10, 64)
-		if err != nil || v < 0 || v > maxNumericDate {
-			return 0, proofInvalid("claims: %s is not an integer NumericDate", name)
-		}
-		return v, nil
-	}
-	if c.nonce, err = b32("nonce"); err != nil {
+	if c.nonce, err = claimB32(m, "nonce"); err != nil {
 		return nil, err
 	}
 	if rebind {
-		raw, ok := m["serial"]
-		if !ok {
-			return nil, proofInvalid("claims: no serial")
+		if c.serial, err = claimString(m, "serial"); err != nil {
+			return nil, err
 		}
-		if err := json.Unmarshal(raw, &c.serial); err != nil {
-			return nil, proofInvalid("claims: serial is not a string")
-		}
-	} else if c.csrSHA256, err = b32("csr_sha256"); err != nil {
+	} else if c.csrSHA256, err = claimB32(m, "csr_sha256"); err != nil {
 		return nil, err
 	}
-	if c.iat, err = date("iat"); err != nil {
+	if c.iat, err = claimDate(m, "iat"); err != nil {
 		return nil, err
 	}
-	if c.exp, err = date("exp"); err != nil {
+	if c.exp, err = claimDate(m, "exp"); err != nil {
 		return nil, err
 	}
-	raw, ok := m["aud"]
-	if !ok {
-		return nil, proofInvalid("claims: no aud")
-	}
-	if err := json.Unmarshal(raw, &c.aud); err != nil {
-		return nil, proofInvalid("claims: aud is not a string")
+	if c.aud, err = claimString(m, "aud"); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// claimB32 reads a claim that is base64url (no padding) of 32 bytes.
+func claimB32(m map[string]json.RawMessage, name string) ([]byte, error) {
+	s, err := claimString(m, name)
+	if err != nil {
+		return nil, err
+	}
+	b, err := decodeSegment(s)
+	if err != nil || len(b) != 32 {
+		return nil, proofInvalid("claims: %s is not base64url of 32 bytes", name)
+	}
+	return b, nil
+}
+
+// claimString reads a string claim.
+func claimString(m map[string]json.RawMessage, name string) (string, error) {
+	raw, ok := m[name]
+	if !ok {
+		return "", proofInvalid("claims: no %s", name)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", proofInvalid("claims: %s is not a string", name)
+	}
+	return s, nil
+}
+
+// claimDate reads an integer NumericDate claim.
+func claimDate(m map[string]json.RawMessage, name string) (int64, error) {
+	raw, ok := m[name]
+	if !ok {
+		return 0, proofInvalid("claims: no %s", name)
+	}
+	// A JSON number, not a string holding one (which json.Number would take).
+	if len(raw) == 0 || raw[0] < '0' || raw[0] > '9' {
+		return 0, proofInvalid("claims: %s is not a non-negative number", name)
+	}
+	v, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || v < 0 || v > maxNumericDate {
+		return 0, proofInvalid("claims: %s is not an integer NumericDate", name)
+	}
+	return v, nil
 }

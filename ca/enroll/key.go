@@ -29,8 +29,14 @@ type KeyConfig struct {
 	URI    *hsm.URI
 	Module string
 	PIN    hsm.PINSource
-	Logger *slog.Logger
+	// Existing: the key must exist already and is never made (a re-bind proves
+	// possession of the derived certificate's key; a new key proves nothing).
+	Existing bool
+	Logger   *slog.Logger
 }
+
+// ErrNoKey: KeyConfig.Existing, and the key is not there.
+var ErrNoKey = errors.New("enroll: key: not found (a re-bind needs the derived certificate's existing key)")
 
 // SubscriberKey is the key being enrolled.
 type SubscriberKey struct {
@@ -38,6 +44,22 @@ type SubscriberKey struct {
 	// Created reports that the key was made now.
 	Created bool
 	tok     *hsm.Token
+	file    string // the file this open made, if it made one
+}
+
+// Discard removes the key file this open made: an enrollment that got no
+// certificate leaves no new key behind. A key that existed before is kept, and
+// so is one made on a token (the token keeps it under its label, and the next
+// enrollment with the same URI uses it).
+func (k *SubscriberKey) Discard() error {
+	if k.file == "" {
+		return nil
+	}
+	if err := os.Remove(k.file); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("enroll: key: %w", err)
+	}
+	k.file = ""
+	return nil
 }
 
 // Close releases the token of a PKCS#11 key.
@@ -54,7 +76,7 @@ func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*SubscriberKey, erro
 	case (cfg.File == "") == (cfg.URI == nil):
 		return nil, errors.New("enroll: key: give a file or a PKCS#11 URI")
 	case cfg.File != "":
-		return keyFile(cfg.File)
+		return keyFile(cfg.File, cfg.Existing)
 	}
 	u := *cfg.URI
 	module := cfg.Module
@@ -71,7 +93,9 @@ func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*SubscriberKey, erro
 	u.Type = "private"
 	s, err := tok.Signer(ctx, u)
 	created := false
-	if errors.Is(err, hsm.ErrKeyNotFound) {
+	if errors.Is(err, hsm.ErrKeyNotFound) && cfg.Existing {
+		err = fmt.Errorf("%w: %s", ErrNoKey, u)
+	} else if errors.Is(err, hsm.ErrKeyNotFound) {
 		s, err = tok.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: u.Object, ID: u.ID})
 		created = true
 	}
@@ -82,8 +106,11 @@ func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*SubscriberKey, erro
 	return &SubscriberKey{Signer: s, Created: created, tok: tok}, nil
 }
 
-func keyFile(path string) (*SubscriberKey, error) {
+func keyFile(path string, existing bool) (*SubscriberKey, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && existing {
+		return nil, fmt.Errorf("%w: %s", ErrNoKey, path)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -97,14 +124,11 @@ func keyFile(path string) (*SubscriberKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("enroll: key: %w", err)
 		}
-		if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-			f.Close()
+		if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Close()); err != nil {
+			os.Remove(path) // no half-written key
 			return nil, fmt.Errorf("enroll: key: %w", err)
 		}
-		if err := f.Close(); err != nil {
-			return nil, fmt.Errorf("enroll: key: %w", err)
-		}
-		return &SubscriberKey{Signer: k, Created: true}, nil
+		return &SubscriberKey{Signer: k, Created: true, file: path}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("enroll: key: %w", err)

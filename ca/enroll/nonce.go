@@ -3,32 +3,155 @@ package enroll
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// Nonces are single-use challenges kept in the replicated state, so that a node may
-// redeem a nonce another node handed out, and exactly one redemption succeeds however
-// many nodes try at once. The state holds only each nonce's SHA-256: a copy of the
-// state (a snapshot, a backup) gives no one a nonce to use.
+// Challenges. A nonce authenticates itself: it carries its expiry and a MAC under
+// a key derived from the cluster's link key (the same on every voter), so any node
+// checks a nonce another node handed out, and handing one out writes nothing. Its
+// single use is recorded by the CA in the command that uses it (the enrolment's
+// intent, ca.Request.NonceHash; a re-bind's ca.nonce), which refuses every use but
+// the first on every node; the state keeps only each used nonce's SHA-256, until
+// it expires.
+//
+// Layout (NonceLen = 32 bytes, sent as base64url without padding):
+//
+//	[0]      version, 1
+//	[1:5]    expiry, Unix seconds, big-endian
+//	[5:16]   11 random bytes
+//	[16:32]  HMAC-SHA256(nonce key, "inkan/enroll/nonce/v1\0" ‖ bytes 0–15), first 16 bytes
+//
+// The nonce key is HMAC-SHA256(link key, "inkan/enroll/nonce-key/v1").
 
-// NonceCommand is the cluster command type of the nonce handler.
-const NonceCommand = "enroll.nonce"
-
-// NonceTTL is how long a challenge may be redeemed after the leader recorded it.
+// NonceTTL is how long a challenge may be used after it was handed out.
 const NonceTTL = 5 * time.Minute
 
 // NonceLen is the size of a nonce in bytes.
 const NonceLen = 32
+
+const (
+	nonceVersion  = 1
+	nonceMACLen   = 16
+	nonceMACLabel = "inkan/enroll/nonce/v1\x00"
+	nonceKeyLabel = "inkan/enroll/nonce-key/v1"
+)
+
+// nonceCodec makes and checks nonces under one key.
+type nonceCodec struct {
+	key []byte
+}
+
+func newNonceCodec(linkKey []byte) nonceCodec {
+	m := hmac.New(sha256.New, linkKey)
+	m.Write([]byte(nonceKeyLabel))
+	return nonceCodec{key: m.Sum(nil)}
+}
+
+func (c nonceCodec) mac(body []byte) []byte {
+	m := hmac.New(sha256.New, c.key)
+	m.Write([]byte(nonceMACLabel))
+	m.Write(body)
+	return m.Sum(nil)[:nonceMACLen]
+}
+
+// make returns a fresh nonce, valid until the second NonceTTL after now.
+func (c nonceCodec) make(now time.Time) ([]byte, time.Time, error) {
+	expires := now.Add(NonceTTL).Truncate(time.Second).Add(time.Second)
+	n := make([]byte, NonceLen-nonceMACLen, NonceLen)
+	n[0] = nonceVersion
+	binary.BigEndian.PutUint32(n[1:5], uint32(expires.Unix()))
+	if _, err := rand.Read(n[5:]); err != nil {
+		return nil, time.Time{}, err
+	}
+	return append(n, c.mac(n)...), expires.UTC(), nil
+}
+
+// check returns a nonce's expiry if this cluster made it and it has not expired at
+// now; ErrNonceUnknown otherwise. It does not say whether it was used.
+func (c nonceCodec) check(nonce []byte, now time.Time) (time.Time, error) {
+	if len(nonce) != NonceLen || nonce[0] != nonceVersion {
+		return time.Time{}, fmt.Errorf("%w: not a nonce of this service", ErrNonceUnknown)
+	}
+	body := nonce[:NonceLen-nonceMACLen]
+	if subtle.ConstantTimeCompare(c.mac(body), nonce[len(body):]) != 1 {
+		return time.Time{}, fmt.Errorf("%w: not a nonce of this service", ErrNonceUnknown)
+	}
+	expires := time.Unix(int64(binary.BigEndian.Uint32(nonce[1:5])), 0).UTC()
+	if !now.Before(expires) {
+		return time.Time{}, fmt.Errorf("%w: the nonce expired", ErrNonceUnknown)
+	}
+	return expires, nil
+}
+
+// nonceHash is what the CA records of a used nonce.
+func nonceHash(nonce []byte) []byte {
+	h := sha256.Sum256(nonce)
+	return h[:]
+}
+
+// nonceUsed reports whether this node's (possibly lagging) state shows the nonce
+// used: a cheap early refusal of a replay before any verification work. The CA
+// decides when it records the use.
+func nonceUsed(c Replicated, nonce []byte) bool {
+	var used bool
+	_ = c.View(func(tx *bbolt.Tx) error {
+		used = ca.NonceUsed(tx, nonceHash(nonce))
+		return nil
+	})
+	return used
+}
+
+// inflight holds the nonces of the requests this node is working on past their
+// checks. Copies of one request sent at once would otherwise all take the rate
+// limits' tokens before the CA refuses all but one, and a copy that found the
+// bucket drained by its siblings would be told rate-limited rather than what it
+// is, a replay. Only one request per nonce goes on at a time on a node (the
+// rate limits are a node's); across nodes the CA's record decides.
+type inflight struct {
+	mu     sync.Mutex
+	nonces map[[sha256.Size]byte]struct{}
+}
+
+// claim marks nonce as in progress and returns how to release it, or false if
+// it is in progress already.
+func (f *inflight) claim(nonce []byte) (func(), bool) {
+	k := sha256.Sum256(nonce)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, busy := f.nonces[k]; busy {
+		return nil, false
+	}
+	if f.nonces == nil {
+		f.nonces = map[[sha256.Size]byte]struct{}{}
+	}
+	f.nonces[k] = struct{}{}
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.nonces, k)
+	}, true
+}
+
+// The nonces of the previous release were random and recorded through the
+// cluster when handed out (enroll.nonce, create) and when redeemed (consume). The
+// command stays known to every replica, which must apply the entries of it that
+// its log and snapshots hold; nothing submits it any more.
+
+// NonceCommand is the cluster command type of the previous release's nonces.
+const NonceCommand = "enroll.nonce"
 
 // maxLiveNonces bounds the nonces the state holds at once: past it, creation is
 // refused until expired ones are pruned. It is a constant, not configuration, because
@@ -65,9 +188,10 @@ type nonceBody struct {
 	Hash []byte `cbor:"2,keyasint"` // SHA-256 of the nonce
 }
 
-// NonceHandler is the cluster handler that owns the nonce state. Register it in
-// cluster.Config.Handlers on every node that runs the enrollment API (all nodes: a
-// handler must be known to every replica).
+// NonceHandler is the cluster handler of the previous release's nonces, which
+// replicas must still apply from their logs. Register it in
+// cluster.Config.Handlers on every node (a handler must be known to every
+// replica).
 func NonceHandler() cluster.Handler { return nonceHandler{} }
 
 type nonceHandler struct{}
@@ -159,85 +283,9 @@ func prune(nonces, expiry *bbolt.Bucket, now int64) (uint64, error) {
 	return live, nonces.Put(keyLive, binary.BigEndian.AppendUint64(nil, live))
 }
 
-// Replicated is what the nonce store needs of the cluster; *cluster.Cluster has it.
+// Replicated is what the API needs of the cluster: *cluster.Cluster. It reads the
+// CA's state (records, person records, used nonces); it writes nothing itself.
 type Replicated interface {
-	Submit(ctx context.Context, cmd cluster.Command) ([]byte, error)
 	View(fn func(tx *bbolt.Tx) error) error
-}
-
-// nonceStore creates and consumes nonces through the cluster.
-type nonceStore struct {
-	c Replicated
-}
-
-// create makes a fresh nonce, records its hash through the cluster, and returns it with
-// its expiry.
-func (s nonceStore) create(ctx context.Context) ([]byte, time.Time, error) {
-	nonce := make([]byte, NonceLen)
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, time.Time{}, err
-	}
-	h := sha256.Sum256(nonce)
-	cmd, err := cluster.NewCommand(NonceCommand, 1, nonceBody{Op: opCreate, Hash: h[:]})
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	res, err := s.c.Submit(ctx, cmd)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: record the nonce: %w", ErrUnavailable, err)
-	}
-	if len(res) != 8 {
-		return nil, time.Time{}, fmt.Errorf("%w: nonce command returned %d bytes", ErrUnavailable, len(res))
-	}
-	return nonce, time.Unix(0, int64(binary.BigEndian.Uint64(res))).UTC(), nil
-}
-
-// consume redeems nonce through the cluster: nil for the one caller that redeems it,
-// ErrNonceUnknown or ErrNonceReplayed for the others, ErrUnavailable when the cluster
-// gave no answer.
-func (s nonceStore) consume(ctx context.Context, nonce []byte) error {
-	h := sha256.Sum256(nonce)
-	cmd, err := cluster.NewCommand(NonceCommand, 1, nonceBody{Op: opConsume, Hash: h[:]})
-	if err != nil {
-		return err
-	}
-	_, err = s.c.Submit(ctx, cmd)
-	switch {
-	case err == nil:
-		return nil
-	case isRefusal(err, ErrNonceReplayed):
-		return ErrNonceReplayed
-	case isRefusal(err, ErrNonceUnknown):
-		return ErrNonceUnknown
-	}
-	return fmt.Errorf("%w: redeem the nonce: %w", ErrUnavailable, err)
-}
-
-// spent reports whether this node's (possibly lagging) state shows nonce consumed: a
-// cheap early refusal of a replay before any verification work. A nonce this node
-// does not know yet is not refused here; consume decides.
-func (s nonceStore) spent(nonce []byte) bool {
-	h := sha256.Sum256(nonce)
-	var used bool
-	_ = s.c.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketNonces)
-		if b == nil {
-			return nil
-		}
-		v := b.Get(h[:])
-		used = len(v) == 9 && v[8] == nonceConsumed
-		return nil
-	})
-	return used
-}
-
-// isRefusal reports whether err is the cluster's refusal of a command with want. A
-// refusal that reached this node as a record (a retried submission, a forwarded one)
-// carries the handler's message rather than its error value, so the message counts
-// too.
-func isRefusal(err, want error) bool {
-	if !errors.Is(err, cluster.ErrRefused) {
-		return false
-	}
-	return errors.Is(err, want) || strings.Contains(err.Error(), want.Error())
+	ViewCurrent(ctx context.Context, fn func(tx *bbolt.Tx) error) error
 }

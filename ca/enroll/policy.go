@@ -4,17 +4,15 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hmac"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // Policy decides whether a verified enrollment may proceed and what the certificate
@@ -28,10 +26,14 @@ type Policy interface {
 }
 
 // Admitter is a Policy that also limits how often an enrollment it decided may
-// go on (rate limits): the handler asks it after Decide and after the
-// per-person cap has been checked, so that the cap is reported as such.
+// go on (rate limits): the handler asks it once every other check has passed
+// (proof, nonce, chain, revocation, policy, the per-person cap), so that a
+// refusal for any other cause takes no token. Admit takes the tokens and returns
+// how to give them back: the handler does when the issuance is refused or fails
+// after all (a nonce used meanwhile, the cap reached at the leader), so that a
+// refusal costs the person and the address nothing.
 type Admitter interface {
-	Admit(ctx context.Context, d Decision, req PolicyRequest) error
+	Admit(ctx context.Context, d Decision, req PolicyRequest) (release func(), err error)
 }
 
 // PolicyRequest is what a Policy decides on.
@@ -48,11 +50,14 @@ type PolicyRequest struct {
 	// (jpki.RevocationCRL, jpki.RevocationOCSP, or jpki.RevocationNone in tests).
 	Revocation       jpki.Status
 	RevocationSource string
-	// Person is the keyed hash of the person (jpki.Identity.PersonHash under the
-	// cluster's link key), the key of per-person limits; Client is the address the
-	// request came from, the key of per-client limits.
-	Person []byte
-	Client string
+	// Person is the identifier of the person record the enrolment is for (a new
+	// one if the JPKI certificate belongs to none yet): what the pseudonyms are
+	// keyed hashes of. LimitKey is the key of per-person rate limits: the person
+	// record's. Client is the network the request came from (ClientPrefix), the
+	// key of per-client limits.
+	Person   []byte
+	LimitKey string
+	Client   string
 	// At is the time of the decision.
 	At time.Time
 }
@@ -84,15 +89,16 @@ const ProfileAuthentication = "authentication"
 const MaxAuthenticationValidity = 365 * 24 * time.Hour
 
 // AuthenticationPolicy issues pseudonymous authentication certificates: subject
-// CN = hex of a keyed hash of the person (stable across re-enrolments and moves) and
+// CN = hex of a keyed hash of the person record (stable across re-enrolments and
+// re-binds, different for people who share a name and a birth date) and
 // C=JP, key usage digitalSignature only, extended key usage clientAuth, valid until
 // the JPKI certificate's notAfter or Validity from now, whichever is first. No basic-4
 // information goes into the certificate. Keys: ECDSA P-256 or P-384, RSA 2048 to 4096
 // bits.
 type AuthenticationPolicy struct {
 	// PseudonymKey keys the subject's hash (at least jpki.MinHashKeyLen bytes). It
-	// must be a secret, or anyone could confirm a guess of a name and birth date
-	// against a certificate.
+	// must be a secret, or anyone holding the CA's records could link a
+	// certificate to its person record.
 	PseudonymKey []byte
 	// Validity is how long a certificate lives (MaxAuthenticationValidity if 0 or
 	// more).
@@ -109,6 +115,9 @@ func (p AuthenticationPolicy) Decide(_ context.Context, req PolicyRequest) (Deci
 	if req.Profile != "" && req.Profile != ProfileAuthentication {
 		return Decision{}, fmt.Errorf("%w: profile %q is not offered", ErrPolicyDenied, clip(req.Profile))
 	}
+	if len(req.Person) == 0 {
+		return Decision{}, errors.New("enroll: authentication policy: the request names no person record")
+	}
 	if err := authenticationKey(req.CSR); err != nil {
 		return Decision{}, err
 	}
@@ -124,7 +133,7 @@ func (p AuthenticationPolicy) Decide(_ context.Context, req PolicyRequest) (Deci
 		Profile:       ProfileAuthentication,
 		PolicyVersion: p.Version,
 		Template: &x509.Certificate{
-			Subject:               pkix.Name{CommonName: Pseudonym(p.PseudonymKey, req.JPKI), Country: []string{"JP"}},
+			Subject:               pkix.Name{CommonName: Pseudonym(p.PseudonymKey, req.Person), Country: []string{"JP"}},
 			KeyUsage:              x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 			BasicConstraintsValid: true,
@@ -133,17 +142,13 @@ func (p AuthenticationPolicy) Decide(_ context.Context, req PolicyRequest) (Deci
 	}, nil
 }
 
-// Pseudonym is the subject CN AuthenticationPolicy gives a person: the hex of an
-// HMAC-SHA256, under a key derived from key, of the person hash. It survives a move
-// (the person hash leaves the address out) and differs from the person hash the CA
-// stores, so a certificate does not reveal the CA's index of people.
-func Pseudonym(key []byte, sc *jpki.SignatureCertificate) string {
-	person := sc.Identity.PersonHash(key)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("inkan/enroll/pseudonym/v1\x00"))
-	m.Write(person[:])
-	return hex.EncodeToString(m.Sum(nil))
-}
+// Pseudonym is the subject CN AuthenticationPolicy gives a person record: the hex
+// of an HMAC-SHA256 under key of the record's random identifier
+// (policies.Pseudonym, so certificates keep their subject when the policy engine
+// replaces this policy). It survives a move (a re-bind keeps the record), differs
+// for homonyms (each starts a record of their own), and differs from the record's
+// identifier, so a certificate does not reveal the CA's index of people.
+func Pseudonym(key, person []byte) string { return policies.Pseudonym(key, person) }
 
 func authenticationKey(csr *x509.CertificateRequest) error {
 	switch k := csr.PublicKey.(type) {

@@ -73,6 +73,10 @@ var (
 	probRebindNotPoss   = problemType{"rebind-not-possible", http.StatusConflict, "The certificate cannot be re-bound"}
 	probRebindHeld      = problemType{"rebind-held-by-operator", http.StatusConflict, "The certificate is on hold by an operator; only an operator can release it"}
 	probRebindSameCard  = problemType{"rebind-same-jpki-certificate", http.StatusConflict, "The certificate is bound to this JPKI certificate already"}
+	probKeyProofMissing = problemType{"rebind-key-proof-missing", http.StatusBadRequest, "The re-bind carries no signature by the derived certificate's key"}
+	probKeyProofInvalid = problemType{"rebind-key-proof-invalid", http.StatusBadRequest, "The derived key's signature is not a valid key proof"}
+	probKeyMismatch     = problemType{"rebind-key-mismatch", http.StatusForbidden, "The key proof is not signed by the derived certificate's key"}
+	probKeyProofReplay  = problemType{"rebind-key-proof-replayed", http.StatusForbidden, "The key proof was made for another request"}
 	probRateLimited     = problemType{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
 	probJPKIUntrusted   = problemType{"jpki-untrusted", http.StatusForbidden, "The JPKI certificate is not trusted"}
 	probJPKIExpired     = problemType{"jpki-expired", http.StatusForbidden, "The JPKI certificate is expired or not yet valid"}
@@ -89,6 +93,7 @@ var problemTypes = []problemType{
 	probPolicyDenied, probPersonLimit, probRateLimited, probJPKIUntrusted, probJPKIExpired, probJPKIRevoked,
 	probJPKIRevocation, probUnavailable, probIssuanceFailure,
 	probSerialMismatch, probRebindNotFound, probRebindNotSame, probRebindNotPoss, probRebindHeld, probRebindSameCard,
+	probKeyProofMissing, probKeyProofInvalid, probKeyMismatch, probKeyProofReplay,
 }
 
 // problemFor maps an error of the pipeline to its problem type. The first match wins;
@@ -125,6 +130,14 @@ func problemFor(err error) problemType {
 		return probRebindNotPoss
 	case errors.Is(err, ErrRebindSameJPKICert):
 		return probRebindSameCard
+	case errors.Is(err, ErrKeyProofMissing):
+		return probKeyProofMissing
+	case errors.Is(err, ErrKeyProofInvalid):
+		return probKeyProofInvalid
+	case errors.Is(err, ErrKeyMismatch):
+		return probKeyMismatch
+	case errors.Is(err, ErrKeyProofReplayed):
+		return probKeyProofReplay
 	case errors.Is(err, ErrPersonLimit):
 		return probPersonLimit
 	case errors.Is(err, ErrPolicyDenied), errors.Is(err, policies.ErrDenied):
@@ -196,6 +209,7 @@ var sentinels = []error{
 	ErrNonceReplayed, ErrCSRInvalid, ErrCSRMismatch, ErrKeyTypeNotAllowed, ErrPolicyDenied,
 	ErrPersonLimit, ErrRateLimited, ErrUnavailable, policies.ErrDenied, policies.ErrKeyType,
 	ErrSerialMismatch, ErrRebindNotFound, ErrRebindNotSame, ErrRebindHeldByOperator, ErrRebindNotPossible, ErrRebindSameJPKICert,
+	ErrKeyProofMissing, ErrKeyProofInvalid, ErrKeyMismatch, ErrKeyProofReplayed,
 }
 
 // Problem is an RFC 9457 problem detail, as the API sends it and the client returns

@@ -2,7 +2,6 @@ package enroll
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -59,8 +58,9 @@ func (p *ProfilePolicy) Profiles() *policies.Set {
 }
 
 // Decide implements Policy. Refusals match ErrPolicyDenied or ErrKeyTypeNotAllowed.
-// It takes no rate-limit token: Admit does, once the per-person cap has passed,
-// so a person at the cap is told so rather than to wait.
+// It takes no rate-limit token: Admit does, once every other check has passed,
+// so a person at the cap is told so rather than to wait, and a refused request
+// costs nothing.
 func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, error) {
 	set := p.Profiles()
 	if set == nil {
@@ -70,11 +70,12 @@ func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, 
 		return Decision{}, errors.New("enroll: profile policy: no CSR")
 	}
 	if len(req.Person) == 0 {
-		return Decision{}, errors.New("enroll: profile policy: the request carries no person hash")
+		return Decision{}, errors.New("enroll: profile policy: the request names no person record")
 	}
 	pd, err := set.Decide(policies.Request{
 		Profile:          req.Profile,
 		JPKI:             req.JPKI,
+		Person:           req.Person,
 		PublicKey:        req.CSR.PublicKey,
 		Revocation:       req.Revocation,
 		RevocationSource: req.RevocationSource,
@@ -87,18 +88,19 @@ func (p *ProfilePolicy) Decide(_ context.Context, req PolicyRequest) (Decision, 
 }
 
 // Admit implements Admitter: it takes a token from the decided profile's
-// buckets for the client address and the person (ErrRateLimited, with the
-// wait until a token is back, if one is empty).
-func (p *ProfilePolicy) Admit(_ context.Context, d Decision, req PolicyRequest) error {
+// buckets for the client network and the person (ErrRateLimited, with the wait
+// until a token is back, if one is empty; then it took none), and returns how to
+// give them back.
+func (p *ProfilePolicy) Admit(_ context.Context, d Decision, req PolicyRequest) (func(), error) {
 	set := p.Profiles()
 	if set == nil {
-		return fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
+		return nil, fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
 	}
 	prof, ok := set.Profile(d.Profile)
 	if !ok {
-		return fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", d.Profile)
+		return nil, fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", d.Profile)
 	}
-	return p.limit(prof, req.Person, req.Client, req.At)
+	return p.limit(prof, req.LimitKey, req.Client, req.At)
 }
 
 func decisionOf(pd policies.Decision) Decision {
@@ -126,9 +128,13 @@ func fromPolicies(err error) error {
 	return fmt.Errorf("enroll: profile policy: %w", err)
 }
 
-// limit takes a token from the profile's bucket for the client address and from the
-// one for the person. The person is named in no message.
-func (p *ProfilePolicy) limit(prof *policies.Profile, person []byte, client string, now time.Time) error {
+// limit takes a token from the profile's bucket for the client network and from the
+// one for the person (their limit key), both or neither, and returns how to give
+// them back. The person is named in no message.
+func (p *ProfilePolicy) limit(prof *policies.Profile, person, client string, now time.Time) (func(), error) {
+	if person == "" {
+		return nil, errors.New("enroll: profile policy: no person limit key")
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	l := p.limits[prof.Name]
@@ -145,15 +151,28 @@ func (p *ProfilePolicy) limit(prof *policies.Profile, person []byte, client stri
 	}
 	if client != "" {
 		if ok, wait := l.client.Allow(client, now); !ok {
-			return &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per client address, one more every %s",
+			return nil, &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per client address, one more every %s",
 				ErrRateLimited, prof.Name, l.rates.PerClient.Burst, l.rates.PerClient.Every), wait}
 		}
 	}
-	if ok, wait := l.person.Allow(hex.EncodeToString(person), now); !ok {
-		return &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per person, one more every %s",
+	if ok, wait := l.person.Allow(person, now); !ok {
+		if client != "" {
+			l.client.Return(client, now)
+		}
+		return nil, &retryError{fmt.Errorf("%w: profile %s allows %d enrolments per person, one more every %s",
 			ErrRateLimited, prof.Name, l.rates.PerPerson.Burst, l.rates.PerPerson.Every), wait}
 	}
-	return nil
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if client != "" {
+				l.client.Return(client, now)
+			}
+			l.person.Return(person, now)
+		})
+	}, nil
 }
 
 // retryError is a refusal the client may try again after wait (Retry-After).

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
 	"io/fs"
 	"math/big"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -96,14 +98,21 @@ func TestProfilePolicyIssues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	documentSigning := asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 36}
+	var person []byte // the card's record, which the first enrolment starts
 	for _, c := range []struct {
 		ask, profile string
+		version      uint64
 		ku           x509.KeyUsage
-		cn           string
+		cn           func() string
+		eku          []x509.ExtKeyUsage
+		otherEKU     []asn1.ObjectIdentifier
 		cap          int
 	}{
-		{"", "authentication", x509.KeyUsageDigitalSignature, policies.Pseudonym(testPseudonymKey, sc.Identity), 5},
-		{"signing", "signing", x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment, sc.Identity.Name(), 3},
+		{"", "authentication", 1, x509.KeyUsageDigitalSignature, func() string { return policies.Pseudonym(testPseudonymKey, person) },
+			[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, 5},
+		{"signing", "signing", 2, x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment, func() string { return sc.Identity.Name() },
+			nil, []asn1.ObjectIdentifier{documentSigning}, 3},
 	} {
 		t.Run(c.profile, func(t *testing.T) {
 			calls := e.issuer.count()
@@ -111,17 +120,25 @@ func TestProfilePolicyIssues(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			leaf := cert.Chain[0]
-			if cert.Profile != c.profile || leaf.Subject.CommonName != c.cn || leaf.KeyUsage != c.ku {
-				t.Errorf("profile %q, key usage %v, subject CN matches: %v", cert.Profile, leaf.KeyUsage, leaf.Subject.CommonName == c.cn)
-			}
-			if c.profile == "signing" && leaf.Subject.SerialNumber != policies.Pseudonym(testPseudonymKey, sc.Identity) {
-				t.Error("the signing certificate's serialNumber is not the pseudonym")
-			}
 			e.issuer.mu.Lock()
 			req := e.issuer.calls[calls]
 			e.issuer.mu.Unlock()
-			if req.Profile != c.profile || req.PolicyVersion != 1 || req.MaxPerPerson != c.cap {
+			if person == nil {
+				person = req.Person
+			} else if !bytes.Equal(req.Person, person) || req.PersonMode != ca.PersonSame {
+				t.Errorf("a second enrolment with the card is not the same person record (mode %d)", req.PersonMode)
+			}
+			leaf := cert.Chain[0]
+			if cert.Profile != c.profile || leaf.Subject.CommonName != c.cn() || leaf.KeyUsage != c.ku {
+				t.Errorf("profile %q, key usage %v, subject CN matches: %v", cert.Profile, leaf.KeyUsage, leaf.Subject.CommonName == c.cn())
+			}
+			if !slices.Equal(leaf.ExtKeyUsage, c.eku) || !slices.EqualFunc(leaf.UnknownExtKeyUsage, c.otherEKU, asn1.ObjectIdentifier.Equal) {
+				t.Errorf("EKU %v %v, want %v %v", leaf.ExtKeyUsage, leaf.UnknownExtKeyUsage, c.eku, c.otherEKU)
+			}
+			if c.profile == "signing" && leaf.Subject.SerialNumber != policies.SigningPseudonym(testPseudonymKey, person) {
+				t.Error("the signing certificate's serialNumber is not the person record's signing pseudonym")
+			}
+			if req.Profile != c.profile || req.PolicyVersion != c.version || req.MaxPerPerson != c.cap {
 				t.Errorf("CA asked for profile %q v%d, cap %d", req.Profile, req.PolicyVersion, req.MaxPerPerson)
 			}
 			err = fx.cluster.View(func(tx *bbolt.Tx) error {
@@ -129,7 +146,7 @@ func TestProfilePolicyIssues(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if rec.Profile != c.profile || rec.PolicyVersion != 1 || rec.Status != ca.Good {
+				if rec.Profile != c.profile || rec.PolicyVersion != c.version || rec.Status != ca.Good {
 					t.Errorf("record: profile %q v%d, %s", rec.Profile, rec.PolicyVersion, rec.Status)
 				}
 				return nil
@@ -169,7 +186,7 @@ func TestProfilePolicyRefusals(t *testing.T) {
 			e, _ := profileEnv(t, c.set)
 			c.spec.card = card
 			req, nonce := e.request(t, c.spec)
-			e.expectProblem(t, mustJSON(t, req), c.prob, c.status, nonce, nonceOpen)
+			e.expectProblem(t, mustJSON(t, req), c.prob, c.status, nonce, false)
 		})
 	}
 }
@@ -180,7 +197,7 @@ func TestProfilePolicyWithoutProfiles(t *testing.T) {
 	needFixture(t)
 	e, pol := profileEnv(t, nil)
 	req, nonce := e.request(t, proofSpec{card: personCard(t, newPerson())})
-	e.expectProblem(t, mustJSON(t, req), "unavailable", 503, nonce, nonceOpen)
+	e.expectProblem(t, mustJSON(t, req), "unavailable", 503, nonce, false)
 	pol.Use(testProfiles(t, nil))
 	if _, err := e.client().Submit(context.Background(), req, nil); err != nil {
 		t.Fatalf("once the profiles are in use: %v", err)
@@ -206,10 +223,10 @@ func TestPersonLimit(t *testing.T) {
 		serials = append(serials, cert.Serial)
 	}
 	req, nonce := e.request(t, proofSpec{card: card, subKey: fx.subKeys[2]})
-	e.expectProblem(t, mustJSON(t, req), "person-limit-reached", 403, nonce, nonceOpen)
+	e.expectProblem(t, mustJSON(t, req), "person-limit-reached", 403, nonce, false)
 	// Another profile counts the same certificates: the cap is on the person.
 	req, nonce = e.request(t, proofSpec{card: card, subKey: fx.subKeys[2], profile: "signing"})
-	e.expectProblem(t, mustJSON(t, req), "person-limit-reached", 403, nonce, nonceOpen)
+	e.expectProblem(t, mustJSON(t, req), "person-limit-reached", 403, nonce, false)
 
 	// A revoked certificate does not count: the refused request's nonce is still
 	// good, and now it goes through.
@@ -227,13 +244,18 @@ func TestPersonLimit(t *testing.T) {
 func TestPersonLimitAtTheLeader(t *testing.T) {
 	needFixture(t)
 	set := testProfiles(t, func(_, y string) string {
-		return strings.Replace(y, "maxCertificatesPerPerson: 5", "maxCertificatesPerPerson: 1", 1)
+		return strings.Replace(y, "maxCertificatesPerPerson: 5", "maxCertificatesPerPerson: 2", 1)
 	})
 	e, _ := profileEnv(t, set)
 	card := personCard(t, newPerson())
+	if _, err := e.client().Enroll(context.Background(), card, fx.subKeys[0], ""); err != nil {
+		t.Fatal(err)
+	}
 	var other *ca.Issued
 	e.issuer.before = func(req ca.Request) {
 		e.issuer.before = nil
+		// The other node's enrolment: the same person, its own nonce.
+		req.NonceHash, req.NonceExpires = nil, time.Time{}
 		var err error
 		if other, err = fx.authority.Issue(context.Background(), req); err != nil {
 			t.Errorf("the other node's enrolment: %v", err)
@@ -249,8 +271,8 @@ func TestPersonLimitAtTheLeader(t *testing.T) {
 	person := mustPerson(t, card)
 	err = fx.cluster.View(func(tx *bbolt.Tx) error {
 		n, err := ca.CountByPerson(tx, person, time.Now())
-		if n != 1 {
-			t.Errorf("the person holds %d certificates, want the other one only", n)
+		if n != 2 {
+			t.Errorf("the person holds %d certificates, want the first and the other one only", n)
 		}
 		return err
 	})
@@ -259,14 +281,16 @@ func TestPersonLimitAtTheLeader(t *testing.T) {
 	}
 }
 
-func mustPerson(t testing.TB, card memCard) []byte {
+// mustPerson is the person record card's JPKI certificate belongs to.
+func mustPerson(t testing.TB, card Card) []byte {
 	t.Helper()
-	sc, err := jpki.ParseSignatureCertificate(card.chain[0])
-	if err != nil {
-		t.Fatal(err)
+	link := linkOf(t, card.Chain()[0])
+	var id []byte
+	var ok bool
+	if err := fx.cluster.View(func(tx *bbolt.Tx) error { id, ok = ca.PersonOf(tx, link); return nil }); err != nil || !ok {
+		t.Fatalf("the card belongs to no person record: %v", err)
 	}
-	h := sc.Identity.PersonHash(fx.linkKey)
-	return h[:]
+	return id
 }
 
 // TestProfileRateLimits: a burst above the profile's rate per person, or per client
@@ -286,7 +310,7 @@ func TestProfileRateLimits(t *testing.T) {
 		}
 		req, nonce := e.request(t, proofSpec{card: card})
 		checkRetryAfter(t, e.post(t, mustJSON(t, req)), 30*60)
-		e.expectProblem(t, mustJSON(t, req), "rate-limited", 429, nonce, nonceOpen)
+		e.expectProblem(t, mustJSON(t, req), "rate-limited", 429, nonce, false)
 		// Another person from the same address is not held back by it.
 		if _, err := e.client().Enroll(context.Background(), personCard(t, newPerson()), fx.subKeys[0], ""); err != nil {
 			t.Fatalf("another person: %v", err)
@@ -304,7 +328,7 @@ func TestProfileRateLimits(t *testing.T) {
 		}
 		req, nonce := e.request(t, proofSpec{card: personCard(t, newPerson())})
 		checkRetryAfter(t, e.post(t, mustJSON(t, req)), 20)
-		e.expectProblem(t, mustJSON(t, req), "rate-limited", 429, nonce, nonceOpen)
+		e.expectProblem(t, mustJSON(t, req), "rate-limited", 429, nonce, false)
 		// The signing profile has buckets of its own.
 		if _, err := e.client().Enroll(context.Background(), personCard(t, newPerson()), fx.subKeys[0], "signing"); err != nil {
 			t.Fatalf("another profile: %v", err)

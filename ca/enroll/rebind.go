@@ -3,20 +3,22 @@ package enroll
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -54,7 +56,10 @@ var (
 )
 
 // Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
+// UseNonce records the nonce's use before anything changes (ca.ErrNonceUsed for
+// every use but the first).
 type Rebinder interface {
+	UseNonce(ctx context.Context, hash []byte, expires time.Time) error
 	Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error
 	Release(ctx context.Context, serial *big.Int, actor string) error
 	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
@@ -64,9 +69,11 @@ type Rebinder interface {
 var _ Rebinder = (*ca.Authority)(nil)
 
 // RebindPolicy decides a re-binding: ProfilePolicy implements it. It is called once
-// the proof, the new JPKI certificate and the person match have been verified; it
-// checks what an enrolment under the certificate's profile would (JPKI policy,
-// revocation evidence, key type, rate limits) and says whether the contents stay.
+// both halves have been verified (the new JPKI certificate, of the same name and
+// birth date, and the derived certificate's own key); it checks what an enrolment
+// under the certificate's profile would (JPKI policy, revocation evidence, key
+// type) and says whether the contents stay. It takes no rate-limit token: the
+// handler asks the Admitter last, as for an enrolment.
 type RebindPolicy interface {
 	Rebind(ctx context.Context, req RebindPolicyRequest) (RebindDecision, error)
 }
@@ -81,9 +88,14 @@ type RebindPolicyRequest struct {
 	JPKI             *jpki.SignatureCertificate
 	Revocation       jpki.Status
 	RevocationSource string
-	Person           []byte
-	Client           string
-	At               time.Time
+	// Person is the certificate's person record, which the re-bind keeps (and
+	// with it the pseudonyms). Legacy says the certificate may have been issued
+	// before person records (its record was migrated, or names no record yet):
+	// its contents are then also compared with what that release rendered, so
+	// that it is released with its subject as issued when nothing else changed.
+	Person []byte
+	Legacy bool
+	At     time.Time
 }
 
 // RebindDecision says whether the contents change (Reissue) and, if so, what to
@@ -93,15 +105,17 @@ type RebindDecision struct {
 	Decision Decision
 }
 
-// Rebind implements RebindPolicy: Set.Decide for the new card and the old key under
-// the certificate's profile, then policies.Rebind on the rendered contents.
+// Rebind implements RebindPolicy: Set.Decide for the new card, the person record
+// and the old key under the certificate's profile, then policies.Rebind on the
+// rendered contents (and, for a legacy certificate, on what the previous release
+// rendered).
 func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (RebindDecision, error) {
 	set := p.Profiles()
 	if set == nil {
 		return RebindDecision{}, fmt.Errorf("%w: no active profiles yet", ErrUnavailable)
 	}
 	if len(req.Person) == 0 || req.Old == nil {
-		return RebindDecision{}, errors.New("enroll: profile policy: re-bind without a person hash or a certificate")
+		return RebindDecision{}, errors.New("enroll: profile policy: re-bind without a person record or a certificate")
 	}
 	if req.Profile == "" {
 		return RebindDecision{}, fmt.Errorf("%w: the certificate names no profile", ErrPolicyDenied)
@@ -109,6 +123,7 @@ func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (Rebi
 	pd, err := set.Decide(policies.Request{
 		Profile:          req.Profile,
 		JPKI:             req.JPKI,
+		Person:           req.Person,
 		PublicKey:        req.Old.PublicKey,
 		Revocation:       req.Revocation,
 		RevocationSource: req.RevocationSource,
@@ -117,25 +132,30 @@ func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (Rebi
 	if err != nil {
 		return RebindDecision{}, fromPolicies(err)
 	}
-	prof, ok := set.Profile(pd.Profile)
-	if !ok {
-		return RebindDecision{}, fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", pd.Profile)
-	}
-	if err := p.limit(prof, req.Person, req.Client, req.At); err != nil {
-		return RebindDecision{}, err
+	reissue := policies.Rebind(req.Old, pd.Template) == policies.RebindReissue
+	if reissue && req.Legacy {
+		if legacy, err := set.RenderLegacy(pd.Profile, req.JPKI.Identity); err == nil && policies.Rebind(req.Old, legacy) == policies.RebindRelease {
+			reissue = false
+		}
 	}
 	d := decisionOf(pd)
 	d.MaxPerPerson = 0 // a re-issue replaces a certificate the person holds
-	return RebindDecision{Reissue: policies.Rebind(req.Old, pd.Template) == policies.RebindReissue, Decision: d}, nil
+	return RebindDecision{Reissue: reissue, Decision: d}, nil
 }
 
-// RebindRequest is the body of a re-binding request.
+// RebindRequest is the body of a re-binding request. It proves both halves: the
+// card proof that the holder has the new JPKI certificate (of the same name and
+// birth date), the key proof that they hold the derived certificate's key.
 type RebindRequest struct {
 	// Proof is a compact JWS by the NEW card, as for an enrolment, whose claims bind
 	// serial instead of a CSR.
 	Proof string `json:"proof"`
-	// Serial is the derived certificate's serial number in lower-case hex.
+	// Serial is the derived certificate's serial number in certserial's printed
+	// form (lower-case hex, two digits a byte, no leading zero byte).
 	Serial string `json:"serial"`
+	// KeyProof is a compact JWS by the derived certificate's own key, over the same
+	// nonce, the serial and the SHA-256 of the new card's certificate (keyproof.go).
+	KeyProof string `json:"key_proof"`
 }
 
 // RebindResponse is the body of a successful re-binding.
@@ -151,33 +171,34 @@ type RebindResponse struct {
 	Replaced string `json:"replaced,omitempty"`
 }
 
-// maxSerialHex bounds a serial in a request: RFC 5280 serials are at most 20 octets.
-const maxSerialHex = 40
-
-// parseSerial reads a lower-case hex serial without leading zeros, as the API writes
-// them.
+// parseSerial reads a serial as the API writes it: certserial's printed form
+// only, since the proof binds the serial's spelling, not only its value.
 func parseSerial(s string) (*big.Int, error) {
-	if s == "" || len(s) > maxSerialHex {
-		return nil, fmt.Errorf("%w: serial is not 1 to %d hex digits", ErrRequestInvalid, maxSerialHex)
+	n, err := certserial.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: serial %w", ErrRequestInvalid, err)
 	}
-	n, ok := new(big.Int).SetString(s, 16)
-	if !ok || n.Sign() <= 0 || hex.EncodeToString(n.Bytes()) != s {
-		return nil, fmt.Errorf("%w: serial is not a positive number in lower-case hex without leading zeros", ErrRequestInvalid)
+	if certserial.Format(n) != s {
+		return nil, fmt.Errorf("%w: serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", ErrRequestInvalid, clip(s), certserial.Format(n))
 	}
 	return n, nil
 }
 
-// rebindTarget is a verified re-binding: the proof checked, the new JPKI certificate
-// verified, the certificate found and the same person's, and the policy's decision.
+// rebindTarget is a verified re-binding: both proofs checked, the new JPKI
+// certificate verified, the certificate found, of the same name and birth date,
+// and its key's holder's, and the policy's decision.
 type rebindTarget struct {
-	claims   *claims
-	serial   *big.Int
-	record   ca.Record
-	old      *x509.Certificate
-	chain    [][]byte // the CA certificates above the old certificate
-	jpki     *jpki.Result
-	link     jpki.Hash
-	decision RebindDecision
+	claims       *claims
+	nonceExpires time.Time
+	serial       *big.Int
+	record       ca.Record
+	hasPerson    bool // record.Person names a person record (not a legacy value)
+	old          *x509.Certificate
+	chain        [][]byte // the CA certificates above the old certificate
+	jpki         *jpki.Result
+	link         jpki.Hash
+	decision     RebindDecision
+	limits       PolicyRequest // the keys of the rate limits
 }
 
 func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
@@ -190,18 +211,43 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, err)
 		return
 	}
-	t, err := h.verifyRebind(r.Context(), req, clientAddr(r))
+	t, err := h.verifyRebind(r.Context(), req, h.clientKey(r))
 	if err != nil {
 		h.refuse(w, err)
 		return
 	}
-	// As for an enrolment: every check passed, so the nonce is redeemed now, and only
-	// then does anything change.
-	if !h.redeem(r.Context(), w, t.claims.nonce) {
+	done, ok := h.inflight.claim(t.claims.nonce)
+	if !ok {
+		h.refuse(w, fmt.Errorf("%w: a request with this nonce is in progress", ErrNonceReplayed))
+		return
+	}
+	defer done()
+	// As for an enrolment: every check passed, so the rate limits take their
+	// tokens now, then the nonce's use is recorded, and only then does anything
+	// change. A refusal from here on gives the tokens back.
+	release := func() {}
+	if a, ok := h.cfg.Policy.(Admitter); ok {
+		if release, err = a.Admit(r.Context(), Decision{Profile: t.record.Profile}, t.limits); err != nil {
+			h.refuse(w, err)
+			return
+		}
+	}
+	if err := h.cfg.Rebinder.UseNonce(r.Context(), nonceHash(t.claims.nonce), t.nonceExpires); err != nil {
+		release()
+		switch {
+		case errors.Is(err, ca.ErrNonceUsed):
+			h.refuse(w, ErrNonceReplayed)
+		case errors.Is(err, ca.ErrNonceExpired):
+			h.refuse(w, fmt.Errorf("%w: the nonce expired before the CA recorded it", ErrNonceUnknown))
+		default:
+			h.log.Error("enroll: nonce not recorded", "err", err)
+			h.refuseAs(w, probUnavailable, "the certificate was not re-bound; fetch a new challenge and try again")
+		}
 		return
 	}
 	resp, status, err := h.rebind(r.Context(), t)
 	if err != nil {
+		release()
 		switch {
 		case errors.Is(err, ErrRebindHeldByOperator):
 			// An operator held it between the checks and the release.
@@ -221,13 +267,15 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, resp)
 }
 
-// verifyRebind runs every check of a re-binding except the nonce's redemption, cheap
-// and local ones first: the proof's form and claims, the audience, the times, the
-// serial it binds, its signature, an early look for a spent nonce, the new JPKI
-// certificate (jpki.Verifier), then the certificate's record: a derived certificate,
-// the same person (keyed person hashes compared), good or held and unexpired, if
-// held then by the linkage job ("system", not an operator), bound to another JPKI
-// certificate; last the policy.
+// verifyRebind runs every check of a re-binding that changes nothing, cheap and
+// local ones first: the card proof's form and claims, the audience, the times,
+// the serial it binds, its signature, the nonce's MAC and an early look for its
+// use, the new JPKI certificate (jpki.Verifier), then the certificate's record: a
+// derived certificate, of the same name and birth date as its person record
+// (never proof: a precondition), signed for by its own key (the key proof, bound
+// to this nonce, serial and card), good or held and unexpired, if held then by the
+// linkage job ("system", not an operator), bound to another JPKI certificate;
+// last the policy.
 func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client string) (*rebindTarget, error) {
 	serial, err := parseSerial(req.Serial)
 	if err != nil {
@@ -241,7 +289,8 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(h.cfg.Audience+"/rebind")) != 1 {
+	audience := h.cfg.Audience + "/rebind"
+	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(audience)) != 1 {
 		return nil, fmt.Errorf("%w: aud is not this endpoint's URL", ErrAudienceMismatch)
 	}
 	now := h.cfg.Now()
@@ -258,14 +307,20 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	if err := proof.verify(leaf.PublicKey); err != nil {
 		return nil, err
 	}
-	if h.nonces.spent(c.nonce) {
+	nonceExpires, err := h.nonces.check(c.nonce, now)
+	if err != nil {
+		return nil, err
+	}
+	if nonceUsed(h.cfg.Cluster, c.nonce) {
 		return nil, ErrNonceReplayed
 	}
 	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
 	if err != nil {
 		return nil, err
 	}
-	t := &rebindTarget{claims: c, serial: serial, jpki: res, link: res.Certificate.CertHash(h.cfg.LinkKey)}
+	t := &rebindTarget{claims: c, nonceExpires: nonceExpires, serial: serial, jpki: res, link: res.Certificate.CertHash(h.cfg.LinkKey)}
+	var nameBirth []byte // of the certificate's person record
+	var migrated bool
 	err = h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
 		rec, err := ca.Lookup(tx, serial)
 		if errors.Is(err, ca.ErrNotFound) || err == nil && (rec.Kind != ca.Derived || len(rec.Person) == 0) {
@@ -275,6 +330,16 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 			return err
 		}
 		t.record = rec
+		switch p, err := ca.LookupPerson(tx, rec.Person); {
+		case err == nil:
+			t.hasPerson, nameBirth, migrated = true, p.NameBirth, p.Migrated
+		case errors.Is(err, ca.ErrNoPerson):
+			// Issued before person records and not migrated yet: it names the
+			// keyed name-and-birth hash itself.
+			nameBirth = rec.Person
+		default:
+			return err
+		}
 		if rec.Status != ca.Good && rec.Status != ca.Held {
 			return nil // said below, after the person match
 		}
@@ -294,11 +359,20 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	case err != nil:
 		return nil, fmt.Errorf("%w: read the certificate: %v", ErrUnavailable, err)
 	}
-	// Only the holder learns the certificate's state: a person who is not its holder
-	// is told so first.
-	person := res.Certificate.Identity.PersonHash(h.cfg.LinkKey)
-	if subtle.ConstantTimeCompare(person[:], t.record.Person) != 1 {
+	// Only the holder learns the certificate's state: someone of another name or
+	// birth date is told so first, then someone without the certificate's key.
+	nb := res.Certificate.Identity.NameBirthHash(h.cfg.LinkKey)
+	if subtle.ConstantTimeCompare(nb[:], nameBirth) != 1 {
 		return nil, ErrRebindNotSame
+	}
+	if t.record.DER == nil {
+		return nil, fmt.Errorf("%w: it is %s", ErrRebindNotPossible, statusWord(t.record.Status))
+	}
+	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
+		return nil, fmt.Errorf("enroll: the CA's record of %s does not parse: %w", certserial.Format(serial), err)
+	}
+	if err := h.checkKeyProof(req, t, proof.x5c[0], audience, now); err != nil {
+		return nil, err
 	}
 	switch {
 	case t.record.Status != ca.Good && t.record.Status != ca.Held:
@@ -312,9 +386,6 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	case subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1:
 		return nil, ErrRebindSameJPKICert
 	}
-	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
-		return nil, fmt.Errorf("enroll: the CA's record of %x does not parse: %w", serial, err)
-	}
 	rp, ok := h.cfg.Policy.(RebindPolicy)
 	if !ok {
 		return nil, fmt.Errorf("%w: this server's policy does not re-bind", ErrPolicyDenied)
@@ -322,10 +393,11 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 	if t.decision, err = rp.Rebind(ctx, RebindPolicyRequest{
 		Old: t.old, Profile: t.record.Profile, JPKI: res.Certificate,
 		Revocation: res.Revocation, RevocationSource: h.source,
-		Person: person[:], Client: client, At: now,
+		Person: t.record.Person, Legacy: migrated || !t.hasPerson, At: now,
 	}); err != nil {
 		return nil, err
 	}
+	t.limits = PolicyRequest{LimitKey: limitKey(t.record.Person), Client: client, At: now}
 	if t.decision.Reissue {
 		d := &t.decision.Decision
 		if d.Template == nil {
@@ -336,6 +408,40 @@ func (h *Handler) verifyRebind(ctx context.Context, req *RebindRequest, client s
 		}
 	}
 	return t, nil
+}
+
+// checkKeyProof checks the second half of a re-bind: a key proof (missing:
+// ErrKeyProofMissing; malformed or out of time: ErrKeyProofInvalid) signed by the
+// derived certificate's own key (ErrKeyMismatch) for this very request: the card
+// proof's nonce, the serial, the new card's certificate and this endpoint
+// (ErrKeyProofReplayed).
+func (h *Handler) checkKeyProof(req *RebindRequest, t *rebindTarget, card []byte, audience string, now time.Time) error {
+	if req.KeyProof == "" {
+		return ErrKeyProofMissing
+	}
+	kp, err := parseKeyProof(req.KeyProof)
+	if err != nil {
+		return err
+	}
+	if err := kp.verify(t.old.PublicKey); err != nil {
+		return err
+	}
+	kc := kp.claims
+	cardSum := sha256.Sum256(card)
+	switch {
+	case subtle.ConstantTimeCompare(kc.nonce, t.claims.nonce) != 1:
+		return fmt.Errorf("%w: it names another nonce", ErrKeyProofReplayed)
+	case kc.serial != req.Serial:
+		return fmt.Errorf("%w: it names another certificate", ErrKeyProofReplayed)
+	case subtle.ConstantTimeCompare(kc.jpkiSHA256, cardSum[:]) != 1:
+		return fmt.Errorf("%w: it names another JPKI certificate", ErrKeyProofReplayed)
+	case subtle.ConstantTimeCompare([]byte(kc.aud), []byte(audience)) != 1:
+		return fmt.Errorf("%w: it was made for another endpoint", ErrKeyProofReplayed)
+	}
+	if err := h.checkTimes(&claims{iat: kc.iat, exp: kc.exp}, now); err != nil {
+		return fmt.Errorf("%w: %s", ErrKeyProofInvalid, strings.TrimPrefix(err.Error(), ErrProofInvalid.Error()+": "))
+	}
+	return nil
 }
 
 func statusWord(s ca.Status) string {
@@ -358,7 +464,7 @@ func statusWord(s ca.Status) string {
 // superseded; if that revocation fails the old one stays bound to the revoked JPKI
 // certificate, and the linkage job ends it as its profile says.
 func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse, int, error) {
-	serialHex := hex.EncodeToString(t.serial.Bytes())
+	serialHex := certserial.Format(t.serial)
 	if !t.decision.Reissue {
 		action := RebindRelinked
 		if t.record.Status == ca.Held {
@@ -395,17 +501,24 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		return resp, http.StatusOK, nil
 	}
 	d := t.decision.Decision
-	person := t.jpki.Certificate.Identity.PersonHash(h.cfg.LinkKey)
-	issued, err := h.cfg.Issuer.Issue(ctx, ca.Request{
+	hint := t.jpki.Certificate.Identity.Basic4Hint(h.cfg.LinkKey)
+	req := ca.Request{
 		Profile:       d.Profile,
 		PolicyVersion: d.PolicyVersion,
 		Template:      d.Template,
 		PublicKey:     t.old.PublicKey,
 		NotAfter:      d.NotAfter,
 		Link:          t.link[:],
-		Person:        person[:],
+		Person:        t.record.Person,
+		Hint:          hint[:],
 		SkipLints:     d.SkipLints,
-	})
+	}
+	if t.hasPerson {
+		// The new JPKI certificate joins the person record: the re-bind proved both
+		// halves.
+		req.PersonMode = ca.PersonJoin
+	}
+	issued, err := h.cfg.Issuer.Issue(ctx, req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("enroll: reissue %s: %w", serialHex, err)
 	}
@@ -414,7 +527,7 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*RebindResponse,
 		h.log.Error("enroll: re-issued, but the old certificate was not revoked; the linkage job will end it",
 			"serial", serialHex, "err", err)
 	}
-	resp := &RebindResponse{Action: RebindReissued, Serial: hex.EncodeToString(issued.Serial.Bytes()), Profile: d.Profile, Replaced: serialHex}
+	resp := &RebindResponse{Action: RebindReissued, Serial: certserial.Format(issued.Serial), Profile: d.Profile, Replaced: serialHex}
 	for _, der := range append([][]byte{issued.DER}, issued.Chain...) {
 		resp.Chain = append(resp.Chain, base64.StdEncoding.EncodeToString(der))
 	}
@@ -437,14 +550,15 @@ func heldByOperator(err error) error {
 }
 
 // decodeRebindRequest decodes the JSON body: an object with proof and serial
-// (strings); no other member, none twice.
+// (strings) and key_proof (a string; its absence is ErrKeyProofMissing, once the
+// certificate is found); no other member, none twice.
 func decodeRebindRequest(body []byte) (*RebindRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: body: %v", ErrRequestInvalid, err)
 	}
 	req := &RebindRequest{}
-	fields := map[string]*string{"proof": &req.Proof, "serial": &req.Serial}
+	fields := map[string]*string{"proof": &req.Proof, "serial": &req.Serial, "key_proof": &req.KeyProof}
 	for name, raw := range m {
 		dst, ok := fields[name]
 		if !ok {

@@ -3,10 +3,12 @@ package enroll
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math/big"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -148,7 +150,7 @@ func TestMoveStory(t *testing.T) {
 
 	// Re-bind the authentication certificate: its contents are the same for card B.
 	linkA, linkB := linkOf(t, simA.DER), linkOf(t, simB.DER)
-	got, err := e.client().Rebind(ctx, cardB, auth.Serial)
+	got, err := e.client().Rebind(ctx, cardB, fx.subKeys[1], auth.Serial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,10 +175,10 @@ func TestMoveStory(t *testing.T) {
 		if file != "signing.yaml" {
 			return y
 		}
-		y = replaceOnce(t, y, "version: 1", "version: 2")
+		y = replaceOnce(t, y, "version: 2", "version: 3")
 		return replaceOnce(t, y, `certificatePolicies: ["1.3.6.1.4.1.32473.1.1"]`, `certificatePolicies: ["1.3.6.1.4.1.32473.1.3"]`)
 	}))
-	got, err = e.client().Rebind(ctx, cardB, sign.Serial)
+	got, err = e.client().Rebind(ctx, cardB, fx.subKeys[2], sign.Serial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +190,8 @@ func TestMoveStory(t *testing.T) {
 		len(leaf.Policies) != 1 || leaf.Policies[0].String() != "1.3.6.1.4.1.32473.1.3" {
 		t.Errorf("the new certificate: subject kept %v, policies %v", leaf.Subject.CommonName == sign.Chain[0].Subject.CommonName, leaf.Policies)
 	}
-	if rec := record(t, got.Certificate.Serial); rec.Status != ca.Good || rec.PolicyVersion != 2 || !bytes.Equal(rec.Link, linkB) {
+	if rec := record(t, got.Certificate.Serial); rec.Status != ca.Good || rec.PolicyVersion != 3 || !bytes.Equal(rec.Link, linkB) ||
+		!bytes.Equal(rec.Person, record(t, sign.Serial).Person) {
 		t.Errorf("new record: %s v%d", rec.Status, rec.PolicyVersion)
 	}
 	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != int(jpki.ReasonSuperseded) {
@@ -209,7 +212,7 @@ func TestMoveStory(t *testing.T) {
 		target      *big.Int
 	}{
 		{"bound to this card already", cardB, authHex, "", "", "rebind-same-jpki-certificate", 409, auth.Serial},
-		{"revoked certificate", cardB, signHex, "", "", "rebind-not-possible", 409, sign.Serial},
+		{"revoked certificate", cardB, signHex, "", "", "rebind-not-possible", 409, sign.Serial}, // signed by its key, subKeys[2]
 		{"another person's card", other, authHex, "", "", "rebind-not-same-person", 403, auth.Serial},
 		{"the old, revoked card", cardA, authHex, "", "", "jpki-revoked", 403, auth.Serial},
 		{"unknown serial", cardB, "7fffffffffffffff01", "", "", "rebind-not-found", 404, auth.Serial},
@@ -224,13 +227,143 @@ func TestMoveStory(t *testing.T) {
 			if c.aud == "" {
 				c.aud = e.audience + "/rebind"
 			}
-			nonce := e.challenge(t)
-			proof, err := newRebindProof(c.card, c.card.Chain(), ProofClaims{Nonce: nonce, Audience: c.aud, IssuedAt: time.Now(), Expires: time.Now().Add(time.Minute)}, c.proofSerial)
-			if err != nil {
-				t.Fatal(err)
+			key := fx.subKeys[1] // auth's
+			if c.serial == signHex {
+				key = fx.subKeys[2]
 			}
-			e.expectRebindProblem(t, mustJSON(t, RebindRequest{Proof: proof, Serial: c.serial}), c.prob, c.status, nonce, c.target)
+			body, nonce := e.rebindBody(t, rebindSpec{card: c.card, key: key, serial: c.serial, proofSerial: c.proofSerial, aud: c.aud})
+			e.expectRebindProblem(t, body, c.prob, c.status, nonce, c.target)
 		})
+	}
+}
+
+// rebindSpec describes a re-bind request; zero fields are those of a valid one.
+type rebindSpec struct {
+	card        Card
+	key         crypto.Signer // signs the key proof; nil: no key proof
+	serial      string
+	proofSerial string // the card proof's serial claim (serial if empty)
+	aud         string // both proofs' (the re-bind endpoint if empty)
+	nonce       []byte // both proofs' (a fresh challenge if nil)
+	keyProof    func(*KeyProofClaims)
+	rawKeyProof string // sent as the key proof instead
+}
+
+// rebindBody builds the request spec describes, both halves signed; it returns
+// the nonce it used.
+func (e *env) rebindBody(t testing.TB, s rebindSpec) ([]byte, []byte) {
+	t.Helper()
+	if s.proofSerial == "" {
+		s.proofSerial = s.serial
+	}
+	if s.aud == "" {
+		s.aud = e.audience + "/rebind"
+	}
+	if s.nonce == nil {
+		s.nonce = e.challenge(t)
+	}
+	now := time.Now()
+	proof, err := newRebindProof(s.card, s.card.Chain(), ProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute)}, s.proofSerial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := RebindRequest{Proof: proof, Serial: s.serial, KeyProof: s.rawKeyProof}
+	if s.key != nil {
+		kc := KeyProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute), Serial: s.serial, JPKICert: s.card.Chain()[0]}
+		if s.keyProof != nil {
+			s.keyProof(&kc)
+		}
+		if req.KeyProof, err = NewKeyProof(s.key, kc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return mustJSON(t, req), s.nonce
+}
+
+// TestRebindNeedsTheDerivedKey: a re-bind proves both halves. With the new card of
+// the same name and birth date but without the derived certificate's own key —
+// no key proof, a key proof by another certificate's key, a key proof replayed
+// from another request, one made for another card or endpoint, one malformed or
+// out of time — it is refused, each with its own problem type, and nothing is
+// written (the certificate held as it was, no nonce recorded, no certificate).
+// With the key, it goes through.
+func TestRebindNeedsTheDerivedKey(t *testing.T) {
+	e, _, job := rebindEnv(t)
+	ctx := context.Background()
+	person := newPerson()
+	cardA, simA := tokenCard(t, func(cfg hsm.Config) (*jpkisim.Card, error) {
+		return fx.sim.IssueCard(ctx, cfg, jpkisim.CardSpec{Person: person})
+	})
+	cert, err := e.client().Enroll(ctx, cardA, fx.subKeys[1], "authentication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert, err := e.client().Enroll(ctx, cardA, fx.subKeys[0], "authentication") // another certificate of the same person
+	if err != nil {
+		t.Fatal(err)
+	}
+	cardB, _ := tokenCard(t, func(cfg hsm.Config) (*jpkisim.Card, error) {
+		return fx.sim.Reissue(ctx, cfg, simA.Serial, func(p *jpkisim.Person) {
+			p.Address, p.AddressSubstitutes = "大阪府大阪市北区試験町六丁目６番６号", ""
+		})
+	})
+	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := record(t, cert.Serial).Status; st != ca.Held {
+		t.Fatalf("after the move: %s, want held", st)
+	}
+	serial := hex.EncodeToString(cert.Serial.Bytes())
+	// A key proof of an earlier request, whose nonce has been used.
+	stale, _ := e.rebindBody(t, rebindSpec{card: cardB, key: fx.subKeys[1], serial: serial})
+	var staleReq RebindRequest
+	if err := json.Unmarshal(stale, &staleReq); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		spec   rebindSpec
+		prob   string
+		status int
+	}{
+		{"no key proof", rebindSpec{}, "rebind-key-proof-missing", 400},
+		{"signed by another certificate's key", rebindSpec{key: fx.subKeys[0]}, "rebind-key-mismatch", 403},
+		{"signed by a key of another type", rebindSpec{key: fx.memKey}, "rebind-key-mismatch", 403},
+		{"a key proof replayed from another request", rebindSpec{rawKeyProof: staleReq.KeyProof}, "rebind-key-proof-replayed", 403},
+		{"a key proof for another card", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) { k.JPKICert = cardA.Chain()[0] }}, "rebind-key-proof-replayed", 403},
+		{"a key proof for another certificate", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) {
+			k.Serial = hex.EncodeToString(otherCert.Serial.Bytes())
+		}}, "rebind-key-proof-replayed", 403},
+		{"a key proof for another endpoint", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) { k.Audience = e.audience }}, "rebind-key-proof-replayed", 403},
+		{"a key proof out of time", rebindSpec{key: fx.subKeys[1], keyProof: func(k *KeyProofClaims) {
+			k.IssuedAt, k.Expires = time.Now().Add(-20*time.Minute), time.Now().Add(-16*time.Minute)
+		}}, "rebind-key-proof-invalid", 400},
+		{"a malformed key proof", rebindSpec{rawKeyProof: "e30.e30.AAAA"}, "rebind-key-proof-invalid", 400},
+		{"a key proof that names a key", rebindSpec{rawKeyProof: forge(t, map[string]any{"alg": "ES256", "jwk": map[string]string{"kty": "EC"}},
+			map[string]any{}, func([]byte) []byte { return []byte{1} })}, "rebind-key-proof-invalid", 400},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.spec.card, c.spec.serial = cardB, serial
+			body, nonce := e.rebindBody(t, c.spec)
+			e.expectRebindProblem(t, body, c.prob, c.status, nonce, cert.Serial)
+		})
+	}
+	// The request whose key proof was replayed above was never sent itself: sent
+	// now, it goes through, once; sent again, it is a replay.
+	resp := e.postTo(t, PathRebind, stale)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the valid re-bind: HTTP %d", resp.StatusCode)
+	}
+	if rec := record(t, cert.Serial); rec.Status != ca.Good || !bytes.Equal(rec.Link, linkOf(t, cardB.Chain()[0])) {
+		t.Fatalf("after the re-bind: %s", rec.Status)
+	}
+	again := e.postTo(t, PathRebind, stale)
+	var p Problem
+	if err := json.NewDecoder(again.Body).Decode(&p); err != nil || again.StatusCode != http.StatusConflict || p.Name() != "nonce-replayed" {
+		t.Fatalf("the same re-bind again: HTTP %d %+v", again.StatusCode, p)
 	}
 }
 
@@ -264,8 +397,8 @@ func (e *env) expectRebindProblem(t *testing.T, body []byte, name string, status
 	if r, _ := caState(t, nil); r != records || e.issuer.count() != calls {
 		t.Error("the refusal issued something")
 	}
-	if st := nonceState(t, nonce); st != nonceOpen {
-		t.Errorf("nonce state %d after the refusal", st)
+	if nonceRecorded(t, nonce) {
+		t.Error("the refusal recorded the nonce as used")
 	}
 	for _, s := range []string{"太郎", "試験町", "大阪"} {
 		if strings.Contains(p.Detail, s) {
@@ -338,7 +471,7 @@ func TestRebindReleasesARacingHold(t *testing.T) {
 	if err := fx.authority.Hold(context.Background(), cert.Serial, linkage.Actor); err != nil {
 		t.Fatal(err)
 	}
-	got, err := e.client().Rebind(context.Background(), cardB, cert.Serial)
+	got, err := e.client().Rebind(context.Background(), cardB, fx.subKeys[0], cert.Serial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,14 +513,8 @@ func TestRebindLeavesAnOperatorsHold(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nonce := e.challenge(t)
-	proof, err := newRebindProof(cardB, cardB.Chain(), ProofClaims{Nonce: nonce, Audience: e.audience + "/rebind",
-		IssuedAt: time.Now(), Expires: time.Now().Add(time.Minute)}, hex.EncodeToString(cert.Serial.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.expectRebindProblem(t, mustJSON(t, RebindRequest{Proof: proof, Serial: hex.EncodeToString(cert.Serial.Bytes())}),
-		"rebind-held-by-operator", 409, nonce, cert.Serial)
+	body, nonce := e.rebindBody(t, rebindSpec{card: cardB, key: fx.subKeys[0], serial: hex.EncodeToString(cert.Serial.Bytes())})
+	e.expectRebindProblem(t, body, "rebind-held-by-operator", 409, nonce, cert.Serial)
 	if rec := record(t, cert.Serial); rec.Status != ca.Held || rec.HeldBy != operator || !bytes.Equal(rec.Link, linkOf(t, cardA.chain[0])) {
 		t.Fatalf("after the refusal: %s by %q", rec.Status, rec.HeldBy)
 	}
@@ -399,7 +526,7 @@ func TestRebindLeavesAnOperatorsHold(t *testing.T) {
 	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
 		t.Fatal(err)
 	}
-	got, err := e.client().Rebind(ctx, cardB, cert.Serial)
+	got, err := e.client().Rebind(ctx, cardB, fx.subKeys[0], cert.Serial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +573,7 @@ func TestRebindRacingAnOperatorsHold(t *testing.T) {
 	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.client().Rebind(ctx, cardB, cert.Serial)
+	_, err = e.client().Rebind(ctx, cardB, fx.subKeys[0], cert.Serial)
 	var p *Problem
 	if !errors.As(err, &p) || p.Name() != "rebind-held-by-operator" || p.Status != 409 {
 		t.Fatalf("re-bind racing an operator's hold: %v", err)

@@ -186,20 +186,32 @@ func (j *jlis) publish(t testing.TB, thisUpdate time.Time) {
 }
 
 // derive issues a derived certificate of profile linked to sc, as the enrolment API
-// would have (the profile's contents; link and person as keyed hashes), valid until
-// notAfter.
+// would have (the profile's contents for the card's person record, which the first
+// one starts; link and hashes keyed), valid until notAfter.
 func derive(t testing.TB, sc *jpki.SignatureCertificate, profile string, notAfter time.Time) *big.Int {
 	t.Helper()
-	tmpl, err := fx.set.Render(profile, sc.Identity)
+	link, nameBirth := sc.CertHash(fx.linkKey), sc.Identity.NameBirthHash(fx.linkKey)
+	req := ca.Request{Link: link[:], PersonMode: ca.PersonSame}
+	if err := fx.cluster.View(func(tx *bbolt.Tx) error {
+		req.Person, _ = ca.PersonOf(tx, link[:])
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if req.Person == nil {
+		var err error
+		if req.Person, err = ca.NewPersonID(); err != nil {
+			t.Fatal(err)
+		}
+		req.PersonMode, req.NameBirth = ca.PersonNew, nameBirth[:]
+	}
+	tmpl, err := fx.set.Render(profile, sc.Identity, req.Person)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, _ := fx.set.Profile(profile)
-	link, person := sc.CertHash(fx.linkKey), sc.Identity.PersonHash(fx.linkKey)
-	iss, err := fx.authority.Issue(context.Background(), ca.Request{
-		Profile: profile, PolicyVersion: p.Version, Template: tmpl, PublicKey: fx.subKey.Public(),
-		NotAfter: notAfter, Link: link[:], Person: person[:],
-	})
+	req.Profile, req.PolicyVersion, req.Template, req.PublicKey, req.NotAfter = profile, p.Version, tmpl, fx.subKey.Public(), notAfter
+	iss, err := fx.authority.Issue(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}

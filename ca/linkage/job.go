@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -357,7 +358,7 @@ func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t
 	}
 	switch {
 	case err == nil:
-		j.log.Info("linkage: "+d.Act.String(), "serial", fmt.Sprintf("%x", t.serial), "why", d.Why)
+		j.log.Info("linkage: "+d.Act.String(), "serial", certserial.Format(t.serial), "why", d.Why)
 		return d.Until, nil
 	case errors.Is(err, ca.ErrStatus), errors.Is(err, ca.ErrNotFound):
 		// The certificate changed since it was read (revoked by an operator, re-bound):
@@ -365,7 +366,7 @@ func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t
 		rep.Conflicts++
 		return now.Add(j.cfg.Interval), nil
 	}
-	return time.Time{}, fmt.Errorf("linkage: %s %x: %w", d.Act, t.serial, err)
+	return time.Time{}, fmt.Errorf("linkage: %s %s: %w", d.Act, certserial.Format(t.serial), err)
 }
 
 // unknownProfile decides for a certificate whose profile is not in the active set:

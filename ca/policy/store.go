@@ -309,9 +309,12 @@ type Submitter interface {
 
 // Seed applies, as actor, every *.yaml profile of fsys (policies.Shipped(), or an
 // operator's directory) whose profile the state does not hold yet, and returns
-// the names it applied. It never replaces a profile, so a node may call it at every
-// start of a new cluster without undoing an operator's change; one that another node
-// seeded first is skipped.
+// the names it applied. It never replaces a profile an operator applied, so a node
+// may call it at every start without undoing an operator's change; one that another
+// node seeded first is skipped. The one profile version it does replace is an
+// earlier shipped file left as it was shipped (policies.ShippedEarlier), with a
+// later version of it: an upgraded cluster gets the shipped fix (the signing
+// profile's extended key usage) unless an operator made the profile their own.
 func Seed(ctx context.Context, c Submitter, fsys fs.FS, actor string) ([]string, error) {
 	files, err := fs.Glob(fsys, "*.yaml")
 	if err != nil {
@@ -327,14 +330,14 @@ func Seed(ctx context.Context, c Submitter, fsys fs.FS, actor string) ([]string,
 		if err != nil {
 			return applied, err
 		}
-		var held bool
-		if err := c.View(func(tx *bbolt.Tx) error {
-			held = tx.Bucket(bucketActive).Get([]byte(p.Name)) != nil
-			return nil
+		var active *stored
+		if err := c.View(func(tx *bbolt.Tx) (err error) {
+			active, err = read(tx.Bucket(bucketActive).Get([]byte(p.Name)))
+			return err
 		}); err != nil {
 			return applied, fmt.Errorf("policy: seed: %w", err)
 		}
-		if held {
+		if active != nil && !(policies.ShippedEarlier(p.Name, active.Data) && p.Version > active.Version) {
 			continue
 		}
 		cmd, err := ApplyCommand(f, data, actor)

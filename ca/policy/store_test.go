@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -142,25 +144,25 @@ func TestStore(t *testing.T) {
 	if err := n.apply(t, "signing.yaml", sign); !errors.Is(err, ErrVersion) || !errors.Is(err, cluster.ErrRefused) {
 		t.Errorf("same version again: %v", err)
 	}
-	v3 := bump(t, sign, "1", "3")
-	if err := n.apply(t, "signing.yaml", v3); err != nil {
+	v4 := bump(t, sign, "2", "4")
+	if err := n.apply(t, "signing.yaml", v4); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.apply(t, "signing.yaml", bump(t, sign, "1", "2")); !errors.Is(err, ErrVersion) {
+	if err := n.apply(t, "signing.yaml", bump(t, sign, "2", "3")); !errors.Is(err, ErrVersion) {
 		t.Errorf("a lower version: %v", err)
 	}
 	set, err = n.active(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := set.Profile("signing"); p.Version != 3 {
-		t.Errorf("active signing v%d, want 3", p.Version)
+	if p, _ := set.Profile("signing"); p.Version != 4 {
+		t.Errorf("active signing v%d, want 4", p.Version)
 	}
 	err = n.c.View(func(tx *bbolt.Tx) error {
 		for _, w := range []struct {
 			v    uint64
 			data []byte
-		}{{1, sign}, {3, v3}} {
+		}{{2, sign}, {4, v4}} {
 			got, err := LookupVersion(tx, "signing", w.v)
 			if err != nil {
 				return err
@@ -169,10 +171,10 @@ func TestStore(t *testing.T) {
 				t.Errorf("history v%d: got v%d by %s", w.v, got.Profile.Version, got.Actor)
 			}
 		}
-		if _, err := LookupVersion(tx, "signing", 2); !errors.Is(err, ErrNotFound) {
+		if _, err := LookupVersion(tx, "signing", 3); !errors.Is(err, ErrNotFound) {
 			t.Errorf("a refused version is in the history: %v", err)
 		}
-		if a, err := Lookup(tx, "signing"); err != nil || a.Profile.Version != 3 {
+		if a, err := Lookup(tx, "signing"); err != nil || a.Profile.Version != 4 {
 			t.Errorf("Lookup: %v", err)
 		}
 		return nil
@@ -183,13 +185,13 @@ func TestStore(t *testing.T) {
 
 	// A file that does not parse is refused before it is sent, and by the replicas
 	// if sent anyway; so is an actor the audit log could not name.
-	bad := []byte(strings.Replace(string(bump(t, sign, "1", "9")), "keyUsage: [digitalSignature, nonRepudiation]", "keyUsage: [keyCertSign]", 1))
+	bad := []byte(strings.Replace(string(bump(t, sign, "2", "9")), "keyUsage: [digitalSignature, nonRepudiation]", "keyUsage: [keyCertSign]", 1))
 	if _, err := ApplyCommand("signing.yaml", bad, operator); !errors.Is(err, policies.ErrInvalid) {
 		t.Errorf("ApplyCommand of a bad file: %v", err)
 	}
 	for _, body := range []applyBody{
 		{File: "signing.yaml", Data: bad, Actor: operator},
-		{File: "signing.yaml", Data: bump(t, sign, "1", "9"), Actor: "mallory"},
+		{File: "signing.yaml", Data: bump(t, sign, "2", "9"), Actor: "mallory"},
 	} {
 		cmd, err := cluster.NewCommand(CommandApply, 1, body)
 		if err != nil {
@@ -199,7 +201,7 @@ func TestStore(t *testing.T) {
 			t.Errorf("a bad command was applied: %v", err)
 		}
 	}
-	if set, err := n.active(t); err != nil || mustProfile(t, set, "signing").Version != 3 {
+	if set, err := n.active(t); err != nil || mustProfile(t, set, "signing").Version != 4 {
 		t.Errorf("a refusal changed the active set: %v", err)
 	}
 
@@ -210,9 +212,9 @@ func TestStore(t *testing.T) {
 		t.Fatalf("%d descriptions, want 3", len(n.descs))
 	}
 	d := n.descs[2]
-	sum := sha256.Sum256(v3)
-	if d.Type != TypeApplied || d.Actor != operator || d.Data["profile"] != "signing" || d.Data["version"] != uint64(3) ||
-		d.Data["previous_version"] != uint64(1) || !bytes.Equal(d.Data["file_sha256"].([]byte), sum[:]) {
+	sum := sha256.Sum256(v4)
+	if d.Type != TypeApplied || d.Actor != operator || d.Data["profile"] != "signing" || d.Data["version"] != uint64(4) ||
+		d.Data["previous_version"] != uint64(2) || !bytes.Equal(d.Data["file_sha256"].([]byte), sum[:]) {
 		t.Errorf("description %+v", d)
 	}
 }
@@ -309,6 +311,49 @@ func TestDiff(t *testing.T) {
 
 // TestSeed: the shipped profiles fill an empty store; seeding again applies nothing
 // and leaves an operator's newer version active.
+// TestSeedUpgradesAnUntouchedShippedProfile: a cluster made by the previous
+// release holds the signing profile v1 exactly as shipped (no extended key
+// usage); a seed replaces it with the shipped v2 (documentSigning). One an
+// operator changed, even only in a comment, is theirs and stays.
+func TestSeedUpgradesAnUntouchedShippedProfile(t *testing.T) {
+	v1, err := os.ReadFile("../../policies/testdata/signing-v1.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		data    []byte
+		want    uint64
+		applied string
+	}{
+		{"as shipped", v1, 2, "authentication,signing"},
+		{"changed by an operator", append([]byte("# ours\n"), v1...), 1, "authentication"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t)
+			if err := n.apply(t, "signing.yaml", tc.data); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Seed(ctx, n.c, policies.Shipped(), "system")
+			if err != nil || strings.Join(got, ",") != tc.applied {
+				t.Fatalf("seed: %v, %v; want %s", got, err, tc.applied)
+			}
+			set, err := n.active(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := mustProfile(t, set, "signing")
+			if p.Version != tc.want || (tc.want == 2) != slices.Contains(p.ExtKeyUsage, "documentSigning") {
+				t.Errorf("signing v%d with EKU %v; want v%d", p.Version, p.ExtKeyUsage, tc.want)
+			}
+			if got, err := Seed(ctx, n.c, policies.Shipped(), "system"); err != nil || len(got) != 0 {
+				t.Errorf("a second seed applied %v, %v", got, err)
+			}
+		})
+	}
+}
+
 func TestSeed(t *testing.T) {
 	n := newNode(t)
 	ctx := context.Background()
@@ -316,7 +361,7 @@ func TestSeed(t *testing.T) {
 	if err != nil || strings.Join(got, ",") != "authentication,signing" {
 		t.Fatalf("first seed: %v, %v", got, err)
 	}
-	if err := n.apply(t, "signing.yaml", bump(t, shipped(t, "signing"), "1", "2")); err != nil {
+	if err := n.apply(t, "signing.yaml", bump(t, shipped(t, "signing"), "2", "3")); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := Seed(ctx, n.c, policies.Shipped(), "system"); err != nil || len(got) != 0 {
@@ -326,8 +371,8 @@ func TestSeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := mustProfile(t, set, "signing").Version; v != 2 {
-		t.Errorf("signing v%d after a second seed, want the operator's 2", v)
+	if v := mustProfile(t, set, "signing").Version; v != 3 {
+		t.Errorf("signing v%d after a second seed, want the operator's 3", v)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

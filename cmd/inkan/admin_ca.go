@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/node"
 )
 
@@ -183,11 +184,15 @@ func newAdminCertCmd(f *adminFlags) *cobra.Command {
 	}
 	show := &cobra.Command{
 		Use:     "show SERIAL",
-		Short:   "Show what the cluster records of a certificate (serial in hex, colons allowed)",
+		Short:   "Show what the cluster records of a certificate (the serial as enroll or openssl prints it)",
 		Example: `  inkan admin --config node.yaml cert show 5c:1e:…`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Cert(ctx, args[0]) })
+			serial, err := serialArg("SERIAL", args[0])
+			if err != nil {
+				return err
+			}
+			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Cert(ctx, serial) })
 		},
 	}
 	var lf struct{ status, profile, kind, issuedAfter, issuedBefore, expiring, after string }
@@ -218,7 +223,13 @@ one shown.`,
 			set("issued_after", lf.issuedAfter)
 			set("issued_before", lf.issuedBefore)
 			set("expiring_before", lf.expiring)
-			set("after", lf.after)
+			if lf.after != "" {
+				after, err := serialArg("--after", lf.after)
+				if err != nil {
+					return err
+				}
+				set("after", after)
+			}
 			if limit != 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
@@ -266,13 +277,26 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 			if reason == "" {
 				return fmt.Errorf("--reason: required (e.g. keyCompromise, superseded, cessationOfOperation)")
 			}
-			serials := args
+			var serials []string
+			for _, a := range args {
+				s, err := serialArg("SERIAL", a)
+				if err != nil {
+					return err
+				}
+				serials = append(serials, s)
+			}
 			if fromFile != "" {
 				b, err := os.ReadFile(fromFile)
 				if err != nil {
 					return fmt.Errorf("--from-file: %w", err)
 				}
-				serials = append(serials, strings.Fields(string(b))...)
+				for i, a := range strings.Fields(string(b)) {
+					s, err := serialArg(fmt.Sprintf("--from-file %s: entry %d", fromFile, i+1), a)
+					if err != nil {
+						return err
+					}
+					serials = append(serials, s)
+				}
 			}
 			switch len(serials) {
 			case 0:
@@ -310,7 +334,7 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 		},
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "the RFC 5280 reason")
-	revoke.Flags().StringVar(&fromFile, "from-file", "", "read serials from this file (hex, one per line)")
+	revoke.Flags().StringVar(&fromFile, "from-file", "", "read serials from this file (one per line, as enroll or openssl prints them)")
 	revoke.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	hold := &cobra.Command{
 		Use:     "hold SERIAL",
@@ -318,7 +342,11 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 		Short:   "Put a certificate on hold (revoked with certificateHold until released)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Hold(ctx, args[0]) })
+			serial, err := serialArg("SERIAL", args[0])
+			if err != nil {
+				return err
+			}
+			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Hold(ctx, serial) })
 		},
 	}
 	release := &cobra.Command{
@@ -327,13 +355,28 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 		Short:   "Take a certificate off hold",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			serial, err := serialArg("SERIAL", args[0])
+			if err != nil {
+				return err
+			}
 			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
-				return ac.Release(ctx, args[0])
+				return ac.Release(ctx, serial)
 			})
 		},
 	}
 	cmd.AddCommand(list, show, revoke, hold, release)
 	return cmd
+}
+
+// serialArg reads a serial in any form docs/operations.md lists ("Serial
+// numbers") and gives the one inkan prints, so prompts and requests show it;
+// name is the argument's, for the refusal.
+func serialArg(name, s string) (string, error) {
+	n, err := certserial.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("%s %w", name, err)
+	}
+	return certserial.Format(n), nil
 }
 
 func certCall(cmd *cobra.Command, f *adminFlags, call func(context.Context, *node.AdminClient) (*node.CertInfo, error)) error {

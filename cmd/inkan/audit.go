@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/spf13/cobra"
@@ -90,7 +91,12 @@ func newAuditExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return audit.ExportURL(cmd.Context(), url, hc, key, out, from)
+			exp, err := audit.ExportURL(cmd.Context(), url, hc, key, out, from)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "exported %s from %s\n", exp, url)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&url, "url", "", "the node's HTTPS API (https://host:port)")
@@ -114,7 +120,7 @@ func newAuditProveCmd() *cobra.Command {
 			return audit.ProveDir(cmd.OutOrStdout(), key, args[0], serial)
 		},
 	}
-	cmd.Flags().StringVar(&serial, "serial", "", "the certificate's serial in hex (colons and 0x allowed)")
+	cmd.Flags().StringVar(&serial, "serial", "", "the certificate's serial, as enroll or openssl prints it (colons and 0x allowed)")
 	cmd.Flags().StringVar(&key, "key", "", "the audit public key (PEM) to trust, instead of the export's own")
 	_ = cmd.MarkFlagRequired("serial")
 	return cmd

@@ -60,7 +60,7 @@ func newCardLab(t *testing.T) *cardLab {
 	write(t, conf, fmt.Sprintf("directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", dir))
 	l := &cardLab{t: t, dir: dir, jlis: filepath.Join(dir, "jlis"), pin: filepath.Join(dir, "card.pin"), module: module,
 		env: append(os.Environ(), "SOFTHSM2_CONF="+conf)}
-	write(t, l.pin, "card-pin-1234")
+	write(t, l.pin, "CARDPIN1234") // a card's signature PIN: 6-16 of A-Z, 0-9
 	write(t, filepath.Join(dir, "so.pin"), "card-so-1234")
 	l.run("jpki-sim", "--dir", l.jlis, "init")
 	l.anchor, l.crlFile = filepath.Join(l.jlis, "root.pem"), filepath.Join(l.jlis, "crl.der")
@@ -102,15 +102,16 @@ func (l *cardLab) jpkiSection() string {
 
 // enrolled is a derived certificate as a subscriber saved it.
 type enrolled struct {
-	serial        string // hex, as openssl prints it
-	leaf, ca, key string // PEM files: the certificate, the CA certificate, the subscriber's key
-	cert          *x509.Certificate
+	serial   string // hex, as openssl prints it
+	leaf, ca string // PEM files: the certificate, the CA certificate
+	key      string // the subscriber's key file
+	cert     *x509.Certificate
 }
 
 // enroll runs `inkan enroll` with card i against p's API.
 func (l *cardLab) enroll(p *proc, i int, name string) (*enrolled, error) {
 	out := filepath.Join(l.dir, name+".pem")
-	_, err := l.runErr("enroll", "--url", "https://"+p.apiAddr, "--ca-file", filepath.Join(p.dataDir, "cluster-ca.pem"),
+	printed, err := l.runErr("enroll", "--url", "https://"+p.apiAddr, "--ca-file", filepath.Join(p.dataDir, "cluster-ca.pem"),
 		"--card", "pkcs11:token="+l.labels[i], "--card-module", l.module, "--card-pin-file", l.pin,
 		"--key", filepath.Join(l.dir, name+".key"), "--out", out, "--timeout", "30s")
 	if err != nil {
@@ -137,9 +138,27 @@ func (l *cardLab) enroll(p *proc, i int, name string) (*enrolled, error) {
 	if e.cert, err = x509.ParseCertificate(blocks[0].Bytes); err != nil {
 		return nil, err
 	}
-	e.serial = hex.EncodeToString(e.cert.SerialNumber.Bytes())
+	// The serial as enroll printed it: the one spelling, which cert show, revoke,
+	// hold, audit prove and enroll --rebind take, as later steps do with it. It
+	// is what openssl prints, in lower case (the README feeds openssl's to
+	// cert revoke).
+	m := enrolledLine.FindStringSubmatch(printed)
+	if m == nil {
+		return nil, fmt.Errorf("enroll printed no certificate line:\n%s", printed)
+	}
+	e.serial = m[1]
+	if want := hex.EncodeToString(e.cert.SerialNumber.Bytes()); e.serial != want {
+		return nil, fmt.Errorf("enroll printed serial %s, the certificate's is %s", e.serial, want)
+	}
+	if o, err := exec.Command("openssl", "x509", "-in", e.leaf, "-noout", "-serial").Output(); err != nil ||
+		strings.TrimSpace(string(o)) != "serial="+strings.ToUpper(e.serial) {
+		return nil, fmt.Errorf("openssl x509 -serial: %q, %v; enroll printed %s", o, err, e.serial)
+	}
 	return e, nil
 }
+
+// enrolledLine is what inkan enroll prints on success.
+var enrolledLine = regexp.MustCompile(`(?m)^certificate ([0-9a-f]+) \(`)
 
 // useTestCards applies each shipped profile once more, one version up,
 // accepting the JPKI test cards' policy too (the stand-in's cards carry it),

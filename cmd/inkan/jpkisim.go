@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/signal"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
@@ -136,9 +135,9 @@ affiliationChanged. The user PIN comes from --pin-file (mode 0600) or ` + envCar
 
 			var card *jpkisim.Card
 			if reissue != "" {
-				serial, err := parseSerial(reissue)
+				serial, err := certserial.Parse(reissue)
 				if err != nil {
-					return err
+					return fmt.Errorf("--reissue-of %w", err)
 				}
 				card, err = sim.Reissue(ctx, cfg, serial, func(old *jpkisim.Person) {
 					for flag, apply := range map[string]func(){
@@ -169,7 +168,7 @@ affiliationChanged. The user PIN comes from --pin-file (mode 0600) or ` + envCar
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "card issued: serial %s\n", hex.EncodeToString(card.Serial.Bytes()))
+			fmt.Fprintf(out, "card issued: serial %s\n", certserial.Format(card.Serial))
 			fmt.Fprintf(out, "card key: %s\n", card.Key)
 			if reissue != "" {
 				fmt.Fprintf(out, "certificate %s revoked (affiliationChanged); CRL published\n", strings.ToLower(strings.TrimPrefix(reissue, "0x")))
@@ -204,9 +203,9 @@ func newJPKISimRevokeCmd() *cobra.Command {
 and "hold" for certificateHold, which J-LIS never lifts).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := parseSerial(serial)
+			s, err := certserial.Parse(serial)
 			if err != nil {
-				return err
+				return fmt.Errorf("--serial %w", err)
 			}
 			r, err := parseReason(reason)
 			if err != nil {
@@ -222,7 +221,7 @@ and "hold" for certificateHold, which J-LIS never lifts).`,
 			if _, err := sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s); CRL published: %s\n", hex.EncodeToString(s.Bytes()), r, sim.CRLPath())
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s); CRL published: %s\n", certserial.Format(s), r, sim.CRLPath())
 			return nil
 		},
 	}
@@ -286,7 +285,7 @@ func newJPKISimListCmd() *cobra.Command {
 				if tok == "" {
 					tok = "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", hex.EncodeToString(c.Serial.Bytes()), tok, c.IssuedAt.Format(time.RFC3339), status)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", certserial.Format(c.Serial), tok, c.IssuedAt.Format(time.RFC3339), status)
 			}
 			return nil
 		},
@@ -314,15 +313,6 @@ func parseReason(s string) (jpki.Reason, error) {
 		}
 	}
 	return 0, fmt.Errorf("--reason %q: one of %s", s, strings.Join(reasonNames(), ", "))
-}
-
-func parseSerial(s string) (*big.Int, error) {
-	t := strings.ReplaceAll(strings.TrimPrefix(strings.ToLower(s), "0x"), ":", "")
-	n, ok := new(big.Int).SetString(t, 16)
-	if !ok || n.Sign() <= 0 {
-		return nil, fmt.Errorf("serial %q: not a positive hex number", s)
-	}
-	return n, nil
 }
 
 func parseBirth(s string) (jpki.DateOfBirth, error) {

@@ -100,12 +100,13 @@ func (l *cardLab) jlisRevoke(serial, reason string) {
 	}
 }
 
-// enrollRebind runs `inkan enroll --rebind serial` with card i, the holder's new card,
-// and returns what it printed.
-func (l *cardLab) enrollRebind(p *proc, i int, serial, out string) (string, error) {
+// enrollRebind runs `inkan enroll --rebind serial --key key` with card i, the
+// holder's new card, and key, the derived certificate's own key, and returns what
+// it printed.
+func (l *cardLab) enrollRebind(p *proc, i int, serial, key, out string) (string, error) {
 	return l.runErr("enroll", "--url", "https://"+p.apiAddr, "--ca-file", filepath.Join(p.dataDir, "cluster-ca.pem"),
 		"--card", "pkcs11:token="+l.labels[i], "--card-module", l.module, "--card-pin-file", l.pin,
-		"--rebind", serial, "--out", filepath.Join(l.dir, out), "--timeout", "30s")
+		"--rebind", serial, "--key", key, "--out", filepath.Join(l.dir, out), "--timeout", "30s")
 }
 
 var problemURN = regexp.MustCompile(`urn:inkan:problem:([a-z0-9-]+)`)
@@ -469,7 +470,7 @@ func TestLinkageEndToEnd(t *testing.T) {
 	lab.run("hsm", "init-token", "--module", lab.module, "--label", "card1-renewed", "--so-pin-file", filepath.Join(lab.dir, "so.pin"), "--pin-file", lab.pin)
 	lab.run("jpki-sim", "--dir", lab.jlis, "issue-card", "--module", lab.module, "--token", "card1-renewed", "--pin-file", lab.pin, "--reissue-of", jpkiSerials[0])
 	lab.labels = append(lab.labels, "card1-renewed")
-	out, err := lab.enrollRebind(p, len(lab.labels)-1, certs[0].serial, "renewed.pem")
+	out, err := lab.enrollRebind(p, len(lab.labels)-1, certs[0].serial, certs[0].key, "renewed.pem")
 	if m := rebindLine.FindStringSubmatch(out); err != nil || m == nil || m[1] != "relinked" || !sameHexSerial(m[2], certs[0].serial) {
 		t.Fatalf("re-bind of the kept certificate to the renewed card: %v\n%s; want relinked", err, out)
 	}
@@ -556,16 +557,27 @@ func TestMoveStory(t *testing.T) {
 		t.Fatalf("the new card has the old serial %s", cardA)
 	}
 
-	// Another person's card may not re-bind it, and changes nothing.
-	if _, err := lab.enrollRebind(p, 1, e.serial, "other.pem"); problemName(err) != "rebind-not-same-person" {
+	// Another person's card may not re-bind it, even with the certificate's key,
+	// and changes nothing; nor may the new card without the key (another key).
+	if _, err := lab.enrollRebind(p, 1, e.serial, e.key, "other.pem"); problemName(err) != "rebind-not-same-person" {
 		t.Fatalf("rebind with another person's card: %v; want rebind-not-same-person", err)
+	}
+	otherKey := filepath.Join(lab.dir, "other.key")
+	if _, err := lab.enroll(p, 1, "other"); err != nil { // makes other.key, certified for holder 2
+		t.Fatal(err)
+	}
+	if _, err := lab.enrollRebind(p, b, e.serial, otherKey, "other.pem"); problemName(err) != "rebind-key-mismatch" {
+		t.Fatalf("rebind with the new card and another certificate's key: %v; want rebind-key-mismatch", err)
+	}
+	if _, err := lab.enrollRebind(p, b, e.serial, filepath.Join(lab.dir, "missing.key"), "other.pem"); err == nil {
+		t.Fatal("rebind with a key file that does not exist: no error")
 	}
 	if got, err := ocspQuery(p, e); err != nil || got != (ocspAnswer{"revoked", "certificateHold"}) {
 		t.Fatalf("after a refused re-bind: %+v, %v; want still on hold", got, err)
 	}
 
-	// The holder re-binds with card B.
-	out, err = lab.enrollRebind(p, b, e.serial, "rebound.pem")
+	// The holder re-binds with card B and the certificate's own key.
+	out, err = lab.enrollRebind(p, b, e.serial, e.key, "rebound.pem")
 	if err != nil {
 		t.Fatalf("inkan enroll --rebind: %v", err)
 	}
@@ -604,7 +616,7 @@ func TestMoveStory(t *testing.T) {
 		t.Fatalf("CRL number %s lists the re-bound certificate again", v.number)
 	}
 	// Nothing is left to re-bind with the same card.
-	if _, err := lab.enrollRebind(p, b, e.serial, "again.pem"); problemName(err) != "rebind-same-jpki-certificate" {
+	if _, err := lab.enrollRebind(p, b, e.serial, e.key, "again.pem"); problemName(err) != "rebind-same-jpki-certificate" {
 		t.Fatalf("second rebind with card B: %v; want rebind-same-jpki-certificate", err)
 	}
 
@@ -628,7 +640,7 @@ func TestMoveStory(t *testing.T) {
 		"--reissue-of", cardA2, "--address", "兵庫県神戸市中央区加納町六丁目")
 	lab.labels = append(lab.labels, "card2-new")
 	waitOCSPAnswer(t, p, e2, ocspAnswer{"revoked", "certificateHold"}, 15*time.Second)
-	out, err = lab.enrollRebind(p, len(lab.labels)-1, e2.serial, "replaced.pem")
+	out, err = lab.enrollRebind(p, len(lab.labels)-1, e2.serial, e2.key, "replaced.pem")
 	m = rebindLine.FindStringSubmatch(out)
 	if err != nil || m == nil || m[1] != "reissued" || !sameHexSerial(m[3], e2.serial) || sameHexSerial(m[2], e2.serial) {
 		t.Fatalf("re-bind after a profile change: %v\n%s; want a new certificate replacing %s", err, out, e2.serial)
@@ -956,7 +968,7 @@ func TestOperatorHoldNotReleasedByRebind(t *testing.T) {
 	lab.labels = append(lab.labels, "card1-new")
 	time.Sleep(2 * linkageInterval) // the job reads card A's revocation: the certificate is held already
 
-	out, err := lab.enrollRebind(p, len(lab.labels)-1, e.serial, "rebound.pem")
+	out, err := lab.enrollRebind(p, len(lab.labels)-1, e.serial, e.key, "rebound.pem")
 	time.Sleep(500 * time.Millisecond)
 	if got, qerr := ocspQuery(p, e); qerr != nil || got != (ocspAnswer{"revoked", "certificateHold"}) {
 		t.Fatalf("after `inkan enroll --rebind` (%v, %q) the operator's hold is gone: OCSP %+v, %v", err, out, got, qerr)

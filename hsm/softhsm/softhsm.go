@@ -151,7 +151,9 @@ func create(module, root string) (*Token, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("softhsm: %w", err)
 	}
-	pin, soPIN := randomHex(8), randomHex(8)
+	// Upper-case hex, 16 characters: a PIN of the form a JPKI card takes, so a
+	// token of a test may play a card (enroll.CheckCardPIN).
+	pin, soPIN := strings.ToUpper(randomHex(8)), strings.ToUpper(randomHex(8))
 	pinFile, soFile := filepath.Join(dir, "pin"), filepath.Join(dir, "so-pin")
 	for f, v := range map[string]string{pinFile: pin, soFile: soPIN} {
 		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {

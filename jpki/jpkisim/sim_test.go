@@ -253,8 +253,8 @@ func TestCardPassesJPKI(t *testing.T) {
 		}
 		old, _ := jpki.ParseSignatureCertificate(card.DER)
 		hk := bytes.Repeat([]byte{7}, 32)
-		if res.Certificate.Identity.PersonHash(hk) != old.Identity.PersonHash(hk) {
-			t.Error("a move changed the person hash")
+		if res.Certificate.Identity.NameBirthHash(hk) != old.Identity.NameBirthHash(hk) {
+			t.Error("a move changed the name-and-birth hash")
 		}
 		if res.Certificate.Identity.Address() == old.Identity.Address() {
 			t.Error("address did not change")
@@ -584,5 +584,68 @@ func TestServeCRL(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestParallelWriters: sims opened on one directory, as parallel `jpki-sim
+// issue-card` and `revoke` processes open it, issue, revoke and publish at the
+// same time, and the state keeps every change (the directory's lock file
+// serialises each read-modify-write; separate opens hold separate locks, as
+// separate processes do).
+func TestParallelWriters(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(Config{Dir: dir, Key: testKeys()[0]}, RootSpec{NotBefore: time.Now().AddDate(-1, 0, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 6, 5
+	var wg sync.WaitGroup
+	serials := make(chan *big.Int, writers*each)
+	errs := make(chan error, writers*each*2)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := Open(Config{Dir: dir, Key: testKeys()[0]})
+			if err != nil {
+				errs <- err
+				return
+			}
+			for range each {
+				c, err := s.IssueCertificate(&testKeys()[1].PublicKey, CardSpec{Person: DemoPerson()})
+				if err != nil {
+					errs <- err
+					return
+				}
+				serials <- c.Serial
+				if err := s.Revoke(c.Serial, jpki.ReasonKeyCompromise, time.Time{}); err != nil {
+					errs <- err
+				}
+				if _, err := s.Refresh(time.Hour); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(serials)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Dir: dir, Key: testKeys()[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := s.Issued()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(issued) != writers*each {
+		t.Fatalf("%d certificates recorded, %d issued", len(issued), writers*each)
+	}
+	for serial := range serials {
+		if err := s.Revoke(serial, jpki.ReasonKeyCompromise, time.Time{}); !errors.Is(err, ErrAlreadyRevoked) {
+			t.Fatalf("revocation of %x lost: %v", serial, err)
+		}
 	}
 }

@@ -1,0 +1,300 @@
+package enroll
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"math/big"
+	"strings"
+	"time"
+)
+
+// The key proof of a re-bind: the second half of what a re-bind proves. The card
+// proof (a JWS by the NEW card) shows the holder has the new JPKI certificate of
+// the same name and birth date; the key proof shows they hold the derived
+// certificate's own key, which a namesake does not. It is a compact JWS (RFC 7515)
+// signed by that key, with no key in its header (the key is the certificate's,
+// which the serial names), whose claims bind it to this one request:
+//
+//	nonce        the same nonce as the card proof's
+//	aud          the re-bind endpoint's URL, as in the card proof
+//	iat, exp     as in the card proof (exp at most MaxProofLifetime after iat)
+//	serial       the derived certificate's serial, lower-case hex
+//	jpki_sha256  base64url of the SHA-256 of the new card's certificate (DER,
+//	             the card proof's x5c[0])
+//
+// alg follows the certificate's key: ES256, ES384, ES512 (ECDSA P-256, P-384,
+// P-521; the signature is r‖s, RFC 7518 §3.4), RS256 or PS256 (RSA), EdDSA
+// (Ed25519).
+
+// Errors of the key proof, each its own problem type.
+var (
+	// ErrKeyProofMissing: the request carries no key proof. Without the derived
+	// key there is no re-bind; a holder who lost it enrols anew.
+	ErrKeyProofMissing = errors.New("enroll: the re-bind carries no signature by the derived certificate's key")
+	// ErrKeyProofInvalid: the key proof is not a well-formed JWS with the claims
+	// above, or its times are wrong.
+	ErrKeyProofInvalid = errors.New("enroll: the key proof is not valid")
+	// ErrKeyMismatch: the key proof's signature does not verify with the derived
+	// certificate's key (another certificate's key signed it).
+	ErrKeyMismatch = errors.New("enroll: the key proof is not signed by the derived certificate's key")
+	// ErrKeyProofReplayed: the key proof verifies, but binds another nonce,
+	// certificate or card: a signature made for another request, replayed.
+	ErrKeyProofReplayed = errors.New("enroll: the key proof was made for another request")
+)
+
+// The key proof's algorithms.
+const (
+	algES256 = "ES256"
+	algES384 = "ES384"
+	algES512 = "ES512"
+	algPS256 = "PS256"
+	algEdDSA = "EdDSA"
+)
+
+// keyProofClaims are a key proof's payload.
+type keyProofClaims struct {
+	nonce      []byte
+	aud        string
+	iat, exp   int64
+	serial     string
+	jpkiSHA256 []byte
+}
+
+// keyProof is a parsed, not yet verified, key proof.
+type keyProof struct {
+	alg          string
+	claims       *keyProofClaims
+	signature    []byte
+	signingInput []byte
+}
+
+func keyProofInvalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrKeyProofInvalid, fmt.Sprintf(format, args...))
+}
+
+// parseKeyProof parses a key proof's form and claims. Every error matches
+// ErrKeyProofInvalid.
+func parseKeyProof(s string) (*keyProof, error) {
+	if len(s) > maxProofLen {
+		return nil, keyProofInvalid("longer than %d bytes", maxProofLen)
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return nil, keyProofInvalid("not a compact JWS (want three dot-separated parts, got %d)", len(parts))
+	}
+	var segs [3][]byte
+	for i, p := range parts {
+		b, err := decodeSegment(p)
+		if err != nil {
+			return nil, keyProofInvalid("part %d: %v", i+1, err)
+		}
+		segs[i] = b
+	}
+	if len(segs[2]) == 0 {
+		return nil, keyProofInvalid("empty signature")
+	}
+	h, err := decodeObject(segs[0])
+	if err != nil {
+		return nil, keyProofInvalid("protected header: %v", err)
+	}
+	for _, name := range []string{"crit", "b64", "jku", "jwk", "x5u", "x5c"} {
+		if _, ok := h[name]; ok {
+			return nil, keyProofInvalid("protected header: %q is not accepted (the key is the certificate's)", name)
+		}
+	}
+	kp := &keyProof{signature: segs[2], signingInput: []byte(parts[0] + "." + parts[1])}
+	raw, ok := h["alg"]
+	if !ok || json.Unmarshal(raw, &kp.alg) != nil {
+		return nil, keyProofInvalid("protected header: no alg string")
+	}
+	switch kp.alg {
+	case algES256, algES384, algES512, algRS256, algPS256, algEdDSA:
+	default:
+		return nil, keyProofInvalid("protected header: alg %q is not accepted", clip(kp.alg))
+	}
+	m, err := decodeObject(segs[1])
+	if err != nil {
+		return nil, keyProofInvalid("claims: %v", err)
+	}
+	c := &keyProofClaims{}
+	if c.nonce, err = claimB32(m, "nonce"); err == nil {
+		if c.jpkiSHA256, err = claimB32(m, "jpki_sha256"); err == nil {
+			if c.serial, err = claimString(m, "serial"); err == nil {
+				if c.aud, err = claimString(m, "aud"); err == nil {
+					if c.iat, err = claimDate(m, "iat"); err == nil {
+						c.exp, err = claimDate(m, "exp")
+					}
+				}
+			}
+		}
+	}
+	if err != nil {
+		// The claim helpers speak of the card proof; say it of the key proof.
+		return nil, keyProofInvalid("%s", strings.TrimPrefix(err.Error(), ErrProofInvalid.Error()+": "))
+	}
+	kp.claims = c
+	return kp, nil
+}
+
+// verify checks the signature with the derived certificate's key: ErrKeyMismatch
+// if alg does not fit the key, or the signature does not verify with it.
+func (kp *keyProof) verify(pub crypto.PublicKey) error {
+	mismatch := func(why string) error { return fmt.Errorf("%w: %s", ErrKeyMismatch, why) }
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		alg, h, size := ecdsaAlg(k.Curve)
+		if alg == "" || kp.alg != alg {
+			return mismatch("alg " + clip(kp.alg) + " does not fit the certificate's ECDSA key")
+		}
+		if len(kp.signature) != 2*size {
+			return mismatch("the signature is not r‖s for the certificate's curve")
+		}
+		h.Write(kp.signingInput)
+		r := new(big.Int).SetBytes(kp.signature[:size])
+		s := new(big.Int).SetBytes(kp.signature[size:])
+		if !ecdsa.Verify(k, h.Sum(nil), r, s) {
+			return mismatch("the signature does not verify with the certificate's key")
+		}
+	case *rsa.PublicKey:
+		d := sha256.Sum256(kp.signingInput)
+		var err error
+		switch kp.alg {
+		case algRS256:
+			err = rsa.VerifyPKCS1v15(k, crypto.SHA256, d[:], kp.signature)
+		case algPS256:
+			err = rsa.VerifyPSS(k, crypto.SHA256, d[:], kp.signature, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
+		default:
+			return mismatch("alg " + clip(kp.alg) + " does not fit the certificate's RSA key")
+		}
+		if err != nil {
+			return mismatch("the signature does not verify with the certificate's key")
+		}
+	case ed25519.PublicKey:
+		if kp.alg != algEdDSA {
+			return mismatch("alg " + clip(kp.alg) + " does not fit the certificate's Ed25519 key")
+		}
+		if !ed25519.Verify(k, kp.signingInput, kp.signature) {
+			return mismatch("the signature does not verify with the certificate's key")
+		}
+	default:
+		return mismatch("the certificate's key is of an unknown type")
+	}
+	return nil
+}
+
+// ecdsaAlg is the JWS algorithm of an ECDSA curve, its hash and the size of r and s.
+func ecdsaAlg(c elliptic.Curve) (string, hash.Hash, int) {
+	switch c {
+	case elliptic.P256():
+		return algES256, sha256.New(), 32
+	case elliptic.P384():
+		return algES384, sha512.New384(), 48
+	case elliptic.P521():
+		return algES512, sha512.New(), 66
+	}
+	return "", nil, 0
+}
+
+// KeyProofClaims are the claims of a key proof (see the format above).
+type KeyProofClaims struct {
+	Nonce    []byte
+	Audience string // the re-bind endpoint's URL
+	IssuedAt time.Time
+	Expires  time.Time
+	Serial   string // the derived certificate's serial, lower-case hex
+	JPKICert []byte // the new card's certificate (DER), whose SHA-256 the proof carries
+}
+
+// NewKeyProof makes a re-bind's key proof, signed by the derived certificate's key
+// (a crypto.Signer: a key file, or a key on a PKCS#11 token).
+func NewKeyProof(key crypto.Signer, c KeyProofClaims) (string, error) {
+	alg, hf, err := keyProofAlg(key.Public())
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(c.JPKICert)
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Typ string `json:"typ"`
+	}{alg, "JWT"})
+	if err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(struct {
+		Nonce      string `json:"nonce"`
+		Aud        string `json:"aud"`
+		Iat        int64  `json:"iat"`
+		Exp        int64  `json:"exp"`
+		Serial     string `json:"serial"`
+		JPKISHA256 string `json:"jpki_sha256"`
+	}{
+		Nonce: base64.RawURLEncoding.EncodeToString(c.Nonce), Aud: c.Audience,
+		Iat: c.IssuedAt.Unix(), Exp: c.Expires.Unix(), Serial: c.Serial,
+		JPKISHA256: base64.RawURLEncoding.EncodeToString(sum[:]),
+	})
+	if err != nil {
+		return "", err
+	}
+	input := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
+	sig, err := signJWS(key, alg, hf, []byte(input))
+	if err != nil {
+		return "", fmt.Errorf("enroll: the derived key did not sign: %w", err)
+	}
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+// keyProofAlg picks the algorithm for a key: ES256/384/512, RS256, EdDSA.
+func keyProofAlg(pub crypto.PublicKey) (string, crypto.Hash, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return algES256, crypto.SHA256, nil
+		case elliptic.P384():
+			return algES384, crypto.SHA384, nil
+		case elliptic.P521():
+			return algES512, crypto.SHA512, nil
+		}
+	case *rsa.PublicKey:
+		return algRS256, crypto.SHA256, nil
+	case ed25519.PublicKey:
+		return algEdDSA, 0, nil
+	}
+	return "", 0, fmt.Errorf("enroll: a derived key of type %T cannot sign a key proof", pub)
+}
+
+// signJWS signs input with key for alg; an ECDSA signature (ASN.1 from a
+// crypto.Signer) becomes r‖s.
+func signJWS(key crypto.Signer, alg string, hf crypto.Hash, input []byte) ([]byte, error) {
+	digest := input
+	if hf != 0 {
+		h := hf.New()
+		h.Write(input)
+		digest = h.Sum(nil)
+	}
+	sig, err := key.Sign(rand.Reader, digest, hf)
+	if err != nil || !strings.HasPrefix(alg, "ES") {
+		return sig, err
+	}
+	var rs struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) > 0 {
+		return nil, errors.New("the ECDSA signature is not ASN.1")
+	}
+	size := map[string]int{algES256: 32, algES384: 48, algES512: 66}[alg]
+	out := make([]byte, 2*size)
+	rs.R.FillBytes(out[:size])
+	rs.S.FillBytes(out[size:])
+	return out, nil
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The dev appliance as a newcomer meets it, in a clean copy of the repository:
+# deploy/dev-run.sh (what `make run` runs after building) starts and prints
+# three commands, which are run exactly as printed; a second start while the
+# first runs is refused before it prints or changes anything; the logs of
+# one run survive the next.
+#   deploy/test/devrun.sh
+. "$(dirname "$0")/lib.sh"
+need_free 7400 7443 7480 7481 7490
+work=$(mktemp -d /tmp/inkan-devrun.XXXXXX)
+first=
+cleanup() {
+	[ -n "$first" ] && kill -TERM "$first" 2>/dev/null && wait "$first" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+clean_copy "$work"
+cd "$work"
+go build -o bin/inkan ./cmd/inkan
+
+fail() { echo "devrun.sh: $*" >&2; exit 1; }
+start() { # start OUT: dev-run.sh in the background, until its banner or its exit
+	deploy/dev-run.sh bin/inkan .inkan-dev >"$1" 2>&1 &
+	first=$!
+	for _ in $(seq 600); do
+		grep -q '^Ctrl-C stops it' "$1" && return 0
+		kill -0 "$first" 2>/dev/null || { cat "$1"; fail "dev-run.sh exited before it was ready"; }
+		sleep 0.1
+	done
+	cat "$1"
+	fail "dev-run.sh not ready after 60 s"
+}
+stop() {
+	kill -TERM "$first"
+	wait "$first" || true
+	first=
+}
+
+start out1
+# The three commands it prints, each an indented line after "N. …:".
+mapfile -t cmds < <(awk '/^  [123]\. / { getline; sub(/^ +/, ""); print }' out1)
+[ "${#cmds[@]}" = 3 ] || { cat out1; fail "found ${#cmds[@]} commands in the banner, want 3"; }
+for c in "${cmds[@]}"; do
+	echo "+ $c"
+	bash -euo pipefail -c "$c"
+done
+
+# A second start while the first runs: refused at once, nothing printed on
+# stdout, the running node's logs untouched.
+log_before=$(wc -c <.inkan-dev/node.log)
+if deploy/dev-run.sh bin/inkan .inkan-dev >out2 2>err2; then
+	fail "a second dev-run.sh on the same state started"
+fi
+[ ! -s out2 ] || { cat out2; fail "the refused start printed on stdout"; }
+grep -q 'already runs' err2 || { cat err2; fail "the refused start did not say why"; }
+[ "$(wc -c <.inkan-dev/node.log)" -ge "$log_before" ] || fail "the refused start truncated node.log"
+kill -0 "$first" || fail "the refused start stopped the running node"
+
+# Stop and start again: the first run's log is still there, behind its separator.
+stop
+start out3
+[ "$(grep -c '^=== make run ' .inkan-dev/node.log)" = 2 ] || fail "node.log does not hold both runs"
+[ "$(grep -c '^=== make run ' .inkan-dev/jlis.log)" = 2 ] || fail "jlis.log does not hold both runs"
+stop
+echo "devrun.sh: the three printed commands ran; a second start was refused; logs kept across runs"
