@@ -298,7 +298,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	parts := (len(der) + PartSize - 1) / PartSize
 	for i := range parts {
 		chunk := der[i*PartSize : min(len(der), (i+1)*PartSize)]
-		cmd, err := cluster.NewCommand(TypePart, 1, partBody{CA: ca.ID, Shard: shard, Number: number, Part: i, Data: chunk})
+		cmd, err := cluster.NewCommand(TypePart, commandVersion(shard), partBody{CA: ca.ID, Shard: shard, Number: number, Part: i, Data: chunk})
 		if err != nil {
 			return err
 		}
@@ -306,7 +306,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 			return fmt.Errorf("part %d of %d: %w", i, parts, err)
 		}
 	}
-	cmd, err := cluster.NewCommand(TypePublish, 1, Meta{
+	cmd, err := cluster.NewCommand(TypePublish, commandVersion(shard), Meta{
 		CA: ca.ID, Shard: shard, Number: number, ThisUpdate: spec.ThisUpdate, NextUpdate: spec.NextUpdate,
 		SHA256: sum[:], Parts: parts, Entries: len(entries),
 	})

@@ -245,6 +245,24 @@ func TestPublishRefusals(t *testing.T) {
 	if m, _ := latest(t, n, 0); m.Number != 5 {
 		t.Fatalf("a refused publish changed the latest CRL to %d", m.Number)
 	}
+	// A delta CRL comes at version 2 of the commands (a replica of the release
+	// before stops at it rather than refuse it); version 1 cannot name one.
+	if err := submit(TypePart, partBody{CA: "ca1", Shard: Delta, Number: 20, Part: 0, Data: []byte("delta")}); !errors.Is(err, cluster.ErrRefused) {
+		t.Fatalf("a delta part at version 1: %v, want refused", err)
+	}
+	// The full CRL and its deltas share one sequence of numbers.
+	if err := p.publish(ctx, src.ca, Full, 7, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.publish(ctx, src.ca, Delta, 8, now); err != nil {
+		t.Fatalf("the delta of full CRL 7: %v", err)
+	}
+	if err := p.publish(ctx, src.ca, Full, 8, now); !errors.Is(err, ErrNumberNotGreater) {
+		t.Fatalf("a full CRL numbered as its delta: %v, want ErrNumberNotGreater", err)
+	}
+	if m, _ := latest(t, n, Delta); m.Number != 8 {
+		t.Fatalf("the delta: number %d, want 8", m.Number)
+	}
 }
 
 // TestDeltaFollowsRevocation: the full CRL follows changes at most hourly, and

@@ -92,6 +92,25 @@ func stagingPrefix(ca string, shard int, number uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, number)
 }
 
+// commandVersion is the version of crl.part and crl.publish for a shard:
+// delta CRLs came at version 2, so that a replica of a release before them
+// stops at one (the upgrade order makes sure none is left) rather than refuse
+// it while the others keep it.
+func commandVersion(shard int) uint {
+	if shard == Delta {
+		return 2
+	}
+	return 1
+}
+
+// lowestShard is the lowest shard a command version may name.
+func lowestShard(version uint) int {
+	if version >= 2 {
+		return Delta
+	}
+	return Full
+}
+
 // Handlers are the state machine handlers of published CRLs; the node passes them to
 // cluster.Open.
 func Handlers() []cluster.Handler { return []cluster.Handler{partHandler{}, publishHandler{}} }
@@ -99,14 +118,14 @@ func Handlers() []cluster.Handler { return []cluster.Handler{partHandler{}, publ
 type partHandler struct{}
 
 func (partHandler) Type() string      { return TypePart }
-func (partHandler) Versions() []uint  { return []uint{1} }
+func (partHandler) Versions() []uint  { return []uint{1, 2} }
 func (partHandler) Buckets() [][]byte { return [][]byte{bucketStaging} }
 func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var b partBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if b.CA == "" || b.Shard < Delta || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
+	if b.CA == "" || b.Shard < lowestShard(e.Command.Version) || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
 		return nil, cluster.Refuse(errors.New("crl: malformed part"))
 	}
 	if latest := scopeNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
@@ -119,14 +138,14 @@ func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 type publishHandler struct{}
 
 func (publishHandler) Type() string      { return TypePublish }
-func (publishHandler) Versions() []uint  { return []uint{1} }
+func (publishHandler) Versions() []uint  { return []uint{1, 2} }
 func (publishHandler) Buckets() [][]byte { return [][]byte{bucketCRL} }
 func (publishHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var m Meta
 	if err := e.Command.Decode(&m); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if m.CA == "" || m.Shard < Delta || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
+	if m.CA == "" || m.Shard < lowestShard(e.Command.Version) || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
 		return nil, cluster.Refuse(errors.New("crl: malformed publish"))
 	}
 	if m.Number <= scopeNumber(tx, m.CA, m.Shard) {
