@@ -90,7 +90,10 @@ func appendStatusHeader(dst []byte, r *Response) []byte {
 // Install puts a bundle made by FirstResponses (on the leader) into the cache, for
 // a serial whose status is st here: each response must name the issuer's CertID
 // under its hash, the serial, and st. A response the cache holds already that
-// says st and is not older is kept. It never signs and never blocks on the HSM
+// is not older is kept, whatever it says: it was signed for a later state (a
+// node replaying old entries, or catching up, applies an intent after its
+// store or its pre-signer gave it the revocation that followed). It never
+// signs and never blocks on the HSM
 // or the disk (it runs as the node applies a Raft entry): the responses are
 // queued for the store if there is room, and a restart signs again any that were
 // not stored.
@@ -110,7 +113,7 @@ func (p *Presigner) Install(issuerID string, serial []byte, st CertStatus, bundl
 	stored := storedSerial{issuerID: issuerID, serial: trimSerial(serial)}
 	for i, h := range CertIDHashes {
 		r := resps[i]
-		if cur := p.cache.Get(issuerID, h, serial); cur != nil && cur.says(st) && !cur.ThisUpdate.Before(r.ThisUpdate) {
+		if cur := p.cache.Get(issuerID, h, serial); cur != nil && !cur.ThisUpdate.Before(r.ThisUpdate) {
 			r = cur
 		} else if err := p.cache.Put(issuerID, h, serial, r); err != nil {
 			return err

@@ -123,6 +123,23 @@ func TestFirstResponsesInstall(t *testing.T) {
 	if r := cache.Get("ca1", crypto.SHA256, serial); r != before {
 		t.Fatal("the node signed its own response over the leader's current one")
 	}
+
+	// A node that applies the intent again after it learnt of the revocation
+	// that followed (a restart replaying its log, a follower catching up)
+	// keeps the newer revoked response.
+	revokedNow := CertStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC().Truncate(time.Second), Reason: 1}
+	nodeSrc.set(revokedNow)
+	if err := node.sign(job{issuerID: "ca1", st: revokedNow, why: "change"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Install("ca1", serial, good, bundle); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range CertIDHashes {
+		if r := cache.Get("ca1", h, serial); r == nil || r.Status != Revoked {
+			t.Fatalf("%v: the replayed intent's good replaced the newer revoked response (got %v)", h, r != nil && r.Status == Good)
+		}
+	}
 }
 
 // TestRevokedAtToTheSecond: the state keeps a revocation's time in
