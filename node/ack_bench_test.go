@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 	xocsp "golang.org/x/crypto/ocsp"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/cluster"
 )
 
 // BenchmarkIssueAck measures issuance as the enrollment API calls it
@@ -22,7 +25,10 @@ import (
 // voters and an edge in this process: 32 concurrent requests spread over the
 // three voters (two of three go through a follower). Right after each
 // acknowledgement the node that answered is asked for the certificate's
-// status over its OCSP listener; good-at-ack is the share answered good.
+// status over its OCSP listener; good-at-ack is the share answered good. A
+// request a leader change cuts off (refused with a typed error, not
+// acknowledged: a client asks again) is counted as refused and left out of
+// the latencies; on a shared machine the short Raft timeouts see some.
 //
 //	go test -run '^$' -bench IssueAck -benchtime 1000x ./node/
 func BenchmarkIssueAck(b *testing.B) {
@@ -50,7 +56,7 @@ func BenchmarkIssueAck(b *testing.B) {
 	const workers = 32
 	jobs := make(chan int)
 	lat := make([]time.Duration, b.N)
-	var good atomic.Int64
+	var good, refused atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
@@ -64,7 +70,12 @@ func BenchmarkIssueAck(b *testing.B) {
 				iss, err := n.app.authority().Issue(ctx, reqs[i])
 				lat[i] = time.Since(t0)
 				if err != nil {
-					b.Error(err)
+					lat[i] = -1
+					if errors.Is(err, ca.ErrAbandoned) || errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrNoLeader) {
+						refused.Add(1)
+					} else {
+						b.Error(err)
+					}
 					continue
 				}
 				c, _ := x509.ParseCertificate(iss.DER)
@@ -81,11 +92,16 @@ func BenchmarkIssueAck(b *testing.B) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	lat = slices.DeleteFunc(lat, func(d time.Duration) bool { return d < 0 })
+	if len(lat) == 0 {
+		b.Fatal("nothing acknowledged")
+	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "certs/s")
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "certs/s")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(good.Load())/float64(b.N), "good-at-ack")
+	b.ReportMetric(float64(good.Load())/float64(len(lat)), "good-at-ack")
+	b.ReportMetric(float64(refused.Load()), "refused")
 }
 
 // ocspStatusOf asks addr's OCSP listener about cert once (SHA-1 CertID, POST):
