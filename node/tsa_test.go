@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -225,7 +226,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	malloryActor := audit.OperatorActor(mc)
-	leaves := auditLeaves(t, ctx, s)
+	leaves, exportDir := auditLeaves(t, ctx, s)
 	found := map[[32]byte]bool{}
 	var created, installed bool
 	for _, l := range leaves {
@@ -251,6 +252,21 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 			t.Fatalf("token %x is in no tsa.tokens leaf", h)
 		}
 	}
+	// What `inkan audit prove --token` does with a client's reply: the leaf,
+	// and its inclusion under a signed checkpoint.
+	for _, n := range []*Node{s.n, goodNode} {
+		var out bytes.Buffer
+		reply := filepath.Join(dir, n.Cluster().ID()+".tsr")
+		if err := audit.ProveTokenDir(&out, "", exportDir, reply); err != nil || !strings.Contains(out.String(), "inclusion proof verified") {
+			t.Fatalf("prove the token of %s: %v\n%s", n.Cluster().ID(), err, out.String())
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "other.tsr"), []byte{0x30, 0x03, 0x06, 0x01, 0x00}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.ProveTokenDir(io.Discard, "", exportDir, filepath.Join(dir, "other.tsr")); err == nil {
+		t.Fatal("a token never issued was proven")
+	}
 	st, err = b.c.TSA(ctx)
 	if err != nil || st.Tokens[s.n.Cluster().ID()] < 1 || st.Tokens["good"] < 1 {
 		t.Fatalf("token counts %+v %v", st.Tokens, err)
@@ -275,8 +291,8 @@ type auditLeaf struct {
 }
 
 // auditLeaves exports the audit log as the auditor, verifies it, and returns
-// every leaf with its data decoded.
-func auditLeaves(t *testing.T, ctx context.Context, s *staff) []auditLeaf {
+// every leaf with its data decoded, and the export's directory.
+func auditLeaves(t *testing.T, ctx context.Context, s *staff) ([]auditLeaf, string) {
 	t.Helper()
 	auditKeyTransfers(t, ctx, s) // waits for a checkpoint over everything so far, and verifies
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.roots, MinVersion: tls.VersionTLS12,
@@ -320,5 +336,5 @@ func auditLeaves(t *testing.T, ctx context.Context, s *staff) []auditLeaf {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return out, dir
 }
