@@ -53,7 +53,7 @@ func BenchmarkStamp(b *testing.B) {
 			for _, hsmWorkers := range []int{1, 2} {
 				b.Run(fmt.Sprintf("hsm-goroutines=%d", hsmWorkers), func(b *testing.B) {
 					const clients = 256
-					round := 16 * clients
+					round := 4 * clients
 					var hsmTime, stampTime time.Duration
 					var ratios []float64
 					var latMu sync.Mutex

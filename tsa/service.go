@@ -68,6 +68,8 @@ type Service struct {
 	cur       atomic.Pointer[material]
 	refreshMu sync.Mutex
 	lastTry   time.Time // of a refresh asked for by a request (refreshMu)
+	inflight  atomic.Int64
+	lastWarn  atomic.Int64 // Unix ns of the last refusal logged
 
 	tokens  prometheus.Counter
 	refused *prometheus.CounterVec
@@ -272,8 +274,13 @@ func (s *Service) Stamp(ctx context.Context, der []byte) ([]byte, *Failure) {
 	resp, f := s.stamp(ctx, der)
 	if f != nil {
 		s.refused.WithLabelValues(f.Info.String()).Inc()
+		// The node's own trouble, not the client's: logged, at most once a
+		// second (the metric counts every one).
 		if f.Info == SystemFailure || f.Info == TimeNotAvailable {
-			s.log.Warn("tsa: request refused", "failure_info", f.Info.String(), "reason", f.Reason)
+			now := time.Now().UnixNano()
+			if last := s.lastWarn.Load(); now-last > int64(time.Second) && s.lastWarn.CompareAndSwap(last, now) {
+				s.log.Warn("tsa: request refused", "failure_info", f.Info.String(), "reason", f.Reason)
+			}
 		}
 		return rejection(f), f
 	}
@@ -281,7 +288,17 @@ func (s *Service) Stamp(ctx context.Context, der []byte) ([]byte, *Failure) {
 	return resp, nil
 }
 
+// maxInflight bounds the requests a node works on at once (each waits for the
+// HSM and then for its batch's commit); beyond it a request is refused at once
+// rather than queued without end.
+const maxInflight = 4096
+
 func (s *Service) stamp(ctx context.Context, der []byte) ([]byte, *Failure) {
+	if s.inflight.Add(1) > maxInflight {
+		s.inflight.Add(-1)
+		return nil, failf(SystemFailure, "this node is busy with %d requests; try again", maxInflight)
+	}
+	defer s.inflight.Add(-1)
 	req, err := ParseRequest(der)
 	if err != nil {
 		var f *Failure
