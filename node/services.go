@@ -27,9 +27,9 @@ import (
 )
 
 // appliance is the node's services, wired together: the audit log, the issuing
-// authority with its CRL publisher and the enrollment API, and the OCSP
-// pre-signer and responder. Its components start in that order; the admin API
-// reaches the authority through it once it has started.
+// authority with its CRL publisher and the enrollment API, the time-stamping
+// authority, and the OCSP pre-signer and responder. Its components start in
+// that order; the admin API reaches the authority through it once it has started.
 type appliance struct {
 	cfg   *Config
 	tok   *hsm.Token
