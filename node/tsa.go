@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/operator"
@@ -220,7 +220,7 @@ func (n *Node) adminTSACert(w http.ResponseWriter, r *http.Request) {
 		writeTSAError(w, err)
 		return
 	}
-	n.log.Info("node: admin: TSA certificate installed", "key", c.Key, "serial", hex.EncodeToString(c.Cert.SerialNumber.Bytes()))
+	n.log.Info("node: admin: TSA certificate installed", "key", c.Key, "serial", certserial.Format(c.Cert.SerialNumber))
 	writeJSON(w, http.StatusCreated, tsaCertInfo(c))
 }
 
@@ -260,7 +260,7 @@ func tsaKeyInfo(k tsa.Key) TSAKeyInfo {
 }
 
 func tsaCertInfo(c tsa.Cert) TSACertInfo {
-	return TSACertInfo{Key: c.Key, Serial: hex.EncodeToString(c.Cert.SerialNumber.Bytes()), Subject: c.Cert.Subject.String(),
+	return TSACertInfo{Key: c.Key, Serial: certserial.Format(c.Cert.SerialNumber), Subject: c.Cert.Subject.String(),
 		NotBefore: c.Cert.NotBefore, NotAfter: c.Cert.NotAfter, Installed: c.Installed, Current: c.Current,
 		Certificate: certPEM(c.Cert.Raw), Request: c.Request}
 }

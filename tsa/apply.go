@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 )
@@ -190,11 +191,11 @@ func applyCertInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	rec, err := ca.Lookup(tx, cert.SerialNumber)
 	switch {
 	case errors.Is(err, ca.ErrNotFound):
-		return nil, cluster.Refuse(fmt.Errorf("%w: the CA has no record of serial %x", ErrCertMismatch, cert.SerialNumber))
+		return nil, cluster.Refuse(fmt.Errorf("%w: the CA has no record of serial %s", ErrCertMismatch, certserial.Format(cert.SerialNumber)))
 	case err != nil:
 		return nil, err
 	case rec.Kind != ca.TimeStamping || rec.Status != ca.Good || !bytes.Equal(rec.DER, b.Cert):
-		return nil, cluster.Refuse(fmt.Errorf("%w: the CA's record of serial %x is not this good time-stamping certificate", ErrCertMismatch, cert.SerialNumber))
+		return nil, cluster.Refuse(fmt.Errorf("%w: the CA's record of serial %s is not this good time-stamping certificate", ErrCertMismatch, certserial.Format(cert.SerialNumber)))
 	}
 	serial := cert.SerialNumber.Bytes()
 	v, err := encMode.Marshal(certRecord{Key: b.Key, DER: b.Cert, Chain: b.Chain, Installed: e.Time.UnixNano(),

@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 )
@@ -224,7 +225,7 @@ func (s *Service) load(ctx context.Context) *material {
 	case err != nil:
 		return &material{err: failf(SystemFailure, "read the TSA certificate: %v", err)}
 	case status != ca.Good:
-		return &material{err: failf(SystemFailure, "the TSA certificate %x is %s", cert.Cert.SerialNumber, status)}
+		return &material{err: failf(SystemFailure, "the TSA certificate %s is %s", certserial.Format(cert.Cert.SerialNumber), status)}
 	}
 	serial := string(cert.Cert.SerialNumber.Bytes())
 	if cur := s.cur.Load(); cur.err == nil && cur.serial == serial {
@@ -238,7 +239,7 @@ func (s *Service) load(ctx context.Context) *material {
 	if err != nil {
 		return &material{err: failf(SystemFailure, "the TSA key %s: %v", key.ID, err)}
 	}
-	s.log.Info("tsa: issuing tokens", "key", key.ID, "certificate", fmt.Sprintf("%x", cert.Cert.SerialNumber), "policy", s.cfg.Policy.String())
+	s.log.Info("tsa: issuing tokens", "key", key.ID, "certificate", certserial.Format(cert.Cert.SerialNumber), "policy", s.cfg.Policy.String())
 	return &material{serial: serial, signer: ts}
 }
 
