@@ -504,7 +504,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	if err := checkActor(b.Actor); err != nil {
 		return err
 	}
-	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > Responder ||
+	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > TimeStamping ||
 		b.MaxPerPerson < 0 || b.MaxPerPerson > 0 && len(b.Person) == 0 {
 		return refusef("malformed intent")
 	}
@@ -561,7 +561,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 			return err
 		}
 	}
-	if Kind(b.Kind) == Derived {
+	if Kind(b.Kind) == Derived || Kind(b.Kind) == TimeStamping {
 		if err := extendHorizon(tx, b.Issuer, b.NotAfter); err != nil {
 			return err
 		}

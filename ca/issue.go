@@ -847,6 +847,9 @@ func (a *Authority) checkTBS(st *issuerState, sr *signRequest) error {
 	check(c.NotBefore.After(now.Add(-maxClockSkew)) && c.NotBefore.Before(now.Add(maxClockSkew)), "notBefore")
 	responder := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning)
 	check(responder == (Kind(sr.Kind) == Responder), "kind")
+	// A time-stamping certificate is for time-stamping only (a profile may
+	// still give a derived certificate the timeStamping purpose).
+	check(Kind(sr.Kind) != TimeStamping || slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping}), "kind")
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: forwarded TBSCertificate %x: wrong %s", ErrTemplate, sr.Serial, strings.Join(problems, ", "))
 	}

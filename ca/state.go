@@ -90,6 +90,9 @@ const (
 	Derived Kind = iota
 	// Responder is a node's delegated OCSP responder certificate (IssueResponder).
 	Responder
+	// TimeStamping is the time-stamping authority's certificate
+	// (IssueTimeStamping): EKU id-kp-timeStamping only, critical.
+	TimeStamping
 )
 
 // Record is everything the state keeps about one serial.

@@ -565,8 +565,11 @@ func reasonList() []string {
 }
 
 func kindName(k ca.Kind) string {
-	if k == ca.Responder {
+	switch k {
+	case ca.Responder:
 		return "ocsp-responder"
+	case ca.TimeStamping:
+		return "time-stamping"
 	}
 	return "derived"
 }

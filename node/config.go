@@ -48,6 +48,9 @@ type Config struct {
 	// Audit says who may read the audit API on the API listener.
 	Audit AuditConfig `yaml:"audit"`
 	Log   LogConfig   `yaml:"log"`
+	// TSA turns on the time-stamping authority (POST /tsa on the API
+	// listener) of a voter; without it the node issues no tokens.
+	TSA *TSAConfig `yaml:"tsa"`
 	// DrainTimeout bounds each step of a shutdown: the listeners finishing
 	// in-flight requests, the services stopping, the cluster stopping (default 10s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
@@ -381,6 +384,7 @@ func (c *Config) setDefaults() {
 	if c.CA.CRLShards == 0 {
 		c.CA.CRLShards = 16
 	}
+	c.TSA.setDefaults()
 }
 
 // AdminSocket is the path of the node's admin socket.
@@ -543,6 +547,7 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("enroll.trusted_proxies[%d]", i), "%q is not an address or a CIDR network", p)
 		}
 	}
+	c.TSA.validate(c.Cluster.Role, bad)
 
 	if c.HSM.Module == "" || !filepath.IsAbs(c.HSM.Module) {
 		bad("hsm.module", "%q must be an absolute path to a PKCS#11 module", c.HSM.Module)

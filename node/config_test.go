@@ -118,6 +118,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"revocation age within a refresh", func(s string) string {
 			return s + "jpki:\n  anchors: [/etc/inkan/jlis.pem]\n  revocation: {kind: crl, file: /x.crl, refresh: 10m}\n  max_revocation_age: 10m\n"
 		}, "jpki.max_revocation_age: 10m0s must be longer than jpki.revocation.refresh (10m0s)"},
+		{"tsa without a policy", func(s string) string { return s + "tsa:\n  accuracy: 1s\n" }, "tsa.policy: \"\": required"},
+		{"tsa policy not an OID", func(s string) string { return s + "tsa:\n  policy: 1.3.six\n" }, "tsa.policy: \"1.3.six\": arc 3 (\"six\") is not a decimal number"},
+		{"tsa policy first arc", func(s string) string { return s + "tsa:\n  policy: 3.1\n" }, "tsa.policy: \"3.1\": not an OID"},
+		{"tsa accuracy too fine", func(s string) string { return s + "tsa:\n  policy: 1.2.3\n  accuracy: 10us\n" }, "tsa.accuracy: 10µs is outside 1ms..1m0s"},
+		{"tsa on a nonvoter", func(s string) string {
+			return repl("  bootstrap: true", "  join:\n    address: 127.0.0.1:7401\n    token_file: /t\n  role: nonvoter")(s) + "tsa:\n  policy: 1.2.3\n"
+		}, "tsa: a nonvoter holds no replicated key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,12 +25,13 @@ import (
 	"github.com/inkan-pki/inkan/ocsp"
 	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/policies"
+	"github.com/inkan-pki/inkan/tsa"
 )
 
 // appliance is the node's services, wired together: the audit log, the issuing
-// authority with its CRL publisher and the enrollment API, and the OCSP
-// pre-signer and responder. Its components start in that order; the admin API
-// reaches the authority through it once it has started.
+// authority with its CRL publisher and the enrollment API, the time-stamping
+// authority, and the OCSP pre-signer and responder. Its components start in
+// that order; the admin API reaches the authority through it once it has started.
 type appliance struct {
 	cfg   *Config
 	tok   *hsm.Token
@@ -40,6 +41,7 @@ type appliance struct {
 	mu   sync.Mutex
 	auth *ca.Authority     // set by the ca component's Start
 	ops  *operator.Service // set by the operator component's Start
+	tsa  *tsa.Service      // set by the tsa component's Start
 	pre  *ocsp.Presigner   // set by the ocsp component's Start
 	// ocspSrc is the state as the pre-signer reads it (set with pre).
 	ocspSrc *ocspSource
@@ -82,7 +84,7 @@ func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Compone
 	var err error
 	a.audit, err = audit.New(audit.Config{
 		Origin:     cfg.Cluster.Name,
-		Describers: describers(),
+		Describers: withTSA(describers()),
 		Unaudited:  skip,
 		Logger:     log,
 	})
@@ -115,6 +117,7 @@ func (a *appliance) components() []Component {
 			Start:          a.startCA,
 			Stop:           a.stop,
 		},
+		a.tsaComponent(),
 		{
 			Name:  "ocsp",
 			Hooks: []cluster.Hook{a.pub.hook},
