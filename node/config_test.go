@@ -190,7 +190,7 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 		line        int
 		msgContains string
 	}{
-		{"unknown option", "  listen: 127.0.0.1:8080\n  bogus: 1", "ocsp.bogus", 11, "unknown option; ocsp takes listen, public_url, rate"},
+		{"unknown option", "  listen: 127.0.0.1:8080\n  bogus: 1", "ocsp.bogus", 11, "unknown option; ocsp takes archive_years, listen, public_url, rate"},
 		{"misspelt option", "  lisen: 127.0.0.1:8080", "ocsp.lisen", 10, "(did you mean listen?)"},
 		{"word for a number", "  listen: 127.0.0.1:8080\n  rate: lots", "ocsp.rate", 11, `"lots" is not a number`},
 		{"word for a duration", "  listen: 127.0.0.1:8080\n  validity: long", "ocsp.validity", 11, `"long" is not a duration`},
