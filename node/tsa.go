@@ -14,7 +14,6 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
-	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/tsa"
 )
@@ -173,13 +172,8 @@ func approvedID(r *http.Request) string {
 
 func (n *Node) adminTSAInit(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[TSAInitRequest](r)
-	key := hsm.KeyType(req.Key)
-	switch key {
-	case "":
-		key = hsm.ECP256
-	case hsm.ECP256, hsm.ECP384, hsm.RSA3072:
-	default:
-		writeProblem(w, probRequestInvalid, fmt.Sprintf("key: %q is not one of ec-p256, ec-p384, rsa-3072", req.Key))
+	key, ok := signingKeyType(w, req.Key)
+	if !ok {
 		return
 	}
 	s := n.tsaOr503(w)
