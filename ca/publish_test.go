@@ -135,7 +135,9 @@ func TestPublisher(t *testing.T) {
 
 	// A publisher that never serves: the issuance is refused, yet recorded.
 	notServed := fmt.Errorf("not yet: %w", context.DeadlineExceeded)
+	pubs[leader].mu.Lock()
 	pubs[leader].fail = notServed
+	pubs[leader].mu.Unlock()
 	req2, _ := derivedRequest(t)
 	_, err = leader.a.Issue(ctx, req2)
 	if !errors.Is(err, ErrNotPublished) || !errors.Is(err, context.DeadlineExceeded) {
@@ -152,10 +154,21 @@ func TestPublisher(t *testing.T) {
 	}); err != nil || rec.Status != Good {
 		t.Fatalf("the unacknowledged certificate: %+v, %v; want it recorded good", rec, err)
 	}
+	pubs[leader].mu.Lock()
 	pubs[leader].fail = nil
+	pubs[leader].mu.Unlock()
 
-	// Without first responses the intents go at version 1 or 2.
+	// Without first responses the intents go at version 1 or 2. Every node
+	// applies what came before first: a follower still applying the last
+	// issuance's entry (version 3) would otherwise count against the next.
+	for _, n := range tc.nodes {
+		if err := n.c.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pubs[leader].mu.Lock()
 	pubs[leader].noFirst = true
+	pubs[leader].mu.Unlock()
 	mu.Lock()
 	versions = nil
 	mu.Unlock()
