@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Inclusion is one leaf about a certificate and the proof that it is in the log.
@@ -35,6 +38,46 @@ func Prove(export fs.FS, key crypto.PublicKey, serial string) ([]Inclusion, erro
 	if err != nil {
 		return nil, err
 	}
+	return prove(export, key, func(data []byte) (Leaf, bool) {
+		if !bytes.Contains(data, []byte(s)) {
+			return Leaf{}, false
+		}
+		leaf, err := ParseLeaf(data)
+		return leaf, err == nil && leaf.Serial == s
+	})
+}
+
+// TypeTSATokens is the leaf type of a batch of time-stamp tokens a node
+// issued: its data's "tokens" lists the SHA-256 of each token's DER.
+const TypeTSATokens = "tsa.tokens"
+
+// ProveToken finds the tsa.tokens leaf that lists the time-stamp token (the
+// DER of its ContentInfo, as `openssl ts -reply -token_out` writes it) in an
+// export and proves it included, as Prove does: the token was issued, and
+// logged before its client got it.
+func ProveToken(export fs.FS, key crypto.PublicKey, token []byte) ([]Inclusion, error) {
+	sum := sha256.Sum256(token)
+	return prove(export, key, func(data []byte) (Leaf, bool) {
+		if !bytes.Contains(data, sum[:]) {
+			return Leaf{}, false
+		}
+		leaf, err := ParseLeaf(data)
+		if err != nil || leaf.Type != TypeTSATokens {
+			return leaf, false
+		}
+		var d struct {
+			Tokens [][]byte `cbor:"tokens"`
+		}
+		if err := cbor.Unmarshal(leaf.Data, &d); err != nil {
+			return leaf, false
+		}
+		return leaf, slices.ContainsFunc(d.Tokens, func(h []byte) bool { return bytes.Equal(h, sum[:]) })
+	})
+}
+
+// prove finds the leaves match accepts (given a leaf's encoding, it returns
+// the leaf parsed) and proves each as Prove says.
+func prove(export fs.FS, key crypto.PublicKey, match func(data []byte) (Leaf, bool)) ([]Inclusion, error) {
 	e, err := readExport(export, key)
 	if err != nil {
 		return nil, err
@@ -44,15 +87,15 @@ func Prove(export fs.FS, key crypto.PublicKey, serial string) ([]Inclusion, erro
 		cp = &cps[len(cps)-1].Checkpoint
 	}
 
-	// Pass 1: the certificate's leaves.
+	// Pass 1: the leaves asked for.
 	var found []Inclusion
 	var positions []uint64
 	err = e.eachLeaf(func(pos uint64, l leafLine) bool {
-		if l.data == nil || !bytes.Contains(l.data, []byte(s)) {
+		if l.data == nil {
 			return true
 		}
-		leaf, err := ParseLeaf(l.data)
-		if err != nil || leaf.Serial != s {
+		leaf, ok := match(l.data)
+		if !ok {
 			return true
 		}
 		in := Inclusion{Leaf: leaf, LeafHash: l.hash, Checkpoint: cp}
@@ -152,15 +195,9 @@ func (e *exportDir) eachLeaf(fn func(pos uint64, l leafLine) bool) error {
 // given serial in the export in dir and whether each is proven under the newest
 // checkpoint. keyFile, if not empty, is the audit public key the auditor trusts.
 func ProveDir(w io.Writer, keyFile, dir, serial string) error {
-	var key crypto.PublicKey
-	if keyFile != "" {
-		b, err := os.ReadFile(keyFile)
-		if err != nil {
-			return fmt.Errorf("audit: prove: %w", err)
-		}
-		if key, err = ParsePublicKey(b); err != nil {
-			return fmt.Errorf("audit: prove: %s: %w", keyFile, err)
-		}
+	key, err := readKeyFile(keyFile)
+	if err != nil {
+		return err
 	}
 	found, err := Prove(os.DirFS(dir), key, serial)
 	if err != nil {
@@ -170,12 +207,81 @@ func ProveDir(w io.Writer, keyFile, dir, serial string) error {
 		n, _ := normalizeSerial(serial) // Prove accepted it
 		return fmt.Errorf("audit: prove: no leaf for serial %s in %s", printedSerial(n), dir)
 	}
+	return printInclusions(w, found)
+}
+
+// ProveTokenDir is `inkan audit prove --token`: it prints the leaf that logs
+// the time-stamp token in tokenFile (the token's DER, or the whole
+// TimeStampResp) and whether it is proven under the newest checkpoint.
+func ProveTokenDir(w io.Writer, keyFile, dir, tokenFile string) error {
+	key, err := readKeyFile(keyFile)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return fmt.Errorf("audit: prove: %w", err)
+	}
+	token, err := TokenOf(b)
+	if err != nil {
+		return fmt.Errorf("audit: prove: %s: %w", tokenFile, err)
+	}
+	found, err := ProveToken(os.DirFS(dir), key, token)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(token)
+	if len(found) == 0 {
+		return fmt.Errorf("audit: prove: no %s leaf lists the token (SHA-256 %x) in %s", TypeTSATokens, sum, dir)
+	}
+	fmt.Fprintf(w, "token SHA-256 %x\n", sum)
+	return printInclusions(w, found)
+}
+
+// ErrNotToken: the file holds neither a time-stamp token nor a TimeStampResp
+// with one.
+var ErrNotToken = errors.New("not a time-stamp token (DER ContentInfo) or a TimeStampResp holding one")
+
+// TokenOf returns the time-stamp token of b: b itself if it is a DER
+// ContentInfo, or the token of a granted DER TimeStampResp (RFC 3161 §2.4.2).
+func TokenOf(b []byte) ([]byte, error) {
+	in := cryptobyte.String(b)
+	var outer cryptobyte.String
+	if !in.ReadASN1(&outer, cbasn1.SEQUENCE) || !in.Empty() {
+		return nil, ErrNotToken
+	}
+	switch {
+	case outer.PeekASN1Tag(cbasn1.OBJECT_IDENTIFIER): // ContentInfo
+		return b, nil
+	case outer.PeekASN1Tag(cbasn1.SEQUENCE): // TimeStampResp: status, token
+		var token cryptobyte.String
+		if !outer.SkipASN1(cbasn1.SEQUENCE) || !outer.ReadASN1Element(&token, cbasn1.SEQUENCE) || !outer.Empty() {
+			return nil, ErrNotToken
+		}
+		return token, nil
+	}
+	return nil, ErrNotToken
+}
+
+func printInclusions(w io.Writer, found []Inclusion) error {
 	bad := 0
 	for _, in := range found {
 		l := in.Leaf
-		fmt.Fprintf(w, "leaf %d: %s serial %s at %s by %s (raft %d)\n", l.Index, l.Type, printedSerial(l.Serial),
+		about := ""
+		if l.Serial != "" {
+			about = " serial " + printedSerial(l.Serial)
+		}
+		fmt.Fprintf(w, "leaf %d: %s%s at %s by %s (raft %d)\n", l.Index, l.Type, about,
 			l.Time.UTC().Format(checkpointTimeLayout), l.Actor, l.RaftIndex)
-		if len(l.Data) > 0 {
+		var batch struct {
+			Node   string   `cbor:"node"`
+			Tokens [][]byte `cbor:"tokens"`
+		}
+		switch {
+		case l.Type == TypeTSATokens && cbor.Unmarshal(l.Data, &batch) == nil:
+			// A batch lists up to a thousand hashes: say whose and how many.
+			fmt.Fprintf(w, "  data: %d tokens issued by node %s\n", len(batch.Tokens), batch.Node)
+		case len(l.Data) > 0:
 			d, err := cbor.Diagnose(l.Data)
 			if err != nil {
 				d = err.Error()

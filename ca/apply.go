@@ -229,7 +229,7 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(CommandHold, v1, nil, applyHold),
 		cluster.NewHandler(CommandRelease, v1, nil, applyRelease),
 		cluster.NewHandler(CommandRelink, v1, nil, applyRelink),
-		cluster.NewHandler(CommandIntents, []uint{1, 2}, nil, applyIntents),
+		cluster.NewHandler(CommandIntents, []uint{1, 2, 3}, nil, applyIntents),
 		cluster.NewHandler(CommandIssues, v1, nil, applyIssues),
 		cluster.NewHandler(CommandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
 		cluster.NewHandler(CommandMigratePeople, v1, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, applyMigratePeople),
@@ -488,7 +488,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	if err := checkActor(b.Actor); err != nil {
 		return err
 	}
-	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > Responder ||
+	if !validSerial(b.Serial) || len(b.TBSHash) != sha256.Size || Kind(b.Kind) > TimeStamping ||
 		b.MaxPerPerson < 0 || b.MaxPerPerson > 0 && len(b.Person) == 0 {
 		return refusef("malformed intent")
 	}
@@ -545,7 +545,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 			return err
 		}
 	}
-	if Kind(b.Kind) == Derived {
+	if Kind(b.Kind) == Derived || Kind(b.Kind) == TimeStamping {
 		if err := extendHorizon(tx, b.Issuer, b.NotAfter); err != nil {
 			return err
 		}

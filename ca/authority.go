@@ -16,6 +16,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 )
@@ -43,6 +44,11 @@ var (
 	// ErrAbandoned: the intent was resolved as revoked before the certificate was
 	// recorded (a leader change); nothing was delivered. The caller may ask again.
 	ErrAbandoned = cluster.NewRefusal("ca.abandoned", "ca: issuance abandoned; the serial is revoked")
+	// ErrURLs: a certificate prepared on another node names other OCSP, CRL or
+	// caIssuers addresses than the leader's. They come from ocsp.public_url,
+	// which is one cluster-wide name (a VIP, DNS over every node, a CDN) and
+	// must be the same on every node: a configuration error, not the caller's.
+	ErrURLs = cluster.NewRefusal("ca.urls", "ca: the certificate's addresses differ from the leader's; ocsp.public_url must be the same on every node")
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = cluster.NewRefusal("ca.status", "ca: status does not allow the change")
@@ -102,9 +108,18 @@ func base(s string) string {
 }
 
 // CRLURL is the distribution point of an issuer's shard (the URL in the
-// certificates and in the shard CRL's issuing distribution point).
+// certificates and in the shard CRL's issuing distribution point), or of its
+// full CRL (crl.Full: <CRL><issuer ID>/full.crl) or of the delta CRLs of that
+// (crl.Delta: …/delta.crl).
 func (u URLs) CRLURL(issuerID string, shard int) string {
-	return base(u.CRL) + issuerID + "/" + strconv.Itoa(shard) + ".crl"
+	name := strconv.Itoa(shard)
+	switch shard {
+	case crl.Full:
+		name = "full"
+	case crl.Delta:
+		name = "delta"
+	}
+	return base(u.CRL) + issuerID + "/" + name + ".crl"
 }
 
 // IssuerURL is where an issuer's certificate is published (DER).
@@ -132,6 +147,9 @@ type Config struct {
 	// CRLShards is the number of CRL shards of issuers made from now on (16).
 	// An issuer keeps the number it was made with.
 	CRLShards int
+	// Publisher, if set, makes every issuance and status change answerable
+	// before it is acknowledged (publish.go).
+	Publisher Publisher
 	Logger    *slog.Logger // default slog.Default()
 }
 

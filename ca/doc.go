@@ -28,6 +28,10 @@
 // stay listed with their certificates, and keep signing the nodes' responder
 // certificates (IssueResponderFrom) while any of their certificates is unexpired.
 // A hold records who put it; an operator's hold is released only by an operator.
+// With a Publisher (publish.go) nothing is acknowledged before it is answerable:
+// the leader carries a new serial's first status responses in its intent's entry
+// (every node hands them on as it applies it, IntentResponses), and the node that
+// answers an issuance or a status change waits until it serves the new status.
 // The state (Lookup, Walk, ByLink, CountByPerson, CountForCap, PersonOf,
 // LookupPerson, NonceUsed, Issuers, ResponderCertificates)
 // is read in the cluster's bbolt transactions; StatusCommands and ChangedSerials

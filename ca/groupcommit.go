@@ -48,6 +48,15 @@ type (
 		_     struct{} `cbor:",toarray"`
 		Items []intentBodyV2
 	}
+	// intentsBodyV3 is ca.intents at version 3: items of intent version 3,
+	// and for each the Publisher's first responses (empty for none), which
+	// the state does not keep: every node hands them on as it applies the
+	// entry (IntentResponses).
+	intentsBodyV3 struct {
+		_         struct{} `cbor:",toarray"`
+		Items     []intentBody
+		Responses [][]byte
+	}
 	issuesBody struct {
 		_     struct{} `cbor:",toarray"`
 		Items []issueBody
@@ -113,8 +122,18 @@ func applyIntents(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	})
 }
 
-// decodeIntents decodes a batch of intents of either version.
+// decodeIntents decodes a batch of intents of any version.
 func decodeIntents(c cluster.Command) (intentsBody, error) {
+	if c.Version == 3 {
+		var v3 intentsBodyV3
+		if err := c.Decode(&v3); err != nil {
+			return intentsBody{}, err
+		}
+		if len(v3.Responses) != len(v3.Items) {
+			return intentsBody{}, fmt.Errorf("ca: %s v3: %d intents, %d responses", c.Type, len(v3.Items), len(v3.Responses))
+		}
+		return intentsBody{Items: v3.Items}, nil
+	}
 	if c.Version == 1 {
 		var v1 intentsBodyV1
 		if err := c.Decode(&v1); err != nil {
@@ -131,8 +150,14 @@ func decodeIntents(c cluster.Command) (intentsBody, error) {
 	return b, err
 }
 
-// intentsCommand encodes a batch at the lowest version that holds its items.
-func intentsCommand(b intentsBody) (cluster.Command, error) {
+// intentsCommand encodes a batch at the lowest version that holds its items
+// and, if any item has some, their first responses (version 3).
+func intentsCommand(b intentsBody, responses [][]byte) (cluster.Command, error) {
+	for _, r := range responses {
+		if len(r) > 0 {
+			return cluster.NewCommand(CommandIntents, 3, intentsBodyV3{Items: b.Items, Responses: responses})
+		}
+	}
 	for _, it := range b.Items {
 		if intentVersion(&it) > 2 {
 			return cluster.NewCommand(CommandIntents, 2, b)
@@ -205,7 +230,8 @@ type groupCommit struct {
 type groupItem struct {
 	ctx    context.Context
 	issuer string
-	body   any // intentBody or issueBody
+	body   any    // intentBody or issueBody
+	attach []byte // an intent's first responses (Publisher), or nil
 	size   int
 	done   chan error // buffered: the batch never waits for the requester
 }
@@ -215,7 +241,12 @@ type groupItem struct {
 // authority's sentinel) if it was refused, another error if the batch failed (it
 // may be committed all the same, as with cluster.Submit).
 func (g *groupCommit) commit(ctx context.Context, issuer string, body any, size int) error {
-	it := &groupItem{ctx: ctx, issuer: issuer, body: body, size: size, done: make(chan error, 1)}
+	return g.commitWith(ctx, issuer, body, nil, size)
+}
+
+// commitWith is commit for an intent that carries first responses.
+func (g *groupCommit) commitWith(ctx context.Context, issuer string, body any, attach []byte, size int) error {
+	it := &groupItem{ctx: ctx, issuer: issuer, body: body, attach: attach, size: size + len(attach), done: make(chan error, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, it)
 	start := g.inflight < g.max
@@ -272,11 +303,14 @@ func (g *groupCommit) take() []*groupItem {
 
 func (g *groupCommit) send(batch []*groupItem) {
 	var body any
+	var responses [][]byte
 	switch g.typ {
 	case CommandIntents:
 		b := intentsBody{Items: make([]intentBody, len(batch))}
+		responses = make([][]byte, len(batch))
 		for i, it := range batch {
 			b.Items[i] = it.body.(intentBody)
+			responses[i] = it.attach
 		}
 		body = b
 	default:
@@ -286,7 +320,7 @@ func (g *groupCommit) send(batch []*groupItem) {
 		}
 		body = b
 	}
-	err := g.submit(body, batch)
+	err := g.submit(body, responses, batch)
 	for _, it := range batch {
 		if err != nil {
 			it.done <- err
@@ -296,11 +330,11 @@ func (g *groupCommit) send(batch []*groupItem) {
 
 // submit commits one batch and hands each item its outcome; an error is the
 // whole batch's.
-func (g *groupCommit) submit(body any, batch []*groupItem) error {
+func (g *groupCommit) submit(body any, responses [][]byte, batch []*groupItem) error {
 	var cmd cluster.Command
 	var err error
 	if b, ok := body.(intentsBody); ok {
-		cmd, err = intentsCommand(b)
+		cmd, err = intentsCommand(b, responses)
 	} else {
 		cmd, err = cluster.NewCommand(g.typ, 1, body)
 	}

@@ -72,7 +72,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 		var cmd cluster.Command
 		var err error
 		if b, ok := s.body.(intentsBody); ok {
-			cmd, err = intentsCommand(b) // at version 1: no item needs more
+			cmd, err = intentsCommand(b, nil) // at version 1: no item needs more
 		} else {
 			cmd, err = cluster.NewCommand(s.typ, 1, s.body)
 		}

@@ -212,6 +212,9 @@ func (a *Authority) issue(ctx context.Context, o order) (*Issued, error) {
 			var der []byte
 			der, err = a.sign(ctx, sr)
 			if err == nil {
+				if err := a.published(ctx, sr.Serial); err != nil {
+					return nil, err
+				}
 				return &Issued{Serial: new(big.Int).SetBytes(sr.Serial), DER: der, Chain: st.chain}, nil
 			}
 		}
@@ -560,7 +563,8 @@ func (a *Authority) runPipeline(ctx context.Context, st *issuerState, active boo
 		Profile: sr.Profile, PolicyVersion: sr.PolicyVersion, Link: sr.Link, Person: sr.Person,
 		NotAfter: sr.NotAfter, Kind: sr.Kind, Node: sr.Node, Actor: sr.Actor, MaxPerPerson: sr.MaxPerPerson,
 		PersonMode: sr.PersonMode, NameBirth: sr.NameBirth, Hint: sr.Hint, NonceHash: sr.NonceHash, NonceExpires: sr.NonceExpires}
-	if err := a.intents.commit(ctx, sr.Issuer, intent, intentSize(&intent)); err != nil {
+	first := a.firstResponses(sr.Issuer, sr.Serial)
+	if err := a.intents.commitWith(ctx, sr.Issuer, intent, first, intentSize(&intent)); err != nil {
 		if !errors.Is(err, cluster.ErrRefused) {
 			return nil, fmt.Errorf("ca: commit intent %x: %w", sr.Serial, err)
 		}
@@ -794,13 +798,19 @@ func (a *Authority) checkTBS(st *issuerState, sr *signRequest) error {
 	check(c.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) == 0, "key usage")
 	check(c.NotAfter.UnixNano() == sr.NotAfter && !c.NotAfter.After(st.cert.NotAfter), "notAfter")
 	check(c.NotBefore.After(now.Add(-maxClockSkew)) && c.NotBefore.Before(now.Add(maxClockSkew)), "notBefore")
+	responder := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning)
+	check(responder == (Kind(sr.Kind) == Responder), "kind")
+	// A time-stamping certificate is for time-stamping only (a profile may
+	// still give a derived certificate the timeStamping purpose).
+	check(Kind(sr.Kind) != TimeStamping || slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping}), "kind")
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: forwarded TBSCertificate %x: wrong %s", ErrTemplate, sr.Serial, strings.Join(problems, ", "))
+	}
 	check(slices.Equal(c.CRLDistributionPoints, []string{a.cfg.URLs.CRLURL(st.id, crl.Shard(c.SerialNumber, st.shards))}), "CRL distribution point")
 	check(slices.Equal(c.OCSPServer, []string{a.cfg.URLs.OCSP}), "OCSP URL")
 	check(slices.Equal(c.IssuingCertificateURL, []string{a.cfg.URLs.IssuerURL(st.id)}), "caIssuers URL")
-	responder := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning)
-	check(responder == (Kind(sr.Kind) == Responder), "kind")
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: forwarded TBSCertificate %x: wrong %s", ErrTemplate, sr.Serial, strings.Join(problems, ", "))
+		return fmt.Errorf("%w: forwarded TBSCertificate %x: %s %v, the leader's %s", ErrURLs, sr.Serial, strings.Join(problems, ", "), c.OCSPServer, a.cfg.URLs.OCSP)
 	}
 	return nil
 }

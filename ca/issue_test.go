@@ -293,8 +293,8 @@ func TestForwardedTBSIsChecked(t *testing.T) {
 	a.cfg.URLs.OCSP = "http://elsewhere.test/"
 	sr := prep(nil)
 	a.cfg.URLs = saved
-	if err := a.checkTBS(st, sr); !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), "OCSP") {
-		t.Errorf("other OCSP URL: err = %v", err)
+	if err := a.checkTBS(st, sr); !errors.Is(err, ErrURLs) || errors.Is(err, ErrTemplate) {
+		t.Errorf("other OCSP URL: err = %v, want ErrURLs", err)
 	}
 }
 
@@ -340,6 +340,9 @@ func TestResponderCertificate(t *testing.T) {
 		}
 		if _, err := ResponderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown node: %v", err)
+		}
+		if nodes, err := ResponderNodes(tx); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {
+			t.Errorf("ResponderNodes = %v, %v; want [%s]", nodes, err, n.c.ID())
 		}
 		return nil
 	})

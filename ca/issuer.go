@@ -296,5 +296,8 @@ func (a *Authority) changeStatus(ctx context.Context, typ string, serial *big.In
 	if actor == "" {
 		actor = actorSystem
 	}
-	return a.submit(ctx, typ, statusBody{Serial: serial.Bytes(), Reason: reason, Actor: actor})
+	if err := a.submit(ctx, typ, statusBody{Serial: serial.Bytes(), Reason: reason, Actor: actor}); err != nil {
+		return err
+	}
+	return a.published(ctx, serial.Bytes())
 }

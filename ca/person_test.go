@@ -348,7 +348,7 @@ func TestIntentVersions(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(c.b) {
 			t.Errorf("%s: decoded %+v, %v", c.name, got, err)
 		}
-		batch, err := intentsCommand(intentsBody{Items: []intentBody{plain, c.b}})
+		batch, err := intentsCommand(intentsBody{Items: []intentBody{plain, c.b}}, nil)
 		if err != nil || batch.Version != c.bVer {
 			t.Fatalf("%s: batch version %d, %v; want %d", c.name, batch.Version, err, c.bVer)
 		}

@@ -89,6 +89,9 @@ const (
 	Derived Kind = iota
 	// Responder is a node's delegated OCSP responder certificate (IssueResponder).
 	Responder
+	// TimeStamping is the time-stamping authority's certificate
+	// (IssueTimeStamping): EKU id-kp-timeStamping only, critical.
+	TimeStamping
 )
 
 // Record is everything the state keeps about one serial.
@@ -491,6 +494,21 @@ func ResponderCertificates(tx *bbolt.Tx, nodeID string) (map[string]*x509.Certif
 			return fmt.Errorf("ca: responder certificate %x of node %q: %w", serial, nodeID, err)
 		}
 		out[issuerID] = c
+		return nil
+	})
+	return out, err
+}
+
+// ResponderNodes lists the nodes that hold responder certificates (from any
+// issuer), for ResponderCertificates.
+func ResponderNodes(tx *bbolt.Tx) ([]string, error) {
+	rb := tx.Bucket(bucketResponders)
+	if rb == nil {
+		return nil, nil
+	}
+	var out []string
+	err := rb.ForEach(func(k, _ []byte) error {
+		out = append(out, string(k))
 		return nil
 	})
 	return out, err

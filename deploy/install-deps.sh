@@ -2,7 +2,7 @@
 # Installs, with apt-get, what inkan needs to build, run and test and is not yet on
 # this machine. Idempotent: prints nothing and changes nothing when all is present.
 #   deploy/install-deps.sh          build, run and test needs
-#   deploy/install-deps.sh --bench  also the benchmark tools (wrk, nginx)
+#   deploy/install-deps.sh --bench  also the benchmark tools (wrk, taskset, ip)
 set -euo pipefail
 
 need=()
@@ -16,10 +16,12 @@ have_cmd gcc || need+=(gcc)
 have_file /usr/include/stdlib.h || need+=(libc6-dev)
 have_cmd make || need+=(make)
 have_cmd curl || need+=(curl) # the README's walk-through fetches a CRL with it
+# The local cluster's OCSP/CRL front, the relying party's login in the end-to-end
+# test, and the serving benchmark's baseline.
+have_cmd nginx || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 have_cmd flock || need+=(util-linux) # make run checks its data dir is free with it
 if [ "${1:-}" = "--bench" ]; then
 	have_cmd wrk || need+=(wrk)
-	have_cmd nginx || need+=(nginx-light)
 	have_cmd taskset || need+=(util-linux)
 	have_cmd ip || need+=(iproute2)
 fi

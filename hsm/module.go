@@ -56,8 +56,9 @@ type module struct {
 	// ownInit: C_Initialize was ours (not "already initialised" by someone else in
 	// the process), so C_Finalize is ours too.
 	ownInit bool
-	// slotMu serialises the scans of the slot list that pick a slot to change:
-	// InitToken must not give two callers the same free slot.
+	// slotMu serialises every scan of the slot list and InitToken's use of
+	// the free slot it picked: InitToken must not give two callers the same
+	// free slot, and SoftHSM aborts on concurrent scans (listTokens).
 	slotMu sync.Mutex
 
 	// Login is per application and token, so a token that another Token of this

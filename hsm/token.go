@@ -152,7 +152,18 @@ func ListTokens(module string) ([]TokenInfo, error) {
 	return listTokens(m)
 }
 
+// listTokens scans the slot list under the module's slotMu: SoftHSM's
+// C_GetSlotList adds a fresh uninitialised slot when it finds none, and two
+// scans at once (or one beside C_InitToken) insert the same slot and abort the
+// process (SlotManager::insertToken's assertion, seen under parallel tests).
 func listTokens(m *module) ([]TokenInfo, error) {
+	m.slotMu.Lock()
+	defer m.slotMu.Unlock()
+	return listTokensLocked(m)
+}
+
+// listTokensLocked is listTokens for a caller that holds m.slotMu.
+func listTokensLocked(m *module) ([]TokenInfo, error) {
 	slots, err := m.ctx.GetSlotList(true)
 	if err != nil {
 		return nil, fmt.Errorf("hsm: module %s: list slots: %w", m.path, err)
@@ -228,7 +239,7 @@ func InitToken(module, label string, soPIN, userPIN PINSource) (TokenInfo, error
 	m.slotMu.Lock()
 	defer m.slotMu.Unlock()
 
-	all, err := listTokens(m)
+	all, err := listTokensLocked(m)
 	if err != nil {
 		return TokenInfo{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -126,13 +127,18 @@ func (s ocspSource) Status(_ context.Context, issuerID string, serial []byte) (o
 }
 
 // ocspStatus is what a response says of a certificate: a hold is revoked with
-// reason certificateHold (RFC 6960 §2.2); an intent whose certificate has not
-// been recorded is unknown (it was never delivered; should its leader die, the
-// next one resolves it as revoked).
+// reason certificateHold (RFC 6960 §2.2); a pending intent is good, as the
+// certificate it may become would be (Boulder answers for a precertificate the
+// same way). Its certificate may be signed, recorded and in its subscriber's
+// hands while a node has applied the intent but not yet learnt that the issued
+// record was committed (a leader that dies right after answering leaves the
+// followers in that state until the next leader's first commit); if it was
+// never recorded, the next leader resolves the intent as revoked
+// (cessationOfOperation) and the answer turns revoked.
 func ocspStatus(st ca.CertStatus) ocsp.CertStatus {
 	out := ocsp.CertStatus{Serial: st.Serial.Bytes()}
 	switch st.Status {
-	case ca.Good:
+	case ca.Good, ca.Pending:
 		out.Status = ocsp.Good
 	case ca.Revoked, ca.Held:
 		out.Status, out.RevokedAt, out.Reason = ocsp.Revoked, st.RevokedAt, st.Reason
@@ -140,6 +146,97 @@ func ocspStatus(st ca.CertStatus) ocsp.CertStatus {
 		out.Status = ocsp.Unknown
 	}
 	return out
+}
+
+// ocspPublisher is the authority's ca.Publisher: the OCSP pre-signer of this
+// node signs a new serial's first responses when it leads, installs the
+// leader's as it applies an intents entry (hook), and Await waits until this
+// node's cache serves what its state says of a serial. It exists before the
+// cluster opens (the hook is registered then) and serves once startOCSP has
+// made the pre-signer; until then it has nothing to sign or install, and the
+// pre-signer's first reconcile signs what it missed.
+type ocspPublisher struct {
+	c     atomic.Pointer[cluster.Cluster]
+	pre   atomic.Pointer[ocsp.Presigner]
+	cache atomic.Pointer[ocsp.Cache]
+	log   *slog.Logger
+}
+
+// FirstResponses implements ca.Publisher: good, under every CertID hash.
+func (p *ocspPublisher) FirstResponses(issuerID string, serial []byte) ([]byte, error) {
+	pre := p.pre.Load()
+	if pre == nil {
+		return nil, errors.New("node: the OCSP pre-signer has not started")
+	}
+	return pre.FirstResponses(issuerID, ocsp.CertStatus{Serial: serial, Status: ocsp.Good, Reason: -1})
+}
+
+// hook installs the first responses an applied intents entry carries. It never
+// fails the apply: a bundle it cannot install is signed by this node's
+// pre-signer instead, which it learns of from its subscription.
+func (p *ocspPublisher) hook(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
+	if e.Command.Type != ca.CommandIntents {
+		return nil
+	}
+	pre := p.pre.Load()
+	if pre == nil {
+		return nil
+	}
+	issuer, serials, bundles := ca.IntentResponses(e, result)
+	for i, s := range serials {
+		st := ocsp.CertStatus{Serial: s, Status: ocsp.Good, Reason: -1}
+		if err := pre.Install(issuer, s, st, bundles[i]); err != nil && !errors.Is(err, ocsp.ErrUnknownIssuer) {
+			p.log.Warn("node: first OCSP responses not installed; this node signs its own", "issuer", issuer,
+				"serial", fmt.Sprintf("%x", s), "err", err)
+		}
+	}
+	return nil
+}
+
+// awaitRound bounds one wait on the cache: then the state is read again, in case
+// the serial's status changed meanwhile (a revocation right after an issuance).
+const awaitRound = 250 * time.Millisecond
+
+// Await implements ca.Publisher: it returns once this node's cache serves, under
+// every CertID hash, the status this node's state holds for serial. A serial the
+// state does not hold yet (an issuance answered by a follower that has not yet
+// applied its intent) is waited for. A node that does not answer for the
+// serial's issuer at all (no responder certificate from it yet) does not wait:
+// its /readyz/ocsp says it is not ready.
+func (p *ocspPublisher) Await(ctx context.Context, serial []byte) error {
+	c, cache := p.c.Load(), p.cache.Load()
+	if c == nil || cache == nil {
+		return nil
+	}
+	for {
+		var rec ca.Record
+		err := c.View(func(tx *bbolt.Tx) error {
+			var err error
+			rec, err = ca.Lookup(tx, new(big.Int).SetBytes(serial))
+			return err
+		})
+		switch {
+		case errors.Is(err, ca.ErrNotFound):
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("node: serial %x not applied here: %w", serial, ctx.Err())
+			case <-time.After(2 * time.Millisecond):
+			}
+			continue
+		case err != nil:
+			return err
+		}
+		st := ocspStatus(ca.CertStatus{Serial: rec.Serial, Status: rec.Status, Reason: rec.Reason, RevokedAt: rec.RevokedAt})
+		round, cancel := context.WithTimeout(ctx, awaitRound)
+		err = cache.Await(round, rec.Issuer, serial, st)
+		cancel()
+		switch {
+		case err == nil, errors.Is(err, ocsp.ErrUnknownIssuer):
+			return nil
+		case ctx.Err() != nil:
+			return err
+		}
+	}
 }
 
 func samePublicKey(a, b crypto.PublicKey) bool {
@@ -150,15 +247,21 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 
 // responderMaintainer keeps this node's delegated responder certificates
 // current: one from every CA whose certificates' status is wanted — the active
-// one, and each retired one until all its derived certificates have expired —
-// for the node's responder key, each renewed once two thirds of its life have
-// passed. It asks the authority (which forwards to
-// the leader) and tells the pre-signer when a new certificate is in.
+// one, and each retired one until the archive period (ocsp.archive_years) has
+// passed since the last of its certificates expired — for the node's responder
+// key, each renewed once two thirds of its life have passed. A responder
+// certificate cannot outlive its CA's certificate, so none is issued once that
+// has expired; nor once the CA key is gone (destroyed on every voter): the
+// leader cannot sign one, the node retries once a minute and logs it, and the
+// CA's responses run out at their nextUpdate (then tryLater; the published
+// CRLs stay as evidence). It asks the authority (which forwards to the
+// leader) and tells the pre-signer when a new certificate is in.
 type responderMaintainer struct {
 	c        *cluster.Cluster
 	auth     *ca.Authority
 	key      crypto.PublicKey
 	lifetime time.Duration
+	archive  time.Duration // ocsp.archive_years
 	log      *slog.Logger
 	poke     chan struct{}
 }
@@ -203,6 +306,21 @@ func (m *responderMaintainer) run(ctx context.Context, renewed func()) {
 	}
 }
 
+// answeredFor tells whether the status of an issuer's certificates is answered
+// at now, and so whether every node needs a responder certificate from it: it
+// has its certificate, which has not expired (a responder certificate cannot
+// outlive it), and it is active, or retired with certificates that expired less
+// than the archive period ago (expired or not, their status stays answerable).
+func answeredFor(is ca.Issuer, now time.Time, archive time.Duration) bool {
+	switch {
+	case is.Cert == nil || !now.Before(is.Cert.NotAfter):
+		return false // pending, or its certificate expired
+	case is.Status == ca.IssuerRetired:
+		return !is.LastNotAfter.IsZero() && now.Before(is.LastNotAfter.Add(archive))
+	}
+	return true
+}
+
 // check issues the responder certificates the node needs, and reports whether it
 // issued any. It goes on past a CA that fails, and returns the failures joined.
 func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
@@ -223,11 +341,8 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 	did := false
 	var errs []error
 	for _, is := range issuers {
-		switch {
-		case is.Cert == nil || !now.Before(is.Cert.NotAfter):
-			continue // pending, or expired with everything it issued
-		case is.Status == ca.IssuerRetired && !now.Before(is.LastNotAfter):
-			continue // retired, and all its certificates have expired
+		if !answeredFor(is, now, m.archive) {
+			continue
 		}
 		if c := cur[is.ID]; c != nil && samePublicKey(c.PublicKey, m.key) && c.CheckSignatureFrom(is.Cert) == nil {
 			renewAt := c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)

@@ -169,6 +169,7 @@ func (n *Node) adminRouteTable() []adminRoute {
 	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, n.adminBackup)
 	handle("GET "+pathOCSPStatus, ocspStatusRoute, n.adminOCSPStatus)
 	n.adminCAHandlers(handle)
+	n.adminTSAHandlers(handle)
 	n.adminPolicyHandlers(handle)
 	n.adminOperatorHandlers(handle)
 	return routes

@@ -155,6 +155,19 @@ func (n *Node) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc
 	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, n.adminCertRelease)
 }
 
+// signingKeyType reads the key type of a CA or TSA key request (default
+// ec-p256), or answers request-invalid naming the field.
+func signingKeyType(w http.ResponseWriter, name string) (hsm.KeyType, bool) {
+	switch key := hsm.KeyType(name); key {
+	case "":
+		return hsm.ECP256, true
+	case hsm.ECP256, hsm.ECP384, hsm.RSA3072:
+		return key, true
+	}
+	writeProblem(w, probRequestInvalid, fmt.Sprintf("key: %q is not one of ec-p256, ec-p384, rsa-3072", name))
+	return "", false
+}
+
 func (n *Node) authorityOr503(w http.ResponseWriter) *ca.Authority {
 	auth := n.app.authority()
 	if auth == nil {
@@ -165,13 +178,8 @@ func (n *Node) authorityOr503(w http.ResponseWriter) *ca.Authority {
 
 func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[CAInitRequest](r)
-	key := hsm.KeyType(req.Key)
-	switch key {
-	case "":
-		key = hsm.ECP256
-	case hsm.ECP256, hsm.ECP384, hsm.RSA3072:
-	default:
-		writeProblem(w, probRequestInvalid, fmt.Sprintf("key: %q is not one of ec-p256, ec-p384, rsa-3072", req.Key))
+	key, ok := signingKeyType(w, req.Key)
+	if !ok {
 		return
 	}
 	if strings.TrimSpace(req.Subject.CommonName) == "" {
@@ -565,8 +573,11 @@ func reasonList() []string {
 }
 
 func kindName(k ca.Kind) string {
-	if k == ca.Responder {
+	switch k {
+	case ca.Responder:
 		return "ocsp-responder"
+	case ca.TimeStamping:
+		return "time-stamping"
 	}
 	return "derived"
 }

@@ -48,6 +48,9 @@ type Config struct {
 	// Audit says who may read the audit API on the API listener.
 	Audit AuditConfig `yaml:"audit"`
 	Log   LogConfig   `yaml:"log"`
+	// TSA turns on the time-stamping authority (POST /tsa on the API
+	// listener) of a voter; without it the node issues no tokens.
+	TSA *TSAConfig `yaml:"tsa"`
 	// DrainTimeout bounds each step of a shutdown: the listeners finishing
 	// in-flight requests, the services stopping, the cluster stopping (default 10s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
@@ -111,12 +114,15 @@ type APIConfig struct {
 // OCSPConfig is the relying parties' listener and this node's responder.
 type OCSPConfig struct {
 	Listen string `yaml:"listen"`
-	// PublicURL is where relying parties reach the OCSP listener
+	// PublicURL is where relying parties reach the OCSP listeners
 	// ("http://ocsp.example.jp/"); certificates point there: the OCSP URL is
 	// PublicURL, the CRLs are under PublicURL + "crl/" and the CA certificates
-	// under PublicURL + "ca/". It is written into every certificate, so every
-	// node must have the same one. Default http://<listen>/; required when
-	// listen's host is unspecified.
+	// under PublicURL + "ca/". It is a cluster-wide setting: one name in front
+	// of every node (a VIP, DNS round robin, a CDN), so that a relying party
+	// that follows a certificate is answered while any node runs, and the
+	// same on every node (the leader refuses, with ca.ErrURLs, a certificate
+	// a node prepared with another). Default http://<listen>/, which suits a
+	// one-node cluster only; required when listen's host is unspecified.
 	PublicURL string `yaml:"public_url"`
 	// Validity is nextUpdate - thisUpdate of a response (default 96h);
 	// RefreshAfter the age at which it is signed again (default 48h).
@@ -128,6 +134,18 @@ type OCSPConfig struct {
 	// ResponderLifetime is the life of this node's delegated responder
 	// certificate, renewed at two thirds of it (default 168h, at most 720h).
 	ResponderLifetime Duration `yaml:"responder_lifetime"`
+	// ArchiveYears is how long after a certificate expires its status is still
+	// answered (default 10, 1..100): responder certificates keep being renewed
+	// from every CA that issued certificates, retired or not, until that long
+	// after the last of them expired, and every response states an archive
+	// cutoff (RFC 6960 §4.4.4) of producedAt minus it. It is a cluster-wide
+	// promise to relying parties: set the same on every node.
+	ArchiveYears int `yaml:"archive_years"`
+}
+
+// archive is ArchiveYears as a duration (365-day years).
+func (o OCSPConfig) archive() time.Duration {
+	return time.Duration(o.ArchiveYears) * 365 * 24 * time.Hour
 }
 
 // CAConfig is the issuing authority's configuration.
@@ -341,6 +359,9 @@ func (c *Config) setDefaults() {
 	def(&c.OCSP.Validity, 96*time.Hour)
 	def(&c.OCSP.RefreshAfter, 48*time.Hour)
 	def(&c.OCSP.ResponderLifetime, 7*24*time.Hour)
+	if c.OCSP.ArchiveYears == 0 {
+		c.OCSP.ArchiveYears = 10
+	}
 	if c.CA.KeyMode == "" {
 		c.CA.KeyMode = KeyModePerNode
 	}
@@ -363,6 +384,7 @@ func (c *Config) setDefaults() {
 	if c.CA.CRLShards == 0 {
 		c.CA.CRLShards = 16
 	}
+	c.TSA.setDefaults()
 }
 
 // AdminSocket is the path of the node's admin socket.
@@ -486,6 +508,9 @@ func (c *Config) Validate() error {
 	} else if d < time.Duration(o.Validity) {
 		bad("ocsp.responder_lifetime", "%s is shorter than ocsp.validity (%s): responses would be cut short", d, time.Duration(o.Validity))
 	}
+	if o.ArchiveYears < 1 || o.ArchiveYears > 100 {
+		bad("ocsp.archive_years", "%d is outside 1..100", o.ArchiveYears)
+	}
 	switch c.CA.KeyMode {
 	case KeyModePerNode, KeyModeShared:
 	default:
@@ -522,6 +547,7 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("enroll.trusted_proxies[%d]", i), "%q is not an address or a CIDR network", p)
 		}
 	}
+	c.TSA.validate(c.Cluster.Role, bad)
 
 	if c.HSM.Module == "" || !filepath.IsAbs(c.HSM.Module) {
 		bad("hsm.module", "%q must be an absolute path to a PKCS#11 module", c.HSM.Module)

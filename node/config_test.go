@@ -105,6 +105,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"heartbeat too short", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    heartbeat_timeout: 1ms\n    leader_lease_timeout: 1ms"),
 			"cluster.raft.heartbeat_timeout: 1ms is shorter than 10ms"},
 		{"unknown raft key", repl("  bootstrap: true", "  bootstrap: true\n  raft:\n    election: 1s"), "cluster.raft.election: unknown option (did you mean election_timeout?)"},
+		{"archive years too many", repl("  listen: 127.0.0.1:8080", "  listen: 127.0.0.1:8080\n  archive_years: 101"), "ocsp.archive_years: 101 is outside 1..100"},
+		{"archive years negative", repl("  listen: 127.0.0.1:8080", "  listen: 127.0.0.1:8080\n  archive_years: -1"), "ocsp.archive_years: -1 is outside 1..100"},
 		{"drain timeout too long", func(s string) string { return s + "drain_timeout: 1h\n" }, "drain_timeout: 1h0m0s is outside 100ms..10m"},
 		{"data dir too long for the socket", repl("/var/lib/inkan", "/"+strings.Repeat("d", 100)), "is too long for the admin socket admin.sock inside it"},
 		{"IPv4 client prefix", func(s string) string { return s + "enroll:\n  client_prefix_v4: 33\n" }, "enroll.client_prefix_v4: 33 is outside 1..32"},
@@ -116,6 +118,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"revocation age within a refresh", func(s string) string {
 			return s + "jpki:\n  anchors: [/etc/inkan/jlis.pem]\n  revocation: {kind: crl, file: /x.crl, refresh: 10m}\n  max_revocation_age: 10m\n"
 		}, "jpki.max_revocation_age: 10m0s must be longer than jpki.revocation.refresh (10m0s)"},
+		{"tsa without a policy", func(s string) string { return s + "tsa:\n  accuracy: 1s\n" }, "tsa.policy: \"\": required"},
+		{"tsa policy not an OID", func(s string) string { return s + "tsa:\n  policy: 1.3.six\n" }, "tsa.policy: \"1.3.six\": arc 3 (\"six\") is not a decimal number"},
+		{"tsa policy first arc", func(s string) string { return s + "tsa:\n  policy: 3.1\n" }, "tsa.policy: \"3.1\": not an OID"},
+		{"tsa accuracy too fine", func(s string) string { return s + "tsa:\n  policy: 1.2.3\n  accuracy: 10us\n" }, "tsa.accuracy: 10µs is outside 1ms..1m0s"},
+		{"tsa on a nonvoter", func(s string) string {
+			return repl("  bootstrap: true", "  join:\n    address: 127.0.0.1:7401\n    token_file: /t\n  role: nonvoter")(s) + "tsa:\n  policy: 1.2.3\n"
+		}, "tsa: a nonvoter holds no replicated key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,7 +190,7 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 		line        int
 		msgContains string
 	}{
-		{"unknown option", "  listen: 127.0.0.1:8080\n  bogus: 1", "ocsp.bogus", 11, "unknown option; ocsp takes listen, public_url, rate"},
+		{"unknown option", "  listen: 127.0.0.1:8080\n  bogus: 1", "ocsp.bogus", 11, "unknown option; ocsp takes archive_years, listen, public_url, rate"},
 		{"misspelt option", "  lisen: 127.0.0.1:8080", "ocsp.lisen", 10, "(did you mean listen?)"},
 		{"word for a number", "  listen: 127.0.0.1:8080\n  rate: lots", "ocsp.rate", 11, `"lots" is not a number`},
 		{"word for a duration", "  listen: 127.0.0.1:8080\n  validity: long", "ocsp.validity", 11, `"long" is not a duration`},

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -14,11 +16,14 @@ import (
 // readyTimeout bounds the current read a readiness probe makes.
 const readyTimeout = time.Second
 
-// opsHandler serves metrics.listen: /healthz, /readyz and /metrics.
+// opsHandler serves metrics.listen: /healthz, the readiness of each listener
+// (/readyz/api, /readyz/ocsp; /readyz is /readyz/api) and /metrics.
 func (n *Node) opsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /readyz", n.readyz)
+	mux.HandleFunc("GET /readyz/api", n.readyz)
+	mux.HandleFunc("GET /readyz/ocsp", n.readyzOCSP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	return mux
 }
@@ -45,8 +50,9 @@ func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeProbe(w, p)
 }
 
-// readyz: the node may take traffic. It is not draining, it knows a leader,
-// and a current read (the leader confirms its lead with a quorum and this node
+// readyz (/readyz/api): the API listener may take traffic — enrollment and
+// the audit API need the leader. It is not draining, it knows a leader, and a
+// current read (the leader confirms its lead with a quorum and this node
 // applies up to the leader's commit index) completes within readyTimeout.
 func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	writeProbe(w, n.ready(r.Context()))
@@ -97,4 +103,61 @@ func writeProbe(w http.ResponseWriter, p probe) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(p)
+}
+
+// readyzOCSP (/readyz/ocsp): the OCSP listener may take traffic, with or
+// without a leader: relying parties are answered from the node's own cache.
+// It is not draining, its responses are loaded and were reconciled with its
+// state since the start, a scan of the cache found none past its nextUpdate
+// among the CAs it signs for, and it holds a valid responder certificate from
+// every CA whose status is answered (ocsp.archive_years).
+func (n *Node) readyzOCSP(w http.ResponseWriter, _ *http.Request) {
+	writeProbe(w, n.readyOCSP(time.Now()))
+}
+
+// ocspScanInterval is how often the pre-signer scans its cache (and so how
+// fresh the readiness of the OCSP listener is).
+const ocspScanInterval = 30 * time.Second
+
+func (n *Node) readyOCSP(now time.Time) probe {
+	c := n.c.Load()
+	switch {
+	case c == nil:
+		return probe{Reason: "starting"}
+	case n.draining.Load():
+		return probe{Node: c.ID(), Reason: "draining"}
+	}
+	p := probe{Node: c.ID()}
+	if st, err := c.Status(); err == nil {
+		p.State, p.Leader = st.State, st.LeaderID
+	}
+	select {
+	case <-n.started:
+	default:
+		p.Reason = "starting its services"
+		return p
+	}
+	pre := n.app.presigner()
+	if pre == nil {
+		p.Reason = "no OCSP responder runs on this node"
+		return p
+	}
+	h := pre.Health()
+	switch {
+	case !h.Reconciled:
+		p.Reason = "signing the responses its state needs (first reconcile since the start)"
+		return p
+	case h.Scanned.IsZero() || now.Sub(h.Scanned) > 3*ocspScanInterval:
+		p.Reason = "its response cache has not been scanned for " + (3 * ocspScanInterval).String()
+		return p
+	case h.Stale > 0:
+		p.Reason = fmt.Sprintf("%d cached responses are past their nextUpdate", h.Stale)
+		return p
+	}
+	if missing := n.app.unanswered(now, h.Signs); len(missing) > 0 {
+		p.Reason = "no valid responder certificate from CA " + strings.Join(missing, ", ")
+		return p
+	}
+	p.OK = true
+	return p
 }

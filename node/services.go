@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
@@ -24,12 +26,13 @@ import (
 	"github.com/inkan-pki/inkan/ocsp"
 	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/policies"
+	"github.com/inkan-pki/inkan/tsa"
 )
 
 // appliance is the node's services, wired together: the audit log, the issuing
-// authority with its CRL publisher and the enrollment API, and the OCSP
-// pre-signer and responder. Its components start in that order; the admin API
-// reaches the authority through it once it has started.
+// authority with its CRL publisher and the enrollment API, the time-stamping
+// authority, and the OCSP pre-signer and responder. Its components start in
+// that order; the admin API reaches the authority through it once it has started.
 type appliance struct {
 	cfg   *Config
 	tok   *hsm.Token
@@ -39,6 +42,15 @@ type appliance struct {
 	mu   sync.Mutex
 	auth *ca.Authority     // set by the ca component's Start
 	ops  *operator.Service // set by the operator component's Start
+	tsa  *tsa.Service      // set by the tsa component's Start
+	pre  *ocsp.Presigner   // set by the ocsp component's Start
+	// ocspSrc is the state as the pre-signer reads it (set with pre).
+	ocspSrc *ocspSource
+
+	// pub makes issuances and status changes answerable before they are
+	// acknowledged (ca.Publisher); its hook installs the leader's first
+	// responses as intents are applied.
+	pub *ocspPublisher
 
 	// runApproved runs an approved admin request, and guardAudit admits
 	// auditors to the audit API (the node's).
@@ -64,7 +76,7 @@ var unaudited = []string{
 // newAppliance wires the services; extra are the components beside them (a
 // test's), whose unaudited command types the audit log must know.
 func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Component) (*appliance, error) {
-	a := &appliance{cfg: cfg, tok: tok, log: log}
+	a := &appliance{cfg: cfg, tok: tok, log: log, pub: &ocspPublisher{log: log}}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	skip := slices.Clone(unaudited)
 	for _, c := range extra {
@@ -73,7 +85,7 @@ func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Compone
 	var err error
 	a.audit, err = audit.New(audit.Config{
 		Origin:     cfg.Cluster.Name,
-		Describers: describers(),
+		Describers: withTSA(describers()),
 		Unaudited:  skip,
 		Logger:     log,
 	})
@@ -106,8 +118,10 @@ func (a *appliance) components() []Component {
 			Start:          a.startCA,
 			Stop:           a.stop,
 		},
+		a.tsaComponent(),
 		{
 			Name:  "ocsp",
+			Hooks: []cluster.Hook{a.pub.hook},
 			Start: a.startOCSP,
 		},
 		{
@@ -155,6 +169,79 @@ func (a *appliance) operators() *operator.Service {
 	return a.ops
 }
 
+// unanswered lists the CAs whose status is answered (answeredFor) that the
+// pre-signer does not sign for (signs, from its Health): this node holds no
+// valid responder certificate from them, or its pre-signer has not taken it
+// in. A retired CA that no node holds a valid responder certificate from is
+// left out: that is the whole cluster's condition (its key destroyed), not
+// this node's, and every node would be taken out of the load balancer for it.
+func (a *appliance) unanswered(now time.Time, signs []string) []string {
+	a.mu.Lock()
+	src := a.ocspSrc
+	a.mu.Unlock()
+	if src == nil {
+		return nil
+	}
+	var missing []string
+	err := src.c.View(func(tx *bbolt.Tx) error {
+		all, err := ca.Issuers(tx)
+		if err != nil {
+			return err
+		}
+		var held map[string]bool // the CAs some node holds a valid responder certificate from
+		for _, is := range all {
+			if !answeredFor(is, now, a.cfg.OCSP.archive()) || slices.Contains(signs, is.ID) {
+				continue
+			}
+			if is.Status != ca.IssuerActive {
+				if held == nil {
+					if held, err = heldResponders(tx, now); err != nil {
+						return err
+					}
+				}
+				if !held[is.ID] {
+					continue
+				}
+			}
+			missing = append(missing, is.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return []string{"(state: " + err.Error() + ")"}
+	}
+	return missing
+}
+
+// heldResponders lists the CAs that some node holds a valid responder
+// certificate from.
+func heldResponders(tx *bbolt.Tx, now time.Time) (map[string]bool, error) {
+	nodes, err := ca.ResponderNodes(tx)
+	if err != nil {
+		return nil, err
+	}
+	held := map[string]bool{}
+	for _, n := range nodes {
+		certs, err := ca.ResponderCertificates(tx, n)
+		if err != nil {
+			return nil, err
+		}
+		for id, c := range certs {
+			if now.Before(c.NotAfter) {
+				held[id] = true
+			}
+		}
+	}
+	return held, nil
+}
+
+// presigner returns the OCSP pre-signer, or nil before the node started it.
+func (a *appliance) presigner() *ocsp.Presigner {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pre
+}
+
 // authority returns the issuing authority, or nil before the node started it.
 func (a *appliance) authority() *ca.Authority {
 	a.mu.Lock()
@@ -176,7 +263,7 @@ func (a *appliance) startCA(ctx context.Context, env *Env) error {
 	}
 	auth, err := ca.New(ca.Config{
 		Cluster: c, Keys: a.tok, KeyMode: mode, URLs: a.urls(),
-		CRLShards: a.cfg.CA.CRLShards, Logger: a.log,
+		CRLShards: a.cfg.CA.CRLShards, Publisher: a.pub, Logger: a.log,
 	})
 	if err != nil {
 		return err
@@ -345,12 +432,15 @@ func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
 		return err
 	}
 	cache := ocsp.NewCache()
-	pre, err := ocsp.NewPresigner(ctx, cache, ocspSource{c: c, node: c.ID(), key: key.Public()}, ocsp.PresignerConfig{
+	src := ocspSource{c: c, node: c.ID(), key: key.Public()}
+	pre, err := ocsp.NewPresigner(ctx, cache, src, ocsp.PresignerConfig{
 		Key:          key,
 		Validity:     time.Duration(a.cfg.OCSP.Validity),
 		RefreshAfter: time.Duration(a.cfg.OCSP.RefreshAfter),
 		Rate:         a.cfg.OCSP.Rate,
 		Workers:      2 * a.cfg.HSM.Sessions,
+		Retention:    a.cfg.OCSP.archive(),
+		ScanInterval: ocspScanInterval,
 		StorePath:    filepath.Join(a.cfg.DataDir, ocspStoreFile),
 		Logger:       a.log,
 		Registerer:   env.Metrics,
@@ -358,11 +448,20 @@ func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.pre = pre
+	a.mu.Unlock()
+	a.pub.c.Store(c)
+	a.pub.cache.Store(cache)
+	a.pub.pre.Store(pre)
+	a.mu.Lock()
+	a.ocspSrc = &src
+	a.mu.Unlock()
 	env.OCSP = caCertificates(c.View, ocsp.NewResponder(cache, ocsp.NewStateCRLs(c.View), env.Metrics).ServeFastHTTP)
 
 	rm := &responderMaintainer{
 		c: c, auth: a.authority(), key: key.Public(), lifetime: time.Duration(a.cfg.OCSP.ResponderLifetime),
-		log: a.log, poke: make(chan struct{}, 1),
+		archive: a.cfg.OCSP.archive(), log: a.log, poke: make(chan struct{}, 1),
 	}
 	changes := make(chan ocsp.Change, 1024)
 	sub := c.Subscribe(4096, statusAndIssuerCommands()...)

@@ -2,6 +2,7 @@ package ocsp
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -95,7 +97,7 @@ func newResponse(der []byte, st CertStatus, thisUpdate, nextUpdate time.Time) *R
 const headersLen = 34 + 2*len("Mon, 02 Jan 2006 15:04:05 GMT")
 
 // says reports whether r states st: same status, and for a revocation the same time
-// and reason.
+// (to the second) and reason.
 func (r *Response) says(st CertStatus) bool {
 	if r.Status != st.Status {
 		return false
@@ -103,7 +105,9 @@ func (r *Response) says(st CertStatus) bool {
 	if st.Status != Revoked {
 		return true
 	}
-	return r.RevokedAt.Equal(st.RevokedAt) && r.Reason == st.Reason
+	// A response states the time to the second (GeneralizedTime without
+	// fractions); the state keeps nanoseconds.
+	return r.RevokedAt.Truncate(time.Second).Equal(st.RevokedAt.Truncate(time.Second)) && r.Reason == st.Reason
 }
 
 // Cache holds the signed responses a node serves: for every issuer (a CA certificate,
@@ -113,14 +117,28 @@ func (r *Response) says(st CertStatus) bool {
 type Cache struct {
 	mu      sync.RWMutex // guards issuers; the slice itself is never mutated in place
 	issuers []*issuerEntry
+
+	// Callers of Await wait for a serial's responses: Put wakes them. waiting
+	// counts them, so that Put costs nothing more while nobody waits.
+	waiting atomic.Int32
+	waitMu  sync.Mutex
+	waiters map[waitKey][]chan struct{}
+}
+
+type waitKey struct {
+	issuer, serial string
 }
 
 const cacheShards = 64
 
 // CertIDHashes are the hash algorithms a request's CertID may use. A response names the
 // certificate by a CertID built with one of them, and clients look for the CertID they
-// sent, so every serial has one signed response per algorithm.
-var CertIDHashes = [...]crypto.Hash{crypto.SHA1, crypto.SHA256}
+// sent, so every serial has one signed response per algorithm. SHA-1 is what most
+// clients send (OpenSSL, Go and nginx by default); RFC 6960 names SHA-256 too, and
+// SHA-384 and SHA-512 are answered so that no client that follows the RFC's newer
+// algorithms is refused. Each is one response (one SingleResponse): some clients
+// (Go's ocsp.ParseResponse) refuse a response that lists more than one.
+var CertIDHashes = [...]crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
 
 type issuerEntry struct {
 	id     string
@@ -204,7 +222,91 @@ func (c *Cache) Put(issuerID string, hash crypto.Hash, serial []byte, r *Respons
 	s.mu.Lock()
 	s.m[string(serial)] = r
 	s.mu.Unlock()
+	if c.waiting.Load() > 0 {
+		c.wake(waitKey{issuerID, string(serial)})
+	}
 	return nil
+}
+
+// ErrNotAnswered is returned by Await when ctx ends before the cache serves
+// the status asked for.
+var ErrNotAnswered = errors.New("ocsp: the cache does not serve the status yet")
+
+// Await returns once the cache holds, under every CertID hash, a response for
+// serial of issuerID that says st and has not reached its nextUpdate. It
+// returns ErrUnknownIssuer at once for an issuer the cache does not answer
+// for, and ErrNotAnswered (wrapping ctx's error) if ctx ends first.
+func (c *Cache) Await(ctx context.Context, issuerID string, serial []byte, st CertStatus) error {
+	e := c.issuer(issuerID)
+	if e == nil {
+		return fmt.Errorf("%w %q", ErrUnknownIssuer, issuerID)
+	}
+	serial = trimSerial(serial)
+	key := waitKey{issuerID, string(serial)}
+	for {
+		ch := make(chan struct{})
+		c.waitMu.Lock()
+		if c.waiters == nil {
+			c.waiters = map[waitKey][]chan struct{}{}
+		}
+		c.waiters[key] = append(c.waiters[key], ch)
+		c.waiting.Add(1)
+		c.waitMu.Unlock()
+		// Registered before looking, so a Put in between wakes ch.
+		if e.serves(serial, st, time.Now()) {
+			c.unwait(key, ch)
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			c.unwait(key, ch)
+			return fmt.Errorf("%w: serial %x: %w", ErrNotAnswered, serial, ctx.Err())
+		}
+	}
+}
+
+// serves reports whether every CertID variant of serial is held, says st and
+// is not past its nextUpdate at now.
+func (e *issuerEntry) serves(serial []byte, st CertStatus, now time.Time) bool {
+	for i := range e.tables {
+		r := e.tables[i].get(serial)
+		if r == nil || !r.says(st) || !now.Before(r.NextUpdate) {
+			return false
+		}
+	}
+	return true
+}
+
+// wake closes the channels of the waiters for key.
+func (c *Cache) wake(key waitKey) {
+	c.waitMu.Lock()
+	chs := c.waiters[key]
+	delete(c.waiters, key)
+	c.waiting.Add(-int32(len(chs)))
+	c.waitMu.Unlock()
+	for _, ch := range chs {
+		close(ch)
+	}
+}
+
+// unwait removes ch from key's waiters, unless a wake took it already.
+func (c *Cache) unwait(key waitKey, ch chan struct{}) {
+	c.waitMu.Lock()
+	defer c.waitMu.Unlock()
+	chs := c.waiters[key]
+	for i, x := range chs {
+		if x == ch {
+			chs = append(chs[:i], chs[i+1:]...)
+			c.waiting.Add(-1)
+			break
+		}
+	}
+	if len(chs) == 0 {
+		delete(c.waiters, key)
+	} else {
+		c.waiters[key] = chs
+	}
 }
 
 // Get returns the response held for serial and CertID hash under the issuer id, or nil.

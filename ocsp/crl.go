@@ -102,15 +102,16 @@ func (s *StateCRLs) CRL(caID string, shard int, number uint64) (*CRL, bool, erro
 }
 
 var (
-	crlPrefix   = []byte("/crl/")
-	ctPKIXCRL   = []byte("application/pkix-crl")
-	immutable   = []byte("public, max-age=31536000, immutable")
-	crlSuffix   = []byte(".crl")
-	fullShardID = []byte("full")
+	crlPrefix    = []byte("/crl/")
+	ctPKIXCRL    = []byte("application/pkix-crl")
+	immutable    = []byte("public, max-age=31536000, immutable")
+	crlSuffix    = []byte(".crl")
+	fullShardID  = []byte("full")
+	deltaShardID = []byte("delta")
 )
 
 // parseCRLPath reads /crl/<ca-id>/<shard>.crl and /crl/<ca-id>/<shard>/<number>.crl,
-// where shard is a decimal number or "full".
+// where shard is a decimal number, "full" or "delta".
 func parseCRLPath(path []byte) (ca string, shard int, number uint64, ok bool) {
 	rest, found := bytes.CutPrefix(path, crlPrefix)
 	if !found {
@@ -129,9 +130,12 @@ func parseCRLPath(path []byte) (ca string, shard int, number uint64, ok bool) {
 			return "", 0, 0, false
 		}
 	}
-	if bytes.Equal(parts[1], fullShardID) {
+	switch {
+	case bytes.Equal(parts[1], fullShardID):
 		shard = crl.Full
-	} else {
+	case bytes.Equal(parts[1], deltaShardID):
+		shard = crl.Delta
+	default:
 		n, err := strconv.ParseUint(string(parts[1]), 10, 16)
 		if err != nil {
 			return "", 0, 0, false
@@ -179,7 +183,7 @@ func (r *Responder) serveCRL(ctx *fasthttp.RequestCtx, path []byte) {
 	}
 	h.SetCanonical(hdrETag, c.etag)
 	h.SetCanonical(hdrLastMod, c.lastModified)
-	if inm := ctx.Request.Header.PeekBytes([]byte("If-None-Match")); len(inm) > 0 && bytes.Equal(inm, c.etag) {
+	if notModified(&ctx.Request.Header, c.etag, c.ThisUpdate) {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return
 	}

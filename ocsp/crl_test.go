@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,14 @@ func TestServeCRLs(t *testing.T) {
 	if resp.StatusCode != http.StatusNotModified {
 		t.Errorf("conditional GET of the latest full CRL (same as number 1): %d", resp.StatusCode)
 	}
+	// The delta of the full CRL, published with it (empty), under the next number.
+	resp = get("/crl/ca1/delta.crl")
+	delta, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if out := opensslCRL(t, delta); resp.StatusCode != 200 || !strings.Contains(out, "verify OK") ||
+		!strings.Contains(out, "Delta CRL Indicator: critical") || !strings.Contains(out, "No Revoked Certificates") {
+		t.Fatalf("delta CRL: %d\n%s", resp.StatusCode, out)
+	}
 	for _, bad := range []string{"/crl/ca1/9.crl", "/crl/nope/0.crl", "/crl/ca1/0/99.crl", "/crl/ca1/x.crl", "/crl/ca1/0", "/crl/ca1/0/0.crl", "/crl//0.crl"} {
 		resp := get(bad)
 		resp.Body.Close()
@@ -116,4 +125,37 @@ func opensslCRL(t *testing.T, der []byte) string {
 	}
 	out, _ := exec.Command("openssl", "crl", "-inform", "DER", "-in", crlPath, "-CAfile", caPEM, "-verify", "-noout", "-text").CombinedOutput()
 	return string(bytes.TrimSpace(out))
+}
+
+// FuzzParseCRLPath: the CRL path of a request (network input) never panics,
+// and what it accepts names a CA and a shard, the full CRL or its delta, and
+// reads back to the same path.
+func FuzzParseCRLPath(f *testing.F) {
+	for _, s := range []string{"/crl/ca1/0.crl", "/crl/ca1/full.crl", "/crl/ca1/delta.crl", "/crl/ca1/delta/7.crl",
+		"/crl/ca1/15/3.crl", "/crl//0.crl", "/crl/ca1/-1.crl", "/crl/ca1/0/0.crl", "/crl/a/b/c/d.crl"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, path []byte) {
+		ca, shard, number, ok := parseCRLPath(path)
+		if !ok {
+			return
+		}
+		if ca == "" || strings.Contains(ca, "/") || shard < crl.Delta || shard > 0xffff {
+			t.Fatalf("%q: ca %q shard %d", path, ca, shard)
+		}
+		name := strconv.Itoa(shard)
+		switch shard {
+		case crl.Full:
+			name = "full"
+		case crl.Delta:
+			name = "delta"
+		}
+		back := "/crl/" + ca + "/" + name
+		if number != 0 {
+			back += "/" + strconv.FormatUint(number, 10)
+		}
+		if ca2, shard2, number2, ok2 := parseCRLPath([]byte(back + ".crl")); !ok2 || ca2 != ca || shard2 != shard || number2 != number {
+			t.Fatalf("%q parsed as %q %d %d; %q does not read back", path, ca, shard, number, back)
+		}
+	})
 }

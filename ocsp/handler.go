@@ -16,6 +16,7 @@ const maxPOSTBody = 2 << 10
 // The unsigned error responses of RFC 6960 §4.2.1: OCSPResponse { responseStatus }.
 var (
 	respMalformed    = []byte{0x30, 0x03, 0x0a, 0x01, 0x01}
+	respTryLater     = []byte{0x30, 0x03, 0x0a, 0x01, 0x03}
 	respUnauthorized = []byte{0x30, 0x03, 0x0a, 0x01, 0x06}
 )
 
@@ -26,6 +27,8 @@ var (
 	hdrLastMod     = []byte("Last-Modified")
 	hdrExpires     = []byte("Expires")
 	hdrAllow       = []byte("Allow")
+	hdrINM         = []byte("If-None-Match")
+	hdrIMS         = []byte("If-Modified-Since")
 	noStore        = []byte("no-store")
 	allowed        = []byte("GET, HEAD, POST")
 	cacheCtlTail   = []byte(", public, no-transform, must-revalidate")
@@ -44,7 +47,7 @@ type Responder struct {
 
 // results counts requests by outcome; the counters are resolved once, not per request.
 type results struct {
-	good, revoked, unknown, unauthorized, malformed, notModified, badMethod prometheus.Counter
+	good, revoked, unknown, unauthorized, malformed, notModified, badMethod, stale prometheus.Counter
 }
 
 // NewResponder serves cache, and under /crl/ the CRLs crls finds (if not nil).
@@ -70,6 +73,7 @@ func NewResponder(cache *Cache, crls CRLSource, reg prometheus.Registerer) *Resp
 			malformed:    vec.WithLabelValues("malformed"),
 			notModified:  vec.WithLabelValues("not_modified"),
 			badMethod:    vec.WithLabelValues("method_not_allowed"),
+			stale:        vec.WithLabelValues("try_later_stale"),
 		},
 	}
 }
@@ -126,17 +130,25 @@ func (r *Responder) answer(ctx *fasthttp.RequestCtx, der []byte) {
 		r.writeError(ctx, respUnauthorized, r.results.unauthorized)
 		return
 	}
+	now := r.now()
+	if !now.Before(resp.NextUpdate) {
+		// Past its nextUpdate a response says nothing a relying party may
+		// rely on: never serve it. The refresher has fallen behind or cannot
+		// sign (no responder certificate, the HSM gone); the metric says so.
+		r.writeError(ctx, respTryLater, r.results.stale)
+		return
+	}
 	h := &ctx.Response.Header
 	h.SetContentTypeBytes(ctOCSPResponse)
 	var cc [80]byte
 	b := append(cc[:0], "max-age="...)
-	b = strconv.AppendInt(b, maxAge(resp.NextUpdate, r.now()), 10)
+	b = strconv.AppendInt(b, maxAge(resp.NextUpdate, now), 10)
 	b = append(b, cacheCtlTail...)
 	h.SetCanonical(hdrCacheCtl, b)
 	h.SetCanonical(hdrETag, resp.etag)
 	h.SetCanonical(hdrLastMod, resp.lastModified)
 	h.SetCanonical(hdrExpires, resp.expires)
-	if inm := ctx.Request.Header.PeekBytes([]byte("If-None-Match")); len(inm) > 0 && bytes.Equal(inm, resp.etag) {
+	if notModified(&ctx.Request.Header, resp.etag, resp.ThisUpdate) {
 		r.results.notModified.Inc()
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return
@@ -150,6 +162,21 @@ func (r *Responder) answer(ctx *fasthttp.RequestCtx, der []byte) {
 		r.results.unknown.Inc()
 	}
 	ctx.Response.SetBodyRaw(resp.DER)
+}
+
+// notModified applies RFC 9110 §13.2.2: If-None-Match, when sent, decides
+// alone; otherwise If-Modified-Since at or after Last-Modified (the response's
+// thisUpdate, to the second) means the client holds the current response.
+func notModified(h *fasthttp.RequestHeader, etag []byte, lastModified time.Time) bool {
+	if inm := h.PeekBytes(hdrINM); len(inm) > 0 {
+		return bytes.Equal(inm, etag)
+	}
+	ims := h.PeekBytes(hdrIMS)
+	if len(ims) == 0 {
+		return false
+	}
+	t, err := fasthttp.ParseHTTPDate(ims)
+	return err == nil && !t.Before(lastModified.Truncate(time.Second))
 }
 
 func (r *Responder) writeError(ctx *fasthttp.RequestCtx, body []byte, c prometheus.Counter) {

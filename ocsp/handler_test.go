@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -85,8 +86,11 @@ func TestOpenSSLClient(t *testing.T) {
 	}{
 		{"good sha1", 0, "-sha1", []string{": good", "Response verify OK"}},
 		{"good sha256", 0, "-sha256", []string{": good", "Response verify OK"}},
+		{"good sha384", 0, "-sha384", []string{": good", "Response verify OK"}},
+		{"good sha512", 0, "-sha512", []string{": good", "Response verify OK"}},
 		{"revoked", 1, "-sha1", []string{": revoked", "Reason: keyCompromise"}},
 		{"revoked sha256", 1, "-sha256", []string{": revoked", "Reason: keyCompromise"}},
+		{"revoked sha512", 1, "-sha512", []string{": revoked", "Reason: keyCompromise"}},
 		{"not cached", 2, "-sha1", []string{"unauthorized"}},
 	}
 	for _, tc := range cases {
@@ -137,15 +141,77 @@ func TestGETHeadersAndConditional(t *testing.T) {
 		t.Errorf("response does not verify: %v", err)
 	}
 
-	creq, _ := http.NewRequest("GET", url+"/"+base64.StdEncoding.EncodeToString(req), nil)
-	creq.Header.Set("If-None-Match", h.Get("ETag"))
-	resp2, err := http.DefaultClient.Do(creq)
-	if err != nil {
+	conditional := []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"If-None-Match the ETag", map[string]string{"If-None-Match": h.Get("ETag")}, http.StatusNotModified},
+		{"If-None-Match another", map[string]string{"If-None-Match": `"other"`}, http.StatusOK},
+		{"If-Modified-Since Last-Modified", map[string]string{"If-Modified-Since": h.Get("Last-Modified")}, http.StatusNotModified},
+		{"If-Modified-Since later", map[string]string{"If-Modified-Since": good.ThisUpdate.Add(time.Hour).Format(http.TimeFormat)}, http.StatusNotModified},
+		{"If-Modified-Since earlier", map[string]string{"If-Modified-Since": good.ThisUpdate.Add(-time.Second).Format(http.TimeFormat)}, http.StatusOK},
+		{"If-Modified-Since garbage", map[string]string{"If-Modified-Since": "yesterday"}, http.StatusOK},
+		// If-None-Match decides alone when both are sent (RFC 9110 §13.2.2).
+		{"If-None-Match another, If-Modified-Since Last-Modified", map[string]string{"If-None-Match": `"other"`, "If-Modified-Since": h.Get("Last-Modified")}, http.StatusOK},
+	}
+	for _, c := range conditional {
+		creq, _ := http.NewRequest("GET", url+"/"+base64.StdEncoding.EncodeToString(req), nil)
+		for k, v := range c.header {
+			creq.Header.Set(k, v)
+		}
+		resp2, err := http.DefaultClient.Do(creq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp2.Body.Close()
+		if resp2.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d", c.name, resp2.StatusCode, c.want)
+		}
+	}
+}
+
+// TestStaleIsNeverServed: a response at or past its nextUpdate is answered
+// tryLater, and counted, never sent.
+func TestStaleIsNeverServed(t *testing.T) {
+	p := getPKI(t)
+	c := NewCache()
+	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
 	}
-	resp2.Body.Close()
-	if resp2.StatusCode != http.StatusNotModified {
-		t.Errorf("conditional GET: status %d, want 304", resp2.StatusCode)
+	var good *Response
+	for _, h := range CertIDHashes {
+		r := p.signedResponse(t, p.leaves[0], h, xocsp.Good, time.Time{})
+		if h == crypto.SHA256 {
+			good = r
+		}
+		if err := c.Put("ca1", h, p.leaves[0].SerialNumber.Bytes(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	r := NewResponder(c, nil, reg)
+	url := serve(t, r)
+	ask := func() []byte {
+		resp, err := http.Post(url+"/", "application/ocsp-request", bytes.NewReader(p.request(t, p.leaves[0], crypto.SHA256)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b
+	}
+	if got := ask(); !bytes.Equal(got, good.DER) {
+		t.Fatalf("before nextUpdate: %x, want the response", got)
+	}
+	for _, at := range []time.Time{good.NextUpdate, good.NextUpdate.Add(time.Hour)} {
+		r.now = func() time.Time { return at }
+		if got := ask(); !bytes.Equal(got, respTryLater) {
+			t.Fatalf("at %v (nextUpdate %v): %x, want tryLater", at, good.NextUpdate, got)
+		}
+	}
+	if v := counterValue(r.results.stale); v != 2 {
+		t.Errorf("stale counter %v, want 2", v)
 	}
 }
 

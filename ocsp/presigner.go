@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,7 +87,17 @@ type Presigner struct {
 
 	limiter *limiter
 	metrics presignerMetrics
+	health  struct {
+		sync.Mutex
+		h Health
+	}
 	persist chan storedSerial // to the store writer, which batches transactions
+
+	// reconciling counts the reconciles under way (walking the state, or
+	// syncing the issuers before one), and unsettled the jobs they queued that
+	// no worker has finished yet: until both are 0 the cache may lack what the
+	// state holds (a CA whose responder certificate just arrived).
+	reconciling, unsettled atomic.Int64
 
 	// serials serialises the signing of one certificate's responses (striped
 	// by serial): two jobs for one serial, a status change and a refresh or
@@ -104,7 +115,51 @@ type presignerMetrics struct {
 	backlog       prometheus.Gauge
 	oldest        prometheus.Gauge
 	signErrors    prometheus.Counter
+	installed     prometheus.Counter
+	stale         prometheus.Gauge
 	cacheResponse prometheus.GaugeFunc
+}
+
+// Health is how current a node's cache is, as of the pre-signer's last scan of
+// it (every ScanInterval).
+type Health struct {
+	// Reconciled: since the start, the cache has been compared with the whole
+	// state once and what was missing or out of date was signed, and no later
+	// reconcile (a CA's responder certificate arrived, changes were missed)
+	// is under way or has responses left to sign. It is current, not as of
+	// the last scan.
+	Reconciled bool
+	// Scanned is when the last scan ended (zero before the first).
+	Scanned   time.Time
+	Responses int
+	// Stale counts the responses past their nextUpdate among those of
+	// issuers this node signs for (it has a valid responder certificate from
+	// them): the refresher has fallen behind. Unsignable counts them among
+	// the issuers it cannot sign for (no responder certificate, the CA key
+	// destroyed). The responder answers tryLater for both.
+	Stale, Unsignable int
+	// Signs lists the issuers this node signs for now (a responder
+	// certificate from them, not expired), sorted. It is current.
+	Signs []string
+}
+
+// Health returns the cache's health as of the last scan.
+func (p *Presigner) Health() Health {
+	p.health.Lock()
+	h := p.health.h
+	p.health.Unlock()
+	h.Reconciled = h.Reconciled && p.reconciling.Load() == 0 && p.unsettled.Load() == 0
+	now := p.cfg.Now()
+	h.Signs = nil
+	p.mu.Lock()
+	for id, is := range p.builders {
+		if now.Before(is.issuer.Responder.NotAfter) {
+			h.Signs = append(h.Signs, id)
+		}
+	}
+	p.mu.Unlock()
+	slices.Sort(h.Signs)
+	return h
 }
 
 // NewPresigner opens the response store and loads it into cache; call Run to keep
@@ -148,12 +203,18 @@ func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerCo
 		signErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "inkan_ocsp_sign_errors_total", Help: "OCSP responses that could not be signed.",
 		}),
+		stale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inkan_ocsp_stale_responses", Help: "Cached responses past their nextUpdate at the last scan (answered tryLater).",
+		}),
+		installed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "inkan_ocsp_first_responses_installed_total", Help: "Responses the leader signed for a new certificate, installed from its Raft entry.",
+		}),
 		cacheResponse: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "inkan_ocsp_cached_responses", Help: "Signed responses held (one per serial and CertID hash).",
 		}, func() float64 { return float64(cache.Len()) }),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.metrics.signed, p.metrics.backlog, p.metrics.oldest, p.metrics.signErrors, p.metrics.cacheResponse} {
+		for _, c := range []prometheus.Collector{p.metrics.signed, p.metrics.backlog, p.metrics.oldest, p.metrics.signErrors, p.metrics.installed, p.metrics.stale, p.metrics.cacheResponse} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("ocsp: metrics: %w", err)
 			}
@@ -168,6 +229,10 @@ func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerCo
 			return nil, err
 		}
 		p.store = s
+		// Room for a few seconds of signing, so that workers do not wait
+		// for the writer's fsync: signing and the disk overlap. The channel
+		// outlives a Run (Install may send while none runs): never closed.
+		p.persist = make(chan storedSerial, persistQueue)
 		n, err := s.load(cache)
 		if err != nil {
 			_ = s.close()
@@ -236,17 +301,15 @@ type job struct {
 func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	urgent := make(chan job, 1024)
 	refresh := make(chan job, 1024)
+	p.unsettled.Store(0) // a Run before this one left its queued jobs behind
 	var wg sync.WaitGroup
 	if p.store != nil {
-		// Room for a few seconds of signing, so that workers do not wait
-		// for the writer's fsync: signing and the disk overlap.
-		p.persist = make(chan storedSerial, persistQueue)
-		writerDone := make(chan struct{})
+		stop, writerDone := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(writerDone)
-			p.writeStore()
+			p.writeStore(stop)
 		}()
-		defer func() { close(p.persist); <-writerDone }()
+		defer func() { close(stop); <-writerDone }()
 	}
 	for range p.cfg.Workers {
 		wg.Add(1)
@@ -257,15 +320,27 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	}
 	defer wg.Wait()
 
-	if err := p.reconcile(ctx, urgent); err != nil && ctx.Err() == nil {
-		p.log.Error("ocsp: reconcile", "err", err)
+	if err := p.reconcile(ctx, urgent, ""); err != nil {
+		if ctx.Err() == nil {
+			p.log.Error("ocsp: reconcile", "err", err)
+		}
+	} else {
+		p.health.Lock()
+		p.health.h.Reconciled = true
+		p.health.Unlock()
 	}
 	scan := time.NewTicker(p.cfg.ScanInterval)
 	defer scan.Stop()
 	// A scan's jobs are fed from a goroutine of their own, so that status changes are
-	// taken while a large refresh is under way; one scan at a time.
+	// taken while a large refresh is under way; one scan at a time. The first
+	// runs at once: it tells Health how fresh the loaded responses are.
 	scanning := make(chan struct{}, 1)
 	defer func() { scanning <- struct{}{} }() // wait for a feed in progress
+	scanning <- struct{}{}
+	go func() {
+		defer func() { <-scanning }()
+		p.scan(ctx, refresh)
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -293,29 +368,39 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 
 func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) error {
 	if ch.Resync {
+		p.reconciling.Add(1)
+		defer p.reconciling.Add(-1)
 		if err := p.syncIssuers(ctx); err != nil {
 			return err
 		}
-		return p.reconcile(ctx, urgent)
+		return p.reconcile(ctx, urgent, "")
 	}
-	if p.signing(ch.IssuerID) == nil { // a new CA certificate
+	if p.signing(ch.IssuerID) == nil { // a new CA certificate, or its responder certificate
+		p.reconciling.Add(1)
+		defer p.reconciling.Add(-1)
 		if err := p.syncIssuers(ctx); err != nil {
 			return err
 		}
 		if p.signing(ch.IssuerID) == nil {
 			// The Source does not list it yet (this node has no responder
 			// certificate from it): its certificates are all signed by the
-			// reconcile that follows the issuer's arrival (a Resync).
+			// reconcile below, once a change brings the responder
+			// certificate in (its own issuance is such a change).
 			return nil
 		}
+		// Taken in now: the changes dropped while it could not sign for
+		// the issuer (above) and the first responses it could not install
+		// are signed by a reconcile of the issuer's certificates, which
+		// covers this change's serials too.
+		return p.reconcile(ctx, urgent, ch.IssuerID)
 	}
 	for _, serial := range ch.Serials {
 		st, ok, err := p.src.Status(ctx, ch.IssuerID, serial)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			continue
+		if !ok || p.current(ch.IssuerID, st, p.cfg.Now()) {
+			continue // gone, or served already (the leader's first responses)
 		}
 		select {
 		case urgent <- job{issuerID: ch.IssuerID, st: st, why: "change"}:
@@ -326,23 +411,31 @@ func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) 
 	return nil
 }
 
-// reconcile walks every certificate in the state and signs those whose cached
-// responses are missing, state another status, or are due.
-func (p *Presigner) reconcile(ctx context.Context, out chan<- job) error {
+// reconcile walks every certificate in the state (of only issuerID, if not
+// empty) and signs those whose cached responses are missing, state another
+// status, or are due.
+func (p *Presigner) reconcile(ctx context.Context, out chan<- job, issuerID string) error {
+	p.reconciling.Add(1)
+	defer p.reconciling.Add(-1)
 	issuers, err := p.src.Issuers(ctx)
 	if err != nil {
 		return err
 	}
 	now := p.cfg.Now()
 	for _, is := range issuers {
+		if issuerID != "" && is.ID != issuerID {
+			continue
+		}
 		err := p.src.Statuses(ctx, is.ID, func(st CertStatus) error {
 			if p.current(is.ID, st, now) {
 				return nil
 			}
+			p.unsettled.Add(1)
 			select {
 			case out <- job{issuerID: is.ID, st: st, why: "reconcile"}:
 				return nil
 			case <-ctx.Done():
+				p.unsettled.Add(-1)
 				return ctx.Err()
 			}
 		})
@@ -382,16 +475,40 @@ func (p *Presigner) scan(ctx context.Context, out chan<- job) {
 	now := p.cfg.Now()
 	var due []job
 	oldest := now
-	p.cache.Range(func(issuerID string, h crypto.Hash, serial []byte, r *Response) bool {
+	signs := map[string]bool{} // the issuers this node can sign for now
+	p.mu.Lock()
+	for id, is := range p.builders {
+		signs[id] = now.Before(is.issuer.Responder.NotAfter)
+	}
+	p.mu.Unlock()
+	h := Health{Reconciled: true}
+	p.cache.Range(func(issuerID string, hash crypto.Hash, serial []byte, r *Response) bool {
 		if r.ThisUpdate.Before(oldest) {
 			oldest = r.ThisUpdate
 		}
-		if h == CertIDHashes[0] && p.due(r, serial, now) {
+		h.Responses++
+		if !now.Before(r.NextUpdate) {
+			if signs[issuerID] {
+				h.Stale++
+			} else {
+				h.Unsignable++
+			}
+		}
+		if hash != CertIDHashes[0] {
+			return true
+		}
+		if p.due(r, serial, now) {
 			st := CertStatus{Serial: serial, Status: r.Status, RevokedAt: r.RevokedAt, Reason: r.Reason}
 			due = append(due, job{issuerID: issuerID, st: st, why: "refresh"})
 		}
 		return true
 	})
+	h.Scanned = p.cfg.Now()
+	p.health.Lock()
+	h.Reconciled = p.health.h.Reconciled
+	p.health.h = h
+	p.health.Unlock()
+	p.metrics.stale.Set(float64(h.Stale + h.Unsignable))
 	p.metrics.backlog.Set(float64(len(due)))
 	p.metrics.oldest.Set(now.Sub(oldest).Seconds())
 	// In the store's key order: the writer's batches then touch neighbouring
@@ -439,6 +556,9 @@ func (p *Presigner) work(ctx context.Context, urgent, refresh <-chan job) {
 			p.metrics.signErrors.Inc()
 			p.log.Error("ocsp: sign response", "issuer", j.issuerID, "serial", fmt.Sprintf("%x", j.st.Serial), "err", err)
 		}
+		if j.why == "reconcile" {
+			p.unsettled.Add(-1)
+		}
 	}
 }
 
@@ -471,31 +591,43 @@ func stripe(serial []byte) int {
 	return h & 63
 }
 
-// sign signs st under every CertID hash, caches the responses and persists them.
-func (p *Presigner) sign(j job) error {
-	is := p.signing(j.issuerID)
-	if is == nil {
-		return fmt.Errorf("unknown issuer %q", j.issuerID)
-	}
+// signAll signs st under every CertID hash with this node's responder key.
+func (p *Presigner) signAll(is *issuerSigning, st CertStatus) ([len(CertIDHashes)]*Response, error) {
+	var out [len(CertIDHashes)]*Response
 	now := p.cfg.Now().UTC().Truncate(time.Second)
 	next := now.Add(p.cfg.Validity)
 	if na := is.issuer.Responder.NotAfter; na.Before(next) {
 		next = na // a response may not outlive the certificate that vouches for it
 	}
 	if !next.After(now) {
-		return fmt.Errorf("responder certificate for %s has expired", j.issuerID)
+		return out, fmt.Errorf("responder certificate for %s has expired", is.issuer.ID)
+	}
+	for i, h := range CertIDHashes {
+		der, err := is.builder.sign(st, h, now, now, next)
+		if err != nil {
+			return out, err
+		}
+		out[i] = newResponse(der, st, now, next)
+	}
+	return out, nil
+}
+
+// sign signs st under every CertID hash, caches the responses and persists them.
+func (p *Presigner) sign(j job) error {
+	is := p.signing(j.issuerID)
+	if is == nil {
+		return fmt.Errorf("unknown issuer %q", j.issuerID)
+	}
+	resps, err := p.signAll(is, j.st)
+	if err != nil {
+		return err
 	}
 	stored := storedSerial{issuerID: j.issuerID, serial: j.st.Serial}
 	for i, h := range CertIDHashes {
-		der, err := is.builder.sign(j.st, h, now, now, next)
-		if err != nil {
+		if err := p.cache.Put(j.issuerID, h, j.st.Serial, resps[i]); err != nil {
 			return err
 		}
-		r := newResponse(der, j.st, now, next)
-		if err := p.cache.Put(j.issuerID, h, j.st.Serial, r); err != nil {
-			return err
-		}
-		stored.resps[i] = r
+		stored.resps[i] = resps[i]
 	}
 	p.metrics.signed.WithLabelValues(j.why).Add(float64(len(CertIDHashes)))
 	if p.persist != nil {
@@ -519,23 +651,47 @@ const (
 // a page's responses one after another: many small transactions would write
 // the same pages over and over. A crash loses at most the window's responses,
 // which the restarted node signs again (reconcile finds them missing or stale).
-func (p *Presigner) writeStore() {
+func (p *Presigner) writeStore(stop <-chan struct{}) {
 	batch := make([]storedSerial, 0, persistBatch)
 	window := time.NewTimer(persistWindow)
 	window.Stop()
-	for r := range p.persist {
+	stopping := false // once stop is closed, what is queued is written, then the writer ends
+	for {
+		var r storedSerial
+		if stopping {
+			select {
+			case r = <-p.persist:
+			default:
+				return
+			}
+		} else {
+			select {
+			case r = <-p.persist:
+			case <-stop:
+				stopping = true
+				continue
+			}
+		}
 		batch = append(batch[:0], r)
 		window.Reset(persistWindow)
 	more:
 		for len(batch) < cap(batch) {
-			select {
-			case r, ok := <-p.persist:
-				if !ok {
+			if stopping {
+				select {
+				case r := <-p.persist:
+					batch = append(batch, r)
+					continue
+				default:
 					break more
 				}
+			}
+			select {
+			case r := <-p.persist:
 				batch = append(batch, r)
 			case <-window.C:
 				break more
+			case <-stop:
+				stopping = true
 			}
 		}
 		window.Stop()

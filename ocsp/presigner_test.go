@@ -1,10 +1,13 @@
 package ocsp
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
+	"io"
 	"math/big"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -23,12 +26,24 @@ type stateSource struct {
 	mu      sync.Mutex
 	issuer  Issuer
 	entries map[string]CertStatus
+	// hidden: the issuer is not listed (no responder certificate for this
+	// node yet).
+	hidden bool
 }
 
 func (s *stateSource) Issuers(context.Context) ([]Issuer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.hidden {
+		return nil, nil
+	}
 	return []Issuer{s.issuer}, nil
+}
+
+func (s *stateSource) hide(h bool) {
+	s.mu.Lock()
+	s.hidden = h
+	s.mu.Unlock()
 }
 
 func (s *stateSource) Statuses(_ context.Context, _ string, fn func(CertStatus) error) error {
@@ -120,7 +135,7 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	changes := make(chan Change, 1)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, changes) }()
-	waitFor(t, "the cache to fill", 20*time.Second, func() bool { return cache.Len() == 100 })
+	waitFor(t, "the cache to fill", 20*time.Second, func() bool { return cache.Len() == 50*len(CertIDHashes) })
 
 	// Every response verifies under the delegated responder chain and says good.
 	pki := getPKI(t)
@@ -174,8 +189,8 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p2.Close()
-	if cache2.Len() != 100 {
-		t.Fatalf("after restart the cache holds %d responses before Run, want 100", cache2.Len())
+	if cache2.Len() != 50*len(CertIDHashes) {
+		t.Fatalf("after restart the cache holds %d responses before Run, want %d", cache2.Len(), 50*len(CertIDHashes))
 	}
 	if r := cache2.Get("ca1", crypto.SHA256, serial); r == nil || r.Reason != xocsp.CessationOfOperation {
 		t.Fatalf("restarted cache lost the revocation: %+v", r)
@@ -206,7 +221,7 @@ func TestPresignerRefreshAndClamp(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, nil) }()
-	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 10 })
+	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 5*len(CertIDHashes) })
 
 	// The responder certificate ends in 7 days, so 4-day responses are not clamped;
 	// their nextUpdate is thisUpdate + 4 days.
@@ -226,8 +241,8 @@ func TestPresignerRefreshAndClamp(t *testing.T) {
 		})
 		return ok
 	})
-	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != 10 {
-		t.Errorf("refresh signed %v responses, want 10", v)
+	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != float64(5*len(CertIDHashes)) {
+		t.Errorf("refresh signed %v responses, want %d", v, 5*len(CertIDHashes))
 	}
 	// Six days in, the responder certificate (7 days) caps nextUpdate.
 	clockMu.Lock()
@@ -314,4 +329,202 @@ func TestPresignerSignsTheLatestStatus(t *testing.T) {
 			t.Fatalf("%v: %+v; want revoked keyCompromise", h, r)
 		}
 	}
+}
+
+// gatedKey signs only while its gate is open: a stand-in for a busy HSM, so a
+// test can look at the pre-signer while responses are queued but not signed.
+// The signing itself is the real SoftHSM key's.
+type gatedKey struct {
+	crypto.Signer
+	mu   sync.RWMutex
+	open bool
+	cond *sync.Cond
+}
+
+func newGatedKey(k crypto.Signer) *gatedKey {
+	g := &gatedKey{Signer: k, open: true}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *gatedKey) set(open bool) {
+	g.mu.Lock()
+	g.open = open
+	g.mu.Unlock()
+	g.cond.Broadcast()
+}
+
+func (g *gatedKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	g.mu.Lock()
+	for !g.open {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
+	return g.Signer.Sign(r, digest, opts)
+}
+
+// TestPresignerHealthReconciled: Health says reconciled only once what a
+// reconcile found missing is signed, not when it has been queued — at the
+// start, and again when a resync (a CA's responder certificate arriving)
+// finds certificates the cache lacks. Readiness of the OCSP listener rests on
+// it: a node ready while it answers unauthorized for a certificate its state
+// holds would be taken into a load balancer too soon.
+func TestPresignerHealthReconciled(t *testing.T) {
+	soft := responderKey(t)
+	key := newGatedKey(soft)
+	src := newSource(t, soft, 40)
+	cache := NewCache()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	key.set(false)
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, nil) }()
+	time.Sleep(300 * time.Millisecond) // the reconcile queues its 40 serials at once
+	if h := p.Health(); h.Reconciled {
+		t.Fatalf("reconciled with %d of %d responses signed", cache.Len(), 40*len(CertIDHashes))
+	}
+	key.set(true)
+	waitFor(t, "reconciled", 20*time.Second, func() bool { return p.Health().Reconciled })
+	if n := cache.Len(); n != 40*len(CertIDHashes) {
+		t.Fatalf("reconciled with %d responses cached, want %d", n, 40*len(CertIDHashes))
+	}
+	cancel()
+	<-done
+
+	// A resync that finds new serials: not reconciled until they are signed.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan Change, 1)
+	go func() { done <- p.Run(ctx, changes) }()
+	waitFor(t, "reconciled after the restart", 20*time.Second, func() bool { return p.Health().Reconciled })
+	key.set(false)
+	for i := range 10 {
+		src.set(CertStatus{Serial: big.NewInt(int64(0x20000 + i)).Bytes(), Status: Good, Reason: -1})
+	}
+	changes <- Change{Resync: true}
+	waitFor(t, "a resync to be seen as under way", 10*time.Second, func() bool { return !p.Health().Reconciled })
+	key.set(true)
+	waitFor(t, "reconciled after the resync", 20*time.Second, func() bool { return p.Health().Reconciled })
+	if n := cache.Len(); n != 50*len(CertIDHashes) {
+		t.Fatalf("reconciled with %d responses cached, want %d", n, 50*len(CertIDHashes))
+	}
+	cancel()
+	<-done
+}
+
+// TestPresignerIssuerArrives: changes that come while this node has no
+// responder certificate from their CA cannot be signed and are dropped; when
+// a change finds the responder certificate in (its own issuance is one), every
+// certificate of the CA is signed, not only that change's serials. Before,
+// the dropped ones stayed unauthorized until a restart (an edge that joined
+// under load).
+func TestPresignerIssuerArrives(t *testing.T) {
+	key := responderKey(t)
+	src := newSource(t, key, 0)
+	src.hide(true)
+	cache := NewCache()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan Change)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, changes) }()
+	var early [][]byte
+	for i := range 20 {
+		st := CertStatus{Serial: big.NewInt(int64(0x30000 + i)).Bytes(), Status: Good, Reason: -1}
+		src.set(st)
+		early = append(early, st.Serial)
+		changes <- Change{IssuerID: "ca1", Serials: [][]byte{st.Serial}}
+	}
+	if n := cache.Len(); n != 0 {
+		t.Fatalf("%d responses signed without a responder certificate", n)
+	}
+	src.hide(false)
+	last := big.NewInt(0x31000).Bytes()
+	src.set(CertStatus{Serial: last, Status: Good, Reason: -1})
+	changes <- Change{IssuerID: "ca1", Serials: [][]byte{last}}
+	waitFor(t, "every certificate of the CA to be signed", 20*time.Second, func() bool { return cache.Len() == 21*len(CertIDHashes) })
+	for _, s := range early {
+		for _, h := range CertIDHashes {
+			if r := cache.Get("ca1", h, s); r == nil || r.Status != Good {
+				t.Fatalf("%x %v: %+v", s, h, r)
+			}
+		}
+	}
+	waitFor(t, "reconciled", 20*time.Second, func() bool { return p.Health().Reconciled })
+	cancel()
+	<-done
+}
+
+// TestStoppedRefresherNeverServesStale: responses valid for two seconds, and
+// a refresher that cannot sign (its rate allows one signature in 1000 s):
+// relying parties get each response only before its nextUpdate, then
+// tryLater, counted; the pre-signer's scan counts the stale responses, which
+// is what /readyz/ocsp reads to take the node out of a load balancer.
+func TestStoppedRefresherNeverServesStale(t *testing.T) {
+	key := responderKey(t)
+	src := newSource(t, key, 3)
+	cache := NewCache()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, Validity: 2 * time.Second, RefreshAfter: time.Second,
+		Rate: 0.001, ScanInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, nil) }() // the reconcile signs at once, outside the rate
+	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 3*len(CertIDHashes) })
+	reg := prometheus.NewRegistry()
+	r := NewResponder(cache, nil, reg)
+	url := serve(t, r)
+	pki := getPKI(t)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(0x10001), RawIssuer: pki.ca.RawSubject}
+	req, err := xocsp.CreateRequest(leaf, pki.ca, &xocsp.RequestOptions{Hash: crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := 0
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		asked := time.Now()
+		resp, err := http.Post(url+"/", "application/ocsp-request", bytes.NewReader(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if bytes.Equal(body, respTryLater) {
+			break
+		}
+		got, err := xocsp.ParseResponse(body, nil)
+		if err != nil {
+			t.Fatalf("neither a response nor tryLater: %v", err)
+		}
+		if !asked.Before(got.NextUpdate) {
+			t.Fatalf("served at %v a response whose nextUpdate is %v", asked, got.NextUpdate)
+		}
+		served++
+		if time.Now().After(deadline) {
+			t.Fatal("still served 10 s after a 2 s response was signed")
+		}
+	}
+	if served == 0 {
+		t.Fatal("the response was never served before its nextUpdate")
+	}
+	if v := counterValue(r.results.stale); v < 1 {
+		t.Errorf("stale counter %v after a tryLater", v)
+	}
+	waitFor(t, "the scan to count the stale responses", 5*time.Second, func() bool { return p.Health().Stale == 3*len(CertIDHashes) })
+	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != 0 {
+		t.Errorf("the stopped refresher signed %v responses", v)
+	}
+	cancel()
+	<-done
 }

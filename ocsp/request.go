@@ -142,7 +142,7 @@ func hashByOID(oid []byte) crypto.Hash {
 // decodeGETPath turns the path of an RFC 5019 GET (everything after the leading
 // slashes) into the DER request, appending to dst. It tolerates what real clients and
 // proxies send: percent-encoding (%2F, %2B, %3D), '+' turned into a space by form
-// decoding, doubled leading slashes (a base URL ending in '/'), missing padding and the
+// decoding (sent as ' ' or as %20), doubled leading slashes (a base URL ending in '/'), missing padding and the
 // URL-safe alphabet. Slashes inside the path are base64 and are kept: the caller must
 // pass the raw request URI, never a cleaned path.
 func decodeGETPath(dst, path []byte) ([]byte, error) {
@@ -157,6 +157,9 @@ func decodeGETPath(dst, path []byte) ([]byte, error) {
 	for i := 0; i < len(path); i++ {
 		c := path[i]
 		switch {
+		case c == '?' || c == '#':
+			i = len(path) // a query or fragment is not part of the request
+			continue
 		case c == '%':
 			if i+2 >= len(path) {
 				return dst, errMalformed
@@ -168,15 +171,15 @@ func decodeGETPath(dst, path []byte) ([]byte, error) {
 			}
 			c = hi<<4 | lo
 			i += 2
-		case c == ' ':
+		}
+		// After percent-decoding: a space is a '+' that form encoding turned
+		// into one, whether it came as ' ' or as %20; '-' and '_' are the
+		// URL-safe alphabet's '+' and '/'.
+		switch c {
+		case ' ', '-':
 			c = '+'
-		case c == '-':
-			c = '+'
-		case c == '_':
+		case '_':
 			c = '/'
-		case c == '?' || c == '#':
-			i = len(path) // a query or fragment is not part of the request
-			continue
 		}
 		if c == '=' {
 			continue // padding is recomputed: RawStdEncoding below

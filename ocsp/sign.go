@@ -52,6 +52,8 @@ var (
 	hashOIDs         = map[crypto.Hash]asn1.ObjectIdentifier{
 		crypto.SHA1:   {1, 3, 14, 3, 2, 26},
 		crypto.SHA256: {2, 16, 840, 1, 101, 3, 4, 2, 1},
+		crypto.SHA384: {2, 16, 840, 1, 101, 3, 4, 2, 2},
+		crypto.SHA512: {2, 16, 840, 1, 101, 3, 4, 2, 3},
 	}
 )
 
@@ -150,7 +152,7 @@ func (b *builder) sign(st CertStatus, hash crypto.Hash, producedAt, thisUpdate, 
 	if !ok {
 		return nil, fmt.Errorf("ocsp: CertID hash %v is not supported", hash)
 	}
-	var buf [512]byte
+	var buf [640]byte
 	tbs, err := b.appendTBS(buf[:0], issuerID, st, producedAt, thisUpdate, nextUpdate)
 	if err != nil {
 		return nil, err

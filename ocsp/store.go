@@ -24,6 +24,9 @@ import (
 //	thisUpdate(8) nextUpdate(8) status(1) reason(1, 0xff for none) revokedAt(8)
 //	certs(8, zero for none), then per hash of CertIDHashes: length(2) body
 //
+// A value written when fewer hashes were signed (SHA-1 and SHA-256 only, before
+// SHA-384 and SHA-512 were added) holds the first ones: they load and serve at
+// once, and the pre-signer's reconcile signs the serial again with all of them.
 // A body is the response's BasicOCSPResponse content without its certs field
 // (or, with no certs id, the whole response): a response is stored without the
 // ~600 bytes of responder certificate every one of them repeats and rebuilt byte
@@ -250,6 +253,9 @@ func (s *store) load(c *Cache) (int, error) {
 					return nil
 				}
 				for i, r := range resps {
+					if r == nil {
+						continue // stored before this variant was signed: reconcile signs it
+					}
 					t := &e.tables[i]
 					sh := &t.shards[shardOf(k)]
 					sh.mu.Lock()
@@ -291,6 +297,9 @@ func decodeValue(v []byte, certs map[[certsIDLen]byte][]byte) ([len(CertIDHashes
 	next := time.Unix(int64(binary.BigEndian.Uint64(v[8:])), 0).UTC()
 	rest := v[valueHeader:]
 	for i := range out {
+		if i > 0 && len(rest) == 0 {
+			break // a value stored when fewer variants were signed: the first ones
+		}
 		if len(rest) < 2 || len(rest) < 2+int(binary.BigEndian.Uint16(rest)) {
 			return out, false
 		}

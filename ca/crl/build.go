@@ -30,19 +30,43 @@ func Shard(serial *big.Int, n int) int {
 	return int(new(big.Int).Mod(serial, big.NewInt(int64(n))).Int64())
 }
 
-// Full marks a build of the full CRL rather than of one shard.
-const Full = -1
+// Full marks a build of the full CRL rather than of one shard; Delta a delta CRL
+// of the full CRL (RFC 5280 §5.2.4): what changed since a full CRL, its base.
+// The full CRL and its deltas share one sequence of CRL numbers (§5.2.3).
+const (
+	Full  = -1
+	Delta = -2
+)
+
+// ReasonRemoveFromCRL is the reason a delta CRL gives a serial its base lists
+// that is no longer revoked (a hold released).
+const ReasonRemoveFromCRL = 8
 
 // Spec says which CRL to build.
 type Spec struct {
-	Shard      int    // a shard number, or Full
-	URL        string // the shard's distribution point URL (the IDP); empty for Full
+	Shard      int    // a shard number, Full or Delta
+	URL        string // the shard's distribution point URL (the IDP); empty for Full and Delta
 	Number     *big.Int
 	ThisUpdate time.Time
 	NextUpdate time.Time
+	// Base is a delta CRL's base: the number of the full CRL it completes
+	// (its delta CRL indicator). Delta only.
+	Base *big.Int
+	// Freshest is where the deltas of a full CRL are (its freshest CRL
+	// extension, which tells relying parties, and OpenSSL, to look for one).
+	// Full only; optional.
+	Freshest string
 }
 
-var oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+var (
+	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidFreshestCRL              = asn1.ObjectIdentifier{2, 5, 29, 46}
+)
+
+// errSpec: Build was given a spec or entries that make no valid CRL (a
+// caller's error; the message says which).
+var errSpec = errors.New("crl: CRL refused")
 
 // Build signs the CRL spec describes over entries with key, as issuer. Entries
 // belonging to other shards are a caller's error: a shard CRL claims by its IDP to
@@ -50,10 +74,10 @@ var oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
 // but a sign the sharding is wrong, so it is refused.
 func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, entries []Entry) ([]byte, error) {
 	if spec.Number == nil || spec.Number.Sign() < 0 {
-		return nil, errors.New("crl: a CRL number is required")
+		return nil, fmt.Errorf("%w: a CRL number is required", errSpec)
 	}
 	if !spec.NextUpdate.After(spec.ThisUpdate) {
-		return nil, errors.New("crl: nextUpdate must be after thisUpdate")
+		return nil, fmt.Errorf("%w: nextUpdate must be after thisUpdate", errSpec)
 	}
 	tmpl := &x509.RevocationList{
 		Number:                    spec.Number,
@@ -61,17 +85,43 @@ func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, e
 		NextUpdate:                spec.NextUpdate,
 		RevokedCertificateEntries: make([]x509.RevocationListEntry, len(entries)),
 	}
+	switch {
+	case spec.Shard == Delta && (spec.Base == nil || spec.Base.Sign() <= 0 || spec.Base.Cmp(spec.Number) >= 0):
+		return nil, fmt.Errorf("%w: a delta CRL needs a base CRL number below its own", errSpec)
+	case spec.Shard != Delta && spec.Base != nil:
+		return nil, fmt.Errorf("%w: only a delta CRL has a base", errSpec)
+	case spec.Shard != Full && spec.Freshest != "":
+		return nil, fmt.Errorf("%w: only the full CRL points at its deltas", errSpec)
+	}
 	for i, e := range entries {
-		if spec.Shard != Full && Shard(e.Serial, shards) != spec.Shard {
-			return nil, fmt.Errorf("crl: serial %s belongs to shard %d, not %d", certserial.Format(e.Serial), Shard(e.Serial, shards), spec.Shard)
+		if e.Reason == ReasonRemoveFromCRL && spec.Shard != Delta {
+			return nil, fmt.Errorf("%w: serial %s: removeFromCRL belongs in a delta CRL only", errSpec, certserial.Format(e.Serial))
+		}
+		if spec.Shard >= 0 && Shard(e.Serial, shards) != spec.Shard {
+			return nil, fmt.Errorf("%w: serial %s belongs to shard %d, not %d", errSpec, certserial.Format(e.Serial), Shard(e.Serial, shards), spec.Shard)
 		}
 		tmpl.RevokedCertificateEntries[i] = x509.RevocationListEntry{
 			SerialNumber: e.Serial, RevocationTime: e.RevokedAt, ReasonCode: e.Reason,
 		}
 	}
-	if spec.Shard != Full {
+	switch spec.Shard {
+	case Delta:
+		base, err := asn1.Marshal(spec.Base)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: base}}
+	case Full:
+		if spec.Freshest != "" {
+			v, err := freshestCRL(spec.Freshest)
+			if err != nil {
+				return nil, err
+			}
+			tmpl.ExtraExtensions = []pkix.Extension{{Id: oidFreshestCRL, Value: v}}
+		}
+	default:
 		if spec.URL == "" {
-			return nil, errors.New("crl: a shard CRL needs its distribution point URL")
+			return nil, fmt.Errorf("%w: a shard CRL needs its distribution point URL", errSpec)
 		}
 		idp, err := issuingDistributionPoint(spec.URL)
 		if err != nil {
@@ -84,6 +134,30 @@ func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, e
 		return nil, fmt.Errorf("crl: sign shard %d number %s: %w", spec.Shard, spec.Number, err)
 	}
 	return der, nil
+}
+
+// freshestCRL encodes FreshestCRL ::= CRLDistributionPoints: SEQUENCE OF
+// DistributionPoint { distributionPoint [0] { fullName [0] { uniformResourceIdentifier
+// [6] url } } }.
+func freshestCRL(url string) ([]byte, error) {
+	uri := asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(url)}
+	fullName, err := asn1.Marshal(uri)
+	if err != nil {
+		return nil, err
+	}
+	dpName, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: fullName})
+	if err != nil {
+		return nil, err
+	}
+	dp, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: dpName})
+	if err != nil {
+		return nil, err
+	}
+	point, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: dp})
+	if err != nil {
+		return nil, err
+	}
+	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: point})
 }
 
 // issuingDistributionPoint encodes IssuingDistributionPoint { distributionPoint

@@ -3,6 +3,10 @@
 // CRL distribution point names its shard's URL, and each shard's CRL carries a
 // critical issuing distribution point with that same URL, so a relying party fetches a
 // small CRL that provably covers the certificate. A full CRL per CA certificate lists
-// every revocation. CRLs are signed by the CA key (on the leader), their numbers only
-// grow, and every CRL ever published is kept as evidence for long-term validation.
+// every revocation; it is large, so it follows changes at most hourly, and a delta
+// CRL of it (RFC 5280 §5.2.4, named by the full CRL's freshest CRL extension) follows
+// every change within seconds, as the shards do. CRLs are signed by the CA key (on
+// the leader), their numbers only grow (the full CRL and its deltas share one
+// sequence), and every CRL ever published is kept as evidence for long-term
+// validation.
 package crl

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,7 +22,9 @@ type CA struct {
 	ID     string
 	Cert   *x509.Certificate
 	Shards int
-	// URL gives a shard's distribution point URL (what its certificates' CRLDP says).
+	// URL gives a shard's distribution point URL (what its certificates' CRLDP
+	// says), and for Delta where the delta CRLs are (the full CRL's freshest
+	// CRL extension).
 	URL func(shard int) string
 }
 
@@ -51,7 +54,9 @@ type PublisherConfig struct {
 	// change (1s), so a burst of revocations makes one CRL, well within 5 s.
 	Delay time.Duration
 	// FullEvery is the least time between two full CRLs of a CA for changes (1h); the
-	// full CRL lists every revocation, so it is large and kept forever.
+	// full CRL lists every revocation, so it is large and kept forever. Between
+	// two, a delta CRL of the last full CRL follows every change within Delay,
+	// as the shards do.
 	FullEvery time.Duration
 	// Tick is how often the publisher looks at its work (250ms).
 	Tick   time.Duration
@@ -72,6 +77,21 @@ type Publisher struct {
 	mu        sync.Mutex
 	dirty     map[shardRef]time.Time // first pending change
 	wasLeader bool
+
+	// bases holds, per CA, the entries of the last full CRL this node
+	// published or read, which its deltas are made against.
+	bases map[string]*baseCRL
+}
+
+// baseCRL is a full CRL's entries, by serial.
+type baseCRL struct {
+	number  uint64
+	entries map[string]baseEntry
+}
+
+type baseEntry struct {
+	at     int64 // Unix seconds, as the CRL states it
+	reason int
 }
 
 type shardRef struct {
@@ -99,7 +119,7 @@ func NewPublisher(c *cluster.Cluster, src Source, cfg PublisherConfig) *Publishe
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Publisher{c: c, src: src, cfg: cfg, log: cfg.Logger, dirty: map[shardRef]time.Time{}}
+	return &Publisher{c: c, src: src, cfg: cfg, log: cfg.Logger, dirty: map[shardRef]time.Time{}, bases: map[string]*baseCRL{}}
 }
 
 // Run publishes until ctx ends.
@@ -150,6 +170,7 @@ func (p *Publisher) note(ctx context.Context, ch Change) {
 			mark(shardRef{ca.ID, Shard(s, ca.Shards)})
 		}
 		mark(shardRef{ca.ID, Full})
+		mark(shardRef{ca.ID, Delta})
 	}
 }
 
@@ -180,13 +201,22 @@ func (p *Publisher) tick(ctx context.Context) error {
 	}
 	now := p.cfg.Now()
 	for _, ca := range cas {
-		for shard := Full; shard < ca.Shards; shard++ {
+		// The full CRL first, then its delta (made against it), then the shards.
+		order := make([]int, 0, 2+ca.Shards)
+		order = append(order, Full, Delta)
+		for s := range ca.Shards {
+			order = append(order, s)
+		}
+		fullPublished := false
+		for _, shard := range order {
 			ref := shardRef{ca.ID, shard}
 			var latest Meta
 			var have bool
+			var number uint64
 			if err := p.c.View(func(tx *bbolt.Tx) error {
 				var err error
 				latest, have, err = Latest(tx, ca.ID, shard)
+				number = NextNumber(tx, ca.ID, shard)
 				return err
 			}); err != nil {
 				return err
@@ -196,15 +226,23 @@ func (p *Publisher) tick(ctx context.Context) error {
 			p.mu.Unlock()
 			stale := !have || now.After(latest.ThisUpdate.Add(p.cfg.Validity/2))
 			changed := pending && now.Sub(since) >= p.cfg.Delay
-			if shard == Full && changed && have && now.Sub(latest.ThisUpdate) < p.cfg.FullEvery {
-				changed = false // the full CRL follows changes at most every FullEvery
+			switch shard {
+			case Full:
+				if changed && have && now.Sub(latest.ThisUpdate) < p.cfg.FullEvery {
+					changed = false // the full CRL follows changes at most every FullEvery; its delta at once
+				}
+			case Delta:
+				// A new full CRL gets its delta at once (empty), so that the
+				// newest delta always completes the newest full CRL.
+				changed = changed || fullPublished
 			}
 			if !stale && !changed && !becameLeader {
 				continue
 			}
-			if err := p.publish(ctx, ca, shard, latest.Number+1, now); err != nil {
+			if err := p.publish(ctx, ca, shard, number, now); err != nil {
 				return fmt.Errorf("CA %s shard %d: %w", ca.ID, shard, err)
 			}
+			fullPublished = fullPublished || shard == Full
 			p.mu.Lock()
 			if t, ok := p.dirty[ref]; ok && !t.After(since) {
 				delete(p.dirty, ref)
@@ -222,7 +260,7 @@ func (p *Publisher) tick(ctx context.Context) error {
 func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64, now time.Time) error {
 	var entries []Entry
 	err := p.src.Revoked(ctx, ca.ID, func(e Entry) error {
-		if shard == Full || Shard(e.Serial, ca.Shards) == shard {
+		if shard < 0 || Shard(e.Serial, ca.Shards) == shard {
 			entries = append(entries, e)
 		}
 		return nil
@@ -230,14 +268,27 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	if err != nil {
 		return err
 	}
+	spec := Spec{Shard: shard, Number: new(big.Int).SetUint64(number), ThisUpdate: now.UTC().Truncate(time.Second)}
+	spec.NextUpdate = spec.ThisUpdate.Add(p.cfg.Validity)
+	switch shard {
+	case Full:
+		spec.Freshest = ca.URL(Delta)
+	case Delta:
+		base, err := p.base(ca.ID)
+		if err != nil {
+			return err
+		}
+		if base == nil {
+			return nil // no full CRL yet: it comes first, then its delta
+		}
+		spec.Base = new(big.Int).SetUint64(base.number)
+		entries = base.delta(entries)
+	default:
+		spec.URL = ca.URL(shard)
+	}
 	key, err := p.src.Signer(ctx, ca.ID)
 	if err != nil {
 		return err
-	}
-	spec := Spec{Shard: shard, Number: new(big.Int).SetUint64(number), ThisUpdate: now.UTC().Truncate(time.Second)}
-	spec.NextUpdate = spec.ThisUpdate.Add(p.cfg.Validity)
-	if shard != Full {
-		spec.URL = ca.URL(shard)
 	}
 	der, err := Build(ca.Cert, key, spec, ca.Shards, entries)
 	if err != nil {
@@ -247,7 +298,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	parts := (len(der) + PartSize - 1) / PartSize
 	for i := range parts {
 		chunk := der[i*PartSize : min(len(der), (i+1)*PartSize)]
-		cmd, err := cluster.NewCommand(TypePart, 1, partBody{CA: ca.ID, Shard: shard, Number: number, Part: i, Data: chunk})
+		cmd, err := cluster.NewCommand(TypePart, commandVersion(shard), partBody{CA: ca.ID, Shard: shard, Number: number, Part: i, Data: chunk})
 		if err != nil {
 			return err
 		}
@@ -255,7 +306,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 			return fmt.Errorf("part %d of %d: %w", i, parts, err)
 		}
 	}
-	cmd, err := cluster.NewCommand(TypePublish, 1, Meta{
+	cmd, err := cluster.NewCommand(TypePublish, commandVersion(shard), Meta{
 		CA: ca.ID, Shard: shard, Number: number, ThisUpdate: spec.ThisUpdate, NextUpdate: spec.NextUpdate,
 		SHA256: sum[:], Parts: parts, Entries: len(entries),
 	})
@@ -265,6 +316,96 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	if _, err := p.c.Submit(ctx, cmd); err != nil {
 		return err
 	}
+	if shard == Full {
+		p.mu.Lock()
+		p.bases[ca.ID] = newBase(number, entries)
+		p.mu.Unlock()
+	}
 	p.log.Info("crl: published", "ca", ca.ID, "shard", shard, "number", number, "entries", len(entries), "bytes", len(der))
 	return nil
+}
+
+func newBase(number uint64, entries []Entry) *baseCRL {
+	b := &baseCRL{number: number, entries: make(map[string]baseEntry, len(entries))}
+	for _, e := range entries {
+		b.entries[string(e.Serial.Bytes())] = baseEntry{at: e.RevokedAt.Unix(), reason: e.Reason}
+	}
+	return b
+}
+
+// base returns the entries of the CA's newest full CRL, from memory if this
+// node published it, else read from the state; nil if there is none.
+func (p *Publisher) base(caID string) (*baseCRL, error) {
+	var m Meta
+	var have bool
+	var der []byte
+	p.mu.Lock()
+	cached := p.bases[caID]
+	p.mu.Unlock()
+	err := p.c.View(func(tx *bbolt.Tx) error {
+		var err error
+		if m, have, err = Latest(tx, caID, Full); err != nil || !have {
+			return err
+		}
+		if cached != nil && cached.number == m.Number {
+			return nil
+		}
+		der, err = DER(tx, m)
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case !have:
+		return nil, nil
+	case der == nil:
+		return cached, nil
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("crl: full CRL %d of %s: %w", m.Number, caID, err)
+	}
+	entries := make([]Entry, len(rl.RevokedCertificateEntries))
+	for i, e := range rl.RevokedCertificateEntries {
+		entries[i] = Entry{Serial: e.SerialNumber, RevokedAt: e.RevocationTime, Reason: e.ReasonCode}
+	}
+	b := newBase(m.Number, entries)
+	p.mu.Lock()
+	p.bases[caID] = b
+	p.mu.Unlock()
+	return b, nil
+}
+
+// delta lists what a delta CRL says against the base, given every entry
+// revoked now: those the base lacks or states otherwise (a hold that became
+// a revocation), and removeFromCRL for those the base lists that are no
+// longer revoked (a hold released).
+func (b *baseCRL) delta(now []Entry) []Entry {
+	var out []Entry
+	inBase := 0
+	for _, e := range now {
+		was, ok := b.entries[string(e.Serial.Bytes())]
+		if ok {
+			inBase++
+			if was.at == e.RevokedAt.Unix() && was.reason == e.Reason {
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	if inBase == len(b.entries) { // nothing the base lists was released
+		slices.SortFunc(out, func(x, y Entry) int { return x.Serial.Cmp(y.Serial) })
+		return out
+	}
+	revoked := make(map[string]bool, len(now))
+	for _, e := range now {
+		revoked[string(e.Serial.Bytes())] = true
+	}
+	for k, was := range b.entries {
+		if !revoked[k] {
+			out = append(out, Entry{Serial: new(big.Int).SetBytes([]byte(k)), RevokedAt: time.Unix(was.at, 0).UTC(), Reason: ReasonRemoveFromCRL})
+		}
+	}
+	slices.SortFunc(out, func(x, y Entry) int { return x.Serial.Cmp(y.Serial) })
+	return out
 }

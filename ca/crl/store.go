@@ -27,7 +27,7 @@ import (
 //	<ca-id> / <shard key> / "parts" / number(8)part(4) -> bytes
 //
 // and bucket "crl-staging": <ca-id> \x00 <shard key> \x00 number(8) part(4) -> bytes.
-// The shard key is the shard number in decimal, or "full".
+// The shard key is the shard number in decimal, "full" or "delta".
 var (
 	bucketCRL     = []byte("crl")
 	bucketStaging = []byte("crl-staging")
@@ -74,8 +74,11 @@ var (
 )
 
 func shardKey(shard int) []byte {
-	if shard == Full {
+	switch shard {
+	case Full:
 		return []byte("full")
+	case Delta:
+		return []byte("delta")
 	}
 	return fmt.Appendf(nil, "%d", shard)
 }
@@ -89,6 +92,25 @@ func stagingPrefix(ca string, shard int, number uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, number)
 }
 
+// commandVersion is the version of crl.part and crl.publish for a shard:
+// delta CRLs came at version 2, so that a replica of a release before them
+// stops at one (the upgrade order makes sure none is left) rather than refuse
+// it while the others keep it.
+func commandVersion(shard int) uint {
+	if shard == Delta {
+		return 2
+	}
+	return 1
+}
+
+// lowestShard is the lowest shard a command version may name.
+func lowestShard(version uint) int {
+	if version >= 2 {
+		return Delta
+	}
+	return Full
+}
+
 // Handlers are the state machine handlers of published CRLs; the node passes them to
 // cluster.Open.
 func Handlers() []cluster.Handler { return []cluster.Handler{partHandler{}, publishHandler{}} }
@@ -96,17 +118,17 @@ func Handlers() []cluster.Handler { return []cluster.Handler{partHandler{}, publ
 type partHandler struct{}
 
 func (partHandler) Type() string      { return TypePart }
-func (partHandler) Versions() []uint  { return []uint{1} }
+func (partHandler) Versions() []uint  { return []uint{1, 2} }
 func (partHandler) Buckets() [][]byte { return [][]byte{bucketStaging} }
 func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var b partBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if b.CA == "" || b.Shard < Full || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
+	if b.CA == "" || b.Shard < lowestShard(e.Command.Version) || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
 		return nil, cluster.Refuse(errors.New("crl: malformed part"))
 	}
-	if latest := latestNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
+	if latest := scopeNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
 		return nil, cluster.Refuse(ErrNumberNotGreater)
 	}
 	k := binary.BigEndian.AppendUint32(stagingPrefix(b.CA, b.Shard, b.Number), uint32(b.Part))
@@ -116,17 +138,17 @@ func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 type publishHandler struct{}
 
 func (publishHandler) Type() string      { return TypePublish }
-func (publishHandler) Versions() []uint  { return []uint{1} }
+func (publishHandler) Versions() []uint  { return []uint{1, 2} }
 func (publishHandler) Buckets() [][]byte { return [][]byte{bucketCRL} }
 func (publishHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var m Meta
 	if err := e.Command.Decode(&m); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if m.CA == "" || m.Shard < Full || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
+	if m.CA == "" || m.Shard < lowestShard(e.Command.Version) || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
 		return nil, cluster.Refuse(errors.New("crl: malformed publish"))
 	}
-	if m.Number <= latestNumber(tx, m.CA, m.Shard) {
+	if m.Number <= scopeNumber(tx, m.CA, m.Shard) {
 		return nil, cluster.Refuse(ErrNumberNotGreater)
 	}
 	staging := tx.Bucket(bucketStaging)
@@ -212,6 +234,22 @@ func latestNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(v)
+}
+
+// scopeNumber is the newest number of the CRLs of shard's scope: a shard's
+// own, or for the full CRL and its deltas the newest of either (they share
+// one sequence, RFC 5280 §5.2.3).
+func scopeNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
+	if shard == Full || shard == Delta {
+		return max(latestNumber(tx, ca, Full), latestNumber(tx, ca, Delta))
+	}
+	return latestNumber(tx, ca, shard)
+}
+
+// NextNumber is the number the next CRL of the CA's shard takes: above every
+// one of its scope published.
+func NextNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
+	return scopeNumber(tx, ca, shard) + 1
 }
 
 // Latest returns the meta of the newest CRL published for the CA's shard.

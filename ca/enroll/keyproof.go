@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"math/big"
@@ -40,16 +39,16 @@ import (
 var (
 	// ErrKeyProofMissing: the request carries no key proof. Without the derived
 	// key there is no re-bind; a holder who lost it enrols anew.
-	ErrKeyProofMissing = errors.New("enroll: the re-bind carries no signature by the derived certificate's key")
+	ErrKeyProofMissing = sentinel("the re-bind carries no signature by the derived certificate's key")
 	// ErrKeyProofInvalid: the key proof is not a well-formed JWS with the claims
 	// above, or its times are wrong.
-	ErrKeyProofInvalid = errors.New("enroll: the key proof is not valid")
+	ErrKeyProofInvalid = sentinel("the key proof is not valid")
 	// ErrKeyMismatch: the key proof's signature does not verify with the derived
 	// certificate's key (another certificate's key signed it).
-	ErrKeyMismatch = errors.New("enroll: the key proof is not signed by the derived certificate's key")
+	ErrKeyMismatch = sentinel("the key proof is not signed by the derived certificate's key")
 	// ErrKeyProofReplayed: the key proof verifies, but binds another nonce,
 	// certificate or card: a signature made for another request, replayed.
-	ErrKeyProofReplayed = errors.New("enroll: the key proof was made for another request")
+	ErrKeyProofReplayed = sentinel("the key proof was made for another request")
 )
 
 // keyProofClaims are a key proof's payload.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/inkan-pki/inkan/enrollapi"
@@ -18,19 +17,19 @@ import (
 // problem type. Their messages, and the details wrapped around them, never carry
 // personal data.
 var (
-	ErrRequestInvalid    = errors.New("enroll: request malformed")
-	ErrBodyTooLarge      = errors.New("enroll: request body too large")
-	ErrProofInvalid      = errors.New("enroll: proof invalid")
-	ErrAudienceMismatch  = errors.New("enroll: proof made for another endpoint")
-	ErrNonceUnknown      = errors.New("enroll: nonce unknown or expired")
-	ErrNonceReplayed     = errors.New("enroll: nonce already used")
-	ErrCSRInvalid        = errors.New("enroll: CSR invalid")
-	ErrCSRMismatch       = errors.New("enroll: CSR is not the one the proof names")
-	ErrKeyTypeNotAllowed = errors.New("enroll: key type not allowed by the profile")
-	ErrPolicyDenied      = errors.New("enroll: denied by policy")
-	ErrPersonLimit       = errors.New("enroll: the person holds as many certificates as the profile allows")
-	ErrRateLimited       = errors.New("enroll: rate limited")
-	ErrUnavailable       = errors.New("enroll: service unavailable")
+	ErrRequestInvalid    = sentinel("request malformed")
+	ErrBodyTooLarge      = sentinel("request body too large")
+	ErrProofInvalid      = sentinel("proof invalid")
+	ErrAudienceMismatch  = sentinel("proof made for another endpoint")
+	ErrNonceUnknown      = sentinel("nonce unknown or expired")
+	ErrNonceReplayed     = sentinel("nonce already used")
+	ErrCSRInvalid        = sentinel("CSR invalid")
+	ErrCSRMismatch       = sentinel("CSR is not the one the proof names")
+	ErrKeyTypeNotAllowed = sentinel("key type not allowed by the profile")
+	ErrPolicyDenied      = sentinel("denied by policy")
+	ErrPersonLimit       = sentinel("the person holds as many certificates as the profile allows")
+	ErrRateLimited       = sentinel("rate limited")
+	ErrUnavailable       = sentinel("service unavailable")
 )
 
 // A refusal is one of the API's errors with its detail: its sentinel says
@@ -215,11 +214,14 @@ func problemDetail(p problemType, err error) string {
 	case probIssuanceFailure, probUnavailable:
 		return p.title
 	}
-	// The pipeline's own errors are a sentinel, whose words without the package
-	// prefix are the detail, or a refusal, which has one.
+	// The pipeline's own errors are a sentinel, which carries its detail, or a
+	// refusal, which has one.
 	for _, s := range sentinels {
 		if err == s {
-			return strings.TrimPrefix(s.Error(), "enroll: ")
+			if d, ok := s.(*detailed); ok {
+				return d.detail
+			}
+			return s.Error()
 		}
 	}
 	var r *refusal
@@ -231,6 +233,14 @@ func problemDetail(p problemType, err error) string {
 	}
 	return p.title
 }
+
+// detailed is a sentinel of the pipeline: what it says, without the package's
+// name, is the problem's detail.
+type detailed struct{ detail string }
+
+func (e *detailed) Error() string { return "enroll: " + e.detail }
+
+func sentinel(detail string) error { return &detailed{detail} }
 
 var sentinels = []error{
 	ErrRequestInvalid, ErrBodyTooLarge, ErrProofInvalid, ErrAudienceMismatch, ErrNonceUnknown,

@@ -25,11 +25,11 @@ import (
 
 // Errors of re-binding, each its own problem type.
 var (
-	ErrSerialMismatch     = errors.New("enroll: the proof names another certificate")
-	ErrRebindNotFound     = errors.New("enroll: no derived certificate with that serial")
-	ErrRebindNotSame      = errors.New("enroll: the new JPKI certificate is not the same person's")
-	ErrRebindNotPossible  = errors.New("enroll: the certificate cannot be re-bound")
-	ErrRebindSameJPKICert = errors.New("enroll: the certificate is bound to this JPKI certificate already")
+	ErrSerialMismatch     = sentinel("the proof names another certificate")
+	ErrRebindNotFound     = sentinel("no derived certificate with that serial")
+	ErrRebindNotSame      = sentinel("the new JPKI certificate is not the same person's")
+	ErrRebindNotPossible  = sentinel("the certificate cannot be re-bound")
+	ErrRebindSameJPKICert = sentinel("the certificate is bound to this JPKI certificate already")
 	// ErrRebindHeldByOperator: the certificate is on hold by an operator (e.g. on a
 	// report of misuse), not by the linkage job across a move; a re-bind does not
 	// lift it, only an operator does. It is a case of ErrRebindNotPossible with a

@@ -66,7 +66,8 @@ they are printed as problem+json on stdout.`,
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long (a write waits for a leader until then)")
 	cmd.AddCommand(newAdminClusterCmd(f), newAdminCACmd(f), newAdminCertCmd(f), newAdminPolicyCmd(f),
-		newAdminInitCmd(f), newAdminOperatorCmd(f), newAdminApprovalsCmd(f), newAdminRulesCmd(f), newAdminBackupCmd(f), newAdminRestoreCmd(f), newAdminOCSPCmd(f))
+		newAdminInitCmd(f), newAdminOperatorCmd(f), newAdminApprovalsCmd(f), newAdminRulesCmd(f), newAdminBackupCmd(f), newAdminRestoreCmd(f), newAdminOCSPCmd(f),
+		newAdminTSACmd(f))
 	return cmd
 }
 

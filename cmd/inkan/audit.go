@@ -110,18 +110,25 @@ func newAuditExportCmd() *cobra.Command {
 }
 
 func newAuditProveCmd() *cobra.Command {
-	var key, serial string
+	var key, serial, token string
 	cmd := &cobra.Command{
-		Use:     "prove --serial S DIR",
-		Example: `  inkan audit prove --serial 0cfa635b2942ab980ce6eb8382fe0503 export/`,
-		Short:   "Show a certificate's issuance and revocation leaves and prove them under the newest checkpoint",
-		Args:    cobra.ExactArgs(1),
+		Use: "prove (--serial S | --token FILE) DIR",
+		Example: `  inkan audit prove --serial 0cfa635b2942ab980ce6eb8382fe0503 export/
+  openssl ts -reply -in reply.tsr -token_out -out token.der && inkan audit prove --token token.der export/`,
+		Short: "Show a certificate's issuance and revocation leaves, or the leaf that logs a time-stamp token, and prove them under the newest checkpoint",
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case (serial == "") == (token == ""):
+				return fmt.Errorf("give either --serial or --token")
+			case token != "":
+				return audit.ProveTokenDir(cmd.OutOrStdout(), key, args[0], token)
+			}
 			return audit.ProveDir(cmd.OutOrStdout(), key, args[0], serial)
 		},
 	}
 	cmd.Flags().StringVar(&serial, "serial", "", "the certificate's serial, as enroll or openssl prints it (colons and 0x allowed)")
+	cmd.Flags().StringVar(&token, "token", "", "a time-stamp token (DER, as openssl ts -reply -token_out writes it) or the TimeStampResp holding it")
 	cmd.Flags().StringVar(&key, "key", "", "the audit public key (PEM) to trust, instead of the export's own")
-	_ = cmd.MarkFlagRequired("serial")
 	return cmd
 }

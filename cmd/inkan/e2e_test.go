@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -207,16 +208,18 @@ func (p *proc) addConfig(t *testing.T, sections, ocspPublic string) {
 
 var ocspStatusLine = regexp.MustCompile(`: (good|revoked|unknown)\b`)
 
+// certIDHashes are the CertID hashes openssl ocsp is asked to use (its
+// -<digest> option); inkan answers each.
+var certIDHashes = []string{"sha1", "sha256", "sha384", "sha512"}
+
 // ocspAsk asks p's OCSP listener about e with `openssl ocsp`: by POST (what
-// openssl sends), or by GET with the request openssl made; with a SHA-1 or a
-// SHA-256 CertID. It checks the responder's chain (-CAfile: the delegated
-// responder certificate must chain to the CA) and returns the status line.
-func ocspAsk(t *testing.T, p *proc, e *enrolled, get, sha256 bool) (string, error) {
+// openssl sends), or by GET with the request openssl made; with a CertID
+// under hash (sha1, sha256, sha384, sha512). It checks the responder's chain
+// (-CAfile: the delegated responder certificate must chain to the CA) and
+// returns the status line.
+func ocspAsk(t *testing.T, p *proc, e *enrolled, get bool, hash string) (string, error) {
 	t.Helper()
-	args := []string{"ocsp", "-issuer", e.ca}
-	if sha256 {
-		args = append(args, "-sha256")
-	}
+	args := []string{"ocsp", "-issuer", e.ca, "-" + hash}
 	args = append(args, "-cert", e.leaf, "-CAfile", e.ca, "-no_nonce")
 	if get {
 		dir := t.TempDir()
@@ -266,7 +269,7 @@ func waitOCSP(t *testing.T, nodes []*proc, e *enrolled, want string, limit time.
 	var slowest time.Duration
 	for _, p := range nodes {
 		for {
-			got, err := ocspAsk(t, p, e, false, false)
+			got, err := ocspAsk(t, p, e, false, "sha1")
 			if err == nil && got == want {
 				break
 			}
@@ -313,6 +316,45 @@ func waitCRL(t *testing.T, nodes []*proc, e *enrolled, limit time.Duration) time
 	return slowest
 }
 
+// waitDelta fetches p's full CRL of e's CA and its delta until openssl
+// verify, with both and -extended_crl -use_deltas, says e is revoked (the
+// full CRL follows changes hourly; its delta within seconds).
+func waitDelta(t *testing.T, p *proc, e *enrolled, limit time.Duration) time.Duration {
+	t.Helper()
+	dp, err := url.Parse(e.cert.CRLDistributionPoints[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	caDir := "http://" + p.ocspAddr + dp.Path[:strings.LastIndexByte(dp.Path, '/')+1]
+	start := time.Now()
+	dir := t.TempDir()
+	crls := filepath.Join(dir, "crls.pem")
+	for {
+		var pems []byte
+		for _, name := range []string{"full.crl", "delta.crl"} {
+			r, err := http.Get(caDir + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			der, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			if r.StatusCode != 200 {
+				t.Fatalf("%s: GET %s%s: %s", p.name, caDir, name, r.Status)
+			}
+			pems = append(pems, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})...)
+		}
+		write(t, crls, string(pems))
+		out, _ := exec.Command("openssl", "verify", "-crl_check", "-extended_crl", "-use_deltas", "-CAfile", e.ca, "-CRLfile", crls, e.leaf).CombinedOutput()
+		if bytes.Contains(out, []byte("certificate revoked")) {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s: openssl verify with the full CRL and its delta, after %s:\n%s", p.name, limit, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func crlLists(t *testing.T, p *proc, path string, e *enrolled) (bool, string) {
 	r, err := http.Get("http://" + p.ocspAddr + path)
 	if err != nil {
@@ -347,13 +389,16 @@ func crlLists(t *testing.T, p *proc, path string, e *enrolled) (bool, string) {
 
 // TestEndToEnd drives the appliance the way its users do, as processes over
 // real sockets, with openssl as the relying party: a 3-voter cluster and a
-// nonvoting OCSP edge; three simulated cards enroll (through different nodes)
-// and their chains verify; every node answers OCSP (GET and POST, SHA-1 and
-// SHA-256 CertIDs) with a responder chain that verifies; a revocation reaches
-// every node's OCSP and CRLs; the leader is killed, enrollment goes on and the
-// survivors answer throughout; the killed node restarts and catches up; the
-// audit log exports, verifies, proves every certificate, and holds none of the
-// holders' personal data.
+// nonvoting OCSP edge; three simulated cards enroll (through different nodes),
+// their chains verify, and the node that returned each answers good at once;
+// every node answers OCSP (GET and POST, SHA-1, SHA-256, SHA-384 and SHA-512
+// CertIDs) with a responder chain that verifies; a relying party's nginx lets
+// a certificate log in (its pseudonym in a header) until it is revoked; a
+// revocation is answered by the node that took it when the command returns,
+// and reaches every node's OCSP and CRLs; the leader is killed, enrollment goes
+// on and the survivors answer throughout; the killed node restarts and catches
+// up; the audit log exports, verifies, proves every certificate, and holds none
+// of the holders' personal data.
 func TestEndToEnd(t *testing.T) {
 	begin := time.Now()
 	lab := newCardLab(t)
@@ -391,39 +436,81 @@ func TestEndToEnd(t *testing.T) {
 		if got, _ := os.ReadFile(e.ca); strings.TrimSpace(string(got)) != strings.TrimSpace(ca.Certificate) {
 			t.Fatalf("the chain ends in\n%s\nnot the CA made by ca init:\n%s", got, ca.Certificate)
 		}
+		// The node that returned the certificate answers good for it at once.
+		if got, err := ocspAsk(t, voters[i], e, false, "sha1"); err != nil || got != "good" {
+			t.Fatalf("%s right after it returned %s: %q, %v; want good", voters[i].name, e.serial, got, err)
+		}
 		if out, err := exec.Command("openssl", "verify", "-x509_strict", "-CAfile", e.ca, e.leaf).CombinedOutput(); err != nil {
 			t.Fatalf("openssl verify: %v: %s", err, out)
 		}
 		certs = append(certs, e)
 	}
 
-	// Every node, the edge too, answers good: POST and GET, SHA-1 and SHA-256.
+	// Every node, the edge too, answers good: POST and GET, every CertID hash.
 	for _, e := range certs {
 		waitOCSP(t, nodes, e, "good", 20*time.Second)
 	}
 	for _, p := range nodes {
 		for _, get := range []bool{false, true} {
-			for _, sha256 := range []bool{false, true} {
-				if got, err := ocspAsk(t, p, certs[0], get, sha256); err != nil || got != "good" {
-					t.Fatalf("%s (GET %v, SHA-256 %v): %q, %v", p.name, get, sha256, got, err)
+			for _, h := range certIDHashes {
+				if got, err := ocspAsk(t, p, certs[0], get, h); err != nil || got != "good" {
+					t.Fatalf("%s (GET %v, %s CertID): %q, %v", p.name, get, h, got, err)
 				}
 			}
 		}
 	}
 
-	// Revoke through a follower's admin socket; OCSP everywhere, then the CRLs.
+	// A relying party's nginx, asking the edge's responder: the certificate
+	// logs in, and its pseudonym reaches the application.
 	victim := certs[1]
+	rp := startRelyingParty(t, victim.ca, "http://"+edge.ocspAddr+"/")
+	code, pseudonym, body := rp.login(t, victim.leaf, victim.key)
+	if code != 200 || pseudonym == "" || pseudonym != victim.cert.Subject.CommonName {
+		t.Fatalf("login with %s: %d, pseudonym %q (want %q): %s\nnginx:\n%s", victim.serial, code, pseudonym, victim.cert.Subject.CommonName, body, rp.errorLog())
+	}
+	goRP := startGoRelyingParty(t, victim.ca, "http://"+edge.ocspAddr+"/")
+	if code, p, err := goRP.login(t, victim.leaf, victim.key); err != nil || code != 200 || p != pseudonym {
+		t.Fatalf("Go relying party: login with %s: %d %q %v", victim.serial, code, p, err)
+	}
+	t.Logf("relying parties (nginx, Go): %s logged in as %s", victim.serial, pseudonym)
+
+	// Revoke through a follower's admin socket: that node answers revoked when
+	// the command returns; then OCSP everywhere, then the CRLs.
 	nodes[1].admin(t, "cert", "revoke", victim.serial, "--reason", "keyCompromise", "--yes")
+	if got, err := ocspAsk(t, nodes[1], victim, false, "sha1"); err != nil || got != "revoked" {
+		t.Fatalf("%s right after its revoke returned: %q, %v; want revoked", nodes[1].name, got, err)
+	}
 	ocspLag := waitOCSP(t, nodes, victim, "revoked", 10*time.Second)
 	crlLag := waitCRL(t, nodes, victim, 20*time.Second)
-	t.Logf("revocation: every node's OCSP said revoked %s after the revoke command returned, every node's CRL listed it %s after (each including the openssl runs)",
-		ocspLag.Round(time.Millisecond), crlLag.Round(time.Millisecond))
+	deltaLag := waitDelta(t, edge, victim, 10*time.Second)
+	t.Logf("revocation: every node's OCSP said revoked %s after the revoke command returned, every node's CRL listed it %s after, the edge's full CRL and its delta %s after (each including the openssl runs)",
+		ocspLag.Round(time.Millisecond), crlLag.Round(time.Millisecond), deltaLag.Round(time.Millisecond))
 	for _, p := range nodes {
 		out, err := exec.Command("openssl", "ocsp", "-issuer", victim.ca, "-cert", victim.leaf, "-CAfile", victim.ca, "-no_nonce",
 			"-url", "http://"+p.ocspAddr+"/").CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte("Reason: keyCompromise")) {
 			t.Fatalf("%s: revocation reason: %v: %s", p.name, err, out)
 		}
+	}
+	// The relying party refuses the revoked certificate (its responder, the
+	// edge, says revoked: waitOCSP above).
+	if code, pseudonym, body := rp.login(t, victim.leaf, victim.key); code == 200 || pseudonym != "" {
+		t.Fatalf("login with the revoked %s: %d, pseudonym %q: %s", victim.serial, code, pseudonym, body)
+	} else if !strings.Contains(rp.errorLog(), "certificate revoked") {
+		t.Fatalf("nginx refused the revoked certificate (%d) for another reason:\n%s", code, rp.errorLog())
+	}
+	if code, _, err := goRP.login(t, victim.leaf, victim.key); err == nil {
+		t.Fatalf("Go relying party: login with the revoked %s: %d", victim.serial, code)
+	}
+	if err := <-goRP.refusals; !errors.Is(err, errNotGood) {
+		t.Fatalf("Go relying party refused the revoked certificate for another reason: %v", err)
+	}
+	// Another certificate still logs in.
+	if code, pseudonym, _ := rp.login(t, certs[0].leaf, certs[0].key); code != 200 || pseudonym != certs[0].cert.Subject.CommonName {
+		t.Fatalf("login with %s after another was revoked: %d %q", certs[0].serial, code, pseudonym)
+	}
+	if code, p, err := goRP.login(t, certs[0].leaf, certs[0].key); err != nil || code != 200 || p != certs[0].cert.Subject.CommonName {
+		t.Fatalf("Go relying party: login with %s after another was revoked: %d %q %v", certs[0].serial, code, p, err)
 	}
 
 	// Kill the leader. Enrollment resumes through a survivor; every survivor
@@ -448,7 +535,7 @@ func TestEndToEnd(t *testing.T) {
 			if e == victim {
 				want = "revoked"
 			}
-			if got, err := ocspAsk(t, p, e, false, true); err != nil || got != want {
+			if got, err := ocspAsk(t, p, e, false, "sha256"); err != nil || got != want {
 				t.Fatalf("%s right after the leader died: %q, %v; want %s", p.name, got, err, want)
 			}
 		}

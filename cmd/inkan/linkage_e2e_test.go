@@ -792,16 +792,15 @@ func profileLimited(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "enrolments per")
 }
 
-// enrollmentLeaves reads an export's leaves.txt and returns the serials of the
-// leaves of type typ by actor.
-func enrollmentLeaves(t *testing.T, exp, typ, actor string) map[string]bool {
+// exportedLeaves reads an export's leaves.txt: every leaf, in order.
+func exportedLeaves(t *testing.T, exp string) []audit.Leaf {
 	t.Helper()
 	f, err := os.Open(filepath.Join(exp, "leaves.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	out := map[string]bool{}
+	var out []audit.Leaf
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 4<<20)
 	for sc.Scan() {
@@ -817,12 +816,22 @@ func enrollmentLeaves(t *testing.T, exp, typ, actor string) map[string]bool {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Type == typ && l.Actor == actor {
-			out[l.Serial] = true
-		}
+		out = append(out, l)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// enrollmentLeaves returns the serials of an export's leaves of type typ by actor.
+func enrollmentLeaves(t *testing.T, exp, typ, actor string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, l := range exportedLeaves(t, exp) {
+		if l.Type == typ && l.Actor == actor {
+			out[l.Serial] = true
+		}
 	}
 	return out
 }

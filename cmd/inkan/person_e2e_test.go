@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
-
-	"github.com/inkan-pki/inkan/audit"
 )
 
 // The person model at the appliance level (issue 16): two people who share a name
@@ -150,27 +147,8 @@ func readEnrolled(t *testing.T, chainFile, keyFile string) *enrolled {
 // record each migrated certificate was given, by serial.
 func migratedPersons(t *testing.T, exp string) map[string]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(exp, "leaves.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 4<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) != 3 {
-			t.Fatalf("leaves.txt line: %q", sc.Text())
-		}
-		data, err := base64.StdEncoding.DecodeString(fields[2])
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := audit.ParseLeaf(data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, l := range exportedLeaves(t, exp) {
 		if l.Type != "cert.person.migrated" {
 			continue
 		}
@@ -183,9 +161,6 @@ func migratedPersons(t *testing.T, exp string) map[string]string {
 			t.Fatalf("migration leaf %+v", d)
 		}
 		out[l.Serial] = hex.EncodeToString(person)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

@@ -12,3 +12,9 @@ for n in "${NODES[@]}"; do
 	fi
 	echo
 done
+echo "== front"
+if front_running; then
+	echo "nginx (pid $(cat "$(front)/nginx.pid")) on http://127.0.0.1:$front_port/ before every node's OCSP listener"
+else
+	echo "not running"
+fi

@@ -4,7 +4,10 @@
 # keys each made in its HSM (inkan join-keys; the CA key reaches them wrapped for
 # that transport key, HSM to HSM), edge1 joins as a non-voting OCSP/CRL edge. Every
 # node trusts the J-LIS stand-in in DIR/jlis (its CRL file). Nodes that already have
-# state are restarted from it (no token needed).
+# state are restarted from it (no token needed). An nginx front on 127.0.0.1:7500
+# (Debian's nginx-light) passes OCSP and CRL requests to whichever node answers;
+# certificates name it, so a relying party that follows a certificate's OCSP or CRL
+# address is answered while any node runs.
 #   deploy/cluster/up.sh [BIN] [DIR]     (defaults: bin/inkan, ./.inkan-cluster)
 here=$(dirname "$0")
 . "$here/common.sh"
@@ -47,8 +50,9 @@ api:
   listen: 127.0.0.1:$(port "$n" 1)
 ocsp:
   listen: 127.0.0.1:$(port "$n" 2)
-  # Written into every certificate: the same on every node.
-  public_url: http://127.0.0.1:$(port node1 2)/
+  # Written into every certificate, the same on every node: the front before
+  # all of them (in production a VIP, a DNS name over every node, a CDN).
+  public_url: http://127.0.0.1:$front_port/
 metrics:
   listen: 127.0.0.1:$(port "$n" 3)
 hsm:
@@ -94,6 +98,48 @@ wait_ready() { # wait_ready NODE: until its /readyz would say 200
 	exit 1
 }
 
+start_front() { # the nginx front before every node's OCSP listener
+	local f ng; f=$(front)
+	ng=$(nginx_bin) || { echo "up.sh: nginx is needed for the OCSP/CRL front on :$front_port; run deploy/install-deps.sh" >&2; exit 1; }
+	mkdir -p "$f/logs"
+	if [ ! -f "$f/nginx.conf" ]; then
+		local servers="" n
+		for n in "${NODES[@]}"; do
+			servers+="		server 127.0.0.1:$(port "$n" 2) max_fails=1 fail_timeout=2s;
+"
+		done
+		cat >"$f/nginx.conf" <<NGINX
+# The local cluster's OCSP/CRL front: what certificates name. It holds nothing of
+# its own; each request goes to a node, and to the next one if that node is down.
+worker_processes 1;
+pid $f/nginx.pid;
+error_log $f/logs/error.log warn;
+events { worker_connections 256; }
+http {
+	access_log $f/logs/access.log;
+	upstream inkan_ocsp {
+$servers		keepalive 16;
+	}
+	server {
+		listen 127.0.0.1:$front_port;
+		location / {
+			proxy_pass http://inkan_ocsp;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_connect_timeout 1s;
+			# OCSP over POST is safe to send again: it changes nothing.
+			proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
+			proxy_max_temp_file_size 0; # large CRLs stream; nothing is written to disk
+		}
+	}
+}
+NGINX
+	fi
+	if front_running; then echo "front already running (pid $(cat "$f/nginx.pid"))"; return; fi
+	"$ng" -p "$f" -c "$f/nginx.conf" -e "$f/logs/error.log"
+	echo "front ready: OCSP and CRLs on http://127.0.0.1:$front_port/ (nginx, pid $(cat "$f/nginx.pid")) before every node"
+}
+
 # The J-LIS stand-in every node trusts (jpki-sim revoke writes its CRL file).
 [ -f "$dir/jlis/root.pem" ] || "$bin" jpki-sim --dir "$dir/jlis" init >/dev/null
 
@@ -128,6 +174,7 @@ done
 # The stand-in J-LIS's cards carry the JPKI test policy, which the shipped
 # profiles refuse: accept it, as a lab does (a no-op once done).
 "$here/../accept-test-cards.sh" "$bin" "$(home node1)/node.yaml" "$dir"
+start_front
 admin node1 ca cert >"$dir/ca.pem"
 echo "CA certificate: $dir/ca.pem"
 echo

@@ -7,7 +7,7 @@
 #   deploy/test/readme.sh [--keep]   (--keep leaves the copy and its cluster)
 . "$(dirname "$0")/lib.sh"
 keep=${1:-}
-need_free 7511 7512 7521 7531 7541 7542
+need_free 7500 7511 7512 7521 7531 7541 7542
 work=$(mktemp -d /tmp/inkan-readme.XXXXXX)
 cleanup() {
 	[ -x "$work/deploy/cluster/down.sh" ] && [ -x "$work/bin/inkan" ] &&

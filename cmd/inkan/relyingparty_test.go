@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	xocsp "golang.org/x/crypto/ocsp"
+)
+
+// relyingParty is Debian's nginx as a relying party's TLS front: a client
+// certificate is required and verified against the inkan CA, its status is
+// asked of inkan's OCSP responder at every handshake (ssl_ocsp, no cache),
+// and the pseudonym the certificate carries (its subject's commonName) is
+// handed on in a header, which is what the relying party keys its accounts on.
+// It is the configuration docs/relying-parties.md shows.
+type relyingParty struct {
+	addr, dir, serverCA string
+	cmd                 *exec.Cmd
+}
+
+// nginxBinary finds Debian's nginx (in /usr/sbin, which a non-root PATH may
+// lack); "" if it is not installed.
+func nginxBinary() string {
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx"
+	}
+	return ""
+}
+
+// relyingPartyConf is the nginx configuration (the http part is what a
+// relying party writes; the rest keeps the test's nginx in its directory).
+const relyingPartyConf = `daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events { worker_connections 64; }
+http {
+	access_log {dir}/access.log;
+	client_body_temp_path {dir}/tmp;
+	proxy_temp_path {dir}/tmp;
+	fastcgi_temp_path {dir}/tmp;
+	uwsgi_temp_path {dir}/tmp;
+	scgi_temp_path {dir}/tmp;
+
+	# The pseudonym is the authentication certificate's subject commonName.
+	map $ssl_client_s_dn $inkan_pseudonym {
+		default "";
+		"~(^|,)CN=(?<cn>[^,]+)" $cn;
+	}
+	server {
+		listen {addr} ssl;
+		ssl_certificate {dir}/server.pem;
+		ssl_certificate_key {dir}/server.key;
+
+		ssl_client_certificate {ca};   # the inkan CA certificate
+		ssl_verify_client on;          # no certificate, no login
+		ssl_verify_depth 2;
+		ssl_ocsp on;                   # ask OCSP at every handshake
+		ssl_ocsp_responder {ocsp};     # inkan's responder (else the certificate's AIA)
+
+		location / {
+			# An application behind would get: proxy_set_header X-Inkan-Pseudonym $inkan_pseudonym;
+			add_header X-Inkan-Pseudonym $inkan_pseudonym always;
+			return 200 "welcome, $inkan_pseudonym\n";
+		}
+	}
+}
+`
+
+// startRelyingParty starts nginx trusting caFile and asking ocspURL; it skips
+// the test if nginx is not installed.
+func startRelyingParty(t *testing.T, caFile, ocspURL string) *relyingParty {
+	t.Helper()
+	bin := nginxBinary()
+	if bin == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("nginx is required in CI (deploy/install-deps.sh installs nginx-light)")
+		}
+		t.Skip("nginx not installed: deploy/install-deps.sh installs nginx-light")
+	}
+	rp := &relyingParty{addr: freeAddrs(t, 1)[0], dir: t.TempDir()}
+	if err := os.Mkdir(filepath.Join(rp.dir, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rp.serverCA = rp.serverCert(t)
+	conf := strings.NewReplacer("{dir}", rp.dir, "{addr}", rp.addr, "{ca}", caFile, "{ocsp}", ocspURL).Replace(relyingPartyConf)
+	write(t, filepath.Join(rp.dir, "nginx.conf"), conf)
+	rp.cmd = exec.Command(bin, "-p", rp.dir, "-c", filepath.Join(rp.dir, "nginx.conf"), "-e", filepath.Join(rp.dir, "error.log"))
+	out, err := os.Create(filepath.Join(rp.dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	rp.cmd.Stdout, rp.cmd.Stderr = out, out
+	if err := rp.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = rp.cmd.Process.Kill()
+		_ = rp.cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", rp.addr); err == nil {
+			c.Close()
+			return rp
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(rp.dir, "error.log"))
+			se, _ := os.ReadFile(filepath.Join(rp.dir, "stderr"))
+			t.Fatalf("nginx does not listen on %s:\n%s\n%s", rp.addr, se, log)
+		}
+	}
+}
+
+// serverCert makes the relying party's own TLS certificate (self-signed, for
+// 127.0.0.1) and returns the file curl trusts it from.
+func (rp *relyingParty) serverCert(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relying party"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := filepath.Join(rp.dir, "server.pem")
+	write(t, cert, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	write(t, filepath.Join(rp.dir, "server.key"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})))
+	return cert
+}
+
+// login is a subscriber's client logging in with curl --cert: it returns the
+// HTTP status, the pseudonym header nginx set and the body.
+func (rp *relyingParty) login(t *testing.T, certFile, keyFile string) (int, string, string) {
+	t.Helper()
+	headers, body := filepath.Join(t.TempDir(), "headers"), filepath.Join(t.TempDir(), "body")
+	out, err := exec.Command("curl", "-sS", "--max-time", "20", "--cacert", rp.serverCA, "--cert", certFile, "--key", keyFile,
+		"-D", headers, "-o", body, "-w", "%{http_code}", "https://"+rp.addr+"/").CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(rp.dir, "error.log"))
+		t.Fatalf("curl: %v: %s\nnginx:\n%s", err, out, log)
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("curl printed %q", out)
+	}
+	h, _ := os.ReadFile(headers)
+	b, _ := os.ReadFile(body)
+	pseudonym := ""
+	for _, line := range strings.Split(string(h), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && strings.EqualFold(k, "X-Inkan-Pseudonym") {
+			pseudonym = strings.TrimSpace(v)
+		}
+	}
+	return code, pseudonym, string(b)
+}
+
+// errorLog is the end of nginx's error log, which says why it refused a client
+// certificate (for a failing test's message).
+func (rp *relyingParty) errorLog() string {
+	b, _ := os.ReadFile(filepath.Join(rp.dir, "error.log"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-8):], "\n")
+}
+
+// errNotGood is what verifyOCSP returns for a certificate OCSP does not say
+// good for.
+var errNotGood = errors.New("relying party: the client certificate's status is not good")
+
+// verifyOCSP is a Go relying party's tls.Config.VerifyConnection: once
+// crypto/tls has verified the client's chain to the inkan CA (issuer), it asks
+// inkan's responder about the client certificate, checks that the response is
+// signed by the CA or by a responder certificate the CA issued (x/crypto/ocsp
+// does), is current, and says good. It is what docs/relying-parties.md shows.
+func verifyOCSP(issuer *x509.Certificate, responder string, client *http.Client) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+			return errors.New("relying party: no verified client certificate")
+		}
+		leaf := cs.VerifiedChains[0][0]
+		req, err := xocsp.CreateRequest(leaf, issuer, &xocsp.RequestOptions{Hash: crypto.SHA256})
+		if err != nil {
+			return err
+		}
+		resp, err := client.Post(responder, "application/ocsp-request", bytes.NewReader(req))
+		if err != nil {
+			return fmt.Errorf("relying party: OCSP: %w", err)
+		}
+		defer resp.Body.Close()
+		der, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if err != nil {
+			return fmt.Errorf("relying party: OCSP: %w", err)
+		}
+		r, err := xocsp.ParseResponseForCert(der, leaf, issuer) // checks the signature and the responder's certificate
+		if err != nil {
+			return fmt.Errorf("relying party: OCSP: %w", err)
+		}
+		if now := time.Now(); now.Before(r.ThisUpdate.Add(-5*time.Minute)) || !now.Before(r.NextUpdate) {
+			return fmt.Errorf("relying party: OCSP response not current (%s to %s)", r.ThisUpdate, r.NextUpdate)
+		}
+		if r.Status != xocsp.Good {
+			return fmt.Errorf("%w: serial %x, OCSP status %d", errNotGood, leaf.SerialNumber, r.Status)
+		}
+		return nil
+	}
+}
+
+// goRelyingParty is the same login as nginx's, in Go: an HTTPS server that
+// requires a client certificate from the inkan CA, checks it with verifyOCSP
+// and answers with the pseudonym. refusals receives what VerifyConnection
+// returned for a refused handshake.
+type goRelyingParty struct {
+	url      string
+	serverCA *x509.CertPool
+	refusals chan error
+}
+
+func startGoRelyingParty(t *testing.T, caFile, responder string) *goRelyingParty {
+	t.Helper()
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(caPEM)
+	if block == nil {
+		t.Fatalf("%s holds no certificate", caFile)
+	}
+	issuer, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(issuer)
+	rp := &goRelyingParty{refusals: make(chan error, 16)}
+	verify := verifyOCSP(issuer, responder, &http.Client{Timeout: 5 * time.Second})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Accounts are keyed on the pseudonym, never on the serial (a new
+		// certificate of the same person keeps it).
+		pseudonym := r.TLS.PeerCertificates[0].Subject.CommonName
+		w.Header().Set("X-Inkan-Pseudonym", pseudonym)
+		fmt.Fprintf(w, "welcome, %s\n", pseudonym)
+	}))
+	srv.TLS = &tls.Config{
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  clientCAs,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			err := verify(cs)
+			if err != nil {
+				select {
+				case rp.refusals <- err:
+				default:
+				}
+			}
+			return err
+		},
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the test's
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	rp.url = srv.URL
+	rp.serverCA = x509.NewCertPool()
+	rp.serverCA.AddCert(srv.Certificate())
+	return rp
+}
+
+// login logs in with the subscriber's certificate and key files: the status
+// and the pseudonym header, or the client's error when the handshake fails.
+func (rp *goRelyingParty) login(t *testing.T, certFile, keyFile string) (int, string, error) {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: rp.serverCA, Certificates: []tls.Certificate{pair}},
+	}}
+	resp, err := c.Get(rp.url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("X-Inkan-Pseudonym"), nil
+}
