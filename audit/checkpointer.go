@@ -87,15 +87,13 @@ func (s *Service) logIn(tx *bbolt.Tx) (*Log, error) {
 
 // Handlers are the handlers of CmdKey and CmdCheckpoint (cluster.Config.Handlers).
 func (s *Service) Handlers() []cluster.Handler {
-	return []cluster.Handler{keyHandler{}, checkpointHandler{s}}
+	return []cluster.Handler{
+		cluster.NewHandler(CmdKey, []uint{1}, [][]byte{bucketMeta}, applyKey),
+		cluster.NewHandler(CmdCheckpoint, []uint{1}, [][]byte{bucketSerials}, s.applyCheckpoint),
+	}
 }
 
-type keyHandler struct{}
-
-func (keyHandler) Type() string      { return CmdKey }
-func (keyHandler) Versions() []uint  { return []uint{1} }
-func (keyHandler) Buckets() [][]byte { return [][]byte{bucketMeta} }
-func (keyHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+func applyKey(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	pub, err := decodeKeyCommand(e.Command)
 	if err != nil {
 		return nil, cluster.Refuse(fmt.Errorf("audit key: %w", err))
@@ -116,19 +114,14 @@ func (keyHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 
 // errKeyRecorded refuses a second CmdKey of the same key, so that it writes no
 // second leaf; the submitter treats it as success.
-var errKeyRecorded = errors.New("audit: this audit key is recorded already")
+var errKeyRecorded = cluster.NewRefusal("audit.key-recorded", "audit: this audit key is recorded already")
 
 // errCheckpointExists refuses a checkpoint of a size that has one
 // (ErrCheckpointExists): a cluster.Refusal, so that the leader that submitted
 // it knows it by its code, from a request record too.
 var errCheckpointExists = cluster.NewRefusal("audit.checkpoint-exists", "audit: checkpoint refused")
 
-type checkpointHandler struct{ s *Service }
-
-func (checkpointHandler) Type() string      { return CmdCheckpoint }
-func (checkpointHandler) Versions() []uint  { return []uint{1} }
-func (checkpointHandler) Buckets() [][]byte { return [][]byte{bucketSerials} }
-func (h checkpointHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+func (s *Service) applyCheckpoint(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var cc checkpointCommand
 	if err := e.Command.Decode(&cc); err != nil {
 		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: %w", err))
@@ -137,15 +130,15 @@ func (h checkpointHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) 
 	if err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	l, err := h.s.logIn(tx)
+	l, err := s.logIn(tx)
 	if errors.Is(err, ErrNoKey) {
 		return nil, cluster.Refuse(err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if c.Origin != h.s.origin {
-		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: origin %q, this log is %q", c.Origin, h.s.origin))
+	if c.Origin != s.origin {
+		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: origin %q, this log is %q", c.Origin, s.origin))
 	}
 	size, err := l.Size(tx)
 	if err != nil {

@@ -68,26 +68,15 @@ type (
 	}
 )
 
-// handler is one of the TSA's command types.
-type handler struct {
-	typ     string
-	apply   func(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
-	buckets [][]byte
-}
-
-func (h handler) Type() string                                        { return h.typ }
-func (h handler) Versions() []uint                                    { return []uint{1} }
-func (h handler) Buckets() [][]byte                                   { return h.buckets }
-func (h handler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) { return h.apply(tx, e) }
-
 // Handlers returns the cluster handlers of the TSA's commands. Register them
 // on every node, with ca.Handlers (a certificate's install reads the CA's
 // record of it).
 func Handlers() []cluster.Handler {
+	v1 := []uint{1}
 	return []cluster.Handler{
-		handler{CommandKeyCreate, applyKeyCreate, [][]byte{bucketKeys, bucketCerts, bucketCounts}},
-		handler{CommandCertInstall, applyCertInstall, nil},
-		handler{CommandTokens, applyTokens, nil},
+		cluster.NewHandler(CommandKeyCreate, v1, [][]byte{bucketKeys, bucketCerts, bucketCounts}, applyKeyCreate),
+		cluster.NewHandler(CommandCertInstall, v1, nil, applyCertInstall),
+		cluster.NewHandler(CommandTokens, v1, nil, applyTokens),
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -69,8 +68,9 @@ type partBody struct {
 
 // Errors a submitter sees as refusals.
 var (
-	ErrNumberNotGreater = errors.New("crl: CRL number not greater than the last published")
-	ErrPartsMissing     = errors.New("crl: parts missing or not matching the hash")
+	ErrNumberNotGreater = cluster.NewRefusal("crl.number-not-greater", "crl: CRL number not greater than the last published")
+	ErrPartsMissing     = cluster.NewRefusal("crl.parts-missing", "crl: parts missing or not matching the hash")
+	errMalformed        = cluster.NewRefusal("crl.malformed", "crl: malformed command")
 )
 
 func shardKey(shard int) []byte {
@@ -113,20 +113,20 @@ func lowestShard(version uint) int {
 
 // Handlers are the state machine handlers of published CRLs; the node passes them to
 // cluster.Open.
-func Handlers() []cluster.Handler { return []cluster.Handler{partHandler{}, publishHandler{}} }
+func Handlers() []cluster.Handler {
+	return []cluster.Handler{
+		cluster.NewHandler(TypePart, []uint{1, 2}, [][]byte{bucketStaging}, applyPart),
+		cluster.NewHandler(TypePublish, []uint{1, 2}, [][]byte{bucketCRL}, applyPublish),
+	}
+}
 
-type partHandler struct{}
-
-func (partHandler) Type() string      { return TypePart }
-func (partHandler) Versions() []uint  { return []uint{1, 2} }
-func (partHandler) Buckets() [][]byte { return [][]byte{bucketStaging} }
-func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+func applyPart(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var b partBody
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
 	if b.CA == "" || b.Shard < lowestShard(e.Command.Version) || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
-		return nil, cluster.Refuse(errors.New("crl: malformed part"))
+		return nil, cluster.Refuse(fmt.Errorf("%w: part", errMalformed))
 	}
 	if latest := scopeNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
 		return nil, cluster.Refuse(ErrNumberNotGreater)
@@ -135,18 +135,13 @@ func (partHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return nil, tx.Bucket(bucketStaging).Put(k, b.Data)
 }
 
-type publishHandler struct{}
-
-func (publishHandler) Type() string      { return TypePublish }
-func (publishHandler) Versions() []uint  { return []uint{1, 2} }
-func (publishHandler) Buckets() [][]byte { return [][]byte{bucketCRL} }
-func (publishHandler) Apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+func applyPublish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var m Meta
 	if err := e.Command.Decode(&m); err != nil {
 		return nil, cluster.Refuse(err)
 	}
 	if m.CA == "" || m.Shard < lowestShard(e.Command.Version) || m.Parts < 1 || len(m.SHA256) != sha256.Size || m.Number == 0 {
-		return nil, cluster.Refuse(errors.New("crl: malformed publish"))
+		return nil, cluster.Refuse(fmt.Errorf("%w: publish", errMalformed))
 	}
 	if m.Number <= scopeNumber(tx, m.CA, m.Shard) {
 		return nil, cluster.Refuse(ErrNumberNotGreater)
