@@ -59,106 +59,49 @@ type tsaNode struct {
 
 type testCluster struct {
 	t     testing.TB
+	g     *clustertest.Group
 	nodes []*tsaNode
 	dir   string // for files the openssl commands use
 }
 
-// newTSACluster starts voters nodes (real Raft over mTLS, real SoftHSM), each
-// with a TSA of accuracy acc.
+// newTSACluster starts voters nodes (real Raft over mTLS, real SoftHSM, the
+// one multi-node harness clustertest.Voters), each with the issuing authority
+// and a TSA of accuracy acc behind an HTTP server of /tsa.
 func newTSACluster(t testing.TB, voters int, acc time.Duration) *testCluster {
 	t.Helper()
-	ctx := ctxT(t, 90*time.Second)
 	tc := &testCluster{t: t, dir: t.TempDir()}
-	for i := range voters {
-		tk := softhsm.NewToken(t)
-		hcfg := tk.Config()
-		hcfg.Sessions, hcfg.Logger = 8, quietLogger()
-		keys, err := hsm.Open(ctx, hcfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { keys.Close() })
-		cfg := cluster.Config{
-			DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", KeyVault: cluster.NewHSMVault(keys),
-			Handlers: append(ca.Handlers(), Handlers()...), Logger: quietLogger(),
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond, RequestTimeout: 10 * time.Second,
-		}
-		if i == 0 {
-			cfg.Bootstrap = true
-		} else {
-			jt := clustertest.JoinToken(t, tc.nodes[0].c, cfg, cluster.Voter)
-			cfg.Join = &cluster.Join{Addr: tc.nodes[0].c.Addr(), Token: jt}
-		}
-		c, err := cluster.Open(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := &tsaNode{tok: tk, keys: keys, c: c}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = c.Shutdown(ctx)
-		})
-		n.auth, err = ca.New(ca.Config{Cluster: c, Keys: keys, KeyMode: ca.PerNodeHSM, CRLShards: 2, Logger: quietLogger(),
-			URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://ocsp.inkan.test/crl/", CAIssuers: "http://ocsp.inkan.test/ca/"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(n.auth.Close)
-		n.svc, err = New(Config{Cluster: c, Keys: keys, KeyMode: ca.PerNodeHSM, Authority: n.auth, Policy: testPolicy,
-			Accuracy: acc, Logger: quietLogger(), Clock: func() time.Time { return time.Now().Add(time.Duration(n.skew.Load())) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.svc.Start()
-		t.Cleanup(n.svc.Close)
-		srv := httptest.NewServer(n.svc)
-		t.Cleanup(srv.Close)
-		n.url = srv.URL + Path
-		tc.nodes = append(tc.nodes, n)
-		if i == 0 {
-			if err := c.Barrier(ctx); err != nil {
+	tc.nodes = make([]*tsaNode, voters)
+	tc.g = clustertest.Voters(t, voters, clustertest.Options{
+		Config: cluster.Config{Handlers: append(ca.Handlers(), Handlers()...), Logger: quietLogger(), LeaderLeaseTimeout: 100 * time.Millisecond},
+		Open: func(m *clustertest.Member) {
+			n := &tsaNode{tok: m.Token, keys: m.Keys, c: m.Cluster}
+			var err error
+			n.auth, err = ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, CRLShards: 2, Logger: quietLogger(),
+				URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://ocsp.inkan.test/crl/", CAIssuers: "http://ocsp.inkan.test/ca/"}})
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-	}
+			t.Cleanup(n.auth.Close)
+			n.svc, err = New(Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, Authority: n.auth, Policy: testPolicy,
+				Accuracy: acc, Logger: quietLogger(), Clock: func() time.Time { return time.Now().Add(time.Duration(n.skew.Load())) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.svc.Start()
+			t.Cleanup(n.svc.Close)
+			srv := httptest.NewServer(n.svc)
+			t.Cleanup(srv.Close)
+			n.url = srv.URL + Path
+			tc.nodes[m.Index] = n
+		},
+	})
 	return tc
 }
 
 // leader waits until the nodes agree on a leader and returns it.
-func (tc *testCluster) leader() *tsaNode {
-	tc.t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		id, _ := tc.nodes[0].c.Leader()
-		agree := id != ""
-		var leader *tsaNode
-		for _, n := range tc.nodes {
-			if l, _ := n.c.Leader(); l != id {
-				agree = false
-			}
-			if n.c.ID() == id {
-				leader = n
-			}
-		}
-		if agree && leader != nil {
-			return leader
-		}
-	}
-	tc.t.Fatal("no leader")
-	return nil
-}
+func (tc *testCluster) leader() *tsaNode { return tc.nodes[tc.g.Leader().Index] }
 
-func (tc *testCluster) follower() *tsaNode {
-	l := tc.leader()
-	for _, n := range tc.nodes {
-		if n != l {
-			return n
-		}
-	}
-	tc.t.Fatal("no follower")
-	return nil
-}
+func (tc *testCluster) follower() *tsaNode { return tc.nodes[tc.g.Follower().Index] }
 
 // setup makes a self-signed CA and a TSA key of type kt with its certificate,
 // writes ca.pem and tsa.pem into tc.dir, and waits until every node signs.

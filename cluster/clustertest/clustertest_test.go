@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,5 +66,60 @@ func TestRestoreOnSameToken(t *testing.T) {
 	}
 	if st, err := n.Status(); err != nil || st.AppliedIndex <= info.Index {
 		t.Fatalf("restored node applied %d, copy at %d (%v)", st.AppliedIndex, info.Index, err)
+	}
+}
+
+// TestGroupFailover: three voters replicate a command; with the leader killed
+// the other two elect one and take writes; the killed member reopens from its
+// data directory and catches up. Open and Close run on every start and stop.
+func TestGroupFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var opened, closed atomic.Int32
+	g := clustertest.Voters(t, 3, clustertest.Options{
+		Config: cluster.Config{Handlers: []cluster.Handler{kvPut{}}},
+		Open:   func(*clustertest.Member) { opened.Add(1) },
+		Close:  func(*clustertest.Member) { closed.Add(1) },
+	})
+	put := func(c *cluster.Cluster, k, v string) {
+		t.Helper()
+		cmd, err := cluster.NewCommand("kv.put", 1, [2]string{k, v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Submit(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(c *cluster.Cluster, k string) (v string) {
+		t.Helper()
+		if err := c.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.View(func(tx *bbolt.Tx) error { v = string(tx.Bucket([]byte("kv")).Get([]byte(k))); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	put(g.Follower().Cluster, "a", "1")
+	old := g.Leader()
+	old.Kill()
+	if n := len(g.Running()); n != 2 {
+		t.Fatalf("%d members run after a kill, want 2", n)
+	}
+	l := g.Leader()
+	if l == old {
+		t.Fatal("the killed member is still the leader")
+	}
+	put(l.Cluster, "b", "2")
+	old.Open(ctx)
+	if got := get(old.Cluster, "b"); got != "2" {
+		t.Errorf("the reopened member reads b = %q, want 2", got)
+	}
+	if got := get(old.Cluster, "a"); got != "1" {
+		t.Errorf("the reopened member reads a = %q, want 1", got)
+	}
+	if o, c := opened.Load(), closed.Load(); o != 4 || c != 1 {
+		t.Errorf("Open ran %d times and Close %d, want 4 and 1", o, c)
 	}
 }
