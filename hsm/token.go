@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -171,6 +172,12 @@ func listTokensLocked(m *module) ([]TokenInfo, error) {
 	out := make([]TokenInfo, 0, len(slots))
 	for _, slot := range slots {
 		ti, err := m.ctx.GetTokenInfo(slot)
+		if vanished(err) {
+			// A token that went away since the module loaded (its files
+			// removed, a device pulled) is not the token anyone looks for,
+			// and must not make every other token unreachable.
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("hsm: module %s: slot %d: token info: %w", m.path, slot, err)
 		}
@@ -187,6 +194,22 @@ func listTokensLocked(m *module) ([]TokenInfo, error) {
 		})
 	}
 	return out, nil
+}
+
+// vanished says whether err is a slot's answer for a token no longer there:
+// SoftHSM answers CKR_GENERAL_ERROR for a slot whose token directory was
+// removed while the module stayed loaded; a hardware module, that the token
+// or device is gone.
+func vanished(err error) bool {
+	var e pkcs11.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e {
+	case pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_SLOT_ID_INVALID:
+		return true
+	}
+	return false
 }
 
 func findToken(m *module, label, serial string) (TokenInfo, error) {

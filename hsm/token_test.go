@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -351,4 +352,38 @@ func TestCheckPIN(t *testing.T) {
 			t.Errorf("PIN state of a fresh token: %+v", ti)
 		}
 	}
+}
+
+// TestVanishedTokenLeavesOthersReachable: a token whose files are removed
+// while the module stays loaded (SoftHSM then answers CKR_GENERAL_ERROR for
+// its slot) does not stop another token from being found and opened.
+func TestVanishedTokenLeavesOthersReachable(t *testing.T) {
+	b := softhsm.NewToken(t) // loads the module and sets SOFTHSM2_CONF
+	tokens := filepath.Join(filepath.Dir(os.Getenv("SOFTHSM2_CONF")), "tokens")
+	before, err := os.ReadDir(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	softhsm.NewToken(t)
+	after, err := os.ReadDir(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gone string
+	for _, d := range after {
+		if !slices.ContainsFunc(before, func(e os.DirEntry) bool { return e.Name() == d.Name() }) {
+			gone = filepath.Join(tokens, d.Name())
+		}
+	}
+	if gone == "" {
+		t.Fatal("the second token's directory was not found")
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := hsm.Open(context.Background(), b.Config())
+	if err != nil {
+		t.Fatalf("open a token beside one that vanished: %v", err)
+	}
+	tok.Close()
 }
