@@ -11,7 +11,6 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
-	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
@@ -20,51 +19,33 @@ import (
 type opNode struct {
 	c   *cluster.Cluster
 	svc *Service
+	m   *clustertest.Member
 }
 
-// openOpNode bootstraps a cluster, or joins via's as a voter.
-func openOpNode(t *testing.T, ctx context.Context, via *cluster.Cluster, runner Runner) *opNode {
+// opGroup starts one voter with the package's handlers and a Service on each
+// member as it opens (clustertest.Voters); more join with g.Add. nodes holds
+// the members' services by index.
+func opGroup(t *testing.T, runner Runner) (g *clustertest.Group, nodes *[]*opNode) {
 	t.Helper()
-	tok := softhsm.NewToken(t)
-	vault := cluster.NewHSMVault(tok.HSM)
-	dir := t.TempDir()
-	var join *cluster.Join
-	if via != nil {
-		join = &cluster.Join{Addr: via.Addr(), Token: clustertest.JoinToken(t, via, cluster.Config{DataDir: dir, KeyVault: vault}, cluster.Voter)}
-	}
-	c, err := cluster.Open(ctx, cluster.Config{
-		DataDir:            dir,
-		BindAddr:           "127.0.0.1:0",
-		KeyVault:           vault,
-		Bootstrap:          join == nil,
-		Join:               join,
-		Handlers:           Handlers(),
-		ReplicatedKeys:     []string{KeyName},
-		Logger:             testenv.Logger(),
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond,
-		CommitTimeout:      5 * time.Millisecond,
+	nodes = new([]*opNode)
+	g = clustertest.Voters(t, 1, clustertest.Options{
+		Config: cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{KeyName}, Logger: testenv.Logger()},
+		Tweak:  func(_ int, cfg *cluster.Config) { cfg.LeaderLeaseTimeout = 150 * time.Millisecond },
+		Open: func(m *clustertest.Member) {
+			svc, err := New(Config{
+				Cluster: m.Cluster, Vault: m.Config.KeyVault, Sweep: 50 * time.Millisecond,
+				Rules:   map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}, ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour}},
+				Runners: map[string]Runner{ActionPolicyApply: runner},
+				Logger:  testenv.Logger(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			*nodes = append(*nodes, &opNode{c: m.Cluster, svc: svc, m: m})
+		},
+		Close: func(m *clustertest.Member) { (*nodes)[m.Index].svc.Close() },
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = c.Shutdown(ctx)
-	})
-	svc, err := New(Config{
-		Cluster: c, Vault: vault, Sweep: 50 * time.Millisecond,
-		Rules:   map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}, ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour}},
-		Runners: map[string]Runner{ActionPolicyApply: runner},
-		Logger:  testenv.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
-	return &opNode{c: c, svc: svc}
+	return g, nodes
 }
 
 func leaderOf(t *testing.T, nodes []*opNode) (leader *opNode, followers []*opNode) {
@@ -123,16 +104,17 @@ func TestThreeVoters(t *testing.T) {
 		}
 		return r.Body, nil
 	}
-	first := openOpNode(t, ctx, nil, runner)
-	nodes := []*opNode{first}
+	g, all := opGroup(t, runner)
+	first := (*all)[0]
 	aKey := newKey(t)
 	aOp, err := first.svc.Bootstrap(ctx, "a", csrFor(t, aKey), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		nodes = append(nodes, openOpNode(t, ctx, first.c, runner))
+		g.Add()
 	}
+	nodes := *all
 	leader, followers := leaderOf(t, nodes)
 	// The ceremony, from a follower: the leader signs.
 	a := &person{key: aKey, op: aOp}
@@ -185,9 +167,7 @@ func TestThreeVoters(t *testing.T) {
 	for runs.Load() != 2 {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := leader.c.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
+	leader.m.Kill()
 	close(block)
 	next, rest := leaderOf(t, followers)
 	got := waitOn(t, next, hang.ID, Interrupted)

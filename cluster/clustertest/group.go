@@ -35,11 +35,12 @@ type Group struct {
 	open    func(*Member)
 	close   func(*Member)
 	leads   func(*Member) bool
+	opts    Options
 }
 
 // Options shape a Group. Config is the base of every member's configuration
 // (handlers, hooks, replicated keys); Tweak changes member i's before it
-// opens; Open runs after a member's cluster opens, Close before it shuts down;
+// opens; Open runs after a member's cluster opens, Close after it is killed;
 // Leads, if set, is what else a leader must show before Leader returns it
 // (that the service the test runs on it has taken up leading).
 type Options struct {
@@ -50,7 +51,7 @@ type Options struct {
 	Leads  func(*Member) bool
 }
 
-// Voters starts n voters: the first bootstraps, each other joins through it.
+// Voters starts n voters (Add, n times).
 // It returns once the first leads; the members stop when the test ends.
 func Voters(t testing.TB, n int, o Options) *Group {
 	t.Helper()
@@ -60,47 +61,59 @@ func Voters(t testing.TB, n int, o Options) *Group {
 			m.Kill()
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	for i := range n {
-		tk := softhsm.NewToken(t)
-		hcfg := tk.Config()
-		hcfg.Sessions, hcfg.Logger = 8, slog.New(slog.NewTextHandler(io.Discard, nil))
-		keys, err := hsm.Open(ctx, hcfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { keys.Close() })
-		cfg := o.Config
-		cfg.Handlers = append([]cluster.Handler(nil), o.Config.Handlers...)
-		cfg.Hooks = append([]cluster.Hook(nil), o.Config.Hooks...)
-		cfg.DataDir, cfg.BindAddr, cfg.KeyVault = t.TempDir(), "127.0.0.1:0", cluster.NewHSMVault(keys)
-		if cfg.Logger == nil {
-			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-		}
-		if cfg.RequestTimeout == 0 {
-			cfg.RequestTimeout = 10 * time.Second
-		}
-		fast(&cfg)
-		if o.Tweak != nil {
-			o.Tweak(i, &cfg)
-		}
-		if i == 0 {
-			cfg.Bootstrap = true
-		} else {
-			via := g.Members[0].Cluster
-			cfg.Join = &cluster.Join{Addr: via.Addr(), Token: JoinToken(t, via, cfg, cluster.Voter)}
-		}
-		m := &Member{Token: tk, Keys: keys, Config: cfg, Index: i, g: g}
-		m.Open(ctx)
-		g.Members = append(g.Members, m)
-		if i == 0 {
-			if err := m.Cluster.Barrier(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
+	g.opts = o
+	for range n {
+		g.Add()
 	}
 	return g
+}
+
+// Add starts one more voter: the first bootstraps, each later one joins
+// through the leader with a granted token. It returns once the member runs
+// (the first: once it leads).
+func (g *Group) Add() *Member {
+	t, o := g.t, g.opts
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	i := len(g.Members)
+	tk := softhsm.NewToken(t)
+	hcfg := tk.Config()
+	hcfg.Sessions, hcfg.Logger = 8, slog.New(slog.NewTextHandler(io.Discard, nil))
+	keys, err := hsm.Open(ctx, hcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keys.Close() })
+	cfg := o.Config
+	cfg.Handlers = append([]cluster.Handler(nil), o.Config.Handlers...)
+	cfg.Hooks = append([]cluster.Hook(nil), o.Config.Hooks...)
+	cfg.DataDir, cfg.BindAddr, cfg.KeyVault = t.TempDir(), "127.0.0.1:0", cluster.NewHSMVault(keys)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	fast(&cfg)
+	if o.Tweak != nil {
+		o.Tweak(i, &cfg)
+	}
+	if i == 0 {
+		cfg.Bootstrap = true
+	} else {
+		via := g.Leader().Cluster
+		cfg.Join = &cluster.Join{Addr: via.Addr(), Token: JoinToken(t, via, cfg, cluster.Voter)}
+	}
+	m := &Member{Token: tk, Keys: keys, Config: cfg, Index: i, g: g}
+	g.Members = append(g.Members, m)
+	m.Open(ctx)
+	if i == 0 {
+		if err := m.Cluster.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
 }
 
 // Open starts the member's cluster from its data directory (the first time,
@@ -121,17 +134,18 @@ func (m *Member) Open(ctx context.Context) {
 }
 
 // Kill stops the member without leaving the cluster, as a crash would (its
-// files closed): the Group's Close, then the cluster's shutdown.
+// files closed): the cluster shuts down under the services running on it,
+// then the Group's Close stops them.
 func (m *Member) Kill() {
 	if m.Cluster == nil {
 		return
 	}
-	if m.g.close != nil {
-		m.g.close(m)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = m.Cluster.Shutdown(ctx)
+	if m.g.close != nil {
+		m.g.close(m)
+	}
 	m.Cluster = nil
 }
 
