@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/inkan-pki/inkan/audit"
 	"github.com/spf13/cobra"
+
+	"github.com/inkan-pki/inkan/audit"
 )
 
 // newAuditCmd is `inkan audit`: the auditor's tools, offline (verify, prove) and
