@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/spf13/cobra"
-
 	"github.com/inkan-pki/inkan/audit"
+	"github.com/spf13/cobra"
 )
 
 // newAuditCmd is `inkan audit`: the auditor's tools, offline (verify, prove) and
