@@ -102,9 +102,9 @@ type JoinGrant struct {
 	Request      string `json:"request,omitempty"`
 }
 
-// TransportKeyApproval approves the transport key of a voter that joined before
+// transportKeyApproval approves the transport key of a voter that joined before
 // joins were granted to keys (`inkan join-keys` on that voter prints it).
-type TransportKeyApproval struct {
+type transportKeyApproval struct {
 	TransportKey string `json:"transport_key"` // "sha256:…"
 }
 
@@ -177,7 +177,7 @@ func (api *API) adminRouteTable() []adminRoute {
 	handle("POST "+pathJoinTokens, routeAccess{action: operator.ActionClusterMembership, dual: true,
 		body: newBody[JoinGrantRequest], also: joinAlso}, api.adminJoinGrant)
 	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: operator.ActionClusterMembership, dual: true,
-		body: newBody[TransportKeyApproval], also: func(any) []string { return []string{operator.ActionCAKeyTransfer} }}, api.adminTransportKey)
+		body: newBody[transportKeyApproval], also: func(any) []string { return []string{operator.ActionCAKeyTransfer} }}, api.adminTransportKey)
 	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, api.adminRemove)
 	handle("GET "+pathRules, routeAccess{action: operator.ActionConfigRead}, api.adminRules)
 	handle("PUT "+pathRules, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[Rules]}, api.adminSetRules)
@@ -344,7 +344,7 @@ func (api *API) adminJoinGrant(w http.ResponseWriter, r *http.Request) {
 }
 
 func (api *API) adminTransportKey(w http.ResponseWriter, r *http.Request) {
-	req := bodyOf[TransportKeyApproval](r)
+	req := bodyOf[transportKeyApproval](r)
 	fp, err := cluster.ParseKeyFingerprint(req.TransportKey)
 	if err != nil {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("transport_key: %q: %v", req.TransportKey, err))

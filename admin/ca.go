@@ -130,8 +130,8 @@ type CertInfo struct {
 	Certificate   string    `json:"certificate,omitempty"` // PEM
 }
 
-// RevokeRequest names the reason of a revocation (RFC 5280 CRLReason name).
-type RevokeRequest struct {
+// revokeRequest names the reason of a revocation (RFC 5280 CRLReason name).
+type revokeRequest struct {
 	Reason string `json:"reason"`
 }
 
@@ -149,7 +149,7 @@ func (api *API) adminCAHandlers(handle func(string, routeAccess, http.HandlerFun
 	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, api.adminCARetire)
 	handle("GET "+pathCertList, routeAccess{action: operator.ActionCertRead}, api.adminCertList)
 	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, api.adminCert)
-	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[RevokeRequest]}, api.adminCertRevoke)
+	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[revokeRequest]}, api.adminCertRevoke)
 	handle("POST "+pathBulkRevoke, routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[BulkRevokeRequest], count: bulkCount}, api.adminBulkRevoke)
 	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, api.adminCertHold)
 	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, api.adminCertRelease)
@@ -418,7 +418,7 @@ func (api *API) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req := bodyOf[RevokeRequest](r)
+	req := bodyOf[revokeRequest](r)
 	reason, ok := reasonCodes[req.Reason]
 	if !ok || reason == ca.ReasonCertificateHold {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s); certificateHold is `hold`", req.Reason, strings.Join(reasonList(), ", ")))

@@ -93,7 +93,7 @@ func (a *Client) GrantJoin(ctx context.Context, role string, keys cluster.JoinKe
 // ApproveTransportKey approves fp as the transport key of voter node (one that
 // joined before joins were granted to keys).
 func (a *Client) ApproveTransportKey(ctx context.Context, node string, fp cluster.KeyFingerprint) error {
-	return a.do(ctx, http.MethodPost, pathMembers+url.PathEscape(node)+"/transport-key", TransportKeyApproval{TransportKey: fp.String()}, nil)
+	return a.do(ctx, http.MethodPost, pathMembers+url.PathEscape(node)+"/transport-key", transportKeyApproval{TransportKey: fp.String()}, nil)
 }
 
 // Rules returns the cluster's rules of dual control.
@@ -235,7 +235,7 @@ func (a *Client) Certs(ctx context.Context, query url.Values) ([]CertInfo, error
 // Revoke revokes a certificate with an RFC 5280 reason name.
 func (a *Client) Revoke(ctx context.Context, serial, reason string) (*CertInfo, error) {
 	var out CertInfo
-	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/revoke", RevokeRequest{Reason: reason}, &out)
+	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/revoke", revokeRequest{Reason: reason}, &out)
 }
 
 // BulkRevoke revokes many certificates, calling progress with each progress
@@ -366,7 +366,7 @@ func (a *Client) Decide(ctx context.Context, id string, approve bool, sig []byte
 	if approve {
 		verb = "/approve"
 	}
-	return &out, a.do(ctx, http.MethodPost, pathApprovals+"/"+url.PathEscape(id)+verb, Decision{Signature: sig}, &out)
+	return &out, a.do(ctx, http.MethodPost, pathApprovals+"/"+url.PathEscape(id)+verb, decision{Signature: sig}, &out)
 }
 
 // Backup writes a signed backup of the cluster's state to w (a tar stream:

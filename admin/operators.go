@@ -67,8 +67,8 @@ type Approval struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// Decision carries an approver's signature over operator.ApprovalMessage.
-type Decision struct {
+// decision carries an approver's signature over operator.ApprovalMessage.
+type decision struct {
 	Signature []byte `json:"signature"`
 }
 
@@ -94,8 +94,8 @@ func (api *API) adminOperatorHandlers(handle func(string, routeAccess, http.Hand
 	handle("DELETE "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorManage}, api.adminOperatorRemove)
 	handle("GET "+pathApprovals, routeAccess{action: operator.ActionApprovalRead}, api.adminApprovals)
 	handle("GET "+pathApprovals+"/{id}", routeAccess{action: operator.ActionApprovalRead}, api.adminApproval)
-	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide, body: newBody[Decision]}, api.adminDecide(operator.Approve))
-	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide, body: newBody[Decision]}, api.adminDecide(operator.Reject))
+	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Approve))
+	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Reject))
 }
 
 func operatorInfo(o operator.Operator) OperatorInfo {
@@ -251,7 +251,7 @@ func (api *API) changeOperators(w http.ResponseWriter, r *http.Request, ch opera
 func approvalView(q operator.Request) Approval {
 	a := Approval{ApprovalRequest: approvalRequest(q), State: stateName(q.State), Proposer: q.ProposerID, Approvers: q.ApproverIDs,
 		Created: q.Created, Result: string(q.Result), Error: q.Error, Request: q.Body}
-	a.Call, a.Body = DescribeRequest(q.Action, q.Body)
+	a.Call, a.Body = describeRequest(q.Action, q.Body)
 	return a
 }
 
@@ -263,7 +263,7 @@ func (q *Approval) Check() error {
 	if hex.EncodeToString(d[:]) != q.Digest {
 		return fmt.Errorf("request %s: its digest %s is not that of its body: do not approve it, and tell the other operators", q.ID, q.Digest)
 	}
-	if call, body := DescribeRequest(q.Action, q.Request); call != q.Call || body != q.Body {
+	if call, body := describeRequest(q.Action, q.Request); call != q.Call || body != q.Body {
 		return fmt.Errorf("request %s: the node shows %s %s, its body says %s %s: do not approve it", q.ID, q.Call, q.Body, call, body)
 	}
 	return nil
@@ -286,9 +286,9 @@ func (q *Approval) Sign(key crypto.Signer, approve bool) ([]byte, error) {
 	return operator.SignApproval(key, q.ID, [32]byte(raw), d)
 }
 
-// DescribeRequest renders a request's exact body for the people who approve it:
+// describeRequest renders a request's exact body for the people who approve it:
 // the call it makes and its decoded body.
-func DescribeRequest(action string, body []byte) (call, shown string) {
+func describeRequest(action string, body []byte) (call, shown string) {
 	if action == operator.ActionOperatorManage {
 		if ch, err := operator.ParseChange(body); err == nil {
 			call = ch.Op + " operator"
@@ -360,7 +360,7 @@ func (api *API) adminApproval(w http.ResponseWriter, r *http.Request) {
 
 func (api *API) adminDecide(d operator.Decision) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		req := bodyOf[Decision](r)
+		req := bodyOf[decision](r)
 		by := callerOf(r).op
 		q, err := api.cfg.Operators().Decide(r.Context(), r.PathValue("id"), *by, d, req.Signature)
 		if err != nil {
