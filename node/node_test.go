@@ -427,7 +427,7 @@ func TestNodeStopsWhenClusterFails(t *testing.T) {
 }
 
 // TestAdmin exercises the admin API over the node's unix socket, through
-// AdminClient, and the problem types of its refusals.
+// admin.Client, and the problem types of its refusals.
 func TestAdmin(t *testing.T) {
 	tok := softhsm.NewToken(t)
 	cfg := testConfig(t, tok, "  bootstrap: true\n  node_id: adm")
