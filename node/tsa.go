@@ -11,7 +11,7 @@ import (
 
 // The time-stamping authority's part of the node: the tsa component (its
 // commands on every node; tokens on POST /tsa of a voter with a tsa section),
-// its audit descriptions, and the admin ceremonies.
+// and its audit descriptions (the admin ceremonies are package admin's).
 
 // tsaComponent is the TSA: after the ca component, whose authority issues its
 // certificate.
