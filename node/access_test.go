@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/operator"
@@ -128,12 +129,12 @@ func TestAdminRoleMatrix(t *testing.T) {
 	n, tok := accessNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sock := NewAdminClient(n.cfg.AdminSocket())
+	sock := admin.NewClient(n.cfg.AdminSocket())
 
 	// The first admin through the socket, then an officer and an auditor
 	// (directly: the cluster has fewer admins than dual control needs).
 	adminKey, adminCSR := newCSR(t, "admin")
-	admin, err := sock.InitOperators(ctx, OperatorInit{Name: "admin", CSR: adminCSR})
+	first, err := sock.InitOperators(ctx, admin.OperatorInit{Name: "admin", CSR: adminCSR})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,11 +144,11 @@ func TestAdminRoleMatrix(t *testing.T) {
 		t.Fatalf("cluster CA: %v", err)
 	}
 	url := "https://" + n.Addrs().AdminTLS
-	asAdmin := NewAdminClientTLS(url, roots, *tlsCert(t, admin.Certificate, adminKey))
-	ids := []identity{{name: "admin", role: operator.Admin, cert: tlsCert(t, admin.Certificate, adminKey)}}
+	asAdmin := admin.NewClientTLS(url, roots, *tlsCert(t, first.Certificate, adminKey))
+	ids := []identity{{name: "admin", role: operator.Admin, cert: tlsCert(t, first.Certificate, adminKey)}}
 	for _, r := range []operator.Role{operator.Officer, operator.Auditor} {
 		k, csr := newCSR(t, string(r))
-		op, err := asAdmin.AddOperator(ctx, OperatorAdd{Name: string(r), Role: string(r), CSR: csr})
+		op, err := asAdmin.AddOperator(ctx, admin.OperatorAdd{Name: string(r), Role: string(r), CSR: csr})
 		if err != nil {
 			t.Fatalf("add %s: %v", r, err)
 		}
@@ -173,7 +174,7 @@ func TestAdminRoleMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	var opCA *x509.Certificate
-	if b, _ := pem.Decode([]byte(admin.OperatorCA)); b != nil {
+	if b, _ := pem.Decode([]byte(first.OperatorCA)); b != nil {
 		opCA, err = x509.ParseCertificate(b.Bytes)
 	}
 	if opCA == nil || err != nil {
@@ -188,14 +189,14 @@ func TestAdminRoleMatrix(t *testing.T) {
 	}
 	ids = append(ids, identity{name: "expired", cert: &tls.Certificate{Certificate: [][]byte{expiredDER}, PrivateKey: adminKey}})
 
-	for _, rt := range n.adminRouteTable() {
-		method, path, _ := strings.Cut(rt.pattern, " ")
+	for _, rt := range admin.Routes() {
+		method, path, _ := strings.Cut(rt.Pattern, " ")
 		path = strings.NewReplacer("{id}", "x-unknown", "{serial}", "0badc0de", "{name}", "no-such-profile").Replace(path)
 		for _, id := range ids {
-			t.Run(rt.pattern+"/"+id.name, func(t *testing.T) {
+			t.Run(rt.Pattern+"/"+id.name, func(t *testing.T) {
 				status, prob := call(t, url, roots, id.cert, method, path)
 				switch {
-				case rt.access.action == "": // whoever asks
+				case rt.Action == "": // whoever asks
 					if status != http.StatusForbidden || !strings.HasSuffix(prob.Type, ":socket-only") {
 						t.Fatalf("socket-only route over TLS: %d %+v", status, prob)
 					}
@@ -203,13 +204,13 @@ func TestAdminRoleMatrix(t *testing.T) {
 					if status != http.StatusUnauthorized || !strings.HasSuffix(prob.Type, ":unauthenticated") {
 						t.Fatalf("%s: %d %+v; want 401 unauthenticated", id.name, status, prob)
 					}
-				case operator.Authorize(operator.Operator{Role: id.role, Status: operator.Active}, rt.access.action) == nil:
+				case operator.Authorize(operator.Operator{Role: id.role, Status: operator.Active}, rt.Action) == nil:
 					if status == http.StatusUnauthorized || (status == http.StatusForbidden && strings.HasSuffix(prob.Type, ":forbidden")) {
-						t.Fatalf("%s may %s, refused: %d %+v", id.role, rt.access.action, status, prob)
+						t.Fatalf("%s may %s, refused: %d %+v", id.role, rt.Action, status, prob)
 					}
 				default:
 					if status != http.StatusForbidden || !strings.HasSuffix(prob.Type, ":forbidden") || !strings.Contains(prob.Detail, "needs role") {
-						t.Fatalf("%s may not %s: %d %+v", id.role, rt.access.action, status, prob)
+						t.Fatalf("%s may not %s: %d %+v", id.role, rt.Action, status, prob)
 					}
 				}
 			})
@@ -220,14 +221,14 @@ func TestAdminRoleMatrix(t *testing.T) {
 	if _, err := sock.Status(ctx); err != nil {
 		t.Fatalf("socket status: %v", err)
 	}
-	var p *Problem
+	var p *admin.Problem
 	if _, err := sock.Issuers(ctx); !errors.As(err, &p) || p.Name() != "operator-required" {
 		t.Fatalf("socket after init: %v", err)
 	}
 }
 
 // call is rawCall with the body a POST needs ("{}") and none otherwise.
-func call(t *testing.T, url string, roots *x509.CertPool, cert *tls.Certificate, method, path string) (int, Problem) {
+func call(t *testing.T, url string, roots *x509.CertPool, cert *tls.Certificate, method, path string) (int, admin.Problem) {
 	t.Helper()
 	body := ""
 	if method == http.MethodPost {
@@ -245,37 +246,37 @@ func TestAdminDualControl(t *testing.T) {
 	n, _ := accessNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sock := NewAdminClient(n.cfg.AdminSocket())
+	sock := admin.NewClient(n.cfg.AdminSocket())
 	roots := x509.NewCertPool()
 	caPEM, _ := os.ReadFile(filepath.Join(n.cfg.DataDir, clusterCAFile))
 	roots.AppendCertsFromPEM(caPEM)
 	url := "https://" + n.Addrs().AdminTLS
 
 	k1, csr1 := newCSR(t, "a1")
-	a1, err := sock.InitOperators(ctx, OperatorInit{Name: "a1", CSR: csr1})
+	a1, err := sock.InitOperators(ctx, admin.OperatorInit{Name: "a1", CSR: csr1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	type member struct {
-		c   *AdminClient
+		c   *admin.Client
 		key crypto.Signer
 	}
-	admins := []member{{NewAdminClientTLS(url, roots, *tlsCert(t, a1.Certificate, k1)), k1}}
+	admins := []member{{admin.NewClientTLS(url, roots, *tlsCert(t, a1.Certificate, k1)), k1}}
 	add := func(name string, role operator.Role) member {
 		k, csr := newCSR(t, name)
-		op, err := admins[0].c.AddOperator(ctx, OperatorAdd{Name: name, Role: string(role), CSR: csr})
+		op, err := admins[0].c.AddOperator(ctx, admin.OperatorAdd{Name: name, Role: string(role), CSR: csr})
 		if err != nil {
 			t.Fatalf("add %s: %v", name, err)
 		}
-		return member{NewAdminClientTLS(url, roots, *tlsCert(t, op.Certificate, k)), k}
+		return member{admin.NewClientTLS(url, roots, *tlsCert(t, op.Certificate, k)), k}
 	}
 	// The officer first: once there are three admins, adding anyone is
 	// itself under dual control.
 	officer := add("o1", operator.Officer)
 	admins = append(admins, add("a2", operator.Admin), add("a3", operator.Admin))
 
-	_, err = admins[0].c.InitCA(ctx, CAInitRequest{Subject: CASubject{CommonName: "dual"}, SelfSign: true})
-	var proposed *ProposedError
+	_, err = admins[0].c.InitCA(ctx, admin.CAInitRequest{Subject: admin.CASubject{CommonName: "dual"}, SelfSign: true})
+	var proposed *admin.ProposedError
 	if !errors.As(err, &proposed) {
 		t.Fatalf("ca init under dual control: %v", err)
 	}
@@ -298,7 +299,7 @@ func TestAdminDualControl(t *testing.T) {
 			t.Fatalf("%s: issuers %v, %v; want none", when, is, err)
 		}
 	}
-	var p *Problem
+	var p *admin.Problem
 	if err := decide(admins[0]); !errors.As(err, &p) || p.Name() != "self-approval" {
 		t.Fatalf("proposer's approval: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
@@ -93,7 +94,7 @@ func startTestCluster(t testing.TB, ctx context.Context) *testCluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tok, _, err := NewAdminClient(n1.cfg.AdminSocket()).GrantJoin(ctx, j.role, keys, 10*time.Minute)
+		tok, _, err := admin.NewClient(n1.cfg.AdminSocket()).GrantJoin(ctx, j.role, keys, 10*time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,9 +7,8 @@
 // handlers, hooks and replicated keys before it opens, and starts and stops with the
 // node, in one lifecycle that starts together and drains together. The node owns the
 // listeners: the HTTPS API (enrollment, audit), the plain-HTTP OCSP/CRL listener, the
-// operations listener (/healthz, /readyz, /metrics), and the admin API on a unix
-// socket in the data dir and, for operators, over mutual TLS, where every route names
-// the action it performs for the role matrix and dual control (access.go).
+// operations listener (/healthz, /readyz, /metrics), and the admin API (package
+// admin) on a unix socket in the data dir and, for operators, over mutual TLS.
 // Invariants: a Config that has not passed Validate is never used; one node runs on a
 // data dir at a time; a node whose cluster stopped on its own stops too, and says
 // why; every command the node applies is audited or named unaudited with its reason;

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +19,14 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/operator"
-	"go.etcd.io/bbolt"
 )
 
 // The insider's tests: one operator with one role, and their own certificate,
@@ -43,10 +46,10 @@ type staff struct {
 
 type opClient struct {
 	name string
-	c    *AdminClient
+	c    *admin.Client
 	key  crypto.Signer
 	cert *tls.Certificate
-	op   OperatorInfo
+	op   admin.OperatorInfo
 }
 
 // newStaff starts a bootstrapping node with the admin API over mutual TLS
@@ -66,14 +69,14 @@ func newStaff(t *testing.T, ctx context.Context, tweak func(*Config)) *staff {
 	}
 	s.url = "https://" + s.n.Addrs().AdminTLS
 	k, csr := newCSR(t, "a0")
-	a0, err := NewAdminClient(cfg.AdminSocket()).InitOperators(ctx, OperatorInit{Name: "a0", CSR: csr})
+	a0, err := admin.NewClient(cfg.AdminSocket()).InitOperators(ctx, admin.OperatorInit{Name: "a0", CSR: csr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.admins = append(s.admins, s.client(t, "a0", *a0, k))
 	add := func(name string, role operator.Role) opClient {
 		k, csr := newCSR(t, name)
-		op, err := s.admins[0].c.AddOperator(ctx, OperatorAdd{Name: name, Role: string(role), CSR: csr})
+		op, err := s.admins[0].c.AddOperator(ctx, admin.OperatorAdd{Name: name, Role: string(role), CSR: csr})
 		if err != nil {
 			t.Fatalf("add %s: %v", name, err)
 		}
@@ -88,7 +91,7 @@ func newStaff(t *testing.T, ctx context.Context, tweak func(*Config)) *staff {
 		if i == 3 {
 			// The fourth admin, proposed and approved like any change from now on.
 			k, csr := newCSR(t, "a3")
-			_, err := s.admins[0].c.AddOperator(ctx, OperatorAdd{Name: "a3", Role: "admin", CSR: csr})
+			_, err := s.admins[0].c.AddOperator(ctx, admin.OperatorAdd{Name: "a3", Role: "admin", CSR: csr})
 			q := s.proposed(t, err)
 			s.approve(t, ctx, q, s.admins[1], s.admins[2])
 			op := s.waitOperator(t, ctx, "a3")
@@ -100,13 +103,13 @@ func newStaff(t *testing.T, ctx context.Context, tweak func(*Config)) *staff {
 	return s
 }
 
-func (s *staff) client(t *testing.T, name string, op OperatorInfo, k crypto.Signer) opClient {
+func (s *staff) client(t *testing.T, name string, op admin.OperatorInfo, k crypto.Signer) opClient {
 	cert := tlsCert(t, op.Certificate, k)
-	return opClient{name: name, c: NewAdminClientTLS(s.url, s.roots, *cert), key: k, cert: cert, op: op}
+	return opClient{name: name, c: admin.NewClientTLS(s.url, s.roots, *cert), key: k, cert: cert, op: op}
 }
 
 // waitOperator waits for an operator added by an approved request.
-func (s *staff) waitOperator(t *testing.T, ctx context.Context, name string) OperatorInfo {
+func (s *staff) waitOperator(t *testing.T, ctx context.Context, name string) admin.OperatorInfo {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		ops, err := s.admins[0].c.Operators(ctx)
@@ -124,13 +127,13 @@ func (s *staff) waitOperator(t *testing.T, ctx context.Context, name string) Ope
 		}
 	}
 	t.Fatalf("operator %s never added", name)
-	return OperatorInfo{}
+	return admin.OperatorInfo{}
 }
 
 // proposed is the request an admin call was put under.
-func (s *staff) proposed(t *testing.T, err error) ApprovalRequest {
+func (s *staff) proposed(t *testing.T, err error) admin.ApprovalRequest {
 	t.Helper()
-	var p *ProposedError
+	var p *admin.ProposedError
 	if !errors.As(err, &p) {
 		t.Fatalf("want a request under dual control, got %v", err)
 	}
@@ -138,7 +141,7 @@ func (s *staff) proposed(t *testing.T, err error) ApprovalRequest {
 }
 
 // decide signs and sends one decision.
-func (s *staff) decide(ctx context.Context, q ApprovalRequest, by opClient, d operator.Decision) error {
+func (s *staff) decide(ctx context.Context, q admin.ApprovalRequest, by opClient, d operator.Decision) error {
 	digest, err := hexDecode(q.Digest)
 	if err != nil {
 		return err
@@ -151,7 +154,7 @@ func (s *staff) decide(ctx context.Context, q ApprovalRequest, by opClient, d op
 	return err
 }
 
-func (s *staff) approve(t *testing.T, ctx context.Context, q ApprovalRequest, by ...opClient) {
+func (s *staff) approve(t *testing.T, ctx context.Context, q admin.ApprovalRequest, by ...opClient) {
 	t.Helper()
 	for _, b := range by {
 		if err := s.decide(ctx, q, b, operator.Approve); err != nil {
@@ -161,7 +164,7 @@ func (s *staff) approve(t *testing.T, ctx context.Context, q ApprovalRequest, by
 }
 
 // waitState waits until request id is in state want (or a final other one).
-func (s *staff) waitState(t *testing.T, ctx context.Context, id, want string) Approval {
+func (s *staff) waitState(t *testing.T, ctx context.Context, id, want string) admin.Approval {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		a, err := s.admins[0].c.Approval(ctx, id)
@@ -179,7 +182,7 @@ func (s *staff) waitState(t *testing.T, ctx context.Context, id, want string) Ap
 
 func wantProblem(t *testing.T, what string, err error, name string) {
 	t.Helper()
-	var p *Problem
+	var p *admin.Problem
 	if !errors.As(err, &p) || p.Name() != name {
 		t.Fatalf("%s: %v, want problem %s", what, err, name)
 	}
@@ -278,8 +281,8 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	renewed.cert = tlsCert(t, certPEM(rop.Certificate), mallory.key)
-	renewed.c = NewAdminClientTLS(s.url, s.roots, *renewed.cert)
+	renewed.cert = tlsCert(t, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rop.Certificate})), mallory.key)
+	renewed.c = admin.NewClientTLS(s.url, s.roots, *renewed.cert)
 	wantProblem(t, "self-approval, renewed", s.decide(ctx, q, renewed, operator.Approve), "self-approval")
 	wantProblem(t, "the replaced certificate", s.decide(ctx, q, mallory, operator.Approve), "unauthenticated")
 	mallory, s.admins[0] = renewed, renewed
@@ -312,7 +315,7 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var grant JoinGrantRequest
+	var grant admin.JoinGrantRequest
 	if err := json.Unmarshal([]byte(ga.Body), &grant); err != nil || grant.TransportKey != good.keys.TransportKey.String() ||
 		grant.NodeKey != good.keys.NodeKey.String() || grant.Node != "good" || strings.Contains(ga.Body, tokenSecret(t, token)) {
 		t.Fatalf("what the approvers see: %s (%v)", ga.Body, err)
@@ -356,7 +359,7 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	// are requests too; proposing and approving them is the same walk.
 	err = mallory.c.ApproveTransportKey(ctx, "good", rogue.keys.TransportKey)
 	s.proposed(t, err)
-	_, err = mallory.c.SetRules(ctx, map[string]RuleSpec{})
+	_, err = mallory.c.SetRules(ctx, map[string]admin.RuleSpec{})
 	tq := s.proposed(t, err)
 	wantProblem(t, "self-approval of a rules change", s.decide(ctx, tq, renewed, operator.Approve), "self-approval")
 	if r, err := c.c.Rules(ctx); err != nil || len(r.Rules) == 0 {
@@ -394,14 +397,14 @@ func TestCountedAcrossRequests(t *testing.T) {
 	o1, o2 := s.officers[0], s.officers[1]
 	direct := func(by opClient, ss []string) {
 		t.Helper()
-		_, err := by.c.BulkRevoke(ctx, BulkRevokeRequest{Serials: ss, Reason: "keyCompromise"}, nil)
-		var p *ProposedError
+		_, err := by.c.BulkRevoke(ctx, admin.BulkRevokeRequest{Serials: ss, Reason: "keyCompromise"}, nil)
+		var p *admin.ProposedError
 		if errors.As(err, &p) {
 			t.Fatalf("%d serials by %s proposed, want direct", len(ss), by.name)
 		}
 	}
 	direct(o1, serials(0, 10))
-	_, err := o1.c.BulkRevoke(ctx, BulkRevokeRequest{Serials: serials(10, 5), Reason: "keyCompromise"}, nil)
+	_, err := o1.c.BulkRevoke(ctx, admin.BulkRevokeRequest{Serials: serials(10, 5), Reason: "keyCompromise"}, nil)
 	q := s.proposed(t, err)
 	if a, _ := o2.c.Approval(ctx, q.ID); !strings.Contains(a.Body, serials(10, 5)[4]) {
 		t.Fatalf("the approvers see %s", a.Body)
@@ -492,7 +495,7 @@ func TestAdminBodyDecodedOnce(t *testing.T) {
 		if status != http.StatusAccepted {
 			t.Fatalf("%s: good body: %d %s", rt.path, status, b)
 		}
-		var q ApprovalRequest
+		var q admin.ApprovalRequest
 		if err := json.Unmarshal(b, &q); err != nil {
 			t.Fatal(err)
 		}
@@ -515,8 +518,8 @@ func TestAdminBodyDecodedOnce(t *testing.T) {
 	if len(qs) != 2 {
 		t.Fatalf("%d requests pending, want the 2 good ones: %+v", len(qs), qs)
 	}
-	_, err = s.officers[0].c.BulkRevoke(ctx, BulkRevokeRequest{Serials: strings.Split(strings.ReplaceAll(serials(10), `"`, ""), ","), Reason: "keyCompromise"}, nil)
-	var p *ProposedError
+	_, err = s.officers[0].c.BulkRevoke(ctx, admin.BulkRevokeRequest{Serials: strings.Split(strings.ReplaceAll(serials(10), `"`, ""), ","), Reason: "keyCompromise"}, nil)
+	var p *admin.ProposedError
 	if errors.As(err, &p) {
 		t.Fatal("refused bodies were counted")
 	}
@@ -552,19 +555,19 @@ func TestAuditExposure(t *testing.T) {
 				t.Fatalf("before init, no certificate: %d %+v, want %d", status, prob, want)
 			}
 			k, csr := newCSR(t, "a0")
-			a0, err := NewAdminClient(cfg.AdminSocket()).InitOperators(ctx, OperatorInit{Name: "a0", CSR: csr})
+			a0, err := admin.NewClient(cfg.AdminSocket()).InitOperators(ctx, admin.OperatorInit{Name: "a0", CSR: csr})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if status, prob, _ := rawCall(t, api, roots, nil, "GET", "/v1/audit/checkpoint", ""); status != want {
 				t.Fatalf("after init, no certificate: %d %+v, want %d", status, prob, want)
 			}
-			admin := tlsCert(t, a0.Certificate, k)
-			if status, _, _ := rawCall(t, api, roots, admin, "GET", "/v1/audit/checkpoint", ""); !public && status != http.StatusForbidden {
+			adminCert := tlsCert(t, a0.Certificate, k)
+			if status, _, _ := rawCall(t, api, roots, adminCert, "GET", "/v1/audit/checkpoint", ""); !public && status != http.StatusForbidden {
 				t.Fatalf("an admin reads the audit log: %d", status)
 			}
 			uk, ucsr := newCSR(t, "u")
-			u, err := NewAdminClientTLS("https://"+n.Addrs().AdminTLS, roots, *admin).AddOperator(ctx, OperatorAdd{Name: "u", Role: "auditor", CSR: ucsr})
+			u, err := admin.NewClientTLS("https://"+n.Addrs().AdminTLS, roots, *adminCert).AddOperator(ctx, admin.OperatorAdd{Name: "u", Role: "auditor", CSR: ucsr})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -576,6 +579,17 @@ func TestAuditExposure(t *testing.T) {
 }
 
 // mustOperator is the operator of that ID as the node knows it.
+// viewValue reads one value from the node's state in a read transaction.
+func viewValue[T any](c *cluster.Cluster, read func(tx *bbolt.Tx) (T, error)) (T, error) {
+	var v T
+	err := c.View(func(tx *bbolt.Tx) error {
+		var err error
+		v, err = read(tx)
+		return err
+	})
+	return v, err
+}
+
 func mustOperator(t *testing.T, s *staff, id string) operator.Operator {
 	t.Helper()
 	op, err := viewValue(s.n.c.Load(), func(tx *bbolt.Tx) (operator.Operator, error) { return operator.Lookup(tx, id) })
@@ -646,7 +660,7 @@ func auditKeyTransfers(t *testing.T, ctx context.Context, s *staff) []audit.KeyT
 }
 
 // rawCall sends body as it is, over mutual TLS with cert (none if nil).
-func rawCall(t *testing.T, url string, roots *x509.CertPool, cert *tls.Certificate, method, path, body string) (int, Problem, []byte) {
+func rawCall(t *testing.T, url string, roots *x509.CertPool, cert *tls.Certificate, method, path, body string) (int, admin.Problem, []byte) {
 	t.Helper()
 	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	if cert != nil {
@@ -667,7 +681,7 @@ func rawCall(t *testing.T, url string, roots *x509.CertPool, cert *tls.Certifica
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	var p Problem
+	var p admin.Problem
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
 		_ = json.Unmarshal(b, &p)
 	}

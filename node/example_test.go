@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/node"
 )
 
@@ -67,7 +68,7 @@ func ExampleComponent() {
 // The operator's side: a join granted to a new voter's keys through the node's
 // admin socket (what `inkan join-keys` on the new node and `inkan admin cluster
 // join-token` do).
-func ExampleAdminClient() {
+func ExamplePrepareJoin() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	newNode, err := node.LoadConfig("/etc/inkan/node4.yaml")
@@ -78,14 +79,14 @@ func ExampleAdminClient() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ac := node.NewAdminClient("/var/lib/inkan/admin.sock")
+	ac := admin.NewClient("/var/lib/inkan/admin.sock")
 	tok, grant, err := ac.GrantJoin(ctx, "voter", keys, time.Hour)
-	var proposed *node.ProposedError
+	var proposed *admin.ProposedError
 	switch {
 	case errors.As(err, &proposed):
 		fmt.Println("the token admits the node once", proposed.Request.ID, "is approved")
 	case err != nil:
-		log.Fatal(err) // a *node.Problem names its type, e.g. no-leader
+		log.Fatal(err) // a *admin.Problem names its type, e.g. no-leader
 	default:
 		fmt.Println("granted to", grant.Node, "transport key", grant.TransportKey)
 	}

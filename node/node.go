@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/valyala/fasthttp"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/ocsp"
@@ -44,7 +45,7 @@ type Node struct {
 	apiLn, ocspLn, opsLn, adminLn, adminTLSLn net.Listener
 	api, ops, admin, adminTLS                 *http.Server
 	ocsp                                      *fasthttp.Server
-	adminMux                                  *http.ServeMux // the admin routes, served on the socket and over mTLS
+	adminAPI                                  *admin.API // served on the socket and over mTLS
 
 	started     chan struct{} // closed when Start succeeded
 	abandoned   chan struct{} // closed when Start failed
@@ -151,9 +152,6 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 	if n.app, err = newAppliance(cfg, n.tok, n.log, extra); err != nil {
 		return nil, err
 	}
-	n.app.runApproved = n.runApproved
-	n.app.guardAudit = n.guardAudit
-	n.adminMux = n.adminRoutes()
 	comps := append(n.app.components(), extra...)
 
 	c, err := n.openCluster(ctx, vault, comps)
@@ -171,6 +169,8 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		return nil, err
 	}
 	n.nodeCert = nodeCert
+	n.adminAPI = n.newAdminAPI(c)
+	n.app.runApproved, n.app.guardAudit = n.adminAPI.RunApproved, n.adminAPI.GuardAudit
 	env := &Env{Config: cfg, Cluster: c, Token: n.tok, Vault: vault, Metrics: n.reg, Logger: n.log, API: http.NewServeMux()}
 	var ocspHandler fasthttp.RequestHandler
 	ocspBy := ""
@@ -200,9 +200,9 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 
 	n.api = newAPIServer(env.API, cert, n.log)
 	n.ocsp = ocsp.NewServer(ocspHandler)
-	n.admin = &http.Server{Handler: n.adminHandler(true), ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog(n.log, "admin")}
+	n.admin = &http.Server{Handler: n.adminAPI.Socket(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog(n.log, "admin")}
 	if n.adminTLSLn != nil {
-		n.adminTLS = newAPIServer(n.adminHandler(false), cert, n.log)
+		n.adminTLS = newAPIServer(n.adminAPI.TLS(), cert, n.log)
 		n.adminTLS.TLSConfig.ClientAuth = tls.RequestClientCert
 		n.adminTLS.ErrorLog = httpLog(n.log, "admin-tls")
 		go n.serve("admin-tls", func() error { return n.adminTLS.ServeTLS(n.adminTLSLn, "", "") })
@@ -556,9 +556,9 @@ func (n *Node) shutdown(how haltKind, cause error) {
 	close(n.done)
 }
 
-// errLastVoter refuses the leave of a cluster's only voter: nothing would be
-// left to hold the state or the keys.
-var errLastVoter = errors.New("this node is the cluster's only voter; a cluster cannot lose its last voter")
+// errLastVoter refuses the leave of a cluster's only voter (the admin API
+// answers it as last-voter).
+var errLastVoter = admin.ErrLastVoter
 
 // lastVoter returns errLastVoter if c is the only voter of its cluster.
 func lastVoter(c *cluster.Cluster) error {

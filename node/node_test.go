@@ -21,6 +21,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
@@ -426,14 +427,14 @@ func TestNodeStopsWhenClusterFails(t *testing.T) {
 }
 
 // TestAdmin exercises the admin API over the node's unix socket, through
-// AdminClient, and the problem types of its refusals.
+// admin.Client, and the problem types of its refusals.
 func TestAdmin(t *testing.T) {
 	tok := softhsm.NewToken(t)
 	cfg := testConfig(t, tok, "  bootstrap: true\n  node_id: adm")
 	n := start(t, cfg)
 	waitReady(t, n)
 	ctx := ctxT(t, 30*time.Second)
-	ac := node.NewAdminClient(cfg.AdminSocket())
+	ac := admin.NewClient(cfg.AdminSocket())
 
 	fi, err := os.Stat(cfg.AdminSocket())
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
@@ -480,7 +481,7 @@ func TestAdmin(t *testing.T) {
 		{"serial with DER's zero byte", func() error { _, err := ac.Cert(ctx, "00d0a59081"); return err }, "cert-unknown"},
 		{"serial not hex", func() error {
 			_, err := ac.Cert(ctx, "0d0g")
-			var prob *node.Problem
+			var prob *admin.Problem
 			if errors.As(err, &prob) && !strings.HasPrefix(prob.Detail, `serial "0d0g": not a certificate serial number`) {
 				return fmt.Errorf("detail %q does not name the argument", prob.Detail)
 			}
@@ -500,21 +501,21 @@ func TestAdmin(t *testing.T) {
 	for _, p := range problems {
 		t.Run(p.name, func(t *testing.T) {
 			err := p.call()
-			var prob *node.Problem
+			var prob *admin.Problem
 			if !errors.As(err, &prob) {
 				t.Fatalf("error %v is not a problem", err)
 			}
 			if p.want != "" && prob.Name() != p.want {
 				t.Fatalf("problem %s (%v), want %s", prob.Name(), prob, p.want)
 			}
-			if !strings.HasPrefix(prob.Type, node.ProblemBase) || prob.Status < 400 || prob.Detail == "" {
+			if !strings.HasPrefix(prob.Type, admin.ProblemBase) || prob.Status < 400 || prob.Detail == "" {
 				t.Fatalf("problem %+v", prob)
 			}
 		})
 	}
 
 	// A socket nobody listens on says so.
-	_, err = node.NewAdminClient(filepath.Join(t.TempDir(), "admin.sock")).Status(ctx)
+	_, err = admin.NewClient(filepath.Join(t.TempDir(), "admin.sock")).Status(ctx)
 	if err == nil || !strings.Contains(err.Error(), "no node is running") {
 		t.Fatalf("missing socket: %v", err)
 	}
@@ -526,7 +527,7 @@ func TestJoinEdge(t *testing.T) {
 	first := start(t, testConfig(t, softhsm.NewToken(t), "  bootstrap: true"))
 	waitReady(t, first)
 	ctx := ctxT(t, 60*time.Second)
-	ac := node.NewAdminClient(first.Addrs().Admin)
+	ac := admin.NewClient(first.Addrs().Admin)
 	file := filepath.Join(t.TempDir(), "token")
 	cfg := testConfig(t, softhsm.NewToken(t), fmt.Sprintf("  role: nonvoter\n  join:\n    address: %s\n    token_file: %s", first.Addrs().Cluster, file))
 	keys, err := node.PrepareJoin(ctx, cfg)
@@ -549,13 +550,13 @@ func TestJoinEdge(t *testing.T) {
 	}
 	edge := start(t, cfg)
 	waitReady(t, edge)
-	st, err := node.NewAdminClient(edge.Addrs().Admin).Status(ctx)
+	st, err := admin.NewClient(edge.Addrs().Admin).Status(ctx)
 	if err != nil || st.Role != "nonvoter" || st.LeaderID != first.Cluster().ID() || len(st.Members) != 2 {
 		t.Fatalf("edge status %+v, %v", st, err)
 	}
 	// The edge cannot move leadership; the problem says why.
-	_, err = node.NewAdminClient(edge.Addrs().Admin).TransferLeadership(ctx)
-	var p *node.Problem
+	_, err = admin.NewClient(edge.Addrs().Admin).TransferLeadership(ctx)
+	var p *admin.Problem
 	if !errors.As(err, &p) || !strings.Contains(p.Detail, "not allowed to nonvoter") {
 		t.Fatalf("transfer from an edge: %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/operator"
@@ -88,7 +89,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The CA, in its own ceremony.
-	_, err = mallory.c.InitCA(ctx, CAInitRequest{Subject: CASubject{CommonName: "inkan TSA test CA", Country: "JP"}, SelfSign: true})
+	_, err = mallory.c.InitCA(ctx, admin.CAInitRequest{Subject: admin.CASubject{CommonName: "inkan TSA test CA", Country: "JP"}, SelfSign: true})
 	cq := s.proposed(t, err)
 	s.approve(t, ctx, cq, b, c)
 	s.waitState(t, ctx, cq.ID, "executed")
@@ -108,7 +109,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 			}
 		}
 	}
-	_, err = mallory.c.InitTSA(ctx, TSAInitRequest{Key: "ec-p256"})
+	_, err = mallory.c.InitTSA(ctx, admin.TSAInitRequest{Key: "ec-p256"})
 	q := s.proposed(t, err)
 	if q.Action != operator.ActionCAKeyGenerate || q.Approvals != 2 {
 		t.Fatalf("TSA key proposed as %+v", q)
@@ -123,7 +124,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 	}
 	noKey("one approval")
 	// The certificate ceremony finds no key to certify.
-	if _, err := mallory.c.CertifyTSA(ctx, TSACertRequest{}); err == nil {
+	if _, err := mallory.c.CertifyTSA(ctx, admin.TSACertRequest{}); err == nil {
 		t.Fatal("a TSA certificate before any TSA key")
 	} else {
 		wantProblem(t, "certify without a key", err, "tsa-key-unknown")
@@ -141,7 +142,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 		}
 	}
 
-	cert, err := mallory.c.CertifyTSA(ctx, TSACertRequest{Lifetime: "8760h"})
+	cert, err := mallory.c.CertifyTSA(ctx, admin.TSACertRequest{Lifetime: "8760h"})
 	if err != nil {
 		t.Fatal(err)
 	}

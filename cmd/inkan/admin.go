@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/node"
 )
@@ -134,7 +135,7 @@ they are only ever wrapped for a voter's approved transport key. The node's own
 			if err != nil {
 				return fmt.Errorf("--transport-key %q: %w", transportFP, err)
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				err := ac.ApproveTransportKey(ctx, args[0], fp)
 				return map[string]string{"node": args[0], "transport_key": fp.String()}, func(w io.Writer) {
 					fmt.Fprintf(w, "transport key %s approved for %s\n", fp, args[0])
@@ -151,7 +152,7 @@ they are only ever wrapped for a voter's approved transport key. The node's own
 		Short: "Show this node's view of the cluster: its state, the leader, the members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				st, err := ac.Status(ctx)
 				return st, func(w io.Writer) { printStatus(w, st) }, err
 			})
@@ -163,7 +164,7 @@ they are only ever wrapped for a voter's approved transport key. The node's own
 		Short:   "Remove another node from the cluster, for ever (its ID can never rejoin)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				err := ac.RemoveNode(ctx, args[0])
 				return map[string]string{"removed": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "removed node %s\n", args[0]) }, err
 			})
@@ -175,7 +176,7 @@ they are only ever wrapped for a voter's approved transport key. The node's own
 		Short:   "Have the leader hand leadership to another voter",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				l, err := ac.TransferLeadership(ctx)
 				return l, func(w io.Writer) {
 					fmt.Fprintf(w, "leader is now %s at %s (was %s)\n", l.LeaderID, l.LeaderAddr, l.Previous)
@@ -189,7 +190,7 @@ they are only ever wrapped for a voter's approved transport key. The node's own
 		Short:   "Decommission this node: drain it, remove it from the cluster, stop its process",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				err := ac.Leave(ctx)
 				return map[string]bool{"left": true}, func(w io.Writer) { fmt.Fprintln(w, "the node left the cluster and is stopping") }, err
 			})
@@ -256,9 +257,9 @@ func (jf *joinFlags) keys() (cluster.JoinKeys, error) {
 
 // joinGrantOutput is what join-token prints with -o json.
 type joinGrantOutput struct {
-	Token   string                `json:"token"`
-	Grant   *node.JoinGrant       `json:"grant,omitempty"`
-	Pending *node.ApprovalRequest `json:"pending,omitempty"` // under dual control: the token works once approved
+	Token   string                 `json:"token"`
+	Grant   *admin.JoinGrant       `json:"grant,omitempty"`
+	Pending *admin.ApprovalRequest `json:"pending,omitempty"` // under dual control: the token works once approved
 }
 
 func runJoinToken(cmd *cobra.Command, f *adminFlags, jf joinFlags) error {
@@ -270,10 +271,10 @@ func runJoinToken(cmd *cobra.Command, f *adminFlags, jf joinFlags) error {
 		return err
 	}
 	var out joinGrantOutput
-	err = withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+	err = withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 		tok, g, err := ac.GrantJoin(ctx, jf.role, keys, jf.ttl)
 		out.Token = tok
-		var proposed *node.ProposedError
+		var proposed *admin.ProposedError
 		switch {
 		case errors.As(err, &proposed):
 			out.Pending = &proposed.Request
@@ -302,7 +303,7 @@ func runJoinToken(cmd *cobra.Command, f *adminFlags, jf joinFlags) error {
 
 // withAdmin dials the node's admin socket, runs call and prints its result as a
 // table or JSON. A problem is printed as problem+json with --output json.
-func withAdmin(cmd *cobra.Command, f *adminFlags, call func(context.Context, *node.AdminClient) (any, func(io.Writer), error)) error {
+func withAdmin(cmd *cobra.Command, f *adminFlags, call func(context.Context, *admin.Client) (any, func(io.Writer), error)) error {
 	if f.output != "table" && f.output != "json" {
 		return fmt.Errorf("--output %q: use table or json", f.output)
 	}
@@ -314,8 +315,8 @@ func withAdmin(cmd *cobra.Command, f *adminFlags, call func(context.Context, *no
 	defer cancel()
 	v, table, err := call(ctx, ac)
 	out := cmd.OutOrStdout()
-	var p *node.Problem
-	var proposed *node.ProposedError
+	var p *admin.Problem
+	var proposed *admin.ProposedError
 	switch {
 	case errors.As(err, &proposed):
 		if f.output == "json" {
@@ -374,7 +375,7 @@ func printJSON(w io.Writer, v any) {
 	_ = enc.Encode(v)
 }
 
-func printStatus(w io.Writer, st *node.Status) {
+func printStatus(w io.Writer, st *admin.Status) {
 	fmt.Fprintf(w, "node     %s (%s, %s)\n", st.Node, st.Role, st.State)
 	if st.LeaderID != "" {
 		fmt.Fprintf(w, "leader   %s at %s\n", st.LeaderID, st.LeaderAddr)

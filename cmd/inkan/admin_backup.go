@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/node"
 )
@@ -42,7 +43,7 @@ The state holds no key: the CA, audit and other keys stay in the HSMs.`,
 			if err != nil {
 				return fmt.Errorf("--out: %w", err)
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "taking the backup…")
 				err := ac.Backup(ctx, file)
 				if cerr := file.Close(); err == nil {
@@ -57,7 +58,7 @@ The state holds no key: the CA, audit and other keys stay in the HSMs.`,
 					return nil, nil, err
 				}
 				defer os.RemoveAll(dir)
-				vb, err := node.VerifyBackup(ctx, out, nil, filepath.Join(dir, "state.db"))
+				vb, err := admin.VerifyBackup(ctx, out, nil, filepath.Join(dir, "state.db"))
 				if err != nil {
 					return nil, nil, fmt.Errorf("the backup written does not check: %w", err)
 				}
@@ -69,7 +70,7 @@ The state holds no key: the CA, audit and other keys stay in the HSMs.`,
 	return cmd
 }
 
-func printManifest(w io.Writer, file string, vb *node.VerifiedBackup) {
+func printManifest(w io.Writer, file string, vb *admin.VerifiedBackup) {
 	m := vb.Manifest
 	fmt.Fprintf(w, "%s: cluster %s at Raft index %d, taken %s by %s\n", file, m.Cluster, m.RaftIndex, m.TakenAt.Local().Format("2006-01-02 15:04:05"), m.Node)
 	fmt.Fprintf(w, "  state %d bytes, SHA-256 %s\n", m.State.Size, m.State.SHA256)

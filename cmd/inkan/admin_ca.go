@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/certserial"
-	"github.com/inkan-pki/inkan/node"
 )
 
 // newAdminCACmd is `inkan admin ca`: the CA key ceremonies.
@@ -24,7 +24,7 @@ func newAdminCACmd(f *adminFlags) *cobra.Command {
 		Use:   "ca",
 		Short: "The issuing CA: make its key, install its certificate, list, retire",
 	}
-	var req node.CAInitRequest
+	var req admin.CAInitRequest
 	var csrOut string
 	initCmd := &cobra.Command{
 		Use:   "init --cn NAME [--self-sign | --csr-out FILE]",
@@ -45,7 +45,7 @@ CRLs.`,
 			if req.SelfSign && csrOut != "" {
 				return fmt.Errorf("--self-sign makes no CSR: drop --csr-out")
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				out, err := ac.InitCA(ctx, req)
 				if err != nil {
 					return nil, nil, err
@@ -94,8 +94,8 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 			if err != nil {
 				return fmt.Errorf("--chain: %w", err)
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
-				is, err := ac.ImportCA(ctx, args[0], node.CAImportRequest{Certificate: string(cert), Chain: string(chain)})
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
+				is, err := ac.ImportCA(ctx, args[0], admin.CAImportRequest{Certificate: string(cert), Chain: string(chain)})
 				return is, func(w io.Writer) { fmt.Fprintf(w, "CA %s installed and active: %s\n", is.ID, is.Subject) }, err
 			})
 		},
@@ -111,7 +111,7 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 		Short:   "List the cluster's CA certificates",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				is, err := ac.Issuers(ctx)
 				return is, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -135,7 +135,7 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
   openssl verify -CAfile ca.pem subscriber.pem`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				is, err := ac.Issuers(ctx)
 				if err != nil {
 					return nil, nil, err
@@ -165,7 +165,7 @@ it issues no more, and its certificates keep their OCSP and CRLs.`,
 			if err := confirm(cmd, yes, fmt.Sprintf("Retire CA %s? It will issue no more certificates.", args[0])); err != nil {
 				return err
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				err := ac.RetireCA(ctx, args[0])
 				return map[string]string{"retired": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "CA %s retired\n", args[0]) }, err
 			})
@@ -192,7 +192,7 @@ func newAdminCertCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Cert(ctx, serial) })
+			return certCall(cmd, f, func(ctx context.Context, ac *admin.Client) (*admin.CertInfo, error) { return ac.Cert(ctx, serial) })
 		},
 	}
 	var lf struct{ status, profile, kind, issuedAfter, issuedBefore, expiring, after string }
@@ -233,7 +233,7 @@ one shown.`,
 			if limit != 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				cs, err := ac.Certs(ctx, q)
 				return cs, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -305,16 +305,16 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 				if err := confirm(cmd, yes, fmt.Sprintf("Revoke certificate %s (%s)? This cannot be undone.", serials[0], reason)); err != nil {
 					return err
 				}
-				return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
+				return certCall(cmd, f, func(ctx context.Context, ac *admin.Client) (*admin.CertInfo, error) {
 					return ac.Revoke(ctx, serials[0], reason)
 				})
 			}
 			if err := confirm(cmd, yes, fmt.Sprintf("Revoke %d certificates (%s)? This cannot be undone.", len(serials), reason)); err != nil {
 				return err
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				progress := newProgress(cmd.ErrOrStderr(), "revoked")
-				out, err := ac.BulkRevoke(ctx, node.BulkRevokeRequest{Serials: serials, Reason: reason}, func(p node.BulkProgress) {
+				out, err := ac.BulkRevoke(ctx, admin.BulkRevokeRequest{Serials: serials, Reason: reason}, func(p admin.BulkProgress) {
 					progress(p.Done, p.Total)
 				})
 				if err != nil {
@@ -346,7 +346,7 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 			if err != nil {
 				return err
 			}
-			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) { return ac.Hold(ctx, serial) })
+			return certCall(cmd, f, func(ctx context.Context, ac *admin.Client) (*admin.CertInfo, error) { return ac.Hold(ctx, serial) })
 		},
 	}
 	release := &cobra.Command{
@@ -359,7 +359,7 @@ with progress shown; more than 10 at once need two more officers' approval.`,
 			if err != nil {
 				return err
 			}
-			return certCall(cmd, f, func(ctx context.Context, ac *node.AdminClient) (*node.CertInfo, error) {
+			return certCall(cmd, f, func(ctx context.Context, ac *admin.Client) (*admin.CertInfo, error) {
 				return ac.Release(ctx, serial)
 			})
 		},
@@ -379,8 +379,8 @@ func serialArg(name, s string) (string, error) {
 	return certserial.Format(n), nil
 }
 
-func certCall(cmd *cobra.Command, f *adminFlags, call func(context.Context, *node.AdminClient) (*node.CertInfo, error)) error {
-	return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+func certCall(cmd *cobra.Command, f *adminFlags, call func(context.Context, *admin.Client) (*admin.CertInfo, error)) error {
+	return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 		ci, err := call(ctx, ac)
 		return ci, func(w io.Writer) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

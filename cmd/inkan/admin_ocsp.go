@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/inkan-pki/inkan/node"
+	"github.com/inkan-pki/inkan/admin"
 )
 
 // newAdminOCSPCmd is `inkan admin ocsp`: a node's pre-signed OCSP cache.
@@ -27,7 +27,7 @@ func newAdminOCSPCmd(f *adminFlags) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !watch {
-				return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 					st, err := ac.OCSPStatus(ctx)
 					return st, func(w io.Writer) { printOCSPStatus(w, st) }, err
 				})
@@ -35,8 +35,8 @@ func newAdminOCSPCmd(f *adminFlags) *cobra.Command {
 			progress := newProgress(cmd.ErrOrStderr(), "signed")
 			start := -1.0
 			for {
-				var st *node.OCSPStatus
-				err := withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				var st *admin.OCSPStatus
+				err := withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 					var err error
 					st, err = ac.OCSPStatus(ctx)
 					return st, func(io.Writer) {}, err
@@ -66,7 +66,7 @@ func newAdminOCSPCmd(f *adminFlags) *cobra.Command {
 	return cmd
 }
 
-func printOCSPStatus(w io.Writer, st *node.OCSPStatus) {
+func printOCSPStatus(w io.Writer, st *admin.OCSPStatus) {
 	fmt.Fprintf(w, "node %s: %.0f responses cached, oldest %s old, %.0f due for re-signing\n",
 		st.Node, st.Cached, (time.Duration(st.OldestAge) * time.Second).Round(time.Second), st.Backlog)
 	keys := make([]string, 0, len(st.Signed))

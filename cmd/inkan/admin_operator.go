@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -25,8 +24,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
-	"github.com/inkan-pki/inkan/node"
-	"github.com/inkan-pki/inkan/operator"
+	"github.com/inkan-pki/inkan/admin"
 )
 
 // adminProfile is the connection settings file (~/.config/inkan/config.yaml).
@@ -82,13 +80,13 @@ func (f *adminFlags) settle() error {
 
 // client is the admin client the flags name: the socket if one is named,
 // else the admin API over mutual TLS.
-func (f *adminFlags) client() (*node.AdminClient, error) {
+func (f *adminFlags) client() (*admin.Client, error) {
 	if f.socket != "" || f.dataDir != "" || f.config != "" {
 		socket, err := f.socketPath()
 		if err != nil {
 			return nil, err
 		}
-		return node.NewAdminClient(socket), nil
+		return admin.NewClient(socket), nil
 	}
 	if err := f.settle(); err != nil {
 		return nil, err
@@ -111,7 +109,7 @@ func (f *adminFlags) client() (*node.AdminClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--cert/--key: %w", err)
 	}
-	return node.NewAdminClientTLS(f.url, roots, cert), nil
+	return admin.NewClientTLS(f.url, roots, cert), nil
 }
 
 // operatorKey loads the operator's key for signing approvals.
@@ -201,8 +199,8 @@ mutual TLS (admin.listen). The admin adds the others with 'inkan admin operator 
 			if err != nil {
 				return fmt.Errorf("--key-out: %w", err)
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
-				op, err := ac.InitOperators(ctx, node.OperatorInit{Name: name, CSR: string(csr)})
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
+				op, err := ac.InitOperators(ctx, admin.OperatorInit{Name: name, CSR: string(csr)})
 				if err != nil {
 					os.Remove(keyOut)
 					return nil, nil, err
@@ -270,8 +268,8 @@ func newAdminOperatorCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--csr: %w", err)
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
-				op, err := ac.AddOperator(ctx, node.OperatorAdd{Name: addName, Role: role, CSR: string(csr), Validity: validity})
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
+				op, err := ac.AddOperator(ctx, admin.OperatorAdd{Name: addName, Role: role, CSR: string(csr), Validity: validity})
 				if err != nil {
 					return nil, nil, err
 				}
@@ -296,7 +294,7 @@ func newAdminOperatorCmd(f *adminFlags) *cobra.Command {
 		Short:   "List the operators",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				ops, err := ac.Operators(ctx)
 				return ops, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -316,7 +314,7 @@ func newAdminOperatorCmd(f *adminFlags) *cobra.Command {
 		Short:   "Show an operator, and write their certificate (e.g. once an approved add has run)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				op, err := ac.Operator(ctx, args[0])
 				if err == nil && showOut != "" {
 					if err := os.WriteFile(showOut, []byte(op.Certificate), 0o644); err != nil {
@@ -340,7 +338,7 @@ func newAdminOperatorCmd(f *adminFlags) *cobra.Command {
 			if err := confirm(cmd, yes, fmt.Sprintf("Remove operator %s?", args[0])); err != nil {
 				return err
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				err := ac.RemoveOperator(ctx, args[0])
 				return map[string]string{"removed": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "operator %s removed\n", args[0]) }, err
 			})
@@ -370,7 +368,7 @@ the proposer cannot approve their own request.`,
 		Short: "List the requests still open (--all: every one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				qs, err := ac.Approvals(ctx, all)
 				return qs, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -391,10 +389,10 @@ the proposer cannot approve their own request.`,
 		Short:   "Show a request: what it would run, and who approved it",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				q, err := ac.Approval(ctx, args[0])
 				if err == nil {
-					err = checkShown(q)
+					err = q.Check()
 				}
 				return q, func(w io.Writer) { printApproval(w, q) }, err
 			})
@@ -415,24 +413,13 @@ the proposer cannot approve their own request.`,
 				if err != nil {
 					return err
 				}
-				return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 					q, err := ac.Approval(ctx, args[0])
 					if err != nil {
 						return nil, nil, err
 					}
 					// Sign only what the request's own bytes say it does.
-					if err := checkShown(q); err != nil {
-						return nil, nil, err
-					}
-					raw, err := hex.DecodeString(q.Digest)
-					if err != nil || len(raw) != 32 {
-						return nil, nil, fmt.Errorf("request %s: digest %q", q.ID, q.Digest)
-					}
-					d := operator.Reject
-					if approve {
-						d = operator.Approve
-					}
-					sig, err := operator.SignApproval(key, q.ID, [32]byte(raw), d)
+					sig, err := q.Sign(key, approve)
 					if err != nil {
 						return nil, nil, err
 					}
@@ -448,21 +435,7 @@ the proposer cannot approve their own request.`,
 	return cmd
 }
 
-// checkShown checks a request as the node showed it: the digest is that of its
-// exact body, and the call and body shown are what that body says. An approver
-// then signs what they read, whatever the node they asked.
-func checkShown(q *node.Approval) error {
-	d := operator.Digest(q.Action, q.Request)
-	if hex.EncodeToString(d[:]) != q.Digest {
-		return fmt.Errorf("request %s: its digest %s is not that of its body: do not approve it, and tell the other operators", q.ID, q.Digest)
-	}
-	if call, body := node.DescribeRequest(q.Action, q.Request); call != q.Call || body != q.Body {
-		return fmt.Errorf("request %s: the node shows %s %s, its body says %s %s: do not approve it", q.ID, q.Call, q.Body, call, body)
-	}
-	return nil
-}
-
-func printApproval(w io.Writer, q *node.Approval) {
+func printApproval(w io.Writer, q *admin.Approval) {
 	fmt.Fprintf(w, "request   %s\naction    %s\nstate     %s (%d of %d %s approvals, expires %s)\nproposer  %s\n",
 		q.ID, q.Action, q.State, len(q.Approvers), q.Approvals, q.Role, q.Expires.Local().Format(time.RFC3339), q.Proposer)
 	if len(q.Approvers) > 0 {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/inkan-pki/inkan/node"
+	"github.com/inkan-pki/inkan/admin"
 )
 
 // newAdminPolicyCmd is `inkan admin policy`: the profiles in replicated state.
@@ -29,7 +29,7 @@ version they were issued under. docs/policies.md describes the format.`,
 		Short:   "List the active profiles and their versions",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				ps, err := ac.Profiles(ctx)
 				return ps, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -48,7 +48,7 @@ version they were issued under. docs/policies.md describes the format.`,
 		Short:   "Print the active version of a profile (its file)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				p, err := ac.Profile(ctx, args[0])
 				return p, func(w io.Writer) { fmt.Fprint(w, p.Data) }, err
 			})
@@ -64,7 +64,7 @@ version they were issued under. docs/policies.md describes the format.`,
 			if err != nil {
 				return err
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				d, err := ac.DiffPolicy(ctx, pf)
 				return d, func(w io.Writer) { fmt.Fprint(w, d.Diff) }, err
 			})
@@ -85,7 +85,7 @@ version must be higher than the active one's.`,
 				return err
 			}
 			if !yes {
-				if err := withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+				if err := withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 					d, err := ac.DiffPolicy(ctx, pf)
 					return d, func(w io.Writer) { fmt.Fprint(cmd.ErrOrStderr(), d.Diff) }, err
 				}); err != nil {
@@ -95,7 +95,7 @@ version must be higher than the active one's.`,
 					return err
 				}
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				p, err := ac.ApplyPolicy(ctx, pf)
 				return p, func(w io.Writer) { fmt.Fprintf(w, "profile %s version %d is active\n", p.Name, p.Version) }, err
 			})
@@ -106,10 +106,10 @@ version must be higher than the active one's.`,
 	return cmd
 }
 
-func readProfileFile(path string) (node.PolicyFile, error) {
+func readProfileFile(path string) (admin.PolicyFile, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return node.PolicyFile{}, err
+		return admin.PolicyFile{}, err
 	}
-	return node.PolicyFile{File: filepath.Base(path), Data: string(b)}, nil
+	return admin.PolicyFile{File: filepath.Base(path), Data: string(b)}, nil
 }

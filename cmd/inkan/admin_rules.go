@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
-	"github.com/inkan-pki/inkan/node"
+	"github.com/inkan-pki/inkan/admin"
 )
 
 // rulesFile is the file `inkan admin rules apply` reads (YAML, or JSON).
@@ -37,7 +37,7 @@ func newAdminRulesCmd(f *adminFlags) *cobra.Command {
 		Short:   "Show the rules of dual control in force (one set for the whole cluster)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				r, err := ac.Rules(ctx)
 				return r, func(w io.Writer) { printRules(w, r) }, err
 			})
@@ -74,11 +74,11 @@ the new rules hold on every node at once.`,
 			if rf.Rules == nil {
 				return fmt.Errorf("%s: rules: required (an empty map turns dual control off: write `rules: {}`)", args[0])
 			}
-			specs := map[string]node.RuleSpec{}
+			specs := map[string]admin.RuleSpec{}
 			for a, r := range rf.Rules {
-				specs[a] = node.RuleSpec{M: r.M, Role: r.Role, TTL: r.TTL, Over: r.Over, Within: r.Within}
+				specs[a] = admin.RuleSpec{M: r.M, Role: r.Role, TTL: r.TTL, Over: r.Over, Within: r.Within}
 			}
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				r, err := ac.SetRules(ctx, specs)
 				return r, func(w io.Writer) { printRules(w, r) }, err
 			})
@@ -88,7 +88,7 @@ the new rules hold on every node at once.`,
 	return cmd
 }
 
-func printRules(w io.Writer, r *node.Rules) {
+func printRules(w io.Writer, r *admin.Rules) {
 	fmt.Fprintf(w, "rules of dual control, version %d\n\n", r.Version)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACTION\tAPPROVALS\tTTL\tOVER\tWITHIN")

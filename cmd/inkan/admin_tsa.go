@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/inkan-pki/inkan/node"
+	"github.com/inkan-pki/inkan/admin"
 )
 
 // newAdminTSACmd is `inkan admin tsa`: the time-stamping authority's ceremonies.
@@ -18,7 +18,7 @@ func newAdminTSACmd(f *adminFlags) *cobra.Command {
 		Use:   "tsa",
 		Short: "The time-stamping authority (RFC 3161): make its key, certify it, show it",
 	}
-	var initReq node.TSAInitRequest
+	var initReq admin.TSAInitRequest
 	initCmd := &cobra.Command{
 		Use:   "init [--key-type ec-p256]",
 		Short: "Make a new TSA key in the HSMs (under the rule of ca.key.generate)",
@@ -30,7 +30,7 @@ approvers approve it. The key signs nothing until 'tsa cert' installs a certific
   inkan admin --config node.yaml tsa init --key-type ec-p384`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				k, err := ac.InitTSA(ctx, initReq)
 				return k, func(w io.Writer) {
 					fmt.Fprintf(w, "TSA key %s made (%s, public key %s).\nNext: inkan admin tsa cert --key %s\n", k.ID, k.Type, k.PublicKey, k.ID)
@@ -40,7 +40,7 @@ approvers approve it. The key signs nothing until 'tsa cert' installs a certific
 	}
 	initCmd.Flags().StringVar(&initReq.Key, "key-type", "ec-p256", "key type: ec-p256, ec-p384 or rsa-3072")
 
-	var certReq node.TSACertRequest
+	var certReq admin.TSACertRequest
 	certCmd := &cobra.Command{
 		Use:   "cert [--key ID] [--cn NAME] [--lifetime 43800h]",
 		Short: "Have the active CA certify a TSA key, and sign tokens under it from now on",
@@ -53,7 +53,7 @@ the CA certificate (openssl ts -verify -CAfile ca.pem -untrusted tsa.pem).`,
   inkan admin --config node.yaml tsa cert --key tsa-20261207-1a2b3c4d --cn "Example TSA 1" --lifetime 26280h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				c, err := ac.CertifyTSA(ctx, certReq)
 				return c, func(w io.Writer) { fmt.Fprint(w, c.Certificate) }, err
 			})
@@ -72,7 +72,7 @@ the CA certificate (openssl ts -verify -CAfile ca.pem -untrusted tsa.pem).`,
   inkan admin --config node.yaml tsa show --pem > tsa.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd, f, func(ctx context.Context, ac *node.AdminClient) (any, func(io.Writer), error) {
+			return withAdmin(cmd, f, func(ctx context.Context, ac *admin.Client) (any, func(io.Writer), error) {
 				st, err := ac.TSA(ctx)
 				if err != nil {
 					return nil, nil, err
@@ -94,7 +94,7 @@ the CA certificate (openssl ts -verify -CAfile ca.pem -untrusted tsa.pem).`,
 	return cmd
 }
 
-func printTSA(w io.Writer, st *node.TSAStatus) {
+func printTSA(w io.Writer, st *admin.TSAStatus) {
 	if st.Policy != "" {
 		fmt.Fprintf(w, "this node: policy %s, accuracy %s\n", st.Policy, st.Accuracy)
 	} else {

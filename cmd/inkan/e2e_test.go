@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
-	"github.com/inkan-pki/inkan/node"
 )
 
 // person is a simulated card holder: the basic-4 information that must never
@@ -408,7 +408,7 @@ func TestEndToEnd(t *testing.T) {
 	n1.addConfig(t, lab.jpkiSection(), public)
 	n1.start()
 	n1.waitReady()
-	var ca node.CAInit
+	var ca admin.CAInit
 	if err := json.Unmarshal([]byte(n1.admin(t, "--output", "json", "ca", "init", "--cn", "inkan e2e CA", "--country", "JP", "--self-sign")), &ca); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/inkan-pki/inkan/node"
+	"github.com/inkan-pki/inkan/admin"
 )
 
 // operatorCLI runs `inkan admin` over mutual TLS to p's admin listener as the
@@ -142,7 +142,7 @@ func TestOperatorsEndToEnd(t *testing.T) {
 	if out := fresh.run(t, "audit", "verify", exp); !strings.HasPrefix(out, "ok:") {
 		t.Fatalf("audit verify of the restored cluster: %s", out)
 	}
-	var carolID node.OperatorInfo
+	var carolID admin.OperatorInfo
 	for _, o := range after.Operators {
 		if o.Name == "carol" {
 			carolID = o
@@ -158,9 +158,9 @@ func TestOperatorsEndToEnd(t *testing.T) {
 
 // clusterState is what an operator sees of a cluster's state.
 type clusterState struct {
-	Certs     []node.CertInfo
-	Operators []node.OperatorInfo
-	Profiles  []node.ProfileInfo
+	Certs     []admin.CertInfo
+	Operators []admin.OperatorInfo
+	Profiles  []admin.ProfileInfo
 }
 
 func stateOf(t *testing.T, p *proc, admin, adminKey, officer, officerKey string) clusterState {

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
-	"github.com/inkan-pki/inkan/node"
 )
 
 // The Raft timing of the nodes these tests run: short, so that a failover is
@@ -195,9 +195,9 @@ func (p *proc) admin(t testing.TB, args ...string) string {
 	return p.run(t, append([]string{"admin", "--socket", filepath.Join(p.dataDir, "admin.sock")}, args...)...)
 }
 
-func (p *proc) status(t testing.TB) node.Status {
+func (p *proc) status(t testing.TB) admin.Status {
 	t.Helper()
-	var st node.Status
+	var st admin.Status
 	if err := json.Unmarshal([]byte(p.admin(t, "--output", "json", "cluster", "status")), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestClusterFailover(t *testing.T) {
 	// The survivor's own state shows the removal once it has applied it.
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		final := survivors[0].status(t)
-		if len(final.Members) == 2 && !slices.ContainsFunc(final.Members, func(m node.Member) bool { return m.ID == leader.name }) {
+		if len(final.Members) == 2 && !slices.ContainsFunc(final.Members, func(m admin.Member) bool { return m.ID == leader.name }) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/inkan-pki/inkan/node"
+	"github.com/inkan-pki/inkan/admin"
 )
 
 // withTSA adds a tsa section to the node's configuration.
@@ -41,7 +41,7 @@ func TestTSAEndToEnd(t *testing.T) {
 	n2.waitReady()
 
 	n1.admin(t, "ca", "init", "--cn", "inkan TSA e2e CA", "--country", "JP", "--self-sign")
-	var key node.TSAKeyInfo
+	var key admin.TSAKeyInfo
 	if err := json.Unmarshal([]byte(n1.admin(t, "--output", "json", "tsa", "init")), &key); err != nil || !strings.HasPrefix(key.ID, "tsa-") {
 		t.Fatalf("tsa init: %+v %v", key, err)
 	}
@@ -76,7 +76,7 @@ func TestTSAEndToEnd(t *testing.T) {
 			t.Fatalf("%s: openssl ts -verify: %s", p.name, out)
 		}
 	}
-	var st node.TSAStatus
+	var st admin.TSAStatus
 	if err := json.Unmarshal([]byte(n1.admin(t, "--output", "json", "tsa", "show")), &st); err != nil {
 		t.Fatal(err)
 	}

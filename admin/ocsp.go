@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"net/http"
@@ -28,13 +28,13 @@ type OCSPStatus struct {
 	Time     time.Time          `json:"time"`
 }
 
-func (n *Node) adminOCSPStatus(w http.ResponseWriter, _ *http.Request) {
-	mfs, err := n.reg.Gather()
+func (api *API) adminOCSPStatus(w http.ResponseWriter, _ *http.Request) {
+	mfs, err := api.cfg.Metrics.Gather()
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	st := OCSPStatus{Node: n.c.Load().ID(), Signed: map[string]float64{}, Requests: map[string]float64{}, Time: time.Now().UTC()}
+	st := OCSPStatus{Node: api.c.ID(), Signed: map[string]float64{}, Requests: map[string]float64{}, Time: time.Now().UTC()}
 	for _, mf := range mfs {
 		if !strings.HasPrefix(mf.GetName(), "inkan_ocsp_") {
 			continue

@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"bytes"
@@ -20,19 +20,19 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// AdminClient calls a node's admin API: over its unix socket, or over mutual
+// Client calls a node's admin API: over its unix socket, or over mutual
 // TLS as an operator.
-type AdminClient struct {
+type Client struct {
 	socket string // the socket's path, or the URL
 	base   string // "http://admin" for the socket, the https URL otherwise
 	hc     *http.Client
 }
 
-// NewAdminClient returns a client of the admin socket at path
+// NewClient returns a client of the admin socket at path
 // (<data_dir>/admin.sock).
-func NewAdminClient(path string) *AdminClient {
+func NewClient(path string) *Client {
 	d := net.Dialer{Timeout: 5 * time.Second}
-	return &AdminClient{socket: path, base: "http://admin", hc: &http.Client{Transport: &http.Transport{
+	return &Client{socket: path, base: "http://admin", hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", path)
 		},
@@ -40,12 +40,12 @@ func NewAdminClient(path string) *AdminClient {
 	}}}
 }
 
-// NewAdminClientTLS returns a client of the admin API at url (admin.listen,
+// NewClientTLS returns a client of the admin API at url (admin.listen,
 // "https://host:port") that authenticates with cert (the operator's
 // certificate and key) and trusts roots for the node's certificate (the
 // cluster CA, <data_dir>/cluster-ca.pem).
-func NewAdminClientTLS(url string, roots *x509.CertPool, cert tls.Certificate) *AdminClient {
-	return &AdminClient{socket: url, base: strings.TrimRight(url, "/"), hc: &http.Client{Transport: &http.Transport{
+func NewClientTLS(url string, roots *x509.CertPool, cert tls.Certificate) *Client {
+	return &Client{socket: url, base: strings.TrimRight(url, "/"), hc: &http.Client{Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 	}}}
 }
@@ -60,7 +60,7 @@ func (e *ProposedError) Error() string {
 }
 
 // Status returns the node's view of the cluster.
-func (a *AdminClient) Status(ctx context.Context) (*Status, error) {
+func (a *Client) Status(ctx context.Context) (*Status, error) {
 	var st Status
 	return &st, a.do(ctx, http.MethodGet, pathStatus, nil, &st)
 }
@@ -71,7 +71,7 @@ func (a *AdminClient) Status(ctx context.Context) (*Status, error) {
 // SHA-256 of its secret — and returns it with the grant; under dual control the
 // grant is proposed (a *ProposedError, with the token too: it admits the node
 // once the request is approved and run).
-func (a *AdminClient) GrantJoin(ctx context.Context, role string, keys cluster.JoinKeys, ttl time.Duration) (token string, _ *JoinGrant, err error) {
+func (a *Client) GrantJoin(ctx context.Context, role string, keys cluster.JoinKeys, ttl time.Duration) (token string, _ *JoinGrant, err error) {
 	st, err := a.Status(ctx)
 	if err != nil {
 		return "", nil, err
@@ -92,40 +92,40 @@ func (a *AdminClient) GrantJoin(ctx context.Context, role string, keys cluster.J
 
 // ApproveTransportKey approves fp as the transport key of voter node (one that
 // joined before joins were granted to keys).
-func (a *AdminClient) ApproveTransportKey(ctx context.Context, node string, fp cluster.KeyFingerprint) error {
-	return a.do(ctx, http.MethodPost, pathMembers+url.PathEscape(node)+"/transport-key", TransportKeyApproval{TransportKey: fp.String()}, nil)
+func (a *Client) ApproveTransportKey(ctx context.Context, node string, fp cluster.KeyFingerprint) error {
+	return a.do(ctx, http.MethodPost, pathMembers+url.PathEscape(node)+"/transport-key", transportKeyApproval{TransportKey: fp.String()}, nil)
 }
 
 // Rules returns the cluster's rules of dual control.
-func (a *AdminClient) Rules(ctx context.Context) (*Rules, error) {
+func (a *Client) Rules(ctx context.Context) (*Rules, error) {
 	var out Rules
 	return &out, a.do(ctx, http.MethodGet, pathRules, nil, &out)
 }
 
 // SetRules replaces the cluster's rules of dual control (under the rule of
 // policy.apply) and returns them as now in force.
-func (a *AdminClient) SetRules(ctx context.Context, rules map[string]RuleSpec) (*Rules, error) {
+func (a *Client) SetRules(ctx context.Context, rules map[string]RuleSpec) (*Rules, error) {
 	var out Rules
 	return &out, a.do(ctx, http.MethodPut, pathRules, Rules{Rules: rules}, &out)
 }
 
 // RemoveNode removes the node id from the cluster, for ever.
-func (a *AdminClient) RemoveNode(ctx context.Context, id string) error {
+func (a *Client) RemoveNode(ctx context.Context, id string) error {
 	return a.do(ctx, http.MethodDelete, pathMembers+url.PathEscape(id), nil, nil)
 }
 
 // TransferLeadership has the leader hand leadership to another voter.
-func (a *AdminClient) TransferLeadership(ctx context.Context) (*Leadership, error) {
+func (a *Client) TransferLeadership(ctx context.Context) (*Leadership, error) {
 	var l Leadership
 	return &l, a.do(ctx, http.MethodPost, pathTransfer, nil, &l)
 }
 
 // Leave decommissions the node: it drains, leaves the cluster and stops.
-func (a *AdminClient) Leave(ctx context.Context) error {
+func (a *Client) Leave(ctx context.Context) error {
 	return a.do(ctx, http.MethodPost, pathLeave, nil, nil)
 }
 
-func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) error {
+func (a *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -163,7 +163,7 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 
 // answerError is the error an answer other than success stands for: a
 // problem, or a proposal under dual control (202).
-func (a *AdminClient) answerError(resp *http.Response, b []byte) error {
+func (a *Client) answerError(resp *http.Response, b []byte) error {
 	if resp.StatusCode == http.StatusAccepted {
 		var q ApprovalRequest
 		if err := json.Unmarshal(b, &q); err != nil {
@@ -179,7 +179,7 @@ func (a *AdminClient) answerError(resp *http.Response, b []byte) error {
 }
 
 // dialError says what a failure to reach the socket means for an operator.
-func (a *AdminClient) dialError(err error) error {
+func (a *Client) dialError(err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOENT):
 		return fmt.Errorf("admin: no node is running with admin socket %s (it does not exist)", a.socket)
@@ -193,37 +193,37 @@ func (a *AdminClient) dialError(err error) error {
 
 // InitCA makes a new issuing CA key: a self-signed root, or a CSR for an
 // offline root.
-func (a *AdminClient) InitCA(ctx context.Context, req CAInitRequest) (*CAInit, error) {
+func (a *Client) InitCA(ctx context.Context, req CAInitRequest) (*CAInit, error) {
 	var out CAInit
 	return &out, a.do(ctx, http.MethodPost, pathCAInit, req, &out)
 }
 
 // ImportCA installs the CA certificate of the pending issuer id.
-func (a *AdminClient) ImportCA(ctx context.Context, id string, req CAImportRequest) (*IssuerInfo, error) {
+func (a *Client) ImportCA(ctx context.Context, id string, req CAImportRequest) (*IssuerInfo, error) {
 	var out IssuerInfo
 	return &out, a.do(ctx, http.MethodPost, pathCAIssuers+"/"+url.PathEscape(id)+"/import", req, &out)
 }
 
 // RetireCA stops issuance under the issuer id.
-func (a *AdminClient) RetireCA(ctx context.Context, id string) error {
+func (a *Client) RetireCA(ctx context.Context, id string) error {
 	return a.do(ctx, http.MethodPost, pathCAIssuers+"/"+url.PathEscape(id)+"/retire", nil, nil)
 }
 
 // Issuers lists the cluster's CA certificates.
-func (a *AdminClient) Issuers(ctx context.Context) ([]IssuerInfo, error) {
+func (a *Client) Issuers(ctx context.Context) ([]IssuerInfo, error) {
 	var out []IssuerInfo
 	return out, a.do(ctx, http.MethodGet, pathCAIssuers, nil, &out)
 }
 
 // Cert returns what the cluster records of a certificate (serial in hex).
-func (a *AdminClient) Cert(ctx context.Context, serial string) (*CertInfo, error) {
+func (a *Client) Cert(ctx context.Context, serial string) (*CertInfo, error) {
 	var out CertInfo
 	return &out, a.do(ctx, http.MethodGet, pathCerts+url.PathEscape(serial), nil, &out)
 }
 
 // Certs lists certificates; query holds the filters (status, profile,
 // issued_after, issued_before, expiring_before, kind, limit, after).
-func (a *AdminClient) Certs(ctx context.Context, query url.Values) ([]CertInfo, error) {
+func (a *Client) Certs(ctx context.Context, query url.Values) ([]CertInfo, error) {
 	var out []CertInfo
 	p := pathCertList
 	if len(query) > 0 {
@@ -233,15 +233,15 @@ func (a *AdminClient) Certs(ctx context.Context, query url.Values) ([]CertInfo, 
 }
 
 // Revoke revokes a certificate with an RFC 5280 reason name.
-func (a *AdminClient) Revoke(ctx context.Context, serial, reason string) (*CertInfo, error) {
+func (a *Client) Revoke(ctx context.Context, serial, reason string) (*CertInfo, error) {
 	var out CertInfo
-	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/revoke", RevokeRequest{Reason: reason}, &out)
+	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/revoke", revokeRequest{Reason: reason}, &out)
 }
 
 // BulkRevoke revokes many certificates, calling progress with each progress
 // line, and returns the outcome. Over a rule's threshold it is proposed
 // (*ProposedError).
-func (a *AdminClient) BulkRevoke(ctx context.Context, req BulkRevokeRequest, progress func(BulkProgress)) (*BulkProgress, error) {
+func (a *Client) BulkRevoke(ctx context.Context, req BulkRevokeRequest, progress func(BulkProgress)) (*BulkProgress, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -276,74 +276,74 @@ func (a *AdminClient) BulkRevoke(ctx context.Context, req BulkRevokeRequest, pro
 }
 
 // Hold puts a certificate on hold (certificateHold).
-func (a *AdminClient) Hold(ctx context.Context, serial string) (*CertInfo, error) {
+func (a *Client) Hold(ctx context.Context, serial string) (*CertInfo, error) {
 	var out CertInfo
 	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/hold", nil, &out)
 }
 
 // Release takes a certificate off hold.
-func (a *AdminClient) Release(ctx context.Context, serial string) (*CertInfo, error) {
+func (a *Client) Release(ctx context.Context, serial string) (*CertInfo, error) {
 	var out CertInfo
 	return &out, a.do(ctx, http.MethodPost, pathCerts+url.PathEscape(serial)+"/release", nil, &out)
 }
 
 // Profiles lists the active profiles.
-func (a *AdminClient) Profiles(ctx context.Context) ([]ProfileInfo, error) {
+func (a *Client) Profiles(ctx context.Context) ([]ProfileInfo, error) {
 	var out []ProfileInfo
 	return out, a.do(ctx, http.MethodGet, pathPolicies, nil, &out)
 }
 
 // Profile returns the active version of a profile, with its file.
-func (a *AdminClient) Profile(ctx context.Context, name string) (*ProfileInfo, error) {
+func (a *Client) Profile(ctx context.Context, name string) (*ProfileInfo, error) {
 	var out ProfileInfo
 	return &out, a.do(ctx, http.MethodGet, pathPolicies+"/"+url.PathEscape(name), nil, &out)
 }
 
 // DiffPolicy shows how a candidate profile file differs from the active version.
-func (a *AdminClient) DiffPolicy(ctx context.Context, f PolicyFile) (*PolicyDiff, error) {
+func (a *Client) DiffPolicy(ctx context.Context, f PolicyFile) (*PolicyDiff, error) {
 	var out PolicyDiff
 	return &out, a.do(ctx, http.MethodPost, pathPolicyDiff, f, &out)
 }
 
 // ApplyPolicy makes a profile file the active version of its profile.
-func (a *AdminClient) ApplyPolicy(ctx context.Context, f PolicyFile) (*ProfileInfo, error) {
+func (a *Client) ApplyPolicy(ctx context.Context, f PolicyFile) (*ProfileInfo, error) {
 	var out ProfileInfo
 	return &out, a.do(ctx, http.MethodPost, pathPolicyApply, f, &out)
 }
 
 // InitOperators makes the first admin from their CSR (PEM), on the socket of
 // the cluster's first node.
-func (a *AdminClient) InitOperators(ctx context.Context, req OperatorInit) (*OperatorInfo, error) {
+func (a *Client) InitOperators(ctx context.Context, req OperatorInit) (*OperatorInfo, error) {
 	var out OperatorInfo
 	return &out, a.do(ctx, http.MethodPost, pathOperatorsInit, req, &out)
 }
 
 // Operators lists the operators.
-func (a *AdminClient) Operators(ctx context.Context) ([]OperatorInfo, error) {
+func (a *Client) Operators(ctx context.Context) ([]OperatorInfo, error) {
 	var out []OperatorInfo
 	return out, a.do(ctx, http.MethodGet, pathOperators, nil, &out)
 }
 
 // Operator returns an operator's record with their certificate.
-func (a *AdminClient) Operator(ctx context.Context, id string) (*OperatorInfo, error) {
+func (a *Client) Operator(ctx context.Context, id string) (*OperatorInfo, error) {
 	var out OperatorInfo
 	return &out, a.do(ctx, http.MethodGet, pathOperators+"/"+url.PathEscape(id), nil, &out)
 }
 
 // AddOperator adds an operator from their CSR (or proposes it).
-func (a *AdminClient) AddOperator(ctx context.Context, req OperatorAdd) (*OperatorInfo, error) {
+func (a *Client) AddOperator(ctx context.Context, req OperatorAdd) (*OperatorInfo, error) {
 	var out OperatorInfo
 	return &out, a.do(ctx, http.MethodPost, pathOperators, req, &out)
 }
 
 // RemoveOperator removes an operator (or proposes it).
-func (a *AdminClient) RemoveOperator(ctx context.Context, id string) error {
+func (a *Client) RemoveOperator(ctx context.Context, id string) error {
 	return a.do(ctx, http.MethodDelete, pathOperators+"/"+url.PathEscape(id), nil, nil)
 }
 
 // Approvals lists the requests under dual control (all of them, or those
 // still open).
-func (a *AdminClient) Approvals(ctx context.Context, all bool) ([]Approval, error) {
+func (a *Client) Approvals(ctx context.Context, all bool) ([]Approval, error) {
 	var out []Approval
 	p := pathApprovals
 	if all {
@@ -353,25 +353,25 @@ func (a *AdminClient) Approvals(ctx context.Context, all bool) ([]Approval, erro
 }
 
 // Approval returns one request under dual control.
-func (a *AdminClient) Approval(ctx context.Context, id string) (*Approval, error) {
+func (a *Client) Approval(ctx context.Context, id string) (*Approval, error) {
 	var out Approval
 	return &out, a.do(ctx, http.MethodGet, pathApprovals+"/"+url.PathEscape(id), nil, &out)
 }
 
 // Decide approves or rejects a request with the operator's signature over
 // operator.ApprovalMessage.
-func (a *AdminClient) Decide(ctx context.Context, id string, approve bool, sig []byte) (*Approval, error) {
+func (a *Client) Decide(ctx context.Context, id string, approve bool, sig []byte) (*Approval, error) {
 	var out Approval
 	verb := "/reject"
 	if approve {
 		verb = "/approve"
 	}
-	return &out, a.do(ctx, http.MethodPost, pathApprovals+"/"+url.PathEscape(id)+verb, Decision{Signature: sig}, &out)
+	return &out, a.do(ctx, http.MethodPost, pathApprovals+"/"+url.PathEscape(id)+verb, decision{Signature: sig}, &out)
 }
 
 // Backup writes a signed backup of the cluster's state to w (a tar stream:
 // see VerifyBackup for what it holds).
-func (a *AdminClient) Backup(ctx context.Context, w io.Writer) error {
+func (a *Client) Backup(ctx context.Context, w io.Writer) error {
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+pathBackup, nil)
 	if err != nil {
 		return err
@@ -392,7 +392,7 @@ func (a *AdminClient) Backup(ctx context.Context, w io.Writer) error {
 }
 
 // OCSPStatus returns the state of the node's pre-signed OCSP cache.
-func (a *AdminClient) OCSPStatus(ctx context.Context) (*OCSPStatus, error) {
+func (a *Client) OCSPStatus(ctx context.Context) (*OCSPStatus, error) {
 	var out OCSPStatus
 	return &out, a.do(ctx, http.MethodGet, pathOCSPStatus, nil, &out)
 }

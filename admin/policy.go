@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"crypto/sha256"
@@ -49,12 +49,12 @@ var (
 	probPolicyInvalid  = problemType{"policy-invalid", http.StatusUnprocessableEntity, "The profile file is not valid"}
 )
 
-func (n *Node) adminPolicyHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
+func (api *API) adminPolicyHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
 	read := routeAccess{action: operator.ActionConfigRead}
-	handle("GET "+pathPolicies, read, n.adminPolicies)
-	handle("GET "+pathPolicies+"/{name}", read, n.adminPolicy)
-	handle("POST "+pathPolicyDiff, routeAccess{action: operator.ActionConfigRead, body: newBody[PolicyFile]}, n.adminPolicyDiff)
-	handle("POST "+pathPolicyApply, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[PolicyFile]}, n.adminPolicyApply)
+	handle("GET "+pathPolicies, read, api.adminPolicies)
+	handle("GET "+pathPolicies+"/{name}", read, api.adminPolicy)
+	handle("POST "+pathPolicyDiff, routeAccess{action: operator.ActionConfigRead, body: newBody[PolicyFile]}, api.adminPolicyDiff)
+	handle("POST "+pathPolicyApply, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[PolicyFile]}, api.adminPolicyApply)
 }
 
 func profileInfo(v policy.Version, withData bool) ProfileInfo {
@@ -67,9 +67,9 @@ func profileInfo(v policy.Version, withData bool) ProfileInfo {
 	return info
 }
 
-func (n *Node) adminPolicies(w http.ResponseWriter, _ *http.Request) {
+func (api *API) adminPolicies(w http.ResponseWriter, _ *http.Request) {
 	out := []ProfileInfo{}
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	err := api.c.View(func(tx *bbolt.Tx) error {
 		names, err := policy.Names(tx)
 		for _, name := range names {
 			v, err := policy.Lookup(tx, name)
@@ -87,8 +87,8 @@ func (n *Node) adminPolicies(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (n *Node) adminPolicy(w http.ResponseWriter, r *http.Request) {
-	v, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (policy.Version, error) { return policy.Lookup(tx, r.PathValue("name")) })
+func (api *API) adminPolicy(w http.ResponseWriter, r *http.Request) {
+	v, err := viewValue(api.c, func(tx *bbolt.Tx) (policy.Version, error) { return policy.Lookup(tx, r.PathValue("name")) })
 	if err != nil {
 		writePolicyError(w, err)
 		return
@@ -96,12 +96,12 @@ func (n *Node) adminPolicy(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, profileInfo(v, true))
 }
 
-func (n *Node) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[PolicyFile](r)
 	if !checkPolicyFile(w, req) {
 		return
 	}
-	d, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (string, error) { return policy.Diff(tx, req.File, []byte(req.Data)) })
+	d, err := viewValue(api.c, func(tx *bbolt.Tx) (string, error) { return policy.Diff(tx, req.File, []byte(req.Data)) })
 	if err != nil {
 		writePolicyError(w, err)
 		return
@@ -109,17 +109,17 @@ func (n *Node) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, PolicyDiff{Diff: d})
 }
 
-func (n *Node) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[PolicyFile](r)
 	if !checkPolicyFile(w, req) {
 		return
 	}
-	cmd, err := policy.ApplyCommand(req.File, []byte(req.Data), n.actorOf(r))
+	cmd, err := policy.ApplyCommand(req.File, []byte(req.Data), api.actorOf(r))
 	if err != nil {
 		writePolicyError(w, err)
 		return
 	}
-	c := n.c.Load()
+	c := api.c
 	if _, err := c.Submit(r.Context(), cmd); err != nil {
 		writePolicyError(w, err)
 		return
@@ -133,7 +133,7 @@ func (n *Node) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
 		writePolicyError(w, err)
 		return
 	}
-	n.log.Info("node: admin: profile applied", "profile", p.Name, "version", p.Version)
+	api.log.Info("admin: profile applied", "profile", p.Name, "version", p.Version)
 	writeJSON(w, http.StatusOK, profileInfo(v, false))
 }
 

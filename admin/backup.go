@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"archive/tar"
@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,7 +22,6 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/audit"
-	"github.com/inkan-pki/inkan/cluster"
 )
 
 // A backup is a tar file of four members, in this order:
@@ -81,9 +81,9 @@ type ManifestAudit struct {
 
 // adminBackup writes a signed backup of the replicated state, as current as
 // the leader's, and answers it as a tar stream.
-func (n *Node) adminBackup(w http.ResponseWriter, r *http.Request) {
-	c := n.c.Load()
-	tmp, err := os.CreateTemp(n.cfg.DataDir, "backup-*.db")
+func (api *API) adminBackup(w http.ResponseWriter, r *http.Request) {
+	c := api.c
+	tmp, err := os.CreateTemp(api.cfg.DataDir, "backup-*.db")
 	if err != nil {
 		writeError(w, err)
 		return
@@ -99,21 +99,21 @@ func (n *Node) adminBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m := Manifest{
-		Format: backupFormat, Cluster: n.cfg.Cluster.Name, Node: info.Node, TakenAt: info.Time.UTC(), RaftIndex: info.Index,
+		Format: backupFormat, Cluster: api.cfg.ClusterName, Node: info.Node, TakenAt: info.Time.UTC(), RaftIndex: info.Index,
 		ClusterCA: hex.EncodeToString(info.ClusterCA), State: ManifestState{Size: info.Size, SHA256: hex.EncodeToString(info.SHA256)},
 	}
-	pub, err := n.backupAudit(r.Context(), tmp.Name(), &m)
+	pub, err := api.backupAudit(r.Context(), tmp.Name(), &m)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	key, err := n.vault.ReplicatedKey(r.Context(), audit.DefaultKeyName, false)
+	key, err := api.cfg.Vault.ReplicatedKey(r.Context(), audit.DefaultKeyName, false)
 	if err != nil {
-		writeError(w, fmt.Errorf("node: backup: the audit key signs the manifest and this node lacks it (ask a voter): %w", err))
+		writeError(w, fmt.Errorf("admin: backup: the audit key signs the manifest and this node lacks it (ask a voter): %w", err))
 		return
 	}
 	if !samePublicKey(key.Public(), pub) {
-		writeError(w, errors.New("node: backup: this node's audit key is not the one the log records"))
+		writeError(w, errors.New("admin: backup: this node's audit key is not the one the log records"))
 		return
 	}
 	manifest, err := json.MarshalIndent(m, "", "  ")
@@ -151,25 +151,25 @@ func (n *Node) adminBackup(w http.ResponseWriter, r *http.Request) {
 		{memberState, tmp, info.Size},
 	} {
 		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o600, Size: f.size, ModTime: m.TakenAt, Format: tar.FormatPAX}); err != nil {
-			n.log.Error("node: backup: write", "err", err)
+			api.log.Error("admin: backup: write", "err", err)
 			return
 		}
 		if _, err := io.CopyN(tw, f.r, f.size); err != nil {
-			n.log.Error("node: backup: write", "err", err)
+			api.log.Error("admin: backup: write", "err", err)
 			return
 		}
 	}
 	if err := tw.Close(); err != nil {
-		n.log.Error("node: backup: write", "err", err)
+		api.log.Error("admin: backup: write", "err", err)
 		return
 	}
-	n.log.Info("node: admin: backup taken", "raft_index", m.RaftIndex, "bytes", m.State.Size, "audit_leaves", m.Audit.Leaves)
+	api.log.Info("admin: backup taken", "raft_index", m.RaftIndex, "bytes", m.State.Size, "audit_leaves", m.Audit.Leaves)
 }
 
 // backupAudit reads the audit log in a state file into m, and returns the
 // audit key the state records.
-func (n *Node) backupAudit(ctx context.Context, path string, m *Manifest) (crypto.PublicKey, error) {
-	return readStateAudit(ctx, path, n.cfg.Cluster.Name, &m.Audit)
+func (api *API) backupAudit(ctx context.Context, path string, m *Manifest) (crypto.PublicKey, error) {
+	return readStateAudit(ctx, path, api.cfg.ClusterName, &m.Audit)
 }
 
 // readStateAudit opens a state file read-only and reads its audit log: the
@@ -177,7 +177,7 @@ func (n *Node) backupAudit(ctx context.Context, path string, m *Manifest) (crypt
 func readStateAudit(ctx context.Context, path, origin string, out *ManifestAudit) (crypto.PublicKey, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("node: state file: %w", err)
+		return nil, fmt.Errorf("admin: state file: %w", err)
 	}
 	defer db.Close()
 	svc, err := audit.New(audit.Config{Origin: origin})
@@ -186,7 +186,7 @@ func readStateAudit(ctx context.Context, path, origin string, out *ManifestAudit
 	}
 	src, err := svc.NewSource(db)
 	if err != nil {
-		return nil, fmt.Errorf("node: the state's audit log: %w", err)
+		return nil, fmt.Errorf("admin: the state's audit log: %w", err)
 	}
 	pub := src.PublicKey()
 	out.Key = audit.KeyFingerprint(pub)
@@ -341,75 +341,9 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// The files `inkan admin restore` stages in a new node's data dir, which its
-// first start bootstraps a new cluster from (then removes).
-const (
-	restoreStateFile    = "restore-state.db"
-	restoreManifestFile = "restore-manifest.json"
-)
-
-// StageRestore checks a backup (VerifyBackup, with the pinned audit key if not
-// nil) and stages it in cfg's data dir, so that the node's next start
-// bootstraps a new cluster from it. The node must be a new one: configured to
-// bootstrap, with no cluster state yet, in a cluster of the backup's name (the
-// audit log's origin). Its HSM must hold the keys the state needs (the old
-// cluster's, by the HSM's own means); the start refuses, naming the key, if
-// one is missing.
-func StageRestore(ctx context.Context, cfg *Config, file string, pinned crypto.PublicKey) (*VerifiedBackup, error) {
-	if !cfg.Cluster.Bootstrap {
-		return nil, errors.New("restore: a restore starts a new cluster: set cluster.bootstrap: true in the new node's configuration")
-	}
-	for _, name := range []string{"raft.db", "state.db", "node.pem", restoreStateFile} {
-		if _, err := os.Stat(filepath.Join(cfg.DataDir, name)); err == nil {
-			return nil, fmt.Errorf("restore: %s holds %s already: restore onto a new node, with an empty data_dir", cfg.DataDir, name)
-		}
-	}
-	if err := prepareDataDir(cfg.DataDir); err != nil {
-		return nil, err
-	}
-	statePath := filepath.Join(cfg.DataDir, restoreStateFile)
-	vb, err := VerifyBackup(ctx, file, pinned, statePath)
-	if err != nil {
-		os.Remove(statePath)
-		return nil, err
-	}
-	if vb.Manifest.Cluster != cfg.Cluster.Name {
-		os.Remove(statePath)
-		return nil, fmt.Errorf("restore: the backup is of cluster %q; set cluster.name: %s (the audit log's origin goes on)", vb.Manifest.Cluster, vb.Manifest.Cluster)
-	}
-	m, err := json.Marshal(vb.Manifest)
-	if err == nil {
-		err = os.WriteFile(filepath.Join(cfg.DataDir, restoreManifestFile), m, 0o600)
-	}
-	if err != nil {
-		os.Remove(statePath)
-		return nil, err
-	}
-	return vb, nil
-}
-
-// stagedRestore returns the restore staged in the data dir, if any.
-func stagedRestore(dir string) (*cluster.Restore, error) {
-	b, err := os.ReadFile(filepath.Join(dir, restoreManifestFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("node: staged restore: %w", err)
-	}
-	sum, err := hex.DecodeString(m.State.SHA256)
-	if err != nil {
-		return nil, fmt.Errorf("node: staged restore: %w", err)
-	}
-	return &cluster.Restore{Path: filepath.Join(dir, restoreStateFile), SHA256: sum}, nil
-}
-
-// clearStagedRestore removes a restore once the cluster started from it.
-func clearStagedRestore(dir string) {
-	os.Remove(filepath.Join(dir, restoreStateFile))
-	os.Remove(filepath.Join(dir, restoreManifestFile))
+// samePublicKey reports whether a and b are the same public key.
+func samePublicKey(a, b crypto.PublicKey) bool {
+	ka, err1 := x509.MarshalPKIXPublicKey(a)
+	kb, err2 := x509.MarshalPKIXPublicKey(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ka, kb)
 }

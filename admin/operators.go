@@ -1,6 +1,8 @@
-package node
+package admin
 
 import (
+	"crypto"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -65,8 +67,8 @@ type Approval struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// Decision carries an approver's signature over operator.ApprovalMessage.
-type Decision struct {
+// decision carries an approver's signature over operator.ApprovalMessage.
+type decision struct {
 	Signature []byte `json:"signature"`
 }
 
@@ -84,16 +86,16 @@ var (
 	probBootstrapped    = problemType{"bootstrapped", http.StatusConflict, "The cluster has operators already"}
 )
 
-func (n *Node) adminOperatorHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
-	handle("POST "+pathOperatorsInit, routeAccess{local: true, body: newBody[OperatorInit]}, n.adminOperatorInit)
-	handle("GET "+pathOperators, routeAccess{action: operator.ActionOperatorRead}, n.adminOperators)
-	handle("GET "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorRead}, n.adminOperator)
-	handle("POST "+pathOperators, routeAccess{action: operator.ActionOperatorManage, body: newBody[OperatorAdd]}, n.adminOperatorAdd)
-	handle("DELETE "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorManage}, n.adminOperatorRemove)
-	handle("GET "+pathApprovals, routeAccess{action: operator.ActionApprovalRead}, n.adminApprovals)
-	handle("GET "+pathApprovals+"/{id}", routeAccess{action: operator.ActionApprovalRead}, n.adminApproval)
-	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide, body: newBody[Decision]}, n.adminDecide(operator.Approve))
-	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide, body: newBody[Decision]}, n.adminDecide(operator.Reject))
+func (api *API) adminOperatorHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
+	handle("POST "+pathOperatorsInit, routeAccess{local: true, body: newBody[OperatorInit]}, api.adminOperatorInit)
+	handle("GET "+pathOperators, routeAccess{action: operator.ActionOperatorRead}, api.adminOperators)
+	handle("GET "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorRead}, api.adminOperator)
+	handle("POST "+pathOperators, routeAccess{action: operator.ActionOperatorManage, body: newBody[OperatorAdd]}, api.adminOperatorAdd)
+	handle("DELETE "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorManage}, api.adminOperatorRemove)
+	handle("GET "+pathApprovals, routeAccess{action: operator.ActionApprovalRead}, api.adminApprovals)
+	handle("GET "+pathApprovals+"/{id}", routeAccess{action: operator.ActionApprovalRead}, api.adminApproval)
+	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Approve))
+	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Reject))
 }
 
 func operatorInfo(o operator.Operator) OperatorInfo {
@@ -117,36 +119,36 @@ func csrDER(s string) ([]byte, bool) {
 }
 
 // operatorCA is the operator CA's certificate in PEM.
-func (n *Node) operatorCA() string {
+func (api *API) operatorCA() string {
 	var der []byte
-	_ = n.c.Load().View(func(tx *bbolt.Tx) error { der, _ = operator.CACertificate(tx); return nil })
+	_ = api.c.View(func(tx *bbolt.Tx) error { der, _ = operator.CACertificate(tx); return nil })
 	if der == nil {
 		return ""
 	}
 	return certPEM(der)
 }
 
-func (n *Node) adminOperatorInit(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminOperatorInit(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[OperatorInit](r)
 	csr, ok := csrDER(req.CSR)
 	if !ok || req.Name == "" {
 		writeProblem(w, probRequestInvalid, "name and csr (a PEM CERTIFICATE REQUEST): required")
 		return
 	}
-	op, err := n.app.operators().Bootstrap(r.Context(), req.Name, csr, 0)
+	op, err := api.cfg.Operators().Bootstrap(r.Context(), req.Name, csr, 0)
 	if err != nil {
 		writeOperatorError(w, err)
 		return
 	}
-	n.log.Info("node: admin: first admin made", "operator", op.ID)
+	api.log.Info("admin: first admin made", "operator", op.ID)
 	info := operatorInfo(op)
-	info.OperatorCA = n.operatorCA()
+	info.OperatorCA = api.operatorCA()
 	writeJSON(w, http.StatusCreated, info)
 }
 
-func (n *Node) adminOperators(w http.ResponseWriter, _ *http.Request) {
+func (api *API) adminOperators(w http.ResponseWriter, _ *http.Request) {
 	out := []OperatorInfo{}
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	err := api.c.View(func(tx *bbolt.Tx) error {
 		ops, err := operator.List(tx)
 		for _, o := range ops {
 			info := operatorInfo(o)
@@ -162,18 +164,18 @@ func (n *Node) adminOperators(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (n *Node) adminOperator(w http.ResponseWriter, r *http.Request) {
-	op, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (operator.Operator, error) { return operator.Lookup(tx, r.PathValue("id")) })
+func (api *API) adminOperator(w http.ResponseWriter, r *http.Request) {
+	op, err := viewValue(api.c, func(tx *bbolt.Tx) (operator.Operator, error) { return operator.Lookup(tx, r.PathValue("id")) })
 	if err != nil {
 		writeOperatorError(w, err)
 		return
 	}
 	info := operatorInfo(op)
-	info.OperatorCA = n.operatorCA()
+	info.OperatorCA = api.operatorCA()
 	writeJSON(w, http.StatusOK, info)
 }
 
-func (n *Node) adminOperatorAdd(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminOperatorAdd(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[OperatorAdd](r)
 	csr, ok := csrDER(req.CSR)
 	if !ok || req.Name == "" {
@@ -196,22 +198,22 @@ func (n *Node) adminOperatorAdd(w http.ResponseWriter, r *http.Request) {
 		}
 		validity = d
 	}
-	n.changeOperators(w, r, operator.Change{Op: operator.OpAdd, Name: req.Name, Role: role, CSR: csr, Validity: validity})
+	api.changeOperators(w, r, operator.Change{Op: operator.OpAdd, Name: req.Name, Role: role, CSR: csr, Validity: validity})
 }
 
-func (n *Node) adminOperatorRemove(w http.ResponseWriter, r *http.Request) {
-	n.changeOperators(w, r, operator.Change{Op: operator.OpRemove, ID: r.PathValue("id")})
+func (api *API) adminOperatorRemove(w http.ResponseWriter, r *http.Request) {
+	api.changeOperators(w, r, operator.Change{Op: operator.OpRemove, ID: r.PathValue("id")})
 }
 
 // changeOperators adds or removes an operator directly, or proposes the change
 // when dual control covers it (the operator service runs it once approved).
-func (n *Node) changeOperators(w http.ResponseWriter, r *http.Request, ch operator.Change) {
+func (api *API) changeOperators(w http.ResponseWriter, r *http.Request, ch operator.Change) {
 	by := callerOf(r).op
 	if by == nil {
 		writeProblem(w, probOperatorRequired, "operators are added and removed by an admin over mutual TLS; the first one with `inkan admin init`")
 		return
 	}
-	ops := n.app.operators()
+	ops := api.cfg.Operators()
 	var added operator.Operator
 	var err error
 	if ch.Op == operator.OpAdd {
@@ -231,17 +233,17 @@ func (n *Node) changeOperators(w http.ResponseWriter, r *http.Request, ch operat
 			writeApprovalError(w, err)
 			return
 		}
-		n.log.Info("node: admin: operator change proposed under dual control", "request", q.ID, "change", ch.Op, "proposer", by.ID)
+		api.log.Info("admin: operator change proposed under dual control", "request", q.ID, "change", ch.Op, "proposer", by.ID)
 		writeJSON(w, http.StatusAccepted, approvalRequest(q))
 	case err != nil:
 		writeOperatorError(w, err)
 	case ch.Op == operator.OpAdd:
-		n.log.Info("node: admin: operator added", "operator", added.ID, "role", added.Role, "by", by.ID)
+		api.log.Info("admin: operator added", "operator", added.ID, "role", added.Role, "by", by.ID)
 		info := operatorInfo(added)
-		info.OperatorCA = n.operatorCA()
+		info.OperatorCA = api.operatorCA()
 		writeJSON(w, http.StatusCreated, info)
 	default:
-		n.log.Info("node: admin: operator removed", "operator", ch.ID, "by", by.ID)
+		api.log.Info("admin: operator removed", "operator", ch.ID, "by", by.ID)
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
@@ -249,13 +251,44 @@ func (n *Node) changeOperators(w http.ResponseWriter, r *http.Request, ch operat
 func approvalView(q operator.Request) Approval {
 	a := Approval{ApprovalRequest: approvalRequest(q), State: stateName(q.State), Proposer: q.ProposerID, Approvers: q.ApproverIDs,
 		Created: q.Created, Result: string(q.Result), Error: q.Error, Request: q.Body}
-	a.Call, a.Body = DescribeRequest(q.Action, q.Body)
+	a.Call, a.Body = describeRequest(q.Action, q.Body)
 	return a
 }
 
-// DescribeRequest renders a request's exact body for the people who approve it:
+// Check checks a request as a node showed it: the digest is that of its exact
+// body, and the call and body shown are what that body says. An approver then
+// signs what they read, whatever the node they asked.
+func (q *Approval) Check() error {
+	d := operator.Digest(q.Action, q.Request)
+	if hex.EncodeToString(d[:]) != q.Digest {
+		return fmt.Errorf("request %s: its digest %s is not that of its body: do not approve it, and tell the other operators", q.ID, q.Digest)
+	}
+	if call, body := describeRequest(q.Action, q.Request); call != q.Call || body != q.Body {
+		return fmt.Errorf("request %s: the node shows %s %s, its body says %s %s: do not approve it", q.ID, q.Call, q.Body, call, body)
+	}
+	return nil
+}
+
+// Sign checks q (Check) and signs the approver's decision on it with their key
+// (operator.SignApproval), for Client.Decide.
+func (q *Approval) Sign(key crypto.Signer, approve bool) ([]byte, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
+	raw, err := hex.DecodeString(q.Digest)
+	if err != nil || len(raw) != 32 {
+		return nil, fmt.Errorf("request %s: digest %q", q.ID, q.Digest)
+	}
+	d := operator.Reject
+	if approve {
+		d = operator.Approve
+	}
+	return operator.SignApproval(key, q.ID, [32]byte(raw), d)
+}
+
+// describeRequest renders a request's exact body for the people who approve it:
 // the call it makes and its decoded body.
-func DescribeRequest(action string, body []byte) (call, shown string) {
+func describeRequest(action string, body []byte) (call, shown string) {
 	if action == operator.ActionOperatorManage {
 		if ch, err := operator.ParseChange(body); err == nil {
 			call = ch.Op + " operator"
@@ -296,13 +329,13 @@ func stateName(s operator.State) string {
 	return fmt.Sprintf("state(%d)", s)
 }
 
-func (n *Node) adminApprovals(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminApprovals(w http.ResponseWriter, r *http.Request) {
 	var states []operator.State
 	if r.URL.Query().Get("all") == "" {
 		states = []operator.State{operator.Pending, operator.Approved, operator.Executing}
 	}
 	out := []Approval{}
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	err := api.c.View(func(tx *bbolt.Tx) error {
 		qs, err := operator.Requests(tx, states...)
 		for _, q := range qs {
 			out = append(out, approvalView(q))
@@ -316,8 +349,8 @@ func (n *Node) adminApprovals(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (n *Node) adminApproval(w http.ResponseWriter, r *http.Request) {
-	q, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (operator.Request, error) { return operator.LookupRequest(tx, r.PathValue("id")) })
+func (api *API) adminApproval(w http.ResponseWriter, r *http.Request) {
+	q, err := viewValue(api.c, func(tx *bbolt.Tx) (operator.Request, error) { return operator.LookupRequest(tx, r.PathValue("id")) })
 	if err != nil {
 		writeApprovalError(w, err)
 		return
@@ -325,16 +358,16 @@ func (n *Node) adminApproval(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, approvalView(q))
 }
 
-func (n *Node) adminDecide(d operator.Decision) http.HandlerFunc {
+func (api *API) adminDecide(d operator.Decision) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		req := bodyOf[Decision](r)
+		req := bodyOf[decision](r)
 		by := callerOf(r).op
-		q, err := n.app.operators().Decide(r.Context(), r.PathValue("id"), *by, d, req.Signature)
+		q, err := api.cfg.Operators().Decide(r.Context(), r.PathValue("id"), *by, d, req.Signature)
 		if err != nil {
 			writeApprovalError(w, err)
 			return
 		}
-		n.log.Info("node: admin: request decided", "request", q.ID, "decision", d, "by", by.ID, "state", stateName(q.State))
+		api.log.Info("admin: request decided", "request", q.ID, "decision", d, "by", by.ID, "state", stateName(q.State))
 		writeJSON(w, http.StatusOK, approvalView(q))
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ const maxDepth = 16
 func decodeStrict(body []byte, v any) error {
 	t := reflect.TypeOf(v)
 	if t == nil || t.Kind() != reflect.Pointer {
-		return errors.New("node: decodeStrict needs a pointer")
+		return errors.New("admin: decodeStrict needs a pointer")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()

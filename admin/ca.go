@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"crypto/x509"
@@ -130,8 +130,8 @@ type CertInfo struct {
 	Certificate   string    `json:"certificate,omitempty"` // PEM
 }
 
-// RevokeRequest names the reason of a revocation (RFC 5280 CRLReason name).
-type RevokeRequest struct {
+// revokeRequest names the reason of a revocation (RFC 5280 CRLReason name).
+type revokeRequest struct {
 	Reason string `json:"reason"`
 }
 
@@ -142,17 +142,17 @@ var (
 	probNotAvailable = problemType{"not-available", http.StatusServiceUnavailable, "The node has not started this service"}
 )
 
-func (n *Node) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
-	handle("POST "+pathCAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true, body: newBody[CAInitRequest]}, n.adminCAInit)
-	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionConfigRead}, n.adminCAIssuers)
-	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true, body: newBody[CAImportRequest]}, n.adminCAImport)
-	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, n.adminCARetire)
-	handle("GET "+pathCertList, routeAccess{action: operator.ActionCertRead}, n.adminCertList)
-	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, n.adminCert)
-	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[RevokeRequest]}, n.adminCertRevoke)
-	handle("POST "+pathBulkRevoke, routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[BulkRevokeRequest], count: bulkCount}, n.adminBulkRevoke)
-	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, n.adminCertHold)
-	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, n.adminCertRelease)
+func (api *API) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
+	handle("POST "+pathCAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true, body: newBody[CAInitRequest]}, api.adminCAInit)
+	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionConfigRead}, api.adminCAIssuers)
+	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true, body: newBody[CAImportRequest]}, api.adminCAImport)
+	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, api.adminCARetire)
+	handle("GET "+pathCertList, routeAccess{action: operator.ActionCertRead}, api.adminCertList)
+	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, api.adminCert)
+	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[revokeRequest]}, api.adminCertRevoke)
+	handle("POST "+pathBulkRevoke, routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[BulkRevokeRequest], count: bulkCount}, api.adminBulkRevoke)
+	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, api.adminCertHold)
+	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, api.adminCertRelease)
 }
 
 // signingKeyType reads the key type of a CA or TSA key request (default
@@ -168,15 +168,15 @@ func signingKeyType(w http.ResponseWriter, name string) (hsm.KeyType, bool) {
 	return "", false
 }
 
-func (n *Node) authorityOr503(w http.ResponseWriter) *ca.Authority {
-	auth := n.app.authority()
+func (api *API) authorityOr503(w http.ResponseWriter) *ca.Authority {
+	auth := api.cfg.Authority()
 	if auth == nil {
 		writeProblem(w, probNotAvailable, "the issuing authority has not started on this node")
 	}
 	return auth
 }
 
-func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminCAInit(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[CAInitRequest](r)
 	key, ok := signingKeyType(w, req.Key)
 	if !ok {
@@ -199,7 +199,7 @@ func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
 		}
 		validity = d
 	}
-	auth := n.authorityOr503(w)
+	auth := api.authorityOr503(w)
 	if auth == nil {
 		return
 	}
@@ -211,7 +211,7 @@ func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
 		subj.Country = []string{req.Subject.Country}
 	}
 	out, err := auth.Init(r.Context(), ca.InitOptions{
-		Key: key, Subject: subj, SelfSign: req.SelfSign, Validity: validity, KeyLabel: req.KeyLabel, Actor: n.actorOf(r),
+		Key: key, Subject: subj, SelfSign: req.SelfSign, Validity: validity, KeyLabel: req.KeyLabel, Actor: api.actorOf(r),
 	})
 	if err != nil {
 		writeCAError(w, err)
@@ -224,13 +224,13 @@ func (n *Node) adminCAInit(w http.ResponseWriter, r *http.Request) {
 	if out.Cert != nil {
 		res.Certificate = certPEM(out.Cert.Raw)
 	}
-	n.log.Info("node: admin: CA key made", "issuer", out.ID, "self_signed", req.SelfSign)
+	api.log.Info("admin: CA key made", "issuer", out.ID, "self_signed", req.SelfSign)
 	writeJSON(w, http.StatusCreated, res)
 }
 
-func (n *Node) adminCAIssuers(w http.ResponseWriter, _ *http.Request) {
+func (api *API) adminCAIssuers(w http.ResponseWriter, _ *http.Request) {
 	var out []IssuerInfo
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	err := api.c.View(func(tx *bbolt.Tx) error {
 		issuers, err := ca.Issuers(tx)
 		for _, is := range issuers {
 			out = append(out, issuerInfo(is))
@@ -257,7 +257,7 @@ func issuerInfo(is ca.Issuer) IssuerInfo {
 	return info
 }
 
-func (n *Node) adminCAImport(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminCAImport(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[CAImportRequest](r)
 	certs, err := pemCertificates(req.Certificate)
 	if err != nil || len(certs) != 1 {
@@ -269,35 +269,35 @@ func (n *Node) adminCAImport(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, probRequestInvalid, "chain: "+err.Error())
 		return
 	}
-	auth := n.authorityOr503(w)
+	auth := api.authorityOr503(w)
 	if auth == nil {
 		return
 	}
 	id := r.PathValue("id")
-	if err := auth.Import(r.Context(), id, certs[0], chain, n.actorOf(r)); err != nil {
+	if err := auth.Import(r.Context(), id, certs[0], chain, api.actorOf(r)); err != nil {
 		writeCAErrorAbout(w, err, probCAUnknown)
 		return
 	}
-	n.log.Info("node: admin: CA certificate installed", "issuer", id)
+	api.log.Info("admin: CA certificate installed", "issuer", id)
 	var is ca.Issuer
-	if err := n.c.Load().View(func(tx *bbolt.Tx) error { is, err = ca.LookupIssuer(tx, id); return err }); err != nil {
+	if err := api.c.View(func(tx *bbolt.Tx) error { is, err = ca.LookupIssuer(tx, id); return err }); err != nil {
 		writeCAErrorAbout(w, err, probCAUnknown)
 		return
 	}
 	writeJSON(w, http.StatusOK, issuerInfo(is))
 }
 
-func (n *Node) adminCARetire(w http.ResponseWriter, r *http.Request) {
-	auth := n.authorityOr503(w)
+func (api *API) adminCARetire(w http.ResponseWriter, r *http.Request) {
+	auth := api.authorityOr503(w)
 	if auth == nil {
 		return
 	}
 	id := r.PathValue("id")
-	if err := auth.Retire(r.Context(), id, n.actorOf(r)); err != nil {
+	if err := auth.Retire(r.Context(), id, api.actorOf(r)); err != nil {
 		writeCAErrorAbout(w, err, probCAUnknown)
 		return
 	}
-	n.log.Info("node: admin: CA certificate retired", "issuer", id)
+	api.log.Info("admin: CA certificate retired", "issuer", id)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -305,7 +305,7 @@ func (n *Node) adminCARetire(w http.ResponseWriter, r *http.Request) {
 // revoked, held, pending), profile, issued_after, issued_before and
 // expiring_before (RFC 3339 times), kind (derived, ocsp-responder), in serial
 // order per CA, at most limit (100; up to 10000), from after (a serial).
-func (n *Node) adminCertList(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminCertList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var times [3]time.Time
 	for i, name := range []string{"issued_after", "issued_before", "expiring_before"} {
@@ -343,7 +343,7 @@ func (n *Node) adminCertList(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []CertInfo{}
 	errFull := errors.New("full")
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	err := api.c.View(func(tx *bbolt.Tx) error {
 		issuers, err := ca.Issuers(tx)
 		if err != nil {
 			return err
@@ -392,7 +392,7 @@ func certInfo(rec ca.Record) CertInfo {
 		IssuedAt: rec.IssuedAt, NotAfter: rec.NotAfter,
 	}
 	if rec.Status == ca.Revoked || rec.Status == ca.Held {
-		info.Reason, info.RevokedAt = ReasonName(rec.Reason), rec.RevokedAt
+		info.Reason, info.RevokedAt = reasonName(rec.Reason), rec.RevokedAt
 	}
 	if rec.DER != nil {
 		info.Certificate = certPEM(rec.DER)
@@ -400,12 +400,12 @@ func certInfo(rec ca.Record) CertInfo {
 	return info
 }
 
-func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminCert(w http.ResponseWriter, r *http.Request) {
 	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
-	rec, err := viewValue(n.c.Load(), func(tx *bbolt.Tx) (ca.Record, error) { return ca.Lookup(tx, serial) })
+	rec, err := viewValue(api.c, func(tx *bbolt.Tx) (ca.Record, error) { return ca.Lookup(tx, serial) })
 	if err != nil {
 		writeCAError(w, err)
 		return
@@ -413,19 +413,19 @@ func (n *Node) adminCert(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, certInfo(rec))
 }
 
-func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
-	req := bodyOf[RevokeRequest](r)
+	req := bodyOf[revokeRequest](r)
 	reason, ok := reasonCodes[req.Reason]
 	if !ok || reason == ca.ReasonCertificateHold {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s); certificateHold is `hold`", req.Reason, strings.Join(reasonList(), ", ")))
 		return
 	}
-	n.certChange(w, r, serial, "revoked", func(auth *ca.Authority) error {
-		return auth.Revoke(r.Context(), serial, reason, n.actorOf(r))
+	api.certChange(w, r, serial, "revoked", func(auth *ca.Authority) error {
+		return auth.Revoke(r.Context(), serial, reason, api.actorOf(r))
 	})
 }
 
@@ -433,7 +433,7 @@ func (n *Node) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 // (at most one a second) and the outcome. A serial that is unknown or not
 // revocable is reported and skipped; a cluster error (no leader for the
 // whole wait) stops it, and the outcome says how far it got.
-func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[BulkRevokeRequest](r)
 	reason, ok := reasonCodes[req.Reason]
 	if !ok || reason == ca.ReasonCertificateHold {
@@ -451,7 +451,7 @@ func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	auth := n.authorityOr503(w)
+	auth := api.authorityOr503(w)
 	if auth == nil {
 		return
 	}
@@ -465,7 +465,7 @@ func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	p := BulkProgress{Total: len(serials)}
 	last := time.Now()
-	actor := n.actorOf(r)
+	actor := api.actorOf(r)
 	for i, s := range serials {
 		err := auth.Revoke(r.Context(), s, reason, actor)
 		switch {
@@ -488,27 +488,27 @@ func (n *Node) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Final = true
 	_ = enc.Encode(p)
-	n.log.Info("node: admin: bulk revocation", "revoked", p.Revoked, "failed", len(p.Failed), "total", p.Total, "stopped", p.Error != "")
+	api.log.Info("admin: bulk revocation", "revoked", p.Revoked, "failed", len(p.Failed), "total", p.Total, "stopped", p.Error != "")
 }
 
-func (n *Node) adminCertHold(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminCertHold(w http.ResponseWriter, r *http.Request) {
 	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
-	n.certChange(w, r, serial, "held", func(auth *ca.Authority) error { return auth.Hold(r.Context(), serial, n.actorOf(r)) })
+	api.certChange(w, r, serial, "held", func(auth *ca.Authority) error { return auth.Hold(r.Context(), serial, api.actorOf(r)) })
 }
 
-func (n *Node) adminCertRelease(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminCertRelease(w http.ResponseWriter, r *http.Request) {
 	serial, ok := parseSerial(w, "serial", r.PathValue("serial"))
 	if !ok {
 		return
 	}
-	n.certChange(w, r, serial, "released", func(auth *ca.Authority) error { return auth.Release(r.Context(), serial, n.actorOf(r)) })
+	api.certChange(w, r, serial, "released", func(auth *ca.Authority) error { return auth.Release(r.Context(), serial, api.actorOf(r)) })
 }
 
-func (n *Node) certChange(w http.ResponseWriter, r *http.Request, serial *big.Int, what string, change func(*ca.Authority) error) {
-	auth := n.authorityOr503(w)
+func (api *API) certChange(w http.ResponseWriter, r *http.Request, serial *big.Int, what string, change func(*ca.Authority) error) {
+	auth := api.authorityOr503(w)
 	if auth == nil {
 		return
 	}
@@ -516,8 +516,8 @@ func (n *Node) certChange(w http.ResponseWriter, r *http.Request, serial *big.In
 		writeCAError(w, err)
 		return
 	}
-	n.log.Info("node: admin: certificate "+what, "serial", certserial.Format(serial))
-	n.adminCert(w, r)
+	api.log.Info("admin: certificate "+what, "serial", certserial.Format(serial))
+	api.adminCert(w, r)
 }
 
 // parseSerial reads a serial number in any form certserial.Parse accepts;
@@ -558,8 +558,8 @@ var reasonCodes = map[string]int{
 	"privilegeWithdrawn": 9, "aACompromise": 10,
 }
 
-// ReasonName is the RFC 5280 name of a CRLReason code.
-func ReasonName(code int) string {
+// reasonName is the RFC 5280 name of a CRLReason code.
+func reasonName(code int) string {
 	for name, c := range reasonCodes {
 		if c == code {
 			return name

@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"context"
@@ -102,9 +102,9 @@ type JoinGrant struct {
 	Request      string `json:"request,omitempty"`
 }
 
-// TransportKeyApproval approves the transport key of a voter that joined before
+// transportKeyApproval approves the transport key of a voter that joined before
 // joins were granted to keys (`inkan join-keys` on that voter prints it).
-type TransportKeyApproval struct {
+type transportKeyApproval struct {
 	TransportKey string `json:"transport_key"` // "sha256:…"
 }
 
@@ -137,53 +137,70 @@ type adminRoute struct {
 	handler http.HandlerFunc
 }
 
+// Route is one admin route as the role matrix sees it.
+type Route struct {
+	Pattern string // "POST /v1/ca/init"
+	// Action is what the route does in the role matrix (operator.Action*);
+	// "" for what concerns the node alone, which is served on its socket only.
+	Action string
+}
+
+// Routes lists the admin routes with the action each performs.
+func Routes() []Route {
+	var out []Route
+	for _, rt := range (&API{}).adminRouteTable() {
+		out = append(out, Route{Pattern: rt.pattern, Action: rt.access.action})
+	}
+	return out
+}
+
 // adminRoutes is every admin route, guarded, on one mux.
-func (n *Node) adminRoutes() *http.ServeMux {
+func (api *API) adminRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
-	for _, rt := range n.adminRouteTable() {
-		mux.HandleFunc(rt.pattern, n.guard(rt.access, rt.handler))
+	for _, rt := range api.adminRouteTable() {
+		mux.HandleFunc(rt.pattern, api.guard(rt.access, rt.handler))
 	}
 	return mux
 }
 
 // adminRouteTable lists the admin routes with the action each performs: the
 // role matrix applies to these names (operator.Authorize).
-func (n *Node) adminRouteTable() []adminRoute {
+func (api *API) adminRouteTable() []adminRoute {
 	var routes []adminRoute
 	handle := func(pattern string, acc routeAccess, h http.HandlerFunc) {
 		routes = append(routes, adminRoute{pattern, acc, h})
 	}
-	handle("GET "+pathStatus, routeAccess{action: operator.ActionConfigRead, local: true}, n.adminStatus)
+	handle("GET "+pathStatus, routeAccess{action: operator.ActionConfigRead, local: true}, api.adminStatus)
 	// A join grant names the node's keys and carries only the hash of the
 	// token's secret, so it is proposed like any change: a voter's join is
 	// also a key transfer, and held to both rules.
 	handle("POST "+pathJoinTokens, routeAccess{action: operator.ActionClusterMembership, dual: true,
-		body: newBody[JoinGrantRequest], also: joinAlso}, n.adminJoinGrant)
+		body: newBody[JoinGrantRequest], also: joinAlso}, api.adminJoinGrant)
 	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: operator.ActionClusterMembership, dual: true,
-		body: newBody[TransportKeyApproval], also: func(any) []string { return []string{operator.ActionCAKeyTransfer} }}, n.adminTransportKey)
-	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, n.adminRemove)
-	handle("GET "+pathRules, routeAccess{action: operator.ActionConfigRead}, n.adminRules)
-	handle("PUT "+pathRules, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[Rules]}, n.adminSetRules)
-	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, n.adminTransfer)
-	handle("POST "+pathLeave, routeAccess{local: true}, n.adminLeave)
-	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, n.adminBackup)
-	handle("GET "+pathOCSPStatus, ocspStatusRoute, n.adminOCSPStatus)
-	n.adminCAHandlers(handle)
-	n.adminTSAHandlers(handle)
-	n.adminPolicyHandlers(handle)
-	n.adminOperatorHandlers(handle)
+		body: newBody[transportKeyApproval], also: func(any) []string { return []string{operator.ActionCAKeyTransfer} }}, api.adminTransportKey)
+	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, api.adminRemove)
+	handle("GET "+pathRules, routeAccess{action: operator.ActionConfigRead}, api.adminRules)
+	handle("PUT "+pathRules, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[Rules]}, api.adminSetRules)
+	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, api.adminTransfer)
+	handle("POST "+pathLeave, routeAccess{local: true}, api.adminLeave)
+	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, api.adminBackup)
+	handle("GET "+pathOCSPStatus, ocspStatusRoute, api.adminOCSPStatus)
+	api.adminCAHandlers(handle)
+	api.adminTSAHandlers(handle)
+	api.adminPolicyHandlers(handle)
+	api.adminOperatorHandlers(handle)
 	return routes
 }
 
 // adminHandler serves the admin routes to one listener: the socket (local)
 // or the mutual-TLS listener.
-func (n *Node) adminHandler(local bool) http.Handler {
+func (api *API) adminHandler(local bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := n.adminMux.Handler(r); pattern == "" {
+		if _, pattern := api.mux.Handler(r); pattern == "" {
 			writeProblem(w, probNotFound, fmt.Sprintf("%s %s is not an admin endpoint", r.Method, r.URL.Path))
 			return
 		}
-		if n.draining.Load() && r.URL.Path != pathStatus {
+		if api.cfg.Draining() && r.URL.Path != pathStatus {
 			writeProblem(w, probShuttingDown, "the node is draining")
 			return
 		}
@@ -193,12 +210,12 @@ func (n *Node) adminHandler(local bool) http.Handler {
 		if local {
 			r = withCaller(r, caller{local: true})
 		}
-		n.adminMux.ServeHTTP(w, r)
+		api.mux.ServeHTTP(w, r)
 	})
 }
 
-func (n *Node) adminStatus(w http.ResponseWriter, r *http.Request) {
-	c := n.c.Load()
+func (api *API) adminStatus(w http.ResponseWriter, r *http.Request) {
+	c := api.c
 	st, err := c.Status()
 	if err != nil {
 		writeError(w, err)
@@ -212,15 +229,15 @@ func (n *Node) adminStatus(w http.ResponseWriter, r *http.Request) {
 		ClusterCA: hex.EncodeToString(c.CAFingerprint()),
 	}
 	_ = c.View(func(tx *bbolt.Tx) error { out.RulesVersion, _ = operator.RulesVersion(tx); return nil })
-	if tk, err := n.vault.TransportKey(r.Context()); err == nil {
-		if fp, err := n.vault.TransportKeyFingerprint(tk); err == nil {
+	if tk, err := api.cfg.Vault.TransportKey(r.Context()); err == nil {
+		if fp, err := api.cfg.Vault.TransportKeyFingerprint(tk); err == nil {
 			out.TransportKey = fp.String()
 		}
 	}
-	if p := n.ready(r.Context()); p.OK {
+	if ok, why := api.cfg.Ready(r.Context()); ok {
 		out.Ready = true
 	} else {
-		out.NotReady = p.Reason
+		out.NotReady = why
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -306,7 +323,7 @@ func parseJoinGrant(req *JoinGrantRequest) (cluster.JoinGrant, error) {
 	return g, errors.Join(errs...)
 }
 
-func (n *Node) adminJoinGrant(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminJoinGrant(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[JoinGrantRequest](r)
 	g, err := parseJoinGrant(req)
 	if err != nil {
@@ -316,18 +333,18 @@ func (n *Node) adminJoinGrant(w http.ResponseWriter, r *http.Request) {
 	if q := callerOf(r).approved; q != nil {
 		g.Request = q.ID
 	}
-	if err := n.c.Load().GrantJoin(r.Context(), g); err != nil {
+	if err := api.c.GrantJoin(r.Context(), g); err != nil {
 		writeClusterError(w, err)
 		return
 	}
-	n.log.Info("node: admin: join granted", "node", g.Keys.Node, "role", g.Role, "node_key", g.Keys.NodeKey.String(),
+	api.log.Info("admin: join granted", "node", g.Keys.Node, "role", g.Role, "node_key", g.Keys.NodeKey.String(),
 		"transport_key", g.Keys.TransportKey.String(), "request", g.Request)
 	writeJSON(w, http.StatusCreated, JoinGrant{Role: req.Role, Node: req.Node, NodeKey: req.NodeKey, TransportKey: req.TransportKey,
 		TokenID: req.TokenID, TTL: req.TTL, Request: g.Request})
 }
 
-func (n *Node) adminTransportKey(w http.ResponseWriter, r *http.Request) {
-	req := bodyOf[TransportKeyApproval](r)
+func (api *API) adminTransportKey(w http.ResponseWriter, r *http.Request) {
+	req := bodyOf[transportKeyApproval](r)
 	fp, err := cluster.ParseKeyFingerprint(req.TransportKey)
 	if err != nil {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("transport_key: %q: %v", req.TransportKey, err))
@@ -338,11 +355,11 @@ func (n *Node) adminTransportKey(w http.ResponseWriter, r *http.Request) {
 		request = q.ID
 	}
 	id := r.PathValue("id")
-	if err := n.c.Load().ApproveTransportKey(r.Context(), id, fp, request); err != nil {
+	if err := api.c.ApproveTransportKey(r.Context(), id, fp, request); err != nil {
 		writeClusterError(w, err)
 		return
 	}
-	n.log.Info("node: admin: transport key approved", "member", id, "transport_key", fp.String(), "request", request)
+	api.log.Info("admin: transport key approved", "member", id, "transport_key", fp.String(), "request", request)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -358,10 +375,10 @@ func rulesView(rules map[string]operator.Rule, version uint64) Rules {
 	return out
 }
 
-func (n *Node) adminRules(w http.ResponseWriter, _ *http.Request) {
-	ops := n.app.operators()
+func (api *API) adminRules(w http.ResponseWriter, _ *http.Request) {
+	ops := api.cfg.Operators()
 	var out Rules
-	err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	err := api.c.View(func(tx *bbolt.Tx) error {
 		rules, err := ops.RulesIn(tx)
 		if err != nil {
 			return err
@@ -400,7 +417,7 @@ func parseRules(req *Rules) (map[string]operator.Rule, error) {
 	return out, errors.Join(errs...)
 }
 
-func (n *Node) adminSetRules(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminSetRules(w http.ResponseWriter, r *http.Request) {
 	rules, err := parseRules(bodyOf[Rules](r))
 	if err != nil {
 		writeProblem(w, probRequestInvalid, err.Error())
@@ -410,18 +427,18 @@ func (n *Node) adminSetRules(w http.ResponseWriter, r *http.Request) {
 	if q := callerOf(r).approved; q != nil {
 		request = q.ID
 	}
-	ops := n.app.operators()
-	if err := ops.SetRules(r.Context(), n.actorOf(r), request, rules); err != nil {
+	ops := api.cfg.Operators()
+	if err := ops.SetRules(r.Context(), api.actorOf(r), request, rules); err != nil {
 		writeOperatorError(w, err)
 		return
 	}
-	n.log.Info("node: admin: rules of dual control set", "rules", len(rules), "request", request)
-	n.adminRules(w, r)
+	api.log.Info("admin: rules of dual control set", "rules", len(rules), "request", request)
+	api.adminRules(w, r)
 }
 
-func (n *Node) adminRemove(w http.ResponseWriter, r *http.Request) {
+func (api *API) adminRemove(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	c := n.c.Load()
+	c := api.c
 	if id == c.ID() {
 		writeProblem(w, probRemoveSelf, fmt.Sprintf("node %s is the node this socket belongs to: run `inkan admin cluster leave` against it to decommission it, or remove it through another node", id))
 		return
@@ -440,12 +457,12 @@ func (n *Node) adminRemove(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	n.log.Info("node: admin: node removed", "removed", id)
+	api.log.Info("admin: node removed", "removed", id)
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (n *Node) adminTransfer(w http.ResponseWriter, r *http.Request) {
-	c := n.c.Load()
+func (api *API) adminTransfer(w http.ResponseWriter, r *http.Request) {
+	c := api.c
 	prev, _ := c.Leader()
 	if err := c.TransferLeadership(r.Context()); err != nil {
 		writeError(w, err)
@@ -465,31 +482,24 @@ func (n *Node) adminTransfer(w http.ResponseWriter, r *http.Request) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	n.log.Info("node: admin: leadership transferred", "from", prev, "to", out.LeaderID)
+	api.log.Info("admin: leadership transferred", "from", prev, "to", out.LeaderID)
 	writeJSON(w, http.StatusOK, out)
 }
 
 // adminLeave decommissions this node: it drains, leaves the cluster and stops
 // (the process exits). The answer comes once the cluster has left.
-func (n *Node) adminLeave(w http.ResponseWriter, r *http.Request) {
-	if err := lastVoter(n.c.Load()); err != nil {
+func (api *API) adminLeave(w http.ResponseWriter, r *http.Request) {
+	if err := api.cfg.CanLeave(); err != nil {
 		t := probFailed
-		if errors.Is(err, errLastVoter) {
+		if errors.Is(err, ErrLastVoter) {
 			t = probLastVoter
 		}
 		writeProblem(w, t, err.Error())
 		return
 	}
-	n.log.Info("node: admin: leave requested")
-	n.halt(haltLeave, nil)
-	select {
-	case <-n.clusterDown:
-	case <-r.Context().Done():
-		writeError(w, r.Context().Err())
-		return
-	}
-	if n.leaveErr != nil {
-		writeError(w, n.leaveErr)
+	api.log.Info("admin: leave requested")
+	if err := api.cfg.Leave(r.Context()); err != nil {
+		writeError(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -596,4 +606,18 @@ func writeError(w http.ResponseWriter, err error) {
 		t = probRefused
 	}
 	writeProblem(w, t, err.Error())
+}
+
+// validNodeID is cluster's rule for node IDs, checked here so that the
+// request's field is named.
+func validNodeID(id string) bool {
+	if len(id) < 1 || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ import (
 //     operator and their role (operator.Verify); every route names the action
 //     it performs, authorised against the role matrix (operator.Authorize), and
 //     an action under dual control is proposed rather than run, and runs on the
-//     leader once enough operators have approved it (runApproved).
+//     leader once enough operators have approved it (RunApproved).
 //
 // The actor the audit log records is the operator (for an approved request,
 // its proposer), or the node's own certificate for the socket.
@@ -54,11 +54,11 @@ func callerOf(r *http.Request) caller {
 
 // actorOf is the audit log's actor for a request: the operator's certificate,
 // or the node's own for the socket.
-func (n *Node) actorOf(r *http.Request) string {
+func (api *API) actorOf(r *http.Request) string {
 	if c := callerOf(r); c.op != nil {
 		return c.op.Actor()
 	}
-	sum := sha256.Sum256(n.nodeCert)
+	sum := sha256.Sum256(api.cfg.NodeCert)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
@@ -165,7 +165,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, acc routeAccess) (_ *htt
 }
 
 // guard wraps a route's handler with its access rule.
-func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
+func (api *API) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := callerOf(r)
 		switch {
@@ -183,7 +183,7 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		case c.local:
-			if !acc.local && n.hasOperators() {
+			if !acc.local && api.hasOperators() {
 				writeProblem(w, probOperatorRequired, "this cluster has operators: use the admin API over mutual TLS (admin.listen) with an operator certificate (inkan admin --url … --cert … --key …)")
 				return
 			}
@@ -196,7 +196,7 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 			writeProblem(w, probSocketOnly, fmt.Sprintf("%s %s concerns this node only: run it on the node, through its admin socket", r.Method, r.URL.Path))
 			return
 		}
-		op, ok := n.verifyOperator(w, r)
+		op, ok := api.verifyOperator(w, r)
 		if !ok {
 			return
 		}
@@ -211,7 +211,7 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		r = withCaller(r, caller{op: &op})
-		if acc.dual && n.propose(w, r, op, acc, v, canon) {
+		if acc.dual && api.propose(w, r, op, acc, v, canon) {
 			return
 		}
 		h(w, r)
@@ -221,7 +221,7 @@ func (n *Node) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 // verifyOperator checks the TLS client certificate against the operators: as
 // the leader knows them for a write (an operator removed a moment ago is
 // refused), as this node does for a read (so reads go on without a leader).
-func (n *Node) verifyOperator(w http.ResponseWriter, r *http.Request) (operator.Operator, bool) {
+func (api *API) verifyOperator(w http.ResponseWriter, r *http.Request) (operator.Operator, bool) {
 	var op operator.Operator
 	var chain = r.TLS.PeerCertificates
 	verify := func(tx *bbolt.Tx) error {
@@ -231,9 +231,9 @@ func (n *Node) verifyOperator(w http.ResponseWriter, r *http.Request) (operator.
 	}
 	var err error
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		err = n.c.Load().View(verify)
+		err = api.c.View(verify)
 	} else {
-		err = n.c.Load().ViewCurrent(r.Context(), verify)
+		err = api.c.ViewCurrent(r.Context(), verify)
 	}
 	if err != nil {
 		if errors.Is(err, operator.ErrNoCertificate) || errors.Is(err, operator.ErrUnknownCA) || errors.Is(err, operator.ErrCertExpired) ||
@@ -252,7 +252,7 @@ func (n *Node) verifyOperator(w http.ResponseWriter, r *http.Request) (operator.
 // need approval yet has the request's items counted first (operator.Take); if
 // the count would pass the threshold — another request of the operator's got
 // there first — the request is proposed after all.
-func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Operator, acc routeAccess, v any, canon []byte) bool {
+func (api *API) propose(w http.ResponseWriter, r *http.Request, op operator.Operator, acc routeAccess, v any, canon []byte) bool {
 	action := acc.action
 	count := 1
 	if acc.count != nil {
@@ -262,11 +262,11 @@ func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Opera
 	if acc.also != nil {
 		also = acc.also(v)
 	}
-	ops := n.app.operators()
+	ops := api.cfg.Operators()
 	var rule operator.Rule
 	var need bool
 	// The leader's view: a rule tightened a moment ago holds here too.
-	err := n.c.Load().ViewCurrent(r.Context(), func(tx *bbolt.Tx) error {
+	err := api.c.ViewCurrent(r.Context(), func(tx *bbolt.Tx) error {
 		var err error
 		rule, need, err = ops.Required(tx, op, action, count, also...)
 		return err
@@ -298,7 +298,7 @@ func (n *Node) propose(w http.ResponseWriter, r *http.Request, op operator.Opera
 		writeApprovalError(w, err)
 		return true
 	}
-	n.log.Info("node: admin: request proposed under dual control", "request", q.ID, "action", action, "proposer", op.ID)
+	api.log.Info("admin: request proposed under dual control", "request", q.ID, "action", action, "proposer", op.ID)
 	writeJSON(w, http.StatusAccepted, approvalRequest(q))
 	return true
 }
@@ -307,21 +307,21 @@ func approvalRequest(q operator.Request) ApprovalRequest {
 	return ApprovalRequest{ID: q.ID, Action: q.Action, Digest: hex.EncodeToString(q.Digest[:]), Approvals: q.Rule.M, Role: string(q.Rule.Role), Expires: q.Expires}
 }
 
-// runApproved is the operator service's runner of every action the admin API
+// RunApproved is the operator service's runner of every action the admin API
 // proposes: on the leader, it replays the approved call through the admin
 // routes as its proposer, and records the answer.
-func (n *Node) runApproved(ctx context.Context, q operator.Request) ([]byte, error) {
+func (api *API) RunApproved(ctx context.Context, q operator.Request) ([]byte, error) {
 	var call adminCall
 	if err := json.Unmarshal(q.Body, &call); err != nil {
-		return nil, fmt.Errorf("node: approved request %s: %w", q.ID, err)
+		return nil, fmt.Errorf("admin: approved request %s: %w", q.ID, err)
 	}
 	var proposer operator.Operator
-	if err := n.c.Load().View(func(tx *bbolt.Tx) error {
+	if err := api.c.View(func(tx *bbolt.Tx) error {
 		var err error
 		proposer, err = operator.Lookup(tx, q.ProposerID)
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("node: approved request %s: proposer: %w", q.ID, err)
+		return nil, fmt.Errorf("admin: approved request %s: proposer: %w", q.ID, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, call.Method, call.Path, bytes.NewReader(call.Body))
 	if err != nil {
@@ -329,13 +329,13 @@ func (n *Node) runApproved(ctx context.Context, q operator.Request) ([]byte, err
 	}
 	req = withCaller(req, caller{op: &proposer, approved: &q, approvedBody: call.Body})
 	rec := &recorder{header: http.Header{}, status: http.StatusOK}
-	n.adminMux.ServeHTTP(rec, req)
+	api.mux.ServeHTTP(rec, req)
 	out := rec.body.Bytes()
 	if len(out) > 60<<10 {
 		out = out[:60<<10]
 	}
 	if rec.status >= 300 {
-		return nil, fmt.Errorf("node: approved request %s: %d %s", q.ID, rec.status, bytes.TrimSpace(out))
+		return nil, fmt.Errorf("admin: approved request %s: %d %s", q.ID, rec.status, bytes.TrimSpace(out))
 	}
 	return out, nil
 }
@@ -352,9 +352,9 @@ func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func (r *recorder) WriteHeader(status int)      { r.status = status }
 
 // hasOperators reports whether the cluster has any operator yet.
-func (n *Node) hasOperators() bool {
+func (api *API) hasOperators() bool {
 	has := true // fail closed
-	_ = n.c.Load().View(func(tx *bbolt.Tx) error {
+	_ = api.c.View(func(tx *bbolt.Tx) error {
 		ops, err := operator.List(tx)
 		if err == nil {
 			has = len(ops) > 0
@@ -364,17 +364,17 @@ func (n *Node) hasOperators() bool {
 	return has
 }
 
-// guardAudit admits to the audit API operators whose role may read the audit
+// GuardAudit admits to the audit API operators whose role may read the audit
 // log (auditors), or everyone if audit.public says so — the same before and
 // after the cluster has operators (before, nobody holds an auditor
 // certificate, so a closed audit API stays closed until `inkan admin init`).
-func (n *Node) guardAudit(h http.Handler) http.Handler {
+func (api *API) GuardAudit(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n.cfg.Audit.Public {
+		if api.cfg.AuditPublic {
 			h.ServeHTTP(w, r)
 			return
 		}
-		op, ok := n.verifyOperator(w, r)
+		op, ok := api.verifyOperator(w, r)
 		if !ok {
 			return
 		}
