@@ -396,3 +396,14 @@ func (a *Client) OCSPStatus(ctx context.Context) (*OCSPStatus, error) {
 	var out OCSPStatus
 	return &out, a.do(ctx, http.MethodGet, pathOCSPStatus, nil, &out)
 }
+
+// JoinKeys is what a join grant binds: the new node's ID and the fingerprints
+// of the node and transport keys `inkan join-keys` made in its HSM. It is the
+// cluster's own type, named here so that the CLI speaks to admin alone.
+type JoinKeys = cluster.JoinKeys
+
+// ParseKeyFingerprint reads a key fingerprint as `inkan join-keys` prints it
+// ("sha256:" and 64 lower-case hex digits).
+func ParseKeyFingerprint(s string) (cluster.KeyFingerprint, error) {
+	return cluster.ParseKeyFingerprint(s)
+}

@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/inkan-pki/inkan/admin"
-	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/node"
 )
 
@@ -131,7 +130,7 @@ they are only ever wrapped for a voter's approved transport key. The node's own
 'cluster status' shows its transport key. It is under dual control like a voter's join.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fp, err := cluster.ParseKeyFingerprint(transportFP)
+			fp, err := admin.ParseKeyFingerprint(transportFP)
 			if err != nil {
 				return fmt.Errorf("--transport-key %q: %w", transportFP, err)
 			}
@@ -219,34 +218,34 @@ func (jf *joinFlags) flags(cmd *cobra.Command, withRole bool) {
 
 // keys reads the new node's keys from --keys or the three flags, naming the
 // flag at fault.
-func (jf *joinFlags) keys() (cluster.JoinKeys, error) {
+func (jf *joinFlags) keys() (admin.JoinKeys, error) {
 	var jk joinKeysJSON
 	switch {
 	case jf.keysFile != "" && (jf.node != "" || jf.nodeKey != "" || jf.transportKey != ""):
-		return cluster.JoinKeys{}, errors.New("give --keys, or --node, --node-key and --transport-key, not both")
+		return admin.JoinKeys{}, errors.New("give --keys, or --node, --node-key and --transport-key, not both")
 	case jf.keysFile != "":
 		b, err := os.ReadFile(jf.keysFile)
 		if err != nil {
-			return cluster.JoinKeys{}, fmt.Errorf("--keys: %w", err)
+			return admin.JoinKeys{}, fmt.Errorf("--keys: %w", err)
 		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&jk); err != nil {
-			return cluster.JoinKeys{}, fmt.Errorf("--keys %s: not what `inkan join-keys -o json` writes: %w", jf.keysFile, err)
+			return admin.JoinKeys{}, fmt.Errorf("--keys %s: not what `inkan join-keys -o json` writes: %w", jf.keysFile, err)
 		}
 	default:
 		jk = joinKeysJSON{Node: jf.node, NodeKey: jf.nodeKey, TransportKey: jf.transportKey}
 	}
 	var errs []error
-	out := cluster.JoinKeys{Node: jk.Node}
+	out := admin.JoinKeys{Node: jk.Node}
 	if jk.Node == "" {
 		errs = append(errs, errors.New("--node: required (the new node's ID)"))
 	}
 	var err error
-	if out.NodeKey, err = cluster.ParseKeyFingerprint(jk.NodeKey); err != nil {
+	if out.NodeKey, err = admin.ParseKeyFingerprint(jk.NodeKey); err != nil {
 		errs = append(errs, fmt.Errorf("--node-key %q: %w", jk.NodeKey, err))
 	}
-	if out.TransportKey, err = cluster.ParseKeyFingerprint(jk.TransportKey); err != nil {
+	if out.TransportKey, err = admin.ParseKeyFingerprint(jk.TransportKey); err != nil {
 		errs = append(errs, fmt.Errorf("--transport-key %q: %w", jk.TransportKey, err))
 	}
 	if jk.Role != "" && jf.role != "" && jk.Role != jf.role {

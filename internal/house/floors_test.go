@@ -26,7 +26,9 @@ var floors = []floorRow{
 	// data in jpki's types: flag parsing around one call each.
 	{7, []string{"cmd/inkan"}, []string{"node", "admin", "subscriber", "audit", "jpki/jpkisim", "jpki", "hsm", "certserial"}, ""},
 	{6, []string{"node"}, []string{"below"}, ""},
-	{5, []string{"admin"}, []string{"operator", "ocsp", "ca/…", "tsa", "audit/log", "audit", "cluster", "hsm", "certserial"}, ""},
+	// admin also reads the profiles' policy types (policies) and the TSA's
+	// state (tsa) for its answers: both lower floors than admin's.
+	{5, []string{"admin"}, []string{"operator", "ocsp", "ca/…", "tsa", "policies", "audit/log", "audit", "cluster", "hsm", "certserial"}, ""},
 	{4, []string{"ocsp", "tsa"}, []string{"ca/…", "cluster", "hsm", "certserial"}, ""},
 	{3, []string{"ca", "ca/enroll", "ca/crl", "ca/linkage", "ca/policy"}, []string{"ca/…", "policies", "jpki", "cluster", "hsm", "certserial", "enrollapi"}, ""},
 	{3, []string{"operator", "audit/log"}, []string{"audit", "cluster", "hsm", "certserial"}, ""},
