@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 
@@ -781,9 +780,10 @@ func applyRelink(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 }
 
 // ChangedSerials tells a subscriber which issuer and serials an applied command of
-// the authority changed, from its result alone. It returns "" and nil for other
-// commands and for results it cannot read.
-func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []*big.Int) {
+// the authority changed, from its result alone. The serials are big-endian
+// bytes, as the result carries them, the state keys them and OCSP answers for
+// them. It returns "" and nil for other commands and for results it cannot read.
+func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials [][]byte) {
 	switch e.Command.Type {
 	case CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
 		CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire:
@@ -807,10 +807,7 @@ func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []
 	} else if decMode.Unmarshal(result, &r) != nil {
 		return "", nil
 	}
-	for _, s := range r.Serials {
-		serials = append(serials, new(big.Int).SetBytes(s))
-	}
-	return r.Issuer, serials
+	return r.Issuer, r.Serials
 }
 
 func putUint64(b []byte, v uint64) {
