@@ -14,6 +14,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // Command types of the authority, all at version 1 except ca.intent, which is at
@@ -642,7 +643,7 @@ func applyResolve(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if r == nil || Status(r.Status) != Pending || r.Issuer != b.Issuer {
 			continue
 		}
-		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), ReasonCessationOfOperation, e.Time.UnixNano()
+		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(ReasonCessationOfOperation), e.Time.UnixNano()
 		if err := putCert(tx, r, s); err != nil {
 			return nil, err
 		}
@@ -657,11 +658,8 @@ func applyResolve(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 // validRevocationReason: the CRLReason codes Revoke takes. certificateHold (6) is
 // Hold's, removeFromCRL (8) belongs to delta CRLs, 7 is unassigned.
 func validRevocationReason(r int) bool {
-	switch r {
-	case 0, 1, 2, 3, 4, 5, 9, 10:
-		return true
-	}
-	return false
+	c := crlreason.Reason(r)
+	return c.Known() && c != crlreason.CertificateHold && c != crlreason.RemoveFromCRL
 }
 
 func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b statusBody) error) ([]byte, error) {
@@ -706,7 +704,7 @@ func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if s := Status(r.Status); s != Good {
 			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), ReasonCertificateHold, e.Time.UnixNano(), b.Actor
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(ReasonCertificateHold), e.Time.UnixNano(), b.Actor
 		return nil
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"go.etcd.io/bbolt"
 )
 
@@ -73,12 +74,13 @@ func (s Status) String() string {
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
-// RFC 5280 CRLReason codes the authority writes itself.
+// RFC 5280 CRLReason codes the authority writes itself (crlreason's, as the
+// int the state and the commands carry).
 const (
-	ReasonUnspecified          = 0
-	ReasonKeyCompromise        = 1
-	ReasonCessationOfOperation = 5
-	ReasonCertificateHold      = 6
+	ReasonUnspecified          = int(crlreason.Unspecified)
+	ReasonKeyCompromise        = int(crlreason.KeyCompromise)
+	ReasonCessationOfOperation = int(crlreason.CessationOfOperation)
+	ReasonCertificateHold      = int(crlreason.CertificateHold)
 )
 
 // Kind says what a certificate is for.
