@@ -54,9 +54,9 @@ const (
 	CommandRelink        = "ca.relink"
 )
 
-// StatusCommands are the command types that change a certificate's status: what the
+// statusCommands are the command types that change a certificate's status: what the
 // OCSP responder and the CRL publisher subscribe to.
-func StatusCommands() []string {
+func statusCommands() []string {
 	return []string{CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
 		CommandIntents, CommandIssues}
 }

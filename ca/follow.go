@@ -15,7 +15,7 @@ import (
 // to — the CRL publisher (PublishCRLs) and each node's OCSP pre-signer:
 // certificates' status changes, and the CA certificates coming and going.
 func FollowedCommands() []string {
-	return append(StatusCommands(), CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire)
+	return append(statusCommands(), CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire)
 }
 
 // IsIssuerCommand tells whether a command type changes the CA certificates

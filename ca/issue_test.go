@@ -361,7 +361,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 	tc := newCACluster(t, 1, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
-	sub := n.c.Subscribe(64, StatusCommands()...)
+	sub := n.c.Subscribe(64, statusCommands()...)
 	defer sub.Close()
 	req, _ := derivedRequest(t)
 	iss, err := n.a.Issue(ctx, req)
