@@ -18,6 +18,7 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/operator"
 )
@@ -392,7 +393,7 @@ func certInfo(rec ca.Record) CertInfo {
 		IssuedAt: rec.IssuedAt, NotAfter: rec.NotAfter,
 	}
 	if rec.Status == ca.Revoked || rec.Status == ca.Held {
-		info.Reason, info.RevokedAt = reasonName(rec.Reason), rec.RevokedAt
+		info.Reason, info.RevokedAt = crlreason.Reason(rec.Reason).String(), rec.RevokedAt
 	}
 	if rec.DER != nil {
 		info.Certificate = certPEM(rec.DER)
@@ -419,8 +420,8 @@ func (api *API) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := bodyOf[revokeRequest](r)
-	reason, ok := reasonCodes[req.Reason]
-	if !ok || reason == ca.ReasonCertificateHold {
+	reason, ok := revocationReason(req.Reason)
+	if !ok {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s); certificateHold is `hold`", req.Reason, strings.Join(reasonList(), ", ")))
 		return
 	}
@@ -435,8 +436,8 @@ func (api *API) adminCertRevoke(w http.ResponseWriter, r *http.Request) {
 // whole wait) stops it, and the outcome says how far it got.
 func (api *API) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 	req := bodyOf[BulkRevokeRequest](r)
-	reason, ok := reasonCodes[req.Reason]
-	if !ok || reason == ca.ReasonCertificateHold {
+	reason, ok := revocationReason(req.Reason)
+	if !ok {
 		writeProblem(w, probRequestInvalid, fmt.Sprintf("reason: %q is not a revocation reason (%s)", req.Reason, strings.Join(reasonList(), ", ")))
 		return
 	}
@@ -551,25 +552,26 @@ func writeCAErrorAbout(w http.ResponseWriter, err error, notFound problemType) {
 	}
 }
 
-// reasonCodes are RFC 5280's CRLReason names.
-var reasonCodes = map[string]int{
-	"unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affiliationChanged": 3,
-	"superseded": 4, "cessationOfOperation": 5, "certificateHold": 6,
-	"privilegeWithdrawn": 9, "aACompromise": 10,
+// revocationReason reads name as a reason a revocation may give: an RFC 5280
+// name other than certificateHold (that is a hold) and removeFromCRL (a delta
+// CRL's entry, never a revocation's).
+func revocationReason(name string) (int, bool) {
+	r, ok := crlreason.Parse(name)
+	if !ok || r == crlreason.CertificateHold || r == crlreason.RemoveFromCRL {
+		return 0, false
+	}
+	return int(r), true
 }
 
-// reasonName is the RFC 5280 name of a CRLReason code.
-func reasonName(code int) string {
-	for name, c := range reasonCodes {
-		if c == code {
-			return name
+// reasonList names the reasons revocationReason takes, in code order.
+func reasonList() []string {
+	var out []string
+	for r := crlreason.Unspecified; r <= crlreason.AACompromise; r++ {
+		if _, ok := revocationReason(r.String()); ok {
+			out = append(out, r.String())
 		}
 	}
-	return fmt.Sprintf("reason(%d)", code)
-}
-
-func reasonList() []string {
-	return []string{"unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn", "aACompromise"}
+	return out
 }
 
 func kindName(k ca.Kind) string {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // Command types of the authority, all at version 1 except ca.intent, which is at
@@ -54,9 +54,9 @@ const (
 	CommandRelink        = "ca.relink"
 )
 
-// StatusCommands are the command types that change a certificate's status: what the
+// statusCommands are the command types that change a certificate's status: what the
 // OCSP responder and the CRL publisher subscribe to.
-func StatusCommands() []string {
+func statusCommands() []string {
 	return []string{CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
 		CommandIntents, CommandIssues}
 }
@@ -643,7 +643,7 @@ func applyResolve(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if r == nil || Status(r.Status) != Pending || r.Issuer != b.Issuer {
 			continue
 		}
-		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), ReasonCessationOfOperation, e.Time.UnixNano()
+		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(ReasonCessationOfOperation), e.Time.UnixNano()
 		if err := putCert(tx, r, s); err != nil {
 			return nil, err
 		}
@@ -658,11 +658,8 @@ func applyResolve(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 // validRevocationReason: the CRLReason codes Revoke takes. certificateHold (6) is
 // Hold's, removeFromCRL (8) belongs to delta CRLs, 7 is unassigned.
 func validRevocationReason(r int) bool {
-	switch r {
-	case 0, 1, 2, 3, 4, 5, 9, 10:
-		return true
-	}
-	return false
+	c := crlreason.Reason(r)
+	return c.Known() && c != crlreason.CertificateHold && c != crlreason.RemoveFromCRL
 }
 
 func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b statusBody) error) ([]byte, error) {
@@ -707,7 +704,7 @@ func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if s := Status(r.Status); s != Good {
 			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), ReasonCertificateHold, e.Time.UnixNano(), b.Actor
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(ReasonCertificateHold), e.Time.UnixNano(), b.Actor
 		return nil
 	})
 }
@@ -781,9 +778,10 @@ func applyRelink(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 }
 
 // ChangedSerials tells a subscriber which issuer and serials an applied command of
-// the authority changed, from its result alone. It returns "" and nil for other
-// commands and for results it cannot read.
-func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []*big.Int) {
+// the authority changed, from its result alone. The serials are big-endian
+// bytes, as the result carries them, the state keys them and OCSP answers for
+// them. It returns "" and nil for other commands and for results it cannot read.
+func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials [][]byte) {
 	switch e.Command.Type {
 	case CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
 		CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire:
@@ -807,10 +805,7 @@ func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []
 	} else if decMode.Unmarshal(result, &r) != nil {
 		return "", nil
 	}
-	for _, s := range r.Serials {
-		serials = append(serials, new(big.Int).SetBytes(s))
-	}
-	return r.Issuer, serials
+	return r.Issuer, r.Serials
 }
 
 func putUint64(b []byte, v uint64) {

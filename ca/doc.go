@@ -34,7 +34,9 @@
 // answers an issuance or a status change waits until it serves the new status.
 // The state (Lookup, Walk, ByLink, CountByPerson, CountForCap, PersonOf,
 // LookupPerson, NonceUsed, Issuers, ResponderCertificates)
-// is read in the cluster's bbolt transactions; StatusCommands and ChangedSerials
-// tell subscribers what changed, DescribeCommand tells the audit log, in hashes
-// only.
+// is read in the cluster's bbolt transactions; FollowedCommands and ChangedSerials
+// tell subscribers what changed (the serials as the state keys them, which
+// LookupBytes and StatusOfBytes read), DescribeCommand tells the audit log, in
+// hashes only. PublishCRLs runs the CRL publisher (ca/crl) over the authority's
+// state; each node's OCSP service follows the state itself (ocsp.Follow).
 package ca

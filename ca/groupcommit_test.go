@@ -3,6 +3,7 @@ package ca
 import (
 	"bytes"
 	"errors"
+	"math/big"
 	"testing"
 	"time"
 
@@ -112,7 +113,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 			t.Fatalf("%s: %d descriptions (%v), %d changed serials, want %d", s.name, len(ds), err, len(serials), len(s.applied))
 		}
 		for j, d := range ds {
-			if d.Serial.Int64() != int64(s.applied[j]) || serials[j].Int64() != int64(s.applied[j]) {
+			if d.Serial.Int64() != int64(s.applied[j]) || new(big.Int).SetBytes(serials[j]).Int64() != int64(s.applied[j]) {
 				t.Errorf("%s: description %d is of %v, changed %v", s.name, j, d.Serial, serials[j])
 			}
 		}

@@ -361,7 +361,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 	tc := newCACluster(t, 1, PerNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
-	sub := n.c.Subscribe(64, StatusCommands()...)
+	sub := n.c.Subscribe(64, statusCommands()...)
 	defer sub.Close()
 	req, _ := derivedRequest(t)
 	iss, err := n.a.Issue(ctx, req)
@@ -424,7 +424,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 		select {
 		case ev := <-sub.C:
 			issuer, serials := ChangedSerials(ev.Entry, ev.Result)
-			if ev.Entry.Command.Type != typ || issuer != in.ID || len(serials) != 1 || serials[0].Cmp(s) != 0 {
+			if ev.Entry.Command.Type != typ || issuer != in.ID || len(serials) != 1 || !bytes.Equal(serials[0], s.Bytes()) {
 				t.Fatalf("event %d: %s %s %v, want %s", i, ev.Entry.Command.Type, issuer, serials, typ)
 			}
 		case <-time.After(5 * time.Second):

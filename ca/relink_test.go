@@ -72,7 +72,7 @@ func TestRelink(t *testing.T) {
 			t.Errorf("new_link = %x, want %x", d.Data["new_link"], newLink)
 		}
 		issuer, serials := ChangedSerials(ev.Entry, ev.Result)
-		if issuer == "" || len(serials) != 1 || serials[0].Cmp(iss.Serial) != 0 {
+		if issuer == "" || len(serials) != 1 || !bytes.Equal(serials[0], iss.Serial.Bytes()) {
 			t.Errorf("ChangedSerials = %q %v", issuer, serials)
 		}
 	case <-time.After(5 * time.Second):

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"go.etcd.io/bbolt"
 )
 
@@ -73,12 +74,13 @@ func (s Status) String() string {
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
-// RFC 5280 CRLReason codes the authority writes itself.
+// RFC 5280 CRLReason codes the authority writes itself (crlreason's, as the
+// int the state and the commands carry).
 const (
-	ReasonUnspecified          = 0
-	ReasonKeyCompromise        = 1
-	ReasonCessationOfOperation = 5
-	ReasonCertificateHold      = 6
+	ReasonUnspecified          = int(crlreason.Unspecified)
+	ReasonKeyCompromise        = int(crlreason.KeyCompromise)
+	ReasonCessationOfOperation = int(crlreason.CessationOfOperation)
+	ReasonCertificateHold      = int(crlreason.CertificateHold)
 )
 
 // Kind says what a certificate is for.
@@ -328,7 +330,12 @@ func (r *issuerRecord) issuer() (Issuer, error) {
 
 // Lookup returns the record of serial (ErrNotFound if it was never used).
 func Lookup(tx *bbolt.Tx, serial *big.Int) (Record, error) {
-	k := serialKey(serial)
+	return LookupBytes(tx, serialKey(serial))
+}
+
+// LookupBytes is Lookup of a serial as the state keys it and OCSP carries it
+// (big-endian bytes), for a reader that has it so.
+func LookupBytes(tx *bbolt.Tx, k []byte) (Record, error) {
 	r, err := readCert(tx, k)
 	if err != nil {
 		return Record{}, err
@@ -359,7 +366,11 @@ func Walk(tx *bbolt.Tx, issuerID string, fn func(CertStatus) error) error {
 
 // StatusOf returns the status entry of one serial under the issuer.
 func StatusOf(tx *bbolt.Tx, issuerID string, serial *big.Int) (CertStatus, error) {
-	k := serialKey(serial)
+	return StatusOfBytes(tx, issuerID, serialKey(serial))
+}
+
+// StatusOfBytes is StatusOf of a serial as big-endian bytes.
+func StatusOfBytes(tx *bbolt.Tx, issuerID string, k []byte) (CertStatus, error) {
 	if b := tx.Bucket(bucketStatus).Bucket([]byte(issuerID)); b != nil {
 		if v := b.Get(k); v != nil {
 			return decodeStatus(k, v)

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // RevocationSource tells whether a JPKI certificate is revoked. cert is the
@@ -53,49 +55,25 @@ type Status struct {
 	ThisUpdate, NextUpdate time.Time
 }
 
-// Reason is an RFC 5280 CRLReason code.
-type Reason int
+// Reason is an RFC 5280 CRLReason code: crlreason's, the module's one type of
+// it (the names are there too).
+type Reason = crlreason.Reason
 
-// The reason codes (RFC 5280 §5.3.1). J-LIS uses all of ReasonUnspecified through
-// ReasonCertificateHold (JPKI.md); certificateHold is never lifted.
+// The reason codes (RFC 5280 §5.3.1), as crlreason has them. J-LIS uses all of
+// ReasonUnspecified through ReasonCertificateHold (JPKI.md); certificateHold is
+// never lifted.
 const (
-	ReasonUnspecified          Reason = 0
-	ReasonKeyCompromise        Reason = 1
-	ReasonCACompromise         Reason = 2
-	ReasonAffiliationChanged   Reason = 3
-	ReasonSuperseded           Reason = 4
-	ReasonCessationOfOperation Reason = 5
-	ReasonCertificateHold      Reason = 6
-	ReasonRemoveFromCRL        Reason = 8
-	ReasonPrivilegeWithdrawn   Reason = 9
-	ReasonAACompromise         Reason = 10
+	ReasonUnspecified          = crlreason.Unspecified
+	ReasonKeyCompromise        = crlreason.KeyCompromise
+	ReasonCACompromise         = crlreason.CACompromise
+	ReasonAffiliationChanged   = crlreason.AffiliationChanged
+	ReasonSuperseded           = crlreason.Superseded
+	ReasonCessationOfOperation = crlreason.CessationOfOperation
+	ReasonCertificateHold      = crlreason.CertificateHold
+	ReasonRemoveFromCRL        = crlreason.RemoveFromCRL
+	ReasonPrivilegeWithdrawn   = crlreason.PrivilegeWithdrawn
+	ReasonAACompromise         = crlreason.AACompromise
 )
-
-func (r Reason) String() string {
-	switch r {
-	case ReasonUnspecified:
-		return "unspecified"
-	case ReasonKeyCompromise:
-		return "keyCompromise"
-	case ReasonCACompromise:
-		return "cACompromise"
-	case ReasonAffiliationChanged:
-		return "affiliationChanged"
-	case ReasonSuperseded:
-		return "superseded"
-	case ReasonCessationOfOperation:
-		return "cessationOfOperation"
-	case ReasonCertificateHold:
-		return "certificateHold"
-	case ReasonRemoveFromCRL:
-		return "removeFromCRL"
-	case ReasonPrivilegeWithdrawn:
-		return "privilegeWithdrawn"
-	case ReasonAACompromise:
-		return "aACompromise"
-	}
-	return "Reason(" + strconv.Itoa(int(r)) + ")"
-}
 
 // noneSource answers good for everything.
 type noneSource struct{}

@@ -43,9 +43,9 @@ func watchApplies(t testing.TB, c *cluster.Cluster) *applyClock {
 			ac.mu.Lock()
 			for _, s := range serials {
 				if ev.Entry.Command.Type == ca.CommandRevoke {
-					ac.revoked[string(s.Bytes())] = at
+					ac.revoked[string(s)] = at
 				} else {
-					ac.issued[string(s.Bytes())] = at
+					ac.issued[string(s)] = at
 				}
 			}
 			ac.mu.Unlock()

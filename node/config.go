@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/inkan-pki/inkan/internal/yamlshape"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -278,7 +279,7 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	cfg, err := ParseConfig(raw)
 	if err != nil {
-		if fes := fieldErrors(err); len(fes) > 1 {
+		if fes := yamlshape.Errors(err); len(fes) > 1 {
 			return nil, fmt.Errorf("config %s: %d problems:\n  %w", path, len(fes), indent(err))
 		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -299,15 +300,15 @@ func indent(err error) error { return indentedError{err} }
 // its option when the document gives the option.
 func ParseConfig(raw []byte) (*Config, error) {
 	var cfg Config
-	doc, err := decodeConfig(raw, &cfg)
+	doc, err := yamlshape.Decode(raw, &cfg)
 	if err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
-		for _, fe := range fieldErrors(err) {
+		for _, fe := range yamlshape.Errors(err) {
 			if fe.Line == 0 {
-				fe.Line = lineOf(doc, fe.Path)
+				fe.Line = yamlshape.LineOf(doc, fe.Path)
 			}
 		}
 		return nil, err

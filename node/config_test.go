@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inkan-pki/inkan/internal/yamlshape"
 )
 
 const goodConfig = `
@@ -208,7 +210,7 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := repl("  listen: 127.0.0.1:8080", tc.edit)(goodConfig)
 			_, err := ParseConfig([]byte(raw))
-			fes := fieldErrors(err)
+			fes := yamlshape.Errors(err)
 			if len(fes) != 1 {
 				t.Fatalf("error %v: want one FieldError", err)
 			}
@@ -231,7 +233,7 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := LoadConfig(path)
-	fes := fieldErrors(err)
+	fes := yamlshape.Errors(err)
 	if len(fes) != 2 || fes[0].Path != "cluster.name" || fes[0].Line != 0 || fes[1].Path != "ocsp.listen" || fes[1].Line != 9 {
 		t.Fatalf("%v: want cluster.name without a line and ocsp.listen on line 9", err)
 	}
@@ -246,11 +248,11 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 func TestConfigAliases(t *testing.T) {
 	good := goodConfig + "log: &l\n  level: debug\naudit:\n  <<: *l\n"
 	_, err := ParseConfig([]byte(good))
-	if fes := fieldErrors(err); len(fes) != 1 || fes[0].Path != "audit.level" {
+	if fes := yamlshape.Errors(err); len(fes) != 1 || fes[0].Path != "audit.level" {
 		t.Fatalf("merge of log's options into audit: %v; want audit.level unknown", err)
 	}
 	loop := goodConfig + "log: &l\n  level: debug\n  <<: *l\n"
-	if _, err := ParseConfig([]byte(loop)); len(fieldErrors(err)) == 0 {
+	if _, err := ParseConfig([]byte(loop)); len(yamlshape.Errors(err)) == 0 {
 		t.Fatalf("a self-merging mapping: %v; want a FieldError", err)
 	}
 }
@@ -268,7 +270,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		_, err := ParseConfig(raw)
-		if err != nil && len(fieldErrors(err)) == 0 {
+		if err != nil && len(yamlshape.Errors(err)) == 0 {
 			t.Fatalf("error %v is not a FieldError", err)
 		}
 	})

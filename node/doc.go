@@ -1,5 +1,5 @@
 // Package node is one running inkan appliance node: it reads a node's configuration
-// file, validates it, opens the node's HSM token, starts or joins the Raft cluster
+// file (its YAML shape checked by internal/yamlshape), validates it, opens the node's HSM token, starts or joins the Raft cluster
 // (or starts a new one from a staged backup) and runs the services above it as
 // components: the audit log, the issuing authority with its CRL publisher, the
 // profiles and enrollment with the linkage job, the node's own OCSP responder and

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
@@ -43,14 +41,12 @@ type appliance struct {
 	auth *ca.Authority     // set by the ca component's Start
 	ops  *operator.Service // set by the operator component's Start
 	tsa  *tsa.Service      // set by the tsa component's Start
-	pre  *ocsp.Presigner   // set by the ocsp component's Start
-	// ocspSrc is the state as the pre-signer reads it (set with pre).
-	ocspSrc *ocspSource
+	ocsp *ocsp.Follower    // set by the ocsp component's Start
 
 	// pub makes issuances and status changes answerable before they are
 	// acknowledged (ca.Publisher); its hook installs the leader's first
 	// responses as intents are applied.
-	pub *ocspPublisher
+	pub *ocsp.Publisher
 
 	// runApproved runs an approved admin request, and guardAudit admits
 	// auditors to the audit API (the node's).
@@ -76,7 +72,7 @@ var unaudited = []string{
 // newAppliance wires the services; extra are the components beside them (a
 // test's), whose unaudited command types the audit log must know.
 func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Component) (*appliance, error) {
-	a := &appliance{cfg: cfg, tok: tok, log: log, pub: &ocspPublisher{log: log}}
+	a := &appliance{cfg: cfg, tok: tok, log: log, pub: ocsp.NewPublisher(log)}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	skip := slices.Clone(unaudited)
 	for _, c := range extra {
@@ -121,7 +117,7 @@ func (a *appliance) components() []Component {
 		a.tsaComponent(),
 		{
 			Name:  "ocsp",
-			Hooks: []cluster.Hook{a.pub.hook},
+			Hooks: []cluster.Hook{a.pub.Hook},
 			Start: a.startOCSP,
 		},
 		{
@@ -169,77 +165,26 @@ func (a *appliance) operators() *operator.Service {
 	return a.ops
 }
 
-// unanswered lists the CAs whose status is answered (answeredFor) that the
-// pre-signer does not sign for (signs, from its Health): this node holds no
-// valid responder certificate from them, or its pre-signer has not taken it
-// in. A retired CA that no node holds a valid responder certificate from is
-// left out: that is the whole cluster's condition (its key destroyed), not
-// this node's, and every node would be taken out of the load balancer for it.
+// unanswered lists the CAs whose status this node should answer for and does
+// not (ocsp.Follower.Unanswered); none before the OCSP component started.
 func (a *appliance) unanswered(now time.Time, signs []string) []string {
 	a.mu.Lock()
-	src := a.ocspSrc
+	f := a.ocsp
 	a.mu.Unlock()
-	if src == nil {
+	if f == nil {
 		return nil
 	}
-	var missing []string
-	err := src.c.View(func(tx *bbolt.Tx) error {
-		all, err := ca.Issuers(tx)
-		if err != nil {
-			return err
-		}
-		var held map[string]bool // the CAs some node holds a valid responder certificate from
-		for _, is := range all {
-			if !answeredFor(is, now, a.cfg.OCSP.archive()) || slices.Contains(signs, is.ID) {
-				continue
-			}
-			if is.Status != ca.IssuerActive {
-				if held == nil {
-					if held, err = heldResponders(tx, now); err != nil {
-						return err
-					}
-				}
-				if !held[is.ID] {
-					continue
-				}
-			}
-			missing = append(missing, is.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return []string{"(state: " + err.Error() + ")"}
-	}
-	return missing
-}
-
-// heldResponders lists the CAs that some node holds a valid responder
-// certificate from.
-func heldResponders(tx *bbolt.Tx, now time.Time) (map[string]bool, error) {
-	nodes, err := ca.ResponderNodes(tx)
-	if err != nil {
-		return nil, err
-	}
-	held := map[string]bool{}
-	for _, n := range nodes {
-		certs, err := ca.ResponderCertificates(tx, n)
-		if err != nil {
-			return nil, err
-		}
-		for id, c := range certs {
-			if now.Before(c.NotAfter) {
-				held[id] = true
-			}
-		}
-	}
-	return held, nil
+	return f.Unanswered(now, signs)
 }
 
 // presigner returns the OCSP pre-signer, or nil before the node started it.
 func (a *appliance) presigner() *ocsp.Presigner {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.pre
+	if a.ocsp == nil {
+		return nil
+	}
+	return a.ocsp.Presigner()
 }
 
 // authority returns the issuing authority, or nil before the node started it.
@@ -307,34 +252,9 @@ func (a *appliance) startCA(ctx context.Context, env *Env) error {
 	})
 
 	// The CRL publisher: every node runs it; it works while its node leads.
-	sub := c.Subscribe(4096, statusAndIssuerCommands()...)
-	changes := make(chan crl.Change, 1024)
-	pub := crl.NewPublisher(c, crlSource{c: c, auth: auth, urls: a.urls()}, crl.PublisherConfig{Logger: a.log})
+	runCRLs := auth.PublishCRLs(crl.PublisherConfig{Logger: a.log})
 	a.goRun(func() {
-		defer sub.Close()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case ev := <-sub.C:
-				ch := crl.Change{Resync: true}
-				if !ev.Resync && !isIssuerCommand(ev.Entry.Command.Type) {
-					id, serials := ca.ChangedSerials(ev.Entry, ev.Result)
-					if id == "" {
-						continue
-					}
-					ch = crl.Change{CA: id, Serials: serials}
-				}
-				select {
-				case changes <- ch:
-				case <-runCtx.Done():
-					return
-				}
-			}
-		}
-	})
-	a.goRun(func() {
-		if err := pub.Run(runCtx, changes); err != nil {
+		if err := runCRLs(runCtx); err != nil {
 			a.log.Error("node: CRL publisher stopped", "err", err)
 		}
 	})
@@ -426,102 +346,37 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 }
 
 func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
-	c := env.Cluster
 	key, err := responderKey(ctx, a.tok)
 	if err != nil {
 		return err
 	}
-	cache := ocsp.NewCache()
-	src := ocspSource{c: c, node: c.ID(), key: key.Public()}
-	pre, err := ocsp.NewPresigner(ctx, cache, src, ocsp.PresignerConfig{
-		Key:          key,
-		Validity:     time.Duration(a.cfg.OCSP.Validity),
-		RefreshAfter: time.Duration(a.cfg.OCSP.RefreshAfter),
-		Rate:         a.cfg.OCSP.Rate,
-		Workers:      2 * a.cfg.HSM.Sessions,
-		Retention:    a.cfg.OCSP.archive(),
-		ScanInterval: ocspScanInterval,
-		StorePath:    filepath.Join(a.cfg.DataDir, ocspStoreFile),
-		Logger:       a.log,
-		Registerer:   env.Metrics,
+	f, err := ocsp.Follow(ctx, ocsp.FollowConfig{
+		Cluster:           env.Cluster,
+		Authority:         a.authority(),
+		Key:               key,
+		ResponderLifetime: time.Duration(a.cfg.OCSP.ResponderLifetime),
+		Archive:           a.cfg.OCSP.archive(),
+		Presigner: ocsp.PresignerConfig{
+			Validity:     time.Duration(a.cfg.OCSP.Validity),
+			RefreshAfter: time.Duration(a.cfg.OCSP.RefreshAfter),
+			Rate:         a.cfg.OCSP.Rate,
+			Workers:      2 * a.cfg.HSM.Sessions,
+			ScanInterval: ocspScanInterval,
+			StorePath:    filepath.Join(a.cfg.DataDir, ocspStoreFile),
+		},
+		Publisher:  a.pub,
+		Logger:     a.log,
+		Registerer: env.Metrics,
 	})
 	if err != nil {
 		return err
 	}
 	a.mu.Lock()
-	a.pre = pre
+	a.ocsp = f
 	a.mu.Unlock()
-	a.pub.c.Store(c)
-	a.pub.cache.Store(cache)
-	a.pub.pre.Store(pre)
-	a.mu.Lock()
-	a.ocspSrc = &src
-	a.mu.Unlock()
-	env.OCSP = caCertificates(c.View, ocsp.NewResponder(cache, ocsp.NewStateCRLs(c.View), env.Metrics).ServeFastHTTP)
-
-	rm := &responderMaintainer{
-		c: c, auth: a.authority(), key: key.Public(), lifetime: time.Duration(a.cfg.OCSP.ResponderLifetime),
-		archive: a.cfg.OCSP.archive(), log: a.log, poke: make(chan struct{}, 1),
-	}
-	changes := make(chan ocsp.Change, 1024)
-	sub := c.Subscribe(4096, statusAndIssuerCommands()...)
+	env.OCSP = f.Handler()
 	runCtx := a.ctx
-	a.goRun(func() {
-		defer sub.Close()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case ev := <-sub.C:
-				var ch ocsp.Change
-				switch {
-				case ev.Resync:
-					ch = ocsp.Change{Resync: true}
-					rm.wake()
-				case isIssuerCommand(ev.Entry.Command.Type):
-					rm.wake() // a new active CA wants a responder certificate from it
-					continue
-				default:
-					id, serials := ca.ChangedSerials(ev.Entry, ev.Result)
-					if id == "" {
-						continue
-					}
-					ch = ocsp.Change{IssuerID: id, Serials: make([][]byte, len(serials))}
-					for i, s := range serials {
-						ch.Serials[i] = s.Bytes()
-					}
-				}
-				select {
-				case changes <- ch:
-				case <-runCtx.Done():
-					return
-				}
-			}
-		}
-	})
-	a.goRun(func() {
-		rm.run(runCtx, func() {
-			select {
-			case changes <- ocsp.Change{Resync: true}:
-			case <-runCtx.Done():
-			}
-		})
-	})
-	a.goRun(func() {
-		defer pre.Close()
-		for {
-			err := pre.Run(runCtx, changes)
-			if runCtx.Err() != nil {
-				return
-			}
-			a.log.Error("node: OCSP pre-signer stopped; restarting in 5s", "err", err)
-			select {
-			case <-runCtx.Done():
-				return
-			case <-time.After(5 * time.Second):
-			}
-		}
-	})
+	a.goRun(func() { f.Run(runCtx) })
 	return nil
 }
 
@@ -551,18 +406,4 @@ func (a *appliance) stop(ctx context.Context) error {
 		auth.Close()
 	}
 	return nil
-}
-
-// statusAndIssuerCommands are what the CRL publisher and the OCSP pre-signer
-// follow: certificates' status changes and the CA certificates coming and going.
-func statusAndIssuerCommands() []string {
-	return append(ca.StatusCommands(), ca.CommandIssuerCreate, ca.CommandIssuerInstall, ca.CommandIssuerRetire)
-}
-
-func isIssuerCommand(t string) bool {
-	switch t {
-	case ca.CommandIssuerCreate, ca.CommandIssuerInstall, ca.CommandIssuerRetire:
-		return true
-	}
-	return false
 }

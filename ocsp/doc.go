@@ -10,4 +10,9 @@
 // as it applies the certificate's intent (FirstResponses, Install), so that a node
 // answers for a certificate from the moment it knows of it; Cache.Await lets the node
 // that acknowledges an issuance or a revocation wait until it serves the new status.
+// A node's OCSP service follows the CA's replicated state itself: Follow makes the
+// pre-signer over it and subscribes to its changes, keeps this node's delegated
+// responder certificates from every CA still answered for, and serves the listener
+// (responses, CRLs, /ca/<id>.crt); Publisher is the authority's ca.Publisher. A
+// serial stays the big-endian bytes the state keys it by, from the change to the cache.
 package ocsp

@@ -26,7 +26,7 @@ type Issuer struct {
 	Responder *x509.Certificate
 }
 
-// Source is the CA's state as the pre-signer reads it (node adapts ca's state to it).
+// Source is the CA's state as the pre-signer reads it (Follow reads ca's own).
 type Source interface {
 	// Issuers lists every CA certificate the cluster has, active or rolled over.
 	Issuers(ctx context.Context) ([]Issuer, error)

@@ -80,7 +80,7 @@ func DecideLinkage(p *Profile, e JPKIRevocation, d Derived, now time.Time) Linka
 	case !now.Before(d.NotAfter):
 		return LinkageDecision{Why: why + "; expired"}
 	}
-	reason := revocationReasons[r.Reason]
+	reason, _ := revocationReason(r.Reason)
 	switch r.Action {
 	case ActionRevoke:
 		return LinkageDecision{Act: ActRevoke, Reason: reason, Why: why + " " + r.Reason}

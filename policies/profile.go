@@ -19,6 +19,7 @@ import (
 	"github.com/zmap/zlint/v3/lint"
 	"gopkg.in/yaml.v3"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -181,13 +182,22 @@ var extKeyUsageOIDs = map[string]asn1.ObjectIdentifier{
 }
 
 // revocationReasons are the derived certificate's CRL reasons a rule may give.
-var revocationReasons = map[string]jpki.Reason{
-	"unspecified":          jpki.ReasonUnspecified,
-	"keyCompromise":        jpki.ReasonKeyCompromise,
-	"affiliationChanged":   jpki.ReasonAffiliationChanged,
-	"superseded":           jpki.ReasonSuperseded,
-	"cessationOfOperation": jpki.ReasonCessationOfOperation,
-	"privilegeWithdrawn":   jpki.ReasonPrivilegeWithdrawn,
+var revocationReasons = []crlreason.Reason{crlreason.Unspecified, crlreason.KeyCompromise,
+	crlreason.AffiliationChanged, crlreason.Superseded, crlreason.CessationOfOperation, crlreason.PrivilegeWithdrawn}
+
+// joinReasons is "a, b, c" of the reasons' names.
+func joinReasons(rs []crlreason.Reason) string {
+	names := make([]string, len(rs))
+	for i, r := range rs {
+		names[i] = r.String()
+	}
+	return strings.Join(names, ", ")
+}
+
+// revocationReason is the reason a rule names, and whether a rule may give it.
+func revocationReason(name string) (crlreason.Reason, bool) {
+	r, ok := crlreason.Parse(name)
+	return r, ok && slices.Contains(revocationReasons, r)
 }
 
 // ErrInvalid is matched by every error Parse returns for a bad file.
@@ -355,8 +365,8 @@ func checkLinkage(pr *problems, doc *yaml.Node, l Linkage) {
 			pr.add(ln, f+".action", "%q: revoke, hold or none", r.Action)
 		}
 		needsReason := r.Action == ActionRevoke || r.Action == ActionHold || r.Grace > 0
-		if _, ok := revocationReasons[r.Reason]; needsReason && !ok {
-			pr.add(ln, f+".reason", "%q: the derived certificate's revocation reason, one of unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn", r.Reason)
+		if _, ok := revocationReason(r.Reason); needsReason && !ok {
+			pr.add(ln, f+".reason", "%q: the derived certificate's revocation reason, one of %s", r.Reason, joinReasons(revocationReasons))
 		}
 		if key == "keyCompromise" && r.Action != ActionRevoke {
 			pr.add(ln, f+".action", "a compromised JPKI key must revoke its derived certificates at once")

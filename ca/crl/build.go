@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // Entry is one revoked certificate as a CRL lists it.
@@ -40,7 +41,7 @@ const (
 
 // ReasonRemoveFromCRL is the reason a delta CRL gives a serial its base lists
 // that is no longer revoked (a hold released).
-const ReasonRemoveFromCRL = 8
+const ReasonRemoveFromCRL = int(crlreason.RemoveFromCRL)
 
 // Spec says which CRL to build.
 type Spec struct {

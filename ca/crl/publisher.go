@@ -28,7 +28,8 @@ type CA struct {
 	URL func(shard int) string
 }
 
-// Source is the CA state as the publisher reads it (node adapts ca's state to it).
+// Source is the CA state as the publisher reads it (ca.Authority.PublishCRLs gives
+// the authority's; ca imports this package, so this one cannot read ca's state).
 type Source interface {
 	// CAs lists every CA certificate with certificates that may still need a CRL.
 	CAs(ctx context.Context) ([]CA, error)

@@ -1,4 +1,4 @@
-package node
+package ocsp
 
 import (
 	"crypto/x509"
