@@ -1,14 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -85,11 +83,4 @@ func responderKey(ctx context.Context, tok *hsm.Token) (crypto.Signer, error) {
 		return nil, fmt.Errorf("node: OCSP responder key: %w", err)
 	}
 	return key, nil
-}
-
-// samePublicKey tells whether two public keys are the same key.
-func samePublicKey(a, b crypto.PublicKey) bool {
-	ka, err1 := x509.MarshalPKIXPublicKey(a)
-	kb, err2 := x509.MarshalPKIXPublicKey(b)
-	return err1 == nil && err2 == nil && bytes.Equal(ka, kb)
 }
