@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"
 )
@@ -49,7 +50,7 @@ func decodeKeyCommand(c cluster.Command) (crypto.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := auditKey(pub); err != nil {
+	if err := audit.CheckKey(pub); err != nil {
 		return nil, err
 	}
 	return pub, nil
@@ -126,7 +127,7 @@ func (s *Service) applyCheckpoint(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
 	if err := e.Command.Decode(&cc); err != nil {
 		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: %w", err))
 	}
-	c, err := ParseCheckpoint(cc.Body, cc.Sig)
+	c, err := audit.ParseCheckpoint(cc.Body, cc.Sig)
 	if err != nil {
 		return nil, cluster.Refuse(err)
 	}
@@ -154,7 +155,7 @@ func (s *Service) applyCheckpoint(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
 		if errors.Is(err, ErrCheckpointExists) {
 			return nil, cluster.Refuse(fmt.Errorf("%w: %w", errCheckpointExists, err))
 		}
-		if errors.Is(err, ErrRootMismatch) || errors.Is(err, ErrBadSignature) {
+		if errors.Is(err, ErrRootMismatch) || errors.Is(err, audit.ErrBadSignature) {
 			return nil, cluster.Refuse(err)
 		}
 		return nil, err
@@ -171,7 +172,7 @@ type leaderCluster interface {
 
 // Start registers the leader's duty of signing checkpoints (cluster.OnLeader):
 // while this node leads it checks every tick (100 ms) whether a checkpoint is due
-// (CheckpointDue), makes it from its own tree, signs it with the audit key from
+// (checkpointDue), makes it from its own tree, signs it with the audit key from
 // vault, and submits it as CmdCheckpoint. The first leader makes the audit key if
 // no key is recorded, records its public half (CmdKey) and shares it with the
 // other voters (ShareKey); a leader whose key is not the recorded one signs
@@ -235,7 +236,7 @@ func (s *Service) leaderKey(ctx context.Context, c leaderCluster, vault cluster.
 	}
 	if recorded != nil {
 		if !bytes.Equal(der, recorded) {
-			return nil, fmt.Errorf("audit: key %s in this node's HSM is %s, not the recorded audit key: %w", s.keyName, KeyFingerprint(pub), ErrKeyMismatch)
+			return nil, fmt.Errorf("audit: key %s in this node's HSM is %s, not the recorded audit key: %w", s.keyName, audit.KeyFingerprint(pub), ErrKeyMismatch)
 		}
 		return signer, nil
 	}
@@ -273,7 +274,7 @@ func (s *Service) shareKey(ctx context.Context, c leaderCluster) {
 
 // checkpointOnce signs and submits a checkpoint if one is due at now.
 func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer crypto.Signer, now time.Time) error {
-	var cp Checkpoint
+	var cp audit.Checkpoint
 	due := false
 	if err := c.View(func(tx *bbolt.Tx) error {
 		l, err := s.logIn(tx)
@@ -288,11 +289,11 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 		if err != nil {
 			return err
 		}
-		var last *Checkpoint
+		var last *audit.Checkpoint
 		if ok {
 			last = &latest
 		}
-		if !CheckpointDue(last, size, now) {
+		if !checkpointDue(last, size, now) {
 			return nil
 		}
 		if ok && now.Before(latest.Time) {
@@ -316,4 +317,26 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 		return nil // another leader's, or a retry's: the one of this size stands
 	}
 	return err
+}
+
+// How often the leader signs checkpoints.
+const (
+	checkpointGrowing = time.Second // at least this often while the tree grows
+	checkpointIdle    = time.Hour   // and this often when it does not
+)
+
+// checkpointDue reports whether a checkpoint should be signed now, given the newest
+// stored one (nil if none) and the tree's current size. The leader calls it on a short
+// ticker (say 100 ms), so a growing tree is covered within checkpointGrowing plus one
+// tick. A clock behind the last checkpoint's (a new leader with a slow clock) does not
+// stop checkpoints of a growing tree.
+func checkpointDue(last *audit.Checkpoint, size uint64, now time.Time) bool {
+	if last == nil {
+		return true
+	}
+	age := now.Sub(last.Time)
+	if size > last.Size {
+		return age >= checkpointGrowing || age < 0
+	}
+	return age >= checkpointIdle
 }

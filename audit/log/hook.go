@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"crypto"
@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"strings"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"
 )
@@ -88,7 +89,7 @@ type Service struct {
 
 // New checks cfg and returns the component.
 func New(cfg Config) (*Service, error) {
-	if err := checkOrigin(cfg.Origin); err != nil {
+	if err := audit.CheckOrigin(cfg.Origin); err != nil {
 		return nil, err
 	}
 	s := &Service{
@@ -155,9 +156,9 @@ func (s *Service) hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	leaves := make([]Leaf, len(recs))
+	leaves := make([]audit.Leaf, len(recs))
 	for i, r := range recs {
-		l, err := NewLeaf(Meta{RaftIndex: e.Index, Time: e.Time, Actor: r.Actor}, r.Type, r.Serial, r.Data)
+		l, err := audit.NewLeaf(audit.Meta{RaftIndex: e.Index, Time: e.Time, Actor: r.Actor}, r.Type, r.Serial, r.Data)
 		if err != nil {
 			return fmt.Errorf("audit: %s: %w", t, err)
 		}
@@ -183,7 +184,7 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 		return nil, err
 	}
 	if !ok {
-		return []Record{{Type: e.Command.Type, Actor: ActorSystem, Data: map[string]any{"command_sha256": h[:]}}}, nil
+		return []Record{{Type: e.Command.Type, Actor: audit.ActorSystem, Data: map[string]any{"command_sha256": h[:]}}}, nil
 	}
 	data := map[string]any{"command_sha256": h[:], "node": m.Node}
 	if m.Role != "" {
@@ -204,26 +205,26 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 	var typ string
 	switch m.Kind {
 	case "grant":
-		typ = TypeJoinGranted
+		typ = audit.TypeJoinGranted
 	case "join":
-		typ = TypeMemberJoined
+		typ = audit.TypeMemberJoined
 	case "bootstrap":
-		typ = TypeMemberBootstrap
+		typ = audit.TypeMemberBootstrap
 	case "transport":
-		typ = TypeTransportApproved
+		typ = audit.TypeTransportApproved
 	case "remove":
-		typ = TypeMemberRemoved
+		typ = audit.TypeMemberRemoved
 	}
 	var out []Record
 	if typ != "" {
-		out = append(out, Record{Type: typ, Actor: ActorSystem, Data: data})
+		out = append(out, Record{Type: typ, Actor: audit.ActorSystem, Data: data})
 	}
 	via := "join"
 	if m.Kind == "transfer" {
 		via = "share"
 	}
 	for _, k := range m.Keys {
-		out = append(out, Record{Type: TypeKeyTransferred, Actor: ActorSystem, Data: map[string]any{
+		out = append(out, Record{Type: audit.TypeKeyTransferred, Actor: audit.ActorSystem, Data: map[string]any{
 			"command_sha256": h[:], "key": k, "node": m.Node, "transport_key": m.TransportKey.String(), "via": via}})
 	}
 	return out, nil
@@ -235,7 +236,7 @@ func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Record{{Type: CmdKey, Actor: ActorSystem, Data: map[string]any{"key": KeyFingerprint(pub)}}}, nil
+	return []Record{{Type: CmdKey, Actor: audit.ActorSystem, Data: map[string]any{"key": audit.KeyFingerprint(pub)}}}, nil
 }
 
 // bucketSerials indexes the leaves about a certificate: key = the serial's
@@ -243,7 +244,7 @@ func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 // writes it only for leaves that name a serial, so most appends do not touch it.
 var bucketSerials = []byte("audit.serials")
 
-func indexSerials(tx *bbolt.Tx, first uint64, leaves []Leaf) error {
+func indexSerials(tx *bbolt.Tx, first uint64, leaves []audit.Leaf) error {
 	var b *bbolt.Bucket
 	for i, l := range leaves {
 		if l.Serial == "" {
@@ -288,7 +289,7 @@ func serialLeaves(tx *bbolt.Tx, serial string, max int) ([]uint64, error) {
 // keyPublic is the public half of a signer, checked to be an audit key.
 func keyPublic(s crypto.Signer) (crypto.PublicKey, error) {
 	pub := s.Public()
-	if _, err := auditKey(pub); err != nil {
+	if err := audit.CheckKey(pub); err != nil {
 		return nil, err
 	}
 	return pub, nil

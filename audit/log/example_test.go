@@ -1,4 +1,4 @@
-package audit_test
+package log_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"go.etcd.io/bbolt"
 )
 
@@ -23,7 +24,7 @@ func Example() {
 	db, _ := bbolt.Open(filepath.Join(tmp, "state.db"), 0o600, nil)
 	defer db.Close()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader) // in production: the audit key in the HSM
-	log, _ := audit.NewLog("inkan.example/prod", key.Public())
+	log, _ := auditlog.NewLog("inkan.example/prod", key.Public())
 	when := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 	err := db.Update(func(tx *bbolt.Tx) error {
