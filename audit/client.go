@@ -65,7 +65,7 @@ func (c *Client) get(ctx context.Context, path string, q url.Values) ([]byte, er
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4*MaxPageLeaves*MaxLeafSize/3+1<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4*MaxPageLeaves*maxLeafSize/3+1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("audit: GET %s: %w", path, err)
 	}

@@ -20,7 +20,7 @@ const (
 	exportStart       = "start.txt"     // only with --from N > 0: "N\n" then the compact range [0, N), one base64 hash per line
 	exportCheckpoints = "checkpoints"   // <size, 20 digits>.txt (body) and .sig (DER signature)
 	exportLatest      = "latest"        // latest.txt and latest.sig: the newest checkpoint
-	maxLineSize       = 2*MaxLeafSize + 128
+	maxLineSize       = 2*maxLeafSize + 128
 )
 
 // Source is what Export reads: a consistent view of a log (a node's, in one

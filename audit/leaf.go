@@ -56,8 +56,8 @@ const (
 	ActorSystem     = "system"     // the appliance itself (renewals, resolving dangling intents)
 )
 
-// MaxLeafSize bounds one encoded leaf; Append refuses larger ones.
-const MaxLeafSize = 1 << 20
+// maxLeafSize bounds one encoded leaf; Append refuses larger ones.
+const maxLeafSize = 1 << 20
 
 // leafVersion is the "v" field of every leaf this code writes.
 const leafVersion = 1
@@ -214,8 +214,8 @@ func EncodeLeaf(l Leaf) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: encode leaf %d: %w", l.Index, err)
 	}
-	if len(b) > MaxLeafSize {
-		return nil, fmt.Errorf("audit: leaf %d: %d bytes, more than %d", l.Index, len(b), MaxLeafSize)
+	if len(b) > maxLeafSize {
+		return nil, fmt.Errorf("audit: leaf %d: %d bytes, more than %d", l.Index, len(b), maxLeafSize)
 	}
 	return b, nil
 }

@@ -112,7 +112,7 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &br):
 		writeProblem(w, probBadRequest, string(br))
-	case errors.Is(err, ErrNoKey):
+	case errors.Is(err, errNoKey):
 		writeProblem(w, probNoKey, "")
 	case errors.Is(err, errBeyondTree):
 		writeProblem(w, probBeyondTree, err.Error())

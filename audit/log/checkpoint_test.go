@@ -35,7 +35,7 @@ func TestAddCheckpoint(t *testing.T) {
 	wrong := first
 	wrong.Root = bytes.Repeat([]byte{1}, 32)
 	wrong.Time = first.Time.Add(time.Second)
-	if err := add(sign(wrong, key)); !errors.Is(err, ErrRootMismatch) {
+	if err := add(sign(wrong, key)); !errors.Is(err, errRootMismatch) {
 		t.Errorf("second root for size 10: %v", err)
 	}
 	if err := add(sign(first, other)); !errors.Is(err, audit.ErrBadSignature) {
@@ -52,12 +52,12 @@ func TestAddCheckpoint(t *testing.T) {
 		t.Error("checkpoint beyond the tree stored")
 	}
 	// The same checkpoint again, or an older one of that size: refused.
-	if err := add(first); !errors.Is(err, ErrCheckpointExists) {
+	if err := add(first); !errors.Is(err, errCheckpointOfSize) {
 		t.Errorf("same checkpoint twice: %v", err)
 	}
 	older := first
 	older.Time = first.Time.Add(-time.Second)
-	if err := add(sign(older, key)); !errors.Is(err, ErrCheckpointExists) {
+	if err := add(sign(older, key)); !errors.Is(err, errCheckpointOfSize) {
 		t.Errorf("older checkpoint of the same size: %v", err)
 	}
 	// The idle re-signing of the newest size refreshes the newest checkpoint only.
@@ -78,7 +78,7 @@ func TestAddCheckpoint(t *testing.T) {
 	buildLog(t, db, l, key, 10, 20, 10, 10)
 	again := first
 	again.Time = first.Time.Add(2 * time.Hour)
-	if err := add(sign(again, key)); !errors.Is(err, ErrCheckpointExists) {
+	if err := add(sign(again, key)); !errors.Is(err, errCheckpointOfSize) {
 		t.Errorf("re-signing an old size: %v", err)
 	}
 }

@@ -202,10 +202,10 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 		if len(seen) != count || types[cmdTest] != count {
 			return fmt.Errorf("%d distinct changes in %d leaves of type %s, want %d", len(seen), types[cmdTest], cmdTest, count)
 		}
-		if types["cluster.member.bootstrap"] != 1 || types[CmdKey] != 1 {
-			return fmt.Errorf("leaf types %v: want one cluster.member.bootstrap and one %s", types, CmdKey)
+		if types["cluster.member.bootstrap"] != 1 || types[cmdKey] != 1 {
+			return fmt.Errorf("leaf types %v: want one cluster.member.bootstrap and one %s", types, cmdKey)
 		}
-		if types[CmdCheckpoint] != 0 {
+		if types[cmdCheckpoint] != 0 {
 			return fmt.Errorf("checkpoints appended leaves: %v", types)
 		}
 		return nil
@@ -477,7 +477,7 @@ func TestCheckpointCommandRefusals(t *testing.T) {
 		{"not a checkpoint", checkpointCommand{Body: []byte("x"), Sig: []byte("y")}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd, err := cluster.NewCommand(CmdCheckpoint, 1, tc.body)
+			cmd, err := cluster.NewCommand(cmdCheckpoint, 1, tc.body)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -489,7 +489,7 @@ func TestCheckpointCommandRefusals(t *testing.T) {
 	}
 	// And a second audit key is refused.
 	der, _ := x509MarshalPKIX(other)
-	cmd, _ := cluster.NewCommand(CmdKey, 1, keyCommand{Pub: der})
+	cmd, _ := cluster.NewCommand(cmdKey, 1, keyCommand{Pub: der})
 	if _, err := n.Submit(ctx, cmd); !errors.Is(err, cluster.ErrRefused) {
 		t.Fatalf("a second audit key: %v", err)
 	}

@@ -37,11 +37,11 @@ type Describer func(e cluster.Entry, result []byte) ([]Record, error)
 
 // Command types of this package.
 const (
-	// CmdCheckpoint stores a checkpoint signed by the leader (Service.Handlers).
-	CmdCheckpoint = "audit.checkpoint"
-	// CmdKey records the audit public key, once, in the replicated state; every
+	// cmdCheckpoint stores a checkpoint signed by the leader (Service.Handlers).
+	cmdCheckpoint = "audit.checkpoint"
+	// cmdKey records the audit public key, once, in the replicated state; every
 	// checkpoint is checked against it.
-	CmdKey = "audit.key"
+	cmdKey = "audit.key"
 )
 
 // DefaultKeyName is the replicated key (cluster.KeyVault) that signs checkpoints.
@@ -52,7 +52,7 @@ const DefaultKeyName = "audit-key"
 // cluster's state (and an idle log would otherwise never be idle). Every other
 // applied command must have a describer or be listed in Config.Unaudited, or the
 // node stops: a change that cannot be audited does not happen.
-var unaudited = []string{CmdCheckpoint}
+var unaudited = []string{cmdCheckpoint}
 
 // Config configures the audit component of a node.
 type Config struct {
@@ -63,7 +63,7 @@ type Config struct {
 	// empty). List it in cluster.Config.ReplicatedKeys.
 	KeyName string
 	// Describers describe the applied commands by type. Commands of cluster's own
-	// ("cluster.*": membership, join tokens, replicated key names) and CmdKey are
+	// ("cluster.*": membership, join tokens, replicated key names) and "audit.key" are
 	// described by this package unless given here.
 	Describers map[string]Describer
 	// Unaudited names command types that are applied without a leaf. Keep it short
@@ -75,7 +75,7 @@ type Config struct {
 }
 
 // Service is the audit log of a running node: the in-transaction hook that appends
-// the leaves, the handlers of CmdCheckpoint and CmdKey, the leader's checkpointer,
+// the leaves, the handlers of "audit.checkpoint" and "audit.key", the leader's checkpointer,
 // and the audit API. Build it with New and hand its Hook and Handlers to
 // cluster.Config; call Start once the cluster is open.
 type Service struct {
@@ -95,7 +95,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		origin:    cfg.Origin,
 		keyName:   cfg.KeyName,
-		describe:  map[string]Describer{CmdKey: describeKey},
+		describe:  map[string]Describer{cmdKey: describeKey},
 		unaudited: map[string]bool{},
 		log:       cfg.Logger,
 		appender:  &Log{origin: cfg.Origin},
@@ -127,9 +127,9 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// ErrNotAudited stops the node when a command that has no describer and is not
+// errNotAudited stops the node when a command that has no describer and is not
 // listed as unaudited is applied.
-var ErrNotAudited = errors.New("audit: command type has no describer and is not listed as unaudited")
+var errNotAudited = errors.New("audit: command type has no describer and is not listed as unaudited")
 
 // Hook is the cluster.Hook that appends the leaves of every applied command in the
 // command's own transaction (cluster.Config.Hooks). Each leaf records the entry's
@@ -147,7 +147,7 @@ func (s *Service) hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 		d = describeCluster
 	}
 	if d == nil {
-		return fmt.Errorf("audit: %s: %w", t, ErrNotAudited)
+		return fmt.Errorf("audit: %s: %w", t, errNotAudited)
 	}
 	recs, err := d(e, result)
 	if err != nil {
@@ -236,7 +236,7 @@ func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Record{{Type: CmdKey, Actor: audit.ActorSystem, Data: map[string]any{"key": audit.KeyFingerprint(pub)}}}, nil
+	return []Record{{Type: cmdKey, Actor: audit.ActorSystem, Data: map[string]any{"key": audit.KeyFingerprint(pub)}}}, nil
 }
 
 // bucketSerials indexes the leaves about a certificate: key = the serial's

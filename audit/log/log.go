@@ -44,13 +44,13 @@ var (
 	keyLatest         = []byte("latest")
 )
 
-// Errors a caller acts on.
+// Errors AddCheckpoint fails with, which the checkpoint handler tells apart.
 var (
-	// ErrCheckpointExists: a checkpoint of this size is stored already; there is
+	// errCheckpointOfSize: a checkpoint of this size is stored already; there is
 	// never a second one (AddCheckpoint).
-	ErrCheckpointExists = errors.New("audit: a checkpoint of this size exists")
-	// ErrRootMismatch: a checkpoint's root is not the tree's root at its size.
-	ErrRootMismatch = errors.New("audit: checkpoint root is not the tree's root at its size")
+	errCheckpointOfSize = errors.New("audit: a checkpoint of this size exists")
+	// errRootMismatch: a checkpoint's root is not the tree's root at its size.
+	errRootMismatch = errors.New("audit: checkpoint root is not the tree's root at its size")
 )
 
 // Log is the audit log of one cluster, kept in the state machine's bbolt file. It
@@ -383,11 +383,11 @@ func (l *Log) NewCheckpoint(tx *bbolt.Tx, now time.Time) (audit.Checkpoint, erro
 }
 
 // AddCheckpoint stores a signed checkpoint. It must be this log's, verify with its
-// key, and have the tree's own root at its size (ErrRootMismatch), so two checkpoints
-// of one size cannot disagree. Checkpoints are kept by size and the first of a size
-// stays: another one of that size is refused with ErrCheckpointExists, except a later
-// re-signing of the newest size while the tree is idle, which only refreshes the
-// newest checkpoint (LatestCheckpoint) and leaves the history as it was.
+// key, and have the tree's own root at its size, so two checkpoints of one size
+// cannot disagree. Checkpoints are kept by size and the first of a size stays:
+// another one of that size is refused, except a later re-signing of the newest size
+// while the tree is idle, which only refreshes the newest checkpoint
+// (LatestCheckpoint) and leaves the history as it was.
 //
 // Storing a checkpoint appends no leaf: checkpoints are about the log, not changes to
 // the cluster's state (and an idle log would otherwise never be idle).
@@ -406,7 +406,7 @@ func (l *Log) AddCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
 		return fmt.Errorf("audit: add checkpoint: %w", err)
 	}
 	if !bytes.Equal(root, c.Root) {
-		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, ErrRootMismatch)
+		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, errRootMismatch)
 	}
 	b, _, err := open(tx)
 	if err != nil {
@@ -425,7 +425,7 @@ func (l *Log) AddCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
 		if haveLatest && latest.Size == c.Size && c.Time.After(latest.Time) {
 			return b.top.Put(keyLatest, v)
 		}
-		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, ErrCheckpointExists)
+		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, errCheckpointOfSize)
 	}
 	if err := b.checkpoints.Put(u64(c.Size), v); err != nil {
 		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, err)

@@ -26,8 +26,8 @@ const pageLeaves = 4096
 // NewSource is the log of a running node for Export, read in short transactions of
 // at most a few thousand leaves each rather than one long one. Its size is the
 // newest checkpoint's, and Export reads the size first and only leaves and
-// checkpoints up to it, so leaves appended during the export do not disturb it. It fails with ErrNoKey before the first leader
-// recorded the audit key.
+// checkpoints up to it, so leaves appended during the export do not disturb it. It
+// fails before the first leader recorded the audit key.
 func (s *Service) NewSource(v Viewer) (audit.Source, error) {
 	var pub crypto.PublicKey
 	err := v.View(func(tx *bbolt.Tx) error {
