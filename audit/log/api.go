@@ -156,7 +156,7 @@ func (a *api) key(w http.ResponseWriter) error {
 func (a *api) latest(w http.ResponseWriter) error {
 	var c audit.Checkpoint
 	var ok bool
-	err := a.view(func(l *Log, tx *bbolt.Tx) (err error) { c, ok, err = l.LatestCheckpoint(tx); return err })
+	err := a.view(func(l *Log, tx *bbolt.Tx) (err error) { c, ok, err = l.latestCheckpoint(tx); return err })
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func (a *api) checkpoint(w http.ResponseWriter, sz string) error {
 	}
 	var c audit.Checkpoint
 	var ok bool
-	if err := a.view(func(l *Log, tx *bbolt.Tx) (err error) { c, ok, err = l.Checkpoint(tx, size); return err }); err != nil {
+	if err := a.view(func(l *Log, tx *bbolt.Tx) (err error) { c, ok, err = l.checkpoint(tx, size); return err }); err != nil {
 		return err
 	}
 	if !ok {
@@ -232,7 +232,7 @@ func (a *api) leaves(ctx context.Context, w http.ResponseWriter, fromS, toS stri
 		if from >= size {
 			return fmt.Errorf("from %d, size %d: %w", from, size, errBeyondTree)
 		}
-		return l.Source(tx).Leaves(ctx, from, min(to, size), func(i uint64, leaf []byte) error {
+		return l.source(tx).Leaves(ctx, from, min(to, size), func(i uint64, leaf []byte) error {
 			b := []byte(string(leaf))
 			out.Leaves = append(out.Leaves, audit.LeafJSON{Index: i, Hash: audit.HashLeaf(b), Leaf: b})
 			return nil
@@ -254,7 +254,7 @@ func (a *api) rangeAt(ctx context.Context, w http.ResponseWriter, sz string) err
 		if n, err := l.Size(tx); err != nil || size > n {
 			return errors.Join(err, fmt.Errorf("size %d, tree %d: %w", size, n, errBeyondTree))
 		}
-		h, err := l.Source(tx).Range(ctx, size)
+		h, err := l.source(tx).Range(ctx, size)
 		if h != nil {
 			out.Hashes = h
 		}
@@ -283,7 +283,7 @@ func (a *api) inclusion(w http.ResponseWriter, idxS, sizeS string) error {
 		if n, err := l.Size(tx); err != nil || size > n {
 			return errors.Join(err, fmt.Errorf("size %d, tree %d: %w", size, n, errBeyondTree))
 		}
-		leaf, err := l.Leaf(tx, idx)
+		leaf, err := l.leaf(tx, idx)
 		if err != nil {
 			return err
 		}
@@ -292,10 +292,10 @@ func (a *api) inclusion(w http.ResponseWriter, idxS, sizeS string) error {
 			return err
 		}
 		out.Hash = audit.HashLeaf(enc)
-		if out.Root, err = l.RootAt(tx, size); err != nil {
+		if out.Root, err = l.rootAt(tx, size); err != nil {
 			return err
 		}
-		out.Proof, err = l.InclusionProof(tx, idx, size)
+		out.Proof, err = l.inclusionProof(tx, idx, size)
 		return err
 	}); err != nil {
 		return err
@@ -325,13 +325,13 @@ func (a *api) consistency(w http.ResponseWriter, fromS, toS string) error {
 			return errors.Join(err, fmt.Errorf("size %d, tree %d: %w", to, n, errBeyondTree))
 		}
 		var err error
-		if out.Old, err = l.RootAt(tx, from); err != nil {
+		if out.Old, err = l.rootAt(tx, from); err != nil {
 			return err
 		}
-		if out.Root, err = l.RootAt(tx, to); err != nil {
+		if out.Root, err = l.rootAt(tx, to); err != nil {
 			return err
 		}
-		out.Proof, err = l.ConsistencyProof(tx, from, to)
+		out.Proof, err = l.consistencyProof(tx, from, to)
 		return err
 	}); err != nil {
 		return err
@@ -362,7 +362,7 @@ func (a *api) serial(w http.ResponseWriter, s string) error {
 			return err
 		}
 		for _, i := range idx {
-			leaf, err := l.Leaf(tx, i)
+			leaf, err := l.leaf(tx, i)
 			if err != nil {
 				return err
 			}

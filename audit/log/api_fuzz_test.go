@@ -45,7 +45,7 @@ func apiFixture(t testing.TB) (*Service, *bbolt.DB) {
 				return err
 			}
 			if i == 15 || i == 39 {
-				if _, err := l.SignCheckpoint(tx, key, testTime); err != nil {
+				if _, err := l.signCheckpoint(tx, key, testTime); err != nil {
 					return err
 				}
 			}

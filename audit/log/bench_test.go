@@ -75,7 +75,7 @@ func BenchmarkAppend(b *testing.B) {
 					ls[i] = leaves[i]
 					ls[i].RaftIndex = uint64(n + 1)
 				}
-				err := db.Update(func(tx *bbolt.Tx) error { _, err := l.Append(tx, ls...); return err })
+				err := db.Update(func(tx *bbolt.Tx) error { _, err := l.appendLeaves(tx, ls...); return err })
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -101,7 +101,7 @@ func BenchmarkInclusionProof(b *testing.B) {
 			for j := range ls {
 				ls[j] = leaf
 			}
-			_, err := l.Append(tx, ls...)
+			_, err := l.appendLeaves(tx, ls...)
 			return err
 		})
 		if err != nil {
@@ -116,14 +116,14 @@ func BenchmarkInclusionProof(b *testing.B) {
 	defer tx.Rollback()
 	b.Run("inclusion", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := l.InclusionProof(tx, rnd.Uint64N(size), size); err != nil {
+			if _, err := l.inclusionProof(tx, rnd.Uint64N(size), size); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("consistency", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := l.ConsistencyProof(tx, 1+rnd.Uint64N(size-1), size); err != nil {
+			if _, err := l.consistencyProof(tx, 1+rnd.Uint64N(size-1), size); err != nil {
 				b.Fatal(err)
 			}
 		}

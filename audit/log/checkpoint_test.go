@@ -17,10 +17,10 @@ func TestAddCheckpoint(t *testing.T) {
 	l := newTestLog(t, key)
 	buildLog(t, db, l, key, 0, 10, 10, 0) // one checkpoint, of size 10
 	add := func(c audit.Checkpoint) error {
-		return db.Update(func(tx *bbolt.Tx) error { return l.AddCheckpoint(tx, c) })
+		return db.Update(func(tx *bbolt.Tx) error { return l.addCheckpoint(tx, c) })
 	}
 	var first audit.Checkpoint
-	db.View(func(tx *bbolt.Tx) error { first, _, _ = l.LatestCheckpoint(tx); return nil })
+	db.View(func(tx *bbolt.Tx) error { first, _, _ = l.latestCheckpoint(tx); return nil })
 	if first.Size != 10 {
 		t.Fatalf("latest: %+v", first)
 	}
@@ -67,8 +67,8 @@ func TestAddCheckpoint(t *testing.T) {
 		t.Fatalf("idle re-signing: %v", err)
 	}
 	db.View(func(tx *bbolt.Tx) error {
-		latest, _, _ := l.LatestCheckpoint(tx)
-		hist, ok, _ := l.Checkpoint(tx, 10)
+		latest, _, _ := l.latestCheckpoint(tx)
+		hist, ok, _ := l.checkpoint(tx, 10)
 		if !latest.Time.Equal(fresh.Time) || !ok || !hist.Time.Equal(first.Time) {
 			t.Errorf("latest %v, history %v; want %v and %v", latest.Time, hist.Time, fresh.Time, first.Time)
 		}

@@ -151,7 +151,7 @@ func (s *Service) applyCheckpoint(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
 	if err := c.Verify(l.pub); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if err := l.AddCheckpoint(tx, c); err != nil {
+	if err := l.addCheckpoint(tx, c); err != nil {
 		if errors.Is(err, errCheckpointOfSize) {
 			return nil, cluster.Refuse(fmt.Errorf("%w: %w", errCheckpointExists, err))
 		}
@@ -281,7 +281,7 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 		if err != nil {
 			return err
 		}
-		latest, ok, err := l.LatestCheckpoint(tx)
+		latest, ok, err := l.latestCheckpoint(tx)
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 			now = latest.Time.Add(time.Millisecond) // a slow clock after a leader change
 		}
 		due = true
-		cp, err = l.NewCheckpoint(tx, now)
+		cp, err = l.newCheckpoint(tx, now)
 		return err
 	}); err != nil || !due {
 		return err

@@ -135,7 +135,7 @@ func waitCheckpoint(t testing.TB, s *Service, v Viewer, size uint64, within time
 			if err != nil {
 				return nil
 			}
-			cp, ok, err = l.LatestCheckpoint(tx)
+			cp, ok, err = l.latestCheckpoint(tx)
 			return err
 		})
 		if err != nil {
@@ -169,7 +169,7 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 		seen := map[uint64]bool{}
 		types := map[string]int{}
 		for i := range size {
-			leaf, err := l.Leaf(tx, i)
+			leaf, err := l.leaf(tx, i)
 			if err != nil {
 				return err
 			}
@@ -294,7 +294,7 @@ func TestUnauditedChangeStopsNode(t *testing.T) {
 				}
 				_, dm := cborModes()
 				for i := range size {
-					l, err := s.appender.Leaf(tx, i)
+					l, err := s.appender.leaf(tx, i)
 					if err != nil {
 						return err
 					}

@@ -140,10 +140,10 @@ func TestLeaderChangeContinuesTree(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if rootBefore, err = l.RootAt(tx, before.Size); err != nil {
+		if rootBefore, err = l.rootAt(tx, before.Size); err != nil {
 			return err
 		}
-		cons, err = l.ConsistencyProof(tx, before.Size, after.Size)
+		cons, err = l.consistencyProof(tx, before.Size, after.Size)
 		return err
 	}); err != nil {
 		t.Fatal(err)

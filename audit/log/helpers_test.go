@@ -89,11 +89,11 @@ func buildLogWith(t testing.TB, db *bbolt.DB, l *Log, key *ecdsa.PrivateKey, fro
 			for j := 0; j < batch && i+j < n; j++ {
 				ls = append(ls, leaf(t, i+j))
 			}
-			if _, err := l.Append(tx, ls...); err != nil {
+			if _, err := l.appendLeaves(tx, ls...); err != nil {
 				return err
 			}
 			if size := i + len(ls); every > 0 && size%every == 0 {
-				if _, err := l.SignCheckpoint(tx, key, testTime.Add(time.Duration(size)*time.Millisecond)); err != nil {
+				if _, err := l.signCheckpoint(tx, key, testTime.Add(time.Duration(size)*time.Millisecond)); err != nil {
 					return err
 				}
 			}
@@ -106,10 +106,10 @@ func buildLogWith(t testing.TB, db *bbolt.DB, l *Log, key *ecdsa.PrivateKey, fro
 	}
 	err := db.Update(func(tx *bbolt.Tx) error {
 		size, _ := l.Size(tx)
-		if c, ok, _ := l.LatestCheckpoint(tx); ok && c.Size == size {
+		if c, ok, _ := l.latestCheckpoint(tx); ok && c.Size == size {
 			return nil
 		}
-		_, err := l.SignCheckpoint(tx, key, testTime.Add(time.Duration(n)*time.Millisecond+time.Second))
+		_, err := l.signCheckpoint(tx, key, testTime.Add(time.Duration(n)*time.Millisecond+time.Second))
 		return err
 	})
 	if err != nil {

@@ -84,7 +84,7 @@ type Service struct {
 	describe  map[string]Describer
 	unaudited map[string]bool
 	log       *slog.Logger
-	appender  *Log // a Log for appending: Append needs no key
+	appender  *Log // a Log for appending: appendLeaves needs no key
 }
 
 // New checks cfg and returns the component.
@@ -164,7 +164,7 @@ func (s *Service) hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 		}
 		leaves[i] = l
 	}
-	first, err := s.appender.Append(tx, leaves...)
+	first, err := s.appender.appendLeaves(tx, leaves...)
 	if err != nil {
 		return err
 	}

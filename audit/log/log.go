@@ -44,10 +44,10 @@ var (
 	keyLatest         = []byte("latest")
 )
 
-// Errors AddCheckpoint fails with, which the checkpoint handler tells apart.
+// Errors addCheckpoint fails with, which the checkpoint handler tells apart.
 var (
 	// errCheckpointOfSize: a checkpoint of this size is stored already; there is
-	// never a second one (AddCheckpoint).
+	// never a second one (addCheckpoint).
 	errCheckpointOfSize = errors.New("audit: a checkpoint of this size exists")
 	// errRootMismatch: a checkpoint's root is not the tree's root at its size.
 	errRootMismatch = errors.New("audit: checkpoint root is not the tree's root at its size")
@@ -177,11 +177,11 @@ func (b buckets) state() (state, error) {
 	return st, nil
 }
 
-// Append adds leaves to the log in tx, giving them the next indices, and returns the
+// appendLeaves adds leaves to the log in tx, giving them the next indices, and returns the
 // index of the first. It writes each leaf, its node hashes and the new compact range;
 // if it fails the caller must abort tx (the change is then not made: a change that
 // cannot be audited does not happen). Raft indices must not go back.
-func (l *Log) Append(tx *bbolt.Tx, leaves ...audit.Leaf) (uint64, error) {
+func (l *Log) appendLeaves(tx *bbolt.Tx, leaves ...audit.Leaf) (uint64, error) {
 	if !tx.Writable() {
 		return 0, errors.New("audit: append: read-only transaction")
 	}
@@ -246,8 +246,8 @@ func (l *Log) Size(tx *bbolt.Tx) (uint64, error) {
 	return st.Size, err
 }
 
-// Root is the tree's current size and root hash.
-func (l *Log) Root(tx *bbolt.Tx) (uint64, []byte, error) {
+// root is the tree's current size and root hash.
+func (l *Log) root(tx *bbolt.Tx) (uint64, []byte, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return 0, hasher().EmptyRoot(), err
@@ -271,8 +271,8 @@ func foldRange(hashes [][]byte) []byte {
 	return h
 }
 
-// RootAt is the root hash the tree had when it held size leaves.
-func (l *Log) RootAt(tx *bbolt.Tx, size uint64) ([]byte, error) {
+// rootAt is the root hash the tree had when it held size leaves.
+func (l *Log) rootAt(tx *bbolt.Tx, size uint64) ([]byte, error) {
 	b, err := l.atSize(tx, size)
 	if err != nil {
 		return nil, err
@@ -320,9 +320,9 @@ func (l *Log) atSize(tx *bbolt.Tx, size uint64) (buckets, error) {
 	return b, nil
 }
 
-// InclusionProof proves that leaf index is in the tree of the given size, in the form
+// inclusionProof proves that leaf index is in the tree of the given size, in the form
 // proof.VerifyInclusion (RFC 6962/9162) checks.
-func (l *Log) InclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error) {
+func (l *Log) inclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error) {
 	b, err := l.atSize(tx, size)
 	if err != nil {
 		return nil, err
@@ -338,9 +338,9 @@ func (l *Log) InclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error)
 	return nodes.Rehash(hs, hasher().HashChildren)
 }
 
-// ConsistencyProof proves that the tree of size1 is a prefix of the tree of size2, in
+// consistencyProof proves that the tree of size1 is a prefix of the tree of size2, in
 // the form proof.VerifyConsistency checks.
-func (l *Log) ConsistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, error) {
+func (l *Log) consistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, error) {
 	b, err := l.atSize(tx, size2)
 	if err != nil {
 		return nil, err
@@ -356,8 +356,8 @@ func (l *Log) ConsistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, err
 	return nodes.Rehash(hs, hasher().HashChildren)
 }
 
-// Leaf reads the leaf at index.
-func (l *Log) Leaf(tx *bbolt.Tx, index uint64) (audit.Leaf, error) {
+// leaf reads the leaf at index.
+func (l *Log) leaf(tx *bbolt.Tx, index uint64) (audit.Leaf, error) {
 	b, ok, err := open(tx)
 	if err != nil {
 		return audit.Leaf{}, err
@@ -372,26 +372,26 @@ func (l *Log) Leaf(tx *bbolt.Tx, index uint64) (audit.Leaf, error) {
 	return audit.ParseLeaf(v)
 }
 
-// NewCheckpoint is the unsigned checkpoint of the tree as it stands in tx. Sign it,
-// then store it with AddCheckpoint (through Raft, on every node).
-func (l *Log) NewCheckpoint(tx *bbolt.Tx, now time.Time) (audit.Checkpoint, error) {
-	size, root, err := l.Root(tx)
+// newCheckpoint is the unsigned checkpoint of the tree as it stands in tx. Sign it,
+// then store it with addCheckpoint (through Raft, on every node).
+func (l *Log) newCheckpoint(tx *bbolt.Tx, now time.Time) (audit.Checkpoint, error) {
+	size, root, err := l.root(tx)
 	if err != nil {
 		return audit.Checkpoint{}, err
 	}
 	return audit.Checkpoint{Origin: l.origin, Size: size, Root: root, Time: now.UTC().Truncate(time.Millisecond)}, nil
 }
 
-// AddCheckpoint stores a signed checkpoint. It must be this log's, verify with its
+// addCheckpoint stores a signed checkpoint. It must be this log's, verify with its
 // key, and have the tree's own root at its size, so two checkpoints of one size
 // cannot disagree. Checkpoints are kept by size and the first of a size stays:
 // another one of that size is refused, except a later re-signing of the newest size
 // while the tree is idle, which only refreshes the newest checkpoint
-// (LatestCheckpoint) and leaves the history as it was.
+// (latestCheckpoint) and leaves the history as it was.
 //
 // Storing a checkpoint appends no leaf: checkpoints are about the log, not changes to
 // the cluster's state (and an idle log would otherwise never be idle).
-func (l *Log) AddCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
+func (l *Log) addCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
 	if !tx.Writable() {
 		return errors.New("audit: add checkpoint: read-only transaction")
 	}
@@ -401,7 +401,7 @@ func (l *Log) AddCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
 	if err := c.Verify(l.pub); err != nil {
 		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, err)
 	}
-	root, err := l.RootAt(tx, c.Size)
+	root, err := l.rootAt(tx, c.Size)
 	if err != nil {
 		return fmt.Errorf("audit: add checkpoint: %w", err)
 	}
@@ -451,8 +451,8 @@ func readCheckpoint(v []byte) (audit.Checkpoint, bool, error) {
 	return c, err == nil, err
 }
 
-// Checkpoint is the stored checkpoint of the given size.
-func (l *Log) Checkpoint(tx *bbolt.Tx, size uint64) (audit.Checkpoint, bool, error) {
+// checkpoint is the stored checkpoint of the given size.
+func (l *Log) checkpoint(tx *bbolt.Tx, size uint64) (audit.Checkpoint, bool, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return audit.Checkpoint{}, false, err
@@ -460,9 +460,9 @@ func (l *Log) Checkpoint(tx *bbolt.Tx, size uint64) (audit.Checkpoint, bool, err
 	return readCheckpoint(b.checkpoints.Get(u64(size)))
 }
 
-// LatestCheckpoint is the newest checkpoint: of the largest size, and among those the
+// latestCheckpoint is the newest checkpoint: of the largest size, and among those the
 // latest signed.
-func (l *Log) LatestCheckpoint(tx *bbolt.Tx) (audit.Checkpoint, bool, error) {
+func (l *Log) latestCheckpoint(tx *bbolt.Tx) (audit.Checkpoint, bool, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return audit.Checkpoint{}, false, err
@@ -470,16 +470,16 @@ func (l *Log) LatestCheckpoint(tx *bbolt.Tx) (audit.Checkpoint, bool, error) {
 	return readCheckpoint(b.top.Get(keyLatest))
 }
 
-// SignCheckpoint makes, signs and stores a checkpoint of the tree as it stands in tx:
+// signCheckpoint makes, signs and stores a checkpoint of the tree as it stands in tx:
 // the three steps in one transaction, for a single node and for tests. A cluster signs
-// on the leader and stores through Raft instead (NewCheckpoint, Sign, AddCheckpoint).
-func (l *Log) SignCheckpoint(tx *bbolt.Tx, s crypto.Signer, now time.Time) (audit.Checkpoint, error) {
-	c, err := l.NewCheckpoint(tx, now)
+// on the leader and stores through Raft instead (newCheckpoint, Sign, addCheckpoint).
+func (l *Log) signCheckpoint(tx *bbolt.Tx, s crypto.Signer, now time.Time) (audit.Checkpoint, error) {
+	c, err := l.newCheckpoint(tx, now)
 	if err != nil {
 		return audit.Checkpoint{}, err
 	}
 	if err := c.Sign(s); err != nil {
 		return audit.Checkpoint{}, err
 	}
-	return c, l.AddCheckpoint(tx, c)
+	return c, l.addCheckpoint(tx, c)
 }

@@ -23,7 +23,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	buildLog(t, db, l, key, 0, 10, 5, 0)
 	var size0 uint64
 	var root0 []byte
-	db.View(func(tx *bbolt.Tx) error { size0, root0, _ = l.Root(tx); return nil })
+	db.View(func(tx *bbolt.Tx) error { size0, root0, _ = l.root(tx); return nil })
 
 	changeFailed := errors.New("the change itself failed")
 	err := db.Update(func(tx *bbolt.Tx) error {
@@ -35,7 +35,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 		if err := b.Put([]byte("serial"), []byte("cert")); err != nil {
 			return err
 		}
-		if _, err := l.Append(tx, testLeaf(t, 10), testLeaf(t, 11)); err != nil {
+		if _, err := l.appendLeaves(tx, testLeaf(t, 10), testLeaf(t, 11)); err != nil {
 			return err
 		}
 		if n, _ := l.Size(tx); n != 12 {
@@ -50,7 +50,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	err = db.Update(func(tx *bbolt.Tx) error {
 		bad := testLeaf(t, 12)
 		bad.Actor = "Yamada Taro"
-		_, err := l.Append(tx, testLeaf(t, 11), bad)
+		_, err := l.appendLeaves(tx, testLeaf(t, 11), bad)
 		return err
 	})
 	if err == nil {
@@ -59,7 +59,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	err = db.Update(func(tx *bbolt.Tx) error {
 		back := testLeaf(t, 12)
 		back.RaftIndex = 1
-		_, err := l.Append(tx, back)
+		_, err := l.appendLeaves(tx, back)
 		return err
 	})
 	if err == nil {
@@ -67,14 +67,14 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	}
 
 	db.View(func(tx *bbolt.Tx) error {
-		size, root, err := l.Root(tx)
+		size, root, err := l.root(tx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if size != size0 || !bytes.Equal(root, root0) {
 			t.Errorf("after rollbacks: size %d root %x, want %d %x", size, root, size0, root0)
 		}
-		if _, err := l.Leaf(tx, 10); err == nil {
+		if _, err := l.leaf(tx, 10); err == nil {
 			t.Error("leaf 10 exists after the rollback")
 		}
 		if tx.Bucket([]byte("certs")) != nil {
@@ -85,7 +85,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	// The log goes on from where it was.
 	buildLog(t, db, l, key, 10, 12, 5, 0)
 	db.View(func(tx *bbolt.Tx) error {
-		lf, err := l.Leaf(tx, 11)
+		lf, err := l.leaf(tx, 11)
 		if err != nil || lf.Index != 11 {
 			t.Errorf("leaf 11: %+v %v", lf, err)
 		}
@@ -136,7 +136,7 @@ func TestProofsVerify(t *testing.T) {
 		err := db.Update(func(tx *bbolt.Tx) error {
 			for j := range n {
 				lf := testLeaf(t, i+j)
-				if _, err := l.Append(tx, lf); err != nil {
+				if _, err := l.appendLeaves(tx, lf); err != nil {
 					return err
 				}
 				lf.Index = uint64(i + j)
@@ -156,12 +156,12 @@ func TestProofsVerify(t *testing.T) {
 	}
 	db.View(func(tx *bbolt.Tx) error {
 		for size := uint64(0); size <= small; size++ {
-			got, err := l.RootAt(tx, size)
+			got, err := l.rootAt(tx, size)
 			if err != nil || !bytes.Equal(got, roots[size]) {
 				t.Fatalf("root at %d: %x %v, want %x", size, got, err, roots[size])
 			}
 			for i := range size {
-				p, err := l.InclusionProof(tx, i, size)
+				p, err := l.inclusionProof(tx, i, size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -173,7 +173,7 @@ func TestProofsVerify(t *testing.T) {
 				if size > 128 && s1%7 != 0 && s1 > 2 && s1+2 < size {
 					continue // every pair up to 128, a seventh of them above
 				}
-				p, err := l.ConsistencyProof(tx, s1, size)
+				p, err := l.consistencyProof(tx, s1, size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -183,15 +183,15 @@ func TestProofsVerify(t *testing.T) {
 			}
 		}
 		// A proof does not verify for another leaf or another root.
-		p, _ := l.InclusionProof(tx, 5, 100)
+		p, _ := l.inclusionProof(tx, 5, 100)
 		if proof.VerifyInclusion(hasher(), 5, 100, audit.HashLeaf(encoded[6]), p, roots[100]) == nil {
 			t.Error("inclusion proof verified for the wrong leaf")
 		}
-		c, _ := l.ConsistencyProof(tx, 50, 100)
+		c, _ := l.consistencyProof(tx, 50, 100)
 		if proof.VerifyConsistency(hasher(), 50, 100, c, roots[51], roots[100]) == nil {
 			t.Error("consistency proof verified for the wrong old root")
 		}
-		if _, err := l.InclusionProof(tx, 0, small+1); err == nil {
+		if _, err := l.inclusionProof(tx, 0, small+1); err == nil {
 			t.Error("proof for a size the tree has not reached")
 		}
 		return nil
@@ -207,7 +207,7 @@ func TestProofsVerify(t *testing.T) {
 		err := db.Update(func(tx *bbolt.Tx) error {
 			for j := range n {
 				lf := testLeaf(t, i+j)
-				if _, err := l.Append(tx, lf); err != nil {
+				if _, err := l.appendLeaves(tx, lf); err != nil {
 					return err
 				}
 				lf.Index = uint64(i + j)
@@ -225,13 +225,13 @@ func TestProofsVerify(t *testing.T) {
 	db.View(func(tx *bbolt.Tx) error {
 		for _, size := range sizes {
 			root := mthFrom(encoded[:size], 0, memo)
-			got, err := l.RootAt(tx, size)
+			got, err := l.rootAt(tx, size)
 			if err != nil || !bytes.Equal(got, root) {
 				t.Fatalf("root at %d: %x %v, want %x", size, got, err, root)
 			}
 			for range 30 {
 				i := rnd.Uint64N(size)
-				p, err := l.InclusionProof(tx, i, size)
+				p, err := l.inclusionProof(tx, i, size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -239,7 +239,7 @@ func TestProofsVerify(t *testing.T) {
 					t.Fatalf("inclusion of %d in %d: %v", i, size, err)
 				}
 				s1 := rnd.Uint64N(size + 1)
-				c, err := l.ConsistencyProof(tx, s1, size)
+				c, err := l.consistencyProof(tx, s1, size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -279,14 +279,14 @@ func TestEmptyLog(t *testing.T) {
 	var c audit.Checkpoint
 	err := db.Update(func(tx *bbolt.Tx) error {
 		var err error
-		c, err = l.SignCheckpoint(tx, key, testTime)
+		c, err = l.signCheckpoint(tx, key, testTime)
 		return err
 	})
 	if err != nil || c.Size != 0 || !bytes.Equal(c.Root, hasher().EmptyRoot()) {
 		t.Fatalf("checkpoint of the empty log: %+v %v", c, err)
 	}
 	dir := filepath.Join(t.TempDir(), "export")
-	if err := db.View(func(tx *bbolt.Tx) error { _, err := audit.Export(t.Context(), dir, l.Source(tx), 0); return err }); err != nil {
+	if err := db.View(func(tx *bbolt.Tx) error { _, err := audit.Export(t.Context(), dir, l.source(tx), 0); return err }); err != nil {
 		t.Fatal(err)
 	}
 	r, err := audit.Verify(os.DirFS(dir), key.Public())
@@ -294,7 +294,7 @@ func TestEmptyLog(t *testing.T) {
 		t.Fatalf("verify the empty log: %v %+v", err, r)
 	}
 	db.View(func(tx *bbolt.Tx) error {
-		if _, err := l.InclusionProof(tx, 0, 0); err == nil {
+		if _, err := l.inclusionProof(tx, 0, 0); err == nil {
 			t.Error("inclusion proof in the empty tree")
 		}
 		return nil

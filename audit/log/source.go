@@ -72,7 +72,7 @@ func (vs viewSource) Size(ctx context.Context) (uint64, error) {
 }
 
 func (vs viewSource) Range(ctx context.Context, size uint64) (r [][]byte, err error) {
-	err = vs.view(func(l *Log, tx *bbolt.Tx) error { r, err = l.Source(tx).Range(ctx, size); return err })
+	err = vs.view(func(l *Log, tx *bbolt.Tx) error { r, err = l.source(tx).Range(ctx, size); return err })
 	return r, err
 }
 
@@ -81,7 +81,7 @@ func (vs viewSource) Leaves(ctx context.Context, from, to uint64, fn func(uint64
 		end := min(to, from+pageLeaves)
 		var page [][]byte
 		err := vs.view(func(l *Log, tx *bbolt.Tx) error {
-			return l.Source(tx).Leaves(ctx, from, end, func(_ uint64, leaf []byte) error {
+			return l.source(tx).Leaves(ctx, from, end, func(_ uint64, leaf []byte) error {
 				page = append(page, bytes.Clone(leaf)) // bbolt's bytes are valid only in the transaction
 				return nil
 			})
@@ -125,7 +125,7 @@ func (vs viewSource) Checkpoints(ctx context.Context, fn func(audit.Checkpoint) 
 }
 
 func (vs viewSource) Latest(context.Context) (c audit.Checkpoint, ok bool, err error) {
-	err = vs.view(func(l *Log, tx *bbolt.Tx) error { c, ok, err = l.LatestCheckpoint(tx); return err })
+	err = vs.view(func(l *Log, tx *bbolt.Tx) error { c, ok, err = l.latestCheckpoint(tx); return err })
 	return c, ok, err
 }
 
@@ -147,10 +147,10 @@ func checkpointsFrom(tx *bbolt.Tx, from uint64, max int) ([]audit.Checkpoint, er
 	return out, nil
 }
 
-// Source is a view of the log as it stands in tx, for Export. The transaction must
+// source is a view of the log as it stands in tx, for Export. The transaction must
 // stay open until the export is done: export from a copy of the state (bbolt
 // Tx.WriteTo, a Raft snapshot) rather than hold a read transaction on a busy node.
-func (l *Log) Source(tx *bbolt.Tx) audit.Source { return txSource{l, tx} }
+func (l *Log) source(tx *bbolt.Tx) audit.Source { return txSource{l, tx} }
 
 type txSource struct {
 	l  *Log
@@ -209,5 +209,5 @@ func (s txSource) Checkpoints(_ context.Context, fn func(audit.Checkpoint) error
 }
 
 func (s txSource) Latest(context.Context) (audit.Checkpoint, bool, error) {
-	return s.l.LatestCheckpoint(s.tx)
+	return s.l.latestCheckpoint(s.tx)
 }
