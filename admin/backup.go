@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 )
 
 // A backup is a tar file of four members, in this order:
@@ -107,7 +108,7 @@ func (api *API) adminBackup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	key, err := api.cfg.Vault.ReplicatedKey(r.Context(), audit.DefaultKeyName, false)
+	key, err := api.cfg.Vault.ReplicatedKey(r.Context(), auditlog.DefaultKeyName, false)
 	if err != nil {
 		writeError(w, fmt.Errorf("admin: backup: the audit key signs the manifest and this node lacks it (ask a voter): %w", err))
 		return
@@ -180,7 +181,7 @@ func readStateAudit(ctx context.Context, path, origin string, out *ManifestAudit
 		return nil, fmt.Errorf("admin: state file: %w", err)
 	}
 	defer db.Close()
-	svc, err := audit.New(audit.Config{Origin: origin})
+	svc, err := auditlog.New(auditlog.Config{Origin: origin})
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +201,7 @@ func readStateAudit(ctx context.Context, path, origin string, out *ManifestAudit
 	// The leaves past the newest checkpoint are in the state too: count them
 	// all (Source's size stops at the checkpoint).
 	err = db.View(func(tx *bbolt.Tx) error {
-		l, err := audit.NewLog(origin, pub)
+		l, err := auditlog.NewLog(origin, pub)
 		if err != nil {
 			return err
 		}

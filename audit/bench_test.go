@@ -7,14 +7,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/big"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
-
-	"go.etcd.io/bbolt"
 )
 
 // benchLeaf is a realistic leaf: alternately an issuance intent (hashes of the TBS
@@ -38,88 +35,6 @@ func benchLeaf(tb testing.TB, i int, pk PersonalKey) Leaf {
 		tb.Fatal(err)
 	}
 	return l
-}
-
-// BenchmarkAppend appends leaves in bbolt transactions of 64, as a Raft entry that
-// group-commits 64 changes would. "fsync" is what a node pays; "nosync" is the CPU
-// and bbolt cost alone.
-func BenchmarkAppend(b *testing.B) {
-	pk, _ := NewPersonalKey(make([]byte, 32))
-	const batch = 64
-	leaves := make([]Leaf, batch)
-	for i := range leaves {
-		leaves[i] = benchLeaf(b, i, pk)
-	}
-	for _, sync := range []bool{true, false} {
-		name := map[bool]string{true: "fsync", false: "nosync"}[sync]
-		b.Run(name, func(b *testing.B) {
-			db, err := bbolt.Open(filepath.Join(b.TempDir(), "state.db"), 0o600, &bbolt.Options{NoSync: !sync, NoFreelistSync: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			l := newTestLog(b, newKey(b))
-			ls := make([]Leaf, batch)
-			b.ResetTimer()
-			cpu0 := cpuTime()
-			for n := 0; b.Loop(); n++ {
-				for i := range ls {
-					ls[i] = leaves[i]
-					ls[i].RaftIndex = uint64(n + 1)
-				}
-				err := db.Update(func(tx *bbolt.Tx) error { _, err := l.Append(tx, ls...); return err })
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "leaves/s")
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N*batch), "cpu-µs/leaf")
-		})
-	}
-}
-
-// BenchmarkInclusionProof serves inclusion and consistency proofs from a tree of
-// 2^18+1 leaves.
-func BenchmarkInclusionProof(b *testing.B) {
-	const size = 1<<18 + 1
-	db := newDB(b)
-	key := newKey(b)
-	l := newTestLog(b, key)
-	pk, _ := NewPersonalKey(make([]byte, 32))
-	leaf := benchLeaf(b, 1, pk)
-	for i := 0; i < size; i += 4096 {
-		err := db.Update(func(tx *bbolt.Tx) error {
-			ls := make([]Leaf, min(4096, size-i))
-			for j := range ls {
-				ls[j] = leaf
-			}
-			_, err := l.Append(tx, ls...)
-			return err
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	rnd := rand.New(rand.NewPCG(1, 2))
-	tx, err := db.Begin(false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tx.Rollback()
-	b.Run("inclusion", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := l.InclusionProof(tx, rnd.Uint64N(size), size); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("consistency", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := l.ConsistencyProof(tx, 1+rnd.Uint64N(size-1), size); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }
 
 // BenchmarkVerify verifies an export of 1,000,000 leaves with a checkpoint every

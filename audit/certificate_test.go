@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
-	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/certserial"
 )
@@ -108,21 +107,16 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 
 	// Nor anywhere in an export: not in any file, not in any decoded leaf.
 	key := newKey(t)
-	db := newDB(t)
 	l := newTestLog(t, key)
 	revoked, _ := NewRevokedLeaf(Meta{RaftIndex: 4, Time: testTime.Add(time.Hour), Actor: OperatorActor(&x509.Certificate{Raw: []byte("op")})}, Revoked{Serial: serial, Reason: 4})
-	err = db.Update(func(tx *bbolt.Tx) error {
-		if _, err := l.Append(tx, issued, revoked); err != nil {
-			return err
-		}
-		_, err := l.SignCheckpoint(tx, key, testTime.Add(2*time.Hour))
-		return err
-	})
-	if err != nil {
+	if _, err := l.Append(issued, revoked); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SignCheckpoint(key, testTime.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "export")
-	if err := db.View(func(tx *bbolt.Tx) error { _, err := Export(t.Context(), dir, l.Source(tx), 0); return err }); err != nil {
+	if err := func() error { _, err := Export(t.Context(), dir, l.Source(), 0); return err }(); err != nil {
 		t.Fatal(err)
 	}
 	err = fs.WalkDir(os.DirFS(dir), ".", func(p string, de fs.DirEntry, err error) error {
@@ -160,9 +154,8 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 
 func TestProve(t *testing.T) {
 	key := newKey(t)
-	db := newDB(t)
 	l := newTestLog(t, key)
-	buildLog(t, db, l, key, 0, 100, 4, 16)
+	buildLog(t, l, key, 0, 100, 4, 16)
 	// testLeaf issues serial 40 at leaf 40 and revokes it at leaf 41.
 	serial := testSerial(40)
 	spelled := strings.ToUpper(serial.Text(16))
@@ -170,7 +163,7 @@ func TestProve(t *testing.T) {
 	for i := 0; i < len(spelled); i += 2 {
 		colons = append(colons, spelled[i:i+2])
 	}
-	dir := exportLog(t, db, l, 0)
+	dir := exportLog(t, l, 0)
 	for _, s := range []string{serial.Text(16), spelled, strings.Join(colons, ":"), "0x00" + serial.Text(16)} {
 		found, err := Prove(os.DirFS(dir), nil, s)
 		if err != nil || len(found) != 2 {
@@ -206,7 +199,7 @@ func TestProve(t *testing.T) {
 		t.Fatalf("prove after changing leaf 40: %v %+v", err, found)
 	}
 	// Partial exports prove from their start range.
-	part := exportLog(t, db, l, 32)
+	part := exportLog(t, l, 32)
 	found, err = Prove(os.DirFS(part), nil, serial.Text(16))
 	if err != nil || len(found) != 2 || found[0].Err != nil || found[1].Err != nil {
 		t.Fatalf("prove in an export from 32: %v %+v", err, found)
@@ -218,27 +211,22 @@ func TestProve(t *testing.T) {
 // form and prints it as every other command does (certserial.Format).
 func TestProveDirPrintsTheOneSpelling(t *testing.T) {
 	key := newKey(t)
-	db := newDB(t)
 	l := newTestLog(t, key)
 	serial := new(big.Int).SetUint64(0x0d0a5908f15e1a77)
-	err := db.Update(func(tx *bbolt.Tx) error {
-		leaf, err := NewRevokedLeaf(Meta{RaftIndex: 1, Time: testTime, Actor: ActorSystem}, Revoked{Serial: serial, Reason: 1})
-		if err != nil {
-			return err
-		}
-		if leaf.Serial != "d0a5908f15e1a77" {
-			t.Errorf("leaf serial %q: the leaves' encoding changed", leaf.Serial)
-		}
-		if _, err := l.Append(tx, leaf); err != nil {
-			return err
-		}
-		_, err = l.SignCheckpoint(tx, key, testTime.Add(time.Second))
-		return err
-	})
+	leaf, err := NewRevokedLeaf(Meta{RaftIndex: 1, Time: testTime, Actor: ActorSystem}, Revoked{Serial: serial, Reason: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := exportLog(t, db, l, 0)
+	if leaf.Serial != "d0a5908f15e1a77" {
+		t.Errorf("leaf serial %q: the leaves' encoding changed", leaf.Serial)
+	}
+	if _, err := l.Append(leaf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SignCheckpoint(key, testTime.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	dir := exportLog(t, l, 0)
 	for _, in := range []string{"0d0a5908f15e1a77", "0D0A5908F15E1A77", "d0a5908f15e1a77", "0d:0a:59:08:f1:5e:1a:77"} {
 		var out bytes.Buffer
 		if err := ProveDir(&out, "", dir, in); err != nil {

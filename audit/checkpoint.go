@@ -43,16 +43,8 @@ type Checkpoint struct {
 
 const checkpointTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// Errors a caller acts on.
-var (
-	// ErrCheckpointExists: a checkpoint of this size is stored already; there is
-	// never a second one (AddCheckpoint).
-	ErrCheckpointExists = errors.New("audit: a checkpoint of this size exists")
-	// ErrRootMismatch: a checkpoint's root is not the tree's root at its size.
-	ErrRootMismatch = errors.New("audit: checkpoint root is not the tree's root at its size")
-	// ErrBadSignature: a checkpoint's signature does not verify with the audit key.
-	ErrBadSignature = errors.New("audit: checkpoint signature does not verify")
-)
+// ErrBadSignature: a checkpoint's signature does not verify with the audit key.
+var ErrBadSignature = errors.New("audit: checkpoint signature does not verify")
 
 // Body is the text the signature covers.
 func (c Checkpoint) Body() []byte {
@@ -81,7 +73,7 @@ func ParseCheckpoint(body, sig []byte) (Checkpoint, error) {
 		return Checkpoint{}, fmt.Errorf("audit: checkpoint: %d lines, want 4", len(lines))
 	}
 	c := Checkpoint{Origin: lines[0], Signature: sig}
-	if err := checkOrigin(c.Origin); err != nil {
+	if err := CheckOrigin(c.Origin); err != nil {
 		return Checkpoint{}, err
 	}
 	size, err := strconv.ParseUint(lines[1], 10, 64)
@@ -106,7 +98,9 @@ func ParseCheckpoint(body, sig []byte) (Checkpoint, error) {
 	return c, nil
 }
 
-func checkOrigin(o string) error {
+// CheckOrigin checks a log's name (a checkpoint's first line): 1-255 bytes of
+// UTF-8, no control characters, no surrounding space.
+func CheckOrigin(o string) error {
 	if o == "" || len(o) > 255 || !utf8.ValidString(o) || strings.TrimSpace(o) != o {
 		return fmt.Errorf("audit: origin %q: want 1-255 bytes of UTF-8 without surrounding space", o)
 	}
@@ -151,6 +145,12 @@ func (c Checkpoint) Verify(pub crypto.PublicKey) error {
 		return ErrBadSignature
 	}
 	return nil
+}
+
+// CheckKey checks that pub can be the audit key: ECDSA P-256.
+func CheckKey(pub crypto.PublicKey) error {
+	_, err := auditKey(pub)
+	return err
 }
 
 func auditKey(pub crypto.PublicKey) (*ecdsa.PublicKey, error) {
@@ -200,26 +200,4 @@ func KeyFingerprint(pub crypto.PublicKey) string {
 	}
 	sum := sha256.Sum256(der)
 	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// How often the leader signs checkpoints.
-const (
-	CheckpointGrowing = time.Second // at least this often while the tree grows
-	CheckpointIdle    = time.Hour   // and this often when it does not
-)
-
-// CheckpointDue reports whether a checkpoint should be signed now, given the newest
-// stored one (nil if none) and the tree's current size. The leader calls it on a short
-// ticker (say 100 ms), so a growing tree is covered within CheckpointGrowing plus one
-// tick. A clock behind the last checkpoint's (a new leader with a slow clock) does not
-// stop checkpoints of a growing tree.
-func CheckpointDue(last *Checkpoint, size uint64, now time.Time) bool {
-	if last == nil {
-		return true
-	}
-	age := now.Sub(last.Time)
-	if size > last.Size {
-		return age >= CheckpointGrowing || age < 0
-	}
-	return age >= CheckpointIdle
 }

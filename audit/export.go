@@ -5,16 +5,12 @@ import (
 	"context"
 	"crypto"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/transparency-dev/merkle/compact"
-	"go.etcd.io/bbolt"
 )
 
 // Files of an export directory (docs/audit.md describes them for auditors).
@@ -24,11 +20,11 @@ const (
 	exportStart       = "start.txt"     // only with --from N > 0: "N\n" then the compact range [0, N), one base64 hash per line
 	exportCheckpoints = "checkpoints"   // <size, 20 digits>.txt (body) and .sig (DER signature)
 	exportLatest      = "latest"        // latest.txt and latest.sig: the newest checkpoint
-	maxLineSize       = 2*MaxLeafSize + 128
+	maxLineSize       = 2*maxLeafSize + 128
 )
 
-// Source is what Export reads: a consistent view of a log (one bbolt read
-// transaction, or later the audit API).
+// Source is what Export reads: a consistent view of a log (a node's, in one
+// read transaction of its state, or the audit API through Client).
 type Source interface {
 	PublicKey() crypto.PublicKey
 	// Size is the number of leaves.
@@ -42,71 +38,6 @@ type Source interface {
 	Checkpoints(ctx context.Context, fn func(Checkpoint) error) error
 	// Latest is the newest checkpoint, if any.
 	Latest(ctx context.Context) (Checkpoint, bool, error)
-}
-
-// Source is a view of the log as it stands in tx, for Export. The transaction must
-// stay open until the export is done: export from a copy of the state (bbolt
-// Tx.WriteTo, a Raft snapshot) rather than hold a read transaction on a busy node.
-func (l *Log) Source(tx *bbolt.Tx) Source { return txSource{l, tx} }
-
-type txSource struct {
-	l  *Log
-	tx *bbolt.Tx
-}
-
-func (s txSource) PublicKey() crypto.PublicKey { return s.l.pub }
-
-func (s txSource) Size(context.Context) (uint64, error) { return s.l.Size(s.tx) }
-
-func (s txSource) Range(_ context.Context, size uint64) ([][]byte, error) {
-	b, err := s.l.atSize(s.tx, size)
-	if err != nil || size == 0 {
-		return nil, err
-	}
-	return b.getNodes(compact.RangeNodes(0, size, nil))
-}
-
-func (s txSource) Leaves(ctx context.Context, from, to uint64, fn func(uint64, []byte) error) error {
-	b, ok, err := open(s.tx)
-	if !ok || from >= to {
-		return err
-	}
-	c := b.leaves.Cursor()
-	want := from
-	for k, v := c.Seek(u64(from)); k != nil && want < to; k, v = c.Next() {
-		if len(k) != 8 || binary.BigEndian.Uint64(k) != want {
-			return fmt.Errorf("audit: storage: leaf %d missing", want)
-		}
-		if want%4096 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err := fn(want, v); err != nil {
-			return err
-		}
-		want++
-	}
-	if want < to {
-		return fmt.Errorf("audit: storage: leaf %d missing", want)
-	}
-	return nil
-}
-
-func (s txSource) Checkpoints(_ context.Context, fn func(Checkpoint) error) error {
-	b, ok, err := open(s.tx)
-	if !ok {
-		return err
-	}
-	return b.checkpoints.ForEach(func(_, v []byte) error {
-		c, _, err := readCheckpoint(v)
-		if err != nil {
-			return err
-		}
-		return fn(c)
-	})
-}
-
-func (s txSource) Latest(context.Context) (Checkpoint, bool, error) {
-	return s.l.LatestCheckpoint(s.tx)
 }
 
 // Exported says what Export wrote.

@@ -1,18 +1,20 @@
 package audit
 
 import (
+	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"fmt"
+	"maps"
 	"math/big"
-	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/transparency-dev/merkle/compact"
 )
 
 var testTime = time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
@@ -26,24 +28,119 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-// newDB opens a bbolt file in a temporary directory. Tests skip fsync.
-func newDB(t testing.TB) *bbolt.DB {
-	t.Helper()
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, &bbolt.Options{NoSync: true, NoFreelistSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+// memLog is a log kept in memory, for the tests of the formats, the export and the
+// verifier: the node's log (audit/log) keeps its tree in bbolt, which this package
+// does not import. Like it, it gives leaves their indices, keeps the first
+// checkpoint of each size and the newest one, and is a Source for Export.
+type memLog struct {
+	origin string
+	pub    crypto.PublicKey
+	leaves [][]byte // encoded
+	cps    map[uint64]Checkpoint
+	latest *Checkpoint
 }
 
-func newTestLog(t testing.TB, key *ecdsa.PrivateKey) *Log {
+func newTestLog(t testing.TB, key *ecdsa.PrivateKey) *memLog {
 	t.Helper()
-	l, err := NewLog("inkan.test/cluster-1", key.Public())
-	if err != nil {
-		t.Fatal(err)
+	return &memLog{origin: "inkan.test/cluster-1", pub: key.Public(), cps: map[uint64]Checkpoint{}}
+}
+
+// Append adds leaves with the next indices and returns the index of the first.
+func (l *memLog) Append(leaves ...Leaf) (uint64, error) {
+	first := uint64(len(l.leaves))
+	var encs [][]byte
+	for i, lf := range leaves {
+		lf.Index = first + uint64(i)
+		enc, err := EncodeLeaf(lf)
+		if err != nil {
+			return 0, err
+		}
+		encs = append(encs, enc)
 	}
-	return l
+	l.leaves = append(l.leaves, encs...)
+	return first, nil
+}
+
+// compact is the compact range [0, size).
+func (l *memLog) compact(size uint64) (*compact.Range, error) {
+	if size > uint64(len(l.leaves)) {
+		return nil, fmt.Errorf("memLog: size %d: tree has %d leaves", size, len(l.leaves))
+	}
+	rng := rangeFactory.NewEmptyRange(0)
+	for _, enc := range l.leaves[:size] {
+		if err := rng.Append(HashLeaf(enc), nil); err != nil {
+			return nil, err
+		}
+	}
+	return rng, nil
+}
+
+// SignCheckpoint signs and keeps a checkpoint of the tree as it stands.
+func (l *memLog) SignCheckpoint(key crypto.Signer, now time.Time) (Checkpoint, error) {
+	size := uint64(len(l.leaves))
+	rng, err := l.compact(size)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	root := hasher().EmptyRoot()
+	if size > 0 {
+		if root, err = rng.GetRootHash(nil); err != nil {
+			return Checkpoint{}, err
+		}
+	}
+	c := Checkpoint{Origin: l.origin, Size: size, Root: root, Time: now.UTC().Truncate(time.Millisecond)}
+	if err := c.Sign(key); err != nil {
+		return Checkpoint{}, err
+	}
+	if _, ok := l.cps[size]; !ok {
+		l.cps[size] = c
+	}
+	if l.latest == nil || size > l.latest.Size || size == l.latest.Size && c.Time.After(l.latest.Time) {
+		l.latest = &c
+	}
+	return c, nil
+}
+
+// Source is the log as it stands, for Export.
+func (l *memLog) Source() Source { return memSource{l} }
+
+type memSource struct{ l *memLog }
+
+func (s memSource) PublicKey() crypto.PublicKey { return s.l.pub }
+
+func (s memSource) Size(context.Context) (uint64, error) { return uint64(len(s.l.leaves)), nil }
+
+func (s memSource) Range(_ context.Context, size uint64) ([][]byte, error) {
+	rng, err := s.l.compact(size)
+	if err != nil || size == 0 {
+		return nil, err
+	}
+	return rng.Hashes(), nil
+}
+
+func (s memSource) Leaves(_ context.Context, from, to uint64, fn func(uint64, []byte) error) error {
+	for i := from; i < to && i < uint64(len(s.l.leaves)); i++ {
+		if err := fn(i, s.l.leaves[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s memSource) Checkpoints(_ context.Context, fn func(Checkpoint) error) error {
+	for _, size := range slices.Sorted(maps.Keys(s.l.cps)) {
+		if err := fn(s.l.cps[size]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s memSource) Latest(context.Context) (Checkpoint, bool, error) {
+	if s.l.latest == nil {
+		return Checkpoint{}, false, nil
+	}
+	return *s.l.latest, true, nil
 }
 
 // testLeaf is the i-th leaf of a test log: every fifth an issuance-like change with a
@@ -75,47 +172,32 @@ func testSerial(i int) *big.Int {
 
 // buildLog appends n test leaves in batches of batch and signs a checkpoint whenever
 // the size is a multiple of every, and one at the end.
-func buildLog(t testing.TB, db *bbolt.DB, l *Log, key *ecdsa.PrivateKey, from, n, batch, every int) {
+func buildLog(t testing.TB, l *memLog, key *ecdsa.PrivateKey, from, n, batch, every int) {
 	t.Helper()
-	buildLogWith(t, db, l, key, from, n, batch, every, testLeaf)
+	buildLogWith(t, l, key, from, n, batch, every, testLeaf)
 }
 
-func buildLogWith(t testing.TB, db *bbolt.DB, l *Log, key *ecdsa.PrivateKey, from, n, batch, every int, leaf func(testing.TB, int) Leaf) {
+func buildLogWith(t testing.TB, l *memLog, key *ecdsa.PrivateKey, from, n, batch, every int, leaf func(testing.TB, int) Leaf) {
 	t.Helper()
 	for i := from; i < n; {
-		err := db.Update(func(tx *bbolt.Tx) error {
-			var ls []Leaf
-			for j := 0; j < batch && i+j < n; j++ {
-				ls = append(ls, leaf(t, i+j))
-			}
-			if _, err := l.Append(tx, ls...); err != nil {
-				return err
-			}
-			if size := i + len(ls); every > 0 && size%every == 0 {
-				if _, err := l.SignCheckpoint(tx, key, testTime.Add(time.Duration(size)*time.Millisecond)); err != nil {
-					return err
-				}
-			}
-			i += len(ls)
-			return nil
-		})
-		if err != nil {
+		var ls []Leaf
+		for j := 0; j < batch && i+j < n; j++ {
+			ls = append(ls, leaf(t, i+j))
+		}
+		if _, err := l.Append(ls...); err != nil {
 			t.Fatal(err)
 		}
-	}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		size, _ := l.Size(tx)
-		if c, ok, _ := l.LatestCheckpoint(tx); ok && c.Size == size {
-			return nil
+		if size := i + len(ls); every > 0 && size%every == 0 {
+			if _, err := l.SignCheckpoint(key, testTime.Add(time.Duration(size)*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		_, err := l.SignCheckpoint(tx, key, testTime.Add(time.Duration(n)*time.Millisecond+time.Second))
-		return err
-	})
-	if err != nil {
+		i += len(ls)
+	}
+	if l.latest != nil && l.latest.Size == uint64(len(l.leaves)) {
+		return
+	}
+	if _, err := l.SignCheckpoint(key, testTime.Add(time.Duration(n)*time.Millisecond+time.Second)); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func x509MarshalPKIX(k *ecdsa.PrivateKey) ([]byte, error) {
-	return x509.MarshalPKIXPublicKey(k.Public())
 }

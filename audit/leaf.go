@@ -21,8 +21,9 @@ import (
 //
 // Its encoding (see EncodeLeaf) is CBOR in core deterministic mode, so every node that
 // applies the same change produces the same bytes and the same tree. Index is given by
-// Log.Append; the rest comes from the change. Time must be the time carried in the
-// committed command, never the applying node's clock, or replicas would disagree.
+// the node's log (audit/log) as it appends the leaf; the rest comes from the change.
+// Time must be the time carried in the committed command, never the applying node's
+// clock, or replicas would disagree.
 type Leaf struct {
 	Index     uint64    // position in the log, from 0
 	RaftIndex uint64    // the Raft log index of the entry that made the change
@@ -56,8 +57,8 @@ const (
 	ActorSystem     = "system"     // the appliance itself (renewals, resolving dangling intents)
 )
 
-// MaxLeafSize bounds one encoded leaf; Append refuses larger ones.
-const MaxLeafSize = 1 << 20
+// maxLeafSize bounds one encoded leaf; the log refuses larger ones.
+const maxLeafSize = 1 << 20
 
 // leafVersion is the "v" field of every leaf this code writes.
 const leafVersion = 1
@@ -214,8 +215,8 @@ func EncodeLeaf(l Leaf) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: encode leaf %d: %w", l.Index, err)
 	}
-	if len(b) > MaxLeafSize {
-		return nil, fmt.Errorf("audit: leaf %d: %d bytes, more than %d", l.Index, len(b), MaxLeafSize)
+	if len(b) > maxLeafSize {
+		return nil, fmt.Errorf("audit: leaf %d: %d bytes, more than %d", l.Index, len(b), maxLeafSize)
 	}
 	return b, nil
 }

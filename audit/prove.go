@@ -222,7 +222,7 @@ func ProveTokenDir(w io.Writer, keyFile, dir, tokenFile string) error {
 	if err != nil {
 		return fmt.Errorf("audit: prove: %w", err)
 	}
-	token, err := TokenOf(b)
+	token, err := tokenOf(b)
 	if err != nil {
 		return fmt.Errorf("audit: prove: %s: %w", tokenFile, err)
 	}
@@ -242,9 +242,9 @@ func ProveTokenDir(w io.Writer, keyFile, dir, tokenFile string) error {
 // with one.
 var ErrNotToken = errors.New("not a time-stamp token (DER ContentInfo) or a TimeStampResp holding one")
 
-// TokenOf returns the time-stamp token of b: b itself if it is a DER
+// tokenOf returns the time-stamp token of b: b itself if it is a DER
 // ContentInfo, or the token of a granted DER TimeStampResp (RFC 3161 §2.4.2).
-func TokenOf(b []byte) ([]byte, error) {
+func tokenOf(b []byte) ([]byte, error) {
 	in := cryptobyte.String(b)
 	var outer cryptobyte.String
 	if !in.ReadASN1(&outer, cbasn1.SEQUENCE) || !in.Empty() {

@@ -25,7 +25,7 @@ func TestTokenOf(t *testing.T) {
 		{"empty", nil, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := TokenOf(c.in)
+			got, err := tokenOf(c.in)
 			if c.want == nil {
 				if !errors.Is(err, ErrNotToken) {
 					t.Fatalf("%x: %v, want ErrNotToken", got, err)

@@ -14,7 +14,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
@@ -38,10 +38,10 @@ func BenchmarkIssueAudit(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			cfg := cluster.Config{Handlers: append(ca.Handlers(), crl.Handlers()...)}
-			var svc *audit.Service
+			var svc *auditlog.Service
 			if withAudit {
 				var err error
-				if svc, err = audit.New(audit.Config{Origin: "bench", Describers: describers(), Unaudited: unaudited}); err != nil {
+				if svc, err = auditlog.New(auditlog.Config{Origin: "bench", Describers: describers(), Unaudited: unaudited}); err != nil {
 					b.Fatal(err)
 				}
 				cfg.Handlers = append(cfg.Handlers, svc.Handlers()...)
@@ -73,7 +73,7 @@ func BenchmarkIssueAudit(b *testing.B) {
 				}
 				var size uint64
 				_ = n.View(func(tx *bbolt.Tx) error {
-					l, err := audit.NewLog("bench", key.Public()) // any key: Size reads the tree only
+					l, err := auditlog.NewLog("bench", key.Public()) // any key: Size reads the tree only
 					if err == nil {
 						size, err = l.Size(tx)
 					}

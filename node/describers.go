@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/ca/policy"
@@ -15,21 +16,21 @@ import (
 // describers tell the audit log what the authority's and the CRL publisher's
 // commands changed. Every command type of ca's handlers is described by
 // ca.DescribeCommand, so a command ca adds is audited without a change here.
-func describers() map[string]audit.Describer {
-	m := map[string]audit.Describer{}
+func describers() map[string]auditlog.Describer {
+	m := map[string]auditlog.Describer{}
 	describeCA := fromDescriptions(ca.DescribeCommand)
 	for _, h := range ca.Handlers() {
 		m[h.Type()] = describeCA
 	}
 	m[policy.CommandApply] = fromDescriptions(policy.DescribeCommand)
-	describeOperator := func(e cluster.Entry, result []byte) ([]audit.Record, error) {
+	describeOperator := func(e cluster.Entry, result []byte) ([]auditlog.Record, error) {
 		ds, err := operator.DescribeCommand(e, result)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]audit.Record, len(ds))
+		out := make([]auditlog.Record, len(ds))
 		for i, d := range ds {
-			out[i] = audit.Record{Type: d.Type, Actor: d.Actor, Data: d.Data}
+			out[i] = auditlog.Record{Type: d.Type, Actor: d.Actor, Data: d.Data}
 		}
 		return out, nil
 	}
@@ -41,28 +42,28 @@ func describers() map[string]audit.Describer {
 }
 
 // fromDescriptions adapts a describer of ca's shape (ca.Description has
-// audit.Record's fields) to the audit log's.
-func fromDescriptions(describe func(cluster.Entry, []byte) ([]ca.Description, error)) audit.Describer {
-	return func(e cluster.Entry, result []byte) ([]audit.Record, error) {
+// auditlog.Record's fields) to the audit log's.
+func fromDescriptions(describe func(cluster.Entry, []byte) ([]ca.Description, error)) auditlog.Describer {
+	return func(e cluster.Entry, result []byte) ([]auditlog.Record, error) {
 		ds, err := describe(e, result)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]audit.Record, len(ds))
+		out := make([]auditlog.Record, len(ds))
 		for i, d := range ds {
-			out[i] = audit.Record{Type: d.Type, Actor: d.Actor, Serial: d.Serial, Data: d.Data}
+			out[i] = auditlog.Record{Type: d.Type, Actor: d.Actor, Serial: d.Serial, Data: d.Data}
 		}
 		return out, nil
 	}
 }
 
 // describeCRLPublish records a published CRL by its identity and hash.
-func describeCRLPublish(e cluster.Entry, _ []byte) ([]audit.Record, error) {
+func describeCRLPublish(e cluster.Entry, _ []byte) ([]auditlog.Record, error) {
 	var meta crl.Meta
 	if err := e.Command.Decode(&meta); err != nil {
 		return nil, fmt.Errorf("node: describe %s: %w", e.Command.Type, err)
 	}
-	return []audit.Record{{
+	return []auditlog.Record{{
 		Type:  "crl.published",
 		Actor: audit.ActorSystem,
 		Data: map[string]any{

@@ -23,6 +23,7 @@ import (
 
 	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
@@ -630,7 +631,7 @@ func auditKeyTransfers(t *testing.T, ctx context.Context, s *staff) []audit.KeyT
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.NewLog(s.n.cfg.Cluster.Name, src.PublicKey())
+	l, err := auditlog.NewLog(s.n.cfg.Cluster.Name, src.PublicKey())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/ca/enroll"
@@ -35,7 +36,7 @@ type appliance struct {
 	cfg   *Config
 	tok   *hsm.Token
 	log   *slog.Logger
-	audit *audit.Service
+	audit *auditlog.Service
 
 	mu   sync.Mutex
 	auth *ca.Authority     // set by the ca component's Start
@@ -79,7 +80,7 @@ func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Compone
 		skip = append(skip, c.Unaudited...)
 	}
 	var err error
-	a.audit, err = audit.New(audit.Config{
+	a.audit, err = auditlog.New(auditlog.Config{
 		Origin:     cfg.Cluster.Name,
 		Describers: withTSA(describers()),
 		Unaudited:  skip,
@@ -100,7 +101,7 @@ func (a *appliance) components() []Component {
 			Name:           "audit",
 			Handlers:       a.audit.Handlers(),
 			Hooks:          []cluster.Hook{a.audit.Hook()},
-			ReplicatedKeys: []string{audit.DefaultKeyName},
+			ReplicatedKeys: []string{auditlog.DefaultKeyName},
 			Start: func(_ context.Context, env *Env) error {
 				a.audit.Start(env.Cluster, env.Vault)
 				env.API.Handle(audit.APIPrefix, a.guardAudit(a.audit.API(env.Cluster)))

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/tsa"
 )
@@ -71,7 +71,7 @@ func (a *appliance) timeStamping() *tsa.Service {
 }
 
 // withTSA adds the TSA's commands to the audit log's describers.
-func withTSA(m map[string]audit.Describer) map[string]audit.Describer {
+func withTSA(m map[string]auditlog.Describer) map[string]auditlog.Describer {
 	d := fromDescriptions(tsa.DescribeCommand)
 	for _, h := range tsa.Handlers() {
 		m[h.Type()] = d

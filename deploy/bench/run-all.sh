@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uptime)"
 echo "## go test -bench (each package once)"
 go test -run '^$' -bench . -benchtime 1x -count 1 \
-	./audit/ ./ca/ ./ca/crl/ ./ca/enroll/ ./cluster/ ./hsm/ ./jpki/ ./node/ ./ocsp/ ./policies/
+	./audit/ ./audit/log/ ./ca/ ./ca/crl/ ./ca/enroll/ ./cluster/ ./hsm/ ./jpki/ ./node/ ./ocsp/ ./policies/
 echo "## OCSP serving: inkan, nginx, openssl"
 deploy/bench/ocsp.sh
 echo "## failover"

@@ -1,4 +1,4 @@
-package audit_test
+package log_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/inkan-pki/inkan/audit"
+	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/cluster"
 )
 
@@ -16,12 +17,12 @@ func ExampleService() {
 	var vault cluster.KeyVault // the node's HSM: cluster.NewHSMVault(token)
 	// A describer per command type: ca's commands through an adapter of
 	// ca.DescribeCommand, each package's own for theirs.
-	describeIssue := func(e cluster.Entry, result []byte) ([]audit.Record, error) {
-		return []audit.Record{{Type: audit.TypeIssued, Actor: audit.ActorEnrollment /* … */}}, nil
+	describeIssue := func(e cluster.Entry, result []byte) ([]auditlog.Record, error) {
+		return []auditlog.Record{{Type: audit.TypeIssued, Actor: audit.ActorEnrollment /* … */}}, nil
 	}
-	a, err := audit.New(audit.Config{
+	a, err := auditlog.New(auditlog.Config{
 		Origin:     "inkan.example/prod",
-		Describers: map[string]audit.Describer{"ca.issue": describeIssue},
+		Describers: map[string]auditlog.Describer{"ca.issue": describeIssue},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -30,7 +31,7 @@ func ExampleService() {
 		KeyVault:       vault,
 		Handlers:       a.Handlers(), // and the other packages' handlers
 		Hooks:          []cluster.Hook{a.Hook()},
-		ReplicatedKeys: []string{audit.DefaultKeyName},
+		ReplicatedKeys: []string{auditlog.DefaultKeyName},
 		// DataDir, BindAddr, Bootstrap or Join …
 	}
 	c, err := cluster.Open(context.Background(), cfg)

@@ -1,12 +1,13 @@
-package audit
+package log
 
 import (
 	"context"
 	"sync"
 
-	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"testing"
 	"time"
+
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 
 	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"

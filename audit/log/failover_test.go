@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
@@ -126,7 +127,7 @@ func TestLeaderChangeContinuesTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if KeyFingerprint(src.PublicKey()) != KeyFingerprint(oldSrc.PublicKey()) {
+	if audit.KeyFingerprint(src.PublicKey()) != audit.KeyFingerprint(oldSrc.PublicKey()) {
 		t.Fatal("the audit key changed with the leader")
 	}
 	if err := after.Verify(src.PublicKey()); err != nil {
@@ -139,10 +140,10 @@ func TestLeaderChangeContinuesTree(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if rootBefore, err = l.RootAt(tx, before.Size); err != nil {
+		if rootBefore, err = l.rootAt(tx, before.Size); err != nil {
 			return err
 		}
-		cons, err = l.ConsistencyProof(tx, before.Size, after.Size)
+		cons, err = l.consistencyProof(tx, before.Size, after.Size)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -156,10 +157,10 @@ func TestLeaderChangeContinuesTree(t *testing.T) {
 	// An export of the survivor holds every checkpoint, before and after, as one
 	// history.
 	dir := filepath.Join(t.TempDir(), "export")
-	if _, err := Export(ctx, dir, src, 0); err != nil {
+	if _, err := audit.Export(ctx, dir, src, 0); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Verify(os.DirFS(dir), src.PublicKey())
+	rep, err := audit.Verify(os.DirFS(dir), src.PublicKey())
 	if err != nil || !rep.OK() {
 		t.Fatalf("%v %+v", err, rep)
 	}

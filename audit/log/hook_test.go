@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ func TestNewRefusesAmbiguousConfig(t *testing.T) {
 	}{
 		{"bad origin", Config{Origin: ""}},
 		{"described and unaudited", Config{Origin: testOrigin, Describers: map[string]Describer{"x.y": describeTest}, Unaudited: []string{"x.y"}}},
-		{"checkpoints described", Config{Origin: testOrigin, Describers: map[string]Describer{CmdCheckpoint: describeTest}}},
+		{"checkpoints described", Config{Origin: testOrigin, Describers: map[string]Describer{cmdCheckpoint: describeTest}}},
 		{"nil describer", Config{Origin: testOrigin, Describers: map[string]Describer{"x.y": nil}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,8 +47,8 @@ func TestHookCoverage(t *testing.T) {
 		{cmdTest, 1, nil},
 		{"cluster.member.join", 1, nil},
 		{"enroll.nonce", 0, nil},
-		{CmdCheckpoint, 0, nil},
-		{"ca.issue", 0, ErrNotAudited},
+		{cmdCheckpoint, 0, nil},
+		{"ca.issue", 0, errNotAudited},
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
 			db := newDB(t)

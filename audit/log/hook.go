@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"crypto"
@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"strings"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"
 )
@@ -36,11 +37,11 @@ type Describer func(e cluster.Entry, result []byte) ([]Record, error)
 
 // Command types of this package.
 const (
-	// CmdCheckpoint stores a checkpoint signed by the leader (Service.Handlers).
-	CmdCheckpoint = "audit.checkpoint"
-	// CmdKey records the audit public key, once, in the replicated state; every
+	// cmdCheckpoint stores a checkpoint signed by the leader (Service.Handlers).
+	cmdCheckpoint = "audit.checkpoint"
+	// cmdKey records the audit public key, once, in the replicated state; every
 	// checkpoint is checked against it.
-	CmdKey = "audit.key"
+	cmdKey = "audit.key"
 )
 
 // DefaultKeyName is the replicated key (cluster.KeyVault) that signs checkpoints.
@@ -51,7 +52,7 @@ const DefaultKeyName = "audit-key"
 // cluster's state (and an idle log would otherwise never be idle). Every other
 // applied command must have a describer or be listed in Config.Unaudited, or the
 // node stops: a change that cannot be audited does not happen.
-var unaudited = []string{CmdCheckpoint}
+var unaudited = []string{cmdCheckpoint}
 
 // Config configures the audit component of a node.
 type Config struct {
@@ -62,7 +63,7 @@ type Config struct {
 	// empty). List it in cluster.Config.ReplicatedKeys.
 	KeyName string
 	// Describers describe the applied commands by type. Commands of cluster's own
-	// ("cluster.*": membership, join tokens, replicated key names) and CmdKey are
+	// ("cluster.*": membership, join tokens, replicated key names) and "audit.key" are
 	// described by this package unless given here.
 	Describers map[string]Describer
 	// Unaudited names command types that are applied without a leaf. Keep it short
@@ -74,7 +75,7 @@ type Config struct {
 }
 
 // Service is the audit log of a running node: the in-transaction hook that appends
-// the leaves, the handlers of CmdCheckpoint and CmdKey, the leader's checkpointer,
+// the leaves, the handlers of "audit.checkpoint" and "audit.key", the leader's checkpointer,
 // and the audit API. Build it with New and hand its Hook and Handlers to
 // cluster.Config; call Start once the cluster is open.
 type Service struct {
@@ -83,18 +84,18 @@ type Service struct {
 	describe  map[string]Describer
 	unaudited map[string]bool
 	log       *slog.Logger
-	appender  *Log // a Log for appending: Append needs no key
+	appender  *Log // a Log for appending: appendLeaves needs no key
 }
 
 // New checks cfg and returns the component.
 func New(cfg Config) (*Service, error) {
-	if err := checkOrigin(cfg.Origin); err != nil {
+	if err := audit.CheckOrigin(cfg.Origin); err != nil {
 		return nil, err
 	}
 	s := &Service{
 		origin:    cfg.Origin,
 		keyName:   cfg.KeyName,
-		describe:  map[string]Describer{CmdKey: describeKey},
+		describe:  map[string]Describer{cmdKey: describeKey},
 		unaudited: map[string]bool{},
 		log:       cfg.Logger,
 		appender:  &Log{origin: cfg.Origin},
@@ -126,9 +127,9 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// ErrNotAudited stops the node when a command that has no describer and is not
+// errNotAudited stops the node when a command that has no describer and is not
 // listed as unaudited is applied.
-var ErrNotAudited = errors.New("audit: command type has no describer and is not listed as unaudited")
+var errNotAudited = errors.New("audit: command type has no describer and is not listed as unaudited")
 
 // Hook is the cluster.Hook that appends the leaves of every applied command in the
 // command's own transaction (cluster.Config.Hooks). Each leaf records the entry's
@@ -146,7 +147,7 @@ func (s *Service) hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 		d = describeCluster
 	}
 	if d == nil {
-		return fmt.Errorf("audit: %s: %w", t, ErrNotAudited)
+		return fmt.Errorf("audit: %s: %w", t, errNotAudited)
 	}
 	recs, err := d(e, result)
 	if err != nil {
@@ -155,15 +156,15 @@ func (s *Service) hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	leaves := make([]Leaf, len(recs))
+	leaves := make([]audit.Leaf, len(recs))
 	for i, r := range recs {
-		l, err := NewLeaf(Meta{RaftIndex: e.Index, Time: e.Time, Actor: r.Actor}, r.Type, r.Serial, r.Data)
+		l, err := audit.NewLeaf(audit.Meta{RaftIndex: e.Index, Time: e.Time, Actor: r.Actor}, r.Type, r.Serial, r.Data)
 		if err != nil {
 			return fmt.Errorf("audit: %s: %w", t, err)
 		}
 		leaves[i] = l
 	}
-	first, err := s.appender.Append(tx, leaves...)
+	first, err := s.appender.appendLeaves(tx, leaves...)
 	if err != nil {
 		return err
 	}
@@ -183,7 +184,7 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 		return nil, err
 	}
 	if !ok {
-		return []Record{{Type: e.Command.Type, Actor: ActorSystem, Data: map[string]any{"command_sha256": h[:]}}}, nil
+		return []Record{{Type: e.Command.Type, Actor: audit.ActorSystem, Data: map[string]any{"command_sha256": h[:]}}}, nil
 	}
 	data := map[string]any{"command_sha256": h[:], "node": m.Node}
 	if m.Role != "" {
@@ -204,26 +205,26 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 	var typ string
 	switch m.Kind {
 	case "grant":
-		typ = TypeJoinGranted
+		typ = audit.TypeJoinGranted
 	case "join":
-		typ = TypeMemberJoined
+		typ = audit.TypeMemberJoined
 	case "bootstrap":
-		typ = TypeMemberBootstrap
+		typ = audit.TypeMemberBootstrap
 	case "transport":
-		typ = TypeTransportApproved
+		typ = audit.TypeTransportApproved
 	case "remove":
-		typ = TypeMemberRemoved
+		typ = audit.TypeMemberRemoved
 	}
 	var out []Record
 	if typ != "" {
-		out = append(out, Record{Type: typ, Actor: ActorSystem, Data: data})
+		out = append(out, Record{Type: typ, Actor: audit.ActorSystem, Data: data})
 	}
 	via := "join"
 	if m.Kind == "transfer" {
 		via = "share"
 	}
 	for _, k := range m.Keys {
-		out = append(out, Record{Type: TypeKeyTransferred, Actor: ActorSystem, Data: map[string]any{
+		out = append(out, Record{Type: audit.TypeKeyTransferred, Actor: audit.ActorSystem, Data: map[string]any{
 			"command_sha256": h[:], "key": k, "node": m.Node, "transport_key": m.TransportKey.String(), "via": via}})
 	}
 	return out, nil
@@ -235,7 +236,7 @@ func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Record{{Type: CmdKey, Actor: ActorSystem, Data: map[string]any{"key": KeyFingerprint(pub)}}}, nil
+	return []Record{{Type: cmdKey, Actor: audit.ActorSystem, Data: map[string]any{"key": audit.KeyFingerprint(pub)}}}, nil
 }
 
 // bucketSerials indexes the leaves about a certificate: key = the serial's
@@ -243,7 +244,7 @@ func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 // writes it only for leaves that name a serial, so most appends do not touch it.
 var bucketSerials = []byte("audit.serials")
 
-func indexSerials(tx *bbolt.Tx, first uint64, leaves []Leaf) error {
+func indexSerials(tx *bbolt.Tx, first uint64, leaves []audit.Leaf) error {
 	var b *bbolt.Bucket
 	for i, l := range leaves {
 		if l.Serial == "" {
@@ -288,7 +289,7 @@ func serialLeaves(tx *bbolt.Tx, serial string, max int) ([]uint64, error) {
 // keyPublic is the public half of a signer, checked to be an audit key.
 func keyPublic(s crypto.Signer) (crypto.PublicKey, error) {
 	pub := s.Public()
-	if _, err := auditKey(pub); err != nil {
+	if err := audit.CheckKey(pub); err != nil {
 		return nil, err
 	}
 	return pub, nil

@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"bytes"
@@ -10,11 +10,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"
 )
 
-// bucketMeta holds the audit key recorded by CmdKey (key "pub", PKIX DER).
+// bucketMeta holds the audit key recorded by cmdKey (key "pub", PKIX DER).
 var (
 	bucketMeta = []byte("audit.meta")
 	keyPub     = []byte("pub")
@@ -22,12 +23,12 @@ var (
 
 func beU64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
-// ErrKeyMismatch refuses a CmdKey naming another key than the one recorded: the
+// errKeyMismatch refuses a cmdKey naming another key than the one recorded: the
 // audit key is set once.
-var ErrKeyMismatch = errors.New("audit: another audit key is recorded")
+var errKeyMismatch = errors.New("audit: another audit key is recorded")
 
-// ErrNoKey: no audit key is recorded yet, so no checkpoint can be checked.
-var ErrNoKey = errors.New("audit: no audit key recorded")
+// errNoKey: no audit key is recorded yet, so no checkpoint can be checked.
+var errNoKey = errors.New("audit: no audit key recorded")
 
 type keyCommand struct {
 	_   struct{} `cbor:",toarray"`
@@ -49,7 +50,7 @@ func decodeKeyCommand(c cluster.Command) (crypto.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := auditKey(pub); err != nil {
+	if err := audit.CheckKey(pub); err != nil {
 		return nil, err
 	}
 	return pub, nil
@@ -80,16 +81,16 @@ func (s *Service) logIn(tx *bbolt.Tx) (*Log, error) {
 		return nil, err
 	}
 	if pub == nil {
-		return nil, ErrNoKey
+		return nil, errNoKey
 	}
 	return NewLog(s.origin, pub)
 }
 
-// Handlers are the handlers of CmdKey and CmdCheckpoint (cluster.Config.Handlers).
+// Handlers are the handlers of "audit.key" and "audit.checkpoint" (cluster.Config.Handlers).
 func (s *Service) Handlers() []cluster.Handler {
 	return []cluster.Handler{
-		cluster.NewHandler(CmdKey, []uint{1}, [][]byte{bucketMeta}, applyKey),
-		cluster.NewHandler(CmdCheckpoint, []uint{1}, [][]byte{bucketSerials}, s.applyCheckpoint),
+		cluster.NewHandler(cmdKey, []uint{1}, [][]byte{bucketMeta}, applyKey),
+		cluster.NewHandler(cmdCheckpoint, []uint{1}, [][]byte{bucketSerials}, s.applyCheckpoint),
 	}
 }
 
@@ -107,17 +108,17 @@ func applyKey(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if bytes.Equal(have, der) {
 			return nil, cluster.Refuse(errKeyRecorded) // nothing changes: no leaf either
 		}
-		return nil, cluster.Refuse(ErrKeyMismatch)
+		return nil, cluster.Refuse(errKeyMismatch)
 	}
 	return nil, tx.Bucket(bucketMeta).Put(keyPub, der)
 }
 
-// errKeyRecorded refuses a second CmdKey of the same key, so that it writes no
+// errKeyRecorded refuses a second cmdKey of the same key, so that it writes no
 // second leaf; the submitter treats it as success.
 var errKeyRecorded = cluster.NewRefusal("audit.key-recorded", "audit: this audit key is recorded already")
 
 // errCheckpointExists refuses a checkpoint of a size that has one
-// (ErrCheckpointExists): a cluster.Refusal, so that the leader that submitted
+// (errCheckpointOfSize): a cluster.Refusal, so that the leader that submitted
 // it knows it by its code, from a request record too.
 var errCheckpointExists = cluster.NewRefusal("audit.checkpoint-exists", "audit: checkpoint refused")
 
@@ -126,12 +127,12 @@ func (s *Service) applyCheckpoint(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
 	if err := e.Command.Decode(&cc); err != nil {
 		return nil, cluster.Refuse(fmt.Errorf("audit checkpoint: %w", err))
 	}
-	c, err := ParseCheckpoint(cc.Body, cc.Sig)
+	c, err := audit.ParseCheckpoint(cc.Body, cc.Sig)
 	if err != nil {
 		return nil, cluster.Refuse(err)
 	}
 	l, err := s.logIn(tx)
-	if errors.Is(err, ErrNoKey) {
+	if errors.Is(err, errNoKey) {
 		return nil, cluster.Refuse(err)
 	}
 	if err != nil {
@@ -150,11 +151,11 @@ func (s *Service) applyCheckpoint(tx *bbolt.Tx, e cluster.Entry) ([]byte, error)
 	if err := c.Verify(l.pub); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if err := l.AddCheckpoint(tx, c); err != nil {
-		if errors.Is(err, ErrCheckpointExists) {
+	if err := l.addCheckpoint(tx, c); err != nil {
+		if errors.Is(err, errCheckpointOfSize) {
 			return nil, cluster.Refuse(fmt.Errorf("%w: %w", errCheckpointExists, err))
 		}
-		if errors.Is(err, ErrRootMismatch) || errors.Is(err, ErrBadSignature) {
+		if errors.Is(err, errRootMismatch) || errors.Is(err, audit.ErrBadSignature) {
 			return nil, cluster.Refuse(err)
 		}
 		return nil, err
@@ -171,9 +172,9 @@ type leaderCluster interface {
 
 // Start registers the leader's duty of signing checkpoints (cluster.OnLeader):
 // while this node leads it checks every tick (100 ms) whether a checkpoint is due
-// (CheckpointDue), makes it from its own tree, signs it with the audit key from
-// vault, and submits it as CmdCheckpoint. The first leader makes the audit key if
-// no key is recorded, records its public half (CmdKey) and shares it with the
+// (checkpointDue), makes it from its own tree, signs it with the audit key from
+// vault, and submits it as "audit.checkpoint". The first leader makes the audit key if
+// no key is recorded, records its public half ("audit.key") and shares it with the
 // other voters (ShareKey); a leader whose key is not the recorded one signs
 // nothing and logs why.
 func (s *Service) Start(c *cluster.Cluster, vault cluster.KeyVault) {
@@ -235,11 +236,11 @@ func (s *Service) leaderKey(ctx context.Context, c leaderCluster, vault cluster.
 	}
 	if recorded != nil {
 		if !bytes.Equal(der, recorded) {
-			return nil, fmt.Errorf("audit: key %s in this node's HSM is %s, not the recorded audit key: %w", s.keyName, KeyFingerprint(pub), ErrKeyMismatch)
+			return nil, fmt.Errorf("audit: key %s in this node's HSM is %s, not the recorded audit key: %w", s.keyName, audit.KeyFingerprint(pub), errKeyMismatch)
 		}
 		return signer, nil
 	}
-	cmd, err := cluster.NewCommand(CmdKey, 1, keyCommand{Pub: der})
+	cmd, err := cluster.NewCommand(cmdKey, 1, keyCommand{Pub: der})
 	if err != nil {
 		return nil, err
 	}
@@ -273,14 +274,14 @@ func (s *Service) shareKey(ctx context.Context, c leaderCluster) {
 
 // checkpointOnce signs and submits a checkpoint if one is due at now.
 func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer crypto.Signer, now time.Time) error {
-	var cp Checkpoint
+	var cp audit.Checkpoint
 	due := false
 	if err := c.View(func(tx *bbolt.Tx) error {
 		l, err := s.logIn(tx)
 		if err != nil {
 			return err
 		}
-		latest, ok, err := l.LatestCheckpoint(tx)
+		latest, ok, err := l.latestCheckpoint(tx)
 		if err != nil {
 			return err
 		}
@@ -288,18 +289,18 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 		if err != nil {
 			return err
 		}
-		var last *Checkpoint
+		var last *audit.Checkpoint
 		if ok {
 			last = &latest
 		}
-		if !CheckpointDue(last, size, now) {
+		if !checkpointDue(last, size, now) {
 			return nil
 		}
 		if ok && now.Before(latest.Time) {
 			now = latest.Time.Add(time.Millisecond) // a slow clock after a leader change
 		}
 		due = true
-		cp, err = l.NewCheckpoint(tx, now)
+		cp, err = l.newCheckpoint(tx, now)
 		return err
 	}); err != nil || !due {
 		return err
@@ -307,7 +308,7 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 	if err := cp.Sign(signer); err != nil {
 		return err
 	}
-	cmd, err := cluster.NewCommand(CmdCheckpoint, 1, checkpointCommand{Body: cp.Body(), Sig: cp.Signature})
+	cmd, err := cluster.NewCommand(cmdCheckpoint, 1, checkpointCommand{Body: cp.Body(), Sig: cp.Signature})
 	if err != nil {
 		return err
 	}
@@ -316,4 +317,26 @@ func (s *Service) checkpointOnce(ctx context.Context, c leaderCluster, signer cr
 		return nil // another leader's, or a retry's: the one of this size stands
 	}
 	return err
+}
+
+// How often the leader signs checkpoints.
+const (
+	checkpointGrowing = time.Second // at least this often while the tree grows
+	checkpointIdle    = time.Hour   // and this often when it does not
+)
+
+// checkpointDue reports whether a checkpoint should be signed now, given the newest
+// stored one (nil if none) and the tree's current size. The leader calls it on a short
+// ticker (say 100 ms), so a growing tree is covered within checkpointGrowing plus one
+// tick. A clock behind the last checkpoint's (a new leader with a slow clock) does not
+// stop checkpoints of a growing tree.
+func checkpointDue(last *audit.Checkpoint, size uint64, now time.Time) bool {
+	if last == nil {
+		return true
+	}
+	age := now.Sub(last.Time)
+	if size > last.Size {
+		return age >= checkpointGrowing || age < 0
+	}
+	return age >= checkpointIdle
 }

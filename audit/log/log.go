@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"bytes"
@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sync"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -41,6 +44,15 @@ var (
 	keyLatest         = []byte("latest")
 )
 
+// Errors addCheckpoint fails with, which the checkpoint handler tells apart.
+var (
+	// errCheckpointOfSize: a checkpoint of this size is stored already; there is
+	// never a second one (addCheckpoint).
+	errCheckpointOfSize = errors.New("audit: a checkpoint of this size exists")
+	// errRootMismatch: a checkpoint's root is not the tree's root at its size.
+	errRootMismatch = errors.New("audit: checkpoint root is not the tree's root at its size")
+)
+
 // Log is the audit log of one cluster, kept in the state machine's bbolt file. It
 // holds no state of its own: every method works inside the caller's transaction, so a
 // leaf is written in the same transaction as the change it records.
@@ -52,10 +64,10 @@ type Log struct {
 // NewLog returns the log called origin (the cluster's name, the first line of every
 // checkpoint) whose checkpoints verify with pub (ECDSA P-256).
 func NewLog(origin string, pub crypto.PublicKey) (*Log, error) {
-	if err := checkOrigin(origin); err != nil {
+	if err := audit.CheckOrigin(origin); err != nil {
 		return nil, err
 	}
-	if _, err := auditKey(pub); err != nil {
+	if err := audit.CheckKey(pub); err != nil {
 		return nil, err
 	}
 	return &Log{origin: origin, pub: pub}, nil
@@ -64,9 +76,6 @@ func NewLog(origin string, pub crypto.PublicKey) (*Log, error) {
 func hasher() *rfc6962.Hasher { return rfc6962.DefaultHasher }
 
 var rangeFactory = compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
-
-// HashLeaf is the RFC 6962 leaf hash of an encoded leaf: SHA-256(0x00 ‖ leaf).
-func HashLeaf(encoded []byte) []byte { return hasher().HashLeaf(encoded) }
 
 type state struct {
 	Size  uint64   `cbor:"size"`
@@ -79,6 +88,26 @@ type storedCheckpoint struct {
 	Body []byte
 	Sig  []byte
 }
+
+// cborModes encode and decode the log's own records (state, stored checkpoints)
+// as audit encodes leaves: core deterministic CBOR, read strictly.
+var cborModes = sync.OnceValues(func() (cbor.EncMode, cbor.DecMode) {
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err) // static options: a failure is a programming error
+	}
+	dm, err := cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		MaxNestedLevels:   16,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return em, dm
+})
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
@@ -148,11 +177,11 @@ func (b buckets) state() (state, error) {
 	return st, nil
 }
 
-// Append adds leaves to the log in tx, giving them the next indices, and returns the
+// appendLeaves adds leaves to the log in tx, giving them the next indices, and returns the
 // index of the first. It writes each leaf, its node hashes and the new compact range;
 // if it fails the caller must abort tx (the change is then not made: a change that
 // cannot be audited does not happen). Raft indices must not go back.
-func (l *Log) Append(tx *bbolt.Tx, leaves ...Leaf) (uint64, error) {
+func (l *Log) appendLeaves(tx *bbolt.Tx, leaves ...audit.Leaf) (uint64, error) {
 	if !tx.Writable() {
 		return 0, errors.New("audit: append: read-only transaction")
 	}
@@ -180,14 +209,14 @@ func (l *Log) Append(tx *bbolt.Tx, leaves ...Leaf) (uint64, error) {
 		if lf.RaftIndex < st.Raft {
 			return 0, fmt.Errorf("audit: append leaf %d: raft index %d after %d", lf.Index, lf.RaftIndex, st.Raft)
 		}
-		enc, err := EncodeLeaf(lf)
+		enc, err := audit.EncodeLeaf(lf)
 		if err != nil {
 			return 0, err
 		}
 		if err := b.leaves.Put(u64(lf.Index), enc); err != nil {
 			return 0, fmt.Errorf("audit: append leaf %d: %w", lf.Index, err)
 		}
-		if err := rng.Append(HashLeaf(enc), visit); err != nil {
+		if err := rng.Append(audit.HashLeaf(enc), visit); err != nil {
 			return 0, fmt.Errorf("audit: append leaf %d: %w", lf.Index, err)
 		}
 		if putErr != nil {
@@ -217,8 +246,8 @@ func (l *Log) Size(tx *bbolt.Tx) (uint64, error) {
 	return st.Size, err
 }
 
-// Root is the tree's current size and root hash.
-func (l *Log) Root(tx *bbolt.Tx) (uint64, []byte, error) {
+// root is the tree's current size and root hash.
+func (l *Log) root(tx *bbolt.Tx) (uint64, []byte, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return 0, hasher().EmptyRoot(), err
@@ -242,8 +271,8 @@ func foldRange(hashes [][]byte) []byte {
 	return h
 }
 
-// RootAt is the root hash the tree had when it held size leaves.
-func (l *Log) RootAt(tx *bbolt.Tx, size uint64) ([]byte, error) {
+// rootAt is the root hash the tree had when it held size leaves.
+func (l *Log) rootAt(tx *bbolt.Tx, size uint64) ([]byte, error) {
 	b, err := l.atSize(tx, size)
 	if err != nil {
 		return nil, err
@@ -291,9 +320,9 @@ func (l *Log) atSize(tx *bbolt.Tx, size uint64) (buckets, error) {
 	return b, nil
 }
 
-// InclusionProof proves that leaf index is in the tree of the given size, in the form
+// inclusionProof proves that leaf index is in the tree of the given size, in the form
 // proof.VerifyInclusion (RFC 6962/9162) checks.
-func (l *Log) InclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error) {
+func (l *Log) inclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error) {
 	b, err := l.atSize(tx, size)
 	if err != nil {
 		return nil, err
@@ -309,9 +338,9 @@ func (l *Log) InclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error)
 	return nodes.Rehash(hs, hasher().HashChildren)
 }
 
-// ConsistencyProof proves that the tree of size1 is a prefix of the tree of size2, in
+// consistencyProof proves that the tree of size1 is a prefix of the tree of size2, in
 // the form proof.VerifyConsistency checks.
-func (l *Log) ConsistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, error) {
+func (l *Log) consistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, error) {
 	b, err := l.atSize(tx, size2)
 	if err != nil {
 		return nil, err
@@ -327,42 +356,42 @@ func (l *Log) ConsistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, err
 	return nodes.Rehash(hs, hasher().HashChildren)
 }
 
-// Leaf reads the leaf at index.
-func (l *Log) Leaf(tx *bbolt.Tx, index uint64) (Leaf, error) {
+// leaf reads the leaf at index.
+func (l *Log) leaf(tx *bbolt.Tx, index uint64) (audit.Leaf, error) {
 	b, ok, err := open(tx)
 	if err != nil {
-		return Leaf{}, err
+		return audit.Leaf{}, err
 	}
 	var v []byte
 	if ok {
 		v = b.leaves.Get(u64(index))
 	}
 	if v == nil {
-		return Leaf{}, fmt.Errorf("audit: leaf %d: not in the log", index)
+		return audit.Leaf{}, fmt.Errorf("audit: leaf %d: not in the log", index)
 	}
-	return ParseLeaf(v)
+	return audit.ParseLeaf(v)
 }
 
-// NewCheckpoint is the unsigned checkpoint of the tree as it stands in tx. Sign it,
-// then store it with AddCheckpoint (through Raft, on every node).
-func (l *Log) NewCheckpoint(tx *bbolt.Tx, now time.Time) (Checkpoint, error) {
-	size, root, err := l.Root(tx)
+// newCheckpoint is the unsigned checkpoint of the tree as it stands in tx. Sign it,
+// then store it with addCheckpoint (through Raft, on every node).
+func (l *Log) newCheckpoint(tx *bbolt.Tx, now time.Time) (audit.Checkpoint, error) {
+	size, root, err := l.root(tx)
 	if err != nil {
-		return Checkpoint{}, err
+		return audit.Checkpoint{}, err
 	}
-	return Checkpoint{Origin: l.origin, Size: size, Root: root, Time: now.UTC().Truncate(time.Millisecond)}, nil
+	return audit.Checkpoint{Origin: l.origin, Size: size, Root: root, Time: now.UTC().Truncate(time.Millisecond)}, nil
 }
 
-// AddCheckpoint stores a signed checkpoint. It must be this log's, verify with its
-// key, and have the tree's own root at its size (ErrRootMismatch), so two checkpoints
-// of one size cannot disagree. Checkpoints are kept by size and the first of a size
-// stays: another one of that size is refused with ErrCheckpointExists, except a later
-// re-signing of the newest size while the tree is idle, which only refreshes the
-// newest checkpoint (LatestCheckpoint) and leaves the history as it was.
+// addCheckpoint stores a signed checkpoint. It must be this log's, verify with its
+// key, and have the tree's own root at its size, so two checkpoints of one size
+// cannot disagree. Checkpoints are kept by size and the first of a size stays:
+// another one of that size is refused, except a later re-signing of the newest size
+// while the tree is idle, which only refreshes the newest checkpoint
+// (latestCheckpoint) and leaves the history as it was.
 //
 // Storing a checkpoint appends no leaf: checkpoints are about the log, not changes to
 // the cluster's state (and an idle log would otherwise never be idle).
-func (l *Log) AddCheckpoint(tx *bbolt.Tx, c Checkpoint) error {
+func (l *Log) addCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
 	if !tx.Writable() {
 		return errors.New("audit: add checkpoint: read-only transaction")
 	}
@@ -372,12 +401,12 @@ func (l *Log) AddCheckpoint(tx *bbolt.Tx, c Checkpoint) error {
 	if err := c.Verify(l.pub); err != nil {
 		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, err)
 	}
-	root, err := l.RootAt(tx, c.Size)
+	root, err := l.rootAt(tx, c.Size)
 	if err != nil {
 		return fmt.Errorf("audit: add checkpoint: %w", err)
 	}
 	if !bytes.Equal(root, c.Root) {
-		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, ErrRootMismatch)
+		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, errRootMismatch)
 	}
 	b, _, err := open(tx)
 	if err != nil {
@@ -396,7 +425,7 @@ func (l *Log) AddCheckpoint(tx *bbolt.Tx, c Checkpoint) error {
 		if haveLatest && latest.Size == c.Size && c.Time.After(latest.Time) {
 			return b.top.Put(keyLatest, v)
 		}
-		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, ErrCheckpointExists)
+		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, errCheckpointOfSize)
 	}
 	if err := b.checkpoints.Put(u64(c.Size), v); err != nil {
 		return fmt.Errorf("audit: add checkpoint %d: %w", c.Size, err)
@@ -409,48 +438,48 @@ func (l *Log) AddCheckpoint(tx *bbolt.Tx, c Checkpoint) error {
 	return nil
 }
 
-func readCheckpoint(v []byte) (Checkpoint, bool, error) {
+func readCheckpoint(v []byte) (audit.Checkpoint, bool, error) {
 	if v == nil {
-		return Checkpoint{}, false, nil
+		return audit.Checkpoint{}, false, nil
 	}
 	_, dm := cborModes()
 	var sc storedCheckpoint
 	if err := dm.Unmarshal(v, &sc); err != nil {
-		return Checkpoint{}, false, fmt.Errorf("audit: storage: checkpoint: %w", err)
+		return audit.Checkpoint{}, false, fmt.Errorf("audit: storage: checkpoint: %w", err)
 	}
-	c, err := ParseCheckpoint(sc.Body, sc.Sig)
+	c, err := audit.ParseCheckpoint(sc.Body, sc.Sig)
 	return c, err == nil, err
 }
 
-// Checkpoint is the stored checkpoint of the given size.
-func (l *Log) Checkpoint(tx *bbolt.Tx, size uint64) (Checkpoint, bool, error) {
+// checkpoint is the stored checkpoint of the given size.
+func (l *Log) checkpoint(tx *bbolt.Tx, size uint64) (audit.Checkpoint, bool, error) {
 	b, ok, err := open(tx)
 	if !ok {
-		return Checkpoint{}, false, err
+		return audit.Checkpoint{}, false, err
 	}
 	return readCheckpoint(b.checkpoints.Get(u64(size)))
 }
 
-// LatestCheckpoint is the newest checkpoint: of the largest size, and among those the
+// latestCheckpoint is the newest checkpoint: of the largest size, and among those the
 // latest signed.
-func (l *Log) LatestCheckpoint(tx *bbolt.Tx) (Checkpoint, bool, error) {
+func (l *Log) latestCheckpoint(tx *bbolt.Tx) (audit.Checkpoint, bool, error) {
 	b, ok, err := open(tx)
 	if !ok {
-		return Checkpoint{}, false, err
+		return audit.Checkpoint{}, false, err
 	}
 	return readCheckpoint(b.top.Get(keyLatest))
 }
 
-// SignCheckpoint makes, signs and stores a checkpoint of the tree as it stands in tx:
+// signCheckpoint makes, signs and stores a checkpoint of the tree as it stands in tx:
 // the three steps in one transaction, for a single node and for tests. A cluster signs
-// on the leader and stores through Raft instead (NewCheckpoint, Sign, AddCheckpoint).
-func (l *Log) SignCheckpoint(tx *bbolt.Tx, s crypto.Signer, now time.Time) (Checkpoint, error) {
-	c, err := l.NewCheckpoint(tx, now)
+// on the leader and stores through Raft instead (newCheckpoint, Sign, addCheckpoint).
+func (l *Log) signCheckpoint(tx *bbolt.Tx, s crypto.Signer, now time.Time) (audit.Checkpoint, error) {
+	c, err := l.newCheckpoint(tx, now)
 	if err != nil {
-		return Checkpoint{}, err
+		return audit.Checkpoint{}, err
 	}
 	if err := c.Sign(s); err != nil {
-		return Checkpoint{}, err
+		return audit.Checkpoint{}, err
 	}
-	return c, l.AddCheckpoint(tx, c)
+	return c, l.addCheckpoint(tx, c)
 }

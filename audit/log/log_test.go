@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"bytes"
@@ -6,103 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
-	"time"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"go.etcd.io/bbolt"
-
-	"github.com/inkan-pki/inkan/certserial"
 )
-
-func TestLeafEncodingIsDeterministic(t *testing.T) {
-	m := Meta{RaftIndex: 7, Time: testTime, Actor: ActorSystem}
-	a := map[string]any{"a": 1, "bb": []byte{1}, "c": "x", "nested": map[string]any{"z": 1, "y": 2}}
-	b := map[string]any{"nested": map[string]any{"y": 2, "z": 1}, "c": "x", "bb": []byte{1}, "a": 1}
-	la, err := NewLeaf(m, "test.change", nil, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lb, err := NewLeaf(m, "test.change", nil, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ea, _ := EncodeLeaf(la)
-	eb, _ := EncodeLeaf(lb)
-	if !bytes.Equal(ea, eb) {
-		t.Fatalf("same change, two encodings:\n%x\n%x", ea, eb)
-	}
-	back, err := ParseLeaf(ea)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if again, _ := EncodeLeaf(back); !bytes.Equal(again, ea) {
-		t.Fatal("parse and encode again changed the leaf")
-	}
-	if !back.Time.Equal(testTime) || back.Actor != ActorSystem || back.RaftIndex != 7 {
-		t.Fatalf("round trip: %+v", back)
-	}
-
-	// Non-deterministic encodings of the same leaf are refused.
-	wire := leafWire{V: 1, RaftIndex: 7, Type: "test.change", Time: testTime, Actor: ActorSystem, Data: la.Data}
-	for name, enc := range map[string]func() []byte{
-		"unsorted keys": func() []byte {
-			// "v" moved last: core deterministic order puts the shortest key first.
-			em, _ := cborModes()
-			sorted, _ := em.Marshal(wire)
-			if !bytes.HasPrefix(sorted[1:], []byte{0x61, 'v', 0x01}) {
-				t.Fatalf("v is not the first key: %x", sorted)
-			}
-			return append(append([]byte{sorted[0]}, sorted[4:]...), 0x61, 'v', 0x01)
-		},
-		"data not deterministic": func() []byte {
-			w := wire
-			w.Data = []byte{0xa2, 0x61, 'b', 0x01, 0x61, 'a', 0x02} // {"b":1,"a":2}
-			em, _ := cborModes()
-			b, _ := em.Marshal(w)
-			return b
-		},
-		"long-form integer": func() []byte {
-			w := wire
-			w.Data = []byte{0x18, 0x01} // 1 encoded in two bytes
-			em, _ := cborModes()
-			b, _ := em.Marshal(w)
-			return b
-		},
-	} {
-		if _, err := ParseLeaf(enc()); err == nil {
-			t.Errorf("%s: parsed", name)
-		}
-	}
-}
-
-func TestLeafFieldsAreChecked(t *testing.T) {
-	ok := Leaf{Type: "test.change", Time: testTime, Actor: ActorEnrollment}
-	for name, mutate := range map[string]func(*Leaf){
-		"actor is a name":           func(l *Leaf) { l.Actor = "Yamada Taro" },
-		"actor fingerprint upper":   func(l *Leaf) { l.Actor = "sha256:" + string(bytes.Repeat([]byte("A"), 64)) },
-		"actor fingerprint short":   func(l *Leaf) { l.Actor = "sha256:abcd" },
-		"type with space":           func(l *Leaf) { l.Type = "cert issued" },
-		"no time":                   func(l *Leaf) { l.Time = time.Time{} },
-		"serial with leading zero":  func(l *Leaf) { l.Serial = "0abc" },
-		"serial upper case":         func(l *Leaf) { l.Serial = "ABC" },
-		"serial not hex":            func(l *Leaf) { l.Serial = "xyz" },
-		"data not one CBOR item":    func(l *Leaf) { l.Data = []byte{0x01, 0x02} },
-		"data not deterministic":    func(l *Leaf) { l.Data = []byte{0x18, 0x01} },
-		"data with a tag":           func(l *Leaf) { l.Data = []byte{0xc1, 0x01} },
-		"data with indefinite list": func(l *Leaf) { l.Data = []byte{0x9f, 0x01, 0xff} },
-	} {
-		l := ok
-		mutate(&l)
-		if _, err := EncodeLeaf(l); err == nil {
-			t.Errorf("%s: encoded", name)
-		}
-	}
-	if _, err := EncodeLeaf(ok); err != nil {
-		t.Fatalf("the valid leaf: %v", err)
-	}
-}
 
 func TestAppendRollsBackWithTheChange(t *testing.T) {
 	key := newKey(t)
@@ -111,7 +23,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	buildLog(t, db, l, key, 0, 10, 5, 0)
 	var size0 uint64
 	var root0 []byte
-	db.View(func(tx *bbolt.Tx) error { size0, root0, _ = l.Root(tx); return nil })
+	db.View(func(tx *bbolt.Tx) error { size0, root0, _ = l.root(tx); return nil })
 
 	changeFailed := errors.New("the change itself failed")
 	err := db.Update(func(tx *bbolt.Tx) error {
@@ -123,7 +35,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 		if err := b.Put([]byte("serial"), []byte("cert")); err != nil {
 			return err
 		}
-		if _, err := l.Append(tx, testLeaf(t, 10), testLeaf(t, 11)); err != nil {
+		if _, err := l.appendLeaves(tx, testLeaf(t, 10), testLeaf(t, 11)); err != nil {
 			return err
 		}
 		if n, _ := l.Size(tx); n != 12 {
@@ -138,7 +50,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	err = db.Update(func(tx *bbolt.Tx) error {
 		bad := testLeaf(t, 12)
 		bad.Actor = "Yamada Taro"
-		_, err := l.Append(tx, testLeaf(t, 11), bad)
+		_, err := l.appendLeaves(tx, testLeaf(t, 11), bad)
 		return err
 	})
 	if err == nil {
@@ -147,7 +59,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	err = db.Update(func(tx *bbolt.Tx) error {
 		back := testLeaf(t, 12)
 		back.RaftIndex = 1
-		_, err := l.Append(tx, back)
+		_, err := l.appendLeaves(tx, back)
 		return err
 	})
 	if err == nil {
@@ -155,14 +67,14 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	}
 
 	db.View(func(tx *bbolt.Tx) error {
-		size, root, err := l.Root(tx)
+		size, root, err := l.root(tx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if size != size0 || !bytes.Equal(root, root0) {
 			t.Errorf("after rollbacks: size %d root %x, want %d %x", size, root, size0, root0)
 		}
-		if _, err := l.Leaf(tx, 10); err == nil {
+		if _, err := l.leaf(tx, 10); err == nil {
 			t.Error("leaf 10 exists after the rollback")
 		}
 		if tx.Bucket([]byte("certs")) != nil {
@@ -173,7 +85,7 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	// The log goes on from where it was.
 	buildLog(t, db, l, key, 10, 12, 5, 0)
 	db.View(func(tx *bbolt.Tx) error {
-		lf, err := l.Leaf(tx, 11)
+		lf, err := l.leaf(tx, 11)
 		if err != nil || lf.Index != 11 {
 			t.Errorf("leaf 11: %+v %v", lf, err)
 		}
@@ -224,11 +136,11 @@ func TestProofsVerify(t *testing.T) {
 		err := db.Update(func(tx *bbolt.Tx) error {
 			for j := range n {
 				lf := testLeaf(t, i+j)
-				if _, err := l.Append(tx, lf); err != nil {
+				if _, err := l.appendLeaves(tx, lf); err != nil {
 					return err
 				}
 				lf.Index = uint64(i + j)
-				e, _ := EncodeLeaf(lf)
+				e, _ := audit.EncodeLeaf(lf)
 				encoded = append(encoded, e)
 			}
 			return nil
@@ -244,16 +156,16 @@ func TestProofsVerify(t *testing.T) {
 	}
 	db.View(func(tx *bbolt.Tx) error {
 		for size := uint64(0); size <= small; size++ {
-			got, err := l.RootAt(tx, size)
+			got, err := l.rootAt(tx, size)
 			if err != nil || !bytes.Equal(got, roots[size]) {
 				t.Fatalf("root at %d: %x %v, want %x", size, got, err, roots[size])
 			}
 			for i := range size {
-				p, err := l.InclusionProof(tx, i, size)
+				p, err := l.inclusionProof(tx, i, size)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := proof.VerifyInclusion(hasher(), i, size, HashLeaf(encoded[i]), p, roots[size]); err != nil {
+				if err := proof.VerifyInclusion(hasher(), i, size, audit.HashLeaf(encoded[i]), p, roots[size]); err != nil {
 					t.Fatalf("inclusion of %d in %d: %v", i, size, err)
 				}
 			}
@@ -261,7 +173,7 @@ func TestProofsVerify(t *testing.T) {
 				if size > 128 && s1%7 != 0 && s1 > 2 && s1+2 < size {
 					continue // every pair up to 128, a seventh of them above
 				}
-				p, err := l.ConsistencyProof(tx, s1, size)
+				p, err := l.consistencyProof(tx, s1, size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -271,15 +183,15 @@ func TestProofsVerify(t *testing.T) {
 			}
 		}
 		// A proof does not verify for another leaf or another root.
-		p, _ := l.InclusionProof(tx, 5, 100)
-		if proof.VerifyInclusion(hasher(), 5, 100, HashLeaf(encoded[6]), p, roots[100]) == nil {
+		p, _ := l.inclusionProof(tx, 5, 100)
+		if proof.VerifyInclusion(hasher(), 5, 100, audit.HashLeaf(encoded[6]), p, roots[100]) == nil {
 			t.Error("inclusion proof verified for the wrong leaf")
 		}
-		c, _ := l.ConsistencyProof(tx, 50, 100)
+		c, _ := l.consistencyProof(tx, 50, 100)
 		if proof.VerifyConsistency(hasher(), 50, 100, c, roots[51], roots[100]) == nil {
 			t.Error("consistency proof verified for the wrong old root")
 		}
-		if _, err := l.InclusionProof(tx, 0, small+1); err == nil {
+		if _, err := l.inclusionProof(tx, 0, small+1); err == nil {
 			t.Error("proof for a size the tree has not reached")
 		}
 		return nil
@@ -295,11 +207,11 @@ func TestProofsVerify(t *testing.T) {
 		err := db.Update(func(tx *bbolt.Tx) error {
 			for j := range n {
 				lf := testLeaf(t, i+j)
-				if _, err := l.Append(tx, lf); err != nil {
+				if _, err := l.appendLeaves(tx, lf); err != nil {
 					return err
 				}
 				lf.Index = uint64(i + j)
-				e, _ := EncodeLeaf(lf)
+				e, _ := audit.EncodeLeaf(lf)
 				encoded = append(encoded, e)
 			}
 			return nil
@@ -313,21 +225,21 @@ func TestProofsVerify(t *testing.T) {
 	db.View(func(tx *bbolt.Tx) error {
 		for _, size := range sizes {
 			root := mthFrom(encoded[:size], 0, memo)
-			got, err := l.RootAt(tx, size)
+			got, err := l.rootAt(tx, size)
 			if err != nil || !bytes.Equal(got, root) {
 				t.Fatalf("root at %d: %x %v, want %x", size, got, err, root)
 			}
 			for range 30 {
 				i := rnd.Uint64N(size)
-				p, err := l.InclusionProof(tx, i, size)
+				p, err := l.inclusionProof(tx, i, size)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := proof.VerifyInclusion(hasher(), i, size, HashLeaf(encoded[i]), p, root); err != nil {
+				if err := proof.VerifyInclusion(hasher(), i, size, audit.HashLeaf(encoded[i]), p, root); err != nil {
 					t.Fatalf("inclusion of %d in %d: %v", i, size, err)
 				}
 				s1 := rnd.Uint64N(size + 1)
-				c, err := l.ConsistencyProof(tx, s1, size)
+				c, err := l.consistencyProof(tx, s1, size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -340,28 +252,13 @@ func TestProofsVerify(t *testing.T) {
 	})
 }
 
-func TestNormalizeSerial(t *testing.T) {
-	// Every form certserial.Parse reads, in the leaves' own encoding; what it
-	// refuses (zero too: no certificate has serial 0) is refused here.
-	for in, want := range map[string]string{
-		"a1b": "a1b", "0A:1B": "a1b", "0x0a1b": "a1b", "A1B": "a1b", "0a1b": "a1b", "000a1b": "a1b",
-		"d0a5": "d0a5", "00d0a5": "d0a5", "00:D0:A5": "d0a5",
-		" 0a 1b ": "", "00": "", "0": "", "": "", "0x": "", "xyz": "", "1g": "", "::": "", "a:1b": "",
-	} {
-		got, err := normalizeSerial(in)
-		if want == "" && !errors.Is(err, certserial.ErrInvalid) || want != "" && (err != nil || got != want) {
-			t.Errorf("normalizeSerial(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-}
-
 // TestNodeKeysArePostOrder checks that nodes get consecutive keys in the order
 // appends complete them, so that no two share a key.
 func TestNodeKeysArePostOrder(t *testing.T) {
 	var next uint64
 	rng := rangeFactory.NewEmptyRange(0)
 	for i := range 5000 {
-		err := rng.Append(HashLeaf([]byte{byte(i)}), func(id compact.NodeID, _ []byte) {
+		err := rng.Append(audit.HashLeaf([]byte{byte(i)}), func(id compact.NodeID, _ []byte) {
 			if got := binary.BigEndian.Uint64(nodeKey(id)); got != next {
 				t.Fatalf("node %d.%d: key %d, want %d", id.Level, id.Index, got, next)
 			}
@@ -371,4 +268,35 @@ func TestNodeKeysArePostOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestEmptyLog: the log signs a checkpoint of no leaves, with the empty tree's
+// root, and proves nothing in it (audit's TestEmptyLog verifies such an export).
+func TestEmptyLog(t *testing.T) {
+	key := newKey(t)
+	db := newDB(t)
+	l := newTestLog(t, key)
+	var c audit.Checkpoint
+	err := db.Update(func(tx *bbolt.Tx) error {
+		var err error
+		c, err = l.signCheckpoint(tx, key, testTime)
+		return err
+	})
+	if err != nil || c.Size != 0 || !bytes.Equal(c.Root, hasher().EmptyRoot()) {
+		t.Fatalf("checkpoint of the empty log: %+v %v", c, err)
+	}
+	dir := filepath.Join(t.TempDir(), "export")
+	if err := db.View(func(tx *bbolt.Tx) error { _, err := audit.Export(t.Context(), dir, l.source(tx), 0); return err }); err != nil {
+		t.Fatal(err)
+	}
+	r, err := audit.Verify(os.DirFS(dir), key.Public())
+	if err != nil || !r.OK() || r.Size != 0 || r.Checkpoints != 1 {
+		t.Fatalf("verify the empty log: %v %+v", err, r)
+	}
+	db.View(func(tx *bbolt.Tx) error {
+		if _, err := l.inclusionProof(tx, 0, 0); err == nil {
+			t.Error("inclusion proof in the empty tree")
+		}
+		return nil
+	})
 }

@@ -1,4 +1,4 @@
-package audit_test
+package log
 
 import (
 	"context"
@@ -23,7 +23,7 @@ func Example() {
 	db, _ := bbolt.Open(filepath.Join(tmp, "state.db"), 0o600, nil)
 	defer db.Close()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader) // in production: the audit key in the HSM
-	log, _ := audit.NewLog("inkan.example/prod", key.Public())
+	log, _ := NewLog("inkan.example/prod", key.Public())
 	when := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 	err := db.Update(func(tx *bbolt.Tx) error {
@@ -34,7 +34,7 @@ func Example() {
 		if err != nil {
 			return err
 		}
-		_, err = log.Append(tx, leaf) // an error aborts the change with its leaf
+		_, err = log.appendLeaves(tx, leaf) // an error aborts the change with its leaf
 		return err
 	})
 	if err != nil {
@@ -43,10 +43,10 @@ func Example() {
 	}
 	dir := filepath.Join(tmp, "export")
 	err = db.Update(func(tx *bbolt.Tx) error {
-		if _, err := log.SignCheckpoint(tx, key, when.Add(time.Second)); err != nil {
+		if _, err := log.signCheckpoint(tx, key, when.Add(time.Second)); err != nil {
 			return err
 		}
-		_, err := audit.Export(context.Background(), dir, log.Source(tx), 0)
+		_, err := audit.Export(context.Background(), dir, log.source(tx), 0)
 		return err
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"crypto/x509"
@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"
 )
@@ -44,7 +45,7 @@ func apiFixture(t testing.TB) (*Service, *bbolt.DB) {
 				return err
 			}
 			if i == 15 || i == 39 {
-				if _, err := l.SignCheckpoint(tx, key, testTime); err != nil {
+				if _, err := l.signCheckpoint(tx, key, testTime); err != nil {
 					return err
 				}
 			}
@@ -83,11 +84,11 @@ func FuzzAPI(f *testing.F) {
 		switch {
 		case w.Code == http.StatusOK && (ct == contentJSON || ct == "application/x-pem-file"):
 		case w.Code != http.StatusOK && ct == contentProblem:
-			var p APIProblem
+			var p audit.APIProblem
 			if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.Status != w.Code || p.Type == "" {
 				t.Fatalf("%s: problem %q: %v", target, w.Body.String(), err)
 			}
-			if p.Type == ProblemBase+probUnavailable.name {
+			if p.Type == audit.ProblemBase+probUnavailable.name {
 				t.Fatalf("%s: a request made the API fail: %s", target, w.Body.String())
 			}
 		default:

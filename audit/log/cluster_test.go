@@ -1,4 +1,4 @@
-package audit
+package log
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/transparency-dev/merkle/proof"
@@ -60,7 +61,7 @@ func describeTest(e cluster.Entry, _ []byte) ([]Record, error) {
 	if b.FailDescribe {
 		return nil, errors.New("test describer refuses")
 	}
-	return []Record{{Type: cmdTest, Actor: ActorSystem, Serial: new(big.Int).SetUint64(b.N + 1), Data: map[string]any{"n": b.N}}}, nil
+	return []Record{{Type: cmdTest, Actor: audit.ActorSystem, Serial: new(big.Int).SetUint64(b.N + 1), Data: map[string]any{"n": b.N}}}, nil
 }
 
 func newTestService(t testing.TB, extra map[string]Describer) *Service {
@@ -123,18 +124,18 @@ func submitMany(t testing.TB, c *cluster.Cluster, from, count uint64) {
 }
 
 // waitCheckpoint waits until a checkpoint covers at least size leaves.
-func waitCheckpoint(t testing.TB, s *Service, v Viewer, size uint64, within time.Duration) Checkpoint {
+func waitCheckpoint(t testing.TB, s *Service, v Viewer, size uint64, within time.Duration) audit.Checkpoint {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		var cp Checkpoint
+		var cp audit.Checkpoint
 		var ok bool
 		err := v.View(func(tx *bbolt.Tx) error {
 			l, err := s.logIn(tx)
 			if err != nil {
 				return nil
 			}
-			cp, ok, err = l.LatestCheckpoint(tx)
+			cp, ok, err = l.latestCheckpoint(tx)
 			return err
 		})
 		if err != nil {
@@ -168,7 +169,7 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 		seen := map[uint64]bool{}
 		types := map[string]int{}
 		for i := range size {
-			leaf, err := l.Leaf(tx, i)
+			leaf, err := l.leaf(tx, i)
 			if err != nil {
 				return err
 			}
@@ -193,7 +194,7 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 			if at := time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))); !leaf.Time.Equal(at) {
 				return fmt.Errorf("leaf %d: time %v, the entry was stamped %v", i, leaf.Time, at)
 			}
-			if want := SerialHex(new(big.Int).SetUint64(d.N + 1)); leaf.Serial != want {
+			if want := audit.SerialHex(new(big.Int).SetUint64(d.N + 1)); leaf.Serial != want {
 				return fmt.Errorf("leaf %d: serial %s, want %s", i, leaf.Serial, want)
 			}
 			seen[d.N] = true
@@ -201,10 +202,10 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 		if len(seen) != count || types[cmdTest] != count {
 			return fmt.Errorf("%d distinct changes in %d leaves of type %s, want %d", len(seen), types[cmdTest], cmdTest, count)
 		}
-		if types["cluster.member.bootstrap"] != 1 || types[CmdKey] != 1 {
-			return fmt.Errorf("leaf types %v: want one cluster.member.bootstrap and one %s", types, CmdKey)
+		if types["cluster.member.bootstrap"] != 1 || types[cmdKey] != 1 {
+			return fmt.Errorf("leaf types %v: want one cluster.member.bootstrap and one %s", types, cmdKey)
 		}
-		if types[CmdCheckpoint] != 0 {
+		if types[cmdCheckpoint] != 0 {
 			return fmt.Errorf("checkpoints appended leaves: %v", types)
 		}
 		return nil
@@ -217,7 +218,7 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 	srv := httptest.NewServer(s.API(n.Cluster))
 	defer srv.Close()
 	ctx := context.Background()
-	cl, err := NewClient(ctx, srv.URL, srv.Client(), nil)
+	cl, err := audit.NewClient(ctx, srv.URL, srv.Client(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 	if len(got.Leaves) != 1 {
 		t.Fatalf("serial 2a: %d leaves, want 1", len(got.Leaves))
 	}
-	leaf, err := ParseLeaf(got.Leaves[0].Leaf)
+	leaf, err := audit.ParseLeaf(got.Leaves[0].Leaf)
 	if err != nil || leaf.Serial != "2a" {
 		t.Fatalf("serial 2a: leaf %+v, %v", leaf, err)
 	}
@@ -293,7 +294,7 @@ func TestUnauditedChangeStopsNode(t *testing.T) {
 				}
 				_, dm := cborModes()
 				for i := range size {
-					l, err := s.appender.Leaf(tx, i)
+					l, err := s.appender.leaf(tx, i)
 					if err != nil {
 						return err
 					}
@@ -337,7 +338,7 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 
 	srv := httptest.NewServer(s.API(n.Cluster))
 	defer srv.Close()
-	cl, err := NewClient(ctx, srv.URL, srv.Client(), nil)
+	cl, err := audit.NewClient(ctx, srv.URL, srv.Client(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +348,7 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if KeyFingerprint(signer.Public()) != KeyFingerprint(pub) {
+	if audit.KeyFingerprint(signer.Public()) != audit.KeyFingerprint(pub) {
 		t.Fatal("the API's key is not the audit key in the HSM")
 	}
 
@@ -357,7 +358,7 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 		t.Fatal(ok, err)
 	}
 	dir := t.TempDir()
-	pemBytes, _ := MarshalPublicKey(pub)
+	pemBytes, _ := audit.MarshalPublicKey(pub)
 	for name, b := range map[string][]byte{"pub.pem": pemBytes, "cp.txt": latest.Body(), "cp.sig": latest.Signature} {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)
@@ -391,10 +392,10 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 
 	// An export through the API verifies; tampering is still found.
 	exp := filepath.Join(t.TempDir(), "export")
-	if _, err := Export(ctx, exp, cl, 0); err != nil {
+	if _, err := audit.Export(ctx, exp, cl, 0); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Verify(os.DirFS(exp), signer.Public())
+	rep, err := audit.Verify(os.DirFS(exp), signer.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,14 +408,14 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	exp2 := filepath.Join(t.TempDir(), "export")
-	if _, err := Export(ctx, exp2, src, 0); err != nil {
+	if _, err := audit.Export(ctx, exp2, src, 0); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := Verify(os.DirFS(exp2), signer.Public()); err != nil || !rep.OK() {
+	if rep, err := audit.Verify(os.DirFS(exp2), signer.Public()); err != nil || !rep.OK() {
 		t.Fatalf("export from the state: %v %+v", err, rep)
 	}
 
-	leaves := filepath.Join(exp, exportLeaves)
+	leaves := filepath.Join(exp, "leaves.txt")
 	b, err := os.ReadFile(leaves)
 	if err != nil {
 		t.Fatal(err)
@@ -424,7 +425,7 @@ func TestCheckpointsFromLiveNode(t *testing.T) {
 	if err := os.WriteFile(leaves, bytes.Join(lines, nil), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rep, err = Verify(os.DirFS(exp), signer.Public())
+	rep, err = audit.Verify(os.DirFS(exp), signer.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +446,7 @@ func TestCheckpointCommandRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := newKey(t)
-	sign := func(c Checkpoint, withOther bool) checkpointCommand {
+	sign := func(c audit.Checkpoint, withOther bool) checkpointCommand {
 		if withOther {
 			if err := c.Sign(other); err != nil {
 				t.Fatal(err)
@@ -476,7 +477,7 @@ func TestCheckpointCommandRefusals(t *testing.T) {
 		{"not a checkpoint", checkpointCommand{Body: []byte("x"), Sig: []byte("y")}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd, err := cluster.NewCommand(CmdCheckpoint, 1, tc.body)
+			cmd, err := cluster.NewCommand(cmdCheckpoint, 1, tc.body)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -488,7 +489,7 @@ func TestCheckpointCommandRefusals(t *testing.T) {
 	}
 	// And a second audit key is refused.
 	der, _ := x509MarshalPKIX(other)
-	cmd, _ := cluster.NewCommand(CmdKey, 1, keyCommand{Pub: der})
+	cmd, _ := cluster.NewCommand(cmdKey, 1, keyCommand{Pub: der})
 	if _, err := n.Submit(ctx, cmd); !errors.Is(err, cluster.ErrRefused) {
 		t.Fatalf("a second audit key: %v", err)
 	}
@@ -504,7 +505,7 @@ func TestFollowURL(t *testing.T) {
 	defer srv.Close()
 	ctx := context.Background()
 	var out bytes.Buffer
-	if err := FollowURL(ctx, &out, srv.URL, srv.Client(), "", t.TempDir(), ""); err != nil {
+	if err := audit.FollowURL(ctx, &out, srv.URL, srv.Client(), "", t.TempDir(), ""); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	if !strings.HasPrefix(out.String(), "exported leaves 0..") || !strings.Contains(out.String(), " from "+srv.URL+"\n") ||
@@ -512,12 +513,12 @@ func TestFollowURL(t *testing.T) {
 		t.Fatalf("output:\n%s", out.String())
 	}
 	wrong := filepath.Join(t.TempDir(), "wrong.pem")
-	pemBytes, _ := MarshalPublicKey(newKey(t).Public())
+	pemBytes, _ := audit.MarshalPublicKey(newKey(t).Public())
 	if err := os.WriteFile(wrong, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out.Reset()
-	if err := FollowURL(ctx, &out, srv.URL, srv.Client(), wrong, t.TempDir(), ""); !errors.Is(err, ErrProblems) {
+	if err := audit.FollowURL(ctx, &out, srv.URL, srv.Client(), wrong, t.TempDir(), ""); !errors.Is(err, audit.ErrProblems) {
 		t.Fatalf("a wrong pinned key: %v\n%s", err, out.String())
 	}
 }
@@ -548,11 +549,11 @@ func TestAPIProblems(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			var p APIProblem
+			var p audit.APIProblem
 			if resp.Header.Get("Content-Type") != contentProblem || json.NewDecoder(resp.Body).Decode(&p) != nil {
 				t.Fatalf("status %s, %s: not a problem", resp.Status, resp.Header.Get("Content-Type"))
 			}
-			if p.Type != ProblemBase+tc.want || p.Status != resp.StatusCode {
+			if p.Type != audit.ProblemBase+tc.want || p.Status != resp.StatusCode {
 				t.Fatalf("problem %+v, want type %s", p, tc.want)
 			}
 		})
@@ -560,7 +561,7 @@ func TestAPIProblems(t *testing.T) {
 }
 
 // While the tree grows without pause, checkpoints come at least once a second
-// (CheckpointGrowing, plus a tick of the leader's loop and the signing).
+// (checkpointGrowing, plus a tick of the leader's loop and the signing).
 func TestCheckpointCadence(t *testing.T) {
 	s := newTestService(t, nil)
 	n := singleNode(t, s)
@@ -573,7 +574,7 @@ func TestCheckpointCadence(t *testing.T) {
 		}
 		i++
 	}
-	var cps []Checkpoint
+	var cps []audit.Checkpoint
 	err := n.View(func(tx *bbolt.Tx) (err error) { cps, err = checkpointsFrom(tx, 0, 100); return err })
 	if err != nil {
 		t.Fatal(err)
@@ -582,7 +583,7 @@ func TestCheckpointCadence(t *testing.T) {
 		t.Fatalf("%d checkpoints in 3.5 s of growth", len(cps))
 	}
 	for k := 1; k < len(cps); k++ {
-		if gap := cps[k].Time.Sub(cps[k-1].Time); gap > CheckpointGrowing+400*time.Millisecond {
+		if gap := cps[k].Time.Sub(cps[k-1].Time); gap > checkpointGrowing+400*time.Millisecond {
 			t.Errorf("checkpoints of sizes %d and %d are %v apart", cps[k-1].Size, cps[k].Size, gap)
 		}
 	}
@@ -609,10 +610,10 @@ func TestExportWhileGrowing(t *testing.T) {
 	defer srv.Close()
 	for k := range 3 {
 		dir := filepath.Join(t.TempDir(), "export")
-		if _, err := ExportURL(ctx, srv.URL, srv.Client(), "", dir, 0); err != nil {
+		if _, err := audit.ExportURL(ctx, srv.URL, srv.Client(), "", dir, 0); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := Verify(os.DirFS(dir), nil)
+		rep, err := audit.Verify(os.DirFS(dir), nil)
 		if err != nil || !rep.OK() {
 			t.Fatalf("export %d: %v %+v", k, err, rep)
 		}
