@@ -150,7 +150,11 @@ type Config struct {
 	// Publisher, if set, makes every issuance and status change answerable
 	// before it is acknowledged (publish.go).
 	Publisher Publisher
-	Logger    *slog.Logger // default slog.Default()
+	// Now is the clock certificates are dated by (notBefore, the serial's time
+	// prefix, the check of a forwarded TBSCertificate's notBefore, the age of a
+	// dangling intent): time.Now if nil.
+	Now    func() time.Time
+	Logger *slog.Logger // default slog.Default()
 }
 
 const defaultCRLShards = 16
@@ -194,7 +198,7 @@ type issuerState struct {
 	opts     crypto.SignerOpts
 	alg      x509.SignatureAlgorithm
 	mu       sync.Mutex
-	signer   crypto.Signer
+	signer   *hsm.Signer
 	linters  map[string]*linter
 	lintLock sync.Mutex
 }
@@ -225,6 +229,9 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	a := &Authority{
 		cfg:     cfg,
 		c:       cfg.Cluster,
@@ -246,6 +253,9 @@ func (a *Authority) Close() {
 	a.stop()
 	a.wg.Wait()
 }
+
+// now is the time by the authority's clock (Config.Now).
+func (a *Authority) now() time.Time { return a.cfg.Now() }
 
 // leading tells whether this node leads now, as far as the authority knows.
 func (a *Authority) leading() bool {
@@ -422,7 +432,7 @@ func (a *Authority) issuerState(is Issuer) (*issuerState, error) {
 
 // signer returns the issuer's key in this node's HSM, checked against the
 // certificate.
-func (a *Authority) signer(ctx context.Context, st *issuerState) (crypto.Signer, error) {
+func (a *Authority) signer(ctx context.Context, st *issuerState) (*hsm.Signer, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.signer != nil {

@@ -69,7 +69,7 @@ func (a *Authority) Init(ctx context.Context, opts InitOptions) (*Initialized, e
 	if _, err := rand.Read(suffix); err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
+	now := a.now().UTC()
 	id := "ca-" + now.Format("20060102") + "-" + hex.EncodeToString(suffix)
 	label := opts.KeyLabel
 	if label == "" {

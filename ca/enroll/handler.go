@@ -46,12 +46,12 @@ type Config struct {
 	// Cluster is read for the CA's state: certificates, person records, used
 	// nonces (register NonceHandler on every node, for the previous release's).
 	Cluster Replicated
-	// Policy decides what is issued; Issuer issues it.
-	Policy Policy
+	// Policy decides what is issued and re-bound (with the profiles of the
+	// policy engine) and applies the profiles' rate limits; Issuer issues it.
+	Policy *ProfilePolicy
 	Issuer Issuer
 	// Rebinder, if set, has the API serve enrollapi.PathRebind (the node's
-	// *ca.Authority); Policy must then implement RebindPolicy too (ProfilePolicy
-	// does).
+	// *ca.Authority).
 	Rebinder Rebinder
 	// LinkKey keys the hashes that tie a certificate to the JPKI certificate, the
 	// name-and-birth and basic-4 hashes, and the nonces' MAC (at least
@@ -97,10 +97,6 @@ type Handler struct {
 	inflight inflight
 }
 
-// errNoRebindPolicy: a Config with a Rebinder and a Policy that cannot decide
-// a re-binding.
-var errNoRebindPolicy = errors.New("a rebinder, but the policy does not re-bind")
-
 // NewHandler checks cfg and returns the API.
 func NewHandler(cfg Config) (*Handler, error) {
 	var errs []error
@@ -119,9 +115,6 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	if cfg.Issuer == nil {
 		errs = append(errs, errors.New("no issuer"))
-	}
-	if _, ok := cfg.Policy.(RebindPolicy); cfg.Rebinder != nil && !ok {
-		errs = append(errs, errNoRebindPolicy)
 	}
 	if len(cfg.LinkKey) < jpki.MinHashKeyLen {
 		errs = append(errs, fmt.Errorf("link key shorter than %d bytes", jpki.MinHashKeyLen))
@@ -253,7 +246,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	// Everything that can be checked is checked: now the rate limits take their
 	// tokens, given back if the issuance is refused after all.
-	release, err := h.admit(r.Context(), v)
+	release, err := h.admit(v)
 	if err != nil {
 		h.refuse(w, err)
 		return
@@ -268,7 +261,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		release = func() {}
 		if err = h.redecide(r.Context(), v); err == nil {
 			var again func()
-			if again, err = h.admit(r.Context(), v); err == nil {
+			if again, err = h.admit(v); err == nil {
 				release = again
 				issued, err = h.cfg.Issuer.Issue(r.Context(), v.issueRequest())
 			}
@@ -288,20 +281,16 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, resp)
 }
 
-// admit has the policy take the rate limits' tokens for v (when it is an
-// Admitter), and returns how to give them back.
-func (h *Handler) admit(ctx context.Context, v *verified) (func(), error) {
-	a, ok := h.cfg.Policy.(Admitter)
-	if !ok {
-		return func() {}, nil
-	}
-	return a.Admit(ctx, v.decision, v.policyRequest)
+// admit has the policy take the rate limits' tokens for v, and returns how to
+// give them back.
+func (h *Handler) admit(v *verified) (func(), error) {
+	return h.cfg.Policy.admit(v.decision.Profile, v.policyRequest)
 }
 
 // refuseIssue answers an issuance that failed: the CA's refusals as their
 // problems (the nonce used meanwhile, the cap reached at the leader), the rest as
 // unavailable or issuance-failed.
-func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d Decision) {
+func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d policies.Decision) {
 	switch {
 	case errors.Is(err, ca.ErrNonceUsed):
 		err = refuse(ErrNonceReplayed, "(recorded by the CA)")
@@ -333,8 +322,8 @@ type verified struct {
 	csr           *x509.CertificateRequest
 	jpki          *jpki.Result
 	person        personOf
-	policyRequest PolicyRequest
-	decision      Decision
+	policyRequest policyRequest
+	decision      policies.Decision
 }
 
 // verify runs every check of an enrollment request that changes nothing, in an
@@ -388,20 +377,20 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	v := &verified{claims: c, nonceExpires: nonceExpires, csr: csr, jpki: res, person: person}
-	v.policyRequest = PolicyRequest{
+	v.policyRequest = policyRequest{
 		Profile: req.Profile, JPKI: res.Certificate, CSR: csr,
 		Revocation: res.Revocation, RevocationSource: h.source,
 		Person: person.id, LimitKey: person.limitKey, Client: client, At: now,
 	}
-	if err := h.decide(ctx, v); err != nil {
+	if err := h.decide(v); err != nil {
 		return nil, err
 	}
 	return v, nil
 }
 
 // decide has the policy decide on v and checks the cap on this node's state.
-func (h *Handler) decide(ctx context.Context, v *verified) error {
-	d, err := h.cfg.Policy.Decide(ctx, v.policyRequest)
+func (h *Handler) decide(v *verified) error {
+	d, err := h.cfg.Policy.decide(v.policyRequest)
 	if err != nil {
 		return err
 	}
@@ -429,13 +418,13 @@ func (h *Handler) redecide(ctx context.Context, v *verified) error {
 	}
 	v.person = p
 	v.policyRequest.Person, v.policyRequest.LimitKey = p.id, p.limitKey
-	return h.decide(ctx, v)
+	return h.decide(v)
 }
 
 // checkCap refuses early, before any token is taken, when this node's state shows
 // the person at the profile's cap already. The leader checks again when it commits
 // the intent (ca.Request.MaxPerPerson), where concurrent enrolments are counted.
-func (h *Handler) checkCap(d Decision, p personOf, now time.Time) error {
+func (h *Handler) checkCap(d policies.Decision, p personOf, now time.Time) error {
 	if d.MaxPerPerson <= 0 {
 		return nil
 	}
@@ -447,7 +436,7 @@ func (h *Handler) checkCap(d Decision, p personOf, now time.Time) error {
 	if err != nil {
 		return refuse(ErrUnavailable, "count the person's certificates: %v", err)
 	}
-	if err := policies.CheckCap(policies.Decision{Profile: d.Profile, MaxPerPerson: d.MaxPerPerson}, held); err != nil {
+	if err := policies.CheckCap(d, held); err != nil {
 		reason, _ := policies.Reason(err)
 		return refuse(ErrPersonLimit, "%s", reason)
 	}
@@ -488,19 +477,14 @@ func (h *Handler) checkTimes(c *claims, now time.Time) error {
 // basic-4 hint), and the nonce whose use the intent records.
 func (v *verified) issueRequest() ca.Request {
 	req := ca.Request{
-		Profile:       v.decision.Profile,
-		PolicyVersion: v.decision.PolicyVersion,
-		Template:      v.decision.Template,
-		PublicKey:     v.csr.PublicKey,
-		NotAfter:      v.decision.NotAfter,
-		Link:          v.person.link[:],
-		Person:        v.person.id,
-		PersonMode:    v.person.mode,
-		Hint:          v.person.hint[:],
-		NonceHash:     nonceHash(v.claims.nonce),
-		NonceExpires:  v.nonceExpires,
-		SkipLints:     v.decision.SkipLints,
-		MaxPerPerson:  v.decision.MaxPerPerson,
+		Decision:     v.decision,
+		PublicKey:    v.csr.PublicKey,
+		Link:         v.person.link[:],
+		Person:       v.person.id,
+		PersonMode:   v.person.mode,
+		Hint:         v.person.hint[:],
+		NonceHash:    nonceHash(v.claims.nonce),
+		NonceExpires: v.nonceExpires,
 	}
 	if v.person.mode == ca.PersonNew {
 		req.NameBirth = v.person.nameBirth[:]

@@ -32,8 +32,29 @@ import (
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
 	"github.com/inkan-pki/inkan/subscriber"
 )
+
+// authPseudonymKey keys the pseudonyms of the handler tests' policy.
+var authPseudonymKey = bytes.Repeat([]byte{0x5a}, 32)
+
+// authenticationValidity is the shipped authentication profile's validity.
+const authenticationValidity = 8760 * time.Hour
+
+// authenticationOnly is the policy of the handler tests: the shipped
+// authentication profile alone, as data (so "signing" is not offered), made to
+// accept JPKI test cards, at version 7, keyed with authPseudonymKey, with a cap and
+// rate limits no test reaches (the shared card enrols many times).
+func authenticationOnly(t testing.TB) *policies.Set {
+	t.Helper()
+	return loadProfiles(t, authPseudonymKey, []string{"authentication.yaml"}, func(_, y string) string {
+		y = replaceOnce(t, y, "version: 1\n", "version: 7\n")
+		y = replaceOnce(t, y, "maxCertificatesPerPerson: 5", "maxCertificatesPerPerson: 1000000")
+		y = replaceOnce(t, y, "perPerson: {every: 1h, burst: 5}", "perPerson: {every: 1ms, burst: 1000000}")
+		return replaceOnce(t, y, "perClient: {every: 1m, burst: 10}", "perClient: {every: 1ms, burst: 1000000}")
+	})
+}
 
 // env is one enrollment API over the shared cluster, behind a TLS test server.
 type env struct {
@@ -67,7 +88,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 		Audience:  e.audience,
 		Verifier:  v,
 		Cluster:   fx.cluster,
-		Policy:    AuthenticationPolicy{PseudonymKey: bytes.Repeat([]byte{0x5a}, 32), Version: 7},
+		Policy:    NewProfilePolicy(authenticationOnly(t)),
 		Issuer:    e.issuer,
 		LinkKey:   fx.linkKey,
 		RateLimit: RateLimit{Rate: -1},
@@ -354,20 +375,20 @@ func TestEnroll(t *testing.T) {
 	if bytes.Contains(req.Link, sc.X509().SerialNumber.Bytes()) {
 		t.Error("the link holds the JPKI serial")
 	}
-	if req.Profile != ProfileAuthentication || req.PolicyVersion != 7 {
-		t.Errorf("profile %q version %d", req.Profile, req.PolicyVersion)
+	if req.Decision.Profile != "authentication" || req.Decision.PolicyVersion != 7 {
+		t.Errorf("profile %q version %d", req.Decision.Profile, req.Decision.PolicyVersion)
 	}
 	leaf := cert.Chain[0]
 	if !publicKeysEqual(leaf.PublicKey, fx.subKeys[1].Public()) {
 		t.Fatal("certificate is not for the subscriber's key")
 	}
-	if leaf.Subject.CommonName != Pseudonym(bytes.Repeat([]byte{0x5a}, 32), req.Person) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
+	if leaf.Subject.CommonName != policies.Pseudonym(authPseudonymKey, req.Person) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
 		t.Errorf("subject %s", leaf.Subject)
 	}
 	if leaf.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Errorf("key usage %v", leaf.KeyUsage)
 	}
-	if leaf.NotAfter.After(sc.X509().NotAfter) || leaf.NotAfter.After(time.Now().Add(MaxAuthenticationValidity)) {
+	if leaf.NotAfter.After(sc.X509().NotAfter) || leaf.NotAfter.After(time.Now().Add(authenticationValidity)) {
 		t.Errorf("notAfter %s outlives the JPKI certificate or a year", leaf.NotAfter)
 	}
 	for _, s := range []string{"印鑑", "花子", "試験町", "千代田"} {
@@ -391,7 +412,7 @@ func TestEnroll(t *testing.T) {
 			return err
 		}
 		if rec.Status != ca.Good || !bytes.Equal(rec.DER, leaf.Raw) || !bytes.Equal(rec.Link, link[:]) ||
-			!bytes.Equal(rec.Person, req.Person) || rec.Profile != ProfileAuthentication || rec.PolicyVersion != 7 {
+			!bytes.Equal(rec.Person, req.Person) || rec.Profile != "authentication" || rec.PolicyVersion != 7 {
 			t.Errorf("CA record: status %v, profile %q", rec.Status, rec.Profile)
 		}
 		if p, ok := ca.PersonOf(tx, link[:]); !ok || !bytes.Equal(p, req.Person) {

@@ -50,81 +50,6 @@ type Rebinder interface {
 // The Authority is the Rebinder a node gives the API.
 var _ Rebinder = (*ca.Authority)(nil)
 
-// RebindPolicy decides a re-binding: ProfilePolicy implements it. It is called once
-// both halves have been verified (the new JPKI certificate, of the same name and
-// birth date, and the derived certificate's own key); it checks what an enrolment
-// under the certificate's profile would (JPKI policy, revocation evidence, key
-// type) and says whether the contents stay. It takes no rate-limit token: the
-// handler asks the Admitter last, as for an enrolment.
-type RebindPolicy interface {
-	Rebind(ctx context.Context, req RebindPolicyRequest) (RebindDecision, error)
-}
-
-// RebindPolicyRequest is what a RebindPolicy decides on.
-type RebindPolicyRequest struct {
-	// Old is the derived certificate, issued under Profile.
-	Old     *x509.Certificate
-	Profile string
-	// JPKI is the new, verified signature certificate (personal data, as in
-	// PolicyRequest), with the revocation answer and its source's kind.
-	JPKI             *jpki.SignatureCertificate
-	Revocation       jpki.Status
-	RevocationSource string
-	// Person is the certificate's person record, which the re-bind keeps (and
-	// with it the pseudonyms). Legacy says the certificate may have been issued
-	// before person records (its record was migrated, or names no record yet):
-	// its contents are then also compared with what that release rendered, so
-	// that it is released with its subject as issued when nothing else changed.
-	Person []byte
-	Legacy bool
-	At     time.Time
-}
-
-// RebindDecision says whether the contents change (Reissue) and, if so, what to
-// issue (Decision, for Old's public key under the profile's current version).
-type RebindDecision struct {
-	Reissue  bool
-	Decision Decision
-}
-
-// Rebind implements RebindPolicy: Set.Decide for the new card, the person record
-// and the old key under the certificate's profile, then policies.Rebind on the
-// rendered contents (and, for a legacy certificate, on what the previous release
-// rendered).
-func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (RebindDecision, error) {
-	set := p.Profiles()
-	if set == nil {
-		return RebindDecision{}, refuse(ErrUnavailable, "no active profiles yet")
-	}
-	if len(req.Person) == 0 || req.Old == nil {
-		return RebindDecision{}, errors.New("enroll: profile policy: re-bind without a person record or a certificate")
-	}
-	if req.Profile == "" {
-		return RebindDecision{}, refuse(ErrPolicyDenied, "the certificate names no profile")
-	}
-	pd, err := set.Decide(policies.Request{
-		Profile:          req.Profile,
-		JPKI:             req.JPKI,
-		Person:           req.Person,
-		PublicKey:        req.Old.PublicKey,
-		Revocation:       req.Revocation,
-		RevocationSource: req.RevocationSource,
-		At:               req.At,
-	})
-	if err != nil {
-		return RebindDecision{}, fromPolicies(err)
-	}
-	reissue := policies.Rebind(req.Old, pd.Template) == policies.RebindReissue
-	if reissue && req.Legacy {
-		if legacy, err := set.RenderLegacy(pd.Profile, req.JPKI.Identity); err == nil && policies.Rebind(req.Old, legacy) == policies.RebindRelease {
-			reissue = false
-		}
-	}
-	d := decisionOf(pd)
-	d.MaxPerPerson = 0 // a re-issue replaces a certificate the person holds
-	return RebindDecision{Reissue: reissue, Decision: d}, nil
-}
-
 // parseSerial reads a serial as the API writes it: certserial's printed form
 // only, since the proof binds the serial's spelling, not only its value.
 func parseSerial(s string) (*big.Int, error) {
@@ -151,8 +76,8 @@ type rebindTarget struct {
 	chain        [][]byte // the CA certificates above the old certificate
 	jpki         *jpki.Result
 	link         jpki.Hash
-	decision     RebindDecision
-	limits       PolicyRequest // the keys of the rate limits
+	decision     policies.RebindDecision
+	limits       policyRequest // the keys of the rate limits
 }
 
 func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
@@ -179,12 +104,10 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	// As for an enrolment: every check passed, so the rate limits take their
 	// tokens now, then the nonce's use is recorded, and only then does anything
 	// change. A refusal from here on gives the tokens back.
-	release := func() {}
-	if a, ok := h.cfg.Policy.(Admitter); ok {
-		if release, err = a.Admit(r.Context(), Decision{Profile: t.record.Profile}, t.limits); err != nil {
-			h.refuse(w, err)
-			return
-		}
+	release, err := h.cfg.Policy.admit(t.record.Profile, t.limits)
+	if err != nil {
+		h.refuse(w, err)
+		return
 	}
 	if err := h.cfg.Rebinder.UseNonce(r.Context(), nonceHash(t.claims.nonce), t.nonceExpires); err != nil {
 		release()
@@ -328,31 +251,24 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	if err := h.checkKeyProof(req, t, proof.x5c[0], audience, now); err != nil {
 		return nil, err
 	}
-	switch {
-	case t.record.Status != ca.Good && t.record.Status != ca.Held:
-		return nil, refuse(ErrRebindNotPossible, "it is %s", statusWord(t.record.Status))
-	case !now.Before(t.record.NotAfter):
-		return nil, refuse(ErrRebindNotPossible, "it has expired")
-	case t.record.Status == ca.Held && t.record.HeldBy != actorSystem:
-		// Only the linkage job's hold (across a move) is the re-bind's to lift; a
-		// hold whose actor is unknown is treated as an operator's.
-		return nil, ErrRebindHeldByOperator
-	case subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1:
-		return nil, ErrRebindSameJPKICert
+	// Only the linkage job's hold (across a move) is the re-bind's to lift; a
+	// hold whose actor is unknown is treated as an operator's.
+	if err := policies.Rebindable(policies.RebindCandidate{
+		Derived:      policies.Derived{State: derivedState(t.record.Status), NotAfter: t.record.NotAfter},
+		HeldBySystem: t.record.HeldBy == actorSystem,
+		Bound:        subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1,
+	}, now); err != nil {
+		return nil, fromPolicies(err)
 	}
-	rp, ok := h.cfg.Policy.(RebindPolicy)
-	if !ok {
-		return nil, refuse(ErrPolicyDenied, "this server's policy does not re-bind")
-	}
-	if t.decision, err = rp.Rebind(ctx, RebindPolicyRequest{
+	if t.decision, err = h.cfg.Policy.rebind(policies.RebindRequest{
 		Old: t.old, Profile: t.record.Profile, JPKI: res.Certificate,
 		Revocation: res.Revocation, RevocationSource: h.source,
 		Person: t.record.Person, Legacy: migrated || !t.hasPerson, At: now,
 	}); err != nil {
 		return nil, err
 	}
-	t.limits = PolicyRequest{LimitKey: limitKey(t.record.Person), Client: client, At: now}
-	if t.decision.Reissue {
+	t.limits = policyRequest{LimitKey: limitKey(t.record.Person), Client: client, At: now}
+	if t.decision.Act == policies.RebindReissue {
 		d := &t.decision.Decision
 		if d.Template == nil {
 			return nil, errors.New("enroll: policy returned no template")
@@ -398,6 +314,18 @@ func (h *Handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, c
 	return nil
 }
 
+// derivedState is a certificate's status as the policy's rules read it: a
+// status other than good or held re-binds no more than a revoked one.
+func derivedState(s ca.Status) policies.DerivedState {
+	switch s {
+	case ca.Good:
+		return policies.DerivedGood
+	case ca.Held:
+		return policies.DerivedHeld
+	}
+	return policies.DerivedRevoked
+}
+
 func statusWord(s ca.Status) string {
 	switch s {
 	case ca.Revoked:
@@ -419,7 +347,7 @@ func statusWord(s ca.Status) string {
 // certificate, and the linkage job ends it as its profile says.
 func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.RebindResponse, int, error) {
 	serialHex := certserial.Format(t.serial)
-	if !t.decision.Reissue {
+	if t.decision.Act == policies.RebindRelease {
 		action := enrollapi.RebindRelinked
 		if t.record.Status == ca.Held {
 			action = enrollapi.RebindReleased
@@ -457,15 +385,11 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.Rebin
 	d := t.decision.Decision
 	hint := t.jpki.Certificate.Identity.Basic4Hint(h.cfg.LinkKey)
 	req := ca.Request{
-		Profile:       d.Profile,
-		PolicyVersion: d.PolicyVersion,
-		Template:      d.Template,
-		PublicKey:     t.old.PublicKey,
-		NotAfter:      d.NotAfter,
-		Link:          t.link[:],
-		Person:        t.record.Person,
-		Hint:          hint[:],
-		SkipLints:     d.SkipLints,
+		Decision:  d,
+		PublicKey: t.old.PublicKey,
+		Link:      t.link[:],
+		Person:    t.record.Person,
+		Hint:      hint[:],
 	}
 	if t.hasPerson {
 		// The new JPKI certificate joins the person record: the re-bind proved both
