@@ -73,7 +73,7 @@ type RebindRequest struct {
 	// with it the pseudonyms). Legacy says the certificate may have been issued
 	// before person records (its record was migrated, or names no record yet):
 	// its contents are then also compared with what that release rendered
-	// (RenderLegacy), so that it is released with its subject as issued when
+	// (renderLegacy), so that it is released with its subject as issued when
 	// nothing else changed.
 	Person []byte
 	Legacy bool
@@ -92,7 +92,7 @@ type RebindDecision struct {
 // certificate, the person record and the old key under the certificate's profile
 // would be refused for (Decide: the JPKI policy, the revocation evidence, the key
 // type; ErrDenied or ErrKeyType), then whether the contents it renders are old's
-// (Rebind; for a legacy certificate also those the previous release rendered).
+// (rebind; for a legacy certificate also those the previous release rendered).
 // It is a pure function of the set and the request.
 func (s *Set) DecideRebind(req RebindRequest) (RebindDecision, error) {
 	if len(req.Person) == 0 || req.Old == nil {
@@ -113,9 +113,9 @@ func (s *Set) DecideRebind(req RebindRequest) (RebindDecision, error) {
 	if err != nil {
 		return RebindDecision{}, err
 	}
-	act := Rebind(req.Old, d.Template)
+	act := rebind(req.Old, d.Template)
 	if act == RebindReissue && req.Legacy {
-		if legacy, err := s.RenderLegacy(d.Profile, req.JPKI.Identity); err == nil && Rebind(req.Old, legacy) == RebindRelease {
+		if legacy, err := s.renderLegacy(d.Profile, req.JPKI.Identity); err == nil && rebind(req.Old, legacy) == RebindRelease {
 			act = RebindRelease
 		}
 	}
@@ -123,13 +123,13 @@ func (s *Set) DecideRebind(req RebindRequest) (RebindDecision, error) {
 	return RebindDecision{Act: act, Decision: d}, nil
 }
 
-// SamePerson reports whether two JPKI identities may be the same person for
+// samePerson reports whether two JPKI identities may be the same person for
 // re-binding: the same name and date of birth; the address (a move) and gender may
 // differ. It is a precondition, never proof: many people share a name and a birth
 // date, so a re-bind must also be signed by the derived certificate's own key. It
 // is what NameBirthHash keys on, so a node that kept only that hash of the old
 // certificate compares hashes instead, with the same result.
-func SamePerson(old, new jpki.Identity) bool {
+func samePerson(old, new jpki.Identity) bool {
 	if old.IsZero() || new.IsZero() {
 		return false
 	}
@@ -159,12 +159,12 @@ func (a RebindAct) String() string {
 	return "release"
 }
 
-// Rebind decides what re-binding does to old, a derived certificate whose holder
+// rebind decides what re-binding does to old, a derived certificate whose holder
 // proved both halves (the new, verified JPKI certificate of the same name and birth
 // date, and old's own key): release it when the contents the profile renders for
 // the new identity and old's person record (newContents, from Set.Render or
 // Set.Decide) are those old carries, re-issue otherwise.
-func Rebind(old *x509.Certificate, newContents *x509.Certificate) RebindAct {
+func rebind(old *x509.Certificate, newContents *x509.Certificate) RebindAct {
 	if sameContents(old, newContents) {
 		return RebindRelease
 	}

@@ -37,7 +37,7 @@ func TestSamePerson(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			other := card(t, tc.person)
-			if got := SamePerson(base.Identity, other.Identity); got != tc.want {
+			if got := samePerson(base.Identity, other.Identity); got != tc.want {
 				t.Errorf("SamePerson: %v, want %v", got, tc.want)
 			}
 			// The name-and-birth hash the cluster keeps agrees with SamePerson.
@@ -75,7 +75,7 @@ func TestRebind(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := Rebind(old, same); got != RebindRelease {
+		if got := rebind(old, same); got != RebindRelease {
 			t.Errorf("%s, moved: %s, want release (the contents hold no address)", profile, got)
 		}
 	}
@@ -83,12 +83,12 @@ func TestRebind(t *testing.T) {
 	old := issued("signing")
 	changed, _ := s.Render("signing", after.Identity, testPerson)
 	changed.Subject.Locality = []string{"大阪市"}
-	if got := Rebind(old, changed); got != RebindReissue {
+	if got := rebind(old, changed); got != RebindReissue {
 		t.Errorf("changed subject: %s, want reissue", got)
 	}
 	changed, _ = s.Render("signing", after.Identity, testPerson)
 	changed.KeyUsage = x509.KeyUsageDigitalSignature
-	if got := Rebind(old, changed); got != RebindReissue {
+	if got := rebind(old, changed); got != RebindReissue {
 		t.Errorf("changed key usage (a new policy version): %s, want reissue", got)
 	}
 }
@@ -108,16 +108,16 @@ func TestRenderLegacy(t *testing.T) {
 	moved := hanako()
 	moved.Address = "大阪府大阪市北区中之島一丁目3番20号"
 	for _, id := range []jpki.Identity{sc.Identity, card(t, moved).Identity} {
-		auth, err := s.RenderLegacy("authentication", id)
+		auth, err := s.renderLegacy("authentication", id)
 		if err != nil || auth.Subject.CommonName != want {
 			t.Errorf("legacy authentication CN %q, %v; want %s", auth.Subject.CommonName, err, want)
 		}
-		sign, err := s.RenderLegacy("signing", id)
+		sign, err := s.renderLegacy("signing", id)
 		if err != nil || sign.Subject.SerialNumber != want {
 			t.Errorf("legacy signing serialNumber %q, %v; want %s", sign.Subject.SerialNumber, err, want)
 		}
 	}
-	if _, err := s.RenderLegacy("tls", sc.Identity); !errors.Is(err, ErrDenied) {
+	if _, err := s.renderLegacy("tls", sc.Identity); !errors.Is(err, ErrDenied) {
 		t.Errorf("unknown profile: %v", err)
 	}
 }
@@ -209,7 +209,7 @@ func TestDecideRebind(t *testing.T) {
 
 	// A certificate of the release before person records: its subject is the
 	// legacy pseudonym, which a legacy re-bind releases as issued.
-	legacyTmpl, err := s.RenderLegacy("authentication", before.Identity)
+	legacyTmpl, err := s.renderLegacy("authentication", before.Identity)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,7 +184,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 // itself, and its use is recorded with what it is used for.
 func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
-		h.refuse(w, ErrRateLimited)
+		h.refuse(w, errRateLimited)
 		return
 	}
 	if _, err := readBody(w, r); err != nil {
@@ -204,7 +204,7 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 // the body within MaxBodyBytes. It refuses and returns false otherwise.
 func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
-		h.refuse(w, ErrRateLimited)
+		h.refuse(w, errRateLimited)
 		return nil, false
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -240,7 +240,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	// others are replays, told so before they take a token.
 	done, ok := h.inflight.claim(v.claims.nonce)
 	if !ok {
-		h.refuse(w, refuse(ErrNonceReplayed, "a request with this nonce is in progress"))
+		h.refuse(w, refuse(errNonceReplayed, "a request with this nonce is in progress"))
 		return
 	}
 	defer done()
@@ -293,12 +293,12 @@ func (h *Handler) admit(v *verified) (func(), error) {
 func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d policies.Decision) {
 	switch {
 	case errors.Is(err, ca.ErrNonceUsed):
-		err = refuse(ErrNonceReplayed, "(recorded by the CA)")
+		err = refuse(errNonceReplayed, "(recorded by the CA)")
 	case errors.Is(err, ca.ErrNonceExpired):
-		err = refuse(ErrNonceUnknown, "the nonce expired before the CA recorded it")
+		err = refuse(errNonceUnknown, "the nonce expired before the CA recorded it")
 	case errors.Is(err, ca.ErrPersonLimit):
 		// Another enrolment of the person was committed since this node counted.
-		err = refuse(ErrPersonLimit, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)
+		err = refuse(errPersonLimit, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)
 	}
 	switch p := problemFor(err); {
 	case p == probRateLimited || p == probPolicyDenied || p == probPersonLimit || p == probNonceReplayed || p == probNonceUnknown:
@@ -341,7 +341,7 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(h.cfg.Audience)) != 1 {
-		return nil, refuse(ErrAudienceMismatch, "aud is not this endpoint's URL")
+		return nil, refuse(errAudienceMismatch, "aud is not this endpoint's URL")
 	}
 	now := h.cfg.Now()
 	if err := h.checkTimes(c, now); err != nil {
@@ -352,7 +352,7 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	if sum := sha256.Sum256(der); subtle.ConstantTimeCompare(sum[:], c.csrSHA256) != 1 {
-		return nil, refuse(ErrCSRMismatch, "csr_sha256 is not the SHA-256 of the CSR sent")
+		return nil, refuse(errCSRMismatch, "csr_sha256 is not the SHA-256 of the CSR sent")
 	}
 	leaf, err := x509.ParseCertificate(proof.x5c[0])
 	if err != nil {
@@ -366,7 +366,7 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	if nonceUsed(h.cfg.Cluster, c.nonce) {
-		return nil, ErrNonceReplayed
+		return nil, errNonceReplayed
 	}
 	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
 	if err != nil {
@@ -434,11 +434,11 @@ func (h *Handler) checkCap(d policies.Decision, p personOf, now time.Time) error
 		return err
 	})
 	if err != nil {
-		return refuse(ErrUnavailable, "count the person's certificates: %v", err)
+		return refuse(errUnavailable, "count the person's certificates: %v", err)
 	}
 	if err := policies.CheckCap(d, held); err != nil {
 		reason, _ := policies.Reason(err)
-		return refuse(ErrPersonLimit, "%s", reason)
+		return refuse(errPersonLimit, "%s", reason)
 	}
 	return nil
 }
@@ -515,9 +515,9 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, refuse(ErrBodyTooLarge, "more than %d bytes", MaxBodyBytes)
+			return nil, refuse(errBodyTooLarge, "more than %d bytes", MaxBodyBytes)
 		}
-		return nil, refuse(ErrRequestInvalid, "body unreadable")
+		return nil, refuse(errRequestInvalid, "body unreadable")
 	}
 	return body, nil
 }
@@ -527,24 +527,24 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 func decodeRequest(body []byte) (*enrollapi.Request, error) {
 	m, err := decodeObject(body)
 	if err != nil {
-		return nil, refuse(ErrRequestInvalid, "body: %v", err)
+		return nil, refuse(errRequestInvalid, "body: %v", err)
 	}
 	req := &enrollapi.Request{}
 	fields := map[string]*string{"proof": &req.Proof, "csr": &req.CSR, "profile": &req.Profile}
 	for name, raw := range m {
 		dst, ok := fields[name]
 		if !ok {
-			return nil, refuse(ErrRequestInvalid, "unknown member %q", clip(name))
+			return nil, refuse(errRequestInvalid, "unknown member %q", clip(name))
 		}
 		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
-			return nil, refuse(ErrRequestInvalid, "%s is not a string", name)
+			return nil, refuse(errRequestInvalid, "%s is not a string", name)
 		}
 	}
 	switch {
 	case req.Proof == "":
-		return nil, refuse(ErrRequestInvalid, "no proof")
+		return nil, refuse(errRequestInvalid, "no proof")
 	case req.CSR == "":
-		return nil, refuse(ErrRequestInvalid, "no csr")
+		return nil, refuse(errRequestInvalid, "no csr")
 	}
 	return req, nil
 }

@@ -639,7 +639,7 @@ func TestIssuerFailure(t *testing.T) {
 	if !ok || p.Name() != "issuance-failed" || p.Status != 500 || strings.Contains(p.Detail, errSecret.Error()) {
 		t.Fatalf("err = %v", err)
 	}
-	e.issuer.fail = ErrRateLimited
+	e.issuer.fail = errRateLimited
 	_, err = e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
 	if p, ok := err.(*enrollapi.Problem); !ok || p.Name() != "rate-limited" {
 		t.Fatalf("per-person cap: err = %v", err)
@@ -672,7 +672,7 @@ func TestNewHandlerRefusesBadConfig(t *testing.T) {
 
 // TestDecodeStrict: the API's bodies are decoded once, strictly, as the admin
 // API's are: anything a lenient decoder would read one way and another reader
-// another is refused as request-invalid (ErrRequestInvalid), for an enrolment and
+// another is refused as request-invalid (errRequestInvalid), for an enrolment and
 // for a re-bind alike.
 func TestDecodeStrict(t *testing.T) {
 	for _, c := range []struct {
@@ -693,12 +693,12 @@ func TestDecodeStrict(t *testing.T) {
 		{"a required member missing", `{"proof":"a.b.c"}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := decodeRequest([]byte(c.body)); !errors.Is(err, ErrRequestInvalid) {
-				t.Errorf("enrolment: %v, want ErrRequestInvalid", err)
+			if _, err := decodeRequest([]byte(c.body)); !errors.Is(err, errRequestInvalid) {
+				t.Errorf("enrolment: %v, want errRequestInvalid", err)
 			}
 			rebind := strings.NewReplacer(`"csr"`, `"serial"`, `\u0063sr`, `\u0073erial`, `"key_proof":"x"`, `"csr":"x"`).Replace(c.body)
-			if _, err := decodeRebindRequest([]byte(rebind)); !errors.Is(err, ErrRequestInvalid) {
-				t.Errorf("re-bind %s: %v, want ErrRequestInvalid", rebind, err)
+			if _, err := decodeRebindRequest([]byte(rebind)); !errors.Is(err, errRequestInvalid) {
+				t.Errorf("re-bind %s: %v, want errRequestInvalid", rebind, err)
 			}
 		})
 	}

@@ -85,14 +85,14 @@ func (p *ProfilePolicy) Profiles() *policies.Set {
 
 // decide has the profiles decide an enrolment, called only after the proof, the
 // CSR and the JPKI certificate (chain, validity, key usage, policy, revocation)
-// have been verified. Refusals match ErrPolicyDenied or ErrKeyTypeNotAllowed,
+// have been verified. Refusals match errPolicyDenied or errKeyTypeNotAllowed,
 // with the engine's words (no personal data) as the detail. It takes no
 // rate-limit token: admit does, once every other check has passed, so a person
 // at the cap is told so rather than to wait, and a refused request costs nothing.
 func (p *ProfilePolicy) decide(req policyRequest) (policies.Decision, error) {
 	set := p.Profiles()
 	if set == nil {
-		return policies.Decision{}, refuse(ErrUnavailable, "no active profiles yet")
+		return policies.Decision{}, refuse(errUnavailable, "no active profiles yet")
 	}
 	if req.CSR == nil {
 		return policies.Decision{}, errors.New("enroll: profile policy: no CSR")
@@ -122,7 +122,7 @@ func (p *ProfilePolicy) decide(req policyRequest) (policies.Decision, error) {
 func (p *ProfilePolicy) rebind(req policies.RebindRequest) (policies.RebindDecision, error) {
 	set := p.Profiles()
 	if set == nil {
-		return policies.RebindDecision{}, refuse(ErrUnavailable, "no active profiles yet")
+		return policies.RebindDecision{}, refuse(errUnavailable, "no active profiles yet")
 	}
 	d, err := set.DecideRebind(req)
 	if err != nil {
@@ -132,7 +132,7 @@ func (p *ProfilePolicy) rebind(req policies.RebindRequest) (policies.RebindDecis
 }
 
 // admit takes a token from the buckets of the profile decided for the client
-// network and the person (ErrRateLimited, with the wait until a token is back, if
+// network and the person (errRateLimited, with the wait until a token is back, if
 // one is empty; then it took none), and returns how to give them back: the
 // handler does when the issuance is refused or fails after all (a nonce used
 // meanwhile, the cap reached at the leader), so that a refusal costs the person
@@ -140,7 +140,7 @@ func (p *ProfilePolicy) rebind(req policies.RebindRequest) (policies.RebindDecis
 func (p *ProfilePolicy) admit(profile string, req policyRequest) (func(), error) {
 	set := p.Profiles()
 	if set == nil {
-		return nil, refuse(ErrUnavailable, "no active profiles yet")
+		return nil, refuse(errUnavailable, "no active profiles yet")
 	}
 	prof, ok := set.Profile(profile)
 	if !ok {
@@ -155,14 +155,14 @@ func (p *ProfilePolicy) admit(profile string, req policyRequest) (func(), error)
 func fromPolicies(err error) error {
 	switch {
 	case errors.Is(err, policies.ErrRebindHeldByOperator):
-		return ErrRebindHeldByOperator
+		return errRebindHeldByOperator
 	case errors.Is(err, policies.ErrRebindBound):
-		return ErrRebindSameJPKICert
+		return errRebindSameJPKICert
 	}
 	for _, m := range []struct{ from, to error }{
-		{policies.ErrRebindNotPossible, ErrRebindNotPossible},
-		{policies.ErrKeyType, ErrKeyTypeNotAllowed},
-		{policies.ErrDenied, ErrPolicyDenied},
+		{policies.ErrRebindNotPossible, errRebindNotPossible},
+		{policies.ErrKeyType, errKeyTypeNotAllowed},
+		{policies.ErrDenied, errPolicyDenied},
 	} {
 		if errors.Is(err, m.from) {
 			reason, ok := policies.Reason(err)
@@ -198,14 +198,14 @@ func (p *ProfilePolicy) limit(prof *policies.Profile, person, client string, now
 	}
 	if client != "" {
 		if ok, wait := l.client.Allow(client, now); !ok {
-			return nil, &retryError{refuse(ErrRateLimited, "profile %s allows %d enrolments per client address, one more every %s", prof.Name, l.rates.PerClient.Burst, l.rates.PerClient.Every), wait}
+			return nil, &retryError{refuse(errRateLimited, "profile %s allows %d enrolments per client address, one more every %s", prof.Name, l.rates.PerClient.Burst, l.rates.PerClient.Every), wait}
 		}
 	}
 	if ok, wait := l.person.Allow(person, now); !ok {
 		if client != "" {
 			l.client.Return(client, now)
 		}
-		return nil, &retryError{refuse(ErrRateLimited, "profile %s allows %d enrolments per person, one more every %s", prof.Name, l.rates.PerPerson.Burst, l.rates.PerPerson.Every), wait}
+		return nil, &retryError{refuse(errRateLimited, "profile %s allows %d enrolments per person, one more every %s", prof.Name, l.rates.PerPerson.Burst, l.rates.PerPerson.Every), wait}
 	}
 	var once sync.Once
 	return func() {

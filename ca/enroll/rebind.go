@@ -25,16 +25,16 @@ import (
 
 // Errors of re-binding, each its own problem type.
 var (
-	ErrSerialMismatch     = sentinel("the proof names another certificate")
-	ErrRebindNotFound     = sentinel("no derived certificate with that serial")
-	ErrRebindNotSame      = sentinel("the new JPKI certificate is not the same person's")
-	ErrRebindNotPossible  = sentinel("the certificate cannot be re-bound")
-	ErrRebindSameJPKICert = sentinel("the certificate is bound to this JPKI certificate already")
-	// ErrRebindHeldByOperator: the certificate is on hold by an operator (e.g. on a
+	errSerialMismatch     = sentinel("the proof names another certificate")
+	errRebindNotFound     = sentinel("no derived certificate with that serial")
+	errRebindNotSame      = sentinel("the new JPKI certificate is not the same person's")
+	errRebindNotPossible  = sentinel("the certificate cannot be re-bound")
+	errRebindSameJPKICert = sentinel("the certificate is bound to this JPKI certificate already")
+	// errRebindHeldByOperator: the certificate is on hold by an operator (e.g. on a
 	// report of misuse), not by the linkage job across a move; a re-bind does not
-	// lift it, only an operator does. It is a case of ErrRebindNotPossible with a
+	// lift it, only an operator does. It is a case of errRebindNotPossible with a
 	// problem type of its own.
-	ErrRebindHeldByOperator = refuse(ErrRebindNotPossible, "it is on hold by an operator")
+	errRebindHeldByOperator = refuse(errRebindNotPossible, "it is on hold by an operator")
 )
 
 // Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
@@ -55,10 +55,10 @@ var _ Rebinder = (*ca.Authority)(nil)
 func parseSerial(s string) (*big.Int, error) {
 	n, err := certserial.Parse(s)
 	if err != nil {
-		return nil, refuse(ErrRequestInvalid, "serial %w", err)
+		return nil, refuse(errRequestInvalid, "serial %w", err)
 	}
 	if certserial.Format(n) != s {
-		return nil, refuse(ErrRequestInvalid, "serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", clip(s), certserial.Format(n))
+		return nil, refuse(errRequestInvalid, "serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", clip(s), certserial.Format(n))
 	}
 	return n, nil
 }
@@ -97,7 +97,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	}
 	done, ok := h.inflight.claim(t.claims.nonce)
 	if !ok {
-		h.refuse(w, refuse(ErrNonceReplayed, "a request with this nonce is in progress"))
+		h.refuse(w, refuse(errNonceReplayed, "a request with this nonce is in progress"))
 		return
 	}
 	defer done()
@@ -113,9 +113,9 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 		release()
 		switch {
 		case errors.Is(err, ca.ErrNonceUsed):
-			h.refuse(w, ErrNonceReplayed)
+			h.refuse(w, errNonceReplayed)
 		case errors.Is(err, ca.ErrNonceExpired):
-			h.refuse(w, refuse(ErrNonceUnknown, "the nonce expired before the CA recorded it"))
+			h.refuse(w, refuse(errNonceUnknown, "the nonce expired before the CA recorded it"))
 		default:
 			h.log.Error("enroll: nonce not recorded", "err", err)
 			h.refuseAs(w, probUnavailable, "the certificate was not re-bound; fetch a new challenge and try again")
@@ -126,7 +126,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		release()
 		switch {
-		case errors.Is(err, ErrRebindHeldByOperator):
+		case errors.Is(err, errRebindHeldByOperator):
 			// An operator held it between the checks and the release.
 			h.log.Warn("enroll: re-binding refused: held by an operator", "serial", req.Serial)
 			h.refuse(w, err)
@@ -168,14 +168,14 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	}
 	audience := h.cfg.Audience + "/rebind"
 	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(audience)) != 1 {
-		return nil, refuse(ErrAudienceMismatch, "aud is not this endpoint's URL")
+		return nil, refuse(errAudienceMismatch, "aud is not this endpoint's URL")
 	}
 	now := h.cfg.Now()
 	if err := h.checkTimes(c, now); err != nil {
 		return nil, err
 	}
 	if c.serial != req.Serial {
-		return nil, refuse(ErrSerialMismatch, "the proof's serial claim is not the serial sent")
+		return nil, refuse(errSerialMismatch, "the proof's serial claim is not the serial sent")
 	}
 	leaf, err := x509.ParseCertificate(proof.x5c[0])
 	if err != nil {
@@ -189,7 +189,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		return nil, err
 	}
 	if nonceUsed(h.cfg.Cluster, c.nonce) {
-		return nil, ErrNonceReplayed
+		return nil, errNonceReplayed
 	}
 	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
 	if err != nil {
@@ -201,7 +201,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	err = h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
 		rec, err := ca.Lookup(tx, serial)
 		if errors.Is(err, ca.ErrNotFound) || err == nil && (rec.Kind != ca.Derived || len(rec.Person) == 0) {
-			return ErrRebindNotFound
+			return errRebindNotFound
 		}
 		if err != nil {
 			return err
@@ -231,19 +231,19 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		return nil
 	})
 	switch {
-	case errors.Is(err, ErrRebindNotFound):
+	case errors.Is(err, errRebindNotFound):
 		return nil, err
 	case err != nil:
-		return nil, refuse(ErrUnavailable, "read the certificate: %v", err)
+		return nil, refuse(errUnavailable, "read the certificate: %v", err)
 	}
 	// Only the holder learns the certificate's state: someone of another name or
 	// birth date is told so first, then someone without the certificate's key.
 	nb := res.Certificate.Identity.NameBirthHash(h.cfg.LinkKey)
 	if subtle.ConstantTimeCompare(nb[:], nameBirth) != 1 {
-		return nil, ErrRebindNotSame
+		return nil, errRebindNotSame
 	}
 	if t.record.DER == nil {
-		return nil, refuse(ErrRebindNotPossible, "it is %s", statusWord(t.record.Status))
+		return nil, refuse(errRebindNotPossible, "it is %s", statusWord(t.record.Status))
 	}
 	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
 		return nil, fmt.Errorf("enroll: the CA's record of %s does not parse: %w", certserial.Format(serial), err)
@@ -281,13 +281,13 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 }
 
 // checkKeyProof checks the second half of a re-bind: a key proof (missing:
-// ErrKeyProofMissing; malformed or out of time: ErrKeyProofInvalid) signed by the
-// derived certificate's own key (ErrKeyMismatch) for this very request: the card
+// errKeyProofMissing; malformed or out of time: errKeyProofInvalid) signed by the
+// derived certificate's own key (errKeyMismatch) for this very request: the card
 // proof's nonce, the serial, the new card's certificate and this endpoint
-// (ErrKeyProofReplayed).
+// (errKeyProofReplayed).
 func (h *Handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, card []byte, audience string, now time.Time) error {
 	if req.KeyProof == "" {
-		return ErrKeyProofMissing
+		return errKeyProofMissing
 	}
 	kp, err := parseKeyProof(req.KeyProof)
 	if err != nil {
@@ -300,16 +300,16 @@ func (h *Handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, c
 	cardSum := sha256.Sum256(card)
 	switch {
 	case subtle.ConstantTimeCompare(kc.nonce, t.claims.nonce) != 1:
-		return refuse(ErrKeyProofReplayed, "it names another nonce")
+		return refuse(errKeyProofReplayed, "it names another nonce")
 	case kc.serial != req.Serial:
-		return refuse(ErrKeyProofReplayed, "it names another certificate")
+		return refuse(errKeyProofReplayed, "it names another certificate")
 	case subtle.ConstantTimeCompare(kc.jpkiSHA256, cardSum[:]) != 1:
-		return refuse(ErrKeyProofReplayed, "it names another JPKI certificate")
+		return refuse(errKeyProofReplayed, "it names another JPKI certificate")
 	case subtle.ConstantTimeCompare([]byte(kc.aud), []byte(audience)) != 1:
-		return refuse(ErrKeyProofReplayed, "it was made for another endpoint")
+		return refuse(errKeyProofReplayed, "it was made for another endpoint")
 	}
 	if err := h.checkTimes(&claims{iat: kc.iat, exp: kc.exp}, now); err != nil {
-		return refuse(ErrKeyProofInvalid, "%s", detailOf(err, ErrProofInvalid))
+		return refuse(errKeyProofInvalid, "%s", detailOf(err, errProofInvalid))
 	}
 	return nil
 }
@@ -338,7 +338,7 @@ func statusWord(s ca.Status) string {
 
 // rebind does what was decided. Release (of the linkage job's hold only: the
 // authority refuses the API's release of an operator's, ca.ErrHeldByOperator,
-// which is ErrRebindHeldByOperator here): the hold is lifted first, then the link
+// which is errRebindHeldByOperator here): the hold is lifted first, then the link
 // moved, so that a failure in between leaves a good certificate still bound to the
 // revoked JPKI certificate — which the linkage job holds again, and a retry re-binds
 // — rather than a held one bound to the new card, which no retry could tell from an
@@ -419,38 +419,38 @@ const actorEnrollment = "enrollment"
 const actorSystem = "system"
 
 // heldByOperator makes the authority's refusal to release an operator's hold
-// ErrRebindHeldByOperator, keeping the cause.
+// errRebindHeldByOperator, keeping the cause.
 func heldByOperator(err error) error {
 	if errors.Is(err, ca.ErrHeldByOperator) {
-		return fmt.Errorf("%w (%w)", ErrRebindHeldByOperator, err)
+		return fmt.Errorf("%w (%w)", errRebindHeldByOperator, err)
 	}
 	return err
 }
 
 // decodeRebindRequest decodes the JSON body: an object with proof and serial
-// (strings) and key_proof (a string; its absence is ErrKeyProofMissing, once the
+// (strings) and key_proof (a string; its absence is errKeyProofMissing, once the
 // certificate is found); no other member, none twice.
 func decodeRebindRequest(body []byte) (*enrollapi.RebindRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
-		return nil, refuse(ErrRequestInvalid, "body: %v", err)
+		return nil, refuse(errRequestInvalid, "body: %v", err)
 	}
 	req := &enrollapi.RebindRequest{}
 	fields := map[string]*string{"proof": &req.Proof, "serial": &req.Serial, "key_proof": &req.KeyProof}
 	for name, raw := range m {
 		dst, ok := fields[name]
 		if !ok {
-			return nil, refuse(ErrRequestInvalid, "unknown member %q", clip(name))
+			return nil, refuse(errRequestInvalid, "unknown member %q", clip(name))
 		}
 		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
-			return nil, refuse(ErrRequestInvalid, "%s is not a string", name)
+			return nil, refuse(errRequestInvalid, "%s is not a string", name)
 		}
 	}
 	switch {
 	case req.Proof == "":
-		return nil, refuse(ErrRequestInvalid, "no proof")
+		return nil, refuse(errRequestInvalid, "no proof")
 	case req.Serial == "":
-		return nil, refuse(ErrRequestInvalid, "no serial")
+		return nil, refuse(errRequestInvalid, "no serial")
 	}
 	return req, nil
 }
