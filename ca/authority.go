@@ -36,8 +36,8 @@ var (
 	// ErrNoCAKey: this node cannot reach the active CA key; it hands leadership to
 	// another voter and issues nothing meanwhile.
 	ErrNoCAKey = cluster.NewRefusal("ca.no-key", "ca: this node lacks the active CA key")
-	// ErrSerialUsed: the state already holds the serial (never issued twice).
-	ErrSerialUsed = cluster.NewRefusal("ca.serial-used", "ca: serial already used")
+	// errSerialUsed: the state already holds the serial (never issued twice).
+	errSerialUsed = cluster.NewRefusal("ca.serial-used", "ca: serial already used")
 	// ErrNotPending: an issued record for a serial whose intent is not pending
 	// (issued already, or resolved as revoked by a new leader).
 	ErrNotPending = cluster.NewRefusal("ca.not-pending", "ca: no pending intent for the serial")
@@ -56,13 +56,13 @@ var (
 	// that are neither expired nor revoked (pending intents and held ones count).
 	// Nothing was written; the request may succeed once one expires or is revoked.
 	ErrPersonLimit = cluster.NewRefusal("ca.person-limit", "ca: per-person certificate limit reached")
-	// ErrNotInstalled: the issuer named is pending: it has no certificate to sign
+	// errNotInstalled: the issuer named is pending: it has no certificate to sign
 	// under yet (Import installs one).
-	ErrNotInstalled = cluster.NewRefusal("ca.not-installed", "ca: the issuer has no certificate yet")
-	// ErrCertificate: Import of a certificate that is not the pending issuer's:
+	errNotInstalled = cluster.NewRefusal("ca.not-installed", "ca: the issuer has no certificate yet")
+	// errCertificate: Import of a certificate that is not the pending issuer's:
 	// malformed, for another key, not a CA certificate, or not verifying up to
 	// the root given.
-	ErrCertificate = cluster.NewRefusal("ca.certificate", "ca: the certificate does not fit the issuer")
+	errCertificate = cluster.NewRefusal("ca.certificate", "ca: the certificate does not fit the issuer")
 	// ErrHeldByOperator: a release, by the system or the enrollment API (a
 	// re-bind), of a certificate an operator put on hold: only an operator
 	// releases an operator's hold (Record.HeldBy).
@@ -418,7 +418,7 @@ func (a *Authority) issuerState(is Issuer) (*issuerState, error) {
 		return st, nil
 	}
 	if is.Cert == nil {
-		return nil, fmt.Errorf("%w: issuer %s", ErrNotInstalled, is.ID)
+		return nil, fmt.Errorf("%w: issuer %s", errNotInstalled, is.ID)
 	}
 	opts, alg, err := signingParams(is.Cert.PublicKey)
 	if err != nil {

@@ -201,7 +201,7 @@ func (a *Authority) issue(ctx context.Context, o order) (*Issued, error) {
 			}
 		}
 		switch {
-		case errors.Is(err, ErrSerialUsed) && try < maxSerialTries:
+		case errors.Is(err, errSerialUsed) && try < maxSerialTries:
 		case errors.Is(err, ErrNoActiveIssuer) && !current:
 			// This node's state may lag an issuer's installation or rollover:
 			// prepare again from a current read.
@@ -344,7 +344,7 @@ func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded boo
 	if f, ok := a.flights[string(sr.Serial)]; ok {
 		a.mu.Unlock()
 		if !bytes.Equal(f.tbsHash, h[:]) {
-			return nil, fmt.Errorf("%w: %x", ErrSerialUsed, sr.Serial)
+			return nil, fmt.Errorf("%w: %x", errSerialUsed, sr.Serial)
 		}
 		select {
 		case <-f.done:
@@ -492,7 +492,7 @@ func (a *Authority) resumable(ctx context.Context, sr *signRequest, tbsHash []by
 	case err != nil:
 		return nil, false, err
 	case !bytes.Equal(r.TBSHash, tbsHash):
-		return nil, false, fmt.Errorf("%w: %x", ErrSerialUsed, sr.Serial)
+		return nil, false, fmt.Errorf("%w: %x", errSerialUsed, sr.Serial)
 	case r.Status == Pending:
 		return nil, true, nil
 	case r.DER != nil:

@@ -175,7 +175,7 @@ func TestIssueRefuses(t *testing.T) {
 		}, ErrTemplate},
 		{"notAfter in the past", func(r *Request) { r.Decision.NotAfter = time.Now().Add(-time.Hour) }, ErrExpired},
 		{"no public key", func(r *Request) { r.PublicKey = nil }, ErrTemplate},
-		{"lint: empty subject without SAN", func(r *Request) { r.Decision.Template.Subject = pkix.Name{} }, ErrLint},
+		{"lint: empty subject without SAN", func(r *Request) { r.Decision.Template.Subject = pkix.Name{} }, errLint},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -245,7 +245,7 @@ func TestSignIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Serial = sr.Serial
-	if _, err := a.signHere(ctx, other, false); !errors.Is(err, ErrSerialUsed) {
+	if _, err := a.signHere(ctx, other, false); !errors.Is(err, errSerialUsed) {
 		t.Fatalf("another TBS under a used serial: err = %v", err)
 	}
 }
@@ -337,11 +337,11 @@ func TestResponderCertificate(t *testing.T) {
 	}
 	zlintClean(t, last.Raw)
 	err := n.c.View(func(tx *bbolt.Tx) error {
-		got, err := ResponderCertificate(tx, n.c.ID())
+		got, err := responderCertificate(tx, n.c.ID())
 		if err != nil || !got.Equal(last) {
-			t.Errorf("ResponderCertificate = %v", err)
+			t.Errorf("responderCertificate = %v", err)
 		}
-		if _, err := ResponderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
+		if _, err := responderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown node: %v", err)
 		}
 		if nodes, err := ResponderNodes(tx); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {
