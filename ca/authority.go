@@ -52,7 +52,7 @@ var (
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = cluster.NewRefusal("ca.status", "ca: status does not allow the change")
-	// ErrPersonLimit: the person already has Request.MaxPerPerson certificates
+	// ErrPersonLimit: the person already has Request.Decision.MaxPerPerson certificates
 	// that are neither expired nor revoked (pending intents and held ones count).
 	// Nothing was written; the request may succeed once one expires or is revoked.
 	ErrPersonLimit = cluster.NewRefusal("ca.person-limit", "ca: per-person certificate limit reached")

@@ -22,7 +22,7 @@
 // voter at once (at most once a minute) and otherwise refuses to issue with
 // ErrNoCAKey. A person is a record with a random identifier that the first
 // enrolment with a JPKI certificate starts and a re-bind joins other JPKI
-// certificates to (person.go); a per-person cap (Request.MaxPerPerson) is checked
+// certificates to (person.go); a per-person cap (Request.Decision.MaxPerPerson) is checked
 // when the intent is applied, so it holds across nodes, counting the record's
 // certificates and those under the same basic-4 hint; Relink re-binds a
 // certificate to a new JPKI link after a move. The intent also records the single

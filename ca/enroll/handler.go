@@ -423,7 +423,7 @@ func (h *Handler) redecide(ctx context.Context, v *verified) error {
 
 // checkCap refuses early, before any token is taken, when this node's state shows
 // the person at the profile's cap already. The leader checks again when it commits
-// the intent (ca.Request.MaxPerPerson), where concurrent enrolments are counted.
+// the intent (ca.Request.Decision.MaxPerPerson), where concurrent enrolments are counted.
 func (h *Handler) checkCap(d policies.Decision, p personOf, now time.Time) error {
 	if d.MaxPerPerson <= 0 {
 		return nil
