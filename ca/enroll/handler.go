@@ -30,10 +30,10 @@ import (
 
 // Limits of the API.
 const (
-	// MaxBodyBytes bounds a request body; a larger one is refused with body-too-large.
-	MaxBodyBytes = 64 << 10
-	// DefaultClockSkew is how far a client's clock may be ahead (iat) or behind (exp).
-	DefaultClockSkew = time.Minute
+	// maxBodyBytes bounds a request body; a larger one is refused with body-too-large.
+	maxBodyBytes = 64 << 10
+	// defaultClockSkew is how far a client's clock may be ahead (iat) or behind (exp).
+	defaultClockSkew = time.Minute
 )
 
 // Config configures the enrollment API of a node.
@@ -61,14 +61,15 @@ type Config struct {
 	// if empty), e.g. "https://ca.example.jp/problems/" to point clients at
 	// documentation.
 	ProblemBase string
-	// ClockSkew tolerated in iat and exp (DefaultClockSkew if 0).
+	// ClockSkew tolerated in iat and exp (a minute if 0).
 	ClockSkew time.Duration
 	// RateLimit bounds requests per client network on this node (every endpoint
-	// together); the zero value means DefaultRateLimit, a negative Rate none.
+	// together); the zero value means one a second with a burst of 10, a
+	// negative Rate none.
 	RateLimit RateLimit
 	// ClientPrefix is how addresses aggregate into the networks per-address limits
-	// count (this API's and the profiles'); the zero value means
-	// DefaultClientPrefix.
+	// count (this API's and the profiles'); the zero value means IPv4 /24 and
+	// IPv6 /56.
 	ClientPrefix ClientPrefix
 	// TrustedProxies are the peers whose X-Forwarded-For names the client (a load
 	// balancer in front of the nodes); from any other peer the header is ignored.
@@ -123,7 +124,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		errs = append(errs, fmt.Errorf("clock skew %v out of range (0 to %v)", cfg.ClockSkew, enrollapi.MaxProofLifetime))
 	}
 	if cfg.ClientPrefix == (ClientPrefix{}) {
-		cfg.ClientPrefix = DefaultClientPrefix
+		cfg.ClientPrefix = defaultClientPrefix
 	}
 	if err := cfg.ClientPrefix.check(); err != nil {
 		errs = append(errs, err)
@@ -135,7 +136,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		cfg.ProblemBase = enrollapi.DefaultProblemBase
 	}
 	if cfg.ClockSkew == 0 {
-		cfg.ClockSkew = DefaultClockSkew
+		cfg.ClockSkew = defaultClockSkew
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -201,7 +202,7 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 }
 
 // intake admits a POST of the API: the client's request rate, the media type,
-// the body within MaxBodyBytes. It refuses and returns false otherwise.
+// the body within maxBodyBytes. It refuses and returns false otherwise.
 func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
 		h.refuse(w, errRateLimited)
@@ -509,13 +510,13 @@ func (h *Handler) refuseAs(w http.ResponseWriter, p problemType, detail string) 
 	writeProblem(w, h.cfg.ProblemBase, p, detail, 0)
 }
 
-// readBody reads at most MaxBodyBytes.
+// readBody reads at most maxBodyBytes.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, refuse(errBodyTooLarge, "more than %d bytes", MaxBodyBytes)
+			return nil, refuse(errBodyTooLarge, "more than %d bytes", maxBodyBytes)
 		}
 		return nil, refuse(errRequestInvalid, "body unreadable")
 	}

@@ -518,7 +518,7 @@ func TestRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _, err := e.h.nonces.make(time.Now().Add(-NonceTTL - time.Minute))
+	old, _, err := e.h.nonces.make(time.Now().Add(-nonceTTL - time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,7 +578,7 @@ func TestRefusals(t *testing.T) {
 	}
 
 	t.Run("oversized body", func(t *testing.T) {
-		body := mustJSON(t, enrollapi.Request{Proof: good.Proof + strings.Repeat("A", MaxBodyBytes), CSR: good.CSR})
+		body := mustJSON(t, enrollapi.Request{Proof: good.Proof + strings.Repeat("A", maxBodyBytes), CSR: good.CSR})
 		e.expectProblem(t, body, "body-too-large", 413, nil, false)
 	})
 	t.Run("not JSON", func(t *testing.T) {

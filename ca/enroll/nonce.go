@@ -37,8 +37,8 @@ import (
 //
 // The nonce key is HMAC-SHA256(link key, "inkan/enroll/nonce-key/v1").
 
-// NonceTTL is how long a challenge may be used after it was handed out.
-const NonceTTL = 5 * time.Minute
+// nonceTTL is how long a challenge may be used after it was handed out.
+const nonceTTL = 5 * time.Minute
 
 const (
 	nonceVersion  = 1
@@ -65,9 +65,9 @@ func (c nonceCodec) mac(body []byte) []byte {
 	return m.Sum(nil)[:nonceMACLen]
 }
 
-// make returns a fresh nonce, valid until the second NonceTTL after now.
+// make returns a fresh nonce, valid until the second nonceTTL after now.
 func (c nonceCodec) make(now time.Time) ([]byte, time.Time, error) {
-	expires := now.Add(NonceTTL).Truncate(time.Second).Add(time.Second)
+	expires := now.Add(nonceTTL).Truncate(time.Second).Add(time.Second)
 	n := make([]byte, enrollapi.NonceLen-nonceMACLen, enrollapi.NonceLen)
 	n[0] = nonceVersion
 	binary.BigEndian.PutUint32(n[1:5], uint32(expires.Unix()))
@@ -223,7 +223,7 @@ func applyNonce(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if live >= maxLiveNonces {
 			return nil, cluster.Refuse(errTooManyNonces)
 		}
-		exp := e.Time.Add(NonceTTL).UnixNano()
+		exp := e.Time.Add(nonceTTL).UnixNano()
 		val := binary.BigEndian.AppendUint64(nil, uint64(exp))
 		if err := nonces.Put(body.Hash, append(val, nonceOpen)); err != nil {
 			return nil, err

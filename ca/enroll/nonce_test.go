@@ -118,8 +118,8 @@ func TestNonceApply(t *testing.T) {
 		{opConsume, n1, t0.Add(4 * time.Minute), nil},
 		{opConsume, n1, t0.Add(4 * time.Minute), errNonceReplayed},
 		{opConsume, n3, t0.Add(4 * time.Minute), errNonceUnknown},
-		{opConsume, n2, t0.Add(NonceTTL + time.Minute + time.Second), errNonceUnknown}, // expired, not redeemable
-		{opConsume, n1, t0.Add(NonceTTL + time.Second), errNonceUnknown},               // pruned: unknown now
+		{opConsume, n2, t0.Add(nonceTTL + time.Minute + time.Second), errNonceUnknown}, // expired, not redeemable
+		{opConsume, n1, t0.Add(nonceTTL + time.Second), errNonceUnknown},               // pruned: unknown now
 		{opCreate, n3, t0.Add(time.Hour), nil},
 	}
 	for i, s := range steps {
