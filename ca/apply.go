@@ -231,8 +231,8 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(CommandRelink, v1, nil, applyRelink),
 		cluster.NewHandler(CommandIntents, []uint{1, 2, 3}, nil, applyIntents),
 		cluster.NewHandler(CommandIssues, v1, nil, applyIssues),
-		cluster.NewHandler(CommandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
-		cluster.NewHandler(CommandMigratePeople, v1, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, applyMigratePeople),
+		cluster.NewHandler(commandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
+		cluster.NewHandler(commandMigratePeople, v1, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, applyMigratePeople),
 	}
 }
 
@@ -496,7 +496,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 		return refusef("intent %x: link, person or hint too long", b.Serial)
 	}
 	if tx.Bucket(bucketCerts).Get(b.Serial) != nil {
-		return cluster.Refuse(fmt.Errorf("%w: %x", ErrSerialUsed, b.Serial))
+		return cluster.Refuse(fmt.Errorf("%w: %x", errSerialUsed, b.Serial))
 	}
 	is, err := readIssuer(tx, b.Issuer)
 	if err != nil {

@@ -36,8 +36,8 @@ var (
 	// ErrNoCAKey: this node cannot reach the active CA key; it hands leadership to
 	// another voter and issues nothing meanwhile.
 	ErrNoCAKey = cluster.NewRefusal("ca.no-key", "ca: this node lacks the active CA key")
-	// ErrSerialUsed: the state already holds the serial (never issued twice).
-	ErrSerialUsed = cluster.NewRefusal("ca.serial-used", "ca: serial already used")
+	// errSerialUsed: the state already holds the serial (never issued twice).
+	errSerialUsed = cluster.NewRefusal("ca.serial-used", "ca: serial already used")
 	// ErrNotPending: an issued record for a serial whose intent is not pending
 	// (issued already, or resolved as revoked by a new leader).
 	ErrNotPending = cluster.NewRefusal("ca.not-pending", "ca: no pending intent for the serial")
@@ -52,17 +52,17 @@ var (
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = cluster.NewRefusal("ca.status", "ca: status does not allow the change")
-	// ErrPersonLimit: the person already has Request.MaxPerPerson certificates
+	// ErrPersonLimit: the person already has Request.Decision.MaxPerPerson certificates
 	// that are neither expired nor revoked (pending intents and held ones count).
 	// Nothing was written; the request may succeed once one expires or is revoked.
 	ErrPersonLimit = cluster.NewRefusal("ca.person-limit", "ca: per-person certificate limit reached")
-	// ErrNotInstalled: the issuer named is pending: it has no certificate to sign
+	// errNotInstalled: the issuer named is pending: it has no certificate to sign
 	// under yet (Import installs one).
-	ErrNotInstalled = cluster.NewRefusal("ca.not-installed", "ca: the issuer has no certificate yet")
-	// ErrCertificate: Import of a certificate that is not the pending issuer's:
+	errNotInstalled = cluster.NewRefusal("ca.not-installed", "ca: the issuer has no certificate yet")
+	// errCertificate: Import of a certificate that is not the pending issuer's:
 	// malformed, for another key, not a CA certificate, or not verifying up to
 	// the root given.
-	ErrCertificate = cluster.NewRefusal("ca.certificate", "ca: the certificate does not fit the issuer")
+	errCertificate = cluster.NewRefusal("ca.certificate", "ca: the certificate does not fit the issuer")
 	// ErrHeldByOperator: a release, by the system or the enrollment API (a
 	// re-bind), of a certificate an operator put on hold: only an operator
 	// releases an operator's hold (Record.HeldBy).
@@ -150,7 +150,11 @@ type Config struct {
 	// Publisher, if set, makes every issuance and status change answerable
 	// before it is acknowledged (publish.go).
 	Publisher Publisher
-	Logger    *slog.Logger // default slog.Default()
+	// Now is the clock certificates are dated by (notBefore, the serial's time
+	// prefix, the check of a forwarded TBSCertificate's notBefore, the age of a
+	// dangling intent): time.Now if nil.
+	Now    func() time.Time
+	Logger *slog.Logger // default slog.Default()
 }
 
 const defaultCRLShards = 16
@@ -194,7 +198,7 @@ type issuerState struct {
 	opts     crypto.SignerOpts
 	alg      x509.SignatureAlgorithm
 	mu       sync.Mutex
-	signer   crypto.Signer
+	signer   *hsm.Signer
 	linters  map[string]*linter
 	lintLock sync.Mutex
 }
@@ -225,6 +229,9 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	a := &Authority{
 		cfg:     cfg,
 		c:       cfg.Cluster,
@@ -246,6 +253,9 @@ func (a *Authority) Close() {
 	a.stop()
 	a.wg.Wait()
 }
+
+// now is the time by the authority's clock (Config.Now).
+func (a *Authority) now() time.Time { return a.cfg.Now() }
 
 // leading tells whether this node leads now, as far as the authority knows.
 func (a *Authority) leading() bool {
@@ -408,7 +418,7 @@ func (a *Authority) issuerState(is Issuer) (*issuerState, error) {
 		return st, nil
 	}
 	if is.Cert == nil {
-		return nil, fmt.Errorf("%w: issuer %s", ErrNotInstalled, is.ID)
+		return nil, fmt.Errorf("%w: issuer %s", errNotInstalled, is.ID)
 	}
 	opts, alg, err := signingParams(is.Cert.PublicKey)
 	if err != nil {
@@ -422,7 +432,7 @@ func (a *Authority) issuerState(is Issuer) (*issuerState, error) {
 
 // signer returns the issuer's key in this node's HSM, checked against the
 // certificate.
-func (a *Authority) signer(ctx context.Context, st *issuerState) (crypto.Signer, error) {
+func (a *Authority) signer(ctx context.Context, st *issuerState) (*hsm.Signer, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.signer != nil {

@@ -71,10 +71,10 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 	switch e.Command.Type {
 	case CommandIntents, CommandIssues:
 		return describeBatch(e, result)
-	case CommandNonce:
+	case commandNonce:
 		// A nonce admits one re-bind; what the re-bind does is audited.
 		return []Description{}, nil
-	case CommandMigratePeople:
+	case commandMigratePeople:
 		return describeMigrate(result)
 	case CommandRelink:
 		d, err := describeRelink(e, result)
@@ -213,22 +213,22 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 	return d, nil
 }
 
-// TypePersonMigrated: a certificate issued before person records was given its
+// typePersonMigrated: a certificate issued before person records was given its
 // JPKI link's person record.
-const TypePersonMigrated = "cert.person.migrated"
+const typePersonMigrated = "cert.person.migrated"
 
 // describeMigrate: one leaf per certificate moved, with its person record.
 func describeMigrate(result []byte) ([]Description, error) {
 	var res migrateResult
 	if err := decMode.Unmarshal(result, &res); err != nil {
-		return nil, fmt.Errorf("ca: describe %s: result: %w", CommandMigratePeople, err)
+		return nil, fmt.Errorf("ca: describe %s: result: %w", commandMigratePeople, err)
 	}
 	if len(res.Persons) != len(res.Serials) {
-		return nil, fmt.Errorf("ca: describe %s: %d serials, %d persons", CommandMigratePeople, len(res.Serials), len(res.Persons))
+		return nil, fmt.Errorf("ca: describe %s: %d serials, %d persons", commandMigratePeople, len(res.Serials), len(res.Persons))
 	}
 	out := []Description{}
 	for i, s := range res.Serials {
-		out = append(out, Description{Type: TypePersonMigrated, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
+		out = append(out, Description{Type: typePersonMigrated, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
 			Data: map[string]any{"person": res.Persons[i]}})
 	}
 	return out, nil

@@ -6,10 +6,13 @@
 // is ever issued twice, and an intent left by a dead leader is resolved as revoked by
 // the next one, so OCSP and CRLs cover every certificate that might exist.
 //
-// Every node runs an Authority. The node that gets a request builds and lints the
-// TBSCertificate (a throwaway key of the CA key's algorithm signs it for zlint, so
-// the linted bytes are the ones the HSM signs); the leader alone commits intents,
-// signs and commits issued records, so a request on a follower is forwarded to it
+// Issuance is two steps. Prepare, on the node that gets a request, is pure: the
+// policy's decision (Request.Decision, a policies.Decision as the engine made it),
+// the request, a snapshot of the issuer, the time from Config.Now and a fresh serial
+// give the linted TBSCertificate (a throwaway key of the CA key's algorithm signs it
+// for zlint, so the linted bytes are the ones the HSM signs); the state read, the
+// clock and the serial are its shell's. Then the leader alone commits intents,
+// signs in the HSM within the request's context and commits issued records, so a request on a follower is forwarded to it
 // (cluster.Call) and checked there. The leader commits the intents, and the
 // issued records, of concurrent requests together, one batch command per Raft entry
 // (group commit); each item of a batch is applied or refused on its own. Every
@@ -19,7 +22,7 @@
 // voter at once (at most once a minute) and otherwise refuses to issue with
 // ErrNoCAKey. A person is a record with a random identifier that the first
 // enrolment with a JPKI certificate starts and a re-bind joins other JPKI
-// certificates to (person.go); a per-person cap (Request.MaxPerPerson) is checked
+// certificates to (person.go); a per-person cap (Request.Decision.MaxPerPerson) is checked
 // when the intent is applied, so it holds across nodes, counting the record's
 // certificates and those under the same basic-4 hint; Relink re-binds a
 // certificate to a new JPKI link after a move. The intent also records the single

@@ -17,6 +17,7 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 func ExampleAuthority_Issue() {
@@ -70,14 +71,17 @@ func ExampleAuthority_Issue() {
 
 	// The enrollment API asks for a derived certificate for the subscriber's key.
 	subscriber, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// The decision is the policy's (policies.Set.Decide): the profile's contents.
 	iss, err := a.Issue(ctx, ca.Request{
-		Profile: "derived-signing",
-		Template: &x509.Certificate{
-			Subject:  pkix.Name{Country: []string{"JP"}, CommonName: "a3f09c2e71d4b806"}, // a pseudonym
-			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		Decision: policies.Decision{
+			Profile: "derived-signing",
+			Template: &x509.Certificate{
+				Subject:  pkix.Name{Country: []string{"JP"}, CommonName: "a3f09c2e71d4b806"}, // a pseudonym
+				KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+			},
+			NotAfter: time.Now().AddDate(1, 0, 0),
 		},
 		PublicKey: subscriber.Public(),
-		NotAfter:  time.Now().AddDate(1, 0, 0),
 		Link:      make([]byte, 32), // keyed hashes from the enrollment API
 		Person:    make([]byte, 32),
 	})

@@ -60,7 +60,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 			intent(2, h1, 2),
 			intent(4, h1, 2), // the person has 2 now
 			intent(3, h3, 0),
-		}}, []byte{1, 2, 3}, map[int]error{1: ErrSerialUsed, 3: ErrPersonLimit}},
+		}}, []byte{1, 2, 3}, map[int]error{1: errSerialUsed, 3: ErrPersonLimit}},
 		{"issues", CommandIssues, issuesBody{Items: []issueBody{
 			{Serial: []byte{9}, DER: der1, Actor: actorSystem}, // no intent
 			{Serial: []byte{1}, DER: der1, Actor: actorSystem}, // good

@@ -20,6 +20,7 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 var testURLs = URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"}
@@ -35,7 +36,8 @@ type caNode struct {
 	mode  KeyMode
 	c     *cluster.Cluster
 	a     *Authority
-	down  atomic.Bool // crashed: c and a are stopped but kept for inspection
+	down  atomic.Bool      // crashed: c and a are stopped but kept for inspection
+	clock func() time.Time // the authority's Config.Now (nil: time.Now)
 }
 
 // newTok opens a fresh SoftHSM token with a pool big enough for parallel signing.
@@ -76,7 +78,7 @@ func (n *caNode) open(ctx context.Context) {
 	n.c = c
 	n.cfg.BindAddr, n.cfg.AdvertiseAddr = c.Addr(), c.Addr()
 	n.cfg.Bootstrap, n.cfg.Join = false, nil
-	a, err := New(Config{Cluster: c, Keys: n.keys, KeyMode: n.mode, URLs: testURLs, CRLShards: 4, Logger: testenv.Logger()})
+	a, err := New(Config{Cluster: c, Keys: n.keys, KeyMode: n.mode, URLs: testURLs, CRLShards: 4, Now: n.clock, Logger: testenv.Logger()})
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -222,14 +224,16 @@ func derivedRequest(t testing.TB) (Request, *ecdsa.PrivateKey) {
 	rand.Read(link)
 	rand.Read(person)
 	return Request{
-		Profile:       "derived-signing",
-		PolicyVersion: 3,
-		Template: &x509.Certificate{
-			Subject:  pkix.Name{Country: []string{"JP"}, CommonName: fmt.Sprintf("%x", pseud)},
-			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		Decision: policies.Decision{
+			Profile:       "derived-signing",
+			PolicyVersion: 3,
+			Template: &x509.Certificate{
+				Subject:  pkix.Name{Country: []string{"JP"}, CommonName: fmt.Sprintf("%x", pseud)},
+				KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+			},
+			NotAfter: time.Now().Add(365 * 24 * time.Hour),
 		},
 		PublicKey: key.Public(),
-		NotAfter:  time.Now().Add(365 * 24 * time.Hour),
 		Link:      link,
 		Person:    person,
 	}, key

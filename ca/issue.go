@@ -7,13 +7,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -28,22 +26,28 @@ import (
 
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/policies"
 )
 
-// Request is what a caller (the enrollment API) asks the authority to issue. The
-// authority decides what the template must not: serial, validity start, issuer, key
-// identifiers, CRL distribution point, AIA and basic constraints.
+// Request is what a caller (the enrollment API) asks the authority to issue: the
+// policy's Decision for a subscriber's key, and what the intent records about the
+// person. The authority decides what the decision's template must not: serial,
+// validity start, issuer, key identifiers, CRL distribution point, AIA and basic
+// constraints.
 type Request struct {
-	Profile       string
-	PolicyVersion uint64
-	// Template holds the policy's contents: subject, SANs, key usage, EKU, policy
-	// OIDs, extra extensions.
-	Template *x509.Certificate
+	// Decision is the policy's (policies.Set.Decide): the profile and the policy
+	// version, the template (subject, SANs, key usage, EKU, policy OIDs, extra
+	// extensions), NotAfter (the JPKI certificate's notAfter, the profile's
+	// validity; the issuer certificate's notAfter bounds it too), the lints the
+	// profile skips, and MaxPerPerson: the person's cap (0: none). The leader
+	// checks the cap when it applies the intent, in Raft order, so concurrent
+	// requests on any nodes cannot pass it together: the request is refused with
+	// ErrPersonLimit, and nothing is written, when the person already has
+	// MaxPerPerson certificates that are not expired and not revoked (as
+	// CountForCap counts them, pending intents included). It needs Person.
+	Decision policies.Decision
 	// PublicKey is the subscriber's key, from a CSR whose signature was checked.
 	PublicKey crypto.PublicKey
-	// NotAfter bounds the validity (the JPKI certificate's notAfter, the
-	// profile's validity); the issuer certificate's notAfter bounds it too.
-	NotAfter time.Time
 	// Link is the keyed hash tying the certificate to the JPKI certificate;
 	// Person the person record's identifier (person.go), for per-person limits
 	// and re-binds. Both are recorded and indexed (ByLink, CountByPerson).
@@ -64,14 +68,6 @@ type Request struct {
 	// enrolment costs two commits, intent and issued record.
 	NonceHash    []byte
 	NonceExpires time.Time
-	SkipLints    []string
-	// MaxPerPerson caps the person's certificates (0: no cap). The leader
-	// checks it when it applies the intent, in Raft order, so concurrent
-	// requests on any nodes cannot pass it together: the request is refused
-	// with ErrPersonLimit, and nothing is written, when the person already has
-	// MaxPerPerson certificates that are not expired and not revoked (as
-	// CountForCap counts them, pending intents included). It needs Person.
-	MaxPerPerson int
 }
 
 // Issued is an issued certificate with the chain above it (issuer first).
@@ -81,26 +77,16 @@ type Issued struct {
 	Chain  [][]byte
 }
 
-// order is what the pipeline issues, from Issue or IssueResponder.
+// order is what the pipeline issues, from Issue, IssueResponder or
+// IssueTimeStamping: a Request (the last two make its Decision themselves) and
+// what the authority adds.
 type order struct {
-	tmpl          *x509.Certificate
-	pub           crypto.PublicKey
-	notAfter      time.Time
-	profile       string
-	policyVersion uint64
-	link, person  []byte
-	personMode    PersonMode
-	nameBirth     []byte
-	hint          []byte
-	nonceHash     []byte
-	nonceExpires  time.Time
-	maxPerPerson  int
-	skip          []string
-	lifetime      time.Duration // if set, notAfter is notBefore+lifetime
-	kind          Kind
-	node          string
-	actor         string
-	issuer        string // the issuer to sign under; "" for the active one
+	Request
+	lifetime time.Duration // if set, notAfter is notBefore+lifetime
+	kind     Kind
+	node     string
+	actor    string
+	issuer   string // the issuer to sign under; "" for the active one
 }
 
 // Issue issues a certificate: it prepares and lints the TBSCertificate here, then
@@ -108,10 +94,10 @@ type order struct {
 // the issued record, and only then is the certificate returned. Called on a
 // follower, the signing steps are forwarded to the leader.
 func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
-	if req.Template == nil || req.PublicKey == nil {
+	if req.Decision.Template == nil || req.PublicKey == nil {
 		return nil, fmt.Errorf("%w: a template and a public key are required", ErrTemplate)
 	}
-	if req.MaxPerPerson < 0 || req.MaxPerPerson > 0 && len(req.Person) == 0 {
+	if req.Decision.MaxPerPerson < 0 || req.Decision.MaxPerPerson > 0 && len(req.Person) == 0 {
 		return nil, fmt.Errorf("%w: a per-person cap needs a person hash and a positive cap", ErrTemplate)
 	}
 	if req.PersonMode > PersonJoin || req.PersonMode != PersonNone && (len(req.Person) != PersonIDLen || len(req.Link) == 0) ||
@@ -121,11 +107,7 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if (len(req.NonceHash) == 0) != req.NonceExpires.IsZero() || len(req.NonceHash) != 0 && len(req.NonceHash) != sha256.Size {
 		return nil, fmt.Errorf("%w: a nonce needs its SHA-256 and its expiry", ErrTemplate)
 	}
-	return a.issue(ctx, order{tmpl: req.Template, pub: req.PublicKey, notAfter: req.NotAfter,
-		profile: req.Profile, policyVersion: req.PolicyVersion, link: req.Link, person: req.Person,
-		personMode: req.PersonMode, nameBirth: req.NameBirth, hint: req.Hint,
-		nonceHash: req.NonceHash, nonceExpires: req.NonceExpires,
-		maxPerPerson: req.MaxPerPerson, skip: req.SkipLints, kind: Derived, actor: actorEnrollment})
+	return a.issue(ctx, order{Request: req, kind: Derived, actor: actorEnrollment})
 }
 
 // Responder certificates.
@@ -187,8 +169,8 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID str
 		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
 		ExtraExtensions: []pkix.Extension{{Id: oidOCSPNoCheck, Value: asn1.NullBytes}},
 	}
-	iss, err := a.issue(ctx, order{tmpl: tmpl, pub: pub, lifetime: lifetime,
-		profile: responderProfile, kind: Responder, node: nodeID, actor: actorSystem, issuer: issuerID})
+	iss, err := a.issue(ctx, order{Request: Request{Decision: policies.Decision{Profile: responderProfile, Template: tmpl}, PublicKey: pub},
+		lifetime: lifetime, kind: Responder, node: nodeID, actor: actorSystem, issuer: issuerID})
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +189,7 @@ const maxSerialTries = 3
 func (a *Authority) issue(ctx context.Context, o order) (*Issued, error) {
 	current := false
 	for try := 1; ; try++ {
-		sr, st, err := a.prepare(ctx, o, current)
+		sr, st, err := a.prepareOrder(ctx, o, current)
 		if err == nil {
 			var der []byte
 			der, err = a.sign(ctx, sr)
@@ -219,7 +201,7 @@ func (a *Authority) issue(ctx context.Context, o order) (*Issued, error) {
 			}
 		}
 		switch {
-		case errors.Is(err, ErrSerialUsed) && try < maxSerialTries:
+		case errors.Is(err, errSerialUsed) && try < maxSerialTries:
 		case errors.Is(err, ErrNoActiveIssuer) && !current:
 			// This node's state may lag an issuer's installation or rollover:
 			// prepare again from a current read.
@@ -228,160 +210,6 @@ func (a *Authority) issue(ctx context.Context, o order) (*Issued, error) {
 			return nil, err
 		}
 	}
-}
-
-// serialEpoch is the origin of the time prefix of serials.
-var serialEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// newSerial makes a positive 16-byte serial: 4 bytes of seconds since 2020 (the top
-// bit clear until 2088), then 96 bits of CSPRNG output. The prefix keeps serials
-// roughly in issuance order, so the state's serial-keyed buckets grow at their end
-// instead of rewriting random pages (a third of the Raft apply cost at high
-// rates); the random part is what makes serials unpredictable and unique.
-func newSerial(now time.Time) (*big.Int, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b[4:]); err != nil {
-		return nil, err
-	}
-	binary.BigEndian.PutUint32(b, uint32(max(now.Sub(serialEpoch)/time.Second, 1))&0x7fffffff)
-	return new(big.Int).SetBytes(b), nil
-}
-
-// Extensions the authority sets itself; a template may not bring its own.
-var reservedExtensions = []asn1.ObjectIdentifier{
-	{2, 5, 29, 14},                  // subjectKeyIdentifier
-	{2, 5, 29, 15},                  // keyUsage (Template.KeyUsage)
-	{2, 5, 29, 19},                  // basicConstraints
-	{2, 5, 29, 30},                  // nameConstraints
-	{2, 5, 29, 31},                  // cRLDistributionPoints
-	{2, 5, 29, 35},                  // authorityKeyIdentifier
-	{1, 3, 6, 1, 5, 5, 7, 1, 1},     // authorityInfoAccess
-	{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}, // ocsp-nocheck: responder certificates only
-}
-
-// prepare builds and lints the TBSCertificate for o under the active issuer. It runs
-// on whichever node got the request.
-func (a *Authority) prepare(ctx context.Context, o order, current bool) (*signRequest, *issuerState, error) {
-	if o.tmpl.IsCA || o.tmpl.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 {
-		return nil, nil, fmt.Errorf("%w: a derived certificate cannot be a CA or sign certificates or CRLs", ErrTemplate)
-	}
-	for _, e := range o.tmpl.ExtraExtensions {
-		if slices.ContainsFunc(reservedExtensions, e.Id.Equal) && !(o.kind == Responder && e.Id.Equal(oidOCSPNoCheck)) {
-			return nil, nil, fmt.Errorf("%w: the template may not set extension %s", ErrTemplate, e.Id)
-		}
-	}
-	view := a.c.View
-	if current {
-		view = func(fn func(*bbolt.Tx) error) error { return a.c.ViewCurrent(ctx, fn) }
-	}
-	var st *issuerState
-	err := view(func(tx *bbolt.Tx) error {
-		if o.issuer != "" {
-			var status IssuerStatus
-			var err error
-			st, status, err = a.stateOf(tx, o.issuer)
-			if err == nil && !signsUnder(status, o.kind) {
-				err = fmt.Errorf("%w: issuer %s is %s", ErrNoActiveIssuer, o.issuer, status)
-			}
-			return err
-		}
-		id, err := activeIssuerID(tx)
-		if err == nil {
-			st, _, err = a.stateOf(tx, id)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	notAfter := o.notAfter.UTC().Truncate(time.Second)
-	if o.lifetime > 0 {
-		notAfter = now.Add(o.lifetime)
-	}
-	if notAfter.After(st.cert.NotAfter) {
-		notAfter = st.cert.NotAfter
-	}
-	if !notAfter.After(now) {
-		return nil, nil, fmt.Errorf("%w: notAfter %s", ErrExpired, notAfter.Format(time.RFC3339))
-	}
-	serial, err := newSerial(now)
-	if err != nil {
-		return nil, nil, err
-	}
-	ski, err := subjectKeyID(o.pub)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrTemplate, err)
-	}
-	t := *o.tmpl
-	t.SerialNumber = serial
-	t.NotBefore, t.NotAfter = now, notAfter
-	t.SubjectKeyId = ski
-	t.AuthorityKeyId = nil // from the issuer's subject key ID
-	t.BasicConstraintsValid, t.IsCA, t.MaxPathLen, t.MaxPathLenZero = true, false, 0, false
-	t.CRLDistributionPoints = []string{a.cfg.URLs.CRLURL(st.id, crl.Shard(serial, st.shards))}
-	t.OCSPServer = []string{a.cfg.URLs.OCSP}
-	t.IssuingCertificateURL = []string{a.cfg.URLs.IssuerURL(st.id)}
-	t.SignatureAlgorithm = x509.UnknownSignatureAlgorithm
-
-	l, err := st.linter(o.skip)
-	if err != nil {
-		return nil, nil, err
-	}
-	var tbs []byte
-	if a.lintOff {
-		tbs, err = l.build(&t, o.pub)
-	} else {
-		tbs, err = l.lint(&t, o.pub)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	sr := &signRequest{Issuer: st.id, Serial: serial.Bytes(), TBS: tbs, Profile: o.profile,
-		PolicyVersion: o.policyVersion, Link: o.link, Person: o.person, NotAfter: notAfter.UnixNano(),
-		Kind: uint8(o.kind), Node: o.node, Actor: o.actor, MaxPerPerson: o.maxPerPerson,
-		PersonMode: uint8(o.personMode), NameBirth: o.nameBirth, Hint: o.hint, NonceHash: o.nonceHash}
-	if !o.nonceExpires.IsZero() {
-		sr.NonceExpires = o.nonceExpires.UnixNano()
-	}
-	return sr, st, nil
-}
-
-// subjectKeyID is the RFC 7093 §2 method 1 key identifier: the leftmost 160 bits of
-// the SHA-256 of the subjectPublicKey bits.
-func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	var spki struct {
-		Algorithm asn1.RawValue
-		Key       asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(der, &spki); err != nil {
-		return nil, err
-	}
-	h := sha256.Sum256(spki.Key.Bytes)
-	return h[:20], nil
-}
-
-// linter returns the issuer's linter for a set of skipped lints (made once: an RSA
-// throwaway key takes a while).
-func (st *issuerState) linter(skip []string) (*linter, error) {
-	skip = slices.Clone(skip)
-	slices.Sort(skip)
-	key := strings.Join(skip, ",")
-	st.lintLock.Lock()
-	defer st.lintLock.Unlock()
-	if l, ok := st.linters[key]; ok {
-		return l, nil
-	}
-	l, err := newLinter(st.cert, skip)
-	if err != nil {
-		return nil, err
-	}
-	st.linters[key] = l
-	return l, nil
 }
 
 // signingParams is what Go's x509 signs with for a CA key: the hash the linted TBS
@@ -516,7 +344,7 @@ func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded boo
 	if f, ok := a.flights[string(sr.Serial)]; ok {
 		a.mu.Unlock()
 		if !bytes.Equal(f.tbsHash, h[:]) {
-			return nil, fmt.Errorf("%w: %x", ErrSerialUsed, sr.Serial)
+			return nil, fmt.Errorf("%w: %x", errSerialUsed, sr.Serial)
 		}
 		select {
 		case <-f.done:
@@ -594,14 +422,15 @@ func (a *Authority) runPipeline(ctx context.Context, st *issuerState, active boo
 		return nil, fmt.Errorf("ca: intent %x committed: %w", sr.Serial, cluster.ErrNotLeader)
 	}
 
-	// 2. The signature, in the HSM.
+	// 2. The signature, in the HSM, within the request's context (the wait for a
+	// session is bounded by it).
 	digest := sr.TBS
 	if hf := st.opts.HashFunc(); hf != 0 {
 		hh := hf.New()
 		hh.Write(sr.TBS)
 		digest = hh.Sum(nil)
 	}
-	sig, err := key.Sign(rand.Reader, digest, st.opts)
+	sig, err := key.SignContext(ctx, digest, st.opts)
 	if err != nil {
 		a.abandon(sr)
 		return nil, fmt.Errorf("ca: sign %x in the HSM: %w", sr.Serial, err)
@@ -663,7 +492,7 @@ func (a *Authority) resumable(ctx context.Context, sr *signRequest, tbsHash []by
 	case err != nil:
 		return nil, false, err
 	case !bytes.Equal(r.TBSHash, tbsHash):
-		return nil, false, fmt.Errorf("%w: %x", ErrSerialUsed, sr.Serial)
+		return nil, false, fmt.Errorf("%w: %x", errSerialUsed, sr.Serial)
 	case r.Status == Pending:
 		return nil, true, nil
 	case r.DER != nil:
@@ -707,7 +536,7 @@ func (a *Authority) resolveDangling(ctx context.Context, minAge time.Duration) e
 		var err error
 		before := time.Unix(0, math.MaxInt64) // at a term's start: all of them, whatever the clocks
 		if minAge > 0 {
-			before = time.Now().Add(-minAge)
+			before = a.now().Add(-minAge)
 		}
 		pending, err = pendingIntents(tx, before)
 		return err
@@ -783,7 +612,7 @@ func (a *Authority) checkTBS(st *issuerState, sr *signRequest) error {
 	if err != nil {
 		return fmt.Errorf("%w: TBSCertificate: %w", ErrTemplate, err)
 	}
-	now := time.Now()
+	now := a.now()
 	var problems []string
 	check := func(ok bool, what string) {
 		if !ok {

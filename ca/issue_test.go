@@ -26,6 +26,7 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // zlintClean fails the test if zlint (the sources the authority lints with) finds
@@ -123,12 +124,12 @@ func TestIssueOnThreeVoters(t *testing.T) {
 		if time.Since(cert.NotBefore) > time.Minute || cert.NotBefore.After(time.Now()) {
 			t.Errorf("notBefore %s", cert.NotBefore)
 		}
-		if !cert.NotAfter.Equal(req.NotAfter.Truncate(time.Second)) {
-			t.Errorf("notAfter %s, want %s", cert.NotAfter, req.NotAfter)
+		if !cert.NotAfter.Equal(req.Decision.NotAfter.Truncate(time.Second)) {
+			t.Errorf("notAfter %s, want %s", cert.NotAfter, req.Decision.NotAfter)
 		}
 		for _, r := range tc.lookupEverywhere(ctx, iss.Serial.Bytes()) {
 			if r.Status != Good || !bytes.Equal(r.DER, iss.DER) || r.Issuer != in.ID || !bytes.Equal(r.Link, req.Link) ||
-				r.Profile != req.Profile || r.PolicyVersion != 3 || !bytes.Equal(r.TBSHash, sum256(cert.RawTBSCertificate)) {
+				r.Profile != req.Decision.Profile || r.PolicyVersion != 3 || !bytes.Equal(r.TBSHash, sum256(cert.RawTBSCertificate)) {
 				t.Errorf("record %+v", r)
 			}
 		}
@@ -166,15 +167,15 @@ func TestIssueRefuses(t *testing.T) {
 		edit func(*Request)
 		want error
 	}{
-		{"CA", func(r *Request) { r.Template.IsCA = true; r.Template.BasicConstraintsValid = true }, ErrTemplate},
-		{"keyCertSign", func(r *Request) { r.Template.KeyUsage |= x509.KeyUsageCertSign }, ErrTemplate},
-		{"cRLSign", func(r *Request) { r.Template.KeyUsage |= x509.KeyUsageCRLSign }, ErrTemplate},
+		{"CA", func(r *Request) { r.Decision.Template.IsCA = true; r.Decision.Template.BasicConstraintsValid = true }, ErrTemplate},
+		{"keyCertSign", func(r *Request) { r.Decision.Template.KeyUsage |= x509.KeyUsageCertSign }, ErrTemplate},
+		{"cRLSign", func(r *Request) { r.Decision.Template.KeyUsage |= x509.KeyUsageCRLSign }, ErrTemplate},
 		{"basicConstraints by extension", func(r *Request) {
-			r.Template.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: []byte{0x30, 0x03, 0x01, 0x01, 0xff}}}
+			r.Decision.Template.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: []byte{0x30, 0x03, 0x01, 0x01, 0xff}}}
 		}, ErrTemplate},
-		{"notAfter in the past", func(r *Request) { r.NotAfter = time.Now().Add(-time.Hour) }, ErrExpired},
+		{"notAfter in the past", func(r *Request) { r.Decision.NotAfter = time.Now().Add(-time.Hour) }, ErrExpired},
 		{"no public key", func(r *Request) { r.PublicKey = nil }, ErrTemplate},
-		{"lint: empty subject without SAN", func(r *Request) { r.Template.Subject = pkix.Name{} }, ErrLint},
+		{"lint: empty subject without SAN", func(r *Request) { r.Decision.Template.Subject = pkix.Name{} }, errLint},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -197,9 +198,9 @@ func TestIssueRefuses(t *testing.T) {
 	}
 	// A lint a profile skips by name no longer refuses.
 	req, _ := derivedRequest(t)
-	req.Template.Subject = pkix.Name{}
-	req.Template.DNSNames = nil
-	req.SkipLints = []string{"e_subject_empty_without_san"}
+	req.Decision.Template.Subject = pkix.Name{}
+	req.Decision.Template.DNSNames = nil
+	req.Decision.SkipLints = []string{"e_subject_empty_without_san"}
 	if _, err := a.Issue(ctx, req); err != nil {
 		t.Fatalf("skipped lint: %v", err)
 	}
@@ -214,8 +215,9 @@ func TestSignIsIdempotent(t *testing.T) {
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	req, _ := derivedRequest(t)
-	o := order{tmpl: req.Template, pub: req.PublicKey, notAfter: req.NotAfter, kind: Derived, actor: actorEnrollment}
-	sr, _, err := a.prepare(ctx, o, false)
+	o := order{Request: Request{Decision: policies.Decision{Template: req.Decision.Template, NotAfter: req.Decision.NotAfter}, PublicKey: req.PublicKey},
+		kind: Derived, actor: actorEnrollment}
+	sr, _, err := a.prepareOrder(ctx, o, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,12 +240,12 @@ func TestSignIsIdempotent(t *testing.T) {
 	if err != nil || !bytes.Equal(again, der) {
 		t.Fatalf("retry after issued: %v", err)
 	}
-	other, _, err := a.prepare(ctx, o, false)
+	other, _, err := a.prepareOrder(ctx, o, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	other.Serial = sr.Serial
-	if _, err := a.signHere(ctx, other, false); !errors.Is(err, ErrSerialUsed) {
+	if _, err := a.signHere(ctx, other, false); !errors.Is(err, errSerialUsed) {
 		t.Fatalf("another TBS under a used serial: err = %v", err)
 	}
 }
@@ -257,11 +259,12 @@ func TestForwardedTBSIsChecked(t *testing.T) {
 	a := tc.leader().a
 	req, _ := derivedRequest(t)
 	prep := func(edit func(*x509.Certificate)) *signRequest {
-		tmpl := *req.Template
+		tmpl := *req.Decision.Template
 		if edit != nil {
 			edit(&tmpl)
 		}
-		sr, _, err := a.prepare(ctx, order{tmpl: &tmpl, pub: req.PublicKey, notAfter: req.NotAfter, kind: Derived}, false)
+		o := order{Request: Request{Decision: policies.Decision{Template: &tmpl, NotAfter: req.Decision.NotAfter}, PublicKey: req.PublicKey}, kind: Derived}
+		sr, _, err := a.prepareOrder(ctx, o, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -334,11 +337,11 @@ func TestResponderCertificate(t *testing.T) {
 	}
 	zlintClean(t, last.Raw)
 	err := n.c.View(func(tx *bbolt.Tx) error {
-		got, err := ResponderCertificate(tx, n.c.ID())
+		got, err := responderCertificate(tx, n.c.ID())
 		if err != nil || !got.Equal(last) {
-			t.Errorf("ResponderCertificate = %v", err)
+			t.Errorf("responderCertificate = %v", err)
 		}
-		if _, err := ResponderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
+		if _, err := responderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown node: %v", err)
 		}
 		if nodes, err := ResponderNodes(tx); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {

@@ -69,7 +69,7 @@ func (a *Authority) Init(ctx context.Context, opts InitOptions) (*Initialized, e
 	if _, err := rand.Read(suffix); err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
+	now := a.now().UTC()
 	id := "ca-" + now.Format("20060102") + "-" + hex.EncodeToString(suffix)
 	label := opts.KeyLabel
 	if label == "" {
@@ -156,20 +156,20 @@ func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain
 	}
 	cert, err := x509.ParseCertificate(certDER)
 	if err != nil {
-		return fmt.Errorf("ca: import: %w: %w", ErrCertificate, err)
+		return fmt.Errorf("ca: import: %w: %w", errCertificate, err)
 	}
 	pub, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
 	if err != nil || string(pub) != string(is.PublicKey) {
-		return fmt.Errorf("ca: import: %w: it is not for issuer %s's key", ErrCertificate, id)
+		return fmt.Errorf("ca: import: %w: it is not for issuer %s's key", errCertificate, id)
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid || cert.KeyUsage&x509.KeyUsageCertSign == 0 || len(cert.SubjectKeyId) == 0 {
-		return fmt.Errorf("ca: import: %w: not a CA certificate (basicConstraints CA, keyCertSign, subject key ID)", ErrCertificate)
+		return fmt.Errorf("ca: import: %w: not a CA certificate (basicConstraints CA, keyCertSign, subject key ID)", errCertificate)
 	}
 	if _, _, err := signingParams(cert.PublicKey); err != nil {
-		return fmt.Errorf("ca: import: %w: %w", ErrCertificate, err)
+		return fmt.Errorf("ca: import: %w: %w", errCertificate, err)
 	}
 	if err := verifyChain(cert, chain); err != nil {
-		return fmt.Errorf("ca: import: %w: %w", ErrCertificate, err)
+		return fmt.Errorf("ca: import: %w: %w", errCertificate, err)
 	}
 	key, err := a.cfg.Keys.Signer(ctx, hsm.URI{Object: is.KeyLabel, Type: "private"})
 	if err != nil {

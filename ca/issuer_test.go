@@ -269,8 +269,8 @@ func TestOfflineRootAndRollover(t *testing.T) {
 		"not for the key": {other.sign(t, mustCSR(t)), [][]byte{other.cert.Raw}},
 		"no chain":        {certDER, nil},
 	} {
-		if err := a.Import(ctx, first.ID, c.cert, c.chain, ""); !errors.Is(err, ErrCertificate) {
-			t.Errorf("import (%s): err = %v, want ErrCertificate", name, err)
+		if err := a.Import(ctx, first.ID, c.cert, c.chain, ""); !errors.Is(err, errCertificate) {
+			t.Errorf("import (%s): err = %v, want errCertificate", name, err)
 		}
 	}
 	// Import on the other node: it holds the key too.

@@ -36,7 +36,7 @@ func TestPersonLimit(t *testing.T) {
 	leader, follower := tc.leader(), tc.follower()
 
 	req, _ := derivedRequest(t)
-	req.MaxPerPerson = 2
+	req.Decision.MaxPerPerson = 2
 	var first *Issued
 	for i := range 2 {
 		iss, err := leader.a.Issue(ctx, req)
@@ -58,12 +58,12 @@ func TestPersonLimit(t *testing.T) {
 	}
 	// Another person is not limited by this one's certificates; no cap, no limit.
 	other, _ := derivedRequest(t)
-	other.MaxPerPerson = 1
+	other.Decision.MaxPerPerson = 1
 	if _, err := follower.a.Issue(ctx, other); err != nil {
 		t.Fatalf("another person: %v", err)
 	}
 	uncapped := req
-	uncapped.MaxPerPerson = 0
+	uncapped.Decision.MaxPerPerson = 0
 	if _, err := leader.a.Issue(ctx, uncapped); err != nil {
 		t.Fatalf("no cap: %v", err)
 	}
@@ -96,7 +96,7 @@ func TestPersonLimit(t *testing.T) {
 	// Three at once, from every node: exactly two pass.
 	for round, vias := range [][]*caNode{tc.running(), {leader, leader, leader}} {
 		req, _ := derivedRequest(t)
-		req.MaxPerPerson = 2
+		req.Decision.MaxPerPerson = 2
 		var wg sync.WaitGroup
 		errs := make([]error, len(vias))
 		for i, via := range vias {

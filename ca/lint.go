@@ -44,20 +44,20 @@ type linter struct {
 	registry lint.Registry
 }
 
-// LintError lists the lints a certificate failed, by name, with their details.
-type LintError struct {
+// lintError lists the lints a certificate failed, by name, with their details.
+type lintError struct {
 	Failed []string // "name: details", sorted
 }
 
-func (e *LintError) Error() string {
+func (e *lintError) Error() string {
 	return "lint: certificate refused: " + strings.Join(e.Failed, "; ")
 }
 
-// ErrLint is matched by errors.Is for every *LintError.
-var ErrLint = errors.New("lint: certificate refused")
+// errLint is matched by errors.Is for every *lintError.
+var errLint = errors.New("lint: certificate refused")
 
-// Is makes errors.Is(err, ErrLint) true for a *LintError.
-func (e *LintError) Is(target error) bool { return target == ErrLint }
+// Is makes errors.Is(err, errLint) true for a *lintError.
+func (e *lintError) Is(target error) bool { return target == errLint }
 
 // newLinter prepares a linter for certificates issued by caCert (whose key signs with
 // the algorithm of caPub). skip names lints a profile has chosen to ignore.
@@ -123,7 +123,7 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 	}
 	if len(failed) > 0 {
 		sort.Strings(failed)
-		return nil, &LintError{Failed: failed}
+		return nil, &lintError{Failed: failed}
 	}
 	tbs, ok := tbsOf(der) // zcrypto parsed it already
 	if !ok {

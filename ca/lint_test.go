@@ -109,9 +109,9 @@ func TestLintRefuses(t *testing.T) {
 			tmpl := leafTemplate(9)
 			tc.edit(tmpl)
 			_, err := l.lint(tmpl, subject.Public())
-			var le *LintError
-			if !errors.As(err, &le) || !errors.Is(err, ErrLint) {
-				t.Fatalf("got %v, want a LintError", err)
+			var le *lintError
+			if !errors.As(err, &le) || !errors.Is(err, errLint) {
+				t.Fatalf("got %v, want a lintError", err)
 			}
 			if !slices.ContainsFunc(le.Failed, func(f string) bool { return strings.HasPrefix(f, tc.wantLint+":") }) {
 				t.Fatalf("%v does not name %s", err, tc.wantLint)

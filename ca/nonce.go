@@ -37,12 +37,12 @@ var (
 	ErrNonceExpired = cluster.NewRefusal("ca.nonce-expired", "ca: nonce expired")
 )
 
-// CommandNonce records a nonce's use on its own: a re-bind's, before it acts.
-const CommandNonce = "ca.nonce"
+// commandNonce records a nonce's use on its own: a re-bind's, before it acts.
+const commandNonce = "ca.nonce"
 
-// MaxNonceLifetime bounds how far ahead of the entry's time a nonce's expiry may
+// maxNonceLifetime bounds how far ahead of the entry's time a nonce's expiry may
 // lie, so that no record is kept for long.
-const MaxNonceLifetime = time.Hour
+const maxNonceLifetime = time.Hour
 
 // pruneNonces bounds the expired nonces one command removes.
 const pruneNonces = 256
@@ -64,7 +64,7 @@ func NonceUsed(tx *bbolt.Tx, hash []byte) bool {
 // checkNonce refuses a nonce that is malformed, expired at now, or used already;
 // it writes nothing.
 func checkNonce(tx *bbolt.Tx, now time.Time, hash []byte, expires int64) error {
-	if len(hash) != sha256.Size || expires > now.Add(MaxNonceLifetime).UnixNano() {
+	if len(hash) != sha256.Size || expires > now.Add(maxNonceLifetime).UnixNano() {
 		return refusef("malformed nonce record")
 	}
 	if expires <= now.UnixNano() {
@@ -88,7 +88,7 @@ func putNonce(tx *bbolt.Tx, hash []byte, expires int64) error {
 
 // prunedNonces removes up to pruneNonces nonces that expired before now, oldest
 // first: no command does unbounded work, and the records stay as many as the
-// nonces of the last MaxNonceLifetime.
+// nonces of the last maxNonceLifetime.
 func prunedNonces(tx *bbolt.Tx, now time.Time) error {
 	nonces, expiry := tx.Bucket(bucketNonces), tx.Bucket(bucketNonceExpiry)
 	var gone [][]byte
@@ -146,7 +146,7 @@ func applyNonce(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 // cluster: nil for the one caller that uses it, ErrNonceUsed or ErrNonceExpired
 // for the others, another error if the cluster gave no answer.
 func (a *Authority) UseNonce(ctx context.Context, hash []byte, expires time.Time) error {
-	cmd, err := cluster.NewCommand(CommandNonce, 1, nonceBody{Hash: hash, Expires: expires.UnixNano()})
+	cmd, err := cluster.NewCommand(commandNonce, 1, nonceBody{Hash: hash, Expires: expires.UnixNano()})
 	if err != nil {
 		return err
 	}

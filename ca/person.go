@@ -284,8 +284,8 @@ func bindLink(tx *bbolt.Tx, link, person []byte) error {
 // their pseudonyms; the record's NameBirth is the old value, which is exactly the
 // name-and-birth hash a re-bind compares.
 
-// CommandMigratePeople is the command type of the migration.
-const CommandMigratePeople = "ca.people.migrate"
+// commandMigratePeople is the command type of the migration.
+const commandMigratePeople = "ca.people.migrate"
 
 // maxMigrateItems bounds the links of one migration command.
 const maxMigrateItems = 256
@@ -461,7 +461,7 @@ func (a *Authority) MigratePeople(ctx context.Context) (int, error) {
 			}
 			body.Items = append(body.Items, migrateItem{Link: l, Person: id})
 		}
-		cmd, err := cluster.NewCommand(CommandMigratePeople, 1, body)
+		cmd, err := cluster.NewCommand(commandMigratePeople, 1, body)
 		if err != nil {
 			return moved, err
 		}

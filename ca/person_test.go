@@ -276,7 +276,7 @@ func TestIntentRecordsTheNonce(t *testing.T) {
 		t.Fatalf("an expired nonce: %v, want ErrNonceExpired", err)
 	}
 	tooLong := s.intent(sum256([]byte("card")))
-	tooLong.NonceHash, tooLong.NonceExpires = other[:], s.now.Add(2*MaxNonceLifetime).UnixNano()
+	tooLong.NonceHash, tooLong.NonceExpires = other[:], s.now.Add(2*maxNonceLifetime).UnixNano()
 	if err := s.putIntent(tooLong); !errors.Is(err, cluster.ErrRefused) {
 		t.Fatalf("a nonce valid for two hours: %v, want refused", err)
 	}
@@ -290,7 +290,7 @@ func TestIntentRecordsTheNonce(t *testing.T) {
 	})
 
 	use := func(h []byte, exp time.Time) byte {
-		cmd, err := cluster.NewCommand(CommandNonce, 1, nonceBody{Hash: h, Expires: exp.UnixNano()})
+		cmd, err := cluster.NewCommand(commandNonce, 1, nonceBody{Hash: h, Expires: exp.UnixNano()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -397,7 +397,7 @@ func TestMigratePeople(t *testing.T) {
 		t.Fatal("old-style intents left the state marked migrated")
 	}
 	descs := map[string]Description{}
-	sub := n.c.Subscribe(64, CommandMigratePeople)
+	sub := n.c.Subscribe(64, commandMigratePeople)
 	defer sub.Close()
 	moved, err := n.a.MigratePeople(ctx)
 	if err != nil || moved != 3 {
@@ -411,7 +411,7 @@ func TestMigratePeople(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, d := range ds {
-				if d.Type != TypePersonMigrated || d.Actor != actorSystem || len(d.Data["person"].([]byte)) != PersonIDLen {
+				if d.Type != typePersonMigrated || d.Actor != actorSystem || len(d.Data["person"].([]byte)) != PersonIDLen {
 					t.Errorf("description %+v", d)
 				}
 				descs[d.Serial.Text(16)] = d

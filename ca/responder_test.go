@@ -66,8 +66,8 @@ func TestResponderCertificatesPerIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lead.a.IssueResponderFrom(ctx, pending.ID, node, key.Public(), time.Hour); !errors.Is(err, ErrNotInstalled) {
-		t.Errorf("a pending CA's responder certificate: err = %v, want ErrNotInstalled", err)
+	if _, err := lead.a.IssueResponderFrom(ctx, pending.ID, node, key.Public(), time.Hour); !errors.Is(err, errNotInstalled) {
+		t.Errorf("a pending CA's responder certificate: err = %v, want errNotInstalled", err)
 	}
 
 	if err := fol.c.Barrier(ctx); err != nil {
@@ -81,8 +81,8 @@ func TestResponderCertificatesPerIssuer(t *testing.T) {
 		if len(got) != 2 || !got[in1.ID].Equal(r1b) || !got[in2.ID].Equal(r2) {
 			t.Errorf("ResponderCertificates: %d, from CA 1 the latest %v, from CA 2 %v", len(got), got[in1.ID].Equal(r1b), got[in2.ID].Equal(r2))
 		}
-		if latest, err := ResponderCertificate(tx, node); err != nil || !latest.Equal(r2) {
-			t.Errorf("ResponderCertificate: not the latest (%v)", err)
+		if latest, err := responderCertificate(tx, node); err != nil || !latest.Equal(r2) {
+			t.Errorf("responderCertificate: not the latest (%v)", err)
 		}
 		if got, err := ResponderCertificates(tx, "other"); err != nil || len(got) != 0 {
 			t.Errorf("another node: %d, %v", len(got), err)
@@ -177,8 +177,8 @@ func TestResponderStateOldFormat(t *testing.T) {
 					t.Errorf("%s: no responder certificate from %s", when, id)
 				}
 			}
-			if c, err := ResponderCertificate(tx, "n1"); err != nil || c == nil {
-				t.Errorf("%s: ResponderCertificate: %v", when, err)
+			if c, err := responderCertificate(tx, "n1"); err != nil || c == nil {
+				t.Errorf("%s: responderCertificate: %v", when, err)
 			}
 			is, err := LookupIssuer(tx, "ca-old")
 			if err != nil || !is.LastNotAfter.Equal(caCert.NotAfter) {

@@ -470,10 +470,10 @@ func activeIssuerID(tx *bbolt.Tx) (string, error) {
 	return string(id), nil
 }
 
-// ResponderCertificate returns the latest responder certificate issued for a node,
+// responderCertificate returns the latest responder certificate issued for a node,
 // from whichever issuer. A node has one from every issuer it answers for: see
 // ResponderCertificates.
-func ResponderCertificate(tx *bbolt.Tx, nodeID string) (*x509.Certificate, error) {
+func responderCertificate(tx *bbolt.Tx, nodeID string) (*x509.Certificate, error) {
 	var latest *certRecord
 	err := responderSerials(tx, nodeID, func(_ string, serial []byte) error {
 		r, err := responderRecord(tx, nodeID, serial)

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // Time-stamping certificates.
@@ -67,6 +69,6 @@ func (a *Authority) IssueTimeStamping(ctx context.Context, req TimeStampingReque
 		KeyUsage:        x509.KeyUsageDigitalSignature,
 		ExtraExtensions: []pkix.Extension{{Id: oidExtKeyUsage, Critical: true, Value: eku}},
 	}
-	return a.issue(ctx, order{tmpl: tmpl, pub: req.PublicKey, lifetime: req.Lifetime,
-		profile: timeStampingProfile, kind: TimeStamping, actor: req.Actor})
+	return a.issue(ctx, order{Request: Request{Decision: policies.Decision{Profile: timeStampingProfile, Template: tmpl}, PublicKey: req.PublicKey},
+		lifetime: req.Lifetime, kind: TimeStamping, actor: req.Actor})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/cluster/clustertest"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // BenchmarkIssueAudit measures what the audit log adds to issuance: the same
@@ -61,10 +62,13 @@ func BenchmarkIssueAudit(b *testing.B) {
 			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			req := func(i int) ca.Request {
 				return ca.Request{
-					Profile:   "authentication",
-					Template:  &x509.Certificate{Subject: pkix.Name{Country: []string{"JP"}, CommonName: "bench"}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
-					PublicKey: key.Public(), NotAfter: time.Now().Add(365 * 24 * time.Hour),
-					Link: []byte{byte(i), byte(i >> 8), byte(i >> 16), 1}, Person: []byte{byte(i), byte(i >> 8), byte(i >> 16), 2},
+					Decision: policies.Decision{
+						Profile:  "authentication",
+						Template: &x509.Certificate{Subject: pkix.Name{Country: []string{"JP"}, CommonName: "bench"}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+						NotAfter: time.Now().Add(365 * 24 * time.Hour),
+					},
+					PublicKey: key.Public(),
+					Link:      []byte{byte(i), byte(i >> 8), byte(i >> 16), 1}, Person: []byte{byte(i), byte(i >> 8), byte(i >> 16), 2},
 				}
 			}
 			leaves := func() uint64 {

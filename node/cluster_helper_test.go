@@ -17,6 +17,7 @@ import (
 	"github.com/inkan-pki/inkan/admin"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // testCluster is three voters and a nonvoting edge in this process, each a
@@ -168,12 +169,15 @@ func testRequest(t testing.TB) ca.Request {
 	rand.Read(link)
 	rand.Read(person)
 	return ca.Request{
-		Profile: "authentication", PolicyVersion: 1,
-		Template: &x509.Certificate{
-			Subject:     pkix.Name{Country: []string{"JP"}, CommonName: fmt.Sprintf("%x", link[:8])},
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Decision: policies.Decision{
+			Profile: "authentication", PolicyVersion: 1,
+			Template: &x509.Certificate{
+				Subject:     pkix.Name{Country: []string{"JP"}, CommonName: fmt.Sprintf("%x", link[:8])},
+				KeyUsage:    x509.KeyUsageDigitalSignature,
+				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			},
+			NotAfter: time.Now().Add(365 * 24 * time.Hour),
 		},
-		PublicKey: key.Public(), NotAfter: time.Now().Add(365 * 24 * time.Hour), Link: link, Person: person,
+		PublicKey: key.Public(), Link: link, Person: person,
 	}
 }

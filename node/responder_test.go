@@ -18,6 +18,7 @@ import (
 	xocsp "golang.org/x/crypto/ocsp"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/policies"
 )
 
 // TestOCSPAfterRollover: a certificate issued under CA 1, a rollover to CA 2
@@ -47,12 +48,15 @@ func TestOCSPAfterRollover(t *testing.T) {
 		rand.Read(link)
 		rand.Read(person)
 		iss, err := auth.Issue(ctx, ca.Request{
-			Profile: "derived-signing", PolicyVersion: 1,
-			Template: &x509.Certificate{
-				Subject:  pkix.Name{Country: []string{"JP"}, CommonName: fmt.Sprintf("%x", link[:8])},
-				KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+			Decision: policies.Decision{
+				Profile: "derived-signing", PolicyVersion: 1,
+				Template: &x509.Certificate{
+					Subject:  pkix.Name{Country: []string{"JP"}, CommonName: fmt.Sprintf("%x", link[:8])},
+					KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+				},
+				NotAfter: time.Now().Add(365 * 24 * time.Hour),
 			},
-			PublicKey: key.Public(), NotAfter: time.Now().Add(365 * 24 * time.Hour), Link: link, Person: person,
+			PublicKey: key.Public(), Link: link, Person: person,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -165,13 +165,13 @@ func (s *Set) Render(profile string, id jpki.Identity, person []byte) (*x509.Cer
 	return s.render(p, id, person)
 }
 
-// RenderLegacy returns the profile's contents for an identity as the release
+// renderLegacy returns the profile's contents for an identity as the release
 // before person records rendered them: the pseudonym a keyed hash of the name and
 // birth date (which homonyms share), in every profile. It issues nothing: a re-bind
 // of a certificate issued then compares it with that certificate, so that a
 // certificate whose contents did not change is released with its subject as
 // issued, rather than replaced by one under a new pseudonym.
-func (s *Set) RenderLegacy(profile string, id jpki.Identity) (*x509.Certificate, error) {
+func (s *Set) renderLegacy(profile string, id jpki.Identity) (*x509.Certificate, error) {
 	p, ok := s.profiles[profile]
 	if !ok {
 		return nil, deny(ErrDenied, "profile %q is not offered", clip(profile))

@@ -10,12 +10,15 @@
 // certificates linked to it).
 //
 // Parse checks a file and names the line and field of every problem; Load builds a
-// Set; Diff shows an operator what a new version changes. Every decision is a pure
-// function of its inputs, with the clock passed in: Set.Decide (may this enrolment
-// proceed, and with what contents), CheckCap, Limiter.Allow, DecideLinkage (revoke,
-// hold then revoke, or nothing) and SamePerson/Rebind (release a hold, or re-issue
-// and revoke the old certificate as superseded). The CA, the enrolment API and the
-// leader's linkage job do the I/O.
+// Set; Diff shows an operator what a new version changes. This package is the one
+// place that decides; the enrolment API, the CA and the linkage job carry its
+// answers and do the I/O. Every decision is a pure function of its inputs, with the
+// clock passed in: Set.Decide returns the one Decision (may this enrolment proceed,
+// and with what contents), which the enrolment API hands to the CA as it is
+// (ca.Request.Decision); CheckCap, Limiter.Allow; DecideLinkage (revoke, hold then
+// revoke, or nothing); and for a re-bind Rebindable (who may: good, or held by the
+// linkage job; unexpired; bound to another card) and Set.DecideRebind (release a
+// hold, or re-issue and revoke the old certificate as superseded).
 //
 // Invariants: basic-4 data (name, birth date, gender, address) never reaches an
 // authentication certificate — a profile of that kind whose template reads it is

@@ -70,7 +70,7 @@ type LinkageDecision struct {
 // certificate at now. It is pure: the leader's job calls it for each link of each new
 // CRL entry and again at each Until, and every leader reaches the same answer since
 // the grace period counts from the JPKI revocation time, not from when the job ran.
-// A re-bind (Rebind) in the grace period ends it: the job drops the link then.
+// A re-bind (DecideRebind) in the grace period ends it: the job drops the link then.
 func DecideLinkage(p *Profile, e JPKIRevocation, d Derived, now time.Time) LinkageDecision {
 	r := p.Linkage.Rule(e.Reason)
 	why := fmt.Sprintf("profile %s v%d: JPKI %s → %s", p.Name, p.Version, e.Reason, r.Action)

@@ -17,8 +17,8 @@ type ClientPrefix struct {
 	V4, V6 int
 }
 
-// DefaultClientPrefix aggregates IPv4 /24 and IPv6 /56.
-var DefaultClientPrefix = ClientPrefix{V4: 24, V6: 56}
+// defaultClientPrefix aggregates IPv4 /24 and IPv6 /56.
+var defaultClientPrefix = ClientPrefix{V4: 24, V6: 56}
 
 func (p ClientPrefix) check() error {
 	if p.V4 < 1 || p.V4 > 32 || p.V6 < 1 || p.V6 > 128 {

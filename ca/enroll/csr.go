@@ -16,7 +16,7 @@ const maxCSRLen = 16 << 10
 // algorithm of SHA-256 or stronger (that signature is the proof of possession of the
 // new key). What the CSR asks for beyond its key (subject, extensions) is not used:
 // the policy decides the certificate's contents. Which key types are allowed is the
-// profile's decision, not the intake's. Every error matches ErrCSRInvalid.
+// profile's decision, not the intake's. Every error matches errCSRInvalid.
 func parseCSR(b64 string) (*x509.CertificateRequest, []byte, error) {
 	if len(b64) > maxCSRLen*4/3+4 {
 		return nil, nil, csrInvalid("longer than %d bytes", maxCSRLen)

@@ -8,8 +8,9 @@
 // proof, the CSR's own signature and its binding to the proof, the nonce, the JPKI
 // chain, validity, key usage, policy and revocation (jpki.Verifier, which fails
 // closed, also when this node's revocation data is older than the configured age),
-// finds the person record, asks the Policy, checks the per-person cap, takes the
-// rate-limit tokens, and has the Issuer issue; the CA records the nonce's use in the
+// finds the person record, asks the policy engine (ProfilePolicy, over a
+// policies.Set) for its Decision, checks the per-person cap, takes the rate-limit
+// tokens, and has the Issuer issue that Decision (ca.Request.Decision); the CA records the nonce's use in the
 // intent's commit, so an enrolment costs two commits. See docs/enrollment.md for the
 // formats.
 //
@@ -24,9 +25,10 @@
 // proof (of the same name and birth date: a precondition, never proof) and a key
 // proof signed by the derived certificate's own key over the nonce, the serial and
 // the new card's certificate (keyproof.go); it is released and relinked, or
-// re-issued for the same key if its profile now renders other contents. ProfilePolicy is the Policy of the policy engine (policies.Set):
-// the profile's contents and rules, its per-person cap and its rate limits per
-// person record and per client network (IPv4 /24, IPv6 /56 by default;
+// re-issued for the same key if its profile now renders other contents: the rules
+// are policies' (Rebindable, Set.DecideRebind). ProfilePolicy carries the engine's
+// decisions, says its refusals as problems, and applies the profiles' rate limits
+// per person record and per client network (IPv4 /24, IPv6 /56 by default;
 // X-Forwarded-For only from trusted proxies).
 //
 // Invariants: a refusal is an RFC 9457 problem with one type per cause and writes
@@ -36,7 +38,7 @@
 // nonce exactly one is issued; only a refusal counter by type records it. Nothing
 // about the person reaches a log, an error or a problem: the CA receives keyed
 // hashes (link, name-and-birth, basic-4 hint) under the cluster's link key, never
-// the JPKI serial or the basic-4 information, and the default policy puts only a
-// pseudonym in the certificate. The wire format is enrollapi's; the subscriber's
+// the JPKI serial or the basic-4 information, and the default profile
+// (authentication) puts only a pseudonym in the certificate. The wire format is enrollapi's; the subscriber's
 // client is package subscriber.
 package enroll

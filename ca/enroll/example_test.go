@@ -21,15 +21,20 @@ func ExampleNewHandler() {
 		issuer   *ca.Authority    // the node's issuing authority
 
 		linkKey []byte // the cluster's link secret (32 bytes or more)
-		pseudo  []byte // the policy's pseudonym secret
+		pseudo  []byte // the profiles' pseudonym secret
 	)
 	_ = cluster.Config{Handlers: append(ca.Handlers(), enroll.NonceHandler())}
 
+	// The shipped authentication profile alone: pseudonymous log-in certificates.
+	set, err := policies.Load(policies.Shipped(), pseudo, "authentication")
+	if err != nil {
+		log.Fatal(err)
+	}
 	h, err := enroll.NewHandler(enroll.Config{
 		Audience: "https://ca.example.jp/v1/enroll",
 		Verifier: verifier,
 		Cluster:  node,
-		Policy:   enroll.AuthenticationPolicy{PseudonymKey: pseudo},
+		Policy:   enroll.NewProfilePolicy(set),
 		Issuer:   issuer,
 		LinkKey:  linkKey,
 	})

@@ -30,10 +30,10 @@ import (
 
 // Limits of the API.
 const (
-	// MaxBodyBytes bounds a request body; a larger one is refused with body-too-large.
-	MaxBodyBytes = 64 << 10
-	// DefaultClockSkew is how far a client's clock may be ahead (iat) or behind (exp).
-	DefaultClockSkew = time.Minute
+	// maxBodyBytes bounds a request body; a larger one is refused with body-too-large.
+	maxBodyBytes = 64 << 10
+	// defaultClockSkew is how far a client's clock may be ahead (iat) or behind (exp).
+	defaultClockSkew = time.Minute
 )
 
 // Config configures the enrollment API of a node.
@@ -46,12 +46,12 @@ type Config struct {
 	// Cluster is read for the CA's state: certificates, person records, used
 	// nonces (register NonceHandler on every node, for the previous release's).
 	Cluster Replicated
-	// Policy decides what is issued; Issuer issues it.
-	Policy Policy
+	// Policy decides what is issued and re-bound (with the profiles of the
+	// policy engine) and applies the profiles' rate limits; Issuer issues it.
+	Policy *ProfilePolicy
 	Issuer Issuer
 	// Rebinder, if set, has the API serve enrollapi.PathRebind (the node's
-	// *ca.Authority); Policy must then implement RebindPolicy too (ProfilePolicy
-	// does).
+	// *ca.Authority).
 	Rebinder Rebinder
 	// LinkKey keys the hashes that tie a certificate to the JPKI certificate, the
 	// name-and-birth and basic-4 hashes, and the nonces' MAC (at least
@@ -61,14 +61,15 @@ type Config struct {
 	// if empty), e.g. "https://ca.example.jp/problems/" to point clients at
 	// documentation.
 	ProblemBase string
-	// ClockSkew tolerated in iat and exp (DefaultClockSkew if 0).
+	// ClockSkew tolerated in iat and exp (a minute if 0).
 	ClockSkew time.Duration
 	// RateLimit bounds requests per client network on this node (every endpoint
-	// together); the zero value means DefaultRateLimit, a negative Rate none.
+	// together); the zero value means one a second with a burst of 10, a
+	// negative Rate none.
 	RateLimit RateLimit
 	// ClientPrefix is how addresses aggregate into the networks per-address limits
-	// count (this API's and the profiles'); the zero value means
-	// DefaultClientPrefix.
+	// count (this API's and the profiles'); the zero value means IPv4 /24 and
+	// IPv6 /56.
 	ClientPrefix ClientPrefix
 	// TrustedProxies are the peers whose X-Forwarded-For names the client (a load
 	// balancer in front of the nodes); from any other peer the header is ignored.
@@ -97,10 +98,6 @@ type Handler struct {
 	inflight inflight
 }
 
-// errNoRebindPolicy: a Config with a Rebinder and a Policy that cannot decide
-// a re-binding.
-var errNoRebindPolicy = errors.New("a rebinder, but the policy does not re-bind")
-
 // NewHandler checks cfg and returns the API.
 func NewHandler(cfg Config) (*Handler, error) {
 	var errs []error
@@ -120,9 +117,6 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Issuer == nil {
 		errs = append(errs, errors.New("no issuer"))
 	}
-	if _, ok := cfg.Policy.(RebindPolicy); cfg.Rebinder != nil && !ok {
-		errs = append(errs, errNoRebindPolicy)
-	}
 	if len(cfg.LinkKey) < jpki.MinHashKeyLen {
 		errs = append(errs, fmt.Errorf("link key shorter than %d bytes", jpki.MinHashKeyLen))
 	}
@@ -130,7 +124,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		errs = append(errs, fmt.Errorf("clock skew %v out of range (0 to %v)", cfg.ClockSkew, enrollapi.MaxProofLifetime))
 	}
 	if cfg.ClientPrefix == (ClientPrefix{}) {
-		cfg.ClientPrefix = DefaultClientPrefix
+		cfg.ClientPrefix = defaultClientPrefix
 	}
 	if err := cfg.ClientPrefix.check(); err != nil {
 		errs = append(errs, err)
@@ -142,7 +136,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		cfg.ProblemBase = enrollapi.DefaultProblemBase
 	}
 	if cfg.ClockSkew == 0 {
-		cfg.ClockSkew = DefaultClockSkew
+		cfg.ClockSkew = defaultClockSkew
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -191,7 +185,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 // itself, and its use is recorded with what it is used for.
 func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
-		h.refuse(w, ErrRateLimited)
+		h.refuse(w, errRateLimited)
 		return
 	}
 	if _, err := readBody(w, r); err != nil {
@@ -208,10 +202,10 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 }
 
 // intake admits a POST of the API: the client's request rate, the media type,
-// the body within MaxBodyBytes. It refuses and returns false otherwise.
+// the body within maxBodyBytes. It refuses and returns false otherwise.
 func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
-		h.refuse(w, ErrRateLimited)
+		h.refuse(w, errRateLimited)
 		return nil, false
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -247,13 +241,13 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	// others are replays, told so before they take a token.
 	done, ok := h.inflight.claim(v.claims.nonce)
 	if !ok {
-		h.refuse(w, refuse(ErrNonceReplayed, "a request with this nonce is in progress"))
+		h.refuse(w, refuse(errNonceReplayed, "a request with this nonce is in progress"))
 		return
 	}
 	defer done()
 	// Everything that can be checked is checked: now the rate limits take their
 	// tokens, given back if the issuance is refused after all.
-	release, err := h.admit(r.Context(), v)
+	release, err := h.admit(v)
 	if err != nil {
 		h.refuse(w, err)
 		return
@@ -268,7 +262,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		release = func() {}
 		if err = h.redecide(r.Context(), v); err == nil {
 			var again func()
-			if again, err = h.admit(r.Context(), v); err == nil {
+			if again, err = h.admit(v); err == nil {
 				release = again
 				issued, err = h.cfg.Issuer.Issue(r.Context(), v.issueRequest())
 			}
@@ -288,28 +282,24 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, resp)
 }
 
-// admit has the policy take the rate limits' tokens for v (when it is an
-// Admitter), and returns how to give them back.
-func (h *Handler) admit(ctx context.Context, v *verified) (func(), error) {
-	a, ok := h.cfg.Policy.(Admitter)
-	if !ok {
-		return func() {}, nil
-	}
-	return a.Admit(ctx, v.decision, v.policyRequest)
+// admit has the policy take the rate limits' tokens for v, and returns how to
+// give them back.
+func (h *Handler) admit(v *verified) (func(), error) {
+	return h.cfg.Policy.admit(v.decision.Profile, v.policyRequest)
 }
 
 // refuseIssue answers an issuance that failed: the CA's refusals as their
 // problems (the nonce used meanwhile, the cap reached at the leader), the rest as
 // unavailable or issuance-failed.
-func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d Decision) {
+func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d policies.Decision) {
 	switch {
 	case errors.Is(err, ca.ErrNonceUsed):
-		err = refuse(ErrNonceReplayed, "(recorded by the CA)")
+		err = refuse(errNonceReplayed, "(recorded by the CA)")
 	case errors.Is(err, ca.ErrNonceExpired):
-		err = refuse(ErrNonceUnknown, "the nonce expired before the CA recorded it")
+		err = refuse(errNonceUnknown, "the nonce expired before the CA recorded it")
 	case errors.Is(err, ca.ErrPersonLimit):
 		// Another enrolment of the person was committed since this node counted.
-		err = refuse(ErrPersonLimit, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)
+		err = refuse(errPersonLimit, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)
 	}
 	switch p := problemFor(err); {
 	case p == probRateLimited || p == probPolicyDenied || p == probPersonLimit || p == probNonceReplayed || p == probNonceUnknown:
@@ -333,8 +323,8 @@ type verified struct {
 	csr           *x509.CertificateRequest
 	jpki          *jpki.Result
 	person        personOf
-	policyRequest PolicyRequest
-	decision      Decision
+	policyRequest policyRequest
+	decision      policies.Decision
 }
 
 // verify runs every check of an enrollment request that changes nothing, in an
@@ -352,7 +342,7 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(h.cfg.Audience)) != 1 {
-		return nil, refuse(ErrAudienceMismatch, "aud is not this endpoint's URL")
+		return nil, refuse(errAudienceMismatch, "aud is not this endpoint's URL")
 	}
 	now := h.cfg.Now()
 	if err := h.checkTimes(c, now); err != nil {
@@ -363,7 +353,7 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	if sum := sha256.Sum256(der); subtle.ConstantTimeCompare(sum[:], c.csrSHA256) != 1 {
-		return nil, refuse(ErrCSRMismatch, "csr_sha256 is not the SHA-256 of the CSR sent")
+		return nil, refuse(errCSRMismatch, "csr_sha256 is not the SHA-256 of the CSR sent")
 	}
 	leaf, err := x509.ParseCertificate(proof.x5c[0])
 	if err != nil {
@@ -377,7 +367,7 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	if nonceUsed(h.cfg.Cluster, c.nonce) {
-		return nil, ErrNonceReplayed
+		return nil, errNonceReplayed
 	}
 	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
 	if err != nil {
@@ -388,20 +378,20 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 		return nil, err
 	}
 	v := &verified{claims: c, nonceExpires: nonceExpires, csr: csr, jpki: res, person: person}
-	v.policyRequest = PolicyRequest{
+	v.policyRequest = policyRequest{
 		Profile: req.Profile, JPKI: res.Certificate, CSR: csr,
 		Revocation: res.Revocation, RevocationSource: h.source,
 		Person: person.id, LimitKey: person.limitKey, Client: client, At: now,
 	}
-	if err := h.decide(ctx, v); err != nil {
+	if err := h.decide(v); err != nil {
 		return nil, err
 	}
 	return v, nil
 }
 
 // decide has the policy decide on v and checks the cap on this node's state.
-func (h *Handler) decide(ctx context.Context, v *verified) error {
-	d, err := h.cfg.Policy.Decide(ctx, v.policyRequest)
+func (h *Handler) decide(v *verified) error {
+	d, err := h.cfg.Policy.decide(v.policyRequest)
 	if err != nil {
 		return err
 	}
@@ -429,13 +419,13 @@ func (h *Handler) redecide(ctx context.Context, v *verified) error {
 	}
 	v.person = p
 	v.policyRequest.Person, v.policyRequest.LimitKey = p.id, p.limitKey
-	return h.decide(ctx, v)
+	return h.decide(v)
 }
 
 // checkCap refuses early, before any token is taken, when this node's state shows
 // the person at the profile's cap already. The leader checks again when it commits
-// the intent (ca.Request.MaxPerPerson), where concurrent enrolments are counted.
-func (h *Handler) checkCap(d Decision, p personOf, now time.Time) error {
+// the intent (ca.Request.Decision.MaxPerPerson), where concurrent enrolments are counted.
+func (h *Handler) checkCap(d policies.Decision, p personOf, now time.Time) error {
 	if d.MaxPerPerson <= 0 {
 		return nil
 	}
@@ -445,11 +435,11 @@ func (h *Handler) checkCap(d Decision, p personOf, now time.Time) error {
 		return err
 	})
 	if err != nil {
-		return refuse(ErrUnavailable, "count the person's certificates: %v", err)
+		return refuse(errUnavailable, "count the person's certificates: %v", err)
 	}
-	if err := policies.CheckCap(policies.Decision{Profile: d.Profile, MaxPerPerson: d.MaxPerPerson}, held); err != nil {
+	if err := policies.CheckCap(d, held); err != nil {
 		reason, _ := policies.Reason(err)
-		return refuse(ErrPersonLimit, "%s", reason)
+		return refuse(errPersonLimit, "%s", reason)
 	}
 	return nil
 }
@@ -488,19 +478,14 @@ func (h *Handler) checkTimes(c *claims, now time.Time) error {
 // basic-4 hint), and the nonce whose use the intent records.
 func (v *verified) issueRequest() ca.Request {
 	req := ca.Request{
-		Profile:       v.decision.Profile,
-		PolicyVersion: v.decision.PolicyVersion,
-		Template:      v.decision.Template,
-		PublicKey:     v.csr.PublicKey,
-		NotAfter:      v.decision.NotAfter,
-		Link:          v.person.link[:],
-		Person:        v.person.id,
-		PersonMode:    v.person.mode,
-		Hint:          v.person.hint[:],
-		NonceHash:     nonceHash(v.claims.nonce),
-		NonceExpires:  v.nonceExpires,
-		SkipLints:     v.decision.SkipLints,
-		MaxPerPerson:  v.decision.MaxPerPerson,
+		Decision:     v.decision,
+		PublicKey:    v.csr.PublicKey,
+		Link:         v.person.link[:],
+		Person:       v.person.id,
+		PersonMode:   v.person.mode,
+		Hint:         v.person.hint[:],
+		NonceHash:    nonceHash(v.claims.nonce),
+		NonceExpires: v.nonceExpires,
 	}
 	if v.person.mode == ca.PersonNew {
 		req.NameBirth = v.person.nameBirth[:]
@@ -525,15 +510,15 @@ func (h *Handler) refuseAs(w http.ResponseWriter, p problemType, detail string) 
 	writeProblem(w, h.cfg.ProblemBase, p, detail, 0)
 }
 
-// readBody reads at most MaxBodyBytes.
+// readBody reads at most maxBodyBytes.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, refuse(ErrBodyTooLarge, "more than %d bytes", MaxBodyBytes)
+			return nil, refuse(errBodyTooLarge, "more than %d bytes", maxBodyBytes)
 		}
-		return nil, refuse(ErrRequestInvalid, "body unreadable")
+		return nil, refuse(errRequestInvalid, "body unreadable")
 	}
 	return body, nil
 }
@@ -543,24 +528,24 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 func decodeRequest(body []byte) (*enrollapi.Request, error) {
 	m, err := decodeObject(body)
 	if err != nil {
-		return nil, refuse(ErrRequestInvalid, "body: %v", err)
+		return nil, refuse(errRequestInvalid, "body: %v", err)
 	}
 	req := &enrollapi.Request{}
 	fields := map[string]*string{"proof": &req.Proof, "csr": &req.CSR, "profile": &req.Profile}
 	for name, raw := range m {
 		dst, ok := fields[name]
 		if !ok {
-			return nil, refuse(ErrRequestInvalid, "unknown member %q", clip(name))
+			return nil, refuse(errRequestInvalid, "unknown member %q", clip(name))
 		}
 		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
-			return nil, refuse(ErrRequestInvalid, "%s is not a string", name)
+			return nil, refuse(errRequestInvalid, "%s is not a string", name)
 		}
 	}
 	switch {
 	case req.Proof == "":
-		return nil, refuse(ErrRequestInvalid, "no proof")
+		return nil, refuse(errRequestInvalid, "no proof")
 	case req.CSR == "":
-		return nil, refuse(ErrRequestInvalid, "no csr")
+		return nil, refuse(errRequestInvalid, "no csr")
 	}
 	return req, nil
 }

@@ -32,8 +32,29 @@ import (
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/policies"
 	"github.com/inkan-pki/inkan/subscriber"
 )
+
+// authPseudonymKey keys the pseudonyms of the handler tests' policy.
+var authPseudonymKey = bytes.Repeat([]byte{0x5a}, 32)
+
+// authenticationValidity is the shipped authentication profile's validity.
+const authenticationValidity = 8760 * time.Hour
+
+// authenticationOnly is the policy of the handler tests: the shipped
+// authentication profile alone, as data (so "signing" is not offered), made to
+// accept JPKI test cards, at version 7, keyed with authPseudonymKey, with a cap and
+// rate limits no test reaches (the shared card enrols many times).
+func authenticationOnly(t testing.TB) *policies.Set {
+	t.Helper()
+	return loadProfiles(t, authPseudonymKey, []string{"authentication.yaml"}, func(_, y string) string {
+		y = replaceOnce(t, y, "version: 1\n", "version: 7\n")
+		y = replaceOnce(t, y, "maxCertificatesPerPerson: 5", "maxCertificatesPerPerson: 1000000")
+		y = replaceOnce(t, y, "perPerson: {every: 1h, burst: 5}", "perPerson: {every: 1ms, burst: 1000000}")
+		return replaceOnce(t, y, "perClient: {every: 1m, burst: 10}", "perClient: {every: 1ms, burst: 1000000}")
+	})
+}
 
 // env is one enrollment API over the shared cluster, behind a TLS test server.
 type env struct {
@@ -67,7 +88,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 		Audience:  e.audience,
 		Verifier:  v,
 		Cluster:   fx.cluster,
-		Policy:    AuthenticationPolicy{PseudonymKey: bytes.Repeat([]byte{0x5a}, 32), Version: 7},
+		Policy:    NewProfilePolicy(authenticationOnly(t)),
 		Issuer:    e.issuer,
 		LinkKey:   fx.linkKey,
 		RateLimit: RateLimit{Rate: -1},
@@ -354,20 +375,20 @@ func TestEnroll(t *testing.T) {
 	if bytes.Contains(req.Link, sc.X509().SerialNumber.Bytes()) {
 		t.Error("the link holds the JPKI serial")
 	}
-	if req.Profile != ProfileAuthentication || req.PolicyVersion != 7 {
-		t.Errorf("profile %q version %d", req.Profile, req.PolicyVersion)
+	if req.Decision.Profile != "authentication" || req.Decision.PolicyVersion != 7 {
+		t.Errorf("profile %q version %d", req.Decision.Profile, req.Decision.PolicyVersion)
 	}
 	leaf := cert.Chain[0]
 	if !publicKeysEqual(leaf.PublicKey, fx.subKeys[1].Public()) {
 		t.Fatal("certificate is not for the subscriber's key")
 	}
-	if leaf.Subject.CommonName != Pseudonym(bytes.Repeat([]byte{0x5a}, 32), req.Person) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
+	if leaf.Subject.CommonName != policies.Pseudonym(authPseudonymKey, req.Person) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
 		t.Errorf("subject %s", leaf.Subject)
 	}
 	if leaf.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Errorf("key usage %v", leaf.KeyUsage)
 	}
-	if leaf.NotAfter.After(sc.X509().NotAfter) || leaf.NotAfter.After(time.Now().Add(MaxAuthenticationValidity)) {
+	if leaf.NotAfter.After(sc.X509().NotAfter) || leaf.NotAfter.After(time.Now().Add(authenticationValidity)) {
 		t.Errorf("notAfter %s outlives the JPKI certificate or a year", leaf.NotAfter)
 	}
 	for _, s := range []string{"印鑑", "花子", "試験町", "千代田"} {
@@ -391,7 +412,7 @@ func TestEnroll(t *testing.T) {
 			return err
 		}
 		if rec.Status != ca.Good || !bytes.Equal(rec.DER, leaf.Raw) || !bytes.Equal(rec.Link, link[:]) ||
-			!bytes.Equal(rec.Person, req.Person) || rec.Profile != ProfileAuthentication || rec.PolicyVersion != 7 {
+			!bytes.Equal(rec.Person, req.Person) || rec.Profile != "authentication" || rec.PolicyVersion != 7 {
 			t.Errorf("CA record: status %v, profile %q", rec.Status, rec.Profile)
 		}
 		if p, ok := ca.PersonOf(tx, link[:]); !ok || !bytes.Equal(p, req.Person) {
@@ -497,7 +518,7 @@ func TestRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _, err := e.h.nonces.make(time.Now().Add(-NonceTTL - time.Minute))
+	old, _, err := e.h.nonces.make(time.Now().Add(-nonceTTL - time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,7 +578,7 @@ func TestRefusals(t *testing.T) {
 	}
 
 	t.Run("oversized body", func(t *testing.T) {
-		body := mustJSON(t, enrollapi.Request{Proof: good.Proof + strings.Repeat("A", MaxBodyBytes), CSR: good.CSR})
+		body := mustJSON(t, enrollapi.Request{Proof: good.Proof + strings.Repeat("A", maxBodyBytes), CSR: good.CSR})
 		e.expectProblem(t, body, "body-too-large", 413, nil, false)
 	})
 	t.Run("not JSON", func(t *testing.T) {
@@ -618,7 +639,7 @@ func TestIssuerFailure(t *testing.T) {
 	if !ok || p.Name() != "issuance-failed" || p.Status != 500 || strings.Contains(p.Detail, errSecret.Error()) {
 		t.Fatalf("err = %v", err)
 	}
-	e.issuer.fail = ErrRateLimited
+	e.issuer.fail = errRateLimited
 	_, err = e.client().Enroll(context.Background(), fx.card, fx.subKeys[0], "")
 	if p, ok := err.(*enrollapi.Problem); !ok || p.Name() != "rate-limited" {
 		t.Fatalf("per-person cap: err = %v", err)
@@ -651,7 +672,7 @@ func TestNewHandlerRefusesBadConfig(t *testing.T) {
 
 // TestDecodeStrict: the API's bodies are decoded once, strictly, as the admin
 // API's are: anything a lenient decoder would read one way and another reader
-// another is refused as request-invalid (ErrRequestInvalid), for an enrolment and
+// another is refused as request-invalid (errRequestInvalid), for an enrolment and
 // for a re-bind alike.
 func TestDecodeStrict(t *testing.T) {
 	for _, c := range []struct {
@@ -672,12 +693,12 @@ func TestDecodeStrict(t *testing.T) {
 		{"a required member missing", `{"proof":"a.b.c"}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := decodeRequest([]byte(c.body)); !errors.Is(err, ErrRequestInvalid) {
-				t.Errorf("enrolment: %v, want ErrRequestInvalid", err)
+			if _, err := decodeRequest([]byte(c.body)); !errors.Is(err, errRequestInvalid) {
+				t.Errorf("enrolment: %v, want errRequestInvalid", err)
 			}
 			rebind := strings.NewReplacer(`"csr"`, `"serial"`, `\u0063sr`, `\u0073erial`, `"key_proof":"x"`, `"csr":"x"`).Replace(c.body)
-			if _, err := decodeRebindRequest([]byte(rebind)); !errors.Is(err, ErrRequestInvalid) {
-				t.Errorf("re-bind %s: %v, want ErrRequestInvalid", rebind, err)
+			if _, err := decodeRebindRequest([]byte(rebind)); !errors.Is(err, errRequestInvalid) {
+				t.Errorf("re-bind %s: %v, want errRequestInvalid", rebind, err)
 			}
 		})
 	}

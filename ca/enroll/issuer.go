@@ -7,7 +7,7 @@ import (
 )
 
 // Issuer issues the certificate once everything is verified and decided:
-// *ca.Authority. The request carries the policy's template, the person record,
+// *ca.Authority. The request carries the policy's Decision, the person record,
 // the keyed hashes under the cluster's link key (never the JPKI serial or the
 // basic-4 information) and the nonce, whose use the intent records. Its refusals
 // reach the client as their problems: ca.ErrNonceUsed as nonce-replayed,

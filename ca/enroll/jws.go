@@ -37,7 +37,7 @@ type jws struct {
 	signingInput []byte // ASCII(BASE64URL(header) || '.' || BASE64URL(payload))
 }
 
-// parseJWS parses a compact JWS. Every error matches ErrProofInvalid and says what is
+// parseJWS parses a compact JWS. Every error matches errProofInvalid and says what is
 // wrong with the form, never what the proof holds.
 func parseJWS(s string) (*jws, error) {
 	if len(s) > maxProofLen {

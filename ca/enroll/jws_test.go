@@ -37,8 +37,8 @@ func TestParseJWSForm(t *testing.T) {
 		"b64":                  b64(`{"alg":"RS256",`+x5c+`,"b64":false}`) + "." + b64(`{}`) + "." + b64("sig"),
 		"too long":             strings.Repeat("A", maxProofLen+1),
 	} {
-		if _, err := parseJWS(s); !errors.Is(err, ErrProofInvalid) {
-			t.Errorf("%s: err = %v, want ErrProofInvalid", name, err)
+		if _, err := parseJWS(s); !errors.Is(err, errProofInvalid) {
+			t.Errorf("%s: err = %v, want errProofInvalid", name, err)
 		}
 	}
 }
@@ -81,8 +81,8 @@ func TestParseClaimsForm(t *testing.T) {
 		"not an object":    `[1]`,
 		"trailing garbage": good + "x",
 	} {
-		if _, err := parseClaims([]byte(s)); !errors.Is(err, ErrProofInvalid) {
-			t.Errorf("%s: err = %v, want ErrProofInvalid", name, err)
+		if _, err := parseClaims([]byte(s)); !errors.Is(err, errProofInvalid) {
+			t.Errorf("%s: err = %v, want errProofInvalid", name, err)
 		}
 	}
 }

@@ -37,18 +37,18 @@ import (
 
 // Errors of the key proof, each its own problem type.
 var (
-	// ErrKeyProofMissing: the request carries no key proof. Without the derived
+	// errKeyProofMissing: the request carries no key proof. Without the derived
 	// key there is no re-bind; a holder who lost it enrols anew.
-	ErrKeyProofMissing = sentinel("the re-bind carries no signature by the derived certificate's key")
-	// ErrKeyProofInvalid: the key proof is not a well-formed JWS with the claims
+	errKeyProofMissing = sentinel("the re-bind carries no signature by the derived certificate's key")
+	// errKeyProofInvalid: the key proof is not a well-formed JWS with the claims
 	// above, or its times are wrong.
-	ErrKeyProofInvalid = sentinel("the key proof is not valid")
-	// ErrKeyMismatch: the key proof's signature does not verify with the derived
+	errKeyProofInvalid = sentinel("the key proof is not valid")
+	// errKeyMismatch: the key proof's signature does not verify with the derived
 	// certificate's key (another certificate's key signed it).
-	ErrKeyMismatch = sentinel("the key proof is not signed by the derived certificate's key")
-	// ErrKeyProofReplayed: the key proof verifies, but binds another nonce,
+	errKeyMismatch = sentinel("the key proof is not signed by the derived certificate's key")
+	// errKeyProofReplayed: the key proof verifies, but binds another nonce,
 	// certificate or card: a signature made for another request, replayed.
-	ErrKeyProofReplayed = sentinel("the key proof was made for another request")
+	errKeyProofReplayed = sentinel("the key proof was made for another request")
 )
 
 // keyProofClaims are a key proof's payload.
@@ -69,11 +69,11 @@ type keyProof struct {
 }
 
 func keyProofInvalid(format string, args ...any) error {
-	return refuse(ErrKeyProofInvalid, "%s", fmt.Sprintf(format, args...))
+	return refuse(errKeyProofInvalid, "%s", fmt.Sprintf(format, args...))
 }
 
 // parseKeyProof parses a key proof's form and claims. Every error matches
-// ErrKeyProofInvalid.
+// errKeyProofInvalid.
 func parseKeyProof(s string) (*keyProof, error) {
 	if len(s) > maxProofLen {
 		return nil, keyProofInvalid("longer than %d bytes", maxProofLen)
@@ -130,16 +130,16 @@ func parseKeyProof(s string) (*keyProof, error) {
 	}
 	if err != nil {
 		// The claim helpers speak of the card proof; say it of the key proof.
-		return nil, keyProofInvalid("%s", detailOf(err, ErrProofInvalid))
+		return nil, keyProofInvalid("%s", detailOf(err, errProofInvalid))
 	}
 	kp.claims = c
 	return kp, nil
 }
 
-// verify checks the signature with the derived certificate's key: ErrKeyMismatch
+// verify checks the signature with the derived certificate's key: errKeyMismatch
 // if alg does not fit the key, or the signature does not verify with it.
 func (kp *keyProof) verify(pub crypto.PublicKey) error {
-	mismatch := func(why string) error { return refuse(ErrKeyMismatch, "%s", why) }
+	mismatch := func(why string) error { return refuse(errKeyMismatch, "%s", why) }
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
 		alg, h, size := ecdsaAlg(k.Curve)

@@ -69,8 +69,8 @@ func TestKeyProofKeys(t *testing.T) {
 				if publicKeysEqual(other, c.key.Public()) {
 					continue
 				}
-				if err := kp.verify(other); !errors.Is(err, ErrKeyMismatch) {
-					t.Errorf("verify with another key: %v, want ErrKeyMismatch", err)
+				if err := kp.verify(other); !errors.Is(err, errKeyMismatch) {
+					t.Errorf("verify with another key: %v, want errKeyMismatch", err)
 				}
 			}
 		})

@@ -37,8 +37,8 @@ import (
 //
 // The nonce key is HMAC-SHA256(link key, "inkan/enroll/nonce-key/v1").
 
-// NonceTTL is how long a challenge may be used after it was handed out.
-const NonceTTL = 5 * time.Minute
+// nonceTTL is how long a challenge may be used after it was handed out.
+const nonceTTL = 5 * time.Minute
 
 const (
 	nonceVersion  = 1
@@ -65,9 +65,9 @@ func (c nonceCodec) mac(body []byte) []byte {
 	return m.Sum(nil)[:nonceMACLen]
 }
 
-// make returns a fresh nonce, valid until the second NonceTTL after now.
+// make returns a fresh nonce, valid until the second nonceTTL after now.
 func (c nonceCodec) make(now time.Time) ([]byte, time.Time, error) {
-	expires := now.Add(NonceTTL).Truncate(time.Second).Add(time.Second)
+	expires := now.Add(nonceTTL).Truncate(time.Second).Add(time.Second)
 	n := make([]byte, enrollapi.NonceLen-nonceMACLen, enrollapi.NonceLen)
 	n[0] = nonceVersion
 	binary.BigEndian.PutUint32(n[1:5], uint32(expires.Unix()))
@@ -78,18 +78,18 @@ func (c nonceCodec) make(now time.Time) ([]byte, time.Time, error) {
 }
 
 // check returns a nonce's expiry if this cluster made it and it has not expired at
-// now; ErrNonceUnknown otherwise. It does not say whether it was used.
+// now; errNonceUnknown otherwise. It does not say whether it was used.
 func (c nonceCodec) check(nonce []byte, now time.Time) (time.Time, error) {
 	if len(nonce) != enrollapi.NonceLen || nonce[0] != nonceVersion {
-		return time.Time{}, refuse(ErrNonceUnknown, "not a nonce of this service")
+		return time.Time{}, refuse(errNonceUnknown, "not a nonce of this service")
 	}
 	body := nonce[:enrollapi.NonceLen-nonceMACLen]
 	if subtle.ConstantTimeCompare(c.mac(body), nonce[len(body):]) != 1 {
-		return time.Time{}, refuse(ErrNonceUnknown, "not a nonce of this service")
+		return time.Time{}, refuse(errNonceUnknown, "not a nonce of this service")
 	}
 	expires := time.Unix(int64(binary.BigEndian.Uint32(nonce[1:5])), 0).UTC()
 	if !now.Before(expires) {
-		return time.Time{}, refuse(ErrNonceUnknown, "the nonce expired")
+		return time.Time{}, refuse(errNonceUnknown, "the nonce expired")
 	}
 	return expires, nil
 }
@@ -197,8 +197,8 @@ func NonceHandler() cluster.Handler {
 // applyNonce creates or consumes a nonce, judging expiry by the entry's leader-stamped time
 // (never the clock), and first prunes nonces that expired by then. A create returns
 // the expiry (8 bytes, Unix nanoseconds, big-endian). A consume of a nonce the state
-// does not hold, or holds expired, is refused with ErrNonceUnknown; of one consumed
-// already, with ErrNonceReplayed. Consumed nonces are kept until they expire, so a
+// does not hold, or holds expired, is refused with errNonceUnknown; of one consumed
+// already, with errNonceReplayed. Consumed nonces are kept until they expire, so a
 // replay inside the TTL is told apart from a forged nonce.
 func applyNonce(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	var body nonceBody
@@ -223,7 +223,7 @@ func applyNonce(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if live >= maxLiveNonces {
 			return nil, cluster.Refuse(errTooManyNonces)
 		}
-		exp := e.Time.Add(NonceTTL).UnixNano()
+		exp := e.Time.Add(nonceTTL).UnixNano()
 		val := binary.BigEndian.AppendUint64(nil, uint64(exp))
 		if err := nonces.Put(body.Hash, append(val, nonceOpen)); err != nil {
 			return nil, err
@@ -237,10 +237,10 @@ func applyNonce(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return val, nil
 	case opConsume:
 		if v == nil || len(v) != 9 || int64(binary.BigEndian.Uint64(v)) < now {
-			return nil, cluster.Refuse(ErrNonceUnknown)
+			return nil, cluster.Refuse(errNonceUnknown)
 		}
 		if v[8] == nonceConsumed {
-			return nil, cluster.Refuse(ErrNonceReplayed)
+			return nil, cluster.Refuse(errNonceReplayed)
 		}
 		return nil, nonces.Put(body.Hash, append(bytes.Clone(v[:8]), nonceConsumed))
 	}

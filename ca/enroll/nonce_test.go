@@ -116,10 +116,10 @@ func TestNonceApply(t *testing.T) {
 		{opCreate, n1, t0, errors.New("exists")}, // the same hash twice
 		{opCreate, n2, t0.Add(time.Minute), nil},
 		{opConsume, n1, t0.Add(4 * time.Minute), nil},
-		{opConsume, n1, t0.Add(4 * time.Minute), ErrNonceReplayed},
-		{opConsume, n3, t0.Add(4 * time.Minute), ErrNonceUnknown},
-		{opConsume, n2, t0.Add(NonceTTL + time.Minute + time.Second), ErrNonceUnknown}, // expired, not redeemable
-		{opConsume, n1, t0.Add(NonceTTL + time.Second), ErrNonceUnknown},               // pruned: unknown now
+		{opConsume, n1, t0.Add(4 * time.Minute), errNonceReplayed},
+		{opConsume, n3, t0.Add(4 * time.Minute), errNonceUnknown},
+		{opConsume, n2, t0.Add(nonceTTL + time.Minute + time.Second), errNonceUnknown}, // expired, not redeemable
+		{opConsume, n1, t0.Add(nonceTTL + time.Second), errNonceUnknown},               // pruned: unknown now
 		{opCreate, n3, t0.Add(time.Hour), nil},
 	}
 	for i, s := range steps {
@@ -130,7 +130,7 @@ func TestNonceApply(t *testing.T) {
 				t.Fatalf("step %d: %v", i, err)
 			case s.wantErr != nil && !errors.Is(err, cluster.ErrRefused):
 				t.Fatalf("step %d: err = %v, want a refusal", i, err)
-			case errors.Is(s.wantErr, ErrNonceReplayed) || errors.Is(s.wantErr, ErrNonceUnknown):
+			case errors.Is(s.wantErr, errNonceReplayed) || errors.Is(s.wantErr, errNonceUnknown):
 				if !errors.Is(err, s.wantErr) {
 					t.Fatalf("step %d: err = %v, want %v", i, err, s.wantErr)
 				}

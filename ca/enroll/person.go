@@ -47,7 +47,7 @@ func (h *Handler) resolvePerson(ctx context.Context, sc *jpki.SignatureCertifica
 		err = h.cfg.Cluster.View(read)
 	}
 	if err != nil {
-		return personOf{}, refuse(ErrUnavailable, "read the person records: %v", err)
+		return personOf{}, refuse(errUnavailable, "read the person records: %v", err)
 	}
 	if p.id == nil {
 		if p.id, err = ca.NewPersonID(); err != nil {

@@ -1,43 +1,35 @@
 package enroll
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
 
-// Policy decides whether a verified enrollment may proceed and what the certificate
-// holds. The policy engine (policies/) implements it; AuthenticationPolicy is the
-// minimal one this package ships. Decide is called only after the proof, the CSR and
-// the JPKI certificate (chain, validity, key usage, policy, revocation) have been
-// verified. A refusal is an error matching ErrPolicyDenied or ErrKeyTypeNotAllowed;
-// its message becomes the problem's detail, so it must not hold personal data.
-type Policy interface {
-	Decide(ctx context.Context, req PolicyRequest) (Decision, error)
+// ProfilePolicy is the enrollment API's side of the policy engine: it asks a
+// policies.Set for the Decision of an enrolment (Set.Decide) or a re-bind
+// (Set.DecideRebind), says the engine's refusals as the API's problems, and applies
+// the profile's rate limits per person and per client address with one
+// policies.Limiter each per profile, in this node's memory. Safe for concurrent
+// use; Use swaps the profiles when a new policy version becomes active.
+type ProfilePolicy struct {
+	mu     sync.Mutex
+	set    *policies.Set
+	limits map[string]*profileLimits
+	calls  int
 }
 
-// Admitter is a Policy that also limits how often an enrollment it decided may
-// go on (rate limits): the handler asks it once every other check has passed
-// (proof, nonce, chain, revocation, policy, the per-person cap), so that a
-// refusal for any other cause takes no token. Admit takes the tokens and returns
-// how to give them back: the handler does when the issuance is refused or fails
-// after all (a nonce used meanwhile, the cap reached at the leader), so that a
-// refusal costs the person and the address nothing.
-type Admitter interface {
-	Admit(ctx context.Context, d Decision, req PolicyRequest) (release func(), err error)
-}
-
-// PolicyRequest is what a Policy decides on.
-type PolicyRequest struct {
-	// Profile is the profile the client asked for ("" for the policy's default).
+// policyRequest is a verified enrolment for the policy: what policies.Request
+// holds, with the subscriber's CSR, and the keys of the rate limits: LimitKey,
+// the person record's, and Client, the network the request came from
+// (ClientPrefix).
+type policyRequest struct {
+	// Profile is the profile the client asked for ("" for the set's default).
 	Profile string
 	// JPKI is the verified signature certificate; its Identity is personal data, to
 	// be read only for what the policy puts into the certificate, and never logged.
@@ -51,9 +43,7 @@ type PolicyRequest struct {
 	RevocationSource string
 	// Person is the identifier of the person record the enrolment is for (a new
 	// one if the JPKI certificate belongs to none yet): what the pseudonyms are
-	// keyed hashes of. LimitKey is the key of per-person rate limits: the person
-	// record's. Client is the network the request came from (ClientPrefix), the
-	// key of per-client limits.
+	// keyed hashes of.
 	Person   []byte
 	LimitKey string
 	Client   string
@@ -61,113 +51,180 @@ type PolicyRequest struct {
 	At time.Time
 }
 
-// Decision is what a Policy allows: the profile, the policy version it was decided
-// under, the certificate's contents, the latest notAfter, and the lints the profile
-// skips.
-type Decision struct {
-	Profile       string
-	PolicyVersion uint64
-	// Template holds the subject, SANs, key usage, extended key usage, policy OIDs
-	// and extra extensions. The issuer sets serial, validity, key and issuer.
-	Template *x509.Certificate
-	// NotAfter is the upper bound of the certificate's validity (never after the JPKI
-	// certificate's notAfter).
-	NotAfter  time.Time
-	SkipLints []string
-	// MaxPerPerson caps the unexpired, unrevoked certificates one person may hold
-	// (0: no cap). The API refuses early when the person is at the cap already, and
-	// the leader enforces it when it commits the intent (ca.Request.MaxPerPerson), so
-	// enrolments on several nodes at once cannot pass it.
-	MaxPerPerson int
+// profileLimits are one profile's token buckets, for the rates they were made with.
+type profileLimits struct {
+	rates          policies.RateLimits
+	person, client *policies.Limiter
 }
 
-// ProfileAuthentication is the profile AuthenticationPolicy issues.
-const ProfileAuthentication = "authentication"
+// forgetEvery is how many rate-limit checks pass between sweeps of the buckets that
+// have refilled, which bounds the memory the limiters keep.
+const forgetEvery = 4096
 
-// MaxAuthenticationValidity is the longest an authentication certificate lives.
-const MaxAuthenticationValidity = 365 * 24 * time.Hour
-
-// AuthenticationPolicy issues pseudonymous authentication certificates: subject
-// CN = hex of a keyed hash of the person record (stable across re-enrolments and
-// re-binds, different for people who share a name and a birth date) and
-// C=JP, key usage digitalSignature only, extended key usage clientAuth, valid until
-// the JPKI certificate's notAfter or Validity from now, whichever is first. No basic-4
-// information goes into the certificate. Keys: ECDSA P-256 or P-384, RSA 2048 to 4096
-// bits.
-type AuthenticationPolicy struct {
-	// PseudonymKey keys the subject's hash (at least jpki.MinHashKeyLen bytes). It
-	// must be a secret, or anyone holding the CA's records could link a
-	// certificate to its person record.
-	PseudonymKey []byte
-	// Validity is how long a certificate lives (MaxAuthenticationValidity if 0 or
-	// more).
-	Validity time.Duration
-	// Version is reported as the Decision's PolicyVersion.
-	Version uint64
+// NewProfilePolicy returns the policy deciding with set. set may be nil until the
+// first Use (a node that follows the replicated store, ca/policy): meanwhile every
+// enrolment is refused as unavailable.
+func NewProfilePolicy(set *policies.Set) *ProfilePolicy {
+	return &ProfilePolicy{set: set, limits: map[string]*profileLimits{}}
 }
 
-// Decide implements Policy.
-func (p AuthenticationPolicy) Decide(_ context.Context, req PolicyRequest) (Decision, error) {
-	if len(p.PseudonymKey) < jpki.MinHashKeyLen {
-		return Decision{}, errors.New("enroll: authentication policy: pseudonym key shorter than 32 bytes")
+// Use makes set the profiles decided with from now on. A profile keeps its buckets
+// while its rate limits stay the same.
+func (p *ProfilePolicy) Use(set *policies.Set) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.set = set
+}
+
+// Profiles returns the profiles in use.
+func (p *ProfilePolicy) Profiles() *policies.Set {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.set
+}
+
+// decide has the profiles decide an enrolment, called only after the proof, the
+// CSR and the JPKI certificate (chain, validity, key usage, policy, revocation)
+// have been verified. Refusals match errPolicyDenied or errKeyTypeNotAllowed,
+// with the engine's words (no personal data) as the detail. It takes no
+// rate-limit token: admit does, once every other check has passed, so a person
+// at the cap is told so rather than to wait, and a refused request costs nothing.
+func (p *ProfilePolicy) decide(req policyRequest) (policies.Decision, error) {
+	set := p.Profiles()
+	if set == nil {
+		return policies.Decision{}, refuse(errUnavailable, "no active profiles yet")
 	}
-	if req.Profile != "" && req.Profile != ProfileAuthentication {
-		return Decision{}, refuse(ErrPolicyDenied, "profile %q is not offered", clip(req.Profile))
+	if req.CSR == nil {
+		return policies.Decision{}, errors.New("enroll: profile policy: no CSR")
 	}
 	if len(req.Person) == 0 {
-		return Decision{}, errors.New("enroll: authentication policy: the request names no person record")
+		return policies.Decision{}, errors.New("enroll: profile policy: the request names no person record")
 	}
-	if err := authenticationKey(req.CSR); err != nil {
-		return Decision{}, err
+	pd, err := set.Decide(policies.Request{
+		Profile:          req.Profile,
+		JPKI:             req.JPKI,
+		Person:           req.Person,
+		PublicKey:        req.CSR.PublicKey,
+		Revocation:       req.Revocation,
+		RevocationSource: req.RevocationSource,
+		At:               req.At,
+	})
+	if err != nil {
+		return policies.Decision{}, fromPolicies(err)
 	}
-	validity := p.Validity
-	if validity <= 0 || validity > MaxAuthenticationValidity {
-		validity = MaxAuthenticationValidity
+	return pd, nil
+}
+
+// rebind has the profiles decide a re-bind (policies.Set.DecideRebind), once both
+// halves are verified and the certificate is policies.Rebindable; refusals as
+// decide's. It takes no rate-limit token: the handler calls admit last, as for an
+// enrolment.
+func (p *ProfilePolicy) rebind(req policies.RebindRequest) (policies.RebindDecision, error) {
+	set := p.Profiles()
+	if set == nil {
+		return policies.RebindDecision{}, refuse(errUnavailable, "no active profiles yet")
 	}
-	notAfter := req.At.Add(validity)
-	if jna := req.JPKI.X509().NotAfter; jna.Before(notAfter) {
-		notAfter = jna
+	d, err := set.DecideRebind(req)
+	if err != nil {
+		return policies.RebindDecision{}, fromPolicies(err)
 	}
-	return Decision{
-		Profile:       ProfileAuthentication,
-		PolicyVersion: p.Version,
-		Template: &x509.Certificate{
-			Subject:               pkix.Name{CommonName: Pseudonym(p.PseudonymKey, req.Person), Country: []string{"JP"}},
-			KeyUsage:              x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-			BasicConstraintsValid: true,
-		},
-		NotAfter: notAfter,
+	return d, nil
+}
+
+// admit takes a token from the buckets of the profile decided for the client
+// network and the person (errRateLimited, with the wait until a token is back, if
+// one is empty; then it took none), and returns how to give them back: the
+// handler does when the issuance is refused or fails after all (a nonce used
+// meanwhile, the cap reached at the leader), so that a refusal costs the person
+// and the address nothing.
+func (p *ProfilePolicy) admit(profile string, req policyRequest) (func(), error) {
+	set := p.Profiles()
+	if set == nil {
+		return nil, refuse(errUnavailable, "no active profiles yet")
+	}
+	prof, ok := set.Profile(profile)
+	if !ok {
+		return nil, fmt.Errorf("enroll: profile policy: profile %s decided but not in the set", profile)
+	}
+	return p.limit(prof, req.LimitKey, req.Client, req.At)
+}
+
+// fromPolicies maps the policy engine's refusals to the API's sentinels, keeping
+// their words (which hold no personal data) as the detail; an operator's hold and
+// a certificate bound to the new card already are problems of their own.
+func fromPolicies(err error) error {
+	switch {
+	case errors.Is(err, policies.ErrRebindHeldByOperator):
+		return errRebindHeldByOperator
+	case errors.Is(err, policies.ErrRebindBound):
+		return errRebindSameJPKICert
+	}
+	for _, m := range []struct{ from, to error }{
+		{policies.ErrRebindNotPossible, errRebindNotPossible},
+		{policies.ErrKeyType, errKeyTypeNotAllowed},
+		{policies.ErrDenied, errPolicyDenied},
+	} {
+		if errors.Is(err, m.from) {
+			reason, ok := policies.Reason(err)
+			if !ok {
+				reason = err.Error()
+			}
+			return refuse(m.to, "%s", reason)
+		}
+	}
+	return fmt.Errorf("enroll: profile policy: %w", err)
+}
+
+// limit takes a token from the profile's bucket for the client network and from the
+// one for the person (their limit key), both or neither, and returns how to give
+// them back. The person is named in no message.
+func (p *ProfilePolicy) limit(prof *policies.Profile, person, client string, now time.Time) (func(), error) {
+	if person == "" {
+		return nil, errors.New("enroll: profile policy: no person limit key")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.limits[prof.Name]
+	if l == nil || l.rates != prof.Enrollment.RateLimits {
+		r := prof.Enrollment.RateLimits
+		l = &profileLimits{rates: r, person: policies.NewLimiter(r.PerPerson), client: policies.NewLimiter(r.PerClient)}
+		p.limits[prof.Name] = l
+	}
+	if p.calls++; p.calls%forgetEvery == 0 {
+		for _, l := range p.limits {
+			l.person.Forget(now)
+			l.client.Forget(now)
+		}
+	}
+	if client != "" {
+		if ok, wait := l.client.Allow(client, now); !ok {
+			return nil, &retryError{refuse(errRateLimited, "profile %s allows %d enrolments per client address, one more every %s", prof.Name, l.rates.PerClient.Burst, l.rates.PerClient.Every), wait}
+		}
+	}
+	if ok, wait := l.person.Allow(person, now); !ok {
+		if client != "" {
+			l.client.Return(client, now)
+		}
+		return nil, &retryError{refuse(errRateLimited, "profile %s allows %d enrolments per person, one more every %s", prof.Name, l.rates.PerPerson.Burst, l.rates.PerPerson.Every), wait}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if client != "" {
+				l.client.Return(client, now)
+			}
+			l.person.Return(person, now)
+		})
 	}, nil
 }
 
-// Pseudonym is the subject CN AuthenticationPolicy gives a person record: the hex
-// of an HMAC-SHA256 under key of the record's random identifier
-// (policies.Pseudonym, so certificates keep their subject when the policy engine
-// replaces this policy). It survives a move (a re-bind keeps the record), differs
-// for homonyms (each starts a record of their own), and differs from the record's
-// identifier, so a certificate does not reveal the CA's index of people.
-func Pseudonym(key, person []byte) string { return policies.Pseudonym(key, person) }
-
-func authenticationKey(csr *x509.CertificateRequest) error {
-	switch k := csr.PublicKey.(type) {
-	case *ecdsa.PublicKey:
-		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
-			return nil
-		}
-		return refuse(ErrKeyTypeNotAllowed, "ECDSA on %s (P-256 or P-384 allowed)", k.Curve.Params().Name)
-	case *rsa.PublicKey:
-		if n := k.N.BitLen(); n >= 2048 && n <= 4096 && k.E == 65537 {
-			return nil
-		}
-		return refuse(ErrKeyTypeNotAllowed, "RSA-%d with exponent %d (2048 to 4096 bits, e=65537 allowed)", k.N.BitLen(), k.E)
-	}
-	return refuse(ErrKeyTypeNotAllowed, "%s (ECDSA P-256, P-384 or RSA allowed)", keyTypeName(csr.PublicKeyAlgorithm))
+// retryError is a refusal the client may try again after wait (Retry-After).
+type retryError struct {
+	err  error
+	wait time.Duration
 }
 
-func keyTypeName(a x509.PublicKeyAlgorithm) string {
-	if a == x509.Ed25519 {
-		return "Ed25519"
-	}
-	return a.String()
-}
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }

@@ -13,23 +13,23 @@ import (
 	"github.com/inkan-pki/inkan/policies"
 )
 
-// Errors a caller (the HTTP layer, a test, the client) acts on. Each maps to one
+// Errors the handler acts on (and its tests). Each maps to one
 // problem type. Their messages, and the details wrapped around them, never carry
 // personal data.
 var (
-	ErrRequestInvalid    = sentinel("request malformed")
-	ErrBodyTooLarge      = sentinel("request body too large")
-	ErrProofInvalid      = sentinel("proof invalid")
-	ErrAudienceMismatch  = sentinel("proof made for another endpoint")
-	ErrNonceUnknown      = sentinel("nonce unknown or expired")
-	ErrNonceReplayed     = sentinel("nonce already used")
-	ErrCSRInvalid        = sentinel("CSR invalid")
-	ErrCSRMismatch       = sentinel("CSR is not the one the proof names")
-	ErrKeyTypeNotAllowed = sentinel("key type not allowed by the profile")
-	ErrPolicyDenied      = sentinel("denied by policy")
-	ErrPersonLimit       = sentinel("the person holds as many certificates as the profile allows")
-	ErrRateLimited       = sentinel("rate limited")
-	ErrUnavailable       = sentinel("service unavailable")
+	errRequestInvalid    = sentinel("request malformed")
+	errBodyTooLarge      = sentinel("request body too large")
+	errProofInvalid      = sentinel("proof invalid")
+	errAudienceMismatch  = sentinel("proof made for another endpoint")
+	errNonceUnknown      = sentinel("nonce unknown or expired")
+	errNonceReplayed     = sentinel("nonce already used")
+	errCSRInvalid        = sentinel("CSR invalid")
+	errCSRMismatch       = sentinel("CSR is not the one the proof names")
+	errKeyTypeNotAllowed = sentinel("key type not allowed by the profile")
+	errPolicyDenied      = sentinel("denied by policy")
+	errPersonLimit       = sentinel("the person holds as many certificates as the profile allows")
+	errRateLimited       = sentinel("rate limited")
+	errUnavailable       = sentinel("service unavailable")
 )
 
 // A refusal is one of the API's errors with its detail: its sentinel says
@@ -62,11 +62,11 @@ func detailOf(err, kind error) string {
 }
 
 func proofInvalid(format string, args ...any) error {
-	return refuse(ErrProofInvalid, "%s", fmt.Sprintf(format, args...))
+	return refuse(errProofInvalid, "%s", fmt.Sprintf(format, args...))
 }
 
 func csrInvalid(format string, args ...any) error {
-	return refuse(ErrCSRInvalid, "%s", fmt.Sprintf(format, args...))
+	return refuse(errCSRInvalid, "%s", fmt.Sprintf(format, args...))
 }
 
 // problemType is one cause of refusal: its name (the last part of the type URI), the
@@ -124,49 +124,49 @@ var problemTypes = []problemType{
 // an error that matches nothing known is an issuance failure.
 func problemFor(err error) problemType {
 	switch {
-	case errors.Is(err, ErrBodyTooLarge):
+	case errors.Is(err, errBodyTooLarge):
 		return probBodyTooLarge
-	case errors.Is(err, ErrRequestInvalid):
+	case errors.Is(err, errRequestInvalid):
 		return probRequestInvalid
-	case errors.Is(err, ErrProofInvalid):
+	case errors.Is(err, errProofInvalid):
 		return probProofInvalid
-	case errors.Is(err, ErrAudienceMismatch):
+	case errors.Is(err, errAudienceMismatch):
 		return probAudience
-	case errors.Is(err, ErrNonceReplayed):
+	case errors.Is(err, errNonceReplayed):
 		return probNonceReplayed
-	case errors.Is(err, ErrNonceUnknown):
+	case errors.Is(err, errNonceUnknown):
 		return probNonceUnknown
-	case errors.Is(err, ErrCSRMismatch):
+	case errors.Is(err, errCSRMismatch):
 		return probCSRMismatch
-	case errors.Is(err, ErrCSRInvalid):
+	case errors.Is(err, errCSRInvalid):
 		return probCSRInvalid
-	case errors.Is(err, ErrKeyTypeNotAllowed), errors.Is(err, policies.ErrKeyType):
+	case errors.Is(err, errKeyTypeNotAllowed), errors.Is(err, policies.ErrKeyType):
 		return probKeyType
-	case errors.Is(err, ErrSerialMismatch):
+	case errors.Is(err, errSerialMismatch):
 		return probSerialMismatch
-	case errors.Is(err, ErrRebindNotFound):
+	case errors.Is(err, errRebindNotFound):
 		return probRebindNotFound
-	case errors.Is(err, ErrRebindNotSame):
+	case errors.Is(err, errRebindNotSame):
 		return probRebindNotSame
-	case errors.Is(err, ErrRebindHeldByOperator): // a case of ErrRebindNotPossible
+	case errors.Is(err, errRebindHeldByOperator): // a case of errRebindNotPossible
 		return probRebindHeld
-	case errors.Is(err, ErrRebindNotPossible):
+	case errors.Is(err, errRebindNotPossible):
 		return probRebindNotPoss
-	case errors.Is(err, ErrRebindSameJPKICert):
+	case errors.Is(err, errRebindSameJPKICert):
 		return probRebindSameCard
-	case errors.Is(err, ErrKeyProofMissing):
+	case errors.Is(err, errKeyProofMissing):
 		return probKeyProofMissing
-	case errors.Is(err, ErrKeyProofInvalid):
+	case errors.Is(err, errKeyProofInvalid):
 		return probKeyProofInvalid
-	case errors.Is(err, ErrKeyMismatch):
+	case errors.Is(err, errKeyMismatch):
 		return probKeyMismatch
-	case errors.Is(err, ErrKeyProofReplayed):
+	case errors.Is(err, errKeyProofReplayed):
 		return probKeyProofReplay
-	case errors.Is(err, ErrPersonLimit):
+	case errors.Is(err, errPersonLimit):
 		return probPersonLimit
-	case errors.Is(err, ErrPolicyDenied), errors.Is(err, policies.ErrDenied):
+	case errors.Is(err, errPolicyDenied), errors.Is(err, policies.ErrDenied):
 		return probPolicyDenied
-	case errors.Is(err, ErrRateLimited):
+	case errors.Is(err, errRateLimited):
 		return probRateLimited
 	case errors.Is(err, jpki.ErrRevoked):
 		return probJPKIRevoked
@@ -177,7 +177,7 @@ func problemFor(err error) problemType {
 	case errors.Is(err, jpki.ErrUntrusted), errors.Is(err, jpki.ErrMalformed),
 		errors.Is(err, jpki.ErrKeyUsage), errors.Is(err, jpki.ErrPolicy):
 		return probJPKIUntrusted
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, errUnavailable):
 		return probUnavailable
 	}
 	return probIssuanceFailure
@@ -243,11 +243,11 @@ func (e *detailed) Error() string { return "enroll: " + e.detail }
 func sentinel(detail string) error { return &detailed{detail} }
 
 var sentinels = []error{
-	ErrRequestInvalid, ErrBodyTooLarge, ErrProofInvalid, ErrAudienceMismatch, ErrNonceUnknown,
-	ErrNonceReplayed, ErrCSRInvalid, ErrCSRMismatch, ErrKeyTypeNotAllowed, ErrPolicyDenied,
-	ErrPersonLimit, ErrRateLimited, ErrUnavailable, policies.ErrDenied, policies.ErrKeyType,
-	ErrSerialMismatch, ErrRebindNotFound, ErrRebindNotSame, ErrRebindHeldByOperator, ErrRebindNotPossible, ErrRebindSameJPKICert,
-	ErrKeyProofMissing, ErrKeyProofInvalid, ErrKeyMismatch, ErrKeyProofReplayed,
+	errRequestInvalid, errBodyTooLarge, errProofInvalid, errAudienceMismatch, errNonceUnknown,
+	errNonceReplayed, errCSRInvalid, errCSRMismatch, errKeyTypeNotAllowed, errPolicyDenied,
+	errPersonLimit, errRateLimited, errUnavailable, policies.ErrDenied, policies.ErrKeyType,
+	errSerialMismatch, errRebindNotFound, errRebindNotSame, errRebindHeldByOperator, errRebindNotPossible, errRebindSameJPKICert,
+	errKeyProofMissing, errKeyProofInvalid, errKeyMismatch, errKeyProofReplayed,
 }
 
 // writeProblem sends the problem. retry, when positive, is the Retry-After of a

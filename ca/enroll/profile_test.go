@@ -33,8 +33,15 @@ var testPseudonymKey = bytes.Repeat([]byte{0x6b}, 32)
 // issues those), with edit applied to each file's text.
 func testProfiles(t testing.TB, edit func(file, text string) string) *policies.Set {
 	t.Helper()
+	return loadProfiles(t, testPseudonymKey, []string{"authentication.yaml", "signing.yaml"}, edit)
+}
+
+// loadProfiles loads the shipped profiles files, keyed with key, as testProfiles
+// does.
+func loadProfiles(t testing.TB, key []byte, files []string, edit func(file, text string) string) *policies.Set {
+	t.Helper()
 	fsys := fstest.MapFS{}
-	for _, name := range []string{"authentication.yaml", "signing.yaml"} {
+	for _, name := range files {
 		b, err := fs.ReadFile(policies.Shipped(), name)
 		if err != nil {
 			t.Fatal(err)
@@ -45,7 +52,7 @@ func testProfiles(t testing.TB, edit func(file, text string) string) *policies.S
 		}
 		fsys[name] = &fstest.MapFile{Data: []byte(y)}
 	}
-	set, err := policies.Load(fsys, testPseudonymKey, "authentication")
+	set, err := policies.Load(fsys, key, "authentication")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +147,8 @@ func TestProfilePolicyIssues(t *testing.T) {
 			if c.profile == "signing" && leaf.Subject.SerialNumber != policies.SigningPseudonym(testPseudonymKey, person) {
 				t.Error("the signing certificate's serialNumber is not the person record's signing pseudonym")
 			}
-			if req.Profile != c.profile || req.PolicyVersion != c.version || req.MaxPerPerson != c.cap {
-				t.Errorf("CA asked for profile %q v%d, cap %d", req.Profile, req.PolicyVersion, req.MaxPerPerson)
+			if req.Decision.Profile != c.profile || req.Decision.PolicyVersion != c.version || req.Decision.MaxPerPerson != c.cap {
+				t.Errorf("CA asked for profile %q v%d, cap %d", req.Decision.Profile, req.Decision.PolicyVersion, req.Decision.MaxPerPerson)
 			}
 			err = fx.cluster.View(func(tx *bbolt.Tx) error {
 				rec, err := ca.Lookup(tx, cert.Serial)

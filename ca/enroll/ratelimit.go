@@ -12,9 +12,9 @@ type RateLimit struct {
 	Burst int
 }
 
-// DefaultRateLimit is generous for a person enrolling and tight for a script: a
+// defaultRateLimit is generous for a person enrolling and tight for a script: a
 // challenge and an enrollment take two requests.
-var DefaultRateLimit = RateLimit{Rate: 1, Burst: 10}
+var defaultRateLimit = RateLimit{Rate: 1, Burst: 10}
 
 // maxClients bounds the addresses the limiter remembers; past it, buckets that have
 // refilled are forgotten (they hold nothing a fresh bucket would not).
@@ -37,7 +37,7 @@ type bucket struct {
 
 func newLimiter(rl RateLimit) *limiter {
 	if rl == (RateLimit{}) {
-		rl = DefaultRateLimit
+		rl = defaultRateLimit
 	}
 	if rl.Burst < 1 {
 		rl.Burst = 1

@@ -25,16 +25,16 @@ import (
 
 // Errors of re-binding, each its own problem type.
 var (
-	ErrSerialMismatch     = sentinel("the proof names another certificate")
-	ErrRebindNotFound     = sentinel("no derived certificate with that serial")
-	ErrRebindNotSame      = sentinel("the new JPKI certificate is not the same person's")
-	ErrRebindNotPossible  = sentinel("the certificate cannot be re-bound")
-	ErrRebindSameJPKICert = sentinel("the certificate is bound to this JPKI certificate already")
-	// ErrRebindHeldByOperator: the certificate is on hold by an operator (e.g. on a
+	errSerialMismatch     = sentinel("the proof names another certificate")
+	errRebindNotFound     = sentinel("no derived certificate with that serial")
+	errRebindNotSame      = sentinel("the new JPKI certificate is not the same person's")
+	errRebindNotPossible  = sentinel("the certificate cannot be re-bound")
+	errRebindSameJPKICert = sentinel("the certificate is bound to this JPKI certificate already")
+	// errRebindHeldByOperator: the certificate is on hold by an operator (e.g. on a
 	// report of misuse), not by the linkage job across a move; a re-bind does not
-	// lift it, only an operator does. It is a case of ErrRebindNotPossible with a
+	// lift it, only an operator does. It is a case of errRebindNotPossible with a
 	// problem type of its own.
-	ErrRebindHeldByOperator = refuse(ErrRebindNotPossible, "it is on hold by an operator")
+	errRebindHeldByOperator = refuse(errRebindNotPossible, "it is on hold by an operator")
 )
 
 // Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
@@ -50,90 +50,15 @@ type Rebinder interface {
 // The Authority is the Rebinder a node gives the API.
 var _ Rebinder = (*ca.Authority)(nil)
 
-// RebindPolicy decides a re-binding: ProfilePolicy implements it. It is called once
-// both halves have been verified (the new JPKI certificate, of the same name and
-// birth date, and the derived certificate's own key); it checks what an enrolment
-// under the certificate's profile would (JPKI policy, revocation evidence, key
-// type) and says whether the contents stay. It takes no rate-limit token: the
-// handler asks the Admitter last, as for an enrolment.
-type RebindPolicy interface {
-	Rebind(ctx context.Context, req RebindPolicyRequest) (RebindDecision, error)
-}
-
-// RebindPolicyRequest is what a RebindPolicy decides on.
-type RebindPolicyRequest struct {
-	// Old is the derived certificate, issued under Profile.
-	Old     *x509.Certificate
-	Profile string
-	// JPKI is the new, verified signature certificate (personal data, as in
-	// PolicyRequest), with the revocation answer and its source's kind.
-	JPKI             *jpki.SignatureCertificate
-	Revocation       jpki.Status
-	RevocationSource string
-	// Person is the certificate's person record, which the re-bind keeps (and
-	// with it the pseudonyms). Legacy says the certificate may have been issued
-	// before person records (its record was migrated, or names no record yet):
-	// its contents are then also compared with what that release rendered, so
-	// that it is released with its subject as issued when nothing else changed.
-	Person []byte
-	Legacy bool
-	At     time.Time
-}
-
-// RebindDecision says whether the contents change (Reissue) and, if so, what to
-// issue (Decision, for Old's public key under the profile's current version).
-type RebindDecision struct {
-	Reissue  bool
-	Decision Decision
-}
-
-// Rebind implements RebindPolicy: Set.Decide for the new card, the person record
-// and the old key under the certificate's profile, then policies.Rebind on the
-// rendered contents (and, for a legacy certificate, on what the previous release
-// rendered).
-func (p *ProfilePolicy) Rebind(_ context.Context, req RebindPolicyRequest) (RebindDecision, error) {
-	set := p.Profiles()
-	if set == nil {
-		return RebindDecision{}, refuse(ErrUnavailable, "no active profiles yet")
-	}
-	if len(req.Person) == 0 || req.Old == nil {
-		return RebindDecision{}, errors.New("enroll: profile policy: re-bind without a person record or a certificate")
-	}
-	if req.Profile == "" {
-		return RebindDecision{}, refuse(ErrPolicyDenied, "the certificate names no profile")
-	}
-	pd, err := set.Decide(policies.Request{
-		Profile:          req.Profile,
-		JPKI:             req.JPKI,
-		Person:           req.Person,
-		PublicKey:        req.Old.PublicKey,
-		Revocation:       req.Revocation,
-		RevocationSource: req.RevocationSource,
-		At:               req.At,
-	})
-	if err != nil {
-		return RebindDecision{}, fromPolicies(err)
-	}
-	reissue := policies.Rebind(req.Old, pd.Template) == policies.RebindReissue
-	if reissue && req.Legacy {
-		if legacy, err := set.RenderLegacy(pd.Profile, req.JPKI.Identity); err == nil && policies.Rebind(req.Old, legacy) == policies.RebindRelease {
-			reissue = false
-		}
-	}
-	d := decisionOf(pd)
-	d.MaxPerPerson = 0 // a re-issue replaces a certificate the person holds
-	return RebindDecision{Reissue: reissue, Decision: d}, nil
-}
-
 // parseSerial reads a serial as the API writes it: certserial's printed form
 // only, since the proof binds the serial's spelling, not only its value.
 func parseSerial(s string) (*big.Int, error) {
 	n, err := certserial.Parse(s)
 	if err != nil {
-		return nil, refuse(ErrRequestInvalid, "serial %w", err)
+		return nil, refuse(errRequestInvalid, "serial %w", err)
 	}
 	if certserial.Format(n) != s {
-		return nil, refuse(ErrRequestInvalid, "serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", clip(s), certserial.Format(n))
+		return nil, refuse(errRequestInvalid, "serial %q: write it as %s (lower-case hex, two digits a byte, no leading zero byte)", clip(s), certserial.Format(n))
 	}
 	return n, nil
 }
@@ -151,8 +76,8 @@ type rebindTarget struct {
 	chain        [][]byte // the CA certificates above the old certificate
 	jpki         *jpki.Result
 	link         jpki.Hash
-	decision     RebindDecision
-	limits       PolicyRequest // the keys of the rate limits
+	decision     policies.RebindDecision
+	limits       policyRequest // the keys of the rate limits
 }
 
 func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
@@ -172,27 +97,25 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	}
 	done, ok := h.inflight.claim(t.claims.nonce)
 	if !ok {
-		h.refuse(w, refuse(ErrNonceReplayed, "a request with this nonce is in progress"))
+		h.refuse(w, refuse(errNonceReplayed, "a request with this nonce is in progress"))
 		return
 	}
 	defer done()
 	// As for an enrolment: every check passed, so the rate limits take their
 	// tokens now, then the nonce's use is recorded, and only then does anything
 	// change. A refusal from here on gives the tokens back.
-	release := func() {}
-	if a, ok := h.cfg.Policy.(Admitter); ok {
-		if release, err = a.Admit(r.Context(), Decision{Profile: t.record.Profile}, t.limits); err != nil {
-			h.refuse(w, err)
-			return
-		}
+	release, err := h.cfg.Policy.admit(t.record.Profile, t.limits)
+	if err != nil {
+		h.refuse(w, err)
+		return
 	}
 	if err := h.cfg.Rebinder.UseNonce(r.Context(), nonceHash(t.claims.nonce), t.nonceExpires); err != nil {
 		release()
 		switch {
 		case errors.Is(err, ca.ErrNonceUsed):
-			h.refuse(w, ErrNonceReplayed)
+			h.refuse(w, errNonceReplayed)
 		case errors.Is(err, ca.ErrNonceExpired):
-			h.refuse(w, refuse(ErrNonceUnknown, "the nonce expired before the CA recorded it"))
+			h.refuse(w, refuse(errNonceUnknown, "the nonce expired before the CA recorded it"))
 		default:
 			h.log.Error("enroll: nonce not recorded", "err", err)
 			h.refuseAs(w, probUnavailable, "the certificate was not re-bound; fetch a new challenge and try again")
@@ -203,7 +126,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		release()
 		switch {
-		case errors.Is(err, ErrRebindHeldByOperator):
+		case errors.Is(err, errRebindHeldByOperator):
 			// An operator held it between the checks and the release.
 			h.log.Warn("enroll: re-binding refused: held by an operator", "serial", req.Serial)
 			h.refuse(w, err)
@@ -245,14 +168,14 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	}
 	audience := h.cfg.Audience + "/rebind"
 	if subtle.ConstantTimeCompare([]byte(c.aud), []byte(audience)) != 1 {
-		return nil, refuse(ErrAudienceMismatch, "aud is not this endpoint's URL")
+		return nil, refuse(errAudienceMismatch, "aud is not this endpoint's URL")
 	}
 	now := h.cfg.Now()
 	if err := h.checkTimes(c, now); err != nil {
 		return nil, err
 	}
 	if c.serial != req.Serial {
-		return nil, refuse(ErrSerialMismatch, "the proof's serial claim is not the serial sent")
+		return nil, refuse(errSerialMismatch, "the proof's serial claim is not the serial sent")
 	}
 	leaf, err := x509.ParseCertificate(proof.x5c[0])
 	if err != nil {
@@ -266,7 +189,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		return nil, err
 	}
 	if nonceUsed(h.cfg.Cluster, c.nonce) {
-		return nil, ErrNonceReplayed
+		return nil, errNonceReplayed
 	}
 	res, err := h.cfg.Verifier.Verify(ctx, proof.x5c, now)
 	if err != nil {
@@ -278,7 +201,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	err = h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
 		rec, err := ca.Lookup(tx, serial)
 		if errors.Is(err, ca.ErrNotFound) || err == nil && (rec.Kind != ca.Derived || len(rec.Person) == 0) {
-			return ErrRebindNotFound
+			return errRebindNotFound
 		}
 		if err != nil {
 			return err
@@ -308,19 +231,19 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		return nil
 	})
 	switch {
-	case errors.Is(err, ErrRebindNotFound):
+	case errors.Is(err, errRebindNotFound):
 		return nil, err
 	case err != nil:
-		return nil, refuse(ErrUnavailable, "read the certificate: %v", err)
+		return nil, refuse(errUnavailable, "read the certificate: %v", err)
 	}
 	// Only the holder learns the certificate's state: someone of another name or
 	// birth date is told so first, then someone without the certificate's key.
 	nb := res.Certificate.Identity.NameBirthHash(h.cfg.LinkKey)
 	if subtle.ConstantTimeCompare(nb[:], nameBirth) != 1 {
-		return nil, ErrRebindNotSame
+		return nil, errRebindNotSame
 	}
 	if t.record.DER == nil {
-		return nil, refuse(ErrRebindNotPossible, "it is %s", statusWord(t.record.Status))
+		return nil, refuse(errRebindNotPossible, "it is %s", statusWord(t.record.Status))
 	}
 	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
 		return nil, fmt.Errorf("enroll: the CA's record of %s does not parse: %w", certserial.Format(serial), err)
@@ -328,31 +251,24 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	if err := h.checkKeyProof(req, t, proof.x5c[0], audience, now); err != nil {
 		return nil, err
 	}
-	switch {
-	case t.record.Status != ca.Good && t.record.Status != ca.Held:
-		return nil, refuse(ErrRebindNotPossible, "it is %s", statusWord(t.record.Status))
-	case !now.Before(t.record.NotAfter):
-		return nil, refuse(ErrRebindNotPossible, "it has expired")
-	case t.record.Status == ca.Held && t.record.HeldBy != actorSystem:
-		// Only the linkage job's hold (across a move) is the re-bind's to lift; a
-		// hold whose actor is unknown is treated as an operator's.
-		return nil, ErrRebindHeldByOperator
-	case subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1:
-		return nil, ErrRebindSameJPKICert
+	// Only the linkage job's hold (across a move) is the re-bind's to lift; a
+	// hold whose actor is unknown is treated as an operator's.
+	if err := policies.Rebindable(policies.RebindCandidate{
+		Derived:      policies.Derived{State: derivedState(t.record.Status), NotAfter: t.record.NotAfter},
+		HeldBySystem: t.record.HeldBy == actorSystem,
+		Bound:        subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1,
+	}, now); err != nil {
+		return nil, fromPolicies(err)
 	}
-	rp, ok := h.cfg.Policy.(RebindPolicy)
-	if !ok {
-		return nil, refuse(ErrPolicyDenied, "this server's policy does not re-bind")
-	}
-	if t.decision, err = rp.Rebind(ctx, RebindPolicyRequest{
+	if t.decision, err = h.cfg.Policy.rebind(policies.RebindRequest{
 		Old: t.old, Profile: t.record.Profile, JPKI: res.Certificate,
 		Revocation: res.Revocation, RevocationSource: h.source,
 		Person: t.record.Person, Legacy: migrated || !t.hasPerson, At: now,
 	}); err != nil {
 		return nil, err
 	}
-	t.limits = PolicyRequest{LimitKey: limitKey(t.record.Person), Client: client, At: now}
-	if t.decision.Reissue {
+	t.limits = policyRequest{LimitKey: limitKey(t.record.Person), Client: client, At: now}
+	if t.decision.Act == policies.RebindReissue {
 		d := &t.decision.Decision
 		if d.Template == nil {
 			return nil, errors.New("enroll: policy returned no template")
@@ -365,13 +281,13 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 }
 
 // checkKeyProof checks the second half of a re-bind: a key proof (missing:
-// ErrKeyProofMissing; malformed or out of time: ErrKeyProofInvalid) signed by the
-// derived certificate's own key (ErrKeyMismatch) for this very request: the card
+// errKeyProofMissing; malformed or out of time: errKeyProofInvalid) signed by the
+// derived certificate's own key (errKeyMismatch) for this very request: the card
 // proof's nonce, the serial, the new card's certificate and this endpoint
-// (ErrKeyProofReplayed).
+// (errKeyProofReplayed).
 func (h *Handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, card []byte, audience string, now time.Time) error {
 	if req.KeyProof == "" {
-		return ErrKeyProofMissing
+		return errKeyProofMissing
 	}
 	kp, err := parseKeyProof(req.KeyProof)
 	if err != nil {
@@ -384,18 +300,30 @@ func (h *Handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, c
 	cardSum := sha256.Sum256(card)
 	switch {
 	case subtle.ConstantTimeCompare(kc.nonce, t.claims.nonce) != 1:
-		return refuse(ErrKeyProofReplayed, "it names another nonce")
+		return refuse(errKeyProofReplayed, "it names another nonce")
 	case kc.serial != req.Serial:
-		return refuse(ErrKeyProofReplayed, "it names another certificate")
+		return refuse(errKeyProofReplayed, "it names another certificate")
 	case subtle.ConstantTimeCompare(kc.jpkiSHA256, cardSum[:]) != 1:
-		return refuse(ErrKeyProofReplayed, "it names another JPKI certificate")
+		return refuse(errKeyProofReplayed, "it names another JPKI certificate")
 	case subtle.ConstantTimeCompare([]byte(kc.aud), []byte(audience)) != 1:
-		return refuse(ErrKeyProofReplayed, "it was made for another endpoint")
+		return refuse(errKeyProofReplayed, "it was made for another endpoint")
 	}
 	if err := h.checkTimes(&claims{iat: kc.iat, exp: kc.exp}, now); err != nil {
-		return refuse(ErrKeyProofInvalid, "%s", detailOf(err, ErrProofInvalid))
+		return refuse(errKeyProofInvalid, "%s", detailOf(err, errProofInvalid))
 	}
 	return nil
+}
+
+// derivedState is a certificate's status as the policy's rules read it: a
+// status other than good or held re-binds no more than a revoked one.
+func derivedState(s ca.Status) policies.DerivedState {
+	switch s {
+	case ca.Good:
+		return policies.DerivedGood
+	case ca.Held:
+		return policies.DerivedHeld
+	}
+	return policies.DerivedRevoked
 }
 
 func statusWord(s ca.Status) string {
@@ -410,7 +338,7 @@ func statusWord(s ca.Status) string {
 
 // rebind does what was decided. Release (of the linkage job's hold only: the
 // authority refuses the API's release of an operator's, ca.ErrHeldByOperator,
-// which is ErrRebindHeldByOperator here): the hold is lifted first, then the link
+// which is errRebindHeldByOperator here): the hold is lifted first, then the link
 // moved, so that a failure in between leaves a good certificate still bound to the
 // revoked JPKI certificate — which the linkage job holds again, and a retry re-binds
 // — rather than a held one bound to the new card, which no retry could tell from an
@@ -419,7 +347,7 @@ func statusWord(s ca.Status) string {
 // certificate, and the linkage job ends it as its profile says.
 func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.RebindResponse, int, error) {
 	serialHex := certserial.Format(t.serial)
-	if !t.decision.Reissue {
+	if t.decision.Act == policies.RebindRelease {
 		action := enrollapi.RebindRelinked
 		if t.record.Status == ca.Held {
 			action = enrollapi.RebindReleased
@@ -457,15 +385,11 @@ func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.Rebin
 	d := t.decision.Decision
 	hint := t.jpki.Certificate.Identity.Basic4Hint(h.cfg.LinkKey)
 	req := ca.Request{
-		Profile:       d.Profile,
-		PolicyVersion: d.PolicyVersion,
-		Template:      d.Template,
-		PublicKey:     t.old.PublicKey,
-		NotAfter:      d.NotAfter,
-		Link:          t.link[:],
-		Person:        t.record.Person,
-		Hint:          hint[:],
-		SkipLints:     d.SkipLints,
+		Decision:  d,
+		PublicKey: t.old.PublicKey,
+		Link:      t.link[:],
+		Person:    t.record.Person,
+		Hint:      hint[:],
 	}
 	if t.hasPerson {
 		// The new JPKI certificate joins the person record: the re-bind proved both
@@ -495,38 +419,38 @@ const actorEnrollment = "enrollment"
 const actorSystem = "system"
 
 // heldByOperator makes the authority's refusal to release an operator's hold
-// ErrRebindHeldByOperator, keeping the cause.
+// errRebindHeldByOperator, keeping the cause.
 func heldByOperator(err error) error {
 	if errors.Is(err, ca.ErrHeldByOperator) {
-		return fmt.Errorf("%w (%w)", ErrRebindHeldByOperator, err)
+		return fmt.Errorf("%w (%w)", errRebindHeldByOperator, err)
 	}
 	return err
 }
 
 // decodeRebindRequest decodes the JSON body: an object with proof and serial
-// (strings) and key_proof (a string; its absence is ErrKeyProofMissing, once the
+// (strings) and key_proof (a string; its absence is errKeyProofMissing, once the
 // certificate is found); no other member, none twice.
 func decodeRebindRequest(body []byte) (*enrollapi.RebindRequest, error) {
 	m, err := decodeObject(body)
 	if err != nil {
-		return nil, refuse(ErrRequestInvalid, "body: %v", err)
+		return nil, refuse(errRequestInvalid, "body: %v", err)
 	}
 	req := &enrollapi.RebindRequest{}
 	fields := map[string]*string{"proof": &req.Proof, "serial": &req.Serial, "key_proof": &req.KeyProof}
 	for name, raw := range m {
 		dst, ok := fields[name]
 		if !ok {
-			return nil, refuse(ErrRequestInvalid, "unknown member %q", clip(name))
+			return nil, refuse(errRequestInvalid, "unknown member %q", clip(name))
 		}
 		if err := json.Unmarshal(raw, dst); err != nil || bytes.Equal(raw, []byte("null")) {
-			return nil, refuse(ErrRequestInvalid, "%s is not a string", name)
+			return nil, refuse(errRequestInvalid, "%s is not a string", name)
 		}
 	}
 	switch {
 	case req.Proof == "":
-		return nil, refuse(ErrRequestInvalid, "no proof")
+		return nil, refuse(errRequestInvalid, "no proof")
 	case req.Serial == "":
-		return nil, refuse(ErrRequestInvalid, "no serial")
+		return nil, refuse(errRequestInvalid, "no serial")
 	}
 	return req, nil
 }

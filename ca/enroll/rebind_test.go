@@ -24,7 +24,6 @@ import (
 	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
-	"github.com/inkan-pki/inkan/policies"
 	"github.com/inkan-pki/inkan/subscriber"
 )
 
@@ -410,21 +409,16 @@ func (e *env) expectRebindProblem(t *testing.T, body []byte, name string, status
 	}
 }
 
-// TestRebindNeedsAPolicyThatRebinds: a Rebinder with a policy that cannot decide a
-// re-binding is a configuration error; without a Rebinder the path is not served.
-func TestRebindNeedsAPolicyThatRebinds(t *testing.T) {
+// TestRebindServedOnlyWithARebinder: without a Rebinder the path is not served.
+// (A Rebinder with a policy that cannot re-bind, which NewHandler refused, can no
+// longer be configured: Config.Policy is the *ProfilePolicy, which re-binds.)
+func TestRebindServedOnlyWithARebinder(t *testing.T) {
 	needFixture(t)
 	e := newEnv(t, "")
-	cfg := e.h.cfg
-	cfg.Rebinder = fx.authority
-	if _, err := NewHandler(cfg); !errors.Is(err, errNoRebindPolicy) {
-		t.Fatalf("NewHandler: %v", err)
-	}
 	resp := e.postTo(t, enrollapi.PathRebind, []byte(`{}`))
 	if resp.StatusCode != 404 && resp.StatusCode != 405 {
 		t.Errorf("rebind without a Rebinder: HTTP %d", resp.StatusCode)
 	}
-	var _ RebindPolicy = NewProfilePolicy((*policies.Set)(nil))
 }
 
 // racingRebinder is the authority, with the linkage job's hold landing between the

@@ -207,7 +207,8 @@ func derive(t testing.TB, sc *jpki.SignatureCertificate, profile string, notAfte
 		t.Fatal(err)
 	}
 	p, _ := fx.set.Profile(profile)
-	req.Profile, req.PolicyVersion, req.Template, req.PublicKey, req.NotAfter = profile, p.Version, tmpl, fx.subKey.Public(), notAfter
+	req.Decision = policies.Decision{Profile: profile, PolicyVersion: p.Version, Template: tmpl, NotAfter: notAfter}
+	req.PublicKey = fx.subKey.Public()
 	iss, err := fx.authority.Issue(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
-// Package policy keeps the issuance profiles in the cluster's replicated state, with
-// versions, so every node decides with the same policy and an operator changes it
-// once, through Raft, for all. A change is one profile file applied with the
+// Package policy is the store of the issuance profiles: the profile files in the
+// cluster's replicated state, with versions, so every node decides with the same
+// files and an operator changes them once, through Raft, for all. It decides
+// nothing: the decisions are package policies'. A change is one profile file applied with the
 // command policy.apply (ApplyCommand builds it, Handler applies it): the file must
 // parse as policies.Parse checks it, and its version must be above the active
 // version of the profile of that name. Active builds the policies.Set of the active
