@@ -457,7 +457,8 @@ func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
 	a.mu.Lock()
 	a.ocspSrc = &src
 	a.mu.Unlock()
-	env.OCSP = caCertificates(c.View, ocsp.NewResponder(cache, ocsp.NewStateCRLs(c.View), env.Metrics).ServeFastHTTP)
+	history := ocsp.NewHistory(c.View, cache) // /status and /evidence (issue 17)
+	env.OCSP = caCertificates(c.View, history.Wrap(ocsp.NewResponder(cache, ocsp.NewStateCRLs(c.View), env.Metrics).ServeFastHTTP))
 
 	rm := &responderMaintainer{
 		c: c, auth: a.authority(), key: key.Public(), lifetime: time.Duration(a.cfg.OCSP.ResponderLifetime),
