@@ -1,10 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -25,6 +27,7 @@ import (
 	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/ocsp"
+	"github.com/inkan-pki/inkan/tsa"
 )
 
 // historyNodeConfig is a bootstrapping node's configuration with its listeners
@@ -49,6 +52,7 @@ metrics: {listen: %s}
 hsm: {module: %s, token: %s, pin_file: %s}
 log: {level: error}
 drain_timeout: 2s
+tsa: {policy: 1.3.6.1.4.1.99999.3161.1, accuracy: 1s}
 `, filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], addrs[2], addrs[3], tok.Module, tok.Label, tok.PINFile)
 	cfg, err := ParseConfig([]byte(raw))
 	if err != nil {
@@ -89,9 +93,10 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	n := startTestNode(t, ctx, historyNodeConfig(t))
+	cfg := historyNodeConfig(t)
+	n := startTestNode(t, ctx, cfg)
 	auth := n.app.authority()
 	caInit, err := auth.Init(ctx, ca.InitOptions{Subject: pkix.Name{Country: []string{"JP"}, CommonName: "history CA"}, SelfSign: true})
 	if err != nil {
@@ -178,7 +183,22 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 	caPEM := write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caInit.Cert.Raw}))
 	sig := filepath.Join(dir, "contract.p7s")
 	openssl(t, "cms", "-sign", "-binary", "-in", doc, "-signer", certPEM, "-inkey", keyPEM, "-outform", "DER", "-out", sig, "-nocerts")
-	good := settle() // signed here, while good
+	// Time-stamp the signature with the node's TSA (key and certificate made
+	// directly: the ceremony is tested in TestTSAKeyUnderDualControl).
+	n.app.mu.Lock()
+	tsaSvc := n.app.tsa
+	n.app.mu.Unlock()
+	if _, err := tsaSvc.Init(ctx, tsa.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tsaSvc.Certify(ctx, tsa.CertifyOptions{CommonName: "history TSA", Lifetime: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	openssl(t, "ts", "-query", "-data", sig, "-sha256", "-cert", "-out", filepath.Join(dir, "sig.tsq"))
+	token := timeStamp(t, ctx, cfg, n.Addrs().API, filepath.Join(dir, "sig.tsq"))
+	tokenPath := write("sig.tsr", token)
+	good := genTime(t, openssl(t, "ts", "-reply", "-in", tokenPath, "-text"))
+	settle()
 
 	if err := auth.Hold(ctx, serial, ""); err != nil {
 		t.Fatal(err)
@@ -238,8 +258,28 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 		})
 	}
 
-	// The evidence for the signing time: OpenSSL alone verifies the signature
-	// as of then, with the bundle's certificates and CRLs.
+	// The CA retires (a rollover) and the node restarts: the answers stay.
+	if _, err := auth.Init(ctx, ca.InitOptions{Subject: pkix.Name{Country: []string{"JP"}, CommonName: "history CA 2"}, SelfSign: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n = startTestNode(t, ctx, cfg)
+	base = "http://" + n.Addrs().OCSP
+	if a := status(cert, held); a.Status != ocsp.AtHeld {
+		t.Errorf("after the CA's retirement and a restart: %+v", a)
+	}
+	if a := status(cert, good); a.Status != ocsp.AtGood {
+		t.Errorf("at the time-stamp, after the CA's retirement and a restart: %+v", a)
+	}
+	// The time-stamp verifies with OpenSSL alone (TSA certificate in the token).
+	if out := openssl(t, "ts", "-verify", "-data", sig, "-in", tokenPath, "-CAfile", caPEM); !strings.Contains(out, "Verification: OK") {
+		t.Errorf("openssl ts -verify: %s", out)
+	}
+
+	// The evidence for the time-stamp's time: OpenSSL alone verifies the
+	// signature as of then, with the bundle's certificates and CRLs.
 	code, ct, bundle := get("/evidence/" + caInit.ID + "/" + certserial.Format(serial) + "?at=" + good.UTC().Format(time.RFC3339))
 	if code != 200 || !strings.HasPrefix(ct, "application/pkcs7-mime") {
 		t.Fatalf("evidence: %d %s %s", code, ct, bundle)
@@ -309,6 +349,62 @@ openssl ocsp -respin ocsp.der -issuer ca.pem -CAfile ca.pem -cert signer.pem -no
 			}
 		})
 	}
+}
+
+// timeStamp sends a time-stamp query to the node's TSA and returns the token.
+func timeStamp(t *testing.T, ctx context.Context, cfg *Config, addr, query string) []byte {
+	t.Helper()
+	q, err := os.ReadFile(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(filepath.Join(cfg.DataDir, clusterCAFile))
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("cluster CA: %v", err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+tsa.Path, bytes.NewReader(q))
+		req.Header.Set("Content-Type", "application/timestamp-query")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// A token is a granted TimeStampResp (status 0); the TSA refuses
+		// (timeNotAvailable) until it has compared clocks.
+		if resp.StatusCode == 200 && len(body) > 9 && bytes.HasPrefix(body[4:], []byte{0x30, 0x03, 0x02, 0x01, 0x00}) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no time-stamp token: %d %x", resp.StatusCode, body)
+		}
+	}
+}
+
+// genTime reads the time-stamp's time from openssl ts -reply -text, to the second.
+func genTime(t *testing.T, text string) time.Time {
+	t.Helper()
+	for line := range strings.Lines(text) {
+		v, ok := strings.CutPrefix(line, "Time stamp: ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v) // Dec  7 14:25:01.123 2026 GMT
+		if len(f) != 5 {
+			break
+		}
+		clock, _, _ := strings.Cut(f[2], ".")
+		at, err := time.Parse("Jan 2 15:04:05 2006 MST", strings.Join([]string{f[0], f[1], clock, f[3], f[4]}, " "))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at.Add(time.Second) // the token's time, rounded up: T is after it
+	}
+	t.Fatalf("no time in:\n%s", text)
+	return time.Time{}
 }
 
 // openssl runs openssl and returns its output, failing the test if it fails.
