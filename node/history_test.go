@@ -32,7 +32,7 @@ import (
 
 // historyNodeConfig is a bootstrapping node's configuration with its listeners
 // on free ports (kept here so that this test does not lean on the admin tests').
-func historyNodeConfig(t *testing.T) *Config {
+func historyNodeConfig(t testing.TB) *Config {
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	var addrs []string

@@ -3,9 +3,11 @@ package crl
 import (
 	"context"
 	"crypto/sha256"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
@@ -70,6 +72,75 @@ func TestAround(t *testing.T) {
 			})
 			if err != nil {
 				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// BenchmarkAround: finding the CRLs around T in a shard's year of history —
+// one CRL every 30 minutes, 17,520 — against the baseline of reading the
+// newest (Latest), in the same run. Around reads the metas in order until T,
+// so T in the middle costs half the history.
+func BenchmarkAround(b *testing.B) {
+	db, err := bbolt.Open(filepath.Join(b.TempDir(), "state.db"), 0o600, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const history = 2 * 24 * 365
+	err = db.Update(func(tx *bbolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketCRL); err != nil {
+			return err
+		}
+		sb, err := shardBucket(tx, "ca1", 3)
+		if err != nil {
+			return err
+		}
+		metas, err := sb.CreateBucketIfNotExists(keyMeta)
+		if err != nil {
+			return err
+		}
+		for i := range uint64(history) {
+			this := t0.Add(time.Duration(i) * 30 * time.Minute)
+			m, err := cbor.Marshal(Meta{CA: "ca1", Shard: 3, Number: i + 1, ThisUpdate: this, NextUpdate: this.Add(24 * time.Hour),
+				SHA256: make([]byte, 32), Parts: 13, Size: 3 << 20, Entries: 62500, Published: this})
+			if err != nil {
+				return err
+			}
+			if err := metas.Put(u64(i+1), m); err != nil {
+				return err
+			}
+		}
+		return sb.Put(keyLatest, u64(history))
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var base float64
+	for _, c := range []struct {
+		name string
+		fn   func(tx *bbolt.Tx) error
+	}{
+		{"latest", func(tx *bbolt.Tx) error { _, _, err := Latest(tx, "ca1", 3); return err }},
+		{"around-middle-of-a-year", func(tx *bbolt.Tx) error {
+			_, _, _, _, err := Around(tx, "ca1", 3, t0.Add(182*24*time.Hour))
+			return err
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			start := time.Now()
+			for b.Loop() {
+				if err := db.View(c.fn); err != nil {
+					b.Fatal(err)
+				}
+			}
+			us := float64(time.Since(start).Nanoseconds()) / 1e3 / float64(b.N)
+			b.ReportMetric(us, "µs/op")
+			if base == 0 {
+				base = us
+			} else {
+				b.ReportMetric(us/base, "x-latest")
 			}
 		})
 	}
