@@ -137,7 +137,7 @@ func BenchmarkAround(b *testing.B) {
 			}
 			us := float64(time.Since(start).Nanoseconds()) / 1e3 / float64(b.N)
 			b.ReportMetric(us, "µs/op")
-			if base == 0 {
+			if c.name == "latest" {
 				base = us
 			} else {
 				b.ReportMetric(us/base, "x-latest")
