@@ -10,4 +10,7 @@
 // as it applies the certificate's intent (FirstResponses, Install), so that a node
 // answers for a certificate from the moment it knows of it; Cache.Await lets the node
 // that acknowledges an issuance or a revocation wait until it serves the new status.
+// History answers what a certificate's status was at a past time, from the
+// replicated state, with the CRLs that prove it (/status) or as one CMS evidence
+// bundle (/evidence).
 package ocsp

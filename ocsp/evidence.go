@@ -154,7 +154,11 @@ func (h *History) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 		h.writeStatus(ctx, s)
 		return
 	}
-	if s.status == AtUnknown || s.cert == nil {
+	switch {
+	case s.cert == nil:
+		writeProblem(ctx, probNotIssuedAt, "the certificate was never issued: its intent was resolved as revoked")
+		return
+	case s.status == AtUnknown:
 		writeProblem(ctx, probNotIssuedAt, "the certificate was issued at "+s.issued().UTC().Format(time.RFC3339))
 		return
 	}
