@@ -298,6 +298,9 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 	}
 	// What docs/long-term.md tells a relying party to run, as printed there.
 	script := `set -e
+CA=$(openssl x509 -in signer.pem -noout -ext crlDistributionPoints | grep -o '/crl/[^/]*/' | cut -d/ -f3)
+SERIAL=$(openssl x509 -in signer.pem -noout -serial | cut -d= -f2)
+echo "question: $CA $SERIAL"
 openssl pkcs7 -print_certs -inform DER -in evidence-pkcs7.p7b > evidence.pem
 sed -n '/BEGIN X509 CRL/,/END X509 CRL/p' evidence.pem > crls.pem
 cat ca.pem crls.pem > trust.pem
@@ -313,7 +316,8 @@ openssl ocsp -respin ocsp.der -issuer ca.pem -CAfile ca.pem -cert signer.pem -no
 	cmd.Dir, cmd.Env = dir, append(os.Environ(), "AT="+attime)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "CMS Verification successful") ||
-		!strings.Contains(string(out), "Response verify OK") || !strings.Contains(string(out), "signer.pem: revoked") {
+		!strings.Contains(string(out), "Response verify OK") || !strings.Contains(string(out), "signer.pem: revoked") ||
+		!strings.Contains(strings.ToLower(string(out)), "question: "+strings.ToLower(caInit.ID+" "+certserial.Format(serial))) {
 		t.Fatalf("the relying party's commands: %v\n%s", err, out)
 	}
 	openssl(t, "verify", "-crl_check", "-CAfile", caPEM, "-CRLfile", pemPath, "-attime", attime, certPEM)
