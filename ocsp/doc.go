@@ -15,4 +15,7 @@
 // responder certificates from every CA still answered for, and serves the listener
 // (responses, CRLs, /ca/<id>.crt); Publisher is the authority's ca.Publisher. A
 // serial stays the big-endian bytes the state keys it by, from the change to the cache.
+// History answers what a certificate's status was at a past time, from the
+// replicated state, with the CRLs that prove it (/status) or as one CMS evidence
+// bundle (/evidence).
 package ocsp

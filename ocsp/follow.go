@@ -93,7 +93,8 @@ func (f *Follower) Presigner() *Presigner { return f.pre }
 // Handler serves the OCSP listener: responses from the follower's cache, the
 // published CRLs and the CA certificates (/ca/<issuer-id>.crt).
 func (f *Follower) Handler() fasthttp.RequestHandler {
-	return caCertificates(f.c.View, NewResponder(f.cache, NewStateCRLs(f.c.View), f.reg).ServeFastHTTP)
+	history := NewHistory(f.c.View, f.cache) // /status and /evidence
+	return caCertificates(f.c.View, history.Wrap(NewResponder(f.cache, NewStateCRLs(f.c.View), f.reg).ServeFastHTTP))
 }
 
 // Run follows the state until ctx ends: it keeps the responder certificates
