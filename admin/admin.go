@@ -3,8 +3,11 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,3 +91,23 @@ func (api *API) Socket() http.Handler { return api.adminHandler(true) }
 // TLS is the handler of the mutual-TLS listener (admin.listen): its callers
 // are operators, named by their client certificates.
 func (api *API) TLS() http.Handler { return api.adminHandler(false) }
+
+// Listen listens on the admin socket at path, mode 0600. A socket file left by
+// a node that died is removed first: the caller holds the data dir's lock, so
+// no node runs there.
+func Listen(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("admin: socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin: socket: %w", err)
+	}
+	// The data dir (0700) already keeps others out; the mode says so again.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin: socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	return ln, nil
+}

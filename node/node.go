@@ -207,7 +207,7 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		n.adminTLS.ErrorLog = httpLog(n.log, "admin-tls")
 		go n.serve("admin-tls", func() error { return n.adminTLS.ServeTLS(n.adminTLSLn, "", "") })
 	}
-	if n.adminLn, err = listenAdmin(cfg.AdminSocket()); err != nil {
+	if n.adminLn, err = admin.Listen(cfg.AdminSocket()); err != nil {
 		return nil, err
 	}
 	go n.serve("api", func() error { return n.api.ServeTLS(n.apiLn, "", "") })

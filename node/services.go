@@ -82,7 +82,7 @@ func newAppliance(cfg *Config, tok *hsm.Token, log *slog.Logger, extra []Compone
 	var err error
 	a.audit, err = auditlog.New(auditlog.Config{
 		Origin:     cfg.Cluster.Name,
-		Describers: withTSA(describers()),
+		Describers: describers(),
 		Unaudited:  skip,
 		Logger:     log,
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/tsa"
 )
@@ -68,13 +67,4 @@ func (a *appliance) timeStamping() *tsa.Service {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.tsa
-}
-
-// withTSA adds the TSA's commands to the audit log's describers.
-func withTSA(m map[string]auditlog.Describer) map[string]auditlog.Describer {
-	d := fromDescriptions(tsa.DescribeCommand)
-	for _, h := range tsa.Handlers() {
-		m[h.Type()] = d
-	}
-	return m
 }
