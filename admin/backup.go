@@ -59,20 +59,20 @@ type Manifest struct {
 	// ClusterCA is the SHA-256 of the cluster CA certificate: it names the
 	// cluster the state is from.
 	ClusterCA string        `json:"cluster_ca_sha256"`
-	State     ManifestState `json:"state"`
-	Audit     ManifestAudit `json:"audit"`
+	State     manifestState `json:"state"`
+	Audit     manifestAudit `json:"audit"`
 }
 
-// ManifestState is the state file's size and hash.
-type ManifestState struct {
+// manifestState is the state file's size and hash.
+type manifestState struct {
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
 }
 
-// ManifestAudit is the audit log in the state: its size, and its newest
+// manifestAudit is the audit log in the state: its size, and its newest
 // checkpoint (size, root, time), so an auditor can hold a restored cluster's
 // log to it.
-type ManifestAudit struct {
+type manifestAudit struct {
 	Key            string    `json:"key"` // audit.KeyFingerprint
 	Leaves         uint64    `json:"leaves"`
 	CheckpointSize uint64    `json:"checkpoint_size"`
@@ -101,7 +101,7 @@ func (api *API) adminBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	m := Manifest{
 		Format: backupFormat, Cluster: api.cfg.ClusterName, Node: info.Node, TakenAt: info.Time.UTC(), RaftIndex: info.Index,
-		ClusterCA: hex.EncodeToString(info.ClusterCA), State: ManifestState{Size: info.Size, SHA256: hex.EncodeToString(info.SHA256)},
+		ClusterCA: hex.EncodeToString(info.ClusterCA), State: manifestState{Size: info.Size, SHA256: hex.EncodeToString(info.SHA256)},
 	}
 	pub, err := api.backupAudit(r.Context(), tmp.Name(), &m)
 	if err != nil {
@@ -175,7 +175,7 @@ func (api *API) backupAudit(ctx context.Context, path string, m *Manifest) (cryp
 
 // readStateAudit opens a state file read-only and reads its audit log: the
 // recorded key, the number of leaves, the newest checkpoint.
-func readStateAudit(ctx context.Context, path, origin string, out *ManifestAudit) (crypto.PublicKey, error) {
+func readStateAudit(ctx context.Context, path, origin string, out *manifestAudit) (crypto.PublicKey, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("admin: state file: %w", err)
@@ -295,7 +295,7 @@ func VerifyBackup(ctx context.Context, file string, pinned crypto.PublicKey, sta
 	if st.Size() != m.State.Size || sum != m.State.SHA256 {
 		return nil, fmt.Errorf("backup %s: state.db is not the state the manifest describes (size %d, SHA-256 %s)", file, st.Size(), sum)
 	}
-	var got ManifestAudit
+	var got manifestAudit
 	recorded, err := readStateAudit(ctx, statePath, m.Cluster, &got)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", file, err)

@@ -45,13 +45,13 @@ type BulkProgress struct {
 	Done    int          `json:"done"`
 	Total   int          `json:"total"`
 	Revoked int          `json:"revoked"`
-	Failed  []BulkFailed `json:"failed,omitempty"`
+	Failed  []bulkFailed `json:"failed,omitempty"`
 	Final   bool         `json:"final,omitempty"`
 	Error   string       `json:"error,omitempty"` // why it stopped early
 }
 
-// BulkFailed is a serial a bulk revocation could not revoke, and why.
-type BulkFailed struct {
+// bulkFailed is a serial a bulk revocation could not revoke, and why.
+type bulkFailed struct {
 	Serial string `json:"serial"`
 	Error  string `json:"error"`
 }
@@ -473,7 +473,7 @@ func (api *API) adminBulkRevoke(w http.ResponseWriter, r *http.Request) {
 		case err == nil:
 			p.Revoked++
 		case errors.Is(err, ca.ErrNotFound), errors.Is(err, cluster.ErrRefused):
-			p.Failed = append(p.Failed, BulkFailed{Serial: certserial.Format(s), Error: err.Error()})
+			p.Failed = append(p.Failed, bulkFailed{Serial: certserial.Format(s), Error: err.Error()})
 		default:
 			p.Error = err.Error()
 		}

@@ -39,8 +39,8 @@ type PolicyFile struct {
 	Data string `json:"data"`
 }
 
-// PolicyDiff is how a candidate differs from the active version.
-type PolicyDiff struct {
+// policyDiff is how a candidate differs from the active version.
+type policyDiff struct {
 	Diff string `json:"diff"`
 }
 
@@ -106,7 +106,7 @@ func (api *API) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 		writePolicyError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, PolicyDiff{Diff: d})
+	writeJSON(w, http.StatusOK, policyDiff{Diff: d})
 }
 
 func (api *API) adminPolicyApply(w http.ResponseWriter, r *http.Request) {

@@ -42,22 +42,22 @@ import (
 //	ca.nonce           a nonce used (a re-bind's), nonce.go                 a code
 //	ca.people.migrate  certificates moved to person records, person.go      serials, records
 const (
-	CommandIssuerCreate  = "ca.issuer.create"
-	CommandIssuerInstall = "ca.issuer.install"
-	CommandIssuerRetire  = "ca.issuer.retire"
-	CommandIntent        = "ca.intent"
+	commandIssuerCreate  = "ca.issuer.create"
+	commandIssuerInstall = "ca.issuer.install"
+	commandIssuerRetire  = "ca.issuer.retire"
+	commandIntent        = "ca.intent"
 	CommandIssue         = "ca.issue"
 	CommandResolve       = "ca.intent.resolve"
 	CommandRevoke        = "ca.revoke"
 	CommandHold          = "ca.hold"
 	CommandRelease       = "ca.release"
-	CommandRelink        = "ca.relink"
+	commandRelink        = "ca.relink"
 )
 
 // statusCommands are the command types that change a certificate's status: what the
 // OCSP responder and the CRL publisher subscribe to.
 func statusCommands() []string {
-	return []string{CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
+	return []string{commandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
 		CommandIntents, CommandIssues}
 }
 
@@ -219,16 +219,16 @@ type (
 func Handlers() []cluster.Handler {
 	v1 := []uint{1}
 	return []cluster.Handler{
-		cluster.NewHandler(CommandIssuerCreate, v1, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders, bucketHorizons}, applyIssuerCreate),
-		cluster.NewHandler(CommandIssuerInstall, v1, nil, applyIssuerInstall),
-		cluster.NewHandler(CommandIssuerRetire, v1, nil, applyIssuerRetire),
-		cluster.NewHandler(CommandIntent, []uint{1, 2, 3}, nil, applyIntent),
+		cluster.NewHandler(commandIssuerCreate, v1, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders, bucketHorizons}, applyIssuerCreate),
+		cluster.NewHandler(commandIssuerInstall, v1, nil, applyIssuerInstall),
+		cluster.NewHandler(commandIssuerRetire, v1, nil, applyIssuerRetire),
+		cluster.NewHandler(commandIntent, []uint{1, 2, 3}, nil, applyIntent),
 		cluster.NewHandler(CommandIssue, v1, nil, applyIssue),
 		cluster.NewHandler(CommandResolve, v1, nil, applyResolve),
 		cluster.NewHandler(CommandRevoke, v1, nil, applyRevoke),
 		cluster.NewHandler(CommandHold, v1, nil, applyHold),
 		cluster.NewHandler(CommandRelease, v1, nil, applyRelease),
-		cluster.NewHandler(CommandRelink, v1, nil, applyRelink),
+		cluster.NewHandler(commandRelink, v1, nil, applyRelink),
 		cluster.NewHandler(CommandIntents, []uint{1, 2, 3}, nil, applyIntents),
 		cluster.NewHandler(CommandIssues, v1, nil, applyIssues),
 		cluster.NewHandler(commandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
@@ -309,7 +309,7 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r == nil || IssuerStatus(r.Status) != IssuerPending {
+	if r == nil || issuerStatus(r.Status) != IssuerPending {
 		return nil, refusef("issuer %q is not pending", b.ID)
 	}
 	cert, err := x509.ParseCertificate(b.Cert)
@@ -362,10 +362,10 @@ func applyIssuerRetire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r == nil || IssuerStatus(r.Status) == IssuerRetired {
+	if r == nil || issuerStatus(r.Status) == IssuerRetired {
 		return nil, refusef("issuer %q is unknown or retired already", b.ID)
 	}
-	if IssuerStatus(r.Status) == IssuerActive {
+	if issuerStatus(r.Status) == IssuerActive {
 		if err := tx.Bucket(bucketIssuers).Delete(keyActive); err != nil {
 			return nil, err
 		}
@@ -419,11 +419,11 @@ func intentVersion(b *intentBody) uint {
 func intentCommand(b intentBody) (cluster.Command, error) {
 	switch intentVersion(&b) {
 	case 1:
-		return cluster.NewCommand(CommandIntent, 1, intentV1(b))
+		return cluster.NewCommand(commandIntent, 1, intentV1(b))
 	case 2:
-		return cluster.NewCommand(CommandIntent, 2, intentV2(b))
+		return cluster.NewCommand(commandIntent, 2, intentV2(b))
 	}
-	return cluster.NewCommand(CommandIntent, 3, b)
+	return cluster.NewCommand(commandIntent, 3, b)
 }
 
 func intentV1(b intentBody) intentBodyV1 {
@@ -504,7 +504,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	}
 	// A retired issuer's key still signs responder certificates: its certificates'
 	// status is answered until they have all expired.
-	if is == nil || IssuerStatus(is.Status) != IssuerActive && !(IssuerStatus(is.Status) == IssuerRetired && Kind(b.Kind) == Responder) {
+	if is == nil || issuerStatus(is.Status) != IssuerActive && !(issuerStatus(is.Status) == IssuerRetired && Kind(b.Kind) == Responder) {
 		return refusef("issuer %q is not active", b.Issuer)
 	}
 	if b.NotAfter > is.NotAfter || b.NotAfter <= now.UnixNano() {
@@ -598,7 +598,7 @@ func putIssued(tx *bbolt.Tx, now time.Time, b *issueBody) (string, error) {
 		return "", err
 	}
 	if r == nil || Status(r.Status) != Pending {
-		return "", cluster.Refuse(fmt.Errorf("%w: serial %x", ErrNotPending, b.Serial))
+		return "", cluster.Refuse(fmt.Errorf("%w: serial %x", errNotPending, b.Serial))
 	}
 	tbs, ok := tbsOf(b.DER)
 	if !ok {
@@ -783,9 +783,9 @@ func applyRelink(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 // them. It returns "" and nil for other commands and for results it cannot read.
 func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials [][]byte) {
 	switch e.Command.Type {
-	case CommandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
-		CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire:
-	case CommandRelink, CommandIntents, CommandIssues:
+	case commandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
+		commandIssuerCreate, commandIssuerInstall, commandIssuerRetire:
+	case commandRelink, CommandIntents, CommandIssues:
 	default:
 		return "", nil
 	}
@@ -796,7 +796,7 @@ func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials []
 			return "", nil
 		}
 		r.Issuer, r.Serials = br.Issuer, br.Serials
-	} else if e.Command.Type == CommandRelink {
+	} else if e.Command.Type == commandRelink {
 		var rr relinkResult
 		if decMode.Unmarshal(result, &rr) != nil {
 			return "", nil

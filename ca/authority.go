@@ -38,17 +38,17 @@ var (
 	ErrNoCAKey = cluster.NewRefusal("ca.no-key", "ca: this node lacks the active CA key")
 	// errSerialUsed: the state already holds the serial (never issued twice).
 	errSerialUsed = cluster.NewRefusal("ca.serial-used", "ca: serial already used")
-	// ErrNotPending: an issued record for a serial whose intent is not pending
+	// errNotPending: an issued record for a serial whose intent is not pending
 	// (issued already, or resolved as revoked by a new leader).
-	ErrNotPending = cluster.NewRefusal("ca.not-pending", "ca: no pending intent for the serial")
+	errNotPending = cluster.NewRefusal("ca.not-pending", "ca: no pending intent for the serial")
 	// ErrAbandoned: the intent was resolved as revoked before the certificate was
 	// recorded (a leader change); nothing was delivered. The caller may ask again.
 	ErrAbandoned = cluster.NewRefusal("ca.abandoned", "ca: issuance abandoned; the serial is revoked")
-	// ErrURLs: a certificate prepared on another node names other OCSP, CRL or
+	// errURLs: a certificate prepared on another node names other OCSP, CRL or
 	// caIssuers addresses than the leader's. They come from ocsp.public_url,
 	// which is one cluster-wide name (a VIP, DNS over every node, a CDN) and
 	// must be the same on every node: a configuration error, not the caller's.
-	ErrURLs = cluster.NewRefusal("ca.urls", "ca: the certificate's addresses differ from the leader's; ocsp.public_url must be the same on every node")
+	errURLs = cluster.NewRefusal("ca.urls", "ca: the certificate's addresses differ from the leader's; ocsp.public_url must be the same on every node")
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = cluster.NewRefusal("ca.status", "ca: status does not allow the change")
@@ -69,8 +69,8 @@ var (
 	ErrHeldByOperator = cluster.NewRefusal("ca.held-by-operator", "ca: held by an operator; only an operator may release it")
 )
 
-// KeyStore is what the authority needs of the node's HSM: *hsm.Token.
-type KeyStore interface {
+// keyStore is what the authority needs of the node's HSM: *hsm.Token.
+type keyStore interface {
 	GenerateKey(ctx context.Context, spec hsm.KeySpec) (*hsm.Signer, error)
 	Signer(ctx context.Context, u hsm.URI) (*hsm.Signer, error)
 }
@@ -141,7 +141,7 @@ func (u URLs) validate() error {
 // Config configures the authority of one node.
 type Config struct {
 	Cluster *cluster.Cluster
-	Keys    KeyStore
+	Keys    keyStore
 	KeyMode KeyMode
 	URLs    URLs
 	// CRLShards is the number of CRL shards of issuers made from now on (16).
@@ -149,7 +149,7 @@ type Config struct {
 	CRLShards int
 	// Publisher, if set, makes every issuance and status change answerable
 	// before it is acknowledged (publish.go).
-	Publisher Publisher
+	Publisher publisher
 	// Now is the clock certificates are dated by (notBefore, the serial's time
 	// prefix, the check of a forwarded TBSCertificate's notBefore, the age of a
 	// dangling intent): time.Now if nil.
@@ -387,7 +387,7 @@ func (a *Authority) refuseLeadership(ctx context.Context, issuer string, cause e
 
 // stateOf returns the in-memory state of the issuer id and its status in tx,
 // parsing its certificate only the first time.
-func (a *Authority) stateOf(tx *bbolt.Tx, id string) (*issuerState, IssuerStatus, error) {
+func (a *Authority) stateOf(tx *bbolt.Tx, id string) (*issuerState, issuerStatus, error) {
 	r, err := readIssuer(tx, id)
 	if err != nil {
 		return nil, 0, err
@@ -399,14 +399,14 @@ func (a *Authority) stateOf(tx *bbolt.Tx, id string) (*issuerState, IssuerStatus
 	st, ok := a.issuers[id]
 	a.mu.Unlock()
 	if ok {
-		return st, IssuerStatus(r.Status), nil
+		return st, issuerStatus(r.Status), nil
 	}
 	is, err := r.issuer()
 	if err != nil {
 		return nil, 0, err
 	}
 	st, err = a.issuerState(is)
-	return st, IssuerStatus(r.Status), err
+	return st, issuerStatus(r.Status), err
 }
 
 // issuerState returns the in-memory state of an issuer whose certificate is

@@ -27,16 +27,16 @@ type Description struct {
 // Types of Description. cert.issued and cert.revoked are the audit package's own
 // leaf types of the same names.
 const (
-	TypeIssuerCreated   = "ca.issuer.created"
-	TypeIssuerInstalled = "ca.issuer.installed"
-	TypeIssuerRetired   = "ca.issuer.retired"
-	TypeIntent          = "cert.intent"
-	TypeIssued          = "cert.issued"
-	TypeResolved        = "cert.intent.resolved"
-	TypeRevoked         = "cert.revoked"
-	TypeHeld            = "cert.held"
-	TypeReleased        = "cert.released"
-	TypeRelinked        = "cert.relinked"
+	typeIssuerCreated   = "ca.issuer.created"
+	typeIssuerInstalled = "ca.issuer.installed"
+	typeIssuerRetired   = "ca.issuer.retired"
+	typeIntent          = "cert.intent"
+	typeIssued          = "cert.issued"
+	typeResolved        = "cert.intent.resolved"
+	typeRevoked         = "cert.revoked"
+	typeHeld            = "cert.held"
+	typeReleased        = "cert.released"
+	typeRelinked        = "cert.relinked"
 )
 
 func sum256(b []byte) []byte {
@@ -63,7 +63,7 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		}
 		out := []Description{}
 		for _, s := range res.Serials {
-			out = append(out, Description{Type: TypeResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
+			out = append(out, Description{Type: typeResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
 				Data: map[string]any{"issuer": res.Issuer, "reason": ReasonCessationOfOperation}})
 		}
 		return out, nil
@@ -76,7 +76,7 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		return []Description{}, nil
 	case commandMigratePeople:
 		return describeMigrate(result)
-	case CommandRelink:
+	case commandRelink:
 		d, err := describeRelink(e, result)
 		if err != nil {
 			return nil, err
@@ -135,17 +135,17 @@ func describeIntent(b intentBody) Description {
 	if len(b.Person) > 0 {
 		data["person"] = b.Person
 	}
-	if m := PersonMode(b.PersonMode); m != PersonNone {
+	if m := PersonMode(b.PersonMode); m != personNone {
 		data["person_mode"] = map[PersonMode]string{PersonNew: "new", PersonSame: "same", PersonJoin: "join"}[m]
 	}
 	if b.Node != "" {
 		data["node"] = b.Node
 	}
-	return Description{Type: TypeIntent, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: data}
+	return Description{Type: typeIntent, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: data}
 }
 
 func describeIssued(b issueBody, issuer string) Description {
-	return Description{Type: TypeIssued, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: map[string]any{
+	return Description{Type: typeIssued, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: map[string]any{
 		"issuer": issuer, "cert_sha256": sum256(b.DER)}}
 }
 
@@ -160,28 +160,28 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 	var d Description
 	var err error
 	switch e.Command.Type {
-	case CommandIssuerCreate:
+	case commandIssuerCreate:
 		var b issuerCreateBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Type: TypeIssuerCreated, Actor: b.Actor, Data: map[string]any{
+			d = Description{Type: typeIssuerCreated, Actor: b.Actor, Data: map[string]any{
 				"issuer": b.ID, "key_label": b.KeyLabel, "public_key_sha256": sum256(b.PublicKey), "crl_shards": b.CRLShards}}
 		}
-	case CommandIssuerInstall:
+	case commandIssuerInstall:
 		var b issuerInstallBody
 		if err = e.Command.Decode(&b); err == nil {
 			chain := []string{}
 			for _, c := range b.Chain {
 				chain = append(chain, fmt.Sprintf("%x", sum256(c)))
 			}
-			d = Description{Type: TypeIssuerInstalled, Actor: b.Actor, Data: map[string]any{
+			d = Description{Type: typeIssuerInstalled, Actor: b.Actor, Data: map[string]any{
 				"issuer": b.ID, "cert_sha256": sum256(b.Cert), "chain_sha256": chain}}
 		}
-	case CommandIssuerRetire:
+	case commandIssuerRetire:
 		var b issuerRetireBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Type: TypeIssuerRetired, Actor: b.Actor, Data: map[string]any{"issuer": b.ID}}
+			d = Description{Type: typeIssuerRetired, Actor: b.Actor, Data: map[string]any{"issuer": b.ID}}
 		}
-	case CommandIntent:
+	case commandIntent:
 		var b intentBody
 		if b, err = decodeIntent(e.Command); err == nil {
 			d = describeIntent(b)
@@ -194,7 +194,7 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 	case CommandRevoke, CommandHold, CommandRelease:
 		var b statusBody
 		if err = e.Command.Decode(&b); err == nil {
-			typ := map[string]string{CommandRevoke: TypeRevoked, CommandHold: TypeHeld, CommandRelease: TypeReleased}[e.Command.Type]
+			typ := map[string]string{CommandRevoke: typeRevoked, CommandHold: typeHeld, CommandRelease: typeReleased}[e.Command.Type]
 			data := map[string]any{"issuer": res.Issuer}
 			switch e.Command.Type {
 			case CommandRevoke:
@@ -248,6 +248,6 @@ func describeRelink(e cluster.Entry, result []byte) (Description, error) {
 	if old == nil {
 		old = []byte{}
 	}
-	return Description{Type: TypeRelinked, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial),
+	return Description{Type: typeRelinked, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial),
 		Data: map[string]any{"old_link": old, "new_link": b.Link}}, nil
 }

@@ -15,14 +15,14 @@ import (
 // to — the CRL publisher (PublishCRLs) and each node's OCSP pre-signer:
 // certificates' status changes, and the CA certificates coming and going.
 func FollowedCommands() []string {
-	return append(statusCommands(), CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire)
+	return append(statusCommands(), commandIssuerCreate, commandIssuerInstall, commandIssuerRetire)
 }
 
 // IsIssuerCommand tells whether a command type changes the CA certificates
 // rather than certificates' status.
 func IsIssuerCommand(t string) bool {
 	switch t {
-	case CommandIssuerCreate, CommandIssuerInstall, CommandIssuerRetire:
+	case commandIssuerCreate, commandIssuerInstall, commandIssuerRetire:
 		return true
 	}
 	return false

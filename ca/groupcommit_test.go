@@ -67,7 +67,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 			{Serial: []byte{3}, DER: der3, Actor: actorSystem}, // not the intent's TBS
 			{Serial: []byte{1}, DER: der1, Actor: actorSystem}, // issued already
 			{Serial: []byte{2}, DER: der1, Actor: "somebody"},  // not an actor
-		}}, []byte{1}, map[int]error{0: ErrNotPending, 2: cluster.ErrRefused, 3: ErrNotPending, 4: ErrActor}},
+		}}, []byte{1}, map[int]error{0: errNotPending, 2: cluster.ErrRefused, 3: errNotPending, 4: ErrActor}},
 	}
 	for i, s := range steps {
 		var cmd cluster.Command

@@ -100,7 +100,7 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if req.Decision.MaxPerPerson < 0 || req.Decision.MaxPerPerson > 0 && len(req.Person) == 0 {
 		return nil, fmt.Errorf("%w: a per-person cap needs a person hash and a positive cap", ErrTemplate)
 	}
-	if req.PersonMode > PersonJoin || req.PersonMode != PersonNone && (len(req.Person) != PersonIDLen || len(req.Link) == 0) ||
+	if req.PersonMode > PersonJoin || req.PersonMode != personNone && (len(req.Person) != PersonIDLen || len(req.Link) == 0) ||
 		req.PersonMode == PersonNew && len(req.NameBirth) == 0 {
 		return nil, fmt.Errorf("%w: a person record needs a %d-byte ID, a link, and for a new one its name-and-birth hash", ErrTemplate, PersonIDLen)
 	}
@@ -113,7 +113,7 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 // Responder certificates.
 const (
 	responderProfile     = "ocsp-responder"
-	MaxResponderLifetime = 30 * 24 * time.Hour
+	maxResponderLifetime = 30 * 24 * time.Hour
 )
 
 var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
@@ -138,8 +138,8 @@ func (a *Authority) IssueResponder(ctx context.Context, nodeID string, pub crypt
 // certificate from that issuer (ResponderCertificates). A leader that lacks a
 // retired issuer's key fails with ErrNoCAKey and keeps leading.
 func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID string, pub crypto.PublicKey, lifetime time.Duration) (*x509.Certificate, error) {
-	if lifetime <= 0 || lifetime > MaxResponderLifetime {
-		return nil, fmt.Errorf("%w: responder lifetime %s: want up to %s", ErrTemplate, lifetime, MaxResponderLifetime)
+	if lifetime <= 0 || lifetime > maxResponderLifetime {
+		return nil, fmt.Errorf("%w: responder lifetime %s: want up to %s", ErrTemplate, lifetime, maxResponderLifetime)
 	}
 	if nodeID == "" || pub == nil {
 		return nil, fmt.Errorf("%w: a node ID and a public key are required", ErrTemplate)
@@ -179,7 +179,7 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID str
 
 // signsUnder tells whether an issuer in status st signs a certificate of kind k:
 // the active one anything, a retired one responder certificates only.
-func signsUnder(st IssuerStatus, k Kind) bool {
+func signsUnder(st issuerStatus, k Kind) bool {
 	return st == IssuerActive || st == IssuerRetired && k == Responder
 }
 
@@ -326,7 +326,7 @@ func (a *Authority) step(name string, serial []byte) error {
 // leader, resumes the pending intent, or returns the certificate already issued.
 func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded bool) ([]byte, error) {
 	var st *issuerState
-	var status IssuerStatus
+	var status issuerStatus
 	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; st, status, err = a.stateOf(tx, sr.Issuer); return err }); err != nil {
 		return nil, err
 	}
@@ -639,7 +639,7 @@ func (a *Authority) checkTBS(st *issuerState, sr *signRequest) error {
 	check(slices.Equal(c.OCSPServer, []string{a.cfg.URLs.OCSP}), "OCSP URL")
 	check(slices.Equal(c.IssuingCertificateURL, []string{a.cfg.URLs.IssuerURL(st.id)}), "caIssuers URL")
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: forwarded TBSCertificate %x: %s %v, the leader's %s", ErrURLs, sr.Serial, strings.Join(problems, ", "), c.OCSPServer, a.cfg.URLs.OCSP)
+		return fmt.Errorf("%w: forwarded TBSCertificate %x: %s %v, the leader's %s", errURLs, sr.Serial, strings.Join(problems, ", "), c.OCSPServer, a.cfg.URLs.OCSP)
 	}
 	return nil
 }

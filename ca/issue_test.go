@@ -296,7 +296,7 @@ func TestForwardedTBSIsChecked(t *testing.T) {
 	a.cfg.URLs.OCSP = "http://elsewhere.test/"
 	sr := prep(nil)
 	a.cfg.URLs = saved
-	if err := a.checkTBS(st, sr); !errors.Is(err, ErrURLs) || errors.Is(err, ErrTemplate) {
+	if err := a.checkTBS(st, sr); !errors.Is(err, errURLs) || errors.Is(err, ErrTemplate) {
 		t.Errorf("other OCSP URL: err = %v, want ErrURLs", err)
 	}
 }
@@ -464,7 +464,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	for len(seen) < 3 {
 		select {
 		case ev := <-sub.C:
-			if !strings.HasPrefix(ev.Entry.Command.Type, "ca.") || ev.Entry.Command.Type == CommandIssuerCreate || ev.Entry.Command.Type == CommandIssuerInstall {
+			if !strings.HasPrefix(ev.Entry.Command.Type, "ca.") || ev.Entry.Command.Type == commandIssuerCreate || ev.Entry.Command.Type == commandIssuerInstall {
 				continue
 			}
 			ds, err := DescribeCommand(ev.Entry, ev.Result)
@@ -489,13 +489,13 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 			t.Fatalf("saw only %v", seen)
 		}
 	}
-	if d := seen[TypeIssued]; !bytes.Equal(d.Data["cert_sha256"].([]byte), sum256(iss.DER)) || d.Actor != actorEnrollment {
+	if d := seen[typeIssued]; !bytes.Equal(d.Data["cert_sha256"].([]byte), sum256(iss.DER)) || d.Actor != actorEnrollment {
 		t.Errorf("issued: %+v", d)
 	}
-	if d := seen[TypeIntent]; !bytes.Equal(d.Data["link"].([]byte), req.Link) || !bytes.Equal(d.Data["person"].([]byte), req.Person) {
+	if d := seen[typeIntent]; !bytes.Equal(d.Data["link"].([]byte), req.Link) || !bytes.Equal(d.Data["person"].([]byte), req.Person) {
 		t.Errorf("intent: %+v", d)
 	}
-	if d := seen[TypeRevoked]; d.Data["reason"] != ReasonKeyCompromise {
+	if d := seen[typeRevoked]; d.Data["reason"] != ReasonKeyCompromise {
 		t.Errorf("revoked: %+v", d)
 	}
 	if _, err := DescribeCommand(cluster.Entry{Command: cluster.Command{Type: "enroll.nonce"}}, nil); !errors.Is(err, errForeignCommand) {
@@ -519,7 +519,7 @@ func TestDescribeResolve(t *testing.T) {
 	}
 	for i, want := range []int64{1, 3} {
 		d := ds[i]
-		if d.Type != TypeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != ReasonCessationOfOperation {
+		if d.Type != typeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != ReasonCessationOfOperation {
 			t.Errorf("description %d: %+v", i, d)
 		}
 	}

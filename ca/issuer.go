@@ -99,7 +99,7 @@ func (a *Authority) Init(ctx context.Context, opts InitOptions) (*Initialized, e
 	if err != nil {
 		return nil, err
 	}
-	if err := a.submit(ctx, CommandIssuerCreate, issuerCreateBody{ID: id, KeyLabel: label, PublicKey: pub,
+	if err := a.submit(ctx, commandIssuerCreate, issuerCreateBody{ID: id, KeyLabel: label, PublicKey: pub,
 		CRLShards: a.cfg.CRLShards, Actor: opts.Actor}); err != nil {
 		return nil, fmt.Errorf("ca: init: record issuer: %w", err)
 	}
@@ -187,7 +187,7 @@ func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain
 	if len(chain) > 0 {
 		stored = chain[:len(chain)-1] // the root is the relying party's anchor, not sent
 	}
-	return a.submit(ctx, CommandIssuerInstall, issuerInstallBody{ID: id, Cert: certDER, Chain: stored, Actor: actor})
+	return a.submit(ctx, commandIssuerInstall, issuerInstallBody{ID: id, Cert: certDER, Chain: stored, Actor: actor})
 }
 
 // verifyChain verifies cert up to the root at chain's end (cert itself if chain is
@@ -220,7 +220,7 @@ func (a *Authority) Retire(ctx context.Context, id, actor string) error {
 	if actor == "" {
 		actor = actorSystem
 	}
-	return a.submit(ctx, CommandIssuerRetire, issuerRetireBody{ID: id, Actor: actor})
+	return a.submit(ctx, commandIssuerRetire, issuerRetireBody{ID: id, Actor: actor})
 }
 
 func (a *Authority) submit(ctx context.Context, typ string, body any) error {
@@ -259,7 +259,7 @@ func (a *Authority) submit(ctx context.Context, typ string, body any) error {
 // accepted (and audited). actor is as for Revoke ("" is "system").
 func (a *Authority) Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error {
 	if serial == nil || serial.Sign() <= 0 {
-		return fmt.Errorf("ca: %s: serial must be positive", CommandRelink)
+		return fmt.Errorf("ca: %s: serial must be positive", commandRelink)
 	}
 	if len(link) == 0 || len(link) > maxLink {
 		return fmt.Errorf("%w: link hash of %d bytes: want 1-%d", ErrTemplate, len(link), maxLink)
@@ -267,7 +267,7 @@ func (a *Authority) Relink(ctx context.Context, serial *big.Int, link []byte, ac
 	if actor == "" {
 		actor = actorSystem
 	}
-	return a.submit(ctx, CommandRelink, relinkBody{Serial: serial.Bytes(), Link: link, Actor: actor})
+	return a.submit(ctx, commandRelink, relinkBody{Serial: serial.Bytes(), Link: link, Actor: actor})
 }
 
 // Revoke revokes an issued certificate with an RFC 5280 reason (not

@@ -57,9 +57,9 @@ var (
 type PersonMode uint8
 
 const (
-	// PersonNone: no person record (responder certificates; intents made before
+	// personNone: no person record (responder certificates; intents made before
 	// person records existed).
-	PersonNone PersonMode = iota
+	personNone PersonMode = iota
 	// PersonNew: the first enrolment with the link's JPKI certificate starts the
 	// record Request.Person (random, PersonIDLen bytes), whose name-and-birth hash
 	// is Request.NameBirth. Refused with ErrPersonChanged if the link is bound
@@ -73,8 +73,8 @@ const (
 	PersonJoin
 )
 
-// Person is a person record.
-type Person struct {
+// person is a person record.
+type person struct {
 	ID []byte
 	// NameBirth is the keyed hash of the name and birth date of the JPKI
 	// certificate that started the record (jpki.Identity.NameBirthHash): a re-bind
@@ -93,15 +93,15 @@ type personRecord struct {
 }
 
 // LookupPerson returns the person record id (ErrNoPerson if there is none).
-func LookupPerson(tx *bbolt.Tx, id []byte) (Person, error) {
+func LookupPerson(tx *bbolt.Tx, id []byte) (person, error) {
 	r, err := readPerson(tx, id)
 	if err != nil {
-		return Person{}, err
+		return person{}, err
 	}
 	if r == nil {
-		return Person{}, ErrNoPerson
+		return person{}, ErrNoPerson
 	}
-	return Person{ID: bytes.Clone(id), NameBirth: r.NameBirth, Created: fromUnixNano(r.Created), Migrated: r.Migrated}, nil
+	return person{ID: bytes.Clone(id), NameBirth: r.NameBirth, Created: fromUnixNano(r.Created), Migrated: r.Migrated}, nil
 }
 
 func readPerson(tx *bbolt.Tx, id []byte) (*personRecord, error) {
@@ -190,7 +190,7 @@ func CountForCap(tx *bbolt.Tx, person, hint []byte, t time.Time) (int, error) {
 // existing record.
 func checkPerson(tx *bbolt.Tx, b *intentBody) error {
 	mode := PersonMode(b.PersonMode)
-	if mode == PersonNone {
+	if mode == personNone {
 		return nil
 	}
 	if Kind(b.Kind) != Derived || len(b.Person) != PersonIDLen || len(b.Link) == 0 {
@@ -249,7 +249,7 @@ func putPersonOf(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 		return tx.Bucket(bucketPersonLinks).Put(b.Link, b.Person)
 	case PersonJoin:
 		return bindLink(tx, b.Link, b.Person)
-	case PersonNone:
+	case personNone:
 		if Kind(b.Kind) == Derived && len(b.Person) > 0 {
 			if r, err := readPerson(tx, b.Person); err != nil || r == nil {
 				if err != nil {
@@ -395,9 +395,9 @@ func migrateLink(tx *bbolt.Tx, now time.Time, it migrateItem) (serials, persons 
 	return serials, persons, nil
 }
 
-// Migrated reports whether every derived certificate names a person record (the
+// migrated reports whether every derived certificate names a person record (the
 // migration ran, and no intent of the old kind came after it).
-func Migrated(tx *bbolt.Tx) bool {
+func migrated(tx *bbolt.Tx) bool {
 	b := tx.Bucket(bucketPeople)
 	return b != nil && b.Get(keyMigrated) != nil
 }
@@ -444,7 +444,7 @@ func (a *Authority) MigratePeople(ctx context.Context) (int, error) {
 		var done bool
 		var links [][]byte
 		if err := a.c.View(func(tx *bbolt.Tx) error {
-			if done = Migrated(tx); done {
+			if done = migrated(tx); done {
 				return nil
 			}
 			var err error

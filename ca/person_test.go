@@ -177,7 +177,7 @@ func TestPersonRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, _ := cluster.NewCommand(CommandRelink, 1, relinkBody{Serial: same.Serial, Link: cardA2, Actor: actorEnrollment})
+	cmd, _ := cluster.NewCommand(commandRelink, 1, relinkBody{Serial: same.Serial, Link: cardA2, Actor: actorEnrollment})
 	if _, err := s.apply(cmd, applyRelink); err != nil {
 		t.Fatalf("relink: %v", err)
 	}
@@ -374,7 +374,7 @@ func TestMigratePeople(t *testing.T) {
 		t.Fatal(err)
 	}
 	var marked bool
-	_ = n.c.View(func(tx *bbolt.Tx) error { marked = Migrated(tx); return nil })
+	_ = n.c.View(func(tx *bbolt.Tx) error { marked = migrated(tx); return nil })
 	if !marked {
 		t.Fatal("a state with no certificate is not marked migrated")
 	}
@@ -392,7 +392,7 @@ func TestMigratePeople(t *testing.T) {
 		}
 		certs, links = append(certs, iss), append(links, req.Link)
 	}
-	_ = n.c.View(func(tx *bbolt.Tx) error { marked = Migrated(tx); return nil })
+	_ = n.c.View(func(tx *bbolt.Tx) error { marked = migrated(tx); return nil })
 	if marked {
 		t.Fatal("old-style intents left the state marked migrated")
 	}
@@ -421,7 +421,7 @@ func TestMigratePeople(t *testing.T) {
 		}
 	}
 	err = n.c.View(func(tx *bbolt.Tx) error {
-		if !Migrated(tx) {
+		if !migrated(tx) {
 			t.Error("not marked migrated")
 		}
 		pa, okA := PersonOf(tx, links[0])

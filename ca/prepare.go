@@ -56,7 +56,7 @@ func (a *Authority) issuerOf(ctx context.Context, o order, current bool) (*issue
 	var st *issuerState
 	err := view(func(tx *bbolt.Tx) error {
 		if o.issuer != "" {
-			var status IssuerStatus
+			var status issuerStatus
 			var err error
 			st, status, err = a.stateOf(tx, o.issuer)
 			if err == nil && !signsUnder(status, o.kind) {

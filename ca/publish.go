@@ -8,7 +8,7 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// Publisher makes what the authority acknowledges answerable by relying parties at
+// publisher makes what the authority acknowledges answerable by relying parties at
 // the moment it is acknowledged. The authority knows nothing of OCSP: it carries the
 // publisher's bytes and waits on it (the node wires it to the OCSP responder).
 //
@@ -22,15 +22,15 @@ import (
 //   - On the node that answers the caller, Await is called before an issuance or a
 //     status change is acknowledged, and returns once this node serves the status
 //     its state holds for the serial.
-type Publisher interface {
+type publisher interface {
 	FirstResponses(issuerID string, serial []byte) ([]byte, error)
 	Await(ctx context.Context, serial []byte) error
 }
 
-// ErrNotPublished: the change is committed, but this node did not come to serve
+// errNotPublished: the change is committed, but this node did not come to serve
 // its status in time, so it was not acknowledged. An issuance's certificate is
 // recorded (and answered good) but was not delivered; the caller may ask again.
-var ErrNotPublished = fmt.Errorf("ca: committed, but this node does not serve its status yet")
+var errNotPublished = fmt.Errorf("ca: committed, but this node does not serve its status yet")
 
 // firstResponses asks the publisher for a serial's first responses; nil if there
 // is none, or it cannot sign for the issuer (each node then signs its own).
@@ -61,7 +61,7 @@ func (a *Authority) published(ctx context.Context, serial []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, publishWait)
 	defer cancel()
 	if err := a.cfg.Publisher.Await(ctx, serial); err != nil {
-		return fmt.Errorf("%w: serial %x: %w", ErrNotPublished, serial, err)
+		return fmt.Errorf("%w: serial %x: %w", errNotPublished, serial, err)
 	}
 	return nil
 }

@@ -141,7 +141,7 @@ func TestPublisher(t *testing.T) {
 	pubs[leader].mu.Unlock()
 	req2, _ := derivedRequest(t)
 	_, err = leader.a.Issue(ctx, req2)
-	if !errors.Is(err, ErrNotPublished) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, errNotPublished) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("issue with a publisher that does not serve: %v, want ErrNotPublished", err)
 	}
 	pubs[leader].mu.Lock()

@@ -24,7 +24,7 @@ func TestRelink(t *testing.T) {
 	tc := newCACluster(t, 3, PerNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader, follower := tc.leader(), tc.follower()
-	sub := leader.c.Subscribe(64, CommandRelink)
+	sub := leader.c.Subscribe(64, commandRelink)
 	defer sub.Close()
 
 	req, _ := derivedRequest(t)
@@ -62,7 +62,7 @@ func TestRelink(t *testing.T) {
 			t.Fatalf("%d descriptions, %v", len(ds), err)
 		}
 		d := ds[0]
-		if d.Type != TypeRelinked || d.Actor != actorEnrollment || d.Serial.Cmp(iss.Serial) != 0 || len(d.Data) != 2 {
+		if d.Type != typeRelinked || d.Actor != actorEnrollment || d.Serial.Cmp(iss.Serial) != 0 || len(d.Data) != 2 {
 			t.Fatalf("description %+v", d)
 		}
 		if old, _ := d.Data["old_link"].([]byte); !bytes.Equal(old, req.Link) {
@@ -123,7 +123,7 @@ func TestRelinkExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, err := cluster.NewCommand(CommandRelink, 1, relinkBody{Serial: serial, Link: sum256([]byte("new")), Actor: actorSystem})
+	cmd, err := cluster.NewCommand(commandRelink, 1, relinkBody{Serial: serial, Link: sum256([]byte("new")), Actor: actorSystem})
 	if err != nil {
 		t.Fatal(err)
 	}

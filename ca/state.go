@@ -131,13 +131,13 @@ type CertStatus struct {
 	NotAfter  time.Time
 }
 
-// IssuerStatus is a CA certificate's place in rollover.
-type IssuerStatus uint8
+// issuerStatus is a CA certificate's place in rollover.
+type issuerStatus uint8
 
 const (
 	// IssuerPending: the key exists (on every voter), the certificate is not yet
 	// installed (a CSR is with the offline root).
-	IssuerPending IssuerStatus = iota
+	IssuerPending issuerStatus = iota
 	// IssuerActive: new certificates are issued under it. At most one is active.
 	IssuerActive
 	// IssuerRetired: issues nothing more; its certificates stay covered by OCSP and
@@ -145,7 +145,7 @@ const (
 	IssuerRetired
 )
 
-func (s IssuerStatus) String() string {
+func (s issuerStatus) String() string {
 	switch s {
 	case IssuerPending:
 		return "pending"
@@ -164,7 +164,7 @@ type Issuer struct {
 	PublicKey []byte            // PKIX DER of the key
 	Cert      *x509.Certificate // nil while IssuerPending
 	Chain     [][]byte          // certificates above Cert, issuer first, without the root
-	Status    IssuerStatus
+	Status    issuerStatus
 	CRLShards int // fixed when the issuer is created: shards are baked into certificates
 	Created   time.Time
 	// LastNotAfter is the latest notAfter of the derived certificates issued (or
@@ -317,7 +317,7 @@ func (r *certRecord) record(serial []byte) Record {
 
 func (r *issuerRecord) issuer() (Issuer, error) {
 	is := Issuer{ID: r.ID, KeyLabel: r.KeyLabel, PublicKey: r.PublicKey, Chain: r.Chain,
-		Status: IssuerStatus(r.Status), CRLShards: r.CRLShards, Created: fromUnixNano(r.Created)}
+		Status: issuerStatus(r.Status), CRLShards: r.CRLShards, Created: fromUnixNano(r.Created)}
 	if len(r.Cert) > 0 {
 		c, err := x509.ParseCertificate(r.Cert)
 		if err != nil {
@@ -597,7 +597,7 @@ func horizon(tx *bbolt.Tx, r *issuerRecord) time.Time {
 			return fromUnixNano(int64(binary.BigEndian.Uint64(v)))
 		}
 	}
-	if IssuerStatus(r.Status) == IssuerPending {
+	if issuerStatus(r.Status) == IssuerPending {
 		return time.Time{}
 	}
 	return fromUnixNano(r.NotAfter)

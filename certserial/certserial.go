@@ -8,12 +8,12 @@ import (
 	"strings"
 )
 
-// MaxBytes is the longest serial RFC 5280 allows a conforming CA: 20 octets.
-const MaxBytes = 20
+// maxBytes is the longest serial RFC 5280 allows a conforming CA: 20 octets.
+const maxBytes = 20
 
 // maxDigits bounds the digits Parse reads: a 20-byte serial, a leading zero byte
 // and a 0x prefix, with room to spare.
-const maxDigits = 2*(MaxBytes+1) + 2
+const maxDigits = 2*(maxBytes+1) + 2
 
 // ErrInvalid is wrapped by every error of Parse.
 var ErrInvalid = errors.New("not a certificate serial number")
@@ -43,7 +43,7 @@ func Parse(s string) (*big.Int, error) {
 		return nil, bad("empty")
 	}
 	if len(s) > 3*maxDigits {
-		return nil, bad("too long for a serial of at most %d bytes", MaxBytes)
+		return nil, bad("too long for a serial of at most %d bytes", maxBytes)
 	}
 	t := s
 	if len(t) > 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'X') {
@@ -67,7 +67,7 @@ func Parse(s string) (*big.Int, error) {
 		}
 	}
 	if len(digits) > maxDigits {
-		return nil, bad("longer than %d bytes", MaxBytes)
+		return nil, bad("longer than %d bytes", maxBytes)
 	}
 	n, ok := new(big.Int).SetString(string(digits), 16)
 	switch {
@@ -75,8 +75,8 @@ func Parse(s string) (*big.Int, error) {
 		return nil, bad("not hex")
 	case n.Sign() == 0:
 		return nil, bad("zero: a serial number is positive")
-	case len(n.Bytes()) > MaxBytes:
-		return nil, bad("%d bytes: a serial number has at most %d", len(n.Bytes()), MaxBytes)
+	case len(n.Bytes()) > maxBytes:
+		return nil, bad("%d bytes: a serial number has at most %d", len(n.Bytes()), maxBytes)
 	}
 	return n, nil
 }

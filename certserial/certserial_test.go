@@ -127,7 +127,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if n.Sign() <= 0 || len(n.Bytes()) > MaxBytes {
+		if n.Sign() <= 0 || len(n.Bytes()) > maxBytes {
 			t.Fatalf("Parse(%q) = %v: not a serial", s, n)
 		}
 		p := Format(n)

@@ -435,7 +435,7 @@ func TestBackupDoesNotBlockApplies(t *testing.T) {
 	}
 	w := &blockingWriter{started: make(chan struct{}), release: make(chan struct{})}
 	type result struct {
-		info BackupInfo
+		info backupInfo
 		err  error
 	}
 	done := make(chan result, 1)

@@ -29,7 +29,7 @@ var (
 	ErrNoLeader       = errors.New("cluster: no leader known")
 	ErrShutdown       = errors.New("cluster: shut down")
 	ErrNodeFailed     = errors.New("cluster: node failed")
-	ErrUnknownCommand = errors.New("cluster: unknown command type or version")
+	errUnknownCommand = errors.New("cluster: unknown command type or version")
 	errTransport      = errors.New("cluster: transport")
 )
 
@@ -377,7 +377,7 @@ func (c *Cluster) recordBootstrapMember(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: bootstrap: node key: %w", err)
 	}
-	nk, err := FingerprintKey(key.Public())
+	nk, err := fingerprintKey(key.Public())
 	if err != nil {
 		return err
 	}

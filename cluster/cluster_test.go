@@ -277,7 +277,7 @@ func TestReplicaStopsOnUnknownVersion(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	leader := waitLeader(t, nodes[:2])
 	cmd := putCmd(t, "new", false, nil)
-	if _, err := old.c.Submit(ctx, Command{Type: cmd.Type, Version: 2, Body: cmd.Body}); !errors.Is(err, ErrUnknownCommand) {
+	if _, err := old.c.Submit(ctx, Command{Type: cmd.Type, Version: 2, Body: cmd.Body}); !errors.Is(err, errUnknownCommand) {
 		t.Fatalf("old node submitting v2: err = %v", err)
 	}
 	cmd.Version = 2
@@ -289,7 +289,7 @@ func TestReplicaStopsOnUnknownVersion(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("a replica that cannot apply a committed command kept running")
 	}
-	if err := old.c.Err(); !errors.Is(err, ErrNodeFailed) || !errors.Is(err, ErrUnknownCommand) {
+	if err := old.c.Err(); !errors.Is(err, ErrNodeFailed) || !errors.Is(err, errUnknownCommand) {
 		t.Fatalf("Err() = %v", err)
 	}
 	if got := counts(t, leader.c); got["new"] != 1 {

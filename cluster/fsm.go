@@ -488,10 +488,10 @@ func (f *stateMachine) applyItems(tx *bbolt.Tx, items []pendingItem, refused map
 		} else {
 			r, ok := f.handlers[e.Command.Type]
 			if !ok {
-				return nil, nil, false, fmt.Errorf("%s: %w", where, ErrUnknownCommand)
+				return nil, nil, false, fmt.Errorf("%s: %w", where, errUnknownCommand)
 			}
 			if !r.versions[e.Command.Version] {
-				return nil, nil, false, fmt.Errorf("%s: version not supported: %w", where, ErrUnknownCommand)
+				return nil, nil, false, fmt.Errorf("%s: version not supported: %w", where, errUnknownCommand)
 			}
 			value, herr := r.h.Apply(tx, e)
 			if herr != nil {

@@ -136,8 +136,8 @@ func TestApplyStopsOnWhatItCannotApply(t *testing.T) {
 		hook Hook
 		want error
 	}{
-		{"unknown type", unknownType, nil, ErrUnknownCommand},
-		{"unknown version", unknownVersion, nil, ErrUnknownCommand},
+		{"unknown type", unknownType, nil, errUnknownCommand},
+		{"unknown version", unknownVersion, nil, errUnknownCommand},
 		{"hook failure", putCmd(t, "h", false, nil), func(_ *bbolt.Tx, e Entry, _ []byte) error {
 			if e.Index == 2 {
 				return boom

@@ -68,7 +68,7 @@ func (v *HSMVault) TransportKeyFingerprint(to []byte) (KeyFingerprint, error) {
 	if err := tp.UnmarshalBinary(to); err != nil {
 		return KeyFingerprint{}, err
 	}
-	return FingerprintKey(tp.Public)
+	return fingerprintKey(tp.Public)
 }
 
 // ExportKey implements KeyVault.

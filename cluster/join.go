@@ -190,7 +190,7 @@ func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinRespo
 		return nil, err
 	}
 	if !tok.bound() {
-		return nil, Refuse(ErrTokenUnbound)
+		return nil, Refuse(errTokenUnbound)
 	}
 	role := Role(tok.Role)
 	if req.Role != "" && Role(req.Role) != role {

@@ -57,8 +57,8 @@ type KeyFingerprint [32]byte
 // FingerprintOf is the fingerprint of a public key's SubjectPublicKeyInfo.
 func FingerprintOf(spki []byte) KeyFingerprint { return sha256.Sum256(spki) }
 
-// FingerprintKey is the fingerprint of a public key.
-func FingerprintKey(pub crypto.PublicKey) (KeyFingerprint, error) {
+// fingerprintKey is the fingerprint of a public key.
+func fingerprintKey(pub crypto.PublicKey) (KeyFingerprint, error) {
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return KeyFingerprint{}, err
@@ -72,18 +72,18 @@ func (f KeyFingerprint) String() string { return "sha256:" + hex.EncodeToString(
 // IsZero reports whether f names no key.
 func (f KeyFingerprint) IsZero() bool { return f == KeyFingerprint{} }
 
-// ErrFingerprint: a key fingerprint not in the form String gives.
-var ErrFingerprint = errors.New(`cluster: key fingerprint: want "sha256:" and 64 lower-case hex digits`)
+// errFingerprint: a key fingerprint not in the form String gives.
+var errFingerprint = errors.New(`cluster: key fingerprint: want "sha256:" and 64 lower-case hex digits`)
 
 // ParseKeyFingerprint reads the form String gives, and nothing else.
 func ParseKeyFingerprint(s string) (KeyFingerprint, error) {
 	var f KeyFingerprint
 	h, ok := strings.CutPrefix(s, "sha256:")
 	if !ok || len(h) != 64 || strings.ToLower(h) != h {
-		return f, ErrFingerprint
+		return f, errFingerprint
 	}
 	if _, err := hex.Decode(f[:], []byte(h)); err != nil {
-		return f, ErrFingerprint
+		return f, errFingerprint
 	}
 	return f, nil
 }

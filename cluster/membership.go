@@ -37,8 +37,8 @@ const (
 
 func (r Role) valid() bool { return r == Voter || r == Nonvoter }
 
-// Member is a node's membership metadata, kept in the replicated state.
-type Member struct {
+// member is a node's membership metadata, kept in the replicated state.
+type member struct {
 	ID       string
 	Addr     string // host:port for Raft, RPC and join
 	Role     Role
@@ -102,7 +102,7 @@ func (t tokenRecord) bound() bool {
 // admits checks that the joiner is the node the token was granted to.
 func (t tokenRecord) admits(node string, nodeKey, transport KeyFingerprint) error {
 	if !t.bound() {
-		return ErrTokenUnbound
+		return errTokenUnbound
 	}
 	var why []string
 	if node != t.Node {
@@ -182,8 +182,8 @@ var (
 	ErrJoinBinding = NewRefusal("cluster.join-binding", "cluster: the join token was granted to another node, node key or transport key")
 	// ErrJoinRole: the token is for another role than the joiner's configuration.
 	ErrJoinRole = NewRefusal("cluster.join-role", "cluster: the join token is for another role than the node is configured for")
-	// ErrTokenUnbound: a token made before tokens were granted to a node's keys.
-	ErrTokenUnbound = NewRefusal("cluster.token-unbound", "cluster: the join token is bound to no node's keys; grant a new one")
+	// errTokenUnbound: a token made before tokens were granted to a node's keys.
+	errTokenUnbound = NewRefusal("cluster.token-unbound", "cluster: the join token is bound to no node's keys; grant a new one")
 	// ErrTransportNotApproved: a key transfer to a transport key that is not the
 	// one approved for the receiving voter (or to a nonvoter).
 	ErrTransportNotApproved = NewRefusal("cluster.transport-not-approved", "cluster: the receiving node's transport key is not the one approved for it")
@@ -306,7 +306,7 @@ func applyMemberJoin(tx *bbolt.Tx, e Entry) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return []byte(t.Role), putMember(tx, Member{ID: c.Node, Addr: c.Addr, Role: Role(t.Role), JoinedAt: e.Time})
+	return []byte(t.Role), putMember(tx, member{ID: c.Node, Addr: c.Addr, Role: Role(t.Role), JoinedAt: e.Time})
 }
 
 func applyMemberBootstrap(tx *bbolt.Tx, e Entry) ([]byte, error) {
@@ -334,7 +334,7 @@ func applyMemberBootstrap(tx *bbolt.Tx, e Entry) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return nil, putMember(tx, Member{ID: c.Node, Addr: c.Addr, Role: Voter, JoinedAt: e.Time})
+	return nil, putMember(tx, member{ID: c.Node, Addr: c.Addr, Role: Voter, JoinedAt: e.Time})
 }
 
 func checkNewMember(tx *bbolt.Tx, id string) error {
@@ -366,7 +366,7 @@ func applyMemberRemove(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	return nil, tx.Bucket(bucketDenied).Put([]byte(c.Node), at[:])
 }
 
-func putMember(tx *bbolt.Tx, m Member) error {
+func putMember(tx *bbolt.Tx, m member) error {
 	v, err := encMode.Marshal(memberRecord{ID: m.ID, Addr: m.Addr, Role: string(m.Role), JoinedAt: m.JoinedAt.UnixNano()})
 	if err != nil {
 		return err
@@ -375,14 +375,14 @@ func putMember(tx *bbolt.Tx, m Member) error {
 }
 
 // readMembers lists the members recorded in the state, with their keys.
-func readMembers(tx *bbolt.Tx) ([]Member, error) {
-	var out []Member
+func readMembers(tx *bbolt.Tx) ([]member, error) {
+	var out []member
 	err := tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
 		var r memberRecord
 		if err := decMode.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("member %s: %w", k, err)
 		}
-		m := Member{ID: r.ID, Addr: r.Addr, Role: Role(r.Role), JoinedAt: time.Unix(0, r.JoinedAt).UTC()}
+		m := member{ID: r.ID, Addr: r.Addr, Role: Role(r.Role), JoinedAt: time.Unix(0, r.JoinedAt).UTC()}
 		keys, ok, err := readMemberKeys(tx, r.ID)
 		if err != nil {
 			return err
@@ -398,16 +398,16 @@ func readMembers(tx *bbolt.Tx) ([]Member, error) {
 	return out, err
 }
 
-func readMember(tx *bbolt.Tx, id string) (Member, bool) {
+func readMember(tx *bbolt.Tx, id string) (member, bool) {
 	v := tx.Bucket(bucketMembers).Get([]byte(id))
 	if v == nil {
-		return Member{}, false
+		return member{}, false
 	}
 	var r memberRecord
 	if decMode.Unmarshal(v, &r) != nil {
-		return Member{}, false
+		return member{}, false
 	}
-	return Member{ID: r.ID, Addr: r.Addr, Role: Role(r.Role), JoinedAt: time.Unix(0, r.JoinedAt).UTC()}, true
+	return member{ID: r.ID, Addr: r.Addr, Role: Role(r.Role), JoinedAt: time.Unix(0, r.JoinedAt).UTC()}, true
 }
 
 func loadDenied(tx *bbolt.Tx) *map[string]bool {
@@ -502,7 +502,7 @@ func putUint64(b []byte, v uint64) {
 
 // addServer adds a joined member to the Raft configuration in its role.
 func (c *Cluster) addServer(ctx context.Context, id string) error {
-	var m Member
+	var m member
 	var ok bool
 	if err := c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { m, ok = readMember(tx, id); return nil }); err != nil {
 		return err
@@ -587,7 +587,7 @@ type Status struct {
 	LeaderAddr   string
 	CommitIndex  uint64
 	AppliedIndex uint64
-	Members      []Member // from the replicated state
+	Members      []member // from the replicated state
 	Voters       []string // from the Raft configuration
 	Nonvoters    []string
 }

@@ -189,7 +189,7 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if _, err := leader.c.submit(ctx, cmd); err != nil {
 		t.Fatal(err)
 	}
-	if err := tryJoin(legacy, ltok, Voter); !errors.Is(err, ErrTokenUnbound) {
+	if err := tryJoin(legacy, ltok, Voter); !errors.Is(err, errTokenUnbound) {
 		t.Fatalf("a token of the old form: %v, want ErrTokenUnbound", err)
 	}
 
@@ -227,7 +227,7 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nkf, _ := FingerprintKey(nk.Public())
+	nkf, _ := fingerprintKey(nk.Public())
 	tk, err := approved.vault.TransportKey(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +332,7 @@ func TestNonvoterCatchesUpFromSnapshot(t *testing.T) {
 	if !slices.Contains(st.Nonvoters, edge.c.ID()) || len(st.Voters) != 3 || st.Role != Nonvoter {
 		t.Fatalf("status = %+v", st)
 	}
-	var m Member
+	var m member
 	for _, x := range st.Members {
 		if x.ID == edge.c.ID() {
 			m = x

@@ -70,7 +70,7 @@ var rpcCodes = []struct {
 	{"token", ErrTokenInvalid},
 	{"removed", ErrNodeRemoved},
 	{"refused", ErrRefused},
-	{"unknown-command", ErrUnknownCommand},
+	{"unknown-command", errUnknownCommand},
 	{"failed", ErrNodeFailed},
 	{"shutdown", ErrShutdown},
 }
@@ -110,7 +110,7 @@ func (r rpcResponse) err() error {
 		}
 	}
 	if r.Refusal != "" {
-		e.is = append(e.is, &Refusal{code: r.Refusal, msg: r.Msg})
+		e.is = append(e.is, &refusal{code: r.Refusal, msg: r.Msg})
 	}
 	return e
 }

@@ -22,7 +22,7 @@ func (c *Cluster) Submit(ctx context.Context, cmd Command) ([]byte, error) {
 		return nil, fmt.Errorf("cluster: command type %q is reserved", cmd.Type)
 	}
 	if !c.canApply(cmd) {
-		return nil, fmt.Errorf("cluster: %s v%d: %w", cmd.Type, cmd.Version, ErrUnknownCommand)
+		return nil, fmt.Errorf("cluster: %s v%d: %w", cmd.Type, cmd.Version, errUnknownCommand)
 	}
 	return c.submit(ctx, cmd)
 }
@@ -173,7 +173,7 @@ func (c *Cluster) leaderOp(ctx context.Context, req rpcRequest) rpcResponse {
 		if cmd, err = decodeCommand(req.Cmd); err == nil && !c.canApply(cmd) {
 			// The leader would stop on it (and so would its followers
 			// of the same version): refuse it before it is in the log.
-			err = fmt.Errorf("cluster: leader %s: %s v%d: %w", c.id, cmd.Type, cmd.Version, ErrUnknownCommand)
+			err = fmt.Errorf("cluster: leader %s: %s v%d: %w", c.id, cmd.Type, cmd.Version, errUnknownCommand)
 		}
 		if err == nil {
 			c.batch.propose(p)

@@ -13,8 +13,8 @@ import (
 var (
 	// ErrPINIncorrect: the token refused the PIN.
 	ErrPINIncorrect = errors.New("PIN incorrect")
-	// ErrPINLocked: the token locked the PIN after too many wrong tries.
-	ErrPINLocked = errors.New("PIN locked")
+	// errPINLocked: the token locked the PIN after too many wrong tries.
+	errPINLocked = errors.New("PIN locked")
 	// ErrPINSource: the PIN could not be read from its source, or the source is
 	// unsafe (a PIN file readable by group or others).
 	ErrPINSource = errors.New("PIN source unusable")
@@ -22,8 +22,8 @@ var (
 	ErrTokenNotFound = errors.New("token not found")
 	// ErrTokenExists: InitToken was asked for a label that a token already has.
 	ErrTokenExists = errors.New("token label already in use")
-	// ErrNoFreeSlot: InitToken found no slot with an uninitialised token.
-	ErrNoFreeSlot = errors.New("no slot with an uninitialised token")
+	// errNoFreeSlot: InitToken found no slot with an uninitialised token.
+	errNoFreeSlot = errors.New("no slot with an uninitialised token")
 	// ErrModuleNotLoadable: the PKCS#11 module could not be loaded or initialised.
 	ErrModuleNotLoadable = errors.New("PKCS#11 module not loadable")
 	// ErrMechanismNotSupported: the token does not offer a mechanism inkan needs.
@@ -77,21 +77,21 @@ func (e *ModuleError) Error() string {
 // Is makes errors.Is(err, ErrModuleNotLoadable) true.
 func (e *ModuleError) Is(target error) bool { return target == ErrModuleNotLoadable }
 
-// MechanismError names a mechanism the token refused.
-type MechanismError struct {
+// mechanismError names a mechanism the token refused.
+type mechanismError struct {
 	Token     string
 	Mechanism uint
 	Err       error // the PKCS#11 error, e.g. CKR_MECHANISM_INVALID
 }
 
-func (e *MechanismError) Error() string {
+func (e *mechanismError) Error() string {
 	return fmt.Sprintf("token %q does not support %s: %v", e.Token, mechanismName(e.Mechanism), e.Err)
 }
 
 // Is makes errors.Is(err, ErrMechanismNotSupported) true.
-func (e *MechanismError) Is(target error) bool { return target == ErrMechanismNotSupported }
+func (e *mechanismError) Is(target error) bool { return target == ErrMechanismNotSupported }
 
-func (e *MechanismError) Unwrap() error { return e.Err }
+func (e *mechanismError) Unwrap() error { return e.Err }
 
 // Mechanisms and key types that miekg/pkcs11 v1.1.2 does not define (PKCS#11 v3.0).
 const (
@@ -169,7 +169,7 @@ func pinError(err error) error {
 	case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
 		return fmt.Errorf("log in: %w (%w)", ErrPINIncorrect, err)
 	case pkcs11.CKR_PIN_LOCKED:
-		return fmt.Errorf("log in: %w (%w)", ErrPINLocked, err)
+		return fmt.Errorf("log in: %w (%w)", errPINLocked, err)
 	}
 	return fmt.Errorf("log in: %w", err)
 }

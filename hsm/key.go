@@ -30,7 +30,7 @@ const (
 	ECP384  KeyType = "ec-p384"
 	RSA2048 KeyType = "rsa-2048"
 	RSA3072 KeyType = "rsa-3072"
-	RSA4096 KeyType = "rsa-4096"
+	rsA4096 KeyType = "rsa-4096"
 	Ed25519 KeyType = "ed25519"
 )
 
@@ -118,7 +118,7 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Signer, error) 
 			_, priv, err := t.pool.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
 			if err != nil {
 				if mechanismRefused(err) {
-					return &MechanismError{Token: t.info.Label, Mechanism: mech, Err: err}
+					return &mechanismError{Token: t.info.Label, Mechanism: mech, Err: err}
 				}
 				return err
 			}
@@ -157,7 +157,7 @@ func keyTemplates(kt KeyType) (mech uint, pub, priv []*pkcs11.Attribute, err err
 		return ec(oidP384, pkcs11.CKK_EC, pkcs11.CKM_EC_KEY_PAIR_GEN)
 	case Ed25519:
 		return ec(oidEd25519, ckkECEdwards, ckmECEdwardsKeyPairGen)
-	case RSA2048, RSA3072, RSA4096:
+	case RSA2048, RSA3072, rsA4096:
 		bits, _ := strconv.Atoi(strings.TrimPrefix(string(kt), "rsa-"))
 		return pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN,
 			[]*pkcs11.Attribute{

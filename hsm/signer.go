@@ -124,7 +124,7 @@ func (k *Signer) signIn(s *session, mech []*pkcs11.Mechanism, input []byte) ([]b
 			continue
 		}
 		if mechanismRefused(err) {
-			return nil, &MechanismError{Token: k.tok.info.Label, Mechanism: mech[0].Mechanism, Err: err}
+			return nil, &mechanismError{Token: k.tok.info.Label, Mechanism: mech[0].Mechanism, Err: err}
 		}
 		return nil, err
 	}

@@ -37,8 +37,8 @@ type Config struct {
 
 // DefaultSessions and DefaultIdleTimeout are what a zero Config gets.
 const (
-	DefaultSessions    = 4
-	DefaultIdleTimeout = 25 * time.Second
+	defaultSessions    = 4
+	defaultIdleTimeout = 25 * time.Second
 )
 
 // TokenInfo describes a token in a slot.
@@ -84,11 +84,11 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 		return nil, fmt.Errorf("hsm: open: give a token label or serial")
 	}
 	if cfg.Sessions <= 0 {
-		cfg.Sessions = DefaultSessions
+		cfg.Sessions = defaultSessions
 	}
 	switch {
 	case cfg.IdleTimeout == 0:
-		cfg.IdleTimeout = DefaultIdleTimeout
+		cfg.IdleTimeout = defaultIdleTimeout
 	case cfg.IdleTimeout < 0:
 		cfg.IdleTimeout = 0
 	}
@@ -276,7 +276,7 @@ func InitToken(module, label string, soPIN, userPIN PINSource) (TokenInfo, error
 		}
 	}
 	if free < 0 {
-		return TokenInfo{}, fmt.Errorf("hsm: init token %q: module %s: %w", label, module, ErrNoFreeSlot)
+		return TokenInfo{}, fmt.Errorf("hsm: init token %q: module %s: %w", label, module, errNoFreeSlot)
 	}
 	slot := all[free].Slot
 	if err := m.ctx.InitToken(slot, so, label); err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// KeyTransfer moves a private key from one token to another without the key ever
+// keyTransfer moves a private key from one token to another without the key ever
 // being in clear outside a token. The receiver makes a TransportKey and sends its
 // public half to the sender; the sender Exports the key wrapped for it; the
 // receiver Imports the WrappedKey. TransportKey and WrappedKey marshal to a stable,
@@ -26,7 +26,7 @@ import (
 //
 // WrapTransfer implements it with standard PKCS#11 wrapping; an HSM with vendor
 // cloning (a security world, a backup domain) would implement it with that.
-type KeyTransfer interface {
+type keyTransfer interface {
 	// NewTransportKey makes a key pair on the receiving token for keys to be
 	// wrapped to.
 	NewTransportKey(ctx context.Context) (*TransportKey, error)
@@ -226,7 +226,7 @@ type WrapTransfer struct{ t *Token }
 // NewWrapTransfer returns the WrapTransfer for tok, which plays sender or receiver.
 func NewWrapTransfer(tok *Token) *WrapTransfer { return &WrapTransfer{t: tok} }
 
-var _ KeyTransfer = (*WrapTransfer)(nil)
+var _ keyTransfer = (*WrapTransfer)(nil)
 
 func oaep() []*pkcs11.Mechanism {
 	// SoftHSM 2.6.1 does OAEP with SHA-1 only (SHA-256 gives CKR_ARGUMENTS_BAD).
@@ -510,7 +510,7 @@ func (w *WrapTransfer) Import(ctx context.Context, wk *WrappedKey, opts ImportOp
 
 func (w *WrapTransfer) mechErr(err error, mech uint) error {
 	if mechanismRefused(err) {
-		return &MechanismError{Token: w.t.info.Label, Mechanism: mech, Err: err}
+		return &mechanismError{Token: w.t.info.Label, Mechanism: mech, Err: err}
 	}
 	return err
 }

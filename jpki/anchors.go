@@ -34,25 +34,6 @@ func NewAnchors(certs ...*x509.Certificate) (*Anchors, error) {
 	return a, nil
 }
 
-// LoadAnchors reads PEM files of anchor certificates (each file holds one or more
-// CERTIFICATE blocks and nothing else) and checks them as NewAnchors does.
-func LoadAnchors(paths ...string) (*Anchors, error) {
-	if len(paths) == 0 {
-		return nil, errors.New("jpki: no anchor files")
-	}
-	a := &Anchors{}
-	for _, p := range paths {
-		certs, err := readAnchorFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("jpki: %w", err)
-		}
-		for _, c := range certs {
-			a.add(c)
-		}
-	}
-	return a, nil
-}
-
 // Certificates returns the anchors (a copy of the slice; the certificates are shared).
 func (a *Anchors) Certificates() []*x509.Certificate {
 	return append([]*x509.Certificate(nil), a.certs...)

@@ -28,9 +28,9 @@ type Config struct {
 	MaxRevocationAge time.Duration `yaml:"max_revocation_age" json:"max_revocation_age"`
 }
 
-// DefaultMaxRevocationAge is what a zero Config.MaxRevocationAge gets: three
+// defaultMaxRevocationAge is what a zero Config.MaxRevocationAge gets: three
 // refreshes at DefaultCRLRefresh, so one or two failed refreshes refuse nothing.
-const DefaultMaxRevocationAge = 3 * DefaultCRLRefresh
+const defaultMaxRevocationAge = 3 * defaultCRLRefresh
 
 // RevocationConfig selects the revocation source.
 type RevocationConfig struct {
@@ -55,7 +55,7 @@ type RevocationConfig struct {
 // RefreshInterval is the refresh interval in effect (DefaultCRLRefresh if 0).
 func (r RevocationConfig) RefreshInterval() time.Duration {
 	if r.Refresh == 0 {
-		return DefaultCRLRefresh
+		return defaultCRLRefresh
 	}
 	return r.Refresh
 }
@@ -70,7 +70,7 @@ const (
 // MaxRevocationAgeOrDefault is MaxRevocationAge, or DefaultMaxRevocationAge if 0.
 func (c Config) MaxRevocationAgeOrDefault() time.Duration {
 	if c.MaxRevocationAge == 0 {
-		return DefaultMaxRevocationAge
+		return defaultMaxRevocationAge
 	}
 	return c.MaxRevocationAge
 }
@@ -146,7 +146,7 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 	maxDataAge := c.MaxRevocationAgeOrDefault()
 	timeout := r.Timeout
 	if timeout == 0 {
-		timeout = DefaultHTTPTimeout
+		timeout = defaultHTTPTimeout
 	}
 	client := &http.Client{Timeout: timeout}
 	var newSource func() (RevocationSource, error)
@@ -180,10 +180,10 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 			fail("jpki.revocation.url: %v", err)
 		}
 		newSource = func() (RevocationSource, error) {
-			return NewOCSPSource(OCSPSourceOptions{URL: r.URL, MaxAge: r.MaxAge, Client: client, Logger: logger})
+			return newOCSPSource(ocspSourceOptions{URL: r.URL, MaxAge: r.MaxAge, Client: client, Logger: logger})
 		}
 	case RevocationNone:
-		newSource = func() (RevocationSource, error) { return NewNoneSource(logger), nil }
+		newSource = func() (RevocationSource, error) { return newNoneSource(logger), nil }
 	case "":
 		fail("jpki.revocation.kind: required (crl or ocsp; none only in tests)")
 	default:

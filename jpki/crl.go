@@ -25,17 +25,17 @@ import (
 
 // Defaults of CRLSourceOptions and OCSPSourceOptions.
 const (
-	// DefaultCRLMaxAge: a CRL whose thisUpdate is older than this is stale. J-LIS
+	// defaultCRLMaxAge: a CRL whose thisUpdate is older than this is stale. J-LIS
 	// publishes daily; 48 h leaves a day for the operator's job to be late.
-	DefaultCRLMaxAge = 48 * time.Hour
-	// DefaultCRLRefresh: how often a URL source fetches again (a conditional GET:
+	defaultCRLMaxAge = 48 * time.Hour
+	// defaultCRLRefresh: how often a URL source fetches again (a conditional GET:
 	// an unchanged CRL is not downloaded again), and how often Run refreshes.
-	DefaultCRLRefresh = 5 * time.Minute
-	// DefaultHTTPTimeout bounds one HTTP exchange (CRL fetch or OCSP query).
-	DefaultHTTPTimeout = 30 * time.Second
-	// DefaultCRLMaxBytes bounds the CRL read (J-LIS CRLs list every unexpired revoked
+	defaultCRLRefresh = 5 * time.Minute
+	// defaultHTTPTimeout bounds one HTTP exchange (CRL fetch or OCSP query).
+	defaultHTTPTimeout = 30 * time.Second
+	// defaultCRLMaxBytes bounds the CRL read (J-LIS CRLs list every unexpired revoked
 	// certificate of the country and are large).
-	DefaultCRLMaxBytes = 512 << 20
+	defaultCRLMaxBytes = 512 << 20
 )
 
 // clockSkew is how far in the future (relative to the verification time) a CRL's or
@@ -122,16 +122,16 @@ func NewCRLSource(opts CRLSourceOptions) (*CRLSource, error) {
 		}
 	}
 	if opts.MaxAge == 0 {
-		opts.MaxAge = DefaultCRLMaxAge
+		opts.MaxAge = defaultCRLMaxAge
 	}
 	if opts.Refresh == 0 {
-		opts.Refresh = DefaultCRLRefresh
+		opts.Refresh = defaultCRLRefresh
 	}
 	if opts.MaxBytes == 0 {
-		opts.MaxBytes = DefaultCRLMaxBytes
+		opts.MaxBytes = defaultCRLMaxBytes
 	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: DefaultHTTPTimeout}
+		opts.Client = &http.Client{Timeout: defaultHTTPTimeout}
 	}
 	log := opts.Logger
 	if log == nil {
@@ -176,7 +176,7 @@ func (s *CRLSource) Status(ctx context.Context, cert, _ *x509.Certificate, at ti
 	for _, c := range covering {
 		if i, ok := c.bySerial[string(serial)]; ok {
 			e := c.entries[i]
-			return Status{State: StateRevoked, Reason: e.reason, RevokedAt: e.at, ThisUpdate: c.thisUpdate, NextUpdate: c.nextUpdate}, nil
+			return Status{State: stateRevoked, Reason: e.reason, RevokedAt: e.at, ThisUpdate: c.thisUpdate, NextUpdate: c.nextUpdate}, nil
 		}
 	}
 	for _, c := range covering {

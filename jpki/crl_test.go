@@ -554,7 +554,7 @@ func BenchmarkCRLStatus(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	src := &CRLSource{opts: CRLSourceOptions{File: os.DevNull, MaxAge: DefaultCRLMaxAge}, log: testenv.Logger(),
+	src := &CRLSource{opts: CRLSourceOptions{File: os.DevNull, MaxAge: defaultCRLMaxAge}, log: testenv.Logger(),
 		lock: make(chan struct{}, 1), set: set, loadedMod: fi.ModTime(), loadedSize: fi.Size()}
 	leaf := mustParse(b, p.leaf(b, leafSpec{anchor: 1}))
 	for b.Loop() {

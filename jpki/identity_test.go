@@ -52,7 +52,7 @@ func TestIdentityNeverPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := sc.Identity
-	v, err := NewVerifier(p.anchorSet(t, 1), NewNoneSource(testenv.Logger()))
+	v, err := NewVerifier(p.anchorSet(t, 1), newNoneSource(testenv.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,15 +14,15 @@ import (
 	"golang.org/x/crypto/ocsp"
 )
 
-// DefaultOCSPMaxAge: an OCSP response whose thisUpdate is older than this is stale.
+// defaultOCSPMaxAge: an OCSP response whose thisUpdate is older than this is stale.
 // Platform operators refresh J-LIS OCSP answers about every 15 minutes.
-const DefaultOCSPMaxAge = 24 * time.Hour
+const defaultOCSPMaxAge = 24 * time.Hour
 
 // maxOCSPResponse bounds the response read.
 const maxOCSPResponse = 1 << 20
 
-// OCSPSourceOptions configures an OCSPSource.
-type OCSPSourceOptions struct {
+// ocspSourceOptions configures an OCSPSource.
+type ocspSourceOptions struct {
 	// URL is the platform operator's OCSP responder (RFC 6960, HTTP POST).
 	URL string
 	// MaxAge: a response whose thisUpdate is older than this is stale
@@ -41,12 +41,12 @@ type OCSPSourceOptions struct {
 // and "unknown" → ErrRevocationUnknown; a response older than MaxAge or past its
 // nextUpdate → ErrRevocationStale. Safe for concurrent use.
 type OCSPSource struct {
-	opts OCSPSourceOptions
+	opts ocspSourceOptions
 	log  *slog.Logger
 }
 
-// NewOCSPSource checks opts and returns the source.
-func NewOCSPSource(opts OCSPSourceOptions) (*OCSPSource, error) {
+// newOCSPSource checks opts and returns the source.
+func newOCSPSource(opts ocspSourceOptions) (*OCSPSource, error) {
 	if err := checkHTTPURL(opts.URL); err != nil {
 		return nil, badSetup("jpki: OCSP source: %w", err)
 	}
@@ -54,10 +54,10 @@ func NewOCSPSource(opts OCSPSourceOptions) (*OCSPSource, error) {
 		return nil, badSetup("jpki: OCSP source: negative MaxAge")
 	}
 	if opts.MaxAge == 0 {
-		opts.MaxAge = DefaultOCSPMaxAge
+		opts.MaxAge = defaultOCSPMaxAge
 	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: DefaultHTTPTimeout}
+		opts.Client = &http.Client{Timeout: defaultHTTPTimeout}
 	}
 	log := opts.Logger
 	if log == nil {
@@ -134,7 +134,7 @@ func (s *OCSPSource) status(ctx context.Context, cert, issuer *x509.Certificate,
 		if !validReason(r.RevocationReason) {
 			return Status{}, fmt.Errorf("%w: OCSP revoked with reason code %d", ErrRevocationUnknown, r.RevocationReason)
 		}
-		st.State, st.Reason, st.RevokedAt = StateRevoked, Reason(r.RevocationReason), r.RevokedAt
+		st.State, st.Reason, st.RevokedAt = stateRevoked, Reason(r.RevocationReason), r.RevokedAt
 	default:
 		return Status{}, fmt.Errorf("%w: OCSP responder answered unknown", ErrRevocationUnknown)
 	}

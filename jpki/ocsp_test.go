@@ -128,7 +128,7 @@ func TestOCSPSource(t *testing.T) {
 				w.Write(der)
 			}))
 			defer srv.Close()
-			src, err := NewOCSPSource(OCSPSourceOptions{URL: srv.URL, Logger: testenv.Logger()})
+			src, err := newOCSPSource(ocspSourceOptions{URL: srv.URL, Logger: testenv.Logger()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestOCSPSourceUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	src, err := NewOCSPSource(OCSPSourceOptions{URL: url, Logger: testenv.Logger()})
+	src, err := newOCSPSource(ocspSourceOptions{URL: url, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestOCSPSourceUnreachable(t *testing.T) {
 		t.Fatalf("got %v, want ErrRevocationUnknown", err)
 	}
 	for _, bad := range []string{"", "responder.example.jp", "file:///etc/passwd"} {
-		if _, err := NewOCSPSource(OCSPSourceOptions{URL: bad}); !isSetupError(err) {
+		if _, err := newOCSPSource(ocspSourceOptions{URL: bad}); !isSetupError(err) {
 			t.Errorf("URL %q: err = %v, want a setupError", bad, err)
 		}
 	}

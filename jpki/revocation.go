@@ -22,23 +22,23 @@ type RevocationSource interface {
 	Status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error)
 }
 
-// State is a revocation answer. The zero State is neither good nor revoked, so a Status
+// state is a revocation answer. The zero State is neither good nor revoked, so a Status
 // left unset fails closed.
-type State uint8
+type state uint8
 
 const (
-	StateUnknown State = iota
+	StateUnknown state = iota
 	StateGood
-	StateRevoked
+	stateRevoked
 )
 
-func (s State) String() string {
+func (s state) String() string {
 	switch s {
 	case StateUnknown:
 		return "unknown"
 	case StateGood:
 		return "good"
-	case StateRevoked:
+	case stateRevoked:
 		return "revoked"
 	}
 	return "State(" + strconv.Itoa(int(s)) + ")"
@@ -46,7 +46,7 @@ func (s State) String() string {
 
 // Status is a revocation source's answer for one certificate.
 type Status struct {
-	State State
+	State state
 	// Reason and RevokedAt are set when State is StateRevoked.
 	Reason    Reason
 	RevokedAt time.Time
@@ -71,17 +71,17 @@ const (
 	ReasonCessationOfOperation = crlreason.CessationOfOperation
 	ReasonCertificateHold      = crlreason.CertificateHold
 	ReasonRemoveFromCRL        = crlreason.RemoveFromCRL
-	ReasonPrivilegeWithdrawn   = crlreason.PrivilegeWithdrawn
-	ReasonAACompromise         = crlreason.AACompromise
+	reasonPrivilegeWithdrawn   = crlreason.PrivilegeWithdrawn
+	reasonAACompromise         = crlreason.AACompromise
 )
 
 // noneSource answers good for everything.
 type noneSource struct{}
 
-// NewNoneSource returns a source that checks nothing and answers StateGood. It exists
+// newNoneSource returns a source that checks nothing and answers StateGood. It exists
 // for tests only; it logs a warning on logger (slog.Default() if nil) every time it is
 // made, so a configuration that selects it cannot go unnoticed.
-func NewNoneSource(logger *slog.Logger) RevocationSource {
+func newNoneSource(logger *slog.Logger) RevocationSource {
 	if logger == nil {
 		logger = slog.Default()
 	}

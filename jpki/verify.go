@@ -127,7 +127,7 @@ func (v *Verifier) Verify(ctx context.Context, x5c [][]byte, at time.Time) (*Res
 	}
 	switch st.State {
 	case StateGood:
-	case StateRevoked:
+	case stateRevoked:
 		return nil, &RevokedError{Reason: st.Reason, RevokedAt: st.RevokedAt, Serial: leaf.SerialNumber}
 	default:
 		return nil, fmt.Errorf("%w: source answered %v", ErrRevocationUnknown, st.State)

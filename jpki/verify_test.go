@@ -19,7 +19,7 @@ import (
 func TestVerifyChain(t *testing.T) {
 	p := getPKI(t)
 	all := p.anchorSet(t, 0, 1, 2)
-	none := NewNoneSource(testenv.Logger())
+	none := newNoneSource(testenv.Logger())
 	inter := p.intermediate(t, 1)
 
 	tests := []struct {
@@ -220,7 +220,7 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 			return Status{State: StateGood}, nil
 		}, nil},
 		{"revoked", func(context.Context, *x509.Certificate, *x509.Certificate, time.Time) (Status, error) {
-			return Status{State: StateRevoked, Reason: ReasonAffiliationChanged, RevokedAt: revokedAt}, nil
+			return Status{State: stateRevoked, Reason: ReasonAffiliationChanged, RevokedAt: revokedAt}, nil
 		}, ErrRevoked},
 		{"zero status", func(context.Context, *x509.Certificate, *x509.Certificate, time.Time) (Status, error) {
 			return Status{}, nil
@@ -261,7 +261,7 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 
 func TestNewVerifierRefuses(t *testing.T) {
 	p := getPKI(t)
-	none := NewNoneSource(testenv.Logger())
+	none := newNoneSource(testenv.Logger())
 	if _, err := NewVerifier(nil, none); !isSetupError(err) {
 		t.Errorf("no anchors: err = %v, want a setupError", err)
 	}
@@ -307,7 +307,7 @@ func TestVerifyReissuedAnchor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := NewVerifier(anchors, NewNoneSource(testenv.Logger()))
+		v, err := NewVerifier(anchors, newNoneSource(testenv.Logger()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,7 +320,7 @@ func TestVerifyReissuedAnchor(t *testing.T) {
 		}
 	}
 	anchors, _ := NewAnchors(p.anchors[0])
-	v, _ := NewVerifier(anchors, NewNoneSource(testenv.Logger()))
+	v, _ := NewVerifier(anchors, newNoneSource(testenv.Logger()))
 	if _, err := v.Verify(context.Background(), [][]byte{leaf}, at); !errors.Is(err, ErrExpired) {
 		t.Errorf("only the expired anchor: got %v, want ErrExpired", err)
 	}
@@ -330,7 +330,7 @@ func TestNoneSourceWarnsOnConstruction(t *testing.T) {
 	var n int
 	h := &countHandler{level: slog.LevelWarn, n: &n}
 	for range 3 {
-		NewNoneSource(slog.New(h))
+		newNoneSource(slog.New(h))
 	}
 	if n != 3 {
 		t.Errorf("%d warnings for 3 constructions", n)

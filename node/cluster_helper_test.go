@@ -88,7 +88,7 @@ func startTestCluster(t testing.TB, ctx context.Context) *testCluster {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, j := range []struct{ name, role string }{{"node2", RoleVoter}, {"node3", RoleVoter}, {"edge1", RoleNonvoter}} {
+	for _, j := range []struct{ name, role string }{{"node2", roleVoter}, {"node3", roleVoter}, {"edge1", roleNonvoter}} {
 		file := filepath.Join(t.TempDir(), "token")
 		cfg := clusterNodeConfig(t, j.name, fmt.Sprintf(", role: %s, join: {address: %s, token_file: %s}", j.role, n1.Addrs().Cluster, file), public)
 		keys, err := PrepareJoin(ctx, cfg)

@@ -24,41 +24,41 @@ type Config struct {
 	// DataDir holds the node's Raft log, state, OCSP cache and identity, and its
 	// admin socket (admin.sock). It must not be open to group or others.
 	DataDir string        `yaml:"data_dir"`
-	Cluster ClusterConfig `yaml:"cluster"`
+	Cluster clusterConfig `yaml:"cluster"`
 	// API is the HTTPS listener of the node's services (enrollment, audit).
-	API APIConfig `yaml:"api"`
+	API apiConfig `yaml:"api"`
 	// OCSP is the plain-HTTP listener relying parties query (OCSP, CRLs and the
 	// CA certificates), and this node's OCSP responder.
-	OCSP OCSPConfig `yaml:"ocsp"`
+	OCSP ocspConfig `yaml:"ocsp"`
 	// Admin is the admin API over mutual TLS, for operators with certificates
 	// from the cluster's operator CA (optional: the admin socket serves the
 	// node's own user).
-	Admin ListenConfig `yaml:"admin"`
+	Admin listenConfig `yaml:"admin"`
 	// Metrics is the plain-HTTP listener of /healthz, /readyz and /metrics, for
 	// load balancers and Prometheus on the operators' network.
-	Metrics ListenConfig `yaml:"metrics"`
-	HSM     HSMConfig    `yaml:"hsm"`
+	Metrics listenConfig `yaml:"metrics"`
+	HSM     hsmConfig    `yaml:"hsm"`
 	// CA is the issuing authority's part of the node.
-	CA CAConfig `yaml:"ca"`
+	CA caConfig `yaml:"ca"`
 	// JPKI turns the enrollment API on: the J-LIS anchors and the revocation
 	// source that My Number Card certificates are checked against. Without it the
 	// node issues nothing to subscribers (OCSP, CRLs and the audit log still run).
 	JPKI *jpki.Config `yaml:"jpki"`
 	// Enroll tunes the enrollment API and the linkage job (with jpki only).
-	Enroll EnrollConfig `yaml:"enroll"`
+	Enroll enrollConfig `yaml:"enroll"`
 	// Audit says who may read the audit API on the API listener.
-	Audit AuditConfig `yaml:"audit"`
-	Log   LogConfig   `yaml:"log"`
+	Audit auditConfig `yaml:"audit"`
+	Log   logConfig   `yaml:"log"`
 	// TSA turns on the time-stamping authority (POST /tsa on the API
 	// listener) of a voter; without it the node issues no tokens.
-	TSA *TSAConfig `yaml:"tsa"`
+	TSA *tsaConfig `yaml:"tsa"`
 	// DrainTimeout bounds each step of a shutdown: the listeners finishing
 	// in-flight requests, the services stopping, the cluster stopping (default 10s).
-	DrainTimeout Duration `yaml:"drain_timeout"`
+	DrainTimeout duration `yaml:"drain_timeout"`
 }
 
-// ClusterConfig says how the node takes part in the Raft cluster.
-type ClusterConfig struct {
+// clusterConfig says how the node takes part in the Raft cluster.
+type clusterConfig struct {
 	// Name is the cluster's name, the origin line of its audit checkpoints.
 	Name string `yaml:"name"`
 	// Bind is the host:port the node listens on for Raft and cluster RPC (mTLS).
@@ -69,7 +69,7 @@ type ClusterConfig struct {
 	// node of a cluster sets it; the others join.
 	Bootstrap bool `yaml:"bootstrap"`
 	// Join is how a new node enters an existing cluster.
-	Join *JoinConfig `yaml:"join"`
+	Join *joinConfig `yaml:"join"`
 	// Role is "voter" (default) or "nonvoter" (an OCSP/CRL edge, never in quorum).
 	// A joining node gets the role its join token was made for; this says which
 	// role the operator expects, and the node logs an error if they differ.
@@ -78,33 +78,33 @@ type ClusterConfig struct {
 	// random on the first start if empty. It never changes after the first start.
 	NodeID string `yaml:"node_id"`
 	// Raft tunes the consensus timing; the defaults suit one data centre.
-	Raft RaftConfig `yaml:"raft"`
+	Raft raftConfig `yaml:"raft"`
 }
 
-// RaftConfig is the Raft timing. Longer timeouts ride out slower links at the
+// raftConfig is the Raft timing. Longer timeouts ride out slower links at the
 // cost of a slower failover: a leader lost is replaced after about
 // heartbeat_timeout to twice that, plus an election.
-type RaftConfig struct {
-	HeartbeatTimeout   Duration `yaml:"heartbeat_timeout"`    // default 500ms
-	ElectionTimeout    Duration `yaml:"election_timeout"`     // default 500ms
-	LeaderLeaseTimeout Duration `yaml:"leader_lease_timeout"` // default 250ms
-	SnapshotInterval   Duration `yaml:"snapshot_interval"`    // default 2m
+type raftConfig struct {
+	HeartbeatTimeout   duration `yaml:"heartbeat_timeout"`    // default 500ms
+	ElectionTimeout    duration `yaml:"election_timeout"`     // default 500ms
+	LeaderLeaseTimeout duration `yaml:"leader_lease_timeout"` // default 250ms
+	SnapshotInterval   duration `yaml:"snapshot_interval"`    // default 2m
 	SnapshotThreshold  uint64   `yaml:"snapshot_threshold"`   // default 8192 entries
 }
 
-// JoinConfig names a member to contact and the one-time token an operator made.
-type JoinConfig struct {
+// joinConfig names a member to contact and the one-time token an operator made.
+type joinConfig struct {
 	Address   string `yaml:"address"`
 	TokenFile string `yaml:"token_file"`
 }
 
-// ListenConfig is one listener.
-type ListenConfig struct {
+// listenConfig is one listener.
+type listenConfig struct {
 	Listen string `yaml:"listen"`
 }
 
-// APIConfig is the HTTPS API listener.
-type APIConfig struct {
+// apiConfig is the HTTPS API listener.
+type apiConfig struct {
 	Listen string `yaml:"listen"`
 	// PublicURL is the root clients reach the API at ("https://ca.example.jp"):
 	// the audience an enrollment proof must name is PublicURL + "/v1/enroll".
@@ -112,8 +112,8 @@ type APIConfig struct {
 	PublicURL string `yaml:"public_url"`
 }
 
-// OCSPConfig is the relying parties' listener and this node's responder.
-type OCSPConfig struct {
+// ocspConfig is the relying parties' listener and this node's responder.
+type ocspConfig struct {
 	Listen string `yaml:"listen"`
 	// PublicURL is where relying parties reach the OCSP listeners
 	// ("http://ocsp.example.jp/"); certificates point there: the OCSP URL is
@@ -127,14 +127,14 @@ type OCSPConfig struct {
 	PublicURL string `yaml:"public_url"`
 	// Validity is nextUpdate - thisUpdate of a response (default 96h);
 	// RefreshAfter the age at which it is signed again (default 48h).
-	Validity     Duration `yaml:"validity"`
-	RefreshAfter Duration `yaml:"refresh_after"`
+	Validity     duration `yaml:"validity"`
+	RefreshAfter duration `yaml:"refresh_after"`
 	// Rate caps refresh signatures per second so issuance keeps HSM headroom
 	// (default 0: no cap). Status changes are signed at once regardless.
 	Rate float64 `yaml:"rate"`
 	// ResponderLifetime is the life of this node's delegated responder
 	// certificate, renewed at two thirds of it (default 168h, at most 720h).
-	ResponderLifetime Duration `yaml:"responder_lifetime"`
+	ResponderLifetime duration `yaml:"responder_lifetime"`
 	// ArchiveYears is how long after a certificate expires its status is still
 	// answered (default 10, 1..100): responder certificates keep being renewed
 	// from every CA that issued certificates, retired or not, until that long
@@ -145,12 +145,12 @@ type OCSPConfig struct {
 }
 
 // archive is ArchiveYears as a duration (365-day years).
-func (o OCSPConfig) archive() time.Duration {
+func (o ocspConfig) archive() time.Duration {
 	return time.Duration(o.ArchiveYears) * 365 * 24 * time.Hour
 }
 
-// CAConfig is the issuing authority's configuration.
-type CAConfig struct {
+// caConfig is the issuing authority's configuration.
+type caConfig struct {
 	// KeyMode is "per-node-hsm" (default: each voter has its own HSM and gets the
 	// CA key by wrapped transfer) or "shared-hsm" (one network HSM all nodes
 	// reach; the key is found there by label).
@@ -159,15 +159,15 @@ type CAConfig struct {
 	CRLShards int `yaml:"crl_shards"`
 }
 
-// EnrollConfig tunes enrollment and the JPKI linkage job.
-type EnrollConfig struct {
+// enrollConfig tunes enrollment and the JPKI linkage job.
+type enrollConfig struct {
 	// DefaultProfile is what an enrollment that names no profile gets
 	// (default authentication). It must be among the active profiles.
 	DefaultProfile string `yaml:"default_profile"`
 	// LinkageInterval is how often the leader reads the J-LIS CRL for revoked
 	// cards with derived certificates (default 5m; sooner when a grace period
 	// ends). Every node refreshes its CRL on its own at jpki.revocation.refresh.
-	LinkageInterval Duration `yaml:"linkage_interval"`
+	LinkageInterval duration `yaml:"linkage_interval"`
 	// ClientPrefixV4 and ClientPrefixV6 are the networks per-address rate
 	// limits count (default 24 and 56): a client holding many addresses holds
 	// them in one network.
@@ -188,7 +188,7 @@ type EnrollConfig struct {
 }
 
 // trustedProxies parses TrustedProxies (validated on load).
-func (e EnrollConfig) trustedProxies() []netip.Prefix {
+func (e enrollConfig) trustedProxies() []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range e.TrustedProxies {
 		if p, err := parseProxy(s); err == nil {
@@ -210,8 +210,8 @@ func parseProxy(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// AuditConfig is the audit API's exposure.
-type AuditConfig struct {
+// auditConfig is the audit API's exposure.
+type auditConfig struct {
 	// Public opens the audit API (entries, checkpoints, proofs) to anyone who
 	// reaches the API listener, without an auditor certificate. Default false:
 	// only operators whose role reads the audit log (auditors), before and after
@@ -222,13 +222,13 @@ type AuditConfig struct {
 
 // CA key modes.
 const (
-	KeyModePerNode = "per-node-hsm"
-	KeyModeShared  = "shared-hsm"
+	keyModePerNode = "per-node-hsm"
+	keyModeShared  = "shared-hsm"
 )
 
-// HSMConfig names the PKCS#11 module and token holding this node's keys and where
+// hsmConfig names the PKCS#11 module and token holding this node's keys and where
 // the PIN comes from. The PIN itself never appears in the file.
-type HSMConfig struct {
+type hsmConfig struct {
 	Module string `yaml:"module"`
 	// Token is the token label; TokenSerial selects by serial instead.
 	Token       string `yaml:"token"`
@@ -240,32 +240,32 @@ type HSMConfig struct {
 	// Sessions bounds the PKCS#11 session pool (default 4).
 	Sessions int `yaml:"sessions"`
 	// IdleTimeout closes sessions idle for longer (default 25s, under YubiHSM's 30s).
-	IdleTimeout Duration `yaml:"idle_timeout"`
+	IdleTimeout duration `yaml:"idle_timeout"`
 }
 
-// LogConfig sets the node's slog output.
-type LogConfig struct {
+// logConfig sets the node's slog output.
+type logConfig struct {
 	Level  string `yaml:"level"`  // debug, info (default), warn, error
 	Format string `yaml:"format"` // text (default) or json
 }
 
-// Duration is a time.Duration written as "25s" in YAML.
-type Duration time.Duration
+// duration is a time.Duration written as "25s" in YAML.
+type duration time.Duration
 
 // UnmarshalYAML reads a Go duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
 		return fmt.Errorf("%q is not a duration (e.g. 30s, 5m)", n.Value)
 	}
-	*d = Duration(v)
+	*d = duration(v)
 	return nil
 }
 
 // Role names.
 const (
-	RoleVoter    = "voter"
-	RoleNonvoter = "nonvoter"
+	roleVoter    = "voter"
+	roleNonvoter = "nonvoter"
 )
 
 // LoadConfig reads, defaults and validates the YAML file at path. Unknown keys are
@@ -318,7 +318,7 @@ func ParseConfig(raw []byte) (*Config, error) {
 
 func (c *Config) setDefaults() {
 	if c.Cluster.Role == "" {
-		c.Cluster.Role = RoleVoter
+		c.Cluster.Role = roleVoter
 	}
 	if c.Cluster.Advertise == "" {
 		c.Cluster.Advertise = c.Cluster.Bind
@@ -330,7 +330,7 @@ func (c *Config) setDefaults() {
 		c.HSM.Sessions = 4
 	}
 	if c.HSM.IdleTimeout == 0 {
-		c.HSM.IdleTimeout = Duration(25 * time.Second)
+		c.HSM.IdleTimeout = duration(25 * time.Second)
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -338,9 +338,9 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
-	def := func(d *Duration, v time.Duration) {
+	def := func(d *duration, v time.Duration) {
 		if *d == 0 {
-			*d = Duration(v)
+			*d = duration(v)
 		}
 	}
 	def(&c.Cluster.Raft.HeartbeatTimeout, 500*time.Millisecond)
@@ -364,7 +364,7 @@ func (c *Config) setDefaults() {
 		c.OCSP.ArchiveYears = 10
 	}
 	if c.CA.KeyMode == "" {
-		c.CA.KeyMode = KeyModePerNode
+		c.CA.KeyMode = keyModePerNode
 	}
 	if c.Enroll.DefaultProfile == "" {
 		c.Enroll.DefaultProfile = "authentication"
@@ -403,7 +403,7 @@ const (
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: field, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &fieldError{Path: field, Msg: fmt.Sprintf(format, args...)})
 	}
 
 	switch {
@@ -429,14 +429,14 @@ func (c *Config) Validate() error {
 		bad("cluster.node_id", "%q: use 1-64 of a-z, 0-9 and '-'", id)
 	}
 	switch c.Cluster.Role {
-	case RoleVoter, RoleNonvoter:
+	case roleVoter, roleNonvoter:
 	default:
 		bad("cluster.role", "%q is not one of voter, nonvoter", c.Cluster.Role)
 	}
 	switch {
 	case c.Cluster.Bootstrap && c.Cluster.Join != nil:
 		bad("cluster.join", "a bootstrapping node does not join; set either cluster.bootstrap or cluster.join")
-	case c.Cluster.Bootstrap && c.Cluster.Role == RoleNonvoter:
+	case c.Cluster.Bootstrap && c.Cluster.Role == roleNonvoter:
 		bad("cluster.role", "the bootstrapping node must be a voter")
 	case c.Cluster.Join != nil:
 		checkAddr(bad, "cluster.join.address", c.Cluster.Join.Address, true)
@@ -448,7 +448,7 @@ func (c *Config) Validate() error {
 	r := c.Cluster.Raft
 	for _, d := range []struct {
 		field string
-		v     Duration
+		v     duration
 	}{
 		{"cluster.raft.heartbeat_timeout", r.HeartbeatTimeout},
 		{"cluster.raft.election_timeout", r.ElectionTimeout},
@@ -513,9 +513,9 @@ func (c *Config) Validate() error {
 		bad("ocsp.archive_years", "%d is outside 1..100", o.ArchiveYears)
 	}
 	switch c.CA.KeyMode {
-	case KeyModePerNode, KeyModeShared:
+	case keyModePerNode, keyModeShared:
 	default:
-		bad("ca.key_mode", "%q is not one of %s, %s", c.CA.KeyMode, KeyModePerNode, KeyModeShared)
+		bad("ca.key_mode", "%q is not one of %s, %s", c.CA.KeyMode, keyModePerNode, keyModeShared)
 	}
 	if c.CA.CRLShards < 1 || c.CA.CRLShards > 4096 {
 		bad("ca.crl_shards", "%d is outside 1..4096", c.CA.CRLShards)

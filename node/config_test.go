@@ -35,21 +35,21 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.Cluster.Advertise != "127.0.0.1:7400" {
 		t.Errorf("advertise default = %q, want the bind address", cfg.Cluster.Advertise)
 	}
-	if cfg.Cluster.Role != RoleVoter || cfg.HSM.Sessions != 4 || cfg.Log.Level != "info" {
+	if cfg.Cluster.Role != roleVoter || cfg.HSM.Sessions != 4 || cfg.Log.Level != "info" {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 	if cfg.HSM.Module != "/usr/lib/softhsm/libsofthsm2.so" {
 		t.Errorf("module default = %q", cfg.HSM.Module)
 	}
 	r := cfg.Cluster.Raft
-	if r.HeartbeatTimeout != Duration(500*time.Millisecond) || r.ElectionTimeout != Duration(500*time.Millisecond) ||
-		r.LeaderLeaseTimeout != Duration(250*time.Millisecond) || r.SnapshotThreshold != 8192 {
+	if r.HeartbeatTimeout != duration(500*time.Millisecond) || r.ElectionTimeout != duration(500*time.Millisecond) ||
+		r.LeaderLeaseTimeout != duration(250*time.Millisecond) || r.SnapshotThreshold != 8192 {
 		t.Errorf("raft defaults not applied: %+v", r)
 	}
 	if e := cfg.Enroll; e.RequestRate != 1 || e.RequestBurst != 10 {
 		t.Errorf("enrollment request limit defaults not applied: %v/s, burst %d", e.RequestRate, e.RequestBurst)
 	}
-	if cfg.DrainTimeout != Duration(10*time.Second) {
+	if cfg.DrainTimeout != duration(10*time.Second) {
 		t.Errorf("drain_timeout default = %s", time.Duration(cfg.DrainTimeout))
 	}
 	if cfg.Enroll.ClientPrefixV4 != 24 || cfg.Enroll.ClientPrefixV6 != 56 || len(cfg.Enroll.trustedProxies()) != 0 {

@@ -7,16 +7,16 @@ import (
 	"github.com/inkan-pki/inkan/tsa"
 )
 
-// TSAConfig turns on the node's time-stamping authority (RFC 3161, POST /tsa
+// tsaConfig turns on the node's time-stamping authority (RFC 3161, POST /tsa
 // on the API listener). Only a voter issues tokens: it holds the TSA key.
 // Every voter of a cluster should have the same section.
-type TSAConfig struct {
+type tsaConfig struct {
 	// Policy is the TSA policy OID every token names, in dotted form
 	// ("1.3.6.1.4.1.99999.1.3161"); a request may ask for it, and no other.
 	Policy string `yaml:"policy"`
 	// Accuracy is what every token states, and the most this node's clock may
 	// be off the leader's while it issues tokens (default 1s; 1ms..1m).
-	Accuracy Duration `yaml:"accuracy"`
+	Accuracy duration `yaml:"accuracy"`
 }
 
 // Bounds of tsa.accuracy. Below a millisecond a comparison over the network
@@ -26,14 +26,14 @@ const (
 	maxTSAAccuracy = time.Minute
 )
 
-func (t *TSAConfig) setDefaults() {
+func (t *tsaConfig) setDefaults() {
 	if t != nil && t.Accuracy == 0 {
-		t.Accuracy = Duration(time.Second)
+		t.Accuracy = duration(time.Second)
 	}
 }
 
 // validate checks the section, naming each field at fault.
-func (t *TSAConfig) validate(role string, bad func(field, format string, args ...any)) {
+func (t *tsaConfig) validate(role string, bad func(field, format string, args ...any)) {
 	if t == nil {
 		return
 	}
@@ -43,13 +43,13 @@ func (t *TSAConfig) validate(role string, bad func(field, format string, args ..
 	if d := time.Duration(t.Accuracy); d < minTSAAccuracy || d > maxTSAAccuracy {
 		bad("tsa.accuracy", "%s is outside %s..%s", d, minTSAAccuracy, maxTSAAccuracy)
 	}
-	if role == RoleNonvoter {
+	if role == roleNonvoter {
 		bad("tsa", "a nonvoter holds no replicated key, so it cannot sign tokens: remove the section, or make the node a voter")
 	}
 }
 
 // PolicyOID is tsa.policy, parsed (it passed Validate).
-func (t *TSAConfig) PolicyOID() asn1.ObjectIdentifier {
+func (t *tsaConfig) PolicyOID() asn1.ObjectIdentifier {
 	oid, _ := tsa.ParsePolicy(t.Policy)
 	return oid
 }

@@ -2,8 +2,8 @@ package node
 
 import "github.com/inkan-pki/inkan/internal/yamlshape"
 
-// FieldError is one problem with the configuration file, in the file's words: the
+// fieldError is one problem with the configuration file, in the file's words: the
 // option's YAML path as written ("cluster.raft.election_timeout",
 // "jpki.anchors[1]"; empty for a file that is not YAML) and the line it is on (0
 // when the option is absent).
-type FieldError = yamlshape.Error
+type fieldError = yamlshape.Error

@@ -205,7 +205,7 @@ func (s *staff) newJoiner(t *testing.T, ctx context.Context, id, role string) *j
 	cfg.Cluster.NodeID = id
 	cfg.Cluster.Role = role
 	file := filepath.Join(t.TempDir(), "join-token")
-	cfg.Cluster.Join = &JoinConfig{Address: s.n.Addrs().Cluster, TokenFile: file}
+	cfg.Cluster.Join = &joinConfig{Address: s.n.Addrs().Cluster, TokenFile: file}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

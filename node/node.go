@@ -57,8 +57,8 @@ type Node struct {
 	err         error // set before done closes
 }
 
-// Addrs are the addresses a node listens on.
-type Addrs struct {
+// addrs are the addresses a node listens on.
+type addrs struct {
 	Cluster string // advertised to the other nodes
 	API     string // HTTPS
 	OCSP    string // plain HTTP
@@ -357,7 +357,7 @@ func readJoinToken(path string) (string, error) {
 	return tok, nil
 }
 
-func pinSource(h HSMConfig) hsm.PINSource {
+func pinSource(h hsmConfig) hsm.PINSource {
 	if h.PINFile != "" {
 		return hsm.PINFile(h.PINFile)
 	}
@@ -398,8 +398,8 @@ func (n *Node) watch(c *cluster.Cluster) {
 func (n *Node) Cluster() *cluster.Cluster { return n.c.Load() }
 
 // Addrs returns where the node listens.
-func (n *Node) Addrs() Addrs {
-	a := Addrs{API: n.apiLn.Addr().String(), OCSP: n.ocspLn.Addr().String(), Metrics: n.opsLn.Addr().String(), Admin: n.cfg.AdminSocket()}
+func (n *Node) Addrs() addrs {
+	a := addrs{API: n.apiLn.Addr().String(), OCSP: n.ocspLn.Addr().String(), Metrics: n.opsLn.Addr().String(), Admin: n.cfg.AdminSocket()}
 	if n.adminTLSLn != nil {
 		a.AdminTLS = n.adminTLSLn.Addr().String()
 	}
@@ -579,7 +579,7 @@ func noResponder(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString("no OCSP responder runs on this node\n")
 }
 
-func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+func newLogger(cfg logConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level))
 	opts := &slog.HandlerOptions{Level: level}

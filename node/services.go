@@ -204,7 +204,7 @@ func (a *appliance) urls() ca.URLs {
 func (a *appliance) startCA(ctx context.Context, env *Env) error {
 	c := env.Cluster
 	mode := ca.PerNodeHSM
-	if a.cfg.CA.KeyMode == KeyModeShared {
+	if a.cfg.CA.KeyMode == keyModeShared {
 		mode = ca.SharedHSM
 	}
 	auth, err := ca.New(ca.Config{

@@ -37,7 +37,7 @@ func (a *appliance) tsaComponent() Component {
 // token is an HSM signature and a Raft commit per request, like an enrollment.
 func (a *appliance) startTSA(_ context.Context, env *Env) error {
 	mode := ca.PerNodeHSM
-	if a.cfg.CA.KeyMode == KeyModeShared {
+	if a.cfg.CA.KeyMode == keyModeShared {
 		mode = ca.SharedHSM
 	}
 	cfg := tsa.Config{Cluster: env.Cluster, Keys: a.tok, KeyMode: mode, Authority: a.authority(),

@@ -27,8 +27,8 @@ import (
 )
 
 // testTSA is the tsa section of the test nodes.
-func testTSA() *TSAConfig {
-	return &TSAConfig{Policy: "1.3.6.1.4.1.99999.3161.1", Accuracy: Duration(time.Second)}
+func testTSA() *tsaConfig {
+	return &tsaConfig{Policy: "1.3.6.1.4.1.99999.3161.1", Accuracy: duration(time.Second)}
 }
 
 func TestParseConfigTSA(t *testing.T) {

@@ -17,17 +17,17 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Status is a certificate's status as a cached response states it.
-type Status uint8
+// status is a certificate's status as a cached response states it.
+type status uint8
 
 // The statuses of RFC 6960 §4.2.1.
 const (
-	Good Status = iota
+	Good status = iota
 	Revoked
-	Unknown
+	unknown
 )
 
-func (s Status) String() string {
+func (s status) String() string {
 	switch s {
 	case Good:
 		return "good"
@@ -37,11 +37,11 @@ func (s Status) String() string {
 	return "unknown"
 }
 
-// Response is one signed OCSP response for one serial, with the header values the
+// response is one signed OCSP response for one serial, with the header values the
 // responder sends beside it made once, when it is cached, not per request.
-type Response struct {
+type response struct {
 	DER        []byte
-	Status     Status
+	Status     status
 	ThisUpdate time.Time
 	NextUpdate time.Time
 	// RevokedAt and Reason repeat what a Revoked response says, so that a change of
@@ -55,11 +55,11 @@ type Response struct {
 }
 
 // NewResponse wraps a signed response with its ready-made headers.
-func NewResponse(der []byte, status Status, thisUpdate, nextUpdate time.Time) *Response {
-	return newResponse(der, CertStatus{Status: status, Reason: -1}, thisUpdate, nextUpdate)
+func NewResponse(der []byte, status status, thisUpdate, nextUpdate time.Time) *response {
+	return newResponse(der, certStatus{Status: status, Reason: -1}, thisUpdate, nextUpdate)
 }
 
-func newResponse(der []byte, st CertStatus, thisUpdate, nextUpdate time.Time) *Response {
+func newResponse(der []byte, st certStatus, thisUpdate, nextUpdate time.Time) *response {
 	// The headers go in der's spare capacity when it has room (sign and wrap
 	// leave it), so that a response is two allocations, not five.
 	n := len(der)
@@ -76,7 +76,7 @@ func newResponse(der []byte, st CertStatus, thisUpdate, nextUpdate time.Time) *R
 	buf = fasthttp.AppendHTTPDate(buf, thisUpdate)
 	lm := len(buf)
 	buf = fasthttp.AppendHTTPDate(buf, nextUpdate)
-	r := &Response{
+	r := &response{
 		DER:          buf[:n:n],
 		Status:       st.Status,
 		ThisUpdate:   thisUpdate,
@@ -98,7 +98,7 @@ const headersLen = 34 + 2*len("Mon, 02 Jan 2006 15:04:05 GMT")
 
 // says reports whether r states st: same status, and for a revocation the same time
 // (to the second) and reason.
-func (r *Response) says(st CertStatus) bool {
+func (r *response) says(st certStatus) bool {
 	if r.Status != st.Status {
 		return false
 	}
@@ -110,11 +110,11 @@ func (r *Response) says(st CertStatus) bool {
 	return r.RevokedAt.Truncate(time.Second).Equal(st.RevokedAt.Truncate(time.Second)) && r.Reason == st.Reason
 }
 
-// Cache holds the signed responses a node serves: for every issuer (a CA certificate,
+// cache holds the signed responses a node serves: for every issuer (a CA certificate,
 // active or rolled over) the response for each of its serials. It is a value with no
 // I/O, safe for concurrent use: many readers, occasional writers. A serial the cache
 // does not hold is never answered by signing on demand.
-type Cache struct {
+type cache struct {
 	mu      sync.RWMutex // guards issuers; the slice itself is never mutated in place
 	issuers []*issuerEntry
 
@@ -131,18 +131,18 @@ type waitKey struct {
 
 const cacheShards = 64
 
-// CertIDHashes are the hash algorithms a request's CertID may use. A response names the
+// certIDHashes are the hash algorithms a request's CertID may use. A response names the
 // certificate by a CertID built with one of them, and clients look for the CertID they
 // sent, so every serial has one signed response per algorithm. SHA-1 is what most
 // clients send (OpenSSL, Go and nginx by default); RFC 6960 names SHA-256 too, and
 // SHA-384 and SHA-512 are answered so that no client that follows the RFC's newer
 // algorithms is refused. Each is one response (one SingleResponse): some clients
 // (Go's ocsp.ParseResponse) refuse a response that lists more than one.
-var CertIDHashes = [...]crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
+var certIDHashes = [...]crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
 
 type issuerEntry struct {
 	id     string
-	tables [len(CertIDHashes)]table
+	tables [len(certIDHashes)]table
 }
 
 type table struct {
@@ -151,19 +151,19 @@ type table struct {
 	keyHash  []byte
 	shards   [cacheShards]struct {
 		mu sync.RWMutex
-		m  map[string]*Response
+		m  map[string]*response
 	}
 }
 
-// ErrUnknownIssuer is returned by Put for an issuer the cache was not told of.
-var ErrUnknownIssuer = errors.New("ocsp: unknown issuer")
+// errUnknownIssuer is returned by Put for an issuer the cache was not told of.
+var errUnknownIssuer = errors.New("ocsp: unknown issuer")
 
 // NewCache returns an empty cache.
-func NewCache() *Cache { return &Cache{} }
+func NewCache() *cache { return &cache{} }
 
 // AddIssuer makes the cache answer for certificates issued by cert, under id. Adding
 // an id twice keeps the responses already held.
-func (c *Cache) AddIssuer(id string, cert *x509.Certificate) error {
+func (c *cache) AddIssuer(id string, cert *x509.Certificate) error {
 	var spki struct {
 		Algorithm asn1.RawValue
 		PublicKey asn1.BitString
@@ -172,14 +172,14 @@ func (c *Cache) AddIssuer(id string, cert *x509.Certificate) error {
 		return fmt.Errorf("ocsp: issuer %s: public key: %w", id, err)
 	}
 	e := &issuerEntry{id: id}
-	for i, h := range CertIDHashes {
+	for i, h := range certIDHashes {
 		nh, kh := h.New(), h.New()
 		nh.Write(cert.RawSubject)
 		kh.Write(spki.PublicKey.RightAlign())
 		t := &e.tables[i]
 		t.hash, t.nameHash, t.keyHash = h, nh.Sum(nil), kh.Sum(nil)
 		for j := range t.shards {
-			t.shards[j].m = make(map[string]*Response)
+			t.shards[j].m = make(map[string]*response)
 		}
 	}
 	c.mu.Lock()
@@ -195,7 +195,7 @@ func (c *Cache) AddIssuer(id string, cert *x509.Certificate) error {
 	return nil
 }
 
-func (c *Cache) issuer(id string) *issuerEntry {
+func (c *cache) issuer(id string) *issuerEntry {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	for _, e := range c.issuers {
@@ -208,10 +208,10 @@ func (c *Cache) issuer(id string) *issuerEntry {
 
 // Put stores the response for serial (big-endian magnitude) whose CertID was built
 // with hash, under the issuer id, replacing what was there.
-func (c *Cache) Put(issuerID string, hash crypto.Hash, serial []byte, r *Response) error {
+func (c *cache) Put(issuerID string, hash crypto.Hash, serial []byte, r *response) error {
 	e := c.issuer(issuerID)
 	if e == nil {
-		return fmt.Errorf("%w %q", ErrUnknownIssuer, issuerID)
+		return fmt.Errorf("%w %q", errUnknownIssuer, issuerID)
 	}
 	t := e.table(hash)
 	if t == nil {
@@ -228,18 +228,18 @@ func (c *Cache) Put(issuerID string, hash crypto.Hash, serial []byte, r *Respons
 	return nil
 }
 
-// ErrNotAnswered is returned by Await when ctx ends before the cache serves
+// errNotAnswered is returned by Await when ctx ends before the cache serves
 // the status asked for.
-var ErrNotAnswered = errors.New("ocsp: the cache does not serve the status yet")
+var errNotAnswered = errors.New("ocsp: the cache does not serve the status yet")
 
 // Await returns once the cache holds, under every CertID hash, a response for
 // serial of issuerID that says st and has not reached its nextUpdate. It
 // returns ErrUnknownIssuer at once for an issuer the cache does not answer
 // for, and ErrNotAnswered (wrapping ctx's error) if ctx ends first.
-func (c *Cache) Await(ctx context.Context, issuerID string, serial []byte, st CertStatus) error {
+func (c *cache) Await(ctx context.Context, issuerID string, serial []byte, st certStatus) error {
 	e := c.issuer(issuerID)
 	if e == nil {
-		return fmt.Errorf("%w %q", ErrUnknownIssuer, issuerID)
+		return fmt.Errorf("%w %q", errUnknownIssuer, issuerID)
 	}
 	serial = trimSerial(serial)
 	key := waitKey{issuerID, string(serial)}
@@ -261,14 +261,14 @@ func (c *Cache) Await(ctx context.Context, issuerID string, serial []byte, st Ce
 		case <-ch:
 		case <-ctx.Done():
 			c.unwait(key, ch)
-			return fmt.Errorf("%w: serial %x: %w", ErrNotAnswered, serial, ctx.Err())
+			return fmt.Errorf("%w: serial %x: %w", errNotAnswered, serial, ctx.Err())
 		}
 	}
 }
 
 // serves reports whether every CertID variant of serial is held, says st and
 // is not past its nextUpdate at now.
-func (e *issuerEntry) serves(serial []byte, st CertStatus, now time.Time) bool {
+func (e *issuerEntry) serves(serial []byte, st certStatus, now time.Time) bool {
 	for i := range e.tables {
 		r := e.tables[i].get(serial)
 		if r == nil || !r.says(st) || !now.Before(r.NextUpdate) {
@@ -279,7 +279,7 @@ func (e *issuerEntry) serves(serial []byte, st CertStatus, now time.Time) bool {
 }
 
 // wake closes the channels of the waiters for key.
-func (c *Cache) wake(key waitKey) {
+func (c *cache) wake(key waitKey) {
 	c.waitMu.Lock()
 	chs := c.waiters[key]
 	delete(c.waiters, key)
@@ -291,7 +291,7 @@ func (c *Cache) wake(key waitKey) {
 }
 
 // unwait removes ch from key's waiters, unless a wake took it already.
-func (c *Cache) unwait(key waitKey, ch chan struct{}) {
+func (c *cache) unwait(key waitKey, ch chan struct{}) {
 	c.waitMu.Lock()
 	defer c.waitMu.Unlock()
 	chs := c.waiters[key]
@@ -310,7 +310,7 @@ func (c *Cache) unwait(key waitKey, ch chan struct{}) {
 }
 
 // Get returns the response held for serial and CertID hash under the issuer id, or nil.
-func (c *Cache) Get(issuerID string, hash crypto.Hash, serial []byte) *Response {
+func (c *cache) Get(issuerID string, hash crypto.Hash, serial []byte) *response {
 	e := c.issuer(issuerID)
 	if e == nil {
 		return nil
@@ -324,7 +324,7 @@ func (c *Cache) Get(issuerID string, hash crypto.Hash, serial []byte) *Response 
 
 // lookup answers a parsed request: the issuer is matched by both name and key hash,
 // under the hash algorithm the request used.
-func (c *Cache) lookup(id certID) *Response {
+func (c *cache) lookup(id certID) *response {
 	for _, e := range c.snapshot() {
 		t := e.table(id.hash)
 		if t != nil && bytes.Equal(t.keyHash, id.keyHash) && bytes.Equal(t.nameHash, id.nameHash) {
@@ -343,7 +343,7 @@ func (e *issuerEntry) table(h crypto.Hash) *table {
 	return nil
 }
 
-func (t *table) get(serial []byte) *Response {
+func (t *table) get(serial []byte) *response {
 	s := &t.shards[shardOf(serial)]
 	s.mu.RLock()
 	r := s.m[string(serial)]
@@ -353,10 +353,10 @@ func (t *table) get(serial []byte) *Response {
 
 // Range calls fn for every cached response until fn returns false. Responses may be
 // replaced while Range runs; fn sees each (hash, serial) at most once.
-func (c *Cache) Range(fn func(issuerID string, hash crypto.Hash, serial []byte, r *Response) bool) {
+func (c *cache) Range(fn func(issuerID string, hash crypto.Hash, serial []byte, r *response) bool) {
 	type kv struct {
 		k string
-		v *Response
+		v *response
 	}
 	var batch []kv
 	for _, e := range c.snapshot() {
@@ -381,7 +381,7 @@ func (c *Cache) Range(fn func(issuerID string, hash crypto.Hash, serial []byte, 
 }
 
 // Len counts the cached responses (one per serial and CertID hash).
-func (c *Cache) Len() int {
+func (c *cache) Len() int {
 	n := 0
 	for _, e := range c.snapshot() {
 		for ti := range e.tables {
@@ -396,7 +396,7 @@ func (c *Cache) Len() int {
 	return n
 }
 
-func (c *Cache) snapshot() []*issuerEntry {
+func (c *cache) snapshot() []*issuerEntry {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.issuers

@@ -35,16 +35,16 @@ func newCRL(der []byte, m crl.Meta) *CRL {
 	}
 }
 
-// CRLSource finds published CRLs. number 0 asks for the newest.
-type CRLSource interface {
+// crlSource finds published CRLs. number 0 asks for the newest.
+type crlSource interface {
 	CRL(caID string, shard int, number uint64) (*CRL, bool, error)
 }
 
-// StateCRLs serves the CRLs in the cluster's replicated state (ca/crl's buckets) on
+// stateCRLs serves the CRLs in the cluster's replicated state (ca/crl's buckets) on
 // this node. The newest CRL of each shard is kept ready with its headers; a request
 // costs a read of the shard's latest number, and the bytes are rebuilt only when a
 // newer CRL has been published. Old CRLs are read from state when asked for.
-type StateCRLs struct {
+type stateCRLs struct {
 	view func(func(*bbolt.Tx) error) error
 
 	mu     sync.Mutex
@@ -56,13 +56,13 @@ type crlKey struct {
 	shard int
 }
 
-// NewStateCRLs serves from view (cluster.Cluster.View).
-func NewStateCRLs(view func(func(*bbolt.Tx) error) error) *StateCRLs {
-	return &StateCRLs{view: view, latest: map[crlKey]*CRL{}}
+// newStateCRLs serves from view (cluster.Cluster.View).
+func newStateCRLs(view func(func(*bbolt.Tx) error) error) *stateCRLs {
+	return &stateCRLs{view: view, latest: map[crlKey]*CRL{}}
 }
 
 // CRL implements CRLSource.
-func (s *StateCRLs) CRL(caID string, shard int, number uint64) (*CRL, bool, error) {
+func (s *stateCRLs) CRL(caID string, shard int, number uint64) (*CRL, bool, error) {
 	k := crlKey{caID, shard}
 	var out *CRL
 	err := s.view(func(tx *bbolt.Tx) error {
@@ -154,7 +154,7 @@ func parseCRLPath(path []byte) (ca string, shard int, number uint64, ok bool) {
 
 // serveCRL answers a CRL request: the newest with caching headers until its
 // nextUpdate, an old one by number as immutable evidence.
-func (r *Responder) serveCRL(ctx *fasthttp.RequestCtx, path []byte) {
+func (r *responder) serveCRL(ctx *fasthttp.RequestCtx, path []byte) {
 	ca, shard, number, ok := parseCRLPath(path)
 	if !ok || r.crls == nil {
 		ctx.SetStatusCode(fasthttp.StatusNotFound)

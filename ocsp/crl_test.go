@@ -52,7 +52,7 @@ func TestServeCRLs(t *testing.T) {
 	go func() { done <- pub.Run(runCtx, nil) }()
 	waitFor(t, "first CRLs", 10*time.Second, func() bool {
 		for _, s := range []int{crl.Full, 0, 1} {
-			if c, ok, _ := NewStateCRLs(n.View).CRL("ca1", s, 0); !ok || c.Number != 1 {
+			if c, ok, _ := newStateCRLs(n.View).CRL("ca1", s, 0); !ok || c.Number != 1 {
 				return false
 			}
 		}
@@ -61,7 +61,7 @@ func TestServeCRLs(t *testing.T) {
 	cancel()
 	<-done
 
-	url := serve(t, NewResponder(NewCache(), NewStateCRLs(n.View), nil))
+	url := serve(t, NewResponder(NewCache(), newStateCRLs(n.View), nil))
 	get := func(path string, hdr ...string) *http.Response {
 		req, _ := http.NewRequest("GET", url+path, nil)
 		if len(hdr) == 2 {

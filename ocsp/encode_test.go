@@ -16,7 +16,7 @@ import (
 // referenceSign encodes a response with cryptobyte, the general-purpose way,
 // field by field as RFC 6960 §4.2.1 lists them; the hand-written encoder in
 // sign must produce the same bytes.
-func referenceSign(t *testing.T, b *builder, st CertStatus, hash crypto.Hash, producedAt, thisUpdate, nextUpdate time.Time) []byte {
+func referenceSign(t *testing.T, b *builder, st certStatus, hash crypto.Hash, producedAt, thisUpdate, nextUpdate time.Time) []byte {
 	t.Helper()
 	tbs := cryptobyte.NewBuilder(nil)
 	tbs.AddASN1(cbasn1.SEQUENCE, func(rd *cryptobyte.Builder) { // ResponseData
@@ -109,12 +109,12 @@ func TestSignMatchesReference(t *testing.T) {
 	}
 	now := time.Date(2026, 11, 25, 4, 5, 6, 0, time.UTC)
 	serials := [][]byte{{}, {0}, {1}, {0x7f}, {0x80}, {0, 0, 0x81}, bytes.Repeat([]byte{0xff}, 20), bytes.Repeat([]byte{0x5a}, 127)}
-	statuses := []CertStatus{
+	statuses := []certStatus{
 		{Status: Good},
 		{Status: Revoked, RevokedAt: now.Add(-36 * time.Hour), Reason: -1},
 		{Status: Revoked, RevokedAt: now.Add(-time.Minute), Reason: 0},
 		{Status: Revoked, RevokedAt: time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC), Reason: 10},
-		{Status: Unknown},
+		{Status: unknown},
 	}
 	for _, delegated := range []bool{true, false} {
 		for _, retention := range []time.Duration{0, 10 * 365 * 24 * time.Hour} {
@@ -126,7 +126,7 @@ func TestSignMatchesReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, h := range CertIDHashes {
+			for _, h := range certIDHashes {
 				for _, serial := range serials {
 					for _, st := range statuses {
 						st.Serial = serial
@@ -170,7 +170,7 @@ func FuzzSplit(f *testing.F) {
 		f.Fatal(err)
 	}
 	now := time.Now()
-	der, err := b.sign(CertStatus{Serial: []byte{1, 2}, Status: Good}, crypto.SHA1, now, now, now.Add(time.Hour))
+	der, err := b.sign(certStatus{Serial: []byte{1, 2}, Status: Good}, crypto.SHA1, now, now, now.Add(time.Hour))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/inkan-pki/inkan/certserial"
 )
 
-// History answers, on the OCSP listener of every node, what a certificate's
+// history answers, on the OCSP listener of every node, what a certificate's
 // status was at a past time, from the replicated state:
 //
 //	GET /status/<ca-id>/<serial>?at=<RFC 3339>    JSON, with the CRLs that prove it
@@ -26,19 +26,19 @@ import (
 //
 // Errors are problem+json (RFC 9457) of type HistoryProblemBase + a name.
 // docs/long-term.md describes both answers.
-type History struct {
+type history struct {
 	view  func(func(*bbolt.Tx) error) error
-	cache *Cache
+	cache *cache
 	now   func() time.Time
 }
 
 // HistoryProblemBase prefixes the problem types of /status and /evidence.
 const HistoryProblemBase = "urn:inkan:problem:evidence:"
 
-// NewHistory answers from view (cluster.Cluster.View); the evidence bundle
+// newHistory answers from view (cluster.Cluster.View); the evidence bundle
 // carries cache's current OCSP response for the certificate when it holds one.
-func NewHistory(view func(func(*bbolt.Tx) error) error, cache *Cache) *History {
-	return &History{view: view, cache: cache, now: time.Now}
+func newHistory(view func(func(*bbolt.Tx) error) error, cache *cache) *history {
+	return &history{view: view, cache: cache, now: time.Now}
 }
 
 var (
@@ -47,7 +47,7 @@ var (
 )
 
 // Wrap serves /status/ and /evidence/ and hands every other request to next.
-func (h *History) Wrap(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+func (h *history) Wrap(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		p := ctx.Path()
 		switch {
@@ -98,7 +98,7 @@ func btoi(b bool) int {
 // maxSerialText bounds the serial in the path (a 20-byte serial in hex with colons).
 const maxSerialText = 64
 
-func (h *History) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
+func (h *history) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Response.Header.Set("Allow", "GET, HEAD")
 		writeProblem(ctx, probNotAllowed, "")
@@ -137,13 +137,13 @@ func (h *History) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 		return err
 	})
 	switch {
-	case errors.Is(err, ErrFutureTime):
+	case errors.Is(err, errFutureTime):
 		writeProblem(ctx, probFutureTime, "at must not be after the node's clock")
 		return
-	case errors.Is(err, ErrUnknownCA):
+	case errors.Is(err, errUnknownCA):
 		writeProblem(ctx, probUnknownCA, "")
 		return
-	case errors.Is(err, ErrUnknownSerial):
+	case errors.Is(err, errUnknownSerial):
 		writeProblem(ctx, probUnknownSerial, "")
 		return
 	case err != nil:
@@ -182,7 +182,7 @@ func (h *History) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 
 // currentResponse is the OCSP response this node serves for the certificate
 // now, if it holds one whose nextUpdate has not passed.
-func (h *History) currentResponse(s *statusAt) []byte {
+func (h *history) currentResponse(s *statusAt) []byte {
 	if h.cache == nil {
 		return nil
 	}
@@ -301,7 +301,7 @@ func (s *statusAt) answer() statusAnswer {
 	return a
 }
 
-func (h *History) writeStatus(ctx *fasthttp.RequestCtx, s *statusAt) {
+func (h *history) writeStatus(ctx *fasthttp.RequestCtx, s *statusAt) {
 	body, err := json.Marshal(s.answer())
 	if err != nil {
 		writeProblem(ctx, probUnavailable, "")

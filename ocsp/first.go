@@ -29,21 +29,21 @@ import (
 // with times in Unix seconds, big-endian, and bodies as the store keeps them.
 const firstVersion = 1
 
-// ErrNoResponder is returned by FirstResponses when this node has no responder
+// errNoResponder is returned by FirstResponses when this node has no responder
 // certificate from the issuer: it cannot sign for it.
-var ErrNoResponder = errors.New("ocsp: this node has no responder certificate from the issuer")
+var errNoResponder = errors.New("ocsp: this node has no responder certificate from the issuer")
 
-// ErrBadFirstResponses is returned by Install for a bundle that does not decode, or
+// errBadFirstResponses is returned by Install for a bundle that does not decode, or
 // whose responses are not for the issuer, serial and status they are installed for.
-var ErrBadFirstResponses = errors.New("ocsp: first responses do not decode or do not match")
+var errBadFirstResponses = errors.New("ocsp: first responses do not decode or do not match")
 
 // FirstResponses signs the responses stating st for a serial of issuerID, under
 // every CertID hash, with this node's responder key, and returns them as a bundle
 // for Install on every node. It does not cache them.
-func (p *Presigner) FirstResponses(issuerID string, st CertStatus) ([]byte, error) {
+func (p *Presigner) FirstResponses(issuerID string, st certStatus) ([]byte, error) {
 	is := p.signing(issuerID)
 	if is == nil {
-		return nil, fmt.Errorf("%w %q", ErrNoResponder, issuerID)
+		return nil, fmt.Errorf("%w %q", errNoResponder, issuerID)
 	}
 	resps, err := p.signAll(is, st)
 	if err != nil {
@@ -71,7 +71,7 @@ func (p *Presigner) FirstResponses(issuerID string, st CertStatus) ([]byte, erro
 
 // appendStatusHeader appends thisUpdate, nextUpdate, status, reason and revokedAt
 // as the store's values begin (26 bytes).
-func appendStatusHeader(dst []byte, r *Response) []byte {
+func appendStatusHeader(dst []byte, r *response) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.ThisUpdate.Unix()))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.NextUpdate.Unix()))
 	dst = append(dst, byte(r.Status))
@@ -97,10 +97,10 @@ func appendStatusHeader(dst []byte, r *Response) []byte {
 // or the disk (it runs as the node applies a Raft entry): the responses are
 // queued for the store if there is room, and a restart signs again any that were
 // not stored.
-func (p *Presigner) Install(issuerID string, serial []byte, st CertStatus, bundle []byte) error {
+func (p *Presigner) Install(issuerID string, serial []byte, st certStatus, bundle []byte) error {
 	e := p.cache.issuer(issuerID)
 	if e == nil {
-		return fmt.Errorf("%w %q", ErrUnknownIssuer, issuerID)
+		return fmt.Errorf("%w %q", errUnknownIssuer, issuerID)
 	}
 	resps, err := decodeFirst(bundle, e, trimSerial(serial), st)
 	if err != nil {
@@ -108,10 +108,10 @@ func (p *Presigner) Install(issuerID string, serial []byte, st CertStatus, bundl
 	}
 	now := p.cfg.Now()
 	if !now.Before(resps[0].NextUpdate) {
-		return fmt.Errorf("%w: serial %x: past nextUpdate", ErrBadFirstResponses, serial)
+		return fmt.Errorf("%w: serial %x: past nextUpdate", errBadFirstResponses, serial)
 	}
 	stored := storedSerial{issuerID: issuerID, serial: trimSerial(serial)}
-	for i, h := range CertIDHashes {
+	for i, h := range certIDHashes {
 		r := resps[i]
 		if cur := p.cache.Get(issuerID, h, serial); cur != nil && !cur.ThisUpdate.Before(r.ThisUpdate) {
 			r = cur
@@ -126,23 +126,23 @@ func (p *Presigner) Install(issuerID string, serial []byte, st CertStatus, bundl
 		default: // the writer is behind: the responses are served, not stored
 		}
 	}
-	p.metrics.installed.Add(float64(len(CertIDHashes)))
+	p.metrics.installed.Add(float64(len(certIDHashes)))
 	return nil
 }
 
 // decodeFirst rebuilds a bundle's responses and checks them against the issuer's
 // CertIDs, the serial and st.
-func decodeFirst(b []byte, e *issuerEntry, serial []byte, st CertStatus) ([len(CertIDHashes)]*Response, error) {
-	var out [len(CertIDHashes)]*Response
+func decodeFirst(b []byte, e *issuerEntry, serial []byte, st certStatus) ([len(certIDHashes)]*response, error) {
+	var out [len(certIDHashes)]*response
 	bad := func(what string) error {
-		return fmt.Errorf("%w: serial %x: %s", ErrBadFirstResponses, serial, what)
+		return fmt.Errorf("%w: serial %x: %s", errBadFirstResponses, serial, what)
 	}
 	if len(b) < 1+26+2 || b[0] != firstVersion {
 		return out, bad("header")
 	}
 	hdr := b[1:27]
-	got := CertStatus{Status: Status(hdr[16]), Reason: -1}
-	if got.Status > Unknown {
+	got := certStatus{Status: status(hdr[16]), Reason: -1}
+	if got.Status > unknown {
 		return out, bad("status")
 	}
 	if got.Status == Revoked {
@@ -151,7 +151,7 @@ func decodeFirst(b []byte, e *issuerEntry, serial []byte, st CertStatus) ([len(C
 			got.Reason = int(hdr[17])
 		}
 	}
-	r := &Response{Status: got.Status, RevokedAt: got.RevokedAt, Reason: got.Reason}
+	r := &response{Status: got.Status, RevokedAt: got.RevokedAt, Reason: got.Reason}
 	if !r.says(st) {
 		return out, bad("another status")
 	}

@@ -23,20 +23,20 @@ func TestFirstResponsesInstall(t *testing.T) {
 	ctx := context.Background()
 	leaderKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaderSrc := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]CertStatus{}}
-	nodeSrc := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]CertStatus{}}
-	leader, err := NewPresigner(ctx, NewCache(), leaderSrc, PresignerConfig{Key: leaderKey})
+	leaderSrc := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}
+	nodeSrc := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]certStatus{}}
+	leader, err := newPresigner(ctx, NewCache(), leaderSrc, PresignerConfig{Key: leaderKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cache := NewCache()
-	node, err := NewPresigner(ctx, cache, nodeSrc, PresignerConfig{Key: nodeKey})
+	node, err := newPresigner(ctx, cache, nodeSrc, PresignerConfig{Key: nodeKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	leaf := p.leaves[0]
 	serial := leaf.SerialNumber.Bytes()
-	good := CertStatus{Serial: serial, Status: Good, Reason: -1}
+	good := certStatus{Serial: serial, Status: Good, Reason: -1}
 	bundle, err := leader.FirstResponses("ca1", good)
 	if err != nil {
 		t.Fatal(err)
@@ -45,24 +45,24 @@ func TestFirstResponsesInstall(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		serial []byte
-		st     CertStatus
+		st     certStatus
 		bundle []byte
 	}{
-		{"another serial", p.leaves[1].SerialNumber.Bytes(), CertStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Good, Reason: -1}, bundle},
-		{"another status", serial, CertStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now(), Reason: 1}, bundle},
+		{"another serial", p.leaves[1].SerialNumber.Bytes(), certStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Good, Reason: -1}, bundle},
+		{"another status", serial, certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now(), Reason: 1}, bundle},
 		{"truncated", serial, good, bundle[:len(bundle)-3]},
 		{"trailing bytes", serial, good, append(append([]byte(nil), bundle...), 0)},
 		{"another version", serial, good, append([]byte{9}, bundle[1:]...)},
 		{"empty", serial, good, nil},
 	} {
-		if err := node.Install("ca1", c.serial, c.st, c.bundle); !errors.Is(err, ErrBadFirstResponses) {
+		if err := node.Install("ca1", c.serial, c.st, c.bundle); !errors.Is(err, errBadFirstResponses) {
 			t.Errorf("%s: %v, want ErrBadFirstResponses", c.name, err)
 		}
 	}
 	if cache.Len() != 0 {
 		t.Fatalf("refused bundles left %d responses in the cache", cache.Len())
 	}
-	if err := node.Install("ca2", serial, good, bundle); !errors.Is(err, ErrUnknownIssuer) {
+	if err := node.Install("ca2", serial, good, bundle); !errors.Is(err, errUnknownIssuer) {
 		t.Errorf("unknown issuer: %v, want ErrUnknownIssuer", err)
 	}
 
@@ -79,7 +79,7 @@ func TestFirstResponsesInstall(t *testing.T) {
 	if err := <-waited; err != nil {
 		t.Fatalf("Await: %v", err)
 	}
-	for _, h := range CertIDHashes {
+	for _, h := range certIDHashes {
 		r := cache.Get("ca1", h, serial)
 		if r == nil {
 			t.Fatalf("%v: not installed", h)
@@ -98,11 +98,11 @@ func TestFirstResponsesInstall(t *testing.T) {
 	// Await gives up with ErrNotAnswered when the status does not come.
 	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	revoked := CertStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().Truncate(time.Second), Reason: 1}
-	if err := cache.Await(wctx, "ca1", serial, revoked); !errors.Is(err, ErrNotAnswered) || !errors.Is(err, context.DeadlineExceeded) {
+	revoked := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().Truncate(time.Second), Reason: 1}
+	if err := cache.Await(wctx, "ca1", serial, revoked); !errors.Is(err, errNotAnswered) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Await of a status not served: %v", err)
 	}
-	if err := cache.Await(ctx, "ca2", serial, good); !errors.Is(err, ErrUnknownIssuer) {
+	if err := cache.Await(ctx, "ca2", serial, good); !errors.Is(err, errUnknownIssuer) {
 		t.Fatalf("Await under an unknown issuer: %v", err)
 	}
 	if n := cache.waiting.Load(); n != 0 {
@@ -112,11 +112,11 @@ func TestFirstResponsesInstall(t *testing.T) {
 	// The node's pre-signer, told of the serial, keeps the leader's responses
 	// (they are current) rather than sign its own.
 	nodeSrc.set(good)
-	changes := make(chan Change, 1)
+	changes := make(chan change, 1)
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- node.Run(rctx, changes) }()
-	changes <- Change{IssuerID: "ca1", Serials: [][]byte{serial}}
+	changes <- change{IssuerID: "ca1", Serials: [][]byte{serial}}
 	time.Sleep(200 * time.Millisecond)
 	stop()
 	<-done
@@ -127,7 +127,7 @@ func TestFirstResponsesInstall(t *testing.T) {
 	// A node that applies the intent again after it learnt of the revocation
 	// that followed (a restart replaying its log, a follower catching up)
 	// keeps the newer revoked response.
-	revokedNow := CertStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC().Truncate(time.Second), Reason: 1}
+	revokedNow := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC().Truncate(time.Second), Reason: 1}
 	nodeSrc.set(revokedNow)
 	if err := node.sign(job{issuerID: "ca1", st: revokedNow, why: "change"}); err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestFirstResponsesInstall(t *testing.T) {
 	if err := node.Install("ca1", serial, good, bundle); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range CertIDHashes {
+	for _, h := range certIDHashes {
 		if r := cache.Get("ca1", h, serial); r == nil || r.Status != Revoked {
 			t.Fatalf("%v: the replayed intent's good replaced the newer revoked response (got %v)", h, r != nil && r.Status == Good)
 		}
@@ -151,15 +151,15 @@ func TestRevokedAtToTheSecond(t *testing.T) {
 	p := getPKI(t)
 	ctx := context.Background()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	src := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]CertStatus{}}
+	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]certStatus{}}
 	cache := NewCache()
-	pre, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	pre, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial := p.leaves[2].SerialNumber.Bytes()
 	at := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
-	st := CertStatus{Serial: serial, Status: Revoked, RevokedAt: at, Reason: xocsp.KeyCompromise}
+	st := certStatus{Serial: serial, Status: Revoked, RevokedAt: at, Reason: xocsp.KeyCompromise}
 	src.set(st)
 	bundle, err := pre.FirstResponses("ca1", st)
 	if err != nil {

@@ -72,7 +72,7 @@ func getPKI(t testing.TB) *testPKI {
 }
 
 // signedResponse makes a CA-signed response for leaf.
-func (p *testPKI) signedResponse(t testing.TB, leaf *x509.Certificate, h crypto.Hash, status int, revokedAt time.Time) *Response {
+func (p *testPKI) signedResponse(t testing.TB, leaf *x509.Certificate, h crypto.Hash, status int, revokedAt time.Time) *response {
 	t.Helper()
 	now := time.Now().Truncate(time.Second)
 	tmpl := xocsp.Response{

@@ -48,7 +48,7 @@ type FollowConfig struct {
 // status change as it is applied.
 type Follower struct {
 	c       *cluster.Cluster
-	cache   *Cache
+	cache   *cache
 	pre     *Presigner
 	src     caSource
 	rm      *responderMaintainer
@@ -70,7 +70,7 @@ func Follow(ctx context.Context, cfg FollowConfig) (*Follower, error) {
 	src := caSource{c: c, node: c.ID(), key: cfg.Key.Public()}
 	pcfg := cfg.Presigner
 	pcfg.Key, pcfg.Retention, pcfg.Logger, pcfg.Registerer = cfg.Key, cfg.Archive, cfg.Logger, cfg.Registerer
-	pre, err := NewPresigner(ctx, cache, src, pcfg)
+	pre, err := newPresigner(ctx, cache, src, pcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -93,15 +93,15 @@ func (f *Follower) Presigner() *Presigner { return f.pre }
 // Handler serves the OCSP listener: responses from the follower's cache, the
 // published CRLs and the CA certificates (/ca/<issuer-id>.crt).
 func (f *Follower) Handler() fasthttp.RequestHandler {
-	history := NewHistory(f.c.View, f.cache) // /status and /evidence
-	return caCertificates(f.c.View, history.Wrap(NewResponder(f.cache, NewStateCRLs(f.c.View), f.reg).ServeFastHTTP))
+	history := newHistory(f.c.View, f.cache) // /status and /evidence
+	return caCertificates(f.c.View, history.Wrap(NewResponder(f.cache, newStateCRLs(f.c.View), f.reg).ServeFastHTTP))
 }
 
 // Run follows the state until ctx ends: it keeps the responder certificates
 // current, tells the pre-signer of every change, and restarts the pre-signer
 // if it stops on an error. It closes the pre-signer when it returns.
 func (f *Follower) Run(ctx context.Context) {
-	changes := make(chan Change, 1024)
+	changes := make(chan change, 1024)
 	var wg sync.WaitGroup
 	goRun := func(fn func()) {
 		wg.Add(1)
@@ -111,7 +111,7 @@ func (f *Follower) Run(ctx context.Context) {
 	goRun(func() {
 		f.rm.run(ctx, func() {
 			select {
-			case changes <- Change{Resync: true}:
+			case changes <- change{Resync: true}:
 			case <-ctx.Done():
 			}
 		})
@@ -136,17 +136,17 @@ func (f *Follower) Run(ctx context.Context) {
 
 // pump turns the applied commands into the pre-signer's changes, and wakes the
 // responder maintainer when the CA certificates change.
-func (f *Follower) pump(ctx context.Context, changes chan<- Change) {
+func (f *Follower) pump(ctx context.Context, changes chan<- change) {
 	defer f.sub.Close()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-f.sub.C:
-			var ch Change
+			var ch change
 			switch {
 			case ev.Resync:
-				ch = Change{Resync: true}
+				ch = change{Resync: true}
 				f.rm.wake()
 			case ca.IsIssuerCommand(ev.Entry.Command.Type):
 				f.rm.wake() // a new active CA wants a responder certificate from it
@@ -156,7 +156,7 @@ func (f *Follower) pump(ctx context.Context, changes chan<- Change) {
 				if id == "" {
 					continue
 				}
-				ch = Change{IssuerID: id, Serials: serials}
+				ch = change{IssuerID: id, Serials: serials}
 			}
 			select {
 			case changes <- ch:
@@ -177,8 +177,8 @@ type caSource struct {
 	key  crypto.PublicKey
 }
 
-func (s caSource) Issuers(context.Context) ([]Issuer, error) {
-	var out []Issuer
+func (s caSource) Issuers(context.Context) ([]issuer, error) {
+	var out []issuer
 	now := time.Now()
 	err := s.c.View(func(tx *bbolt.Tx) error {
 		issuers, err := ca.Issuers(tx)
@@ -199,20 +199,20 @@ func (s caSource) Issuers(context.Context) ([]Issuer, error) {
 			if !samePublicKey(r.PublicKey, s.key) || r.CheckSignatureFrom(is.Cert) != nil {
 				continue // made for a responder key this node no longer has
 			}
-			out = append(out, Issuer{ID: is.ID, Cert: is.Cert, Responder: r})
+			out = append(out, issuer{ID: is.ID, Cert: is.Cert, Responder: r})
 		}
 		return nil
 	})
 	return out, err
 }
 
-func (s caSource) Statuses(_ context.Context, issuerID string, fn func(CertStatus) error) error {
+func (s caSource) Statuses(_ context.Context, issuerID string, fn func(certStatus) error) error {
 	return s.c.View(func(tx *bbolt.Tx) error {
 		return ca.Walk(tx, issuerID, func(st ca.CertStatus) error { return fn(statusOf(st, st.Serial.Bytes())) })
 	})
 }
 
-func (s caSource) Status(_ context.Context, issuerID string, serial []byte) (CertStatus, bool, error) {
+func (s caSource) Status(_ context.Context, issuerID string, serial []byte) (certStatus, bool, error) {
 	var st ca.CertStatus
 	err := s.c.View(func(tx *bbolt.Tx) error {
 		var err error
@@ -221,9 +221,9 @@ func (s caSource) Status(_ context.Context, issuerID string, serial []byte) (Cer
 	})
 	switch {
 	case errors.Is(err, ca.ErrNotFound):
-		return CertStatus{}, false, nil
+		return certStatus{}, false, nil
 	case err != nil:
-		return CertStatus{}, false, err
+		return certStatus{}, false, err
 	}
 	return statusOf(st, serial), true, nil
 }
@@ -237,15 +237,15 @@ func (s caSource) Status(_ context.Context, issuerID string, serial []byte) (Cer
 // right after answering leaves the followers in that state until the next
 // leader's first commit); if it was never recorded, the next leader resolves
 // the intent as revoked (cessationOfOperation) and the answer turns revoked.
-func statusOf(st ca.CertStatus, serial []byte) CertStatus {
-	out := CertStatus{Serial: serial}
+func statusOf(st ca.CertStatus, serial []byte) certStatus {
+	out := certStatus{Serial: serial}
 	switch st.Status {
 	case ca.Good, ca.Pending:
 		out.Status = Good
 	case ca.Revoked, ca.Held:
 		out.Status, out.RevokedAt, out.Reason = Revoked, st.RevokedAt, st.Reason
 	default:
-		out.Status = Unknown
+		out.Status = unknown
 	}
 	return out
 }

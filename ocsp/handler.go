@@ -34,12 +34,12 @@ var (
 	cacheCtlTail   = []byte(", public, no-transform, must-revalidate")
 )
 
-// Responder answers OCSP requests over HTTP (RFC 6960 and the RFC 5019 profile) from a
+// responder answers OCSP requests over HTTP (RFC 6960 and the RFC 5019 profile) from a
 // Cache. Its hot path parses the CertID in place, looks the bytes up and writes them:
 // it never signs, so an attacker's serial costs a map miss, not an HSM operation.
-type Responder struct {
-	cache   *Cache
-	crls    CRLSource // nil: no CRLs on this listener
+type responder struct {
+	cache   *cache
+	crls    crlSource // nil: no CRLs on this listener
 	now     func() time.Time
 	bufs    sync.Pool
 	results results
@@ -52,7 +52,7 @@ type results struct {
 
 // NewResponder serves cache, and under /crl/ the CRLs crls finds (if not nil).
 // reg, if not nil, receives the request counters.
-func NewResponder(cache *Cache, crls CRLSource, reg prometheus.Registerer) *Responder {
+func NewResponder(cache *cache, crls crlSource, reg prometheus.Registerer) *responder {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "inkan_ocsp_requests_total",
 		Help: "OCSP requests answered, by result.",
@@ -60,7 +60,7 @@ func NewResponder(cache *Cache, crls CRLSource, reg prometheus.Registerer) *Resp
 	if reg != nil {
 		reg.MustRegister(vec)
 	}
-	return &Responder{
+	return &responder{
 		cache: cache,
 		crls:  crls,
 		now:   time.Now,
@@ -79,7 +79,7 @@ func NewResponder(cache *Cache, crls CRLSource, reg prometheus.Registerer) *Resp
 }
 
 // ServeFastHTTP handles one request.
-func (r *Responder) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
+func (r *responder) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	switch {
 	case ctx.IsGet() || ctx.IsHead():
 		path := requestPath(ctx.Request.Header.RequestURI())
@@ -111,7 +111,7 @@ func (r *Responder) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (r *Responder) answer(ctx *fasthttp.RequestCtx, der []byte) {
+func (r *responder) answer(ctx *fasthttp.RequestCtx, der []byte) {
 	id, err := parseRequest(der)
 	if err == errMalformed {
 		id, err = parseRequestStrict(der)
@@ -179,7 +179,7 @@ func notModified(h *fasthttp.RequestHeader, etag []byte, lastModified time.Time)
 	return err == nil && !t.Before(lastModified.Truncate(time.Second))
 }
 
-func (r *Responder) writeError(ctx *fasthttp.RequestCtx, body []byte, c prometheus.Counter) {
+func (r *responder) writeError(ctx *fasthttp.RequestCtx, body []byte, c prometheus.Counter) {
 	c.Inc()
 	ctx.Response.Header.SetContentTypeBytes(ctOCSPResponse)
 	ctx.Response.Header.SetCanonical(hdrCacheCtl, noStore)

@@ -22,7 +22,7 @@ import (
 )
 
 // serve starts the responder on a loopback socket and returns its base URL.
-func serve(t *testing.T, r *Responder) string {
+func serve(t *testing.T, r *responder) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,14 +36,14 @@ func serve(t *testing.T, r *Responder) string {
 
 // servedPKI caches a good response for leaves[0], a revoked one for leaves[1] and
 // nothing for leaves[2].
-func servedPKI(t *testing.T) (*testPKI, string, *Response) {
+func servedPKI(t *testing.T) (*testPKI, string, *response) {
 	p := getPKI(t)
 	c := NewCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
 	}
-	var good *Response
-	for _, h := range CertIDHashes {
+	var good *response
+	for _, h := range certIDHashes {
 		r := p.signedResponse(t, p.leaves[0], h, xocsp.Good, time.Time{})
 		if h == crypto.SHA256 {
 			good = r
@@ -179,8 +179,8 @@ func TestStaleIsNeverServed(t *testing.T) {
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
 	}
-	var good *Response
-	for _, h := range CertIDHashes {
+	var good *response
+	for _, h := range certIDHashes {
 		r := p.signedResponse(t, p.leaves[0], h, xocsp.Good, time.Time{})
 		if h == crypto.SHA256 {
 			good = r

@@ -29,16 +29,13 @@ import (
 
 // Errors of a status question; each has its problem type (historyProblems).
 var (
-	// ErrUnknownCA: no CA certificate of the cluster has that ID.
-	ErrUnknownCA = errors.New("ocsp: unknown CA")
-	// ErrUnknownSerial: the CA never issued a certificate with that serial
+	// errUnknownCA: no CA certificate of the cluster has that ID.
+	errUnknownCA = errors.New("ocsp: unknown CA")
+	// errUnknownSerial: the CA never issued a certificate with that serial
 	// (nor intended to), or has only an intent in flight for it.
-	ErrUnknownSerial = errors.New("ocsp: unknown serial")
-	// ErrFutureTime: T is after the node's clock; no one knows that status yet.
-	ErrFutureTime = errors.New("ocsp: time in the future")
-	// ErrNotIssuedAt: the certificate did not exist at T (evidence only: the
-	// status answer says unknown).
-	ErrNotIssuedAt = errors.New("ocsp: certificate not issued at that time")
+	errUnknownSerial = errors.New("ocsp: unknown serial")
+	// errFutureTime: T is after the node's clock; no one knows that status yet.
+	errFutureTime = errors.New("ocsp: time in the future")
 )
 
 // StatusAt values.
@@ -82,18 +79,18 @@ func (s *statusAt) expired() bool { return !s.at.Before(s.rec.NotAfter) }
 // lookupStatusAt answers the status of the CA's serial at t, as of now.
 func lookupStatusAt(tx *bbolt.Tx, caID string, serial *big.Int, t, now time.Time) (*statusAt, error) {
 	if t.After(now) {
-		return nil, fmt.Errorf("%w: %s is after %s", ErrFutureTime, t.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: %s is after %s", errFutureTime, t.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	is, err := ca.LookupIssuer(tx, caID)
 	if errors.Is(err, ca.ErrNotFound) || (err == nil && is.Cert == nil) {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownCA, caID)
+		return nil, fmt.Errorf("%w: %q", errUnknownCA, caID)
 	}
 	if err != nil {
 		return nil, err
 	}
 	rec, err := ca.Lookup(tx, serial)
 	if errors.Is(err, ca.ErrNotFound) || (err == nil && (rec.Issuer != caID || rec.Status == ca.Pending)) {
-		return nil, fmt.Errorf("%w: %x under %s", ErrUnknownSerial, serial, caID)
+		return nil, fmt.Errorf("%w: %x under %s", errUnknownSerial, serial, caID)
 	}
 	if err != nil {
 		return nil, err

@@ -85,7 +85,7 @@ func TestStatusAtDecide(t *testing.T) {
 // historyState is a state with the CA's and CRLs' buckets and nothing in them:
 // a bbolt file made as the state machine makes its buckets, so that the fuzz
 // target's workers start at once.
-func historyState(t testing.TB) *History {
+func historyState(t testing.TB) *history {
 	t.Helper()
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	if err != nil {
@@ -105,11 +105,11 @@ func historyState(t testing.TB) *History {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewHistory(db.View, NewCache())
+	return newHistory(db.View, NewCache())
 }
 
 // ask sends one request to h and returns the status and body.
-func ask(h *History, method, uri string) (int, string, []byte) {
+func ask(h *history, method, uri string) (int, string, []byte) {
 	var ctx fasthttp.RequestCtx
 	ctx.Request.Header.SetMethod(method)
 	ctx.Request.SetRequestURI(uri)
@@ -162,8 +162,8 @@ func TestStatusAtErrors(t *testing.T) {
 		at   time.Time
 		want error
 	}{
-		{"future", now.Add(time.Minute), ErrFutureTime},
-		{"unknown CA", now.Add(-time.Minute), ErrUnknownCA},
+		{"future", now.Add(time.Minute), errFutureTime},
+		{"unknown CA", now.Add(-time.Minute), errUnknownCA},
 	} {
 		err := h.view(func(tx *bbolt.Tx) error {
 			_, err := lookupStatusAt(tx, "ca1", big.NewInt(5), c.at, now)

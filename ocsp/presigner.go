@@ -18,26 +18,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Issuer is a CA certificate whose certificates this node answers for, with the
+// issuer is a CA certificate whose certificates this node answers for, with the
 // delegated responder certificate that CA issued to this node's responder key.
-type Issuer struct {
+type issuer struct {
 	ID        string
 	Cert      *x509.Certificate
 	Responder *x509.Certificate
 }
 
-// Source is the CA's state as the pre-signer reads it (Follow reads ca's own).
-type Source interface {
+// source is the CA's state as the pre-signer reads it (Follow reads ca's own).
+type source interface {
 	// Issuers lists every CA certificate the cluster has, active or rolled over.
-	Issuers(ctx context.Context) ([]Issuer, error)
+	Issuers(ctx context.Context) ([]issuer, error)
 	// Statuses calls fn for every certificate of the issuer, with its status.
-	Statuses(ctx context.Context, issuerID string, fn func(CertStatus) error) error
+	Statuses(ctx context.Context, issuerID string, fn func(certStatus) error) error
 	// Status returns one certificate's status; false if the serial is not the issuer's.
-	Status(ctx context.Context, issuerID string, serial []byte) (CertStatus, bool, error)
+	Status(ctx context.Context, issuerID string, serial []byte) (certStatus, bool, error)
 }
 
-// Change tells the pre-signer that the statuses of some certificates changed.
-type Change struct {
+// change tells the pre-signer that the statuses of some certificates changed.
+type change struct {
 	IssuerID string
 	Serials  [][]byte
 	// Resync means changes were missed (or the issuers changed): walk everything.
@@ -76,8 +76,8 @@ type PresignerConfig struct {
 // refresh. It signs when a status changes, re-signs before nextUpdate at a capped
 // rate, and persists what it signs so a restart re-signs nothing it already had.
 type Presigner struct {
-	cache *Cache
-	src   Source
+	cache *cache
+	src   source
 	store *store
 	cfg   PresignerConfig
 	log   *slog.Logger
@@ -89,7 +89,7 @@ type Presigner struct {
 	metrics presignerMetrics
 	health  struct {
 		sync.Mutex
-		h Health
+		h health
 	}
 	persist chan storedSerial // to the store writer, which batches transactions
 
@@ -106,7 +106,7 @@ type Presigner struct {
 }
 
 type issuerSigning struct {
-	issuer  Issuer
+	issuer  issuer
 	builder *builder
 }
 
@@ -120,9 +120,9 @@ type presignerMetrics struct {
 	cacheResponse prometheus.GaugeFunc
 }
 
-// Health is how current a node's cache is, as of the pre-signer's last scan of
+// health is how current a node's cache is, as of the pre-signer's last scan of
 // it (every ScanInterval).
-type Health struct {
+type health struct {
 	// Reconciled: since the start, the cache has been compared with the whole
 	// state once and what was missing or out of date was signed, and no later
 	// reconcile (a CA's responder certificate arrived, changes were missed)
@@ -144,7 +144,7 @@ type Health struct {
 }
 
 // Health returns the cache's health as of the last scan.
-func (p *Presigner) Health() Health {
+func (p *Presigner) Health() health {
 	p.health.Lock()
 	h := p.health.h
 	p.health.Unlock()
@@ -162,9 +162,9 @@ func (p *Presigner) Health() Health {
 	return h
 }
 
-// NewPresigner opens the response store and loads it into cache; call Run to keep
+// newPresigner opens the response store and loads it into cache; call Run to keep
 // the cache signed. The cache starts serving what the store held at once.
-func NewPresigner(ctx context.Context, cache *Cache, src Source, cfg PresignerConfig) (*Presigner, error) {
+func newPresigner(ctx context.Context, cache *cache, src source, cfg PresignerConfig) (*Presigner, error) {
 	if cfg.Key == nil {
 		return nil, errors.New("ocsp: presigner needs the responder key")
 	}
@@ -292,13 +292,13 @@ func (p *Presigner) signing(issuerID string) *issuerSigning {
 // job is one certificate to sign.
 type job struct {
 	issuerID string
-	st       CertStatus
+	st       certStatus
 	why      string
 }
 
 // Run keeps the cache signed until ctx ends: it reconciles the cache with the
 // state, signs what changes arrive on changes at once, and re-signs what comes due.
-func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
+func (p *Presigner) Run(ctx context.Context, changes <-chan change) error {
 	urgent := make(chan job, 1024)
 	refresh := make(chan job, 1024)
 	p.unsettled.Store(0) // a Run before this one left its queued jobs behind
@@ -366,7 +366,7 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan Change) error {
 	}
 }
 
-func (p *Presigner) onChange(ctx context.Context, ch Change, urgent chan<- job) error {
+func (p *Presigner) onChange(ctx context.Context, ch change, urgent chan<- job) error {
 	if ch.Resync {
 		p.reconciling.Add(1)
 		defer p.reconciling.Add(-1)
@@ -426,7 +426,7 @@ func (p *Presigner) reconcile(ctx context.Context, out chan<- job, issuerID stri
 		if issuerID != "" && is.ID != issuerID {
 			continue
 		}
-		err := p.src.Statuses(ctx, is.ID, func(st CertStatus) error {
+		err := p.src.Statuses(ctx, is.ID, func(st certStatus) error {
 			if p.current(is.ID, st, now) {
 				return nil
 			}
@@ -447,8 +447,8 @@ func (p *Presigner) reconcile(ctx context.Context, out chan<- job, issuerID stri
 }
 
 // current reports whether every CertID variant of st is cached, says st and is not due.
-func (p *Presigner) current(issuerID string, st CertStatus, now time.Time) bool {
-	for _, h := range CertIDHashes {
+func (p *Presigner) current(issuerID string, st certStatus, now time.Time) bool {
+	for _, h := range certIDHashes {
 		r := p.cache.Get(issuerID, h, st.Serial)
 		if r == nil || !r.says(st) || p.due(r, st.Serial, now) {
 			return false
@@ -460,7 +460,7 @@ func (p *Presigner) current(issuerID string, st CertStatus, now time.Time) bool 
 // due reports whether r should be signed again: once it has lived RefreshAfter's
 // share of its validity, less a jitter of up to a quarter fixed by the serial, so
 // responses signed together do not all come due together.
-func (p *Presigner) due(r *Response, serial []byte, now time.Time) bool {
+func (p *Presigner) due(r *response, serial []byte, now time.Time) bool {
 	life := r.NextUpdate.Sub(r.ThisUpdate)
 	share := float64(p.cfg.RefreshAfter) / float64(p.cfg.Validity)
 	h := fnv.New32a()
@@ -481,8 +481,8 @@ func (p *Presigner) scan(ctx context.Context, out chan<- job) {
 		signs[id] = now.Before(is.issuer.Responder.NotAfter)
 	}
 	p.mu.Unlock()
-	h := Health{Reconciled: true}
-	p.cache.Range(func(issuerID string, hash crypto.Hash, serial []byte, r *Response) bool {
+	h := health{Reconciled: true}
+	p.cache.Range(func(issuerID string, hash crypto.Hash, serial []byte, r *response) bool {
 		if r.ThisUpdate.Before(oldest) {
 			oldest = r.ThisUpdate
 		}
@@ -494,11 +494,11 @@ func (p *Presigner) scan(ctx context.Context, out chan<- job) {
 				h.Unsignable++
 			}
 		}
-		if hash != CertIDHashes[0] {
+		if hash != certIDHashes[0] {
 			return true
 		}
 		if p.due(r, serial, now) {
-			st := CertStatus{Serial: serial, Status: r.Status, RevokedAt: r.RevokedAt, Reason: r.Reason}
+			st := certStatus{Serial: serial, Status: r.Status, RevokedAt: r.RevokedAt, Reason: r.Reason}
 			due = append(due, job{issuerID: issuerID, st: st, why: "refresh"})
 		}
 		return true
@@ -592,8 +592,8 @@ func stripe(serial []byte) int {
 }
 
 // signAll signs st under every CertID hash with this node's responder key.
-func (p *Presigner) signAll(is *issuerSigning, st CertStatus) ([len(CertIDHashes)]*Response, error) {
-	var out [len(CertIDHashes)]*Response
+func (p *Presigner) signAll(is *issuerSigning, st certStatus) ([len(certIDHashes)]*response, error) {
+	var out [len(certIDHashes)]*response
 	now := p.cfg.Now().UTC().Truncate(time.Second)
 	next := now.Add(p.cfg.Validity)
 	if na := is.issuer.Responder.NotAfter; na.Before(next) {
@@ -602,7 +602,7 @@ func (p *Presigner) signAll(is *issuerSigning, st CertStatus) ([len(CertIDHashes
 	if !next.After(now) {
 		return out, fmt.Errorf("responder certificate for %s has expired", is.issuer.ID)
 	}
-	for i, h := range CertIDHashes {
+	for i, h := range certIDHashes {
 		der, err := is.builder.sign(st, h, now, now, next)
 		if err != nil {
 			return out, err
@@ -623,13 +623,13 @@ func (p *Presigner) sign(j job) error {
 		return err
 	}
 	stored := storedSerial{issuerID: j.issuerID, serial: j.st.Serial}
-	for i, h := range CertIDHashes {
+	for i, h := range certIDHashes {
 		if err := p.cache.Put(j.issuerID, h, j.st.Serial, resps[i]); err != nil {
 			return err
 		}
 		stored.resps[i] = resps[i]
 	}
-	p.metrics.signed.WithLabelValues(j.why).Add(float64(len(CertIDHashes)))
+	p.metrics.signed.WithLabelValues(j.why).Add(float64(len(certIDHashes)))
 	if p.persist != nil {
 		p.persist <- stored
 	}

@@ -36,7 +36,7 @@ func BenchmarkResign(b *testing.B) {
 	// goroutines: the HSM's capacity, however it is best driven.
 	key := responderKeyTB(b)
 	bareBest := func() float64 { return max(bareRate(b, key, 2), bareRate(b, key, 4), bareRate(b, key, 8)) }
-	src := newSourceB(b, key, n/len(CertIDHashes))
+	src := newSourceB(b, key, n/len(certIDHashes))
 	now := time.Now()
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
@@ -47,7 +47,7 @@ func BenchmarkResign(b *testing.B) {
 		bareBefore := bareBest()
 		cache := NewCache()
 		ctx, cancel := context.WithCancel(context.Background())
-		p, err := NewPresigner(ctx, cache, src, PresignerConfig{
+		p, err := newPresigner(ctx, cache, src, PresignerConfig{
 			Key: key, Now: clock, ScanInterval: 50 * time.Millisecond,
 			StorePath: filepath.Join(b.TempDir(), "ocsp.db"), Registerer: prometheus.NewRegistry(),
 		})
@@ -112,9 +112,9 @@ func bareRate(b *testing.B, key crypto.Signer, workers int) float64 {
 
 func newSourceB(b *testing.B, key crypto.Signer, certs int) *stateSource {
 	p := getPKI(b)
-	src := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(b, key)}, entries: make(map[string]CertStatus, certs)}
+	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(b, key)}, entries: make(map[string]certStatus, certs)}
 	for i := range certs {
-		src.entries[string(big.NewInt(int64(0x1000000+i)).Bytes())] = CertStatus{Serial: big.NewInt(int64(0x1000000 + i)).Bytes(), Status: Good, Reason: -1}
+		src.entries[string(big.NewInt(int64(0x1000000+i)).Bytes())] = certStatus{Serial: big.NewInt(int64(0x1000000 + i)).Bytes(), Status: Good, Reason: -1}
 	}
 	return src
 }
@@ -134,12 +134,12 @@ func BenchmarkRestart(b *testing.B) {
 		n = v
 	}
 	key := responderKeyTB(b)
-	src := newSourceB(b, key, n/len(CertIDHashes))
+	src := newSourceB(b, key, n/len(certIDHashes))
 	store := filepath.Join(b.TempDir(), "ocsp.db")
 	fill := func() {
 		cache := NewCache()
 		ctx, cancel := context.WithCancel(context.Background())
-		p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: prometheus.NewRegistry()})
+		p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func BenchmarkRestart(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&m0)
 		start := time.Now()
-		p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
+		p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
 		if err != nil {
 			b.Fatal(err)
 		}

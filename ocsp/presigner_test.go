@@ -24,20 +24,20 @@ import (
 // replicated ca state, adapted by node. Signing goes through a real SoftHSM key.
 type stateSource struct {
 	mu      sync.Mutex
-	issuer  Issuer
-	entries map[string]CertStatus
+	issuer  issuer
+	entries map[string]certStatus
 	// hidden: the issuer is not listed (no responder certificate for this
 	// node yet).
 	hidden bool
 }
 
-func (s *stateSource) Issuers(context.Context) ([]Issuer, error) {
+func (s *stateSource) Issuers(context.Context) ([]issuer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.hidden {
 		return nil, nil
 	}
-	return []Issuer{s.issuer}, nil
+	return []issuer{s.issuer}, nil
 }
 
 func (s *stateSource) hide(h bool) {
@@ -46,9 +46,9 @@ func (s *stateSource) hide(h bool) {
 	s.mu.Unlock()
 }
 
-func (s *stateSource) Statuses(_ context.Context, _ string, fn func(CertStatus) error) error {
+func (s *stateSource) Statuses(_ context.Context, _ string, fn func(certStatus) error) error {
 	s.mu.Lock()
-	all := make([]CertStatus, 0, len(s.entries))
+	all := make([]certStatus, 0, len(s.entries))
 	for _, st := range s.entries {
 		all = append(all, st)
 	}
@@ -61,14 +61,14 @@ func (s *stateSource) Statuses(_ context.Context, _ string, fn func(CertStatus) 
 	return nil
 }
 
-func (s *stateSource) Status(_ context.Context, _ string, serial []byte) (CertStatus, bool, error) {
+func (s *stateSource) Status(_ context.Context, _ string, serial []byte) (certStatus, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.entries[string(serial)]
 	return st, ok, nil
 }
 
-func (s *stateSource) set(st CertStatus) {
+func (s *stateSource) set(st certStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.entries[string(st.Serial)] = st
@@ -89,9 +89,9 @@ func responderKeyTB(t testing.TB) crypto.Signer {
 
 func newSource(t *testing.T, key crypto.Signer, n int) *stateSource {
 	p := getPKI(t)
-	src := &stateSource{issuer: Issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]CertStatus{}}
+	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]certStatus{}}
 	for i := range n {
-		src.set(CertStatus{Serial: big.NewInt(int64(0x10000 + i)).Bytes(), Status: Good, Reason: -1})
+		src.set(certStatus{Serial: big.NewInt(int64(0x10000 + i)).Bytes(), Status: Good, Reason: -1})
 	}
 	return src
 }
@@ -128,21 +128,21 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 
 	cache := NewCache()
 	reg := prometheus.NewRegistry()
-	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
+	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes := make(chan Change, 1)
+	changes := make(chan change, 1)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, changes) }()
-	waitFor(t, "the cache to fill", 20*time.Second, func() bool { return cache.Len() == 50*len(CertIDHashes) })
+	waitFor(t, "the cache to fill", 20*time.Second, func() bool { return cache.Len() == 50*len(certIDHashes) })
 
 	// Every response verifies under the delegated responder chain and says good.
 	pki := getPKI(t)
 	leafFor := func(serial []byte) *x509.Certificate {
 		return &x509.Certificate{SerialNumber: new(big.Int).SetBytes(serial), RawIssuer: pki.ca.RawSubject}
 	}
-	for _, h := range CertIDHashes {
+	for _, h := range certIDHashes {
 		r := cache.Get("ca1", h, big.NewInt(0x10000).Bytes())
 		resp, err := xocsp.ParseResponseForCert(r.DER, leafFor(big.NewInt(0x10000).Bytes()), pki.ca)
 		if err != nil || resp.Status != xocsp.Good || resp.IssuerHash != h {
@@ -153,9 +153,9 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	// A revocation reaches the cache within 2 s of the change notice.
 	serial := big.NewInt(0x10007).Bytes()
 	revokedAt := time.Now().UTC().Truncate(time.Second)
-	src.set(CertStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
+	src.set(certStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
 	start := time.Now()
-	changes <- Change{IssuerID: "ca1", Serials: [][]byte{serial}}
+	changes <- change{IssuerID: "ca1", Serials: [][]byte{serial}}
 	waitFor(t, "the revocation to be signed", 2*time.Second, func() bool {
 		r := cache.Get("ca1", crypto.SHA256, serial)
 		return r != nil && r.Status == Revoked
@@ -166,8 +166,8 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 		t.Fatalf("revoked response: %v %+v", err, resp)
 	}
 	// A hold that becomes a revocation for another reason is signed again too.
-	src.set(CertStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.CessationOfOperation})
-	changes <- Change{IssuerID: "ca1", Serials: [][]byte{serial}}
+	src.set(certStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.CessationOfOperation})
+	changes <- change{IssuerID: "ca1", Serials: [][]byte{serial}}
 	waitFor(t, "the new reason to be signed", 2*time.Second, func() bool {
 		return cache.Get("ca1", crypto.SHA1, serial).Reason == xocsp.CessationOfOperation
 	})
@@ -184,13 +184,13 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	reg2 := prometheus.NewRegistry()
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	p2, err := NewPresigner(ctx2, cache2, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg2})
+	p2, err := newPresigner(ctx2, cache2, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p2.Close()
-	if cache2.Len() != 50*len(CertIDHashes) {
-		t.Fatalf("after restart the cache holds %d responses before Run, want %d", cache2.Len(), 50*len(CertIDHashes))
+	if cache2.Len() != 50*len(certIDHashes) {
+		t.Fatalf("after restart the cache holds %d responses before Run, want %d", cache2.Len(), 50*len(certIDHashes))
 	}
 	if r := cache2.Get("ca1", crypto.SHA256, serial); r == nil || r.Reason != xocsp.CessationOfOperation {
 		t.Fatalf("restarted cache lost the revocation: %+v", r)
@@ -215,13 +215,13 @@ func TestPresignerRefreshAndClamp(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, Now: clock, ScanInterval: 20 * time.Millisecond, Rate: 1000, Registerer: reg})
+	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, Now: clock, ScanInterval: 20 * time.Millisecond, Rate: 1000, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, nil) }()
-	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 5*len(CertIDHashes) })
+	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 5*len(certIDHashes) })
 
 	// The responder certificate ends in 7 days, so 4-day responses are not clamped;
 	// their nextUpdate is thisUpdate + 4 days.
@@ -235,14 +235,14 @@ func TestPresignerRefreshAndClamp(t *testing.T) {
 	clockMu.Unlock()
 	waitFor(t, "the refresh", 10*time.Second, func() bool {
 		ok := true
-		cache.Range(func(_ string, _ crypto.Hash, _ []byte, r *Response) bool {
+		cache.Range(func(_ string, _ crypto.Hash, _ []byte, r *response) bool {
 			ok = ok && !r.ThisUpdate.Before(now.Add(-time.Minute))
 			return ok
 		})
 		return ok
 	})
-	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != float64(5*len(CertIDHashes)) {
-		t.Errorf("refresh signed %v responses, want %d", v, 5*len(CertIDHashes))
+	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != float64(5*len(certIDHashes)) {
+		t.Errorf("refresh signed %v responses, want %d", v, 5*len(certIDHashes))
 	}
 	// Six days in, the responder certificate (7 days) caps nextUpdate.
 	clockMu.Lock()
@@ -301,7 +301,7 @@ func TestPresignerSignsTheLatestStatus(t *testing.T) {
 	cache := NewCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: filepath.Join(t.TempDir(), "ocsp.db")})
+	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: filepath.Join(t.TempDir(), "ocsp.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,8 +311,8 @@ func TestPresignerSignsTheLatestStatus(t *testing.T) {
 	}
 	serial := big.NewInt(0x10001).Bytes()
 	revokedAt := time.Now().UTC().Truncate(time.Second)
-	src.set(CertStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
-	stale := job{issuerID: "ca1", st: CertStatus{Serial: serial, Status: Good, Reason: -1}, why: "refresh"}
+	src.set(certStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
+	stale := job{issuerID: "ca1", st: certStatus{Serial: serial, Status: Good, Reason: -1}, why: "refresh"}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
@@ -324,7 +324,7 @@ func TestPresignerSignsTheLatestStatus(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for _, h := range CertIDHashes {
+	for _, h := range certIDHashes {
 		if r := cache.Get("ca1", h, serial); r == nil || r.Status != Revoked || r.Reason != xocsp.KeyCompromise {
 			t.Fatalf("%v: %+v; want revoked keyCompromise", h, r)
 		}
@@ -377,7 +377,7 @@ func TestPresignerHealthReconciled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	key.set(false)
-	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,12 +385,12 @@ func TestPresignerHealthReconciled(t *testing.T) {
 	go func() { done <- p.Run(ctx, nil) }()
 	time.Sleep(300 * time.Millisecond) // the reconcile queues its 40 serials at once
 	if h := p.Health(); h.Reconciled {
-		t.Fatalf("reconciled with %d of %d responses signed", cache.Len(), 40*len(CertIDHashes))
+		t.Fatalf("reconciled with %d of %d responses signed", cache.Len(), 40*len(certIDHashes))
 	}
 	key.set(true)
 	waitFor(t, "reconciled", 20*time.Second, func() bool { return p.Health().Reconciled })
-	if n := cache.Len(); n != 40*len(CertIDHashes) {
-		t.Fatalf("reconciled with %d responses cached, want %d", n, 40*len(CertIDHashes))
+	if n := cache.Len(); n != 40*len(certIDHashes) {
+		t.Fatalf("reconciled with %d responses cached, want %d", n, 40*len(certIDHashes))
 	}
 	cancel()
 	<-done
@@ -398,19 +398,19 @@ func TestPresignerHealthReconciled(t *testing.T) {
 	// A resync that finds new serials: not reconciled until they are signed.
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
-	changes := make(chan Change, 1)
+	changes := make(chan change, 1)
 	go func() { done <- p.Run(ctx, changes) }()
 	waitFor(t, "reconciled after the restart", 20*time.Second, func() bool { return p.Health().Reconciled })
 	key.set(false)
 	for i := range 10 {
-		src.set(CertStatus{Serial: big.NewInt(int64(0x20000 + i)).Bytes(), Status: Good, Reason: -1})
+		src.set(certStatus{Serial: big.NewInt(int64(0x20000 + i)).Bytes(), Status: Good, Reason: -1})
 	}
-	changes <- Change{Resync: true}
+	changes <- change{Resync: true}
 	waitFor(t, "a resync to be seen as under way", 10*time.Second, func() bool { return !p.Health().Reconciled })
 	key.set(true)
 	waitFor(t, "reconciled after the resync", 20*time.Second, func() bool { return p.Health().Reconciled })
-	if n := cache.Len(); n != 50*len(CertIDHashes) {
-		t.Fatalf("reconciled with %d responses cached, want %d", n, 50*len(CertIDHashes))
+	if n := cache.Len(); n != 50*len(certIDHashes) {
+		t.Fatalf("reconciled with %d responses cached, want %d", n, 50*len(certIDHashes))
 	}
 	cancel()
 	<-done
@@ -429,30 +429,30 @@ func TestPresignerIssuerArrives(t *testing.T) {
 	cache := NewCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes := make(chan Change)
+	changes := make(chan change)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, changes) }()
 	var early [][]byte
 	for i := range 20 {
-		st := CertStatus{Serial: big.NewInt(int64(0x30000 + i)).Bytes(), Status: Good, Reason: -1}
+		st := certStatus{Serial: big.NewInt(int64(0x30000 + i)).Bytes(), Status: Good, Reason: -1}
 		src.set(st)
 		early = append(early, st.Serial)
-		changes <- Change{IssuerID: "ca1", Serials: [][]byte{st.Serial}}
+		changes <- change{IssuerID: "ca1", Serials: [][]byte{st.Serial}}
 	}
 	if n := cache.Len(); n != 0 {
 		t.Fatalf("%d responses signed without a responder certificate", n)
 	}
 	src.hide(false)
 	last := big.NewInt(0x31000).Bytes()
-	src.set(CertStatus{Serial: last, Status: Good, Reason: -1})
-	changes <- Change{IssuerID: "ca1", Serials: [][]byte{last}}
-	waitFor(t, "every certificate of the CA to be signed", 20*time.Second, func() bool { return cache.Len() == 21*len(CertIDHashes) })
+	src.set(certStatus{Serial: last, Status: Good, Reason: -1})
+	changes <- change{IssuerID: "ca1", Serials: [][]byte{last}}
+	waitFor(t, "every certificate of the CA to be signed", 20*time.Second, func() bool { return cache.Len() == 21*len(certIDHashes) })
 	for _, s := range early {
-		for _, h := range CertIDHashes {
+		for _, h := range certIDHashes {
 			if r := cache.Get("ca1", h, s); r == nil || r.Status != Good {
 				t.Fatalf("%x %v: %+v", s, h, r)
 			}
@@ -474,14 +474,14 @@ func TestStoppedRefresherNeverServesStale(t *testing.T) {
 	cache := NewCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := NewPresigner(ctx, cache, src, PresignerConfig{Key: key, Validity: 2 * time.Second, RefreshAfter: time.Second,
+	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, Validity: 2 * time.Second, RefreshAfter: time.Second,
 		Rate: 0.001, ScanInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, nil) }() // the reconcile signs at once, outside the rate
-	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 3*len(CertIDHashes) })
+	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 3*len(certIDHashes) })
 	reg := prometheus.NewRegistry()
 	r := NewResponder(cache, nil, reg)
 	url := serve(t, r)
@@ -521,7 +521,7 @@ func TestStoppedRefresherNeverServesStale(t *testing.T) {
 	if v := counterValue(r.results.stale); v < 1 {
 		t.Errorf("stale counter %v after a tryLater", v)
 	}
-	waitFor(t, "the scan to count the stale responses", 5*time.Second, func() bool { return p.Health().Stale == 3*len(CertIDHashes) })
+	waitFor(t, "the scan to count the stale responses", 5*time.Second, func() bool { return p.Health().Stale == 3*len(certIDHashes) })
 	if v := counterValue(p.metrics.signed.WithLabelValues("refresh")); v != 0 {
 		t.Errorf("the stopped refresher signed %v responses", v)
 	}

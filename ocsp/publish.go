@@ -24,7 +24,7 @@ import (
 type Publisher struct {
 	c     atomic.Pointer[cluster.Cluster]
 	pre   atomic.Pointer[Presigner]
-	cache atomic.Pointer[Cache]
+	cache atomic.Pointer[cache]
 	log   *slog.Logger
 }
 
@@ -36,7 +36,7 @@ func NewPublisher(log *slog.Logger) *Publisher {
 	return &Publisher{log: log}
 }
 
-func (p *Publisher) serve(c *cluster.Cluster, cache *Cache, pre *Presigner) {
+func (p *Publisher) serve(c *cluster.Cluster, cache *cache, pre *Presigner) {
 	p.c.Store(c)
 	p.cache.Store(cache)
 	p.pre.Store(pre)
@@ -48,7 +48,7 @@ func (p *Publisher) FirstResponses(issuerID string, serial []byte) ([]byte, erro
 	if pre == nil {
 		return nil, errors.New("ocsp: the pre-signer has not started")
 	}
-	return pre.FirstResponses(issuerID, CertStatus{Serial: serial, Status: Good, Reason: -1})
+	return pre.FirstResponses(issuerID, certStatus{Serial: serial, Status: Good, Reason: -1})
 }
 
 // Hook is a cluster.Hook: it installs the first responses an applied intents
@@ -65,8 +65,8 @@ func (p *Publisher) Hook(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
 	}
 	issuer, serials, bundles := ca.IntentResponses(e, result)
 	for i, s := range serials {
-		st := CertStatus{Serial: s, Status: Good, Reason: -1}
-		if err := pre.Install(issuer, s, st, bundles[i]); err != nil && !errors.Is(err, ErrUnknownIssuer) {
+		st := certStatus{Serial: s, Status: Good, Reason: -1}
+		if err := pre.Install(issuer, s, st, bundles[i]); err != nil && !errors.Is(err, errUnknownIssuer) {
 			p.log.Warn("ocsp: first responses not installed; this node signs its own", "issuer", issuer,
 				"serial", fmt.Sprintf("%x", s), "err", err)
 		}
@@ -112,7 +112,7 @@ func (p *Publisher) Await(ctx context.Context, serial []byte) error {
 		err = cache.Await(round, rec.Issuer, serial, st)
 		cancel()
 		switch {
-		case err == nil, errors.Is(err, ErrUnknownIssuer):
+		case err == nil, errors.Is(err, errUnknownIssuer):
 			return nil
 		case ctx.Err() != nil:
 			return err

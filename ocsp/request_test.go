@@ -86,7 +86,7 @@ func TestDecodeGETPath(t *testing.T) {
 	var der []byte
 	var b64 string
 	for _, leaf := range p.leaves {
-		for _, h := range CertIDHashes {
+		for _, h := range certIDHashes {
 			d := p.request(t, leaf, h)
 			s := base64.StdEncoding.EncodeToString(d)
 			if der == nil || strings.Contains(s, "+") && strings.Contains(s, "/") {

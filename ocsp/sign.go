@@ -20,10 +20,10 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// CertStatus is what a response says of one certificate.
-type CertStatus struct {
+// certStatus is what a response says of one certificate.
+type certStatus struct {
 	Serial    []byte // big-endian magnitude
-	Status    Status
+	Status    status
 	RevokedAt time.Time // Revoked only
 	Reason    int       // RFC 5280 CRLReason, Revoked only; -1 leaves it out
 }
@@ -147,7 +147,7 @@ func publicKeyBits(c *x509.Certificate) ([]byte, error) {
 // the general-purpose builders spent more of a refresh's CPU on small allocations
 // than on anything but the signature. TestSignMatchesReference holds it to a
 // cryptobyte encoding of the same structure.
-func (b *builder) sign(st CertStatus, hash crypto.Hash, producedAt, thisUpdate, nextUpdate time.Time) ([]byte, error) {
+func (b *builder) sign(st certStatus, hash crypto.Hash, producedAt, thisUpdate, nextUpdate time.Time) ([]byte, error) {
 	issuerID, ok := b.issuerIDs[hash]
 	if !ok {
 		return nil, fmt.Errorf("ocsp: CertID hash %v is not supported", hash)
@@ -186,7 +186,7 @@ func (b *builder) sign(st CertStatus, hash crypto.Hash, producedAt, thisUpdate, 
 }
 
 // appendTBS appends the DER of ResponseData with its one SingleResponse.
-func (b *builder) appendTBS(dst, issuerID []byte, st CertStatus, producedAt, thisUpdate, nextUpdate time.Time) ([]byte, error) {
+func (b *builder) appendTBS(dst, issuerID []byte, st certStatus, producedAt, thisUpdate, nextUpdate time.Time) ([]byte, error) {
 	times := []time.Time{producedAt, thisUpdate, nextUpdate, producedAt.Add(-b.archiveOld)}
 	if st.Status == Revoked {
 		times = append(times, st.RevokedAt)

@@ -67,8 +67,8 @@ func TestBuilderResponsesParse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, h := range CertIDHashes {
-				for _, st := range []CertStatus{
+			for _, h := range certIDHashes {
+				for _, st := range []certStatus{
 					{Serial: p.leaves[0].SerialNumber.Bytes(), Status: Good},
 					{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.AffiliationChanged},
 					{Serial: p.leaves[2].SerialNumber.Bytes(), Status: Revoked, RevokedAt: revokedAt, Reason: -1},
@@ -87,7 +87,7 @@ func TestBuilderResponsesParse(t *testing.T) {
 					if err != nil {
 						t.Fatalf("%s delegated=%v %v: %v", keyName, delegated, h, err)
 					}
-					wantStatus := map[Status]int{Good: xocsp.Good, Revoked: xocsp.Revoked}[st.Status]
+					wantStatus := map[status]int{Good: xocsp.Good, Revoked: xocsp.Revoked}[st.Status]
 					if r.Status != wantStatus || r.SerialNumber.Cmp(leaf.SerialNumber) != 0 ||
 						!r.ThisUpdate.Equal(now) || !r.NextUpdate.Equal(now.Add(96*time.Hour)) || !r.ProducedAt.Equal(now) {
 						t.Errorf("%s %v: parsed %+v", keyName, h, r)
@@ -128,11 +128,11 @@ func TestBuilderWithOpenSSL(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC().Truncate(time.Second)
-	for i, st := range []CertStatus{
+	for i, st := range []certStatus{
 		{Serial: p.leaves[0].SerialNumber.Bytes(), Status: Good},
 		{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Revoked, RevokedAt: now.Add(-time.Hour), Reason: xocsp.AffiliationChanged},
 	} {
-		for _, h := range CertIDHashes {
+		for _, h := range certIDHashes {
 			der, err := b.sign(st, h, now, now, now.Add(96*time.Hour))
 			if err != nil {
 				t.Fatal(err)
@@ -177,7 +177,7 @@ func BenchmarkBuild(b *testing.B) {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	st := CertStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Good}
+	st := certStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Good}
 	b.Run("builder", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -111,7 +111,7 @@ func (s *store) close() error { return s.db.Close() }
 type storedSerial struct {
 	issuerID string
 	serial   []byte
-	resps    [len(CertIDHashes)]*Response
+	resps    [len(certIDHashes)]*response
 }
 
 // put writes serials' responses in one transaction.
@@ -219,7 +219,7 @@ func (s *store) certsID(ib *bolt.Bucket, issuerID string, certs []byte, pending 
 // load puts every stored response of a known issuer into c and returns how many. An
 // issuer the cache does not know (a CA certificate no longer in state) is skipped, and
 // so is an entry that does not decode: the pre-signer signs it again.
-func (s *store) load(c *Cache) (int, error) {
+func (s *store) load(c *cache) (int, error) {
 	n, bad := 0, 0
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(issuerID []byte, ib *bolt.Bucket) error {
@@ -274,9 +274,9 @@ func (s *store) load(c *Cache) (int, error) {
 }
 
 // decodeValue rebuilds a serial's cached responses from a stored value.
-func decodeValue(v []byte, certs map[[certsIDLen]byte][]byte) ([len(CertIDHashes)]*Response, bool) {
-	var out [len(CertIDHashes)]*Response
-	if len(v) < valueHeader || v[16] > byte(Unknown) {
+func decodeValue(v []byte, certs map[[certsIDLen]byte][]byte) ([len(certIDHashes)]*response, bool) {
+	var out [len(certIDHashes)]*response
+	if len(v) < valueHeader || v[16] > byte(unknown) {
 		return out, false
 	}
 	var cs []byte
@@ -286,7 +286,7 @@ func decodeValue(v []byte, certs map[[certsIDLen]byte][]byte) ([len(CertIDHashes
 			return out, false
 		}
 	}
-	st := CertStatus{Status: Status(v[16]), Reason: -1}
+	st := certStatus{Status: status(v[16]), Reason: -1}
 	if st.Status == Revoked {
 		st.RevokedAt = time.Unix(int64(binary.BigEndian.Uint64(v[18:])), 0).UTC()
 		if v[17] != 0xff {

@@ -26,12 +26,12 @@ func storeFixture(t *testing.T, n int) (*testPKI, []storedSerial) {
 	now := time.Now().UTC().Truncate(time.Second)
 	var rs []storedSerial
 	for i := range n {
-		st := CertStatus{Serial: []byte{1, byte(i)}, Status: Good, Reason: -1}
+		st := certStatus{Serial: []byte{1, byte(i)}, Status: Good, Reason: -1}
 		if i%7 == 0 {
-			st = CertStatus{Serial: st.Serial, Status: Revoked, RevokedAt: now.Add(-time.Hour), Reason: 1}
+			st = certStatus{Serial: st.Serial, Status: Revoked, RevokedAt: now.Add(-time.Hour), Reason: 1}
 		}
 		r := storedSerial{issuerID: "ca1", serial: st.Serial}
-		for j, h := range CertIDHashes {
+		for j, h := range certIDHashes {
 			der, err := b.sign(st, h, now, now, now.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
@@ -53,7 +53,7 @@ func openTestStore(t *testing.T, path string) *store {
 	return s
 }
 
-func loadInto(t *testing.T, s *store, p *testPKI) (*Cache, int) {
+func loadInto(t *testing.T, s *store, p *testPKI) (*cache, int) {
 	t.Helper()
 	c := NewCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
@@ -101,15 +101,15 @@ func TestStoreRoundTrip(t *testing.T) {
 
 	s = openTestStore(t, path)
 	c, n := loadInto(t, s, p)
-	if want := len(rs) * len(CertIDHashes); n != want || c.Len() != want {
+	if want := len(rs) * len(certIDHashes); n != want || c.Len() != want {
 		t.Fatalf("loaded %d, cache holds %d; want %d (the unknown issuer's skipped)", n, c.Len(), want)
 	}
 	for _, r := range rs {
-		for i, h := range CertIDHashes {
+		for i, h := range certIDHashes {
 			want := r.resps[i]
 			got := c.Get("ca1", h, r.serial)
 			if got == nil || !bytes.Equal(got.DER, want.DER) ||
-				!got.says(CertStatus{Status: want.Status, RevokedAt: want.RevokedAt, Reason: want.Reason}) ||
+				!got.says(certStatus{Status: want.Status, RevokedAt: want.RevokedAt, Reason: want.Reason}) ||
 				!got.ThisUpdate.Equal(want.ThisUpdate) || !got.NextUpdate.Equal(want.NextUpdate) ||
 				!bytes.Equal(got.etag, want.etag) || !bytes.Equal(got.lastModified, want.lastModified) || !bytes.Equal(got.expires, want.expires) {
 				t.Fatalf("serial %x %v: reloaded response differs", r.serial, h)
@@ -143,8 +143,8 @@ func TestStoreSkipsWhatDoesNotDecode(t *testing.T) {
 		v[26] ^= 0xff // names a certificate the store does not have
 		return sb.Put(rs[1].serial, v)
 	})
-	if _, n := loadInto(t, s, p); n != len(CertIDHashes) {
-		t.Errorf("loaded %d responses, want the undamaged serial's %d", n, len(CertIDHashes))
+	if _, n := loadInto(t, s, p); n != len(certIDHashes) {
+		t.Errorf("loaded %d responses, want the undamaged serial's %d", n, len(certIDHashes))
 	}
 
 	// A store written in the first format (no format mark): emptied on open.
@@ -157,8 +157,8 @@ func TestStoreSkipsWhatDoesNotDecode(t *testing.T) {
 	if err := s.put(rs); err != nil {
 		t.Fatal(err)
 	}
-	if _, n := loadInto(t, s, p); n != len(rs)*len(CertIDHashes) {
-		t.Errorf("after emptying, loaded %d of %d stored", n, len(rs)*len(CertIDHashes))
+	if _, n := loadInto(t, s, p); n != len(rs)*len(certIDHashes) {
+		t.Errorf("after emptying, loaded %d of %d stored", n, len(rs)*len(certIDHashes))
 	}
 }
 
@@ -178,7 +178,7 @@ func TestStoreRefusesForeignResponses(t *testing.T) {
 	if err := s.put(rs); err != nil {
 		t.Fatal(err)
 	}
-	if _, n := loadInto(t, s, p); n != len(rs)*len(CertIDHashes) {
-		t.Errorf("loaded %d responses after a refused transaction, want %d", n, len(rs)*len(CertIDHashes))
+	if _, n := loadInto(t, s, p); n != len(rs)*len(certIDHashes) {
+		t.Errorf("loaded %d responses after a refused transaction, want %d", n, len(rs)*len(certIDHashes))
 	}
 }

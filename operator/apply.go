@@ -27,31 +27,31 @@ import (
 //	operator.rules.set          the cluster's rules of dual control (the first leader's seed, or a change)
 //	operator.usage.count        items an operator acts on without approval, under a counting rule
 const (
-	CommandCA        = "operator.ca"
-	CommandAdd       = "operator.add"
-	CommandRemove    = "operator.remove"
-	CommandRenew     = "operator.renew"
-	CommandPropose   = "operator.request.propose"
-	CommandDecide    = "operator.request.decide"
-	CommandExpire    = "operator.request.expire"
-	CommandStart     = "operator.request.start"
-	CommandFinish    = "operator.request.finish"
-	CommandInterrupt = "operator.request.interrupt"
-	CommandRules     = "operator.rules.set"
-	CommandUsage     = "operator.usage.count"
+	commandCA        = "operator.ca"
+	commandAdd       = "operator.add"
+	commandRemove    = "operator.remove"
+	commandRenew     = "operator.renew"
+	commandPropose   = "operator.request.propose"
+	commandDecide    = "operator.request.decide"
+	commandExpire    = "operator.request.expire"
+	commandStart     = "operator.request.start"
+	commandFinish    = "operator.request.finish"
+	commandInterrupt = "operator.request.interrupt"
+	commandRules     = "operator.rules.set"
+	commandUsage     = "operator.usage.count"
 )
 
 // Commands lists the command types of the package (for the audit configuration).
 func Commands() []string {
-	return []string{CommandCA, CommandAdd, CommandRemove, CommandRenew, CommandPropose, CommandDecide, CommandExpire,
-		CommandStart, CommandFinish, CommandInterrupt, CommandRules, CommandUsage}
+	return []string{commandCA, commandAdd, commandRemove, commandRenew, commandPropose, commandDecide, commandExpire,
+		commandStart, commandFinish, commandInterrupt, commandRules, commandUsage}
 }
 
 // Errors of the state machine's refusals (they match cluster.ErrRefused too):
 // cluster.Refusal sentinels, so errors.Is finds them on the submitting node
 // wherever the command was applied.
 var (
-	ErrCAExists        = cluster.NewRefusal("operator.ca-exists", "operator: the operator CA exists already")
+	errCAExists        = cluster.NewRefusal("operator.ca-exists", "operator: the operator CA exists already")
 	ErrBootstrapped    = cluster.NewRefusal("operator.bootstrapped", "operator: operators exist already; bootstrap refused")
 	ErrBadCertificate  = cluster.NewRefusal("operator.bad-certificate", "operator: certificate not acceptable")
 	ErrKeyInUse        = cluster.NewRefusal("operator.key-in-use", "operator: an active operator has that key already")
@@ -65,8 +65,8 @@ var (
 	ErrWrongRole       = cluster.NewRefusal("operator.wrong-role", "operator: approver lacks the rule's role")
 	ErrDuplicate       = cluster.NewRefusal("operator.duplicate", "operator: approval given already")
 	ErrBadSignature    = cluster.NewRefusal("operator.bad-signature", "operator: approval signature does not verify")
-	ErrNotExecuting    = cluster.NewRefusal("operator.not-executing", "operator: request is not being executed by that run")
-	ErrMismatch        = cluster.NewRefusal("operator.mismatch", "operator: change differs from the approved request")
+	errNotExecuting    = cluster.NewRefusal("operator.not-executing", "operator: request is not being executed by that run")
+	errMismatch        = cluster.NewRefusal("operator.mismatch", "operator: change differs from the approved request")
 	ErrInvalid         = cluster.NewRefusal("operator.invalid", "operator: invalid command")
 )
 
@@ -167,18 +167,18 @@ type (
 func Handlers() []cluster.Handler {
 	v1 := []uint{1}
 	return []cluster.Handler{
-		cluster.NewHandler(CommandCA, v1, allBuckets(), applyCA),
-		cluster.NewHandler(CommandAdd, v1, nil, applyAdd),
-		cluster.NewHandler(CommandRemove, v1, nil, applyRemove),
-		cluster.NewHandler(CommandRenew, v1, nil, applyRenew),
-		cluster.NewHandler(CommandPropose, v1, nil, applyPropose),
-		cluster.NewHandler(CommandDecide, v1, nil, applyDecide),
-		cluster.NewHandler(CommandExpire, v1, nil, applyExpire),
-		cluster.NewHandler(CommandStart, v1, nil, applyStart),
-		cluster.NewHandler(CommandFinish, v1, nil, applyFinish),
-		cluster.NewHandler(CommandInterrupt, v1, nil, applyInterrupt),
-		cluster.NewHandler(CommandRules, v1, [][]byte{bucketRules}, applyRules),
-		cluster.NewHandler(CommandUsage, v1, [][]byte{bucketUsage}, applyUsage),
+		cluster.NewHandler(commandCA, v1, allBuckets(), applyCA),
+		cluster.NewHandler(commandAdd, v1, nil, applyAdd),
+		cluster.NewHandler(commandRemove, v1, nil, applyRemove),
+		cluster.NewHandler(commandRenew, v1, nil, applyRenew),
+		cluster.NewHandler(commandPropose, v1, nil, applyPropose),
+		cluster.NewHandler(commandDecide, v1, nil, applyDecide),
+		cluster.NewHandler(commandExpire, v1, nil, applyExpire),
+		cluster.NewHandler(commandStart, v1, nil, applyStart),
+		cluster.NewHandler(commandFinish, v1, nil, applyFinish),
+		cluster.NewHandler(commandInterrupt, v1, nil, applyInterrupt),
+		cluster.NewHandler(commandRules, v1, [][]byte{bucketRules}, applyRules),
+		cluster.NewHandler(commandUsage, v1, [][]byte{bucketUsage}, applyUsage),
 	}
 }
 
@@ -197,7 +197,7 @@ func applyCA(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if tx.Bucket(bucketCA).Get(keyCACert) != nil {
-		return nil, cluster.Refuse(ErrCAExists)
+		return nil, cluster.Refuse(errCAExists)
 	}
 	c, err := x509.ParseCertificate(b.Cert)
 	if err != nil || !c.IsCA || c.CheckSignatureFrom(c) != nil {
@@ -229,7 +229,7 @@ func executing(tx *bbolt.Tx, id, action string) (*reqRecord, error) {
 		return nil, err
 	}
 	if q == nil || State(q.State) != Executing || q.Action != action {
-		return nil, refuse(ErrNotExecuting, "request %q", id)
+		return nil, refuse(errNotExecuting, "request %q", id)
 	}
 	return q, nil
 }
@@ -262,7 +262,7 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 		return nil, err
 	}
-	keyHash := FingerprintOf(cert.RawSubjectPublicKeyInfo)
+	keyHash := fingerprintOf(cert.RawSubjectPublicKeyInfo)
 	if tx.Bucket(bucketKeys).Get(keyHash[:]) != nil {
 		return nil, cluster.Refuse(ErrKeyInUse)
 	}
@@ -281,7 +281,7 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 		ch, err := ParseChange(q.Body)
 		if err != nil || ch.Op != OpAdd || ch.Name != b.Name || ch.Role != role || !sameKey(ch.CSR, cert) {
-			return nil, refuse(ErrMismatch, "request %s", q.ID)
+			return nil, refuse(errMismatch, "request %s", q.ID)
 		}
 		if b.Actor != fingerprintFrom(q.Proposer).Actor() {
 			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
@@ -300,7 +300,7 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := putOp(tx, r); err != nil {
 		return nil, err
 	}
-	fp := FingerprintOf(b.Cert)
+	fp := fingerprintOf(b.Cert)
 	if err := tx.Bucket(bucketCerts).Put(fp[:], []byte(b.ID)); err != nil {
 		return nil, err
 	}
@@ -346,7 +346,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 		ch, err := ParseChange(q.Body)
 		if err != nil || ch.Op != OpRemove || ch.ID != b.ID {
-			return nil, refuse(ErrMismatch, "request %s", q.ID)
+			return nil, refuse(errMismatch, "request %s", q.ID)
 		}
 		if b.Actor != fingerprintFrom(q.Proposer).Actor() {
 			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
@@ -369,7 +369,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, cluster.Refuse(ErrLastAdmin)
 		}
 	}
-	r.Status = uint8(Removed)
+	r.Status = uint8(removed)
 	r.Removed = e.Time.UnixNano()
 	if err := putOp(tx, r); err != nil {
 		return nil, err
@@ -378,7 +378,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("operator: certificate of %s: %w", r.ID, err)
 	}
-	keyHash := FingerprintOf(cert.RawSubjectPublicKeyInfo)
+	keyHash := fingerprintOf(cert.RawSubjectPublicKeyInfo)
 	if err := tx.Bucket(bucketKeys).Delete(keyHash[:]); err != nil {
 		return nil, err
 	}
@@ -387,7 +387,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return encodeResult(result{ID: r.ID, State: uint8(Removed), Request: b.Request, Role: r.Role})
+	return encodeResult(result{ID: r.ID, State: uint8(removed), Request: b.Request, Role: r.Role})
 }
 
 // operatorCert parses a certificate for operator id of role and checks that the
@@ -405,7 +405,7 @@ func operatorCert(tx *bbolt.Tx, der []byte, id string, role Role) (*x509.Certifi
 	if err != nil || cert.CheckSignatureFrom(ca) != nil {
 		return nil, refuse(ErrBadCertificate, "not issued by the operator CA")
 	}
-	r, err := RoleOf(cert)
+	r, err := roleOf(cert)
 	if err != nil || r != role || cert.Subject.CommonName != id || !validOperatorID(id) {
 		return nil, refuse(ErrBadCertificate, "role or ID differ from the certificate's")
 	}
@@ -426,7 +426,7 @@ func applyRenew(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if r == nil || Status(r.Status) != Active {
 		return nil, refuse(ErrNotActive, "operator %q", b.ID)
 	}
-	oldFP := FingerprintOf(r.Cert)
+	oldFP := fingerprintOf(r.Cert)
 	if b.Actor != oldFP.Actor() {
 		return nil, refuse(ErrNotAllowed, "renew: only with the operator's current certificate")
 	}
@@ -438,12 +438,12 @@ func applyRenew(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("operator: certificate of %s: %w", r.ID, err)
 	}
-	newKey := FingerprintOf(cert.RawSubjectPublicKeyInfo)
+	newKey := fingerprintOf(cert.RawSubjectPublicKeyInfo)
 	if id := tx.Bucket(bucketKeys).Get(newKey[:]); id != nil && string(id) != r.ID {
 		return nil, cluster.Refuse(ErrKeyInUse)
 	}
-	oldKey := FingerprintOf(old.RawSubjectPublicKeyInfo)
-	newFP := FingerprintOf(b.Cert)
+	oldKey := fingerprintOf(old.RawSubjectPublicKeyInfo)
+	newFP := fingerprintOf(b.Cert)
 	for _, op := range []func() error{
 		func() error { return tx.Bucket(bucketCerts).Delete(oldFP[:]) },
 		func() error { return tx.Bucket(bucketKeys).Delete(oldKey[:]) },
@@ -655,7 +655,7 @@ func applyFinish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if q == nil || State(q.State) != Executing || q.Run != b.Run {
-		return nil, refuse(ErrNotExecuting, "request %q", b.ID)
+		return nil, refuse(errNotExecuting, "request %q", b.ID)
 	}
 	if len(b.Result) > maxResult || len(b.Error) > maxResult {
 		return nil, refuse(ErrInvalid, "result of more than %d bytes", maxResult)
@@ -678,7 +678,7 @@ func applyInterrupt(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if q == nil || State(q.State) != Executing || q.Run != b.Run {
-		return nil, refuse(ErrNotExecuting, "request %q", b.ID)
+		return nil, refuse(errNotExecuting, "request %q", b.ID)
 	}
 	q.State = uint8(Interrupted)
 	q.Error = "interrupted: the leader changed while it ran; it may or may not have taken effect"

@@ -64,9 +64,9 @@ func (r Rule) check(action string) error {
 	return errors.Join(errs...)
 }
 
-// DefaultBulkRevocation is the Over of the default rule for ActionCertRevoke: a
+// defaultBulkRevocation is the Over of the default rule for ActionCertRevoke: a
 // revocation of more than this many certificates at once needs approval.
-const DefaultBulkRevocation = 10
+const defaultBulkRevocation = 10
 
 // DefaultRules are the rules of dual control a new cluster starts with when the
 // configuration names none: CA key generation, import and transfer, policy
@@ -83,7 +83,7 @@ func DefaultRules() map[string]Rule {
 		ActionPolicyApply:       admin,
 		ActionOperatorManage:    admin,
 		ActionClusterMembership: admin,
-		ActionCertRevoke:        {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: DefaultBulkRevocation, Within: DefaultWithin},
+		ActionCertRevoke:        {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: defaultBulkRevocation, Within: defaultWithin},
 	}
 }
 

@@ -124,8 +124,8 @@ func TestRequired(t *testing.T) {
 		want   bool
 	}{
 		{o, ActionCertRevoke, 1, false},
-		{o, ActionCertRevoke, DefaultBulkRevocation, false},
-		{o, ActionCertRevoke, DefaultBulkRevocation + 1, true},
+		{o, ActionCertRevoke, defaultBulkRevocation, false},
+		{o, ActionCertRevoke, defaultBulkRevocation + 1, true},
 		{o, ActionCertHold, 1000, false},
 		{a, ActionPolicyApply, 1, true},
 		{a, ActionCAKeyGenerate, 1, true},

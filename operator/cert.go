@@ -26,16 +26,16 @@ const KeyName = "operator-ca"
 // clientAuth, and two URI names in its SubjectAltName: RoleURIPrefix+role and
 // IDURIPrefix+ID. The operator's name is not in it.
 const (
-	RoleURIPrefix = "urn:inkan:operator:role:"
-	IDURIPrefix   = "urn:inkan:operator:id:"
+	roleURIPrefix = "urn:inkan:operator:role:"
+	iduriPrefix   = "urn:inkan:operator:id:"
 )
 
 const (
 	caValidity = 20 * 365 * 24 * time.Hour
-	// DefaultValidity is how long an operator certificate is valid unless the
+	// defaultValidity is how long an operator certificate is valid unless the
 	// request says otherwise; MaxValidity is the longest it may be.
-	DefaultValidity = 365 * 24 * time.Hour
-	MaxValidity     = 2 * 365 * 24 * time.Hour
+	defaultValidity = 365 * 24 * time.Hour
+	maxValidity     = 2 * 365 * 24 * time.Hour
 	minValidity     = time.Second // tests make certificates that expire at once
 )
 
@@ -95,8 +95,8 @@ func issue(ca *x509.Certificate, caKey crypto.Signer, pub crypto.PublicKey, id s
 	if err != nil {
 		return nil, err
 	}
-	roleURI, _ := url.Parse(RoleURIPrefix + string(role))
-	idURI, _ := url.Parse(IDURIPrefix + id)
+	roleURI, _ := url.Parse(roleURIPrefix + string(role))
+	idURI, _ := url.Parse(iduriPrefix + id)
 	notAfter := now.Add(validity)
 	if notAfter.After(ca.NotAfter) {
 		notAfter = ca.NotAfter
@@ -133,12 +133,12 @@ func parseCSR(der []byte) (crypto.PublicKey, error) {
 	return csr.PublicKey, nil
 }
 
-// RoleOf reads the role a certificate carries: exactly one URI name beginning
+// roleOf reads the role a certificate carries: exactly one URI name beginning
 // with RoleURIPrefix, naming a known role.
-func RoleOf(cert *x509.Certificate) (Role, error) {
+func roleOf(cert *x509.Certificate) (Role, error) {
 	var found []Role
 	for _, u := range cert.URIs {
-		if r, ok := strings.CutPrefix(u.String(), RoleURIPrefix); ok {
+		if r, ok := strings.CutPrefix(u.String(), roleURIPrefix); ok {
 			found = append(found, Role(r))
 		}
 	}
@@ -182,7 +182,7 @@ func Verify(tx *bbolt.Tx, chain []*x509.Certificate, now time.Time) (Operator, e
 	if !hasClientAuth(leaf) {
 		return Operator{}, fmt.Errorf("%w: not for client authentication", ErrUnknownCA)
 	}
-	fp := FingerprintOf(leaf.Raw)
+	fp := fingerprintOf(leaf.Raw)
 	r, err := opByFingerprint(tx, fp[:])
 	if err != nil {
 		return Operator{}, err
@@ -193,7 +193,7 @@ func Verify(tx *bbolt.Tx, chain []*x509.Certificate, now time.Time) (Operator, e
 	if Status(r.Status) != Active {
 		return Operator{}, ErrRemoved
 	}
-	role, err := RoleOf(leaf)
+	role, err := roleOf(leaf)
 	if err != nil || role != Role(r.Role) {
 		return Operator{}, ErrNoRole
 	}

@@ -45,8 +45,8 @@ func (c Change) check() error {
 		if !c.Role.valid() {
 			return fmt.Errorf("operator: role %q: want admin, officer or auditor", c.Role)
 		}
-		if c.Validity != 0 && (c.Validity < minValidity || c.Validity > MaxValidity) {
-			return fmt.Errorf("operator: validity %s: want at most %s", c.Validity, MaxValidity)
+		if c.Validity != 0 && (c.Validity < minValidity || c.Validity > maxValidity) {
+			return fmt.Errorf("operator: validity %s: want at most %s", c.Validity, maxValidity)
 		}
 		if _, err := parseCSR(c.CSR); err != nil {
 			return err
@@ -96,21 +96,21 @@ func ParseChange(body []byte) (Change, error) {
 }
 
 // fingerprintFrom makes a Fingerprint of 32 bytes (zero-padded if shorter).
-func fingerprintFrom(b []byte) Fingerprint {
-	var f Fingerprint
+func fingerprintFrom(b []byte) fingerprint {
+	var f fingerprint
 	copy(f[:], b)
 	return f
 }
 
 // parseActor reads an actor string "sha256:<64 lower-case hex>".
-func parseActor(a string) (Fingerprint, bool) {
+func parseActor(a string) (fingerprint, bool) {
 	h, ok := strings.CutPrefix(a, "sha256:")
 	if !ok || len(h) != 64 || strings.ToLower(h) != h {
-		return Fingerprint{}, false
+		return fingerprint{}, false
 	}
 	b, err := hex.DecodeString(h)
 	if err != nil {
-		return Fingerprint{}, false
+		return fingerprint{}, false
 	}
 	return fingerprintFrom(b), true
 }

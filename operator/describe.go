@@ -23,21 +23,21 @@ type Description struct {
 
 // Types of Description.
 const (
-	TypeCACreated          = "operator.ca.created"
-	TypeAdded              = "operator.added"
-	TypeRemoved            = "operator.removed"
-	TypeRenewed            = "operator.renewed"
-	TypeRequestProposed    = "operator.request.proposed"
-	TypeRequestApproval    = "operator.request.approval" // one approval counted
-	TypeRequestApproved    = "operator.request.approved" // M approvals in: ready to run
-	TypeRequestRejected    = "operator.request.rejected"
-	TypeRequestExpired     = "operator.request.expired"
-	TypeRequestStarted     = "operator.request.started"
-	TypeRequestExecuted    = "operator.request.executed"
-	TypeRequestFailed      = "operator.request.failed"
-	TypeRequestInterrupted = "operator.request.interrupted"
-	TypeRulesSet           = "operator.rules.set"
-	TypeUsageCounted       = "operator.usage.counted"
+	typeCACreated          = "operator.ca.created"
+	typeAdded              = "operator.added"
+	typeRemoved            = "operator.removed"
+	typeRenewed            = "operator.renewed"
+	typeRequestProposed    = "operator.request.proposed"
+	typeRequestApproval    = "operator.request.approval" // one approval counted
+	typeRequestApproved    = "operator.request.approved" // M approvals in: ready to run
+	typeRequestRejected    = "operator.request.rejected"
+	typeRequestExpired     = "operator.request.expired"
+	typeRequestStarted     = "operator.request.started"
+	typeRequestExecuted    = "operator.request.executed"
+	typeRequestFailed      = "operator.request.failed"
+	typeRequestInterrupted = "operator.request.interrupted"
+	typeRulesSet           = "operator.rules.set"
+	typeUsageCounted       = "operator.usage.counted"
 )
 
 func sum256(b []byte) []byte {
@@ -73,12 +73,12 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 	var out []Description
 	var err error
 	switch e.Command.Type {
-	case CommandCA:
+	case commandCA:
 		var b caBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: TypeCACreated, Actor: actorSystem, Data: map[string]any{"ca_sha256": sum256(b.Cert)}})
+			out = append(out, Description{Type: typeCACreated, Actor: actorSystem, Data: map[string]any{"ca_sha256": sum256(b.Cert)}})
 		}
-	case CommandAdd:
+	case commandAdd:
 		var b addBody
 		if err = e.Command.Decode(&b); err == nil {
 			data := map[string]any{"operator": b.ID, "role": b.Role, "cert_sha256": sum256(b.Cert)}
@@ -88,94 +88,94 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			if b.Request != "" {
 				data["request"] = b.Request
 			}
-			out = append(out, Description{Type: TypeAdded, Actor: b.Actor, Data: data})
+			out = append(out, Description{Type: typeAdded, Actor: b.Actor, Data: data})
 			if b.Request != "" {
-				out = append(out, Description{Type: TypeRequestExecuted, Actor: actorSystem, Data: map[string]any{
+				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
 					"request": b.Request, "action": ActionOperatorManage, "result_sha256": sum256(b.Cert)}})
 			}
 		}
-	case CommandRemove:
+	case commandRemove:
 		var b removeBody
 		if err = e.Command.Decode(&b); err == nil {
 			data := map[string]any{"operator": b.ID, "role": r.Role}
 			if b.Request != "" {
 				data["request"] = b.Request
 			}
-			out = append(out, Description{Type: TypeRemoved, Actor: b.Actor, Data: data})
+			out = append(out, Description{Type: typeRemoved, Actor: b.Actor, Data: data})
 			if b.Request != "" {
-				out = append(out, Description{Type: TypeRequestExecuted, Actor: actorSystem, Data: map[string]any{
+				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
 					"request": b.Request, "action": ActionOperatorManage, "result_sha256": sum256([]byte(b.ID))}})
 			}
 		}
-	case CommandRenew:
+	case commandRenew:
 		var b renewBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: TypeRenewed, Actor: b.Actor, Data: map[string]any{
+			out = append(out, Description{Type: typeRenewed, Actor: b.Actor, Data: map[string]any{
 				"operator": b.ID, "role": r.Role, "cert_sha256": sum256(b.Cert)}})
 		}
-	case CommandPropose:
+	case commandPropose:
 		var b proposeBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: TypeRequestProposed, Actor: fingerprintFrom(b.Proposer).Actor(),
+			out = append(out, Description{Type: typeRequestProposed, Actor: fingerprintFrom(b.Proposer).Actor(),
 				Data: req(map[string]any{"m": b.M, "role": b.Role, "ttl_seconds": b.TTL / 1e9, "body_sha256": sum256(b.Body)})})
 		}
-	case CommandDecide:
+	case commandDecide:
 		var b decideBody
 		if err = e.Command.Decode(&b); err == nil {
 			who := fingerprintFrom(b.Approver).Actor()
 			switch State(r.State) {
 			case Expired:
-				out = append(out, Description{Type: TypeRequestExpired, Actor: actorSystem, Data: req(nil)})
+				out = append(out, Description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
 			case Rejected:
-				out = append(out, Description{Type: TypeRequestRejected, Actor: who, Data: req(nil)})
+				out = append(out, Description{Type: typeRequestRejected, Actor: who, Data: req(nil)})
 			default:
-				out = append(out, Description{Type: TypeRequestApproval, Actor: who,
+				out = append(out, Description{Type: typeRequestApproval, Actor: who,
 					Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
 				if State(r.State) == Approved {
-					out = append(out, Description{Type: TypeRequestApproved, Actor: actorSystem,
+					out = append(out, Description{Type: typeRequestApproved, Actor: actorSystem,
 						Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
 				}
 			}
 		}
-	case CommandExpire:
-		out = append(out, Description{Type: TypeRequestExpired, Actor: actorSystem, Data: req(nil)})
-	case CommandStart:
+	case commandExpire:
+		out = append(out, Description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
+	case commandStart:
 		var b startBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: TypeRequestStarted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
+			out = append(out, Description{Type: typeRequestStarted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
 		}
-	case CommandFinish:
+	case commandFinish:
 		var b finishBody
 		if err = e.Command.Decode(&b); err == nil {
 			if b.OK {
-				out = append(out, Description{Type: TypeRequestExecuted, Actor: actorSystem,
+				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem,
 					Data: req(map[string]any{"run": b.Run, "result_sha256": sum256(b.Result)})})
 			} else {
-				out = append(out, Description{Type: TypeRequestFailed, Actor: actorSystem,
+				out = append(out, Description{Type: typeRequestFailed, Actor: actorSystem,
 					Data: req(map[string]any{"run": b.Run, "error_sha256": sum256([]byte(b.Error))})})
 			}
 		}
-	case CommandInterrupt:
+	case commandInterrupt:
 		var b startBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: TypeRequestInterrupted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
+			out = append(out, Description{Type: typeRequestInterrupted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
 		}
-	case CommandRules:
+	case commandRules:
 		var b rulesBody
 		if err = e.Command.Decode(&b); err == nil {
-			data := map[string]any{"version": r.ID, "rules_sha256": RulesDigest(fromRecords(b.Rules)), "rules": len(b.Rules)}
+			data := map[string]any{"version": r.ID, "rules_sha256": rulesDigest(fromRecords(b.Rules)), "rules": len(b.Rules)}
 			if b.Seed {
 				data["seed"] = 1
 			}
 			if b.Request != "" {
 				data["request"] = b.Request
 			}
-			out = append(out, Description{Type: TypeRulesSet, Actor: b.Actor, Data: data})
+			out = append(out, Description{Type: typeRulesSet, Actor: b.Actor, Data: data})
 		}
-	case CommandUsage:
+	case commandUsage:
 		var b usageBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: TypeUsageCounted, Actor: fingerprintFrom(b.Operator).Actor(), Data: map[string]any{
+			out = append(out, Description{Type: typeUsageCounted, Actor: fingerprintFrom(b.Operator).Actor(), Data: map[string]any{
 				"operator": r.ID, "action": b.Action, "count": b.Count, "total": r.Approvals, "over": b.Over, "within_seconds": b.Within / 1e9}})
 		}
 	default:

@@ -106,7 +106,7 @@ func TestDualControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := h.waitState(q.ID, Executed)
-	if string(done.Result) != "applied policy v2" || !slices.Equal(done.Approvals, []Fingerprint{b.op.Fingerprint, c.op.Fingerprint}) {
+	if string(done.Result) != "applied policy v2" || !slices.Equal(done.Approvals, []fingerprint{b.op.Fingerprint, c.op.Fingerprint}) {
 		t.Fatalf("executed %+v", done)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -117,7 +117,7 @@ func TestDualControl(t *testing.T) {
 	mustRefuse(t, "approval after execution", err, ErrNotPending)
 	sys := "system"
 	wantSteps(t, h, q.ID,
-		[]string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved, TypeRequestStarted, TypeRequestExecuted},
+		[]string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved, typeRequestStarted, typeRequestExecuted},
 		[]string{a.op.Actor(), b.op.Actor(), c.op.Actor(), sys, sys, sys})
 
 	// Rejected: a rejection by an admin ends it; later approvals do not count.
@@ -130,7 +130,7 @@ func TestDualControl(t *testing.T) {
 	}
 	_, err = h.decide(b, rq, Approve)
 	mustRefuse(t, "approval after rejection", err, ErrNotPending)
-	wantSteps(t, h, rq.ID, []string{TypeRequestProposed, TypeRequestRejected}, []string{a.op.Actor(), c.op.Actor()})
+	wantSteps(t, h, rq.ID, []string{typeRequestProposed, typeRequestRejected}, []string{a.op.Actor(), c.op.Actor()})
 
 	// Expired: one approval in time, the second after the expiry. The second
 	// decision is not refused: it ends the request as expired, decided by the
@@ -150,7 +150,7 @@ func TestDualControl(t *testing.T) {
 	}
 	_, err = h.decide(c, eq, Approve)
 	mustRefuse(t, "approval of an expired request", err, ErrNotPending)
-	wantSteps(t, h, eq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestExpired},
+	wantSteps(t, h, eq.ID, []string{typeRequestProposed, typeRequestApproval, typeRequestExpired},
 		[]string{a.op.Actor(), b.op.Actor(), sys})
 
 	if n := runs.Load(); n != 1 {
@@ -174,7 +174,7 @@ func TestSweepExpires(t *testing.T) {
 	if got.Decided.Before(q.Expires) {
 		t.Fatalf("expired at %s, before its expiry %s", got.Decided, q.Expires)
 	}
-	wantSteps(t, h, q.ID, []string{TypeRequestProposed, TypeRequestExpired}, nil)
+	wantSteps(t, h, q.ID, []string{typeRequestProposed, typeRequestExpired}, nil)
 }
 
 // TestOperatorChangeUnderApproval adds and removes operators through approved
@@ -210,7 +210,7 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 		t.Fatalf("new officer: %+v, %v", op, err)
 	}
 	wantSteps(t, h, q.ID,
-		[]string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved, TypeRequestStarted, TypeAdded, TypeRequestExecuted},
+		[]string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved, typeRequestStarted, typeAdded, typeRequestExecuted},
 		[]string{a.op.Actor(), b.op.Actor(), c.op.Actor(), "system", "system", a.op.Actor(), "system"})
 
 	// An approved change that cannot be carried out (the key is b's) fails,
@@ -228,8 +228,8 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	if f := h.waitState(fq.ID, Failed); !strings.Contains(f.Error, "key") {
 		t.Fatalf("failed with %q", f.Error)
 	}
-	wantSteps(t, h, fq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved,
-		TypeRequestStarted, TypeRequestFailed}, nil)
+	wantSteps(t, h, fq.ID, []string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved,
+		typeRequestStarted, typeRequestFailed}, nil)
 
 	// Remove admin b, approved by b and c.
 	body, _ = Change{Op: OpRemove, ID: b.op.ID}.Body()
@@ -290,7 +290,7 @@ func TestBootstrapOnce(t *testing.T) {
 	}
 	ds := h.described("")
 	// The rules of dual control are recorded before the first operator exists.
-	if got := types(ds); !slices.Equal(got, []string{TypeRulesSet, TypeCACreated, TypeAdded}) || ds[0].Data["seed"] != 1 || ds[2].Data["bootstrap"] != 1 {
+	if got := types(ds); !slices.Equal(got, []string{typeRulesSet, typeCACreated, typeAdded}) || ds[0].Data["seed"] != 1 || ds[2].Data["bootstrap"] != 1 {
 		t.Fatalf("audit %v %v", got, ds)
 	}
 }
@@ -334,22 +334,22 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 	body, _ := Change{Op: OpAdd, Name: "eve", Role: Auditor, CSR: csrFor(t, key)}.Body()
 	d := Digest(ActionOperatorManage, body)
 	oq := Request{ID: "rq-00000000000000aa", Digest: d}
-	if err := h.submit(CommandPropose, proposeBody{ID: oq.ID, Action: ActionOperatorManage, Body: body, Digest: d[:],
+	if err := h.submit(commandPropose, proposeBody{ID: oq.ID, Action: ActionOperatorManage, Body: body, Digest: d[:],
 		Proposer: a.op.Fingerprint[:], M: 2, Role: string(Admin), TTL: int64(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []*person{b, c} {
 		sig, _ := SignApproval(p.key, oq.ID, d, Approve)
-		if err := h.submit(CommandDecide, decideBody{ID: oq.ID, Approver: p.op.Fingerprint[:], Decision: "approve", Signature: sig}); err != nil {
+		if err := h.submit(commandDecide, decideBody{ID: oq.ID, Approver: p.op.Fingerprint[:], Decision: "approve", Signature: sig}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, id := range []string{pq.ID, oq.ID} {
-		if err := h.submit(CommandStart, startBody{ID: id, Run: "run-dead"}); err != nil {
+		if err := h.submit(commandStart, startBody{ID: id, Run: "run-dead"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := h.submit(CommandStart, startBody{ID: pq.ID, Run: "run-other"}); !errors.Is(err, cluster.ErrRefused) {
+	if err := h.submit(commandStart, startBody{ID: pq.ID, Run: "run-other"}); !errors.Is(err, cluster.ErrRefused) {
 		t.Fatalf("second start: %v", err)
 	}
 
@@ -374,10 +374,10 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("runner ran %d times, want once (the waiting request only)", n)
 	}
-	wantSteps(t, h, pq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved,
-		TypeRequestStarted, TypeRequestInterrupted}, nil)
-	wantSteps(t, h, oq.ID, []string{TypeRequestProposed, TypeRequestApproval, TypeRequestApproval, TypeRequestApproved,
-		TypeRequestStarted, TypeAdded, TypeRequestExecuted}, nil)
+	wantSteps(t, h, pq.ID, []string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved,
+		typeRequestStarted, typeRequestInterrupted}, nil)
+	wantSteps(t, h, oq.ID, []string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved,
+		typeRequestStarted, typeAdded, typeRequestExecuted}, nil)
 }
 
 // TestRenew: an operator replaces their certificate with their current one; the
@@ -434,7 +434,7 @@ func TestRenew(t *testing.T) {
 	ds := h.described("")
 	var renewed []Description
 	for _, d := range ds {
-		if d.Type == TypeRenewed {
+		if d.Type == typeRenewed {
 			renewed = append(renewed, d)
 		}
 	}

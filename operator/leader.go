@@ -50,7 +50,7 @@ func (s *Service) lead(term context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
-	sub := s.c.Subscribe(64, CommandDecide, CommandStart)
+	sub := s.c.Subscribe(64, commandDecide, commandStart)
 	defer sub.Close()
 	tick := time.NewTicker(s.sweep)
 	defer tick.Stop()
@@ -114,7 +114,7 @@ func (s *Service) sweepOnce(ctx context.Context) {
 		switch q.State {
 		case Pending:
 			if !now.Before(q.Expires) {
-				err := s.submit(ctx, CommandExpire, expireBody{ID: q.ID}, nil)
+				err := s.submit(ctx, commandExpire, expireBody{ID: q.ID}, nil)
 				if err != nil && !errors.Is(err, cluster.ErrRefused) && ctx.Err() == nil {
 					s.log.Warn("operator: expire request", "request", q.ID, "err", err)
 				}
@@ -131,7 +131,7 @@ func (s *Service) sweepOnce(ctx context.Context) {
 				s.spawn(ctx, q, r.Run) // atomic with its finish: run it again
 				continue
 			}
-			err := s.submit(ctx, CommandInterrupt, startBody{ID: q.ID, Run: r.Run}, nil)
+			err := s.submit(ctx, commandInterrupt, startBody{ID: q.ID, Run: r.Run}, nil)
 			if err == nil {
 				s.log.Warn("operator: request interrupted by a leader change", "request", q.ID, "action", q.Action)
 			} else if !errors.Is(err, cluster.ErrRefused) && ctx.Err() == nil {
@@ -177,7 +177,7 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 			s.log.Error("operator: run ID", "err", err)
 			return
 		}
-		if err := s.submit(ctx, CommandStart, startBody{ID: q.ID, Run: run}, nil); err != nil {
+		if err := s.submit(ctx, commandStart, startBody{ID: q.ID, Run: run}, nil); err != nil {
 			if !errors.Is(err, cluster.ErrRefused) && ctx.Err() == nil {
 				s.log.Warn("operator: start request", "request", q.ID, "err", err)
 			}
@@ -189,7 +189,7 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 	var err error
 	if q.Action == ActionOperatorManage {
 		err = s.manage(ctx, q)
-		if err == nil || errors.Is(err, ErrNotExecuting) {
+		if err == nil || errors.Is(err, errNotExecuting) {
 			return // recorded with the change itself, or by an earlier run
 		}
 		if ctx.Err() != nil || !refused(err) {
@@ -211,7 +211,7 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 	if err != nil {
 		fb.Error = err.Error()
 	}
-	if ferr := s.submit(fctx, CommandFinish, fb, nil); ferr != nil {
+	if ferr := s.submit(fctx, commandFinish, fb, nil); ferr != nil {
 		s.log.Error("operator: record the outcome of a request", "request", q.ID, "ran", err == nil, "err", ferr)
 	}
 }
@@ -250,6 +250,6 @@ func (s *Service) manage(ctx context.Context, q Request) error {
 		}
 		return err
 	default:
-		return s.submit(ctx, CommandRemove, removeBody{ID: ch.ID, Actor: q.Proposer.Actor(), Request: q.ID}, nil)
+		return s.submit(ctx, commandRemove, removeBody{ID: ch.ID, Actor: q.Proposer.Actor(), Request: q.ID}, nil)
 	}
 }

@@ -20,9 +20,6 @@ const (
 	Auditor Role = "auditor"
 )
 
-// Roles lists every role.
-func Roles() []Role { return []Role{Admin, Officer, Auditor} }
-
 func (r Role) valid() bool { return r == Admin || r == Officer || r == Auditor }
 
 // Actions an operator asks for through the admin API. The node names its
@@ -41,7 +38,7 @@ const (
 	ActionCertRevoke        = "cert.revoke"        // revoke certificates
 	ActionCertHold          = "cert.hold"          // put certificates on hold
 	ActionCertRelease       = "cert.release"       // release certificates from hold
-	ActionCertReissue       = "cert.reissue"       // re-issue a certificate (re-binding after a move)
+	actionCertReissue       = "cert.reissue"       // re-issue a certificate (re-binding after a move)
 	ActionCertRead          = "cert.read"          // look up certificates
 	ActionAuditRead         = "audit.read"         // read the audit log and its proofs
 	ActionConfigRead        = "config.read"        // read the configuration and the cluster's status
@@ -65,7 +62,7 @@ var matrix = map[string][]Role{
 	ActionCertRevoke:        {Officer},
 	ActionCertHold:          {Officer},
 	ActionCertRelease:       {Officer},
-	ActionCertReissue:       {Officer},
+	actionCertReissue:       {Officer},
 	ActionCertRead:          {Officer, Auditor},
 	ActionAuditRead:         {Auditor},
 	ActionConfigRead:        {Admin, Auditor},
@@ -87,16 +84,16 @@ func Actions() []string {
 // ErrForbidden matches every refusal of Authorize: errors.Is(err, ErrForbidden).
 var ErrForbidden = errors.New("operator: forbidden")
 
-// ForbiddenError is Authorize's refusal: it names the action and the roles that
+// forbiddenError is Authorize's refusal: it names the action and the roles that
 // would have been allowed (none if the action is unknown), for the 403 the admin
 // API returns.
-type ForbiddenError struct {
+type forbiddenError struct {
 	Action string
 	Need   []Role // roles allowed the action; empty for an unknown action
 	Have   Role   // the operator's role
 }
 
-func (e *ForbiddenError) Error() string {
+func (e *forbiddenError) Error() string {
 	if len(e.Need) == 0 {
 		return fmt.Sprintf("operator: action %q is unknown", e.Action)
 	}
@@ -108,7 +105,7 @@ func (e *ForbiddenError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrForbidden) true.
-func (e *ForbiddenError) Is(target error) bool { return target == ErrForbidden }
+func (e *forbiddenError) Is(target error) bool { return target == ErrForbidden }
 
 // Authorize says whether op may ask for action: nil, or a *ForbiddenError
 // naming the role needed. An unknown action is refused (fail closed); so is an
@@ -116,7 +113,7 @@ func (e *ForbiddenError) Is(target error) bool { return target == ErrForbidden }
 func Authorize(op Operator, action string) error {
 	need := matrix[action]
 	if op.Status != Active || !slices.Contains(need, op.Role) {
-		return &ForbiddenError{Action: action, Need: slices.Clone(need), Have: op.Role}
+		return &forbiddenError{Action: action, Need: slices.Clone(need), Have: op.Role}
 	}
 	return nil
 }

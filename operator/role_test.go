@@ -111,7 +111,7 @@ func TestRoleMatrix(t *testing.T) {
 					}
 					return
 				}
-				var fe *ForbiddenError
+				var fe *forbiddenError
 				if !errors.As(err, &fe) || !errors.Is(err, ErrForbidden) {
 					t.Fatalf("got %v, want a ForbiddenError", err)
 				}
@@ -176,7 +176,7 @@ func TestCertificateFormat(t *testing.T) {
 	if c.Subject.CommonName != admin.op.ID || strings.Contains(c.Subject.String(), "alice") {
 		t.Fatalf("subject %s", c.Subject)
 	}
-	want := []string{RoleURIPrefix + "admin", IDURIPrefix + admin.op.ID}
+	want := []string{roleURIPrefix + "admin", iduriPrefix + admin.op.ID}
 	var got []string
 	for _, u := range c.URIs {
 		got = append(got, u.String())
@@ -187,16 +187,16 @@ func TestCertificateFormat(t *testing.T) {
 	if !slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) || c.KeyUsage != x509.KeyUsageDigitalSignature || c.IsCA {
 		t.Fatalf("usage %v %v CA %v", c.ExtKeyUsage, c.KeyUsage, c.IsCA)
 	}
-	if r, err := RoleOf(c); err != nil || r != Admin {
+	if r, err := roleOf(c); err != nil || r != Admin {
 		t.Fatalf("RoleOf: %s, %v", r, err)
 	}
 	two := *c
-	u, _ := url.Parse(RoleURIPrefix + "officer")
+	u, _ := url.Parse(roleURIPrefix + "officer")
 	two.URIs = append(slices.Clone(c.URIs), u)
-	if _, err := RoleOf(&two); !errors.Is(err, ErrNoRole) {
+	if _, err := roleOf(&two); !errors.Is(err, ErrNoRole) {
 		t.Fatalf("two roles: %v", err)
 	}
-	if admin.op.Fingerprint != FingerprintOf(c.Raw) || admin.op.Actor() != "sha256:"+admin.op.Fingerprint.String() {
+	if admin.op.Fingerprint != fingerprintOf(c.Raw) || admin.op.Actor() != "sha256:"+admin.op.Fingerprint.String() {
 		t.Fatalf("fingerprint or actor")
 	}
 }

@@ -39,8 +39,8 @@ var (
 	bucketUsage = []byte("operator.usage")
 )
 
-// DefaultWithin is a counting rule's window when the rule names none.
-const DefaultWithin = time.Hour
+// defaultWithin is a counting rule's window when the rule names none.
+const defaultWithin = time.Hour
 
 // maxWithin bounds a counting rule's window; usage older than that is pruned.
 const maxWithin = 30 * 24 * time.Hour
@@ -50,8 +50,8 @@ var (
 	// ErrOverThreshold: the operator's items within the rule's window would pass
 	// its Over; the request needs approval.
 	ErrOverThreshold = cluster.NewRefusal("operator.over-threshold", "operator: the operator's items within the rule's window would pass its threshold; the request needs approval")
-	// ErrRulesSet: a seed of the rules when the state has rules already.
-	ErrRulesSet = cluster.NewRefusal("operator.rules-set", "operator: the cluster has rules of dual control already")
+	// errRulesSet: a seed of the rules when the state has rules already.
+	errRulesSet = cluster.NewRefusal("operator.rules-set", "operator: the cluster has rules of dual control already")
 )
 
 type ruleRecord struct {
@@ -118,7 +118,7 @@ func normalize(rules map[string]Rule) map[string]Rule {
 	out := maps.Clone(rules)
 	for a, r := range out {
 		if r.Over > 0 && r.Within == 0 {
-			r.Within = DefaultWithin
+			r.Within = defaultWithin
 			out[a] = r
 		}
 	}
@@ -200,7 +200,7 @@ func (s *Service) SetRules(ctx context.Context, actor, request string, rules map
 	if err := checkRules(rules); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return s.submit(ctx, CommandRules, rulesBody{Rules: toRecords(rules), Actor: actor, Request: request}, nil)
+	return s.submit(ctx, commandRules, rulesBody{Rules: toRecords(rules), Actor: actor, Request: request}, nil)
 }
 
 // seedRules records this node's rules if the state has none yet (on the leader).
@@ -209,8 +209,8 @@ func (s *Service) seedRules(ctx context.Context) error {
 	if err := s.c.View(func(tx *bbolt.Tx) error { have = tx.Bucket(bucketRules).Get(keyRules) != nil; return nil }); err != nil || have {
 		return err
 	}
-	err := s.submit(ctx, CommandRules, rulesBody{Rules: toRecords(s.rules), Actor: actorSystem, Seed: true}, nil)
-	if errors.Is(err, ErrRulesSet) {
+	err := s.submit(ctx, commandRules, rulesBody{Rules: toRecords(s.rules), Actor: actorSystem, Seed: true}, nil)
+	if errors.Is(err, errRulesSet) {
 		err = nil
 	}
 	return err
@@ -241,7 +241,7 @@ func applyRules(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if b.Seed && old != nil {
-		return nil, cluster.Refuse(ErrRulesSet)
+		return nil, cluster.Refuse(errRulesSet)
 	}
 	st := rulesState{Rules: b.Rules, Version: 1, Set: e.Time.UnixNano()}
 	if old != nil {
@@ -259,9 +259,9 @@ func applyRules(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 
 func cmpString(a, b string) int { return bytes.Compare([]byte(a), []byte(b)) }
 
-// RulesDigest is the SHA-256 of a set of rules as the state records them: the
+// rulesDigest is the SHA-256 of a set of rules as the state records them: the
 // audit log's name for them.
-func RulesDigest(rules map[string]Rule) []byte {
+func rulesDigest(rules map[string]Rule) []byte {
 	b, err := encMode.Marshal(toRecords(normalize(rules)))
 	if err != nil {
 		return nil
@@ -366,7 +366,7 @@ func (s *Service) Take(ctx context.Context, by Operator, action string, count in
 	}
 	within := r.Within
 	if within == 0 {
-		within = DefaultWithin
+		within = defaultWithin
 	}
-	return s.submit(ctx, CommandUsage, usageBody{Operator: by.Fingerprint[:], Action: action, Count: count, Over: r.Over, Within: int64(within)}, nil)
+	return s.submit(ctx, commandUsage, usageBody{Operator: by.Fingerprint[:], Action: action, Count: count, Over: r.Over, Within: int64(within)}, nil)
 }

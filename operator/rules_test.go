@@ -31,7 +31,7 @@ func TestRulesInState(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := h.svc.Rules()
-	if len(got) != 2 || got[ActionPolicyApply] != want[ActionPolicyApply] || got[ActionCertRevoke].Within != DefaultWithin {
+	if len(got) != 2 || got[ActionPolicyApply] != want[ActionPolicyApply] || got[ActionCertRevoke].Within != defaultWithin {
 		t.Fatalf("rules in force: %+v", got)
 	}
 	// A node configured otherwise still holds to the state's rules.
@@ -52,17 +52,17 @@ func TestRulesInState(t *testing.T) {
 		}
 	}
 	// The state machine refuses a malformed set too (a node that skipped the checks).
-	err := h.submit(CommandRules, rulesBody{Rules: toRecords(map[string]Rule{ActionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}}), Actor: a.op.Actor()})
+	err := h.submit(commandRules, rulesBody{Rules: toRecords(map[string]Rule{ActionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}}), Actor: a.op.Actor()})
 	mustRefuse(t, "malformed rules through Raft", err, ErrInvalid)
-	err = h.submit(CommandRules, rulesBody{Rules: toRecords(normalize(want)), Actor: actorSystem, Seed: true})
-	mustRefuse(t, "a second seed", err, ErrRulesSet)
+	err = h.submit(commandRules, rulesBody{Rules: toRecords(normalize(want)), Actor: actorSystem, Seed: true})
+	mustRefuse(t, "a second seed", err, errRulesSet)
 	if err := h.node.View(func(tx *bbolt.Tx) error { var err error; v, err = RulesVersion(tx); return err }); err != nil || v != 2 {
 		t.Fatalf("rules version after refusals: %d %v", v, err)
 	}
 	ds := h.described("")
 	var sets int
 	for _, d := range ds {
-		if d.Type == TypeRulesSet {
+		if d.Type == typeRulesSet {
 			sets++
 		}
 	}
@@ -132,7 +132,7 @@ func TestCountingRule(t *testing.T) {
 	}
 	// The event is published after the submitter has its answer: wait for it.
 	counted := func(d Description) bool {
-		return d.Type == TypeUsageCounted && d.Actor == o.op.Actor() && d.Data["count"] == 5
+		return d.Type == typeUsageCounted && d.Actor == o.op.Actor() && d.Data["count"] == 5
 	}
 	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(h.described(""), counted); {
 		if time.Now().After(deadline) {

@@ -22,10 +22,10 @@ import (
 var (
 	// ErrApprovalRequired: the change needs approval (Required); propose it.
 	ErrApprovalRequired = errors.New("operator: the change needs approval; propose it")
-	// ErrNoRule: Propose of an action no rule covers.
-	ErrNoRule = errors.New("operator: no rule of dual control covers the action")
-	// ErrNoCAKey: the leader does not hold the operator CA key.
-	ErrNoCAKey = cluster.NewRefusal("operator.no-ca-key", "operator: the leader lacks the operator CA key")
+	// errNoRule: Propose of an action no rule covers.
+	errNoRule = errors.New("operator: no rule of dual control covers the action")
+	// errNoCAKey: the leader does not hold the operator CA key.
+	errNoCAKey = cluster.NewRefusal("operator.no-ca-key", "operator: the leader lacks the operator CA key")
 )
 
 // A Runner carries out an approved request of one action, on the leader, and
@@ -252,7 +252,7 @@ func (s *Service) Remove(ctx context.Context, by Operator, id string) error {
 	if err := s.direct(ctx, by, ch, OpRemove); err != nil {
 		return err
 	}
-	return s.submit(ctx, CommandRemove, removeBody{ID: id, Actor: by.Actor()}, nil)
+	return s.submit(ctx, commandRemove, removeBody{ID: id, Actor: by.Actor()}, nil)
 }
 
 func (s *Service) direct(ctx context.Context, by Operator, ch Change, op string) error {
@@ -320,7 +320,7 @@ func (s *Service) Propose(ctx context.Context, by Operator, action string, body 
 		return Request{}, err
 	}
 	if !ok {
-		return Request{}, fmt.Errorf("%w: %s", ErrNoRule, action)
+		return Request{}, fmt.Errorf("%w: %s", errNoRule, action)
 	}
 	if action == ActionOperatorManage {
 		if _, err := ParseChange(body); err != nil {
@@ -334,7 +334,7 @@ func (s *Service) Propose(ctx context.Context, by Operator, action string, body 
 	d := Digest(action, body)
 	pb := proposeBody{ID: id, Action: action, Body: body, Digest: d[:], Proposer: by.Fingerprint[:],
 		M: r.M, Role: string(r.Role), TTL: int64(r.TTL)}
-	if err := s.submit(ctx, CommandPropose, pb, nil); err != nil {
+	if err := s.submit(ctx, commandPropose, pb, nil); err != nil {
 		return Request{}, err
 	}
 	return s.request(id)
@@ -359,7 +359,7 @@ func (s *Service) Decide(ctx context.Context, id string, by Operator, d Decision
 		return Request{}, err
 	}
 	var res result
-	if err := s.submit(ctx, CommandDecide, decideBody{ID: id, Approver: by.Fingerprint[:], Decision: string(d), Signature: sig}, &res); err != nil {
+	if err := s.submit(ctx, commandDecide, decideBody{ID: id, Approver: by.Fingerprint[:], Decision: string(d), Signature: sig}, &res); err != nil {
 		return Request{}, err
 	}
 	q, err := s.request(id)
@@ -446,7 +446,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	keyHash := FingerprintOf(spki)
+	keyHash := fingerprintOf(spki)
 	var (
 		caDER    []byte
 		existing *opRecord
@@ -486,7 +486,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 	}
 	key, err := s.vault.ReplicatedKey(ctx, KeyName, sr.Kind == kindBootstrap && len(caDER) == 0)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrNoCAKey, err)
+		return "", fmt.Errorf("%w: %v", errNoCAKey, err)
 	}
 	if len(caDER) == 0 {
 		if caDER, err = s.makeCA(ctx, key); err != nil {
@@ -498,7 +498,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 		return "", fmt.Errorf("operator: CA certificate in the state: %w", err)
 	}
 	if !publicKeysEqual(ca.PublicKey, key.Public()) {
-		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", ErrNoCAKey, KeyName)
+		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", errNoCAKey, KeyName)
 	}
 	id, err := newID("op-")
 	if err != nil {
@@ -506,7 +506,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 	}
 	validity := ch.Validity
 	if validity == 0 {
-		validity = DefaultValidity
+		validity = defaultValidity
 	}
 	der, err := issue(ca, key, pub, id, ch.Role, time.Now(), validity)
 	if err != nil {
@@ -514,7 +514,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 	}
 	ab := addBody{ID: id, Name: ch.Name, Role: string(ch.Role), Cert: der, Actor: sr.Actor, Request: sr.Request,
 		Bootstrap: sr.Kind == kindBootstrap}
-	if err := s.submit(ctx, CommandAdd, ab, nil); err != nil {
+	if err := s.submit(ctx, commandAdd, ab, nil); err != nil {
 		return "", err
 	}
 	s.log.Info("operator: added", "operator", id, "role", ch.Role, "request", sr.Request)
@@ -542,7 +542,7 @@ func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (str
 	if rec == nil || Status(rec.Status) != Active {
 		return "", fmt.Errorf("%w: operator %q", ErrNotActive, sr.Operator)
 	}
-	if cur := FingerprintOf(rec.Cert); cur.Actor() != sr.Actor {
+	if cur := fingerprintOf(rec.Cert); cur.Actor() != sr.Actor {
 		if c, err := x509.ParseCertificate(rec.Cert); err == nil && publicKeysEqual(c.PublicKey, pub) {
 			return rec.ID, nil // a retry of the renewal that recorded it
 		}
@@ -553,7 +553,7 @@ func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (str
 	}
 	key, err := s.vault.ReplicatedKey(ctx, KeyName, false)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrNoCAKey, err)
+		return "", fmt.Errorf("%w: %v", errNoCAKey, err)
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
@@ -561,16 +561,16 @@ func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (str
 	}
 	validity := ch.Validity
 	if validity == 0 {
-		validity = DefaultValidity
+		validity = defaultValidity
 	}
 	if !publicKeysEqual(ca.PublicKey, key.Public()) {
-		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", ErrNoCAKey, KeyName)
+		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", errNoCAKey, KeyName)
 	}
 	der, err := issue(ca, key, pub, rec.ID, Role(rec.Role), time.Now(), validity)
 	if err != nil {
 		return "", err
 	}
-	if err := s.submit(ctx, CommandRenew, renewBody{ID: rec.ID, Cert: der, Actor: sr.Actor}, nil); err != nil {
+	if err := s.submit(ctx, commandRenew, renewBody{ID: rec.ID, Cert: der, Actor: sr.Actor}, nil); err != nil {
 		return "", err
 	}
 	s.log.Info("operator: renewed", "operator", rec.ID)
@@ -584,8 +584,8 @@ func (s *Service) makeCA(ctx context.Context, key crypto.Signer) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	err = s.submit(ctx, CommandCA, caBody{Cert: der}, nil)
-	if errors.Is(err, ErrCAExists) {
+	err = s.submit(ctx, commandCA, caBody{Cert: der}, nil)
+	if errors.Is(err, errCAExists) {
 		err = s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; der, err = CACertificate(tx); return err })
 	}
 	if err != nil {

@@ -58,31 +58,31 @@ type Status uint8
 const (
 	// Active operators authenticate and act.
 	Active Status = iota + 1
-	// Removed operators are refused; their record stays for the audit.
-	Removed
+	// removed operators are refused; their record stays for the audit.
+	removed
 )
 
 func (s Status) String() string {
 	switch s {
 	case Active:
 		return "active"
-	case Removed:
+	case removed:
 		return "removed"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
-// Fingerprint is the SHA-256 of an operator certificate's DER.
-type Fingerprint [32]byte
+// fingerprint is the SHA-256 of an operator certificate's DER.
+type fingerprint [32]byte
 
 // Actor is how the audit log names the operator: "sha256:" and the hex of the
 // fingerprint (audit.OperatorActor of the certificate).
-func (f Fingerprint) Actor() string { return "sha256:" + hex.EncodeToString(f[:]) }
+func (f fingerprint) Actor() string { return "sha256:" + hex.EncodeToString(f[:]) }
 
-func (f Fingerprint) String() string { return hex.EncodeToString(f[:]) }
+func (f fingerprint) String() string { return hex.EncodeToString(f[:]) }
 
-// FingerprintOf returns the fingerprint of a certificate's DER.
-func FingerprintOf(der []byte) Fingerprint { return sha256.Sum256(der) }
+// fingerprintOf returns the fingerprint of a certificate's DER.
+func fingerprintOf(der []byte) fingerprint { return sha256.Sum256(der) }
 
 // Operator is one operator's record.
 type Operator struct {
@@ -91,7 +91,7 @@ type Operator struct {
 	Role        Role
 	Status      Status
 	Certificate []byte      // DER
-	Fingerprint Fingerprint // SHA-256 of Certificate
+	Fingerprint fingerprint // SHA-256 of Certificate
 	Created     time.Time   // entry time of the operator.add
 	NotAfter    time.Time   // the certificate's
 	Removed     time.Time   // entry time of the operator.remove, or zero
@@ -115,7 +115,7 @@ type opRecord struct {
 func (r *opRecord) operator() Operator {
 	return Operator{
 		ID: r.ID, Name: r.Name, Role: Role(r.Role), Status: Status(r.Status), Certificate: r.Cert,
-		Fingerprint: FingerprintOf(r.Cert), Created: toTime(r.Created), NotAfter: toTime(r.NotAfter), Removed: toTime(r.Removed),
+		Fingerprint: fingerprintOf(r.Cert), Created: toTime(r.Created), NotAfter: toTime(r.NotAfter), Removed: toTime(r.Removed),
 	}
 }
 
@@ -244,7 +244,7 @@ type Request struct {
 	Action   string
 	Body     []byte // the canonical request body the approvers sign over (by its Digest)
 	Digest   [32]byte
-	Proposer Fingerprint // the certificate the proposer used
+	Proposer fingerprint // the certificate the proposer used
 	// ProposerID is the proposer's operator ID: an operator is one person
 	// whatever certificate they hold (a renewal changes the fingerprint).
 	ProposerID string
@@ -255,9 +255,9 @@ type Request struct {
 	// Approvals are the fingerprints of the certificates that approved, in
 	// order, and ApproverIDs their operators; Rejecter is the certificate that
 	// rejected it (State Rejected).
-	Approvals   []Fingerprint
+	Approvals   []fingerprint
 	ApproverIDs []string
-	Rejecter    Fingerprint
+	Rejecter    fingerprint
 	Decided     time.Time // entry time of the last change of State
 	// Result is what the execution returned (State Executed), Error why it
 	// failed (Failed, Interrupted).
@@ -298,7 +298,7 @@ func (r *reqRecord) request() Request {
 	copy(q.Proposer[:], r.Proposer)
 	copy(q.Rejecter[:], r.Rejecter)
 	for _, a := range r.Approvals {
-		var f Fingerprint
+		var f fingerprint
 		copy(f[:], a)
 		q.Approvals = append(q.Approvals, f)
 	}

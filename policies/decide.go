@@ -189,7 +189,7 @@ func (s *Set) render(p *Profile, id jpki.Identity, person []byte) (*x509.Certifi
 
 func (s *Set) renderWith(p *Profile, id jpki.Identity, pseudonym string) (*x509.Certificate, error) {
 	var data *identityData
-	if p.Kind != KindAuthentication {
+	if p.Kind != kindAuthentication {
 		dob := id.DateOfBirth()
 		data = &identityData{
 			Name:               id.Name(),
@@ -310,8 +310,8 @@ func SigningPseudonym(key, person []byte) string {
 }
 
 // pseudonymOf is the .Pseudonym of a profile of kind k.
-func pseudonymOf(k Kind, key, person []byte) string {
-	if k == KindAuthentication {
+func pseudonymOf(k kind, key, person []byte) string {
+	if k == kindAuthentication {
 		return Pseudonym(key, person)
 	}
 	return SigningPseudonym(key, person)

@@ -271,11 +271,11 @@ func TestAuthenticationPseudonymOnlyInAuthenticationCertificates(t *testing.T) {
 			found = found || bytes.Contains(der, f)
 		}
 		switch {
-		case p.Kind == KindAuthentication && !found:
+		case p.Kind == kindAuthentication && !found:
 			t.Errorf("%s: the authentication certificate does not carry the pseudonym", name)
-		case p.Kind != KindAuthentication && found:
+		case p.Kind != kindAuthentication && found:
 			t.Errorf("%s (%s): the certificate carries the authentication pseudonym", name, p.Kind)
-		case p.Kind == KindAuthentication && bytes.Contains(der, []byte(SigningPseudonym(pseudonymKey, testPerson))):
+		case p.Kind == kindAuthentication && bytes.Contains(der, []byte(SigningPseudonym(pseudonymKey, testPerson))):
 			t.Errorf("%s: the authentication certificate carries the signing pseudonym", name)
 		}
 	}

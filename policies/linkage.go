@@ -31,13 +31,13 @@ type Derived struct {
 	NotAfter time.Time
 }
 
-// Act is what to do to a derived certificate.
-type Act uint8
+// act is what to do to a derived certificate.
+type act uint8
 
 // The acts.
 const (
-	// ActNone: nothing now. If Decision.Until is set, decide again then.
-	ActNone Act = iota
+	// actNone: nothing now. If Decision.Until is set, decide again then.
+	actNone act = iota
 	// ActHold: put the certificate on hold (certificateHold) until Decision.Until,
 	// when deciding again revokes it.
 	ActHold
@@ -45,7 +45,7 @@ const (
 	ActRevoke
 )
 
-func (a Act) String() string {
+func (a act) String() string {
 	switch a {
 	case ActHold:
 		return "hold"
@@ -60,7 +60,7 @@ func (a Act) String() string {
 // why, in words safe for logs (no personal data; nothing that identifies the JPKI
 // certificate).
 type LinkageDecision struct {
-	Act    Act
+	Act    act
 	Reason jpki.Reason
 	Until  time.Time
 	Why    string
@@ -82,10 +82,10 @@ func DecideLinkage(p *Profile, e JPKIRevocation, d Derived, now time.Time) Linka
 	}
 	reason, _ := revocationReason(r.Reason)
 	switch r.Action {
-	case ActionRevoke:
+	case actionRevoke:
 		return LinkageDecision{Act: ActRevoke, Reason: reason, Why: why + " " + r.Reason}
-	case ActionHold, ActionNone:
-		if r.Action == ActionNone && r.Grace == 0 {
+	case actionHold, actionNone:
+		if r.Action == actionNone && r.Grace == 0 {
 			return LinkageDecision{Why: why}
 		}
 		deadline := e.RevokedAt.Add(r.Grace)
@@ -95,7 +95,7 @@ func DecideLinkage(p *Profile, e JPKIRevocation, d Derived, now time.Time) Linka
 		if d.NotAfter.Before(deadline) {
 			deadline = d.NotAfter // expiry ends it first: nothing to do then
 		}
-		if r.Action == ActionHold && d.State != DerivedHeld {
+		if r.Action == actionHold && d.State != DerivedHeld {
 			return LinkageDecision{Act: ActHold, Until: deadline, Why: fmt.Sprintf("%s until re-bound or %s", why, r.Grace)}
 		}
 		return LinkageDecision{Until: deadline, Why: fmt.Sprintf("%s; waiting for a re-bind until the grace of %s ends", why, r.Grace)}

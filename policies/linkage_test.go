@@ -15,14 +15,14 @@ func TestDecideLinkage(t *testing.T) {
 	notAfter := revokedAt.Add(300 * 24 * time.Hour)
 	grace := 720 * time.Hour
 	const (
-		none   = ActNone
+		none   = actNone
 		hold   = ActHold
 		revoke = ActRevoke
 	)
 	type step struct {
 		after  time.Duration // since the JPKI revocation
 		state  DerivedState
-		act    Act
+		act    act
 		reason jpki.Reason   // when act is revoke
 		until  time.Duration // since the JPKI revocation; 0 for none
 	}
@@ -80,11 +80,11 @@ func TestDecideLinkageEdges(t *testing.T) {
 		e     JPKIRevocation
 		d     Derived
 		now   time.Time
-		act   Act
+		act   act
 		until time.Time
 	}{
-		{"already revoked", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedRevoked, at.Add(time.Hour)}, at, ActNone, time.Time{}},
-		{"expired", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedGood, at}, at, ActNone, time.Time{}},
+		{"already revoked", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedRevoked, at.Add(time.Hour)}, at, actNone, time.Time{}},
+		{"expired", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedGood, at}, at, actNone, time.Time{}},
 		{"expires before the grace ends", move, Derived{DerivedGood, at.Add(48 * time.Hour)}, at, ActHold, at.Add(48 * time.Hour)},
 		{"CRL read late, grace counted from the revocation", move, Derived{DerivedGood, at.Add(9000 * time.Hour)}, at.Add(700 * time.Hour), ActHold, at.Add(720 * time.Hour)},
 	}

@@ -26,14 +26,14 @@ import (
 //go:embed profiles/*.yaml
 var shipped embed.FS
 
-// Kind is what a profile's certificates are for. An authentication profile may carry
+// kind is what a profile's certificates are for. An authentication profile may carry
 // no basic-4 data.
-type Kind string
+type kind string
 
 // The profile kinds.
 const (
-	KindSigning        Kind = "signing"
-	KindAuthentication Kind = "authentication"
+	kindSigning        kind = "signing"
+	kindAuthentication kind = "authentication"
 )
 
 // Profile is one policy file: what a derived certificate holds, who may enrol for
@@ -42,7 +42,7 @@ const (
 type Profile struct {
 	Name        string        `yaml:"name"`
 	Version     uint64        `yaml:"version"`
-	Kind        Kind          `yaml:"kind"`
+	Kind        kind          `yaml:"kind"`
 	Description string        `yaml:"description,omitempty"`
 	Keys        []string      `yaml:"keys"`
 	Validity    time.Duration `yaml:"validity"`
@@ -55,31 +55,31 @@ type Profile struct {
 	KeyUsage            []string   `yaml:"keyUsage"`
 	ExtKeyUsage         []string   `yaml:"extKeyUsage,omitempty"`
 	CertificatePolicies []string   `yaml:"certificatePolicies,omitempty"`
-	SkipLints           []SkipLint `yaml:"skipLints,omitempty"`
-	Enrollment          Enrollment `yaml:"enrollment"`
-	Linkage             Linkage    `yaml:"linkage"`
+	SkipLints           []skipLint `yaml:"skipLints,omitempty"`
+	Enrollment          enrollment `yaml:"enrollment"`
+	Linkage             linkage    `yaml:"linkage"`
 }
 
-// SkipLint names a zlint lint the CA must not run for this profile, and why.
-type SkipLint struct {
+// skipLint names a zlint lint the CA must not run for this profile, and why.
+type skipLint struct {
 	Name   string `yaml:"name"`
 	Reason string `yaml:"reason"`
 }
 
-// Enrollment are the rules an enrolment must meet.
-type Enrollment struct {
+// enrollment are the rules an enrolment must meet.
+type enrollment struct {
 	// JPKIPolicies are the JPKI certificate policy OIDs accepted.
 	JPKIPolicies []string   `yaml:"jpkiPolicies"`
-	Revocation   Revocation `yaml:"revocation"`
+	Revocation   revocation `yaml:"revocation"`
 	// MaxCertificatesPerPerson caps the unexpired, unrevoked derived certificates of
 	// this profile one person holds.
 	MaxCertificatesPerPerson int        `yaml:"maxCertificatesPerPerson"`
 	RateLimits               RateLimits `yaml:"rateLimits"`
 }
 
-// Revocation says which JPKI revocation sources may vouch for the card, and how old
+// revocation says which JPKI revocation sources may vouch for the card, and how old
 // their evidence may be.
-type Revocation struct {
+type revocation struct {
 	Sources []string      `yaml:"sources"`
 	MaxAge  time.Duration `yaml:"maxAge"`
 }
@@ -96,33 +96,33 @@ type Rate struct {
 	Burst int           `yaml:"burst"`
 }
 
-// Linkage maps J-LIS revocation reasons (their RFC 5280 names) to rules; Default
+// linkage maps J-LIS revocation reasons (their RFC 5280 names) to rules; Default
 // covers every reason not listed.
-type Linkage struct {
-	KeyCompromise        *Rule `yaml:"keyCompromise,omitempty"`
-	Unspecified          *Rule `yaml:"unspecified,omitempty"`
-	CACompromise         *Rule `yaml:"cACompromise,omitempty"`
-	AffiliationChanged   *Rule `yaml:"affiliationChanged,omitempty"`
-	Superseded           *Rule `yaml:"superseded,omitempty"`
-	CessationOfOperation *Rule `yaml:"cessationOfOperation,omitempty"`
-	CertificateHold      *Rule `yaml:"certificateHold,omitempty"`
-	Default              *Rule `yaml:"default"`
+type linkage struct {
+	KeyCompromise        *rule `yaml:"keyCompromise,omitempty"`
+	Unspecified          *rule `yaml:"unspecified,omitempty"`
+	CACompromise         *rule `yaml:"cACompromise,omitempty"`
+	AffiliationChanged   *rule `yaml:"affiliationChanged,omitempty"`
+	Superseded           *rule `yaml:"superseded,omitempty"`
+	CessationOfOperation *rule `yaml:"cessationOfOperation,omitempty"`
+	CertificateHold      *rule `yaml:"certificateHold,omitempty"`
+	Default              *rule `yaml:"default"`
 }
 
-// Rule is what happens to a derived certificate when its JPKI certificate is revoked
+// rule is what happens to a derived certificate when its JPKI certificate is revoked
 // for one reason. Action "revoke": revoke at once with Reason. "hold": certificateHold
 // until Grace has passed since the JPKI revocation, then revoke with Reason (a re-bind
 // in between releases it). "none": leave it; with a Grace, revoke with Reason once
 // Grace has passed unless re-bound.
-type Rule struct {
+type rule struct {
 	Action string        `yaml:"action"`
 	Grace  time.Duration `yaml:"grace,omitempty"`
 	Reason string        `yaml:"reason,omitempty"`
 }
 
 // Rule returns the rule for a JPKI revocation reason.
-func (l Linkage) Rule(r jpki.Reason) Rule {
-	var p *Rule
+func (l linkage) Rule(r jpki.Reason) rule {
+	var p *rule
 	switch r {
 	case jpki.ReasonKeyCompromise:
 		p = l.KeyCompromise
@@ -143,16 +143,16 @@ func (l Linkage) Rule(r jpki.Reason) Rule {
 		p = l.Default
 	}
 	if p == nil { // Parse refuses this; fail towards revocation.
-		return Rule{Action: ActionRevoke, Reason: "unspecified"}
+		return rule{Action: actionRevoke, Reason: "unspecified"}
 	}
 	return *p
 }
 
 // The rule actions.
 const (
-	ActionRevoke = "revoke"
-	ActionHold   = "hold"
-	ActionNone   = "none"
+	actionRevoke = "revoke"
+	actionHold   = "hold"
+	actionNone   = "none"
 )
 
 // Key types a profile may name.
@@ -242,7 +242,7 @@ func Parse(file string, data []byte) (*Profile, error) {
 	if p.Version == 0 {
 		pr.add(line("version"), "version", "must be 1 or more")
 	}
-	if p.Kind != KindSigning && p.Kind != KindAuthentication {
+	if p.Kind != kindSigning && p.Kind != kindAuthentication {
 		pr.add(line("kind"), "kind", "%q: must be signing or authentication", p.Kind)
 	}
 	if len(p.Keys) == 0 {
@@ -264,7 +264,7 @@ func Parse(file string, data []byte) (*Profile, error) {
 			pr.add(lineOf(doc, "keyUsage", strconv.Itoa(i)), fmt.Sprintf("keyUsage[%d]", i), "%q is not a key usage an end-entity certificate may have", u)
 		}
 	}
-	if p.Kind == KindAuthentication && slices.Contains(p.KeyUsage, "nonRepudiation") {
+	if p.Kind == kindAuthentication && slices.Contains(p.KeyUsage, "nonRepudiation") {
 		pr.add(line("keyUsage"), "keyUsage", "nonRepudiation is for signing profiles")
 	}
 	for i, u := range p.ExtKeyUsage {
@@ -301,7 +301,7 @@ func Parse(file string, data []byte) (*Profile, error) {
 	return &p, nil
 }
 
-func checkEnrollment(pr *problems, doc *yaml.Node, e Enrollment) {
+func checkEnrollment(pr *problems, doc *yaml.Node, e enrollment) {
 	if len(e.JPKIPolicies) == 0 {
 		pr.add(lineOf(doc, "enrollment", "jpkiPolicies"), "enrollment.jpkiPolicies", "name at least one accepted JPKI policy")
 	}
@@ -334,11 +334,11 @@ func checkEnrollment(pr *problems, doc *yaml.Node, e Enrollment) {
 	}
 }
 
-func checkLinkage(pr *problems, doc *yaml.Node, l Linkage) {
+func checkLinkage(pr *problems, doc *yaml.Node, l linkage) {
 	if l.Default == nil {
 		pr.add(lineOf(doc, "linkage"), "linkage.default", "missing: every reason needs a rule")
 	}
-	for key, r := range map[string]*Rule{
+	for key, r := range map[string]*rule{
 		"keyCompromise": l.KeyCompromise, "unspecified": l.Unspecified, "cACompromise": l.CACompromise,
 		"affiliationChanged": l.AffiliationChanged, "superseded": l.Superseded,
 		"cessationOfOperation": l.CessationOfOperation, "certificateHold": l.CertificateHold, "default": l.Default,
@@ -349,26 +349,26 @@ func checkLinkage(pr *problems, doc *yaml.Node, l Linkage) {
 		f := "linkage." + key
 		ln := lineOf(doc, "linkage", key)
 		switch r.Action {
-		case ActionRevoke:
+		case actionRevoke:
 			if r.Grace != 0 {
 				pr.add(ln, f+".grace", "revoke acts at once; use hold or none for a grace period")
 			}
-		case ActionHold:
+		case actionHold:
 			if r.Grace <= 0 {
 				pr.add(ln, f+".grace", "hold needs a positive grace period")
 			}
-		case ActionNone:
+		case actionNone:
 			if r.Grace < 0 {
 				pr.add(ln, f+".grace", "must not be negative")
 			}
 		default:
 			pr.add(ln, f+".action", "%q: revoke, hold or none", r.Action)
 		}
-		needsReason := r.Action == ActionRevoke || r.Action == ActionHold || r.Grace > 0
+		needsReason := r.Action == actionRevoke || r.Action == actionHold || r.Grace > 0
 		if _, ok := revocationReason(r.Reason); needsReason && !ok {
 			pr.add(ln, f+".reason", "%q: the derived certificate's revocation reason, one of %s", r.Reason, joinReasons(revocationReasons))
 		}
-		if key == "keyCompromise" && r.Action != ActionRevoke {
+		if key == "keyCompromise" && r.Action != actionRevoke {
 			pr.add(ln, f+".action", "a compromised JPKI key must revoke its derived certificates at once")
 		}
 	}

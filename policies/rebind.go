@@ -84,7 +84,7 @@ type RebindRequest struct {
 // issue: Decision, for Old's public key under the profile's current version,
 // with no per-person cap (a re-issue replaces a certificate the person holds).
 type RebindDecision struct {
-	Act      RebindAct
+	Act      rebindAct
 	Decision Decision
 }
 
@@ -137,14 +137,14 @@ func samePerson(old, new jpki.Identity) bool {
 	return old.Name() == new.Name() && a.Year == b.Year && a.Month == b.Month && a.Day == b.Day
 }
 
-// RebindAct is what a re-bind does to a derived certificate of the same person.
-type RebindAct uint8
+// rebindAct is what a re-bind does to a derived certificate of the same person.
+type rebindAct uint8
 
 // The re-bind acts.
 const (
 	// RebindRelease: the contents are unchanged; release the hold (if held) and
 	// link the certificate to the new JPKI certificate.
-	RebindRelease RebindAct = iota + 1
+	RebindRelease rebindAct = iota + 1
 	// RebindReissue: the profile's contents for the new identity differ (a name in
 	// the subject changed, a template version changed); issue a new certificate
 	// for the same key under the current policy version and revoke the old one as
@@ -152,7 +152,7 @@ const (
 	RebindReissue
 )
 
-func (a RebindAct) String() string {
+func (a rebindAct) String() string {
 	if a == RebindReissue {
 		return "reissue"
 	}
@@ -164,7 +164,7 @@ func (a RebindAct) String() string {
 // date, and old's own key): release it when the contents the profile renders for
 // the new identity and old's person record (newContents, from Set.Render or
 // Set.Decide) are those old carries, re-issue otherwise.
-func rebind(old *x509.Certificate, newContents *x509.Certificate) RebindAct {
+func rebind(old *x509.Certificate, newContents *x509.Certificate) rebindAct {
 	if sameContents(old, newContents) {
 		return RebindRelease
 	}

@@ -14,10 +14,10 @@ import (
 // templateData is what a profile's template sees. JPKI is absent for an
 // authentication profile, so even a template that slipped past the load check could
 // not reach basic-4 data.
-func templateData(kind Kind, pseudonym string, id *identityData) x509util.TemplateData {
+func templateData(kind kind, pseudonym string, id *identityData) x509util.TemplateData {
 	d := x509util.NewTemplateData()
 	d.Set("Pseudonym", pseudonym)
-	if kind != KindAuthentication && id != nil {
+	if kind != kindAuthentication && id != nil {
 		d.Set("JPKI", map[string]any{
 			"Name":               id.Name,
 			"NameSubstitutes":    id.NameSubstitutes,
@@ -46,7 +46,7 @@ func checkTemplate(pr *problems, yamlLine int, p *Profile) {
 		pr.add(first, "template", "%s", strings.TrimPrefix(err.Error(), "template: "))
 		return
 	}
-	if p.Kind == KindAuthentication {
+	if p.Kind == kindAuthentication {
 		for _, t := range trees.Templates() {
 			if t.Tree == nil {
 				continue
@@ -90,7 +90,7 @@ func checkTemplate(pr *problems, yamlLine int, p *Profile) {
 	if len(c.Subject.ToRDNSequence()) == 0 {
 		pr.add(first, "template", "renders an empty subject")
 	}
-	if p.Kind == KindAuthentication {
+	if p.Kind == kindAuthentication {
 		// Belt and braces: the stand-in data must not appear in what renders.
 		der, _ := asn1.Marshal(c.Subject.ToRDNSequence())
 		all := string(der) + fmt.Sprint(c.EmailAddresses, c.DNSNames, c.URIs)

@@ -15,10 +15,10 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 )
 
-// CardKeyLabel is the label OpenSC's JPKI driver gives a My Number Card's signature
+// cardKeyLabel is the label OpenSC's JPKI driver gives a My Number Card's signature
 // key (jpkisim's cards use it too): the key a CardConfig names when its URI names no
 // object and no ID.
-const CardKeyLabel = "Digital Signature Key"
+const cardKeyLabel = "Digital Signature Key"
 
 // CardConfig says how to reach a card through PKCS#11.
 type CardConfig struct {
@@ -40,28 +40,28 @@ type CardConfig struct {
 
 // Errors of the card.
 var (
-	// ErrCardPINFormat: the signature PIN is not 6 to 16 upper-case letters and
+	// errCardPINFormat: the signature PIN is not 6 to 16 upper-case letters and
 	// digits, which is all a card accepts: trying it would only cost one of the
 	// five tries before the card locks.
-	ErrCardPINFormat = errors.New("enroll: card: the signature PIN must be 6 to 16 upper-case letters (A-Z) and digits (0-9)")
-	// ErrCardLocked: the card reports its PIN locked (five wrong tries); only the
+	errCardPINFormat = errors.New("enroll: card: the signature PIN must be 6 to 16 upper-case letters (A-Z) and digits (0-9)")
+	// errCardLocked: the card reports its PIN locked (five wrong tries); only the
 	// municipality can reset it.
-	ErrCardLocked = errors.New("enroll: card: the signature PIN is locked; the municipality's office resets it")
+	errCardLocked = errors.New("enroll: card: the signature PIN is locked; the municipality's office resets it")
 )
 
 // errCardConfig: a CardConfig lacks what reaching the card needs.
 var errCardConfig = errors.New("enroll: card")
 
-// CheckCardPIN checks the form of a JPKI signature PIN: 6 to 16 characters, each
+// checkCardPIN checks the form of a JPKI signature PIN: 6 to 16 characters, each
 // an upper-case letter A-Z or a digit. Its errors match ErrCardPINFormat and never
 // quote the PIN.
-func CheckCardPIN(pin string) error {
+func checkCardPIN(pin string) error {
 	if n := len(pin); n < 6 || n > 16 {
-		return fmt.Errorf("%w: it is not 6 to 16 characters long", ErrCardPINFormat)
+		return fmt.Errorf("%w: it is not 6 to 16 characters long", errCardPINFormat)
 	}
 	for i := 0; i < len(pin); i++ {
 		if c := pin[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
-			return fmt.Errorf("%w: it holds a character that is neither", ErrCardPINFormat)
+			return fmt.Errorf("%w: it holds a character that is neither", errCardPINFormat)
 		}
 	}
 	return nil
@@ -72,7 +72,7 @@ func CheckCardPIN(pin string) error {
 func pinWarnings(ti hsm.TokenInfo) ([]string, error) {
 	switch {
 	case ti.PINLocked:
-		return nil, ErrCardLocked
+		return nil, errCardLocked
 	case ti.PINFinalTry:
 		return []string{"the card reports ONE PIN try left: a wrong signature PIN now locks it"}, nil
 	case ti.PINCountLow:
@@ -109,7 +109,7 @@ func OpenCard(ctx context.Context, cfg CardConfig) (*PKCS11Card, error) {
 	}
 	key := cfg.Key
 	if key.Object == "" && len(key.ID) == 0 {
-		key.Object = CardKeyLabel
+		key.Object = cardKeyLabel
 	}
 	key.Type = "private"
 	// Before any login: the token's PIN state, and (in hsm.Open) the PIN's form.
@@ -137,7 +137,7 @@ func OpenCard(ctx context.Context, cfg CardConfig) (*PKCS11Card, error) {
 		break
 	}
 	tok, err := hsm.Open(ctx, hsm.Config{Module: module, Token: key.Token, Serial: key.Serial, PIN: cfg.PIN, Sessions: 1,
-		Logger: cfg.Logger, CheckPIN: CheckCardPIN})
+		Logger: cfg.Logger, CheckPIN: checkCardPIN})
 	if err != nil {
 		return nil, fmt.Errorf("enroll: card: %w", err)
 	}

@@ -84,12 +84,12 @@ func TestOpenCardChecksThePIN(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := OpenCard(context.Background(), CardConfig{Module: tk.Module, Key: hsm.URI{Token: tk.Label}, PIN: hsm.PINFile(file), Logger: testenv.Logger()})
-		if !errors.Is(err, ErrCardPINFormat) || errors.Is(err, hsm.ErrPINIncorrect) || strings.Contains(err.Error(), pin) {
+		if !errors.Is(err, errCardPINFormat) || errors.Is(err, hsm.ErrPINIncorrect) || strings.Contains(err.Error(), pin) {
 			t.Errorf("PIN of the wrong form: %v, want ErrCardPINFormat without the PIN", err)
 		}
 	}
 	for _, pin := range []string{"ABC123", "0123456789ABCDEF", "JPKI2026"} {
-		if err := CheckCardPIN(pin); err != nil {
+		if err := checkCardPIN(pin); err != nil {
 			t.Errorf("CheckCardPIN of a well-formed PIN: %v", err)
 		}
 	}
@@ -102,7 +102,7 @@ func TestOpenCardChecksThePIN(t *testing.T) {
 		{"nothing to say", hsm.TokenInfo{}, 0, nil},
 		{"count low", hsm.TokenInfo{PINCountLow: true}, 1, nil},
 		{"final try", hsm.TokenInfo{PINCountLow: true, PINFinalTry: true}, 1, nil},
-		{"locked", hsm.TokenInfo{PINLocked: true}, 0, ErrCardLocked},
+		{"locked", hsm.TokenInfo{PINLocked: true}, 0, errCardLocked},
 	} {
 		w, err := pinWarnings(c.info)
 		if len(w) != c.warnings || !errors.Is(err, c.err) {

@@ -174,8 +174,8 @@ func (c *Client) Enroll(ctx context.Context, card Card, key crypto.Signer, profi
 	return c.Submit(ctx, enrollapi.Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr), Profile: profile}, key)
 }
 
-// Rebound is the outcome of a re-binding.
-type Rebound struct {
+// rebound is the outcome of a re-binding.
+type rebound struct {
 	// Action is enrollapi.RebindReleased, RebindRelinked or RebindReissued.
 	Action string
 	// Certificate is the certificate bound now: the same one, or the new one.
@@ -191,7 +191,7 @@ type Rebound struct {
 // key) sign a key proof over the same nonce, serial and the card's certificate,
 // and posts both to enrollapi.PathRebind. A refusal is returned as an
 // *enrollapi.Problem.
-func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, serial *big.Int) (*Rebound, error) {
+func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, serial *big.Int) (*rebound, error) {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, errors.New("enroll: rebind: the serial must be positive")
 	}
@@ -235,7 +235,7 @@ func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, seria
 	if err != nil {
 		return nil, err
 	}
-	out := &Rebound{Action: resp.Action, Certificate: cert}
+	out := &rebound{Action: resp.Action, Certificate: cert}
 	switch resp.Action {
 	case enrollapi.RebindReleased, enrollapi.RebindRelinked:
 		if cert.Serial.Cmp(serial) != 0 {
@@ -321,7 +321,7 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return &UnreachableError{URL: c.BaseURL, Err: err}
+		return &unreachableError{URL: c.BaseURL, Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -35,8 +35,8 @@ type KeyConfig struct {
 	Logger   *slog.Logger
 }
 
-// ErrNoKey: KeyConfig.Existing, and the key is not there.
-var ErrNoKey = errors.New("enroll: key: not found (a re-bind needs the derived certificate's existing key)")
+// errNoKey: KeyConfig.Existing, and the key is not there.
+var errNoKey = errors.New("enroll: key: not found (a re-bind needs the derived certificate's existing key)")
 
 // Refusals of a KeyConfig.
 var (
@@ -44,8 +44,8 @@ var (
 	errKeyReadable = errors.New("is readable by group or others")
 )
 
-// SubscriberKey is the key being enrolled.
-type SubscriberKey struct {
+// subscriberKey is the key being enrolled.
+type subscriberKey struct {
 	crypto.Signer
 	// Created reports that the key was made now.
 	Created bool
@@ -57,7 +57,7 @@ type SubscriberKey struct {
 // certificate leaves no new key behind. A key that existed before is kept, and
 // so is one made on a token (the token keeps it under its label, and the next
 // enrollment with the same URI uses it).
-func (k *SubscriberKey) Discard() error {
+func (k *subscriberKey) Discard() error {
 	if k.file == "" {
 		return nil
 	}
@@ -69,7 +69,7 @@ func (k *SubscriberKey) Discard() error {
 }
 
 // Close releases the token of a PKCS#11 key.
-func (k *SubscriberKey) Close() error {
+func (k *subscriberKey) Close() error {
 	if k.tok != nil {
 		return k.tok.Close()
 	}
@@ -77,7 +77,7 @@ func (k *SubscriberKey) Close() error {
 }
 
 // OpenSubscriberKey finds the key cfg names, making it first if it does not exist.
-func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*SubscriberKey, error) {
+func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*subscriberKey, error) {
 	switch {
 	case (cfg.File == "") == (cfg.URI == nil):
 		return nil, errKeyConfig
@@ -100,7 +100,7 @@ func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*SubscriberKey, erro
 	s, err := tok.Signer(ctx, u)
 	created := false
 	if errors.Is(err, hsm.ErrKeyNotFound) && cfg.Existing {
-		err = fmt.Errorf("%w: %s", ErrNoKey, u)
+		err = fmt.Errorf("%w: %s", errNoKey, u)
 	} else if errors.Is(err, hsm.ErrKeyNotFound) {
 		s, err = tok.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: u.Object, ID: u.ID})
 		created = true
@@ -109,13 +109,13 @@ func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*SubscriberKey, erro
 		tok.Close()
 		return nil, fmt.Errorf("enroll: key: %w", err)
 	}
-	return &SubscriberKey{Signer: s, Created: created, tok: tok}, nil
+	return &subscriberKey{Signer: s, Created: created, tok: tok}, nil
 }
 
-func keyFile(path string, existing bool) (*SubscriberKey, error) {
+func keyFile(path string, existing bool) (*subscriberKey, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && existing {
-		return nil, fmt.Errorf("%w: %s", ErrNoKey, path)
+		return nil, fmt.Errorf("%w: %s", errNoKey, path)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -134,7 +134,7 @@ func keyFile(path string, existing bool) (*SubscriberKey, error) {
 			os.Remove(path) // no half-written key
 			return nil, fmt.Errorf("enroll: key: %w", err)
 		}
-		return &SubscriberKey{Signer: k, Created: true, file: path}, nil
+		return &subscriberKey{Signer: k, Created: true, file: path}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("enroll: key: %w", err)
@@ -158,5 +158,5 @@ func keyFile(path string, existing bool) (*SubscriberKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("enroll: key: %s: %T cannot sign", path, k)
 	}
-	return &SubscriberKey{Signer: s}, nil
+	return &subscriberKey{Signer: s}, nil
 }

@@ -12,25 +12,25 @@ import (
 	"syscall"
 )
 
-// ErrUnreachable: a request to the enrollment API got no HTTP answer. The
+// errUnreachable: a request to the enrollment API got no HTTP answer. The
 // *UnreachableError that carries it says why, in words.
-var ErrUnreachable = errors.New("enroll: cannot reach the enrollment API")
+var errUnreachable = errors.New("enroll: cannot reach the enrollment API")
 
-// UnreachableError is a request that got no HTTP answer: nothing listens at the
+// unreachableError is a request that got no HTTP answer: nothing listens at the
 // address, the name does not resolve, the connection broke, no answer came in
 // time, or the server's TLS certificate is not one the client trusts. Err is the
 // transport's error (errors.As finds x509.UnknownAuthorityError and the like in
 // it).
-type UnreachableError struct {
+type unreachableError struct {
 	URL string // the API's base URL, as the client was given it
 	Err error
 }
 
-func (e *UnreachableError) Error() string { return "cannot reach " + e.URL + ": " + why(e.Err) }
-func (e *UnreachableError) Unwrap() error { return e.Err }
+func (e *unreachableError) Error() string { return "cannot reach " + e.URL + ": " + why(e.Err) }
+func (e *unreachableError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrUnreachable) true.
-func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachable }
+func (e *unreachableError) Is(target error) bool { return target == errUnreachable }
 
 // why says in words why a request got no answer.
 func why(err error) string {

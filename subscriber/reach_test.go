@@ -54,7 +54,7 @@ func TestClientCannotReach(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cl := &Client{BaseURL: c.url, HTTP: &http.Client{Timeout: c.timeout}}
 			_, _, err := cl.Challenge(context.Background())
-			if !errors.Is(err, ErrUnreachable) {
+			if !errors.Is(err, errUnreachable) {
 				t.Fatalf("error %v is not ErrUnreachable", err)
 			}
 			want := "cannot reach " + c.url + ": " + c.says

@@ -23,24 +23,24 @@ import (
 
 // Command types of the TSA.
 const (
-	// CommandKeyCreate records a TSA key made in the HSMs (tsa.key.created).
-	CommandKeyCreate = "tsa.key.create"
-	// CommandCertInstall records a TSA certificate the CA issued and makes it
+	// commandKeyCreate records a TSA key made in the HSMs (tsa.key.created).
+	commandKeyCreate = "tsa.key.create"
+	// commandCertInstall records a TSA certificate the CA issued and makes it
 	// the one tokens are signed under (tsa.cert.installed).
-	CommandCertInstall = "tsa.cert.install"
-	// CommandTokens logs a batch of tokens a node issued, by their SHA-256
+	commandCertInstall = "tsa.cert.install"
+	// commandTokens logs a batch of tokens a node issued, by their SHA-256
 	// (tsa.tokens): one command, and one audit leaf, per batch.
-	CommandTokens = "tsa.tokens"
+	commandTokens = "tsa.tokens"
 )
 
-// MaxBatch bounds the tokens of one CommandTokens (a leaf of about 35 KB).
-const MaxBatch = 1024
+// maxBatch bounds the tokens of one CommandTokens (a leaf of about 35 KB).
+const maxBatch = 1024
 
 // Refusals of the TSA's commands.
 var (
-	ErrKeyExists    = cluster.NewRefusal("tsa.key-exists", "tsa: a TSA key of that ID exists already")
-	ErrCertMismatch = cluster.NewRefusal("tsa.cert-mismatch", "tsa: not a TSA certificate the CA issued for the key")
-	ErrMalformed    = cluster.NewRefusal("tsa.malformed", "tsa: malformed command")
+	errKeyExists    = cluster.NewRefusal("tsa.key-exists", "tsa: a TSA key of that ID exists already")
+	errCertMismatch = cluster.NewRefusal("tsa.cert-mismatch", "tsa: not a TSA certificate the CA issued for the key")
+	errMalformed    = cluster.NewRefusal("tsa.malformed", "tsa: malformed command")
 )
 
 type (
@@ -74,14 +74,14 @@ type (
 func Handlers() []cluster.Handler {
 	v1 := []uint{1}
 	return []cluster.Handler{
-		cluster.NewHandler(CommandKeyCreate, v1, [][]byte{bucketKeys, bucketCerts, bucketCounts}, applyKeyCreate),
-		cluster.NewHandler(CommandCertInstall, v1, nil, applyCertInstall),
-		cluster.NewHandler(CommandTokens, v1, nil, applyTokens),
+		cluster.NewHandler(commandKeyCreate, v1, [][]byte{bucketKeys, bucketCerts, bucketCounts}, applyKeyCreate),
+		cluster.NewHandler(commandCertInstall, v1, nil, applyCertInstall),
+		cluster.NewHandler(commandTokens, v1, nil, applyTokens),
 	}
 }
 
 func malformed(format string, args ...any) error {
-	return cluster.Refuse(fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...))
+	return cluster.Refuse(fmt.Errorf("%w: "+format, append([]any{errMalformed}, args...)...))
 }
 
 // validActor: "system" or an operator, "sha256:" and 64 lower-case hex digits
@@ -135,7 +135,7 @@ func applyKeyCreate(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if existing, err := readKey(tx, b.ID); err != nil {
 		return nil, err
 	} else if existing != nil {
-		return nil, cluster.Refuse(fmt.Errorf("%w: %s", ErrKeyExists, b.ID))
+		return nil, cluster.Refuse(fmt.Errorf("%w: %s", errKeyExists, b.ID))
 	}
 	v, err := encMode.Marshal(keyRecord{ID: b.ID, Label: b.Label, Type: b.Type, PublicKey: b.PublicKey,
 		Created: e.Time.UnixNano(), Actor: b.Actor, Request: b.Request})
@@ -173,18 +173,18 @@ func applyCertInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 	}
 	if err := checkTSACert(cert, k.PublicKey); err != nil {
-		return nil, cluster.Refuse(fmt.Errorf("%w: %w", ErrCertMismatch, err))
+		return nil, cluster.Refuse(fmt.Errorf("%w: %w", errCertMismatch, err))
 	}
 	// Only a certificate the CA issued through its pipeline: OCSP and CRLs
 	// answer for it, and its issuance is on the audit record.
 	rec, err := ca.Lookup(tx, cert.SerialNumber)
 	switch {
 	case errors.Is(err, ca.ErrNotFound):
-		return nil, cluster.Refuse(fmt.Errorf("%w: the CA has no record of serial %s", ErrCertMismatch, certserial.Format(cert.SerialNumber)))
+		return nil, cluster.Refuse(fmt.Errorf("%w: the CA has no record of serial %s", errCertMismatch, certserial.Format(cert.SerialNumber)))
 	case err != nil:
 		return nil, err
 	case rec.Kind != ca.TimeStamping || rec.Status != ca.Good || !bytes.Equal(rec.DER, b.Cert):
-		return nil, cluster.Refuse(fmt.Errorf("%w: the CA's record of serial %s is not this good time-stamping certificate", ErrCertMismatch, certserial.Format(cert.SerialNumber)))
+		return nil, cluster.Refuse(fmt.Errorf("%w: the CA's record of serial %s is not this good time-stamping certificate", errCertMismatch, certserial.Format(cert.SerialNumber)))
 	}
 	serial := cert.SerialNumber.Bytes()
 	v, err := encMode.Marshal(certRecord{Key: b.Key, DER: b.Cert, Chain: b.Chain, Installed: e.Time.UnixNano(),
@@ -231,8 +231,8 @@ func applyTokens(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if !validID(b.Node) || len(b.Tokens) == 0 || len(b.Tokens) > MaxBatch {
-		return nil, malformed("node %q, %d tokens (want 1-%d)", b.Node, len(b.Tokens), MaxBatch)
+	if !validID(b.Node) || len(b.Tokens) == 0 || len(b.Tokens) > maxBatch {
+		return nil, malformed("node %q, %d tokens (want 1-%d)", b.Node, len(b.Tokens), maxBatch)
 	}
 	for i, h := range b.Tokens {
 		if len(h) != sha256.Size {
@@ -263,7 +263,7 @@ const (
 // was issued. It reads the command's body only.
 func DescribeCommand(e cluster.Entry, _ []byte) ([]ca.Description, error) {
 	switch e.Command.Type {
-	case CommandKeyCreate:
+	case commandKeyCreate:
 		var b keyCreateBody
 		if err := e.Command.Decode(&b); err != nil {
 			return nil, err
@@ -274,7 +274,7 @@ func DescribeCommand(e cluster.Entry, _ []byte) ([]ca.Description, error) {
 			data["request"] = b.Request
 		}
 		return []ca.Description{{Type: TypeKeyCreated, Actor: b.Actor, Data: data}}, nil
-	case CommandCertInstall:
+	case commandCertInstall:
 		var b certInstallBody
 		if err := e.Command.Decode(&b); err != nil {
 			return nil, err
@@ -290,7 +290,7 @@ func DescribeCommand(e cluster.Entry, _ []byte) ([]ca.Description, error) {
 			data["request"] = b.Request
 		}
 		return []ca.Description{{Type: TypeCertInstalled, Actor: b.Actor, Serial: cert.SerialNumber, Data: data}}, nil
-	case CommandTokens:
+	case commandTokens:
 		var b tokensBody
 		if err := e.Command.Decode(&b); err != nil {
 			return nil, err

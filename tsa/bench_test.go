@@ -40,7 +40,7 @@ func BenchmarkStamp(b *testing.B) {
 			n := tc.nodes[0]
 			var key *hsm.Signer
 			if err := n.c.View(func(tx *bbolt.Tx) error {
-				_, k, err := Current(tx)
+				_, k, err := current(tx)
 				if err == nil {
 					key, err = n.keys.Signer(ctx, hsm.URI{Object: k.Label, Type: "private"})
 				}

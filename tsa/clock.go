@@ -69,7 +69,7 @@ var errNoComparison = errors.New("no comparison yet")
 
 // check says whether the node may issue a token now: nil, or a Failure with
 // TimeNotAvailable saying why not.
-func (c *clockCheck) check() *Failure {
+func (c *clockCheck) check() *failure {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch age := time.Since(c.measured); {
@@ -78,11 +78,11 @@ func (c *clockCheck) check() *Failure {
 		if err == nil {
 			err = errNoComparison
 		}
-		return failf(TimeNotAvailable, "this node has not compared its clock with the leader's: %v", err)
+		return failf(timeNotAvailable, "this node has not compared its clock with the leader's: %v", err)
 	case age > clockMaxAge:
-		return failf(TimeNotAvailable, "this node last compared its clock with the leader's %s ago (%v)", age.Round(time.Millisecond), c.err)
+		return failf(timeNotAvailable, "this node last compared its clock with the leader's %s ago (%v)", age.Round(time.Millisecond), c.err)
 	case c.bound > c.accuracy:
-		return failf(TimeNotAvailable, "this node's clock is %s off the leader's (±%s), more than the accuracy of %s",
+		return failf(timeNotAvailable, "this node's clock is %s off the leader's (±%s), more than the accuracy of %s",
 			c.offset.Round(time.Microsecond), (c.bound - c.offset.Abs()).Round(time.Microsecond), c.accuracy)
 	}
 	return nil

@@ -15,7 +15,7 @@ const Path = "/tsa"
 
 // Media types of RFC 3161 §3.4.
 const (
-	ContentTypeQuery = "application/timestamp-query"
+	contentTypeQuery = "application/timestamp-query"
 	ContentTypeReply = "application/timestamp-reply"
 )
 
@@ -28,25 +28,25 @@ const (
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		s.reject(w, http.StatusMethodNotAllowed, failf(BadRequest, "%s: POST a TimeStampReq", r.Method))
+		s.reject(w, http.StatusMethodNotAllowed, failf(badRequest, "%s: POST a TimeStampReq", r.Method))
 		return
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != ContentTypeQuery {
-		s.reject(w, http.StatusUnsupportedMediaType, failf(BadRequest, "Content-Type %q: send %s", r.Header.Get("Content-Type"), ContentTypeQuery))
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != contentTypeQuery {
+		s.reject(w, http.StatusUnsupportedMediaType, failf(badRequest, "Content-Type %q: send %s", r.Header.Get("Content-Type"), contentTypeQuery))
 		return
 	}
-	if r.ContentLength > MaxRequestSize {
-		s.reject(w, http.StatusRequestEntityTooLarge, failf(BadDataFormat, "the request has more than %d bytes", MaxRequestSize))
+	if r.ContentLength > maxRequestSize {
+		s.reject(w, http.StatusRequestEntityTooLarge, failf(badDataFormat, "the request has more than %d bytes", maxRequestSize))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestSize))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestSize))
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		s.reject(w, http.StatusRequestEntityTooLarge, failf(BadDataFormat, "the request has more than %d bytes", MaxRequestSize))
+		s.reject(w, http.StatusRequestEntityTooLarge, failf(badDataFormat, "the request has more than %d bytes", maxRequestSize))
 		return
 	case err != nil:
-		s.reject(w, http.StatusBadRequest, failf(BadDataFormat, "the request body could not be read"))
+		s.reject(w, http.StatusBadRequest, failf(badDataFormat, "the request body could not be read"))
 		return
 	}
 	resp, _ := s.Stamp(r.Context(), body)
@@ -54,7 +54,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // reject answers a request that did not reach Stamp, and counts it.
-func (s *Service) reject(w http.ResponseWriter, status int, f *Failure) {
+func (s *Service) reject(w http.ResponseWriter, status int, f *failure) {
 	s.refused.WithLabelValues(f.Info.String()).Inc()
 	writeReply(w, status, rejection(f))
 }

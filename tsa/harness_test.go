@@ -142,7 +142,7 @@ func (tc *testCluster) waitSigning(ctx context.Context, n *tsaNode, serial []byt
 	for {
 		ts, f := n.svc.signer(ctx)
 		if f == nil && !bytes.Equal(ts.cert.SerialNumber.Bytes(), serial) {
-			f = failf(SystemFailure, "an older certificate")
+			f = failf(systemFailure, "an older certificate")
 		}
 		if f == nil {
 			f = n.svc.clock.check()

@@ -66,7 +66,7 @@ func (l *ledger) record(ctx context.Context, hash []byte) error {
 func (l *ledger) take() []pending {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := min(len(l.queue), MaxBatch)
+	n := min(len(l.queue), maxBatch)
 	if n == 0 {
 		return nil
 	}
@@ -100,7 +100,7 @@ func (l *ledger) commit(ctx context.Context, batch []pending) error {
 	for i, p := range batch {
 		body.Tokens[i] = p.hash
 	}
-	cmd, err := cluster.NewCommand(CommandTokens, 1, body)
+	cmd, err := cluster.NewCommand(commandTokens, 1, body)
 	if err != nil {
 		return err
 	}

@@ -107,14 +107,14 @@ func TestRefusals(t *testing.T) {
 	}
 	// Before there is a TSA certificate: systemFailure.
 	r := tc.stampWithOpenSSL(tc.follower().url, "none.tsr", "-sha256")
-	if r.failInfo != int(SystemFailure) {
+	if r.failInfo != int(systemFailure) {
 		t.Fatalf("before tsa cert: %+v", r)
 	}
 	tc.setup(ctx, hsm.ECP256)
 	if err := os.WriteFile(filepath.Join(tc.dir, "garbage.bin"), []byte("this is not DER"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tc.dir, "big.bin"), bytes.Repeat([]byte{0x30}, MaxRequestSize+1), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(tc.dir, "big.bin"), bytes.Repeat([]byte{0x30}, maxRequestSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ext := goodRequest()
@@ -128,15 +128,15 @@ func TestRefusals(t *testing.T) {
 		query []string // openssl ts -query options; or, with file, curl options
 		file  string
 		code  string // the HTTP status curl reports
-		want  FailureInfo
+		want  failureInfo
 		text  string // openssl ts -reply -text shows it
 	}{
-		{name: "SHA-1", query: []string{"-sha1"}, want: BadAlg, text: "Failure info: unrecognized or unsupported algorithm identifier"},
-		{name: "MD5", query: []string{"-md5"}, want: BadAlg, text: "unrecognized or unsupported algorithm identifier"},
-		{name: "unknown policy", query: []string{"-sha256", "-tspolicy", "1.2.3.4.5"}, want: UnacceptedPolicy, text: "Failure info: the requested TSA policy is not supported by the TSA"},
-		{name: "malformed", file: "garbage.bin", code: "200", want: BadDataFormat, text: "Failure info: the data submitted has the wrong format"},
-		{name: "extension", file: "ext.tsq", code: "200", want: UnacceptedExtension, text: "requested extension is not supported"},
-		{name: "oversized", file: "big.bin", code: "413", want: BadDataFormat, text: "wrong format"},
+		{name: "SHA-1", query: []string{"-sha1"}, want: badAlg, text: "Failure info: unrecognized or unsupported algorithm identifier"},
+		{name: "MD5", query: []string{"-md5"}, want: badAlg, text: "unrecognized or unsupported algorithm identifier"},
+		{name: "unknown policy", query: []string{"-sha256", "-tspolicy", "1.2.3.4.5"}, want: unacceptedPolicy, text: "Failure info: the requested TSA policy is not supported by the TSA"},
+		{name: "malformed", file: "garbage.bin", code: "200", want: badDataFormat, text: "Failure info: the data submitted has the wrong format"},
+		{name: "extension", file: "ext.tsq", code: "200", want: unacceptedExtension, text: "requested extension is not supported"},
+		{name: "oversized", file: "big.bin", code: "413", want: badDataFormat, text: "wrong format"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var r reply
@@ -177,7 +177,7 @@ func TestRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := parseReply(t, der); code != c.code || r.failInfo != int(BadRequest) {
+		if r := parseReply(t, der); code != c.code || r.failInfo != int(badRequest) {
 			t.Errorf("%s: HTTP %s, reply %+v", c.name, code, r)
 		}
 	}
@@ -200,7 +200,7 @@ func TestClockOffRefused(t *testing.T) {
 	// Within a comparison or two the follower knows.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		_, fail := f.svc.Stamp(ctx, req)
-		if fail != nil && fail.Info == TimeNotAvailable {
+		if fail != nil && fail.Info == timeNotAvailable {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -208,7 +208,7 @@ func TestClockOffRefused(t *testing.T) {
 		}
 	}
 	resp, fail := f.svc.Stamp(ctx, req)
-	if r := parseReply(t, resp); fail == nil || r.failInfo != int(TimeNotAvailable) || !strings.Contains(r.text, "off the leader's") {
+	if r := parseReply(t, resp); fail == nil || r.failInfo != int(timeNotAvailable) || !strings.Contains(r.text, "off the leader's") {
 		t.Fatalf("skewed follower: %+v", r)
 	}
 	if _, fail := l.svc.Stamp(ctx, req); fail != nil {
@@ -217,7 +217,7 @@ func TestClockOffRefused(t *testing.T) {
 	// Behind by as much: the same.
 	f.skew.Store(int64(-2 * time.Second))
 	time.Sleep(2 * clockInterval)
-	if _, fail := f.svc.Stamp(ctx, req); fail == nil || fail.Info != TimeNotAvailable {
+	if _, fail := f.svc.Stamp(ctx, req); fail == nil || fail.Info != timeNotAvailable {
 		t.Fatalf("a follower 2s behind: %v", fail)
 	}
 	f.skew.Store(0)
@@ -241,7 +241,7 @@ func TestTokensLogged(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 	tc := newTSACluster(t, 2, time.Second)
 	tc.setup(ctx, hsm.ECP256)
-	sub := tc.nodes[0].c.Subscribe(4096, CommandTokens)
+	sub := tc.nodes[0].c.Subscribe(4096, commandTokens)
 	defer sub.Close()
 
 	const perNode, workers = 200, 16

@@ -9,10 +9,10 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// MaxRequestSize bounds a TimeStampReq. One with a SHA-512 imprint, a policy
+// maxRequestSize bounds a TimeStampReq. One with a SHA-512 imprint, a policy
 // and a 256-bit nonce is under 150 bytes; the rest is room for what a client
 // may add (and will be refused: no extension is accepted).
-const MaxRequestSize = 4096
+const maxRequestSize = 4096
 
 // maxNonce bounds a request's nonce (RFC 3161 asks for a large random number;
 // OpenSSL sends 64 bits).
@@ -57,7 +57,7 @@ func imprintHash(oid []byte) crypto.Hash {
 	return 0
 }
 
-// ParseRequest reads a DER TimeStampReq strictly: one SEQUENCE and nothing
+// parseRequest reads a DER TimeStampReq strictly: one SEQUENCE and nothing
 // after it, minimal lengths and integers (cryptobyte's DER rules), version 1,
 // a message imprint of SHA-256, SHA-384 or SHA-512 whose parameters are absent
 // or NULL and whose digest has the hash's length, a nonce of at most 32 bytes,
@@ -66,22 +66,22 @@ func imprintHash(oid []byte) crypto.Hash {
 // larger than MaxRequestSize), BadRequest for another version, BadAlg for
 // another hash, UnacceptedExtension for any extension. An explicit certReq
 // FALSE, which DER would omit, is read as FALSE.
-func ParseRequest(der []byte) (*Request, error) {
-	if len(der) > MaxRequestSize {
-		return nil, failf(BadDataFormat, "the request has more than %d bytes", MaxRequestSize)
+func parseRequest(der []byte) (*Request, error) {
+	if len(der) > maxRequestSize {
+		return nil, failf(badDataFormat, "the request has more than %d bytes", maxRequestSize)
 	}
 	var req Request
 	in := cryptobyte.String(der)
 	var body cryptobyte.String
 	if !in.ReadASN1(&body, cbasn1.SEQUENCE) || !in.Empty() {
-		return nil, failf(BadDataFormat, "the request is not one DER SEQUENCE")
+		return nil, failf(badDataFormat, "the request is not one DER SEQUENCE")
 	}
 	var version int64
 	if !body.ReadASN1Int64WithTag(&version, cbasn1.INTEGER) {
-		return nil, failf(BadDataFormat, "version: not an INTEGER")
+		return nil, failf(badDataFormat, "version: not an INTEGER")
 	}
 	if version != 1 {
-		return nil, failf(BadRequest, "version %d: only version 1 is supported", version)
+		return nil, failf(badRequest, "version %d: only version 1 is supported", version)
 	}
 	if err := req.readImprint(&body); err != nil {
 		return nil, err
@@ -89,38 +89,38 @@ func ParseRequest(der []byte) (*Request, error) {
 	if body.PeekASN1Tag(cbasn1.OBJECT_IDENTIFIER) {
 		var oid asn1.ObjectIdentifier
 		if !body.ReadASN1ObjectIdentifier(&oid) {
-			return nil, failf(BadDataFormat, "reqPolicy: not an OBJECT IDENTIFIER")
+			return nil, failf(badDataFormat, "reqPolicy: not an OBJECT IDENTIFIER")
 		}
 		req.Policy = oid
 	}
 	if body.PeekASN1Tag(cbasn1.INTEGER) {
 		var nonce cryptobyte.String
 		if !body.ReadASN1(&nonce, cbasn1.INTEGER) || !minimalInteger(nonce) {
-			return nil, failf(BadDataFormat, "nonce: not a DER INTEGER")
+			return nil, failf(badDataFormat, "nonce: not a DER INTEGER")
 		}
 		if len(nonce) > maxNonce {
-			return nil, failf(BadDataFormat, "nonce: %d bytes, more than %d", len(nonce), maxNonce)
+			return nil, failf(badDataFormat, "nonce: %d bytes, more than %d", len(nonce), maxNonce)
 		}
 		req.Nonce = nonce
 	}
 	if body.PeekASN1Tag(cbasn1.BOOLEAN) {
 		if !body.ReadASN1Boolean(&req.CertReq) {
-			return nil, failf(BadDataFormat, "certReq: not a DER BOOLEAN")
+			return nil, failf(badDataFormat, "certReq: not a DER BOOLEAN")
 		}
 	}
 	extTag := cbasn1.Tag(0).Constructed().ContextSpecific()
 	if body.PeekASN1Tag(extTag) {
 		var exts cryptobyte.String
 		if !body.ReadASN1(&exts, extTag) || !wellFormedExtensions(exts) {
-			return nil, failf(BadDataFormat, "extensions: not a DER list of extensions")
+			return nil, failf(badDataFormat, "extensions: not a DER list of extensions")
 		}
 		if !body.Empty() {
-			return nil, failf(BadDataFormat, "data after the extensions")
+			return nil, failf(badDataFormat, "data after the extensions")
 		}
-		return nil, failf(UnacceptedExtension, "the request has extensions; this TSA accepts none")
+		return nil, failf(unacceptedExtension, "the request has extensions; this TSA accepts none")
 	}
 	if !body.Empty() {
-		return nil, failf(BadDataFormat, "unexpected fields after messageImprint")
+		return nil, failf(badDataFormat, "unexpected fields after messageImprint")
 	}
 	return &req, nil
 }
@@ -129,21 +129,21 @@ func ParseRequest(der []byte) (*Request, error) {
 func (req *Request) readImprint(body *cryptobyte.String) error {
 	var imprint, mi, alg, oid, digest cryptobyte.String
 	if !body.ReadASN1Element(&imprint, cbasn1.SEQUENCE) {
-		return failf(BadDataFormat, "messageImprint: not a SEQUENCE")
+		return failf(badDataFormat, "messageImprint: not a SEQUENCE")
 	}
 	outer := imprint
 	if !outer.ReadASN1(&mi, cbasn1.SEQUENCE) || !mi.ReadASN1(&alg, cbasn1.SEQUENCE) ||
 		!alg.ReadASN1(&oid, cbasn1.OBJECT_IDENTIFIER) || !validOID(oid) {
-		return failf(BadDataFormat, "messageImprint: hashAlgorithm: not an AlgorithmIdentifier")
+		return failf(badDataFormat, "messageImprint: hashAlgorithm: not an AlgorithmIdentifier")
 	}
 	if !alg.Empty() {
 		var null cryptobyte.String
 		if !alg.ReadASN1(&null, cbasn1.NULL) || len(null) != 0 || !alg.Empty() {
-			return failf(BadAlg, "messageImprint: hashAlgorithm: parameters other than NULL")
+			return failf(badAlg, "messageImprint: hashAlgorithm: parameters other than NULL")
 		}
 	}
 	if !mi.ReadASN1(&digest, cbasn1.OCTET_STRING) || !mi.Empty() {
-		return failf(BadDataFormat, "messageImprint: hashedMessage: not an OCTET STRING")
+		return failf(badDataFormat, "messageImprint: hashedMessage: not an OCTET STRING")
 	}
 	req.Hash = imprintHash(oid)
 	if req.Hash == 0 {
@@ -151,10 +151,10 @@ func (req *Request) readImprint(body *cryptobyte.String) error {
 		if string(oid) == string(oidSHA1) {
 			name += " (SHA-1)"
 		}
-		return failf(BadAlg, "messageImprint: hash algorithm %s is not accepted; use SHA-256, SHA-384 or SHA-512", name)
+		return failf(badAlg, "messageImprint: hash algorithm %s is not accepted; use SHA-256, SHA-384 or SHA-512", name)
 	}
 	if len(digest) != req.Hash.Size() {
-		return failf(BadDataFormat, "messageImprint: a %s digest has %d bytes, not %d", req.Hash, req.Hash.Size(), len(digest))
+		return failf(badDataFormat, "messageImprint: a %s digest has %d bytes, not %d", req.Hash, req.Hash.Size(), len(digest))
 	}
 	req.Imprint, req.Digest = imprint, digest
 	return nil
@@ -218,58 +218,58 @@ func wellFormedExtensions(exts cryptobyte.String) bool {
 	return true
 }
 
-// Failure is a refused request: the RFC 3161 failure info the response
+// failure is a refused request: the RFC 3161 failure info the response
 // carries, and why in words (the response's statusString).
-type Failure struct {
-	Info   FailureInfo
+type failure struct {
+	Info   failureInfo
 	Reason string
 }
 
-func (f *Failure) Error() string { return fmt.Sprintf("tsa: %s: %s", f.Info, f.Reason) }
+func (f *failure) Error() string { return fmt.Sprintf("tsa: %s: %s", f.Info, f.Reason) }
 
 // Is matches a *Failure of the same Info: errors.Is(err, &Failure{Info: BadAlg}).
-func (f *Failure) Is(target error) bool {
-	t, ok := target.(*Failure)
+func (f *failure) Is(target error) bool {
+	t, ok := target.(*failure)
 	return ok && t.Info == f.Info
 }
 
-func failf(info FailureInfo, format string, args ...any) *Failure {
-	return &Failure{Info: info, Reason: fmt.Sprintf(format, args...)}
+func failf(info failureInfo, format string, args ...any) *failure {
+	return &failure{Info: info, Reason: fmt.Sprintf(format, args...)}
 }
 
-// FailureInfo is a bit of RFC 3161's PKIFailureInfo.
-type FailureInfo int
+// failureInfo is a bit of RFC 3161's PKIFailureInfo.
+type failureInfo int
 
 // The failure infos (RFC 3161 §2.4.2).
 const (
-	BadAlg              FailureInfo = 0  // unrecognized or unsupported algorithm
-	BadRequest          FailureInfo = 2  // transaction not permitted or supported
-	BadDataFormat       FailureInfo = 5  // the data submitted has the wrong format
-	TimeNotAvailable    FailureInfo = 14 // the TSA's time source is not available
-	UnacceptedPolicy    FailureInfo = 15 // the requested TSA policy is not supported
-	UnacceptedExtension FailureInfo = 16 // the requested extension is not supported
-	AddInfoNotAvailable FailureInfo = 17 // the additional information requested is not available
-	SystemFailure       FailureInfo = 25 // the request cannot be handled due to system failure
+	badAlg              failureInfo = 0  // unrecognized or unsupported algorithm
+	badRequest          failureInfo = 2  // transaction not permitted or supported
+	badDataFormat       failureInfo = 5  // the data submitted has the wrong format
+	timeNotAvailable    failureInfo = 14 // the TSA's time source is not available
+	unacceptedPolicy    failureInfo = 15 // the requested TSA policy is not supported
+	unacceptedExtension failureInfo = 16 // the requested extension is not supported
+	addInfoNotAvailable failureInfo = 17 // the additional information requested is not available
+	systemFailure       failureInfo = 25 // the request cannot be handled due to system failure
 )
 
 // String is the name RFC 3161 gives the bit.
-func (f FailureInfo) String() string {
+func (f failureInfo) String() string {
 	switch f {
-	case BadAlg:
+	case badAlg:
 		return "badAlg"
-	case BadRequest:
+	case badRequest:
 		return "badRequest"
-	case BadDataFormat:
+	case badDataFormat:
 		return "badDataFormat"
-	case TimeNotAvailable:
+	case timeNotAvailable:
 		return "timeNotAvailable"
-	case UnacceptedPolicy:
+	case unacceptedPolicy:
 		return "unacceptedPolicy"
-	case UnacceptedExtension:
+	case unacceptedExtension:
 		return "unacceptedExtension"
-	case AddInfoNotAvailable:
+	case addInfoNotAvailable:
 		return "addInfoNotAvailable"
-	case SystemFailure:
+	case systemFailure:
 		return "systemFailure"
 	}
 	return fmt.Sprintf("failureInfo(%d)", int(f))

@@ -30,7 +30,7 @@ func TestParseRequest(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		der  []byte
-		want FailureInfo // -1: accepted
+		want failureInfo // -1: accepted
 		hash crypto.Hash
 	}{
 		{"sha256", goodRequest().der(), -1, crypto.SHA256},
@@ -39,28 +39,28 @@ func TestParseRequest(t *testing.T) {
 		{"policy, nonce and certReq", with(func(r *request) { r.policy, r.nonce, r.certReq = testPolicy, []byte{0x01, 0x02}, ptr(true) }), -1, crypto.SHA256},
 		{"explicit certReq FALSE", with(func(r *request) { r.certReq = ptr(false) }), -1, crypto.SHA256},
 		{"negative nonce", with(func(r *request) { r.nonce = []byte{0xff, 0x00} }), -1, crypto.SHA256},
-		{"empty", nil, BadDataFormat, 0},
-		{"garbage", []byte("not a request"), BadDataFormat, 0},
-		{"trailing data", with(func(r *request) { r.trailing = []byte{0} }), BadDataFormat, 0},
-		{"truncated", goodRequest().der()[:20], BadDataFormat, 0},
-		{"BER length", append([]byte{0x30, 0x81, 0x05}, bytes.Repeat([]byte{0}, 5)...), BadDataFormat, 0},
-		{"version 2", with(func(r *request) { r.version = 2 }), BadRequest, 0},
-		{"version 0", with(func(r *request) { r.version = 0 }), BadRequest, 0},
-		{"SHA-1", with(func(r *request) { r.hashOID, r.digest = sha1OID, make([]byte, 20) }), BadAlg, 0},
-		{"MD5", with(func(r *request) { r.hashOID, r.digest = md5OID, make([]byte, 16) }), BadAlg, 0},
-		{"parameters not NULL", with(func(r *request) { r.params = []byte{4, 0} }), BadAlg, 0},
-		{"short digest", with(func(r *request) { r.digest = make([]byte, 31) }), BadDataFormat, 0},
-		{"SHA-384 OID with a SHA-256 digest", with(func(r *request) { r.hashOID = sha384OID }), BadDataFormat, 0},
-		{"non-minimal nonce", with(func(r *request) { r.nonce = []byte{0x00, 0x01} }), BadDataFormat, 0},
-		{"empty nonce", with(func(r *request) { r.nonce = []byte{} }), BadDataFormat, 0},
-		{"long nonce", with(func(r *request) { r.nonce = append([]byte{1}, make([]byte, 32)...) }), BadDataFormat, 0},
-		{"extension", with(func(r *request) { r.ext = oneExtension }), UnacceptedExtension, 0},
-		{"malformed extension", with(func(r *request) { r.ext = []byte{0x30, 0x00} }), BadDataFormat, 0},
-		{"empty extensions", with(func(r *request) { r.ext = []byte{} }), BadDataFormat, 0},
-		{"oversized", append(goodRequest().der(), make([]byte, MaxRequestSize)...), BadDataFormat, 0},
+		{"empty", nil, badDataFormat, 0},
+		{"garbage", []byte("not a request"), badDataFormat, 0},
+		{"trailing data", with(func(r *request) { r.trailing = []byte{0} }), badDataFormat, 0},
+		{"truncated", goodRequest().der()[:20], badDataFormat, 0},
+		{"BER length", append([]byte{0x30, 0x81, 0x05}, bytes.Repeat([]byte{0}, 5)...), badDataFormat, 0},
+		{"version 2", with(func(r *request) { r.version = 2 }), badRequest, 0},
+		{"version 0", with(func(r *request) { r.version = 0 }), badRequest, 0},
+		{"SHA-1", with(func(r *request) { r.hashOID, r.digest = sha1OID, make([]byte, 20) }), badAlg, 0},
+		{"MD5", with(func(r *request) { r.hashOID, r.digest = md5OID, make([]byte, 16) }), badAlg, 0},
+		{"parameters not NULL", with(func(r *request) { r.params = []byte{4, 0} }), badAlg, 0},
+		{"short digest", with(func(r *request) { r.digest = make([]byte, 31) }), badDataFormat, 0},
+		{"SHA-384 OID with a SHA-256 digest", with(func(r *request) { r.hashOID = sha384OID }), badDataFormat, 0},
+		{"non-minimal nonce", with(func(r *request) { r.nonce = []byte{0x00, 0x01} }), badDataFormat, 0},
+		{"empty nonce", with(func(r *request) { r.nonce = []byte{} }), badDataFormat, 0},
+		{"long nonce", with(func(r *request) { r.nonce = append([]byte{1}, make([]byte, 32)...) }), badDataFormat, 0},
+		{"extension", with(func(r *request) { r.ext = oneExtension }), unacceptedExtension, 0},
+		{"malformed extension", with(func(r *request) { r.ext = []byte{0x30, 0x00} }), badDataFormat, 0},
+		{"empty extensions", with(func(r *request) { r.ext = []byte{} }), badDataFormat, 0},
+		{"oversized", append(goodRequest().der(), make([]byte, maxRequestSize)...), badDataFormat, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			req, err := ParseRequest(c.der)
+			req, err := parseRequest(c.der)
 			if c.want == -1 {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -70,8 +70,8 @@ func TestParseRequest(t *testing.T) {
 				}
 				return
 			}
-			var f *Failure
-			if !errors.As(err, &f) || !errors.Is(err, &Failure{Info: c.want}) {
+			var f *failure
+			if !errors.As(err, &f) || !errors.Is(err, &failure{Info: c.want}) {
 				t.Fatalf("got %v, want %s", err, c.want)
 			}
 		})
@@ -91,14 +91,14 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte{0x30, 0x00})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, der []byte) {
-		req, err := ParseRequest(der)
+		req, err := parseRequest(der)
 		if err != nil {
-			var f *Failure
+			var f *failure
 			if !errors.As(err, &f) {
 				t.Fatalf("refusal %T %v is not a *Failure", err, err)
 			}
 			switch f.Info {
-			case BadAlg, BadRequest, BadDataFormat, UnacceptedExtension:
+			case badAlg, badRequest, badDataFormat, unacceptedExtension:
 			default:
 				t.Fatalf("failure info %s from the parser", f.Info)
 			}
@@ -115,7 +115,7 @@ func FuzzParseRequest(f *testing.F) {
 // TestRejectionEncoding: every failure info encodes as a DER BIT STRING with
 // that bit alone, and statusString says why.
 func TestRejectionEncoding(t *testing.T) {
-	for _, fi := range []FailureInfo{BadAlg, BadRequest, BadDataFormat, TimeNotAvailable, UnacceptedPolicy, UnacceptedExtension, SystemFailure} {
+	for _, fi := range []failureInfo{badAlg, badRequest, badDataFormat, timeNotAvailable, unacceptedPolicy, unacceptedExtension, systemFailure} {
 		t.Run(fi.String(), func(t *testing.T) {
 			r := parseReply(t, rejection(failf(fi, "because")))
 			if r.status != statusRejection || r.failInfo != int(fi) || r.text != "because" || r.token != nil {

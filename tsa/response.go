@@ -28,7 +28,7 @@ const maxStatusString = 256
 
 // rejection is the TimeStampResp refusing a request: status rejection, the
 // reason as statusString, and the one failure info bit.
-func rejection(f *Failure) []byte {
+func rejection(f *failure) []byte {
 	reason := f.Reason
 	if len(reason) > maxStatusString {
 		reason = strings.ToValidUTF8(reason[:maxStatusString], "")

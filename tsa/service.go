@@ -25,8 +25,8 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 )
 
-// KeyStore is what the TSA needs of the node's HSM: *hsm.Token.
-type KeyStore interface {
+// keyStore is what the TSA needs of the node's HSM: *hsm.Token.
+type keyStore interface {
 	GenerateKey(ctx context.Context, spec hsm.KeySpec) (*hsm.Signer, error)
 	Signer(ctx context.Context, u hsm.URI) (*hsm.Signer, error)
 }
@@ -34,7 +34,7 @@ type KeyStore interface {
 // Config configures the TSA of one node.
 type Config struct {
 	Cluster *cluster.Cluster
-	Keys    KeyStore
+	Keys    keyStore
 	// KeyMode says how the voters come to hold the TSA key: as the CA key.
 	KeyMode ca.KeyMode
 	// Authority issues the TSA certificates (Certify).
@@ -85,7 +85,7 @@ type Service struct {
 type material struct {
 	serial string // of the certificate
 	signer *tokenSigner
-	err    *Failure // set when there is no signer
+	err    *failure // set when there is no signer
 }
 
 // New makes the service and registers the leader call of the clock
@@ -121,7 +121,7 @@ func New(cfg Config) (*Service, error) {
 			Help: "Tokens per batch logged (one Raft write and one audit leaf each).", Buckets: prometheus.ExponentialBuckets(1, 4, 6)}),
 	}
 	s.ledger.batches = func(n int) { s.batches.Observe(float64(n)) }
-	for _, f := range []FailureInfo{BadAlg, BadRequest, BadDataFormat, TimeNotAvailable, UnacceptedPolicy, UnacceptedExtension, SystemFailure} {
+	for _, f := range []failureInfo{badAlg, badRequest, badDataFormat, timeNotAvailable, unacceptedPolicy, unacceptedExtension, systemFailure} {
 		s.refused.WithLabelValues(f.String())
 	}
 	if cfg.Registerer != nil {
@@ -131,7 +131,7 @@ func New(cfg Config) (*Service, error) {
 			}
 		}
 	}
-	s.cur.Store(&material{err: failf(SystemFailure, "the TSA has not started")})
+	s.cur.Store(&material{err: failf(systemFailure, "the TSA has not started")})
 	cluster.HandleCall(s.c, callTime, s.clock.serveTime)
 	return s, nil
 }
@@ -141,7 +141,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	sub := s.c.Subscribe(64, CommandCertInstall, CommandKeyCreate, ca.CommandRevoke, ca.CommandHold, ca.CommandRelease, ca.CommandResolve)
+	sub := s.c.Subscribe(64, commandCertInstall, commandKeyCreate, ca.CommandRevoke, ca.CommandHold, ca.CommandRelease, ca.CommandResolve)
 	s.refresh(ctx)
 	s.goRun(func() { s.ledger.run(ctx) })
 	s.goRun(func() {
@@ -205,14 +205,14 @@ func (s *Service) refresh(ctx context.Context) {
 
 func (s *Service) load(ctx context.Context) *material {
 	if s.cfg.Policy == nil {
-		return &material{err: failf(SystemFailure, "this node has no TSA policy configured (tsa.policy)")}
+		return &material{err: failf(systemFailure, "this node has no TSA policy configured (tsa.policy)")}
 	}
 	var cert Cert
 	var key Key
 	var status ca.Status
 	err := s.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		if cert, key, err = Current(tx); err != nil {
+		if cert, key, err = current(tx); err != nil {
 			return err
 		}
 		rec, err := ca.Lookup(tx, cert.Cert.SerialNumber)
@@ -220,12 +220,12 @@ func (s *Service) load(ctx context.Context) *material {
 		return err
 	})
 	switch {
-	case errors.Is(err, ErrNoCertificate):
-		return &material{err: failf(SystemFailure, "the TSA has no certificate yet (inkan admin tsa init, then tsa cert)")}
+	case errors.Is(err, errNoCertificate):
+		return &material{err: failf(systemFailure, "the TSA has no certificate yet (inkan admin tsa init, then tsa cert)")}
 	case err != nil:
-		return &material{err: failf(SystemFailure, "read the TSA certificate: %v", err)}
+		return &material{err: failf(systemFailure, "read the TSA certificate: %v", err)}
 	case status != ca.Good:
-		return &material{err: failf(SystemFailure, "the TSA certificate %s is %s", certserial.Format(cert.Cert.SerialNumber), status)}
+		return &material{err: failf(systemFailure, "the TSA certificate %s is %s", certserial.Format(cert.Cert.SerialNumber), status)}
 	}
 	serial := string(cert.Cert.SerialNumber.Bytes())
 	if cur := s.cur.Load(); cur.err == nil && cur.serial == serial {
@@ -233,11 +233,11 @@ func (s *Service) load(ctx context.Context) *material {
 	}
 	signer, err := s.cfg.Keys.Signer(ctx, hsm.URI{Object: key.Label, Type: "private"})
 	if err != nil {
-		return &material{err: failf(SystemFailure, "this node does not hold the TSA key %s: %v", key.ID, err)}
+		return &material{err: failf(systemFailure, "this node does not hold the TSA key %s: %v", key.ID, err)}
 	}
 	ts, err := newTokenSigner(signer, cert.Cert, cert.Chain, s.cfg.Policy, s.cfg.Accuracy)
 	if err != nil {
-		return &material{err: failf(SystemFailure, "the TSA key %s: %v", key.ID, err)}
+		return &material{err: failf(systemFailure, "the TSA key %s: %v", key.ID, err)}
 	}
 	s.log.Info("tsa: issuing tokens", "key", key.ID, "certificate", certserial.Format(cert.Cert.SerialNumber), "policy", s.cfg.Policy.String())
 	return &material{serial: serial, signer: ts}
@@ -245,7 +245,7 @@ func (s *Service) load(ctx context.Context) *material {
 
 // signer returns what to sign with now; a request that finds none asks for a
 // fresh read at most once a second.
-func (s *Service) signer(ctx context.Context) (*tokenSigner, *Failure) {
+func (s *Service) signer(ctx context.Context) (*tokenSigner, *failure) {
 	m := s.cur.Load()
 	if m.err == nil {
 		return m.signer, nil
@@ -271,13 +271,13 @@ func (s *Service) signer(ctx context.Context) (*tokenSigner, *Failure) {
 // within the accuracy of the leader's, and with SystemFailure while it has no
 // certificate, key or policy to sign with, or cannot log the token. A token
 // is returned only once its hash is committed to the audit log.
-func (s *Service) Stamp(ctx context.Context, der []byte) ([]byte, *Failure) {
+func (s *Service) Stamp(ctx context.Context, der []byte) ([]byte, *failure) {
 	resp, f := s.stamp(ctx, der)
 	if f != nil {
 		s.refused.WithLabelValues(f.Info.String()).Inc()
 		// The node's own trouble, not the client's: logged, at most once a
 		// second (the metric counts every one).
-		if f.Info == SystemFailure || f.Info == TimeNotAvailable {
+		if f.Info == systemFailure || f.Info == timeNotAvailable {
 			now := time.Now().UnixNano()
 			if last := s.lastWarn.Load(); now-last > int64(time.Second) && s.lastWarn.CompareAndSwap(last, now) {
 				s.log.Warn("tsa: request refused", "failure_info", f.Info.String(), "reason", f.Reason)
@@ -294,22 +294,22 @@ func (s *Service) Stamp(ctx context.Context, der []byte) ([]byte, *Failure) {
 // rather than queued without end.
 const maxInflight = 4096
 
-func (s *Service) stamp(ctx context.Context, der []byte) ([]byte, *Failure) {
+func (s *Service) stamp(ctx context.Context, der []byte) ([]byte, *failure) {
 	if s.inflight.Add(1) > maxInflight {
 		s.inflight.Add(-1)
-		return nil, failf(SystemFailure, "this node is busy with %d requests; try again", maxInflight)
+		return nil, failf(systemFailure, "this node is busy with %d requests; try again", maxInflight)
 	}
 	defer s.inflight.Add(-1)
-	req, err := ParseRequest(der)
+	req, err := parseRequest(der)
 	if err != nil {
-		var f *Failure
+		var f *failure
 		if errors.As(err, &f) {
 			return nil, f
 		}
-		return nil, failf(BadDataFormat, "%v", err)
+		return nil, failf(badDataFormat, "%v", err)
 	}
 	if req.Policy != nil && !req.Policy.Equal(s.cfg.Policy) {
-		return nil, failf(UnacceptedPolicy, "policy %s is not this TSA's (%s)", req.Policy, s.cfg.Policy)
+		return nil, failf(unacceptedPolicy, "policy %s is not this TSA's (%s)", req.Policy, s.cfg.Policy)
 	}
 	ts, f := s.signer(ctx)
 	if f != nil {
@@ -320,23 +320,23 @@ func (s *Service) stamp(ctx context.Context, der []byte) ([]byte, *Failure) {
 	}
 	genTime := s.now()
 	if genTime.Before(ts.cert.NotBefore) || genTime.After(ts.cert.NotAfter) {
-		return nil, failf(SystemFailure, "the TSA certificate is not valid at %s", genTime.UTC().Format(time.RFC3339))
+		return nil, failf(systemFailure, "the TSA certificate is not valid at %s", genTime.UTC().Format(time.RFC3339))
 	}
 	serial, err := s.serial.next()
 	if err != nil {
-		return nil, failf(SystemFailure, "serial: %v", err)
+		return nil, failf(systemFailure, "serial: %v", err)
 	}
 	token, err := ts.sign(ctx, req, genTime, serial)
 	if err != nil {
-		return nil, failf(SystemFailure, "%v", err)
+		return nil, failf(systemFailure, "%v", err)
 	}
 	resp, err := grantedResponse(token)
 	if err != nil {
-		return nil, failf(SystemFailure, "%v", err)
+		return nil, failf(systemFailure, "%v", err)
 	}
 	sum := sha256.Sum256(token)
 	if err := s.ledger.record(ctx, sum[:]); err != nil {
-		return nil, failf(SystemFailure, "the token could not be logged: %v", err)
+		return nil, failf(systemFailure, "the token could not be logged: %v", err)
 	}
 	return resp, nil
 }
@@ -383,7 +383,7 @@ func (s *Service) Init(ctx context.Context, opts InitOptions) (Key, error) {
 	if err != nil {
 		return Key{}, err
 	}
-	cmd, err := cluster.NewCommand(CommandKeyCreate, 1, keyCreateBody{ID: id, Label: id, Type: string(opts.Key),
+	cmd, err := cluster.NewCommand(commandKeyCreate, 1, keyCreateBody{ID: id, Label: id, Type: string(opts.Key),
 		PublicKey: pub, Actor: opts.Actor, Request: opts.Request})
 	if err != nil {
 		return Key{}, err
@@ -392,7 +392,7 @@ func (s *Service) Init(ctx context.Context, opts InitOptions) (Key, error) {
 		return Key{}, fmt.Errorf("tsa: init: record the key: %w", err)
 	}
 	var k Key
-	err = s.c.View(func(tx *bbolt.Tx) error { k, err = LookupKey(tx, id); return err })
+	err = s.c.View(func(tx *bbolt.Tx) error { k, err = lookupKey(tx, id); return err })
 	return k, err
 }
 
@@ -433,7 +433,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 				return fmt.Errorf("%w: none made yet (inkan admin tsa init)", ErrUnknownKey)
 			}
 			key = keys[len(keys)-1]
-		} else if key, err = LookupKey(tx, opts.Key); err != nil {
+		} else if key, err = lookupKey(tx, opts.Key); err != nil {
 			return err
 		}
 		issuer, err = ca.ActiveIssuer(tx)
@@ -477,7 +477,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 		}
 		chain = append(chain, der)
 	}
-	cmd, err := cluster.NewCommand(CommandCertInstall, 1, certInstallBody{Key: key.ID, Cert: iss.DER, Chain: chain,
+	cmd, err := cluster.NewCommand(commandCertInstall, 1, certInstallBody{Key: key.ID, Cert: iss.DER, Chain: chain,
 		Actor: opts.Actor, Request: opts.Request})
 	if err != nil {
 		return Cert{}, err

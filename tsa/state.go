@@ -74,9 +74,9 @@ type Cert struct {
 	Request   string
 }
 
-// ErrNoCertificate: the cluster has no TSA certificate yet (no `tsa init` and
+// errNoCertificate: the cluster has no TSA certificate yet (no `tsa init` and
 // `tsa cert`).
-var ErrNoCertificate = errors.New("tsa: no TSA certificate is installed")
+var errNoCertificate = errors.New("tsa: no TSA certificate is installed")
 
 // ErrUnknownKey: no TSA key of that ID.
 var ErrUnknownKey = cluster.NewRefusal("tsa.unknown-key", "tsa: no such TSA key")
@@ -98,8 +98,8 @@ func (r *keyRecord) key() Key {
 		Created: time.Unix(0, r.Created).UTC(), Request: r.Request}
 }
 
-// LookupKey returns the TSA key id.
-func LookupKey(tx *bbolt.Tx, id string) (Key, error) {
+// lookupKey returns the TSA key id.
+func lookupKey(tx *bbolt.Tx, id string) (Key, error) {
 	r, err := readKey(tx, id)
 	if err != nil {
 		return Key{}, err
@@ -158,18 +158,18 @@ func Certificates(tx *bbolt.Tx) ([]Cert, error) {
 	return out, err
 }
 
-// Current returns the certificate tokens are signed under now, and its key.
-func Current(tx *bbolt.Tx) (Cert, Key, error) {
+// current returns the certificate tokens are signed under now, and its key.
+func current(tx *bbolt.Tx) (Cert, Key, error) {
 	b := tx.Bucket(bucketCerts)
 	serial := b.Get(keyCurrent)
 	if serial == nil {
-		return Cert{}, Key{}, ErrNoCertificate
+		return Cert{}, Key{}, errNoCertificate
 	}
 	c, err := decodeCert(serial, b.Get(serial), serial)
 	if err != nil {
 		return Cert{}, Key{}, err
 	}
-	k, err := LookupKey(tx, c.Key)
+	k, err := lookupKey(tx, c.Key)
 	return c, k, err
 }
 

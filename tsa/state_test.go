@@ -40,7 +40,7 @@ func TestCommandsRefused(t *testing.T) {
 		return err
 	}
 	var key Key
-	if err := f.c.View(func(tx *bbolt.Tx) error { var err error; _, key, err = Current(tx); return err }); err != nil {
+	if err := f.c.View(func(tx *bbolt.Tx) error { var err error; _, key, err = current(tx); return err }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -69,16 +69,16 @@ func TestCommandsRefused(t *testing.T) {
 		body any
 		want error
 	}{
-		{"a certificate the CA never issued", CommandCertInstall, certInstallBody{Key: key.ID, Cert: forged, Actor: "system"}, ErrCertMismatch},
-		{"a responder certificate", CommandCertInstall, certInstallBody{Key: key.ID, Cert: other.Raw, Actor: "system"}, ErrCertMismatch},
-		{"an unknown key", CommandCertInstall, certInstallBody{Key: "tsa-nope", Cert: cert.Cert.Raw, Actor: "system"}, ErrUnknownKey},
-		{"not a certificate", CommandCertInstall, certInstallBody{Key: key.ID, Cert: []byte{1, 2, 3}, Actor: "system"}, ErrMalformed},
-		{"a key ID again", CommandKeyCreate, keyCreateBody{ID: key.ID, Label: "x", Type: "ec-p256", PublicKey: pub, Actor: "system"}, ErrKeyExists},
-		{"a bad actor", CommandKeyCreate, keyCreateBody{ID: "tsa-x", Label: "x", Type: "ec-p256", PublicKey: pub, Actor: "mallory"}, ErrMalformed},
-		{"an unknown key type", CommandKeyCreate, keyCreateBody{ID: "tsa-x", Label: "x", Type: "dsa", PublicKey: pub, Actor: "system"}, ErrMalformed},
-		{"a short hash", CommandTokens, tokensBody{Node: "n1", Tokens: [][]byte{make([]byte, 31)}}, ErrMalformed},
-		{"an empty batch", CommandTokens, tokensBody{Node: "n1"}, ErrMalformed},
-		{"too large a batch", CommandTokens, tokensBody{Node: "n1", Tokens: make([][]byte, MaxBatch+1)}, ErrMalformed},
+		{"a certificate the CA never issued", commandCertInstall, certInstallBody{Key: key.ID, Cert: forged, Actor: "system"}, errCertMismatch},
+		{"a responder certificate", commandCertInstall, certInstallBody{Key: key.ID, Cert: other.Raw, Actor: "system"}, errCertMismatch},
+		{"an unknown key", commandCertInstall, certInstallBody{Key: "tsa-nope", Cert: cert.Cert.Raw, Actor: "system"}, ErrUnknownKey},
+		{"not a certificate", commandCertInstall, certInstallBody{Key: key.ID, Cert: []byte{1, 2, 3}, Actor: "system"}, errMalformed},
+		{"a key ID again", commandKeyCreate, keyCreateBody{ID: key.ID, Label: "x", Type: "ec-p256", PublicKey: pub, Actor: "system"}, errKeyExists},
+		{"a bad actor", commandKeyCreate, keyCreateBody{ID: "tsa-x", Label: "x", Type: "ec-p256", PublicKey: pub, Actor: "mallory"}, errMalformed},
+		{"an unknown key type", commandKeyCreate, keyCreateBody{ID: "tsa-x", Label: "x", Type: "dsa", PublicKey: pub, Actor: "system"}, errMalformed},
+		{"a short hash", commandTokens, tokensBody{Node: "n1", Tokens: [][]byte{make([]byte, 31)}}, errMalformed},
+		{"an empty batch", commandTokens, tokensBody{Node: "n1"}, errMalformed},
+		{"too large a batch", commandTokens, tokensBody{Node: "n1", Tokens: make([][]byte, maxBatch+1)}, errMalformed},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			err := submit(c.typ, c.body)
@@ -89,7 +89,7 @@ func TestCommandsRefused(t *testing.T) {
 	}
 	// Nothing changed: the certificate tokens are signed under is the same.
 	var cur Cert
-	if err := f.c.View(func(tx *bbolt.Tx) error { var err error; cur, _, err = Current(tx); return err }); err != nil {
+	if err := f.c.View(func(tx *bbolt.Tx) error { var err error; cur, _, err = current(tx); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if !cur.Cert.Equal(cert.Cert) {
@@ -113,7 +113,7 @@ func TestRevokedCertificateStops(t *testing.T) {
 	for _, n := range tc.nodes {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			_, fail := n.svc.Stamp(ctx, req)
-			if fail != nil && fail.Info == SystemFailure {
+			if fail != nil && fail.Info == systemFailure {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -57,13 +57,13 @@ func writeJSON(w http.ResponseWriter, v any) {
 // read transaction; pages are bounded. It serves this node's state, which may lag
 // the leader's by the commit delay: every answer is self-consistent (proofs and
 // roots come from one transaction).
-func (s *Service) API(v Viewer) http.Handler {
+func (s *Service) API(v viewer) http.Handler {
 	return &api{s: s, v: v}
 }
 
 type api struct {
 	s *Service
-	v Viewer
+	v viewer
 }
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -124,7 +124,7 @@ func submitMany(t testing.TB, c *cluster.Cluster, from, count uint64) {
 }
 
 // waitCheckpoint waits until a checkpoint covers at least size leaves.
-func waitCheckpoint(t testing.TB, s *Service, v Viewer, size uint64, within time.Duration) audit.Checkpoint {
+func waitCheckpoint(t testing.TB, s *Service, v viewer, size uint64, within time.Duration) audit.Checkpoint {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -12,9 +12,9 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// Viewer is what reading the log of a running node needs: short read
+// viewer is what reading the log of a running node needs: short read
 // transactions on its state (cluster.Cluster.View).
-type Viewer interface {
+type viewer interface {
 	View(fn func(tx *bbolt.Tx) error) error
 }
 
@@ -28,7 +28,7 @@ const pageLeaves = 4096
 // newest checkpoint's, and Export reads the size first and only leaves and
 // checkpoints up to it, so leaves appended during the export do not disturb it. It
 // fails before the first leader recorded the audit key.
-func (s *Service) NewSource(v Viewer) (audit.Source, error) {
+func (s *Service) NewSource(v viewer) (audit.Source, error) {
 	var pub crypto.PublicKey
 	err := v.View(func(tx *bbolt.Tx) error {
 		l, err := s.logIn(tx)
@@ -45,7 +45,7 @@ func (s *Service) NewSource(v Viewer) (audit.Source, error) {
 
 type viewSource struct {
 	s   *Service
-	v   Viewer
+	v   viewer
 	pub crypto.PublicKey
 }
 

@@ -39,9 +39,9 @@ const (
 	Delta = -2
 )
 
-// ReasonRemoveFromCRL is the reason a delta CRL gives a serial its base lists
+// reasonRemoveFromCRL is the reason a delta CRL gives a serial its base lists
 // that is no longer revoked (a hold released).
-const ReasonRemoveFromCRL = int(crlreason.RemoveFromCRL)
+const reasonRemoveFromCRL = int(crlreason.RemoveFromCRL)
 
 // Spec says which CRL to build.
 type Spec struct {
@@ -95,7 +95,7 @@ func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, e
 		return nil, fmt.Errorf("%w: only the full CRL points at its deltas", errSpec)
 	}
 	for i, e := range entries {
-		if e.Reason == ReasonRemoveFromCRL && spec.Shard != Delta {
+		if e.Reason == reasonRemoveFromCRL && spec.Shard != Delta {
 			return nil, fmt.Errorf("%w: serial %s: removeFromCRL belongs in a delta CRL only", errSpec, certserial.Format(e.Serial))
 		}
 		if spec.Shard >= 0 && Shard(e.Serial, shards) != spec.Shard {

@@ -153,7 +153,7 @@ func TestCRLsParseAndLint(t *testing.T) {
 			spec.Freshest = shardURL(Delta)
 		case Delta:
 			spec.Base = big.NewInt(int64(shard + 9))
-			entries = append(entries, Entry{Serial: big.NewInt(0x6000), RevokedAt: now.Add(-time.Hour), Reason: ReasonRemoveFromCRL})
+			entries = append(entries, Entry{Serial: big.NewInt(0x6000), RevokedAt: now.Add(-time.Hour), Reason: reasonRemoveFromCRL})
 		default:
 			spec.URL = shardURL(shard)
 		}
@@ -200,7 +200,7 @@ func TestBuildRefuses(t *testing.T) {
 		"delta base not below":          {func(s *Spec) { s.Shard, s.URL, s.Base = Delta, "", big.NewInt(1) }, nil, "base CRL number"},
 		"base on a shard":               {func(s *Spec) { s.Base = big.NewInt(1) }, nil, "only a delta CRL"},
 		"freshest on a shard":           {func(s *Spec) { s.Freshest = shardURL(Delta) }, nil, "only the full CRL"},
-		"removeFromCRL outside a delta": {func(*Spec) {}, []Entry{{Serial: big.NewInt(1), RevokedAt: now, Reason: ReasonRemoveFromCRL}}, "removeFromCRL"},
+		"removeFromCRL outside a delta": {func(*Spec) {}, []Entry{{Serial: big.NewInt(1), RevokedAt: now, Reason: reasonRemoveFromCRL}}, "removeFromCRL"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -267,7 +267,7 @@ func TestDeltaCRLWithOpenSSL(t *testing.T) {
 	b := newBase(10, base)
 	// Since the base: fresh is revoked, held is released.
 	changes := b.delta([]Entry{base[0], {Serial: fresh, RevokedAt: now, Reason: 1}})
-	if len(changes) != 2 || changes[0].Serial.Cmp(held) != 0 || changes[0].Reason != ReasonRemoveFromCRL || changes[1].Serial.Cmp(fresh) != 0 {
+	if len(changes) != 2 || changes[0].Serial.Cmp(held) != 0 || changes[0].Reason != reasonRemoveFromCRL || changes[1].Serial.Cmp(fresh) != 0 {
 		t.Fatalf("delta entries: %+v", changes)
 	}
 	deltaDER, err := Build(f.ca, f.caKey, Spec{Shard: Delta, Number: big.NewInt(11), Base: big.NewInt(10), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}, shards, changes)

@@ -28,9 +28,9 @@ type CA struct {
 	URL func(shard int) string
 }
 
-// Source is the CA state as the publisher reads it (ca.Authority.PublishCRLs gives
+// source is the CA state as the publisher reads it (ca.Authority.PublishCRLs gives
 // the authority's; ca imports this package, so this one cannot read ca's state).
-type Source interface {
+type source interface {
 	// CAs lists every CA certificate with certificates that may still need a CRL.
 	CAs(ctx context.Context) ([]CA, error)
 	// Revoked calls fn for every revoked (or held) certificate of the CA.
@@ -65,13 +65,13 @@ type PublisherConfig struct {
 	Logger *slog.Logger
 }
 
-// Publisher keeps every CA's CRLs current while its node leads: shard CRLs within
+// publisher keeps every CA's CRLs current while its node leads: shard CRLs within
 // seconds of a revocation, every CRL well before its nextUpdate. It signs with the CA
 // key on the leader and commits what it signs through Raft, so every node serves the
 // same CRLs; a new leader rebuilds whatever it cannot be sure is current.
-type Publisher struct {
+type publisher struct {
 	c   *cluster.Cluster
-	src Source
+	src source
 	cfg PublisherConfig
 	log *slog.Logger
 
@@ -101,7 +101,7 @@ type shardRef struct {
 }
 
 // NewPublisher returns a publisher for the node's cluster.
-func NewPublisher(c *cluster.Cluster, src Source, cfg PublisherConfig) *Publisher {
+func NewPublisher(c *cluster.Cluster, src source, cfg PublisherConfig) *publisher {
 	if cfg.Validity == 0 {
 		cfg.Validity = 24 * time.Hour
 	}
@@ -120,11 +120,11 @@ func NewPublisher(c *cluster.Cluster, src Source, cfg PublisherConfig) *Publishe
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Publisher{c: c, src: src, cfg: cfg, log: cfg.Logger, dirty: map[shardRef]time.Time{}, bases: map[string]*baseCRL{}}
+	return &publisher{c: c, src: src, cfg: cfg, log: cfg.Logger, dirty: map[shardRef]time.Time{}, bases: map[string]*baseCRL{}}
 }
 
 // Run publishes until ctx ends.
-func (p *Publisher) Run(ctx context.Context, changes <-chan Change) error {
+func (p *publisher) Run(ctx context.Context, changes <-chan Change) error {
 	t := time.NewTicker(p.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -145,7 +145,7 @@ func (p *Publisher) Run(ctx context.Context, changes <-chan Change) error {
 	}
 }
 
-func (p *Publisher) note(ctx context.Context, ch Change) {
+func (p *publisher) note(ctx context.Context, ch Change) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Now()
@@ -175,7 +175,7 @@ func (p *Publisher) note(ctx context.Context, ch Change) {
 	}
 }
 
-func (p *Publisher) tick(ctx context.Context) error {
+func (p *publisher) tick(ctx context.Context) error {
 	st, err := p.c.Status()
 	if err != nil {
 		return err
@@ -217,7 +217,7 @@ func (p *Publisher) tick(ctx context.Context) error {
 			if err := p.c.View(func(tx *bbolt.Tx) error {
 				var err error
 				latest, have, err = Latest(tx, ca.ID, shard)
-				number = NextNumber(tx, ca.ID, shard)
+				number = nextNumber(tx, ca.ID, shard)
 				return err
 			}); err != nil {
 				return err
@@ -258,7 +258,7 @@ func (p *Publisher) tick(ctx context.Context) error {
 }
 
 // publish builds, signs and commits one CRL.
-func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64, now time.Time) error {
+func (p *publisher) publish(ctx context.Context, ca CA, shard int, number uint64, now time.Time) error {
 	var entries []Entry
 	err := p.src.Revoked(ctx, ca.ID, func(e Entry) error {
 		if shard < 0 || Shard(e.Serial, ca.Shards) == shard {
@@ -296,9 +296,9 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 		return err
 	}
 	sum := sha256.Sum256(der)
-	parts := (len(der) + PartSize - 1) / PartSize
+	parts := (len(der) + partSize - 1) / partSize
 	for i := range parts {
-		chunk := der[i*PartSize : min(len(der), (i+1)*PartSize)]
+		chunk := der[i*partSize : min(len(der), (i+1)*partSize)]
 		cmd, err := cluster.NewCommand(TypePart, commandVersion(shard), partBody{CA: ca.ID, Shard: shard, Number: number, Part: i, Data: chunk})
 		if err != nil {
 			return err
@@ -336,7 +336,7 @@ func newBase(number uint64, entries []Entry) *baseCRL {
 
 // base returns the entries of the CA's newest full CRL, from memory if this
 // node published it, else read from the state; nil if there is none.
-func (p *Publisher) base(caID string) (*baseCRL, error) {
+func (p *publisher) base(caID string) (*baseCRL, error) {
 	var m Meta
 	var have bool
 	var der []byte
@@ -404,7 +404,7 @@ func (b *baseCRL) delta(now []Entry) []Entry {
 	}
 	for k, was := range b.entries {
 		if !revoked[k] {
-			out = append(out, Entry{Serial: new(big.Int).SetBytes([]byte(k)), RevokedAt: time.Unix(was.at, 0).UTC(), Reason: ReasonRemoveFromCRL})
+			out = append(out, Entry{Serial: new(big.Int).SetBytes([]byte(k)), RevokedAt: time.Unix(was.at, 0).UTC(), Reason: reasonRemoveFromCRL})
 		}
 	}
 	slices.SortFunc(out, func(x, y Entry) int { return x.Serial.Cmp(y.Serial) })

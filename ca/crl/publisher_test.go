@@ -225,21 +225,21 @@ func TestPublishRefusals(t *testing.T) {
 		return err
 	}
 	// Numbers only grow, per shard.
-	if err := p.publish(ctx, src.ca, 0, 5, now); !errors.Is(err, ErrNumberNotGreater) || !errors.Is(err, cluster.ErrRefused) {
+	if err := p.publish(ctx, src.ca, 0, 5, now); !errors.Is(err, errNumberNotGreater) || !errors.Is(err, cluster.ErrRefused) {
 		t.Fatalf("republishing number 5: %v", err)
 	}
-	if err := p.publish(ctx, src.ca, 0, 4, now); !errors.Is(err, ErrNumberNotGreater) {
+	if err := p.publish(ctx, src.ca, 0, 4, now); !errors.Is(err, errNumberNotGreater) {
 		t.Fatalf("publishing number 4 after 5: %v", err)
 	}
 	// A publish whose parts never came, or whose hash does not match them, is refused.
 	sum := make([]byte, 32)
-	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, ErrPartsMissing) {
+	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, errPartsMissing) {
 		t.Fatalf("publish without parts: %v", err)
 	}
 	if err := submit(TypePart, partBody{CA: "ca1", Shard: 0, Number: 9, Part: 0, Data: []byte("not the CRL")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, ErrPartsMissing) {
+	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, errPartsMissing) {
 		t.Fatalf("publish with a wrong hash: %v", err)
 	}
 	if m, _ := latest(t, n, 0); m.Number != 5 {
@@ -257,7 +257,7 @@ func TestPublishRefusals(t *testing.T) {
 	if err := p.publish(ctx, src.ca, Delta, 8, now); err != nil {
 		t.Fatalf("the delta of full CRL 7: %v", err)
 	}
-	if err := p.publish(ctx, src.ca, Full, 8, now); !errors.Is(err, ErrNumberNotGreater) {
+	if err := p.publish(ctx, src.ca, Full, 8, now); !errors.Is(err, errNumberNotGreater) {
 		t.Fatalf("a full CRL numbered as its delta: %v, want ErrNumberNotGreater", err)
 	}
 	if m, _ := latest(t, n, Delta); m.Number != 8 {

@@ -41,8 +41,8 @@ const (
 	TypePublish = "crl.publish"
 )
 
-// PartSize bounds the CRL bytes one crl.part command carries.
-const PartSize = 256 << 10
+// partSize bounds the CRL bytes one crl.part command carries.
+const partSize = 256 << 10
 
 // Meta describes a published CRL.
 type Meta struct {
@@ -68,8 +68,8 @@ type partBody struct {
 
 // Errors a submitter sees as refusals.
 var (
-	ErrNumberNotGreater = cluster.NewRefusal("crl.number-not-greater", "crl: CRL number not greater than the last published")
-	ErrPartsMissing     = cluster.NewRefusal("crl.parts-missing", "crl: parts missing or not matching the hash")
+	errNumberNotGreater = cluster.NewRefusal("crl.number-not-greater", "crl: CRL number not greater than the last published")
+	errPartsMissing     = cluster.NewRefusal("crl.parts-missing", "crl: parts missing or not matching the hash")
 	errMalformed        = cluster.NewRefusal("crl.malformed", "crl: malformed command")
 )
 
@@ -125,11 +125,11 @@ func applyPart(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := e.Command.Decode(&b); err != nil {
 		return nil, cluster.Refuse(err)
 	}
-	if b.CA == "" || b.Shard < lowestShard(e.Command.Version) || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > PartSize {
+	if b.CA == "" || b.Shard < lowestShard(e.Command.Version) || b.Part < 0 || len(b.Data) == 0 || len(b.Data) > partSize {
 		return nil, cluster.Refuse(fmt.Errorf("%w: part", errMalformed))
 	}
 	if latest := scopeNumber(tx, b.CA, b.Shard); b.Number <= latest && latest != 0 {
-		return nil, cluster.Refuse(ErrNumberNotGreater)
+		return nil, cluster.Refuse(errNumberNotGreater)
 	}
 	k := binary.BigEndian.AppendUint32(stagingPrefix(b.CA, b.Shard, b.Number), uint32(b.Part))
 	return nil, tx.Bucket(bucketStaging).Put(k, b.Data)
@@ -144,7 +144,7 @@ func applyPublish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, cluster.Refuse(fmt.Errorf("%w: publish", errMalformed))
 	}
 	if m.Number <= scopeNumber(tx, m.CA, m.Shard) {
-		return nil, cluster.Refuse(ErrNumberNotGreater)
+		return nil, cluster.Refuse(errNumberNotGreater)
 	}
 	staging := tx.Bucket(bucketStaging)
 	prefix := stagingPrefix(m.CA, m.Shard, m.Number)
@@ -153,13 +153,13 @@ func applyPublish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	for i := range m.Parts {
 		p := staging.Get(binary.BigEndian.AppendUint32(append([]byte{}, prefix...), uint32(i)))
 		if p == nil {
-			return nil, cluster.Refuse(fmt.Errorf("%w: part %d of %d", ErrPartsMissing, i, m.Parts))
+			return nil, cluster.Refuse(fmt.Errorf("%w: part %d of %d", errPartsMissing, i, m.Parts))
 		}
 		h.Write(p)
 		size += len(p)
 	}
 	if !bytes.Equal(h.Sum(nil), m.SHA256) {
-		return nil, cluster.Refuse(ErrPartsMissing)
+		return nil, cluster.Refuse(errPartsMissing)
 	}
 	sb, err := shardBucket(tx, m.CA, m.Shard)
 	if err != nil {
@@ -241,9 +241,9 @@ func scopeNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
 	return latestNumber(tx, ca, shard)
 }
 
-// NextNumber is the number the next CRL of the CA's shard takes: above every
+// nextNumber is the number the next CRL of the CA's shard takes: above every
 // one of its scope published.
-func NextNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
+func nextNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
 	return scopeNumber(tx, ca, shard) + 1
 }
 

@@ -36,7 +36,7 @@ var errClientPrefix = errors.New("client prefix")
 // a trusted proxy (the proxies append, so what is left of them a client may have
 // written). A peer that is not a trusted proxy cannot choose its key by sending the
 // header.
-func (h *Handler) clientKey(r *http.Request) string {
+func (h *handler) clientKey(r *http.Request) string {
 	addr, ok := peerAddr(r.RemoteAddr)
 	if !ok {
 		return r.RemoteAddr // not an IP (a test's pipe): one bucket per peer string
@@ -53,7 +53,7 @@ func (h *Handler) clientKey(r *http.Request) string {
 	return netip.PrefixFrom(addr, bits).Masked().String()
 }
 
-func (h *Handler) trusted(a netip.Addr) bool {
+func (h *handler) trusted(a netip.Addr) bool {
 	for _, p := range h.cfg.TrustedProxies {
 		if p.Contains(a) {
 			return true

@@ -290,7 +290,7 @@ func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap boo
 // recorder, so a test sees every request that reached the CA, and can make the CA
 // fail.
 type testIssuer struct {
-	next  Issuer
+	next  issuer
 	mu    sync.Mutex
 	calls []ca.Request
 	fail  error

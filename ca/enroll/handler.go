@@ -45,14 +45,14 @@ type Config struct {
 	Verifier *jpki.Verifier
 	// Cluster is read for the CA's state: certificates, person records, used
 	// nonces (register NonceHandler on every node, for the previous release's).
-	Cluster Replicated
+	Cluster replicated
 	// Policy decides what is issued and re-bound (with the profiles of the
 	// policy engine) and applies the profiles' rate limits; Issuer issues it.
 	Policy *ProfilePolicy
-	Issuer Issuer
+	Issuer issuer
 	// Rebinder, if set, has the API serve enrollapi.PathRebind (the node's
 	// *ca.Authority).
-	Rebinder Rebinder
+	Rebinder rebinder
 	// LinkKey keys the hashes that tie a certificate to the JPKI certificate, the
 	// name-and-birth and basic-4 hashes, and the nonces' MAC (at least
 	// jpki.MinHashKeyLen bytes): a cluster secret, the same on every node.
@@ -83,10 +83,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Handler is the enrollment API: an http.Handler serving enrollapi.PathChallenge
+// handler is the enrollment API: an http.Handler serving enrollapi.PathChallenge
 // and enrollapi.PathEnroll (and PathRebind, given a Rebinder) that a node mounts
 // on its HTTPS API listener. Safe for concurrent use.
-type Handler struct {
+type handler struct {
 	cfg      Config
 	source   string // the kind of the verifier's revocation source
 	nonces   nonceCodec
@@ -99,7 +99,7 @@ type Handler struct {
 }
 
 // NewHandler checks cfg and returns the API.
-func NewHandler(cfg Config) (*Handler, error) {
+func NewHandler(cfg Config) (*handler, error) {
 	var errs []error
 	u, err := url.Parse(cfg.Audience)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
@@ -144,7 +144,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Handler{
+	h := &handler{
 		cfg:     cfg,
 		source:  sourceKind(cfg.Verifier.RevocationSource()),
 		nonces:  newNonceCodec(cfg.LinkKey),
@@ -179,11 +179,11 @@ func NewHandler(cfg Config) (*Handler, error) {
 }
 
 // ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 // serveChallenge hands out a nonce. It writes nothing: the nonce authenticates
 // itself, and its use is recorded with what it is used for.
-func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
+func (h *handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
 		h.refuse(w, errRateLimited)
 		return
@@ -203,7 +203,7 @@ func (h *Handler) serveChallenge(w http.ResponseWriter, r *http.Request) {
 
 // intake admits a POST of the API: the client's request rate, the media type,
 // the body within maxBodyBytes. It refuses and returns false otherwise.
-func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+func (h *handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !h.limiter.allow(h.clientKey(r), h.cfg.Now()) {
 		h.refuse(w, errRateLimited)
 		return nil, false
@@ -222,7 +222,7 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 	return body, true
 }
 
-func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
+func (h *handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	body, ok := h.intake(w, r)
 	if !ok {
 		return
@@ -284,14 +284,14 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request) {
 
 // admit has the policy take the rate limits' tokens for v, and returns how to
 // give them back.
-func (h *Handler) admit(v *verified) (func(), error) {
+func (h *handler) admit(v *verified) (func(), error) {
 	return h.cfg.Policy.admit(v.decision.Profile, v.policyRequest)
 }
 
 // refuseIssue answers an issuance that failed: the CA's refusals as their
 // problems (the nonce used meanwhile, the cap reached at the leader), the rest as
 // unavailable or issuance-failed.
-func (h *Handler) refuseIssue(w http.ResponseWriter, err error, d policies.Decision) {
+func (h *handler) refuseIssue(w http.ResponseWriter, err error, d policies.Decision) {
 	switch {
 	case errors.Is(err, ca.ErrNonceUsed):
 		err = refuse(errNonceReplayed, "(recorded by the CA)")
@@ -332,7 +332,7 @@ type verified struct {
 // CSR and its binding, the proof's signature under the certificate's key, the
 // nonce's MAC and expiry and an early look for its use, then the JPKI chain and
 // revocation, the person record, the policy, and the per-person cap.
-func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client string) (*verified, error) {
+func (h *handler) verify(ctx context.Context, req *enrollapi.Request, client string) (*verified, error) {
 	proof, err := parseJWS(req.Proof)
 	if err != nil {
 		return nil, err
@@ -390,7 +390,7 @@ func (h *Handler) verify(ctx context.Context, req *enrollapi.Request, client str
 }
 
 // decide has the policy decide on v and checks the cap on this node's state.
-func (h *Handler) decide(v *verified) error {
+func (h *handler) decide(v *verified) error {
 	d, err := h.cfg.Policy.decide(v.policyRequest)
 	if err != nil {
 		return err
@@ -412,7 +412,7 @@ func (h *Handler) decide(v *verified) error {
 // CA refused the intent with ca.ErrPersonChanged: another first enrolment with the
 // same card started the record meanwhile) and decides again for it: the
 // pseudonym is the record's.
-func (h *Handler) redecide(ctx context.Context, v *verified) error {
+func (h *handler) redecide(ctx context.Context, v *verified) error {
 	p, err := h.resolvePerson(ctx, v.jpki.Certificate, true)
 	if err != nil {
 		return err
@@ -425,7 +425,7 @@ func (h *Handler) redecide(ctx context.Context, v *verified) error {
 // checkCap refuses early, before any token is taken, when this node's state shows
 // the person at the profile's cap already. The leader checks again when it commits
 // the intent (ca.Request.Decision.MaxPerPerson), where concurrent enrolments are counted.
-func (h *Handler) checkCap(d policies.Decision, p personOf, now time.Time) error {
+func (h *handler) checkCap(d policies.Decision, p personOf, now time.Time) error {
 	if d.MaxPerPerson <= 0 {
 		return nil
 	}
@@ -457,7 +457,7 @@ func sourceKind(s jpki.RevocationSource) string {
 
 // checkTimes: iat not after now + skew, exp after iat and at most
 // enrollapi.MaxProofLifetime later, exp not before now − skew.
-func (h *Handler) checkTimes(c *claims, now time.Time) error {
+func (h *handler) checkTimes(c *claims, now time.Time) error {
 	skew := int64(h.cfg.ClockSkew / time.Second)
 	n := now.Unix()
 	switch {
@@ -493,7 +493,7 @@ func (v *verified) issueRequest() ca.Request {
 	return req
 }
 
-func (h *Handler) refuse(w http.ResponseWriter, err error) {
+func (h *handler) refuse(w http.ResponseWriter, err error) {
 	p := problemFor(err)
 	var retry time.Duration
 	if re := (*retryError)(nil); errors.As(err, &re) {
@@ -504,7 +504,7 @@ func (h *Handler) refuse(w http.ResponseWriter, err error) {
 	writeProblem(w, h.cfg.ProblemBase, p, problemDetail(p, err), retry)
 }
 
-func (h *Handler) refuseAs(w http.ResponseWriter, p problemType, detail string) {
+func (h *handler) refuseAs(w http.ResponseWriter, p problemType, detail string) {
 	h.refusals.WithLabelValues(p.name).Inc()
 	h.log.Debug("enroll: refused", "problem", p.name)
 	writeProblem(w, h.cfg.ProblemBase, p, detail, 0)

@@ -58,7 +58,7 @@ func authenticationOnly(t testing.TB) *policies.Set {
 
 // env is one enrollment API over the shared cluster, behind a TLS test server.
 type env struct {
-	h        *Handler
+	h        *handler
 	srv      *httptest.Server
 	issuer   *testIssuer
 	audience string

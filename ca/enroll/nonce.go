@@ -103,7 +103,7 @@ func nonceHash(nonce []byte) []byte {
 // nonceUsed reports whether this node's (possibly lagging) state shows the nonce
 // used: a cheap early refusal of a replay before any verification work. The CA
 // decides when it records the use.
-func nonceUsed(c Replicated, nonce []byte) bool {
+func nonceUsed(c replicated, nonce []byte) bool {
 	var used bool
 	_ = c.View(func(tx *bbolt.Tx) error {
 		used = ca.NonceUsed(tx, nonceHash(nonce))
@@ -277,9 +277,9 @@ func prune(nonces, expiry *bbolt.Bucket, now int64) (uint64, error) {
 	return live, nonces.Put(keyLive, binary.BigEndian.AppendUint64(nil, live))
 }
 
-// Replicated is what the API needs of the cluster: *cluster.Cluster. It reads the
+// replicated is what the API needs of the cluster: *cluster.Cluster. It reads the
 // CA's state (records, person records, used nonces); it writes nothing itself.
-type Replicated interface {
+type replicated interface {
 	View(fn func(tx *bbolt.Tx) error) error
 	ViewCurrent(ctx context.Context, fn func(tx *bbolt.Tx) error) error
 }

@@ -28,7 +28,7 @@ type personOf struct {
 
 // resolvePerson finds the record of a verified JPKI certificate in this node's
 // state, or (current) in the leader's.
-func (h *Handler) resolvePerson(ctx context.Context, sc *jpki.SignatureCertificate, current bool) (personOf, error) {
+func (h *handler) resolvePerson(ctx context.Context, sc *jpki.SignatureCertificate, current bool) (personOf, error) {
 	p := personOf{
 		link:      sc.CertHash(h.cfg.LinkKey),
 		nameBirth: sc.Identity.NameBirthHash(h.cfg.LinkKey),

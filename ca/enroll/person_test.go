@@ -380,11 +380,11 @@ func TestFirstEnrolmentsRaceForOneBucket(t *testing.T) {
 // the right-most address that is not one.
 func TestClientKey(t *testing.T) {
 	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
-	h := &Handler{cfg: Config{ClientPrefix: defaultClientPrefix, TrustedProxies: proxies}}
-	narrow := &Handler{cfg: Config{ClientPrefix: ClientPrefix{V4: 32, V6: 64}}}
+	h := &handler{cfg: Config{ClientPrefix: defaultClientPrefix, TrustedProxies: proxies}}
+	narrow := &handler{cfg: Config{ClientPrefix: ClientPrefix{V4: 32, V6: 64}}}
 	for _, c := range []struct {
 		name   string
-		h      *Handler
+		h      *handler
 		remote string
 		xff    []string
 		want   string

@@ -37,10 +37,10 @@ var (
 	errRebindHeldByOperator = refuse(errRebindNotPossible, "it is on hold by an operator")
 )
 
-// Rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
+// rebinder is what re-binding needs of the CA besides Issuer: *ca.Authority.
 // UseNonce records the nonce's use before anything changes (ca.ErrNonceUsed for
 // every use but the first).
-type Rebinder interface {
+type rebinder interface {
 	UseNonce(ctx context.Context, hash []byte, expires time.Time) error
 	Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error
 	Release(ctx context.Context, serial *big.Int, actor string) error
@@ -48,7 +48,7 @@ type Rebinder interface {
 }
 
 // The Authority is the Rebinder a node gives the API.
-var _ Rebinder = (*ca.Authority)(nil)
+var _ rebinder = (*ca.Authority)(nil)
 
 // parseSerial reads a serial as the API writes it: certserial's printed form
 // only, since the proof binds the serial's spelling, not only its value.
@@ -80,7 +80,7 @@ type rebindTarget struct {
 	limits       policyRequest // the keys of the rate limits
 }
 
-func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
+func (h *handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 	body, ok := h.intake(w, r)
 	if !ok {
 		return
@@ -153,7 +153,7 @@ func (h *Handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 // to this nonce, serial and card), good or held and unexpired, if held then by the
 // linkage job ("system", not an operator), bound to another JPKI certificate;
 // last the policy.
-func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest, client string) (*rebindTarget, error) {
+func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest, client string) (*rebindTarget, error) {
 	serial, err := parseSerial(req.Serial)
 	if err != nil {
 		return nil, err
@@ -285,7 +285,7 @@ func (h *Handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 // derived certificate's own key (errKeyMismatch) for this very request: the card
 // proof's nonce, the serial, the new card's certificate and this endpoint
 // (errKeyProofReplayed).
-func (h *Handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, card []byte, audience string, now time.Time) error {
+func (h *handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, card []byte, audience string, now time.Time) error {
 	if req.KeyProof == "" {
 		return errKeyProofMissing
 	}
@@ -345,7 +345,7 @@ func statusWord(s ca.Status) string {
 // operator's hold; a hold the job put back in between is lifted after the relink. Reissue: the new certificate first, then the old one revoked as
 // superseded; if that revocation fails the old one stays bound to the revoked JPKI
 // certificate, and the linkage job ends it as its profile says.
-func (h *Handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.RebindResponse, int, error) {
+func (h *handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.RebindResponse, int, error) {
 	serialHex := certserial.Format(t.serial)
 	if t.decision.Act == policies.RebindRelease {
 		action := enrollapi.RebindRelinked

@@ -19,43 +19,43 @@ import (
 
 // Defaults of Config.
 const (
-	// DefaultInterval: how often the leader refreshes the source and looks at new
+	// defaultInterval: how often the leader refreshes the source and looks at new
 	// entries. J-LIS publishes a CRL a day; a platform operator's feed may be newer.
-	DefaultInterval = 5 * time.Minute
-	// DefaultLookback: a pass between full passes reads the entries revoked this long
+	defaultInterval = 5 * time.Minute
+	// defaultLookback: a pass between full passes reads the entries revoked this long
 	// before it, so an entry that reaches a CRL late, or a certificate whose
 	// issuance was in flight at the last pass, is still seen.
-	DefaultLookback = 7 * 24 * time.Hour
-	// DefaultFullScan: how often a pass reads every entry of the CRL (a leader's
+	defaultLookback = 7 * 24 * time.Hour
+	// defaultFullScan: how often a pass reads every entry of the CRL (a leader's
 	// first pass always does).
-	DefaultFullScan = 24 * time.Hour
+	defaultFullScan = 24 * time.Hour
 )
 
 // Actor is who the job's commands name in the audit log.
 const Actor = "system"
 
-// Authority is what the job needs of the node's *ca.Authority.
-type Authority interface {
+// authority is what the job needs of the node's *ca.Authority.
+type authority interface {
 	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
 	Hold(ctx context.Context, serial *big.Int, actor string) error
 }
 
-// Feed is the JPKI revocation source the job follows: *jpki.CRLSource.
-type Feed interface {
+// feed is the JPKI revocation source the job follows: *jpki.CRLSource.
+type feed interface {
 	Refresh(ctx context.Context, at time.Time) error
 	RevokedSince(ctx context.Context, since, at time.Time) ([]jpki.RevokedEntry, error)
 }
 
-// State reads the replicated state: *cluster.Cluster.
-type State interface {
+// state reads the replicated state: *cluster.Cluster.
+type state interface {
 	View(fn func(tx *bbolt.Tx) error) error
 }
 
 // Config configures the job of a node.
 type Config struct {
-	State     State
-	Authority Authority
-	Feed      Feed
+	State     state
+	Authority authority
+	Feed      feed
 	// Profiles returns the active profiles (the rules of each certificate's
 	// profile).
 	Profiles func() *policies.Set
@@ -108,13 +108,13 @@ func New(cfg Config) (*Job, error) {
 		return nil, fmt.Errorf("linkage: config: %w", err)
 	}
 	if cfg.Interval == 0 {
-		cfg.Interval = DefaultInterval
+		cfg.Interval = defaultInterval
 	}
 	if cfg.Lookback == 0 {
-		cfg.Lookback = DefaultLookback
+		cfg.Lookback = defaultLookback
 	}
 	if cfg.FullScan == 0 {
-		cfg.FullScan = DefaultFullScan
+		cfg.FullScan = defaultFullScan
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -154,8 +154,8 @@ func New(cfg Config) (*Job, error) {
 	return j, nil
 }
 
-// Report is what one pass did.
-type Report struct {
+// report is what one pass did.
+type report struct {
 	// Entries is how many revoked JPKI certificates the pass looked at, and Linked how
 	// many derived certificates were linked to them.
 	Entries, Linked int
@@ -164,11 +164,11 @@ type Report struct {
 	Held, Revoked, Conflicts int
 	// Waiting are the entries whose certificates wait for a re-bind or the end of a
 	// grace period, with when to decide again.
-	Waiting map[jpki.Hash]Due
+	Waiting map[jpki.Hash]due
 }
 
-// Due is an entry to decide again at At.
-type Due struct {
+// due is an entry to decide again at At.
+type due struct {
 	Entry jpki.RevokedEntry
 	At    time.Time
 }
@@ -179,7 +179,7 @@ type Due struct {
 func (j *Job) Run(ctx context.Context) {
 	j.log.Info("linkage: following the JPKI revocation source")
 	var lastFull time.Time
-	waiting := map[jpki.Hash]Due{}
+	waiting := map[jpki.Hash]due{}
 	for {
 		now := j.cfg.Now()
 		since := time.Time{}
@@ -221,14 +221,14 @@ func (j *Job) Run(ctx context.Context) {
 // Scan makes one pass at the clock's time: it refreshes the feed, reads the entries
 // revoked at or after since (every entry if since is zero) and acts on their derived
 // certificates. Run makes such passes; a test or an operator's trigger may too.
-func (j *Job) Scan(ctx context.Context, since time.Time) (Report, error) {
+func (j *Job) Scan(ctx context.Context, since time.Time) (report, error) {
 	return j.pass(ctx, since, j.cfg.Now(), nil)
 }
 
 // pass reads the entries and decides, besides, again on the waiting entries that are
 // due. A failure to read the feed or the state fails the pass (and acts on nothing
 // more); a refused act is a conflict, decided again next time.
-func (j *Job) pass(ctx context.Context, since, now time.Time, waiting map[jpki.Hash]Due) (Report, error) {
+func (j *Job) pass(ctx context.Context, since, now time.Time, waiting map[jpki.Hash]due) (report, error) {
 	if err := j.cfg.Feed.Refresh(ctx, now); err != nil && ctx.Err() == nil {
 		// The last verified CRL stays in use while it is fresh; reading it says if not.
 		j.log.Warn("linkage: revocation source not refreshed", "err", err)
@@ -243,8 +243,8 @@ func (j *Job) pass(ctx context.Context, since, now time.Time, waiting map[jpki.H
 	return rep, nil
 }
 
-func (j *Job) scan(ctx context.Context, since, now time.Time, waiting map[jpki.Hash]Due) (Report, error) {
-	rep := Report{Waiting: map[jpki.Hash]Due{}}
+func (j *Job) scan(ctx context.Context, since, now time.Time, waiting map[jpki.Hash]due) (report, error) {
+	rep := report{Waiting: map[jpki.Hash]due{}}
 	entries, err := j.cfg.Feed.RevokedSince(ctx, since, now)
 	if err != nil {
 		return rep, fmt.Errorf("linkage: read the JPKI revocations: %w", err)
@@ -286,7 +286,7 @@ func (j *Job) scan(ctx context.Context, since, now time.Time, waiting map[jpki.H
 			}
 			if !until.IsZero() {
 				if d, ok := rep.Waiting[h]; !ok || until.Before(d.At) {
-					rep.Waiting[h] = Due{Entry: e, At: until}
+					rep.Waiting[h] = due{Entry: e, At: until}
 				}
 			}
 		}
@@ -325,7 +325,7 @@ func (j *Job) linked(h jpki.Hash) ([]target, error) {
 
 // act decides on one certificate and does what the decision says. It returns when to
 // decide again (zero: nothing more will happen).
-func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t target, now time.Time, rep *Report) (time.Time, error) {
+func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t target, now time.Time, rep *report) (time.Time, error) {
 	var st policies.DerivedState
 	switch t.status {
 	case ca.Good:

@@ -8,8 +8,8 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// TypeApplied is the audit leaf type of an applied profile version.
-const TypeApplied = "policy.applied"
+// typeApplied is the audit leaf type of an applied profile version.
+const typeApplied = "policy.applied"
 
 // DescribeCommand describes an applied policy.apply for the audit log, as
 // ca.DescribeCommand does the authority's commands (node/ hands both to the audit
@@ -30,7 +30,7 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]ca.Description, error) {
 		return nil, fmt.Errorf("policy: describe %s: result: %w", e.Command.Type, err)
 	}
 	sum := sha256.Sum256(b.Data)
-	return []ca.Description{{Type: TypeApplied, Actor: b.Actor, Data: map[string]any{
+	return []ca.Description{{Type: typeApplied, Actor: b.Actor, Data: map[string]any{
 		"profile": r.Name, "version": r.Version, "previous_version": r.Previous,
 		"file": b.File, "file_sha256": sum[:],
 	}}}, nil

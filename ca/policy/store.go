@@ -28,8 +28,8 @@ var (
 	ErrVersion = cluster.NewRefusal("policy.version", "policy: the version does not go up")
 	// ErrNoProfiles: no profile has been applied yet.
 	ErrNoProfiles = errors.New("policy: no profile in the replicated state")
-	// ErrActor: the actor is not "system" or an operator's "sha256:<64 hex>".
-	ErrActor = cluster.NewRefusal("policy.actor", `policy: actor must be "system" or "sha256:<64 hex>"`)
+	// errActor: the actor is not "system" or an operator's "sha256:<64 hex>".
+	errActor = cluster.NewRefusal("policy.actor", `policy: actor must be "system" or "sha256:<64 hex>"`)
 	// ErrNotFound: no such profile or version.
 	ErrNotFound = errors.New("policy: not found")
 )
@@ -84,7 +84,7 @@ func must[T any](v T, err error) T {
 // operator's "sha256:<64 hex>" (the audit log's forms).
 func ApplyCommand(file string, data []byte, actor string) (cluster.Command, error) {
 	if !validActor(actor) {
-		return cluster.Command{}, fmt.Errorf("%w, not %q", ErrActor, actor)
+		return cluster.Command{}, fmt.Errorf("%w, not %q", errActor, actor)
 	}
 	if _, err := policies.Parse(file, data); err != nil {
 		return cluster.Command{}, err
@@ -107,7 +107,7 @@ func apply(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, cluster.Refuse(fmt.Errorf("policy: apply: %w", err))
 	}
 	if !validActor(b.Actor) {
-		return nil, cluster.Refuse(fmt.Errorf("%w, not %q", ErrActor, b.Actor))
+		return nil, cluster.Refuse(fmt.Errorf("%w, not %q", errActor, b.Actor))
 	}
 	p, err := policies.Parse(b.File, b.Data)
 	if err != nil {
@@ -153,10 +153,10 @@ func read(v []byte) (*stored, error) {
 	return &s, nil
 }
 
-// Active builds the set of the active profiles, keyed by pseudonymKey (the node's
+// active builds the set of the active profiles, keyed by pseudonymKey (the node's
 // secret) with defaultProfile for enrolments that name none. ErrNoProfiles if none
 // was applied.
-func Active(tx *bbolt.Tx, pseudonymKey []byte, defaultProfile string) (*policies.Set, error) {
+func active(tx *bbolt.Tx, pseudonymKey []byte, defaultProfile string) (*policies.Set, error) {
 	fsys := fstest.MapFS{}
 	err := tx.Bucket(bucketActive).ForEach(func(k, v []byte) error {
 		s, err := read(v)
@@ -198,9 +198,9 @@ func Lookup(tx *bbolt.Tx, name string) (Version, error) {
 	return version(tx.Bucket(bucketActive).Get([]byte(name)), name)
 }
 
-// LookupVersion returns a version of the named profile, active or past: the file a
+// lookupVersion returns a version of the named profile, active or past: the file a
 // certificate's ca.Record.PolicyVersion names.
-func LookupVersion(tx *bbolt.Tx, name string, v uint64) (Version, error) {
+func lookupVersion(tx *bbolt.Tx, name string, v uint64) (Version, error) {
 	return version(tx.Bucket(bucketHistory).Get(historyKey(name, v)), name)
 }
 
@@ -246,8 +246,8 @@ func Diff(tx *bbolt.Tx, file string, data []byte) (string, error) {
 	return policies.Diff(a.Profile, c), nil
 }
 
-// Replicated is what Follow needs of the cluster: *cluster.Cluster.
-type Replicated interface {
+// replicated is what Follow needs of the cluster: *cluster.Cluster.
+type replicated interface {
 	Subscribe(buffer int, types ...string) *cluster.Subscription
 	View(fn func(tx *bbolt.Tx) error) error
 }
@@ -256,13 +256,13 @@ type Replicated interface {
 // until ctx ends. A set that does not build (none applied yet, or the default
 // profile missing) is reported to failed and use keeps the last one; failed may be
 // nil.
-func Follow(ctx context.Context, c Replicated, pseudonymKey []byte, defaultProfile string, use func(*policies.Set), failed func(error)) {
+func Follow(ctx context.Context, c replicated, pseudonymKey []byte, defaultProfile string, use func(*policies.Set), failed func(error)) {
 	sub := c.Subscribe(16, CommandApply)
 	defer sub.Close()
 	load := func() {
 		var set *policies.Set
 		err := c.View(func(tx *bbolt.Tx) (err error) {
-			set, err = Active(tx, pseudonymKey, defaultProfile)
+			set, err = active(tx, pseudonymKey, defaultProfile)
 			return err
 		})
 		switch {
@@ -298,8 +298,8 @@ func validActor(a string) bool {
 	return bytes.IndexFunc([]byte(h), func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') }) < 0
 }
 
-// Submitter is what Seed needs of the cluster: *cluster.Cluster.
-type Submitter interface {
+// submitter is what Seed needs of the cluster: *cluster.Cluster.
+type submitter interface {
 	Submit(ctx context.Context, cmd cluster.Command) ([]byte, error)
 	View(fn func(tx *bbolt.Tx) error) error
 }
@@ -312,7 +312,7 @@ type Submitter interface {
 // earlier shipped file left as it was shipped (policies.ShippedEarlier), with a
 // later version of it: an upgraded cluster gets the shipped fix (the signing
 // profile's extended key usage) unless an operator made the profile their own.
-func Seed(ctx context.Context, c Submitter, fsys fs.FS, actor string) ([]string, error) {
+func Seed(ctx context.Context, c submitter, fsys fs.FS, actor string) ([]string, error) {
 	files, err := fs.Glob(fsys, "*.yaml")
 	if err != nil {
 		return nil, fmt.Errorf("policy: seed: %w", err)

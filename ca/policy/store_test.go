@@ -87,7 +87,7 @@ func (n *node) active(t *testing.T) (*policies.Set, error) {
 	t.Helper()
 	var set *policies.Set
 	err := n.c.View(func(tx *bbolt.Tx) (err error) {
-		set, err = Active(tx, key, "authentication")
+		set, err = active(tx, key, "authentication")
 		return err
 	})
 	return set, err
@@ -160,7 +160,7 @@ func TestStore(t *testing.T) {
 			v    uint64
 			data []byte
 		}{{2, sign}, {4, v4}} {
-			got, err := LookupVersion(tx, "signing", w.v)
+			got, err := lookupVersion(tx, "signing", w.v)
 			if err != nil {
 				return err
 			}
@@ -168,7 +168,7 @@ func TestStore(t *testing.T) {
 				t.Errorf("history v%d: got v%d by %s", w.v, got.Profile.Version, got.Actor)
 			}
 		}
-		if _, err := LookupVersion(tx, "signing", 3); !errors.Is(err, ErrNotFound) {
+		if _, err := lookupVersion(tx, "signing", 3); !errors.Is(err, ErrNotFound) {
 			t.Errorf("a refused version is in the history: %v", err)
 		}
 		if a, err := Lookup(tx, "signing"); err != nil || a.Profile.Version != 4 {
@@ -210,7 +210,7 @@ func TestStore(t *testing.T) {
 	}
 	d := n.descs[2]
 	sum := sha256.Sum256(v4)
-	if d.Type != TypeApplied || d.Actor != operator || d.Data["profile"] != "signing" || d.Data["version"] != uint64(4) ||
+	if d.Type != typeApplied || d.Actor != operator || d.Data["profile"] != "signing" || d.Data["version"] != uint64(4) ||
 		d.Data["previous_version"] != uint64(2) || !bytes.Equal(d.Data["file_sha256"].([]byte), sum[:]) {
 		t.Errorf("description %+v", d)
 	}

@@ -21,19 +21,19 @@ import (
 // signature certificate is a private object (reading it needs the signature PIN, as
 // on the card, since it holds the basic-4 information).
 const (
-	KeyLabel    = "Digital Signature Key"
-	CertLabel   = "Digital Signature Certificate"
-	CACertLabel = "Digital Signature Certificate CA"
+	keyLabel    = "Digital Signature Key"
+	certLabel   = "Digital Signature Certificate"
+	caCertLabel = "Digital Signature Certificate CA"
 )
 
 // KeyID and CACertID are the CKA_ID values of the card's objects.
 var (
-	KeyID    = []byte{0x02}
-	CACertID = []byte{0x04}
+	keyID    = []byte{0x02}
+	caCertID = []byte{0x04}
 )
 
-// ErrCardInUse: the token already holds a card's key and the issue was not a re-issue.
-var ErrCardInUse = errors.New("jpkisim: the token already holds a card's signature key")
+// errCardInUse: the token already holds a card's key and the issue was not a re-issue.
+var errCardInUse = errors.New("jpkisim: the token already holds a card's signature key")
 
 // Card is a signature certificate issued to a key inside a PKCS#11 token.
 type Card struct {
@@ -65,7 +65,7 @@ func (s *Sim) Reissue(ctx context.Context, cfg hsm.Config, previous *big.Int, ed
 	}
 	r := st.find(previous)
 	if r == nil {
-		return nil, ErrUnknownSerial
+		return nil, errUnknownSerial
 	}
 	p, err := personOf(r.DER)
 	if err != nil {
@@ -82,7 +82,7 @@ func (s *Sim) Reissue(ctx context.Context, cfg hsm.Config, previous *big.Int, ed
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Revoke(previous, jpki.ReasonAffiliationChanged, time.Time{}); err != nil && !errors.Is(err, ErrAlreadyRevoked) {
+	if err := s.Revoke(previous, jpki.ReasonAffiliationChanged, time.Time{}); err != nil && !errors.Is(err, errAlreadyRevoked) {
 		return card, err
 	}
 	return card, nil
@@ -100,12 +100,12 @@ func (s *Sim) issueCard(ctx context.Context, cfg hsm.Config, spec CardSpec, repl
 	label := tok.Info().Label
 
 	err = rawSession(ctx, cfg.Module, tok, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
-		objs, err := findObjects(p, sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, KeyID)})
+		objs, err := findObjects(p, sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, keyID)})
 		if err != nil {
 			return err
 		}
 		if len(objs) > 0 && !replace {
-			return fmt.Errorf("%w (token %q)", ErrCardInUse, label)
+			return fmt.Errorf("%w (token %q)", errCardInUse, label)
 		}
 		for _, o := range objs {
 			if err := p.DestroyObject(sh, o); err != nil {
@@ -117,7 +117,7 @@ func (s *Sim) issueCard(ctx context.Context, cfg hsm.Config, spec CardSpec, repl
 	if err != nil {
 		return nil, err
 	}
-	key, err := tok.GenerateKey(ctx, hsm.KeySpec{Type: hsm.RSA2048, Label: KeyLabel, ID: KeyID})
+	key, err := tok.GenerateKey(ctx, hsm.KeySpec{Type: hsm.RSA2048, Label: keyLabel, ID: keyID})
 	if err != nil {
 		return nil, fmt.Errorf("jpkisim: card key: %w", err)
 	}
@@ -130,12 +130,12 @@ func (s *Sim) issueCard(ctx context.Context, cfg hsm.Config, spec CardSpec, repl
 		return nil, err
 	}
 	err = rawSession(ctx, cfg.Module, tok, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
-		if err := putCertificate(p, sh, leaf, CertLabel, KeyID, true); err != nil {
+		if err := putCertificate(p, sh, leaf, certLabel, keyID, true); err != nil {
 			return err
 		}
 		old, err := findObjects(p, sh, []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, CACertID),
+			pkcs11.NewAttribute(pkcs11.CKA_ID, caCertID),
 		})
 		if err != nil {
 			return err
@@ -145,7 +145,7 @@ func (s *Sim) issueCard(ctx context.Context, cfg hsm.Config, spec CardSpec, repl
 				return err
 			}
 		}
-		return putCertificate(p, sh, s.root, CACertLabel, CACertID, false)
+		return putCertificate(p, sh, s.root, caCertLabel, caCertID, false)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jpkisim: store the certificate on token %q: %w", label, err)

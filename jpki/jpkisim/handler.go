@@ -31,7 +31,7 @@ func (s *Sim) Handler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/pkix-crl")
 		w.Header().Set("Cache-Control", "no-cache")
-		http.ServeContent(w, r, CRLFile, fi.ModTime(), f)
+		http.ServeContent(w, r, crlFile, fi.ModTime(), f)
 	})
 	root := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.root.Raw})
 	mux.HandleFunc("GET /root.pem", func(w http.ResponseWriter, r *http.Request) {
@@ -47,7 +47,7 @@ func (s *Sim) Handler() http.Handler {
 // serves is never past its nextUpdate while it runs.
 func (s *Sim) ServeCRL(ctx context.Context, l net.Listener, maxAge time.Duration) error {
 	if maxAge <= 0 {
-		maxAge = DefaultCRLValidity / 2
+		maxAge = defaultCRLValidity / 2
 	}
 	if _, err := s.Refresh(maxAge); err != nil {
 		return err

@@ -89,11 +89,11 @@ func cardSubject(prefecture, municipality, cn string) []byte {
 	)
 }
 
-// CRLDistributionPoint is the DER of the directoryName a card of municipality in
+// crlDistributionPoint is the DER of the directoryName a card of municipality in
 // prefecture names as its CRL distribution point:
 // C=JP, O=JPKI, OU=JPKI for digital signature, OU=CRL Distribution Points,
 // OU=<prefecture>, CN=<municipality> CRLDP.
-func CRLDistributionPoint(prefecture, municipality string) []byte {
+func crlDistributionPoint(prefecture, municipality string) []byte {
 	return marshalName(
 		rdnAttr{oidAttrC, "JP"},
 		rdnAttr{oidAttrO, "JPKI"},

@@ -22,22 +22,22 @@ import (
 // The files of a state directory.
 const (
 	RootFile    = "root.pem"     // the root certificate: the anchor verifiers configure
-	RootKeyFile = "root-key.pem" // the root key (PKCS#8, mode 0600), when the sim made it
-	CRLFile     = "crl.der"      // the latest CRL (DER)
+	rootKeyFile = "root-key.pem" // the root key (PKCS#8, mode 0600), when the sim made it
+	crlFile     = "crl.der"      // the latest CRL (DER)
 	stateFile   = "state.json"
 	lockFile    = ".lock"
 )
 
-// DefaultCRLValidity is how long a published CRL is valid (nextUpdate − thisUpdate):
+// defaultCRLValidity is how long a published CRL is valid (nextUpdate − thisUpdate):
 // J-LIS publishes daily.
-const DefaultCRLValidity = 24 * time.Hour
+const defaultCRLValidity = 24 * time.Hour
 
 // Errors callers act on.
 var (
-	ErrUnknownSerial  = errors.New("jpkisim: no certificate with that serial")
-	ErrAlreadyRevoked = errors.New("jpkisim: certificate already revoked")
-	ErrReason         = errors.New("jpkisim: not a reason J-LIS uses")
-	ErrExists         = errors.New("jpkisim: state directory already initialised")
+	errUnknownSerial  = errors.New("jpkisim: no certificate with that serial")
+	errAlreadyRevoked = errors.New("jpkisim: certificate already revoked")
+	errReason         = errors.New("jpkisim: not a reason J-LIS uses")
+	errExists         = errors.New("jpkisim: state directory already initialised")
 )
 
 // Config says where a Sim keeps its state and what signs.
@@ -81,7 +81,7 @@ func Init(cfg Config, spec RootSpec) (*Sim, error) {
 		return nil, fmt.Errorf("jpkisim: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Dir, stateFile)); err == nil {
-		return nil, fmt.Errorf("%w: %s", ErrExists, cfg.Dir)
+		return nil, fmt.Errorf("%w: %s", errExists, cfg.Dir)
 	}
 	s := &Sim{dir: cfg.Dir, key: cfg.Key, now: clock(cfg.Now)}
 	unlock, err := s.lock()
@@ -98,7 +98,7 @@ func Init(cfg Config, spec RootSpec) (*Sim, error) {
 		if err != nil {
 			return nil, fmt.Errorf("jpkisim: root key: %w", err)
 		}
-		if err := writeFile(filepath.Join(s.dir, RootKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := writeFile(filepath.Join(s.dir, rootKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, err
 		}
 		s.key = k
@@ -140,7 +140,7 @@ func Open(cfg Config) (*Sim, error) {
 		return nil, fmt.Errorf("jpkisim: %s: %w", RootFile, err)
 	}
 	if s.key == nil {
-		if s.key, err = readKey(filepath.Join(s.dir, RootKeyFile)); err != nil {
+		if s.key, err = readKey(filepath.Join(s.dir, rootKeyFile)); err != nil {
 			return nil, err
 		}
 	}
@@ -163,7 +163,7 @@ func (s *Sim) Root() *x509.Certificate { return s.root }
 func (s *Sim) Dir() string { return s.dir }
 
 // CRLPath is the file PublishCRL writes: what a jpki CRLSource with File reads.
-func (s *Sim) CRLPath() string { return filepath.Join(s.dir, CRLFile) }
+func (s *Sim) CRLPath() string { return filepath.Join(s.dir, crlFile) }
 
 // Certificate is a signature certificate the sim issued.
 type Certificate struct {
@@ -244,7 +244,7 @@ func (s *Sim) issue(pub crypto.PublicKey, spec CardSpec, token string) (*Certifi
 		ExtraExtensions: []pkix.Extension{
 			policies,
 			{Id: oidExtIssuerAltName, Value: jlisAltName()},
-			{Id: oidExtCRLDP, Value: crldpExtension(CRLDistributionPoint(p.Prefecture, p.Municipality))},
+			{Id: oidExtCRLDP, Value: crldpExtension(crlDistributionPoint(p.Prefecture, p.Municipality))},
 			sanExtension(p.otherNames()),
 		},
 	}
@@ -269,7 +269,7 @@ func (s *Sim) Person(serial *big.Int) (Person, error) {
 	}
 	r := st.find(serial)
 	if r == nil {
-		return Person{}, ErrUnknownSerial
+		return Person{}, errUnknownSerial
 	}
 	return personOf(r.DER)
 }
@@ -279,7 +279,7 @@ func (s *Sim) Person(serial *big.Int) (Person, error) {
 // at time at (now if zero). It takes effect in the next CRL published.
 func (s *Sim) Revoke(serial *big.Int, reason jpki.Reason, at time.Time) error {
 	if reason < jpki.ReasonUnspecified || reason > jpki.ReasonCertificateHold {
-		return fmt.Errorf("%w: %d", ErrReason, reason)
+		return fmt.Errorf("%w: %d", errReason, reason)
 	}
 	if at.IsZero() {
 		at = s.now()
@@ -298,9 +298,9 @@ func (s *Sim) Revoke(serial *big.Int, reason jpki.Reason, at time.Time) error {
 	r := st.find(serial)
 	switch {
 	case r == nil:
-		return ErrUnknownSerial
+		return errUnknownSerial
 	case r.Revoked != nil:
-		return ErrAlreadyRevoked
+		return errAlreadyRevoked
 	}
 	r.Revoked = &revocation{Reason: reason, At: at.UTC().Truncate(time.Second)}
 	st.Revision++
@@ -354,7 +354,7 @@ func (s *Sim) publish(st *state, thisUpdate, nextUpdate time.Time) ([]byte, erro
 		thisUpdate = s.now()
 	}
 	if nextUpdate.IsZero() {
-		nextUpdate = thisUpdate.Add(DefaultCRLValidity)
+		nextUpdate = thisUpdate.Add(defaultCRLValidity)
 	}
 	rl := &x509.RevocationList{
 		Number:     big.NewInt(st.CRLNumber + 1),
@@ -396,15 +396,15 @@ func (s *Sim) publish(st *state, thisUpdate, nextUpdate time.Time) ([]byte, erro
 }
 
 // Issued lists the certificates the sim issued, oldest first.
-func (s *Sim) Issued() ([]Issued, error) {
+func (s *Sim) Issued() ([]issued, error) {
 	st, err := s.load()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Issued, 0, len(st.Certificates))
+	out := make([]issued, 0, len(st.Certificates))
 	for _, r := range st.Certificates {
 		serial, _ := new(big.Int).SetString(r.Serial, 16)
-		i := Issued{Certificate: Certificate{Serial: serial, DER: r.DER}, Token: r.Token, IssuedAt: r.IssuedAt}
+		i := issued{Certificate: Certificate{Serial: serial, DER: r.DER}, Token: r.Token, IssuedAt: r.IssuedAt}
 		if r.Revoked != nil {
 			i.Revoked, i.Reason, i.RevokedAt = true, r.Revoked.Reason, r.Revoked.At
 		}
@@ -413,8 +413,8 @@ func (s *Sim) Issued() ([]Issued, error) {
 	return out, nil
 }
 
-// Issued is a certificate in the state directory and what became of it.
-type Issued struct {
+// issued is a certificate in the state directory and what became of it.
+type issued struct {
 	Certificate
 	Token     string // the card's token label ("" when issued for a key outside a token)
 	IssuedAt  time.Time

@@ -118,7 +118,7 @@ func TestCardPassesJPKI(t *testing.T) {
 		if ext.Id.Equal(oidExtCertPolicies) && !ext.Critical {
 			t.Error("certificatePolicies is not critical")
 		}
-		if ext.Id.Equal(oidExtCRLDP) && !bytes.Contains(ext.Value, CRLDistributionPoint(person.Prefecture, person.Municipality)) {
+		if ext.Id.Equal(oidExtCRLDP) && !bytes.Contains(ext.Value, crlDistributionPoint(person.Prefecture, person.Municipality)) {
 			t.Error("CRLDP is not the municipality's directoryName")
 		}
 	}
@@ -136,7 +136,7 @@ func TestCardPassesJPKI(t *testing.T) {
 	}
 
 	// The card signs through PKCS#11 as a real one does.
-	key, err := tk.HSM.Signer(ctx, hsm.URI{Object: KeyLabel, ID: KeyID, Type: "private"})
+	key, err := tk.HSM.Signer(ctx, hsm.URI{Object: keyLabel, ID: keyID, Type: "private"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestCardPassesJPKI(t *testing.T) {
 		rawSessionT(t, tk, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) {
 			certs, err := findObjects(p, sh, []*pkcs11.Attribute{
 				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-				pkcs11.NewAttribute(pkcs11.CKA_ID, KeyID),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, keyID),
 			})
 			if err != nil || len(certs) != 1 {
 				t.Fatalf("signature certificate objects: %d, %v", len(certs), err)
@@ -166,12 +166,12 @@ func TestCardPassesJPKI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(attrs[0].Value, card.DER) || string(attrs[1].Value) != CertLabel || attrs[2].Value[0] != 1 {
+			if !bytes.Equal(attrs[0].Value, card.DER) || string(attrs[1].Value) != certLabel || attrs[2].Value[0] != 1 {
 				t.Errorf("certificate object: label %q private %v, value matches %t", attrs[1].Value, attrs[2].Value, bytes.Equal(attrs[0].Value, card.DER))
 			}
 			cas, err := findObjects(p, sh, []*pkcs11.Attribute{
 				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-				pkcs11.NewAttribute(pkcs11.CKA_ID, CACertID),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, caCertID),
 			})
 			if err != nil || len(cas) != 1 {
 				t.Fatalf("CA certificate objects: %d, %v", len(cas), err)
@@ -183,7 +183,7 @@ func TestCardPassesJPKI(t *testing.T) {
 		rawSessionT(t, tk, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) {
 			keys, err := findObjects(p, sh, []*pkcs11.Attribute{
 				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_ID, KeyID),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, keyID),
 			})
 			if err != nil || len(keys) != 1 {
 				t.Fatalf("card keys: %d, %v", len(keys), err)
@@ -223,7 +223,7 @@ func TestCardPassesJPKI(t *testing.T) {
 	})
 
 	t.Run("second card on the same token refused", func(t *testing.T) {
-		if _, err := s.IssueCard(ctx, cardConfig(tk), CardSpec{Person: person}); !errors.Is(err, ErrCardInUse) {
+		if _, err := s.IssueCard(ctx, cardConfig(tk), CardSpec{Person: person}); !errors.Is(err, errCardInUse) {
 			t.Fatalf("err = %v, want ErrCardInUse", err)
 		}
 	})
@@ -375,13 +375,13 @@ func TestCRLEveryReason(t *testing.T) {
 		})
 	}
 
-	if err := s.Revoke(certs[jpki.ReasonKeyCompromise].Serial, jpki.ReasonUnspecified, time.Time{}); !errors.Is(err, ErrAlreadyRevoked) {
+	if err := s.Revoke(certs[jpki.ReasonKeyCompromise].Serial, jpki.ReasonUnspecified, time.Time{}); !errors.Is(err, errAlreadyRevoked) {
 		t.Errorf("second revocation: err = %v", err)
 	}
-	if err := s.Revoke(big.NewInt(12345), jpki.ReasonUnspecified, time.Time{}); !errors.Is(err, ErrUnknownSerial) {
+	if err := s.Revoke(big.NewInt(12345), jpki.ReasonUnspecified, time.Time{}); !errors.Is(err, errUnknownSerial) {
 		t.Errorf("unknown serial: err = %v", err)
 	}
-	if err := s.Revoke(good.Serial, jpki.ReasonRemoveFromCRL, time.Time{}); !errors.Is(err, ErrReason) {
+	if err := s.Revoke(good.Serial, jpki.ReasonRemoveFromCRL, time.Time{}); !errors.Is(err, errReason) {
 		t.Errorf("removeFromCRL: err = %v", err)
 	}
 }
@@ -414,10 +414,10 @@ func TestOpenAndRefresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, RootKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, rootKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("root key file: %v %v", fi, err)
 	}
-	if _, err := Init(Config{Dir: dir}, RootSpec{}); !errors.Is(err, ErrExists) {
+	if _, err := Init(Config{Dir: dir}, RootSpec{}); !errors.Is(err, errExists) {
 		t.Fatalf("second init: err = %v", err)
 	}
 	s2, err := Open(Config{Dir: dir, Now: clock})
@@ -642,7 +642,7 @@ func TestParallelWriters(t *testing.T) {
 		t.Fatalf("%d certificates recorded, %d issued", len(issued), writers*each)
 	}
 	for serial := range serials {
-		if err := s.Revoke(serial, jpki.ReasonKeyCompromise, time.Time{}); !errors.Is(err, ErrAlreadyRevoked) {
+		if err := s.Revoke(serial, jpki.ReasonKeyCompromise, time.Time{}); !errors.Is(err, errAlreadyRevoked) {
 			t.Fatalf("revocation of %x lost: %v", serial, err)
 		}
 	}
