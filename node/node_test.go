@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/internal/testenv"
+
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/admin"
@@ -91,16 +93,10 @@ func logLevel() string {
 	return "error"
 }
 
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // start starts a node and stops it when the test ends.
 func start(t testing.TB, cfg *node.Config, comps ...node.Component) *node.Node {
 	t.Helper()
-	n, err := node.Start(ctxT(t, 60*time.Second), cfg, comps...)
+	n, err := node.Start(testenv.Context(t, 60*time.Second), cfg, comps...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +227,7 @@ func TestNodeListeners(t *testing.T) {
 		}
 	})
 	t.Run("metrics", func(t *testing.T) {
-		ctx := ctxT(t, 10*time.Second)
+		ctx := testenv.Context(t, 10*time.Second)
 		if err := put(ctx, n.Cluster(), "k", "v"); err != nil {
 			t.Fatal(err)
 		}
@@ -303,7 +299,7 @@ func TestNodeListeners(t *testing.T) {
 		}
 	})
 
-	if err := n.Stop(ctxT(t, 10*time.Second)); err != nil {
+	if err := n.Stop(testenv.Context(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	rec.mu.Lock()
@@ -326,7 +322,7 @@ func TestNodeRestart(t *testing.T) {
 	cfg := testConfig(t, tok, "  bootstrap: true")
 	n := start(t, cfg, kvComponent())
 	waitReady(t, n)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	if err := put(ctx, n.Cluster(), "before", "restart"); err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +383,7 @@ func TestStartErrorsSayEachContextOnce(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := testConfig(t, tok, "  bootstrap: true")
 			c.edit(cfg)
-			n, err := node.Start(ctxT(t, 30*time.Second), cfg)
+			n, err := node.Start(testenv.Context(t, 30*time.Second), cfg)
 			if err == nil {
 				n.Stop(context.Background())
 				t.Fatal("started")
@@ -412,7 +408,7 @@ func TestNodeStopsWhenClusterFails(t *testing.T) {
 	cfg := testConfig(t, tok, "  bootstrap: true")
 	n := start(t, cfg, kvComponent())
 	waitReady(t, n)
-	_ = put(ctxT(t, 5*time.Second), n.Cluster(), "fail", "")
+	_ = put(testenv.Context(t, 5*time.Second), n.Cluster(), "fail", "")
 	select {
 	case <-n.Done():
 	case <-time.After(10 * time.Second):
@@ -433,7 +429,7 @@ func TestAdmin(t *testing.T) {
 	cfg := testConfig(t, tok, "  bootstrap: true\n  node_id: adm")
 	n := start(t, cfg)
 	waitReady(t, n)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	ac := admin.NewClient(cfg.AdminSocket())
 
 	fi, err := os.Stat(cfg.AdminSocket())
@@ -526,7 +522,7 @@ func TestAdmin(t *testing.T) {
 func TestJoinEdge(t *testing.T) {
 	first := start(t, testConfig(t, softhsm.NewToken(t), "  bootstrap: true"))
 	waitReady(t, first)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	ac := admin.NewClient(first.Addrs().Admin)
 	file := filepath.Join(t.TempDir(), "token")
 	cfg := testConfig(t, softhsm.NewToken(t), fmt.Sprintf("  role: nonvoter\n  join:\n    address: %s\n    token_file: %s", first.Addrs().Cluster, file))

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/internal/testenv"
+
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/hsm"
@@ -34,7 +36,7 @@ import (
 func BenchmarkStamp(b *testing.B) {
 	for _, kt := range []hsm.KeyType{hsm.ECP256, hsm.RSA3072} {
 		b.Run(string(kt), func(b *testing.B) {
-			ctx := ctxT(b, 10*time.Minute)
+			ctx := testenv.Context(b, 10*time.Minute)
 			tc := newTSACluster(b, 1, time.Second)
 			tc.setup(ctx, kt)
 			n := tc.nodes[0]

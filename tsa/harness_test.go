@@ -8,8 +8,6 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -17,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/inkan-pki/inkan/internal/testenv"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -27,19 +27,6 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 )
-
-func quietLogger() *slog.Logger {
-	if os.Getenv("TSA_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // testPolicy is the TSA policy of the test nodes.
 var testPolicy = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 3161, 1}
@@ -72,18 +59,18 @@ func newTSACluster(t testing.TB, voters int, acc time.Duration) *testCluster {
 	tc := &testCluster{t: t, dir: t.TempDir()}
 	tc.nodes = make([]*tsaNode, voters)
 	tc.g = clustertest.Voters(t, voters, clustertest.Options{
-		Config: cluster.Config{Handlers: append(ca.Handlers(), Handlers()...), Logger: quietLogger(), LeaderLeaseTimeout: 100 * time.Millisecond},
+		Config: cluster.Config{Handlers: append(ca.Handlers(), Handlers()...), Logger: testenv.Logger(), LeaderLeaseTimeout: 100 * time.Millisecond},
 		Open: func(m *clustertest.Member) {
 			n := &tsaNode{tok: m.Token, keys: m.Keys, c: m.Cluster}
 			var err error
-			n.auth, err = ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, CRLShards: 2, Logger: quietLogger(),
+			n.auth, err = ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, CRLShards: 2, Logger: testenv.Logger(),
 				URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://ocsp.inkan.test/crl/", CAIssuers: "http://ocsp.inkan.test/ca/"}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(n.auth.Close)
 			n.svc, err = New(Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, Authority: n.auth, Policy: testPolicy,
-				Accuracy: acc, Logger: quietLogger(), Clock: func() time.Time { return time.Now().Add(time.Duration(n.skew.Load())) }})
+				Accuracy: acc, Logger: testenv.Logger(), Clock: func() time.Time { return time.Now().Add(time.Duration(n.skew.Load())) }})
 			if err != nil {
 				t.Fatal(err)
 			}

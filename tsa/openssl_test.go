@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/internal/testenv"
+
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/hsm"
@@ -38,7 +40,7 @@ func TestOpenSSLVerifiesTokens(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a cluster, keys in SoftHSM and openssl")
 	}
-	ctx := ctxT(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	tc := newTSACluster(t, 2, time.Second)
 	if err := os.WriteFile(filepath.Join(tc.dir, "data.txt"), []byte("a contract to keep for 35 years\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -100,7 +102,7 @@ func TestRefusals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a cluster, keys in SoftHSM and openssl")
 	}
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	tc := newTSACluster(t, 2, time.Second)
 	if err := os.WriteFile(filepath.Join(tc.dir, "data.txt"), []byte("data\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -191,7 +193,7 @@ func TestClockOffRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a cluster, keys in SoftHSM")
 	}
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	tc := newTSACluster(t, 2, 500*time.Millisecond)
 	tc.setup(ctx, hsm.ECP256)
 	l, f := tc.leader(), tc.follower()
@@ -238,7 +240,7 @@ func TestTokensLogged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a cluster, keys in SoftHSM")
 	}
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	tc := newTSACluster(t, 2, time.Second)
 	tc.setup(ctx, hsm.ECP256)
 	sub := tc.nodes[0].c.Subscribe(4096, commandTokens)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/internal/testenv"
+
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
@@ -27,7 +29,7 @@ func TestCommandsRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a cluster, keys in SoftHSM")
 	}
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	tc := newTSACluster(t, 2, time.Second)
 	caCert, cert := tc.setup(ctx, hsm.ECP256)
 	f := tc.follower()
@@ -103,7 +105,7 @@ func TestRevokedCertificateStops(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a cluster, keys in SoftHSM")
 	}
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	tc := newTSACluster(t, 2, time.Second)
 	_, cert := tc.setup(ctx, hsm.ECP256)
 	req := goodRequest().der()
