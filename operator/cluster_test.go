@@ -151,7 +151,7 @@ func TestThreeVoters(t *testing.T) {
 	for _, n := range nodes {
 		waitOn(t, n, q.ID, Executed)
 	}
-	time.Sleep(200 * time.Millisecond)
+	settled(t, leader.svc)
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("ran %d times in the cluster, want once", n)
 	}
@@ -174,7 +174,7 @@ func TestThreeVoters(t *testing.T) {
 	if got.Error == "" {
 		t.Fatal("interrupted without a reason")
 	}
-	time.Sleep(200 * time.Millisecond)
+	settled(t, next.svc)
 	if n := runs.Load(); n != 2 {
 		t.Fatalf("ran %d times, want 2 (the interrupted request never again)", n)
 	}

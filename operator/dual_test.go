@@ -97,7 +97,7 @@ func TestDualControl(t *testing.T) {
 	}
 	_, err = h.decide(b, q, Approve)
 	mustRefuse(t, "second approval by the same admin", err, ErrDuplicate)
-	time.Sleep(200 * time.Millisecond)
+	settled(t, h.svc)
 	if n := runs.Load(); n != 0 || h.request(q.ID).State != Pending {
 		t.Fatalf("ran %d times with one approval (%s)", n, h.request(q.ID).State)
 	}
@@ -109,7 +109,7 @@ func TestDualControl(t *testing.T) {
 	if string(done.Result) != "applied policy v2" || !slices.Equal(done.Approvals, []fingerprint{b.op.Fingerprint, c.op.Fingerprint}) {
 		t.Fatalf("executed %+v", done)
 	}
-	time.Sleep(200 * time.Millisecond)
+	settled(t, h.svc)
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("ran %d times, want once", n)
 	}
@@ -322,7 +322,7 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // sweeps of a leader with no runner for it
+	settled(t, h.svc) // sweeps of a leader with no runner for it
 	if s := h.request(pq.ID).State; s != Approved {
 		t.Fatalf("policy request without a runner: %s", s)
 	}
@@ -370,7 +370,7 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 	if w := h.waitState(waiting.ID, Executed); string(w.Result) != "policy v3" {
 		t.Fatalf("waiting request: %+v", w)
 	}
-	time.Sleep(200 * time.Millisecond)
+	settled(t, h.svc)
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("runner ran %d times, want once (the waiting request only)", n)
 	}

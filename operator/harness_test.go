@@ -254,3 +254,27 @@ func mustRefuse(t *testing.T, what string, err, want error) {
 		t.Fatalf("%s: got %v, want %v", what, err, want)
 	}
 }
+
+// settled sweeps the requests twice, as the leading Service s does on its
+// ticks and on each decision, and waits until whatever those sweeps started
+// has ended: a run count read afterwards is final, without a sleep standing
+// in for "nothing more happens". s must lead.
+func settled(t *testing.T, s *Service) {
+	t.Helper()
+	ctx := testenv.Context(t, 20*time.Second)
+	for range 2 {
+		s.sweepOnce(ctx)
+	}
+	for {
+		s.mu.Lock()
+		idle := len(s.running) == 0
+		s.mu.Unlock()
+		if idle {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatal("a run the sweeps started did not end within 20s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
