@@ -260,12 +260,21 @@ for round in $(seq "$R"); do
 done
 stop_cluster three
 
-echo "## medians (rate/s) and ratios to step-ca's median"
+echo "## medians (rate/s) and ratios to step-ca"
+echo "# paired: each inkan run over the step-ca run just before it (same minute, same load)"
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 rates() { grep " what=$1 " "$out" | sed 's/.* rate=\([0-9.]*\)\/s.*/\1/'; }
+paired() { # paired WHAT: the ratio of each WHAT run to the step-ca run before it
+	sed 's/.* what=\([^ ]*\) .* rate=\([0-9.]*\)\/s.*/\1 \2/' "$out" |
+		awk -v w="$1" '$1 == "stepca-sign" { s = $2 } $1 == w && s > 0 { printf "%.2f\n", $2 / s }'
+}
 base=$(rates stepca-sign | median)
 for w in $(sed 's/.* what=\([^ ]*\) .*/\1/' "$out" | sort -u); do
 	m=$(rates "$w" | median)
-	printf '%-34s median %8.1f/s  ratio to step-ca %.2f  (every run: %s)\n' "$w" "$m" \
-		"$(awk -v a="$m" -v b="$base" 'BEGIN { print a / b }')" "$(rates "$w" | paste -sd' ')"
+	line=$(printf '%-28s median %7.1f/s (every run: %s)' "$w" "$m" "$(rates "$w" | paste -sd' ')")
+	if [ "$w" != stepca-sign ]; then
+		line+=$(printf '; ratio of medians %.2f; paired ratios %s, median %s' \
+			"$(awk -v a="$m" -v b="$base" 'BEGIN { print a / b }')" "$(paired "$w" | paste -sd' ')" "$(paired "$w" | median)")
+	fi
+	echo "$line"
 done
