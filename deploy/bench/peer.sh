@@ -173,8 +173,9 @@ bench_profiles() {
 			/^    perPerson: / { print "    perPerson: {every: 1ms, burst: 1000000}"; next }
 			/^    perClient: / { print "    perClient: {every: 1ms, burst: 1000000}"; next }
 			{ print }' <<<"$cur" >"$1/$p-bench.yaml"
-		grep -q "$test_policy" "$1/$p-bench.yaml" && grep -q 'burst: 1000000' "$1/$p-bench.yaml" ||
+		if ! grep -q "$test_policy" "$1/$p-bench.yaml" || ! grep -q 'burst: 1000000' "$1/$p-bench.yaml"; then
 			fail "profile $p: could not make its bench version (see $1/$p-bench.yaml)"
+		fi
 		admin "$1" policy apply --yes "$1/$p-bench.yaml" >/dev/null
 	done
 }
@@ -204,9 +205,9 @@ stop_cluster() { # stop_cluster NAME
 	done
 }
 urls() { # urls NAME K
-	local i out=()
-	for i in $(seq "$2"); do out+=("https://127.0.0.1:$(nport "$i" 1)"); done
-	(IFS=,; echo "${out[*]}")
+	local i list=()
+	for i in $(seq "$2"); do list+=("https://127.0.0.1:$(nport "$i" 1)"); done
+	(IFS=,; echo "${list[*]}")
 }
 
 out=$work/results
@@ -269,7 +270,7 @@ paired() { # paired WHAT: the ratio of each WHAT run to the step-ca run before i
 		awk -v w="$1" '$1 == "stepca-sign" { s = $2 } $1 == w && s > 0 { printf "%.2f\n", $2 / s }'
 }
 base=$(rates stepca-sign | median)
-for w in $(sed 's/.* what=\([^ ]*\) .*/\1/' "$out" | sort -u); do
+sed 's/.* what=\([^ ]*\) .*/\1/' "$out" | sort -u | while read -r w; do
 	m=$(rates "$w" | median)
 	line=$(printf '%-28s median %7.1f/s (every run: %s)' "$w" "$m" "$(rates "$w" | paste -sd' ')")
 	if [ "$w" != stepca-sign ]; then
