@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/inkan
 DEV_DIR := .inkan-dev
 
-.PHONY: all deps build run test check unit fuzz-smoke scripts bench clean
+.PHONY: all deps build run test check unit fuzz-smoke scripts bench bench-peer clean
 
 all: build
 
@@ -42,9 +42,15 @@ scripts:
 	@deploy/test/devrun.sh
 	@deploy/test/readme.sh
 
+# Every benchmark, then inkan's enrollment against step-ca's (deploy/bench/peer.sh,
+# which builds step-ca once into ~/.cache/inkan-bench). bench-peer: that one only.
 bench: build
 	@deploy/install-deps.sh --bench
 	@deploy/bench/run-all.sh
+	@deploy/bench/peer.sh $(BIN)
+
+bench-peer: build
+	@deploy/bench/peer.sh $(BIN)
 
 clean:
 	rm -rf bin

@@ -46,6 +46,7 @@ var floors = []floorRow{
 	{0, []string{"internal/yamlshape"}, nil, "the configuration file's shape check, generic YAML; node's config uses it"},
 	{0, []string{"internal/house", "internal/testenv"}, nil, "for tests only"},
 	{8, []string{"deploy/bench/ocspserve"}, []string{"below"}, "a benchmark's server, above everything it measures"},
+	{8, []string{"deploy/bench/peer"}, []string{"subscriber", "enrollapi", "hsm"}, "the peer benchmark's load generator: a client of the enrollment API, as inkan enroll is"},
 }
 
 type floorRow struct {
