@@ -207,7 +207,7 @@ func newPresigner(ctx context.Context, cache *cache, src source, cfg PresignerCo
 			Name: "inkan_ocsp_stale_responses", Help: "Cached responses past their nextUpdate at the last scan (answered tryLater).",
 		}),
 		installed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "inkan_ocsp_first_responses_installed_total", Help: "Responses the leader signed for a new certificate, installed from its Raft entry.",
+			Name: "inkan_ocsp_first_responses_installed_total", Help: "Responses the leader signed for a new certificate or a status change, installed from its Raft entry.",
 		}),
 		cacheResponse: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "inkan_ocsp_cached_responses", Help: "Signed responses held (one per serial and CertID hash).",
