@@ -1,0 +1,243 @@
+package ocsp
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+	xocsp "golang.org/x/crypto/ocsp"
+
+	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
+	"github.com/inkan-pki/inkan/hsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
+	"github.com/inkan-pki/inkan/policies"
+)
+
+// ocspNode is one voter of TestStatusChangeTravels: its authority, its OCSP
+// follower served on a loopback socket, and what stops the follower.
+type ocspNode struct {
+	m    *clustertest.Member
+	a    *ca.Authority
+	f    *Follower
+	url  string
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// TestStatusChangeTravels: on a real three-voter cluster whose nodes each run
+// the OCSP follower, a follower whose own pre-signer is stopped still serves a
+// hold, a release and a revocation the moment it applies them, over HTTP, in
+// responses signed by another node's responder key: the leader signed them
+// before the change was committed, and the follower's apply hook installed
+// them from the entry. The node answering the request (that follower) returns
+// only once it serves them. A change the state refuses installs nothing on
+// any node.
+func TestStatusChangeTravels(t *testing.T) {
+	ctx := testenv.Context(t, 3*time.Minute)
+	pubs := []*Publisher{NewPublisher(testenv.Logger()), NewPublisher(testenv.Logger()), NewPublisher(testenv.Logger())}
+	var mu sync.Mutex
+	nodes := map[int]*ocspNode{}
+	g := clustertest.Voters(t, 3, clustertest.Options{
+		Config: cluster.Config{Handlers: ca.Handlers()},
+		Tweak:  func(i int, cfg *cluster.Config) { cfg.Hooks = append(cfg.Hooks, pubs[i].Hook) },
+		Open: func(m *clustertest.Member) {
+			a, err := ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, CRLShards: 4, Publisher: pubs[m.Index],
+				URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://ocsp.inkan.test/crl/", CAIssuers: "http://ocsp.inkan.test/ca/"}, Logger: testenv.Logger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := m.Keys.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: "ocsp-responder"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := Follow(ctx, FollowConfig{Cluster: m.Cluster, Authority: a, Key: key, ResponderLifetime: 24 * time.Hour,
+				Archive: 10 * 365 * 24 * time.Hour, Publisher: pubs[m.Index], Logger: testenv.Logger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := NewServer(f.Handler())
+			go func() { _ = srv.Serve(ln) }()
+			runCtx, stop := context.WithCancel(context.Background())
+			n := &ocspNode{m: m, a: a, f: f, url: "http://" + ln.Addr().String() + "/", stop: stop, done: make(chan struct{})}
+			go func() { defer close(n.done); f.Run(runCtx) }()
+			t.Cleanup(func() { _ = srv.Shutdown() })
+			mu.Lock()
+			nodes[m.Index] = n
+			mu.Unlock()
+		},
+		Close: func(m *clustertest.Member) {
+			mu.Lock()
+			n := nodes[m.Index]
+			mu.Unlock()
+			n.stop()
+			<-n.done
+			n.a.Close()
+		},
+	})
+
+	// A self-signed CA, and every node's responder certificate from it.
+	var in *ca.Initialized
+	for {
+		var err error
+		in, err = nodes[g.Leader().Index].a.Init(ctx, ca.InitOptions{Subject: pkix.Name{Country: []string{"JP"}, CommonName: "inkan test CA"}, SelfSign: true})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, cluster.ErrNotLeader) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	responders := map[int]*x509.Certificate{}
+	for i, n := range nodes {
+		for !slices.Contains(n.f.Presigner().Health().Signs, in.ID) {
+			if ctx.Err() != nil {
+				t.Fatalf("node %d never got a responder certificate", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		responders[i] = n.f.Presigner().signing(in.ID).issuer.Responder
+	}
+
+	leader := nodes[g.Leader().Index]
+	follower := nodes[g.Follower().Index]
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss, err := leader.a.Issue(ctx, ca.Request{
+		Decision: policies.Decision{Profile: "authentication", PolicyVersion: 1, NotAfter: time.Now().Add(24 * time.Hour),
+			Template: &x509.Certificate{Subject: pkix.Name{Country: []string{"JP"}, CommonName: "status-change"},
+				KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}},
+		PublicKey: key.Public(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(iss.DER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := n.m.Cluster.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The follower's pre-signer stops: whatever it serves from now on, it
+	// did not sign.
+	follower.stop()
+	<-follower.done
+
+	const operator = "sha256:00000000000000000000000000000000000000000000000000000000000000aa"
+	for _, c := range []struct {
+		name   string
+		do     func(a *ca.Authority) error
+		status int
+		reason int
+	}{
+		{"hold", func(a *ca.Authority) error { return a.Hold(ctx, iss.Serial, operator) }, xocsp.Revoked, xocsp.CertificateHold},
+		{"release", func(a *ca.Authority) error { return a.Release(ctx, iss.Serial, operator) }, xocsp.Good, 0},
+		{"revoke", func(a *ca.Authority) error { return a.Revoke(ctx, iss.Serial, xocsp.KeyCompromise, "") }, xocsp.Revoked, xocsp.KeyCompromise},
+	} {
+		// Through the follower: it returns once it serves the new status.
+		if err := c.do(follower.a); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var rec ca.Record
+		if err := follower.m.Cluster.View(func(tx *bbolt.Tx) error { var err error; rec, err = ca.Lookup(tx, iss.Serial); return err }); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range certIDHashes {
+			got := askOCSP(t, follower.url, cert, in.Cert, h)
+			if got.Status != c.status || c.status == xocsp.Revoked && (got.RevocationReason != c.reason || !got.RevokedAt.Equal(rec.RevokedAt.Truncate(time.Second))) {
+				t.Fatalf("%s, %v: the follower answers %d (reason %d, at %v) right after, want %d (%d, at %v)",
+					c.name, h, got.Status, got.RevocationReason, got.RevokedAt, c.status, c.reason, rec.RevokedAt)
+			}
+			if got.Certificate.Equal(responders[follower.m.Index]) {
+				t.Fatalf("%s, %v: signed by the follower's own responder key, whose pre-signer is stopped", c.name, h)
+			}
+			if !slices.ContainsFunc([]*x509.Certificate{responders[0], responders[1], responders[2]}, got.Certificate.Equal) {
+				t.Fatalf("%s, %v: signed under a responder certificate of no node", c.name, h)
+			}
+		}
+	}
+
+	// Refused changes install nothing, on any node.
+	cached := func() map[int][]byte {
+		out := map[int][]byte{}
+		for i, n := range nodes {
+			if err := n.m.Cluster.Barrier(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if r := n.f.cache.Get(in.ID, crypto.SHA256, iss.Serial.Bytes()); r != nil {
+				out[i] = r.DER
+			}
+		}
+		return out
+	}
+	before := cached()
+	for _, c := range []struct {
+		name string
+		do   func(a *ca.Authority) error
+		want error
+	}{
+		{"hold a revoked certificate", func(a *ca.Authority) error { return a.Hold(ctx, iss.Serial, operator) }, ca.ErrStatus},
+		{"release a revoked certificate", func(a *ca.Authority) error { return a.Release(ctx, iss.Serial, operator) }, ca.ErrStatus},
+		{"revoke it again", func(a *ca.Authority) error { return a.Revoke(ctx, iss.Serial, xocsp.Superseded, "") }, ca.ErrStatus},
+		{"revoke an unknown serial", func(a *ca.Authority) error {
+			return a.Revoke(ctx, new(big.Int).Lsh(big.NewInt(1), 90), xocsp.Superseded, "")
+		}, ca.ErrNotFound},
+	} {
+		if err := c.do(follower.a); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	after := cached()
+	for i := range nodes {
+		if !bytes.Equal(before[i], after[i]) {
+			t.Errorf("node %d: a refused change replaced the cached response", i)
+		}
+	}
+}
+
+// askOCSP posts an OCSP request for cert to url and parses the answer.
+func askOCSP(t *testing.T, url string, cert, issuer *x509.Certificate, h crypto.Hash) *xocsp.Response {
+	t.Helper()
+	req, err := xocsp.CreateRequest(cert, issuer, &xocsp.RequestOptions{Hash: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(url, "application/ocsp-request", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := xocsp.ParseResponseForCert(body, cert, issuer)
+	if err != nil {
+		t.Fatalf("%v: %v", h, err)
+	}
+	return got
+}
