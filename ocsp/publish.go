@@ -16,8 +16,9 @@ import (
 
 // Publisher is the authority's ca.Publisher on a node: the node's pre-signer
 // signs a new serial's first responses, and a status change's, when it leads,
-// installs the leader's as it applies an intents entry or a status change (Hook), and Await waits until this node's cache
-// serves what its state says of a serial. It exists before the cluster opens
+// installs the leader's as it applies an intents entry or a status change
+// (Hook), and Await waits until this node's cache serves what its state says
+// of a serial. It exists before the cluster opens
 // (the hook is registered then) and serves once Follow has made the
 // pre-signer; until then it has nothing to sign or install, and the
 // pre-signer's first reconcile signs what it missed.

@@ -241,3 +241,66 @@ func askOCSP(t *testing.T, url string, cert, issuer *x509.Certificate, h crypto.
 	}
 	return got
 }
+
+// TestInstallChange: a status change's responses replace a cached response
+// that says another status even when it was signed in the same second or
+// later (the certificate's first responses, a refresh while the change was
+// committed), where an intent's first responses would keep it; a cached one
+// that says the change's status and is not older is kept. A bundle for another
+// status than the state's installs nothing.
+func TestInstallChange(t *testing.T) {
+	p := getPKI(t)
+	ctx := context.Background()
+	leaderKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leader, err := newPresigner(ctx, NewCache(), &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}, PresignerConfig{Key: leaderKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := NewCache()
+	node, err := newPresigner(ctx, cache, &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]certStatus{}}, PresignerConfig{Key: nodeKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := p.leaves[0].SerialNumber.Bytes()
+	good := certStatus{Serial: serial, Status: Good, Reason: -1}
+	revoked := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC(), Reason: xocsp.KeyCompromise}
+	bundle, err := leader.FirstResponses("ca1", revoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	says := func(st certStatus) bool {
+		for _, h := range certIDHashes {
+			if r := cache.Get("ca1", h, serial); r == nil || !r.says(st) {
+				return false
+			}
+		}
+		return true
+	}
+
+	// The node's own good, signed now (the same second as the bundle, or
+	// the next): Install keeps it, installChange replaces it.
+	if err := node.sign(job{issuerID: "ca1", st: good, why: "change"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Install("ca1", serial, revoked, bundle); err != nil || !says(good) {
+		t.Fatalf("Install kept the good response it holds: %v, says good %v", err, says(good))
+	}
+	if err := node.installChange("ca1", serial, revoked, bundle); err != nil || !says(revoked) {
+		t.Fatalf("installChange over a same-second good: %v, says revoked %v", err, says(revoked))
+	}
+
+	// Its own revoked, signed after: kept.
+	if err := node.sign(job{issuerID: "ca1", st: revoked, why: "change"}); err != nil {
+		t.Fatal(err)
+	}
+	own := cache.Get("ca1", crypto.SHA256, serial)
+	if err := node.installChange("ca1", serial, revoked, bundle); err != nil || cache.Get("ca1", crypto.SHA256, serial) != own {
+		t.Fatalf("installChange replaced a response that says the same and is not older: %v", err)
+	}
+
+	// A bundle that does not say the state's status: refused, nothing changes.
+	if err := node.installChange("ca1", serial, good, bundle); !errors.Is(err, errBadFirstResponses) || cache.Get("ca1", crypto.SHA256, serial) != own {
+		t.Fatalf("a bundle for another status: %v, want ErrBadFirstResponses and nothing installed", err)
+	}
+}
