@@ -304,3 +304,60 @@ func TestInstallChange(t *testing.T) {
 		t.Fatalf("a bundle for another status: %v, want ErrBadFirstResponses and nothing installed", err)
 	}
 }
+
+// statusHook is a source that runs then after each Status read: the moment
+// an entry's hook may install responses while the pre-signer signs.
+type statusHook struct {
+	*stateSource
+	then func()
+}
+
+func (s statusHook) Status(ctx context.Context, issuerID string, serial []byte) (certStatus, bool, error) {
+	st, ok, err := s.stateSource.Status(ctx, issuerID, serial)
+	if s.then != nil {
+		s.then()
+	}
+	return st, ok, err
+}
+
+// TestSigningYieldsToInstall: the pre-signer read a serial's status (good),
+// and while it signs, the node applies the revocation and installs the
+// leader's revoked responses: what it signed is dropped, not put over them.
+func TestSigningYieldsToInstall(t *testing.T) {
+	p := getPKI(t)
+	ctx := context.Background()
+	leaderKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leader, err := newPresigner(ctx, NewCache(), &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}, PresignerConfig{Key: leaderKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := p.leaves[1].SerialNumber.Bytes()
+	good := certStatus{Serial: serial, Status: Good, Reason: -1}
+	revoked := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC(), Reason: xocsp.KeyCompromise}
+	bundle, err := leader.FirstResponses("ca1", revoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]certStatus{}}
+	src.set(good)
+	hooked := statusHook{stateSource: src}
+	cache := NewCache()
+	node, err := newPresigner(ctx, cache, hooked, PresignerConfig{Key: nodeKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var installErr error
+	node.src = statusHook{stateSource: src, then: func() {
+		src.set(revoked)
+		installErr = node.installChange("ca1", serial, revoked, bundle)
+	}}
+	if err := node.signLatest(ctx, job{issuerID: "ca1", st: good, why: "refresh"}); err != nil || installErr != nil {
+		t.Fatalf("sign: %v, install: %v", err, installErr)
+	}
+	for _, h := range certIDHashes {
+		if r := cache.Get("ca1", h, serial); r == nil || !r.says(revoked) {
+			t.Fatalf("%v: the pre-signer's good replaced the installed revocation", h)
+		}
+	}
+}
