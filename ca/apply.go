@@ -19,8 +19,9 @@ import (
 
 // Command types of the authority, all at version 1 except ca.intent, which is at
 // version 2 when it carries a per-person cap and at 3 when it carries a person
-// record, a basic-4 hint or a nonce (at 1 without any), and ca.intents, at 2 when an
-// item needs version 3 of an intent. Every one of them but ca.nonce and
+// record, a basic-4 hint or a nonce (at 1 without any), ca.intents, at 2 when an
+// item needs version 3 of an intent (3 with first responses), and ca.revoke,
+// ca.hold and ca.release, at 2 when they carry the new status's responses. Every one of them but ca.nonce and
 // ca.people.migrate returns a result naming the issuer ID and the serials it
 // changed (ChangedSerials reads it), so subscribers (OCSP, CRLs) react without
 // decoding bodies:
@@ -186,11 +187,26 @@ type (
 		Issuer  string
 		Serials [][]byte
 	}
+	// statusBody is ca.revoke, ca.hold or ca.release at version 1.
 	statusBody struct {
 		_      struct{} `cbor:",toarray"`
 		Serial []byte
 		Reason int
 		Actor  string
+	}
+	// statusBodyV2 is a status command at version 2: version 1, the time the
+	// change takes effect as the leader fixed it before it signed the new
+	// status's responses (Unix nanoseconds; 0: the entry's time), and those
+	// responses (the Publisher's bytes, empty for none), which the state does
+	// not keep: every node hands them on as it applies the entry
+	// (StatusResponses), as for an intent's first responses.
+	statusBodyV2 struct {
+		_         struct{} `cbor:",toarray"`
+		Serial    []byte
+		Reason    int
+		Actor     string
+		At        int64
+		Responses []byte
 	}
 	relinkBody struct {
 		_      struct{} `cbor:",toarray"`
@@ -225,9 +241,9 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(commandIntent, []uint{1, 2, 3}, nil, applyIntent),
 		cluster.NewHandler(CommandIssue, v1, nil, applyIssue),
 		cluster.NewHandler(CommandResolve, v1, nil, applyResolve),
-		cluster.NewHandler(CommandRevoke, v1, nil, applyRevoke),
-		cluster.NewHandler(CommandHold, v1, nil, applyHold),
-		cluster.NewHandler(CommandRelease, v1, nil, applyRelease),
+		cluster.NewHandler(CommandRevoke, []uint{1, 2}, nil, applyRevoke),
+		cluster.NewHandler(CommandHold, []uint{1, 2}, nil, applyHold),
+		cluster.NewHandler(CommandRelease, []uint{1, 2}, nil, applyRelease),
 		cluster.NewHandler(commandRelink, v1, nil, applyRelink),
 		cluster.NewHandler(CommandIntents, []uint{1, 2, 3}, nil, applyIntents),
 		cluster.NewHandler(CommandIssues, v1, nil, applyIssues),
@@ -662,9 +678,37 @@ func validRevocationReason(r int) bool {
 	return c.Known() && c != crlreason.CertificateHold && c != crlreason.RemoveFromCRL
 }
 
-func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b statusBody) error) ([]byte, error) {
+// decodeStatusCommand decodes a status command of either version (version 1 as
+// version 2 with no time and no responses).
+func decodeStatusCommand(c cluster.Command) (statusBodyV2, error) {
+	if c.Version == 2 {
+		var b statusBodyV2
+		err := c.Decode(&b)
+		return b, err
+	}
 	var b statusBody
-	if err := e.Command.Decode(&b); err != nil {
+	if err := c.Decode(&b); err != nil {
+		return statusBodyV2{}, err
+	}
+	return statusBodyV2{Serial: b.Serial, Reason: b.Reason, Actor: b.Actor}, nil
+}
+
+// statusTime is when a status change takes effect, in Unix nanoseconds: the
+// time the leader fixed in the command, so that the state says what the
+// responses it signed say, unless that is more than maxClockSkew from the
+// entry's time (then the entry's: the responses do not match the state, and
+// every node signs its own).
+func statusTime(b statusBodyV2, e cluster.Entry) int64 {
+	at := e.Time.UnixNano()
+	if d := time.Duration(b.At - at); b.At != 0 && d <= maxClockSkew && d >= -maxClockSkew {
+		return b.At
+	}
+	return at
+}
+
+func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b statusBodyV2, at int64) error) ([]byte, error) {
+	b, err := decodeStatusCommand(e.Command)
+	if err != nil {
 		return nil, cluster.Refuse(err)
 	}
 	if err := checkActor(b.Actor); err != nil {
@@ -677,7 +721,7 @@ func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b sta
 	if r == nil {
 		return nil, cluster.Refuse(fmt.Errorf("%w: serial %x", ErrNotFound, b.Serial))
 	}
-	if err := change(r, b); err != nil {
+	if err := change(r, b, statusTime(b, e)); err != nil {
 		return nil, cluster.Refuse(err)
 	}
 	if err := putCert(tx, r, b.Serial); err != nil {
@@ -686,31 +730,26 @@ func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b sta
 	return result(r.Issuer, b.Serial)
 }
 
-func applyRevoke(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
-	return applyStatus(tx, e, func(r *certRecord, b statusBody) error {
+// changeTo applies a status change to r as the command typ with b says, at
+// the time at (Unix nanoseconds), or says why it is refused. The apply and
+// the leader signing the new status's responses ahead of it (statusResponses)
+// both call it.
+func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
+	switch typ {
+	case CommandRevoke:
 		if !validRevocationReason(b.Reason) {
 			return fmt.Errorf("ca: revoke %x: reason %d not allowed", b.Serial, b.Reason)
 		}
 		if s := Status(r.Status); s != Good && s != Held {
 			return fmt.Errorf("%w: revoke %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Revoked), uint8(b.Reason), e.Time.UnixNano(), ""
-		return nil
-	})
-}
-
-func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
-	return applyStatus(tx, e, func(r *certRecord, b statusBody) error {
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Revoked), uint8(b.Reason), at, ""
+	case CommandHold:
 		if s := Status(r.Status); s != Good {
 			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(ReasonCertificateHold), e.Time.UnixNano(), b.Actor
-		return nil
-	})
-}
-
-func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
-	return applyStatus(tx, e, func(r *certRecord, b statusBody) error {
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(ReasonCertificateHold), at, b.Actor
+	case CommandRelease:
 		if s := Status(r.Status); s != Held {
 			return fmt.Errorf("%w: release %x: status is %s", ErrStatus, b.Serial, s)
 		}
@@ -718,7 +757,27 @@ func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return fmt.Errorf("%w: release %x as %s", ErrHeldByOperator, b.Serial, b.Actor)
 		}
 		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Good), 0, 0, ""
-		return nil
+	default:
+		return fmt.Errorf("ca: %q is not a status change", typ)
+	}
+	return nil
+}
+
+func applyRevoke(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
+		return changeTo(CommandRevoke, r, b, at)
+	})
+}
+
+func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
+		return changeTo(CommandHold, r, b, at)
+	})
+}
+
+func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
+	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
+		return changeTo(CommandRelease, r, b, at)
 	})
 }
 

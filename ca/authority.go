@@ -243,6 +243,7 @@ func New(cfg Config) (*Authority, error) {
 	a.intents = &groupCommit{a: a, typ: CommandIntents, max: groupInflight}
 	a.issues = &groupCommit{a: a, typ: CommandIssues, max: groupInflight}
 	cluster.HandleCall(a.c, callSign, a.serveSign)
+	cluster.HandleCall(a.c, callSignStatus, a.serveSignStatus)
 	a.c.OnLeader(a.lead)
 	return a, nil
 }

@@ -192,8 +192,8 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			d = describeIssued(b, res.Issuer)
 		}
 	case CommandRevoke, CommandHold, CommandRelease:
-		var b statusBody
-		if err = e.Command.Decode(&b); err == nil {
+		var b statusBodyV2
+		if b, err = decodeStatusCommand(e.Command); err == nil {
 			typ := map[string]string{CommandRevoke: typeRevoked, CommandHold: typeHeld, CommandRelease: typeReleased}[e.Command.Type]
 			data := map[string]any{"issuer": res.Issuer}
 			switch e.Command.Type {

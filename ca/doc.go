@@ -33,7 +33,9 @@
 // A hold records who put it; an operator's hold is released only by an operator.
 // With a Publisher (publish.go) nothing is acknowledged before it is answerable:
 // the leader carries a new serial's first status responses in its intent's entry
-// (every node hands them on as it applies it, IntentResponses), and the node that
+// (every node hands them on as it applies it, IntentResponses), a status change
+// carries the responses the leader signed for it at the time it fixes in the
+// command (StatusResponses), and the node that
 // answers an issuance or a status change waits until it serves the new status.
 // The state (Lookup, Walk, ByLink, CountByPerson, CountForCap, PersonOf,
 // LookupPerson, NonceUsed, Issuers, ResponderCertificates)

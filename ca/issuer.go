@@ -232,8 +232,6 @@ func (a *Authority) submit(ctx context.Context, typ string, body any) error {
 		actor = b.Actor
 	case issuerRetireBody:
 		actor = b.Actor
-	case statusBody:
-		actor = b.Actor
 	case relinkBody:
 		actor = b.Actor
 	}
@@ -296,7 +294,17 @@ func (a *Authority) changeStatus(ctx context.Context, typ string, serial *big.In
 	if actor == "" {
 		actor = actorSystem
 	}
-	if err := a.submit(ctx, typ, statusBody{Serial: serial.Bytes(), Reason: reason, Actor: actor}); err != nil {
+	if !validActor(actor) {
+		return fmt.Errorf("%w, not %q", ErrActor, actor)
+	}
+	// The leader fixes the time and signs the new status's responses before
+	// the command is committed (statuschange.go).
+	signed := a.signStatus(ctx, statusSignRequest{Type: typ, Serial: serial.Bytes(), Reason: reason, Actor: actor})
+	cmd, err := statusCommand(typ, statusBodyV2{Serial: serial.Bytes(), Reason: reason, Actor: actor, At: signed.At, Responses: signed.Responses})
+	if err != nil {
+		return err
+	}
+	if _, err := a.c.Submit(ctx, cmd); err != nil {
 		return err
 	}
 	return a.published(ctx, serial.Bytes())

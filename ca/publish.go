@@ -19,11 +19,16 @@ import (
 //     opaque to the authority, and every node hands them on as it applies the entry
 //     (IntentResponses, from an apply hook). An error leaves them out: each node
 //     then signs its own when it learns of the change.
+//   - On the leader, before a status change is committed, StatusResponses gives
+//     the responses for the status it sets, at the time fixed in the command;
+//     they travel in its entry (version 2) likewise (StatusResponses, the
+//     function, reads them from an applied entry).
 //   - On the node that answers the caller, Await is called before an issuance or a
 //     status change is acknowledged, and returns once this node serves the status
 //     its state holds for the serial.
 type publisher interface {
 	FirstResponses(issuerID string, serial []byte) ([]byte, error)
+	StatusResponses(issuerID string, serial []byte, st CertStatus) ([]byte, error)
 	Await(ctx context.Context, serial []byte) error
 }
 

@@ -21,12 +21,14 @@ import (
 // recordingPublisher is a Publisher that says what it was asked: its first
 // responses are "first:" and the serial, and Await fails while fail is set.
 type recordingPublisher struct {
-	mu      sync.Mutex
-	node    string
-	asked   [][]byte // FirstResponses, by serial
-	awaited [][]byte
-	fail    error
-	noFirst bool
+	mu    sync.Mutex
+	node  string
+	asked [][]byte // FirstResponses, by serial
+	// statuses: StatusResponses, by serial
+	statuses [][]byte
+	awaited  [][]byte
+	fail     error
+	noFirst  bool
 }
 
 func (p *recordingPublisher) FirstResponses(_ string, serial []byte) ([]byte, error) {
@@ -37,6 +39,26 @@ func (p *recordingPublisher) FirstResponses(_ string, serial []byte) ([]byte, er
 	}
 	p.asked = append(p.asked, serial)
 	return append([]byte("first:"), serial...), nil
+}
+
+// StatusResponses says who signed what: the node, the serial and the status
+// with its reason and time, which the test compares with every node's state.
+func (p *recordingPublisher) StatusResponses(_ string, serial []byte, st CertStatus) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.noFirst {
+		return nil, errors.New("no responder certificate")
+	}
+	p.statuses = append(p.statuses, serial)
+	return statusBytes(p.node, serial, st.Status, st.Reason, st.RevokedAt), nil
+}
+
+func statusBytes(node string, serial []byte, s Status, reason int, at time.Time) []byte {
+	var ns int64
+	if !at.IsZero() {
+		ns = at.UnixNano()
+	}
+	return fmt.Appendf(nil, "status:%s:%x:%s:%d:%d", node, serial, s, reason, ns)
 }
 
 func (p *recordingPublisher) Await(_ context.Context, serial []byte) error {

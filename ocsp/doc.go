@@ -8,7 +8,10 @@
 // malformedRequest, and one whose response has reached its nextUpdate tryLater. A new
 // certificate's first responses are signed by the leader and installed on every node
 // as it applies the certificate's intent (FirstResponses, Install), so that a node
-// answers for a certificate from the moment it knows of it; Cache.Await lets the node
+// answers for a certificate from the moment it knows of it; a revocation's, hold's or
+// release's likewise travel in the change's entry, signed by the leader at the time
+// the command fixes, and replace the old status's as the node applies it
+// (Publisher.StatusResponses, Publisher.Hook); Cache.Await lets the node
 // that acknowledges an issuance or a revocation wait until it serves the new status.
 // A node's OCSP service follows the CA's replicated state itself: Follow makes the
 // pre-signer over it and subscribes to its changes, keeps this node's delegated

@@ -98,6 +98,21 @@ func appendStatusHeader(dst []byte, r *response) []byte {
 // queued for the store if there is room, and a restart signs again any that were
 // not stored.
 func (p *Presigner) Install(issuerID string, serial []byte, st certStatus, bundle []byte) error {
+	return p.install(issuerID, serial, st, bundle, false)
+}
+
+// installChange is Install for the responses a status change's entry carries,
+// st being the status the entry set: a cached response that says another
+// status is replaced even if it is not older (it was signed for the status
+// before, maybe in the same second, or refreshed while the change was being
+// committed); one that says st and is not older is kept. A node that applies
+// an older change after a later one (replaying its log) installs its status
+// for a moment, until it applies the later entry, which sets its own.
+func (p *Presigner) installChange(issuerID string, serial []byte, st certStatus, bundle []byte) error {
+	return p.install(issuerID, serial, st, bundle, true)
+}
+
+func (p *Presigner) install(issuerID string, serial []byte, st certStatus, bundle []byte, change bool) error {
 	e := p.cache.issuer(issuerID)
 	if e == nil {
 		return fmt.Errorf("%w %q", errUnknownIssuer, issuerID)
@@ -113,7 +128,7 @@ func (p *Presigner) Install(issuerID string, serial []byte, st certStatus, bundl
 	stored := storedSerial{issuerID: issuerID, serial: trimSerial(serial)}
 	for i, h := range certIDHashes {
 		r := resps[i]
-		if cur := p.cache.Get(issuerID, h, serial); cur != nil && !cur.ThisUpdate.Before(r.ThisUpdate) {
+		if cur := p.cache.Get(issuerID, h, serial); cur != nil && !cur.ThisUpdate.Before(r.ThisUpdate) && (!change || cur.says(st)) {
 			r = cur
 		} else if err := p.cache.Put(issuerID, h, serial, r); err != nil {
 			return err

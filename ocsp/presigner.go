@@ -207,7 +207,7 @@ func newPresigner(ctx context.Context, cache *cache, src source, cfg PresignerCo
 			Name: "inkan_ocsp_stale_responses", Help: "Cached responses past their nextUpdate at the last scan (answered tryLater).",
 		}),
 		installed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "inkan_ocsp_first_responses_installed_total", Help: "Responses the leader signed for a new certificate, installed from its Raft entry.",
+			Name: "inkan_ocsp_first_responses_installed_total", Help: "Responses the leader signed for a new certificate or a status change, installed from its Raft entry.",
 		}),
 		cacheResponse: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "inkan_ocsp_cached_responses", Help: "Signed responses held (one per serial and CertID hash).",
@@ -568,10 +568,19 @@ func (p *Presigner) work(ctx context.Context, urgent, refresh <-chan job) {
 // leave the CertID variants disagreeing (the last write of each wins), and a
 // refresh of an old "good" could overwrite a revocation. Under the serial's
 // lock the status is read again, so the last signing states the newest status.
+//
+// The leader's responses installed from an entry (Install, as the node
+// applies it) do not take the serial's lock: they must not wait on the HSM. If
+// they arrive while this signs, they state a status at least as new as the
+// one read here, so what this signed is dropped rather than put over them.
 func (p *Presigner) signLatest(ctx context.Context, j job) error {
 	mu := &p.serials[stripe(j.st.Serial)]
 	mu.Lock()
 	defer mu.Unlock()
+	var before [len(certIDHashes)]*response
+	for i, h := range certIDHashes {
+		before[i] = p.cache.Get(j.issuerID, h, j.st.Serial)
+	}
 	st, ok, err := p.src.Status(ctx, j.issuerID, j.st.Serial)
 	if err != nil {
 		return err
@@ -580,7 +589,7 @@ func (p *Presigner) signLatest(ctx context.Context, j job) error {
 		return nil // no longer the issuer's: nothing to answer for
 	}
 	j.st = st
-	return p.sign(j)
+	return p.signUnless(j, &before)
 }
 
 func stripe(serial []byte) int {
@@ -613,7 +622,12 @@ func (p *Presigner) signAll(is *issuerSigning, st certStatus) ([len(certIDHashes
 }
 
 // sign signs st under every CertID hash, caches the responses and persists them.
-func (p *Presigner) sign(j job) error {
+func (p *Presigner) sign(j job) error { return p.signUnless(j, nil) }
+
+// signUnless is sign, but if before is not nil and the cache no longer holds
+// what it held (before, read ahead of the status this signs) once the
+// responses are signed, another writer came first: they are dropped.
+func (p *Presigner) signUnless(j job, before *[len(certIDHashes)]*response) error {
 	is := p.signing(j.issuerID)
 	if is == nil {
 		return fmt.Errorf("unknown issuer %q", j.issuerID)
@@ -621,6 +635,13 @@ func (p *Presigner) sign(j job) error {
 	resps, err := p.signAll(is, j.st)
 	if err != nil {
 		return err
+	}
+	if before != nil {
+		for i, h := range certIDHashes {
+			if p.cache.Get(j.issuerID, h, j.st.Serial) != before[i] {
+				return nil
+			}
+		}
 	}
 	stored := storedSerial{issuerID: j.issuerID, serial: j.st.Serial}
 	for i, h := range certIDHashes {

@@ -15,9 +15,10 @@ import (
 )
 
 // Publisher is the authority's ca.Publisher on a node: the node's pre-signer
-// signs a new serial's first responses when it leads, installs the leader's as
-// it applies an intents entry (Hook), and Await waits until this node's cache
-// serves what its state says of a serial. It exists before the cluster opens
+// signs a new serial's first responses, and a status change's, when it leads,
+// installs the leader's as it applies an intents entry or a status change
+// (Hook), and Await waits until this node's cache serves what its state says
+// of a serial. It exists before the cluster opens
 // (the hook is registered then) and serves once Follow has made the
 // pre-signer; until then it has nothing to sign or install, and the
 // pre-signer's first reconcile signs what it missed.
@@ -51,16 +52,31 @@ func (p *Publisher) FirstResponses(issuerID string, serial []byte) ([]byte, erro
 	return pre.FirstResponses(issuerID, certStatus{Serial: serial, Status: Good, Reason: -1})
 }
 
-// Hook is a cluster.Hook: it installs the first responses an applied intents
-// entry carries. It never fails the apply: a bundle it cannot install is
-// signed by this node's pre-signer instead, which it learns of from its
-// subscription.
-func (p *Publisher) Hook(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
-	if e.Command.Type != ca.CommandIntents {
-		return nil
-	}
+// StatusResponses implements ca.Publisher: the responses stating st, the status
+// a change sets, under every CertID hash.
+func (p *Publisher) StatusResponses(issuerID string, serial []byte, st ca.CertStatus) ([]byte, error) {
 	pre := p.pre.Load()
 	if pre == nil {
+		return nil, errors.New("ocsp: the pre-signer has not started")
+	}
+	return pre.FirstResponses(issuerID, statusOf(st, serial))
+}
+
+// Hook is a cluster.Hook: it installs the responses an applied intents entry
+// (first responses) or status change carries. It never fails the apply: a
+// bundle it cannot install is signed by this node's pre-signer instead, which
+// it learns of from its subscription.
+func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
+	pre := p.pre.Load()
+	if pre == nil {
+		return nil
+	}
+	switch e.Command.Type {
+	case ca.CommandIntents:
+	case ca.CommandRevoke, ca.CommandHold, ca.CommandRelease:
+		p.installStatus(tx, pre, e, result)
+		return nil
+	default:
 		return nil
 	}
 	issuer, serials, bundles := ca.IntentResponses(e, result)
@@ -72,6 +88,25 @@ func (p *Publisher) Hook(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
 		}
 	}
 	return nil
+}
+
+// installStatus installs the responses a status change's entry carries, for
+// the status the entry set, as this node's state (in the apply's transaction)
+// holds it. They replace whatever the cache held that says another status.
+func (p *Publisher) installStatus(tx *bbolt.Tx, pre *Presigner, e cluster.Entry, result []byte) {
+	issuer, serial, bundle := ca.StatusResponses(e, result)
+	if bundle == nil {
+		return
+	}
+	rec, err := ca.LookupBytes(tx, serial)
+	if err == nil {
+		st := statusOf(ca.CertStatus{Status: rec.Status, Reason: rec.Reason, RevokedAt: rec.RevokedAt}, serial)
+		err = pre.installChange(issuer, serial, st, bundle)
+	}
+	if err != nil && !errors.Is(err, errUnknownIssuer) {
+		p.log.Warn("ocsp: status change's responses not installed; this node signs its own", "issuer", issuer,
+			"serial", fmt.Sprintf("%x", serial), "err", err)
+	}
 }
 
 // awaitRound bounds one wait on the cache: then the state is read again, in case
