@@ -307,7 +307,7 @@ func (p *publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 			return fmt.Errorf("part %d of %d: %w", i, parts, err)
 		}
 	}
-	cmd, err := cluster.NewCommand(TypePublish, commandVersion(shard), Meta{
+	cmd, err := cluster.NewCommand(TypePublish, publishVersion, Meta{
 		CA: ca.ID, Shard: shard, Number: number, ThisUpdate: spec.ThisUpdate, NextUpdate: spec.NextUpdate,
 		SHA256: sum[:], Parts: parts, Entries: len(entries),
 	})
