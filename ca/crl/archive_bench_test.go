@@ -1,16 +1,19 @@
 package crl
 
 import (
+	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 )
 
 // Sizes of the CRLs of one CA at 1,000,000 revocations (BenchmarkSizesMillion,
@@ -139,4 +142,74 @@ func envInt(name string, def int) int {
 		return n
 	}
 	return def
+}
+
+// BenchmarkSnapshotInstall publishes, through Raft on one voter, what
+// BenchmarkArchiveYear applies (each hour a full CRL, its delta and 16 shards
+// at 1,000,000 revocations, bytes scaled down by INKAN_BENCH_SCALE) for
+// INKAN_BENCH_INSTALL_DAYS simulated days (7), lets the log be compacted
+// behind a snapshot, then adds a second voter and times its join until it has
+// applied everything (it installs the snapshot): today and as before.
+func BenchmarkSnapshotInstall(b *testing.B) {
+	days := envInt("INKAN_BENCH_INSTALL_DAYS", 7)
+	scale := envInt("INKAN_BENCH_SCALE", 1000)
+	for range b.N {
+		run := func(archived bool) (snapshot int64, install time.Duration) {
+			g := clustertest.Voters(b, 1, clustertest.Options{Config: cluster.Config{
+				Handlers: Handlers(), SnapshotInterval: 200 * time.Millisecond, SnapshotThreshold: 256, TrailingLogs: 64,
+			}})
+			leader := g.Leader()
+			number := map[int]uint64{}
+			for range days * 24 {
+				var wg sync.WaitGroup
+				publish := func(shard, size int) {
+					scope := shard
+					if shard == Delta {
+						scope = Full
+					}
+					number[scope]++
+					v := commandVersion(shard)
+					if archived {
+						v = publishVersion
+					}
+					cmds := publishCommands(b, shard, number[scope], fakeCRL(shard, number[scope], max(size/scale, 64)), v)
+					wg.Go(func() { submitAll(b, leader.Cluster, cmds) })
+				}
+				publish(Full, millionFull)
+				for s := range benchShards {
+					publish(s, millionShard)
+				}
+				wg.Wait()
+				publish(Delta, millionDelta) // after its full CRL, as the publisher sends it
+				wg.Wait()
+			}
+			time.Sleep(time.Second) // a snapshot after the last entry
+			dir := filepath.Join(leader.Config.DataDir, "snapshots")
+			_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					if fi, err := d.Info(); err == nil && fi.Size() > snapshot {
+						snapshot = fi.Size() // the newest snapshot's state.bin is the largest file
+					}
+				}
+				return nil
+			})
+			start := time.Now()
+			m := g.Add()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			if err := m.Cluster.Barrier(ctx); err != nil {
+				b.Fatal(err)
+			}
+			return snapshot, time.Since(start)
+		}
+		snap, install := run(true)
+		snapBefore, installBefore := run(false)
+		b.ReportMetric(float64(days), "days")
+		b.ReportMetric(float64(snap)/1e6, "snapshot_MB")
+		b.ReportMetric(float64(snapBefore)/1e6, "snapshot_before_MB")
+		b.ReportMetric(float64(install.Milliseconds()), "install_ms")
+		b.ReportMetric(float64(installBefore.Milliseconds()), "install_before_ms")
+		b.ReportMetric(float64(snap)/float64(snapBefore), "snapshot/before")
+		b.ReportMetric(float64(install)/float64(installBefore), "install/before")
+	}
 }
