@@ -16,6 +16,10 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
+// verifyEvery is how many of Repair's passes go between two checks of the
+// index's hash chains.
+const verifyEvery = 60
+
 // maxCRL bounds a CRL fetched from a peer (a full CRL of millions of entries
 // is under this).
 const maxCRL = 1 << 30
@@ -30,7 +34,7 @@ type RepairReport struct {
 // missing lists the index entries of every CA's shards whose bytes are neither
 // in the state nor in the archive, and checks each shard's hash chain
 // (ErrIndexBroken, after the listing).
-func missing(tx *bbolt.Tx) (all int, out []Meta, err error) {
+func missing(tx *bbolt.Tx, verify bool) (all int, out []Meta, err error) {
 	var broken []error
 	dir := archiveDir(tx)
 	root := tx.Bucket(bucketCRL)
@@ -45,8 +49,10 @@ func missing(tx *bbolt.Tx) (all int, out []Meta, err error) {
 				return nil
 			}
 			latest := sb.Get(keyLatest)
-			if _, _, err := VerifyIndex(tx, string(ca), shardOf(shard)); err != nil {
-				broken = append(broken, err)
+			if verify {
+				if _, _, err := VerifyIndex(tx, string(ca), shardOf(shard)); err != nil {
+					broken = append(broken, err)
+				}
 			}
 			return metas.ForEach(func(k, v []byte) error {
 				all++
@@ -92,6 +98,11 @@ func shardOf(key []byte) int {
 // returns ErrNotArchived if some could not be fetched (no peer has them yet),
 // and ErrIndexBroken if a shard's index entries do not form their chain.
 func RepairOnce(ctx context.Context, c *cluster.Cluster) (RepairReport, error) {
+	return repairOnce(ctx, c, true)
+}
+
+// repairOnce is RepairOnce, checking the index's chains if verify.
+func repairOnce(ctx context.Context, c *cluster.Cluster, verify bool) (RepairReport, error) {
 	var r RepairReport
 	var todo []Meta
 	var dir string
@@ -99,7 +110,7 @@ func RepairOnce(ctx context.Context, c *cluster.Cluster) (RepairReport, error) {
 	if err := c.View(func(tx *bbolt.Tx) error {
 		dir = archiveDir(tx)
 		var err error
-		r.Indexed, todo, err = missing(tx)
+		r.Indexed, todo, err = missing(tx, verify)
 		if errors.Is(err, ErrIndexBroken) {
 			broken, err = err, nil
 		}
@@ -131,7 +142,9 @@ func RepairOnce(ctx context.Context, c *cluster.Cluster) (RepairReport, error) {
 }
 
 // Repair runs RepairOnce every interval (1 minute if 0) until ctx ends, and
-// first at once. Every node runs it.
+// first at once; it checks the index's hash chains (a year of CRLs is some
+// 160,000 entries to hash) on the first pass and every verifyEvery passes
+// after. Every node runs it.
 func Repair(ctx context.Context, c *cluster.Cluster, every time.Duration, log *slog.Logger) {
 	if every <= 0 {
 		every = time.Minute
@@ -141,13 +154,13 @@ func Repair(ctx context.Context, c *cluster.Cluster, every time.Duration, log *s
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
-	for {
+	for pass := 0; ; pass++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		r, err := RepairOnce(ctx, c)
+		r, err := repairOnce(ctx, c, pass%verifyEvery == 0)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("crl: archive repair", "indexed", r.Indexed, "missing", r.Missing, "fetched", r.Fetched, "err", err)
