@@ -339,8 +339,8 @@ func TestLateJoinerFetchesArchive(t *testing.T) {
 	g := clustertest.Voters(t, 1, clustertest.Options{Config: cluster.Config{
 		Handlers:          Handlers(),
 		SnapshotInterval:  50 * time.Millisecond,
-		SnapshotThreshold: 4,
-		TrailingLogs:      1,
+		SnapshotThreshold: 8,
+		TrailingLogs:      4, // 12 CRLs are 36 entries: the joiner installs a snapshot
 	}})
 	leader := g.Leader().Cluster
 	want := map[uint64][]byte{}
