@@ -28,4 +28,9 @@
 // HSM must hold the replicated keys the state needs, and the cluster CA
 // certificate is always new, so the old nodes' certificates are refused
 // (see Restore).
+//
+// Besides the state, a node may keep files under DataDir/shared (SharedDir)
+// that peers read over the RPC (FetchShared) and the reader checks against
+// hashes the state holds: ca/crl keeps the bytes of old CRLs there, out of
+// the state and its snapshots.
 package cluster

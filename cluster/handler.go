@@ -13,7 +13,12 @@ import (
 // It must not read the clock, the network or anything outside tx, and must
 // have no effect outside tx: a batch may be applied more than once before
 // one pass commits (a batch-mate's refusal rolls the transaction back and
-// the batch is applied again without it).
+// the batch is applied again without it). One exception: it may write a
+// file under the node's SharedDir whose name is its content's hash, which
+// the state names (ca/crl archives a CRL so before the state drops its
+// bytes): such a write is the same on every pass and every replica, a file
+// left by a pass rolled back is one the state does not name, and the apply
+// reads nothing back from it.
 //
 // Apply reports two kinds of failure, and they mean different things:
 //

@@ -34,6 +34,9 @@ const (
 	// Between two voters, not through the leader (see ShareKey).
 	opKeyTransport = "key.transport" // make a transport key for a named key
 	opKeyImport    = "key.import"    // import a key wrapped for it
+
+	// Any node answers it itself (see FetchShared).
+	opShared = "shared" // part of a file of SharedDir
 )
 
 type rpcRequest struct {
@@ -44,6 +47,7 @@ type rpcRequest struct {
 	Join *joinRequest `cbor:"5,keyasint,omitempty"`
 	Name string       `cbor:"6,keyasint,omitempty"`
 	Blob []byte       `cbor:"7,keyasint,omitempty"`
+	Off  uint64       `cbor:"8,keyasint,omitempty"` // opShared: where to read from
 }
 
 type rpcResponse struct {

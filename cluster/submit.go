@@ -144,6 +144,8 @@ func (c *Cluster) serveRPC(conn *tls.Conn, peerCert *x509.Certificate) {
 		switch req.Op {
 		case opKeyTransport, opKeyImport:
 			return c.receiveKey(ctx, req)
+		case opShared:
+			return c.serveShared(req)
 		}
 		return c.leaderOp(ctx, req)
 	})

@@ -6,9 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -356,6 +358,25 @@ openssl ocsp -respin ocsp.der -issuer ca.pem -CAfile ca.pem -cert signer.pem -no
 				t.Errorf("got %s %s, want problem %s", ct, b, c.problem)
 			}
 		})
+	}
+
+	// The CRL current at the time-stamp's time is no longer its shard's newest:
+	// it comes from the node's archive (shared/crl/, named by its SHA-256). Gone
+	// from there (a one-node cluster has no peer to fetch it from), the answer
+	// names the case rather than give other bytes.
+	atT := status(cert, good).CRLAtT
+	sum := sha256.Sum256(atT.DER)
+	archived := filepath.Join(cfg.DataDir, "shared", "crl", hex.EncodeToString(sum[:1]), hex.EncodeToString(sum[:])+".crl")
+	if err := os.Remove(archived); err != nil {
+		t.Fatalf("the CRL current at T is not in the archive: %v", err)
+	}
+	for _, path := range []string{statusPath(cert, good), "/evidence/" + caInit.ID + "/" + certserial.Format(serial) + "?at=" + good.UTC().Format(time.RFC3339)} {
+		code, ct, b := get(path)
+		var p struct{ Type string }
+		if code != http.StatusServiceUnavailable || ct != "application/problem+json" || json.Unmarshal(b, &p) != nil ||
+			p.Type != ocsp.HistoryProblemBase+"crl-not-archived" {
+			t.Errorf("%s without its CRL in the archive: %d %s %s", path, code, ct, b)
+		}
 	}
 }
 

@@ -201,6 +201,9 @@ func (a *appliance) urls() ca.URLs {
 	return ca.URLs{OCSP: base, CRL: base + "crl/", CAIssuers: base + "ca/"}
 }
 
+// crlRepairEvery is how often a node looks for CRLs its archive lacks.
+const crlRepairEvery = time.Minute
+
 func (a *appliance) startCA(ctx context.Context, env *Env) error {
 	c := env.Cluster
 	mode := ca.PerNodeHSM
@@ -259,6 +262,10 @@ func (a *appliance) startCA(ctx context.Context, env *Env) error {
 			a.log.Error("node: CRL publisher stopped", "err", err)
 		}
 	})
+
+	// Every node keeps the archive of published CRLs whole, fetching from its
+	// peers what it lacks (a late join, a snapshot, a restore, a damaged file).
+	a.goRun(func() { crl.Repair(runCtx, env.Cluster, crlRepairEvery, a.log) })
 
 	return a.startEnrollment(ctx, env, auth)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -158,4 +159,89 @@ func FuzzParseCRLPath(f *testing.F) {
 			t.Fatalf("%q parsed as %q %d %d; %q does not read back", path, ca, shard, number, back)
 		}
 	})
+}
+
+// TestServeArchivedCRLs: a CRL no longer the newest of its shard is served by
+// number from the node's archive, the same bytes as when it was the newest;
+// with its archive file gone or changed it is not served (503), never other
+// bytes, while the newest still is.
+func TestServeArchivedCRLs(t *testing.T) {
+	n := clustertest.Single(t, cluster.Config{Handlers: crl.Handlers()})
+	state := &crlState{p: getPKI(t)}
+	// A CRL is rebuilt at half its validity: every second here.
+	pub := crl.NewPublisher(n.Cluster, state, crl.PublisherConfig{Validity: 2 * time.Second, Tick: 50 * time.Millisecond})
+	url := serve(t, NewResponder(NewCache(), newStateCRLs(n.View), nil))
+	get := func(path string) (int, []byte) {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pub.Run(runCtx, nil) }()
+	var first []byte
+	waitFor(t, "shard 0's first CRL", 10*time.Second, func() bool {
+		code, b := get("/crl/ca1/0.crl")
+		first = b
+		return code == 200
+	})
+	waitFor(t, "shard 0's third CRL", 20*time.Second, func() bool {
+		c, ok, _ := newStateCRLs(n.View).CRL("ca1", 0, 0)
+		return ok && c.Number >= 3
+	})
+	cancel()
+	<-done
+	code, old := get("/crl/ca1/0/1.crl")
+	if code != 200 || !bytes.Equal(old, first) {
+		t.Fatalf("CRL 1 from the archive: %d, %d bytes, same as served when newest: %v", code, len(old), bytes.Equal(old, first))
+	}
+	if out := opensslCRL(t, old); !strings.Contains(out, "verify OK") {
+		t.Fatalf("openssl crl on the archived CRL:\n%s", out)
+	}
+	var file string
+	if err := filepath.WalkDir(filepath.Join(n.Dir, cluster.SharedDir), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, _ := os.ReadFile(p); bytes.Equal(b, first) {
+				file = p
+			}
+		}
+		return err
+	}); err != nil || file == "" {
+		t.Fatalf("CRL 1's archive file: %q, %v", file, err)
+	}
+	changed := append([]byte{}, first...)
+	changed[len(changed)-1] ^= 1
+	for _, c := range []struct {
+		name   string
+		damage func() error
+	}{
+		{"changed", func() error { return os.WriteFile(file, changed, 0o600) }},
+		{"removed", func() error {
+			// The changed file was dropped when read; put it back whole, served again,
+			// then remove it.
+			if err := os.WriteFile(file, first, 0o600); err != nil {
+				return err
+			}
+			if code, b := get("/crl/ca1/0/1.crl"); code != 200 || !bytes.Equal(b, first) {
+				return fmt.Errorf("CRL 1 put back: %d", code)
+			}
+			return os.Remove(file)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.damage(); err != nil {
+				t.Fatal(err)
+			}
+			if code, b := get("/crl/ca1/0/1.crl"); code != http.StatusServiceUnavailable || len(b) != 0 {
+				t.Fatalf("CRL 1 %s in the archive: %d with %d bytes, want 503 and none", c.name, code, len(b))
+			}
+			if code, _ := get("/crl/ca1/0.crl"); code != 200 {
+				t.Fatalf("the newest CRL: %d", code)
+			}
+		})
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/certserial"
 )
 
@@ -78,6 +79,7 @@ var (
 	probNotIssuedAt   = historyProblem{"not-issued-at", "The certificate did not exist yet at that time", fasthttp.StatusNotFound}
 	probNotAllowed    = historyProblem{"method-not-allowed", "Only GET and HEAD are answered", fasthttp.StatusMethodNotAllowed}
 	probUnavailable   = historyProblem{"unavailable", "The node could not read its state", fasthttp.StatusServiceUnavailable}
+	probNotArchived   = historyProblem{"crl-not-archived", "This node's CRL archive lacks a CRL the answer needs", fasthttp.StatusServiceUnavailable}
 )
 
 // The forms of the evidence bundle: cms (the default) carries the OCSP
@@ -145,6 +147,9 @@ func (h *history) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 		return
 	case errors.Is(err, errUnknownSerial):
 		writeProblem(ctx, probUnknownSerial, "")
+		return
+	case errors.Is(err, crl.ErrNotArchived):
+		writeProblem(ctx, probNotArchived, "the node is fetching it from its peers; retry, or ask another node")
 		return
 	case err != nil:
 		writeProblem(ctx, probUnavailable, "")

@@ -8,7 +8,9 @@
 // every change within seconds, as the shards do. CRLs are signed by the CA key (on
 // the leader), their numbers only grow (the full CRL and its deltas share one
 // sequence), and every CRL ever published is kept as evidence for long-term
-// validation. The publisher reads the CA's state through a Source that the
+// validation: the state keeps each shard's newest CRL and a hash-chained index
+// of all, every node an archive of the bytes beside its state, which it
+// completes from its peers (Repair) and checks against the index. The publisher reads the CA's state through a Source that the
 // authority gives (ca.Authority.PublishCRLs): ca imports this package for the shard
 // of a serial, so this one cannot read ca's state itself.
 package crl

@@ -55,7 +55,7 @@ type PublisherConfig struct {
 	// change (1s), so a burst of revocations makes one CRL, well within 5 s.
 	Delay time.Duration
 	// FullEvery is the least time between two full CRLs of a CA for changes (1h); the
-	// full CRL lists every revocation, so it is large and kept forever. Between
+	// full CRL lists every revocation, so it is large and archived forever. Between
 	// two, a delta CRL of the last full CRL follows every change within Delay,
 	// as the shards do.
 	FullEvery time.Duration
@@ -307,7 +307,7 @@ func (p *publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 			return fmt.Errorf("part %d of %d: %w", i, parts, err)
 		}
 	}
-	cmd, err := cluster.NewCommand(TypePublish, commandVersion(shard), Meta{
+	cmd, err := cluster.NewCommand(TypePublish, publishVersion, Meta{
 		CA: ca.ID, Shard: shard, Number: number, ThisUpdate: spec.ThisUpdate, NextUpdate: spec.NextUpdate,
 		SHA256: sum[:], Parts: parts, Entries: len(entries),
 	})

@@ -13,17 +13,25 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// Published CRLs live in replicated state, so every node serves the same bytes and
-// every CRL ever published stays available as evidence. A large CRL (a full CRL of a
-// million entries is tens of megabytes) does not fit one Raft entry, so the leader
-// sends it in parts (crl.part) and then publishes it (crl.publish), which checks that
-// every part arrived and that they hash to what the leader signed.
+// Published CRLs are replicated, so every node serves the same bytes and every CRL
+// ever published stays available as evidence. A large CRL (a full CRL of a million
+// entries is tens of megabytes) does not fit one Raft entry, so the leader sends it
+// in parts (crl.part) and then publishes it (crl.publish), which checks that every
+// part arrived and that they hash to what the leader signed.
+//
+// Since version 3 of crl.publish the state keeps the bytes of each shard's newest
+// CRL only: applying a publish writes the CRL to the node's archive (archive.go)
+// and drops the bytes of the shard's older CRLs from the state, so the state grows
+// by an index entry per CRL rather than by the CRL. The index entries (Meta) of a
+// shard form a hash chain (Meta.Chain), so an index copied or restored can be
+// checked whole (VerifyIndex), and each archived file against its entry's SHA-256.
 //
 // Layout, bucket "crl":
 //
 //	<ca-id> / <shard key> / "latest"                 -> number (8 bytes)
 //	<ca-id> / <shard key> / "meta"  / number(8)      -> CBOR Meta
-//	<ca-id> / <shard key> / "parts" / number(8)part(4) -> bytes
+//	<ca-id> / <shard key> / "parts" / number(8)part(4) -> bytes (the newest CRL; every
+//	                                                      CRL published before version 3)
 //
 // and bucket "crl-staging": <ca-id> \x00 <shard key> \x00 number(8) part(4) -> bytes.
 // The shard key is the shard number in decimal, "full" or "delta".
@@ -56,6 +64,10 @@ type Meta struct {
 	Size       int       `cbor:"8,keyasint"`
 	Entries    int       `cbor:"9,keyasint"`
 	Published  time.Time `cbor:"10,keyasint"` // the leader's time of the publish entry
+	// Chain is SHA-256 over the chain of the shard's CRL before it and this
+	// entry's fields (chainHash); set by apply from version 3 on, and on the
+	// entries before it the first time a version 3 publish is applied.
+	Chain []byte `cbor:"11,keyasint,omitempty"`
 }
 
 type partBody struct {
@@ -92,10 +104,16 @@ func stagingPrefix(ca string, shard int, number uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, number)
 }
 
-// commandVersion is the version of crl.part and crl.publish for a shard:
-// delta CRLs came at version 2, so that a replica of a release before them
-// stops at one (the upgrade order makes sure none is left) rather than refuse
-// it while the others keep it.
+// publishVersion is the version of crl.publish the publisher sends: version 3
+// archives the CRL and keeps only the newest in the state, with a chained index
+// entry; a replica of a release before it stops at one (the upgrade order makes
+// sure none is left) rather than keep every CRL while the others drop them.
+const publishVersion = 3
+
+// commandVersion is the version of crl.part for a shard: delta CRLs came at
+// version 2, so that a replica of a release before them stops at one (the
+// upgrade order makes sure none is left) rather than refuse it while the
+// others keep it.
 func commandVersion(shard int) uint {
 	if shard == Delta {
 		return 2
@@ -116,7 +134,7 @@ func lowestShard(version uint) int {
 func Handlers() []cluster.Handler {
 	return []cluster.Handler{
 		cluster.NewHandler(TypePart, []uint{1, 2}, [][]byte{bucketStaging}, applyPart),
-		cluster.NewHandler(TypePublish, []uint{1, 2}, [][]byte{bucketCRL}, applyPublish),
+		cluster.NewHandler(TypePublish, []uint{1, 2, 3}, [][]byte{bucketCRL}, applyPublish),
 	}
 }
 
@@ -165,6 +183,12 @@ func applyPublish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.Chain = nil
+	if e.Command.Version >= 3 {
+		if err := archiveNew(tx, sb, m, staging, prefix, size); err != nil {
+			return nil, err
+		}
+	}
 	parts, err := sb.CreateBucketIfNotExists(keyParts)
 	if err != nil {
 		return nil, err
@@ -190,6 +214,17 @@ func applyPublish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 	}
 	m.Size, m.Published = size, e.Time
+	if e.Command.Version >= 3 {
+		prev, err := chainTip(metas)
+		if err != nil {
+			return nil, err
+		}
+		s, err := stored(m)
+		if err != nil {
+			return nil, err
+		}
+		m.Chain = chainHash(prev, s)
+	}
 	meta, err := cbor.Marshal(m)
 	if err != nil {
 		return nil, err
@@ -271,22 +306,4 @@ func Get(tx *bbolt.Tx, ca string, shard int, number uint64) (Meta, bool, error) 
 		return Meta{}, false, fmt.Errorf("crl: meta of %s/%d/%d: %w", ca, shard, number, err)
 	}
 	return m, true, nil
-}
-
-// DER returns the bytes of a published CRL.
-func DER(tx *bbolt.Tx, m Meta) ([]byte, error) {
-	sb := readShard(tx, m.CA, m.Shard)
-	if sb == nil || sb.Bucket(keyParts) == nil {
-		return nil, fmt.Errorf("crl: %s/%d/%d has no parts", m.CA, m.Shard, m.Number)
-	}
-	parts := sb.Bucket(keyParts)
-	out := make([]byte, 0, m.Size)
-	for i := range m.Parts {
-		p := parts.Get(binary.BigEndian.AppendUint32(u64(m.Number), uint32(i)))
-		if p == nil {
-			return nil, fmt.Errorf("crl: %s/%d/%d: part %d missing", m.CA, m.Shard, m.Number, i)
-		}
-		out = append(out, p...)
-	}
-	return out, nil
 }
