@@ -434,8 +434,17 @@ func (c *Cluster) startRaft() error {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  streamLayer{c.net},
 		MaxPool: 4,
-		Timeout: 10 * time.Second,
-		Logger:  rc.Logger,
+		// No pipelined replication (1 disables it): with raft v1.7.3's default
+		// of 2 the pipeline's channels are unbuffered, and when a follower's
+		// answer ends the decoder (a newer term after a leadership transfer)
+		// the sender parks on a full channel that nothing drains. Replication
+		// to that follower stops, and Shutdown waits for it forever
+		// (TestTransferPastADownVoter hung so under -race; grafana/pyroscope
+		// saw the same stall and turned pipelining off). Each AppendEntries
+		// still carries a whole batch.
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          rc.Logger,
 	})
 	existing, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {

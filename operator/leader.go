@@ -35,11 +35,17 @@ import (
 
 // lead runs for one leadership term.
 func (s *Service) lead(term context.Context) {
-	s.wg.Add(1)
-	defer s.wg.Done()
+	// A term may start at any time, Close's Wait too: the Add happens under
+	// s.mu before Close may stop, or not at all (a WaitGroup's Add must not
+	// race its Wait at zero).
+	s.mu.Lock()
 	if s.closed.Err() != nil {
+		s.mu.Unlock()
 		return
 	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
 	ctx, cancel := context.WithCancel(term)
 	defer cancel()
 	defer context.AfterFunc(s.closed, cancel)()

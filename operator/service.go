@@ -122,7 +122,9 @@ func New(cfg Config) (*Service, error) {
 // Close stops the leader's duties and waits for executions in progress here to
 // record their outcome.
 func (s *Service) Close() {
+	s.mu.Lock()
 	s.stop()
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
