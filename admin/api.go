@@ -317,7 +317,7 @@ func parseJoinGrant(req *JoinGrantRequest) (cluster.JoinGrant, error) {
 	if g.SecretHash, err = hex.DecodeString(req.SecretSHA256); err != nil || len(g.SecretHash) != 32 || hex.EncodeToString(g.SecretHash) != req.SecretSHA256 {
 		errs = append(errs, fmt.Errorf("secret_sha256: want 64 lower-case hex digits"))
 	}
-	if !validNodeID(req.Node) {
+	if !cluster.ValidNodeID(req.Node) {
 		errs = append(errs, fmt.Errorf("node: %q: use 1-64 of a-z, 0-9 and '-'", req.Node))
 	}
 	return g, errors.Join(errs...)
@@ -606,18 +606,4 @@ func writeError(w http.ResponseWriter, err error) {
 		t = probRefused
 	}
 	writeProblem(w, t, err.Error())
-}
-
-// validNodeID is cluster's rule for node IDs, checked here so that the
-// request's field is named.
-func validNodeID(id string) bool {
-	if len(id) < 1 || len(id) > 64 {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

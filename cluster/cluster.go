@@ -170,7 +170,7 @@ func (cfg *Config) validate() error {
 			errs = append(errs, fmt.Errorf("cluster: restore: sha256: %d bytes, want %d", len(r.SHA256), sha256.Size))
 		}
 	}
-	if cfg.NodeID != "" && !validNodeID(cfg.NodeID) {
+	if cfg.NodeID != "" && !ValidNodeID(cfg.NodeID) {
 		errs = append(errs, fmt.Errorf("cluster: node_id %q: use 1-64 of a-z, 0-9 and '-'", cfg.NodeID))
 	}
 	return errors.Join(errs...)
@@ -483,7 +483,7 @@ func loadNodeID(dir, want string) (string, error) {
 		if want != "" && want != id {
 			return "", fmt.Errorf("cluster: node_id %q: %s belongs to node %q", want, dir, id)
 		}
-		if !validNodeID(id) {
+		if !ValidNodeID(id) {
 			return "", fmt.Errorf("cluster: %s: invalid node ID %q", path, id)
 		}
 		return id, nil

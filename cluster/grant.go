@@ -201,7 +201,7 @@ func (g JoinGrant) Check() error {
 	if !g.Role.valid() {
 		errs = append(errs, fmt.Errorf("role %q: want voter or nonvoter", g.Role))
 	}
-	if !validNodeID(g.Keys.Node) {
+	if !ValidNodeID(g.Keys.Node) {
 		errs = append(errs, fmt.Errorf("node %q: want 1-64 of a-z, 0-9, '-'", g.Keys.Node))
 	}
 	if g.Keys.NodeKey.IsZero() {

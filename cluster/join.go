@@ -203,7 +203,7 @@ func (c *Cluster) admitJoiner(ctx context.Context, req *joinRequest) (*joinRespo
 	if err != nil {
 		return nil, fmt.Errorf("cluster: join: CSR: %w", err)
 	}
-	if csr.Subject.CommonName != req.Node || !validNodeID(req.Node) {
+	if csr.Subject.CommonName != req.Node || !ValidNodeID(req.Node) {
 		return nil, fmt.Errorf("cluster: join: CSR names %q, request %q", csr.Subject.CommonName, req.Node)
 	}
 	if _, _, err := net.SplitHostPort(req.Addr); err != nil {

@@ -228,7 +228,7 @@ func applyTokenCreate(tx *bbolt.Tx, e Entry) ([]byte, error) {
 		if err := e.Command.Decode(&g); err != nil {
 			return nil, Refuse(err)
 		}
-		if !validNodeID(g.Node) || len(g.NodeKey) != sha256.Size || len(g.Transport) != sha256.Size || g.TTL <= 0 || len(g.Request) > 64 {
+		if !ValidNodeID(g.Node) || len(g.NodeKey) != sha256.Size || len(g.Transport) != sha256.Size || g.TTL <= 0 || len(g.Request) > 64 {
 			return nil, Refuse(errors.New("malformed join grant"))
 		}
 		id = g.ID
@@ -338,7 +338,7 @@ func applyMemberBootstrap(tx *bbolt.Tx, e Entry) ([]byte, error) {
 }
 
 func checkNewMember(tx *bbolt.Tx, id string) error {
-	if !validNodeID(id) {
+	if !ValidNodeID(id) {
 		return Refuse(fmt.Errorf("invalid node ID %q", id))
 	}
 	if tx.Bucket(bucketDenied).Get([]byte(id)) != nil {
@@ -481,7 +481,10 @@ func checkTokenSecret(tx *bbolt.Tx, id, secret []byte, now time.Time) (tokenReco
 	return t, nil
 }
 
-func validNodeID(id string) bool {
+// ValidNodeID is the rule for a node's ID: 1 to 64 characters of a-z, 0-9
+// and '-'. The node's configuration and the admin API check it too, so that
+// their errors name the field.
+func ValidNodeID(id string) bool {
 	if len(id) < 1 || len(id) > 64 {
 		return false
 	}

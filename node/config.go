@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/internal/yamlshape"
 	"github.com/inkan-pki/inkan/jpki"
 )
@@ -425,7 +426,7 @@ func (c *Config) Validate() error {
 	if host, _, err := net.SplitHostPort(c.Cluster.Advertise); err == nil && isUnspecified(host) {
 		bad("cluster.advertise", "%q is not an address other nodes can dial; set cluster.advertise", c.Cluster.Advertise)
 	}
-	if id := c.Cluster.NodeID; id != "" && !validNodeID(id) {
+	if id := c.Cluster.NodeID; id != "" && !cluster.ValidNodeID(id) {
 		bad("cluster.node_id", "%q: use 1-64 of a-z, 0-9 and '-'", id)
 	}
 	switch c.Cluster.Role {
@@ -622,20 +623,6 @@ func checkPublicURL(bad func(string, string, ...any), field, raw, listen, scheme
 	case isUnspecified(u.Hostname()):
 		bad(field, "%q names no host clients can reach (listen is %s); set %s", raw, listen, field)
 	}
-}
-
-// validNodeID is cluster's rule for node IDs, checked here so that the file's
-// field is named.
-func validNodeID(id string) bool {
-	if len(id) < 1 || len(id) > 64 {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func isUnspecified(host string) bool {
