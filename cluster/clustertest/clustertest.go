@@ -41,9 +41,6 @@ func SingleOn(t testing.TB, tok *softhsm.Token, cfg cluster.Config) *Node {
 	if cfg.KeyVault == nil {
 		cfg.KeyVault = cluster.NewHSMVault(tok.HSM)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
 	cfg.Bootstrap = true
 	fast(&cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -63,8 +60,12 @@ func SingleOn(t testing.TB, tok *softhsm.Token, cfg cluster.Config) *Node {
 	return &Node{Cluster: c, Token: tok, Dir: cfg.DataDir}
 }
 
-// fast sets test-sized Raft timeouts where cfg leaves them empty.
+// fast sets test-sized Raft timeouts, and a logger that discards, where cfg
+// leaves them empty.
 func fast(cfg *cluster.Config) {
+	if cfg.Logger == nil {
+		cfg.Logger = discard()
+	}
 	set := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -97,3 +98,5 @@ func JoinToken(t testing.TB, via *cluster.Cluster, cfg cluster.Config, role clus
 	}
 	return tok
 }
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

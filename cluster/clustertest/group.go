@@ -2,8 +2,6 @@ package clustertest
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -79,7 +77,7 @@ func (g *Group) Add() *Member {
 	i := len(g.Members)
 	tk := softhsm.NewToken(t)
 	hcfg := tk.Config()
-	hcfg.Sessions, hcfg.Logger = 8, slog.New(slog.NewTextHandler(io.Discard, nil))
+	hcfg.Sessions, hcfg.Logger = 8, discard()
 	keys, err := hsm.Open(ctx, hcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -89,9 +87,6 @@ func (g *Group) Add() *Member {
 	cfg.Handlers = append([]cluster.Handler(nil), o.Config.Handlers...)
 	cfg.Hooks = append([]cluster.Hook(nil), o.Config.Hooks...)
 	cfg.DataDir, cfg.BindAddr, cfg.KeyVault = t.TempDir(), "127.0.0.1:0", cluster.NewHSMVault(keys)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
 	}
