@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.etcd.io/bbolt"
 )
@@ -59,14 +60,10 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) ready(ctx context.Context) probe {
-	c := n.c.Load()
-	switch {
-	case c == nil:
-		return probe{Reason: "starting"}
-	case n.draining.Load():
-		return probe{Node: c.ID(), Reason: "draining"}
+	c, p, ok := n.probeFor()
+	if !ok {
+		return p
 	}
-	p := probe{Node: c.ID()}
 	select {
 	case <-n.started:
 	default:
@@ -96,6 +93,19 @@ func (n *Node) ready(ctx context.Context) probe {
 	return p
 }
 
+// probeFor is where every readiness probe starts: the node's cluster, and a
+// probe that says why not (false) while the node opens its cluster or drains.
+func (n *Node) probeFor() (*cluster.Cluster, probe, bool) {
+	c := n.c.Load()
+	switch {
+	case c == nil:
+		return nil, probe{Reason: "starting"}, false
+	case n.draining.Load():
+		return c, probe{Node: c.ID(), Reason: "draining"}, false
+	}
+	return c, probe{Node: c.ID()}, true
+}
+
 func writeProbe(w http.ResponseWriter, p probe) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -120,14 +130,10 @@ func (n *Node) readyzOCSP(w http.ResponseWriter, _ *http.Request) {
 const ocspScanInterval = 30 * time.Second
 
 func (n *Node) readyOCSP(now time.Time) probe {
-	c := n.c.Load()
-	switch {
-	case c == nil:
-		return probe{Reason: "starting"}
-	case n.draining.Load():
-		return probe{Node: c.ID(), Reason: "draining"}
+	c, p, ok := n.probeFor()
+	if !ok {
+		return p
 	}
-	p := probe{Node: c.ID()}
 	if st, err := c.Status(); err == nil {
 		p.State, p.Leader = st.State, st.LeaderID
 	}
