@@ -159,11 +159,7 @@ func (c *Client) Enroll(ctx context.Context, card Card, key crypto.Signer, profi
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now
-	if c.Now != nil {
-		now = c.Now
-	}
-	t := now()
+	t := c.now()
 	proof, err := NewProof(card, card.Chain(), ProofClaims{
 		Nonce: nonce, Audience: strings.TrimSuffix(c.BaseURL, "/") + enrollapi.PathEnroll,
 		IssuedAt: t, Expires: t.Add(enrollapi.MaxProofLifetime - time.Minute), CSR: csr,
@@ -172,6 +168,14 @@ func (c *Client) Enroll(ctx context.Context, card Card, key crypto.Signer, profi
 		return nil, err
 	}
 	return c.Submit(ctx, enrollapi.Request{Proof: proof, CSR: base64.RawURLEncoding.EncodeToString(csr), Profile: profile}, key)
+}
+
+// now is the client's clock: Now if set, else the machine's.
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // rebound is the outcome of a re-binding.
@@ -202,11 +206,7 @@ func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, seria
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now
-	if c.Now != nil {
-		now = c.Now
-	}
-	t := now()
+	t := c.now()
 	serialHex := certserial.Format(serial)
 	aud := strings.TrimSuffix(c.BaseURL, "/") + enrollapi.PathRebind
 	chain := card.Chain()
