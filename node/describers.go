@@ -40,7 +40,10 @@ func describers() map[string]auditlog.Describer {
 	}
 	m[crl.TypePublish] = func(e cluster.Entry, _ []byte) ([]auditlog.Record, error) {
 		data, err := crl.DescribePublish(e)
-		return []auditlog.Record{{Type: "crl.published", Actor: audit.ActorSystem, Data: data}}, err
+		if err != nil {
+			return nil, err
+		}
+		return []auditlog.Record{{Type: "crl.published", Actor: audit.ActorSystem, Data: data}}, nil
 	}
 	return m
 }
