@@ -200,7 +200,7 @@ func benchEnroll(b *testing.B, envs []*env, full bool) {
 					// Unavailable (an intent abandoned by a leader change, which a
 					// loaded machine provokes): a client fetches a new challenge and
 					// tries again, inside the timing; counted.
-					for try := 0; try < 5 && isProblem(err, enrollapi.ProblemUnavailable); try++ {
+					for try := 0; try < 5 && isProblem(err, probUnavailable.name); try++ {
 						retries.Add(1)
 						if err = prove(r); err == nil {
 							_, err = sends[slices.Index(envs, r.e)].Submit(ctx, r.req, r.key)

@@ -57,7 +57,7 @@ type Config struct {
 	// name-and-birth and basic-4 hashes, and the nonces' MAC (at least
 	// jpki.MinHashKeyLen bytes): a cluster secret, the same on every node.
 	LinkKey []byte
-	// ProblemBase prefixes the problem type names (enrollapi.DefaultProblemBase
+	// ProblemBase prefixes the problem type names ("urn:inkan:problem:"
 	// if empty), e.g. "https://ca.example.jp/problems/" to point clients at
 	// documentation.
 	ProblemBase string
@@ -133,7 +133,7 @@ func NewHandler(cfg Config) (*handler, error) {
 		return nil, fmt.Errorf("enroll: config: %w", err)
 	}
 	if cfg.ProblemBase == "" {
-		cfg.ProblemBase = enrollapi.DefaultProblemBase
+		cfg.ProblemBase = defaultProblemBase
 	}
 	if cfg.ClockSkew == 0 {
 		cfg.ClockSkew = defaultClockSkew

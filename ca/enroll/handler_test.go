@@ -316,8 +316,8 @@ func (e *env) expectProblem(t *testing.T, body []byte, name string, status int, 
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 		t.Fatal(err)
 	}
-	if p.Type != enrollapi.DefaultProblemBase+name || p.Status != status || p.Title == "" || p.Detail == "" {
-		t.Errorf("problem %+v, want type %s%s", p, enrollapi.DefaultProblemBase, name)
+	if p.Type != defaultProblemBase+name || p.Status != status || p.Title == "" || p.Detail == "" {
+		t.Errorf("problem %+v, want type %s%s", p, defaultProblemBase, name)
 	}
 	if got := e.refusals(name); got != before+1 {
 		t.Errorf("refusal counter %s went from %v to %v", name, before, got)

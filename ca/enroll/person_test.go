@@ -304,9 +304,9 @@ func TestRefusalsCostNoToken(t *testing.T) {
 		fail error
 		want string
 	}{
-		{fmt.Errorf("ca: intent: %w", ca.ErrNonceUsed), enrollapi.ProblemNonceReplayed},
-		{fmt.Errorf("ca: intent: %w", ca.ErrPersonLimit), enrollapi.ProblemPersonLimit},
-		{errSecret, enrollapi.ProblemIssuanceFailed},
+		{fmt.Errorf("ca: intent: %w", ca.ErrNonceUsed), probNonceReplayed.name},
+		{fmt.Errorf("ca: intent: %w", ca.ErrPersonLimit), probPersonLimit.name},
+		{errSecret, probIssuanceFailure.name},
 	} {
 		e.issuer.fail = c.fail
 		_, err := e.client().Enroll(ctx, card, fx.subKeys[2], "")

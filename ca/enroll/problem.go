@@ -69,6 +69,12 @@ func csrInvalid(format string, args ...any) error {
 	return refuse(errCSRInvalid, "%s", fmt.Sprintf(format, args...))
 }
 
+// defaultProblemBase prefixes problem type names unless the handler is
+// configured with another base (Config.ProblemBase): a URN, which RFC 9457
+// allows (a type URI need not resolve) and which stays the same on every
+// deployment, so clients can compare it as a constant.
+const defaultProblemBase = "urn:inkan:problem:"
+
 // problemType is one cause of refusal: its name (the last part of the type URI), the
 // HTTP status and the title (the same for every occurrence, as RFC 9457 asks).
 type problemType struct {
@@ -77,37 +83,38 @@ type problemType struct {
 	title  string
 }
 
-// The problem types, one per cause. docs/enrollment.md lists them.
+// The problem types, one per cause: the names are the API's (a client reads
+// them with enrollapi.Problem.Name), and docs/enrollment.md lists them.
 var (
-	probRequestInvalid  = problemType{enrollapi.ProblemRequestInvalid, http.StatusBadRequest, "The request is not a valid enrollment request"}
-	probBodyTooLarge    = problemType{enrollapi.ProblemBodyTooLarge, http.StatusRequestEntityTooLarge, "The request body is too large"}
-	probMediaType       = problemType{enrollapi.ProblemMediaType, http.StatusUnsupportedMediaType, "The request body must be application/json"}
-	probProofInvalid    = problemType{enrollapi.ProblemProofInvalid, http.StatusBadRequest, "The proof of possession is not valid"}
-	probAudience        = problemType{enrollapi.ProblemAudienceMismatch, http.StatusBadRequest, "The proof was made for another endpoint"}
-	probNonceUnknown    = problemType{enrollapi.ProblemNonceUnknown, http.StatusBadRequest, "The nonce is unknown or expired"}
-	probNonceReplayed   = problemType{enrollapi.ProblemNonceReplayed, http.StatusConflict, "The nonce was already used"}
-	probCSRInvalid      = problemType{enrollapi.ProblemCSRInvalid, http.StatusBadRequest, "The CSR is not valid"}
-	probCSRMismatch     = problemType{enrollapi.ProblemCSRMismatch, http.StatusBadRequest, "The CSR is not the one the proof names"}
-	probKeyType         = problemType{enrollapi.ProblemKeyTypeNotAllowed, http.StatusBadRequest, "The CSR's key type is not allowed by the profile"}
-	probPolicyDenied    = problemType{enrollapi.ProblemPolicyDenied, http.StatusForbidden, "The policy does not allow this enrollment"}
-	probPersonLimit     = problemType{enrollapi.ProblemPersonLimit, http.StatusForbidden, "The person holds as many derived certificates as the profile allows"}
-	probSerialMismatch  = problemType{enrollapi.ProblemSerialMismatch, http.StatusBadRequest, "The proof names another certificate"}
-	probRebindNotFound  = problemType{enrollapi.ProblemRebindNotFound, http.StatusNotFound, "No derived certificate has that serial"}
-	probRebindNotSame   = problemType{enrollapi.ProblemRebindNotSamePerson, http.StatusForbidden, "The JPKI certificate is not the same person's"}
-	probRebindNotPoss   = problemType{enrollapi.ProblemRebindNotPossible, http.StatusConflict, "The certificate cannot be re-bound"}
-	probRebindHeld      = problemType{enrollapi.ProblemRebindHeldByOperator, http.StatusConflict, "The certificate is on hold by an operator; only an operator can release it"}
-	probRebindSameCard  = problemType{enrollapi.ProblemRebindSameJPKICert, http.StatusConflict, "The certificate is bound to this JPKI certificate already"}
-	probKeyProofMissing = problemType{enrollapi.ProblemKeyProofMissing, http.StatusBadRequest, "The re-bind carries no signature by the derived certificate's key"}
-	probKeyProofInvalid = problemType{enrollapi.ProblemKeyProofInvalid, http.StatusBadRequest, "The derived key's signature is not a valid key proof"}
-	probKeyMismatch     = problemType{enrollapi.ProblemKeyMismatch, http.StatusForbidden, "The key proof is not signed by the derived certificate's key"}
-	probKeyProofReplay  = problemType{enrollapi.ProblemKeyProofReplayed, http.StatusForbidden, "The key proof was made for another request"}
-	probRateLimited     = problemType{enrollapi.ProblemRateLimited, http.StatusTooManyRequests, "Too many requests"}
-	probJPKIUntrusted   = problemType{enrollapi.ProblemJPKIUntrusted, http.StatusForbidden, "The JPKI certificate is not trusted"}
-	probJPKIExpired     = problemType{enrollapi.ProblemJPKIExpired, http.StatusForbidden, "The JPKI certificate is expired or not yet valid"}
-	probJPKIRevoked     = problemType{enrollapi.ProblemJPKIRevoked, http.StatusForbidden, "The JPKI certificate is revoked"}
-	probJPKIRevocation  = problemType{enrollapi.ProblemJPKIRevocation, http.StatusServiceUnavailable, "The JPKI certificate's revocation status is not available"}
-	probUnavailable     = problemType{enrollapi.ProblemUnavailable, http.StatusServiceUnavailable, "The service is unavailable; try again later"}
-	probIssuanceFailure = problemType{enrollapi.ProblemIssuanceFailed, http.StatusInternalServerError, "The certificate could not be issued"}
+	probRequestInvalid  = problemType{"request-invalid", http.StatusBadRequest, "The request is not a valid enrollment request"}
+	probBodyTooLarge    = problemType{"body-too-large", http.StatusRequestEntityTooLarge, "The request body is too large"}
+	probMediaType       = problemType{"media-type-unsupported", http.StatusUnsupportedMediaType, "The request body must be application/json"}
+	probProofInvalid    = problemType{"proof-invalid", http.StatusBadRequest, "The proof of possession is not valid"}
+	probAudience        = problemType{"audience-mismatch", http.StatusBadRequest, "The proof was made for another endpoint"}
+	probNonceUnknown    = problemType{"nonce-unknown", http.StatusBadRequest, "The nonce is unknown or expired"}
+	probNonceReplayed   = problemType{"nonce-replayed", http.StatusConflict, "The nonce was already used"}
+	probCSRInvalid      = problemType{"csr-invalid", http.StatusBadRequest, "The CSR is not valid"}
+	probCSRMismatch     = problemType{"csr-mismatch", http.StatusBadRequest, "The CSR is not the one the proof names"}
+	probKeyType         = problemType{"key-type-not-allowed", http.StatusBadRequest, "The CSR's key type is not allowed by the profile"}
+	probPolicyDenied    = problemType{"policy-denied", http.StatusForbidden, "The policy does not allow this enrollment"}
+	probPersonLimit     = problemType{"person-limit-reached", http.StatusForbidden, "The person holds as many derived certificates as the profile allows"}
+	probSerialMismatch  = problemType{"serial-mismatch", http.StatusBadRequest, "The proof names another certificate"}
+	probRebindNotFound  = problemType{"rebind-not-found", http.StatusNotFound, "No derived certificate has that serial"}
+	probRebindNotSame   = problemType{"rebind-not-same-person", http.StatusForbidden, "The JPKI certificate is not the same person's"}
+	probRebindNotPoss   = problemType{"rebind-not-possible", http.StatusConflict, "The certificate cannot be re-bound"}
+	probRebindHeld      = problemType{"rebind-held-by-operator", http.StatusConflict, "The certificate is on hold by an operator; only an operator can release it"}
+	probRebindSameCard  = problemType{"rebind-same-jpki-certificate", http.StatusConflict, "The certificate is bound to this JPKI certificate already"}
+	probKeyProofMissing = problemType{"rebind-key-proof-missing", http.StatusBadRequest, "The re-bind carries no signature by the derived certificate's key"}
+	probKeyProofInvalid = problemType{"rebind-key-proof-invalid", http.StatusBadRequest, "The derived key's signature is not a valid key proof"}
+	probKeyMismatch     = problemType{"rebind-key-mismatch", http.StatusForbidden, "The key proof is not signed by the derived certificate's key"}
+	probKeyProofReplay  = problemType{"rebind-key-proof-replayed", http.StatusForbidden, "The key proof was made for another request"}
+	probRateLimited     = problemType{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
+	probJPKIUntrusted   = problemType{"jpki-untrusted", http.StatusForbidden, "The JPKI certificate is not trusted"}
+	probJPKIExpired     = problemType{"jpki-expired", http.StatusForbidden, "The JPKI certificate is expired or not yet valid"}
+	probJPKIRevoked     = problemType{"jpki-revoked", http.StatusForbidden, "The JPKI certificate is revoked"}
+	probJPKIRevocation  = problemType{"jpki-revocation-unavailable", http.StatusServiceUnavailable, "The JPKI certificate's revocation status is not available"}
+	probUnavailable     = problemType{"unavailable", http.StatusServiceUnavailable, "The service is unavailable; try again later"}
+	probIssuanceFailure = problemType{"issuance-failed", http.StatusInternalServerError, "The certificate could not be issued"}
 )
 
 // problemTypes lists every type, for the refusal counter to start at zero for each.

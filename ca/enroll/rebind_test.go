@@ -146,7 +146,7 @@ func TestMoveStory(t *testing.T) {
 		}
 	}
 	// Card A no longer enrols.
-	if _, err := e.client().Enroll(ctx, cardA, fx.subKeys[3], ""); !isProblem(err, enrollapi.ProblemJPKIRevoked) {
+	if _, err := e.client().Enroll(ctx, cardA, fx.subKeys[3], ""); !isProblem(err, probJPKIRevoked.name) {
 		t.Fatalf("enrolment with the revoked card: %v", err)
 	}
 
@@ -389,7 +389,7 @@ func (e *env) expectRebindProblem(t *testing.T, body []byte, name string, status
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != status || p.Type != enrollapi.DefaultProblemBase+name || p.Detail == "" {
+	if resp.StatusCode != status || p.Type != defaultProblemBase+name || p.Detail == "" {
 		t.Errorf("HTTP %d %+v, want %d %s", resp.StatusCode, p, status, name)
 	}
 	after := record(t, target)

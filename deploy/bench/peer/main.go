@@ -455,7 +455,7 @@ func inkanRun(args []string) error {
 	submit := func(r *inkanReq, i int) error {
 		_, err := clients[r.node].Submit(ctx, r.req, r.key)
 		var p *enrollapi.Problem
-		for try := 0; try < 5 && errors.As(err, &p) && p.Name() == enrollapi.ProblemUnavailable; try++ {
+		for try := 0; try < 5 && errors.As(err, &p) && p.Name() == "unavailable"; try++ {
 			retries.Add(1)
 			if err = proof(r, cardOf(i)); err == nil {
 				_, err = clients[r.node].Submit(ctx, r.req, r.key)
