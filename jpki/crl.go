@@ -19,6 +19,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -193,7 +194,7 @@ type RevokedEntry struct {
 	// RawIssuer is the DER of the CRL's issuer name.
 	RawIssuer []byte
 	Serial    *big.Int
-	Reason    Reason
+	Reason    crlreason.Reason
 	RevokedAt time.Time
 }
 
@@ -448,7 +449,7 @@ type indexedCRL struct {
 type crlEntry struct {
 	serial []byte
 	at     time.Time
-	reason Reason
+	reason crlreason.Reason
 }
 
 // covers reports whether the CRL speaks for cert: same issuer name, and a scope
@@ -567,7 +568,7 @@ func indexCRL(der []byte, anchors *Anchors) (*indexedCRL, error) {
 	}
 	c.entries = make([]crlEntry, 0, len(rl.RevokedCertificateEntries))
 	for _, e := range rl.RevokedCertificateEntries {
-		if !validReason(e.ReasonCode) || Reason(e.ReasonCode) == ReasonRemoveFromCRL {
+		if !validReason(e.ReasonCode) || crlreason.Reason(e.ReasonCode) == crlreason.RemoveFromCRL {
 			return nil, fmt.Errorf("entry with reason code %d", e.ReasonCode)
 		}
 		for _, ext := range e.Extensions {
@@ -578,7 +579,7 @@ func indexCRL(der []byte, anchors *Anchors) (*indexedCRL, error) {
 		if e.SerialNumber == nil || e.SerialNumber.Sign() < 0 {
 			return nil, errors.New("entry with a negative serial number")
 		}
-		c.entries = append(c.entries, crlEntry{serial: e.SerialNumber.Bytes(), at: e.RevocationTime, reason: Reason(e.ReasonCode)})
+		c.entries = append(c.entries, crlEntry{serial: e.SerialNumber.Bytes(), at: e.RevocationTime, reason: crlreason.Reason(e.ReasonCode)})
 	}
 	slices.SortStableFunc(c.entries, func(a, b crlEntry) int { return a.at.Compare(b.at) })
 	c.bySerial = make(map[string]int, len(c.entries))

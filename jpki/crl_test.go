@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
@@ -55,7 +56,7 @@ func crlDER(t testing.TB, issuer *x509.Certificate, key *rsa.PrivateKey, thisUpd
 	return der
 }
 
-func revoked(serial int64, at time.Time, reason Reason) x509.RevocationListEntry {
+func revoked(serial int64, at time.Time, reason crlreason.Reason) x509.RevocationListEntry {
 	return x509.RevocationListEntry{SerialNumber: big.NewInt(serial), RevocationTime: at, ReasonCode: int(reason)}
 }
 
@@ -85,14 +86,14 @@ func TestCRLRevocationReasons(t *testing.T) {
 	p := getPKI(t)
 	leaf := p.leaf(t, leafSpec{anchor: 1})
 	revokedAt := testAt.Add(-30 * time.Hour).Truncate(time.Second)
-	for _, reason := range []Reason{
-		ReasonUnspecified, ReasonKeyCompromise, ReasonCACompromise, ReasonAffiliationChanged,
-		ReasonSuperseded, ReasonCessationOfOperation, ReasonCertificateHold,
+	for _, reason := range []crlreason.Reason{
+		crlreason.Unspecified, crlreason.KeyCompromise, crlreason.CACompromise, crlreason.AffiliationChanged,
+		crlreason.Superseded, crlreason.CessationOfOperation, crlreason.CertificateHold,
 	} {
 		t.Run(reason.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "jpki.crl")
 			writeFile(t, path, crlDER(t, p.anchors[1], p.anchorKeys[1], testAt.Add(-2*time.Hour), testAt.Add(22*time.Hour),
-				[]x509.RevocationListEntry{revoked(7, revokedAt, ReasonSuperseded), revoked(leafSerial, revokedAt, reason)}))
+				[]x509.RevocationListEntry{revoked(7, revokedAt, crlreason.Superseded), revoked(leafSerial, revokedAt, reason)}))
 			v, _ := fileVerifier(t, path, 0)
 			_, err := v.Verify(context.Background(), [][]byte{leaf}, testAt)
 			var re *RevokedError
@@ -111,8 +112,8 @@ func TestCRLSource(t *testing.T) {
 	p := getPKI(t)
 	leaf := p.leaf(t, leafSpec{anchor: 1})
 	fresh, next := testAt.Add(-2*time.Hour), testAt.Add(22*time.Hour)
-	listed := []x509.RevocationListEntry{revoked(leafSerial, testAt.Add(-72*time.Hour), ReasonAffiliationChanged)}
-	other := []x509.RevocationListEntry{revoked(leafSerial+1, testAt.Add(-72*time.Hour), ReasonKeyCompromise)}
+	listed := []x509.RevocationListEntry{revoked(leafSerial, testAt.Add(-72*time.Hour), crlreason.AffiliationChanged)}
+	other := []x509.RevocationListEntry{revoked(leafSerial+1, testAt.Add(-72*time.Hour), crlreason.KeyCompromise)}
 	otherMunicipality := name(oidAttrC, "JP", oidAttrO, "JPKI", oidAttrOU, "JPKI for digital signature",
 		oidAttrOU, "CRL Distribution Points", oidAttrOU, "大阪府", oidAttrCN, "大阪市 CRLDP")
 	pemOf := func(ders ...[]byte) []byte {
@@ -179,12 +180,12 @@ func TestCRLSource(t *testing.T) {
 			return crlDER(t, p.anchors[1], p.anchorKeys[1], fresh, next, other, unknownCritical)
 		}, 0, ErrRevocationUnknown},
 		{"entry with an unknown critical extension", func() []byte {
-			e := revoked(leafSerial+1, fresh, ReasonKeyCompromise)
+			e := revoked(leafSerial+1, fresh, crlreason.KeyCompromise)
 			e.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 29}, Critical: true, Value: []byte{0x30, 0x00}}}
 			return crlDER(t, p.anchors[1], p.anchorKeys[1], fresh, next, []x509.RevocationListEntry{e})
 		}, 0, ErrRevocationUnknown},
 		{"entry with reason removeFromCRL", func() []byte {
-			return crlDER(t, p.anchors[1], p.anchorKeys[1], fresh, next, []x509.RevocationListEntry{revoked(9, fresh, ReasonRemoveFromCRL)})
+			return crlDER(t, p.anchors[1], p.anchorKeys[1], fresh, next, []x509.RevocationListEntry{revoked(9, fresh, crlreason.RemoveFromCRL)})
 		}, 0, ErrRevocationUnknown},
 		{"not a CRL", func() []byte { return []byte("this is not a CRL") }, 0, ErrRevocationUnknown},
 		{"PEM of another type", func() []byte {
@@ -257,7 +258,7 @@ func TestCRLFileReload(t *testing.T) {
 	step("first CRL", testAt, nil)
 	step("a day later, same file", testAt.Add(24*time.Hour), ErrRevocationStale)
 	drop(crlDER(t, p.anchors[1], p.anchorKeys[1], testAt.Add(23*time.Hour), testAt.Add(47*time.Hour),
-		[]x509.RevocationListEntry{revoked(leafSerial, testAt.Add(12*time.Hour), ReasonAffiliationChanged)}))
+		[]x509.RevocationListEntry{revoked(leafSerial, testAt.Add(12*time.Hour), crlreason.AffiliationChanged)}))
 	step("next day's CRL revokes", testAt.Add(24*time.Hour), ErrRevoked)
 	drop([]byte("truncated"))
 	step("broken drop keeps the last verified CRL", testAt.Add(24*time.Hour), ErrRevoked)
@@ -359,7 +360,7 @@ func TestCRLURL(t *testing.T) {
 	check("server back", testAt.Add(time.Minute), nil, 2)
 	check("cached", testAt.Add(30*time.Minute), nil, 2)
 	serve(http.StatusOK, crlDER(t, p.anchors[1], p.anchorKeys[1], testAt.Add(-time.Hour), testAt.Add(23*time.Hour),
-		[]x509.RevocationListEntry{revoked(leafSerial, testAt.Add(-90*time.Minute), ReasonKeyCompromise)}))
+		[]x509.RevocationListEntry{revoked(leafSerial, testAt.Add(-90*time.Minute), crlreason.KeyCompromise)}))
 	check("refetched after an hour", testAt.Add(62*time.Minute), ErrRevoked, 3)
 	serve(http.StatusInternalServerError, nil)
 	check("server down later: cached CRL used", testAt.Add(3*time.Hour), ErrRevoked, 4)
@@ -493,10 +494,10 @@ func TestCRLRevokedSince(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jpki.crl")
 	day := 24 * time.Hour
 	writeFile(t, path, crlDER(t, p.anchors[2], p.anchorKeys[2], testAt.Add(-time.Hour), testAt.Add(23*time.Hour), []x509.RevocationListEntry{
-		revoked(101, testAt.Add(-10*day), ReasonSuperseded),
-		revoked(leafSerial, testAt.Add(-2*day), ReasonAffiliationChanged),
-		revoked(103, testAt.Add(-3*day), ReasonCertificateHold),
-		revoked(104, testAt.Add(-30*day), ReasonKeyCompromise),
+		revoked(101, testAt.Add(-10*day), crlreason.Superseded),
+		revoked(leafSerial, testAt.Add(-2*day), crlreason.AffiliationChanged),
+		revoked(103, testAt.Add(-3*day), crlreason.CertificateHold),
+		revoked(104, testAt.Add(-30*day), crlreason.KeyCompromise),
 	}))
 	_, src := fileVerifier(t, path, 0)
 	got, err := src.RevokedSince(context.Background(), testAt.Add(-3*day), testAt)
@@ -504,7 +505,7 @@ func TestCRLRevokedSince(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[0].Serial.Int64() != 103 || got[1].Serial.Int64() != leafSerial ||
-		got[0].Reason != ReasonCertificateHold || got[1].Reason != ReasonAffiliationChanged {
+		got[0].Reason != crlreason.CertificateHold || got[1].Reason != crlreason.AffiliationChanged {
 		t.Fatalf("got %+v", got)
 	}
 	if got[1].CertHash(key) != sc.CertHash(key) {
@@ -540,7 +541,7 @@ func BenchmarkCRLStatus(b *testing.B) {
 	p := getPKI(b)
 	entries := make([]x509.RevocationListEntry, 100_000)
 	for i := range entries {
-		entries[i] = revoked(int64(i+1)<<20, testAt.Add(-time.Duration(i)*time.Second), Reason(i%7))
+		entries[i] = revoked(int64(i+1)<<20, testAt.Add(-time.Duration(i)*time.Second), crlreason.Reason(i%7))
 	}
 	der := crlDER(b, p.anchors[1], p.anchorKeys[1], testAt.Add(-time.Hour), testAt.Add(23*time.Hour), entries)
 	start := time.Now()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // The errors a caller acts on. Every error this package returns matches exactly one of
@@ -36,7 +38,7 @@ var (
 // RevokedError is returned when a revocation source reports the certificate revoked.
 // errors.Is(err, ErrRevoked) holds for it.
 type RevokedError struct {
-	Reason    Reason
+	Reason    crlreason.Reason
 	RevokedAt time.Time
 	// Serial is the revoked certificate's serial number. It is not part of Error(): a
 	// JPKI serial identifies a person to anyone holding the certificate.

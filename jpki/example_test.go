@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -36,7 +37,7 @@ func ExampleVerifier_Verify() {
 	res, err := verifier.Verify(context.Background(), [][]byte{card}, at)
 	var revoked *jpki.RevokedError
 	switch {
-	case errors.As(err, &revoked) && revoked.Reason == jpki.ReasonAffiliationChanged:
+	case errors.As(err, &revoked) && revoked.Reason == crlreason.AffiliationChanged:
 		log.Fatal("the holder moved or changed name: re-bind with the new card")
 	case errors.Is(err, jpki.ErrRevocationUnknown), errors.Is(err, jpki.ErrRevocationStale):
 		log.Fatal("cannot check revocation now: refuse, retry later")

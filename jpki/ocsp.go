@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"golang.org/x/crypto/ocsp"
 )
 
@@ -134,7 +135,7 @@ func (s *OCSPSource) status(ctx context.Context, cert, issuer *x509.Certificate,
 		if !validReason(r.RevocationReason) {
 			return Status{}, fmt.Errorf("%w: OCSP revoked with reason code %d", ErrRevocationUnknown, r.RevocationReason)
 		}
-		st.State, st.Reason, st.RevokedAt = stateRevoked, Reason(r.RevocationReason), r.RevokedAt
+		st.State, st.Reason, st.RevokedAt = stateRevoked, crlreason.Reason(r.RevocationReason), r.RevokedAt
 	default:
 		return Status{}, fmt.Errorf("%w: OCSP responder answered unknown", ErrRevocationUnknown)
 	}

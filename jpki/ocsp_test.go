@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
@@ -78,13 +79,13 @@ func TestOCSPSource(t *testing.T) {
 		name       string
 		respond    responder
 		wantErr    error
-		wantReason Reason
+		wantReason crlreason.Reason
 	}{
 		{"good, signed by the issuer", signed(issuer, issuerKey, ocsp.Response{Status: ocsp.Good}), nil, 0},
 		{"good, delegated responder", signed(delegated, p.caKey, ocsp.Response{Status: ocsp.Good}), nil, 0},
-		{"revoked, keyCompromise", signed(issuer, issuerKey, ocsp.Response{Status: ocsp.Revoked, RevokedAt: revokedAt, RevocationReason: ocsp.KeyCompromise}), ErrRevoked, ReasonKeyCompromise},
-		{"revoked, affiliationChanged", signed(delegated, p.caKey, ocsp.Response{Status: ocsp.Revoked, RevokedAt: revokedAt, RevocationReason: ocsp.AffiliationChanged}), ErrRevoked, ReasonAffiliationChanged},
-		{"revoked, certificateHold", signed(issuer, issuerKey, ocsp.Response{Status: ocsp.Revoked, RevokedAt: revokedAt, RevocationReason: ocsp.CertificateHold}), ErrRevoked, ReasonCertificateHold},
+		{"revoked, keyCompromise", signed(issuer, issuerKey, ocsp.Response{Status: ocsp.Revoked, RevokedAt: revokedAt, RevocationReason: ocsp.KeyCompromise}), ErrRevoked, crlreason.KeyCompromise},
+		{"revoked, affiliationChanged", signed(delegated, p.caKey, ocsp.Response{Status: ocsp.Revoked, RevokedAt: revokedAt, RevocationReason: ocsp.AffiliationChanged}), ErrRevoked, crlreason.AffiliationChanged},
+		{"revoked, certificateHold", signed(issuer, issuerKey, ocsp.Response{Status: ocsp.Revoked, RevokedAt: revokedAt, RevocationReason: ocsp.CertificateHold}), ErrRevoked, crlreason.CertificateHold},
 		{"unknown", signed(issuer, issuerKey, ocsp.Response{Status: ocsp.Unknown}), ErrRevocationUnknown, 0},
 		{"bad signature: signed by a key that is no anchor", signed(p.other, p.otherKey, ocsp.Response{Status: ocsp.Good}), ErrRevocationUnknown, 0},
 		{"bad signature: signed by another generation", signed(p.anchors[2], p.anchorKeys[2], ocsp.Response{Status: ocsp.Good}), ErrRevocationUnknown, 0},

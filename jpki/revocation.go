@@ -47,33 +47,15 @@ func (s state) String() string {
 // Status is a revocation source's answer for one certificate.
 type Status struct {
 	State state
-	// Reason and RevokedAt are set when State is StateRevoked.
-	Reason    Reason
+	// Reason and RevokedAt are set when the certificate is revoked. J-LIS uses
+	// every code from Unspecified to CertificateHold (JPKI.md); certificateHold
+	// is never lifted.
+	Reason    crlreason.Reason
 	RevokedAt time.Time
 	// ThisUpdate and NextUpdate are those of the CRL or OCSP response the answer
 	// comes from (NextUpdate may be zero).
 	ThisUpdate, NextUpdate time.Time
 }
-
-// Reason is an RFC 5280 CRLReason code: crlreason's, the module's one type of
-// it (the names are there too).
-type Reason = crlreason.Reason
-
-// The reason codes (RFC 5280 §5.3.1), as crlreason has them. J-LIS uses all of
-// ReasonUnspecified through ReasonCertificateHold (JPKI.md); certificateHold is
-// never lifted.
-const (
-	ReasonUnspecified          = crlreason.Unspecified
-	ReasonKeyCompromise        = crlreason.KeyCompromise
-	ReasonCACompromise         = crlreason.CACompromise
-	ReasonAffiliationChanged   = crlreason.AffiliationChanged
-	ReasonSuperseded           = crlreason.Superseded
-	ReasonCessationOfOperation = crlreason.CessationOfOperation
-	ReasonCertificateHold      = crlreason.CertificateHold
-	ReasonRemoveFromCRL        = crlreason.RemoveFromCRL
-	reasonPrivilegeWithdrawn   = crlreason.PrivilegeWithdrawn
-	reasonAACompromise         = crlreason.AACompromise
-)
 
 // noneSource answers good for everything.
 type noneSource struct{}

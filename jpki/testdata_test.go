@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"crypto/x509"
+
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 var updateExample = flag.Bool("update-example", false, "regenerate testdata/example (certificates and CRL the examples read)")
@@ -31,8 +33,8 @@ func TestExampleTestdata(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "card.der"), p.leaf(t, leafSpec{anchor: 1, serial: 0x2019_0601}))
 	thisUpdate := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	crl := crlDER(t, p.anchors[2], p.anchorKeys[2], thisUpdate, thisUpdate.Add(24*time.Hour), []x509.RevocationListEntry{
-		{SerialNumber: big.NewInt(0x2019_0001), RevocationTime: thisUpdate.Add(-40 * time.Hour), ReasonCode: int(ReasonAffiliationChanged)},
-		{SerialNumber: big.NewInt(0x2019_0002), RevocationTime: thisUpdate.Add(-30 * time.Hour), ReasonCode: int(ReasonCertificateHold)},
+		{SerialNumber: big.NewInt(0x2019_0001), RevocationTime: thisUpdate.Add(-40 * time.Hour), ReasonCode: int(crlreason.AffiliationChanged)},
+		{SerialNumber: big.NewInt(0x2019_0002), RevocationTime: thisUpdate.Add(-30 * time.Hour), ReasonCode: int(crlreason.CertificateHold)},
 	})
 	writeFile(t, filepath.Join(dir, "jpki.crl"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl}))
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
@@ -220,7 +221,7 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 			return Status{State: StateGood}, nil
 		}, nil},
 		{"revoked", func(context.Context, *x509.Certificate, *x509.Certificate, time.Time) (Status, error) {
-			return Status{State: stateRevoked, Reason: ReasonAffiliationChanged, RevokedAt: revokedAt}, nil
+			return Status{State: stateRevoked, Reason: crlreason.AffiliationChanged, RevokedAt: revokedAt}, nil
 		}, ErrRevoked},
 		{"zero status", func(context.Context, *x509.Certificate, *x509.Certificate, time.Time) (Status, error) {
 			return Status{}, nil
@@ -252,7 +253,7 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 				assertOneSentinel(t, err)
 			}
 			var re *RevokedError
-			if errors.As(err, &re) && (re.Reason != ReasonAffiliationChanged || !re.RevokedAt.Equal(revokedAt)) {
+			if errors.As(err, &re) && (re.Reason != crlreason.AffiliationChanged || !re.RevokedAt.Equal(revokedAt)) {
 				t.Errorf("revoked error = %+v", re)
 			}
 		})

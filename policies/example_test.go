@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/policies"
@@ -74,7 +75,7 @@ func ExampleDiff() {
 func ExampleDecideLinkage() {
 	set, _ := policies.Load(policies.Shipped(), bytes.Repeat([]byte{0x42}, 32), "signing")
 	p, _ := set.Profile("signing")
-	moved := policies.JPKIRevocation{Reason: jpki.ReasonAffiliationChanged, RevokedAt: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}
+	moved := policies.JPKIRevocation{Reason: crlreason.AffiliationChanged, RevokedAt: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}
 	cert := policies.Derived{State: policies.DerivedGood, NotAfter: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
 
 	d := policies.DecideLinkage(p, moved, cert, moved.RevokedAt.Add(time.Hour))

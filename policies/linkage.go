@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // DerivedState is a derived certificate's state as the linkage job reads it (from
@@ -21,7 +21,7 @@ const (
 // JPKIRevocation is one revoked JPKI certificate a derived certificate is linked to
 // (a jpki.RevokedEntry, matched through its CertHash).
 type JPKIRevocation struct {
-	Reason    jpki.Reason
+	Reason    crlreason.Reason
 	RevokedAt time.Time
 }
 
@@ -61,7 +61,7 @@ func (a act) String() string {
 // certificate).
 type LinkageDecision struct {
 	Act    act
-	Reason jpki.Reason
+	Reason crlreason.Reason
 	Until  time.Time
 	Why    string
 }
@@ -101,5 +101,5 @@ func DecideLinkage(p *Profile, e JPKIRevocation, d Derived, now time.Time) Linka
 		return LinkageDecision{Until: deadline, Why: fmt.Sprintf("%s; waiting for a re-bind until the grace of %s ends", why, r.Grace)}
 	}
 	// Parse refuses other actions; fail towards revocation.
-	return LinkageDecision{Act: ActRevoke, Reason: jpki.ReasonUnspecified, Why: why + "; unknown action"}
+	return LinkageDecision{Act: ActRevoke, Reason: crlreason.Unspecified, Why: why + "; unknown action"}
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // TestDecideLinkage covers every reason J-LIS uses, for every shipped profile, at
@@ -23,30 +23,30 @@ func TestDecideLinkage(t *testing.T) {
 		after  time.Duration // since the JPKI revocation
 		state  DerivedState
 		act    act
-		reason jpki.Reason   // when act is revoke
-		until  time.Duration // since the JPKI revocation; 0 for none
+		reason crlreason.Reason // when act is revoke
+		until  time.Duration    // since the JPKI revocation; 0 for none
 	}
-	revokeNow := func(r jpki.Reason) []step {
+	revokeNow := func(r crlreason.Reason) []step {
 		return []step{{0, DerivedGood, revoke, r, 0}, {grace + time.Hour, DerivedGood, revoke, r, 0}}
 	}
-	table := map[jpki.Reason][]step{
-		jpki.ReasonKeyCompromise: revokeNow(jpki.ReasonKeyCompromise),
-		jpki.ReasonAffiliationChanged: {
+	table := map[crlreason.Reason][]step{
+		crlreason.KeyCompromise: revokeNow(crlreason.KeyCompromise),
+		crlreason.AffiliationChanged: {
 			{0, DerivedGood, hold, 0, grace},
 			{time.Hour, DerivedHeld, none, 0, grace}, // already held: wait
 			{grace - time.Second, DerivedHeld, none, 0, grace},
-			{grace, DerivedHeld, revoke, jpki.ReasonAffiliationChanged, 0},
-			{grace, DerivedGood, revoke, jpki.ReasonAffiliationChanged, 0}, // job late: straight to revoke
+			{grace, DerivedHeld, revoke, crlreason.AffiliationChanged, 0},
+			{grace, DerivedGood, revoke, crlreason.AffiliationChanged, 0}, // job late: straight to revoke
 		},
-		jpki.ReasonSuperseded: {
+		crlreason.Superseded: {
 			{0, DerivedGood, none, 0, grace},
 			{grace - time.Second, DerivedGood, none, 0, grace},
-			{grace, DerivedGood, revoke, jpki.ReasonSuperseded, 0},
+			{grace, DerivedGood, revoke, crlreason.Superseded, 0},
 		},
-		jpki.ReasonUnspecified:          revokeNow(jpki.ReasonCessationOfOperation),
-		jpki.ReasonCACompromise:         revokeNow(jpki.ReasonCessationOfOperation),
-		jpki.ReasonCessationOfOperation: revokeNow(jpki.ReasonCessationOfOperation),
-		jpki.ReasonCertificateHold:      revokeNow(jpki.ReasonCessationOfOperation),
+		crlreason.Unspecified:          revokeNow(crlreason.CessationOfOperation),
+		crlreason.CACompromise:         revokeNow(crlreason.CessationOfOperation),
+		crlreason.CessationOfOperation: revokeNow(crlreason.CessationOfOperation),
+		crlreason.CertificateHold:      revokeNow(crlreason.CessationOfOperation),
 	}
 	for _, profile := range []string{"signing", "authentication"} {
 		p, _ := s.Profile(profile)
@@ -74,7 +74,7 @@ func TestDecideLinkageEdges(t *testing.T) {
 	s := shippedSet(t)
 	p, _ := s.Profile("signing")
 	at := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
-	move := JPKIRevocation{Reason: jpki.ReasonAffiliationChanged, RevokedAt: at}
+	move := JPKIRevocation{Reason: crlreason.AffiliationChanged, RevokedAt: at}
 	tests := []struct {
 		name  string
 		e     JPKIRevocation
@@ -83,8 +83,8 @@ func TestDecideLinkageEdges(t *testing.T) {
 		act   act
 		until time.Time
 	}{
-		{"already revoked", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedRevoked, at.Add(time.Hour)}, at, actNone, time.Time{}},
-		{"expired", JPKIRevocation{Reason: jpki.ReasonKeyCompromise, RevokedAt: at}, Derived{DerivedGood, at}, at, actNone, time.Time{}},
+		{"already revoked", JPKIRevocation{Reason: crlreason.KeyCompromise, RevokedAt: at}, Derived{DerivedRevoked, at.Add(time.Hour)}, at, actNone, time.Time{}},
+		{"expired", JPKIRevocation{Reason: crlreason.KeyCompromise, RevokedAt: at}, Derived{DerivedGood, at}, at, actNone, time.Time{}},
 		{"expires before the grace ends", move, Derived{DerivedGood, at.Add(48 * time.Hour)}, at, ActHold, at.Add(48 * time.Hour)},
 		{"CRL read late, grace counted from the revocation", move, Derived{DerivedGood, at.Add(9000 * time.Hour)}, at.Add(700 * time.Hour), ActHold, at.Add(720 * time.Hour)},
 	}

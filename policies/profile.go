@@ -121,22 +121,22 @@ type rule struct {
 }
 
 // Rule returns the rule for a JPKI revocation reason.
-func (l linkage) Rule(r jpki.Reason) rule {
+func (l linkage) Rule(r crlreason.Reason) rule {
 	var p *rule
 	switch r {
-	case jpki.ReasonKeyCompromise:
+	case crlreason.KeyCompromise:
 		p = l.KeyCompromise
-	case jpki.ReasonUnspecified:
+	case crlreason.Unspecified:
 		p = l.Unspecified
-	case jpki.ReasonCACompromise:
+	case crlreason.CACompromise:
 		p = l.CACompromise
-	case jpki.ReasonAffiliationChanged:
+	case crlreason.AffiliationChanged:
 		p = l.AffiliationChanged
-	case jpki.ReasonSuperseded:
+	case crlreason.Superseded:
 		p = l.Superseded
-	case jpki.ReasonCessationOfOperation:
+	case crlreason.CessationOfOperation:
 		p = l.CessationOfOperation
-	case jpki.ReasonCertificateHold:
+	case crlreason.CertificateHold:
 		p = l.CertificateHold
 	}
 	if p == nil {

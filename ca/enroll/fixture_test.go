@@ -19,6 +19,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
@@ -66,7 +67,7 @@ type fixture struct {
 	good    []byte          // valid, unrevoked certificate for memKey
 	expired []byte
 	foreign []byte // issued by another root with the J-LIS DN
-	revoked map[jpki.Reason][]byte
+	revoked map[crlreason.Reason][]byte
 	other   *rsa.PrivateKey // a key no certificate is for
 
 	cluster   *cluster.Cluster
@@ -79,9 +80,9 @@ type fixture struct {
 	subKeys [4]*ecdsa.PrivateKey // subscriber keys, reused
 }
 
-var reasons = []jpki.Reason{
-	jpki.ReasonUnspecified, jpki.ReasonKeyCompromise, jpki.ReasonCACompromise, jpki.ReasonAffiliationChanged,
-	jpki.ReasonSuperseded, jpki.ReasonCessationOfOperation, jpki.ReasonCertificateHold,
+var reasons = []crlreason.Reason{
+	crlreason.Unspecified, crlreason.KeyCompromise, crlreason.CACompromise, crlreason.AffiliationChanged,
+	crlreason.Superseded, crlreason.CessationOfOperation, crlreason.CertificateHold,
 }
 
 func TestMain(m *testing.M) {
@@ -102,7 +103,7 @@ func newFixture() (f *fixture, cleanup func(), err error) {
 		}
 	}
 	ctx := context.Background()
-	f = &fixture{revoked: map[jpki.Reason][]byte{}}
+	f = &fixture{revoked: map[crlreason.Reason][]byte{}}
 	if f.dir, err = os.MkdirTemp("", "inkan-enroll-test"); err != nil {
 		return nil, cleanup, err
 	}

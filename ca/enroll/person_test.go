@@ -22,6 +22,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/linkage"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
@@ -190,7 +191,7 @@ func TestHomonyms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := fx.sim.Revoke(scB.X509().SerialNumber, jpki.ReasonKeyCompromise, time.Now()); err != nil {
+		if err := fx.sim.Revoke(scB.X509().SerialNumber, crlreason.KeyCompromise, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
@@ -203,7 +204,7 @@ func TestHomonyms(t *testing.T) {
 			t.Fatalf("B had %d good certificates, want 2", len(goodB))
 		}
 		for _, s := range goodB {
-			if rec := record(t, s); rec.Status != ca.Revoked || rec.Reason != int(jpki.ReasonKeyCompromise) {
+			if rec := record(t, s); rec.Status != ca.Revoked || rec.Reason != int(crlreason.KeyCompromise) {
 				t.Errorf("B's certificate %x: %s reason %d, want revoked keyCompromise", s, rec.Status, rec.Reason)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/linkage"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
@@ -196,7 +197,7 @@ func TestMoveStory(t *testing.T) {
 		!bytes.Equal(rec.Person, record(t, sign.Serial).Person) {
 		t.Errorf("new record: %s v%d", rec.Status, rec.PolicyVersion)
 	}
-	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != int(jpki.ReasonSuperseded) {
+	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != int(crlreason.Superseded) {
 		t.Errorf("old signing certificate: %s reason %d, want revoked superseded", rec.Status, rec.Reason)
 	}
 
@@ -459,7 +460,7 @@ func TestRebindReleasesARacingHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.sim.Revoke(scA.X509().SerialNumber, jpki.ReasonAffiliationChanged, time.Now()); err != nil {
+	if err := fx.sim.Revoke(scA.X509().SerialNumber, crlreason.AffiliationChanged, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
@@ -503,7 +504,7 @@ func TestRebindLeavesAnOperatorsHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.sim.Revoke(scA.X509().SerialNumber, jpki.ReasonAffiliationChanged, time.Now()); err != nil {
+	if err := fx.sim.Revoke(scA.X509().SerialNumber, crlreason.AffiliationChanged, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -380,9 +381,9 @@ func unknownProfile(t target, st policies.DerivedState, e jpki.RevokedEntry, now
 	if st == policies.DerivedRevoked || !now.Before(t.notAfter) {
 		return policies.LinkageDecision{Why: why + "; already revoked or expired"}
 	}
-	reason := jpki.ReasonCessationOfOperation
-	if e.Reason == jpki.ReasonKeyCompromise {
-		reason = jpki.ReasonKeyCompromise
+	reason := crlreason.CessationOfOperation
+	if e.Reason == crlreason.KeyCompromise {
+		reason = crlreason.KeyCompromise
 	}
 	return policies.LinkageDecision{Act: policies.ActRevoke, Reason: reason, Why: why}
 }

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
 
-var reasons = []jpki.Reason{
-	jpki.ReasonUnspecified, jpki.ReasonKeyCompromise, jpki.ReasonCACompromise, jpki.ReasonAffiliationChanged,
-	jpki.ReasonSuperseded, jpki.ReasonCessationOfOperation, jpki.ReasonCertificateHold,
+var reasons = []crlreason.Reason{
+	crlreason.Unspecified, crlreason.KeyCompromise, crlreason.CACompromise, crlreason.AffiliationChanged,
+	crlreason.Superseded, crlreason.CessationOfOperation, crlreason.CertificateHold,
 }
 
 // want is a derived certificate's expected state: its status and, when revoked, the
@@ -56,30 +57,30 @@ func TestLinkageByReason(t *testing.T) {
 	for _, profile := range []string{"authentication", "signing"} {
 		for _, r := range reasons {
 			c, sc := j.card(t, newPerson())
-			now, later := map[jpki.Reason]want{
-				jpki.ReasonKeyCompromise:      {ca.Revoked, int(jpki.ReasonKeyCompromise)},
-				jpki.ReasonAffiliationChanged: {ca.Held, 0},
-				jpki.ReasonSuperseded:         {ca.Good, 0},
-			}[r], map[jpki.Reason]want{
-				jpki.ReasonKeyCompromise:      {ca.Revoked, int(jpki.ReasonKeyCompromise)},
-				jpki.ReasonAffiliationChanged: {ca.Revoked, int(jpki.ReasonAffiliationChanged)},
-				jpki.ReasonSuperseded:         {ca.Revoked, int(jpki.ReasonSuperseded)},
+			now, later := map[crlreason.Reason]want{
+				crlreason.KeyCompromise:      {ca.Revoked, int(crlreason.KeyCompromise)},
+				crlreason.AffiliationChanged: {ca.Held, 0},
+				crlreason.Superseded:         {ca.Good, 0},
+			}[r], map[crlreason.Reason]want{
+				crlreason.KeyCompromise:      {ca.Revoked, int(crlreason.KeyCompromise)},
+				crlreason.AffiliationChanged: {ca.Revoked, int(crlreason.AffiliationChanged)},
+				crlreason.Superseded:         {ca.Revoked, int(crlreason.Superseded)},
 			}[r]
 			if now.status == 0 && later.status == 0 { // Pending is 0: no rule above
-				now = want{ca.Revoked, int(jpki.ReasonCessationOfOperation)}
+				now = want{ca.Revoked, int(crlreason.CessationOfOperation)}
 				later = now
 			}
 			for i := range 2 { // two derived certificates per JPKI certificate
 				what := profile + " " + r.String() + " #" + string(rune('1'+i))
 				certs = append(certs, linked{what, derive(t, sc, profile, yearOn), now, later})
 			}
-			if profile == "authentication" && r == jpki.ReasonCessationOfOperation {
+			if profile == "authentication" && r == crlreason.CessationOfOperation {
 				operatorRevoked = derive(t, sc, profile, yearOn)
 				if err := fx.authority.Revoke(context.Background(), operatorRevoked, ca.ReasonUnspecified, "system"); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if profile == "authentication" && r == jpki.ReasonSuperseded {
+			if profile == "authentication" && r == crlreason.Superseded {
 				expiring = derive(t, sc, profile, start.Add(48*time.Hour)) // gone before the grace ends
 			}
 			if err := j.sim.Revoke(c.Serial, r, revokedAt); err != nil {
@@ -174,7 +175,7 @@ func TestLinkageRunsOnLeader(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	want{ca.Good, 0}.check(t, "before the JPKI revocation", serial)
 
-	if err := j.sim.Revoke(c.Serial, jpki.ReasonKeyCompromise, time.Now()); err != nil {
+	if err := j.sim.Revoke(c.Serial, crlreason.KeyCompromise, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	j.publish(t, time.Now())
@@ -182,7 +183,7 @@ func TestLinkageRunsOnLeader(t *testing.T) {
 	for status(t, serial).Status != ca.Revoked && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	want{ca.Revoked, int(jpki.ReasonKeyCompromise)}.check(t, "after the JPKI revocation", serial)
+	want{ca.Revoked, int(crlreason.KeyCompromise)}.check(t, "after the JPKI revocation", serial)
 	cancel()
 	select {
 	case <-stopped:
@@ -198,7 +199,7 @@ func TestLinkageUnknownProfile(t *testing.T) {
 	j := newJLIS(t, start)
 	c, sc := j.card(t, newPerson())
 	serial := derive(t, sc, "authentication", start.Add(24*time.Hour))
-	if err := j.sim.Revoke(c.Serial, jpki.ReasonAffiliationChanged, start.Add(-time.Minute)); err != nil {
+	if err := j.sim.Revoke(c.Serial, crlreason.AffiliationChanged, start.Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	j.publish(t, start)
@@ -209,7 +210,7 @@ func TestLinkageUnknownProfile(t *testing.T) {
 	if _, err := job.Scan(context.Background(), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	want{ca.Revoked, int(jpki.ReasonCessationOfOperation)}.check(t, "profile gone", serial)
+	want{ca.Revoked, int(crlreason.CessationOfOperation)}.check(t, "profile gone", serial)
 }
 
 // TestLinkageStaleSource: a stale CRL fails the pass and acts on nothing.
@@ -218,7 +219,7 @@ func TestLinkageStaleSource(t *testing.T) {
 	j := newJLIS(t, start)
 	c, sc := j.card(t, newPerson())
 	serial := derive(t, sc, "authentication", start.Add(24*time.Hour))
-	if err := j.sim.Revoke(c.Serial, jpki.ReasonKeyCompromise, start.Add(-72*time.Hour)); err != nil {
+	if err := j.sim.Revoke(c.Serial, crlreason.KeyCompromise, start.Add(-72*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	j.publish(t, start.Add(-71*time.Hour)) // past its nextUpdate
@@ -267,7 +268,7 @@ func TestLinkageWithoutProfiles(t *testing.T) {
 	j := newJLIS(t, start)
 	c, sc := j.card(t, newPerson())
 	serial := derive(t, sc, "authentication", start.Add(24*time.Hour))
-	if err := j.sim.Revoke(c.Serial, jpki.ReasonAffiliationChanged, start.Add(-time.Minute)); err != nil {
+	if err := j.sim.Revoke(c.Serial, crlreason.AffiliationChanged, start.Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	j.publish(t, start)

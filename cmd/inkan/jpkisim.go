@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
@@ -294,20 +295,20 @@ func newJPKISimListCmd() *cobra.Command {
 
 func reasonNames() []string {
 	var out []string
-	for r := jpki.ReasonUnspecified; r <= jpki.ReasonCertificateHold; r++ {
+	for r := crlreason.Unspecified; r <= crlreason.CertificateHold; r++ {
 		out = append(out, r.String())
 	}
 	return out
 }
 
-func parseReason(s string) (jpki.Reason, error) {
+func parseReason(s string) (crlreason.Reason, error) {
 	switch strings.ToLower(s) {
 	case "move":
-		return jpki.ReasonAffiliationChanged, nil
+		return crlreason.AffiliationChanged, nil
 	case "hold":
-		return jpki.ReasonCertificateHold, nil
+		return crlreason.CertificateHold, nil
 	}
-	for r := jpki.ReasonUnspecified; r <= jpki.ReasonCertificateHold; r++ {
+	for r := crlreason.Unspecified; r <= crlreason.CertificateHold; r++ {
 		if strings.EqualFold(r.String(), s) {
 			return r, nil
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/jpki"
 )
@@ -82,7 +83,7 @@ func (s *Sim) Reissue(ctx context.Context, cfg hsm.Config, previous *big.Int, ed
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Revoke(previous, jpki.ReasonAffiliationChanged, time.Time{}); err != nil && !errors.Is(err, errAlreadyRevoked) {
+	if err := s.Revoke(previous, crlreason.AffiliationChanged, time.Time{}); err != nil && !errors.Is(err, errAlreadyRevoked) {
 		return card, err
 	}
 	return card, nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
@@ -80,7 +81,7 @@ func ExampleSim_Revoke() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := sim.Revoke(cert.Serial, jpki.ReasonAffiliationChanged, time.Time{}); err != nil {
+	if err := sim.Revoke(cert.Serial, crlreason.AffiliationChanged, time.Time{}); err != nil {
 		log.Fatal(err)
 	}
 	if _, err := sim.PublishCRL(time.Time{}, time.Time{}); err != nil {

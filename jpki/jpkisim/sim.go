@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 )
 
@@ -275,10 +276,10 @@ func (s *Sim) Person(serial *big.Int) (Person, error) {
 }
 
 // Revoke records the revocation of the certificate with serial for reason (one of
-// jpki.ReasonUnspecified through jpki.ReasonCertificateHold, the reasons J-LIS uses)
+// crlreason.Unspecified through crlreason.CertificateHold, the reasons J-LIS uses)
 // at time at (now if zero). It takes effect in the next CRL published.
-func (s *Sim) Revoke(serial *big.Int, reason jpki.Reason, at time.Time) error {
-	if reason < jpki.ReasonUnspecified || reason > jpki.ReasonCertificateHold {
+func (s *Sim) Revoke(serial *big.Int, reason crlreason.Reason, at time.Time) error {
+	if reason < crlreason.Unspecified || reason > crlreason.CertificateHold {
 		return fmt.Errorf("%w: %d", errReason, reason)
 	}
 	if at.IsZero() {
@@ -419,7 +420,7 @@ type issued struct {
 	Token     string // the card's token label ("" when issued for a key outside a token)
 	IssuedAt  time.Time
 	Revoked   bool
-	Reason    jpki.Reason
+	Reason    crlreason.Reason
 	RevokedAt time.Time
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
@@ -242,7 +243,7 @@ func TestCardPassesJPKI(t *testing.T) {
 		v := verifier(t, s)
 		_, err = v.Verify(ctx, [][]byte{card.DER}, time.Now())
 		var rev *jpki.RevokedError
-		if !errors.As(err, &rev) || rev.Reason != jpki.ReasonAffiliationChanged {
+		if !errors.As(err, &rev) || rev.Reason != crlreason.AffiliationChanged {
 			t.Fatalf("old certificate: err = %v, want revoked (affiliationChanged)", err)
 		}
 		res, err := v.Verify(ctx, [][]byte{moved.DER}, time.Now())
@@ -309,11 +310,11 @@ func TestCRLEveryReason(t *testing.T) {
 	ctx := context.Background()
 	s := newSim(t)
 	pub := &testKeys()[1].PublicKey
-	reasons := []jpki.Reason{
-		jpki.ReasonUnspecified, jpki.ReasonKeyCompromise, jpki.ReasonCACompromise, jpki.ReasonAffiliationChanged,
-		jpki.ReasonSuperseded, jpki.ReasonCessationOfOperation, jpki.ReasonCertificateHold,
+	reasons := []crlreason.Reason{
+		crlreason.Unspecified, crlreason.KeyCompromise, crlreason.CACompromise, crlreason.AffiliationChanged,
+		crlreason.Superseded, crlreason.CessationOfOperation, crlreason.CertificateHold,
 	}
-	certs := map[jpki.Reason]*Certificate{}
+	certs := map[crlreason.Reason]*Certificate{}
 	for _, r := range reasons {
 		c, err := s.IssueCertificate(pub, CardSpec{Person: DemoPerson()})
 		if err != nil {
@@ -375,13 +376,13 @@ func TestCRLEveryReason(t *testing.T) {
 		})
 	}
 
-	if err := s.Revoke(certs[jpki.ReasonKeyCompromise].Serial, jpki.ReasonUnspecified, time.Time{}); !errors.Is(err, errAlreadyRevoked) {
+	if err := s.Revoke(certs[crlreason.KeyCompromise].Serial, crlreason.Unspecified, time.Time{}); !errors.Is(err, errAlreadyRevoked) {
 		t.Errorf("second revocation: err = %v", err)
 	}
-	if err := s.Revoke(big.NewInt(12345), jpki.ReasonUnspecified, time.Time{}); !errors.Is(err, errUnknownSerial) {
+	if err := s.Revoke(big.NewInt(12345), crlreason.Unspecified, time.Time{}); !errors.Is(err, errUnknownSerial) {
 		t.Errorf("unknown serial: err = %v", err)
 	}
-	if err := s.Revoke(good.Serial, jpki.ReasonRemoveFromCRL, time.Time{}); !errors.Is(err, errReason) {
+	if err := s.Revoke(good.Serial, crlreason.RemoveFromCRL, time.Time{}); !errors.Is(err, errReason) {
 		t.Errorf("removeFromCRL: err = %v", err)
 	}
 }
@@ -447,14 +448,14 @@ func TestOpenAndRefresh(t *testing.T) {
 	if got, _ := s.Refresh(time.Hour); !got {
 		t.Fatal("an aged CRL was not refreshed")
 	}
-	if err := s.Revoke(c.Serial, jpki.ReasonCessationOfOperation, time.Time{}); err != nil {
+	if err := s.Revoke(c.Serial, crlreason.CessationOfOperation, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Refresh(time.Hour); !got {
 		t.Fatal("a revocation did not refresh the CRL")
 	}
 	list, err := s.Issued()
-	if err != nil || len(list) != 1 || !list[0].Revoked || list[0].Reason != jpki.ReasonCessationOfOperation {
+	if err != nil || len(list) != 1 || !list[0].Revoked || list[0].Reason != crlreason.CessationOfOperation {
 		t.Fatalf("Issued = %+v, %v", list, err)
 	}
 	data, _ := os.ReadFile(filepath.Join(dir, RootFile))
@@ -565,13 +566,13 @@ func TestServeCRL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Revoke(c.Serial, jpki.ReasonCertificateHold, time.Time{}); err != nil {
+	if err := other.Revoke(c.Serial, crlreason.CertificateHold, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		rl := fetch()
-		if len(rl.RevokedCertificateEntries) == 1 && rl.RevokedCertificateEntries[0].ReasonCode == int(jpki.ReasonCertificateHold) {
+		if len(rl.RevokedCertificateEntries) == 1 && rl.RevokedCertificateEntries[0].ReasonCode == int(crlreason.CertificateHold) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -615,7 +616,7 @@ func TestParallelWriters(t *testing.T) {
 					return
 				}
 				serials <- c.Serial
-				if err := s.Revoke(c.Serial, jpki.ReasonKeyCompromise, time.Time{}); err != nil {
+				if err := s.Revoke(c.Serial, crlreason.KeyCompromise, time.Time{}); err != nil {
 					errs <- err
 				}
 				if _, err := s.Refresh(time.Hour); err != nil {
@@ -642,7 +643,7 @@ func TestParallelWriters(t *testing.T) {
 		t.Fatalf("%d certificates recorded, %d issued", len(issued), writers*each)
 	}
 	for serial := range serials {
-		if err := s.Revoke(serial, jpki.ReasonKeyCompromise, time.Time{}); !errors.Is(err, errAlreadyRevoked) {
+		if err := s.Revoke(serial, crlreason.KeyCompromise, time.Time{}); !errors.Is(err, errAlreadyRevoked) {
 			t.Fatalf("revocation of %x lost: %v", serial, err)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 const stateVersion = 1
@@ -37,8 +37,8 @@ type record struct {
 }
 
 type revocation struct {
-	Reason jpki.Reason `json:"reason"`
-	At     time.Time   `json:"at"`
+	Reason crlreason.Reason `json:"reason"`
+	At     time.Time        `json:"at"`
 }
 
 func (st *state) find(serial *big.Int) *record {
