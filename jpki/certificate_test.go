@@ -30,7 +30,7 @@ func TestParseSignatureCertificate(t *testing.T) {
 		{"name has the full-width space", strings.Contains(id.Name(), "\u3000"), true},
 		{"name substitute map", id.NameSubstitutes(), testNameMap},
 		{"gender", id.Gender(), GenderMale},
-		{"date of birth", id.DateOfBirth(), DateOfBirth{Era: EraShowa, Year: 1980, Month: time.March, Day: 15}},
+		{"date of birth", id.DateOfBirth(), DateOfBirth{Era: eraShowa, Year: 1980, Month: time.March, Day: 15}},
 		{"address", id.Address(), testAddress},
 		{"address substitute map", id.AddressSubstitutes(), testAddressMap},
 		{"no unrecognized entries", len(id.Unrecognized()), 0},
@@ -111,7 +111,7 @@ func TestParseSignatureCertificateVariants(t *testing.T) {
 			name: "era unknown, leap day",
 			spec: leafSpec{san: withEntry(oidDateOfBirth, utf8Value("020000229"))},
 			check: func(t *testing.T, sc *SignatureCertificate) {
-				want := DateOfBirth{Era: EraUnknown, Year: 2000, Month: time.February, Day: 29}
+				want := DateOfBirth{Era: eraUnknown, Year: 2000, Month: time.February, Day: 29}
 				if d := sc.Identity.DateOfBirth(); d != want {
 					t.Errorf("date = %+v", d)
 				}
@@ -121,7 +121,7 @@ func TestParseSignatureCertificateVariants(t *testing.T) {
 			name: "Reiwa",
 			spec: leafSpec{san: withEntry(oidDateOfBirth, utf8Value("520190501"))},
 			check: func(t *testing.T, sc *SignatureCertificate) {
-				if d := sc.Identity.DateOfBirth(); d.Era != EraReiwa || d.Year != 2019 {
+				if d := sc.Identity.DateOfBirth(); d.Era != eraReiwa || d.Year != 2019 {
 					t.Errorf("date = %+v", d)
 				}
 			},

@@ -22,7 +22,7 @@ func checkParsedIdentity(t *testing.T, id Identity) {
 		t.Fatal("empty name or address accepted")
 	case id.Gender() < GenderMale || id.Gender() > GenderUnknown:
 		t.Fatalf("gender %d accepted", id.Gender())
-	case id.DateOfBirth().Era > EraReiwa || id.DateOfBirth().Year < 1 || id.DateOfBirth().Day < 1:
+	case id.DateOfBirth().Era > eraReiwa || id.DateOfBirth().Year < 1 || id.DateOfBirth().Day < 1:
 		t.Fatalf("date %+v accepted", id.DateOfBirth())
 	}
 	for _, s := range []string{id.Name(), id.NameSubstitutes(), id.Address(), id.AddressSubstitutes()} {

@@ -183,27 +183,31 @@ type Era uint8
 
 // The era digits JPKI uses.
 const (
-	EraUnknown Era = 0
-	EraMeiji   Era = 1
-	EraTaisho  Era = 2
-	EraShowa   Era = 3
-	EraHeisei  Era = 4
-	EraReiwa   Era = 5
+	eraUnknown Era = 0
+	eraMeiji   Era = 1
+	eraTaisho  Era = 2
+	eraShowa   Era = 3
+	eraHeisei  Era = 4
+	eraReiwa   Era = 5
 )
+
+// Valid reports whether e is one of the digits JPKI uses: 0 (unknown) or an
+// era from Meiji (1) to Reiwa (5).
+func (e Era) Valid() bool { return e <= eraReiwa }
 
 func (e Era) String() string {
 	switch e {
-	case EraUnknown:
+	case eraUnknown:
 		return "unknown"
-	case EraMeiji:
+	case eraMeiji:
 		return "Meiji"
-	case EraTaisho:
+	case eraTaisho:
 		return "Taisho"
-	case EraShowa:
+	case eraShowa:
 		return "Showa"
-	case EraHeisei:
+	case eraHeisei:
 		return "Heisei"
-	case EraReiwa:
+	case eraReiwa:
 		return "Reiwa"
 	}
 	return "Era(" + strconv.Itoa(int(e)) + ")"
@@ -217,6 +221,33 @@ type DateOfBirth struct {
 	Year  int
 	Month time.Month
 	Day   int
+}
+
+// eras are the first days of the eras JPKI numbers (Gregorian). Meiji is taken from
+// 1868-01-25, as Japanese date conversions conventionally do.
+var eras = []struct {
+	era   Era
+	start time.Time
+}{
+	{eraReiwa, time.Date(2019, 5, 1, 0, 0, 0, 0, time.UTC)},
+	{eraHeisei, time.Date(1989, 1, 8, 0, 0, 0, 0, time.UTC)},
+	{eraShowa, time.Date(1926, 12, 25, 0, 0, 0, 0, time.UTC)},
+	{eraTaisho, time.Date(1912, 7, 30, 0, 0, 0, 0, time.UTC)},
+	{eraMeiji, time.Date(1868, 1, 25, 0, 0, 0, 0, time.UTC)},
+}
+
+// BirthDate is the JPKI date of birth of the Gregorian date, with the era digit of
+// the era the date falls in (0, unknown, before Meiji): what a card would carry.
+func BirthDate(year int, month time.Month, day int) DateOfBirth {
+	t := time.Date(year, month, day, 0, 0, 0, 0, time.UTC)
+	d := DateOfBirth{Era: eraUnknown, Year: year, Month: month, Day: day}
+	for _, e := range eras {
+		if !t.Before(e.start) {
+			d.Era = e.era
+			break
+		}
+	}
+	return d
 }
 
 // Hash is an HMAC-SHA256 value: what other packages store in place of personal data

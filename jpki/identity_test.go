@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -266,5 +267,27 @@ func TestCertHash(t *testing.T) {
 	}
 	if a.CertHash(key) == a.Identity.NameBirthHash(key) || a.CertHash(key) == a.Identity.Basic4Hint(key) || a.Identity.NameBirthHash(key) == a.Identity.Basic4Hint(key) {
 		t.Error("certificate, name-and-birth and basic-4 hashes collide")
+	}
+}
+
+func TestBirthDateEra(t *testing.T) {
+	for _, tc := range []struct {
+		y    int
+		m    time.Month
+		d    int
+		want Era
+	}{
+		{1989, time.January, 7, eraShowa},
+		{1989, time.January, 8, eraHeisei},
+		{2019, time.April, 30, eraHeisei},
+		{2019, time.May, 1, eraReiwa},
+		{1926, time.December, 25, eraShowa},
+		{1912, time.July, 30, eraTaisho},
+		{1900, time.January, 1, eraMeiji},
+		{1850, time.January, 1, eraUnknown},
+	} {
+		if got := BirthDate(tc.y, tc.m, tc.d).Era; got != tc.want {
+			t.Errorf("%d-%02d-%02d: era %v, want %v", tc.y, tc.m, tc.d, got, tc.want)
+		}
 	}
 }

@@ -165,7 +165,7 @@ func parseDateOfBirth(v string) (DateOfBirth, error) {
 		n[i] = int(c - '0')
 	}
 	era := Era(n[0])
-	if era > EraReiwa {
+	if !era.Valid() {
 		return DateOfBirth{}, malformed("subjectAltName: date of birth: era digit out of range")
 	}
 	year := n[1]*1000 + n[2]*100 + n[3]*10 + n[4]

@@ -85,7 +85,7 @@ func hanako() jpkisim.Person {
 	return jpkisim.Person{
 		Name:         "山田　花子",
 		Gender:       jpki.GenderFemale,
-		Birth:        jpkisim.BirthDate(1990, time.April, 1),
+		Birth:        jpki.BirthDate(1990, time.April, 1),
 		Address:      "東京都千代田区霞が関二丁目1番2号",
 		Prefecture:   "東京都",
 		Municipality: "千代田区",

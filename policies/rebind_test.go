@@ -23,7 +23,7 @@ func TestSamePerson(t *testing.T) {
 	renamed := hanako()
 	renamed.Name = "佐藤　花子"
 	otherBirth := hanako()
-	otherBirth.Birth = jpkisim.BirthDate(1990, time.April, 2)
+	otherBirth.Birth = jpki.BirthDate(1990, time.April, 2)
 	tests := []struct {
 		name   string
 		person jpkisim.Person

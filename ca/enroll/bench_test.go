@@ -13,6 +13,7 @@ import (
 
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/enrollapi"
+	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
 	"github.com/inkan-pki/inkan/subscriber"
 )
@@ -107,7 +108,7 @@ var benchCards = sync.OnceValues(func() ([]memCard, error) {
 	cards := make([]memCard, benchClients)
 	for i := range cards {
 		p := jpkisim.DemoPerson()
-		p.Birth = jpkisim.BirthDate(1940+i%60, time.Month(1+i%12), 1+i%28)
+		p.Birth = jpki.BirthDate(1940+i%60, time.Month(1+i%12), 1+i%28)
 		c, err := fx.sim.IssueCertificate(&fx.memKey.PublicKey, jpkisim.CardSpec{Person: p})
 		if err != nil {
 			return nil, err

@@ -321,7 +321,7 @@ func parseBirth(s string) (jpki.DateOfBirth, error) {
 	if err != nil {
 		return jpki.DateOfBirth{}, fmt.Errorf("--birth %q: want YYYY-MM-DD", s)
 	}
-	return jpkisim.BirthDate(t.Year(), t.Month(), t.Day()), nil
+	return jpki.BirthDate(t.Year(), t.Month(), t.Day()), nil
 }
 
 func cmdContext(cmd *cobra.Command) context.Context {

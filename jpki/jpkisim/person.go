@@ -20,7 +20,7 @@ type Person struct {
 	// character. Empty means all '0' (no character substituted).
 	NameSubstitutes string
 	Gender          jpki.Gender
-	// Birth is the date of birth; BirthDate fills the era digit from the date.
+	// Birth is the date of birth; jpki.BirthDate fills the era digit from the date.
 	Birth jpki.DateOfBirth
 	// Address is the registered address (住所), at most 200 characters.
 	Address string
@@ -37,38 +37,11 @@ func DemoPerson() Person {
 	return Person{
 		Name:         "印鑑　花子",
 		Gender:       jpki.GenderFemale,
-		Birth:        BirthDate(1990, time.April, 1),
+		Birth:        jpki.BirthDate(1990, time.April, 1),
 		Address:      "東京都千代田区試験町一丁目１番１号",
 		Prefecture:   "東京都",
 		Municipality: "千代田区",
 	}
-}
-
-// eras are the first days of the eras JPKI numbers (Gregorian). Meiji is taken from
-// 1868-01-25, as Japanese date conversions conventionally do.
-var eras = []struct {
-	era   jpki.Era
-	start time.Time
-}{
-	{jpki.EraReiwa, time.Date(2019, 5, 1, 0, 0, 0, 0, time.UTC)},
-	{jpki.EraHeisei, time.Date(1989, 1, 8, 0, 0, 0, 0, time.UTC)},
-	{jpki.EraShowa, time.Date(1926, 12, 25, 0, 0, 0, 0, time.UTC)},
-	{jpki.EraTaisho, time.Date(1912, 7, 30, 0, 0, 0, 0, time.UTC)},
-	{jpki.EraMeiji, time.Date(1868, 1, 25, 0, 0, 0, 0, time.UTC)},
-}
-
-// BirthDate is the JPKI date of birth of the Gregorian date, with the era digit of
-// the era the date falls in (EraUnknown before Meiji).
-func BirthDate(year int, month time.Month, day int) jpki.DateOfBirth {
-	t := time.Date(year, month, day, 0, 0, 0, 0, time.UTC)
-	d := jpki.DateOfBirth{Era: jpki.EraUnknown, Year: year, Month: month, Day: day}
-	for _, e := range eras {
-		if !t.Before(e.start) {
-			d.Era = e.era
-			break
-		}
-	}
-	return d
 }
 
 // maxAddress is the longest address JPKI carries, in characters.
@@ -97,7 +70,7 @@ func (p Person) check() error {
 	if b.Year < 1 || b.Year > 9999 || t.Year() != b.Year || t.Month() != b.Month || t.Day() != b.Day {
 		errs = append(errs, errors.New("date of birth is not a date"))
 	}
-	if b.Era > jpki.EraReiwa {
+	if !b.Era.Valid() {
 		errs = append(errs, errors.New("date of birth: era digit out of range"))
 	}
 	if err := checkMap(p.NameSubstitutes, p.Name); err != nil {

@@ -102,7 +102,7 @@ func TestCardPassesJPKI(t *testing.T) {
 		len(id.AddressSubstitutes()) != len([]rune(person.Address)) {
 		t.Error("basic-4 information does not round-trip")
 	}
-	if id.DateOfBirth().Era != jpki.EraHeisei {
+	if id.DateOfBirth().Era.String() != "Heisei" {
 		t.Errorf("era = %v, want Heisei", id.DateOfBirth().Era)
 	}
 	if sc.Policy != jpki.PolicyTest {
@@ -473,10 +473,10 @@ func TestFifthBirthday(t *testing.T) {
 		wantYear   int
 		wantMonDay string
 	}{
-		{"birthday passed this year", BirthDate(1990, time.April, 1), time.Date(2024, 6, 1, 10, 0, 0, 0, jst), 2029, "04-01"},
-		{"birthday still ahead", BirthDate(1990, time.December, 1), time.Date(2024, 6, 1, 10, 0, 0, 0, jst), 2028, "12-01"},
-		{"issued on the birthday", BirthDate(1990, time.June, 1), time.Date(2024, 6, 1, 10, 0, 0, 0, jst), 2029, "06-01"},
-		{"29 February in a common year", BirthDate(2000, time.February, 29), time.Date(2024, 3, 1, 10, 0, 0, 0, jst), 2029, "02-28"},
+		{"birthday passed this year", jpki.BirthDate(1990, time.April, 1), time.Date(2024, 6, 1, 10, 0, 0, 0, jst), 2029, "04-01"},
+		{"birthday still ahead", jpki.BirthDate(1990, time.December, 1), time.Date(2024, 6, 1, 10, 0, 0, 0, jst), 2028, "12-01"},
+		{"issued on the birthday", jpki.BirthDate(1990, time.June, 1), time.Date(2024, 6, 1, 10, 0, 0, 0, jst), 2029, "06-01"},
+		{"29 February in a common year", jpki.BirthDate(2000, time.February, 29), time.Date(2024, 3, 1, 10, 0, 0, 0, jst), 2029, "02-28"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Person{Birth: tc.birth}.fifthBirthday(tc.issued).In(jst)
@@ -484,28 +484,6 @@ func TestFifthBirthday(t *testing.T) {
 				t.Errorf("got %s", got)
 			}
 		})
-	}
-}
-
-func TestBirthDateEra(t *testing.T) {
-	for _, tc := range []struct {
-		y    int
-		m    time.Month
-		d    int
-		want jpki.Era
-	}{
-		{1989, time.January, 7, jpki.EraShowa},
-		{1989, time.January, 8, jpki.EraHeisei},
-		{2019, time.April, 30, jpki.EraHeisei},
-		{2019, time.May, 1, jpki.EraReiwa},
-		{1926, time.December, 25, jpki.EraShowa},
-		{1912, time.July, 30, jpki.EraTaisho},
-		{1900, time.January, 1, jpki.EraMeiji},
-		{1850, time.January, 1, jpki.EraUnknown},
-	} {
-		if got := BirthDate(tc.y, tc.m, tc.d).Era; got != tc.want {
-			t.Errorf("%d-%02d-%02d: era %v, want %v", tc.y, tc.m, tc.d, got, tc.want)
-		}
 	}
 }
 
