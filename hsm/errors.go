@@ -20,30 +20,30 @@ var (
 	ErrPINSource = errors.New("PIN source unusable")
 	// ErrTokenNotFound: no token in the module has the label or serial asked for.
 	ErrTokenNotFound = errors.New("token not found")
-	// ErrTokenExists: InitToken was asked for a label that a token already has.
-	ErrTokenExists = errors.New("token label already in use")
+	// errTokenExists: InitToken was asked for a label that a token already has.
+	errTokenExists = errors.New("token label already in use")
 	// errNoFreeSlot: InitToken found no slot with an uninitialised token.
 	errNoFreeSlot = errors.New("no slot with an uninitialised token")
 	// ErrModuleNotLoadable: the PKCS#11 module could not be loaded or initialised.
 	ErrModuleNotLoadable = errors.New("PKCS#11 module not loadable")
-	// ErrMechanismNotSupported: the token does not offer a mechanism inkan needs.
-	ErrMechanismNotSupported = errors.New("mechanism not supported by token")
+	// errMechanismNotSupported: the token does not offer a mechanism inkan needs.
+	errMechanismNotSupported = errors.New("mechanism not supported by token")
 	// ErrKeyNotFound: no private key on the token matches the URI.
 	ErrKeyNotFound = errors.New("key not found")
-	// ErrKeyExists: a key with the requested label or ID is already on the token.
-	ErrKeyExists = errors.New("key label or ID already in use")
-	// ErrClosed: the Token was closed.
-	ErrClosed = errors.New("token closed")
+	// errKeyExists: a key with the requested label or ID is already on the token.
+	errKeyExists = errors.New("key label or ID already in use")
+	// errClosed: the Token was closed.
+	errClosed = errors.New("token closed")
 )
 
-// TokenNotFoundError says which token was asked for and which the module has.
-type TokenNotFoundError struct {
+// tokenNotFoundError says which token was asked for and which the module has.
+type tokenNotFoundError struct {
 	Module string
 	Want   string // "label \"x\"" or "serial \"y\""
 	Have   []TokenInfo
 }
 
-func (e *TokenNotFoundError) Error() string {
+func (e *tokenNotFoundError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "hsm: module %s: no token with %s", e.Module, e.Want)
 	if len(e.Have) == 0 {
@@ -61,21 +61,21 @@ func (e *TokenNotFoundError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrTokenNotFound) true.
-func (e *TokenNotFoundError) Is(target error) bool { return target == ErrTokenNotFound }
+func (e *tokenNotFoundError) Is(target error) bool { return target == ErrTokenNotFound }
 
-// ModuleError says which module failed to load and why (the dlopen reason, or
+// moduleError says which module failed to load and why (the dlopen reason, or
 // the PKCS#11 return value of C_Initialize).
-type ModuleError struct {
+type moduleError struct {
 	Path   string
 	Reason string
 }
 
-func (e *ModuleError) Error() string {
+func (e *moduleError) Error() string {
 	return fmt.Sprintf("hsm: load PKCS#11 module %s: %s", e.Path, e.Reason)
 }
 
 // Is makes errors.Is(err, ErrModuleNotLoadable) true.
-func (e *ModuleError) Is(target error) bool { return target == ErrModuleNotLoadable }
+func (e *moduleError) Is(target error) bool { return target == ErrModuleNotLoadable }
 
 // mechanismError names a mechanism the token refused.
 type mechanismError struct {
@@ -88,8 +88,8 @@ func (e *mechanismError) Error() string {
 	return fmt.Sprintf("token %q does not support %s: %v", e.Token, mechanismName(e.Mechanism), e.Err)
 }
 
-// Is makes errors.Is(err, ErrMechanismNotSupported) true.
-func (e *mechanismError) Is(target error) bool { return target == ErrMechanismNotSupported }
+// Is makes errors.Is(err, errMechanismNotSupported) true.
+func (e *mechanismError) Is(target error) bool { return target == errMechanismNotSupported }
 
 func (e *mechanismError) Unwrap() error { return e.Err }
 

@@ -48,4 +48,15 @@ var (
 	ErrKeyMismatch      = errKeyMismatch
 	ErrWrappedKey       = errWrappedKey
 	ErrTransportKeyName = errTransportKeyName
+	ErrTokenExists      = errTokenExists
+	ErrKeyExists        = errKeyExists
+	ErrClosed           = errClosed
+	// ErrMechanismNotSupported: a token refused a mechanism (a *mechanismError).
+	ErrMechanismNotSupported = errMechanismNotSupported
+)
+
+// The typed errors the external tests read the fields of.
+type (
+	TokenNotFoundError = tokenNotFoundError
+	ModuleError        = moduleError
 )

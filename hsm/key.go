@@ -70,7 +70,7 @@ func attr(typ uint, v any) *pkcs11.Attribute { return pkcs11.NewAttribute(typ, v
 // GenerateKey makes a key pair on the token and returns its Signer. The private
 // key is CKA_TOKEN, CKA_PRIVATE and CKA_SENSITIVE, usable for signing only, and
 // non-extractable unless spec.Wrappable. A label or ID already on the token is
-// refused with ErrKeyExists.
+// refused with errKeyExists.
 func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Signer, error) {
 	if spec.Label == "" {
 		return nil, fmt.Errorf("hsm: generate key: a label is required")
@@ -170,7 +170,7 @@ func keyTemplates(kt KeyType) (mech uint, pub, priv []*pkcs11.Attribute, err err
 	return 0, nil, nil, fmt.Errorf("hsm: unknown key type %q", kt)
 }
 
-// refuseTaken fails with ErrKeyExists if a key object on the token already has the
+// refuseTaken fails with errKeyExists if a key object on the token already has the
 // label or the ID: URIs select keys by either, so both must be unique.
 func (t *Token) refuseTaken(s *session, label string, id []byte) error {
 	for _, tmpl := range [][]*pkcs11.Attribute{
@@ -182,7 +182,7 @@ func (t *Token) refuseTaken(s *session, label string, id []byte) error {
 			return err
 		}
 		if len(found) > 0 {
-			return fmt.Errorf("%w: label %q or ID %x", ErrKeyExists, label, id)
+			return fmt.Errorf("%w: label %q or ID %x", errKeyExists, label, id)
 		}
 	}
 	return nil

@@ -98,7 +98,7 @@ func (m *module) samePIN(serial string, mac []byte) bool {
 // Each successful call must be paired with release.
 func loadModule(path string) (*module, error) {
 	if path == "" {
-		return nil, &ModuleError{Path: `""`, Reason: "no module path given"}
+		return nil, &moduleError{Path: `""`, Reason: "no module path given"}
 	}
 	key := path
 	if abs, err := filepath.Abs(path); err == nil {
@@ -115,12 +115,12 @@ func loadModule(path string) (*module, error) {
 		if strings.Contains(path, "/") {
 			// A bare name is for dlopen to search; a path must exist.
 			if _, err := os.Stat(path); err != nil {
-				return nil, &ModuleError{Path: path, Reason: err.Error()}
+				return nil, &moduleError{Path: path, Reason: err.Error()}
 			}
 		}
 		ctx := pkcs11.New(path)
 		if ctx == nil {
-			return nil, &ModuleError{Path: path, Reason: dlopenReason(path)}
+			return nil, &moduleError{Path: path, Reason: dlopenReason(path)}
 		}
 		m = &module{path: path, key: key, ctx: ctx, logins: map[string][]byte{}}
 		_, _ = rand.Read(m.loginKey[:])
@@ -136,7 +136,7 @@ func loadModule(path string) (*module, error) {
 			// package) initialised it: share it, and leave finalising to them.
 			m.ownInit = false
 		default:
-			return nil, &ModuleError{Path: path, Reason: fmt.Sprintf("C_Initialize: %v", err)}
+			return nil, &moduleError{Path: path, Reason: fmt.Sprintf("C_Initialize: %v", err)}
 		}
 	}
 	m.refs++

@@ -81,7 +81,7 @@ func (p *pool) get(ctx context.Context) (*session, error) {
 	}
 	if p.closed.Load() {
 		<-p.slots
-		return nil, ErrClosed
+		return nil, errClosed
 	}
 	var s *session
 	p.mu.Lock()

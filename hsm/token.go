@@ -236,7 +236,7 @@ func findToken(m *module, label, serial string) (TokenInfo, error) {
 	default:
 		want = fmt.Sprintf("serial %q", serial)
 	}
-	return TokenInfo{}, &TokenNotFoundError{Module: m.path, Want: want, Have: have}
+	return TokenInfo{}, &tokenNotFoundError{Module: m.path, Want: want, Have: have}
 }
 
 // InitToken initialises the first uninitialised token of module with label, sets
@@ -269,7 +269,7 @@ func InitToken(module, label string, soPIN, userPIN PINSource) (TokenInfo, error
 	free := -1
 	for i, t := range all {
 		if t.Initialized && t.Label == label {
-			return TokenInfo{}, fmt.Errorf("hsm: init token %q: %w (slot %d, serial %s)", label, ErrTokenExists, t.Slot, t.Serial)
+			return TokenInfo{}, fmt.Errorf("hsm: init token %q: %w (slot %d, serial %s)", label, errTokenExists, t.Slot, t.Serial)
 		}
 		if !t.Initialized && free < 0 {
 			free = i
