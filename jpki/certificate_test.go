@@ -33,7 +33,7 @@ func TestParseSignatureCertificate(t *testing.T) {
 		{"date of birth", id.DateOfBirth(), DateOfBirth{Era: eraShowa, Year: 1980, Month: time.March, Day: 15}},
 		{"address", id.Address(), testAddress},
 		{"address substitute map", id.AddressSubstitutes(), testAddressMap},
-		{"no unrecognized entries", len(id.Unrecognized()), 0},
+		{"no unrecognized entries", len(id.unrecognized()), 0},
 		{"policy", cert.Policy, PolicyProduction},
 		{"key usage", cert.X509().KeyUsage, x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment},
 	}
@@ -56,7 +56,7 @@ func TestParseSignatureCertificateVariants(t *testing.T) {
 			name: "unknown 1.2.392.200149.8.5.5.9 entry tolerated and kept raw",
 			spec: leafSpec{san: append(basic4(), otherName{oidUnknown9, utf8Value("将来の項目")})},
 			check: func(t *testing.T, sc *SignatureCertificate) {
-				u := sc.Identity.Unrecognized()
+				u := sc.Identity.unrecognized()
 				if len(u) != 1 || !u[0].ID.Equal(oidUnknown9) || string(u[0].Value) != string(utf8Value("将来の項目")) {
 					t.Errorf("unrecognized = %v", u)
 				}
@@ -66,7 +66,7 @@ func TestParseSignatureCertificateVariants(t *testing.T) {
 			name: "unknown entry that is not a UTF8String kept raw",
 			spec: leafSpec{san: append(basic4(), otherName{oidUnknown9, []byte{0x02, 0x01, 0x07}})},
 			check: func(t *testing.T, sc *SignatureCertificate) {
-				if u := sc.Identity.Unrecognized(); len(u) != 1 || string(u[0].Value) != "\x02\x01\x07" {
+				if u := sc.Identity.unrecognized(); len(u) != 1 || string(u[0].Value) != "\x02\x01\x07" {
 					t.Errorf("unrecognized = %v", u)
 				}
 			},
@@ -75,7 +75,7 @@ func TestParseSignatureCertificateVariants(t *testing.T) {
 			name: "entry outside the arc ignored",
 			spec: leafSpec{san: append(basic4(), otherName{asn1.ObjectIdentifier{1, 2, 392, 200149, 8, 5, 4, 1}, []byte{0x05, 0x00}})},
 			check: func(t *testing.T, sc *SignatureCertificate) {
-				if u := sc.Identity.Unrecognized(); len(u) != 0 {
+				if u := sc.Identity.unrecognized(); len(u) != 0 {
 					t.Errorf("unrecognized = %v", u)
 				}
 			},

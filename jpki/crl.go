@@ -24,7 +24,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// Defaults of CRLSourceOptions and OCSPSourceOptions.
+// Defaults of CRLSourceOptions and ocspSourceOptions.
 const (
 	// defaultCRLMaxAge: a CRL whose thisUpdate is older than this is stale. J-LIS
 	// publishes daily; 48 h leaves a day for the operator's job to be late.

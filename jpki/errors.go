@@ -59,7 +59,7 @@ func malformed(format string, args ...any) error {
 }
 
 // A setupError is a constructor's refusal of its arguments (NewAnchors,
-// NewVerifier, NewCRLSource, NewOCSPSource): a mistake of the code or the
+// NewVerifier, NewCRLSource, newOCSPSource): a mistake of the code or the
 // configuration that built them, which its message names.
 type setupError struct{ err error }
 

@@ -30,7 +30,7 @@ func checkParsedIdentity(t *testing.T, id Identity) {
 			t.Fatal("invalid UTF-8 accepted")
 		}
 	}
-	for _, o := range id.Unrecognized() {
+	for _, o := range id.unrecognized() {
 		if !underArc(o.ID, oidBasic4Arc) {
 			t.Fatalf("entry %v outside the arc kept", o.ID)
 		}

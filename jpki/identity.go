@@ -50,7 +50,7 @@ type person struct {
 	gender              Gender
 	birth               DateOfBirth
 	address, addressMap string
-	extra               []OtherName
+	extra               []rawOtherName
 }
 
 // redacted is everything any formatting of an Identity prints.
@@ -135,23 +135,23 @@ func (id Identity) AddressSubstitutes() string {
 	return p.addressMap
 }
 
-// Unrecognized returns the entries under 1.2.392.200149.8.5.5 this package does not
+// unrecognized returns the entries under 1.2.392.200149.8.5.5 this package does not
 // know, raw, in certificate order. They may hold personal data too.
-func (id Identity) Unrecognized() []OtherName {
+func (id Identity) unrecognized() []rawOtherName {
 	p := id.p()
 	if p == nil {
 		return nil
 	}
-	out := make([]OtherName, len(p.extra))
+	out := make([]rawOtherName, len(p.extra))
 	for i, o := range p.extra {
-		out[i] = OtherName{ID: append(asn1.ObjectIdentifier(nil), o.ID...), Value: append([]byte(nil), o.Value...)}
+		out[i] = rawOtherName{ID: append(asn1.ObjectIdentifier(nil), o.ID...), Value: append([]byte(nil), o.Value...)}
 	}
 	return out
 }
 
-// OtherName is one subjectAltName otherName entry kept raw: its type-id and the DER
+// rawOtherName is one subjectAltName rawOtherName entry kept raw: its type-id and the DER
 // of the value inside its [0] EXPLICIT wrapper.
-type OtherName struct {
+type rawOtherName struct {
 	ID    asn1.ObjectIdentifier
 	Value []byte
 }

@@ -22,7 +22,7 @@ const defaultOCSPMaxAge = 24 * time.Hour
 // maxOCSPResponse bounds the response read.
 const maxOCSPResponse = 1 << 20
 
-// ocspSourceOptions configures an OCSPSource.
+// ocspSourceOptions configures an ocspSource.
 type ocspSourceOptions struct {
 	// URL is the platform operator's OCSP responder (RFC 6960, HTTP POST).
 	URL string
@@ -35,19 +35,19 @@ type ocspSourceOptions struct {
 	Logger *slog.Logger
 }
 
-// OCSPSource asks an RFC 6960 responder for each certificate. It accepts a response
+// ocspSource asks an RFC 6960 responder for each certificate. It accepts a response
 // signed by the certificate's issuer, or by a delegated responder certificate the
 // issuer signed that carries id-kp-OCSPSigning and is valid at the time asked. It
 // fails closed: transport errors, error statuses, bad signatures, a serial mismatch
 // and "unknown" → ErrRevocationUnknown; a response older than MaxAge or past its
 // nextUpdate → ErrRevocationStale. Safe for concurrent use.
-type OCSPSource struct {
+type ocspSource struct {
 	opts ocspSourceOptions
 	log  *slog.Logger
 }
 
 // newOCSPSource checks opts and returns the source.
-func newOCSPSource(opts ocspSourceOptions) (*OCSPSource, error) {
+func newOCSPSource(opts ocspSourceOptions) (*ocspSource, error) {
 	if err := checkHTTPURL(opts.URL); err != nil {
 		return nil, badSetup("jpki: OCSP source: %w", err)
 	}
@@ -64,11 +64,11 @@ func newOCSPSource(opts ocspSourceOptions) (*OCSPSource, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &OCSPSource{opts: opts, log: log.With("component", "jpki", "ocsp_url", opts.URL)}, nil
+	return &ocspSource{opts: opts, log: log.With("component", "jpki", "ocsp_url", opts.URL)}, nil
 }
 
 // Status implements RevocationSource.
-func (s *OCSPSource) Status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error) {
+func (s *ocspSource) Status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error) {
 	st, err := s.status(ctx, cert, issuer, at)
 	if err != nil {
 		s.log.Warn("jpki: OCSP answer not usable", "err", err)
@@ -76,7 +76,7 @@ func (s *OCSPSource) Status(ctx context.Context, cert, issuer *x509.Certificate,
 	return st, err
 }
 
-func (s *OCSPSource) status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error) {
+func (s *ocspSource) status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error) {
 	// SHA-1 CertID: what RFC 5019 responders are required to understand.
 	reqDER, err := ocsp.CreateRequest(cert, issuer, nil)
 	if err != nil {

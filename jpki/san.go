@@ -23,7 +23,7 @@ var (
 )
 
 // parseSubjectAltName reads the basic-4 information out of the DER value of a
-// subjectAltName extension. GeneralNames that are not otherName, and otherNames
+// subjectAltName extension. GeneralNames that are not rawOtherName, and otherNames
 // outside the basic-4 arc, are skipped; unknown entries inside the arc are kept raw;
 // a known entry must be a UTF8String holding valid UTF-8. Any entry of the arc given
 // twice, a missing name, gender, date of birth or address, or broken DER is refused.
@@ -48,14 +48,14 @@ func parseSubjectAltName(der []byte) (Identity, error) {
 		var id asn1.ObjectIdentifier
 		var wrapped cryptobyte.String
 		if !gn.ReadASN1ObjectIdentifier(&id) || !gn.ReadASN1(&wrapped, tagExplicitContent) || !gn.Empty() {
-			return Identity{}, malformed("subjectAltName: broken otherName")
+			return Identity{}, malformed("subjectAltName: broken rawOtherName")
 		}
 		if !underArc(id, oidBasic4Arc) {
 			continue
 		}
 		key := id.String()
 		if seen[key] {
-			return Identity{}, malformed("subjectAltName: otherName %s given twice", key)
+			return Identity{}, malformed("subjectAltName: rawOtherName %s given twice", key)
 		}
 		seen[key] = true
 
@@ -65,9 +65,9 @@ func parseSubjectAltName(der []byte) (Identity, error) {
 			var elem cryptobyte.String
 			var t cbasn1.Tag
 			if !wrapped.ReadAnyASN1Element(&elem, &t) || !wrapped.Empty() {
-				return Identity{}, malformed("subjectAltName: otherName %s: broken value", key)
+				return Identity{}, malformed("subjectAltName: rawOtherName %s: broken value", key)
 			}
-			p.extra = append(p.extra, OtherName{ID: id, Value: append([]byte(nil), elem...)})
+			p.extra = append(p.extra, rawOtherName{ID: id, Value: append([]byte(nil), elem...)})
 			continue
 		}
 		var s cryptobyte.String

@@ -65,6 +65,19 @@ func NewVerifier(anchors *Anchors, revocation RevocationSource, policies ...stri
 // RevocationSource returns the source the Verifier asks.
 func (v *Verifier) RevocationSource() RevocationSource { return v.revocation }
 
+// RevocationKind names the kind of the source the Verifier asks, as a
+// configuration and a profile name it: RevocationCRL, RevocationOCSP, or
+// RevocationNone for any other source.
+func (v *Verifier) RevocationKind() string {
+	switch v.revocation.(type) {
+	case *CRLSource:
+		return RevocationCRL
+	case *ocspSource:
+		return RevocationOCSP
+	}
+	return RevocationNone
+}
+
 // Result is a verified JPKI signature certificate.
 type Result struct {
 	Certificate *SignatureCertificate

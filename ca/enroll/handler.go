@@ -146,7 +146,7 @@ func NewHandler(cfg Config) (*handler, error) {
 	}
 	h := &handler{
 		cfg:     cfg,
-		source:  sourceKind(cfg.Verifier.RevocationSource()),
+		source:  cfg.Verifier.RevocationKind(),
 		nonces:  newNonceCodec(cfg.LinkKey),
 		limiter: newLimiter(cfg.RateLimit),
 		log:     cfg.Logger.With("component", "enroll"),
@@ -442,17 +442,6 @@ func (h *handler) checkCap(d policies.Decision, p personOf, now time.Time) error
 		return refuse(errPersonLimit, "%s", reason)
 	}
 	return nil
-}
-
-// sourceKind names the kind of a revocation source, as profiles name them.
-func sourceKind(s jpki.RevocationSource) string {
-	switch s.(type) {
-	case *jpki.CRLSource:
-		return jpki.RevocationCRL
-	case *jpki.OCSPSource:
-		return jpki.RevocationOCSP
-	}
-	return jpki.RevocationNone
 }
 
 // checkTimes: iat not after now + skew, exp after iat and at most
