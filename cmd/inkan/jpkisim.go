@@ -74,7 +74,7 @@ func newJPKISimInitCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintln(out, jpkiSimWarning)
-			fmt.Fprintf(out, "root (the anchor to configure): %s/%s\n", sim.Dir(), jpkisim.RootFile)
+			fmt.Fprintf(out, "root (the anchor to configure): %s\n", sim.RootPath())
 			fmt.Fprintf(out, "CRL: %s\n", sim.CRLPath())
 			return nil
 		},

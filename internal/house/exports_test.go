@@ -85,7 +85,6 @@ var returnsToFix = map[string]bool{
 	"cluster/backup.go BackupLocal":       true,
 	"cluster/grant.go DescribeMembership": true,
 	"cluster/handler.go NewRefusal":       true,
-	"jpki/jpkisim/sim.go Issued":          true,
 	"node/node.go Addrs":                  true,
 	"ocsp/cache.go NewResponse":           true,
 	"ocsp/cache.go NewCache":              true,

@@ -36,7 +36,7 @@ func (s *Sim) Handler() http.Handler {
 	root := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.root.Raw})
 	mux.HandleFunc("GET /root.pem", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
-		http.ServeContent(w, r, RootFile, time.Time{}, bytes.NewReader(root))
+		http.ServeContent(w, r, rootFile, time.Time{}, bytes.NewReader(root))
 	})
 	return mux
 }

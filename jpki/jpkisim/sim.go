@@ -22,7 +22,7 @@ import (
 
 // The files of a state directory.
 const (
-	RootFile    = "root.pem"     // the root certificate: the anchor verifiers configure
+	rootFile    = "root.pem"     // the root certificate: the anchor verifiers configure
 	rootKeyFile = "root-key.pem" // the root key (PKCS#8, mode 0600), when the sim made it
 	crlFile     = "crl.der"      // the latest CRL (DER)
 	stateFile   = "state.json"
@@ -114,7 +114,7 @@ func Init(cfg Config, spec RootSpec) (*Sim, error) {
 	if s.root, err = newRoot(s.key, spec); err != nil {
 		return nil, err
 	}
-	if err := writeFile(filepath.Join(s.dir, RootFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.root.Raw}), 0o644); err != nil {
+	if err := writeFile(filepath.Join(s.dir, rootFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.root.Raw}), 0o644); err != nil {
 		return nil, err
 	}
 	if err := s.save(&state{Version: stateVersion}); err != nil {
@@ -129,16 +129,16 @@ func Open(cfg Config) (*Sim, error) {
 		return nil, errors.New("jpkisim: no state directory")
 	}
 	s := &Sim{dir: cfg.Dir, key: cfg.Key, now: clock(cfg.Now)}
-	data, err := os.ReadFile(filepath.Join(s.dir, RootFile))
+	data, err := os.ReadFile(filepath.Join(s.dir, rootFile))
 	if err != nil {
 		return nil, fmt.Errorf("jpkisim: %w (run init first)", err)
 	}
 	b, _ := pem.Decode(data)
 	if b == nil || b.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("jpkisim: %s: no CERTIFICATE block", RootFile)
+		return nil, fmt.Errorf("jpkisim: %s: no CERTIFICATE block", rootFile)
 	}
 	if s.root, err = x509.ParseCertificate(b.Bytes); err != nil {
-		return nil, fmt.Errorf("jpkisim: %s: %w", RootFile, err)
+		return nil, fmt.Errorf("jpkisim: %s: %w", rootFile, err)
 	}
 	if s.key == nil {
 		if s.key, err = readKey(filepath.Join(s.dir, rootKeyFile)); err != nil {
@@ -146,7 +146,7 @@ func Open(cfg Config) (*Sim, error) {
 		}
 	}
 	if err := s.root.CheckSignature(s.root.SignatureAlgorithm, s.root.RawTBSCertificate, s.root.Signature); err != nil {
-		return nil, fmt.Errorf("jpkisim: %s is not self-signed: %w", RootFile, err)
+		return nil, fmt.Errorf("jpkisim: %s is not self-signed: %w", rootFile, err)
 	}
 	if !publicKeysEqual(s.key.Public(), s.root.PublicKey) {
 		return nil, errors.New("jpkisim: the root key does not match the root certificate")
@@ -162,6 +162,10 @@ func (s *Sim) Root() *x509.Certificate { return s.root }
 
 // Dir returns the state directory.
 func (s *Sim) Dir() string { return s.dir }
+
+// RootPath is the file that holds the root certificate (PEM): the anchor a
+// node's jpki.anchors names.
+func (s *Sim) RootPath() string { return filepath.Join(s.dir, rootFile) }
 
 // CRLPath is the file PublishCRL writes: what a jpki CRLSource with File reads.
 func (s *Sim) CRLPath() string { return filepath.Join(s.dir, crlFile) }
@@ -397,15 +401,15 @@ func (s *Sim) publish(st *state, thisUpdate, nextUpdate time.Time) ([]byte, erro
 }
 
 // Issued lists the certificates the sim issued, oldest first.
-func (s *Sim) Issued() ([]issued, error) {
+func (s *Sim) Issued() ([]Issuance, error) {
 	st, err := s.load()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]issued, 0, len(st.Certificates))
+	out := make([]Issuance, 0, len(st.Certificates))
 	for _, r := range st.Certificates {
 		serial, _ := new(big.Int).SetString(r.Serial, 16)
-		i := issued{Certificate: Certificate{Serial: serial, DER: r.DER}, Token: r.Token, IssuedAt: r.IssuedAt}
+		i := Issuance{Certificate: Certificate{Serial: serial, DER: r.DER}, Token: r.Token, IssuedAt: r.IssuedAt}
 		if r.Revoked != nil {
 			i.Revoked, i.Reason, i.RevokedAt = true, r.Revoked.Reason, r.Revoked.At
 		}
@@ -414,8 +418,9 @@ func (s *Sim) Issued() ([]issued, error) {
 	return out, nil
 }
 
-// issued is a certificate in the state directory and what became of it.
-type issued struct {
+// Issuance is a certificate the sim issued, kept in its state directory, and
+// what became of it.
+type Issuance struct {
 	Certificate
 	Token     string // the card's token label ("" when issued for a key outside a token)
 	IssuedAt  time.Time
@@ -447,19 +452,6 @@ func newRoot(key crypto.Signer, spec RootSpec) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("jpkisim: sign root: %w", err)
 	}
 	return x509.ParseCertificate(der)
-}
-
-// NewRoot makes a root certificate with the J-LIS DN for key outside any state
-// directory: a second "J-LIS" with the same DN but another key, as a test of an
-// untrusted chain needs.
-func NewRoot(key crypto.Signer, spec RootSpec) (*x509.Certificate, error) {
-	if spec.NotBefore.IsZero() {
-		spec.NotBefore = time.Now().Add(-time.Hour).Truncate(time.Second)
-	}
-	if spec.NotAfter.IsZero() {
-		spec.NotAfter = spec.NotBefore.AddDate(10, 0, 0)
-	}
-	return newRoot(key, spec)
 }
 
 func randomSerial() (*big.Int, error) {

@@ -458,7 +458,7 @@ func TestOpenAndRefresh(t *testing.T) {
 	if err != nil || len(list) != 1 || !list[0].Revoked || list[0].Reason != crlreason.CessationOfOperation {
 		t.Fatalf("Issued = %+v, %v", list, err)
 	}
-	data, _ := os.ReadFile(filepath.Join(dir, RootFile))
+	data, _ := os.ReadFile(filepath.Join(dir, rootFile))
 	if b, _ := pem.Decode(data); b == nil || !bytes.Equal(b.Bytes, s.Root().Raw) {
 		t.Fatal("root.pem is not the root")
 	}
