@@ -9,28 +9,28 @@ import (
 	"strings"
 )
 
-// ClientPrefix is how per-address limits aggregate addresses: one bucket per IPv4
+// clientPrefix is how per-address limits aggregate addresses: one bucket per IPv4
 // /V4 and per IPv6 /V6 network, because a client that holds many addresses holds
 // them in one network (an IPv6 customer gets a /56 or a /48, a host behind a NAT
 // pool a few IPv4 neighbours).
-type ClientPrefix struct {
+type clientPrefix struct {
 	V4, V6 int
 }
 
 // defaultClientPrefix aggregates IPv4 /24 and IPv6 /56.
-var defaultClientPrefix = ClientPrefix{V4: 24, V6: 56}
+var defaultClientPrefix = clientPrefix{V4: 24, V6: 56}
 
-func (p ClientPrefix) check() error {
+func (p clientPrefix) check() error {
 	if p.V4 < 1 || p.V4 > 32 || p.V6 < 1 || p.V6 > 128 {
 		return fmt.Errorf("%w /%d, /%d: want IPv4 1-32 and IPv6 1-128", errClientPrefix, p.V4, p.V6)
 	}
 	return nil
 }
 
-// errClientPrefix: a ClientPrefix out of range.
+// errClientPrefix: a client prefix out of range.
 var errClientPrefix = errors.New("client prefix")
 
-// clientKey is the key of the per-address limits for r: the network (ClientPrefix)
+// clientKey is the key of the per-address limits for r: the network (Config.ClientPrefixV4, ClientPrefixV6)
 // of the client's address. The address is the peer's, unless the peer is one of the
 // trusted proxies: then it is the right-most address of X-Forwarded-For that is not
 // a trusted proxy (the proxies append, so what is left of them a client may have
@@ -46,9 +46,9 @@ func (h *handler) clientKey(r *http.Request) string {
 			addr = fwd
 		}
 	}
-	bits := h.cfg.ClientPrefix.V6
+	bits := h.cfg.ClientPrefixV6
 	if addr.Is4() {
-		bits = h.cfg.ClientPrefix.V4
+		bits = h.cfg.ClientPrefixV4
 	}
 	return netip.PrefixFrom(addr, bits).Masked().String()
 }

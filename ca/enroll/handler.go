@@ -63,14 +63,17 @@ type Config struct {
 	ProblemBase string
 	// ClockSkew tolerated in iat and exp (a minute if 0).
 	ClockSkew time.Duration
-	// RateLimit bounds requests per client network on this node (every endpoint
-	// together); the zero value means one a second with a burst of 10, a
-	// negative Rate none.
-	RateLimit RateLimit
-	// ClientPrefix is how addresses aggregate into the networks per-address limits
-	// count (this API's and the profiles'); the zero value means IPv4 /24 and
-	// IPv6 /56.
-	ClientPrefix ClientPrefix
+	// RequestRate and RequestBurst bound requests per client network on this
+	// node (every endpoint together): a token bucket, RequestRate requests a
+	// second on average, RequestBurst at once. Both zero mean one a second with a
+	// burst of 10; a negative RequestRate means no limit.
+	RequestRate  float64
+	RequestBurst int
+	// ClientPrefixV4 and ClientPrefixV6 are how addresses aggregate into the
+	// networks per-address limits count (this API's and the profiles'): one
+	// bucket per IPv4 /ClientPrefixV4 and per IPv6 /ClientPrefixV6 network. Both
+	// zero mean IPv4 /24 and IPv6 /56.
+	ClientPrefixV4, ClientPrefixV6 int
 	// TrustedProxies are the peers whose X-Forwarded-For names the client (a load
 	// balancer in front of the nodes); from any other peer the header is ignored.
 	TrustedProxies []netip.Prefix
@@ -98,8 +101,18 @@ type handler struct {
 	inflight inflight
 }
 
-// NewHandler checks cfg and returns the API.
-func NewHandler(cfg Config) (*handler, error) {
+// NewHandler checks cfg and returns the API: an http.Handler serving
+// enrollapi's three paths, which is all a node mounts.
+func NewHandler(cfg Config) (http.Handler, error) {
+	h, err := newHandler(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// newHandler is NewHandler with the handler's own type, which the tests read.
+func newHandler(cfg Config) (*handler, error) {
 	var errs []error
 	u, err := url.Parse(cfg.Audience)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
@@ -123,10 +136,12 @@ func NewHandler(cfg Config) (*handler, error) {
 	if cfg.ClockSkew < 0 || cfg.ClockSkew > enrollapi.MaxProofLifetime {
 		errs = append(errs, fmt.Errorf("clock skew %v out of range (0 to %v)", cfg.ClockSkew, enrollapi.MaxProofLifetime))
 	}
-	if cfg.ClientPrefix == (ClientPrefix{}) {
-		cfg.ClientPrefix = defaultClientPrefix
+	prefix := clientPrefix{V4: cfg.ClientPrefixV4, V6: cfg.ClientPrefixV6}
+	if prefix == (clientPrefix{}) {
+		prefix = defaultClientPrefix
+		cfg.ClientPrefixV4, cfg.ClientPrefixV6 = prefix.V4, prefix.V6
 	}
-	if err := cfg.ClientPrefix.check(); err != nil {
+	if err := prefix.check(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -148,7 +163,7 @@ func NewHandler(cfg Config) (*handler, error) {
 		cfg:     cfg,
 		source:  cfg.Verifier.RevocationKind(),
 		nonces:  newNonceCodec(cfg.LinkKey),
-		limiter: newLimiter(cfg.RateLimit),
+		limiter: newLimiter(rateLimit{Rate: cfg.RequestRate, Burst: cfg.RequestBurst}),
 		log:     cfg.Logger.With("component", "enroll"),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inkan_enroll_refusals_total",

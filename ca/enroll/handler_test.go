@@ -85,19 +85,19 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	t.Cleanup(e.srv.Close)
 	e.audience = e.srv.URL + enrollapi.PathEnroll
 	cfg := Config{
-		Audience:  e.audience,
-		Verifier:  v,
-		Cluster:   fx.cluster,
-		Policy:    NewProfilePolicy(authenticationOnly(t)),
-		Issuer:    e.issuer,
-		LinkKey:   fx.linkKey,
-		RateLimit: RateLimit{Rate: -1},
-		Logger:    testenv.Logger(),
+		Audience:    e.audience,
+		Verifier:    v,
+		Cluster:     fx.cluster,
+		Policy:      NewProfilePolicy(authenticationOnly(t)),
+		Issuer:      e.issuer,
+		LinkKey:     fx.linkKey,
+		RequestRate: -1,
+		Logger:      testenv.Logger(),
 	}
 	for _, f := range edit {
 		f(&cfg)
 	}
-	if e.h, err = NewHandler(cfg); err != nil {
+	if e.h, err = newHandler(cfg); err != nil {
 		t.Fatal(err)
 	}
 	e.audience = cfg.Audience
@@ -615,7 +615,7 @@ func ed25519Key() crypto.Signer {
 // TestRateLimit: past the burst, a client gets rate-limited (429, Retry-After) on
 // either endpoint, and nothing is recorded.
 func TestRateLimit(t *testing.T) {
-	e := newEnv(t, "", func(c *Config) { c.RateLimit = RateLimit{Rate: 0.001, Burst: 2} })
+	e := newEnv(t, "", func(c *Config) { c.RequestRate, c.RequestBurst = 0.001, 2 })
 	cl := e.client()
 	for i := range 2 {
 		if _, _, err := cl.Challenge(context.Background()); err != nil {

@@ -381,8 +381,8 @@ func TestFirstEnrolmentsRaceForOneBucket(t *testing.T) {
 // the right-most address that is not one.
 func TestClientKey(t *testing.T) {
 	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
-	h := &handler{cfg: Config{ClientPrefix: defaultClientPrefix, TrustedProxies: proxies}}
-	narrow := &handler{cfg: Config{ClientPrefix: ClientPrefix{V4: 32, V6: 64}}}
+	h := &handler{cfg: Config{ClientPrefixV4: defaultClientPrefix.V4, ClientPrefixV6: defaultClientPrefix.V6, TrustedProxies: proxies}}
+	narrow := &handler{cfg: Config{ClientPrefixV4: 32, ClientPrefixV6: 64}}
 	for _, c := range []struct {
 		name   string
 		h      *handler
@@ -415,7 +415,7 @@ func TestClientKey(t *testing.T) {
 			}
 		})
 	}
-	if err := (ClientPrefix{V4: 33, V6: 56}).check(); !errors.Is(err, errClientPrefix) {
+	if err := (clientPrefix{V4: 33, V6: 56}).check(); !errors.Is(err, errClientPrefix) {
 		t.Errorf("an IPv4 prefix of 33 bits: err = %v, want errClientPrefix", err)
 	}
 }

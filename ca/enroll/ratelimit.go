@@ -5,16 +5,16 @@ import (
 	"time"
 )
 
-// RateLimit is a token bucket per client address: Rate requests per second on
+// rateLimit is a token bucket per client address: Rate requests per second on
 // average, Burst at once.
-type RateLimit struct {
+type rateLimit struct {
 	Rate  float64
 	Burst int
 }
 
 // defaultRateLimit is generous for a person enrolling and tight for a script: a
 // challenge and an enrollment take two requests.
-var defaultRateLimit = RateLimit{Rate: 1, Burst: 10}
+var defaultRateLimit = rateLimit{Rate: 1, Burst: 10}
 
 // maxClients bounds the addresses the limiter remembers; past it, buckets that have
 // refilled are forgotten (they hold nothing a fresh bucket would not).
@@ -35,8 +35,8 @@ type bucket struct {
 	at     time.Time
 }
 
-func newLimiter(rl RateLimit) *limiter {
-	if rl == (RateLimit{}) {
+func newLimiter(rl rateLimit) *limiter {
+	if rl == (rateLimit{}) {
 		rl = defaultRateLimit
 	}
 	if rl.Burst < 1 {

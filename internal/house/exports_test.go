@@ -78,7 +78,6 @@ var returnsToFix = map[string]bool{
 	"admin/client.go TransferLeadership":  true,
 	"admin/client.go DiffPolicy":          true,
 	"ca/crl/publisher.go NewPublisher":    true,
-	"ca/enroll/handler.go NewHandler":     true,
 	"ca/linkage/job.go Scan":              true,
 	"ca/person.go LookupPerson":           true,
 	"cluster/backup.go Backup":            true,
