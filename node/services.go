@@ -64,7 +64,7 @@ type appliance struct {
 // Unaudited command types, each with its reason (audit.Config.Unaudited).
 var unaudited = []string{
 	// A nonce only admits one enrollment; the issuance it leads to is audited.
-	enroll.NonceCommand,
+	enroll.NonceHandler().Type(),
 	// A CRL part is staged bytes; crl.publish, audited, commits the CRL with the
 	// SHA-256 of all its parts.
 	crl.TypePart,

@@ -148,8 +148,9 @@ func (f *inflight) claim(nonce []byte) (func(), bool) {
 // command stays known to every replica, which must apply the entries of it that
 // its log and snapshots hold; nothing submits it any more.
 
-// NonceCommand is the cluster command type of the previous release's nonces.
-const NonceCommand = "enroll.nonce"
+// nonceCommand is the cluster command type of the previous release's nonces
+// (NonceHandler().Type() to other packages).
+const nonceCommand = "enroll.nonce"
 
 // maxLiveNonces bounds the nonces the state holds at once: past it, creation is
 // refused until expired ones are pruned. It is a constant, not configuration, because
@@ -191,7 +192,7 @@ type nonceBody struct {
 // cluster.Config.Handlers on every node (a handler must be known to every
 // replica).
 func NonceHandler() cluster.Handler {
-	return cluster.NewHandler(NonceCommand, []uint{1}, [][]byte{bucketNonces, bucketExpiry}, applyNonce)
+	return cluster.NewHandler(nonceCommand, []uint{1}, [][]byte{bucketNonces, bucketExpiry}, applyNonce)
 }
 
 // applyNonce creates or consumes a nonce, judging expiry by the entry's leader-stamped time

@@ -56,7 +56,7 @@ var errRollback = errors.New("rollback")
 func (a *applier) apply(op string, nonce []byte, at time.Time) ([]byte, error) {
 	a.t.Helper()
 	h := sha256.Sum256(nonce)
-	cmd, err := cluster.NewCommand(NonceCommand, 1, nonceBody{Op: op, Hash: h[:]})
+	cmd, err := cluster.NewCommand(nonceCommand, 1, nonceBody{Op: op, Hash: h[:]})
 	if err != nil {
 		a.t.Fatal(err)
 	}
