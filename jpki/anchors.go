@@ -9,22 +9,22 @@ import (
 	"os"
 )
 
-// Anchors is the set of J-LIS CA certificates a Verifier trusts. All generations of the
+// anchorSet is the set of J-LIS CA certificates a Verifier trusts. All generations of the
 // J-LIS signature CA share one DN, so nothing here is indexed by name: the chain walk
 // and the CRL check try each anchor's key and keep the one whose signature verifies.
 // This package ships no default anchors.
-type Anchors struct {
+type anchorSet struct {
 	certs []*x509.Certificate
 }
 
-// NewAnchors checks each certificate as an anchor (basicConstraints CA:TRUE, keyUsage
+// newAnchors checks each certificate as an anchor (basicConstraints CA:TRUE, keyUsage
 // with keyCertSign, no critical extension crypto/x509 leaves unprocessed) and returns
 // the set. Byte-identical duplicates are kept once.
-func NewAnchors(certs ...*x509.Certificate) (*Anchors, error) {
+func newAnchors(certs ...*x509.Certificate) (*anchorSet, error) {
 	if len(certs) == 0 {
 		return nil, badSetup("jpki: no anchors")
 	}
-	a := &Anchors{}
+	a := &anchorSet{}
 	for i, c := range certs {
 		if err := checkAnchor(c); err != nil {
 			return nil, badSetup("jpki: anchor %d: %w", i, err)
@@ -35,11 +35,11 @@ func NewAnchors(certs ...*x509.Certificate) (*Anchors, error) {
 }
 
 // Certificates returns the anchors (a copy of the slice; the certificates are shared).
-func (a *Anchors) Certificates() []*x509.Certificate {
+func (a *anchorSet) Certificates() []*x509.Certificate {
 	return append([]*x509.Certificate(nil), a.certs...)
 }
 
-func (a *Anchors) add(c *x509.Certificate) {
+func (a *anchorSet) add(c *x509.Certificate) {
 	for _, have := range a.certs {
 		if bytes.Equal(have.Raw, c.Raw) {
 			return
@@ -49,7 +49,7 @@ func (a *Anchors) add(c *x509.Certificate) {
 }
 
 // contains reports whether c is byte for byte one of the anchors.
-func (a *Anchors) contains(c *x509.Certificate) bool {
+func (a *anchorSet) contains(c *x509.Certificate) bool {
 	for _, have := range a.certs {
 		if bytes.Equal(have.Raw, c.Raw) {
 			return true

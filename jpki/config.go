@@ -105,7 +105,7 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	anchors := &Anchors{}
+	anchors := &anchorSet{}
 	if len(c.Anchors) == 0 {
 		fail("jpki.anchors: at least one anchor file is required")
 	}
@@ -149,7 +149,7 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 		timeout = defaultHTTPTimeout
 	}
 	client := &http.Client{Timeout: timeout}
-	var newSource func() (RevocationSource, error)
+	var newSource func() (revocationSource, error)
 	switch r.Kind {
 	case RevocationCRL:
 		switch {
@@ -168,8 +168,8 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 				logger.Warn("jpki: CRL file not there yet", "component", "jpki", "field", "jpki.revocation.file", "err", err)
 			}
 		}
-		newSource = func() (RevocationSource, error) {
-			return NewCRLSource(CRLSourceOptions{URL: r.URL, File: r.File, Anchors: anchors, MaxAge: r.MaxAge,
+		newSource = func() (revocationSource, error) {
+			return newCRLSource(crlSourceOptions{URL: r.URL, File: r.File, Anchors: anchors, MaxAge: r.MaxAge,
 				Refresh: r.RefreshInterval(), MaxDataAge: maxDataAge, Client: client, Logger: logger})
 		}
 	case RevocationOCSP:
@@ -179,11 +179,11 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 		if err := checkHTTPURL(r.URL); err != nil {
 			fail("jpki.revocation.url: %v", err)
 		}
-		newSource = func() (RevocationSource, error) {
+		newSource = func() (revocationSource, error) {
 			return newOCSPSource(ocspSourceOptions{URL: r.URL, MaxAge: r.MaxAge, Client: client, Logger: logger})
 		}
 	case RevocationNone:
-		newSource = func() (RevocationSource, error) { return newNoneSource(logger), nil }
+		newSource = func() (revocationSource, error) { return newNoneSource(logger), nil }
 	case "":
 		fail("jpki.revocation.kind: required (crl or ocsp; none only in tests)")
 	default:
@@ -197,5 +197,5 @@ func (c Config) NewVerifier(logger *slog.Logger) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jpki.revocation: %w", err)
 	}
-	return NewVerifier(anchors, src, policies...)
+	return newVerifier(anchors, src, policies...)
 }

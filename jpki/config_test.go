@@ -144,7 +144,7 @@ func TestConfigEndToEnd(t *testing.T) {
 	if warnings != 1 {
 		t.Errorf("%d warnings, want 1 (test policy accepted)", warnings)
 	}
-	if _, ok := v.RevocationSource().(*CRLSource); !ok {
-		t.Errorf("source is %T", v.RevocationSource())
+	if v.CRL() == nil {
+		t.Errorf("source is %T", v.revocation)
 	}
 }

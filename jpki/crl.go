@@ -24,7 +24,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// Defaults of CRLSourceOptions and ocspSourceOptions.
+// Defaults of crlSourceOptions and ocspSourceOptions.
 const (
 	// defaultCRLMaxAge: a CRL whose thisUpdate is older than this is stale. J-LIS
 	// publishes daily; 48 h leaves a day for the operator's job to be late.
@@ -51,8 +51,8 @@ var (
 	oidExtDeltaCRLIndicator = asn1.ObjectIdentifier{2, 5, 29, 27}
 )
 
-// CRLSourceOptions configures a CRLSource. Exactly one of URL and File is set.
-type CRLSourceOptions struct {
+// crlSourceOptions configures a CRLSource. Exactly one of URL and File is set.
+type crlSourceOptions struct {
 	// URL is fetched with HTTP GET; the body is a DER CRL or PEM "X509 CRL" blocks.
 	URL string
 	// File is read, and read again whenever its modification time or size changes.
@@ -61,7 +61,7 @@ type CRLSourceOptions struct {
 	File string
 	// Anchors verify the CRL's signature (the signer is picked by signature; it must
 	// be valid at the CRL's thisUpdate).
-	Anchors *Anchors
+	Anchors *anchorSet
 	// MaxAge: a CRL whose thisUpdate is older than this is stale (DefaultCRLMaxAge if 0).
 	MaxAge time.Duration
 	// Refresh: a URL source fetches again after this long (DefaultCRLRefresh if 0), or
@@ -89,7 +89,7 @@ type CRLSourceOptions struct {
 // lists stays revoked: J-LIS never lifts a revocation). When a new CRL fails to load,
 // the last verified one stays in use while it is fresh. Safe for concurrent use.
 type CRLSource struct {
-	opts CRLSourceOptions
+	opts crlSourceOptions
 	log  *slog.Logger
 	// lock is a one-slot semaphore serialising loads, so a waiter can give up on ctx.
 	lock chan struct{}
@@ -106,9 +106,9 @@ type CRLSource struct {
 	refreshedAt time.Time
 }
 
-// NewCRLSource checks opts and returns the source. It reads nothing yet: the first
+// newCRLSource checks opts and returns the source. It reads nothing yet: the first
 // Status (or Refresh) loads the CRL.
-func NewCRLSource(opts CRLSourceOptions) (*CRLSource, error) {
+func newCRLSource(opts crlSourceOptions) (*CRLSource, error) {
 	switch {
 	case (opts.URL == "") == (opts.File == ""):
 		return nil, badSetup("jpki: CRL source: set exactly one of URL and File")
@@ -149,7 +149,7 @@ func NewCRLSource(opts CRLSourceOptions) (*CRLSource, error) {
 	}, nil
 }
 
-// Status implements RevocationSource. With MaxDataAge set, it fails with
+// Status implements revocationSource. With MaxDataAge set, it fails with
 // ErrRevocationStale when the source has not refreshed its data within MaxDataAge
 // before at.
 func (s *CRLSource) Status(ctx context.Context, cert, _ *x509.Certificate, at time.Time) (Status, error) {
@@ -480,7 +480,7 @@ func (c *indexedCRL) fresh(at time.Time, maxAge time.Duration) error {
 
 // buildCRLSet parses data (one DER CRL, or PEM "X509 CRL" blocks), verifies and
 // indexes every CRL in it. One bad CRL refuses the whole load.
-func buildCRLSet(data []byte, anchors *Anchors) (*crlSet, error) {
+func buildCRLSet(data []byte, anchors *anchorSet) (*crlSet, error) {
 	ders, err := splitCRLs(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRevocationUnknown, err)
@@ -525,7 +525,7 @@ func splitCRLs(data []byte) ([][]byte, error) {
 
 // indexCRL parses der, picks the anchor whose key verifies its signature (and that was
 // valid at its thisUpdate), refuses what it cannot process, and indexes the entries.
-func indexCRL(der []byte, anchors *Anchors) (*indexedCRL, error) {
+func indexCRL(der []byte, anchors *anchorSet) (*indexedCRL, error) {
 	rl, err := x509.ParseRevocationList(der)
 	if err != nil {
 		return nil, err

@@ -71,11 +71,11 @@ func writeFile(t testing.TB, path string, data []byte) {
 func fileVerifier(t testing.TB, path string, maxAge time.Duration) (*Verifier, *CRLSource) {
 	t.Helper()
 	p := getPKI(t)
-	src, err := NewCRLSource(CRLSourceOptions{File: path, Anchors: p.anchorSet(t, 0, 1, 2), MaxAge: maxAge, Logger: testenv.Logger()})
+	src, err := newCRLSource(crlSourceOptions{File: path, Anchors: p.anchorSet(t, 0, 1, 2), MaxAge: maxAge, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := NewVerifier(p.anchorSet(t, 0, 1, 2), src)
+	v, err := newVerifier(p.anchorSet(t, 0, 1, 2), src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,11 +333,11 @@ func TestCRLURL(t *testing.T) {
 		defer mu.Unlock()
 		status, body = code, data
 	}
-	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL + "/jpki.crl", Anchors: p.anchorSet(t, 1), Refresh: time.Hour, Logger: testenv.Logger()})
+	src, err := newCRLSource(crlSourceOptions{URL: srv.URL + "/jpki.crl", Anchors: p.anchorSet(t, 1), Refresh: time.Hour, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := NewVerifier(p.anchorSet(t, 1), src)
+	v, err := newVerifier(p.anchorSet(t, 1), src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +368,7 @@ func TestCRLURL(t *testing.T) {
 	// Past nextUpdate, with the server down and the cached CRL not listing the
 	// certificate: stale, never good.
 	serve(http.StatusOK, crlDER(t, p.anchors[1], p.anchorKeys[1], testAt.Add(5*time.Hour), testAt.Add(6*time.Hour), nil))
-	src2, _ := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
+	src2, _ := newCRLSource(crlSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
 	if err := src2.Refresh(ctx, testAt.Add(5*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +379,7 @@ func TestCRLURL(t *testing.T) {
 
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	src3, _ := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
+	src3, _ := newCRLSource(crlSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
 	if _, err := src3.Status(canceled, mustParse(t, leaf[0]), p.anchors[1], testAt); !errors.Is(err, ErrRevocationUnknown) {
 		t.Fatalf("canceled: got %v", err)
 	}
@@ -412,7 +412,7 @@ func TestCRLConditionalRefresh(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Refresh: 5 * time.Minute,
+	src, err := newCRLSource(crlSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Refresh: 5 * time.Minute,
 		MaxDataAge: 15 * time.Minute, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
@@ -462,7 +462,7 @@ func TestCRLRun(t *testing.T) {
 		w.Write(der)
 	}))
 	defer srv.Close()
-	src, err := NewCRLSource(CRLSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
+	src, err := newCRLSource(crlSourceOptions{URL: srv.URL, Anchors: p.anchorSet(t, 1), Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +521,7 @@ func TestCRLRevokedSince(t *testing.T) {
 
 func TestNewCRLSourceRefuses(t *testing.T) {
 	p := getPKI(t)
-	for name, o := range map[string]CRLSourceOptions{
+	for name, o := range map[string]crlSourceOptions{
 		"negative data age":    {File: "x", Anchors: p.anchorSet(t, 1), MaxDataAge: -1},
 		"neither URL nor file": {Anchors: p.anchorSet(t, 1)},
 		"both":                 {URL: "https://example.jp/crl", File: "/x", Anchors: p.anchorSet(t, 1)},
@@ -529,7 +529,7 @@ func TestNewCRLSourceRefuses(t *testing.T) {
 		"ftp URL":              {URL: "ftp://example.jp/crl", Anchors: p.anchorSet(t, 1)},
 		"negative max age":     {File: "/x", Anchors: p.anchorSet(t, 1), MaxAge: -time.Hour},
 	} {
-		if _, err := NewCRLSource(o); !isSetupError(err) {
+		if _, err := newCRLSource(o); !isSetupError(err) {
 			t.Errorf("%s: err = %v, want a setupError", name, err)
 		}
 	}
@@ -555,7 +555,7 @@ func BenchmarkCRLStatus(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	src := &CRLSource{opts: CRLSourceOptions{File: os.DevNull, MaxAge: defaultCRLMaxAge}, log: testenv.Logger(),
+	src := &CRLSource{opts: crlSourceOptions{File: os.DevNull, MaxAge: defaultCRLMaxAge}, log: testenv.Logger(),
 		lock: make(chan struct{}, 1), set: set, loadedMod: fi.ModTime(), loadedSize: fi.Size()}
 	leaf := mustParse(b, p.leaf(b, leafSpec{anchor: 1}))
 	for b.Loop() {

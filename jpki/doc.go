@@ -4,8 +4,8 @@
 // Verifier checks the chain against configured J-LIS anchors (picking the issuer by
 // signature, since all generations share one DN), validity at a time the caller gives,
 // key usage digitalSignature+nonRepudiation, an accepted policy OID, and revocation
-// through a RevocationSource (a CRLSource or an OCSP responder; none, for tests only),
-// built from a Config validated on load. Invariants: verification fails closed — a
+// through a revocation source (a CRLSource, or an OCSP responder; none, for tests only),
+// all built by Config.NewVerifier from a Config validated on load. Invariants: verification fails closed — a
 // missing, unverifiable or stale revocation answer is an error, never "good" — and each
 // error Verify returns matches exactly one exported sentinel; verification reads no
 // clock; the parser refuses duplicated, non-UTF-8, missing or malformed basic-4 fields

@@ -58,8 +58,8 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
-// A setupError is a constructor's refusal of its arguments (NewAnchors,
-// NewVerifier, NewCRLSource, newOCSPSource): a mistake of the code or the
+// A setupError is a constructor's refusal of its arguments (newAnchors,
+// newVerifier, newCRLSource, newOCSPSource, behind Config.NewVerifier): a mistake of the code or the
 // configuration that built them, which its message names.
 type setupError struct{ err error }
 

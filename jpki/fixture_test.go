@@ -82,13 +82,13 @@ func getPKI(t testing.TB) *testPKI {
 	return testPKIOnce()
 }
 
-func (p *testPKI) anchorSet(t testing.TB, idx ...int) *Anchors {
+func (p *testPKI) anchorSet(t testing.TB, idx ...int) *anchorSet {
 	t.Helper()
 	var certs []*x509.Certificate
 	for _, i := range idx {
 		certs = append(certs, p.anchors[i])
 	}
-	a, err := NewAnchors(certs...)
+	a, err := newAnchors(certs...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func TestIdentityNeverPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := sc.Identity
-	v, err := NewVerifier(p.anchorSet(t, 1), newNoneSource(testenv.Logger()))
+	v, err := newVerifier(p.anchorSet(t, 1), newNoneSource(testenv.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}

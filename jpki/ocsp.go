@@ -67,7 +67,7 @@ func newOCSPSource(opts ocspSourceOptions) (*ocspSource, error) {
 	return &ocspSource{opts: opts, log: log.With("component", "jpki", "ocsp_url", opts.URL)}, nil
 }
 
-// Status implements RevocationSource.
+// Status implements revocationSource.
 func (s *ocspSource) Status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error) {
 	st, err := s.status(ctx, cert, issuer, at)
 	if err != nil {

@@ -133,7 +133,7 @@ func TestOCSPSource(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v, err := NewVerifier(p.anchorSet(t, 0, 1, 2), src)
+			v, err := newVerifier(p.anchorSet(t, 0, 1, 2), src)
 			if err != nil {
 				t.Fatal(err)
 			}

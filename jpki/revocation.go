@@ -10,7 +10,7 @@ import (
 	"github.com/inkan-pki/inkan/crlreason"
 )
 
-// RevocationSource tells whether a JPKI certificate is revoked. cert is the
+// revocationSource tells whether a JPKI certificate is revoked. cert is the
 // certificate, issuer the certificate that signed it (as the chain walk found it), at
 // the time the answer must hold for: a source judges the freshness of its evidence
 // against at, never against its own clock, so verification is a function of its inputs.
@@ -18,7 +18,7 @@ import (
 // A source returns a Status with State StateGood or StateRevoked and a nil error when it
 // has a fresh, verified answer, and an error matching ErrRevocationUnknown or
 // ErrRevocationStale otherwise. It never answers StateGood for lack of evidence.
-type RevocationSource interface {
+type revocationSource interface {
 	Status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error)
 }
 
@@ -63,7 +63,7 @@ type noneSource struct{}
 // newNoneSource returns a source that checks nothing and answers StateGood. It exists
 // for tests only; it logs a warning on logger (slog.Default() if nil) every time it is
 // made, so a configuration that selects it cannot go unnoticed.
-func newNoneSource(logger *slog.Logger) RevocationSource {
+func newNoneSource(logger *slog.Logger) revocationSource {
 	if logger == nil {
 		logger = slog.Default()
 	}

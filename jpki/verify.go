@@ -33,15 +33,15 @@ const MaxChain = 4
 // Each step uses x509.Certificate.CheckSignatureFrom, which also enforces that the
 // parent is a CA with keyCertSign and refuses MD5/SHA-1 signatures.
 type Verifier struct {
-	anchors    *Anchors
+	anchors    *anchorSet
 	policies   []x509.OID
-	revocation RevocationSource
+	revocation revocationSource
 }
 
 // NewVerifier returns a Verifier trusting anchors, asking revocation, and accepting the
 // given certificate policy OIDs (dotted strings). With no policies, only
 // PolicyProduction is accepted; PolicyTest must be named to be accepted.
-func NewVerifier(anchors *Anchors, revocation RevocationSource, policies ...string) (*Verifier, error) {
+func newVerifier(anchors *anchorSet, revocation revocationSource, policies ...string) (*Verifier, error) {
 	if anchors == nil || len(anchors.certs) == 0 {
 		return nil, badSetup("jpki: verifier: no anchors")
 	}
@@ -62,8 +62,13 @@ func NewVerifier(anchors *Anchors, revocation RevocationSource, policies ...stri
 	return v, nil
 }
 
-// RevocationSource returns the source the Verifier asks.
-func (v *Verifier) RevocationSource() RevocationSource { return v.revocation }
+// CRL returns the Verifier's CRL source, or nil if it asks another kind: the
+// source a node refreshes on its interval (CRLSource.Run) and whose revoked
+// entries the linkage job follows (CRLSource.RevokedSince).
+func (v *Verifier) CRL() *CRLSource {
+	c, _ := v.revocation.(*CRLSource)
+	return c
+}
 
 // RevocationKind names the kind of the source the Verifier asks, as a
 // configuration and a profile name it: RevocationCRL, RevocationOCSP, or

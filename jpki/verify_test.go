@@ -25,7 +25,7 @@ func TestVerifyChain(t *testing.T) {
 
 	tests := []struct {
 		name     string
-		anchors  *Anchors
+		anchors  *anchorSet
 		policies []string
 		x5c      func() [][]byte
 		at       time.Time
@@ -149,7 +149,7 @@ func TestVerifyChain(t *testing.T) {
 			if anchors == nil {
 				anchors = all
 			}
-			v, err := NewVerifier(anchors, none, tt.policies...)
+			v, err := newVerifier(anchors, none, tt.policies...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -201,7 +201,7 @@ func one(der []byte) func() [][]byte { return func() [][]byte { return [][]byte{
 
 func many(ders ...[]byte) func() [][]byte { return func() [][]byte { return ders } }
 
-// sourceFunc adapts a function to RevocationSource.
+// sourceFunc adapts a function to revocationSource.
 type sourceFunc func(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error)
 
 func (f sourceFunc) Status(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) (Status, error) {
@@ -241,7 +241,7 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, err := NewVerifier(p.anchorSet(t, 0, 1, 2), tt.src)
+			v, err := newVerifier(p.anchorSet(t, 0, 1, 2), tt.src)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,17 +263,17 @@ func TestVerifyRevocationOutcomes(t *testing.T) {
 func TestNewVerifierRefuses(t *testing.T) {
 	p := getPKI(t)
 	none := newNoneSource(testenv.Logger())
-	if _, err := NewVerifier(nil, none); !isSetupError(err) {
+	if _, err := newVerifier(nil, none); !isSetupError(err) {
 		t.Errorf("no anchors: err = %v, want a setupError", err)
 	}
-	if _, err := NewVerifier(p.anchorSet(t, 0), nil); !isSetupError(err) {
+	if _, err := newVerifier(p.anchorSet(t, 0), nil); !isSetupError(err) {
 		t.Errorf("no revocation source: err = %v, want a setupError", err)
 	}
-	if _, err := NewVerifier(p.anchorSet(t, 0), none, "not.an.oid"); !isSetupError(err) {
+	if _, err := newVerifier(p.anchorSet(t, 0), none, "not.an.oid"); !isSetupError(err) {
 		t.Errorf("bad policy: err = %v, want a setupError", err)
 	}
 	leaf := mustParse(t, p.leaf(t, leafSpec{}))
-	if _, err := NewAnchors(leaf); !isSetupError(err) {
+	if _, err := newAnchors(leaf); !isSetupError(err) {
 		t.Errorf("a signature certificate as an anchor: err = %v, want a setupError", err)
 	}
 	tmpl := &x509.Certificate{
@@ -285,7 +285,7 @@ func TestNewVerifierRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewAnchors(mustParse(t, der)); !isSetupError(err) {
+	if _, err := newAnchors(mustParse(t, der)); !isSetupError(err) {
 		t.Errorf("an anchor with an unprocessed critical extension: err = %v, want a setupError", err)
 	}
 }
@@ -304,11 +304,11 @@ func TestVerifyReissuedAnchor(t *testing.T) {
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the original expired 2025-10-19
 	leaf := p.leaf(t, leafSpec{anchor: 0})
 	for _, order := range [][]*x509.Certificate{{p.anchors[0], reissued}, {reissued, p.anchors[0]}} {
-		anchors, err := NewAnchors(order...)
+		anchors, err := newAnchors(order...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := NewVerifier(anchors, newNoneSource(testenv.Logger()))
+		v, err := newVerifier(anchors, newNoneSource(testenv.Logger()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,8 +320,8 @@ func TestVerifyReissuedAnchor(t *testing.T) {
 			t.Error("chain ends at the expired anchor")
 		}
 	}
-	anchors, _ := NewAnchors(p.anchors[0])
-	v, _ := NewVerifier(anchors, newNoneSource(testenv.Logger()))
+	anchors, _ := newAnchors(p.anchors[0])
+	v, _ := newVerifier(anchors, newNoneSource(testenv.Logger()))
 	if _, err := v.Verify(context.Background(), [][]byte{leaf}, at); !errors.Is(err, ErrExpired) {
 		t.Errorf("only the expired anchor: got %v, want ErrExpired", err)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/hsm"
-	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/ocsp"
 	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/policies"
@@ -326,7 +325,7 @@ func (a *appliance) startEnrollment(ctx context.Context, env *Env, auth *ca.Auth
 	// derived certificates of revoked cards. An OCSP source lists nothing to
 	// follow. Every node refreshes its CRL on the same interval, leader or
 	// not, so that none vouches for a card the others know to be revoked.
-	if feed, ok := verifier.RevocationSource().(*jpki.CRLSource); ok {
+	if feed := verifier.CRL(); feed != nil {
 		a.goRun(func() { feed.Run(a.ctx, a.cfg.JPKI.Revocation.RefreshInterval()) })
 		job, err := linkage.New(linkage.Config{
 			State: env.Cluster, Authority: auth, Feed: feed, Profiles: pol.Profiles, LinkKey: secrets.link,

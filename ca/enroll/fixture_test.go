@@ -55,10 +55,9 @@ func needFixture(t testing.TB) {
 }
 
 type fixture struct {
-	dir     string
-	sim     *jpkisim.Sim
-	anchors *jpki.Anchors
-	stale   string // path of a CRL past its nextUpdate
+	dir   string
+	sim   *jpkisim.Sim
+	stale string // path of a CRL past its nextUpdate
 
 	cardToken *softhsm.Token
 	card      *subscriber.PKCS11Card // a jpkisim card, through PKCS#11
@@ -134,9 +133,6 @@ func newFixture() (f *fixture, cleanup func(), err error) {
 
 	now := time.Now()
 	if f.sim, err = jpkisim.Init(jpkisim.Config{Dir: filepath.Join(f.dir, "jlis"), Key: rootKey}, jpkisim.RootSpec{NotBefore: now.AddDate(-3, 0, 0)}); err != nil {
-		return nil, cleanup, err
-	}
-	if f.anchors, err = jpki.NewAnchors(f.sim.Root()); err != nil {
 		return nil, cleanup, err
 	}
 	person := jpkisim.DemoPerson()
@@ -338,4 +334,25 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 func isProblem(err error, name string) bool {
 	var p *enrollapi.Problem
 	return errors.As(err, &p) && p.Name() == name
+}
+
+// verifierOf is a verifier of test cards that trusts the sim's root and reads
+// crlFile, configured as a node configures its own; maxAge, if not 0, bounds
+// how old its revocation data may be (jpki.Config.MaxRevocationAge).
+func verifierOf(crlFile string, maxAge time.Duration) (*jpki.Verifier, error) {
+	cfg := fx.sim.VerifierConfig()
+	cfg.Policies = []string{jpki.PolicyTest}
+	cfg.Revocation.File = crlFile
+	cfg.MaxRevocationAge = maxAge
+	return cfg.NewVerifier(testenv.Logger())
+}
+
+// crlFeed is a CRL source over the sim's CRL file: what a node's linkage job
+// follows.
+func crlFeed() (*jpki.CRLSource, error) {
+	v, err := verifierOf(fx.sim.CRLPath(), 0)
+	if err != nil {
+		return nil, err
+	}
+	return v.CRL(), nil
 }

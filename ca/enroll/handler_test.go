@@ -71,11 +71,7 @@ func newEnv(t testing.TB, crlFile string, edit ...func(*Config)) *env {
 	if crlFile == "" {
 		crlFile = fx.sim.CRLPath()
 	}
-	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: crlFile, Anchors: fx.anchors, Logger: testenv.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := jpki.NewVerifier(fx.anchors, src, jpki.PolicyTest)
+	v, err := verifierOf(crlFile, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

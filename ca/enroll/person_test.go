@@ -47,7 +47,7 @@ func homonyms() (a, b jpkisim.Person) {
 func jobEnv(t *testing.T, set *policies.Set) (*env, *linkage.Job) {
 	t.Helper()
 	e, pol := profileEnv(t, set, func(c *Config) { c.Rebinder = fx.authority })
-	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: fx.sim.CRLPath(), Anchors: fx.anchors, Logger: testenv.Logger()})
+	feed, err := crlFeed()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,11 +434,7 @@ func TestRevocationDataAge(t *testing.T) {
 	if err := os.WriteFile(crl, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: crl, Anchors: fx.anchors, MaxDataAge: 10 * time.Minute, Logger: testenv.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := jpki.NewVerifier(fx.anchors, src, jpki.PolicyTest)
+	v, err := verifierOf(crl, 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +442,7 @@ func TestRevocationDataAge(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	e := newEnv(t, "", func(c *Config) { c.Verifier, c.Now = v, clock })
-	if err := src.Refresh(context.Background(), clock()); err != nil {
+	if err := v.CRL().Refresh(context.Background(), clock()); err != nil {
 		t.Fatal(err)
 	}
 	// The CRL file goes away; eleven minutes pass without a refresh.

@@ -92,7 +92,7 @@ func has(serials []*big.Int, s *big.Int) bool {
 func rebindEnv(t *testing.T) (*env, *ProfilePolicy, *linkage.Job) {
 	t.Helper()
 	e, pol := profileEnv(t, testProfiles(t, nil), func(c *Config) { c.Rebinder = fx.authority })
-	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: fx.sim.CRLPath(), Anchors: fx.anchors, Logger: testenv.Logger()})
+	feed, err := crlFeed()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,15 +149,11 @@ func newJLIS(t testing.TB, now time.Time) *jlis {
 	if err != nil {
 		t.Fatal(err)
 	}
-	anchors, err := jpki.NewAnchors(sim.Root())
+	v, err := sim.VerifierConfig().NewVerifier(testenv.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	feed, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: sim.CRLPath(), Anchors: anchors, Logger: testenv.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &jlis{sim: sim, feed: feed}
+	return &jlis{sim: sim, feed: v.CRL()}
 }
 
 // card issues a JPKI signature certificate to the person.

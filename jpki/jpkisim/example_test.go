@@ -47,9 +47,9 @@ func ExampleSim_IssueCard() {
 		log.Fatal(err)
 	}
 
-	anchors, _ := jpki.NewAnchors(sim.Root())
-	crls, _ := jpki.NewCRLSource(jpki.CRLSourceOptions{File: sim.CRLPath(), Anchors: anchors, Logger: cfg.Logger})
-	verifier, _ := jpki.NewVerifier(anchors, crls, jpki.PolicyTest)
+	vc := sim.VerifierConfig() // what a node's jpki section would say
+	vc.Policies = []string{jpki.PolicyTest}
+	verifier, _ := vc.NewVerifier(cfg.Logger)
 	res, err := verifier.Verify(ctx, [][]byte{card.DER}, time.Now())
 	if err != nil {
 		log.Fatal(err)
@@ -88,9 +88,9 @@ func ExampleSim_Revoke() {
 		log.Fatal(err)
 	}
 
-	anchors, _ := jpki.NewAnchors(sim.Root())
-	crls, _ := jpki.NewCRLSource(jpki.CRLSourceOptions{File: sim.CRLPath(), Anchors: anchors, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	verifier, _ := jpki.NewVerifier(anchors, crls, jpki.PolicyTest)
+	vc := sim.VerifierConfig()
+	vc.Policies = []string{jpki.PolicyTest}
+	verifier, _ := vc.NewVerifier(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	_, err = verifier.Verify(ctx, [][]byte{cert.DER}, time.Now())
 	var revoked *jpki.RevokedError
 	fmt.Println(errors.As(err, &revoked), revoked.Reason)

@@ -167,6 +167,17 @@ func (s *Sim) Dir() string { return s.dir }
 // node's jpki.anchors names.
 func (s *Sim) RootPath() string { return filepath.Join(s.dir, rootFile) }
 
+// VerifierConfig is the jpki section of a node's configuration that trusts the
+// sim: its root the one anchor, its CRL file (CRLPath) the revocation source.
+// Policies are left empty, which accepts production cards only; a verifier of
+// test cards adds jpki.PolicyTest.
+func (s *Sim) VerifierConfig() jpki.Config {
+	return jpki.Config{
+		Anchors:    []string{s.RootPath()},
+		Revocation: jpki.RevocationConfig{Kind: jpki.RevocationCRL, File: s.CRLPath()},
+	}
+}
+
 // CRLPath is the file PublishCRL writes: what a jpki CRLSource with File reads.
 func (s *Sim) CRLPath() string { return filepath.Join(s.dir, crlFile) }
 

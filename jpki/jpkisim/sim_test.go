@@ -56,18 +56,12 @@ func newSim(t testing.TB) *Sim {
 // verifier trusts s's root and reads s's CRL file.
 func verifier(t testing.TB, s *Sim, policies ...string) *jpki.Verifier {
 	t.Helper()
-	anchors, err := jpki.NewAnchors(s.Root())
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := jpki.NewCRLSource(jpki.CRLSourceOptions{File: s.CRLPath(), Anchors: anchors, Logger: testenv.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(policies) == 0 {
 		policies = []string{jpki.PolicyTest}
 	}
-	v, err := jpki.NewVerifier(anchors, src, policies...)
+	cfg := s.VerifierConfig()
+	cfg.Policies = policies
+	v, err := cfg.NewVerifier(testenv.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,12 +346,10 @@ func TestCRLEveryReason(t *testing.T) {
 
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
-	anchors, _ := jpki.NewAnchors(s.Root())
-	overHTTP, err := jpki.NewCRLSource(jpki.CRLSourceOptions{URL: srv.URL + "/crl", Anchors: anchors, Logger: testenv.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpVerifier, err := jpki.NewVerifier(anchors, overHTTP, jpki.PolicyTest)
+	overHTTP := s.VerifierConfig()
+	overHTTP.Policies = []string{jpki.PolicyTest}
+	overHTTP.Revocation = jpki.RevocationConfig{Kind: jpki.RevocationCRL, URL: srv.URL + "/crl"}
+	httpVerifier, err := overHTTP.NewVerifier(testenv.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
