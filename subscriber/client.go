@@ -32,8 +32,10 @@ type Card interface {
 	Chain() [][]byte
 }
 
-// ProofClaims are the claims of a proof: an enrolment's binds the CSR, a
-// re-bind's the serial of the derived certificate instead.
+// ProofClaims are the claims of a proof (enrollapi.Claims): an enrolment's card
+// proof binds the CSR, a re-bind's card proof the serial of the derived
+// certificate instead, and a re-bind's key proof (NewKeyProof) the serial and
+// the new card's certificate.
 type ProofClaims struct {
 	Nonce    []byte // from the challenge
 	Audience string // the URL the proof is posted to
@@ -41,6 +43,7 @@ type ProofClaims struct {
 	Expires  time.Time // at most enrollapi.MaxProofLifetime after IssuedAt
 	CSR      []byte    // an enrolment's: the CSR's DER, whose SHA-256 the proof carries
 	Serial   string    // a re-bind's: the derived certificate's serial (certserial's form)
+	JPKICert []byte    // a key proof's: the new card's certificate (DER), whose SHA-256 it carries
 }
 
 // NewProof makes the proof of possession: a compact JWS with protected header
@@ -55,6 +58,8 @@ func NewProof(card crypto.Signer, chain [][]byte, c ProofClaims) (string, error)
 	switch {
 	case c.Serial != "" && c.CSR != nil:
 		return "", errors.New("enroll: a proof binds a CSR or a serial, not both")
+	case c.JPKICert != nil:
+		return "", errors.New("enroll: a card's proof carries its certificate in x5c, not as a claim")
 	case c.Serial == "":
 		sum := sha256.Sum256(c.CSR)
 		claims.CSRSHA256 = base64.RawURLEncoding.EncodeToString(sum[:])
@@ -178,8 +183,8 @@ func (c *Client) now() time.Time {
 	return time.Now()
 }
 
-// rebound is the outcome of a re-binding.
-type rebound struct {
+// Rebound is the outcome of a re-binding.
+type Rebound struct {
 	// Action is enrollapi.RebindReleased, RebindRelinked or RebindReissued.
 	Action string
 	// Certificate is the certificate bound now: the same one, or the new one.
@@ -195,7 +200,7 @@ type rebound struct {
 // key) sign a key proof over the same nonce, serial and the card's certificate,
 // and posts both to enrollapi.PathRebind. A refusal is returned as an
 // *enrollapi.Problem.
-func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, serial *big.Int) (*rebound, error) {
+func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, serial *big.Int) (*Rebound, error) {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, errors.New("enroll: rebind: the serial must be positive")
 	}
@@ -220,7 +225,7 @@ func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, seria
 	if err != nil {
 		return nil, err
 	}
-	keyProof, err := NewKeyProof(key, KeyProofClaims{
+	keyProof, err := NewKeyProof(key, ProofClaims{
 		Nonce: nonce, Audience: aud, IssuedAt: t, Expires: t.Add(enrollapi.MaxProofLifetime - time.Minute),
 		Serial: serialHex, JPKICert: chain[0],
 	})
@@ -235,7 +240,7 @@ func (c *Client) Rebind(ctx context.Context, card Card, key crypto.Signer, seria
 	if err != nil {
 		return nil, err
 	}
-	out := &rebound{Action: resp.Action, Certificate: cert}
+	out := &Rebound{Action: resp.Action, Certificate: cert}
 	switch resp.Action {
 	case enrollapi.RebindReleased, enrollapi.RebindRelinked:
 		if cert.Serial.Cmp(serial) != 0 {

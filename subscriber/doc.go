@@ -8,7 +8,7 @@
 // for a real card, a jpkisim SoftHSM token in tests), checks the PIN's form and
 // the card's PIN state before logging in, so that no try is wasted, and signs
 // as the card does: CKM_RSA_PKCS over a SHA-256 DigestInfo built on the host.
-// OpenSubscriberKey makes the subscriber's key where it lives (a 0600 file or a
+// OpenKey makes the subscriber's key where it lives (a 0600 file or a
 // token) and never elsewhere. A refusal is the server's *enrollapi.Problem; a
 // request that got no answer is ErrUnreachable, saying why in words. Nothing of
 // the card's holder is logged, and the PIN never reaches a message.

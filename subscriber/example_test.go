@@ -37,7 +37,7 @@ func ExampleClient_Enroll() {
 		log.Fatal(err)
 	}
 	defer card.Close()
-	key, err := subscriber.OpenSubscriberKey(ctx, subscriber.KeyConfig{File: "derived.key"})
+	key, err := subscriber.OpenKey(ctx, subscriber.KeyConfig{File: "derived.key"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func ExampleClient_Rebind() {
 		log.Fatal(err)
 	}
 	defer newCard.Close()
-	key, err := subscriber.OpenSubscriberKey(ctx, subscriber.KeyConfig{File: "/home/me/.inkan/login.key", Existing: true}) // the derived key
+	key, err := subscriber.OpenKey(ctx, subscriber.KeyConfig{File: "/home/me/.inkan/login.key", Existing: true}) // the derived key
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -44,8 +44,9 @@ var (
 	errKeyReadable = errors.New("is readable by group or others")
 )
 
-// subscriberKey is the key being enrolled.
-type subscriberKey struct {
+// Key is the subscriber's key, opened by OpenKey: the key being enrolled, or
+// the derived certificate's own key that a re-bind proves.
+type Key struct {
 	crypto.Signer
 	// Created reports that the key was made now.
 	Created bool
@@ -57,7 +58,7 @@ type subscriberKey struct {
 // certificate leaves no new key behind. A key that existed before is kept, and
 // so is one made on a token (the token keeps it under its label, and the next
 // enrollment with the same URI uses it).
-func (k *subscriberKey) Discard() error {
+func (k *Key) Discard() error {
 	if k.file == "" {
 		return nil
 	}
@@ -69,15 +70,15 @@ func (k *subscriberKey) Discard() error {
 }
 
 // Close releases the token of a PKCS#11 key.
-func (k *subscriberKey) Close() error {
+func (k *Key) Close() error {
 	if k.tok != nil {
 		return k.tok.Close()
 	}
 	return nil
 }
 
-// OpenSubscriberKey finds the key cfg names, making it first if it does not exist.
-func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*subscriberKey, error) {
+// OpenKey finds the key cfg names, making it first if it does not exist.
+func OpenKey(ctx context.Context, cfg KeyConfig) (*Key, error) {
 	switch {
 	case (cfg.File == "") == (cfg.URI == nil):
 		return nil, errKeyConfig
@@ -109,10 +110,10 @@ func OpenSubscriberKey(ctx context.Context, cfg KeyConfig) (*subscriberKey, erro
 		tok.Close()
 		return nil, fmt.Errorf("enroll: key: %w", err)
 	}
-	return &subscriberKey{Signer: s, Created: created, tok: tok}, nil
+	return &Key{Signer: s, Created: created, tok: tok}, nil
 }
 
-func keyFile(path string, existing bool) (*subscriberKey, error) {
+func keyFile(path string, existing bool) (*Key, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && existing {
 		return nil, fmt.Errorf("%w: %s", errNoKey, path)
@@ -134,7 +135,7 @@ func keyFile(path string, existing bool) (*subscriberKey, error) {
 			os.Remove(path) // no half-written key
 			return nil, fmt.Errorf("enroll: key: %w", err)
 		}
-		return &subscriberKey{Signer: k, Created: true, file: path}, nil
+		return &Key{Signer: k, Created: true, file: path}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("enroll: key: %w", err)
@@ -158,5 +159,5 @@ func keyFile(path string, existing bool) (*subscriberKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("enroll: key: %s: %T cannot sign", path, k)
 	}
-	return &subscriberKey{Signer: s}, nil
+	return &Key{Signer: s}, nil
 }

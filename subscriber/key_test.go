@@ -19,7 +19,7 @@ import (
 func TestSubscriberKeyFile(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "derived.key")
-	k1, err := OpenSubscriberKey(ctx, KeyConfig{File: path})
+	k1, err := OpenKey(ctx, KeyConfig{File: path})
 	if err != nil || !k1.Created {
 		t.Fatalf("first open: created %v, %v", k1 != nil && k1.Created, err)
 	}
@@ -29,17 +29,17 @@ func TestSubscriberKeyFile(t *testing.T) {
 	if _, ok := k1.Public().(*ecdsa.PublicKey); !ok {
 		t.Fatalf("key is %T", k1.Public())
 	}
-	k2, err := OpenSubscriberKey(ctx, KeyConfig{File: path})
+	k2, err := OpenKey(ctx, KeyConfig{File: path})
 	if err != nil || k2.Created || !publicKeysEqual(k1.Public(), k2.Public()) {
 		t.Fatalf("second open did not reuse the key: %v", err)
 	}
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenSubscriberKey(ctx, KeyConfig{File: path}); !errors.Is(err, errKeyReadable) {
+	if _, err := OpenKey(ctx, KeyConfig{File: path}); !errors.Is(err, errKeyReadable) {
 		t.Fatalf("a world-readable key file: err = %v, want errKeyReadable", err)
 	}
-	if _, err := OpenSubscriberKey(ctx, KeyConfig{}); !errors.Is(err, errKeyConfig) {
+	if _, err := OpenKey(ctx, KeyConfig{}); !errors.Is(err, errKeyConfig) {
 		t.Fatalf("no file and no URI: err = %v, want errKeyConfig", err)
 	}
 }
@@ -51,12 +51,12 @@ func TestSubscriberKeyToken(t *testing.T) {
 	tk := softhsm.NewToken(t)
 	u := &hsm.URI{Token: tk.Label, Object: "derived"}
 	cfg := KeyConfig{URI: u, Module: tk.Module, PIN: hsm.PINFile(tk.PINFile), Logger: testenv.Logger()}
-	k1, err := OpenSubscriberKey(ctx, cfg)
+	k1, err := OpenKey(ctx, cfg)
 	if err != nil || !k1.Created {
 		t.Fatalf("first open: %v", err)
 	}
 	defer k1.Close()
-	k2, err := OpenSubscriberKey(ctx, cfg)
+	k2, err := OpenKey(ctx, cfg)
 	if err != nil || k2.Created || !publicKeysEqual(k1.Public(), k2.Public()) {
 		t.Fatalf("second open: %v", err)
 	}

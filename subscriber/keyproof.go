@@ -15,24 +15,18 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
-	"time"
 
 	"github.com/inkan-pki/inkan/enrollapi"
 )
 
-// KeyProofClaims are the claims of a re-bind's key proof (enrollapi.Claims).
-type KeyProofClaims struct {
-	Nonce    []byte
-	Audience string // the re-bind endpoint's URL
-	IssuedAt time.Time
-	Expires  time.Time
-	Serial   string // the derived certificate's serial, lower-case hex
-	JPKICert []byte // the new card's certificate (DER), whose SHA-256 the proof carries
-}
-
 // NewKeyProof makes a re-bind's key proof, signed by the derived certificate's key
-// (a crypto.Signer: a key file, or a key on a PKCS#11 token).
-func NewKeyProof(key crypto.Signer, c KeyProofClaims) (string, error) {
+// (a crypto.Signer: a key file, or a key on a PKCS#11 token), over the claims
+// nonce, aud, iat, exp, serial and jpki_sha256 (of c.JPKICert, the new card's
+// certificate, which the re-bind's card proof carries). A key proof binds no CSR.
+func NewKeyProof(key crypto.Signer, c ProofClaims) (string, error) {
+	if c.CSR != nil {
+		return "", errors.New("enroll: a key proof binds no CSR")
+	}
 	alg, hf, err := keyProofAlg(key.Public())
 	if err != nil {
 		return "", err

@@ -78,7 +78,7 @@ func TestClientCannotReach(t *testing.T) {
 func TestDiscardRemovesOnlyANewKey(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "new.key")
-	k, err := OpenSubscriberKey(ctx, KeyConfig{File: path})
+	k, err := OpenKey(ctx, KeyConfig{File: path})
 	if err != nil || !k.Created {
 		t.Fatalf("open: %v", err)
 	}
@@ -90,10 +90,10 @@ func TestDiscardRemovesOnlyANewKey(t *testing.T) {
 	}
 
 	kept := filepath.Join(t.TempDir(), "kept.key")
-	if _, err := OpenSubscriberKey(ctx, KeyConfig{File: kept}); err != nil {
+	if _, err := OpenKey(ctx, KeyConfig{File: kept}); err != nil {
 		t.Fatal(err)
 	}
-	again, err := OpenSubscriberKey(ctx, KeyConfig{File: kept})
+	again, err := OpenKey(ctx, KeyConfig{File: kept})
 	if err != nil || again.Created {
 		t.Fatalf("reopen: %v", err)
 	}

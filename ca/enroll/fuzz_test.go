@@ -171,7 +171,7 @@ func FuzzParseKeyProof(f *testing.F) {
 		f.Fatal(err)
 	}
 	now := time.Unix(1_800_000_000, 0)
-	kp, err := subscriber.NewKeyProof(key, subscriber.KeyProofClaims{Nonce: make([]byte, 32), Audience: "https://x/v1/enroll/rebind",
+	kp, err := subscriber.NewKeyProof(key, subscriber.ProofClaims{Nonce: make([]byte, 32), Audience: "https://x/v1/enroll/rebind",
 		IssuedAt: now, Expires: now.Add(time.Minute), Serial: "5f", JPKICert: []byte("card")})
 	if err != nil {
 		f.Fatal(err)

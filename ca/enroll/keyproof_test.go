@@ -42,7 +42,7 @@ func TestKeyProofKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	claims := subscriber.KeyProofClaims{Nonce: make([]byte, 32), Audience: "https://ca.example.jp/v1/enroll/rebind",
+	claims := subscriber.ProofClaims{Nonce: make([]byte, 32), Audience: "https://ca.example.jp/v1/enroll/rebind",
 		IssuedAt: now, Expires: now.Add(time.Minute), Serial: "5f3a", JPKICert: []byte("the new card's certificate")}
 	for _, c := range []struct {
 		name string

@@ -248,7 +248,7 @@ type rebindSpec struct {
 	proofSerial string // the card proof's serial claim (serial if empty)
 	aud         string // both proofs' (the re-bind endpoint if empty)
 	nonce       []byte // both proofs' (a fresh challenge if nil)
-	keyProof    func(*subscriber.KeyProofClaims)
+	keyProof    func(*subscriber.ProofClaims)
 	rawKeyProof string // sent as the key proof instead
 }
 
@@ -272,7 +272,7 @@ func (e *env) rebindBody(t testing.TB, s rebindSpec) ([]byte, []byte) {
 	}
 	req := enrollapi.RebindRequest{Proof: proof, Serial: s.serial, KeyProof: s.rawKeyProof}
 	if s.key != nil {
-		kc := subscriber.KeyProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute), Serial: s.serial, JPKICert: s.card.Chain()[0]}
+		kc := subscriber.ProofClaims{Nonce: s.nonce, Audience: s.aud, IssuedAt: now, Expires: now.Add(time.Minute), Serial: s.serial, JPKICert: s.card.Chain()[0]}
 		if s.keyProof != nil {
 			s.keyProof(&kc)
 		}
@@ -336,12 +336,12 @@ func TestRebindNeedsTheDerivedKey(t *testing.T) {
 		{"signed by another certificate's key", rebindSpec{key: fx.subKeys[0]}, "rebind-key-mismatch", 403},
 		{"signed by a key of another type", rebindSpec{key: fx.memKey}, "rebind-key-mismatch", 403},
 		{"a key proof replayed from another request", rebindSpec{rawKeyProof: staleReq.KeyProof}, "rebind-key-proof-replayed", 403},
-		{"a key proof for another card", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) { k.JPKICert = cardA.Chain()[0] }}, "rebind-key-proof-replayed", 403},
-		{"a key proof for another certificate", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) {
+		{"a key proof for another card", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.ProofClaims) { k.JPKICert = cardA.Chain()[0] }}, "rebind-key-proof-replayed", 403},
+		{"a key proof for another certificate", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.ProofClaims) {
 			k.Serial = hex.EncodeToString(otherCert.Serial.Bytes())
 		}}, "rebind-key-proof-replayed", 403},
-		{"a key proof for another endpoint", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) { k.Audience = e.audience }}, "rebind-key-proof-replayed", 403},
-		{"a key proof out of time", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.KeyProofClaims) {
+		{"a key proof for another endpoint", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.ProofClaims) { k.Audience = e.audience }}, "rebind-key-proof-replayed", 403},
+		{"a key proof out of time", rebindSpec{key: fx.subKeys[1], keyProof: func(k *subscriber.ProofClaims) {
 			k.IssuedAt, k.Expires = time.Now().Add(-20*time.Minute), time.Now().Add(-16*time.Minute)
 		}}, "rebind-key-proof-invalid", 400},
 		{"a malformed key proof", rebindSpec{rawKeyProof: "e30.e30.AAAA"}, "rebind-key-proof-invalid", 400},

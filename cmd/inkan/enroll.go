@@ -124,7 +124,7 @@ A refusal prints the problem type (urn:inkan:problem:…) and why.`,
 				}
 				kc = subscriber.KeyConfig{URI: &u, Module: keyModule, PIN: pin, Existing: serial != nil}
 			}
-			k, err := subscriber.OpenSubscriberKey(ctx, kc)
+			k, err := subscriber.OpenKey(ctx, kc)
 			if err != nil {
 				return err
 			}

@@ -89,8 +89,6 @@ var returnsToFix = map[string]bool{
 	"ocsp/cache.go NewCache":              true,
 	"ocsp/handler.go NewResponder":        true,
 	"ocsp/presigner.go Health":            true,
-	"subscriber/client.go Rebind":         true,
-	"subscriber/key.go OpenSubscriberKey": true,
 	"tsa/service.go Stamp":                true,
 }
 
