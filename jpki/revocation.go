@@ -27,14 +27,14 @@ type revocationSource interface {
 type state uint8
 
 const (
-	StateUnknown state = iota
+	stateUnknown state = iota
 	StateGood
 	stateRevoked
 )
 
 func (s state) String() string {
 	switch s {
-	case StateUnknown:
+	case stateUnknown:
 		return "unknown"
 	case StateGood:
 		return "good"

@@ -154,7 +154,7 @@ func TestDecideRefuses(t *testing.T) {
 		{"key type", func(r *Request) { r.PublicKey = &ec.PublicKey }, ErrKeyType},
 		{"test-card policy", func(r *Request) { r.JPKI = cardWithPolicy(t, hanako(), jpki.PolicyTest) }, ErrDenied},
 		{"no revocation check", func(r *Request) { r.RevocationSource = jpki.RevocationNone }, ErrDenied},
-		{"revocation not good", func(r *Request) { r.Revocation.State = jpki.StateUnknown }, ErrDenied},
+		{"revocation not good", func(r *Request) { r.Revocation.State = jpki.Status{}.State }, ErrDenied}, // the zero State: neither good nor revoked
 		{"revocation evidence too old", func(r *Request) { r.Revocation.ThisUpdate = now.Add(-49 * time.Hour) }, ErrDenied},
 		{"revocation evidence missing", func(r *Request) { r.Revocation.ThisUpdate = time.Time{} }, ErrDenied},
 		{"JPKI expired", func(r *Request) { r.At = r.JPKI.X509().NotAfter.Add(time.Hour); r.Revocation.ThisUpdate = r.At }, ErrDenied},
