@@ -37,8 +37,8 @@ func (k PersonalKey) Hash(attribute, value string) []byte {
 	return m.Sum(nil)
 }
 
-// Issued is an issued derived certificate, as the CA hands it to the log.
-type Issued struct {
+// issuedCert is an issued derived certificate, as the CA hands it to the log.
+type issuedCert struct {
 	Cert    []byte // the certificate's DER: the log keeps only its SHA-256
 	Profile string // the issuance profile's name
 	// Personal holds the attributes that identify the person (name, birth date,
@@ -57,10 +57,10 @@ type issuedData struct {
 	Personal    map[string][]byte `cbor:"personal,omitempty"`
 }
 
-// NewIssuedLeaf builds the leaf of an issuance. The serial is read from the
+// newIssuedLeaf builds the leaf of an issuance. The serial is read from the
 // certificate, so the leaf cannot name another one; the certificate itself, whose
 // subject names the person, appears only as its SHA-256.
-func NewIssuedLeaf(m Meta, k PersonalKey, iss Issued) (Leaf, error) {
+func newIssuedLeaf(m Meta, k PersonalKey, iss issuedCert) (Leaf, error) {
 	cert, err := x509.ParseCertificate(iss.Cert)
 	if err != nil {
 		return Leaf{}, fmt.Errorf("audit: issued leaf: %w", err)
@@ -69,7 +69,7 @@ func NewIssuedLeaf(m Meta, k PersonalKey, iss Issued) (Leaf, error) {
 		return Leaf{}, errors.New("audit: issued leaf: personal data but no personal-data key")
 	}
 	d := issuedData{
-		CertSHA256:  CertHash(iss.Cert),
+		CertSHA256:  certHash(iss.Cert),
 		IssuerKeyID: cert.AuthorityKeyId,
 		NotBefore:   cert.NotBefore.UTC(),
 		NotAfter:    cert.NotAfter.UTC(),
@@ -102,5 +102,5 @@ func NewRevokedLeaf(m Meta, r Revoked) (Leaf, error) {
 	if r.Reason < 0 || r.Reason > 10 || r.Reason == 7 {
 		return Leaf{}, fmt.Errorf("audit: revoked leaf: reason %d is not an RFC 5280 CRLReason", r.Reason)
 	}
-	return NewLeaf(m, TypeRevoked, r.Serial, revokedData{Reason: r.Reason})
+	return NewLeaf(m, typeRevoked, r.Serial, revokedData{Reason: r.Reason})
 }

@@ -56,7 +56,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	serial := big.NewInt(0x5eed)
 	der := personCert(t, serial)
 	m := Meta{RaftIndex: 3, Time: testTime, Actor: ActorEnrollment}
-	issued, err := NewIssuedLeaf(m, pk, Issued{Cert: der, Profile: "derived-signing", Personal: person})
+	issued, err := newIssuedLeaf(m, pk, issuedCert{Cert: der, Profile: "derived-signing", Personal: person})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	if err := cbor.Unmarshal(issued.Data, &d); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.CertSHA256, CertHash(der)) || len(d.Personal) != len(person) || !bytes.Equal(d.Personal["name"], pk.Hash("name", person["name"])) {
+	if !bytes.Equal(d.CertSHA256, certHash(der)) || len(d.Personal) != len(person) || !bytes.Equal(d.Personal["name"], pk.Hash("name", person["name"])) {
 		t.Errorf("issued data: %+v", d)
 	}
 	if issued.Serial != "5eed" || !d.NotAfter.Equal(testTime.AddDate(1, 0, 0)) {
@@ -147,7 +147,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	if _, err := NewPersonalKey(secret[:16]); err == nil {
 		t.Error("a 16-byte personal-data key was accepted")
 	}
-	if _, err := NewIssuedLeaf(m, PersonalKey{}, Issued{Cert: der, Personal: person}); err == nil {
+	if _, err := newIssuedLeaf(m, PersonalKey{}, issuedCert{Cert: der, Personal: person}); err == nil {
 		t.Error("personal data hashed without a key")
 	}
 }
@@ -174,7 +174,7 @@ func TestProve(t *testing.T) {
 				t.Errorf("prove %s, leaf %d: %v %+v", s, in.Leaf.Index, in.Err, in.Leaf)
 			}
 		}
-		if found[0].Leaf.Type != TypeIssued || found[1].Leaf.Type != TypeRevoked {
+		if found[0].Leaf.Type != TypeIssued || found[1].Leaf.Type != typeRevoked {
 			t.Errorf("types %s, %s", found[0].Leaf.Type, found[1].Leaf.Type)
 		}
 	}

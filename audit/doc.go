@@ -6,7 +6,7 @@
 // Export writes a Source (a node's log, or the audit API read through Client) as a
 // directory; Verify rebuilds the tree from it and reports every changed, dropped,
 // reordered or truncated leaf and every bad or inconsistent checkpoint by its index;
-// Compare finds where two exports fork; Prove gives a certificate's or a time-stamp
+// VerifyDirs given two exports also finds where they fork; Prove gives a certificate's or a time-stamp
 // token's inclusion proofs. These are `inkan audit verify|prove|compare|export`;
 // docs/audit.md describes the formats. The node keeps the log in audit/log.
 package audit

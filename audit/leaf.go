@@ -38,7 +38,7 @@ type Leaf struct {
 // changes ("policy.set", "node.added", …) and build the leaf with NewLeaf.
 const (
 	TypeIssued  = "cert.issued"
-	TypeRevoked = "cert.revoked"
+	typeRevoked = "cert.revoked"
 )
 
 // Leaf types of cluster's membership (the others are named by their command type).
@@ -76,9 +76,9 @@ type leafWire struct {
 	Data      cbor.RawMessage `cbor:"data,omitempty"`
 }
 
-// ErrNotDeterministic reports a leaf, or a leaf's data, that is well-formed CBOR but
+// errNotDeterministic reports a leaf, or a leaf's data, that is well-formed CBOR but
 // not in core deterministic encoding.
-var ErrNotDeterministic = errors.New("audit: not in deterministic CBOR encoding")
+var errNotDeterministic = errors.New("audit: not in deterministic CBOR encoding")
 
 var cborModes = sync.OnceValues(func() (cbor.EncMode, cbor.DecMode) {
 	eo := cbor.CoreDetEncOptions()
@@ -159,8 +159,8 @@ func OperatorActor(cert *x509.Certificate) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// CertHash is how a certificate appears in the log: the SHA-256 of its DER.
-func CertHash(der []byte) []byte {
+// certHash is how a certificate appears in the log: the SHA-256 of its DER.
+func certHash(der []byte) []byte {
 	sum := sha256.Sum256(der)
 	return sum[:]
 }
@@ -241,7 +241,7 @@ func ParseLeaf(b []byte) (Leaf, error) {
 		return Leaf{}, err
 	}
 	if !bytes.Equal(again, b) {
-		return Leaf{}, ErrNotDeterministic
+		return Leaf{}, errNotDeterministic
 	}
 	return l, nil
 }
@@ -259,7 +259,7 @@ func checkDeterministic(b []byte) error {
 		return err
 	}
 	if !bytes.Equal(again, b) {
-		return ErrNotDeterministic
+		return errNotDeterministic
 	}
 	return nil
 }
