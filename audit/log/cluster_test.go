@@ -549,11 +549,11 @@ func TestAPIProblems(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			var p audit.APIProblem
+			var p apiProblem
 			if resp.Header.Get("Content-Type") != contentProblem || json.NewDecoder(resp.Body).Decode(&p) != nil {
 				t.Fatalf("status %s, %s: not a problem", resp.Status, resp.Header.Get("Content-Type"))
 			}
-			if p.Type != audit.ProblemBase+tc.want || p.Status != resp.StatusCode {
+			if p.Type != problemBase+tc.want || p.Status != resp.StatusCode {
 				t.Fatalf("problem %+v, want type %s", p, tc.want)
 			}
 		})

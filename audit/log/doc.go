@@ -8,5 +8,5 @@
 // key in its HSM and stores them through Raft, only with the tree's own root and
 // once per size; the key's public half is recorded once, so every replica checks
 // every checkpoint against it across leader changes. API serves the log to
-// auditors in the format of package audit, whose Client reads it.
+// auditors: package audit's API over a snapshot of this node's state.
 package log
