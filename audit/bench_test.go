@@ -16,7 +16,7 @@ import (
 
 // benchLeaf is a realistic leaf: alternately an issuance intent (hashes of the TBS
 // certificate and of the JPKI link) and an issuance with four keyed personal hashes.
-func benchLeaf(tb testing.TB, i int, pk PersonalKey) Leaf {
+func benchLeaf(tb testing.TB, i int, pk personalKey) Leaf {
 	h := func(s string) []byte { v := sha256.Sum256(fmt.Appendf(nil, "%s %d", s, i)); return v[:] }
 	m := Meta{RaftIndex: uint64(i/64 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: ActorEnrollment}
 	serial := new(big.Int).SetUint64(uint64(i)*0x9e3779b97f4a7c15 | 1<<62)
@@ -71,7 +71,7 @@ func BenchmarkVerify(b *testing.B) {
 type synthSource struct {
 	tb     testing.TB
 	key    *ecdsa.PrivateKey
-	pk     PersonalKey
+	pk     personalKey
 	n      uint64
 	every  uint64
 	cps    []Checkpoint
@@ -79,7 +79,7 @@ type synthSource struct {
 }
 
 func newSynthSource(tb testing.TB, key *ecdsa.PrivateKey, n, every uint64) *synthSource {
-	pk, _ := NewPersonalKey(make([]byte, 32))
+	pk, _ := newPersonalKey(make([]byte, 32))
 	return &synthSource{tb: tb, key: key, pk: pk, n: n, every: every}
 }
 

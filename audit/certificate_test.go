@@ -49,7 +49,7 @@ func personCert(t *testing.T, serial *big.Int) []byte {
 func TestNoPersonalDataInTheLog(t *testing.T) {
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	pk, err := NewPersonalKey(secret)
+	pk, err := newPersonalKey(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	// Nor anywhere in an export: not in any file, not in any decoded leaf.
 	key := newKey(t)
 	l := newTestLog(t, key)
-	revoked, _ := NewRevokedLeaf(Meta{RaftIndex: 4, Time: testTime.Add(time.Hour), Actor: OperatorActor(&x509.Certificate{Raw: []byte("op")})}, Revoked{Serial: serial, Reason: 4})
+	revoked, _ := newRevokedLeaf(Meta{RaftIndex: 4, Time: testTime.Add(time.Hour), Actor: OperatorActor(&x509.Certificate{Raw: []byte("op")})}, revoked{Serial: serial, Reason: 4})
 	if _, err := l.Append(issued, revoked); err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +144,10 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewPersonalKey(secret[:16]); err == nil {
+	if _, err := newPersonalKey(secret[:16]); err == nil {
 		t.Error("a 16-byte personal-data key was accepted")
 	}
-	if _, err := newIssuedLeaf(m, PersonalKey{}, issuedCert{Cert: der, Personal: person}); err == nil {
+	if _, err := newIssuedLeaf(m, personalKey{}, issuedCert{Cert: der, Personal: person}); err == nil {
 		t.Error("personal data hashed without a key")
 	}
 }
@@ -213,7 +213,7 @@ func TestProveDirPrintsTheOneSpelling(t *testing.T) {
 	key := newKey(t)
 	l := newTestLog(t, key)
 	serial := new(big.Int).SetUint64(0x0d0a5908f15e1a77)
-	leaf, err := NewRevokedLeaf(Meta{RaftIndex: 1, Time: testTime, Actor: ActorSystem}, Revoked{Serial: serial, Reason: 1})
+	leaf, err := newRevokedLeaf(Meta{RaftIndex: 1, Time: testTime, Actor: ActorSystem}, revoked{Serial: serial, Reason: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

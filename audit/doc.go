@@ -1,7 +1,7 @@
 // Package audit is the audit log's formats and the auditor's tools, with nothing of
 // the node in its imports (of inkan only certserial), so an auditor vendors it alone.
 // A leaf is one committed change in deterministic CBOR, personal data only as keyed
-// hashes (PersonalKey) and certificates only as their SHA-256; a Checkpoint signs
+// hashes and certificates only as their SHA-256; a Checkpoint signs
 // the RFC 6962 tree's head (origin, size, root, time) with the ECDSA P-256 audit key.
 // Export writes a Source (a node's log, or the audit API read through Client) as a
 // directory; Verify rebuilds the tree from it and reports every changed, dropped,

@@ -153,7 +153,7 @@ func testLeaf(t testing.TB, i int) Leaf {
 	switch {
 	case i%7 == 6:
 		m.Actor = "sha256:" + fmt.Sprintf("%x", sha256.Sum256([]byte("operator")))
-		l, err = NewRevokedLeaf(m, Revoked{Serial: testSerial(i - 1), Reason: 1})
+		l, err = newRevokedLeaf(m, revoked{Serial: testSerial(i - 1), Reason: 1})
 	case i%5 == 0:
 		sum := sha256.Sum256(fmt.Appendf(nil, "cert %d", i))
 		l, err = NewLeaf(m, TypeIssued, testSerial(i), map[string]any{"cert_sha256": sum[:], "profile": "derived-signing"})

@@ -41,15 +41,10 @@ const (
 	typeRevoked = "cert.revoked"
 )
 
-// Leaf types of cluster's membership (the others are named by their command type).
-const (
-	TypeJoinGranted       = "cluster.join.granted"       // a join token granted to a node's keys
-	TypeMemberJoined      = "cluster.member.joined"      // a node joined by its grant
-	TypeMemberBootstrap   = "cluster.member.bootstrap"   // the first node, with its keys
-	TypeTransportApproved = "cluster.transport.approved" // a voter's transport key approved after its join
-	TypeKeyTransferred    = "cluster.key.transferred"    // a replicated key wrapped for a voter's transport key
-	TypeMemberRemoved     = "cluster.member.remove"      // a node removed
-)
+// TypeKeyTransferred is the leaf of a replicated key wrapped for a voter's
+// transport key, which Verify reads into Report.KeyTransfers. The node's log
+// (audit/log) writes it with cluster's other membership leaves.
+const TypeKeyTransferred = "cluster.key.transferred"
 
 // Actors that are not an operator.
 const (
@@ -110,8 +105,8 @@ type Meta struct {
 // NewLeaf builds a leaf of the given type whose data is v in deterministic CBOR.
 // serial may be nil for changes that are not about one certificate.
 //
-// v must not hold personal data in clear: pass such values through PersonalKey.Hash,
-// and certificates through CertHash. NewIssuedLeaf does both for issuances.
+// v must not hold personal data in clear: give such values as keyed hashes (HMAC),
+// and certificates as their SHA-256.
 func NewLeaf(m Meta, typ string, serial *big.Int, v any) (Leaf, error) {
 	em, _ := cborModes()
 	data, err := em.Marshal(v)

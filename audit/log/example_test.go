@@ -28,9 +28,8 @@ func Example() {
 
 	err := db.Update(func(tx *bbolt.Tx) error {
 		// … the change itself writes its state here …
-		leaf, err := audit.NewRevokedLeaf(
-			audit.Meta{RaftIndex: 42, Time: when, Actor: audit.ActorSystem},
-			audit.Revoked{Serial: big.NewInt(0x0a1b2c), Reason: 1})
+		leaf, err := audit.NewLeaf(audit.Meta{RaftIndex: 42, Time: when, Actor: audit.ActorSystem},
+			"cert.revoked", big.NewInt(0x0a1b2c), map[string]any{"reason": 1})
 		if err != nil {
 			return err
 		}

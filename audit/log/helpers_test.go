@@ -57,7 +57,7 @@ func testLeaf(t testing.TB, i int) audit.Leaf {
 	switch {
 	case i%7 == 6:
 		m.Actor = "sha256:" + fmt.Sprintf("%x", sha256.Sum256([]byte("operator")))
-		l, err = audit.NewRevokedLeaf(m, audit.Revoked{Serial: testSerial(i - 1), Reason: 1})
+		l, err = audit.NewLeaf(m, "cert.revoked", testSerial(i-1), map[string]any{"reason": 1})
 	case i%5 == 0:
 		sum := sha256.Sum256(fmt.Appendf(nil, "cert %d", i))
 		l, err = audit.NewLeaf(m, audit.TypeIssued, testSerial(i), map[string]any{"cert_sha256": sum[:], "profile": "derived-signing"})

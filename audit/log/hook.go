@@ -23,8 +23,8 @@ type Record struct {
 	Actor  string   // OperatorActor(cert), ActorEnrollment or ActorSystem, from the command's body
 	Serial *big.Int // the certificate the change is about, or nil
 	// Data is the change's own data, encoded as deterministic CBOR: identifiers,
-	// codes and hashes only (CertHash, PersonalKey.Hash), never personal data in
-	// clear.
+	// codes and hashes only (SHA-256 of certificates, keyed hashes of personal
+	// data), never personal data in clear.
 	Data any
 }
 
@@ -205,15 +205,15 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 	var typ string
 	switch m.Kind {
 	case "grant":
-		typ = audit.TypeJoinGranted
+		typ = typeJoinGranted
 	case "join":
-		typ = audit.TypeMemberJoined
+		typ = typeMemberJoined
 	case "bootstrap":
-		typ = audit.TypeMemberBootstrap
+		typ = typeMemberBootstrap
 	case "transport":
-		typ = audit.TypeTransportApproved
+		typ = typeTransportApproved
 	case "remove":
-		typ = audit.TypeMemberRemoved
+		typ = typeMemberRemoved
 	}
 	var out []Record
 	if typ != "" {
@@ -229,6 +229,16 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 	}
 	return out, nil
 }
+
+// Leaf types of cluster's membership (docs/audit.md); the key transfers are
+// audit.TypeKeyTransferred, which the verifier reads.
+const (
+	typeJoinGranted       = "cluster.join.granted"       // a join token granted to a node's keys
+	typeMemberJoined      = "cluster.member.joined"      // a node joined by its grant
+	typeMemberBootstrap   = "cluster.member.bootstrap"   // the first node, with its keys
+	typeTransportApproved = "cluster.transport.approved" // a voter's transport key approved after its join
+	typeMemberRemoved     = "cluster.member.remove"      // a node removed
+)
 
 // describeKey records the audit key being set, by its fingerprint.
 func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
