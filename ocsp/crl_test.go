@@ -62,7 +62,7 @@ func TestServeCRLs(t *testing.T) {
 	cancel()
 	<-done
 
-	url := serve(t, NewResponder(NewCache(), newStateCRLs(n.View), nil))
+	url := serve(t, newResponder(newCache(), newStateCRLs(n.View), nil))
 	get := func(path string, hdr ...string) *http.Response {
 		req, _ := http.NewRequest("GET", url+path, nil)
 		if len(hdr) == 2 {
@@ -101,7 +101,7 @@ func TestServeCRLs(t *testing.T) {
 	delta, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if out := opensslCRL(t, delta); resp.StatusCode != 200 || !strings.Contains(out, "verify OK") ||
-		!strings.Contains(out, "Delta CRL Indicator: critical") || !strings.Contains(out, "No Revoked Certificates") {
+		!strings.Contains(out, "Delta CRL Indicator: critical") || !strings.Contains(out, "No statusRevoked Certificates") {
 		t.Fatalf("delta CRL: %d\n%s", resp.StatusCode, out)
 	}
 	for _, bad := range []string{"/crl/ca1/9.crl", "/crl/nope/0.crl", "/crl/ca1/0/99.crl", "/crl/ca1/x.crl", "/crl/ca1/0", "/crl/ca1/0/0.crl", "/crl//0.crl"} {
@@ -170,7 +170,7 @@ func TestServeArchivedCRLs(t *testing.T) {
 	state := &crlState{p: getPKI(t)}
 	// A CRL is rebuilt at half its validity: every second here.
 	pub := crl.NewPublisher(n.Cluster, state, crl.PublisherConfig{Validity: 2 * time.Second, Tick: 50 * time.Millisecond})
-	url := serve(t, NewResponder(NewCache(), newStateCRLs(n.View), nil))
+	url := serve(t, newResponder(newCache(), newStateCRLs(n.View), nil))
 	get := func(path string) (int, []byte) {
 		resp, err := http.Get(url + path)
 		if err != nil {
