@@ -30,7 +30,8 @@ func TestFirstResponsesInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := newCache()
-	node, err := newPresigner(ctx, cache, nodeSrc, presignerConfig{Key: nodeKey})
+	// One worker: the node signs its jobs in the order they are queued (below).
+	node, err := newPresigner(ctx, cache, nodeSrc, presignerConfig{Key: nodeKey, Workers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,14 +111,21 @@ func TestFirstResponsesInstall(t *testing.T) {
 	}
 
 	// The node's pre-signer, told of the serial, keeps the leader's responses
-	// (they are current) rather than sign its own.
+	// (they are current) rather than sign its own. Proof that it signed none:
+	// a second serial's change, taken by Run only once the first is handled
+	// (changes is unbuffered) and signed by the one worker after any job the
+	// first queued, is in the cache while the first serial's response is still
+	// the leader's.
 	nodeSrc.set(good)
-	changes := make(chan change, 1)
+	changes := make(chan change)
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- node.Run(rctx, changes) }()
 	changes <- change{IssuerID: "ca1", Serials: [][]byte{serial}}
-	time.Sleep(200 * time.Millisecond)
+	other := p.leaves[1].SerialNumber.Bytes()
+	nodeSrc.set(certStatus{Serial: other, Status: statusGood, Reason: -1})
+	changes <- change{IssuerID: "ca1", Serials: [][]byte{other}}
+	waitFor(t, "the second serial to be signed", 10*time.Second, func() bool { return cache.Get("ca1", crypto.SHA256, other) != nil })
 	stop()
 	<-done
 	if r := cache.Get("ca1", crypto.SHA256, serial); r != before {

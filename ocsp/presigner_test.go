@@ -197,7 +197,9 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	}
 	done2 := make(chan error, 1)
 	go func() { done2 <- p2.Run(ctx2, nil) }()
-	time.Sleep(300 * time.Millisecond) // reconcile runs first thing in Run
+	// Reconciled: the reconcile that runs first thing in Run has compared the
+	// cache with the whole state and signed whatever it found missing or due.
+	waitFor(t, "the restart's reconcile", 20*time.Second, func() bool { return p2.Health().Reconciled })
 	if n := signedCount(reg2); n != 0 {
 		t.Fatalf("restart signed %v responses it already had", n)
 	}
@@ -383,7 +385,13 @@ func TestPresignerHealthReconciled(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, nil) }()
-	time.Sleep(300 * time.Millisecond) // the reconcile queues its 40 serials at once
+	// The reconcile is done once it has queued its 40 serials (the flag Health
+	// ands with the jobs still unsigned); none can be signed while the key is shut.
+	waitFor(t, "the reconcile to queue its serials", 10*time.Second, func() bool {
+		p.health.Lock()
+		defer p.health.Unlock()
+		return p.health.h.Reconciled
+	})
 	if h := p.Health(); h.Reconciled {
 		t.Fatalf("reconciled with %d of %d responses signed", cache.Len(), 40*len(certIDHashes))
 	}
