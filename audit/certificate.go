@@ -47,7 +47,7 @@ type issuedCert struct {
 	Personal map[string]string
 }
 
-// issuedData is the data of a TypeIssued leaf.
+// issuedData is the data of a cert.issued leaf.
 type issuedData struct {
 	CertSHA256  []byte            `cbor:"cert_sha256"`
 	IssuerKeyID []byte            `cbor:"issuer_key_id,omitempty"`
@@ -81,7 +81,7 @@ func newIssuedLeaf(m Meta, k personalKey, iss issuedCert) (Leaf, error) {
 			d.Personal[attr] = k.Hash(attr, v)
 		}
 	}
-	return NewLeaf(m, TypeIssued, cert.SerialNumber, d)
+	return NewLeaf(m, typeIssued, cert.SerialNumber, d)
 }
 
 // revoked is a revocation (or a hold: reason 6, certificateHold).

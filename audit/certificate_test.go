@@ -55,7 +55,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	}
 	serial := big.NewInt(0x5eed)
 	der := personCert(t, serial)
-	m := Meta{RaftIndex: 3, Time: testTime, Actor: ActorEnrollment}
+	m := Meta{RaftIndex: 3, Time: testTime, Actor: actorEnrollment}
 	issued, err := newIssuedLeaf(m, pk, issuedCert{Cert: der, Profile: "derived-signing", Personal: person})
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestProve(t *testing.T) {
 				t.Errorf("prove %s, leaf %d: %v %+v", s, in.Leaf.Index, in.Err, in.Leaf)
 			}
 		}
-		if found[0].Leaf.Type != TypeIssued || found[1].Leaf.Type != typeRevoked {
+		if found[0].Leaf.Type != typeIssued || found[1].Leaf.Type != typeRevoked {
 			t.Errorf("types %s, %s", found[0].Leaf.Type, found[1].Leaf.Type)
 		}
 	}

@@ -27,9 +27,9 @@ import (
 type Leaf struct {
 	Index     uint64    // position in the log, from 0
 	RaftIndex uint64    // the Raft log index of the entry that made the change
-	Type      string    // what changed, e.g. TypeIssued
+	Type      string    // what changed, e.g. "cert.issued"
 	Time      time.Time // when, as recorded in the command (UTC on the wire)
-	Actor     string    // OperatorActor(cert), ActorEnrollment or ActorSystem
+	Actor     string    // OperatorActor(cert), "enrollment" or ActorSystem
 	Serial    string    // certificate serial, lowercase hex, for certificate changes
 	Data      []byte    // the change's own data: one deterministic CBOR item
 }
@@ -37,7 +37,7 @@ type Leaf struct {
 // Leaf types built by this package. Other packages choose their own types for their
 // changes ("policy.set", "node.added", …) and build the leaf with NewLeaf.
 const (
-	TypeIssued  = "cert.issued"
+	typeIssued  = "cert.issued"
 	typeRevoked = "cert.revoked"
 )
 
@@ -48,7 +48,7 @@ const TypeKeyTransferred = "cluster.key.transferred"
 
 // Actors that are not an operator.
 const (
-	ActorEnrollment = "enrollment" // a subscriber through the enrollment API
+	actorEnrollment = "enrollment" // a subscriber through the enrollment API
 	ActorSystem     = "system"     // the appliance itself (renewals, resolving dangling intents)
 )
 
@@ -115,7 +115,7 @@ func NewLeaf(m Meta, typ string, serial *big.Int, v any) (Leaf, error) {
 	}
 	l := Leaf{RaftIndex: m.RaftIndex, Type: typ, Time: m.Time, Actor: m.Actor, Data: data}
 	if serial != nil {
-		l.Serial = SerialHex(serial)
+		l.Serial = serialHex(serial)
 	}
 	if err := l.check(); err != nil {
 		return Leaf{}, err
@@ -123,21 +123,21 @@ func NewLeaf(m Meta, typ string, serial *big.Int, v any) (Leaf, error) {
 	return l, nil
 }
 
-// SerialHex is the form serials take in leaves, part of what the tree hashes and
+// serialHex is the form serials take in leaves, part of what the tree hashes and
 // so kept as it has always been: lower-case hex without leading zeros (an odd
 // number of digits when the top digit would be 0). It is not how a serial is
 // printed: print certserial.Format.
-func SerialHex(serial *big.Int) string { return serial.Text(16) }
+func serialHex(serial *big.Int) string { return serial.Text(16) }
 
 // normalizeSerial reads a serial in any form certserial.Parse accepts (as openssl
 // or inkan prints it, with colons, 0x, or the leaves' own form) and returns it in
-// the form SerialHex gives.
+// the form serialHex gives.
 func normalizeSerial(s string) (string, error) {
 	n, err := certserial.Parse(s)
 	if err != nil {
 		return "", fmt.Errorf("audit: serial %w", err)
 	}
-	return SerialHex(n), nil
+	return serialHex(n), nil
 }
 
 // printedSerial is a leaf's serial as inkan prints serials everywhere else.
@@ -170,7 +170,7 @@ func (l Leaf) check() error {
 		return fmt.Errorf("audit: %s leaf: no time", l.Type)
 	}
 	if !validActor(l.Actor) {
-		return fmt.Errorf("audit: %s leaf: actor %q: want %q, %q or sha256:<64 hex>", l.Type, l.Actor, ActorEnrollment, ActorSystem)
+		return fmt.Errorf("audit: %s leaf: actor %q: want %q, %q or sha256:<64 hex>", l.Type, l.Actor, actorEnrollment, ActorSystem)
 	}
 	if l.Serial != "" {
 		if n, err := normalizeSerial(l.Serial); err != nil || n != l.Serial {
@@ -186,7 +186,7 @@ func (l Leaf) check() error {
 }
 
 func validActor(a string) bool {
-	if a == ActorEnrollment || a == ActorSystem {
+	if a == actorEnrollment || a == ActorSystem {
 		return true
 	}
 	h, ok := strings.CutPrefix(a, "sha256:")

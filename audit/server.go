@@ -37,7 +37,7 @@ type Snapshot interface {
 	// ConsistencyProof is the RFC 6962 proof between the trees of sizes from and to.
 	ConsistencyProof(from, to uint64) ([][]byte, error)
 	// SerialLeaves is the indexes of at most max leaves about the certificate
-	// whose serial is given in SerialHex form.
+	// whose serial is given as leaves hold it (lower-case hex).
 	SerialLeaves(serial string, max int) ([]uint64, error)
 }
 
@@ -386,7 +386,7 @@ func (a *api) serial(ctx context.Context, w http.ResponseWriter, serialS string)
 	if err != nil {
 		return badRequest(fmt.Sprintf("audit: serial %v", err))
 	}
-	serial := SerialHex(n)
+	serial := serialHex(n)
 	out := LeavesJSON{Leaves: []LeafJSON{}}
 	if err := a.snapshot(func(s Snapshot) error {
 		var err error

@@ -19,7 +19,7 @@ func (s *Service) API(v viewer) http.Handler {
 		return v.View(func(tx *bbolt.Tx) error {
 			l, err := s.logIn(tx)
 			if errors.Is(err, errNoKey) {
-				return fn(snapshot{txSource{&Log{}, tx}}) // no key: the API says so
+				return fn(snapshot{txSource{&tree{}, tx}}) // no key: the API says so
 			}
 			if err != nil {
 				return err

@@ -40,14 +40,14 @@ func personalHash(attribute, value string) []byte {
 // certificate and of the JPKI link) and an issuance with four keyed personal hashes.
 func benchLeaf(tb testing.TB, i int) audit.Leaf {
 	h := func(s string) []byte { v := sha256.Sum256(fmt.Appendf(nil, "%s %d", s, i)); return v[:] }
-	m := audit.Meta{RaftIndex: uint64(i/64 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: audit.ActorEnrollment}
+	m := audit.Meta{RaftIndex: uint64(i/64 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: "enrollment"}
 	serial := new(big.Int).SetUint64(uint64(i)*0x9e3779b97f4a7c15 | 1<<62)
 	var l audit.Leaf
 	var err error
 	if i%2 == 0 {
 		l, err = audit.NewLeaf(m, "cert.intent", serial, map[string]any{"tbs_sha256": h("tbs"), "link": h("link"), "profile": "derived-signing"})
 	} else {
-		l, err = audit.NewLeaf(m, audit.TypeIssued, serial, benchIssued{
+		l, err = audit.NewLeaf(m, "cert.issued", serial, benchIssued{
 			CertSHA256: h("cert"), IssuerKeyID: h("ca")[:20], NotBefore: m.Time.Truncate(time.Second), NotAfter: m.Time.Truncate(time.Second).AddDate(1, 0, 0),
 			Profile:  "derived-signing",
 			Personal: map[string][]byte{"name": personalHash("name", "x"), "birth": personalHash("birth", "x"), "address": personalHash("address", "x"), "jpki-serial": personalHash("jpki-serial", "x")},

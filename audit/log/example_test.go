@@ -23,7 +23,7 @@ func Example() {
 	db, _ := bbolt.Open(filepath.Join(tmp, "state.db"), 0o600, nil)
 	defer db.Close()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader) // in production: the audit key in the HSM
-	log, _ := NewLog("inkan.example/prod", key.Public())
+	log, _ := newLog("inkan.example/prod", key.Public())
 	when := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 	err := db.Update(func(tx *bbolt.Tx) error {

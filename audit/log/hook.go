@@ -19,8 +19,8 @@ import (
 // (ca) describe their commands without importing audit; node adapts them
 // (ca.Description has the same fields).
 type Record struct {
-	Type   string   // the leaf type, e.g. TypeIssued
-	Actor  string   // OperatorActor(cert), ActorEnrollment or ActorSystem, from the command's body
+	Type   string   // the leaf type, e.g. "cert.issued"
+	Actor  string   // OperatorActor(cert), "enrollment" or ActorSystem, from the command's body
 	Serial *big.Int // the certificate the change is about, or nil
 	// Data is the change's own data, encoded as deterministic CBOR: identifiers,
 	// codes and hashes only (SHA-256 of certificates, keyed hashes of personal
@@ -84,7 +84,7 @@ type Service struct {
 	describe  map[string]Describer
 	unaudited map[string]bool
 	log       *slog.Logger
-	appender  *Log // a Log for appending: appendLeaves needs no key
+	appender  *tree // a tree for appending: appendLeaves needs no key
 }
 
 // New checks cfg and returns the component.
@@ -98,7 +98,7 @@ func New(cfg Config) (*Service, error) {
 		describe:  map[string]Describer{cmdKey: describeKey},
 		unaudited: map[string]bool{},
 		log:       cfg.Logger,
-		appender:  &Log{origin: cfg.Origin},
+		appender:  &tree{origin: cfg.Origin},
 	}
 	if s.keyName == "" {
 		s.keyName = DefaultKeyName
@@ -249,9 +249,10 @@ func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 	return []Record{{Type: cmdKey, Actor: audit.ActorSystem, Data: map[string]any{"key": audit.KeyFingerprint(pub)}}}, nil
 }
 
-// bucketSerials indexes the leaves about a certificate: key = the serial's
-// SerialHex, 0x00, the leaf index (8 bytes, big endian); empty value. The hook
-// writes it only for leaves that name a serial, so most appends do not touch it.
+// bucketSerials indexes the leaves about a certificate: key = the serial as
+// leaves hold it (lower-case hex), 0x00, the leaf index (8 bytes, big endian);
+// empty value. The hook writes it only for leaves that name a serial, so most
+// appends do not touch it.
 var bucketSerials = []byte("audit.serials")
 
 func indexSerials(tx *bbolt.Tx, first uint64, leaves []audit.Leaf) error {
@@ -278,7 +279,7 @@ func serialKey(serial string, index uint64) []byte {
 	return append(k, u64(index)...)
 }
 
-// serialLeaves returns the indices of the leaves about serial (SerialHex form).
+// serialLeaves returns the indices of the leaves about serial (in the leaves' hex form).
 func serialLeaves(tx *bbolt.Tx, serial string, max int) ([]uint64, error) {
 	b := tx.Bucket(bucketSerials)
 	if b == nil {
