@@ -203,7 +203,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != tsa.ContentTypeReply {
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != "application/timestamp-reply" {
 		t.Fatalf("GET /tsa: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 
@@ -232,11 +232,11 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 	var created, installed bool
 	for _, l := range leaves {
 		switch l.Type {
-		case tsa.TypeKeyCreated:
+		case "tsa.key.created":
 			created = created || l.Data["key"] == keyID && l.Data["request"] == q.ID && l.Actor == malloryActor
-		case tsa.TypeCertInstalled:
+		case "tsa.cert.installed":
 			installed = installed || l.Data["key"] == keyID && l.Serial == strings.TrimLeft(cert.Serial, "0")
-		case tsa.TypeTokens:
+		case "tsa.tokens":
 			list, _ := l.Data["tokens"].([]any)
 			for _, h := range list {
 				if b, ok := h.([]byte); ok && len(b) == 32 {

@@ -325,7 +325,7 @@ func TestTokensLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	var counts map[string]uint64
-	if err := tc.nodes[0].c.View(func(tx *bbolt.Tx) error { var err error; counts, err = Counts(tx); return err }); err != nil {
+	if err := tc.nodes[0].c.View(func(tx *bbolt.Tx) error { var err error; counts, err = countTokens(tx); return err }); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range tc.nodes {

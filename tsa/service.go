@@ -425,7 +425,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 	err := s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
 		var err error
 		if opts.Key == "" {
-			keys, err := Keys(tx)
+			keys, err := listKeys(tx)
 			if err != nil {
 				return err
 			}
@@ -488,7 +488,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 	s.refresh(ctx)
 	var out Cert
 	err = s.c.View(func(tx *bbolt.Tx) error {
-		certs, err := Certificates(tx)
+		certs, err := certificates(tx)
 		for _, c := range certs {
 			if c.Cert.SerialNumber.Cmp(iss.Serial) == 0 {
 				out = c
