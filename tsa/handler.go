@@ -49,11 +49,11 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusBadRequest, failf(badDataFormat, "the request body could not be read"))
 		return
 	}
-	resp, _ := s.Stamp(r.Context(), body)
+	resp, _ := s.respond(r.Context(), body)
 	writeReply(w, http.StatusOK, resp)
 }
 
-// reject answers a request that did not reach Stamp, and counts it.
+// reject answers a request that did not reach respond, and counts it.
 func (s *Service) reject(w http.ResponseWriter, status int, f *failure) {
 	s.refused.WithLabelValues(f.Info.String()).Inc()
 	writeReply(w, status, rejection(f))
