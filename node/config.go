@@ -301,17 +301,11 @@ func indent(err error) error { return indentedError{err} }
 // its option when the document gives the option.
 func ParseConfig(raw []byte) (*Config, error) {
 	var cfg Config
-	doc, err := yamlshape.Decode(raw, &cfg)
+	err := yamlshape.Decode(raw, &cfg, func() error {
+		cfg.setDefaults()
+		return cfg.Validate()
+	})
 	if err != nil {
-		return nil, err
-	}
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		for _, fe := range yamlshape.Errors(err) {
-			if fe.Line == 0 {
-				fe.Line = yamlshape.LineOf(doc, fe.Path)
-			}
-		}
 		return nil, err
 	}
 	return &cfg, nil
