@@ -56,7 +56,7 @@ log: {level: error}
 drain_timeout: 2s
 tsa: {policy: 1.3.6.1.4.1.99999.3161.1, accuracy: 1s}
 `, filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], addrs[2], addrs[3], tok.Module, tok.Label, tok.PINFile)
-	cfg, err := ParseConfig([]byte(raw))
+	cfg, err := parseConfig([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,14 +32,14 @@ func testTSA() *tsaConfig {
 }
 
 func TestParseConfigTSA(t *testing.T) {
-	cfg, err := ParseConfig([]byte(goodConfig + "tsa:\n  policy: 1.3.6.1.4.1.99999.3161.1\n"))
+	cfg, err := parseConfig([]byte(goodConfig + "tsa:\n  policy: 1.3.6.1.4.1.99999.3161.1\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.TSA == nil || time.Duration(cfg.TSA.Accuracy) != time.Second || cfg.TSA.PolicyOID().String() != "1.3.6.1.4.1.99999.3161.1" {
 		t.Fatalf("tsa section: %+v", cfg.TSA)
 	}
-	if cfg, err := ParseConfig([]byte(goodConfig)); err != nil || cfg.TSA != nil {
+	if cfg, err := parseConfig([]byte(goodConfig)); err != nil || cfg.TSA != nil {
 		t.Fatalf("no tsa section: %+v %v", cfg.TSA, err)
 	}
 }

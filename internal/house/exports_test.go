@@ -86,7 +86,6 @@ var returnsToFix = map[string]bool{
 	"cluster/grant.go DescribeMembership": true,
 	"cluster/handler.go NewRefusal":       true,
 	"jpki/jpkisim/sim.go Issued":          true,
-	"node/node.go Addrs":                  true,
 	"subscriber/client.go Rebind":         true,
 	"subscriber/key.go OpenSubscriberKey": true,
 }
