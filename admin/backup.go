@@ -200,14 +200,7 @@ func readStateAudit(ctx context.Context, path, origin string, out *manifestAudit
 	}
 	// The leaves past the newest checkpoint are in the state too: count them
 	// all (Source's size stops at the checkpoint).
-	err = db.View(func(tx *bbolt.Tx) error {
-		l, err := auditlog.NewLog(origin, pub)
-		if err != nil {
-			return err
-		}
-		out.Leaves, err = l.Size(tx)
-		return err
-	})
+	err = db.View(func(tx *bbolt.Tx) (err error) { out.Leaves, err = svc.Size(tx); return err })
 	return pub, err
 }
 

@@ -150,22 +150,18 @@ func (api *API) adminTSACert(w http.ResponseWriter, r *http.Request) {
 func (api *API) adminTSAStatus(w http.ResponseWriter, _ *http.Request) {
 	out := TSAStatus{Keys: []TSAKeyInfo{}, Certificates: []TSACertInfo{}}
 	err := api.c.View(func(tx *bbolt.Tx) error {
-		keys, err := tsa.Keys(tx)
+		keys, certs, tokens, err := tsa.Inventory(tx)
 		if err != nil {
 			return err
 		}
 		for _, k := range keys {
 			out.Keys = append(out.Keys, tsaKeyInfo(k))
 		}
-		certs, err := tsa.Certificates(tx)
-		if err != nil {
-			return err
-		}
 		for _, c := range certs {
 			out.Certificates = append(out.Certificates, tsaCertInfo(c))
 		}
-		out.Tokens, err = tsa.Counts(tx)
-		return err
+		out.Tokens = tokens
+		return nil
 	})
 	if err != nil {
 		writeError(w, err)

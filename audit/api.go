@@ -1,32 +1,35 @@
 package audit
 
 // The audit API's format: its paths and what it answers, shared by the server
-// (audit/log, on a node) and the auditor's Client (docs/audit.md describes both).
+// (NewAPI, which a node serves from audit/log) and the auditor's Client
+// (docs/audit.md describes both).
 
-// Paths of the audit API, relative to where node mounts it (docs/audit.md).
+// APIPrefix is where the audit API's paths start; a node mounts NewAPI there.
+const APIPrefix = "/v1/audit/"
+
+// Paths of the audit API (docs/audit.md).
 const (
-	APIPrefix          = "/v1/audit/"
-	PathKey            = APIPrefix + "key"
-	PathCheckpoint     = APIPrefix + "checkpoint"
-	PathCheckpoints    = APIPrefix + "checkpoints"
-	PathLeaves         = APIPrefix + "leaves"
-	PathRange          = APIPrefix + "range"
-	PathInclusion      = APIPrefix + "proof/inclusion"
-	PathConsistency    = APIPrefix + "proof/consistency"
-	PathSerials        = APIPrefix + "serials/"
-	ProblemBase        = "urn:inkan:problem:audit:"
-	MaxPageLeaves      = 1000 // leaves in one answer of the leaves endpoint
-	MaxPageCheckpoints = 1000
+	pathKey            = APIPrefix + "key"
+	pathCheckpoint     = APIPrefix + "checkpoint"
+	pathCheckpoints    = APIPrefix + "checkpoints"
+	pathLeaves         = APIPrefix + "leaves"
+	pathRange          = APIPrefix + "range"
+	pathInclusion      = APIPrefix + "proof/inclusion"
+	pathConsistency    = APIPrefix + "proof/consistency"
+	pathSerials        = APIPrefix + "serials/"
+	problemBase        = "urn:inkan:problem:audit:"
+	maxPageLeaves      = 1000 // leaves in one answer of the leaves endpoint
+	maxPageCheckpoints = 1000
 	contentProblem     = "application/problem+json"
 )
 
-// ProblemNoCheckpoint names (after ProblemBase) the answer for a checkpoint that is
+// problemNoCheckpoint names (after problemBase) the answer for a checkpoint that is
 // not stored: the only problem the Client acts on (an empty log, for Latest).
-const ProblemNoCheckpoint = "no-checkpoint"
+const problemNoCheckpoint = "no-checkpoint"
 
-// CheckpointJSON is a checkpoint as the API sends it: the signed body and the
+// checkpointJSON is a checkpoint as the API sends it: the signed body and the
 // signature exactly as stored, plus its fields for convenience.
-type CheckpointJSON struct {
+type checkpointJSON struct {
 	Origin    string `json:"origin"`
 	Size      uint64 `json:"size"`
 	Root      []byte `json:"root"` // base64
@@ -60,23 +63,23 @@ type ProofJSON struct {
 	Proof [][]byte `json:"proof"`
 }
 
-// RangeJSON is the compact range [0, size): its perfect subtrees' roots, left to
+// rangeJSON is the compact range [0, size): its perfect subtrees' roots, left to
 // right, as start.txt holds them.
-type RangeJSON struct {
+type rangeJSON struct {
 	Size   uint64   `json:"size"`
 	Hashes [][]byte `json:"hashes"`
 }
 
-// APIProblem is an audit API error (RFC 9457 problem details); Type is ProblemBase
-// and a name.
-type APIProblem struct {
+// apiProblem is an audit API error (RFC 9457 problem details); Type is problemBase
+// and a name. The Client returns it as its error.
+type apiProblem struct {
 	Type   string `json:"type"`
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
 }
 
-func (p *APIProblem) Error() string {
+func (p *apiProblem) Error() string {
 	s := "audit API: " + p.Title
 	if p.Detail != "" {
 		s += ": " + p.Detail
@@ -84,8 +87,8 @@ func (p *APIProblem) Error() string {
 	return s + " (" + p.Type + ")"
 }
 
-// NewCheckpointJSON is c as the API sends it.
-func NewCheckpointJSON(c Checkpoint) CheckpointJSON {
-	return CheckpointJSON{Origin: c.Origin, Size: c.Size, Root: c.Root, Time: c.Time.UTC().Format(checkpointTimeLayout),
+// newCheckpointJSON is c as the API sends it.
+func newCheckpointJSON(c Checkpoint) checkpointJSON {
+	return checkpointJSON{Origin: c.Origin, Size: c.Size, Root: c.Root, Time: c.Time.UTC().Format(checkpointTimeLayout),
 		Body: string(c.Body()), Signature: c.Signature}
 }

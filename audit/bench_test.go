@@ -16,16 +16,16 @@ import (
 
 // benchLeaf is a realistic leaf: alternately an issuance intent (hashes of the TBS
 // certificate and of the JPKI link) and an issuance with four keyed personal hashes.
-func benchLeaf(tb testing.TB, i int, pk PersonalKey) Leaf {
+func benchLeaf(tb testing.TB, i int, pk personalKey) Leaf {
 	h := func(s string) []byte { v := sha256.Sum256(fmt.Appendf(nil, "%s %d", s, i)); return v[:] }
-	m := Meta{RaftIndex: uint64(i/64 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: ActorEnrollment}
+	m := Meta{RaftIndex: uint64(i/64 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: actorEnrollment}
 	serial := new(big.Int).SetUint64(uint64(i)*0x9e3779b97f4a7c15 | 1<<62)
 	var l Leaf
 	var err error
 	if i%2 == 0 {
 		l, err = NewLeaf(m, "cert.intent", serial, map[string]any{"tbs_sha256": h("tbs"), "link": h("link"), "profile": "derived-signing"})
 	} else {
-		l, err = NewLeaf(m, TypeIssued, serial, issuedData{
+		l, err = NewLeaf(m, typeIssued, serial, issuedData{
 			CertSHA256: h("cert"), IssuerKeyID: h("ca")[:20], NotBefore: m.Time.Truncate(time.Second), NotAfter: m.Time.Truncate(time.Second).AddDate(1, 0, 0),
 			Profile:  "derived-signing",
 			Personal: map[string][]byte{"name": pk.Hash("name", "x"), "birth": pk.Hash("birth", "x"), "address": pk.Hash("address", "x"), "jpki-serial": pk.Hash("jpki-serial", "x")},
@@ -71,7 +71,7 @@ func BenchmarkVerify(b *testing.B) {
 type synthSource struct {
 	tb     testing.TB
 	key    *ecdsa.PrivateKey
-	pk     PersonalKey
+	pk     personalKey
 	n      uint64
 	every  uint64
 	cps    []Checkpoint
@@ -79,7 +79,7 @@ type synthSource struct {
 }
 
 func newSynthSource(tb testing.TB, key *ecdsa.PrivateKey, n, every uint64) *synthSource {
-	pk, _ := NewPersonalKey(make([]byte, 32))
+	pk, _ := newPersonalKey(make([]byte, 32))
 	return &synthSource{tb: tb, key: key, pk: pk, n: n, every: every}
 }
 

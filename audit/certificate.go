@@ -10,26 +10,26 @@ import (
 	"time"
 )
 
-// PersonalKey turns personal data into keyed hashes (HMAC-SHA256) for the log. An
+// personalKey turns personal data into keyed hashes (HMAC-SHA256) for the log. An
 // auditor can check that two leaves are about the same value, and the operator can
 // show which value a hash stands for, but without the key nobody can recover a name
 // or a birth date from the log, not even by trying every date.
-type PersonalKey struct {
+type personalKey struct {
 	key []byte
 }
 
-// NewPersonalKey wraps a secret of at least 32 bytes (it is copied).
-func NewPersonalKey(secret []byte) (PersonalKey, error) {
+// newPersonalKey wraps a secret of at least 32 bytes (it is copied).
+func newPersonalKey(secret []byte) (personalKey, error) {
 	if len(secret) < 32 {
-		return PersonalKey{}, fmt.Errorf("audit: personal-data key: %d bytes, want at least 32", len(secret))
+		return personalKey{}, fmt.Errorf("audit: personal-data key: %d bytes, want at least 32", len(secret))
 	}
-	return PersonalKey{key: append([]byte(nil), secret...)}, nil
+	return personalKey{key: append([]byte(nil), secret...)}, nil
 }
 
 // Hash is the keyed hash of one attribute's value. The attribute name ("name",
 // "birth", "address", "jpki-serial"…) is part of the input, so equal values of
 // different attributes do not hash alike.
-func (k PersonalKey) Hash(attribute, value string) []byte {
+func (k personalKey) Hash(attribute, value string) []byte {
 	m := hmac.New(sha256.New, k.key)
 	m.Write([]byte(attribute))
 	m.Write([]byte{0})
@@ -37,8 +37,8 @@ func (k PersonalKey) Hash(attribute, value string) []byte {
 	return m.Sum(nil)
 }
 
-// Issued is an issued derived certificate, as the CA hands it to the log.
-type Issued struct {
+// issuedCert is an issued derived certificate, as the CA hands it to the log.
+type issuedCert struct {
 	Cert    []byte // the certificate's DER: the log keeps only its SHA-256
 	Profile string // the issuance profile's name
 	// Personal holds the attributes that identify the person (name, birth date,
@@ -47,7 +47,7 @@ type Issued struct {
 	Personal map[string]string
 }
 
-// issuedData is the data of a TypeIssued leaf.
+// issuedData is the data of a cert.issued leaf.
 type issuedData struct {
 	CertSHA256  []byte            `cbor:"cert_sha256"`
 	IssuerKeyID []byte            `cbor:"issuer_key_id,omitempty"`
@@ -57,10 +57,10 @@ type issuedData struct {
 	Personal    map[string][]byte `cbor:"personal,omitempty"`
 }
 
-// NewIssuedLeaf builds the leaf of an issuance. The serial is read from the
+// newIssuedLeaf builds the leaf of an issuance. The serial is read from the
 // certificate, so the leaf cannot name another one; the certificate itself, whose
 // subject names the person, appears only as its SHA-256.
-func NewIssuedLeaf(m Meta, k PersonalKey, iss Issued) (Leaf, error) {
+func newIssuedLeaf(m Meta, k personalKey, iss issuedCert) (Leaf, error) {
 	cert, err := x509.ParseCertificate(iss.Cert)
 	if err != nil {
 		return Leaf{}, fmt.Errorf("audit: issued leaf: %w", err)
@@ -69,7 +69,7 @@ func NewIssuedLeaf(m Meta, k PersonalKey, iss Issued) (Leaf, error) {
 		return Leaf{}, errors.New("audit: issued leaf: personal data but no personal-data key")
 	}
 	d := issuedData{
-		CertSHA256:  CertHash(iss.Cert),
+		CertSHA256:  certHash(iss.Cert),
 		IssuerKeyID: cert.AuthorityKeyId,
 		NotBefore:   cert.NotBefore.UTC(),
 		NotAfter:    cert.NotAfter.UTC(),
@@ -81,11 +81,11 @@ func NewIssuedLeaf(m Meta, k PersonalKey, iss Issued) (Leaf, error) {
 			d.Personal[attr] = k.Hash(attr, v)
 		}
 	}
-	return NewLeaf(m, TypeIssued, cert.SerialNumber, d)
+	return NewLeaf(m, typeIssued, cert.SerialNumber, d)
 }
 
-// Revoked is a revocation (or a hold: reason 6, certificateHold).
-type Revoked struct {
+// revoked is a revocation (or a hold: reason 6, certificateHold).
+type revoked struct {
 	Serial *big.Int
 	Reason int // RFC 5280 CRLReason code
 }
@@ -94,13 +94,13 @@ type revokedData struct {
 	Reason int `cbor:"reason"`
 }
 
-// NewRevokedLeaf builds the leaf of a revocation.
-func NewRevokedLeaf(m Meta, r Revoked) (Leaf, error) {
+// newRevokedLeaf builds the leaf of a revocation.
+func newRevokedLeaf(m Meta, r revoked) (Leaf, error) {
 	if r.Serial == nil || r.Serial.Sign() <= 0 {
 		return Leaf{}, errors.New("audit: revoked leaf: serial must be positive")
 	}
 	if r.Reason < 0 || r.Reason > 10 || r.Reason == 7 {
 		return Leaf{}, fmt.Errorf("audit: revoked leaf: reason %d is not an RFC 5280 CRLReason", r.Reason)
 	}
-	return NewLeaf(m, TypeRevoked, r.Serial, revokedData{Reason: r.Reason})
+	return NewLeaf(m, typeRevoked, r.Serial, revokedData{Reason: r.Reason})
 }

@@ -49,14 +49,14 @@ func personCert(t *testing.T, serial *big.Int) []byte {
 func TestNoPersonalDataInTheLog(t *testing.T) {
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	pk, err := NewPersonalKey(secret)
+	pk, err := newPersonalKey(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial := big.NewInt(0x5eed)
 	der := personCert(t, serial)
-	m := Meta{RaftIndex: 3, Time: testTime, Actor: ActorEnrollment}
-	issued, err := NewIssuedLeaf(m, pk, Issued{Cert: der, Profile: "derived-signing", Personal: person})
+	m := Meta{RaftIndex: 3, Time: testTime, Actor: actorEnrollment}
+	issued, err := newIssuedLeaf(m, pk, issuedCert{Cert: der, Profile: "derived-signing", Personal: person})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	if err := cbor.Unmarshal(issued.Data, &d); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.CertSHA256, CertHash(der)) || len(d.Personal) != len(person) || !bytes.Equal(d.Personal["name"], pk.Hash("name", person["name"])) {
+	if !bytes.Equal(d.CertSHA256, certHash(der)) || len(d.Personal) != len(person) || !bytes.Equal(d.Personal["name"], pk.Hash("name", person["name"])) {
 		t.Errorf("issued data: %+v", d)
 	}
 	if issued.Serial != "5eed" || !d.NotAfter.Equal(testTime.AddDate(1, 0, 0)) {
@@ -108,7 +108,7 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	// Nor anywhere in an export: not in any file, not in any decoded leaf.
 	key := newKey(t)
 	l := newTestLog(t, key)
-	revoked, _ := NewRevokedLeaf(Meta{RaftIndex: 4, Time: testTime.Add(time.Hour), Actor: OperatorActor(&x509.Certificate{Raw: []byte("op")})}, Revoked{Serial: serial, Reason: 4})
+	revoked, _ := newRevokedLeaf(Meta{RaftIndex: 4, Time: testTime.Add(time.Hour), Actor: OperatorActor(&x509.Certificate{Raw: []byte("op")})}, revoked{Serial: serial, Reason: 4})
 	if _, err := l.Append(issued, revoked); err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +144,10 @@ func TestNoPersonalDataInTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewPersonalKey(secret[:16]); err == nil {
+	if _, err := newPersonalKey(secret[:16]); err == nil {
 		t.Error("a 16-byte personal-data key was accepted")
 	}
-	if _, err := NewIssuedLeaf(m, PersonalKey{}, Issued{Cert: der, Personal: person}); err == nil {
+	if _, err := newIssuedLeaf(m, personalKey{}, issuedCert{Cert: der, Personal: person}); err == nil {
 		t.Error("personal data hashed without a key")
 	}
 }
@@ -174,7 +174,7 @@ func TestProve(t *testing.T) {
 				t.Errorf("prove %s, leaf %d: %v %+v", s, in.Leaf.Index, in.Err, in.Leaf)
 			}
 		}
-		if found[0].Leaf.Type != TypeIssued || found[1].Leaf.Type != TypeRevoked {
+		if found[0].Leaf.Type != typeIssued || found[1].Leaf.Type != typeRevoked {
 			t.Errorf("types %s, %s", found[0].Leaf.Type, found[1].Leaf.Type)
 		}
 	}
@@ -213,7 +213,7 @@ func TestProveDirPrintsTheOneSpelling(t *testing.T) {
 	key := newKey(t)
 	l := newTestLog(t, key)
 	serial := new(big.Int).SetUint64(0x0d0a5908f15e1a77)
-	leaf, err := NewRevokedLeaf(Meta{RaftIndex: 1, Time: testTime, Actor: ActorSystem}, Revoked{Serial: serial, Reason: 1})
+	leaf, err := newRevokedLeaf(Meta{RaftIndex: 1, Time: testTime, Actor: ActorSystem}, revoked{Serial: serial, Reason: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func NewClient(ctx context.Context, base string, hc *http.Client, pub crypto.Pub
 	}
 	c := &Client{base: u, hc: hc, pub: pub}
 	if pub == nil {
-		b, err := c.get(ctx, PathKey, nil)
+		b, err := c.get(ctx, pathKey, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -65,12 +65,12 @@ func (c *Client) get(ctx context.Context, path string, q url.Values) ([]byte, er
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4*MaxPageLeaves*maxLeafSize/3+1<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4*maxPageLeaves*maxLeafSize/3+1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("audit: GET %s: %w", path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		p := &APIProblem{}
+		p := &apiProblem{}
 		if strings.HasPrefix(resp.Header.Get("Content-Type"), contentProblem) && json.Unmarshal(b, p) == nil && p.Type != "" {
 			return nil, p
 		}
@@ -105,19 +105,19 @@ func (c *Client) Size(ctx context.Context) (uint64, error) {
 
 // Range implements Source.
 func (c *Client) Range(ctx context.Context, size uint64) ([][]byte, error) {
-	var r RangeJSON
-	if err := c.getJSON(ctx, PathRange, url.Values{"size": {strconv.FormatUint(size, 10)}}, &r); err != nil {
+	var r rangeJSON
+	if err := c.getJSON(ctx, pathRange, url.Values{"size": {strconv.FormatUint(size, 10)}}, &r); err != nil {
 		return nil, err
 	}
 	return r.Hashes, nil
 }
 
-// Leaves implements Source, a page (MaxPageLeaves) per request.
+// Leaves implements Source, a page (maxPageLeaves) per request.
 func (c *Client) Leaves(ctx context.Context, from, to uint64, fn func(uint64, []byte) error) error {
 	for from < to {
 		var page LeavesJSON
 		q := url.Values{"from": {strconv.FormatUint(from, 10)}, "to": {strconv.FormatUint(to, 10)}}
-		if err := c.getJSON(ctx, PathLeaves, q, &page); err != nil {
+		if err := c.getJSON(ctx, pathLeaves, q, &page); err != nil {
 			return err
 		}
 		if len(page.Leaves) == 0 {
@@ -142,18 +142,18 @@ func (c *Client) Leaves(ctx context.Context, from, to uint64, fn func(uint64, []
 	return nil
 }
 
-func (cj CheckpointJSON) checkpoint() (Checkpoint, error) {
+func (cj checkpointJSON) checkpoint() (Checkpoint, error) {
 	return ParseCheckpoint([]byte(cj.Body), cj.Signature)
 }
 
-// Checkpoints implements Source, a page (MaxPageCheckpoints) per request.
+// Checkpoints implements Source, a page (maxPageCheckpoints) per request.
 func (c *Client) Checkpoints(ctx context.Context, fn func(Checkpoint) error) error {
 	var next uint64
 	for {
 		var page struct {
-			Checkpoints []CheckpointJSON `json:"checkpoints"`
+			Checkpoints []checkpointJSON `json:"checkpoints"`
 		}
-		if err := c.getJSON(ctx, PathCheckpoints, url.Values{"from": {strconv.FormatUint(next, 10)}}, &page); err != nil {
+		if err := c.getJSON(ctx, pathCheckpoints, url.Values{"from": {strconv.FormatUint(next, 10)}}, &page); err != nil {
 			return err
 		}
 		for _, cj := range page.Checkpoints {
@@ -169,7 +169,7 @@ func (c *Client) Checkpoints(ctx context.Context, fn func(Checkpoint) error) err
 			}
 			next = cp.Size + 1
 		}
-		if len(page.Checkpoints) < MaxPageCheckpoints {
+		if len(page.Checkpoints) < maxPageCheckpoints {
 			return nil
 		}
 	}
@@ -177,10 +177,10 @@ func (c *Client) Checkpoints(ctx context.Context, fn func(Checkpoint) error) err
 
 // Latest implements Source.
 func (c *Client) Latest(ctx context.Context) (Checkpoint, bool, error) {
-	var cj CheckpointJSON
-	err := c.getJSON(ctx, PathCheckpoint, nil, &cj)
-	var p *APIProblem
-	if errors.As(err, &p) && p.Type == ProblemBase+ProblemNoCheckpoint {
+	var cj checkpointJSON
+	err := c.getJSON(ctx, pathCheckpoint, nil, &cj)
+	var p *apiProblem
+	if errors.As(err, &p) && p.Type == problemBase+problemNoCheckpoint {
 		return Checkpoint{}, false, nil
 	}
 	if err != nil {
@@ -193,7 +193,7 @@ func (c *Client) Latest(ctx context.Context) (Checkpoint, bool, error) {
 // Inclusion fetches the proof that leaf index is in the tree of the given size.
 func (c *Client) Inclusion(ctx context.Context, index, size uint64) (ProofJSON, error) {
 	var p ProofJSON
-	err := c.getJSON(ctx, PathInclusion, url.Values{"index": {strconv.FormatUint(index, 10)}, "size": {strconv.FormatUint(size, 10)}}, &p)
+	err := c.getJSON(ctx, pathInclusion, url.Values{"index": {strconv.FormatUint(index, 10)}, "size": {strconv.FormatUint(size, 10)}}, &p)
 	return p, err
 }
 
@@ -201,14 +201,14 @@ func (c *Client) Inclusion(ctx context.Context, index, size uint64) (ProofJSON, 
 // tree of size to.
 func (c *Client) Consistency(ctx context.Context, from, to uint64) (ProofJSON, error) {
 	var p ProofJSON
-	err := c.getJSON(ctx, PathConsistency, url.Values{"from": {strconv.FormatUint(from, 10)}, "to": {strconv.FormatUint(to, 10)}}, &p)
+	err := c.getJSON(ctx, pathConsistency, url.Values{"from": {strconv.FormatUint(from, 10)}, "to": {strconv.FormatUint(to, 10)}}, &p)
 	return p, err
 }
 
 // Checkpoint fetches the stored checkpoint of one size.
 func (c *Client) Checkpoint(ctx context.Context, size uint64) (Checkpoint, error) {
-	var cj CheckpointJSON
-	if err := c.getJSON(ctx, PathCheckpoints+"/"+strconv.FormatUint(size, 10), nil, &cj); err != nil {
+	var cj checkpointJSON
+	if err := c.getJSON(ctx, pathCheckpoints+"/"+strconv.FormatUint(size, 10), nil, &cj); err != nil {
 		return Checkpoint{}, err
 	}
 	return cj.checkpoint()
@@ -217,6 +217,6 @@ func (c *Client) Checkpoint(ctx context.Context, size uint64) (Checkpoint, error
 // Serial fetches the leaves about one certificate.
 func (c *Client) Serial(ctx context.Context, serial string) (LeavesJSON, error) {
 	var l LeavesJSON
-	err := c.getJSON(ctx, PathSerials+url.PathEscape(serial), nil, &l)
+	err := c.getJSON(ctx, pathSerials+url.PathEscape(serial), nil, &l)
 	return l, err
 }

@@ -9,13 +9,13 @@ import (
 	"slices"
 )
 
-// Compare checks two exports of one log against each other, as an auditor does with
+// compare checks two exports of one log against each other, as an auditor does with
 // an export fetched earlier or from another node: every checkpoint of each (with a
 // valid signature) must have the root that the other export's leaves give at its size,
 // and where both hold a leaf it must be the same leaf. Anything else is a fork: the
 // log showed two histories. Compare does not re-check each export on its own (Verify
 // does); the error is for exports that cannot be read or do not overlap at all.
-func Compare(a, b fs.FS, key crypto.PublicKey) ([]Problem, error) {
+func compare(a, b fs.FS, key crypto.PublicKey) ([]Problem, error) {
 	ea, err := readExport(a, key)
 	if err != nil {
 		return nil, err
@@ -26,7 +26,7 @@ func Compare(a, b fs.FS, key crypto.PublicKey) ([]Problem, error) {
 	}
 	var ps []Problem
 	if fa, fb := KeyFingerprint(ea.key), KeyFingerprint(eb.key); fa != fb {
-		ps = append(ps, Problem{ProblemKey, 0, fmt.Sprintf("the first export is signed with %s, the second with %s", fa, fb)})
+		ps = append(ps, Problem{problemKey, 0, fmt.Sprintf("the first export is signed with %s, the second with %s", fa, fb)})
 	}
 	ca, cb := ea.validCheckpoints(), eb.validCheckpoints()
 	if len(ca) > 0 && len(cb) > 0 && ca[0].Origin != cb[0].Origin {
@@ -59,7 +59,7 @@ func Compare(a, b fs.FS, key crypto.PublicKey) ([]Problem, error) {
 		if len(bad) > 1 {
 			d += fmt.Sprintf("; so are %d later checkpoints up to size %d", len(bad)-1, bad[len(bad)-1].Size)
 		}
-		ps = append(ps, Problem{ProblemForkCheckpoint, bad[0].Size, d})
+		ps = append(ps, Problem{problemForkCheckpoint, bad[0].Size, d})
 	}
 	against(ca, rootsB, "first", "second")
 	against(cb, rootsA, "second", "first")
@@ -69,7 +69,7 @@ func Compare(a, b fs.FS, key crypto.PublicKey) ([]Problem, error) {
 		return nil, err
 	}
 	if differ {
-		ps = append(ps, Problem{ProblemFork, idx, "the exports hold different leaves from here on: the log has forked"})
+		ps = append(ps, Problem{problemFork, idx, "the exports hold different leaves from here on: the log has forked"})
 	}
 	if compared == 0 && n == 0 {
 		return nil, errors.New("audit: compare: the exports share no leaf and no checkpoint size: nothing to compare")

@@ -52,11 +52,11 @@ func readExport(fsys fs.FS, pinned crypto.PublicKey) (*exportDir, error) {
 		case perr != nil && pinned == nil:
 			return nil, fmt.Errorf("audit: export: %s: %w", exportKey, perr)
 		case perr != nil:
-			e.problem(ProblemKey, 0, "%s in the export is not a valid audit key: %v", exportKey, perr)
+			e.problem(problemKey, 0, "%s in the export is not a valid audit key: %v", exportKey, perr)
 		case pinned == nil:
 			e.key = k
 		case KeyFingerprint(k) != KeyFingerprint(pinned):
-			e.problem(ProblemKey, 0, "%s in the export is %s, not the pinned key %s", exportKey, KeyFingerprint(k), KeyFingerprint(pinned))
+			e.problem(problemKey, 0, "%s in the export is %s, not the pinned key %s", exportKey, KeyFingerprint(k), KeyFingerprint(pinned))
 		}
 	}
 	if err := e.readStart(); err != nil {
@@ -124,7 +124,7 @@ func (e *exportDir) readCheckpoints() error {
 			if origin == "" {
 				origin = c.Origin
 			} else if c.Origin != origin {
-				e.problem(ProblemCheckpointOrigin, c.Size, "%s.txt: origin %q, other checkpoints say %q", f, c.Origin, origin)
+				e.problem(problemCheckpointOrigin, c.Size, "%s.txt: origin %q, other checkpoints say %q", f, c.Origin, origin)
 				c.valid = false
 			}
 		}
@@ -161,7 +161,7 @@ func (e *exportDir) readCheckpoint(base string) (dirCheckpoint, error) {
 		v, err := strconv.ParseUint(n, 10, 64)
 		nameSize, named = v, err == nil && fmt.Sprintf("%020d", v) == n
 		if !named {
-			e.problem(ProblemCheckpointMalformed, 0, "%s.txt: file name is not the checkpoint's size in 20 digits", base)
+			e.problem(problemCheckpointMalformed, 0, "%s.txt: file name is not the checkpoint's size in 20 digits", base)
 			return dirCheckpoint{}, nil
 		}
 	}
@@ -171,21 +171,21 @@ func (e *exportDir) readCheckpoint(base string) (dirCheckpoint, error) {
 	}
 	sig, err := fs.ReadFile(e.fsys, base+".sig")
 	if err != nil {
-		e.problem(ProblemCheckpointMalformed, nameSize, "%s.sig: %v", base, err)
+		e.problem(problemCheckpointMalformed, nameSize, "%s.sig: %v", base, err)
 		return dirCheckpoint{}, nil
 	}
 	c, err := ParseCheckpoint(body, sig)
 	if err != nil {
-		e.problem(ProblemCheckpointMalformed, nameSize, "%s.txt: %v", base, err)
+		e.problem(problemCheckpointMalformed, nameSize, "%s.txt: %v", base, err)
 		return dirCheckpoint{}, nil
 	}
 	if named && c.Size != nameSize {
-		e.problem(ProblemCheckpointMalformed, nameSize, "%s.txt holds a checkpoint of size %d", base, c.Size)
+		e.problem(problemCheckpointMalformed, nameSize, "%s.txt holds a checkpoint of size %d", base, c.Size)
 		return dirCheckpoint{}, nil
 	}
 	dc := dirCheckpoint{Checkpoint: c, file: base}
 	if err := c.Verify(e.key); err != nil {
-		e.problem(ProblemCheckpointSignature, c.Size, "%s: signature does not verify with the audit key %s", base+".sig", KeyFingerprint(e.key))
+		e.problem(problemCheckpointSignature, c.Size, "%s: signature does not verify with the audit key %s", base+".sig", KeyFingerprint(e.key))
 		return dc, nil
 	}
 	dc.valid = true

@@ -3,43 +3,11 @@ package audit
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"time"
 )
-
-// HTTPClient is the auditor's client for a node's HTTPS API: it trusts the CA in
-// caFile (PEM; the system roots if empty) and presents the certificate in certFile
-// with its key in keyFile when both are given (the auditor role).
-func HTTPClient(caFile, certFile, keyFile string) (*http.Client, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		b, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("audit: %s: no PEM certificate", caFile)
-		}
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("audit: give both the client certificate and its key, or neither")
-	}
-	if certFile != "" {
-		c, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{c}
-	}
-	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}, nil
-}
 
 func readKeyFile(keyFile string) (crypto.PublicKey, error) {
 	if keyFile == "" {

@@ -147,16 +147,16 @@ func (s memSource) Latest(context.Context) (Checkpoint, bool, error) {
 // serial, every seventh a revocation of it, the rest generic changes.
 func testLeaf(t testing.TB, i int) Leaf {
 	t.Helper()
-	m := Meta{RaftIndex: uint64(i/3 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: ActorEnrollment}
+	m := Meta{RaftIndex: uint64(i/3 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: actorEnrollment}
 	var l Leaf
 	var err error
 	switch {
 	case i%7 == 6:
 		m.Actor = "sha256:" + fmt.Sprintf("%x", sha256.Sum256([]byte("operator")))
-		l, err = NewRevokedLeaf(m, Revoked{Serial: testSerial(i - 1), Reason: 1})
+		l, err = newRevokedLeaf(m, revoked{Serial: testSerial(i - 1), Reason: 1})
 	case i%5 == 0:
 		sum := sha256.Sum256(fmt.Appendf(nil, "cert %d", i))
-		l, err = NewLeaf(m, TypeIssued, testSerial(i), map[string]any{"cert_sha256": sum[:], "profile": "derived-signing"})
+		l, err = NewLeaf(m, typeIssued, testSerial(i), map[string]any{"cert_sha256": sum[:], "profile": "derived-signing"})
 	default:
 		l, err = NewLeaf(m, "test.change", nil, map[string]any{"n": i, "what": "a change"})
 	}

@@ -27,9 +27,9 @@ import (
 type Leaf struct {
 	Index     uint64    // position in the log, from 0
 	RaftIndex uint64    // the Raft log index of the entry that made the change
-	Type      string    // what changed, e.g. TypeIssued
+	Type      string    // what changed, e.g. "cert.issued"
 	Time      time.Time // when, as recorded in the command (UTC on the wire)
-	Actor     string    // OperatorActor(cert), ActorEnrollment or ActorSystem
+	Actor     string    // OperatorActor(cert), "enrollment" or ActorSystem
 	Serial    string    // certificate serial, lowercase hex, for certificate changes
 	Data      []byte    // the change's own data: one deterministic CBOR item
 }
@@ -37,23 +37,18 @@ type Leaf struct {
 // Leaf types built by this package. Other packages choose their own types for their
 // changes ("policy.set", "node.added", …) and build the leaf with NewLeaf.
 const (
-	TypeIssued  = "cert.issued"
-	TypeRevoked = "cert.revoked"
+	typeIssued  = "cert.issued"
+	typeRevoked = "cert.revoked"
 )
 
-// Leaf types of cluster's membership (the others are named by their command type).
-const (
-	TypeJoinGranted       = "cluster.join.granted"       // a join token granted to a node's keys
-	TypeMemberJoined      = "cluster.member.joined"      // a node joined by its grant
-	TypeMemberBootstrap   = "cluster.member.bootstrap"   // the first node, with its keys
-	TypeTransportApproved = "cluster.transport.approved" // a voter's transport key approved after its join
-	TypeKeyTransferred    = "cluster.key.transferred"    // a replicated key wrapped for a voter's transport key
-	TypeMemberRemoved     = "cluster.member.remove"      // a node removed
-)
+// TypeKeyTransferred is the leaf of a replicated key wrapped for a voter's
+// transport key, which Verify reads into Report.KeyTransfers. The node's log
+// (audit/log) writes it with cluster's other membership leaves.
+const TypeKeyTransferred = "cluster.key.transferred"
 
 // Actors that are not an operator.
 const (
-	ActorEnrollment = "enrollment" // a subscriber through the enrollment API
+	actorEnrollment = "enrollment" // a subscriber through the enrollment API
 	ActorSystem     = "system"     // the appliance itself (renewals, resolving dangling intents)
 )
 
@@ -76,9 +71,9 @@ type leafWire struct {
 	Data      cbor.RawMessage `cbor:"data,omitempty"`
 }
 
-// ErrNotDeterministic reports a leaf, or a leaf's data, that is well-formed CBOR but
+// errNotDeterministic reports a leaf, or a leaf's data, that is well-formed CBOR but
 // not in core deterministic encoding.
-var ErrNotDeterministic = errors.New("audit: not in deterministic CBOR encoding")
+var errNotDeterministic = errors.New("audit: not in deterministic CBOR encoding")
 
 var cborModes = sync.OnceValues(func() (cbor.EncMode, cbor.DecMode) {
 	eo := cbor.CoreDetEncOptions()
@@ -110,8 +105,8 @@ type Meta struct {
 // NewLeaf builds a leaf of the given type whose data is v in deterministic CBOR.
 // serial may be nil for changes that are not about one certificate.
 //
-// v must not hold personal data in clear: pass such values through PersonalKey.Hash,
-// and certificates through CertHash. NewIssuedLeaf does both for issuances.
+// v must not hold personal data in clear: give such values as keyed hashes (HMAC),
+// and certificates as their SHA-256.
 func NewLeaf(m Meta, typ string, serial *big.Int, v any) (Leaf, error) {
 	em, _ := cborModes()
 	data, err := em.Marshal(v)
@@ -120,7 +115,7 @@ func NewLeaf(m Meta, typ string, serial *big.Int, v any) (Leaf, error) {
 	}
 	l := Leaf{RaftIndex: m.RaftIndex, Type: typ, Time: m.Time, Actor: m.Actor, Data: data}
 	if serial != nil {
-		l.Serial = SerialHex(serial)
+		l.Serial = serialHex(serial)
 	}
 	if err := l.check(); err != nil {
 		return Leaf{}, err
@@ -128,21 +123,21 @@ func NewLeaf(m Meta, typ string, serial *big.Int, v any) (Leaf, error) {
 	return l, nil
 }
 
-// SerialHex is the form serials take in leaves, part of what the tree hashes and
+// serialHex is the form serials take in leaves, part of what the tree hashes and
 // so kept as it has always been: lower-case hex without leading zeros (an odd
 // number of digits when the top digit would be 0). It is not how a serial is
 // printed: print certserial.Format.
-func SerialHex(serial *big.Int) string { return serial.Text(16) }
+func serialHex(serial *big.Int) string { return serial.Text(16) }
 
 // normalizeSerial reads a serial in any form certserial.Parse accepts (as openssl
 // or inkan prints it, with colons, 0x, or the leaves' own form) and returns it in
-// the form SerialHex gives.
+// the form serialHex gives.
 func normalizeSerial(s string) (string, error) {
 	n, err := certserial.Parse(s)
 	if err != nil {
 		return "", fmt.Errorf("audit: serial %w", err)
 	}
-	return SerialHex(n), nil
+	return serialHex(n), nil
 }
 
 // printedSerial is a leaf's serial as inkan prints serials everywhere else.
@@ -159,8 +154,8 @@ func OperatorActor(cert *x509.Certificate) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// CertHash is how a certificate appears in the log: the SHA-256 of its DER.
-func CertHash(der []byte) []byte {
+// certHash is how a certificate appears in the log: the SHA-256 of its DER.
+func certHash(der []byte) []byte {
 	sum := sha256.Sum256(der)
 	return sum[:]
 }
@@ -175,7 +170,7 @@ func (l Leaf) check() error {
 		return fmt.Errorf("audit: %s leaf: no time", l.Type)
 	}
 	if !validActor(l.Actor) {
-		return fmt.Errorf("audit: %s leaf: actor %q: want %q, %q or sha256:<64 hex>", l.Type, l.Actor, ActorEnrollment, ActorSystem)
+		return fmt.Errorf("audit: %s leaf: actor %q: want %q, %q or sha256:<64 hex>", l.Type, l.Actor, actorEnrollment, ActorSystem)
 	}
 	if l.Serial != "" {
 		if n, err := normalizeSerial(l.Serial); err != nil || n != l.Serial {
@@ -191,7 +186,7 @@ func (l Leaf) check() error {
 }
 
 func validActor(a string) bool {
-	if a == ActorEnrollment || a == ActorSystem {
+	if a == actorEnrollment || a == ActorSystem {
 		return true
 	}
 	h, ok := strings.CutPrefix(a, "sha256:")
@@ -241,7 +236,7 @@ func ParseLeaf(b []byte) (Leaf, error) {
 		return Leaf{}, err
 	}
 	if !bytes.Equal(again, b) {
-		return Leaf{}, ErrNotDeterministic
+		return Leaf{}, errNotDeterministic
 	}
 	return l, nil
 }
@@ -259,7 +254,7 @@ func checkDeterministic(b []byte) error {
 		return err
 	}
 	if !bytes.Equal(again, b) {
-		return ErrNotDeterministic
+		return errNotDeterministic
 	}
 	return nil
 }

@@ -71,7 +71,7 @@ func TestLeafEncodingIsDeterministic(t *testing.T) {
 }
 
 func TestLeafFieldsAreChecked(t *testing.T) {
-	ok := Leaf{Type: "test.change", Time: testTime, Actor: ActorEnrollment}
+	ok := Leaf{Type: "test.change", Time: testTime, Actor: actorEnrollment}
 	for name, mutate := range map[string]func(*Leaf){
 		"actor is a name":           func(l *Leaf) { l.Actor = "Yamada Taro" },
 		"actor fingerprint upper":   func(l *Leaf) { l.Actor = "sha256:" + string(bytes.Repeat([]byte("A"), 64)) },

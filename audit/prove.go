@@ -47,22 +47,22 @@ func Prove(export fs.FS, key crypto.PublicKey, serial string) ([]Inclusion, erro
 	})
 }
 
-// TypeTSATokens is the leaf type of a batch of time-stamp tokens a node
+// typeTSATokens is the leaf type of a batch of time-stamp tokens a node
 // issued: its data's "tokens" lists the SHA-256 of each token's DER.
-const TypeTSATokens = "tsa.tokens"
+const typeTSATokens = "tsa.tokens"
 
-// ProveToken finds the tsa.tokens leaf that lists the time-stamp token (the
+// proveToken finds the tsa.tokens leaf that lists the time-stamp token (the
 // DER of its ContentInfo, as `openssl ts -reply -token_out` writes it) in an
 // export and proves it included, as Prove does: the token was issued, and
 // logged before its client got it.
-func ProveToken(export fs.FS, key crypto.PublicKey, token []byte) ([]Inclusion, error) {
+func proveToken(export fs.FS, key crypto.PublicKey, token []byte) ([]Inclusion, error) {
 	sum := sha256.Sum256(token)
 	return prove(export, key, func(data []byte) (Leaf, bool) {
 		if !bytes.Contains(data, sum[:]) {
 			return Leaf{}, false
 		}
 		leaf, err := ParseLeaf(data)
-		if err != nil || leaf.Type != TypeTSATokens {
+		if err != nil || leaf.Type != typeTSATokens {
 			return leaf, false
 		}
 		var d struct {
@@ -226,21 +226,21 @@ func ProveTokenDir(w io.Writer, keyFile, dir, tokenFile string) error {
 	if err != nil {
 		return fmt.Errorf("audit: prove: %s: %w", tokenFile, err)
 	}
-	found, err := ProveToken(os.DirFS(dir), key, token)
+	found, err := proveToken(os.DirFS(dir), key, token)
 	if err != nil {
 		return err
 	}
 	sum := sha256.Sum256(token)
 	if len(found) == 0 {
-		return fmt.Errorf("audit: prove: no %s leaf lists the token (SHA-256 %x) in %s", TypeTSATokens, sum, dir)
+		return fmt.Errorf("audit: prove: no %s leaf lists the token (SHA-256 %x) in %s", typeTSATokens, sum, dir)
 	}
 	fmt.Fprintf(w, "token SHA-256 %x\n", sum)
 	return printInclusions(w, found)
 }
 
-// ErrNotToken: the file holds neither a time-stamp token nor a TimeStampResp
+// errNotToken: the file holds neither a time-stamp token nor a TimeStampResp
 // with one.
-var ErrNotToken = errors.New("not a time-stamp token (DER ContentInfo) or a TimeStampResp holding one")
+var errNotToken = errors.New("not a time-stamp token (DER ContentInfo) or a TimeStampResp holding one")
 
 // tokenOf returns the time-stamp token of b: b itself if it is a DER
 // ContentInfo, or the token of a granted DER TimeStampResp (RFC 3161 §2.4.2).
@@ -248,7 +248,7 @@ func tokenOf(b []byte) ([]byte, error) {
 	in := cryptobyte.String(b)
 	var outer cryptobyte.String
 	if !in.ReadASN1(&outer, cbasn1.SEQUENCE) || !in.Empty() {
-		return nil, ErrNotToken
+		return nil, errNotToken
 	}
 	switch {
 	case outer.PeekASN1Tag(cbasn1.OBJECT_IDENTIFIER): // ContentInfo
@@ -256,11 +256,11 @@ func tokenOf(b []byte) ([]byte, error) {
 	case outer.PeekASN1Tag(cbasn1.SEQUENCE): // TimeStampResp: status, token
 		var token cryptobyte.String
 		if !outer.SkipASN1(cbasn1.SEQUENCE) || !outer.ReadASN1Element(&token, cbasn1.SEQUENCE) || !outer.Empty() {
-			return nil, ErrNotToken
+			return nil, errNotToken
 		}
 		return token, nil
 	}
-	return nil, ErrNotToken
+	return nil, errNotToken
 }
 
 func printInclusions(w io.Writer, found []Inclusion) error {
@@ -278,7 +278,7 @@ func printInclusions(w io.Writer, found []Inclusion) error {
 			Tokens [][]byte `cbor:"tokens"`
 		}
 		switch {
-		case l.Type == TypeTSATokens && cbor.Unmarshal(l.Data, &batch) == nil:
+		case l.Type == typeTSATokens && cbor.Unmarshal(l.Data, &batch) == nil:
 			// A batch lists up to a thousand hashes: say whose and how many.
 			fmt.Fprintf(w, "  data: %d tokens issued by node %s\n", len(batch.Tokens), batch.Node)
 		case len(l.Data) > 0:

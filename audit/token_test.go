@@ -27,7 +27,7 @@ func TestTokenOf(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := tokenOf(c.in)
 			if c.want == nil {
-				if !errors.Is(err, ErrNotToken) {
+				if !errors.Is(err, errNotToken) {
 					t.Fatalf("%x: %v, want ErrNotToken", got, err)
 				}
 				return

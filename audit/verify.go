@@ -20,29 +20,29 @@ type ProblemKind string
 
 // Problems about leaves: Index is the leaf's index.
 const (
-	ProblemLeafMalformed ProblemKind = "leaf-malformed" // the line or the leaf cannot be read
-	ProblemLeafHash      ProblemKind = "leaf-hash"      // the line's hash is not the hash of its leaf
-	ProblemLeafIndex     ProblemKind = "leaf-index"     // the line's index is not the leaf's own
-	ProblemLeafMissing   ProblemKind = "leaf-missing"   // no line holds this leaf
-	ProblemLeafOrder     ProblemKind = "leaf-order"     // the leaf comes after a leaf with a higher index
-	ProblemLeafDuplicate ProblemKind = "leaf-duplicate" // a second line holds this index
-	ProblemRaftOrder     ProblemKind = "raft-order"     // the leaf's Raft index is below its predecessor's
-	ProblemTruncated     ProblemKind = "truncated"      // leaves end here, before a checkpoint's size
-	ProblemUnsigned      ProblemKind = "unsigned"       // no checkpoint with a valid signature covers the leaves from here
-	ProblemFork          ProblemKind = "fork"           // two exports hold different leaves at this index
+	problemLeafMalformed ProblemKind = "leaf-malformed" // the line or the leaf cannot be read
+	problemLeafHash      ProblemKind = "leaf-hash"      // the line's hash is not the hash of its leaf
+	problemLeafIndex     ProblemKind = "leaf-index"     // the line's index is not the leaf's own
+	problemLeafMissing   ProblemKind = "leaf-missing"   // no line holds this leaf
+	problemLeafOrder     ProblemKind = "leaf-order"     // the leaf comes after a leaf with a higher index
+	problemLeafDuplicate ProblemKind = "leaf-duplicate" // a second line holds this index
+	problemRaftOrder     ProblemKind = "raft-order"     // the leaf's Raft index is below its predecessor's
+	problemTruncated     ProblemKind = "truncated"      // leaves end here, before a checkpoint's size
+	problemUnsigned      ProblemKind = "unsigned"       // no checkpoint with a valid signature covers the leaves from here
+	problemFork          ProblemKind = "fork"           // two exports hold different leaves at this index
 )
 
 // Problems about checkpoints: Index is the checkpoint's size.
 const (
-	ProblemCheckpointMalformed ProblemKind = "checkpoint-malformed"
-	ProblemCheckpointSignature ProblemKind = "checkpoint-signature" // does not verify with the audit key
-	ProblemCheckpointOrigin    ProblemKind = "checkpoint-origin"    // names another log
-	ProblemCheckpointRoot      ProblemKind = "checkpoint-root"      // its root is not the leaves' root at its size
-	ProblemForkCheckpoint      ProblemKind = "fork-checkpoint"      // not consistent with the other export
+	problemCheckpointMalformed ProblemKind = "checkpoint-malformed"
+	problemCheckpointSignature ProblemKind = "checkpoint-signature" // does not verify with the audit key
+	problemCheckpointOrigin    ProblemKind = "checkpoint-origin"    // names another log
+	problemCheckpointRoot      ProblemKind = "checkpoint-root"      // its root is not the leaves' root at its size
+	problemForkCheckpoint      ProblemKind = "fork-checkpoint"      // not consistent with the other export
 )
 
-// ProblemKey: the export's key is not the pinned one, or two exports' keys differ.
-const ProblemKey ProblemKind = "key"
+// problemKey: the export's key is not the pinned one, or two exports' keys differ.
+const problemKey ProblemKind = "key"
 
 // Problem is one thing wrong with an export, about one leaf or one checkpoint.
 type Problem struct {
@@ -53,9 +53,9 @@ type Problem struct {
 
 func (p Problem) String() string {
 	switch {
-	case p.Kind == ProblemKey:
+	case p.Kind == problemKey:
 		return "key: " + p.Detail
-	case strings.HasPrefix(string(p.Kind), "checkpoint") || p.Kind == ProblemForkCheckpoint:
+	case strings.HasPrefix(string(p.Kind), "checkpoint") || p.Kind == problemForkCheckpoint:
 		return fmt.Sprintf("checkpoint %d: %s", p.Index, p.Detail)
 	}
 	return fmt.Sprintf("leaf %d: %s", p.Index, p.Detail)
@@ -159,11 +159,11 @@ func Verify(export fs.FS, key crypto.PublicKey) (*Report, error) {
 			idx = seq.next
 		}
 		if l.bad != "" {
-			r.add(Problem{ProblemLeafMalformed, idx, fmt.Sprintf("%s line %d: %s", exportLeaves, l.line, l.bad)})
+			r.add(Problem{problemLeafMalformed, idx, fmt.Sprintf("%s line %d: %s", exportLeaves, l.line, l.bad)})
 		}
 		if l.data != nil {
 			if l.stored != nil && !bytes.Equal(l.stored, l.hash) {
-				r.add(Problem{ProblemLeafHash, idx, "the leaf's hash is not the one its line gives: the leaf was changed"})
+				r.add(Problem{problemLeafHash, idx, "the leaf's hash is not the one its line gives: the leaf was changed"})
 			}
 			if err := rng.Append(l.hash, nil); err != nil && appendErr == nil {
 				appendErr = err
@@ -171,17 +171,17 @@ func Verify(export fs.FS, key crypto.PublicKey) (*Report, error) {
 			v.visit(rng)
 			switch {
 			case l.err != nil:
-				r.add(Problem{ProblemLeafMalformed, idx, l.err.Error()})
+				r.add(Problem{problemLeafMalformed, idx, l.err.Error()})
 			case l.leaf.Index != idx:
-				r.add(Problem{ProblemLeafIndex, idx, fmt.Sprintf("the line holds leaf %d", l.leaf.Index)})
+				r.add(Problem{problemLeafIndex, idx, fmt.Sprintf("the line holds leaf %d", l.leaf.Index)})
 			case l.leaf.RaftIndex < lastRaft:
-				r.add(Problem{ProblemRaftOrder, idx, fmt.Sprintf("Raft index %d after %d", l.leaf.RaftIndex, lastRaft)})
+				r.add(Problem{problemRaftOrder, idx, fmt.Sprintf("Raft index %d after %d", l.leaf.RaftIndex, lastRaft)})
 			}
 			if l.err == nil {
 				lastRaft = l.leaf.RaftIndex
 				if l.leaf.Type == TypeKeyTransferred {
 					if kt, err := keyTransfer(l.leaf); err != nil {
-						r.add(Problem{ProblemLeafMalformed, idx, "key transfer: " + err.Error()})
+						r.add(Problem{problemLeafMalformed, idx, "key transfer: " + err.Error()})
 					} else {
 						r.KeyTransfers = append(r.KeyTransfers, kt)
 					}
@@ -201,7 +201,7 @@ func Verify(export fs.FS, key crypto.PublicKey) (*Report, error) {
 	r.Size = seq.next
 	v.finish(seq.next)
 	if len(cps) == 0 && r.Size > r.From {
-		r.add(Problem{ProblemUnsigned, r.From, "no checkpoint with a valid signature: nothing vouches for these leaves"})
+		r.add(Problem{problemUnsigned, r.From, "no checkpoint with a valid signature: nothing vouches for these leaves"})
 	}
 	slices.SortStableFunc(r.Problems, func(a, b Problem) int { return cmpU64(a.Index, b.Index) })
 	return r, nil
@@ -255,7 +255,7 @@ func (v *verifier) flush() {
 	if len(v.run) > 1 {
 		d += fmt.Sprintf("; the %d checkpoints after it, up to size %d, do not match either", len(v.run)-1, last.Size)
 	}
-	v.r.add(Problem{ProblemCheckpointRoot, first.Size, d})
+	v.r.add(Problem{problemCheckpointRoot, first.Size, d})
 	v.run = nil
 }
 
@@ -272,7 +272,7 @@ func (v *verifier) finish(end uint64) {
 	}
 	v.flush()
 	if truncated != nil {
-		v.r.add(Problem{ProblemTruncated, end, fmt.Sprintf("the export ends here, but the checkpoint of size %d (signed %s) covers leaves up to %d",
+		v.r.add(Problem{problemTruncated, end, fmt.Sprintf("the export ends here, but the checkpoint of size %d (signed %s) covers leaves up to %d",
 			truncated.Size, truncated.Time.Format(checkpointTimeLayout), truncated.Size-1)})
 	}
 }
@@ -298,7 +298,7 @@ func (s *sequence) see(i, line uint64) (Problem, bool) {
 		s.next = i + 1
 		return Problem{}, false
 	case i < s.from:
-		return Problem{ProblemLeafIndex, i, fmt.Sprintf("%s line %d: before the export's start %d", exportLeaves, line, s.from)}, true
+		return Problem{problemLeafIndex, i, fmt.Sprintf("%s line %d: before the export's start %d", exportLeaves, line, s.from)}, true
 	}
 	for g, r := range s.gaps {
 		if i >= r[0] && i < r[1] {
@@ -309,10 +309,10 @@ func (s *sequence) see(i, line uint64) (Problem, bool) {
 			if r[0] < i {
 				s.gaps = slices.Insert(s.gaps, g, [2]uint64{r[0], i})
 			}
-			return Problem{ProblemLeafOrder, i, fmt.Sprintf("%s line %d: out of order, after leaf %d", exportLeaves, line, s.next-1)}, true
+			return Problem{problemLeafOrder, i, fmt.Sprintf("%s line %d: out of order, after leaf %d", exportLeaves, line, s.next-1)}, true
 		}
 	}
-	return Problem{ProblemLeafDuplicate, i, fmt.Sprintf("%s line %d: a second line for this leaf", exportLeaves, line)}, true
+	return Problem{problemLeafDuplicate, i, fmt.Sprintf("%s line %d: a second line for this leaf", exportLeaves, line)}, true
 }
 
 func (s *sequence) missing() []Problem {
@@ -325,7 +325,7 @@ func (s *sequence) missing() []Problem {
 		case n > 1:
 			d = fmt.Sprintf("missing, and the %d leaves after it up to %d", n, g[1]-1)
 		}
-		ps = append(ps, Problem{ProblemLeafMissing, g[0], d})
+		ps = append(ps, Problem{problemLeafMissing, g[0], d})
 	}
 	return ps
 }
@@ -375,7 +375,7 @@ func VerifyDirs(w io.Writer, keyFile string, dirs ...string) error {
 		}
 	}
 	if len(dirs) == 2 {
-		ps, err := Compare(os.DirFS(dirs[0]), os.DirFS(dirs[1]), key)
+		ps, err := compare(os.DirFS(dirs[0]), os.DirFS(dirs[1]), key)
 		if err != nil {
 			return err
 		}

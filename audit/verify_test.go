@@ -132,7 +132,7 @@ func TestTamperIsFound(t *testing.T) {
 				editLeaf(t, dir, 37, false, func(b []byte) []byte { return bytes.Replace(b, []byte("a change"), []byte("b change"), 1) })
 				return ""
 			},
-			want: []want{{ProblemLeafHash, 37}, {ProblemCheckpointRoot, 48}},
+			want: []want{{problemLeafHash, 37}, {problemCheckpointRoot, 48}},
 		},
 		{
 			name: "one changed byte in a leaf, its hash recomputed",
@@ -142,7 +142,7 @@ func TestTamperIsFound(t *testing.T) {
 			},
 			// Nothing in the export can tell which leaf of 32..47 changed; the report
 			// names that range, and Compare with an earlier export names the leaf.
-			want:   []want{{ProblemCheckpointRoot, 48}},
+			want:   []want{{problemCheckpointRoot, 48}},
 			detail: "a leaf in 32..47 differs",
 		},
 		{
@@ -161,7 +161,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeLines(t, dir, lines)
 				return ""
 			},
-			want: []want{{ProblemLeafHash, 37}, {ProblemCheckpointRoot, 48}},
+			want: []want{{problemLeafHash, 37}, {problemCheckpointRoot, 48}},
 		},
 		{
 			name: "a dropped leaf",
@@ -170,7 +170,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeLines(t, dir, slices.Delete(lines, 37, 38))
 				return ""
 			},
-			want: []want{{ProblemLeafMissing, 37}, {ProblemCheckpointRoot, 48}},
+			want: []want{{problemLeafMissing, 37}, {problemCheckpointRoot, 48}},
 		},
 		{
 			name: "two leaves swapped",
@@ -180,7 +180,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeLines(t, dir, lines)
 				return ""
 			},
-			want: []want{{ProblemLeafOrder, 37}, {ProblemCheckpointRoot, 48}},
+			want: []want{{problemLeafOrder, 37}, {problemCheckpointRoot, 48}},
 		},
 		{
 			name: "two leaves swapped and renumbered",
@@ -191,7 +191,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeLines(t, dir, lines)
 				return ""
 			},
-			want: []want{{ProblemLeafIndex, 37}, {ProblemLeafIndex, 38}, {ProblemCheckpointRoot, 48}},
+			want: []want{{problemLeafIndex, 37}, {problemLeafIndex, 38}, {problemCheckpointRoot, 48}},
 		},
 		{
 			name: "truncated before the last checkpoint",
@@ -199,7 +199,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeLines(t, dir, readLines(t, dir)[:70])
 				return ""
 			},
-			want: []want{{ProblemTruncated, 70}},
+			want: []want{{problemTruncated, 70}},
 			only: true,
 		},
 		{
@@ -212,7 +212,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeCP(t, dir, c)
 				return ""
 			},
-			want: []want{{ProblemCheckpointSignature, 48}},
+			want: []want{{problemCheckpointSignature, 48}},
 			only: true,
 		},
 		{
@@ -226,7 +226,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeCP(t, dir, c)
 				return ""
 			},
-			want: []want{{ProblemCheckpointRoot, 48}},
+			want: []want{{problemCheckpointRoot, 48}},
 			only: true,
 		},
 		{
@@ -237,7 +237,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeLines(t, dir, lines)
 				return ""
 			},
-			want: []want{{ProblemLeafMalformed, 37}, {ProblemCheckpointRoot, 48}},
+			want: []want{{problemLeafMalformed, 37}, {problemCheckpointRoot, 48}},
 		},
 		{
 			name: "a checkpoint edited without signing it again",
@@ -247,7 +247,7 @@ func TestTamperIsFound(t *testing.T) {
 				writeCP(t, dir, c)
 				return ""
 			},
-			want: []want{{ProblemCheckpointSignature, 48}},
+			want: []want{{problemCheckpointSignature, 48}},
 			only: true,
 		},
 		{
@@ -260,7 +260,7 @@ func TestTamperIsFound(t *testing.T) {
 				}
 				return ""
 			},
-			want: []want{{ProblemCheckpointMalformed, 47}},
+			want: []want{{problemCheckpointMalformed, 47}},
 			only: true,
 		},
 		{
@@ -270,7 +270,7 @@ func TestTamperIsFound(t *testing.T) {
 				os.Remove(filepath.Join(dir, exportLatest+".txt"))
 				return ""
 			},
-			want: []want{{ProblemUnsigned, 0}},
+			want: []want{{problemUnsigned, 0}},
 			only: true,
 		},
 		{
@@ -281,7 +281,7 @@ func TestTamperIsFound(t *testing.T) {
 				return ""
 			},
 			pin:  true,
-			want: []want{{ProblemKey, 0}},
+			want: []want{{problemKey, 0}},
 			only: true,
 		},
 		{
@@ -289,7 +289,7 @@ func TestTamperIsFound(t *testing.T) {
 			tamper: func(t *testing.T, dir string) string {
 				return exportLog(t, forkLog, 0)
 			},
-			want: []want{{ProblemFork, 40}, {ProblemForkCheckpoint, 48}, {ProblemForkCheckpoint, 48}}, // each export's checkpoint 48 against the other's leaves
+			want: []want{{problemFork, 40}, {problemForkCheckpoint, 48}, {problemForkCheckpoint, 48}}, // each export's checkpoint 48 against the other's leaves
 			only: true,
 		},
 	}
@@ -314,7 +314,7 @@ func TestTamperIsFound(t *testing.T) {
 				if err != nil || !ra.OK() {
 					t.Fatalf("the other export on its own: %v %v", err, ra.Problems)
 				}
-				ps, err := Compare(os.DirFS(dir), os.DirFS(against), pinned)
+				ps, err := compare(os.DirFS(dir), os.DirFS(against), pinned)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -350,7 +350,7 @@ func TestExportFrom(t *testing.T) {
 	if err != nil || !r.OK() || r.From != 48 || r.Size != 100 || r.Checkpoints != 5 {
 		t.Fatalf("export from 48: %v %+v", err, r)
 	}
-	ps, err := Compare(os.DirFS(full), os.DirFS(part), nil)
+	ps, err := compare(os.DirFS(full), os.DirFS(part), nil)
 	if err != nil || len(ps) != 0 {
 		t.Fatalf("compare full and part: %v %v", err, ps)
 	}
@@ -360,17 +360,17 @@ func TestExportFrom(t *testing.T) {
 	lines[1] = base64.StdEncoding.EncodeToString(make([]byte, 32))
 	os.WriteFile(filepath.Join(part, exportStart), []byte(strings.Join(lines, "\n")), 0o644)
 	r, err = Verify(os.DirFS(part), nil)
-	if err != nil || !has(r.Problems, want{ProblemCheckpointRoot, 48}) {
+	if err != nil || !has(r.Problems, want{problemCheckpointRoot, 48}) {
 		t.Fatalf("changed start range: %v %v", err, r.Problems)
 	}
-	ps, err = Compare(os.DirFS(full), os.DirFS(part), nil)
-	if err != nil || !has(ps, want{ProblemForkCheckpoint, 48}) {
+	ps, err = compare(os.DirFS(full), os.DirFS(part), nil)
+	if err != nil || !has(ps, want{problemForkCheckpoint, 48}) {
 		t.Fatalf("compare with a changed start range: %v %v", err, ps)
 	}
 	// Exports that share nothing cannot be compared.
 	l2 := newTestLog(t, key)
 	buildLog(t, l2, key, 0, 10, 5, 0)
-	if _, err := Compare(os.DirFS(exportLog(t, l2, 0)), os.DirFS(exportLog(t, l, 96)), nil); err == nil {
+	if _, err := compare(os.DirFS(exportLog(t, l2, 0)), os.DirFS(exportLog(t, l, 96)), nil); err == nil {
 		t.Error("compared exports that do not overlap")
 	}
 	if err := func() error { _, err := Export(context.Background(), full, l.Source(), 0); return err }(); err == nil {
@@ -472,7 +472,7 @@ func TestVerifyDirsCountsInWords(t *testing.T) {
 	writeLines(t, dir, slices.Delete(readLines(t, dir), 4, 6))
 	r, err := Verify(os.DirFS(dir), nil)
 	if err != nil || !slices.ContainsFunc(r.Problems, func(p Problem) bool {
-		return p.Kind == ProblemLeafMissing && p.Index == 4 && p.Detail == "missing, and leaf 5 after it"
+		return p.Kind == problemLeafMissing && p.Index == 4 && p.Detail == "missing, and leaf 5 after it"
 	}) {
 		t.Errorf("two leaves dropped: %v %v", err, r.Problems)
 	}

@@ -53,7 +53,7 @@ hsm: {module: %s, token: %s, pin_file: %s}
 log: {level: error}
 drain_timeout: 2s
 `, filepath.Join(t.TempDir(), "data"), name, addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], tok.Module, tok.Label, tok.PINFile)
-	cfg, err := ParseConfig([]byte(raw))
+	cfg, err := parseConfig([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ log: {level: %s}
 drain_timeout: 2s
 `, filepath.Join(t.TempDir(), "data"), name, addrs[0], clusterYAML, addrs[1], addrs[2], pub, addrs[3],
 		tok.Module, tok.Label, tok.PINFile, internalLogLevel())
-	cfg, err := ParseConfig([]byte(raw))
+	cfg, err := parseConfig([]byte(raw))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, raw)
 	}

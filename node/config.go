@@ -278,7 +278,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	cfg, err := ParseConfig(raw)
+	cfg, err := parseConfig(raw)
 	if err != nil {
 		if fes := yamlshape.Errors(err); len(fes) > 1 {
 			return nil, fmt.Errorf("config %s: %d problems:\n  %w", path, len(fes), indent(err))
@@ -296,22 +296,16 @@ func (e indentedError) Unwrap() error { return e.error }
 
 func indent(err error) error { return indentedError{err} }
 
-// ParseConfig decodes, defaults and validates a configuration document. Its
+// parseConfig decodes, defaults and validates a configuration document. Its
 // errors are FieldErrors (joined when there are several), each with the line of
 // its option when the document gives the option.
-func ParseConfig(raw []byte) (*Config, error) {
+func parseConfig(raw []byte) (*Config, error) {
 	var cfg Config
-	doc, err := yamlshape.Decode(raw, &cfg)
+	err := yamlshape.Decode(raw, &cfg, func() error {
+		cfg.setDefaults()
+		return cfg.Validate()
+	})
 	if err != nil {
-		return nil, err
-	}
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		for _, fe := range yamlshape.Errors(err) {
-			if fe.Line == 0 {
-				fe.Line = yamlshape.LineOf(doc, fe.Path)
-			}
-		}
 		return nil, err
 	}
 	return &cfg, nil

@@ -28,7 +28,7 @@ hsm:
 `
 
 func TestParseConfigDefaults(t *testing.T) {
-	cfg, err := ParseConfig([]byte(goodConfig))
+	cfg, err := parseConfig([]byte(goodConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestParseConfigExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ParseConfig(raw)
+	cfg, err := parseConfig(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.edit(goodConfig)))
+			_, err := parseConfig([]byte(tc.edit(goodConfig)))
 			if err == nil {
 				t.Fatalf("accepted; want error containing %q", tc.wantErr)
 			}
@@ -168,7 +168,7 @@ func TestParseConfigReportsEveryProblem(t *testing.T) {
 		"127.0.0.1:9090", "127.0.0.1:0",
 		"  bootstrap: true", "  bootstrap: true\n  node_id: X\n  raft:\n    election_timeout: 1ms",
 	).Replace(goodConfig) + "drain_timeout: 1ms\n"
-	_, err := ParseConfig([]byte(raw))
+	_, err := parseConfig([]byte(raw))
 	if err == nil {
 		t.Fatal("accepted")
 	}
@@ -209,7 +209,7 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := repl("  listen: 127.0.0.1:8080", tc.edit)(goodConfig)
-			_, err := ParseConfig([]byte(raw))
+			_, err := parseConfig([]byte(raw))
 			fes := yamlshape.Errors(err)
 			if len(fes) != 1 {
 				t.Fatalf("error %v: want one FieldError", err)
@@ -247,12 +247,12 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 // whose aliases merge themselves is refused, not walked for ever.
 func TestConfigAliases(t *testing.T) {
 	good := goodConfig + "log: &l\n  level: debug\naudit:\n  <<: *l\n"
-	_, err := ParseConfig([]byte(good))
+	_, err := parseConfig([]byte(good))
 	if fes := yamlshape.Errors(err); len(fes) != 1 || fes[0].Path != "audit.level" {
 		t.Fatalf("merge of log's options into audit: %v; want audit.level unknown", err)
 	}
 	loop := goodConfig + "log: &l\n  level: debug\n  <<: *l\n"
-	if _, err := ParseConfig([]byte(loop)); len(yamlshape.Errors(err)) == 0 {
+	if _, err := parseConfig([]byte(loop)); len(yamlshape.Errors(err)) == 0 {
 		t.Fatalf("a self-merging mapping: %v; want a FieldError", err)
 	}
 }
@@ -269,7 +269,7 @@ func FuzzParseConfig(f *testing.F) {
 		if len(raw) > 4096 {
 			return
 		}
-		_, err := ParseConfig(raw)
+		_, err := parseConfig(raw)
 		if err != nil && len(yamlshape.Errors(err)) == 0 {
 			t.Fatalf("error %v is not a FieldError", err)
 		}

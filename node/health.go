@@ -143,12 +143,12 @@ func (n *Node) readyOCSP(now time.Time) probe {
 		p.Reason = "starting its services"
 		return p
 	}
-	pre := n.app.presigner()
-	if pre == nil {
+	f := n.app.ocspFollower()
+	if f == nil {
 		p.Reason = "no OCSP responder runs on this node"
 		return p
 	}
-	h := pre.Health()
+	h := f.Health()
 	switch {
 	case !h.Reconciled:
 		p.Reason = "signing the responses its state needs (first reconcile since the start)"

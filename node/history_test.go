@@ -28,7 +28,6 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
-	"github.com/inkan-pki/inkan/ocsp"
 	"github.com/inkan-pki/inkan/policies"
 	"github.com/inkan-pki/inkan/tsa"
 )
@@ -57,7 +56,7 @@ log: {level: error}
 drain_timeout: 2s
 tsa: {policy: 1.3.6.1.4.1.99999.3161.1, accuracy: 1s}
 `, filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], addrs[2], addrs[3], tok.Module, tok.Label, tok.PINFile)
-	cfg, err := ParseConfig([]byte(raw))
+	cfg, err := parseConfig([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,12 +232,12 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 		source  string
 		expired bool
 	}{
-		{"before issuance", cert, beforeIssue, ocsp.AtUnknown, "", "", false},
-		{"issued, revoked later", cert, good, ocsp.AtGood, "", "", false},
-		{"on hold (released since)", cert, held, ocsp.AtHeld, "certificateHold", "crl", false},
-		{"released", cert, released, ocsp.AtGood, "", "", false},
-		{"revoked", cert, revoked, ocsp.AtRevoked, "keyCompromise", "record", false},
-		{"after expiry", short, afterExpiry, ocsp.AtGood, "", "", true},
+		{"before issuance", cert, beforeIssue, "unknown", "", "", false},
+		{"issued, revoked later", cert, good, "good", "", "", false},
+		{"on hold (released since)", cert, held, "held", "certificateHold", "crl", false},
+		{"released", cert, released, "good", "", "", false},
+		{"revoked", cert, revoked, "revoked", "keyCompromise", "record", false},
+		{"after expiry", short, afterExpiry, "good", "", "", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a := status(c.cert, c.at)
@@ -249,7 +248,7 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 			if c.cert == cert && (a.Revocation == nil || a.Revocation.Status != "revoked" || a.Revocation.Reason != "keyCompromise") {
 				t.Errorf("the revocation made since is not reported: %+v", a.Revocation)
 			}
-			if c.status != ocsp.AtUnknown && (a.CRLAtT == nil || a.Evidence == "") {
+			if c.status != "unknown" && (a.CRLAtT == nil || a.Evidence == "") {
 				t.Errorf("no CRL current at T, or no evidence link")
 			}
 			for _, l := range []*struct{ DER []byte }{a.CRLAtT, a.CRLAfterT} {
@@ -273,10 +272,10 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 	}
 	n = startTestNode(t, ctx, cfg)
 	base = "http://" + n.Addrs().OCSP
-	if a := status(cert, held); a.Status != ocsp.AtHeld {
+	if a := status(cert, held); a.Status != "held" {
 		t.Errorf("after the CA's retirement and a restart: %+v", a)
 	}
-	if a := status(cert, good); a.Status != ocsp.AtGood {
+	if a := status(cert, good); a.Status != "good" {
 		t.Errorf("at the time-stamp, after the CA's retirement and a restart: %+v", a)
 	}
 	// The time-stamp verifies with OpenSSL alone (TSA certificate in the token).
@@ -354,7 +353,7 @@ openssl ocsp -respin ocsp.der -issuer ca.pem -CAfile ca.pem -cert signer.pem -no
 		t.Run(c.name, func(t *testing.T) {
 			_, ct, b := get(c.path)
 			var p struct{ Type string }
-			if ct != "application/problem+json" || json.Unmarshal(b, &p) != nil || p.Type != ocsp.HistoryProblemBase+c.problem {
+			if ct != "application/problem+json" || json.Unmarshal(b, &p) != nil || p.Type != "urn:inkan:problem:evidence:"+c.problem {
 				t.Errorf("got %s %s, want problem %s", ct, b, c.problem)
 			}
 		})
@@ -374,7 +373,7 @@ openssl ocsp -respin ocsp.der -issuer ca.pem -CAfile ca.pem -cert signer.pem -no
 		code, ct, b := get(path)
 		var p struct{ Type string }
 		if code != http.StatusServiceUnavailable || ct != "application/problem+json" || json.Unmarshal(b, &p) != nil ||
-			p.Type != ocsp.HistoryProblemBase+"crl-not-archived" {
+			p.Type != "urn:inkan:problem:evidence:crl-not-archived" {
 			t.Errorf("%s without its CRL in the archive: %d %s %s", path, code, ct, b)
 		}
 	}

@@ -57,8 +57,8 @@ type Node struct {
 	err         error // set before done closes
 }
 
-// addrs are the addresses a node listens on.
-type addrs struct {
+// Addrs are the addresses a node listens on (Node.Addrs).
+type Addrs struct {
 	Cluster string // advertised to the other nodes
 	API     string // HTTPS
 	OCSP    string // plain HTTP
@@ -398,8 +398,8 @@ func (n *Node) watch(c *cluster.Cluster) {
 func (n *Node) Cluster() *cluster.Cluster { return n.c.Load() }
 
 // Addrs returns where the node listens.
-func (n *Node) Addrs() addrs {
-	a := addrs{API: n.apiLn.Addr().String(), OCSP: n.ocspLn.Addr().String(), Metrics: n.opsLn.Addr().String(), Admin: n.cfg.AdminSocket()}
+func (n *Node) Addrs() Addrs {
+	a := Addrs{API: n.apiLn.Addr().String(), OCSP: n.ocspLn.Addr().String(), Metrics: n.opsLn.Addr().String(), Admin: n.cfg.AdminSocket()}
 	if n.adminTLSLn != nil {
 		a.AdminTLS = n.adminTLSLn.Addr().String()
 	}

@@ -79,7 +79,11 @@ log:
   level: %s
 drain_timeout: 2s
 `, dir, p[0], clusterExtra, p[1], p[2], p[3], tok.Module, tok.Label, tok.PINFile, logLevel())
-	cfg, err := node.ParseConfig([]byte(raw))
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(file, []byte(raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := node.LoadConfig(file)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, raw)
 	}

@@ -177,14 +177,11 @@ func (a *appliance) unanswered(now time.Time, signs []string) []string {
 	return f.Unanswered(now, signs)
 }
 
-// presigner returns the OCSP pre-signer, or nil before the node started it.
-func (a *appliance) presigner() *ocsp.Presigner {
+// ocspFollower returns the OCSP service, or nil before the node started it.
+func (a *appliance) ocspFollower() *ocsp.Follower {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.ocsp == nil {
-		return nil
-	}
-	return a.ocsp.Presigner()
+	return a.ocsp
 }
 
 // authority returns the issuing authority, or nil before the node started it.
@@ -363,17 +360,15 @@ func (a *appliance) startOCSP(ctx context.Context, env *Env) error {
 		Key:               key,
 		ResponderLifetime: time.Duration(a.cfg.OCSP.ResponderLifetime),
 		Archive:           a.cfg.OCSP.archive(),
-		Presigner: ocsp.PresignerConfig{
-			Validity:     time.Duration(a.cfg.OCSP.Validity),
-			RefreshAfter: time.Duration(a.cfg.OCSP.RefreshAfter),
-			Rate:         a.cfg.OCSP.Rate,
-			Workers:      2 * a.cfg.HSM.Sessions,
-			ScanInterval: ocspScanInterval,
-			StorePath:    filepath.Join(a.cfg.DataDir, ocspStoreFile),
-		},
-		Publisher:  a.pub,
-		Logger:     a.log,
-		Registerer: env.Metrics,
+		Validity:          time.Duration(a.cfg.OCSP.Validity),
+		RefreshAfter:      time.Duration(a.cfg.OCSP.RefreshAfter),
+		Rate:              a.cfg.OCSP.Rate,
+		Workers:           2 * a.cfg.HSM.Sessions,
+		ScanInterval:      ocspScanInterval,
+		StorePath:         filepath.Join(a.cfg.DataDir, ocspStoreFile),
+		Publisher:         a.pub,
+		Logger:            a.log,
+		Registerer:        env.Metrics,
 	})
 	if err != nil {
 		return err

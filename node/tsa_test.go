@@ -32,14 +32,14 @@ func testTSA() *tsaConfig {
 }
 
 func TestParseConfigTSA(t *testing.T) {
-	cfg, err := ParseConfig([]byte(goodConfig + "tsa:\n  policy: 1.3.6.1.4.1.99999.3161.1\n"))
+	cfg, err := parseConfig([]byte(goodConfig + "tsa:\n  policy: 1.3.6.1.4.1.99999.3161.1\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.TSA == nil || time.Duration(cfg.TSA.Accuracy) != time.Second || cfg.TSA.PolicyOID().String() != "1.3.6.1.4.1.99999.3161.1" {
 		t.Fatalf("tsa section: %+v", cfg.TSA)
 	}
-	if cfg, err := ParseConfig([]byte(goodConfig)); err != nil || cfg.TSA != nil {
+	if cfg, err := parseConfig([]byte(goodConfig)); err != nil || cfg.TSA != nil {
 		t.Fatalf("no tsa section: %+v %v", cfg.TSA, err)
 	}
 }
@@ -203,7 +203,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != tsa.ContentTypeReply {
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != "application/timestamp-reply" {
 		t.Fatalf("GET /tsa: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 
@@ -232,11 +232,11 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 	var created, installed bool
 	for _, l := range leaves {
 		switch l.Type {
-		case tsa.TypeKeyCreated:
+		case "tsa.key.created":
 			created = created || l.Data["key"] == keyID && l.Data["request"] == q.ID && l.Actor == malloryActor
-		case tsa.TypeCertInstalled:
+		case "tsa.cert.installed":
 			installed = installed || l.Data["key"] == keyID && l.Serial == strings.TrimLeft(cert.Serial, "0")
-		case tsa.TypeTokens:
+		case "tsa.tokens":
 			list, _ := l.Data["tokens"].([]any)
 			for _, h := range list {
 				if b, ok := h.([]byte); ok && len(b) == 32 {

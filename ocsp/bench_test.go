@@ -35,7 +35,7 @@ func BenchmarkParse(b *testing.B) {
 // look up among 100,000 cached serials, set headers, write.
 func BenchmarkServePOST(b *testing.B) {
 	p := getPKI(b)
-	c := NewCache()
+	c := newCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		b.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func BenchmarkServePOST(b *testing.B) {
 		_ = c.Put("ca1", crypto.SHA1, serial, resp)
 	}
 	_ = c.Put("ca1", crypto.SHA1, p.leaves[1].SerialNumber.Bytes(), resp)
-	r := NewResponder(c, nil, nil)
+	r := newResponder(c, nil, nil)
 	der := p.request(b, p.leaves[1], crypto.SHA1)
 	var ctx fasthttp.RequestCtx
 	b.ReportAllocs()

@@ -22,16 +22,16 @@ type status uint8
 
 // The statuses of RFC 6960 §4.2.1.
 const (
-	Good status = iota
-	Revoked
+	statusGood status = iota
+	statusRevoked
 	unknown
 )
 
 func (s status) String() string {
 	switch s {
-	case Good:
+	case statusGood:
 		return "good"
-	case Revoked:
+	case statusRevoked:
 		return "revoked"
 	}
 	return "unknown"
@@ -52,11 +52,6 @@ type response struct {
 	etag         []byte // `"<hex>"`
 	lastModified []byte // HTTP date of ThisUpdate
 	expires      []byte // HTTP date of NextUpdate
-}
-
-// NewResponse wraps a signed response with its ready-made headers.
-func NewResponse(der []byte, status status, thisUpdate, nextUpdate time.Time) *response {
-	return newResponse(der, certStatus{Status: status, Reason: -1}, thisUpdate, nextUpdate)
 }
 
 func newResponse(der []byte, st certStatus, thisUpdate, nextUpdate time.Time) *response {
@@ -86,7 +81,7 @@ func newResponse(der []byte, st certStatus, thisUpdate, nextUpdate time.Time) *r
 		lastModified: buf[e:lm:lm],
 		expires:      buf[lm:len(buf):len(buf)],
 	}
-	if st.Status == Revoked {
+	if st.Status == statusRevoked {
 		r.RevokedAt, r.Reason = st.RevokedAt, st.Reason
 	}
 	return r
@@ -102,7 +97,7 @@ func (r *response) says(st certStatus) bool {
 	if r.Status != st.Status {
 		return false
 	}
-	if st.Status != Revoked {
+	if st.Status != statusRevoked {
 		return true
 	}
 	// A response states the time to the second (GeneralizedTime without
@@ -158,8 +153,8 @@ type table struct {
 // errUnknownIssuer is returned by Put for an issuer the cache was not told of.
 var errUnknownIssuer = errors.New("ocsp: unknown issuer")
 
-// NewCache returns an empty cache.
-func NewCache() *cache { return &cache{} }
+// newCache returns an empty cache.
+func newCache() *cache { return &cache{} }
 
 // AddIssuer makes the cache answer for certificates issued by cert, under id. Adding
 // an id twice keeps the responses already held.

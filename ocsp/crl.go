@@ -14,8 +14,8 @@ import (
 	"github.com/inkan-pki/inkan/ca/crl"
 )
 
-// CRL is a published CRL as the responder serves it.
-type CRL struct {
+// servedCRL is a published CRL as the responder serves it.
+type servedCRL struct {
 	DER        []byte
 	Number     uint64
 	ThisUpdate time.Time
@@ -24,10 +24,10 @@ type CRL struct {
 	etag, lastModified, expires []byte
 }
 
-func newCRL(der []byte, m crl.Meta) *CRL {
+func newCRL(der []byte, m crl.Meta) *servedCRL {
 	sum := sha256.Sum256(der)
 	etag := append([]byte{'"'}, hex.AppendEncode(nil, sum[:16])...)
-	return &CRL{
+	return &servedCRL{
 		DER: der, Number: m.Number, ThisUpdate: m.ThisUpdate, NextUpdate: m.NextUpdate,
 		etag:         append(etag, '"'),
 		lastModified: fasthttp.AppendHTTPDate(nil, m.ThisUpdate),
@@ -37,7 +37,7 @@ func newCRL(der []byte, m crl.Meta) *CRL {
 
 // crlSource finds published CRLs. number 0 asks for the newest.
 type crlSource interface {
-	CRL(caID string, shard int, number uint64) (*CRL, bool, error)
+	CRL(caID string, shard int, number uint64) (*servedCRL, bool, error)
 }
 
 // stateCRLs serves the CRLs in the cluster's replicated state (ca/crl's buckets) on
@@ -48,7 +48,7 @@ type stateCRLs struct {
 	view func(func(*bbolt.Tx) error) error
 
 	mu     sync.Mutex
-	latest map[crlKey]*CRL
+	latest map[crlKey]*servedCRL
 }
 
 type crlKey struct {
@@ -58,13 +58,13 @@ type crlKey struct {
 
 // newStateCRLs serves from view (cluster.Cluster.View).
 func newStateCRLs(view func(func(*bbolt.Tx) error) error) *stateCRLs {
-	return &stateCRLs{view: view, latest: map[crlKey]*CRL{}}
+	return &stateCRLs{view: view, latest: map[crlKey]*servedCRL{}}
 }
 
 // CRL implements CRLSource.
-func (s *stateCRLs) CRL(caID string, shard int, number uint64) (*CRL, bool, error) {
+func (s *stateCRLs) CRL(caID string, shard int, number uint64) (*servedCRL, bool, error) {
 	k := crlKey{caID, shard}
-	var out *CRL
+	var out *servedCRL
 	err := s.view(func(tx *bbolt.Tx) error {
 		var m crl.Meta
 		var ok bool

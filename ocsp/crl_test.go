@@ -62,7 +62,7 @@ func TestServeCRLs(t *testing.T) {
 	cancel()
 	<-done
 
-	url := serve(t, NewResponder(NewCache(), newStateCRLs(n.View), nil))
+	url := serve(t, newResponder(newCache(), newStateCRLs(n.View), nil))
 	get := func(path string, hdr ...string) *http.Response {
 		req, _ := http.NewRequest("GET", url+path, nil)
 		if len(hdr) == 2 {
@@ -170,7 +170,7 @@ func TestServeArchivedCRLs(t *testing.T) {
 	state := &crlState{p: getPKI(t)}
 	// A CRL is rebuilt at half its validity: every second here.
 	pub := crl.NewPublisher(n.Cluster, state, crl.PublisherConfig{Validity: 2 * time.Second, Tick: 50 * time.Millisecond})
-	url := serve(t, NewResponder(NewCache(), newStateCRLs(n.View), nil))
+	url := serve(t, newResponder(newCache(), newStateCRLs(n.View), nil))
 	get := func(path string) (int, []byte) {
 		resp, err := http.Get(url + path)
 		if err != nil {

@@ -35,9 +35,9 @@ func referenceSign(t *testing.T, b *builder, st certStatus, hash crypto.Hash, pr
 					})
 				})
 				switch st.Status {
-				case Good:
+				case statusGood:
 					sr.AddASN1(cbasn1.Tag(0).ContextSpecific(), func(*cryptobyte.Builder) {})
-				case Revoked:
+				case statusRevoked:
 					sr.AddASN1(cbasn1.Tag(1).Constructed().ContextSpecific(), func(ri *cryptobyte.Builder) {
 						ri.AddASN1GeneralizedTime(st.RevokedAt.UTC())
 						if st.Reason >= 0 {
@@ -110,10 +110,10 @@ func TestSignMatchesReference(t *testing.T) {
 	now := time.Date(2026, 11, 25, 4, 5, 6, 0, time.UTC)
 	serials := [][]byte{{}, {0}, {1}, {0x7f}, {0x80}, {0, 0, 0x81}, bytes.Repeat([]byte{0xff}, 20), bytes.Repeat([]byte{0x5a}, 127)}
 	statuses := []certStatus{
-		{Status: Good},
-		{Status: Revoked, RevokedAt: now.Add(-36 * time.Hour), Reason: -1},
-		{Status: Revoked, RevokedAt: now.Add(-time.Minute), Reason: 0},
-		{Status: Revoked, RevokedAt: time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC), Reason: 10},
+		{Status: statusGood},
+		{Status: statusRevoked, RevokedAt: now.Add(-36 * time.Hour), Reason: -1},
+		{Status: statusRevoked, RevokedAt: now.Add(-time.Minute), Reason: 0},
+		{Status: statusRevoked, RevokedAt: time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC), Reason: 10},
 		{Status: unknown},
 	}
 	for _, delegated := range []bool{true, false} {
@@ -170,7 +170,7 @@ func FuzzSplit(f *testing.F) {
 		f.Fatal(err)
 	}
 	now := time.Now()
-	der, err := b.sign(certStatus{Serial: []byte{1, 2}, Status: Good}, crypto.SHA1, now, now, now.Add(time.Hour))
+	der, err := b.sign(certStatus{Serial: []byte{1, 2}, Status: statusGood}, crypto.SHA1, now, now, now.Add(time.Hour))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -33,8 +33,8 @@ type history struct {
 	now   func() time.Time
 }
 
-// HistoryProblemBase prefixes the problem types of /status and /evidence.
-const HistoryProblemBase = "urn:inkan:problem:evidence:"
+// historyProblemBase prefixes the problem types of /status and /evidence.
+const historyProblemBase = "urn:inkan:problem:evidence:"
 
 // newHistory answers from view (cluster.Cluster.View); the evidence bundle
 // carries cache's current OCSP response for the certificate when it holds one.
@@ -163,7 +163,7 @@ func (h *history) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 	case s.cert == nil:
 		writeProblem(ctx, probNotIssuedAt, "the certificate was never issued: its intent was resolved as revoked")
 		return
-	case s.status == AtUnknown:
+	case s.status == atUnknown:
 		writeProblem(ctx, probNotIssuedAt, "the certificate was issued at "+s.issued().UTC().Format(time.RFC3339))
 		return
 	}
@@ -283,7 +283,7 @@ func (s *statusAt) answer() statusAnswer {
 		nb := s.cert.NotBefore.UTC()
 		a.NotBefore = &nb
 	}
-	if s.status == AtRevoked || s.status == AtHeld {
+	if s.status == atRevoked || s.status == atHeld {
 		code, at := s.reason, s.revokedAt.UTC()
 		a.Reason, a.ReasonCode, a.RevokedAt = reasonName(code), &code, &at
 		a.Source = "record"
@@ -291,7 +291,7 @@ func (s *statusAt) answer() statusAnswer {
 			a.Source = "crl"
 		}
 	}
-	if st := s.rec.Status.String(); st == AtRevoked || st == AtHeld {
+	if st := s.rec.Status.String(); st == atRevoked || st == atHeld {
 		a.Revocation = &revocationNow{Status: st, Time: s.rec.RevokedAt.UTC(), Reason: reasonName(s.rec.Reason), ReasonCode: s.rec.Reason}
 	}
 	if s.hasCurrent {
@@ -300,7 +300,7 @@ func (s *statusAt) answer() statusAnswer {
 	if s.hasNext {
 		a.CRLAfterT = newCRLRef(s.issuer.ID, s.shard, s.next.Number, s.next.ThisUpdate, s.next.NextUpdate, s.nextDER)
 	}
-	if s.status != AtUnknown && s.cert != nil {
+	if s.status != atUnknown && s.cert != nil {
 		a.Evidence = "/evidence/" + s.issuer.ID + "/" + a.Serial + "?at=" + s.at.UTC().Format(time.RFC3339Nano)
 	}
 	return a
@@ -328,7 +328,7 @@ type problemBody struct {
 }
 
 func writeProblem(ctx *fasthttp.RequestCtx, p historyProblem, detail string) {
-	body, _ := json.Marshal(problemBody{Type: HistoryProblemBase + p.name, Title: p.title, Status: p.status, Detail: detail})
+	body, _ := json.Marshal(problemBody{Type: historyProblemBase + p.name, Title: p.title, Status: p.status, Detail: detail})
 	ctx.SetStatusCode(p.status)
 	ctx.SetContentType("application/problem+json")
 	ctx.Response.Header.Set("Cache-Control", "no-store")

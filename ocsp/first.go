@@ -40,7 +40,7 @@ var errBadFirstResponses = errors.New("ocsp: first responses do not decode or do
 // FirstResponses signs the responses stating st for a serial of issuerID, under
 // every CertID hash, with this node's responder key, and returns them as a bundle
 // for Install on every node. It does not cache them.
-func (p *Presigner) FirstResponses(issuerID string, st certStatus) ([]byte, error) {
+func (p *presigner) FirstResponses(issuerID string, st certStatus) ([]byte, error) {
 	is := p.signing(issuerID)
 	if is == nil {
 		return nil, fmt.Errorf("%w %q", errNoResponder, issuerID)
@@ -77,7 +77,7 @@ func appendStatusHeader(dst []byte, r *response) []byte {
 	dst = append(dst, byte(r.Status))
 	var revokedAt int64
 	reason := byte(0xff)
-	if r.Status == Revoked {
+	if r.Status == statusRevoked {
 		revokedAt = r.RevokedAt.Unix()
 		if r.Reason >= 0 {
 			reason = byte(r.Reason)
@@ -97,7 +97,7 @@ func appendStatusHeader(dst []byte, r *response) []byte {
 // or the disk (it runs as the node applies a Raft entry): the responses are
 // queued for the store if there is room, and a restart signs again any that were
 // not stored.
-func (p *Presigner) Install(issuerID string, serial []byte, st certStatus, bundle []byte) error {
+func (p *presigner) Install(issuerID string, serial []byte, st certStatus, bundle []byte) error {
 	return p.install(issuerID, serial, st, bundle, false)
 }
 
@@ -108,11 +108,11 @@ func (p *Presigner) Install(issuerID string, serial []byte, st certStatus, bundl
 // committed); one that says st and is not older is kept. A node that applies
 // an older change after a later one (replaying its log) installs its status
 // for a moment, until it applies the later entry, which sets its own.
-func (p *Presigner) installChange(issuerID string, serial []byte, st certStatus, bundle []byte) error {
+func (p *presigner) installChange(issuerID string, serial []byte, st certStatus, bundle []byte) error {
 	return p.install(issuerID, serial, st, bundle, true)
 }
 
-func (p *Presigner) install(issuerID string, serial []byte, st certStatus, bundle []byte, change bool) error {
+func (p *presigner) install(issuerID string, serial []byte, st certStatus, bundle []byte, change bool) error {
 	e := p.cache.issuer(issuerID)
 	if e == nil {
 		return fmt.Errorf("%w %q", errUnknownIssuer, issuerID)
@@ -160,7 +160,7 @@ func decodeFirst(b []byte, e *issuerEntry, serial []byte, st certStatus) ([len(c
 	if got.Status > unknown {
 		return out, bad("status")
 	}
-	if got.Status == Revoked {
+	if got.Status == statusRevoked {
 		got.RevokedAt = time.Unix(int64(binary.BigEndian.Uint64(hdr[18:])), 0).UTC()
 		if hdr[17] != 0xff {
 			got.Reason = int(hdr[17])

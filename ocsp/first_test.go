@@ -25,18 +25,19 @@ func TestFirstResponsesInstall(t *testing.T) {
 	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	leaderSrc := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}
 	nodeSrc := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]certStatus{}}
-	leader, err := newPresigner(ctx, NewCache(), leaderSrc, PresignerConfig{Key: leaderKey})
+	leader, err := newPresigner(ctx, newCache(), leaderSrc, presignerConfig{Key: leaderKey})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := NewCache()
-	node, err := newPresigner(ctx, cache, nodeSrc, PresignerConfig{Key: nodeKey})
+	cache := newCache()
+	// One worker: the node signs its jobs in the order they are queued (below).
+	node, err := newPresigner(ctx, cache, nodeSrc, presignerConfig{Key: nodeKey, Workers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	leaf := p.leaves[0]
 	serial := leaf.SerialNumber.Bytes()
-	good := certStatus{Serial: serial, Status: Good, Reason: -1}
+	good := certStatus{Serial: serial, Status: statusGood, Reason: -1}
 	bundle, err := leader.FirstResponses("ca1", good)
 	if err != nil {
 		t.Fatal(err)
@@ -48,8 +49,8 @@ func TestFirstResponsesInstall(t *testing.T) {
 		st     certStatus
 		bundle []byte
 	}{
-		{"another serial", p.leaves[1].SerialNumber.Bytes(), certStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Good, Reason: -1}, bundle},
-		{"another status", serial, certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now(), Reason: 1}, bundle},
+		{"another serial", p.leaves[1].SerialNumber.Bytes(), certStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: statusGood, Reason: -1}, bundle},
+		{"another status", serial, certStatus{Serial: serial, Status: statusRevoked, RevokedAt: time.Now(), Reason: 1}, bundle},
 		{"truncated", serial, good, bundle[:len(bundle)-3]},
 		{"trailing bytes", serial, good, append(append([]byte(nil), bundle...), 0)},
 		{"another version", serial, good, append([]byte{9}, bundle[1:]...)},
@@ -98,7 +99,7 @@ func TestFirstResponsesInstall(t *testing.T) {
 	// Await gives up with ErrNotAnswered when the status does not come.
 	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	revoked := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().Truncate(time.Second), Reason: 1}
+	revoked := certStatus{Serial: serial, Status: statusRevoked, RevokedAt: time.Now().Truncate(time.Second), Reason: 1}
 	if err := cache.Await(wctx, "ca1", serial, revoked); !errors.Is(err, errNotAnswered) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Await of a status not served: %v", err)
 	}
@@ -110,14 +111,21 @@ func TestFirstResponsesInstall(t *testing.T) {
 	}
 
 	// The node's pre-signer, told of the serial, keeps the leader's responses
-	// (they are current) rather than sign its own.
+	// (they are current) rather than sign its own. Proof that it signed none:
+	// a second serial's change, taken by Run only once the first is handled
+	// (changes is unbuffered) and signed by the one worker after any job the
+	// first queued, is in the cache while the first serial's response is still
+	// the leader's.
 	nodeSrc.set(good)
-	changes := make(chan change, 1)
+	changes := make(chan change)
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- node.Run(rctx, changes) }()
 	changes <- change{IssuerID: "ca1", Serials: [][]byte{serial}}
-	time.Sleep(200 * time.Millisecond)
+	other := p.leaves[1].SerialNumber.Bytes()
+	nodeSrc.set(certStatus{Serial: other, Status: statusGood, Reason: -1})
+	changes <- change{IssuerID: "ca1", Serials: [][]byte{other}}
+	waitFor(t, "the second serial to be signed", 10*time.Second, func() bool { return cache.Get("ca1", crypto.SHA256, other) != nil })
 	stop()
 	<-done
 	if r := cache.Get("ca1", crypto.SHA256, serial); r != before {
@@ -127,7 +135,7 @@ func TestFirstResponsesInstall(t *testing.T) {
 	// A node that applies the intent again after it learnt of the revocation
 	// that followed (a restart replaying its log, a follower catching up)
 	// keeps the newer revoked response.
-	revokedNow := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC().Truncate(time.Second), Reason: 1}
+	revokedNow := certStatus{Serial: serial, Status: statusRevoked, RevokedAt: time.Now().UTC().Truncate(time.Second), Reason: 1}
 	nodeSrc.set(revokedNow)
 	if err := node.sign(job{issuerID: "ca1", st: revokedNow, why: "change"}); err != nil {
 		t.Fatal(err)
@@ -136,8 +144,8 @@ func TestFirstResponsesInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range certIDHashes {
-		if r := cache.Get("ca1", h, serial); r == nil || r.Status != Revoked {
-			t.Fatalf("%v: the replayed intent's good replaced the newer revoked response (got %v)", h, r != nil && r.Status == Good)
+		if r := cache.Get("ca1", h, serial); r == nil || r.Status != statusRevoked {
+			t.Fatalf("%v: the replayed intent's good replaced the newer revoked response (got %v)", h, r != nil && r.Status == statusGood)
 		}
 	}
 }
@@ -152,14 +160,14 @@ func TestRevokedAtToTheSecond(t *testing.T) {
 	ctx := context.Background()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]certStatus{}}
-	cache := NewCache()
-	pre, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	cache := newCache()
+	pre, err := newPresigner(ctx, cache, src, presignerConfig{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial := p.leaves[2].SerialNumber.Bytes()
 	at := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
-	st := certStatus{Serial: serial, Status: Revoked, RevokedAt: at, Reason: xocsp.KeyCompromise}
+	st := certStatus{Serial: serial, Status: statusRevoked, RevokedAt: at, Reason: xocsp.KeyCompromise}
 	src.set(st)
 	bundle, err := pre.FirstResponses("ca1", st)
 	if err != nil {

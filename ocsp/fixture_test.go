@@ -90,11 +90,11 @@ func (p *testPKI) signedResponse(t testing.TB, leaf *x509.Certificate, h crypto.
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := Good
+	st := statusGood
 	if status == xocsp.Revoked {
-		st = Revoked
+		st = statusRevoked
 	}
-	return NewResponse(der, st, tmpl.ThisUpdate, tmpl.NextUpdate)
+	return newResponse(der, certStatus{Status: st, Reason: -1}, tmpl.ThisUpdate, tmpl.NextUpdate)
 }
 
 func (p *testPKI) request(t testing.TB, leaf *x509.Certificate, h crypto.Hash) []byte {

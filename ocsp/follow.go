@@ -32,9 +32,21 @@ type FollowConfig struct {
 	// CA's certificates are still answered for (ocsp.archive_years); it is also
 	// the pre-signer's Retention.
 	Archive time.Duration
-	// Presigner tunes the pre-signer; its Key, Retention, Logger and Registerer
-	// are those above.
-	Presigner PresignerConfig
+	// The pre-signer's tuning; zero values take the defaults in parentheses.
+	// Validity is nextUpdate - thisUpdate (4 days); RefreshAfter is the age at
+	// which a response is signed again (2 days), spread by up to a quarter with
+	// jitter.
+	Validity     time.Duration
+	RefreshAfter time.Duration
+	// Rate caps refresh signatures per second, to leave the HSM room for
+	// issuance (0: no cap). Status changes are signed at once, outside the cap.
+	Rate float64
+	// Workers is how many responses are made at once (8).
+	Workers int
+	// ScanInterval is how often the cache is scanned for responses due (30s).
+	ScanInterval time.Duration
+	// StorePath is the node-local bbolt file of signed responses.
+	StorePath string
 	// Publisher, if not nil, serves from this follower's cache once Follow has
 	// made it.
 	Publisher  *Publisher
@@ -49,7 +61,7 @@ type FollowConfig struct {
 type Follower struct {
 	c       *cluster.Cluster
 	cache   *cache
-	pre     *Presigner
+	pre     *presigner
 	src     caSource
 	rm      *responderMaintainer
 	sub     *cluster.Subscription
@@ -58,7 +70,7 @@ type Follower struct {
 	log     *slog.Logger
 }
 
-// Follow makes the pre-signer (loading its cache from Presigner.StorePath) and
+// Follow makes the pre-signer (loading its cache from StorePath) and
 // subscribes to the state's changes, so that nothing applied from now on is
 // missed; Run follows them.
 func Follow(ctx context.Context, cfg FollowConfig) (*Follower, error) {
@@ -66,10 +78,11 @@ func Follow(ctx context.Context, cfg FollowConfig) (*Follower, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := cfg.Cluster
-	cache := NewCache()
+	cache := newCache()
 	src := caSource{c: c, node: c.ID(), key: cfg.Key.Public()}
-	pcfg := cfg.Presigner
-	pcfg.Key, pcfg.Retention, pcfg.Logger, pcfg.Registerer = cfg.Key, cfg.Archive, cfg.Logger, cfg.Registerer
+	pcfg := presignerConfig{Key: cfg.Key, Validity: cfg.Validity, RefreshAfter: cfg.RefreshAfter, Rate: cfg.Rate,
+		Workers: cfg.Workers, Retention: cfg.Archive, ScanInterval: cfg.ScanInterval, StorePath: cfg.StorePath,
+		Logger: cfg.Logger, Registerer: cfg.Registerer}
 	pre, err := newPresigner(ctx, cache, src, pcfg)
 	if err != nil {
 		return nil, err
@@ -87,14 +100,14 @@ func Follow(ctx context.Context, cfg FollowConfig) (*Follower, error) {
 	}, nil
 }
 
-// Presigner is the follower's pre-signer.
-func (f *Follower) Presigner() *Presigner { return f.pre }
+// Health is how current the follower's cache is (its pre-signer's last scan).
+func (f *Follower) Health() Health { return f.pre.Health() }
 
 // Handler serves the OCSP listener: responses from the follower's cache, the
 // published CRLs and the CA certificates (/ca/<issuer-id>.crt).
 func (f *Follower) Handler() fasthttp.RequestHandler {
 	history := newHistory(f.c.View, f.cache) // /status and /evidence
-	return caCertificates(f.c.View, history.Wrap(NewResponder(f.cache, newStateCRLs(f.c.View), f.reg).ServeFastHTTP))
+	return caCertificates(f.c.View, history.Wrap(newResponder(f.cache, newStateCRLs(f.c.View), f.reg).ServeFastHTTP))
 }
 
 // Run follows the state until ctx ends: it keeps the responder certificates
@@ -241,9 +254,9 @@ func statusOf(st ca.CertStatus, serial []byte) certStatus {
 	out := certStatus{Serial: serial}
 	switch st.Status {
 	case ca.Good, ca.Pending:
-		out.Status = Good
+		out.Status = statusGood
 	case ca.Revoked, ca.Held:
-		out.Status, out.RevokedAt, out.Reason = Revoked, st.RevokedAt, st.Reason
+		out.Status, out.RevokedAt, out.Reason = statusRevoked, st.RevokedAt, st.Reason
 	default:
 		out.Status = unknown
 	}

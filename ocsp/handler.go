@@ -50,9 +50,9 @@ type results struct {
 	good, revoked, unknown, unauthorized, malformed, notModified, badMethod, stale prometheus.Counter
 }
 
-// NewResponder serves cache, and under /crl/ the CRLs crls finds (if not nil).
+// newResponder serves cache, and under /crl/ the CRLs crls finds (if not nil).
 // reg, if not nil, receives the request counters.
-func NewResponder(cache *cache, crls crlSource, reg prometheus.Registerer) *responder {
+func newResponder(cache *cache, crls crlSource, reg prometheus.Registerer) *responder {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "inkan_ocsp_requests_total",
 		Help: "OCSP requests answered, by result.",
@@ -154,9 +154,9 @@ func (r *responder) answer(ctx *fasthttp.RequestCtx, der []byte) {
 		return
 	}
 	switch resp.Status {
-	case Good:
+	case statusGood:
 		r.results.good.Inc()
-	case Revoked:
+	case statusRevoked:
 		r.results.revoked.Inc()
 	default:
 		r.results.unknown.Inc()

@@ -38,7 +38,7 @@ func serve(t *testing.T, r *responder) string {
 // nothing for leaves[2].
 func servedPKI(t *testing.T) (*testPKI, string, *response) {
 	p := getPKI(t)
-	c := NewCache()
+	c := newCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func servedPKI(t *testing.T) (*testPKI, string, *response) {
 			t.Fatal(err)
 		}
 	}
-	return p, serve(t, NewResponder(c, nil, nil)), good
+	return p, serve(t, newResponder(c, nil, nil)), good
 }
 
 func writePEM(t *testing.T, dir, name string, cert *x509.Certificate) string {
@@ -175,7 +175,7 @@ func TestGETHeadersAndConditional(t *testing.T) {
 // tryLater, and counted, never sent.
 func TestStaleIsNeverServed(t *testing.T) {
 	p := getPKI(t)
-	c := NewCache()
+	c := newCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestStaleIsNeverServed(t *testing.T) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	r := NewResponder(c, nil, reg)
+	r := newResponder(c, nil, reg)
 	url := serve(t, r)
 	ask := func() []byte {
 		resp, err := http.Post(url+"/", "application/ocsp-request", bytes.NewReader(p.request(t, p.leaves[0], crypto.SHA256)))

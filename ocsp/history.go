@@ -40,10 +40,10 @@ var (
 
 // StatusAt values.
 const (
-	AtGood    = "good"
-	AtRevoked = "revoked"
-	AtHeld    = "held" // certificateHold: revoked, reason 6, until released
-	AtUnknown = "unknown"
+	atGood    = "good"
+	atRevoked = "revoked"
+	atHeld    = "held" // certificateHold: revoked, reason 6, until released
+	atUnknown = "unknown"
 )
 
 // statusAt is the status of one certificate at T with what proves it.
@@ -122,16 +122,16 @@ func lookupStatusAt(tx *bbolt.Tx, caID string, serial *big.Int, t, now time.Time
 func (s *statusAt) decide() error {
 	switch {
 	case s.at.Before(s.issued()):
-		s.status = AtUnknown
+		s.status = atUnknown
 		return nil
 	case (s.rec.Status == ca.Revoked || s.rec.Status == ca.Held) && !s.rec.RevokedAt.After(s.at):
-		s.status, s.reason, s.revokedAt = AtRevoked, s.rec.Reason, s.rec.RevokedAt
+		s.status, s.reason, s.revokedAt = atRevoked, s.rec.Reason, s.rec.RevokedAt
 		if s.rec.Status == ca.Held {
-			s.status = AtHeld
+			s.status = atHeld
 		}
 		return nil
 	}
-	s.status = AtGood
+	s.status = atGood
 	if !s.hasCurrent {
 		return nil
 	}
@@ -141,9 +141,9 @@ func (s *statusAt) decide() error {
 	}
 	// Listed at T, and the record does not say so: a hold since released, or
 	// one the certificate's revocation later replaced.
-	s.status, s.reason, s.revokedAt, s.fromCRL = AtRevoked, e.reason, e.at, true
+	s.status, s.reason, s.revokedAt, s.fromCRL = atRevoked, e.reason, e.at, true
 	if e.reason == ca.ReasonCertificateHold {
-		s.status = AtHeld
+		s.status = atHeld
 	}
 	return nil
 }

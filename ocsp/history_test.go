@@ -53,19 +53,19 @@ func TestStatusAtDecide(t *testing.T) {
 		fromCRL bool
 		expired bool
 	}{
-		{"before issuance", rec(ca.Good, 0, time.Time{}), issued.Add(-time.Second), nil, AtUnknown, 0, false, false},
-		{"good, no CRL yet", rec(ca.Good, 0, time.Time{}), issued.Add(time.Second), nil, AtGood, 0, false, false},
-		{"good, CRL without it", rec(ca.Good, 0, time.Time{}), holdAt, crlAt(holdAt.Add(-time.Minute), none, time.Time{}), AtGood, 0, false, false},
-		{"revoked later: good at T", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), holdAt, crlAt(issued, none, time.Time{}), AtGood, 0, false, false},
-		{"revoked at T", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), revokeAt.Add(time.Second), nil, AtRevoked, ca.ReasonKeyCompromise, false, false},
-		{"revoked, before the next CRL", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), revokeAt, crlAt(revokeAt.Add(-time.Minute), none, time.Time{}), AtRevoked, ca.ReasonKeyCompromise, false, false},
-		{"held now", rec(ca.Held, ca.ReasonCertificateHold, holdAt), holdAt.Add(time.Minute), nil, AtHeld, ca.ReasonCertificateHold, false, false},
-		{"held, since released", rec(ca.Good, 0, time.Time{}), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), ca.ReasonCertificateHold, holdAt), AtHeld, ca.ReasonCertificateHold, true, false},
-		{"held, since revoked", rec(ca.Revoked, 4, revokeAt), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), ca.ReasonCertificateHold, holdAt), AtHeld, ca.ReasonCertificateHold, true, false},
-		{"released before the CRL at T", rec(ca.Good, 0, time.Time{}), revokeAt, crlAt(revokeAt.Add(-time.Minute), none, time.Time{}), AtGood, 0, false, false},
-		{"listed after T only", rec(ca.Good, 0, time.Time{}), holdAt.Add(-time.Minute), crlAt(holdAt.Add(-2*time.Minute), ca.ReasonCertificateHold, holdAt), AtGood, 0, false, false},
-		{"expired, good", rec(ca.Good, 0, time.Time{}), notAfter, nil, AtGood, 0, false, true},
-		{"expired, revoked before", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), notAfter.Add(time.Hour), nil, AtRevoked, ca.ReasonKeyCompromise, false, true},
+		{"before issuance", rec(ca.Good, 0, time.Time{}), issued.Add(-time.Second), nil, atUnknown, 0, false, false},
+		{"good, no CRL yet", rec(ca.Good, 0, time.Time{}), issued.Add(time.Second), nil, atGood, 0, false, false},
+		{"good, CRL without it", rec(ca.Good, 0, time.Time{}), holdAt, crlAt(holdAt.Add(-time.Minute), none, time.Time{}), atGood, 0, false, false},
+		{"revoked later: good at T", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), holdAt, crlAt(issued, none, time.Time{}), atGood, 0, false, false},
+		{"revoked at T", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), revokeAt.Add(time.Second), nil, atRevoked, ca.ReasonKeyCompromise, false, false},
+		{"revoked, before the next CRL", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), revokeAt, crlAt(revokeAt.Add(-time.Minute), none, time.Time{}), atRevoked, ca.ReasonKeyCompromise, false, false},
+		{"held now", rec(ca.Held, ca.ReasonCertificateHold, holdAt), holdAt.Add(time.Minute), nil, atHeld, ca.ReasonCertificateHold, false, false},
+		{"held, since released", rec(ca.Good, 0, time.Time{}), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), ca.ReasonCertificateHold, holdAt), atHeld, ca.ReasonCertificateHold, true, false},
+		{"held, since revoked", rec(ca.Revoked, 4, revokeAt), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), ca.ReasonCertificateHold, holdAt), atHeld, ca.ReasonCertificateHold, true, false},
+		{"released before the CRL at T", rec(ca.Good, 0, time.Time{}), revokeAt, crlAt(revokeAt.Add(-time.Minute), none, time.Time{}), atGood, 0, false, false},
+		{"listed after T only", rec(ca.Good, 0, time.Time{}), holdAt.Add(-time.Minute), crlAt(holdAt.Add(-2*time.Minute), ca.ReasonCertificateHold, holdAt), atGood, 0, false, false},
+		{"expired, good", rec(ca.Good, 0, time.Time{}), notAfter, nil, atGood, 0, false, true},
+		{"expired, revoked before", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), notAfter.Add(time.Hour), nil, atRevoked, ca.ReasonKeyCompromise, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := &statusAt{serial: serial, at: c.at, rec: c.rec, hasCurrent: c.crl != nil, currentDER: c.crl}
@@ -75,7 +75,7 @@ func TestStatusAtDecide(t *testing.T) {
 			if s.status != c.status || s.fromCRL != c.fromCRL || s.expired() != c.expired {
 				t.Fatalf("got %s (from CRL %v, expired %v), want %s (%v, %v)", s.status, s.fromCRL, s.expired(), c.status, c.fromCRL, c.expired)
 			}
-			if (s.status == AtRevoked || s.status == AtHeld) && s.reason != c.reason {
+			if (s.status == atRevoked || s.status == atHeld) && s.reason != c.reason {
 				t.Errorf("reason %d, want %d", s.reason, c.reason)
 			}
 		})
@@ -105,7 +105,7 @@ func historyState(t testing.TB) *history {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newHistory(db.View, NewCache())
+	return newHistory(db.View, newCache())
 }
 
 // ask sends one request to h and returns the status and body.
@@ -143,7 +143,7 @@ func TestHistoryProblems(t *testing.T) {
 			status, ct, body := ask(h, c.method, c.uri)
 			var p problemBody
 			if status != c.status || ct != "application/problem+json" || json.Unmarshal(body, &p) != nil ||
-				p.Type != HistoryProblemBase+c.problem || p.Status != c.status {
+				p.Type != historyProblemBase+c.problem || p.Status != c.status {
 				t.Errorf("got %d %s %s; want %d %s", status, ct, body, c.status, c.problem)
 			}
 		})
@@ -225,7 +225,7 @@ func BenchmarkDecideMillion(b *testing.B) {
 		start := time.Now()
 		for b.Loop() {
 			s := &statusAt{serial: rec.Serial, at: now, rec: rec, hasCurrent: true, currentDER: der}
-			if err := s.decide(); err != nil || s.status != AtGood {
+			if err := s.decide(); err != nil || s.status != atGood {
 				b.Fatal(err, s.status)
 			}
 		}

@@ -44,8 +44,8 @@ type change struct {
 	Resync bool
 }
 
-// PresignerConfig tunes a Presigner. Zero values take the defaults in parentheses.
-type PresignerConfig struct {
+// presignerConfig tunes a Presigner. Zero values take the defaults in parentheses.
+type presignerConfig struct {
 	// Key is this node's responder key, in its own HSM; Source's Issuer.Responder
 	// certifies it.
 	Key crypto.Signer
@@ -71,15 +71,15 @@ type PresignerConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// Presigner keeps a node's Cache signed: every certificate of every issuer has a
+// presigner keeps a node's Cache signed: every certificate of every issuer has a
 // response per CertID hash that states its current status and is not due for
 // refresh. It signs when a status changes, re-signs before nextUpdate at a capped
 // rate, and persists what it signs so a restart re-signs nothing it already had.
-type Presigner struct {
+type presigner struct {
 	cache *cache
 	src   source
 	store *store
-	cfg   PresignerConfig
+	cfg   presignerConfig
 	log   *slog.Logger
 
 	mu       sync.Mutex
@@ -89,7 +89,7 @@ type Presigner struct {
 	metrics presignerMetrics
 	health  struct {
 		sync.Mutex
-		h health
+		h Health
 	}
 	persist chan storedSerial // to the store writer, which batches transactions
 
@@ -120,9 +120,9 @@ type presignerMetrics struct {
 	cacheResponse prometheus.GaugeFunc
 }
 
-// health is how current a node's cache is, as of the pre-signer's last scan of
+// Health is how current a node's cache is, as of the pre-signer's last scan of
 // it (every ScanInterval).
-type health struct {
+type Health struct {
 	// Reconciled: since the start, the cache has been compared with the whole
 	// state once and what was missing or out of date was signed, and no later
 	// reconcile (a CA's responder certificate arrived, changes were missed)
@@ -144,7 +144,7 @@ type health struct {
 }
 
 // Health returns the cache's health as of the last scan.
-func (p *Presigner) Health() health {
+func (p *presigner) Health() Health {
 	p.health.Lock()
 	h := p.health.h
 	p.health.Unlock()
@@ -164,7 +164,7 @@ func (p *Presigner) Health() health {
 
 // newPresigner opens the response store and loads it into cache; call Run to keep
 // the cache signed. The cache starts serving what the store held at once.
-func newPresigner(ctx context.Context, cache *cache, src source, cfg PresignerConfig) (*Presigner, error) {
+func newPresigner(ctx context.Context, cache *cache, src source, cfg presignerConfig) (*presigner, error) {
 	if cfg.Key == nil {
 		return nil, errors.New("ocsp: presigner needs the responder key")
 	}
@@ -189,7 +189,7 @@ func newPresigner(ctx context.Context, cache *cache, src source, cfg PresignerCo
 	if cfg.RefreshAfter >= cfg.Validity {
 		return nil, fmt.Errorf("ocsp: refresh after %s must be shorter than validity %s", cfg.RefreshAfter, cfg.Validity)
 	}
-	p := &Presigner{cache: cache, src: src, cfg: cfg, log: cfg.Logger, builders: map[string]*issuerSigning{}, limiter: newLimiter(cfg.Rate, cfg.Now)}
+	p := &presigner{cache: cache, src: src, cfg: cfg, log: cfg.Logger, builders: map[string]*issuerSigning{}, limiter: newLimiter(cfg.Rate, cfg.Now)}
 	p.metrics = presignerMetrics{
 		signed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inkan_ocsp_signed_total", Help: "OCSP responses signed, by why.",
@@ -244,7 +244,7 @@ func newPresigner(ctx context.Context, cache *cache, src source, cfg PresignerCo
 }
 
 // Close closes the response store.
-func (p *Presigner) Close() error {
+func (p *presigner) Close() error {
 	if p.store == nil {
 		return nil
 	}
@@ -253,7 +253,7 @@ func (p *Presigner) Close() error {
 
 // syncIssuers makes the cache and the builders match the Source's issuers, and
 // reports whether any responder certificate changed.
-func (p *Presigner) syncIssuers(ctx context.Context) error {
+func (p *presigner) syncIssuers(ctx context.Context) error {
 	issuers, err := p.src.Issuers(ctx)
 	if err != nil {
 		return fmt.Errorf("ocsp: list issuers: %w", err)
@@ -283,7 +283,7 @@ func sameCert(a, b *x509.Certificate) bool {
 	return a != nil && b != nil && a.Equal(b)
 }
 
-func (p *Presigner) signing(issuerID string) *issuerSigning {
+func (p *presigner) signing(issuerID string) *issuerSigning {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.builders[issuerID]
@@ -298,7 +298,7 @@ type job struct {
 
 // Run keeps the cache signed until ctx ends: it reconciles the cache with the
 // state, signs what changes arrive on changes at once, and re-signs what comes due.
-func (p *Presigner) Run(ctx context.Context, changes <-chan change) error {
+func (p *presigner) Run(ctx context.Context, changes <-chan change) error {
 	urgent := make(chan job, 1024)
 	refresh := make(chan job, 1024)
 	p.unsettled.Store(0) // a Run before this one left its queued jobs behind
@@ -366,7 +366,7 @@ func (p *Presigner) Run(ctx context.Context, changes <-chan change) error {
 	}
 }
 
-func (p *Presigner) onChange(ctx context.Context, ch change, urgent chan<- job) error {
+func (p *presigner) onChange(ctx context.Context, ch change, urgent chan<- job) error {
 	if ch.Resync {
 		p.reconciling.Add(1)
 		defer p.reconciling.Add(-1)
@@ -414,7 +414,7 @@ func (p *Presigner) onChange(ctx context.Context, ch change, urgent chan<- job) 
 // reconcile walks every certificate in the state (of only issuerID, if not
 // empty) and signs those whose cached responses are missing, state another
 // status, or are due.
-func (p *Presigner) reconcile(ctx context.Context, out chan<- job, issuerID string) error {
+func (p *presigner) reconcile(ctx context.Context, out chan<- job, issuerID string) error {
 	p.reconciling.Add(1)
 	defer p.reconciling.Add(-1)
 	issuers, err := p.src.Issuers(ctx)
@@ -447,7 +447,7 @@ func (p *Presigner) reconcile(ctx context.Context, out chan<- job, issuerID stri
 }
 
 // current reports whether every CertID variant of st is cached, says st and is not due.
-func (p *Presigner) current(issuerID string, st certStatus, now time.Time) bool {
+func (p *presigner) current(issuerID string, st certStatus, now time.Time) bool {
 	for _, h := range certIDHashes {
 		r := p.cache.Get(issuerID, h, st.Serial)
 		if r == nil || !r.says(st) || p.due(r, st.Serial, now) {
@@ -460,7 +460,7 @@ func (p *Presigner) current(issuerID string, st certStatus, now time.Time) bool 
 // due reports whether r should be signed again: once it has lived RefreshAfter's
 // share of its validity, less a jitter of up to a quarter fixed by the serial, so
 // responses signed together do not all come due together.
-func (p *Presigner) due(r *response, serial []byte, now time.Time) bool {
+func (p *presigner) due(r *response, serial []byte, now time.Time) bool {
 	life := r.NextUpdate.Sub(r.ThisUpdate)
 	share := float64(p.cfg.RefreshAfter) / float64(p.cfg.Validity)
 	h := fnv.New32a()
@@ -471,7 +471,7 @@ func (p *Presigner) due(r *response, serial []byte, now time.Time) bool {
 }
 
 // scan queues, for re-signing, every cached response that has come due.
-func (p *Presigner) scan(ctx context.Context, out chan<- job) {
+func (p *presigner) scan(ctx context.Context, out chan<- job) {
 	now := p.cfg.Now()
 	var due []job
 	oldest := now
@@ -481,7 +481,7 @@ func (p *Presigner) scan(ctx context.Context, out chan<- job) {
 		signs[id] = now.Before(is.issuer.Responder.NotAfter)
 	}
 	p.mu.Unlock()
-	h := health{Reconciled: true}
+	h := Health{Reconciled: true}
 	p.cache.Range(func(issuerID string, hash crypto.Hash, serial []byte, r *response) bool {
 		if r.ThisUpdate.Before(oldest) {
 			oldest = r.ThisUpdate
@@ -531,7 +531,7 @@ func (p *Presigner) scan(ctx context.Context, out chan<- job) {
 }
 
 // work signs jobs, status changes first; refresh jobs wait for the rate limiter.
-func (p *Presigner) work(ctx context.Context, urgent, refresh <-chan job) {
+func (p *presigner) work(ctx context.Context, urgent, refresh <-chan job) {
 	for {
 		var j job
 		select {
@@ -573,7 +573,7 @@ func (p *Presigner) work(ctx context.Context, urgent, refresh <-chan job) {
 // applies it) do not take the serial's lock: they must not wait on the HSM. If
 // they arrive while this signs, they state a status at least as new as the
 // one read here, so what this signed is dropped rather than put over them.
-func (p *Presigner) signLatest(ctx context.Context, j job) error {
+func (p *presigner) signLatest(ctx context.Context, j job) error {
 	mu := &p.serials[stripe(j.st.Serial)]
 	mu.Lock()
 	defer mu.Unlock()
@@ -601,7 +601,7 @@ func stripe(serial []byte) int {
 }
 
 // signAll signs st under every CertID hash with this node's responder key.
-func (p *Presigner) signAll(is *issuerSigning, st certStatus) ([len(certIDHashes)]*response, error) {
+func (p *presigner) signAll(is *issuerSigning, st certStatus) ([len(certIDHashes)]*response, error) {
 	var out [len(certIDHashes)]*response
 	now := p.cfg.Now().UTC().Truncate(time.Second)
 	next := now.Add(p.cfg.Validity)
@@ -622,12 +622,12 @@ func (p *Presigner) signAll(is *issuerSigning, st certStatus) ([len(certIDHashes
 }
 
 // sign signs st under every CertID hash, caches the responses and persists them.
-func (p *Presigner) sign(j job) error { return p.signUnless(j, nil) }
+func (p *presigner) sign(j job) error { return p.signUnless(j, nil) }
 
 // signUnless is sign, but if before is not nil and the cache no longer holds
 // what it held (before, read ahead of the status this signs) once the
 // responses are signed, another writer came first: they are dropped.
-func (p *Presigner) signUnless(j job, before *[len(certIDHashes)]*response) error {
+func (p *presigner) signUnless(j job, before *[len(certIDHashes)]*response) error {
 	is := p.signing(j.issuerID)
 	if is == nil {
 		return fmt.Errorf("unknown issuer %q", j.issuerID)
@@ -672,7 +672,7 @@ const (
 // a page's responses one after another: many small transactions would write
 // the same pages over and over. A crash loses at most the window's responses,
 // which the restarted node signs again (reconcile finds them missing or stale).
-func (p *Presigner) writeStore(stop <-chan struct{}) {
+func (p *presigner) writeStore(stop <-chan struct{}) {
 	batch := make([]storedSerial, 0, persistBatch)
 	window := time.NewTimer(persistWindow)
 	window.Stop()

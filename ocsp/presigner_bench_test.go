@@ -45,9 +45,9 @@ func BenchmarkResign(b *testing.B) {
 		// The bare rate, before and after, with the same key and parallelism: the
 		// machine's other load drifts, and the mean of the two brackets the re-sign.
 		bareBefore := bareBest()
-		cache := NewCache()
+		cache := newCache()
 		ctx, cancel := context.WithCancel(context.Background())
-		p, err := newPresigner(ctx, cache, src, PresignerConfig{
+		p, err := newPresigner(ctx, cache, src, presignerConfig{
 			Key: key, Now: clock, ScanInterval: 50 * time.Millisecond,
 			StorePath: filepath.Join(b.TempDir(), "ocsp.db"), Registerer: prometheus.NewRegistry(),
 		})
@@ -114,7 +114,7 @@ func newSourceB(b *testing.B, key crypto.Signer, certs int) *stateSource {
 	p := getPKI(b)
 	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(b, key)}, entries: make(map[string]certStatus, certs)}
 	for i := range certs {
-		src.entries[string(big.NewInt(int64(0x1000000+i)).Bytes())] = certStatus{Serial: big.NewInt(int64(0x1000000 + i)).Bytes(), Status: Good, Reason: -1}
+		src.entries[string(big.NewInt(int64(0x1000000+i)).Bytes())] = certStatus{Serial: big.NewInt(int64(0x1000000 + i)).Bytes(), Status: statusGood, Reason: -1}
 	}
 	return src
 }
@@ -137,9 +137,9 @@ func BenchmarkRestart(b *testing.B) {
 	src := newSourceB(b, key, n/len(certIDHashes))
 	store := filepath.Join(b.TempDir(), "ocsp.db")
 	fill := func() {
-		cache := NewCache()
+		cache := newCache()
 		ctx, cancel := context.WithCancel(context.Background())
-		p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: prometheus.NewRegistry()})
+		p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key, StorePath: store, Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -156,14 +156,14 @@ func BenchmarkRestart(b *testing.B) {
 	}
 	fill()
 	for b.Loop() {
-		cache := NewCache()
+		cache := newCache()
 		reg := prometheus.NewRegistry()
 		ctx, cancel := context.WithCancel(context.Background())
 		var m0, m1 runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&m0)
 		start := time.Now()
-		p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
+		p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key, StorePath: store, Registerer: reg})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -91,7 +91,7 @@ func newSource(t *testing.T, key crypto.Signer, n int) *stateSource {
 	p := getPKI(t)
 	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, key)}, entries: map[string]certStatus{}}
 	for i := range n {
-		src.set(certStatus{Serial: big.NewInt(int64(0x10000 + i)).Bytes(), Status: Good, Reason: -1})
+		src.set(certStatus{Serial: big.NewInt(int64(0x10000 + i)).Bytes(), Status: statusGood, Reason: -1})
 	}
 	return src
 }
@@ -126,9 +126,9 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "ocsp.db")
 	ctx, cancel := context.WithCancel(context.Background())
 
-	cache := NewCache()
+	cache := newCache()
 	reg := prometheus.NewRegistry()
-	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg})
+	p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key, StorePath: store, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,12 +153,12 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	// A revocation reaches the cache within 2 s of the change notice.
 	serial := big.NewInt(0x10007).Bytes()
 	revokedAt := time.Now().UTC().Truncate(time.Second)
-	src.set(certStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
+	src.set(certStatus{Serial: serial, Status: statusRevoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
 	start := time.Now()
 	changes <- change{IssuerID: "ca1", Serials: [][]byte{serial}}
 	waitFor(t, "the revocation to be signed", 2*time.Second, func() bool {
 		r := cache.Get("ca1", crypto.SHA256, serial)
-		return r != nil && r.Status == Revoked
+		return r != nil && r.Status == statusRevoked
 	})
 	t.Logf("revocation signed %v after the change notice", time.Since(start))
 	resp, err := xocsp.ParseResponseForCert(cache.Get("ca1", crypto.SHA1, serial).DER, leafFor(serial), pki.ca)
@@ -166,7 +166,7 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 		t.Fatalf("revoked response: %v %+v", err, resp)
 	}
 	// A hold that becomes a revocation for another reason is signed again too.
-	src.set(certStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.CessationOfOperation})
+	src.set(certStatus{Serial: serial, Status: statusRevoked, RevokedAt: revokedAt, Reason: xocsp.CessationOfOperation})
 	changes <- change{IssuerID: "ca1", Serials: [][]byte{serial}}
 	waitFor(t, "the new reason to be signed", 2*time.Second, func() bool {
 		return cache.Get("ca1", crypto.SHA1, serial).Reason == xocsp.CessationOfOperation
@@ -180,11 +180,11 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	}
 
 	// Restart: the store fills the cache before Run, and nothing is signed again.
-	cache2 := NewCache()
+	cache2 := newCache()
 	reg2 := prometheus.NewRegistry()
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	p2, err := newPresigner(ctx2, cache2, src, PresignerConfig{Key: key, StorePath: store, Registerer: reg2})
+	p2, err := newPresigner(ctx2, cache2, src, presignerConfig{Key: key, StorePath: store, Registerer: reg2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,9 @@ func TestPresignerFillChangeRestart(t *testing.T) {
 	}
 	done2 := make(chan error, 1)
 	go func() { done2 <- p2.Run(ctx2, nil) }()
-	time.Sleep(300 * time.Millisecond) // reconcile runs first thing in Run
+	// Reconciled: the reconcile that runs first thing in Run has compared the
+	// cache with the whole state and signed whatever it found missing or due.
+	waitFor(t, "the restart's reconcile", 20*time.Second, func() bool { return p2.Health().Reconciled })
 	if n := signedCount(reg2); n != 0 {
 		t.Fatalf("restart signed %v responses it already had", n)
 	}
@@ -211,11 +213,11 @@ func TestPresignerRefreshAndClamp(t *testing.T) {
 	now := time.Now()
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
-	cache := NewCache()
+	cache := newCache()
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, Now: clock, ScanInterval: 20 * time.Millisecond, Rate: 1000, Registerer: reg})
+	p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key, Now: clock, ScanInterval: 20 * time.Millisecond, Rate: 1000, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,10 +300,10 @@ func counterValue(c prometheus.Counter) float64 {
 func TestPresignerSignsTheLatestStatus(t *testing.T) {
 	key := responderKey(t)
 	src := newSource(t, key, 3)
-	cache := NewCache()
+	cache := newCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, StorePath: filepath.Join(t.TempDir(), "ocsp.db")})
+	p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key, StorePath: filepath.Join(t.TempDir(), "ocsp.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,8 +313,8 @@ func TestPresignerSignsTheLatestStatus(t *testing.T) {
 	}
 	serial := big.NewInt(0x10001).Bytes()
 	revokedAt := time.Now().UTC().Truncate(time.Second)
-	src.set(certStatus{Serial: serial, Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
-	stale := job{issuerID: "ca1", st: certStatus{Serial: serial, Status: Good, Reason: -1}, why: "refresh"}
+	src.set(certStatus{Serial: serial, Status: statusRevoked, RevokedAt: revokedAt, Reason: xocsp.KeyCompromise})
+	stale := job{issuerID: "ca1", st: certStatus{Serial: serial, Status: statusGood, Reason: -1}, why: "refresh"}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
@@ -325,7 +327,7 @@ func TestPresignerSignsTheLatestStatus(t *testing.T) {
 	}
 	wg.Wait()
 	for _, h := range certIDHashes {
-		if r := cache.Get("ca1", h, serial); r == nil || r.Status != Revoked || r.Reason != xocsp.KeyCompromise {
+		if r := cache.Get("ca1", h, serial); r == nil || r.Status != statusRevoked || r.Reason != xocsp.KeyCompromise {
 			t.Fatalf("%v: %+v; want revoked keyCompromise", h, r)
 		}
 	}
@@ -373,17 +375,23 @@ func TestPresignerHealthReconciled(t *testing.T) {
 	soft := responderKey(t)
 	key := newGatedKey(soft)
 	src := newSource(t, soft, 40)
-	cache := NewCache()
+	cache := newCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	key.set(false)
-	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, nil) }()
-	time.Sleep(300 * time.Millisecond) // the reconcile queues its 40 serials at once
+	// The reconcile is done once it has queued its 40 serials (the flag Health
+	// ands with the jobs still unsigned); none can be signed while the key is shut.
+	waitFor(t, "the reconcile to queue its serials", 10*time.Second, func() bool {
+		p.health.Lock()
+		defer p.health.Unlock()
+		return p.health.h.Reconciled
+	})
 	if h := p.Health(); h.Reconciled {
 		t.Fatalf("reconciled with %d of %d responses signed", cache.Len(), 40*len(certIDHashes))
 	}
@@ -403,7 +411,7 @@ func TestPresignerHealthReconciled(t *testing.T) {
 	waitFor(t, "reconciled after the restart", 20*time.Second, func() bool { return p.Health().Reconciled })
 	key.set(false)
 	for i := range 10 {
-		src.set(certStatus{Serial: big.NewInt(int64(0x20000 + i)).Bytes(), Status: Good, Reason: -1})
+		src.set(certStatus{Serial: big.NewInt(int64(0x20000 + i)).Bytes(), Status: statusGood, Reason: -1})
 	}
 	changes <- change{Resync: true}
 	waitFor(t, "a resync to be seen as under way", 10*time.Second, func() bool { return !p.Health().Reconciled })
@@ -426,10 +434,10 @@ func TestPresignerIssuerArrives(t *testing.T) {
 	key := responderKey(t)
 	src := newSource(t, key, 0)
 	src.hide(true)
-	cache := NewCache()
+	cache := newCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key})
+	p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +446,7 @@ func TestPresignerIssuerArrives(t *testing.T) {
 	go func() { done <- p.Run(ctx, changes) }()
 	var early [][]byte
 	for i := range 20 {
-		st := certStatus{Serial: big.NewInt(int64(0x30000 + i)).Bytes(), Status: Good, Reason: -1}
+		st := certStatus{Serial: big.NewInt(int64(0x30000 + i)).Bytes(), Status: statusGood, Reason: -1}
 		src.set(st)
 		early = append(early, st.Serial)
 		changes <- change{IssuerID: "ca1", Serials: [][]byte{st.Serial}}
@@ -448,12 +456,12 @@ func TestPresignerIssuerArrives(t *testing.T) {
 	}
 	src.hide(false)
 	last := big.NewInt(0x31000).Bytes()
-	src.set(certStatus{Serial: last, Status: Good, Reason: -1})
+	src.set(certStatus{Serial: last, Status: statusGood, Reason: -1})
 	changes <- change{IssuerID: "ca1", Serials: [][]byte{last}}
 	waitFor(t, "every certificate of the CA to be signed", 20*time.Second, func() bool { return cache.Len() == 21*len(certIDHashes) })
 	for _, s := range early {
 		for _, h := range certIDHashes {
-			if r := cache.Get("ca1", h, s); r == nil || r.Status != Good {
+			if r := cache.Get("ca1", h, s); r == nil || r.Status != statusGood {
 				t.Fatalf("%x %v: %+v", s, h, r)
 			}
 		}
@@ -471,10 +479,10 @@ func TestPresignerIssuerArrives(t *testing.T) {
 func TestStoppedRefresherNeverServesStale(t *testing.T) {
 	key := responderKey(t)
 	src := newSource(t, key, 3)
-	cache := NewCache()
+	cache := newCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := newPresigner(ctx, cache, src, PresignerConfig{Key: key, Validity: 2 * time.Second, RefreshAfter: time.Second,
+	p, err := newPresigner(ctx, cache, src, presignerConfig{Key: key, Validity: 2 * time.Second, RefreshAfter: time.Second,
 		Rate: 0.001, ScanInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +491,7 @@ func TestStoppedRefresherNeverServesStale(t *testing.T) {
 	go func() { done <- p.Run(ctx, nil) }() // the reconcile signs at once, outside the rate
 	waitFor(t, "the cache to fill", 10*time.Second, func() bool { return cache.Len() == 3*len(certIDHashes) })
 	reg := prometheus.NewRegistry()
-	r := NewResponder(cache, nil, reg)
+	r := newResponder(cache, nil, reg)
 	url := serve(t, r)
 	pki := getPKI(t)
 	leaf := &x509.Certificate{SerialNumber: big.NewInt(0x10001), RawIssuer: pki.ca.RawSubject}

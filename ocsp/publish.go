@@ -24,7 +24,7 @@ import (
 // pre-signer's first reconcile signs what it missed.
 type Publisher struct {
 	c     atomic.Pointer[cluster.Cluster]
-	pre   atomic.Pointer[Presigner]
+	pre   atomic.Pointer[presigner]
 	cache atomic.Pointer[cache]
 	log   *slog.Logger
 }
@@ -37,7 +37,7 @@ func NewPublisher(log *slog.Logger) *Publisher {
 	return &Publisher{log: log}
 }
 
-func (p *Publisher) serve(c *cluster.Cluster, cache *cache, pre *Presigner) {
+func (p *Publisher) serve(c *cluster.Cluster, cache *cache, pre *presigner) {
 	p.c.Store(c)
 	p.cache.Store(cache)
 	p.pre.Store(pre)
@@ -49,7 +49,7 @@ func (p *Publisher) FirstResponses(issuerID string, serial []byte) ([]byte, erro
 	if pre == nil {
 		return nil, errors.New("ocsp: the pre-signer has not started")
 	}
-	return pre.FirstResponses(issuerID, certStatus{Serial: serial, Status: Good, Reason: -1})
+	return pre.FirstResponses(issuerID, certStatus{Serial: serial, Status: statusGood, Reason: -1})
 }
 
 // StatusResponses implements ca.Publisher: the responses stating st, the status
@@ -81,7 +81,7 @@ func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 	}
 	issuer, serials, bundles := ca.IntentResponses(e, result)
 	for i, s := range serials {
-		st := certStatus{Serial: s, Status: Good, Reason: -1}
+		st := certStatus{Serial: s, Status: statusGood, Reason: -1}
 		if err := pre.Install(issuer, s, st, bundles[i]); err != nil && !errors.Is(err, errUnknownIssuer) {
 			p.log.Warn("ocsp: first responses not installed; this node signs its own", "issuer", issuer,
 				"serial", fmt.Sprintf("%x", s), "err", err)
@@ -93,7 +93,7 @@ func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 // installStatus installs the responses a status change's entry carries, for
 // the status the entry set, as this node's state (in the apply's transaction)
 // holds it. They replace whatever the cache held that says another status.
-func (p *Publisher) installStatus(tx *bbolt.Tx, pre *Presigner, e cluster.Entry, result []byte) {
+func (p *Publisher) installStatus(tx *bbolt.Tx, pre *presigner, e cluster.Entry, result []byte) {
 	issuer, serial, bundle := ca.StatusResponses(e, result)
 	if bundle == nil {
 		return

@@ -24,8 +24,8 @@ import (
 type certStatus struct {
 	Serial    []byte // big-endian magnitude
 	Status    status
-	RevokedAt time.Time // Revoked only
-	Reason    int       // RFC 5280 CRLReason, Revoked only; -1 leaves it out
+	RevokedAt time.Time // statusRevoked only
+	Reason    int       // RFC 5280 CRLReason, statusRevoked only; -1 leaves it out
 }
 
 // builder signs responses for the certificates of one issuer with one responder key.
@@ -188,7 +188,7 @@ func (b *builder) sign(st certStatus, hash crypto.Hash, producedAt, thisUpdate, 
 // appendTBS appends the DER of ResponseData with its one SingleResponse.
 func (b *builder) appendTBS(dst, issuerID []byte, st certStatus, producedAt, thisUpdate, nextUpdate time.Time) ([]byte, error) {
 	times := []time.Time{producedAt, thisUpdate, nextUpdate, producedAt.Add(-b.archiveOld)}
-	if st.Status == Revoked {
+	if st.Status == statusRevoked {
 		times = append(times, st.RevokedAt)
 	}
 	for _, t := range times {
@@ -196,7 +196,7 @@ func (b *builder) appendTBS(dst, issuerID []byte, st certStatus, producedAt, thi
 			return nil, fmt.Errorf("ocsp: encode response: time %s out of range", t)
 		}
 	}
-	if st.Status == Revoked && st.Reason > 127 {
+	if st.Status == statusRevoked && st.Reason > 127 {
 		return nil, fmt.Errorf("ocsp: encode response: reason %d out of range", st.Reason)
 	}
 	mag := trimSerial(st.Serial)
@@ -207,7 +207,7 @@ func (b *builder) appendTBS(dst, issuerID []byte, st certStatus, producedAt, thi
 	certID := len(issuerID) + tlvLen(serialLen)
 	status := 2 // [0] or [2] IMPLICIT NULL
 	revoked := 0
-	if st.Status == Revoked {
+	if st.Status == statusRevoked {
 		revoked = timeLen
 		if st.Reason >= 0 {
 			revoked += 5 // [0] EXPLICIT ENUMERATED, one byte
@@ -234,9 +234,9 @@ func (b *builder) appendTBS(dst, issuerID []byte, st certStatus, producedAt, thi
 	}
 	dst = append(dst, mag...)
 	switch st.Status {
-	case Good:
+	case statusGood:
 		dst = append(dst, 0x80, 0)
-	case Revoked:
+	case statusRevoked:
 		dst = appendHeader(dst, 0xa1, revoked)
 		dst = appendTime(dst, st.RevokedAt)
 		if st.Reason >= 0 {

@@ -69,9 +69,9 @@ func TestBuilderResponsesParse(t *testing.T) {
 			}
 			for _, h := range certIDHashes {
 				for _, st := range []certStatus{
-					{Serial: p.leaves[0].SerialNumber.Bytes(), Status: Good},
-					{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Revoked, RevokedAt: revokedAt, Reason: xocsp.AffiliationChanged},
-					{Serial: p.leaves[2].SerialNumber.Bytes(), Status: Revoked, RevokedAt: revokedAt, Reason: -1},
+					{Serial: p.leaves[0].SerialNumber.Bytes(), Status: statusGood},
+					{Serial: p.leaves[1].SerialNumber.Bytes(), Status: statusRevoked, RevokedAt: revokedAt, Reason: xocsp.AffiliationChanged},
+					{Serial: p.leaves[2].SerialNumber.Bytes(), Status: statusRevoked, RevokedAt: revokedAt, Reason: -1},
 				} {
 					der, err := b.sign(st, h, now, now, now.Add(96*time.Hour))
 					if err != nil {
@@ -87,12 +87,12 @@ func TestBuilderResponsesParse(t *testing.T) {
 					if err != nil {
 						t.Fatalf("%s delegated=%v %v: %v", keyName, delegated, h, err)
 					}
-					wantStatus := map[status]int{Good: xocsp.Good, Revoked: xocsp.Revoked}[st.Status]
+					wantStatus := map[status]int{statusGood: xocsp.Good, statusRevoked: xocsp.Revoked}[st.Status]
 					if r.Status != wantStatus || r.SerialNumber.Cmp(leaf.SerialNumber) != 0 ||
 						!r.ThisUpdate.Equal(now) || !r.NextUpdate.Equal(now.Add(96*time.Hour)) || !r.ProducedAt.Equal(now) {
 						t.Errorf("%s %v: parsed %+v", keyName, h, r)
 					}
-					if st.Status == Revoked {
+					if st.Status == statusRevoked {
 						wantReason := st.Reason
 						if wantReason < 0 {
 							wantReason = xocsp.Unspecified
@@ -123,26 +123,26 @@ func TestBuilderWithOpenSSL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := NewCache()
+	c := newCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	for i, st := range []certStatus{
-		{Serial: p.leaves[0].SerialNumber.Bytes(), Status: Good},
-		{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Revoked, RevokedAt: now.Add(-time.Hour), Reason: xocsp.AffiliationChanged},
+		{Serial: p.leaves[0].SerialNumber.Bytes(), Status: statusGood},
+		{Serial: p.leaves[1].SerialNumber.Bytes(), Status: statusRevoked, RevokedAt: now.Add(-time.Hour), Reason: xocsp.AffiliationChanged},
 	} {
 		for _, h := range certIDHashes {
 			der, err := b.sign(st, h, now, now, now.Add(96*time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Put("ca1", h, p.leaves[i].SerialNumber.Bytes(), NewResponse(der, st.Status, now, now.Add(96*time.Hour))); err != nil {
+			if err := c.Put("ca1", h, p.leaves[i].SerialNumber.Bytes(), newResponse(der, certStatus{Status: st.Status, Reason: -1}, now, now.Add(96*time.Hour))); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	url := serve(t, NewResponder(c, nil, nil))
+	url := serve(t, newResponder(c, nil, nil))
 	dir := t.TempDir()
 	caPEM := writePEM(t, dir, "ca.pem", p.ca)
 	for _, tc := range []struct {
@@ -177,7 +177,7 @@ func BenchmarkBuild(b *testing.B) {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	st := certStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: Good}
+	st := certStatus{Serial: p.leaves[1].SerialNumber.Bytes(), Status: statusGood}
 	b.Run("builder", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

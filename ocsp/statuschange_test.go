@@ -111,13 +111,13 @@ func TestStatusChangeTravels(t *testing.T) {
 	}
 	responders := map[int]*x509.Certificate{}
 	for i, n := range nodes {
-		for !slices.Contains(n.f.Presigner().Health().Signs, in.ID) {
+		for !slices.Contains(n.f.Health().Signs, in.ID) {
 			if ctx.Err() != nil {
 				t.Fatalf("node %d never got a responder certificate", i)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		responders[i] = n.f.Presigner().signing(in.ID).issuer.Responder
+		responders[i] = n.f.pre.signing(in.ID).issuer.Responder
 	}
 
 	leader := nodes[g.Leader().Index]
@@ -253,18 +253,18 @@ func TestInstallChange(t *testing.T) {
 	ctx := context.Background()
 	leaderKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leader, err := newPresigner(ctx, NewCache(), &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}, PresignerConfig{Key: leaderKey})
+	leader, err := newPresigner(ctx, newCache(), &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}, presignerConfig{Key: leaderKey})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := NewCache()
-	node, err := newPresigner(ctx, cache, &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]certStatus{}}, PresignerConfig{Key: nodeKey})
+	cache := newCache()
+	node, err := newPresigner(ctx, cache, &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]certStatus{}}, presignerConfig{Key: nodeKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial := p.leaves[0].SerialNumber.Bytes()
-	good := certStatus{Serial: serial, Status: Good, Reason: -1}
-	revoked := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC(), Reason: xocsp.KeyCompromise}
+	good := certStatus{Serial: serial, Status: statusGood, Reason: -1}
+	revoked := certStatus{Serial: serial, Status: statusRevoked, RevokedAt: time.Now().UTC(), Reason: xocsp.KeyCompromise}
 	bundle, err := leader.FirstResponses("ca1", revoked)
 	if err != nil {
 		t.Fatal(err)
@@ -328,13 +328,13 @@ func TestSigningYieldsToInstall(t *testing.T) {
 	ctx := context.Background()
 	leaderKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leader, err := newPresigner(ctx, NewCache(), &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}, PresignerConfig{Key: leaderKey})
+	leader, err := newPresigner(ctx, newCache(), &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, leaderKey)}, entries: map[string]certStatus{}}, presignerConfig{Key: leaderKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial := p.leaves[1].SerialNumber.Bytes()
-	good := certStatus{Serial: serial, Status: Good, Reason: -1}
-	revoked := certStatus{Serial: serial, Status: Revoked, RevokedAt: time.Now().UTC(), Reason: xocsp.KeyCompromise}
+	good := certStatus{Serial: serial, Status: statusGood, Reason: -1}
+	revoked := certStatus{Serial: serial, Status: statusRevoked, RevokedAt: time.Now().UTC(), Reason: xocsp.KeyCompromise}
 	bundle, err := leader.FirstResponses("ca1", revoked)
 	if err != nil {
 		t.Fatal(err)
@@ -342,8 +342,8 @@ func TestSigningYieldsToInstall(t *testing.T) {
 	src := &stateSource{issuer: issuer{ID: "ca1", Cert: p.ca, Responder: p.delegatedResponder(t, nodeKey)}, entries: map[string]certStatus{}}
 	src.set(good)
 	hooked := statusHook{stateSource: src}
-	cache := NewCache()
-	node, err := newPresigner(ctx, cache, hooked, PresignerConfig{Key: nodeKey})
+	cache := newCache()
+	node, err := newPresigner(ctx, cache, hooked, presignerConfig{Key: nodeKey})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,7 +149,7 @@ func (s *store) put(rs []storedSerial) error {
 			binary.BigEndian.PutUint64(v[8:], uint64(first.NextUpdate.Unix()))
 			v[16] = byte(first.Status)
 			v[17] = 0xff
-			if first.Status == Revoked {
+			if first.Status == statusRevoked {
 				if first.Reason >= 0 {
 					v[17] = byte(first.Reason)
 				}
@@ -287,7 +287,7 @@ func decodeValue(v []byte, certs map[[certsIDLen]byte][]byte) ([len(certIDHashes
 		}
 	}
 	st := certStatus{Status: status(v[16]), Reason: -1}
-	if st.Status == Revoked {
+	if st.Status == statusRevoked {
 		st.RevokedAt = time.Unix(int64(binary.BigEndian.Uint64(v[18:])), 0).UTC()
 		if v[17] != 0xff {
 			st.Reason = int(v[17])

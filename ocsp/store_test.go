@@ -26,9 +26,9 @@ func storeFixture(t *testing.T, n int) (*testPKI, []storedSerial) {
 	now := time.Now().UTC().Truncate(time.Second)
 	var rs []storedSerial
 	for i := range n {
-		st := certStatus{Serial: []byte{1, byte(i)}, Status: Good, Reason: -1}
+		st := certStatus{Serial: []byte{1, byte(i)}, Status: statusGood, Reason: -1}
 		if i%7 == 0 {
-			st = certStatus{Serial: st.Serial, Status: Revoked, RevokedAt: now.Add(-time.Hour), Reason: 1}
+			st = certStatus{Serial: st.Serial, Status: statusRevoked, RevokedAt: now.Add(-time.Hour), Reason: 1}
 		}
 		r := storedSerial{issuerID: "ca1", serial: st.Serial}
 		for j, h := range certIDHashes {
@@ -55,7 +55,7 @@ func openTestStore(t *testing.T, path string) *store {
 
 func loadInto(t *testing.T, s *store, p *testPKI) (*cache, int) {
 	t.Helper()
-	c := NewCache()
+	c := newCache()
 	if err := c.AddIssuer("ca1", p.ca); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestStoreRefusesForeignResponses(t *testing.T) {
 	p, rs := storeFixture(t, 2)
 	s := openTestStore(t, filepath.Join(t.TempDir(), "ocsp.db"))
 	bad := rs[1]
-	bad.resps[1] = NewResponse([]byte("not a response"), Good, time.Now(), time.Now().Add(time.Hour))
+	bad.resps[1] = newResponse([]byte("not a response"), certStatus{Status: statusGood, Reason: -1}, time.Now(), time.Now().Add(time.Hour))
 	if err := s.put([]storedSerial{rs[0], bad}); err == nil {
 		t.Fatal("a serial with a response that is not one was stored")
 	}

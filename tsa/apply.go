@@ -251,9 +251,9 @@ func applyTokens(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 
 // Leaf types of the TSA's changes.
 const (
-	TypeKeyCreated    = "tsa.key.created"
-	TypeCertInstalled = "tsa.cert.installed"
-	TypeTokens        = "tsa.tokens"
+	typeKeyCreated    = "tsa.key.created"
+	typeCertInstalled = "tsa.cert.installed"
+	typeTokens        = "tsa.tokens"
 )
 
 // DescribeCommand describes an applied command of the TSA for the audit log,
@@ -273,7 +273,7 @@ func DescribeCommand(e cluster.Entry, _ []byte) ([]ca.Description, error) {
 		if b.Request != "" {
 			data["request"] = b.Request
 		}
-		return []ca.Description{{Type: TypeKeyCreated, Actor: b.Actor, Data: data}}, nil
+		return []ca.Description{{Type: typeKeyCreated, Actor: b.Actor, Data: data}}, nil
 	case commandCertInstall:
 		var b certInstallBody
 		if err := e.Command.Decode(&b); err != nil {
@@ -289,13 +289,13 @@ func DescribeCommand(e cluster.Entry, _ []byte) ([]ca.Description, error) {
 		if b.Request != "" {
 			data["request"] = b.Request
 		}
-		return []ca.Description{{Type: TypeCertInstalled, Actor: b.Actor, Serial: cert.SerialNumber, Data: data}}, nil
+		return []ca.Description{{Type: typeCertInstalled, Actor: b.Actor, Serial: cert.SerialNumber, Data: data}}, nil
 	case commandTokens:
 		var b tokensBody
 		if err := e.Command.Decode(&b); err != nil {
 			return nil, err
 		}
-		return []ca.Description{{Type: TypeTokens, Actor: actorSystem,
+		return []ca.Description{{Type: typeTokens, Actor: actorSystem,
 			Data: map[string]any{"node": b.Node, "count": len(b.Tokens), "tokens": b.Tokens}}}, nil
 	}
 	return nil, fmt.Errorf("tsa: describe: %q is not a TSA command", e.Command.Type)

@@ -16,7 +16,7 @@ import (
 	"github.com/inkan-pki/inkan/hsm"
 )
 
-// BenchmarkStamp measures tokens per second through Service.Stamp — parse,
+// BenchmarkStamp measures tokens per second through Service.respond — parse,
 // clock check, the HSM's signature, the CMS encoding, and the token's hash
 // committed to the audit log in batches through real Raft (bbolt, fsync) —
 // against the bare HSM signing rate with the same key (hsm-sigs/s: the
@@ -67,7 +67,7 @@ func BenchmarkStamp(b *testing.B) {
 						stamp := func() time.Duration {
 							return phase(b, clients, m, func() error {
 								start := time.Now()
-								if _, f := n.svc.Stamp(ctx, req); f != nil {
+								if _, f := n.svc.respond(ctx, req); f != nil {
 									return f
 								}
 								d := time.Since(start)

@@ -16,7 +16,7 @@ const Path = "/tsa"
 // Media types of RFC 3161 §3.4.
 const (
 	contentTypeQuery = "application/timestamp-query"
-	ContentTypeReply = "application/timestamp-reply"
+	contentTypeReply = "application/timestamp-reply"
 )
 
 // ServeHTTP serves Path. A request that reaches the TSA is answered 200 with a
@@ -49,11 +49,11 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusBadRequest, failf(badDataFormat, "the request body could not be read"))
 		return
 	}
-	resp, _ := s.Stamp(r.Context(), body)
+	resp, _ := s.respond(r.Context(), body)
 	writeReply(w, http.StatusOK, resp)
 }
 
-// reject answers a request that did not reach Stamp, and counts it.
+// reject answers a request that did not reach respond, and counts it.
 func (s *Service) reject(w http.ResponseWriter, status int, f *failure) {
 	s.refused.WithLabelValues(f.Info.String()).Inc()
 	writeReply(w, status, rejection(f))
@@ -61,7 +61,7 @@ func (s *Service) reject(w http.ResponseWriter, status int, f *failure) {
 
 func writeReply(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", ContentTypeReply)
+	h.Set("Content-Type", contentTypeReply)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

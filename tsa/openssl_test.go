@@ -201,7 +201,7 @@ func TestClockOffRefused(t *testing.T) {
 	f.skew.Store(int64(3 * time.Second))
 	// Within a comparison or two the follower knows.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		_, fail := f.svc.Stamp(ctx, req)
+		_, fail := f.svc.respond(ctx, req)
 		if fail != nil && fail.Info == timeNotAvailable {
 			break
 		}
@@ -209,22 +209,22 @@ func TestClockOffRefused(t *testing.T) {
 			t.Fatalf("a follower 3s ahead still answers %v", fail)
 		}
 	}
-	resp, fail := f.svc.Stamp(ctx, req)
+	resp, fail := f.svc.respond(ctx, req)
 	if r := parseReply(t, resp); fail == nil || r.failInfo != int(timeNotAvailable) || !strings.Contains(r.text, "off the leader's") {
 		t.Fatalf("skewed follower: %+v", r)
 	}
-	if _, fail := l.svc.Stamp(ctx, req); fail != nil {
+	if _, fail := l.svc.respond(ctx, req); fail != nil {
 		t.Fatalf("the leader refused: %v", fail)
 	}
 	// Behind by as much: the same.
 	f.skew.Store(int64(-2 * time.Second))
 	time.Sleep(2 * clockInterval)
-	if _, fail := f.svc.Stamp(ctx, req); fail == nil || fail.Info != timeNotAvailable {
+	if _, fail := f.svc.respond(ctx, req); fail == nil || fail.Info != timeNotAvailable {
 		t.Fatalf("a follower 2s behind: %v", fail)
 	}
 	f.skew.Store(0)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, fail := f.svc.Stamp(ctx, req); fail == nil {
+		if _, fail := f.svc.respond(ctx, req); fail == nil {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("the follower's clock is back, but it answers %v", fail)
@@ -259,7 +259,7 @@ func TestTokensLogged(t *testing.T) {
 				for k := w; k < perNode; k += workers {
 					r := goodRequest()
 					r.nonce = []byte{byte(k + 1)}
-					resp, fail := n.svc.Stamp(ctx, r.der())
+					resp, fail := n.svc.respond(ctx, r.der())
 					if fail != nil {
 						errs <- fail
 						return
@@ -325,7 +325,7 @@ func TestTokensLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	var counts map[string]uint64
-	if err := tc.nodes[0].c.View(func(tx *bbolt.Tx) error { var err error; counts, err = Counts(tx); return err }); err != nil {
+	if err := tc.nodes[0].c.View(func(tx *bbolt.Tx) error { var err error; counts, err = countTokens(tx); return err }); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range tc.nodes {

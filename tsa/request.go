@@ -18,9 +18,9 @@ const maxRequestSize = 4096
 // OpenSSL sends 64 bits).
 const maxNonce = 32
 
-// Request is a parsed TimeStampReq (RFC 3161 §2.4.1). Its slices alias the
+// timeStampReq is a parsed TimeStampReq (RFC 3161 §2.4.1). Its slices alias the
 // request's bytes.
-type Request struct {
+type timeStampReq struct {
 	// Hash is the message imprint's algorithm: SHA-256, SHA-384 or SHA-512.
 	Hash crypto.Hash
 	// Imprint is the DER of the MessageImprint, as the request carried it: the
@@ -66,11 +66,11 @@ func imprintHash(oid []byte) crypto.Hash {
 // larger than MaxRequestSize), BadRequest for another version, BadAlg for
 // another hash, UnacceptedExtension for any extension. An explicit certReq
 // FALSE, which DER would omit, is read as FALSE.
-func parseRequest(der []byte) (*Request, error) {
+func parseRequest(der []byte) (*timeStampReq, error) {
 	if len(der) > maxRequestSize {
 		return nil, failf(badDataFormat, "the request has more than %d bytes", maxRequestSize)
 	}
-	var req Request
+	var req timeStampReq
 	in := cryptobyte.String(der)
 	var body cryptobyte.String
 	if !in.ReadASN1(&body, cbasn1.SEQUENCE) || !in.Empty() {
@@ -126,7 +126,7 @@ func parseRequest(der []byte) (*Request, error) {
 }
 
 // readImprint reads the MessageImprint.
-func (req *Request) readImprint(body *cryptobyte.String) error {
+func (req *timeStampReq) readImprint(body *cryptobyte.String) error {
 	var imprint, mi, alg, oid, digest cryptobyte.String
 	if !body.ReadASN1Element(&imprint, cbasn1.SEQUENCE) {
 		return failf(badDataFormat, "messageImprint: not a SEQUENCE")

@@ -40,7 +40,7 @@ type Config struct {
 	// Authority issues the TSA certificates (Certify).
 	Authority *ca.Authority
 	// Policy is the TSA policy every token names (TSTInfo.policy); a request
-	// may name it and no other. Without one the node issues no tokens (Stamp
+	// may name it and no other. Without one the node issues no tokens (POST /tsa
 	// answers systemFailure), but runs the ceremonies.
 	Policy asn1.ObjectIdentifier
 	// Accuracy is the accuracy every token states, and the most the node's
@@ -53,7 +53,7 @@ type Config struct {
 }
 
 // Service is the time-stamping authority of one node: the key and certificate
-// ceremonies (Init, Certify), and tokens (Stamp, and Handler over HTTP). Every
+// ceremonies (Init, Certify), and tokens (POST /tsa: Service is the http.Handler). Every
 // voter issues tokens with its own copy of the TSA key, from its own clock,
 // under serials of its own prefix, and logs them in batches; New registers the
 // leader's side of the clock comparison, so make a Service on every node.
@@ -265,13 +265,13 @@ func (s *Service) signer(ctx context.Context) (*tokenSigner, *failure) {
 	return nil, m.err
 }
 
-// Stamp answers a DER TimeStampReq with a DER TimeStampResp: a token, or a
+// respond answers a DER TimeStampReq with a DER TimeStampResp: a token, or a
 // rejection with the failure info (the *Failure returned; nil when granted).
 // It refuses with TimeNotAvailable while the node's clock is not known to be
 // within the accuracy of the leader's, and with SystemFailure while it has no
 // certificate, key or policy to sign with, or cannot log the token. A token
 // is returned only once its hash is committed to the audit log.
-func (s *Service) Stamp(ctx context.Context, der []byte) ([]byte, *failure) {
+func (s *Service) respond(ctx context.Context, der []byte) ([]byte, *failure) {
 	resp, f := s.stamp(ctx, der)
 	if f != nil {
 		s.refused.WithLabelValues(f.Info.String()).Inc()
@@ -425,7 +425,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 	err := s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
 		var err error
 		if opts.Key == "" {
-			keys, err := Keys(tx)
+			keys, err := listKeys(tx)
 			if err != nil {
 				return err
 			}
@@ -488,7 +488,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 	s.refresh(ctx)
 	var out Cert
 	err = s.c.View(func(tx *bbolt.Tx) error {
-		certs, err := Certificates(tx)
+		certs, err := certificates(tx)
 		for _, c := range certs {
 			if c.Cert.SerialNumber.Cmp(iss.Serial) == 0 {
 				out = c

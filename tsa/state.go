@@ -110,8 +110,22 @@ func lookupKey(tx *bbolt.Tx, id string) (Key, error) {
 	return r.key(), nil
 }
 
-// Keys lists the TSA keys, oldest first.
-func Keys(tx *bbolt.Tx) ([]Key, error) {
+// Inventory reads, from the state in tx, the TSA's keys (oldest first), every
+// certificate ever installed (oldest first) and how many tokens each node has
+// logged: what admin's TSA status shows, from one read.
+func Inventory(tx *bbolt.Tx) (keys []Key, certs []Cert, tokens map[string]uint64, err error) {
+	if keys, err = listKeys(tx); err != nil {
+		return nil, nil, nil, err
+	}
+	if certs, err = certificates(tx); err != nil {
+		return nil, nil, nil, err
+	}
+	tokens, err = countTokens(tx)
+	return keys, certs, tokens, err
+}
+
+// listKeys lists the TSA keys, oldest first.
+func listKeys(tx *bbolt.Tx) ([]Key, error) {
 	var out []Key
 	err := tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
 		var r keyRecord
@@ -138,9 +152,9 @@ func decodeCert(serial, v, current []byte) (Cert, error) {
 		Current: string(serial) == string(current), Request: r.Request}, nil
 }
 
-// Certificates lists every TSA certificate ever installed, oldest first: an
+// certificates lists every TSA certificate ever installed, oldest first: an
 // evidence bundle carries the one a token names.
-func Certificates(tx *bbolt.Tx) ([]Cert, error) {
+func certificates(tx *bbolt.Tx) ([]Cert, error) {
 	b := tx.Bucket(bucketCerts)
 	current := b.Get(keyCurrent)
 	var out []Cert
@@ -173,8 +187,8 @@ func current(tx *bbolt.Tx) (Cert, Key, error) {
 	return c, k, err
 }
 
-// Counts returns how many tokens each node has logged.
-func Counts(tx *bbolt.Tx) (map[string]uint64, error) {
+// countTokens returns how many tokens each node has logged.
+func countTokens(tx *bbolt.Tx) (map[string]uint64, error) {
 	out := map[string]uint64{}
 	err := tx.Bucket(bucketCounts).ForEach(func(k, v []byte) error {
 		if len(v) != 8 {

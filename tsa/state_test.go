@@ -114,7 +114,7 @@ func TestRevokedCertificateStops(t *testing.T) {
 	}
 	for _, n := range tc.nodes {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			_, fail := n.svc.Stamp(ctx, req)
+			_, fail := n.svc.respond(ctx, req)
 			if fail != nil && fail.Info == systemFailure {
 				break
 			}
@@ -125,7 +125,7 @@ func TestRevokedCertificateStops(t *testing.T) {
 	}
 	tc.newKey(ctx, hsm.ECP256)
 	for _, n := range tc.nodes {
-		if _, fail := n.svc.Stamp(ctx, req); fail != nil {
+		if _, fail := n.svc.respond(ctx, req); fail != nil {
 			t.Fatalf("node %s under the new certificate: %v", n.c.ID(), fail)
 		}
 	}

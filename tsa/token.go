@@ -178,7 +178,7 @@ func encodeAccuracy(d time.Duration) ([]byte, error) {
 
 // sign makes the token for req at genTime with serial (a positive INTEGER's
 // minimal content octets). It returns the ContentInfo's DER.
-func (ts *tokenSigner) sign(ctx context.Context, req *Request, genTime time.Time, serial []byte) ([]byte, error) {
+func (ts *tokenSigner) sign(ctx context.Context, req *timeStampReq, genTime time.Time, serial []byte) ([]byte, error) {
 	info, err := encode(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			b.AddASN1Int64(1)

@@ -8,10 +8,23 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/inkan-pki/inkan/audit"
 	"github.com/inkan-pki/inkan/cluster"
 	"go.etcd.io/bbolt"
 )
+
+// The audit API's wire form, as docs/audit.md gives it (the API is package
+// audit's; these tests read it as an auditor's own code would).
+const (
+	contentJSON    = "application/json"
+	contentProblem = "application/problem+json"
+	problemBase    = "urn:inkan:problem:audit:"
+)
+
+// apiProblem is an audit API error's body (RFC 9457).
+type apiProblem struct {
+	Type   string `json:"type"`
+	Status int    `json:"status"`
+}
 
 // apiFixture is a log of 40 leaves with two checkpoints in a bare bbolt file (a
 // *bbolt.DB is a Viewer), for testing the API without a cluster.
@@ -84,15 +97,31 @@ func FuzzAPI(f *testing.F) {
 		switch {
 		case w.Code == http.StatusOK && (ct == contentJSON || ct == "application/x-pem-file"):
 		case w.Code != http.StatusOK && ct == contentProblem:
-			var p audit.APIProblem
+			var p apiProblem
 			if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.Status != w.Code || p.Type == "" {
 				t.Fatalf("%s: problem %q: %v", target, w.Body.String(), err)
 			}
-			if p.Type == audit.ProblemBase+probUnavailable.name {
+			if p.Type == problemBase+"unavailable" {
 				t.Fatalf("%s: a request made the API fail: %s", target, w.Body.String())
 			}
 		default:
 			t.Fatalf("%s: status %d, %s", target, w.Code, ct)
 		}
 	})
+}
+
+// Before the first leader records the audit key, every endpoint answers 503
+// no-key (the snapshot has no key), not unavailable.
+func TestAPINoKey(t *testing.T) {
+	s := newTestService(t, nil)
+	h := s.API(newDB(t))
+	for _, target := range []string{"/v1/audit/key", "/v1/audit/checkpoint", "/v1/audit/leaves?from=0&to=1"} {
+		u, _ := url.ParseRequestURI(target)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, (&http.Request{Method: http.MethodGet, URL: u, Header: http.Header{}}).WithContext(t.Context()))
+		var p apiProblem
+		if w.Code != http.StatusServiceUnavailable || json.Unmarshal(w.Body.Bytes(), &p) != nil || p.Type != problemBase+"no-key" {
+			t.Errorf("%s: %d %s", target, w.Code, w.Body.String())
+		}
+	}
 }

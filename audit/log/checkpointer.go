@@ -75,7 +75,7 @@ func storedKey(tx *bbolt.Tx) (crypto.PublicKey, []byte, error) {
 
 // logIn is the log with the recorded key, for reading and for checking
 // checkpoints.
-func (s *Service) logIn(tx *bbolt.Tx) (*Log, error) {
+func (s *Service) logIn(tx *bbolt.Tx) (*tree, error) {
 	pub, _, err := storedKey(tx)
 	if err != nil {
 		return nil, err
@@ -83,7 +83,7 @@ func (s *Service) logIn(tx *bbolt.Tx) (*Log, error) {
 	if pub == nil {
 		return nil, errNoKey
 	}
-	return NewLog(s.origin, pub)
+	return newLog(s.origin, pub)
 }
 
 // Handlers are the handlers of "audit.key" and "audit.checkpoint" (cluster.Config.Handlers).

@@ -194,7 +194,7 @@ func TestHookAppendsEveryCommand(t *testing.T) {
 			if at := time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))); !leaf.Time.Equal(at) {
 				return fmt.Errorf("leaf %d: time %v, the entry was stamped %v", i, leaf.Time, at)
 			}
-			if want := audit.SerialHex(new(big.Int).SetUint64(d.N + 1)); leaf.Serial != want {
+			if want := new(big.Int).SetUint64(d.N + 1).Text(16); leaf.Serial != want {
 				return fmt.Errorf("leaf %d: serial %s, want %s", i, leaf.Serial, want)
 			}
 			seen[d.N] = true
@@ -549,11 +549,11 @@ func TestAPIProblems(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			var p audit.APIProblem
+			var p apiProblem
 			if resp.Header.Get("Content-Type") != contentProblem || json.NewDecoder(resp.Body).Decode(&p) != nil {
 				t.Fatalf("status %s, %s: not a problem", resp.Status, resp.Header.Get("Content-Type"))
 			}
-			if p.Type != audit.ProblemBase+tc.want || p.Status != resp.StatusCode {
+			if p.Type != problemBase+tc.want || p.Status != resp.StatusCode {
 				t.Fatalf("problem %+v, want type %s", p, tc.want)
 			}
 		})

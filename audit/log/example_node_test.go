@@ -18,7 +18,7 @@ func ExampleService() {
 	// A describer per command type: ca's commands through an adapter of
 	// ca.DescribeCommand, each package's own for theirs.
 	describeIssue := func(e cluster.Entry, result []byte) ([]auditlog.Record, error) {
-		return []auditlog.Record{{Type: audit.TypeIssued, Actor: audit.ActorEnrollment /* … */}}, nil
+		return []auditlog.Record{{Type: "cert.issued", Actor: "enrollment" /* … */}}, nil
 	}
 	a, err := auditlog.New(auditlog.Config{
 		Origin:     "inkan.example/prod",

@@ -23,14 +23,13 @@ func Example() {
 	db, _ := bbolt.Open(filepath.Join(tmp, "state.db"), 0o600, nil)
 	defer db.Close()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader) // in production: the audit key in the HSM
-	log, _ := NewLog("inkan.example/prod", key.Public())
+	log, _ := newLog("inkan.example/prod", key.Public())
 	when := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 	err := db.Update(func(tx *bbolt.Tx) error {
 		// … the change itself writes its state here …
-		leaf, err := audit.NewRevokedLeaf(
-			audit.Meta{RaftIndex: 42, Time: when, Actor: audit.ActorSystem},
-			audit.Revoked{Serial: big.NewInt(0x0a1b2c), Reason: 1})
+		leaf, err := audit.NewLeaf(audit.Meta{RaftIndex: 42, Time: when, Actor: audit.ActorSystem},
+			"cert.revoked", big.NewInt(0x0a1b2c), map[string]any{"reason": 1})
 		if err != nil {
 			return err
 		}

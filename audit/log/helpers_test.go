@@ -38,9 +38,9 @@ func newDB(t testing.TB) *bbolt.DB {
 	return db
 }
 
-func newTestLog(t testing.TB, key *ecdsa.PrivateKey) *Log {
+func newTestLog(t testing.TB, key *ecdsa.PrivateKey) *tree {
 	t.Helper()
-	l, err := NewLog("inkan.test/cluster-1", key.Public())
+	l, err := newLog("inkan.test/cluster-1", key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,16 +51,16 @@ func newTestLog(t testing.TB, key *ecdsa.PrivateKey) *Log {
 // serial, every seventh a revocation of it, the rest generic changes.
 func testLeaf(t testing.TB, i int) audit.Leaf {
 	t.Helper()
-	m := audit.Meta{RaftIndex: uint64(i/3 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: audit.ActorEnrollment}
+	m := audit.Meta{RaftIndex: uint64(i/3 + 1), Time: testTime.Add(time.Duration(i) * time.Millisecond), Actor: "enrollment"}
 	var l audit.Leaf
 	var err error
 	switch {
 	case i%7 == 6:
 		m.Actor = "sha256:" + fmt.Sprintf("%x", sha256.Sum256([]byte("operator")))
-		l, err = audit.NewRevokedLeaf(m, audit.Revoked{Serial: testSerial(i - 1), Reason: 1})
+		l, err = audit.NewLeaf(m, "cert.revoked", testSerial(i-1), map[string]any{"reason": 1})
 	case i%5 == 0:
 		sum := sha256.Sum256(fmt.Appendf(nil, "cert %d", i))
-		l, err = audit.NewLeaf(m, audit.TypeIssued, testSerial(i), map[string]any{"cert_sha256": sum[:], "profile": "derived-signing"})
+		l, err = audit.NewLeaf(m, "cert.issued", testSerial(i), map[string]any{"cert_sha256": sum[:], "profile": "derived-signing"})
 	default:
 		l, err = audit.NewLeaf(m, "test.change", nil, map[string]any{"n": i, "what": "a change"})
 	}
@@ -76,12 +76,12 @@ func testSerial(i int) *big.Int {
 
 // buildLog appends n test leaves in batches of batch and signs a checkpoint whenever
 // the size is a multiple of every, and one at the end.
-func buildLog(t testing.TB, db *bbolt.DB, l *Log, key *ecdsa.PrivateKey, from, n, batch, every int) {
+func buildLog(t testing.TB, db *bbolt.DB, l *tree, key *ecdsa.PrivateKey, from, n, batch, every int) {
 	t.Helper()
 	buildLogWith(t, db, l, key, from, n, batch, every, testLeaf)
 }
 
-func buildLogWith(t testing.TB, db *bbolt.DB, l *Log, key *ecdsa.PrivateKey, from, n, batch, every int, leaf func(testing.TB, int) audit.Leaf) {
+func buildLogWith(t testing.TB, db *bbolt.DB, l *tree, key *ecdsa.PrivateKey, from, n, batch, every int, leaf func(testing.TB, int) audit.Leaf) {
 	t.Helper()
 	for i := from; i < n; {
 		err := db.Update(func(tx *bbolt.Tx) error {

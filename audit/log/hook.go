@@ -19,12 +19,12 @@ import (
 // (ca) describe their commands without importing audit; node adapts them
 // (ca.Description has the same fields).
 type Record struct {
-	Type   string   // the leaf type, e.g. TypeIssued
-	Actor  string   // OperatorActor(cert), ActorEnrollment or ActorSystem, from the command's body
+	Type   string   // the leaf type, e.g. "cert.issued"
+	Actor  string   // OperatorActor(cert), "enrollment" or ActorSystem, from the command's body
 	Serial *big.Int // the certificate the change is about, or nil
 	// Data is the change's own data, encoded as deterministic CBOR: identifiers,
-	// codes and hashes only (CertHash, PersonalKey.Hash), never personal data in
-	// clear.
+	// codes and hashes only (SHA-256 of certificates, keyed hashes of personal
+	// data), never personal data in clear.
 	Data any
 }
 
@@ -84,7 +84,7 @@ type Service struct {
 	describe  map[string]Describer
 	unaudited map[string]bool
 	log       *slog.Logger
-	appender  *Log // a Log for appending: appendLeaves needs no key
+	appender  *tree // a tree for appending: appendLeaves needs no key
 }
 
 // New checks cfg and returns the component.
@@ -98,7 +98,7 @@ func New(cfg Config) (*Service, error) {
 		describe:  map[string]Describer{cmdKey: describeKey},
 		unaudited: map[string]bool{},
 		log:       cfg.Logger,
-		appender:  &Log{origin: cfg.Origin},
+		appender:  &tree{origin: cfg.Origin},
 	}
 	if s.keyName == "" {
 		s.keyName = DefaultKeyName
@@ -205,15 +205,15 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 	var typ string
 	switch m.Kind {
 	case "grant":
-		typ = audit.TypeJoinGranted
+		typ = typeJoinGranted
 	case "join":
-		typ = audit.TypeMemberJoined
+		typ = typeMemberJoined
 	case "bootstrap":
-		typ = audit.TypeMemberBootstrap
+		typ = typeMemberBootstrap
 	case "transport":
-		typ = audit.TypeTransportApproved
+		typ = typeTransportApproved
 	case "remove":
-		typ = audit.TypeMemberRemoved
+		typ = typeMemberRemoved
 	}
 	var out []Record
 	if typ != "" {
@@ -230,6 +230,16 @@ func describeCluster(e cluster.Entry, result []byte) ([]Record, error) {
 	return out, nil
 }
 
+// Leaf types of cluster's membership (docs/audit.md); the key transfers are
+// audit.TypeKeyTransferred, which the verifier reads.
+const (
+	typeJoinGranted       = "cluster.join.granted"       // a join token granted to a node's keys
+	typeMemberJoined      = "cluster.member.joined"      // a node joined by its grant
+	typeMemberBootstrap   = "cluster.member.bootstrap"   // the first node, with its keys
+	typeTransportApproved = "cluster.transport.approved" // a voter's transport key approved after its join
+	typeMemberRemoved     = "cluster.member.remove"      // a node removed
+)
+
 // describeKey records the audit key being set, by its fingerprint.
 func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 	pub, err := decodeKeyCommand(e.Command)
@@ -239,9 +249,10 @@ func describeKey(e cluster.Entry, _ []byte) ([]Record, error) {
 	return []Record{{Type: cmdKey, Actor: audit.ActorSystem, Data: map[string]any{"key": audit.KeyFingerprint(pub)}}}, nil
 }
 
-// bucketSerials indexes the leaves about a certificate: key = the serial's
-// SerialHex, 0x00, the leaf index (8 bytes, big endian); empty value. The hook
-// writes it only for leaves that name a serial, so most appends do not touch it.
+// bucketSerials indexes the leaves about a certificate: key = the serial as
+// leaves hold it (lower-case hex), 0x00, the leaf index (8 bytes, big endian);
+// empty value. The hook writes it only for leaves that name a serial, so most
+// appends do not touch it.
 var bucketSerials = []byte("audit.serials")
 
 func indexSerials(tx *bbolt.Tx, first uint64, leaves []audit.Leaf) error {
@@ -268,7 +279,7 @@ func serialKey(serial string, index uint64) []byte {
 	return append(k, u64(index)...)
 }
 
-// serialLeaves returns the indices of the leaves about serial (SerialHex form).
+// serialLeaves returns the indices of the leaves about serial (in the leaves' hex form).
 func serialLeaves(tx *bbolt.Tx, serial string, max int) ([]uint64, error) {
 	b := tx.Bucket(bucketSerials)
 	if b == nil {

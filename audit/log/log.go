@@ -53,24 +53,24 @@ var (
 	errRootMismatch = errors.New("audit: checkpoint root is not the tree's root at its size")
 )
 
-// Log is the audit log of one cluster, kept in the state machine's bbolt file. It
+// tree is the audit log of one cluster, kept in the state machine's bbolt file. It
 // holds no state of its own: every method works inside the caller's transaction, so a
 // leaf is written in the same transaction as the change it records.
-type Log struct {
+type tree struct {
 	origin string
 	pub    crypto.PublicKey
 }
 
-// NewLog returns the log called origin (the cluster's name, the first line of every
+// newLog returns the log called origin (the cluster's name, the first line of every
 // checkpoint) whose checkpoints verify with pub (ECDSA P-256).
-func NewLog(origin string, pub crypto.PublicKey) (*Log, error) {
+func newLog(origin string, pub crypto.PublicKey) (*tree, error) {
 	if err := audit.CheckOrigin(origin); err != nil {
 		return nil, err
 	}
 	if err := audit.CheckKey(pub); err != nil {
 		return nil, err
 	}
-	return &Log{origin: origin, pub: pub}, nil
+	return &tree{origin: origin, pub: pub}, nil
 }
 
 func hasher() *rfc6962.Hasher { return rfc6962.DefaultHasher }
@@ -181,7 +181,7 @@ func (b buckets) state() (state, error) {
 // index of the first. It writes each leaf, its node hashes and the new compact range;
 // if it fails the caller must abort tx (the change is then not made: a change that
 // cannot be audited does not happen). Raft indices must not go back.
-func (l *Log) appendLeaves(tx *bbolt.Tx, leaves ...audit.Leaf) (uint64, error) {
+func (l *tree) appendLeaves(tx *bbolt.Tx, leaves ...audit.Leaf) (uint64, error) {
 	if !tx.Writable() {
 		return 0, errors.New("audit: append: read-only transaction")
 	}
@@ -237,7 +237,13 @@ func (l *Log) appendLeaves(tx *bbolt.Tx, leaves ...audit.Leaf) (uint64, error) {
 }
 
 // Size is the number of leaves.
-func (l *Log) Size(tx *bbolt.Tx) (uint64, error) {
+func (l *tree) Size(tx *bbolt.Tx) (uint64, error) { return size(tx) }
+
+// Size is the number of leaves in the log in tx, those past the newest
+// checkpoint too (a Source's size stops at the checkpoint).
+func (s *Service) Size(tx *bbolt.Tx) (uint64, error) { return size(tx) }
+
+func size(tx *bbolt.Tx) (uint64, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return 0, err
@@ -247,7 +253,7 @@ func (l *Log) Size(tx *bbolt.Tx) (uint64, error) {
 }
 
 // root is the tree's current size and root hash.
-func (l *Log) root(tx *bbolt.Tx) (uint64, []byte, error) {
+func (l *tree) root(tx *bbolt.Tx) (uint64, []byte, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return 0, hasher().EmptyRoot(), err
@@ -272,7 +278,7 @@ func foldRange(hashes [][]byte) []byte {
 }
 
 // rootAt is the root hash the tree had when it held size leaves.
-func (l *Log) rootAt(tx *bbolt.Tx, size uint64) ([]byte, error) {
+func (l *tree) rootAt(tx *bbolt.Tx, size uint64) ([]byte, error) {
 	b, err := l.atSize(tx, size)
 	if err != nil {
 		return nil, err
@@ -301,7 +307,7 @@ func (b buckets) getNodes(ids []compact.NodeID) ([][]byte, error) {
 
 // atSize opens the buckets for reading a tree of the given size, or fails if the
 // tree has not reached it.
-func (l *Log) atSize(tx *bbolt.Tx, size uint64) (buckets, error) {
+func (l *tree) atSize(tx *bbolt.Tx, size uint64) (buckets, error) {
 	b, ok, err := open(tx)
 	if err != nil {
 		return b, err
@@ -322,7 +328,7 @@ func (l *Log) atSize(tx *bbolt.Tx, size uint64) (buckets, error) {
 
 // inclusionProof proves that leaf index is in the tree of the given size, in the form
 // proof.VerifyInclusion (RFC 6962/9162) checks.
-func (l *Log) inclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error) {
+func (l *tree) inclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error) {
 	b, err := l.atSize(tx, size)
 	if err != nil {
 		return nil, err
@@ -340,7 +346,7 @@ func (l *Log) inclusionProof(tx *bbolt.Tx, index, size uint64) ([][]byte, error)
 
 // consistencyProof proves that the tree of size1 is a prefix of the tree of size2, in
 // the form proof.VerifyConsistency checks.
-func (l *Log) consistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, error) {
+func (l *tree) consistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, error) {
 	b, err := l.atSize(tx, size2)
 	if err != nil {
 		return nil, err
@@ -357,7 +363,7 @@ func (l *Log) consistencyProof(tx *bbolt.Tx, size1, size2 uint64) ([][]byte, err
 }
 
 // leaf reads the leaf at index.
-func (l *Log) leaf(tx *bbolt.Tx, index uint64) (audit.Leaf, error) {
+func (l *tree) leaf(tx *bbolt.Tx, index uint64) (audit.Leaf, error) {
 	b, ok, err := open(tx)
 	if err != nil {
 		return audit.Leaf{}, err
@@ -374,7 +380,7 @@ func (l *Log) leaf(tx *bbolt.Tx, index uint64) (audit.Leaf, error) {
 
 // newCheckpoint is the unsigned checkpoint of the tree as it stands in tx. Sign it,
 // then store it with addCheckpoint (through Raft, on every node).
-func (l *Log) newCheckpoint(tx *bbolt.Tx, now time.Time) (audit.Checkpoint, error) {
+func (l *tree) newCheckpoint(tx *bbolt.Tx, now time.Time) (audit.Checkpoint, error) {
 	size, root, err := l.root(tx)
 	if err != nil {
 		return audit.Checkpoint{}, err
@@ -391,7 +397,7 @@ func (l *Log) newCheckpoint(tx *bbolt.Tx, now time.Time) (audit.Checkpoint, erro
 //
 // Storing a checkpoint appends no leaf: checkpoints are about the log, not changes to
 // the cluster's state (and an idle log would otherwise never be idle).
-func (l *Log) addCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
+func (l *tree) addCheckpoint(tx *bbolt.Tx, c audit.Checkpoint) error {
 	if !tx.Writable() {
 		return errors.New("audit: add checkpoint: read-only transaction")
 	}
@@ -452,7 +458,7 @@ func readCheckpoint(v []byte) (audit.Checkpoint, bool, error) {
 }
 
 // checkpoint is the stored checkpoint of the given size.
-func (l *Log) checkpoint(tx *bbolt.Tx, size uint64) (audit.Checkpoint, bool, error) {
+func (l *tree) checkpoint(tx *bbolt.Tx, size uint64) (audit.Checkpoint, bool, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return audit.Checkpoint{}, false, err
@@ -462,7 +468,7 @@ func (l *Log) checkpoint(tx *bbolt.Tx, size uint64) (audit.Checkpoint, bool, err
 
 // latestCheckpoint is the newest checkpoint: of the largest size, and among those the
 // latest signed.
-func (l *Log) latestCheckpoint(tx *bbolt.Tx) (audit.Checkpoint, bool, error) {
+func (l *tree) latestCheckpoint(tx *bbolt.Tx) (audit.Checkpoint, bool, error) {
 	b, ok, err := open(tx)
 	if !ok {
 		return audit.Checkpoint{}, false, err
@@ -473,7 +479,7 @@ func (l *Log) latestCheckpoint(tx *bbolt.Tx) (audit.Checkpoint, bool, error) {
 // signCheckpoint makes, signs and stores a checkpoint of the tree as it stands in tx:
 // the three steps in one transaction, for a single node and for tests. A cluster signs
 // on the leader and stores through Raft instead (newCheckpoint, Sign, addCheckpoint).
-func (l *Log) signCheckpoint(tx *bbolt.Tx, s crypto.Signer, now time.Time) (audit.Checkpoint, error) {
+func (l *tree) signCheckpoint(tx *bbolt.Tx, s crypto.Signer, now time.Time) (audit.Checkpoint, error) {
 	c, err := l.newCheckpoint(tx, now)
 	if err != nil {
 		return audit.Checkpoint{}, err

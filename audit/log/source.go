@@ -49,9 +49,9 @@ type viewSource struct {
 	pub crypto.PublicKey
 }
 
-func (vs viewSource) view(fn func(l *Log, tx *bbolt.Tx) error) error {
+func (vs viewSource) view(fn func(l *tree, tx *bbolt.Tx) error) error {
 	return vs.v.View(func(tx *bbolt.Tx) error {
-		l, err := NewLog(vs.s.origin, vs.pub)
+		l, err := newLog(vs.s.origin, vs.pub)
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func (vs viewSource) Size(ctx context.Context) (uint64, error) {
 }
 
 func (vs viewSource) Range(ctx context.Context, size uint64) (r [][]byte, err error) {
-	err = vs.view(func(l *Log, tx *bbolt.Tx) error { r, err = l.source(tx).Range(ctx, size); return err })
+	err = vs.view(func(l *tree, tx *bbolt.Tx) error { r, err = l.source(tx).Range(ctx, size); return err })
 	return r, err
 }
 
@@ -80,7 +80,7 @@ func (vs viewSource) Leaves(ctx context.Context, from, to uint64, fn func(uint64
 	for from < to {
 		end := min(to, from+pageLeaves)
 		var page [][]byte
-		err := vs.view(func(l *Log, tx *bbolt.Tx) error {
+		err := vs.view(func(l *tree, tx *bbolt.Tx) error {
 			return l.source(tx).Leaves(ctx, from, end, func(_ uint64, leaf []byte) error {
 				page = append(page, bytes.Clone(leaf)) // bbolt's bytes are valid only in the transaction
 				return nil
@@ -104,7 +104,7 @@ func (vs viewSource) Checkpoints(ctx context.Context, fn func(audit.Checkpoint) 
 	var next uint64
 	for {
 		var page []audit.Checkpoint
-		err := vs.view(func(l *Log, tx *bbolt.Tx) error {
+		err := vs.view(func(l *tree, tx *bbolt.Tx) error {
 			var err error
 			page, err = checkpointsFrom(tx, next, 1024)
 			return err
@@ -125,7 +125,7 @@ func (vs viewSource) Checkpoints(ctx context.Context, fn func(audit.Checkpoint) 
 }
 
 func (vs viewSource) Latest(context.Context) (c audit.Checkpoint, ok bool, err error) {
-	err = vs.view(func(l *Log, tx *bbolt.Tx) error { c, ok, err = l.latestCheckpoint(tx); return err })
+	err = vs.view(func(l *tree, tx *bbolt.Tx) error { c, ok, err = l.latestCheckpoint(tx); return err })
 	return c, ok, err
 }
 
@@ -150,10 +150,10 @@ func checkpointsFrom(tx *bbolt.Tx, from uint64, max int) ([]audit.Checkpoint, er
 // source is a view of the log as it stands in tx, for Export. The transaction must
 // stay open until the export is done: export from a copy of the state (bbolt
 // Tx.WriteTo, a Raft snapshot) rather than hold a read transaction on a busy node.
-func (l *Log) source(tx *bbolt.Tx) audit.Source { return txSource{l, tx} }
+func (l *tree) source(tx *bbolt.Tx) audit.Source { return txSource{l, tx} }
 
 type txSource struct {
-	l  *Log
+	l  *tree
 	tx *bbolt.Tx
 }
 

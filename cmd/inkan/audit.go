@@ -1,8 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
+	"os"
+	"time"
 
 	"github.com/inkan-pki/inkan/audit"
 	"github.com/spf13/cobra"
@@ -42,7 +47,7 @@ temporary directory (printed, to keep as the next --against) and verifies that.`
 				if len(args) > 0 {
 					return errors.New("audit verify: with --follow, give no DIR (use --against for an earlier export)")
 				}
-				hc, err := audit.HTTPClient(tc.ca, tc.cert, tc.key)
+				hc, err := tc.client()
 				if err != nil {
 					return err
 				}
@@ -71,6 +76,34 @@ temporary directory (printed, to keep as the next --against) and verifies that.`
 // auditTLS is how the auditor reaches a node's HTTPS API.
 type auditTLS struct{ ca, cert, key string }
 
+// client is the auditor's client for a node's HTTPS API: it trusts the CA in
+// --cacert (PEM; the system roots if empty) and presents the certificate in
+// --cert with its key in --cert-key when both are given (the auditor role).
+func (t *auditTLS) client() (*http.Client, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.ca != "" {
+		b, err := os.ReadFile(t.ca)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("audit: %s: no PEM certificate", t.ca)
+		}
+	}
+	if (t.cert == "") != (t.key == "") {
+		return nil, errors.New("audit: give both the client certificate and its key, or neither")
+	}
+	if t.cert != "" {
+		c, err := tls.LoadX509KeyPair(t.cert, t.key)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}, nil
+}
+
 func (t *auditTLS) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&t.ca, "cacert", "", "PEM CA certificate the node's HTTPS certificate chains to (default: system roots)")
 	cmd.Flags().StringVar(&t.cert, "cert", "", "the auditor's client certificate (PEM)")
@@ -87,7 +120,7 @@ func newAuditExportCmd() *cobra.Command {
 		Short:   "Export the log from a node's audit API, up to its newest checkpoint, for verify",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			hc, err := audit.HTTPClient(tc.ca, tc.cert, tc.key)
+			hc, err := tc.client()
 			if err != nil {
 				return err
 			}

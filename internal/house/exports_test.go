@@ -84,12 +84,6 @@ var returnsToFix = map[string]bool{
 	"cluster/backup.go BackupLocal":       true,
 	"cluster/grant.go DescribeMembership": true,
 	"cluster/handler.go NewRefusal":       true,
-	"node/node.go Addrs":                  true,
-	"ocsp/cache.go NewResponse":           true,
-	"ocsp/cache.go NewCache":              true,
-	"ocsp/handler.go NewResponder":        true,
-	"ocsp/presigner.go Health":            true,
-	"tsa/service.go Stamp":                true,
 }
 
 // walkLibraryFiles calls fn for each non-test Go file of a package that is not

@@ -62,7 +62,28 @@ func Errors(err error) []*Error {
 // path, its line and what the option takes — never a Go type name, which is all
 // yaml.v3's own errors give. A file that is not YAML is reported at the line
 // where it stops being YAML (yaml.v3 reports a parser's error a line early).
-func Decode(raw []byte, v any) (*yaml.Node, error) {
+//
+// It then runs check, if not nil (the caller's defaults and validation of v):
+// each Error check returns without a line gets the line of its path in raw,
+// when raw gives the option.
+func Decode(raw []byte, v any, check func() error) error {
+	doc, err := decode(raw, v)
+	if err != nil || check == nil {
+		return err
+	}
+	if err := check(); err != nil {
+		for _, e := range Errors(err) {
+			if e.Line == 0 {
+				e.Line = lineOf(doc, e.Path)
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+// decode is Decode without the check, returning the document for lineOf.
+func decode(raw []byte, v any) (*yaml.Node, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, &Error{Line: syntaxLine(raw), Msg: "not valid YAML: " + yamlReason(err)}
@@ -338,9 +359,9 @@ func describe(n *yaml.Node) string {
 	return strconv.Quote(n.Value)
 }
 
-// LineOf is the line of the option at path in doc (as Error writes paths), or
+// lineOf is the line of the option at path in doc (as Error writes paths), or
 // 0 if the file does not give it.
-func LineOf(doc *yaml.Node, path string) int {
+func lineOf(doc *yaml.Node, path string) int {
 	n := doc
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]

@@ -53,7 +53,7 @@ func TestDecode(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var v shape
-			_, err := Decode([]byte(c.doc), &v)
+			_, err := decode([]byte(c.doc), &v)
 			if c.msg == "" {
 				if err != nil {
 					t.Fatalf("Decode = %v, want nil", err)
@@ -79,8 +79,8 @@ func TestLineOf(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]int{"name": 1, "raft.peers": 3, "raft.peers[1]": 5, "raft.none": 0, "raft.peers[2]": 0} {
-		if got := LineOf(&n, path); got != want {
-			t.Errorf("LineOf(%s) = %d, want %d", path, got, want)
+		if got := lineOf(&n, path); got != want {
+			t.Errorf("lineOf(%s) = %d, want %d", path, got, want)
 		}
 	}
 }

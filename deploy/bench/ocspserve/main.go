@@ -39,17 +39,13 @@ func main() {
 	tmpl := xocsp.Response{Status: xocsp.Good, SerialNumber: leaf.SerialNumber, ThisUpdate: now, NextUpdate: now.Add(96 * time.Hour), IssuerHash: crypto.SHA1}
 	der, err := xocsp.CreateResponse(ca, ca, tmpl, caKey)
 	check(err)
-	resp := ocsp.NewResponse(der, ocsp.Good, tmpl.ThisUpdate, tmpl.NextUpdate)
-
-	cache := ocsp.NewCache()
-	check(cache.AddIssuer("bench", ca))
-	serial := make([]byte, 9)
-	serial[0] = 0x41
+	serials := make([][]byte, 0, *n+1)
 	for i := range *n {
-		serial[6], serial[7], serial[8] = byte(i>>16), byte(i>>8), byte(i)
-		check(cache.Put("bench", crypto.SHA1, serial, resp))
+		serials = append(serials, []byte{0x41, 0, 0, 0, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)})
 	}
-	check(cache.Put("bench", crypto.SHA1, leaf.SerialNumber.Bytes(), resp))
+	serials = append(serials, leaf.SerialNumber.Bytes())
+	handler, err := ocsp.FixedResponder(ca, der, serials...)
+	check(err)
 
 	if *out != "" {
 		req, err := xocsp.CreateRequest(leaf, ca, &xocsp.RequestOptions{Hash: crypto.SHA1})
@@ -67,8 +63,8 @@ func main() {
 		write(*out, "index.txt.attr", []byte("unique_subject = no\n"))
 	}
 
-	srv := ocsp.NewServer(ocsp.NewResponder(cache, nil, nil).ServeFastHTTP)
-	log.Printf("ocspserve: %d responses cached, serving on %s", cache.Len(), *listen)
+	srv := ocsp.NewServer(handler)
+	log.Printf("ocspserve: %d responses cached, serving on %s", len(serials), *listen)
 	check(srv.ListenAndServe(*listen))
 }
 
