@@ -435,7 +435,7 @@ func TestBackupDoesNotBlockApplies(t *testing.T) {
 	}
 	w := &blockingWriter{started: make(chan struct{}), release: make(chan struct{})}
 	type result struct {
-		info backupInfo
+		info BackupInfo
 		err  error
 	}
 	done := make(chan result, 1)

@@ -274,9 +274,9 @@ func (c *Cluster) ApproveTransportKey(ctx context.Context, node string, fp KeyFi
 	return nil
 }
 
-// membership is what an applied membership command changed, for the audit log:
+// Membership is what an applied membership command changed, for the audit log:
 // the node, its role and keys, and the replicated keys wrapped for it.
-type membership struct {
+type Membership struct {
 	Kind         string // "grant", "join", "bootstrap", "transport", "transfer" or "remove"
 	Node         string
 	Role         Role
@@ -290,47 +290,47 @@ type membership struct {
 // DescribeMembership decodes an applied command of cluster's own membership
 // (join tokens granted, members joined, bootstrapped, removed, transport keys
 // approved, keys transferred); ok is false for other commands.
-func DescribeMembership(e Entry, result []byte) (m membership, ok bool, err error) {
+func DescribeMembership(e Entry, result []byte) (m Membership, ok bool, err error) {
 	switch {
 	case e.Command.Type == cmdTokenCreate && e.Command.Version == 2:
 		var g tokenGrant
 		if err := e.Command.Decode(&g); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "grant", Node: g.Node, Role: Role(g.Role), NodeKey: KeyFingerprint(g.NodeKey),
+		return Membership{Kind: "grant", Node: g.Node, Role: Role(g.Role), NodeKey: KeyFingerprint(g.NodeKey),
 			TransportKey: KeyFingerprint(g.Transport), TokenID: g.ID, Request: g.Request}, true, nil
 	case e.Command.Type == cmdMemberJoin && e.Command.Version == 2:
 		var j memberJoinV2
 		if err := e.Command.Decode(&j); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "join", Node: j.Node, Role: Role(result), NodeKey: KeyFingerprint(j.NodeKey),
+		return Membership{Kind: "join", Node: j.Node, Role: Role(result), NodeKey: KeyFingerprint(j.NodeKey),
 			TransportKey: KeyFingerprint(j.Transport), TokenID: j.Token, Keys: j.Keys}, true, nil
 	case e.Command.Type == cmdMemberSelf && e.Command.Version == 2:
 		var b memberSelfV2
 		if err := e.Command.Decode(&b); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "bootstrap", Node: b.Node, Role: Voter, NodeKey: KeyFingerprint(b.NodeKey),
+		return Membership{Kind: "bootstrap", Node: b.Node, Role: Voter, NodeKey: KeyFingerprint(b.NodeKey),
 			TransportKey: KeyFingerprint(b.Transport)}, true, nil
 	case e.Command.Type == cmdKeyTransfer:
 		var k keyTransfer
 		if err := e.Command.Decode(&k); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "transfer", Node: k.Node, Role: Voter, TransportKey: KeyFingerprint(k.Transport), Keys: []string{k.Key}}, true, nil
+		return Membership{Kind: "transfer", Node: k.Node, Role: Voter, TransportKey: KeyFingerprint(k.Transport), Keys: []string{k.Key}}, true, nil
 	case e.Command.Type == cmdMemberTransport:
 		var t memberTransport
 		if err := e.Command.Decode(&t); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "transport", Node: t.Node, Role: Voter, TransportKey: KeyFingerprint(t.Transport), Request: t.Request}, true, nil
+		return Membership{Kind: "transport", Node: t.Node, Role: Voter, TransportKey: KeyFingerprint(t.Transport), Request: t.Request}, true, nil
 	case e.Command.Type == cmdMemberRemove:
 		var r memberRemove
 		if err := e.Command.Decode(&r); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "remove", Node: r.Node}, true, nil
+		return Membership{Kind: "remove", Node: r.Node}, true, nil
 	}
 	return m, false, nil
 }
