@@ -140,7 +140,7 @@ type adminRoute struct {
 // route is one admin route as the role matrix sees it.
 type route struct {
 	Pattern string // "POST /v1/ca/init"
-	// Action is what the route does in the role matrix (operator.Action*);
+	// Action is what the route does in the role matrix (an act* constant);
 	// "" for what concerns the node alone, which is served on its socket only.
 	Action string
 }
@@ -170,20 +170,20 @@ func (api *API) adminRouteTable() []adminRoute {
 	handle := func(pattern string, acc routeAccess, h http.HandlerFunc) {
 		routes = append(routes, adminRoute{pattern, acc, h})
 	}
-	handle("GET "+pathStatus, routeAccess{action: operator.ActionConfigRead, local: true}, api.adminStatus)
+	handle("GET "+pathStatus, routeAccess{action: actConfigRead, local: true}, api.adminStatus)
 	// A join grant names the node's keys and carries only the hash of the
 	// token's secret, so it is proposed like any change: a voter's join is
 	// also a key transfer, and held to both rules.
-	handle("POST "+pathJoinTokens, routeAccess{action: operator.ActionClusterMembership, dual: true,
+	handle("POST "+pathJoinTokens, routeAccess{action: actClusterMembership, dual: true,
 		body: newBody[JoinGrantRequest], also: joinAlso}, api.adminJoinGrant)
-	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: operator.ActionClusterMembership, dual: true,
-		body: newBody[transportKeyApproval], also: func(any) []string { return []string{operator.ActionCAKeyTransfer} }}, api.adminTransportKey)
-	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, api.adminRemove)
-	handle("GET "+pathRules, routeAccess{action: operator.ActionConfigRead}, api.adminRules)
-	handle("PUT "+pathRules, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[Rules]}, api.adminSetRules)
-	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, api.adminTransfer)
+	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: actClusterMembership, dual: true,
+		body: newBody[transportKeyApproval], also: func(any) []string { return []string{actCAKeyTransfer} }}, api.adminTransportKey)
+	handle("DELETE "+pathMembers+"{id}", routeAccess{action: actClusterMembership, dual: true}, api.adminRemove)
+	handle("GET "+pathRules, routeAccess{action: actConfigRead}, api.adminRules)
+	handle("PUT "+pathRules, routeAccess{action: actPolicyApply, dual: true, body: newBody[Rules]}, api.adminSetRules)
+	handle("POST "+pathTransfer, routeAccess{action: actClusterMembership}, api.adminTransfer)
 	handle("POST "+pathLeave, routeAccess{local: true}, api.adminLeave)
-	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, api.adminBackup)
+	handle("POST "+pathBackup, routeAccess{action: actBackup}, api.adminBackup)
 	handle("GET "+pathOCSPStatus, ocspStatusRoute, api.adminOCSPStatus)
 	api.adminCAHandlers(handle)
 	api.adminTSAHandlers(handle)
@@ -289,7 +289,7 @@ func members(st cluster.Status) []Member {
 // joinAlso holds a voter's join to the key transfer rule as well.
 func joinAlso(v any) []string {
 	if req, ok := v.(*JoinGrantRequest); ok && req.Role != string(cluster.Nonvoter) {
-		return []string{operator.ActionCAKeyTransfer}
+		return []string{actCAKeyTransfer}
 	}
 	return nil
 }
@@ -537,6 +537,30 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
+
+// The actions of the role matrix (operator.Authorize) that the routes
+// perform, by the names operator knows them by; TestRoutes checks each
+// against operator.Actions.
+const (
+	actClusterMembership = "cluster.membership"
+	actCAKeyGenerate     = "ca.key.generate"
+	actCAKeyImport       = "ca.key.import"
+	actCAKeyTransfer     = "ca.key.transfer"
+	actCACeremony        = "ca.ceremony"
+	actPolicyApply       = "policy.apply"
+	actOperatorManage    = "operator.manage"
+	actOperatorRead      = "operator.read"
+	actBackup            = "backup.create"
+	actCertRevoke        = "cert.revoke"
+	actCertHold          = "cert.hold"
+	actCertRelease       = "cert.release"
+	actCertRead          = "cert.read"
+	actAuditRead         = "audit.read"
+	actConfigRead        = "config.read"
+	actMetricsRead       = "metrics.read"
+	actApprovalRead      = "approval.read"
+	actApprovalDecide    = "approval.decide"
+)
 
 // ProblemBase prefixes the admin API's problem types.
 const ProblemBase = "urn:inkan:problem:admin:"

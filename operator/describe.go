@@ -91,7 +91,7 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			out = append(out, Description{Type: typeAdded, Actor: b.Actor, Data: data})
 			if b.Request != "" {
 				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
-					"request": b.Request, "action": ActionOperatorManage, "result_sha256": sum256(b.Cert)}})
+					"request": b.Request, "action": actionOperatorManage, "result_sha256": sum256(b.Cert)}})
 			}
 		}
 	case commandRemove:
@@ -104,7 +104,7 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			out = append(out, Description{Type: typeRemoved, Actor: b.Actor, Data: data})
 			if b.Request != "" {
 				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
-					"request": b.Request, "action": ActionOperatorManage, "result_sha256": sum256([]byte(b.ID))}})
+					"request": b.Request, "action": actionOperatorManage, "result_sha256": sum256([]byte(b.ID))}})
 			}
 		}
 	case commandRenew:
@@ -124,14 +124,14 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 		if err = e.Command.Decode(&b); err == nil {
 			who := fingerprintFrom(b.Approver).Actor()
 			switch State(r.State) {
-			case Expired:
+			case stateExpired:
 				out = append(out, Description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
-			case Rejected:
+			case stateRejected:
 				out = append(out, Description{Type: typeRequestRejected, Actor: who, Data: req(nil)})
 			default:
 				out = append(out, Description{Type: typeRequestApproval, Actor: who,
 					Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
-				if State(r.State) == Approved {
+				if State(r.State) == stateApproved {
 					out = append(out, Description{Type: typeRequestApproved, Actor: actorSystem,
 						Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
 				}
