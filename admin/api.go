@@ -123,8 +123,8 @@ type Rules struct {
 	Rules   map[string]RuleSpec `json:"rules"`
 }
 
-// leadership tells who leads after a transfer.
-type leadership struct {
+// Leadership tells who leads after a transfer.
+type Leadership struct {
 	Previous   string `json:"previous_leader"`
 	LeaderID   string `json:"leader_id"`
 	LeaderAddr string `json:"leader_addr"`
@@ -137,8 +137,8 @@ type adminRoute struct {
 	handler http.HandlerFunc
 }
 
-// route is one admin route as the role matrix sees it.
-type route struct {
+// Route is one admin route as the role matrix sees it.
+type Route struct {
 	Pattern string // "POST /v1/ca/init"
 	// Action is what the route does in the role matrix (an act* constant);
 	// "" for what concerns the node alone, which is served on its socket only.
@@ -146,10 +146,10 @@ type route struct {
 }
 
 // Routes lists the admin routes with the action each performs.
-func Routes() []route {
-	var out []route
+func Routes() []Route {
+	var out []Route
 	for _, rt := range (&API{}).adminRouteTable() {
-		out = append(out, route{Pattern: rt.pattern, Action: rt.access.action})
+		out = append(out, Route{Pattern: rt.pattern, Action: rt.access.action})
 	}
 	return out
 }
@@ -469,7 +469,7 @@ func (api *API) adminTransfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Report the new leader once this node has heard of it.
-	out := leadership{Previous: prev}
+	out := Leadership{Previous: prev}
 	for {
 		out.LeaderID, out.LeaderAddr = c.Leader()
 		if out.LeaderID != "" && out.LeaderID != prev {

@@ -115,8 +115,8 @@ func (a *Client) RemoveNode(ctx context.Context, id string) error {
 }
 
 // TransferLeadership has the leader hand leadership to another voter.
-func (a *Client) TransferLeadership(ctx context.Context) (*leadership, error) {
-	var l leadership
+func (a *Client) TransferLeadership(ctx context.Context) (*Leadership, error) {
+	var l Leadership
 	return &l, a.do(ctx, http.MethodPost, pathTransfer, nil, &l)
 }
 
@@ -300,8 +300,8 @@ func (a *Client) Profile(ctx context.Context, name string) (*ProfileInfo, error)
 }
 
 // DiffPolicy shows how a candidate profile file differs from the active version.
-func (a *Client) DiffPolicy(ctx context.Context, f PolicyFile) (*policyDiff, error) {
-	var out policyDiff
+func (a *Client) DiffPolicy(ctx context.Context, f PolicyFile) (*PolicyDiff, error) {
+	var out PolicyDiff
 	return &out, a.do(ctx, http.MethodPost, pathPolicyDiff, f, &out)
 }
 

@@ -38,8 +38,8 @@ type PolicyFile struct {
 	Data string `json:"data"`
 }
 
-// policyDiff is how a candidate differs from the active version.
-type policyDiff struct {
+// PolicyDiff is how a candidate differs from the active version.
+type PolicyDiff struct {
 	Diff string `json:"diff"`
 }
 
@@ -105,7 +105,7 @@ func (api *API) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 		writePolicyError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, policyDiff{Diff: d})
+	writeJSON(w, http.StatusOK, PolicyDiff{Diff: d})
 }
 
 func (api *API) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
