@@ -171,10 +171,10 @@ func PrepareJoin(ctx context.Context, dataDir, nodeID string, vault KeyVault) (J
 	return JoinKeys{Node: id, NodeKey: nk, TransportKey: tf}, nil
 }
 
-// Bounds of a grant's lifetime.
+// Bounds of a grant's lifetime (JoinGrant.Check).
 const (
-	MinJoinTTL = time.Minute
-	MaxJoinTTL = 7 * 24 * time.Hour
+	minJoinTTL = time.Minute
+	maxJoinTTL = 7 * 24 * time.Hour
 )
 
 // JoinGrant is a join token granted to one node's keys.
@@ -185,7 +185,7 @@ type JoinGrant struct {
 	SecretHash []byte
 	Role       Role
 	Keys       JoinKeys
-	TTL        time.Duration // MinJoinTTL..MaxJoinTTL, from the grant's commit
+	TTL        time.Duration // minJoinTTL..maxJoinTTL, from the grant's commit
 	Request    string        // the approved request that grants it, if any (for the audit)
 }
 
@@ -210,8 +210,8 @@ func (g JoinGrant) Check() error {
 	if g.Keys.TransportKey.IsZero() {
 		errs = append(errs, errors.New("transport_key: required"))
 	}
-	if g.TTL < MinJoinTTL || g.TTL > MaxJoinTTL {
-		errs = append(errs, fmt.Errorf("ttl %s: want %s..%s", g.TTL, MinJoinTTL, MaxJoinTTL))
+	if g.TTL < minJoinTTL || g.TTL > maxJoinTTL {
+		errs = append(errs, fmt.Errorf("ttl %s: want %s..%s", g.TTL, minJoinTTL, maxJoinTTL))
 	}
 	return errors.Join(errs...)
 }
