@@ -41,8 +41,8 @@ const (
 	commandUsage     = "operator.usage.count"
 )
 
-// Commands lists the command types of the package (for the audit configuration).
-func Commands() []string {
+// commands lists the command types of the package: those of Handlers.
+func commands() []string {
 	return []string{commandCA, commandAdd, commandRemove, commandRenew, commandPropose, commandDecide, commandExpire,
 		commandStart, commandFinish, commandInterrupt, commandRules, commandUsage}
 }

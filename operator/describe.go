@@ -56,7 +56,7 @@ var errForeignCommand = errors.New("not a command of the package")
 // It reads the command's body and result, never the state. It returns an error
 // for a command type that is not the package's.
 func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
-	if !slices.Contains(Commands(), e.Command.Type) {
+	if !slices.Contains(commands(), e.Command.Type) {
 		return nil, fmt.Errorf("operator: describe: %q is %w", e.Command.Type, errForeignCommand)
 	}
 	var r result
