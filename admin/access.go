@@ -110,7 +110,7 @@ var (
 type ApprovalRequest struct {
 	ID        string    `json:"id"`
 	Action    string    `json:"action"`
-	Digest    string    `json:"digest"` // hex SHA-256 the approvers sign over (operator.ApprovalMessage)
+	Digest    string    `json:"digest"` // hex SHA-256 the approvers sign over (operator.SignApproval)
 	Approvals int       `json:"approvals_needed"`
 	Role      string    `json:"approver_role"`
 	Expires   time.Time `json:"expires"`

@@ -358,8 +358,8 @@ func (a *Client) Approval(ctx context.Context, id string) (*Approval, error) {
 	return &out, a.do(ctx, http.MethodGet, pathApprovals+"/"+url.PathEscape(id), nil, &out)
 }
 
-// Decide approves or rejects a request with the operator's signature over
-// operator.ApprovalMessage.
+// Decide approves or rejects a request with the operator's signature
+// (Approval.Sign, operator.SignApproval).
 func (a *Client) Decide(ctx context.Context, id string, approve bool, sig []byte) (*Approval, error) {
 	var out Approval
 	verb := "/reject"

@@ -67,7 +67,7 @@ type Approval struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// decision carries an approver's signature over operator.ApprovalMessage.
+// decision carries an approver's signature (operator.SignApproval).
 type decision struct {
 	Signature []byte `json:"signature"`
 }
