@@ -525,10 +525,12 @@ func viewValue[T any](c *cluster.Cluster, read func(tx *bbolt.Tx) (T, error)) (T
 // serials fits).
 const maxAdminBody = 512 << 10
 
-// writeClusterError maps the refusals of membership changes.
+// writeClusterError maps the errors of membership changes: their refusals
+// (a transport key not approved among them) are refused, as writeError has
+// them, and so is a node removed.
 func writeClusterError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, cluster.ErrTransportNotApproved), errors.Is(err, cluster.ErrNodeRemoved):
+	case errors.Is(err, cluster.ErrNodeRemoved):
 		writeProblem(w, probRefused, err.Error())
 	default:
 		writeError(w, err)

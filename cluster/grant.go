@@ -91,17 +91,17 @@ func applyKeyTransfer(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	}
 	m, ok := readMember(tx, c.Node)
 	if !ok || m.Role != Voter {
-		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", ErrTransportNotApproved, c.Node))
+		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", errTransportNotApproved, c.Node))
 	}
 	k, ok, err := readMemberKeys(tx, c.Node)
 	if err != nil {
 		return nil, err
 	}
 	if !ok || len(k.Transport) != sha256.Size {
-		return nil, Refuse(fmt.Errorf("%w: no transport key was approved for %s (it joined before joins were granted to keys: approve the one its status shows)", ErrTransportNotApproved, c.Node))
+		return nil, Refuse(fmt.Errorf("%w: no transport key was approved for %s (it joined before joins were granted to keys: approve the one its status shows)", errTransportNotApproved, c.Node))
 	}
 	if KeyFingerprint(k.Transport) != KeyFingerprint(c.Transport) {
-		return nil, Refuse(fmt.Errorf("%w: %s presents %s, %s was approved", ErrTransportNotApproved, c.Node,
+		return nil, Refuse(fmt.Errorf("%w: %s presents %s, %s was approved", errTransportNotApproved, c.Node,
 			KeyFingerprint(c.Transport), KeyFingerprint(k.Transport)))
 	}
 	return nil, nil
@@ -119,7 +119,7 @@ func applyMemberTransport(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	}
 	m, ok := readMember(tx, c.Node)
 	if !ok || m.Role != Voter {
-		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", ErrTransportNotApproved, c.Node))
+		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", errTransportNotApproved, c.Node))
 	}
 	k, _, err := readMemberKeys(tx, c.Node)
 	if err != nil {
