@@ -96,7 +96,10 @@ func (r *Refusal) Is(target error) bool {
 }
 
 // RefusalCode is the code of the first Refusal in err's chain, or "": what a
-// package that carries a refusal in its own records (a batch's result) keeps.
+// package that carries a refusal in its own records (a batch's result) keeps,
+// and what one that answers for another package's refusals (the admin API's
+// problem types) maps from, leaving the sentinels to the package that
+// declares them.
 func RefusalCode(err error) string {
 	var r *Refusal
 	if errors.As(err, &r) {
