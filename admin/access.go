@@ -6,14 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/operator"
 )
 
@@ -64,7 +65,7 @@ func (api *API) actorOf(r *http.Request) string {
 
 // routeAccess says who may call a route and what it takes.
 type routeAccess struct {
-	// action is what the route does, in the role matrix (operator.Action*).
+	// action is what the route does, in the role matrix (the act* constants).
 	action string
 	// local routes stay open on the socket once operators exist.
 	local bool
@@ -109,7 +110,7 @@ var (
 type ApprovalRequest struct {
 	ID        string    `json:"id"`
 	Action    string    `json:"action"`
-	Digest    string    `json:"digest"` // hex SHA-256 the approvers sign over (operator.ApprovalMessage)
+	Digest    string    `json:"digest"` // hex SHA-256 the approvers sign over (operator.SignApproval)
 	Approvals int       `json:"approvals_needed"`
 	Role      string    `json:"approver_role"`
 	Expires   time.Time `json:"expires"`
@@ -236,8 +237,7 @@ func (api *API) verifyOperator(w http.ResponseWriter, r *http.Request) (operator
 		err = api.c.ViewCurrent(r.Context(), verify)
 	}
 	if err != nil {
-		if errors.Is(err, operator.ErrNoCertificate) || errors.Is(err, operator.ErrUnknownCA) || errors.Is(err, operator.ErrCertExpired) ||
-			errors.Is(err, operator.ErrUnknownOperator) || errors.Is(err, operator.ErrRemoved) || errors.Is(err, operator.ErrNoRole) || errors.Is(err, operator.ErrNoCA) {
+		if slices.Contains(unauthenticatedCodes, cluster.RefusalCode(err)) {
 			writeProblem(w, probUnauthenticated, err.Error())
 		} else {
 			writeError(w, err)
@@ -278,7 +278,7 @@ func (api *API) propose(w http.ResponseWriter, r *http.Request, op operator.Oper
 	if !need && rule.Over > 0 {
 		err := ops.Take(r.Context(), op, action, count, rule)
 		switch {
-		case errors.Is(err, operator.ErrOverThreshold):
+		case cluster.RefusalCode(err) == codeOverThreshold:
 			need = true
 		case err != nil:
 			writeError(w, err)
@@ -378,7 +378,7 @@ func (api *API) GuardAudit(h http.Handler) http.Handler {
 		if !ok {
 			return
 		}
-		if err := operator.Authorize(op, operator.ActionAuditRead); err != nil {
+		if err := operator.Authorize(op, actAuditRead); err != nil {
 			writeProblem(w, probForbidden, err.Error())
 			return
 		}

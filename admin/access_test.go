@@ -37,6 +37,13 @@ func TestRoutes(t *testing.T) {
 			t.Errorf("%s: action %q is not in the role matrix", rt.Pattern, rt.Action)
 		}
 	}
+	for _, a := range []string{actClusterMembership, actCAKeyGenerate, actCAKeyImport, actCAKeyTransfer, actCACeremony,
+		actPolicyApply, actOperatorManage, actOperatorRead, actBackup, actCertRevoke, actCertHold, actCertRelease,
+		actCertRead, actAuditRead, actConfigRead, actMetricsRead, actApprovalRead, actApprovalDecide} {
+		if !slices.Contains(operator.Actions(), a) {
+			t.Errorf("action %q is not in the role matrix", a)
+		}
+	}
 	for _, p := range []string{"GET " + pathStatus, "POST " + pathLeave, "POST " + pathOperatorsInit, "POST " + pathBackup} {
 		if !seen[p] {
 			t.Errorf("%s: not served", p)

@@ -123,8 +123,8 @@ type Rules struct {
 	Rules   map[string]RuleSpec `json:"rules"`
 }
 
-// leadership tells who leads after a transfer.
-type leadership struct {
+// Leadership tells who leads after a transfer.
+type Leadership struct {
 	Previous   string `json:"previous_leader"`
 	LeaderID   string `json:"leader_id"`
 	LeaderAddr string `json:"leader_addr"`
@@ -137,19 +137,19 @@ type adminRoute struct {
 	handler http.HandlerFunc
 }
 
-// route is one admin route as the role matrix sees it.
-type route struct {
+// Route is one admin route as the role matrix sees it.
+type Route struct {
 	Pattern string // "POST /v1/ca/init"
-	// Action is what the route does in the role matrix (operator.Action*);
+	// Action is what the route does in the role matrix (an act* constant);
 	// "" for what concerns the node alone, which is served on its socket only.
 	Action string
 }
 
 // Routes lists the admin routes with the action each performs.
-func Routes() []route {
-	var out []route
+func Routes() []Route {
+	var out []Route
 	for _, rt := range (&API{}).adminRouteTable() {
-		out = append(out, route{Pattern: rt.pattern, Action: rt.access.action})
+		out = append(out, Route{Pattern: rt.pattern, Action: rt.access.action})
 	}
 	return out
 }
@@ -170,20 +170,20 @@ func (api *API) adminRouteTable() []adminRoute {
 	handle := func(pattern string, acc routeAccess, h http.HandlerFunc) {
 		routes = append(routes, adminRoute{pattern, acc, h})
 	}
-	handle("GET "+pathStatus, routeAccess{action: operator.ActionConfigRead, local: true}, api.adminStatus)
+	handle("GET "+pathStatus, routeAccess{action: actConfigRead, local: true}, api.adminStatus)
 	// A join grant names the node's keys and carries only the hash of the
 	// token's secret, so it is proposed like any change: a voter's join is
 	// also a key transfer, and held to both rules.
-	handle("POST "+pathJoinTokens, routeAccess{action: operator.ActionClusterMembership, dual: true,
+	handle("POST "+pathJoinTokens, routeAccess{action: actClusterMembership, dual: true,
 		body: newBody[JoinGrantRequest], also: joinAlso}, api.adminJoinGrant)
-	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: operator.ActionClusterMembership, dual: true,
-		body: newBody[transportKeyApproval], also: func(any) []string { return []string{operator.ActionCAKeyTransfer} }}, api.adminTransportKey)
-	handle("DELETE "+pathMembers+"{id}", routeAccess{action: operator.ActionClusterMembership, dual: true}, api.adminRemove)
-	handle("GET "+pathRules, routeAccess{action: operator.ActionConfigRead}, api.adminRules)
-	handle("PUT "+pathRules, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[Rules]}, api.adminSetRules)
-	handle("POST "+pathTransfer, routeAccess{action: operator.ActionClusterMembership}, api.adminTransfer)
+	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: actClusterMembership, dual: true,
+		body: newBody[transportKeyApproval], also: func(any) []string { return []string{actCAKeyTransfer} }}, api.adminTransportKey)
+	handle("DELETE "+pathMembers+"{id}", routeAccess{action: actClusterMembership, dual: true}, api.adminRemove)
+	handle("GET "+pathRules, routeAccess{action: actConfigRead}, api.adminRules)
+	handle("PUT "+pathRules, routeAccess{action: actPolicyApply, dual: true, body: newBody[Rules]}, api.adminSetRules)
+	handle("POST "+pathTransfer, routeAccess{action: actClusterMembership}, api.adminTransfer)
 	handle("POST "+pathLeave, routeAccess{local: true}, api.adminLeave)
-	handle("POST "+pathBackup, routeAccess{action: operator.ActionBackup}, api.adminBackup)
+	handle("POST "+pathBackup, routeAccess{action: actBackup}, api.adminBackup)
 	handle("GET "+pathOCSPStatus, ocspStatusRoute, api.adminOCSPStatus)
 	api.adminCAHandlers(handle)
 	api.adminTSAHandlers(handle)
@@ -289,7 +289,7 @@ func members(st cluster.Status) []Member {
 // joinAlso holds a voter's join to the key transfer rule as well.
 func joinAlso(v any) []string {
 	if req, ok := v.(*JoinGrantRequest); ok && req.Role != string(cluster.Nonvoter) {
-		return []string{operator.ActionCAKeyTransfer}
+		return []string{actCAKeyTransfer}
 	}
 	return nil
 }
@@ -308,8 +308,8 @@ func parseJoinGrant(req *JoinGrantRequest) (cluster.JoinGrant, error) {
 	if g.Keys.TransportKey, err = cluster.ParseKeyFingerprint(req.TransportKey); err != nil {
 		errs = append(errs, fmt.Errorf("transport_key: %q: %w", req.TransportKey, err))
 	}
-	if g.TTL, err = time.ParseDuration(req.TTL); err != nil || g.TTL < cluster.MinJoinTTL || g.TTL > cluster.MaxJoinTTL {
-		errs = append(errs, fmt.Errorf("ttl: %q is not a duration within %s..%s", req.TTL, cluster.MinJoinTTL, cluster.MaxJoinTTL))
+	if g.TTL, err = time.ParseDuration(req.TTL); err != nil {
+		errs = append(errs, fmt.Errorf("ttl: %q is not a duration", req.TTL))
 	}
 	if g.TokenID, err = hex.DecodeString(req.TokenID); err != nil || len(g.TokenID) != 8 || hex.EncodeToString(g.TokenID) != req.TokenID {
 		errs = append(errs, fmt.Errorf("token_id: %q: want 16 lower-case hex digits", req.TokenID))
@@ -320,7 +320,12 @@ func parseJoinGrant(req *JoinGrantRequest) (cluster.JoinGrant, error) {
 	if !cluster.ValidNodeID(req.Node) {
 		errs = append(errs, fmt.Errorf("node: %q: use 1-64 of a-z, 0-9 and '-'", req.Node))
 	}
-	return g, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return g, err
+	}
+	// What a grant may be beyond its encoding (the TTL's bounds) is cluster's
+	// to say.
+	return g, g.Check()
 }
 
 func (api *API) adminJoinGrant(w http.ResponseWriter, r *http.Request) {
@@ -469,7 +474,7 @@ func (api *API) adminTransfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Report the new leader once this node has heard of it.
-	out := leadership{Previous: prev}
+	out := Leadership{Previous: prev}
 	for {
 		out.LeaderID, out.LeaderAddr = c.Leader()
 		if out.LeaderID != "" && out.LeaderID != prev {
@@ -520,10 +525,12 @@ func viewValue[T any](c *cluster.Cluster, read func(tx *bbolt.Tx) (T, error)) (T
 // serials fits).
 const maxAdminBody = 512 << 10
 
-// writeClusterError maps the refusals of membership changes.
+// writeClusterError maps the errors of membership changes: their refusals
+// (a transport key not approved among them) are refused, as writeError has
+// them, and so is a node removed.
 func writeClusterError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, cluster.ErrTransportNotApproved), errors.Is(err, cluster.ErrNodeRemoved):
+	case errors.Is(err, cluster.ErrNodeRemoved):
 		writeProblem(w, probRefused, err.Error())
 	default:
 		writeError(w, err)
@@ -537,6 +544,30 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
+
+// The actions of the role matrix (operator.Authorize) that the routes
+// perform, by the names operator knows them by; TestRoutes checks each
+// against operator.Actions.
+const (
+	actClusterMembership = "cluster.membership"
+	actCAKeyGenerate     = "ca.key.generate"
+	actCAKeyImport       = "ca.key.import"
+	actCAKeyTransfer     = "ca.key.transfer"
+	actCACeremony        = "ca.ceremony"
+	actPolicyApply       = "policy.apply"
+	actOperatorManage    = "operator.manage"
+	actOperatorRead      = "operator.read"
+	actBackup            = "backup.create"
+	actCertRevoke        = "cert.revoke"
+	actCertHold          = "cert.hold"
+	actCertRelease       = "cert.release"
+	actCertRead          = "cert.read"
+	actAuditRead         = "audit.read"
+	actConfigRead        = "config.read"
+	actMetricsRead       = "metrics.read"
+	actApprovalRead      = "approval.read"
+	actApprovalDecide    = "approval.decide"
+)
 
 // ProblemBase prefixes the admin API's problem types.
 const ProblemBase = "urn:inkan:problem:admin:"

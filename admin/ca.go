@@ -20,7 +20,6 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
-	"github.com/inkan-pki/inkan/operator"
 )
 
 // The admin API of the issuing authority: CA ceremonies and certificates.
@@ -144,16 +143,16 @@ var (
 )
 
 func (api *API) adminCAHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
-	handle("POST "+pathCAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true, body: newBody[CAInitRequest]}, api.adminCAInit)
-	handle("GET "+pathCAIssuers, routeAccess{action: operator.ActionConfigRead}, api.adminCAIssuers)
-	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: operator.ActionCAKeyImport, dual: true, body: newBody[CAImportRequest]}, api.adminCAImport)
-	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: operator.ActionCACeremony, dual: true}, api.adminCARetire)
-	handle("GET "+pathCertList, routeAccess{action: operator.ActionCertRead}, api.adminCertList)
-	handle("GET "+pathCerts+"{serial}", routeAccess{action: operator.ActionCertRead}, api.adminCert)
-	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[revokeRequest]}, api.adminCertRevoke)
-	handle("POST "+pathBulkRevoke, routeAccess{action: operator.ActionCertRevoke, dual: true, body: newBody[BulkRevokeRequest], count: bulkCount}, api.adminBulkRevoke)
-	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: operator.ActionCertHold}, api.adminCertHold)
-	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: operator.ActionCertRelease}, api.adminCertRelease)
+	handle("POST "+pathCAInit, routeAccess{action: actCAKeyGenerate, dual: true, body: newBody[CAInitRequest]}, api.adminCAInit)
+	handle("GET "+pathCAIssuers, routeAccess{action: actConfigRead}, api.adminCAIssuers)
+	handle("POST "+pathCAIssuers+"/{id}/import", routeAccess{action: actCAKeyImport, dual: true, body: newBody[CAImportRequest]}, api.adminCAImport)
+	handle("POST "+pathCAIssuers+"/{id}/retire", routeAccess{action: actCACeremony, dual: true}, api.adminCARetire)
+	handle("GET "+pathCertList, routeAccess{action: actCertRead}, api.adminCertList)
+	handle("GET "+pathCerts+"{serial}", routeAccess{action: actCertRead}, api.adminCert)
+	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: actCertRevoke, dual: true, body: newBody[revokeRequest]}, api.adminCertRevoke)
+	handle("POST "+pathBulkRevoke, routeAccess{action: actCertRevoke, dual: true, body: newBody[BulkRevokeRequest], count: bulkCount}, api.adminBulkRevoke)
+	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: actCertHold}, api.adminCertHold)
+	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: actCertRelease}, api.adminCertRelease)
 }
 
 // signingKeyType reads the key type of a CA or TSA key request (default

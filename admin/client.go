@@ -115,8 +115,8 @@ func (a *Client) RemoveNode(ctx context.Context, id string) error {
 }
 
 // TransferLeadership has the leader hand leadership to another voter.
-func (a *Client) TransferLeadership(ctx context.Context) (*leadership, error) {
-	var l leadership
+func (a *Client) TransferLeadership(ctx context.Context) (*Leadership, error) {
+	var l Leadership
 	return &l, a.do(ctx, http.MethodPost, pathTransfer, nil, &l)
 }
 
@@ -300,8 +300,8 @@ func (a *Client) Profile(ctx context.Context, name string) (*ProfileInfo, error)
 }
 
 // DiffPolicy shows how a candidate profile file differs from the active version.
-func (a *Client) DiffPolicy(ctx context.Context, f PolicyFile) (*policyDiff, error) {
-	var out policyDiff
+func (a *Client) DiffPolicy(ctx context.Context, f PolicyFile) (*PolicyDiff, error) {
+	var out PolicyDiff
 	return &out, a.do(ctx, http.MethodPost, pathPolicyDiff, f, &out)
 }
 
@@ -358,8 +358,8 @@ func (a *Client) Approval(ctx context.Context, id string) (*Approval, error) {
 	return &out, a.do(ctx, http.MethodGet, pathApprovals+"/"+url.PathEscape(id), nil, &out)
 }
 
-// Decide approves or rejects a request with the operator's signature over
-// operator.ApprovalMessage.
+// Decide approves or rejects a request with the operator's signature
+// (Approval.Sign, operator.SignApproval).
 func (a *Client) Decide(ctx context.Context, id string, approve bool, sig []byte) (*Approval, error) {
 	var out Approval
 	verb := "/reject"

@@ -4,8 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/inkan-pki/inkan/operator"
 )
 
 // The admin API of this node's OCSP pre-signer: how far its cache is signed.
@@ -66,4 +64,4 @@ func (api *API) adminOCSPStatus(w http.ResponseWriter, _ *http.Request) {
 
 // ocspStatusRoute reads this node's state: what an auditor or admin reads
 // from metrics.
-var ocspStatusRoute = routeAccess{action: operator.ActionMetricsRead, local: true}
+var ocspStatusRoute = routeAccess{action: actMetricsRead, local: true}

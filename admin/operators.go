@@ -5,13 +5,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/operator"
 )
 
@@ -67,7 +67,7 @@ type Approval struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// decision carries an approver's signature over operator.ApprovalMessage.
+// decision carries an approver's signature (operator.SignApproval).
 type decision struct {
 	Signature []byte `json:"signature"`
 }
@@ -88,26 +88,19 @@ var (
 
 func (api *API) adminOperatorHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
 	handle("POST "+pathOperatorsInit, routeAccess{local: true, body: newBody[OperatorInit]}, api.adminOperatorInit)
-	handle("GET "+pathOperators, routeAccess{action: operator.ActionOperatorRead}, api.adminOperators)
-	handle("GET "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorRead}, api.adminOperator)
-	handle("POST "+pathOperators, routeAccess{action: operator.ActionOperatorManage, body: newBody[OperatorAdd]}, api.adminOperatorAdd)
-	handle("DELETE "+pathOperators+"/{id}", routeAccess{action: operator.ActionOperatorManage}, api.adminOperatorRemove)
-	handle("GET "+pathApprovals, routeAccess{action: operator.ActionApprovalRead}, api.adminApprovals)
-	handle("GET "+pathApprovals+"/{id}", routeAccess{action: operator.ActionApprovalRead}, api.adminApproval)
-	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: operator.ActionApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Approve))
-	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: operator.ActionApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Reject))
+	handle("GET "+pathOperators, routeAccess{action: actOperatorRead}, api.adminOperators)
+	handle("GET "+pathOperators+"/{id}", routeAccess{action: actOperatorRead}, api.adminOperator)
+	handle("POST "+pathOperators, routeAccess{action: actOperatorManage, body: newBody[OperatorAdd]}, api.adminOperatorAdd)
+	handle("DELETE "+pathOperators+"/{id}", routeAccess{action: actOperatorManage}, api.adminOperatorRemove)
+	handle("GET "+pathApprovals, routeAccess{action: actApprovalRead}, api.adminApprovals)
+	handle("GET "+pathApprovals+"/{id}", routeAccess{action: actApprovalRead}, api.adminApproval)
+	handle("POST "+pathApprovals+"/{id}/approve", routeAccess{action: actApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Approve))
+	handle("POST "+pathApprovals+"/{id}/reject", routeAccess{action: actApprovalDecide, body: newBody[decision]}, api.adminDecide(operator.Reject))
 }
 
 func operatorInfo(o operator.Operator) OperatorInfo {
-	return OperatorInfo{ID: o.ID, Name: o.Name, Role: string(o.Role), Status: statusName(o.Status), Fingerprint: o.Actor(),
+	return OperatorInfo{ID: o.ID, Name: o.Name, Role: string(o.Role), Status: o.Status.String(), Fingerprint: o.Actor(),
 		Created: o.Created, NotAfter: o.NotAfter, Certificate: certPEM(o.Certificate)}
-}
-
-func statusName(s operator.Status) string {
-	if s == operator.Active {
-		return "active"
-	}
-	return "removed"
 }
 
 func csrDER(s string) ([]byte, bool) {
@@ -222,13 +215,13 @@ func (api *API) changeOperators(w http.ResponseWriter, r *http.Request, ch opera
 		err = ops.Remove(r.Context(), *by, ch.ID)
 	}
 	switch {
-	case errors.Is(err, operator.ErrApprovalRequired):
+	case cluster.RefusalCode(err) == codeApprovalRequired:
 		body, err := ch.Body()
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		q, err := ops.Propose(r.Context(), *by, operator.ActionOperatorManage, body)
+		q, err := ops.Propose(r.Context(), *by, actOperatorManage, body)
 		if err != nil {
 			writeApprovalError(w, err)
 			return
@@ -249,7 +242,7 @@ func (api *API) changeOperators(w http.ResponseWriter, r *http.Request, ch opera
 }
 
 func approvalView(q operator.Request) Approval {
-	a := Approval{ApprovalRequest: approvalRequest(q), State: stateName(q.State), Proposer: q.ProposerID, Approvers: q.ApproverIDs,
+	a := Approval{ApprovalRequest: approvalRequest(q), State: q.State.String(), Proposer: q.ProposerID, Approvers: q.ApproverIDs,
 		Created: q.Created, Result: string(q.Result), Error: q.Error, Request: q.Body}
 	a.Call, a.Body = describeRequest(q.Action, q.Body)
 	return a
@@ -289,7 +282,7 @@ func (q *Approval) Sign(key crypto.Signer, approve bool) ([]byte, error) {
 // describeRequest renders a request's exact body for the people who approve it:
 // the call it makes and its decoded body.
 func describeRequest(action string, body []byte) (call, shown string) {
-	if action == operator.ActionOperatorManage {
+	if action == actOperatorManage {
 		if ch, err := operator.ParseChange(body); err == nil {
 			call = ch.Op + " operator"
 			if ch.Op == operator.OpAdd {
@@ -307,38 +300,15 @@ func describeRequest(action string, body []byte) (call, shown string) {
 	return call, shown
 }
 
-func stateName(s operator.State) string {
-	switch s {
-	case operator.Pending:
-		return "pending"
-	case operator.Approved:
-		return "approved"
-	case operator.Rejected:
-		return "rejected"
-	case operator.Expired:
-		return "expired"
-	case operator.Executing:
-		return "executing"
-	case operator.Executed:
-		return "executed"
-	case operator.Failed:
-		return "failed"
-	case operator.Interrupted:
-		return "interrupted"
-	}
-	return fmt.Sprintf("state(%d)", s)
-}
-
 func (api *API) adminApprovals(w http.ResponseWriter, r *http.Request) {
-	var states []operator.State
-	if r.URL.Query().Get("all") == "" {
-		states = []operator.State{operator.Pending, operator.Approved, operator.Executing}
-	}
+	all := r.URL.Query().Get("all") != ""
 	out := []Approval{}
 	err := api.c.View(func(tx *bbolt.Tx) error {
-		qs, err := operator.Requests(tx, states...)
+		qs, err := operator.Requests(tx)
 		for _, q := range qs {
-			out = append(out, approvalView(q))
+			if all || !q.State.Final() {
+				out = append(out, approvalView(q))
+			}
 		}
 		return err
 	})
@@ -367,45 +337,62 @@ func (api *API) adminDecide(d operator.Decision) http.HandlerFunc {
 			writeApprovalError(w, err)
 			return
 		}
-		api.log.Info("admin: request decided", "request", q.ID, "decision", d, "by", by.ID, "state", stateName(q.State))
+		api.log.Info("admin: request decided", "request", q.ID, "decision", d, "by", by.ID, "state", q.State.String())
 		writeJSON(w, http.StatusOK, approvalView(q))
 	}
 }
 
-func writeOperatorError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, operator.ErrBootstrapped):
-		writeProblem(w, probBootstrapped, err.Error())
-	case errors.Is(err, operator.ErrNotFound):
-		writeProblem(w, probOperatorUnknown, err.Error())
-	case errors.Is(err, operator.ErrBadCertificate), errors.Is(err, operator.ErrKeyInUse), errors.Is(err, operator.ErrInvalid):
-		writeProblem(w, probRequestInvalid, err.Error())
-	case errors.Is(err, operator.ErrLastAdmin), errors.Is(err, operator.ErrNotAllowed), errors.Is(err, operator.ErrNotActive):
-		writeProblem(w, probRefused, err.Error())
-	default:
-		writeError(w, err)
+// The operator package's refusals carry a stable code (cluster.Refusal); the
+// admin API maps the codes to its problem types here, and nowhere else. A
+// request's refusals are looked up in approvalProblems first, then in
+// operatorProblems; the refusals of Verify are unauthenticatedCodes.
+var (
+	operatorProblems = map[string]problemType{
+		"operator.bootstrapped":    probBootstrapped,
+		"operator.not-found":       probOperatorUnknown,
+		"operator.bad-certificate": probRequestInvalid,
+		"operator.key-in-use":      probRequestInvalid,
+		"operator.invalid":         probRequestInvalid,
+		"operator.last-admin":      probRefused,
+		"operator.not-allowed":     probRefused,
+		"operator.not-active":      probRefused,
 	}
+	approvalProblems = map[string]problemType{
+		"operator.not-found":         probRequestUnknown,
+		"operator.self-approval":     probSelfApproval,
+		"operator.wrong-role":        probApproverRole,
+		"operator.duplicate":         probDuplicate,
+		"operator.bad-signature":     probBadSignature,
+		"operator.not-pending":       probNotPending,
+		"operator.request-expired":   probRequestExpired,
+		"operator.too-few-approvers": probTooFewApprovers,
+	}
+	// The refusals of Verify: the client is no operator (401).
+	unauthenticatedCodes = []string{
+		"operator.no-certificate", "operator.unknown-ca", "operator.cert-expired",
+		"operator.unknown-operator", "operator.removed", "operator.no-role", "operator.no-ca",
+	}
+)
+
+// The refusals the admin API acts on: a change to propose rather than make
+// (Service.Add, Remove), a count that passes its rule's threshold (Service.Take).
+const (
+	codeApprovalRequired = "operator.approval-required"
+	codeOverThreshold    = "operator.over-threshold"
+)
+
+func writeOperatorError(w http.ResponseWriter, err error) {
+	if t, ok := operatorProblems[cluster.RefusalCode(err)]; ok {
+		writeProblem(w, t, err.Error())
+		return
+	}
+	writeError(w, err)
 }
 
 func writeApprovalError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, operator.ErrNotFound):
-		writeProblem(w, probRequestUnknown, err.Error())
-	case errors.Is(err, operator.ErrSelfApproval):
-		writeProblem(w, probSelfApproval, err.Error())
-	case errors.Is(err, operator.ErrWrongRole):
-		writeProblem(w, probApproverRole, err.Error())
-	case errors.Is(err, operator.ErrDuplicate):
-		writeProblem(w, probDuplicate, err.Error())
-	case errors.Is(err, operator.ErrBadSignature):
-		writeProblem(w, probBadSignature, err.Error())
-	case errors.Is(err, operator.ErrNotPending):
-		writeProblem(w, probNotPending, err.Error())
-	case errors.Is(err, operator.ErrRequestExpired):
-		writeProblem(w, probRequestExpired, err.Error())
-	case errors.Is(err, operator.ErrTooFewApprovers):
-		writeProblem(w, probTooFewApprovers, err.Error())
-	default:
-		writeOperatorError(w, err)
+	if t, ok := approvalProblems[cluster.RefusalCode(err)]; ok {
+		writeProblem(w, t, err.Error())
+		return
 	}
+	writeOperatorError(w, err)
 }

@@ -10,7 +10,6 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca/policy"
-	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/policies"
 )
 
@@ -39,8 +38,8 @@ type PolicyFile struct {
 	Data string `json:"data"`
 }
 
-// policyDiff is how a candidate differs from the active version.
-type policyDiff struct {
+// PolicyDiff is how a candidate differs from the active version.
+type PolicyDiff struct {
 	Diff string `json:"diff"`
 }
 
@@ -50,11 +49,11 @@ var (
 )
 
 func (api *API) adminPolicyHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
-	read := routeAccess{action: operator.ActionConfigRead}
+	read := routeAccess{action: actConfigRead}
 	handle("GET "+pathPolicies, read, api.adminPolicies)
 	handle("GET "+pathPolicies+"/{name}", read, api.adminPolicy)
-	handle("POST "+pathPolicyDiff, routeAccess{action: operator.ActionConfigRead, body: newBody[PolicyFile]}, api.adminPolicyDiff)
-	handle("POST "+pathPolicyApply, routeAccess{action: operator.ActionPolicyApply, dual: true, body: newBody[PolicyFile]}, api.adminPolicyApply)
+	handle("POST "+pathPolicyDiff, routeAccess{action: actConfigRead, body: newBody[PolicyFile]}, api.adminPolicyDiff)
+	handle("POST "+pathPolicyApply, routeAccess{action: actPolicyApply, dual: true, body: newBody[PolicyFile]}, api.adminPolicyApply)
 }
 
 func profileInfo(v policy.Version, withData bool) ProfileInfo {
@@ -106,7 +105,7 @@ func (api *API) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 		writePolicyError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, policyDiff{Diff: d})
+	writeJSON(w, http.StatusOK, PolicyDiff{Diff: d})
 }
 
 func (api *API) adminPolicyApply(w http.ResponseWriter, r *http.Request) {

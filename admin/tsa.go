@@ -13,7 +13,6 @@ import (
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
 	"github.com/inkan-pki/inkan/cluster"
-	"github.com/inkan-pki/inkan/operator"
 	"github.com/inkan-pki/inkan/tsa"
 )
 
@@ -78,9 +77,9 @@ const (
 var probTSAKeyUnknown = problemType{"tsa-key-unknown", http.StatusNotFound, "No such TSA key"}
 
 func (api *API) adminTSAHandlers(handle func(string, routeAccess, http.HandlerFunc)) {
-	handle("GET "+pathTSA, routeAccess{action: operator.ActionConfigRead}, api.adminTSAStatus)
-	handle("POST "+pathTSAInit, routeAccess{action: operator.ActionCAKeyGenerate, dual: true, body: newBody[TSAInitRequest]}, api.adminTSAInit)
-	handle("POST "+pathTSACert, routeAccess{action: operator.ActionCACeremony, dual: true, body: newBody[TSACertRequest]}, api.adminTSACert)
+	handle("GET "+pathTSA, routeAccess{action: actConfigRead}, api.adminTSAStatus)
+	handle("POST "+pathTSAInit, routeAccess{action: actCAKeyGenerate, dual: true, body: newBody[TSAInitRequest]}, api.adminTSAInit)
+	handle("POST "+pathTSACert, routeAccess{action: actCACeremony, dual: true, body: newBody[TSACertRequest]}, api.adminTSACert)
 }
 
 func (api *API) tsaOr503(w http.ResponseWriter) *tsa.Service {

@@ -31,7 +31,7 @@ type caNode struct {
 	t     testing.TB
 	tok   *softhsm.Token
 	keys  *hsm.Token // the token the authority uses (a second view of tok, or a shared one)
-	vault *cluster.HSMVault
+	vault cluster.KeyVault
 	cfg   cluster.Config
 	mode  KeyMode
 	c     *cluster.Cluster

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// backupInfo tells what a copy written by Backup holds: what a manifest of
+// BackupInfo tells what a copy written by Backup holds: what a manifest of
 // the backup needs to say.
-type backupInfo struct {
+type BackupInfo struct {
 	// Index is the last Raft index applied in the copy: it holds every
 	// command committed up to Index and none after.
 	Index uint64
@@ -44,9 +44,9 @@ type backupInfo struct {
 // (a writer that must grow the file's memory map waits for it). The bytes
 // are a plain bbolt file; Config.Restore starts a new cluster from them. On
 // error w holds part of a copy at most: discard it.
-func (c *Cluster) Backup(ctx context.Context, w io.Writer) (backupInfo, error) {
+func (c *Cluster) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) {
 	if err := c.Barrier(ctx); err != nil {
-		return backupInfo{}, fmt.Errorf("cluster: backup: %w", err)
+		return BackupInfo{}, fmt.Errorf("cluster: backup: %w", err)
 	}
 	info, err := c.backup(ctx, w)
 	info.Current = err == nil
@@ -58,21 +58,21 @@ func (c *Cluster) Backup(ctx context.Context, w io.Writer) (backupInfo, error) {
 // (BackupInfo.Index tells how far it goes). It is for a cluster that has
 // lost its quorum for good, to start a new one from what a surviving node
 // holds; otherwise use Backup.
-func (c *Cluster) BackupLocal(ctx context.Context, w io.Writer) (backupInfo, error) {
+func (c *Cluster) BackupLocal(ctx context.Context, w io.Writer) (BackupInfo, error) {
 	return c.backup(ctx, w)
 }
 
-func (c *Cluster) backup(ctx context.Context, w io.Writer) (backupInfo, error) {
+func (c *Cluster) backup(ctx context.Context, w io.Writer) (BackupInfo, error) {
 	tx, err := c.fsm.begin()
 	if err != nil {
-		return backupInfo{}, fmt.Errorf("cluster: backup: %w", err)
+		return BackupInfo{}, fmt.Errorf("cluster: backup: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	ca := sha256.Sum256(c.creds.ca.Raw)
-	info := backupInfo{Index: readApplied(tx), Node: c.id, ClusterCA: ca[:], Time: time.Now().UTC()}
+	info := BackupInfo{Index: readApplied(tx), Node: c.id, ClusterCA: ca[:], Time: time.Now().UTC()}
 	bw := &backupWriter{w: w, h: sha256.New(), ctx: ctx, stop: c.ctx}
 	if info.Size, err = tx.WriteTo(bw); err != nil {
-		return backupInfo{}, fmt.Errorf("cluster: backup at index %d: %w", info.Index, err)
+		return BackupInfo{}, fmt.Errorf("cluster: backup at index %d: %w", info.Index, err)
 	}
 	info.SHA256 = bw.h.Sum(nil)
 	return info, nil

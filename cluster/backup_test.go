@@ -24,14 +24,14 @@ import (
 
 // vaultOn opens the token cfg names once more, as another host reaches the
 // same network HSM.
-func vaultOn(t testing.TB, cfg hsm.Config) *HSMVault {
+func vaultOn(t testing.TB, cfg hsm.Config) *hsmVault {
 	cfg.Logger = testenv.Logger()
 	tok, err := hsm.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tok.Close() })
-	return NewHSMVault(tok)
+	return NewHSMVault(tok).(*hsmVault)
 }
 
 // dump lists every key of the state by bucket path, nested buckets
@@ -435,7 +435,7 @@ func TestBackupDoesNotBlockApplies(t *testing.T) {
 	}
 	w := &blockingWriter{started: make(chan struct{}), release: make(chan struct{})}
 	type result struct {
-		info backupInfo
+		info BackupInfo
 		err  error
 	}
 	done := make(chan result, 1)

@@ -91,17 +91,17 @@ func applyKeyTransfer(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	}
 	m, ok := readMember(tx, c.Node)
 	if !ok || m.Role != Voter {
-		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", ErrTransportNotApproved, c.Node))
+		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", errTransportNotApproved, c.Node))
 	}
 	k, ok, err := readMemberKeys(tx, c.Node)
 	if err != nil {
 		return nil, err
 	}
 	if !ok || len(k.Transport) != sha256.Size {
-		return nil, Refuse(fmt.Errorf("%w: no transport key was approved for %s (it joined before joins were granted to keys: approve the one its status shows)", ErrTransportNotApproved, c.Node))
+		return nil, Refuse(fmt.Errorf("%w: no transport key was approved for %s (it joined before joins were granted to keys: approve the one its status shows)", errTransportNotApproved, c.Node))
 	}
 	if KeyFingerprint(k.Transport) != KeyFingerprint(c.Transport) {
-		return nil, Refuse(fmt.Errorf("%w: %s presents %s, %s was approved", ErrTransportNotApproved, c.Node,
+		return nil, Refuse(fmt.Errorf("%w: %s presents %s, %s was approved", errTransportNotApproved, c.Node,
 			KeyFingerprint(c.Transport), KeyFingerprint(k.Transport)))
 	}
 	return nil, nil
@@ -119,7 +119,7 @@ func applyMemberTransport(tx *bbolt.Tx, e Entry) ([]byte, error) {
 	}
 	m, ok := readMember(tx, c.Node)
 	if !ok || m.Role != Voter {
-		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", ErrTransportNotApproved, c.Node))
+		return nil, Refuse(fmt.Errorf("%w: %s is not a voter of the cluster", errTransportNotApproved, c.Node))
 	}
 	k, _, err := readMemberKeys(tx, c.Node)
 	if err != nil {
@@ -171,10 +171,10 @@ func PrepareJoin(ctx context.Context, dataDir, nodeID string, vault KeyVault) (J
 	return JoinKeys{Node: id, NodeKey: nk, TransportKey: tf}, nil
 }
 
-// Bounds of a grant's lifetime.
+// Bounds of a grant's lifetime (JoinGrant.Check).
 const (
-	MinJoinTTL = time.Minute
-	MaxJoinTTL = 7 * 24 * time.Hour
+	minJoinTTL = time.Minute
+	maxJoinTTL = 7 * 24 * time.Hour
 )
 
 // JoinGrant is a join token granted to one node's keys.
@@ -185,7 +185,7 @@ type JoinGrant struct {
 	SecretHash []byte
 	Role       Role
 	Keys       JoinKeys
-	TTL        time.Duration // MinJoinTTL..MaxJoinTTL, from the grant's commit
+	TTL        time.Duration // minJoinTTL..maxJoinTTL, from the grant's commit
 	Request    string        // the approved request that grants it, if any (for the audit)
 }
 
@@ -210,8 +210,8 @@ func (g JoinGrant) Check() error {
 	if g.Keys.TransportKey.IsZero() {
 		errs = append(errs, errors.New("transport_key: required"))
 	}
-	if g.TTL < MinJoinTTL || g.TTL > MaxJoinTTL {
-		errs = append(errs, fmt.Errorf("ttl %s: want %s..%s", g.TTL, MinJoinTTL, MaxJoinTTL))
+	if g.TTL < minJoinTTL || g.TTL > maxJoinTTL {
+		errs = append(errs, fmt.Errorf("ttl %s: want %s..%s", g.TTL, minJoinTTL, maxJoinTTL))
 	}
 	return errors.Join(errs...)
 }
@@ -274,9 +274,9 @@ func (c *Cluster) ApproveTransportKey(ctx context.Context, node string, fp KeyFi
 	return nil
 }
 
-// membership is what an applied membership command changed, for the audit log:
+// Membership is what an applied membership command changed, for the audit log:
 // the node, its role and keys, and the replicated keys wrapped for it.
-type membership struct {
+type Membership struct {
 	Kind         string // "grant", "join", "bootstrap", "transport", "transfer" or "remove"
 	Node         string
 	Role         Role
@@ -290,47 +290,47 @@ type membership struct {
 // DescribeMembership decodes an applied command of cluster's own membership
 // (join tokens granted, members joined, bootstrapped, removed, transport keys
 // approved, keys transferred); ok is false for other commands.
-func DescribeMembership(e Entry, result []byte) (m membership, ok bool, err error) {
+func DescribeMembership(e Entry, result []byte) (m Membership, ok bool, err error) {
 	switch {
 	case e.Command.Type == cmdTokenCreate && e.Command.Version == 2:
 		var g tokenGrant
 		if err := e.Command.Decode(&g); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "grant", Node: g.Node, Role: Role(g.Role), NodeKey: KeyFingerprint(g.NodeKey),
+		return Membership{Kind: "grant", Node: g.Node, Role: Role(g.Role), NodeKey: KeyFingerprint(g.NodeKey),
 			TransportKey: KeyFingerprint(g.Transport), TokenID: g.ID, Request: g.Request}, true, nil
 	case e.Command.Type == cmdMemberJoin && e.Command.Version == 2:
 		var j memberJoinV2
 		if err := e.Command.Decode(&j); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "join", Node: j.Node, Role: Role(result), NodeKey: KeyFingerprint(j.NodeKey),
+		return Membership{Kind: "join", Node: j.Node, Role: Role(result), NodeKey: KeyFingerprint(j.NodeKey),
 			TransportKey: KeyFingerprint(j.Transport), TokenID: j.Token, Keys: j.Keys}, true, nil
 	case e.Command.Type == cmdMemberSelf && e.Command.Version == 2:
 		var b memberSelfV2
 		if err := e.Command.Decode(&b); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "bootstrap", Node: b.Node, Role: Voter, NodeKey: KeyFingerprint(b.NodeKey),
+		return Membership{Kind: "bootstrap", Node: b.Node, Role: Voter, NodeKey: KeyFingerprint(b.NodeKey),
 			TransportKey: KeyFingerprint(b.Transport)}, true, nil
 	case e.Command.Type == cmdKeyTransfer:
 		var k keyTransfer
 		if err := e.Command.Decode(&k); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "transfer", Node: k.Node, Role: Voter, TransportKey: KeyFingerprint(k.Transport), Keys: []string{k.Key}}, true, nil
+		return Membership{Kind: "transfer", Node: k.Node, Role: Voter, TransportKey: KeyFingerprint(k.Transport), Keys: []string{k.Key}}, true, nil
 	case e.Command.Type == cmdMemberTransport:
 		var t memberTransport
 		if err := e.Command.Decode(&t); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "transport", Node: t.Node, Role: Voter, TransportKey: KeyFingerprint(t.Transport), Request: t.Request}, true, nil
+		return Membership{Kind: "transport", Node: t.Node, Role: Voter, TransportKey: KeyFingerprint(t.Transport), Request: t.Request}, true, nil
 	case e.Command.Type == cmdMemberRemove:
 		var r memberRemove
 		if err := e.Command.Decode(&r); err != nil {
 			return m, false, err
 		}
-		return membership{Kind: "remove", Node: r.Node}, true, nil
+		return Membership{Kind: "remove", Node: r.Node}, true, nil
 	}
 	return m, false, nil
 }

@@ -78,27 +78,30 @@ func (e *RefusedError) Unwrap() []error { return []error{ErrRefused, e.Err} }
 // an error rebuilt from its code matches the sentinel of that code. Declare
 // sentinels with NewRefusal and wrap them freely (fmt.Errorf("%w: …",
 // sentinel)); never compare messages.
-type refusal struct{ code, msg string }
+type Refusal struct{ code, msg string }
 
 // NewRefusal returns the sentinel of a refusal: code is stable and unique (a
 // package prefix, e.g. "operator.self-approval"), msg says it in words.
-func NewRefusal(code, msg string) *refusal { return &refusal{code: code, msg: msg} }
+func NewRefusal(code, msg string) *Refusal { return &Refusal{code: code, msg: msg} }
 
-func (r *refusal) Error() string { return r.msg }
+func (r *Refusal) Error() string { return r.msg }
 
 // Code is the refusal's stable code.
-func (r *refusal) Code() string { return r.code }
+func (r *Refusal) Code() string { return r.code }
 
 // Is matches any refusal of the same code.
-func (r *refusal) Is(target error) bool {
-	t, ok := target.(*refusal)
+func (r *Refusal) Is(target error) bool {
+	t, ok := target.(*Refusal)
 	return ok && r.code != "" && t.code == r.code
 }
 
 // RefusalCode is the code of the first Refusal in err's chain, or "": what a
-// package that carries a refusal in its own records (a batch's result) keeps.
+// package that carries a refusal in its own records (a batch's result) keeps,
+// and what one that answers for another package's refusals (the admin API's
+// problem types) maps from, leaving the sentinels to the package that
+// declares them.
 func RefusalCode(err error) string {
-	var r *refusal
+	var r *Refusal
 	if errors.As(err, &r) {
 		return r.code
 	}
@@ -115,7 +118,7 @@ func rebuildRefusal(code, msg string) *RefusedError {
 	if code == "" {
 		return &RefusedError{Err: errors.New(msg)}
 	}
-	return &RefusedError{Err: &refusal{code: code, msg: msg}}
+	return &RefusedError{Err: &Refusal{code: code, msg: msg}}
 }
 
 // NewHandler returns the Handler of one command type: typ, the body versions

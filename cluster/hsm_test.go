@@ -12,7 +12,7 @@ import (
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
-func newHSMVault(t testing.TB) *HSMVault {
+func newHSMVault(t testing.TB) *hsmVault {
 	cfg := softhsm.NewToken(t).Config()
 	cfg.Logger = testenv.Logger()
 	tok, err := hsm.Open(context.Background(), cfg)
@@ -20,7 +20,7 @@ func newHSMVault(t testing.TB) *HSMVault {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tok.Close() })
-	return NewHSMVault(tok)
+	return NewHSMVault(tok).(*hsmVault)
 }
 
 // TestJoinOverSoftHSM runs the join and key transfer with every key in a
@@ -77,7 +77,7 @@ func TestJoinOverSoftHSM(t *testing.T) {
 	const standingTransport = "inkan-transport-" + transportKeyName
 	onlyKeys := func(n *testNode, want ...string) {
 		t.Helper()
-		keys, err := n.vault.(*HSMVault).tok.Keys(ctx)
+		keys, err := n.vault.(*hsmVault).tok.Keys(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,11 +12,11 @@ import (
 // nodeKeyLabel labels the node's TLS key on its token.
 const nodeKeyLabel = "node-tls"
 
-// HSMVault is KeyVault on a node's PKCS#11 token: the node's TLS key is made there
+// hsmVault is KeyVault on a node's PKCS#11 token: the node's TLS key is made there
 // and never leaves; replicated keys (the cluster CA key, the CA and audit keys) are
 // made wrappable and move between tokens only wrapped, through hsm.WrapTransfer. A
 // vendor's key cloning would be another KeyVault.
-type HSMVault struct {
+type hsmVault struct {
 	tok  *hsm.Token
 	xfer *hsm.WrapTransfer
 }
@@ -25,14 +25,16 @@ type HSMVault struct {
 // (hsm.WrapTransfer.StandingTransportKey).
 const transportKeyName = "node"
 
-// NewHSMVault keeps the node's keys on tok.
-func NewHSMVault(tok *hsm.Token) *HSMVault {
-	return &HSMVault{tok: tok, xfer: hsm.NewWrapTransfer(tok)}
+// NewHSMVault is the KeyVault of a node's PKCS#11 token tok: the node's TLS
+// key is made there and never leaves; replicated keys are made wrappable and
+// move between tokens only wrapped (hsm.WrapTransfer).
+func NewHSMVault(tok *hsm.Token) KeyVault {
+	return &hsmVault{tok: tok, xfer: hsm.NewWrapTransfer(tok)}
 }
 
 // signer returns the private key labelled label, making it from spec if the token
 // has none and spec is given.
-func (v *HSMVault) signer(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
+func (v *hsmVault) signer(ctx context.Context, label string, spec *hsm.KeySpec) (crypto.Signer, error) {
 	s, err := v.tok.Signer(ctx, hsm.URI{Object: label, Type: "private"})
 	if errors.Is(err, hsm.ErrKeyNotFound) && spec != nil {
 		return v.tok.GenerateKey(ctx, *spec)
@@ -41,12 +43,12 @@ func (v *HSMVault) signer(ctx context.Context, label string, spec *hsm.KeySpec) 
 }
 
 // NodeKey implements KeyVault.
-func (v *HSMVault) NodeKey(ctx context.Context) (crypto.Signer, error) {
+func (v *hsmVault) NodeKey(ctx context.Context) (crypto.Signer, error) {
 	return v.signer(ctx, nodeKeyLabel, &hsm.KeySpec{Type: hsm.ECP256, Label: nodeKeyLabel})
 }
 
 // ReplicatedKey implements KeyVault.
-func (v *HSMVault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
+func (v *hsmVault) ReplicatedKey(ctx context.Context, name string, create bool) (crypto.Signer, error) {
 	if !create {
 		return v.signer(ctx, name, nil)
 	}
@@ -54,7 +56,7 @@ func (v *HSMVault) ReplicatedKey(ctx context.Context, name string, create bool) 
 }
 
 // TransportKey implements KeyVault.
-func (v *HSMVault) TransportKey(ctx context.Context) ([]byte, error) {
+func (v *hsmVault) TransportKey(ctx context.Context) ([]byte, error) {
 	tp, err := v.xfer.StandingTransportKey(ctx, transportKeyName)
 	if err != nil {
 		return nil, err
@@ -63,7 +65,7 @@ func (v *HSMVault) TransportKey(ctx context.Context) ([]byte, error) {
 }
 
 // TransportKeyFingerprint implements KeyVault.
-func (v *HSMVault) TransportKeyFingerprint(to []byte) (KeyFingerprint, error) {
+func (v *hsmVault) TransportKeyFingerprint(to []byte) (KeyFingerprint, error) {
 	var tp hsm.TransportKey
 	if err := tp.UnmarshalBinary(to); err != nil {
 		return KeyFingerprint{}, err
@@ -72,7 +74,7 @@ func (v *HSMVault) TransportKeyFingerprint(to []byte) (KeyFingerprint, error) {
 }
 
 // ExportKey implements KeyVault.
-func (v *HSMVault) ExportKey(ctx context.Context, name string, to []byte) ([]byte, error) {
+func (v *hsmVault) ExportKey(ctx context.Context, name string, to []byte) ([]byte, error) {
 	var tp hsm.TransportKey
 	if err := tp.UnmarshalBinary(to); err != nil {
 		return nil, err
@@ -85,7 +87,7 @@ func (v *HSMVault) ExportKey(ctx context.Context, name string, to []byte) ([]byt
 }
 
 // ImportKey implements KeyVault.
-func (v *HSMVault) ImportKey(ctx context.Context, name string, blob []byte) error {
+func (v *hsmVault) ImportKey(ctx context.Context, name string, blob []byte) error {
 	var wk hsm.WrappedKey
 	if err := wk.UnmarshalBinary(blob); err != nil {
 		return err
@@ -97,4 +99,4 @@ func (v *HSMVault) ImportKey(ctx context.Context, name string, blob []byte) erro
 	return err
 }
 
-var _ KeyVault = (*HSMVault)(nil)
+var _ KeyVault = (*hsmVault)(nil)

@@ -101,7 +101,7 @@ func TestOnLeaderAndCallLeader(t *testing.T) {
 			t.Fatalf("failing call via %s: message %q, want it to end with %q", n.c.ID(), err, want)
 		}
 		_, err = Call[string](ctx, n.c, "echo", "fail plainly")
-		var ref *refusal
+		var ref *Refusal
 		if err == nil || errors.As(err, &ref) || errors.Is(err, ErrNotLeader) {
 			t.Fatalf("plainly failing call via %s: err = %v, want an error with no code", n.c.ID(), err)
 		}

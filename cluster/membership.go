@@ -184,9 +184,9 @@ var (
 	ErrJoinRole = NewRefusal("cluster.join-role", "cluster: the join token is for another role than the node is configured for")
 	// errTokenUnbound: a token made before tokens were granted to a node's keys.
 	errTokenUnbound = NewRefusal("cluster.token-unbound", "cluster: the join token is bound to no node's keys; grant a new one")
-	// ErrTransportNotApproved: a key transfer to a transport key that is not the
+	// errTransportNotApproved: a key transfer to a transport key that is not the
 	// one approved for the receiving voter (or to a nonvoter).
-	ErrTransportNotApproved = NewRefusal("cluster.transport-not-approved", "cluster: the receiving node's transport key is not the one approved for it")
+	errTransportNotApproved = NewRefusal("cluster.transport-not-approved", "cluster: the receiving node's transport key is not the one approved for it")
 )
 
 const (
@@ -286,7 +286,7 @@ func applyMemberJoin(tx *bbolt.Tx, e Entry) ([]byte, error) {
 			return nil, Refuse(err)
 		}
 		if len(c.Keys) > 0 && Role(t.Role) != Voter {
-			return nil, Refuse(fmt.Errorf("%w: keys for a %s", ErrTransportNotApproved, t.Role))
+			return nil, Refuse(fmt.Errorf("%w: keys for a %s", errTransportNotApproved, t.Role))
 		}
 	}
 	if err := checkNewMember(tx, c.Node); err != nil {

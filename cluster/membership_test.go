@@ -214,7 +214,7 @@ func TestJoinGrantedToKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := leader.c.submit(ctx, cmd); !errors.Is(err, ErrTransportNotApproved) {
+		if _, err := leader.c.submit(ctx, cmd); !errors.Is(err, errTransportNotApproved) {
 			t.Errorf("transfer to %s: %v, want ErrTransportNotApproved", name, err)
 		}
 	}
@@ -251,13 +251,13 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if _, err := leader.vault.ReplicatedKey(ctx, "ca-2028", true); err != nil {
 		t.Fatal(err)
 	}
-	if err := leader.c.ShareKey(ctx, "ca-2028"); !errors.Is(err, ErrTransportNotApproved) {
+	if err := leader.c.ShareKey(ctx, "ca-2028"); !errors.Is(err, errTransportNotApproved) {
 		t.Fatalf("share with a voter whose key is not approved: %v", err)
 	}
 	if _, err := approved.vault.ReplicatedKey(ctx, "ca-2028", false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatal("the key reached a transport key that is not approved")
 	}
-	if err := leader.c.ApproveTransportKey(ctx, "edge", tkf, ""); !errors.Is(err, ErrTransportNotApproved) {
+	if err := leader.c.ApproveTransportKey(ctx, "edge", tkf, ""); !errors.Is(err, errTransportNotApproved) {
 		t.Fatalf("a transport key for a nonvoter: %v", err)
 	}
 	if err := leader.c.ApproveTransportKey(ctx, "approved", tkf, "rq-0123456789abcdef"); err != nil {

@@ -114,7 +114,7 @@ func (r rpcResponse) err() error {
 		}
 	}
 	if r.Refusal != "" {
-		e.is = append(e.is, &refusal{code: r.Refusal, msg: r.Msg})
+		e.is = append(e.is, &Refusal{code: r.Refusal, msg: r.Msg})
 	}
 	return e
 }

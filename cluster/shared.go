@@ -24,9 +24,9 @@ const SharedDir = "shared"
 // maxFrame).
 const sharedChunk = 4 << 20
 
-// ErrSharedNotFound says no peer holds a shared file that passes the
+// errSharedNotFound says no peer holds a shared file that passes the
 // caller's check.
-var ErrSharedNotFound = errors.New("cluster: shared file not found on any peer")
+var errSharedNotFound = errors.New("cluster: shared file not found on any peer")
 
 // sharedPath is name's path under dir's SharedDir, or false when name is not
 // a plain relative path (no "..", no absolute path, no empty element).
@@ -42,16 +42,16 @@ func sharedPath(dataDir, name string) (string, bool) {
 func (c *Cluster) serveShared(req rpcRequest) rpcResponse {
 	p, ok := sharedPath(c.cfg.DataDir, req.Name)
 	if !ok {
-		return errorResponse(fmt.Errorf("cluster: shared file %q: %w", req.Name, ErrSharedNotFound))
+		return errorResponse(fmt.Errorf("cluster: shared file %q: %w", req.Name, errSharedNotFound))
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return errorResponse(fmt.Errorf("cluster: shared file %q: %w", req.Name, ErrSharedNotFound))
+		return errorResponse(fmt.Errorf("cluster: shared file %q: %w", req.Name, errSharedNotFound))
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
-		return errorResponse(fmt.Errorf("cluster: shared file %q: %w", req.Name, ErrSharedNotFound))
+		return errorResponse(fmt.Errorf("cluster: shared file %q: %w", req.Name, errSharedNotFound))
 	}
 	if req.Off > uint64(st.Size()) {
 		return errorResponse(fmt.Errorf("cluster: shared file %q: offset %d beyond its %d bytes", req.Name, req.Off, st.Size()))
@@ -71,7 +71,7 @@ func (c *Cluster) serveShared(req rpcRequest) rpcResponse {
 // passes.
 func (c *Cluster) FetchShared(ctx context.Context, name string, max int64, check func([]byte) bool) ([]byte, error) {
 	if _, ok := sharedPath(c.cfg.DataDir, name); !ok {
-		return nil, fmt.Errorf("cluster: shared file %q: %w", name, ErrSharedNotFound)
+		return nil, fmt.Errorf("cluster: shared file %q: %w", name, errSharedNotFound)
 	}
 	f := c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -89,7 +89,7 @@ func (c *Cluster) FetchShared(ctx context.Context, name string, max int64, check
 			return nil, ctx.Err()
 		}
 	}
-	return nil, fmt.Errorf("cluster: shared file %q: %w", name, ErrSharedNotFound)
+	return nil, fmt.Errorf("cluster: shared file %q: %w", name, errSharedNotFound)
 }
 
 func (c *Cluster) fetchSharedFrom(ctx context.Context, srv raft.Server, name string, max int64) ([]byte, error) {

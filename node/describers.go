@@ -29,8 +29,8 @@ func describers() map[string]auditlog.Describer {
 	fromOperator := describeWith(operator.DescribeCommand, func(d operator.Description) auditlog.Record {
 		return auditlog.Record{Type: d.Type, Actor: d.Actor, Data: d.Data}
 	})
-	for _, t := range operator.Commands() {
-		m[t] = fromOperator
+	for _, h := range operator.Handlers() {
+		m[h.Type()] = fromOperator
 	}
 	fromTSA := describeWith(tsa.DescribeCommand, func(d ca.Description) auditlog.Record {
 		return auditlog.Record{Type: d.Type, Actor: d.Actor, Serial: d.Serial, Data: d.Data}

@@ -268,7 +268,7 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	rogue := s.newJoiner(t, ctx, "rogue", "voter")
 	token, _, err := mallory.c.GrantJoin(ctx, "voter", rogue.keys, time.Hour)
 	q := s.proposed(t, err) // not a token that works: a request
-	if q.Approvals != 2 || q.Action != operator.ActionClusterMembership {
+	if q.Approvals != 2 || q.Action != "cluster.membership" {
 		t.Fatalf("voter join proposed as %+v", q)
 	}
 	if _, err := rogue.start(t, ctx, token); !errors.Is(err, cluster.ErrTokenInvalid) {

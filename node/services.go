@@ -142,13 +142,7 @@ func (a *appliance) components() []Component {
 // control. Every action the admin API proposes runs, once approved, through
 // the node's runner (it replays the approved call).
 func (a *appliance) startOperators(_ context.Context, env *Env) error {
-	runners := map[string]operator.Runner{}
-	for _, action := range operator.Actions() {
-		if action != operator.ActionOperatorManage {
-			runners[action] = a.runApproved
-		}
-	}
-	ops, err := operator.New(operator.Config{Cluster: env.Cluster, Vault: env.Vault, Runners: runners, Logger: a.log})
+	ops, err := operator.New(operator.Config{Cluster: env.Cluster, Vault: env.Vault, Run: a.runApproved, Logger: a.log})
 	if err != nil {
 		return err
 	}

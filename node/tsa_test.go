@@ -111,7 +111,7 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 	}
 	_, err = mallory.c.InitTSA(ctx, admin.TSAInitRequest{Key: "ec-p256"})
 	q := s.proposed(t, err)
-	if q.Action != operator.ActionCAKeyGenerate || q.Approvals != 2 {
+	if q.Action != "ca.key.generate" || q.Approvals != 2 {
 		t.Fatalf("TSA key proposed as %+v", q)
 	}
 	noKey("proposed")

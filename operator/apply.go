@@ -41,33 +41,35 @@ const (
 	commandUsage     = "operator.usage.count"
 )
 
-// Commands lists the command types of the package (for the audit configuration).
-func Commands() []string {
+// commands lists the command types of the package: those of Handlers.
+func commands() []string {
 	return []string{commandCA, commandAdd, commandRemove, commandRenew, commandPropose, commandDecide, commandExpire,
 		commandStart, commandFinish, commandInterrupt, commandRules, commandUsage}
 }
 
 // Errors of the state machine's refusals (they match cluster.ErrRefused too):
 // cluster.Refusal sentinels, so errors.Is finds them on the submitting node
-// wherever the command was applied.
+// wherever the command was applied. Other packages know them by their codes
+// (cluster.RefusalCode): the admin API maps each to a problem type, and
+// TestRefusalCodes pins them.
 var (
 	errCAExists        = cluster.NewRefusal("operator.ca-exists", "operator: the operator CA exists already")
-	ErrBootstrapped    = cluster.NewRefusal("operator.bootstrapped", "operator: operators exist already; bootstrap refused")
-	ErrBadCertificate  = cluster.NewRefusal("operator.bad-certificate", "operator: certificate not acceptable")
-	ErrKeyInUse        = cluster.NewRefusal("operator.key-in-use", "operator: an active operator has that key already")
-	ErrNotAllowed      = cluster.NewRefusal("operator.not-allowed", "operator: the acting operator may not do that")
-	ErrLastAdmin       = cluster.NewRefusal("operator.last-admin", "operator: the last active admin cannot be removed")
-	ErrNotActive       = cluster.NewRefusal("operator.not-active", "operator: operator is not active")
-	ErrTooFewApprovers = cluster.NewRefusal("operator.too-few-approvers", "operator: fewer operators of the rule's role than approvals needed")
-	ErrNotPending      = cluster.NewRefusal("operator.not-pending", "operator: request is not pending")
-	ErrRequestExpired  = cluster.NewRefusal("operator.request-expired", "operator: request expired")
-	ErrSelfApproval    = cluster.NewRefusal("operator.self-approval", "operator: the proposer cannot approve their own request")
-	ErrWrongRole       = cluster.NewRefusal("operator.wrong-role", "operator: approver lacks the rule's role")
-	ErrDuplicate       = cluster.NewRefusal("operator.duplicate", "operator: approval given already")
-	ErrBadSignature    = cluster.NewRefusal("operator.bad-signature", "operator: approval signature does not verify")
+	errBootstrapped    = cluster.NewRefusal("operator.bootstrapped", "operator: operators exist already; bootstrap refused")
+	errBadCertificate  = cluster.NewRefusal("operator.bad-certificate", "operator: certificate not acceptable")
+	errKeyInUse        = cluster.NewRefusal("operator.key-in-use", "operator: an active operator has that key already")
+	errNotAllowed      = cluster.NewRefusal("operator.not-allowed", "operator: the acting operator may not do that")
+	errLastAdmin       = cluster.NewRefusal("operator.last-admin", "operator: the last active admin cannot be removed")
+	errNotActive       = cluster.NewRefusal("operator.not-active", "operator: operator is not active")
+	errTooFewApprovers = cluster.NewRefusal("operator.too-few-approvers", "operator: fewer operators of the rule's role than approvals needed")
+	errNotPending      = cluster.NewRefusal("operator.not-pending", "operator: request is not pending")
+	errRequestExpired  = cluster.NewRefusal("operator.request-expired", "operator: request expired")
+	errSelfApproval    = cluster.NewRefusal("operator.self-approval", "operator: the proposer cannot approve their own request")
+	errWrongRole       = cluster.NewRefusal("operator.wrong-role", "operator: approver lacks the rule's role")
+	errDuplicate       = cluster.NewRefusal("operator.duplicate", "operator: approval given already")
+	errBadSignature    = cluster.NewRefusal("operator.bad-signature", "operator: approval signature does not verify")
 	errNotExecuting    = cluster.NewRefusal("operator.not-executing", "operator: request is not being executed by that run")
 	errMismatch        = cluster.NewRefusal("operator.mismatch", "operator: change differs from the approved request")
-	ErrInvalid         = cluster.NewRefusal("operator.invalid", "operator: invalid command")
+	errInvalid         = cluster.NewRefusal("operator.invalid", "operator: invalid command")
 )
 
 func refuse(err error, format string, a ...any) error {
@@ -184,7 +186,7 @@ func Handlers() []cluster.Handler {
 
 func decode(e cluster.Entry, v any) error {
 	if err := e.Command.Decode(v); err != nil {
-		return cluster.Refuse(fmt.Errorf("%w: %v", ErrInvalid, err))
+		return cluster.Refuse(fmt.Errorf("%w: %v", errInvalid, err))
 	}
 	return nil
 }
@@ -201,7 +203,7 @@ func applyCA(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	c, err := x509.ParseCertificate(b.Cert)
 	if err != nil || !c.IsCA || c.CheckSignatureFrom(c) != nil {
-		return nil, refuse(ErrBadCertificate, "operator CA: not a self-signed CA certificate")
+		return nil, refuse(errBadCertificate, "operator CA: not a self-signed CA certificate")
 	}
 	if err := tx.Bucket(bucketCA).Put(keyCACert, b.Cert); err != nil {
 		return nil, err
@@ -228,7 +230,7 @@ func executing(tx *bbolt.Tx, id, action string) (*reqRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	if q == nil || State(q.State) != Executing || q.Action != action {
+	if q == nil || State(q.State) != stateExecuting || q.Action != action {
 		return nil, refuse(errNotExecuting, "request %q", id)
 	}
 	return q, nil
@@ -237,7 +239,7 @@ func executing(tx *bbolt.Tx, id, action string) (*reqRecord, error) {
 // finishWith marks an executing request executed, with its result, in the
 // transaction of the change that carried it out.
 func finishWith(tx *bbolt.Tx, q *reqRecord, e cluster.Entry, res []byte) error {
-	q.State = uint8(Executed)
+	q.State = uint8(stateExecuted)
 	q.Decided = e.Time.UnixNano()
 	q.Result = res
 	return putReq(tx, q)
@@ -254,29 +256,29 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if b.Name == "" || len(b.Name) > maxName {
-		return nil, refuse(ErrInvalid, "name: want 1-%d bytes", maxName)
+		return nil, refuse(errInvalid, "name: want 1-%d bytes", maxName)
 	}
 	if old, err := readOp(tx, b.ID); err != nil || old != nil {
 		if err == nil {
-			err = refuse(ErrInvalid, "operator ID %s is taken", b.ID)
+			err = refuse(errInvalid, "operator ID %s is taken", b.ID)
 		}
 		return nil, err
 	}
 	keyHash := fingerprintOf(cert.RawSubjectPublicKeyInfo)
 	if tx.Bucket(bucketKeys).Get(keyHash[:]) != nil {
-		return nil, cluster.Refuse(ErrKeyInUse)
+		return nil, cluster.Refuse(errKeyInUse)
 	}
 	var q *reqRecord
 	switch {
 	case b.Bootstrap:
 		if !isFirst(tx) {
-			return nil, cluster.Refuse(ErrBootstrapped)
+			return nil, cluster.Refuse(errBootstrapped)
 		}
 		if role != Admin || b.Actor != actorSystem || b.Request != "" {
-			return nil, refuse(ErrInvalid, "bootstrap: an admin, by the system")
+			return nil, refuse(errInvalid, "bootstrap: an admin, by the system")
 		}
 	case b.Request != "":
-		if q, err = executing(tx, b.Request, ActionOperatorManage); err != nil {
+		if q, err = executing(tx, b.Request, actionOperatorManage); err != nil {
 			return nil, err
 		}
 		ch, err := ParseChange(q.Body)
@@ -284,7 +286,7 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, refuse(errMismatch, "request %s", q.ID)
 		}
 		if b.Actor != fingerprintFrom(q.Proposer).Actor() {
-			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
+			return nil, refuse(errInvalid, "actor: want the proposer of request %s", q.ID)
 		}
 	default:
 		a, err := activeOp(tx, b.Actor)
@@ -292,7 +294,7 @@ func applyAdd(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, err
 		}
 		if a == nil || Role(a.Role) != Admin {
-			return nil, refuse(ErrNotAllowed, "add an operator: actor is not an active admin")
+			return nil, refuse(errNotAllowed, "add an operator: actor is not an active admin")
 		}
 	}
 	r := &opRecord{ID: b.ID, Name: b.Name, Role: b.Role, Status: uint8(Active), Cert: b.Cert,
@@ -337,11 +339,11 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if r == nil || Status(r.Status) != Active {
-		return nil, refuse(ErrNotActive, "operator %q", b.ID)
+		return nil, refuse(errNotActive, "operator %q", b.ID)
 	}
 	var q *reqRecord
 	if b.Request != "" {
-		if q, err = executing(tx, b.Request, ActionOperatorManage); err != nil {
+		if q, err = executing(tx, b.Request, actionOperatorManage); err != nil {
 			return nil, err
 		}
 		ch, err := ParseChange(q.Body)
@@ -349,7 +351,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, refuse(errMismatch, "request %s", q.ID)
 		}
 		if b.Actor != fingerprintFrom(q.Proposer).Actor() {
-			return nil, refuse(ErrInvalid, "actor: want the proposer of request %s", q.ID)
+			return nil, refuse(errInvalid, "actor: want the proposer of request %s", q.ID)
 		}
 	} else {
 		a, err := activeOp(tx, b.Actor)
@@ -357,7 +359,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, err
 		}
 		if a == nil || Role(a.Role) != Admin {
-			return nil, refuse(ErrNotAllowed, "remove an operator: actor is not an active admin")
+			return nil, refuse(errNotAllowed, "remove an operator: actor is not an active admin")
 		}
 	}
 	if Role(r.Role) == Admin {
@@ -366,7 +368,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, err
 		}
 		if n <= 1 {
-			return nil, cluster.Refuse(ErrLastAdmin)
+			return nil, cluster.Refuse(errLastAdmin)
 		}
 	}
 	r.Status = uint8(removed)
@@ -395,7 +397,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 func operatorCert(tx *bbolt.Tx, der []byte, id string, role Role) (*x509.Certificate, error) {
 	caDER := tx.Bucket(bucketCA).Get(keyCACert)
 	if caDER == nil {
-		return nil, cluster.Refuse(ErrNoCA)
+		return nil, cluster.Refuse(errNoCA)
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
@@ -403,11 +405,11 @@ func operatorCert(tx *bbolt.Tx, der []byte, id string, role Role) (*x509.Certifi
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil || cert.CheckSignatureFrom(ca) != nil {
-		return nil, refuse(ErrBadCertificate, "not issued by the operator CA")
+		return nil, refuse(errBadCertificate, "not issued by the operator CA")
 	}
 	r, err := roleOf(cert)
 	if err != nil || r != role || cert.Subject.CommonName != id || !validOperatorID(id) {
-		return nil, refuse(ErrBadCertificate, "role or ID differ from the certificate's")
+		return nil, refuse(errBadCertificate, "role or ID differ from the certificate's")
 	}
 	return cert, nil
 }
@@ -424,11 +426,11 @@ func applyRenew(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if r == nil || Status(r.Status) != Active {
-		return nil, refuse(ErrNotActive, "operator %q", b.ID)
+		return nil, refuse(errNotActive, "operator %q", b.ID)
 	}
 	oldFP := fingerprintOf(r.Cert)
 	if b.Actor != oldFP.Actor() {
-		return nil, refuse(ErrNotAllowed, "renew: only with the operator's current certificate")
+		return nil, refuse(errNotAllowed, "renew: only with the operator's current certificate")
 	}
 	cert, err := operatorCert(tx, b.Cert, r.ID, Role(r.Role))
 	if err != nil {
@@ -440,7 +442,7 @@ func applyRenew(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	newKey := fingerprintOf(cert.RawSubjectPublicKeyInfo)
 	if id := tx.Bucket(bucketKeys).Get(newKey[:]); id != nil && string(id) != r.ID {
-		return nil, cluster.Refuse(ErrKeyInUse)
+		return nil, cluster.Refuse(errKeyInUse)
 	}
 	oldKey := fingerprintOf(old.RawSubjectPublicKeyInfo)
 	newFP := fingerprintOf(b.Cert)
@@ -468,41 +470,41 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if !validRequestID(b.ID) {
-		return nil, refuse(ErrInvalid, "request ID %q", b.ID)
+		return nil, refuse(errInvalid, "request ID %q", b.ID)
 	}
 	if old, err := readReq(tx, b.ID); err != nil || old != nil {
 		if err == nil {
-			err = refuse(ErrInvalid, "request ID %s is taken", b.ID)
+			err = refuse(errInvalid, "request ID %s is taken", b.ID)
 		}
 		return nil, err
 	}
 	rule := Rule{M: b.M, Role: Role(b.Role), TTL: time.Duration(b.TTL)}
 	if err := rule.check(b.Action); err != nil {
-		return nil, refuse(ErrInvalid, "%v", err)
+		return nil, refuse(errInvalid, "%v", err)
 	}
 	if len(b.Body) > maxBody {
-		return nil, refuse(ErrInvalid, "body of %d bytes: at most %d", len(b.Body), maxBody)
+		return nil, refuse(errInvalid, "body of %d bytes: at most %d", len(b.Body), maxBody)
 	}
 	if d := Digest(b.Action, b.Body); !bytes.Equal(d[:], b.Digest) {
-		return nil, refuse(ErrInvalid, "digest does not match the body")
+		return nil, refuse(errInvalid, "digest does not match the body")
 	}
 	p, err := opByFingerprint(tx, b.Proposer)
 	if err != nil {
 		return nil, err
 	}
 	if p == nil || Status(p.Status) != Active {
-		return nil, refuse(ErrNotActive, "proposer")
+		return nil, refuse(errNotActive, "proposer")
 	}
 	n, err := countActive(tx, rule.Role, p.ID)
 	if err != nil {
 		return nil, err
 	}
 	if n < rule.M {
-		return nil, refuse(ErrTooFewApprovers, "%d active %s besides the proposer, %d approvals needed", n, rule.Role, rule.M)
+		return nil, refuse(errTooFewApprovers, "%d active %s besides the proposer, %d approvals needed", n, rule.Role, rule.M)
 	}
 	q := &reqRecord{ID: b.ID, Action: b.Action, Body: b.Body, Digest: b.Digest, Proposer: b.Proposer,
 		ProposerID: p.ID, M: b.M, Role: b.Role, TTL: b.TTL, Created: e.Time.UnixNano(), Expires: e.Time.Add(rule.TTL).UnixNano(),
-		State: uint8(Pending)}
+		State: uint8(statePending)}
 	return saveReq(tx, q, e.Time)
 }
 
@@ -547,54 +549,54 @@ func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if q == nil {
-		return nil, refuse(ErrNotFound, "request %q", b.ID)
+		return nil, refuse(errNotFound, "request %q", b.ID)
 	}
-	if State(q.State) != Pending {
-		return nil, refuse(ErrNotPending, "request %s is %s", q.ID, State(q.State))
+	if State(q.State) != statePending {
+		return nil, refuse(errNotPending, "request %s is %s", q.ID, State(q.State))
 	}
 	if e.Time.UnixNano() >= q.Expires {
 		// The decision came too late: the request ends here, as expired, and
 		// that is recorded (not refused) so that every replica agrees it ended.
-		q.State = uint8(Expired)
+		q.State = uint8(stateExpired)
 		return saveReq(tx, q, e.Time)
 	}
 	d := Decision(b.Decision)
 	if d != Approve && d != Reject {
-		return nil, refuse(ErrInvalid, "decision %q", b.Decision)
+		return nil, refuse(errInvalid, "decision %q", b.Decision)
 	}
 	a, err := opByFingerprint(tx, b.Approver)
 	if err != nil {
 		return nil, err
 	}
 	if a == nil || Status(a.Status) != Active {
-		return nil, refuse(ErrNotActive, "approver")
+		return nil, refuse(errNotActive, "approver")
 	}
 	cert, err := x509.ParseCertificate(a.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("operator: certificate of %s: %w", a.ID, err)
 	}
 	if e.Time.Before(cert.NotBefore) || e.Time.After(cert.NotAfter) {
-		return nil, refuse(ErrCertExpired, "approver %s", a.ID)
+		return nil, refuse(errCertExpired, "approver %s", a.ID)
 	}
 	var digest [32]byte
 	copy(digest[:], q.Digest)
 	if err := checkApproval(cert, q.ID, digest, d, b.Signature); err != nil {
-		return nil, refuse(ErrBadSignature, "approver %s: %v", a.ID, err)
+		return nil, refuse(errBadSignature, "approver %s: %v", a.ID, err)
 	}
 	own := a.ID == q.ProposerID
 	switch {
 	case d == Approve && own:
-		return nil, cluster.Refuse(ErrSelfApproval)
+		return nil, cluster.Refuse(errSelfApproval)
 	case Role(a.Role) != Role(q.Role) && !(d == Reject && own):
 		// The proposer may withdraw their own request whatever the rule's role.
-		return nil, refuse(ErrWrongRole, "%s needs %s, the approver is %s", q.Action, q.Role, a.Role)
+		return nil, refuse(errWrongRole, "%s needs %s, the approver is %s", q.Action, q.Role, a.Role)
 	}
 	if d == Reject {
-		q.State = uint8(Rejected)
+		q.State = uint8(stateRejected)
 		q.Rejecter = b.Approver
 	} else {
 		if slices.Contains(q.ApproverIDs, a.ID) {
-			return nil, cluster.Refuse(ErrDuplicate)
+			return nil, cluster.Refuse(errDuplicate)
 		}
 		q.Approvals = append(q.Approvals, b.Approver)
 		q.ApproverIDs = append(q.ApproverIDs, a.ID)
@@ -603,7 +605,7 @@ func applyDecide(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, err
 		}
 		if n >= q.M {
-			q.State = uint8(Approved)
+			q.State = uint8(stateApproved)
 		}
 	}
 	return saveReq(tx, q, e.Time)
@@ -618,13 +620,13 @@ func applyExpire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if q == nil || State(q.State) != Pending {
-		return nil, refuse(ErrNotPending, "request %q", b.ID)
+	if q == nil || State(q.State) != statePending {
+		return nil, refuse(errNotPending, "request %q", b.ID)
 	}
 	if e.Time.UnixNano() < q.Expires {
-		return nil, refuse(ErrInvalid, "request %s expires at %s", q.ID, toTime(q.Expires).Format(time.RFC3339))
+		return nil, refuse(errInvalid, "request %s expires at %s", q.ID, toTime(q.Expires).Format(time.RFC3339))
 	}
-	q.State = uint8(Expired)
+	q.State = uint8(stateExpired)
 	return saveReq(tx, q, e.Time)
 }
 
@@ -637,10 +639,10 @@ func applyStart(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if q == nil || State(q.State) != Approved || b.Run == "" {
-		return nil, refuse(ErrNotPending, "request %q is not approved and waiting", b.ID)
+	if q == nil || State(q.State) != stateApproved || b.Run == "" {
+		return nil, refuse(errNotPending, "request %q is not approved and waiting", b.ID)
 	}
-	q.State = uint8(Executing)
+	q.State = uint8(stateExecuting)
 	q.Run = b.Run
 	return saveReq(tx, q, e.Time)
 }
@@ -654,16 +656,16 @@ func applyFinish(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if q == nil || State(q.State) != Executing || q.Run != b.Run {
+	if q == nil || State(q.State) != stateExecuting || q.Run != b.Run {
 		return nil, refuse(errNotExecuting, "request %q", b.ID)
 	}
 	if len(b.Result) > maxResult || len(b.Error) > maxResult {
-		return nil, refuse(ErrInvalid, "result of more than %d bytes", maxResult)
+		return nil, refuse(errInvalid, "result of more than %d bytes", maxResult)
 	}
 	if b.OK {
-		q.State, q.Result = uint8(Executed), b.Result
+		q.State, q.Result = uint8(stateExecuted), b.Result
 	} else {
-		q.State, q.Error = uint8(Failed), b.Error
+		q.State, q.Error = uint8(stateFailed), b.Error
 	}
 	return saveReq(tx, q, e.Time)
 }
@@ -677,10 +679,10 @@ func applyInterrupt(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if q == nil || State(q.State) != Executing || q.Run != b.Run {
+	if q == nil || State(q.State) != stateExecuting || q.Run != b.Run {
 		return nil, refuse(errNotExecuting, "request %q", b.ID)
 	}
-	q.State = uint8(Interrupted)
+	q.State = uint8(stateInterrupted)
 	q.Error = "interrupted: the leader changed while it ran; it may or may not have taken effect"
 	return saveReq(tx, q, e.Time)
 }

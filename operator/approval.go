@@ -49,7 +49,7 @@ func (r Rule) check(action string) error {
 		errs = append(errs, fmt.Errorf("operator: rules.%s.m: %d: want 1-16", action, r.M))
 	}
 	if r.Role != Admin && r.Role != Officer {
-		// Only they may decide (ActionApprovalDecide).
+		// Only they may decide ("approval.decide").
 		errs = append(errs, fmt.Errorf("operator: rules.%s.role: %q: want admin or officer", action, r.Role))
 	}
 	if r.TTL < time.Second || r.TTL > 30*24*time.Hour {
@@ -64,26 +64,26 @@ func (r Rule) check(action string) error {
 	return errors.Join(errs...)
 }
 
-// defaultBulkRevocation is the Over of the default rule for ActionCertRevoke: a
+// defaultBulkRevocation is the Over of the default rule for "cert.revoke": a
 // revocation of more than this many certificates at once needs approval.
 const defaultBulkRevocation = 10
 
-// DefaultRules are the rules of dual control a new cluster starts with when the
+// defaultRules are the rules of dual control a new cluster starts with when the
 // configuration names none: CA key generation, import and transfer, policy
 // changes (the rules of dual control among them), adding or removing operators,
 // voters or nonvoters need 2 admins besides the proposer; an officer revoking
 // more than DefaultBulkRevocation certificates within an hour (DefaultWithin)
 // needs 2 officers besides the proposer. Requests expire after a day.
-func DefaultRules() map[string]Rule {
+func defaultRules() map[string]Rule {
 	admin := Rule{M: 2, Role: Admin, TTL: 24 * time.Hour}
 	return map[string]Rule{
-		ActionCAKeyGenerate:     admin,
-		ActionCAKeyImport:       admin,
-		ActionCAKeyTransfer:     admin,
-		ActionPolicyApply:       admin,
-		ActionOperatorManage:    admin,
-		ActionClusterMembership: admin,
-		ActionCertRevoke:        {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: defaultBulkRevocation, Within: defaultWithin},
+		actionCAKeyGenerate:     admin,
+		actionCAKeyImport:       admin,
+		actionCAKeyTransfer:     admin,
+		actionPolicyApply:       admin,
+		actionOperatorManage:    admin,
+		actionClusterMembership: admin,
+		actionCertRevoke:        {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: defaultBulkRevocation, Within: defaultWithin},
 	}
 }
 
@@ -110,14 +110,14 @@ func Digest(action string, body []byte) [32]byte {
 	return d
 }
 
-// ApprovalMessage is what an approver signs:
+// approvalMessage is what an approver signs:
 //
 //	"inkan-approval-v1\n" || request ID || "\n" || lower-case hex of the digest || "\n" || "approve" or "reject"
 //
 // with no trailing newline. The ID binds the approval to one request (two
 // requests of the same body have the same digest), the digest to its action and
 // body, the last line to the decision.
-func ApprovalMessage(id string, digest [32]byte, d Decision) []byte {
+func approvalMessage(id string, digest [32]byte, d Decision) []byte {
 	return []byte("inkan-approval-v1\n" + id + "\n" + hex.EncodeToString(digest[:]) + "\n" + string(d))
 }
 
@@ -157,7 +157,7 @@ func SignApproval(key crypto.Signer, id string, digest [32]byte, d Decision) ([]
 	if err != nil {
 		return nil, fmt.Errorf("operator: sign approval: %w", err)
 	}
-	msg := ApprovalMessage(id, digest, d)
+	msg := approvalMessage(id, digest, d)
 	var sig []byte
 	switch alg {
 	case x509.PureEd25519:
@@ -182,7 +182,7 @@ func checkApproval(cert *x509.Certificate, id string, digest [32]byte, d Decisio
 	if err != nil {
 		return err
 	}
-	return cert.CheckSignature(alg, ApprovalMessage(id, digest, d), sig)
+	return cert.CheckSignature(alg, approvalMessage(id, digest, d), sig)
 }
 
 func validAction(a string) bool {

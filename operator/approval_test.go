@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -49,8 +50,8 @@ func TestApprovalKeys(t *testing.T) {
 	}{
 		{"P-256", newKey(t)}, {"P-384", p384}, {"Ed25519", ed}, {"RSA-2048", rsaKey}, {"PKCS#11 P-256", inToken},
 	}
-	digest := Digest(ActionPolicyApply, []byte("policy v2"))
-	other := Digest(ActionPolicyApply, []byte("policy v3"))
+	digest := Digest(actionPolicyApply, []byte("policy v2"))
+	other := Digest(actionPolicyApply, []byte("policy v3"))
 	for _, k := range keys {
 		t.Run(k.name, func(t *testing.T) {
 			if _, err := parseCSR(csrFor(t, k.key)); err != nil {
@@ -98,7 +99,7 @@ func TestApprovalKeys(t *testing.T) {
 func TestApprovalMessage(t *testing.T) {
 	var d [32]byte
 	d[0], d[31] = 0xab, 0x01
-	got := string(ApprovalMessage("rq-00000000000000ff", d, Reject))
+	got := string(approvalMessage("rq-00000000000000ff", d, Reject))
 	want := "inkan-approval-v1\nrq-00000000000000ff\nab" + strings.Repeat("00", 30) + "01\nreject"
 	if got != want {
 		t.Fatalf("message %q, want %q", got, want)
@@ -123,17 +124,17 @@ func TestRequired(t *testing.T) {
 		count  int
 		want   bool
 	}{
-		{o, ActionCertRevoke, 1, false},
-		{o, ActionCertRevoke, defaultBulkRevocation, false},
-		{o, ActionCertRevoke, defaultBulkRevocation + 1, true},
-		{o, ActionCertHold, 1000, false},
-		{a, ActionPolicyApply, 1, true},
-		{a, ActionCAKeyGenerate, 1, true},
-		{a, ActionCAKeyImport, 1, true},
-		{a, ActionCAKeyTransfer, 1, true},
-		{a, ActionClusterMembership, 1, true},
-		{a, ActionOperatorManage, 1, true}, // b and c may approve
-		{a, ActionCACeremony, 1, false},
+		{o, actionCertRevoke, 1, false},
+		{o, actionCertRevoke, defaultBulkRevocation, false},
+		{o, actionCertRevoke, defaultBulkRevocation + 1, true},
+		{o, actionCertHold, 1000, false},
+		{a, actionPolicyApply, 1, true},
+		{a, actionCAKeyGenerate, 1, true},
+		{a, actionCAKeyImport, 1, true},
+		{a, actionCAKeyTransfer, 1, true},
+		{a, actionClusterMembership, 1, true},
+		{a, actionOperatorManage, 1, true}, // b and c may approve
+		{a, actionCACeremony, 1, false},
 	} {
 		var need bool
 		if err := h.node.View(func(tx *bbolt.Tx) error {
@@ -148,23 +149,36 @@ func TestRequired(t *testing.T) {
 		}
 	}
 	// One officer: a bulk revocation can find no approvers and is refused.
-	_, err := h.svc.Propose(testenv.Context(t, 20*time.Second), o.op, ActionCertRevoke, []byte("serials…"))
-	mustRefuse(t, "bulk revocation with one officer", err, ErrTooFewApprovers)
+	_, err := h.svc.Propose(testenv.Context(t, 20*time.Second), o.op, actionCertRevoke, []byte("serials…"))
+	mustRefuse(t, "bulk revocation with one officer", err, errTooFewApprovers)
 }
 
-// TestConfig: rules and runners are checked when the service starts.
+// TestConfig: rules are checked when the service starts.
 func TestConfig(t *testing.T) {
 	h := newHarness(t, Config{})
 	for name, cfg := range map[string]Config{
 		"unknown action": {Rules: map[string]Rule{"cert.everything": {M: 1, Role: Admin, TTL: time.Hour}}},
-		"M zero":         {Rules: map[string]Rule{ActionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}}},
-		"auditor rule":   {Rules: map[string]Rule{ActionPolicyApply: {M: 1, Role: Auditor, TTL: time.Hour}}},
-		"no TTL":         {Rules: map[string]Rule{ActionPolicyApply: {M: 1, Role: Admin}}},
-		"own runner":     {Runners: map[string]Runner{ActionOperatorManage: func(context.Context, Request) ([]byte, error) { return nil, nil }}},
+		"M zero":         {Rules: map[string]Rule{actionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}}},
+		"auditor rule":   {Rules: map[string]Rule{actionPolicyApply: {M: 1, Role: Auditor, TTL: time.Hour}}},
+		"no TTL":         {Rules: map[string]Rule{actionPolicyApply: {M: 1, Role: Admin}}},
 	} {
 		cfg.Cluster, cfg.Vault = h.node.Cluster, h.vault
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestApprovalMessageLayout: the message an approver signs starts with the
+// format's name and the request ID, then the digest in hex (it was
+// ExampleApprovalMessage while ApprovalMessage was exported).
+func TestApprovalMessageLayout(t *testing.T) {
+	d := Digest(actionPolicyApply, []byte("policy v2"))
+	msg := approvalMessage("rq-0123456789abcdef", d, Approve)
+	if got, want := string(msg[:37]), "inkan-approval-v1\nrq-0123456789abcdef"; got != want {
+		t.Errorf("message starts %q, want %q", got, want)
+	}
+	if got, want := string(msg[38:102]), hex.EncodeToString(d[:]); got != want {
+		t.Errorf("digest in the message %q, want %q", got, want)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
 )
 
 // KeyName is the replicated key (cluster.KeyVault) of the operator CA. List it in
@@ -39,21 +41,21 @@ const (
 	minValidity     = time.Second // tests make certificates that expire at once
 )
 
-// Errors of Verify, for the admin API to map to 401/403 problems.
+// Errors of Verify, for the admin API to map to 401 problems by their codes.
 var (
-	// ErrNoCertificate: the client showed no certificate.
-	ErrNoCertificate = errors.New("operator: no client certificate")
-	// ErrUnknownCA: the certificate is not issued by the operator CA.
-	ErrUnknownCA = errors.New("operator: certificate not issued by the operator CA")
-	// ErrCertExpired: the certificate is outside its validity.
-	ErrCertExpired = errors.New("operator: certificate expired or not yet valid")
-	// ErrUnknownOperator: the operator CA issued it, but no operator record
+	// errNoCertificate: the client showed no certificate.
+	errNoCertificate = cluster.NewRefusal("operator.no-certificate", "operator: no client certificate")
+	// errUnknownCA: the certificate is not issued by the operator CA.
+	errUnknownCA = cluster.NewRefusal("operator.unknown-ca", "operator: certificate not issued by the operator CA")
+	// errCertExpired: the certificate is outside its validity.
+	errCertExpired = cluster.NewRefusal("operator.cert-expired", "operator: certificate expired or not yet valid")
+	// errUnknownOperator: the operator CA issued it, but no operator record
 	// holds it (an issuance that was never recorded).
-	ErrUnknownOperator = errors.New("operator: certificate belongs to no operator")
-	// ErrRemoved: the operator was removed.
-	ErrRemoved = errors.New("operator: operator removed")
-	// ErrNoRole: the certificate carries no role, or not the record's.
-	ErrNoRole = errors.New("operator: certificate carries no valid role")
+	errUnknownOperator = cluster.NewRefusal("operator.unknown-operator", "operator: certificate belongs to no operator")
+	// errRemoved: the operator was removed.
+	errRemoved = cluster.NewRefusal("operator.removed", "operator: operator removed")
+	// errNoRole: the certificate carries no role, or not the record's.
+	errNoRole = cluster.NewRefusal("operator.no-role", "operator: certificate carries no valid role")
 )
 
 func randomSerial() (*big.Int, error) {
@@ -143,7 +145,7 @@ func roleOf(cert *x509.Certificate) (Role, error) {
 		}
 	}
 	if len(found) != 1 || !found[0].valid() {
-		return "", ErrNoRole
+		return "", errNoRole
 	}
 	return found[0], nil
 }
@@ -152,19 +154,21 @@ func roleOf(cert *x509.Certificate) (Role, error) {
 // showed (tls.ConnectionState.PeerCertificates: the leaf first): the leaf must
 // be signed by the operator CA in the state, be within its validity at now (and
 // the CA too), belong to an operator record that is active, and carry that
-// record's role. The errors are ErrNoCertificate, ErrUnknownCA, ErrCertExpired,
-// ErrUnknownOperator, ErrRemoved and ErrNoRole. Intermediates in chain are
+// record's role. It refuses with a cluster.Refusal whose code says why:
+// operator.no-certificate, operator.unknown-ca, operator.cert-expired,
+// operator.unknown-operator, operator.removed, operator.no-role (and
+// operator.no-ca before the bootstrap). Intermediates in chain are
 // ignored: the operator CA issues operator certificates directly. Run it in the
 // transaction of cluster.ViewCurrent for a request that changes state, so that a
 // removal committed through another node is seen; View may lag.
 func Verify(tx *bbolt.Tx, chain []*x509.Certificate, now time.Time) (Operator, error) {
 	if len(chain) == 0 || chain[0] == nil {
-		return Operator{}, ErrNoCertificate
+		return Operator{}, errNoCertificate
 	}
 	leaf := chain[0]
 	caDER, err := CACertificate(tx)
-	if errors.Is(err, ErrNoCA) {
-		return Operator{}, ErrUnknownCA
+	if errors.Is(err, errNoCA) {
+		return Operator{}, errUnknownCA
 	}
 	if err != nil {
 		return Operator{}, err
@@ -174,13 +178,13 @@ func Verify(tx *bbolt.Tx, chain []*x509.Certificate, now time.Time) (Operator, e
 		return Operator{}, fmt.Errorf("operator: CA certificate in the state: %w", err)
 	}
 	if !bytes.Equal(leaf.RawIssuer, ca.RawSubject) || leaf.CheckSignatureFrom(ca) != nil {
-		return Operator{}, ErrUnknownCA
+		return Operator{}, errUnknownCA
 	}
 	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) || now.Before(ca.NotBefore) || now.After(ca.NotAfter) {
-		return Operator{}, ErrCertExpired
+		return Operator{}, errCertExpired
 	}
 	if !hasClientAuth(leaf) {
-		return Operator{}, fmt.Errorf("%w: not for client authentication", ErrUnknownCA)
+		return Operator{}, fmt.Errorf("%w: not for client authentication", errUnknownCA)
 	}
 	fp := fingerprintOf(leaf.Raw)
 	r, err := opByFingerprint(tx, fp[:])
@@ -188,14 +192,14 @@ func Verify(tx *bbolt.Tx, chain []*x509.Certificate, now time.Time) (Operator, e
 		return Operator{}, err
 	}
 	if r == nil {
-		return Operator{}, ErrUnknownOperator
+		return Operator{}, errUnknownOperator
 	}
 	if Status(r.Status) != Active {
-		return Operator{}, ErrRemoved
+		return Operator{}, errRemoved
 	}
 	role, err := roleOf(leaf)
 	if err != nil || role != Role(r.Role) {
-		return Operator{}, ErrNoRole
+		return Operator{}, errNoRole
 	}
 	return r.operator(), nil
 }

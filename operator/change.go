@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Change is the body of an ActionOperatorManage request: add an operator (from
+// Change is the body of an "operator.manage" request: add an operator (from
 // their CSR; their key stays with them) or remove one. Body gives its canonical
 // bytes, the Request.Body approvers sign over.
 type Change struct {

@@ -34,9 +34,9 @@ func opGroup(t *testing.T, runner Runner) (g *clustertest.Group, nodes *[]*opNod
 		Open: func(m *clustertest.Member) {
 			svc, err := New(Config{
 				Cluster: m.Cluster, Vault: m.Config.KeyVault, Sweep: 50 * time.Millisecond,
-				Rules:   map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}, ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour}},
-				Runners: map[string]Runner{ActionPolicyApply: runner},
-				Logger:  testenv.Logger(),
+				Rules:  map[string]Rule{actionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}, actionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour}},
+				Run:    runner,
+				Logger: testenv.Logger(),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -142,14 +142,14 @@ func TestThreeVoters(t *testing.T) {
 	}
 	// Proposed on one follower, approved on the other and on the leader: runs
 	// once in the cluster.
-	q, err := followers[0].svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v2"))
+	q, err := followers[0].svc.Propose(ctx, a.op, actionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	decide(followers[1], b, q)
 	decide(leader, c, q)
 	for _, n := range nodes {
-		waitOn(t, n, q.ID, Executed)
+		waitOn(t, n, q.ID, stateExecuted)
 	}
 	settled(t, leader.svc)
 	if n := runs.Load(); n != 1 {
@@ -157,20 +157,20 @@ func TestThreeVoters(t *testing.T) {
 	}
 
 	// A request whose runner is still running when its leader dies.
-	hang, err := followers[0].svc.Propose(ctx, a.op, ActionPolicyApply, []byte("hang"))
+	hang, err := followers[0].svc.Propose(ctx, a.op, actionPolicyApply, []byte("hang"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	decide(followers[0], b, hang)
 	decide(followers[1], c, hang)
-	waitOn(t, followers[0], hang.ID, Executing)
+	waitOn(t, followers[0], hang.ID, stateExecuting)
 	for runs.Load() != 2 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	leader.m.Kill()
 	close(block)
 	next, rest := leaderOf(t, followers)
-	got := waitOn(t, next, hang.ID, Interrupted)
+	got := waitOn(t, next, hang.ID, stateInterrupted)
 	if got.Error == "" {
 		t.Fatal("interrupted without a reason")
 	}
@@ -183,13 +183,13 @@ func TestThreeVoters(t *testing.T) {
 	// operator added by approval verifies on both remaining nodes.
 	key := newKey(t)
 	body, _ := Change{Op: OpAdd, Name: "eve", Role: Auditor, CSR: csrFor(t, key)}.Body()
-	oq, err := rest[0].svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	oq, err := rest[0].svc.Propose(ctx, a.op, actionOperatorManage, body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	decide(rest[0], b, oq)
 	decide(next, c, oq)
-	done := waitOn(t, next, oq.ID, Executed)
+	done := waitOn(t, next, oq.ID, stateExecuted)
 	eve := (&harness{t: t}).person(Operator{Certificate: done.Result}, key)
 	for _, n := range []*opNode{next, rest[0]} {
 		if err := n.c.Barrier(ctx); err != nil {

@@ -56,7 +56,7 @@ var errForeignCommand = errors.New("not a command of the package")
 // It reads the command's body and result, never the state. It returns an error
 // for a command type that is not the package's.
 func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
-	if !slices.Contains(Commands(), e.Command.Type) {
+	if !slices.Contains(commands(), e.Command.Type) {
 		return nil, fmt.Errorf("operator: describe: %q is %w", e.Command.Type, errForeignCommand)
 	}
 	var r result
@@ -91,7 +91,7 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			out = append(out, Description{Type: typeAdded, Actor: b.Actor, Data: data})
 			if b.Request != "" {
 				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
-					"request": b.Request, "action": ActionOperatorManage, "result_sha256": sum256(b.Cert)}})
+					"request": b.Request, "action": actionOperatorManage, "result_sha256": sum256(b.Cert)}})
 			}
 		}
 	case commandRemove:
@@ -104,7 +104,7 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			out = append(out, Description{Type: typeRemoved, Actor: b.Actor, Data: data})
 			if b.Request != "" {
 				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
-					"request": b.Request, "action": ActionOperatorManage, "result_sha256": sum256([]byte(b.ID))}})
+					"request": b.Request, "action": actionOperatorManage, "result_sha256": sum256([]byte(b.ID))}})
 			}
 		}
 	case commandRenew:
@@ -124,14 +124,14 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 		if err = e.Command.Decode(&b); err == nil {
 			who := fingerprintFrom(b.Approver).Actor()
 			switch State(r.State) {
-			case Expired:
+			case stateExpired:
 				out = append(out, Description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
-			case Rejected:
+			case stateRejected:
 				out = append(out, Description{Type: typeRequestRejected, Actor: who, Data: req(nil)})
 			default:
 				out = append(out, Description{Type: typeRequestApproval, Actor: who,
 					Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
-				if State(r.State) == Approved {
+				if State(r.State) == stateApproved {
 					out = append(out, Description{Type: typeRequestApproved, Actor: actorSystem,
 						Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
 				}

@@ -18,10 +18,10 @@ import (
 // TestDescribeNoPersonalData: the audit descriptions of an operator's life carry
 // neither their name nor their certificate nor a request's body in clear.
 func TestDescribeNoPersonalData(t *testing.T) {
-	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 1, Role: Admin, TTL: time.Hour}}})
+	h := newHarness(t, Config{Rules: map[string]Rule{actionPolicyApply: {M: 1, Role: Admin, TTL: time.Hour}}})
 	a := h.bootstrap("Alice Example")
 	b := h.add(a, "Bob Example", Admin, 0)
-	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("secret policy text"))
+	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, actionPolicyApply, []byte("secret policy text"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@
 // to an active operator record of that role, and Authorize checks an action
 // against the one role matrix, naming the role needed when it refuses. Actions
 // named by a Rule need M approvals by other active operators of the rule's role —
-// signatures over the request's digest (ApprovalMessage), verified in the state
+// signatures over the request's digest (approvalMessage), verified in the state
 // machine against the approvers' certificates — before they run; the proposer's
 // own approval never counts, a rejection ends a request, and a request expires
 // at a time the state machine decides by entry time, not by a node's clock.

@@ -21,10 +21,10 @@ func threeAdmins(t *testing.T, h *harness) (a, b, c, o *person) {
 	o = h.add(a, "o", Officer, 0)
 	b = h.add(a, "b", Admin, 0)
 	c = h.add(a, "c", Admin, 0)
-	if r, ok := h.svc.Rules()[ActionOperatorManage]; ok && r.M == 2 {
+	if r, ok := h.svc.Rules()[actionOperatorManage]; ok && r.M == 2 {
 		// Three admins: from now on adding an operator needs two approvals.
 		_, err := h.svc.Add(testenv.Context(t, 20*time.Second), a.op, Change{Op: OpAdd, Name: "x", Role: Auditor, CSR: csrFor(t, newKey(t))})
-		mustRefuse(t, "add without approval", err, ErrApprovalRequired)
+		mustRefuse(t, "add without approval", err, errApprovalRequired)
 	}
 	return a, b, c, o
 }
@@ -50,14 +50,14 @@ func TestDualControl(t *testing.T) {
 	var runs atomic.Int32
 	h := newHarness(t, Config{
 		Rules: map[string]Rule{
-			ActionPolicyApply:    {M: 2, Role: Admin, TTL: time.Hour},
-			ActionCAKeyGenerate:  {M: 2, Role: Admin, TTL: time.Second},
-			ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour},
+			actionPolicyApply:    {M: 2, Role: Admin, TTL: time.Hour},
+			actionCAKeyGenerate:  {M: 2, Role: Admin, TTL: time.Second},
+			actionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour},
 		},
-		Runners: map[string]Runner{ActionPolicyApply: func(_ contextT, r Request) ([]byte, error) {
+		Run: func(_ contextT, r Request) ([]byte, error) {
 			runs.Add(1)
 			return []byte("applied " + string(r.Body)), nil
-		}},
+		},
 		// No timed sweep: the leader looks only when a decision is committed,
 		// so a decision after the expiry meets the state machine's own check.
 		Sweep: time.Hour,
@@ -65,47 +65,47 @@ func TestDualControl(t *testing.T) {
 	a, b, c, o := threeAdmins(t, h)
 	ctx := testenv.Context(t, 20*time.Second)
 
-	_, err := h.svc.Propose(ctx, o.op, ActionPolicyApply, []byte("policy v2"))
-	mustRefuse(t, "officer proposes a policy", err, ErrForbidden)
-	_, err = h.svc.Propose(ctx, a.op, ActionCertHold, []byte("x"))
-	mustRefuse(t, "propose what no rule covers", err, ErrForbidden)
+	_, err := h.svc.Propose(ctx, o.op, actionPolicyApply, []byte("policy v2"))
+	mustRefuse(t, "officer proposes a policy", err, errForbidden)
+	_, err = h.svc.Propose(ctx, a.op, actionCertHold, []byte("x"))
+	mustRefuse(t, "propose what no rule covers", err, errForbidden)
 
-	q, err := h.svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v2"))
+	q, err := h.svc.Propose(ctx, a.op, actionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.State != Pending || q.Digest != Digest(ActionPolicyApply, []byte("policy v2")) || q.Proposer != a.op.Fingerprint {
+	if q.State != statePending || q.Digest != Digest(actionPolicyApply, []byte("policy v2")) || q.Proposer != a.op.Fingerprint {
 		t.Fatalf("proposed %+v", q)
 	}
 	_, err = h.decide(a, q, Approve)
-	mustRefuse(t, "proposer approves", err, ErrSelfApproval)
+	mustRefuse(t, "proposer approves", err, errSelfApproval)
 	_, err = h.decide(o, q, Approve)
-	mustRefuse(t, "officer approves", err, ErrWrongRole)
+	mustRefuse(t, "officer approves", err, errWrongRole)
 	sig, _ := SignApproval(c.key, q.ID, q.Digest, Reject)
 	_, err = h.svc.Decide(ctx, q.ID, c.op, Approve, sig)
-	mustRefuse(t, "signature over another decision", err, ErrBadSignature)
+	mustRefuse(t, "signature over another decision", err, errBadSignature)
 	sig, _ = SignApproval(b.key, q.ID, q.Digest, Approve)
 	_, err = h.svc.Decide(ctx, q.ID, c.op, Approve, sig)
-	mustRefuse(t, "another admin's signature", err, ErrBadSignature)
+	mustRefuse(t, "another admin's signature", err, errBadSignature)
 
 	q1, err := h.decide(b, q, Approve)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q1.State != Pending || len(q1.Approvals) != 1 {
+	if q1.State != statePending || len(q1.Approvals) != 1 {
 		t.Fatalf("after one approval: %s with %d", q1.State, len(q1.Approvals))
 	}
 	_, err = h.decide(b, q, Approve)
-	mustRefuse(t, "second approval by the same admin", err, ErrDuplicate)
+	mustRefuse(t, "second approval by the same admin", err, errDuplicate)
 	settled(t, h.svc)
-	if n := runs.Load(); n != 0 || h.request(q.ID).State != Pending {
+	if n := runs.Load(); n != 0 || h.request(q.ID).State != statePending {
 		t.Fatalf("ran %d times with one approval (%s)", n, h.request(q.ID).State)
 	}
 
 	if _, err := h.decide(c, q, Approve); err != nil {
 		t.Fatal(err)
 	}
-	done := h.waitState(q.ID, Executed)
+	done := h.waitState(q.ID, stateExecuted)
 	if string(done.Result) != "applied policy v2" || !slices.Equal(done.Approvals, []fingerprint{b.op.Fingerprint, c.op.Fingerprint}) {
 		t.Fatalf("executed %+v", done)
 	}
@@ -114,28 +114,28 @@ func TestDualControl(t *testing.T) {
 		t.Fatalf("ran %d times, want once", n)
 	}
 	_, err = h.decide(c, q, Approve)
-	mustRefuse(t, "approval after execution", err, ErrNotPending)
+	mustRefuse(t, "approval after execution", err, errNotPending)
 	sys := "system"
 	wantSteps(t, h, q.ID,
 		[]string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved, typeRequestStarted, typeRequestExecuted},
 		[]string{a.op.Actor(), b.op.Actor(), c.op.Actor(), sys, sys, sys})
 
 	// Rejected: a rejection by an admin ends it; later approvals do not count.
-	rq, err := h.svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v3"))
+	rq, err := h.svc.Propose(ctx, a.op, actionPolicyApply, []byte("policy v3"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := h.decide(c, rq, Reject); err != nil || r.State != Rejected || r.Rejecter != c.op.Fingerprint {
+	if r, err := h.decide(c, rq, Reject); err != nil || r.State != stateRejected || r.Rejecter != c.op.Fingerprint {
 		t.Fatalf("reject: %v %+v", err, r)
 	}
 	_, err = h.decide(b, rq, Approve)
-	mustRefuse(t, "approval after rejection", err, ErrNotPending)
+	mustRefuse(t, "approval after rejection", err, errNotPending)
 	wantSteps(t, h, rq.ID, []string{typeRequestProposed, typeRequestRejected}, []string{a.op.Actor(), c.op.Actor()})
 
 	// Expired: one approval in time, the second after the expiry. The second
 	// decision is not refused: it ends the request as expired, decided by the
 	// entry's time in the state machine.
-	eq, err := h.svc.Propose(ctx, a.op, ActionCAKeyGenerate, []byte("generate ec-p384"))
+	eq, err := h.svc.Propose(ctx, a.op, actionCAKeyGenerate, []byte("generate ec-p384"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,12 +144,12 @@ func TestDualControl(t *testing.T) {
 	}
 	time.Sleep(time.Until(eq.Expires) + 50*time.Millisecond)
 	late, err := h.decide(c, eq, Approve)
-	mustRefuse(t, "approval after expiry", err, ErrRequestExpired)
-	if late.State != Expired || len(late.Approvals) != 1 || late.Decided.Before(eq.Expires) {
+	mustRefuse(t, "approval after expiry", err, errRequestExpired)
+	if late.State != stateExpired || len(late.Approvals) != 1 || late.Decided.Before(eq.Expires) {
 		t.Fatalf("after expiry: %+v", late)
 	}
 	_, err = h.decide(c, eq, Approve)
-	mustRefuse(t, "approval of an expired request", err, ErrNotPending)
+	mustRefuse(t, "approval of an expired request", err, errNotPending)
 	wantSteps(t, h, eq.ID, []string{typeRequestProposed, typeRequestApproval, typeRequestExpired},
 		[]string{a.op.Actor(), b.op.Actor(), sys})
 
@@ -161,16 +161,16 @@ func TestDualControl(t *testing.T) {
 // TestSweepExpires: the leader ends pending requests past their expiry without
 // anyone deciding them.
 func TestSweepExpires(t *testing.T) {
-	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Second}}})
+	h := newHarness(t, Config{Rules: map[string]Rule{actionPolicyApply: {M: 2, Role: Admin, TTL: time.Second}}})
 	a, _, _, _ := threeAdmins(t, h)
-	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("policy v2"))
+	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, actionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.request(q.ID).State != Pending {
+	if h.request(q.ID).State != statePending {
 		t.Fatal("not pending")
 	}
-	got := h.waitState(q.ID, Expired)
+	got := h.waitState(q.ID, stateExpired)
 	if got.Decided.Before(q.Expires) {
 		t.Fatalf("expired at %s, before its expiry %s", got.Decided, q.Expires)
 	}
@@ -190,20 +190,20 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	q, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.decide(b, q, Approve); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.decide(o, q, Approve); !errors.Is(err, ErrWrongRole) {
+	if _, err := h.decide(o, q, Approve); !errors.Is(err, errWrongRole) {
 		t.Fatalf("officer approves an operator change: %v", err)
 	}
 	if _, err := h.decide(c, q, Approve); err != nil {
 		t.Fatal(err)
 	}
-	done := h.waitState(q.ID, Executed)
+	done := h.waitState(q.ID, stateExecuted)
 	eve := h.person(Operator{Certificate: done.Result}, key)
 	op, err := h.verify(eve.chain(), time.Now())
 	if err != nil || op.Role != Officer || op.Name != "eve" {
@@ -216,7 +216,7 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	// An approved change that cannot be carried out (the key is b's) fails,
 	// once, with the reason recorded.
 	body, _ = Change{Op: OpAdd, Name: "b again", Role: Officer, CSR: csrFor(t, b.key)}.Body()
-	fq, err := h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	fq, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if f := h.waitState(fq.ID, Failed); !strings.Contains(f.Error, "key") {
+	if f := h.waitState(fq.ID, stateFailed); !strings.Contains(f.Error, "key") {
 		t.Fatalf("failed with %q", f.Error)
 	}
 	wantSteps(t, h, fq.ID, []string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved,
@@ -233,7 +233,7 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 
 	// Remove admin b, approved by b and c.
 	body, _ = Change{Op: OpRemove, ID: b.op.ID}.Body()
-	rq, err := h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
+	rq, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,8 +242,8 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h.waitState(rq.ID, Executed)
-	if _, err := h.verify(b.chain(), time.Now()); !errors.Is(err, ErrRemoved) {
+	h.waitState(rq.ID, stateExecuted)
+	if _, err := h.verify(b.chain(), time.Now()); !errors.Is(err, errRemoved) {
 		t.Fatalf("removed admin verifies: %v", err)
 	}
 	// Two admins left: b's approvals no longer exist to count, and the rule can
@@ -251,14 +251,14 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	var need bool
 	if err := h.node.View(func(tx *bbolt.Tx) error {
 		var err error
-		_, need, err = h.svc.Required(tx, a.op, ActionOperatorManage, 1)
+		_, need, err = h.svc.Required(tx, a.op, actionOperatorManage, 1)
 		return err
 	}); err != nil || need {
 		t.Fatalf("required with two admins: %v %v", need, err)
 	}
 	// A request whose approvers are too few is refused at once.
-	_, err = h.svc.Propose(ctx, a.op, ActionOperatorManage, body)
-	mustRefuse(t, "propose with one possible approver", err, ErrTooFewApprovers)
+	_, err = h.svc.Propose(ctx, a.op, actionOperatorManage, body)
+	mustRefuse(t, "propose with one possible approver", err, errTooFewApprovers)
 }
 
 // TestBootstrapOnce: the first admin is made once; a retry of the same CSR
@@ -276,9 +276,9 @@ func TestBootstrapOnce(t *testing.T) {
 		t.Fatalf("retry: %v, %s vs %s", err, again.ID, first.ID)
 	}
 	_, err = h.svc.Bootstrap(testenv.Context(t, 20*time.Second), "mallory", csrFor(t, newKey(t)), 0)
-	mustRefuse(t, "second bootstrap", err, ErrBootstrapped)
+	mustRefuse(t, "second bootstrap", err, errBootstrapped)
 	err = h.svc.Remove(testenv.Context(t, 20*time.Second), first, first.ID)
-	mustRefuse(t, "remove the last admin", err, ErrLastAdmin)
+	mustRefuse(t, "remove the last admin", err, errLastAdmin)
 	if err := h.node.View(func(tx *bbolt.Tx) error {
 		ops, err := List(tx)
 		if err == nil && (len(ops) != 1 || ops[0].Status != Active) {
@@ -302,16 +302,16 @@ func TestBootstrapOnce(t *testing.T) {
 // request for which no leader has a runner waits, approved, and is not lost.
 func TestExecutionAcrossLeaderChange(t *testing.T) {
 	h := newHarness(t, Config{Rules: map[string]Rule{
-		ActionPolicyApply:    {M: 2, Role: Admin, TTL: time.Hour},
-		ActionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour},
+		actionPolicyApply:    {M: 2, Role: Admin, TTL: time.Hour},
+		actionOperatorManage: {M: 2, Role: Admin, TTL: time.Hour},
 	}})
 	a, b, c, _ := threeAdmins(t, h)
 
-	pq, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("policy v2"))
+	pq, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, actionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionPolicyApply, []byte("policy v3"))
+	waiting, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, actionPolicyApply, []byte("policy v3"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 		}
 	}
 	settled(t, h.svc) // sweeps of a leader with no runner for it
-	if s := h.request(pq.ID).State; s != Approved {
+	if s := h.request(pq.ID).State; s != stateApproved {
 		t.Fatalf("policy request without a runner: %s", s)
 	}
 
@@ -332,9 +332,9 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 	h.svc.Close()
 	key := newKey(t)
 	body, _ := Change{Op: OpAdd, Name: "eve", Role: Auditor, CSR: csrFor(t, key)}.Body()
-	d := Digest(ActionOperatorManage, body)
+	d := Digest(actionOperatorManage, body)
 	oq := Request{ID: "rq-00000000000000aa", Digest: d}
-	if err := h.submit(commandPropose, proposeBody{ID: oq.ID, Action: ActionOperatorManage, Body: body, Digest: d[:],
+	if err := h.submit(commandPropose, proposeBody{ID: oq.ID, Action: actionOperatorManage, Body: body, Digest: d[:],
 		Proposer: a.op.Fingerprint[:], M: 2, Role: string(Admin), TTL: int64(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -355,19 +355,19 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 
 	// The next leader, with a runner for policies.
 	var runs atomic.Int32
-	h.start(Config{Rules: h.svc.Rules(), Runners: map[string]Runner{ActionPolicyApply: func(_ contextT, r Request) ([]byte, error) {
+	h.start(Config{Rules: h.svc.Rules(), Run: func(_ contextT, r Request) ([]byte, error) {
 		runs.Add(1)
 		return r.Body, nil
-	}}})
-	got := h.waitState(pq.ID, Interrupted)
+	}})
+	got := h.waitState(pq.ID, stateInterrupted)
 	if got.Error == "" {
 		t.Fatal("interrupted without a reason")
 	}
-	added := h.waitState(oq.ID, Executed)
+	added := h.waitState(oq.ID, stateExecuted)
 	if _, err := h.verify(h.person(Operator{Certificate: added.Result}, key).chain(), time.Now()); err != nil {
 		t.Fatalf("operator added after the leader change: %v", err)
 	}
-	if w := h.waitState(waiting.ID, Executed); string(w.Result) != "policy v3" {
+	if w := h.waitState(waiting.ID, stateExecuted); string(w.Result) != "policy v3" {
 		t.Fatalf("waiting request: %+v", w)
 	}
 	settled(t, h.svc)
@@ -384,10 +384,10 @@ func TestExecutionAcrossLeaderChange(t *testing.T) {
 // old one counts for nothing after, and the renewed operator is still the same
 // person to dual control: no approving their own request, no second approval.
 func TestRenew(t *testing.T) {
-	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}}})
+	h := newHarness(t, Config{Rules: map[string]Rule{actionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour}}})
 	a, b, c, _ := threeAdmins(t, h)
 	ctx := testenv.Context(t, 20*time.Second)
-	q, err := h.svc.Propose(ctx, a.op, ActionPolicyApply, []byte("policy v2"))
+	q, err := h.svc.Propose(ctx, a.op, actionPolicyApply, []byte("policy v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,25 +412,25 @@ func TestRenew(t *testing.T) {
 		return h.person(op, key)
 	}
 	a2, b2 := renew(a), renew(b)
-	if _, err := h.verify(a.chain(), time.Now()); !errors.Is(err, ErrUnknownOperator) {
+	if _, err := h.verify(a.chain(), time.Now()); !errors.Is(err, errUnknownOperator) {
 		t.Fatalf("old certificate: %v", err)
 	}
 	if op, err := h.verify(a2.chain(), time.Now()); err != nil || op.ID != a.op.ID {
 		t.Fatalf("renewed certificate: %+v %v", op, err)
 	}
 	_, err = h.svc.Renew(ctx, a.op, csrFor(t, newKey(t)), 0)
-	mustRefuse(t, "renew with the replaced certificate", err, ErrNotAllowed)
+	mustRefuse(t, "renew with the replaced certificate", err, errNotAllowed)
 
 	_, err = h.decide(a2, q, Approve)
-	mustRefuse(t, "proposer approves with a renewed certificate", err, ErrSelfApproval)
+	mustRefuse(t, "proposer approves with a renewed certificate", err, errSelfApproval)
 	_, err = h.decide(b2, q, Approve)
-	mustRefuse(t, "second approval with a renewed certificate", err, ErrDuplicate)
+	mustRefuse(t, "second approval with a renewed certificate", err, errDuplicate)
 	_, err = h.decide(b, q, Approve)
-	mustRefuse(t, "approval with a replaced certificate", err, ErrNotActive)
-	if got, err := h.decide(c, q, Approve); err != nil || got.State == Pending {
+	mustRefuse(t, "approval with a replaced certificate", err, errNotActive)
+	if got, err := h.decide(c, q, Approve); err != nil || got.State == statePending {
 		t.Fatalf("second approver: %v %s", err, got.State)
 	}
-	h.waitState(q.ID, Approved) // no runner: it waits
+	h.waitState(q.ID, stateApproved) // no runner: it waits
 	ds := h.described("")
 	var renewed []Description
 	for _, d := range ds {

@@ -3,8 +3,6 @@ package operator_test
 import (
 	"context"
 	"crypto"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -18,7 +16,7 @@ import (
 
 // How a node wires the operator service: its handlers go into the cluster's
 // configuration with the operator CA key among the replicated keys; the
-// service starts once the cluster is open, with a runner for each action
+// service starts once the cluster is open, with the runner of the actions
 // under dual control that the node executes; the admin API verifies the TLS
 // client, authorizes the action, and proposes what needs approval.
 func ExampleService() {
@@ -40,8 +38,8 @@ func ExampleService() {
 	ops, err := operator.New(operator.Config{
 		Cluster: c,
 		Vault:   vault,
-		Rules:   operator.DefaultRules(), // from the node's configuration
-		Runners: map[string]operator.Runner{operator.ActionPolicyApply: applyPolicy},
+		Rules:   nil, // from the node's configuration; nil for the default rules
+		Run:     applyPolicy,
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -54,28 +52,31 @@ func ExampleService() {
 		body := []byte("the policy, canonical") // read and canonicalise the request
 		err := c.View(func(tx *bbolt.Tx) error {
 			var err error
-			if op, err = operator.Verify(tx, r.TLS.PeerCertificates, time.Now()); err != nil {
-				return err
-			}
-			if err = operator.Authorize(op, operator.ActionPolicyApply); err != nil {
-				return err
-			}
-			_, need, err = ops.Required(tx, op, operator.ActionPolicyApply, 1)
+			op, err = operator.Verify(tx, r.TLS.PeerCertificates, time.Now())
 			return err
 		})
-		switch {
-		case errors.Is(err, operator.ErrForbidden):
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		if err := operator.Authorize(op, "policy.apply"); err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden) // problem+json naming the role
 			return
-		case err != nil:
-			http.Error(w, err.Error(), http.StatusUnauthorized)
+		}
+		err = c.View(func(tx *bbolt.Tx) error {
+			var err error
+			_, need, err = ops.Required(tx, op, "policy.apply", 1)
+			return err
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		if !need {
 			// apply it now, with op.Actor() as the audit actor
 			return
 		}
-		q, err := ops.Propose(r.Context(), op, operator.ActionPolicyApply, body)
+		q, err := ops.Propose(r.Context(), op, "policy.apply", body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusConflict)
 			return
@@ -95,15 +96,4 @@ func ExampleSignApproval() {
 		log.Fatal(err)
 	}
 	_ = sig // POST /admin/v1/approvals/{id} {"decision":"approve","signature":…}
-}
-
-// The message an approver signs.
-func ExampleApprovalMessage() {
-	d := operator.Digest(operator.ActionPolicyApply, []byte("policy v2"))
-	msg := operator.ApprovalMessage("rq-0123456789abcdef", d, operator.Approve)
-	fmt.Printf("%q\n", msg[:37])
-	fmt.Println(hex.EncodeToString(d[:]) == string(msg[38:102]))
-	// Output:
-	// "inkan-approval-v1\nrq-0123456789abcdef"
-	// true
 }

@@ -38,7 +38,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	node := clustertest.Single(t, cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{KeyName}})
 	h := &harness{t: t, node: node, vault: cluster.NewHSMVault(node.Token.HSM)}
-	sub := node.Subscribe(4096, Commands()...)
+	sub := node.Subscribe(4096, commands()...)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

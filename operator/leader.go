@@ -21,7 +21,7 @@ import (
 // Executing under that run). A leader that dies between start and finish leaves
 // the request Executing; the next leader finds it:
 //
-//   - ActionOperatorManage, the package's own, is carried out by a command
+//   - "operator.manage", the package's own, is carried out by a command
 //     (operator.add or operator.remove naming the request) that marks the request
 //     Executed in the same transaction as the change, and is refused once it is.
 //     So the next leader simply runs it again: it takes effect once.
@@ -104,7 +104,7 @@ func (s *Service) sweepOnce(ctx context.Context) {
 	var qs []*reqRecord
 	err := s.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		qs, err = requestRecords(tx, Pending, Approved, Executing)
+		qs, err = requestRecords(tx, statePending, stateApproved, stateExecuting)
 		return err
 	})
 	if err != nil {
@@ -118,22 +118,22 @@ func (s *Service) sweepOnce(ctx context.Context) {
 		}
 		q := r.request()
 		switch q.State {
-		case Pending:
+		case statePending:
 			if !now.Before(q.Expires) {
 				err := s.submit(ctx, commandExpire, expireBody{ID: q.ID}, nil)
 				if err != nil && !errors.Is(err, cluster.ErrRefused) && ctx.Err() == nil {
 					s.log.Warn("operator: expire request", "request", q.ID, "err", err)
 				}
 			}
-		case Approved:
-			if q.Action == ActionOperatorManage || s.runners[q.Action] != nil {
+		case stateApproved:
+			if q.Action == actionOperatorManage || s.run != nil {
 				s.spawn(ctx, q, "")
 			}
-		case Executing:
+		case stateExecuting:
 			if s.isRunning(q.ID) {
 				continue
 			}
-			if q.Action == ActionOperatorManage {
+			if q.Action == actionOperatorManage {
 				s.spawn(ctx, q, r.Run) // atomic with its finish: run it again
 				continue
 			}
@@ -154,7 +154,7 @@ func (s *Service) isRunning(id string) bool {
 }
 
 // spawn executes q in a goroutine unless this process executes it already. run
-// is the run ID of an execution to resume (ActionOperatorManage only), or empty
+// is the run ID of an execution to resume ("operator.manage" only), or empty
 // to start one.
 func (s *Service) spawn(ctx context.Context, q Request, run string) {
 	s.mu.Lock()
@@ -193,7 +193,7 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 	s.log.Info("operator: executing approved request", "request", q.ID, "action", q.Action)
 	var res []byte
 	var err error
-	if q.Action == ActionOperatorManage {
+	if q.Action == actionOperatorManage {
 		err = s.manage(ctx, q)
 		if err == nil || errors.Is(err, errNotExecuting) {
 			return // recorded with the change itself, or by an earlier run
@@ -208,7 +208,7 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 			return
 		}
 	} else {
-		res, err = s.runners[q.Action](ctx, q)
+		res, err = s.run(ctx, q)
 	}
 	// Record the outcome even if leadership was lost meanwhile: it happened.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -225,15 +225,15 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 // refused reports whether an operator change failed for good: the state machine
 // refused it, or it cannot be carried out as asked.
 func refused(err error) bool {
-	return errors.Is(err, cluster.ErrRefused) || errors.Is(err, ErrKeyInUse) || errors.Is(err, ErrInvalid)
+	return errors.Is(err, cluster.ErrRefused) || errors.Is(err, errKeyInUse) || errors.Is(err, errInvalid)
 }
 
-// manage carries out an approved ActionOperatorManage request: the change and
+// manage carries out an approved "operator.manage" request: the change and
 // the request's end are one command.
 func (s *Service) manage(ctx context.Context, q Request) error {
 	ch, err := ParseChange(q.Body)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	sr := signRequest{Kind: kindAdd, Actor: q.Proposer.Actor(), Request: q.ID}
 	switch ch.Op {
@@ -251,8 +251,8 @@ func (s *Service) manage(ctx context.Context, q Request) error {
 			}
 			return err
 		})
-		if err == nil && current == Executing {
-			err = ErrKeyInUse
+		if err == nil && current == stateExecuting {
+			err = errKeyInUse
 		}
 		return err
 	default:

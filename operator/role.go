@@ -22,53 +22,54 @@ const (
 
 func (r Role) valid() bool { return r == Admin || r == Officer || r == Auditor }
 
-// Actions an operator asks for through the admin API. The node names its
-// endpoints' actions with these constants, so that Authorize and the rules of
-// dual control (Rule) speak of the same things.
+// Actions an operator asks for through the admin API, by the names the admin
+// routes, Authorize and the rules of dual control (Rule) speak of; Actions
+// lists them for the packages that name them, whose tests check their names
+// against it.
 const (
-	ActionClusterMembership = "cluster.membership" // add or remove voters and nonvoters, make join tokens
-	ActionCAKeyGenerate     = "ca.key.generate"    // make a CA key in the HSMs
-	ActionCAKeyImport       = "ca.key.import"      // import a CA key made elsewhere
-	ActionCAKeyTransfer     = "ca.key.transfer"    // send the CA key to a new voter
-	ActionCACeremony        = "ca.ceremony"        // install a CA certificate, retire an issuer
-	ActionPolicyApply       = "policy.apply"       // change the issuance policies
-	ActionOperatorManage    = "operator.manage"    // add or remove an operator
-	ActionOperatorRead      = "operator.read"      // list operators
-	ActionBackup            = "backup.create"      // take a signed backup of the state
-	ActionCertRevoke        = "cert.revoke"        // revoke certificates
-	ActionCertHold          = "cert.hold"          // put certificates on hold
-	ActionCertRelease       = "cert.release"       // release certificates from hold
+	actionClusterMembership = "cluster.membership" // add or remove voters and nonvoters, make join tokens
+	actionCAKeyGenerate     = "ca.key.generate"    // make a CA key in the HSMs
+	actionCAKeyImport       = "ca.key.import"      // import a CA key made elsewhere
+	actionCAKeyTransfer     = "ca.key.transfer"    // send the CA key to a new voter
+	actionCACeremony        = "ca.ceremony"        // install a CA certificate, retire an issuer
+	actionPolicyApply       = "policy.apply"       // change the issuance policies
+	actionOperatorManage    = "operator.manage"    // add or remove an operator
+	actionOperatorRead      = "operator.read"      // list operators
+	actionBackup            = "backup.create"      // take a signed backup of the state
+	actionCertRevoke        = "cert.revoke"        // revoke certificates
+	actionCertHold          = "cert.hold"          // put certificates on hold
+	actionCertRelease       = "cert.release"       // release certificates from hold
 	actionCertReissue       = "cert.reissue"       // re-issue a certificate (re-binding after a move)
-	ActionCertRead          = "cert.read"          // look up certificates
-	ActionAuditRead         = "audit.read"         // read the audit log and its proofs
-	ActionConfigRead        = "config.read"        // read the configuration and the cluster's status
-	ActionMetricsRead       = "metrics.read"       // read metrics
-	ActionApprovalRead      = "approval.read"      // list requests waiting for approval
-	ActionApprovalDecide    = "approval.decide"    // approve or reject a request (the rule's role decides who counts)
+	actionCertRead          = "cert.read"          // look up certificates
+	actionAuditRead         = "audit.read"         // read the audit log and its proofs
+	actionConfigRead        = "config.read"        // read the configuration and the cluster's status
+	actionMetricsRead       = "metrics.read"       // read metrics
+	actionApprovalRead      = "approval.read"      // list requests waiting for approval
+	actionApprovalDecide    = "approval.decide"    // approve or reject a request (the rule's role decides who counts)
 )
 
 // matrix is the role matrix: which roles may ask for each action. It is the one
 // place that says so; docs/operators.md shows it as a table.
 var matrix = map[string][]Role{
-	ActionClusterMembership: {Admin},
-	ActionCAKeyGenerate:     {Admin},
-	ActionCAKeyImport:       {Admin},
-	ActionCAKeyTransfer:     {Admin},
-	ActionCACeremony:        {Admin},
-	ActionPolicyApply:       {Admin},
-	ActionOperatorManage:    {Admin},
-	ActionOperatorRead:      {Admin, Auditor},
-	ActionBackup:            {Admin},
-	ActionCertRevoke:        {Officer},
-	ActionCertHold:          {Officer},
-	ActionCertRelease:       {Officer},
+	actionClusterMembership: {Admin},
+	actionCAKeyGenerate:     {Admin},
+	actionCAKeyImport:       {Admin},
+	actionCAKeyTransfer:     {Admin},
+	actionCACeremony:        {Admin},
+	actionPolicyApply:       {Admin},
+	actionOperatorManage:    {Admin},
+	actionOperatorRead:      {Admin, Auditor},
+	actionBackup:            {Admin},
+	actionCertRevoke:        {Officer},
+	actionCertHold:          {Officer},
+	actionCertRelease:       {Officer},
 	actionCertReissue:       {Officer},
-	ActionCertRead:          {Officer, Auditor},
-	ActionAuditRead:         {Auditor},
-	ActionConfigRead:        {Admin, Auditor},
-	ActionMetricsRead:       {Admin, Auditor},
-	ActionApprovalRead:      {Admin, Officer, Auditor},
-	ActionApprovalDecide:    {Admin, Officer},
+	actionCertRead:          {Officer, Auditor},
+	actionAuditRead:         {Auditor},
+	actionConfigRead:        {Admin, Auditor},
+	actionMetricsRead:       {Admin, Auditor},
+	actionApprovalRead:      {Admin, Officer, Auditor},
+	actionApprovalDecide:    {Admin, Officer},
 }
 
 // Actions lists every action Authorize knows, sorted.
@@ -81,8 +82,8 @@ func Actions() []string {
 	return out
 }
 
-// ErrForbidden matches every refusal of Authorize: errors.Is(err, ErrForbidden).
-var ErrForbidden = errors.New("operator: forbidden")
+// errForbidden matches every refusal of Authorize: errors.Is(err, errForbidden).
+var errForbidden = errors.New("operator: forbidden")
 
 // forbiddenError is Authorize's refusal: it names the action and the roles that
 // would have been allowed (none if the action is unknown), for the 403 the admin
@@ -104,8 +105,8 @@ func (e *forbiddenError) Error() string {
 	return fmt.Sprintf("operator: %s needs role %s; the operator is %s", e.Action, strings.Join(need, " or "), e.Have)
 }
 
-// Is makes errors.Is(err, ErrForbidden) true.
-func (e *forbiddenError) Is(target error) bool { return target == ErrForbidden }
+// Is makes errors.Is(err, errForbidden) true.
+func (e *forbiddenError) Is(target error) bool { return target == errForbidden }
 
 // Authorize says whether op may ask for action: nil, or a *ForbiddenError
 // naming the role needed. An unknown action is refused (fail closed); so is an

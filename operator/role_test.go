@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
@@ -112,7 +114,7 @@ func TestRoleMatrix(t *testing.T) {
 					return
 				}
 				var fe *forbiddenError
-				if !errors.As(err, &fe) || !errors.Is(err, ErrForbidden) {
+				if !errors.As(err, &fe) || !errors.Is(err, errForbidden) {
 					t.Fatalf("got %v, want a ForbiddenError", err)
 				}
 				if !slices.Equal(fe.Need, wantMatrix[action]) || fe.Have != op.Role {
@@ -126,7 +128,7 @@ func TestRoleMatrix(t *testing.T) {
 			})
 		}
 	}
-	if err := Authorize(admin.op, "cert.everything"); !errors.Is(err, ErrForbidden) {
+	if err := Authorize(admin.op, "cert.everything"); !errors.Is(err, errForbidden) {
 		t.Fatalf("unknown action: %v", err)
 	}
 
@@ -136,12 +138,12 @@ func TestRoleMatrix(t *testing.T) {
 		now   time.Time
 		want  error
 	}{
-		{"no certificate", nil, now, ErrNoCertificate},
-		{"another CA", []*x509.Certificate{foreign, other}, now, ErrUnknownCA},
-		{"expired", []*x509.Certificate{auditor.cert}, auditor.cert.NotAfter.Add(time.Second), ErrCertExpired},
-		{"not yet valid", []*x509.Certificate{auditor.cert}, auditor.cert.NotBefore.Add(-time.Second), ErrCertExpired},
-		{"never recorded", []*x509.Certificate{stray}, now, ErrUnknownOperator},
-		{"removed", []*x509.Certificate{gone.cert}, now, ErrRemoved},
+		{"no certificate", nil, now, errNoCertificate},
+		{"another CA", []*x509.Certificate{foreign, other}, now, errUnknownCA},
+		{"expired", []*x509.Certificate{auditor.cert}, auditor.cert.NotAfter.Add(time.Second), errCertExpired},
+		{"not yet valid", []*x509.Certificate{auditor.cert}, auditor.cert.NotBefore.Add(-time.Second), errCertExpired},
+		{"never recorded", []*x509.Certificate{stray}, now, errUnknownOperator},
+		{"removed", []*x509.Certificate{gone.cert}, now, errRemoved},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			op, err := h.verify(c.chain, c.now)
@@ -193,10 +195,32 @@ func TestCertificateFormat(t *testing.T) {
 	two := *c
 	u, _ := url.Parse(roleURIPrefix + "officer")
 	two.URIs = append(slices.Clone(c.URIs), u)
-	if _, err := roleOf(&two); !errors.Is(err, ErrNoRole) {
+	if _, err := roleOf(&two); !errors.Is(err, errNoRole) {
 		t.Fatalf("two roles: %v", err)
 	}
 	if admin.op.Fingerprint != fingerprintOf(c.Raw) || admin.op.Actor() != "sha256:"+admin.op.Fingerprint.String() {
 		t.Fatalf("fingerprint or actor")
+	}
+}
+
+// TestRefusalCodes pins the codes of the package's refusals: other packages
+// know them by these (the admin API maps each to its problem type), so a
+// code changed here must be changed there.
+func TestRefusalCodes(t *testing.T) {
+	for code, err := range map[string]error{
+		"operator.bootstrapped": errBootstrapped, "operator.bad-certificate": errBadCertificate,
+		"operator.key-in-use": errKeyInUse, "operator.not-allowed": errNotAllowed, "operator.last-admin": errLastAdmin,
+		"operator.not-active": errNotActive, "operator.too-few-approvers": errTooFewApprovers,
+		"operator.not-pending": errNotPending, "operator.request-expired": errRequestExpired,
+		"operator.self-approval": errSelfApproval, "operator.wrong-role": errWrongRole, "operator.duplicate": errDuplicate,
+		"operator.bad-signature": errBadSignature, "operator.invalid": errInvalid, "operator.not-found": errNotFound,
+		"operator.no-ca": errNoCA, "operator.no-certificate": errNoCertificate, "operator.unknown-ca": errUnknownCA,
+		"operator.cert-expired": errCertExpired, "operator.unknown-operator": errUnknownOperator,
+		"operator.removed": errRemoved, "operator.no-role": errNoRole,
+		"operator.approval-required": errApprovalRequired, "operator.over-threshold": errOverThreshold,
+	} {
+		if got := cluster.RefusalCode(fmt.Errorf("wrapped: %w", err)); got != code {
+			t.Errorf("%v: code %q, want %q", err, got, code)
+		}
 	}
 }

@@ -18,9 +18,9 @@ import (
 // The rules of dual control live in the replicated state, one set for the
 // cluster: every node decides with the same rules, read in the same transaction
 // as the operators, so no node's configuration can weaken them. Bootstrap
-// records the rules the node starts with (Config.Rules, else DefaultRules)
+// records the rules the node starts with (Config.Rules, else defaultRules)
 // before the first operator exists; after that only SetRules changes them —
-// through the admin API, under the rule of ActionPolicyApply — and every change
+// through the admin API, under the rule of "policy.apply" — and every change
 // is a leaf in the audit log. A cluster made by an earlier version has no record
 // until an admin applies rules, and its nodes hold to their Config.Rules (the
 // code's defaults) meanwhile: nothing is written on its own during a rolling
@@ -47,9 +47,9 @@ const maxWithin = 30 * 24 * time.Hour
 
 // Refusals of the rules' commands.
 var (
-	// ErrOverThreshold: the operator's items within the rule's window would pass
+	// errOverThreshold: the operator's items within the rule's window would pass
 	// its Over; the request needs approval.
-	ErrOverThreshold = cluster.NewRefusal("operator.over-threshold", "operator: the operator's items within the rule's window would pass its threshold; the request needs approval")
+	errOverThreshold = cluster.NewRefusal("operator.over-threshold", "operator: the operator's items within the rule's window would pass its threshold; the request needs approval")
 	// errRulesSet: a seed of the rules when the state has rules already.
 	errRulesSet = cluster.NewRefusal("operator.rules-set", "operator: the cluster has rules of dual control already")
 )
@@ -126,19 +126,19 @@ func normalize(rules map[string]Rule) map[string]Rule {
 }
 
 // checkRules checks a set of rules as the state machine does: each rule's shape,
-// and that the rules a voter's join is held to (ActionClusterMembership and
-// ActionCAKeyTransfer: a voter receives the keys) name the same role, so that
+// and that the rules a voter's join is held to ("cluster.membership" and
+// "ca.key.transfer": a voter receives the keys) name the same role, so that
 // the request can be held to both.
 func checkRules(rules map[string]Rule) error {
 	var errs []error
 	for _, a := range slices.Sorted(maps.Keys(rules)) {
 		errs = append(errs, rules[a].check(a))
 	}
-	m, okM := rules[ActionClusterMembership]
-	k, okK := rules[ActionCAKeyTransfer]
+	m, okM := rules[actionClusterMembership]
+	k, okK := rules[actionCAKeyTransfer]
 	if okM && okK && m.Role != k.Role {
 		errs = append(errs, fmt.Errorf("operator: rules.%s.role (%s) and rules.%s.role (%s) must be the same: a voter's join is held to both",
-			ActionClusterMembership, m.Role, ActionCAKeyTransfer, k.Role))
+			actionClusterMembership, m.Role, actionCAKeyTransfer, k.Role))
 	}
 	return errors.Join(errs...)
 }
@@ -187,18 +187,18 @@ func readRules(tx *bbolt.Tx) (*rulesState, error) {
 }
 
 // SetRules replaces the cluster's rules of dual control. The caller has checked
-// that the actor may (the admin API holds it to the rule of ActionPolicyApply);
+// that the actor may (the admin API holds it to the rule of "policy.apply");
 // actor is the audit log's name for who asked, request the approved request it
 // carries out, if any. Rules are checked as Config.Rules are.
 func (s *Service) SetRules(ctx context.Context, actor, request string, rules map[string]Rule) error {
 	rules = normalize(rules)
 	for a, r := range rules {
 		if err := r.validate(a); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalid, err)
+			return fmt.Errorf("%w: %v", errInvalid, err)
 		}
 	}
 	if err := checkRules(rules); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	return s.submit(ctx, commandRules, rulesBody{Rules: toRecords(rules), Actor: actor, Request: request}, nil)
 }
@@ -222,18 +222,18 @@ func applyRules(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if !slices.IsSortedFunc(b.Rules, func(x, y ruleRecord) int { return cmpString(x.Action, y.Action) }) {
-		return nil, refuse(ErrInvalid, "rules out of order")
+		return nil, refuse(errInvalid, "rules out of order")
 	}
 	rules := fromRecords(b.Rules)
 	if len(rules) != len(b.Rules) {
-		return nil, refuse(ErrInvalid, "an action has two rules")
+		return nil, refuse(errInvalid, "an action has two rules")
 	}
 	if err := checkRules(rules); err != nil {
-		return nil, refuse(ErrInvalid, "%v", err)
+		return nil, refuse(errInvalid, "%v", err)
 	}
 	for _, r := range b.Rules {
 		if r.Over > 0 && (r.Within <= 0 || time.Duration(r.Within) > maxWithin) {
-			return nil, refuse(ErrInvalid, "rules.%s.within: want 1ns..%s with over", r.Action, maxWithin)
+			return nil, refuse(errInvalid, "rules.%s.within: want 1ns..%s with over", r.Action, maxWithin)
 		}
 	}
 	old, err := readRules(tx)
@@ -254,7 +254,7 @@ func applyRules(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := tx.Bucket(bucketRules).Put(keyRules, v); err != nil {
 		return nil, err
 	}
-	return encodeResult(result{ID: fmt.Sprint(st.Version), Action: ActionPolicyApply, Request: b.Request})
+	return encodeResult(result{ID: fmt.Sprint(st.Version), Action: actionPolicyApply, Request: b.Request})
 }
 
 func cmpString(a, b string) int { return bytes.Compare([]byte(a), []byte(b)) }
@@ -323,14 +323,14 @@ func applyUsage(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if !validAction(b.Action) || b.Count < 1 || b.Over < 1 || b.Within <= 0 || time.Duration(b.Within) > maxWithin {
-		return nil, refuse(ErrInvalid, "usage of %q: count %d, over %d, within %d", b.Action, b.Count, b.Over, b.Within)
+		return nil, refuse(errInvalid, "usage of %q: count %d, over %d, within %d", b.Action, b.Count, b.Over, b.Within)
 	}
 	op, err := opByFingerprint(tx, b.Operator)
 	if err != nil {
 		return nil, err
 	}
 	if op == nil || Status(op.Status) != Active {
-		return nil, refuse(ErrNotActive, "operator")
+		return nil, refuse(errNotActive, "operator")
 	}
 	if err := pruneUsage(tx, op.ID, b.Action, e.Time.Add(-maxWithin)); err != nil {
 		return nil, err
@@ -340,7 +340,7 @@ func applyUsage(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, err
 	}
 	if used+b.Count > b.Over {
-		return nil, refuse(ErrOverThreshold, "%s: %d items within %s already, %d more would pass %d",
+		return nil, refuse(errOverThreshold, "%s: %d items within %s already, %d more would pass %d",
 			b.Action, used, time.Duration(b.Within), b.Count, b.Over)
 	}
 	key := append(usagePrefix(op.ID, b.Action), make([]byte, 12)...)
@@ -358,7 +358,7 @@ func applyUsage(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 
 // Take counts count items of action for operator by under rule r (a counting
 // rule that Required said needs no approval for them): the state machine
-// refuses with ErrOverThreshold if, with what by did within the rule's window,
+// refuses with errOverThreshold if, with what by did within the rule's window,
 // they would pass its Over, and the caller then proposes the request instead.
 func (s *Service) Take(ctx context.Context, by Operator, action string, count int, r Rule) error {
 	if r.Over <= 0 {

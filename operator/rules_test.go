@@ -16,7 +16,7 @@ import (
 // change is a new version, and a change that breaks a rule's shape, or pairs the
 // join rules with different roles, is refused and changes nothing.
 func TestRulesInState(t *testing.T) {
-	h := newHarness(t, Config{Rules: map[string]Rule{ActionPolicyApply: {M: 1, Role: Admin, TTL: time.Hour}}})
+	h := newHarness(t, Config{Rules: map[string]Rule{actionPolicyApply: {M: 1, Role: Admin, TTL: time.Hour}}})
 	a := h.bootstrap("a")
 	var v uint64
 	if err := h.node.View(func(tx *bbolt.Tx) error { var err error; v, err = RulesVersion(tx); return err }); err != nil || v != 1 {
@@ -24,36 +24,36 @@ func TestRulesInState(t *testing.T) {
 	}
 	ctx := testenv.Context(t, 20*time.Second)
 	want := map[string]Rule{
-		ActionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour},
-		ActionCertRevoke:  {M: 1, Role: Officer, TTL: time.Hour, Over: 3}, // Within defaults to an hour
+		actionPolicyApply: {M: 2, Role: Admin, TTL: time.Hour},
+		actionCertRevoke:  {M: 1, Role: Officer, TTL: time.Hour, Over: 3}, // Within defaults to an hour
 	}
 	if err := h.svc.SetRules(ctx, a.op.Actor(), "", want); err != nil {
 		t.Fatal(err)
 	}
 	got := h.svc.Rules()
-	if len(got) != 2 || got[ActionPolicyApply] != want[ActionPolicyApply] || got[ActionCertRevoke].Within != defaultWithin {
+	if len(got) != 2 || got[actionPolicyApply] != want[actionPolicyApply] || got[actionCertRevoke].Within != defaultWithin {
 		t.Fatalf("rules in force: %+v", got)
 	}
 	// A node configured otherwise still holds to the state's rules.
 	h.svc.Close()
 	h.start(Config{Rules: map[string]Rule{}})
-	if got := h.svc.Rules(); got[ActionPolicyApply].M != 2 {
+	if got := h.svc.Rules(); got[actionPolicyApply].M != 2 {
 		t.Fatalf("a node configured with no rules: %+v", got)
 	}
 	for name, rules := range map[string]map[string]Rule{
-		"M zero":                {ActionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}},
-		"auditor decides":       {ActionPolicyApply: {M: 1, Role: Auditor, TTL: time.Hour}},
-		"within without over":   {ActionCertRevoke: {M: 1, Role: Officer, TTL: time.Hour, Within: time.Minute}},
-		"join roles differ":     {ActionClusterMembership: {M: 2, Role: Admin, TTL: time.Hour}, ActionCAKeyTransfer: {M: 2, Role: Officer, TTL: time.Hour}},
-		"window beyond 30 days": {ActionCertRevoke: {M: 1, Role: Officer, TTL: time.Hour, Over: 3, Within: 31 * 24 * time.Hour}},
+		"M zero":                {actionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}},
+		"auditor decides":       {actionPolicyApply: {M: 1, Role: Auditor, TTL: time.Hour}},
+		"within without over":   {actionCertRevoke: {M: 1, Role: Officer, TTL: time.Hour, Within: time.Minute}},
+		"join roles differ":     {actionClusterMembership: {M: 2, Role: Admin, TTL: time.Hour}, actionCAKeyTransfer: {M: 2, Role: Officer, TTL: time.Hour}},
+		"window beyond 30 days": {actionCertRevoke: {M: 1, Role: Officer, TTL: time.Hour, Over: 3, Within: 31 * 24 * time.Hour}},
 	} {
-		if err := h.svc.SetRules(ctx, a.op.Actor(), "", rules); !errors.Is(err, ErrInvalid) {
+		if err := h.svc.SetRules(ctx, a.op.Actor(), "", rules); !errors.Is(err, errInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
 	// The state machine refuses a malformed set too (a node that skipped the checks).
-	err := h.submit(commandRules, rulesBody{Rules: toRecords(map[string]Rule{ActionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}}), Actor: a.op.Actor()})
-	mustRefuse(t, "malformed rules through Raft", err, ErrInvalid)
+	err := h.submit(commandRules, rulesBody{Rules: toRecords(map[string]Rule{actionPolicyApply: {M: 0, Role: Admin, TTL: time.Hour}}), Actor: a.op.Actor()})
+	mustRefuse(t, "malformed rules through Raft", err, errInvalid)
 	err = h.submit(commandRules, rulesBody{Rules: toRecords(normalize(want)), Actor: actorSystem, Seed: true})
 	mustRefuse(t, "a second seed", err, errRulesSet)
 	if err := h.node.View(func(tx *bbolt.Tx) error { var err error; v, err = RulesVersion(tx); return err }); err != nil || v != 2 {
@@ -78,7 +78,7 @@ func TestRulesInState(t *testing.T) {
 func TestCountingRule(t *testing.T) {
 	const window = 2 * time.Second
 	h := newHarness(t, Config{Rules: map[string]Rule{
-		ActionCertRevoke: {M: 1, Role: Officer, TTL: time.Hour, Over: 10, Within: window},
+		actionCertRevoke: {M: 1, Role: Officer, TTL: time.Hour, Over: 10, Within: window},
 	}})
 	a := h.bootstrap("a")
 	o := h.add(a, "o", Officer, 0)
@@ -90,7 +90,7 @@ func TestCountingRule(t *testing.T) {
 		var need bool
 		if err := h.node.View(func(tx *bbolt.Tx) error {
 			var err error
-			r, need, err = h.svc.Required(tx, by.op, ActionCertRevoke, n)
+			r, need, err = h.svc.Required(tx, by.op, actionCertRevoke, n)
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -102,24 +102,24 @@ func TestCountingRule(t *testing.T) {
 		t.Fatalf("10 of 10: need %v, rule %+v", need, r)
 	}
 	start := time.Now()
-	if err := h.svc.Take(ctx, o.op, ActionCertRevoke, 10, r); err != nil {
+	if err := h.svc.Take(ctx, o.op, actionCertRevoke, 10, r); err != nil {
 		t.Fatal(err)
 	}
 	if _, need := required(o, 5); !need && time.Since(start) < window {
 		t.Fatal("10 then 5 within the window: no approval needed")
 	}
 	// The state machine holds even if a node let it through.
-	if err := h.svc.Take(ctx, o.op, ActionCertRevoke, 5, r); time.Since(start) < window {
-		mustRefuse(t, "10 then 5 through Raft", err, ErrOverThreshold)
+	if err := h.svc.Take(ctx, o.op, actionCertRevoke, 5, r); time.Since(start) < window {
+		mustRefuse(t, "10 then 5 through Raft", err, errOverThreshold)
 	}
-	if err := h.svc.Take(ctx, o.op, ActionCertRevoke, 1, r); time.Since(start) < window {
-		mustRefuse(t, "10 then 1 through Raft", err, ErrOverThreshold)
+	if err := h.svc.Take(ctx, o.op, actionCertRevoke, 1, r); time.Since(start) < window {
+		mustRefuse(t, "10 then 1 through Raft", err, errOverThreshold)
 	}
 	// Another officer counts alone.
 	if _, need := required(p, 10); need {
 		t.Fatal("another officer's first 10 need approval")
 	}
-	if err := h.svc.Take(ctx, p.op, ActionCertRevoke, 10, r); err != nil {
+	if err := h.svc.Take(ctx, p.op, actionCertRevoke, 10, r); err != nil {
 		t.Fatal(err)
 	}
 	// After the window, the count starts again.
@@ -127,7 +127,7 @@ func TestCountingRule(t *testing.T) {
 	if _, need := required(o, 5); need {
 		t.Fatal("5 after the window need approval")
 	}
-	if err := h.svc.Take(ctx, o.op, ActionCertRevoke, 5, r); err != nil {
+	if err := h.svc.Take(ctx, o.op, actionCertRevoke, 5, r); err != nil {
 		t.Fatal(err)
 	}
 	// The event is published after the submitter has its answer: wait for it.
@@ -150,19 +150,19 @@ func TestCountingRule(t *testing.T) {
 // transfer too) is held to both rules: the most approvals, the shortest TTL.
 func TestVoterJoinRules(t *testing.T) {
 	h := newHarness(t, Config{Rules: map[string]Rule{
-		ActionClusterMembership: {M: 1, Role: Admin, TTL: time.Hour},
-		ActionCAKeyTransfer:     {M: 2, Role: Admin, TTL: 10 * time.Minute},
-		ActionOperatorManage:    {M: 2, Role: Admin, TTL: time.Hour},
+		actionClusterMembership: {M: 1, Role: Admin, TTL: time.Hour},
+		actionCAKeyTransfer:     {M: 2, Role: Admin, TTL: 10 * time.Minute},
+		actionOperatorManage:    {M: 2, Role: Admin, TTL: time.Hour},
 	}})
 	a, _, _, _ := threeAdmins(t, h)
 	var nv, v Rule
 	var needNV, needV bool
 	if err := h.node.View(func(tx *bbolt.Tx) error {
 		var err error
-		if nv, needNV, err = h.svc.Required(tx, a.op, ActionClusterMembership, 1); err != nil {
+		if nv, needNV, err = h.svc.Required(tx, a.op, actionClusterMembership, 1); err != nil {
 			return err
 		}
-		v, needV, err = h.svc.Required(tx, a.op, ActionClusterMembership, 1, ActionCAKeyTransfer)
+		v, needV, err = h.svc.Required(tx, a.op, actionClusterMembership, 1, actionCAKeyTransfer)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func TestVoterJoinRules(t *testing.T) {
 	if !needNV || nv.M != 1 || !needV || v.M != 2 || v.TTL != 10*time.Minute {
 		t.Fatalf("nonvoter %v %+v, voter %v %+v", needNV, nv, needV, v)
 	}
-	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, ActionClusterMembership, []byte("join voter"), ActionCAKeyTransfer)
+	q, err := h.svc.Propose(testenv.Context(t, 20*time.Second), a.op, actionClusterMembership, []byte("join voter"), actionCAKeyTransfer)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,8 @@ import (
 
 // Errors of the Service.
 var (
-	// ErrApprovalRequired: the change needs approval (Required); propose it.
-	ErrApprovalRequired = errors.New("operator: the change needs approval; propose it")
+	// errApprovalRequired: the change needs approval (Required); propose it.
+	errApprovalRequired = cluster.NewRefusal("operator.approval-required", "operator: the change needs approval; propose it")
 	// errNoRule: Propose of an action no rule covers.
 	errNoRule = errors.New("operator: no rule of dual control covers the action")
 	// errNoCAKey: the leader does not hold the operator CA key.
@@ -41,15 +41,15 @@ type Config struct {
 	// Vault holds the operator CA key (KeyName) on every voter.
 	Vault cluster.KeyVault
 	// Rules are the rules of dual control a new cluster starts with, by action:
-	// DefaultRules if nil, none if empty. Bootstrap records them in the
+	// defaultRules if nil, none if empty. Bootstrap records them in the
 	// replicated state; from then on the state's rules are in force on every
 	// node, whatever its configuration, and SetRules changes them. A proposal
 	// records the rule it is held to.
 	Rules map[string]Rule
-	// Runners execute approved requests by action, on the leader. The package
-	// runs ActionOperatorManage itself; an approved request of an action without
-	// a runner waits, approved, until a leader has one.
-	Runners map[string]Runner
+	// Run executes approved requests, on the leader, of every action but the
+	// package's own (operator.manage, which it carries out itself). While a
+	// leader has no Run, approved requests wait, approved, until one has.
+	Run Runner
 	// Sweep is how often the leader looks for approved requests to run and
 	// pending ones past their expiry (1s).
 	Sweep  time.Duration
@@ -61,12 +61,12 @@ type Config struct {
 // operators and requests through the cluster, and, while its node leads,
 // expires overdue requests and executes approved ones, once each.
 type Service struct {
-	c       *cluster.Cluster
-	vault   cluster.KeyVault
-	rules   map[string]Rule
-	runners map[string]Runner
-	sweep   time.Duration
-	log     *slog.Logger
+	c     *cluster.Cluster
+	vault cluster.KeyVault
+	rules map[string]Rule
+	run   Runner
+	sweep time.Duration
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	running map[string]bool // request IDs this process is executing
@@ -90,18 +90,13 @@ func New(cfg Config) (*Service, error) {
 		errs = append(errs, errors.New("operator: vault: required"))
 	}
 	if cfg.Rules == nil {
-		cfg.Rules = DefaultRules()
+		cfg.Rules = defaultRules()
 	}
 	cfg.Rules = normalize(cfg.Rules)
 	for a, r := range cfg.Rules {
 		errs = append(errs, r.validate(a))
 	}
 	errs = append(errs, checkRules(cfg.Rules))
-	for a, r := range cfg.Runners {
-		if _, ok := matrix[a]; !ok || r == nil || a == ActionOperatorManage {
-			errs = append(errs, fmt.Errorf("operator: runners.%s: an unknown action, a nil runner, or the package's own", a))
-		}
-	}
 	if cfg.Sweep == 0 {
 		cfg.Sweep = time.Second
 	}
@@ -111,7 +106,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Service{c: cfg.Cluster, vault: cfg.Vault, rules: maps.Clone(cfg.Rules), runners: maps.Clone(cfg.Runners),
+	s := &Service{c: cfg.Cluster, vault: cfg.Vault, rules: maps.Clone(cfg.Rules), run: cfg.Run,
 		sweep: cfg.Sweep, log: cfg.Logger, running: map[string]bool{}}
 	s.closed, s.stop = context.WithCancel(context.Background())
 	cluster.HandleCall(s.c, callSign, s.serveSign)
@@ -137,7 +132,7 @@ func (s *Service) Close() {
 // A counting rule (Over) that does not need approval yet is returned with false:
 // the caller counts the items with Take before it acts, and proposes the request
 // if Take refuses. The one exception to the rules is the initial ceremony: while
-// the rule of ActionOperatorManage cannot be met (fewer active operators of its
+// the rule of "operator.manage" cannot be met (fewer active operators of its
 // role than M besides by), operators are added and removed directly, so that the
 // first admin can add the others. The last admin can never be removed.
 func (s *Service) Required(tx *bbolt.Tx, by Operator, action string, count int, also ...string) (Rule, bool, error) {
@@ -162,7 +157,7 @@ func (s *Service) Required(tx *bbolt.Tx, by Operator, action string, count int, 
 				continue
 			}
 		}
-		if a == ActionOperatorManage {
+		if a == actionOperatorManage {
 			n, err := countActive(tx, r.Role, by.ID)
 			if err != nil {
 				return Rule{}, false, err
@@ -197,7 +192,7 @@ func combine(rules map[string]Rule, actions []string) (Rule, bool, error) {
 			continue
 		}
 		if r.Role != out.Role {
-			return Rule{}, false, fmt.Errorf("%w: the rules of %s and %s name different roles", ErrInvalid, actions[0], a)
+			return Rule{}, false, fmt.Errorf("%w: the rules of %s and %s name different roles", errInvalid, actions[0], a)
 		}
 		out.M = max(out.M, r.M)
 		out.TTL = min(out.TTL, r.TTL)
@@ -215,7 +210,7 @@ func newID(prefix string) (string, error) {
 
 // Bootstrap makes the operator CA (its key in the HSM, as KeyName) if there is
 // none and issues the first admin's certificate for csr: only while no operator
-// exists (ErrBootstrapped otherwise; a retry with the same CSR returns the same
+// exists (errBootstrapped otherwise; a retry with the same CSR returns the same
 // operator). The returned Operator's Certificate is the admin's certificate; the
 // operator CA certificate is CACertificate. The actor in the audit log is
 // "system": whoever runs it at the first node's console.
@@ -225,7 +220,7 @@ func (s *Service) Bootstrap(ctx context.Context, name string, csr []byte, validi
 }
 
 // Add adds an operator directly: by must be an active admin, and the change
-// must need no approval (Required), else ErrApprovalRequired. The operator's
+// must need no approval (Required), else errApprovalRequired. The operator's
 // certificate is in the returned Operator, the only time it is handed out
 // (it is public: Lookup shows it again).
 func (s *Service) Add(ctx context.Context, by Operator, ch Change) (Operator, error) {
@@ -242,7 +237,7 @@ func (s *Service) Add(ctx context.Context, by Operator, ch Change) (Operator, er
 // A retry with the same CSR returns the renewed operator.
 func (s *Service) Renew(ctx context.Context, by Operator, csr []byte, validity time.Duration) (Operator, error) {
 	if by.Status != Active {
-		return Operator{}, ErrNotActive
+		return Operator{}, errNotActive
 	}
 	ch := Change{Op: OpAdd, Name: by.Name, Role: by.Role, CSR: csr, Validity: validity}
 	return s.callSign(ctx, signRequest{Kind: kindRenew, Actor: by.Actor(), Operator: by.ID}, ch)
@@ -258,7 +253,7 @@ func (s *Service) Remove(ctx context.Context, by Operator, id string) error {
 }
 
 func (s *Service) direct(ctx context.Context, by Operator, ch Change, op string) error {
-	if err := Authorize(by, ActionOperatorManage); err != nil {
+	if err := Authorize(by, actionOperatorManage); err != nil {
 		return err
 	}
 	if ch.Op != op {
@@ -270,14 +265,14 @@ func (s *Service) direct(ctx context.Context, by Operator, ch Change, op string)
 	var need bool
 	err := s.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
 		var err error
-		_, need, err = s.Required(tx, by, ActionOperatorManage, 1)
+		_, need, err = s.Required(tx, by, actionOperatorManage, 1)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("operator: read operators: %w", err)
 	}
 	if need {
-		return ErrApprovalRequired
+		return errApprovalRequired
 	}
 	return nil
 }
@@ -303,8 +298,8 @@ func (s *Service) submit(ctx context.Context, typ string, body any, res *result)
 // Propose records a request for an action under the rules of dual control in
 // force (with those of also, as Required combines them): by must be allowed the
 // action (Authorize), body is the request's canonical body (for
-// ActionOperatorManage, Change.Body). The returned Request has the ID and Digest
-// approvers sign over (ApprovalMessage). A counting rule holds a proposed
+// "operator.manage", Change.Body). The returned Request has the ID and Digest
+// approvers sign over (approvalMessage). A counting rule holds a proposed
 // request to its M, whatever the count.
 func (s *Service) Propose(ctx context.Context, by Operator, action string, body []byte, also ...string) (Request, error) {
 	if err := Authorize(by, action); err != nil {
@@ -324,7 +319,7 @@ func (s *Service) Propose(ctx context.Context, by Operator, action string, body 
 	if !ok {
 		return Request{}, fmt.Errorf("%w: %s", errNoRule, action)
 	}
-	if action == ActionOperatorManage {
+	if action == actionOperatorManage {
 		if _, err := ParseChange(body); err != nil {
 			return Request{}, err
 		}
@@ -350,14 +345,14 @@ func (s *Service) request(id string) (Request, error) {
 }
 
 // Decide records an approval or a rejection of request id by an operator, with
-// their signature over ApprovalMessage (SignApproval). It returns the request as
+// their signature over approvalMessage (SignApproval). It returns the request as
 // it stands after the decision; a decision that arrives after the expiry ends the
-// request as Expired and returns ErrRequestExpired. The state machine refuses the
-// proposer's own approval (ErrSelfApproval), an approver without the rule's role
-// (ErrWrongRole), a second approval by the same operator (ErrDuplicate) and a
-// signature that does not verify (ErrBadSignature).
+// request as Expired and returns errRequestExpired. The state machine refuses the
+// proposer's own approval (errSelfApproval), an approver without the rule's role
+// (errWrongRole), a second approval by the same operator (errDuplicate) and a
+// signature that does not verify (errBadSignature).
 func (s *Service) Decide(ctx context.Context, id string, by Operator, d Decision, sig []byte) (Request, error) {
-	if err := Authorize(by, ActionApprovalDecide); err != nil {
+	if err := Authorize(by, actionApprovalDecide); err != nil {
 		return Request{}, err
 	}
 	var res result
@@ -365,8 +360,8 @@ func (s *Service) Decide(ctx context.Context, id string, by Operator, d Decision
 		return Request{}, err
 	}
 	q, err := s.request(id)
-	if err == nil && State(res.State) == Expired {
-		err = fmt.Errorf("operator: request %s: %w", id, ErrRequestExpired)
+	if err == nil && State(res.State) == stateExpired {
+		err = fmt.Errorf("operator: request %s: %w", id, errRequestExpired)
 	}
 	return q, err
 }
@@ -422,7 +417,7 @@ func (s *Service) callSign(ctx context.Context, sr signRequest, ch Change) (Oper
 func (s *Service) serveSign(ctx context.Context, sr signRequest) (signReply, error) {
 	ch, err := ParseChange(sr.Change)
 	if err == nil && ch.Op != OpAdd {
-		err = fmt.Errorf("%w: sign: not an add", ErrInvalid)
+		err = fmt.Errorf("%w: sign: not an add", errInvalid)
 	}
 	if err != nil {
 		return signReply{}, err
@@ -442,11 +437,11 @@ func (s *Service) serveSign(ctx context.Context, sr signRequest) (signReply, err
 func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (string, error) {
 	pub, err := parseCSR(ch.CSR)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+		return "", fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+		return "", fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	keyHash := fingerprintOf(spki)
 	var (
@@ -472,10 +467,10 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 		if existing.Name == ch.Name && Role(existing.Role) == ch.Role {
 			return existing.ID, nil // a retry of the add that recorded it
 		}
-		return "", ErrKeyInUse
+		return "", errKeyInUse
 	}
 	if sr.Kind == kindBootstrap && any {
-		return "", ErrBootstrapped
+		return "", errBootstrapped
 	}
 	if sr.Kind == kindBootstrap {
 		// The rules are in the state before the first operator is.
@@ -484,7 +479,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 		}
 	}
 	if sr.Kind != kindBootstrap && len(caDER) == 0 {
-		return "", ErrNoCA
+		return "", errNoCA
 	}
 	key, err := s.vault.ReplicatedKey(ctx, KeyName, sr.Kind == kindBootstrap && len(caDER) == 0)
 	if err != nil {
@@ -528,7 +523,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (string, error) {
 	pub, err := parseCSR(ch.CSR)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+		return "", fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	var rec *opRecord
 	var caDER []byte
@@ -542,16 +537,16 @@ func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (str
 		return "", err
 	}
 	if rec == nil || Status(rec.Status) != Active {
-		return "", fmt.Errorf("%w: operator %q", ErrNotActive, sr.Operator)
+		return "", fmt.Errorf("%w: operator %q", errNotActive, sr.Operator)
 	}
 	if cur := fingerprintOf(rec.Cert); cur.Actor() != sr.Actor {
 		if c, err := x509.ParseCertificate(rec.Cert); err == nil && publicKeysEqual(c.PublicKey, pub) {
 			return rec.ID, nil // a retry of the renewal that recorded it
 		}
-		return "", fmt.Errorf("%w: renew: only with the operator's current certificate", ErrNotAllowed)
+		return "", fmt.Errorf("%w: renew: only with the operator's current certificate", errNotAllowed)
 	}
 	if len(caDER) == 0 {
-		return "", ErrNoCA
+		return "", errNoCA
 	}
 	key, err := s.vault.ReplicatedKey(ctx, KeyName, false)
 	if err != nil {

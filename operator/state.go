@@ -3,7 +3,6 @@ package operator
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -45,11 +44,11 @@ func toTime(ns int64) time.Time {
 
 // Errors of lookups.
 var (
-	// ErrNotFound: no operator or request of that ID.
-	ErrNotFound = errors.New("operator: not found")
-	// ErrNoCA: the operator CA is not made yet (no Bootstrap). A
+	// errNotFound: no operator or request of that ID.
+	errNotFound = cluster.NewRefusal("operator.not-found", "operator: not found")
+	// errNoCA: the operator CA is not made yet (no Bootstrap). A
 	// cluster.Refusal, so that it keeps its identity from the leader.
-	ErrNoCA = cluster.NewRefusal("operator.no-ca", "operator: no operator CA yet")
+	errNoCA = cluster.NewRefusal("operator.no-ca", "operator: no operator CA yet")
 )
 
 // Status is an operator's standing.
@@ -148,14 +147,14 @@ func opByFingerprint(tx *bbolt.Tx, fp []byte) (*opRecord, error) {
 	return readOp(tx, string(id))
 }
 
-// Lookup returns the operator of that ID (ErrNotFound if none).
+// Lookup returns the operator of that ID (errNotFound if none).
 func Lookup(tx *bbolt.Tx, id string) (Operator, error) {
 	r, err := readOp(tx, id)
 	if err != nil {
 		return Operator{}, err
 	}
 	if r == nil {
-		return Operator{}, fmt.Errorf("%w: operator %q", ErrNotFound, id)
+		return Operator{}, fmt.Errorf("%w: operator %q", errNotFound, id)
 	}
 	return r.operator(), nil
 }
@@ -191,12 +190,12 @@ func countActive(tx *bbolt.Tx, role Role, except string) (int, error) {
 	return n, err
 }
 
-// CACertificate returns the operator CA's certificate (DER), ErrNoCA before
+// CACertificate returns the operator CA's certificate (DER), errNoCA before
 // Bootstrap.
 func CACertificate(tx *bbolt.Tx) ([]byte, error) {
 	v := tx.Bucket(bucketCA).Get(keyCACert)
 	if v == nil {
-		return nil, ErrNoCA
+		return nil, errNoCA
 	}
 	return append([]byte(nil), v...), nil
 }
@@ -211,19 +210,19 @@ type State uint8
 
 // The states of a request.
 const (
-	Pending State = iota + 1
-	Approved
-	Rejected
-	Expired
-	Executing
-	Executed
-	Failed
-	Interrupted
+	statePending State = iota + 1
+	stateApproved
+	stateRejected
+	stateExpired
+	stateExecuting
+	stateExecuted
+	stateFailed
+	stateInterrupted
 )
 
 var stateNames = map[State]string{
-	Pending: "pending", Approved: "approved", Rejected: "rejected", Expired: "expired",
-	Executing: "executing", Executed: "executed", Failed: "failed", Interrupted: "interrupted",
+	statePending: "pending", stateApproved: "approved", stateRejected: "rejected", stateExpired: "expired",
+	stateExecuting: "executing", stateExecuted: "executed", stateFailed: "failed", stateInterrupted: "interrupted",
 }
 
 func (s State) String() string {
@@ -235,7 +234,7 @@ func (s State) String() string {
 
 // Final reports whether nothing more happens to a request in state s.
 func (s State) Final() bool {
-	return s == Rejected || s == Expired || s == Executed || s == Failed || s == Interrupted
+	return s == stateRejected || s == stateExpired || s == stateExecuted || s == stateFailed || s == stateInterrupted
 }
 
 // Request is a request under dual control.
@@ -325,22 +324,22 @@ func putReq(tx *bbolt.Tx, r *reqRecord) error {
 	return tx.Bucket(bucketRequests).Put([]byte(r.ID), v)
 }
 
-// LookupRequest returns the request of that ID (ErrNotFound if none).
+// LookupRequest returns the request of that ID (errNotFound if none).
 func LookupRequest(tx *bbolt.Tx, id string) (Request, error) {
 	r, err := readReq(tx, id)
 	if err != nil {
 		return Request{}, err
 	}
 	if r == nil {
-		return Request{}, fmt.Errorf("%w: request %q", ErrNotFound, id)
+		return Request{}, fmt.Errorf("%w: request %q", errNotFound, id)
 	}
 	return r.request(), nil
 }
 
-// Requests returns the requests whose state is one of states (every request if
-// none is given), oldest first.
-func Requests(tx *bbolt.Tx, states ...State) ([]Request, error) {
-	rs, err := requestRecords(tx, states...)
+// Requests returns every request, oldest first; those whose State is not Final
+// are still open.
+func Requests(tx *bbolt.Tx) ([]Request, error) {
+	rs, err := requestRecords(tx)
 	out := make([]Request, len(rs))
 	for i, r := range rs {
 		out[i] = r.request()
