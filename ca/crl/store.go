@@ -24,7 +24,7 @@ import (
 // and drops the bytes of the shard's older CRLs from the state, so the state grows
 // by an index entry per CRL rather than by the CRL. The index entries (Meta) of a
 // shard form a hash chain (Meta.Chain), so an index copied or restored can be
-// checked whole (VerifyIndex), and each archived file against its entry's SHA-256.
+// checked whole (verifyIndex), and each archived file against its entry's SHA-256.
 //
 // Layout, bucket "crl":
 //
