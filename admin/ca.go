@@ -555,12 +555,12 @@ func writeCAErrorAbout(w http.ResponseWriter, err error, notFound problemType) {
 // revocationReason reads name as a reason a revocation may give: an RFC 5280
 // name other than certificateHold (that is a hold) and removeFromCRL (a delta
 // CRL's entry, never a revocation's).
-func revocationReason(name string) (int, bool) {
+func revocationReason(name string) (crlreason.Reason, bool) {
 	r, ok := crlreason.Parse(name)
 	if !ok || r == crlreason.CertificateHold || r == crlreason.RemoveFromCRL {
 		return 0, false
 	}
-	return int(r), true
+	return r, true
 }
 
 // reasonList names the reasons revocationReason takes, in code order.

@@ -659,7 +659,7 @@ func applyResolve(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if r == nil || Status(r.Status) != Pending || r.Issuer != b.Issuer {
 			continue
 		}
-		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(ReasonCessationOfOperation), e.Time.UnixNano()
+		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(crlreason.CessationOfOperation), e.Time.UnixNano()
 		if err := putCert(tx, r, s); err != nil {
 			return nil, err
 		}
@@ -748,7 +748,7 @@ func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
 		if s := Status(r.Status); s != Good {
 			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(ReasonCertificateHold), at, b.Actor
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(crlreason.CertificateHold), at, b.Actor
 	case CommandRelease:
 		if s := Status(r.Status); s != Held {
 			return fmt.Errorf("%w: release %x: status is %s", ErrStatus, b.Serial, s)

@@ -14,6 +14,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -54,7 +55,7 @@ func (tc *testCluster) restart(ctx context.Context, n *caNode) {
 }
 
 // waitStatus waits until serial has the status on every running node.
-func (tc *testCluster) waitStatus(ctx context.Context, serial []byte, want Status, reason int) []Record {
+func (tc *testCluster) waitStatus(ctx context.Context, serial []byte, want Status, reason crlreason.Reason) []Record {
 	tc.t.Helper()
 	for {
 		recs := tc.lookupEverywhere(ctx, serial)
@@ -84,11 +85,11 @@ func TestLeaderCrashBetweenSteps(t *testing.T) {
 	for _, c := range []struct {
 		step   string
 		status Status
-		reason int
+		reason crlreason.Reason
 		hasDER bool
 	}{
-		{stepIntent, Revoked, ReasonCessationOfOperation, false},
-		{stepSigned, Revoked, ReasonCessationOfOperation, false},
+		{stepIntent, Revoked, crlreason.CessationOfOperation, false},
+		{stepSigned, Revoked, crlreason.CessationOfOperation, false},
 		{stepIssued, Good, 0, true},
 	} {
 		t.Run(c.step, func(t *testing.T) {
@@ -240,7 +241,7 @@ func TestLeaderCrashUnderLoad(t *testing.T) {
 					t.Errorf("node %s: signed %x has no record", n.c.ID(), s)
 					continue
 				}
-				if r.Status == Revoked && r.DER == nil && r.Reason != ReasonCessationOfOperation {
+				if r.Status == Revoked && r.DER == nil && r.Reason != crlreason.CessationOfOperation {
 					t.Errorf("node %s: %x resolved with reason %d", n.c.ID(), s, r.Reason)
 				}
 			}

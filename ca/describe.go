@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // Description is what the audit log records of one change the authority applied,
@@ -64,7 +65,7 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		out := []Description{}
 		for _, s := range res.Serials {
 			out = append(out, Description{Type: typeResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
-				Data: map[string]any{"issuer": res.Issuer, "reason": ReasonCessationOfOperation}})
+				Data: map[string]any{"issuer": res.Issuer, "reason": int(crlreason.CessationOfOperation)}})
 		}
 		return out, nil
 	}
@@ -200,7 +201,7 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			case CommandRevoke:
 				data["reason"] = b.Reason
 			case CommandHold:
-				data["reason"] = ReasonCertificateHold
+				data["reason"] = int(crlreason.CertificateHold)
 			}
 			d = Description{Type: typ, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/policies"
@@ -377,19 +378,19 @@ func TestRevokeHoldRelease(t *testing.T) {
 		do      func() error
 		ok      bool
 		status  Status
-		reason  int
+		reason  crlreason.Reason
 		command string
 	}{
 		{"release a good one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Good, 0, ""},
-		{"hold", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, ReasonCertificateHold, CommandHold},
-		{"hold again", func() error { return n.a.Hold(ctx, s, actorSystem) }, false, Held, ReasonCertificateHold, ""},
+		{"hold", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, CommandHold},
+		{"hold again", func() error { return n.a.Hold(ctx, s, actorSystem) }, false, Held, crlreason.CertificateHold, ""},
 		{"release", func() error { return n.a.Release(ctx, s, actorSystem) }, true, Good, 0, CommandRelease},
-		{"revoke with certificateHold", func() error { return n.a.Revoke(ctx, s, ReasonCertificateHold, actorSystem) }, false, Good, 0, ""},
-		{"hold before revoking", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, ReasonCertificateHold, CommandHold},
-		{"revoke a held one", func() error { return n.a.Revoke(ctx, s, ReasonKeyCompromise, actorSystem) }, true, Revoked, ReasonKeyCompromise, CommandRevoke},
-		{"revoke again", func() error { return n.a.Revoke(ctx, s, ReasonKeyCompromise, actorSystem) }, false, Revoked, ReasonKeyCompromise, ""},
-		{"release a revoked one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Revoked, ReasonKeyCompromise, ""},
-		{"revoke an unknown serial", func() error { return n.a.Revoke(ctx, big.NewInt(99), 0, actorSystem) }, false, Revoked, ReasonKeyCompromise, ""},
+		{"revoke with certificateHold", func() error { return n.a.Revoke(ctx, s, crlreason.CertificateHold, actorSystem) }, false, Good, 0, ""},
+		{"hold before revoking", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, CommandHold},
+		{"revoke a held one", func() error { return n.a.Revoke(ctx, s, crlreason.KeyCompromise, actorSystem) }, true, Revoked, crlreason.KeyCompromise, CommandRevoke},
+		{"revoke again", func() error { return n.a.Revoke(ctx, s, crlreason.KeyCompromise, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
+		{"release a revoked one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
+		{"revoke an unknown serial", func() error { return n.a.Revoke(ctx, big.NewInt(99), 0, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
 	}
 	var want []string
 	for _, st := range steps {
@@ -456,7 +457,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.a.Revoke(ctx, iss.Serial, ReasonKeyCompromise, actorSystem); err != nil {
+	if err := n.a.Revoke(ctx, iss.Serial, crlreason.KeyCompromise, actorSystem); err != nil {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(iss.DER)
@@ -495,7 +496,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	if d := seen[typeIntent]; !bytes.Equal(d.Data["link"].([]byte), req.Link) || !bytes.Equal(d.Data["person"].([]byte), req.Person) {
 		t.Errorf("intent: %+v", d)
 	}
-	if d := seen[typeRevoked]; d.Data["reason"] != ReasonKeyCompromise {
+	if d := seen[typeRevoked]; d.Data["reason"] != crlreason.KeyCompromise {
 		t.Errorf("revoked: %+v", d)
 	}
 	if _, err := DescribeCommand(cluster.Entry{Command: cluster.Command{Type: "enroll.nonce"}}, nil); !errors.Is(err, errForeignCommand) {
@@ -519,7 +520,7 @@ func TestDescribeResolve(t *testing.T) {
 	}
 	for i, want := range []int64{1, 3} {
 		d := ds[i]
-		if d.Type != typeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != ReasonCessationOfOperation {
+		if d.Type != typeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != crlreason.CessationOfOperation {
 			t.Errorf("description %d: %+v", i, d)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 )
 
@@ -270,14 +271,14 @@ func (a *Authority) Relink(ctx context.Context, serial *big.Int, link []byte, ac
 
 // Revoke revokes an issued certificate with an RFC 5280 reason (not
 // certificateHold: see Hold). A held certificate may be revoked.
-func (a *Authority) Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error {
-	return a.changeStatus(ctx, CommandRevoke, serial, reason, actor)
+func (a *Authority) Revoke(ctx context.Context, serial *big.Int, reason crlreason.Reason, actor string) error {
+	return a.changeStatus(ctx, CommandRevoke, serial, int(reason), actor)
 }
 
 // Hold puts a good certificate on hold (certificateHold), e.g. across a move while
 // the JPKI certificate is re-issued. The record keeps actor as Record.HeldBy.
 func (a *Authority) Hold(ctx context.Context, serial *big.Int, actor string) error {
-	return a.changeStatus(ctx, CommandHold, serial, ReasonCertificateHold, actor)
+	return a.changeStatus(ctx, CommandHold, serial, int(crlreason.CertificateHold), actor)
 }
 
 // Release takes a held certificate off hold; only a held one. A hold an operator

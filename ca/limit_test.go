@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -71,7 +72,7 @@ func TestPersonLimit(t *testing.T) {
 	if _, err := leader.a.Issue(ctx, req); !errors.Is(err, ErrPersonLimit) {
 		t.Fatalf("over the cap: err = %v", err)
 	}
-	if err := leader.a.Revoke(ctx, first.Serial, ReasonUnspecified, actorSystem); err != nil {
+	if err := leader.a.Revoke(ctx, first.Serial, crlreason.Unspecified, actorSystem); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := leader.a.Issue(ctx, req); !errors.Is(err, ErrPersonLimit) {

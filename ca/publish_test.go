@@ -50,7 +50,7 @@ func (p *recordingPublisher) StatusResponses(_ string, serial []byte, st CertSta
 		return nil, errors.New("no responder certificate")
 	}
 	p.statuses = append(p.statuses, serial)
-	return statusBytes(p.node, serial, st.Status, st.Reason, st.RevokedAt), nil
+	return statusBytes(p.node, serial, st.Status, int(st.Reason), st.RevokedAt), nil
 }
 
 func statusBytes(node string, serial []byte, s Status, reason int, at time.Time) []byte {

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -88,7 +89,7 @@ func TestRelink(t *testing.T) {
 	}{
 		{"unknown serial", nil, big.NewInt(424242), ErrNotFound},
 		{"held", func() error { return leader.a.Hold(ctx, iss.Serial, actorSystem) }, iss.Serial, nil},
-		{"revoked", func() error { return leader.a.Revoke(ctx, iss.Serial, ReasonUnspecified, actorSystem) }, iss.Serial, ErrStatus},
+		{"revoked", func() error { return leader.a.Revoke(ctx, iss.Serial, crlreason.Unspecified, actorSystem) }, iss.Serial, ErrStatus},
 	}
 	for _, c := range cases {
 		if c.before != nil {

@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -263,7 +264,7 @@ func TestHoldRecordsItsActor(t *testing.T) {
 	if err := n.a.Hold(ctx, iss.Serial, op1); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.a.Revoke(ctx, iss.Serial, ReasonKeyCompromise, op2); err != nil {
+	if err := n.a.Revoke(ctx, iss.Serial, crlreason.KeyCompromise, op2); err != nil {
 		t.Fatal(err)
 	}
 	if st, by := heldBy(); st != Revoked || by != "" {

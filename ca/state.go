@@ -54,7 +54,7 @@ const (
 	// Good: issued, not revoked, not on hold.
 	Good
 	// Revoked, with a reason and a time. A dangling intent resolved by a new leader is
-	// Revoked with ReasonCessationOfOperation and has no DER.
+	// Revoked with cessationOfOperation and has no DER.
 	Revoked
 	// Held: certificateHold (reason 6), until released or revoked.
 	Held
@@ -73,15 +73,6 @@ func (s Status) String() string {
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
-
-// RFC 5280 CRLReason codes the authority writes itself (crlreason's, as the
-// int the state and the commands carry).
-const (
-	ReasonUnspecified          = int(crlreason.Unspecified)
-	ReasonKeyCompromise        = int(crlreason.KeyCompromise)
-	ReasonCessationOfOperation = int(crlreason.CessationOfOperation)
-	ReasonCertificateHold      = int(crlreason.CertificateHold)
-)
 
 // Kind says what a certificate is for.
 type Kind uint8
@@ -112,8 +103,8 @@ type Record struct {
 	IssuedAt      time.Time // zero while Pending, and for resolved intents
 	DER           []byte    // nil while Pending, and for resolved intents
 	Status        Status
-	Reason        int       // CRLReason when Revoked (6 when Held)
-	RevokedAt     time.Time // when Revoked or Held
+	Reason        crlreason.Reason // when Revoked (certificateHold when Held)
+	RevokedAt     time.Time        // when Revoked or Held
 	// HeldBy is the actor who put the certificate on hold, while Held: "system"
 	// (the linkage job, across a move) or an operator ("sha256:<hex>"). A hold
 	// by an operator is released only by an operator (ErrHeldByOperator). It is
@@ -126,7 +117,7 @@ type Record struct {
 type CertStatus struct {
 	Serial    *big.Int
 	Status    Status
-	Reason    int
+	Reason    crlreason.Reason
 	RevokedAt time.Time
 	NotAfter  time.Time
 }
@@ -257,7 +248,7 @@ func decodeStatus(serial []byte, v []byte) (CertStatus, error) {
 	return CertStatus{
 		Serial:    new(big.Int).SetBytes(serial),
 		Status:    Status(v[0]),
-		Reason:    int(v[1]),
+		Reason:    crlreason.Reason(v[1]),
 		NotAfter:  fromUnixNano(int64(binary.BigEndian.Uint64(v[2:]))),
 		RevokedAt: fromUnixNano(int64(binary.BigEndian.Uint64(v[10:]))),
 	}, nil
@@ -310,7 +301,7 @@ func (r *certRecord) record(serial []byte) Record {
 		Profile: r.Profile, PolicyVersion: r.PolicyVersion, TBSHash: r.TBSHash,
 		Link: r.Link, Person: r.Person, NotAfter: fromUnixNano(r.NotAfter),
 		IntentAt: fromUnixNano(r.IntentAt), IssuedAt: fromUnixNano(r.IssuedAt), DER: r.DER,
-		Status: Status(r.Status), Reason: int(r.Reason), RevokedAt: fromUnixNano(r.RevokedAt),
+		Status: Status(r.Status), Reason: crlreason.Reason(r.Reason), RevokedAt: fromUnixNano(r.RevokedAt),
 		HeldBy: r.HeldBy,
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // A status change (revoke, hold, release) is made answerable everywhere as an
@@ -93,7 +94,7 @@ func (a *Authority) statusResponses(_ context.Context, req statusSignRequest) st
 	if err := changeTo(req.Type, r, b, at); err != nil {
 		return statusSignReply{}
 	}
-	st := CertStatus{Serial: new(big.Int).SetBytes(req.Serial), Status: Status(r.Status), Reason: int(r.Reason)}
+	st := CertStatus{Serial: new(big.Int).SetBytes(req.Serial), Status: Status(r.Status), Reason: crlreason.Reason(r.Reason)}
 	if r.RevokedAt != 0 {
 		st.RevokedAt = time.Unix(0, r.RevokedAt).UTC()
 	}

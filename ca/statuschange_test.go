@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -92,9 +93,9 @@ func TestStatusResponsesTravel(t *testing.T) {
 		do     func(a *Authority) error
 		typ    string
 		status Status
-		reason int
+		reason crlreason.Reason
 	}{
-		{"hold through a follower", follower, func(a *Authority) error { return a.Hold(ctx, serial, operator) }, CommandHold, Held, ReasonCertificateHold},
+		{"hold through a follower", follower, func(a *Authority) error { return a.Hold(ctx, serial, operator) }, CommandHold, Held, crlreason.CertificateHold},
 		{"release on the leader", leader, func(a *Authority) error { return a.Release(ctx, serial, operator) }, CommandRelease, Good, 0},
 		{"revoke through a follower", follower, func(a *Authority) error { return a.Revoke(ctx, serial, 1, "") }, CommandRevoke, Revoked, 1},
 	} {
@@ -122,7 +123,7 @@ func TestStatusResponsesTravel(t *testing.T) {
 			mu.Lock()
 			got := seen[dir][after[dir]-1]
 			mu.Unlock()
-			want := statusBytes(leader.c.ID(), serial.Bytes(), rec.Status, rec.Reason, rec.RevokedAt)
+			want := statusBytes(leader.c.ID(), serial.Bytes(), rec.Status, int(rec.Reason), rec.RevokedAt)
 			if got.typ != c.typ || got.version != 2 || !bytes.Equal(got.resps, want) {
 				t.Errorf("%s: %s's hook found %s v%d %q; want %s v2 %q (the leader's, for the state's status and time)",
 					c.name, n.c.ID(), got.typ, got.version, got.resps, c.typ, want)

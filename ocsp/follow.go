@@ -243,7 +243,7 @@ func statusOf(st ca.CertStatus, serial []byte) certStatus {
 	case ca.Good, ca.Pending:
 		out.Status = Good
 	case ca.Revoked, ca.Held:
-		out.Status, out.RevokedAt, out.Reason = Revoked, st.RevokedAt, st.Reason
+		out.Status, out.RevokedAt, out.Reason = Revoked, st.RevokedAt, int(st.Reason)
 	default:
 		out.Status = unknown
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // The status of a certificate at a past time T, from the replicated state: the
@@ -125,7 +126,7 @@ func (s *statusAt) decide() error {
 		s.status = AtUnknown
 		return nil
 	case (s.rec.Status == ca.Revoked || s.rec.Status == ca.Held) && !s.rec.RevokedAt.After(s.at):
-		s.status, s.reason, s.revokedAt = AtRevoked, s.rec.Reason, s.rec.RevokedAt
+		s.status, s.reason, s.revokedAt = AtRevoked, int(s.rec.Reason), s.rec.RevokedAt
 		if s.rec.Status == ca.Held {
 			s.status = AtHeld
 		}
@@ -142,7 +143,7 @@ func (s *statusAt) decide() error {
 	// Listed at T, and the record does not say so: a hold since released, or
 	// one the certificate's revocation later replaced.
 	s.status, s.reason, s.revokedAt, s.fromCRL = AtRevoked, e.reason, e.at, true
-	if e.reason == ca.ReasonCertificateHold {
+	if e.reason == int(crlreason.CertificateHold) {
 		s.status = AtHeld
 	}
 	return nil
@@ -184,7 +185,7 @@ func crlEntry(der []byte, serial *big.Int) (revocation, bool, error) {
 			continue
 		}
 		e = e[len(wantDER):]
-		r := revocation{reason: ca.ReasonUnspecified}
+		r := revocation{reason: int(crlreason.Unspecified)}
 		if !readTime(&e, &r.at) {
 			return revocation{}, false, bad
 		}

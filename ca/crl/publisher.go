@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // CA is one CA certificate whose CRLs the publisher keeps.
@@ -92,7 +93,7 @@ type baseCRL struct {
 
 type baseEntry struct {
 	at     int64 // Unix seconds, as the CRL states it
-	reason int
+	reason crlreason.Reason
 }
 
 type shardRef struct {
@@ -368,7 +369,7 @@ func (p *publisher) base(caID string) (*baseCRL, error) {
 	}
 	entries := make([]Entry, len(rl.RevokedCertificateEntries))
 	for i, e := range rl.RevokedCertificateEntries {
-		entries[i] = Entry{Serial: e.SerialNumber, RevokedAt: e.RevocationTime, Reason: e.ReasonCode}
+		entries[i] = Entry{Serial: e.SerialNumber, RevokedAt: e.RevocationTime, Reason: crlreason.Reason(e.ReasonCode)}
 	}
 	b := newBase(m.Number, entries)
 	p.mu.Lock()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/linkage"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/jpki"
@@ -133,7 +134,7 @@ func TestHomonyms(t *testing.T) {
 		}
 		// B gives one back; B may enrol again, A still may not.
 		bSerials := personSerials(t, mustPerson(t, cardB))
-		if err := fx.authority.Revoke(ctx, bSerials[0], ca.ReasonCessationOfOperation, "system"); err != nil {
+		if err := fx.authority.Revoke(ctx, bSerials[0], crlreason.CessationOfOperation, "system"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.client().Enroll(ctx, cardB, fx.subKeys[2], ""); err != nil {
@@ -203,7 +204,7 @@ func TestHomonyms(t *testing.T) {
 			t.Fatalf("B had %d good certificates, want 2", len(goodB))
 		}
 		for _, s := range goodB {
-			if rec := record(t, s); rec.Status != ca.Revoked || rec.Reason != int(jpki.ReasonKeyCompromise) {
+			if rec := record(t, s); rec.Status != ca.Revoked || rec.Reason != jpki.ReasonKeyCompromise {
 				t.Errorf("B's certificate %x: %s reason %d, want revoked keyCompromise", s, rec.Status, rec.Reason)
 			}
 		}

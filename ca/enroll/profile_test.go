@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
@@ -239,7 +240,7 @@ func TestPersonLimit(t *testing.T) {
 
 	// A revoked certificate does not count: the refused request's nonce is still
 	// good, and now it goes through.
-	if err := fx.authority.Revoke(context.Background(), serials[0], ca.ReasonKeyCompromise, "system"); err != nil {
+	if err := fx.authority.Revoke(context.Background(), serials[0], crlreason.KeyCompromise, "system"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.client().Submit(context.Background(), req, nil); err != nil {

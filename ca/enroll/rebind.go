@@ -18,6 +18,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
@@ -44,7 +45,7 @@ type rebinder interface {
 	UseNonce(ctx context.Context, hash []byte, expires time.Time) error
 	Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error
 	Release(ctx context.Context, serial *big.Int, actor string) error
-	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
+	Revoke(ctx context.Context, serial *big.Int, reason crlreason.Reason, actor string) error
 }
 
 // The Authority is the Rebinder a node gives the API.
@@ -401,7 +402,7 @@ func (h *handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.Rebin
 		return nil, 0, fmt.Errorf("enroll: reissue %s: %w", serialHex, err)
 	}
 	h.issued.Inc()
-	if err := h.cfg.Rebinder.Revoke(ctx, t.serial, int(jpki.ReasonSuperseded), actorEnrollment); err != nil {
+	if err := h.cfg.Rebinder.Revoke(ctx, t.serial, crlreason.Superseded, actorEnrollment); err != nil {
 		h.log.Error("enroll: re-issued, but the old certificate was not revoked; the linkage job will end it",
 			"serial", serialHex, "err", err)
 	}

@@ -196,7 +196,7 @@ func TestMoveStory(t *testing.T) {
 		!bytes.Equal(rec.Person, record(t, sign.Serial).Person) {
 		t.Errorf("new record: %s v%d", rec.Status, rec.PolicyVersion)
 	}
-	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != int(jpki.ReasonSuperseded) {
+	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != jpki.ReasonSuperseded {
 		t.Errorf("old signing certificate: %s reason %d, want revoked superseded", rec.Status, rec.Reason)
 	}
 

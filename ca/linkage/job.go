@@ -13,6 +13,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -36,7 +37,7 @@ const Actor = "system"
 
 // authority is what the job needs of the node's *ca.Authority.
 type authority interface {
-	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
+	Revoke(ctx context.Context, serial *big.Int, reason crlreason.Reason, actor string) error
 	Hold(ctx context.Context, serial *big.Int, actor string) error
 }
 
@@ -353,7 +354,7 @@ func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t
 			j.acts.WithLabelValues("hold").Inc()
 		}
 	case policies.ActRevoke:
-		if err = j.cfg.Authority.Revoke(ctx, t.serial, int(d.Reason), Actor); err == nil {
+		if err = j.cfg.Authority.Revoke(ctx, t.serial, crlreason.Reason(d.Reason), Actor); err == nil {
 			rep.Revoked++
 			j.acts.WithLabelValues("revoke").Inc()
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/policies"
 )
@@ -22,7 +23,7 @@ var reasons = []jpki.Reason{
 // reason.
 type want struct {
 	status ca.Status
-	reason int
+	reason crlreason.Reason
 }
 
 func (w want) check(t *testing.T, what string, serial *big.Int) ca.CertStatus {
@@ -57,16 +58,16 @@ func TestLinkageByReason(t *testing.T) {
 		for _, r := range reasons {
 			c, sc := j.card(t, newPerson())
 			now, later := map[jpki.Reason]want{
-				jpki.ReasonKeyCompromise:      {ca.Revoked, int(jpki.ReasonKeyCompromise)},
+				jpki.ReasonKeyCompromise:      {ca.Revoked, jpki.ReasonKeyCompromise},
 				jpki.ReasonAffiliationChanged: {ca.Held, 0},
 				jpki.ReasonSuperseded:         {ca.Good, 0},
 			}[r], map[jpki.Reason]want{
-				jpki.ReasonKeyCompromise:      {ca.Revoked, int(jpki.ReasonKeyCompromise)},
-				jpki.ReasonAffiliationChanged: {ca.Revoked, int(jpki.ReasonAffiliationChanged)},
-				jpki.ReasonSuperseded:         {ca.Revoked, int(jpki.ReasonSuperseded)},
+				jpki.ReasonKeyCompromise:      {ca.Revoked, jpki.ReasonKeyCompromise},
+				jpki.ReasonAffiliationChanged: {ca.Revoked, jpki.ReasonAffiliationChanged},
+				jpki.ReasonSuperseded:         {ca.Revoked, jpki.ReasonSuperseded},
 			}[r]
 			if now.status == 0 && later.status == 0 { // Pending is 0: no rule above
-				now = want{ca.Revoked, int(jpki.ReasonCessationOfOperation)}
+				now = want{ca.Revoked, jpki.ReasonCessationOfOperation}
 				later = now
 			}
 			for i := range 2 { // two derived certificates per JPKI certificate
@@ -75,7 +76,7 @@ func TestLinkageByReason(t *testing.T) {
 			}
 			if profile == "authentication" && r == jpki.ReasonCessationOfOperation {
 				operatorRevoked = derive(t, sc, profile, yearOn)
-				if err := fx.authority.Revoke(context.Background(), operatorRevoked, ca.ReasonUnspecified, "system"); err != nil {
+				if err := fx.authority.Revoke(context.Background(), operatorRevoked, crlreason.Unspecified, "system"); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -105,7 +106,7 @@ func TestLinkageByReason(t *testing.T) {
 	if len(rep.Waiting) != 4 { // affiliationChanged and superseded, per profile
 		t.Errorf("%d entries waiting, want 4", len(rep.Waiting))
 	}
-	opBefore := want{ca.Revoked, ca.ReasonUnspecified}.check(t, "revoked by an operator before", operatorRevoked)
+	opBefore := want{ca.Revoked, crlreason.Unspecified}.check(t, "revoked by an operator before", operatorRevoked)
 	want{ca.Good, 0}.check(t, "expiring, superseded", expiring)
 
 	// Again, and as a new leader would: nothing more happens.
@@ -141,7 +142,7 @@ func TestLinkageByReason(t *testing.T) {
 			w.check(t, c.what+" at "+step.at.Sub(revokedAt).String(), c.serial)
 		}
 	}
-	opAfter := want{ca.Revoked, ca.ReasonUnspecified}.check(t, "revoked by an operator before", operatorRevoked)
+	opAfter := want{ca.Revoked, crlreason.Unspecified}.check(t, "revoked by an operator before", operatorRevoked)
 	if !opAfter.RevokedAt.Equal(opBefore.RevokedAt) {
 		t.Error("the operator's revocation was changed")
 	}
@@ -182,7 +183,7 @@ func TestLinkageRunsOnLeader(t *testing.T) {
 	for status(t, serial).Status != ca.Revoked && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	want{ca.Revoked, int(jpki.ReasonKeyCompromise)}.check(t, "after the JPKI revocation", serial)
+	want{ca.Revoked, jpki.ReasonKeyCompromise}.check(t, "after the JPKI revocation", serial)
 	cancel()
 	select {
 	case <-stopped:
@@ -209,7 +210,7 @@ func TestLinkageUnknownProfile(t *testing.T) {
 	if _, err := job.Scan(context.Background(), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	want{ca.Revoked, int(jpki.ReasonCessationOfOperation)}.check(t, "profile gone", serial)
+	want{ca.Revoked, jpki.ReasonCessationOfOperation}.check(t, "profile gone", serial)
 }
 
 // TestLinkageStaleSource: a stale CRL fails the pass and acts on nothing.
