@@ -47,19 +47,19 @@ const (
 	commandIssuerInstall = "ca.issuer.install"
 	commandIssuerRetire  = "ca.issuer.retire"
 	commandIntent        = "ca.intent"
-	CommandIssue         = "ca.issue"
-	CommandResolve       = "ca.intent.resolve"
-	CommandRevoke        = "ca.revoke"
-	CommandHold          = "ca.hold"
-	CommandRelease       = "ca.release"
+	commandIssue         = "ca.issue"
+	commandResolve       = "ca.intent.resolve"
+	commandRevoke        = "ca.revoke"
+	commandHold          = "ca.hold"
+	commandRelease       = "ca.release"
 	commandRelink        = "ca.relink"
 )
 
 // statusCommands are the command types that change a certificate's status: what the
 // OCSP responder and the CRL publisher subscribe to.
 func statusCommands() []string {
-	return []string{commandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
-		CommandIntents, CommandIssues}
+	return []string{commandIntent, commandIssue, commandResolve, commandRevoke, commandHold, commandRelease,
+		commandIntents, commandIssues}
 }
 
 // Actors the authority names itself (the same strings as the audit package's).
@@ -239,14 +239,14 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(commandIssuerInstall, v1, nil, applyIssuerInstall),
 		cluster.NewHandler(commandIssuerRetire, v1, nil, applyIssuerRetire),
 		cluster.NewHandler(commandIntent, []uint{1, 2, 3}, nil, applyIntent),
-		cluster.NewHandler(CommandIssue, v1, nil, applyIssue),
-		cluster.NewHandler(CommandResolve, v1, nil, applyResolve),
-		cluster.NewHandler(CommandRevoke, []uint{1, 2}, nil, applyRevoke),
-		cluster.NewHandler(CommandHold, []uint{1, 2}, nil, applyHold),
-		cluster.NewHandler(CommandRelease, []uint{1, 2}, nil, applyRelease),
+		cluster.NewHandler(commandIssue, v1, nil, applyIssue),
+		cluster.NewHandler(commandResolve, v1, nil, applyResolve),
+		cluster.NewHandler(commandRevoke, []uint{1, 2}, nil, applyRevoke),
+		cluster.NewHandler(commandHold, []uint{1, 2}, nil, applyHold),
+		cluster.NewHandler(commandRelease, []uint{1, 2}, nil, applyRelease),
 		cluster.NewHandler(commandRelink, v1, nil, applyRelink),
-		cluster.NewHandler(CommandIntents, []uint{1, 2, 3}, nil, applyIntents),
-		cluster.NewHandler(CommandIssues, v1, nil, applyIssues),
+		cluster.NewHandler(commandIntents, []uint{1, 2, 3}, nil, applyIntents),
+		cluster.NewHandler(commandIssues, v1, nil, applyIssues),
 		cluster.NewHandler(commandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
 		cluster.NewHandler(commandMigratePeople, v1, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, applyMigratePeople),
 	}
@@ -736,7 +736,7 @@ func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b sta
 // both call it.
 func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
 	switch typ {
-	case CommandRevoke:
+	case commandRevoke:
 		if !validRevocationReason(b.Reason) {
 			return fmt.Errorf("ca: revoke %x: reason %d not allowed", b.Serial, b.Reason)
 		}
@@ -744,12 +744,12 @@ func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
 			return fmt.Errorf("%w: revoke %x: status is %s", ErrStatus, b.Serial, s)
 		}
 		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Revoked), uint8(b.Reason), at, ""
-	case CommandHold:
+	case commandHold:
 		if s := Status(r.Status); s != Good {
 			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
 		}
 		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(crlreason.CertificateHold), at, b.Actor
-	case CommandRelease:
+	case commandRelease:
 		if s := Status(r.Status); s != Held {
 			return fmt.Errorf("%w: release %x: status is %s", ErrStatus, b.Serial, s)
 		}
@@ -765,19 +765,19 @@ func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
 
 func applyRevoke(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
-		return changeTo(CommandRevoke, r, b, at)
+		return changeTo(commandRevoke, r, b, at)
 	})
 }
 
 func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
-		return changeTo(CommandHold, r, b, at)
+		return changeTo(commandHold, r, b, at)
 	})
 }
 
 func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
-		return changeTo(CommandRelease, r, b, at)
+		return changeTo(commandRelease, r, b, at)
 	})
 }
 
@@ -836,20 +836,20 @@ func applyRelink(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return encMode.Marshal(relinkResult{Issuer: r.Issuer, Serials: [][]byte{b.Serial}, OldLink: old})
 }
 
-// ChangedSerials tells a subscriber which issuer and serials an applied command of
+// changedSerials tells a subscriber which issuer and serials an applied command of
 // the authority changed, from its result alone. The serials are big-endian
 // bytes, as the result carries them, the state keys them and OCSP answers for
 // them. It returns "" and nil for other commands and for results it cannot read.
-func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials [][]byte) {
+func changedSerials(e cluster.Entry, result []byte) (issuerID string, serials [][]byte) {
 	switch e.Command.Type {
-	case commandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
+	case commandIntent, commandIssue, commandResolve, commandRevoke, commandHold, commandRelease,
 		commandIssuerCreate, commandIssuerInstall, commandIssuerRetire:
-	case commandRelink, CommandIntents, CommandIssues:
+	case commandRelink, commandIntents, commandIssues:
 	default:
 		return "", nil
 	}
 	var r changeResult
-	if e.Command.Type == CommandIntents || e.Command.Type == CommandIssues {
+	if e.Command.Type == commandIntents || e.Command.Type == commandIssues {
 		var br batchResult
 		if decMode.Unmarshal(result, &br) != nil {
 			return "", nil

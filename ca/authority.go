@@ -240,8 +240,8 @@ func New(cfg Config) (*Authority, error) {
 		flights: map[string]*flight{},
 	}
 	a.closed, a.stop = context.WithCancel(context.Background())
-	a.intents = &groupCommit{a: a, typ: CommandIntents, max: groupInflight}
-	a.issues = &groupCommit{a: a, typ: CommandIssues, max: groupInflight}
+	a.intents = &groupCommit{a: a, typ: commandIntents, max: groupInflight}
+	a.issues = &groupCommit{a: a, typ: commandIssues, max: groupInflight}
 	cluster.HandleCall(a.c, callSign, a.serveSign)
 	cluster.HandleCall(a.c, callSignStatus, a.serveSignStatus)
 	a.c.OnLeader(a.lead)

@@ -113,7 +113,7 @@ func BenchmarkIssue(b *testing.B) {
 					s, _ := newSerial(time.Now())
 					intent, _ := intentCommand(intentBody{Serial: s.Bytes(), Issuer: is.ID, TBSHash: h,
 						NotAfter: time.Now().Add(time.Hour).UnixNano(), Link: h, Person: h, Actor: actorEnrollment})
-					resolve, _ := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: is.ID, Serials: [][]byte{s.Bytes()}})
+					resolve, _ := cluster.NewCommand(commandResolve, 1, resolveBody{Issuer: is.ID, Serials: [][]byte{s.Bytes()}})
 					for _, cmd := range []cluster.Command{intent, resolve} {
 						if _, err := leader.c.Submit(ctx, cmd); err != nil {
 							b.Error(err)

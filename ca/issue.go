@@ -514,7 +514,7 @@ func (a *Authority) abandon(sr *signRequest) {
 func (a *Authority) submitResolve(ctx context.Context, issuer string, serials [][]byte) error {
 	for len(serials) > 0 {
 		n := min(len(serials), maxResolve)
-		cmd, err := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: issuer, Serials: serials[:n]})
+		cmd, err := cluster.NewCommand(commandResolve, 1, resolveBody{Issuer: issuer, Serials: serials[:n]})
 		if err != nil {
 			return err
 		}

@@ -382,12 +382,12 @@ func TestRevokeHoldRelease(t *testing.T) {
 		command string
 	}{
 		{"release a good one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Good, 0, ""},
-		{"hold", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, CommandHold},
+		{"hold", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, commandHold},
 		{"hold again", func() error { return n.a.Hold(ctx, s, actorSystem) }, false, Held, crlreason.CertificateHold, ""},
-		{"release", func() error { return n.a.Release(ctx, s, actorSystem) }, true, Good, 0, CommandRelease},
+		{"release", func() error { return n.a.Release(ctx, s, actorSystem) }, true, Good, 0, commandRelease},
 		{"revoke with certificateHold", func() error { return n.a.Revoke(ctx, s, crlreason.CertificateHold, actorSystem) }, false, Good, 0, ""},
-		{"hold before revoking", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, CommandHold},
-		{"revoke a held one", func() error { return n.a.Revoke(ctx, s, crlreason.KeyCompromise, actorSystem) }, true, Revoked, crlreason.KeyCompromise, CommandRevoke},
+		{"hold before revoking", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, commandHold},
+		{"revoke a held one", func() error { return n.a.Revoke(ctx, s, crlreason.KeyCompromise, actorSystem) }, true, Revoked, crlreason.KeyCompromise, commandRevoke},
 		{"revoke again", func() error { return n.a.Revoke(ctx, s, crlreason.KeyCompromise, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
 		{"release a revoked one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
 		{"revoke an unknown serial", func() error { return n.a.Revoke(ctx, big.NewInt(99), 0, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
@@ -423,11 +423,11 @@ func TestRevokeHoldRelease(t *testing.T) {
 		}
 	}
 	// Subscribers saw intent, issue, then each accepted change, naming the serial.
-	want = append([]string{CommandIntents, CommandIssues}, want...)
+	want = append([]string{commandIntents, commandIssues}, want...)
 	for i, typ := range want {
 		select {
 		case ev := <-sub.C:
-			issuer, serials := ChangedSerials(ev.Entry, ev.Result)
+			issuer, serials := changedSerials(ev.Entry, ev.Result)
 			if ev.Entry.Command.Type != typ || issuer != in.ID || len(serials) != 1 || !bytes.Equal(serials[0], s.Bytes()) {
 				t.Fatalf("event %d: %s %s %v, want %s", i, ev.Entry.Command.Type, issuer, serials, typ)
 			}
@@ -506,7 +506,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 
 // TestDescribeResolve: a resolve is described once per serial it resolved.
 func TestDescribeResolve(t *testing.T) {
-	cmd, err := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: "ca-x", Serials: [][]byte{{1}, {2}, {3}}})
+	cmd, err := cluster.NewCommand(commandResolve, 1, resolveBody{Issuer: "ca-x", Serials: [][]byte{{1}, {2}, {3}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func TestDescribeResolve(t *testing.T) {
 			t.Errorf("description %d: %+v", i, d)
 		}
 	}
-	issuer, serials := ChangedSerials(cluster.Entry{Command: cmd}, res)
+	issuer, serials := changedSerials(cluster.Entry{Command: cmd}, res)
 	if issuer != "ca-x" || len(serials) != 2 {
 		t.Errorf("ChangedSerials = %s %v", issuer, serials)
 	}
@@ -566,7 +566,7 @@ func TestActorsAreAuditable(t *testing.T) {
 			t.Errorf("actor %q: err = %v", actor, err)
 		}
 	}
-	cmd, _ := cluster.NewCommand(CommandHold, 1, statusBody{Serial: iss.Serial.Bytes(), Actor: "alice"})
+	cmd, _ := cluster.NewCommand(commandHold, 1, statusBody{Serial: iss.Serial.Bytes(), Actor: "alice"})
 	if _, err := n.c.Submit(ctx, cmd); !errors.Is(err, cluster.ErrRefused) {
 		t.Errorf("submitted with a bad actor: err = %v", err)
 	}

@@ -272,20 +272,20 @@ func (a *Authority) Relink(ctx context.Context, serial *big.Int, link []byte, ac
 // Revoke revokes an issued certificate with an RFC 5280 reason (not
 // certificateHold: see Hold). A held certificate may be revoked.
 func (a *Authority) Revoke(ctx context.Context, serial *big.Int, reason crlreason.Reason, actor string) error {
-	return a.changeStatus(ctx, CommandRevoke, serial, int(reason), actor)
+	return a.changeStatus(ctx, commandRevoke, serial, int(reason), actor)
 }
 
 // Hold puts a good certificate on hold (certificateHold), e.g. across a move while
 // the JPKI certificate is re-issued. The record keeps actor as Record.HeldBy.
 func (a *Authority) Hold(ctx context.Context, serial *big.Int, actor string) error {
-	return a.changeStatus(ctx, CommandHold, serial, int(crlreason.CertificateHold), actor)
+	return a.changeStatus(ctx, commandHold, serial, int(crlreason.CertificateHold), actor)
 }
 
 // Release takes a held certificate off hold; only a held one. A hold an operator
 // put (Record.HeldBy "sha256:…") is released only by an operator: another actor
 // is refused with ErrHeldByOperator (a refusal, matching cluster.ErrRefused too).
 func (a *Authority) Release(ctx context.Context, serial *big.Int, actor string) error {
-	return a.changeStatus(ctx, CommandRelease, serial, 0, actor)
+	return a.changeStatus(ctx, commandRelease, serial, 0, actor)
 }
 
 func (a *Authority) changeStatus(ctx context.Context, typ string, serial *big.Int, reason int, actor string) error {

@@ -71,11 +71,11 @@ func (a *Authority) published(ctx context.Context, serial []byte) error {
 	return nil
 }
 
-// IntentResponses reads an applied ca.intents entry: the issuer, and for each
+// intentResponses reads an applied ca.intents entry: the issuer, and for each
 // intent applied (not refused) that carried first responses, its serial and the
 // publisher's bytes. Other entries give nothing.
-func IntentResponses(e cluster.Entry, result []byte) (issuer string, serials, responses [][]byte) {
-	if e.Command.Type != CommandIntents || e.Command.Version != 3 {
+func intentResponses(e cluster.Entry, result []byte) (issuer string, serials, responses [][]byte) {
+	if e.Command.Type != commandIntents || e.Command.Version != 3 {
 		return "", nil, nil
 	}
 	var b intentsBodyV3

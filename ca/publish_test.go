@@ -93,10 +93,10 @@ func TestPublisher(t *testing.T) {
 	tc := newCAClusterWith(t, 3, PerNodeHSM, func(cfg *cluster.Config) {
 		dir := cfg.DataDir
 		cfg.Hooks = append(cfg.Hooks, func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
-			if e.Command.Type != CommandIntents {
+			if e.Command.Type != commandIntents {
 				return nil
 			}
-			_, serials, resps := IntentResponses(e, result)
+			_, serials, resps := intentResponses(e, result)
 			mu.Lock()
 			defer mu.Unlock()
 			versions = append(versions, e.Command.Version)

@@ -72,7 +72,7 @@ func TestRelink(t *testing.T) {
 		if nl, _ := d.Data["new_link"].([]byte); !bytes.Equal(nl, newLink) {
 			t.Errorf("new_link = %x, want %x", d.Data["new_link"], newLink)
 		}
-		issuer, serials := ChangedSerials(ev.Entry, ev.Result)
+		issuer, serials := changedSerials(ev.Entry, ev.Result)
 		if issuer == "" || len(serials) != 1 || !bytes.Equal(serials[0], iss.Serial.Bytes()) {
 			t.Errorf("ChangedSerials = %q %v", issuer, serials)
 		}

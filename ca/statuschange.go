@@ -115,13 +115,13 @@ func statusCommand(typ string, b statusBodyV2) (cluster.Command, error) {
 	return cluster.NewCommand(typ, 2, b)
 }
 
-// StatusResponses reads an applied ca.revoke, ca.hold or ca.release: the issuer,
+// statusEntryResponses reads an applied ca.revoke, ca.hold or ca.release: the issuer,
 // the serial and the responses the leader signed for the status it set (nil if
 // it carries none). Other entries give nothing. A hook runs only after a
 // command that was applied, so what it finds states the status the entry set.
-func StatusResponses(e cluster.Entry, result []byte) (issuer string, serial, responses []byte) {
+func statusEntryResponses(e cluster.Entry, result []byte) (issuer string, serial, responses []byte) {
 	switch e.Command.Type {
-	case CommandRevoke, CommandHold, CommandRelease:
+	case commandRevoke, commandHold, commandRelease:
 	default:
 		return "", nil, nil
 	}

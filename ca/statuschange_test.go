@@ -36,11 +36,11 @@ func TestStatusResponsesTravel(t *testing.T) {
 		dir := cfg.DataDir
 		cfg.Hooks = append(cfg.Hooks, func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
 			switch e.Command.Type {
-			case CommandRevoke, CommandHold, CommandRelease:
+			case commandRevoke, commandHold, commandRelease:
 			default:
 				return nil
 			}
-			_, _, resps := StatusResponses(e, result)
+			_, _, resps := statusEntryResponses(e, result)
 			mu.Lock()
 			seen[dir] = append(seen[dir], seenEntry{typ: e.Command.Type, version: e.Command.Version, resps: resps})
 			mu.Unlock()
@@ -95,9 +95,9 @@ func TestStatusResponsesTravel(t *testing.T) {
 		status Status
 		reason crlreason.Reason
 	}{
-		{"hold through a follower", follower, func(a *Authority) error { return a.Hold(ctx, serial, operator) }, CommandHold, Held, crlreason.CertificateHold},
-		{"release on the leader", leader, func(a *Authority) error { return a.Release(ctx, serial, operator) }, CommandRelease, Good, 0},
-		{"revoke through a follower", follower, func(a *Authority) error { return a.Revoke(ctx, serial, 1, "") }, CommandRevoke, Revoked, 1},
+		{"hold through a follower", follower, func(a *Authority) error { return a.Hold(ctx, serial, operator) }, commandHold, Held, crlreason.CertificateHold},
+		{"release on the leader", leader, func(a *Authority) error { return a.Release(ctx, serial, operator) }, commandRelease, Good, 0},
+		{"revoke through a follower", follower, func(a *Authority) error { return a.Revoke(ctx, serial, 1, "") }, commandRevoke, Revoked, 1},
 	} {
 		before, leaderAsked, viaAsked := settle(), asked(leader), asked(c.via)
 		if err := c.do(c.via.a); err != nil {
@@ -210,8 +210,8 @@ func TestStatusTime(t *testing.T) {
 		}
 	}
 	// Both versions decode; a version 2 body under version 1 does not.
-	v2, _ := cluster.NewCommand(CommandRevoke, 2, statusBodyV2{Serial: []byte{1}, Reason: 1, Actor: "system", At: 5, Responses: []byte("r")})
-	v1, _ := cluster.NewCommand(CommandRevoke, 1, statusBody{Serial: []byte{1}, Reason: 1, Actor: "system"})
+	v2, _ := cluster.NewCommand(commandRevoke, 2, statusBodyV2{Serial: []byte{1}, Reason: 1, Actor: "system", At: 5, Responses: []byte("r")})
+	v1, _ := cluster.NewCommand(commandRevoke, 1, statusBody{Serial: []byte{1}, Reason: 1, Actor: "system"})
 	if b, err := decodeStatusCommand(v2); err != nil || b.At != 5 || string(b.Responses) != "r" {
 		t.Errorf("v2: %+v, %v", b, err)
 	}

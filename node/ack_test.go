@@ -31,7 +31,7 @@ type applyClock struct {
 
 func watchApplies(t testing.TB, c *cluster.Cluster) *applyClock {
 	ac := &applyClock{issued: map[string]time.Time{}, revoked: map[string]time.Time{}}
-	sub := c.Subscribe(1<<16, ca.CommandIssues, ca.CommandIssue, ca.CommandRevoke)
+	sub := c.Subscribe(1<<16, ca.FollowedCommands()...)
 	go func() {
 		for ev := range sub.C {
 			at := time.Now()
@@ -39,10 +39,14 @@ func watchApplies(t testing.TB, c *cluster.Cluster) *applyClock {
 				t.Errorf("%s: the apply clock missed events", c.ID())
 				continue
 			}
-			_, serials := ca.ChangedSerials(ev.Entry, ev.Result)
+			ch := ca.ChangeOf(ev.Entry, ev.Result)
+			if !ch.Issued() && !ch.Revoked() {
+				continue
+			}
 			ac.mu.Lock()
+			_, serials := ch.Serials()
 			for _, s := range serials {
-				if ev.Entry.Command.Type == ca.CommandRevoke {
+				if ch.Revoked() {
 					ac.revoked[string(s)] = at
 				} else {
 					ac.issued[string(s)] = at

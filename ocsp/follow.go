@@ -148,11 +148,13 @@ func (f *Follower) pump(ctx context.Context, changes chan<- change) {
 			case ev.Resync:
 				ch = change{Resync: true}
 				f.rm.wake()
-			case ca.IsIssuerCommand(ev.Entry.Command.Type):
-				f.rm.wake() // a new active CA wants a responder certificate from it
-				continue
 			default:
-				id, serials := ca.ChangedSerials(ev.Entry, ev.Result)
+				c := ca.ChangeOf(ev.Entry, ev.Result)
+				if c.Issuers() {
+					f.rm.wake() // a new active CA wants a responder certificate from it
+					continue
+				}
+				id, serials := c.Serials()
 				if id == "" {
 					continue
 				}

@@ -71,15 +71,15 @@ func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 	if pre == nil {
 		return nil
 	}
-	switch e.Command.Type {
-	case ca.CommandIntents:
-	case ca.CommandRevoke, ca.CommandHold, ca.CommandRelease:
-		p.installStatus(tx, pre, e, result)
-		return nil
-	default:
+	ch := ca.ChangeOf(e, result)
+	issuer, serials, bundles := ch.Responses()
+	if len(bundles) == 0 {
 		return nil
 	}
-	issuer, serials, bundles := ca.IntentResponses(e, result)
+	if ch.SetsStatus() {
+		p.installStatus(tx, pre, issuer, serials[0], bundles[0])
+		return nil
+	}
 	for i, s := range serials {
 		st := certStatus{Serial: s, Status: Good, Reason: -1}
 		if err := pre.Install(issuer, s, st, bundles[i]); err != nil && !errors.Is(err, errUnknownIssuer) {
@@ -93,11 +93,7 @@ func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 // installStatus installs the responses a status change's entry carries, for
 // the status the entry set, as this node's state (in the apply's transaction)
 // holds it. They replace whatever the cache held that says another status.
-func (p *Publisher) installStatus(tx *bbolt.Tx, pre *Presigner, e cluster.Entry, result []byte) {
-	issuer, serial, bundle := ca.StatusResponses(e, result)
-	if bundle == nil {
-		return
-	}
+func (p *Publisher) installStatus(tx *bbolt.Tx, pre *Presigner, issuer string, serial, bundle []byte) {
 	rec, err := ca.LookupBytes(tx, serial)
 	if err == nil {
 		st := statusOf(ca.CertStatus{Status: rec.Status, Reason: rec.Reason, RevokedAt: rec.RevokedAt}, serial)

@@ -141,7 +141,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	sub := s.c.Subscribe(64, commandCertInstall, commandKeyCreate, ca.CommandRevoke, ca.CommandHold, ca.CommandRelease, ca.CommandResolve)
+	sub := s.c.Subscribe(64, append([]string{commandCertInstall, commandKeyCreate}, ca.StatusCommands()...)...)
 	s.refresh(ctx)
 	s.goRun(func() { s.ledger.run(ctx) })
 	s.goRun(func() {
