@@ -305,7 +305,7 @@ func applyIssuerCreate(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 		return nil, refusef("issuer %s exists", b.ID)
 	}
-	r := &issuerRecord{ID: b.ID, KeyLabel: b.KeyLabel, PublicKey: b.PublicKey, Status: uint8(IssuerPending),
+	r := &issuerRecord{ID: b.ID, KeyLabel: b.KeyLabel, PublicKey: b.PublicKey, Status: uint8(issuerPending),
 		CRLShards: b.CRLShards, Created: e.Time.UnixNano()}
 	if err := putIssuer(tx, r); err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r == nil || issuerStatus(r.Status) != IssuerPending {
+	if r == nil || issuerStatus(r.Status) != issuerPending {
 		return nil, refusef("issuer %q is not pending", b.ID)
 	}
 	cert, err := x509.ParseCertificate(b.Cert)
@@ -343,14 +343,14 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		old.Status = uint8(IssuerRetired)
+		old.Status = uint8(issuerRetired)
 		if err := putIssuer(tx, old); err != nil {
 			return nil, err
 		}
 	} else if !errors.Is(err, ErrNoActiveIssuer) {
 		return nil, err
 	}
-	r.Cert, r.Chain, r.Status, r.NotAfter = b.Cert, b.Chain, uint8(IssuerActive), cert.NotAfter.UnixNano()
+	r.Cert, r.Chain, r.Status, r.NotAfter = b.Cert, b.Chain, uint8(issuerActive), cert.NotAfter.UnixNano()
 	if err := putIssuer(tx, r); err != nil {
 		return nil, err
 	}
@@ -378,15 +378,15 @@ func applyIssuerRetire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r == nil || issuerStatus(r.Status) == IssuerRetired {
+	if r == nil || issuerStatus(r.Status) == issuerRetired {
 		return nil, refusef("issuer %q is unknown or retired already", b.ID)
 	}
-	if issuerStatus(r.Status) == IssuerActive {
+	if issuerStatus(r.Status) == issuerActive {
 		if err := tx.Bucket(bucketIssuers).Delete(keyActive); err != nil {
 			return nil, err
 		}
 	}
-	r.Status = uint8(IssuerRetired)
+	r.Status = uint8(issuerRetired)
 	if err := putIssuer(tx, r); err != nil {
 		return nil, err
 	}
@@ -520,7 +520,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	}
 	// A retired issuer's key still signs responder certificates: its certificates'
 	// status is answered until they have all expired.
-	if is == nil || issuerStatus(is.Status) != IssuerActive && !(issuerStatus(is.Status) == IssuerRetired && Kind(b.Kind) == Responder) {
+	if is == nil || issuerStatus(is.Status) != issuerActive && !(issuerStatus(is.Status) == issuerRetired && Kind(b.Kind) == Responder) {
 		return refusef("issuer %q is not active", b.Issuer)
 	}
 	if b.NotAfter > is.NotAfter || b.NotAfter <= now.UnixNano() {

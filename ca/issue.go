@@ -180,7 +180,7 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID str
 // signsUnder tells whether an issuer in status st signs a certificate of kind k:
 // the active one anything, a retired one responder certificates only.
 func signsUnder(st issuerStatus, k Kind) bool {
-	return st == IssuerActive || st == IssuerRetired && k == Responder
+	return st == issuerActive || st == issuerRetired && k == Responder
 }
 
 // maxSerialTries: a fresh serial is drawn when the state refuses one as used.
@@ -362,7 +362,7 @@ func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded boo
 		a.mu.Unlock()
 		close(f.done)
 	}()
-	f.der, f.err = a.runPipeline(ctx, st, status == IssuerActive, sr, h[:])
+	f.der, f.err = a.runPipeline(ctx, st, status == issuerActive, sr, h[:])
 	return f.der, f.err
 }
 

@@ -152,7 +152,7 @@ func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain
 	if err := a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; is, err = LookupIssuer(tx, id); return err }); err != nil {
 		return fmt.Errorf("ca: import: %w", err)
 	}
-	if is.Status != IssuerPending {
+	if is.Status != issuerPending {
 		return fmt.Errorf("ca: import: issuer %s is %s, not pending", id, is.Status)
 	}
 	cert, err := x509.ParseCertificate(certDER)

@@ -313,7 +313,7 @@ func TestOfflineRootAndRollover(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(list) != 2 || list[0].ID != first.ID || list[0].Status != IssuerRetired || list[1].Status != IssuerActive {
+		if len(list) != 2 || list[0].ID != first.ID || list[0].Status != issuerRetired || list[1].Status != issuerActive {
 			t.Errorf("issuers %+v", list)
 		}
 		var n int

@@ -170,7 +170,7 @@ func testState(t *testing.T) *bbolt.DB {
 		if err := tx.Bucket(bucketIssuers).Put(keyActive, []byte("ca-1")); err != nil {
 			return err
 		}
-		return putIssuer(tx, &issuerRecord{ID: "ca-1", Status: uint8(IssuerActive), NotAfter: now.Add(1000 * time.Hour).UnixNano()})
+		return putIssuer(tx, &issuerRecord{ID: "ca-1", Status: uint8(issuerActive), NotAfter: now.Add(1000 * time.Hour).UnixNano()})
 	})
 	if err != nil {
 		t.Fatal(err)

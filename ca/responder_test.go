@@ -150,7 +150,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 			return err
 		}
 		iv, err := encMode.Marshal(issuerRecord{ID: "ca-old", KeyLabel: "ca-old", PublicKey: caCert.RawSubjectPublicKeyInfo,
-			Cert: caDER, Status: uint8(IssuerRetired), CRLShards: 1, Created: 1, NotAfter: caCert.NotAfter.UnixNano()})
+			Cert: caDER, Status: uint8(issuerRetired), CRLShards: 1, Created: 1, NotAfter: caCert.NotAfter.UnixNano()})
 		if err != nil {
 			return err
 		}

@@ -126,26 +126,45 @@ type CertStatus struct {
 type issuerStatus uint8
 
 const (
-	// IssuerPending: the key exists (on every voter), the certificate is not yet
+	// issuerPending: the key exists (on every voter), the certificate is not yet
 	// installed (a CSR is with the offline root).
-	IssuerPending issuerStatus = iota
-	// IssuerActive: new certificates are issued under it. At most one is active.
-	IssuerActive
-	// IssuerRetired: issues nothing more; its certificates stay covered by OCSP and
+	issuerPending issuerStatus = iota
+	// issuerActive: new certificates are issued under it. At most one is active.
+	issuerActive
+	// issuerRetired: issues nothing more; its certificates stay covered by OCSP and
 	// CRLs until they have all expired.
-	IssuerRetired
+	issuerRetired
 )
 
 func (s issuerStatus) String() string {
 	switch s {
-	case IssuerPending:
+	case issuerPending:
 		return "pending"
-	case IssuerActive:
+	case issuerActive:
 		return "active"
-	case IssuerRetired:
+	case issuerRetired:
 		return "retired"
 	}
 	return fmt.Sprintf("issuer-status(%d)", uint8(s))
+}
+
+// Active tells whether new certificates are issued under the issuer (at most
+// one is active).
+func (is Issuer) Active() bool { return is.Status == issuerActive }
+
+// Answered tells whether the status of the issuer's certificates is answered
+// at now, and so whether every node needs a responder certificate from it: it
+// has its certificate, which has not expired (a responder certificate cannot
+// outlive it), and it is active, or retired with certificates that expired less
+// than archive ago (expired or not, their status stays answerable).
+func (is Issuer) Answered(now time.Time, archive time.Duration) bool {
+	switch {
+	case is.Cert == nil || !now.Before(is.Cert.NotAfter):
+		return false // pending, or its certificate expired
+	case is.Status == issuerRetired:
+		return !is.LastNotAfter.IsZero() && now.Before(is.LastNotAfter.Add(archive))
+	}
+	return true
 }
 
 // Issuer is one CA certificate with its key and status.
@@ -588,7 +607,7 @@ func horizon(tx *bbolt.Tx, r *issuerRecord) time.Time {
 			return fromUnixNano(int64(binary.BigEndian.Uint64(v)))
 		}
 	}
-	if issuerStatus(r.Status) == IssuerPending {
+	if issuerStatus(r.Status) == issuerPending {
 		return time.Time{}
 	}
 	return fromUnixNano(r.NotAfter)

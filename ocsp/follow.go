@@ -252,7 +252,7 @@ func statusOf(st ca.CertStatus, serial []byte) certStatus {
 	return out
 }
 
-// Unanswered lists the CAs whose status is answered (see answeredFor) that the
+// Unanswered lists the CAs whose status is answered (ca.Issuer.Answered) that the
 // pre-signer does not sign for (signs, from its Health): this node holds no
 // valid responder certificate from them, or its pre-signer has not taken it
 // in. A retired CA that no node holds a valid responder certificate from is
@@ -267,10 +267,10 @@ func (f *Follower) Unanswered(now time.Time, signs []string) []string {
 		}
 		var held map[string]bool // the CAs some node holds a valid responder certificate from
 		for _, is := range all {
-			if !answeredFor(is, now, f.archive) || slices.Contains(signs, is.ID) {
+			if !is.Answered(now, f.archive) || slices.Contains(signs, is.ID) {
 				continue
 			}
-			if is.Status != ca.IssuerActive {
+			if !is.Active() {
 				if held == nil {
 					if held, err = heldResponders(tx, now); err != nil {
 						return err

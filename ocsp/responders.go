@@ -78,21 +78,6 @@ func (m *responderMaintainer) run(ctx context.Context, renewed func()) {
 	}
 }
 
-// answeredFor tells whether the status of an issuer's certificates is answered
-// at now, and so whether every node needs a responder certificate from it: it
-// has its certificate, which has not expired (a responder certificate cannot
-// outlive it), and it is active, or retired with certificates that expired less
-// than the archive period ago (expired or not, their status stays answerable).
-func answeredFor(is ca.Issuer, now time.Time, archive time.Duration) bool {
-	switch {
-	case is.Cert == nil || !now.Before(is.Cert.NotAfter):
-		return false // pending, or its certificate expired
-	case is.Status == ca.IssuerRetired:
-		return !is.LastNotAfter.IsZero() && now.Before(is.LastNotAfter.Add(archive))
-	}
-	return true
-}
-
 // check issues the responder certificates the node needs, and reports whether it
 // issued any. It goes on past a CA that fails, and returns the failures joined.
 func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
@@ -113,7 +98,7 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 	did := false
 	var errs []error
 	for _, is := range issuers {
-		if !answeredFor(is, now, m.archive) {
+		if !is.Answered(now, m.archive) {
 			continue
 		}
 		if c := cur[is.ID]; c != nil && samePublicKey(c.PublicKey, m.key) && c.CheckSignatureFrom(is.Cert) == nil {
