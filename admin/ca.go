@@ -232,7 +232,7 @@ func (api *API) adminCAInit(w http.ResponseWriter, r *http.Request) {
 func (api *API) adminCAIssuers(w http.ResponseWriter, _ *http.Request) {
 	var out []IssuerInfo
 	err := api.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := ca.Issuers(tx)
+		issuers, err := ca.Read(tx).Issuers()
 		for _, is := range issuers {
 			out = append(out, issuerInfo(is))
 		}
@@ -281,7 +281,7 @@ func (api *API) adminCAImport(w http.ResponseWriter, r *http.Request) {
 	}
 	api.log.Info("admin: CA certificate installed", "issuer", id)
 	var is ca.Issuer
-	if err := api.c.View(func(tx *bbolt.Tx) error { is, err = ca.LookupIssuer(tx, id); return err }); err != nil {
+	if err := api.c.View(func(tx *bbolt.Tx) error { is, err = ca.Read(tx).LookupIssuer(id); return err }); err != nil {
 		writeCAErrorAbout(w, err, probCAUnknown)
 		return
 	}
@@ -345,19 +345,19 @@ func (api *API) adminCertList(w http.ResponseWriter, r *http.Request) {
 	out := []CertInfo{}
 	errFull := errors.New("full")
 	err := api.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := ca.Issuers(tx)
+		issuers, err := ca.Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
 		for _, is := range issuers {
-			err := ca.Walk(tx, is.ID, func(st ca.CertStatus) error {
+			err := ca.Read(tx).Walk(is.ID, func(st ca.CertStatus) error {
 				if after != nil && st.Serial.Cmp(after) <= 0 {
 					return nil
 				}
 				if (status != "" && st.Status.String() != status) || (!times[2].IsZero() && !st.NotAfter.Before(times[2])) {
 					return nil
 				}
-				rec, err := ca.Lookup(tx, st.Serial)
+				rec, err := ca.Read(tx).Lookup(st.Serial)
 				if err != nil {
 					return err
 				}
@@ -406,7 +406,7 @@ func (api *API) adminCert(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rec, err := viewValue(api.c, func(tx *bbolt.Tx) (ca.Record, error) { return ca.Lookup(tx, serial) })
+	rec, err := viewValue(api.c, func(tx *bbolt.Tx) (ca.Record, error) { return ca.Read(tx).Lookup(serial) })
 	if err != nil {
 		writeCAError(w, err)
 		return

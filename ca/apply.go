@@ -539,7 +539,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	if b.MaxPerPerson > 0 {
 		// The intents applied before this one, in earlier entries and earlier in
 		// this batch, are in tx: concurrent requests for one person cannot all pass.
-		n, err := CountForCap(tx, b.Person, b.Hint, now)
+		n, err := Read(tx).CountForCap(b.Person, b.Hint, now)
 		if err != nil {
 			return err
 		}

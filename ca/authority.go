@@ -298,7 +298,7 @@ func (a *Authority) lead(term context.Context) {
 		}
 	}
 	var is Issuer
-	err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err })
+	err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).ActiveIssuer(); return err })
 	switch {
 	case errors.Is(err, ErrNoActiveIssuer):
 	case err != nil:
@@ -463,7 +463,7 @@ func (a *Authority) Signer(ctx context.Context, issuerID string) (crypto.Signer,
 		return nil, nil, fmt.Errorf("ca: signer of %s: %w", issuerID, cluster.ErrNotLeader)
 	}
 	var is Issuer
-	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = LookupIssuer(tx, issuerID); return err }); err != nil {
+	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).LookupIssuer(issuerID); return err }); err != nil {
 		return nil, nil, err
 	}
 	st, err := a.issuerState(is)

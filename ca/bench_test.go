@@ -69,7 +69,7 @@ func BenchmarkIssue(b *testing.B) {
 	tc.initCA(ctx, hsm.ECP256)
 	leader := tc.leader()
 	var is Issuer
-	if err := leader.c.View(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err }); err != nil {
+	if err := leader.c.View(func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).ActiveIssuer(); return err }); err != nil {
 		b.Fatal(err)
 	}
 	st, err := leader.a.issuerState(is)

@@ -227,7 +227,7 @@ func TestLeaderCrashUnderLoad(t *testing.T) {
 		}
 		err := n.c.View(func(tx *bbolt.Tx) error {
 			acked.Range(func(k, v any) bool {
-				r, err := Lookup(tx, new(big.Int).SetBytes([]byte(k.(string))))
+				r, err := Read(tx).Lookup(new(big.Int).SetBytes([]byte(k.(string))))
 				if err != nil || r.Status != Good || !bytes.Equal(r.DER, v.([]byte)) {
 					t.Errorf("node %s: acknowledged %x: %+v, %v", n.c.ID(), k, r.Status, err)
 				}
@@ -236,7 +236,7 @@ func TestLeaderCrashUnderLoad(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			for s := range signed {
-				r, err := Lookup(tx, new(big.Int).SetBytes([]byte(s)))
+				r, err := Read(tx).Lookup(new(big.Int).SetBytes([]byte(s)))
 				if err != nil {
 					t.Errorf("node %s: signed %x has no record", n.c.ID(), s)
 					continue

@@ -37,8 +37,8 @@
 // carries the responses the leader signed for it at the time it fixes in the
 // command (ChangeOf again), and the node that
 // answers an issuance or a status change waits until it serves the new status.
-// The state (Lookup, Walk, ByLink, CountByPerson, CountForCap, PersonOf,
-// LookupPerson, NonceUsed, Issuers, ResponderCertificates)
+// The state (Read: a State with Lookup, Walk, ByLink, CountByPerson, CountForCap,
+// PersonOf, LookupPerson, NonceUsed, Issuers, ResponderCertificates)
 // is read in the cluster's bbolt transactions; FollowedCommands and ChangeOf
 // tell subscribers what changed (the serials as the state keys them, which
 // LookupBytes and StatusOfBytes read), DescribeCommand tells the audit log, in

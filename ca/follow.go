@@ -142,7 +142,7 @@ type crlSource struct{ a *Authority }
 func (s crlSource) CAs(context.Context) ([]crl.CA, error) {
 	var out []crl.CA
 	err := s.a.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := Issuers(tx)
+		issuers, err := Read(tx).Issuers()
 		for _, is := range issuers {
 			if is.Cert == nil {
 				continue
@@ -158,7 +158,7 @@ func (s crlSource) CAs(context.Context) ([]crl.CA, error) {
 
 func (s crlSource) Revoked(_ context.Context, caID string, fn func(crl.Entry) error) error {
 	return s.a.c.View(func(tx *bbolt.Tx) error {
-		return Walk(tx, caID, func(st CertStatus) error {
+		return Read(tx).Walk(caID, func(st CertStatus) error {
 			if st.Status != Revoked && st.Status != Held {
 				return nil
 			}

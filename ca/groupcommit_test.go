@@ -123,7 +123,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 		if r, _ := readCert(tx, []byte{4}); r != nil {
 			t.Error("the intent refused for the cap wrote a record")
 		}
-		if n, _ := CountByPerson(tx, person, now); n != 3 {
+		if n, _ := Read(tx).CountByPerson(person, now); n != 3 {
 			t.Errorf("CountByPerson = %d, want 3 (intents 1, 2, 3)", n)
 		}
 		for serial, want := range map[byte]Status{1: Good, 2: Pending, 3: Pending} {

@@ -251,7 +251,7 @@ func (tc *testCluster) lookupEverywhere(ctx context.Context, serial []byte) []Re
 		var r Record
 		err := n.c.View(func(tx *bbolt.Tx) error {
 			var err error
-			r, err = Lookup(tx, new(big.Int).SetBytes(serial))
+			r, err = Read(tx).Lookup(new(big.Int).SetBytes(serial))
 			return err
 		})
 		if err != nil {

@@ -150,9 +150,9 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID str
 	err := a.c.View(func(tx *bbolt.Tx) error {
 		var err error
 		if issuerID == "" {
-			is, err = ActiveIssuer(tx)
+			is, err = Read(tx).ActiveIssuer()
 		} else {
-			is, err = LookupIssuer(tx, issuerID)
+			is, err = Read(tx).LookupIssuer(issuerID)
 		}
 		return err
 	})
@@ -483,7 +483,7 @@ func (a *Authority) resumable(ctx context.Context, sr *signRequest, tbsHash []by
 	var r Record
 	err = a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
 		var err error
-		r, err = Lookup(tx, new(big.Int).SetBytes(sr.Serial))
+		r, err = Read(tx).Lookup(new(big.Int).SetBytes(sr.Serial))
 		return err
 	})
 	switch {

@@ -135,16 +135,16 @@ func TestIssueOnThreeVoters(t *testing.T) {
 			}
 		}
 		err = via.c.View(func(tx *bbolt.Tx) error {
-			if got := ByLink(tx, req.Link); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
+			if got := Read(tx).ByLink(req.Link); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
 				t.Errorf("ByLink = %v", got)
 			}
-			if n, err := CountByPerson(tx, req.Person, time.Now()); err != nil || n != 1 {
+			if n, err := Read(tx).CountByPerson(req.Person, time.Now()); err != nil || n != 1 {
 				t.Errorf("CountByPerson = %d, %v", n, err)
 			}
-			if n, _ := CountByPerson(tx, req.Person, cert.NotAfter.Add(time.Second)); n != 0 {
+			if n, _ := Read(tx).CountByPerson(req.Person, cert.NotAfter.Add(time.Second)); n != 0 {
 				t.Errorf("CountByPerson after expiry = %d", n)
 			}
-			st, err := StatusOf(tx, in.ID, iss.Serial)
+			st, err := Read(tx).StatusOf(in.ID, iss.Serial)
 			if err != nil || st.Status != Good || !st.NotAfter.Equal(cert.NotAfter) {
 				t.Errorf("StatusOf = %+v, %v", st, err)
 			}
@@ -345,7 +345,7 @@ func TestResponderCertificate(t *testing.T) {
 		if _, err := responderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown node: %v", err)
 		}
-		if nodes, err := ResponderNodes(tx); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {
+		if nodes, err := Read(tx).ResponderNodes(); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {
 			t.Errorf("ResponderNodes = %v, %v; want [%s]", nodes, err, n.c.ID())
 		}
 		return nil
@@ -402,11 +402,11 @@ func TestRevokeHoldRelease(t *testing.T) {
 			want = append(want, st.command)
 		}
 		err = n.c.View(func(tx *bbolt.Tx) error {
-			r, err := Lookup(tx, s)
+			r, err := Read(tx).Lookup(s)
 			if err != nil {
 				return err
 			}
-			cs, err := StatusOf(tx, in.ID, s)
+			cs, err := Read(tx).StatusOf(in.ID, s)
 			if err != nil {
 				return err
 			}
@@ -437,7 +437,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 	}
 	var walked []CertStatus
 	err = n.c.View(func(tx *bbolt.Tx) error {
-		return Walk(tx, in.ID, func(cs CertStatus) error { walked = append(walked, cs); return nil })
+		return Read(tx).Walk(in.ID, func(cs CertStatus) error { walked = append(walked, cs); return nil })
 	})
 	if err != nil || len(walked) != 1 || walked[0].Status != Revoked || walked[0].Serial.Cmp(s) != 0 {
 		t.Fatalf("walk = %+v, %v", walked, err)

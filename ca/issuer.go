@@ -149,7 +149,7 @@ func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain
 		actor = actorSystem
 	}
 	var is Issuer
-	if err := a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; is, err = LookupIssuer(tx, id); return err }); err != nil {
+	if err := a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).LookupIssuer(id); return err }); err != nil {
 		return fmt.Errorf("ca: import: %w", err)
 	}
 	if is.Status != issuerPending {

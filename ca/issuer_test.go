@@ -309,7 +309,7 @@ func TestOfflineRootAndRollover(t *testing.T) {
 		t.Fatalf("after rollover: %s, AKI %x", leaf2.SignatureAlgorithm, leaf2.AuthorityKeyId)
 	}
 	err = tc.leader().c.View(func(tx *bbolt.Tx) error {
-		list, err := Issuers(tx)
+		list, err := Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
@@ -317,7 +317,7 @@ func TestOfflineRootAndRollover(t *testing.T) {
 			t.Errorf("issuers %+v", list)
 		}
 		var n int
-		if err := Walk(tx, first.ID, func(cs CertStatus) error { n++; return nil }); err != nil {
+		if err := Read(tx).Walk(first.ID, func(cs CertStatus) error { n++; return nil }); err != nil {
 			return err
 		}
 		if n != 1 {

@@ -81,7 +81,7 @@ func TestPersonLimit(t *testing.T) {
 	var n int
 	_ = leader.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		n, err = CountByPerson(tx, req.Person, time.Now())
+		n, err = Read(tx).CountByPerson(req.Person, time.Now())
 		return err
 	})
 	if n != 2 {

@@ -172,7 +172,7 @@ func TestPublisher(t *testing.T) {
 	var rec Record
 	if err := leader.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		rec, err = Lookup(tx, new(big.Int).SetBytes(last))
+		rec, err = Read(tx).Lookup(new(big.Int).SetBytes(last))
 		return err
 	}); err != nil || rec.Status != Good {
 		t.Fatalf("the unacknowledged certificate: %+v, %v; want it recorded good", rec, err)

@@ -42,13 +42,13 @@ func TestRelink(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = n.c.View(func(tx *bbolt.Tx) error {
-			if got := ByLink(tx, req.Link); len(got) != 0 {
+			if got := Read(tx).ByLink(req.Link); len(got) != 0 {
 				t.Errorf("node %s: the old link still finds %v", n.c.ID(), got)
 			}
-			if got := ByLink(tx, newLink); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
+			if got := Read(tx).ByLink(newLink); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
 				t.Errorf("node %s: the new link finds %v, want %x", n.c.ID(), got, iss.Serial)
 			}
-			r, err := Lookup(tx, iss.Serial)
+			r, err := Read(tx).Lookup(iss.Serial)
 			if err != nil || !bytes.Equal(r.Link, newLink) || r.Status != Good {
 				t.Errorf("node %s: record link %x status %s, %v", n.c.ID(), r.Link, r.Status, err)
 			}

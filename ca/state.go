@@ -40,6 +40,15 @@ var (
 	bucketHorizons   = []byte("ca.horizons")
 )
 
+// State is the authority's replicated state as one of the cluster's bbolt
+// transactions sees it: certificates and their status, issuers, responder
+// certificates, people and used nonces. Read it in a cluster.View, or in a
+// hook's transaction to see what an entry has just applied.
+type State struct{ tx *bbolt.Tx }
+
+// Read is the authority's state in tx.
+func Read(tx *bbolt.Tx) State { return State{tx} }
+
 // ErrNotFound is returned by lookups of a serial, issuer or responder the state does
 // not hold.
 var ErrNotFound = cluster.NewRefusal("ca.not-found", "ca: not found")
@@ -339,14 +348,14 @@ func (r *issuerRecord) issuer() (Issuer, error) {
 }
 
 // Lookup returns the record of serial (ErrNotFound if it was never used).
-func Lookup(tx *bbolt.Tx, serial *big.Int) (Record, error) {
-	return LookupBytes(tx, serialKey(serial))
+func (s State) Lookup(serial *big.Int) (Record, error) {
+	return s.LookupBytes(serialKey(serial))
 }
 
 // LookupBytes is Lookup of a serial as the state keys it and OCSP carries it
 // (big-endian bytes), for a reader that has it so.
-func LookupBytes(tx *bbolt.Tx, k []byte) (Record, error) {
-	r, err := readCert(tx, k)
+func (s State) LookupBytes(k []byte) (Record, error) {
+	r, err := readCert(s.tx, k)
 	if err != nil {
 		return Record{}, err
 	}
@@ -360,8 +369,8 @@ func LookupBytes(tx *bbolt.Tx, k []byte) (Record, error) {
 // status and notAfter (expired ones included: status stays available after expiry).
 // The OCSP pre-signer and the CRL builder walk this. Resolved dangling intents
 // appear as Revoked; Pending entries are intents in flight.
-func Walk(tx *bbolt.Tx, issuerID string, fn func(CertStatus) error) error {
-	b := tx.Bucket(bucketStatus).Bucket([]byte(issuerID))
+func (s State) Walk(issuerID string, fn func(CertStatus) error) error {
+	b := s.tx.Bucket(bucketStatus).Bucket([]byte(issuerID))
 	if b == nil {
 		return nil
 	}
@@ -375,13 +384,13 @@ func Walk(tx *bbolt.Tx, issuerID string, fn func(CertStatus) error) error {
 }
 
 // StatusOf returns the status entry of one serial under the issuer.
-func StatusOf(tx *bbolt.Tx, issuerID string, serial *big.Int) (CertStatus, error) {
-	return StatusOfBytes(tx, issuerID, serialKey(serial))
+func (s State) StatusOf(issuerID string, serial *big.Int) (CertStatus, error) {
+	return s.StatusOfBytes(issuerID, serialKey(serial))
 }
 
 // StatusOfBytes is StatusOf of a serial as big-endian bytes.
-func StatusOfBytes(tx *bbolt.Tx, issuerID string, k []byte) (CertStatus, error) {
-	if b := tx.Bucket(bucketStatus).Bucket([]byte(issuerID)); b != nil {
+func (s State) StatusOfBytes(issuerID string, k []byte) (CertStatus, error) {
+	if b := s.tx.Bucket(bucketStatus).Bucket([]byte(issuerID)); b != nil {
 		if v := b.Get(k); v != nil {
 			return decodeStatus(k, v)
 		}
@@ -390,10 +399,10 @@ func StatusOfBytes(tx *bbolt.Tx, issuerID string, k []byte) (CertStatus, error) 
 }
 
 // ByLink returns the serials issued (or intended) for a link hash, in serial order.
-func ByLink(tx *bbolt.Tx, link []byte) []*big.Int {
+func (s State) ByLink(link []byte) []*big.Int {
 	var out []*big.Int
 	p := indexPrefix(link)
-	c := tx.Bucket(bucketLinks).Cursor()
+	c := s.tx.Bucket(bucketLinks).Cursor()
 	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
 		out = append(out, new(big.Int).SetBytes(k[len(p):]))
 	}
@@ -402,15 +411,15 @@ func ByLink(tx *bbolt.Tx, link []byte) []*big.Int {
 
 // CountByPerson counts the person's certificates that are not expired at t and not
 // revoked (held ones count), for per-person limits.
-func CountByPerson(tx *bbolt.Tx, person []byte, t time.Time) (int, error) {
+func (s State) CountByPerson(person []byte, t time.Time) (int, error) {
 	n := 0
 	p := indexPrefix(person)
-	c := tx.Bucket(bucketPersons).Cursor()
+	c := s.tx.Bucket(bucketPersons).Cursor()
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 		if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) <= t.UnixNano() {
 			continue
 		}
-		r, err := readCert(tx, k[len(p):])
+		r, err := readCert(s.tx, k[len(p):])
 		if err != nil {
 			return 0, err
 		}
@@ -423,9 +432,9 @@ func CountByPerson(tx *bbolt.Tx, person []byte, t time.Time) (int, error) {
 
 // Issuers lists every CA certificate the state holds (pending, active, retired),
 // oldest first.
-func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
+func (s State) Issuers() ([]Issuer, error) {
 	var out []Issuer
-	err := tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
+	err := s.tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
 		if k[0] == 0 {
 			return nil
 		}
@@ -437,7 +446,7 @@ func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
 		if err != nil {
 			return err
 		}
-		is.LastNotAfter = horizon(tx, &r)
+		is.LastNotAfter = horizon(s.tx, &r)
 		out = append(out, is)
 		return nil
 	})
@@ -446,8 +455,8 @@ func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
 }
 
 // LookupIssuer returns the issuer with the given ID.
-func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
-	r, err := readIssuer(tx, id)
+func (s State) LookupIssuer(id string) (Issuer, error) {
+	r, err := readIssuer(s.tx, id)
 	if err != nil {
 		return Issuer{}, err
 	}
@@ -455,7 +464,7 @@ func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
 		return Issuer{}, fmt.Errorf("%w: issuer %q", ErrNotFound, id)
 	}
 	is, err := r.issuer()
-	is.LastNotAfter = horizon(tx, r)
+	is.LastNotAfter = horizon(s.tx, r)
 	return is, err
 }
 
@@ -464,12 +473,12 @@ func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
 var ErrNoActiveIssuer = cluster.NewRefusal("ca.no-issuer", "ca: no active CA certificate")
 
 // ActiveIssuer returns the issuer new certificates are issued under.
-func ActiveIssuer(tx *bbolt.Tx) (Issuer, error) {
-	id, err := activeIssuerID(tx)
+func (s State) ActiveIssuer() (Issuer, error) {
+	id, err := activeIssuerID(s.tx)
 	if err != nil {
 		return Issuer{}, err
 	}
-	return LookupIssuer(tx, id)
+	return s.LookupIssuer(id)
 }
 
 func activeIssuerID(tx *bbolt.Tx) (string, error) {
@@ -503,10 +512,10 @@ func responderCertificate(tx *bbolt.Tx, nodeID string) (*x509.Certificate, error
 
 // ResponderCertificates returns the node's latest responder certificate from each
 // issuer that has issued it one, by issuer ID (empty if none has).
-func ResponderCertificates(tx *bbolt.Tx, nodeID string) (map[string]*x509.Certificate, error) {
+func (s State) ResponderCertificates(nodeID string) (map[string]*x509.Certificate, error) {
 	out := map[string]*x509.Certificate{}
-	err := responderSerials(tx, nodeID, func(issuerID string, serial []byte) error {
-		r, err := responderRecord(tx, nodeID, serial)
+	err := responderSerials(s.tx, nodeID, func(issuerID string, serial []byte) error {
+		r, err := responderRecord(s.tx, nodeID, serial)
 		if err != nil {
 			return err
 		}
@@ -522,8 +531,8 @@ func ResponderCertificates(tx *bbolt.Tx, nodeID string) (map[string]*x509.Certif
 
 // ResponderNodes lists the nodes that hold responder certificates (from any
 // issuer), for ResponderCertificates.
-func ResponderNodes(tx *bbolt.Tx) ([]string, error) {
-	rb := tx.Bucket(bucketResponders)
+func (s State) ResponderNodes() ([]string, error) {
+	rb := s.tx.Bucket(bucketResponders)
 	if rb == nil {
 		return nil, nil
 	}

@@ -114,7 +114,7 @@ func TestStatusResponsesTravel(t *testing.T) {
 				t.Fatalf("%s: %s applied %d status entries, want 1", c.name, n.c.ID(), after[dir]-before[dir])
 			}
 			var rec Record
-			if err := n.c.View(func(tx *bbolt.Tx) error { var err error; rec, err = Lookup(tx, serial); return err }); err != nil {
+			if err := n.c.View(func(tx *bbolt.Tx) error { var err error; rec, err = Read(tx).Lookup(serial); return err }); err != nil {
 				t.Fatal(err)
 			}
 			if rec.Status != c.status || c.status != Good && rec.Reason != c.reason {

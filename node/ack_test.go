@@ -387,7 +387,7 @@ func TestAckSurvivesLeaderDeath(t *testing.T) {
 				var rec ca.Record
 				err := tc.nodes[i].Cluster().View(func(tx *bbolt.Tx) error {
 					var err error
-					rec, err = ca.Lookup(tx, a.cert.SerialNumber)
+					rec, err = ca.Read(tx).Lookup(a.cert.SerialNumber)
 					return err
 				})
 				t.Errorf("%x (acknowledged by %s): %s says %s after the failover; its state: %v %v", a.cert.SerialNumber, a.by, tc.cfgs[i].Cluster.NodeID, got, rec.Status, err)

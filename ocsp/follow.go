@@ -183,13 +183,13 @@ func (s caSource) Issuers(context.Context) ([]issuer, error) {
 	var out []issuer
 	now := time.Now()
 	err := s.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := ca.Issuers(tx)
+		issuers, err := ca.Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
 		// One responder certificate per issuer: after a rollover the retired
 		// CA's certificates are answered under its own responder certificate.
-		resp, err := ca.ResponderCertificates(tx, s.node)
+		resp, err := ca.Read(tx).ResponderCertificates(s.node)
 		if err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func (s caSource) Issuers(context.Context) ([]issuer, error) {
 
 func (s caSource) Statuses(_ context.Context, issuerID string, fn func(certStatus) error) error {
 	return s.c.View(func(tx *bbolt.Tx) error {
-		return ca.Walk(tx, issuerID, func(st ca.CertStatus) error { return fn(statusOf(st, st.Serial.Bytes())) })
+		return ca.Read(tx).Walk(issuerID, func(st ca.CertStatus) error { return fn(statusOf(st, st.Serial.Bytes())) })
 	})
 }
 
@@ -218,7 +218,7 @@ func (s caSource) Status(_ context.Context, issuerID string, serial []byte) (cer
 	var st ca.CertStatus
 	err := s.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		st, err = ca.StatusOfBytes(tx, issuerID, serial)
+		st, err = ca.Read(tx).StatusOfBytes(issuerID, serial)
 		return err
 	})
 	switch {
@@ -261,7 +261,7 @@ func statusOf(st ca.CertStatus, serial []byte) certStatus {
 func (f *Follower) Unanswered(now time.Time, signs []string) []string {
 	var missing []string
 	err := f.c.View(func(tx *bbolt.Tx) error {
-		all, err := ca.Issuers(tx)
+		all, err := ca.Read(tx).Issuers()
 		if err != nil {
 			return err
 		}

@@ -82,14 +82,14 @@ func lookupStatusAt(tx *bbolt.Tx, caID string, serial *big.Int, t, now time.Time
 	if t.After(now) {
 		return nil, fmt.Errorf("%w: %s is after %s", errFutureTime, t.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	is, err := ca.LookupIssuer(tx, caID)
+	is, err := ca.Read(tx).LookupIssuer(caID)
 	if errors.Is(err, ca.ErrNotFound) || (err == nil && is.Cert == nil) {
 		return nil, fmt.Errorf("%w: %q", errUnknownCA, caID)
 	}
 	if err != nil {
 		return nil, err
 	}
-	rec, err := ca.Lookup(tx, serial)
+	rec, err := ca.Read(tx).Lookup(serial)
 	if errors.Is(err, ca.ErrNotFound) || (err == nil && (rec.Issuer != caID || rec.Status == ca.Pending)) {
 		return nil, fmt.Errorf("%w: %x under %s", errUnknownSerial, serial, caID)
 	}

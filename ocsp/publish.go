@@ -94,7 +94,7 @@ func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 // the status the entry set, as this node's state (in the apply's transaction)
 // holds it. They replace whatever the cache held that says another status.
 func (p *Publisher) installStatus(tx *bbolt.Tx, pre *Presigner, issuer string, serial, bundle []byte) {
-	rec, err := ca.LookupBytes(tx, serial)
+	rec, err := ca.Read(tx).LookupBytes(serial)
 	if err == nil {
 		st := statusOf(ca.CertStatus{Status: rec.Status, Reason: rec.Reason, RevokedAt: rec.RevokedAt}, serial)
 		err = pre.installChange(issuer, serial, st, bundle)
@@ -124,7 +124,7 @@ func (p *Publisher) Await(ctx context.Context, serial []byte) error {
 		var rec ca.Record
 		err := c.View(func(tx *bbolt.Tx) error {
 			var err error
-			rec, err = ca.LookupBytes(tx, serial)
+			rec, err = ca.Read(tx).LookupBytes(serial)
 			return err
 		})
 		switch {

@@ -85,10 +85,10 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 	var cur map[string]*x509.Certificate
 	err := m.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		if issuers, err = ca.Issuers(tx); err != nil {
+		if issuers, err = ca.Read(tx).Issuers(); err != nil {
 			return err
 		}
-		cur, err = ca.ResponderCertificates(tx, m.c.ID())
+		cur, err = ca.Read(tx).ResponderCertificates(m.c.ID())
 		return err
 	})
 	if err != nil {
@@ -122,13 +122,13 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 // heldResponders lists the CAs that some node holds a valid responder
 // certificate from.
 func heldResponders(tx *bbolt.Tx, now time.Time) (map[string]bool, error) {
-	nodes, err := ca.ResponderNodes(tx)
+	nodes, err := ca.Read(tx).ResponderNodes()
 	if err != nil {
 		return nil, err
 	}
 	held := map[string]bool{}
 	for _, n := range nodes {
-		certs, err := ca.ResponderCertificates(tx, n)
+		certs, err := ca.Read(tx).ResponderCertificates(n)
 		if err != nil {
 			return nil, err
 		}

@@ -163,7 +163,7 @@ func TestStatusChangeTravels(t *testing.T) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		var rec ca.Record
-		if err := follower.m.Cluster.View(func(tx *bbolt.Tx) error { var err error; rec, err = ca.Lookup(tx, iss.Serial); return err }); err != nil {
+		if err := follower.m.Cluster.View(func(tx *bbolt.Tx) error { var err error; rec, err = ca.Read(tx).Lookup(iss.Serial); return err }); err != nil {
 			t.Fatal(err)
 		}
 		for _, h := range certIDHashes {

@@ -90,7 +90,7 @@ type Decision struct {
 	SkipLints []string
 	// MaxPerPerson is the profile's cap on unexpired, unrevoked derived
 	// certificates per person. The leader enforces it with CheckCap when it commits
-	// the intent, counting under the same lock (ca.CountByPerson), so enrolments on
+	// the intent, counting under the same lock (ca.State.CountByPerson), so enrolments on
 	// several nodes at once cannot pass it.
 	MaxPerPerson int
 }
@@ -283,7 +283,7 @@ func keyType(pub any) (string, error) {
 }
 
 // CheckCap refuses an enrolment when the person already holds held unexpired,
-// unrevoked certificates (ca.CountByPerson) and the profile's cap is reached.
+// unrevoked certificates (ca.State.CountByPerson) and the profile's cap is reached.
 func CheckCap(d Decision, held int) error {
 	if held >= d.MaxPerPerson {
 		return deny(ErrDenied, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)

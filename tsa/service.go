@@ -215,7 +215,7 @@ func (s *Service) load(ctx context.Context) *material {
 		if cert, key, err = current(tx); err != nil {
 			return err
 		}
-		rec, err := ca.Lookup(tx, cert.Cert.SerialNumber)
+		rec, err := ca.Read(tx).Lookup(cert.Cert.SerialNumber)
 		status = rec.Status
 		return err
 	})
@@ -436,7 +436,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 		} else if key, err = lookupKey(tx, opts.Key); err != nil {
 			return err
 		}
-		issuer, err = ca.ActiveIssuer(tx)
+		issuer, err = ca.Read(tx).ActiveIssuer()
 		return err
 	})
 	if err != nil {

@@ -431,7 +431,7 @@ func (h *handler) checkCap(d policies.Decision, p personOf, now time.Time) error
 	}
 	var held int
 	err := h.cfg.Cluster.View(func(tx *bbolt.Tx) (err error) {
-		held, err = ca.CountForCap(tx, p.id, p.hint[:], now)
+		held, err = ca.Read(tx).CountForCap(p.id, p.hint[:], now)
 		return err
 	})
 	if err != nil {

@@ -227,8 +227,8 @@ func personSerials(t testing.TB, person []byte) []*big.Int {
 	t.Helper()
 	var out []*big.Int
 	err := fx.cluster.View(func(tx *bbolt.Tx) error {
-		return ca.Walk(tx, fx.issuerID, func(cs ca.CertStatus) error {
-			if rec, err := ca.Lookup(tx, cs.Serial); err == nil && bytes.Equal(rec.Person, person) {
+		return ca.Read(tx).Walk(fx.issuerID, func(cs ca.CertStatus) error {
+			if rec, err := ca.Read(tx).Lookup(cs.Serial); err == nil && bytes.Equal(rec.Person, person) {
 				out = append(out, cs.Serial)
 			}
 			return nil

@@ -152,7 +152,7 @@ func TestProfilePolicyIssues(t *testing.T) {
 				t.Errorf("CA asked for profile %q v%d, cap %d", req.Decision.Profile, req.Decision.PolicyVersion, req.Decision.MaxPerPerson)
 			}
 			err = fx.cluster.View(func(tx *bbolt.Tx) error {
-				rec, err := ca.Lookup(tx, cert.Serial)
+				rec, err := ca.Read(tx).Lookup(cert.Serial)
 				if err != nil {
 					return err
 				}
@@ -280,7 +280,7 @@ func TestPersonLimitAtTheLeader(t *testing.T) {
 	}
 	person := mustPerson(t, card)
 	err = fx.cluster.View(func(tx *bbolt.Tx) error {
-		n, err := ca.CountByPerson(tx, person, time.Now())
+		n, err := ca.Read(tx).CountByPerson(person, time.Now())
 		if n != 2 {
 			t.Errorf("the person holds %d certificates, want the first and the other one only", n)
 		}
@@ -297,7 +297,7 @@ func mustPerson(t testing.TB, card subscriber.Card) []byte {
 	link := linkOf(t, card.Chain()[0])
 	var id []byte
 	var ok bool
-	if err := fx.cluster.View(func(tx *bbolt.Tx) error { id, ok = ca.PersonOf(tx, link); return nil }); err != nil || !ok {
+	if err := fx.cluster.View(func(tx *bbolt.Tx) error { id, ok = ca.Read(tx).PersonOf(link); return nil }); err != nil || !ok {
 		t.Fatalf("the card belongs to no person record: %v", err)
 	}
 	return id

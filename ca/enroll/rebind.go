@@ -200,7 +200,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	var nameBirth []byte // of the certificate's person record
 	var migrated bool
 	err = h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
-		rec, err := ca.Lookup(tx, serial)
+		rec, err := ca.Read(tx).Lookup(serial)
 		if errors.Is(err, ca.ErrNotFound) || err == nil && (rec.Kind != ca.Derived || len(rec.Person) == 0) {
 			return errRebindNotFound
 		}
@@ -208,7 +208,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 			return err
 		}
 		t.record = rec
-		switch p, err := ca.LookupPerson(tx, rec.Person); {
+		switch p, err := ca.Read(tx).LookupPerson(rec.Person); {
 		case err == nil:
 			t.hasPerson, nameBirth, migrated = true, p.NameBirth, p.Migrated
 		case errors.Is(err, ca.ErrNoPerson):
@@ -221,7 +221,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		if rec.Status != ca.Good && rec.Status != ca.Held {
 			return nil // said below, after the person match
 		}
-		is, err := ca.LookupIssuer(tx, rec.Issuer)
+		is, err := ca.Read(tx).LookupIssuer(rec.Issuer)
 		if err != nil {
 			return err
 		}
@@ -367,7 +367,7 @@ func (h *handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.Rebin
 			var rec ca.Record
 			err := h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
 				var err error
-				rec, err = ca.Lookup(tx, t.serial)
+				rec, err = ca.Read(tx).Lookup(t.serial)
 				return err
 			})
 			if err == nil && rec.Status == ca.Held {

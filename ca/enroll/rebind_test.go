@@ -53,7 +53,7 @@ func record(t testing.TB, serial *big.Int) ca.Record {
 	t.Helper()
 	var rec ca.Record
 	err := fx.cluster.View(func(tx *bbolt.Tx) (err error) {
-		rec, err = ca.Lookup(tx, serial)
+		rec, err = ca.Read(tx).Lookup(serial)
 		return err
 	})
 	if err != nil {
@@ -75,7 +75,7 @@ func linkOf(t testing.TB, der []byte) []byte {
 func linked(t testing.TB, link []byte) []*big.Int {
 	t.Helper()
 	var out []*big.Int
-	if err := fx.cluster.View(func(tx *bbolt.Tx) error { out = ca.ByLink(tx, link); return nil }); err != nil {
+	if err := fx.cluster.View(func(tx *bbolt.Tx) error { out = ca.Read(tx).ByLink(link); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -7,7 +7,7 @@
 //
 // A CRL entry is matched to derived certificates by its keyed hash
 // (jpki.RevokedEntry.CertHash under the cluster's link key, the hash the enrolment
-// API gave the CA as ca.Request.Link; ca.ByLink); the JPKI serial is never stored,
+// API gave the CA as ca.Request.Link; ca.State.ByLink); the JPKI serial is never stored,
 // logged or compared in clear. Every act is a command of the authority (ca.Revoke,
 // ca.Hold, actor "system") with its audit leaf.
 //

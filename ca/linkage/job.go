@@ -306,8 +306,8 @@ type target struct {
 func (j *Job) linked(h jpki.Hash) ([]target, error) {
 	var out []target
 	err := j.cfg.State.View(func(tx *bbolt.Tx) error {
-		for _, s := range ca.ByLink(tx, h[:]) {
-			rec, err := ca.Lookup(tx, s)
+		for _, s := range ca.Read(tx).ByLink(h[:]) {
+			rec, err := ca.Read(tx).Lookup(s)
 			if err != nil {
 				return err
 			}

@@ -80,7 +80,6 @@ var returnsToFix = map[string]bool{
 	"ca/crl/publisher.go NewPublisher":    true,
 	"ca/enroll/handler.go NewHandler":     true,
 	"ca/linkage/job.go Scan":              true,
-	"ca/person.go LookupPerson":           true,
 	"cluster/backup.go Backup":            true,
 	"cluster/backup.go BackupLocal":       true,
 	"cluster/grant.go DescribeMembership": true,
