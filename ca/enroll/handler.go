@@ -437,7 +437,7 @@ func (h *handler) checkCap(d policies.Decision, p personOf, now time.Time) error
 	if err != nil {
 		return refuse(errUnavailable, "count the person's certificates: %v", err)
 	}
-	if err := policies.CheckCap(d, held); err != nil {
+	if err := d.CheckCap(held); err != nil {
 		reason, _ := policies.Reason(err)
 		return refuse(errPersonLimit, "%s", reason)
 	}

@@ -382,7 +382,7 @@ func TestEnroll(t *testing.T) {
 	if !publicKeysEqual(leaf.PublicKey, fx.subKeys[1].Public()) {
 		t.Fatal("certificate is not for the subscriber's key")
 	}
-	if leaf.Subject.CommonName != policies.Pseudonym(authPseudonymKey, req.Person) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
+	if leaf.Subject.CommonName != authPseudonym(authPseudonymKey, req.Person) || len(leaf.Subject.Country) != 1 || leaf.Subject.Country[0] != "JP" {
 		t.Errorf("subject %s", leaf.Subject)
 	}
 	if leaf.KeyUsage != x509.KeyUsageDigitalSignature {

@@ -254,8 +254,11 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	}
 	// Only the linkage job's hold (across a move) is the re-bind's to lift; a
 	// hold whose actor is unknown is treated as an operator's.
-	if err := policies.Rebindable(policies.RebindCandidate{
-		Derived:      policies.Derived{State: derivedState(t.record.Status), NotAfter: t.record.NotAfter},
+	if err := policies.Rebindable(policies.Derived{
+		Held: t.record.Status == ca.Held,
+		// A status other than good or held re-binds no more than a revoked one.
+		Revoked:      t.record.Status != ca.Good && t.record.Status != ca.Held,
+		NotAfter:     t.record.NotAfter,
 		HeldBySystem: t.record.HeldBy == actorSystem,
 		Bound:        subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1,
 	}, now); err != nil {
@@ -269,7 +272,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		return nil, err
 	}
 	t.limits = policyRequest{LimitKey: limitKey(t.record.Person), Client: client, At: now}
-	if t.decision.Act == policies.RebindReissue {
+	if t.decision.Reissues() {
 		d := &t.decision.Decision
 		if d.Template == nil {
 			return nil, errors.New("enroll: policy returned no template")
@@ -315,18 +318,6 @@ func (h *handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, c
 	return nil
 }
 
-// derivedState is a certificate's status as the policy's rules read it: a
-// status other than good or held re-binds no more than a revoked one.
-func derivedState(s ca.Status) policies.DerivedState {
-	switch s {
-	case ca.Good:
-		return policies.DerivedGood
-	case ca.Held:
-		return policies.DerivedHeld
-	}
-	return policies.DerivedRevoked
-}
-
 func statusWord(s ca.Status) string {
 	switch s {
 	case ca.Revoked:
@@ -348,7 +339,7 @@ func statusWord(s ca.Status) string {
 // certificate, and the linkage job ends it as its profile says.
 func (h *handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.RebindResponse, int, error) {
 	serialHex := certserial.Format(t.serial)
-	if t.decision.Act == policies.RebindRelease {
+	if t.decision.Releases() {
 		action := enrollapi.RebindRelinked
 		if t.record.Status == ca.Held {
 			action = enrollapi.RebindReleased

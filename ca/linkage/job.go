@@ -327,33 +327,22 @@ func (j *Job) linked(h jpki.Hash) ([]target, error) {
 // act decides on one certificate and does what the decision says. It returns when to
 // decide again (zero: nothing more will happen).
 func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t target, now time.Time, rep *report) (time.Time, error) {
-	var st policies.DerivedState
 	switch t.status {
-	case ca.Good:
-		st = policies.DerivedGood
-	case ca.Held:
-		st = policies.DerivedHeld
-	case ca.Revoked:
-		st = policies.DerivedRevoked
+	case ca.Good, ca.Held, ca.Revoked:
 	default:
 		// An issuance in flight: look again at the next pass.
 		return now.Add(j.cfg.Interval), nil
 	}
-	var d policies.LinkageDecision
-	if p, ok := set.Profile(t.profile); ok {
-		d = policies.DecideLinkage(p, policies.JPKIRevocation{Reason: e.Reason, RevokedAt: e.RevokedAt},
-			policies.Derived{State: st, NotAfter: t.notAfter}, now)
-	} else {
-		d = unknownProfile(t, st, e, now)
-	}
+	d := set.DecideLinkage(t.profile, e,
+		policies.Derived{Held: t.status == ca.Held, Revoked: t.status == ca.Revoked, NotAfter: t.notAfter}, now)
 	var err error
-	switch d.Act {
-	case policies.ActHold:
+	switch {
+	case d.Holds():
 		if err = j.cfg.Authority.Hold(ctx, t.serial, Actor); err == nil {
 			rep.Held++
 			j.acts.WithLabelValues("hold").Inc()
 		}
-	case policies.ActRevoke:
+	case d.Revokes():
 		if err = j.cfg.Authority.Revoke(ctx, t.serial, crlreason.Reason(d.Reason), Actor); err == nil {
 			rep.Revoked++
 			j.acts.WithLabelValues("revoke").Inc()
@@ -372,18 +361,4 @@ func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t
 		return now.Add(j.cfg.Interval), nil
 	}
 	return time.Time{}, fmt.Errorf("linkage: %s %s: %w", d.Act, certserial.Format(t.serial), err)
-}
-
-// unknownProfile decides for a certificate whose profile is not in the active set:
-// revoke, keyCompromise if the JPKI key was compromised, else cessationOfOperation.
-func unknownProfile(t target, st policies.DerivedState, e jpki.RevokedEntry, now time.Time) policies.LinkageDecision {
-	why := fmt.Sprintf("profile %s not in the active set: JPKI %s → revoke", t.profile, e.Reason)
-	if st == policies.DerivedRevoked || !now.Before(t.notAfter) {
-		return policies.LinkageDecision{Why: why + "; already revoked or expired"}
-	}
-	reason := jpki.ReasonCessationOfOperation
-	if e.Reason == jpki.ReasonKeyCompromise {
-		reason = jpki.ReasonKeyCompromise
-	}
-	return policies.LinkageDecision{Act: policies.ActRevoke, Reason: reason, Why: why}
 }

@@ -241,9 +241,9 @@ func Diff(tx *bbolt.Tx, file string, data []byte) (string, error) {
 	case err != nil:
 		return "", err
 	case c.Version <= a.Profile.Version:
-		return policies.Diff(a.Profile, c), fmt.Errorf("%w: profile %s version %d, active %d", ErrVersion, c.Name, c.Version, a.Profile.Version)
+		return a.Profile.Diff(c), fmt.Errorf("%w: profile %s version %d, active %d", ErrVersion, c.Name, c.Version, a.Profile.Version)
 	}
-	return policies.Diff(a.Profile, c), nil
+	return a.Profile.Diff(c), nil
 }
 
 // replicated is what Follow needs of the cluster: *cluster.Cluster.
