@@ -62,7 +62,7 @@ func BenchmarkIssue(b *testing.B) {
 	ctx := testenv.Context(b, 10*time.Minute)
 	// Raft's default timings: the tests' short ones make a saturated machine
 	// change leaders, and a new leader resolves the intents in flight.
-	tc := newCAClusterWith(b, 3, PerNodeHSM, func(c *cluster.Config) {
+	tc := newCAClusterWith(b, 3, perNodeHSM, func(c *cluster.Config) {
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
 		c.SnapshotThreshold = 1 << 20 // keep snapshots out of the figures
 	})

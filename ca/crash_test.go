@@ -80,7 +80,7 @@ func (tc *testCluster) waitStatus(ctx context.Context, serial []byte, want Statu
 // issued record survives; the restarted node agrees.
 func TestLeaderCrashBetweenSteps(t *testing.T) {
 	ctx := testenv.Context(t, 120*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	for _, c := range []struct {
 		step   string
@@ -138,7 +138,7 @@ func TestLeaderCrashBetweenSteps(t *testing.T) {
 // HSM made covered by a record.
 func TestLeaderCrashUnderLoad(t *testing.T) {
 	ctx := testenv.Context(t, 120*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader := tc.leader()
 

@@ -165,7 +165,7 @@ func handlerOf(t *testing.T, typ string) cluster.Handler {
 // requests are queued, then lets them go.
 func TestConcurrentIssuancesShareEntries(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	sub := n.c.Subscribe(64, commandIntents, commandIssues)

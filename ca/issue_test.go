@@ -79,7 +79,7 @@ func opensslVerify(t *testing.T, root []byte, der []byte, intermediates ...[]byt
 // certificates as a relying party would, and the records on every node.
 func TestIssueOnThreeVoters(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	roots := x509.NewCertPool()
 	roots.AddCert(in.Cert)
@@ -160,7 +160,7 @@ func TestIssueOnThreeVoters(t *testing.T) {
 // refused before anything is committed.
 func TestIssueRefuses(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	cases := []struct {
@@ -212,7 +212,7 @@ func TestIssueRefuses(t *testing.T) {
 // certificate; a different TBS under a used serial is refused.
 func TestSignIsIdempotent(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	req, _ := derivedRequest(t)
@@ -255,7 +255,7 @@ func TestSignIsIdempotent(t *testing.T) {
 // not a leaf of the active issuer with the authority's own fields.
 func TestForwardedTBSIsChecked(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	req, _ := derivedRequest(t)
@@ -306,7 +306,7 @@ func TestForwardedTBSIsChecked(t *testing.T) {
 // node's latest.
 func TestResponderCertificate(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	_, key := derivedRequest(t)
@@ -362,7 +362,7 @@ func TestResponderCertificate(t *testing.T) {
 // learn of them, and the status index.
 func TestRevokeHoldRelease(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	sub := n.c.Subscribe(64, statusCommands()...)
@@ -447,7 +447,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 // TestDescribeCommandHoldsNoPersonalData: the audit descriptions carry hashes only.
 func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	sub := n.c.Subscribe(64)
@@ -533,7 +533,7 @@ func TestDescribeResolve(t *testing.T) {
 // TestRSACAKey: the pipeline signs with an RSA-3072 CA key (PKCS#1 v1.5, SHA-256).
 func TestRSACAKey(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	in := tc.initCA(ctx, hsm.RSA3072)
 	req, _ := derivedRequest(t)
 	iss, err := tc.leader().a.Issue(ctx, req)
@@ -552,7 +552,7 @@ func TestRSACAKey(t *testing.T) {
 // it reaches the log, and by every replica if it does.
 func TestActorsAreAuditable(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	req, _ := derivedRequest(t)

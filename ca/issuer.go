@@ -48,7 +48,7 @@ type Initialized struct {
 }
 
 // Init makes a new issuing CA: its key in this node's HSM, sent to every other
-// voter (PerNodeHSM), recorded as a pending issuer, and either a self-signed root
+// voter (without Config.SharedHSM), recorded as a pending issuer, and either a self-signed root
 // (activated at once) or a CSR for an offline root. The ID is
 // ca-<yyyymmdd>-<8 hex>. Init fails if any voter did not receive the key; the key
 // stays, and a new Init makes a new one.
@@ -79,19 +79,19 @@ func (a *Authority) Init(ctx context.Context, opts InitOptions) (*Initialized, e
 
 	key, err := a.cfg.Keys.Signer(ctx, hsm.URI{Object: label, Type: "private"})
 	switch {
-	case err == nil && a.cfg.KeyMode == SharedHSM:
+	case err == nil && a.cfg.SharedHSM:
 		a.log.Info("ca: init: using the shared HSM's existing key", "label", label)
 	case err == nil:
 		return nil, fmt.Errorf("ca: init: a key labelled %q exists already", label)
 	case errors.Is(err, hsm.ErrKeyNotFound):
-		key, err = a.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: label, Wrappable: a.cfg.KeyMode == PerNodeHSM})
+		key, err = a.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: label, Wrappable: !a.cfg.SharedHSM})
 		if err != nil {
 			return nil, fmt.Errorf("ca: init: make key: %w", err)
 		}
 	default:
 		return nil, fmt.Errorf("ca: init: %w", err)
 	}
-	if a.cfg.KeyMode == PerNodeHSM {
+	if !a.cfg.SharedHSM {
 		if err := a.c.ShareKey(ctx, label); err != nil {
 			return nil, fmt.Errorf("ca: init: send the key to every voter: %w", err)
 		}
@@ -142,7 +142,7 @@ func (a *Authority) Init(ctx context.Context, opts InitOptions) (*Initialized, e
 // listed, and its certificates covered by OCSP and CRLs). The certificate must be a
 // CA certificate with a subject key ID, for the issuer's key, and must verify with
 // Go's x509 up to chain's last certificate, the root (chain: issuer first; empty
-// for a self-signed certificate). Every voter must hold the key (PerNodeHSM: it is
+// for a self-signed certificate). Every voter must hold the key (without Config.SharedHSM: it is
 // sent again to any that lacks it).
 func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain [][]byte, actor string) error {
 	if actor == "" {
@@ -179,7 +179,7 @@ func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain
 	if !publicKeysEqual(key.Public(), cert.PublicKey) {
 		return fmt.Errorf("ca: import: this node's key %q is not the certificate's", is.KeyLabel)
 	}
-	if a.cfg.KeyMode == PerNodeHSM {
+	if !a.cfg.SharedHSM {
 		if err := a.c.ShareKey(ctx, is.KeyLabel); err != nil {
 			return fmt.Errorf("ca: import: not every voter holds the key: %w", err)
 		}

@@ -32,7 +32,7 @@ func certCount(t *testing.T, ctx context.Context, n *caNode) int {
 // concurrent requests on every node cannot pass it together.
 func TestPersonLimit(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader, follower := tc.leader(), tc.follower()
 

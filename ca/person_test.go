@@ -367,7 +367,7 @@ func TestIntentVersions(t *testing.T) {
 // old-style intent after it marks the state for migration again.
 func TestMigratePeople(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	if _, err := n.a.MigratePeople(ctx); err != nil {
@@ -473,7 +473,7 @@ func TestMigratePeople(t *testing.T) {
 // (ErrNonceUsed); nothing is written for the refused ones.
 func TestPersonAndNonceRacesThreeNodes(t *testing.T) {
 	ctx := testenv.Context(t, 120*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	vias := []*caNode{tc.leader(), tc.follower()}
 	race := func(edit func(i int, r *Request)) []error {

@@ -90,7 +90,7 @@ func TestPublisher(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]map[string][]byte{} // data dir → serial → bytes
 	var versions []uint
-	tc := newCAClusterWith(t, 3, PerNodeHSM, func(cfg *cluster.Config) {
+	tc := newCAClusterWith(t, 3, perNodeHSM, func(cfg *cluster.Config) {
 		dir := cfg.DataDir
 		cfg.Hooks = append(cfg.Hooks, func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
 			if e.Command.Type != commandIntents {

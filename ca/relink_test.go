@@ -22,7 +22,7 @@ import (
 // may be relinked.
 func TestRelink(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader, follower := tc.leader(), tc.follower()
 	sub := leader.c.Subscribe(64, commandRelink)

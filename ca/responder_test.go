@@ -29,7 +29,7 @@ import (
 // pending CA issues none.
 func TestResponderCertificatesPerIssuer(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 2, PerNodeHSM)
+	tc := newCACluster(t, 2, perNodeHSM)
 	in1 := tc.initCA(ctx, hsm.ECP256)
 	lead, fol := tc.leader(), tc.follower()
 	node := fol.c.ID()
@@ -214,7 +214,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 // released by an operator only, the system's (the linkage job's) by anyone.
 func TestHoldRecordsItsActor(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	req, _ := derivedRequest(t)

@@ -32,7 +32,7 @@ func TestStatusResponsesTravel(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string][]seenEntry{} // data dir → the status entries applied there
-	tc := newCAClusterWith(t, 3, PerNodeHSM, func(cfg *cluster.Config) {
+	tc := newCAClusterWith(t, 3, perNodeHSM, func(cfg *cluster.Config) {
 		dir := cfg.DataDir
 		cfg.Hooks = append(cfg.Hooks, func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
 			switch e.Command.Type {

@@ -35,8 +35,9 @@ type keyStore interface {
 type Config struct {
 	Cluster *cluster.Cluster
 	Keys    keyStore
-	// KeyMode says how the voters come to hold the TSA key: as the CA key.
-	KeyMode ca.KeyMode
+	// SharedHSM says how the voters come to hold the TSA key: as the CA key
+	// (ca.Config.SharedHSM).
+	SharedHSM bool
 	// Authority issues the TSA certificates (Certify).
 	Authority *ca.Authority
 	// Policy is the TSA policy every token names (TSTInfo.policy); a request
@@ -370,11 +371,11 @@ func (s *Service) Init(ctx context.Context, opts InitOptions) (Key, error) {
 		return Key{}, err
 	}
 	id := "tsa-" + time.Now().UTC().Format("20060102") + "-" + hex.EncodeToString(suffix)
-	key, err := s.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: id, Wrappable: s.cfg.KeyMode == ca.PerNodeHSM})
+	key, err := s.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: id, Wrappable: !s.cfg.SharedHSM})
 	if err != nil {
 		return Key{}, fmt.Errorf("tsa: init: make key: %w", err)
 	}
-	if s.cfg.KeyMode == ca.PerNodeHSM {
+	if !s.cfg.SharedHSM {
 		if err := s.c.ShareKey(ctx, id); err != nil {
 			return Key{}, fmt.Errorf("tsa: init: send the key to every voter: %w", err)
 		}
@@ -450,7 +451,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 	if err != nil || string(pub) != string(key.PublicKey) {
 		return Cert{}, fmt.Errorf("tsa: certify: this node's key %q is not the TSA key %s", key.Label, key.ID)
 	}
-	if s.cfg.KeyMode == ca.PerNodeHSM {
+	if !s.cfg.SharedHSM {
 		if err := s.c.ShareKey(ctx, key.Label); err != nil {
 			return Cert{}, fmt.Errorf("tsa: certify: not every voter holds the key: %w", err)
 		}

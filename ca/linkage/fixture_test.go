@@ -114,7 +114,7 @@ func newFixture() (*fixture, error) {
 	}
 	undo = append(undo, func() { _ = f.cluster.Shutdown(context.Background()) })
 	f.authority, err = ca.New(ca.Config{
-		Cluster: f.cluster, Keys: h, KeyMode: ca.PerNodeHSM, Logger: testenv.Logger(),
+		Cluster: f.cluster, Keys: h, Logger: testenv.Logger(),
 		URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"},
 	})
 	if err != nil {
