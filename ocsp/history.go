@@ -102,17 +102,17 @@ func lookupStatusAt(tx *bbolt.Tx, caID string, serial *big.Int, t, now time.Time
 			return nil, fmt.Errorf("ocsp: certificate %x: %w", serial, err)
 		}
 	}
-	s.current, s.next, s.hasCurrent, s.hasNext, err = crl.Around(tx, caID, s.shard, t)
+	s.current, s.next, s.hasCurrent, s.hasNext, err = crl.Read(tx).Around(caID, s.shard, t)
 	if err != nil {
 		return nil, err
 	}
 	if s.hasCurrent {
-		if s.currentDER, err = crl.DER(tx, s.current); err != nil {
+		if s.currentDER, err = crl.Read(tx).DER(s.current); err != nil {
 			return nil, err
 		}
 	}
 	if s.hasNext {
-		if s.nextDER, err = crl.DER(tx, s.next); err != nil {
+		if s.nextDER, err = crl.Read(tx).DER(s.next); err != nil {
 			return nil, err
 		}
 	}

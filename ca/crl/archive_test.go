@@ -118,11 +118,11 @@ func derOf(t testing.TB, db *bbolt.DB, shard int, n uint64) ([]byte, error) {
 	t.Helper()
 	var der []byte
 	err := db.View(func(tx *bbolt.Tx) error {
-		m, ok, err := Get(tx, "ca1", shard, n)
+		m, ok, err := Read(tx).Get("ca1", shard, n)
 		if err != nil || !ok {
 			return fmt.Errorf("no meta %d: %v", n, err)
 		}
-		der, err = DER(tx, m)
+		der, err = Read(tx).DER(m)
 		return err
 	})
 	return der, err
@@ -149,11 +149,11 @@ func TestStateKeepsNewestOnly(t *testing.T) {
 	}
 	if err := db.View(func(tx *bbolt.Tx) error {
 		// Around finds by time what the state no longer holds.
-		cur, next, hasCur, hasNext, err := Around(tx, "ca1", 0, archiveT0.Add(150*time.Minute))
+		cur, next, hasCur, hasNext, err := Read(tx).Around("ca1", 0, archiveT0.Add(150*time.Minute))
 		if err != nil || !hasCur || !hasNext || cur.Number != 2 || next.Number != 3 {
 			return fmt.Errorf("around: %d %d %v %v %v", cur.Number, next.Number, hasCur, hasNext, err)
 		}
-		if der, err := DER(tx, cur); err != nil || !bytes.Equal(der, want[2]) {
+		if der, err := Read(tx).DER(cur); err != nil || !bytes.Equal(der, want[2]) {
 			return fmt.Errorf("DER of the CRL current at T: %v", err)
 		}
 		n, tip, err := verifyIndex(tx, "ca1", 0)
@@ -320,11 +320,11 @@ func clusterDER(t testing.TB, c *cluster.Cluster, shard int, n uint64) ([]byte, 
 	t.Helper()
 	var der []byte
 	err := c.View(func(tx *bbolt.Tx) error {
-		m, ok, err := Get(tx, "ca1", shard, n)
+		m, ok, err := Read(tx).Get("ca1", shard, n)
 		if err != nil || !ok {
 			return fmt.Errorf("no meta %d: %v", n, err)
 		}
-		der, err = DER(tx, m)
+		der, err = Read(tx).DER(m)
 		return err
 	})
 	return der, err

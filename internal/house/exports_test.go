@@ -77,7 +77,6 @@ var returnsToFix = map[string]bool{
 	"admin/api.go Routes":                 true,
 	"admin/client.go TransferLeadership":  true,
 	"admin/client.go DiffPolicy":          true,
-	"ca/crl/publisher.go NewPublisher":    true,
 	"ca/enroll/handler.go NewHandler":     true,
 	"ca/linkage/job.go Scan":              true,
 	"cluster/backup.go Backup":            true,
