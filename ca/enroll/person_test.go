@@ -197,7 +197,7 @@ func TestHomonyms(t *testing.T) {
 		if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := job.Scan(ctx, time.Time{}); err != nil {
+		if err := job.Scan(ctx, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		if len(goodB) != 2 {

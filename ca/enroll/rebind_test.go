@@ -137,7 +137,7 @@ func TestMoveStory(t *testing.T) {
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+	if err := job.Scan(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*subscriber.Certificate{auth, sign} {
@@ -164,7 +164,7 @@ func TestMoveStory(t *testing.T) {
 		t.Errorf("after the re-bind: %s, bound to B %v", rec.Status, bytes.Equal(rec.Link, linkB))
 	}
 	// The job, again (as a new leader would): the old link no longer finds it.
-	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+	if err := job.Scan(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if st := record(t, auth.Serial).Status; st != ca.Good {
@@ -312,7 +312,7 @@ func TestRebindNeedsTheDerivedKey(t *testing.T) {
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+	if err := job.Scan(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if st := record(t, cert.Serial).Status; st != ca.Held {

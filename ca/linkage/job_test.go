@@ -92,7 +92,7 @@ func TestLinkageByReason(t *testing.T) {
 
 	clk := &clock{now: start}
 	job := newJob(t, j, clk.Now)
-	rep, err := job.Scan(context.Background(), time.Time{})
+	rep, err := job.scanReport(context.Background(), time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestLinkageByReason(t *testing.T) {
 
 	// Again, and as a new leader would: nothing more happens.
 	for _, again := range []*Job{job, newJob(t, j, clk.Now)} {
-		rep, err := again.Scan(context.Background(), time.Time{})
+		rep, err := again.scanReport(context.Background(), time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func TestLinkageByReason(t *testing.T) {
 	} {
 		clk.Set(step.at)
 		j.publish(t, step.at) // J-LIS publishes daily: the job reads a fresh CRL
-		if _, err := job.Scan(context.Background(), time.Time{}); err != nil {
+		if err := job.Scan(context.Background(), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range certs {
@@ -207,7 +207,7 @@ func TestLinkageUnknownProfile(t *testing.T) {
 	job := newJob(t, j, func() time.Time { return start }, func(c *Config) {
 		c.Profiles = func() *policies.Set { return signingOnly }
 	})
-	if _, err := job.Scan(context.Background(), time.Time{}); err != nil {
+	if err := job.Scan(context.Background(), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	want{ca.Revoked, jpki.ReasonCessationOfOperation}.check(t, "profile gone", serial)
@@ -224,7 +224,7 @@ func TestLinkageStaleSource(t *testing.T) {
 	}
 	j.publish(t, start.Add(-71*time.Hour)) // past its nextUpdate
 	job := newJob(t, j, func() time.Time { return start })
-	if _, err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, jpki.ErrRevocationStale) {
+	if err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, jpki.ErrRevocationStale) {
 		t.Fatalf("pass over a stale CRL: %v", err)
 	}
 	want{ca.Good, 0}.check(t, "stale source", serial)
@@ -275,7 +275,7 @@ func TestLinkageWithoutProfiles(t *testing.T) {
 	job := newJob(t, j, func() time.Time { return start }, func(c *Config) {
 		c.Profiles = func() *policies.Set { return nil }
 	})
-	if _, err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, errNoProfiles) {
+	if err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, errNoProfiles) {
 		t.Fatalf("a pass without profiles: err = %v, want errNoProfiles", err)
 	}
 	want{ca.Good, 0}.check(t, "no profiles", serial)

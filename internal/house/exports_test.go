@@ -78,7 +78,6 @@ var returnsToFix = map[string]bool{
 	"admin/client.go TransferLeadership":  true,
 	"admin/client.go DiffPolicy":          true,
 	"ca/enroll/handler.go NewHandler":     true,
-	"ca/linkage/job.go Scan":              true,
 	"cluster/backup.go Backup":            true,
 	"cluster/backup.go BackupLocal":       true,
 	"cluster/grant.go DescribeMembership": true,
