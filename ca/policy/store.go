@@ -18,8 +18,8 @@ import (
 	"github.com/inkan-pki/inkan/policies"
 )
 
-// CommandApply is the command type of a profile change, at version 1.
-const CommandApply = "policy.apply"
+// commandApply is the command type of a profile change, at version 1.
+const commandApply = "policy.apply"
 
 // Errors callers act on. Those a change is refused with are cluster.Refusal
 // sentinels, so that they keep their identity through the cluster.
@@ -89,13 +89,13 @@ func ApplyCommand(file string, data []byte, actor string) (cluster.Command, erro
 	if _, err := policies.Parse(file, data); err != nil {
 		return cluster.Command{}, err
 	}
-	return cluster.NewCommand(CommandApply, 1, applyBody{File: file, Data: data, Actor: actor})
+	return cluster.NewCommand(commandApply, 1, applyBody{File: file, Data: data, Actor: actor})
 }
 
 // Handler is the cluster handler of CommandApply. Register it in
 // cluster.Config.Handlers on every node.
 func Handler() cluster.Handler {
-	return cluster.NewHandler(CommandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)
+	return cluster.NewHandler(commandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)
 }
 
 // apply refuses a body that does not decode, an actor the audit log could not name,
@@ -257,7 +257,7 @@ type replicated interface {
 // profile missing) is reported to failed and use keeps the last one; failed may be
 // nil.
 func Follow(ctx context.Context, c replicated, pseudonymKey []byte, defaultProfile string, use func(*policies.Set), failed func(error)) {
-	sub := c.Subscribe(16, CommandApply)
+	sub := c.Subscribe(16, commandApply)
 	defer sub.Close()
 	load := func() {
 		var set *policies.Set

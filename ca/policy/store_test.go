@@ -53,7 +53,7 @@ func newNode(t *testing.T) *node {
 		KeyVault: cluster.NewHSMVault(h),
 		Handlers: []cluster.Handler{Handler()}, Bootstrap: true,
 		Hooks: []cluster.Hook{func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
-			if e.Command.Type != CommandApply {
+			if e.Command.Type != commandApply {
 				return nil
 			}
 			d, err := DescribeCommand(e, result)
@@ -190,7 +190,7 @@ func TestStore(t *testing.T) {
 		{File: "signing.yaml", Data: bad, Actor: operator},
 		{File: "signing.yaml", Data: bump(t, sign, "2", "9"), Actor: "mallory"},
 	} {
-		cmd, err := cluster.NewCommand(CommandApply, 1, body)
+		cmd, err := cluster.NewCommand(commandApply, 1, body)
 		if err != nil {
 			t.Fatal(err)
 		}
