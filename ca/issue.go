@@ -100,9 +100,9 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if req.Decision.MaxPerPerson < 0 || req.Decision.MaxPerPerson > 0 && len(req.Person) == 0 {
 		return nil, fmt.Errorf("%w: a per-person cap needs a person hash and a positive cap", ErrTemplate)
 	}
-	if req.PersonMode > PersonJoin || req.PersonMode != personNone && (len(req.Person) != PersonIDLen || len(req.Link) == 0) ||
+	if req.PersonMode > PersonJoin || req.PersonMode != personNone && (len(req.Person) != personIDLen || len(req.Link) == 0) ||
 		req.PersonMode == PersonNew && len(req.NameBirth) == 0 {
-		return nil, fmt.Errorf("%w: a person record needs a %d-byte ID, a link, and for a new one its name-and-birth hash", ErrTemplate, PersonIDLen)
+		return nil, fmt.Errorf("%w: a person record needs a %d-byte ID, a link, and for a new one its name-and-birth hash", ErrTemplate, personIDLen)
 	}
 	if (len(req.NonceHash) == 0) != req.NonceExpires.IsZero() || len(req.NonceHash) != 0 && len(req.NonceHash) != sha256.Size {
 		return nil, fmt.Errorf("%w: a nonce needs its SHA-256 and its expiry", ErrTemplate)

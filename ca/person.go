@@ -39,8 +39,8 @@ var (
 	keyMigrated       = []byte("\x00migrated") // person IDs are PersonIDLen bytes
 )
 
-// PersonIDLen is the size of a person record's identifier: random bytes.
-const PersonIDLen = 16
+// personIDLen is the size of a person record's identifier: random bytes.
+const personIDLen = 16
 
 // Errors of person records.
 var (
@@ -106,7 +106,7 @@ func (s State) LookupPerson(id []byte) (Person, error) {
 
 func readPerson(tx *bbolt.Tx, id []byte) (*personRecord, error) {
 	b := tx.Bucket(bucketPeople)
-	if b == nil || len(id) != PersonIDLen {
+	if b == nil || len(id) != personIDLen {
 		return nil, nil
 	}
 	v := b.Get(id)
@@ -141,7 +141,7 @@ func (s State) PersonOf(link []byte) ([]byte, bool) {
 
 // NewPersonID returns a fresh random person record identifier.
 func NewPersonID() ([]byte, error) {
-	id := make([]byte, PersonIDLen)
+	id := make([]byte, personIDLen)
 	if _, err := rand.Read(id); err != nil {
 		return nil, err
 	}
@@ -193,8 +193,8 @@ func checkPerson(tx *bbolt.Tx, b *intentBody) error {
 	if mode == personNone {
 		return nil
 	}
-	if Kind(b.Kind) != Derived || len(b.Person) != PersonIDLen || len(b.Link) == 0 {
-		return refusef("intent %x: a person record needs a derived certificate, a link and a %d-byte ID", b.Serial, PersonIDLen)
+	if Kind(b.Kind) != Derived || len(b.Person) != personIDLen || len(b.Link) == 0 {
+		return refusef("intent %x: a person record needs a derived certificate, a link and a %d-byte ID", b.Serial, personIDLen)
 	}
 	bound, isBound := Read(tx).PersonOf(b.Link)
 	switch mode {
@@ -319,7 +319,7 @@ func applyMigratePeople(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, refusef("migrate: more than %d links", maxMigrateItems)
 	}
 	for _, it := range b.Items {
-		if len(it.Link) == 0 || len(it.Link) > maxLink || len(it.Person) != PersonIDLen {
+		if len(it.Link) == 0 || len(it.Link) > maxLink || len(it.Person) != personIDLen {
 			return nil, refusef("migrate: malformed item")
 		}
 	}

@@ -82,7 +82,7 @@ func (s *stateApplier) serials() int {
 	return n
 }
 
-func personID(c byte) []byte { return bytes.Repeat([]byte{c}, PersonIDLen) }
+func personID(c byte) []byte { return bytes.Repeat([]byte{c}, personIDLen) }
 
 // TestPersonRecords: the first enrolment with a card starts a record; a second
 // with the same card is the same record; a first enrolment that lost a race to
@@ -411,7 +411,7 @@ func TestMigratePeople(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, d := range ds {
-				if d.Type != typePersonMigrated || d.Actor != actorSystem || len(d.Data["person"].([]byte)) != PersonIDLen {
+				if d.Type != typePersonMigrated || d.Actor != actorSystem || len(d.Data["person"].([]byte)) != personIDLen {
 					t.Errorf("description %+v", d)
 				}
 				descs[d.Serial.Text(16)] = d

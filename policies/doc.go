@@ -16,7 +16,7 @@
 // clock passed in: Set.Decide returns the one Decision (may this enrolment proceed,
 // and with what contents), which the enrolment API hands to the CA as it is
 // (ca.Request.Decision); Decision.CheckCap, Limiter.Allow; Set.DecideLinkage (revoke, hold then
-// revoke, or nothing); and for a re-bind Rebindable (who may: good, or held by the
+// revoke, or nothing); and for a re-bind Derived.Rebindable (who may: good, or held by the
 // linkage job; unexpired; bound to another card) and Set.DecideRebind (release a
 // hold, or re-issue and revoke the old certificate as superseded).
 //

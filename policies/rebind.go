@@ -12,7 +12,7 @@ import (
 	"github.com/inkan-pki/inkan/jpki"
 )
 
-// The refusals of Rebindable, for the enrolment API to map to its problems.
+// The refusals of Derived.Rebindable, for the enrolment API to map to its problems.
 // Messages hold no personal data.
 var (
 	// ErrRebindNotPossible: the certificate is revoked or expired.
@@ -32,7 +32,7 @@ var (
 // new one. It refuses with ErrRebindNotPossible, ErrRebindHeldByOperator or
 // ErrRebindBound (Reason says why in words). It is pure, and asked only once the
 // holder proved both halves, so that no one else learns the certificate's state.
-func Rebindable(c Derived, now time.Time) error {
+func (c Derived) Rebindable(now time.Time) error {
 	switch {
 	case c.Revoked:
 		return deny(ErrRebindNotPossible, "it is revoked")

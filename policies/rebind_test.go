@@ -141,7 +141,7 @@ func TestRebindable(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Rebindable(tc.c, now)
+			err := tc.c.Rebindable(now)
 			if tc.want == nil {
 				if err != nil {
 					t.Fatalf("refused: %v", err)

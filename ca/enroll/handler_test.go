@@ -359,7 +359,7 @@ func TestEnroll(t *testing.T) {
 		t.Fatal(err)
 	}
 	link, nameBirth, hint := sc.CertHash(fx.linkKey), sc.Identity.NameBirthHash(fx.linkKey), sc.Identity.Basic4Hint(fx.linkKey)
-	if !bytes.Equal(req.Link, link[:]) || !bytes.Equal(req.Hint, hint[:]) || len(req.Person) != ca.PersonIDLen ||
+	if !bytes.Equal(req.Link, link[:]) || !bytes.Equal(req.Hint, hint[:]) || len(req.Person) != 16 || // a person ID is 16 random bytes
 		len(req.NonceHash) != sha256.Size || req.NonceExpires.IsZero() {
 		t.Error("the request does not carry the keyed link and hint, a person record and the nonce")
 	}

@@ -116,7 +116,7 @@ func (p *ProfilePolicy) decide(req policyRequest) (policies.Decision, error) {
 }
 
 // rebind has the profiles decide a re-bind (policies.Set.DecideRebind), once both
-// halves are verified and the certificate is policies.Rebindable; refusals as
+// halves are verified and the certificate is policies.Derived.Rebindable; refusals as
 // decide's. It takes no rate-limit token: the handler calls admit last, as for an
 // enrolment.
 func (p *ProfilePolicy) rebind(req policies.RebindRequest) (policies.RebindDecision, error) {

@@ -254,14 +254,15 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	}
 	// Only the linkage job's hold (across a move) is the re-bind's to lift; a
 	// hold whose actor is unknown is treated as an operator's.
-	if err := policies.Rebindable(policies.Derived{
+	cert := policies.Derived{
 		Held: t.record.Status == ca.Held,
 		// A status other than good or held re-binds no more than a revoked one.
 		Revoked:      t.record.Status != ca.Good && t.record.Status != ca.Held,
 		NotAfter:     t.record.NotAfter,
 		HeldBySystem: t.record.HeldBy == actorSystem,
 		Bound:        subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1,
-	}, now); err != nil {
+	}
+	if err := cert.Rebindable(now); err != nil {
 		return nil, fromPolicies(err)
 	}
 	if t.decision, err = h.cfg.Policy.rebind(policies.RebindRequest{

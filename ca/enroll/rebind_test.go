@@ -435,7 +435,7 @@ func (r *racingRebinder) Release(ctx context.Context, serial *big.Int, actor str
 	}
 	if !r.raced {
 		r.raced = true
-		return r.Authority.Hold(ctx, serial, linkage.Actor)
+		return r.Authority.Hold(ctx, serial, "system")
 	}
 	return nil
 }
@@ -465,7 +465,7 @@ func TestRebindReleasesARacingHold(t *testing.T) {
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.authority.Hold(context.Background(), cert.Serial, linkage.Actor); err != nil {
+	if err := fx.authority.Hold(context.Background(), cert.Serial, "system"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := e.client().Rebind(context.Background(), cardB, fx.subKeys[0], cert.Serial)
@@ -520,7 +520,7 @@ func TestRebindLeavesAnOperatorsHold(t *testing.T) {
 	if err := fx.authority.Release(ctx, cert.Serial, operator); err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
+	if err := fx.authority.Hold(ctx, cert.Serial, "system"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := e.client().Rebind(ctx, cardB, fx.subKeys[0], cert.Serial)
@@ -567,7 +567,7 @@ func TestRebindRacingAnOperatorsHold(t *testing.T) {
 	moved := person
 	moved.Address, moved.AddressSubstitutes = "大阪府大阪市北区試験町五丁目５番５号", ""
 	cardB := personCard(t, moved)
-	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
+	if err := fx.authority.Hold(ctx, cert.Serial, "system"); err != nil {
 		t.Fatal(err)
 	}
 	_, err = e.client().Rebind(ctx, cardB, fx.subKeys[0], cert.Serial)

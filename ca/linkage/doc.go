@@ -1,7 +1,7 @@
 // Package linkage is the leader's linkage job: it follows the JPKI revocation
 // source (a J-LIS CRL, jpki.CRLSource) and acts on the derived certificates linked
 // to each revoked JPKI signature certificate, as the profile they were issued under
-// says (policies.DecideLinkage): revoke at once with the rule's reason, hold
+// says (policies.Set.DecideLinkage): revoke at once with the rule's reason, hold
 // (certificateHold) and revoke when the grace period has passed without a re-bind,
 // or keep the certificate and revoke it when the grace period has passed.
 //

@@ -32,8 +32,8 @@ const (
 	defaultFullScan = 24 * time.Hour
 )
 
-// Actor is who the job's commands name in the audit log.
-const Actor = "system"
+// actor is who the job's commands name in the audit log.
+const actor = "system"
 
 // authority is what the job needs of the node's *ca.Authority.
 type authority interface {
@@ -344,12 +344,12 @@ func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t
 	var err error
 	switch {
 	case d.Holds():
-		if err = j.cfg.Authority.Hold(ctx, t.serial, Actor); err == nil {
+		if err = j.cfg.Authority.Hold(ctx, t.serial, actor); err == nil {
 			rep.Held++
 			j.acts.WithLabelValues("hold").Inc()
 		}
 	case d.Revokes():
-		if err = j.cfg.Authority.Revoke(ctx, t.serial, crlreason.Reason(d.Reason), Actor); err == nil {
+		if err = j.cfg.Authority.Revoke(ctx, t.serial, crlreason.Reason(d.Reason), actor); err == nil {
 			rep.Revoked++
 			j.acts.WithLabelValues("revoke").Inc()
 		}
