@@ -88,7 +88,7 @@ func ExampleSet_DecideLinkage() {
 
 // Rate limits are token buckets by key; the caller passes the clock.
 func ExampleLimiter() {
-	l := policies.NewLimiter(policies.Rate{Every: time.Minute, Burst: 2})
+	l := policies.Rate{Every: time.Minute, Burst: 2}.Limiter()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 3 {
 		ok, wait := l.Allow("203.0.113.7", t0)

@@ -187,7 +187,7 @@ func (p *ProfilePolicy) limit(prof *policies.Profile, person, client string, now
 	l := p.limits[prof.Name]
 	if l == nil || l.rates != prof.Enrollment.RateLimits {
 		r := prof.Enrollment.RateLimits
-		l = &profileLimits{rates: r, person: policies.NewLimiter(r.PerPerson), client: policies.NewLimiter(r.PerClient)}
+		l = &profileLimits{rates: r, person: r.PerPerson.Limiter(), client: r.PerClient.Limiter()}
 		p.limits[prof.Name] = l
 	}
 	if p.calls++; p.calls%forgetEvery == 0 {

@@ -193,9 +193,17 @@ type Version struct {
 	At      time.Time
 }
 
+// Store is the replicated profile store as one of the cluster's bbolt
+// transactions sees it: the active version of each profile, and what a
+// candidate file would change.
+type Store struct{ tx *bbolt.Tx }
+
+// Read is the profile store in tx.
+func Read(tx *bbolt.Tx) Store { return Store{tx} }
+
 // Lookup returns the active version of the named profile.
-func Lookup(tx *bbolt.Tx, name string) (Version, error) {
-	return version(tx.Bucket(bucketActive).Get([]byte(name)), name)
+func (st Store) Lookup(name string) (Version, error) {
+	return version(st.tx.Bucket(bucketActive).Get([]byte(name)), name)
 }
 
 // lookupVersion returns a version of the named profile, active or past: the file a
@@ -220,15 +228,15 @@ func version(v []byte, name string) (Version, error) {
 }
 
 // Diff checks a candidate file and shows how it differs from the active version of
-// its profile (policies.Diff), or the whole of it for a new profile, for an
+// its profile (policies.Profile.Diff), or the whole of it for a new profile, for an
 // operator to read before applying it. It refuses a file that does not parse and a
 // version that does not go up, as Apply would.
-func Diff(tx *bbolt.Tx, file string, data []byte) (string, error) {
+func (st Store) Diff(file string, data []byte) (string, error) {
 	c, err := policies.Parse(file, data)
 	if err != nil {
 		return "", err
 	}
-	a, err := Lookup(tx, c.Name)
+	a, err := st.Lookup(c.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		var b strings.Builder
@@ -353,9 +361,9 @@ func Seed(ctx context.Context, c submitter, fsys fs.FS, actor string) ([]string,
 }
 
 // Names lists the profiles that have an active version, in name order.
-func Names(tx *bbolt.Tx) ([]string, error) {
+func (st Store) Names() ([]string, error) {
 	var names []string
-	err := tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
+	err := st.tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
 		names = append(names, string(k))
 		return nil
 	})
