@@ -23,7 +23,7 @@ import (
 // item needs version 3 of an intent (3 with first responses), and ca.revoke,
 // ca.hold and ca.release, at 2 when they carry the new status's responses. Every one of them but ca.nonce and
 // ca.people.migrate returns a result naming the issuer ID and the serials it
-// changed (ChangedSerials reads it), so subscribers (OCSP, CRLs) react without
+// changed (ChangeOf reads it), so subscribers (OCSP, CRLs) react without
 // decoding bodies:
 //
 //	ca.issuer.create   a CA key made on every voter, certificate pending   issuer, no serial

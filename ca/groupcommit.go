@@ -51,7 +51,7 @@ type (
 	// intentsBodyV3 is ca.intents at version 3: items of intent version 3,
 	// and for each the Publisher's first responses (empty for none), which
 	// the state does not keep: every node hands them on as it applies the
-	// entry (IntentResponses).
+	// entry (ChangeOf(…).Responses).
 	intentsBodyV3 struct {
 		_         struct{} `cbor:",toarray"`
 		Items     []intentBody

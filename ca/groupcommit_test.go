@@ -34,7 +34,7 @@ func fakeCert(t *testing.T, n int64) (der, tbsHash []byte) {
 
 // TestBatchItemsStandAlone: in a ca.intents or ca.issues batch each item is
 // applied or refused on its own — a refused item writes nothing and its
-// batch-mates are applied — and the result, ChangedSerials and DescribeCommand
+// batch-mates are applied — and the result, changedSerials and DescribeCommand
 // name exactly the items applied.
 func TestBatchItemsStandAlone(t *testing.T) {
 	db := testState(t)

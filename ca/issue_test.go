@@ -526,7 +526,7 @@ func TestDescribeResolve(t *testing.T) {
 	}
 	issuer, serials := changedSerials(cluster.Entry{Command: cmd}, res)
 	if issuer != "ca-x" || len(serials) != 2 {
-		t.Errorf("ChangedSerials = %s %v", issuer, serials)
+		t.Errorf("changedSerials = %s %v", issuer, serials)
 	}
 }
 

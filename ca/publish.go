@@ -17,7 +17,7 @@ import (
 //     certificate it may become, and the next leader turns it revoked if it was
 //     never recorded). They travel in the intent's Raft entry (ca.intents version 3),
 //     opaque to the authority, and every node hands them on as it applies the entry
-//     (IntentResponses, from an apply hook). An error leaves them out: each node
+//     (ChangeOf(…).Responses, from an apply hook). An error leaves them out: each node
 //     then signs its own when it learns of the change.
 //   - On the leader, before a status change is committed, StatusResponses gives
 //     the responses for the status it sets, at the time fixed in the command;

@@ -74,7 +74,7 @@ func TestRelink(t *testing.T) {
 		}
 		issuer, serials := changedSerials(ev.Entry, ev.Result)
 		if issuer == "" || len(serials) != 1 || !bytes.Equal(serials[0], iss.Serial.Bytes()) {
-			t.Errorf("ChangedSerials = %q %v", issuer, serials)
+			t.Errorf("changedSerials = %q %v", issuer, serials)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no relink event")
