@@ -181,7 +181,7 @@ type Issuer struct {
 	ID        string
 	KeyLabel  string            // the key's label in the HSM (CKA_LABEL)
 	PublicKey []byte            // PKIX DER of the key
-	Cert      *x509.Certificate // nil while IssuerPending
+	Cert      *x509.Certificate // nil while pending
 	Chain     [][]byte          // certificates above Cert, issuer first, without the root
 	Status    issuerStatus
 	CRLShards int // fixed when the issuer is created: shards are baked into certificates
