@@ -496,7 +496,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	if d := seen[typeIntent]; !bytes.Equal(d.Data["link"].([]byte), req.Link) || !bytes.Equal(d.Data["person"].([]byte), req.Person) {
 		t.Errorf("intent: %+v", d)
 	}
-	if d := seen[typeRevoked]; d.Data["reason"] != crlreason.KeyCompromise {
+	if d := seen[typeRevoked]; d.Data["reason"] != int(crlreason.KeyCompromise) {
 		t.Errorf("revoked: %+v", d)
 	}
 	if _, err := DescribeCommand(cluster.Entry{Command: cluster.Command{Type: "enroll.nonce"}}, nil); !errors.Is(err, errForeignCommand) {
@@ -520,7 +520,7 @@ func TestDescribeResolve(t *testing.T) {
 	}
 	for i, want := range []int64{1, 3} {
 		d := ds[i]
-		if d.Type != typeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != crlreason.CessationOfOperation {
+		if d.Type != typeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != int(crlreason.CessationOfOperation) {
 			t.Errorf("description %d: %+v", i, d)
 		}
 	}
