@@ -231,7 +231,7 @@ func (api *API) adminCAInit(w http.ResponseWriter, r *http.Request) {
 func (api *API) adminCAIssuers(w http.ResponseWriter, _ *http.Request) {
 	var out []IssuerInfo
 	err := api.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := ca.Issuers(tx)
+		issuers, err := ca.Read(tx).Issuers()
 		for _, is := range issuers {
 			out = append(out, issuerInfo(is))
 		}
@@ -280,7 +280,7 @@ func (api *API) adminCAImport(w http.ResponseWriter, r *http.Request) {
 	}
 	api.log.Info("admin: CA certificate installed", "issuer", id)
 	var is ca.Issuer
-	if err := api.c.View(func(tx *bbolt.Tx) error { is, err = ca.LookupIssuer(tx, id); return err }); err != nil {
+	if err := api.c.View(func(tx *bbolt.Tx) error { is, err = ca.Read(tx).LookupIssuer(id); return err }); err != nil {
 		writeCAErrorAbout(w, err, probCAUnknown)
 		return
 	}
@@ -344,19 +344,19 @@ func (api *API) adminCertList(w http.ResponseWriter, r *http.Request) {
 	out := []CertInfo{}
 	errFull := errors.New("full")
 	err := api.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := ca.Issuers(tx)
+		issuers, err := ca.Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
 		for _, is := range issuers {
-			err := ca.Walk(tx, is.ID, func(st ca.CertStatus) error {
+			err := ca.Read(tx).Walk(is.ID, func(st ca.CertStatus) error {
 				if after != nil && st.Serial.Cmp(after) <= 0 {
 					return nil
 				}
 				if (status != "" && st.Status.String() != status) || (!times[2].IsZero() && !st.NotAfter.Before(times[2])) {
 					return nil
 				}
-				rec, err := ca.Lookup(tx, st.Serial)
+				rec, err := ca.Read(tx).Lookup(st.Serial)
 				if err != nil {
 					return err
 				}
@@ -405,7 +405,7 @@ func (api *API) adminCert(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rec, err := viewValue(api.c, func(tx *bbolt.Tx) (ca.Record, error) { return ca.Lookup(tx, serial) })
+	rec, err := viewValue(api.c, func(tx *bbolt.Tx) (ca.Record, error) { return ca.Read(tx).Lookup(serial) })
 	if err != nil {
 		writeCAError(w, err)
 		return
@@ -554,12 +554,12 @@ func writeCAErrorAbout(w http.ResponseWriter, err error, notFound problemType) {
 // revocationReason reads name as a reason a revocation may give: an RFC 5280
 // name other than certificateHold (that is a hold) and removeFromCRL (a delta
 // CRL's entry, never a revocation's).
-func revocationReason(name string) (int, bool) {
+func revocationReason(name string) (crlreason.Reason, bool) {
 	r, ok := crlreason.Parse(name)
 	if !ok || r == crlreason.CertificateHold || r == crlreason.RemoveFromCRL {
 		return 0, false
 	}
-	return int(r), true
+	return r, true
 }
 
 // reasonList names the reasons revocationReason takes, in code order.

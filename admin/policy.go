@@ -69,9 +69,9 @@ func profileInfo(v policy.Version, withData bool) ProfileInfo {
 func (api *API) adminPolicies(w http.ResponseWriter, _ *http.Request) {
 	out := []ProfileInfo{}
 	err := api.c.View(func(tx *bbolt.Tx) error {
-		names, err := policy.Names(tx)
+		names, err := policy.Read(tx).Names()
 		for _, name := range names {
-			v, err := policy.Lookup(tx, name)
+			v, err := policy.Read(tx).Lookup(name)
 			if err != nil {
 				return err
 			}
@@ -87,7 +87,7 @@ func (api *API) adminPolicies(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (api *API) adminPolicy(w http.ResponseWriter, r *http.Request) {
-	v, err := viewValue(api.c, func(tx *bbolt.Tx) (policy.Version, error) { return policy.Lookup(tx, r.PathValue("name")) })
+	v, err := viewValue(api.c, func(tx *bbolt.Tx) (policy.Version, error) { return policy.Read(tx).Lookup(r.PathValue("name")) })
 	if err != nil {
 		writePolicyError(w, err)
 		return
@@ -100,7 +100,7 @@ func (api *API) adminPolicyDiff(w http.ResponseWriter, r *http.Request) {
 	if !checkPolicyFile(w, req) {
 		return
 	}
-	d, err := viewValue(api.c, func(tx *bbolt.Tx) (string, error) { return policy.Diff(tx, req.File, []byte(req.Data)) })
+	d, err := viewValue(api.c, func(tx *bbolt.Tx) (string, error) { return policy.Read(tx).Diff(req.File, []byte(req.Data)) })
 	if err != nil {
 		writePolicyError(w, err)
 		return
@@ -126,7 +126,7 @@ func (api *API) adminPolicyApply(w http.ResponseWriter, r *http.Request) {
 	var v policy.Version
 	p, err := policies.Parse(req.File, []byte(req.Data))
 	if err == nil {
-		err = c.ViewCurrent(r.Context(), func(tx *bbolt.Tx) error { v, err = policy.Lookup(tx, p.Name); return err })
+		err = c.ViewCurrent(r.Context(), func(tx *bbolt.Tx) error { v, err = policy.Read(tx).Lookup(p.Name); return err })
 	}
 	if err != nil {
 		writePolicyError(w, err)

@@ -23,7 +23,7 @@ import (
 // item needs version 3 of an intent (3 with first responses), and ca.revoke,
 // ca.hold and ca.release, at 2 when they carry the new status's responses. Every one of them but ca.nonce and
 // ca.people.migrate returns a result naming the issuer ID and the serials it
-// changed (ChangedSerials reads it), so subscribers (OCSP, CRLs) react without
+// changed (ChangeOf reads it), so subscribers (OCSP, CRLs) react without
 // decoding bodies:
 //
 //	ca.issuer.create   a CA key made on every voter, certificate pending   issuer, no serial
@@ -47,19 +47,19 @@ const (
 	commandIssuerInstall = "ca.issuer.install"
 	commandIssuerRetire  = "ca.issuer.retire"
 	commandIntent        = "ca.intent"
-	CommandIssue         = "ca.issue"
-	CommandResolve       = "ca.intent.resolve"
-	CommandRevoke        = "ca.revoke"
-	CommandHold          = "ca.hold"
-	CommandRelease       = "ca.release"
+	commandIssue         = "ca.issue"
+	commandResolve       = "ca.intent.resolve"
+	commandRevoke        = "ca.revoke"
+	commandHold          = "ca.hold"
+	commandRelease       = "ca.release"
 	commandRelink        = "ca.relink"
 )
 
 // statusCommands are the command types that change a certificate's status: what the
 // OCSP responder and the CRL publisher subscribe to.
 func statusCommands() []string {
-	return []string{commandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
-		CommandIntents, CommandIssues}
+	return []string{commandIntent, commandIssue, commandResolve, commandRevoke, commandHold, commandRelease,
+		commandIntents, commandIssues}
 }
 
 // Actors the authority names itself (the same strings as the audit package's).
@@ -239,14 +239,14 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(commandIssuerInstall, v1, nil, applyIssuerInstall),
 		cluster.NewHandler(commandIssuerRetire, v1, nil, applyIssuerRetire),
 		cluster.NewHandler(commandIntent, []uint{1, 2, 3}, nil, applyIntent),
-		cluster.NewHandler(CommandIssue, v1, nil, applyIssue),
-		cluster.NewHandler(CommandResolve, v1, nil, applyResolve),
-		cluster.NewHandler(CommandRevoke, []uint{1, 2}, nil, applyRevoke),
-		cluster.NewHandler(CommandHold, []uint{1, 2}, nil, applyHold),
-		cluster.NewHandler(CommandRelease, []uint{1, 2}, nil, applyRelease),
+		cluster.NewHandler(commandIssue, v1, nil, applyIssue),
+		cluster.NewHandler(commandResolve, v1, nil, applyResolve),
+		cluster.NewHandler(commandRevoke, []uint{1, 2}, nil, applyRevoke),
+		cluster.NewHandler(commandHold, []uint{1, 2}, nil, applyHold),
+		cluster.NewHandler(commandRelease, []uint{1, 2}, nil, applyRelease),
 		cluster.NewHandler(commandRelink, v1, nil, applyRelink),
-		cluster.NewHandler(CommandIntents, []uint{1, 2, 3}, nil, applyIntents),
-		cluster.NewHandler(CommandIssues, v1, nil, applyIssues),
+		cluster.NewHandler(commandIntents, []uint{1, 2, 3}, nil, applyIntents),
+		cluster.NewHandler(commandIssues, v1, nil, applyIssues),
 		cluster.NewHandler(commandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
 		cluster.NewHandler(commandMigratePeople, v1, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, applyMigratePeople),
 	}
@@ -305,7 +305,7 @@ func applyIssuerCreate(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		}
 		return nil, refusef("issuer %s exists", b.ID)
 	}
-	r := &issuerRecord{ID: b.ID, KeyLabel: b.KeyLabel, PublicKey: b.PublicKey, Status: uint8(IssuerPending),
+	r := &issuerRecord{ID: b.ID, KeyLabel: b.KeyLabel, PublicKey: b.PublicKey, Status: uint8(issuerPending),
 		CRLShards: b.CRLShards, Created: e.Time.UnixNano()}
 	if err := putIssuer(tx, r); err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r == nil || issuerStatus(r.Status) != IssuerPending {
+	if r == nil || issuerStatus(r.Status) != issuerPending {
 		return nil, refusef("issuer %q is not pending", b.ID)
 	}
 	cert, err := x509.ParseCertificate(b.Cert)
@@ -343,14 +343,14 @@ func applyIssuerInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		old.Status = uint8(IssuerRetired)
+		old.Status = uint8(issuerRetired)
 		if err := putIssuer(tx, old); err != nil {
 			return nil, err
 		}
 	} else if !errors.Is(err, ErrNoActiveIssuer) {
 		return nil, err
 	}
-	r.Cert, r.Chain, r.Status, r.NotAfter = b.Cert, b.Chain, uint8(IssuerActive), cert.NotAfter.UnixNano()
+	r.Cert, r.Chain, r.Status, r.NotAfter = b.Cert, b.Chain, uint8(issuerActive), cert.NotAfter.UnixNano()
 	if err := putIssuer(tx, r); err != nil {
 		return nil, err
 	}
@@ -378,15 +378,15 @@ func applyIssuerRetire(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r == nil || issuerStatus(r.Status) == IssuerRetired {
+	if r == nil || issuerStatus(r.Status) == issuerRetired {
 		return nil, refusef("issuer %q is unknown or retired already", b.ID)
 	}
-	if issuerStatus(r.Status) == IssuerActive {
+	if issuerStatus(r.Status) == issuerActive {
 		if err := tx.Bucket(bucketIssuers).Delete(keyActive); err != nil {
 			return nil, err
 		}
 	}
-	r.Status = uint8(IssuerRetired)
+	r.Status = uint8(issuerRetired)
 	if err := putIssuer(tx, r); err != nil {
 		return nil, err
 	}
@@ -520,7 +520,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	}
 	// A retired issuer's key still signs responder certificates: its certificates'
 	// status is answered until they have all expired.
-	if is == nil || issuerStatus(is.Status) != IssuerActive && !(issuerStatus(is.Status) == IssuerRetired && Kind(b.Kind) == Responder) {
+	if is == nil || issuerStatus(is.Status) != issuerActive && !(issuerStatus(is.Status) == issuerRetired && Kind(b.Kind) == Responder) {
 		return refusef("issuer %q is not active", b.Issuer)
 	}
 	if b.NotAfter > is.NotAfter || b.NotAfter <= now.UnixNano() {
@@ -539,7 +539,7 @@ func putIntent(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 	if b.MaxPerPerson > 0 {
 		// The intents applied before this one, in earlier entries and earlier in
 		// this batch, are in tx: concurrent requests for one person cannot all pass.
-		n, err := CountForCap(tx, b.Person, b.Hint, now)
+		n, err := Read(tx).CountForCap(b.Person, b.Hint, now)
 		if err != nil {
 			return err
 		}
@@ -659,7 +659,7 @@ func applyResolve(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if r == nil || Status(r.Status) != Pending || r.Issuer != b.Issuer {
 			continue
 		}
-		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(ReasonCessationOfOperation), e.Time.UnixNano()
+		r.Status, r.Reason, r.RevokedAt = uint8(Revoked), uint8(crlreason.CessationOfOperation), e.Time.UnixNano()
 		if err := putCert(tx, r, s); err != nil {
 			return nil, err
 		}
@@ -736,7 +736,7 @@ func applyStatus(tx *bbolt.Tx, e cluster.Entry, change func(r *certRecord, b sta
 // both call it.
 func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
 	switch typ {
-	case CommandRevoke:
+	case commandRevoke:
 		if !validRevocationReason(b.Reason) {
 			return fmt.Errorf("ca: revoke %x: reason %d not allowed", b.Serial, b.Reason)
 		}
@@ -744,12 +744,12 @@ func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
 			return fmt.Errorf("%w: revoke %x: status is %s", ErrStatus, b.Serial, s)
 		}
 		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Revoked), uint8(b.Reason), at, ""
-	case CommandHold:
+	case commandHold:
 		if s := Status(r.Status); s != Good {
 			return fmt.Errorf("%w: hold %x: status is %s", ErrStatus, b.Serial, s)
 		}
-		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(ReasonCertificateHold), at, b.Actor
-	case CommandRelease:
+		r.Status, r.Reason, r.RevokedAt, r.HeldBy = uint8(Held), uint8(crlreason.CertificateHold), at, b.Actor
+	case commandRelease:
 		if s := Status(r.Status); s != Held {
 			return fmt.Errorf("%w: release %x: status is %s", ErrStatus, b.Serial, s)
 		}
@@ -765,19 +765,19 @@ func changeTo(typ string, r *certRecord, b statusBodyV2, at int64) error {
 
 func applyRevoke(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
-		return changeTo(CommandRevoke, r, b, at)
+		return changeTo(commandRevoke, r, b, at)
 	})
 }
 
 func applyHold(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
-		return changeTo(CommandHold, r, b, at)
+		return changeTo(commandHold, r, b, at)
 	})
 }
 
 func applyRelease(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return applyStatus(tx, e, func(r *certRecord, b statusBodyV2, at int64) error {
-		return changeTo(CommandRelease, r, b, at)
+		return changeTo(commandRelease, r, b, at)
 	})
 }
 
@@ -836,20 +836,20 @@ func applyRelink(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	return encMode.Marshal(relinkResult{Issuer: r.Issuer, Serials: [][]byte{b.Serial}, OldLink: old})
 }
 
-// ChangedSerials tells a subscriber which issuer and serials an applied command of
+// changedSerials tells a subscriber which issuer and serials an applied command of
 // the authority changed, from its result alone. The serials are big-endian
 // bytes, as the result carries them, the state keys them and OCSP answers for
 // them. It returns "" and nil for other commands and for results it cannot read.
-func ChangedSerials(e cluster.Entry, result []byte) (issuerID string, serials [][]byte) {
+func changedSerials(e cluster.Entry, result []byte) (issuerID string, serials [][]byte) {
 	switch e.Command.Type {
-	case commandIntent, CommandIssue, CommandResolve, CommandRevoke, CommandHold, CommandRelease,
+	case commandIntent, commandIssue, commandResolve, commandRevoke, commandHold, commandRelease,
 		commandIssuerCreate, commandIssuerInstall, commandIssuerRetire:
-	case commandRelink, CommandIntents, CommandIssues:
+	case commandRelink, commandIntents, commandIssues:
 	default:
 		return "", nil
 	}
 	var r changeResult
-	if e.Command.Type == CommandIntents || e.Command.Type == CommandIssues {
+	if e.Command.Type == commandIntents || e.Command.Type == commandIssues {
 		var br batchResult
 		if decMode.Unmarshal(result, &br) != nil {
 			return "", nil

@@ -75,19 +75,6 @@ type keyStore interface {
 	Signer(ctx context.Context, u hsm.URI) (*hsm.Signer, error)
 }
 
-// KeyMode says how every voter comes to hold the CA key.
-type KeyMode int
-
-const (
-	// PerNodeHSM: each voter has its own HSM. The key is made wrappable on one
-	// voter and sent to the others wrapped (cluster.ShareKey); a voter that joins
-	// later receives it at join.
-	PerNodeHSM KeyMode = iota
-	// SharedHSM: every node reaches one network HSM and finds the key by label.
-	// Nothing is transferred; the key is made non-extractable.
-	SharedHSM
-)
-
 // URLs are the public addresses certificates point to.
 type URLs struct {
 	// OCSP is the responder's URL, put in every certificate's AIA.
@@ -142,8 +129,13 @@ func (u URLs) validate() error {
 type Config struct {
 	Cluster *cluster.Cluster
 	Keys    keyStore
-	KeyMode KeyMode
-	URLs    URLs
+	// SharedHSM says that every node reaches one network HSM and finds the CA
+	// key by label: nothing is transferred, and the key is made
+	// non-extractable. Without it each voter has its own HSM: the key is made
+	// wrappable on one voter and sent to the others wrapped (cluster.ShareKey),
+	// and a voter that joins later receives it at join.
+	SharedHSM bool
+	URLs      URLs
 	// CRLShards is the number of CRL shards of issuers made from now on (16).
 	// An issuer keeps the number it was made with.
 	CRLShards int
@@ -213,9 +205,6 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Keys == nil {
 		errs = append(errs, errors.New("ca: keys: required"))
 	}
-	if cfg.KeyMode != PerNodeHSM && cfg.KeyMode != SharedHSM {
-		errs = append(errs, fmt.Errorf("ca: key mode %d: unknown", cfg.KeyMode))
-	}
 	if cfg.CRLShards == 0 {
 		cfg.CRLShards = defaultCRLShards
 	}
@@ -240,8 +229,8 @@ func New(cfg Config) (*Authority, error) {
 		flights: map[string]*flight{},
 	}
 	a.closed, a.stop = context.WithCancel(context.Background())
-	a.intents = &groupCommit{a: a, typ: CommandIntents, max: groupInflight}
-	a.issues = &groupCommit{a: a, typ: CommandIssues, max: groupInflight}
+	a.intents = &groupCommit{a: a, typ: commandIntents, max: groupInflight}
+	a.issues = &groupCommit{a: a, typ: commandIssues, max: groupInflight}
 	cluster.HandleCall(a.c, callSign, a.serveSign)
 	cluster.HandleCall(a.c, callSignStatus, a.serveSignStatus)
 	a.c.OnLeader(a.lead)
@@ -298,7 +287,7 @@ func (a *Authority) lead(term context.Context) {
 		}
 	}
 	var is Issuer
-	err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err })
+	err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).ActiveIssuer(); return err })
 	switch {
 	case errors.Is(err, ErrNoActiveIssuer):
 	case err != nil:
@@ -310,7 +299,7 @@ func (a *Authority) lead(term context.Context) {
 		}
 		if err != nil {
 			a.refuseLeadership(ctx, is.ID, err, true)
-		} else if a.cfg.KeyMode == PerNodeHSM {
+		} else if !a.cfg.SharedHSM {
 			if err := a.c.ShareKey(ctx, is.KeyLabel); err != nil && ctx.Err() == nil {
 				a.log.Error("ca: some voters lack the active CA key", "issuer", is.ID, "err", err)
 			}
@@ -463,7 +452,7 @@ func (a *Authority) Signer(ctx context.Context, issuerID string) (crypto.Signer,
 		return nil, nil, fmt.Errorf("ca: signer of %s: %w", issuerID, cluster.ErrNotLeader)
 	}
 	var is Issuer
-	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = LookupIssuer(tx, issuerID); return err }); err != nil {
+	if err := a.c.View(func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).LookupIssuer(issuerID); return err }); err != nil {
 		return nil, nil, err
 	}
 	st, err := a.issuerState(is)

@@ -62,14 +62,14 @@ func BenchmarkIssue(b *testing.B) {
 	ctx := testenv.Context(b, 10*time.Minute)
 	// Raft's default timings: the tests' short ones make a saturated machine
 	// change leaders, and a new leader resolves the intents in flight.
-	tc := newCAClusterWith(b, 3, PerNodeHSM, func(c *cluster.Config) {
+	tc := newCAClusterWith(b, 3, perNodeHSM, func(c *cluster.Config) {
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
 		c.SnapshotThreshold = 1 << 20 // keep snapshots out of the figures
 	})
 	tc.initCA(ctx, hsm.ECP256)
 	leader := tc.leader()
 	var is Issuer
-	if err := leader.c.View(func(tx *bbolt.Tx) error { var err error; is, err = ActiveIssuer(tx); return err }); err != nil {
+	if err := leader.c.View(func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).ActiveIssuer(); return err }); err != nil {
 		b.Fatal(err)
 	}
 	st, err := leader.a.issuerState(is)
@@ -113,7 +113,7 @@ func BenchmarkIssue(b *testing.B) {
 					s, _ := newSerial(time.Now())
 					intent, _ := intentCommand(intentBody{Serial: s.Bytes(), Issuer: is.ID, TBSHash: h,
 						NotAfter: time.Now().Add(time.Hour).UnixNano(), Link: h, Person: h, Actor: actorEnrollment})
-					resolve, _ := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: is.ID, Serials: [][]byte{s.Bytes()}})
+					resolve, _ := cluster.NewCommand(commandResolve, 1, resolveBody{Issuer: is.ID, Serials: [][]byte{s.Bytes()}})
 					for _, cmd := range []cluster.Command{intent, resolve} {
 						if _, err := leader.c.Submit(ctx, cmd); err != nil {
 							b.Error(err)

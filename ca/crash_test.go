@@ -14,6 +14,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -54,7 +55,7 @@ func (tc *testCluster) restart(ctx context.Context, n *caNode) {
 }
 
 // waitStatus waits until serial has the status on every running node.
-func (tc *testCluster) waitStatus(ctx context.Context, serial []byte, want Status, reason int) []Record {
+func (tc *testCluster) waitStatus(ctx context.Context, serial []byte, want Status, reason crlreason.Reason) []Record {
 	tc.t.Helper()
 	for {
 		recs := tc.lookupEverywhere(ctx, serial)
@@ -79,16 +80,16 @@ func (tc *testCluster) waitStatus(ctx context.Context, serial []byte, want Statu
 // issued record survives; the restarted node agrees.
 func TestLeaderCrashBetweenSteps(t *testing.T) {
 	ctx := testenv.Context(t, 120*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	for _, c := range []struct {
 		step   string
 		status Status
-		reason int
+		reason crlreason.Reason
 		hasDER bool
 	}{
-		{stepIntent, Revoked, ReasonCessationOfOperation, false},
-		{stepSigned, Revoked, ReasonCessationOfOperation, false},
+		{stepIntent, Revoked, crlreason.CessationOfOperation, false},
+		{stepSigned, Revoked, crlreason.CessationOfOperation, false},
 		{stepIssued, Good, 0, true},
 	} {
 		t.Run(c.step, func(t *testing.T) {
@@ -137,7 +138,7 @@ func TestLeaderCrashBetweenSteps(t *testing.T) {
 // HSM made covered by a record.
 func TestLeaderCrashUnderLoad(t *testing.T) {
 	ctx := testenv.Context(t, 120*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader := tc.leader()
 
@@ -226,7 +227,7 @@ func TestLeaderCrashUnderLoad(t *testing.T) {
 		}
 		err := n.c.View(func(tx *bbolt.Tx) error {
 			acked.Range(func(k, v any) bool {
-				r, err := Lookup(tx, new(big.Int).SetBytes([]byte(k.(string))))
+				r, err := Read(tx).Lookup(new(big.Int).SetBytes([]byte(k.(string))))
 				if err != nil || r.Status != Good || !bytes.Equal(r.DER, v.([]byte)) {
 					t.Errorf("node %s: acknowledged %x: %+v, %v", n.c.ID(), k, r.Status, err)
 				}
@@ -235,12 +236,12 @@ func TestLeaderCrashUnderLoad(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			for s := range signed {
-				r, err := Lookup(tx, new(big.Int).SetBytes([]byte(s)))
+				r, err := Read(tx).Lookup(new(big.Int).SetBytes([]byte(s)))
 				if err != nil {
 					t.Errorf("node %s: signed %x has no record", n.c.ID(), s)
 					continue
 				}
-				if r.Status == Revoked && r.DER == nil && r.Reason != ReasonCessationOfOperation {
+				if r.Status == Revoked && r.DER == nil && r.Reason != crlreason.CessationOfOperation {
 					t.Errorf("node %s: %x resolved with reason %d", n.c.ID(), s, r.Reason)
 				}
 			}

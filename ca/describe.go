@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // Description is what the audit log records of one change the authority applied,
@@ -56,7 +57,7 @@ var errForeignCommand = errors.New("not a command of the authority")
 // body and result, never the state, so it is a pure function of what the hook is
 // given. It returns an error for a command type that is not the authority's.
 func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
-	if e.Command.Type == CommandResolve {
+	if e.Command.Type == commandResolve {
 		var res changeResult
 		if err := decMode.Unmarshal(result, &res); err != nil {
 			return nil, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
@@ -64,12 +65,12 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		out := []Description{}
 		for _, s := range res.Serials {
 			out = append(out, Description{Type: typeResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
-				Data: map[string]any{"issuer": res.Issuer, "reason": ReasonCessationOfOperation}})
+				Data: map[string]any{"issuer": res.Issuer, "reason": int(crlreason.CessationOfOperation)}})
 		}
 		return out, nil
 	}
 	switch e.Command.Type {
-	case CommandIntents, CommandIssues:
+	case commandIntents, commandIssues:
 		return describeBatch(e, result)
 	case commandNonce:
 		// A nonce admits one re-bind; what the re-bind does is audited.
@@ -99,7 +100,7 @@ func describeBatch(e cluster.Entry, result []byte) ([]Description, error) {
 	}
 	refused := res.refusedIndex()
 	out := []Description{}
-	if e.Command.Type == CommandIntents {
+	if e.Command.Type == commandIntents {
 		b, err := decodeIntents(e.Command)
 		if err != nil {
 			return nil, fmt.Errorf("ca: describe: %w", err)
@@ -186,21 +187,21 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 		if b, err = decodeIntent(e.Command); err == nil {
 			d = describeIntent(b)
 		}
-	case CommandIssue:
+	case commandIssue:
 		var b issueBody
 		if err = e.Command.Decode(&b); err == nil {
 			d = describeIssued(b, res.Issuer)
 		}
-	case CommandRevoke, CommandHold, CommandRelease:
+	case commandRevoke, commandHold, commandRelease:
 		var b statusBodyV2
 		if b, err = decodeStatusCommand(e.Command); err == nil {
-			typ := map[string]string{CommandRevoke: typeRevoked, CommandHold: typeHeld, CommandRelease: typeReleased}[e.Command.Type]
+			typ := map[string]string{commandRevoke: typeRevoked, commandHold: typeHeld, commandRelease: typeReleased}[e.Command.Type]
 			data := map[string]any{"issuer": res.Issuer}
 			switch e.Command.Type {
-			case CommandRevoke:
+			case commandRevoke:
 				data["reason"] = b.Reason
-			case CommandHold:
-				data["reason"] = ReasonCertificateHold
+			case commandHold:
+				data["reason"] = int(crlreason.CertificateHold)
 			}
 			d = Description{Type: typ, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
 		}

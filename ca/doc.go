@@ -33,13 +33,13 @@
 // A hold records who put it; an operator's hold is released only by an operator.
 // With a Publisher (publish.go) nothing is acknowledged before it is answerable:
 // the leader carries a new serial's first status responses in its intent's entry
-// (every node hands them on as it applies it, IntentResponses), a status change
+// (every node hands them on as it applies it, ChangeOf), a status change
 // carries the responses the leader signed for it at the time it fixes in the
-// command (StatusResponses), and the node that
+// command (ChangeOf again), and the node that
 // answers an issuance or a status change waits until it serves the new status.
-// The state (Lookup, Walk, ByLink, CountByPerson, CountForCap, PersonOf,
-// LookupPerson, NonceUsed, Issuers, ResponderCertificates)
-// is read in the cluster's bbolt transactions; FollowedCommands and ChangedSerials
+// The state (Read: a State with Lookup, Walk, ByLink, CountByPerson, CountForCap,
+// PersonOf, LookupPerson, NonceUsed, Issuers, ResponderCertificates)
+// is read in the cluster's bbolt transactions; FollowedCommands and ChangeOf
 // tell subscribers what changed (the serials as the state keys them, which
 // LookupBytes and StatusOfBytes read), DescribeCommand tells the audit log, in
 // hashes only. PublishCRLs runs the CRL publisher (ca/crl) over the authority's

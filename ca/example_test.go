@@ -51,7 +51,6 @@ func ExampleAuthority_Issue() {
 	a, err := ca.New(ca.Config{
 		Cluster: c,
 		Keys:    tok.HSM,
-		KeyMode: ca.PerNodeHSM,
 		URLs:    ca.URLs{OCSP: "http://ocsp.example.jp/", CRL: "http://crl.example.jp/crl/", CAIssuers: "http://crl.example.jp/ca/"},
 		Logger:  quiet,
 	})

@@ -9,18 +9,83 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/cluster"
 )
 
 // FollowedCommands are what the followers of the authority's state subscribe
 // to — the CRL publisher (PublishCRLs) and each node's OCSP pre-signer:
-// certificates' status changes, and the CA certificates coming and going.
+// certificates' status changes, and the CA certificates coming and going. A
+// follower reads each applied entry with ChangeOf.
 func FollowedCommands() []string {
 	return append(statusCommands(), commandIssuerCreate, commandIssuerInstall, commandIssuerRetire)
 }
 
-// IsIssuerCommand tells whether a command type changes the CA certificates
+// StatusCommands are the commands that change the status of a certificate
+// already issued or intended (revoke, hold, release, an intent resolved): what
+// a holder of one certificate (the TSA, of its own) subscribes to.
+func StatusCommands() []string {
+	return []string{commandRevoke, commandHold, commandRelease, commandResolve}
+}
+
+// Change is what one applied command of the authority changed, read from the
+// entry and its result alone (ChangeOf), so that a follower needs no command
+// names and no encodings of the authority's. Its methods decode what they are
+// asked for, no more: a hook may ask of every entry applied.
+type Change struct {
+	e      cluster.Entry
+	result []byte
+}
+
+// ChangeOf reads an applied entry; for another package's command every
+// method says no and gives nothing. A hook runs only after a command that was
+// applied, so what it finds states what the entry set.
+func ChangeOf(e cluster.Entry, result []byte) Change { return Change{e: e, result: result} }
+
+// Serials are the CA and the certificates whose state the command changed, as
+// big-endian bytes (as the result carries them, the state keys them and OCSP
+// answers for them); "" and nil for other commands and for results that
+// cannot be read.
+func (c Change) Serials() (issuer string, serials [][]byte) { return changedSerials(c.e, c.result) }
+
+// Responses are the OCSP responses the leader signed into the entry,
+// responses[i] for serials[i]: a batch of intents' first responses (the
+// certificates are Good), or the responses for the status a revoke, hold or
+// release set (SetsStatus). None when it carries none. The entry is decoded
+// again: only a publisher of responses asks.
+func (c Change) Responses() (issuer string, serials, responses [][]byte) {
+	switch c.e.Command.Type {
+	case commandIntents:
+		return intentResponses(c.e, c.result)
+	case commandRevoke, commandHold, commandRelease:
+		if issuer, serial, resps := statusEntryResponses(c.e, c.result); resps != nil {
+			return issuer, [][]byte{serial}, [][]byte{resps}
+		}
+	}
+	return "", nil, nil
+}
+
+// Issuers tells whether the command changed the CA certificates (one created,
+// installed or retired) rather than certificates' status.
+func (c Change) Issuers() bool { return isIssuerCommand(c.e.Command.Type) }
+
+// Issued tells whether the command recorded certificates as issued (their DER
+// is in the state now).
+func (c Change) Issued() bool {
+	return c.e.Command.Type == commandIssue || c.e.Command.Type == commandIssues
+}
+
+// Revoked tells whether the command revoked the certificate.
+func (c Change) Revoked() bool { return c.e.Command.Type == commandRevoke }
+
+// SetsStatus tells whether the command is a revoke, hold or release: the status
+// it set is the one the state now holds for the serial.
+func (c Change) SetsStatus() bool {
+	return c.e.Command.Type == commandRevoke || c.e.Command.Type == commandHold || c.e.Command.Type == commandRelease
+}
+
+// isIssuerCommand tells whether a command type changes the CA certificates
 // rather than certificates' status.
-func IsIssuerCommand(t string) bool {
+func isIssuerCommand(t string) bool {
 	switch t {
 	case commandIssuerCreate, commandIssuerInstall, commandIssuerRetire:
 		return true
@@ -48,8 +113,8 @@ func (a *Authority) PublishCRLs(cfg crl.PublisherConfig) func(ctx context.Contex
 					return
 				case ev := <-sub.C:
 					ch := crl.Change{Resync: true}
-					if !ev.Resync && !IsIssuerCommand(ev.Entry.Command.Type) {
-						id, serials := ChangedSerials(ev.Entry, ev.Result)
+					if !ev.Resync && !isIssuerCommand(ev.Entry.Command.Type) {
+						id, serials := changedSerials(ev.Entry, ev.Result)
 						if id == "" {
 							continue
 						}
@@ -77,7 +142,7 @@ type crlSource struct{ a *Authority }
 func (s crlSource) CAs(context.Context) ([]crl.CA, error) {
 	var out []crl.CA
 	err := s.a.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := Issuers(tx)
+		issuers, err := Read(tx).Issuers()
 		for _, is := range issuers {
 			if is.Cert == nil {
 				continue
@@ -93,7 +158,7 @@ func (s crlSource) CAs(context.Context) ([]crl.CA, error) {
 
 func (s crlSource) Revoked(_ context.Context, caID string, fn func(crl.Entry) error) error {
 	return s.a.c.View(func(tx *bbolt.Tx) error {
-		return Walk(tx, caID, func(st CertStatus) error {
+		return Read(tx).Walk(caID, func(st CertStatus) error {
 			if st.Status != Revoked && st.Status != Held {
 				return nil
 			}

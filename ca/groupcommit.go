@@ -21,8 +21,8 @@ import (
 // request is sent at once. Each item of a batch is applied, or refused, on its own
 // (putIntent, putIssued refuse before they write); the batch's result says which.
 const (
-	CommandIntents = "ca.intents"
-	CommandIssues  = "ca.issues"
+	commandIntents = "ca.intents"
+	commandIssues  = "ca.issues"
 )
 
 // Bounds of one batch: the cluster caps an entry at 1 MiB of commands
@@ -51,7 +51,7 @@ type (
 	// intentsBodyV3 is ca.intents at version 3: items of intent version 3,
 	// and for each the Publisher's first responses (empty for none), which
 	// the state does not keep: every node hands them on as it applies the
-	// entry (IntentResponses).
+	// entry (ChangeOf(…).Responses).
 	intentsBodyV3 struct {
 		_         struct{} `cbor:",toarray"`
 		Items     []intentBody
@@ -155,19 +155,19 @@ func decodeIntents(c cluster.Command) (intentsBody, error) {
 func intentsCommand(b intentsBody, responses [][]byte) (cluster.Command, error) {
 	for _, r := range responses {
 		if len(r) > 0 {
-			return cluster.NewCommand(CommandIntents, 3, intentsBodyV3{Items: b.Items, Responses: responses})
+			return cluster.NewCommand(commandIntents, 3, intentsBodyV3{Items: b.Items, Responses: responses})
 		}
 	}
 	for _, it := range b.Items {
 		if intentVersion(&it) > 2 {
-			return cluster.NewCommand(CommandIntents, 2, b)
+			return cluster.NewCommand(commandIntents, 2, b)
 		}
 	}
 	v1 := intentsBodyV1{Items: make([]intentBodyV2, len(b.Items))}
 	for i, it := range b.Items {
 		v1.Items[i] = intentV2(it)
 	}
-	return cluster.NewCommand(CommandIntents, 1, v1)
+	return cluster.NewCommand(commandIntents, 1, v1)
 }
 
 // applyIssues records issued certificates. An issued record names no issuer: the
@@ -305,7 +305,7 @@ func (g *groupCommit) send(batch []*groupItem) {
 	var body any
 	var responses [][]byte
 	switch g.typ {
-	case CommandIntents:
+	case commandIntents:
 		b := intentsBody{Items: make([]intentBody, len(batch))}
 		responses = make([][]byte, len(batch))
 		for i, it := range batch {

@@ -34,7 +34,7 @@ func fakeCert(t *testing.T, n int64) (der, tbsHash []byte) {
 
 // TestBatchItemsStandAlone: in a ca.intents or ca.issues batch each item is
 // applied or refused on its own — a refused item writes nothing and its
-// batch-mates are applied — and the result, ChangedSerials and DescribeCommand
+// batch-mates are applied — and the result, changedSerials and DescribeCommand
 // name exactly the items applied.
 func TestBatchItemsStandAlone(t *testing.T) {
 	db := testState(t)
@@ -54,14 +54,14 @@ func TestBatchItemsStandAlone(t *testing.T) {
 		applied []byte // serials applied, in order
 		refused map[int]error
 	}{
-		{"intents", CommandIntents, intentsBody{Items: []intentBody{
+		{"intents", commandIntents, intentsBody{Items: []intentBody{
 			intent(1, h1, 2),
 			intent(1, h1, 0), // the same serial again
 			intent(2, h1, 2),
 			intent(4, h1, 2), // the person has 2 now
 			intent(3, h3, 0),
 		}}, []byte{1, 2, 3}, map[int]error{1: errSerialUsed, 3: ErrPersonLimit}},
-		{"issues", CommandIssues, issuesBody{Items: []issueBody{
+		{"issues", commandIssues, issuesBody{Items: []issueBody{
 			{Serial: []byte{9}, DER: der1, Actor: actorSystem}, // no intent
 			{Serial: []byte{1}, DER: der1, Actor: actorSystem}, // good
 			{Serial: []byte{3}, DER: der3, Actor: actorSystem}, // not the intent's TBS
@@ -107,7 +107,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 				t.Errorf("%s: item %d: %v, want %v", s.name, idx, err, want)
 			}
 		}
-		_, serials := ChangedSerials(e, out)
+		_, serials := changedSerials(e, out)
 		ds, err := DescribeCommand(e, out)
 		if err != nil || len(ds) != len(s.applied) || len(serials) != len(s.applied) {
 			t.Fatalf("%s: %d descriptions (%v), %d changed serials, want %d", s.name, len(ds), err, len(serials), len(s.applied))
@@ -123,7 +123,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 		if r, _ := readCert(tx, []byte{4}); r != nil {
 			t.Error("the intent refused for the cap wrote a record")
 		}
-		if n, _ := CountByPerson(tx, person, now); n != 3 {
+		if n, _ := Read(tx).CountByPerson(person, now); n != 3 {
 			t.Errorf("CountByPerson = %d, want 3 (intents 1, 2, 3)", n)
 		}
 		for serial, want := range map[byte]Status{1: Good, 2: Pending, 3: Pending} {
@@ -139,7 +139,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 		"two issuers": {Items: []intentBody{intent(5, h1, 0), {Serial: []byte{6}, Issuer: "ca-2", TBSHash: h1, NotAfter: now.Add(time.Hour).UnixNano(), Actor: actorSystem}}},
 		"empty":       {},
 	} {
-		cmd, _ := cluster.NewCommand(CommandIntents, 1, body)
+		cmd, _ := cluster.NewCommand(commandIntents, 1, body)
 		_ = db.Update(func(tx *bbolt.Tx) error {
 			if _, err := applyIntents(tx, cluster.Entry{Time: now, Command: cmd}); !errors.Is(err, cluster.ErrRefused) {
 				t.Errorf("%s: err = %v, want a refusal", name, err)
@@ -165,10 +165,10 @@ func handlerOf(t *testing.T, typ string) cluster.Handler {
 // requests are queued, then lets them go.
 func TestConcurrentIssuancesShareEntries(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
-	sub := n.c.Subscribe(64, CommandIntents, CommandIssues)
+	sub := n.c.Subscribe(64, commandIntents, commandIssues)
 	defer sub.Close()
 	hold := func(g *groupCommit) {
 		g.mu.Lock()
@@ -207,10 +207,10 @@ func TestConcurrentIssuancesShareEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, typ := range []string{CommandIntents, CommandIssues} {
+	for _, typ := range []string{commandIntents, commandIssues} {
 		select {
 		case ev := <-sub.C:
-			_, serials := ChangedSerials(ev.Entry, ev.Result)
+			_, serials := changedSerials(ev.Entry, ev.Result)
 			if ev.Entry.Command.Type != typ || len(serials) != requests {
 				t.Errorf("%s with %d serials, want %s with %d", ev.Entry.Command.Type, len(serials), typ, requests)
 			}

@@ -33,7 +33,7 @@ type caNode struct {
 	keys  *hsm.Token // the token the authority uses (a second view of tok, or a shared one)
 	vault cluster.KeyVault
 	cfg   cluster.Config
-	mode  KeyMode
+	mode  keyMode
 	c     *cluster.Cluster
 	a     *Authority
 	down  atomic.Bool      // crashed: c and a are stopped but kept for inspection
@@ -78,7 +78,7 @@ func (n *caNode) open(ctx context.Context) {
 	n.c = c
 	n.cfg.BindAddr, n.cfg.AdvertiseAddr = c.Addr(), c.Addr()
 	n.cfg.Bootstrap, n.cfg.Join = false, nil
-	a, err := New(Config{Cluster: c, Keys: n.keys, KeyMode: n.mode, URLs: testURLs, CRLShards: 4, Now: n.clock, Logger: testenv.Logger()})
+	a, err := New(Config{Cluster: c, Keys: n.keys, SharedHSM: n.mode == sharedHSM, URLs: testURLs, CRLShards: 4, Now: n.clock, Logger: testenv.Logger()})
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -103,13 +103,13 @@ type testCluster struct {
 	nodes []*caNode
 }
 
-// newCACluster starts voters nodes in mode. For SharedHSM, shared says which nodes
+// newCACluster starts voters nodes in mode. For sharedHSM, shared says which nodes
 // (by index) see the shared token; the others get a token of their own.
-func newCACluster(t testing.TB, voters int, mode KeyMode, shared ...int) *testCluster {
+func newCACluster(t testing.TB, voters int, mode keyMode, shared ...int) *testCluster {
 	return newCAClusterWith(t, voters, mode, nil, shared...)
 }
 
-func newCAClusterWith(t testing.TB, voters int, mode KeyMode, tweak func(*cluster.Config), shared ...int) *testCluster {
+func newCAClusterWith(t testing.TB, voters int, mode keyMode, tweak func(*cluster.Config), shared ...int) *testCluster {
 	t.Helper()
 	ctx := testenv.Context(t, 90*time.Second)
 	tc := &testCluster{t: t}
@@ -119,7 +119,7 @@ func newCAClusterWith(t testing.TB, voters int, mode KeyMode, tweak func(*cluste
 		}
 	})
 	var sharedTok *hsm.Token
-	if mode == SharedHSM {
+	if mode == sharedHSM {
 		_, sharedTok = newTok(t)
 	}
 	for i := range voters {
@@ -251,7 +251,7 @@ func (tc *testCluster) lookupEverywhere(ctx context.Context, serial []byte) []Re
 		var r Record
 		err := n.c.View(func(tx *bbolt.Tx) error {
 			var err error
-			r, err = Lookup(tx, new(big.Int).SetBytes(serial))
+			r, err = Read(tx).Lookup(new(big.Int).SetBytes(serial))
 			return err
 		})
 		if err != nil {
@@ -261,3 +261,11 @@ func (tc *testCluster) lookupEverywhere(ctx context.Context, serial []byte) []Re
 	}
 	return out
 }
+
+// keyMode is how a test cluster's voters hold the CA key (Config.SharedHSM).
+type keyMode int
+
+const (
+	perNodeHSM keyMode = iota // each voter its own HSM
+	sharedHSM                 // one HSM, the key found by label
+)

@@ -100,9 +100,9 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if req.Decision.MaxPerPerson < 0 || req.Decision.MaxPerPerson > 0 && len(req.Person) == 0 {
 		return nil, fmt.Errorf("%w: a per-person cap needs a person hash and a positive cap", ErrTemplate)
 	}
-	if req.PersonMode > PersonJoin || req.PersonMode != personNone && (len(req.Person) != PersonIDLen || len(req.Link) == 0) ||
+	if req.PersonMode > PersonJoin || req.PersonMode != personNone && (len(req.Person) != personIDLen || len(req.Link) == 0) ||
 		req.PersonMode == PersonNew && len(req.NameBirth) == 0 {
-		return nil, fmt.Errorf("%w: a person record needs a %d-byte ID, a link, and for a new one its name-and-birth hash", ErrTemplate, PersonIDLen)
+		return nil, fmt.Errorf("%w: a person record needs a %d-byte ID, a link, and for a new one its name-and-birth hash", ErrTemplate, personIDLen)
 	}
 	if (len(req.NonceHash) == 0) != req.NonceExpires.IsZero() || len(req.NonceHash) != 0 && len(req.NonceHash) != sha256.Size {
 		return nil, fmt.Errorf("%w: a nonce needs its SHA-256 and its expiry", ErrTemplate)
@@ -150,9 +150,9 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID str
 	err := a.c.View(func(tx *bbolt.Tx) error {
 		var err error
 		if issuerID == "" {
-			is, err = ActiveIssuer(tx)
+			is, err = Read(tx).ActiveIssuer()
 		} else {
-			is, err = LookupIssuer(tx, issuerID)
+			is, err = Read(tx).LookupIssuer(issuerID)
 		}
 		return err
 	})
@@ -180,7 +180,7 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID str
 // signsUnder tells whether an issuer in status st signs a certificate of kind k:
 // the active one anything, a retired one responder certificates only.
 func signsUnder(st issuerStatus, k Kind) bool {
-	return st == IssuerActive || st == IssuerRetired && k == Responder
+	return st == issuerActive || st == issuerRetired && k == Responder
 }
 
 // maxSerialTries: a fresh serial is drawn when the state refuses one as used.
@@ -362,7 +362,7 @@ func (a *Authority) signHere(ctx context.Context, sr *signRequest, forwarded boo
 		a.mu.Unlock()
 		close(f.done)
 	}()
-	f.der, f.err = a.runPipeline(ctx, st, status == IssuerActive, sr, h[:])
+	f.der, f.err = a.runPipeline(ctx, st, status == issuerActive, sr, h[:])
 	return f.der, f.err
 }
 
@@ -483,7 +483,7 @@ func (a *Authority) resumable(ctx context.Context, sr *signRequest, tbsHash []by
 	var r Record
 	err = a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error {
 		var err error
-		r, err = Lookup(tx, new(big.Int).SetBytes(sr.Serial))
+		r, err = Read(tx).Lookup(new(big.Int).SetBytes(sr.Serial))
 		return err
 	})
 	switch {
@@ -514,7 +514,7 @@ func (a *Authority) abandon(sr *signRequest) {
 func (a *Authority) submitResolve(ctx context.Context, issuer string, serials [][]byte) error {
 	for len(serials) > 0 {
 		n := min(len(serials), maxResolve)
-		cmd, err := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: issuer, Serials: serials[:n]})
+		cmd, err := cluster.NewCommand(commandResolve, 1, resolveBody{Issuer: issuer, Serials: serials[:n]})
 		if err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/inkan-pki/inkan/policies"
@@ -78,7 +79,7 @@ func opensslVerify(t *testing.T, root []byte, der []byte, intermediates ...[]byt
 // certificates as a relying party would, and the records on every node.
 func TestIssueOnThreeVoters(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	roots := x509.NewCertPool()
 	roots.AddCert(in.Cert)
@@ -134,16 +135,16 @@ func TestIssueOnThreeVoters(t *testing.T) {
 			}
 		}
 		err = via.c.View(func(tx *bbolt.Tx) error {
-			if got := ByLink(tx, req.Link); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
+			if got := Read(tx).ByLink(req.Link); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
 				t.Errorf("ByLink = %v", got)
 			}
-			if n, err := CountByPerson(tx, req.Person, time.Now()); err != nil || n != 1 {
+			if n, err := Read(tx).CountByPerson(req.Person, time.Now()); err != nil || n != 1 {
 				t.Errorf("CountByPerson = %d, %v", n, err)
 			}
-			if n, _ := CountByPerson(tx, req.Person, cert.NotAfter.Add(time.Second)); n != 0 {
+			if n, _ := Read(tx).CountByPerson(req.Person, cert.NotAfter.Add(time.Second)); n != 0 {
 				t.Errorf("CountByPerson after expiry = %d", n)
 			}
-			st, err := StatusOf(tx, in.ID, iss.Serial)
+			st, err := Read(tx).StatusOf(in.ID, iss.Serial)
 			if err != nil || st.Status != Good || !st.NotAfter.Equal(cert.NotAfter) {
 				t.Errorf("StatusOf = %+v, %v", st, err)
 			}
@@ -159,7 +160,7 @@ func TestIssueOnThreeVoters(t *testing.T) {
 // refused before anything is committed.
 func TestIssueRefuses(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	cases := []struct {
@@ -211,7 +212,7 @@ func TestIssueRefuses(t *testing.T) {
 // certificate; a different TBS under a used serial is refused.
 func TestSignIsIdempotent(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	req, _ := derivedRequest(t)
@@ -254,7 +255,7 @@ func TestSignIsIdempotent(t *testing.T) {
 // not a leaf of the active issuer with the authority's own fields.
 func TestForwardedTBSIsChecked(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	req, _ := derivedRequest(t)
@@ -305,7 +306,7 @@ func TestForwardedTBSIsChecked(t *testing.T) {
 // node's latest.
 func TestResponderCertificate(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	_, key := derivedRequest(t)
@@ -344,7 +345,7 @@ func TestResponderCertificate(t *testing.T) {
 		if _, err := responderCertificate(tx, "other"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown node: %v", err)
 		}
-		if nodes, err := ResponderNodes(tx); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {
+		if nodes, err := Read(tx).ResponderNodes(); err != nil || !slices.Equal(nodes, []string{n.c.ID()}) {
 			t.Errorf("ResponderNodes = %v, %v; want [%s]", nodes, err, n.c.ID())
 		}
 		return nil
@@ -361,7 +362,7 @@ func TestResponderCertificate(t *testing.T) {
 // learn of them, and the status index.
 func TestRevokeHoldRelease(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	sub := n.c.Subscribe(64, statusCommands()...)
@@ -377,19 +378,19 @@ func TestRevokeHoldRelease(t *testing.T) {
 		do      func() error
 		ok      bool
 		status  Status
-		reason  int
+		reason  crlreason.Reason
 		command string
 	}{
 		{"release a good one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Good, 0, ""},
-		{"hold", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, ReasonCertificateHold, CommandHold},
-		{"hold again", func() error { return n.a.Hold(ctx, s, actorSystem) }, false, Held, ReasonCertificateHold, ""},
-		{"release", func() error { return n.a.Release(ctx, s, actorSystem) }, true, Good, 0, CommandRelease},
-		{"revoke with certificateHold", func() error { return n.a.Revoke(ctx, s, ReasonCertificateHold, actorSystem) }, false, Good, 0, ""},
-		{"hold before revoking", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, ReasonCertificateHold, CommandHold},
-		{"revoke a held one", func() error { return n.a.Revoke(ctx, s, ReasonKeyCompromise, actorSystem) }, true, Revoked, ReasonKeyCompromise, CommandRevoke},
-		{"revoke again", func() error { return n.a.Revoke(ctx, s, ReasonKeyCompromise, actorSystem) }, false, Revoked, ReasonKeyCompromise, ""},
-		{"release a revoked one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Revoked, ReasonKeyCompromise, ""},
-		{"revoke an unknown serial", func() error { return n.a.Revoke(ctx, big.NewInt(99), 0, actorSystem) }, false, Revoked, ReasonKeyCompromise, ""},
+		{"hold", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, commandHold},
+		{"hold again", func() error { return n.a.Hold(ctx, s, actorSystem) }, false, Held, crlreason.CertificateHold, ""},
+		{"release", func() error { return n.a.Release(ctx, s, actorSystem) }, true, Good, 0, commandRelease},
+		{"revoke with certificateHold", func() error { return n.a.Revoke(ctx, s, crlreason.CertificateHold, actorSystem) }, false, Good, 0, ""},
+		{"hold before revoking", func() error { return n.a.Hold(ctx, s, actorSystem) }, true, Held, crlreason.CertificateHold, commandHold},
+		{"revoke a held one", func() error { return n.a.Revoke(ctx, s, crlreason.KeyCompromise, actorSystem) }, true, Revoked, crlreason.KeyCompromise, commandRevoke},
+		{"revoke again", func() error { return n.a.Revoke(ctx, s, crlreason.KeyCompromise, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
+		{"release a revoked one", func() error { return n.a.Release(ctx, s, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
+		{"revoke an unknown serial", func() error { return n.a.Revoke(ctx, big.NewInt(99), 0, actorSystem) }, false, Revoked, crlreason.KeyCompromise, ""},
 	}
 	var want []string
 	for _, st := range steps {
@@ -401,11 +402,11 @@ func TestRevokeHoldRelease(t *testing.T) {
 			want = append(want, st.command)
 		}
 		err = n.c.View(func(tx *bbolt.Tx) error {
-			r, err := Lookup(tx, s)
+			r, err := Read(tx).Lookup(s)
 			if err != nil {
 				return err
 			}
-			cs, err := StatusOf(tx, in.ID, s)
+			cs, err := Read(tx).StatusOf(in.ID, s)
 			if err != nil {
 				return err
 			}
@@ -422,11 +423,11 @@ func TestRevokeHoldRelease(t *testing.T) {
 		}
 	}
 	// Subscribers saw intent, issue, then each accepted change, naming the serial.
-	want = append([]string{CommandIntents, CommandIssues}, want...)
+	want = append([]string{commandIntents, commandIssues}, want...)
 	for i, typ := range want {
 		select {
 		case ev := <-sub.C:
-			issuer, serials := ChangedSerials(ev.Entry, ev.Result)
+			issuer, serials := changedSerials(ev.Entry, ev.Result)
 			if ev.Entry.Command.Type != typ || issuer != in.ID || len(serials) != 1 || !bytes.Equal(serials[0], s.Bytes()) {
 				t.Fatalf("event %d: %s %s %v, want %s", i, ev.Entry.Command.Type, issuer, serials, typ)
 			}
@@ -436,7 +437,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 	}
 	var walked []CertStatus
 	err = n.c.View(func(tx *bbolt.Tx) error {
-		return Walk(tx, in.ID, func(cs CertStatus) error { walked = append(walked, cs); return nil })
+		return Read(tx).Walk(in.ID, func(cs CertStatus) error { walked = append(walked, cs); return nil })
 	})
 	if err != nil || len(walked) != 1 || walked[0].Status != Revoked || walked[0].Serial.Cmp(s) != 0 {
 		t.Fatalf("walk = %+v, %v", walked, err)
@@ -446,7 +447,7 @@ func TestRevokeHoldRelease(t *testing.T) {
 // TestDescribeCommandHoldsNoPersonalData: the audit descriptions carry hashes only.
 func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	sub := n.c.Subscribe(64)
@@ -456,7 +457,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.a.Revoke(ctx, iss.Serial, ReasonKeyCompromise, actorSystem); err != nil {
+	if err := n.a.Revoke(ctx, iss.Serial, crlreason.KeyCompromise, actorSystem); err != nil {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(iss.DER)
@@ -495,7 +496,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	if d := seen[typeIntent]; !bytes.Equal(d.Data["link"].([]byte), req.Link) || !bytes.Equal(d.Data["person"].([]byte), req.Person) {
 		t.Errorf("intent: %+v", d)
 	}
-	if d := seen[typeRevoked]; d.Data["reason"] != ReasonKeyCompromise {
+	if d := seen[typeRevoked]; d.Data["reason"] != int(crlreason.KeyCompromise) {
 		t.Errorf("revoked: %+v", d)
 	}
 	if _, err := DescribeCommand(cluster.Entry{Command: cluster.Command{Type: "enroll.nonce"}}, nil); !errors.Is(err, errForeignCommand) {
@@ -505,7 +506,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 
 // TestDescribeResolve: a resolve is described once per serial it resolved.
 func TestDescribeResolve(t *testing.T) {
-	cmd, err := cluster.NewCommand(CommandResolve, 1, resolveBody{Issuer: "ca-x", Serials: [][]byte{{1}, {2}, {3}}})
+	cmd, err := cluster.NewCommand(commandResolve, 1, resolveBody{Issuer: "ca-x", Serials: [][]byte{{1}, {2}, {3}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,20 +520,20 @@ func TestDescribeResolve(t *testing.T) {
 	}
 	for i, want := range []int64{1, 3} {
 		d := ds[i]
-		if d.Type != typeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != ReasonCessationOfOperation {
+		if d.Type != typeResolved || d.Serial.Int64() != want || d.Actor != actorSystem || d.Data["reason"] != int(crlreason.CessationOfOperation) {
 			t.Errorf("description %d: %+v", i, d)
 		}
 	}
-	issuer, serials := ChangedSerials(cluster.Entry{Command: cmd}, res)
+	issuer, serials := changedSerials(cluster.Entry{Command: cmd}, res)
 	if issuer != "ca-x" || len(serials) != 2 {
-		t.Errorf("ChangedSerials = %s %v", issuer, serials)
+		t.Errorf("changedSerials = %s %v", issuer, serials)
 	}
 }
 
 // TestRSACAKey: the pipeline signs with an RSA-3072 CA key (PKCS#1 v1.5, SHA-256).
 func TestRSACAKey(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	in := tc.initCA(ctx, hsm.RSA3072)
 	req, _ := derivedRequest(t)
 	iss, err := tc.leader().a.Issue(ctx, req)
@@ -551,7 +552,7 @@ func TestRSACAKey(t *testing.T) {
 // it reaches the log, and by every replica if it does.
 func TestActorsAreAuditable(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	req, _ := derivedRequest(t)
@@ -565,7 +566,7 @@ func TestActorsAreAuditable(t *testing.T) {
 			t.Errorf("actor %q: err = %v", actor, err)
 		}
 	}
-	cmd, _ := cluster.NewCommand(CommandHold, 1, statusBody{Serial: iss.Serial.Bytes(), Actor: "alice"})
+	cmd, _ := cluster.NewCommand(commandHold, 1, statusBody{Serial: iss.Serial.Bytes(), Actor: "alice"})
 	if _, err := n.c.Submit(ctx, cmd); !errors.Is(err, cluster.ErrRefused) {
 		t.Errorf("submitted with a bad actor: err = %v", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 )
 
@@ -47,7 +48,7 @@ type Initialized struct {
 }
 
 // Init makes a new issuing CA: its key in this node's HSM, sent to every other
-// voter (PerNodeHSM), recorded as a pending issuer, and either a self-signed root
+// voter (without Config.SharedHSM), recorded as a pending issuer, and either a self-signed root
 // (activated at once) or a CSR for an offline root. The ID is
 // ca-<yyyymmdd>-<8 hex>. Init fails if any voter did not receive the key; the key
 // stays, and a new Init makes a new one.
@@ -78,19 +79,19 @@ func (a *Authority) Init(ctx context.Context, opts InitOptions) (*Initialized, e
 
 	key, err := a.cfg.Keys.Signer(ctx, hsm.URI{Object: label, Type: "private"})
 	switch {
-	case err == nil && a.cfg.KeyMode == SharedHSM:
+	case err == nil && a.cfg.SharedHSM:
 		a.log.Info("ca: init: using the shared HSM's existing key", "label", label)
 	case err == nil:
 		return nil, fmt.Errorf("ca: init: a key labelled %q exists already", label)
 	case errors.Is(err, hsm.ErrKeyNotFound):
-		key, err = a.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: label, Wrappable: a.cfg.KeyMode == PerNodeHSM})
+		key, err = a.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: label, Wrappable: !a.cfg.SharedHSM})
 		if err != nil {
 			return nil, fmt.Errorf("ca: init: make key: %w", err)
 		}
 	default:
 		return nil, fmt.Errorf("ca: init: %w", err)
 	}
-	if a.cfg.KeyMode == PerNodeHSM {
+	if !a.cfg.SharedHSM {
 		if err := a.c.ShareKey(ctx, label); err != nil {
 			return nil, fmt.Errorf("ca: init: send the key to every voter: %w", err)
 		}
@@ -141,17 +142,17 @@ func (a *Authority) Init(ctx context.Context, opts InitOptions) (*Initialized, e
 // listed, and its certificates covered by OCSP and CRLs). The certificate must be a
 // CA certificate with a subject key ID, for the issuer's key, and must verify with
 // Go's x509 up to chain's last certificate, the root (chain: issuer first; empty
-// for a self-signed certificate). Every voter must hold the key (PerNodeHSM: it is
+// for a self-signed certificate). Every voter must hold the key (without Config.SharedHSM: it is
 // sent again to any that lacks it).
 func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain [][]byte, actor string) error {
 	if actor == "" {
 		actor = actorSystem
 	}
 	var is Issuer
-	if err := a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; is, err = LookupIssuer(tx, id); return err }); err != nil {
+	if err := a.c.ViewCurrent(ctx, func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).LookupIssuer(id); return err }); err != nil {
 		return fmt.Errorf("ca: import: %w", err)
 	}
-	if is.Status != IssuerPending {
+	if is.Status != issuerPending {
 		return fmt.Errorf("ca: import: issuer %s is %s, not pending", id, is.Status)
 	}
 	cert, err := x509.ParseCertificate(certDER)
@@ -178,7 +179,7 @@ func (a *Authority) Import(ctx context.Context, id string, certDER []byte, chain
 	if !publicKeysEqual(key.Public(), cert.PublicKey) {
 		return fmt.Errorf("ca: import: this node's key %q is not the certificate's", is.KeyLabel)
 	}
-	if a.cfg.KeyMode == PerNodeHSM {
+	if !a.cfg.SharedHSM {
 		if err := a.c.ShareKey(ctx, is.KeyLabel); err != nil {
 			return fmt.Errorf("ca: import: not every voter holds the key: %w", err)
 		}
@@ -270,21 +271,21 @@ func (a *Authority) Relink(ctx context.Context, serial *big.Int, link []byte, ac
 
 // Revoke revokes an issued certificate with an RFC 5280 reason (not
 // certificateHold: see Hold). A held certificate may be revoked.
-func (a *Authority) Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error {
-	return a.changeStatus(ctx, CommandRevoke, serial, reason, actor)
+func (a *Authority) Revoke(ctx context.Context, serial *big.Int, reason crlreason.Reason, actor string) error {
+	return a.changeStatus(ctx, commandRevoke, serial, int(reason), actor)
 }
 
 // Hold puts a good certificate on hold (certificateHold), e.g. across a move while
 // the JPKI certificate is re-issued. The record keeps actor as Record.HeldBy.
 func (a *Authority) Hold(ctx context.Context, serial *big.Int, actor string) error {
-	return a.changeStatus(ctx, CommandHold, serial, ReasonCertificateHold, actor)
+	return a.changeStatus(ctx, commandHold, serial, int(crlreason.CertificateHold), actor)
 }
 
 // Release takes a held certificate off hold; only a held one. A hold an operator
 // put (Record.HeldBy "sha256:…") is released only by an operator: another actor
 // is refused with ErrHeldByOperator (a refusal, matching cluster.ErrRefused too).
 func (a *Authority) Release(ctx context.Context, serial *big.Int, actor string) error {
-	return a.changeStatus(ctx, CommandRelease, serial, 0, actor)
+	return a.changeStatus(ctx, commandRelease, serial, 0, actor)
 }
 
 func (a *Authority) changeStatus(ctx context.Context, typ string, serial *big.Int, reason int, actor string) error {

@@ -76,7 +76,7 @@ func p11Value(t *testing.T, tok *softhsm.Token, label string) ([]byte, error) {
 // every voter holds the same key.
 func TestCAKeyCannotBeReadOut(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	for _, n := range tc.nodes {
 		k, err := n.keys.Signer(ctx, hsm.URI{Object: in.ID, Type: "private"})
@@ -101,10 +101,10 @@ func TestCAKeyCannotBeReadOut(t *testing.T) {
 // lead and sign.
 func TestVoterJoiningLaterReceivesCAKey(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	tk, tok := newTok(t)
-	n := &caNode{t: t, tok: tk, keys: tok, vault: cluster.NewHSMVault(tok), mode: PerNodeHSM}
+	n := &caNode{t: t, tok: tk, keys: tok, vault: cluster.NewHSMVault(tok), mode: perNodeHSM}
 	n.cfg = fastConfig(t, n.vault)
 	jt := clustertest.JoinToken(t, tc.nodes[0].c, n.cfg, cluster.Voter)
 	n.cfg.Join = &cluster.Join{Addr: tc.nodes[0].c.Addr(), Token: jt}
@@ -137,7 +137,7 @@ func TestVoterJoiningLaterReceivesCAKey(t *testing.T) {
 // issue, saying why.
 func TestLeaderWithoutCAKeyHandsLeadershipAway(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 3, SharedHSM, 0, 1)
+	tc := newCACluster(t, 3, sharedHSM, 0, 1)
 	in, err := tc.nodes[0].a.Init(ctx, InitOptions{Subject: testSubject, SelfSign: true})
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +245,7 @@ func (r *offlineRoot) sign(t *testing.T, csrDER []byte) []byte {
 // its certificates.
 func TestOfflineRootAndRollover(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 2, PerNodeHSM)
+	tc := newCACluster(t, 2, perNodeHSM)
 	root := newOfflineRoot(t, "inkan test offline root")
 	a := tc.leader().a
 	first, err := a.Init(ctx, InitOptions{Subject: testSubject})
@@ -309,15 +309,15 @@ func TestOfflineRootAndRollover(t *testing.T) {
 		t.Fatalf("after rollover: %s, AKI %x", leaf2.SignatureAlgorithm, leaf2.AuthorityKeyId)
 	}
 	err = tc.leader().c.View(func(tx *bbolt.Tx) error {
-		list, err := Issuers(tx)
+		list, err := Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
-		if len(list) != 2 || list[0].ID != first.ID || list[0].Status != IssuerRetired || list[1].Status != IssuerActive {
+		if len(list) != 2 || list[0].ID != first.ID || list[0].Status != issuerRetired || list[1].Status != issuerActive {
 			t.Errorf("issuers %+v", list)
 		}
 		var n int
-		if err := Walk(tx, first.ID, func(cs CertStatus) error { n++; return nil }); err != nil {
+		if err := Read(tx).Walk(first.ID, func(cs CertStatus) error { n++; return nil }); err != nil {
 			return err
 		}
 		if n != 1 {

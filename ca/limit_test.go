@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -31,7 +32,7 @@ func certCount(t *testing.T, ctx context.Context, n *caNode) int {
 // concurrent requests on every node cannot pass it together.
 func TestPersonLimit(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader, follower := tc.leader(), tc.follower()
 
@@ -71,7 +72,7 @@ func TestPersonLimit(t *testing.T) {
 	if _, err := leader.a.Issue(ctx, req); !errors.Is(err, ErrPersonLimit) {
 		t.Fatalf("over the cap: err = %v", err)
 	}
-	if err := leader.a.Revoke(ctx, first.Serial, ReasonUnspecified, actorSystem); err != nil {
+	if err := leader.a.Revoke(ctx, first.Serial, crlreason.Unspecified, actorSystem); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := leader.a.Issue(ctx, req); !errors.Is(err, ErrPersonLimit) {
@@ -80,7 +81,7 @@ func TestPersonLimit(t *testing.T) {
 	var n int
 	_ = leader.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		n, err = CountByPerson(tx, req.Person, time.Now())
+		n, err = Read(tx).CountByPerson(req.Person, time.Now())
 		return err
 	})
 	if n != 2 {

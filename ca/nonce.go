@@ -56,8 +56,8 @@ type nonceBody struct {
 // NonceUsed reports whether this node's state (which may lag) holds the nonce's
 // hash as used: an early refusal of a replay before any other work. The command
 // that records the use decides.
-func NonceUsed(tx *bbolt.Tx, hash []byte) bool {
-	b := tx.Bucket(bucketNonces)
+func (s State) NonceUsed(hash []byte) bool {
+	b := s.tx.Bucket(bucketNonces)
 	return b != nil && b.Get(hash) != nil
 }
 
@@ -70,7 +70,7 @@ func checkNonce(tx *bbolt.Tx, now time.Time, hash []byte, expires int64) error {
 	if expires <= now.UnixNano() {
 		return cluster.Refuse(fmt.Errorf("%w: %x", ErrNonceExpired, hash[:8]))
 	}
-	if NonceUsed(tx, hash) {
+	if Read(tx).NonceUsed(hash) {
 		return cluster.Refuse(fmt.Errorf("%w: %x", ErrNonceUsed, hash[:8]))
 	}
 	return nil

@@ -39,8 +39,8 @@ var (
 	keyMigrated       = []byte("\x00migrated") // person IDs are PersonIDLen bytes
 )
 
-// PersonIDLen is the size of a person record's identifier: random bytes.
-const PersonIDLen = 16
+// personIDLen is the size of a person record's identifier: random bytes.
+const personIDLen = 16
 
 // Errors of person records.
 var (
@@ -73,8 +73,8 @@ const (
 	PersonJoin
 )
 
-// person is a person record.
-type person struct {
+// Person is a person record (State.LookupPerson).
+type Person struct {
 	ID []byte
 	// NameBirth is the keyed hash of the name and birth date of the JPKI
 	// certificate that started the record (jpki.Identity.NameBirthHash): a re-bind
@@ -93,20 +93,20 @@ type personRecord struct {
 }
 
 // LookupPerson returns the person record id (ErrNoPerson if there is none).
-func LookupPerson(tx *bbolt.Tx, id []byte) (person, error) {
-	r, err := readPerson(tx, id)
+func (s State) LookupPerson(id []byte) (Person, error) {
+	r, err := readPerson(s.tx, id)
 	if err != nil {
-		return person{}, err
+		return Person{}, err
 	}
 	if r == nil {
-		return person{}, ErrNoPerson
+		return Person{}, ErrNoPerson
 	}
-	return person{ID: bytes.Clone(id), NameBirth: r.NameBirth, Created: fromUnixNano(r.Created), Migrated: r.Migrated}, nil
+	return Person{ID: bytes.Clone(id), NameBirth: r.NameBirth, Created: fromUnixNano(r.Created), Migrated: r.Migrated}, nil
 }
 
 func readPerson(tx *bbolt.Tx, id []byte) (*personRecord, error) {
 	b := tx.Bucket(bucketPeople)
-	if b == nil || len(id) != PersonIDLen {
+	if b == nil || len(id) != personIDLen {
 		return nil, nil
 	}
 	v := b.Get(id)
@@ -130,8 +130,8 @@ func putPerson(tx *bbolt.Tx, id []byte, r personRecord) error {
 
 // PersonOf returns the person record a JPKI certificate (its link hash) belongs
 // to, if it belongs to one.
-func PersonOf(tx *bbolt.Tx, link []byte) ([]byte, bool) {
-	b := tx.Bucket(bucketPersonLinks)
+func (s State) PersonOf(link []byte) ([]byte, bool) {
+	b := s.tx.Bucket(bucketPersonLinks)
 	if b == nil || len(link) == 0 {
 		return nil, false
 	}
@@ -141,7 +141,7 @@ func PersonOf(tx *bbolt.Tx, link []byte) ([]byte, bool) {
 
 // NewPersonID returns a fresh random person record identifier.
 func NewPersonID() ([]byte, error) {
-	id := make([]byte, PersonIDLen)
+	id := make([]byte, personIDLen)
 	if _, err := rand.Read(id); err != nil {
 		return nil, err
 	}
@@ -153,14 +153,14 @@ func NewPersonID() ([]byte, error) {
 // those issued under the same hint (a person's renewed card that has not been
 // re-bound starts a new record, but finds their certificates by the hint), each
 // once, if not expired at t and not revoked (held ones count, pending intents too).
-func CountForCap(tx *bbolt.Tx, person, hint []byte, t time.Time) (int, error) {
+func (s State) CountForCap(person, hint []byte, t time.Time) (int, error) {
 	seen := map[string]bool{}
 	n := 0
 	for _, idx := range []struct {
 		bucket []byte
 		key    []byte
 	}{{bucketPersons, person}, {bucketHints, hint}} {
-		b := tx.Bucket(idx.bucket)
+		b := s.tx.Bucket(idx.bucket)
 		if b == nil || len(idx.key) == 0 {
 			continue
 		}
@@ -172,7 +172,7 @@ func CountForCap(tx *bbolt.Tx, person, hint []byte, t time.Time) (int, error) {
 				continue
 			}
 			seen[string(serial)] = true
-			r, err := readCert(tx, serial)
+			r, err := readCert(s.tx, serial)
 			if err != nil {
 				return 0, err
 			}
@@ -193,10 +193,10 @@ func checkPerson(tx *bbolt.Tx, b *intentBody) error {
 	if mode == personNone {
 		return nil
 	}
-	if Kind(b.Kind) != Derived || len(b.Person) != PersonIDLen || len(b.Link) == 0 {
-		return refusef("intent %x: a person record needs a derived certificate, a link and a %d-byte ID", b.Serial, PersonIDLen)
+	if Kind(b.Kind) != Derived || len(b.Person) != personIDLen || len(b.Link) == 0 {
+		return refusef("intent %x: a person record needs a derived certificate, a link and a %d-byte ID", b.Serial, personIDLen)
 	}
-	bound, isBound := PersonOf(tx, b.Link)
+	bound, isBound := Read(tx).PersonOf(b.Link)
 	switch mode {
 	case PersonNew:
 		if len(b.NameBirth) == 0 || len(b.NameBirth) > maxLink {
@@ -266,7 +266,7 @@ func putPersonOf(tx *bbolt.Tx, now time.Time, b *intentBody) error {
 // a person record already (a new card that enrolled on its own before it re-bound
 // another certificate stays its own record's).
 func bindLink(tx *bbolt.Tx, link, person []byte) error {
-	if _, bound := PersonOf(tx, link); bound || len(link) == 0 {
+	if _, bound := Read(tx).PersonOf(link); bound || len(link) == 0 {
 		return nil
 	}
 	if r, err := readPerson(tx, person); err != nil || r == nil {
@@ -319,7 +319,7 @@ func applyMigratePeople(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		return nil, refusef("migrate: more than %d links", maxMigrateItems)
 	}
 	for _, it := range b.Items {
-		if len(it.Link) == 0 || len(it.Link) > maxLink || len(it.Person) != PersonIDLen {
+		if len(it.Link) == 0 || len(it.Link) > maxLink || len(it.Person) != personIDLen {
 			return nil, refusef("migrate: malformed item")
 		}
 	}
@@ -343,8 +343,8 @@ func applyMigratePeople(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 // migrateLink moves the old-style derived certificates of one link to the link's
 // person record, made now if the link has none.
 func migrateLink(tx *bbolt.Tx, now time.Time, it migrateItem) (serials, persons [][]byte, err error) {
-	target, bound := PersonOf(tx, it.Link)
-	for _, s := range ByLink(tx, it.Link) {
+	target, bound := Read(tx).PersonOf(it.Link)
+	for _, s := range Read(tx).ByLink(it.Link) {
 		key := s.Bytes()
 		r, err := readCert(tx, key)
 		if err != nil {

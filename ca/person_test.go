@@ -82,7 +82,7 @@ func (s *stateApplier) serials() int {
 	return n
 }
 
-func personID(c byte) []byte { return bytes.Repeat([]byte{c}, PersonIDLen) }
+func personID(c byte) []byte { return bytes.Repeat([]byte{c}, personIDLen) }
 
 // TestPersonRecords: the first enrolment with a card starts a record; a second
 // with the same card is the same record; a first enrolment that lost a race to
@@ -101,10 +101,10 @@ func TestPersonRecords(t *testing.T) {
 		t.Fatalf("first enrolment: %v", err)
 	}
 	s.view(func(tx *bbolt.Tx) {
-		if got, ok := PersonOf(tx, cardA); !ok || !bytes.Equal(got, pA) {
+		if got, ok := Read(tx).PersonOf(cardA); !ok || !bytes.Equal(got, pA) {
 			t.Errorf("PersonOf(card A) = %x, %v", got, ok)
 		}
-		p, err := LookupPerson(tx, pA)
+		p, err := Read(tx).LookupPerson(pA)
 		if err != nil || !bytes.Equal(p.NameBirth, nameBirth) || !p.Created.Equal(s.now) || p.Migrated {
 			t.Errorf("LookupPerson: %+v, %v", p, err)
 		}
@@ -141,7 +141,7 @@ func TestPersonRecords(t *testing.T) {
 				t.Errorf("%d serials after the refusal, want %d", got, before)
 			}
 			s.view(func(tx *bbolt.Tx) {
-				if got, _ := PersonOf(tx, cardB); got != nil {
+				if got, _ := Read(tx).PersonOf(cardB); got != nil {
 					t.Errorf("card B was bound to %x", got)
 				}
 			})
@@ -187,7 +187,7 @@ func TestPersonRecords(t *testing.T) {
 			link []byte
 			want []byte
 		}{{"card A", cardA, pA}, {"card A renewed", cardA2, pA}, {"card B", cardB, pB}} {
-			if got, _ := PersonOf(tx, c.link); !bytes.Equal(got, c.want) {
+			if got, _ := Read(tx).PersonOf(c.link); !bytes.Equal(got, c.want) {
 				t.Errorf("PersonOf(%s) = %x, want %x", c.name, got, c.want)
 			}
 		}
@@ -238,11 +238,11 @@ func TestCapCountsRecordAndHint(t *testing.T) {
 			person, hint []byte
 			want         int
 		}{{"A", pA, hintA, 2}, {"A by the hint only", pA2, hintA, 2}, {"homonym", pH, hintHomonym, 2}, {"A's record, no hint", pA, nil, 2}} {
-			if n, err := CountForCap(tx, c.person, c.hint, s.now); err != nil || n != c.want {
+			if n, err := Read(tx).CountForCap(c.person, c.hint, s.now); err != nil || n != c.want {
 				t.Errorf("CountForCap(%s) = %d, %v; want %d", c.name, n, err, c.want)
 			}
 		}
-		if n, _ := CountForCap(tx, pA, hintA, s.now.Add(200*time.Hour)); n != 0 {
+		if n, _ := Read(tx).CountForCap(pA, hintA, s.now.Add(200*time.Hour)); n != 0 {
 			t.Errorf("expired certificates counted: %d", n)
 		}
 	})
@@ -284,7 +284,7 @@ func TestIntentRecordsTheNonce(t *testing.T) {
 		t.Errorf("%d serials after the refusals, want %d", got, before)
 	}
 	s.view(func(tx *bbolt.Tx) {
-		if !NonceUsed(tx, nonce[:]) || NonceUsed(tx, other[:]) {
+		if !Read(tx).NonceUsed(nonce[:]) || Read(tx).NonceUsed(other[:]) {
 			t.Error("NonceUsed does not match what was used")
 		}
 	})
@@ -317,7 +317,7 @@ func TestIntentRecordsTheNonce(t *testing.T) {
 	s.now = s.now.Add(10 * time.Minute)
 	use(third[:], s.now.Add(time.Minute))
 	s.view(func(tx *bbolt.Tx) {
-		if NonceUsed(tx, nonce[:]) || NonceUsed(tx, other[:]) {
+		if Read(tx).NonceUsed(nonce[:]) || Read(tx).NonceUsed(other[:]) {
 			t.Error("expired nonce records were not pruned")
 		}
 		if n := tx.Bucket(bucketNonceExpiry).Stats().KeyN; n != 1 {
@@ -367,7 +367,7 @@ func TestIntentVersions(t *testing.T) {
 // old-style intent after it marks the state for migration again.
 func TestMigratePeople(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	if _, err := n.a.MigratePeople(ctx); err != nil {
@@ -411,7 +411,7 @@ func TestMigratePeople(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, d := range ds {
-				if d.Type != typePersonMigrated || d.Actor != actorSystem || len(d.Data["person"].([]byte)) != PersonIDLen {
+				if d.Type != typePersonMigrated || d.Actor != actorSystem || len(d.Data["person"].([]byte)) != personIDLen {
 					t.Errorf("description %+v", d)
 				}
 				descs[d.Serial.Text(16)] = d
@@ -424,13 +424,13 @@ func TestMigratePeople(t *testing.T) {
 		if !migrated(tx) {
 			t.Error("not marked migrated")
 		}
-		pa, okA := PersonOf(tx, links[0])
-		pb, okB := PersonOf(tx, links[2])
+		pa, okA := Read(tx).PersonOf(links[0])
+		pb, okB := Read(tx).PersonOf(links[2])
 		if !okA || !okB || bytes.Equal(pa, pb) {
 			t.Fatalf("homonyms' records %x and %x", pa, pb)
 		}
 		for i, iss := range certs {
-			r, err := Lookup(tx, iss.Serial)
+			r, err := Read(tx).Lookup(iss.Serial)
 			if err != nil {
 				return err
 			}
@@ -449,11 +449,11 @@ func TestMigratePeople(t *testing.T) {
 			p    []byte
 			want int
 		}{{pa, 2}, {pb, 1}, {shared, 0}} {
-			if got, _ := CountByPerson(tx, c.p, time.Now()); got != c.want {
+			if got, _ := Read(tx).CountByPerson(c.p, time.Now()); got != c.want {
 				t.Errorf("CountByPerson(%x) = %d, want %d", c.p[:4], got, c.want)
 			}
 		}
-		p, err := LookupPerson(tx, pa)
+		p, err := Read(tx).LookupPerson(pa)
 		if err != nil || !bytes.Equal(p.NameBirth, shared) || !p.Migrated {
 			t.Errorf("record A: %+v, %v", p, err)
 		}
@@ -473,7 +473,7 @@ func TestMigratePeople(t *testing.T) {
 // (ErrNonceUsed); nothing is written for the refused ones.
 func TestPersonAndNonceRacesThreeNodes(t *testing.T) {
 	ctx := testenv.Context(t, 120*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	vias := []*caNode{tc.leader(), tc.follower()}
 	race := func(edit func(i int, r *Request)) []error {
@@ -505,7 +505,7 @@ func TestPersonAndNonceRacesThreeNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = n.c.View(func(tx *bbolt.Tx) error {
-			links = len(ByLink(tx, card))
+			links = len(Read(tx).ByLink(card))
 			certs = tx.Bucket(bucketCerts).Stats().KeyN
 			return nil
 		})

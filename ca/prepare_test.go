@@ -20,7 +20,7 @@ import (
 // template the authority refuses is refused before the issuer is even looked at.
 func TestPrepareIsPure(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	a := tc.leader().a
 	req, _ := derivedRequest(t)
@@ -86,7 +86,7 @@ func TestPrepareIsPure(t *testing.T) {
 // behind carry that time, in notBefore and in the serial's time prefix.
 func TestConfigClockDatesCertificates(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	n := tc.nodes[0]
 	n.kill()
 	at := time.Now().Add(-2 * time.Hour).Truncate(time.Second)

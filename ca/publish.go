@@ -17,7 +17,7 @@ import (
 //     certificate it may become, and the next leader turns it revoked if it was
 //     never recorded). They travel in the intent's Raft entry (ca.intents version 3),
 //     opaque to the authority, and every node hands them on as it applies the entry
-//     (IntentResponses, from an apply hook). An error leaves them out: each node
+//     (ChangeOf(…).Responses, from an apply hook). An error leaves them out: each node
 //     then signs its own when it learns of the change.
 //   - On the leader, before a status change is committed, StatusResponses gives
 //     the responses for the status it sets, at the time fixed in the command;
@@ -71,11 +71,11 @@ func (a *Authority) published(ctx context.Context, serial []byte) error {
 	return nil
 }
 
-// IntentResponses reads an applied ca.intents entry: the issuer, and for each
+// intentResponses reads an applied ca.intents entry: the issuer, and for each
 // intent applied (not refused) that carried first responses, its serial and the
 // publisher's bytes. Other entries give nothing.
-func IntentResponses(e cluster.Entry, result []byte) (issuer string, serials, responses [][]byte) {
-	if e.Command.Type != CommandIntents || e.Command.Version != 3 {
+func intentResponses(e cluster.Entry, result []byte) (issuer string, serials, responses [][]byte) {
+	if e.Command.Type != commandIntents || e.Command.Version != 3 {
 		return "", nil, nil
 	}
 	var b intentsBodyV3

@@ -50,7 +50,7 @@ func (p *recordingPublisher) StatusResponses(_ string, serial []byte, st CertSta
 		return nil, errors.New("no responder certificate")
 	}
 	p.statuses = append(p.statuses, serial)
-	return statusBytes(p.node, serial, st.Status, st.Reason, st.RevokedAt), nil
+	return statusBytes(p.node, serial, st.Status, int(st.Reason), st.RevokedAt), nil
 }
 
 func statusBytes(node string, serial []byte, s Status, reason int, at time.Time) []byte {
@@ -90,13 +90,13 @@ func TestPublisher(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]map[string][]byte{} // data dir → serial → bytes
 	var versions []uint
-	tc := newCAClusterWith(t, 3, PerNodeHSM, func(cfg *cluster.Config) {
+	tc := newCAClusterWith(t, 3, perNodeHSM, func(cfg *cluster.Config) {
 		dir := cfg.DataDir
 		cfg.Hooks = append(cfg.Hooks, func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
-			if e.Command.Type != CommandIntents {
+			if e.Command.Type != commandIntents {
 				return nil
 			}
-			_, serials, resps := IntentResponses(e, result)
+			_, serials, resps := intentResponses(e, result)
 			mu.Lock()
 			defer mu.Unlock()
 			versions = append(versions, e.Command.Version)
@@ -172,7 +172,7 @@ func TestPublisher(t *testing.T) {
 	var rec Record
 	if err := leader.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		rec, err = Lookup(tx, new(big.Int).SetBytes(last))
+		rec, err = Read(tx).Lookup(new(big.Int).SetBytes(last))
 		return err
 	}); err != nil || rec.Status != Good {
 		t.Fatalf("the unacknowledged certificate: %+v, %v; want it recorded good", rec, err)

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -21,7 +22,7 @@ import (
 // may be relinked.
 func TestRelink(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 3, PerNodeHSM)
+	tc := newCACluster(t, 3, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	leader, follower := tc.leader(), tc.follower()
 	sub := leader.c.Subscribe(64, commandRelink)
@@ -41,13 +42,13 @@ func TestRelink(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = n.c.View(func(tx *bbolt.Tx) error {
-			if got := ByLink(tx, req.Link); len(got) != 0 {
+			if got := Read(tx).ByLink(req.Link); len(got) != 0 {
 				t.Errorf("node %s: the old link still finds %v", n.c.ID(), got)
 			}
-			if got := ByLink(tx, newLink); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
+			if got := Read(tx).ByLink(newLink); len(got) != 1 || got[0].Cmp(iss.Serial) != 0 {
 				t.Errorf("node %s: the new link finds %v, want %x", n.c.ID(), got, iss.Serial)
 			}
-			r, err := Lookup(tx, iss.Serial)
+			r, err := Read(tx).Lookup(iss.Serial)
 			if err != nil || !bytes.Equal(r.Link, newLink) || r.Status != Good {
 				t.Errorf("node %s: record link %x status %s, %v", n.c.ID(), r.Link, r.Status, err)
 			}
@@ -71,9 +72,9 @@ func TestRelink(t *testing.T) {
 		if nl, _ := d.Data["new_link"].([]byte); !bytes.Equal(nl, newLink) {
 			t.Errorf("new_link = %x, want %x", d.Data["new_link"], newLink)
 		}
-		issuer, serials := ChangedSerials(ev.Entry, ev.Result)
+		issuer, serials := changedSerials(ev.Entry, ev.Result)
 		if issuer == "" || len(serials) != 1 || !bytes.Equal(serials[0], iss.Serial.Bytes()) {
-			t.Errorf("ChangedSerials = %q %v", issuer, serials)
+			t.Errorf("changedSerials = %q %v", issuer, serials)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no relink event")
@@ -88,7 +89,7 @@ func TestRelink(t *testing.T) {
 	}{
 		{"unknown serial", nil, big.NewInt(424242), ErrNotFound},
 		{"held", func() error { return leader.a.Hold(ctx, iss.Serial, actorSystem) }, iss.Serial, nil},
-		{"revoked", func() error { return leader.a.Revoke(ctx, iss.Serial, ReasonUnspecified, actorSystem) }, iss.Serial, ErrStatus},
+		{"revoked", func() error { return leader.a.Revoke(ctx, iss.Serial, crlreason.Unspecified, actorSystem) }, iss.Serial, ErrStatus},
 	}
 	for _, c := range cases {
 		if c.before != nil {
@@ -169,7 +170,7 @@ func testState(t *testing.T) *bbolt.DB {
 		if err := tx.Bucket(bucketIssuers).Put(keyActive, []byte("ca-1")); err != nil {
 			return err
 		}
-		return putIssuer(tx, &issuerRecord{ID: "ca-1", Status: uint8(IssuerActive), NotAfter: now.Add(1000 * time.Hour).UnixNano()})
+		return putIssuer(tx, &issuerRecord{ID: "ca-1", Status: uint8(issuerActive), NotAfter: now.Add(1000 * time.Hour).UnixNano()})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -28,7 +29,7 @@ import (
 // pending CA issues none.
 func TestResponderCertificatesPerIssuer(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 2, PerNodeHSM)
+	tc := newCACluster(t, 2, perNodeHSM)
 	in1 := tc.initCA(ctx, hsm.ECP256)
 	lead, fol := tc.leader(), tc.follower()
 	node := fol.c.ID()
@@ -74,7 +75,7 @@ func TestResponderCertificatesPerIssuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = fol.c.View(func(tx *bbolt.Tx) error {
-		got, err := ResponderCertificates(tx, node)
+		got, err := Read(tx).ResponderCertificates(node)
 		if err != nil {
 			return err
 		}
@@ -84,10 +85,10 @@ func TestResponderCertificatesPerIssuer(t *testing.T) {
 		if latest, err := responderCertificate(tx, node); err != nil || !latest.Equal(r2) {
 			t.Errorf("responderCertificate: not the latest (%v)", err)
 		}
-		if got, err := ResponderCertificates(tx, "other"); err != nil || len(got) != 0 {
+		if got, err := Read(tx).ResponderCertificates("other"); err != nil || len(got) != 0 {
 			t.Errorf("another node: %d, %v", len(got), err)
 		}
-		list, err := Issuers(tx)
+		list, err := Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
@@ -149,7 +150,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 			return err
 		}
 		iv, err := encMode.Marshal(issuerRecord{ID: "ca-old", KeyLabel: "ca-old", PublicKey: caCert.RawSubjectPublicKeyInfo,
-			Cert: caDER, Status: uint8(IssuerRetired), CRLShards: 1, Created: 1, NotAfter: caCert.NotAfter.UnixNano()})
+			Cert: caDER, Status: uint8(issuerRetired), CRLShards: 1, Created: 1, NotAfter: caCert.NotAfter.UnixNano()})
 		if err != nil {
 			return err
 		}
@@ -164,11 +165,11 @@ func TestResponderStateOldFormat(t *testing.T) {
 	check := func(when string, want map[string]bool) {
 		t.Helper()
 		err := db.View(func(tx *bbolt.Tx) error {
-			rec, err := Lookup(tx, big.NewInt(0x42))
+			rec, err := Read(tx).Lookup(big.NewInt(0x42))
 			if err != nil || rec.Node != "n1" || rec.Status != Good || rec.HeldBy != "" {
 				t.Errorf("%s: Lookup of an old record: %+v, %v", when, rec, err)
 			}
-			got, err := ResponderCertificates(tx, "n1")
+			got, err := Read(tx).ResponderCertificates("n1")
 			if err != nil || len(got) != len(want) {
 				t.Errorf("%s: ResponderCertificates: %d, %v; want %d", when, len(got), err, len(want))
 			}
@@ -180,7 +181,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 			if c, err := responderCertificate(tx, "n1"); err != nil || c == nil {
 				t.Errorf("%s: responderCertificate: %v", when, err)
 			}
-			is, err := LookupIssuer(tx, "ca-old")
+			is, err := Read(tx).LookupIssuer("ca-old")
 			if err != nil || !is.LastNotAfter.Equal(caCert.NotAfter) {
 				t.Errorf("%s: an issuer from before LastNotAfter was kept: %s, %v; want its certificate's notAfter", when, is.LastNotAfter, err)
 			}
@@ -213,7 +214,7 @@ func TestResponderStateOldFormat(t *testing.T) {
 // released by an operator only, the system's (the linkage job's) by anyone.
 func TestHoldRecordsItsActor(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
-	tc := newCACluster(t, 1, PerNodeHSM)
+	tc := newCACluster(t, 1, perNodeHSM)
 	tc.initCA(ctx, hsm.ECP256)
 	n := tc.leader()
 	req, _ := derivedRequest(t)
@@ -225,7 +226,7 @@ func TestHoldRecordsItsActor(t *testing.T) {
 	heldBy := func() (Status, string) {
 		t.Helper()
 		var r Record
-		if err := n.c.View(func(tx *bbolt.Tx) error { var err error; r, err = Lookup(tx, iss.Serial); return err }); err != nil {
+		if err := n.c.View(func(tx *bbolt.Tx) error { var err error; r, err = Read(tx).Lookup(iss.Serial); return err }); err != nil {
 			t.Fatal(err)
 		}
 		return r.Status, r.HeldBy
@@ -263,7 +264,7 @@ func TestHoldRecordsItsActor(t *testing.T) {
 	if err := n.a.Hold(ctx, iss.Serial, op1); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.a.Revoke(ctx, iss.Serial, ReasonKeyCompromise, op2); err != nil {
+	if err := n.a.Revoke(ctx, iss.Serial, crlreason.KeyCompromise, op2); err != nil {
 		t.Fatal(err)
 	}
 	if st, by := heldBy(); st != Revoked || by != "" {

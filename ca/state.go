@@ -40,6 +40,15 @@ var (
 	bucketHorizons   = []byte("ca.horizons")
 )
 
+// State is the authority's replicated state as one of the cluster's bbolt
+// transactions sees it: certificates and their status, issuers, responder
+// certificates, people and used nonces. Read it in a cluster.View, or in a
+// hook's transaction to see what an entry has just applied.
+type State struct{ tx *bbolt.Tx }
+
+// Read is the authority's state in tx.
+func Read(tx *bbolt.Tx) State { return State{tx} }
+
 // ErrNotFound is returned by lookups of a serial, issuer or responder the state does
 // not hold.
 var ErrNotFound = cluster.NewRefusal("ca.not-found", "ca: not found")
@@ -54,7 +63,7 @@ const (
 	// Good: issued, not revoked, not on hold.
 	Good
 	// Revoked, with a reason and a time. A dangling intent resolved by a new leader is
-	// Revoked with ReasonCessationOfOperation and has no DER.
+	// Revoked with cessationOfOperation and has no DER.
 	Revoked
 	// Held: certificateHold (reason 6), until released or revoked.
 	Held
@@ -73,15 +82,6 @@ func (s Status) String() string {
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
-
-// RFC 5280 CRLReason codes the authority writes itself (crlreason's, as the
-// int the state and the commands carry).
-const (
-	ReasonUnspecified          = int(crlreason.Unspecified)
-	ReasonKeyCompromise        = int(crlreason.KeyCompromise)
-	ReasonCessationOfOperation = int(crlreason.CessationOfOperation)
-	ReasonCertificateHold      = int(crlreason.CertificateHold)
-)
 
 // Kind says what a certificate is for.
 type Kind uint8
@@ -112,8 +112,8 @@ type Record struct {
 	IssuedAt      time.Time // zero while Pending, and for resolved intents
 	DER           []byte    // nil while Pending, and for resolved intents
 	Status        Status
-	Reason        int       // CRLReason when Revoked (6 when Held)
-	RevokedAt     time.Time // when Revoked or Held
+	Reason        crlreason.Reason // when Revoked (certificateHold when Held)
+	RevokedAt     time.Time        // when Revoked or Held
 	// HeldBy is the actor who put the certificate on hold, while Held: "system"
 	// (the linkage job, across a move) or an operator ("sha256:<hex>"). A hold
 	// by an operator is released only by an operator (ErrHeldByOperator). It is
@@ -126,7 +126,7 @@ type Record struct {
 type CertStatus struct {
 	Serial    *big.Int
 	Status    Status
-	Reason    int
+	Reason    crlreason.Reason
 	RevokedAt time.Time
 	NotAfter  time.Time
 }
@@ -135,26 +135,45 @@ type CertStatus struct {
 type issuerStatus uint8
 
 const (
-	// IssuerPending: the key exists (on every voter), the certificate is not yet
+	// issuerPending: the key exists (on every voter), the certificate is not yet
 	// installed (a CSR is with the offline root).
-	IssuerPending issuerStatus = iota
-	// IssuerActive: new certificates are issued under it. At most one is active.
-	IssuerActive
-	// IssuerRetired: issues nothing more; its certificates stay covered by OCSP and
+	issuerPending issuerStatus = iota
+	// issuerActive: new certificates are issued under it. At most one is active.
+	issuerActive
+	// issuerRetired: issues nothing more; its certificates stay covered by OCSP and
 	// CRLs until they have all expired.
-	IssuerRetired
+	issuerRetired
 )
 
 func (s issuerStatus) String() string {
 	switch s {
-	case IssuerPending:
+	case issuerPending:
 		return "pending"
-	case IssuerActive:
+	case issuerActive:
 		return "active"
-	case IssuerRetired:
+	case issuerRetired:
 		return "retired"
 	}
 	return fmt.Sprintf("issuer-status(%d)", uint8(s))
+}
+
+// Active tells whether new certificates are issued under the issuer (at most
+// one is active).
+func (is Issuer) Active() bool { return is.Status == issuerActive }
+
+// Answered tells whether the status of the issuer's certificates is answered
+// at now, and so whether every node needs a responder certificate from it: it
+// has its certificate, which has not expired (a responder certificate cannot
+// outlive it), and it is active, or retired with certificates that expired less
+// than archive ago (expired or not, their status stays answerable).
+func (is Issuer) Answered(now time.Time, archive time.Duration) bool {
+	switch {
+	case is.Cert == nil || !now.Before(is.Cert.NotAfter):
+		return false // pending, or its certificate expired
+	case is.Status == issuerRetired:
+		return !is.LastNotAfter.IsZero() && now.Before(is.LastNotAfter.Add(archive))
+	}
+	return true
 }
 
 // Issuer is one CA certificate with its key and status.
@@ -162,7 +181,7 @@ type Issuer struct {
 	ID        string
 	KeyLabel  string            // the key's label in the HSM (CKA_LABEL)
 	PublicKey []byte            // PKIX DER of the key
-	Cert      *x509.Certificate // nil while IssuerPending
+	Cert      *x509.Certificate // nil while pending
 	Chain     [][]byte          // certificates above Cert, issuer first, without the root
 	Status    issuerStatus
 	CRLShards int // fixed when the issuer is created: shards are baked into certificates
@@ -257,7 +276,7 @@ func decodeStatus(serial []byte, v []byte) (CertStatus, error) {
 	return CertStatus{
 		Serial:    new(big.Int).SetBytes(serial),
 		Status:    Status(v[0]),
-		Reason:    int(v[1]),
+		Reason:    crlreason.Reason(v[1]),
 		NotAfter:  fromUnixNano(int64(binary.BigEndian.Uint64(v[2:]))),
 		RevokedAt: fromUnixNano(int64(binary.BigEndian.Uint64(v[10:]))),
 	}, nil
@@ -310,7 +329,7 @@ func (r *certRecord) record(serial []byte) Record {
 		Profile: r.Profile, PolicyVersion: r.PolicyVersion, TBSHash: r.TBSHash,
 		Link: r.Link, Person: r.Person, NotAfter: fromUnixNano(r.NotAfter),
 		IntentAt: fromUnixNano(r.IntentAt), IssuedAt: fromUnixNano(r.IssuedAt), DER: r.DER,
-		Status: Status(r.Status), Reason: int(r.Reason), RevokedAt: fromUnixNano(r.RevokedAt),
+		Status: Status(r.Status), Reason: crlreason.Reason(r.Reason), RevokedAt: fromUnixNano(r.RevokedAt),
 		HeldBy: r.HeldBy,
 	}
 }
@@ -329,14 +348,14 @@ func (r *issuerRecord) issuer() (Issuer, error) {
 }
 
 // Lookup returns the record of serial (ErrNotFound if it was never used).
-func Lookup(tx *bbolt.Tx, serial *big.Int) (Record, error) {
-	return LookupBytes(tx, serialKey(serial))
+func (s State) Lookup(serial *big.Int) (Record, error) {
+	return s.LookupBytes(serialKey(serial))
 }
 
 // LookupBytes is Lookup of a serial as the state keys it and OCSP carries it
 // (big-endian bytes), for a reader that has it so.
-func LookupBytes(tx *bbolt.Tx, k []byte) (Record, error) {
-	r, err := readCert(tx, k)
+func (s State) LookupBytes(k []byte) (Record, error) {
+	r, err := readCert(s.tx, k)
 	if err != nil {
 		return Record{}, err
 	}
@@ -350,8 +369,8 @@ func LookupBytes(tx *bbolt.Tx, k []byte) (Record, error) {
 // status and notAfter (expired ones included: status stays available after expiry).
 // The OCSP pre-signer and the CRL builder walk this. Resolved dangling intents
 // appear as Revoked; Pending entries are intents in flight.
-func Walk(tx *bbolt.Tx, issuerID string, fn func(CertStatus) error) error {
-	b := tx.Bucket(bucketStatus).Bucket([]byte(issuerID))
+func (s State) Walk(issuerID string, fn func(CertStatus) error) error {
+	b := s.tx.Bucket(bucketStatus).Bucket([]byte(issuerID))
 	if b == nil {
 		return nil
 	}
@@ -365,13 +384,13 @@ func Walk(tx *bbolt.Tx, issuerID string, fn func(CertStatus) error) error {
 }
 
 // StatusOf returns the status entry of one serial under the issuer.
-func StatusOf(tx *bbolt.Tx, issuerID string, serial *big.Int) (CertStatus, error) {
-	return StatusOfBytes(tx, issuerID, serialKey(serial))
+func (s State) StatusOf(issuerID string, serial *big.Int) (CertStatus, error) {
+	return s.StatusOfBytes(issuerID, serialKey(serial))
 }
 
 // StatusOfBytes is StatusOf of a serial as big-endian bytes.
-func StatusOfBytes(tx *bbolt.Tx, issuerID string, k []byte) (CertStatus, error) {
-	if b := tx.Bucket(bucketStatus).Bucket([]byte(issuerID)); b != nil {
+func (s State) StatusOfBytes(issuerID string, k []byte) (CertStatus, error) {
+	if b := s.tx.Bucket(bucketStatus).Bucket([]byte(issuerID)); b != nil {
 		if v := b.Get(k); v != nil {
 			return decodeStatus(k, v)
 		}
@@ -380,10 +399,10 @@ func StatusOfBytes(tx *bbolt.Tx, issuerID string, k []byte) (CertStatus, error) 
 }
 
 // ByLink returns the serials issued (or intended) for a link hash, in serial order.
-func ByLink(tx *bbolt.Tx, link []byte) []*big.Int {
+func (s State) ByLink(link []byte) []*big.Int {
 	var out []*big.Int
 	p := indexPrefix(link)
-	c := tx.Bucket(bucketLinks).Cursor()
+	c := s.tx.Bucket(bucketLinks).Cursor()
 	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
 		out = append(out, new(big.Int).SetBytes(k[len(p):]))
 	}
@@ -392,15 +411,15 @@ func ByLink(tx *bbolt.Tx, link []byte) []*big.Int {
 
 // CountByPerson counts the person's certificates that are not expired at t and not
 // revoked (held ones count), for per-person limits.
-func CountByPerson(tx *bbolt.Tx, person []byte, t time.Time) (int, error) {
+func (s State) CountByPerson(person []byte, t time.Time) (int, error) {
 	n := 0
 	p := indexPrefix(person)
-	c := tx.Bucket(bucketPersons).Cursor()
+	c := s.tx.Bucket(bucketPersons).Cursor()
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 		if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) <= t.UnixNano() {
 			continue
 		}
-		r, err := readCert(tx, k[len(p):])
+		r, err := readCert(s.tx, k[len(p):])
 		if err != nil {
 			return 0, err
 		}
@@ -413,9 +432,9 @@ func CountByPerson(tx *bbolt.Tx, person []byte, t time.Time) (int, error) {
 
 // Issuers lists every CA certificate the state holds (pending, active, retired),
 // oldest first.
-func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
+func (s State) Issuers() ([]Issuer, error) {
 	var out []Issuer
-	err := tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
+	err := s.tx.Bucket(bucketIssuers).ForEach(func(k, v []byte) error {
 		if k[0] == 0 {
 			return nil
 		}
@@ -427,7 +446,7 @@ func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
 		if err != nil {
 			return err
 		}
-		is.LastNotAfter = horizon(tx, &r)
+		is.LastNotAfter = horizon(s.tx, &r)
 		out = append(out, is)
 		return nil
 	})
@@ -436,8 +455,8 @@ func Issuers(tx *bbolt.Tx) ([]Issuer, error) {
 }
 
 // LookupIssuer returns the issuer with the given ID.
-func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
-	r, err := readIssuer(tx, id)
+func (s State) LookupIssuer(id string) (Issuer, error) {
+	r, err := readIssuer(s.tx, id)
 	if err != nil {
 		return Issuer{}, err
 	}
@@ -445,7 +464,7 @@ func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
 		return Issuer{}, fmt.Errorf("%w: issuer %q", ErrNotFound, id)
 	}
 	is, err := r.issuer()
-	is.LastNotAfter = horizon(tx, r)
+	is.LastNotAfter = horizon(s.tx, r)
 	return is, err
 }
 
@@ -454,12 +473,12 @@ func LookupIssuer(tx *bbolt.Tx, id string) (Issuer, error) {
 var ErrNoActiveIssuer = cluster.NewRefusal("ca.no-issuer", "ca: no active CA certificate")
 
 // ActiveIssuer returns the issuer new certificates are issued under.
-func ActiveIssuer(tx *bbolt.Tx) (Issuer, error) {
-	id, err := activeIssuerID(tx)
+func (s State) ActiveIssuer() (Issuer, error) {
+	id, err := activeIssuerID(s.tx)
 	if err != nil {
 		return Issuer{}, err
 	}
-	return LookupIssuer(tx, id)
+	return s.LookupIssuer(id)
 }
 
 func activeIssuerID(tx *bbolt.Tx) (string, error) {
@@ -493,10 +512,10 @@ func responderCertificate(tx *bbolt.Tx, nodeID string) (*x509.Certificate, error
 
 // ResponderCertificates returns the node's latest responder certificate from each
 // issuer that has issued it one, by issuer ID (empty if none has).
-func ResponderCertificates(tx *bbolt.Tx, nodeID string) (map[string]*x509.Certificate, error) {
+func (s State) ResponderCertificates(nodeID string) (map[string]*x509.Certificate, error) {
 	out := map[string]*x509.Certificate{}
-	err := responderSerials(tx, nodeID, func(issuerID string, serial []byte) error {
-		r, err := responderRecord(tx, nodeID, serial)
+	err := responderSerials(s.tx, nodeID, func(issuerID string, serial []byte) error {
+		r, err := responderRecord(s.tx, nodeID, serial)
 		if err != nil {
 			return err
 		}
@@ -512,8 +531,8 @@ func ResponderCertificates(tx *bbolt.Tx, nodeID string) (map[string]*x509.Certif
 
 // ResponderNodes lists the nodes that hold responder certificates (from any
 // issuer), for ResponderCertificates.
-func ResponderNodes(tx *bbolt.Tx) ([]string, error) {
-	rb := tx.Bucket(bucketResponders)
+func (s State) ResponderNodes() ([]string, error) {
+	rb := s.tx.Bucket(bucketResponders)
 	if rb == nil {
 		return nil, nil
 	}
@@ -597,7 +616,7 @@ func horizon(tx *bbolt.Tx, r *issuerRecord) time.Time {
 			return fromUnixNano(int64(binary.BigEndian.Uint64(v)))
 		}
 	}
-	if issuerStatus(r.Status) == IssuerPending {
+	if issuerStatus(r.Status) == issuerPending {
 		return time.Time{}
 	}
 	return fromUnixNano(r.NotAfter)

@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // A status change (revoke, hold, release) is made answerable everywhere as an
@@ -93,7 +94,7 @@ func (a *Authority) statusResponses(_ context.Context, req statusSignRequest) st
 	if err := changeTo(req.Type, r, b, at); err != nil {
 		return statusSignReply{}
 	}
-	st := CertStatus{Serial: new(big.Int).SetBytes(req.Serial), Status: Status(r.Status), Reason: int(r.Reason)}
+	st := CertStatus{Serial: new(big.Int).SetBytes(req.Serial), Status: Status(r.Status), Reason: crlreason.Reason(r.Reason)}
 	if r.RevokedAt != 0 {
 		st.RevokedAt = time.Unix(0, r.RevokedAt).UTC()
 	}
@@ -114,13 +115,13 @@ func statusCommand(typ string, b statusBodyV2) (cluster.Command, error) {
 	return cluster.NewCommand(typ, 2, b)
 }
 
-// StatusResponses reads an applied ca.revoke, ca.hold or ca.release: the issuer,
+// statusEntryResponses reads an applied ca.revoke, ca.hold or ca.release: the issuer,
 // the serial and the responses the leader signed for the status it set (nil if
 // it carries none). Other entries give nothing. A hook runs only after a
 // command that was applied, so what it finds states the status the entry set.
-func StatusResponses(e cluster.Entry, result []byte) (issuer string, serial, responses []byte) {
+func statusEntryResponses(e cluster.Entry, result []byte) (issuer string, serial, responses []byte) {
 	switch e.Command.Type {
-	case CommandRevoke, CommandHold, CommandRelease:
+	case commandRevoke, commandHold, commandRelease:
 	default:
 		return "", nil, nil
 	}

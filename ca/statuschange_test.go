@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
 )
@@ -31,15 +32,15 @@ func TestStatusResponsesTravel(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string][]seenEntry{} // data dir → the status entries applied there
-	tc := newCAClusterWith(t, 3, PerNodeHSM, func(cfg *cluster.Config) {
+	tc := newCAClusterWith(t, 3, perNodeHSM, func(cfg *cluster.Config) {
 		dir := cfg.DataDir
 		cfg.Hooks = append(cfg.Hooks, func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
 			switch e.Command.Type {
-			case CommandRevoke, CommandHold, CommandRelease:
+			case commandRevoke, commandHold, commandRelease:
 			default:
 				return nil
 			}
-			_, _, resps := StatusResponses(e, result)
+			_, _, resps := statusEntryResponses(e, result)
 			mu.Lock()
 			seen[dir] = append(seen[dir], seenEntry{typ: e.Command.Type, version: e.Command.Version, resps: resps})
 			mu.Unlock()
@@ -92,11 +93,11 @@ func TestStatusResponsesTravel(t *testing.T) {
 		do     func(a *Authority) error
 		typ    string
 		status Status
-		reason int
+		reason crlreason.Reason
 	}{
-		{"hold through a follower", follower, func(a *Authority) error { return a.Hold(ctx, serial, operator) }, CommandHold, Held, ReasonCertificateHold},
-		{"release on the leader", leader, func(a *Authority) error { return a.Release(ctx, serial, operator) }, CommandRelease, Good, 0},
-		{"revoke through a follower", follower, func(a *Authority) error { return a.Revoke(ctx, serial, 1, "") }, CommandRevoke, Revoked, 1},
+		{"hold through a follower", follower, func(a *Authority) error { return a.Hold(ctx, serial, operator) }, commandHold, Held, crlreason.CertificateHold},
+		{"release on the leader", leader, func(a *Authority) error { return a.Release(ctx, serial, operator) }, commandRelease, Good, 0},
+		{"revoke through a follower", follower, func(a *Authority) error { return a.Revoke(ctx, serial, 1, "") }, commandRevoke, Revoked, 1},
 	} {
 		before, leaderAsked, viaAsked := settle(), asked(leader), asked(c.via)
 		if err := c.do(c.via.a); err != nil {
@@ -113,7 +114,7 @@ func TestStatusResponsesTravel(t *testing.T) {
 				t.Fatalf("%s: %s applied %d status entries, want 1", c.name, n.c.ID(), after[dir]-before[dir])
 			}
 			var rec Record
-			if err := n.c.View(func(tx *bbolt.Tx) error { var err error; rec, err = Lookup(tx, serial); return err }); err != nil {
+			if err := n.c.View(func(tx *bbolt.Tx) error { var err error; rec, err = Read(tx).Lookup(serial); return err }); err != nil {
 				t.Fatal(err)
 			}
 			if rec.Status != c.status || c.status != Good && rec.Reason != c.reason {
@@ -122,7 +123,7 @@ func TestStatusResponsesTravel(t *testing.T) {
 			mu.Lock()
 			got := seen[dir][after[dir]-1]
 			mu.Unlock()
-			want := statusBytes(leader.c.ID(), serial.Bytes(), rec.Status, rec.Reason, rec.RevokedAt)
+			want := statusBytes(leader.c.ID(), serial.Bytes(), rec.Status, int(rec.Reason), rec.RevokedAt)
 			if got.typ != c.typ || got.version != 2 || !bytes.Equal(got.resps, want) {
 				t.Errorf("%s: %s's hook found %s v%d %q; want %s v2 %q (the leader's, for the state's status and time)",
 					c.name, n.c.ID(), got.typ, got.version, got.resps, c.typ, want)
@@ -209,8 +210,8 @@ func TestStatusTime(t *testing.T) {
 		}
 	}
 	// Both versions decode; a version 2 body under version 1 does not.
-	v2, _ := cluster.NewCommand(CommandRevoke, 2, statusBodyV2{Serial: []byte{1}, Reason: 1, Actor: "system", At: 5, Responses: []byte("r")})
-	v1, _ := cluster.NewCommand(CommandRevoke, 1, statusBody{Serial: []byte{1}, Reason: 1, Actor: "system"})
+	v2, _ := cluster.NewCommand(commandRevoke, 2, statusBodyV2{Serial: []byte{1}, Reason: 1, Actor: "system", At: 5, Responses: []byte("r")})
+	v1, _ := cluster.NewCommand(commandRevoke, 1, statusBody{Serial: []byte{1}, Reason: 1, Actor: "system"})
 	if b, err := decodeStatusCommand(v2); err != nil || b.At != 5 || string(b.Responses) != "r" {
 		t.Errorf("v2: %+v, %v", b, err)
 	}

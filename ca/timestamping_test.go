@@ -23,7 +23,7 @@ import (
 // are refused before anything is written.
 func TestIssueTimeStamping(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
-	tc := newCACluster(t, 2, PerNodeHSM)
+	tc := newCACluster(t, 2, perNodeHSM)
 	in := tc.initCA(ctx, hsm.ECP256)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -31,7 +31,7 @@ type applyClock struct {
 
 func watchApplies(t testing.TB, c *cluster.Cluster) *applyClock {
 	ac := &applyClock{issued: map[string]time.Time{}, revoked: map[string]time.Time{}}
-	sub := c.Subscribe(1<<16, ca.CommandIssues, ca.CommandIssue, ca.CommandRevoke)
+	sub := c.Subscribe(1<<16, ca.FollowedCommands()...)
 	go func() {
 		for ev := range sub.C {
 			at := time.Now()
@@ -39,10 +39,14 @@ func watchApplies(t testing.TB, c *cluster.Cluster) *applyClock {
 				t.Errorf("%s: the apply clock missed events", c.ID())
 				continue
 			}
-			_, serials := ca.ChangedSerials(ev.Entry, ev.Result)
+			ch := ca.ChangeOf(ev.Entry, ev.Result)
+			if !ch.Issued() && !ch.Revoked() {
+				continue
+			}
 			ac.mu.Lock()
+			_, serials := ch.Serials()
 			for _, s := range serials {
-				if ev.Entry.Command.Type == ca.CommandRevoke {
+				if ch.Revoked() {
 					ac.revoked[string(s)] = at
 				} else {
 					ac.issued[string(s)] = at
@@ -383,7 +387,7 @@ func TestAckSurvivesLeaderDeath(t *testing.T) {
 				var rec ca.Record
 				err := tc.nodes[i].Cluster().View(func(tx *bbolt.Tx) error {
 					var err error
-					rec, err = ca.Lookup(tx, a.cert.SerialNumber)
+					rec, err = ca.Read(tx).Lookup(a.cert.SerialNumber)
 					return err
 				})
 				t.Errorf("%x (acknowledged by %s): %s says %s after the failover; its state: %v %v", a.cert.SerialNumber, a.by, tc.cfgs[i].Cluster.NodeID, got, rec.Status, err)

@@ -23,7 +23,7 @@ func describers() map[string]auditlog.Describer {
 	for _, h := range ca.Handlers() {
 		m[h.Type()] = fromCA
 	}
-	m[policy.CommandApply] = describeWith(policy.DescribeCommand, func(d ca.Description) auditlog.Record {
+	m[policy.Handler().Type()] = describeWith(policy.DescribeCommand, func(d ca.Description) auditlog.Record {
 		return auditlog.Record{Type: d.Type, Actor: d.Actor, Serial: d.Serial, Data: d.Data}
 	})
 	fromOperator := describeWith(operator.DescribeCommand, func(d operator.Description) auditlog.Record {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/policies"
 )
 
@@ -58,7 +59,7 @@ func BenchmarkEvidence(b *testing.B) {
 		c, _ := x509.ParseCertificate(iss.DER)
 		serials = append(serials, certserial.Format(c.SerialNumber))
 		if i%2 == 1 {
-			if err := auth.Revoke(ctx, c.SerialNumber, ca.ReasonKeyCompromise, ""); err != nil {
+			if err := auth.Revoke(ctx, c.SerialNumber, crlreason.KeyCompromise, ""); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/certserial"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
 	"github.com/inkan-pki/inkan/policies"
 	"github.com/inkan-pki/inkan/tsa"
@@ -213,7 +214,7 @@ func TestStatusAndEvidenceAtTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	released := settle()
-	if err := auth.Revoke(ctx, serial, ca.ReasonKeyCompromise, ""); err != nil {
+	if err := auth.Revoke(ctx, serial, crlreason.KeyCompromise, ""); err != nil {
 		t.Fatal(err)
 	}
 	revoked := settle()

@@ -100,7 +100,7 @@ func TestOCSPAfterRollover(t *testing.T) {
 	}
 	// The state holds one responder certificate per CA for the node.
 	err = n.Cluster().View(func(tx *bbolt.Tx) error {
-		got, err := ca.ResponderCertificates(tx, id)
+		got, err := ca.Read(tx).ResponderCertificates(id)
 		if err != nil {
 			return err
 		}

@@ -196,12 +196,8 @@ const crlRepairEvery = time.Minute
 
 func (a *appliance) startCA(ctx context.Context, env *Env) error {
 	c := env.Cluster
-	mode := ca.PerNodeHSM
-	if a.cfg.CA.KeyMode == keyModeShared {
-		mode = ca.SharedHSM
-	}
 	auth, err := ca.New(ca.Config{
-		Cluster: c, Keys: a.tok, KeyMode: mode, URLs: a.urls(),
+		Cluster: c, Keys: a.tok, SharedHSM: a.cfg.CA.KeyMode == keyModeShared, URLs: a.urls(),
 		CRLShards: a.cfg.CA.CRLShards, Publisher: a.pub, Logger: a.log,
 	})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/tsa"
 )
 
@@ -36,11 +35,7 @@ func (a *appliance) tsaComponent() Component {
 // one serves pre-signed bytes to anyone, never signing on demand, while a
 // token is an HSM signature and a Raft commit per request, like an enrollment.
 func (a *appliance) startTSA(_ context.Context, env *Env) error {
-	mode := ca.PerNodeHSM
-	if a.cfg.CA.KeyMode == keyModeShared {
-		mode = ca.SharedHSM
-	}
-	cfg := tsa.Config{Cluster: env.Cluster, Keys: a.tok, KeyMode: mode, Authority: a.authority(),
+	cfg := tsa.Config{Cluster: env.Cluster, Keys: a.tok, SharedHSM: a.cfg.CA.KeyMode == keyModeShared, Authority: a.authority(),
 		Logger: a.log, Registerer: env.Metrics}
 	if t := a.cfg.TSA; t != nil {
 		cfg.Policy, cfg.Accuracy = t.PolicyOID(), time.Duration(t.Accuracy)

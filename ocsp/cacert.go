@@ -23,7 +23,7 @@ func caCertificates(view func(func(*bbolt.Tx) error) error, next fasthttp.Reques
 		var der []byte
 		if ok && len(id) > 0 {
 			_ = view(func(tx *bbolt.Tx) error {
-				if is, err := ca.LookupIssuer(tx, string(id)); err == nil && is.Cert != nil {
+				if is, err := ca.Read(tx).LookupIssuer(string(id)); err == nil && is.Cert != nil {
 					der = is.Cert.Raw
 				}
 				return nil

@@ -70,9 +70,9 @@ func (s *stateCRLs) CRL(caID string, shard int, number uint64) (*servedCRL, bool
 		var ok bool
 		var err error
 		if number == 0 {
-			m, ok, err = crl.Latest(tx, caID, shard)
+			m, ok, err = crl.Read(tx).Latest(caID, shard)
 		} else {
-			m, ok, err = crl.Get(tx, caID, shard, number)
+			m, ok, err = crl.Read(tx).Get(caID, shard, number)
 		}
 		if err != nil || !ok {
 			return err
@@ -86,7 +86,7 @@ func (s *stateCRLs) CRL(caID string, shard int, number uint64) (*servedCRL, bool
 				return nil
 			}
 		}
-		der, err := crl.DER(tx, m)
+		der, err := crl.Read(tx).DER(m)
 		if err != nil {
 			return err
 		}

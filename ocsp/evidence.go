@@ -292,7 +292,7 @@ func (s *statusAt) answer() statusAnswer {
 		}
 	}
 	if st := s.rec.Status.String(); st == atRevoked || st == atHeld {
-		a.Revocation = &revocationNow{Status: st, Time: s.rec.RevokedAt.UTC(), Reason: reasonName(s.rec.Reason), ReasonCode: s.rec.Reason}
+		a.Revocation = &revocationNow{Status: st, Time: s.rec.RevokedAt.UTC(), Reason: reasonName(int(s.rec.Reason)), ReasonCode: int(s.rec.Reason)}
 	}
 	if s.hasCurrent {
 		a.CRLAtT = newCRLRef(s.issuer.ID, s.shard, s.current.Number, s.current.ThisUpdate, s.current.NextUpdate, s.currentDER)

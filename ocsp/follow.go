@@ -161,11 +161,13 @@ func (f *Follower) pump(ctx context.Context, changes chan<- change) {
 			case ev.Resync:
 				ch = change{Resync: true}
 				f.rm.wake()
-			case ca.IsIssuerCommand(ev.Entry.Command.Type):
-				f.rm.wake() // a new active CA wants a responder certificate from it
-				continue
 			default:
-				id, serials := ca.ChangedSerials(ev.Entry, ev.Result)
+				c := ca.ChangeOf(ev.Entry, ev.Result)
+				if c.Issuers() {
+					f.rm.wake() // a new active CA wants a responder certificate from it
+					continue
+				}
+				id, serials := c.Serials()
 				if id == "" {
 					continue
 				}
@@ -194,13 +196,13 @@ func (s caSource) Issuers(context.Context) ([]issuer, error) {
 	var out []issuer
 	now := time.Now()
 	err := s.c.View(func(tx *bbolt.Tx) error {
-		issuers, err := ca.Issuers(tx)
+		issuers, err := ca.Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
 		// One responder certificate per issuer: after a rollover the retired
 		// CA's certificates are answered under its own responder certificate.
-		resp, err := ca.ResponderCertificates(tx, s.node)
+		resp, err := ca.Read(tx).ResponderCertificates(s.node)
 		if err != nil {
 			return err
 		}
@@ -221,7 +223,7 @@ func (s caSource) Issuers(context.Context) ([]issuer, error) {
 
 func (s caSource) Statuses(_ context.Context, issuerID string, fn func(certStatus) error) error {
 	return s.c.View(func(tx *bbolt.Tx) error {
-		return ca.Walk(tx, issuerID, func(st ca.CertStatus) error { return fn(statusOf(st, st.Serial.Bytes())) })
+		return ca.Read(tx).Walk(issuerID, func(st ca.CertStatus) error { return fn(statusOf(st, st.Serial.Bytes())) })
 	})
 }
 
@@ -229,7 +231,7 @@ func (s caSource) Status(_ context.Context, issuerID string, serial []byte) (cer
 	var st ca.CertStatus
 	err := s.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		st, err = ca.StatusOfBytes(tx, issuerID, serial)
+		st, err = ca.Read(tx).StatusOfBytes(issuerID, serial)
 		return err
 	})
 	switch {
@@ -256,14 +258,14 @@ func statusOf(st ca.CertStatus, serial []byte) certStatus {
 	case ca.Good, ca.Pending:
 		out.Status = statusGood
 	case ca.Revoked, ca.Held:
-		out.Status, out.RevokedAt, out.Reason = statusRevoked, st.RevokedAt, st.Reason
+		out.Status, out.RevokedAt, out.Reason = statusRevoked, st.RevokedAt, int(st.Reason)
 	default:
 		out.Status = unknown
 	}
 	return out
 }
 
-// Unanswered lists the CAs whose status is answered (see answeredFor) that the
+// Unanswered lists the CAs whose status is answered (ca.Issuer.Answered) that the
 // pre-signer does not sign for (signs, from its Health): this node holds no
 // valid responder certificate from them, or its pre-signer has not taken it
 // in. A retired CA that no node holds a valid responder certificate from is
@@ -272,16 +274,16 @@ func statusOf(st ca.CertStatus, serial []byte) certStatus {
 func (f *Follower) Unanswered(now time.Time, signs []string) []string {
 	var missing []string
 	err := f.c.View(func(tx *bbolt.Tx) error {
-		all, err := ca.Issuers(tx)
+		all, err := ca.Read(tx).Issuers()
 		if err != nil {
 			return err
 		}
 		var held map[string]bool // the CAs some node holds a valid responder certificate from
 		for _, is := range all {
-			if !answeredFor(is, now, f.archive) || slices.Contains(signs, is.ID) {
+			if !is.Answered(now, f.archive) || slices.Contains(signs, is.ID) {
 				continue
 			}
-			if is.Status != ca.IssuerActive {
+			if !is.Active() {
 				if held == nil {
 					if held, err = heldResponders(tx, now); err != nil {
 						return err

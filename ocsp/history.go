@@ -14,6 +14,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // The status of a certificate at a past time T, from the replicated state: the
@@ -81,14 +82,14 @@ func lookupStatusAt(tx *bbolt.Tx, caID string, serial *big.Int, t, now time.Time
 	if t.After(now) {
 		return nil, fmt.Errorf("%w: %s is after %s", errFutureTime, t.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	is, err := ca.LookupIssuer(tx, caID)
+	is, err := ca.Read(tx).LookupIssuer(caID)
 	if errors.Is(err, ca.ErrNotFound) || (err == nil && is.Cert == nil) {
 		return nil, fmt.Errorf("%w: %q", errUnknownCA, caID)
 	}
 	if err != nil {
 		return nil, err
 	}
-	rec, err := ca.Lookup(tx, serial)
+	rec, err := ca.Read(tx).Lookup(serial)
 	if errors.Is(err, ca.ErrNotFound) || (err == nil && (rec.Issuer != caID || rec.Status == ca.Pending)) {
 		return nil, fmt.Errorf("%w: %x under %s", errUnknownSerial, serial, caID)
 	}
@@ -101,17 +102,17 @@ func lookupStatusAt(tx *bbolt.Tx, caID string, serial *big.Int, t, now time.Time
 			return nil, fmt.Errorf("ocsp: certificate %x: %w", serial, err)
 		}
 	}
-	s.current, s.next, s.hasCurrent, s.hasNext, err = crl.Around(tx, caID, s.shard, t)
+	s.current, s.next, s.hasCurrent, s.hasNext, err = crl.Read(tx).Around(caID, s.shard, t)
 	if err != nil {
 		return nil, err
 	}
 	if s.hasCurrent {
-		if s.currentDER, err = crl.DER(tx, s.current); err != nil {
+		if s.currentDER, err = crl.Read(tx).DER(s.current); err != nil {
 			return nil, err
 		}
 	}
 	if s.hasNext {
-		if s.nextDER, err = crl.DER(tx, s.next); err != nil {
+		if s.nextDER, err = crl.Read(tx).DER(s.next); err != nil {
 			return nil, err
 		}
 	}
@@ -125,7 +126,7 @@ func (s *statusAt) decide() error {
 		s.status = atUnknown
 		return nil
 	case (s.rec.Status == ca.Revoked || s.rec.Status == ca.Held) && !s.rec.RevokedAt.After(s.at):
-		s.status, s.reason, s.revokedAt = atRevoked, s.rec.Reason, s.rec.RevokedAt
+		s.status, s.reason, s.revokedAt = atRevoked, int(s.rec.Reason), s.rec.RevokedAt
 		if s.rec.Status == ca.Held {
 			s.status = atHeld
 		}
@@ -142,7 +143,7 @@ func (s *statusAt) decide() error {
 	// Listed at T, and the record does not say so: a hold since released, or
 	// one the certificate's revocation later replaced.
 	s.status, s.reason, s.revokedAt, s.fromCRL = atRevoked, e.reason, e.at, true
-	if e.reason == ca.ReasonCertificateHold {
+	if e.reason == int(crlreason.CertificateHold) {
 		s.status = atHeld
 	}
 	return nil
@@ -184,7 +185,7 @@ func crlEntry(der []byte, serial *big.Int) (revocation, bool, error) {
 			continue
 		}
 		e = e[len(wantDER):]
-		r := revocation{reason: ca.ReasonUnspecified}
+		r := revocation{reason: int(crlreason.Unspecified)}
 		if !readTime(&e, &r.at) {
 			return revocation{}, false, bad
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // TestStatusAtDecide: the status at T from the record and the CRL current at
@@ -31,7 +32,7 @@ func TestStatusAtDecide(t *testing.T) {
 	crlAt := func(this time.Time, reason int, since time.Time) []byte {
 		var entries []crl.Entry
 		if reason >= 0 {
-			entries = []crl.Entry{{Serial: serial, RevokedAt: since, Reason: reason}}
+			entries = []crl.Entry{{Serial: serial, RevokedAt: since, Reason: crlreason.Reason(reason)}}
 		}
 		der, err := crl.Build(p.ca, p.caKey, crl.Spec{Shard: crl.Full, Number: big.NewInt(1), ThisUpdate: this, NextUpdate: this.Add(time.Hour)}, 1, entries)
 		if err != nil {
@@ -40,7 +41,7 @@ func TestStatusAtDecide(t *testing.T) {
 		return der
 	}
 	rec := func(st ca.Status, reason int, at time.Time) ca.Record {
-		return ca.Record{Serial: serial, Issuer: "ca1", IssuedAt: issued, IntentAt: issued, NotAfter: notAfter, Status: st, Reason: reason, RevokedAt: at}
+		return ca.Record{Serial: serial, Issuer: "ca1", IssuedAt: issued, IntentAt: issued, NotAfter: notAfter, Status: st, Reason: crlreason.Reason(reason), RevokedAt: at}
 	}
 	none := -1
 	for _, c := range []struct {
@@ -56,16 +57,16 @@ func TestStatusAtDecide(t *testing.T) {
 		{"before issuance", rec(ca.Good, 0, time.Time{}), issued.Add(-time.Second), nil, atUnknown, 0, false, false},
 		{"good, no CRL yet", rec(ca.Good, 0, time.Time{}), issued.Add(time.Second), nil, atGood, 0, false, false},
 		{"good, CRL without it", rec(ca.Good, 0, time.Time{}), holdAt, crlAt(holdAt.Add(-time.Minute), none, time.Time{}), atGood, 0, false, false},
-		{"revoked later: good at T", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), holdAt, crlAt(issued, none, time.Time{}), atGood, 0, false, false},
-		{"revoked at T", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), revokeAt.Add(time.Second), nil, atRevoked, ca.ReasonKeyCompromise, false, false},
-		{"revoked, before the next CRL", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), revokeAt, crlAt(revokeAt.Add(-time.Minute), none, time.Time{}), atRevoked, ca.ReasonKeyCompromise, false, false},
-		{"held now", rec(ca.Held, ca.ReasonCertificateHold, holdAt), holdAt.Add(time.Minute), nil, atHeld, ca.ReasonCertificateHold, false, false},
-		{"held, since released", rec(ca.Good, 0, time.Time{}), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), ca.ReasonCertificateHold, holdAt), atHeld, ca.ReasonCertificateHold, true, false},
-		{"held, since revoked", rec(ca.Revoked, 4, revokeAt), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), ca.ReasonCertificateHold, holdAt), atHeld, ca.ReasonCertificateHold, true, false},
+		{"revoked later: good at T", rec(ca.Revoked, int(crlreason.KeyCompromise), revokeAt), holdAt, crlAt(issued, none, time.Time{}), atGood, 0, false, false},
+		{"revoked at T", rec(ca.Revoked, int(crlreason.KeyCompromise), revokeAt), revokeAt.Add(time.Second), nil, atRevoked, int(crlreason.KeyCompromise), false, false},
+		{"revoked, before the next CRL", rec(ca.Revoked, int(crlreason.KeyCompromise), revokeAt), revokeAt, crlAt(revokeAt.Add(-time.Minute), none, time.Time{}), atRevoked, int(crlreason.KeyCompromise), false, false},
+		{"held now", rec(ca.Held, int(crlreason.CertificateHold), holdAt), holdAt.Add(time.Minute), nil, atHeld, int(crlreason.CertificateHold), false, false},
+		{"held, since released", rec(ca.Good, 0, time.Time{}), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), int(crlreason.CertificateHold), holdAt), atHeld, int(crlreason.CertificateHold), true, false},
+		{"held, since revoked", rec(ca.Revoked, 4, revokeAt), holdAt.Add(time.Minute), crlAt(holdAt.Add(time.Second), int(crlreason.CertificateHold), holdAt), atHeld, int(crlreason.CertificateHold), true, false},
 		{"released before the CRL at T", rec(ca.Good, 0, time.Time{}), revokeAt, crlAt(revokeAt.Add(-time.Minute), none, time.Time{}), atGood, 0, false, false},
-		{"listed after T only", rec(ca.Good, 0, time.Time{}), holdAt.Add(-time.Minute), crlAt(holdAt.Add(-2*time.Minute), ca.ReasonCertificateHold, holdAt), atGood, 0, false, false},
+		{"listed after T only", rec(ca.Good, 0, time.Time{}), holdAt.Add(-time.Minute), crlAt(holdAt.Add(-2*time.Minute), int(crlreason.CertificateHold), holdAt), atGood, 0, false, false},
 		{"expired, good", rec(ca.Good, 0, time.Time{}), notAfter, nil, atGood, 0, false, true},
-		{"expired, revoked before", rec(ca.Revoked, ca.ReasonKeyCompromise, revokeAt), notAfter.Add(time.Hour), nil, atRevoked, ca.ReasonKeyCompromise, false, true},
+		{"expired, revoked before", rec(ca.Revoked, int(crlreason.KeyCompromise), revokeAt), notAfter.Add(time.Hour), nil, atRevoked, int(crlreason.KeyCompromise), false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := &statusAt{serial: serial, at: c.at, rec: c.rec, hasCurrent: c.crl != nil, currentDER: c.crl}
@@ -244,7 +245,7 @@ func TestCRLEntryMatchesX509(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	var entries []crl.Entry
 	for i, reason := range []int{0, 1, 6, 4, 0, 9} {
-		entries = append(entries, crl.Entry{Serial: big.NewInt(int64(0x1000 + i*0x1111)), RevokedAt: now.Add(-time.Duration(i) * time.Minute), Reason: reason})
+		entries = append(entries, crl.Entry{Serial: big.NewInt(int64(0x1000 + i*0x1111)), RevokedAt: now.Add(-time.Duration(i) * time.Minute), Reason: crlreason.Reason(reason)})
 	}
 	entries = append(entries, crl.Entry{Serial: big.NewInt(0x123456), RevokedAt: now, Reason: 1})
 	der, err := crl.Build(p.ca, p.caKey, crl.Spec{Shard: crl.Full, Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, 1, entries)

@@ -71,15 +71,15 @@ func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 	if pre == nil {
 		return nil
 	}
-	switch e.Command.Type {
-	case ca.CommandIntents:
-	case ca.CommandRevoke, ca.CommandHold, ca.CommandRelease:
-		p.installStatus(tx, pre, e, result)
-		return nil
-	default:
+	ch := ca.ChangeOf(e, result)
+	issuer, serials, bundles := ch.Responses()
+	if len(bundles) == 0 {
 		return nil
 	}
-	issuer, serials, bundles := ca.IntentResponses(e, result)
+	if ch.SetsStatus() {
+		p.installStatus(tx, pre, issuer, serials[0], bundles[0])
+		return nil
+	}
 	for i, s := range serials {
 		st := certStatus{Serial: s, Status: statusGood, Reason: -1}
 		if err := pre.Install(issuer, s, st, bundles[i]); err != nil && !errors.Is(err, errUnknownIssuer) {
@@ -93,12 +93,8 @@ func (p *Publisher) Hook(tx *bbolt.Tx, e cluster.Entry, result []byte) error {
 // installStatus installs the responses a status change's entry carries, for
 // the status the entry set, as this node's state (in the apply's transaction)
 // holds it. They replace whatever the cache held that says another status.
-func (p *Publisher) installStatus(tx *bbolt.Tx, pre *presigner, e cluster.Entry, result []byte) {
-	issuer, serial, bundle := ca.StatusResponses(e, result)
-	if bundle == nil {
-		return
-	}
-	rec, err := ca.LookupBytes(tx, serial)
+func (p *Publisher) installStatus(tx *bbolt.Tx, pre *presigner, issuer string, serial, bundle []byte) {
+	rec, err := ca.Read(tx).LookupBytes(serial)
 	if err == nil {
 		st := statusOf(ca.CertStatus{Status: rec.Status, Reason: rec.Reason, RevokedAt: rec.RevokedAt}, serial)
 		err = pre.installChange(issuer, serial, st, bundle)
@@ -128,7 +124,7 @@ func (p *Publisher) Await(ctx context.Context, serial []byte) error {
 		var rec ca.Record
 		err := c.View(func(tx *bbolt.Tx) error {
 			var err error
-			rec, err = ca.LookupBytes(tx, serial)
+			rec, err = ca.Read(tx).LookupBytes(serial)
 			return err
 		})
 		switch {

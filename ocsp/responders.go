@@ -78,21 +78,6 @@ func (m *responderMaintainer) run(ctx context.Context, renewed func()) {
 	}
 }
 
-// answeredFor tells whether the status of an issuer's certificates is answered
-// at now, and so whether every node needs a responder certificate from it: it
-// has its certificate, which has not expired (a responder certificate cannot
-// outlive it), and it is active, or retired with certificates that expired less
-// than the archive period ago (expired or not, their status stays answerable).
-func answeredFor(is ca.Issuer, now time.Time, archive time.Duration) bool {
-	switch {
-	case is.Cert == nil || !now.Before(is.Cert.NotAfter):
-		return false // pending, or its certificate expired
-	case is.Status == ca.IssuerRetired:
-		return !is.LastNotAfter.IsZero() && now.Before(is.LastNotAfter.Add(archive))
-	}
-	return true
-}
-
 // check issues the responder certificates the node needs, and reports whether it
 // issued any. It goes on past a CA that fails, and returns the failures joined.
 func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
@@ -100,10 +85,10 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 	var cur map[string]*x509.Certificate
 	err := m.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		if issuers, err = ca.Issuers(tx); err != nil {
+		if issuers, err = ca.Read(tx).Issuers(); err != nil {
 			return err
 		}
-		cur, err = ca.ResponderCertificates(tx, m.c.ID())
+		cur, err = ca.Read(tx).ResponderCertificates(m.c.ID())
 		return err
 	})
 	if err != nil {
@@ -113,7 +98,7 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 	did := false
 	var errs []error
 	for _, is := range issuers {
-		if !answeredFor(is, now, m.archive) {
+		if !is.Answered(now, m.archive) {
 			continue
 		}
 		if c := cur[is.ID]; c != nil && samePublicKey(c.PublicKey, m.key) && c.CheckSignatureFrom(is.Cert) == nil {
@@ -137,13 +122,13 @@ func (m *responderMaintainer) check(ctx context.Context) (bool, error) {
 // heldResponders lists the CAs that some node holds a valid responder
 // certificate from.
 func heldResponders(tx *bbolt.Tx, now time.Time) (map[string]bool, error) {
-	nodes, err := ca.ResponderNodes(tx)
+	nodes, err := ca.Read(tx).ResponderNodes()
 	if err != nil {
 		return nil, err
 	}
 	held := map[string]bool{}
 	for _, n := range nodes {
-		certs, err := ca.ResponderCertificates(tx, n)
+		certs, err := ca.Read(tx).ResponderCertificates(n)
 		if err != nil {
 			return nil, err
 		}

@@ -58,7 +58,7 @@ func TestStatusChangeTravels(t *testing.T) {
 		Config: cluster.Config{Handlers: ca.Handlers()},
 		Tweak:  func(i int, cfg *cluster.Config) { cfg.Hooks = append(cfg.Hooks, pubs[i].Hook) },
 		Open: func(m *clustertest.Member) {
-			a, err := ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, CRLShards: 4, Publisher: pubs[m.Index],
+			a, err := ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, CRLShards: 4, Publisher: pubs[m.Index],
 				URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://ocsp.inkan.test/crl/", CAIssuers: "http://ocsp.inkan.test/ca/"}, Logger: testenv.Logger()})
 			if err != nil {
 				t.Fatal(err)
@@ -163,7 +163,7 @@ func TestStatusChangeTravels(t *testing.T) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		var rec ca.Record
-		if err := follower.m.Cluster.View(func(tx *bbolt.Tx) error { var err error; rec, err = ca.Lookup(tx, iss.Serial); return err }); err != nil {
+		if err := follower.m.Cluster.View(func(tx *bbolt.Tx) error { var err error; rec, err = ca.Read(tx).Lookup(iss.Serial); return err }); err != nil {
 			t.Fatal(err)
 		}
 		for _, h := range certIDHashes {

@@ -90,7 +90,7 @@ type Decision struct {
 	SkipLints []string
 	// MaxPerPerson is the profile's cap on unexpired, unrevoked derived
 	// certificates per person. The leader enforces it with CheckCap when it commits
-	// the intent, counting under the same lock (ca.CountByPerson), so enrolments on
+	// the intent, counting under the same lock (ca.State.CountByPerson), so enrolments on
 	// several nodes at once cannot pass it.
 	MaxPerPerson int
 }
@@ -282,39 +282,40 @@ func keyType(pub any) (string, error) {
 	return "", deny(ErrKeyType, "%T", pub)
 }
 
-// CheckCap refuses an enrolment when the person already holds held unexpired,
-// unrevoked certificates (ca.CountByPerson) and the profile's cap is reached.
-func CheckCap(d Decision, held int) error {
+// CheckCap refuses the enrolment d allowed when the person already holds held
+// unexpired, unrevoked certificates (ca.State.CountByPerson) and the profile's
+// cap is reached.
+func (d Decision) CheckCap(held int) error {
 	if held >= d.MaxPerPerson {
 		return deny(ErrDenied, "%d derived certificates per person at most (profile %s)", d.MaxPerPerson, d.Profile)
 	}
 	return nil
 }
 
-// Pseudonym is the authentication pseudonym of a person record: hex of an HMAC
+// authPseudonym is the authentication pseudonym of a person record: hex of an HMAC
 // under key over the record's random identifier. Only an authentication profile's
 // template sees it (as .Pseudonym): it names one person to a relying party's login,
 // the same across re-enrolments and re-binds, and it is not derived from anything a
 // certificate or a signed document shows (a name, a birth date), so nothing links
 // it to a person but the CA's own records. enroll.Pseudonym is this function.
-func Pseudonym(key, person []byte) string {
+func authPseudonym(key, person []byte) string {
 	return keyedHex(key, "inkan/pseudonym/authentication/v2\x00", person)
 }
 
-// SigningPseudonym is what a signing profile's template sees as .Pseudonym: a
+// signingPseudonym is what a signing profile's template sees as .Pseudonym: a
 // keyed hash of the same person record under another label, stable for the person
 // (so signatures by one person can be told from a namesake's) but not the
 // authentication pseudonym, nor anything it can be computed from without the key.
-func SigningPseudonym(key, person []byte) string {
+func signingPseudonym(key, person []byte) string {
 	return keyedHex(key, "inkan/pseudonym/signing/v1\x00", person)
 }
 
 // pseudonymOf is the .Pseudonym of a profile of kind k.
 func pseudonymOf(k kind, key, person []byte) string {
 	if k == kindAuthentication {
-		return Pseudonym(key, person)
+		return authPseudonym(key, person)
 	}
-	return SigningPseudonym(key, person)
+	return signingPseudonym(key, person)
 }
 
 func keyedHex(key []byte, label string, person []byte) string {

@@ -38,8 +38,8 @@ func TestShippedProfilesRenderAndLint(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	pseudonym := Pseudonym(pseudonymKey, testPerson)
-	signer := SigningPseudonym(pseudonymKey, testPerson)
+	pseudonym := authPseudonym(pseudonymKey, testPerson)
+	signer := signingPseudonym(pseudonymKey, testPerson)
 	documentSigning := asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 36}
 	tests := []struct {
 		profile     string
@@ -186,10 +186,10 @@ func TestDecideDefaultProfileAndCap(t *testing.T) {
 	if err != nil || d.Profile != "authentication" {
 		t.Fatalf("Decide with no profile: %v, %q; want the default, authentication", err, d.Profile)
 	}
-	if err := CheckCap(d, d.MaxPerPerson-1); err != nil {
+	if err := d.CheckCap(d.MaxPerPerson - 1); err != nil {
 		t.Errorf("CheckCap below the cap: %v", err)
 	}
-	if err := CheckCap(d, d.MaxPerPerson); !errors.Is(err, ErrDenied) {
+	if err := d.CheckCap(d.MaxPerPerson); !errors.Is(err, ErrDenied) {
 		t.Errorf("CheckCap at the cap: %v, want ErrDenied", err)
 	}
 }
@@ -252,7 +252,7 @@ func TestAuthenticationPseudonymOnlyInAuthenticationCertificates(t *testing.T) {
 	ca := newCA(t)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Now()
-	auth := Pseudonym(pseudonymKey, testPerson)
+	auth := authPseudonym(pseudonymKey, testPerson)
 	raw, _ := hex.DecodeString(auth)
 	forms := [][]byte{[]byte(auth), []byte(strings.ToUpper(auth)), raw}
 	names := s.Names()
@@ -275,7 +275,7 @@ func TestAuthenticationPseudonymOnlyInAuthenticationCertificates(t *testing.T) {
 			t.Errorf("%s: the authentication certificate does not carry the pseudonym", name)
 		case p.Kind != kindAuthentication && found:
 			t.Errorf("%s (%s): the certificate carries the authentication pseudonym", name, p.Kind)
-		case p.Kind == kindAuthentication && bytes.Contains(der, []byte(SigningPseudonym(pseudonymKey, testPerson))):
+		case p.Kind == kindAuthentication && bytes.Contains(der, []byte(signingPseudonym(pseudonymKey, testPerson))):
 			t.Errorf("%s: the authentication certificate carries the signing pseudonym", name)
 		}
 	}

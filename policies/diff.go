@@ -25,7 +25,8 @@ func (p *Profile) Normalize() string {
 // Diff shows how candidate differs from active as a unified-style line diff of
 // their normal forms ("" when they mean the same), for an operator to read before
 // activating a new version. It also says whether the version number moved forward.
-func Diff(active, candidate *Profile) string {
+func (p *Profile) Diff(candidate *Profile) string {
+	active := p
 	a := strings.Split(strings.TrimSuffix(active.Normalize(), "\n"), "\n")
 	c := strings.Split(strings.TrimSuffix(candidate.Normalize(), "\n"), "\n")
 	body := lineDiff(a, c)

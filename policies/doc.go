@@ -10,23 +10,23 @@
 // certificates linked to it).
 //
 // Parse checks a file and names the line and field of every problem; Load builds a
-// Set; Diff shows an operator what a new version changes. This package is the one
+// Set; Profile.Diff shows an operator what a new version changes. This package is the one
 // place that decides; the enrolment API, the CA and the linkage job carry its
 // answers and do the I/O. Every decision is a pure function of its inputs, with the
 // clock passed in: Set.Decide returns the one Decision (may this enrolment proceed,
 // and with what contents), which the enrolment API hands to the CA as it is
-// (ca.Request.Decision); CheckCap, Limiter.Allow; DecideLinkage (revoke, hold then
-// revoke, or nothing); and for a re-bind Rebindable (who may: good, or held by the
+// (ca.Request.Decision); Decision.CheckCap, Limiter.Allow; Set.DecideLinkage (revoke, hold then
+// revoke, or nothing); and for a re-bind Derived.Rebindable (who may: good, or held by the
 // linkage job; unexpired; bound to another card) and Set.DecideRebind (release a
 // hold, or re-issue and revoke the old certificate as superseded).
 //
 // Invariants: basic-4 data (name, birth date, gender, address) never reaches an
 // authentication certificate — a profile of that kind whose template reads it is
 // refused at load, and its template is not even given the data; the
-// authentication pseudonym (Pseudonym, a keyed hash of the person record's random
+// authentication pseudonym (a keyed hash of the person record's random
 // identifier, never of JPKI data) reaches no other certificate — only an
 // authentication profile's template is given it, a signing profile's .Pseudonym is
-// another keyed value (SigningPseudonym); CRL distribution
+// another keyed value; CRL distribution
 // points, AIA, basic constraints, serial and validity belong to the CA, and a
 // template that sets them is refused; errors and decision reasons carry no personal
 // data. The package imports only jpki of inkan's packages.

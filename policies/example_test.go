@@ -47,7 +47,7 @@ func ExampleParse() {
 }
 
 // Show an operator what a new version of a profile changes.
-func ExampleDiff() {
+func ExampleProfile_Diff() {
 	src, _ := fs.ReadFile(policies.Shipped(), "signing.yaml")
 	active, _ := policies.Parse("signing.yaml", src)
 	next := strings.NewReplacer("version: 2", "version: 3", "validity: 8760h", "validity: 4380h").Replace(string(src))
@@ -56,7 +56,7 @@ func ExampleDiff() {
 		fmt.Println(err)
 		return
 	}
-	for _, line := range strings.Split(policies.Diff(active, candidate), "\n") {
+	for _, line := range strings.Split(active.Diff(candidate), "\n") {
 		if strings.HasPrefix(line, "-") || strings.HasPrefix(line, "+") {
 			fmt.Println(line)
 		}
@@ -72,16 +72,15 @@ func ExampleDiff() {
 
 // What the leader's linkage job does when a J-LIS CRL reports a move: hold the
 // derived certificate, and revoke it if it is not re-bound within the grace period.
-func ExampleDecideLinkage() {
+func ExampleSet_DecideLinkage() {
 	set, _ := policies.Load(policies.Shipped(), bytes.Repeat([]byte{0x42}, 32), "signing")
-	p, _ := set.Profile("signing")
-	moved := policies.JPKIRevocation{Reason: crlreason.AffiliationChanged, RevokedAt: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}
-	cert := policies.Derived{State: policies.DerivedGood, NotAfter: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	moved := jpki.RevokedEntry{Reason: crlreason.AffiliationChanged, RevokedAt: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}
+	cert := policies.Derived{NotAfter: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
 
-	d := policies.DecideLinkage(p, moved, cert, moved.RevokedAt.Add(time.Hour))
+	d := set.DecideLinkage("signing", moved, cert, moved.RevokedAt.Add(time.Hour))
 	fmt.Println(d.Act, d.Until.Format(time.DateOnly))
-	cert.State = policies.DerivedHeld
-	d = policies.DecideLinkage(p, moved, cert, d.Until)
+	cert.Held = true
+	d = set.DecideLinkage("signing", moved, cert, d.Until)
 	fmt.Println(d.Act, d.Reason)
 	// Output:
 	// hold 2026-05-01
@@ -90,7 +89,7 @@ func ExampleDecideLinkage() {
 
 // Rate limits are token buckets by key; the caller passes the clock.
 func ExampleLimiter() {
-	l := policies.NewLimiter(policies.Rate{Every: time.Minute, Burst: 2})
+	l := policies.Rate{Every: time.Minute, Burst: 2}.Limiter()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 3 {
 		ok, wait := l.Allow("203.0.113.7", t0)

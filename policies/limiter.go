@@ -20,9 +20,9 @@ type bucket struct {
 	at     time.Time
 }
 
-// NewLimiter returns an empty limiter for rate (as Parse checked it: both fields
-// positive).
-func NewLimiter(rate Rate) *Limiter {
+// Limiter returns an empty limiter for the rate (as Parse checked it: both
+// fields positive).
+func (rate Rate) Limiter() *Limiter {
 	return &Limiter{rate: rate, buckets: map[string]bucket{}}
 }
 

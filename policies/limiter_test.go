@@ -6,7 +6,7 @@ import (
 )
 
 func TestLimiter(t *testing.T) {
-	l := NewLimiter(Rate{Every: time.Minute, Burst: 3})
+	l := Rate{Every: time.Minute, Burst: 3}.Limiter()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	steps := []struct {
 		key  string
@@ -48,7 +48,7 @@ func TestLimiter(t *testing.T) {
 // TestLimiterReturn: a token given back is there for the next request, and never
 // more than the burst.
 func TestLimiterReturn(t *testing.T) {
-	l := NewLimiter(Rate{Every: time.Hour, Burst: 2})
+	l := Rate{Every: time.Hour, Burst: 2}.Limiter()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 2 {
 		if ok, _ := l.Allow("k", t0); !ok {

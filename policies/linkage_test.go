@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/crlreason"
+	"github.com/inkan-pki/inkan/jpki"
 )
 
 // TestDecideLinkage covers every reason J-LIS uses, for every shipped profile, at
@@ -16,32 +17,32 @@ func TestDecideLinkage(t *testing.T) {
 	grace := 720 * time.Hour
 	const (
 		none   = actNone
-		hold   = ActHold
-		revoke = ActRevoke
+		hold   = actHold
+		revoke = actRevoke
 	)
 	type step struct {
 		after  time.Duration // since the JPKI revocation
-		state  DerivedState
+		held   bool          // else good
 		act    act
 		reason crlreason.Reason // when act is revoke
 		until  time.Duration    // since the JPKI revocation; 0 for none
 	}
 	revokeNow := func(r crlreason.Reason) []step {
-		return []step{{0, DerivedGood, revoke, r, 0}, {grace + time.Hour, DerivedGood, revoke, r, 0}}
+		return []step{{0, false, revoke, r, 0}, {grace + time.Hour, false, revoke, r, 0}}
 	}
 	table := map[crlreason.Reason][]step{
 		crlreason.KeyCompromise: revokeNow(crlreason.KeyCompromise),
 		crlreason.AffiliationChanged: {
-			{0, DerivedGood, hold, 0, grace},
-			{time.Hour, DerivedHeld, none, 0, grace}, // already held: wait
-			{grace - time.Second, DerivedHeld, none, 0, grace},
-			{grace, DerivedHeld, revoke, crlreason.AffiliationChanged, 0},
-			{grace, DerivedGood, revoke, crlreason.AffiliationChanged, 0}, // job late: straight to revoke
+			{0, false, hold, 0, grace},
+			{time.Hour, true, none, 0, grace}, // already held: wait
+			{grace - time.Second, true, none, 0, grace},
+			{grace, true, revoke, crlreason.AffiliationChanged, 0},
+			{grace, false, revoke, crlreason.AffiliationChanged, 0}, // job late: straight to revoke
 		},
 		crlreason.Superseded: {
-			{0, DerivedGood, none, 0, grace},
-			{grace - time.Second, DerivedGood, none, 0, grace},
-			{grace, DerivedGood, revoke, crlreason.Superseded, 0},
+			{0, false, none, 0, grace},
+			{grace - time.Second, false, none, 0, grace},
+			{grace, false, revoke, crlreason.Superseded, 0},
 		},
 		crlreason.Unspecified:          revokeNow(crlreason.CessationOfOperation),
 		crlreason.CACompromise:         revokeNow(crlreason.CessationOfOperation),
@@ -53,14 +54,14 @@ func TestDecideLinkage(t *testing.T) {
 		for reason, steps := range table {
 			for _, st := range steps {
 				now := revokedAt.Add(st.after)
-				got := DecideLinkage(p, JPKIRevocation{Reason: reason, RevokedAt: revokedAt}, Derived{State: st.state, NotAfter: notAfter}, now)
+				got := decideLinkage(p, jpki.RevokedEntry{Reason: reason, RevokedAt: revokedAt}, Derived{Held: st.held, NotAfter: notAfter}, now)
 				var wantUntil time.Time
 				if st.until != 0 {
 					wantUntil = revokedAt.Add(st.until)
 				}
-				if got.Act != st.act || (st.act == ActRevoke && got.Reason != st.reason) || !got.Until.Equal(wantUntil) {
-					t.Errorf("%s, JPKI %s, %s after, derived %d: %s %s until %v (%s); want %s %s until %v",
-						profile, reason, st.after, st.state, got.Act, got.Reason, got.Until, got.Why, st.act, st.reason, wantUntil)
+				if got.Act != st.act || (st.act == actRevoke && got.Reason != st.reason) || !got.Until.Equal(wantUntil) {
+					t.Errorf("%s, JPKI %s, %s after, held %v: %s %s until %v (%s); want %s %s until %v",
+						profile, reason, st.after, st.held, got.Act, got.Reason, got.Until, got.Why, st.act, st.reason, wantUntil)
 				}
 				if got.Why == "" {
 					t.Errorf("%s, JPKI %s: no reason given", profile, reason)
@@ -74,25 +75,54 @@ func TestDecideLinkageEdges(t *testing.T) {
 	s := shippedSet(t)
 	p, _ := s.Profile("signing")
 	at := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
-	move := JPKIRevocation{Reason: crlreason.AffiliationChanged, RevokedAt: at}
+	move := jpki.RevokedEntry{Reason: crlreason.AffiliationChanged, RevokedAt: at}
 	tests := []struct {
 		name  string
-		e     JPKIRevocation
+		e     jpki.RevokedEntry
 		d     Derived
 		now   time.Time
 		act   act
 		until time.Time
 	}{
-		{"already revoked", JPKIRevocation{Reason: crlreason.KeyCompromise, RevokedAt: at}, Derived{DerivedRevoked, at.Add(time.Hour)}, at, actNone, time.Time{}},
-		{"expired", JPKIRevocation{Reason: crlreason.KeyCompromise, RevokedAt: at}, Derived{DerivedGood, at}, at, actNone, time.Time{}},
-		{"expires before the grace ends", move, Derived{DerivedGood, at.Add(48 * time.Hour)}, at, ActHold, at.Add(48 * time.Hour)},
-		{"CRL read late, grace counted from the revocation", move, Derived{DerivedGood, at.Add(9000 * time.Hour)}, at.Add(700 * time.Hour), ActHold, at.Add(720 * time.Hour)},
+		{"already revoked", jpki.RevokedEntry{Reason: crlreason.KeyCompromise, RevokedAt: at}, Derived{Revoked: true, NotAfter: at.Add(time.Hour)}, at, actNone, time.Time{}},
+		{"expired", jpki.RevokedEntry{Reason: crlreason.KeyCompromise, RevokedAt: at}, Derived{NotAfter: at}, at, actNone, time.Time{}},
+		{"expires before the grace ends", move, Derived{NotAfter: at.Add(48 * time.Hour)}, at, actHold, at.Add(48 * time.Hour)},
+		{"CRL read late, grace counted from the revocation", move, Derived{NotAfter: at.Add(9000 * time.Hour)}, at.Add(700 * time.Hour), actHold, at.Add(720 * time.Hour)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := DecideLinkage(p, tc.e, tc.d, tc.now)
+			got := decideLinkage(p, tc.e, tc.d, tc.now)
 			if got.Act != tc.act || !got.Until.Equal(tc.until) {
 				t.Errorf("%s until %v (%s); want %s until %v", got.Act, got.Until, got.Why, tc.act, tc.until)
+			}
+		})
+	}
+}
+
+// TestDecideLinkageUnknownProfile: a certificate whose profile is not in the
+// set is revoked at once, keyCompromise if the JPKI key was compromised, else
+// cessationOfOperation; one already revoked or expired is left alone.
+func TestDecideLinkageUnknownProfile(t *testing.T) {
+	s := shippedSet(t)
+	at := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	live := Derived{NotAfter: at.Add(time.Hour)}
+	for _, c := range []struct {
+		name   string
+		reason crlreason.Reason
+		d      Derived
+		act    act
+		want   crlreason.Reason
+	}{
+		{"key compromised", crlreason.KeyCompromise, live, actRevoke, crlreason.KeyCompromise},
+		{"moved", crlreason.AffiliationChanged, live, actRevoke, crlreason.CessationOfOperation},
+		{"held", crlreason.Superseded, Derived{Held: true, NotAfter: at.Add(time.Hour)}, actRevoke, crlreason.CessationOfOperation},
+		{"already revoked", crlreason.KeyCompromise, Derived{Revoked: true, NotAfter: at.Add(time.Hour)}, actNone, 0},
+		{"expired", crlreason.KeyCompromise, Derived{NotAfter: at}, actNone, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := s.DecideLinkage("tls", jpki.RevokedEntry{Reason: c.reason, RevokedAt: at}, c.d, at)
+			if got.Act != c.act || (c.act == actRevoke && got.Reason != c.want) || !got.Until.IsZero() || got.Why == "" {
+				t.Errorf("%s %s until %v (%q); want %s %s", got.Act, got.Reason, got.Until, got.Why, c.act, c.want)
 			}
 		})
 	}

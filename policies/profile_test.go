@@ -131,7 +131,7 @@ func TestLoad(t *testing.T) {
 func TestDiff(t *testing.T) {
 	s := shippedSet(t)
 	active, _ := s.Profile("signing")
-	if d := Diff(active, active); d != "" {
+	if d := active.Diff(active); d != "" {
 		t.Errorf("Diff of a profile with itself: %q", d)
 	}
 	// Comments and layout do not count; content does.
@@ -140,7 +140,7 @@ func TestDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := Diff(active, same); d != "" {
+	if d := active.Diff(same); d != "" {
 		t.Errorf("Diff after a comment change: %q", d)
 	}
 	src = strings.Replace(strings.Replace(src, "version: 2", "version: 3", 1), "maxCertificatesPerPerson: 3", "maxCertificatesPerPerson: 2", 1)
@@ -148,7 +148,7 @@ func TestDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := Diff(active, next)
+	d := active.Diff(next)
 	for _, want := range []string{"--- signing v2 (active)\n+++ signing v3 (candidate)\n", "- version: 2\n+ version: 3\n", "-   maxCertificatesPerPerson: 3\n+   maxCertificatesPerPerson: 2\n", "  kind: signing\n"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("Diff lacks %q:\n%s", want, d)
@@ -157,7 +157,7 @@ func TestDiff(t *testing.T) {
 	if strings.Contains(d, "does not follow") {
 		t.Errorf("Diff complains of a version that moved forward:\n%s", d)
 	}
-	if d := Diff(next, active); !strings.Contains(d, "! version 2 does not follow the active 3") {
+	if d := next.Diff(active); !strings.Contains(d, "! version 2 does not follow the active 3") {
 		t.Errorf("Diff back to an older version does not say so:\n%s", d)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/inkan-pki/inkan/jpki"
 )
 
-// The refusals of Rebindable, for the enrolment API to map to its problems.
+// The refusals of Derived.Rebindable, for the enrolment API to map to its problems.
 // Messages hold no personal data.
 var (
 	// ErrRebindNotPossible: the certificate is revoked or expired.
@@ -26,30 +26,19 @@ var (
 	ErrRebindBound = errors.New("policies: the certificate is bound to this JPKI certificate already")
 )
 
-// RebindCandidate is a derived certificate whose holder proved both halves of a
-// re-bind, as the CA's record shows it.
-type RebindCandidate struct {
-	Derived
-	// HeldBySystem says that its hold, if it is held, is the linkage job's
-	// (across a move); a hold by anyone else, or by no one known, is an
-	// operator's.
-	HeldBySystem bool
-	// Bound says it is bound to the new JPKI certificate already.
-	Bound bool
-}
-
-// Rebindable is the rule of who may re-bind: a certificate good, or held by the
+// Rebindable is the rule of who may re-bind, for a derived certificate whose
+// holder proved both halves of a re-bind: a certificate good, or held by the
 // linkage job, unexpired at now, and bound to another JPKI certificate than the
 // new one. It refuses with ErrRebindNotPossible, ErrRebindHeldByOperator or
 // ErrRebindBound (Reason says why in words). It is pure, and asked only once the
 // holder proved both halves, so that no one else learns the certificate's state.
-func Rebindable(c RebindCandidate, now time.Time) error {
+func (c Derived) Rebindable(now time.Time) error {
 	switch {
-	case c.State != DerivedGood && c.State != DerivedHeld:
+	case c.Revoked:
 		return deny(ErrRebindNotPossible, "it is revoked")
 	case !now.Before(c.NotAfter):
 		return deny(ErrRebindNotPossible, "it has expired")
-	case c.State == DerivedHeld && !c.HeldBySystem:
+	case c.Held && !c.HeldBySystem:
 		return deny(ErrRebindHeldByOperator, "only an operator releases it")
 	case c.Bound:
 		return deny(ErrRebindBound, "nothing to re-bind")
@@ -80,13 +69,21 @@ type RebindRequest struct {
 	At     time.Time
 }
 
-// RebindDecision is what a re-bind does (Act) and, for RebindReissue, what to
+// RebindDecision is what a re-bind does (Act) and, for a re-issue, what to
 // issue: Decision, for Old's public key under the profile's current version,
 // with no per-person cap (a re-issue replaces a certificate the person holds).
 type RebindDecision struct {
 	Act      rebindAct
 	Decision Decision
 }
+
+// Releases tells whether the re-bind releases the certificate (its hold, if
+// held) and links it to the new JPKI certificate: the contents are unchanged.
+func (d RebindDecision) Releases() bool { return d.Act == rebindRelease }
+
+// Reissues tells whether the re-bind issues a new certificate for the same key
+// (Decision) and revokes the old one as superseded.
+func (d RebindDecision) Reissues() bool { return d.Act == rebindReissue }
 
 // DecideRebind decides a re-bind: what an enrolment with the new JPKI
 // certificate, the person record and the old key under the certificate's profile
@@ -114,9 +111,9 @@ func (s *Set) DecideRebind(req RebindRequest) (RebindDecision, error) {
 		return RebindDecision{}, err
 	}
 	act := rebind(req.Old, d.Template)
-	if act == RebindReissue && req.Legacy {
-		if legacy, err := s.renderLegacy(d.Profile, req.JPKI.Identity); err == nil && rebind(req.Old, legacy) == RebindRelease {
-			act = RebindRelease
+	if act == rebindReissue && req.Legacy {
+		if legacy, err := s.renderLegacy(d.Profile, req.JPKI.Identity); err == nil && rebind(req.Old, legacy) == rebindRelease {
+			act = rebindRelease
 		}
 	}
 	d.MaxPerPerson = 0
@@ -142,18 +139,18 @@ type rebindAct uint8
 
 // The re-bind acts.
 const (
-	// RebindRelease: the contents are unchanged; release the hold (if held) and
+	// rebindRelease: the contents are unchanged; release the hold (if held) and
 	// link the certificate to the new JPKI certificate.
-	RebindRelease rebindAct = iota + 1
-	// RebindReissue: the profile's contents for the new identity differ (a name in
+	rebindRelease rebindAct = iota + 1
+	// rebindReissue: the profile's contents for the new identity differ (a name in
 	// the subject changed, a template version changed); issue a new certificate
 	// for the same key under the current policy version and revoke the old one as
 	// superseded.
-	RebindReissue
+	rebindReissue
 )
 
 func (a rebindAct) String() string {
-	if a == RebindReissue {
+	if a == rebindReissue {
 		return "reissue"
 	}
 	return "release"
@@ -166,9 +163,9 @@ func (a rebindAct) String() string {
 // Set.Decide) are those old carries, re-issue otherwise.
 func rebind(old *x509.Certificate, newContents *x509.Certificate) rebindAct {
 	if sameContents(old, newContents) {
-		return RebindRelease
+		return rebindRelease
 	}
-	return RebindReissue
+	return rebindReissue
 }
 
 // sameContents compares what a profile puts in a certificate.

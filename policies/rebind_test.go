@@ -75,7 +75,7 @@ func TestRebind(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := rebind(old, same); got != RebindRelease {
+		if got := rebind(old, same); got != rebindRelease {
 			t.Errorf("%s, moved: %s, want release (the contents hold no address)", profile, got)
 		}
 	}
@@ -83,12 +83,12 @@ func TestRebind(t *testing.T) {
 	old := issued("signing")
 	changed, _ := s.Render("signing", after.Identity, testPerson)
 	changed.Subject.Locality = []string{"大阪市"}
-	if got := rebind(old, changed); got != RebindReissue {
+	if got := rebind(old, changed); got != rebindReissue {
 		t.Errorf("changed subject: %s, want reissue", got)
 	}
 	changed, _ = s.Render("signing", after.Identity, testPerson)
 	changed.KeyUsage = x509.KeyUsageDigitalSignature
-	if got := rebind(old, changed); got != RebindReissue {
+	if got := rebind(old, changed); got != rebindReissue {
 		t.Errorf("changed key usage (a new policy version): %s, want reissue", got)
 	}
 }
@@ -129,19 +129,19 @@ func TestRebindable(t *testing.T) {
 	live := now.Add(time.Hour)
 	tests := []struct {
 		name string
-		c    RebindCandidate
+		c    Derived
 		want error
 	}{
-		{"good", RebindCandidate{Derived: Derived{State: DerivedGood, NotAfter: live}}, nil},
-		{"held by the linkage job", RebindCandidate{Derived: Derived{State: DerivedHeld, NotAfter: live}, HeldBySystem: true}, nil},
-		{"held by an operator", RebindCandidate{Derived: Derived{State: DerivedHeld, NotAfter: live}}, ErrRebindHeldByOperator},
-		{"revoked", RebindCandidate{Derived: Derived{State: DerivedRevoked, NotAfter: live}, HeldBySystem: true}, ErrRebindNotPossible},
-		{"expired", RebindCandidate{Derived: Derived{State: DerivedGood, NotAfter: now}}, ErrRebindNotPossible},
-		{"bound to the new card already", RebindCandidate{Derived: Derived{State: DerivedGood, NotAfter: live}, Bound: true}, ErrRebindBound},
+		{"good", Derived{NotAfter: live}, nil},
+		{"held by the linkage job", Derived{Held: true, NotAfter: live, HeldBySystem: true}, nil},
+		{"held by an operator", Derived{Held: true, NotAfter: live}, ErrRebindHeldByOperator},
+		{"revoked", Derived{Revoked: true, NotAfter: live, HeldBySystem: true}, ErrRebindNotPossible},
+		{"expired", Derived{NotAfter: now}, ErrRebindNotPossible},
+		{"bound to the new card already", Derived{NotAfter: live, Bound: true}, ErrRebindBound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Rebindable(tc.c, now)
+			err := tc.c.Rebindable(now)
 			if tc.want == nil {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -190,7 +190,7 @@ func TestDecideRebind(t *testing.T) {
 	}
 	old := issue(d)
 	got, err := s.DecideRebind(rebindOf(old, "signing", after, false))
-	if err != nil || got.Act != RebindRelease {
+	if err != nil || got.Act != rebindRelease {
 		t.Fatalf("moved, same contents: %v, %v; want release", got.Act, err)
 	}
 
@@ -200,7 +200,7 @@ func TestDecideRebind(t *testing.T) {
 	tmpl.Subject.Locality = []string{"千代田区"}
 	changed.Template = &tmpl
 	got, err = s.DecideRebind(rebindOf(issue(changed), "signing", after, false))
-	if err != nil || got.Act != RebindReissue {
+	if err != nil || got.Act != rebindReissue {
 		t.Fatalf("changed contents: %v, %v; want reissue", got.Act, err)
 	}
 	if got.Decision.MaxPerPerson != 0 || got.Decision.Profile != "signing" || got.Decision.Template == nil {
@@ -219,10 +219,10 @@ func TestDecideRebind(t *testing.T) {
 	}
 	ad.Template = legacyTmpl
 	legacyCert := issue(ad)
-	if got, err := s.DecideRebind(rebindOf(legacyCert, "authentication", after, true)); err != nil || got.Act != RebindRelease {
+	if got, err := s.DecideRebind(rebindOf(legacyCert, "authentication", after, true)); err != nil || got.Act != rebindRelease {
 		t.Errorf("legacy certificate: %v, %v; want release", got.Act, err)
 	}
-	if got, err := s.DecideRebind(rebindOf(legacyCert, "authentication", after, false)); err != nil || got.Act != RebindReissue {
+	if got, err := s.DecideRebind(rebindOf(legacyCert, "authentication", after, false)); err != nil || got.Act != rebindReissue {
 		t.Errorf("the same certificate, not legacy: %v, %v; want reissue", got.Act, err)
 	}
 

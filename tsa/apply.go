@@ -177,7 +177,7 @@ func applyCertInstall(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	}
 	// Only a certificate the CA issued through its pipeline: OCSP and CRLs
 	// answer for it, and its issuance is on the audit record.
-	rec, err := ca.Lookup(tx, cert.SerialNumber)
+	rec, err := ca.Read(tx).Lookup(cert.SerialNumber)
 	switch {
 	case errors.Is(err, ca.ErrNotFound):
 		return nil, cluster.Refuse(fmt.Errorf("%w: the CA has no record of serial %s", errCertMismatch, certserial.Format(cert.SerialNumber)))

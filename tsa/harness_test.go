@@ -63,13 +63,13 @@ func newTSACluster(t testing.TB, voters int, acc time.Duration) *testCluster {
 		Open: func(m *clustertest.Member) {
 			n := &tsaNode{tok: m.Token, keys: m.Keys, c: m.Cluster}
 			var err error
-			n.auth, err = ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, CRLShards: 2, Logger: testenv.Logger(),
+			n.auth, err = ca.New(ca.Config{Cluster: m.Cluster, Keys: m.Keys, CRLShards: 2, Logger: testenv.Logger(),
 				URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://ocsp.inkan.test/crl/", CAIssuers: "http://ocsp.inkan.test/ca/"}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(n.auth.Close)
-			n.svc, err = New(Config{Cluster: m.Cluster, Keys: m.Keys, KeyMode: ca.PerNodeHSM, Authority: n.auth, Policy: testPolicy,
+			n.svc, err = New(Config{Cluster: m.Cluster, Keys: m.Keys, Authority: n.auth, Policy: testPolicy,
 				Accuracy: acc, Logger: testenv.Logger(), Clock: func() time.Time { return time.Now().Add(time.Duration(n.skew.Load())) }})
 			if err != nil {
 				t.Fatal(err)

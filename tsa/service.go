@@ -35,8 +35,9 @@ type keyStore interface {
 type Config struct {
 	Cluster *cluster.Cluster
 	Keys    keyStore
-	// KeyMode says how the voters come to hold the TSA key: as the CA key.
-	KeyMode ca.KeyMode
+	// SharedHSM says how the voters come to hold the TSA key: as the CA key
+	// (ca.Config.SharedHSM).
+	SharedHSM bool
 	// Authority issues the TSA certificates (Certify).
 	Authority *ca.Authority
 	// Policy is the TSA policy every token names (TSTInfo.policy); a request
@@ -141,7 +142,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	sub := s.c.Subscribe(64, commandCertInstall, commandKeyCreate, ca.CommandRevoke, ca.CommandHold, ca.CommandRelease, ca.CommandResolve)
+	sub := s.c.Subscribe(64, append([]string{commandCertInstall, commandKeyCreate}, ca.StatusCommands()...)...)
 	s.refresh(ctx)
 	s.goRun(func() { s.ledger.run(ctx) })
 	s.goRun(func() {
@@ -215,7 +216,7 @@ func (s *Service) load(ctx context.Context) *material {
 		if cert, key, err = current(tx); err != nil {
 			return err
 		}
-		rec, err := ca.Lookup(tx, cert.Cert.SerialNumber)
+		rec, err := ca.Read(tx).Lookup(cert.Cert.SerialNumber)
 		status = rec.Status
 		return err
 	})
@@ -370,11 +371,11 @@ func (s *Service) Init(ctx context.Context, opts InitOptions) (Key, error) {
 		return Key{}, err
 	}
 	id := "tsa-" + time.Now().UTC().Format("20060102") + "-" + hex.EncodeToString(suffix)
-	key, err := s.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: id, Wrappable: s.cfg.KeyMode == ca.PerNodeHSM})
+	key, err := s.cfg.Keys.GenerateKey(ctx, hsm.KeySpec{Type: opts.Key, Label: id, Wrappable: !s.cfg.SharedHSM})
 	if err != nil {
 		return Key{}, fmt.Errorf("tsa: init: make key: %w", err)
 	}
-	if s.cfg.KeyMode == ca.PerNodeHSM {
+	if !s.cfg.SharedHSM {
 		if err := s.c.ShareKey(ctx, id); err != nil {
 			return Key{}, fmt.Errorf("tsa: init: send the key to every voter: %w", err)
 		}
@@ -436,7 +437,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 		} else if key, err = lookupKey(tx, opts.Key); err != nil {
 			return err
 		}
-		issuer, err = ca.ActiveIssuer(tx)
+		issuer, err = ca.Read(tx).ActiveIssuer()
 		return err
 	})
 	if err != nil {
@@ -450,7 +451,7 @@ func (s *Service) Certify(ctx context.Context, opts CertifyOptions) (Cert, error
 	if err != nil || string(pub) != string(key.PublicKey) {
 		return Cert{}, fmt.Errorf("tsa: certify: this node's key %q is not the TSA key %s", key.Label, key.ID)
 	}
-	if s.cfg.KeyMode == ca.PerNodeHSM {
+	if !s.cfg.SharedHSM {
 		if err := s.c.ShareKey(ctx, key.Label); err != nil {
 			return Cert{}, fmt.Errorf("tsa: certify: not every voter holds the key: %w", err)
 		}

@@ -16,8 +16,8 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 )
 
@@ -109,7 +109,7 @@ func TestRevokedCertificateStops(t *testing.T) {
 	tc := newTSACluster(t, 2, time.Second)
 	_, cert := tc.setup(ctx, hsm.ECP256)
 	req := goodRequest().der()
-	if err := tc.leader().auth.Revoke(ctx, cert.Cert.SerialNumber, ca.ReasonKeyCompromise, "system"); err != nil {
+	if err := tc.leader().auth.Revoke(ctx, cert.Cert.SerialNumber, crlreason.KeyCompromise, "system"); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range tc.nodes {

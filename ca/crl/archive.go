@@ -148,10 +148,10 @@ func stateDER(tx *bbolt.Tx, m Meta) ([]byte, error) {
 // DER returns the bytes of a published CRL: from the state if they are there
 // (the newest of its shard), else from this node's archive, checked against
 // the index (ErrNotArchived when the archive lacks it or holds other bytes).
-func DER(tx *bbolt.Tx, m Meta) ([]byte, error) {
-	der, err := stateDER(tx, m)
+func (p Published) DER(m Meta) ([]byte, error) {
+	der, err := stateDER(p.tx, m)
 	if err != nil || der != nil {
 		return der, err
 	}
-	return archiveGet(archiveDir(tx), m)
+	return archiveGet(archiveDir(p.tx), m)
 }

@@ -108,7 +108,7 @@ func BenchmarkArchiveYear(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := copied.View(func(tx *bbolt.Tx) error { _, _, err := Latest(tx, "ca1", Full); return err }); err != nil {
+			if err := copied.View(func(tx *bbolt.Tx) error { _, _, err := Read(tx).Latest("ca1", Full); return err }); err != nil {
 				b.Fatal(err)
 			}
 			copied.Close()

@@ -118,11 +118,11 @@ func derOf(t testing.TB, db *bbolt.DB, shard int, n uint64) ([]byte, error) {
 	t.Helper()
 	var der []byte
 	err := db.View(func(tx *bbolt.Tx) error {
-		m, ok, err := Get(tx, "ca1", shard, n)
+		m, ok, err := Read(tx).Get("ca1", shard, n)
 		if err != nil || !ok {
 			return fmt.Errorf("no meta %d: %v", n, err)
 		}
-		der, err = DER(tx, m)
+		der, err = Read(tx).DER(m)
 		return err
 	})
 	return der, err
@@ -149,16 +149,16 @@ func TestStateKeepsNewestOnly(t *testing.T) {
 	}
 	if err := db.View(func(tx *bbolt.Tx) error {
 		// Around finds by time what the state no longer holds.
-		cur, next, hasCur, hasNext, err := Around(tx, "ca1", 0, archiveT0.Add(150*time.Minute))
+		cur, next, hasCur, hasNext, err := Read(tx).Around("ca1", 0, archiveT0.Add(150*time.Minute))
 		if err != nil || !hasCur || !hasNext || cur.Number != 2 || next.Number != 3 {
 			return fmt.Errorf("around: %d %d %v %v %v", cur.Number, next.Number, hasCur, hasNext, err)
 		}
-		if der, err := DER(tx, cur); err != nil || !bytes.Equal(der, want[2]) {
+		if der, err := Read(tx).DER(cur); err != nil || !bytes.Equal(der, want[2]) {
 			return fmt.Errorf("DER of the CRL current at T: %v", err)
 		}
-		n, tip, err := VerifyIndex(tx, "ca1", 0)
+		n, tip, err := verifyIndex(tx, "ca1", 0)
 		if err != nil || n != 6 || len(tip) != sha256.Size {
-			return fmt.Errorf("VerifyIndex: %d entries, %v", n, err)
+			return fmt.Errorf("verifyIndex: %d entries, %v", n, err)
 		}
 		return nil
 	}); err != nil {
@@ -215,7 +215,7 @@ func TestArchiveTamperedNotServed(t *testing.T) {
 }
 
 // TestVerifyIndexDetectsChange: an index entry changed, removed or put back
-// out of order after it was chained breaks the chain (ErrIndexBroken).
+// out of order after it was chained breaks the chain (errIndexBroken).
 func TestVerifyIndexDetectsChange(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -253,7 +253,7 @@ func TestVerifyIndexDetectsChange(t *testing.T) {
 				applyAll(t, db, publishCommands(t, 1, n, fakeCRL(1, n, 500), publishVersion), archiveT0)
 			}
 			if err := db.Update(func(tx *bbolt.Tx) error {
-				if _, _, err := VerifyIndex(tx, "ca1", 1); err != nil {
+				if _, _, err := verifyIndex(tx, "ca1", 1); err != nil {
 					return fmt.Errorf("before the change: %w", err)
 				}
 				return c.change(readShard(tx, "ca1", 1).Bucket(keyMeta))
@@ -261,10 +261,10 @@ func TestVerifyIndexDetectsChange(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := db.View(func(tx *bbolt.Tx) error {
-				_, _, err := VerifyIndex(tx, "ca1", 1)
+				_, _, err := verifyIndex(tx, "ca1", 1)
 				return err
-			}); !errors.Is(err, ErrIndexBroken) {
-				t.Fatalf("VerifyIndex: %v, want ErrIndexBroken", err)
+			}); !errors.Is(err, errIndexBroken) {
+				t.Fatalf("verifyIndex: %v, want errIndexBroken", err)
 			}
 		})
 	}
@@ -294,7 +294,7 @@ func TestArchiveUpgrade(t *testing.T) {
 		}
 	}
 	if err := db.View(func(tx *bbolt.Tx) error {
-		n, _, err := VerifyIndex(tx, "ca1", Full)
+		n, _, err := verifyIndex(tx, "ca1", Full)
 		if n != 4 {
 			return fmt.Errorf("chained %d entries, want 4 (%v)", n, err)
 		}
@@ -320,11 +320,11 @@ func clusterDER(t testing.TB, c *cluster.Cluster, shard int, n uint64) ([]byte, 
 	t.Helper()
 	var der []byte
 	err := c.View(func(tx *bbolt.Tx) error {
-		m, ok, err := Get(tx, "ca1", shard, n)
+		m, ok, err := Read(tx).Get("ca1", shard, n)
 		if err != nil || !ok {
 			return fmt.Errorf("no meta %d: %v", n, err)
 		}
-		der, err = DER(tx, m)
+		der, err = Read(tx).DER(m)
 		return err
 	})
 	return der, err
@@ -357,7 +357,7 @@ func TestLateJoinerFetchesArchive(t *testing.T) {
 	if err := joiner.Barrier(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := RepairOnce(ctx, joiner)
+	r, err := repairOnce(ctx, joiner, true)
 	if err != nil {
 		t.Fatalf("repair: %+v: %v", r, err)
 	}
@@ -381,7 +381,7 @@ func TestLateJoinerFetchesArchive(t *testing.T) {
 	if _, err := clusterDER(t, joiner, 2, 3); !errors.Is(err, ErrNotArchived) {
 		t.Fatalf("a damaged file: %v, want ErrNotArchived", err)
 	}
-	if r, err := RepairOnce(ctx, joiner); err != nil || r.Fetched != 1 {
+	if r, err := repairOnce(ctx, joiner, true); err != nil || r.Fetched != 1 {
 		t.Fatalf("repair after damage: %+v, %v", r, err)
 	}
 	if der, err := clusterDER(t, joiner, 2, 3); err != nil || !bytes.Equal(der, want[3]) {
@@ -421,7 +421,7 @@ func TestRestoreWithArchive(t *testing.T) {
 			}
 			n := clustertest.SingleOn(t, old.Token, cluster.Config{Handlers: Handlers(), DataDir: dir,
 				Restore: &cluster.Restore{Path: path, SHA256: info.SHA256}})
-			r, err := RepairOnce(ctx, n.Cluster)
+			r, err := repairOnce(ctx, n.Cluster, true)
 			switch {
 			case seeded && (err != nil || r.Missing != 0):
 				t.Fatalf("seeded restore: %+v, %v", r, err)

@@ -19,7 +19,7 @@ import (
 type Entry struct {
 	Serial    *big.Int
 	RevokedAt time.Time
-	Reason    int // RFC 5280 CRLReason; 0 (unspecified) is left out of the entry
+	Reason    crlreason.Reason // 0 (unspecified) is left out of the entry
 }
 
 // Shard returns the shard of a serial among n shards. Serials are at least 64 bits
@@ -41,7 +41,7 @@ const (
 
 // reasonRemoveFromCRL is the reason a delta CRL gives a serial its base lists
 // that is no longer revoked (a hold released).
-const reasonRemoveFromCRL = int(crlreason.RemoveFromCRL)
+const reasonRemoveFromCRL = crlreason.RemoveFromCRL
 
 // Spec says which CRL to build.
 type Spec struct {
@@ -102,7 +102,7 @@ func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, e
 			return nil, fmt.Errorf("%w: serial %s belongs to shard %d, not %d", errSpec, certserial.Format(e.Serial), Shard(e.Serial, shards), spec.Shard)
 		}
 		tmpl.RevokedCertificateEntries[i] = x509.RevocationListEntry{
-			SerialNumber: e.Serial, RevocationTime: e.RevokedAt, ReasonCode: e.Reason,
+			SerialNumber: e.Serial, RevocationTime: e.RevokedAt, ReasonCode: int(e.Reason),
 		}
 	}
 	switch spec.Shard {

@@ -20,6 +20,8 @@ import (
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
+
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 const shards = 4
@@ -138,7 +140,7 @@ func TestCRLsParseAndLint(t *testing.T) {
 	}
 	var all []Entry
 	for i := range 20 {
-		all = append(all, Entry{Serial: big.NewInt(int64(0x5000 + i)), RevokedAt: now.Add(-time.Hour), Reason: []int{0, 1, 3, 4, 5, 6}[i%6]})
+		all = append(all, Entry{Serial: big.NewInt(int64(0x5000 + i)), RevokedAt: now.Add(-time.Hour), Reason: []crlreason.Reason{0, 1, 3, 4, 5, 6}[i%6]})
 	}
 	for shard := Delta; shard < shards; shard++ {
 		var entries []Entry
@@ -346,7 +348,7 @@ func BenchmarkSizesMillion(b *testing.B) {
 		buf := make([]byte, 16)
 		_, _ = rand.Read(buf)
 		buf[0] = 0x0d // the seconds-since-2020 prefix of 2026
-		e := Entry{Serial: new(big.Int).SetBytes(buf), RevokedAt: now.Add(-time.Duration(i) * time.Second), Reason: []int{1, 3, 4, 5}[i%4]}
+		e := Entry{Serial: new(big.Int).SetBytes(buf), RevokedAt: now.Add(-time.Duration(i) * time.Second), Reason: []crlreason.Reason{1, 3, 4, 5}[i%4]}
 		all = append(all, e)
 		if Shard(e.Serial, nShards) == 0 {
 			shard0 = append(shard0, e)

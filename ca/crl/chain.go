@@ -11,9 +11,9 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// ErrIndexBroken says a shard's index entries do not form their hash chain:
+// errIndexBroken says a shard's index entries do not form their hash chain:
 // an entry was changed, removed or inserted after it was chained.
-var ErrIndexBroken = errors.New("crl: the CRL index's hash chain is broken")
+var errIndexBroken = errors.New("crl: the CRL index's hash chain is broken")
 
 // chainHash is the chain hash of index entry m after the entry whose chain is
 // prev (nil for a shard's first): SHA-256 over a label, prev and m's fields,
@@ -98,11 +98,11 @@ func chainTip(metas *bbolt.Bucket) ([]byte, error) {
 	return prev, nil
 }
 
-// VerifyIndex checks that the index entries of the CA's shard form their hash
+// verifyIndex checks that the index entries of the CA's shard form their hash
 // chain and returns how many it checked and the newest entry's chain hash (a
 // value an auditor may compare between nodes, or with one noted earlier).
 // Entries published before version 3 and not yet chained are skipped.
-func VerifyIndex(tx *bbolt.Tx, ca string, shard int) (n int, tip []byte, err error) {
+func verifyIndex(tx *bbolt.Tx, ca string, shard int) (n int, tip []byte, err error) {
 	sb := readShard(tx, ca, shard)
 	if sb == nil || sb.Bucket(keyMeta) == nil {
 		return 0, nil, nil
@@ -115,7 +115,7 @@ func VerifyIndex(tx *bbolt.Tx, ca string, shard int) (n int, tip []byte, err err
 		}
 		if m.Chain == nil {
 			if prev != nil {
-				return fmt.Errorf("%w: %s/%d/%d has no chain hash after chained entries", ErrIndexBroken, ca, shard, m.Number)
+				return fmt.Errorf("%w: %s/%d/%d has no chain hash after chained entries", errIndexBroken, ca, shard, m.Number)
 			}
 			return nil
 		}
@@ -124,7 +124,7 @@ func VerifyIndex(tx *bbolt.Tx, ca string, shard int) (n int, tip []byte, err err
 			return err
 		}
 		if want := chainHash(prev, s); !bytes.Equal(want, m.Chain) || binary.BigEndian.Uint64(k) != m.Number {
-			return fmt.Errorf("%w: at %s/%d/%d", ErrIndexBroken, ca, shard, m.Number)
+			return fmt.Errorf("%w: at %s/%d/%d", errIndexBroken, ca, shard, m.Number)
 		}
 		prev = m.Chain
 		n++

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
-	"go.etcd.io/bbolt"
 )
 
 // Around returns the two published CRLs of the CA's shard that bracket t: the one
@@ -19,8 +18,8 @@ import (
 //
 // A shard's numbers grow with thisUpdate, so Around bisects them: a year of
 // CRLs every 30 minutes costs 15 reads, not 17,520 (BenchmarkAround).
-func Around(tx *bbolt.Tx, ca string, shard int, t time.Time) (current, next Meta, hasCurrent, hasNext bool, err error) {
-	sb := readShard(tx, ca, shard)
+func (p Published) Around(ca string, shard int, t time.Time) (current, next Meta, hasCurrent, hasNext bool, err error) {
+	sb := readShard(p.tx, ca, shard)
 	if sb == nil || sb.Bucket(keyMeta) == nil {
 		return Meta{}, Meta{}, false, false, nil
 	}

@@ -55,7 +55,7 @@ func TestAround(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			err := n.View(func(tx *bbolt.Tx) error {
-				cur, next, hasCur, hasNext, err := Around(tx, c.ca, 0, c.at)
+				cur, next, hasCur, hasNext, err := Read(tx).Around(c.ca, 0, c.at)
 				if err != nil {
 					return err
 				}
@@ -63,7 +63,7 @@ func TestAround(t *testing.T) {
 					t.Errorf("got current %d (%v), next %d (%v); want %d, %d", cur.Number, hasCur, next.Number, hasNext, c.cur, c.next)
 				}
 				if hasCur {
-					der, err := DER(tx, cur)
+					der, err := Read(tx).DER(cur)
 					if err != nil || der[0] != byte(c.cur-1) {
 						t.Errorf("the current CRL's bytes are not its own: %v", err)
 					}
@@ -122,9 +122,9 @@ func BenchmarkAround(b *testing.B) {
 		name string
 		fn   func(tx *bbolt.Tx) error
 	}{
-		{"latest", func(tx *bbolt.Tx) error { _, _, err := Latest(tx, "ca1", 3); return err }},
+		{"latest", func(tx *bbolt.Tx) error { _, _, err := Read(tx).Latest("ca1", 3); return err }},
 		{"around-middle-of-a-year", func(tx *bbolt.Tx) error {
-			_, _, _, _, err := Around(tx, "ca1", 3, t0.Add(182*24*time.Hour))
+			_, _, _, _, err := Read(tx).Around("ca1", 3, t0.Add(182*24*time.Hour))
 			return err
 		}},
 	} {

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/crlreason"
 )
 
 // CA is one CA certificate whose CRLs the publisher keeps.
@@ -65,11 +66,11 @@ type PublisherConfig struct {
 	Logger *slog.Logger
 }
 
-// publisher keeps every CA's CRLs current while its node leads: shard CRLs within
+// Publisher keeps every CA's CRLs current while its node leads: shard CRLs within
 // seconds of a revocation, every CRL well before its nextUpdate. It signs with the CA
 // key on the leader and commits what it signs through Raft, so every node serves the
 // same CRLs; a new leader rebuilds whatever it cannot be sure is current.
-type publisher struct {
+type Publisher struct {
 	c   *cluster.Cluster
 	src source
 	cfg PublisherConfig
@@ -92,7 +93,7 @@ type baseCRL struct {
 
 type baseEntry struct {
 	at     int64 // Unix seconds, as the CRL states it
-	reason int
+	reason crlreason.Reason
 }
 
 type shardRef struct {
@@ -101,7 +102,7 @@ type shardRef struct {
 }
 
 // NewPublisher returns a publisher for the node's cluster.
-func NewPublisher(c *cluster.Cluster, src source, cfg PublisherConfig) *publisher {
+func NewPublisher(c *cluster.Cluster, src source, cfg PublisherConfig) *Publisher {
 	if cfg.Validity == 0 {
 		cfg.Validity = 24 * time.Hour
 	}
@@ -120,11 +121,11 @@ func NewPublisher(c *cluster.Cluster, src source, cfg PublisherConfig) *publishe
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &publisher{c: c, src: src, cfg: cfg, log: cfg.Logger, dirty: map[shardRef]time.Time{}, bases: map[string]*baseCRL{}}
+	return &Publisher{c: c, src: src, cfg: cfg, log: cfg.Logger, dirty: map[shardRef]time.Time{}, bases: map[string]*baseCRL{}}
 }
 
 // Run publishes until ctx ends.
-func (p *publisher) Run(ctx context.Context, changes <-chan Change) error {
+func (p *Publisher) Run(ctx context.Context, changes <-chan Change) error {
 	t := time.NewTicker(p.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -145,7 +146,7 @@ func (p *publisher) Run(ctx context.Context, changes <-chan Change) error {
 	}
 }
 
-func (p *publisher) note(ctx context.Context, ch Change) {
+func (p *Publisher) note(ctx context.Context, ch Change) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Now()
@@ -175,7 +176,7 @@ func (p *publisher) note(ctx context.Context, ch Change) {
 	}
 }
 
-func (p *publisher) tick(ctx context.Context) error {
+func (p *Publisher) tick(ctx context.Context) error {
 	st, err := p.c.Status()
 	if err != nil {
 		return err
@@ -216,7 +217,7 @@ func (p *publisher) tick(ctx context.Context) error {
 			var number uint64
 			if err := p.c.View(func(tx *bbolt.Tx) error {
 				var err error
-				latest, have, err = Latest(tx, ca.ID, shard)
+				latest, have, err = Read(tx).Latest(ca.ID, shard)
 				number = nextNumber(tx, ca.ID, shard)
 				return err
 			}); err != nil {
@@ -258,7 +259,7 @@ func (p *publisher) tick(ctx context.Context) error {
 }
 
 // publish builds, signs and commits one CRL.
-func (p *publisher) publish(ctx context.Context, ca CA, shard int, number uint64, now time.Time) error {
+func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64, now time.Time) error {
 	var entries []Entry
 	err := p.src.Revoked(ctx, ca.ID, func(e Entry) error {
 		if shard < 0 || Shard(e.Serial, ca.Shards) == shard {
@@ -336,7 +337,7 @@ func newBase(number uint64, entries []Entry) *baseCRL {
 
 // base returns the entries of the CA's newest full CRL, from memory if this
 // node published it, else read from the state; nil if there is none.
-func (p *publisher) base(caID string) (*baseCRL, error) {
+func (p *Publisher) base(caID string) (*baseCRL, error) {
 	var m Meta
 	var have bool
 	var der []byte
@@ -345,13 +346,13 @@ func (p *publisher) base(caID string) (*baseCRL, error) {
 	p.mu.Unlock()
 	err := p.c.View(func(tx *bbolt.Tx) error {
 		var err error
-		if m, have, err = Latest(tx, caID, Full); err != nil || !have {
+		if m, have, err = Read(tx).Latest(caID, Full); err != nil || !have {
 			return err
 		}
 		if cached != nil && cached.number == m.Number {
 			return nil
 		}
-		der, err = DER(tx, m)
+		der, err = Read(tx).DER(m)
 		return err
 	})
 	switch {
@@ -368,7 +369,7 @@ func (p *publisher) base(caID string) (*baseCRL, error) {
 	}
 	entries := make([]Entry, len(rl.RevokedCertificateEntries))
 	for i, e := range rl.RevokedCertificateEntries {
-		entries[i] = Entry{Serial: e.SerialNumber, RevokedAt: e.RevocationTime, Reason: e.ReasonCode}
+		entries[i] = Entry{Serial: e.SerialNumber, RevokedAt: e.RevocationTime, Reason: crlreason.Reason(e.ReasonCode)}
 	}
 	b := newBase(m.Number, entries)
 	p.mu.Lock()

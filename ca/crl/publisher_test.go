@@ -84,10 +84,10 @@ func latest(t *testing.T, n *clustertest.Node, shard int) (Meta, []byte) {
 	err := n.View(func(tx *bbolt.Tx) error {
 		var ok bool
 		var err error
-		if m, ok, err = Latest(tx, "ca1", shard); err != nil || !ok {
+		if m, ok, err = Read(tx).Latest("ca1", shard); err != nil || !ok {
 			return err
 		}
-		der, err = DER(tx, m)
+		der, err = Read(tx).DER(m)
 		return err
 	})
 	if err != nil {
@@ -163,11 +163,11 @@ func TestPublisherKeepsCRLsCurrent(t *testing.T) {
 		t.Fatalf("openssl crl -verify: %v %s", err, out)
 	}
 	err := n.View(func(tx *bbolt.Tx) error {
-		m, ok, err := Get(tx, "ca1", shard, 1)
+		m, ok, err := Read(tx).Get("ca1", shard, 1)
 		if err != nil || !ok {
 			t.Fatalf("CRL number 1 of shard %d is gone: %v", shard, err)
 		}
-		old, err := DER(tx, m)
+		old, err := Read(tx).DER(m)
 		if err != nil {
 			return err
 		}

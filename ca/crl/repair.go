@@ -24,8 +24,8 @@ const verifyEvery = 60
 // is under this).
 const maxCRL = 1 << 30
 
-// RepairReport is what one repair pass found.
-type RepairReport struct {
+// repairReport is what one repair pass found.
+type repairReport struct {
 	Indexed int // CRLs in the index
 	Missing int // not in the state nor intact in the archive before the pass
 	Fetched int // of those, fetched from a peer and archived
@@ -33,7 +33,7 @@ type RepairReport struct {
 
 // missing lists the index entries of every CA's shards whose bytes are neither
 // in the state nor in the archive, and checks each shard's hash chain
-// (ErrIndexBroken, after the listing).
+// (errIndexBroken, after the listing).
 func missing(tx *bbolt.Tx, verify bool) (all int, out []Meta, err error) {
 	var broken []error
 	dir := archiveDir(tx)
@@ -50,7 +50,7 @@ func missing(tx *bbolt.Tx, verify bool) (all int, out []Meta, err error) {
 			}
 			latest := sb.Get(keyLatest)
 			if verify {
-				if _, _, err := VerifyIndex(tx, string(ca), shardOf(shard)); err != nil {
+				if _, _, err := verifyIndex(tx, string(ca), shardOf(shard)); err != nil {
 					broken = append(broken, err)
 				}
 			}
@@ -91,19 +91,15 @@ func shardOf(key []byte) int {
 	return n
 }
 
-// RepairOnce fetches from the cluster's peers every CRL of the index that
+// repairOnce fetches from the cluster's peers every CRL of the index that
 // this node's archive lacks (a node that joined late or installed a snapshot,
 // one restored from a backup without its archive, a file found damaged and
 // removed), checks each against the index's SHA-256 and archives it. It
 // returns ErrNotArchived if some could not be fetched (no peer has them yet),
-// and ErrIndexBroken if a shard's index entries do not form their chain.
-func RepairOnce(ctx context.Context, c *cluster.Cluster) (RepairReport, error) {
-	return repairOnce(ctx, c, true)
-}
-
-// repairOnce is RepairOnce, checking the index's chains if verify.
-func repairOnce(ctx context.Context, c *cluster.Cluster, verify bool) (RepairReport, error) {
-	var r RepairReport
+// and errIndexBroken if verify and a shard's index entries do not form their
+// chain.
+func repairOnce(ctx context.Context, c *cluster.Cluster, verify bool) (repairReport, error) {
+	var r repairReport
 	var todo []Meta
 	var dir string
 	var broken error
@@ -111,7 +107,7 @@ func repairOnce(ctx context.Context, c *cluster.Cluster, verify bool) (RepairRep
 		dir = archiveDir(tx)
 		var err error
 		r.Indexed, todo, err = missing(tx, verify)
-		if errors.Is(err, ErrIndexBroken) {
+		if errors.Is(err, errIndexBroken) {
 			broken, err = err, nil
 		}
 		return err
@@ -141,7 +137,7 @@ func repairOnce(ctx context.Context, c *cluster.Cluster, verify bool) (RepairRep
 	return r, broken
 }
 
-// Repair runs RepairOnce every interval (1 minute if 0) until ctx ends, and
+// Repair runs repairOnce every interval (1 minute if 0) until ctx ends, and
 // first at once; it checks the index's hash chains (a year of CRLs is some
 // 160,000 entries to hash) on the first pass and every verifyEvery passes
 // after. Every node runs it.

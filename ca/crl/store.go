@@ -24,7 +24,7 @@ import (
 // and drops the bytes of the shard's older CRLs from the state, so the state grows
 // by an index entry per CRL rather than by the CRL. The index entries (Meta) of a
 // shard form a hash chain (Meta.Chain), so an index copied or restored can be
-// checked whole (VerifyIndex), and each archived file against its entry's SHA-256.
+// checked whole (verifyIndex), and each archived file against its entry's SHA-256.
 //
 // Layout, bucket "crl":
 //
@@ -282,18 +282,27 @@ func nextNumber(tx *bbolt.Tx, ca string, shard int) uint64 {
 	return scopeNumber(tx, ca, shard) + 1
 }
 
+// Published is the CRLs published (the index in the replicated state, the
+// bytes in it and in this node's archive) as one of the cluster's bbolt
+// transactions sees them: what the OCSP listener serves and proves history
+// with.
+type Published struct{ tx *bbolt.Tx }
+
+// Read is the published CRLs in tx.
+func Read(tx *bbolt.Tx) Published { return Published{tx} }
+
 // Latest returns the meta of the newest CRL published for the CA's shard.
-func Latest(tx *bbolt.Tx, ca string, shard int) (Meta, bool, error) {
-	n := latestNumber(tx, ca, shard)
+func (p Published) Latest(ca string, shard int) (Meta, bool, error) {
+	n := latestNumber(p.tx, ca, shard)
 	if n == 0 {
 		return Meta{}, false, nil
 	}
-	return Get(tx, ca, shard, n)
+	return p.Get(ca, shard, n)
 }
 
 // Get returns the meta of a published CRL by number.
-func Get(tx *bbolt.Tx, ca string, shard int, number uint64) (Meta, bool, error) {
-	sb := readShard(tx, ca, shard)
+func (p Published) Get(ca string, shard int, number uint64) (Meta, bool, error) {
+	sb := readShard(p.tx, ca, shard)
 	if sb == nil || sb.Bucket(keyMeta) == nil {
 		return Meta{}, false, nil
 	}

@@ -26,7 +26,7 @@
 // proof signed by the derived certificate's own key over the nonce, the serial and
 // the new card's certificate (keyproof.go); it is released and relinked, or
 // re-issued for the same key if its profile now renders other contents: the rules
-// are policies' (Rebindable, Set.DecideRebind). ProfilePolicy carries the engine's
+// are policies' (Derived.Rebindable, Set.DecideRebind). ProfilePolicy carries the engine's
 // decisions, says its refusals as problems, and applies the profiles' rate limits
 // per person record and per client network (IPv4 /24, IPv6 /56 by default;
 // X-Forwarded-For only from trusted proxies).

@@ -272,7 +272,7 @@ func openNode(ctx context.Context, dir string, tok *softhsm.Token, bootstrap boo
 		return nil, err
 	}
 	a, err := ca.New(ca.Config{
-		Cluster: c, Keys: h, KeyMode: ca.PerNodeHSM, Logger: testenv.Logger(),
+		Cluster: c, Keys: h, Logger: testenv.Logger(),
 		URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"},
 	})
 	if err != nil {

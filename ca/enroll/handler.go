@@ -446,13 +446,13 @@ func (h *handler) checkCap(d policies.Decision, p personOf, now time.Time) error
 	}
 	var held int
 	err := h.cfg.Cluster.View(func(tx *bbolt.Tx) (err error) {
-		held, err = ca.CountForCap(tx, p.id, p.hint[:], now)
+		held, err = ca.Read(tx).CountForCap(p.id, p.hint[:], now)
 		return err
 	})
 	if err != nil {
 		return refuse(errUnavailable, "count the person's certificates: %v", err)
 	}
-	if err := policies.CheckCap(d, held); err != nil {
+	if err := d.CheckCap(held); err != nil {
 		reason, _ := policies.Reason(err)
 		return refuse(errPersonLimit, "%s", reason)
 	}

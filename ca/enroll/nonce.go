@@ -106,7 +106,7 @@ func nonceHash(nonce []byte) []byte {
 func nonceUsed(c replicated, nonce []byte) bool {
 	var used bool
 	_ = c.View(func(tx *bbolt.Tx) error {
-		used = ca.NonceUsed(tx, nonceHash(nonce))
+		used = ca.Read(tx).NonceUsed(nonceHash(nonce))
 		return nil
 	})
 	return used

@@ -213,11 +213,11 @@ func TestNonceRaceThreeNodes(t *testing.T) {
 		}
 		n := 0
 		_ = nodes[0].c.View(func(tx *bbolt.Tx) error {
-			is, err := ca.ActiveIssuer(tx)
+			is, err := ca.Read(tx).ActiveIssuer()
 			if err != nil {
 				return err
 			}
-			return ca.Walk(tx, is.ID, func(ca.CertStatus) error { n++; return nil })
+			return ca.Read(tx).Walk(is.ID, func(ca.CertStatus) error { n++; return nil })
 		})
 		return n
 	}

@@ -35,7 +35,7 @@ func (h *handler) resolvePerson(ctx context.Context, sc *jpki.SignatureCertifica
 		hint:      sc.Identity.Basic4Hint(h.cfg.LinkKey),
 	}
 	read := func(tx *bbolt.Tx) error {
-		if id, ok := ca.PersonOf(tx, p.link[:]); ok {
+		if id, ok := ca.Read(tx).PersonOf(p.link[:]); ok {
 			p.id, p.mode = id, ca.PersonSame
 		}
 		return nil

@@ -134,7 +134,7 @@ func TestHomonyms(t *testing.T) {
 		}
 		// B gives one back; B may enrol again, A still may not.
 		bSerials := personSerials(t, mustPerson(t, cardB))
-		if err := fx.authority.Revoke(ctx, bSerials[0], ca.ReasonCessationOfOperation, "system"); err != nil {
+		if err := fx.authority.Revoke(ctx, bSerials[0], crlreason.CessationOfOperation, "system"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.client().Enroll(ctx, cardB, fx.subKeys[2], ""); err != nil {
@@ -197,14 +197,14 @@ func TestHomonyms(t *testing.T) {
 		if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := job.Scan(ctx, time.Time{}); err != nil {
+		if err := job.Scan(ctx, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		if len(goodB) != 2 {
 			t.Fatalf("B had %d good certificates, want 2", len(goodB))
 		}
 		for _, s := range goodB {
-			if rec := record(t, s); rec.Status != ca.Revoked || rec.Reason != int(crlreason.KeyCompromise) {
+			if rec := record(t, s); rec.Status != ca.Revoked || rec.Reason != crlreason.KeyCompromise {
 				t.Errorf("B's certificate %x: %s reason %d, want revoked keyCompromise", s, rec.Status, rec.Reason)
 			}
 		}
@@ -227,8 +227,8 @@ func personSerials(t testing.TB, person []byte) []*big.Int {
 	t.Helper()
 	var out []*big.Int
 	err := fx.cluster.View(func(tx *bbolt.Tx) error {
-		return ca.Walk(tx, fx.issuerID, func(cs ca.CertStatus) error {
-			if rec, err := ca.Lookup(tx, cs.Serial); err == nil && bytes.Equal(rec.Person, person) {
+		return ca.Read(tx).Walk(fx.issuerID, func(cs ca.CertStatus) error {
+			if rec, err := ca.Read(tx).Lookup(cs.Serial); err == nil && bytes.Equal(rec.Person, person) {
 				out = append(out, cs.Serial)
 			}
 			return nil

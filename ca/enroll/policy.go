@@ -116,7 +116,7 @@ func (p *ProfilePolicy) decide(req policyRequest) (policies.Decision, error) {
 }
 
 // rebind has the profiles decide a re-bind (policies.Set.DecideRebind), once both
-// halves are verified and the certificate is policies.Rebindable; refusals as
+// halves are verified and the certificate is policies.Derived.Rebindable; refusals as
 // decide's. It takes no rate-limit token: the handler calls admit last, as for an
 // enrolment.
 func (p *ProfilePolicy) rebind(req policies.RebindRequest) (policies.RebindDecision, error) {
@@ -187,7 +187,7 @@ func (p *ProfilePolicy) limit(prof *policies.Profile, person, client string, now
 	l := p.limits[prof.Name]
 	if l == nil || l.rates != prof.Enrollment.RateLimits {
 		r := prof.Enrollment.RateLimits
-		l = &profileLimits{rates: r, person: policies.NewLimiter(r.PerPerson), client: policies.NewLimiter(r.PerClient)}
+		l = &profileLimits{rates: r, person: r.PerPerson.Limiter(), client: r.PerClient.Limiter()}
 		p.limits[prof.Name] = l
 	}
 	if p.calls++; p.calls%forgetEvery == 0 {

@@ -3,8 +3,11 @@ package enroll
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"math/big"
@@ -20,6 +23,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
+	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/enrollapi"
 	"github.com/inkan-pki/inkan/jpki"
 	"github.com/inkan-pki/inkan/jpki/jpkisim"
@@ -118,7 +122,7 @@ func TestProfilePolicyIssues(t *testing.T) {
 		otherEKU     []asn1.ObjectIdentifier
 		cap          int
 	}{
-		{"", "authentication", 1, x509.KeyUsageDigitalSignature, func() string { return policies.Pseudonym(testPseudonymKey, person) },
+		{"", "authentication", 1, x509.KeyUsageDigitalSignature, func() string { return authPseudonym(testPseudonymKey, person) },
 			[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, 5},
 		{"signing", "signing", 2, x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment, func() string { return sc.Identity.Name() },
 			nil, []asn1.ObjectIdentifier{documentSigning}, 3},
@@ -144,14 +148,14 @@ func TestProfilePolicyIssues(t *testing.T) {
 			if !slices.Equal(leaf.ExtKeyUsage, c.eku) || !slices.EqualFunc(leaf.UnknownExtKeyUsage, c.otherEKU, asn1.ObjectIdentifier.Equal) {
 				t.Errorf("EKU %v %v, want %v %v", leaf.ExtKeyUsage, leaf.UnknownExtKeyUsage, c.eku, c.otherEKU)
 			}
-			if c.profile == "signing" && leaf.Subject.SerialNumber != policies.SigningPseudonym(testPseudonymKey, person) {
+			if c.profile == "signing" && leaf.Subject.SerialNumber != signingPseudonym(testPseudonymKey, person) {
 				t.Error("the signing certificate's serialNumber is not the person record's signing pseudonym")
 			}
 			if req.Decision.Profile != c.profile || req.Decision.PolicyVersion != c.version || req.Decision.MaxPerPerson != c.cap {
 				t.Errorf("CA asked for profile %q v%d, cap %d", req.Decision.Profile, req.Decision.PolicyVersion, req.Decision.MaxPerPerson)
 			}
 			err = fx.cluster.View(func(tx *bbolt.Tx) error {
-				rec, err := ca.Lookup(tx, cert.Serial)
+				rec, err := ca.Read(tx).Lookup(cert.Serial)
 				if err != nil {
 					return err
 				}
@@ -239,7 +243,7 @@ func TestPersonLimit(t *testing.T) {
 
 	// A revoked certificate does not count: the refused request's nonce is still
 	// good, and now it goes through.
-	if err := fx.authority.Revoke(context.Background(), serials[0], ca.ReasonKeyCompromise, "system"); err != nil {
+	if err := fx.authority.Revoke(context.Background(), serials[0], crlreason.KeyCompromise, "system"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.client().Submit(context.Background(), req, nil); err != nil {
@@ -279,7 +283,7 @@ func TestPersonLimitAtTheLeader(t *testing.T) {
 	}
 	person := mustPerson(t, card)
 	err = fx.cluster.View(func(tx *bbolt.Tx) error {
-		n, err := ca.CountByPerson(tx, person, time.Now())
+		n, err := ca.Read(tx).CountByPerson(person, time.Now())
 		if n != 2 {
 			t.Errorf("the person holds %d certificates, want the first and the other one only", n)
 		}
@@ -296,7 +300,7 @@ func mustPerson(t testing.TB, card subscriber.Card) []byte {
 	link := linkOf(t, card.Chain()[0])
 	var id []byte
 	var ok bool
-	if err := fx.cluster.View(func(tx *bbolt.Tx) error { id, ok = ca.PersonOf(tx, link); return nil }); err != nil || !ok {
+	if err := fx.cluster.View(func(tx *bbolt.Tx) error { id, ok = ca.Read(tx).PersonOf(link); return nil }); err != nil || !ok {
 		t.Fatalf("the card belongs to no person record: %v", err)
 	}
 	return id
@@ -354,4 +358,24 @@ func checkRetryAfter(t *testing.T, resp *http.Response, min int) {
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || s < min {
 		t.Errorf("Retry-After %q, want at least %d seconds", resp.Header.Get("Retry-After"), min)
 	}
+}
+
+// authPseudonym and signingPseudonym are what policies puts in a certificate
+// for a person record (its .Pseudonym): hex of an HMAC-SHA256 under the
+// pseudonym key of a label and the record's identifier. They are recomputed
+// here, as their specification: a relying party knows a person by them, so
+// they must not change from one release to the next.
+func authPseudonym(key, person []byte) string {
+	return keyedHex(key, "inkan/pseudonym/authentication/v2\x00", person)
+}
+
+func signingPseudonym(key, person []byte) string {
+	return keyedHex(key, "inkan/pseudonym/signing/v1\x00", person)
+}
+
+func keyedHex(key []byte, label string, person []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(label))
+	m.Write(person)
+	return hex.EncodeToString(m.Sum(nil))
 }

@@ -45,7 +45,7 @@ type rebinder interface {
 	UseNonce(ctx context.Context, hash []byte, expires time.Time) error
 	Relink(ctx context.Context, serial *big.Int, link []byte, actor string) error
 	Release(ctx context.Context, serial *big.Int, actor string) error
-	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
+	Revoke(ctx context.Context, serial *big.Int, reason crlreason.Reason, actor string) error
 }
 
 // The Authority is the Rebinder a node gives the API.
@@ -200,7 +200,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	var nameBirth []byte // of the certificate's person record
 	var migrated bool
 	err = h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
-		rec, err := ca.Lookup(tx, serial)
+		rec, err := ca.Read(tx).Lookup(serial)
 		if errors.Is(err, ca.ErrNotFound) || err == nil && (rec.Kind != ca.Derived || len(rec.Person) == 0) {
 			return errRebindNotFound
 		}
@@ -208,7 +208,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 			return err
 		}
 		t.record = rec
-		switch p, err := ca.LookupPerson(tx, rec.Person); {
+		switch p, err := ca.Read(tx).LookupPerson(rec.Person); {
 		case err == nil:
 			t.hasPerson, nameBirth, migrated = true, p.NameBirth, p.Migrated
 		case errors.Is(err, ca.ErrNoPerson):
@@ -221,7 +221,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		if rec.Status != ca.Good && rec.Status != ca.Held {
 			return nil // said below, after the person match
 		}
-		is, err := ca.LookupIssuer(tx, rec.Issuer)
+		is, err := ca.Read(tx).LookupIssuer(rec.Issuer)
 		if err != nil {
 			return err
 		}
@@ -254,11 +254,15 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	}
 	// Only the linkage job's hold (across a move) is the re-bind's to lift; a
 	// hold whose actor is unknown is treated as an operator's.
-	if err := policies.Rebindable(policies.RebindCandidate{
-		Derived:      policies.Derived{State: derivedState(t.record.Status), NotAfter: t.record.NotAfter},
+	cert := policies.Derived{
+		Held: t.record.Status == ca.Held,
+		// A status other than good or held re-binds no more than a revoked one.
+		Revoked:      t.record.Status != ca.Good && t.record.Status != ca.Held,
+		NotAfter:     t.record.NotAfter,
 		HeldBySystem: t.record.HeldBy == actorSystem,
 		Bound:        subtle.ConstantTimeCompare(t.link[:], t.record.Link) == 1,
-	}, now); err != nil {
+	}
+	if err := cert.Rebindable(now); err != nil {
 		return nil, fromPolicies(err)
 	}
 	if t.decision, err = h.cfg.Policy.rebind(policies.RebindRequest{
@@ -269,7 +273,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 		return nil, err
 	}
 	t.limits = policyRequest{LimitKey: limitKey(t.record.Person), Client: client, At: now}
-	if t.decision.Act == policies.RebindReissue {
+	if t.decision.Reissues() {
 		d := &t.decision.Decision
 		if d.Template == nil {
 			return nil, errors.New("enroll: policy returned no template")
@@ -315,18 +319,6 @@ func (h *handler) checkKeyProof(req *enrollapi.RebindRequest, t *rebindTarget, c
 	return nil
 }
 
-// derivedState is a certificate's status as the policy's rules read it: a
-// status other than good or held re-binds no more than a revoked one.
-func derivedState(s ca.Status) policies.DerivedState {
-	switch s {
-	case ca.Good:
-		return policies.DerivedGood
-	case ca.Held:
-		return policies.DerivedHeld
-	}
-	return policies.DerivedRevoked
-}
-
 func statusWord(s ca.Status) string {
 	switch s {
 	case ca.Revoked:
@@ -348,7 +340,7 @@ func statusWord(s ca.Status) string {
 // certificate, and the linkage job ends it as its profile says.
 func (h *handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.RebindResponse, int, error) {
 	serialHex := certserial.Format(t.serial)
-	if t.decision.Act == policies.RebindRelease {
+	if t.decision.Releases() {
 		action := enrollapi.RebindRelinked
 		if t.record.Status == ca.Held {
 			action = enrollapi.RebindReleased
@@ -367,7 +359,7 @@ func (h *handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.Rebin
 			var rec ca.Record
 			err := h.cfg.Cluster.View(func(tx *bbolt.Tx) error {
 				var err error
-				rec, err = ca.Lookup(tx, t.serial)
+				rec, err = ca.Read(tx).Lookup(t.serial)
 				return err
 			})
 			if err == nil && rec.Status == ca.Held {
@@ -402,7 +394,7 @@ func (h *handler) rebind(ctx context.Context, t *rebindTarget) (*enrollapi.Rebin
 		return nil, 0, fmt.Errorf("enroll: reissue %s: %w", serialHex, err)
 	}
 	h.issued.Inc()
-	if err := h.cfg.Rebinder.Revoke(ctx, t.serial, int(crlreason.Superseded), actorEnrollment); err != nil {
+	if err := h.cfg.Rebinder.Revoke(ctx, t.serial, crlreason.Superseded, actorEnrollment); err != nil {
 		h.log.Error("enroll: re-issued, but the old certificate was not revoked; the linkage job will end it",
 			"serial", serialHex, "err", err)
 	}

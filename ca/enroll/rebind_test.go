@@ -54,7 +54,7 @@ func record(t testing.TB, serial *big.Int) ca.Record {
 	t.Helper()
 	var rec ca.Record
 	err := fx.cluster.View(func(tx *bbolt.Tx) (err error) {
-		rec, err = ca.Lookup(tx, serial)
+		rec, err = ca.Read(tx).Lookup(serial)
 		return err
 	})
 	if err != nil {
@@ -76,7 +76,7 @@ func linkOf(t testing.TB, der []byte) []byte {
 func linked(t testing.TB, link []byte) []*big.Int {
 	t.Helper()
 	var out []*big.Int
-	if err := fx.cluster.View(func(tx *bbolt.Tx) error { out = ca.ByLink(tx, link); return nil }); err != nil {
+	if err := fx.cluster.View(func(tx *bbolt.Tx) error { out = ca.Read(tx).ByLink(link); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -138,7 +138,7 @@ func TestMoveStory(t *testing.T) {
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+	if err := job.Scan(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*subscriber.Certificate{auth, sign} {
@@ -165,7 +165,7 @@ func TestMoveStory(t *testing.T) {
 		t.Errorf("after the re-bind: %s, bound to B %v", rec.Status, bytes.Equal(rec.Link, linkB))
 	}
 	// The job, again (as a new leader would): the old link no longer finds it.
-	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+	if err := job.Scan(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if st := record(t, auth.Serial).Status; st != ca.Good {
@@ -197,7 +197,7 @@ func TestMoveStory(t *testing.T) {
 		!bytes.Equal(rec.Person, record(t, sign.Serial).Person) {
 		t.Errorf("new record: %s v%d", rec.Status, rec.PolicyVersion)
 	}
-	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != int(crlreason.Superseded) {
+	if rec := record(t, sign.Serial); rec.Status != ca.Revoked || rec.Reason != crlreason.Superseded {
 		t.Errorf("old signing certificate: %s reason %d, want revoked superseded", rec.Status, rec.Reason)
 	}
 
@@ -313,7 +313,7 @@ func TestRebindNeedsTheDerivedKey(t *testing.T) {
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := job.Scan(ctx, time.Time{}); err != nil {
+	if err := job.Scan(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if st := record(t, cert.Serial).Status; st != ca.Held {
@@ -436,7 +436,7 @@ func (r *racingRebinder) Release(ctx context.Context, serial *big.Int, actor str
 	}
 	if !r.raced {
 		r.raced = true
-		return r.Authority.Hold(ctx, serial, linkage.Actor)
+		return r.Authority.Hold(ctx, serial, "system")
 	}
 	return nil
 }
@@ -466,7 +466,7 @@ func TestRebindReleasesARacingHold(t *testing.T) {
 	if _, err := fx.sim.PublishCRL(time.Time{}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.authority.Hold(context.Background(), cert.Serial, linkage.Actor); err != nil {
+	if err := fx.authority.Hold(context.Background(), cert.Serial, "system"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := e.client().Rebind(context.Background(), cardB, fx.subKeys[0], cert.Serial)
@@ -521,7 +521,7 @@ func TestRebindLeavesAnOperatorsHold(t *testing.T) {
 	if err := fx.authority.Release(ctx, cert.Serial, operator); err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
+	if err := fx.authority.Hold(ctx, cert.Serial, "system"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := e.client().Rebind(ctx, cardB, fx.subKeys[0], cert.Serial)
@@ -568,7 +568,7 @@ func TestRebindRacingAnOperatorsHold(t *testing.T) {
 	moved := person
 	moved.Address, moved.AddressSubstitutes = "大阪府大阪市北区試験町五丁目５番５号", ""
 	cardB := personCard(t, moved)
-	if err := fx.authority.Hold(ctx, cert.Serial, linkage.Actor); err != nil {
+	if err := fx.authority.Hold(ctx, cert.Serial, "system"); err != nil {
 		t.Fatal(err)
 	}
 	_, err = e.client().Rebind(ctx, cardB, fx.subKeys[0], cert.Serial)

@@ -1,13 +1,13 @@
 // Package linkage is the leader's linkage job: it follows the JPKI revocation
 // source (a J-LIS CRL, jpki.CRLSource) and acts on the derived certificates linked
 // to each revoked JPKI signature certificate, as the profile they were issued under
-// says (policies.DecideLinkage): revoke at once with the rule's reason, hold
+// says (policies.Set.DecideLinkage): revoke at once with the rule's reason, hold
 // (certificateHold) and revoke when the grace period has passed without a re-bind,
 // or keep the certificate and revoke it when the grace period has passed.
 //
 // A CRL entry is matched to derived certificates by its keyed hash
 // (jpki.RevokedEntry.CertHash under the cluster's link key, the hash the enrolment
-// API gave the CA as ca.Request.Link; ca.ByLink); the JPKI serial is never stored,
+// API gave the CA as ca.Request.Link; ca.State.ByLink); the JPKI serial is never stored,
 // logged or compared in clear. Every act is a command of the authority (ca.Revoke,
 // ca.Hold, actor "system") with its audit leaf.
 //

@@ -114,7 +114,7 @@ func newFixture() (*fixture, error) {
 	}
 	undo = append(undo, func() { _ = f.cluster.Shutdown(context.Background()) })
 	f.authority, err = ca.New(ca.Config{
-		Cluster: f.cluster, Keys: h, KeyMode: ca.PerNodeHSM, Logger: testenv.Logger(),
+		Cluster: f.cluster, Keys: h, Logger: testenv.Logger(),
 		URLs: ca.URLs{OCSP: "http://ocsp.inkan.test/", CRL: "http://crl.inkan.test/crl/", CAIssuers: "http://crl.inkan.test/ca/"},
 	})
 	if err != nil {
@@ -186,7 +186,7 @@ func derive(t testing.TB, sc *jpki.SignatureCertificate, profile string, notAfte
 	link, nameBirth := sc.CertHash(fx.linkKey), sc.Identity.NameBirthHash(fx.linkKey)
 	req := ca.Request{Link: link[:], PersonMode: ca.PersonSame}
 	if err := fx.cluster.View(func(tx *bbolt.Tx) error {
-		req.Person, _ = ca.PersonOf(tx, link[:])
+		req.Person, _ = ca.Read(tx).PersonOf(link[:])
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -217,7 +217,7 @@ func status(t testing.TB, serial *big.Int) ca.CertStatus {
 	t.Helper()
 	var st ca.CertStatus
 	err := fx.cluster.View(func(tx *bbolt.Tx) (err error) {
-		st, err = ca.StatusOf(tx, fx.issuerID, serial)
+		st, err = ca.Read(tx).StatusOf(fx.issuerID, serial)
 		return err
 	})
 	if err != nil {

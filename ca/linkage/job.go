@@ -32,12 +32,12 @@ const (
 	defaultFullScan = 24 * time.Hour
 )
 
-// Actor is who the job's commands name in the audit log.
-const Actor = "system"
+// actor is who the job's commands name in the audit log.
+const actor = "system"
 
 // authority is what the job needs of the node's *ca.Authority.
 type authority interface {
-	Revoke(ctx context.Context, serial *big.Int, reason int, actor string) error
+	Revoke(ctx context.Context, serial *big.Int, reason crlreason.Reason, actor string) error
 	Hold(ctx context.Context, serial *big.Int, actor string) error
 }
 
@@ -222,7 +222,13 @@ func (j *Job) Run(ctx context.Context) {
 // Scan makes one pass at the clock's time: it refreshes the feed, reads the entries
 // revoked at or after since (every entry if since is zero) and acts on their derived
 // certificates. Run makes such passes; a test or an operator's trigger may too.
-func (j *Job) Scan(ctx context.Context, since time.Time) (report, error) {
+func (j *Job) Scan(ctx context.Context, since time.Time) error {
+	_, err := j.scanReport(ctx, since)
+	return err
+}
+
+// scanReport is Scan, with what the pass did.
+func (j *Job) scanReport(ctx context.Context, since time.Time) (report, error) {
 	return j.pass(ctx, since, j.cfg.Now(), nil)
 }
 
@@ -306,8 +312,8 @@ type target struct {
 func (j *Job) linked(h jpki.Hash) ([]target, error) {
 	var out []target
 	err := j.cfg.State.View(func(tx *bbolt.Tx) error {
-		for _, s := range ca.ByLink(tx, h[:]) {
-			rec, err := ca.Lookup(tx, s)
+		for _, s := range ca.Read(tx).ByLink(h[:]) {
+			rec, err := ca.Read(tx).Lookup(s)
 			if err != nil {
 				return err
 			}
@@ -327,34 +333,23 @@ func (j *Job) linked(h jpki.Hash) ([]target, error) {
 // act decides on one certificate and does what the decision says. It returns when to
 // decide again (zero: nothing more will happen).
 func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t target, now time.Time, rep *report) (time.Time, error) {
-	var st policies.DerivedState
 	switch t.status {
-	case ca.Good:
-		st = policies.DerivedGood
-	case ca.Held:
-		st = policies.DerivedHeld
-	case ca.Revoked:
-		st = policies.DerivedRevoked
+	case ca.Good, ca.Held, ca.Revoked:
 	default:
 		// An issuance in flight: look again at the next pass.
 		return now.Add(j.cfg.Interval), nil
 	}
-	var d policies.LinkageDecision
-	if p, ok := set.Profile(t.profile); ok {
-		d = policies.DecideLinkage(p, policies.JPKIRevocation{Reason: e.Reason, RevokedAt: e.RevokedAt},
-			policies.Derived{State: st, NotAfter: t.notAfter}, now)
-	} else {
-		d = unknownProfile(t, st, e, now)
-	}
+	d := set.DecideLinkage(t.profile, e,
+		policies.Derived{Held: t.status == ca.Held, Revoked: t.status == ca.Revoked, NotAfter: t.notAfter}, now)
 	var err error
-	switch d.Act {
-	case policies.ActHold:
-		if err = j.cfg.Authority.Hold(ctx, t.serial, Actor); err == nil {
+	switch {
+	case d.Holds():
+		if err = j.cfg.Authority.Hold(ctx, t.serial, actor); err == nil {
 			rep.Held++
 			j.acts.WithLabelValues("hold").Inc()
 		}
-	case policies.ActRevoke:
-		if err = j.cfg.Authority.Revoke(ctx, t.serial, int(d.Reason), Actor); err == nil {
+	case d.Revokes():
+		if err = j.cfg.Authority.Revoke(ctx, t.serial, crlreason.Reason(d.Reason), actor); err == nil {
 			rep.Revoked++
 			j.acts.WithLabelValues("revoke").Inc()
 		}
@@ -372,18 +367,4 @@ func (j *Job) act(ctx context.Context, set *policies.Set, e jpki.RevokedEntry, t
 		return now.Add(j.cfg.Interval), nil
 	}
 	return time.Time{}, fmt.Errorf("linkage: %s %s: %w", d.Act, certserial.Format(t.serial), err)
-}
-
-// unknownProfile decides for a certificate whose profile is not in the active set:
-// revoke, keyCompromise if the JPKI key was compromised, else cessationOfOperation.
-func unknownProfile(t target, st policies.DerivedState, e jpki.RevokedEntry, now time.Time) policies.LinkageDecision {
-	why := fmt.Sprintf("profile %s not in the active set: JPKI %s → revoke", t.profile, e.Reason)
-	if st == policies.DerivedRevoked || !now.Before(t.notAfter) {
-		return policies.LinkageDecision{Why: why + "; already revoked or expired"}
-	}
-	reason := crlreason.CessationOfOperation
-	if e.Reason == crlreason.KeyCompromise {
-		reason = crlreason.KeyCompromise
-	}
-	return policies.LinkageDecision{Act: policies.ActRevoke, Reason: reason, Why: why}
 }

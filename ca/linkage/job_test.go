@@ -23,7 +23,7 @@ var reasons = []crlreason.Reason{
 // reason.
 type want struct {
 	status ca.Status
-	reason int
+	reason crlreason.Reason
 }
 
 func (w want) check(t *testing.T, what string, serial *big.Int) ca.CertStatus {
@@ -58,16 +58,16 @@ func TestLinkageByReason(t *testing.T) {
 		for _, r := range reasons {
 			c, sc := j.card(t, newPerson())
 			now, later := map[crlreason.Reason]want{
-				crlreason.KeyCompromise:      {ca.Revoked, int(crlreason.KeyCompromise)},
+				crlreason.KeyCompromise:      {ca.Revoked, crlreason.KeyCompromise},
 				crlreason.AffiliationChanged: {ca.Held, 0},
 				crlreason.Superseded:         {ca.Good, 0},
 			}[r], map[crlreason.Reason]want{
-				crlreason.KeyCompromise:      {ca.Revoked, int(crlreason.KeyCompromise)},
-				crlreason.AffiliationChanged: {ca.Revoked, int(crlreason.AffiliationChanged)},
-				crlreason.Superseded:         {ca.Revoked, int(crlreason.Superseded)},
+				crlreason.KeyCompromise:      {ca.Revoked, crlreason.KeyCompromise},
+				crlreason.AffiliationChanged: {ca.Revoked, crlreason.AffiliationChanged},
+				crlreason.Superseded:         {ca.Revoked, crlreason.Superseded},
 			}[r]
 			if now.status == 0 && later.status == 0 { // Pending is 0: no rule above
-				now = want{ca.Revoked, int(crlreason.CessationOfOperation)}
+				now = want{ca.Revoked, crlreason.CessationOfOperation}
 				later = now
 			}
 			for i := range 2 { // two derived certificates per JPKI certificate
@@ -76,7 +76,7 @@ func TestLinkageByReason(t *testing.T) {
 			}
 			if profile == "authentication" && r == crlreason.CessationOfOperation {
 				operatorRevoked = derive(t, sc, profile, yearOn)
-				if err := fx.authority.Revoke(context.Background(), operatorRevoked, ca.ReasonUnspecified, "system"); err != nil {
+				if err := fx.authority.Revoke(context.Background(), operatorRevoked, crlreason.Unspecified, "system"); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -92,7 +92,7 @@ func TestLinkageByReason(t *testing.T) {
 
 	clk := &clock{now: start}
 	job := newJob(t, j, clk.Now)
-	rep, err := job.Scan(context.Background(), time.Time{})
+	rep, err := job.scanReport(context.Background(), time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +106,12 @@ func TestLinkageByReason(t *testing.T) {
 	if len(rep.Waiting) != 4 { // affiliationChanged and superseded, per profile
 		t.Errorf("%d entries waiting, want 4", len(rep.Waiting))
 	}
-	opBefore := want{ca.Revoked, ca.ReasonUnspecified}.check(t, "revoked by an operator before", operatorRevoked)
+	opBefore := want{ca.Revoked, crlreason.Unspecified}.check(t, "revoked by an operator before", operatorRevoked)
 	want{ca.Good, 0}.check(t, "expiring, superseded", expiring)
 
 	// Again, and as a new leader would: nothing more happens.
 	for _, again := range []*Job{job, newJob(t, j, clk.Now)} {
-		rep, err := again.Scan(context.Background(), time.Time{})
+		rep, err := again.scanReport(context.Background(), time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func TestLinkageByReason(t *testing.T) {
 	} {
 		clk.Set(step.at)
 		j.publish(t, step.at) // J-LIS publishes daily: the job reads a fresh CRL
-		if _, err := job.Scan(context.Background(), time.Time{}); err != nil {
+		if err := job.Scan(context.Background(), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range certs {
@@ -142,7 +142,7 @@ func TestLinkageByReason(t *testing.T) {
 			w.check(t, c.what+" at "+step.at.Sub(revokedAt).String(), c.serial)
 		}
 	}
-	opAfter := want{ca.Revoked, ca.ReasonUnspecified}.check(t, "revoked by an operator before", operatorRevoked)
+	opAfter := want{ca.Revoked, crlreason.Unspecified}.check(t, "revoked by an operator before", operatorRevoked)
 	if !opAfter.RevokedAt.Equal(opBefore.RevokedAt) {
 		t.Error("the operator's revocation was changed")
 	}
@@ -183,7 +183,7 @@ func TestLinkageRunsOnLeader(t *testing.T) {
 	for status(t, serial).Status != ca.Revoked && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	want{ca.Revoked, int(crlreason.KeyCompromise)}.check(t, "after the JPKI revocation", serial)
+	want{ca.Revoked, crlreason.KeyCompromise}.check(t, "after the JPKI revocation", serial)
 	cancel()
 	select {
 	case <-stopped:
@@ -207,10 +207,10 @@ func TestLinkageUnknownProfile(t *testing.T) {
 	job := newJob(t, j, func() time.Time { return start }, func(c *Config) {
 		c.Profiles = func() *policies.Set { return signingOnly }
 	})
-	if _, err := job.Scan(context.Background(), time.Time{}); err != nil {
+	if err := job.Scan(context.Background(), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	want{ca.Revoked, int(crlreason.CessationOfOperation)}.check(t, "profile gone", serial)
+	want{ca.Revoked, crlreason.CessationOfOperation}.check(t, "profile gone", serial)
 }
 
 // TestLinkageStaleSource: a stale CRL fails the pass and acts on nothing.
@@ -224,7 +224,7 @@ func TestLinkageStaleSource(t *testing.T) {
 	}
 	j.publish(t, start.Add(-71*time.Hour)) // past its nextUpdate
 	job := newJob(t, j, func() time.Time { return start })
-	if _, err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, jpki.ErrRevocationStale) {
+	if err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, jpki.ErrRevocationStale) {
 		t.Fatalf("pass over a stale CRL: %v", err)
 	}
 	want{ca.Good, 0}.check(t, "stale source", serial)
@@ -275,7 +275,7 @@ func TestLinkageWithoutProfiles(t *testing.T) {
 	job := newJob(t, j, func() time.Time { return start }, func(c *Config) {
 		c.Profiles = func() *policies.Set { return nil }
 	})
-	if _, err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, errNoProfiles) {
+	if err := job.Scan(context.Background(), time.Time{}); !errors.Is(err, errNoProfiles) {
 		t.Fatalf("a pass without profiles: err = %v, want errNoProfiles", err)
 	}
 	want{ca.Good, 0}.check(t, "no profiles", serial)

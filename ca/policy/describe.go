@@ -18,7 +18,7 @@ const typeApplied = "policy.applied"
 // history; a profile holds no personal data, but the leaf stays small). It reads
 // the command's body and result only. It returns an error for another command type.
 func DescribeCommand(e cluster.Entry, result []byte) ([]ca.Description, error) {
-	if e.Command.Type != CommandApply {
+	if e.Command.Type != commandApply {
 		return nil, fmt.Errorf("policy: describe %s: not a command of the policy store", e.Command.Type)
 	}
 	var b applyBody

@@ -23,7 +23,7 @@ func ExampleApplyCommand() {
 		log.Fatal(err)
 	}
 	err = node.View(func(tx *bbolt.Tx) error {
-		diff, err := policy.Diff(tx, "signing.yaml", data)
+		diff, err := policy.Read(tx).Diff("signing.yaml", data)
 		fmt.Print(diff)
 		return err
 	})

@@ -18,8 +18,8 @@ import (
 	"github.com/inkan-pki/inkan/policies"
 )
 
-// CommandApply is the command type of a profile change, at version 1.
-const CommandApply = "policy.apply"
+// commandApply is the command type of a profile change, at version 1.
+const commandApply = "policy.apply"
 
 // Errors callers act on. Those a change is refused with are cluster.Refusal
 // sentinels, so that they keep their identity through the cluster.
@@ -89,13 +89,13 @@ func ApplyCommand(file string, data []byte, actor string) (cluster.Command, erro
 	if _, err := policies.Parse(file, data); err != nil {
 		return cluster.Command{}, err
 	}
-	return cluster.NewCommand(CommandApply, 1, applyBody{File: file, Data: data, Actor: actor})
+	return cluster.NewCommand(commandApply, 1, applyBody{File: file, Data: data, Actor: actor})
 }
 
 // Handler is the cluster handler of CommandApply. Register it in
 // cluster.Config.Handlers on every node.
 func Handler() cluster.Handler {
-	return cluster.NewHandler(CommandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)
+	return cluster.NewHandler(commandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)
 }
 
 // apply refuses a body that does not decode, an actor the audit log could not name,
@@ -193,9 +193,17 @@ type Version struct {
 	At      time.Time
 }
 
+// Store is the replicated profile store as one of the cluster's bbolt
+// transactions sees it: the active version of each profile, and what a
+// candidate file would change.
+type Store struct{ tx *bbolt.Tx }
+
+// Read is the profile store in tx.
+func Read(tx *bbolt.Tx) Store { return Store{tx} }
+
 // Lookup returns the active version of the named profile.
-func Lookup(tx *bbolt.Tx, name string) (Version, error) {
-	return version(tx.Bucket(bucketActive).Get([]byte(name)), name)
+func (st Store) Lookup(name string) (Version, error) {
+	return version(st.tx.Bucket(bucketActive).Get([]byte(name)), name)
 }
 
 // lookupVersion returns a version of the named profile, active or past: the file a
@@ -220,15 +228,15 @@ func version(v []byte, name string) (Version, error) {
 }
 
 // Diff checks a candidate file and shows how it differs from the active version of
-// its profile (policies.Diff), or the whole of it for a new profile, for an
+// its profile (policies.Profile.Diff), or the whole of it for a new profile, for an
 // operator to read before applying it. It refuses a file that does not parse and a
 // version that does not go up, as Apply would.
-func Diff(tx *bbolt.Tx, file string, data []byte) (string, error) {
+func (st Store) Diff(file string, data []byte) (string, error) {
 	c, err := policies.Parse(file, data)
 	if err != nil {
 		return "", err
 	}
-	a, err := Lookup(tx, c.Name)
+	a, err := st.Lookup(c.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		var b strings.Builder
@@ -241,9 +249,9 @@ func Diff(tx *bbolt.Tx, file string, data []byte) (string, error) {
 	case err != nil:
 		return "", err
 	case c.Version <= a.Profile.Version:
-		return policies.Diff(a.Profile, c), fmt.Errorf("%w: profile %s version %d, active %d", ErrVersion, c.Name, c.Version, a.Profile.Version)
+		return a.Profile.Diff(c), fmt.Errorf("%w: profile %s version %d, active %d", ErrVersion, c.Name, c.Version, a.Profile.Version)
 	}
-	return policies.Diff(a.Profile, c), nil
+	return a.Profile.Diff(c), nil
 }
 
 // replicated is what Follow needs of the cluster: *cluster.Cluster.
@@ -257,7 +265,7 @@ type replicated interface {
 // profile missing) is reported to failed and use keeps the last one; failed may be
 // nil.
 func Follow(ctx context.Context, c replicated, pseudonymKey []byte, defaultProfile string, use func(*policies.Set), failed func(error)) {
-	sub := c.Subscribe(16, CommandApply)
+	sub := c.Subscribe(16, commandApply)
 	defer sub.Close()
 	load := func() {
 		var set *policies.Set
@@ -353,9 +361,9 @@ func Seed(ctx context.Context, c submitter, fsys fs.FS, actor string) ([]string,
 }
 
 // Names lists the profiles that have an active version, in name order.
-func Names(tx *bbolt.Tx) ([]string, error) {
+func (st Store) Names() ([]string, error) {
 	var names []string
-	err := tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
+	err := st.tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
 		names = append(names, string(k))
 		return nil
 	})

@@ -53,7 +53,7 @@ func newNode(t *testing.T) *node {
 		KeyVault: cluster.NewHSMVault(h),
 		Handlers: []cluster.Handler{Handler()}, Bootstrap: true,
 		Hooks: []cluster.Hook{func(_ *bbolt.Tx, e cluster.Entry, result []byte) error {
-			if e.Command.Type != CommandApply {
+			if e.Command.Type != commandApply {
 				return nil
 			}
 			d, err := DescribeCommand(e, result)
@@ -171,7 +171,7 @@ func TestStore(t *testing.T) {
 		if _, err := lookupVersion(tx, "signing", 3); !errors.Is(err, ErrNotFound) {
 			t.Errorf("a refused version is in the history: %v", err)
 		}
-		if a, err := Lookup(tx, "signing"); err != nil || a.Profile.Version != 4 {
+		if a, err := Read(tx).Lookup("signing"); err != nil || a.Profile.Version != 4 {
 			t.Errorf("Lookup: %v", err)
 		}
 		return nil
@@ -190,7 +190,7 @@ func TestStore(t *testing.T) {
 		{File: "signing.yaml", Data: bad, Actor: operator},
 		{File: "signing.yaml", Data: bump(t, sign, "2", "9"), Actor: "mallory"},
 	} {
-		cmd, err := cluster.NewCommand(CommandApply, 1, body)
+		cmd, err := cluster.NewCommand(commandApply, 1, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +278,7 @@ func TestDiff(t *testing.T) {
 	n := newNode(t)
 	auth := shipped(t, "authentication")
 	err := n.c.View(func(tx *bbolt.Tx) error {
-		d, err := Diff(tx, "authentication.yaml", auth)
+		d, err := Read(tx).Diff("authentication.yaml", auth)
 		if err != nil || !strings.HasPrefix(d, "+++ authentication v1 (new profile)") || !strings.Contains(d, "+ name: authentication") {
 			t.Errorf("new profile: %v\n%s", err, d)
 		}
@@ -292,11 +292,11 @@ func TestDiff(t *testing.T) {
 	}
 	v2 := []byte(strings.Replace(string(bump(t, auth, "1", "2")), "validity: 8760h", "validity: 4380h", 1))
 	err = n.c.View(func(tx *bbolt.Tx) error {
-		d, err := Diff(tx, "authentication.yaml", v2)
+		d, err := Read(tx).Diff("authentication.yaml", v2)
 		if err != nil || !strings.Contains(d, "- validity: 8760h0m0s") || !strings.Contains(d, "+ validity: 4380h0m0s") {
 			t.Errorf("new version: %v\n%s", err, d)
 		}
-		if _, err := Diff(tx, "authentication.yaml", auth); !errors.Is(err, ErrVersion) {
+		if _, err := Read(tx).Diff("authentication.yaml", auth); !errors.Is(err, ErrVersion) {
 			t.Errorf("same version: %v", err)
 		}
 		return nil
