@@ -29,7 +29,7 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// A backup is a tar file of four members, in this order:
+// A backup is a tar file of four members, in this order, then the shared files:
 //
 //	manifest.json  what the backup holds (Manifest)
 //	manifest.sig   the audit key's signature over manifest.json: ECDSA with
@@ -44,16 +44,17 @@ import (
 //
 //	openssl dgst -sha256 -verify audit-key.pem -signature manifest.sig manifest.json
 //	sha256sum state.db    # = manifest.json's state.sha256
-//	(cd shared && find . -type f | sort | xargs sha256sum)   # the listing of shared.sha256
+//	(cd shared && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum)   # = shared.sha256
+//
+// and `inkan admin restore` checks the same, plus that audit-key.pem is the
+// key the state itself records and, with --key, the one the operator pins.
 //
 // The shared files are in the backup because the state alone does not make
 // the cluster whole again: the CRLs the state indexes but no longer holds
 // would be gone with the old nodes, and with them every answer about the
-// past. The manifest signs their listing (each file's SHA-256, size and
-// path); each file is checked again against the state's index before it is
-// served.
-// and `inkan admin restore` checks the same, plus that audit-key.pem is the
-// key the state itself records and, with --key, the one the operator pins.
+// past. The manifest signs their listing (each file's SHA-256 and path, and
+// their count and bytes); each file is checked again against the state's
+// index before it is served.
 const (
 	pathBackup     = "/v1/backup"
 	backupFormat   = "inkan-backup/v1"
@@ -86,8 +87,8 @@ type Manifest struct {
 
 // manifestShared is the shared files' count, total size and the SHA-256 of
 // their listing: one line "<sha256 hex>  ./<path under shared/>\n" per file,
-// in path order, as `find . -type f | sort | xargs sha256sum` prints it in
-// the shared directory.
+// in path order, as `find . -type f | LC_ALL=C sort | xargs sha256sum` prints
+// it in the shared directory.
 type manifestShared struct {
 	Files  int    `json:"files"`
 	Bytes  int64  `json:"bytes"`
