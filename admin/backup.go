@@ -14,32 +14,47 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/audit"
 	auditlog "github.com/inkan-pki/inkan/audit/log"
+	"github.com/inkan-pki/inkan/cluster"
 )
 
-// A backup is a tar file of four members, in this order:
+// A backup is a tar file of four members, in this order, then the shared files:
 //
 //	manifest.json  what the backup holds (Manifest)
 //	manifest.sig   the audit key's signature over manifest.json: ECDSA with
 //	               SHA-256, ASN.1 DER, as `openssl dgst -sha256 -sign` makes
 //	audit-key.pem  the audit public key (PKIX PEM)
 //	state.db       the replicated state, a bbolt file (cluster.Backup)
+//	shared/…       the node's cluster.SharedDir: the files every node keeps
+//	               beside the state, which the state names by their hash (the
+//	               CRL archive, shared/crl/…), one member each
 //
 // so that anyone can check it without inkan:
 //
 //	openssl dgst -sha256 -verify audit-key.pem -signature manifest.sig manifest.json
 //	sha256sum state.db    # = manifest.json's state.sha256
+//	(cd shared && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum)   # = shared.sha256
 //
 // and `inkan admin restore` checks the same, plus that audit-key.pem is the
 // key the state itself records and, with --key, the one the operator pins.
+//
+// The shared files are in the backup because the state alone does not make
+// the cluster whole again: the CRLs the state indexes but no longer holds
+// would be gone with the old nodes, and with them every answer about the
+// past. The manifest signs their listing (each file's SHA-256 and path, and
+// their count and bytes); each file is checked again against the state's
+// index before it is served.
 const (
 	pathBackup     = "/v1/backup"
 	backupFormat   = "inkan-backup/v1"
@@ -47,6 +62,10 @@ const (
 	memberSig      = "manifest.sig"
 	memberKey      = "audit-key.pem"
 	memberState    = "state.db"
+	memberShared   = cluster.SharedDir + "/"
+	// maxSharedFile bounds one shared file read from a backup (a full CRL
+	// of millions of entries is under this).
+	maxSharedFile = 1 << 30
 )
 
 // Manifest describes a backup.
@@ -61,6 +80,19 @@ type Manifest struct {
 	ClusterCA string        `json:"cluster_ca_sha256"`
 	State     manifestState `json:"state"`
 	Audit     manifestAudit `json:"audit"`
+	// Shared lists the shared files that follow the state (absent in a
+	// backup taken before they were carried).
+	Shared *manifestShared `json:"shared,omitempty"`
+}
+
+// manifestShared is the shared files' count, total size and the SHA-256 of
+// their listing: one line "<sha256 hex>  ./<path under shared/>\n" per file,
+// in path order, as `find . -type f | LC_ALL=C sort | xargs sha256sum` prints
+// it in the shared directory.
+type manifestShared struct {
+	Files  int    `json:"files"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
 }
 
 // manifestState is the state file's size and hash.
@@ -108,6 +140,13 @@ func (api *API) adminBackup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	sharedRoot := filepath.Join(api.cfg.DataDir, cluster.SharedDir)
+	shared, err := listShared(sharedRoot)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	m.Shared = shared.manifest()
 	key, err := api.cfg.Vault.ReplicatedKey(r.Context(), auditlog.DefaultKeyName, false)
 	if err != nil {
 		writeError(w, fmt.Errorf("admin: backup: the audit key signs the manifest and this node lacks it (ask a voter): %w", err))
@@ -160,11 +199,18 @@ func (api *API) adminBackup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	for _, sf := range shared {
+		if err := writeSharedMember(tw, sharedRoot, sf, m.TakenAt); err != nil {
+			api.log.Error("admin: backup: write", "file", sf.name, "err", err)
+			return
+		}
+	}
 	if err := tw.Close(); err != nil {
 		api.log.Error("admin: backup: write", "err", err)
 		return
 	}
-	api.log.Info("admin: backup taken", "raft_index", m.RaftIndex, "bytes", m.State.Size, "audit_leaves", m.Audit.Leaves)
+	api.log.Info("admin: backup taken", "raft_index", m.RaftIndex, "bytes", m.State.Size, "audit_leaves", m.Audit.Leaves,
+		"shared_files", m.Shared.Files, "shared_bytes", m.Shared.Bytes)
 }
 
 // backupAudit reads the audit log in a state file into m, and returns the
@@ -215,10 +261,13 @@ type VerifiedBackup struct {
 
 // VerifyBackup reads a backup file, checks that the audit key it carries
 // signed its manifest, that the state it carries is the one the manifest
-// describes (size, SHA-256, audit log) and records that same audit key, and,
-// if pinned is not nil, that the key is pinned. It writes the state file to
-// statePath. Anything that does not check is an error naming what.
-func VerifyBackup(ctx context.Context, file string, pinned crypto.PublicKey, statePath string) (*VerifiedBackup, error) {
+// describes (size, SHA-256, audit log) and records that same audit key, that
+// its shared files are the ones the manifest lists, and, if pinned is not
+// nil, that the key is pinned. It writes the state file to statePath and,
+// if sharedDir is not empty, the shared files under sharedDir (which should
+// not exist yet: the caller moves them into place once this returns). Anything
+// that does not check is an error naming what.
+func VerifyBackup(ctx context.Context, file string, pinned crypto.PublicKey, statePath, sharedDir string) (*VerifiedBackup, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
@@ -258,8 +307,23 @@ func VerifyBackup(ctx context.Context, file string, pinned crypto.PublicKey, sta
 			keyPEM = b
 		}
 	}
-	if _, err := tr.Next(); !errors.Is(err, io.EOF) || !stateDone {
-		return nil, fmt.Errorf("backup %s: more members than a backup has", file)
+	if !stateDone {
+		return nil, fmt.Errorf("backup %s: no %s", file, memberState)
+	}
+	var shared sharedFiles
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: %w", file, err)
+		}
+		sf, err := readShared(h, tr, sharedDir)
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: %w", file, err)
+		}
+		shared = append(shared, sf)
 	}
 	pub, err := audit.ParsePublicKey(keyPEM)
 	if err != nil {
@@ -276,6 +340,13 @@ func VerifyBackup(ctx context.Context, file string, pinned crypto.PublicKey, sta
 	var m Manifest
 	if err := json.Unmarshal(manifest, &m); err != nil || m.Format != backupFormat {
 		return nil, fmt.Errorf("backup %s: manifest: not %s", file, backupFormat)
+	}
+	switch got := shared.manifest(); {
+	case m.Shared == nil && len(shared) > 0:
+		return nil, fmt.Errorf("backup %s: %d shared files the manifest does not list", file, len(shared))
+	case m.Shared != nil && *got != *m.Shared:
+		return nil, fmt.Errorf("backup %s: the shared files (%d, %d bytes, listing %s) are not the manifest's (%d, %d bytes, listing %s)",
+			file, got.Files, got.Bytes, got.SHA256, m.Shared.Files, m.Shared.Bytes, m.Shared.SHA256)
 	}
 	st, err := os.Stat(statePath)
 	if err != nil {
@@ -340,4 +411,128 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	ka, err1 := x509.MarshalPKIXPublicKey(a)
 	kb, err2 := x509.MarshalPKIXPublicKey(b)
 	return err1 == nil && err2 == nil && bytes.Equal(ka, kb)
+}
+
+// sharedFile is one file of the shared directory as the backup lists it.
+type sharedFile struct {
+	name string // slash-separated, under the shared directory
+	size int64
+	sum  [sha256.Size]byte
+}
+
+type sharedFiles []sharedFile
+
+// manifest is the files' entry in the manifest.
+func (files sharedFiles) manifest() *manifestShared {
+	m := &manifestShared{Files: len(files)}
+	h := sha256.New()
+	for _, f := range files {
+		m.Bytes += f.size
+		fmt.Fprintf(h, "%x  ./%s\n", f.sum, f.name)
+	}
+	m.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return m
+}
+
+// listShared lists and hashes the regular files under root, in path order.
+// Names starting with a dot (a file being written: written whole, then
+// renamed into place) are left out; a missing root is an empty list.
+func listShared(root string) (sharedFiles, error) {
+	var out sharedFiles
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == root {
+			return fs.SkipDir
+		}
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".") && p != root {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		if err != nil {
+			return err
+		}
+		sf := sharedFile{name: filepath.ToSlash(rel), size: n}
+		h.Sum(sf.sum[:0])
+		out = append(out, sf)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin: backup: %s: %w", root, err)
+	}
+	slices.SortFunc(out, func(a, b sharedFile) int { return strings.Compare(a.name, b.name) })
+	return out, nil
+}
+
+// writeSharedMember writes the shared file sf, from root, as a member of tw.
+// The file must still be the one listed (shared files never change once
+// written; the restore checks it anyway).
+func writeSharedMember(tw *tar.Writer, root string, sf sharedFile, at time.Time) error {
+	f, err := os.Open(filepath.Join(root, filepath.FromSlash(sf.name)))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := tw.WriteHeader(&tar.Header{Name: memberShared + sf.name, Mode: 0o600, Size: sf.size, ModTime: at, Format: tar.FormatPAX}); err != nil {
+		return err
+	}
+	_, err = io.CopyN(tw, f, sf.size)
+	return err
+}
+
+// readShared reads a shared member of a backup: checks its name, hashes it
+// and, if dir is not empty, writes it under dir.
+func readShared(h *tar.Header, r io.Reader, dir string) (sharedFile, error) {
+	name, ok := strings.CutPrefix(h.Name, memberShared)
+	if !ok || !fs.ValidPath(name) || name == "." || strings.Contains(name, "\\") || h.Typeflag != tar.TypeReg {
+		return sharedFile{}, fmt.Errorf("member %q is not a backup's", h.Name)
+	}
+	if h.Size > maxSharedFile {
+		return sharedFile{}, fmt.Errorf("%s is %d bytes", h.Name, h.Size)
+	}
+	sf := sharedFile{name: name}
+	hash := sha256.New()
+	w := io.Writer(hash)
+	var f *os.File
+	if dir != "" {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return sf, err
+		}
+		var err error
+		if f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+			return sf, err
+		}
+		defer f.Close()
+		w = io.MultiWriter(hash, f)
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return sf, fmt.Errorf("%s: %w", h.Name, err)
+	}
+	if f != nil {
+		if err := f.Sync(); err != nil {
+			return sf, err
+		}
+	}
+	sf.size = n
+	hash.Sum(sf.sum[:0])
+	return sf, nil
 }

@@ -618,11 +618,19 @@ func (f *stateMachine) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.db.Close(); err != nil {
-		f.fatal(fmt.Errorf("restore: close state: %w", err))
-		return err
-	}
+	// The old state is closed once its last reader is done, not here: a
+	// snapshot Raft is persisting holds a read transaction on it, and Raft's
+	// snapshot goroutine may be waiting on its main loop, which waits for
+	// this restore; closing here (bbolt's Close waits for every transaction)
+	// deadlocked a follower that was snapshotting when the leader sent it a
+	// snapshot. Readers keep the old file's pages after the rename.
+	old := f.db
 	f.db = nil
+	go func() {
+		if err := old.Close(); err != nil {
+			f.log.Warn("cluster: closing the state a snapshot replaced", "err", err)
+		}
+	}()
 	if err := os.Rename(tmp, f.path); err != nil {
 		f.fatal(fmt.Errorf("restore: %w", err))
 		return err

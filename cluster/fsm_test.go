@@ -252,6 +252,62 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 }
 
+// TestRestoreWhileSnapshotOpen: a follower's own snapshot, still being
+// persisted (its read transaction open), does not hold up a restore of the
+// leader's snapshot. Raft's snapshot goroutine can wait on the main loop
+// while the main loop waits for the restore: a restore that waited for the
+// snapshot's transaction deadlocked the node (BenchmarkSnapshotInstallYear
+// in ca/crl found it). The open snapshot still persists the state it saw.
+func TestRestoreWhileSnapshotOpen(t *testing.T) {
+	src := newTestFSM(t)
+	now := time.Unix(1700000000, 0)
+	for i := 1; i <= 5; i++ {
+		src.ApplyBatch([]*raft.Log{entryOf(t, uint64(i), now, item{fmt.Sprint(i), putCmd(t, fmt.Sprint("k", i), false, nil)})})
+	}
+	snap, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leader memSink
+	if err := snap.Persist(&leader); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+
+	dst := newTestFSM(t)
+	dst.ApplyBatch([]*raft.Log{entryOf(t, 1, now, item{"1", putCmd(t, "mine", false, nil)})})
+	own, err := dst.Snapshot() // the follower's own, not yet persisted
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- dst.Restore(nopCloser{bytes.NewReader(leader.Bytes())}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		own.Release() // let the test end
+		t.Fatal("the restore waits for the open snapshot's transaction")
+	}
+	if got := fsmCounts(t, dst); len(got) != 5 || dst.applied.Load() != 5 {
+		t.Fatalf("restored counts = %v applied %d", got, dst.applied.Load())
+	}
+	var mine memSink
+	if err := own.Persist(&mine); err != nil {
+		t.Fatal(err)
+	}
+	own.Release()
+	again := newTestFSM(t)
+	if err := again.Restore(nopCloser{bytes.NewReader(mine.Bytes())}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fsmCounts(t, again); len(got) != 1 || got["mine"] != 1 {
+		t.Fatalf("the snapshot taken before the restore holds %v", got)
+	}
+}
+
 func TestSlowSubscriberIsToldToResync(t *testing.T) {
 	c := &Cluster{subs: &subscribers{}}
 	sub := c.Subscribe(2, "test.put")

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -19,6 +20,9 @@ import (
 const (
 	restoreStateFile    = "restore-state.db"
 	restoreManifestFile = "restore-manifest.json"
+	// restoreSharedDir holds the backup's shared files (the CRL archive)
+	// while they are checked; they then move into cluster.SharedDir.
+	restoreSharedDir = "restore-shared"
 )
 
 // StageRestore checks a backup (admin.VerifyBackup, with the pinned audit key if not
@@ -41,7 +45,12 @@ func StageRestore(ctx context.Context, cfg *Config, file string, pinned crypto.P
 		return nil, err
 	}
 	statePath := filepath.Join(cfg.DataDir, restoreStateFile)
-	vb, err := admin.VerifyBackup(ctx, file, pinned, statePath)
+	staged := filepath.Join(cfg.DataDir, restoreSharedDir)
+	if err := os.RemoveAll(staged); err != nil { // left by a restore that failed
+		return nil, err
+	}
+	defer os.RemoveAll(staged)
+	vb, err := admin.VerifyBackup(ctx, file, pinned, statePath, staged)
 	if err != nil {
 		os.Remove(statePath)
 		return nil, err
@@ -52,6 +61,9 @@ func StageRestore(ctx context.Context, cfg *Config, file string, pinned crypto.P
 	}
 	m, err := json.Marshal(vb.Manifest)
 	if err == nil {
+		err = moveShared(staged, filepath.Join(cfg.DataDir, cluster.SharedDir))
+	}
+	if err == nil {
 		err = os.WriteFile(filepath.Join(cfg.DataDir, restoreManifestFile), m, 0o600)
 	}
 	if err != nil {
@@ -59,6 +71,31 @@ func StageRestore(ctx context.Context, cfg *Config, file string, pinned crypto.P
 		return nil, err
 	}
 	return vb, nil
+}
+
+// moveShared moves the backup's shared files, checked, from the staging
+// directory into the data dir's shared directory (the CRL archive), beside
+// any an operator copied there before. A file is named by its content's
+// hash, so one already there with the same name is replaced by the same
+// bytes.
+func moveShared(staged, shared string) error {
+	return filepath.WalkDir(staged, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(staged, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(shared, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		if err := os.Rename(p, dst); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		return nil
+	})
 }
 
 // stagedRestore returns the restore staged in the data dir, if any.

@@ -138,9 +138,11 @@ func repairOnce(ctx context.Context, c *cluster.Cluster, verify bool) (repairRep
 }
 
 // Repair runs repairOnce every interval (1 minute if 0) until ctx ends, and
-// first at once; it checks the index's hash chains (a year of CRLs is some
-// 160,000 entries to hash) on the first pass and every verifyEvery passes
-// after. Every node runs it.
+// first at once, and again at once whenever the state is replaced from a
+// snapshot (a new node's first state, or one that fell behind: the snapshot
+// holds the index, not the CRLs before the newest); it checks the index's
+// hash chains (a year of CRLs is some 160,000 entries to hash) on the first
+// pass and every verifyEvery passes after. Every node runs it.
 func Repair(ctx context.Context, c *cluster.Cluster, every time.Duration, log *slog.Logger) {
 	if every <= 0 {
 		every = time.Minute
@@ -148,13 +150,15 @@ func Repair(ctx context.Context, c *cluster.Cluster, every time.Duration, log *s
 	if log == nil {
 		log = slog.Default()
 	}
+	// Subscribed before the first pass, so that a snapshot installed after
+	// that pass read the state is not missed.
+	sub := c.Subscribe(16, TypePublish)
+	defer sub.Close()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for pass := 0; ; pass++ {
-		select {
-		case <-ctx.Done():
+		if !nextPass(ctx, sub, t) {
 			return
-		case <-t.C:
 		}
 		r, err := repairOnce(ctx, c, pass%verifyEvery == 0)
 		switch {
@@ -164,5 +168,25 @@ func Repair(ctx context.Context, c *cluster.Cluster, every time.Duration, log *s
 			log.Info("crl: archive repaired", "indexed", r.Indexed, "fetched", r.Fetched)
 		}
 		t.Reset(every)
+	}
+}
+
+// nextPass waits for the timer or a snapshot's resync, and says false once
+// ctx ends or the cluster stops.
+func nextPass(ctx context.Context, sub *cluster.Subscription, t *time.Timer) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case ev, ok := <-sub.C:
+			if !ok {
+				return false
+			}
+			if ev.Resync {
+				return true
+			} // else a publish this node applied, and archived: nothing to fetch
+		case <-t.C:
+			return true
+		}
 	}
 }

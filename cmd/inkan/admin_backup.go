@@ -24,13 +24,16 @@ func newAdminBackupCmd(f *adminFlags) *cobra.Command {
 		Short: "Take a signed backup of the cluster's state (a consistent snapshot and a manifest signed by the audit key)",
 		Long: `backup asks a node for a copy of the replicated state as current as the leader's,
 with a manifest (cluster, Raft index, time, the state's size and SHA-256, the audit log's
-size and newest checkpoint) signed by the audit key, and writes it to --out as a tar:
-manifest.json, manifest.sig, audit-key.pem, state.db. It then checks the file as
+size and newest checkpoint, the listing of the shared files) signed by the audit key,
+and writes it to --out as a tar: manifest.json, manifest.sig, audit-key.pem, state.db,
+then the node's shared files (shared/crl/…: every CRL the state indexes but no longer
+holds, which /status and /evidence answer from). It then checks the file as
 'inkan admin restore' would. Anyone can check it without inkan:
 
   tar xf backup.tar
   openssl dgst -sha256 -verify audit-key.pem -signature manifest.sig manifest.json
   sha256sum state.db
+  (cd shared && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum)
 
 The state holds no key: the CA, audit and other keys stay in the HSMs.`,
 		Example: `  inkan admin backup --out /srv/backups/inkan-$(date +%F).tar`,
@@ -58,7 +61,7 @@ The state holds no key: the CA, audit and other keys stay in the HSMs.`,
 					return nil, nil, err
 				}
 				defer os.RemoveAll(dir)
-				vb, err := admin.VerifyBackup(ctx, out, nil, filepath.Join(dir, "state.db"))
+				vb, err := admin.VerifyBackup(ctx, out, nil, filepath.Join(dir, "state.db"), "")
 				if err != nil {
 					return nil, nil, fmt.Errorf("the backup written does not check: %w", err)
 				}
@@ -74,6 +77,9 @@ func printManifest(w io.Writer, file string, vb *admin.VerifiedBackup) {
 	m := vb.Manifest
 	fmt.Fprintf(w, "%s: cluster %s at Raft index %d, taken %s by %s\n", file, m.Cluster, m.RaftIndex, m.TakenAt.Local().Format("2006-01-02 15:04:05"), m.Node)
 	fmt.Fprintf(w, "  state %d bytes, SHA-256 %s\n", m.State.Size, m.State.SHA256)
+	if m.Shared != nil {
+		fmt.Fprintf(w, "  shared files (the CRL archive) %d, %d bytes, listing SHA-256 %s\n", m.Shared.Files, m.Shared.Bytes, m.Shared.SHA256)
+	}
 	fmt.Fprintf(w, "  audit log %d leaves, newest checkpoint of size %d at %s\n", m.Audit.Leaves, m.Audit.CheckpointSize, m.Audit.CheckpointTime.Local().Format("2006-01-02 15:04:05"))
 	fmt.Fprintf(w, "  signed by audit key %s\n", vb.KeyFingerprint)
 }
@@ -88,7 +94,8 @@ func newAdminRestoreCmd(f *adminFlags) *cobra.Command {
 and SHA-256, that the state records that same audit key and holds the audit log the
 manifest names, and, with --audit-key, that it is the key you trust — and stages it in
 the data_dir of a new node (cluster.bootstrap: true, the backup's cluster.name, nothing
-in data_dir yet). It talks to no running node. Then start the node: it bootstraps a new
+in data_dir yet but perhaps shared/), the shared files (the CRL archive) in
+data_dir/shared/. It talks to no running node. Then start the node: it bootstraps a new
 cluster from the backup, with itself as the only voter; the Raft log, the certificates,
 the audit log and the profiles go on from where the backup was taken. Other nodes join
 it with new join tokens.
