@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"errors"
-	"fmt"
 
 	"github.com/inkan-pki/inkan/hsm"
 )
@@ -14,22 +13,22 @@ const nodeKeyLabel = "node-tls"
 
 // hsmVault is KeyVault on a node's PKCS#11 token: the node's TLS key is made there
 // and never leaves; replicated keys (the cluster CA key, the CA and audit keys) are
-// made wrappable and move between tokens only wrapped, through hsm.WrapTransfer. A
-// vendor's key cloning would be another KeyVault.
+// made wrappable and move between tokens only wrapped, through the token's
+// TransportKey, ExportKey and ImportKey. A vendor's key cloning would be another
+// KeyVault.
 type hsmVault struct {
-	tok  *hsm.Token
-	xfer *hsm.WrapTransfer
+	tok *hsm.Token
 }
 
 // transportKeyName names the node's standing transport key on its token
-// (hsm.WrapTransfer.StandingTransportKey).
+// (hsm.Token.TransportKey).
 const transportKeyName = "node"
 
 // NewHSMVault is the KeyVault of a node's PKCS#11 token tok: the node's TLS
 // key is made there and never leaves; replicated keys are made wrappable and
-// move between tokens only wrapped (hsm.WrapTransfer).
+// move between tokens only wrapped (hsm.Token.ExportKey and ImportKey).
 func NewHSMVault(tok *hsm.Token) KeyVault {
-	return &hsmVault{tok: tok, xfer: hsm.NewWrapTransfer(tok)}
+	return &hsmVault{tok: tok}
 }
 
 // signer returns the private key labelled label, making it from spec if the token
@@ -57,45 +56,27 @@ func (v *hsmVault) ReplicatedKey(ctx context.Context, name string, create bool) 
 
 // TransportKey implements KeyVault.
 func (v *hsmVault) TransportKey(ctx context.Context) ([]byte, error) {
-	tp, err := v.xfer.StandingTransportKey(ctx, transportKeyName)
-	if err != nil {
-		return nil, err
-	}
-	return tp.MarshalBinary()
+	return v.tok.TransportKey(ctx, transportKeyName)
 }
 
 // TransportKeyFingerprint implements KeyVault.
 func (v *hsmVault) TransportKeyFingerprint(to []byte) (KeyFingerprint, error) {
-	var tp hsm.TransportKey
-	if err := tp.UnmarshalBinary(to); err != nil {
+	pub, err := hsm.TransportPublicKey(to)
+	if err != nil {
 		return KeyFingerprint{}, err
 	}
-	return fingerprintKey(tp.Public)
+	return fingerprintKey(pub)
 }
 
 // ExportKey implements KeyVault.
 func (v *hsmVault) ExportKey(ctx context.Context, name string, to []byte) ([]byte, error) {
-	var tp hsm.TransportKey
-	if err := tp.UnmarshalBinary(to); err != nil {
-		return nil, err
-	}
-	wk, err := v.xfer.Export(ctx, hsm.URI{Object: name, Type: "private"}, &tp)
-	if err != nil {
-		return nil, err
-	}
-	return wk.MarshalBinary()
+	return v.tok.ExportKey(ctx, hsm.URI{Object: name, Type: "private"}, to)
 }
 
-// ImportKey implements KeyVault.
+// ImportKey implements KeyVault: the key stays wrappable, as this voter may
+// lead and admit the next one.
 func (v *hsmVault) ImportKey(ctx context.Context, name string, blob []byte) error {
-	var wk hsm.WrappedKey
-	if err := wk.UnmarshalBinary(blob); err != nil {
-		return err
-	}
-	if wk.Label != name {
-		return fmt.Errorf("cluster: wrapped key is %q, not %q", wk.Label, name)
-	}
-	_, err := v.xfer.Import(ctx, &wk, hsm.ImportOptions{Wrappable: true})
+	_, err := v.tok.ImportKey(ctx, name, blob, true)
 	return err
 }
 

@@ -21,8 +21,8 @@ import (
 
 // KeyVault is what cluster needs of the node's HSM. cluster never sees key
 // material: it signs through crypto.Signer and moves replicated keys only
-// as opaque blobs wrapped for another node's HSM (node/ adapts hsm's
-// KeyTransfer to it; a vendor's cloning would fit the same shape).
+// as opaque blobs wrapped for another node's HSM (NewHSMVault is it on a
+// PKCS#11 token; a vendor's cloning would fit the same shape).
 type KeyVault interface {
 	// NodeKey returns this node's TLS key, made on first use and never
 	// exported.

@@ -60,3 +60,16 @@ type (
 	TokenNotFoundError = tokenNotFoundError
 	ModuleError        = moduleError
 )
+
+// The structured key transfer under Token's TransportKey, ExportKey and
+// ImportKey, for the tests that take a transfer apart: ephemeral transport keys,
+// a tampered blob, an import that must stay non-extractable.
+type (
+	WrapTransfer  = wrapTransfer
+	TransportKey  = transportKey
+	WrappedKey    = wrappedKey
+	ImportOptions = importOptions
+)
+
+// NewWrapTransfer is the wrapTransfer for tok.
+func NewWrapTransfer(tok *Token) *WrapTransfer { return newWrapTransfer(tok) }

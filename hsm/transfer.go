@@ -19,45 +19,47 @@ import (
 )
 
 // keyTransfer moves a private key from one token to another without the key ever
-// being in clear outside a token. The receiver makes a TransportKey and sends its
+// being in clear outside a token. The receiver makes a transportKey and sends its
 // public half to the sender; the sender Exports the key wrapped for it; the
-// receiver Imports the WrappedKey. TransportKey and WrappedKey marshal to a stable,
-// versioned encoding, so the steps can run on different machines.
+// receiver Imports the wrappedKey. transportKey and wrappedKey marshal to a stable,
+// versioned encoding, so the steps can run on different machines; Token's
+// TransportKey, ExportKey and ImportKey are the three steps on those bytes, which
+// is all another package needs of them.
 //
-// WrapTransfer implements it with standard PKCS#11 wrapping; an HSM with vendor
+// wrapTransfer implements it with standard PKCS#11 wrapping; an HSM with vendor
 // cloning (a security world, a backup domain) would implement it with that.
 type keyTransfer interface {
 	// NewTransportKey makes a key pair on the receiving token for keys to be
 	// wrapped to.
-	NewTransportKey(ctx context.Context) (*TransportKey, error)
+	NewTransportKey(ctx context.Context) (*transportKey, error)
 	// Export wraps the private key that key names for the receiver's transport key.
-	Export(ctx context.Context, key URI, to *TransportKey) (*WrappedKey, error)
+	Export(ctx context.Context, key URI, to *transportKey) (*wrappedKey, error)
 	// Import unwraps w into the receiving token, with the sender's label and ID,
 	// and returns its Signer.
-	Import(ctx context.Context, w *WrappedKey, opts ImportOptions) (*Signer, error)
+	Import(ctx context.Context, w *wrappedKey, opts importOptions) (*Signer, error)
 	// DeleteTransportKey destroys a transport key once the keys sent to it are in.
-	DeleteTransportKey(ctx context.Context, tp *TransportKey) error
+	DeleteTransportKey(ctx context.Context, tp *transportKey) error
 }
 
-// ImportOptions are the receiver's choices for an imported key.
-type ImportOptions struct {
+// importOptions are the receiver's choices for an imported key.
+type importOptions struct {
 	// Wrappable keeps the imported key extractable (only wrapped; it stays
 	// sensitive) for onward transfer. By default it can never leave the token.
 	Wrappable bool
 }
 
-// TransportKey is the public half of a receiver's RSA transport key, named by the
+// transportKey is the public half of a receiver's RSA transport key, named by the
 // ID of its private half on the receiving token.
-type TransportKey struct {
+type transportKey struct {
 	ID     []byte
 	Public *rsa.PublicKey
 }
 
-// WrappedKey is a private key wrapped for one transport key. Version 1 means: KEK
+// wrappedKey is a private key wrapped for one transport key. Version 1 means: KEK
 // is an AES-256 key wrapped with CKM_RSA_PKCS_OAEP (SHA-1, MGF1-SHA-1, no label)
 // under the transport key; Key is the private key (PKCS#8, as the token wraps it)
 // wrapped with CKM_AES_KEY_WRAP_PAD (RFC 5649) under the KEK.
-type WrappedKey struct {
+type wrappedKey struct {
 	Type      KeyType
 	Label     string
 	ID        []byte
@@ -67,7 +69,7 @@ type WrappedKey struct {
 	Key       []byte
 }
 
-// transferVersion is the encoding version of TransportKey and WrappedKey.
+// transferVersion is the encoding version of transportKey and wrappedKey.
 const transferVersion = 1
 
 // transportLabelPrefix marks transport keys, so DeleteTransportKey cannot be
@@ -103,7 +105,7 @@ type wrappedKeyJSON struct {
 
 // MarshalBinary encodes tp as versioned JSON: {"v":1,"id":…,"public":…} with
 // base64 byte fields and the public key as PKIX DER.
-func (tp *TransportKey) MarshalBinary() ([]byte, error) {
+func (tp *transportKey) MarshalBinary() ([]byte, error) {
 	if tp.Public == nil || len(tp.ID) == 0 {
 		return nil, errors.New("hsm: marshal transport key: incomplete")
 	}
@@ -115,7 +117,7 @@ func (tp *TransportKey) MarshalBinary() ([]byte, error) {
 }
 
 // UnmarshalBinary decodes what MarshalBinary wrote, refusing other versions.
-func (tp *TransportKey) UnmarshalBinary(b []byte) error {
+func (tp *transportKey) UnmarshalBinary(b []byte) error {
 	var j transportKeyJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return fmt.Errorf("hsm: transport key: %w", err)
@@ -134,7 +136,7 @@ func (tp *TransportKey) UnmarshalBinary(b []byte) error {
 	if !ok || rpub.N.BitLen() < 2048 {
 		return errors.New("hsm: transport key: not an RSA key of at least 2048 bits")
 	}
-	*tp = TransportKey{ID: j.ID, Public: rpub}
+	*tp = transportKey{ID: j.ID, Public: rpub}
 	return nil
 }
 
@@ -149,7 +151,7 @@ var (
 
 // MarshalBinary encodes w as versioned JSON with base64 byte fields:
 // {"v":1,"type":…,"label":…,"id":…,"public":…,"transport":…,"kek":…,"key":…}.
-func (w *WrappedKey) MarshalBinary() ([]byte, error) {
+func (w *wrappedKey) MarshalBinary() ([]byte, error) {
 	if err := w.check(); err != nil {
 		return nil, fmt.Errorf("hsm: marshal wrapped key: %w", err)
 	}
@@ -159,7 +161,7 @@ func (w *WrappedKey) MarshalBinary() ([]byte, error) {
 
 // UnmarshalBinary decodes what MarshalBinary wrote, refusing other versions and
 // incomplete or oversized blobs.
-func (w *WrappedKey) UnmarshalBinary(b []byte) error {
+func (w *wrappedKey) UnmarshalBinary(b []byte) error {
 	var j wrappedKeyJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return fmt.Errorf("%w: %w", errWrappedKey, err)
@@ -167,7 +169,7 @@ func (w *WrappedKey) UnmarshalBinary(b []byte) error {
 	if j.V != transferVersion {
 		return fmt.Errorf("%w: version %d, want %d", errWrappedKey, j.V, transferVersion)
 	}
-	v := WrappedKey{Type: j.Type, Label: j.Label, ID: j.ID, Public: j.Public, Transport: j.Transport, KEK: j.KEK, Key: j.Key}
+	v := wrappedKey{Type: j.Type, Label: j.Label, ID: j.ID, Public: j.Public, Transport: j.Transport, KEK: j.KEK, Key: j.Key}
 	if err := v.check(); err != nil {
 		return fmt.Errorf("%w: %w", errWrappedKey, err)
 	}
@@ -175,7 +177,7 @@ func (w *WrappedKey) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-func (w *WrappedKey) check() error {
+func (w *wrappedKey) check() error {
 	switch {
 	case w.Label == "" || len(w.Label) > maxLabel:
 		return errors.New("label missing or too long")
@@ -219,14 +221,70 @@ func publicKeyType(pub crypto.PublicKey) KeyType {
 	return ""
 }
 
-// WrapTransfer is the KeyTransfer of standard PKCS#11 key wrapping (see WrappedKey).
+// wrapTransfer is the keyTransfer of standard PKCS#11 key wrapping (see wrappedKey).
 // The exported key must have been made Wrappable.
-type WrapTransfer struct{ t *Token }
+type wrapTransfer struct{ t *Token }
 
-// NewWrapTransfer returns the WrapTransfer for tok, which plays sender or receiver.
-func NewWrapTransfer(tok *Token) *WrapTransfer { return &WrapTransfer{t: tok} }
+// newWrapTransfer returns the wrapTransfer for tok, which plays sender or receiver.
+func newWrapTransfer(tok *Token) *wrapTransfer { return &wrapTransfer{t: tok} }
 
-var _ keyTransfer = (*WrapTransfer)(nil)
+var _ keyTransfer = (*wrapTransfer)(nil)
+
+// TransportKey returns the public half of the token's standing transport key
+// named name (see wrapTransfer.StandingTransportKey), encoded for a sender's
+// ExportKey, making the key pair first if there is none. Its private half may
+// only unwrap and never leaves the token.
+func (t *Token) TransportKey(ctx context.Context, name string) ([]byte, error) {
+	tp, err := newWrapTransfer(t).StandingTransportKey(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return tp.MarshalBinary()
+}
+
+// TransportPublicKey is the RSA public key of a transport key to as TransportKey
+// encoded it: the key that ExportKey wraps for, given the same bytes, so the
+// one whose fingerprint operators approve.
+func TransportPublicKey(to []byte) (*rsa.PublicKey, error) {
+	var tp transportKey
+	if err := tp.UnmarshalBinary(to); err != nil {
+		return nil, err
+	}
+	return tp.Public, nil
+}
+
+// ExportKey wraps the private key that key names (made Wrappable) for the
+// receiver's transport key to (as its TransportKey encoded it) and returns the
+// wrapped key encoded for the receiver's ImportKey. Only the token holding that
+// transport key can unwrap it.
+func (t *Token) ExportKey(ctx context.Context, key URI, to []byte) ([]byte, error) {
+	var tp transportKey
+	if err := tp.UnmarshalBinary(to); err != nil {
+		return nil, err
+	}
+	wk, err := newWrapTransfer(t).Export(ctx, key, &tp)
+	if err != nil {
+		return nil, err
+	}
+	return wk.MarshalBinary()
+}
+
+// ImportKey unwraps a key that a sender's ExportKey wrapped for this token's
+// transport key into the token, with the sender's label and ID, and returns
+// its Signer. The blob must name the key label (else errWrappedKey), so a
+// key sent under one name is never taken in as another. The key stays
+// sensitive; it can leave again, only wrapped, if wrappable (for onward
+// transfer), and never otherwise.
+func (t *Token) ImportKey(ctx context.Context, label string, blob []byte, wrappable bool) (*Signer, error) {
+	var wk wrappedKey
+	if err := wk.UnmarshalBinary(blob); err != nil {
+		return nil, err
+	}
+	if wk.Label != label {
+		return nil, fmt.Errorf("%w: it is %q, not %q", errWrappedKey, wk.Label, label)
+	}
+	return newWrapTransfer(t).Import(ctx, &wk, importOptions{Wrappable: wrappable})
+}
 
 func oaep() []*pkcs11.Mechanism {
 	// SoftHSM 2.6.1 does OAEP with SHA-1 only (SHA-256 gives CKR_ARGUMENTS_BAD).
@@ -241,7 +299,7 @@ func kwp() []*pkcs11.Mechanism {
 
 // NewTransportKey makes an RSA key pair on the token whose private half may only
 // unwrap (sensitive, non-extractable, token object so it outlives sessions).
-func (w *WrapTransfer) NewTransportKey(ctx context.Context) (*TransportKey, error) {
+func (w *wrapTransfer) NewTransportKey(ctx context.Context) (*transportKey, error) {
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
 	return w.newTransportKey(ctx, id, transportLabelPrefix+hex.EncodeToString(id[:8]))
@@ -252,7 +310,7 @@ func (w *WrapTransfer) NewTransportKey(ctx context.Context) (*TransportKey, erro
 // standing key for receiving: its fingerprint is approved once, and every key
 // sent to the node later is wrapped for it and nothing else. Delete it with
 // DeleteTransportKey like any other.
-func (w *WrapTransfer) StandingTransportKey(ctx context.Context, name string) (*TransportKey, error) {
+func (w *wrapTransfer) StandingTransportKey(ctx context.Context, name string) (*transportKey, error) {
 	t := w.t
 	label := transportLabelPrefix + name
 	if name == "" || len(label) > maxLabel {
@@ -260,7 +318,7 @@ func (w *WrapTransfer) StandingTransportKey(ctx context.Context, name string) (*
 	}
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
-	var tp *TransportKey
+	var tp *transportKey
 	err := t.pool.do(ctx, func(s *session) error {
 		p11 := t.pool.p11
 		pubs, err := t.find(s, []*pkcs11.Attribute{attr(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), attr(pkcs11.CKA_LABEL, label)}, 2)
@@ -287,7 +345,7 @@ func (w *WrapTransfer) StandingTransportKey(ctx context.Context, name string) (*
 		if err != nil {
 			return err
 		}
-		tp = &TransportKey{ID: a[2].Value, Public: rpub.(*rsa.PublicKey)}
+		tp = &transportKey{ID: a[2].Value, Public: rpub.(*rsa.PublicKey)}
 		return nil
 	})
 	if err != nil {
@@ -301,7 +359,7 @@ func (w *WrapTransfer) StandingTransportKey(ctx context.Context, name string) (*
 	return w.newTransportKey(ctx, id, label)
 }
 
-func (w *WrapTransfer) newTransportKey(ctx context.Context, id []byte, label string) (*TransportKey, error) {
+func (w *wrapTransfer) newTransportKey(ctx context.Context, id []byte, label string) (*transportKey, error) {
 	t := w.t
 	pubT := []*pkcs11.Attribute{
 		attr(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), attr(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
@@ -315,7 +373,7 @@ func (w *WrapTransfer) newTransportKey(ctx context.Context, id []byte, label str
 		attr(pkcs11.CKA_SENSITIVE, true), attr(pkcs11.CKA_EXTRACTABLE, false),
 		attr(pkcs11.CKA_UNWRAP, true), attr(pkcs11.CKA_DECRYPT, false), attr(pkcs11.CKA_SIGN, false), attr(pkcs11.CKA_DERIVE, false),
 	}
-	var tp *TransportKey
+	var tp *transportKey
 	err := t.pool.do(ctx, func(s *session) error {
 		pub, _, err := t.pool.p11.GenerateKeyPair(s.h,
 			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}, pubT, privT)
@@ -330,7 +388,7 @@ func (w *WrapTransfer) newTransportKey(ctx context.Context, id []byte, label str
 		if err != nil {
 			return err
 		}
-		tp = &TransportKey{ID: id, Public: rpub.(*rsa.PublicKey)}
+		tp = &transportKey{ID: id, Public: rpub.(*rsa.PublicKey)}
 		return nil
 	})
 	if err != nil {
@@ -342,7 +400,7 @@ func (w *WrapTransfer) newTransportKey(ctx context.Context, id []byte, label str
 
 // DeleteTransportKey destroys the transport key pair tp names. It refuses keys that
 // NewTransportKey did not make.
-func (w *WrapTransfer) DeleteTransportKey(ctx context.Context, tp *TransportKey) error {
+func (w *wrapTransfer) DeleteTransportKey(ctx context.Context, tp *transportKey) error {
 	t := w.t
 	err := t.pool.do(ctx, func(s *session) error {
 		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
@@ -375,7 +433,7 @@ func (w *WrapTransfer) DeleteTransportKey(ctx context.Context, tp *TransportKey)
 // to's public key into a session object, makes a one-off AES-256 KEK in the
 // token, wraps the KEK under to (RSA-OAEP) and the key under the KEK
 // (AES key wrap with padding), and destroys the KEK and the loaded public key.
-func (w *WrapTransfer) Export(ctx context.Context, key URI, to *TransportKey) (*WrappedKey, error) {
+func (w *wrapTransfer) Export(ctx context.Context, key URI, to *transportKey) (*wrappedKey, error) {
 	t := w.t
 	if to == nil || to.Public == nil {
 		return nil, errors.New("hsm: export: no transport key")
@@ -389,7 +447,7 @@ func (w *WrapTransfer) Export(ctx context.Context, key URI, to *TransportKey) (*
 		return nil, fmt.Errorf("hsm: export %s: %w", k.uri, err)
 	}
 	trusted := t.canTrustKEK(ctx)
-	out := &WrappedKey{Type: k.typ, Label: k.uri.Object, ID: k.uri.ID, Public: pkix, Transport: to.ID}
+	out := &wrappedKey{Type: k.typ, Label: k.uri.Object, ID: k.uri.ID, Public: pkix, Transport: to.ID}
 	err = t.pool.do(ctx, func(s *session) error {
 		p11 := t.pool.p11
 		found, err := t.find(s, k.find, 2)
@@ -441,7 +499,7 @@ func (w *WrapTransfer) Export(ctx context.Context, key URI, to *TransportKey) (*
 // label and ID, non-extractable unless opts.Wrappable. It recreates the public key
 // object from w.Public, and signs once and verifies under w.Public, so a key that
 // does not match its public key is never left on the token.
-func (w *WrapTransfer) Import(ctx context.Context, wk *WrappedKey, opts ImportOptions) (*Signer, error) {
+func (w *wrapTransfer) Import(ctx context.Context, wk *wrappedKey, opts importOptions) (*Signer, error) {
 	t := w.t
 	if err := wk.check(); err != nil {
 		return nil, fmt.Errorf("hsm: import: %w", err)
@@ -508,7 +566,7 @@ func (w *WrapTransfer) Import(ctx context.Context, wk *WrappedKey, opts ImportOp
 	return k, nil
 }
 
-func (w *WrapTransfer) mechErr(err error, mech uint) error {
+func (w *wrapTransfer) mechErr(err error, mech uint) error {
 	if mechanismRefused(err) {
 		return &mechanismError{Token: w.t.info.Label, Mechanism: mech, Err: err}
 	}

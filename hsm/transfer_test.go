@@ -317,51 +317,112 @@ func FuzzWrappedKey(f *testing.F) {
 
 // TestStandingTransportKey: a node's standing transport key is made once and
 // found again by its name (so the fingerprint operators approved stays the key
-// wrapped for), a second name is another key, a key made for it imports, and a
-// name that is no transport key's is refused.
+// wrapped for), a second name is another key, a key exported for it imports
+// under its own label and no other, and a name that is no transport key's is
+// refused. It goes through Token's byte API, as cluster's HSM vault does.
 func TestStandingTransportKey(t *testing.T) {
 	t.Parallel()
 	sender, receiver := softhsm.NewToken(t), softhsm.NewToken(t)
 	ctx := context.Background()
-	from, to := hsm.NewWrapTransfer(sender.HSM), hsm.NewWrapTransfer(receiver.HSM)
-	first, err := to.StandingTransportKey(ctx, "node")
+	to := hsm.NewWrapTransfer(receiver.HSM)
+	firstBlob, err := receiver.HSM.TransportKey(ctx, "node")
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := to.StandingTransportKey(ctx, "node")
+	againBlob, err := receiver.HSM.TransportKey(ctx, "node")
 	if err != nil {
+		t.Fatal(err)
+	}
+	var first, again, other hsm.TransportKey
+	if err := first.UnmarshalBinary(firstBlob); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.UnmarshalBinary(againBlob); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(first.ID, again.ID) || !first.Public.Equal(again.Public) {
 		t.Fatal("the standing transport key changed between two calls")
 	}
-	other, err := to.StandingTransportKey(ctx, "other")
+	if pub, err := hsm.TransportPublicKey(againBlob); err != nil || !pub.Equal(first.Public) {
+		t.Fatalf("TransportPublicKey: %v, not the transport key's public key", err)
+	}
+	otherBlob, err := receiver.HSM.TransportKey(ctx, "other")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.UnmarshalBinary(otherBlob); err != nil {
 		t.Fatal(err)
 	}
 	if other.Public.Equal(first.Public) {
 		t.Fatal("two names, one key")
 	}
-	if _, err := to.StandingTransportKey(ctx, ""); !errors.Is(err, hsm.ErrTransportKeyName) {
+	if _, err := receiver.HSM.TransportKey(ctx, ""); !errors.Is(err, hsm.ErrTransportKeyName) {
 		t.Fatalf("an empty name: err = %v, want ErrTransportKeyName", err)
 	}
 	orig, err := sender.HSM.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: "ca-x", Wrappable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := from.Export(ctx, orig.URI(), again)
+	w, err := sender.HSM.ExportKey(ctx, orig.URI(), againBlob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := to.Import(ctx, w, hsm.ImportOptions{}); err != nil {
+	// Sent as "ca-x", it is not taken in as another key.
+	if _, err := receiver.HSM.ImportKey(ctx, "ca-y", w, false); !errors.Is(err, hsm.ErrWrappedKey) {
+		t.Fatalf("import under another label: err = %v, want ErrWrappedKey", err)
+	}
+	k, err := receiver.HSM.ImportKey(ctx, "ca-x", w, false)
+	if err != nil {
 		t.Fatalf("import for the standing key: %v", err)
 	}
+	msg := []byte("signed on the receiver")
+	verify(t, orig.Public(), msg, crypto.SHA256, sign(t, k, msg, crypto.SHA256))
 	// Deleted, the name makes a new key.
-	if err := to.DeleteTransportKey(ctx, other); err != nil {
+	if err := to.DeleteTransportKey(ctx, &other); err != nil {
 		t.Fatal(err)
 	}
-	made, err := to.StandingTransportKey(ctx, "other")
-	if err != nil || made.Public.Equal(other.Public) {
+	madeBlob, err := receiver.HSM.TransportKey(ctx, "other")
+	if err != nil {
 		t.Fatalf("after deleting it, a new key: %v", err)
+	}
+	if made, err := hsm.TransportPublicKey(madeBlob); err != nil || made.Equal(other.Public) {
+		t.Fatalf("after deleting it, a new key: %v", err)
+	}
+}
+
+// TestImportKeyWrappable: ImportKey's wrappable decides whether the key can
+// leave the receiver again (wrapped): cluster's voters import wrappable, so
+// that a new leader can admit the next voter.
+func TestImportKeyWrappable(t *testing.T) {
+	t.Parallel()
+	a, b, c := softhsm.NewToken(t), softhsm.NewToken(t), softhsm.NewToken(t)
+	ctx := context.Background()
+	orig, err := a.HSM.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: "ca", Wrappable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	move := func(from, to *hsm.Token, wrappable bool) (*hsm.Signer, error) {
+		tp, err := to.TransportKey(ctx, "node")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := from.ExportKey(ctx, hsm.URI{ID: orig.URI().ID}, tp)
+		if err != nil {
+			return nil, err
+		}
+		return to.ImportKey(ctx, "ca", w, wrappable)
+	}
+	if _, err := move(a.HSM, b.HSM, true); err != nil {
+		t.Fatal(err)
+	}
+	k, err := move(b.HSM, c.HSM, false)
+	if err != nil {
+		t.Fatalf("onward from a key imported wrappable: %v", err)
+	}
+	msg := []byte("third hop")
+	verify(t, orig.Public(), msg, crypto.SHA256, sign(t, k, msg, crypto.SHA256))
+	assertSecret(t, c.HSM, k.URI())
+	if _, err := move(c.HSM, a.HSM, false); !errors.Is(err, hsm.ErrUnextractable) {
+		t.Fatalf("onward from a key imported not wrappable: err = %v, want ErrUnextractable", err)
 	}
 }
