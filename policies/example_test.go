@@ -109,7 +109,7 @@ func ExampleSet_Decide() {
 	defer os.RemoveAll(dir)
 	rootKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	cardKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	sim, err := jpkisim.Init(jpkisim.Config{Dir: dir, Key: rootKey}, jpkisim.RootSpec{})
+	sim, err := jpkisim.Init(jpkisim.Config{Dir: dir, Key: rootKey})
 	if err != nil {
 		fmt.Println(err)
 		return

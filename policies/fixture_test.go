@@ -47,7 +47,7 @@ func simFixture(t testing.TB) *fixture {
 			fixtureErr = err
 			return
 		}
-		sim, err := jpkisim.Init(jpkisim.Config{Dir: simDir, Key: root}, jpkisim.RootSpec{})
+		sim, err := jpkisim.Init(jpkisim.Config{Dir: simDir, Key: root})
 		if err != nil {
 			fixtureErr = err
 			return

@@ -24,7 +24,7 @@ func cardToken(t *testing.T) *softhsm.Token {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim, err := jpkisim.Init(jpkisim.Config{Dir: t.TempDir(), Key: root}, jpkisim.RootSpec{})
+	sim, err := jpkisim.Init(jpkisim.Config{Dir: t.TempDir(), Key: root})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,7 @@ func newFixture() (f *fixture, cleanup func(), err error) {
 	}
 
 	now := time.Now()
-	if f.sim, err = jpkisim.Init(jpkisim.Config{Dir: filepath.Join(f.dir, "jlis"), Key: rootKey}, jpkisim.RootSpec{NotBefore: now.AddDate(-3, 0, 0)}); err != nil {
+	if f.sim, err = jpkisim.Init(jpkisim.Config{Dir: filepath.Join(f.dir, "jlis"), Key: rootKey, RootNotBefore: now.AddDate(-3, 0, 0)}); err != nil {
 		return nil, cleanup, err
 	}
 	person := jpkisim.DemoPerson()
@@ -161,7 +161,7 @@ func newFixture() (f *fixture, cleanup func(), err error) {
 		f.revoked[r] = der
 	}
 	// A second J-LIS with the same DN and another key.
-	foreignSim, err := jpkisim.Init(jpkisim.Config{Dir: filepath.Join(f.dir, "foreign"), Key: otherRoot}, jpkisim.RootSpec{NotBefore: now.AddDate(-1, 0, 0)})
+	foreignSim, err := jpkisim.Init(jpkisim.Config{Dir: filepath.Join(f.dir, "foreign"), Key: otherRoot, RootNotBefore: now.AddDate(-1, 0, 0)})
 	if err != nil {
 		return nil, cleanup, err
 	}

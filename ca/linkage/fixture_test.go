@@ -145,7 +145,7 @@ func newJLIS(t testing.TB, now time.Time) *jlis {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim, err := jpkisim.Init(jpkisim.Config{Dir: t.TempDir(), Key: key}, jpkisim.RootSpec{NotBefore: now.AddDate(-3, 0, 0)})
+	sim, err := jpkisim.Init(jpkisim.Config{Dir: t.TempDir(), Key: key, RootNotBefore: now.AddDate(-3, 0, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}

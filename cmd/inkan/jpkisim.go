@@ -65,7 +65,7 @@ func newJPKISimInitCmd() *cobra.Command {
 				return fmt.Errorf("--validity-years %d: between 1 and 30", years)
 			}
 			now := time.Now().UTC().Truncate(time.Second)
-			sim, err := jpkisim.Init(jpkisim.Config{Dir: simDir(cmd)}, jpkisim.RootSpec{NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(years, 0, 0)})
+			sim, err := jpkisim.Init(jpkisim.Config{Dir: simDir(cmd), RootNotBefore: now.Add(-time.Hour), RootNotAfter: now.AddDate(years, 0, 0)})
 			if err != nil {
 				return err
 			}

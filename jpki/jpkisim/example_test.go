@@ -28,7 +28,7 @@ func ExampleSim_IssueCard() {
 	}
 	defer os.RemoveAll(dir)
 
-	sim, err := jpkisim.Init(jpkisim.Config{Dir: dir}, jpkisim.RootSpec{}) // root key in dir/root-key.pem
+	sim, err := jpkisim.Init(jpkisim.Config{Dir: dir}) // root key in dir/root-key.pem
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func ExampleSim_Revoke() {
 	}
 	defer os.RemoveAll(dir)
 	rootKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	sim, err := jpkisim.Init(jpkisim.Config{Dir: dir, Key: rootKey}, jpkisim.RootSpec{})
+	sim, err := jpkisim.Init(jpkisim.Config{Dir: dir, Key: rootKey})
 	if err != nil {
 		log.Fatal(err)
 	}

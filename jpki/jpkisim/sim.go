@@ -51,12 +51,10 @@ type Config struct {
 	Key crypto.Signer
 	// Now is the clock for defaults (issue times, CRL times); time.Now if nil.
 	Now func() time.Time
-}
-
-// RootSpec is the validity of a new root; zero fields mean one hour ago and ten
-// years on (a J-LIS generation is valid for ten years).
-type RootSpec struct {
-	NotBefore, NotAfter time.Time
+	// RootNotBefore and RootNotAfter are the validity of the root Init makes;
+	// zero fields mean one hour ago and ten years on (a J-LIS generation is
+	// valid for ten years). Open reads the root from Dir and ignores them.
+	RootNotBefore, RootNotAfter time.Time
 }
 
 // Sim is a stand-in J-LIS signature CA over one state directory. It is safe for
@@ -73,8 +71,9 @@ type Sim struct {
 }
 
 // Init makes a new state directory (created if missing; it must not hold a sim
-// already) with a new root certificate, and returns the Sim.
-func Init(cfg Config, spec RootSpec) (*Sim, error) {
+// already) with a new root certificate (valid from cfg.RootNotBefore to
+// cfg.RootNotAfter), and returns the Sim.
+func Init(cfg Config) (*Sim, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("jpkisim: no state directory")
 	}
@@ -105,13 +104,14 @@ func Init(cfg Config, spec RootSpec) (*Sim, error) {
 		s.key = k
 	}
 	now := s.now()
-	if spec.NotBefore.IsZero() {
-		spec.NotBefore = now.Add(-time.Hour)
+	notBefore, notAfter := cfg.RootNotBefore, cfg.RootNotAfter
+	if notBefore.IsZero() {
+		notBefore = now.Add(-time.Hour)
 	}
-	if spec.NotAfter.IsZero() {
-		spec.NotAfter = spec.NotBefore.AddDate(10, 0, 0)
+	if notAfter.IsZero() {
+		notAfter = notBefore.AddDate(10, 0, 0)
 	}
-	if s.root, err = newRoot(s.key, spec); err != nil {
+	if s.root, err = newRoot(s.key, notBefore, notAfter); err != nil {
 		return nil, err
 	}
 	if err := writeFile(filepath.Join(s.dir, rootFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.root.Raw}), 0o644); err != nil {
@@ -440,7 +440,7 @@ type Issuance struct {
 	RevokedAt time.Time
 }
 
-func newRoot(key crypto.Signer, spec RootSpec) (*x509.Certificate, error) {
+func newRoot(key crypto.Signer, notBefore, notAfter time.Time) (*x509.Certificate, error) {
 	if _, ok := key.Public().(*rsa.PublicKey); !ok {
 		return nil, fmt.Errorf("jpkisim: the root key must be RSA (J-LIS's is RSA-2048), not %T", key.Public())
 	}
@@ -451,8 +451,8 @@ func newRoot(key crypto.Signer, spec RootSpec) (*x509.Certificate, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		RawSubject:            rootDN(),
-		NotBefore:             spec.NotBefore,
-		NotAfter:              spec.NotAfter,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,

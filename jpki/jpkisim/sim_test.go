@@ -46,7 +46,7 @@ var testKeys = sync.OnceValue(func() [2]*rsa.PrivateKey {
 
 func newSim(t testing.TB) *Sim {
 	t.Helper()
-	s, err := Init(Config{Dir: t.TempDir(), Key: testKeys()[0]}, RootSpec{NotBefore: time.Now().AddDate(-1, 0, 0)})
+	s, err := Init(Config{Dir: t.TempDir(), Key: testKeys()[0], RootNotBefore: time.Now().AddDate(-1, 0, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,14 +403,14 @@ func TestOpenAndRefresh(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	s, err := Init(Config{Dir: dir, Now: clock}, RootSpec{})
+	s, err := Init(Config{Dir: dir, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, rootKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("root key file: %v %v", fi, err)
 	}
-	if _, err := Init(Config{Dir: dir}, RootSpec{}); !errors.Is(err, errExists) {
+	if _, err := Init(Config{Dir: dir}); !errors.Is(err, errExists) {
 		t.Fatalf("second init: err = %v", err)
 	}
 	s2, err := Open(Config{Dir: dir, Now: clock})
@@ -563,7 +563,7 @@ func TestServeCRL(t *testing.T) {
 // separate processes do).
 func TestParallelWriters(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Init(Config{Dir: dir, Key: testKeys()[0]}, RootSpec{NotBefore: time.Now().AddDate(-1, 0, 0)}); err != nil {
+	if _, err := Init(Config{Dir: dir, Key: testKeys()[0], RootNotBefore: time.Now().AddDate(-1, 0, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	const writers, each = 6, 5
