@@ -18,7 +18,7 @@ import (
 
 // The admin API: HTTP over the unix socket <data_dir>/admin.sock (mode 0600 in a
 // 0700 data dir, so only the node's user reaches it). Bodies are JSON; errors are
-// problem+json (RFC 9457) with a type of ProblemBase + a name. docs/operations.md
+// problem+json (RFC 9457) with a type of problemBase + a name. docs/operations.md
 // lists the endpoints and the types.
 const (
 	pathStatus     = "/v1/cluster/status"
@@ -569,8 +569,9 @@ const (
 	actApprovalDecide    = "approval.decide"
 )
 
-// ProblemBase prefixes the admin API's problem types.
-const ProblemBase = "urn:inkan:problem:admin:"
+// problemBase prefixes the admin API's problem types (docs/operations.md);
+// a client reads a problem's name with Problem.Name.
+const problemBase = "urn:inkan:problem:admin:"
 
 // problemType is one cause of an admin error: its name, HTTP status and title.
 type problemType struct {
@@ -608,10 +609,11 @@ func (p *Problem) Error() string {
 	return s + " (" + p.Type + ")"
 }
 
-// Name is the problem type without ProblemBase ("no-leader").
+// Name is the problem type without the admin API's prefix
+// "urn:inkan:problem:admin:" ("no-leader").
 func (p *Problem) Name() string {
-	if len(p.Type) > len(ProblemBase) && p.Type[:len(ProblemBase)] == ProblemBase {
-		return p.Type[len(ProblemBase):]
+	if len(p.Type) > len(problemBase) && p.Type[:len(problemBase)] == problemBase {
+		return p.Type[len(problemBase):]
 	}
 	return p.Type
 }
@@ -619,7 +621,7 @@ func (p *Problem) Name() string {
 func writeProblem(w http.ResponseWriter, t problemType, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(t.status)
-	_ = json.NewEncoder(w).Encode(Problem{Type: ProblemBase + t.name, Title: t.title, Status: t.status, Detail: detail})
+	_ = json.NewEncoder(w).Encode(Problem{Type: problemBase + t.name, Title: t.title, Status: t.status, Detail: detail})
 }
 
 // writeError maps the cluster's errors to problem types. A deadline comes

@@ -6,8 +6,8 @@
 // action, records the request instead of running it; RunApproved replays it on
 // the leader once enough operators have approved. The handlers act through the
 // cluster and the services the node gives in Config (the authority, operators,
-// the TSA); the wire types and problem types (ProblemBase) are shared with
-// Client, which `inkan admin` uses over either listener. Backups are signed with
+// the TSA); the wire types and the problem types (Problem, named by Name) are
+// shared with Client, which `inkan admin` uses over either listener. Backups are signed with
 // the audit key and checked offline with VerifyBackup. The package opens no
 // listener and keeps no state of its own: the node serves Socket and TLS.
 package admin

@@ -508,7 +508,7 @@ func TestAdmin(t *testing.T) {
 			if p.want != "" && prob.Name() != p.want {
 				t.Fatalf("problem %s (%v), want %s", prob.Name(), prob, p.want)
 			}
-			if !strings.HasPrefix(prob.Type, admin.ProblemBase) || prob.Status < 400 || prob.Detail == "" {
+			if !strings.HasPrefix(prob.Type, "urn:inkan:problem:admin:") || prob.Status < 400 || prob.Detail == "" {
 				t.Fatalf("problem %+v", prob)
 			}
 		})
