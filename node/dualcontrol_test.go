@@ -635,7 +635,11 @@ func auditKeyTransfers(t *testing.T, ctx context.Context, s *staff) []audit.KeyT
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		dir := filepath.Join(t.TempDir(), "audit")
-		if _, err := audit.ExportURL(ctx, "https://"+s.n.Addrs().API, hc, "", dir, 0); err != nil {
+		cl, err := audit.NewClient(ctx, "https://"+s.n.Addrs().API, hc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := audit.Export(ctx, dir, cl, 0); err != nil {
 			t.Fatal(err)
 		}
 		r, err := audit.Verify(os.DirFS(dir), nil)

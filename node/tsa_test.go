@@ -299,7 +299,11 @@ func auditLeaves(t *testing.T, ctx context.Context, s *staff) ([]auditLeaf, stri
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.roots, MinVersion: tls.VersionTLS12,
 		Certificates: []tls.Certificate{*s.auditor.cert}}}}
 	dir := filepath.Join(t.TempDir(), "audit")
-	if _, err := audit.ExportURL(ctx, "https://"+s.n.Addrs().API, hc, "", dir, 0); err != nil {
+	cl, err := audit.NewClient(ctx, "https://"+s.n.Addrs().API, hc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.Export(ctx, dir, cl, 0); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := audit.Verify(os.DirFS(dir), nil); err != nil || !r.OK() {

@@ -610,7 +610,11 @@ func TestExportWhileGrowing(t *testing.T) {
 	defer srv.Close()
 	for k := range 3 {
 		dir := filepath.Join(t.TempDir(), "export")
-		if _, err := audit.ExportURL(ctx, srv.URL, srv.Client(), "", dir, 0); err != nil {
+		cl, err := audit.NewClient(ctx, srv.URL, srv.Client(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := audit.Export(ctx, dir, cl, 0); err != nil {
 			t.Fatal(err)
 		}
 		rep, err := audit.Verify(os.DirFS(dir), nil)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -124,7 +125,23 @@ func newAuditExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			exp, err := audit.ExportURL(cmd.Context(), url, hc, key, out, from)
+			var pinned crypto.PublicKey // nil: the node's own key goes into the export
+			if key != "" {
+				b, err := os.ReadFile(key)
+				if err != nil {
+					return fmt.Errorf("--key: %w", err)
+				}
+				if pinned, err = audit.ParsePublicKey(b); err != nil {
+					return fmt.Errorf("--key %s: %w", key, err)
+				}
+			}
+			// The export's audit.pub.pem is the pinned key, if given, so that
+			// verify checks the node's checkpoints against it.
+			c, err := audit.NewClient(cmd.Context(), url, hc, pinned)
+			if err != nil {
+				return err
+			}
+			exp, err := audit.Export(cmd.Context(), out, c, from)
 			if err != nil {
 				return err
 			}
