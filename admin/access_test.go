@@ -28,14 +28,17 @@ import (
 // node's own, on its socket only), and no pattern is served twice.
 func TestRoutes(t *testing.T) {
 	seen := map[string]bool{}
-	for _, rt := range Routes() {
-		if seen[rt.Pattern] {
-			t.Errorf("%s: served twice", rt.Pattern)
+	for _, rt := range (&API{}).adminRouteTable() {
+		if seen[rt.pattern] {
+			t.Errorf("%s: served twice", rt.pattern)
 		}
-		seen[rt.Pattern] = true
-		if rt.Action != "" && !slices.Contains(operator.Actions(), rt.Action) {
-			t.Errorf("%s: action %q is not in the role matrix", rt.Pattern, rt.Action)
+		seen[rt.pattern] = true
+		if rt.access.action != "" && !slices.Contains(operator.Actions(), rt.access.action) {
+			t.Errorf("%s: action %q is not in the role matrix", rt.pattern, rt.access.action)
 		}
+	}
+	if routes := Routes(); len(routes) != len(seen) {
+		t.Errorf("Routes lists %d routes, the table has %d", len(routes), len(seen))
 	}
 	for _, a := range []string{actClusterMembership, actCAKeyGenerate, actCAKeyImport, actCAKeyTransfer, actCACeremony,
 		actPolicyApply, actOperatorManage, actOperatorRead, actBackup, actCertRevoke, actCertHold, actCertRelease,

@@ -137,19 +137,13 @@ type adminRoute struct {
 	handler http.HandlerFunc
 }
 
-// Route is one admin route as the role matrix sees it.
-type Route struct {
-	Pattern string // "POST /v1/ca/init"
-	// Action is what the route does in the role matrix (an act* constant);
-	// "" for what concerns the node alone, which is served on its socket only.
-	Action string
-}
-
-// Routes lists the admin routes with the action each performs.
-func Routes() []Route {
-	var out []Route
+// Routes is the admin API as the role matrix sees it: each route's pattern
+// ("POST /v1/ca/init") and the action it performs, "" for what concerns the
+// node alone, which is served on its socket only.
+func Routes() map[string]string {
+	out := map[string]string{}
 	for _, rt := range (&API{}).adminRouteTable() {
-		out = append(out, Route{Pattern: rt.pattern, Action: rt.access.action})
+		out[rt.pattern] = rt.access.action
 	}
 	return out
 }

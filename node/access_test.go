@@ -13,11 +13,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,14 +191,16 @@ func TestAdminRoleMatrix(t *testing.T) {
 	}
 	ids = append(ids, identity{name: "expired", cert: &tls.Certificate{Certificate: [][]byte{expiredDER}, PrivateKey: adminKey}})
 
-	for _, rt := range admin.Routes() {
-		method, path, _ := strings.Cut(rt.Pattern, " ")
+	routes := admin.Routes()
+	for _, pattern := range slices.Sorted(maps.Keys(routes)) {
+		action := routes[pattern]
+		method, path, _ := strings.Cut(pattern, " ")
 		path = strings.NewReplacer("{id}", "x-unknown", "{serial}", "0badc0de", "{name}", "no-such-profile").Replace(path)
 		for _, id := range ids {
-			t.Run(rt.Pattern+"/"+id.name, func(t *testing.T) {
+			t.Run(pattern+"/"+id.name, func(t *testing.T) {
 				status, prob := call(t, url, roots, id.cert, method, path)
 				switch {
-				case rt.Action == "": // whoever asks
+				case action == "": // whoever asks
 					if status != http.StatusForbidden || !strings.HasSuffix(prob.Type, ":socket-only") {
 						t.Fatalf("socket-only route over TLS: %d %+v", status, prob)
 					}
@@ -204,13 +208,13 @@ func TestAdminRoleMatrix(t *testing.T) {
 					if status != http.StatusUnauthorized || !strings.HasSuffix(prob.Type, ":unauthenticated") {
 						t.Fatalf("%s: %d %+v; want 401 unauthenticated", id.name, status, prob)
 					}
-				case operator.Authorize(operator.Operator{Role: id.role, Status: operator.Active}, rt.Action) == nil:
+				case operator.Authorize(operator.Operator{Role: id.role, Status: operator.Active}, action) == nil:
 					if status == http.StatusUnauthorized || (status == http.StatusForbidden && strings.HasSuffix(prob.Type, ":forbidden")) {
-						t.Fatalf("%s may %s, refused: %d %+v", id.role, rt.Action, status, prob)
+						t.Fatalf("%s may %s, refused: %d %+v", id.role, action, status, prob)
 					}
 				default:
 					if status != http.StatusForbidden || !strings.HasSuffix(prob.Type, ":forbidden") || !strings.Contains(prob.Detail, "needs role") {
-						t.Fatalf("%s may not %s: %d %+v", id.role, rt.Action, status, prob)
+						t.Fatalf("%s may not %s: %d %+v", id.role, action, status, prob)
 					}
 				}
 			})
