@@ -76,12 +76,12 @@ type Member struct {
 	Request      string `json:"request,omitempty"`
 }
 
-// JoinGrantRequest asks the cluster to grant a join to one node's keys: the node
+// joinGrantRequest asks the cluster to grant a join to one node's keys: the node
 // ID and the fingerprints `inkan join-keys` printed on the new node, the role,
 // and the token's ID and the SHA-256 of its secret, which the asking client made
 // (cluster.NewJoinToken) and keeps: the secret never reaches the cluster, nor
 // the approvers, who see this request as it is.
-type JoinGrantRequest struct {
+type joinGrantRequest struct {
 	Role         string `json:"role"`          // voter or nonvoter
 	Node         string `json:"node"`          // the new node's ID
 	NodeKey      string `json:"node_key"`      // "sha256:…" of its TLS key
@@ -169,7 +169,7 @@ func (api *API) adminRouteTable() []adminRoute {
 	// token's secret, so it is proposed like any change: a voter's join is
 	// also a key transfer, and held to both rules.
 	handle("POST "+pathJoinTokens, routeAccess{action: actClusterMembership, dual: true,
-		body: newBody[JoinGrantRequest], also: joinAlso}, api.adminJoinGrant)
+		body: newBody[joinGrantRequest], also: joinAlso}, api.adminJoinGrant)
 	handle("POST "+pathMembers+"{id}/transport-key", routeAccess{action: actClusterMembership, dual: true,
 		body: newBody[transportKeyApproval], also: func(any) []string { return []string{actCAKeyTransfer} }}, api.adminTransportKey)
 	handle("DELETE "+pathMembers+"{id}", routeAccess{action: actClusterMembership, dual: true}, api.adminRemove)
@@ -282,14 +282,14 @@ func members(st cluster.Status) []Member {
 
 // joinAlso holds a voter's join to the key transfer rule as well.
 func joinAlso(v any) []string {
-	if req, ok := v.(*JoinGrantRequest); ok && req.Role != string(cluster.Nonvoter) {
+	if req, ok := v.(*joinGrantRequest); ok && req.Role != string(cluster.Nonvoter) {
 		return []string{actCAKeyTransfer}
 	}
 	return nil
 }
 
 // parseJoinGrant checks a grant request, naming the field at fault.
-func parseJoinGrant(req *JoinGrantRequest) (cluster.JoinGrant, error) {
+func parseJoinGrant(req *joinGrantRequest) (cluster.JoinGrant, error) {
 	var errs []error
 	g := cluster.JoinGrant{Role: cluster.Role(req.Role), Keys: cluster.JoinKeys{Node: req.Node}}
 	if g.Role != cluster.Voter && g.Role != cluster.Nonvoter {
@@ -323,7 +323,7 @@ func parseJoinGrant(req *JoinGrantRequest) (cluster.JoinGrant, error) {
 }
 
 func (api *API) adminJoinGrant(w http.ResponseWriter, r *http.Request) {
-	req := bodyOf[JoinGrantRequest](r)
+	req := bodyOf[joinGrantRequest](r)
 	g, err := parseJoinGrant(req)
 	if err != nil {
 		writeProblem(w, probRequestInvalid, err.Error())

@@ -84,7 +84,7 @@ func (a *Client) GrantJoin(ctx context.Context, role string, keys cluster.JoinKe
 	if err != nil {
 		return "", nil, err
 	}
-	req := JoinGrantRequest{Role: role, Node: keys.Node, NodeKey: keys.NodeKey.String(), TransportKey: keys.TransportKey.String(),
+	req := joinGrantRequest{Role: role, Node: keys.Node, NodeKey: keys.NodeKey.String(), TransportKey: keys.TransportKey.String(),
 		TTL: ttl.String(), TokenID: hex.EncodeToString(id), SecretSHA256: hex.EncodeToString(hash)}
 	var g JoinGrant
 	return token, &g, a.do(ctx, http.MethodPost, pathJoinTokens, req, &g)

@@ -315,7 +315,11 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var grant admin.JoinGrantRequest
+	var grant struct { // the request as the approvers read it
+		Node         string `json:"node"`
+		NodeKey      string `json:"node_key"`
+		TransportKey string `json:"transport_key"`
+	}
 	if err := json.Unmarshal([]byte(ga.Body), &grant); err != nil || grant.TransportKey != good.keys.TransportKey.String() ||
 		grant.NodeKey != good.keys.NodeKey.String() || grant.Node != "good" || strings.Contains(ga.Body, tokenSecret(t, token)) {
 		t.Fatalf("what the approvers see: %s (%v)", ga.Body, err)
