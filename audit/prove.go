@@ -302,3 +302,20 @@ func printInclusions(w io.Writer, found []Inclusion) error {
 	}
 	return nil
 }
+
+// readKeyFile reads the audit public key (PEM) the auditor trusts; nil if
+// keyFile is empty.
+func readKeyFile(keyFile string) (crypto.PublicKey, error) {
+	if keyFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	k, err := ParsePublicKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", keyFile, err)
+	}
+	return k, nil
+}

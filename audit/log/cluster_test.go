@@ -3,6 +3,7 @@ package log
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -495,8 +496,9 @@ func TestCheckpointCommandRefusals(t *testing.T) {
 	}
 }
 
-// FollowURL exports through the API and verifies; a pinned wrong key is reported.
-func TestFollowURL(t *testing.T) {
+// An auditor following the live log (inkan audit verify --follow) exports it
+// through the API and verifies the export; a pinned wrong key is reported.
+func TestFollowAPI(t *testing.T) {
 	s := newTestService(t, nil)
 	n := singleNode(t, s)
 	submitMany(t, n.Cluster, 0, 30)
@@ -504,22 +506,44 @@ func TestFollowURL(t *testing.T) {
 	srv := httptest.NewServer(s.API(n.Cluster))
 	defer srv.Close()
 	ctx := context.Background()
-	var out bytes.Buffer
-	if err := audit.FollowURL(ctx, &out, srv.URL, srv.Client(), "", t.TempDir(), ""); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
+	follow := func(keyFile string) (*audit.Exported, string, error) {
+		var key crypto.PublicKey
+		if keyFile != "" {
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if key, err = audit.ParsePublicKey(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cl, err := audit.NewClient(ctx, srv.URL, srv.Client(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), "export")
+		exp, err := audit.Export(ctx, dir, cl, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err = audit.VerifyDirs(&out, keyFile, dir)
+		return exp, out.String(), err
 	}
-	if !strings.HasPrefix(out.String(), "exported leaves 0..") || !strings.Contains(out.String(), " from "+srv.URL+"\n") ||
-		!strings.Contains(out.String(), "ok: log \""+testOrigin) {
-		t.Fatalf("output:\n%s", out.String())
+	exp, out, err := follow("")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.HasPrefix(exp.String(), "leaves 0..") || !strings.HasPrefix(out, "ok: log \""+testOrigin) {
+		t.Fatalf("exported %s, output:\n%s", exp, out)
 	}
 	wrong := filepath.Join(t.TempDir(), "wrong.pem")
 	pemBytes, _ := audit.MarshalPublicKey(newKey(t).Public())
 	if err := os.WriteFile(wrong, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out.Reset()
-	if err := audit.FollowURL(ctx, &out, srv.URL, srv.Client(), wrong, t.TempDir(), ""); !errors.Is(err, audit.ErrProblems) {
-		t.Fatalf("a wrong pinned key: %v\n%s", err, out.String())
+	if _, out, err := follow(wrong); !errors.Is(err, audit.ErrProblems) {
+		t.Fatalf("a wrong pinned key: %v\n%s", err, out)
 	}
 }
 

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"time"
@@ -52,7 +54,7 @@ temporary directory (printed, to keep as the next --against) and verifies that.`
 				if err != nil {
 					return err
 				}
-				return audit.FollowURL(cmd.Context(), cmd.OutOrStdout(), follow, hc, key, "", against)
+				return followURL(cmd.Context(), cmd.OutOrStdout(), follow, hc, key, "", against)
 			}
 			if len(args) == 0 {
 				return errors.New("audit verify: give an export directory, or --follow URL")
@@ -125,23 +127,7 @@ func newAuditExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var pinned crypto.PublicKey // nil: the node's own key goes into the export
-			if key != "" {
-				b, err := os.ReadFile(key)
-				if err != nil {
-					return fmt.Errorf("--key: %w", err)
-				}
-				if pinned, err = audit.ParsePublicKey(b); err != nil {
-					return fmt.Errorf("--key %s: %w", key, err)
-				}
-			}
-			// The export's audit.pub.pem is the pinned key, if given, so that
-			// verify checks the node's checkpoints against it.
-			c, err := audit.NewClient(cmd.Context(), url, hc, pinned)
-			if err != nil {
-				return err
-			}
-			exp, err := audit.Export(cmd.Context(), out, c, from)
+			exp, err := exportURL(cmd.Context(), url, hc, key, out, from)
 			if err != nil {
 				return err
 			}
@@ -181,4 +167,59 @@ func newAuditProveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&token, "token", "", "a time-stamp token (DER, as openssl ts -reply -token_out writes it) or the TimeStampResp holding it")
 	cmd.Flags().StringVar(&key, "key", "", "the audit public key (PEM) to trust, instead of the export's own")
 	return cmd
+}
+
+// readAuditKey reads the audit public key (PEM) given with --key; nil if none.
+func readAuditKey(path string) (crypto.PublicKey, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	k, err := audit.ParsePublicKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("--key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// exportURL is `inkan audit export --url`: it writes an export of the log
+// served at url into dir, from leaf from on, up to the node's newest
+// checkpoint. keyFile, if not empty, is the audit key the auditor trusts: the
+// export's audit.pub.pem is then that key, so verify checks the node's
+// checkpoints against it.
+func exportURL(ctx context.Context, url string, hc *http.Client, keyFile, dir string, from uint64) (*audit.Exported, error) {
+	key, err := readAuditKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	c, err := audit.NewClient(ctx, url, hc, key)
+	if err != nil {
+		return nil, err
+	}
+	return audit.Export(ctx, dir, c, from)
+}
+
+// followURL is `inkan audit verify --follow URL`: it exports the live log at
+// url into a fresh directory under tmp (os.TempDir if empty), verifies it as
+// audit.VerifyDirs does, and with a previous export (against) also checks
+// that the live log does not fork from it. The export is kept and its
+// directory printed, so it can serve as the next --against.
+func followURL(ctx context.Context, w io.Writer, url string, hc *http.Client, keyFile, tmp, against string) error {
+	dir, err := os.MkdirTemp(tmp, "inkan-audit-")
+	if err != nil {
+		return err
+	}
+	exp, err := exportURL(ctx, url, hc, keyFile, dir, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "exported %s from %s\n", exp, url)
+	dirs := []string{dir}
+	if against != "" {
+		dirs = append(dirs, against)
+	}
+	return audit.VerifyDirs(w, keyFile, dirs...)
 }
