@@ -270,7 +270,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	if err != nil {
 		return err
 	}
-	spec := Spec{Shard: shard, Number: new(big.Int).SetUint64(number), ThisUpdate: now.UTC().Truncate(time.Second)}
+	spec := buildSpec{Shard: shard, Number: new(big.Int).SetUint64(number), ThisUpdate: now.UTC().Truncate(time.Second)}
 	spec.NextUpdate = spec.ThisUpdate.Add(p.cfg.Validity)
 	switch shard {
 	case Full:
@@ -292,7 +292,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	if err != nil {
 		return err
 	}
-	der, err := Build(ca.Cert, key, spec, ca.Shards, entries)
+	der, err := build(ca.Cert, key, spec, ca.Shards, entries)
 	if err != nil {
 		return err
 	}
