@@ -317,8 +317,8 @@ type submitter interface {
 // the names it applied. It never replaces a profile an operator applied, so a node
 // may call it at every start without undoing an operator's change; one that another
 // node seeded first is skipped. The one profile version it does replace is an
-// earlier shipped file left as it was shipped (policies.ShippedEarlier), with a
-// later version of it: an upgraded cluster gets the shipped fix (the signing
+// earlier shipped file left as it was shipped, with a later version of it
+// (policies.Profile.Upgrades): an upgraded cluster gets the shipped fix (the signing
 // profile's extended key usage) unless an operator made the profile their own.
 func Seed(ctx context.Context, c submitter, fsys fs.FS, actor string) ([]string, error) {
 	files, err := fs.Glob(fsys, "*.yaml")
@@ -342,7 +342,7 @@ func Seed(ctx context.Context, c submitter, fsys fs.FS, actor string) ([]string,
 		}); err != nil {
 			return applied, fmt.Errorf("policy: seed: %w", err)
 		}
-		if active != nil && !(policies.ShippedEarlier(p.Name, active.Data) && p.Version > active.Version) {
+		if active != nil && !p.Upgrades(active.Data, active.Version) {
 			continue
 		}
 		cmd, err := ApplyCommand(f, data, actor)
