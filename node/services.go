@@ -50,7 +50,7 @@ type appliance struct {
 
 	// runApproved runs an approved admin request, and guardAudit admits
 	// auditors to the audit API (the node's).
-	runApproved operator.Runner
+	runApproved func(context.Context, operator.Request) ([]byte, error)
 	guardAudit  func(http.Handler) http.Handler
 
 	// ctx lives as long as the appliance: cancel ends the goroutines the

@@ -36,7 +36,7 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	node := clustertest.Single(t, cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{KeyName}})
+	node := clustertest.Single(t, cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{keyName}})
 	h := &harness{t: t, node: node, vault: cluster.NewHSMVault(node.Token.HSM)}
 	sub := node.Subscribe(4096, commands()...)
 	done := make(chan struct{})
