@@ -20,6 +20,6 @@
 // approved request is executed at most once, by the leader that committed its
 // start, and a request carried out by the package itself (adding or removing an
 // operator) is marked executed in the transaction of the change, so it is never
-// lost nor run twice across a leader change. DescribeCommand tells the audit log
-// about every command, in identifiers and hashes only.
+// lost nor run twice across a leader change. Each handler tells the audit log
+// about its commands (Describe), in identifiers and hashes only.
 package operator

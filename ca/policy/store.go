@@ -92,10 +92,11 @@ func ApplyCommand(file string, data []byte, actor string) (cluster.Command, erro
 	return cluster.NewCommand(commandApply, 1, applyBody{File: file, Data: data, Actor: actor})
 }
 
-// Handler is the cluster handler of CommandApply. Register it in
-// cluster.Config.Handlers on every node.
+// Handler is the cluster handler of policy.apply. Register it in
+// cluster.Config.Handlers on every node. It also describes each apply for the
+// audit log (Describe, see describedHandler).
 func Handler() cluster.Handler {
-	return cluster.NewHandler(commandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)
+	return describedHandler{cluster.NewHandler(commandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)}
 }
 
 // apply refuses a body that does not decode, an actor the audit log could not name,
