@@ -231,10 +231,11 @@ type (
 )
 
 // Handlers returns the cluster handlers of the authority's commands. Register them
-// on every node (every replica applies every command).
+// on every node (every replica applies every command). Each also describes its
+// applied commands for the audit log (Describe, see describedHandler).
 func Handlers() []cluster.Handler {
 	v1 := []uint{1}
-	return []cluster.Handler{
+	hs := []cluster.Handler{
 		cluster.NewHandler(commandIssuerCreate, v1, [][]byte{bucketIssuers, bucketCerts, bucketStatus, bucketIntents, bucketLinks, bucketPersons, bucketResponders, bucketHorizons}, applyIssuerCreate),
 		cluster.NewHandler(commandIssuerInstall, v1, nil, applyIssuerInstall),
 		cluster.NewHandler(commandIssuerRetire, v1, nil, applyIssuerRetire),
@@ -250,6 +251,10 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(commandNonce, v1, [][]byte{bucketNonces, bucketNonceExpiry}, applyNonce),
 		cluster.NewHandler(commandMigratePeople, v1, [][]byte{bucketPeople, bucketPersonLinks, bucketHints}, applyMigratePeople),
 	}
+	for i, h := range hs {
+		hs[i] = describedHandler{h}
+	}
+	return hs
 }
 
 func refusef(format string, a ...any) error {

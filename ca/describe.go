@@ -11,21 +11,22 @@ import (
 	"github.com/inkan-pki/inkan/crlreason"
 )
 
-// Description is what the audit log records of one change the authority applied,
-// without depending on the audit package (it has the fields of audit.Record): the
+// description is what the audit log records of one change the authority applied,
+// without depending on the audit package (the arguments of a leaf, see
+// describedHandler): the
 // leaf type, who asked, the serial it is about (nil for issuer changes) and data
 // made only of identifiers, codes and hashes — the certificate only as its SHA-256,
 // link and person as the keyed hashes the request carried, never personal data in
 // clear. Data's values are strings, byte strings, integers and lists of
 // strings, so it encodes in deterministic CBOR without tags.
-type Description struct {
+type description struct {
 	Type   string // the leaf type
 	Actor  string // "enrollment", "system", or the operator's actor string as given
 	Serial *big.Int
 	Data   map[string]any
 }
 
-// Types of Description. cert.issued and cert.revoked are the audit package's own
+// Types of description. cert.issued and cert.revoked are the audit package's own
 // leaf types of the same names.
 const (
 	typeIssuerCreated   = "ca.issuer.created"
@@ -47,24 +48,44 @@ func sum256(b []byte) []byte {
 
 func rfc3339(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
 
-// errForeignCommand: DescribeCommand was given another package's command.
+// describedHandler is a handler of the authority's commands that also tells the
+// audit log what the commands it applied changed: node finds Describe on the
+// handlers Handlers returns and hands it to the audit hook, so a command the
+// authority adds is audited without a change there.
+type describedHandler struct{ cluster.Handler }
+
+// Describe calls leaf once per description of an applied command
+// (describeCommand): the leaf type, who asked, the serial it is about or nil,
+// and its data.
+func (describedHandler) Describe(e cluster.Entry, result []byte, leaf func(typ, actor string, serial *big.Int, data map[string]any)) error {
+	ds, err := describeCommand(e, result)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		leaf(d.Type, d.Actor, d.Serial, d.Data)
+	}
+	return nil
+}
+
+// errForeignCommand: describeCommand was given another package's command.
 var errForeignCommand = errors.New("not a command of the authority")
 
-// DescribeCommand describes an applied command of the authority for the audit log
-// (node/ hands it to the audit hook): one Description per change, so one leaf per
+// describeCommand describes an applied command of the authority for the audit log
+// (through Describe): one description per change, so one leaf per
 // certificate — a resolve of several dangling intents gives one per serial it
 // resolved, and none if it found them all issued meanwhile. It reads the command's
 // body and result, never the state, so it is a pure function of what the hook is
 // given. It returns an error for a command type that is not the authority's.
-func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
+func describeCommand(e cluster.Entry, result []byte) ([]description, error) {
 	if e.Command.Type == commandResolve {
 		var res changeResult
 		if err := decMode.Unmarshal(result, &res); err != nil {
 			return nil, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
 		}
-		out := []Description{}
+		out := []description{}
 		for _, s := range res.Serials {
-			out = append(out, Description{Type: typeResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
+			out = append(out, description{Type: typeResolved, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
 				Data: map[string]any{"issuer": res.Issuer, "reason": int(crlreason.CessationOfOperation)}})
 		}
 		return out, nil
@@ -74,7 +95,7 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		return describeBatch(e, result)
 	case commandNonce:
 		// A nonce admits one re-bind; what the re-bind does is audited.
-		return []Description{}, nil
+		return []description{}, nil
 	case commandMigratePeople:
 		return describeMigrate(result)
 	case commandRelink:
@@ -82,24 +103,24 @@ func DescribeCommand(e cluster.Entry, result []byte) ([]Description, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []Description{d}, nil
+		return []description{d}, nil
 	}
 	d, err := describe(e, result)
 	if err != nil {
 		return nil, err
 	}
-	return []Description{d}, nil
+	return []description{d}, nil
 }
 
 // describeBatch describes the items of a batch that were applied, each as the
 // single command would be; refused ones changed nothing.
-func describeBatch(e cluster.Entry, result []byte) ([]Description, error) {
+func describeBatch(e cluster.Entry, result []byte) ([]description, error) {
 	var res batchResult
 	if err := decMode.Unmarshal(result, &res); err != nil {
 		return nil, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
 	}
 	refused := res.refusedIndex()
-	out := []Description{}
+	out := []description{}
 	if e.Command.Type == commandIntents {
 		b, err := decodeIntents(e.Command)
 		if err != nil {
@@ -124,7 +145,7 @@ func describeBatch(e cluster.Entry, result []byte) ([]Description, error) {
 	return out, nil
 }
 
-func describeIntent(b intentBody) Description {
+func describeIntent(b intentBody) description {
 	data := map[string]any{"issuer": b.Issuer, "tbs_sha256": b.TBSHash, "profile": b.Profile,
 		"policy_version": b.PolicyVersion, "not_after": rfc3339(b.NotAfter), "kind": int(b.Kind)}
 	if b.MaxPerPerson > 0 {
@@ -142,29 +163,29 @@ func describeIntent(b intentBody) Description {
 	if b.Node != "" {
 		data["node"] = b.Node
 	}
-	return Description{Type: typeIntent, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: data}
+	return description{Type: typeIntent, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: data}
 }
 
-func describeIssued(b issueBody, issuer string) Description {
-	return Description{Type: typeIssued, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: map[string]any{
+func describeIssued(b issueBody, issuer string) description {
+	return description{Type: typeIssued, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial), Data: map[string]any{
 		"issuer": issuer, "cert_sha256": sum256(b.DER)}}
 }
 
-func describe(e cluster.Entry, result []byte) (Description, error) {
+func describe(e cluster.Entry, result []byte) (description, error) {
 	var res changeResult
 	if len(result) > 0 {
 		if err := decMode.Unmarshal(result, &res); err != nil {
-			return Description{}, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
+			return description{}, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
 		}
 	}
 	serial := func(b []byte) *big.Int { return new(big.Int).SetBytes(b) }
-	var d Description
+	var d description
 	var err error
 	switch e.Command.Type {
 	case commandIssuerCreate:
 		var b issuerCreateBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Type: typeIssuerCreated, Actor: b.Actor, Data: map[string]any{
+			d = description{Type: typeIssuerCreated, Actor: b.Actor, Data: map[string]any{
 				"issuer": b.ID, "key_label": b.KeyLabel, "public_key_sha256": sum256(b.PublicKey), "crl_shards": b.CRLShards}}
 		}
 	case commandIssuerInstall:
@@ -174,13 +195,13 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			for _, c := range b.Chain {
 				chain = append(chain, fmt.Sprintf("%x", sum256(c)))
 			}
-			d = Description{Type: typeIssuerInstalled, Actor: b.Actor, Data: map[string]any{
+			d = description{Type: typeIssuerInstalled, Actor: b.Actor, Data: map[string]any{
 				"issuer": b.ID, "cert_sha256": sum256(b.Cert), "chain_sha256": chain}}
 		}
 	case commandIssuerRetire:
 		var b issuerRetireBody
 		if err = e.Command.Decode(&b); err == nil {
-			d = Description{Type: typeIssuerRetired, Actor: b.Actor, Data: map[string]any{"issuer": b.ID}}
+			d = description{Type: typeIssuerRetired, Actor: b.Actor, Data: map[string]any{"issuer": b.ID}}
 		}
 	case commandIntent:
 		var b intentBody
@@ -203,13 +224,13 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 			case commandHold:
 				data["reason"] = int(crlreason.CertificateHold)
 			}
-			d = Description{Type: typ, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
+			d = description{Type: typ, Actor: b.Actor, Serial: serial(b.Serial), Data: data}
 		}
 	default:
-		return Description{}, fmt.Errorf("ca: describe: %q is %w", e.Command.Type, errForeignCommand)
+		return description{}, fmt.Errorf("ca: describe: %q is %w", e.Command.Type, errForeignCommand)
 	}
 	if err != nil {
-		return Description{}, fmt.Errorf("ca: describe: %w", err)
+		return description{}, fmt.Errorf("ca: describe: %w", err)
 	}
 	return d, nil
 }
@@ -219,7 +240,7 @@ func describe(e cluster.Entry, result []byte) (Description, error) {
 const typePersonMigrated = "cert.person.migrated"
 
 // describeMigrate: one leaf per certificate moved, with its person record.
-func describeMigrate(result []byte) ([]Description, error) {
+func describeMigrate(result []byte) ([]description, error) {
 	var res migrateResult
 	if err := decMode.Unmarshal(result, &res); err != nil {
 		return nil, fmt.Errorf("ca: describe %s: result: %w", commandMigratePeople, err)
@@ -227,28 +248,28 @@ func describeMigrate(result []byte) ([]Description, error) {
 	if len(res.Persons) != len(res.Serials) {
 		return nil, fmt.Errorf("ca: describe %s: %d serials, %d persons", commandMigratePeople, len(res.Serials), len(res.Persons))
 	}
-	out := []Description{}
+	out := []description{}
 	for i, s := range res.Serials {
-		out = append(out, Description{Type: typePersonMigrated, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
+		out = append(out, description{Type: typePersonMigrated, Actor: actorSystem, Serial: new(big.Int).SetBytes(s),
 			Data: map[string]any{"person": res.Persons[i]}})
 	}
 	return out, nil
 }
 
 // describeRelink: the old and the new link hash, and nothing else.
-func describeRelink(e cluster.Entry, result []byte) (Description, error) {
+func describeRelink(e cluster.Entry, result []byte) (description, error) {
 	var b relinkBody
 	if err := e.Command.Decode(&b); err != nil {
-		return Description{}, fmt.Errorf("ca: describe: %w", err)
+		return description{}, fmt.Errorf("ca: describe: %w", err)
 	}
 	var res relinkResult
 	if err := decMode.Unmarshal(result, &res); err != nil {
-		return Description{}, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
+		return description{}, fmt.Errorf("ca: describe %s: result: %w", e.Command.Type, err)
 	}
 	old := res.OldLink
 	if old == nil {
 		old = []byte{}
 	}
-	return Description{Type: typeRelinked, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial),
+	return description{Type: typeRelinked, Actor: b.Actor, Serial: new(big.Int).SetBytes(b.Serial),
 		Data: map[string]any{"old_link": old, "new_link": b.Link}}, nil
 }

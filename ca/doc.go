@@ -41,7 +41,7 @@
 // PersonOf, LookupPerson, NonceUsed, Issuers, ResponderCertificates)
 // is read in the cluster's bbolt transactions; FollowedCommands and ChangeOf
 // tell subscribers what changed (the serials as the state keys them, which
-// LookupBytes and StatusOfBytes read), DescribeCommand tells the audit log, in
-// hashes only. PublishCRLs runs the CRL publisher (ca/crl) over the authority's
+// LookupBytes and StatusOfBytes read), and each handler describes what its
+// command changed for the audit log (describedHandler), in hashes only. PublishCRLs runs the CRL publisher (ca/crl) over the authority's
 // state; each node's OCSP service follows the state itself (ocsp.Follow).
 package ca

@@ -34,7 +34,7 @@ func fakeCert(t *testing.T, n int64) (der, tbsHash []byte) {
 
 // TestBatchItemsStandAlone: in a ca.intents or ca.issues batch each item is
 // applied or refused on its own — a refused item writes nothing and its
-// batch-mates are applied — and the result, changedSerials and DescribeCommand
+// batch-mates are applied — and the result, changedSerials and describeCommand
 // name exactly the items applied.
 func TestBatchItemsStandAlone(t *testing.T) {
 	db := testState(t)
@@ -108,7 +108,7 @@ func TestBatchItemsStandAlone(t *testing.T) {
 			}
 		}
 		_, serials := changedSerials(e, out)
-		ds, err := DescribeCommand(e, out)
+		ds, err := describeCommand(e, out)
 		if err != nil || len(ds) != len(s.applied) || len(serials) != len(s.applied) {
 			t.Fatalf("%s: %d descriptions (%v), %d changed serials, want %d", s.name, len(ds), err, len(serials), len(s.applied))
 		}

@@ -461,14 +461,14 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(iss.DER)
-	seen := map[string]Description{}
+	seen := map[string]description{}
 	for len(seen) < 3 {
 		select {
 		case ev := <-sub.C:
 			if !strings.HasPrefix(ev.Entry.Command.Type, "ca.") || ev.Entry.Command.Type == commandIssuerCreate || ev.Entry.Command.Type == commandIssuerInstall {
 				continue
 			}
-			ds, err := DescribeCommand(ev.Entry, ev.Result)
+			ds, err := describeCommand(ev.Entry, ev.Result)
 			if err != nil || len(ds) != 1 {
 				t.Fatalf("%d descriptions, %v", len(ds), err)
 			}
@@ -499,7 +499,7 @@ func TestDescribeCommandHoldsNoPersonalData(t *testing.T) {
 	if d := seen[typeRevoked]; d.Data["reason"] != int(crlreason.KeyCompromise) {
 		t.Errorf("revoked: %+v", d)
 	}
-	if _, err := DescribeCommand(cluster.Entry{Command: cluster.Command{Type: "enroll.nonce"}}, nil); !errors.Is(err, errForeignCommand) {
+	if _, err := describeCommand(cluster.Entry{Command: cluster.Command{Type: "enroll.nonce"}}, nil); !errors.Is(err, errForeignCommand) {
 		t.Errorf("another package's command: err = %v, want errForeignCommand", err)
 	}
 }
@@ -514,7 +514,7 @@ func TestDescribeResolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := DescribeCommand(cluster.Entry{Command: cmd}, res)
+	ds, err := describeCommand(cluster.Entry{Command: cmd}, res)
 	if err != nil || len(ds) != 2 {
 		t.Fatalf("%d descriptions, %v", len(ds), err)
 	}

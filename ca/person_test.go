@@ -396,7 +396,7 @@ func TestMigratePeople(t *testing.T) {
 	if marked {
 		t.Fatal("old-style intents left the state marked migrated")
 	}
-	descs := map[string]Description{}
+	descs := map[string]description{}
 	sub := n.c.Subscribe(64, commandMigratePeople)
 	defer sub.Close()
 	moved, err := n.a.MigratePeople(ctx)
@@ -406,7 +406,7 @@ func TestMigratePeople(t *testing.T) {
 	for len(descs) < 3 {
 		select {
 		case ev := <-sub.C:
-			ds, err := DescribeCommand(ev.Entry, ev.Result)
+			ds, err := describeCommand(ev.Entry, ev.Result)
 			if err != nil {
 				t.Fatal(err)
 			}

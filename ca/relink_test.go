@@ -58,7 +58,7 @@ func TestRelink(t *testing.T) {
 
 	select {
 	case ev := <-sub.C:
-		ds, err := DescribeCommand(ev.Entry, ev.Result)
+		ds, err := describeCommand(ev.Entry, ev.Result)
 		if err != nil || len(ds) != 1 {
 			t.Fatalf("%d descriptions, %v", len(ds), err)
 		}

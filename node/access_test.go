@@ -171,7 +171,7 @@ func TestAdminRoleMatrix(t *testing.T) {
 	ids = append(ids, identity{name: "another CA", cert: &tls.Certificate{Certificate: [][]byte{otherDER}, PrivateKey: otherKey}})
 
 	// An expired certificate from the operator CA itself, for the admin's key.
-	caKey, err := tok.HSM.Signer(ctx, hsm.URI{Object: operator.KeyName, Type: "private"})
+	caKey, err := tok.HSM.Signer(ctx, hsm.URI{Object: operatorCAKey, Type: "private"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package node
 
 import (
-	"github.com/inkan-pki/inkan/audit"
+	"math/big"
+	"slices"
+
 	auditlog "github.com/inkan-pki/inkan/audit/log"
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/ca/crl"
@@ -11,54 +13,44 @@ import (
 	"github.com/inkan-pki/inkan/tsa"
 )
 
-// describers tell the audit log what the authority's, the profiles', the
-// operators', the TSA's and the CRL publisher's commands changed. Every
-// command type of their handlers is described by their DescribeCommand, so a
-// command they add is audited without a change here.
+// A describer is a command handler that tells the audit log what the commands
+// it applied changed: it calls leaf once per change, with the leaf type, who
+// asked, the certificate it is about (nil if none) and data made only of
+// identifiers, codes and hashes. The authority's, the CRL publisher's, the
+// profiles', the operators' and the TSA's handlers are describers.
+type describer interface {
+	Describe(e cluster.Entry, result []byte, leaf func(typ, actor string, serial *big.Int, data map[string]any)) error
+}
+
+// describedHandlers are the handlers whose commands the audit log records
+// through their Describe.
+func describedHandlers() []cluster.Handler {
+	return slices.Concat(ca.Handlers(), crl.Handlers(), []cluster.Handler{policy.Handler()}, operator.Handlers(), tsa.Handlers())
+}
+
+// describers tell the audit log what the authority's, the CRL publisher's, the
+// profiles', the operators' and the TSA's commands changed: every handler of
+// theirs describes itself, so a command they add is audited without a change
+// here.
 func describers() map[string]auditlog.Describer {
 	m := map[string]auditlog.Describer{}
-	fromCA := describeWith(ca.DescribeCommand, func(d ca.Description) auditlog.Record {
-		return auditlog.Record{Type: d.Type, Actor: d.Actor, Serial: d.Serial, Data: d.Data}
-	})
-	for _, h := range ca.Handlers() {
-		m[h.Type()] = fromCA
-	}
-	m[policy.Handler().Type()] = describeWith(policy.DescribeCommand, func(d ca.Description) auditlog.Record {
-		return auditlog.Record{Type: d.Type, Actor: d.Actor, Serial: d.Serial, Data: d.Data}
-	})
-	fromOperator := describeWith(operator.DescribeCommand, func(d operator.Description) auditlog.Record {
-		return auditlog.Record{Type: d.Type, Actor: d.Actor, Data: d.Data}
-	})
-	for _, h := range operator.Handlers() {
-		m[h.Type()] = fromOperator
-	}
-	fromTSA := describeWith(tsa.DescribeCommand, func(d ca.Description) auditlog.Record {
-		return auditlog.Record{Type: d.Type, Actor: d.Actor, Serial: d.Serial, Data: d.Data}
-	})
-	for _, h := range tsa.Handlers() {
-		m[h.Type()] = fromTSA
-	}
-	m[crl.TypePublish] = func(e cluster.Entry, _ []byte) ([]auditlog.Record, error) {
-		data, err := crl.DescribePublish(e)
-		if err != nil {
-			return nil, err
+	for _, h := range describedHandlers() {
+		if d, ok := h.(describer); ok {
+			m[h.Type()] = describeWith(d)
 		}
-		return []auditlog.Record{{Type: "crl.published", Actor: audit.ActorSystem, Data: data}}, nil
 	}
 	return m
 }
 
-// describeWith adapts a package's describer, whose descriptions have the
-// audit record's fields, to the audit log's.
-func describeWith[D any](describe func(cluster.Entry, []byte) ([]D, error), record func(D) auditlog.Record) auditlog.Describer {
+// describeWith adapts a handler's Describe to the audit log's Describer.
+func describeWith(d describer) auditlog.Describer {
 	return func(e cluster.Entry, result []byte) ([]auditlog.Record, error) {
-		ds, err := describe(e, result)
+		out := []auditlog.Record{}
+		err := d.Describe(e, result, func(typ, actor string, serial *big.Int, data map[string]any) {
+			out = append(out, auditlog.Record{Type: typ, Actor: actor, Serial: serial, Data: data})
+		})
 		if err != nil {
 			return nil, err
-		}
-		out := make([]auditlog.Record, len(ds))
-		for i, d := range ds {
-			out[i] = record(d)
 		}
 		return out, nil
 	}

@@ -234,11 +234,15 @@ func (j *joiner) start(t *testing.T, ctx context.Context, token string) (*Node, 
 	return n, err
 }
 
+// operatorCAKey is the operator CA's replicated key in the HSMs, by the name
+// docs/operators.md gives it.
+const operatorCAKey = "operator-ca"
+
 // heldKeys lists the replicated keys a token holds.
 func heldKeys(t *testing.T, ctx context.Context, tok *softhsm.Token) []string {
 	t.Helper()
 	var out []string
-	for _, name := range []string{cluster.CAKeyName, operator.KeyName, "audit-key", linkKeyName} {
+	for _, name := range []string{cluster.CAKeyName, operatorCAKey, "audit-key", linkKeyName} {
 		if _, err := tok.HSM.Signer(ctx, hsm.URI{Object: name, Type: "private"}); err == nil {
 			out = append(out, name)
 		}

@@ -50,7 +50,7 @@ type appliance struct {
 
 	// runApproved runs an approved admin request, and guardAudit admits
 	// auditors to the audit API (the node's).
-	runApproved operator.Runner
+	runApproved func(context.Context, operator.Request) ([]byte, error)
 	guardAudit  func(http.Handler) http.Handler
 
 	// ctx lives as long as the appliance: cancel ends the goroutines the
@@ -64,9 +64,6 @@ type appliance struct {
 var unaudited = []string{
 	// A nonce only admits one enrollment; the issuance it leads to is audited.
 	enroll.NonceHandler().Type(),
-	// A CRL part is staged bytes; crl.publish, audited, commits the CRL with the
-	// SHA-256 of all its parts.
-	crl.TypePart,
 }
 
 // newAppliance wires the services; extra are the components beside them (a

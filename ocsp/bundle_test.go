@@ -2,7 +2,6 @@ package ocsp
 
 import (
 	"crypto"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +20,8 @@ func testBundle(t *testing.T, withOCSP bool) []byte {
 	t.Helper()
 	p := getPKI(t)
 	now := time.Now().Truncate(time.Second)
-	crlDER, err := crl.Build(p.ca, p.caKey, crl.Spec{Shard: crl.Full, Number: big.NewInt(1), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour)}, 1,
+	crlDER := p.fullCRL(t, now.Add(-time.Minute), now.Add(time.Hour),
 		[]crl.Entry{{Serial: p.leaves[1].SerialNumber, RevokedAt: now.Add(-2 * time.Minute), Reason: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := &bundle{certs: [][]byte{p.leaves[0].Raw, p.ca.Raw, p.ca.Raw}, crls: [][]byte{crlDER}}
 	if withOCSP {
 		b.ocsp = [][]byte{p.signedResponse(t, p.leaves[0], crypto.SHA1, xocsp.Good, time.Time{}).DER}

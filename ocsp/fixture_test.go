@@ -13,6 +13,8 @@ import (
 	"time"
 
 	xocsp "golang.org/x/crypto/ocsp"
+
+	"github.com/inkan-pki/inkan/ca/crl"
 )
 
 // testPKI is a CA and leaves made in software: the fixture for cache and responder
@@ -100,6 +102,22 @@ func (p *testPKI) signedResponse(t testing.TB, leaf *x509.Certificate, h crypto.
 func (p *testPKI) request(t testing.TB, leaf *x509.Certificate, h crypto.Hash) []byte {
 	t.Helper()
 	der, err := xocsp.CreateRequest(leaf, p.ca, &xocsp.RequestOptions{Hash: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// fullCRL is a full CRL (no shard, no delta) of p's CA over entries, as
+// ca/crl's publisher signs one: number 1, thisUpdate this, nextUpdate next.
+func (p *testPKI) fullCRL(t testing.TB, this, next time.Time, entries []crl.Entry) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: this, NextUpdate: next,
+		RevokedCertificateEntries: make([]x509.RevocationListEntry, len(entries))}
+	for i, e := range entries {
+		tmpl.RevokedCertificateEntries[i] = x509.RevocationListEntry{SerialNumber: e.Serial, RevocationTime: e.RevokedAt, ReasonCode: int(e.Reason)}
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, p.ca, p.caKey)
 	if err != nil {
 		t.Fatal(err)
 	}

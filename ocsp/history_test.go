@@ -34,11 +34,7 @@ func TestStatusAtDecide(t *testing.T) {
 		if reason >= 0 {
 			entries = []crl.Entry{{Serial: serial, RevokedAt: since, Reason: crlreason.Reason(reason)}}
 		}
-		der, err := crl.Build(p.ca, p.caKey, crl.Spec{Shard: crl.Full, Number: big.NewInt(1), ThisUpdate: this, NextUpdate: this.Add(time.Hour)}, 1, entries)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
+		return p.fullCRL(t, this, this.Add(time.Hour), entries)
 	}
 	rec := func(st ca.Status, reason int, at time.Time) ca.Record {
 		return ca.Record{Serial: serial, Issuer: "ca1", IssuedAt: issued, IntentAt: issued, NotAfter: notAfter, Status: st, Reason: crlreason.Reason(reason), RevokedAt: at}
@@ -208,10 +204,7 @@ func BenchmarkDecideMillion(b *testing.B) {
 		s[0] = 0x40
 		entries[i] = crl.Entry{Serial: new(big.Int).SetBytes(s), RevokedAt: now.Add(-time.Hour), Reason: 1}
 	}
-	der, err := crl.Build(p.ca, p.caKey, crl.Spec{Shard: crl.Full, Number: big.NewInt(1), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour)}, 1, entries)
-	if err != nil {
-		b.Fatal(err)
-	}
+	der := p.fullCRL(b, now.Add(-time.Minute), now.Add(time.Hour), entries)
 	rec := ca.Record{Serial: big.NewInt(5), Issuer: "ca1", IssuedAt: now.Add(-2 * time.Hour), NotAfter: now.Add(time.Hour), Status: ca.Good}
 	var base float64
 	b.Run("sha256", func(b *testing.B) {
@@ -248,10 +241,7 @@ func TestCRLEntryMatchesX509(t *testing.T) {
 		entries = append(entries, crl.Entry{Serial: big.NewInt(int64(0x1000 + i*0x1111)), RevokedAt: now.Add(-time.Duration(i) * time.Minute), Reason: crlreason.Reason(reason)})
 	}
 	entries = append(entries, crl.Entry{Serial: big.NewInt(0x123456), RevokedAt: now, Reason: 1})
-	der, err := crl.Build(p.ca, p.caKey, crl.Spec{Shard: crl.Full, Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, 1, entries)
-	if err != nil {
-		t.Fatal(err)
-	}
+	der := p.fullCRL(t, now, now.Add(time.Hour), entries)
 	l, err := x509.ParseRevocationList(der)
 	if err != nil {
 		t.Fatal(err)

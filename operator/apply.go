@@ -150,7 +150,7 @@ type (
 		Error  string
 	}
 	// result is what every command returns: the request's (or operator's) ID and
-	// state after the change, for callers and DescribeCommand.
+	// state after the change, for callers and describeCommand.
 	result struct {
 		_         struct{} `cbor:",toarray"`
 		ID        string
@@ -165,10 +165,11 @@ type (
 )
 
 // Handlers returns the cluster handlers of the package's commands. Register them
-// on every node.
+// on every node. Each also describes its applied commands for the audit log
+// (Describe, see describedHandler).
 func Handlers() []cluster.Handler {
 	v1 := []uint{1}
-	return []cluster.Handler{
+	hs := []cluster.Handler{
 		cluster.NewHandler(commandCA, v1, allBuckets(), applyCA),
 		cluster.NewHandler(commandAdd, v1, nil, applyAdd),
 		cluster.NewHandler(commandRemove, v1, nil, applyRemove),
@@ -182,6 +183,10 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(commandRules, v1, [][]byte{bucketRules}, applyRules),
 		cluster.NewHandler(commandUsage, v1, [][]byte{bucketUsage}, applyUsage),
 	}
+	for i, h := range hs {
+		hs[i] = describedHandler{h}
+	}
+	return hs
 }
 
 func decode(e cluster.Entry, v any) error {

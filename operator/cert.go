@@ -18,10 +18,11 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// KeyName is the replicated key (cluster.KeyVault) of the operator CA. List it in
-// cluster.Config.ReplicatedKeys so that every voter can sign operator
-// certificates when it leads.
-const KeyName = "operator-ca"
+// keyName is the replicated key (cluster.KeyVault) of the operator CA, named so
+// in docs/operators.md. Bootstrap makes it and the service shares it with every
+// voter (cluster.ShareKey), so that whichever voter leads signs operator
+// certificates; it is not among the keys every join sends.
+const keyName = "operator-ca"
 
 // The certificate format. An operator certificate is issued by the operator CA
 // with Subject CN = the operator ID, KeyUsage digitalSignature, ExtKeyUsage

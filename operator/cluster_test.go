@@ -25,11 +25,11 @@ type opNode struct {
 // opGroup starts one voter with the package's handlers and a Service on each
 // member as it opens (clustertest.Voters); more join with g.Add. nodes holds
 // the members' services by index.
-func opGroup(t *testing.T, runner Runner) (g *clustertest.Group, nodes *[]*opNode) {
+func opGroup(t *testing.T, runner func(context.Context, Request) ([]byte, error)) (g *clustertest.Group, nodes *[]*opNode) {
 	t.Helper()
 	nodes = new([]*opNode)
 	g = clustertest.Voters(t, 1, clustertest.Options{
-		Config: cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{KeyName}, Logger: testenv.Logger()},
+		Config: cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{keyName}, Logger: testenv.Logger()},
 		Tweak:  func(_ int, cfg *cluster.Config) { cfg.LeaderLeaseTimeout = 150 * time.Millisecond },
 		Open: func(m *clustertest.Member) {
 			svc, err := New(Config{

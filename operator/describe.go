@@ -4,24 +4,25 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// Description is what the audit log records of one change the package applied,
-// without depending on the audit package (it has the fields of audit.Record but
-// Serial, which is always nil here): the leaf type, who asked (an operator as
+// description is what the audit log records of one change the package applied,
+// without depending on the audit package (the arguments of a leaf, see
+// describedHandler, but the serial, which is always nil here): the leaf type, who asked (an operator as
 // Fingerprint.Actor, or "system"), and data made only of identifiers, codes and
 // hashes — never an operator's name, a certificate in clear or a request body.
 // Data's values are strings, byte strings and integers.
-type Description struct {
+type description struct {
 	Type  string
 	Actor string
 	Data  map[string]any
 }
 
-// Types of Description.
+// Types of description.
 const (
 	typeCACreated          = "operator.ca.created"
 	typeAdded              = "operator.added"
@@ -45,17 +46,36 @@ func sum256(b []byte) []byte {
 	return h[:]
 }
 
-// errForeignCommand: DescribeCommand was given another package's command.
+// describedHandler is a handler of the package's commands that also tells the
+// audit log what they changed: node finds Describe on the handlers Handlers
+// returns and hands it to the audit hook.
+type describedHandler struct{ cluster.Handler }
+
+// Describe calls leaf once per description of an applied command
+// (describeCommand), with no serial: operators are not certificates of the
+// authority.
+func (describedHandler) Describe(e cluster.Entry, result []byte, leaf func(typ, actor string, serial *big.Int, data map[string]any)) error {
+	ds, err := describeCommand(e, result)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		leaf(d.Type, d.Actor, nil, d.Data)
+	}
+	return nil
+}
+
+// errForeignCommand: describeCommand was given another package's command.
 var errForeignCommand = errors.New("not a command of the package")
 
-// DescribeCommand describes an applied command of the package for the audit log
-// (node/ hands it to the audit hook for every type in Commands): an operator
+// describeCommand describes an applied command of the package for the audit log
+// (through Describe, for every type of Handlers): an operator
 // added or removed (and, if that carried out a request, the request executed), a
 // request proposed, an approval (and the request approved when it was the M-th),
 // a rejection, an expiry, an execution started, executed, failed or interrupted.
 // It reads the command's body and result, never the state. It returns an error
 // for a command type that is not the package's.
-func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
+func describeCommand(e cluster.Entry, res []byte) ([]description, error) {
 	if !slices.Contains(commands(), e.Command.Type) {
 		return nil, fmt.Errorf("operator: describe: %q is %w", e.Command.Type, errForeignCommand)
 	}
@@ -70,13 +90,13 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 		}
 		return m
 	}
-	var out []Description
+	var out []description
 	var err error
 	switch e.Command.Type {
 	case commandCA:
 		var b caBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: typeCACreated, Actor: actorSystem, Data: map[string]any{"ca_sha256": sum256(b.Cert)}})
+			out = append(out, description{Type: typeCACreated, Actor: actorSystem, Data: map[string]any{"ca_sha256": sum256(b.Cert)}})
 		}
 	case commandAdd:
 		var b addBody
@@ -88,9 +108,9 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			if b.Request != "" {
 				data["request"] = b.Request
 			}
-			out = append(out, Description{Type: typeAdded, Actor: b.Actor, Data: data})
+			out = append(out, description{Type: typeAdded, Actor: b.Actor, Data: data})
 			if b.Request != "" {
-				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
+				out = append(out, description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
 					"request": b.Request, "action": actionOperatorManage, "result_sha256": sum256(b.Cert)}})
 			}
 		}
@@ -101,22 +121,22 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			if b.Request != "" {
 				data["request"] = b.Request
 			}
-			out = append(out, Description{Type: typeRemoved, Actor: b.Actor, Data: data})
+			out = append(out, description{Type: typeRemoved, Actor: b.Actor, Data: data})
 			if b.Request != "" {
-				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
+				out = append(out, description{Type: typeRequestExecuted, Actor: actorSystem, Data: map[string]any{
 					"request": b.Request, "action": actionOperatorManage, "result_sha256": sum256([]byte(b.ID))}})
 			}
 		}
 	case commandRenew:
 		var b renewBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: typeRenewed, Actor: b.Actor, Data: map[string]any{
+			out = append(out, description{Type: typeRenewed, Actor: b.Actor, Data: map[string]any{
 				"operator": b.ID, "role": r.Role, "cert_sha256": sum256(b.Cert)}})
 		}
 	case commandPropose:
 		var b proposeBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: typeRequestProposed, Actor: fingerprintFrom(b.Proposer).Actor(),
+			out = append(out, description{Type: typeRequestProposed, Actor: fingerprintFrom(b.Proposer).Actor(),
 				Data: req(map[string]any{"m": b.M, "role": b.Role, "ttl_seconds": b.TTL / 1e9, "body_sha256": sum256(b.Body)})})
 		}
 	case commandDecide:
@@ -125,40 +145,40 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			who := fingerprintFrom(b.Approver).Actor()
 			switch State(r.State) {
 			case stateExpired:
-				out = append(out, Description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
+				out = append(out, description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
 			case stateRejected:
-				out = append(out, Description{Type: typeRequestRejected, Actor: who, Data: req(nil)})
+				out = append(out, description{Type: typeRequestRejected, Actor: who, Data: req(nil)})
 			default:
-				out = append(out, Description{Type: typeRequestApproval, Actor: who,
+				out = append(out, description{Type: typeRequestApproval, Actor: who,
 					Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
 				if State(r.State) == stateApproved {
-					out = append(out, Description{Type: typeRequestApproved, Actor: actorSystem,
+					out = append(out, description{Type: typeRequestApproved, Actor: actorSystem,
 						Data: req(map[string]any{"approvals": r.Approvals, "m": r.M})})
 				}
 			}
 		}
 	case commandExpire:
-		out = append(out, Description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
+		out = append(out, description{Type: typeRequestExpired, Actor: actorSystem, Data: req(nil)})
 	case commandStart:
 		var b startBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: typeRequestStarted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
+			out = append(out, description{Type: typeRequestStarted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
 		}
 	case commandFinish:
 		var b finishBody
 		if err = e.Command.Decode(&b); err == nil {
 			if b.OK {
-				out = append(out, Description{Type: typeRequestExecuted, Actor: actorSystem,
+				out = append(out, description{Type: typeRequestExecuted, Actor: actorSystem,
 					Data: req(map[string]any{"run": b.Run, "result_sha256": sum256(b.Result)})})
 			} else {
-				out = append(out, Description{Type: typeRequestFailed, Actor: actorSystem,
+				out = append(out, description{Type: typeRequestFailed, Actor: actorSystem,
 					Data: req(map[string]any{"run": b.Run, "error_sha256": sum256([]byte(b.Error))})})
 			}
 		}
 	case commandInterrupt:
 		var b startBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: typeRequestInterrupted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
+			out = append(out, description{Type: typeRequestInterrupted, Actor: actorSystem, Data: req(map[string]any{"run": b.Run})})
 		}
 	case commandRules:
 		var b rulesBody
@@ -170,12 +190,12 @@ func DescribeCommand(e cluster.Entry, res []byte) ([]Description, error) {
 			if b.Request != "" {
 				data["request"] = b.Request
 			}
-			out = append(out, Description{Type: typeRulesSet, Actor: b.Actor, Data: data})
+			out = append(out, description{Type: typeRulesSet, Actor: b.Actor, Data: data})
 		}
 	case commandUsage:
 		var b usageBody
 		if err = e.Command.Decode(&b); err == nil {
-			out = append(out, Description{Type: typeUsageCounted, Actor: fingerprintFrom(b.Operator).Actor(), Data: map[string]any{
+			out = append(out, description{Type: typeUsageCounted, Actor: fingerprintFrom(b.Operator).Actor(), Data: map[string]any{
 				"operator": r.ID, "action": b.Action, "count": b.Count, "total": r.Approvals, "over": b.Over, "within_seconds": b.Within / 1e9}})
 		}
 	default:

@@ -45,7 +45,7 @@ func TestDescribeNoPersonalData(t *testing.T) {
 			}
 		}
 	}
-	if _, err := DescribeCommand(cluster.Entry{Command: cluster.Command{Type: "ca.issue", Version: 1}}, nil); !errors.Is(err, errForeignCommand) {
+	if _, err := describeCommand(cluster.Entry{Command: cluster.Command{Type: "ca.issue", Version: 1}}, nil); !errors.Is(err, errForeignCommand) {
 		t.Fatalf("a command of another package: err = %v, want errForeignCommand", err)
 	}
 }

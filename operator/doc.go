@@ -1,7 +1,7 @@
 // Package operator is inkan's access model for the people who run it: operator
 // identities, their roles, and dual control. Operators authenticate to the admin
 // API with client certificates issued by the operator CA, whose key is a
-// replicated key (KeyName) in every voter's HSM and whose certificate, with the
+// replicated key ("operator-ca") in every voter's HSM and whose certificate, with the
 // operator records, lives in the cluster's replicated state; an operator's key
 // stays with them (a file, a PKCS#11 token) and the package sees only their CSR.
 // The first admin is made by Bootstrap, others are added and removed by admins,
@@ -20,6 +20,6 @@
 // approved request is executed at most once, by the leader that committed its
 // start, and a request carried out by the package itself (adding or removing an
 // operator) is marked executed in the transaction of the change, so it is never
-// lost nor run twice across a leader change. DescribeCommand tells the audit log
-// about every command, in identifiers and hashes only.
+// lost nor run twice across a leader change. Each handler tells the audit log
+// about its commands (Describe), in identifiers and hashes only.
 package operator

@@ -432,7 +432,7 @@ func TestRenew(t *testing.T) {
 	}
 	h.waitState(q.ID, stateApproved) // no runner: it waits
 	ds := h.described("")
-	var renewed []Description
+	var renewed []description
 	for _, d := range ds {
 		if d.Type == typeRenewed {
 			renewed = append(renewed, d)

@@ -15,16 +15,16 @@ import (
 )
 
 // How a node wires the operator service: its handlers go into the cluster's
-// configuration with the operator CA key among the replicated keys; the
-// service starts once the cluster is open, with the runner of the actions
+// configuration (the operator CA key is not among the replicated keys every
+// join sends: the service shares it with the voters itself); the service
+// starts once the cluster is open, with the runner of the actions
 // under dual control that the node executes; the admin API verifies the TLS
 // client, authorizes the action, and proposes what needs approval.
 func ExampleService() {
 	var vault cluster.KeyVault // the node's HSM: cluster.NewHSMVault(token)
 	c, err := cluster.Open(context.Background(), cluster.Config{
-		KeyVault:       vault,
-		Handlers:       operator.Handlers(), // and the other packages' handlers
-		ReplicatedKeys: []string{operator.KeyName},
+		KeyVault: vault,
+		Handlers: operator.Handlers(), // and the other packages' handlers
 		// DataDir, BindAddr, Bootstrap or Join, the audit hook …
 	})
 	if err != nil {

@@ -36,7 +36,7 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	node := clustertest.Single(t, cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{KeyName}})
+	node := clustertest.Single(t, cluster.Config{Handlers: Handlers(), ReplicatedKeys: []string{keyName}})
 	h := &harness{t: t, node: node, vault: cluster.NewHSMVault(node.Token.HSM)}
 	sub := node.Subscribe(4096, commands()...)
 	done := make(chan struct{})
@@ -194,17 +194,17 @@ var actorForm = regexp.MustCompile(`^(system|sha256:[0-9a-f]{64})$`)
 // described returns what the audit log recorded so far of the commands about
 // request id (by their Data's "request"), or of every command if id is empty,
 // and checks each description's form.
-func (h *harness) described(id string) []Description {
+func (h *harness) described(id string) []description {
 	h.t.Helper()
 	h.mu.Lock()
 	evs := append([]cluster.Event(nil), h.events...)
 	h.mu.Unlock()
-	var out []Description
+	var out []description
 	for _, ev := range evs {
 		if ev.Resync {
 			h.t.Fatal("subscriber missed events")
 		}
-		ds, err := DescribeCommand(ev.Entry, ev.Result)
+		ds, err := describeCommand(ev.Entry, ev.Result)
 		if err != nil {
 			h.t.Fatalf("describe %s: %v", ev.Entry.Command.Type, err)
 		}
@@ -228,7 +228,7 @@ func (h *harness) described(id string) []Description {
 }
 
 // waitDescribed waits until the descriptions of request id number at least n.
-func (h *harness) waitDescribed(id string, n int) []Description {
+func (h *harness) waitDescribed(id string, n int) []description {
 	h.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -240,7 +240,7 @@ func (h *harness) waitDescribed(id string, n int) []Description {
 	}
 }
 
-func types(ds []Description) []string {
+func types(ds []description) []string {
 	out := make([]string, len(ds))
 	for i, d := range ds {
 		out[i] = d.Type

@@ -90,7 +90,7 @@ func (s *Service) shareKey(ctx context.Context) bool {
 	if !hasCA {
 		return false
 	}
-	if err := s.c.ShareKey(ctx, KeyName); err != nil {
+	if err := s.c.ShareKey(ctx, keyName); err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("operator: some voters lack the operator CA key; trying again", "err", err, "in", shareRetry)
 		}

@@ -81,7 +81,7 @@ func TestRoleMatrix(t *testing.T) {
 	foreign, _ := x509.ParseCertificate(foreignDER)
 
 	// A certificate the operator CA signed that no operator record holds.
-	caKey, err := h.vault.ReplicatedKey(testenv.Context(t, 20*time.Second), KeyName, false)
+	caKey, err := h.vault.ReplicatedKey(testenv.Context(t, 20*time.Second), keyName, false)
 	if err != nil {
 		t.Fatal(err)
 	}

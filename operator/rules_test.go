@@ -131,7 +131,7 @@ func TestCountingRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The event is published after the submitter has its answer: wait for it.
-	counted := func(d Description) bool {
+	counted := func(d description) bool {
 		return d.Type == typeUsageCounted && d.Actor == o.op.Actor() && d.Data["count"] == 5
 	}
 	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(h.described(""), counted); {

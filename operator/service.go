@@ -28,17 +28,10 @@ var (
 	errNoCAKey = cluster.NewRefusal("operator.no-ca-key", "operator: the leader lacks the operator CA key")
 )
 
-// A Runner carries out an approved request of one action, on the leader, and
-// returns its result (at most 64 KiB, recorded in the request; no secrets). It is
-// started at most once per request: if the leader changes while it runs, the
-// request ends Interrupted rather than run again, so a Runner that can tell
-// whether its effect happened should make its effect carry the request ID.
-type Runner func(ctx context.Context, r Request) (result []byte, err error)
-
 // Config configures the operator service of one node.
 type Config struct {
 	Cluster *cluster.Cluster
-	// Vault holds the operator CA key (KeyName) on every voter.
+	// Vault holds the operator CA key ("operator-ca") on every voter.
 	Vault cluster.KeyVault
 	// Rules are the rules of dual control a new cluster starts with, by action:
 	// defaultRules if nil, none if empty. Bootstrap records them in the
@@ -48,8 +41,13 @@ type Config struct {
 	Rules map[string]Rule
 	// Run executes approved requests, on the leader, of every action but the
 	// package's own (operator.manage, which it carries out itself). While a
-	// leader has no Run, approved requests wait, approved, until one has.
-	Run Runner
+	// leader has no Run, approved requests wait, approved, until one has. It
+	// carries out one request and returns its result (at most 64 KiB, recorded
+	// in the request; no secrets). It is started at most once per request: if
+	// the leader changes while it runs, the request ends Interrupted rather
+	// than run again, so a Run that can tell whether its effect happened should
+	// make its effect carry the request ID.
+	Run func(ctx context.Context, r Request) (result []byte, err error)
 	// Sweep is how often the leader looks for approved requests to run and
 	// pending ones past their expiry (1s).
 	Sweep  time.Duration
@@ -64,7 +62,7 @@ type Service struct {
 	c     *cluster.Cluster
 	vault cluster.KeyVault
 	rules map[string]Rule
-	run   Runner
+	run   func(ctx context.Context, r Request) ([]byte, error)
 	sweep time.Duration
 	log   *slog.Logger
 
@@ -208,7 +206,7 @@ func newID(prefix string) (string, error) {
 	return prefix + hex.EncodeToString(b), nil
 }
 
-// Bootstrap makes the operator CA (its key in the HSM, as KeyName) if there is
+// Bootstrap makes the operator CA (its key in the HSM, as "operator-ca") if there is
 // none and issues the first admin's certificate for csr: only while no operator
 // exists (errBootstrapped otherwise; a retry with the same CSR returns the same
 // operator). The returned Operator's Certificate is the admin's certificate; the
@@ -481,7 +479,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 	if sr.Kind != kindBootstrap && len(caDER) == 0 {
 		return "", errNoCA
 	}
-	key, err := s.vault.ReplicatedKey(ctx, KeyName, sr.Kind == kindBootstrap && len(caDER) == 0)
+	key, err := s.vault.ReplicatedKey(ctx, keyName, sr.Kind == kindBootstrap && len(caDER) == 0)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", errNoCAKey, err)
 	}
@@ -495,7 +493,7 @@ func (s *Service) signAdd(ctx context.Context, sr signRequest, ch Change) (strin
 		return "", fmt.Errorf("operator: CA certificate in the state: %w", err)
 	}
 	if !publicKeysEqual(ca.PublicKey, key.Public()) {
-		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", errNoCAKey, KeyName)
+		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", errNoCAKey, keyName)
 	}
 	id, err := newID("op-")
 	if err != nil {
@@ -548,7 +546,7 @@ func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (str
 	if len(caDER) == 0 {
 		return "", errNoCA
 	}
-	key, err := s.vault.ReplicatedKey(ctx, KeyName, false)
+	key, err := s.vault.ReplicatedKey(ctx, keyName, false)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", errNoCAKey, err)
 	}
@@ -561,7 +559,7 @@ func (s *Service) signRenew(ctx context.Context, sr signRequest, ch Change) (str
 		validity = defaultValidity
 	}
 	if !publicKeysEqual(ca.PublicKey, key.Public()) {
-		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", errNoCAKey, KeyName)
+		return "", fmt.Errorf("%w: this node's %s is not the operator CA's key", errNoCAKey, keyName)
 	}
 	der, err := issue(ca, key, pub, rec.ID, Role(rec.Role), time.Now(), validity)
 	if err != nil {
@@ -588,7 +586,7 @@ func (s *Service) makeCA(ctx context.Context, key crypto.Signer) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.c.ShareKey(ctx, KeyName); err != nil {
+	if err := s.c.ShareKey(ctx, keyName); err != nil {
 		s.log.Error("operator: some voters lack the operator CA key", "err", err)
 	}
 	return der, nil

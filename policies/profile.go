@@ -443,12 +443,12 @@ var shippedEarlier = map[string][]string{
 	"signing": {"4259d336c7d95b8e45b34f47737d2c9ff886cd44efa918dff0d2c9abc77753c7"},
 }
 
-// ShippedEarlier reports whether data is, byte for byte, an earlier shipped file of
-// the profile name (an untouched shipped profile, which the current shipped file
-// may replace).
-func ShippedEarlier(name string, data []byte) bool {
+// Upgrades reports whether p may replace its profile's active file, data at
+// version, as a shipped fix: data is, byte for byte, a file shipped before (an
+// untouched shipped profile, no operator's), and p is a later version.
+func (p *Profile) Upgrades(data []byte, version uint64) bool {
 	sum := sha256.Sum256(data)
-	return slices.Contains(shippedEarlier[name], hex.EncodeToString(sum[:]))
+	return slices.Contains(shippedEarlier[p.Name], hex.EncodeToString(sum[:])) && p.Version > version
 }
 
 // Shipped returns the shipped profile files, for Load or for an operator to start

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -70,13 +71,14 @@ type (
 
 // Handlers returns the cluster handlers of the TSA's commands. Register them
 // on every node, with ca.Handlers (a certificate's install reads the CA's
-// record of it).
+// record of it). Each also describes its applied commands for the audit log
+// (Describe, see describedHandler).
 func Handlers() []cluster.Handler {
 	v1 := []uint{1}
 	return []cluster.Handler{
-		cluster.NewHandler(commandKeyCreate, v1, [][]byte{bucketKeys, bucketCerts, bucketCounts}, applyKeyCreate),
-		cluster.NewHandler(commandCertInstall, v1, nil, applyCertInstall),
-		cluster.NewHandler(commandTokens, v1, nil, applyTokens),
+		describedHandler{cluster.NewHandler(commandKeyCreate, v1, [][]byte{bucketKeys, bucketCerts, bucketCounts}, applyKeyCreate)},
+		describedHandler{cluster.NewHandler(commandCertInstall, v1, nil, applyCertInstall)},
+		describedHandler{cluster.NewHandler(commandTokens, v1, nil, applyTokens)},
 	}
 }
 
@@ -256,32 +258,37 @@ const (
 	typeTokens        = "tsa.tokens"
 )
 
-// DescribeCommand describes an applied command of the TSA for the audit log,
-// in ca's shape (node hands it to the audit hook): one leaf per command, made
-// of identifiers and hashes — a batch of tokens as the SHA-256 of each
-// token's DER, so that an auditor holding a token can find it and prove it
-// was issued. It reads the command's body only.
-func DescribeCommand(e cluster.Entry, _ []byte) ([]ca.Description, error) {
+// describedHandler is a handler of the TSA's commands that also tells the
+// audit log what they changed: node finds Describe on the handlers Handlers
+// returns, as on ca's, and hands it to the audit hook.
+type describedHandler struct{ cluster.Handler }
+
+// Describe describes an applied command of the TSA for the audit log: one
+// leaf per command, made of identifiers and hashes — a batch of tokens as the
+// SHA-256 of each token's DER, so that an auditor holding a token can find it
+// and prove it was issued. It reads the command's body only.
+func (describedHandler) Describe(e cluster.Entry, _ []byte, leaf func(typ, actor string, serial *big.Int, data map[string]any)) error {
 	switch e.Command.Type {
 	case commandKeyCreate:
 		var b keyCreateBody
 		if err := e.Command.Decode(&b); err != nil {
-			return nil, err
+			return err
 		}
 		data := map[string]any{"key": b.ID, "type": b.Type, "label": b.Label,
 			"public_key": cluster.FingerprintOf(b.PublicKey).String()}
 		if b.Request != "" {
 			data["request"] = b.Request
 		}
-		return []ca.Description{{Type: typeKeyCreated, Actor: b.Actor, Data: data}}, nil
+		leaf(typeKeyCreated, b.Actor, nil, data)
+		return nil
 	case commandCertInstall:
 		var b certInstallBody
 		if err := e.Command.Decode(&b); err != nil {
-			return nil, err
+			return err
 		}
 		cert, err := x509.ParseCertificate(b.Cert)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		sum := sha256.Sum256(b.Cert)
 		data := map[string]any{"key": b.Key, "cert_sha256": sum[:],
@@ -289,14 +296,15 @@ func DescribeCommand(e cluster.Entry, _ []byte) ([]ca.Description, error) {
 		if b.Request != "" {
 			data["request"] = b.Request
 		}
-		return []ca.Description{{Type: typeCertInstalled, Actor: b.Actor, Serial: cert.SerialNumber, Data: data}}, nil
+		leaf(typeCertInstalled, b.Actor, cert.SerialNumber, data)
+		return nil
 	case commandTokens:
 		var b tokensBody
 		if err := e.Command.Decode(&b); err != nil {
-			return nil, err
+			return err
 		}
-		return []ca.Description{{Type: typeTokens, Actor: actorSystem,
-			Data: map[string]any{"node": b.Node, "count": len(b.Tokens), "tokens": b.Tokens}}}, nil
+		leaf(typeTokens, actorSystem, nil, map[string]any{"node": b.Node, "count": len(b.Tokens), "tokens": b.Tokens})
+		return nil
 	}
-	return nil, fmt.Errorf("tsa: describe: %q is not a TSA command", e.Command.Type)
+	return fmt.Errorf("tsa: describe: %q is not a TSA command", e.Command.Type)
 }

@@ -15,8 +15,8 @@ import (
 // starts once the cluster is open, and the API is mounted on the HTTPS API.
 func ExampleService() {
 	var vault cluster.KeyVault // the node's HSM: cluster.NewHSMVault(token)
-	// A describer per command type: ca's commands through an adapter of
-	// ca.DescribeCommand, each package's own for theirs.
+	// A describer per command type: ca's and the other packages' commands
+	// through an adapter of their handlers' Describe.
 	describeIssue := func(e cluster.Entry, result []byte) ([]auditlog.Record, error) {
 		return []auditlog.Record{{Type: "cert.issued", Actor: "enrollment" /* … */}}, nil
 	}

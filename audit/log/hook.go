@@ -17,7 +17,7 @@ import (
 // Record is what a describer says about one change an applied command made: one
 // Record becomes one leaf. It is audit's own shape, so that packages above cluster
 // (ca) describe their commands without importing audit; node adapts them
-// (ca.Description has the same fields).
+// (their handlers' Describe gives a leaf's type, actor, serial and data).
 type Record struct {
 	Type   string   // the leaf type, e.g. "cert.issued"
 	Actor  string   // OperatorActor(cert), "enrollment" or ActorSystem, from the command's body

@@ -36,7 +36,7 @@ func publishCommands(t testing.TB, shard int, n uint64, der []byte, version uint
 	var cmds []cluster.Command
 	parts := (len(der) + partSize - 1) / partSize
 	for i := range parts {
-		cmd, err := cluster.NewCommand(TypePart, commandVersion(shard), partBody{CA: "ca1", Shard: shard, Number: n, Part: i,
+		cmd, err := cluster.NewCommand(commandPart, commandVersion(shard), partBody{CA: "ca1", Shard: shard, Number: n, Part: i,
 			Data: der[i*partSize : min(len(der), (i+1)*partSize)]})
 		if err != nil {
 			t.Fatal(err)
@@ -44,7 +44,7 @@ func publishCommands(t testing.TB, shard int, n uint64, der []byte, version uint
 		cmds = append(cmds, cmd)
 	}
 	this := archiveT0.Add(time.Duration(n) * time.Hour)
-	cmd, err := cluster.NewCommand(TypePublish, version, Meta{CA: "ca1", Shard: shard, Number: n, ThisUpdate: this,
+	cmd, err := cluster.NewCommand(commandPublish, version, Meta{CA: "ca1", Shard: shard, Number: n, ThisUpdate: this,
 		NextUpdate: this.Add(24 * time.Hour), SHA256: sum[:], Parts: parts, Entries: int(n)})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func applyAll(t testing.TB, db *bbolt.DB, cmds []cluster.Command, at time.Time) 
 	if err := db.Update(func(tx *bbolt.Tx) error {
 		for _, cmd := range cmds {
 			apply := applyPart
-			if cmd.Type == TypePublish {
+			if cmd.Type == commandPublish {
 				apply = applyPublish
 			}
 			if _, err := apply(tx, cluster.Entry{Time: at, Command: cmd}); err != nil {

@@ -43,8 +43,8 @@ const (
 // that is no longer revoked (a hold released).
 const reasonRemoveFromCRL = crlreason.RemoveFromCRL
 
-// Spec says which CRL to build.
-type Spec struct {
+// buildSpec says which CRL to build.
+type buildSpec struct {
 	Shard      int    // a shard number, Full or Delta
 	URL        string // the shard's distribution point URL (the IDP); empty for Full and Delta
 	Number     *big.Int
@@ -65,15 +65,15 @@ var (
 	oidFreshestCRL              = asn1.ObjectIdentifier{2, 5, 29, 46}
 )
 
-// errSpec: Build was given a spec or entries that make no valid CRL (a
+// errSpec: build was given a spec or entries that make no valid CRL (a
 // caller's error; the message says which).
 var errSpec = errors.New("crl: CRL refused")
 
-// Build signs the CRL spec describes over entries with key, as issuer. Entries
+// build signs the CRL spec describes over entries with key, as issuer. Entries
 // belonging to other shards are a caller's error: a shard CRL claims by its IDP to
 // cover its shard only, and listing another shard's serial there would be harmless
 // but a sign the sharding is wrong, so it is refused.
-func Build(issuer *x509.Certificate, key crypto.Signer, spec Spec, shards int, entries []Entry) ([]byte, error) {
+func build(issuer *x509.Certificate, key crypto.Signer, spec buildSpec, shards int, entries []Entry) ([]byte, error) {
 	if spec.Number == nil || spec.Number.Sign() < 0 {
 		return nil, fmt.Errorf("%w: a CRL number is required", errSpec)
 	}

@@ -102,7 +102,7 @@ func TestShardCRLWithOpenSSL(t *testing.T) {
 	revoked, good := f.leaf(t, revokedSerial), f.leaf(t, goodSerial)
 	shard := Shard(revokedSerial, shards)
 	now := time.Now().UTC().Truncate(time.Second)
-	der, err := Build(f.ca, f.caKey, Spec{Shard: shard, URL: shardURL(shard), Number: big.NewInt(7), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)},
+	der, err := build(f.ca, f.caKey, buildSpec{Shard: shard, URL: shardURL(shard), Number: big.NewInt(7), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)},
 		shards, []Entry{{Serial: revokedSerial, RevokedAt: now.Add(-time.Minute), Reason: 3}})
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestCRLsParseAndLint(t *testing.T) {
 				entries = append(entries, e)
 			}
 		}
-		spec := Spec{Shard: shard, Number: big.NewInt(int64(shard + 10)), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}
+		spec := buildSpec{Shard: shard, Number: big.NewInt(int64(shard + 10)), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}
 		switch shard {
 		case Full:
 			spec.Freshest = shardURL(Delta)
@@ -159,7 +159,7 @@ func TestCRLsParseAndLint(t *testing.T) {
 		default:
 			spec.URL = shardURL(shard)
 		}
-		der, err := Build(f.ca, f.caKey, spec, shards, entries)
+		der, err := build(f.ca, f.caKey, spec, shards, entries)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,27 +188,27 @@ func TestCRLsParseAndLint(t *testing.T) {
 func TestBuildRefuses(t *testing.T) {
 	f := newFixture(t)
 	now := time.Now()
-	ok := Spec{Shard: 1, URL: shardURL(1), Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}
+	ok := buildSpec{Shard: 1, URL: shardURL(1), Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}
 	cases := map[string]struct {
-		edit    func(*Spec)
+		edit    func(*buildSpec)
 		entries []Entry
 		want    string
 	}{
-		"no number":                     {func(s *Spec) { s.Number = nil }, nil, "CRL number"},
-		"next before this":              {func(s *Spec) { s.NextUpdate = s.ThisUpdate }, nil, "nextUpdate"},
-		"shard without URL":             {func(s *Spec) { s.URL = "" }, nil, "distribution point URL"},
-		"foreign serial":                {func(*Spec) {}, []Entry{{Serial: big.NewInt(4 * 100), RevokedAt: now}}, "belongs to shard 0"},
-		"delta without base":            {func(s *Spec) { s.Shard, s.URL = Delta, "" }, nil, "base CRL number"},
-		"delta base not below":          {func(s *Spec) { s.Shard, s.URL, s.Base = Delta, "", big.NewInt(1) }, nil, "base CRL number"},
-		"base on a shard":               {func(s *Spec) { s.Base = big.NewInt(1) }, nil, "only a delta CRL"},
-		"freshest on a shard":           {func(s *Spec) { s.Freshest = shardURL(Delta) }, nil, "only the full CRL"},
-		"removeFromCRL outside a delta": {func(*Spec) {}, []Entry{{Serial: big.NewInt(1), RevokedAt: now, Reason: reasonRemoveFromCRL}}, "removeFromCRL"},
+		"no number":                     {func(s *buildSpec) { s.Number = nil }, nil, "CRL number"},
+		"next before this":              {func(s *buildSpec) { s.NextUpdate = s.ThisUpdate }, nil, "nextUpdate"},
+		"shard without URL":             {func(s *buildSpec) { s.URL = "" }, nil, "distribution point URL"},
+		"foreign serial":                {func(*buildSpec) {}, []Entry{{Serial: big.NewInt(4 * 100), RevokedAt: now}}, "belongs to shard 0"},
+		"delta without base":            {func(s *buildSpec) { s.Shard, s.URL = Delta, "" }, nil, "base CRL number"},
+		"delta base not below":          {func(s *buildSpec) { s.Shard, s.URL, s.Base = Delta, "", big.NewInt(1) }, nil, "base CRL number"},
+		"base on a shard":               {func(s *buildSpec) { s.Base = big.NewInt(1) }, nil, "only a delta CRL"},
+		"freshest on a shard":           {func(s *buildSpec) { s.Freshest = shardURL(Delta) }, nil, "only the full CRL"},
+		"removeFromCRL outside a delta": {func(*buildSpec) {}, []Entry{{Serial: big.NewInt(1), RevokedAt: now, Reason: reasonRemoveFromCRL}}, "removeFromCRL"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			s := ok
 			tc.edit(&s)
-			if _, err := Build(f.ca, f.caKey, s, shards, tc.entries); !errors.Is(err, errSpec) {
+			if _, err := build(f.ca, f.caKey, s, shards, tc.entries); !errors.Is(err, errSpec) {
 				t.Fatalf("got %v, want errSpec (%s)", err, tc.want)
 			}
 		})
@@ -235,13 +235,13 @@ func BenchmarkBuildMillion(b *testing.B) {
 	for b.Loop() {
 		size := 0
 		for s := range nShards {
-			der, err := Build(f.ca, f.caKey, Spec{Shard: s, URL: shardURL(s), Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}, nShards, byShard[s])
+			der, err := build(f.ca, f.caKey, buildSpec{Shard: s, URL: shardURL(s), Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}, nShards, byShard[s])
 			if err != nil {
 				b.Fatal(err)
 			}
 			size += len(der)
 		}
-		der, err := Build(f.ca, f.caKey, Spec{Shard: Full, Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}, nShards, all)
+		der, err := build(f.ca, f.caKey, buildSpec{Shard: Full, Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}, nShards, all)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -262,7 +262,7 @@ func TestDeltaCRLWithOpenSSL(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
 	old, held, fresh, good := big.NewInt(0x2001), big.NewInt(0x2002), big.NewInt(0x2003), big.NewInt(0x2004)
 	base := []Entry{{Serial: old, RevokedAt: now.Add(-time.Hour), Reason: 1}, {Serial: held, RevokedAt: now.Add(-time.Hour), Reason: 6}}
-	fullDER, err := Build(f.ca, f.caKey, Spec{Shard: Full, Number: big.NewInt(10), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(24 * time.Hour), Freshest: shardURL(Delta)}, shards, base)
+	fullDER, err := build(f.ca, f.caKey, buildSpec{Shard: Full, Number: big.NewInt(10), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(24 * time.Hour), Freshest: shardURL(Delta)}, shards, base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestDeltaCRLWithOpenSSL(t *testing.T) {
 	if len(changes) != 2 || changes[0].Serial.Cmp(held) != 0 || changes[0].Reason != reasonRemoveFromCRL || changes[1].Serial.Cmp(fresh) != 0 {
 		t.Fatalf("delta entries: %+v", changes)
 	}
-	deltaDER, err := Build(f.ca, f.caKey, Spec{Shard: Delta, Number: big.NewInt(11), Base: big.NewInt(10), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}, shards, changes)
+	deltaDER, err := build(f.ca, f.caKey, buildSpec{Shard: Delta, Number: big.NewInt(11), Base: big.NewInt(10), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}, shards, changes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,8 +354,8 @@ func BenchmarkSizesMillion(b *testing.B) {
 			shard0 = append(shard0, e)
 		}
 	}
-	spec := func(shard int) Spec {
-		s := Spec{Shard: shard, Number: big.NewInt(2), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}
+	spec := func(shard int) buildSpec {
+		s := buildSpec{Shard: shard, Number: big.NewInt(2), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}
 		switch shard {
 		case Full:
 			s.Freshest = shardURL(Delta)
@@ -368,11 +368,11 @@ func BenchmarkSizesMillion(b *testing.B) {
 	}
 	base := newBase(1, all[1000:])
 	for b.Loop() {
-		full, err := Build(f.ca, f.caKey, spec(Full), nShards, all)
+		full, err := build(f.ca, f.caKey, spec(Full), nShards, all)
 		if err != nil {
 			b.Fatal(err)
 		}
-		sh, err := Build(f.ca, f.caKey, spec(0), nShards, shard0)
+		sh, err := build(f.ca, f.caKey, spec(0), nShards, shard0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -384,7 +384,7 @@ func BenchmarkSizesMillion(b *testing.B) {
 				base = newBase(1, all[changes:])
 			}
 			start := time.Now()
-			d, err := Build(f.ca, f.caKey, spec(Delta), nShards, base.delta(all))
+			d, err := build(f.ca, f.caKey, spec(Delta), nShards, base.delta(all))
 			if err != nil {
 				b.Fatal(err)
 			}

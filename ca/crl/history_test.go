@@ -24,7 +24,7 @@ func TestAround(t *testing.T) {
 	for i := range uint64(3) {
 		data := []byte{byte(i), 1, 2, 3}
 		sum := sha256.Sum256(data)
-		part, err := cluster.NewCommand(TypePart, 1, partBody{CA: "ca1", Shard: 0, Number: i + 1, Part: 0, Data: data})
+		part, err := cluster.NewCommand(commandPart, 1, partBody{CA: "ca1", Shard: 0, Number: i + 1, Part: 0, Data: data})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,7 +32,7 @@ func TestAround(t *testing.T) {
 			t.Fatal(err)
 		}
 		this := t0.Add(time.Duration(i) * time.Hour)
-		pub, err := cluster.NewCommand(TypePublish, 1, Meta{CA: "ca1", Shard: 0, Number: i + 1, ThisUpdate: this,
+		pub, err := cluster.NewCommand(commandPublish, 1, Meta{CA: "ca1", Shard: 0, Number: i + 1, ThisUpdate: this,
 			NextUpdate: this.Add(24 * time.Hour), SHA256: sum[:], Parts: 1})
 		if err != nil {
 			t.Fatal(err)

@@ -270,7 +270,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	if err != nil {
 		return err
 	}
-	spec := Spec{Shard: shard, Number: new(big.Int).SetUint64(number), ThisUpdate: now.UTC().Truncate(time.Second)}
+	spec := buildSpec{Shard: shard, Number: new(big.Int).SetUint64(number), ThisUpdate: now.UTC().Truncate(time.Second)}
 	spec.NextUpdate = spec.ThisUpdate.Add(p.cfg.Validity)
 	switch shard {
 	case Full:
@@ -292,7 +292,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	if err != nil {
 		return err
 	}
-	der, err := Build(ca.Cert, key, spec, ca.Shards, entries)
+	der, err := build(ca.Cert, key, spec, ca.Shards, entries)
 	if err != nil {
 		return err
 	}
@@ -300,7 +300,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 	parts := (len(der) + partSize - 1) / partSize
 	for i := range parts {
 		chunk := der[i*partSize : min(len(der), (i+1)*partSize)]
-		cmd, err := cluster.NewCommand(TypePart, commandVersion(shard), partBody{CA: ca.ID, Shard: shard, Number: number, Part: i, Data: chunk})
+		cmd, err := cluster.NewCommand(commandPart, commandVersion(shard), partBody{CA: ca.ID, Shard: shard, Number: number, Part: i, Data: chunk})
 		if err != nil {
 			return err
 		}
@@ -308,7 +308,7 @@ func (p *Publisher) publish(ctx context.Context, ca CA, shard int, number uint64
 			return fmt.Errorf("part %d of %d: %w", i, parts, err)
 		}
 	}
-	cmd, err := cluster.NewCommand(TypePublish, publishVersion, Meta{
+	cmd, err := cluster.NewCommand(commandPublish, publishVersion, Meta{
 		CA: ca.ID, Shard: shard, Number: number, ThisUpdate: spec.ThisUpdate, NextUpdate: spec.NextUpdate,
 		SHA256: sum[:], Parts: parts, Entries: len(entries),
 	})

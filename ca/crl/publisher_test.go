@@ -233,13 +233,13 @@ func TestPublishRefusals(t *testing.T) {
 	}
 	// A publish whose parts never came, or whose hash does not match them, is refused.
 	sum := make([]byte, 32)
-	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, errPartsMissing) {
+	if err := submit(commandPublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, errPartsMissing) {
 		t.Fatalf("publish without parts: %v", err)
 	}
-	if err := submit(TypePart, partBody{CA: "ca1", Shard: 0, Number: 9, Part: 0, Data: []byte("not the CRL")}); err != nil {
+	if err := submit(commandPart, partBody{CA: "ca1", Shard: 0, Number: 9, Part: 0, Data: []byte("not the CRL")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := submit(TypePublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, errPartsMissing) {
+	if err := submit(commandPublish, Meta{CA: "ca1", Shard: 0, Number: 9, Parts: 1, SHA256: sum}); !errors.Is(err, errPartsMissing) {
 		t.Fatalf("publish with a wrong hash: %v", err)
 	}
 	if m, _ := latest(t, n, 0); m.Number != 5 {
@@ -247,7 +247,7 @@ func TestPublishRefusals(t *testing.T) {
 	}
 	// A delta CRL comes at version 2 of the commands (a replica of the release
 	// before stops at it rather than refuse it); version 1 cannot name one.
-	if err := submit(TypePart, partBody{CA: "ca1", Shard: Delta, Number: 20, Part: 0, Data: []byte("delta")}); !errors.Is(err, cluster.ErrRefused) {
+	if err := submit(commandPart, partBody{CA: "ca1", Shard: Delta, Number: 20, Part: 0, Data: []byte("delta")}); !errors.Is(err, cluster.ErrRefused) {
 		t.Fatalf("a delta part at version 1: %v, want refused", err)
 	}
 	// The full CRL and its deltas share one sequence of numbers.

@@ -152,7 +152,7 @@ func Repair(ctx context.Context, c *cluster.Cluster, every time.Duration, log *s
 	}
 	// Subscribed before the first pass, so that a snapshot installed after
 	// that pass read the state is not missed.
-	sub := c.Subscribe(16, TypePublish)
+	sub := c.Subscribe(16, commandPublish)
 	defer sub.Close()
 	t := time.NewTimer(0)
 	defer t.Stop()

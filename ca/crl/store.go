@@ -45,8 +45,8 @@ var (
 
 // Command types.
 const (
-	TypePart    = "crl.part"
-	TypePublish = "crl.publish"
+	commandPart    = "crl.part"
+	commandPublish = "crl.publish"
 )
 
 // partSize bounds the CRL bytes one crl.part command carries.
@@ -130,11 +130,12 @@ func lowestShard(version uint) int {
 }
 
 // Handlers are the state machine handlers of published CRLs; the node passes them to
-// cluster.Open.
+// cluster.Open. Each also describes its applied commands for the audit log
+// (Describe, see describedHandler).
 func Handlers() []cluster.Handler {
 	return []cluster.Handler{
-		cluster.NewHandler(TypePart, []uint{1, 2}, [][]byte{bucketStaging}, applyPart),
-		cluster.NewHandler(TypePublish, []uint{1, 2, 3}, [][]byte{bucketCRL}, applyPublish),
+		describedHandler{cluster.NewHandler(commandPart, []uint{1, 2}, [][]byte{bucketStaging}, applyPart)},
+		describedHandler{cluster.NewHandler(commandPublish, []uint{1, 2, 3}, [][]byte{bucketCRL}, applyPublish)},
 	}
 }
 

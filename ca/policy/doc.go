@@ -8,7 +8,7 @@
 // profiles for the enrolment API and the linkage job; Follow hands a node each new
 // set as it is applied; Seed fills an empty store (the shipped profiles, as version
 // 1, never replacing one); Diff shows an operator what a file would change;
-// DescribeCommand tells the audit log, in hashes and versions only.
+// the handler describes each apply for the audit log, in hashes and versions only.
 //
 // Invariants: the state holds only files that parsed, and a profile's version only
 // goes up, so the version a certificate records (ca.Record.PolicyVersion) names one

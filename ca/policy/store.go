@@ -92,10 +92,11 @@ func ApplyCommand(file string, data []byte, actor string) (cluster.Command, erro
 	return cluster.NewCommand(commandApply, 1, applyBody{File: file, Data: data, Actor: actor})
 }
 
-// Handler is the cluster handler of CommandApply. Register it in
-// cluster.Config.Handlers on every node.
+// Handler is the cluster handler of policy.apply. Register it in
+// cluster.Config.Handlers on every node. It also describes each apply for the
+// audit log (Describe, see describedHandler).
 func Handler() cluster.Handler {
-	return cluster.NewHandler(commandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)
+	return describedHandler{cluster.NewHandler(commandApply, []uint{1}, [][]byte{bucketActive, bucketHistory}, apply)}
 }
 
 // apply refuses a body that does not decode, an actor the audit log could not name,
@@ -317,8 +318,8 @@ type submitter interface {
 // the names it applied. It never replaces a profile an operator applied, so a node
 // may call it at every start without undoing an operator's change; one that another
 // node seeded first is skipped. The one profile version it does replace is an
-// earlier shipped file left as it was shipped (policies.ShippedEarlier), with a
-// later version of it: an upgraded cluster gets the shipped fix (the signing
+// earlier shipped file left as it was shipped, with a later version of it
+// (policies.Profile.Upgrades): an upgraded cluster gets the shipped fix (the signing
 // profile's extended key usage) unless an operator made the profile their own.
 func Seed(ctx context.Context, c submitter, fsys fs.FS, actor string) ([]string, error) {
 	files, err := fs.Glob(fsys, "*.yaml")
@@ -342,7 +343,7 @@ func Seed(ctx context.Context, c submitter, fsys fs.FS, actor string) ([]string,
 		}); err != nil {
 			return applied, fmt.Errorf("policy: seed: %w", err)
 		}
-		if active != nil && !(policies.ShippedEarlier(p.Name, active.Data) && p.Version > active.Version) {
+		if active != nil && !p.Upgrades(active.Data, active.Version) {
 			continue
 		}
 		cmd, err := ApplyCommand(f, data, actor)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +17,6 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
@@ -33,7 +33,14 @@ const operator = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456
 type node struct {
 	c     *cluster.Cluster
 	mu    sync.Mutex
-	descs []ca.Description
+	descs []leaf
+}
+
+// leaf is one audit leaf the handler's Describe gave.
+type leaf struct {
+	Type, Actor string
+	Serial      *big.Int
+	Data        map[string]any
 }
 
 func newNode(t *testing.T) *node {
@@ -56,11 +63,11 @@ func newNode(t *testing.T) *node {
 			if e.Command.Type != commandApply {
 				return nil
 			}
-			d, err := DescribeCommand(e, result)
 			n.mu.Lock()
-			n.descs = append(n.descs, d...)
-			n.mu.Unlock()
-			return err
+			defer n.mu.Unlock()
+			return Handler().(describedHandler).Describe(e, result, func(typ, actor string, serial *big.Int, data map[string]any) {
+				n.descs = append(n.descs, leaf{typ, actor, serial, data})
+			})
 		}},
 		Logger:           testenv.Logger(),
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
