@@ -209,6 +209,13 @@ func (s *Service) execute(ctx context.Context, q Request, run string) {
 		}
 	} else {
 		res, err = s.run(ctx, q)
+		if err != nil && ctx.Err() != nil {
+			// The runner gave up because this node stopped leading: it was cut
+			// short, not failed. Nothing is recorded; the next leader finds the
+			// request executing and marks it interrupted, as if this one died.
+			s.log.Warn("operator: request cut short by the loss of leadership", "request", q.ID)
+			return
+		}
 	}
 	// Record the outcome even if leadership was lost meanwhile: it happened.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
