@@ -4,7 +4,6 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,33 +19,10 @@ import (
 // and its kin (stripping another error's words). A reworded message must not
 // change what the code does; errors.Is and errors.As say what an error is.
 func TestNoErrorTextComparison(t *testing.T) {
-	root := moduleRoot(t)
 	var found []string
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if d.IsDir() {
-			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "vendor") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
-			return nil
-		}
-		src, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, path)
+	walkSources(t, func(rel string, src []byte) {
 		found = append(found, errorTextComparisons(t, rel, src)...)
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(found) > 0 {
 		t.Errorf("errors compared by their text (use a sentinel, a typed error or a cluster.Refusal, and errors.Is/As):\n  %s",
 			strings.Join(found, "\n  "))

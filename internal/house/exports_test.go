@@ -104,8 +104,24 @@ func TestNoExportedFuncReturnsUnexported(t *testing.T) {
 // a command, with its path relative to the module root.
 func walkLibraryFiles(t *testing.T, fn func(rel string, f *ast.File)) {
 	t.Helper()
-	root := moduleRoot(t)
 	fset := token.NewFileSet()
+	walkSources(t, func(rel string, src []byte) {
+		f, err := parser.ParseFile(fset, rel, src, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Name.Name != "main" {
+			fn(rel, f)
+		}
+	})
+}
+
+// walkSources calls fn for each non-test Go file of the module (not under a
+// dot directory, testdata or vendor), with its path relative to the module
+// root and its source.
+func walkSources(t *testing.T, fn func(rel string, src []byte)) {
+	t.Helper()
+	root := moduleRoot(t)
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -124,15 +140,8 @@ func walkLibraryFiles(t *testing.T, fn func(rel string, f *ast.File)) {
 		if err != nil {
 			return err
 		}
-		f, err := parser.ParseFile(fset, path, src, parser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
-		if f.Name.Name == "main" {
-			return nil
-		}
 		rel, _ := filepath.Rel(root, path)
-		fn(rel, f)
+		fn(rel, src)
 		return nil
 	})
 	if err != nil {
