@@ -124,6 +124,12 @@ func openStateMachine(path string, log *slog.Logger, handlers []Handler, hooks [
 			f.buckets = append(f.buckets, b)
 		}
 	}
+	if _, err := settleState(path, log); err != nil {
+		return nil, err
+	}
+	if err := markOpen(path); err != nil {
+		return nil, err
+	}
 	if err := f.open(path); err != nil {
 		return nil, err
 	}
@@ -135,9 +141,12 @@ func boltOptions() *bbolt.Options {
 }
 
 // open opens the state file at path, creates missing buckets and loads the
-// applied index and the in-memory views of membership.
+// applied index and the in-memory views of membership. The file is written
+// without fsync: statesync.go says why that is safe.
 func (f *stateMachine) open(path string) error {
-	db, err := bbolt.Open(path, 0o600, boltOptions())
+	o := boltOptions()
+	o.NoSync = true
+	db, err := bbolt.Open(path, 0o600, o)
 	if err != nil {
 		return fmt.Errorf("cluster: open state %s: %w", path, err)
 	}
@@ -179,9 +188,15 @@ func (f *stateMachine) close() error {
 	if f.db == nil {
 		return nil
 	}
-	err := f.db.Close()
+	err := f.db.Sync()
+	if cerr := f.db.Close(); err == nil {
+		err = cerr
+	}
 	f.db = nil
-	return err
+	if err != nil {
+		return fmt.Errorf("cluster: close state: %w", err)
+	}
+	return markClosed(f.path)
 }
 
 // view runs fn in a read transaction on the local state.
@@ -317,7 +332,8 @@ type pendingItem struct {
 
 // ApplyBatch implements raft.BatchingFSM: the entries are applied in one
 // bbolt transaction that also records the last applied index, so a restart
-// neither loses nor repeats any of them.
+// neither loses nor repeats any of them. The transaction is not synced: the
+// Raft log holds the entries (statesync.go).
 func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	resp := make([]any, len(logs))
 	if err := f.failure(); err != nil {
