@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -10,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -41,6 +43,7 @@ var lintsNeverRun = []string{
 type linter struct {
 	issuer   *x509.Certificate // the CA certificate, carrying the throwaway public key
 	key      crypto.Signer     // throwaway, in memory: it signs nothing that leaves here
+	opts     crypto.SignerOpts // how the CA key signs (signingParams)
 	registry lint.Registry
 }
 
@@ -75,7 +78,11 @@ func newLinter(caCert *x509.Certificate, skip []string) (*linter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lint: registry: %w", err)
 	}
-	return &linter{issuer: &issuer, key: key, registry: reg}, nil
+	opts, _, err := signingParams(caCert.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("lint: %w", err)
+	}
+	return &linter{issuer: &issuer, key: key, opts: opts, registry: reg}, nil
 }
 
 // throwawayKey makes an in-memory key whose signatures have the same algorithm
@@ -106,6 +113,10 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 	if err != nil {
 		return nil, err
 	}
+	tbs, ok := tbsOf(der)
+	if !ok {
+		return nil, errors.New("lint: certificate: malformed")
+	}
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("lint: parse certificate: %w", err)
@@ -125,32 +136,63 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 		sort.Strings(failed)
 		return nil, &lintError{Failed: failed}
 	}
-	tbs, ok := tbsOf(der) // zcrypto parsed it already
-	if !ok {
-		return nil, errors.New("lint: certificate: malformed")
-	}
 	return tbs, nil
 }
 
-// sign makes the certificate the throwaway key signs.
+// sign makes the certificate zlint reads: the TBSCertificate Go's x509 builds
+// (build), signed by the throwaway key. The signature is not checked: nothing
+// trusts it, and zlint reads the certificate's structure, not its signature.
 func (l *linter) sign(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, l.issuer, pub, l.key)
-	if err != nil {
-		return nil, fmt.Errorf("lint: build certificate: %w", err)
-	}
-	return der, nil
-}
-
-// build returns the TBSCertificate lint would check, without running zlint: for
-// measurements of the pipeline without lint only.
-func (l *linter) build(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
-	der, err := l.sign(tmpl, pub)
+	tbs, err := l.build(tmpl, pub)
 	if err != nil {
 		return nil, err
 	}
-	tbs, ok := tbsOf(der)
-	if !ok {
-		return nil, errors.New("lint: build certificate: malformed")
+	sig, err := crypto.SignMessage(l.key, rand.Reader, tbs, l.opts)
+	if err != nil {
+		return nil, fmt.Errorf("lint: sign certificate: %w", err)
 	}
-	return tbs, nil
+	return assemble(tbs, sig)
+}
+
+// build returns the TBSCertificate of tmpl for pub as x509.CreateCertificate
+// encodes it, with no signature made: the key CreateCertificate is given is a
+// tbsCatcher, which takes the TBSCertificate it is asked to sign and refuses.
+// Alone (lint off) it is for measurements of the pipeline only.
+func (l *linter) build(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	c := &tbsCatcher{pub: l.key.Public()}
+	_, err := x509.CreateCertificate(rand.Reader, tmpl, l.issuer, pub, c)
+	switch {
+	case errors.Is(err, errCaught) && c.tbs != nil:
+		return c.tbs, nil
+	case err == nil:
+		err = errors.New("x509 made a certificate without asking for a signature")
+	}
+	return nil, fmt.Errorf("lint: build certificate: %w", err)
+}
+
+// tbsCatcher stands in for the key x509.CreateCertificate signs with. Its public
+// half is the throwaway key's, so x509 picks the CA key's signature algorithm and
+// writes it into the TBSCertificate; as a crypto.MessageSigner it is handed the
+// encoded TBSCertificate itself (crypto.SignMessage), keeps it and refuses, so no
+// signature is made and none checked. Were x509 to hash first and call Sign, the
+// TBSCertificate could not be recovered: Sign refuses, and build fails.
+type tbsCatcher struct {
+	pub crypto.PublicKey
+	tbs []byte
+}
+
+var (
+	errCaught    = errors.New("lint: TBSCertificate taken, not signed")
+	errNotCaught = errors.New("lint: x509 asked to sign a digest, not the TBSCertificate")
+)
+
+func (c *tbsCatcher) Public() crypto.PublicKey { return c.pub }
+
+func (c *tbsCatcher) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errNotCaught
+}
+
+func (c *tbsCatcher) SignMessage(_ io.Reader, msg []byte, _ crypto.SignerOpts) ([]byte, error) {
+	c.tbs = bytes.Clone(msg)
+	return nil, errCaught
 }
