@@ -72,7 +72,7 @@ func BenchmarkIssue(b *testing.B) {
 	// change leaders, and a new leader resolves the intents in flight.
 	// newCAClusterWith calls the tweak for node i just before it opens node i,
 	// on this goroutine: node i's cluster and authority start their goroutines
-	// under the label node=i.
+	// under the label node=node<i>.
 	opened := 0
 	tc := newCAClusterWith(b, 3, perNodeHSM, func(c *cluster.Config) {
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond

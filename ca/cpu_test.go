@@ -23,13 +23,14 @@ import (
 
 // CPU per node in a benchmark that runs a whole cluster in one process.
 //
-// The benchmark opens node i under the pprof label node=i (goroutines inherit
-// their creator's labels, so Raft's goroutines, the transport's, the FSM's and
-// the authority's carry it) and runs its requests under the leader's label; a CPU
-// profile of the timed part, summed by that label, splits the process's CPU into
-// the leader's, the followers' and the unlabelled rest (the runtime's own
-// goroutines: background GC marking and sweeping, the scavenger, timers). A
-// sample taken in C (SoftHSM) carries the labels of the goroutine that called it.
+// The benchmark opens node i under the pprof label node=node<i> (goroutines
+// inherit their creator's labels, so Raft's goroutines, the transport's, the
+// FSM's and the authority's carry it) and runs its requests under the leader's
+// label; a CPU profile of the timed part, summed by that label, splits the
+// process's CPU into the leader's, the followers' and the unlabelled rest (the
+// runtime's own goroutines: background GC marking and sweeping, the scavenger,
+// timers). A sample taken in C (SoftHSM) carries the labels of the goroutine
+// that called it.
 //
 // The profile is decoded here with encoding/binary rather than with
 // github.com/google/pprof/profile, which is not in the module graph: only the
@@ -39,9 +40,13 @@ import (
 // nodeLabel is the pprof label that names a node of a test cluster.
 const nodeLabel = "node"
 
+// nodeName is node i's label value: not a bare number, which go tool pprof's
+// -tagfocus would take for a numeric range.
+func nodeName(i int) string { return fmt.Sprintf("node%d", i) }
+
 // nodeLabels returns ctx with node i's label.
 func nodeLabels(ctx context.Context, i int) context.Context {
-	return pprof.WithLabels(ctx, pprof.Labels(nodeLabel, fmt.Sprint(i)))
+	return pprof.WithLabels(ctx, pprof.Labels(nodeLabel, nodeName(i)))
 }
 
 // cpuWindow is a CPU profile of a benchmark's timed part.
@@ -92,7 +97,7 @@ func (w *cpuWindow) stop(b *testing.B, leader int, n int, unit string) {
 		b.Errorf("per-node CPU: %v", err)
 		return
 	}
-	u := splitCPU(samples, fmt.Sprint(leader))
+	u := splitCPU(samples, nodeName(leader))
 	per := func(ns int64) float64 { return float64(ns) / 1e3 / float64(n) }
 	b.ReportMetric(per(u.leader.total), "leader-cpu-us/"+unit)
 	b.ReportMetric(per(u.followers.total), "followers-cpu-us/"+unit)
@@ -110,7 +115,7 @@ func (w *cpuWindow) stop(b *testing.B, leader int, n int, unit string) {
 		if err := errors.Join(os.WriteFile(w.name+".pprof", w.buf.Bytes(), 0o644), os.WriteFile(w.name+".txt", []byte(table), 0o644)); err != nil {
 			b.Error(err)
 		}
-		b.Logf("%s.txt; go tool pprof -tagfocus %s=%d -top %s.pprof", w.name, nodeLabel, leader, w.name)
+		b.Logf("%s.txt; go tool pprof -tagfocus %s=%s -top %s.pprof", w.name, nodeLabel, nodeName(leader), w.name)
 	}
 }
 
@@ -262,7 +267,7 @@ var cpuGroups = []cpuGroup{
 	{"x509 self-check", [][]string{x509Build, sigCheck}},
 	{"x509 TBS build", [][]string{x509Build}},
 	{"HSM signature check", [][]string{sigCheck}},
-	{"lint", [][]string{{"github.com/zmap/*", "github.com/inkan-pki/inkan/ca.(*linter).*", "github.com/inkan-pki/inkan/ca.newLinter"}}},
+	{"lint", [][]string{{"github.com/zmap/*", "github.com/inkan-pki/inkan/ca.(*linter).lint", "github.com/inkan-pki/inkan/ca.newLinter"}}},
 	{"prepare", [][]string{{"github.com/inkan-pki/inkan/ca.prepare*", "github.com/inkan-pki/inkan/ca.(*Authority).prepare*"}}},
 	{"Raft log store", [][]string{{"github.com/hashicorp/raft-boltdb/*"}}},
 	{"FSM apply", [][]string{{"github.com/inkan-pki/inkan/cluster.(*stateMachine).*", "github.com/hashicorp/raft.(*Raft).runFSM*"}}},
@@ -536,8 +541,8 @@ func TestCPUProfileByLabel(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	pprof.Do(context.Background(), pprof.Labels(nodeLabel, "7"), func(context.Context) {
-		go func() { // inherits node=7
+	pprof.Do(context.Background(), pprof.Labels(nodeLabel, nodeName(7)), func(context.Context) {
+		go func() { // inherits node=node7
 			defer close(done)
 			cpuWork(100)
 		}()
@@ -549,21 +554,21 @@ func TestCPUProfileByLabel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := splitCPU(samples, "7")
+	u := splitCPU(samples, nodeName(7))
 	inWork := func(s cpuSample) bool { return slices.Contains(s.stack, "github.com/inkan-pki/inkan/ca.cpuWork") }
 	var labelled, unlabelled int64
 	for _, s := range samples {
 		if !inWork(s) {
 			continue
 		}
-		if s.labels[nodeLabel] == "7" {
+		if s.labels[nodeLabel] == nodeName(7) {
 			labelled += s.ns
 		} else if len(s.labels) == 0 {
 			unlabelled += s.ns
 		}
 	}
 	if labelled == 0 || unlabelled == 0 {
-		t.Fatalf("CPU in cpuWork: %d ns under node=7, %d ns unlabelled; want both > 0 (%d samples)", labelled, unlabelled, len(samples))
+		t.Fatalf("CPU in cpuWork: %d ns under node=node7, %d ns unlabelled; want both > 0 (%d samples)", labelled, unlabelled, len(samples))
 	}
 	if u.leader.total < labelled || u.other.total < unlabelled || u.followers.total != 0 {
 		t.Errorf("split: leader %d ns (cpuWork %d), others %d ns (cpuWork %d), followers %d ns (want 0)",
@@ -618,6 +623,8 @@ func TestCPUGroupOf(t *testing.T) {
 		{"socket write", []string{"internal/runtime/syscall/linux.Syscall6", "internal/poll.(*FD).Write", "crypto/tls.(*Conn).Write", "github.com/hashicorp/raft.(*NetworkTransport).AppendEntries"}, "sockets and TLS"},
 		{"msgpack of an RPC", []string{"github.com/hashicorp/go-msgpack/v2/codec.(*Encoder).Encode", "github.com/hashicorp/raft.sendRPC"}, "encoding"},
 		{"replication", []string{"runtime.mapaccess1_faststr", "github.com/hashicorp/raft.(*Raft).replicateTo"}, "Raft rest"},
+		{"zlint", []string{"github.com/zmap/zlint/v3.LintCertificateEx", inkan + "ca.(*linter).lint", inkan + "ca.prepare"}, "lint"},
+		{"the TBS without lint is not lint", []string{"runtime.mallocgc", inkan + "ca.(*linter).build", inkan + "ca.prepare"}, "prepare"},
 		{"group commit", []string{"runtime.mallocgc", inkan + "ca.(*groupCommit).take"}, "ca/cluster rest"},
 		{"scheduler", []string{"runtime.findRunnable", "runtime.schedule"}, "runtime rest"},
 		{"nothing known", []string{"main.main"}, cpuOther},
