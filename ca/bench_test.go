@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -58,16 +59,39 @@ func bareRate(b *testing.B, key crypto.Signer, g int, d time.Duration) float64 {
 //
 // CA_BENCH_WORKERS changes the 64; CA_BENCH_GROUP the leader's batches in flight
 // of each kind (groupInflight).
+//
+// leader-cpu-us, followers-cpu-us and other-cpu-us are the CPU time per pair or
+// certificate of the leader, of the two followers together, and of the runtime's
+// unlabelled goroutines (background GC, scavenger), from a CPU profile of the
+// timed part split by node (cpu_test.go); the leader's breakdown is logged.
+// CA_BENCH_CPU=off leaves the profiler off, CA_BENCH_CPU=DIR writes the profiles
+// to DIR for go tool pprof; with -test.cpuprofile there are no per-node figures.
 func BenchmarkIssue(b *testing.B) {
 	ctx := testenv.Context(b, 10*time.Minute)
 	// Raft's default timings: the tests' short ones make a saturated machine
 	// change leaders, and a new leader resolves the intents in flight.
+	// newCAClusterWith calls the tweak for node i just before it opens node i,
+	// on this goroutine: node i's cluster and authority start their goroutines
+	// under the label node=node<i>.
+	opened := 0
 	tc := newCAClusterWith(b, 3, perNodeHSM, func(c *cluster.Config) {
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
 		c.SnapshotThreshold = 1 << 20 // keep snapshots out of the figures
+		pprof.SetGoroutineLabels(nodeLabels(ctx, opened))
+		opened++
 	})
+	pprof.SetGoroutineLabels(ctx)
 	tc.initCA(ctx, hsm.ECP256)
 	leader := tc.leader()
+	leaderID := slices.Index(tc.nodes, leader)
+	// The requests run under the leader's label, as if it had received them.
+	leaderCtx := nodeLabels(ctx, leaderID)
+	stopCPU := func(b *testing.B, cpu *cpuWindow, unit string) {
+		if id, _ := leader.c.Leader(); cpu != nil && id != leader.c.ID() {
+			b.Logf("leadership moved during the run: the per-node CPU figures mix the roles")
+		}
+		cpu.stop(b, leaderID, b.N, unit)
+	}
 	var is Issuer
 	if err := leader.c.View(func(tx *bbolt.Tx) error { var err error; is, err = Read(tx).ActiveIssuer(); return err }); err != nil {
 		b.Fatal(err)
@@ -102,12 +126,14 @@ func BenchmarkIssue(b *testing.B) {
 	b.Run("raft-pairs", func(b *testing.B) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
+		cpu := startCPU(b)
 		b.ResetTimer()
 		start := time.Now()
 		for range workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				pprof.SetGoroutineLabels(leaderCtx)
 				h := make([]byte, 32)
 				for next.Add(1) <= int64(b.N) {
 					s, _ := newSerial(time.Now())
@@ -125,6 +151,8 @@ func BenchmarkIssue(b *testing.B) {
 		}
 		wg.Wait()
 		pairs = float64(b.N) / time.Since(start).Seconds()
+		b.StopTimer()
+		stopCPU(b, cpu, "pair")
 		b.ReportMetric(pairs, "pairs/s")
 	})
 	for _, lint := range []bool{false, true} {
@@ -143,12 +171,14 @@ func BenchmarkIssue(b *testing.B) {
 			st0, _ := leader.c.Status()
 			var next atomic.Int64
 			var wg sync.WaitGroup
+			cpu := startCPU(b)
 			b.ResetTimer()
 			start := time.Now()
 			for range workers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					pprof.SetGoroutineLabels(leaderCtx)
 					for {
 						i := int(next.Add(1)) - 1
 						if i >= b.N {
@@ -166,6 +196,7 @@ func BenchmarkIssue(b *testing.B) {
 			wg.Wait()
 			elapsed := time.Since(start)
 			b.StopTimer()
+			stopCPU(b, cpu, "cert")
 			st1, _ := leader.c.Status()
 			b.ReportMetric(float64(st1.CommitIndex-st0.CommitIndex)/elapsed.Seconds(), "entries/s")
 			rate := float64(b.N) / elapsed.Seconds()
