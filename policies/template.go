@@ -1,10 +1,13 @@
 package policies
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"text/template"
 	"text/template/parse"
 
@@ -176,12 +179,55 @@ func walkBranch(b *parse.BranchNode, fn func(parse.Node, []string)) {
 // renderTemplate runs the profile's template over the data and returns the
 // certificate it describes (contents only: the CA sets the rest).
 func renderTemplate(p *Profile, pseudonym string, id *identityData) (*x509.Certificate, error) {
-	c, err := x509util.NewCertificateFromX509(placeholder(), x509util.WithTemplate(p.Template, templateData(p.Kind, pseudonym, id)))
+	c, err := x509util.NewCertificateFromX509(placeholder(), withParsedTemplate(p.Template, templateData(p.Kind, pseudonym, id)))
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}
 	return c.GetCertificate(), nil
 }
+
+// parsedTemplates holds each template text parsed with x509util's functions,
+// by text: x509util.WithTemplate builds its function map (sprig's ~200
+// functions) and parses the text on every call, which was ~100 µs of every
+// enrolment. Texts are few (one per profile version), so nothing is evicted.
+var parsedTemplates sync.Map // string → *template.Template
+
+// withParsedTemplate is x509util.WithTemplate over a template parsed once. Its
+// "fail" is not x509util's, which writes the message into a variable the
+// function map shares: it returns the message as a templateFailure, which the
+// run's error carries, so concurrent runs share no state.
+func withParsedTemplate(text string, data x509util.TemplateData) x509util.Option {
+	return func(cr *x509.CertificateRequest, o *x509util.Options) error {
+		var t *template.Template
+		if v, ok := parsedTemplates.Load(text); ok {
+			t = v.(*template.Template)
+		} else {
+			funcs := x509util.GetFuncMap()
+			funcs["fail"] = func(msg string) (string, error) { return "", &templateFailure{msg} }
+			parsed, err := template.New("template").Funcs(funcs).Parse(text)
+			if err != nil {
+				return fmt.Errorf("error parsing template: %w", err)
+			}
+			parsedTemplates.Store(text, parsed)
+			t = parsed
+		}
+		buf := new(bytes.Buffer)
+		data.SetCertificateRequest(cr)
+		if err := t.Execute(buf, data); err != nil {
+			if f, ok := errors.AsType[*templateFailure](err); ok {
+				return &x509util.TemplateError{Message: f.msg}
+			}
+			return fmt.Errorf("error executing template: %w", err)
+		}
+		o.CertBuffer = buf
+		return nil
+	}
+}
+
+// templateFailure is a template's {{ fail "message" }}.
+type templateFailure struct{ msg string }
+
+func (f *templateFailure) Error() string { return f.msg }
 
 // placeholder is what x509util needs to run a template: no subject, no names, no
 // key. Profiles take nothing from the subscriber's CSR (the CA takes its key), so
