@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -258,5 +260,51 @@ func TestBadRequests(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
 		t.Errorf("PUT: status %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+// TestServeZeroAlloc: answering from the cache allocates nothing, by POST or by
+// GET, the path plain or escaped, once the request buffers are warm.
+func TestServeZeroAlloc(t *testing.T) {
+	p := getPKI(t)
+	c := newCache()
+	if err := c.AddIssuer("ca1", p.ca); err != nil {
+		t.Fatal(err)
+	}
+	good := p.signedResponse(t, p.leaves[0], crypto.SHA1, xocsp.Good, time.Time{})
+	if err := c.Put("ca1", crypto.SHA1, p.leaves[0].SerialNumber.Bytes(), good); err != nil {
+		t.Fatal(err)
+	}
+	r := newResponder(c, nil, nil)
+	der := p.request(t, p.leaves[0], crypto.SHA1)
+	b64 := base64.StdEncoding.EncodeToString(der)
+	cases := []struct {
+		name, method, uri string
+	}{
+		{"POST", "POST", "/"},
+		{"GET plain", "GET", "/" + b64},
+		{"GET escaped", "GET", "/" + url.QueryEscape(b64)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ctx fasthttp.RequestCtx
+			serve := func() {
+				ctx.Request.Reset()
+				ctx.Response.Reset()
+				ctx.Request.Header.SetMethod(tc.method)
+				ctx.Request.SetRequestURI(tc.uri)
+				if tc.method == "POST" {
+					ctx.Request.SetBodyRaw(der)
+				}
+				r.ServeFastHTTP(&ctx)
+			}
+			serve()
+			if !bytes.Equal(ctx.Response.Body(), good.DER) {
+				t.Fatalf("answered %x, want the cached response", ctx.Response.Body())
+			}
+			if allocs := testing.AllocsPerRun(100, serve); allocs != 0 {
+				t.Errorf("%v allocations per request, want 0", allocs)
+			}
+		})
 	}
 }
