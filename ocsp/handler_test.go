@@ -1,6 +1,7 @@
 package ocsp
 
 import (
+	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/x509"
@@ -304,6 +305,46 @@ func TestServeZeroAlloc(t *testing.T) {
 			}
 			if allocs := testing.AllocsPerRun(100, serve); allocs != 0 {
 				t.Errorf("%v allocations per request, want 0", allocs)
+			}
+		})
+	}
+}
+
+// TestConditionalHeaderNamesAnyCase: header names are case-insensitive (RFC
+// 9110 §5.1), and the responder looks the conditional ones up by their
+// canonical names, so the server must have normalised what the client sent.
+// Written on the socket by hand: Go's client canonicalises names itself.
+func TestConditionalHeaderNamesAnyCase(t *testing.T) {
+	p, base, good := servedPKI(t)
+	path := "/" + base64.StdEncoding.EncodeToString(p.request(t, p.leaves[0], crypto.SHA256))
+	lastModified := string(good.lastModified)
+	cases := []struct {
+		name, header string
+		want         int
+	}{
+		{"if-none-match", "if-none-match: " + string(good.etag), http.StatusNotModified},
+		{"IF-NONE-MATCH", "IF-NONE-MATCH: " + string(good.etag), http.StatusNotModified},
+		{"if-modified-since", "if-modified-since: " + lastModified, http.StatusNotModified},
+		{"If-modified-SINCE", "If-modified-SINCE: " + lastModified, http.StatusNotModified},
+		{"if-none-match another", "if-none-match: \"other\"\r\nif-modified-since: " + lastModified, http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n" + tc.header + "\r\nConnection: close\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
 			}
 		})
 	}
