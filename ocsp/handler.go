@@ -167,11 +167,15 @@ func (r *responder) answer(ctx *fasthttp.RequestCtx, der []byte) {
 // notModified applies RFC 9110 §13.2.2: If-None-Match, when sent, decides
 // alone; otherwise If-Modified-Since at or after Last-Modified (the response's
 // thisUpdate, to the second) means the client holds the current response.
+// The server normalises the names of the request's headers as it reads them
+// (NewServer leaves DisableHeaderNamesNormalizing off), so the canonical names
+// find them whatever case the client sent; PeekBytes would copy and normalise
+// our constant names again on every request.
 func notModified(h *fasthttp.RequestHeader, etag []byte, lastModified time.Time) bool {
-	if inm := h.PeekBytes(hdrINM); len(inm) > 0 {
+	if inm := h.PeekCanonical(hdrINM); len(inm) > 0 {
 		return bytes.Equal(inm, etag)
 	}
-	ims := h.PeekBytes(hdrIMS)
+	ims := h.PeekCanonical(hdrIMS)
 	if len(ims) == 0 {
 		return false
 	}
@@ -210,7 +214,9 @@ func maxAge(nextUpdate, now time.Time) int64 {
 
 // NewServer is the OCSP listener's HTTP server: small buffers, no default headers the
 // responder does not need, and a body limit above maxPOSTBody so that an oversized POST
-// is answered 413 by the responder rather than cut off by the server.
+// is answered 413 by the responder rather than cut off by the server. Request header
+// names stay normalised: the responder looks If-None-Match and If-Modified-Since up by
+// their canonical names.
 func NewServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               h,

@@ -1,6 +1,7 @@
 package ocsp
 
 import (
+	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -258,5 +261,91 @@ func TestBadRequests(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
 		t.Errorf("PUT: status %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+// TestServeZeroAlloc: answering from the cache allocates nothing, by POST or by
+// GET, the path plain or escaped, once the request buffers are warm.
+func TestServeZeroAlloc(t *testing.T) {
+	p := getPKI(t)
+	c := newCache()
+	if err := c.AddIssuer("ca1", p.ca); err != nil {
+		t.Fatal(err)
+	}
+	good := p.signedResponse(t, p.leaves[0], crypto.SHA1, xocsp.Good, time.Time{})
+	if err := c.Put("ca1", crypto.SHA1, p.leaves[0].SerialNumber.Bytes(), good); err != nil {
+		t.Fatal(err)
+	}
+	r := newResponder(c, nil, nil)
+	der := p.request(t, p.leaves[0], crypto.SHA1)
+	b64 := base64.StdEncoding.EncodeToString(der)
+	cases := []struct {
+		name, method, uri string
+	}{
+		{"POST", "POST", "/"},
+		{"GET plain", "GET", "/" + b64},
+		{"GET escaped", "GET", "/" + url.QueryEscape(b64)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ctx fasthttp.RequestCtx
+			serve := func() {
+				ctx.Request.Reset()
+				ctx.Response.Reset()
+				ctx.Request.Header.SetMethod(tc.method)
+				ctx.Request.SetRequestURI(tc.uri)
+				if tc.method == "POST" {
+					ctx.Request.SetBodyRaw(der)
+				}
+				r.ServeFastHTTP(&ctx)
+			}
+			serve()
+			if !bytes.Equal(ctx.Response.Body(), good.DER) {
+				t.Fatalf("answered %x, want the cached response", ctx.Response.Body())
+			}
+			if allocs := testing.AllocsPerRun(100, serve); allocs != 0 {
+				t.Errorf("%v allocations per request, want 0", allocs)
+			}
+		})
+	}
+}
+
+// TestConditionalHeaderNamesAnyCase: header names are case-insensitive (RFC
+// 9110 §5.1), and the responder looks the conditional ones up by their
+// canonical names, so the server must have normalised what the client sent.
+// Written on the socket by hand: Go's client canonicalises names itself.
+func TestConditionalHeaderNamesAnyCase(t *testing.T) {
+	p, base, good := servedPKI(t)
+	path := "/" + base64.StdEncoding.EncodeToString(p.request(t, p.leaves[0], crypto.SHA256))
+	lastModified := string(good.lastModified)
+	cases := []struct {
+		name, header string
+		want         int
+	}{
+		{"if-none-match", "if-none-match: " + string(good.etag), http.StatusNotModified},
+		{"IF-NONE-MATCH", "IF-NONE-MATCH: " + string(good.etag), http.StatusNotModified},
+		{"if-modified-since", "if-modified-since: " + lastModified, http.StatusNotModified},
+		{"If-modified-SINCE", "If-modified-SINCE: " + lastModified, http.StatusNotModified},
+		{"if-none-match another", "if-none-match: \"other\"\r\nif-modified-since: " + lastModified, http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n" + tc.header + "\r\nConnection: close\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
 	}
 }

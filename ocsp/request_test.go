@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"encoding/base64"
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -151,13 +152,151 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
+// FuzzDecodeGETPath: whatever the path, decodeGETPath answers as the
+// normalise-then-decode reference does, and what it decodes the CertID parser
+// survives.
 func FuzzDecodeGETPath(f *testing.F) {
 	f.Add([]byte("/MEowSDBGMEQwQjAJBgUrDgMCGgUABBQ%2B"))
 	f.Add([]byte("//ME ow=="))
+	f.Add([]byte("/MEow=="))
+	f.Add([]byte("/ME=ow"))
+	f.Add([]byte("/MEow?x=1"))
+	f.Add([]byte("/ME\now"))
 	f.Fuzz(func(t *testing.T, path []byte) {
+		checkDecodeGETPath(t, path)
 		der, err := decodeGETPath(nil, path)
 		if err == nil {
 			_, _ = parseRequest(der)
 		}
 	})
+}
+
+// decodeGETPathReference is decodeGETPath as issue 20 left it: every path
+// normalised into a buffer, then decoded. The fast path (plain base64 decoded in
+// place) must answer as it does, byte for byte and error for error.
+func decodeGETPathReference(path []byte) ([]byte, error) {
+	for len(path) > 0 && path[0] == '/' {
+		path = path[1:]
+	}
+	if len(path) == 0 || len(path) > maxGETPath {
+		return nil, errMalformed
+	}
+	b64 := make([]byte, 0, len(path))
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		switch {
+		case c == '?' || c == '#':
+			i = len(path)
+			continue
+		case c == '%':
+			if i+2 >= len(path) {
+				return nil, errMalformed
+			}
+			hi, ok1 := unhex(path[i+1])
+			lo, ok2 := unhex(path[i+2])
+			if !ok1 || !ok2 {
+				return nil, errMalformed
+			}
+			c = hi<<4 | lo
+			i += 2
+		}
+		switch c {
+		case ' ', '-':
+			c = '+'
+		case '_':
+			c = '/'
+		}
+		if c == '=' {
+			continue
+		}
+		b64 = append(b64, c)
+	}
+	der, err := base64.RawStdEncoding.DecodeString(string(b64))
+	if err != nil {
+		return nil, errMalformed
+	}
+	return der, nil
+}
+
+// checkDecodeGETPath fails t unless decodeGETPath gives for path what the
+// reference gives, appending after what dst already held and leaving that alone.
+func checkDecodeGETPath(t *testing.T, path []byte) {
+	t.Helper()
+	want, wantErr := decodeGETPathReference(path)
+	for _, dst := range [][]byte{nil, []byte("kept"), make([]byte, 0, 4096)} {
+		prefix := string(dst)
+		got, err := decodeGETPath(dst, path)
+		if !errors.Is(err, wantErr) && !(err == nil && wantErr == nil) {
+			t.Fatalf("%q: error %v, the reference %v", path, err, wantErr)
+		}
+		if string(got[:len(prefix)]) != prefix {
+			t.Fatalf("%q: what dst held became %q", path, got[:len(prefix)])
+		}
+		if err == nil && !bytes.Equal(got[len(prefix):], want) {
+			t.Fatalf("%q: decoded %x, the reference %x", path, got[len(prefix):], want)
+		}
+		if err != nil && len(got) != len(prefix) {
+			t.Fatalf("%q: refused, but dst grew to %d bytes", path, len(got))
+		}
+	}
+}
+
+// TestDecodeGETPathMatchesReference: plain base64, which is decoded where it
+// lies, and every form that needs rewriting answer as the reference does.
+func TestDecodeGETPathMatchesReference(t *testing.T) {
+	p := getPKI(t)
+	der := p.request(t, p.leaves[1], crypto.SHA256)
+	b64 := base64.StdEncoding.EncodeToString(der)
+	raw := base64.RawStdEncoding.EncodeToString(der)
+	cases := []struct{ name, path string }{
+		{"plain", "/" + b64},
+		{"plain unpadded", "/" + raw},
+		{"one pad of two", "/" + raw + "="},
+		{"more padding than base64 has", "/" + raw + "===="},
+		{"doubled slash", "//" + b64},
+		{"no leading slash", b64},
+		{"padding inside", "/" + raw[:8] + "==" + raw[8:]},
+		{"query", "/" + b64 + "?nonce=1"},
+		{"fragment", "/" + b64 + "#x"},
+		{"query only", "/?x"},
+		{"escaped", "/" + url.QueryEscape(b64)},
+		{"plus as space", "/" + strings.ReplaceAll(b64, "+", " ")},
+		{"url-safe", "/" + base64.URLEncoding.EncodeToString(der)},
+		{"newline inside", "/" + raw[:8] + "\n" + raw[8:]},
+		{"only padding", "/=="},
+		{"one char", "/M"},
+		{"five chars", "/MEowS"},
+		{"bad char", "/ME*w"},
+		{"bad escape", "/ME%zz"},
+		{"cut escape", "/MEow%2"},
+		{"empty", ""},
+		{"slashes only", "///"},
+		{"longest", "/" + strings.Repeat("A", maxGETPath)},
+		{"too long", "/" + strings.Repeat("A", maxGETPath+1)},
+		{"longest escaped", "/" + strings.Repeat("%41", maxGETPath/3)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { checkDecodeGETPath(t, []byte(c.path)) })
+	}
+}
+
+// TestDecodeGETPathNoAlloc: into a pooled buffer with room, decoding a GET path
+// allocates nothing, plain or escaped.
+func TestDecodeGETPathNoAlloc(t *testing.T) {
+	p := getPKI(t)
+	der := p.request(t, p.leaves[1], crypto.SHA1)
+	buf := make([]byte, 0, maxPOSTBody)
+	for _, path := range []string{
+		"/" + base64.StdEncoding.EncodeToString(der),
+		"/" + url.QueryEscape(base64.StdEncoding.EncodeToString(der)),
+	} {
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, err := decodeGETPath(buf, []byte(path)); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per call, want 0", path, allocs)
+		}
+	}
 }

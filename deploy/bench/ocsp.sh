@@ -6,14 +6,17 @@
 #   - openssl ocsp as a responder (signs per request, no keep-alive; inside its own
 #     network namespace, since it cannot bind to one address),
 # for GET and POST (wrk with a Lua script), at 64 and 256 connections, and prints
-# requests/s, p50/p99 and the ratio of each to nginx.
-#   deploy/bench/ocsp.sh            DUR=10s CONNS="64 256" to change
+# requests/s, p50/p99 and, for each, the ratio of its requests/s and of its p99 to
+# nginx's in the same round. ROUNDS=n repeats the nginx/inkan pairs n times,
+# alternating (a p99 on a shared machine moves from one run to the next).
+#   deploy/bench/ocsp.sh            DUR=10s CONNS="64 256" ROUNDS=1 to change
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/install-deps.sh --bench
 
 DUR=${DUR:-10s}
 CONNS=${CONNS:-"64 256"}
+ROUNDS=${ROUNDS:-1}
 SRV_CORE=0
 CLI_CORE=1
 work=$(mktemp -d /tmp/inkan-bench-ocsp.XXXXXX)
@@ -82,7 +85,8 @@ done
 
 results="$work/results"
 : >"$results"
-# run NAME METHOD CONNS URL [netns-prefix...]
+# run NAME METHOD CONNS URL [netns-prefix...]; $round is the round.
+round=1
 run() {
 	local name=$1 method=$2 conns=$3 url=$4
 	shift 4
@@ -95,18 +99,22 @@ run() {
 	p50=$(awk '$1=="50%" {print $2}' <<<"$out")
 	p99=$(awk '$1=="99%" {print $2}' <<<"$out")
 	errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-	printf '%-8s %-4s %4s %12s %10s %10s %s\n' "$name" "$method" "$conns" "$rps" "$p50" "$p99" "$errs" | tee -a "$results"
+	printf '%-8s %-4s %4s %12s %10s %10s %5s %s\n' "$name" "$method" "$conns" "$rps" "$p50" "$p99" "$round" "$errs" | tee -a "$results"
 }
 
-printf '%-8s %-4s %4s %12s %10s %10s\n' server meth conn 'req/s' p50 p99
-for conns in $CONNS; do
-	for method in GET POST; do
-		url_path=/
-		[ "$method" = GET ] && url_path="/$b64"
-		run nginx "$method" "$conns" "http://127.0.0.1:18090$url_path"
-		run inkan "$method" "$conns" "http://127.0.0.1:18080$url_path"
+printf '%-8s %-4s %4s %12s %10s %10s %5s\n' server meth conn 'req/s' p50 p99 round
+for round in $(seq "$ROUNDS"); do
+	echo "# round $round, $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
+	for conns in $CONNS; do
+		for method in GET POST; do
+			url_path=/
+			[ "$method" = GET ] && url_path="/$b64"
+			run nginx "$method" "$conns" "http://127.0.0.1:18090$url_path"
+			run inkan "$method" "$conns" "http://127.0.0.1:18080$url_path"
+		done
 	done
 done
+round=1
 
 # openssl ocsp as a responder, in a network namespace of its own (it cannot bind to
 # one address) with wrk beside it. wrk opens and closes a probe connection before it
@@ -130,7 +138,7 @@ SH
 			p50=$(awk '$1=="50%" {print $2}' <<<"$out")
 			p99=$(awk '$1=="99%" {print $2}' <<<"$out")
 			errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-			printf '%-8s %-4s %4s %12s %10s %10s %s\n' openssl "$method" "$conns" "$rps" "$p50" "$p99" "$errs" | tee -a "$results"
+			printf '%-8s %-4s %4s %12s %10s %10s %5s %s\n' openssl "$method" "$conns" "$rps" "$p50" "$p99" 1 "$errs" | tee -a "$results"
 		done
 	done
 else
@@ -138,10 +146,17 @@ else
 fi
 
 echo
-echo "ratios to nginx in this run:"
+echo "ratios to nginx's requests/s and p99 in the same round:"
 awk '
-	{ key=$2" "$3; rps[$1" "key]=$4 }
+	function ms(v) { # wrk prints 812.00us, 5.40ms or 1.02s
+		if (v ~ /us$/) return (v + 0) / 1000
+		if (v ~ /ms$/) return v + 0
+		if (v ~ /s$/) return (v + 0) * 1000
+		return 0
+	}
+	{ key=$2" "$3" "$7; rps[$1" "key]=$4; p99[$1" "key]=ms($6) }
 	END {
-		for (k in rps) { split(k, a, " "); if (a[1] != "nginx" && rps["nginx "a[2]" "a[3]] > 0)
-			printf "  %-8s %-4s %4s  %.3f\n", a[1], a[2], a[3], rps[k] / rps["nginx "a[2]" "a[3]] }
+		for (k in rps) { split(k, a, " "); n="nginx "a[2]" "a[3]" "a[4]
+			if (a[1] != "nginx" && rps[n] > 0 && p99[n] > 0)
+				printf "  %-8s %-4s %4s round %-3s  req/s %.3f  p99 %.3f\n", a[1], a[2], a[3], a[4], rps[k] / rps[n], p99[k] / p99[n] }
 	}' "$results" | sort
