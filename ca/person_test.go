@@ -3,6 +3,7 @@ package ca
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
@@ -21,13 +22,13 @@ import (
 // stateApplier applies the authority's commands to a testState at chosen times,
 // each in its own transaction, as a replica would.
 type stateApplier struct {
-	t      *testing.T
+	t      testing.TB
 	db     *bbolt.DB
 	now    time.Time
 	serial byte
 }
 
-func newStateApplier(t *testing.T) *stateApplier {
+func newStateApplier(t testing.TB) *stateApplier {
 	return &stateApplier{t: t, db: testState(t), now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
@@ -556,4 +557,109 @@ func TestPersonAndNonceRacesThreeNodes(t *testing.T) {
 			t.Errorf("%s through a follower: %v, want %v", c.name, err, c.want)
 		}
 	}
+}
+
+// TestCapCountIsTheRecords: the cap's count, read from the status entries, is
+// the count the records give, with a certificate revoked (a resolved intent),
+// one expired, pending ones and one whose status entry is missing (read from its
+// record).
+func TestCapCountIsTheRecords(t *testing.T) {
+	s := newStateApplier(t)
+	p, hint, card := personID('r'), sum256([]byte("hint R")), sum256([]byte("card R"))
+	var serials [][]byte
+	for i := range 5 {
+		b := s.intent(card)
+		b.PersonMode, b.Person, b.Hint, b.MaxPerPerson = uint8([]PersonMode{PersonNew, PersonSame}[min(i, 1)]), p, hint, 100
+		b.NameBirth = sum256([]byte("name and birth R"))
+		if i == 3 {
+			b.NotAfter = s.now.Add(time.Hour).UnixNano() // expires first
+		}
+		if err := s.putIntent(b); err != nil {
+			t.Fatal(err)
+		}
+		serials = append(serials, b.Serial)
+	}
+	// An intent resolved as never delivered is revoked, record and status.
+	resolve, err := cluster.NewCommand(commandResolve, 1, resolveBody{Issuer: "ca-1", Serials: [][]byte{serials[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.apply(resolve, applyResolve); err != nil {
+		t.Fatal(err)
+	}
+	reference := func(tx *bbolt.Tx, at time.Time) int {
+		n := 0
+		for _, serial := range serials {
+			r, _ := readCert(tx, serial)
+			if r != nil && Status(r.Status) != Revoked && r.NotAfter > at.UnixNano() {
+				n++
+			}
+		}
+		return n
+	}
+	check := func(name string, at time.Time, want int) {
+		t.Helper()
+		s.view(func(tx *bbolt.Tx) {
+			n, err := Read(tx).CountForCap(p, hint, at)
+			if ref := reference(tx, at); err != nil || n != want || n != ref {
+				t.Errorf("%s: CountForCap = %d, %v; the records count %d; want %d", name, n, err, ref, want)
+			}
+		})
+	}
+	check("one revoked", s.now, 4)
+	check("one revoked, one expired", s.now.Add(2*time.Hour), 3)
+	// A serial without a status entry is read from its record.
+	if err := s.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketStatus).Bucket([]byte("ca-1")).Delete(serials[4])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check("a status entry missing", s.now, 4)
+}
+
+// BenchmarkCountForCap counts the live certificates of a person who holds 200,
+// from the status entries (CountForCap) and, as the baseline in the same run,
+// by decoding each record as the count did before:
+//
+//	go test -run '^$' -bench BenchmarkCountForCap ./ca/
+func BenchmarkCountForCap(b *testing.B) {
+	s := newStateApplier(b)
+	p, hint, card := personID('b'), sum256([]byte("hint B")), sum256([]byte("card B"))
+	for i := range 200 {
+		it := s.intent(card)
+		it.Serial = binary.BigEndian.AppendUint16([]byte{1}, uint16(i))
+		it.PersonMode, it.Person, it.Hint, it.MaxPerPerson = uint8([]PersonMode{PersonNew, PersonSame}[min(i, 1)]), p, hint, 1000
+		it.NameBirth = sum256([]byte("name and birth B"))
+		if err := s.putIntent(it); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("records", func(b *testing.B) {
+		_ = s.db.View(func(tx *bbolt.Tx) error {
+			for b.Loop() {
+				n := 0
+				c := tx.Bucket(bucketPersons).Cursor()
+				pre := indexPrefix(p)
+				for k, _ := c.Seek(pre); k != nil && bytes.HasPrefix(k, pre); k, _ = c.Next() {
+					if r, _ := readCert(tx, k[len(pre):]); r != nil && Status(r.Status) != Revoked {
+						n++
+					}
+				}
+				if n != 200 {
+					b.Fatalf("counted %d", n)
+				}
+			}
+			return nil
+		})
+	})
+	b.Run("status", func(b *testing.B) {
+		_ = s.db.View(func(tx *bbolt.Tx) error {
+			for b.Loop() {
+				if n, err := Read(tx).CountForCap(p, nil, s.now); err != nil || n != 200 {
+					b.Fatalf("counted %d, %v", n, err)
+				}
+			}
+			return nil
+		})
+	})
 }

@@ -148,7 +148,7 @@ func TestRelinkExpired(t *testing.T) {
 
 // testState is a state file with the authority's buckets and one active issuer,
 // "ca-1", valid for 1000 hours from 2026-01-01.
-func testState(t *testing.T) *bbolt.DB {
+func testState(t testing.TB) *bbolt.DB {
 	t.Helper()
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	if err != nil {

@@ -262,15 +262,18 @@ func serialKey(s *big.Int) []byte { return s.Bytes() }
 
 // statusEntry: status, reason, notAfter, revokedAt.
 func encodeStatus(st Status, reason uint8, notAfter, revokedAt int64) []byte {
-	b := make([]byte, 18)
+	b := make([]byte, statusEntryLen)
 	b[0], b[1] = byte(st), reason
 	binary.BigEndian.PutUint64(b[2:], uint64(notAfter))
 	binary.BigEndian.PutUint64(b[10:], uint64(revokedAt))
 	return b
 }
 
+// statusEntryLen is the length of a ca.status entry (encodeStatus).
+const statusEntryLen = 18
+
 func decodeStatus(serial []byte, v []byte) (CertStatus, error) {
-	if len(v) != 18 {
+	if len(v) != statusEntryLen {
 		return CertStatus{}, fmt.Errorf("ca: status entry of %x: %d bytes", serial, len(v))
 	}
 	return CertStatus{
