@@ -109,13 +109,13 @@ func throwawayKey(pub crypto.PublicKey) (crypto.Signer, error) {
 // DER of the TBSCertificate that was linted. Warnings count as failures: a shipped
 // profile must lint clean, and a profile may skip a lint only by name, with a reason.
 func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte, err error) {
-	der, err := l.sign(tmpl, pub)
+	tbs, err = l.build(tmpl, pub)
 	if err != nil {
 		return nil, err
 	}
-	tbs, ok := tbsOf(der)
-	if !ok {
-		return nil, errors.New("lint: certificate: malformed")
+	der, err := l.sign(tbs)
+	if err != nil {
+		return nil, err
 	}
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
@@ -139,14 +139,10 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 	return tbs, nil
 }
 
-// sign makes the certificate zlint reads: the TBSCertificate Go's x509 builds
+// sign makes the certificate zlint reads: the TBSCertificate Go's x509 built
 // (build), signed by the throwaway key. The signature is not checked: nothing
 // trusts it, and zlint reads the certificate's structure, not its signature.
-func (l *linter) sign(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
-	tbs, err := l.build(tmpl, pub)
-	if err != nil {
-		return nil, err
-	}
+func (l *linter) sign(tbs []byte) ([]byte, error) {
 	sig, err := crypto.SignMessage(l.key, rand.Reader, tbs, l.opts)
 	if err != nil {
 		return nil, fmt.Errorf("lint: sign certificate: %w", err)
