@@ -1,6 +1,9 @@
 // Package cluster keeps inkan's replicated state: a hashicorp/raft log (in
 // raft-boltdb) feeding a state machine that keeps its own bbolt file, with
-// nodes talking mutual TLS 1.3 on one port. It knows nothing of
+// nodes talking mutual TLS 1.3 on one port. The log is synced before an entry
+// commits; the state file is not synced per apply, and after the machine (not
+// only the process) stopped it is rebuilt from the last snapshot and the log
+// (statesync.go). It knows nothing of
 // certificates, OCSP or audit: the packages above register handlers for
 // their typed, versioned commands (encoded in CBOR core deterministic form,
 // the bytes the audit log records), in-transaction hooks, and
