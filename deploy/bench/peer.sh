@@ -218,11 +218,13 @@ run() { # run LABEL CMD...: one timed run, its line kept
 	line=$("$@") || fail "$label failed"
 	echo "round $round [load $(cut -d' ' -f1 /proc/loadavg)] $line" | tee -a "$out"
 }
-stepca_run() { "$peer" stepca -dir "$sdir" -url "$step_url" -n "$N" -c "$C"; }
+stepca_pid=${pids[0]}
+stepca_run() { "$peer" stepca -dir "$sdir" -url "$step_url" -n "$N" -c "$C" -pids "$stepca_pid"; }
 inkan_run() { # inkan_run NAME K [-full]
-	local name=$1 k=$2; shift 2
+	local name=$1 k=$2 h list=(); shift 2
+	for h in "$work/$name"/node*; do list+=("$(cat "$h/pid")"); done
 	SOFTHSM2_CONF=$cards/softhsm2.conf "$peer" inkan -url "$(urls "$name" "$k")" -ca "$work/$name/node1/data/cluster-ca.pem" \
-		-cards "$card_list" -pin-file "$cards/card.pin" -n "$N" -c "$C" "$@"
+		-cards "$card_list" -pin-file "$cards/card.pin" -n "$N" -c "$C" -pids "$(IFS=,; echo "${list[*]}")" "$@"
 }
 
 echo "# peer.sh $(date -u +%Y-%m-%dT%H:%M:%SZ), N=$N C=$C rounds=$R cards=$CARDS; $(uptime)"
@@ -242,6 +244,10 @@ cat <<'TXT'
 #   /v1/enroll/challenge), the card's proof through PKCS#11, the key and CSR.
 # inkan-enroll-full: the same with the challenge and the card's signature
 #   (SoftHSM RSA-2048, in this process) inside the timing; key and CSR made before.
+# server-cpu: the CPU (user + system) of the server's processes (all three
+#   voters for the cluster) during the timed part, over the requests; client-cpu:
+#   the load generator's own (for inkan-enroll-full it includes the card's RSA
+#   signature). Both from /proc and getrusage, in units of 10 ms.
 TXT
 
 echo "## one inkan node"
@@ -278,4 +284,10 @@ sed 's/.* what=\([^ ]*\) .*/\1/' "$out" | sort -u | while read -r w; do
 			"$(awk -v a="$m" -v b="$base" 'BEGIN { print a / b }')" "$(paired "$w" | paste -sd' ')" "$(paired "$w" | median)")
 	fi
 	echo "$line"
+done
+echo "## CPU per request (medians, ms): the server's processes, the load generator"
+sed 's/.* what=\([^ ]*\) .*/\1/' "$out" | sort -u | while read -r w; do
+	printf '%-28s server %5.2f  client %5.2f\n' "$w" \
+		"$(grep " what=$w " "$out" | sed 's/.* server-cpu=\([0-9.]*\)ms.*/\1/' | median)" \
+		"$(grep " what=$w " "$out" | sed 's/.* client-cpu=\([0-9.]*\)ms.*/\1/' | median)"
 done

@@ -24,9 +24,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/inkan-pki/inkan/enrollapi"
@@ -135,12 +137,83 @@ func drive(n, c int, job func(w, i int) error) (time.Duration, []time.Duration, 
 	return el, lat, nil
 }
 
-func report(what string, el time.Duration, lat []time.Duration) {
+func report(what string, el time.Duration, lat []time.Duration, cpu cpuUse) {
 	s := slices.Clone(lat)
 	slices.Sort(s)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	fmt.Printf("what=%s n=%d secs=%.2f rate=%.1f/s p50=%.1fms p99=%.1fms\n",
-		what, len(s), el.Seconds(), float64(len(s))/el.Seconds(), ms(s[len(s)/2]), ms(s[len(s)*99/100]))
+	per := func(d time.Duration) float64 { return ms(d) / float64(len(s)) }
+	fmt.Printf("what=%s n=%d secs=%.2f rate=%.1f/s p50=%.1fms p99=%.1fms server-cpu=%.2fms/req client-cpu=%.2fms/req\n",
+		what, len(s), el.Seconds(), float64(len(s))/el.Seconds(), ms(s[len(s)/2]), ms(s[len(s)*99/100]),
+		per(cpu.server), per(cpu.client))
+}
+
+// cpuUse is the CPU (user and system) the servers and this process spent during
+// the timed part of a run.
+type cpuUse struct{ server, client time.Duration }
+
+// cpuMeter reads the CPU time of the server processes (from /proc) and of this
+// process (getrusage) at start and at stop.
+type cpuMeter struct {
+	pids           []int
+	server, client time.Duration
+}
+
+// newCPUMeter parses pids ("1,2,3"; empty: no server is measured).
+func newCPUMeter(pids string) (*cpuMeter, error) {
+	m := &cpuMeter{}
+	for _, f := range strings.Split(pids, ",") {
+		if f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("-pids: %q is not a process ID", f)
+		}
+		m.pids = append(m.pids, pid)
+	}
+	return m, nil
+}
+
+// clockTick is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+func (m *cpuMeter) read() (server, client time.Duration, err error) {
+	for _, pid := range m.pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, 0, err
+		}
+		// Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			return 0, 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+		}
+		for _, s := range f[11:13] {
+			t, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+			}
+			server += time.Duration(t) * clockTick
+		}
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0, err
+	}
+	client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return server, client, nil
+}
+
+func (m *cpuMeter) start() error {
+	var err error
+	m.server, m.client, err = m.read()
+	return err
+}
+
+func (m *cpuMeter) stop() (cpuUse, error) {
+	s, c, err := m.read()
+	return cpuUse{server: s - m.server, client: c - m.client}, err
 }
 
 // ---- step-ca ----
@@ -273,9 +346,14 @@ func stepcaRun(args []string) error {
 	url := fs.String("url", "", "https://host:port")
 	n := fs.Int("n", 2000, "timed requests")
 	c := fs.Int("c", 64, "clients")
+	pids := fs.String("pids", "", "the server's process IDs, comma-separated, for its CPU per request")
 	_ = fs.Parse(args)
 	if *dir == "" || *url == "" {
 		return errors.New("stepca: give -dir and -url")
+	}
+	meter, err := newCPUMeter(*pids)
+	if err != nil {
+		return err
 	}
 	kb, err := os.ReadFile(filepath.Join(*dir, "provisioner.key"))
 	if err != nil {
@@ -352,11 +430,18 @@ func stepcaRun(args []string) error {
 	if _, _, err := drive(*c, *c, func(_, i int) error { return send(reqs[i]) }); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	if err := meter.start(); err != nil {
+		return err
+	}
 	el, lat, err := drive(*n, *c, func(_, i int) error { return send(reqs[*c+i]) })
 	if err != nil {
 		return err
 	}
-	report("stepca-sign", el, lat)
+	cpu, err := meter.stop()
+	if err != nil {
+		return err
+	}
+	report("stepca-sign", el, lat, cpu)
 	return nil
 }
 
@@ -385,9 +470,14 @@ func inkanRun(args []string) error {
 	n := fs.Int("n", 2000, "timed requests")
 	c := fs.Int("c", 64, "clients")
 	full := fs.Bool("full", false, "the whole flow in the timing: challenge, the card's proof, the enrollment")
+	pids := fs.String("pids", "", "the servers' process IDs, comma-separated, for their CPU per request")
 	_ = fs.Parse(args)
 	if *urls == "" || *caFile == "" || *cards == "" || *pinFile == "" {
 		return errors.New("inkan: give -url, -ca, -cards and -pin-file")
+	}
+	meter, err := newCPUMeter(*pids)
+	if err != nil {
+		return err
 	}
 	ctx := context.Background()
 	hc, err := httpClient(*caFile, *c)
@@ -482,11 +572,18 @@ func inkanRun(args []string) error {
 		what += fmt.Sprintf("-%dnodes", len(clients))
 	}
 	retries.Store(0)
+	if err := meter.start(); err != nil {
+		return err
+	}
 	el, lat, err := drive(*n, *c, job)
 	if err != nil {
 		return err
 	}
-	report(what, el, lat)
+	cpu, err := meter.stop()
+	if err != nil {
+		return err
+	}
+	report(what, el, lat, cpu)
 	if k := retries.Load(); k > 0 {
 		fmt.Fprintf(os.Stderr, "peer: %s: %d enrolments answered unavailable and were retried\n", what, k)
 	}
