@@ -17,7 +17,9 @@ import (
 	"strings"
 
 	zx509 "github.com/zmap/zcrypto/x509"
-	"github.com/zmap/zlint/v3"
+	// The lints register themselves when zlint's root package loads it;
+	// the linter runs them without calling that package.
+	_ "github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 )
 
@@ -35,16 +37,24 @@ var lintsNeverRun = []string{
 	"e_cert_issued_by_compromised_emudhra_ca",
 }
 
-// linter signs a to-be-signed certificate with a throwaway key of the same algorithm
-// as the CA key, under an issuer that is the CA certificate with the throwaway public
-// key, and runs zlint over the result. Because the algorithm is the same, the linted
-// TBSCertificate is byte for byte the one the HSM will sign: the pipeline records its
-// hash in the intent and checks the signed certificate against it.
+// linter builds a to-be-signed certificate under an issuer that is the CA
+// certificate with a throwaway public key of the same algorithm as the CA key,
+// assembles it with a signature of that algorithm and runs zlint over the
+// result. Because the algorithm is the same, the linted TBSCertificate is byte
+// for byte the one the HSM will sign: the pipeline records its hash in the
+// intent and checks the signed certificate against it.
+//
+// The signature zlint sees is one the throwaway key made once, over other
+// bytes: no lint of the chosen sources reads a certificate's signature value
+// (the one that did, lintsNeverRun's, is not run), and nothing trusts what is
+// linted, so a signature per certificate bought nothing (with an RSA CA key it
+// was most of a lint's cost).
 type linter struct {
-	issuer   *x509.Certificate // the CA certificate, carrying the throwaway public key
-	key      crypto.Signer     // throwaway, in memory: it signs nothing that leaves here
-	opts     crypto.SignerOpts // how the CA key signs (signingParams)
-	registry lint.Registry
+	issuer *x509.Certificate // the CA certificate, carrying the throwaway public key
+	pub    crypto.PublicKey  // the throwaway key's public half
+	sig    []byte            // the throwaway key's signature over placeholderTBS
+	lints  []*lint.CertificateLint
+	config lint.Configuration
 }
 
 // lintError lists the lints a certificate failed, by name, with their details.
@@ -82,8 +92,26 @@ func newLinter(caCert *x509.Certificate, skip []string) (*linter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lint: %w", err)
 	}
-	return &linter{issuer: &issuer, key: key, opts: opts, registry: reg}, nil
+	lints := reg.CertificateLints()
+	for _, src := range lintSources {
+		if len(lints.BySource(src)) == 0 {
+			// Lints register themselves as their packages load: none of a
+			// source means they were not linked in, and linting would pass
+			// everything.
+			return nil, fmt.Errorf("lint: registry: no lint of source %s is registered", src)
+		}
+	}
+	sig, err := crypto.SignMessage(key, rand.Reader, placeholderTBS, opts)
+	if err != nil {
+		return nil, fmt.Errorf("lint: sign: %w", err)
+	}
+	return &linter{issuer: &issuer, pub: key.Public(), sig: sig,
+		lints: lints.Lints(), config: reg.GetConfiguration()}, nil
 }
+
+// placeholderTBS is what the throwaway key signs, once: the signature every
+// linted certificate carries.
+var placeholderTBS = []byte("inkan: lint placeholder")
 
 // throwawayKey makes an in-memory key whose signatures have the same algorithm
 // identifier as those of pub, so the TBSCertificate does not change between the lint
@@ -113,7 +141,7 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 	if err != nil {
 		return nil, err
 	}
-	der, err := l.sign(tbs)
+	der, err := assemble(tbs, l.sig)
 	if err != nil {
 		return nil, err
 	}
@@ -121,15 +149,18 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 	if err != nil {
 		return nil, fmt.Errorf("lint: parse certificate: %w", err)
 	}
-	res := zlint.LintCertificateEx(zc, l.registry)
+	// Each lint runs as zlint.LintCertificateEx runs it (Execute: configure,
+	// applies, effective, execute, a panic as Fatal), without the result set
+	// and sorted name list it builds for every certificate.
 	var failed []string
-	for name, r := range res.Results {
+	for _, cl := range l.lints {
+		r := cl.Execute(zc, l.config)
 		if r.Status == lint.Warn || r.Status == lint.Error || r.Status == lint.Fatal {
 			d := r.Details
 			if d == "" {
 				d = r.Status.String()
 			}
-			failed = append(failed, name+": "+d)
+			failed = append(failed, cl.Name+": "+d)
 		}
 	}
 	if len(failed) > 0 {
@@ -139,23 +170,12 @@ func (l *linter) lint(tmpl *x509.Certificate, pub crypto.PublicKey) (tbs []byte,
 	return tbs, nil
 }
 
-// sign makes the certificate zlint reads: the TBSCertificate Go's x509 built
-// (build), signed by the throwaway key. The signature is not checked: nothing
-// trusts it, and zlint reads the certificate's structure, not its signature.
-func (l *linter) sign(tbs []byte) ([]byte, error) {
-	sig, err := crypto.SignMessage(l.key, rand.Reader, tbs, l.opts)
-	if err != nil {
-		return nil, fmt.Errorf("lint: sign certificate: %w", err)
-	}
-	return assemble(tbs, sig)
-}
-
 // build returns the TBSCertificate of tmpl for pub as x509.CreateCertificate
 // encodes it, with no signature made: the key CreateCertificate is given is a
 // tbsCatcher, which takes the TBSCertificate it is asked to sign and refuses.
 // Alone (lint off) it is for measurements of the pipeline only.
 func (l *linter) build(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
-	c := &tbsCatcher{pub: l.key.Public()}
+	c := &tbsCatcher{pub: l.pub}
 	_, err := x509.CreateCertificate(rand.Reader, tmpl, l.issuer, pub, c)
 	switch {
 	case errors.Is(err, errCaught) && c.tbs != nil:

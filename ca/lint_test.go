@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-func testCA(t *testing.T, key crypto.Signer) *x509.Certificate {
+func testCA(t testing.TB, key crypto.Signer) *x509.Certificate {
 	t.Helper()
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -132,5 +132,34 @@ func TestLintRefuses(t *testing.T) {
 	tmpl.Subject = pkix.Name{}
 	if _, err := l2.lint(tmpl, subject.Public()); err != nil {
 		t.Fatalf("skipped lint still refuses: %v", err)
+	}
+}
+
+// BenchmarkLint is the lint of one derived certificate (the TBSCertificate built,
+// the certificate zlint reads assembled and parsed, the chosen lints run), for
+// an ECDSA P-256 and an RSA-2048 CA key:
+//
+//	go test -run '^$' -bench BenchmarkLint -benchmem -count 3 ./ca/
+func BenchmarkLint(b *testing.B) {
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	subject, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, c := range []struct {
+		name string
+		key  crypto.Signer
+	}{{"ca=ecdsa-p256", ecKey}, {"ca=rsa-2048", rsaKey}} {
+		b.Run(c.name, func(b *testing.B) {
+			l, err := newLinter(testCA(b, c.key), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tmpl := leafTemplate(7)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := l.lint(tmpl, subject.Public()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
