@@ -57,6 +57,9 @@ type linter struct {
 	config lint.Configuration
 }
 
+// errNoLints: a chosen lint source has no lint registered.
+var errNoLints = errors.New("lint: registry: no lint registered for source")
+
 // lintError lists the lints a certificate failed, by name, with their details.
 type lintError struct {
 	Failed []string // "name: details", sorted
@@ -98,7 +101,7 @@ func newLinter(caCert *x509.Certificate, skip []string) (*linter, error) {
 			// Lints register themselves as their packages load: none of a
 			// source means they were not linked in, and linting would pass
 			// everything.
-			return nil, fmt.Errorf("lint: registry: no lint of source %s is registered", src)
+			return nil, fmt.Errorf("%w: %s", errNoLints, src)
 		}
 	}
 	sig, err := crypto.SignMessage(key, rand.Reader, placeholderTBS, opts)

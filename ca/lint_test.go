@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zmap/zlint/v3/lint"
 )
 
 func testCA(t testing.TB, key crypto.Signer) *x509.Certificate {
@@ -161,5 +163,22 @@ func BenchmarkLint(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A lint source with nothing registered (its package not linked in) is refused
+// when the linter is made, not found out by certificates that pass every lint.
+func TestLinterRefusesAnEmptySource(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caCert := testCA(t, key)
+	saved := lintSources
+	defer func() { lintSources = saved }()
+	lintSources = append(slices.Clone(saved), lint.LintSource("inkan-test-nothing-registered"))
+	if _, err := newLinter(caCert, nil); !errors.Is(err, errNoLints) {
+		t.Fatalf("newLinter with an empty source: %v, want errNoLints", err)
+	}
+	lintSources = saved
+	if _, err := newLinter(caCert, nil); err != nil {
+		t.Fatal(err)
 	}
 }
