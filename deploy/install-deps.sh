@@ -20,6 +20,8 @@ have_cmd curl || need+=(curl) # the README's walk-through fetches a CRL with it
 # test, and the serving benchmark's baseline.
 have_cmd nginx || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 have_cmd flock || need+=(util-linux) # make run checks its data dir is free with it
+# The end-to-end test's relying party on GnuTLS: certtool, ocsptool, gnutls-cli.
+have_cmd ocsptool || need+=(gnutls-bin)
 if [ "${1:-}" = "--bench" ]; then
 	have_cmd wrk || need+=(wrk)
 	have_cmd taskset || need+=(util-linux)

@@ -472,7 +472,18 @@ func TestEndToEnd(t *testing.T) {
 	if code, p, err := goRP.login(t, victim.leaf, victim.key); err != nil || code != 200 || p != pseudonym {
 		t.Fatalf("Go relying party: login with %s: %d %q %v", victim.serial, code, p, err)
 	}
-	t.Logf("relying parties (nginx, Go): %s logged in as %s", victim.serial, pseudonym)
+	// A relying party on GnuTLS: certtool verifies the chain, ocsptool asks
+	// the responder the certificate names and verifies its answer, and
+	// gnutls-cli logs in through nginx.
+	needGnuTLS(t)
+	gnutlsVerify(t, victim)
+	if got := gnutlsStatus(t, victim, ""); got != "good" {
+		t.Fatalf("ocsptool: %s is %q, want good", victim.serial, got)
+	}
+	if code, p := rp.loginGnuTLS(t, victim.leaf, victim.key); code != 200 || p != pseudonym {
+		t.Fatalf("gnutls-cli: login with %s: %d %q\nnginx:\n%s", victim.serial, code, p, rp.errorLog())
+	}
+	t.Logf("relying parties (nginx with curl and gnutls-cli, Go, GnuTLS's ocsptool): %s logged in as %s", victim.serial, pseudonym)
 
 	// Revoke through a follower's admin socket: that node answers revoked when
 	// the command returns; then OCSP everywhere, then the CRLs.
@@ -501,6 +512,12 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if code, _, err := goRP.login(t, victim.leaf, victim.key); err == nil {
 		t.Fatalf("Go relying party: login with the revoked %s: %d", victim.serial, code)
+	}
+	if got := gnutlsStatus(t, victim, "http://"+edge.ocspAddr+"/"); got != "revoked" {
+		t.Fatalf("ocsptool: the revoked %s is %q", victim.serial, got)
+	}
+	if code, p := rp.loginGnuTLS(t, victim.leaf, victim.key); code == 200 || p != "" {
+		t.Fatalf("gnutls-cli: login with the revoked %s: %d %q", victim.serial, code, p)
 	}
 	if err := <-goRP.refusals; !errors.Is(err, errNotGood) {
 		t.Fatalf("Go relying party refused the revoked certificate for another reason: %v", err)

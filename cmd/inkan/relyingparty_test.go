@@ -319,3 +319,73 @@ func (rp *goRelyingParty) login(t *testing.T, certFile, keyFile string) (int, st
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, resp.Header.Get("X-Inkan-Pseudonym"), nil
 }
+
+// needGnuTLS skips the test if GnuTLS's tools are not installed (outside CI,
+// where deploy/install-deps.sh installs them).
+func needGnuTLS(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"certtool", "ocsptool", "gnutls-cli"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required in CI (deploy/install-deps.sh installs gnutls-bin)", tool)
+			}
+			t.Skipf("%s not installed: deploy/install-deps.sh installs gnutls-bin", tool)
+		}
+	}
+}
+
+// gnutlsVerify verifies e's certificate against its CA with GnuTLS's certtool
+// under the medium profile (the one GnuTLS names as its next default).
+func gnutlsVerify(t *testing.T, e *enrolled) {
+	t.Helper()
+	out, err := exec.Command("certtool", "--verify", "--verify-profile=medium", "--load-ca-certificate", e.ca, "--infile", e.leaf).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("Chain verification output: Verified.")) {
+		t.Fatalf("certtool --verify %s: %v\n%s", e.serial, err, out)
+	}
+}
+
+// gnutlsStatus asks url (if empty, the responder the certificate names) about
+// e's certificate with GnuTLS's ocsptool, which
+// verifies the response against the CA (the responder is a delegated one
+// whose certificate the response carries), and returns the status it read.
+// A response that does not verify fails the test.
+func gnutlsStatus(t *testing.T, e *enrolled, url string) string {
+	t.Helper()
+	ask := "--ask" // the address in the certificate
+	if url != "" {
+		ask += "=" + url
+	}
+	out, err := exec.Command("ocsptool", ask, "--load-issuer", e.ca, "--load-cert", e.leaf, "--load-trust", e.ca).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("Verifying OCSP Response: Success.")) {
+		t.Fatalf("ocsptool --ask %s about %s: %v\n%s", url, e.serial, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Certificate Status: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("ocsptool --ask %s about %s: no status\n%s", url, e.serial, out)
+	return ""
+}
+
+// loginGnuTLS is login with gnutls-cli as the subscriber's client: the HTTP
+// status (0 if the handshake failed) and the pseudonym header nginx set.
+func (rp *relyingParty) loginGnuTLS(t *testing.T, certFile, keyFile string) (int, string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(rp.addr)
+	cmd := exec.Command("gnutls-cli", "--x509cafile="+rp.serverCA, "--x509certfile="+certFile, "--x509keyfile="+keyFile,
+		"--port="+port, host)
+	cmd.Stdin = strings.NewReader("GET / HTTP/1.0\r\nHost: " + host + "\r\n\r\n")
+	out, _ := cmd.CombinedOutput() // a refused handshake exits non-zero; the output says which
+	code, pseudonym := 0, ""
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(line, "HTTP/1.1 "); ok && code == 0 {
+			code, _ = strconv.Atoi(strings.Fields(rest + " ")[0])
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "X-Inkan-Pseudonym") {
+			pseudonym = strings.TrimSpace(v)
+		}
+	}
+	return code, pseudonym
+}
