@@ -513,6 +513,12 @@ func TestEndToEnd(t *testing.T) {
 	if code, _, err := goRP.login(t, victim.leaf, victim.key); err == nil {
 		t.Fatalf("Go relying party: login with the revoked %s: %d", victim.serial, code)
 	}
+	if gnutlsVerifyWithCRL(t, edge, victim) {
+		t.Fatalf("certtool with the edge's CRL trusts the revoked %s", victim.serial)
+	}
+	if !gnutlsVerifyWithCRL(t, edge, certs[0]) {
+		t.Fatalf("certtool with the edge's CRL refuses %s, which is not revoked", certs[0].serial)
+	}
 	if got := gnutlsStatus(t, victim, "http://"+edge.ocspAddr+"/"); got != "revoked" {
 		t.Fatalf("ocsptool: the revoked %s is %q", victim.serial, got)
 	}

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -388,4 +389,37 @@ func (rp *relyingParty) loginGnuTLS(t *testing.T, certFile, keyFile string) (int
 		}
 	}
 	return code, pseudonym
+}
+
+// gnutlsVerifyWithCRL verifies e's certificate with certtool against its CA
+// and the CRL its distribution point names, fetched from p; it returns
+// whether certtool trusts it, and fails the test if certtool's answer is
+// neither trusted nor revoked.
+func gnutlsVerifyWithCRL(t *testing.T, p *proc, e *enrolled) bool {
+	t.Helper()
+	dp, err := url.Parse(e.cert.CRLDistributionPoints[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.Get("http://" + p.ocspAddr + dp.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("%s: CRL %s: %s", p.name, dp.Path, r.Status)
+	}
+	crl := filepath.Join(t.TempDir(), "crl.pem")
+	write(t, crl, string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})))
+	out, _ := exec.Command("certtool", "--verify", "--verify-profile=medium", "--load-ca-certificate", e.ca,
+		"--load-crl", crl, "--infile", e.leaf).CombinedOutput()
+	switch {
+	case bytes.Contains(out, []byte("Chain verification output: Verified.")):
+		return true
+	case bytes.Contains(out, []byte("The certificate chain is revoked.")):
+		return false
+	}
+	t.Fatalf("certtool --verify --load-crl %s for %s:\n%s", dp.Path, e.serial, out)
+	return false
 }
