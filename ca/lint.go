@@ -17,8 +17,8 @@ import (
 	"strings"
 
 	zx509 "github.com/zmap/zcrypto/x509"
-	// The lints register themselves when zlint's root package loads it;
-	// the linter runs them without calling that package.
+	// zlint's root package imports every lint package, and each lint
+	// registers itself as its package loads; the linter runs them itself.
 	_ "github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 )
