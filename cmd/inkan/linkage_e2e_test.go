@@ -189,7 +189,9 @@ func crlNumber(t *testing.T, v crlView) int {
 	return n
 }
 
-func fetchShardCRL(t *testing.T, p *proc, e *enrolled) crlView {
+// shardCRL fetches from p the CRL at the distribution point e's certificate
+// names (its shard), as DER.
+func shardCRL(t *testing.T, p *proc, e *enrolled) []byte {
 	t.Helper()
 	if len(e.cert.CRLDistributionPoints) != 1 {
 		t.Fatalf("certificate has CRL distribution points %v", e.cert.CRLDistributionPoints)
@@ -205,8 +207,14 @@ func fetchShardCRL(t *testing.T, p *proc, e *enrolled) crlView {
 	der, _ := io.ReadAll(r.Body)
 	r.Body.Close()
 	if r.StatusCode != 200 {
-		t.Fatalf("GET %s: %s", dp.Path, r.Status)
+		t.Fatalf("%s: GET %s: %s", p.name, dp.Path, r.Status)
 	}
+	return der
+}
+
+func fetchShardCRL(t *testing.T, p *proc, e *enrolled) crlView {
+	t.Helper()
+	der := shardCRL(t, p, e)
 	f := filepath.Join(t.TempDir(), "shard.crl")
 	if err := os.WriteFile(f, der, 0o600); err != nil {
 		t.Fatal(err)
