@@ -10,19 +10,14 @@ import (
 
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/hsm/softhsm"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestPKCS11ToolSeesKeys: keys inkan generates show in OpenSC's pkcs11-tool with
 // the labels and IDs given, so operators can inspect a token with standard tools.
 func TestPKCS11ToolSeesKeys(t *testing.T) {
 	t.Parallel()
-	tool, err := exec.LookPath("pkcs11-tool")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("pkcs11-tool not found; CI must have opensc installed (make deps)")
-		}
-		t.Skip("pkcs11-tool not found (install opensc)")
-	}
+	tool := testenv.Tool(t, "pkcs11-tool", "opensc")
 	tk := softhsm.NewToken(t)
 	ctx := context.Background()
 	specs := []hsm.KeySpec{

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	xocsp "golang.org/x/crypto/ocsp"
@@ -72,12 +73,7 @@ func writePEM(t *testing.T, dir, name string, cert *x509.Certificate) string {
 }
 
 func TestOpenSSLClient(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is required in CI")
-		}
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl", "openssl")
 	p, url, _ := servedPKI(t)
 	dir := t.TempDir()
 	caPEM := writePEM(t, dir, "ca.pem", p.ca)

@@ -11,12 +11,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"math/big"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/internal/testenv"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -111,12 +111,7 @@ func TestBuilderResponsesParse(t *testing.T) {
 }
 
 func TestBuilderWithOpenSSL(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is required in CI")
-		}
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl", "openssl")
 	p := getPKI(t)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	b, err := newBuilder(p.ca, p.delegatedResponder(t, key), key, 10*365*24*time.Hour)

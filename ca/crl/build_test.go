@@ -22,6 +22,7 @@ import (
 	"github.com/zmap/zlint/v3/lint"
 
 	"github.com/inkan-pki/inkan/crlreason"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 const shards = 4
@@ -85,14 +86,7 @@ func (f *fixture) write(t *testing.T, name, typ string, der []byte) string {
 	return p
 }
 
-func needOpenSSL(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is required in CI")
-		}
-		t.Skip("openssl not installed")
-	}
-}
+func needOpenSSL(t *testing.T) { testenv.Tool(t, "openssl", "openssl") }
 
 func TestShardCRLWithOpenSSL(t *testing.T) {
 	needOpenSSL(t)

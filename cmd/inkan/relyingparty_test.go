@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inkan-pki/inkan/internal/testenv"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -38,18 +39,6 @@ import (
 type relyingParty struct {
 	addr, dir, serverCA string
 	cmd                 *exec.Cmd
-}
-
-// nginxBinary finds Debian's nginx (in /usr/sbin, which a non-root PATH may
-// lack); "" if it is not installed.
-func nginxBinary() string {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	return ""
 }
 
 // relyingPartyConf is the nginx configuration (the http part is what a
@@ -97,13 +86,7 @@ http {
 // the test if nginx is not installed.
 func startRelyingParty(t *testing.T, caFile, ocspURL string) *relyingParty {
 	t.Helper()
-	bin := nginxBinary()
-	if bin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("nginx is required in CI (deploy/install-deps.sh installs nginx-light)")
-		}
-		t.Skip("nginx not installed: deploy/install-deps.sh installs nginx-light")
-	}
+	bin := testenv.Tool(t, "nginx", "nginx-light", "/usr/sbin")
 	rp := &relyingParty{addr: freeAddrs(t, 1)[0], dir: t.TempDir()}
 	if err := os.Mkdir(filepath.Join(rp.dir, "tmp"), 0o700); err != nil {
 		t.Fatal(err)
@@ -325,12 +308,7 @@ func (rp *goRelyingParty) login(t *testing.T, certFile, keyFile string) (int, st
 func needGnuTLS(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"certtool", "ocsptool", "gnutls-cli"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required in CI (deploy/install-deps.sh installs gnutls-bin)", tool)
-			}
-			t.Skipf("%s not installed: deploy/install-deps.sh installs gnutls-bin", tool)
-		}
+		testenv.Tool(t, tool, "gnutls-bin")
 	}
 }
 

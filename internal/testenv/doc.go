@@ -1,5 +1,7 @@
-// Package testenv holds the two things the tests of several packages share:
-// a context bounded for one test, and a logger for the code under test that
-// is silent unless INKAN_TEST_LOG is set (then it writes debug lines to
-// stderr). It is for tests only.
+// Package testenv holds what the tests of several packages share: a context
+// bounded for one test; a logger for the code under test that is silent
+// unless INKAN_TEST_LOG is set (then it writes debug lines to stderr); and
+// Tool, which finds an outside command a test runs (openssl, nginx, GnuTLS's
+// tools…), failing the test in CI and skipping it elsewhere when the command
+// is missing. It is for tests only.
 package testenv
