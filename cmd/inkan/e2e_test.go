@@ -645,11 +645,13 @@ func TestEndToEnd(t *testing.T) {
 	follow := exec.Command(inkanBinary(t), "audit", "verify", "--follow", "https://"+voters[1].apiAddr,
 		"--cacert", filepath.Join(voters[1].dataDir, "cluster-ca.pem"), "--against", exp)
 	follow.Env = append(slices.Clone(voters[1].env), "TMPDIR="+live)
-	out, err := follow.CombinedOutput()
+	var stderr bytes.Buffer
+	follow.Stderr = &stderr
+	out, err := follow.Output()
 	kept, _ := filepath.Glob(filepath.Join(live, "inkan-audit-*", "checkpoints"))
 	if err != nil || !strings.HasPrefix(string(out), "exported ") || !strings.Contains(string(out), "are consistent") ||
 		strings.Count(string(out), ": ok: ") != 2 || len(kept) != 1 {
-		t.Fatalf("audit verify --follow --against: %v (live exports kept: %v)\n%s", err, kept, out)
+		t.Fatalf("audit verify --follow --against: %v (live exports kept: %v)\n%s%s", err, kept, out, stderr.Bytes())
 	}
 	err = filepath.WalkDir(exp, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
