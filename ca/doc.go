@@ -9,8 +9,9 @@
 // Issuance is two steps. Prepare, on the node that gets a request, is pure: the
 // policy's decision (Request.Decision, a policies.Decision as the engine made it),
 // the request, a snapshot of the issuer, the time from Config.Now and a fresh serial
-// give the linted TBSCertificate (a throwaway key of the CA key's algorithm signs it
-// for zlint, so the linted bytes are the ones the HSM signs); the state read, the
+// give the linted TBSCertificate (built under a throwaway key of the CA key's
+// algorithm and carrying, for zlint, a signature that key made once, so the linted
+// bytes are the ones the HSM signs); the state read, the
 // clock and the serial are its shell's. Then the leader alone commits intents,
 // signs in the HSM within the request's context and commits issued records, so a request on a follower is forwarded to it
 // (cluster.Call) and checked there. The leader commits the intents, and the
