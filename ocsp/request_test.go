@@ -74,8 +74,8 @@ func TestParseRequestMalformed(t *testing.T) {
 	}
 	for name, der := range cases {
 		t.Run(name, func(t *testing.T) {
-			if _, err := parseRequest(der); err == nil {
-				t.Fatalf("parsed %x", der)
+			if _, err := parseRequest(der); !errors.Is(err, errMalformed) {
+				t.Fatalf("parseRequest(%x): %v, want errMalformed", der, err)
 			}
 		})
 	}
@@ -122,8 +122,8 @@ func TestDecodeGETPath(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{"/", "", "/%zz", "/%4", "/!!!!", "/" + strings.Repeat("A", maxGETPath+1)} {
-		if _, err := decodeGETPath(nil, []byte(bad)); err == nil {
-			t.Errorf("decodeGETPath(%.20q) accepted", bad)
+		if _, err := decodeGETPath(nil, []byte(bad)); !errors.Is(err, errMalformed) {
+			t.Errorf("decodeGETPath(%.20q): %v, want errMalformed", bad, err)
 		}
 	}
 }

@@ -267,9 +267,10 @@ one shown.`,
 		Short: "Revoke certificates (for good: OCSP and CRLs say so within seconds)",
 		Long: `revoke revokes certificates with an RFC 5280 reason: unspecified, keyCompromise,
 cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn
-or aACompromise. It cannot be undone (a hold can: see 'cert hold'). Every node's OCSP
-answers revoked within about two seconds, and each certificate's CRL shard lists it
-within five. Several serials (or --from-file, one per line) are revoked in one request,
+or aACompromise. It cannot be undone (a hold can: see 'cert hold'). It returns once
+the node that took the request answers revoked over OCSP; every other node answers so
+as it applies the change (within 100 ms of it), and each certificate's CRL shard lists
+it within five seconds. Several serials (or --from-file, one per line) are revoked in one request,
 with progress shown; more than 10 at once need two more officers' approval.`,
 		Example: `  inkan admin --config node.yaml cert revoke 5c1e… --reason keyCompromise
   inkan admin --config node.yaml cert revoke --from-file compromised.txt --reason keyCompromise --yes`,
