@@ -70,6 +70,7 @@ for p in authentication signing; do
 	bin/inkan admin --config .inkan-dev/node.yaml policy apply --yes "$p-no-test.yaml" >/dev/null
 done
 if bash -euo pipefail -c "${cmds[0]}" >enroll-refused 2>&1; then fail "enroll passed with profiles that refuse the test policy"; fi
+grep -q 'urn:inkan:problem:policy-denied' enroll-refused || { cat enroll-refused; fail "enroll was refused, but not as policy-denied"; }
 
 # Stop and start again: the first run's log is still there, behind its
 # separator, and the printed enroll works again.
