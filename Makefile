@@ -10,8 +10,10 @@ all: build
 deps:
 	@deploy/install-deps.sh
 
+# Silent, as go build is when it works: a second `make run` says only why it
+# refuses to start.
 build: deps
-	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/inkan
+	@$(GO) build -buildvcs=auto -o $(BIN) ./cmd/inkan
 
 # The dev appliance: one node, state in ./.inkan-dev, SoftHSM token and config made
 # for you on the first run; it runs in the foreground until Ctrl-C, and resumes after.

@@ -48,11 +48,12 @@ for c in "${cmds[@]}"; do
 	bash -euo pipefail -c "$c"
 done
 
-# A second start while the first runs: refused at once, nothing printed on
-# stdout, the running node's logs untouched.
+# A second `make run` while the first runs: refused at once, nothing printed
+# on stdout (not even the build's command line), the running node's logs
+# untouched.
 log_before=$(wc -c <.inkan-dev/node.log)
-if deploy/dev-run.sh bin/inkan .inkan-dev >out2 2>err2; then
-	fail "a second dev-run.sh on the same state started"
+if make --no-print-directory run >out2 2>err2; then
+	fail "a second make run on the same state started"
 fi
 [ ! -s out2 ] || { cat out2; fail "the refused start printed on stdout"; }
 grep -q 'already runs' err2 || { cat err2; fail "the refused start did not say why"; }
