@@ -12,9 +12,14 @@ ports=${INKAN_DEV_PORTS:-7400}
 need_free "$ports" $((ports + 43)) $((ports + 80)) $((ports + 81)) $((ports + 90))
 work=$(mktemp -d /tmp/inkan-devrun.XXXXXX)
 first=
-cleanup() {
-	[ -n "$first" ] && kill -TERM "$first" 2>/dev/null && wait "$first" 2>/dev/null
+cleanup() { # on every exit: the running dev node stops, the copy goes, the status stays
+	local rc=$?
+	if [ -n "$first" ]; then
+		kill -TERM "$first" 2>/dev/null || true
+		wait "$first" 2>/dev/null || true # 143, its SIGTERM: not this script's status
+	fi
 	rm -rf "$work"
+	exit "$rc"
 }
 trap cleanup EXIT
 clean_copy "$work"
