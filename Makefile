@@ -10,8 +10,10 @@ all: build
 deps:
 	@deploy/install-deps.sh
 
+# Silent, as go build is when it works: a second `make run` says only why it
+# refuses to start.
 build: deps
-	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/inkan
+	@$(GO) build -buildvcs=auto -o $(BIN) ./cmd/inkan
 
 # The dev appliance: one node, state in ./.inkan-dev, SoftHSM token and config made
 # for you on the first run; it runs in the foreground until Ctrl-C, and resumes after.
@@ -37,10 +39,13 @@ fuzz-smoke:
 	@deploy/fuzz-smoke.sh
 
 # The README's blocks run as printed (a 3-node cluster on ports 7510-7543, with
-# 20 kill/restart rounds), and the dev appliance's printed commands (7400-7490).
+# 20 kill/restart rounds), and the dev appliance's printed commands (7400-7490);
+# the failover benchmark's script once (one round), so that the script behind
+# docs/BENCHMARKS.md's failover figures keeps running (its figure is not judged).
 scripts:
 	@deploy/test/devrun.sh
 	@deploy/test/readme.sh
+	@deploy/bench/failover.sh 1
 
 # Every benchmark, then inkan's enrollment against step-ca's (deploy/bench/peer.sh,
 # which builds step-ca once into ~/.cache/inkan-bench). bench-peer: that one only.

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/transparency-dev/merkle/compact"
 )
@@ -377,4 +379,21 @@ func (r *leafReader) err() error {
 		return fmt.Errorf("audit: export: %s line %d: %w", exportLeaves, r.cur.line+1, err)
 	}
 	return nil
+}
+
+// openExportDir is the export directory dir as an fs.FS for Verify, Compare and
+// Prove, once it is known to be a directory: a path that names nothing, or a
+// file, is said to be so (the error wraps the os error: fs.ErrNotExist, or
+// syscall.ENOTDIR for a file), not as a missing audit.pub.pem inside it.
+func openExportDir(dir string) (fs.FS, error) {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("audit: %s: no such directory (give the directory `inkan audit export --out` wrote): %w", dir, err)
+	case err != nil:
+		return nil, fmt.Errorf("audit: %w", err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("audit: %s is a file, not the directory `inkan audit export --out` wrote: %w", dir, syscall.ENOTDIR)
+	}
+	return os.DirFS(dir), nil
 }

@@ -199,7 +199,11 @@ func ProveDir(w io.Writer, keyFile, dir, serial string) error {
 	if err != nil {
 		return err
 	}
-	found, err := Prove(os.DirFS(dir), key, serial)
+	fsys, err := openExportDir(dir)
+	if err != nil {
+		return err
+	}
+	found, err := Prove(fsys, key, serial)
 	if err != nil {
 		return err
 	}
@@ -218,6 +222,10 @@ func ProveTokenDir(w io.Writer, keyFile, dir, tokenFile string) error {
 	if err != nil {
 		return err
 	}
+	fsys, err := openExportDir(dir)
+	if err != nil {
+		return err
+	}
 	b, err := os.ReadFile(tokenFile)
 	if err != nil {
 		return fmt.Errorf("audit: prove: %w", err)
@@ -226,7 +234,7 @@ func ProveTokenDir(w io.Writer, keyFile, dir, tokenFile string) error {
 	if err != nil {
 		return fmt.Errorf("audit: prove: %s: %w", tokenFile, err)
 	}
-	found, err := proveToken(os.DirFS(dir), key, token)
+	found, err := proveToken(fsys, key, token)
 	if err != nil {
 		return err
 	}

@@ -356,9 +356,16 @@ func VerifyDirs(w io.Writer, keyFile string, dirs ...string) error {
 		}
 		return d + ": "
 	}
+	fss := make([]fs.FS, len(dirs))
+	for i, d := range dirs {
+		var err error
+		if fss[i], err = openExportDir(d); err != nil {
+			return err
+		}
+	}
 	bad := 0
-	for _, d := range dirs {
-		r, err := Verify(os.DirFS(d), key)
+	for i, d := range dirs {
+		r, err := Verify(fss[i], key)
 		if err != nil {
 			return err
 		}
@@ -375,7 +382,7 @@ func VerifyDirs(w io.Writer, keyFile string, dirs ...string) error {
 		}
 	}
 	if len(dirs) == 2 {
-		ps, err := compare(os.DirFS(dirs[0]), os.DirFS(dirs[1]), key)
+		ps, err := compare(fss[0], fss[1], key)
 		if err != nil {
 			return err
 		}

@@ -6,10 +6,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -491,4 +494,40 @@ func TestEmptyLog(t *testing.T) {
 		t.Fatalf("verify the empty log: %v %+v", err, r)
 	}
 	// audit/log's TestEmptyLog: the node's log signs it too and proves nothing in it.
+}
+
+// TestCommandsNameAMissingExportDir: verify and prove given a path that names
+// nothing, or a file, say so of the path itself (fs.ErrNotExist, ENOTDIR), not
+// of an audit.pub.pem missing inside it.
+func TestCommandsNameAMissingExportDir(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no-such-export")
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, path string
+		want       error
+	}{
+		{"missing", missing, fs.ErrNotExist},
+		{"a file", file, syscall.ENOTDIR},
+	} {
+		for cmd, run := range map[string]func() error{
+			"verify":        func() error { return VerifyDirs(io.Discard, "", c.path) },
+			"verify two":    func() error { return VerifyDirs(io.Discard, "", dir, c.path) },
+			"prove":         func() error { return ProveDir(io.Discard, "", c.path, "01") },
+			"prove --token": func() error { return ProveTokenDir(io.Discard, "", c.path, file) },
+		} {
+			t.Run(c.name+"/"+cmd, func(t *testing.T) {
+				err := run()
+				if !errors.Is(err, c.want) {
+					t.Fatalf("err = %v, want %v", err, c.want)
+				}
+				if !strings.Contains(err.Error(), c.path) || strings.Contains(err.Error(), "audit.pub.pem") {
+					t.Errorf("%q does not speak of %s itself", err, c.path)
+				}
+			})
+		}
+	}
 }

@@ -4,15 +4,22 @@
 # after):
 #   - a SoftHSM token for the node, PINs in 0600 files;
 #   - the J-LIS stand-in (jpki-sim): its root, trusted by the node, its CRL
-#     served on 127.0.0.1:7481, and a simulated My Number Card (a SoftHSM token);
+#     served on 127.0.0.1:7481 (see INKAN_DEV_PORTS below), and a simulated
+#     My Number Card (a SoftHSM token);
 #   - a one-node config (written once; edit it freely, it is kept);
 #   - the node, and on its first start a self-signed CA.
 # Once ready it prints what listens where and three commands to try. Ctrl-C
 # stops it; running it again resumes from the same state.
 #   deploy/dev-run.sh BIN DIR
+# INKAN_DEV_PORTS=8400 moves the ports of a new DIR (cluster 8400, API 8443,
+# OCSP 8480, J-LIS CRL 8481, metrics 8490), for a second dev node beside the
+# first; it must be the same on every run with that DIR.
 set -euo pipefail
 bin=${1:?binary}; dir=${2:?state dir}
 module=/usr/lib/softhsm/libsofthsm2.so
+ports=${INKAN_DEV_PORTS:-7400}
+case $ports in *[!0-9]* | "") echo "INKAN_DEV_PORTS=$ports: want a number such as 8400" >&2; exit 1 ;; esac
+p_cluster=$ports p_api=$((ports + 43)) p_ocsp=$((ports + 80)) p_jlis=$((ports + 81)) p_metrics=$((ports + 90))
 
 umask 077
 mkdir -p "$dir/tokens"
@@ -65,14 +72,14 @@ data_dir: $dir/data
 cluster:
   name: inkan-dev
   node_id: dev1
-  bind: 127.0.0.1:7400
+  bind: 127.0.0.1:$p_cluster
   bootstrap: true
 api:
-  listen: 127.0.0.1:7443
+  listen: 127.0.0.1:$p_api
 ocsp:
-  listen: 127.0.0.1:7480
+  listen: 127.0.0.1:$p_ocsp
 metrics:
-  listen: 127.0.0.1:7490
+  listen: 127.0.0.1:$p_metrics
 hsm:
   module: $module
   token: inkan-dev
@@ -83,7 +90,7 @@ jpki:
   policies: [1.2.392.200149.8.5.1.0.20]
   revocation:
     kind: crl
-    url: http://127.0.0.1:7481/crl
+    url: http://127.0.0.1:$p_jlis/crl
 # A demo: anyone may read the audit log (in production only auditors do, with
 # their certificates; it holds keyed hashes, never personal data in clear).
 audit:
@@ -110,7 +117,7 @@ trap stop INT TERM EXIT
 sep="=== make run $(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$ ==="
 echo "$sep" >>"$dir/jlis.log"
 echo "$sep" >>"$dir/node.log"
-"$bin" jpki-sim --dir "$jlis" serve-crl --listen 127.0.0.1:7481 >>"$dir/jlis.log" 2>&1 &
+"$bin" jpki-sim --dir "$jlis" serve-crl --listen 127.0.0.1:$p_jlis >>"$dir/jlis.log" 2>&1 &
 pids+=($!)
 "$bin" server --config "$cfg" 2>>"$dir/node.log" >/dev/null &
 node=$!
@@ -130,30 +137,32 @@ kill -0 "$node" 2>/dev/null || { tail -20 "$dir/node.log"; echo "the node stoppe
 if ! admin ca cert >"$dir/ca.pem" 2>/dev/null; then
 	admin ca init --cn "inkan dev CA" --org "inkan dev" --country JP --self-sign >/dev/null
 	admin ca cert >"$dir/ca.pem"
-	# The shipped profiles accept production cards only; the simulated cards
-	# carry the JPKI test policy.
-	"$(dirname "$0")/accept-test-cards.sh" "$bin" "$cfg" "$dir"
 fi
+# The shipped profiles accept production cards only; the simulated cards carry
+# the JPKI test policy. On every start, not only the first: a first run stopped
+# between the CA and this step left profiles that refuse the card (a no-op
+# once they accept it).
+"$(dirname "$0")/accept-test-cards.sh" "$bin" "$cfg" "$dir"
 
 rel() { realpath --relative-to="$PWD" "$1"; }
 d=$(rel "$dir"); b=$(rel "$bin")
 cat <<TXT
 
 inkan dev appliance ready.
-  enrollment  https://127.0.0.1:7443/v1/enroll   (TLS from the cluster CA: $d/data/cluster-ca.pem)
-  audit API   https://127.0.0.1:7443/v1/audit/
-  OCSP, CRLs  http://127.0.0.1:7480/              (CA certificate: $d/ca.pem)
-  metrics     http://127.0.0.1:7490/metrics  /healthz  /readyz
+  enrollment  https://127.0.0.1:$p_api/v1/enroll   (TLS from the cluster CA: $d/data/cluster-ca.pem)
+  audit API   https://127.0.0.1:$p_api/v1/audit/
+  OCSP, CRLs  http://127.0.0.1:$p_ocsp/              (CA certificate: $d/ca.pem)
+  metrics     http://127.0.0.1:$p_metrics/metrics  /healthz  /readyz
   admin       $b admin --config $d/node.yaml cluster status
-  J-LIS stand-in CRL http://127.0.0.1:7481/crl; simulated card: token demo-card
+  J-LIS stand-in CRL http://127.0.0.1:$p_jlis/crl; simulated card: token demo-card
 
 Try, in another shell:
   1. enroll the simulated card:
-     SOFTHSM2_CONF=$d/softhsm2.conf $b enroll --url https://127.0.0.1:7443 --ca-file $d/data/cluster-ca.pem --card pkcs11:token=demo-card --card-module $module --card-pin-file $d/card.pin --key $d/demo.key --out $d/demo.pem
+     SOFTHSM2_CONF=$d/softhsm2.conf $b enroll --url https://127.0.0.1:$p_api --ca-file $d/data/cluster-ca.pem --card pkcs11:token=demo-card --card-module $module --card-pin-file $d/card.pin --key $d/demo.key --out $d/demo.pem
   2. ask OCSP about it, as a relying party:
-     openssl ocsp -issuer $d/ca.pem -cert $d/demo.pem -url http://127.0.0.1:7480/ -CAfile $d/ca.pem -no_nonce
+     openssl ocsp -issuer $d/ca.pem -cert $d/demo.pem -url http://127.0.0.1:$p_ocsp/ -CAfile $d/ca.pem -no_nonce
   3. export the audit log and verify it offline:
-     rm -rf $d/audit && $b audit export --url https://127.0.0.1:7443 --cacert $d/data/cluster-ca.pem --out $d/audit && $b audit verify $d/audit
+     rm -rf $d/audit && $b audit export --url https://127.0.0.1:$p_api --cacert $d/data/cluster-ca.pem --out $d/audit && $b audit verify $d/audit
 
 Ctrl-C stops it.
 TXT

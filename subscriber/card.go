@@ -42,8 +42,9 @@ type CardConfig struct {
 var (
 	// errCardPINFormat: the signature PIN is not 6 to 16 upper-case letters and
 	// digits, which is all a card accepts: trying it would only cost one of the
-	// five tries before the card locks.
-	errCardPINFormat = errors.New("enroll: card: the signature PIN must be 6 to 16 upper-case letters (A-Z) and digits (0-9)")
+	// five tries before the card locks. It is only ever met through OpenCard's
+	// "enroll: card: …", so its text does not say that again.
+	errCardPINFormat = errors.New("the signature PIN must be 6 to 16 upper-case letters (A-Z) and digits (0-9)")
 	// errCardLocked: the card reports its PIN locked (five wrong tries); only the
 	// municipality can reset it.
 	errCardLocked = errors.New("enroll: card: the signature PIN is locked; the municipality's office resets it")

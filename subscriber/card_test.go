@@ -87,6 +87,9 @@ func TestOpenCardChecksThePIN(t *testing.T) {
 		if !errors.Is(err, errCardPINFormat) || errors.Is(err, hsm.ErrPINIncorrect) || strings.Contains(err.Error(), pin) {
 			t.Errorf("PIN of the wrong form: %v, want ErrCardPINFormat without the PIN", err)
 		}
+		if err != nil && strings.Count(err.Error(), "enroll: card:") != 1 {
+			t.Errorf("PIN of the wrong form: %q says enroll: card: other than once", err)
+		}
 	}
 	for _, pin := range []string{"ABC123", "0123456789ABCDEF", "JPKI2026"} {
 		if err := checkCardPIN(pin); err != nil {
