@@ -101,8 +101,10 @@ func OpenKey(ctx context.Context, cfg KeyConfig) (*Key, error) {
 	s, err := tok.Signer(ctx, u)
 	created := false
 	if errors.Is(err, hsm.ErrKeyNotFound) && cfg.Existing {
-		err = fmt.Errorf("%w: %s", errNoKey, u)
-	} else if errors.Is(err, hsm.ErrKeyNotFound) {
+		tok.Close()
+		return nil, fmt.Errorf("%w: %s", errNoKey, u) // errNoKey says "enroll: key:" itself
+	}
+	if errors.Is(err, hsm.ErrKeyNotFound) {
 		s, err = tok.GenerateKey(ctx, hsm.KeySpec{Type: hsm.ECP256, Label: u.Object, ID: u.ID})
 		created = true
 	}

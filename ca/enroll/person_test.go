@@ -462,3 +462,41 @@ func TestRevocationDataAge(t *testing.T) {
 		t.Fatalf("after a refresh: %v", err)
 	}
 }
+
+// TestRebindTellsNothingWithoutTheKey: a re-bind's answer tells no one who lacks
+// the derived certificate's key whether its holder shares their name and birth
+// date. A namesake's card and a stranger's card (another name) get the same
+// answer — rebind-key-proof-missing without a key proof, rebind-key-mismatch with
+// their own key — so a namesake cannot use the endpoint to put their name and
+// birth date on someone's login pseudonym; only the key's holder is told
+// rebind-not-same-person (a name change). Nothing is written either way.
+func TestRebindTellsNothingWithoutTheKey(t *testing.T) {
+	needFixture(t)
+	ctx := context.Background()
+	pa, pb := homonyms()
+	cardA, namesake, stranger := personCard(t, pa), personCard(t, pb), personCard(t, newPerson())
+	e, _ := jobEnv(t, testProfiles(t, nil))
+	cert, err := e.client().Enroll(ctx, cardA, fx.subKeys[0], "authentication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := hex.EncodeToString(cert.Serial.Bytes())
+	for _, c := range []struct {
+		name   string
+		spec   rebindSpec
+		prob   string
+		status int
+	}{
+		{"namesake, no key proof", rebindSpec{card: namesake}, "rebind-key-proof-missing", 400},
+		{"stranger, no key proof", rebindSpec{card: stranger}, "rebind-key-proof-missing", 400},
+		{"namesake, own key", rebindSpec{card: namesake, key: fx.subKeys[1]}, "rebind-key-mismatch", 403},
+		{"stranger, own key", rebindSpec{card: stranger, key: fx.subKeys[1]}, "rebind-key-mismatch", 403},
+		{"stranger, the certificate's key", rebindSpec{card: stranger, key: fx.subKeys[0]}, "rebind-not-same-person", 403},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.spec.serial = serial
+			body, nonce := e.rebindBody(t, c.spec)
+			e.expectRebindProblem(t, body, c.prob, c.status, nonce, cert.Serial)
+		})
+	}
+}

@@ -149,9 +149,9 @@ func (h *handler) serveRebind(w http.ResponseWriter, r *http.Request) {
 // local ones first: the card proof's form and claims, the audience, the times,
 // the serial it binds, its signature, the nonce's MAC and an early look for its
 // use, the new JPKI certificate (jpki.Verifier), then the certificate's record: a
-// derived certificate, of the same name and birth date as its person record
-// (never proof: a precondition), signed for by its own key (the key proof, bound
-// to this nonce, serial and card), good or held and unexpired, if held then by the
+// derived certificate, signed for by its own key (the key proof, bound to this
+// nonce, serial and card), of the same name and birth date as its person record
+// (never proof: a precondition), good or held and unexpired, if held then by the
 // linkage job ("system", not an operator), bound to another JPKI certificate;
 // last the policy.
 func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest, client string) (*rebindTarget, error) {
@@ -219,7 +219,7 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 			return err
 		}
 		if rec.Status != ca.Good && rec.Status != ca.Held {
-			return nil // said below, after the person match
+			return nil // said below, after the key proof and the person match
 		}
 		is, err := ca.Read(tx).LookupIssuer(rec.Issuer)
 		if err != nil {
@@ -237,20 +237,23 @@ func (h *handler) verifyRebind(ctx context.Context, req *enrollapi.RebindRequest
 	case err != nil:
 		return nil, refuse(errUnavailable, "read the certificate: %v", err)
 	}
-	// Only the holder learns the certificate's state: someone of another name or
-	// birth date is told so first, then someone without the certificate's key.
-	nb := res.Certificate.Identity.NameBirthHash(h.cfg.LinkKey)
-	if subtle.ConstantTimeCompare(nb[:], nameBirth) != 1 {
-		return nil, errRebindNotSame
-	}
 	if t.record.DER == nil {
 		return nil, refuse(errRebindNotPossible, "it is %s", statusWord(t.record.Status))
 	}
 	if t.old, err = x509.ParseCertificate(t.record.DER); err != nil {
 		return nil, fmt.Errorf("enroll: the CA's record of %s does not parse: %w", certserial.Format(serial), err)
 	}
+	// Only the holder of the certificate's key learns anything of it: the key
+	// proof first, then the name and birth date. In the other order a namesake's
+	// card without the key would be told apart from a stranger's, and anyone
+	// holding a card could learn whether a login pseudonym is of their name and
+	// birth date.
 	if err := h.checkKeyProof(req, t, proof.x5c[0], audience, now); err != nil {
 		return nil, err
+	}
+	nb := res.Certificate.Identity.NameBirthHash(h.cfg.LinkKey)
+	if subtle.ConstantTimeCompare(nb[:], nameBirth) != 1 {
+		return nil, errRebindNotSame
 	}
 	// Only the linkage job's hold (across a move) is the re-bind's to lift; a
 	// hold whose actor is unknown is treated as an operator's.
