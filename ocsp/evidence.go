@@ -31,15 +31,20 @@ type history struct {
 	view  func(func(*bbolt.Tx) error) error
 	cache *cache
 	now   func() time.Time
+	// settled says whether the pre-signer has signed what the state needs
+	// since the start (Health.Reconciled): until then, a response missing
+	// from the cache may be one still to be signed, not one no node holds.
+	settled func() bool
 }
 
 // historyProblemBase prefixes the problem types of /status and /evidence.
 const historyProblemBase = "urn:inkan:problem:evidence:"
 
 // newHistory answers from view (cluster.Cluster.View); the evidence bundle
-// carries cache's current OCSP response for the certificate when it holds one.
-func newHistory(view func(func(*bbolt.Tx) error) error, cache *cache) *history {
-	return &history{view: view, cache: cache, now: time.Now}
+// carries cache's current OCSP response for the certificate, and is refused
+// (ocsp-signing) while settled is false and the cache holds none yet.
+func newHistory(view func(func(*bbolt.Tx) error) error, cache *cache, settled func() bool) *history {
+	return &history{view: view, cache: cache, now: time.Now, settled: settled}
 }
 
 var (
@@ -80,6 +85,7 @@ var (
 	probNotAllowed    = historyProblem{"method-not-allowed", "Only GET and HEAD are answered", fasthttp.StatusMethodNotAllowed}
 	probUnavailable   = historyProblem{"unavailable", "The node could not read its state", fasthttp.StatusServiceUnavailable}
 	probNotArchived   = historyProblem{"crl-not-archived", "This node's CRL archive lacks a CRL the answer needs", fasthttp.StatusServiceUnavailable}
+	probSigning       = historyProblem{"ocsp-signing", "This node is still signing its OCSP responses", fasthttp.StatusServiceUnavailable}
 )
 
 // The forms of the evidence bundle: cms (the default) carries the OCSP
@@ -168,7 +174,10 @@ func (h *history) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 		return
 	}
 	if form != formPKCS7 {
-		ocspDER = h.currentResponse(s)
+		if ocspDER, err = h.ocspFor(s); err != nil {
+			writeProblem(ctx, probSigning, "the bundle's OCSP response is not signed yet on this node (it has just started or joined): retry, or ask another node")
+			return
+		}
 	}
 	der, err := s.bundle(ocspDER).marshal()
 	if err != nil {
@@ -183,6 +192,26 @@ func (h *history) serve(ctx *fasthttp.RequestCtx, rest []byte, evidence bool) {
 		ctx.Response.SkipBody = true
 	}
 	ctx.SetBody(der)
+}
+
+// errSigning: the node holds no OCSP response for the certificate yet and has
+// not signed what its state needs since it started, so the bundle would lack
+// one that the node is about to serve.
+var errSigning = errors.New("ocsp: the node is still signing its responses")
+
+// ocspFor is the OCSP response the evidence bundle carries: the one this node
+// serves for the certificate now. Without one it is nil once the node has
+// signed what its state needs (a CA no node answers for any more), and
+// errSigning before: a bundle is never left without the response only because
+// the node asked has just started or joined.
+func (h *history) ocspFor(s *statusAt) ([]byte, error) {
+	if der := h.currentResponse(s); der != nil {
+		return der, nil
+	}
+	if h.settled != nil && !h.settled() {
+		return nil, errSigning
+	}
+	return nil, nil
 }
 
 // currentResponse is the OCSP response this node serves for the certificate

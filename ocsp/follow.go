@@ -106,7 +106,7 @@ func (f *Follower) Health() Health { return f.pre.Health() }
 // Handler serves the OCSP listener: responses from the follower's cache, the
 // published CRLs and the CA certificates (/ca/<issuer-id>.crt).
 func (f *Follower) Handler() fasthttp.RequestHandler {
-	history := newHistory(f.c.View, f.cache) // /status and /evidence
+	history := newHistory(f.c.View, f.cache, func() bool { return f.Health().Reconciled }) // /status and /evidence
 	return caCertificates(f.c.View, history.Wrap(newResponder(f.cache, newStateCRLs(f.c.View), f.reg).ServeFastHTTP))
 }
 

@@ -1,6 +1,7 @@
 package ocsp
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -102,7 +103,7 @@ func historyState(t testing.TB) *history {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newHistory(db.View, newCache())
+	return newHistory(db.View, newCache(), func() bool { return true })
 }
 
 // ask sends one request to h and returns the status and body.
@@ -260,4 +261,46 @@ func TestCRLEntryMatchesX509(t *testing.T) {
 	if _, _, err := crlEntry(der[:len(der)/2], big.NewInt(0x1000)); !errors.Is(err, errStoredCRL) {
 		t.Errorf("a truncated CRL: %v", err)
 	}
+}
+
+// TestEvidenceWaitsForItsResponse: the evidence bundle carries the response
+// the node serves for the certificate; a node that holds none because it is
+// still signing what its state needs (just started or joined) refuses with
+// errSigning rather than leave it out, and only a settled node leaves out one
+// it does not hold (or holds past its nextUpdate).
+func TestEvidenceWaitsForItsResponse(t *testing.T) {
+	p := getPKI(t)
+	h := historyState(t)
+	if err := h.cache.AddIssuer("ca1", p.ca); err != nil {
+		t.Fatal(err)
+	}
+	settled := false
+	h.settled = func() bool { return settled }
+	now := time.Now()
+	h.now = func() time.Time { return now }
+	s := &statusAt{issuer: ca.Issuer{ID: "ca1"}, serial: big.NewInt(0x1234)}
+	put := func(next time.Time) {
+		t.Helper()
+		if err := h.cache.Put("ca1", crypto.SHA1, s.serial.Bytes(), &response{DER: []byte{0x30, 0}, ThisUpdate: now.Add(-time.Hour), NextUpdate: next}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(name string, wantDER bool, wantErr error) {
+		t.Helper()
+		der, err := h.ocspFor(s)
+		if !errors.Is(err, wantErr) || (der != nil) != wantDER {
+			t.Errorf("%s: got %x, %v; want a response %v, error %v", name, der, err, wantDER, wantErr)
+		}
+	}
+	check("none, signing", false, errSigning)
+	settled = true
+	check("none, settled", false, nil)
+	put(now) // at its nextUpdate: no longer served
+	check("stale, settled", false, nil)
+	settled = false
+	check("stale, signing", false, errSigning)
+	put(now.Add(time.Hour))
+	check("fresh, signing", true, nil)
+	settled = true
+	check("fresh, settled", true, nil)
 }
