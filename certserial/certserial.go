@@ -46,6 +46,9 @@ func Parse(s string) (*big.Int, error) {
 		return nil, bad("too long for a serial of at most %d bytes", maxBytes)
 	}
 	t := s
+	// openssl x509 -noout -serial prints the line serial=0D0A…: it is taken
+	// whole, so that its output can be given as it is.
+	t = strings.TrimPrefix(t, "serial=")
 	if len(t) > 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'X') {
 		t = t[2:]
 	}
