@@ -8,6 +8,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,10 @@ func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 			if !ok {
 				key = fmt.Sprint(all[i])
 			}
+			// A few of raft's keys hold a space ("backoff time"): a text
+			// handler would quote the whole dotted key. Raft's own
+			// separator is the hyphen.
+			key = strings.ReplaceAll(key, " ", "-")
 			attrs = append(attrs, slog.Any(key, plain(all[i+1])))
 		}
 		r.AddAttrs(slog.Group("raft", attrs...))

@@ -68,6 +68,7 @@ func TestRaftLoggerLevels(t *testing.T) {
 		{"error", false, func() { l.Error("e", "error", fmt.Errorf("boom")) }, "ERROR", "raft.error=boom"},
 		{"no level", false, func() { l.Log(hclog.NoLevel, "n") }, "INFO", ""},
 		{"formatted", false, func() { l.Info("f", "v", hclog.Fmt("%d-%s", 7, "x")) }, "INFO", "raft.v=7-x"},
+		{"a key with a space", false, func() { l.Warn("failed to heartbeat", "backoff time", time.Second) }, "WARN", "raft.backoff-time=1s"},
 		{"odd pairs", false, func() { l.Info("o", "k") }, "INFO", "raft.EXTRA_VALUE_AT_END=k"},
 		{"implied args", false, func() { l.With("snapshot", "s1").Named("snap").Warn("w", "k", 2) }, "WARN", "component=raft.snap raft.snapshot=s1 raft.k=2"},
 		{"error while shutting down", true, func() { l.Error("failed to decode incoming command", "error", fmt.Errorf("boom")) }, "DEBUG", ""},
