@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -56,5 +57,31 @@ func TestEnrollCannotReach(t *testing.T) {
 	_, err = lab.runErr(append([]string{"enroll", "--url", url, "--rebind", "0d0g", "--key", kept, "--out", filepath.Join(lab.dir, "never.pem")}, card...)...)
 	if err == nil || !strings.Contains(err.Error(), `inkan: --rebind "0d0g": not a certificate serial number: 'g' is not a hex digit`) {
 		t.Errorf("enroll --rebind 0d0g: %v", err)
+	}
+}
+
+// TestOneShotCommandsPrintNoInfoLines: a one-shot command says what it did on
+// stdout; the INFO lines of the packages it calls (hsm's "key generated") do
+// not reach the terminal, in Go's default log format or any other.
+func TestOneShotCommandsPrintNoInfoLines(t *testing.T) {
+	lab := newCardLab(t)
+	so := filepath.Join(lab.dir, "so.pin")
+	for _, args := range [][]string{
+		{"hsm", "init-token", "--module", lab.module, "--label", "quiet", "--so-pin-file", so, "--pin-file", lab.pin},
+		{"jpki-sim", "--dir", lab.jlis, "issue-card", "--module", lab.module, "--token", "quiet", "--pin-file", lab.pin},
+	} {
+		cmd := exec.Command(inkanBinary(t), args...)
+		cmd.Env = lab.env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("inkan %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("inkan %s wrote to stderr:\n%s", strings.Join(args, " "), stderr.String())
+		}
+		if stdout.Len() == 0 {
+			t.Errorf("inkan %s printed nothing of what it did", strings.Join(args, " "))
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime/debug"
 
@@ -9,11 +10,22 @@ import (
 )
 
 func main() {
+	// A one-shot command prints what it did itself: the INFO lines of the
+	// packages it calls (a key generated on a token) are noise on a
+	// terminal, and Go's default logger writes them in another format than
+	// the node's. Warnings and errors still show, as key=value lines. The
+	// server sets its own level (cliLogLevel).
+	cliLogLevel.Set(slog.LevelWarn)
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: &cliLogLevel})))
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "inkan:", err)
 		os.Exit(1)
 	}
 }
+
+// cliLogLevel is the level of the default logger: WARN for a one-shot
+// command, INFO for the server, where the node logs.
+var cliLogLevel slog.LevelVar
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{

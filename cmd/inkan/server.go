@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os/signal"
 	"syscall"
 
@@ -33,6 +34,9 @@ on a running node). If the cluster stops on its own — this replica could not a
 committed entry — the node stops and the process exits 1 with the reason.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// What the node's parts log without the node's logger goes
+			// to stderr at INFO too.
+			cliLogLevel.Set(slog.LevelInfo)
 			if configPath == "" {
 				return fmt.Errorf("give --config")
 			}
