@@ -299,8 +299,11 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	s.approve(t, ctx, rq, d, renewed)
 	s.waitState(t, ctx, rq.ID, "executed")
 	wantProblem(t, "removed approver approves again", s.decide(ctx, q, b, operator.Approve), "unauthenticated")
+	// A second approval now would be the M-th, were the removed approver's
+	// still counted: it is not, and the grant stays pending.
+	s.approve(t, ctx, q, c)
 	if a, _ := c.c.Approval(ctx, q.ID); a.State != "pending" {
-		t.Fatalf("grant after its approver's removal: %s", a.State)
+		t.Fatalf("grant approved by one active admin and one removed: %s", a.State)
 	}
 	if _, err := rogue.start(t, ctx, token); !errors.Is(err, cluster.ErrTokenInvalid) {
 		t.Fatalf("rogue after one (removed) approval: %v", err)
@@ -349,6 +352,24 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	edgeAsVoter.cfg = &cfg
 	if _, err := edgeAsVoter.start(t, ctx, etoken); !errors.Is(err, cluster.ErrJoinRole) {
 		t.Fatalf("a nonvoter grant with a voter configuration: %v, want ErrJoinRole", err)
+	}
+	// The edge, joined as approved, is Mallory's: its node submits a voter
+	// grant to her rogue HSM itself, past the admin API's rules. The leader
+	// refuses a membership command from a nonvoter, and the token admits nobody.
+	en, err := edge.start(t, ctx, etoken)
+	if err != nil {
+		t.Fatalf("the approved edge: %v", err)
+	}
+	rtoken, rid, rhash, err := cluster.NewJoinToken(en.Cluster().CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = en.Cluster().GrantJoin(ctx, cluster.JoinGrant{TokenID: rid, SecretHash: rhash, Role: cluster.Voter, Keys: rogue.keys, TTL: time.Hour})
+	if code := cluster.RefusalCode(err); code != "cluster.nonvoter" {
+		t.Fatalf("a voter grant submitted by the edge: %v (code %q), want cluster.nonvoter", err, code)
+	}
+	if _, err := rogue.start(t, ctx, rtoken); !errors.Is(err, cluster.ErrTokenInvalid) {
+		t.Fatalf("rogue with the edge's own grant: %v, want ErrTokenInvalid", err)
 	}
 	for _, j := range []*joiner{rogue, impostor, edge} {
 		if held := heldKeys(t, ctx, j.tok); len(held) != 0 {
