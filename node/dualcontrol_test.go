@@ -371,6 +371,29 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	if _, err := rogue.start(t, ctx, rtoken); !errors.Is(err, cluster.ErrTokenInvalid) {
 		t.Fatalf("rogue with the edge's own grant: %v, want ErrTokenInvalid", err)
 	}
+	// Through the edge's admin API, what only a voter's may do is a problem
+	// of its own type. (An edge serves its node certificate, which names no
+	// host: the chain is checked, not the name.)
+	edgeTLS := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*mallory.cert}, InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			_, err = leaf.Verify(x509.VerifyOptions{Roots: s.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+			return err
+		}}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: edgeTLS}, Timeout: 30 * time.Second}).
+		Post("https://"+en.Addrs().AdminTLS+"/v1/cluster/transfer-leadership", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p admin.Problem
+	_ = json.NewDecoder(resp.Body).Decode(&p)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || p.Name() != "voter-only" {
+		t.Fatalf("leadership moved through the edge: %d %+v, want 403 voter-only", resp.StatusCode, p)
+	}
 	for _, j := range []*joiner{rogue, impostor, edge} {
 		if held := heldKeys(t, ctx, j.tok); len(held) != 0 {
 			t.Fatalf("an unapproved HSM holds %v", held)
