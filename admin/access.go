@@ -171,6 +171,14 @@ func (api *API) guard(acc routeAccess, h http.HandlerFunc) http.HandlerFunc {
 		c := callerOf(r)
 		switch {
 		case c.approved != nil: // the leader runs what the operators approved
+			if acc.action != c.approved.Action {
+				// The recorded call is replayed through the routes: it runs
+				// only on a route of the action it was approved under, so a
+				// path read otherwise now than when proposed runs nothing.
+				writeProblem(w, probRequestInvalid, fmt.Sprintf("request %s was approved as %s; %s %s is %s",
+					c.approved.ID, c.approved.Action, r.Method, r.URL.Path, acc.action))
+				return
+			}
 			r, _, canon, ok := decodeBody(w, r, acc)
 			if !ok {
 				return

@@ -15,6 +15,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/inkan-pki/inkan/ca"
 	"github.com/inkan-pki/inkan/cluster"
@@ -58,6 +61,7 @@ func TestRoutes(t *testing.T) {
 // as a node wires it, with the other services not started.
 type socketAPI struct {
 	h        http.Handler
+	api      *API
 	draining atomic.Bool
 }
 
@@ -82,7 +86,7 @@ func newSocketAPI(t *testing.T) *socketAPI {
 		Leave:        func(context.Context) error { t.Error("Leave called"); return nil },
 		Logger:       testenv.Logger(),
 	})
-	s.h = api.Socket()
+	s.h, s.api = api.Socket(), api
 	return s
 }
 
@@ -170,5 +174,50 @@ func TestSocketAccess(t *testing.T) {
 	}
 	if status, _ := s.call("GET", pathStatus, ""); status != http.StatusOK {
 		t.Fatalf("status while draining: %d", status)
+	}
+}
+
+// TestApprovedRunsOnItsAction: the leader replays an approved request through
+// the routes, and it runs only on a route of the action it was approved under:
+// a recorded call that reaches another action's route (a path read one way when
+// proposed and another when replayed) runs nothing there.
+func TestApprovedRunsOnItsAction(t *testing.T) {
+	s := newSocketAPI(t)
+	if status, prob := s.call("POST", pathOperatorsInit, initBody(t, "first")); status != http.StatusCreated {
+		t.Fatalf("init: %d %s", status, prob)
+	}
+	var proposer string
+	if err := s.api.c.View(func(tx *bbolt.Tx) error {
+		ops, err := operator.List(tx)
+		if err == nil && len(ops) == 1 {
+			proposer = ops[0].ID
+		}
+		return err
+	}); err != nil || proposer == "" {
+		t.Fatalf("the first admin: %q %v", proposer, err)
+	}
+	fp := "sha256:" + strings.Repeat("ab", 32)
+	call := func(tokenID string) []byte {
+		body, err := json.Marshal(joinGrantRequest{Role: "voter", Node: "n9", NodeKey: fp, TransportKey: fp, TTL: "1h",
+			TokenID: tokenID, SecretSHA256: strings.Repeat("cd", 32)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := json.Marshal(adminCall{Method: "POST", Path: pathJoinTokens, Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx := testenv.Context(t, 30*time.Second)
+	// Approved as a revocation, the call is a join grant: refused, nothing granted.
+	if _, err := s.api.RunApproved(ctx, operator.Request{ID: "rq-00000000000000a1", Action: actCertRevoke, ProposerID: proposer,
+		Body: call("00000000000000a1")}); err == nil {
+		t.Fatal("a join grant ran as an approved revocation")
+	}
+	// Approved as what it is, it runs (and its token ID was not taken above).
+	if _, err := s.api.RunApproved(ctx, operator.Request{ID: "rq-00000000000000a1", Action: actClusterMembership, ProposerID: proposer,
+		Body: call("00000000000000a1")}); err != nil {
+		t.Fatalf("the join grant approved as cluster.membership: %v", err)
 	}
 }

@@ -585,7 +585,14 @@ var (
 	probShuttingDown   = problemType{"shutting-down", http.StatusServiceUnavailable, "The node is shutting down"}
 	probTimeout        = problemType{"timeout", http.StatusGatewayTimeout, "The cluster did not complete the operation in time"}
 	probFailed         = problemType{"failed", http.StatusInternalServerError, "The operation failed"}
+	// probVoterOnly: the answering node is a nonvoter, and the leader takes
+	// this only from a voter (a membership, key, operator or rules change that
+	// runs without approval, moving leadership): ask a voter's admin API.
+	probVoterOnly = problemType{"voter-only", http.StatusForbidden, "Only a voter's admin API does this"}
 )
+
+// codeNonvoter is cluster's refusal of what only a voter may ask of the leader.
+const codeNonvoter = "cluster.nonvoter"
 
 // Problem is an admin API error (RFC 9457 problem details).
 type Problem struct {
@@ -629,6 +636,8 @@ func writeError(w http.ResponseWriter, err error) {
 		t = probShuttingDown
 	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
 		t = probNoLeader
+	case cluster.RefusalCode(err) == codeNonvoter:
+		t = probVoterOnly
 	case errors.Is(err, cluster.ErrRefused):
 		t = probRefused
 	}

@@ -11,8 +11,9 @@ import (
 // TestOperatorProblems: operator's refusals, by their codes (operator's
 // TestRefusalCodes pins them), as they come back from the leader (a refusal
 // rebuilt from its code), get the problem type of the table; a request's
-// not-found is request-unknown, an operator's is operator-unknown; other
-// refusals are refused.
+// not-found is request-unknown, an operator's is operator-unknown; cluster's
+// refusal of what only a voter may ask is voter-only; other refusals are
+// refused.
 func TestOperatorProblems(t *testing.T) {
 	for _, c := range []struct {
 		code     string
@@ -38,6 +39,7 @@ func TestOperatorProblems(t *testing.T) {
 		{"operator.bootstrapped", true, "bootstrapped"},
 		{"operator.cert-expired", true, "refused"},
 		{"operator.mismatch", false, "refused"},
+		{"cluster.nonvoter", false, "voter-only"},
 	} {
 		w := httptest.NewRecorder()
 		err := cluster.RefusedWith(c.code, "operator: words that do not matter")

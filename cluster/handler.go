@@ -30,6 +30,11 @@ import (
 //   - any other error: this replica cannot apply a committed command (bad
 //     state, a bug, a full disk). The node stops loudly rather than diverge
 //     from its peers; see Cluster.Done.
+//
+// A handler whose commands only a voter may submit (they change who may act,
+// on the word of the submitting node alone) also has a method VotersOnly()
+// bool that returns true: the leader refuses them from a nonvoter with a
+// refusal of code "cluster.nonvoter".
 type Handler interface {
 	// Type is the command type name, e.g. "ca.issue". Names beginning with
 	// "cluster." are reserved.

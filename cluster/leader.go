@@ -26,6 +26,7 @@ type leadership struct {
 
 	callMu sync.RWMutex
 	calls  map[string]func(ctx context.Context, req []byte) ([]byte, error)
+	voters map[string]bool // calls only a voter may make (HandleVoterCall)
 }
 
 // OnLeader registers fn to run, in a goroutine of its own, each time this
@@ -124,6 +125,31 @@ func HandleCall[Req, Reply any](c *Cluster, name string, fn func(ctx context.Con
 		}
 		return valueEncMode.Marshal(reply)
 	})
+}
+
+// HandleVoterCall is HandleCall for a call that only a voter may make: the
+// leader refuses it from a nonvoter with a refusal of code "cluster.nonvoter".
+// It is for calls that act for an operator whom only the calling node
+// authenticated (issuing an operator's certificate): a voter holds the
+// replicated keys already, a nonvoter (an OCSP edge) holds none and must not
+// gain by the call what it could not sign itself.
+func HandleVoterCall[Req, Reply any](c *Cluster, name string, fn func(ctx context.Context, req Req) (Reply, error)) {
+	HandleCall(c, name, fn)
+	l := &c.leader
+	l.callMu.Lock()
+	defer l.callMu.Unlock()
+	if l.voters == nil {
+		l.voters = map[string]bool{}
+	}
+	l.voters[name] = true
+}
+
+// votersOnlyCall reports whether the call name is one only a voter may make.
+func (c *Cluster) votersOnlyCall(name string) bool {
+	l := &c.leader
+	l.callMu.RLock()
+	defer l.callMu.RUnlock()
+	return l.voters[name]
 }
 
 // Call runs the named call (HandleCall) on the leader with req CBOR-encoded:

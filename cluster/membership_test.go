@@ -173,6 +173,34 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if _, err := edge.vault.ReplicatedKey(ctx, CAKeyName, false); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatal("a nonvoter received the cluster CA key")
 	}
+	// Whoever runs the edge cannot grant a join (to an HSM of theirs, as a
+	// voter) nor approve a transport key by submitting the command through
+	// the edge's own node: the leader refuses membership and key commands
+	// from a nonvoter. Its other commands still go through.
+	rogue := joiner("rogue")
+	rkeys, err := PrepareJoin(ctx, rogue.cfg.DataDir, rogue.cfg.NodeID, rogue.vault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtok, rid, rhash, err := NewJoinToken(edge.c.CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := edge.c.GrantJoin(ctx, JoinGrant{TokenID: rid, SecretHash: rhash, Role: Voter, Keys: rkeys, TTL: time.Hour}); !errors.Is(err, errNonvoter) {
+		t.Fatalf("a join granted through a nonvoter: %v, want errNonvoter", err)
+	}
+	if err := edge.c.ApproveTransportKey(ctx, "approved", rkeys.TransportKey, ""); !errors.Is(err, errNonvoter) {
+		t.Fatalf("a transport key approved through a nonvoter: %v, want errNonvoter", err)
+	}
+	if _, err := edge.c.Submit(ctx, putCmd(t, "from-the-edge", false, nil)); err != nil {
+		t.Fatalf("an ordinary command from the edge: %v", err)
+	}
+	if err := tryJoin(rogue, rtok, Voter); !errors.Is(err, ErrTokenInvalid) {
+		t.Fatalf("the rogue with the edge's grant: %v, want ErrTokenInvalid", err)
+	}
+	if _, err := rogue.vault.ReplicatedKey(ctx, CAKeyName, false); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Fatal("the rogue received the cluster CA key")
+	}
 	// A token of the old form (no grant) admits nobody.
 	legacy := joiner("legacy")
 	if _, err := PrepareJoin(ctx, legacy.cfg.DataDir, legacy.cfg.NodeID, legacy.vault); err != nil {

@@ -299,8 +299,11 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	s.approve(t, ctx, rq, d, renewed)
 	s.waitState(t, ctx, rq.ID, "executed")
 	wantProblem(t, "removed approver approves again", s.decide(ctx, q, b, operator.Approve), "unauthenticated")
+	// A second approval now would be the M-th, were the removed approver's
+	// still counted: it is not, and the grant stays pending.
+	s.approve(t, ctx, q, c)
 	if a, _ := c.c.Approval(ctx, q.ID); a.State != "pending" {
-		t.Fatalf("grant after its approver's removal: %s", a.State)
+		t.Fatalf("grant approved by one active admin and one removed: %s", a.State)
 	}
 	if _, err := rogue.start(t, ctx, token); !errors.Is(err, cluster.ErrTokenInvalid) {
 		t.Fatalf("rogue after one (removed) approval: %v", err)
@@ -349,6 +352,47 @@ func TestInsiderCannotTakeAKey(t *testing.T) {
 	edgeAsVoter.cfg = &cfg
 	if _, err := edgeAsVoter.start(t, ctx, etoken); !errors.Is(err, cluster.ErrJoinRole) {
 		t.Fatalf("a nonvoter grant with a voter configuration: %v, want ErrJoinRole", err)
+	}
+	// The edge, joined as approved, is Mallory's: its node submits a voter
+	// grant to her rogue HSM itself, past the admin API's rules. The leader
+	// refuses a membership command from a nonvoter, and the token admits nobody.
+	en, err := edge.start(t, ctx, etoken)
+	if err != nil {
+		t.Fatalf("the approved edge: %v", err)
+	}
+	rtoken, rid, rhash, err := cluster.NewJoinToken(en.Cluster().CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = en.Cluster().GrantJoin(ctx, cluster.JoinGrant{TokenID: rid, SecretHash: rhash, Role: cluster.Voter, Keys: rogue.keys, TTL: time.Hour})
+	if code := cluster.RefusalCode(err); code != "cluster.nonvoter" {
+		t.Fatalf("a voter grant submitted by the edge: %v (code %q), want cluster.nonvoter", err, code)
+	}
+	if _, err := rogue.start(t, ctx, rtoken); !errors.Is(err, cluster.ErrTokenInvalid) {
+		t.Fatalf("rogue with the edge's own grant: %v, want ErrTokenInvalid", err)
+	}
+	// Through the edge's admin API, what only a voter's may do is a problem
+	// of its own type. (An edge serves its node certificate, which names no
+	// host: the chain is checked, not the name.)
+	edgeTLS := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*mallory.cert}, InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			_, err = leaf.Verify(x509.VerifyOptions{Roots: s.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+			return err
+		}}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: edgeTLS}, Timeout: 30 * time.Second}).
+		Post("https://"+en.Addrs().AdminTLS+"/v1/cluster/transfer-leadership", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p admin.Problem
+	_ = json.NewDecoder(resp.Body).Decode(&p)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || p.Name() != "voter-only" {
+		t.Fatalf("leadership moved through the edge: %d %+v, want 403 voter-only", resp.StatusCode, p)
 	}
 	for _, j := range []*joiner{rogue, impostor, edge} {
 		if held := heldKeys(t, ctx, j.tok); len(held) != 0 {

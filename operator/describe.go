@@ -49,7 +49,14 @@ func sum256(b []byte) []byte {
 // describedHandler is a handler of the package's commands that also tells the
 // audit log what they changed: node finds Describe on the handlers Handlers
 // returns and hands it to the audit hook.
-type describedHandler struct{ cluster.Handler }
+type describedHandler struct {
+	cluster.Handler
+	voters bool // only a voter may submit its commands (votersOnly)
+}
+
+// VotersOnly tells the cluster's leader to refuse the handler's commands from
+// a nonvoter (cluster.Handler).
+func (h describedHandler) VotersOnly() bool { return h.voters }
 
 // Describe calls leaf once per description of an applied command
 // (describeCommand), with no serial: operators are not certificates of the

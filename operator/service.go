@@ -107,7 +107,9 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{c: cfg.Cluster, vault: cfg.Vault, rules: maps.Clone(cfg.Rules), run: cfg.Run,
 		sweep: cfg.Sweep, log: cfg.Logger, running: map[string]bool{}}
 	s.closed, s.stop = context.WithCancel(context.Background())
-	cluster.HandleCall(s.c, callSign, s.serveSign)
+	// The leader signs operators' certificates on the word of the node that
+	// asks: only a voter's (an edge would make an admin of its own).
+	cluster.HandleVoterCall(s.c, callSign, s.serveSign)
 	s.c.OnLeader(s.lead)
 	return s, nil
 }
