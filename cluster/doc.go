@@ -20,9 +20,10 @@
 // fingerprint, is served without one). Keys stay in each node's HSM behind
 // KeyVault; replicated keys move only wrapped for a voter's HSM (at its
 // join, or by ShareKey), never to a nonvoter. The leader acts on the word of
-// the node that submits or calls, and takes from a nonvoter none of the
-// membership and key commands, nor the commands and calls a package keeps
-// for voters (Handler's VotersOnly, HandleVoterCall).
+// the node that submits or calls, so it takes from a nonvoter only the
+// commands a handler opens to nonvoters (Handler's NonvotersMay) and the
+// calls not kept for voters (HandleVoterCall); a call's handler can tell who
+// made it (CallerOf).
 //
 // Backup writes a consistent copy of the state (one read transaction, after
 // a read barrier, so any node may take it) and tells its applied index and

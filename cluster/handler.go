@@ -31,10 +31,14 @@ import (
 //     state, a bug, a full disk). The node stops loudly rather than diverge
 //     from its peers; see Cluster.Done.
 //
-// A handler whose commands only a voter may submit (they change who may act,
-// on the word of the submitting node alone) also has a method VotersOnly()
-// bool that returns true: the leader refuses them from a nonvoter with a
-// refusal of code "cluster.nonvoter".
+// Only a voter may submit a handler's commands unless the handler also has a
+// method NonvotersMay() bool that returns true: the leader refuses every other
+// command from a nonvoter with a refusal of code "cluster.nonvoter". The state
+// machine takes a command on the submitting node's word (that an operator
+// asked, that it leads); a voter holds the replicated keys already, while a
+// nonvoter (an OCSP edge) holds none and must not gain by a command what it
+// could not sign itself. A handler opts in only for commands whose weight
+// does not rest on that word (a request or decision an operator signed).
 type Handler interface {
 	// Type is the command type name, e.g. "ca.issue". Names beginning with
 	// "cluster." are reserved.

@@ -32,6 +32,15 @@ var errToldToRefuse = NewRefusal("test.told-to-refuse", "told to refuse")
 // crosses the RPC.
 var errToldToFail = NewRefusal("test.told-to-fail", "told to fail")
 
+// edgePut is test.put under another name, opened to nonvoters
+// (NonvotersMay): a command an edge may submit. test.put itself, like every
+// command whose handler does not say so, only a voter may.
+type edgePut struct{ putHandler }
+
+func (edgePut) Type() string       { return "test.edgeput" }
+func (edgePut) Buckets() [][]byte  { return nil } // test.put's
+func (edgePut) NonvotersMay() bool { return true }
+
 func (putHandler) Type() string      { return "test.put" }
 func (putHandler) Versions() []uint  { return []uint{1} }
 func (putHandler) Buckets() [][]byte { return [][]byte{bucketTest} }
@@ -93,7 +102,7 @@ func fastConfig(t testing.TB, vault KeyVault) Config {
 		DataDir:            t.TempDir(),
 		BindAddr:           "127.0.0.1:0",
 		KeyVault:           vault,
-		Handlers:           []Handler{putHandler{}},
+		Handlers:           []Handler{putHandler{}, edgePut{}},
 		Logger:             testenv.Logger(),
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,

@@ -144,6 +144,23 @@ func HandleVoterCall[Req, Reply any](c *Cluster, name string, fn func(ctx contex
 	l.voters[name] = true
 }
 
+// Caller is the node that made a leader call served over the cluster RPC, as
+// the RPC authenticated it (its node certificate).
+type Caller struct {
+	Node  string
+	Voter bool
+}
+
+type callerKey struct{}
+
+// CallerOf tells a call's handler (HandleCall) who made the call it serves:
+// ok is false for a call this node made itself (it leads). A handler that
+// would do for a nonvoter less than for a voter checks it.
+func CallerOf(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
+
 // votersOnlyCall reports whether the call name is one only a voter may make.
 func (c *Cluster) votersOnlyCall(name string) bool {
 	l := &c.leader

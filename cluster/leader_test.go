@@ -44,6 +44,9 @@ func TestOnLeaderAndCallLeader(t *testing.T) {
 				return "", fmt.Errorf("echo: %w", errToldToFail)
 			case "fail plainly":
 				return "", errors.New("told to fail plainly")
+			case "who":
+				who, ok := CallerOf(ctx)
+				return fmt.Sprintf("%s %v %v", who.Node, who.Voter, ok), nil
 			}
 			return c.ID() + ":" + req, nil
 		})
@@ -80,13 +83,21 @@ func TestOnLeaderAndCallLeader(t *testing.T) {
 			t.Fatalf("call via %s = %q, %v", n.c.ID(), res, err)
 		}
 	}
-	refuse.Store(2)
+	// The handler knows who called: the node the RPC authenticated, or
+	// nobody for the leader's own call.
 	var follower *testNode
 	for _, n := range nodes {
 		if n != leader {
 			follower = n
 		}
 	}
+	if res, err := Call[string](ctx, follower.c, "echo", "who"); err != nil || res != follower.c.ID()+" true true" {
+		t.Fatalf("who called, via follower %s: %q, %v", follower.c.ID(), res, err)
+	}
+	if res, err := Call[string](ctx, leader.c, "echo", "who"); err != nil || res != " false false" {
+		t.Fatalf("who called, on the leader: %q, %v", res, err)
+	}
+	refuse.Store(2)
 	if res, err := Call[string](ctx, follower.c, "echo", "again"); err != nil || !strings.HasSuffix(res, ":again") {
 		t.Fatalf("call after two not-leader answers = %q, %v", res, err)
 	}

@@ -192,8 +192,17 @@ func TestJoinGrantedToKeys(t *testing.T) {
 	if err := edge.c.ApproveTransportKey(ctx, "approved", rkeys.TransportKey, ""); !errors.Is(err, errNonvoter) {
 		t.Fatalf("a transport key approved through a nonvoter: %v, want errNonvoter", err)
 	}
-	if _, err := edge.c.Submit(ctx, putCmd(t, "from-the-edge", false, nil)); err != nil {
-		t.Fatalf("an ordinary command from the edge: %v", err)
+	// Nor any command whose handler does not open it to nonvoters; one
+	// that does goes through.
+	if _, err := edge.c.Submit(ctx, putCmd(t, "kept-for-voters", false, nil)); !errors.Is(err, errNonvoter) {
+		t.Fatalf("a command kept for voters, from the edge: %v, want errNonvoter", err)
+	}
+	edgeCmd, err := NewCommand("test.edgeput", 1, putBody{ID: "from-the-edge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edge.c.Submit(ctx, edgeCmd); err != nil {
+		t.Fatalf("a command open to nonvoters, from the edge: %v", err)
 	}
 	if err := tryJoin(rogue, rtok, Voter); !errors.Is(err, ErrTokenInvalid) {
 		t.Fatalf("the rogue with the edge's grant: %v, want ErrTokenInvalid", err)

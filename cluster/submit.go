@@ -126,9 +126,8 @@ var errNonvoter = NewRefusal("cluster.nonvoter", "not allowed to nonvoter")
 
 // serveRPC answers the cluster RPC from an authenticated node. A nonvoter
 // (an edge) may submit, read, join others and leave, but not remove another
-// node or move leadership, nor submit a command of membership or keys or
-// one its handler keeps for voters (votersOnly), nor make a call kept for
-// voters (HandleVoterCall).
+// node or move leadership, nor submit a command its handler does not open to
+// nonvoters (nonvoterMay), nor make a call kept for voters (HandleVoterCall).
 func (c *Cluster) serveRPC(conn *tls.Conn, peerCert *x509.Certificate) {
 	peer := peerCert.Subject.CommonName
 	voter := roleOf(peerCert) == Voter
@@ -140,12 +139,12 @@ func (c *Cluster) serveRPC(conn *tls.Conn, peerCert *x509.Certificate) {
 			!voter && req.Op == opRemove && req.Node != peer,
 			!voter && (req.Op == opKeyTransport || req.Op == opKeyImport):
 			return errorResponse(fmt.Errorf("cluster: %s: %w %s", req.Op, errNonvoter, peer))
-		case !voter && req.Op == opSubmit && c.votersOnly(req.Cmd):
+		case !voter && req.Op == opSubmit && !c.nonvoterMay(req.Cmd):
 			return errorResponse(fmt.Errorf("cluster: submit: %w %s: a command only a voter may submit", errNonvoter, peer))
 		case !voter && req.Op == opCall && c.votersOnlyCall(req.Name):
 			return errorResponse(fmt.Errorf("cluster: call %s: %w %s", req.Name, errNonvoter, peer))
 		}
-		ctx, cancel := c.bound(ctx)
+		ctx, cancel := c.bound(context.WithValue(ctx, callerKey{}, Caller{Node: peer, Voter: voter}))
 		defer cancel()
 		switch req.Op {
 		case opKeyTransport, opKeyImport:
@@ -238,24 +237,25 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	}
 }
 
-// votersOnly reports whether raw is a command that only a voter may submit:
-// cluster's own that grant a join, approve a transport key, or record a member
-// or a key sent or to be sent, and those whose handler says so (VotersOnly).
-// A voter holds the replicated keys already; a nonvoter (an OCSP edge) holds
-// none, and whoever runs it must not be able to grant a join — its own HSM's,
-// as a voter — or change who may act, past the rules of dual control that
-// the admin API applies, by submitting the command itself: the state machine
-// cannot tell who approved a command, so the leader tells who sent it. A
-// command that does not decode is left to the leader's usual refusal.
-func (c *Cluster) votersOnly(raw []byte) bool {
+// nonvoterMay reports whether a nonvoter may submit raw: only a command whose
+// handler says so (NonvotersMay), never one of cluster's own (a join granted,
+// a transport key approved, a member or a key sent recorded). A voter holds
+// the replicated keys already; a nonvoter (an OCSP edge) holds none, and
+// whoever runs it must not be able, by submitting a command itself, to grant
+// a join (to its own HSM, as a voter), issue, revoke, change who may act or
+// the policies, past the rules of dual control that the admin API applies:
+// the state machine cannot tell who approved a command, so the leader tells
+// who sent it. A command that does not decode, or of a type no handler
+// applies, is left to the leader's usual refusal.
+func (c *Cluster) nonvoterMay(raw []byte) bool {
 	cmd, err := decodeCommand(raw)
 	if err != nil {
-		return false
-	}
-	switch cmd.Type {
-	case cmdTokenCreate, cmdMemberJoin, cmdMemberSelf, cmdMemberRemove, cmdMemberTransport, cmdKeyTransfer, cmdKeyRecord:
 		return true
 	}
-	v, ok := c.fsm.handlers[cmd.Type].h.(interface{ VotersOnly() bool })
-	return ok && v.VotersOnly()
+	r, ok := c.fsm.handlers[cmd.Type]
+	if !ok {
+		return true
+	}
+	v, ok := r.h.(interface{ NonvotersMay() bool })
+	return ok && v.NonvotersMay()
 }

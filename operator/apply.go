@@ -184,26 +184,25 @@ func Handlers() []cluster.Handler {
 		cluster.NewHandler(commandUsage, v1, [][]byte{bucketUsage}, applyUsage),
 	}
 	for i, h := range hs {
-		hs[i] = describedHandler{Handler: h, voters: votersOnly(h.Type())}
+		hs[i] = describedHandler{Handler: h, nonvoters: nonvotersMay(h.Type())}
 	}
 	return hs
 }
 
-// votersOnly names the commands that only a voter may submit (the cluster's
-// leader refuses them from a nonvoter): those that record or remove an
-// operator, change the rules, or move a request through its execution, which
-// the state machine accepts on the submitting node's word that an operator
-// asked (or that it leads). An OCSP edge, which holds no key, must not become
-// a way to make an admin, weaken the rules or mark a request executed; the
-// requests and decisions an operator makes through an edge's admin API, and
-// the counts of a counting rule, are not among them (a decision is signed by
-// the operator's own key).
-func votersOnly(typ string) bool {
+// nonvotersMay names the commands that a nonvoter may submit too (the
+// cluster's leader refuses every other from one): an operator's request, an
+// approval or refusal (each signed by the operator's own key), and the counts
+// of a counting rule. The commands that record or remove an operator, change
+// the rules, or move a request through its execution are accepted on the
+// submitting node's word that an operator asked (or that it leads): an OCSP
+// edge, which holds no key, must not become a way to make an admin, weaken
+// the rules or mark a request executed.
+func nonvotersMay(typ string) bool {
 	switch typ {
 	case commandPropose, commandDecide, commandUsage:
-		return false
+		return true
 	}
-	return true
+	return false
 }
 
 func decode(e cluster.Entry, v any) error {

@@ -51,12 +51,12 @@ func sum256(b []byte) []byte {
 // returns and hands it to the audit hook.
 type describedHandler struct {
 	cluster.Handler
-	voters bool // only a voter may submit its commands (votersOnly)
+	nonvoters bool // a nonvoter may submit its commands too (nonvotersMay)
 }
 
-// VotersOnly tells the cluster's leader to refuse the handler's commands from
-// a nonvoter (cluster.Handler).
-func (h describedHandler) VotersOnly() bool { return h.voters }
+// NonvotersMay tells the cluster's leader whether to take the handler's
+// commands from a nonvoter (cluster.Handler).
+func (h describedHandler) NonvotersMay() bool { return h.nonvoters }
 
 // Describe calls leaf once per description of an applied command
 // (describeCommand), with no serial: operators are not certificates of the
