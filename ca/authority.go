@@ -49,6 +49,10 @@ var (
 	// which is one cluster-wide name (a VIP, DNS over every node, a CDN) and
 	// must be the same on every node: a configuration error, not the caller's.
 	errURLs = cluster.NewRefusal("ca.urls", "ca: the certificate's addresses differ from the leader's; ocsp.public_url must be the same on every node")
+	// errNonvoterSign: a nonvoter (an OCSP edge) asked the leader to sign
+	// something other than its own responder certificate. It holds no CA key,
+	// and whoever runs it must not get by asking what it could not sign.
+	errNonvoterSign = cluster.NewRefusal("ca.nonvoter", "ca: a nonvoter may have signed only its own OCSP responder certificate")
 	// ErrStatus: a revoke, hold or release that the certificate's status does not
 	// allow.
 	ErrStatus = cluster.NewRefusal("ca.status", "ca: status does not allow the change")
@@ -232,7 +236,9 @@ func New(cfg Config) (*Authority, error) {
 	a.intents = &groupCommit{a: a, typ: commandIntents, max: groupInflight}
 	a.issues = &groupCommit{a: a, typ: commandIssues, max: groupInflight}
 	cluster.HandleCall(a.c, callSign, a.serveSign)
-	cluster.HandleCall(a.c, callSignStatus, a.serveSignStatus)
+	// A status change is a command only a voter submits (the cluster takes
+	// none of ca's from a nonvoter), so only a voter asks for its responses.
+	cluster.HandleVoterCall(a.c, callSignStatus, a.serveSignStatus)
 	a.c.OnLeader(a.lead)
 	return a, nil
 }

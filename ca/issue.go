@@ -114,6 +114,8 @@ func (a *Authority) Issue(ctx context.Context, req Request) (*Issued, error) {
 const (
 	responderProfile     = "ocsp-responder"
 	maxResponderLifetime = 30 * 24 * time.Hour
+	// responderCN + the node's ID is a responder certificate's common name.
+	responderCN = "inkan OCSP responder "
 )
 
 var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
@@ -145,7 +147,7 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, issuerID, nodeID str
 		return nil, fmt.Errorf("%w: a node ID and a public key are required", ErrTemplate)
 	}
 	var subject x509.Certificate
-	subject.Subject.CommonName = "inkan OCSP responder " + nodeID
+	subject.Subject.CommonName = responderCN + nodeID
 	var is Issuer
 	err := a.c.View(func(tx *bbolt.Tx) error {
 		var err error
@@ -294,8 +296,26 @@ func (a *Authority) serveSign(ctx context.Context, sr signRequest) (signReply, e
 	if !a.leading() {
 		return signReply{}, cluster.ErrNotLeader // the caller tries the next leader
 	}
+	if who, ok := cluster.CallerOf(ctx); ok && !who.Voter {
+		if err := nonvoterMaySign(who.Node, &sr); err != nil {
+			return signReply{}, err
+		}
+	}
 	der, err := a.signHere(ctx, &sr, true)
 	return signReply{DER: der}, err
+}
+
+// nonvoterMaySign checks what a nonvoter (an OCSP edge) asks the leader to
+// sign: its own delegated responder certificate, nothing else. An edge holds
+// no CA key and issues nothing (it serves no enrollment); the leader would
+// otherwise sign for whoever runs it any certificate that passes checkTBS —
+// a login certificate under anyone's pseudonym. The TBS itself (purpose,
+// lifetime) is checked by checkTBS for every forwarded responder certificate.
+func nonvoterMaySign(node string, sr *signRequest) error {
+	if Kind(sr.Kind) != Responder || sr.Node != node {
+		return fmt.Errorf("%w: %s asked for a certificate of kind %d for node %q", errNonvoterSign, node, sr.Kind, sr.Node)
+	}
+	return nil
 }
 
 // flight is one signing in progress on this node, so that a request retried while
@@ -632,6 +652,14 @@ func (a *Authority) checkTBS(st *issuerState, sr *signRequest) error {
 	// A time-stamping certificate is for time-stamping only (a profile may
 	// still give a derived certificate the timeStamping purpose).
 	check(Kind(sr.Kind) != TimeStamping || slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping}), "kind")
+	// A responder certificate is for OCSP signing only, under the responder's
+	// subject, and short-lived (IssueResponderFrom makes no other).
+	if Kind(sr.Kind) == Responder {
+		check(slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}) && len(c.UnknownExtKeyUsage) == 0 &&
+			c.KeyUsage == x509.KeyUsageDigitalSignature, "purpose")
+		check(c.Subject.CommonName == responderCN+sr.Node && len(c.DNSNames)+len(c.IPAddresses)+len(c.EmailAddresses)+len(c.URIs) == 0, "subject")
+		check(!c.NotAfter.After(now.Add(maxResponderLifetime+maxClockSkew)), "lifetime")
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: forwarded TBSCertificate %x: wrong %s", ErrTemplate, sr.Serial, strings.Join(problems, ", "))
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/inkan-pki/inkan/ca/crl"
 	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/cluster/clustertest"
 	"github.com/inkan-pki/inkan/crlreason"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/internal/testenv"
@@ -572,5 +573,98 @@ func TestActorsAreAuditable(t *testing.T) {
 	}
 	if err := n.a.Hold(ctx, iss.Serial, operator); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNonvoterGetsOnlyItsResponderSigned: whoever runs an OCSP edge (a
+// nonvoter, holding no CA key) and calls the leader itself gets its own
+// responder certificate signed and nothing else: not a derived certificate,
+// not another node's responder certificate, not a responder certificate that
+// could also log in; and the leader takes no status change from it.
+func TestNonvoterGetsOnlyItsResponderSigned(t *testing.T) {
+	ctx := testenv.Context(t, 90*time.Second)
+	tc := newCACluster(t, 1, perNodeHSM)
+	tc.initCA(ctx, hsm.ECP256)
+	leader := tc.leader()
+	tk, tok := newTok(t)
+	edge := &caNode{t: t, tok: tk, keys: tok, vault: cluster.NewHSMVault(tok), mode: perNodeHSM}
+	edge.cfg = fastConfig(t, edge.vault)
+	edge.cfg.Join = &cluster.Join{Addr: leader.c.Addr(), Token: clustertest.JoinToken(t, leader.c, edge.cfg, cluster.Nonvoter), Role: cluster.Nonvoter}
+	edge.open(ctx)
+	tc.nodes = append(tc.nodes, edge)
+
+	// What the edge legitimately asks for: its own responder certificate.
+	// (once the edge has applied the CA's creation).
+	_, rkey := derivedRequest(t)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := edge.a.IssueResponder(ctx, edge.c.ID(), rkey.Public(), 3*24*time.Hour)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNoActiveIssuer) || time.Now().After(deadline) {
+			t.Fatalf("the edge's own responder certificate: %v", err)
+		}
+	}
+
+	// What a changed edge binary could ask the leader to sign.
+	req, _ := derivedRequest(t)
+	prep := func(kind Kind, node string, edit func(*x509.Certificate)) signRequest {
+		t.Helper()
+		o := order{Request: req, kind: kind, node: node, actor: actorEnrollment}
+		if kind == Responder {
+			tmpl := &x509.Certificate{
+				Subject:         pkix.Name{CommonName: responderCN + node},
+				KeyUsage:        x509.KeyUsageDigitalSignature,
+				ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
+				ExtraExtensions: []pkix.Extension{{Id: oidOCSPNoCheck, Value: asn1.NullBytes}},
+			}
+			if edit != nil {
+				edit(tmpl)
+			}
+			o = order{Request: Request{Decision: policies.Decision{Profile: responderProfile, Template: tmpl}, PublicKey: rkey.Public()},
+				lifetime: 3 * 24 * time.Hour, kind: Responder, node: node, actor: actorSystem}
+		}
+		sr, _, err := edge.a.prepareOrder(ctx, o, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *sr
+	}
+	for _, c := range []struct {
+		name string
+		sr   signRequest
+		want error
+	}{
+		{"a derived certificate", prep(Derived, "", nil), errNonvoterSign},
+		{"another node's responder certificate", prep(Responder, leader.c.ID(), nil), errNonvoterSign},
+		{"its responder certificate that can log in too", prep(Responder, edge.c.ID(), func(c *x509.Certificate) {
+			c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+		}), ErrTemplate},
+		{"its responder certificate under a person's name", prep(Responder, edge.c.ID(), func(c *x509.Certificate) {
+			c.Subject.CommonName = "3cb037ab9e11"
+		}), ErrTemplate},
+	} {
+		_, err := cluster.Call[signReply](ctx, edge.c, callSign, c.sr)
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s, asked by the edge: %v, want %v", c.name, err, c.want)
+		}
+		var rec *certRecord
+		if err := leader.c.View(func(tx *bbolt.Tx) error { var err error; rec, err = readCert(tx, c.sr.Serial); return err }); err != nil || rec != nil {
+			t.Errorf("%s: the refused request left a record (%v)", c.name, err)
+		}
+	}
+	// The same derived request from a voter is signed: the refusal is the
+	// caller's role, not the request.
+	if _, err := leader.a.Issue(ctx, req); err != nil {
+		t.Fatalf("the same request on the leader: %v", err)
+	}
+
+	// Nor does the leader take a status change the edge submits itself.
+	cmd, err := statusCommand(commandRevoke, statusBodyV2{Serial: prep(Derived, "", nil).Serial, Reason: 1, Actor: "edge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edge.c.Submit(ctx, cmd); cluster.RefusalCode(err) != "cluster.nonvoter" {
+		t.Errorf("a revocation submitted by the edge: %v, want cluster.nonvoter", err)
 	}
 }
