@@ -9,6 +9,9 @@
 # certificates name it, so a relying party that follows a certificate's OCSP or CRL
 # address is answered while any node runs.
 #   deploy/cluster/up.sh [BIN] [DIR]     (defaults: bin/inkan, ./.inkan-cluster)
+# INKAN_CLUSTER_RAFT="HEARTBEAT ELECTION LEASE" (e.g. "1s 1s 500ms") writes those Raft
+# timeouts into the node configurations it makes (the shipped defaults otherwise): the
+# failover benchmark measures another setting with it.
 here=$(dirname "$0")
 . "$here/common.sh"
 
@@ -28,13 +31,19 @@ prepare() { # prepare NODE: token dir, PINs, token, config (once)
 			--so-pin-file "$h/so.pin" --pin-file "$h/user.pin" >/dev/null
 	fi
 	[ -f "$h/node.yaml" ] && return
-	local how role=voter
+	local how="" role=voter hb el ls
 	case $n in
 	node1) how="  bootstrap: true" ;;
 	edge*) role=nonvoter ;;
 	esac
+	if [ -n "${INKAN_CLUSTER_RAFT:-}" ]; then
+		read -r hb el ls <<<"$INKAN_CLUSTER_RAFT"
+		how="  raft: {heartbeat_timeout: $hb, election_timeout: $el, leader_lease_timeout: $ls}
+$how"
+	fi
 	if [ "$n" != node1 ]; then
-		how="  join:
+		how="$how
+  join:
     address: 127.0.0.1:$(port node1 0)
     token_file: $h/join-token"
 	fi
