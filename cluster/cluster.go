@@ -192,6 +192,7 @@ type Cluster struct {
 	batch   *batcher
 	reads   *readIndex
 	leader  leadership
+	wakeup  leaderWake // leaderCall's waiters, at a leader change
 	intake  keyIntake
 	metrics *metrics
 	subs    *subscribers
@@ -295,6 +296,7 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, err // replaying the log hit an entry this node cannot apply
 	}
 	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error(); c.trans.Close(); c.store.Close() })
+	c.observeLeader()
 
 	c.batch = newBatcher(c.raft, cfg.MaxBatch, cfg.MaxBatchBytes, maxInflight, c.metrics)
 	go c.batch.run()

@@ -196,3 +196,29 @@ func TestTransferPastADownVoter(t *testing.T) {
 		t.Fatalf("leadership still on %s", next.c.ID())
 	}
 }
+
+// TestLeaderWake: a waiter's channel closes at the next change and only then;
+// a waiter that comes after it waits for the one after.
+func TestLeaderWake(t *testing.T) {
+	var w leaderWake
+	first := w.changed()
+	if w.changed() != first {
+		t.Fatal("two waiters before a change got different channels")
+	}
+	select {
+	case <-first:
+		t.Fatal("closed before any change")
+	default:
+	}
+	w.wake()
+	<-first
+	w.wake() // nobody waiting: nothing to close twice
+	next := w.changed()
+	select {
+	case <-next:
+		t.Fatal("a waiter after the change saw it")
+	default:
+	}
+	w.wake()
+	<-next
+}

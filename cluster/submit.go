@@ -79,8 +79,10 @@ func (c *Cluster) bound(ctx context.Context) (context.Context, context.CancelFun
 // the RPC — retrying across leader changes until ctx ends. via, if set, is
 // the address to send to (the leader forwards if it is not the leader).
 func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (rpcResponse, error) {
-	backoff := 5 * time.Millisecond
+	const first = 5 * time.Millisecond
+	backoff := first
 	for {
+		changed := c.wakeup.changed() // before the call, so no change is missed
 		resp, err := c.callOnce(ctx, req, via)
 		if err == nil || !retryable(err) {
 			return resp, err
@@ -93,6 +95,9 @@ func (c *Cluster) leaderCall(ctx context.Context, req rpcRequest, via string) (r
 			return resp, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		case <-c.done:
 			return resp, ErrShutdown
+		case <-changed: // a leader elected (or lost): ask again now
+			backoff = first
+			continue
 		case <-time.After(backoff):
 		}
 		if backoff < 200*time.Millisecond {
