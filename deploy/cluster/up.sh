@@ -79,11 +79,13 @@ drain_timeout: 5s
 YAML
 }
 
+declare -A launched=() # the nodes this run started
 start() { # start NODE in the background
 	local n=$1 h; h=$(home "$n")
 	if running "$n"; then echo "$n already running (pid $(cat "$h/pid"))"; return; fi
 	SOFTHSM2_CONF="$h/softhsm2.conf" nohup "$bin" server --config "$h/node.yaml" >>"$h/log" 2>&1 &
 	echo $! >"$h/pid"
+	launched[$n]=1
 }
 
 wait_ready() { # wait_ready NODE: until its /readyz would say 200
@@ -100,7 +102,18 @@ wait_ready() { # wait_ready NODE: until its /readyz would say 200
 				"ocsp http://127.0.0.1:$(port "$n" 2), metrics http://127.0.0.1:$(port "$n" 3)"
 			return
 		fi
-		running "$n" || { echo "$n exited; its log:" >&2; tail -20 "$h/log" >&2; exit 1; }
+		if ! running "$n"; then
+			# A node found running may have been dying: a process killed with
+			# SIGKILL a moment before (the README's kill step) ends a while
+			# later. Start it now; one this run started that exits has failed.
+			if [ -z "${launched[$n]:-}" ]; then
+				start "$n"
+				continue
+			fi
+			echo "$n exited; its log:" >&2
+			tail -20 "$h/log" >&2
+			exit 1
+		fi
 		sleep 0.2
 	done
 	echo "$n not ready after 60s; see $h/log" >&2
