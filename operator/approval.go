@@ -64,16 +64,20 @@ func (r Rule) check(action string) error {
 	return errors.Join(errs...)
 }
 
-// defaultBulkRevocation is the Over of the default rule for "cert.revoke": a
-// revocation of more than this many certificates at once needs approval.
+// defaultBulkRevocation is the Over of the default rules for "cert.revoke" and
+// "cert.hold": revoking, or putting on hold, more than this many certificates
+// within the window needs approval. A hold is answered "revoked" (reason
+// certificateHold) until released, so a bulk hold takes certificates out of
+// use as a bulk revocation does.
 const defaultBulkRevocation = 10
 
 // defaultRules are the rules of dual control a new cluster starts with when the
 // configuration names none: CA key generation, import and transfer, policy
 // changes (the rules of dual control among them), adding or removing operators,
-// voters or nonvoters need 2 admins besides the proposer; an officer revoking
-// more than DefaultBulkRevocation certificates within an hour (DefaultWithin)
-// needs 2 officers besides the proposer. Requests expire after a day.
+// voters or nonvoters need 2 admins besides the proposer; an officer revoking,
+// or putting on hold, more than defaultBulkRevocation certificates within an
+// hour (defaultWithin) needs 2 officers besides the proposer. Requests expire
+// after a day.
 func defaultRules() map[string]Rule {
 	admin := Rule{M: 2, Role: Admin, TTL: 24 * time.Hour}
 	return map[string]Rule{
@@ -84,6 +88,7 @@ func defaultRules() map[string]Rule {
 		actionOperatorManage:    admin,
 		actionClusterMembership: admin,
 		actionCertRevoke:        {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: defaultBulkRevocation, Within: defaultWithin},
+		actionCertHold:          {M: 2, Role: Officer, TTL: 24 * time.Hour, Over: defaultBulkRevocation, Within: defaultWithin},
 	}
 }
 
