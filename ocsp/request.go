@@ -3,6 +3,7 @@ package ocsp
 import (
 	"bytes"
 	"crypto"
+	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 
@@ -102,9 +103,29 @@ func parseRequest(der []byte) (certID, error) {
 	return id, nil
 }
 
+// requestList is an OCSPRequest read only as far as its requestList (RFC 6960
+// §4.1.1), to count the CertIDs asked about.
+type requestList struct {
+	TBS struct {
+		Version asn1.RawValue   `asn1:"optional,explicit,tag:0"`
+		Name    asn1.RawValue   `asn1:"optional,explicit,tag:1"`
+		List    []asn1.RawValue // Request
+		Ext     asn1.RawValue   `asn1:"optional,explicit,tag:2"`
+	}
+	Signature asn1.RawValue `asn1:"optional,explicit,tag:0"`
+}
+
 // parseRequestStrict is the fallback for a request the fast parser refused: the
-// x/crypto parser, which allocates but reads what encoding/asn1 accepts.
+// x/crypto parser, which allocates but reads what encoding/asn1 accepts. Like
+// the fast parser it takes a request about exactly one certificate: x/crypto
+// reads only the first of several, and a response about that one alone would
+// leave the others unanswered without saying so (a pre-signed response is
+// about one certificate; RFC 5019 clients ask about one).
 func parseRequestStrict(der []byte) (certID, error) {
+	var l requestList
+	if rest, err := asn1.Unmarshal(der, &l); err != nil || len(rest) != 0 || len(l.TBS.List) != 1 {
+		return certID{}, errMalformed
+	}
 	r, err := xocsp.ParseRequest(der)
 	if err != nil {
 		return certID{}, errMalformed

@@ -79,6 +79,14 @@ func TestParseRequestMalformed(t *testing.T) {
 			}
 		})
 	}
+	// The fallback (what encoding/asn1 reads) refuses several CertIDs too:
+	// x/crypto would read the first alone, and the answer leave the rest out.
+	if _, err := parseRequestStrict(twoRequests); !errors.Is(err, errMalformed) {
+		t.Errorf("parseRequestStrict(two requests): %v, want errMalformed", err)
+	}
+	if _, err := parseRequestStrict(good); err != nil {
+		t.Errorf("parseRequestStrict(one request): %v", err)
+	}
 }
 
 func TestDecodeGETPath(t *testing.T) {
