@@ -461,6 +461,15 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// One request about two certificates: each response is pre-signed about
+	// one, so the responder says the request is malformed rather than answer
+	// about the first alone.
+	out, _ := exec.Command("openssl", "ocsp", "-issuer", certs[0].ca, "-cert", certs[0].leaf, "-cert", certs[1].leaf,
+		"-CAfile", certs[0].ca, "-no_nonce", "-url", "http://"+nodes[0].ocspAddr+"/").CombinedOutput()
+	if !bytes.Contains(out, []byte("malformedrequest")) {
+		t.Fatalf("openssl ocsp with two -cert: %s; want malformedrequest", out)
+	}
+
 	// A relying party's nginx, asking the edge's responder: the certificate
 	// logs in, and its pseudonym reaches the application.
 	victim := certs[1]
