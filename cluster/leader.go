@@ -25,8 +25,13 @@ type leadership struct {
 	cancel context.CancelFunc //
 
 	callMu sync.RWMutex
-	calls  map[string]func(ctx context.Context, req []byte) ([]byte, error)
-	voters map[string]bool // calls only a voter may make (HandleVoterCall)
+	calls  map[string]leaderCallFn
+}
+
+// leaderCallFn serves one named leader call (HandleCall, HandleVoterCall).
+type leaderCallFn struct {
+	fn     func(ctx context.Context, req []byte) ([]byte, error)
+	voters bool // only a voter may make it
 }
 
 // OnLeader registers fn to run, in a goroutine of its own, each time this
@@ -114,7 +119,13 @@ func (c *Cluster) transferLeadership(ctx context.Context) error {
 // call to a leader that has no handler for it fails). fn returns ErrNotLeader
 // to have the caller try the next leader.
 func HandleCall[Req, Reply any](c *Cluster, name string, fn func(ctx context.Context, req Req) (Reply, error)) {
-	c.handleLeaderCall(name, func(ctx context.Context, body []byte) ([]byte, error) {
+	handleCall(c, name, false, fn)
+}
+
+// handleCall registers fn to serve the calls named name that callLeader sends
+// to this node while it leads (from a voter only, if voters).
+func handleCall[Req, Reply any](c *Cluster, name string, voters bool, fn func(ctx context.Context, req Req) (Reply, error)) {
+	serve := func(ctx context.Context, body []byte) ([]byte, error) {
 		var req Req
 		if err := valueDecMode.Unmarshal(body, &req); err != nil {
 			return nil, fmt.Errorf("cluster: call %s: request: %w", name, err)
@@ -124,7 +135,14 @@ func HandleCall[Req, Reply any](c *Cluster, name string, fn func(ctx context.Con
 			return nil, err
 		}
 		return valueEncMode.Marshal(reply)
-	})
+	}
+	l := &c.leader
+	l.callMu.Lock()
+	defer l.callMu.Unlock()
+	if l.calls == nil {
+		l.calls = map[string]leaderCallFn{}
+	}
+	l.calls[name] = leaderCallFn{fn: serve, voters: voters}
 }
 
 // HandleVoterCall is HandleCall for a call that only a voter may make: the
@@ -134,14 +152,7 @@ func HandleCall[Req, Reply any](c *Cluster, name string, fn func(ctx context.Con
 // replicated keys already, a nonvoter (an OCSP edge) holds none and must not
 // gain by the call what it could not sign itself.
 func HandleVoterCall[Req, Reply any](c *Cluster, name string, fn func(ctx context.Context, req Req) (Reply, error)) {
-	HandleCall(c, name, fn)
-	l := &c.leader
-	l.callMu.Lock()
-	defer l.callMu.Unlock()
-	if l.voters == nil {
-		l.voters = map[string]bool{}
-	}
-	l.voters[name] = true
+	handleCall(c, name, true, fn)
 }
 
 // Caller is the node that made a leader call served over the cluster RPC, as
@@ -166,7 +177,7 @@ func (c *Cluster) votersOnlyCall(name string) bool {
 	l := &c.leader
 	l.callMu.RLock()
 	defer l.callMu.RUnlock()
-	return l.voters[name]
+	return l.calls[name].voters
 }
 
 // Call runs the named call (HandleCall) on the leader with req CBOR-encoded:
@@ -194,18 +205,6 @@ func Call[Reply any](ctx context.Context, c *Cluster, name string, req any) (Rep
 	return reply, nil
 }
 
-// handleLeaderCall registers fn to serve the calls named name that
-// callLeader sends to this node while it leads.
-func (c *Cluster) handleLeaderCall(name string, fn func(ctx context.Context, req []byte) ([]byte, error)) {
-	l := &c.leader
-	l.callMu.Lock()
-	defer l.callMu.Unlock()
-	if l.calls == nil {
-		l.calls = map[string]func(context.Context, []byte) ([]byte, error){}
-	}
-	l.calls[name] = fn
-}
-
 // callLeader runs the named call on the leader (see Call).
 func (c *Cluster) callLeader(ctx context.Context, name string, req []byte) ([]byte, error) {
 	ctx, cancel := c.bound(ctx)
@@ -225,12 +224,12 @@ var errNoCall = NewRefusal("cluster.no-call", "cluster: the leader serves no suc
 func (c *Cluster) serveCall(ctx context.Context, req rpcRequest) ([]byte, error) {
 	l := &c.leader
 	l.callMu.RLock()
-	fn := l.calls[req.Name]
+	call := l.calls[req.Name]
 	l.callMu.RUnlock()
-	if fn == nil {
+	if call.fn == nil {
 		return nil, fmt.Errorf("%w: leader %s, call %q", errNoCall, c.id, req.Name)
 	}
-	return fn(ctx, req.Blob)
+	return call.fn(ctx, req.Blob)
 }
 
 // Replicated keys named at run time: ShareKey records the name, so that a
