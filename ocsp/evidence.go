@@ -208,7 +208,7 @@ func (h *history) ocspFor(s *statusAt) ([]byte, error) {
 	if der := h.currentResponse(s); der != nil {
 		return der, nil
 	}
-	if h.settled != nil && !h.settled() {
+	if !h.settled() {
 		return nil, errSigning
 	}
 	return nil, nil
