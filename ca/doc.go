@@ -14,7 +14,10 @@
 // bytes are the ones the HSM signs); the state read, the
 // clock and the serial are its shell's. Then the leader alone commits intents,
 // signs in the HSM within the request's context and commits issued records, so a request on a follower is forwarded to it
-// (cluster.Call) and checked there. The leader commits the intents, and the
+// (cluster.Call) and checked there; for a nonvoter (an OCSP edge, which
+// holds no CA key and takes no enrollment) it signs only that node's own
+// responder certificate, and the cluster takes none of ca's commands from one.
+// The leader commits the intents, and the
 // issued records, of concurrent requests together, one batch command per Raft entry
 // (group commit); each item of a batch is applied or refused on its own. Every
 // voter holds the active CA key: in its own HSM, made wrappable on one voter and
