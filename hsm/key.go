@@ -110,30 +110,20 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Signer, error) 
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
 	var k *Signer
-	for attempt := 1; ; attempt++ {
-		err = t.pool.do(ctx, func(s *session) error {
-			if err := t.refuseTaken(s, spec.Label, id); err != nil {
-				return err
-			}
-			_, priv, err := t.pool.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
-			if err != nil {
-				if mechanismRefused(err) {
-					return &mechanismError{Token: t.info.Label, Mechanism: mech, Err: err}
-				}
-				return err
-			}
-			k, err = t.signerFor(s, priv)
+	err = t.creating(ctx, "key generation", spec.Label, func(s *session) error {
+		if err := t.refuseTaken(s, spec.Label, id); err != nil {
 			return err
-		})
-		// SoftHSM's file store now and then fails a creation that races
-		// another session's use of the token (one start in tens); the
-		// label is checked free again before each try.
-		if attempt == 3 || !transientCreate(err) || ctx.Err() != nil {
-			break
 		}
-		t.log.Warn("hsm: key generation failed in the token; trying again", "token", t.info.Label, "label", spec.Label, "err", err)
-		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
-	}
+		_, priv, err := t.pool.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubT, privT)
+		if err != nil {
+			if mechanismRefused(err) {
+				return &mechanismError{Token: t.info.Label, Mechanism: mech, Err: err}
+			}
+			return err
+		}
+		k, err = t.signerFor(s, priv)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("hsm: generate %s key %q on token %q: %w", spec.Type, spec.Label, t.info.Label, err)
 	}
@@ -462,6 +452,22 @@ func (t *Token) keyInfo(s *session, o pkcs11.ObjectHandle, class uint) (KeyInfo,
 	}
 	ki.URI = t.keyURI(ki.Label, ki.ID, ki.Class)
 	return ki, nil
+}
+
+// creating runs create, a step that makes objects on the token and leaves none
+// behind when it fails, and runs it again (at most three times in all) when it
+// fails as SoftHSM's file store now and then fails a creation that races another
+// session's use of the token (one start in tens). create checks the label free
+// again on each try.
+func (t *Token) creating(ctx context.Context, what, label string, create func(*session) error) error {
+	for attempt := 1; ; attempt++ {
+		err := t.pool.do(ctx, create)
+		if attempt == 3 || !transientCreate(err) || ctx.Err() != nil {
+			return err
+		}
+		t.log.Warn("hsm: "+what+" failed in the token; trying again", "token", t.info.Label, "label", label, "err", err)
+		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+	}
 }
 
 // transientCreate reports an object creation failure that SoftHSM's file

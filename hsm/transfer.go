@@ -374,7 +374,7 @@ func (w *wrapTransfer) newTransportKey(ctx context.Context, id []byte, label str
 		attr(pkcs11.CKA_UNWRAP, true), attr(pkcs11.CKA_DECRYPT, false), attr(pkcs11.CKA_SIGN, false), attr(pkcs11.CKA_DERIVE, false),
 	}
 	var tp *transportKey
-	err := t.pool.do(ctx, func(s *session) error {
+	err := t.creating(ctx, "transport key generation", label, func(s *session) error {
 		pub, _, err := t.pool.p11.GenerateKeyPair(s.h,
 			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}, pubT, privT)
 		if err != nil {
@@ -523,7 +523,7 @@ func (w *wrapTransfer) Import(ctx context.Context, wk *wrappedKey, opts importOp
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
 	var k *Signer
-	err = t.pool.do(ctx, func(s *session) error {
+	err = t.creating(ctx, "key import", wk.Label, func(s *session) error {
 		p11 := t.pool.p11
 		if err := t.refuseTaken(s, wk.Label, wk.ID); err != nil {
 			return err
