@@ -83,6 +83,7 @@ func TestKilledNodeChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fmt.Println("token open")
 	cfg := fastConfig(t, NewHSMVault(tok))
 	cfg.DataDir, cfg.BindAddr, cfg.AdvertiseAddr = spec.DataDir, spec.Addr, spec.Addr
 	killedTweak(&cfg)
@@ -178,8 +179,13 @@ func TestKilledMidApply(t *testing.T) {
 			reboots++
 		}
 		child := startChild(t, spec)
-		// Kill it at a random moment: one time in four from its start (before
-		// it has opened, or while it catches up), else while it applies the load.
+		// Kill it at a random moment: one time in four from its login to the
+		// token (before the cluster has opened, or while it catches up), else
+		// while it applies the load. Not before the login: SoftHSM rewrites
+		// its token file in place at each login, and a process killed in that
+		// write loses the token, a property of SoftHSM's file store that a
+		// hardware token, which keeps its state off the host, does not share.
+		child.awaitToken(t, 30*time.Second)
 		if k%4 != 1 {
 			child.awaitOpen(t, 30*time.Second)
 		}
@@ -289,6 +295,7 @@ type childNode struct {
 	seen time.Time // when last changed
 	// how many states it printed
 	changes int
+	token   bool // it printed "token open"
 }
 
 func startChild(t *testing.T, spec killedSpec) *childNode {
@@ -312,6 +319,12 @@ func startChild(t *testing.T, spec killedSpec) *childNode {
 func (c *childNode) read(out io.Reader) {
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
+		if sc.Text() == "token open" {
+			c.mu.Lock()
+			c.token = true
+			c.mu.Unlock()
+			continue
+		}
 		f := strings.Fields(sc.Text())
 		if len(f) != 3 || f[0] != "state" {
 			fmt.Fprintln(os.Stderr, "killed voter:", sc.Text())
@@ -328,6 +341,22 @@ func (c *childNode) read(out io.Reader) {
 		c.last, c.sum, c.seen = n, sum, time.Now()
 		c.changes++
 		c.mu.Unlock()
+	}
+}
+
+// awaitToken waits until the child has logged in to its token.
+func (c *childNode) awaitToken(t *testing.T, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(2 * time.Millisecond) {
+		c.mu.Lock()
+		ok := c.token
+		c.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed voter did not open its token within %v", d)
+		}
 	}
 }
 
