@@ -151,7 +151,7 @@ func (api *API) adminCAHandlers(handle func(string, routeAccess, http.HandlerFun
 	handle("GET "+pathCerts+"{serial}", routeAccess{action: actCertRead}, api.adminCert)
 	handle("POST "+pathCerts+"{serial}/revoke", routeAccess{action: actCertRevoke, dual: true, body: newBody[revokeRequest]}, api.adminCertRevoke)
 	handle("POST "+pathBulkRevoke, routeAccess{action: actCertRevoke, dual: true, body: newBody[BulkRevokeRequest], count: bulkCount}, api.adminBulkRevoke)
-	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: actCertHold}, api.adminCertHold)
+	handle("POST "+pathCerts+"{serial}/hold", routeAccess{action: actCertHold, dual: true}, api.adminCertHold)
 	handle("POST "+pathCerts+"{serial}/release", routeAccess{action: actCertRelease}, api.adminCertRelease)
 }
 

@@ -738,3 +738,44 @@ func rawCall(t *testing.T, url string, roots *x509.CertPool, cert *tls.Certifica
 	}
 	return resp.StatusCode, p, b
 }
+
+// TestHoldsCounted: an officer's holds, one certificate at a time, count under
+// the rule of cert.hold as revocations do: the eleventh within the hour is
+// proposed, not done, and another officer counts alone.
+func TestHoldsCounted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := newStaff(t, ctx, nil)
+	o1, o2 := s.officers[0], s.officers[1]
+	serial := func(i int) string { return fmt.Sprintf("%032x", i+1) }
+	for i := range 10 {
+		_, err := o1.c.Hold(ctx, serial(i))
+		var p *admin.ProposedError
+		if errors.As(err, &p) {
+			t.Fatalf("hold %d by o1 proposed, want direct", i+1)
+		}
+	}
+	_, err := o1.c.Hold(ctx, serial(10))
+	q := s.proposed(t, err)
+	// Approved, the hold is replayed on the leader (no such certificate here,
+	// so it fails there, as a hold of it would have directly).
+	s.approve(t, ctx, q, o2, s.officers[2])
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a, err := o2.c.Approval(ctx, q.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.State == "failed" {
+			t.Logf("approved hold: %s", a.Error)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("approved hold is %s", a.State)
+		}
+	}
+	_, err = o2.c.Hold(ctx, serial(20))
+	var p *admin.ProposedError
+	if errors.As(err, &p) {
+		t.Fatalf("o2's first hold proposed, want direct")
+	}
+}

@@ -503,6 +503,9 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := rule.check(b.Action); err != nil {
 		return nil, refuse(errInvalid, "%v", err)
 	}
+	if err := holdsToRules(tx, b.Action, rule); err != nil {
+		return nil, err
+	}
 	if len(b.Body) > maxBody {
 		return nil, refuse(errInvalid, "body of %d bytes: at most %d", len(b.Body), maxBody)
 	}
@@ -527,6 +530,35 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		ProposerID: p.ID, M: b.M, Role: b.Role, TTL: b.TTL, Created: e.Time.UnixNano(), Expires: e.Time.Add(rule.TTL).UnixNano(),
 		State: uint8(statePending)}
 	return saveReq(tx, q, e.Time)
+}
+
+// holdsToRules refuses a proposal of action held to a weaker rule than the
+// state's: fewer approvals, another role or a longer TTL. The rule comes with
+// the proposal, on the submitting node's word — a nonvoter's too — so the state
+// machine, not the node, holds it to the rules in force. A request of several
+// actions (a voter's join is a key transfer too) is held to the most approvals
+// and the shortest TTL of their rules, so it holds to its action's; one whose
+// action has no rule is held to the key transfer's if it is a join, else
+// refused. Before the first leader records rules (a cluster of an earlier
+// version) there is nothing here to hold it to.
+func holdsToRules(tx *bbolt.Tx, action string, r Rule) error {
+	st, err := readRules(tx)
+	if err != nil || st == nil {
+		return err
+	}
+	rules := fromRecords(st.Rules)
+	want, ok := rules[action]
+	if !ok && action == actionClusterMembership {
+		want, ok = rules[actionCAKeyTransfer]
+	}
+	if !ok {
+		return refuse(errInvalid, "no rule of dual control covers %s", action)
+	}
+	if r.M < want.M || r.Role != want.Role || r.TTL > want.TTL {
+		return refuse(errInvalid, "%s is held to %d %s within %s, not %d %s within %s (the rules changed? propose again)",
+			action, want.M, want.Role, want.TTL, r.M, r.Role, r.TTL)
+	}
+	return nil
 }
 
 // saveReq records that request q entered its state at t (an entry's time),
