@@ -190,19 +190,17 @@ func Handlers() []cluster.Handler {
 }
 
 // nonvotersMay names the commands that a nonvoter may submit too (the
-// cluster's leader refuses every other from one): an operator's request, an
-// approval or refusal (each signed by the operator's own key), and the counts
-// of a counting rule. The commands that record or remove an operator, change
-// the rules, or move a request through its execution are accepted on the
-// submitting node's word that an operator asked (or that it leads): an OCSP
-// edge, which holds no key, must not become a way to make an admin, weaken
-// the rules or mark a request executed.
+// cluster's leader refuses every other from one): an approval or refusal, which
+// the operator signs with their own key. Every other command is accepted on the
+// submitting node's word that an operator asked (or that it leads), and an OCSP
+// edge, which holds no key, must not be a way to act in an operator's name: a
+// request names its proposer on that word, and the proposer is one of the
+// M+1 people a rule asks for, so a request proposed through an edge in another
+// admin's name would need one person fewer. Nor may an edge make an admin,
+// weaken the rules, count against an officer's limit or mark a request
+// executed.
 func nonvotersMay(typ string) bool {
-	switch typ {
-	case commandPropose, commandDecide, commandUsage:
-		return true
-	}
-	return false
+	return typ == commandDecide
 }
 
 func decode(e cluster.Entry, v any) error {

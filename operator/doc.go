@@ -17,8 +17,9 @@
 // at a time the state machine decides by entry time, not by a node's clock.
 // Invariants: certificates are signed on the leader only and count for nothing
 // until their operator record is committed, and only for a voter's asking; a
-// nonvoter (an OCSP edge) may submit only requests, decisions and usage counts
-// (the cluster refuses it the rest); the last admin cannot be removed; an
+// nonvoter (an OCSP edge) may submit only decisions, which approvers sign (the
+// cluster refuses it the rest); a proposal is held to the rules the state
+// records; the last admin cannot be removed; an
 // approved request is executed at most once, by the leader that committed its
 // start, and a request carried out by the package itself (adding or removing an
 // operator) is marked executed in the transaction of the change, so it is never

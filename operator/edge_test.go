@@ -17,12 +17,14 @@ import (
 // holding no key) cannot, by having the edge's node ask the leader in an
 // admin's name (the leader cannot check the operator behind the node's word),
 // get an operator certificate for a key of theirs, take over another
-// operator's identity by a renewal, remove an approver or weaken the rules.
-// The leader refuses those calls and commands from a nonvoter; requests (a
-// proposal, which still needs others' signed approvals) go through.
+// operator's identity by a renewal, remove an approver, weaken the rules,
+// propose a request in another admin's name (the proposer is one of the M+1
+// a rule asks for) or count against an officer's limit. The leader refuses
+// those calls and commands from a nonvoter; an approval, signed by the
+// approver's own key, goes through.
 func TestEdgeCannotActForAnOperator(t *testing.T) {
 	h := newHarness(t, Config{})
-	a, b, _, _ := threeAdmins(t, h)
+	a, b, _, o := threeAdmins(t, h)
 	ctx := testenv.Context(t, 60*time.Second)
 
 	tok := softhsm.NewToken(t)
@@ -65,14 +67,32 @@ func TestEdgeCannotActForAnOperator(t *testing.T) {
 	wantNonvoter("b removed in a's name", edge.submit(ctx, commandRemove, removeBody{ID: b.op.ID, Actor: a.op.Actor()}, nil))
 	wantNonvoter("the rules emptied", edge.SetRules(ctx, a.op.Actor(), "", map[string]Rule{}))
 
-	// A proposal through the edge is a request like any other.
-	body, err := Change{Op: OpRemove, ID: b.op.ID}.Body()
+	// A proposal in b's name, which a's approval would then complete as
+	// the second of two admins, and counts against officer o's limit.
+	body, err := Change{Op: OpAdd, Name: "sock puppet", Role: Admin, CSR: csrFor(t, mallory)}.Body()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := edge.Propose(ctx, a.op, actionOperatorManage, body); err != nil {
-		t.Fatalf("a proposal through the edge: %v", err)
+	_, err = edge.Propose(ctx, b.op, actionOperatorManage, body)
+	wantNonvoter("a proposal in b's name", err)
+	_, err = edge.Propose(ctx, a.op, actionOperatorManage, body)
+	wantNonvoter("a proposal in a's own name", err)
+	rule := h.svc.Rules()[actionCertRevoke]
+	wantNonvoter("o's revocations counted", edge.Take(ctx, o.op, actionCertRevoke, rule.Over, rule))
+
+	// An approval through the edge is signed by the approver and counts.
+	q, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
+	if err != nil {
+		t.Fatal(err)
 	}
+	sig, err := SignApproval(b.key, q.ID, q.Digest, Reject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edge.Decide(ctx, q.ID, b.op, Reject, sig); err != nil {
+		t.Fatalf("b's refusal through the edge: %v", err)
+	}
+	h.waitState(q.ID, stateRejected)
 
 	// Nothing changed: b is active with the same certificate, nobody holds
 	// mallory's key, and the rules are the defaults.
