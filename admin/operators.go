@@ -354,6 +354,7 @@ var (
 		"operator.key-in-use":      probRequestInvalid,
 		"operator.invalid":         probRequestInvalid,
 		"operator.last-admin":      probRefused,
+		"operator.below-rule":      probRefused,
 		"operator.not-allowed":     probRefused,
 		"operator.not-active":      probRefused,
 	}

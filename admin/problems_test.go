@@ -26,6 +26,7 @@ func TestOperatorProblems(t *testing.T) {
 		{"operator.key-in-use", false, "request-invalid"},
 		{"operator.invalid", false, "request-invalid"},
 		{"operator.last-admin", false, "refused"},
+		{"operator.below-rule", false, "refused"},
 		{"operator.not-allowed", false, "refused"},
 		{"operator.not-active", false, "refused"},
 		{"operator.not-found", true, "request-unknown"},

@@ -59,6 +59,7 @@ var (
 	errKeyInUse        = cluster.NewRefusal("operator.key-in-use", "operator: an active operator has that key already")
 	errNotAllowed      = cluster.NewRefusal("operator.not-allowed", "operator: the acting operator may not do that")
 	errLastAdmin       = cluster.NewRefusal("operator.last-admin", "operator: the last active admin cannot be removed")
+	errBelowRule       = cluster.NewRefusal("operator.below-rule", "operator: too few operators would remain for the rule of operator.manage")
 	errNotActive       = cluster.NewRefusal("operator.not-active", "operator: operator is not active")
 	errTooFewApprovers = cluster.NewRefusal("operator.too-few-approvers", "operator: fewer operators of the rule's role than approvals needed")
 	errNotPending      = cluster.NewRefusal("operator.not-pending", "operator: request is not pending")
@@ -389,6 +390,14 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 		if n <= 1 {
 			return nil, cluster.Refuse(errLastAdmin)
 		}
+	}
+	mr, n, ok, err := manageRule(tx)
+	if err != nil {
+		return nil, err
+	}
+	if ok && Role(r.Role) == mr.Role && n == mr.M+1 {
+		return nil, refuse(errBelowRule, "%d active %s would remain, and %s needs %d approvals besides the proposer's: add one first",
+			n-1, mr.Role, actionOperatorManage, mr.M)
 	}
 	r.Status = uint8(removed)
 	r.Removed = e.Time.UnixNano()

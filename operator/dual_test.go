@@ -231,34 +231,87 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	wantSteps(t, h, fq.ID, []string{typeRequestProposed, typeRequestApproval, typeRequestApproval, typeRequestApproved,
 		typeRequestStarted, typeRequestFailed}, nil)
 
-	// Remove admin b, approved by b and c.
+	// Removing admin b, approved by b and c, would leave two admins, too few
+	// for the rule (two approvals besides the proposer's): operator changes
+	// would go back to one admin, as in the initial ceremony. The change
+	// fails, asked through a request or straight by a voter's node.
 	body, _ = Change{Op: OpRemove, ID: b.op.ID}.Body()
-	rq, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []*person{b, c} {
-		if _, err := h.decide(p, rq, Approve); err != nil {
+	approved := func(body []byte, by ...*person) Request {
+		t.Helper()
+		q, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
+		if err != nil {
 			t.Fatal(err)
 		}
+		for _, p := range by {
+			if _, err := h.decide(p, q, Approve); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return q
 	}
-	h.waitState(rq.ID, stateExecuted)
+	h.waitState(approved(body, b, c).ID, stateFailed)
+	mustRefuse(t, "remove b, leaving two admins", h.submit(commandRemove, removeBody{ID: b.op.ID, Actor: a.op.Actor()}), errBelowRule)
+	if _, err := h.verify(b.chain(), time.Now()); err != nil {
+		t.Fatalf("b after the refused removal: %v", err)
+	}
+
+	// With a fourth admin first, b is removed.
+	dKey := newKey(t)
+	dBody, _ := Change{Op: OpAdd, Name: "d", Role: Admin, CSR: csrFor(t, dKey)}.Body()
+	d := h.person(Operator{Certificate: h.waitState(approved(dBody, b, c).ID, stateExecuted).Result}, dKey)
+	if d.op, err = h.verify(d.chain(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(approved(body, c, d).ID, stateExecuted)
 	if _, err := h.verify(b.chain(), time.Now()); !errors.Is(err, errRemoved) {
 		t.Fatalf("removed admin verifies: %v", err)
 	}
-	// Two admins left: b's approvals no longer exist to count, and the rule can
-	// no longer be met, so operator changes go back to direct (the ceremony).
+	// Three admins left: b's approvals no longer exist to count, and the
+	// rule is still in force.
 	var need bool
 	if err := h.node.View(func(tx *bbolt.Tx) error {
 		var err error
 		_, need, err = h.svc.Required(tx, a.op, actionOperatorManage, 1)
 		return err
-	}); err != nil || need {
-		t.Fatalf("required with two admins: %v %v", need, err)
+	}); err != nil || !need {
+		t.Fatalf("required with three admins: %v %v", need, err)
 	}
-	// A request whose approvers are too few is refused at once.
-	_, err = h.svc.Propose(ctx, a.op, actionOperatorManage, body)
-	mustRefuse(t, "propose with one possible approver", err, errTooFewApprovers)
+}
+
+// TestRulesKeepTheCeremonyClosed: rules that look stricter (operator.manage
+// held to three approvals with three admins) would leave each admin fewer
+// possible approvers than the rule needs, and hand operator changes back to
+// one admin as in the initial ceremony. They are refused; with a fourth
+// admin they are set.
+func TestRulesKeepTheCeremonyClosed(t *testing.T) {
+	h := newHarness(t, Config{})
+	a, b, c, _ := threeAdmins(t, h)
+	ctx := testenv.Context(t, 60*time.Second)
+	rules := h.svc.Rules()
+	r := rules[actionOperatorManage]
+	r.M = 3
+	rules[actionOperatorManage] = r
+	// As a voter's node would after b's and c's approvals.
+	mustRefuse(t, "operator.manage held to 3 with 3 admins", h.svc.SetRules(ctx, b.op.Actor(), "", rules), errBelowRule)
+	if err := h.svc.Remove(ctx, a.op, c.op.ID); !errors.Is(err, errApprovalRequired) {
+		t.Fatalf("a removes c alone: %v, want %v", err, errApprovalRequired)
+	}
+
+	key := newKey(t)
+	body, _ := Change{Op: OpAdd, Name: "d", Role: Admin, CSR: csrFor(t, key)}.Body()
+	q, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*person{b, c} {
+		if _, err := h.decide(p, q, Approve); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.waitState(q.ID, stateExecuted)
+	if err := h.svc.SetRules(ctx, b.op.Actor(), "", rules); err != nil {
+		t.Fatalf("operator.manage held to 3 with 4 admins: %v", err)
+	}
 }
 
 // TestBootstrapOnce: the first admin is made once; a retry of the same CSR

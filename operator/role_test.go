@@ -209,7 +209,7 @@ func TestCertificateFormat(t *testing.T) {
 func TestRefusalCodes(t *testing.T) {
 	for code, err := range map[string]error{
 		"operator.bootstrapped": errBootstrapped, "operator.bad-certificate": errBadCertificate,
-		"operator.key-in-use": errKeyInUse, "operator.not-allowed": errNotAllowed, "operator.last-admin": errLastAdmin,
+		"operator.key-in-use": errKeyInUse, "operator.not-allowed": errNotAllowed, "operator.last-admin": errLastAdmin, "operator.below-rule": errBelowRule,
 		"operator.not-active": errNotActive, "operator.too-few-approvers": errTooFewApprovers,
 		"operator.not-pending": errNotPending, "operator.request-expired": errRequestExpired,
 		"operator.self-approval": errSelfApproval, "operator.wrong-role": errWrongRole, "operator.duplicate": errDuplicate,

@@ -243,6 +243,20 @@ func applyRules(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if b.Seed && old != nil {
 		return nil, cluster.Refuse(errRulesSet)
 	}
+	// Rules that look stricter must not reopen the initial ceremony: once
+	// operator.manage can be met, its new rule must be met too.
+	if mr, n, ok, err := manageRule(tx); err != nil {
+		return nil, err
+	} else if nr, has := rules[actionOperatorManage]; ok && has && n >= mr.M+1 {
+		nn, err := countActive(tx, nr.Role, "")
+		if err != nil {
+			return nil, err
+		}
+		if nn < nr.M+1 {
+			return nil, refuse(errBelowRule, "rules.%s: %d approvals besides the proposer's need %d active %s, there are %d: add them first",
+				actionOperatorManage, nr.M, nr.M+1, nr.Role, nn)
+		}
+	}
 	st := rulesState{Rules: b.Rules, Version: 1, Set: e.Time.UnixNano()}
 	if old != nil {
 		st.Version = old.Version + 1

@@ -134,7 +134,9 @@ func (s *Service) Close() {
 // if Take refuses. The one exception to the rules is the initial ceremony: while
 // the rule of "operator.manage" cannot be met (fewer active operators of its
 // role than M besides by), operators are added and removed directly, so that the
-// first admin can add the others. The last admin can never be removed.
+// first admin can add the others; once it can, the state machine refuses a
+// removal or rules that would reopen it (errBelowRule). The last admin can
+// never be removed.
 func (s *Service) Required(tx *bbolt.Tx, by Operator, action string, count int, also ...string) (Rule, bool, error) {
 	rules, err := s.RulesIn(tx)
 	if err != nil {

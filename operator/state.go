@@ -173,6 +173,24 @@ func List(tx *bbolt.Tx) ([]Operator, error) {
 	return out, err
 }
 
+// manageRule returns the recorded rule of operator.manage and how many active
+// operators of its role there are; ok is false before the rules are recorded
+// or if they have none for it. While there are fewer than M+1, operators are
+// added and removed directly (the initial ceremony, Service.Required); once
+// there are M+1, the state machine keeps it so (a removal, a rule), else the
+// next change would hand operator changes back to one admin.
+func manageRule(tx *bbolt.Tx) (r Rule, n int, ok bool, err error) {
+	st, err := readRules(tx)
+	if err != nil || st == nil {
+		return Rule{}, 0, false, err
+	}
+	if r, ok = fromRecords(st.Rules)[actionOperatorManage]; !ok {
+		return Rule{}, 0, false, nil
+	}
+	n, err = countActive(tx, r.Role, "")
+	return r, n, true, err
+}
+
 // countActive counts the active operators of role, leaving out the one of ID
 // except (if given).
 func countActive(tx *bbolt.Tx, role Role, except string) (int, error) {
