@@ -179,6 +179,14 @@ func TestParseSignatureCertificateRefuses(t *testing.T) {
 		}},
 		{"name not UTF-8", func() []byte { return p.leaf(t, leafSpec{san: withEntry(oidName, utf8Value("\xff\xfe\xfd"))}) }},
 		{"address not UTF-8", func() []byte { return p.leaf(t, leafSpec{san: withEntry(oidAddress, utf8Value("東京\xe3"))}) }},
+		{"name with a line feed", func() []byte {
+			return p.leaf(t, leafSpec{san: withEntry(oidName, utf8Value("公的　太郎\ntime=0 level=ERROR msg=x"))})
+		}},
+		{"name with a C1 control", func() []byte { return p.leaf(t, leafSpec{san: withEntry(oidName, utf8Value("公的\u0085太郎"))}) }},
+		{"address with a NUL", func() []byte {
+			return p.leaf(t, leafSpec{san: withEntry(oidAddress, utf8Value("東京都\x00千代田区"))})
+		}},
+		{"name map with a tab", func() []byte { return p.leaf(t, leafSpec{san: withEntry(oidNameMap, utf8Value("00\t00"))}) }},
 		{"name a PrintableString", func() []byte { return p.leaf(t, leafSpec{san: withEntry(oidName, printable("KOUTEKI TARO"))}) }},
 		{"value with trailing data", func() []byte {
 			return p.leaf(t, leafSpec{san: withEntry(oidGender, append(utf8Value("1"), 0x05, 0x00))})

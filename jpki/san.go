@@ -2,7 +2,9 @@ package jpki
 
 import (
 	"encoding/asn1"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -76,6 +78,12 @@ func parseSubjectAltName(der []byte) (Identity, error) {
 		}
 		if !utf8.Valid(s) {
 			return Identity{}, malformed("subjectAltName: %s: not valid UTF-8", fieldName(id))
+		}
+		// No basic-4 field holds a control character (a line break, a NUL): one
+		// would reach a derived certificate's subject, which the CA's lint then
+		// refuses only after every check passed, as a failure of the CA.
+		if strings.ContainsFunc(string(s), unicode.IsControl) {
+			return Identity{}, malformed("subjectAltName: %s: a control character", fieldName(id))
 		}
 		v := string(s)
 		switch {

@@ -200,6 +200,10 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 
 	n.api = newAPIServer(env.API, cert, n.log)
 	n.ocsp = ocsp.NewServer(ocspHandler)
+	// fasthttp's own messages (a request it cannot parse, quoted whole) are the
+	// clients' problems, as net/http's are on the other listeners: without this
+	// they go to stderr at every level, in neither the configured format nor rate.
+	n.ocsp.Logger = httpLog(n.log, "ocsp")
 	n.admin = &http.Server{Handler: n.adminAPI.Socket(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog(n.log, "admin")}
 	if n.adminTLSLn != nil {
 		n.adminTLS = newAPIServer(n.adminAPI.TLS(), cert, n.log)
