@@ -198,7 +198,7 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		ocspHandler = noResponder
 	}
 
-	n.api = newAPIServer(env.API, cert, n.log)
+	n.api = newAPIServer(apiHandler(env.API), cert, n.log)
 	n.ocsp = ocsp.NewServer(ocspHandler)
 	// fasthttp's own messages (a request it cannot parse, quoted whole) are the
 	// clients' problems, as net/http's are on the other listeners: without this

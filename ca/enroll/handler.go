@@ -193,8 +193,23 @@ func newHandler(cfg Config) (*handler, error) {
 	return h, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A request the endpoints do not take is a
+// problem like any refusal, not net/http's plain text: another method than
+// POST (405, with Allow), or a path this node does not serve (404).
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		post := r.Clone(r.Context())
+		post.Method = http.MethodPost
+		if _, pattern := h.mux.Handler(post); pattern != "" {
+			w.Header().Set("Allow", http.MethodPost)
+			h.refuseAs(w, probMethod, "the endpoint takes POST")
+			return
+		}
+		h.refuseAs(w, probNotFound, "this node does not serve that path")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
 
 // serveChallenge hands out a nonce. It writes nothing: the nonce authenticates
 // itself, and its use is recorded with what it is used for.

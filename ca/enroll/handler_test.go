@@ -589,6 +589,34 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("status %d", resp.StatusCode)
 		}
 	})
+	t.Run("wrong method or path", func(t *testing.T) {
+		for _, c := range []struct {
+			method, path, want string
+			status             int
+		}{
+			{http.MethodGet, enrollapi.PathChallenge, "method-not-allowed", 405},
+			{http.MethodPut, enrollapi.PathEnroll, "method-not-allowed", 405},
+			{http.MethodPost, "/v1/nope", "not-found", 404},
+		} {
+			req, err := http.NewRequest(c.method, e.srv.URL+c.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p enrollapi.Problem
+			err = json.NewDecoder(resp.Body).Decode(&p)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != c.status || p.Name() != c.want || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("%s %s: %d %s %+v (%v), want %d %s", c.method, c.path, resp.StatusCode, resp.Header.Get("Content-Type"), p, err, c.status, c.want)
+			}
+			if c.status == 405 && resp.Header.Get("Allow") != http.MethodPost {
+				t.Errorf("%s %s: Allow %q", c.method, c.path, resp.Header.Get("Allow"))
+			}
+		}
+	})
 	// The good request was never sent: its nonce is still usable, and redeems.
 	if _, err := e.client().Submit(context.Background(), good, nil); err != nil {
 		t.Fatalf("a valid request after the refusals: %v", err)

@@ -115,6 +115,8 @@ var (
 	probJPKIRevocation  = problemType{"jpki-revocation-unavailable", http.StatusServiceUnavailable, "The JPKI certificate's revocation status is not available"}
 	probUnavailable     = problemType{"unavailable", http.StatusServiceUnavailable, "The service is unavailable; try again later"}
 	probIssuanceFailure = problemType{"issuance-failed", http.StatusInternalServerError, "The certificate could not be issued"}
+	probMethod          = problemType{"method-not-allowed", http.StatusMethodNotAllowed, "The endpoint takes only POST"}
+	probNotFound        = problemType{"not-found", http.StatusNotFound, "No such endpoint"}
 )
 
 // problemTypes lists every type, for the refusal counter to start at zero for each.
@@ -125,6 +127,7 @@ var problemTypes = []problemType{
 	probJPKIRevocation, probUnavailable, probIssuanceFailure,
 	probSerialMismatch, probRebindNotFound, probRebindNotSame, probRebindNotPoss, probRebindHeld, probRebindSameCard,
 	probKeyProofMissing, probKeyProofInvalid, probKeyMismatch, probKeyProofReplay,
+	probMethod, probNotFound,
 }
 
 // problemFor maps an error of the pipeline to its problem type. The first match wins;
