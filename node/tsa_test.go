@@ -123,12 +123,12 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 		t.Fatalf("after one approval: %+v %v", a, err)
 	}
 	noKey("one approval")
-	// The certificate ceremony finds no key to certify.
-	if _, err := mallory.c.CertifyTSA(ctx, admin.TSACertRequest{}); err == nil {
-		t.Fatal("a TSA certificate before any TSA key")
-	} else {
-		wantProblem(t, "certify without a key", err, "tsa-key-unknown")
-	}
+	// The certificate's ceremony finds no key to certify: approved, it fails.
+	_, err = mallory.c.CertifyTSA(ctx, admin.TSACertRequest{})
+	early := s.proposed(t, err)
+	s.approve(t, ctx, early, b, c)
+	s.waitState(t, ctx, early.ID, "failed")
+	noKey("a certificate's ceremony before the key")
 	s.approve(t, ctx, q, c)
 	s.waitState(t, ctx, q.ID, "executed")
 	st, err := b.c.TSA(ctx)
@@ -142,10 +142,20 @@ func TestTSAKeyUnderDualControl(t *testing.T) {
 		}
 	}
 
-	cert, err := mallory.c.CertifyTSA(ctx, admin.TSACertRequest{Lifetime: "8760h"})
-	if err != nil {
-		t.Fatal(err)
+	// The certificate is a ceremony of its own (ca.ceremony): proposed, and
+	// issued once two other admins approve.
+	_, err = mallory.c.CertifyTSA(ctx, admin.TSACertRequest{Lifetime: "8760h"})
+	tq := s.proposed(t, err)
+	if tq.Action != "ca.ceremony" {
+		t.Fatalf("TSA certificate proposed as %+v", tq)
 	}
+	s.approve(t, ctx, tq, b, c)
+	s.waitState(t, ctx, tq.ID, "executed")
+	st, err = b.c.TSA(ctx)
+	if err != nil || len(st.Certificates) != 1 {
+		t.Fatalf("TSA after its certificate's ceremony: %+v %v", st, err)
+	}
+	cert := st.Certificates[0]
 	if cert.Key != keyID || !cert.Current {
 		t.Fatalf("certificate %+v", cert)
 	}

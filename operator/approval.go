@@ -84,6 +84,7 @@ func defaultRules() map[string]Rule {
 		actionCAKeyGenerate:     admin,
 		actionCAKeyImport:       admin,
 		actionCAKeyTransfer:     admin,
+		actionCACeremony:        admin,
 		actionPolicyApply:       admin,
 		actionOperatorManage:    admin,
 		actionClusterMembership: admin,

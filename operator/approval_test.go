@@ -136,7 +136,7 @@ func TestRequired(t *testing.T) {
 		{a, actionCAKeyTransfer, 1, true},
 		{a, actionClusterMembership, 1, true},
 		{a, actionOperatorManage, 1, true}, // b and c may approve
-		{a, actionCACeremony, 1, false},
+		{a, actionCACeremony, 1, true},
 	} {
 		var need bool
 		if err := h.node.View(func(tx *bbolt.Tx) error {
