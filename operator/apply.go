@@ -12,7 +12,8 @@ import (
 	"github.com/inkan-pki/inkan/cluster"
 )
 
-// Command types of the package, all at version 1.
+// Command types of the package, at version 1 but for three at version 2
+// (commandVersion).
 //
 //	operator.ca                 the operator CA's certificate, once
 //	operator.add                an operator recorded with their certificate
@@ -40,6 +41,20 @@ const (
 	commandRules     = "operator.rules.set"
 	commandUsage     = "operator.usage.count"
 )
+
+// commandVersion is the version the package writes a command type at. At
+// version 2, operator.request.propose is held to the rules in force
+// (holdsToRules), and operator.remove and operator.rules.set keep the initial
+// ceremony closed (manageRule). A command at version 1, which the release
+// before wrote, is applied as it was then: a node that replays its log after an
+// upgrade must reach the state the others reached.
+func commandVersion(typ string) uint {
+	switch typ {
+	case commandPropose, commandRemove, commandRules:
+		return 2
+	}
+	return 1
+}
 
 // commands lists the command types of the package: those of Handlers.
 func commands() []string {
@@ -169,19 +184,19 @@ type (
 // on every node. Each also describes its applied commands for the audit log
 // (Describe, see describedHandler).
 func Handlers() []cluster.Handler {
-	v1 := []uint{1}
+	v1, v2 := []uint{1}, []uint{1, 2}
 	hs := []cluster.Handler{
 		cluster.NewHandler(commandCA, v1, allBuckets(), applyCA),
 		cluster.NewHandler(commandAdd, v1, nil, applyAdd),
-		cluster.NewHandler(commandRemove, v1, nil, applyRemove),
+		cluster.NewHandler(commandRemove, v2, nil, applyRemove),
 		cluster.NewHandler(commandRenew, v1, nil, applyRenew),
-		cluster.NewHandler(commandPropose, v1, nil, applyPropose),
+		cluster.NewHandler(commandPropose, v2, nil, applyPropose),
 		cluster.NewHandler(commandDecide, v1, nil, applyDecide),
 		cluster.NewHandler(commandExpire, v1, nil, applyExpire),
 		cluster.NewHandler(commandStart, v1, nil, applyStart),
 		cluster.NewHandler(commandFinish, v1, nil, applyFinish),
 		cluster.NewHandler(commandInterrupt, v1, nil, applyInterrupt),
-		cluster.NewHandler(commandRules, v1, [][]byte{bucketRules}, applyRules),
+		cluster.NewHandler(commandRules, v2, [][]byte{bucketRules}, applyRules),
 		cluster.NewHandler(commandUsage, v1, [][]byte{bucketUsage}, applyUsage),
 	}
 	for i, h := range hs {
@@ -395,7 +410,7 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ok && Role(r.Role) == mr.Role && n == mr.M+1 {
+	if e.Command.Version >= 2 && ok && Role(r.Role) == mr.Role && n == mr.M+1 {
 		return nil, refuse(errBelowRule, "%d active %s would remain, and %s needs %d approvals besides the proposer's: add one first",
 			n-1, mr.Role, actionOperatorManage, mr.M)
 	}
@@ -510,8 +525,10 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	if err := rule.check(b.Action); err != nil {
 		return nil, refuse(errInvalid, "%v", err)
 	}
-	if err := holdsToRules(tx, b.Action, rule); err != nil {
-		return nil, err
+	if e.Command.Version >= 2 {
+		if err := holdsToRules(tx, b.Action, rule); err != nil {
+			return nil, err
+		}
 	}
 	if len(b.Body) > maxBody {
 		return nil, refuse(errInvalid, "body of %d bytes: at most %d", len(b.Body), maxBody)

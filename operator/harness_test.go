@@ -180,7 +180,7 @@ func (h *harness) decide(p *person, q Request, d Decision) (Request, error) {
 // stand-in for a node that did so and then died).
 func (h *harness) submit(typ string, body any) error {
 	h.t.Helper()
-	cmd, err := cluster.NewCommand(typ, 1, body)
+	cmd, err := cluster.NewCommand(typ, commandVersion(typ), body)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/inkan-pki/inkan/cluster"
+	"github.com/inkan-pki/inkan/internal/testenv"
 )
 
 // TestProposalHeldToTheRulesInForce: a proposal comes with its rule on the
@@ -77,5 +80,43 @@ func TestProposalHeldToTheRulesInForce(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVersion1AppliedAsBefore: commands the release before wrote (version 1)
+// are applied as they were then, without the checks of version 2, so that a
+// node replaying its log after an upgrade reaches the state the others
+// reached: a weak proposal is recorded, and a removal that leaves two admins
+// under M=2 is carried out.
+func TestVersion1AppliedAsBefore(t *testing.T) {
+	h := newHarness(t, Config{})
+	a, b, _, _ := threeAdmins(t, h)
+	submitV1 := func(typ string, body any) error {
+		t.Helper()
+		cmd, err := cluster.NewCommand(typ, 1, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.node.Submit(testenv.Context(t, 20*time.Second), cmd)
+		return err
+	}
+	body, err := Change{Op: OpRemove, ID: b.op.ID}.Body()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := newID("rq-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Digest(actionOperatorManage, body)
+	if err := submitV1(commandPropose, proposeBody{ID: id, Action: actionOperatorManage, Body: body, Digest: d[:],
+		Proposer: a.op.Fingerprint[:], M: 1, Role: string(Admin), TTL: int64(time.Hour)}); err != nil {
+		t.Fatalf("a version 1 proposal held to one approval: %v", err)
+	}
+	if err := submitV1(commandRemove, removeBody{ID: b.op.ID, Actor: a.op.Actor()}); err != nil {
+		t.Fatalf("a version 1 removal leaving two admins: %v", err)
+	}
+	if _, err := h.verify(b.chain(), time.Now()); !errors.Is(err, errRemoved) {
+		t.Fatalf("b after the version 1 removal: %v", err)
 	}
 }

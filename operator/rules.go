@@ -247,7 +247,7 @@ func applyRules(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 	// operator.manage can be met, its new rule must be met too.
 	if mr, n, ok, err := manageRule(tx); err != nil {
 		return nil, err
-	} else if nr, has := rules[actionOperatorManage]; ok && has && n >= mr.M+1 {
+	} else if nr, has := rules[actionOperatorManage]; e.Command.Version >= 2 && ok && has && n >= mr.M+1 {
 		nn, err := countActive(tx, nr.Role, "")
 		if err != nil {
 			return nil, err

@@ -281,7 +281,7 @@ func (s *Service) direct(ctx context.Context, by Operator, ch Change, op string)
 
 // submit submits a command and decodes its result into res (if not nil).
 func (s *Service) submit(ctx context.Context, typ string, body any, res *result) error {
-	cmd, err := cluster.NewCommand(typ, 1, body)
+	cmd, err := cluster.NewCommand(typ, commandVersion(typ), body)
 	if err != nil {
 		return err
 	}
