@@ -216,15 +216,7 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	// An approved change that cannot be carried out (the key is b's) fails,
 	// once, with the reason recorded.
 	body, _ = Change{Op: OpAdd, Name: "b again", Role: Officer, CSR: csrFor(t, b.key)}.Body()
-	fq, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []*person{b, c} {
-		if _, err := h.decide(p, fq, Approve); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fq := h.approved(a, body, b, c)
 	if f := h.waitState(fq.ID, stateFailed); !strings.Contains(f.Error, "key") {
 		t.Fatalf("failed with %q", f.Error)
 	}
@@ -236,20 +228,7 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	// would go back to one admin, as in the initial ceremony. The change
 	// fails, asked through a request or straight by a voter's node.
 	body, _ = Change{Op: OpRemove, ID: b.op.ID}.Body()
-	approved := func(body []byte, by ...*person) Request {
-		t.Helper()
-		q, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range by {
-			if _, err := h.decide(p, q, Approve); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return q
-	}
-	h.waitState(approved(body, b, c).ID, stateFailed)
+	h.waitState(h.approved(a, body, b, c).ID, stateFailed)
 	mustRefuse(t, "remove b, leaving two admins", h.submit(commandRemove, removeBody{ID: b.op.ID, Actor: a.op.Actor()}), errBelowRule)
 	if _, err := h.verify(b.chain(), time.Now()); err != nil {
 		t.Fatalf("b after the refused removal: %v", err)
@@ -258,11 +237,11 @@ func TestOperatorChangeUnderApproval(t *testing.T) {
 	// With a fourth admin first, b is removed.
 	dKey := newKey(t)
 	dBody, _ := Change{Op: OpAdd, Name: "d", Role: Admin, CSR: csrFor(t, dKey)}.Body()
-	d := h.person(Operator{Certificate: h.waitState(approved(dBody, b, c).ID, stateExecuted).Result}, dKey)
+	d := h.person(Operator{Certificate: h.waitState(h.approved(a, dBody, b, c).ID, stateExecuted).Result}, dKey)
 	if d.op, err = h.verify(d.chain(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	h.waitState(approved(body, c, d).ID, stateExecuted)
+	h.waitState(h.approved(a, body, c, d).ID, stateExecuted)
 	if _, err := h.verify(b.chain(), time.Now()); !errors.Is(err, errRemoved) {
 		t.Fatalf("removed admin verifies: %v", err)
 	}
@@ -299,16 +278,7 @@ func TestRulesKeepTheCeremonyClosed(t *testing.T) {
 
 	key := newKey(t)
 	body, _ := Change{Op: OpAdd, Name: "d", Role: Admin, CSR: csrFor(t, key)}.Body()
-	q, err := h.svc.Propose(ctx, a.op, actionOperatorManage, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []*person{b, c} {
-		if _, err := h.decide(p, q, Approve); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h.waitState(q.ID, stateExecuted)
+	h.waitState(h.approved(a, body, b, c).ID, stateExecuted)
 	if err := h.svc.SetRules(ctx, b.op.Actor(), "", rules); err != nil {
 		t.Fatalf("operator.manage held to 3 with 4 admins: %v", err)
 	}

@@ -176,6 +176,22 @@ func (h *harness) decide(p *person, q Request, d Decision) (Request, error) {
 	return h.svc.Decide(testenv.Context(h.t, 20*time.Second), q.ID, p.op, d, sig)
 }
 
+// approved proposes an operator.manage request of body by proposer, and has
+// each of by approve it.
+func (h *harness) approved(proposer *person, body []byte, by ...*person) Request {
+	h.t.Helper()
+	q, err := h.svc.Propose(testenv.Context(h.t, 20*time.Second), proposer.op, actionOperatorManage, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, p := range by {
+		if _, err := h.decide(p, q, Approve); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	return q
+}
+
 // submit submits a command of the package straight to the cluster (a
 // stand-in for a node that did so and then died).
 func (h *harness) submit(typ string, body any) error {
