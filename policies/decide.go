@@ -8,12 +8,14 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/inkan-pki/inkan/jpki"
 )
@@ -206,6 +208,9 @@ func (s *Set) renderWith(p *Profile, id jpki.Identity, pseudonym string) (*x509.
 		// by x509util's JSON errors for the shipped profiles, but say only which.
 		return nil, fmt.Errorf("policies: profile %s v%d: template failed to render", p.Name, p.Version)
 	}
+	if err := withinBounds(c.Subject); err != nil {
+		return nil, err
+	}
 	t := &x509.Certificate{
 		Subject:         c.Subject,
 		DNSNames:        c.DNSNames,
@@ -233,6 +238,35 @@ func (s *Set) renderWith(p *Profile, id jpki.Identity, pseudonym string) (*x509.
 	}
 	t.BasicConstraintsValid = true
 	return t, nil
+}
+
+// withinBounds refuses a subject with an attribute longer than RFC 5280's
+// upper bound for it (Appendix A, in characters), which the CA's lint would
+// refuse after every other check as a failure of the CA: a card's name over
+// 64 characters in a commonName, say. The refusal names the attribute and the
+// length, never the value.
+func withinBounds(n pkix.Name) error {
+	for _, a := range []struct {
+		name   string
+		max    int
+		values []string
+	}{
+		{"commonName", 64, []string{n.CommonName}},
+		{"serialNumber", 64, []string{n.SerialNumber}},
+		{"organizationName", 64, n.Organization},
+		{"organizationalUnitName", 64, n.OrganizationalUnit},
+		{"localityName", 128, n.Locality},
+		{"stateOrProvinceName", 128, n.Province},
+		{"streetAddress", 128, n.StreetAddress},
+		{"postalCode", 40, n.PostalCode},
+	} {
+		for _, v := range a.values {
+			if l := utf8.RuneCountInString(v); l > a.max {
+				return deny(ErrDenied, "the certificate's %s would be %d characters, more than the %d RFC 5280 allows", a.name, l, a.max)
+			}
+		}
+	}
+	return nil
 }
 
 func genderName(g jpki.Gender) string {

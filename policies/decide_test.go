@@ -20,6 +20,7 @@ import (
 	"github.com/zmap/zlint/v3/lint"
 
 	"github.com/inkan-pki/inkan/jpki"
+	"github.com/inkan-pki/inkan/jpki/jpkisim"
 )
 
 // The zlint sources ca/lint.go runs, and the lint it never runs (with its reason
@@ -160,6 +161,9 @@ func TestDecideRefuses(t *testing.T) {
 		{"JPKI expired", func(r *Request) { r.At = r.JPKI.X509().NotAfter.Add(time.Hour); r.Revocation.ThisUpdate = r.At }, ErrDenied},
 		{"no JPKI", func(r *Request) { r.JPKI = nil }, ErrDenied},
 		{"no person record", func(r *Request) { r.Person = nil }, ErrDenied},
+		// A name the signing profile's commonName cannot hold (RFC 5280: 64
+		// characters) is refused here, not by the CA's lint as a failure.
+		{"name over 64 characters", func(r *Request) { r.JPKI = card(t, namedLong(65)) }, ErrDenied},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,6 +179,32 @@ func TestDecideRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// namedLong is hanako with a name of n characters.
+func namedLong(n int) jpkisim.Person {
+	p := hanako()
+	p.Name = "山田　" + strings.Repeat("花", n-3)
+	return p
+}
+
+// TestDecideNameAtTheBound: a name of 64 characters fits the signing profile's
+// commonName, and its certificate passes the CA's lints.
+func TestDecideNameAtTheBound(t *testing.T) {
+	s := shippedSet(t)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	d, err := s.Decide(goodRequest(t, "signing", card(t, namedLong(64)), &k.PublicKey, now))
+	if err != nil {
+		t.Fatalf("Decide with a name of 64 characters: %v", err)
+	}
+	if got := len([]rune(d.Template.Subject.CommonName)); got != 64 {
+		t.Fatalf("commonName of %d characters", got)
+	}
+	ca := newCA(t)
+	if f := lintFailures(t, ca.issue(t, d, &k.PublicKey, now), d.SkipLints); len(f) != 0 {
+		t.Fatalf("lints: %v", f)
 	}
 }
 
