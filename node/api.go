@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"log"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/inkan-pki/inkan/cluster"
-	"github.com/inkan-pki/inkan/enrollapi"
 )
 
 // The certificates cluster keeps in the data dir: this node's, issued by the
@@ -132,27 +130,6 @@ func newAPIServer(h http.Handler, cert tls.Certificate, log *slog.Logger) *http.
 		ErrorLog:          httpLog(log, "api"),
 	}
 }
-
-// apiHandler serves mux, and answers a path that no service registered on it
-// with a problem (404, "urn:inkan:problem:not-found") as the API answers every
-// refusal, not with net/http's plain text.
-func apiHandler(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusNotFound)
-		_ = json.NewEncoder(w).Encode(enrollapi.Problem{Type: notFoundProblem, Title: "No such endpoint",
-			Status: http.StatusNotFound, Detail: "this node does not serve that path"})
-	})
-}
-
-// notFoundProblem is the type of apiHandler's 404, the enrollment API's own
-// (docs/enrollment.md).
-const notFoundProblem = "urn:inkan:problem:not-found"
 
 // httpLog routes net/http's own messages (TLS handshake errors and the like) to
 // slog at debug level: they are the clients' problems, not the node's.

@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/inkan-pki/inkan/admin"
+	"github.com/inkan-pki/inkan/ca/enroll"
 	"github.com/inkan-pki/inkan/cluster"
 	"github.com/inkan-pki/inkan/hsm"
 	"github.com/inkan-pki/inkan/ocsp"
@@ -198,12 +199,10 @@ func Start(ctx context.Context, cfg *Config, extra ...Component) (_ *Node, err e
 		ocspHandler = noResponder
 	}
 
-	n.api = newAPIServer(apiHandler(env.API), cert, n.log)
+	env.API.Handle("/", enroll.NotFound()) // a path no service serves: a problem, not plain text
+	n.api = newAPIServer(env.API, cert, n.log)
 	n.ocsp = ocsp.NewServer(ocspHandler)
-	// fasthttp's own messages (a request it cannot parse, quoted whole) are the
-	// clients' problems, as net/http's are on the other listeners: without this
-	// they go to stderr at every level, in neither the configured format nor rate.
-	n.ocsp.Logger = httpLog(n.log, "ocsp")
+	n.ocsp.Logger = httpLog(n.log, "ocsp") // else fasthttp quotes bad requests on stderr at every level
 	n.admin = &http.Server{Handler: n.adminAPI.Socket(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog(n.log, "admin")}
 	if n.adminTLSLn != nil {
 		n.adminTLS = newAPIServer(n.adminAPI.TLS(), cert, n.log)

@@ -291,6 +291,16 @@ func TestNodeListeners(t *testing.T) {
 		if resp.StatusCode != 200 || string(b) != "alpha on solo" {
 			t.Fatalf("api: %d %q", resp.StatusCode, b)
 		}
+		// A path no service serves is a problem, as every refusal of the API.
+		resp, err = hc.Post("https://"+a.API+"/v1/nope", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(b), `"urn:inkan:problem:not-found"`) {
+			t.Fatalf("api, an unknown path: %d %s %q", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+		}
 	})
 	t.Run("ocsp", func(t *testing.T) {
 		// The node's own responder: a request that is no OCSP request gets

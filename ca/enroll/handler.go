@@ -211,6 +211,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
+// NotFound answers a path the API listener does not serve with the problem
+// not-found (404), as the API answers every refusal, not with net/http's plain
+// text. The node registers it at "/".
+func NotFound() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, defaultProblemBase, probNotFound, "this node does not serve that path", 0)
+	})
+}
+
 // serveChallenge hands out a nonce. It writes nothing: the nonce authenticates
 // itself, and its use is recorded with what it is used for.
 func (h *handler) serveChallenge(w http.ResponseWriter, r *http.Request) {

@@ -623,6 +623,23 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestNotFound: a path the API listener does not serve is answered as a
+// problem (404, not-found), as every refusal of the API is.
+func TestNotFound(t *testing.T) {
+	srv := httptest.NewServer(NotFound())
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL+"/v1/nope", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p enrollapi.Problem
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil || resp.StatusCode != http.StatusNotFound || p.Name() != "not-found" ||
+		resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("%d %s %+v (%v), want 404 not-found", resp.StatusCode, resp.Header.Get("Content-Type"), p, err)
+	}
+}
+
 func ed25519Key() crypto.Signer {
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
