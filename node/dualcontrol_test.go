@@ -597,9 +597,14 @@ func TestAuditExposure(t *testing.T) {
 				want = http.StatusOK
 			}
 			// The audit key is recorded by the first leader shortly after the
-			// node is ready: until then the log has no checkpoint to give.
+			// node is ready, and the first checkpoint signed a moment later:
+			// until then the log has no checkpoint to give.
 			status, prob, _ := rawCall(t, api, roots, nil, "GET", "/v1/audit/checkpoint", "")
-			for deadline := time.Now().Add(30 * time.Second); status == http.StatusServiceUnavailable && prob.Type == "urn:inkan:problem:audit:no-key" && time.Now().Before(deadline); {
+			starting := func() bool {
+				return status == http.StatusServiceUnavailable && prob.Type == "urn:inkan:problem:audit:no-key" ||
+					status == http.StatusNotFound && prob.Type == "urn:inkan:problem:audit:no-checkpoint"
+			}
+			for deadline := time.Now().Add(30 * time.Second); starting() && time.Now().Before(deadline); {
 				time.Sleep(100 * time.Millisecond)
 				status, prob, _ = rawCall(t, api, roots, nil, "GET", "/v1/audit/checkpoint", "")
 			}
