@@ -406,13 +406,15 @@ func applyRemove(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 			return nil, cluster.Refuse(errLastAdmin)
 		}
 	}
-	mr, n, ok, err := manageRule(tx)
-	if err != nil {
-		return nil, err
-	}
-	if e.Command.Version >= 2 && ok && Role(r.Role) == mr.Role && n == mr.M+1 {
-		return nil, refuse(errBelowRule, "%d active %s would remain, and %s needs %d approvals besides the proposer's: add one first",
-			n-1, mr.Role, actionOperatorManage, mr.M)
+	if e.Command.Version >= 2 {
+		mr, n, ok, err := manageRule(tx)
+		if err != nil {
+			return nil, err
+		}
+		if ok && Role(r.Role) == mr.Role && n == mr.M+1 {
+			return nil, refuse(errBelowRule, "%d active %s would remain, and %s needs %d approvals besides the proposer's: add one first",
+				n-1, mr.Role, actionOperatorManage, mr.M)
+		}
 	}
 	r.Status = uint8(removed)
 	r.Removed = e.Time.UnixNano()
@@ -566,11 +568,10 @@ func applyPropose(tx *bbolt.Tx, e cluster.Entry) ([]byte, error) {
 // refused. Before the first leader records rules (a cluster of an earlier
 // version) there is nothing here to hold it to.
 func holdsToRules(tx *bbolt.Tx, action string, r Rule) error {
-	st, err := readRules(tx)
-	if err != nil || st == nil {
+	rules, err := recordedRules(tx)
+	if err != nil || rules == nil {
 		return err
 	}
-	rules := fromRecords(st.Rules)
 	want, ok := rules[action]
 	if !ok && action == actionClusterMembership {
 		want, ok = rules[actionCAKeyTransfer]

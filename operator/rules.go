@@ -146,9 +146,19 @@ func checkRules(rules map[string]Rule) error {
 // RulesIn returns the rules of dual control in force: the state's, or, until the
 // first leader has recorded them, the ones this node would record.
 func (s *Service) RulesIn(tx *bbolt.Tx) (map[string]Rule, error) {
+	rules, err := recordedRules(tx)
+	if err != nil || rules == nil {
+		return maps.Clone(s.rules), err
+	}
+	return rules, nil
+}
+
+// recordedRules returns the rules the state records, nil before the first
+// leader records them.
+func recordedRules(tx *bbolt.Tx) (map[string]Rule, error) {
 	st, err := readRules(tx)
 	if err != nil || st == nil {
-		return maps.Clone(s.rules), err
+		return nil, err
 	}
 	return fromRecords(st.Rules), nil
 }

@@ -180,11 +180,11 @@ func List(tx *bbolt.Tx) ([]Operator, error) {
 // there are M+1, the state machine keeps it so (a removal, a rule), else the
 // next change would hand operator changes back to one admin.
 func manageRule(tx *bbolt.Tx) (r Rule, n int, ok bool, err error) {
-	st, err := readRules(tx)
-	if err != nil || st == nil {
+	rules, err := recordedRules(tx)
+	if err != nil {
 		return Rule{}, 0, false, err
 	}
-	if r, ok = fromRecords(st.Rules)[actionOperatorManage]; !ok {
+	if r, ok = rules[actionOperatorManage]; !ok {
 		return Rule{}, 0, false, nil
 	}
 	n, err = countActive(tx, r.Role, "")
